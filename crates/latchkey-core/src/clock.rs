@@ -1,0 +1,56 @@
+//! An injectable clock, so expiry and grace periods are tested without sleeping.
+
+use std::fmt::Debug;
+use std::sync::Mutex;
+
+use time::{Duration, OffsetDateTime};
+
+/// The time source of a store.
+pub trait Clock: Send + Sync + Debug + 'static {
+    /// The current time, in UTC.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// A clock that moves only when told, for tests.
+///
+/// ```
+/// use latchkey_core::{Clock, ManualClock};
+/// let clock = ManualClock::new(time::macros::datetime!(2026-01-01 00:00 UTC));
+/// clock.advance(time::Duration::hours(1));
+/// assert_eq!(clock.now(), time::macros::datetime!(2026-01-01 01:00 UTC));
+/// ```
+#[derive(Debug)]
+pub struct ManualClock(Mutex<OffsetDateTime>);
+
+impl ManualClock {
+    /// A clock stopped at `at`.
+    pub fn new(at: OffsetDateTime) -> ManualClock {
+        ManualClock(Mutex::new(at))
+    }
+
+    /// Moves the clock forward (or back, for a negative duration).
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) += by;
+    }
+
+    /// Sets the clock.
+    pub fn set(&self, at: OffsetDateTime) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = at;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

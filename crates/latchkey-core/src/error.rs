@@ -1,0 +1,148 @@
+//! The store's error type.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The kinds of record the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Entity {
+    /// A group.
+    Group,
+    /// A user.
+    User,
+    /// A key.
+    Key,
+}
+
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Entity::Group => "group",
+            Entity::User => "user",
+            Entity::Key => "key",
+        })
+    }
+}
+
+/// A lifecycle rule that a request broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Conflict {
+    /// Names of users and groups are unique.
+    #[error("a {entity} named {name:?} already exists")]
+    NameTaken {
+        /// Which kind of record.
+        entity: Entity,
+        /// The name asked for.
+        name: String,
+    },
+    /// A key can be deleted only after it is revoked.
+    #[error("the key is not revoked: revoke it before deleting it")]
+    KeyNotRevoked,
+    /// Revocation is irreversible: a revoked key cannot be enabled or rotated.
+    #[error("the key is revoked, and revocation is irreversible")]
+    KeyRevoked,
+}
+
+impl Conflict {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Conflict::NameTaken { .. } => "name_taken",
+            Conflict::KeyNotRevoked => "key_not_revoked",
+            Conflict::KeyRevoked => "key_revoked",
+        }
+    }
+}
+
+/// Why a store operation failed. Nothing was changed when an operation fails.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No record with that id or name.
+    #[error("{entity} {id:?} not found")]
+    NotFound {
+        /// Which kind of record.
+        entity: Entity,
+        /// The id or name asked for.
+        id: String,
+    },
+    /// A lifecycle rule.
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    /// A field's value is not acceptable.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The field, as named in the API.
+        field: &'static str,
+        /// What is expected.
+        reason: String,
+    },
+    /// The caller tried to grant a permission it does not hold itself.
+    #[error("cannot grant {permission:?}: it is outside the caller's own permissions")]
+    Escalation {
+        /// The first permission outside the caller's.
+        permission: String,
+    },
+    /// Another process has the store open.
+    #[error("the store at {} is held by another process (is `latchkey serve` running on it?)", path.display())]
+    Locked {
+        /// The store's path.
+        path: PathBuf,
+    },
+    /// No store was initialised at the path.
+    #[error("no latchkey store at {}: run `latchkey init` first", path.display())]
+    NotInitialized {
+        /// The store's path.
+        path: PathBuf,
+    },
+    /// `init` on a store that already exists.
+    #[error("a latchkey store already exists at {}; nothing was changed", path.display())]
+    AlreadyInitialized {
+        /// The store's path.
+        path: PathBuf,
+    },
+    /// The storage engine failed (disk, I/O).
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A stored record could not be read back.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> StoreError {
+        StoreError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn not_found(entity: Entity, id: impl fmt::Display) -> StoreError {
+        StoreError::NotFound {
+            entity,
+            id: id.to_string(),
+        }
+    }
+
+    /// A stable, machine-readable code for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::NotFound { .. } => "not_found",
+            StoreError::Conflict(c) => c.code(),
+            StoreError::Invalid { .. } => "invalid_field",
+            StoreError::Escalation { .. } => "insufficient_permission",
+            StoreError::Locked { .. } => "store_locked",
+            StoreError::NotInitialized { .. } => "not_initialized",
+            StoreError::AlreadyInitialized { .. } => "already_initialized",
+            StoreError::Storage(_) | StoreError::Corrupt(_) => "internal",
+        }
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(err: sled::Error) -> Self {
+        StoreError::Storage(err.to_string())
+    }
+}

@@ -1,0 +1,504 @@
+//! The key format: `<prefix>_<env>_<id>_<secret><checksum>`.
+//!
+//! ```text
+//! lk_live_4fT9kQ2mX8pZ_9S1xk7tQ0OpvLkVd8AI9hpH7Qq3MxG9N0a1b2c
+//! └┬┘ └┬─┘ └────┬─────┘ └──────────────┬───────────────┘└─┬──┘
+//! prefix env   id (12)            secret (32)          checksum (6)
+//! ```
+//!
+//! The checksum is the CRC-32 (IEEE) of everything before it, as six base62 digits, so a
+//! mistyped or forged-shape key is rejected before any store read, and secret scanners can
+//! check a candidate offline.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::base62;
+
+/// Length of the public id, in base62 characters (≈ 71 bits).
+pub const ID_LEN: usize = 12;
+/// Length of the secret, in base62 characters (≈ 190 bits, above the 128 required).
+pub const SECRET_LEN: usize = 32;
+/// Length of the checksum, in base62 characters.
+pub const CHECKSUM_LEN: usize = 6;
+/// Longest well-formed key: an 8-character prefix.
+pub const MAX_KEY_LEN: usize = 8 + 1 + 4 + 1 + ID_LEN + 1 + SECRET_LEN + CHECKSUM_LEN;
+const MIN_KEY_LEN: usize = MAX_KEY_LEN - 6;
+
+/// Why a string is not a well-formed key. Parsing never touches a store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The string is shorter or longer than any key can be.
+    #[error("a key is {MIN_KEY_LEN} to {MAX_KEY_LEN} characters long")]
+    Length,
+    /// The parts are not separated as `<prefix>_<env>_<id>_<secret>`.
+    #[error("a key has the shape <prefix>_<env>_<id>_<secret>")]
+    Shape,
+    /// The prefix is not 2 to 8 characters of `[a-z0-9]`.
+    #[error("a key prefix is 2 to 8 characters of [a-z0-9]")]
+    Prefix,
+    /// The environment is neither `live` nor `test`.
+    #[error("a key's environment is `live` or `test`")]
+    Env,
+    /// The id or the secret holds a character outside base62.
+    #[error("a key's id and secret are base62")]
+    Alphabet,
+    /// The checksum does not match: a typo, or not a latchkey key.
+    #[error("the key's checksum does not match")]
+    Checksum,
+}
+
+/// Which environment a key belongs to: `live` or `test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Env {
+    /// Production traffic.
+    #[default]
+    Live,
+    /// Test traffic; a service may refuse these.
+    Test,
+}
+
+impl Env {
+    /// The lowercase name used in keys and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Env::Live => "live",
+            Env::Test => "test",
+        }
+    }
+}
+
+impl fmt::Display for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Env {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "live" => Ok(Env::Live),
+            "test" => Ok(Env::Test),
+            _ => Err(ParseError::Env),
+        }
+    }
+}
+
+/// A store's key prefix: 2 to 8 characters of `[a-z0-9]`, `lk` by default.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Prefix(String);
+
+impl Prefix {
+    /// Validates a prefix.
+    ///
+    /// ```
+    /// use latchkey_core::Prefix;
+    /// assert_eq!(Prefix::new("acme").unwrap().as_str(), "acme");
+    /// assert!(Prefix::new("Acme").is_err());
+    /// ```
+    pub fn new(prefix: &str) -> Result<Self, ParseError> {
+        let ok = (2..=8).contains(&prefix.len())
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if ok {
+            Ok(Prefix(prefix.to_owned()))
+        } else {
+            Err(ParseError::Prefix)
+        }
+    }
+
+    /// The prefix text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Prefix {
+    fn default() -> Self {
+        Prefix("lk".to_owned())
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Prefix {
+    type Error = ParseError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Prefix::new(&value)
+    }
+}
+
+impl From<Prefix> for String {
+    fn from(value: Prefix) -> Self {
+        value.0
+    }
+}
+
+/// A key's public id: 12 base62 characters, stored in plain and used for an O(1) lookup.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicId([u8; ID_LEN]);
+
+impl PublicId {
+    /// Validates a public id.
+    pub fn parse(id: &str) -> Result<Self, ParseError> {
+        let bytes: [u8; ID_LEN] = id.as_bytes().try_into().map_err(|_| ParseError::Shape)?;
+        if base62::is_base62(&bytes) {
+            Ok(PublicId(bytes))
+        } else {
+            Err(ParseError::Alphabet)
+        }
+    }
+
+    /// The id's bytes, as stored.
+    pub fn as_bytes(&self) -> &[u8; ID_LEN] {
+        &self.0
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        // Every constructor checks the bytes are base62, hence ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for PublicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicId({})", self.as_str())
+    }
+}
+
+impl fmt::Display for PublicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A full API key, parsed and checked, or freshly generated.
+///
+/// It holds the secret, so its `Debug` and `Display` show only the display prefix followed
+/// by `_…`; [`ApiKey::expose`] gives the full text, for the one time it is shown.
+///
+/// # Example
+///
+/// ```
+/// use latchkey_core::{ApiKey, Env, Prefix};
+///
+/// let key = ApiKey::generate(&Prefix::default(), Env::Test);
+/// let parsed = ApiKey::parse(key.expose()).unwrap();
+/// assert_eq!(parsed.display_prefix(), key.display_prefix());
+/// assert!(!format!("{key:?}").contains(key.secret()));
+/// assert!(ApiKey::parse("lk_live_nope").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    text: String,
+    env: Env,
+    id: PublicId,
+    /// Where the id starts: the prefix is `text[..id_at - 6]`.
+    id_at: usize,
+}
+
+impl ApiKey {
+    /// Generates a new key from the OS CSPRNG.
+    ///
+    /// # Panics
+    ///
+    /// When the operating system's random source fails.
+    pub fn generate(prefix: &Prefix, env: Env) -> ApiKey {
+        let id = base62::random(ID_LEN);
+        let secret = base62::random(SECRET_LEN);
+        let mut text = String::with_capacity(MAX_KEY_LEN);
+        text.push_str(prefix.as_str());
+        text.push('_');
+        text.push_str(env.as_str());
+        text.push('_');
+        let id_at = text.len();
+        text.push_str(&id);
+        text.push('_');
+        text.push_str(&secret);
+        let sum = checksum(text.as_bytes());
+        text.push_str(std::str::from_utf8(&sum).expect("base62 is ASCII"));
+        let id = PublicId::parse(&id).expect("generated ids are base62");
+        ApiKey {
+            text,
+            env,
+            id,
+            id_at,
+        }
+    }
+
+    /// Parses a presented key strictly: lengths, alphabet, environment and checksum.
+    ///
+    /// Never panics, never allocates for a rejected key, and touches no store.
+    pub fn parse(text: &str) -> Result<ApiKey, ParseError> {
+        let bytes = text.as_bytes();
+        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&bytes.len()) {
+            return Err(ParseError::Length);
+        }
+        // Fixed-width tail: `_<env>_<id>_<secret><checksum>`.
+        let tail = 1 + 4 + 1 + ID_LEN + 1 + SECRET_LEN + CHECKSUM_LEN;
+        let prefix_len = bytes.len() - tail;
+        let (prefix, rest) = bytes.split_at(prefix_len);
+        if !(2..=8).contains(&prefix_len)
+            || !prefix
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(ParseError::Prefix);
+        }
+        if rest[0] != b'_' || rest[5] != b'_' || rest[6 + ID_LEN] != b'_' {
+            return Err(ParseError::Shape);
+        }
+        let env = match &rest[1..5] {
+            b"live" => Env::Live,
+            b"test" => Env::Test,
+            _ => return Err(ParseError::Env),
+        };
+        let id = &rest[6..6 + ID_LEN];
+        let secret_and_sum = &rest[7 + ID_LEN..];
+        if !base62::is_base62(id) || !base62::is_base62(secret_and_sum) {
+            return Err(ParseError::Alphabet);
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if checksum(body) != sum {
+            return Err(ParseError::Checksum);
+        }
+        let id = PublicId(id.try_into().map_err(|_| ParseError::Shape)?);
+        Ok(ApiKey {
+            text: text.to_owned(),
+            env,
+            id,
+            id_at: prefix_len + 6,
+        })
+    }
+
+    /// The store prefix, `lk` in `lk_live_…`.
+    pub fn prefix(&self) -> &str {
+        &self.text[..self.id_at - 6]
+    }
+
+    /// The environment.
+    pub fn env(&self) -> Env {
+        self.env
+    }
+
+    /// The public id.
+    pub fn id(&self) -> PublicId {
+        self.id
+    }
+
+    /// `<prefix>_<env>_<id>`: safe to show in lists and logs.
+    pub fn display_prefix(&self) -> &str {
+        &self.text[..self.id_at + ID_LEN]
+    }
+
+    /// The secret part, without the checksum. Only the store's hashing should need it.
+    pub fn secret(&self) -> &str {
+        let start = self.id_at + ID_LEN + 1;
+        &self.text[start..start + SECRET_LEN]
+    }
+
+    /// The full key text. Show it once, at creation; never log it.
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({}_…)", self.display_prefix())
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_…", self.display_prefix())
+    }
+}
+
+/// The checksum of a key body: CRC-32 (IEEE) as six base62 digits.
+pub fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
+    base62::encode_fixed::<CHECKSUM_LEN>(u64::from(crc32fast::hash(body)))
+}
+
+/// Finds well-formed keys (valid checksum included) in a text, for secret scanning.
+///
+/// Yields each key's byte offset and its parsed form. Look-alikes with a wrong checksum are
+/// skipped, so a hit is almost certainly a real key.
+pub fn find_keys(text: &str) -> impl Iterator<Item = (usize, ApiKey)> + '_ {
+    let bytes = text.as_bytes();
+    let is_key_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < bytes.len() {
+            if !is_key_byte(bytes[at]) {
+                at += 1;
+                continue;
+            }
+            let start = at;
+            while at < bytes.len() && is_key_byte(bytes[at]) {
+                at += 1;
+            }
+            if let Ok(key) = ApiKey::parse(&text[start..at]) {
+                return Some((start, key));
+            }
+        }
+        None
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid() -> ApiKey {
+        ApiKey::generate(&Prefix::default(), Env::Live)
+    }
+
+    /// Builds a key text with a correct checksum from its parts.
+    fn assemble(prefix: &str, env: &str, id: &str, secret: &str) -> String {
+        let body = format!("{prefix}_{env}_{id}_{secret}");
+        let sum = checksum(body.as_bytes());
+        format!("{body}{}", std::str::from_utf8(&sum).unwrap())
+    }
+
+    #[track_caller]
+    fn check(input: &str, expected: Result<(), ParseError>) {
+        assert_eq!(
+            ApiKey::parse(input).map(|_| ()),
+            expected,
+            "input: {input:?}"
+        );
+    }
+
+    #[test]
+    fn parse_table() {
+        let id = "4fT9kQ2mX8pZ";
+        let secret = "9S1xk7tQ0OpvLkVd8AI9hpH7Qq3MxG9N";
+        check(&assemble("lk", "live", id, secret), Ok(()));
+        check(&assemble("acme2026", "test", id, secret), Ok(()));
+        check(&assemble("l", "live", id, secret), Err(ParseError::Length));
+        check(
+            &assemble("acme20261", "live", id, secret),
+            Err(ParseError::Length),
+        );
+        check(&assemble("LK", "live", id, secret), Err(ParseError::Prefix));
+        check(&assemble("lk", "prod", id, secret), Err(ParseError::Env));
+        check(&assemble("lk", "LIVE", id, secret), Err(ParseError::Env));
+        check(
+            &assemble("lk", "live", "4fT9kQ2mX8p-", secret),
+            Err(ParseError::Alphabet),
+        );
+        check(
+            &assemble("lk", "live", id, "9S1xk7tQ0OpvLkVd8AI9hpH7Qq3MxG9_"),
+            Err(ParseError::Alphabet),
+        );
+        check(
+            &assemble("lk", "live", "4fT9kQ2mX8p", &format!("{secret}x")),
+            Err(ParseError::Shape),
+        );
+        check("", Err(ParseError::Length));
+        check(&"a".repeat(64 * 1024), Err(ParseError::Length));
+        // The example from PRODUCT.md has a made-up checksum.
+        check(
+            "lk_live_4fT9kQ2mX8pZ_9S1xk7tQ0OpvLkVd8AI9hpH7Qq3MxG9N0a1b2c",
+            Err(ParseError::Checksum),
+        );
+    }
+
+    #[test]
+    fn checksum_is_crc32_ieee_in_base62() {
+        // zlib.crc32(b"123456789") == 0xCBF43926, the standard check value.
+        let expected = base62::encode_fixed::<6>(0xCBF4_3926);
+        assert_eq!(checksum(b"123456789"), expected);
+    }
+
+    #[test]
+    fn parts_and_display_prefix() {
+        let key = ApiKey::parse(&assemble(
+            "lk",
+            "test",
+            "4fT9kQ2mX8pZ",
+            "9S1xk7tQ0OpvLkVd8AI9hpH7Qq3MxG9N",
+        ))
+        .unwrap();
+        assert_eq!(key.prefix(), "lk");
+        assert_eq!(key.env(), Env::Test);
+        assert_eq!(key.id().as_str(), "4fT9kQ2mX8pZ");
+        assert_eq!(key.display_prefix(), "lk_test_4fT9kQ2mX8pZ");
+        assert_eq!(key.secret(), "9S1xk7tQ0OpvLkVd8AI9hpH7Qq3MxG9N");
+    }
+
+    #[test]
+    fn debug_and_display_redact_the_secret() {
+        let key = valid();
+        for shown in [format!("{key:?}"), format!("{key}")] {
+            assert!(!shown.contains(key.secret()), "{shown}");
+            assert!(shown.contains(key.display_prefix()), "{shown}");
+        }
+    }
+
+    #[test]
+    fn find_keys_skips_look_alikes() {
+        let key = valid();
+        let mut forged = key.expose().to_owned();
+        forged.pop();
+        forged.push(if key.expose().ends_with('0') {
+            '1'
+        } else {
+            '0'
+        });
+        let text = format!("token = \"{}\"\nother = \"{forged}\"\n", key.expose());
+        let found: Vec<_> = find_keys(&text).collect();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, 9);
+        assert_eq!(found[0].1, key);
+    }
+
+    proptest! {
+        #[test]
+        fn generate_parse_round_trips(prefix in "[a-z0-9]{2,8}", test in any::<bool>()) {
+            let env = if test { Env::Test } else { Env::Live };
+            let key = ApiKey::generate(&Prefix::new(&prefix).unwrap(), env);
+            let parsed = ApiKey::parse(key.expose()).unwrap();
+            prop_assert_eq!(&parsed, &key);
+            prop_assert_eq!(parsed.prefix(), prefix.as_str());
+            prop_assert_eq!(parsed.env(), env);
+            prop_assert!(key.expose().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        }
+
+        #[test]
+        fn every_single_character_change_is_rejected(pos in 0usize..MAX_KEY_LEN, replacement in any::<char>()) {
+            let key = valid();
+            let mut chars: Vec<char> = key.expose().chars().collect();
+            let pos = pos % chars.len();
+            prop_assume!(chars[pos] != replacement);
+            chars[pos] = replacement;
+            let changed: String = chars.into_iter().collect();
+            prop_assert!(ApiKey::parse(&changed).is_err(), "accepted {changed:?}");
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(input in ".{0,100}") {
+            let _ = ApiKey::parse(&input);
+        }
+
+        #[test]
+        fn arbitrary_bytes_of_key_length_never_panic(input in "[a-z0-9_A-Z]{56,66}") {
+            let _ = ApiKey::parse(&input);
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! API keys done right: the key format, hashing, permissions, the sled keystore and
+//! verification.
+//!
+//! # Layout
+//!
+//! - [`key`]: the key format `<prefix>_<env>_<id>_<secret><checksum>`; generate, parse,
+//!   checksum, [`find_keys`] for secret scanning.
+//! - [`hash`]: keyed BLAKE3 of secrets, compared in constant time.
+//! - [`permission`]: permission strings, wildcard coverage, effective permissions.
+//! - [`model`]: groups, users, keys and the inputs that change them.
+//! - [`actor`]: who acts, and the no-escalation rule.
+//! - `store`: the sled keystore, the only module that touches sled ([`Store`]).
+//! - [`verify`]: [`Principal`], [`VerifyError`] and the verify cache.
+//! - [`audit`]: the hash-chained audit trail, which is also the change feed.
+//! - [`clock`]: an injectable clock.
+//!
+//! # Example
+//!
+//! ```
+//! use latchkey_core::{Actor, NewKey, NewUser, PermissionSet, Store, StoreConfig};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+//! let user = store
+//!     .create_user(&Actor::system(), NewUser {
+//!         name: "reporting".into(),
+//!         permissions: PermissionSet::parse(["orders:read"]).unwrap(),
+//!         ..NewUser::default()
+//!     })
+//!     .unwrap();
+//! let created = store
+//!     .create_key(&Actor::system(), NewKey { name: "dashboard".into(), user_id: user.id, ..NewKey::default() })
+//!     .unwrap();
+//! let principal = store.verify(created.secret.expose()).unwrap();
+//! assert_eq!(principal.user_name, "reporting");
+//! ```
+
+pub mod actor;
+pub mod audit;
+mod base62;
+pub mod clock;
+pub mod error;
+pub mod hash;
+pub mod key;
+pub mod model;
+pub mod permission;
+mod store;
+pub mod verify;
+
+pub use actor::Actor;
+pub use audit::{Action, AuditEvent, ChainBreak};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Conflict, Entity, StoreError};
+pub use hash::{HashKey, SecretHash};
+pub use key::{ApiKey, Env, ParseError, Prefix, PublicId, find_keys};
+pub use model::{
+    CreatedKey, Group, GroupPatch, Key, KeyPatch, KeyStatus, NewGroup, NewKey, NewUser, User,
+    UserPatch,
+};
+pub use permission::{Permission, PermissionError, PermissionSet};
+pub use store::{AuditReport, KeyQuery, KeySort, Page, SortField, Stats, Store, StoreConfig};
+pub use verify::{Principal, PrincipalInfo, VerifyError};

@@ -1,0 +1,449 @@
+//! Permissions, wildcard coverage and the effective set of a request.
+//!
+//! A permission is `segment(:segment)*`, each segment one or more of `[a-z0-9_.-]`. A granted
+//! permission whose last segment is `*` covers every permission *under* it:
+//!
+//! | granted      | covers                                                    | does not cover |
+//! |--------------|-----------------------------------------------------------|----------------|
+//! | `*`          | everything                                                |                |
+//! | `orders:*`   | `orders:read`, `orders:items:write`, `orders:items:*`, `orders:*` | `orders`, `ordersx:read` |
+//! | `orders`     | `orders`                                                  | `orders:read`  |
+//!
+//! So `orders:*` is everything below `orders`, not `orders` itself: a grant of `orders:*`
+//! does not satisfy a route that requires the bare `orders`.
+//!
+//! The **effective permissions** of a key are `(user's direct ∪ its groups') ∩ scopes`, where
+//! no scopes (`None`) means unrestricted and empty scopes mean nothing. Because patterns are
+//! prefix trees, two patterns either nest or are disjoint, so the intersection keeps, for
+//! each pair, the narrower one: `orders:*` ∩ `orders:read` = `orders:read`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a string is not a permission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid permission {0:?}: expected segment(:segment)* of [a-z0-9_.-], optionally ending in :*"
+)]
+pub struct PermissionError(pub String);
+
+/// One validated permission, such as `orders:read` or `orders:*`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Permission(Box<str>);
+
+impl Permission {
+    /// Parses and validates a permission.
+    ///
+    /// ```
+    /// use latchkey_core::Permission;
+    /// assert!(Permission::parse("orders:items:write").is_ok());
+    /// assert!(Permission::parse("orders:*").is_ok());
+    /// assert!(Permission::parse("orders:*:read").is_err());
+    /// assert!(Permission::parse("Orders").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Permission, PermissionError> {
+        let valid_segment = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-'))
+        };
+        let ok = text == "*"
+            || match text.strip_suffix(":*") {
+                Some(base) => base.split(':').all(valid_segment),
+                None => text.split(':').all(valid_segment),
+            };
+        if ok && text.len() <= 256 {
+            Ok(Permission(text.into()))
+        } else {
+            Err(PermissionError(text.to_owned()))
+        }
+    }
+
+    /// The permission's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this permission ends in `*`.
+    pub fn is_wildcard(&self) -> bool {
+        self.0.ends_with('*')
+    }
+
+    /// Whether holding `self` grants `other` (which may itself be a wildcard).
+    ///
+    /// ```
+    /// use latchkey_core::Permission;
+    /// let p = |s| Permission::parse(s).unwrap();
+    /// assert!(p("orders:*").covers(&p("orders:items:write")));
+    /// assert!(!p("orders:*").covers(&p("orders")));
+    /// assert!(p("*").covers(&p("orders:*")));
+    /// ```
+    pub fn covers(&self, other: &Permission) -> bool {
+        if &*self.0 == "*" {
+            return true;
+        }
+        match self.0.strip_suffix('*') {
+            // `base` keeps its trailing ':', so `orders:` matches `orders:read`, not `ordersx`.
+            Some(base) => other.0.starts_with(base),
+            None => self.0 == other.0,
+        }
+    }
+}
+
+impl fmt::Debug for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Permission {
+    type Err = PermissionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Permission::parse(s)
+    }
+}
+
+impl TryFrom<String> for Permission {
+    type Error = PermissionError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Permission::parse(&value)
+    }
+}
+
+impl From<Permission> for String {
+    fn from(value: Permission) -> Self {
+        value.0.into()
+    }
+}
+
+/// A set of permissions, kept sorted and free of duplicates.
+///
+/// Grants are kept as given (a set holding `orders:*` and `orders:read` keeps both), so
+/// that what an administrator wrote is what they read back; coverage checks look at all.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<Permission>", into = "Vec<Permission>")]
+pub struct PermissionSet(Vec<Permission>);
+
+impl PermissionSet {
+    /// The empty set: grants nothing.
+    pub fn new() -> PermissionSet {
+        PermissionSet(Vec::new())
+    }
+
+    /// Parses a list of permission strings.
+    ///
+    /// ```
+    /// use latchkey_core::PermissionSet;
+    /// let set = PermissionSet::parse(["orders:read", "orders:*"]).unwrap();
+    /// assert!(set.allows_str("orders:items:write"));
+    /// assert!(PermissionSet::parse(["bad perm"]).is_err());
+    /// ```
+    pub fn parse<I, S>(items: I) -> Result<PermissionSet, PermissionError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        items
+            .into_iter()
+            .map(|s| Permission::parse(s.as_ref()))
+            .collect()
+    }
+
+    /// The permissions, sorted.
+    pub fn iter(&self) -> std::slice::Iter<'_, Permission> {
+        self.0.iter()
+    }
+
+    /// How many grants the set holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set grants nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether some grant in the set covers `permission`.
+    pub fn allows(&self, permission: &Permission) -> bool {
+        self.0.iter().any(|granted| granted.covers(permission))
+    }
+
+    /// Like [`PermissionSet::allows`] for a string; an invalid string is never allowed.
+    pub fn allows_str(&self, permission: &str) -> bool {
+        Permission::parse(permission).is_ok_and(|p| self.allows(&p))
+    }
+
+    /// Whether every permission of `other` is covered by this set: holding `self`, one may
+    /// grant `other` without escalating.
+    pub fn covers_all(&self, other: &PermissionSet) -> bool {
+        other.0.iter().all(|p| self.allows(p))
+    }
+
+    /// The first permission of `other` this set does not cover.
+    pub fn first_uncovered<'a>(&self, other: &'a PermissionSet) -> Option<&'a Permission> {
+        other.0.iter().find(|p| !self.allows(p))
+    }
+
+    /// Adds every permission of `other`.
+    pub fn extend(&mut self, other: &PermissionSet) {
+        self.0.extend(other.0.iter().cloned());
+        self.normalize();
+    }
+
+    /// Removes every permission equal to one in `other` (exact text, not coverage).
+    pub fn remove_all(&mut self, other: &PermissionSet) {
+        self.0.retain(|p| !other.0.contains(p));
+    }
+
+    /// The intersection, respecting wildcards on both sides.
+    ///
+    /// ```
+    /// use latchkey_core::PermissionSet;
+    /// let granted = PermissionSet::parse(["orders:*", "users:read"]).unwrap();
+    /// let scopes = PermissionSet::parse(["orders:read", "billing:*"]).unwrap();
+    /// assert_eq!(granted.intersect(&scopes), PermissionSet::parse(["orders:read"]).unwrap());
+    /// ```
+    pub fn intersect(&self, other: &PermissionSet) -> PermissionSet {
+        let mut out = Vec::new();
+        for a in &self.0 {
+            for b in &other.0 {
+                if a.covers(b) {
+                    out.push(b.clone());
+                } else if b.covers(a) {
+                    out.push(a.clone());
+                }
+            }
+        }
+        let mut set = PermissionSet(out);
+        set.normalize();
+        set.minimize();
+        set
+    }
+
+    /// The effective permissions of a key: `(direct ∪ groups) ∩ scopes`.
+    ///
+    /// `scopes: None` leaves the user's permissions unrestricted; `Some(empty)` grants
+    /// nothing.
+    pub fn effective<'a>(
+        direct: &PermissionSet,
+        groups: impl IntoIterator<Item = &'a PermissionSet>,
+        scopes: Option<&PermissionSet>,
+    ) -> PermissionSet {
+        let mut granted = direct.clone();
+        for group in groups {
+            granted.0.extend(group.0.iter().cloned());
+        }
+        granted.normalize();
+        match scopes {
+            None => {
+                granted.minimize();
+                granted
+            }
+            Some(scopes) => granted.intersect(scopes),
+        }
+    }
+
+    fn normalize(&mut self) {
+        self.0.sort();
+        self.0.dedup();
+    }
+
+    /// Drops grants covered by another grant of the set.
+    fn minimize(&mut self) {
+        let all = self.0.clone();
+        self.0
+            .retain(|p| !all.iter().any(|q| q != p && q.covers(p)));
+    }
+}
+
+impl fmt::Debug for PermissionSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.0).finish()
+    }
+}
+
+impl From<Vec<Permission>> for PermissionSet {
+    fn from(value: Vec<Permission>) -> Self {
+        let mut set = PermissionSet(value);
+        set.normalize();
+        set
+    }
+}
+
+impl From<PermissionSet> for Vec<Permission> {
+    fn from(value: PermissionSet) -> Self {
+        value.0
+    }
+}
+
+impl FromIterator<Permission> for PermissionSet {
+    fn from_iter<T: IntoIterator<Item = Permission>>(iter: T) -> Self {
+        PermissionSet::from(iter.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl<'a> IntoIterator for &'a PermissionSet {
+    type Item = &'a Permission;
+    type IntoIter = std::slice::Iter<'a, Permission>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> PermissionSet {
+        PermissionSet::parse(items).unwrap()
+    }
+
+    #[track_caller]
+    fn check_parse(input: &str, ok: bool) {
+        assert_eq!(Permission::parse(input).is_ok(), ok, "parse {input:?}");
+    }
+
+    #[test]
+    fn parse_table() {
+        for ok in [
+            "*",
+            "orders",
+            "orders:read",
+            "orders:*",
+            "a.b-c_d:e1:*",
+            "latchkey:keys:write",
+        ] {
+            check_parse(ok, true);
+        }
+        for bad in [
+            "",
+            ":",
+            "orders:",
+            ":orders",
+            "orders::read",
+            "Orders",
+            "orders:*:read",
+            "*:read",
+            "orders*",
+            "or ders",
+            "orders:read*",
+            "ä",
+        ] {
+            check_parse(bad, false);
+        }
+        check_parse(&"a".repeat(257), false);
+    }
+
+    #[track_caller]
+    fn check_covers(granted: &str, wanted: &str, expected: bool) {
+        let (g, w) = (
+            Permission::parse(granted).unwrap(),
+            Permission::parse(wanted).unwrap(),
+        );
+        assert_eq!(g.covers(&w), expected, "{granted} covers {wanted}");
+    }
+
+    #[test]
+    fn coverage_table() {
+        check_covers("*", "orders", true);
+        check_covers("*", "*", true);
+        check_covers("*", "orders:*", true);
+        check_covers("orders:*", "orders:read", true);
+        check_covers("orders:*", "orders:items:write", true);
+        check_covers("orders:*", "orders:*", true);
+        check_covers("orders:*", "orders:items:*", true);
+        check_covers("orders:*", "orders", false);
+        check_covers("orders:*", "ordersx:read", false);
+        check_covers("orders:*", "*", false);
+        check_covers("orders", "orders", true);
+        check_covers("orders", "orders:read", false);
+        check_covers("orders", "orders:*", false);
+        check_covers("orders:read", "orders:*", false);
+        check_covers("orders:items:*", "orders:read", false);
+    }
+
+    #[track_caller]
+    fn check_effective(
+        direct: &[&str],
+        groups: &[&[&str]],
+        scopes: Option<&[&str]>,
+        expected: &[&str],
+    ) {
+        let groups: Vec<PermissionSet> = groups.iter().map(|g| set(g)).collect();
+        let scopes = scopes.map(set);
+        let got = PermissionSet::effective(&set(direct), &groups, scopes.as_ref());
+        assert_eq!(
+            got,
+            set(expected),
+            "direct {direct:?} groups {groups:?} scopes {scopes:?}"
+        );
+    }
+
+    #[test]
+    fn effective_table() {
+        // No scopes: the user's union, minimized.
+        check_effective(
+            &["orders:read"],
+            &[&["orders:write"]],
+            None,
+            &["orders:read", "orders:write"],
+        );
+        check_effective(&["orders:read"], &[&["orders:*"]], None, &["orders:*"]);
+        // Empty scopes: nothing at all.
+        check_effective(&["*"], &[], Some(&[]), &[]);
+        // Wildcards on either side: the narrower wins.
+        check_effective(&["orders:*"], &[], Some(&["orders:read"]), &["orders:read"]);
+        check_effective(&["orders:read"], &[], Some(&["orders:*"]), &["orders:read"]);
+        check_effective(
+            &["*"],
+            &[],
+            Some(&["orders:read", "users:*"]),
+            &["orders:read", "users:*"],
+        );
+        // A scope the user does not hold grants nothing.
+        check_effective(&["orders:read"], &[], Some(&["orders:write"]), &[]);
+        // `orders` and `orders:*` are disjoint.
+        check_effective(&["orders"], &[], Some(&["orders:*"]), &[]);
+        check_effective(&["orders:*"], &[], Some(&["orders"]), &[]);
+        // Groups count like direct grants.
+        check_effective(
+            &[],
+            &[&["billing:*"], &["orders:read"]],
+            Some(&["billing:invoices:read", "orders:*"]),
+            &["billing:invoices:read", "orders:read"],
+        );
+        // No grants at all.
+        check_effective(&[], &[], None, &[]);
+    }
+
+    #[test]
+    fn covers_all_and_first_uncovered() {
+        let caller = set(&["orders:*", "users:read"]);
+        assert!(caller.covers_all(&set(&["orders:read", "orders:items:*"])));
+        assert!(!caller.covers_all(&set(&["orders:read", "*"])));
+        assert_eq!(
+            caller
+                .first_uncovered(&set(&["users:write", "orders:read"]))
+                .map(Permission::as_str),
+            Some("users:write")
+        );
+        assert!(caller.covers_all(&PermissionSet::new()));
+    }
+
+    #[test]
+    fn serde_validates() {
+        let s: PermissionSet = serde_json::from_str(r#"["b:read","a:*","b:read"]"#).unwrap();
+        assert_eq!(serde_json::to_string(&s).unwrap(), r#"["a:*","b:read"]"#);
+        assert!(serde_json::from_str::<PermissionSet>(r#"["Bad"]"#).is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! Groups: create, read, update, delete.
+
+use uuid::Uuid;
+
+use super::tx::{Invalidate, Tx, TxResult, abort};
+use super::{Store, layout};
+use crate::actor::Actor;
+use crate::audit::Action;
+use crate::error::{Conflict, Entity, StoreError};
+use crate::model::{Group, GroupPatch, NewGroup, User, validate_principal_name};
+
+impl Store {
+    /// Creates a group. The caller must hold every permission it grants.
+    ///
+    /// Fails with `Invalid` (name), `Escalation`, or `Conflict::NameTaken`.
+    pub fn create_group(&self, actor: &Actor, new: NewGroup) -> Result<Group, StoreError> {
+        self.write(actor, |tx| self.create_group_in(tx, actor, &new))
+    }
+
+    pub(super) fn create_group_in(
+        &self,
+        tx: &Tx<'_>,
+        actor: &Actor,
+        new: &NewGroup,
+    ) -> TxResult<Group> {
+        if let Err(e) = validate_principal_name("name", &new.name)
+            .and_then(|()| actor.ensure_covers(&new.permissions))
+        {
+            return abort(e);
+        }
+        if tx.get_raw(&layout::group_name(&new.name))?.is_some() {
+            return abort(
+                Conflict::NameTaken {
+                    entity: Entity::Group,
+                    name: new.name.clone(),
+                }
+                .into(),
+            );
+        }
+        let group = Group {
+            id: Uuid::now_v7(),
+            name: new.name.clone(),
+            permissions: new.permissions.clone(),
+            created_at: tx.now,
+            updated_at: tx.now,
+        };
+        tx.put(&layout::group(group.id), &group)?;
+        tx.put_raw(&layout::group_name(&group.name), group.id.as_bytes())?;
+        tx.record(Action::GroupCreate, group.id, None);
+        Ok(group)
+    }
+
+    /// A group by id or by name.
+    pub fn group(&self, reference: &str) -> Result<Group, StoreError> {
+        let id = self.group_id(reference)?;
+        self.get(&layout::group(id))?
+            .ok_or_else(|| StoreError::not_found(Entity::Group, reference))
+    }
+
+    /// Resolves a group id or name to its id.
+    pub fn group_id(&self, reference: &str) -> Result<Uuid, StoreError> {
+        self.resolve(reference, Entity::Group, layout::group, layout::group_name)
+    }
+
+    /// Every group, oldest first.
+    pub fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.scan(layout::GROUPS)
+    }
+
+    /// Changes a group. The change reaches every key of every member at once.
+    ///
+    /// The caller must hold every permission the group grants, before and after.
+    pub fn update_group(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        patch: GroupPatch,
+    ) -> Result<Group, StoreError> {
+        self.write(actor, |tx| {
+            let Some(mut group) = tx.get::<Group>(&layout::group(id))? else {
+                return abort(StoreError::not_found(Entity::Group, id));
+            };
+            if let Err(e) = actor.ensure_covers(&group.permissions) {
+                return abort(e);
+            }
+            if let Some(name) = &patch.name {
+                if let Err(e) = validate_principal_name("name", name) {
+                    return abort(e);
+                }
+                if *name != group.name {
+                    if tx.get_raw(&layout::group_name(name))?.is_some() {
+                        return abort(
+                            Conflict::NameTaken {
+                                entity: Entity::Group,
+                                name: name.clone(),
+                            }
+                            .into(),
+                        );
+                    }
+                    tx.remove(&layout::group_name(&group.name))?;
+                    tx.put_raw(&layout::group_name(name), id.as_bytes())?;
+                    group.name = name.clone();
+                }
+            }
+            if let Some(permissions) = &patch.permissions {
+                group.permissions = permissions.clone();
+            }
+            group.permissions.extend(&patch.add_permissions);
+            group.permissions.remove_all(&patch.remove_permissions);
+            if let Err(e) = actor.ensure_covers(&group.permissions) {
+                return abort(e);
+            }
+            group.updated_at = tx.now;
+            tx.put(&layout::group(id), &group)?;
+            tx.record(Action::GroupUpdate, id, None);
+            tx.invalidate(Invalidate::All);
+            Ok(group)
+        })
+    }
+
+    /// Deletes a group and removes it from its users, in one transaction.
+    pub fn delete_group(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
+        self.write(actor, |tx| {
+            let Some(group) = tx.get::<Group>(&layout::group(id))? else {
+                return abort(StoreError::not_found(Entity::Group, id));
+            };
+            if let Err(e) = actor.ensure_covers(&group.permissions) {
+                return abort(e);
+            }
+            // A plain scan is consistent here: writers are serialized (see `Store::write`).
+            let users: Vec<User> = match self.scan(layout::USERS) {
+                Ok(users) => users,
+                Err(e) => return abort(e),
+            };
+            for mut user in users.into_iter().filter(|u| u.groups.contains(&id)) {
+                user.groups.retain(|g| *g != id);
+                user.updated_at = tx.now;
+                tx.put(&layout::user(user.id), &user)?;
+                tx.record(Action::UserUpdate, user.id, Some(user.id));
+            }
+            tx.remove(&layout::group(id))?;
+            tx.remove(&layout::group_name(&group.name))?;
+            tx.record(Action::GroupDelete, id, None);
+            tx.invalidate(Invalidate::All);
+            Ok(())
+        })
+    }
+
+    /// Resolves a UUID or a unique name through the name index.
+    pub(super) fn resolve(
+        &self,
+        reference: &str,
+        entity: Entity,
+        by_id: fn(Uuid) -> Vec<u8>,
+        by_name: fn(&str) -> Vec<u8>,
+    ) -> Result<Uuid, StoreError> {
+        if let Ok(id) = Uuid::parse_str(reference) {
+            if self.inner.db.contains_key(by_id(id))? {
+                return Ok(id);
+            }
+            return Err(StoreError::not_found(entity, reference));
+        }
+        match self.inner.db.get(by_name(reference))? {
+            Some(bytes) => Uuid::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string())),
+            None => Err(StoreError::not_found(entity, reference)),
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Keys: create, read, update, revoke, delete, rotate; and resolving one for verification.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::tx::{Invalidate, Tx, TxResult, abort};
+use super::users::user_grants_in;
+use super::{Store, layout};
+use crate::actor::Actor;
+use crate::audit::Action;
+use crate::error::{Conflict, Entity, StoreError};
+use crate::hash::SecretHash;
+use crate::key::{ApiKey, Env, PublicId};
+use crate::model::{CreatedKey, Group, Key, KeyPatch, KeyStatus, NewKey, User, validate_text};
+use crate::permission::PermissionSet;
+use crate::verify::{Principal, PrincipalInfo, Resolved};
+
+/// A key as stored: the public record plus the secret's hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    pub(crate) id: Uuid,
+    pub(crate) public_id: String,
+    pub(crate) prefix: String,
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) user_id: Uuid,
+    pub(crate) env: Env,
+    pub(crate) scopes: Option<PermissionSet>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub(crate) expires_at: Option<OffsetDateTime>,
+    pub(crate) enabled: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub(crate) revoked_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) created_by: Option<Uuid>,
+    pub(crate) rotated_from: Option<Uuid>,
+    pub(crate) hash: SecretHash,
+}
+
+impl KeyRecord {
+    pub(crate) fn public_id(&self) -> Result<PublicId, StoreError> {
+        PublicId::parse(&self.public_id).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    pub(crate) fn status(&self, now: OffsetDateTime) -> KeyStatus {
+        KeyStatus::of(self.enabled, self.revoked_at, self.expires_at, now)
+    }
+
+    pub(crate) fn view(&self, now: OffsetDateTime, usage: super::usage::Usage) -> Key {
+        Key {
+            id: self.id,
+            name: self.name.clone(),
+            description: self.description.clone(),
+            user_id: self.user_id,
+            env: self.env,
+            prefix: self.prefix.clone(),
+            scopes: self.scopes.clone(),
+            expires_at: self.expires_at,
+            enabled: self.enabled,
+            revoked_at: self.revoked_at,
+            status: self.status(now),
+            created_at: self.created_at,
+            created_by: self.created_by,
+            rotated_from: self.rotated_from,
+            last_used_at: usage.last_used_at,
+            usage_count: usage.count,
+        }
+    }
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Keys by status.
+    pub keys: BTreeMap<&'static str, u64>,
+    /// Users.
+    pub users: u64,
+    /// Groups.
+    pub groups: u64,
+}
+
+impl Store {
+    /// Creates a key for a user and returns it with its secret, which is never stored and
+    /// never shown again.
+    ///
+    /// The caller must hold everything the key could do: the user's permissions narrowed
+    /// by the key's scopes.
+    pub fn create_key(&self, actor: &Actor, new: NewKey) -> Result<CreatedKey, StoreError> {
+        self.write(actor, |tx| self.create_key_in(tx, actor, &new, None))
+    }
+
+    pub(super) fn create_key_in(
+        &self,
+        tx: &Tx<'_>,
+        actor: &Actor,
+        new: &NewKey,
+        rotated_from: Option<Uuid>,
+    ) -> TxResult<CreatedKey> {
+        let checked = validate_text("name", &new.name, 1, 128).and_then(|()| {
+            new.description
+                .as_deref()
+                .map_or(Ok(()), |d| validate_text("description", d, 0, 1024))
+        });
+        if let Err(e) = checked {
+            return abort(e);
+        }
+        if new.expires_at.is_some_and(|at| at <= tx.now) {
+            return abort(StoreError::invalid("expires_at", "must be in the future"));
+        }
+        let Some(user) = tx.get::<User>(&layout::user(new.user_id))? else {
+            return abort(StoreError::not_found(Entity::User, new.user_id));
+        };
+        let grants = user_grants_in(tx, &user, false)?;
+        let effective = PermissionSet::effective(&grants, [], new.scopes.as_ref());
+        if let Err(e) = actor.ensure_covers(&effective) {
+            return abort(e);
+        }
+        let secret = ApiKey::generate(&self.inner.prefix, new.env);
+        let public = secret.id();
+        if tx.get_raw(&layout::key(&public))?.is_some() {
+            // 71 random bits: unreachable in practice, and refused rather than overwritten.
+            return abort(StoreError::Storage("public id collision; try again".into()));
+        }
+        let record = KeyRecord {
+            id: Uuid::now_v7(),
+            public_id: public.as_str().to_owned(),
+            prefix: secret.display_prefix().to_owned(),
+            name: new.name.clone(),
+            description: new.description.clone(),
+            user_id: user.id,
+            env: new.env,
+            scopes: new.scopes.clone(),
+            expires_at: new.expires_at,
+            enabled: true,
+            revoked_at: None,
+            created_at: tx.now,
+            created_by: actor.key_id(),
+            rotated_from,
+            hash: self.inner.hash_key.hash(secret.secret()),
+        };
+        tx.put(&layout::key(&public), &record)?;
+        tx.put_raw(&layout::key_index(record.id), public.as_bytes())?;
+        tx.put_raw(&layout::user_key(user.id, record.id), &[])?;
+        tx.record(Action::KeyCreate, record.id, Some(user.id));
+        // Forget a cached "unknown id" for this public id.
+        tx.invalidate(Invalidate::Key(public));
+        Ok(CreatedKey {
+            key: record.view(tx.now, Default::default()),
+            secret,
+        })
+    }
+
+    /// A key by record id.
+    pub fn key(&self, id: Uuid) -> Result<Key, StoreError> {
+        let record = self.key_record(id)?;
+        Ok(record.view(self.inner.clock.now(), self.usage_of(record.id)?))
+    }
+
+    /// Resolves a key reference: its record id (UUID), its display prefix
+    /// (`lk_live_4fT9kQ2mX8pZ`) or its public id.
+    pub fn key_id(&self, reference: &str) -> Result<Uuid, StoreError> {
+        if let Ok(id) = Uuid::parse_str(reference) {
+            return Ok(id);
+        }
+        let public = reference.rsplit('_').next().unwrap_or(reference);
+        let found = PublicId::parse(public)
+            .ok()
+            .map(|p| self.get::<KeyRecord>(&layout::key(&p)))
+            .transpose()?
+            .flatten();
+        match found {
+            Some(record) if reference == record.public_id || reference == record.prefix => {
+                Ok(record.id)
+            }
+            _ => Err(StoreError::not_found(Entity::Key, reference)),
+        }
+    }
+
+    pub(crate) fn key_record(&self, id: Uuid) -> Result<KeyRecord, StoreError> {
+        let public = self
+            .inner
+            .db
+            .get(layout::key_index(id))?
+            .ok_or_else(|| StoreError::not_found(Entity::Key, id))?;
+        self.get(&[layout::KEYS, &public].concat())?
+            .ok_or_else(|| StoreError::not_found(Entity::Key, id))
+    }
+
+    /// Changes a key's name, description or enabled flag. Re-enabling a revoked key is a
+    /// `Conflict::KeyRevoked`.
+    pub fn update_key(&self, actor: &Actor, id: Uuid, patch: KeyPatch) -> Result<Key, StoreError> {
+        let record = self.write(actor, |tx| {
+            let (path, mut record) = self.key_for_change(tx, actor, id)?;
+            if let Some(name) = &patch.name {
+                if let Err(e) = validate_text("name", name, 1, 128) {
+                    return abort(e);
+                }
+                record.name = name.clone();
+            }
+            if let Some(description) = &patch.description {
+                if let Some(Err(e)) = description
+                    .as_deref()
+                    .map(|d| validate_text("description", d, 0, 1024))
+                {
+                    return abort(e);
+                }
+                record.description = description.clone();
+            }
+            if let Some(enabled) = patch.enabled {
+                if enabled && record.revoked_at.is_some() {
+                    return abort(Conflict::KeyRevoked.into());
+                }
+                record.enabled = enabled;
+            }
+            tx.put(&path, &record)?;
+            tx.record(Action::KeyUpdate, id, Some(record.user_id));
+            tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
+            Ok(record)
+        })?;
+        Ok(record.view(self.inner.clock.now(), self.usage_of(id)?))
+    }
+
+    /// Revokes a key, irreversibly; the very next verification fails. Revoking a revoked
+    /// key changes nothing and answers the record as it is.
+    pub fn revoke_key(&self, actor: &Actor, id: Uuid) -> Result<Key, StoreError> {
+        let record = self.write(actor, |tx| {
+            let (path, mut record) = self.key_for_change(tx, actor, id)?;
+            if record.revoked_at.is_none() {
+                record.revoked_at = Some(tx.now);
+                tx.put(&path, &record)?;
+                tx.record(Action::KeyRevoke, id, Some(record.user_id));
+                tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
+            }
+            Ok(record)
+        })?;
+        Ok(record.view(self.inner.clock.now(), self.usage_of(id)?))
+    }
+
+    /// Deletes a revoked key; a key that is not revoked is a `Conflict::KeyNotRevoked`.
+    pub fn delete_key(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
+        self.write(actor, |tx| {
+            let (path, record) = self.key_for_change(tx, actor, id)?;
+            if record.revoked_at.is_none() {
+                return abort(Conflict::KeyNotRevoked.into());
+            }
+            tx.remove(&path)?;
+            tx.remove(&layout::key_index(id))?;
+            tx.remove(&layout::user_key(record.user_id, id))?;
+            tx.remove(&layout::usage(id))?;
+            tx.record(Action::KeyDelete, id, Some(record.user_id));
+            tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
+            Ok(())
+        })
+    }
+
+    /// Rotates a key: a new key with the same user, scopes, name, description, environment
+    /// and expiry (when still ahead); the old key now expires at the end of `grace` (at once for zero), or
+    /// keeps its own earlier expiry.
+    pub fn rotate_key(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        grace: Duration,
+    ) -> Result<CreatedKey, StoreError> {
+        if grace.is_negative() {
+            return Err(StoreError::invalid("grace_seconds", "must not be negative"));
+        }
+        self.write(actor, |tx| {
+            let (path, mut old) = self.key_for_change(tx, actor, id)?;
+            if old.revoked_at.is_some() {
+                return abort(Conflict::KeyRevoked.into());
+            }
+            let original_expiry = old.expires_at;
+            let end = tx.now + grace;
+            old.expires_at = Some(old.expires_at.map_or(end, |at| at.min(end)));
+            tx.put(&path, &old)?;
+            tx.record(Action::KeyRotate, id, Some(old.user_id));
+            tx.invalidate(Invalidate::Key(old.public_id().map_err(abort_err)?));
+            let new = NewKey {
+                name: old.name.clone(),
+                user_id: old.user_id,
+                description: old.description.clone(),
+                scopes: old.scopes.clone(),
+                expires_at: original_expiry.filter(|at| *at > tx.now),
+                env: old.env,
+            };
+            self.create_key_in(tx, actor, &new, Some(id))
+        })
+    }
+
+    /// Loads a key for a change and checks the caller covers everything it can do.
+    fn key_for_change(
+        &self,
+        tx: &Tx<'_>,
+        actor: &Actor,
+        id: Uuid,
+    ) -> TxResult<(Vec<u8>, KeyRecord)> {
+        let Some(public) = tx.get_raw(&layout::key_index(id))? else {
+            return abort(StoreError::not_found(Entity::Key, id));
+        };
+        let path = [layout::KEYS, &public].concat();
+        let Some(record) = tx.get::<KeyRecord>(&path)? else {
+            return abort(StoreError::not_found(Entity::Key, id));
+        };
+        let grants = match tx.get::<User>(&layout::user(record.user_id))? {
+            Some(user) => user_grants_in(tx, &user, false)?,
+            None => PermissionSet::new(),
+        };
+        let effective = PermissionSet::effective(&grants, [], record.scopes.as_ref());
+        if let Err(e) = actor.ensure_covers(&effective) {
+            return abort(e);
+        }
+        Ok((path, record))
+    }
+
+    /// Everything verification needs about a public id, read from the store.
+    pub(crate) fn load_resolved(&self, public: &PublicId) -> Result<Option<Resolved>, StoreError> {
+        let Some(record) = self.get::<KeyRecord>(&layout::key(public))? else {
+            return Ok(None);
+        };
+        let user: Option<User> = self.get(&layout::user(record.user_id))?;
+        let (user_enabled, user) = match user {
+            Some(user) => (user.enabled, user),
+            // Deleting a user revokes its keys; a missing user authenticates nobody.
+            None => return Ok(Some(unusable(record))),
+        };
+        let mut groups = Vec::with_capacity(user.groups.len());
+        for id in &user.groups {
+            if let Some(group) = self.get::<Group>(&layout::group(*id))? {
+                groups.push(group.permissions);
+            }
+        }
+        let permissions =
+            PermissionSet::effective(&user.permissions, &groups, record.scopes.as_ref());
+        let principal = Principal::new(PrincipalInfo {
+            key_id: record.id,
+            prefix: record.prefix,
+            key_name: record.name,
+            env: record.env,
+            user_id: user.id,
+            user_name: user.name,
+            tenant_id: user.tenant_id,
+            organization_id: user.organization_id,
+            permissions,
+        });
+        Ok(Some(Resolved {
+            hash: record.hash,
+            key_id: record.id,
+            enabled: record.enabled,
+            revoked: record.revoked_at.is_some(),
+            expires_at: record.expires_at,
+            user_enabled,
+            principal,
+        }))
+    }
+
+    /// Counts keys by status, users and groups.
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let now = self.inner.clock.now();
+        let mut stats = Stats::default();
+        for status in [
+            KeyStatus::Active,
+            KeyStatus::Disabled,
+            KeyStatus::Revoked,
+            KeyStatus::Expired,
+        ] {
+            stats.keys.insert(status.as_str(), 0);
+        }
+        for record in self.scan::<KeyRecord>(layout::KEYS)? {
+            *stats.keys.entry(record.status(now).as_str()).or_default() += 1;
+        }
+        stats.users = self.inner.db.scan_prefix(layout::USERS).count() as u64;
+        stats.groups = self.inner.db.scan_prefix(layout::GROUPS).count() as u64;
+        Ok(stats)
+    }
+}
+
+/// A key whose user is gone: it matches its secret but never authenticates.
+fn unusable(record: KeyRecord) -> Resolved {
+    let principal = Principal::new(PrincipalInfo {
+        key_id: record.id,
+        prefix: record.prefix,
+        key_name: record.name,
+        env: record.env,
+        user_id: record.user_id,
+        user_name: String::new(),
+        tenant_id: None,
+        organization_id: None,
+        permissions: PermissionSet::new(),
+    });
+    Resolved {
+        hash: record.hash,
+        key_id: record.id,
+        enabled: record.enabled,
+        revoked: true,
+        expires_at: record.expires_at,
+        user_enabled: false,
+        principal,
+    }
+}
+
+fn abort_err(e: StoreError) -> sled::transaction::ConflictableTransactionError<StoreError> {
+    sled::transaction::ConflictableTransactionError::Abort(e)
+}

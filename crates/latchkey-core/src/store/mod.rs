@@ -1,0 +1,513 @@
+//! The sled keystore: the only module that touches sled.
+//!
+//! One sled tree holds every record under a namespace ([`layout`]). Management writes go
+//! through [`Store::write`](tx), one transaction each, flushed before they return.
+//! Verification reads through the verify cache; usage figures are buffered in memory and
+//! persisted in batches.
+
+mod groups;
+mod keys;
+mod layout;
+mod query;
+mod tx;
+mod usage;
+mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak, mpsc};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub use keys::Stats;
+pub use query::{KeyQuery, KeySort, Page, SortField};
+
+use crate::actor::Actor;
+use crate::audit::{self, AuditEvent, ChainBreak};
+use crate::clock::{Clock, SystemClock};
+use crate::error::StoreError;
+use crate::hash::HashKey;
+use crate::key::{ApiKey, Prefix};
+use crate::model::{CreatedKey, NewGroup, NewKey, NewUser};
+use crate::permission::PermissionSet;
+use crate::verify::{Principal, VerifyCache, VerifyError};
+use usage::UsageBuffer;
+
+/// How a store is opened.
+///
+/// # Example
+///
+/// ```
+/// use latchkey_core::StoreConfig;
+/// let config = StoreConfig::default().cache_capacity_bytes(8 << 20).verify_cache_entries(50_000);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    cache_capacity_bytes: u64,
+    verify_cache_entries: usize,
+    usage_flush_interval: Option<Duration>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_capacity_bytes: 16 << 20,
+            verify_cache_entries: 20_000,
+            usage_flush_interval: Some(Duration::from_secs(5)),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// sled's page cache, in bytes. sled defaults to 1 GiB; latchkey to 16 MiB, which keeps
+    /// a process on a store of a million keys near 100 MiB of RSS (see the README's figures).
+    pub fn cache_capacity_bytes(mut self, bytes: u64) -> Self {
+        self.cache_capacity_bytes = bytes;
+        self
+    }
+
+    /// How many verified keys to keep in memory (default 20,000; 0 disables the cache).
+    /// An entry is a few hundred bytes.
+    pub fn verify_cache_entries(mut self, entries: usize) -> Self {
+        self.verify_cache_entries = entries;
+        self
+    }
+
+    /// How often buffered usage figures are persisted (default 5 s; `None`: only on
+    /// [`Store::flush`] and when the store is dropped).
+    pub fn usage_flush_interval(mut self, interval: Option<Duration>) -> Self {
+        self.usage_flush_interval = interval;
+        self
+    }
+
+    /// The clock, for expiry and timestamps (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+/// A latchkey keystore on disk.
+///
+/// Cheap to clone; all clones share one open database, cache and usage buffer.
+///
+/// # Example
+///
+/// ```
+/// use latchkey_core::{Actor, NewKey, NewUser, PermissionSet, Store, StoreConfig};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let admin = Actor::system();
+/// let user = store
+///     .create_user(&admin, NewUser {
+///         name: "billing-bot".into(),
+///         permissions: PermissionSet::parse(["invoices:read"]).unwrap(),
+///         ..NewUser::default()
+///     })
+///     .unwrap();
+/// let created = store
+///     .create_key(&admin, NewKey { name: "nightly export".into(), user_id: user.id, ..NewKey::default() })
+///     .unwrap();
+///
+/// let principal = store.verify(created.secret.expose()).unwrap();
+/// assert!(principal.has("invoices:read"));
+///
+/// store.revoke_key(&admin, created.key.id).unwrap();
+/// assert_eq!(store.verify(created.secret.expose()).unwrap_err().code(), "key_revoked");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    hash_key: HashKey,
+    prefix: Prefix,
+    clock: Arc<dyn Clock>,
+    cache: VerifyCache,
+    usage: UsageBuffer,
+    /// Serializes management writes (see [`Store::write`]). A std mutex: it is held only
+    /// for a transaction and a flush, never across an `.await`.
+    write_lock: Mutex<()>,
+    events: broadcast::Sender<AuditEvent>,
+    /// Dropping the sender stops the usage flusher thread.
+    _stop_flusher: Option<mpsc::Sender<()>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("prefix", &self.prefix)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = usage::flush(&self.db, &self.usage) {
+            tracing::warn!(error = %e, "could not persist usage figures at close");
+        }
+        let _ = self.db.flush();
+    }
+}
+
+/// The result of checking the audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    /// How many events were checked.
+    pub events: u64,
+    /// Where the chain breaks, if it does.
+    pub broken: Option<ChainBreak>,
+}
+
+impl Store {
+    /// Opens an initialised store.
+    ///
+    /// Fails with [`StoreError::NotInitialized`] when there is none at `path` (creating
+    /// nothing), and with [`StoreError::Locked`] when another process holds it.
+    pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StoreError> {
+        let path = path.as_ref();
+        if !path.join("conf").exists() {
+            return Err(StoreError::NotInitialized {
+                path: path.to_owned(),
+            });
+        }
+        let db = open_db(path, &config)?;
+        if db.get(layout::VERSION)?.is_none() {
+            return Err(StoreError::NotInitialized {
+                path: path.to_owned(),
+            });
+        }
+        Self::from_db(path, db, config)
+    }
+
+    /// Creates an empty store (no users, no groups) with the given key prefix.
+    ///
+    /// Fails with [`StoreError::AlreadyInitialized`] on an initialised store, changing
+    /// nothing.
+    pub fn create(
+        path: impl AsRef<Path>,
+        prefix: &str,
+        config: StoreConfig,
+    ) -> Result<Store, StoreError> {
+        let store = Store::prepare(path.as_ref(), prefix, config)?;
+        store.write(&Actor::system(), |tx| {
+            tx.put_raw(layout::VERSION, layout::SCHEMA_VERSION)
+        })?;
+        Ok(store)
+    }
+
+    /// Creates a store as `latchkey init` does: an `admin` group granting `*`, an `admin`
+    /// user in it, and a key for that user, returned once. All in one transaction: a crash
+    /// leaves either no store or a complete one.
+    pub fn init(
+        path: impl AsRef<Path>,
+        prefix: &str,
+        config: StoreConfig,
+    ) -> Result<(Store, CreatedKey), StoreError> {
+        let store = Store::prepare(path.as_ref(), prefix, config)?;
+        let system = Actor::system();
+        let admin = store.write(&system, |tx| {
+            let everything = PermissionSet::parse(["*"]).expect("valid");
+            let group = store.create_group_in(
+                tx,
+                &system,
+                &NewGroup {
+                    name: "admin".into(),
+                    permissions: everything,
+                },
+            )?;
+            let user = store.create_user_in(
+                tx,
+                &system,
+                &NewUser {
+                    name: "admin".into(),
+                    groups: vec![group.id],
+                    ..NewUser::default()
+                },
+            )?;
+            let new_key = NewKey {
+                name: "admin".into(),
+                user_id: user.id,
+                description: Some("created by latchkey init".into()),
+                ..NewKey::default()
+            };
+            let key = store.create_key_in(tx, &system, &new_key, None)?;
+            tx.put_raw(layout::VERSION, layout::SCHEMA_VERSION)?;
+            Ok(key)
+        })?;
+        Ok((store, admin))
+    }
+
+    /// Opens a store that is not initialised yet and writes its prefix and hash key; the
+    /// caller commits `m:version` in the same transaction as whatever makes it complete.
+    fn prepare(path: &Path, prefix: &str, config: StoreConfig) -> Result<Store, StoreError> {
+        let prefix =
+            Prefix::new(prefix).map_err(|e| StoreError::invalid("prefix", e.to_string()))?;
+        let db = open_db(path, &config)?;
+        if db.get(layout::VERSION)?.is_some() {
+            return Err(StoreError::AlreadyInitialized {
+                path: path.to_owned(),
+            });
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(layout::PREFIX, prefix.as_str().as_bytes());
+        batch.insert(layout::HASH_KEY, HashKey::generate().as_bytes().as_slice());
+        db.apply_batch(batch)?;
+        db.flush()?;
+        Self::from_db(path, db, config)
+    }
+
+    fn from_db(path: &Path, db: sled::Db, config: StoreConfig) -> Result<Store, StoreError> {
+        let prefix = db
+            .get(layout::PREFIX)?
+            .ok_or_else(|| StoreError::Corrupt("missing prefix".into()))?;
+        let prefix = Prefix::new(&String::from_utf8_lossy(&prefix))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let hash_key = db
+            .get(layout::HASH_KEY)?
+            .ok_or_else(|| StoreError::Corrupt("missing hash key".into()))?;
+        let hash_key: [u8; 32] = hash_key
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("bad hash key".into()))?;
+        let (events, _) = broadcast::channel(1024);
+        let (stop, stopped) = mpsc::channel::<()>();
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            db,
+            hash_key: HashKey::from_bytes(hash_key),
+            prefix,
+            clock: config.clock,
+            cache: VerifyCache::new(config.verify_cache_entries),
+            usage: UsageBuffer::default(),
+            write_lock: Mutex::new(()),
+            events,
+            _stop_flusher: config.usage_flush_interval.map(|_| stop),
+        });
+        if let Some(interval) = config.usage_flush_interval {
+            spawn_usage_flusher(Arc::downgrade(&inner), interval, stopped);
+        }
+        Ok(Store { inner })
+    }
+
+    /// The store's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The store's key prefix.
+    pub fn prefix(&self) -> &Prefix {
+        &self.inner.prefix
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Verifies a presented key and returns who it authenticates as.
+    ///
+    /// A malformed key never reaches the store. Then: look-up by public id (cached), the
+    /// secret's keyed hash compared in constant time, and only after it matched, the key's
+    /// and user's statuses. Usage is counted in memory.
+    pub fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
+        let key = ApiKey::parse(presented).map_err(VerifyError::Malformed)?;
+        self.verify_key(&key)
+    }
+
+    /// [`Store::verify`] for an already parsed key.
+    pub fn verify_key(&self, key: &ApiKey) -> Result<Principal, VerifyError> {
+        let inner = &*self.inner;
+        // Hash before looking up, so an unknown id costs what a wrong secret costs.
+        let presented = inner.hash_key.hash(key.secret());
+        if key.prefix() != inner.prefix.as_str() {
+            return Err(VerifyError::Invalid);
+        }
+        let id = key.id();
+        let entry = match inner.cache.get(&id) {
+            Some(entry) => entry,
+            None => {
+                let generation = inner.cache.generation();
+                let loaded = self
+                    .load_resolved(&id)
+                    .map_err(|e| VerifyError::Unavailable(e.to_string()))?;
+                let entry = loaded.map(Arc::new);
+                inner.cache.insert_if_current(id, entry.clone(), generation);
+                entry
+            }
+        };
+        let Some(entry) = entry else {
+            return Err(VerifyError::Invalid);
+        };
+        if entry.principal.env != key.env() {
+            return Err(VerifyError::Invalid);
+        }
+        let now = inner.clock.now();
+        let principal = entry.check(&presented, now)?.clone();
+        inner.usage.record(entry.key_id, now);
+        Ok(principal)
+    }
+
+    /// Persists buffered usage figures and flushes the store to disk. Call at shutdown;
+    /// dropping the last clone does the same.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let _serialized = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        usage::flush(&self.inner.db, &self.inner.usage)?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// The sequence number of the newest change (0 for none).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.inner.db.get(layout::SEQ)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("bad seq".into()))?,
+            ),
+            None => 0,
+        })
+    }
+
+    /// Up to `limit` changes (audit events) with `seq > after`, oldest first.
+    pub fn events_since(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let start = layout::audit(after.saturating_add(1));
+        self.inner
+            .db
+            .range(start..)
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(k, _)| k.starts_with(layout::AUDIT))
+            })
+            .take(limit)
+            .map(|item| decode(&item?.1))
+            .collect()
+    }
+
+    /// Changes as they commit. Receivers that fall behind by more than 1024 events get
+    /// `Lagged` and should resume from [`Store::events_since`].
+    pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Checks the whole audit chain: each event's hash, each link, no gap, and that the
+    /// newest event is the head the store recorded (so a truncated tail is noticed too).
+    pub fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        let mut next = 1;
+        let mut prev = audit::GENESIS.to_owned();
+        let mut broken = None;
+        for item in self.inner.db.scan_prefix(layout::AUDIT) {
+            let event: AuditEvent = decode(&item?.1)?;
+            match audit::check_chain([&event], next, prev.clone()) {
+                Ok((n, hash)) => (next, prev) = (n, hash),
+                Err(b) => {
+                    broken = Some(b);
+                    break;
+                }
+            }
+        }
+        let events = next - 1;
+        if broken.is_none() {
+            let last = self.last_seq()?;
+            let head = self
+                .inner
+                .db
+                .get(layout::HEAD)?
+                .map(|h| String::from_utf8_lossy(&h).into_owned());
+            if last != events || head.unwrap_or_else(|| audit::GENESIS.to_owned()) != prev {
+                broken = Some(ChainBreak {
+                    seq: events + 1,
+                    reason: format!(
+                        "the store recorded {last} events but the chain ends at {events}"
+                    ),
+                });
+            }
+        }
+        Ok(AuditReport { events, broken })
+    }
+
+    /// Reads and decodes one record from the plain tree.
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.inner
+            .db
+            .get(key)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    /// Decodes every record under a namespace.
+    fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        self.inner
+            .db
+            .scan_prefix(prefix)
+            .map(|item| decode(&item?.1))
+            .collect()
+    }
+
+    /// The ids stored at the end of every key under a namespace.
+    fn scan_ids(&self, prefix: &[u8]) -> Result<Vec<Uuid>, StoreError> {
+        self.inner
+            .db
+            .scan_prefix(prefix)
+            .keys()
+            .map(|k| {
+                Ok(layout::uuid_at_end(&k?)
+                    .ok_or_else(|| StoreError::Corrupt("bad index".into()))?)
+            })
+            .collect()
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn open_db(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(config.cache_capacity_bytes)
+        .open()
+        .map_err(|e| match &e {
+            // sled reports a held file lock as an I/O error with this text.
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked {
+                    path: path.to_owned(),
+                }
+            }
+            _ => StoreError::Storage(format!("{}: {e}", path.display())),
+        })
+}
+
+fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Receiver<()>) {
+    let spawned = std::thread::Builder::new()
+        .name("latchkey-usage".into())
+        .spawn(move || {
+            // Wakes every `interval` until the store is dropped (the sender goes away).
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
+                let Some(inner) = inner.upgrade() else { return };
+                let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = usage::flush(&inner.db, &inner.usage) {
+                    tracing::warn!(error = %e, "could not persist usage figures");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the usage flusher; usage is persisted at flush and close only");
+    }
+}

@@ -1,0 +1,150 @@
+//! One management write: a sled transaction, its audit events, and what it invalidates.
+
+use std::cell::RefCell;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::IVec;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Store, layout};
+use crate::actor::Actor;
+use crate::audit::{Action, AuditEvent, GENESIS};
+use crate::error::StoreError;
+use crate::key::PublicId;
+
+pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// Aborts the transaction with a typed error.
+pub(crate) fn abort<T>(err: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(err))
+}
+
+/// What the cache must forget once a write commits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Invalidate {
+    Key(PublicId),
+    All,
+}
+
+/// The view of the store inside one write.
+pub(crate) struct Tx<'a> {
+    tree: &'a TransactionalTree,
+    pub(crate) now: OffsetDateTime,
+    events: RefCell<Vec<(Action, Uuid, Option<Uuid>)>>,
+    invalidations: RefCell<Vec<Invalidate>>,
+}
+
+impl<'a> Tx<'a> {
+    pub(crate) fn get_raw(&self, key: &[u8]) -> TxResult<Option<IVec>> {
+        Ok(self.tree.get(key)?)
+    }
+
+    pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> TxResult<Option<T>> {
+        match self.tree.get(key)? {
+            None => Ok(None),
+            Some(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(value) => Ok(Some(value)),
+                Err(e) => abort(StoreError::Corrupt(e.to_string())),
+            },
+        }
+    }
+
+    pub(crate) fn put<T: Serialize>(&self, key: &[u8], value: &T) -> TxResult<()> {
+        let bytes = serde_json::to_vec(value).expect("records serialize");
+        self.tree.insert(key, bytes)?;
+        Ok(())
+    }
+
+    pub(crate) fn put_raw(&self, key: &[u8], value: &[u8]) -> TxResult<()> {
+        self.tree.insert(key, value)?;
+        Ok(())
+    }
+
+    pub(crate) fn remove(&self, key: &[u8]) -> TxResult<()> {
+        self.tree.remove(key)?;
+        Ok(())
+    }
+
+    /// Records an audit event (and change-feed entry) for this write.
+    pub(crate) fn record(&self, action: Action, target: Uuid, user_id: Option<Uuid>) {
+        self.events.borrow_mut().push((action, target, user_id));
+    }
+
+    pub(crate) fn invalidate(&self, what: Invalidate) {
+        self.invalidations.borrow_mut().push(what);
+    }
+
+    /// Appends the recorded events to the audit chain, inside the transaction.
+    fn append_events(&self, actor: Option<Uuid>) -> TxResult<Vec<AuditEvent>> {
+        let mut seq = match self.get_raw(layout::SEQ)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default()),
+            None => 0,
+        };
+        let mut head = match self.get_raw(layout::HEAD)? {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            None => GENESIS.to_owned(),
+        };
+        let mut appended = Vec::new();
+        for &(action, target, user_id) in self.events.borrow().iter() {
+            seq += 1;
+            let event = AuditEvent::new(seq, self.now, actor, action, target, user_id, head);
+            self.put(&layout::audit(seq), &event)?;
+            head = event.hash.clone();
+            appended.push(event);
+        }
+        if !appended.is_empty() {
+            self.put_raw(layout::SEQ, &seq.to_be_bytes())?;
+            self.put_raw(layout::HEAD, head.as_bytes())?;
+        }
+        Ok(appended)
+    }
+}
+
+impl Store {
+    /// Runs one management write.
+    ///
+    /// Writers are serialized by `write_lock`, so reads of the plain tree inside `f` (scans,
+    /// which sled transactions lack) see no concurrent change. The closure's writes, its audit
+    /// events and the sequence counter commit in one sled transaction; the store is flushed
+    /// to disk and the verify cache invalidated before this returns, so an acknowledged
+    /// change survives `kill -9` and is seen by the very next verification.
+    pub(crate) fn write<T>(
+        &self,
+        actor: &Actor,
+        f: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        let inner = &*self.inner;
+        let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let now = inner.clock.now();
+        let outcome = inner.db.transaction(|tree| {
+            let tx = Tx {
+                tree,
+                now,
+                events: RefCell::default(),
+                invalidations: RefCell::default(),
+            };
+            let value = f(&tx)?;
+            let events = tx.append_events(actor.key_id())?;
+            Ok((value, events, tx.invalidations.into_inner()))
+        });
+        let (value, events, invalidations) = outcome.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::from(e),
+        })?;
+        for what in invalidations {
+            match what {
+                Invalidate::Key(id) => inner.cache.invalidate(Some(&id)),
+                Invalidate::All => inner.cache.invalidate(None),
+            }
+        }
+        inner.db.flush()?;
+        for event in events {
+            // No receiver is fine: nobody is listening.
+            let _ = inner.events.send(event);
+        }
+        Ok(value)
+    }
+}

@@ -1,0 +1,107 @@
+//! Usage figures: counted in memory on the hot path, persisted in batches.
+//!
+//! A verification never writes to disk. Counts accumulate in [`UsageBuffer`] and are
+//! added to the stored figures every few seconds, at [`Store::flush`] and when the store
+//! closes. A `kill -9` loses at most one interval of usage figures (never a management
+//! change, which is flushed before it is acknowledged).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Store, decode, layout};
+use crate::error::StoreError;
+
+/// Usage of one key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Usage {
+    pub(crate) count: u64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub(crate) last_used_at: Option<OffsetDateTime>,
+}
+
+impl Usage {
+    fn add(&mut self, other: Usage) {
+        self.count += other.count;
+        self.last_used_at = self.last_used_at.max(other.last_used_at);
+    }
+}
+
+/// Counts not yet persisted. One short critical section per successful verification.
+#[derive(Debug, Default)]
+pub(crate) struct UsageBuffer(Mutex<HashMap<Uuid, Usage>>);
+
+impl UsageBuffer {
+    pub(crate) fn record(&self, key: Uuid, at: OffsetDateTime) {
+        let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        pending.entry(key).or_default().add(Usage {
+            count: 1,
+            last_used_at: Some(at),
+        });
+    }
+
+    fn pending(&self, key: Uuid) -> Usage {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn take(&self) -> HashMap<Uuid, Usage> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn restore(&self, figures: HashMap<Uuid, Usage>) {
+        let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, usage) in figures {
+            pending.entry(key).or_default().add(usage);
+        }
+    }
+}
+
+/// Adds the buffered figures to the stored ones, in one batch, and flushes. The caller
+/// holds the write lock, so a key deleted meanwhile is not brought back as an orphan.
+pub(super) fn flush(db: &sled::Db, buffer: &UsageBuffer) -> Result<(), StoreError> {
+    let figures = buffer.take();
+    if figures.is_empty() {
+        return Ok(());
+    }
+    let result = (|| {
+        let mut batch = sled::Batch::default();
+        for (key, usage) in &figures {
+            if !db.contains_key(layout::key_index(*key))? {
+                continue;
+            }
+            let path = layout::usage(*key);
+            let mut stored: Usage = db
+                .get(&path)?
+                .map(|b| decode(&b))
+                .transpose()?
+                .unwrap_or_default();
+            stored.add(*usage);
+            batch.insert(path, serde_json::to_vec(&stored).expect("usage serializes"));
+        }
+        db.apply_batch(batch)?;
+        db.flush()?;
+        Ok(())
+    })();
+    if result.is_err() {
+        // Keep the figures for the next attempt rather than losing them.
+        buffer.restore(figures);
+    }
+    result
+}
+
+impl Store {
+    /// Stored figures plus those not yet persisted.
+    pub(super) fn usage_of(&self, key: Uuid) -> Result<Usage, StoreError> {
+        let mut usage: Usage = self.get(&layout::usage(key))?.unwrap_or_default();
+        usage.add(self.inner.usage.pending(key));
+        Ok(usage)
+    }
+}
