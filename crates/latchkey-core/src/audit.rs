@@ -98,6 +98,56 @@ struct Hashed<'a> {
     prev_hash: &'a str,
 }
 
+/// An event as stored: the same fields with raw hashes; `seq` is the record's key.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StoredEvent {
+    at: OffsetDateTime,
+    actor: Option<Uuid>,
+    action: Action,
+    target: Uuid,
+    user_id: Option<Uuid>,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+}
+
+impl StoredEvent {
+    pub(crate) fn from_event(event: &AuditEvent) -> StoredEvent {
+        StoredEvent {
+            at: event.at,
+            actor: event.actor,
+            action: event.action,
+            target: event.target,
+            user_id: event.user_id,
+            prev_hash: hash_bytes(&event.prev_hash),
+            hash: hash_bytes(&event.hash),
+        }
+    }
+
+    pub(crate) fn into_event(self, seq: u64) -> AuditEvent {
+        AuditEvent {
+            seq,
+            at: self.at,
+            actor: self.actor,
+            action: self.action,
+            target: self.target,
+            user_id: self.user_id,
+            prev_hash: hash_hex(&self.prev_hash),
+            hash: hash_hex(&self.hash),
+        }
+    }
+}
+
+/// Raw bytes of a hex hash; this module only makes well-formed ones.
+pub(crate) fn hash_bytes(hex: &str) -> [u8; 32] {
+    blake3::Hash::from_hex(hex)
+        .map(|h| *h.as_bytes())
+        .unwrap_or_default()
+}
+
+pub(crate) fn hash_hex(bytes: &[u8; 32]) -> String {
+    blake3::Hash::from_bytes(*bytes).to_hex().to_string()
+}
+
 /// The hash that starts the chain.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -58,6 +58,16 @@ impl fmt::Debug for HashKey {
 pub struct SecretHash(blake3::Hash);
 
 impl SecretHash {
+    /// The raw bytes, for the store's binary records.
+    pub(crate) fn to_bytes(self) -> [u8; 32] {
+        *self.0.as_bytes()
+    }
+
+    /// A hash from the store's binary records.
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> SecretHash {
+        SecretHash(blake3::Hash::from_bytes(bytes))
+    }
+
     /// Whether two hashes are equal, in constant time.
     pub fn matches(&self, other: &SecretHash) -> bool {
         // `blake3::Hash` implements `PartialEq` with `constant_time_eq`.

@@ -18,7 +18,8 @@ use crate::model::{CreatedKey, Group, Key, KeyPatch, KeyStatus, NewKey, User, va
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, PrincipalInfo, Resolved};
 
-/// A key as stored: the public record plus the secret's hash.
+/// A key as stored: the public record plus the secret's hash. Stored with postcard, so
+/// times use `time`'s compact binary form.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct KeyRecord {
     pub(crate) id: Uuid,
@@ -29,16 +30,14 @@ pub(crate) struct KeyRecord {
     pub(crate) user_id: Uuid,
     pub(crate) env: Env,
     pub(crate) scopes: Option<PermissionSet>,
-    #[serde(with = "time::serde::rfc3339::option")]
     pub(crate) expires_at: Option<OffsetDateTime>,
     pub(crate) enabled: bool,
-    #[serde(with = "time::serde::rfc3339::option")]
     pub(crate) revoked_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
     pub(crate) created_at: OffsetDateTime,
     pub(crate) created_by: Option<Uuid>,
     pub(crate) rotated_from: Option<Uuid>,
-    pub(crate) hash: SecretHash,
+    /// The secret's keyed hash, raw (32 bytes stored rather than 64 hex characters).
+    pub(crate) hash: [u8; 32],
 }
 
 impl KeyRecord {
@@ -154,7 +153,7 @@ impl Store {
             created_at: tx.now,
             created_by: actor.key_id(),
             rotated_from,
-            hash: self.inner.hash_key.hash(secret.secret()),
+            hash: self.inner.hash_key.hash(secret.secret()).to_bytes(),
         };
         tx.put(&layout::key(&public), &record)?;
         tx.put_raw(&layout::key_index(record.id), public.as_bytes())?;
@@ -362,7 +361,7 @@ impl Store {
             permissions,
         });
         Ok(Some(Resolved {
-            hash: record.hash,
+            hash: SecretHash::from_bytes(record.hash),
             key_id: record.id,
             enabled: record.enabled,
             revoked: record.revoked_at.is_some(),
@@ -407,7 +406,7 @@ fn unusable(record: KeyRecord) -> Resolved {
         permissions: PermissionSet::new(),
     });
     Resolved {
-        hash: record.hash,
+        hash: SecretHash::from_bytes(record.hash),
         key_id: record.id,
         enabled: record.enabled,
         revoked: true,

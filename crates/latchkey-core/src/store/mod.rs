@@ -396,7 +396,7 @@ impl Store {
                     .map_or(true, |(k, _)| k.starts_with(layout::AUDIT))
             })
             .take(limit)
-            .map(|item| decode(&item?.1))
+            .map(|item| decode_event(&item?))
             .collect()
     }
 
@@ -413,7 +413,7 @@ impl Store {
         let mut prev = audit::GENESIS.to_owned();
         let mut broken = None;
         for item in self.inner.db.scan_prefix(layout::AUDIT) {
-            let event: AuditEvent = decode(&item?.1)?;
+            let event = decode_event(&item?)?;
             match audit::check_chain([&event], next, prev.clone()) {
                 Ok((n, hash)) => (next, prev) = (n, hash),
                 Err(b) => {
@@ -425,17 +425,23 @@ impl Store {
         let events = next - 1;
         if broken.is_none() {
             let last = self.last_seq()?;
-            let head = self
-                .inner
-                .db
-                .get(layout::HEAD)?
-                .map(|h| String::from_utf8_lossy(&h).into_owned());
-            if last != events || head.unwrap_or_else(|| audit::GENESIS.to_owned()) != prev {
+            let head = self.inner.db.get(layout::HEAD)?;
+            let head = head.map_or_else(
+                || audit::GENESIS.to_owned(),
+                |h| audit::hash_hex(&h.as_ref().try_into().unwrap_or_default()),
+            );
+            if last != events {
+                let reason =
+                    format!("the store recorded {last} events but the chain ends at {events}");
                 broken = Some(ChainBreak {
                     seq: events + 1,
-                    reason: format!(
-                        "the store recorded {last} events but the chain ends at {events}"
-                    ),
+                    reason,
+                });
+            } else if head != prev {
+                let reason = "the newest event is not the head the store recorded".to_owned();
+                broken = Some(ChainBreak {
+                    seq: events,
+                    reason,
                 });
             }
         }
@@ -474,8 +480,22 @@ impl Store {
     }
 }
 
+/// An audit event from its stored record; the sequence number is in the key.
+fn decode_event((key, value): &(sled::IVec, sled::IVec)) -> Result<AuditEvent, StoreError> {
+    let seq: [u8; 8] = key
+        .get(layout::AUDIT.len()..)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("bad audit key".into()))?;
+    Ok(decode::<audit::StoredEvent>(value)?.into_event(u64::from_be_bytes(seq)))
+}
+
+/// Records are stored with postcard: compact, and sled's memory grows with stored bytes.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("records serialize")
 }
 
 fn open_db(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Store, layout};
 use crate::actor::Actor;
-use crate::audit::{Action, AuditEvent, GENESIS};
+use crate::audit::{Action, AuditEvent, GENESIS, StoredEvent, hash_bytes, hash_hex};
 use crate::error::StoreError;
 use crate::key::PublicId;
 
@@ -45,16 +45,15 @@ impl<'a> Tx<'a> {
     pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> TxResult<Option<T>> {
         match self.tree.get(key)? {
             None => Ok(None),
-            Some(bytes) => match serde_json::from_slice(&bytes) {
+            Some(bytes) => match super::decode(&bytes) {
                 Ok(value) => Ok(Some(value)),
-                Err(e) => abort(StoreError::Corrupt(e.to_string())),
+                Err(e) => abort(e),
             },
         }
     }
 
     pub(crate) fn put<T: Serialize>(&self, key: &[u8], value: &T) -> TxResult<()> {
-        let bytes = serde_json::to_vec(value).expect("records serialize");
-        self.tree.insert(key, bytes)?;
+        self.tree.insert(key, super::encode(value))?;
         Ok(())
     }
 
@@ -84,20 +83,20 @@ impl<'a> Tx<'a> {
             None => 0,
         };
         let mut head = match self.get_raw(layout::HEAD)? {
-            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Some(bytes) => hash_hex(&bytes.as_ref().try_into().unwrap_or_default()),
             None => GENESIS.to_owned(),
         };
         let mut appended = Vec::new();
         for &(action, target, user_id) in self.events.borrow().iter() {
             seq += 1;
             let event = AuditEvent::new(seq, self.now, actor, action, target, user_id, head);
-            self.put(&layout::audit(seq), &event)?;
+            self.put(&layout::audit(seq), &StoredEvent::from_event(&event))?;
             head = event.hash.clone();
             appended.push(event);
         }
         if !appended.is_empty() {
             self.put_raw(layout::SEQ, &seq.to_be_bytes())?;
-            self.put_raw(layout::HEAD, head.as_bytes())?;
+            self.put_raw(layout::HEAD, &hash_bytes(&head))?;
         }
         Ok(appended)
     }

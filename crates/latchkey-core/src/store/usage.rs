@@ -19,7 +19,6 @@ use crate::error::StoreError;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Usage {
     pub(crate) count: u64,
-    #[serde(with = "time::serde::rfc3339::option")]
     pub(crate) last_used_at: Option<OffsetDateTime>,
 }
 
@@ -84,7 +83,7 @@ pub(super) fn flush(db: &sled::Db, buffer: &UsageBuffer) -> Result<(), StoreErro
                 .transpose()?
                 .unwrap_or_default();
             stored.add(*usage);
-            batch.insert(path, serde_json::to_vec(&stored).expect("usage serializes"));
+            batch.insert(path, super::encode(&stored));
         }
         db.apply_batch(batch)?;
         db.flush()?;
