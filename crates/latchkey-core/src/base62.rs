@@ -4,6 +4,16 @@
 pub(crate) const ALPHABET: &[u8; 62] =
     b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+/// The value of a base62 digit (the caller checked it is one; others count as 0).
+pub(crate) fn digit(byte: u8) -> u8 {
+    match byte {
+        b'0'..=b'9' => byte - b'0',
+        b'A'..=b'Z' => byte - b'A' + 10,
+        b'a'..=b'z' => byte - b'a' + 36,
+        _ => 0,
+    }
+}
+
 /// Whether every byte is a base62 digit.
 pub(crate) fn is_base62(bytes: &[u8]) -> bool {
     bytes.iter().all(u8::is_ascii_alphanumeric)
@@ -50,6 +60,12 @@ mod tests {
     #[test]
     fn the_alphabet_is_ordered_and_base62() {
         assert!(is_base62(ALPHABET));
+        assert!(
+            ALPHABET
+                .iter()
+                .enumerate()
+                .all(|(value, &b)| usize::from(digit(b)) == value)
+        );
         assert!(ALPHABET.windows(2).all(|w| w[0] < w[1]));
         assert!(!is_base62(b"_"));
         assert!(!is_base62(b"-"));

@@ -161,6 +161,23 @@ impl PublicId {
         }
     }
 
+    /// The id as a number below 62^12 (< 2^72), its digits read most significant first.
+    pub(crate) fn to_number(self) -> u128 {
+        self.0
+            .iter()
+            .fold(0u128, |n, &b| n * 62 + u128::from(base62::digit(b)))
+    }
+
+    /// The id whose number is `n`; `None` when `n` needs more than 12 digits.
+    pub(crate) fn from_number(mut n: u128) -> Option<PublicId> {
+        let mut out = [b'0'; ID_LEN];
+        for slot in out.iter_mut().rev() {
+            *slot = base62::ALPHABET[(n % 62) as usize];
+            n /= 62;
+        }
+        (n == 0).then_some(PublicId(out))
+    }
+
     /// The id's bytes, as stored.
     pub fn as_bytes(&self) -> &[u8; ID_LEN] {
         &self.0
@@ -449,6 +466,16 @@ mod tests {
             assert!(!shown.contains(key.secret()), "{shown}");
             assert!(shown.contains(key.display_prefix()), "{shown}");
         }
+    }
+
+    #[test]
+    fn public_ids_round_trip_through_numbers() {
+        for id in ["000000000000", "zzzzzzzzzzzz", "4fT9kQ2mX8pZ"] {
+            let parsed = PublicId::parse(id).unwrap();
+            assert_eq!(PublicId::from_number(parsed.to_number()), Some(parsed));
+        }
+        assert_eq!(PublicId::parse("000000000010").unwrap().to_number(), 62);
+        assert_eq!(PublicId::from_number(62u128.pow(12)), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::tx::{Invalidate, Tx, TxResult, abort};
+use super::usage::Usage;
 use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::actor::Actor;
@@ -38,6 +39,8 @@ pub(crate) struct KeyRecord {
     pub(crate) rotated_from: Option<Uuid>,
     /// The secret's keyed hash, raw (32 bytes stored rather than 64 hex characters).
     pub(crate) hash: [u8; 32],
+    /// Persisted usage figures; written by the usage flush under the write lock.
+    pub(crate) usage: Usage,
 }
 
 impl KeyRecord {
@@ -49,7 +52,10 @@ impl KeyRecord {
         KeyStatus::of(self.enabled, self.revoked_at, self.expires_at, now)
     }
 
-    pub(crate) fn view(&self, now: OffsetDateTime, usage: super::usage::Usage) -> Key {
+    /// The public view, with usage figures not yet persisted added to the stored ones.
+    pub(crate) fn view(&self, now: OffsetDateTime, pending: Usage) -> Key {
+        let mut usage = self.usage;
+        usage.add(pending);
         Key {
             id: self.id,
             name: self.name.clone(),
@@ -139,7 +145,7 @@ impl Store {
             return abort(StoreError::Storage("public id collision; try again".into()));
         }
         let record = KeyRecord {
-            id: Uuid::now_v7(),
+            id: layout::key_uuid(&public, tx.now),
             public_id: public.as_str().to_owned(),
             prefix: secret.display_prefix().to_owned(),
             name: new.name.clone(),
@@ -154,10 +160,9 @@ impl Store {
             created_by: actor.key_id(),
             rotated_from,
             hash: self.inner.hash_key.hash(secret.secret()).to_bytes(),
+            usage: Usage::default(),
         };
         tx.put(&layout::key(&public), &record)?;
-        tx.put_raw(&layout::key_index(record.id), public.as_bytes())?;
-        tx.put_raw(&layout::user_key(user.id, record.id), &[])?;
         tx.record(Action::KeyCreate, record.id, Some(user.id));
         // Forget a cached "unknown id" for this public id.
         tx.invalidate(Invalidate::Key(public));
@@ -170,7 +175,7 @@ impl Store {
     /// A key by record id.
     pub fn key(&self, id: Uuid) -> Result<Key, StoreError> {
         let record = self.key_record(id)?;
-        Ok(record.view(self.inner.clock.now(), self.usage_of(record.id)?))
+        Ok(record.view(self.inner.clock.now(), self.inner.usage.pending(record.id)))
     }
 
     /// Resolves a key reference: its record id (UUID), its display prefix
@@ -194,12 +199,12 @@ impl Store {
     }
 
     pub(crate) fn key_record(&self, id: Uuid) -> Result<KeyRecord, StoreError> {
-        let public = self
-            .inner
-            .db
-            .get(layout::key_index(id))?
-            .ok_or_else(|| StoreError::not_found(Entity::Key, id))?;
-        self.get(&[layout::KEYS, &public].concat())?
+        let record = layout::public_id_of(id)
+            .map(|p| self.get::<KeyRecord>(&layout::key(&p)))
+            .transpose()?
+            .flatten();
+        record
+            .filter(|r| r.id == id)
             .ok_or_else(|| StoreError::not_found(Entity::Key, id))
     }
 
@@ -234,7 +239,7 @@ impl Store {
             tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
             Ok(record)
         })?;
-        Ok(record.view(self.inner.clock.now(), self.usage_of(id)?))
+        Ok(record.view(self.inner.clock.now(), self.inner.usage.pending(id)))
     }
 
     /// Revokes a key, irreversibly; the very next verification fails. Revoking a revoked
@@ -250,7 +255,7 @@ impl Store {
             }
             Ok(record)
         })?;
-        Ok(record.view(self.inner.clock.now(), self.usage_of(id)?))
+        Ok(record.view(self.inner.clock.now(), self.inner.usage.pending(id)))
     }
 
     /// Deletes a revoked key; a key that is not revoked is a `Conflict::KeyNotRevoked`.
@@ -261,9 +266,6 @@ impl Store {
                 return abort(Conflict::KeyNotRevoked.into());
             }
             tx.remove(&path)?;
-            tx.remove(&layout::key_index(id))?;
-            tx.remove(&layout::user_key(record.user_id, id))?;
-            tx.remove(&layout::usage(id))?;
             tx.record(Action::KeyDelete, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
             Ok(())
@@ -288,7 +290,9 @@ impl Store {
                 return abort(Conflict::KeyRevoked.into());
             }
             let original_expiry = old.expires_at;
-            let end = tx.now + grace;
+            let Some(end) = tx.now.checked_add(grace) else {
+                return abort(StoreError::invalid("grace_seconds", "too large"));
+            };
             old.expires_at = Some(old.expires_at.map_or(end, |at| at.min(end)));
             tx.put(&path, &old)?;
             tx.record(Action::KeyRotate, id, Some(old.user_id));
@@ -312,11 +316,11 @@ impl Store {
         actor: &Actor,
         id: Uuid,
     ) -> TxResult<(Vec<u8>, KeyRecord)> {
-        let Some(public) = tx.get_raw(&layout::key_index(id))? else {
+        let Some(public) = layout::public_id_of(id) else {
             return abort(StoreError::not_found(Entity::Key, id));
         };
-        let path = [layout::KEYS, &public].concat();
-        let Some(record) = tx.get::<KeyRecord>(&path)? else {
+        let path = layout::key(&public);
+        let Some(record) = tx.get::<KeyRecord>(&path)?.filter(|r| r.id == id) else {
             return abort(StoreError::not_found(Entity::Key, id));
         };
         let grants = match tx.get::<User>(&layout::user(record.user_id))? {

@@ -5,13 +5,15 @@
 //! | `m:version`, `m:prefix`, `m:hash_key`, `m:seq`, `m:head` | store metadata |
 //! | `g:<uuid>` / `gn:<name>`     | group JSON / group id                  |
 //! | `u:<uuid>` / `un:<name>`     | user JSON / user id                    |
-//! | `k:<public id>`              | key record JSON (with the secret hash) |
-//! | `ki:<uuid>`                  | the key's public id                    |
-//! | `uk:<user uuid><key uuid>`   | empty: a user's keys                   |
-//! | `us:<key uuid>`              | usage figures JSON                     |
-//! | `a:<seq, big-endian u64>`    | audit event JSON (also the change feed) |
+//! | `k:<public id>`              | key record (secret hash, usage figures) |
+//! | `a:<seq, big-endian u64>`    | audit event (also the change feed)     |
 //!
-//! UUIDs are the 16 raw bytes, so v7 ids keep records in creation order.
+//! Values are postcard. UUIDs are the 16 raw bytes, so v7 ids keep records in creation order.
+//!
+//! **Two entries per key.** sled's memory grows with the number of entries (about 40–60
+//! bytes each, whatever their size), so a key has no index entries: its UUID embeds its
+//! public id ([`key_uuid`]), usage figures live in its record, and listing a user's keys
+//! scans the keys, as an unfiltered listing does anyway.
 
 use uuid::Uuid;
 
@@ -58,30 +60,46 @@ pub(crate) fn key(id: &PublicId) -> Vec<u8> {
     join(KEYS, id.as_bytes())
 }
 
-pub(crate) fn key_index(id: Uuid) -> Vec<u8> {
-    join(b"ki:", id.as_bytes())
+/// A key's record id: a UUID v7 of its creation time whose 74 random bits carry its
+/// public id (a number below 62^12 < 2^72), so either finds the other without an index.
+pub(crate) fn key_uuid(public: &PublicId, at: time::OffsetDateTime) -> Uuid {
+    let n = public.to_number();
+    let millis = (at.unix_timestamp_nanos() / 1_000_000).clamp(0, (1 << 48) - 1) as u128;
+    let rand_a = (n >> 62) & 0xFFF;
+    let rand_b = n & ((1 << 62) - 1);
+    Uuid::from_u128((millis << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b)
 }
 
-pub(crate) fn user_keys(user: Uuid) -> Vec<u8> {
-    join(b"uk:", user.as_bytes())
-}
-
-pub(crate) fn user_key(user: Uuid, key: Uuid) -> Vec<u8> {
-    let mut out = user_keys(user);
-    out.extend_from_slice(key.as_bytes());
-    out
-}
-
-pub(crate) fn usage(key: Uuid) -> Vec<u8> {
-    join(b"us:", key.as_bytes())
+/// The public id carried by a key's record id; `None` for a UUID that is not one.
+pub(crate) fn public_id_of(id: Uuid) -> Option<PublicId> {
+    let bits = id.as_u128();
+    if id.get_version_num() != 7 || (bits >> 62) & 0b11 != 0b10 {
+        return None;
+    }
+    let n = (((bits >> 64) & 0xFFF) << 62) | (bits & ((1 << 62) - 1));
+    PublicId::from_number(n)
 }
 
 pub(crate) fn audit(seq: u64) -> Vec<u8> {
     join(AUDIT, &seq.to_be_bytes())
 }
 
-/// The UUID stored as 16 raw bytes at the end of a key or in a value.
-pub(crate) fn uuid_at_end(bytes: &[u8]) -> Option<Uuid> {
-    let start = bytes.len().checked_sub(16)?;
-    Uuid::from_slice(&bytes[start..]).ok()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_uuid_carries_its_public_id_and_time() {
+        let at = time::macros::datetime!(2026-06-01 12:00 UTC);
+        for id in ["000000000000", "zzzzzzzzzzzz", "4fT9kQ2mX8pZ"] {
+            let public = PublicId::parse(id).unwrap();
+            let uuid = key_uuid(&public, at);
+            assert_eq!(uuid.get_version_num(), 7);
+            assert_eq!(public_id_of(uuid), Some(public));
+            let (secs, _) = uuid.get_timestamp().unwrap().to_unix();
+            assert_eq!(secs as i64, at.unix_timestamp());
+        }
+        assert_eq!(public_id_of(Uuid::nil()), None);
+        assert_eq!(public_id_of(Uuid::max()), None);
+    }
 }

@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
-use uuid::Uuid;
 
 pub use keys::Stats;
 pub use query::{KeyQuery, KeySort, Page, SortField};
@@ -463,19 +462,6 @@ impl Store {
             .db
             .scan_prefix(prefix)
             .map(|item| decode(&item?.1))
-            .collect()
-    }
-
-    /// The ids stored at the end of every key under a namespace.
-    fn scan_ids(&self, prefix: &[u8]) -> Result<Vec<Uuid>, StoreError> {
-        self.inner
-            .db
-            .scan_prefix(prefix)
-            .keys()
-            .map(|k| {
-                Ok(layout::uuid_at_end(&k?)
-                    .ok_or_else(|| StoreError::Corrupt("bad index".into()))?)
-            })
             .collect()
     }
 }

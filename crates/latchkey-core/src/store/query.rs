@@ -161,17 +161,12 @@ impl Store {
             }
             None => None,
         };
-        let records: Vec<KeyRecord> = match query.user_id {
-            Some(user) => self
-                .scan_ids(&layout::user_keys(user))?
-                .into_iter()
-                .filter_map(|id| match self.key_record(id) {
-                    Err(StoreError::NotFound { .. }) => None,
-                    other => Some(other),
-                })
-                .collect::<Result<_, _>>()?,
-            None => self.scan(layout::KEYS)?,
-        };
+        // A full scan: the store keeps no per-user index (see `layout`), and sorting needs
+        // every match anyway.
+        let mut records: Vec<KeyRecord> = self.scan(layout::KEYS)?;
+        if let Some(user) = query.user_id {
+            records.retain(|r| r.user_id == user);
+        }
         let now = self.inner.clock.now();
         let needle = query.search.as_deref().map(str::to_lowercase);
         let mut keys = Vec::new();
@@ -190,7 +185,7 @@ impl Store {
                     continue;
                 }
             }
-            keys.push(record.view(now, self.usage_of(record.id)?));
+            keys.push(record.view(now, self.inner.usage.pending(record.id)));
         }
         let order = |a: &Position, b: &Position| -> Ordering {
             if query.sort.descending {

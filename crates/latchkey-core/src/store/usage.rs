@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Store, decode, layout};
+use super::keys::KeyRecord;
+use super::{decode, encode, layout};
 use crate::error::StoreError;
 
 /// Usage of one key.
@@ -23,7 +24,7 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
-    fn add(&mut self, other: Usage) {
+    pub(crate) fn add(&mut self, other: Usage) {
         self.count += other.count;
         self.last_used_at = self.last_used_at.max(other.last_used_at);
     }
@@ -42,7 +43,7 @@ impl UsageBuffer {
         });
     }
 
-    fn pending(&self, key: Uuid) -> Usage {
+    pub(crate) fn pending(&self, key: Uuid) -> Usage {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -64,43 +65,38 @@ impl UsageBuffer {
 }
 
 /// Adds the buffered figures to the stored ones, in one batch, and flushes. The caller
-/// holds the write lock, so a key deleted meanwhile is not brought back as an orphan.
+/// holds the write lock: the usage figures live in the key records, and no management write
+/// may interleave with this read-modify-write.
 pub(super) fn flush(db: &sled::Db, buffer: &UsageBuffer) -> Result<(), StoreError> {
     let figures = buffer.take();
     if figures.is_empty() {
         return Ok(());
     }
-    let result = (|| {
-        let mut batch = sled::Batch::default();
+    let mut batch = sled::Batch::default();
+    let staged = (|| {
         for (key, usage) in &figures {
-            if !db.contains_key(layout::key_index(*key))? {
+            // A key deleted meanwhile has nowhere to go; its figures are dropped.
+            let Some(public) = layout::public_id_of(*key) else {
                 continue;
-            }
-            let path = layout::usage(*key);
-            let mut stored: Usage = db
+            };
+            let path = layout::key(&public);
+            let Some(mut record) = db
                 .get(&path)?
-                .map(|b| decode(&b))
+                .map(|b| decode::<KeyRecord>(&b))
                 .transpose()?
-                .unwrap_or_default();
-            stored.add(*usage);
-            batch.insert(path, super::encode(&stored));
+            else {
+                continue;
+            };
+            record.usage.add(*usage);
+            batch.insert(path, encode(&record));
         }
-        db.apply_batch(batch)?;
-        db.flush()?;
-        Ok(())
+        Ok::<_, StoreError>(())
     })();
-    if result.is_err() {
-        // Keep the figures for the next attempt rather than losing them.
+    if let Err(e) = staged.and_then(|()| Ok(db.apply_batch(batch)?)) {
+        // Nothing was applied: keep the figures for the next attempt.
         buffer.restore(figures);
+        return Err(e);
     }
-    result
-}
-
-impl Store {
-    /// Stored figures plus those not yet persisted.
-    pub(super) fn usage_of(&self, key: Uuid) -> Result<Usage, StoreError> {
-        let mut usage: Usage = self.get(&layout::usage(key))?.unwrap_or_default();
-        usage.add(self.inner.usage.pending(key));
-        Ok(usage)
-    }
+    db.flush()?;
+    Ok(())
 }

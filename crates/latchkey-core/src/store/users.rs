@@ -144,10 +144,11 @@ impl Store {
                 ("tenant_id", &patch.tenant_id),
                 ("organization_id", &patch.organization_id),
             ] {
-                if let Some(value) = value {
-                    if let Err(e) = validate_optional(field, value.as_deref()) {
-                        return abort(e);
-                    }
+                if let Some(Err(e)) = value
+                    .as_ref()
+                    .map(|v| validate_optional(field, v.as_deref()))
+                {
+                    return abort(e);
                 }
             }
             if let Some(tenant) = &patch.tenant_id {
@@ -171,38 +172,42 @@ impl Store {
     /// Deletes a user and revokes all its keys in the same transaction: no key ever
     /// authenticates as a missing user. The revoked keys stay listed until deleted.
     pub fn delete_user(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
-        self.write_prepared(
-            actor,
-            || self.scan_ids(&layout::user_keys(id)),
-            |tx, key_ids| {
-                let Some(user) = tx.get::<User>(&layout::user(id))? else {
-                    return abort(StoreError::not_found(Entity::User, id));
+        let live_keys = || {
+            let keys = self.scan::<KeyRecord>(layout::KEYS)?;
+            Ok(keys
+                .into_iter()
+                .filter(|k| k.user_id == id && k.revoked_at.is_none())
+                .map(|k| k.id)
+                .collect::<Vec<_>>())
+        };
+        self.write_prepared(actor, live_keys, |tx, key_ids| {
+            let Some(user) = tx.get::<User>(&layout::user(id))? else {
+                return abort(StoreError::not_found(Entity::User, id));
+            };
+            let grants = user_grants_in(tx, &user, false)?;
+            if let Err(e) = actor.ensure_covers(&grants) {
+                return abort(e);
+            }
+            for &key_id in key_ids {
+                let Some(public) = layout::public_id_of(key_id) else {
+                    continue;
                 };
-                let grants = user_grants_in(tx, &user, false)?;
-                if let Err(e) = actor.ensure_covers(&grants) {
-                    return abort(e);
+                let key_path = layout::key(&public);
+                let Some(mut record) = tx.get::<KeyRecord>(&key_path)? else {
+                    continue;
+                };
+                if record.revoked_at.is_none() {
+                    record.revoked_at = Some(tx.now);
+                    tx.put(&key_path, &record)?;
+                    tx.record(Action::KeyRevoke, key_id, Some(id));
                 }
-                for &key_id in key_ids {
-                    let Some(public) = tx.get_raw(&layout::key_index(key_id))? else {
-                        continue;
-                    };
-                    let key_path = [layout::KEYS, &public].concat();
-                    let Some(mut record) = tx.get::<KeyRecord>(&key_path)? else {
-                        continue;
-                    };
-                    if record.revoked_at.is_none() {
-                        record.revoked_at = Some(tx.now);
-                        tx.put(&key_path, &record)?;
-                        tx.record(Action::KeyRevoke, key_id, Some(id));
-                    }
-                }
-                tx.remove(&layout::user(id))?;
-                tx.remove(&layout::user_name(&user.name))?;
-                tx.record(Action::UserDelete, id, Some(id));
-                tx.invalidate(Invalidate::All);
-                Ok(())
-            },
-        )
+            }
+            tx.remove(&layout::user(id))?;
+            tx.remove(&layout::user_name(&user.name))?;
+            tx.record(Action::UserDelete, id, Some(id));
+            tx.invalidate(Invalidate::All);
+            Ok(())
+        })
     }
 }
 
