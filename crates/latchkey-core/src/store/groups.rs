@@ -120,19 +120,21 @@ impl Store {
 
     /// Deletes a group and removes it from its users, in one transaction.
     pub fn delete_group(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
-        self.write(actor, |tx| {
+        let members = || {
+            Ok(self
+                .scan::<User>(layout::USERS)?
+                .into_iter()
+                .filter(|u| u.groups.contains(&id))
+                .collect::<Vec<_>>())
+        };
+        self.write_prepared(actor, members, |tx, members| {
             let Some(group) = tx.get::<Group>(&layout::group(id))? else {
                 return abort(StoreError::not_found(Entity::Group, id));
             };
             if let Err(e) = actor.ensure_covers(&group.permissions) {
                 return abort(e);
             }
-            // A plain scan is consistent here: writers are serialized (see `Store::write`).
-            let users: Vec<User> = match self.scan(layout::USERS) {
-                Ok(users) => users,
-                Err(e) => return abort(e),
-            };
-            for mut user in users.into_iter().filter(|u| u.groups.contains(&id)) {
+            for mut user in members.iter().cloned() {
                 user.groups.retain(|g| *g != id);
                 user.updated_at = tx.now;
                 tx.put(&layout::user(user.id), &user)?;

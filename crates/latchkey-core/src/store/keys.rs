@@ -93,6 +93,20 @@ impl Store {
         self.write(actor, |tx| self.create_key_in(tx, actor, &new, None))
     }
 
+    /// Creates many keys in one transaction and one flush: for provisioning in bulk and
+    /// for seeding benchmarks. All succeed or none does.
+    pub fn create_keys(
+        &self,
+        actor: &Actor,
+        new: &[NewKey],
+    ) -> Result<Vec<CreatedKey>, StoreError> {
+        self.write(actor, |tx| {
+            new.iter()
+                .map(|n| self.create_key_in(tx, actor, n, None))
+                .collect()
+        })
+    }
+
     pub(super) fn create_key_in(
         &self,
         tx: &Tx<'_>,

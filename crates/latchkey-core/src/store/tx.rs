@@ -106,18 +106,32 @@ impl<'a> Tx<'a> {
 impl Store {
     /// Runs one management write.
     ///
-    /// Writers are serialized by `write_lock`, so reads of the plain tree inside `f` (scans,
-    /// which sled transactions lack) see no concurrent change. The closure's writes, its audit
-    /// events and the sequence counter commit in one sled transaction; the store is flushed
-    /// to disk and the verify cache invalidated before this returns, so an acknowledged
-    /// change survives `kill -9` and is seen by the very next verification.
+    /// The closure's writes, its audit events and the sequence counter commit in one sled
+    /// transaction; the store is flushed to disk and the verify cache invalidated before
+    /// this returns, so an acknowledged change survives `kill -9` and is seen by the very
+    /// next verification.
     pub(crate) fn write<T>(
         &self,
         actor: &Actor,
         f: impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> Result<T, StoreError> {
+        self.write_prepared(actor, || Ok(()), |tx, ()| f(tx))
+    }
+
+    /// [`Store::write`] with a preparation step for what sled transactions cannot do: scans.
+    ///
+    /// Writers are serialized by `write_lock`, and `prepare` runs under it, so what it reads
+    /// cannot change before the transaction commits. It must run outside the transaction:
+    /// sled deadlocks on a plain read from inside a transaction closure.
+    pub(crate) fn write_prepared<P, T>(
+        &self,
+        actor: &Actor,
+        prepare: impl FnOnce() -> Result<P, StoreError>,
+        f: impl Fn(&Tx<'_>, &P) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
         let inner = &*self.inner;
         let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let prepared = prepare()?;
         let now = inner.clock.now();
         let outcome = inner.db.transaction(|tree| {
             let tx = Tx {
@@ -126,7 +140,7 @@ impl Store {
                 events: RefCell::default(),
                 invalidations: RefCell::default(),
             };
-            let value = f(&tx)?;
+            let value = f(&tx, &prepared)?;
             let events = tx.append_events(actor.key_id())?;
             Ok((value, events, tx.invalidations.into_inner()))
         });

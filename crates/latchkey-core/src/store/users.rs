@@ -171,39 +171,38 @@ impl Store {
     /// Deletes a user and revokes all its keys in the same transaction: no key ever
     /// authenticates as a missing user. The revoked keys stay listed until deleted.
     pub fn delete_user(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
-        self.write(actor, |tx| {
-            let Some(user) = tx.get::<User>(&layout::user(id))? else {
-                return abort(StoreError::not_found(Entity::User, id));
-            };
-            let grants = user_grants_in(tx, &user, false)?;
-            if let Err(e) = actor.ensure_covers(&grants) {
-                return abort(e);
-            }
-            // A plain scan is consistent here: writers are serialized (see `Store::write`).
-            let key_ids = match self.scan_ids(&layout::user_keys(id)) {
-                Ok(ids) => ids,
-                Err(e) => return abort(e),
-            };
-            for key_id in key_ids {
-                let Some(public) = tx.get_raw(&layout::key_index(key_id))? else {
-                    continue;
+        self.write_prepared(
+            actor,
+            || self.scan_ids(&layout::user_keys(id)),
+            |tx, key_ids| {
+                let Some(user) = tx.get::<User>(&layout::user(id))? else {
+                    return abort(StoreError::not_found(Entity::User, id));
                 };
-                let key_path = [layout::KEYS, &public].concat();
-                let Some(mut record) = tx.get::<KeyRecord>(&key_path)? else {
-                    continue;
-                };
-                if record.revoked_at.is_none() {
-                    record.revoked_at = Some(tx.now);
-                    tx.put(&key_path, &record)?;
-                    tx.record(Action::KeyRevoke, key_id, Some(id));
+                let grants = user_grants_in(tx, &user, false)?;
+                if let Err(e) = actor.ensure_covers(&grants) {
+                    return abort(e);
                 }
-            }
-            tx.remove(&layout::user(id))?;
-            tx.remove(&layout::user_name(&user.name))?;
-            tx.record(Action::UserDelete, id, Some(id));
-            tx.invalidate(Invalidate::All);
-            Ok(())
-        })
+                for &key_id in key_ids {
+                    let Some(public) = tx.get_raw(&layout::key_index(key_id))? else {
+                        continue;
+                    };
+                    let key_path = [layout::KEYS, &public].concat();
+                    let Some(mut record) = tx.get::<KeyRecord>(&key_path)? else {
+                        continue;
+                    };
+                    if record.revoked_at.is_none() {
+                        record.revoked_at = Some(tx.now);
+                        tx.put(&key_path, &record)?;
+                        tx.record(Action::KeyRevoke, key_id, Some(id));
+                    }
+                }
+                tx.remove(&layout::user(id))?;
+                tx.remove(&layout::user_name(&user.name))?;
+                tx.record(Action::UserDelete, id, Some(id));
+                tx.invalidate(Invalidate::All);
+                Ok(())
+            },
+        )
     }
 }
 

@@ -1,0 +1,849 @@
+//! The keystore's behaviour through its public API: lifecycle, permissions, no escalation,
+//! the cache, usage, the change feed and the audit chain.
+
+use std::sync::Arc;
+
+use latchkey_core::*;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+const T0: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    clock: Arc<ManualClock>,
+    admin: Actor,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let config = StoreConfig::default()
+        .clock(clock.clone())
+        .usage_flush_interval(None);
+    let store = Store::create(dir.path(), "lk", config).unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        clock,
+        admin: Actor::system(),
+    }
+}
+
+fn perms(items: &[&str]) -> PermissionSet {
+    PermissionSet::parse(items).unwrap()
+}
+
+impl Fixture {
+    fn group(&self, name: &str, permissions: &[&str]) -> Group {
+        self.store
+            .create_group(
+                &self.admin,
+                NewGroup {
+                    name: name.into(),
+                    permissions: perms(permissions),
+                },
+            )
+            .unwrap()
+    }
+
+    fn user(&self, name: &str, groups: &[&Group], permissions: &[&str]) -> User {
+        let new = NewUser {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.id).collect(),
+            permissions: perms(permissions),
+            tenant_id: Some("t-1".into()),
+            ..NewUser::default()
+        };
+        self.store.create_user(&self.admin, new).unwrap()
+    }
+
+    fn key(&self, user: &User, scopes: Option<&[&str]>) -> CreatedKey {
+        let new = NewKey {
+            name: "k".into(),
+            user_id: user.id,
+            scopes: scopes.map(perms),
+            ..NewKey::default()
+        };
+        self.store.create_key(&self.admin, new).unwrap()
+    }
+
+    #[track_caller]
+    fn code(&self, key: &CreatedKey) -> &'static str {
+        match self.store.verify(key.secret.expose()) {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        }
+    }
+}
+
+#[test]
+fn a_key_lives_and_dies_by_its_lifecycle() {
+    let f = fixture();
+    let user = f.user("bot", &[], &["orders:read"]);
+    let key = f.key(&user, None);
+    let id = key.key.id;
+    assert_eq!(key.key.status, KeyStatus::Active);
+    assert_eq!(f.code(&key), "ok");
+
+    let disabled = f
+        .store
+        .update_key(
+            &f.admin,
+            id,
+            KeyPatch {
+                enabled: Some(false),
+                ..KeyPatch::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(disabled.status, KeyStatus::Disabled);
+    assert_eq!(f.code(&key), "key_disabled");
+
+    f.store
+        .update_key(
+            &f.admin,
+            id,
+            KeyPatch {
+                enabled: Some(true),
+                ..KeyPatch::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(f.code(&key), "ok");
+
+    let err = f.store.delete_key(&f.admin, id).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::KeyNotRevoked)),
+        "{err}"
+    );
+    assert_eq!(f.code(&key), "ok", "a refused delete changes nothing");
+
+    let revoked = f.store.revoke_key(&f.admin, id).unwrap();
+    assert_eq!(revoked.status, KeyStatus::Revoked);
+    assert_eq!(revoked.revoked_at, Some(T0));
+    assert_eq!(f.code(&key), "key_revoked");
+    // Idempotent, and irreversible.
+    assert_eq!(
+        f.store.revoke_key(&f.admin, id).unwrap().revoked_at,
+        Some(T0)
+    );
+    let err = f
+        .store
+        .update_key(
+            &f.admin,
+            id,
+            KeyPatch {
+                enabled: Some(true),
+                ..KeyPatch::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::KeyRevoked)),
+        "{err}"
+    );
+    assert!(matches!(
+        f.store.rotate_key(&f.admin, id, Duration::ZERO),
+        Err(StoreError::Conflict(Conflict::KeyRevoked))
+    ));
+
+    f.store.delete_key(&f.admin, id).unwrap();
+    assert!(matches!(
+        f.store.key(id),
+        Err(StoreError::NotFound {
+            entity: Entity::Key,
+            ..
+        })
+    ));
+    assert_eq!(f.code(&key), "invalid_key");
+}
+
+#[test]
+fn statuses_are_told_only_to_a_caller_holding_the_secret() {
+    let f = fixture();
+    let user = f.user("bot", &[], &["x"]);
+    let key = f.key(&user, None);
+    f.store.revoke_key(&f.admin, key.key.id).unwrap();
+    // Same id, another (well-formed) secret.
+    let forged = forge(&key.secret, "test", true);
+    assert_eq!(f.store.verify(&forged).unwrap_err(), VerifyError::Invalid);
+    // Unknown id.
+    let other = ApiKey::generate(&Prefix::default(), Env::Live);
+    assert_eq!(
+        f.store.verify(other.expose()).unwrap_err(),
+        VerifyError::Invalid
+    );
+    // Another store's prefix.
+    let foreign = ApiKey::generate(&Prefix::new("zz").unwrap(), Env::Live);
+    assert_eq!(
+        f.store.verify(foreign.expose()).unwrap_err(),
+        VerifyError::Invalid
+    );
+    // Malformed never reaches the store.
+    assert!(matches!(
+        f.store.verify("lk_live_short"),
+        Err(VerifyError::Malformed(_))
+    ));
+}
+
+/// The key's text with its env changed (and, if `new_secret`, another secret), re-checksummed.
+fn forge(key: &ApiKey, env: &str, new_secret: bool) -> String {
+    let secret = if new_secret {
+        "A".repeat(32)
+    } else {
+        key.secret().to_owned()
+    };
+    let body = format!("{}_{}_{}_{}", key.prefix(), env, key.id(), secret);
+    let sum = latchkey_core::key::checksum(body.as_bytes());
+    format!("{body}{}", std::str::from_utf8(&sum).unwrap())
+}
+
+#[test]
+fn a_key_presented_under_another_env_does_not_authenticate() {
+    let f = fixture();
+    let user = f.user("bot", &[], &["x"]);
+    let key = f.key(&user, None);
+    assert_eq!(
+        f.store
+            .verify(&forge(&key.secret, "test", false))
+            .unwrap_err(),
+        VerifyError::Invalid
+    );
+    assert_eq!(f.code(&key), "ok");
+}
+
+#[test]
+fn expiry_and_rotation_follow_the_clock() {
+    let f = fixture();
+    let user = f.user("bot", &[], &["x"]);
+    let new = NewKey {
+        name: "exp".into(),
+        user_id: user.id,
+        expires_at: Some(T0 + Duration::hours(1)),
+        ..NewKey::default()
+    };
+    let key = f.store.create_key(&f.admin, new).unwrap();
+    assert_eq!(f.code(&key), "ok");
+    f.clock.advance(Duration::hours(1));
+    assert_eq!(f.code(&key), "key_expired");
+    assert_eq!(f.store.key(key.key.id).unwrap().status, KeyStatus::Expired);
+
+    let past = NewKey {
+        name: "p".into(),
+        user_id: user.id,
+        expires_at: Some(T0),
+        ..NewKey::default()
+    };
+    assert!(matches!(
+        f.store.create_key(&f.admin, past),
+        Err(StoreError::Invalid {
+            field: "expires_at",
+            ..
+        })
+    ));
+
+    // Rotation with a grace period: both work until it ends, then only the new one.
+    let old = f.key(&user, Some(&["x"]));
+    let rotated = f
+        .store
+        .rotate_key(&f.admin, old.key.id, Duration::minutes(10))
+        .unwrap();
+    assert_eq!(rotated.key.rotated_from, Some(old.key.id));
+    assert_eq!(rotated.key.user_id, user.id);
+    assert_eq!(rotated.key.scopes, old.key.scopes);
+    assert_eq!(rotated.key.name, old.key.name);
+    assert_ne!(rotated.secret.expose(), old.secret.expose());
+    assert_eq!(f.code(&old), "ok");
+    assert_eq!(f.code(&rotated), "ok");
+    f.clock.advance(Duration::minutes(10));
+    assert_eq!(f.code(&old), "key_expired");
+    assert_eq!(f.code(&rotated), "ok");
+
+    // Grace zero: the old key stops at once.
+    let again = f
+        .store
+        .rotate_key(&f.admin, rotated.key.id, Duration::ZERO)
+        .unwrap();
+    assert_eq!(f.code(&rotated), "key_expired");
+    assert_eq!(f.code(&again), "ok");
+    assert!(matches!(
+        f.store
+            .rotate_key(&f.admin, again.key.id, Duration::seconds(-1)),
+        Err(StoreError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn user_and_group_changes_reach_every_key_at_once() {
+    let f = fixture();
+    let readers = f.group("readers", &["orders:read", "users:read"]);
+    let user = f.user("bot", &[&readers], &[]);
+    let a = f.key(&user, None);
+    let b = f.key(&user, Some(&["orders:*"]));
+    let principal = f.store.verify(a.secret.expose()).unwrap();
+    assert_eq!(principal.permissions, perms(&["orders:read", "users:read"]));
+    assert_eq!(principal.tenant_id.as_deref(), Some("t-1"));
+    assert_eq!(principal.user_name, "bot");
+    assert_eq!(principal.prefix, a.key.prefix);
+    // Scopes narrow, wildcards on either side.
+    assert_eq!(
+        f.store.verify(b.secret.expose()).unwrap().permissions,
+        perms(&["orders:read"])
+    );
+
+    // Both keys are warm in the cache; a group edit must still be seen at once.
+    let patch = GroupPatch {
+        remove_permissions: perms(&["orders:read"]),
+        ..GroupPatch::default()
+    };
+    f.store.update_group(&f.admin, readers.id, patch).unwrap();
+    assert!(
+        !f.store
+            .verify(a.secret.expose())
+            .unwrap()
+            .has("orders:read")
+    );
+    assert!(
+        f.store
+            .verify(b.secret.expose())
+            .unwrap()
+            .permissions
+            .is_empty()
+    );
+
+    f.store
+        .update_user(
+            &f.admin,
+            user.id,
+            UserPatch {
+                enabled: Some(false),
+                ..UserPatch::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(f.code(&a), "user_disabled");
+    f.store
+        .update_user(
+            &f.admin,
+            user.id,
+            UserPatch {
+                enabled: Some(true),
+                ..UserPatch::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(f.code(&a), "ok");
+
+    f.store.delete_group(&f.admin, readers.id).unwrap();
+    assert!(f.store.user("bot").unwrap().groups.is_empty());
+    assert!(
+        f.store
+            .verify(a.secret.expose())
+            .unwrap()
+            .permissions
+            .is_empty()
+    );
+
+    // Deleting the user revokes its keys in the same transaction.
+    f.store.delete_user(&f.admin, user.id).unwrap();
+    assert_eq!(f.code(&a), "key_revoked");
+    assert_eq!(f.store.key(b.key.id).unwrap().status, KeyStatus::Revoked);
+    assert!(matches!(
+        f.store.user(&user.id.to_string()),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn names_are_unique_and_never_uuids() {
+    let f = fixture();
+    f.group("ops", &[]);
+    let dup = f
+        .store
+        .create_group(
+            &f.admin,
+            NewGroup {
+                name: "ops".into(),
+                ..NewGroup::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            dup,
+            StoreError::Conflict(Conflict::NameTaken {
+                entity: Entity::Group,
+                ..
+            })
+        ),
+        "{dup}"
+    );
+    let uuid = Uuid::now_v7().to_string();
+    for bad in ["", "has space", uuid.as_str(), &"x".repeat(65)] {
+        let err = f
+            .store
+            .create_user(
+                &f.admin,
+                NewUser {
+                    name: bad.into(),
+                    ..NewUser::default()
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Invalid { field: "name", .. }),
+            "{bad:?}: {err}"
+        );
+    }
+    let a = f.user("a", &[], &[]);
+    f.user("b", &[], &[]);
+    let rename = f.store.update_user(
+        &f.admin,
+        a.id,
+        UserPatch {
+            name: Some("b".into()),
+            ..UserPatch::default()
+        },
+    );
+    assert!(matches!(
+        rename,
+        Err(StoreError::Conflict(Conflict::NameTaken { .. }))
+    ));
+    f.store
+        .update_user(
+            &f.admin,
+            a.id,
+            UserPatch {
+                name: Some("c".into()),
+                ..UserPatch::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(f.store.user("c").unwrap().id, a.id);
+    assert!(f.store.user("a").is_err());
+    // Records are found by id or name.
+    assert_eq!(f.store.group("ops").unwrap().name, "ops");
+    let missing_group = NewUser {
+        name: "d".into(),
+        groups: vec![Uuid::now_v7()],
+        ..NewUser::default()
+    };
+    assert!(matches!(
+        f.store.create_user(&f.admin, missing_group),
+        Err(StoreError::NotFound {
+            entity: Entity::Group,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_caller_can_never_grant_more_than_it_holds() {
+    let f = fixture();
+    let root = f.user("root", &[], &["*"]);
+    let ops = f.user("ops", &[], &["latchkey:keys:write", "orders:*"]);
+    let ops_key = f.key(&ops, None);
+    let caller = Actor::from_principal(&f.store.verify(ops_key.secret.expose()).unwrap());
+    let before = f.store.last_seq().unwrap();
+
+    let escalations: Vec<Result<(), StoreError>> = vec![
+        f.store
+            .create_group(
+                &caller,
+                NewGroup {
+                    name: "g".into(),
+                    permissions: perms(&["billing:read"]),
+                },
+            )
+            .map(drop),
+        f.store
+            .create_user(
+                &caller,
+                NewUser {
+                    name: "u".into(),
+                    permissions: perms(&["*"]),
+                    ..NewUser::default()
+                },
+            )
+            .map(drop),
+        f.store
+            .create_key(
+                &caller,
+                NewKey {
+                    name: "k".into(),
+                    user_id: root.id,
+                    ..NewKey::default()
+                },
+            )
+            .map(drop),
+        f.store
+            .update_user(
+                &caller,
+                ops.id,
+                UserPatch {
+                    add_permissions: perms(&["users:write"]),
+                    ..UserPatch::default()
+                },
+            )
+            .map(drop),
+        f.store
+            .update_user(
+                &caller,
+                root.id,
+                UserPatch {
+                    enabled: Some(false),
+                    ..UserPatch::default()
+                },
+            )
+            .map(drop),
+        f.store.delete_user(&caller, root.id),
+    ];
+    for result in escalations {
+        assert!(
+            matches!(result, Err(StoreError::Escalation { .. })),
+            "{result:?}"
+        );
+    }
+    assert_eq!(
+        f.store.last_seq().unwrap(),
+        before,
+        "refused writes change nothing"
+    );
+    assert!(f.store.user("root").unwrap().enabled);
+
+    // Within its own permissions it may act, even on a stronger user through scopes.
+    let scoped = NewKey {
+        name: "k".into(),
+        user_id: root.id,
+        scopes: Some(perms(&["orders:read"])),
+        ..NewKey::default()
+    };
+    let created = f.store.create_key(&caller, scoped).unwrap();
+    assert_eq!(created.key.created_by, Some(ops_key.key.id));
+    f.store
+        .create_group(
+            &caller,
+            NewGroup {
+                name: "g".into(),
+                permissions: perms(&["orders:items:*"]),
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn usage_is_counted_in_memory_and_persisted_on_flush() {
+    let f = fixture();
+    let user = f.user("bot", &[], &["x"]);
+    let key = f.key(&user, None);
+    for _ in 0..3 {
+        f.store.verify(key.secret.expose()).unwrap();
+    }
+    f.clock.advance(Duration::seconds(5));
+    f.store.verify(key.secret.expose()).unwrap();
+    // Failed verifications are not usage.
+    f.store
+        .update_key(
+            &f.admin,
+            key.key.id,
+            KeyPatch {
+                enabled: Some(false),
+                ..KeyPatch::default()
+            },
+        )
+        .unwrap();
+    let _ = f.store.verify(key.secret.expose());
+    let seen = f.store.key(key.key.id).unwrap();
+    assert_eq!(
+        (seen.usage_count, seen.last_used_at),
+        (4, Some(T0 + Duration::seconds(5)))
+    );
+
+    let path = f.store.path().to_owned();
+    f.store.flush().unwrap();
+    let Fixture { _dir, store, .. } = f;
+    drop(store);
+    let reopened = Store::open(&path, StoreConfig::default()).unwrap();
+    let seen = reopened.key(key.key.id).unwrap();
+    assert_eq!(
+        (seen.usage_count, seen.last_used_at),
+        (4, Some(T0 + Duration::seconds(5)))
+    );
+}
+
+#[test]
+fn every_change_is_in_the_feed_and_the_chain_holds() {
+    let f = fixture();
+    let mut feed = f.store.subscribe();
+    let user = f.user("bot", &[], &["x"]);
+    let key = f.key(&user, None);
+    f.store.revoke_key(&f.admin, key.key.id).unwrap();
+    let events = f.store.events_since(0, 100).unwrap();
+    let actions: Vec<_> = events.iter().map(|e| (e.seq, e.action, e.target)).collect();
+    assert_eq!(
+        actions,
+        vec![
+            (1, Action::UserCreate, user.id),
+            (2, Action::KeyCreate, key.key.id),
+            (3, Action::KeyRevoke, key.key.id)
+        ]
+    );
+    assert_eq!(events[2].user_id, Some(user.id));
+    assert_eq!(f.store.last_seq().unwrap(), 3);
+    assert_eq!(f.store.events_since(2, 100).unwrap().len(), 1);
+    assert_eq!(feed.try_recv().unwrap().seq, 1);
+    assert_eq!(
+        f.store.verify_audit().unwrap(),
+        AuditReport {
+            events: 3,
+            broken: None
+        }
+    );
+}
+
+#[test]
+fn tampering_with_the_audit_log_is_found() {
+    let f = fixture();
+    let user = f.user("bot", &[], &["x"]);
+    for _ in 0..3 {
+        f.key(&user, None);
+    }
+    let path = f.store.path().to_owned();
+    let Fixture { _dir, store, .. } = f;
+    drop(store);
+    {
+        let db = sled::open(&path).unwrap();
+        let mut at = b"a:".to_vec();
+        at.extend_from_slice(&3u64.to_be_bytes());
+        let mut event: serde_json::Value =
+            serde_json::from_slice(&db.get(&at).unwrap().unwrap()).unwrap();
+        event["action"] = "key.revoke".into();
+        db.insert(&at, serde_json::to_vec(&event).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let report = store.verify_audit().unwrap();
+    assert_eq!(report.broken.map(|b| b.seq), Some(3));
+}
+
+#[test]
+fn listing_filters_searches_sorts_and_pages() {
+    let f = fixture();
+    let a = f.user("a", &[], &["x"]);
+    let b = f.user("b", &[], &["x"]);
+    let mut ids = Vec::new();
+    for (i, name) in ["delta", "alpha", "charlie", "bravo", "echo"]
+        .iter()
+        .enumerate()
+    {
+        let user = if i % 2 == 0 { &a } else { &b };
+        let new = NewKey {
+            name: (*name).into(),
+            user_id: user.id,
+            description: Some(format!("desc {i}")),
+            ..NewKey::default()
+        };
+        ids.push(f.store.create_key(&f.admin, new).unwrap().key.id);
+        f.clock.advance(Duration::seconds(1));
+    }
+    f.store.revoke_key(&f.admin, ids[4]).unwrap();
+
+    let list = |q: KeyQuery| f.store.list_keys(&q).unwrap();
+    let names = |page: &Page<Key>| {
+        page.items
+            .iter()
+            .map(|k| k.name.clone())
+            .collect::<Vec<_>>()
+    };
+
+    let all = list(KeyQuery {
+        sort: "name".parse().unwrap(),
+        ..KeyQuery::default()
+    });
+    assert_eq!(names(&all), ["alpha", "bravo", "charlie", "delta", "echo"]);
+    let desc = list(KeyQuery {
+        sort: "-created_at".parse().unwrap(),
+        ..KeyQuery::default()
+    });
+    assert_eq!(names(&desc), ["echo", "bravo", "charlie", "alpha", "delta"]);
+    let of_b = list(KeyQuery {
+        user_id: Some(b.id),
+        ..KeyQuery::default()
+    });
+    assert_eq!(names(&of_b), ["alpha", "bravo"]);
+    let revoked = list(KeyQuery {
+        status: Some(KeyStatus::Revoked),
+        ..KeyQuery::default()
+    });
+    assert_eq!(names(&revoked), ["echo"]);
+    let searched = list(KeyQuery {
+        search: Some("DESC 2".into()),
+        ..KeyQuery::default()
+    });
+    assert_eq!(names(&searched), ["charlie"]);
+    let by_prefix = list(KeyQuery {
+        search: Some(all.items[0].prefix.clone()),
+        ..KeyQuery::default()
+    });
+    assert_eq!(names(&by_prefix), ["alpha"]);
+
+    // Pages of two cover everything exactly once, in order.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let page = list(KeyQuery {
+            sort: "-name".parse().unwrap(),
+            limit: 2,
+            cursor: cursor.clone(),
+            ..KeyQuery::default()
+        });
+        seen.extend(names(&page));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["echo", "delta", "charlie", "bravo", "alpha"]);
+
+    assert!(matches!(
+        f.store.list_keys(&KeyQuery {
+            limit: 0,
+            ..KeyQuery::default()
+        }),
+        Err(StoreError::Invalid { field: "limit", .. })
+    ));
+    assert!(matches!(
+        f.store.list_keys(&KeyQuery {
+            cursor: Some("zz".into()),
+            ..KeyQuery::default()
+        }),
+        Err(StoreError::Invalid {
+            field: "cursor",
+            ..
+        })
+    ));
+    assert!(matches!(
+        "size".parse::<KeySort>(),
+        Err(StoreError::Invalid { field: "sort", .. })
+    ));
+    // Keys are found by display prefix too.
+    assert_eq!(
+        f.store.key_id(&all.items[0].prefix).unwrap(),
+        all.items[0].id
+    );
+}
+
+#[test]
+fn opening_fails_clearly_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let err = Store::open(&missing, StoreConfig::default()).unwrap_err();
+    assert!(matches!(err, StoreError::NotInitialized { .. }), "{err}");
+    assert!(!missing.exists(), "open must not create a store");
+
+    let path = dir.path().join("store");
+    let (store, admin_key) = Store::init(&path, "acme", StoreConfig::default()).unwrap();
+    assert!(admin_key.secret.expose().starts_with("acme_live_"));
+    assert!(
+        store
+            .verify(admin_key.secret.expose())
+            .unwrap()
+            .has("anything:at:all")
+    );
+
+    let err = Store::open(&path, StoreConfig::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("another process"), "{err}");
+
+    drop(store);
+    let err = Store::init(&path, "acme", StoreConfig::default()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyInitialized { .. }),
+        "{err}"
+    );
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    assert_eq!(
+        store.users().unwrap().len(),
+        1,
+        "a refused init changes nothing"
+    );
+    assert!(store.verify(admin_key.secret.expose()).is_ok());
+    assert!(matches!(
+        Store::create(dir.path().join("x"), "NO", StoreConfig::default()),
+        Err(StoreError::Invalid {
+            field: "prefix",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn no_verification_that_starts_after_a_revoke_returns_succeeds() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+    let admin = Actor::system();
+    let user = store
+        .create_user(
+            &admin,
+            NewUser {
+                name: "u".into(),
+                permissions: perms(&["x"]),
+                ..NewUser::default()
+            },
+        )
+        .unwrap();
+    for round in 0..20 {
+        let key = store
+            .create_key(
+                &admin,
+                NewKey {
+                    name: format!("k{round}"),
+                    user_id: user.id,
+                    ..NewKey::default()
+                },
+            )
+            .unwrap();
+        let text = key.secret.expose().to_owned();
+        let done = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, text, done) = (store.clone(), text.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut outcomes = Vec::new();
+                    // Bounded: at most 200,000 verifications per worker and round.
+                    for _ in 0..200_000 {
+                        if done.load(Ordering::Acquire) {
+                            break;
+                        }
+                        let started = Instant::now();
+                        outcomes.push((started, store.verify(&text).is_ok()));
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        store.revoke_key(&admin, key.key.id).unwrap();
+        let returned = Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        done.store(true, Ordering::Release);
+        for worker in workers {
+            for (started, ok) in worker.join().unwrap() {
+                assert!(
+                    !(ok && started > returned),
+                    "round {round}: a verification started after the revoke returned succeeded"
+                );
+            }
+        }
+    }
+}
