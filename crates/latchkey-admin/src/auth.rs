@@ -1,76 +1,39 @@
-//! Authentication in front of `/v1`.
+//! Authentication in front of `/v1`: latchkey-tower's `ApiKeyLayer`, over the router's
+//! store through a verifier that feeds the metrics.
 //!
-//! A stand-in for latchkey-tower's `ApiKeyLayer`, with the behaviour PRODUCT.md gives the
-//! layer: a bearer key (scheme case-insensitive) verified against the store; no credentials
-//! → 401 `missing_key` with `WWW-Authenticate: Bearer realm="latchkey"`; a key that does
-//! not authenticate → 401 with `error="invalid_token"` and the verification's code; the
-//! keystore unreachable → 503, never 401. On success the [`Principal`] goes into the
-//! request's extensions, where [`Caller`](crate::caller::Caller) finds it.
-//!
-//! [`Principal`]: latchkey_core::Principal
+//! The layer reads `Authorization: Bearer <key>` (scheme case-insensitive), answers 401
+//! `missing_key` with `WWW-Authenticate: Bearer realm="latchkey"` without one, 401 with
+//! `error="invalid_token"` and the key's code for a key that does not authenticate, 503
+//! `keystore_unavailable` when the store cannot be read, and otherwise puts the
+//! [`Principal`](latchkey_core::Principal) in the request's extensions, where
+//! [`Caller`](crate::caller::Caller) finds it. This module and `caller` are the whole seam
+//! between HTTP and authorization.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use http::StatusCode;
-use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use latchkey_core::VerifyError;
+use std::future::{Ready, ready};
 
-use crate::error::AppError;
+use latchkey_core::{ApiKey, Principal, VerifyError};
+use latchkey_tower::{ApiKeyLayer, Verifier};
+
 use crate::state::AppState;
 
 /// The realm named in `WWW-Authenticate` challenges.
 pub(crate) const REALM: &str = "latchkey";
 
-/// Authenticates a request by its bearer key.
-pub(crate) async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(presented) = bearer(&request) else {
-        return challenge(
-            AppError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_key",
-                "send an API key as `Authorization: Bearer <key>`",
-            ),
-            format!("Bearer realm=\"{REALM}\""),
-        );
-    };
-    match state.verify(&presented) {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal);
-            next.run(request).await
-        }
-        Err(VerifyError::Unavailable(cause)) => {
-            tracing::error!(error = %cause, "keystore unavailable during authentication");
-            AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keystore_unavailable",
-                "the keystore is unavailable; try again",
-            )
-            .into_response()
-        }
-        Err(err) => challenge(
-            AppError::new(StatusCode::UNAUTHORIZED, err.code(), err.to_string()),
-            format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
-        ),
-    }
+/// The layer that authenticates every `/v1` request.
+pub(crate) fn layer(state: AppState) -> ApiKeyLayer<MeteredStore> {
+    ApiKeyLayer::new(MeteredStore(state)).realm(REALM)
 }
 
-/// The key of an `Authorization: Bearer <key>` header, if there is one.
-fn bearer(request: &Request) -> Option<String> {
-    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
-}
+/// The router's store as a [`Verifier`], counting and timing each verification for
+/// `/metrics`. Like the `Store` verifier of latchkey-tower it answers at once: the
+/// verification is a cached, microsecond read.
+#[derive(Debug, Clone)]
+pub(crate) struct MeteredStore(AppState);
 
-fn challenge(err: AppError, header: String) -> Response {
-    let mut response = err.into_response();
-    if let Ok(value) = header.try_into() {
-        response.headers_mut().insert(WWW_AUTHENTICATE, value);
+impl Verifier for MeteredStore {
+    type Future = Ready<Result<Principal, VerifyError>>;
+
+    fn verify(&self, key: &ApiKey) -> Self::Future {
+        ready(self.0.verify_key(key))
     }
-    response
 }

@@ -13,10 +13,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use http::header::CONTENT_TYPE;
 use latchkey_core::Stats;
+use serde::Deserialize;
 
 use crate::error::ProblemCode;
 use crate::state::AppState;
@@ -143,9 +146,10 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Middleware counting every routed response by outcome code: `ok` below 400, else the
-/// problem code the response carries in its extensions, else `http_<status>` (a rejection
-/// made by a layer that does not say its code).
+/// Middleware counting every routed response by outcome code: `ok` below 400; else the
+/// problem code the response carries in its extensions (this crate's errors), or in its
+/// problem+json body (the authentication layer's rejections: small, static bodies); else
+/// `http_<status>`.
 pub(crate) async fn count_requests(
     State(state): State<AppState>,
     request: Request,
@@ -153,13 +157,50 @@ pub(crate) async fn count_requests(
 ) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let code = if status.as_u16() < 400 {
-        Cow::Borrowed("ok")
+    let (code, response) = if status.as_u16() < 400 {
+        (Cow::Borrowed("ok"), response)
     } else if let Some(ProblemCode(code)) = response.extensions().get::<ProblemCode>() {
-        Cow::Borrowed(*code)
+        (Cow::Borrowed(*code), response)
     } else {
-        Cow::Owned(format!("http_{}", status.as_u16()))
+        let (code, response) = code_in_body(response).await;
+        let code = code.map_or_else(
+            || Cow::Owned(format!("http_{}", status.as_u16())),
+            Cow::Owned,
+        );
+        (code, response)
     };
     state.metrics.record_request(code);
     response
 }
+
+/// The `code` of a small problem+json body, and the response rebuilt around the body.
+async fn code_in_body(response: Response) -> (Option<String>, Response) {
+    let is_problem = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let small = response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= MAX_PROBLEM_BYTES);
+    if !(is_problem && small) {
+        return (None, response);
+    }
+    let (parts, body) = response.into_parts();
+    match axum::body::to_bytes(body, MAX_PROBLEM_BYTES as usize).await {
+        Ok(bytes) => {
+            #[derive(Deserialize)]
+            struct Coded {
+                code: String,
+            }
+            let code = serde_json::from_slice::<Coded>(&bytes).ok().map(|c| c.code);
+            (code, Response::from_parts(parts, Body::from(bytes)))
+        }
+        // The exact size was checked: unreachable but for a body that lied about it.
+        Err(_) => (None, Response::from_parts(parts, Body::empty())),
+    }
+}
+
+/// The largest body [`code_in_body`] reads.
+const MAX_PROBLEM_BYTES: u64 = 4096;

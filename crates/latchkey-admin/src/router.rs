@@ -44,7 +44,7 @@ fn v1() -> Router<AppState> {
 /// `/v1` behind the authentication layer, plus the public endpoints.
 pub(crate) fn authenticated(store: Store) -> Router {
     let state = AppState::new(store);
-    let v1 = v1().layer(from_fn_with_state(state.clone(), auth::authenticate));
+    let v1 = v1().layer(auth::layer(state.clone()));
     assemble(state, v1)
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use latchkey_core::{Principal, Store, VerifyError};
+use latchkey_core::{ApiKey, Principal, Store, VerifyError};
 
 use crate::error::AppError;
 use crate::metrics::Metrics;
@@ -44,10 +44,13 @@ impl AppState {
             .map_err(AppError::internal)?
     }
 
-    /// Verifies a presented key, counting the outcome and timing it for `/metrics`.
-    pub(crate) fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
+    /// Verifies a well-formed key, counting the outcome and timing it for `/metrics`.
+    ///
+    /// Malformed keys are refused before this (by the authentication layer, or by
+    /// `/v1/verify`) without a store read, and so are not counted as verifications.
+    pub(crate) fn verify_key(&self, key: &ApiKey) -> Result<Principal, VerifyError> {
         let started = Instant::now();
-        let result = self.store.verify(presented);
+        let result = self.store.verify_key(key);
         self.metrics.record_verification(
             match &result {
                 Ok(_) => "ok",

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::VerifyError;
+use latchkey_core::{ApiKey, VerifyError};
 
 use crate::api::{VerifyRequest, VerifyResponse};
 use crate::caller::{Caller, perm};
@@ -32,7 +32,11 @@ pub(crate) async fn verify(
     _caller: Caller<perm::Verify>,
     Body(body): Body<VerifyRequest>,
 ) -> Result<Json<VerifyResponse>, AppError> {
-    let answer = match state.verify(&body.key) {
+    // A malformed key is refused without a store read, as the authentication layer does.
+    let verified = ApiKey::parse(&body.key)
+        .map_err(VerifyError::Malformed)
+        .and_then(|key| state.verify_key(&key));
+    let answer = match verified {
         Ok(principal) => {
             let missing = body
                 .permissions

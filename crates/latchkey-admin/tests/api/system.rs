@@ -88,7 +88,13 @@ async fn openapi_document_parses_and_lists_every_path() {
 async fn metrics_expose_requests_verifications_latency_and_store_counts() {
     let h = Harness::new();
     h.get("/v1/keys").await.ok(200);
+    // Refused by the authentication layer: malformed (no store read), then missing.
     h.send("GET", "/v1/keys", Some("lk_live_nope"), None).await;
+    h.send("GET", "/v1/keys", None, None).await;
+    // Well-formed, unknown: a verification that fails.
+    let stranger = latchkey_core::ApiKey::generate(h.store.prefix(), latchkey_core::Env::Live);
+    h.send("GET", "/v1/keys", Some(stranger.expose()), None)
+        .await;
     h.get("/v1/keys/00000000-0000-0000-0000-000000000000").await;
     let r = h.send("GET", "/metrics", None, None).await;
     assert_eq!(r.status, 200);
@@ -101,11 +107,13 @@ async fn metrics_expose_requests_verifications_latency_and_store_counts() {
     for line in [
         "# TYPE latchkey_http_requests_total counter",
         "latchkey_http_requests_total{code=\"ok\"} 1",
-        "latchkey_http_requests_total{code=\"invalid_key\"} 1",
+        "latchkey_http_requests_total{code=\"invalid_key\"} 2",
+        "latchkey_http_requests_total{code=\"missing_key\"} 1",
         "latchkey_http_requests_total{code=\"not_found\"} 1",
         "# TYPE latchkey_verifications_total counter",
         "latchkey_verifications_total{code=\"ok\"} 2",
         "latchkey_verifications_total{code=\"invalid_key\"} 1",
+        "latchkey_verifications_total{code=\"key_revoked\"} 0",
         "# TYPE latchkey_verification_duration_seconds histogram",
         "latchkey_verification_duration_seconds_bucket{le=\"+Inf\"} 3",
         "latchkey_verification_duration_seconds_count 3",
