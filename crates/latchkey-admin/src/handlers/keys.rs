@@ -73,7 +73,8 @@ pub(crate) async fn create(
                 user_id,
                 description: body.description,
                 scopes: body.scopes,
-                expires_at: body.expires_at,
+                // Times are answered in UTC whatever offset they were given with.
+                expires_at: body.expires_at.map(|at| at.to_offset(time::UtcOffset::UTC)),
                 env: body.env.unwrap_or_default(),
             };
             Ok(store.create_key(&caller.actor, new)?)

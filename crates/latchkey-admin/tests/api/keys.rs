@@ -82,6 +82,16 @@ async fn create_answers_the_record_and_the_secret_once() {
     assert_eq!(plain["scopes"], json!(null));
     assert_eq!(plain["expires_at"], json!(null));
     assert_eq!(plain["description"], json!(null));
+
+    // Times given with an offset are answered in UTC.
+    let offset = h
+        .post(
+            "/v1/keys",
+            json!({"name": "o", "user_id": "bot", "expires_at": "2999-01-02T05:04:05.5+02:00"}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(offset["expires_at"], "2999-01-02T03:04:05.5Z");
 }
 
 #[tokio::test]
