@@ -13,6 +13,7 @@ use crate::error::Entity;
 
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub enum Action {
     /// A group was created.
@@ -64,6 +65,7 @@ impl Action {
 
 /// One committed change: who did what to which record, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     /// Position in the change feed, from 1.
     pub seq: u64,

@@ -53,6 +53,7 @@ pub enum ParseError {
 
 /// Which environment a key belongs to: `live` or `test`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Env {
     /// Production traffic.

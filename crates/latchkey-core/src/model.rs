@@ -13,6 +13,7 @@ use crate::permission::PermissionSet;
 
 /// A group (role): a name and a set of permissions. Users in the group hold them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Group {
     /// Record id (UUID v7).
     pub id: Uuid,
@@ -31,6 +32,7 @@ pub struct Group {
 /// A user: usually a dedicated, limited identity for one integration. Its keys can do what
 /// it can do, narrowed by each key's scopes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// Record id (UUID v7).
     pub id: Uuid,
@@ -56,6 +58,7 @@ pub struct User {
 
 /// Where a key stands in its life. Computed at read time from the record and the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum KeyStatus {
     /// Authenticates (if its user is enabled).
@@ -122,6 +125,7 @@ impl FromStr for KeyStatus {
 
 /// A key as shown to administrators: never the secret nor its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Key {
     /// Record id (UUID v7).
     pub id: Uuid,

@@ -130,6 +130,7 @@ impl From<Permission> for String {
 /// Grants are kept as given (a set holding `orders:*` and `orders:read` keeps both), so
 /// that what an administrator wrote is what they read back; coverage checks look at all.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = Vec<String>))]
 #[serde(from = "Vec<Permission>", into = "Vec<Permission>")]
 pub struct PermissionSet(Vec<Permission>);
 

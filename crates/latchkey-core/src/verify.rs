@@ -35,6 +35,7 @@ pub struct Principal(Arc<PrincipalInfo>);
 
 /// The fields of a [`Principal`]. Never holds key material beyond the display prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PrincipalInfo {
     /// The key's record id.
     pub key_id: Uuid,

@@ -1,0 +1,258 @@
+//! The JSON bodies of the management API, beyond core's models (`Group`, `User`, `Key`,
+//! `AuditEvent`, `PrincipalInfo`), which the API answers as they serialize.
+//!
+//! Every type is `Serialize + Deserialize`, so that a client (the `latchkey` CLI) sends and
+//! reads exactly what the server parses and writes. Request bodies deny unknown fields.
+//! In a `Update*` body, an absent member leaves the field as it is; for the nullable
+//! fields (`description`, `tenant_id`, `organization_id`) `null` clears it.
+
+use latchkey_core::{Env, Key, Permission, PermissionSet, PrincipalInfo};
+use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// `POST /v1/groups`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// Unique name: 1 to 64 characters of `[A-Za-z0-9_.@-]`, not a UUID.
+    pub name: String,
+    /// What members may do.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub permissions: PermissionSet,
+}
+
+/// `PATCH /v1/groups/{id}`. Replacement first, then additions, then removals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateGroup {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Replaces the permissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub permissions: Option<PermissionSet>,
+    /// Added to the permissions.
+    #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub add_permissions: PermissionSet,
+    /// Removed from the permissions (exact text).
+    #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub remove_permissions: PermissionSet,
+}
+
+/// `POST /v1/users`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Unique name: 1 to 64 characters of `[A-Za-z0-9_.@-]`, not a UUID.
+    pub name: String,
+    /// Whether its keys authenticate (default `true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Groups, by id or name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Direct permissions.
+    #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub permissions: PermissionSet,
+    /// Tenant, handed to services in the principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Organization, handed to services in the principal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+}
+
+/// `PATCH /v1/users/{id}`. Replacements first, then additions, then removals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Enable or disable the user (and so all its keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Replaces the groups (ids or names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    /// Groups to add (ids or names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_groups: Vec<String>,
+    /// Groups to remove (ids or names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_groups: Vec<String>,
+    /// Replaces the direct permissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub permissions: Option<PermissionSet>,
+    /// Added to the direct permissions.
+    #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub add_permissions: PermissionSet,
+    /// Removed from the direct permissions (exact text).
+    #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub remove_permissions: PermissionSet,
+    /// New tenant; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub tenant_id: Option<Option<String>>,
+    /// New organization; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub organization_id: Option<Option<String>>,
+}
+
+/// `POST /v1/keys`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// Human name, 1 to 128 characters; need not be unique.
+    pub name: String,
+    /// The owning user, by id or name.
+    pub user_id: String,
+    /// Free text, up to 1024 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Narrows the user's permissions; absent or `null` is unrestricted, `[]` grants nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub scopes: Option<PermissionSet>,
+    /// When the key stops authenticating (RFC 3339, in the future).
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
+    /// `live` (default) or `test`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Env>,
+}
+
+/// `PATCH /v1/keys/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKey {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New description; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// `false` disables the key, `true` enables it again (409 `key_revoked` once revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// `POST /v1/keys/{id}/rotate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// How long the old key keeps working, 0 (expires at once) to 31,536,000 (a year).
+    pub grace_seconds: u64,
+}
+
+/// A key just created or rotated: its record plus the full key, which no other response
+/// ever holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyWithSecret {
+    /// The key's record.
+    #[serde(flatten)]
+    pub key: Key,
+    /// The full key. Store it now: it is never shown again.
+    pub secret: String,
+}
+
+/// A list: `GET /v1/keys`, `/v1/users`, `/v1/groups`, `/v1/audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct List<T> {
+    /// This page's items.
+    pub items: Vec<T>,
+    /// Pass it back (as `cursor`, or `after` for the audit trail) for the next page;
+    /// `null` on the last page. Users and groups come in one page.
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /v1/verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The full key presented to the service.
+    pub key: String,
+    /// Permissions the key must all hold for `valid` to be true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub permissions: Option<Vec<Permission>>,
+}
+
+/// The answer of `POST /v1/verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VerifyResponse {
+    /// Whether the key authenticates and holds every permission asked for.
+    pub valid: bool,
+    /// `ok` when valid; otherwise `invalid_key`, `key_disabled`, `key_revoked`,
+    /// `key_expired`, `user_disabled` or `insufficient_permission`.
+    pub code: String,
+    /// Who the key authenticates as: present when it authenticates (also with
+    /// `insufficient_permission`), absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<PrincipalInfo>,
+}
+
+/// The answer of `GET /v1/audit/verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditCheck {
+    /// Whether the whole chain holds.
+    pub valid: bool,
+    /// How many events were checked.
+    pub events: u64,
+    /// Where the chain breaks, or `null`.
+    pub broken: Option<AuditBreak>,
+}
+
+/// Where and why the audit chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditBreak {
+    /// The first event that does not fit.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The answer of `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// Deserializes a member that is present, `null` included, as `Some`; with
+/// `#[serde(default)]` an absent member stays `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}

@@ -1,0 +1,39 @@
+//! Authentication in front of `/v1`: latchkey-tower's `ApiKeyLayer`, over the router's
+//! store through a verifier that feeds the metrics.
+//!
+//! The layer reads `Authorization: Bearer <key>` (scheme case-insensitive), answers 401
+//! `missing_key` with `WWW-Authenticate: Bearer realm="latchkey"` without one, 401 with
+//! `error="invalid_token"` and the key's code for a key that does not authenticate, 503
+//! `keystore_unavailable` when the store cannot be read, and otherwise puts the
+//! [`Principal`](latchkey_core::Principal) in the request's extensions, where
+//! [`Caller`](crate::caller::Caller) finds it. This module and `caller` are the whole seam
+//! between HTTP and authorization.
+
+use std::future::{Ready, ready};
+
+use latchkey_core::{ApiKey, Principal, VerifyError};
+use latchkey_tower::{ApiKeyLayer, Verifier};
+
+use crate::state::AppState;
+
+/// The realm named in `WWW-Authenticate` challenges.
+pub(crate) const REALM: &str = "latchkey";
+
+/// The layer that authenticates every `/v1` request.
+pub(crate) fn layer(state: AppState) -> ApiKeyLayer<MeteredStore> {
+    ApiKeyLayer::new(MeteredStore(state)).realm(REALM)
+}
+
+/// The router's store as a [`Verifier`], counting and timing each verification for
+/// `/metrics`. Like the `Store` verifier of latchkey-tower it answers at once: the
+/// verification is a cached, microsecond read.
+#[derive(Debug, Clone)]
+pub(crate) struct MeteredStore(AppState);
+
+impl Verifier for MeteredStore {
+    type Future = Ready<Result<Principal, VerifyError>>;
+
+    fn verify(&self, key: &ApiKey) -> Self::Future {
+        ready(self.0.verify_key(key))
+    }
+}

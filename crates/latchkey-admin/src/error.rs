@@ -1,0 +1,169 @@
+//! One error type for every endpoint, answered as `application/problem+json` (RFC 9457).
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, StatusCode};
+use latchkey_core::StoreError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The body of every error response (`application/problem+json`, RFC 9457).
+///
+/// `code` is stable and machine-readable; `title` and `detail` are for people and may change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:latchkey:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// A short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// The stable code: `invalid_json`, `invalid_field`, `not_found`, `name_taken`,
+    /// `key_not_revoked`, `key_revoked`, `insufficient_permission`, `missing_key`,
+    /// `invalid_key`, `keystore_unavailable`, `store_locked`, `method_not_allowed`,
+    /// `unsupported_media_type`, `payload_too_large`, `internal`.
+    pub code: String,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// The request field at fault (body member or query parameter), when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The stable code of an error response, put in the response's extensions so that the
+/// metrics middleware can count responses by outcome without reading bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProblemCode(pub(crate) &'static str);
+
+/// Why a request failed; becomes a problem+json response.
+///
+/// Internal failures (storage, corrupt records, a panicked task) give the client a generic
+/// message: their detail goes to `tracing` only, never into a response.
+#[derive(Debug)]
+pub(crate) struct AppError {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+    field: Option<String>,
+    www_authenticate: Option<String>,
+}
+
+impl AppError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        AppError {
+            status,
+            code,
+            detail: detail.into(),
+            field: None,
+            www_authenticate: None,
+        }
+    }
+
+    /// A 400 naming the request field at fault.
+    pub(crate) fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        AppError::new(StatusCode::BAD_REQUEST, "invalid_field", detail).with_field(field)
+    }
+
+    /// Names the request field at fault, for errors (such as a 404 for a group named in a
+    /// body) that did not know it.
+    pub(crate) fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// A 403 for a caller that lacks `permission`, with the RFC 6750 challenge.
+    pub(crate) fn insufficient_permission(permission: &str, detail: impl Into<String>) -> Self {
+        let mut err = AppError::new(StatusCode::FORBIDDEN, "insufficient_permission", detail);
+        err.www_authenticate = Some(format!(
+            "Bearer error=\"insufficient_scope\", scope=\"{permission}\""
+        ));
+        err
+    }
+
+    /// A 500 whose cause is logged, never shown.
+    pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error in the management API");
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred; the server log has the detail",
+        )
+    }
+}
+
+/// A short summary per code, for the problem's `title`.
+fn title(code: &str, status: StatusCode) -> &'static str {
+    match code {
+        "invalid_json" => "The request body is not valid JSON for this endpoint",
+        "invalid_field" => "A request field is invalid",
+        "not_found" => "No such record",
+        "name_taken" => "The name is already taken",
+        "key_not_revoked" => "The key must be revoked first",
+        "key_revoked" => "The key is revoked",
+        "insufficient_permission" => "Insufficient permission",
+        "missing_key" => "An API key is required",
+        "invalid_key" => "The API key is not valid",
+        "keystore_unavailable" | "store_locked" => "The keystore is unavailable",
+        "method_not_allowed" => "Method not allowed",
+        "unsupported_media_type" => "Unsupported media type",
+        "payload_too_large" => "The request body is too large",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        let code = err.code();
+        match err {
+            StoreError::NotFound { .. } => {
+                AppError::new(StatusCode::NOT_FOUND, code, err.to_string())
+            }
+            StoreError::Conflict(_) => AppError::new(StatusCode::CONFLICT, code, err.to_string()),
+            StoreError::Invalid { field, .. } => {
+                AppError::new(StatusCode::BAD_REQUEST, code, err.to_string()).with_field(field)
+            }
+            StoreError::Escalation { ref permission } => {
+                AppError::insufficient_permission(permission, err.to_string())
+            }
+            StoreError::Locked { .. } => {
+                tracing::error!(error = %err, "keystore locked");
+                AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    "the keystore is held by another process",
+                )
+            }
+            // Storage, Corrupt, and whatever core adds later: the client learns nothing.
+            _ => AppError::internal(err),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let problem = Problem {
+            type_: format!("urn:latchkey:problem:{}", self.code),
+            title: title(self.code, self.status).to_owned(),
+            status: self.status.as_u16(),
+            code: self.code.to_owned(),
+            detail: self.detail,
+            field: self.field,
+        };
+        let mut response = (self.status, Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(challenge) = self
+            .www_authenticate
+            .and_then(|c| HeaderValue::try_from(c).ok())
+        {
+            headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        response.extensions_mut().insert(ProblemCode(self.code));
+        response
+    }
+}

@@ -1,0 +1,174 @@
+//! Extractors whose every rejection is a problem+json 400 naming the field, in place of
+//! axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use http::StatusCode;
+use http::header::CONTENT_TYPE;
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::AppError;
+
+/// A JSON request body, deserialized with the path of the failing field kept.
+///
+/// Rejects, with problem+json: a content type other than `application/json` (or
+/// `application/*+json`) with 415 `unsupported_media_type`; a body over axum's limit
+/// with 413; malformed JSON or a body of the wrong shape with 400 `invalid_json`; an
+/// unknown, missing or ill-typed member with 400 `invalid_field` and `field` naming it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(CONTENT_TYPE)) {
+            return Err(AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::new(status, "payload_too_large", rejection.body_text())
+            } else {
+                AppError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    rejection.body_text(),
+                )
+            }
+        })?;
+        parse_json(&bytes).map(Body)
+    }
+}
+
+fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
+    let Some(Ok(value)) = content_type.map(|v| v.to_str()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
+}
+
+/// Deserializes a JSON document, naming the field at fault on failure.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let field = field_of(err.path(), &err.inner().to_string());
+        let inner = err.into_inner();
+        match (inner.classify(), field) {
+            (serde_json::error::Category::Data, Some(field)) => {
+                AppError::invalid(field, data_message(&inner))
+            }
+            _ => AppError::new(StatusCode::BAD_REQUEST, "invalid_json", inner.to_string()),
+        }
+    })?;
+    de.end()
+        .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
+    Ok(value)
+}
+
+/// serde_json's message without its " at line 1 column 9" suffix, which says nothing
+/// about a field once the field is named.
+fn data_message(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// The top-level member a deserialization error is about: the first segment of its path,
+/// or, for `unknown field` and `missing field` (raised before the path reaches the field),
+/// the name serde quotes in its message.
+fn field_of(path: &serde_path_to_error::Path, message: &str) -> Option<String> {
+    use serde_path_to_error::Segment;
+    if let Some(Segment::Map { key }) = path.iter().next() {
+        return Some(key.clone());
+    }
+    for marker in ["unknown field `", "missing field `", "duplicate field `"] {
+        if let Some(start) = message.find(marker) {
+            let rest = &message[start + marker.len()..];
+            return rest.find('`').map(|end| rest[..end].to_owned());
+        }
+    }
+    None
+}
+
+/// Query parameters, deserialized into a struct of optional strings.
+///
+/// The structs deny unknown parameters; every value stays a string here and is parsed by
+/// the handler, so a bad value is a 400 naming its parameter with a message that says what
+/// is expected. An unknown or repeated parameter is a 400 naming it too.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<S, T> FromRequestParts<S> for Params<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Params)
+            .map_err(|err| {
+                let message = err.inner().to_string();
+                match field_of(err.path(), &message) {
+                    Some(field) => AppError::invalid(field, message),
+                    None => AppError::new(StatusCode::BAD_REQUEST, "invalid_field", message),
+                }
+            })
+    }
+}
+
+/// The parameters of an endpoint that takes none: any parameter is a 400 naming it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoParams {}
+
+/// Parses an optional query value; an empty value counts as absent, so that clients that
+/// build `?status=` from an empty variable get everything rather than an error.
+pub(crate) fn optional<T>(
+    field: &'static str,
+    value: Option<String>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, AppError> {
+    match value.filter(|v| !v.is_empty()) {
+        Some(v) => parse(&v).map(Some).map_err(|e| AppError::invalid(field, e)),
+        None => Ok(None),
+    }
+}
+
+/// The `{id}` segment of a record's path: a UUID or a name (a display prefix for keys).
+#[derive(Debug, Clone)]
+pub(crate) struct RecordRef(pub(crate) String);
+
+impl<S> FromRequestParts<S> for RecordRef
+where
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| RecordRef(id))
+            .map_err(|rejection| AppError::invalid("id", rejection.body_text()))
+    }
+}

@@ -1,0 +1,87 @@
+//! `/v1/audit`: who did what to which record, and when; and a check of the hash chain.
+
+use axum::Json;
+use axum::extract::State;
+use latchkey_core::AuditEvent;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::api::{AuditBreak, AuditCheck, List};
+use crate::caller::{Caller, perm};
+use crate::error::{AppError, Problem};
+use crate::extract::{NoParams, Params, optional};
+use crate::state::AppState;
+
+/// Default page size of the audit trail.
+const DEFAULT_LIMIT: usize = 100;
+
+/// The parameters of `GET /v1/audit`. An empty value counts as absent.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditParams {
+    /// Only events after this sequence number (the previous page's `next_cursor`); 0 or
+    /// absent for the first.
+    after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+}
+
+/// List audit events, oldest first, one page at a time.
+#[utoipa::path(get, path = "/v1/audit", operation_id = "listAuditEvents", tag = "audit",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "One page of events; pass `next_cursor` as `after` for the next", body = List<AuditEvent>),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:audit:read"])))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _caller: Caller<perm::AuditRead>,
+    Params(params): Params<AuditParams>,
+) -> Result<Json<List<AuditEvent>>, AppError> {
+    let after = optional("after", params.after, |s| {
+        s.parse::<u64>()
+            .map_err(|_| format!("{s:?} is not a sequence number"))
+    })?
+    .unwrap_or(0);
+    let limit = optional("limit", params.limit, |s| {
+        s.parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to 1000"))
+    })?
+    .unwrap_or(DEFAULT_LIMIT);
+    // One more than asked tells whether another page follows.
+    let mut items = state
+        .run(move |store| Ok(store.events_since(after, limit + 1)?))
+        .await?;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|e| e.seq.to_string())
+    } else {
+        None
+    };
+    Ok(Json(List { items, next_cursor }))
+}
+
+/// Check the audit chain: every event's hash, every link, no gap, no truncated tail.
+#[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verifyAuditChain", tag = "audit",
+    responses((status = 200, description = "Whether the chain holds, and where it breaks", body = AuditCheck)),
+    security(("bearer" = ["latchkey:audit:read"])))]
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    _caller: Caller<perm::AuditRead>,
+    Params(NoParams {}): Params<NoParams>,
+) -> Result<Json<AuditCheck>, AppError> {
+    let report = state.run(|store| Ok(store.verify_audit()?)).await?;
+    Ok(Json(AuditCheck {
+        valid: report.broken.is_none(),
+        events: report.events,
+        broken: report.broken.map(|b| AuditBreak {
+            seq: b.seq,
+            reason: b.reason,
+        }),
+    }))
+}

@@ -1,0 +1,133 @@
+//! `/v1/groups`: roles, a name and a set of permissions.
+
+use axum::Json;
+use axum::extract::State;
+use http::StatusCode;
+use latchkey_core::{Group, GroupPatch, NewGroup};
+
+use crate::api::{CreateGroup, List, UpdateGroup};
+use crate::caller::{Caller, perm};
+use crate::error::{AppError, Problem};
+use crate::extract::{Body, NoParams, Params, RecordRef};
+use crate::state::AppState;
+
+/// Create a group.
+///
+/// The caller must hold every permission the group grants.
+#[utoipa::path(post, path = "/v1/groups", operation_id = "createGroup", tag = "groups",
+    request_body = CreateGroup,
+    responses(
+        (status = 201, description = "Created", body = Group),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks latchkey:groups:write, or a permission the group grants", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:groups:write"])))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller<perm::GroupsWrite>,
+    Body(body): Body<CreateGroup>,
+) -> Result<(StatusCode, Json<Group>), AppError> {
+    let group = state
+        .run(move |store| {
+            Ok(store.create_group(
+                &caller.actor,
+                NewGroup {
+                    name: body.name,
+                    permissions: body.permissions,
+                },
+            )?)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(group)))
+}
+
+/// List every group, oldest first.
+#[utoipa::path(get, path = "/v1/groups", operation_id = "listGroups", tag = "groups",
+    responses((status = 200, description = "All groups", body = List<Group>)),
+    security(("bearer" = ["latchkey:groups:read"])))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _caller: Caller<perm::GroupsRead>,
+    Params(NoParams {}): Params<NoParams>,
+) -> Result<Json<List<Group>>, AppError> {
+    let items = state.run(|store| Ok(store.groups()?)).await?;
+    Ok(Json(List {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Show a group, by id or name.
+#[utoipa::path(get, path = "/v1/groups/{id}", operation_id = "getGroup", tag = "groups",
+    params(("id" = String, Path, description = "Group id or name")),
+    responses(
+        (status = 200, description = "The group", body = Group),
+        (status = 404, description = "No such group", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:groups:read"])))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    _caller: Caller<perm::GroupsRead>,
+    RecordRef(id): RecordRef,
+) -> Result<Json<Group>, AppError> {
+    Ok(Json(state.run(move |store| Ok(store.group(&id)?)).await?))
+}
+
+/// Change a group's name or permissions; the change reaches every member's keys at once.
+///
+/// The caller must hold every permission the group grants, before and after.
+#[utoipa::path(patch, path = "/v1/groups/{id}", operation_id = "updateGroup", tag = "groups",
+    params(("id" = String, Path, description = "Group id or name")),
+    request_body = UpdateGroup,
+    responses(
+        (status = 200, description = "The changed group", body = Group),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Escalation", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such group", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:groups:write"])))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    caller: Caller<perm::GroupsWrite>,
+    RecordRef(id): RecordRef,
+    Body(body): Body<UpdateGroup>,
+) -> Result<Json<Group>, AppError> {
+    let group = state
+        .run(move |store| {
+            let id = store.group_id(&id)?;
+            let patch = GroupPatch {
+                name: body.name,
+                permissions: body.permissions,
+                add_permissions: body.add_permissions,
+                remove_permissions: body.remove_permissions,
+            };
+            Ok(store.update_group(&caller.actor, id, patch)?)
+        })
+        .await?;
+    Ok(Json(group))
+}
+
+/// Delete a group; its members lose it.
+#[utoipa::path(delete, path = "/v1/groups/{id}", operation_id = "deleteGroup", tag = "groups",
+    params(("id" = String, Path, description = "Group id or name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Escalation", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such group", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:groups:write"])))]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller<perm::GroupsWrite>,
+    RecordRef(id): RecordRef,
+) -> Result<StatusCode, AppError> {
+    state
+        .run(move |store| {
+            let id = store.group_id(&id)?;
+            Ok(store.delete_group(&caller.actor, id)?)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,267 @@
+//! `/v1/keys`: create (the only answer that holds the secret), list, show, update,
+//! revoke, rotate, delete.
+
+use axum::Json;
+use axum::extract::State;
+use http::StatusCode;
+use latchkey_core::{CreatedKey, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::api::{CreateKey, KeyWithSecret, List, RotateKey, UpdateKey};
+use crate::caller::{Caller, perm};
+use crate::error::{AppError, Problem};
+use crate::extract::{Body, Params, RecordRef, optional};
+use crate::state::AppState;
+
+/// The longest rotation grace period: a year.
+const MAX_GRACE_SECONDS: u64 = 365 * 24 * 60 * 60;
+
+/// The parameters of `GET /v1/keys`. An empty value counts as absent.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct KeyListParams {
+    /// Only this user's keys (id or name).
+    user_id: Option<String>,
+    /// Only keys in this status: `active`, `disabled`, `revoked` or `expired`.
+    #[param(value_type = Option<KeyStatus>)]
+    status: Option<String>,
+    /// Case-insensitive search in name, description and display prefix.
+    q: Option<String>,
+    /// `created_at` (default), `name` or `last_used_at`; a leading `-` for descending.
+    sort: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page (with the same filters and sort).
+    cursor: Option<String>,
+}
+
+fn with_secret(created: CreatedKey) -> KeyWithSecret {
+    KeyWithSecret {
+        secret: created.secret.expose().to_owned(),
+        key: created.key,
+    }
+}
+
+/// Create a key for a user. The answer holds the full key, shown this once.
+///
+/// The caller must hold everything the key could do: the user's permissions narrowed by
+/// the key's scopes.
+#[utoipa::path(post, path = "/v1/keys", operation_id = "createKey", tag = "keys",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "Created; `secret` is the full key, never shown again", body = KeyWithSecret),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks latchkey:keys:write, or the key would be stronger than the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:keys:write"])))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller<perm::KeysWrite>,
+    Body(body): Body<CreateKey>,
+) -> Result<(StatusCode, Json<KeyWithSecret>), AppError> {
+    let created = state
+        .run(move |store| {
+            let user_id = store
+                .user_id(&body.user_id)
+                .map_err(|e| AppError::from(e).with_field("user_id"))?;
+            let new = NewKey {
+                name: body.name,
+                user_id,
+                description: body.description,
+                scopes: body.scopes,
+                // Times are answered in UTC whatever offset they were given with.
+                expires_at: body.expires_at.map(|at| at.to_offset(time::UtcOffset::UTC)),
+                env: body.env.unwrap_or_default(),
+            };
+            Ok(store.create_key(&caller.actor, new)?)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(with_secret(created))))
+}
+
+/// List keys: filter, search, sort, one page at a time.
+#[utoipa::path(get, path = "/v1/keys", operation_id = "listKeys", tag = "keys",
+    params(KeyListParams),
+    responses(
+        (status = 200, description = "One page of keys", body = List<Key>),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:keys:read"])))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _caller: Caller<perm::KeysRead>,
+    Params(params): Params<KeyListParams>,
+) -> Result<Json<List<Key>>, AppError> {
+    let status = optional("status", params.status, |s| {
+        s.parse::<KeyStatus>().map_err(|_| {
+            format!("unknown status {s:?}: expected active, disabled, revoked or expired")
+        })
+    })?;
+    let sort = optional("sort", params.sort, |s| {
+        s.parse::<KeySort>().map_err(|_| {
+            format!("unknown sort {s:?}: expected created_at, name or last_used_at, optionally with a leading -")
+        })
+    })?;
+    let limit = optional("limit", params.limit, |s| {
+        s.parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to 1000"))
+    })?;
+    let page = state
+        .run(move |store| {
+            let user_id = match params.user_id.filter(|u| !u.is_empty()) {
+                Some(u) => Some(
+                    store
+                        .user_id(&u)
+                        .map_err(|e| AppError::from(e).with_field("user_id"))?,
+                ),
+                None => None,
+            };
+            let query = KeyQuery {
+                user_id,
+                status,
+                search: params.q.filter(|q| !q.is_empty()),
+                sort: sort.unwrap_or_default(),
+                limit: limit.unwrap_or(KeyQuery::default().limit),
+                cursor: params.cursor.filter(|c| !c.is_empty()),
+            };
+            Ok(store.list_keys(&query)?)
+        })
+        .await?;
+    Ok(Json(List {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Show a key, by id or display prefix.
+#[utoipa::path(get, path = "/v1/keys/{id}", operation_id = "getKey", tag = "keys",
+    params(("id" = String, Path, description = "Key id or display prefix")),
+    responses(
+        (status = 200, description = "The key (never its secret)", body = Key),
+        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:keys:read"])))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    _caller: Caller<perm::KeysRead>,
+    RecordRef(id): RecordRef,
+) -> Result<Json<Key>, AppError> {
+    let key = state
+        .run(move |store| Ok(store.key(store.key_id(&id)?)?))
+        .await?;
+    Ok(Json(key))
+}
+
+/// Rename, describe, disable or re-enable a key.
+#[utoipa::path(patch, path = "/v1/keys/{id}", operation_id = "updateKey", tag = "keys",
+    params(("id" = String, Path, description = "Key id or display prefix")),
+    request_body = UpdateKey,
+    responses(
+        (status = 200, description = "The changed key", body = Key),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key is stronger than the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Re-enabling a revoked key (`key_revoked`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:keys:write"])))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    caller: Caller<perm::KeysWrite>,
+    RecordRef(id): RecordRef,
+    Body(body): Body<UpdateKey>,
+) -> Result<Json<Key>, AppError> {
+    let key = state
+        .run(move |store| {
+            let id = store.key_id(&id)?;
+            let patch = KeyPatch {
+                name: body.name,
+                description: body.description,
+                enabled: body.enabled,
+            };
+            Ok(store.update_key(&caller.actor, id, patch)?)
+        })
+        .await?;
+    Ok(Json(key))
+}
+
+/// Revoke a key, irreversibly; the very next request with it fails. Idempotent.
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", operation_id = "revokeKey", tag = "keys",
+    params(("id" = String, Path, description = "Key id or display prefix")),
+    responses(
+        (status = 200, description = "The revoked key", body = Key),
+        (status = 403, description = "The key is stronger than the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:keys:write"])))]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller<perm::KeysWrite>,
+    RecordRef(id): RecordRef,
+) -> Result<Json<Key>, AppError> {
+    let key = state
+        .run(move |store| Ok(store.revoke_key(&caller.actor, store.key_id(&id)?)?))
+        .await?;
+    Ok(Json(key))
+}
+
+/// Rotate a key: a new key with the same user, scopes and name; the old one keeps
+/// working for `grace_seconds` (0: it expires at once). The answer holds the new key's
+/// full text, shown this once.
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", operation_id = "rotateKey", tag = "keys",
+    params(("id" = String, Path, description = "Key id or display prefix")),
+    request_body = RotateKey,
+    responses(
+        (status = 201, description = "The new key; `secret` is its full text, never shown again", body = KeyWithSecret),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key is stronger than the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked (`key_revoked`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:keys:write"])))]
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller<perm::KeysWrite>,
+    RecordRef(id): RecordRef,
+    Body(body): Body<RotateKey>,
+) -> Result<(StatusCode, Json<KeyWithSecret>), AppError> {
+    if body.grace_seconds > MAX_GRACE_SECONDS {
+        return Err(AppError::invalid(
+            "grace_seconds",
+            format!("0 to {MAX_GRACE_SECONDS} seconds (a year)"),
+        ));
+    }
+    // In range by the check above, so the conversion cannot fail.
+    let grace = time::Duration::seconds(i64::try_from(body.grace_seconds).unwrap_or(i64::MAX));
+    let created = state
+        .run(move |store| Ok(store.rotate_key(&caller.actor, store.key_id(&id)?, grace)?))
+        .await?;
+    Ok((StatusCode::CREATED, Json(with_secret(created))))
+}
+
+/// Delete a revoked key; a key that is not revoked is a 409 `key_not_revoked`.
+#[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "deleteKey", tag = "keys",
+    params(("id" = String, Path, description = "Key id or display prefix")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "The key is stronger than the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not revoked (`key_not_revoked`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:keys:write"])))]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller<perm::KeysWrite>,
+    RecordRef(id): RecordRef,
+) -> Result<StatusCode, AppError> {
+    state
+        .run(move |store| Ok(store.delete_key(&caller.actor, store.key_id(&id)?)?))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

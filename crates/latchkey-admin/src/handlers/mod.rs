@@ -1,0 +1,10 @@
+//! The handlers, one file per resource. Each takes a [`Caller`](crate::caller::Caller)
+//! naming its required permission, parses with the extractors of [`crate::extract`], and
+//! runs store calls through [`AppState::run`](crate::state::AppState::run).
+
+pub(crate) mod audit;
+pub(crate) mod groups;
+pub(crate) mod keys;
+pub(crate) mod system;
+pub(crate) mod users;
+pub(crate) mod verify;

@@ -1,0 +1,78 @@
+//! Unauthenticated endpoints: health, metrics, the OpenAPI document; and the fallbacks.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, StatusCode};
+
+use crate::api::Health;
+use crate::error::{AppError, Problem};
+use crate::state::AppState;
+
+/// Liveness and readiness: 200 when the store answers a read, 503 otherwise.
+#[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "system",
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 503, description = "The keystore cannot be read", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
+    state
+        .run(|store| store.last_seq().map_err(unavailable))
+        .await?;
+    Ok(Json(Health {
+        status: "ok".to_owned(),
+    }))
+}
+
+fn unavailable(err: latchkey_core::StoreError) -> AppError {
+    tracing::error!(error = %err, "health check failed");
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "keystore_unavailable",
+        "the keystore cannot be read",
+    )
+}
+
+/// Prometheus metrics, text format 0.0.4.
+///
+/// `latchkey_http_requests_total{code}`, `latchkey_verifications_total{code}`,
+/// `latchkey_verification_duration_seconds` (histogram), `latchkey_keys{status}`,
+/// `latchkey_users`, `latchkey_groups`.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
+    let stats = state.run(|store| Ok(store.stats()?)).await?;
+    let body = state.metrics.render(&stats);
+    Ok((
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    ))
+}
+
+/// This API's OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "system",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+pub(crate) async fn openapi() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        crate::openapi::document_json(),
+    )
+}
+
+/// Unknown paths under `/v1`.
+pub(crate) async fn not_found() -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// A known path with a method it does not serve.
+pub(crate) async fn method_not_allowed() -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not serve that method",
+    )
+}

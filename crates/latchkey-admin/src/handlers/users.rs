@@ -1,0 +1,159 @@
+//! `/v1/users`: identities that own keys, with groups and direct permissions.
+
+use axum::Json;
+use axum::extract::State;
+use http::StatusCode;
+use latchkey_core::{NewUser, Store, User, UserPatch};
+use uuid::Uuid;
+
+use crate::api::{CreateUser, List, UpdateUser};
+use crate::caller::{Caller, perm};
+use crate::error::{AppError, Problem};
+use crate::extract::{Body, NoParams, Params, RecordRef};
+use crate::state::AppState;
+
+/// Resolves group references (ids or names) from the body member `field`; an unknown one
+/// is a 404 naming the field.
+fn group_ids(store: &Store, field: &str, refs: &[String]) -> Result<Vec<Uuid>, AppError> {
+    refs.iter()
+        .map(|r| {
+            store
+                .group_id(r)
+                .map_err(|e| AppError::from(e).with_field(field))
+        })
+        .collect()
+}
+
+/// Create a user.
+///
+/// The caller must hold everything the user would hold: its direct permissions and its
+/// groups'.
+#[utoipa::path(post, path = "/v1/users", operation_id = "createUser", tag = "users",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created", body = User),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks latchkey:users:write, or a permission the user would hold", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A group named in `groups` does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:users:write"])))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller<perm::UsersWrite>,
+    Body(body): Body<CreateUser>,
+) -> Result<(StatusCode, Json<User>), AppError> {
+    let user = state
+        .run(move |store| {
+            let new = NewUser {
+                name: body.name,
+                enabled: body.enabled.unwrap_or(true),
+                groups: group_ids(store, "groups", &body.groups)?,
+                permissions: body.permissions,
+                tenant_id: body.tenant_id,
+                organization_id: body.organization_id,
+            };
+            Ok(store.create_user(&caller.actor, new)?)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// List every user, oldest first.
+#[utoipa::path(get, path = "/v1/users", operation_id = "listUsers", tag = "users",
+    responses((status = 200, description = "All users", body = List<User>)),
+    security(("bearer" = ["latchkey:users:read"])))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _caller: Caller<perm::UsersRead>,
+    Params(NoParams {}): Params<NoParams>,
+) -> Result<Json<List<User>>, AppError> {
+    let items = state.run(|store| Ok(store.users()?)).await?;
+    Ok(Json(List {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Show a user, by id or name.
+#[utoipa::path(get, path = "/v1/users/{id}", operation_id = "getUser", tag = "users",
+    params(("id" = String, Path, description = "User id or name")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:users:read"])))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    _caller: Caller<perm::UsersRead>,
+    RecordRef(id): RecordRef,
+) -> Result<Json<User>, AppError> {
+    Ok(Json(state.run(move |store| Ok(store.user(&id)?)).await?))
+}
+
+/// Change a user; the change reaches all its keys at the next request.
+///
+/// The caller must hold everything the user holds, before and after the change.
+#[utoipa::path(patch, path = "/v1/users/{id}", operation_id = "updateUser", tag = "users",
+    params(("id" = String, Path, description = "User id or name")),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The changed user", body = User),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Escalation", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user, or no such group in the body", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:users:write"])))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    caller: Caller<perm::UsersWrite>,
+    RecordRef(id): RecordRef,
+    Body(body): Body<UpdateUser>,
+) -> Result<Json<User>, AppError> {
+    let user = state
+        .run(move |store| {
+            let id = store.user_id(&id)?;
+            let patch = UserPatch {
+                name: body.name,
+                enabled: body.enabled,
+                groups: body
+                    .groups
+                    .map(|g| group_ids(store, "groups", &g))
+                    .transpose()?,
+                add_groups: group_ids(store, "add_groups", &body.add_groups)?,
+                remove_groups: group_ids(store, "remove_groups", &body.remove_groups)?,
+                permissions: body.permissions,
+                add_permissions: body.add_permissions,
+                remove_permissions: body.remove_permissions,
+                tenant_id: body.tenant_id,
+                organization_id: body.organization_id,
+            };
+            Ok(store.update_user(&caller.actor, id, patch)?)
+        })
+        .await?;
+    Ok(Json(user))
+}
+
+/// Delete a user; its keys are revoked in the same transaction.
+#[utoipa::path(delete, path = "/v1/users/{id}", operation_id = "deleteUser", tag = "users",
+    params(("id" = String, Path, description = "User id or name")),
+    responses(
+        (status = 204, description = "Deleted, and its keys revoked"),
+        (status = 403, description = "Escalation", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:users:write"])))]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller<perm::UsersWrite>,
+    RecordRef(id): RecordRef,
+) -> Result<StatusCode, AppError> {
+    state
+        .run(move |store| {
+            let id = store.user_id(&id)?;
+            Ok(store.delete_user(&caller.actor, id)?)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

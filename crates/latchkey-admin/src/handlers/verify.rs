@@ -1,0 +1,72 @@
+//! `POST /v1/verify`: key verification for services that do not hold the store.
+
+use axum::Json;
+use axum::extract::State;
+use http::StatusCode;
+use latchkey_core::{ApiKey, VerifyError};
+
+use crate::api::{VerifyRequest, VerifyResponse};
+use crate::caller::{Caller, perm};
+use crate::error::{AppError, Problem};
+use crate::extract::Body;
+use crate::state::AppState;
+
+/// Verify a key and, optionally, that it holds permissions.
+///
+/// Always 200 with `valid` and a `code` (`ok` when valid) for a key that does not
+/// authenticate: that is an answer, not an error. The specific codes (`key_revoked`, …)
+/// are given only once the secret has matched, so an unknown id and a wrong secret are the
+/// same `invalid_key`. When the keystore cannot be read the answer is 503
+/// `keystore_unavailable`, so that a remote verifier answers 503, never 401.
+#[utoipa::path(post, path = "/v1/verify", operation_id = "verifyKey", tag = "verify",
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "The verdict", body = VerifyResponse),
+        (status = 400, description = "Invalid field (e.g. a malformed permission)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks latchkey:verify", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Keystore unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:verify"])))]
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    _caller: Caller<perm::Verify>,
+    Body(body): Body<VerifyRequest>,
+) -> Result<Json<VerifyResponse>, AppError> {
+    // A malformed key is refused without a store read, as the authentication layer does.
+    let verified = ApiKey::parse(&body.key)
+        .map_err(VerifyError::Malformed)
+        .and_then(|key| state.verify_key(&key));
+    let answer = match verified {
+        Ok(principal) => {
+            let missing = body
+                .permissions
+                .iter()
+                .flatten()
+                .find(|p| !principal.allows(p));
+            VerifyResponse {
+                valid: missing.is_none(),
+                code: if missing.is_none() {
+                    "ok"
+                } else {
+                    "insufficient_permission"
+                }
+                .to_owned(),
+                principal: Some((*principal).clone()),
+            }
+        }
+        Err(VerifyError::Unavailable(cause)) => {
+            tracing::error!(error = %cause, "keystore unavailable during /v1/verify");
+            return Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keystore_unavailable",
+                "the keystore is unavailable; try again",
+            ));
+        }
+        Err(err) => VerifyResponse {
+            valid: false,
+            code: err.code().to_owned(),
+            principal: None,
+        },
+    };
+    Ok(Json(answer))
+}

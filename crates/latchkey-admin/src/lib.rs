@@ -1,0 +1,131 @@
+//! latchkey's management API as an axum [`Router`](axum::Router) that any app can mount
+//! over its own [`Store`](latchkey_core::Store).
+//!
+//! `latchkey serve` serves exactly this router; an app that embeds a store can merge it
+//! into its own and manage its keys over HTTP without a daemon.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use latchkey_core::{Store, StoreConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open("./latchkey-data", StoreConfig::default())?;
+//! let app = axum::Router::new()
+//!     // ... the app's own routes ...
+//!     .merge(latchkey_admin::router(store.clone()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7878").await?;
+//! axum::serve(listener, app).await?;
+//! store.flush()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Endpoints
+//!
+//! | Method and path | Permission |
+//! |---|---|
+//! | `POST /v1/groups`, `PATCH /v1/groups/{id}`, `DELETE /v1/groups/{id}` | `latchkey:groups:write` |
+//! | `GET /v1/groups`, `GET /v1/groups/{id}` | `latchkey:groups:read` |
+//! | `POST /v1/users`, `PATCH /v1/users/{id}`, `DELETE /v1/users/{id}` | `latchkey:users:write` |
+//! | `GET /v1/users`, `GET /v1/users/{id}` | `latchkey:users:read` |
+//! | `POST /v1/keys`, `PATCH /v1/keys/{id}`, `DELETE /v1/keys/{id}`, `POST /v1/keys/{id}/revoke`, `POST /v1/keys/{id}/rotate` | `latchkey:keys:write` |
+//! | `GET /v1/keys`, `GET /v1/keys/{id}` | `latchkey:keys:read` |
+//! | `POST /v1/verify` | `latchkey:verify` |
+//! | `GET /v1/audit`, `GET /v1/audit/verify` | `latchkey:audit:read` |
+//! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | none |
+//!
+//! Groups and users are referred to by UUID or unique name, keys by UUID or display
+//! prefix. Writes are also bound by **no escalation**: core refuses (403
+//! `insufficient_permission`) any change that would grant something outside the caller's
+//! own effective permissions.
+//!
+//! # Errors
+//!
+//! Every error is `application/problem+json` ([`Problem`]) with a stable `code`: 400
+//! `invalid_json` or `invalid_field` (with `field` naming the body member or query
+//! parameter), 401 `missing_key` / `invalid_key` / `key_revoked` / …, 403
+//! `insufficient_permission`, 404 `not_found`, 405 `method_not_allowed`, 409 `name_taken`
+//! / `key_not_revoked` / `key_revoked`, 413, 415 `unsupported_media_type`, 503
+//! `keystore_unavailable`, 500 `internal` (detail in the server log only).
+//!
+//! # Layout
+//!
+//! - `router`: every route; [`router`] and [`operator_router`].
+//! - `auth`: the authentication in front of `/v1`; `caller`: the `Caller<P>` extractor
+//!   that turns it into core's `Actor` and checks the route's permission, the one seam
+//!   between HTTP and authorization.
+//! - `handlers/`: one file per resource.
+//! - [`api`]: the request and response bodies; `error`: [`Problem`] and the `AppError`
+//!   every handler returns; `extract`: body, query and path extractors whose rejections
+//!   are problem+json.
+//! - `metrics`: Prometheus text; `openapi`: the generated document.
+
+pub mod api;
+mod auth;
+mod caller;
+mod error;
+mod extract;
+mod handlers;
+mod metrics;
+mod openapi;
+mod router;
+mod state;
+
+pub use error::Problem;
+pub use openapi::openapi;
+
+use latchkey_core::Store;
+
+/// The management API over `store`, `/v1` authenticated by API key.
+///
+/// Every `/v1` request needs `Authorization: Bearer <key>`: without one, 401 `missing_key`
+/// with `WWW-Authenticate: Bearer realm="latchkey"`; with one that does not authenticate,
+/// 401 with `error="invalid_token"` and the key's code; when the keystore cannot be read,
+/// 503. A route then requires its `latchkey:*` permission (see the crate docs), else 403
+/// `insufficient_permission` with `WWW-Authenticate: Bearer error="insufficient_scope",
+/// scope="<permission>"`. `/healthz`, `/metrics` and `/openapi.json` need no key.
+///
+/// The router has no fallback of its own outside `/v1`, so it can be merged into an app
+/// that has one.
+///
+/// # Example
+///
+/// ```
+/// use latchkey_core::{Store, StoreConfig};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let (store, _admin_key) = Store::init(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let app: axum::Router = latchkey_admin::router(store);
+/// # let _ = app;
+/// ```
+pub fn router(store: Store) -> axum::Router {
+    router::authenticated(store)
+}
+
+/// The same routes as [`router`], where **every request acts as the operator**
+/// ([`Actor::system()`](latchkey_core::Actor::system), which holds `*`) **without any
+/// key**.
+///
+/// # Never bind this router to a socket
+///
+/// It performs no authentication at all: anyone who can reach it can do anything to the
+/// store. It exists so that the CLI's `--db` mode (working on a store directly, with
+/// the operator's authority) runs exactly the handler code the daemon runs, by calling
+/// it in-process with `tower::ServiceExt::oneshot`. Use [`router`] for anything that
+/// listens.
+///
+/// # Example
+///
+/// ```
+/// use latchkey_core::{Store, StoreConfig};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// // In-process only: driven with `tower::ServiceExt::oneshot`, never served.
+/// let operator = latchkey_admin::operator_router(store);
+/// # let _ = operator;
+/// ```
+pub fn operator_router(store: Store) -> axum::Router {
+    router::operator(store)
+}

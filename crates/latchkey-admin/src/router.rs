@@ -1,0 +1,67 @@
+//! Every route, in one place.
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use latchkey_core::Store;
+
+use crate::caller::Operator;
+use crate::handlers::{audit, groups, keys, system, users, verify};
+use crate::state::AppState;
+use crate::{auth, metrics};
+
+/// The `/v1` routes, before authentication is put in front of them.
+fn v1() -> Router<AppState> {
+    Router::new()
+        .route("/groups", post(groups::create).get(groups::list))
+        .route(
+            "/groups/{id}",
+            get(groups::show)
+                .patch(groups::update)
+                .delete(groups::delete),
+        )
+        .route("/users", post(users::create).get(users::list))
+        .route(
+            "/users/{id}",
+            get(users::show).patch(users::update).delete(users::delete),
+        )
+        .route("/keys", post(keys::create).get(keys::list))
+        .route(
+            "/keys/{id}",
+            get(keys::show).patch(keys::update).delete(keys::delete),
+        )
+        .route("/keys/{id}/revoke", post(keys::revoke))
+        .route("/keys/{id}/rotate", post(keys::rotate))
+        .route("/verify", post(verify::verify))
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify))
+        .method_not_allowed_fallback(system::method_not_allowed)
+        // Nested under /v1, this fallback answers unknown /v1 paths only: an app that
+        // merges this router keeps its own fallback for everything else.
+        .fallback(system::not_found)
+}
+
+/// `/v1` behind the authentication layer, plus the public endpoints.
+pub(crate) fn authenticated(store: Store) -> Router {
+    let state = AppState::new(store);
+    let v1 = v1().layer(auth::layer(state.clone()));
+    assemble(state, v1)
+}
+
+/// `/v1` acting as the operator, plus the public endpoints.
+pub(crate) fn operator(store: Store) -> Router {
+    let state = AppState::new(store);
+    let v1 = v1().layer(axum::Extension(Operator));
+    assemble(state, v1)
+}
+
+fn assemble(state: AppState, v1: Router<AppState>) -> Router {
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(system::healthz))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi))
+        .method_not_allowed_fallback(system::method_not_allowed)
+        .route_layer(from_fn_with_state(state.clone(), metrics::count_requests))
+        .with_state(state)
+}

@@ -1,0 +1,208 @@
+//! A store in a tempdir, the router over it, and a request helper.
+
+use axum::Router;
+use axum::body::Body;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use latchkey_core::{Store, StoreConfig};
+use serde_json::Value;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+/// A store initialised as `latchkey init` does, and the authenticated router over it.
+pub(crate) struct Harness {
+    _dir: TempDir,
+    pub(crate) store: Store,
+    pub(crate) app: Router,
+    /// The `admin` key (holds `*`).
+    pub(crate) admin: String,
+}
+
+/// A response, its body read.
+#[derive(Debug)]
+pub(crate) struct Resp {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) text: String,
+}
+
+impl Resp {
+    /// The body as JSON (panics with the text when it is not).
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// Asserts a problem+json response with this status and code; returns the body.
+    #[track_caller]
+    pub(crate) fn problem(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "body: {}",
+            self.text
+        );
+        let body = self.json();
+        assert_eq!(body["code"], code, "body: {body}");
+        assert_eq!(body["status"], status);
+        assert!(
+            body["type"].is_string() && body["title"].is_string() && body["detail"].is_string()
+        );
+        body
+    }
+
+    /// Asserts the status; returns the JSON body.
+    #[track_caller]
+    pub(crate) fn ok(&self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        self.json()
+    }
+}
+
+impl Harness {
+    pub(crate) fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::default().usage_flush_interval(None);
+        let (store, admin) = Store::init(dir.path(), "lk", config).unwrap();
+        Harness {
+            app: latchkey_admin::router(store.clone()),
+            store,
+            admin: admin.secret.expose().to_owned(),
+            _dir: dir,
+        }
+    }
+
+    /// Sends a request with an optional bearer key and an optional JSON body.
+    pub(crate) async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let body = body.map(|b| b.to_string());
+        self.raw(method, uri, key, body.as_deref(), Some("application/json"))
+            .await
+    }
+
+    /// Sends a request with a raw body and content type.
+    pub(crate) async fn raw(
+        &self,
+        method: &str,
+        uri: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+        content_type: Option<&str>,
+    ) -> Resp {
+        send(&self.app, method, uri, key, body, content_type).await
+    }
+
+    /// As the admin.
+    pub(crate) async fn admin(&self, method: &str, uri: &str, body: Option<Value>) -> Resp {
+        self.send(method, uri, Some(&self.admin.clone()), body)
+            .await
+    }
+
+    pub(crate) async fn get(&self, uri: &str) -> Resp {
+        self.admin("GET", uri, None).await
+    }
+
+    pub(crate) async fn post(&self, uri: &str, body: Value) -> Resp {
+        self.admin("POST", uri, Some(body)).await
+    }
+
+    pub(crate) async fn patch(&self, uri: &str, body: Value) -> Resp {
+        self.admin("PATCH", uri, Some(body)).await
+    }
+
+    pub(crate) async fn delete(&self, uri: &str) -> Resp {
+        self.admin("DELETE", uri, None).await
+    }
+
+    /// Creates a user with these permissions and a key for it; returns (user, key record
+    /// with secret).
+    pub(crate) async fn user_with_key(&self, name: &str, permissions: &[&str]) -> (Value, String) {
+        let user = self
+            .post(
+                "/v1/users",
+                serde_json::json!({"name": name, "permissions": permissions}),
+            )
+            .await
+            .ok(201);
+        let key = self
+            .post(
+                "/v1/keys",
+                serde_json::json!({"name": format!("{name} key"), "user_id": name}),
+            )
+            .await
+            .ok(201);
+        (user, key["secret"].as_str().unwrap().to_owned())
+    }
+}
+
+/// Sends one request to a router.
+pub(crate) async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+    content_type: Option<&str>,
+) -> Resp {
+    let mut request = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(uri);
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    if let (Some(_), Some(ct)) = (body, content_type) {
+        request = request.header("content-type", ct);
+    }
+    let request = request
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        text: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+/// The member names of a JSON object, sorted.
+pub(crate) fn keys_of(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A GET with one extra header.
+pub(crate) async fn send_with_header(app: &Router, uri: &str, name: &str, value: &str) -> Resp {
+    let request = Request::builder()
+        .uri(uri)
+        .header(name, value)
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        text: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}

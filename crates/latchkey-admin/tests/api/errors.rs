@@ -1,0 +1,139 @@
+//! Malformed requests: every one a problem+json 4xx, never a 500 nor a plain-text body.
+
+use serde_json::json;
+
+use crate::common::Harness;
+
+#[tokio::test]
+async fn bodies_that_are_not_the_expected_json() {
+    let h = Harness::new();
+    let admin = h.admin.clone();
+    for (body, content_type, status, code) in [
+        ("{\"name\": ", Some("application/json"), 400, "invalid_json"),
+        (
+            "{\"name\": \"x\"} trailing",
+            Some("application/json"),
+            400,
+            "invalid_json",
+        ),
+        ("", Some("application/json"), 400, "invalid_json"),
+        ("[]", Some("application/json"), 400, "invalid_json"),
+        ("null", Some("application/json"), 400, "invalid_json"),
+        ("\"x\"", Some("application/json"), 400, "invalid_json"),
+        (
+            "name=x",
+            Some("application/x-www-form-urlencoded"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "{\"name\": \"x\"}",
+            Some("text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
+        ("{\"name\": \"x\"}", None, 415, "unsupported_media_type"),
+    ] {
+        let r = h
+            .raw("POST", "/v1/groups", Some(&admin), Some(body), content_type)
+            .await;
+        r.problem(status, code);
+    }
+    // A JSON content type with parameters, or a +json subtype, is accepted.
+    let r = h
+        .raw(
+            "POST",
+            "/v1/groups",
+            Some(&admin),
+            Some("{\"name\": \"a\"}"),
+            Some("application/json; charset=utf-8"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = h
+        .raw(
+            "POST",
+            "/v1/groups",
+            Some(&admin),
+            Some("{\"name\": \"b\"}"),
+            Some("application/merge-patch+json"),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Too large.
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
+    h.raw(
+        "POST",
+        "/v1/groups",
+        Some(&admin),
+        Some(&big),
+        Some("application/json"),
+    )
+    .await
+    .problem(413, "payload_too_large");
+    assert_eq!(h.store.groups().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn members_of_the_wrong_type_name_the_field() {
+    let h = Harness::new();
+    h.post("/v1/users", json!({"name": "bot"})).await.ok(201);
+    for (uri, body, field) in [
+        ("/v1/groups", json!({"name": ["x"]}), "name"),
+        (
+            "/v1/groups",
+            json!({"name": "x", "permissions": [1]}),
+            "permissions",
+        ),
+        (
+            "/v1/users",
+            json!({"name": "x", "groups": "admin"}),
+            "groups",
+        ),
+        (
+            "/v1/users",
+            json!({"name": "x", "tenant_id": 7}),
+            "tenant_id",
+        ),
+        (
+            "/v1/keys",
+            json!({"name": "x", "user_id": "bot", "expires_at": 1700000000}),
+            "expires_at",
+        ),
+        (
+            "/v1/keys",
+            json!({"name": "x", "user_id": "bot", "scopes": "a"}),
+            "scopes",
+        ),
+        ("/v1/keys", json!({"name": "x", "user_id": 1}), "user_id"),
+    ] {
+        let problem = h
+            .post(uri, body.clone())
+            .await
+            .problem(400, "invalid_field");
+        assert_eq!(problem["field"], field, "{uri} {body}");
+        assert!(
+            !problem["detail"].as_str().unwrap().contains(" at line "),
+            "{problem}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn references_that_match_nothing_are_404() {
+    let h = Harness::new();
+    for uri in [
+        "/v1/groups/nope",
+        "/v1/users/nope",
+        "/v1/keys/nope",
+        "/v1/keys/lk_live_AAAAAAAAAAAA",
+        "/v1/keys/01890000-0000-7000-8000-000000000000",
+        "/v1/users/01890000-0000-7000-8000-000000000000",
+        "/v1/groups/%F0%9F%94%91",
+    ] {
+        h.get(uri).await.problem(404, "not_found");
+    }
+    // A path segment that is not UTF-8 is a 400 naming it.
+    let bad = h.get("/v1/groups/%FF").await.problem(400, "invalid_field");
+    assert_eq!(bad["field"], "id");
+}

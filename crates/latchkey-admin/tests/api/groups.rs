@@ -1,0 +1,146 @@
+//! `/v1/groups`.
+
+use serde_json::json;
+
+use crate::common::{Harness, keys_of};
+
+#[tokio::test]
+async fn create_show_list_update_delete() {
+    let h = Harness::new();
+    let created = h
+        .post(
+            "/v1/groups",
+            json!({"name": "readers", "permissions": ["orders:read", "invoices:read"]}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(
+        keys_of(&created),
+        ["created_at", "id", "name", "permissions", "updated_at"]
+    );
+    assert_eq!(created["name"], "readers");
+    assert_eq!(
+        created["permissions"],
+        json!(["invoices:read", "orders:read"])
+    );
+    let id = created["id"].as_str().unwrap();
+
+    assert_eq!(h.get(&format!("/v1/groups/{id}")).await.ok(200), created);
+    assert_eq!(h.get("/v1/groups/readers").await.ok(200), created);
+
+    let list = h.get("/v1/groups").await.ok(200);
+    assert_eq!(keys_of(&list), ["items", "next_cursor"]);
+    assert_eq!(list["next_cursor"], json!(null));
+    let names: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("admin"), json!("readers")]);
+
+    let updated = h
+        .patch(
+            "/v1/groups/readers",
+            json!({"name": "viewers", "add_permissions": ["users:read"], "remove_permissions": ["invoices:read"]}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(updated["id"], created["id"]);
+    assert_eq!(updated["name"], "viewers");
+    assert_eq!(updated["permissions"], json!(["orders:read", "users:read"]));
+    let replaced = h
+        .patch(&format!("/v1/groups/{id}"), json!({"permissions": ["a:b"]}))
+        .await
+        .ok(200);
+    assert_eq!(replaced["permissions"], json!(["a:b"]));
+    h.get("/v1/groups/readers").await.problem(404, "not_found");
+
+    let r = h.delete("/v1/groups/viewers").await;
+    assert_eq!(r.status, 204);
+    assert!(r.text.is_empty());
+    h.get(&format!("/v1/groups/{id}"))
+        .await
+        .problem(404, "not_found");
+    h.delete(&format!("/v1/groups/{id}"))
+        .await
+        .problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn a_group_change_reaches_its_members_keys_at_once() {
+    let h = Harness::new();
+    h.post(
+        "/v1/groups",
+        json!({"name": "ops", "permissions": ["deploy:read"]}),
+    )
+    .await
+    .ok(201);
+    h.post("/v1/users", json!({"name": "bot", "groups": ["ops"]}))
+        .await
+        .ok(201);
+    let key = h
+        .post("/v1/keys", json!({"name": "k", "user_id": "bot"}))
+        .await
+        .ok(201);
+    let secret = key["secret"].as_str().unwrap();
+    assert!(!h.store.verify(secret).unwrap().has("deploy:write"));
+    h.patch(
+        "/v1/groups/ops",
+        json!({"add_permissions": ["deploy:write"]}),
+    )
+    .await
+    .ok(200);
+    assert!(h.store.verify(secret).unwrap().has("deploy:write"));
+    h.delete("/v1/groups/ops").await;
+    let after = h.get("/v1/users/bot").await.ok(200);
+    assert_eq!(after["groups"], json!([]));
+    assert!(!h.store.verify(secret).unwrap().has("deploy:read"));
+}
+
+#[tokio::test]
+async fn errors() {
+    let h = Harness::new();
+    h.post("/v1/groups", json!({"name": "ops"})).await.ok(201);
+    let dup = h
+        .post("/v1/groups", json!({"name": "ops"}))
+        .await
+        .problem(409, "name_taken");
+    assert!(dup["detail"].as_str().unwrap().contains("ops"));
+    let bad = h
+        .post(
+            "/v1/groups",
+            json!({"name": "x", "permissions": ["orders:read", "Orders"]}),
+        )
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "permissions");
+    let bad = h
+        .post("/v1/groups", json!({"name": "bad name!"}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "name");
+    let bad = h
+        .post("/v1/groups", json!({"name": "x", "colour": "red"}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "colour");
+    let bad = h
+        .patch("/v1/groups/ops", json!({"permissions": "orders:read"}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "permissions");
+    h.patch("/v1/groups/nope", json!({"name": "x"}))
+        .await
+        .problem(404, "not_found");
+    h.post("/v1/groups", json!({"name": "other"})).await.ok(201);
+    h.patch("/v1/groups/other", json!({"name": "ops"}))
+        .await
+        .problem(409, "name_taken");
+    let bad = h
+        .get("/v1/groups?limit=5")
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "limit");
+    assert_eq!(h.store.groups().unwrap().len(), 3);
+}

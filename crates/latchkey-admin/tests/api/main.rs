@@ -1,0 +1,23 @@
+//! The management API driven in-process with `oneshot` on a real store in a tempdir.
+
+// The harness: a store, the router over it, and request helpers.
+mod common;
+
+// Authentication, per-route permissions, fallbacks and the operator router.
+mod auth;
+// The audit trail and its check.
+mod audit;
+// Malformed requests of every kind.
+mod errors;
+// No escalation through keys, users or groups.
+mod escalation;
+// Groups.
+mod groups;
+// Keys: life, lists, the secret shown once.
+mod keys;
+// Health, metrics, the OpenAPI document.
+mod system;
+// Users.
+mod users;
+// Remote verification.
+mod verify;

@@ -1,0 +1,176 @@
+//! `/v1/users`.
+
+use serde_json::json;
+
+use crate::common::{Harness, keys_of};
+
+#[tokio::test]
+async fn create_show_list_update_delete() {
+    let h = Harness::new();
+    let group = h
+        .post(
+            "/v1/groups",
+            json!({"name": "readers", "permissions": ["orders:read"]}),
+        )
+        .await
+        .ok(201);
+    let created = h
+        .post(
+            "/v1/users",
+            json!({"name": "billing-bot", "groups": ["readers"], "permissions": ["invoices:write"],
+                   "tenant_id": "t1", "organization_id": "o1"}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(
+        keys_of(&created),
+        [
+            "created_at",
+            "enabled",
+            "groups",
+            "id",
+            "name",
+            "organization_id",
+            "permissions",
+            "tenant_id",
+            "updated_at"
+        ]
+    );
+    assert_eq!(created["enabled"], true);
+    assert_eq!(created["groups"], json!([group["id"]]));
+    assert_eq!(created["permissions"], json!(["invoices:write"]));
+    assert_eq!(created["tenant_id"], "t1");
+    assert_eq!(created["organization_id"], "o1");
+    let id = created["id"].as_str().unwrap();
+
+    assert_eq!(h.get(&format!("/v1/users/{id}")).await.ok(200), created);
+    assert_eq!(h.get("/v1/users/billing-bot").await.ok(200), created);
+    let list = h.get("/v1/users").await.ok(200);
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    assert_eq!(list["next_cursor"], json!(null));
+
+    // By group id as well as by name; null clears the tenant; absent leaves the organization.
+    h.post("/v1/groups", json!({"name": "writers"}))
+        .await
+        .ok(201);
+    let updated = h
+        .patch(
+            "/v1/users/billing-bot",
+            json!({"name": "billing", "add_groups": ["writers"], "remove_groups": [group["id"]],
+                   "add_permissions": ["invoices:read"], "tenant_id": null, "enabled": false}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(updated["name"], "billing");
+    assert_eq!(updated["groups"].as_array().unwrap().len(), 1);
+    assert_ne!(updated["groups"][0], group["id"]);
+    assert_eq!(
+        updated["permissions"],
+        json!(["invoices:read", "invoices:write"])
+    );
+    assert_eq!(updated["tenant_id"], json!(null));
+    assert_eq!(updated["organization_id"], "o1");
+    assert_eq!(updated["enabled"], false);
+    let replaced = h
+        .patch(
+            &format!("/v1/users/{id}"),
+            json!({"groups": [], "permissions": [], "enabled": true}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(replaced["groups"], json!([]));
+    assert_eq!(replaced["permissions"], json!([]));
+
+    let key = h
+        .post("/v1/keys", json!({"name": "k", "user_id": "billing"}))
+        .await
+        .ok(201);
+    let r = h.delete("/v1/users/billing").await;
+    assert_eq!(r.status, 204);
+    h.get(&format!("/v1/users/{id}"))
+        .await
+        .problem(404, "not_found");
+    // Deleting a user revokes its keys in the same transaction.
+    let secret = key["secret"].as_str().unwrap();
+    assert!(h.store.verify(secret).is_err());
+    let key = h
+        .get(&format!("/v1/keys/{}", key["id"].as_str().unwrap()))
+        .await
+        .ok(200);
+    assert_eq!(key["status"], "revoked");
+}
+
+#[tokio::test]
+async fn disabling_a_user_stops_its_keys_at_once() {
+    let h = Harness::new();
+    let (_, secret) = h.user_with_key("bot", &["orders:read"]).await;
+    assert!(h.store.verify(&secret).is_ok());
+    h.patch("/v1/users/bot", json!({"enabled": false}))
+        .await
+        .ok(200);
+    assert_eq!(h.store.verify(&secret).unwrap_err().code(), "user_disabled");
+    h.patch("/v1/users/bot", json!({"enabled": true}))
+        .await
+        .ok(200);
+    assert!(h.store.verify(&secret).is_ok());
+}
+
+#[tokio::test]
+async fn errors() {
+    let h = Harness::new();
+    h.post("/v1/users", json!({"name": "bot"})).await.ok(201);
+    h.post("/v1/users", json!({"name": "bot"}))
+        .await
+        .problem(409, "name_taken");
+    let nf = h
+        .post("/v1/users", json!({"name": "x", "groups": ["nope"]}))
+        .await
+        .problem(404, "not_found");
+    assert_eq!(nf["field"], "groups");
+    let nf = h
+        .patch("/v1/users/bot", json!({"add_groups": ["nope"]}))
+        .await
+        .problem(404, "not_found");
+    assert_eq!(nf["field"], "add_groups");
+    h.patch("/v1/users/nobody", json!({"enabled": false}))
+        .await
+        .problem(404, "not_found");
+    h.get("/v1/users/01890000-0000-7000-8000-000000000000")
+        .await
+        .problem(404, "not_found");
+    h.delete("/v1/users/nobody").await.problem(404, "not_found");
+    let bad = h
+        .post("/v1/users", json!({"name": "y", "enabled": "yes"}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "enabled");
+    let bad = h
+        .post("/v1/users", json!({"name": "y", "permissions": ["a::b"]}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "permissions");
+    let bad = h
+        .patch("/v1/users/bot", json!({"tenant": "t"}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "tenant");
+    let bad = h
+        .post("/v1/users", json!({"permissions": []}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "name");
+    let bad = h
+        .post(
+            "/v1/users",
+            json!({"name": "01890000-0000-7000-8000-000000000000"}),
+        )
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "name");
+    let bad = h
+        .patch("/v1/users/bot", json!({"tenant_id": ""}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "tenant_id");
+    assert_eq!(h.store.users().unwrap().len(), 2);
+}

@@ -1,0 +1,165 @@
+//! `POST /v1/verify`.
+
+use serde_json::json;
+
+use crate::common::{Harness, keys_of};
+
+#[tokio::test]
+async fn outcomes() {
+    let h = Harness::new();
+    let (_, service) = h
+        .user_with_key("orders-service", &["latchkey:verify"])
+        .await;
+    let user = h
+        .post(
+            "/v1/users",
+            json!({"name": "app", "permissions": ["orders:*"], "tenant_id": "t1"}),
+        )
+        .await
+        .ok(201);
+    let key = h
+        .post(
+            "/v1/keys",
+            json!({"name": "app key", "user_id": "app", "scopes": ["orders:read"]}),
+        )
+        .await
+        .ok(201);
+    let secret = key["secret"].as_str().unwrap();
+    let verify = |body: serde_json::Value| {
+        let service = service.clone();
+        let h = &h;
+        async move {
+            h.send("POST", "/v1/verify", Some(&service), Some(body))
+                .await
+        }
+    };
+
+    let valid = verify(json!({"key": secret})).await.ok(200);
+    assert_eq!(keys_of(&valid), ["code", "principal", "valid"]);
+    assert_eq!(valid["valid"], true);
+    assert_eq!(valid["code"], "ok");
+    let principal = &valid["principal"];
+    assert_eq!(
+        keys_of(principal),
+        [
+            "env",
+            "key_id",
+            "key_name",
+            "organization_id",
+            "permissions",
+            "prefix",
+            "tenant_id",
+            "user_id",
+            "user_name"
+        ]
+    );
+    assert_eq!(principal["key_id"], key["id"]);
+    assert_eq!(principal["prefix"], key["prefix"]);
+    assert_eq!(principal["key_name"], "app key");
+    assert_eq!(principal["env"], "live");
+    assert_eq!(principal["user_id"], user["id"]);
+    assert_eq!(principal["user_name"], "app");
+    assert_eq!(principal["tenant_id"], "t1");
+    assert_eq!(principal["organization_id"], json!(null));
+    assert_eq!(principal["permissions"], json!(["orders:read"]));
+
+    let held = verify(json!({"key": secret, "permissions": ["orders:read"]}))
+        .await
+        .ok(200);
+    assert_eq!(
+        (held["valid"].clone(), held["code"].clone()),
+        (json!(true), json!("ok"))
+    );
+
+    let lacking = verify(json!({"key": secret, "permissions": ["orders:read", "orders:write"]}))
+        .await
+        .ok(200);
+    assert_eq!(lacking["valid"], false);
+    assert_eq!(lacking["code"], "insufficient_permission");
+    assert_eq!(lacking["principal"]["key_id"], key["id"]);
+
+    for garbage in ["", "nope", "lk_live_AAAAAAAAAAAA_BBBB"] {
+        let r = verify(json!({"key": garbage})).await.ok(200);
+        assert_eq!(r, json!({"valid": false, "code": "invalid_key"}));
+    }
+
+    h.patch(
+        &format!("/v1/keys/{}", key["id"].as_str().unwrap()),
+        json!({"enabled": false}),
+    )
+    .await
+    .ok(200);
+    assert_eq!(
+        verify(json!({"key": secret})).await.ok(200),
+        json!({"valid": false, "code": "key_disabled"})
+    );
+    h.patch("/v1/users/app", json!({"enabled": false}))
+        .await
+        .ok(200);
+    h.patch(
+        &format!("/v1/keys/{}", key["id"].as_str().unwrap()),
+        json!({"enabled": true}),
+    )
+    .await
+    .ok(200);
+    assert_eq!(
+        verify(json!({"key": secret})).await.ok(200),
+        json!({"valid": false, "code": "user_disabled"})
+    );
+    h.admin(
+        "POST",
+        &format!("/v1/keys/{}/revoke", key["id"].as_str().unwrap()),
+        None,
+    )
+    .await
+    .ok(200);
+    assert_eq!(
+        verify(json!({"key": secret})).await.ok(200),
+        json!({"valid": false, "code": "key_revoked"})
+    );
+
+    let expiring = h
+        .post(
+            "/v1/keys",
+            json!({"name": "short", "user_id": "orders-service"}),
+        )
+        .await
+        .ok(201);
+    h.post(
+        &format!("/v1/keys/{}/rotate", expiring["id"].as_str().unwrap()),
+        json!({"grace_seconds": 0}),
+    )
+    .await
+    .ok(201);
+    let r = verify(json!({"key": expiring["secret"]})).await.ok(200);
+    assert_eq!(r, json!({"valid": false, "code": "key_expired"}));
+}
+
+#[tokio::test]
+async fn errors() {
+    let h = Harness::new();
+    let bad = h
+        .post("/v1/verify", json!({"key": "x", "permissions": ["Orders"]}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "permissions");
+    let bad = h
+        .post("/v1/verify", json!({}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "key");
+    let bad = h
+        .post("/v1/verify", json!({"key": "x", "scope": "a"}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "scope");
+    let (_, reader) = h.user_with_key("reader", &["latchkey:keys:read"]).await;
+    h.send(
+        "POST",
+        "/v1/verify",
+        Some(&reader),
+        Some(json!({"key": h.admin})),
+    )
+    .await
+    .problem(403, "insufficient_permission");
+}

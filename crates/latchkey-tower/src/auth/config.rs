@@ -1,0 +1,68 @@
+//! What an [`ApiKeyLayer`](super::ApiKeyLayer) is configured with.
+
+use http::HeaderName;
+use latchkey_core::Env;
+
+use crate::rejection::Challenges;
+
+/// The layer's settings; shared by every service it makes, behind an `Arc`.
+#[derive(Debug, Clone)]
+pub(super) struct Config {
+    pub(super) challenges: Challenges,
+    pub(super) header: Option<HeaderName>,
+    pub(super) query_param: Option<Box<str>>,
+    pub(super) hide_credentials: bool,
+    pub(super) accept_live: bool,
+    pub(super) accept_test: bool,
+    pub(super) public_paths: Vec<PublicPath>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            challenges: Challenges::default_realm(),
+            header: None,
+            query_param: None,
+            hide_credentials: false,
+            accept_live: true,
+            accept_test: true,
+            public_paths: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    pub(super) fn accepts(&self, env: Env) -> bool {
+        match env {
+            Env::Live => self.accept_live,
+            Env::Test => self.accept_test,
+        }
+    }
+
+    pub(super) fn is_public(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|p| p.matches(path))
+    }
+}
+
+/// A path served without authentication: exact, or a prefix when it ends with `*`.
+#[derive(Debug, Clone)]
+pub(super) enum PublicPath {
+    Exact(Box<str>),
+    Prefix(Box<str>),
+}
+
+impl PublicPath {
+    pub(super) fn new(pattern: &str) -> PublicPath {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => PublicPath::Prefix(prefix.into()),
+            None => PublicPath::Exact(pattern.into()),
+        }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PublicPath::Exact(exact) => path == &**exact,
+            PublicPath::Prefix(prefix) => path.starts_with(&**prefix),
+        }
+    }
+}

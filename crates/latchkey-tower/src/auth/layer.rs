@@ -1,0 +1,166 @@
+//! [`ApiKeyLayer`]: the configuration, and the `Layer` that applies it.
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use latchkey_core::{Env, Store};
+use tower::Layer;
+
+use super::config::{Config, PublicPath};
+use super::service::ApiKeyAuth;
+use crate::rejection::Challenges;
+use crate::verifier::Verifier;
+
+/// Authenticates every request by API key: a [`tower::Layer`] that makes [`ApiKeyAuth`]
+/// services.
+///
+/// Configuration only; cheap to clone (two `Arc`s). The verifier is any [`Verifier`]: a
+/// [`Store`] opened in the process, a remote verifier, or a closure in tests.
+///
+/// # Example
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use latchkey_tower::{ApiKeyLayer, Store, StoreConfig};
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let app: Router = Router::new()
+///     .route("/orders", get(|| async { "[]" }))
+///     .layer(
+///         ApiKeyLayer::new(store)
+///             .realm("orders")
+///             .header("x-api-key")
+///             .hide_credentials(true)
+///             .refuse_test_keys(),
+///     );
+/// # let _ = app;
+/// ```
+///
+/// # Rejections
+///
+/// 401 `missing_key` (`WWW-Authenticate: Bearer realm="<realm>"`) without a key; 401 with
+/// `error="invalid_token"` and `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`
+/// or `user_disabled` for a key that does not authenticate; 503 `keystore_unavailable`
+/// when the verifier cannot answer. See the [module docs](crate::auth).
+pub struct ApiKeyLayer<V = Store> {
+    pub(super) verifier: Arc<V>,
+    pub(super) config: Arc<Config>,
+}
+
+impl<V: Verifier> ApiKeyLayer<V> {
+    /// A layer verifying keys with `verifier`: realm `api`, `Authorization: Bearer` only,
+    /// every environment accepted, no public path.
+    pub fn new(verifier: V) -> Self {
+        ApiKeyLayer {
+            verifier: Arc::new(verifier),
+            config: Arc::new(Config::default()),
+        }
+    }
+}
+
+impl<V> ApiKeyLayer<V> {
+    /// The realm named in `WWW-Authenticate` challenges (default `api`).
+    ///
+    /// # Panics
+    ///
+    /// When `realm` holds `"`, `\` or a character that is not visible ASCII or a space.
+    pub fn realm(mut self, realm: &str) -> Self {
+        Arc::make_mut(&mut self.config).challenges = Challenges::new(realm);
+        self
+    }
+
+    /// Also reads the key from this header, whose whole value is the key (e.g. `X-API-Key`).
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not a valid header name.
+    pub fn header(mut self, name: &str) -> Self {
+        let name = HeaderName::try_from(name)
+            .unwrap_or_else(|_| panic!("not a valid header name: {name:?}"));
+        Arc::make_mut(&mut self.config).header = Some(name);
+        self
+    }
+
+    /// Also reads the key from this query parameter (e.g. `api_key`). Off by default: query
+    /// strings end up in access logs, proxies and browser histories.
+    pub fn allow_query_param(mut self, name: &str) -> Self {
+        Arc::make_mut(&mut self.config).query_param = Some(name.into());
+        self
+    }
+
+    /// Removes the key (its header or query parameter) from the request before the inner
+    /// service sees it (default `false`).
+    pub fn hide_credentials(mut self, hide: bool) -> Self {
+        Arc::make_mut(&mut self.config).hide_credentials = hide;
+        self
+    }
+
+    /// Accepts only keys of these environments; the others are answered 401 `invalid_key`
+    /// before any store read.
+    ///
+    /// # Panics
+    ///
+    /// When `envs` is empty: a layer that accepts no key is a mistake.
+    pub fn accept_envs(mut self, envs: impl IntoIterator<Item = Env>) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.accept_live = false;
+        config.accept_test = false;
+        for env in envs {
+            match env {
+                Env::Live => config.accept_live = true,
+                Env::Test => config.accept_test = true,
+            }
+        }
+        assert!(
+            config.accept_live || config.accept_test,
+            "accept_envs: accept at least one environment"
+        );
+        self
+    }
+
+    /// Accepts `live` keys only: what a production service usually wants.
+    pub fn refuse_test_keys(self) -> Self {
+        self.accept_envs([Env::Live])
+    }
+
+    /// Paths served without authentication, as the layer sees `uri().path()`: exact
+    /// (`/health`), or a prefix when the pattern ends with `*` (`/public/*`). A request to
+    /// one goes to the inner service untouched, with no principal.
+    pub fn public_paths<I>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Arc::make_mut(&mut self.config)
+            .public_paths
+            .extend(paths.into_iter().map(|p| PublicPath::new(p.as_ref())));
+        self
+    }
+}
+
+impl<V> Clone for ApiKeyLayer<V> {
+    fn clone(&self) -> Self {
+        ApiKeyLayer {
+            verifier: Arc::clone(&self.verifier),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<V> std::fmt::Debug for ApiKeyLayer<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyLayer")
+            .field("verifier", &std::any::type_name::<V>())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, V> Layer<S> for ApiKeyLayer<V> {
+    type Service = ApiKeyAuth<S, V>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiKeyAuth::from_parts(inner, self.clone())
+    }
+}

@@ -1,0 +1,43 @@
+//! Authenticating every request by API key: [`ApiKeyLayer`], the service [`ApiKeyAuth`] and
+//! its [`ResponseFuture`].
+//!
+//! # Where the key is read
+//!
+//! - `Authorization: Bearer <key>` (RFC 6750 §2.1; the scheme is case-insensitive).
+//! - One more header when configured ([`ApiKeyLayer::header`], e.g. `X-API-Key: <key>`).
+//! - A query parameter only when enabled ([`ApiKeyLayer::allow_query_param`]): URLs end up
+//!   in logs and browser histories, so it is off by default. The value is taken as is: keys
+//!   are `[A-Za-z0-9_]`, which needs no percent-encoding.
+//!
+//! A key sent twice (two `Authorization` headers) or in two places is refused (RFC 6750 §2:
+//! one method per request), and so are a non-UTF-8 value and a value longer than any key:
+//! 401 `invalid_key`, never a 400 the client cannot act on, never a panic or a 500. An
+//! `Authorization` header with another scheme (`Basic …`) counts as no key.
+//!
+//! # What the inner service sees
+//!
+//! On success the request carries the [`latchkey_core::Principal`] in its extensions (read
+//! it with the [`Principal`](crate::Principal) extractor), and with
+//! [`ApiKeyLayer::hide_credentials`] the key is removed from the request first. A refused
+//! request never reaches the inner service: it is answered `Ok(response)` with 401 or 503,
+//! so the service's error type stays `S::Error` and the client always gets an answer.
+//!
+//! # Tracing
+//!
+//! Each authentication opens an INFO span `api_key` with the fields `prefix` (the key's
+//! display prefix), `key_id`, `user_id` and `outcome` (`ok` or the rejection code); the
+//! inner service runs inside it, so a handler's logs name the key. An event closes the
+//! authentication: DEBUG when accepted or when no key was sent, INFO when a key was refused,
+//! WARN when the keystore is unavailable. The secret is never recorded. With the span's
+//! level disabled nothing is formatted.
+
+mod config;
+mod credentials;
+mod future;
+mod layer;
+mod service;
+mod trace;
+
+pub use future::ResponseFuture;
+pub use layer::ApiKeyLayer;
+pub use service::ApiKeyAuth;

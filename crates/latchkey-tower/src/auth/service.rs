@@ -1,0 +1,202 @@
+//! [`ApiKeyAuth`]: the service that authenticates each request.
+
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use latchkey_core::{ApiKey, Principal, Store, VerifyError};
+use tower::Service;
+use tracing::Span;
+
+use super::config::Config;
+use super::credentials;
+use super::future::ResponseFuture;
+use super::layer::ApiKeyLayer;
+use super::trace;
+use crate::rejection::{Reason, Rejection};
+use crate::verifier::Verifier;
+
+/// Authenticates each request by API key before the inner service sees it; made by
+/// [`ApiKeyLayer`].
+///
+/// # Example
+///
+/// ```
+/// use latchkey_tower::{ApiKeyAuth, Store, StoreConfig};
+/// use tower::service_fn;
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let service = ApiKeyAuth::new(
+///     service_fn(|_req: http::Request<()>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
+///     }),
+///     store,
+/// );
+/// # let _ = service;
+/// ```
+///
+/// # Rejections
+///
+/// Answered with `Ok(response)` (401, or 503 when the keystore is unavailable), never with
+/// the inner service's error type: see the [module docs](crate::auth).
+pub struct ApiKeyAuth<S, V = Store> {
+    inner: S,
+    layer: ApiKeyLayer<V>,
+}
+
+impl<S, V: Verifier> ApiKeyAuth<S, V> {
+    /// Wraps `inner` with the default configuration of [`ApiKeyLayer::new`].
+    pub fn new(inner: S, verifier: V) -> Self {
+        Self::from_parts(inner, ApiKeyLayer::new(verifier))
+    }
+
+    /// The layer, to configure and apply to services: the same as [`ApiKeyLayer::new`].
+    pub fn layer(verifier: V) -> ApiKeyLayer<V> {
+        ApiKeyLayer::new(verifier)
+    }
+}
+
+impl<S, V> ApiKeyAuth<S, V> {
+    pub(super) fn from_parts(inner: S, layer: ApiKeyLayer<V>) -> Self {
+        ApiKeyAuth { inner, layer }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, V> Clone for ApiKeyAuth<S, V> {
+    fn clone(&self) -> Self {
+        ApiKeyAuth {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, V> std::fmt::Debug for ApiKeyAuth<S, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyAuth")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+impl<S, V, ReqBody, ResBody> Service<Request<ReqBody>> for ApiKeyAuth<S, V>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    V: Verifier,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, V::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let config = &*self.layer.config;
+        if config.is_public(request.uri().path()) {
+            return ResponseFuture::calling(self.inner.call(request), Span::none());
+        }
+        let span = trace::span();
+        let entered = span.enter();
+        let (key, source) = match credentials::find(&request, config).and_then(|(source, text)| {
+            let key = ApiKey::parse(text).map_err(|_| Reason::Malformed)?;
+            Ok((key, source))
+        }) {
+            Ok(found) => found,
+            Err(reason) => {
+                trace::rejected(&span, reason, None);
+                drop(entered);
+                return ResponseFuture::rejected(reason.rejection(&config.challenges), span);
+            }
+        };
+        trace::presented(&span, &key);
+        if !config.accepts(key.env()) {
+            trace::rejected(&span, Reason::RefusedEnv, None);
+            drop(entered);
+            return ResponseFuture::rejected(
+                Reason::RefusedEnv.rejection(&config.challenges),
+                span,
+            );
+        }
+        if config.hide_credentials {
+            credentials::hide(&mut request, source, config);
+        }
+        let mut verify = self.layer.verifier.verify(&key);
+        // Poll once in place: a store answers at once, and then the whole authentication
+        // happens here, calling the inner service that `poll_ready` just made ready, with no
+        // clone and no request moved into the response future. Polling with a no-op waker is
+        // sound: a future wakes only the waker of its latest poll, and a pending one is polled
+        // again from `ResponseFuture::poll` with the real one.
+        match Pin::new(&mut verify).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => match decide(result, &span, config) {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                    let future = self.inner.call(request);
+                    drop(entered);
+                    ResponseFuture::calling(future, span)
+                }
+                Err(rejection) => {
+                    drop(entered);
+                    ResponseFuture::rejected(rejection, span)
+                }
+            },
+            Poll::Pending => {
+                drop(entered);
+                // The service that `poll_ready` made ready goes into the future, which calls
+                // it once the verifier answers; `self` keeps a clone that has not been polled.
+                // See https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+                let clone = self.inner.clone();
+                let inner = mem::replace(&mut self.inner, clone);
+                ResponseFuture::verifying(
+                    verify,
+                    request,
+                    inner,
+                    Arc::clone(&self.layer.config),
+                    span,
+                )
+            }
+        }
+    }
+}
+
+/// The verifier's answer as the principal to pass on or the rejection to send; traced.
+pub(super) fn decide(
+    result: Result<Principal, VerifyError>,
+    span: &Span,
+    config: &Config,
+) -> Result<Principal, Rejection> {
+    match result {
+        Ok(principal) => {
+            trace::accepted(span, &principal);
+            Ok(principal)
+        }
+        Err(error) => {
+            let reason = Reason::of(&error);
+            trace::rejected(span, reason, Some(&error));
+            Err(reason.rejection(&config.challenges))
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! What an authentication tells `tracing`: never the secret, and nothing formatted when
+//! the level is off. Events are emitted inside the span (the caller has entered it), so
+//! they also keep any request span around it (tower-http's `TraceLayer`).
+
+use latchkey_core::{ApiKey, Principal, VerifyError};
+use tracing::{Level, Span, field};
+
+use crate::rejection::Reason;
+
+/// The span of one authentication, disabled (free) when INFO is off for this target.
+pub(super) fn span() -> Span {
+    tracing::info_span!(
+        "api_key",
+        prefix = field::Empty,
+        key_id = field::Empty,
+        user_id = field::Empty,
+        outcome = field::Empty,
+    )
+}
+
+/// Records which key was presented: its display prefix only.
+pub(super) fn presented(span: &Span, key: &ApiKey) {
+    if !span.is_disabled() {
+        span.record("prefix", key.display_prefix());
+    }
+}
+
+pub(super) fn accepted(span: &Span, principal: &Principal) {
+    if !span.is_disabled() {
+        span.record("key_id", field::display(principal.key_id));
+        span.record("user_id", field::display(principal.user_id));
+        span.record("outcome", "ok");
+    }
+    tracing::event!(Level::DEBUG, outcome = "ok", "api key accepted");
+}
+
+pub(super) fn rejected(span: &Span, reason: Reason, error: Option<&VerifyError>) {
+    let code = reason.code();
+    if !span.is_disabled() {
+        span.record("outcome", code);
+    }
+    match (reason, error) {
+        (Reason::Unavailable, Some(error)) => {
+            // Core's messages name storage failures, never key material.
+            tracing::event!(Level::WARN, outcome = code, %error, "api key not verified")
+        }
+        (Reason::Missing | Reason::OtherScheme, _) => {
+            tracing::event!(Level::DEBUG, outcome = code, "no api key")
+        }
+        _ => tracing::event!(
+            Level::INFO,
+            outcome = code,
+            reason = ?reason,
+            "api key refused"
+        ),
+    }
+}

@@ -1,0 +1,71 @@
+//! API keys done right for Tower and axum.
+//!
+//! [`ApiKeyLayer`] authenticates every request by API key against a [`Verifier`] (a
+//! [`Store`] on disk, or a remote one), puts the caller's [`latchkey_core::Principal`] in the
+//! request extensions, and answers everything else with the right status, challenge and
+//! `application/problem+json` body. [`RequirePermission`] guards a route with one
+//! permission; [`Principal`] is the axum extractor (feature `axum`, on by default).
+//!
+//! # Layout
+//!
+//! - [`auth`]: [`ApiKeyLayer`], the service [`ApiKeyAuth`] and its response future; where a
+//!   key is read from (`auth/credentials.rs`) and what is traced (`auth/trace.rs`).
+//! - [`require`]: [`RequirePermissionLayer`] and the service [`RequirePermission`].
+//! - `verifier.rs`: the [`Verifier`] trait, for a [`Store`] and for closures.
+//! - `rejection.rs`: [`Rejection`], every refusal as a status, a challenge and a static
+//!   problem+json body.
+//! - `principal.rs`: [`Principal`], the extractor and `principal.require(..)`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use latchkey_tower::{ApiKeyLayer, Principal, RequirePermission, Store, StoreConfig};
+//!
+//! async fn list_orders(principal: Principal) -> String {
+//!     format!("orders of {}", principal.user_name)
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = Store::open("./orders-data", StoreConfig::default())?;
+//! let app: Router = Router::new()
+//!     .route("/orders", get(list_orders))
+//!     .route_layer(RequirePermission::layer("orders:read"))
+//!     .layer(ApiKeyLayer::new(store).realm("orders"));
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Responses
+//!
+//! | case | status | `WWW-Authenticate` | `code` |
+//! | --- | --- | --- | --- |
+//! | no key | 401 | `Bearer realm="<realm>"` | `missing_key` |
+//! | a key that does not authenticate | 401 | `Bearer realm="<realm>", error="invalid_token"` | `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled` |
+//! | a permission missing | 403 | `Bearer error="insufficient_scope", scope="<permission>"` | `insufficient_permission` |
+//! | keystore unavailable | 503 | — | `keystore_unavailable` |
+//!
+//! An unknown key id and a wrong secret answer the same `invalid_key`, byte for byte; the
+//! specific codes are told only to a caller that holds the right secret.
+
+pub mod auth;
+mod principal;
+mod rejection;
+pub mod require;
+mod verifier;
+
+#[cfg(feature = "axum")]
+mod extract;
+
+pub use auth::{ApiKeyAuth, ApiKeyLayer};
+pub use principal::Principal;
+pub use rejection::Rejection;
+pub use require::{RequirePermission, RequirePermissionLayer};
+pub use verifier::Verifier;
+
+/// The core crate, for everything not re-exported below.
+pub use latchkey_core;
+pub use latchkey_core::{
+    ApiKey, Env, Permission, PermissionSet, PrincipalInfo, Store, StoreConfig, VerifyError,
+};

@@ -1,0 +1,350 @@
+//! [`Rejection`]: a refused request as the response it becomes.
+//!
+//! Every body the layer sends is a `&'static str` built at compile time by [`problem!`], so
+//! a rejection costs no formatting and no allocation beyond the response itself. Only the
+//! 403 names a permission; [`RequirePermissionLayer`](crate::RequirePermissionLayer) builds
+//! that body once, when it is configured.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use latchkey_core::{Permission, VerifyError};
+
+/// The URI prefix of every problem `type`: `urn:latchkey:problem:<code>`.
+pub(crate) const PROBLEM_TYPE_PREFIX: &str = "urn:latchkey:problem:";
+
+/// An RFC 9457 body as a string literal.
+macro_rules! problem {
+    ($status:literal, $code:literal, $title:literal, $detail:literal) => {
+        concat!(
+            "{\"type\":\"urn:latchkey:problem:",
+            $code,
+            "\",\"title\":\"",
+            $title,
+            "\",\"status\":",
+            $status,
+            ",\"code\":\"",
+            $code,
+            "\",\"detail\":\"",
+            $detail,
+            "\"}"
+        )
+    };
+}
+
+/// Why the layer refused a request. Each reason has one static body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// No credentials at all.
+    Missing,
+    /// An `Authorization` header with another scheme, and no key elsewhere.
+    OtherScheme,
+    /// Several `Authorization` (or extra key) headers, or the same query parameter twice.
+    Several,
+    /// A key in more than one place (RFC 6750 §2: one method per request).
+    Ambiguous,
+    /// Longer than any key can be.
+    TooLong,
+    /// Bytes that are not UTF-8.
+    NotUtf8,
+    /// Not a well-formed key (checked offline, no store read).
+    Malformed,
+    /// This service does not accept keys of this environment.
+    RefusedEnv,
+    /// An unknown id or a wrong secret: the same answer, byte for byte.
+    Invalid,
+    /// The key is disabled.
+    Disabled,
+    /// The key is revoked.
+    Revoked,
+    /// The key has expired.
+    Expired,
+    /// The key's user is disabled.
+    UserDisabled,
+    /// The keystore could not answer.
+    Unavailable,
+}
+
+impl Reason {
+    /// The reason for a verifier's error.
+    pub(crate) fn of(error: &VerifyError) -> Reason {
+        match error {
+            VerifyError::Malformed(_) => Reason::Malformed,
+            VerifyError::Invalid => Reason::Invalid,
+            VerifyError::Disabled => Reason::Disabled,
+            VerifyError::Revoked => Reason::Revoked,
+            VerifyError::Expired => Reason::Expired,
+            VerifyError::UserDisabled => Reason::UserDisabled,
+            VerifyError::Unavailable(_) => Reason::Unavailable,
+            // A reason added to core later is refused, never let through.
+            _ => Reason::Invalid,
+        }
+    }
+
+    /// The stable code of PRODUCT.md.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Reason::Missing | Reason::OtherScheme => "missing_key",
+            Reason::Several
+            | Reason::Ambiguous
+            | Reason::TooLong
+            | Reason::NotUtf8
+            | Reason::Malformed
+            | Reason::RefusedEnv
+            | Reason::Invalid => "invalid_key",
+            Reason::Disabled => "key_disabled",
+            Reason::Revoked => "key_revoked",
+            Reason::Expired => "key_expired",
+            Reason::UserDisabled => "user_disabled",
+            Reason::Unavailable => "keystore_unavailable",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Reason::Missing => problem!(
+                401,
+                "missing_key",
+                "API key required",
+                "Send the key as `Authorization: Bearer <key>`."
+            ),
+            Reason::OtherScheme => problem!(
+                401,
+                "missing_key",
+                "API key required",
+                "The Authorization header must use the Bearer scheme: `Authorization: Bearer <key>`."
+            ),
+            Reason::Several => problem!(
+                401,
+                "invalid_key",
+                "Invalid API key",
+                "The key was sent more than once; send it once."
+            ),
+            Reason::Ambiguous => problem!(
+                401,
+                "invalid_key",
+                "Invalid API key",
+                "A key was sent in more than one place; send it in one."
+            ),
+            Reason::TooLong => problem!(
+                401,
+                "invalid_key",
+                "Invalid API key",
+                "The credential is longer than any API key."
+            ),
+            Reason::NotUtf8 => problem!(
+                401,
+                "invalid_key",
+                "Invalid API key",
+                "The credential is not valid UTF-8."
+            ),
+            Reason::Malformed => problem!(
+                401,
+                "invalid_key",
+                "Invalid API key",
+                "The credential is not a well-formed API key."
+            ),
+            Reason::RefusedEnv => problem!(
+                401,
+                "invalid_key",
+                "Invalid API key",
+                "This service does not accept keys of this environment."
+            ),
+            Reason::Invalid => problem!(
+                401,
+                "invalid_key",
+                "Invalid API key",
+                "The API key does not authenticate."
+            ),
+            Reason::Disabled => problem!(
+                401,
+                "key_disabled",
+                "API key disabled",
+                "The API key is disabled."
+            ),
+            Reason::Revoked => problem!(
+                401,
+                "key_revoked",
+                "API key revoked",
+                "The API key is revoked."
+            ),
+            Reason::Expired => problem!(
+                401,
+                "key_expired",
+                "API key expired",
+                "The API key has expired."
+            ),
+            Reason::UserDisabled => problem!(
+                401,
+                "user_disabled",
+                "User disabled",
+                "The API key's user is disabled."
+            ),
+            Reason::Unavailable => problem!(
+                503,
+                "keystore_unavailable",
+                "Keystore unavailable",
+                "The keystore cannot verify keys right now; retry later."
+            ),
+        }
+    }
+
+    /// The rejection, given the layer's two challenges.
+    pub(crate) fn rejection(self, challenges: &Challenges) -> Rejection {
+        let (status, challenge) = match self {
+            Reason::Missing | Reason::OtherScheme => {
+                (StatusCode::UNAUTHORIZED, Some(challenges.missing.clone()))
+            }
+            Reason::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
+            _ => (StatusCode::UNAUTHORIZED, Some(challenges.invalid.clone())),
+        };
+        Rejection {
+            status,
+            code: self.code(),
+            challenge,
+            body: Bytes::from_static(self.body().as_bytes()),
+        }
+    }
+}
+
+/// The two `WWW-Authenticate` values of a realm, built once.
+#[derive(Debug, Clone)]
+pub(crate) struct Challenges {
+    /// `Bearer realm="<realm>"`.
+    pub(crate) missing: HeaderValue,
+    /// `Bearer realm="<realm>", error="invalid_token"`.
+    pub(crate) invalid: HeaderValue,
+}
+
+impl Challenges {
+    /// # Panics
+    ///
+    /// When the realm holds a `"`, a `\` or a character that is not visible ASCII or a space.
+    pub(crate) fn new(realm: &str) -> Challenges {
+        assert!(
+            realm
+                .bytes()
+                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\'),
+            "a realm is visible ASCII or spaces, without `\"` or `\\`: {realm:?}"
+        );
+        let missing = format!("Bearer realm=\"{realm}\"");
+        let invalid = format!("Bearer realm=\"{realm}\", error=\"invalid_token\"");
+        Challenges {
+            missing: HeaderValue::try_from(missing).expect("checked above"),
+            invalid: HeaderValue::try_from(invalid).expect("checked above"),
+        }
+    }
+
+    /// The challenges of the default realm, `api`: also what the extractor and
+    /// `RequirePermission` answer when no layer authenticated the request.
+    pub(crate) fn default_realm() -> Challenges {
+        Challenges {
+            missing: HeaderValue::from_static("Bearer realm=\"api\""),
+            invalid: HeaderValue::from_static("Bearer realm=\"api\", error=\"invalid_token\""),
+        }
+    }
+}
+
+/// Why a request was refused, ready to become its response: 401, 403 or 503 with a
+/// `WWW-Authenticate` challenge (except 503) and an `application/problem+json` body (RFC 9457)
+/// holding `type`, `title`, `status`, `code` and `detail`.
+///
+/// With the `axum` feature it implements `IntoResponse`, so a handler can return it, for
+/// example from [`Principal::require`](crate::Principal::require) with `?`. Otherwise
+/// [`Rejection::into_http_response`] builds the response for any body that is `From<Bytes>`.
+///
+/// # Example
+///
+/// ```
+/// use latchkey_tower::Rejection;
+///
+/// let rejection = Rejection::missing_key();
+/// assert_eq!(rejection.status(), 401);
+/// assert_eq!(rejection.code(), "missing_key");
+/// let response = rejection.into_http_response::<bytes::Bytes>();
+/// assert_eq!(response.headers()["www-authenticate"], r#"Bearer realm="api""#);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    status: StatusCode,
+    code: &'static str,
+    challenge: Option<HeaderValue>,
+    body: Bytes,
+}
+
+impl Rejection {
+    /// 401 `missing_key` for the default realm `api`: what the extractor answers when no
+    /// layer authenticated the request.
+    pub fn missing_key() -> Rejection {
+        Reason::Missing.rejection(&Challenges::default_realm())
+    }
+
+    /// 403 `insufficient_permission`, with
+    /// `WWW-Authenticate: Bearer error="insufficient_scope", scope="<permission>"`.
+    pub fn insufficient_permission(permission: &Permission) -> Rejection {
+        // Permission strings are `[a-z0-9_.-:*]`: nothing to escape in a header or in JSON.
+        let permission = permission.as_str();
+        let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{permission}\"");
+        let body = format!(
+            "{{\"type\":\"{PROBLEM_TYPE_PREFIX}insufficient_permission\",\
+             \"title\":\"Insufficient permission\",\"status\":403,\
+             \"code\":\"insufficient_permission\",\
+             \"detail\":\"This key lacks the permission `{permission}`.\",\
+             \"permission\":\"{permission}\"}}"
+        );
+        Rejection {
+            status: StatusCode::FORBIDDEN,
+            code: "insufficient_permission",
+            challenge: Some(HeaderValue::try_from(challenge).expect("permissions are header-safe")),
+            body: Bytes::from(body),
+        }
+    }
+
+    /// 403 `insufficient_permission` without a `scope`: the permission asked for is not a
+    /// valid permission string.
+    pub(crate) fn insufficient_permission_unnamed() -> Rejection {
+        Rejection {
+            status: StatusCode::FORBIDDEN,
+            code: "insufficient_permission",
+            challenge: Some(HeaderValue::from_static(
+                "Bearer error=\"insufficient_scope\"",
+            )),
+            body: Bytes::from_static(
+                problem!(
+                    403,
+                    "insufficient_permission",
+                    "Insufficient permission",
+                    "This key lacks a permission this route requires."
+                )
+                .as_bytes(),
+            ),
+        }
+    }
+
+    /// The HTTP status: 401, 403 or 503.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code: `missing_key`, `invalid_key`, `key_disabled`, `key_revoked`,
+    /// `key_expired`, `user_disabled`, `insufficient_permission` or `keystore_unavailable`.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The response, for any body type that can be made from [`Bytes`] (axum's `Body`,
+    /// `http_body_util::Full<Bytes>`, `String`-like test bodies…).
+    pub fn into_http_response<B: From<Bytes>>(self) -> Response<B> {
+        let mut response = Response::new(B::from(self.body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(challenge) = self.challenge {
+            headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}

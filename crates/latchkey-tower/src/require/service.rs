@@ -1,0 +1,105 @@
+//! [`RequirePermission`]: the service that checks the principal's permission.
+
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use latchkey_core::Principal;
+use tower::Service;
+
+use super::future::ResponseFuture;
+use super::layer::RequirePermissionLayer;
+use crate::rejection::Rejection;
+
+/// Passes a request on only when its principal holds the permission; made by
+/// [`RequirePermissionLayer`].
+///
+/// # Example
+///
+/// ```
+/// use latchkey_tower::RequirePermission;
+/// use tower::service_fn;
+///
+/// let service = RequirePermission::new(
+///     service_fn(|_req: http::Request<()>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
+///     }),
+///     "orders:write",
+/// );
+/// # let _ = service;
+/// ```
+///
+/// # Rejections
+///
+/// `Ok(response)`: 403 `insufficient_permission`, or 401 `missing_key` without a
+/// principal. See the [module docs](crate::require).
+#[derive(Clone, Debug)]
+pub struct RequirePermission<S> {
+    inner: S,
+    layer: RequirePermissionLayer,
+}
+
+impl<S> RequirePermission<S> {
+    /// Wraps `inner`, requiring `permission`.
+    ///
+    /// # Panics
+    ///
+    /// When `permission` is not a valid permission string.
+    pub fn new(inner: S, permission: &str) -> Self {
+        Self::from_parts(inner, RequirePermissionLayer::new(permission))
+    }
+
+    /// The layer requiring `permission`: the same as [`RequirePermissionLayer::new`].
+    ///
+    /// # Panics
+    ///
+    /// When `permission` is not a valid permission string.
+    pub fn layer(permission: &str) -> RequirePermissionLayer {
+        RequirePermissionLayer::new(permission)
+    }
+
+    pub(super) fn from_parts(inner: S, layer: RequirePermissionLayer) -> Self {
+        RequirePermission { inner, layer }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequirePermission<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The check is synchronous, so the inner service made ready by `poll_ready` is called
+        // right here: no clone is needed.
+        match request.extensions().get::<Principal>() {
+            Some(principal) if principal.allows(self.layer.permission()) => {
+                ResponseFuture::calling(self.inner.call(request))
+            }
+            Some(_) => ResponseFuture::rejected(self.layer.forbidden()),
+            None => ResponseFuture::rejected(Rejection::missing_key()),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The [`Verifier`] trait: from a parsed key to a [`Principal`], possibly asynchronously.
+
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+
+use latchkey_core::{ApiKey, Principal, Store, VerifyError};
+
+/// Turns a presented, well-formed key into the [`Principal`] it authenticates as.
+///
+/// [`ApiKeyLayer`](crate::ApiKeyLayer) parses the key first (a malformed key never reaches
+/// a verifier), then calls `verify` and polls the returned future once, in place. A future
+/// that is ready at once (a [`Store`]'s) completes the whole authentication inside
+/// `Service::call`: no allocation, no clone of the inner service. A future that is not
+/// ready (a remote verifier's network call) is moved into the response future and driven
+/// from there. That is why [`Verifier::Future`] is `Unpin`: box a future that is not.
+///
+/// Implemented by:
+/// - [`Store`]: its `verify_key` is synchronous, reads only memory or sled's page cache and
+///   takes about a microsecond, so it runs inline: a `spawn_blocking` per request would cost
+///   more than the verification.
+/// - closures `Fn(&ApiKey) -> impl Future<Output = Result<Principal, VerifyError>>`, whose
+///   future is boxed (tests, adapters).
+///
+/// The trait is dyn-compatible once the future type is fixed, for example
+/// `Box<dyn Verifier<Future = Pin<Box<dyn Future<Output = …> + Send>>>>`; the layer already
+/// holds its verifier in an `Arc`, so a plain value is what it needs.
+///
+/// # Example
+///
+/// ```
+/// use latchkey_tower::{ApiKey, ApiKeyLayer, VerifyError};
+///
+/// // Refuses every key: a closure is a verifier.
+/// let layer = ApiKeyLayer::new(|_key: &ApiKey| {
+///     let owned = ();
+///     async move {
+///         let () = owned;
+///         Err(VerifyError::Invalid)
+///     }
+/// });
+/// # let _ = layer;
+/// ```
+pub trait Verifier: Send + Sync + 'static {
+    /// The verification in progress.
+    type Future: Future<Output = Result<Principal, VerifyError>> + Send + Unpin + 'static;
+
+    /// Verifies `key`: [`VerifyError::Unavailable`] becomes a 503, every other error a 401.
+    fn verify(&self, key: &ApiKey) -> Self::Future;
+}
+
+impl Verifier for Store {
+    type Future = Ready<Result<Principal, VerifyError>>;
+
+    fn verify(&self, key: &ApiKey) -> Self::Future {
+        ready(self.verify_key(key))
+    }
+}
+
+/// The boxed future of a closure verifier.
+type BoxVerifyFuture = Pin<Box<dyn Future<Output = Result<Principal, VerifyError>> + Send>>;
+
+impl<F, Fut> Verifier for F
+where
+    F: Fn(&ApiKey) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Principal, VerifyError>> + Send + 'static,
+{
+    type Future = BoxVerifyFuture;
+
+    fn verify(&self, key: &ApiKey) -> Self::Future {
+        Box::pin(self(key))
+    }
+}
