@@ -3,6 +3,7 @@
 //!
 //! Run with `cargo bench -p latchkey-core --bench core`. Targets on a 2-core machine: warm
 //! verify ≤ 1 µs, cold ≤ 15 µs, cold at 1M within 2× of 10k, malformed rejection ≤ 100 ns.
+//! `LATCHKEY_BENCH_SLED_CACHE_MIB=N` sets sled's page cache for the cold runs (default 16).
 
 mod support;
 
