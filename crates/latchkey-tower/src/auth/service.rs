@@ -54,7 +54,11 @@ impl<S, V: Verifier> ApiKeyAuth<S, V> {
     pub fn new(inner: S, verifier: V) -> Self {
         Self::from_parts(inner, ApiKeyLayer::new(verifier))
     }
+}
 
+// In its own impl so that `ApiKeyAuth::layer(..)` infers the service type, as `HashMap::new`
+// infers its hasher.
+impl<V: Verifier> ApiKeyAuth<(), V> {
     /// The layer, to configure and apply to services: the same as [`ApiKeyLayer::new`].
     pub fn layer(verifier: V) -> ApiKeyLayer<V> {
         ApiKeyLayer::new(verifier)
@@ -168,8 +172,8 @@ where
                 // The service that `poll_ready` made ready goes into the future, which calls
                 // it once the verifier answers; `self` keeps a clone that has not been polled.
                 // See https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
-                let clone = self.inner.clone();
-                let inner = mem::replace(&mut self.inner, clone);
+                let mut inner = self.inner.clone();
+                mem::swap(&mut self.inner, &mut inner);
                 ResponseFuture::verifying(
                     verify,
                     request,
