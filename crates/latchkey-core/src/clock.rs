@@ -9,6 +9,12 @@ use time::{Duration, OffsetDateTime};
 pub trait Clock: Send + Sync + Debug + 'static {
     /// The current time, in UTC.
     fn now(&self) -> OffsetDateTime;
+
+    /// The current time as nanoseconds since the Unix epoch: what the verification hot path
+    /// needs (expiry, last use), without a calendar conversion.
+    fn unix_nanos(&self) -> i128 {
+        self.now().unix_timestamp_nanos()
+    }
 }
 
 /// The system clock.
@@ -18,6 +24,11 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
+    }
+
+    fn unix_nanos(&self) -> i128 {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.map_or(0, |d| d.as_nanos() as i128)
     }
 }
 

@@ -221,7 +221,9 @@ impl fmt::Display for PublicId {
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
-    text: String,
+    /// The key's bytes, then zeros: a fixed array, so parsing does not allocate.
+    text: [u8; MAX_KEY_LEN],
+    len: u8,
     env: Env,
     id: PublicId,
     /// Where the id starts: the prefix is `text[..id_at - 6]`.
@@ -242,26 +244,24 @@ impl ApiKey {
         text.push('_');
         text.push_str(env.as_str());
         text.push('_');
-        let id_at = text.len();
         text.push_str(&id);
         text.push('_');
         text.push_str(&secret);
         let sum = checksum(text.as_bytes());
         text.push_str(std::str::from_utf8(&sum).expect("base62 is ASCII"));
-        let id = PublicId::parse(&id).expect("generated ids are base62");
-        ApiKey {
-            text,
-            env,
-            id,
-            id_at,
-        }
+        ApiKey::parse(&text).expect("a generated key parses")
     }
 
     /// Parses a presented key strictly: lengths, alphabet, environment and checksum.
     ///
-    /// Never panics, never allocates for a rejected key, and touches no store.
+    /// Never panics, never allocates, and touches no store.
     pub fn parse(text: &str) -> Result<ApiKey, ParseError> {
-        let bytes = text.as_bytes();
+        ApiKey::parse_bytes(text.as_bytes())
+    }
+
+    /// [`ApiKey::parse`] for raw bytes, such as a header value: no UTF-8 check is needed
+    /// first, since a key is ASCII and anything else is rejected.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<ApiKey, ParseError> {
         if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&bytes.len()) {
             return Err(ParseError::Length);
         }
@@ -294,17 +294,25 @@ impl ApiKey {
             return Err(ParseError::Checksum);
         }
         let id = PublicId(id.try_into().map_err(|_| ParseError::Shape)?);
+        let mut text = [0u8; MAX_KEY_LEN];
+        text[..bytes.len()].copy_from_slice(bytes);
         Ok(ApiKey {
-            text: text.to_owned(),
+            text,
+            len: bytes.len() as u8,
             env,
             id,
             id_at: prefix_len + 6,
         })
     }
 
+    /// The key's text. Parsing checked it is ASCII.
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
+    }
+
     /// The store prefix, `lk` in `lk_live_…`.
     pub fn prefix(&self) -> &str {
-        &self.text[..self.id_at - 6]
+        &self.text()[..self.id_at - 6]
     }
 
     /// The environment.
@@ -319,18 +327,18 @@ impl ApiKey {
 
     /// `<prefix>_<env>_<id>`: safe to show in lists and logs.
     pub fn display_prefix(&self) -> &str {
-        &self.text[..self.id_at + ID_LEN]
+        &self.text()[..self.id_at + ID_LEN]
     }
 
     /// The secret part, without the checksum. Only the store's hashing should need it.
     pub fn secret(&self) -> &str {
         let start = self.id_at + ID_LEN + 1;
-        &self.text[start..start + SECRET_LEN]
+        &self.text()[start..start + SECRET_LEN]
     }
 
     /// The full key text. Show it once, at creation; never log it.
     pub fn expose(&self) -> &str {
-        &self.text
+        self.text()
     }
 }
 

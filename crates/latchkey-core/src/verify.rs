@@ -4,12 +4,12 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::hash::SecretHash;
 use crate::key::{Env, ParseError, PublicId};
 use crate::permission::{Permission, PermissionSet};
+use crate::store::KeyUsage;
 
 /// Who a request authenticated as: the key, its user, and what it may do.
 ///
@@ -136,13 +136,15 @@ impl VerifyError {
 #[derive(Debug)]
 pub(crate) struct Resolved {
     pub(crate) hash: SecretHash,
-    pub(crate) key_id: Uuid,
     pub(crate) enabled: bool,
     pub(crate) revoked: bool,
-    pub(crate) expires_at: Option<OffsetDateTime>,
+    /// Unix nanoseconds.
+    pub(crate) expires_at: Option<i128>,
     /// `false` also when the user no longer exists.
     pub(crate) user_enabled: bool,
     pub(crate) principal: Principal,
+    /// Where successful verifications are counted, without a lock.
+    pub(crate) usage: Arc<KeyUsage>,
 }
 
 impl Resolved {
@@ -151,14 +153,14 @@ impl Resolved {
     pub(crate) fn check(
         &self,
         presented: &SecretHash,
-        now: OffsetDateTime,
+        now_nanos: i128,
     ) -> Result<&Principal, VerifyError> {
         if !self.hash.matches(presented) {
             return Err(VerifyError::Invalid);
         }
         if self.revoked {
             Err(VerifyError::Revoked)
-        } else if self.expires_at.is_some_and(|at| at <= now) {
+        } else if self.expires_at.is_some_and(|at| at <= now_nanos) {
             Err(VerifyError::Expired)
         } else if !self.enabled {
             Err(VerifyError::Disabled)

@@ -343,7 +343,7 @@ impl Store {
         let (user_enabled, user) = match user {
             Some(user) => (user.enabled, user),
             // Deleting a user revokes its keys; a missing user authenticates nobody.
-            None => return Ok(Some(unusable(record))),
+            None => return Ok(Some(self.unusable(record))),
         };
         let mut groups = Vec::with_capacity(user.groups.len());
         for id in &user.groups {
@@ -366,13 +366,37 @@ impl Store {
         });
         Ok(Some(Resolved {
             hash: SecretHash::from_bytes(record.hash),
-            key_id: record.id,
             enabled: record.enabled,
             revoked: record.revoked_at.is_some(),
-            expires_at: record.expires_at,
+            expires_at: record.expires_at.map(OffsetDateTime::unix_timestamp_nanos),
             user_enabled,
+            usage: self.inner.usage.handle(record.id),
             principal,
         }))
+    }
+
+    /// A key whose user is gone: it matches its secret but never authenticates.
+    fn unusable(&self, record: KeyRecord) -> Resolved {
+        let principal = Principal::new(PrincipalInfo {
+            key_id: record.id,
+            prefix: record.prefix,
+            key_name: record.name,
+            env: record.env,
+            user_id: record.user_id,
+            user_name: String::new(),
+            tenant_id: None,
+            organization_id: None,
+            permissions: PermissionSet::new(),
+        });
+        Resolved {
+            hash: SecretHash::from_bytes(record.hash),
+            enabled: record.enabled,
+            revoked: true,
+            expires_at: record.expires_at.map(OffsetDateTime::unix_timestamp_nanos),
+            user_enabled: false,
+            usage: self.inner.usage.handle(record.id),
+            principal,
+        }
     }
 
     /// Counts keys by status, users and groups.
@@ -393,30 +417,6 @@ impl Store {
         stats.users = self.inner.db.scan_prefix(layout::USERS).count() as u64;
         stats.groups = self.inner.db.scan_prefix(layout::GROUPS).count() as u64;
         Ok(stats)
-    }
-}
-
-/// A key whose user is gone: it matches its secret but never authenticates.
-fn unusable(record: KeyRecord) -> Resolved {
-    let principal = Principal::new(PrincipalInfo {
-        key_id: record.id,
-        prefix: record.prefix,
-        key_name: record.name,
-        env: record.env,
-        user_id: record.user_id,
-        user_name: String::new(),
-        tenant_id: None,
-        organization_id: None,
-        permissions: PermissionSet::new(),
-    });
-    Resolved {
-        hash: SecretHash::from_bytes(record.hash),
-        key_id: record.id,
-        enabled: record.enabled,
-        revoked: true,
-        expires_at: record.expires_at,
-        user_enabled: false,
-        principal,
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 
 pub use keys::Stats;
 pub use query::{KeyQuery, KeySort, Page, SortField};
+pub(crate) use usage::KeyUsage;
 
 use crate::actor::Actor;
 use crate::audit::{self, AuditEvent, ChainBreak};
@@ -352,9 +353,9 @@ impl Store {
         if entry.principal.env != key.env() {
             return Err(VerifyError::Invalid);
         }
-        let now = inner.clock.now();
+        let now = inner.clock.unix_nanos();
         let principal = entry.check(&presented, now)?.clone();
-        inner.usage.record(entry.key_id, now);
+        entry.usage.record(now);
         Ok(principal)
     }
 

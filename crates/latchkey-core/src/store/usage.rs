@@ -6,7 +6,8 @@
 //! change, which is flushed before it is acknowledged).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -30,17 +31,69 @@ impl Usage {
     }
 }
 
-/// Counts not yet persisted. One short critical section per successful verification.
+/// Counts of one key not yet persisted: atomics, so the hot path takes no lock.
+#[derive(Debug)]
+pub(crate) struct KeyUsage {
+    count: AtomicU64,
+    /// Unix nanoseconds of the last use; `i64::MIN` for none since the last flush.
+    last_used: AtomicI64,
+}
+
+impl Default for KeyUsage {
+    fn default() -> Self {
+        KeyUsage {
+            count: AtomicU64::new(0),
+            last_used: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl KeyUsage {
+    /// Counts one successful verification at `at` (Unix nanoseconds).
+    pub(crate) fn record(&self, at: i128) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.record_time(at);
+    }
+
+    fn read(&self) -> Usage {
+        to_usage(
+            self.count.load(Ordering::Relaxed),
+            self.last_used.load(Ordering::Relaxed),
+        )
+    }
+
+    fn take(&self) -> Usage {
+        to_usage(
+            self.count.swap(0, Ordering::Relaxed),
+            self.last_used.swap(i64::MIN, Ordering::Relaxed),
+        )
+    }
+}
+
+fn to_usage(count: u64, last_used: i64) -> Usage {
+    let last_used_at = (last_used != i64::MIN)
+        .then(|| OffsetDateTime::from_unix_timestamp_nanos(i128::from(last_used)).ok())
+        .flatten();
+    Usage {
+        count,
+        last_used_at,
+    }
+}
+
+/// Every key's counters not yet persisted. The map's lock is taken when a key enters the
+/// verify cache and at flush, never per verification: a cached entry holds its counters.
 #[derive(Debug, Default)]
-pub(crate) struct UsageBuffer(Mutex<HashMap<Uuid, Usage>>);
+pub(crate) struct UsageBuffer(Mutex<HashMap<Uuid, Arc<KeyUsage>>>);
 
 impl UsageBuffer {
-    pub(crate) fn record(&self, key: Uuid, at: OffsetDateTime) {
-        let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        pending.entry(key).or_default().add(Usage {
-            count: 1,
-            last_used_at: Some(at),
-        });
+    /// The counters of a key, made on first use.
+    pub(crate) fn handle(&self, key: Uuid) -> Arc<KeyUsage> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .clone()
     }
 
     pub(crate) fn pending(&self, key: Uuid) -> Usage {
@@ -48,19 +101,41 @@ impl UsageBuffer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            .copied()
+            .map(|u| u.read())
             .unwrap_or_default()
     }
 
+    /// Takes every key's figures, and forgets counters that nothing else holds and that
+    /// counted nothing, so the map does not grow with every key ever used.
     fn take(&self) -> HashMap<Uuid, Usage> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut taken = HashMap::new();
+        all.retain(|key, usage| {
+            let figures = usage.take();
+            if figures.count > 0 {
+                taken.insert(*key, figures);
+            }
+            figures.count > 0 || Arc::strong_count(usage) > 1
+        });
+        taken
     }
 
     fn restore(&self, figures: HashMap<Uuid, Usage>) {
-        let mut pending = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for (key, usage) in figures {
-            pending.entry(key).or_default().add(usage);
+            let counters = all.entry(key).or_default();
+            counters.count.fetch_add(usage.count, Ordering::Relaxed);
+            if let Some(at) = usage.last_used_at {
+                counters.record_time(at.unix_timestamp_nanos());
+            }
         }
+    }
+}
+
+impl KeyUsage {
+    fn record_time(&self, at: i128) {
+        self.last_used
+            .fetch_max(i64::try_from(at).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 }
 
