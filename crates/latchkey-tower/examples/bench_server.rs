@@ -1,1 +1,3 @@
+//! The benchmark server of `bench/layer.sh` (being written).
+
 fn main() {}

@@ -54,7 +54,11 @@ impl<S, V: Verifier> ApiKeyAuth<S, V> {
     pub fn new(inner: S, verifier: V) -> Self {
         Self::from_parts(inner, ApiKeyLayer::new(verifier))
     }
+}
 
+// In its own impl so that `ApiKeyAuth::layer(..)` infers the service type, as `HashMap::new`
+// infers its hasher.
+impl<V: Verifier> ApiKeyAuth<(), V> {
     /// The layer, to configure and apply to services: the same as [`ApiKeyLayer::new`].
     pub fn layer(verifier: V) -> ApiKeyLayer<V> {
         ApiKeyLayer::new(verifier)

@@ -49,15 +49,6 @@ impl<S> RequirePermission<S> {
         Self::from_parts(inner, RequirePermissionLayer::new(permission))
     }
 
-    /// The layer requiring `permission`: the same as [`RequirePermissionLayer::new`].
-    ///
-    /// # Panics
-    ///
-    /// When `permission` is not a valid permission string.
-    pub fn layer(permission: &str) -> RequirePermissionLayer {
-        RequirePermissionLayer::new(permission)
-    }
-
     pub(super) fn from_parts(inner: S, layer: RequirePermissionLayer) -> Self {
         RequirePermission { inner, layer }
     }
@@ -75,6 +66,19 @@ impl<S> RequirePermission<S> {
     /// The inner service, unwrapped.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+}
+
+// In its own impl so that `RequirePermission::layer(..)` infers the service type, as
+// `HashMap::new` infers its hasher.
+impl RequirePermission<()> {
+    /// The layer requiring `permission`: the same as [`RequirePermissionLayer::new`].
+    ///
+    /// # Panics
+    ///
+    /// When `permission` is not a valid permission string.
+    pub fn layer(permission: &str) -> RequirePermissionLayer {
+        RequirePermissionLayer::new(permission)
     }
 }
 

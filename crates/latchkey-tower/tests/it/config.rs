@@ -1,0 +1,149 @@
+use axum::body::Body;
+use axum::http::Request;
+use latchkey_tower::{ApiKeyLayer, Env};
+
+use crate::support::*;
+
+fn with_header(path: &str, name: &str, value: &str) -> Request<Body> {
+    Request::get(path)
+        .header(name, value)
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_extra_header_is_read_only_when_configured() {
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let key = key.secret.expose();
+    let plain = app(fx.layer());
+    send(&plain, with_header("/orders", "x-api-key", key))
+        .await
+        .assert_missing();
+    let app = app(fx.layer().header("X-API-Key"));
+    send(&app, with_header("/orders", "x-api-key", key))
+        .await
+        .assert_ok();
+    send(&app, get_with("/orders", key)).await.assert_ok();
+    // Both at once: one method per request (RFC 6750 §2).
+    let both = Request::get("/orders")
+        .header("authorization", format!("Bearer {key}"))
+        .header("x-api-key", key)
+        .body(Body::empty())
+        .unwrap();
+    send(&app, both).await.assert_invalid("invalid_key");
+}
+
+#[tokio::test]
+async fn the_query_string_is_read_only_when_enabled() {
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let key = key.secret.expose();
+    let uri = format!("/orders?page=2&api_key={key}");
+    send(&app(fx.layer()), get(&uri)).await.assert_missing();
+    let app = app(fx.layer().allow_query_param("api_key"));
+    send(&app, get(&uri)).await.assert_ok();
+    send(&app, get("/orders?api_key=nope"))
+        .await
+        .assert_invalid("invalid_key");
+    send(&app, get(&format!("/orders?api_key={key}&api_key={key}")))
+        .await
+        .assert_invalid("invalid_key");
+    send(&app, get_with(&uri, key))
+        .await
+        .assert_invalid("invalid_key");
+}
+
+#[tokio::test]
+async fn hide_credentials_strips_the_key_before_the_inner_service() {
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &[]);
+    let key = key.secret.expose();
+    let layer = || fx.layer().header("x-api-key").allow_query_param("api_key");
+
+    let shown = app(layer());
+    let seen = send(&shown, get_with("/echo", key)).await.assert_ok();
+    assert_eq!(seen["authorization"], format!("Bearer {key}"));
+
+    let hidden = app(layer().hide_credentials(true));
+    let seen = send(&hidden, get_with("/echo", key)).await.assert_ok();
+    assert_eq!(seen["authorization"], serde_json::Value::Null);
+    let seen = send(&hidden, with_header("/echo", "x-api-key", key))
+        .await
+        .assert_ok();
+    assert_eq!(seen["x_api_key"], serde_json::Value::Null);
+    let seen = send(&hidden, get(&format!("/echo?a=1&api_key={key}&b=2")))
+        .await
+        .assert_ok();
+    assert_eq!(seen["uri"], "/echo?a=1&b=2");
+    let seen = send(&hidden, get(&format!("/echo?api_key={key}")))
+        .await
+        .assert_ok();
+    assert_eq!(seen["uri"], "/echo");
+}
+
+#[tokio::test]
+async fn a_service_can_refuse_test_keys() {
+    let fx = Fixture::new();
+    let user = fx.user("reader", &["orders:read"]);
+    let live = fx.key_with(new_key(&user, Env::Live));
+    let test = fx.key_with(new_key(&user, Env::Test));
+    let live_only = app(fx.layer().refuse_test_keys());
+    send(&live_only, get_with("/orders", live.secret.expose()))
+        .await
+        .assert_ok();
+    send(&live_only, get_with("/orders", test.secret.expose()))
+        .await
+        .assert_invalid("invalid_key");
+    let test_only = app(fx.layer().accept_envs([Env::Test]));
+    send(&test_only, get_with("/orders", test.secret.expose()))
+        .await
+        .assert_ok();
+    send(&test_only, get_with("/orders", live.secret.expose()))
+        .await
+        .assert_invalid("invalid_key");
+}
+
+#[tokio::test]
+async fn public_paths_skip_authentication() {
+    let fx = Fixture::new();
+    let app = app(fx.layer().public_paths(["/health", "/ech*"]));
+    let reply = send(&app, get("/health")).await;
+    assert_eq!(reply.assert_ok()["authenticated"], false);
+    send(&app, get("/echo")).await.assert_ok();
+    send(&app, get("/orders")).await.assert_missing();
+    send(&app, get("/health/more")).await.assert_missing();
+}
+
+#[tokio::test]
+async fn the_default_realm_is_api() {
+    let fx = Fixture::new();
+    let app = app(ApiKeyLayer::new(fx.store.clone()));
+    send(&app, get("/orders")).await.assert_refused(
+        401,
+        Some(r#"Bearer realm="api""#),
+        "missing_key",
+    );
+    send(&app, get_with("/orders", "nope"))
+        .await
+        .assert_refused(
+            401,
+            Some(r#"Bearer realm="api", error="invalid_token""#),
+            "invalid_key",
+        );
+}
+
+#[test]
+#[should_panic(expected = "realm")]
+fn a_realm_with_a_quote_is_refused() {
+    let fx = Fixture::new();
+    let _ = fx.layer().realm("a\"b");
+}
+
+#[test]
+fn the_layer_s_debug_shows_no_key_material() {
+    let fx = Fixture::new();
+    let debug = format!("{:?}", fx.layer().header("x-api-key"));
+    assert!(debug.contains("Store"), "{debug}");
+    assert!(debug.contains("x-api-key"), "{debug}");
+}

@@ -1,0 +1,74 @@
+//! Hostile or broken requests get a clear 401, never a panic or a 500.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Request};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn several_authorization_headers_are_refused() {
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let value = format!("Bearer {}", key.secret.expose());
+    let app = app(fx.layer().header("x-api-key"));
+    let request = Request::get("/orders")
+        .header("authorization", &value)
+        .header("authorization", &value)
+        .body(Body::empty())
+        .unwrap();
+    send(&app, request).await.assert_invalid("invalid_key");
+    let request = Request::get("/orders")
+        .header("x-api-key", key.secret.expose())
+        .header("x-api-key", key.secret.expose())
+        .body(Body::empty())
+        .unwrap();
+    send(&app, request).await.assert_invalid("invalid_key");
+}
+
+#[tokio::test]
+async fn a_non_utf8_value_is_refused() {
+    let fx = Fixture::new();
+    let app = app(fx.layer().header("x-api-key"));
+    let mut bytes = b"Bearer lk_live_".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe, 0x80]);
+    let request = Request::get("/orders")
+        .header("authorization", HeaderValue::from_bytes(&bytes).unwrap())
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&app, request).await;
+    reply.assert_invalid("invalid_key");
+    assert_eq!(reply.json()["detail"], "The credential is not valid UTF-8.");
+    let request = Request::get("/orders")
+        .header("x-api-key", HeaderValue::from_bytes(&bytes[7..]).unwrap())
+        .body(Body::empty())
+        .unwrap();
+    send(&app, request).await.assert_invalid("invalid_key");
+}
+
+#[tokio::test]
+async fn a_64_kib_value_is_refused() {
+    let fx = Fixture::new();
+    let app = app(fx.layer().header("x-api-key").allow_query_param("k"));
+    let huge = "A".repeat(64 * 1024);
+    let reply = send(&app, get_with("/orders", &huge)).await;
+    reply.assert_invalid("invalid_key");
+    assert_eq!(
+        reply.json()["detail"],
+        "The credential is longer than any API key."
+    );
+    let request = Request::get("/orders")
+        .header("x-api-key", &huge)
+        .body(Body::empty())
+        .unwrap();
+    send(&app, request).await.assert_invalid("invalid_key");
+    // A URI is at most 64 KiB in all (http's limit).
+    send(&app, get(&format!("/orders?k={}", &huge[..60 * 1024])))
+        .await
+        .assert_invalid("invalid_key");
+    // A huge header with another scheme is simply not a key.
+    let request = Request::get("/orders")
+        .header("authorization", format!("Basic {huge}"))
+        .body(Body::empty())
+        .unwrap();
+    send(&app, request).await.assert_missing();
+}

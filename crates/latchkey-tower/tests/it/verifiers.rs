@@ -1,0 +1,130 @@
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use latchkey_tower::latchkey_core::{Actor, Principal};
+use latchkey_tower::{ApiKey, ApiKeyLayer, Store, VerifyError};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::support::*;
+
+type Verifying = std::pin::Pin<Box<dyn Future<Output = Result<Principal, VerifyError>> + Send>>;
+
+/// A verifier that answers only on its second poll, as a remote one would.
+fn pending_verifier(store: Store) -> impl Fn(&ApiKey) -> Verifying + Send + Sync + 'static {
+    move |key: &ApiKey| {
+        let store = store.clone();
+        let key = key.clone();
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            store.verify_key(&key)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_verifier_that_is_not_ready_at_once() {
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let app = app(ApiKeyLayer::new(pending_verifier(fx.store.clone())).realm(REALM));
+    let reply = send(&app, get_with("/orders", key.secret.expose())).await;
+    assert_eq!(reply.assert_ok()["user"], "reader");
+    send(&app, post_with("/orders", key.secret.expose()))
+        .await
+        .assert_forbidden("orders:write");
+    fx.store.revoke_key(&Actor::system(), key.key.id).unwrap();
+    send(&app, get_with("/orders", key.secret.expose()))
+        .await
+        .assert_invalid("key_revoked");
+}
+
+#[tokio::test]
+async fn an_unavailable_keystore_is_503_never_401() {
+    let layer = ApiKeyLayer::new(|_: &ApiKey| async {
+        Err(VerifyError::Unavailable("disk on fire".into()))
+    })
+    .realm(REALM);
+    let app = app(layer);
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let reply = send(&app, get_with("/orders", key.secret.expose())).await;
+    reply.assert_refused(503, None, "keystore_unavailable");
+    // The cause goes to the logs, not to the client.
+    assert!(!String::from_utf8_lossy(&reply.body).contains("disk"));
+    // A malformed key is still refused offline, without asking the verifier.
+    send(&app, get_with("/orders", "nope"))
+        .await
+        .assert_invalid("invalid_key");
+}
+
+/// A service that counts its clones.
+#[derive(Debug)]
+struct Counting(Arc<AtomicUsize>);
+
+impl Clone for Counting {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Counting(self.0.clone())
+    }
+}
+
+impl Service<Request<Body>> for Counting {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let status = if request
+            .extensions()
+            .get::<latchkey_tower::latchkey_core::Principal>()
+            .is_some()
+        {
+            200
+        } else {
+            500
+        };
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = status.try_into().unwrap();
+        std::future::ready(Ok(response))
+    }
+}
+
+#[tokio::test]
+async fn a_store_authenticates_without_cloning_the_inner_service() {
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &[]);
+    let clones = Arc::new(AtomicUsize::new(0));
+
+    let mut service = fx.layer().layer(Counting(clones.clone()));
+    for _ in 0..3 {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(get_with("/", key.secret.expose()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(clones.load(Ordering::SeqCst), 0);
+
+    // A pending verifier moves the ready service into the future and keeps a clone.
+    let mut service =
+        ApiKeyLayer::new(pending_verifier(fx.store.clone())).layer(Counting(clones.clone()));
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(get_with("/", key.secret.expose()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(clones.load(Ordering::SeqCst), 1);
+}

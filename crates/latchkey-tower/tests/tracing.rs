@@ -1,0 +1,79 @@
+//! What tracing records: the display prefix, ids and outcome, never the secret.
+//!
+//! Its own test binary with a global subscriber: callsite interest is process-wide, and a
+//! scoped subscriber racing with other tests' threads can miss events.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use latchkey_tower::latchkey_core::Actor;
+use tracing_subscriber::fmt::MakeWriter;
+
+#[path = "it/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use support::*;
+
+/// Everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_span_names_the_key_and_never_holds_the_secret() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let fx = Fixture::new();
+    let (user, key) = fx.key_for("reader", &["orders:read"]);
+    let app = app(fx.layer());
+    send(&app, get_with("/orders", key.secret.expose()))
+        .await
+        .assert_ok();
+    send(&app, get_with("/orders", &with_wrong_secret(&key.secret)))
+        .await
+        .assert_invalid("invalid_key");
+    fx.store.revoke_key(&Actor::system(), key.key.id).unwrap();
+    send(&app, get_with("/orders", key.secret.expose()))
+        .await
+        .assert_invalid("key_revoked");
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("api key accepted"), "{logs}");
+    assert!(
+        logs.contains(&format!("prefix=\"{}\"", key.secret.display_prefix())),
+        "{logs}"
+    );
+    assert!(logs.contains(&format!("key_id={}", key.key.id)), "{logs}");
+    assert!(logs.contains(&format!("user_id={}", user.id)), "{logs}");
+    assert!(logs.contains("outcome=\"invalid_key\""), "{logs}");
+    assert!(logs.contains("outcome=\"key_revoked\""), "{logs}");
+    assert!(
+        !logs.contains(key.secret.secret()),
+        "the secret was logged: {logs}"
+    );
+}

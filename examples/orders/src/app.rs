@@ -1,0 +1,135 @@
+//! The routes: what an app guarded by latchkey looks like.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use latchkey_tower::{ApiKeyLayer, Principal, RequirePermission, Store};
+use serde::{Deserialize, Serialize};
+
+/// An order, kept in memory: the point is the keys, not the orders.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Order {
+    id: u64,
+    item: String,
+    quantity: u32,
+    /// The user whose key created it.
+    created_by: String,
+    /// The display prefix of that key, never the key.
+    key: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct NewOrder {
+    item: String,
+    quantity: u32,
+}
+
+type Orders = Arc<Mutex<Vec<Order>>>;
+
+/// The app: every `/orders` route behind the layer, each method behind its permission;
+/// `/health` is added after the layer, so it is public.
+pub(crate) fn app(store: Store) -> Router {
+    let orders: Orders = Arc::default();
+    Router::new()
+        .route(
+            "/orders",
+            get(list_orders).route_layer(RequirePermission::layer("orders:read")),
+        )
+        .route(
+            "/orders",
+            post(create_order).route_layer(RequirePermission::layer("orders:write")),
+        )
+        .with_state(orders)
+        .layer(ApiKeyLayer::new(store).realm("orders"))
+        .route("/health", get(health))
+}
+
+async fn list_orders(State(orders): State<Orders>) -> Json<Vec<Order>> {
+    Json(orders.lock().unwrap_or_else(|e| e.into_inner()).clone())
+}
+
+async fn create_order(
+    State(orders): State<Orders>,
+    principal: Principal,
+    Json(new): Json<NewOrder>,
+) -> (StatusCode, Json<Order>) {
+    let mut orders = orders.lock().unwrap_or_else(|e| e.into_inner());
+    let order = Order {
+        id: orders.len() as u64 + 1,
+        item: new.item,
+        quantity: new.quantity,
+        created_by: principal.user_name.clone(),
+        key: principal.prefix.clone(),
+    };
+    orders.push(order.clone());
+    (StatusCode::CREATED, Json(order))
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use latchkey_tower::StoreConfig;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::demo;
+
+    async fn status(app: &Router, method: &str, uri: &str, key: Option<&str>) -> (u16, String) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let body = if method == "POST" {
+            Body::from(r#"{"item":"tea","quantity":2}"#)
+        } else {
+            Body::empty()
+        };
+        let response = app
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_curl_lines_answer_what_they_say() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+        let keys = demo::seed_if_empty(&store).unwrap().unwrap();
+        assert!(demo::seed_if_empty(&store).unwrap().is_none());
+        let (rw, ro) = (keys.read_write.expose(), keys.read_only.expose());
+        let app = app(store);
+
+        assert_eq!(status(&app, "GET", "/health", None).await.0, 200);
+        let (code, body) = status(&app, "GET", "/orders", None).await;
+        assert_eq!(code, 401);
+        assert!(body.contains(r#""code":"missing_key""#), "{body}");
+        assert_eq!(status(&app, "GET", "/orders", Some(rw)).await.0, 200);
+        assert_eq!(status(&app, "GET", "/orders", Some(ro)).await.0, 200);
+        let (code, body) = status(&app, "POST", "/orders", Some(rw)).await;
+        assert_eq!(code, 201);
+        assert!(body.contains(r#""created_by":"demo""#), "{body}");
+        assert!(!body.contains(rw), "the key leaked into a response: {body}");
+        let (code, body) = status(&app, "POST", "/orders", Some(ro)).await;
+        assert_eq!(code, 403);
+        assert!(
+            body.contains(r#""code":"insufficient_permission""#),
+            "{body}"
+        );
+    }
+}
