@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::common::{Harness, keys_of};
+use latchkey_core::{Store, StoreConfig};
+
+use crate::common::{Harness, keys_of, send};
 
 #[tokio::test]
 async fn lists_changes_oldest_first_with_pages() {
@@ -101,4 +103,33 @@ async fn verify_checks_the_chain() {
     h.post("/v1/groups", json!({"name": "g"})).await.ok(201);
     let check = h.get("/v1/audit/verify").await.ok(200);
     assert_eq!(check, json!({"valid": true, "events": 4, "broken": null}));
+}
+
+#[tokio::test]
+async fn verify_says_where_a_tampered_chain_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::init(dir.path(), "lk", StoreConfig::default()).unwrap();
+    drop(store);
+    {
+        // Core's layout, as its own tests use it: the event of seq n at `a:` + n (big endian).
+        let db = sled::open(dir.path()).unwrap();
+        let mut at = b"a:".to_vec();
+        at.extend_from_slice(&2u64.to_be_bytes());
+        let mut event: serde_json::Value =
+            serde_json::from_slice(&db.get(&at).unwrap().unwrap()).unwrap();
+        event["action"] = "user.delete".into();
+        db.insert(&at, serde_json::to_vec(&event).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    let app = latchkey_admin::operator_router(store);
+    let check = send(&app, "GET", "/v1/audit/verify", None, None, None)
+        .await
+        .ok(200);
+    assert_eq!(check["valid"], false);
+    assert_eq!(check["broken"]["seq"], 2);
+    assert!(
+        check["broken"]["reason"].as_str().unwrap().len() > 3,
+        "{check}"
+    );
 }
