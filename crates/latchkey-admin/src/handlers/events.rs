@@ -6,8 +6,8 @@
 //!
 //! | `event:` | `id:` | `data:` |
 //! |---|---|---|
-//! | `ready` | — | `{"head": 41, "store_id": "…"}`: first, when the stream resumes or starts |
-//! | `reset` | — | `{"head": 41, "store_id": "…"}`: first, instead of `ready`, when the client's position is ahead of the store's head |
+//! | `ready` | — | `{"head": 41, "position": 38, "hash": "…"}`: first, when the stream resumes or starts |
+//! | `reset` | — | `{"head": 41, "position": 41, "hash": "…"}`: first, instead of `ready`, when the client's position is ahead of the store's head |
 //! | `change` | the sequence number | the [`AuditEvent`] JSON: `seq`, `at`, `actor`, `action` (`key.revoke`, …), `target`, `user_id`, `prev_hash`, `hash` |
 //! | `heartbeat` | — | `{"head": 42}`: every `heartbeat_ms`, once everything up to `head` was sent |
 //!
@@ -17,11 +17,12 @@
 //! never skipping or repeating one. Without either, it starts at the head: live changes
 //! only. `after=0` replays the whole feed.
 //!
-//! A position ahead of the head means the client followed another store (or one that was
-//! replaced by a backup): the first event is then `reset` and the stream continues from the
-//! head, so the client must drop whatever it derived from the feed. `store_id` (the hash
-//! of the store's first change; `null` for a store without changes) tells the client that
-//! the store was replaced even when the head moved past its position.
+//! `position` is where the stream resumes (the head when none was given) and `hash` the
+//! hash of the change at that position (`null` at 0). A client that remembers the hash of
+//! the last change it saw compares the two: a difference means the daemon now serves
+//! another store, or a restored backup that diverged, and whatever the client derived from
+//! the feed is stale. A position ahead of the head is the same situation told by the
+//! daemon: the first event is then `reset`, and the stream continues from the head.
 //!
 //! A heartbeat carries the sequence number of the last change sent on this stream, and is
 //! sent only after every change already committed when it fell due has been sent: a
@@ -75,16 +76,22 @@ pub(crate) struct EventsParams {
     heartbeat_ms: Option<String>,
 }
 
-/// The data of the `ready`, `reset` and `heartbeat` events.
+/// The data of the `ready` and `reset` events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct StreamPosition {
-    /// The sequence number of the newest change: at the start (`ready`, `reset`), the
-    /// store's head; in a heartbeat, the last change sent on this stream.
+pub(crate) struct Start {
+    /// The sequence number of the store's newest change.
     pub(crate) head: u64,
-    /// Identifies the store (the hash of its first change); `null` for a store without
-    /// changes. Absent from heartbeats.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) store_id: Option<String>,
+    /// Where the stream resumes: changes after it follow.
+    pub(crate) position: u64,
+    /// The hash of the change at `position`; `null` at 0.
+    pub(crate) hash: Option<String>,
+}
+
+/// The data of the `heartbeat` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Heartbeat {
+    /// The sequence number of the last change sent on this stream.
+    pub(crate) head: u64,
 }
 
 /// Stream keystore changes (server-sent events), resumable with `Last-Event-ID`.
@@ -127,17 +134,19 @@ pub(crate) async fn stream(
     // Subscribe before reading the head: every change committed after this point reaches
     // the receiver, and every one before it is in the store, so none can fall in between.
     let receiver = state.store.subscribe();
-    let (head, store_id) = state
-        .run(|store| Ok((store.last_seq()?, store_id(store)?)))
-        .await?;
+    let head = state.run(|store| Ok(store.last_seq()?)).await?;
     let (first, position) = match last_event_id.or(after) {
         Some(position) if position > head => ("reset", head),
         Some(position) => ("ready", position),
         None => ("ready", head),
     };
-    let start = Event::default().event(first).json_data(StreamPosition {
+    let hash = state
+        .run(move |store| Ok(hash_at(store, position)?))
+        .await?;
+    let start = Event::default().event(first).json_data(Start {
         head,
-        store_id: store_id.clone(),
+        position,
+        hash,
     });
     let start = start.map_err(AppError::internal)?;
     let feed = Feed {
@@ -164,9 +173,13 @@ fn parse_seq(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("{s:?} is not a sequence number"))
 }
 
-/// The store's identity on the feed: the hash of its first change.
-fn store_id(store: &Store) -> Result<Option<String>, StoreError> {
-    Ok(store.events_since(0, 1)?.into_iter().next().map(|e| e.hash))
+/// The hash of the change at `seq` (`None` at 0).
+fn hash_at(store: &Store, seq: u64) -> Result<Option<String>, StoreError> {
+    if seq == 0 {
+        return Ok(None);
+    }
+    let change = store.events_since(seq - 1, 1)?.into_iter().next();
+    Ok(change.filter(|c| c.seq == seq).map(|c| c.hash))
 }
 
 /// Ticks every `period`, the first tick one period from now.
@@ -219,11 +232,10 @@ impl Feed {
                     Err(TryRecvError::Lagged(_)) => self.replaying = true,
                     Err(TryRecvError::Empty) => {
                         self.heartbeat_due = false;
-                        let position = StreamPosition {
+                        let beat = Heartbeat {
                             head: self.last_sent,
-                            store_id: None,
                         };
-                        let event = Event::default().event("heartbeat").json_data(position);
+                        let event = Event::default().event("heartbeat").json_data(beat);
                         self.queue.push_back(event.ok()?);
                     }
                     Err(TryRecvError::Closed) => return None,

@@ -112,12 +112,15 @@ fn group(h: &Harness, name: &str) {
 async fn without_a_position_the_stream_starts_at_the_head_and_goes_live() {
     let h = Harness::new();
     let head = h.store.last_seq().unwrap();
-    let first = h.store.events_since(0, 1).unwrap()[0].hash.clone();
+    let head_hash = h.store.events_since(head - 1, 1).unwrap()[0].hash.clone();
     let mut stream = Stream::open(&h, "/v1/events", &[]).await;
     let ready = stream.next().await;
     assert_eq!(ready.event, "ready");
     assert_eq!(ready.id, None);
-    assert_eq!(ready.data, json!({"head": head, "store_id": first}));
+    assert_eq!(
+        ready.data,
+        json!({"head": head, "position": head, "hash": head_hash})
+    );
 
     group(&h, "support");
     let change = stream.change().await;
@@ -134,7 +137,13 @@ async fn after_replays_from_the_store_then_continues_live_without_gaps_or_repeat
     let head = h.store.last_seq().unwrap();
     assert!(head >= 3, "init records the admin group, user and key");
     let mut stream = Stream::open(&h, "/v1/events?after=1&heartbeat_ms=100", &[]).await;
-    assert_eq!(stream.next().await.event, "ready");
+    let ready = stream.next().await;
+    assert_eq!(ready.event, "ready");
+    let first = h.store.events_since(0, 1).unwrap()[0].hash.clone();
+    assert_eq!(
+        ready.data,
+        json!({"head": head, "position": 1, "hash": first})
+    );
     for seq in 2..=head {
         assert_eq!(stream.change().await.data["seq"], seq);
     }
@@ -159,7 +168,9 @@ async fn last_event_id_wins_over_after() {
         &[("last-event-id", &(head - 1).to_string())],
     )
     .await;
-    assert_eq!(stream.next().await.event, "ready");
+    let ready = stream.next().await;
+    assert_eq!(ready.event, "ready");
+    assert_eq!(ready.data["position"], head - 1);
     assert_eq!(stream.change().await.data["seq"], head);
     group(&h, "next");
     assert_eq!(stream.change().await.data["seq"], head + 1);
@@ -173,7 +184,8 @@ async fn a_position_past_the_head_is_a_reset_then_live_from_the_head() {
     let reset = stream.next().await;
     assert_eq!(reset.event, "reset");
     assert_eq!(reset.data["head"], head);
-    assert!(reset.data["store_id"].is_string());
+    assert_eq!(reset.data["position"], head);
+    assert!(reset.data["hash"].is_string());
     group(&h, "after-reset");
     assert_eq!(stream.change().await.data["seq"], head + 1);
 }

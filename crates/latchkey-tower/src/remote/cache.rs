@@ -98,8 +98,9 @@ pub(super) enum Cached {
 /// The kind of record a change event is about, from its `action` (`key.revoke`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Scope {
-    /// A key was created: nothing cached can be about it.
-    NewKey,
+    /// A record was created: nothing cached or in flight can be about it (a new key's
+    /// secret was never presented; a new user has no keys; a new group no members).
+    Created,
     /// One key changed.
     Key(Uuid),
     /// A user changed: all its keys.
@@ -205,18 +206,18 @@ impl Cache {
         }
     }
 
-    /// Drops what a change makes stale. Every change but a key's creation also drops every
+    /// Drops what a change makes stale. Every change but a creation also drops every
     /// refusal (enabling a key or a user must take effect at once, and a refusal does not
     /// say which key it was about).
     pub(super) fn invalidate(&self, scope: Scope) {
-        if scope == Scope::NewKey {
+        if scope == Scope::Created {
             return;
         }
         let mut entries = self.write();
         entries.generation += 1;
         entries.negative.clear();
         match scope {
-            Scope::NewKey => {}
+            Scope::Created => {}
             Scope::Key(key_id) => entries.remove_key(key_id),
             Scope::User(user_id) => {
                 for key_id in entries.by_user.remove(&user_id).unwrap_or_default() {
@@ -257,11 +258,11 @@ impl Entries {
 }
 
 impl Scope {
-    /// The scope of a change event: `key.*` → its key (`key.create` → none), `user.*` →
+    /// The scope of a change event: `*.create` → nothing, `key.*` → its key, `user.*` →
     /// its user, anything else (`group.*`, or an action added later) → everything.
     pub(super) fn of(action: &str, target: Option<Uuid>, user_id: Option<Uuid>) -> Scope {
         match (action.split_once('.'), target, user_id) {
-            (Some(("key", "create")), _, _) => Scope::NewKey,
+            (Some(("key" | "user" | "group", "create")), _, _) => Scope::Created,
             (Some(("key", _)), Some(key), _) => Scope::Key(key),
             (Some(("user", _)), _, Some(user)) | (Some(("user", _)), Some(user), None) => {
                 Scope::User(user)
@@ -328,7 +329,7 @@ mod tests {
         cache.insert_valid(digest(4), positive(4, 30), g);
         assert_eq!(cache.len(), 4);
 
-        cache.invalidate(Scope::NewKey);
+        cache.invalidate(Scope::Created);
         assert_eq!(cache.len(), 4);
         cache.invalidate(Scope::Key(Uuid::from_u128(3)));
         assert!(!cached(&cache, 3) && cached(&cache, 1) && cached(&cache, 4));
@@ -382,7 +383,9 @@ mod tests {
     #[test]
     fn scopes_of_actions() {
         let (k, u) = (Some(Uuid::from_u128(1)), Some(Uuid::from_u128(2)));
-        assert_eq!(Scope::of("key.create", k, u), Scope::NewKey);
+        assert_eq!(Scope::of("key.create", k, u), Scope::Created);
+        assert_eq!(Scope::of("user.create", u, u), Scope::Created);
+        assert_eq!(Scope::of("group.create", k, None), Scope::Created);
         assert_eq!(Scope::of("key.revoke", k, u), Scope::Key(k.unwrap()));
         assert_eq!(Scope::of("user.update", u, u), Scope::User(u.unwrap()));
         assert_eq!(Scope::of("user.delete", u, None), Scope::User(u.unwrap()));

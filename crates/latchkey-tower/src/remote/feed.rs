@@ -13,12 +13,20 @@ use super::cache::Scope;
 use super::sse::{SseEvent, SseParser};
 use super::verifier::Shared;
 
-/// The data of `ready`, `reset` and `heartbeat`.
+/// The data of `ready` and `reset`.
 #[derive(Deserialize)]
-struct Position {
+struct Start {
     head: u64,
+    position: u64,
+    /// The hash of the change at `position`.
     #[serde(default)]
-    store_id: Option<String>,
+    hash: Option<String>,
+}
+
+/// The data of `heartbeat`.
+#[derive(Deserialize)]
+struct Heartbeat {
+    head: u64,
 }
 
 /// The fields of a `change` the cache needs; the rest of the audit event is ignored, so a
@@ -31,6 +39,8 @@ struct Change {
     target: Option<Uuid>,
     #[serde(default)]
     user_id: Option<Uuid>,
+    #[serde(default)]
+    hash: Option<String>,
 }
 
 /// What the verifier knows of the feed, across connections.
@@ -38,8 +48,9 @@ struct Change {
 struct Cursor {
     /// The last change applied; `None` before the first connection.
     position: Option<u64>,
-    /// The store followed (`Some(None)`: a store without changes).
-    store_id: Option<Option<String>>,
+    /// That change's hash, when known: a daemon whose change at `position` has another
+    /// hash serves another store (or a restored backup that diverged).
+    hash: Option<String>,
 }
 
 /// One connection's progress.
@@ -106,22 +117,23 @@ fn apply(
 ) -> Result<(), String> {
     match event.event.as_str() {
         kind @ ("ready" | "reset") => {
-            let start: Position = parse(kind, &event.data)?;
-            let known = cursor.store_id.as_ref();
+            let start: Start = parse(kind, &event.data)?;
             if kind == "reset" {
-                shared.drop_all("the daemon's feed restarted behind this verifier (reset)");
-                cursor.position = Some(start.head);
+                shared.drop_all("the daemon's feed is behind this verifier (reset)");
             } else if cursor.position.is_none() {
                 // First connection: answers fetched before it were not covered by events.
                 shared.drop_all("first connection");
-                cursor.position = Some(start.head);
-            } else if known.is_some_and(|id| *id != start.store_id) {
-                shared.drop_all("the daemon serves another store");
+            } else if cursor.position == Some(start.position)
+                && cursor.hash.is_some()
+                && cursor.hash != start.hash
+            {
+                shared.drop_all("the daemon serves another store, or a diverged backup");
             }
-            cursor.store_id = Some(start.store_id);
+            cursor.position = Some(start.position);
+            cursor.hash = start.hash;
             session.target = Some(start.head);
             shared.set_position(cursor.position);
-            if cursor.position >= Some(start.head) {
+            if start.position >= start.head {
                 synced(shared, session, cursor);
             }
         }
@@ -145,6 +157,7 @@ fn apply(
                 .cache
                 .invalidate(Scope::of(&change.action, change.target, change.user_id));
             cursor.position = Some(change.seq);
+            cursor.hash = change.hash;
             shared.set_position(cursor.position);
             if !session.synced && session.target.is_some_and(|t| change.seq >= t) {
                 synced(shared, session, cursor);
@@ -154,12 +167,13 @@ fn apply(
             }
         }
         "heartbeat" => {
-            let beat: Position = parse("heartbeat", &event.data)?;
+            let beat: Heartbeat = parse("heartbeat", &event.data)?;
             if cursor.position.is_some_and(|p| p != beat.head) {
                 // The daemon sent changes this verifier did not see, or its feed went
                 // back: either way the cache cannot be trusted.
                 shared.drop_all("a heartbeat disagrees with the changes received");
                 cursor.position = Some(beat.head);
+                cursor.hash = None;
                 shared.set_position(cursor.position);
             }
             // The daemon sends heartbeats only once a replay is over.

@@ -30,8 +30,9 @@
 //!   key: the cache never holds a key.
 //! - A change event drops what it may affect: a key's event (`key.revoke`, `key.update`,
 //!   `key.rotate`, `key.delete`) that key's entry; a user's event every key of that user;
-//!   a group's event, or an action this version does not know, everything. Every change
-//!   but a key's creation also drops the cached refusals.
+//!   a group's event, or an action this version does not know, everything. A creation
+//!   (`key.create`, `user.create`, `group.create`) drops nothing; every other change also
+//!   drops the cached refusals.
 //! - Refusals (`invalid_key`, `key_disabled`, …) are cached for `negative_ttl` (default
 //!   1 s), so a client retrying a bad key does not reach the daemon on each request.
 //! - A key's `expires_at` ends its entry on time (expiry sends no event), and `cache_ttl`
@@ -60,7 +61,7 @@
 //! | stream down for longer | cached answers are not used: each key goes to the daemon; 503 `keystore_unavailable` while it cannot answer |
 //! | daemon unreachable, times out (`request_timeout`, default 2 s), answers 5xx, or refuses the service key | 503 `keystore_unavailable`, never 401 |
 //! | stream back | resumes after the last applied sequence number (`Last-Event-ID`); replayed changes invalidate as live ones do |
-//! | the daemon answers `reset`, serves another store, or the feed has a gap | the whole cache is dropped |
+//! | the daemon answers `reset` (its feed is behind the verifier's position), its change at that position has another hash (another store, a diverged backup), or the feed has a gap | the whole cache is dropped |
 //!
 //! So a key that may be valid is never refused with a 401 because the daemon is
 //! unreachable, and a key revoked on the daemon is accepted here for at most

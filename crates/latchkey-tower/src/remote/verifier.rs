@@ -102,7 +102,7 @@ pub struct RemoteStatus {
     /// connection, 2 after a reconnection, …).
     pub syncs: u64,
     /// How many times the whole cache was dropped: the first connection, a `reset`, a
-    /// replaced store, a gap in the feed.
+    /// replaced or diverged store, a gap in the feed.
     pub cache_drops: u64,
 }
 
@@ -453,6 +453,31 @@ mod tests {
             assert!(matches!(err, RemoteError::Url(_)), "{url}: {err}");
             assert!(!err.to_string().contains(key.expose()));
         }
+    }
+
+    #[tokio::test]
+    async fn the_background_tasks_stop_when_the_last_clone_is_dropped() {
+        let verifier = RemoteVerifier::builder("http://127.0.0.1:9", service_key().expose())
+            .build()
+            .unwrap();
+        let clone = verifier.clone();
+        let shared = Arc::downgrade(&verifier.shared);
+        drop(verifier);
+        tokio::task::yield_now().await;
+        assert!(shared.upgrade().is_some(), "a clone still holds it");
+        drop(clone);
+        // Aborted tasks are dropped by the runtime at its next turn; a bounded wait.
+        for _ in 0..1000 {
+            if shared.strong_count() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            shared.strong_count(),
+            0,
+            "a task still holds the verifier's state"
+        );
     }
 
     #[test]
