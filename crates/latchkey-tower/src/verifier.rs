@@ -21,6 +21,9 @@ use latchkey_core::{ApiKey, Principal, Store, VerifyError};
 /// - closures `Fn(&ApiKey) -> impl Future<Output = Result<Principal, VerifyError>>`, whose
 ///   future is boxed (tests, adapters).
 ///
+/// A remote verifier (asking the daemon's `POST /v1/verify`) implements it with its own
+/// future type: ready at once on a cache hit, a boxed request otherwise.
+///
 /// The trait is dyn-compatible once the future type is fixed, for example
 /// `Box<dyn Verifier<Future = Pin<Box<dyn Future<Output = …> + Send>>>>`; the layer already
 /// holds its verifier in an `Arc`, so a plain value is what it needs.
@@ -30,11 +33,11 @@ use latchkey_core::{ApiKey, Principal, Store, VerifyError};
 /// ```
 /// use latchkey_tower::{ApiKey, ApiKeyLayer, VerifyError};
 ///
-/// // Refuses every key: a closure is a verifier.
-/// let layer = ApiKeyLayer::new(|_key: &ApiKey| {
-///     let owned = ();
+/// // A closure is a verifier. Its future may not borrow the key: clone what it needs.
+/// let layer = ApiKeyLayer::new(|key: &ApiKey| {
+///     let prefix = key.display_prefix().to_owned();
 ///     async move {
-///         let () = owned;
+///         tracing::debug!(%prefix, "refusing");
 ///         Err(VerifyError::Invalid)
 ///     }
 /// });

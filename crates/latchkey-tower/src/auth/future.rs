@@ -36,10 +36,12 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        // The verifier has not answered yet; `pending` is taken when it does.
+        // The verifier has not answered yet; `pending` is taken when it does. Boxed: only an
+        // asynchronous verifier (a network call) gets here, and the future stays small for
+        // the synchronous path, which moves it a few times per request.
         Verifying {
             verify: VF,
-            pending: Option<Pending<S, ReqBody>>,
+            pending: Option<Box<Pending<S, ReqBody>>>,
         },
         Calling {
             #[pin]
@@ -88,11 +90,11 @@ where
         ResponseFuture {
             state: State::Verifying {
                 verify,
-                pending: Some(Pending {
+                pending: Some(Box::new(Pending {
                     request,
                     inner,
                     config,
-                }),
+                })),
             },
             span,
         }
@@ -118,7 +120,7 @@ where
                         mut request,
                         mut inner,
                         config,
-                    } = pending
+                    } = *pending
                         .take()
                         .expect("ResponseFuture polled after completion");
                     match decide(result, this.span, &config) {

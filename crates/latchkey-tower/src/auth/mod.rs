@@ -22,6 +22,14 @@
 //! request never reaches the inner service: it is answered `Ok(response)` with 401 or 503,
 //! so the service's error type stays `S::Error` and the client always gets an answer.
 //!
+//! # Placement
+//!
+//! With axum, `Router::layer(ApiKeyLayer::new(..))` covers the routes added before it;
+//! routes added after it (`/health`) stay public, and
+//! [`RequirePermission`](crate::RequirePermission) goes on routes with `route_layer`. Put a CORS layer outside
+//! (after) this one, so that preflight `OPTIONS` requests, which carry no key, are answered
+//! before authentication.
+//!
 //! # Tracing
 //!
 //! Each authentication opens an INFO span `api_key` with the fields `prefix` (the key's

@@ -172,8 +172,8 @@ where
                 // The service that `poll_ready` made ready goes into the future, which calls
                 // it once the verifier answers; `self` keeps a clone that has not been polled.
                 // See https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
-                let clone = self.inner.clone();
-                let inner = mem::replace(&mut self.inner, clone);
+                let mut inner = self.inner.clone();
+                mem::swap(&mut self.inner, &mut inner);
                 ResponseFuture::verifying(
                     verify,
                     request,

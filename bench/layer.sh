@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# The layer's HTTP benchmark: one axum route served four ways,
+#   none              no authentication
+#   bearer            tower-http's ValidateRequestHeaderLayer::bearer (one static token)
+#   latchkey          ApiKeyLayer on a store of 100,000 keys, a valid key
+#   latchkey-invalid  the same server, a well-formed key with a wrong secret
+# measured two ways:
+#   1. requests per second with wrk over loopback, the variants interleaved over ROUNDS
+#      rounds, the order reversed every other round; medians and ratios. On a shared
+#      2-core machine these drift by 10-20% between rounds.
+#   2. the deciding figure: user-space instructions per request, counted by callgrind on
+#      the server's request thread: the server runs a current-thread runtime, callgrind
+#      counts only inside `Runtime::block_on` (not the store's opening) and counts sled's and
+#      the usage flusher's threads apart. Each variant runs twice, with N1 and N2 requests;
+#      (I(N2) - I(N1)) / (N2 - N1) cancels what is left of start-up and shutdown. Steady to
+#      a few parts in a thousand.
+#
+# Usage: bench/layer.sh            (ROUNDS=5 DURATION=3s CONNS=16 N1=1000 N2=5000)
+#        SKIP_WRK=1 bench/layer.sh  only the instruction counts
+#        LAYERING=service bench/layer.sh
+#            the layers wrap the whole router (as `ServiceBuilder` would) instead of each
+#            route with `Router::layer` (the default, `route`), for which axum boxes and
+#            clones the layered route service on every request, ~1,100 instructions that any
+#            layer pays there (it is all of the static bearer's overhead).
+#
+# Seeding: creating 100,000 keys one by one flushes (fsyncs) after each, which takes
+# minutes; the bench program seeds with `Store::create_keys` in transactions of 10,000
+# keys, once, into bench/out/store-100k (about 10 s, ~230 MB), and reuses it afterwards.
+# Its two key files (bench/out/store-100k.valid, .invalid) are bench fixtures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-3s}
+CONNS=${CONNS:-16}
+N1=${N1:-1000}
+N2=${N2:-5000}
+LAYERING=${LAYERING:-route}
+OUT=bench/out
+STORE=$OUT/store-100k
+BIN=target/release/examples/bench-server
+VARIANTS=(none bearer latchkey latchkey-invalid)
+
+need() {
+    if ! command -v "$1" >/dev/null; then
+        echo "installing $2 (Debian package)" >&2
+        apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
+    fi
+}
+need wrk wrk
+need valgrind valgrind
+
+mkdir -p "$OUT"
+# Line tables only: callgrind_annotate can name source lines; the code is the same.
+CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+    cargo build --release --quiet -p latchkey-tower --example bench-server
+"$BIN" seed "$STORE"
+VALID=$(cat "$STORE.valid")
+INVALID=$(cat "$STORE.invalid")
+
+server_of() { case $1 in latchkey-invalid) echo latchkey ;; *) echo "$1" ;; esac; }
+key_of() { case $1 in latchkey-invalid) echo "$INVALID" ;; *) echo "$VALID" ;; esac; }
+status_of() { case $1 in latchkey-invalid) echo 401 ;; *) echo 200 ;; esac; }
+
+# start_server VARIANT [WRAPPER...]: sets PID and ADDR (the server binds an ephemeral port).
+start_server() {
+    local variant=$1
+    shift
+    local log="$OUT/server.out"
+    rm -f "$log"
+    "$@" "$BIN" serve "$(server_of "$variant")" "$STORE" 127.0.0.1:0 "$LAYERING" >"$log" 2>"$OUT/server.err" &
+    PID=$!
+    ADDR=
+    for _ in $(seq 1200); do # at most 2 minutes (valgrind start-up is slow)
+        ADDR=$(sed -n 's/^listening //p' "$log" 2>/dev/null)
+        [ -n "$ADDR" ] && return 0
+        kill -0 "$PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "the $variant server did not start:" >&2
+    cat "$OUT/server.err" >&2
+    exit 1
+}
+
+stop_server() {
+    kill -TERM "$PID"
+    wait "$PID"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+declare -A RPS INSTR
+
+if [ -z "${SKIP_WRK:-}" ]; then
+    : >"$OUT/rps-$LAYERING.tsv"
+    for round in $(seq "$ROUNDS"); do
+        order=("${VARIANTS[@]}")
+        if [ $((round % 2)) -eq 0 ]; then
+            order=()
+            for ((i = ${#VARIANTS[@]} - 1; i >= 0; i--)); do order+=("${VARIANTS[$i]}"); done
+        fi
+        for variant in "${order[@]}"; do
+            start_server "$variant"
+            # Check the answer once before loading: 200, or 401 for the invalid key.
+            "$BIN" drive "$ADDR" 1 "$(key_of "$variant")" "$(status_of "$variant")" 2>/dev/null
+            rps=$(wrk -t1 -c"$CONNS" -d"$DURATION" -H "Authorization: Bearer $(key_of "$variant")" \
+                "http://$ADDR/" | awk '/^Requests\/sec:/ { print $2 }')
+            stop_server
+            printf '%s\t%s\t%s\n' "$round" "$variant" "$rps" >>"$OUT/rps-$LAYERING.tsv"
+            printf 'round %s  %-17s %10.0f req/s\n' "$round" "$variant" "$rps"
+        done
+    done
+    for variant in "${VARIANTS[@]}"; do
+        RPS[$variant]=$(awk -v v="$variant" '$2 == v { print $3 }' "$OUT/rps-$LAYERING.tsv" | median)
+    done
+fi
+
+# instructions VARIANT N: the request thread's instruction count over N requests.
+instructions() {
+    local variant=$1 n=$2 dir="$OUT/callgrind/$LAYERING/$1-$2"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    start_server "$variant" valgrind --tool=callgrind --separate-threads=yes \
+        --collect-atstart=no --toggle-collect='tokio::runtime::runtime::Runtime::block_on*' \
+        --callgrind-out-file="$dir/callgrind.out"
+    "$BIN" drive "$ADDR" "$n" "$(key_of "$variant")" "$(status_of "$variant")" 2>/dev/null
+    stop_server
+    # Thread 1 is the main thread, which runs the current-thread runtime.
+    awk '/^totals:/ { print $2 }' "$dir/callgrind.out-01"
+}
+
+for variant in "${VARIANTS[@]}"; do
+    i1=$(instructions "$variant" "$N1")
+    i2=$(instructions "$variant" "$N2")
+    INSTR[$variant]=$(((i2 - i1) / (N2 - N1)))
+    printf 'callgrind %-17s %8d instructions/request\n' "$variant" "${INSTR[$variant]}"
+done
+
+{
+    echo "latchkey layer benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores,"\
+        "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+    echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), store of 100,000 keys;"\
+        "layers per $LAYERING; wrk -t1 -c$CONNS -d$DURATION x $ROUNDS rounds; callgrind over $N1 and $N2 requests"
+    echo
+    echo "| variant | instructions/request | vs none | median req/s | vs bearer |"
+    echo "| --- | ---: | ---: | ---: | ---: |"
+    for variant in "${VARIANTS[@]}"; do
+        rps=${RPS[$variant]:-}
+        awk -v v="$variant" -v i="${INSTR[$variant]}" -v i0="${INSTR[none]}" \
+            -v r="$rps" -v rb="${RPS[bearer]:-}" 'BEGIN {
+                rr = (r == "") ? "-" : sprintf("%.0f", r)
+                rv = (r == "" || rb == "") ? "-" : sprintf("%.1f%%", 100 * r / rb)
+                printf "| %s | %d | %.3fx | %s | %s |\n", v, i, i / i0, rr, rv
+            }'
+    done
+    echo
+    awk -v i3="${INSTR[latchkey]}" -v i1="${INSTR[none]}" -v i4="${INSTR[latchkey-invalid]}" \
+        -v r3="${RPS[latchkey]:-}" -v r2="${RPS[bearer]:-}" 'BEGIN {
+            printf "target (3) <= 1.15x (1) instructions: %.3fx %s\n", i3 / i1, (i3 <= 1.15 * i1) ? "met" : "MISSED"
+            if (r3 != "" && r2 != "")
+                printf "target (3) >= 95%% of (2) req/s:       %.1f%% %s\n", 100 * r3 / r2, (r3 >= 0.95 * r2) ? "met" : "MISSED"
+            printf "target (4) <= (3) instructions:        %d vs %d %s\n", i4, i3, (i4 <= i3) ? "met" : "MISSED"
+        }'
+} | tee "$OUT/results-$LAYERING.md"
