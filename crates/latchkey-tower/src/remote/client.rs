@@ -239,7 +239,7 @@ fn refusal(code: &str) -> VerifyError {
 }
 
 /// A reqwest error with its causes ("error sending request: connection refused").
-fn describe(error: &reqwest::Error) -> String {
+pub(super) fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

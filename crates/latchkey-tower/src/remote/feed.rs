@@ -10,6 +10,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::cache::Scope;
+use super::client::describe;
 use super::sse::{SseEvent, SseParser};
 use super::verifier::Shared;
 
@@ -93,7 +94,7 @@ async fn follow(shared: &Shared, cursor: &mut Cursor, session: &mut Session) -> 
     loop {
         let chunk = match tokio::time::timeout(idle, response.chunk()).await {
             Err(_) => return format!("no heartbeat for {idle:?}"),
-            Ok(Err(e)) => return format!("reading the stream: {e}"),
+            Ok(Err(e)) => return format!("reading the stream: {}", describe(&e)),
             Ok(Ok(None)) => return "the daemon closed the stream".to_owned(),
             Ok(Ok(Some(chunk))) => chunk,
         };
