@@ -30,6 +30,10 @@
 //! committed a moment before, which is what lets a verifier bound how stale its cache is.
 //! Its absence for a few intervals means the stream is dead.
 //!
+//! The stream lasts as long as the caller's key may read it: at every heartbeat the key
+//! must still be active, its user enabled and its effective permissions must still hold
+//! `latchkey:verify`; otherwise the stream ends (and reconnecting answers 401 or 403).
+//!
 //! Each event is written as soon as its change commits: core broadcasts a change before
 //! the write that made it returns. A subscriber that falls behind the broadcast buffer
 //! replays the missed changes from the store.
@@ -44,13 +48,14 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
-use latchkey_core::{AuditEvent, Store, StoreError};
+use latchkey_core::{AuditEvent, KeyStatus, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use utoipa::IntoParams;
+use uuid::Uuid;
 
-use crate::caller::{Caller, perm};
+use crate::caller::{Caller, Required, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{Params, optional};
 use crate::state::AppState;
@@ -111,7 +116,7 @@ pub(crate) struct Heartbeat {
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
-    _caller: Caller<perm::Verify>,
+    caller: Caller<perm::Verify>,
     headers: HeaderMap,
     Params(params): Params<EventsParams>,
 ) -> Result<Response, AppError> {
@@ -157,6 +162,7 @@ pub(crate) async fn stream(
         heartbeat_due: false,
         heartbeat: heartbeat_interval(Duration::from_millis(heartbeat)),
         queue: VecDeque::from([start]),
+        caller: caller.actor.key_id(),
     };
     let mut response = Sse::new(feed.into_stream()).into_response();
     // Reverse proxies such as nginx buffer responses unless told not to; a buffered event
@@ -204,6 +210,8 @@ struct Feed {
     heartbeat_due: bool,
     heartbeat: Interval,
     queue: VecDeque<Event>,
+    /// The caller's key, checked at every heartbeat; `None` for the operator router.
+    caller: Option<Uuid>,
 }
 
 impl Feed {
@@ -232,6 +240,9 @@ impl Feed {
                     Err(TryRecvError::Lagged(_)) => self.replaying = true,
                     Err(TryRecvError::Empty) => {
                         self.heartbeat_due = false;
+                        if !self.caller_may_listen().await {
+                            return None;
+                        }
                         let beat = Heartbeat {
                             head: self.last_sent,
                         };
@@ -302,6 +313,58 @@ impl Feed {
             self.send(change);
         }
         Some(())
+    }
+
+    /// Whether the caller's key still authenticates and holds `latchkey:verify`: a key
+    /// revoked, disabled, expired or stripped of the permission ends its stream at the next
+    /// heartbeat. Checked from the records, not by verifying the key again, so that holding
+    /// a stream does not count as a use of the key.
+    async fn caller_may_listen(&self) -> bool {
+        let Some(key_id) = self.caller else {
+            return true;
+        };
+        let store = self.store.clone();
+        let allowed = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            let key = match store.key(key_id) {
+                Ok(key) => key,
+                Err(StoreError::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if key.status != KeyStatus::Active {
+                return Ok(false);
+            }
+            let user = match store.user(&key.user_id.to_string()) {
+                Ok(user) => user,
+                Err(StoreError::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if !user.enabled {
+                return Ok(false);
+            }
+            let granted = store.user_permissions(&user)?;
+            let effective = match &key.scopes {
+                Some(scopes) => granted.intersect(scopes),
+                None => granted,
+            };
+            Ok(effective.allows_str(perm::Verify::PERMISSION))
+        })
+        .await;
+        match allowed {
+            Ok(Ok(allowed)) => {
+                if !allowed {
+                    tracing::info!(%key_id, "event stream closed: its key may no longer read it");
+                }
+                allowed
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not check an event stream's key; closing it");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "event stream key check panicked; closing it");
+                false
+            }
+        }
     }
 
     fn send(&mut self, change: &AuditEvent) {

@@ -52,6 +52,37 @@ impl Stream {
         }
     }
 
+    async fn open_as(h: &Harness, key: &str, uri: &str) -> Stream {
+        let request = Request::builder()
+            .uri(uri)
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = h.app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        Stream {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    /// Reads until the stream ends; only changes may come before that.
+    async fn ends(&mut self) {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.body.frame())
+                .await
+                .expect("the stream did not end");
+            match frame {
+                None => return,
+                Some(frame) => {
+                    let bytes = frame.unwrap().into_data().unwrap();
+                    let text = std::str::from_utf8(&bytes).unwrap();
+                    assert!(text.contains("event: change"), "{text}");
+                }
+            }
+        }
+    }
+
     async fn next(&mut self) -> Sse {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
@@ -251,4 +282,31 @@ async fn the_stream_needs_latchkey_verify_and_valid_parameters() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["field"], "Last-Event-ID");
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
+    let h = Harness::new();
+    for (name, change) in [("revoked", "revoke"), ("stripped", "strip")] {
+        let (user, key) = h.user_with_key(name, &["latchkey:verify"]).await;
+        let mut stream = Stream::open_as(&h, &key, "/v1/events?heartbeat_ms=100").await;
+        assert_eq!(stream.next().await.event, "ready");
+        assert_eq!(stream.next().await.event, "heartbeat");
+        let key_id = h.store.key_id(key.rsplit_once('_').unwrap().0).unwrap();
+        match change {
+            "revoke" => {
+                h.store.revoke_key(&Actor::system(), key_id).unwrap();
+            }
+            _ => {
+                let patch = latchkey_core::UserPatch {
+                    remove_permissions: PermissionSet::parse(["latchkey:verify"]).unwrap(),
+                    ..Default::default()
+                };
+                let id = user["id"].as_str().unwrap().parse().unwrap();
+                h.store.update_user(&Actor::system(), id, patch).unwrap();
+            }
+        }
+        // The change itself may still be sent; then the stream ends, at the next heartbeat.
+        stream.ends().await;
+    }
 }
