@@ -1,1 +1,33 @@
-//! Black-box tests of the `latchkey` binary.
+//! Black-box tests of the `latchkey` binary: each starts the real daemon on 127.0.0.1 with
+//! port 0, reads the port it prints, and drives it with the CLI and raw HTTP.
+//!
+//! Run with `cargo test -p latchkey-tests` (or `cargo nextest run -p latchkey-tests`); see
+//! `harness.rs` for how the binary is found.
+
+// Finding and building the binary, daemons with a kill-on-drop guard, CLI runs, HTTP.
+mod harness;
+
+// The whole life of a key through the CLI: create, use, list, filter, rename, disable,
+// enable, rotate, revoke, delete.
+mod key_life;
+
+// Users and groups: permission changes reach existing keys at once.
+mod principals;
+
+// Every endpoint's error paths over raw HTTP: status, problem code, field.
+mod http_errors;
+
+// The same error paths through the CLI: exit codes and one line on stderr.
+mod cli_errors;
+
+// No escalation: a limited key cannot mint a stronger key or widen its own user.
+mod escalation;
+
+// Restarts, kill -9 and SIGTERM: what returned 2xx survives.
+mod durability;
+
+// `--db` on the store directly, `init`, and a store held by the daemon.
+mod direct;
+
+// `scan`, `verify`, `completions`, `default-config` and the config file.
+mod tools;

@@ -1,0 +1,419 @@
+//! The command line, as clap derive types. Every command and argument carries its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// API keys done right: run the latchkey daemon and manage groups, users and keys.
+///
+/// Commands talk to the daemon at --url with --admin-key, or work on a store directly with
+/// --db when no daemon holds it. Flags override environment variables, which override the
+/// --config file, which overrides the defaults.
+#[derive(Debug, Parser)]
+#[command(
+    name = "latchkey",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Flags every command accepts.
+    #[command(flatten, next_help_heading = "Global options")]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after the command's name.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The daemon's management API [default: http://127.0.0.1:7878]
+    #[arg(long, env = "LATCHKEY_URL", global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// A key holding the latchkey:* permissions the command needs (prefer the environment
+    /// variable: command lines are visible to other local users)
+    #[arg(
+        long,
+        env = "LATCHKEY_ADMIN_KEY",
+        hide_env_values = true,
+        global = true,
+        value_name = "KEY"
+    )]
+    pub admin_key: Option<String>,
+    /// The store's directory. Management commands then work on it directly, as the operator,
+    /// instead of through the daemon (which must not be running on it); `serve` and `init`
+    /// use it as their store [default for those: ./latchkey-data]
+    #[arg(long, env = "LATCHKEY_DB", global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of human-readable text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Read settings from this TOML file (see `latchkey default-config`)
+    #[arg(long, env = "LATCHKEY_CONFIG", global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: the management API over HTTP. Initialises the store first if there is
+    /// none, printing the admin key once
+    Serve(ServeArgs),
+    /// Create a store with an `admin` group (`*`), an `admin` user and its key, printed once
+    Init(InitArgs),
+    /// Management commands (through the daemon, or on the store with --db).
+    #[command(flatten)]
+    Api(ApiCommand),
+    /// Find latchkey keys in files (checksum-verified, so no look-alikes); exit 1 when any
+    /// is found, 0 when clean. Usable as a pre-commit hook
+    Scan(ScanArgs),
+    /// Print a completion script for a shell
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print a commented configuration file with every setting and its default
+    DefaultConfig,
+}
+
+/// `latchkey serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on; port 0 picks a free port, printed as `listening on ADDR`
+    /// [default: 127.0.0.1:7878]
+    #[arg(long, env = "LATCHKEY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The key prefix, should `serve` have to initialise the store [default: lk]
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// How long a request may take before it is answered 408, e.g. `30s`
+    /// [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub request_timeout: Option<String>,
+}
+
+/// `latchkey init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The key prefix: 2 to 8 characters of [a-z0-9] [default: lk]
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+}
+
+/// `latchkey scan`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Files or directories (walked recursively, skipping `.git`); `-` reads stdin
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// The commands that go through the management API.
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
+    /// Manage groups (roles): a name and a set of permissions
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// Manage users: each key belongs to one and inherits its permissions
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Read and check the audit trail
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Check a key: exit 0 when it authenticates and holds every permission named, 1
+    /// otherwise
+    Verify(VerifyArgs),
+}
+
+/// `latchkey groups …`.
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// Create a group
+    Add(GroupAdd),
+    /// List groups
+    List,
+    /// Show a group
+    Show {
+        /// The group's name or id
+        group: String,
+    },
+    /// Change a group; its members' keys follow at once
+    Update(GroupUpdate),
+    /// Delete a group; its members lose its permissions at once
+    Delete {
+        /// The group's name or id
+        group: String,
+    },
+}
+
+/// `latchkey groups add`.
+#[derive(Debug, Args)]
+pub struct GroupAdd {
+    /// Unique name: 1 to 64 characters of [A-Za-z0-9_.@-]
+    #[arg(long)]
+    pub name: String,
+    /// Permissions, comma-separated, e.g. `orders:read,invoices:*`
+    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
+    pub permissions: Vec<String>,
+}
+
+/// `latchkey groups update`.
+#[derive(Debug, Args)]
+pub struct GroupUpdate {
+    /// The group's name or id
+    pub group: String,
+    /// A new name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replace the permissions (comma-separated; an empty value removes them all)
+    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
+    pub permissions: Option<Vec<String>>,
+    /// Add permissions (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
+    pub add_permissions: Vec<String>,
+    /// Remove permissions (comma-separated, exact text)
+    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
+    pub remove_permissions: Vec<String>,
+}
+
+/// `latchkey users …`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user
+    Add(UserAdd),
+    /// List users
+    List,
+    /// Show a user
+    Show {
+        /// The user's name or id
+        user: String,
+    },
+    /// Change a user; its keys follow at once
+    Update(UserUpdate),
+    /// Let the user's keys authenticate again
+    Enable {
+        /// The user's name or id
+        user: String,
+    },
+    /// Stop every key of the user from authenticating, reversibly
+    Disable {
+        /// The user's name or id
+        user: String,
+    },
+    /// Delete a user, revoking its keys in the same transaction
+    Delete {
+        /// The user's name or id
+        user: String,
+    },
+}
+
+/// `latchkey users add`.
+#[derive(Debug, Args)]
+pub struct UserAdd {
+    /// Unique name: 1 to 64 characters of [A-Za-z0-9_.@-]
+    #[arg(long)]
+    pub name: String,
+    /// Groups, by name or id, comma-separated
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    pub groups: Vec<String>,
+    /// Direct permissions, comma-separated
+    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
+    pub permissions: Vec<String>,
+    /// Tenant, handed to services in the principal
+    #[arg(long, value_name = "ID")]
+    pub tenant_id: Option<String>,
+    /// Organization, handed to services in the principal
+    #[arg(long, value_name = "ID")]
+    pub organization_id: Option<String>,
+    /// Create the user disabled: its keys do not authenticate until it is enabled
+    #[arg(long)]
+    pub disabled: bool,
+}
+
+/// `latchkey users update`.
+#[derive(Debug, Args)]
+pub struct UserUpdate {
+    /// The user's name or id
+    pub user: String,
+    /// A new name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Replace the groups (names or ids, comma-separated; an empty value removes them all)
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    pub groups: Option<Vec<String>>,
+    /// Add groups (names or ids, comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    pub add_groups: Vec<String>,
+    /// Remove groups (names or ids, comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    pub remove_groups: Vec<String>,
+    /// Replace the direct permissions (comma-separated; an empty value removes them all)
+    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
+    pub permissions: Option<Vec<String>>,
+    /// Add direct permissions (comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
+    pub add_permissions: Vec<String>,
+    /// Remove direct permissions (comma-separated, exact text)
+    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
+    pub remove_permissions: Vec<String>,
+    /// Set the tenant
+    #[arg(long, value_name = "ID", conflicts_with = "clear_tenant_id")]
+    pub tenant_id: Option<String>,
+    /// Remove the tenant
+    #[arg(long)]
+    pub clear_tenant_id: bool,
+    /// Set the organization
+    #[arg(long, value_name = "ID", conflicts_with = "clear_organization_id")]
+    pub organization_id: Option<String>,
+    /// Remove the organization
+    #[arg(long)]
+    pub clear_organization_id: bool,
+}
+
+/// `latchkey keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key for a user and print it once
+    Add(KeyAdd),
+    /// List keys, newest first unless --sort says otherwise
+    List(KeyList),
+    /// Show a key
+    Show {
+        /// The key's id, display prefix (`lk_live_…`) or public id
+        key: String,
+    },
+    /// Rename a key or change its description
+    Update(KeyUpdate),
+    /// Stop a key from authenticating, reversibly
+    Disable {
+        /// The key's id, display prefix or public id
+        key: String,
+    },
+    /// Let a disabled key authenticate again
+    Enable {
+        /// The key's id, display prefix or public id
+        key: String,
+    },
+    /// Revoke a key for good
+    Revoke {
+        /// The key's id, display prefix or public id
+        key: String,
+    },
+    /// Delete a revoked key's record
+    Delete {
+        /// The key's id, display prefix or public id
+        key: String,
+    },
+    /// Replace a key with a new one (same user, scopes and name), printed once; the old key
+    /// keeps working until the grace period ends
+    Rotate {
+        /// The key's id, display prefix or public id
+        key: String,
+        /// How long the old key keeps working, e.g. `24h`, `90m`, `0` for not at all
+        #[arg(long, default_value = "0", value_name = "DURATION")]
+        grace: String,
+    },
+}
+
+/// `latchkey keys add`.
+#[derive(Debug, Args)]
+pub struct KeyAdd {
+    /// A human name, e.g. what the key is for
+    #[arg(long)]
+    pub name: String,
+    /// The owning user, by name or id
+    #[arg(long)]
+    pub user: String,
+    /// Free text
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Narrow the user's permissions to these (comma-separated); unrestricted when absent
+    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
+    pub scopes: Option<Vec<String>>,
+    /// When the key stops working: an RFC 3339 time, or a duration from now such as `90d`
+    #[arg(long, value_name = "TIME")]
+    pub expires_at: Option<String>,
+    /// The environment written into the key
+    #[arg(long, value_parser = ["live", "test"])]
+    pub env: Option<String>,
+}
+
+/// `latchkey keys list`.
+#[derive(Debug, Args)]
+pub struct KeyList {
+    /// Only this user's keys (name or id)
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only keys in this status
+    #[arg(long, value_parser = ["active", "disabled", "revoked", "expired"])]
+    pub status: Option<String>,
+    /// Search names, descriptions and display prefixes
+    #[arg(long, value_name = "TEXT")]
+    pub search: Option<String>,
+    /// Sort by `created_at`, `name` or `last_used_at`; a leading `-` sorts descending
+    #[arg(long, value_name = "FIELD", allow_hyphen_values = true)]
+    pub sort: Option<String>,
+    /// At most this many keys
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Continue from the `next_cursor` of a previous page
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+/// `latchkey keys update`.
+#[derive(Debug, Args)]
+pub struct KeyUpdate {
+    /// The key's id, display prefix or public id
+    pub key: String,
+    /// A new name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A new description
+    #[arg(long, conflicts_with = "clear_description")]
+    pub description: Option<String>,
+    /// Remove the description
+    #[arg(long)]
+    pub clear_description: bool,
+}
+
+/// `latchkey audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List changes: who did what to which record, and when, oldest first
+    List {
+        /// Only events after this sequence number
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// At most this many events
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Check the audit chain; exit 1 and say where when it is broken
+    Verify,
+}
+
+/// `latchkey verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The key to check; `-` reads it from stdin (keeps it out of shell history)
+    pub key: String,
+    /// A permission the key must hold (repeatable)
+    #[arg(long = "permission", short = 'p', value_name = "PERMISSION")]
+    pub permissions: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

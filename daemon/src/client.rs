@@ -1,0 +1,169 @@
+//! A small client over any [`Transport`]: JSON in and out, problem+json to [`Problem`], and
+//! name-to-id resolution for users and groups.
+
+use std::collections::HashMap;
+
+use ::http::Method;
+use anyhow::Context;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::transport::{ApiRequest, Problem, Transport};
+
+/// The management API, over a transport.
+#[derive(Debug)]
+pub struct Client<T> {
+    transport: T,
+}
+
+impl<T: Transport> Client<T> {
+    /// A client over `transport`.
+    pub fn new(transport: T) -> Client<T> {
+        Client { transport }
+    }
+
+    /// Sends a request; a 2xx answer gives its JSON body (`null` when empty), anything else
+    /// a [`Problem`].
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let response = self
+            .transport
+            .send(ApiRequest {
+                method,
+                path: path.to_owned(),
+                body,
+            })
+            .await?;
+        if !response.status.is_success() {
+            return Err(Problem::from_response(response.status, &response.body).into());
+        }
+        if response.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&response.body)
+            .with_context(|| format!("the answer to {path} is not JSON"))
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// The id of a user given by name or id. An id is passed through unchecked, so a caller
+    /// without `latchkey:users:read` can still name a user by id.
+    pub async fn user_id(&self, reference: &str) -> anyhow::Result<String> {
+        self.resolve("users", reference).await
+    }
+
+    /// The id of a group given by name or id.
+    pub async fn group_id(&self, reference: &str) -> anyhow::Result<String> {
+        self.resolve("groups", reference).await
+    }
+
+    async fn resolve(&self, collection: &str, reference: &str) -> anyhow::Result<String> {
+        if Uuid::parse_str(reference).is_ok() {
+            return Ok(reference.to_owned());
+        }
+        let record = self
+            .get(&format!("/v1/{collection}/{}", segment(reference)))
+            .await?;
+        record["id"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the answer for {reference:?} has no id"))
+    }
+
+    /// Names by id of every record in a collection, for human output. Best effort: a caller
+    /// that may not list the collection sees ids instead.
+    pub async fn names(&self, collection: &str) -> HashMap<String, String> {
+        let Ok(list) = self.get(&format!("/v1/{collection}")).await else {
+            return HashMap::new();
+        };
+        items(&list)
+            .iter()
+            .filter_map(|r| Some((r["id"].as_str()?.to_owned(), r["name"].as_str()?.to_owned())))
+            .collect()
+    }
+}
+
+/// The records of a list answer: `{"items": [...]}`, or a bare array.
+pub fn items(list: &Value) -> &[Value] {
+    match list {
+        Value::Array(items) => items,
+        other => other["items"].as_array().map_or(&[], Vec::as_slice),
+    }
+}
+
+/// Percent-encodes one path segment (everything but RFC 3986's unreserved characters).
+pub fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Builds a query string from the pairs whose value is set.
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(name, value)| Some(format!("{name}={}", segment(value.as_deref()?))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_and_queries() {
+        assert_eq!(segment("ops-team_1.x"), "ops-team_1.x");
+        assert_eq!(segment("a b/c?"), "a%20b%2Fc%3F");
+        assert_eq!(segment("é"), "%C3%A9");
+        assert_eq!(query(&[("a", None)]), "");
+        assert_eq!(
+            query(&[
+                ("q", Some("x y".into())),
+                ("n", None),
+                ("sort", Some("-name".into()))
+            ]),
+            "?q=x%20y&sort=-name"
+        );
+    }
+
+    #[test]
+    fn list_items() {
+        let list = serde_json::json!({"items": [1, 2], "next_cursor": null});
+        assert_eq!(items(&list).len(), 2);
+        assert_eq!(items(&serde_json::json!([1])).len(), 1);
+        assert!(items(&Value::Null).is_empty());
+    }
+}

@@ -1,0 +1,76 @@
+//! `latchkey groups …`.
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use super::{Body, Output, cleaned};
+use crate::cli::GroupsCommand;
+use crate::client::{Client, items, segment};
+use crate::output::{Table, fields, text};
+use crate::transport::Transport;
+
+pub(super) async fn run<T: Transport>(
+    api: &Client<T>,
+    out: &Output,
+    command: GroupsCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        GroupsCommand::Add(args) => {
+            let body = json!({"name": args.name, "permissions": cleaned(args.permissions)});
+            let group = api.post("/v1/groups", body).await?;
+            out.print(&group, |g| print!("{}", show(g)));
+        }
+        GroupsCommand::List => {
+            let list = api.get("/v1/groups").await?;
+            out.print(&list, |list| {
+                let mut table = Table::new(&["ID", "NAME", "PERMISSIONS"]);
+                for g in items(list) {
+                    table.row(vec![
+                        text(&g["id"]),
+                        text(&g["name"]),
+                        text(&g["permissions"]),
+                    ]);
+                }
+                table.print("No groups.");
+            });
+        }
+        GroupsCommand::Show { group } => {
+            let group = api.get(&path(&group)).await?;
+            out.print(&group, |g| print!("{}", show(g)));
+        }
+        GroupsCommand::Update(args) => {
+            let body = Body::default()
+                .opt("name", args.name)
+                .opt("permissions", args.permissions.map(cleaned))
+                .list("add_permissions", cleaned(args.add_permissions))
+                .list("remove_permissions", cleaned(args.remove_permissions));
+            anyhow::ensure!(
+                !body.is_empty(),
+                "nothing to change: name a field to update"
+            );
+            let group = api.patch(&path(&args.group), body.build()).await?;
+            out.print(&group, |g| print!("{}", show(g)));
+        }
+        GroupsCommand::Delete { group } => {
+            let id = api.group_id(&group).await?;
+            api.delete(&path(&id)).await?;
+            out.print(&json!({"id": id, "deleted": true}), |_| {
+                println!("Deleted group {group}.");
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn path(group: &str) -> String {
+    format!("/v1/groups/{}", segment(group))
+}
+
+fn show(group: &Value) -> String {
+    fields(&[
+        ("id", text(&group["id"])),
+        ("name", text(&group["name"])),
+        ("permissions", text(&group["permissions"])),
+    ])
+}

@@ -1,0 +1,274 @@
+//! `latchkey keys …`.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use latchkey_core::ApiKey;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Body, Output, cleaned};
+use crate::cli::{KeyAdd, KeyList, KeysCommand};
+use crate::client::{Client, items, query, segment};
+use crate::duration::parse_duration;
+use crate::output::{Table, fields, text};
+use crate::transport::Transport;
+
+pub(super) async fn run<T: Transport>(
+    api: &Client<T>,
+    out: &Output,
+    command: KeysCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Add(args) => add(api, out, args).await?,
+        KeysCommand::List(args) => list(api, out, args).await?,
+        KeysCommand::Show { key } => {
+            let key = api.get(&path(&key)).await?;
+            print_key(api, out, &key).await;
+        }
+        KeysCommand::Update(args) => {
+            let body = Body::default()
+                .opt("name", args.name)
+                .opt("description", args.description)
+                .clear("description", args.clear_description);
+            anyhow::ensure!(
+                !body.is_empty(),
+                "nothing to change: name a field to update"
+            );
+            let key = api.patch(&path(&args.key), body.build()).await?;
+            print_key(api, out, &key).await;
+        }
+        KeysCommand::Disable { key } => {
+            let key = api.patch(&path(&key), json!({"enabled": false})).await?;
+            print_key(api, out, &key).await;
+        }
+        KeysCommand::Enable { key } => {
+            let key = api.patch(&path(&key), json!({"enabled": true})).await?;
+            print_key(api, out, &key).await;
+        }
+        KeysCommand::Revoke { key } => {
+            let revoke = format!("{}/revoke", path(&key));
+            let key = api.call(http::Method::POST, &revoke, None).await?;
+            print_key(api, out, &key).await;
+        }
+        KeysCommand::Delete { key } => {
+            let record = api.get(&path(&key)).await?;
+            let id = text(&record["id"]);
+            api.delete(&path(&id)).await?;
+            out.print(&json!({"id": id, "deleted": true}), |_| {
+                println!("Deleted key {} ({}).", text(&record["prefix"]), id);
+            });
+        }
+        KeysCommand::Rotate { key, grace } => {
+            let grace_text = grace.trim().to_owned();
+            let grace = parse_duration(&grace_text).map_err(anyhow::Error::msg)?;
+            let created = api
+                .post(
+                    &format!("{}/rotate", path(&key)),
+                    json!({"grace_seconds": grace.as_secs()}),
+                )
+                .await?;
+            print_created(api, out, &created).await;
+            if !out.json {
+                if grace.is_zero() {
+                    println!("The old key stopped working now.");
+                } else {
+                    println!("The old key keeps working for {grace_text}.");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn add<T: Transport>(api: &Client<T>, out: &Output, args: KeyAdd) -> anyhow::Result<()> {
+    let expires_at = args.expires_at.as_deref().map(expiry).transpose()?;
+    let body = Body::default()
+        .opt("name", Some(args.name))
+        .opt("user_id", Some(args.user))
+        .opt("description", args.description)
+        .opt("scopes", args.scopes.map(cleaned))
+        .opt("expires_at", expires_at)
+        .opt("env", args.env);
+    let created = api.post("/v1/keys", body.build()).await?;
+    print_created(api, out, &created).await;
+    Ok(())
+}
+
+async fn list<T: Transport>(api: &Client<T>, out: &Output, args: KeyList) -> anyhow::Result<()> {
+    let path = format!(
+        "/v1/keys{}",
+        query(&[
+            ("user_id", args.user),
+            ("status", args.status),
+            ("q", args.search),
+            ("sort", args.sort),
+            ("limit", args.limit.map(|l| l.to_string())),
+            ("cursor", args.cursor),
+        ])
+    );
+    let list = api.get(&path).await?;
+    if out.json {
+        out.print(&list, |_| {});
+        return Ok(());
+    }
+    let users = api.names("users").await;
+    let mut table = Table::new(&["ID", "PREFIX", "NAME", "USER", "STATUS", "LAST USED"]);
+    for key in items(&list) {
+        table.row(vec![
+            text(&key["id"]),
+            text(&key["prefix"]),
+            text(&key["name"]),
+            user_name(&key["user_id"], &users),
+            text(&key["status"]),
+            text(&key["last_used_at"]),
+        ]);
+    }
+    table.print("No keys.");
+    if let Some(cursor) = list["next_cursor"].as_str() {
+        eprintln!("More keys: add --cursor {cursor}");
+    }
+    Ok(())
+}
+
+/// The path of a key. A full key given by mistake is reduced to its display prefix, so the
+/// secret never travels in a URL (or into an access log).
+fn path(key: &str) -> String {
+    let reference = match ApiKey::parse(key.trim()) {
+        Ok(parsed) => parsed.display_prefix().to_owned(),
+        Err(_) => key.to_owned(),
+    };
+    format!("/v1/keys/{}", segment(&reference))
+}
+
+/// `--expires-at`: an RFC 3339 time, passed through, or a duration from now.
+fn expiry(text: &str) -> anyhow::Result<String> {
+    if OffsetDateTime::parse(text, &Rfc3339).is_ok() {
+        return Ok(text.to_owned());
+    }
+    let duration = parse_duration(text).map_err(|_| {
+        anyhow::anyhow!(
+            "invalid --expires-at {text:?}: expected an RFC 3339 time such as \
+             2030-01-01T00:00:00Z, or a duration from now such as 90d"
+        )
+    })?;
+    let at = OffsetDateTime::now_utc() + duration;
+    Ok(at.replace_nanosecond(0)?.format(&Rfc3339)?)
+}
+
+fn user_name(id: &Value, users: &HashMap<String, String>) -> String {
+    let id = text(id);
+    users.get(&id).cloned().unwrap_or(id)
+}
+
+async fn user_label<T: Transport>(api: &Client<T>, id: &Value) -> String {
+    let id = text(id);
+    match api.get(&format!("/v1/users/{}", segment(&id))).await {
+        Ok(user) => format!("{} ({id})", text(&user["name"])),
+        Err(_) => id,
+    }
+}
+
+async fn print_key<T: Transport>(api: &Client<T>, out: &Output, key: &Value) {
+    if out.json {
+        out.print(key, |_| {});
+        return;
+    }
+    let user = user_label(api, &key["user_id"]).await;
+    print!(
+        "{}",
+        fields(&[
+            ("id", text(&key["id"])),
+            ("name", text(&key["name"])),
+            ("description", text(&key["description"])),
+            ("user", user),
+            ("prefix", text(&key["prefix"])),
+            ("env", text(&key["env"])),
+            ("status", text(&key["status"])),
+            ("scopes", scopes(&key["scopes"])),
+            ("expires_at", text(&key["expires_at"])),
+            ("revoked_at", text(&key["revoked_at"])),
+            ("created_at", text(&key["created_at"])),
+            ("created_by", created_by(&key["created_by"])),
+            ("rotated_from", text(&key["rotated_from"])),
+            ("last_used_at", text(&key["last_used_at"])),
+            ("usage_count", text(&key["usage_count"])),
+        ])
+    );
+}
+
+/// A new key: its record, then the secret alone on its line, shown this once.
+pub(crate) async fn print_created<T: Transport>(api: &Client<T>, out: &Output, created: &Value) {
+    if out.json {
+        out.print(created, |_| {});
+        return;
+    }
+    let user = user_label(api, &created["user_id"]).await;
+    print_secret_block(created, &user);
+}
+
+/// The human form of a created key, shared with `init` and `serve`.
+pub(crate) fn print_secret_block(created: &Value, user: &str) {
+    print!(
+        "{}",
+        fields(&[
+            ("id", text(&created["id"])),
+            ("name", text(&created["name"])),
+            ("user", user.to_owned()),
+            ("prefix", text(&created["prefix"])),
+        ])
+    );
+    println!("Secret (store immediately):");
+    println!("{}", text(&created["secret"]));
+}
+
+fn scopes(value: &Value) -> String {
+    match value {
+        Value::Null => "(unrestricted: the user's permissions)".to_owned(),
+        Value::Array(items) if items.is_empty() => "(none)".to_owned(),
+        other => text(other),
+    }
+}
+
+fn created_by(value: &Value) -> String {
+    match value {
+        Value::Null => "operator".to_owned(),
+        other => text(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_core::{Env, Prefix};
+
+    #[test]
+    fn a_full_key_never_reaches_a_url() {
+        let key = ApiKey::generate(&Prefix::default(), Env::Live);
+        let full = path(key.expose());
+        assert_eq!(full, format!("/v1/keys/{}", key.display_prefix()));
+        assert!(!full.contains(key.secret()));
+        assert_eq!(
+            path("lk_live_4fT9kQ2mX8pZ"),
+            "/v1/keys/lk_live_4fT9kQ2mX8pZ"
+        );
+    }
+
+    #[test]
+    fn expiry_accepts_times_and_durations() {
+        assert_eq!(
+            expiry("2030-01-01T00:00:00Z").unwrap(),
+            "2030-01-01T00:00:00Z"
+        );
+        let in_a_day = OffsetDateTime::parse(&expiry("1d").unwrap(), &Rfc3339).unwrap();
+        let delta = in_a_day - OffsetDateTime::now_utc();
+        assert!(delta > time::Duration::hours(23) && delta <= time::Duration::hours(24));
+        assert!(
+            expiry("tomorrow")
+                .unwrap_err()
+                .to_string()
+                .contains("RFC 3339")
+        );
+    }
+}

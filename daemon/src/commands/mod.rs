@@ -1,0 +1,120 @@
+//! The management commands, written once against the management API.
+//!
+//! Each command builds requests (method, path, JSON body) and renders the answer; which
+//! [`Transport`] carries them is chosen once, in [`execute`]: the daemon over HTTP, or the
+//! store in process with `--db`.
+
+mod audit;
+mod groups;
+mod keys;
+mod users;
+mod verify;
+
+use std::process::ExitCode;
+
+pub(crate) use keys::print_secret_block;
+
+use serde_json::{Map, Value};
+
+use crate::cli::ApiCommand;
+use crate::client::Client;
+use crate::config::Settings;
+use crate::output;
+use crate::transport::{HttpTransport, Transport};
+
+/// Runs a management command through the transport the settings choose.
+pub async fn execute(settings: &Settings, command: ApiCommand) -> anyhow::Result<ExitCode> {
+    let out = Output {
+        json: settings.json,
+    };
+    match &settings.db {
+        Some(path) => {
+            let transport = crate::transport::LocalTransport::open(path)?;
+            run(&Client::new(transport), &out, command).await
+        }
+        None => {
+            let transport = HttpTransport::new(&settings.url, settings.admin_key.clone())?;
+            run(&Client::new(transport), &out, command).await
+        }
+    }
+}
+
+/// Runs a management command over a client.
+pub async fn run<T: Transport>(
+    api: &Client<T>,
+    out: &Output,
+    command: ApiCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        ApiCommand::Groups(command) => groups::run(api, out, command).await,
+        ApiCommand::Users(command) => users::run(api, out, command).await,
+        ApiCommand::Keys(command) => keys::run(api, out, command).await,
+        ApiCommand::Audit(command) => audit::run(api, out, command).await,
+        ApiCommand::Verify(args) => verify::run(api, out, args).await,
+    }
+}
+
+/// How to print.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// One JSON document instead of text.
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `value` as JSON, or runs `human` to print it for people.
+    pub fn print(&self, value: &Value, human: impl FnOnce(&Value)) {
+        if self.json {
+            output::print_json(value);
+        } else {
+            human(value);
+        }
+    }
+}
+
+/// A JSON object builder that leaves out unset fields.
+#[derive(Debug, Default)]
+pub(crate) struct Body(Map<String, Value>);
+
+impl Body {
+    /// Sets `field` when `value` is `Some`.
+    pub(crate) fn opt(mut self, field: &str, value: Option<impl Into<Value>>) -> Body {
+        if let Some(value) = value {
+            self.0.insert(field.to_owned(), value.into());
+        }
+        self
+    }
+
+    /// Sets `field` to a list when it is not empty.
+    pub(crate) fn list(self, field: &str, values: Vec<String>) -> Body {
+        let values = (!values.is_empty()).then_some(values);
+        self.opt(field, values)
+    }
+
+    /// Sets `field` to `null` when `clear` is true.
+    pub(crate) fn clear(mut self, field: &str, clear: bool) -> Body {
+        if clear {
+            self.0.insert(field.to_owned(), Value::Null);
+        }
+        self
+    }
+
+    /// The object.
+    pub(crate) fn build(self) -> Value {
+        Value::Object(self.0)
+    }
+
+    /// Whether no field is set.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A list flag as given: `--permissions ''` means "none", which clap hands over as `[""]`.
+pub(crate) fn cleaned(values: Vec<String>) -> Vec<String> {
+    values
+        .into_iter()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}

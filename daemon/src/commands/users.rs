@@ -1,0 +1,131 @@
+//! `latchkey users …`.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use super::{Body, Output, cleaned};
+use crate::cli::UsersCommand;
+use crate::client::{Client, items, segment};
+use crate::output::{Table, fields, text};
+use crate::transport::Transport;
+
+pub(super) async fn run<T: Transport>(
+    api: &Client<T>,
+    out: &Output,
+    command: UsersCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        UsersCommand::Add(args) => {
+            let body = Body::default()
+                .opt("name", Some(args.name))
+                .opt("enabled", Some(!args.disabled))
+                .opt("groups", Some(cleaned(args.groups)))
+                .opt("permissions", Some(cleaned(args.permissions)))
+                .opt("tenant_id", args.tenant_id)
+                .opt("organization_id", args.organization_id);
+            let user = api.post("/v1/users", body.build()).await?;
+            print_user(api, out, &user).await;
+        }
+        UsersCommand::List => {
+            let list = api.get("/v1/users").await?;
+            let names = if out.json {
+                HashMap::new()
+            } else {
+                api.names("groups").await
+            };
+            out.print(&list, |list| {
+                let mut table = Table::new(&["ID", "NAME", "ENABLED", "GROUPS", "PERMISSIONS"]);
+                for u in items(list) {
+                    table.row(vec![
+                        text(&u["id"]),
+                        text(&u["name"]),
+                        text(&u["enabled"]),
+                        group_names(&u["groups"], &names),
+                        text(&u["permissions"]),
+                    ]);
+                }
+                table.print("No users.");
+            });
+        }
+        UsersCommand::Show { user } => {
+            let user = api.get(&path(&user)).await?;
+            print_user(api, out, &user).await;
+        }
+        UsersCommand::Update(args) => {
+            let body = Body::default()
+                .opt("name", args.name)
+                .opt("groups", args.groups.map(cleaned))
+                .list("add_groups", cleaned(args.add_groups))
+                .list("remove_groups", cleaned(args.remove_groups))
+                .opt("permissions", args.permissions.map(cleaned))
+                .list("add_permissions", cleaned(args.add_permissions))
+                .list("remove_permissions", cleaned(args.remove_permissions))
+                .opt("tenant_id", args.tenant_id)
+                .clear("tenant_id", args.clear_tenant_id)
+                .opt("organization_id", args.organization_id)
+                .clear("organization_id", args.clear_organization_id);
+            anyhow::ensure!(
+                !body.is_empty(),
+                "nothing to change: name a field to update"
+            );
+            let user = api.patch(&path(&args.user), body.build()).await?;
+            print_user(api, out, &user).await;
+        }
+        UsersCommand::Enable { user } => {
+            let user = api.patch(&path(&user), json!({"enabled": true})).await?;
+            print_user(api, out, &user).await;
+        }
+        UsersCommand::Disable { user } => {
+            let user = api.patch(&path(&user), json!({"enabled": false})).await?;
+            print_user(api, out, &user).await;
+        }
+        UsersCommand::Delete { user } => {
+            let id = api.user_id(&user).await?;
+            api.delete(&path(&id)).await?;
+            out.print(&json!({"id": id, "deleted": true}), |_| {
+                println!("Deleted user {user}; its keys are revoked.");
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn path(user: &str) -> String {
+    format!("/v1/users/{}", segment(user))
+}
+
+fn group_names(ids: &Value, names: &HashMap<String, String>) -> String {
+    let named: Vec<Value> = ids
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|id| {
+            let id = text(id);
+            Value::String(names.get(&id).cloned().unwrap_or(id))
+        })
+        .collect();
+    text(&Value::Array(named))
+}
+
+async fn print_user<T: Transport>(api: &Client<T>, out: &Output, user: &Value) {
+    if out.json {
+        out.print(user, |_| {});
+        return;
+    }
+    let names = api.names("groups").await;
+    print!(
+        "{}",
+        fields(&[
+            ("id", text(&user["id"])),
+            ("name", text(&user["name"])),
+            ("enabled", text(&user["enabled"])),
+            ("groups", group_names(&user["groups"], &names)),
+            ("permissions", text(&user["permissions"])),
+            ("tenant_id", text(&user["tenant_id"])),
+            ("organization_id", text(&user["organization_id"])),
+        ])
+    );
+}

@@ -1,0 +1,220 @@
+//! Settings: flags > environment variables > the `--config` TOML file > defaults.
+//!
+//! clap resolves flags and environment variables (each argument names its variable); this
+//! module fills what is still unset from the file, then from the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::cli::{GlobalArgs, InitArgs, ServeArgs};
+use crate::duration::parse_duration;
+
+/// Where commands send requests by default.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7878";
+/// Where `serve` listens by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// The store `serve` and `init` use by default.
+pub const DEFAULT_DB: &str = "./latchkey-data";
+/// The key prefix of a new store.
+pub const DEFAULT_PREFIX: &str = "lk";
+/// How long a request may take in the daemon.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `latchkey default-config` prints: every setting, commented out, at its default.
+pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latchkey --config PATH` or LATCHKEY_CONFIG=PATH.
+# Every setting is optional. Flags override environment variables, which override this file.
+
+# Where management commands send their requests (LATCHKEY_URL, --url).
+# url = "http://127.0.0.1:7878"
+
+# The key commands authenticate with (LATCHKEY_ADMIN_KEY, --admin-key). Prefer the
+# environment variable; if you do write a key here, make the file readable by you only.
+# admin_key = "lk_live_..."
+
+# The store's directory (LATCHKEY_DB, --db). `serve` and `init` use it as their store. When it
+# is set, management commands work on the store directly instead of through the daemon, which
+# must then not be running on it.
+# db = "./latchkey-data"
+
+# Where `latchkey serve` listens (LATCHKEY_LISTEN, --listen). Keep it on loopback, or put a
+# TLS-terminating proxy in front: the daemon speaks plain HTTP.
+# listen = "127.0.0.1:7878"
+
+# The key prefix of a store created by `init` or by `serve` on an empty path (--prefix):
+# 2 to 8 characters of [a-z0-9].
+# prefix = "lk"
+
+# How long the daemon lets a request run before answering 408 (--request-timeout).
+# request_timeout = "30s"
+
+# The log filter, in tracing's EnvFilter syntax (LATCHKEY_LOG). Logs go to stderr.
+# Default: "info" for `serve`, "warn" for other commands.
+# log = "info,tower_http=debug"
+"#;
+
+/// The configuration file. Unknown keys are an error, so a typo does not go unnoticed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`DEFAULT_CONFIG`].
+    pub url: Option<String>,
+    /// See [`DEFAULT_CONFIG`].
+    pub admin_key: Option<String>,
+    /// See [`DEFAULT_CONFIG`].
+    pub db: Option<PathBuf>,
+    /// See [`DEFAULT_CONFIG`].
+    pub listen: Option<String>,
+    /// See [`DEFAULT_CONFIG`].
+    pub prefix: Option<String>,
+    /// See [`DEFAULT_CONFIG`].
+    pub request_timeout: Option<String>,
+    /// See [`DEFAULT_CONFIG`].
+    pub log: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads and parses the file.
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))
+            .with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// The settings shared by every command, resolved.
+#[derive(Clone)]
+pub struct Settings {
+    /// The daemon's base URL.
+    pub url: String,
+    /// The key commands authenticate with.
+    pub admin_key: Option<String>,
+    /// The store, when set by flag, environment or file.
+    pub db: Option<PathBuf>,
+    /// `--json`.
+    pub json: bool,
+    /// The log filter from the file, if any (`LATCHKEY_LOG` wins over it).
+    pub log: Option<String>,
+    file: FileConfigRest,
+}
+
+/// The parts of the file that only some commands read.
+#[derive(Clone, Default)]
+struct FileConfigRest {
+    listen: Option<String>,
+    prefix: Option<String>,
+    request_timeout: Option<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("url", &self.url)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db)
+            .field("json", &self.json)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    /// Resolves the global flags against the config file (when one is named) and defaults.
+    pub fn resolve(args: &GlobalArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Ok(Settings {
+            url: args
+                .url
+                .clone()
+                .or(file.url)
+                .unwrap_or_else(|| DEFAULT_URL.to_owned()),
+            admin_key: args.admin_key.clone().or(file.admin_key),
+            db: args.db.clone().or(file.db),
+            json: args.json,
+            log: file.log,
+            file: FileConfigRest {
+                listen: file.listen,
+                prefix: file.prefix,
+                request_timeout: file.request_timeout,
+            },
+        })
+    }
+
+    /// The store `serve` and `init` use.
+    pub fn store_path(&self) -> PathBuf {
+        self.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB))
+    }
+
+    /// The key prefix for a new store.
+    pub fn prefix(&self, flag: Option<&str>) -> String {
+        flag.map(str::to_owned)
+            .or_else(|| self.file.prefix.clone())
+            .unwrap_or_else(|| DEFAULT_PREFIX.to_owned())
+    }
+
+    /// `init`'s settings.
+    pub fn init_prefix(&self, args: &InitArgs) -> String {
+        self.prefix(args.prefix.as_deref())
+    }
+
+    /// Where `serve` listens.
+    pub fn listen(&self, args: &ServeArgs) -> anyhow::Result<SocketAddr> {
+        let text = args
+            .listen
+            .clone()
+            .or_else(|| self.file.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        text.parse().with_context(|| {
+            format!("invalid listen address {text:?}: expected e.g. 127.0.0.1:7878")
+        })
+    }
+
+    /// How long a request may take in the daemon.
+    pub fn request_timeout(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
+        match args
+            .request_timeout
+            .as_deref()
+            .or(self.file.request_timeout.as_deref())
+        {
+            Some(text) => {
+                let timeout = parse_duration(text).map_err(anyhow::Error::msg)?;
+                anyhow::ensure!(!timeout.is_zero(), "the request timeout must be above 0");
+                Ok(timeout)
+            }
+            None => Ok(DEFAULT_REQUEST_TIMEOUT),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_parses_and_every_setting_is_documented() {
+        let uncommented: String = DEFAULT_CONFIG
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let file: FileConfig = toml::from_str(&uncommented).unwrap();
+        assert_eq!(file.url.as_deref(), Some(DEFAULT_URL));
+        assert_eq!(file.listen.as_deref(), Some(DEFAULT_LISTEN));
+        assert_eq!(file.prefix.as_deref(), Some(DEFAULT_PREFIX));
+        assert_eq!(file.request_timeout.as_deref(), Some("30s"));
+        assert!(file.admin_key.is_some() && file.db.is_some() && file.log.is_some());
+    }
+
+    #[test]
+    fn unknown_settings_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! The `latchkey` daemon and CLI.
+//!
+//! `latchkey serve` runs the management API of `latchkey-admin` over HTTP; every other
+//! command is a client of that same API, over HTTP to a daemon or in process on a store
+//! (`--db`). The binary (`main.rs`) only parses arguments, sets up logging and dispatches.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (clap derive).
+//! - [`config`]: flags > environment > `--config` file > defaults; `latchkey default-config`.
+//! - [`server`]: [`run`], [`shutdown_signal`], the HTTP [`app`].
+//! - [`init`]: `latchkey init`, and the first start of `serve` on an empty path.
+//! - [`transport`]: the [`Transport`](transport::Transport) trait; HTTP and in-process.
+//! - [`client`]: JSON requests and problem+json answers over a transport.
+//! - [`commands`]: the management commands, written once against the API.
+//! - [`output`]: tables and `--json`.
+//! - [`scan`]: `latchkey scan`, the secret scanner.
+//! - [`duration`]: `24h`-style durations.
+//!
+//! **Invariant:** a secret is printed only by `init`, `serve` on first start, `keys add` and
+//! `keys rotate`, each exactly once; nothing is logged with one.
+
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod duration;
+pub mod init;
+pub mod output;
+pub mod scan;
+pub mod server;
+pub mod transport;
+
+pub use duration::parse_duration;
+pub use server::{ServeConfig, app, run, shutdown_signal};

@@ -1,0 +1,171 @@
+//! `latchkey scan PATH...`: finds latchkey keys in files.
+//!
+//! A candidate counts only when its checksum matches ([`latchkey_core::find_keys`]), so
+//! look-alikes in docs and tests do not fail a pre-commit hook. Findings show the display
+//! prefix, never the secret.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Serialize;
+
+/// One key found in a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The file, as reached from the path given (`-` for stdin).
+    pub path: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// The key's display prefix (`lk_live_<id>`), safe to print.
+    pub prefix: String,
+}
+
+/// The keys in a text, with their line numbers.
+pub fn scan_text(path: &Path, text: &str) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let (mut line, mut counted_to) = (1, 0);
+    for (offset, key) in latchkey_core::find_keys(text) {
+        line += text.as_bytes()[counted_to..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        counted_to = offset;
+        findings.push(Finding {
+            path: path.to_owned(),
+            line,
+            prefix: key.display_prefix().to_owned(),
+        });
+    }
+    findings
+}
+
+/// Scans files and directories (recursively; `.git` and symbolic links are skipped).
+/// A path given on the command line that cannot be read is an error; a file inside a
+/// directory that cannot be read is reported on stderr and skipped.
+pub fn scan_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<Finding>> {
+    let mut findings = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading stdin")?;
+            findings.extend(scan_text(path, &String::from_utf8_lossy(&bytes)));
+            continue;
+        }
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_dir() {
+            walk(path, &mut findings);
+        } else {
+            findings.extend(scan_file(path)?);
+        }
+    }
+    Ok(findings)
+}
+
+fn scan_file(path: &Path) -> anyhow::Result<Vec<Finding>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(scan_text(path, &String::from_utf8_lossy(&bytes)))
+}
+
+fn walk(dir: &Path, findings: &mut Vec<Finding>) {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(Result::ok).collect::<Vec<_>>(),
+        Err(e) => {
+            eprintln!("warning: skipping {}: {e}", dir.display());
+            return;
+        }
+    };
+    // Sorted, so the output is the same from one run to the next.
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if entry.file_name() != ".git" {
+                walk(&path, findings);
+            }
+        } else if kind.is_file() {
+            match scan_file(&path) {
+                Ok(found) => findings.extend(found),
+                Err(e) => eprintln!("warning: skipping {}: {e:#}", path.display()),
+            }
+        }
+    }
+}
+
+/// Runs `latchkey scan`: prints `file:line: prefix` per finding (or JSON), exit 1 when any.
+pub fn run(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
+    let findings = scan_paths(paths)?;
+    if json {
+        crate::output::print_json(&serde_json::json!({ "findings": findings }));
+    } else {
+        for f in &findings {
+            println!("{}:{}: {}", f.path.display(), f.line, f.prefix);
+        }
+        if !findings.is_empty() {
+            eprintln!(
+                "{} latchkey key{} found: revoke {} (`latchkey keys revoke PREFIX`) and remove {} from the files",
+                findings.len(),
+                if findings.len() == 1 { "" } else { "s" },
+                if findings.len() == 1 { "it" } else { "them" },
+                if findings.len() == 1 { "it" } else { "them" },
+            );
+        }
+    }
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_core::{ApiKey, Env, Prefix};
+
+    #[test]
+    fn finds_keys_with_their_lines_and_never_the_secret() {
+        let a = ApiKey::generate(&Prefix::default(), Env::Live);
+        let b = ApiKey::generate(&Prefix::new("acme").unwrap(), Env::Test);
+        let mut forged = a.expose().to_owned();
+        forged.pop();
+        forged.push(if a.expose().ends_with('0') { '1' } else { '0' });
+        let text = format!(
+            "first\nTOKEN={}\n\nlook-alike: {forged}\nheaders: 'Bearer {}' x\n",
+            a.expose(),
+            b.expose()
+        );
+        let found = scan_text(Path::new("f.env"), &text);
+        let lines: Vec<(usize, &str)> = found.iter().map(|f| (f.line, f.prefix.as_str())).collect();
+        assert_eq!(lines, [(2, a.display_prefix()), (5, b.display_prefix())]);
+        for f in &found {
+            assert!(!f.prefix.contains(a.secret()) && !f.prefix.contains(b.secret()));
+        }
+    }
+
+    #[test]
+    fn walks_directories_and_skips_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ApiKey::generate(&Prefix::default(), Env::Live);
+        std::fs::create_dir_all(dir.path().join("src/deep")).unwrap();
+        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+        std::fs::write(
+            dir.path().join("src/deep/config.toml"),
+            format!("k = \"{}\"", key.expose()),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".git/COMMIT"), key.expose()).unwrap();
+        std::fs::write(dir.path().join("clean.txt"), "nothing here").unwrap();
+        let found = scan_paths(&[dir.path().to_owned()]).unwrap();
+        assert_eq!(found.len(), 1);
+        assert!(found[0].path.ends_with("src/deep/config.toml"));
+        assert!(scan_paths(&[dir.path().join("missing")]).is_err());
+    }
+}

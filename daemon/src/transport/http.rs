@@ -1,0 +1,86 @@
+//! The HTTP transport: requests to a running daemon.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{ApiRequest, ApiResponse, Transport};
+
+/// Sends requests to a daemon at a base URL with `Authorization: Bearer <admin key>`.
+#[derive(Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    base: String,
+    admin_key: Option<String>,
+}
+
+impl std::fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("base", &self.base)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl HttpTransport {
+    /// A transport to the daemon at `url` (scheme, host, port; no path).
+    pub fn new(url: &str, admin_key: Option<String>) -> anyhow::Result<HttpTransport> {
+        let parsed = reqwest::Url::parse(url).with_context(|| {
+            format!("invalid --url {url:?}: expected e.g. http://127.0.0.1:7878")
+        })?;
+        anyhow::ensure!(
+            parsed.scheme() == "http",
+            "invalid --url {url:?}: this build speaks plain http only; reach the daemon over \
+             loopback or through a TLS-terminating proxy"
+        );
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot set up the HTTP client")?;
+        Ok(HttpTransport {
+            client,
+            base: url.trim_end_matches('/').to_owned(),
+            admin_key,
+        })
+    }
+}
+
+impl Transport for HttpTransport {
+    async fn send(&self, request: ApiRequest) -> anyhow::Result<ApiResponse> {
+        let url = format!("{}{}", self.base, request.path);
+        let mut builder = self.client.request(request.method, &url);
+        if let Some(key) = &self.admin_key {
+            builder = builder.bearer_auth(key);
+        }
+        if let Some(body) = &request.body {
+            builder = builder.json(body);
+        }
+        let response = builder.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow::anyhow!(
+                    "cannot connect to the latchkey daemon at {}: is `latchkey serve` running? \
+                     (or work on a store directly with --db PATH)",
+                    self.base
+                )
+            } else if e.is_timeout() {
+                anyhow::anyhow!(
+                    "the latchkey daemon at {} did not answer in time",
+                    self.base
+                )
+            } else {
+                anyhow::anyhow!(
+                    "request to the latchkey daemon at {} failed: {e}",
+                    self.base
+                )
+            }
+        })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("reading the answer of the daemon at {}", self.base))?;
+        Ok(ApiResponse { status, body })
+    }
+}

@@ -1,0 +1,107 @@
+//! A problem+json error answer (RFC 9457), as the CLI reports it.
+
+use std::fmt;
+
+use ::http::StatusCode;
+use serde::Deserialize;
+
+/// An error answered by the management API.
+///
+/// Its `Display` is the one line the CLI prints: the detail (or title) and the stable code.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The stable code, e.g. `not_found`, `key_not_revoked`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The field a 400 is about.
+    pub field: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    title: Option<String>,
+    detail: Option<String>,
+    code: Option<String>,
+    field: Option<String>,
+}
+
+impl Problem {
+    /// Reads an error answer; a body that is not problem+json still gives a useful line.
+    pub fn from_response(status: StatusCode, body: &[u8]) -> Problem {
+        let wire: Option<Wire> = serde_json::from_slice(body).ok();
+        let (title, detail, code, field) = match wire {
+            Some(w) => (w.title, w.detail, w.code, w.field),
+            None => (None, None, None, None),
+        };
+        let message = detail
+            .or(title)
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| {
+                let text = String::from_utf8_lossy(body);
+                let text = text.trim();
+                if text.is_empty() || text.len() > 200 {
+                    format!("HTTP {status}")
+                } else {
+                    format!("HTTP {status}: {text}")
+                }
+            });
+        Problem {
+            status,
+            code: code.unwrap_or_else(|| format!("http_{}", status.as_u16())),
+            message,
+            field,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let Some(field) = self
+            .field
+            .as_ref()
+            .filter(|f| !self.message.contains(f.as_str()))
+        {
+            write!(f, " (field `{field}`)")?;
+        }
+        write!(f, " [{}]", self.code)?;
+        match self.code.as_str() {
+            "missing_key" => write!(f, "; pass --admin-key or set LATCHKEY_ADMIN_KEY"),
+            "invalid_key" | "key_disabled" | "key_revoked" | "key_expired" | "user_disabled" => {
+                write!(f, "; the admin key was refused")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for Problem {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_lines() {
+        let p = Problem::from_response(
+            StatusCode::NOT_FOUND,
+            br#"{"type":"about:blank","title":"Not Found","status":404,"detail":"key \"x\" not found","code":"not_found"}"#,
+        );
+        assert_eq!(p.to_string(), r#"key "x" not found [not_found]"#);
+        let p = Problem::from_response(
+            StatusCode::BAD_REQUEST,
+            br#"{"title":"Bad Request","detail":"bad value","code":"invalid_field","field":"scopes"}"#,
+        );
+        assert_eq!(p.to_string(), "bad value (field `scopes`) [invalid_field]");
+        let p = Problem::from_response(StatusCode::BAD_GATEWAY, b"");
+        assert_eq!(p.to_string(), "HTTP 502 Bad Gateway [http_502]");
+        let p = Problem::from_response(
+            StatusCode::UNAUTHORIZED,
+            br#"{"title":"Unauthorized","code":"missing_key"}"#,
+        );
+        assert!(p.to_string().contains("--admin-key"));
+    }
+}

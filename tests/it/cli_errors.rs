@@ -1,0 +1,181 @@
+use crate::harness::{Fixture, Run, latchkey};
+
+#[test]
+fn every_command_fails_with_one_line_and_exit_1() {
+    let f = Fixture::new();
+    f.user("svc", "orders:read");
+    let (active, _) = f.key("svc", "active", &[]);
+    let active = active["id"].as_str().unwrap().to_owned();
+    let (revoked, _) = f.key("svc", "revoked", &[]);
+    let revoked = revoked["id"].as_str().unwrap().to_owned();
+    f.json(&["keys", "revoke", &revoked]);
+
+    let cases: &[(&[&str], &str)] = &[
+        // groups
+        (&["groups", "add", "--name", "admin"], "[name_taken]"),
+        (
+            &["groups", "add", "--name", "g", "--permissions", "Bad Perm"],
+            "[invalid_field]",
+        ),
+        (&["groups", "show", "nope"], "[not_found]"),
+        (&["groups", "update", "nope", "--name", "x"], "[not_found]"),
+        (&["groups", "update", "admin"], "nothing to change"),
+        (&["groups", "delete", "nope"], "[not_found]"),
+        // users
+        (&["users", "add", "--name", "admin"], "[name_taken]"),
+        (&["users", "add", "--name", "two words"], "[invalid_field]"),
+        (
+            &["users", "add", "--name", "u", "--groups", "nope"],
+            "[not_found]",
+        ),
+        (&["users", "show", "nope"], "[not_found]"),
+        (&["users", "update", "nope", "--name", "x"], "[not_found]"),
+        (
+            &["users", "update", "svc", "--add-groups", "nope"],
+            "[not_found]",
+        ),
+        (&["users", "update", "svc"], "nothing to change"),
+        (&["users", "enable", "nope"], "[not_found]"),
+        (&["users", "disable", "nope"], "[not_found]"),
+        (&["users", "delete", "nope"], "[not_found]"),
+        // keys
+        (
+            &["keys", "add", "--name", "k", "--user", "nobody"],
+            "[not_found]",
+        ),
+        (
+            &[
+                "keys", "add", "--name", "k", "--user", "svc", "--scopes", "NOPE",
+            ],
+            "[invalid_field]",
+        ),
+        (
+            &[
+                "keys",
+                "add",
+                "--name",
+                "k",
+                "--user",
+                "svc",
+                "--expires-at",
+                "2000-01-01T00:00:00Z",
+            ],
+            "[invalid_field]",
+        ),
+        (
+            &[
+                "keys",
+                "add",
+                "--name",
+                "k",
+                "--user",
+                "svc",
+                "--expires-at",
+                "someday",
+            ],
+            "RFC 3339",
+        ),
+        (&["keys", "list", "--sort", "size"], "[invalid_field]"),
+        (&["keys", "list", "--user", "nobody"], "[not_found]"),
+        (&["keys", "list", "--cursor", "garbage"], "[invalid_field]"),
+        (&["keys", "show", "nope"], "[not_found]"),
+        (&["keys", "update", "nope", "--name", "x"], "[not_found]"),
+        (&["keys", "update", &active], "nothing to change"),
+        (&["keys", "disable", "nope"], "[not_found]"),
+        (&["keys", "enable", &revoked], "[key_revoked]"),
+        (&["keys", "revoke", "nope"], "[not_found]"),
+        (&["keys", "delete", &active], "[key_not_revoked]"),
+        (&["keys", "delete", "nope"], "[not_found]"),
+        (&["keys", "rotate", &revoked], "[key_revoked]"),
+        (
+            &["keys", "rotate", &active, "--grace", "soon"],
+            "invalid duration",
+        ),
+        (
+            &["keys", "rotate", &active, "--grace", "1000w"],
+            "[invalid_field]",
+        ),
+        // verify and audit
+        (
+            &["verify", "x", "--permission", "Bad Perm"],
+            "[invalid_field]",
+        ),
+        (&["audit", "list", "--limit", "0"], "[invalid_field]"),
+    ];
+    for (args, needle) in cases {
+        let run = f.cli(args);
+        let line = run.fails(1, needle);
+        assert!(!line.contains(&f.admin), "{line}");
+        // `--json` changes stdout only: errors stay one line on stderr, stdout stays empty.
+        let mut json = vec!["--json"];
+        json.extend_from_slice(args);
+        let run = f.cli(&json);
+        run.fails(1, needle);
+        assert_eq!(run.stdout, "", "{run:#?}");
+    }
+    // Nothing above changed the active key.
+    assert_eq!(f.json(&["keys", "show", &active])["status"], "active");
+}
+
+#[test]
+fn transport_and_credential_errors() {
+    let f = Fixture::new();
+    // No admin key.
+    let run = Run::of(latchkey().args(["keys", "list", "--url", &f.daemon.url]));
+    run.fails(1, "[missing_key]");
+    assert!(run.stderr.contains("LATCHKEY_ADMIN_KEY"));
+    // A wrong admin key.
+    f.daemon
+        .cli_as("lk_live_nope", &["keys", "list"])
+        .fails(1, "[invalid_key]");
+    // A key without the permission.
+    f.user("reader", "latchkey:keys:read");
+    let (_, reader) = f.key("reader", "r", &[]);
+    f.daemon
+        .cli_as(&reader, &["users", "list"])
+        .fails(1, "[insufficient_permission]");
+    // Nothing listening: pick a port, free it, aim at it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    Run::of(latchkey().args(["keys", "list", "--url", &url, "--admin-key", &f.admin]))
+        .fails(1, "cannot connect to the latchkey daemon");
+    // Not a URL; not plain http.
+    Run::of(latchkey().args(["keys", "list", "--url", "not a url"])).fails(1, "invalid --url");
+    Run::of(latchkey().args(["keys", "list", "--url", "https://127.0.0.1:1"]))
+        .fails(1, "plain http");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["keys", "add", "--user", "svc"][..],
+        &["keys", "frobnicate"],
+        &["keys", "list", "--status", "sleeping"],
+        &["keys", "add", "--name", "k", "--user", "u", "--env", "prod"],
+        &[
+            "users",
+            "update",
+            "u",
+            "--tenant-id",
+            "t",
+            "--clear-tenant-id",
+        ],
+        &["completions", "tcsh"],
+        &["scan"],
+        &[],
+    ] {
+        let run = Run::of(latchkey().args(args));
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+        // No command at all shows the help, on stderr; anything else is clap's error.
+        assert!(
+            run.stderr.starts_with("error: ") || args.is_empty(),
+            "{run:#?}"
+        );
+        assert!(!run.stderr.trim().is_empty(), "{run:#?}");
+        assert_eq!(run.stdout, "");
+    }
+}

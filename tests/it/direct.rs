@@ -1,0 +1,201 @@
+use latchkey_core::ApiKey;
+use serde_json::Value;
+
+use crate::harness::{Daemon, Run, latchkey, secret_in};
+
+fn on(db: &std::path::Path, args: &[&str]) -> Run {
+    Run::of(latchkey().arg("--db").arg(db).args(args))
+}
+
+#[test]
+fn init_creates_a_working_store_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    let run = on(&db, &["init"]).ok();
+    let admin = secret_in(&run.stdout).expect("init prints the admin key");
+    assert!(run.stdout.contains("Secret (store immediately):"));
+    let key = ApiKey::parse(&admin).unwrap();
+    assert!(admin.starts_with("lk_live_"));
+
+    // The store works directly, as the operator.
+    let groups = on(&db, &["--json", "groups", "list"]).json();
+    assert_eq!(groups["items"][0]["name"], "admin");
+    assert_eq!(groups["items"][0]["permissions"], serde_json::json!(["*"]));
+    let verified = on(&db, &["--json", "verify", &admin, "-p", "anything:at:all"]).json();
+    assert_eq!(verified["valid"], true);
+    assert_eq!(verified["principal"]["user_name"], "admin");
+    let keys_before = on(&db, &["--json", "keys", "list"]).json();
+    let audit_before = on(&db, &["--json", "audit", "list"]).json();
+
+    // A second init fails, says so in one line, and changes nothing.
+    on(&db, &["init"]).fails(1, "already exists");
+    on(&db, &["init", "--prefix", "other"]).fails(1, "nothing was changed");
+    assert_eq!(on(&db, &["--json", "audit", "list"]).json(), audit_before);
+    let keys_after = on(&db, &["--json", "keys", "list"]).json();
+    assert_eq!(
+        keys_after["items"].as_array().unwrap().len(),
+        keys_before["items"].as_array().unwrap().len()
+    );
+    assert_eq!(keys_after["items"][0]["prefix"], key.display_prefix());
+    assert_eq!(on(&db, &["verify", &admin]).code, 0);
+}
+
+#[test]
+fn init_json_and_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    let created = on(&db, &["--json", "init", "--prefix", "acme"]).json();
+    let secret = created["secret"].as_str().unwrap();
+    assert!(secret.starts_with("acme_live_"));
+    assert_eq!(created["name"], "admin");
+    assert_eq!(created["status"], "active");
+    assert_eq!(
+        created["prefix"],
+        ApiKey::parse(secret).unwrap().display_prefix()
+    );
+    for field in [
+        "id",
+        "user_id",
+        "env",
+        "scopes",
+        "expires_at",
+        "enabled",
+        "created_at",
+        "usage_count",
+    ] {
+        assert!(created.get(field).is_some(), "init --json has {field}");
+    }
+    // A bad prefix creates nothing.
+    let other = dir.path().join("other");
+    on(&other, &["init", "--prefix", "NO"]).fails(1, "prefix");
+    assert!(!other.exists());
+    // A path with no store: one line, nothing created.
+    let missing = dir.path().join("missing");
+    on(&missing, &["keys", "list"]).fails(1, "run `latchkey init` first");
+    assert!(!missing.exists());
+}
+
+#[test]
+fn a_store_held_by_the_daemon_refuses_direct_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    let daemon = Daemon::start(&db);
+    let admin = daemon.admin_key.clone().unwrap();
+    let shown = db.display().to_string();
+    for args in [
+        &["keys", "list"][..],
+        &["users", "add", "--name", "x"],
+        &["init"],
+        &["verify", &admin],
+    ] {
+        let line = on(&db, args).fails(1, "held by another process");
+        assert!(line.contains(&shown), "{line}");
+    }
+    // A second daemon on the same store refuses to start, in one line.
+    let second = Run::of(
+        latchkey()
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&db),
+    );
+    second.fails(1, "held by another process");
+
+    // Changes made through the daemon are there once it is gone.
+    daemon
+        .cli_as(&admin, &["users", "add", "--name", "via-daemon"])
+        .ok();
+    assert!(daemon.terminate().success());
+    let user = on(&db, &["--json", "users", "show", "via-daemon"]).json();
+    assert_eq!(user["name"], "via-daemon");
+}
+
+#[test]
+fn direct_commands_act_as_the_operator_and_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    on(&db, &["init"]).ok();
+    on(
+        &db,
+        &[
+            "users",
+            "add",
+            "--name",
+            "svc",
+            "--permissions",
+            "orders:read",
+        ],
+    )
+    .ok();
+    let created = on(
+        &db,
+        &["--json", "keys", "add", "--name", "k", "--user", "svc"],
+    )
+    .json();
+    assert_eq!(created["created_by"], Value::Null, "the operator is no key");
+    let id = created["id"].as_str().unwrap();
+    on(&db, &["keys", "revoke", id]).ok();
+
+    let table = on(&db, &["audit", "list"]).ok().stdout;
+    assert!(table.starts_with("SEQ"), "{table}");
+    for action in ["group.create", "user.create", "key.create", "key.revoke"] {
+        assert!(table.contains(action), "{action} in {table}");
+    }
+    assert!(table.contains("operator"));
+    let page = on(
+        &db,
+        &["--json", "audit", "list", "--after", "2", "--limit", "2"],
+    )
+    .json();
+    let seqs: Vec<u64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [3, 4]);
+    assert_eq!(page["next_cursor"], "4");
+
+    let report = on(&db, &["--json", "audit", "verify"]).json();
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["events"], 6);
+    assert!(
+        on(&db, &["audit", "verify"])
+            .ok()
+            .stdout
+            .contains("intact: 6 events")
+    );
+}
+
+#[test]
+fn a_tampered_audit_trail_is_reported_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    on(&db, &["init"]).ok();
+    on(&db, &["users", "add", "--name", "svc"]).ok();
+    on(&db, &["users", "add", "--name", "svc2"]).ok();
+    // Rewrite history behind latchkey's back: change the actor of event 2.
+    {
+        let tree = sled::open(&db).unwrap();
+        let mut tampered = 0;
+        for item in tree.iter() {
+            let (key, value) = item.unwrap();
+            let Ok(mut event) = serde_json::from_slice::<Value>(&value) else {
+                continue;
+            };
+            if event.get("prev_hash").is_some() && event["seq"] == 2 {
+                event["actor"] = Value::String("01900000-0000-7000-8000-000000000000".into());
+                tree.insert(key, serde_json::to_vec(&event).unwrap())
+                    .unwrap();
+                tampered += 1;
+            }
+        }
+        assert_eq!(tampered, 1);
+        tree.flush().unwrap();
+    }
+    let run = on(&db, &["audit", "verify"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.contains("BROKEN at event 2"), "{run:#?}");
+    let report: Value =
+        serde_json::from_str(&on(&db, &["--json", "audit", "verify"]).stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["broken"]["seq"], 2);
+}

@@ -1,0 +1,536 @@
+use latchkey_core::{ApiKey, Env, Prefix};
+use serde_json::{Value, json};
+
+use crate::harness::{Answer, Fixture};
+
+/// A fixture with a service user, one active key, one revoked key and a key that may only
+/// read keys.
+struct Setup {
+    f: Fixture,
+    active: String,
+    revoked: String,
+    revoked_secret: String,
+    reader_secret: String,
+}
+
+fn setup() -> Setup {
+    let f = Fixture::new();
+    f.user("svc", "orders:read");
+    f.user("reader", "latchkey:keys:read");
+    let (active, _) = f.key("svc", "active", &[]);
+    let (revoked, revoked_secret) = f.key("reader", "revoked", &[]);
+    let (_, reader_secret) = f.key("reader", "reader", &[]);
+    let revoked = revoked["id"].as_str().unwrap().to_owned();
+    f.json(&["keys", "revoke", &revoked]);
+    Setup {
+        active: active["id"].as_str().unwrap().to_owned(),
+        revoked,
+        revoked_secret,
+        reader_secret,
+        f,
+    }
+}
+
+/// Asserts a problem answer and, when given, the field it names.
+#[track_caller]
+fn check(answer: Answer, status: u16, code: &str, field: Option<&str>) {
+    let body = answer.problem(status, code);
+    match field {
+        Some(field) => assert_eq!(body["field"], field, "{answer:#?}"),
+        None => assert!(body.get("field").is_none_or(Value::is_null), "{answer:#?}"),
+    }
+}
+
+#[test]
+fn authentication_errors() {
+    let s = setup();
+    let d = &s.f.daemon;
+
+    let none = d.http("GET", "/v1/keys", None, None);
+    assert_eq!(
+        none.headers["www-authenticate"],
+        "Bearer realm=\"latchkey\""
+    );
+    check(none, 401, "missing_key", None);
+
+    for bad in ["nope", "lk_live_short"] {
+        let answer = d.http("GET", "/v1/keys", Some(bad), None);
+        assert_eq!(
+            answer.headers["www-authenticate"],
+            "Bearer realm=\"latchkey\", error=\"invalid_token\""
+        );
+        check(answer, 401, "invalid_key", None);
+    }
+    // A well-formed key with an unknown id answers exactly as a wrong secret does.
+    let unknown = ApiKey::generate(&Prefix::default(), Env::Live);
+    let unknown = d.http("GET", "/v1/keys", Some(unknown.expose()), None);
+    // The admin key's id with another secret, and a valid checksum.
+    let admin = ApiKey::parse(&s.f.admin).unwrap();
+    let other = ApiKey::generate(&Prefix::default(), Env::Live);
+    let body = format!("{}_{}", admin.display_prefix(), other.secret());
+    let sum = latchkey_core::key::checksum(body.as_bytes());
+    let forged = format!("{body}{}", std::str::from_utf8(&sum).unwrap());
+    assert!(ApiKey::parse(&forged).is_ok());
+    let wrong = d.http("GET", "/v1/keys", Some(&forged), None);
+    assert_eq!(unknown.status, wrong.status);
+    assert_eq!(unknown.body["code"], wrong.body["code"]);
+    check(unknown, 401, "invalid_key", None);
+
+    // The holder of a revoked key learns that it is revoked.
+    check(
+        d.http("GET", "/v1/keys", Some(&s.revoked_secret), None),
+        401,
+        "key_revoked",
+        None,
+    );
+
+    // Authenticated without the permission.
+    let forbidden = d.http(
+        "POST",
+        "/v1/keys",
+        Some(&s.reader_secret),
+        Some(json!({"name": "x", "user_id": "svc"})),
+    );
+    assert_eq!(
+        forbidden.headers["www-authenticate"],
+        "Bearer error=\"insufficient_scope\", scope=\"latchkey:keys:write\""
+    );
+    check(forbidden, 403, "insufficient_permission", None);
+    for (method, path) in [
+        ("GET", "/v1/users"),
+        ("GET", "/v1/groups"),
+        ("GET", "/v1/audit"),
+        ("GET", "/v1/audit/verify"),
+        ("POST", "/v1/verify"),
+        ("DELETE", "/v1/keys/nope"),
+    ] {
+        let body = (method == "POST").then(|| json!({"key": "x"}));
+        check(
+            d.http(method, path, Some(&s.reader_secret), body),
+            403,
+            "insufficient_permission",
+            None,
+        );
+    }
+    // What it may do, it can.
+    assert_eq!(
+        d.http("GET", "/v1/keys", Some(&s.reader_secret), None)
+            .status,
+        200
+    );
+}
+
+#[test]
+fn group_errors() {
+    let s = setup();
+    let f = &s.f;
+    check(
+        f.http("POST", "/v1/groups", Some(json!({"name": "admin"}))),
+        409,
+        "name_taken",
+        None,
+    );
+    check(
+        f.http("POST", "/v1/groups", Some(json!({"name": "two words"}))),
+        400,
+        "invalid_field",
+        Some("name"),
+    );
+    check(
+        f.http(
+            "POST",
+            "/v1/groups",
+            Some(json!({"name": "g", "permissions": ["Orders Read"]})),
+        ),
+        400,
+        "invalid_field",
+        Some("permissions"),
+    );
+    check(
+        f.http(
+            "POST",
+            "/v1/groups",
+            Some(json!({"name": "g", "colour": "red"})),
+        ),
+        400,
+        "invalid_field",
+        Some("colour"),
+    );
+    check(
+        f.http("POST", "/v1/groups", Some(json!({}))),
+        400,
+        "invalid_field",
+        Some("name"),
+    );
+    check(
+        f.daemon.http_raw(
+            "POST",
+            "/v1/groups",
+            &f.admin,
+            Some("application/json"),
+            "{\"name\":",
+        ),
+        400,
+        "invalid_json",
+        None,
+    );
+    check(
+        f.daemon
+            .http_raw("POST", "/v1/groups", &f.admin, Some("text/plain"), "{}"),
+        415,
+        "unsupported_media_type",
+        None,
+    );
+    check(
+        f.http("GET", "/v1/groups/nope", None),
+        404,
+        "not_found",
+        None,
+    );
+    check(
+        f.http("PATCH", "/v1/groups/nope", Some(json!({"name": "x"}))),
+        404,
+        "not_found",
+        None,
+    );
+    check(
+        f.http(
+            "PATCH",
+            "/v1/groups/admin",
+            Some(json!({"permissions": "*"})),
+        ),
+        400,
+        "invalid_field",
+        Some("permissions"),
+    );
+    check(
+        f.http("DELETE", "/v1/groups/nope", None),
+        404,
+        "not_found",
+        None,
+    );
+    check(
+        f.http("GET", "/v1/groups?page=2", None),
+        400,
+        "invalid_field",
+        Some("page"),
+    );
+}
+
+#[test]
+fn user_errors() {
+    let s = setup();
+    let f = &s.f;
+    check(
+        f.http("POST", "/v1/users", Some(json!({"name": "admin"}))),
+        409,
+        "name_taken",
+        None,
+    );
+    check(
+        f.http(
+            "POST",
+            "/v1/users",
+            Some(json!({"name": "u", "groups": ["nope"]})),
+        ),
+        404,
+        "not_found",
+        Some("groups"),
+    );
+    check(
+        f.http(
+            "POST",
+            "/v1/users",
+            Some(json!({"name": "u", "enabled": "yes"})),
+        ),
+        400,
+        "invalid_field",
+        Some("enabled"),
+    );
+    check(
+        f.http(
+            "POST",
+            "/v1/users",
+            Some(json!({"name": "u", "permissions": ["a::b"]})),
+        ),
+        400,
+        "invalid_field",
+        Some("permissions"),
+    );
+    check(
+        f.http("GET", "/v1/users/nope", None),
+        404,
+        "not_found",
+        None,
+    );
+    check(
+        f.http("PATCH", "/v1/users/nope", Some(json!({"enabled": false}))),
+        404,
+        "not_found",
+        None,
+    );
+    check(
+        f.http(
+            "PATCH",
+            "/v1/users/svc",
+            Some(json!({"add_groups": ["nope"]})),
+        ),
+        404,
+        "not_found",
+        Some("add_groups"),
+    );
+    check(
+        f.http("PATCH", "/v1/users/svc", Some(json!({"name": "admin"}))),
+        409,
+        "name_taken",
+        None,
+    );
+    check(
+        f.http("DELETE", "/v1/users/nope", None),
+        404,
+        "not_found",
+        None,
+    );
+}
+
+#[test]
+fn key_errors() {
+    let s = setup();
+    let f = &s.f;
+    let create = |body: Value| f.http("POST", "/v1/keys", Some(body));
+    check(
+        create(json!({"name": "k", "user_id": "nobody"})),
+        404,
+        "not_found",
+        Some("user_id"),
+    );
+    check(
+        create(json!({"name": "k", "user_id": "svc", "expires_at": "tomorrow"})),
+        400,
+        "invalid_field",
+        Some("expires_at"),
+    );
+    check(
+        create(json!({"name": "k", "user_id": "svc", "expires_at": "2000-01-01T00:00:00Z"})),
+        400,
+        "invalid_field",
+        Some("expires_at"),
+    );
+    check(
+        create(json!({"name": "k", "user_id": "svc", "env": "prod"})),
+        400,
+        "invalid_field",
+        Some("env"),
+    );
+    check(
+        create(json!({"name": "k", "user_id": "svc", "scopes": ["NOPE"]})),
+        400,
+        "invalid_field",
+        Some("scopes"),
+    );
+    check(
+        create(json!({"name": "", "user_id": "svc"})),
+        400,
+        "invalid_field",
+        Some("name"),
+    );
+    check(
+        create(json!({"user_id": "svc"})),
+        400,
+        "invalid_field",
+        Some("name"),
+    );
+
+    check(
+        f.http("GET", "/v1/keys?status=bogus", None),
+        400,
+        "invalid_field",
+        Some("status"),
+    );
+    check(
+        f.http("GET", "/v1/keys?sort=size", None),
+        400,
+        "invalid_field",
+        Some("sort"),
+    );
+    check(
+        f.http("GET", "/v1/keys?limit=0", None),
+        400,
+        "invalid_field",
+        Some("limit"),
+    );
+    check(
+        f.http("GET", "/v1/keys?cursor=garbage", None),
+        400,
+        "invalid_field",
+        Some("cursor"),
+    );
+    check(
+        f.http("GET", "/v1/keys?user_id=nobody", None),
+        404,
+        "not_found",
+        Some("user_id"),
+    );
+
+    check(f.http("GET", "/v1/keys/nope", None), 404, "not_found", None);
+    check(
+        f.http("GET", "/v1/keys/01900000-0000-7000-8000-000000000000", None),
+        404,
+        "not_found",
+        None,
+    );
+    let active = format!("/v1/keys/{}", s.active);
+    let revoked = format!("/v1/keys/{}", s.revoked);
+    check(
+        f.http("PATCH", &active, Some(json!({"enabled": "no"}))),
+        400,
+        "invalid_field",
+        Some("enabled"),
+    );
+    check(
+        f.http("PATCH", &revoked, Some(json!({"enabled": true}))),
+        409,
+        "key_revoked",
+        None,
+    );
+    check(
+        f.http("PATCH", "/v1/keys/nope", Some(json!({"name": "x"}))),
+        404,
+        "not_found",
+        None,
+    );
+    check(
+        f.http("POST", "/v1/keys/nope/revoke", None),
+        404,
+        "not_found",
+        None,
+    );
+
+    let rotate = |path: &str, body: Value| f.http("POST", &format!("{path}/rotate"), Some(body));
+    check(
+        rotate(&active, json!({"grace_seconds": -1})),
+        400,
+        "invalid_field",
+        Some("grace_seconds"),
+    );
+    check(
+        rotate(&active, json!({"grace_seconds": 999_999_999})),
+        400,
+        "invalid_field",
+        Some("grace_seconds"),
+    );
+    check(
+        rotate(&active, json!({})),
+        400,
+        "invalid_field",
+        Some("grace_seconds"),
+    );
+    check(
+        rotate(&revoked, json!({"grace_seconds": 0})),
+        409,
+        "key_revoked",
+        None,
+    );
+    check(
+        rotate("/v1/keys/nope", json!({"grace_seconds": 0})),
+        404,
+        "not_found",
+        None,
+    );
+
+    check(
+        f.http("DELETE", &active, None),
+        409,
+        "key_not_revoked",
+        None,
+    );
+    check(
+        f.http("DELETE", "/v1/keys/nope", None),
+        404,
+        "not_found",
+        None,
+    );
+    // None of it changed anything.
+    assert_eq!(f.http("GET", &active, None).body["status"], "active");
+}
+
+#[test]
+fn verify_and_audit_errors() {
+    let s = setup();
+    let f = &s.f;
+    check(
+        f.http("POST", "/v1/verify", Some(json!({}))),
+        400,
+        "invalid_field",
+        Some("key"),
+    );
+    check(
+        f.http(
+            "POST",
+            "/v1/verify",
+            Some(json!({"key": "x", "permissions": ["Bad Perm"]})),
+        ),
+        400,
+        "invalid_field",
+        Some("permissions"),
+    );
+    // A key that does not verify is an answer, not an error.
+    let answer = f.http("POST", "/v1/verify", Some(json!({"key": "nope"})));
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, json!({"valid": false, "code": "invalid_key"}));
+
+    check(
+        f.http("GET", "/v1/audit?after=x", None),
+        400,
+        "invalid_field",
+        Some("after"),
+    );
+    check(
+        f.http("GET", "/v1/audit?limit=0", None),
+        400,
+        "invalid_field",
+        Some("limit"),
+    );
+    check(
+        f.http("GET", "/v1/audit/verify?x=1", None),
+        400,
+        "invalid_field",
+        Some("x"),
+    );
+}
+
+#[test]
+fn open_endpoints_need_no_key() {
+    let s = setup();
+    let d = &s.f.daemon;
+    let health = d.http("GET", "/healthz", None, None);
+    assert_eq!(health.status, 200);
+    assert_eq!(health.body["status"], "ok");
+
+    let metrics = d.http("GET", "/metrics", None, None);
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(metrics.text.contains("# TYPE"), "{}", metrics.text);
+
+    let openapi = d.http("GET", "/openapi.json", None, None);
+    assert_eq!(openapi.status, 200);
+    assert!(openapi.body["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/keys",
+        "/v1/keys/{id}/rotate",
+        "/v1/users",
+        "/v1/groups",
+        "/v1/verify",
+        "/v1/audit",
+    ] {
+        assert!(
+            openapi.body["paths"].get(path).is_some(),
+            "{path} is documented"
+        );
+    }
+}

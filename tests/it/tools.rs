@@ -1,0 +1,206 @@
+use latchkey_core::{ApiKey, Env, Prefix};
+use serde_json::Value;
+
+use crate::harness::{Fixture, Run, latchkey};
+
+#[test]
+fn scan_finds_a_key_and_never_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ApiKey::generate(&Prefix::default(), Env::Live);
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    let file = dir.path().join("config/app.env");
+    std::fs::write(
+        &file,
+        format!("# settings\nPORT=80\nAPI_KEY={}\n", key.expose()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("README.md"),
+        "lk_live_notakey_xxxxxxxx and other text\n",
+    )
+    .unwrap();
+
+    let run = Run::of(latchkey().arg("scan").arg(dir.path()));
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(
+        run.stdout,
+        format!("{}:3: {}\n", file.display(), key.display_prefix())
+    );
+    assert!(!run.stdout.contains(key.secret()) && !run.stderr.contains(key.secret()));
+    // A single file, and JSON.
+    let run = Run::of(latchkey().args(["--json", "scan"]).arg(&file));
+    assert_eq!(run.code, 1);
+    let found: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(found["findings"][0]["line"], 3);
+    assert_eq!(found["findings"][0]["prefix"], key.display_prefix());
+    // stdin.
+    let mut child = latchkey()
+        .args(["scan", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(key.expose().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("-:1: {}\n", key.display_prefix())
+    );
+}
+
+#[test]
+fn scan_passes_a_clean_tree_and_fails_on_a_missing_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ApiKey::generate(&Prefix::default(), Env::Live);
+    // A look-alike: one checksum character changed.
+    let mut forged = key.expose().to_owned();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'a' { 'b' } else { 'a' });
+    std::fs::write(dir.path().join("docs.md"), format!("example: {forged}\n")).unwrap();
+    let run = Run::of(latchkey().arg("scan").arg(dir.path()));
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.stdout, "");
+    Run::of(latchkey().arg("scan").arg(dir.path().join("missing"))).fails(1, "cannot read");
+}
+
+#[test]
+fn verify_exit_codes() {
+    let f = Fixture::new();
+    f.user("svc", "orders:read");
+    let (_, key) = f.key("svc", "k", &[]);
+    assert_eq!(
+        f.cli(&["verify", &key]).ok().stdout.lines().next(),
+        Some("valid")
+    );
+    assert_eq!(f.cli(&["verify", &key, "-p", "orders:read"]).code, 0);
+    let run = f.cli(&["verify", &key, "-p", "orders:read", "-p", "orders:write"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout, "invalid: insufficient_permission\n");
+    let run = f.cli(&["--json", "verify", &key, "-p", "orders:write"]);
+    assert_eq!(run.code, 1);
+    let answer: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(answer["valid"], false);
+    assert_eq!(answer["code"], "insufficient_permission");
+    assert_eq!(answer["principal"]["user_name"], "svc");
+    let run = f.cli(&["--json", "verify", "lk_live_garbage"]);
+    assert_eq!(run.code, 1);
+    let answer: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"valid": false, "code": "invalid_key", "principal": null})
+    );
+    // The key can come from stdin, out of shell history.
+    let out = latchkey()
+        .args([
+            "verify",
+            "-",
+            "--url",
+            &f.daemon.url,
+            "--admin-key",
+            &f.admin,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{key}\n").as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn completions_and_default_config_print() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let run = Run::of(latchkey().args(["completions", shell])).ok();
+        assert!(run.stdout.contains("latchkey"), "{shell}");
+        assert!(
+            run.stdout.contains("rotate"),
+            "{shell} completes subcommands"
+        );
+    }
+    let config = Run::of(latchkey().arg("default-config")).ok().stdout;
+    for setting in [
+        "url",
+        "admin_key",
+        "db",
+        "listen",
+        "prefix",
+        "request_timeout",
+        "log",
+    ] {
+        assert!(
+            config.contains(&format!("# {setting} = ")),
+            "{setting} in {config}"
+        );
+    }
+}
+
+#[test]
+fn the_config_file_is_read_and_flags_win() {
+    let f = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("latchkey.toml");
+    std::fs::write(
+        &config,
+        format!("url = \"{}\"\nadmin_key = \"{}\"\n", f.daemon.url, f.admin),
+    )
+    .unwrap();
+    // From the file alone.
+    let run = Run::of(
+        latchkey()
+            .arg("--config")
+            .arg(&config)
+            .args(["--json", "users", "list"]),
+    );
+    assert_eq!(run.json()["items"][0]["name"], "admin");
+    // From the environment variable naming the file.
+    let run = Run::of(
+        latchkey()
+            .env("LATCHKEY_CONFIG", &config)
+            .args(["--json", "groups", "list"]),
+    );
+    assert_eq!(run.json()["items"][0]["name"], "admin");
+    // A flag beats the file: a wrong key on the command line is used, and refused.
+    Run::of(latchkey().arg("--config").arg(&config).args([
+        "users",
+        "list",
+        "--admin-key",
+        "lk_live_x",
+    ]))
+    .fails(1, "[invalid_key]");
+    // The environment beats the file too.
+    Run::of(
+        latchkey()
+            .arg("--config")
+            .arg(&config)
+            .env("LATCHKEY_ADMIN_KEY", "nope")
+            .args(["users", "list"]),
+    )
+    .fails(1, "[invalid_key]");
+    // A typo in the file is an error naming it.
+    std::fs::write(&config, "urll = \"x\"\n").unwrap();
+    Run::of(
+        latchkey()
+            .arg("--config")
+            .arg(&config)
+            .args(["users", "list"]),
+    )
+    .fails(1, "invalid config file");
+    // The secret in the file never shows in `--help`.
+    let help = Run::of(latchkey().env("LATCHKEY_ADMIN_KEY", &f.admin).arg("--help")).ok();
+    assert!(!help.stdout.contains(&f.admin));
+}

@@ -1,1 +1,0 @@
-//! Helpers for the black-box tests live in `it/`.
