@@ -68,7 +68,7 @@ if cargo build --release --quiet -p latchkey-daemon 2>/dev/null && "$REL/latchke
     DAEMON_KIND="latchkey serve"
     start daemon 's/^.*listening on \([0-9.:]*\).*$/\1/p' \
         "$REL/latchkey" serve --db "$OUT/daemon-db" --listen 127.0.0.1:0
-    ADMIN=$(grep -oE '\blk_(live|test)_[A-Za-z0-9_]+' "$OUT/daemon.out" | head -n1)
+    ADMIN=$(sed -n '/Secret (store immediately):/{n;s/^ *//;p;q}' "$OUT/daemon.out")
 else
     DAEMON_KIND="remote-bench daemon (latchkey_admin::router)"
     start daemon 's/^listening on //p' "$BENCH" daemon "$OUT/daemon-db" 127.0.0.1:0

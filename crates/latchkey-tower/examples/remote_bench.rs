@@ -151,6 +151,7 @@ async fn propagation(url: &str, admin: &str, n: usize, apps: &[&str]) -> Result<
         .collect::<Result<_, _>>()?;
     let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); apps.len()];
     let mut polls = vec![0u64; apps.len()];
+    let mut first_refused = 0;
     for i in 0..n {
         let key = api
             .post(
@@ -198,6 +199,7 @@ async fn propagation(url: &str, admin: &str, n: usize, apps: &[&str]) -> Result<
             let (took, count) = result?;
             samples[app].push(took);
             polls[app] += count;
+            first_refused += usize::from(count == 1);
         }
     }
     println!("revocation propagation over {n} revocations (revoke returned -> first 401)");
@@ -209,8 +211,10 @@ async fn propagation(url: &str, admin: &str, n: usize, apps: &[&str]) -> Result<
     print_stats("all apps", &mut all);
     let total: u64 = polls.iter().sum();
     println!(
-        "polls: {total} requests in all ({:.1} per app and revocation)",
-        total as f64 / (n * apps.len()) as f64
+        "polls: {total} requests in all ({:.2} per app and revocation); the first request \
+         after the revoke returned was already refused {first_refused} times of {}",
+        total as f64 / (n * apps.len()) as f64,
+        n * apps.len()
     );
     Ok(())
 }
