@@ -73,6 +73,7 @@ mod router;
 mod state;
 
 pub use error::Problem;
+pub use handlers::events::close_event_streams;
 pub use openapi::openapi;
 
 use latchkey_core::Store;

@@ -38,8 +38,10 @@
 //! the write that made it returns. A subscriber that falls behind the broadcast buffer
 //! replays the missed changes from the store.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -51,6 +53,7 @@ use http::{HeaderMap, HeaderValue};
 use latchkey_core::{AuditEvent, KeyStatus, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -66,6 +69,48 @@ const REPLAY_PAGE: usize = 500;
 const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 /// The bounds of `heartbeat_ms`.
 const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+
+/// The signal that ends the streams of a store, by store path: see
+/// [`close_event_streams`]. A store is open once per process (sled locks it), so its path
+/// names it.
+static CLOSING: LazyLock<Mutex<HashMap<PathBuf, watch::Sender<()>>>> =
+    LazyLock::new(Mutex::default);
+
+fn closing_signal(store: &Store) -> watch::Receiver<()> {
+    let mut closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+    closing
+        .entry(store.path().to_owned())
+        .or_insert_with(|| watch::Sender::new(()))
+        .subscribe()
+}
+
+/// Ends every open `GET /v1/events` stream over `store`, for a graceful shutdown.
+///
+/// An event stream never ends by itself, so a server that waits for open requests before
+/// it exits (axum's `with_graceful_shutdown`) would wait for every connected remote
+/// verifier. Call this when the shutdown begins: each stream ends after the event it is
+/// sending, and its client reconnects, resuming where it stopped, once a server is back.
+/// Streams opened afterwards are not affected.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run(store: latchkey_core::Store, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// let app = latchkey_admin::router(store.clone());
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(async move {
+///         let _ = tokio::signal::ctrl_c().await;
+///         latchkey_admin::close_event_streams(&store);
+///     })
+///     .await
+/// # }
+/// ```
+pub fn close_event_streams(store: &Store) {
+    let closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sender) = closing.get(store.path()) {
+        sender.send_replace(());
+    }
+}
 
 /// The parameters of `GET /v1/events`. An empty value counts as absent.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -163,6 +208,7 @@ pub(crate) async fn stream(
         heartbeat: heartbeat_interval(Duration::from_millis(heartbeat)),
         queue: VecDeque::from([start]),
         caller: caller.actor.key_id(),
+        closing: closing_signal(&state.store),
     };
     let mut response = Sse::new(feed.into_stream()).into_response();
     // Reverse proxies such as nginx buffer responses unless told not to; a buffered event
@@ -212,6 +258,8 @@ struct Feed {
     queue: VecDeque<Event>,
     /// The caller's key, checked at every heartbeat; `None` for the operator router.
     caller: Option<Uuid>,
+    /// Changes when the server shuts down: the stream ends.
+    closing: watch::Receiver<()>,
 }
 
 impl Feed {
@@ -263,6 +311,7 @@ impl Feed {
                     Err(RecvError::Closed) => return None,
                 },
                 _ = self.heartbeat.tick() => self.heartbeat_due = true,
+                _ = self.closing.changed() => return None,
             }
         }
     }

@@ -66,7 +66,7 @@ impl Stream {
         }
     }
 
-    /// Reads until the stream ends; only changes may come before that.
+    /// Reads until the stream ends; only changes and heartbeats may come before that.
     async fn ends(&mut self) {
         loop {
             let frame = tokio::time::timeout(PATIENCE, self.body.frame())
@@ -77,7 +77,10 @@ impl Stream {
                 Some(frame) => {
                     let bytes = frame.unwrap().into_data().unwrap();
                     let text = std::str::from_utf8(&bytes).unwrap();
-                    assert!(text.contains("event: change"), "{text}");
+                    assert!(
+                        text.contains("event: change") || text.contains("event: heartbeat"),
+                        "{text}"
+                    );
                 }
             }
         }
@@ -309,4 +312,20 @@ async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
         // The change itself may still be sent; then the stream ends, at the next heartbeat.
         stream.ends().await;
     }
+}
+
+#[tokio::test]
+async fn closing_the_streams_of_a_store_ends_them_and_only_them() {
+    let (h, other) = (Harness::new(), Harness::new());
+    let mut stream = Stream::open(&h, "/v1/events?heartbeat_ms=100", &[]).await;
+    let mut unrelated = Stream::open(&other, "/v1/events?heartbeat_ms=100", &[]).await;
+    assert_eq!(stream.next().await.event, "ready");
+    assert_eq!(unrelated.next().await.event, "ready");
+    latchkey_admin::close_event_streams(&h.store);
+    stream.ends().await;
+    // The other store's stream goes on, and so do streams opened afterwards.
+    assert_eq!(unrelated.next().await.event, "heartbeat");
+    let mut later = Stream::open(&h, "/v1/events?heartbeat_ms=100", &[]).await;
+    assert_eq!(later.next().await.event, "ready");
+    assert_eq!(later.next().await.event, "heartbeat");
 }
