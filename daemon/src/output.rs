@@ -26,6 +26,21 @@ pub fn text(value: &Value) -> String {
     }
 }
 
+/// A time for people: RFC 3339 to the second (`2026-01-02T03:04:05Z`); `null` as `-`.
+pub fn when(value: &Value) -> String {
+    let text = text(value);
+    match (text.find('.'), text.ends_with('Z')) {
+        (Some(dot), true)
+            if text[dot + 1..text.len() - 1]
+                .bytes()
+                .all(|b| b.is_ascii_digit()) =>
+        {
+            format!("{}Z", &text[..dot])
+        }
+        _ => text,
+    }
+}
+
 /// A table with aligned columns, two spaces apart.
 #[derive(Debug)]
 pub struct Table {
@@ -114,6 +129,12 @@ mod tests {
         assert_eq!(text(&json!([])), "-");
         assert_eq!(text(&json!(3)), "3");
         assert_eq!(text(&json!(true)), "true");
+        assert_eq!(
+            when(&json!("2026-11-22T15:00:05.984202621Z")),
+            "2026-11-22T15:00:05Z"
+        );
+        assert_eq!(when(&json!("2026-11-22T15:00:05Z")), "2026-11-22T15:00:05Z");
+        assert_eq!(when(&json!(null)), "-");
         assert_eq!(
             fields(&[("id", "1".into()), ("name", "x".into())]),
             "id    1\nname  x\n"

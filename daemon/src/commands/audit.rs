@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::Output;
 use crate::cli::AuditCommand;
 use crate::client::{Client, items, query};
-use crate::output::{Table, text};
+use crate::output::{Table, text, when};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
@@ -30,7 +30,7 @@ pub(super) async fn run<T: Transport>(
                 for event in items(list) {
                     table.row(vec![
                         text(&event["seq"]),
-                        text(&event["at"]),
+                        when(&event["at"]),
                         actor(&event["actor"]),
                         text(&event["action"]),
                         text(&event["target"]),

@@ -12,7 +12,7 @@ use super::{Body, Output, cleaned};
 use crate::cli::{KeyAdd, KeyList, KeysCommand};
 use crate::client::{Client, items, query, segment};
 use crate::duration::parse_duration;
-use crate::output::{Table, fields, text};
+use crate::output::{Table, fields, text, when};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
@@ -122,7 +122,7 @@ async fn list<T: Transport>(api: &Client<T>, out: &Output, args: KeyList) -> any
             text(&key["name"]),
             user_name(&key["user_id"], &users),
             text(&key["status"]),
-            text(&key["last_used_at"]),
+            when(&key["last_used_at"]),
         ]);
     }
     table.print("No keys.");
@@ -187,12 +187,12 @@ async fn print_key<T: Transport>(api: &Client<T>, out: &Output, key: &Value) {
             ("env", text(&key["env"])),
             ("status", text(&key["status"])),
             ("scopes", scopes(&key["scopes"])),
-            ("expires_at", text(&key["expires_at"])),
-            ("revoked_at", text(&key["revoked_at"])),
-            ("created_at", text(&key["created_at"])),
+            ("expires_at", when(&key["expires_at"])),
+            ("revoked_at", when(&key["revoked_at"])),
+            ("created_at", when(&key["created_at"])),
             ("created_by", created_by(&key["created_by"])),
             ("rotated_from", text(&key["rotated_from"])),
-            ("last_used_at", text(&key["last_used_at"])),
+            ("last_used_at", when(&key["last_used_at"])),
             ("usage_count", text(&key["usage_count"])),
         ])
     );
