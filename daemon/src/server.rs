@@ -70,9 +70,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let app = app(config.store.clone(), config.request_timeout);
     let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let store = config.store.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing open requests");
+        // Event streams never finish by themselves; their clients reconnect and resume.
+        latchkey_admin::close_event_streams(&store);
         let _ = stopping.send(true);
     });
     let drain = config.drain_timeout;

@@ -31,3 +31,7 @@ mod direct;
 
 // `scan`, `verify`, `completions`, `default-config` and the config file.
 mod tools;
+
+// Remote verification: a daemon and two example-remote-orders apps, revocations, a kill
+// and a restart.
+mod remote;

@@ -218,6 +218,14 @@ pub struct VerifyResponse {
     /// `insufficient_permission`), absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<PrincipalInfo>,
+    /// When the key expires (RFC 3339), present with `principal` for a key that has an
+    /// expiry: a remote verifier's cache must not outlive it, and no event announces it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// The answer of `GET /v1/audit/verify`.

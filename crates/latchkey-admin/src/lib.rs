@@ -31,7 +31,7 @@
 //! | `GET /v1/users`, `GET /v1/users/{id}` | `latchkey:users:read` |
 //! | `POST /v1/keys`, `PATCH /v1/keys/{id}`, `DELETE /v1/keys/{id}`, `POST /v1/keys/{id}/revoke`, `POST /v1/keys/{id}/rotate` | `latchkey:keys:write` |
 //! | `GET /v1/keys`, `GET /v1/keys/{id}` | `latchkey:keys:read` |
-//! | `POST /v1/verify` | `latchkey:verify` |
+//! | `POST /v1/verify`, `GET /v1/events` (server-sent events of every change) | `latchkey:verify` |
 //! | `GET /v1/audit`, `GET /v1/audit/verify` | `latchkey:audit:read` |
 //! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | none |
 //!
@@ -73,6 +73,7 @@ mod router;
 mod state;
 
 pub use error::Problem;
+pub use handlers::events::close_event_streams;
 pub use openapi::openapi;
 
 use latchkey_core::Store;

@@ -15,6 +15,8 @@
 //! - `rejection.rs`: [`Rejection`], every refusal as a status, a challenge and a static
 //!   problem+json body.
 //! - `principal.rs`: [`Principal`], the extractor and `principal.require(..)`.
+//! - `remote` (feature `remote`): `RemoteVerifier`, verifying against a latchkey daemon
+//!   with a cache that the daemon's change feed keeps current.
 //!
 //! # Example
 //!
@@ -57,6 +59,9 @@ mod verifier;
 
 #[cfg(feature = "axum")]
 mod extract;
+
+#[cfg(feature = "remote")]
+pub mod remote;
 
 pub use auth::{ApiKeyAuth, ApiKeyLayer};
 pub use principal::Principal;

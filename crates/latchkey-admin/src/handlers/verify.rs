@@ -51,6 +51,13 @@ pub(crate) async fn verify(
                     "insufficient_permission"
                 }
                 .to_owned(),
+                // A key that expires does so without a change event; a remote verifier
+                // caches the answer only until then.
+                expires_at: state
+                    .store
+                    .key(principal.key_id)
+                    .ok()
+                    .and_then(|k| k.expires_at),
                 principal: Some((*principal).clone()),
             }
         }
@@ -66,6 +73,7 @@ pub(crate) async fn verify(
             valid: false,
             code: err.code().to_owned(),
             principal: None,
+            expires_at: None,
         },
     };
     Ok(Json(answer))

@@ -9,6 +9,8 @@ mod auth;
 mod audit;
 // Malformed requests of every kind.
 mod errors;
+// The change feed as server-sent events: replay, resume, reset, heartbeats, lag.
+mod events;
 // No escalation through keys, users or groups.
 mod escalation;
 // Groups.

@@ -30,6 +30,7 @@ async fn openapi_document_parses_and_lists_every_path() {
         ("/v1/verify", &["post"]),
         ("/v1/audit", &["get"]),
         ("/v1/audit/verify", &["get"]),
+        ("/v1/events", &["get"]),
         ("/healthz", &["get"]),
         ("/metrics", &["get"]),
         ("/openapi.json", &["get"]),

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Remote verification benchmark: a latchkey daemon, two apps verifying against it
+# (examples/remote-orders) and the same app on an embedded store (examples/orders), all on
+# loopback. Two measurements:
+#   1. requests per second of `GET /orders` with a valid key: the remote-verifying app with a
+#      warm cache against the embedded-store app, interleaved over ROUNDS rounds (the order
+#      reversed every other round), medians and their ratio (target >= 85 %);
+#   2. revocation propagation: REVOCATIONS times, a fresh key is accepted by both remote
+#      apps, revoked through the API, and each app is polled until its first 401; the time
+#      from the revoke call's return to that 401, p50/p90/p99/max (target p99 <= 100 ms).
+#
+# Usage: bench/remote.sh       (ROUNDS=5 DURATION=3s CONNS=16 REVOCATIONS=100)
+#
+# The daemon is `latchkey serve` when the daemon package builds a working binary, otherwise
+# `remote-bench daemon` (crates/latchkey-tower/examples/remote_bench.rs), which serves the
+# same router, `latchkey_admin::router`. Everything goes to bench/out/remote/ (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-3s}
+CONNS=${CONNS:-16}
+REVOCATIONS=${REVOCATIONS:-100}
+OUT=bench/out/remote
+REL=target/release
+
+if ! command -v wrk >/dev/null; then
+    echo "installing wrk (Debian package)" >&2
+    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+
+cargo build --release --quiet -p example-orders -p example-remote-orders
+cargo build --release --quiet -p latchkey-tower --features remote --example remote-bench
+BENCH=$REL/examples/remote-bench
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+PIDS=()
+cleanup() { # the apps first, then the daemon they follow
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -TERM "${PIDS[$i]}" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# start NAME PATTERN CMD...: runs CMD in the background, its stdout in $OUT/NAME.out, and
+# waits (at most 60 s) for a line matching the sed PATTERN; sets FOUND to what it captures.
+start() {
+    local name=$1 pattern=$2
+    shift 2
+    "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+    local pid=$!
+    PIDS+=("$pid")
+    FOUND=
+    for _ in $(seq 600); do
+        FOUND=$(sed -n "$pattern" "$OUT/$name.out" 2>/dev/null | head -n1)
+        [ -n "$FOUND" ] && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$name did not start:" >&2
+    cat "$OUT/$name.err" >&2
+    exit 1
+}
+
+# The daemon, and its fixtures: a service key (latchkey:verify) and a reader key.
+if cargo build --release --quiet -p latchkey-daemon 2>/dev/null && "$REL/latchkey" serve --help >/dev/null 2>&1; then
+    DAEMON_KIND="latchkey serve"
+    start daemon 's/^.*listening on \([0-9.:]*\).*$/\1/p' \
+        "$REL/latchkey" serve --db "$OUT/daemon-db" --listen 127.0.0.1:0
+    ADMIN=$(sed -n '/Secret (store immediately):/{n;s/^ *//;p;q}' "$OUT/daemon.out")
+else
+    DAEMON_KIND="remote-bench daemon (latchkey_admin::router)"
+    start daemon 's/^listening on //p' "$BENCH" daemon "$OUT/daemon-db" 127.0.0.1:0
+    ADMIN=$(cat "$OUT/daemon-db.admin")
+fi
+DAEMON=http://$FOUND
+"$BENCH" setup "$DAEMON" "$ADMIN" >"$OUT/fixtures"
+SERVICE=$(sed -n 's/^service //p' "$OUT/fixtures")
+READER=$(sed -n 's/^reader //p' "$OUT/fixtures")
+
+export LATCHKEY_URL=$DAEMON LATCHKEY_SERVICE_KEY=$SERVICE RUST_LOG=warn
+start remote-a 's/^listening on //p' "$REL/example-remote-orders" --listen 127.0.0.1:0
+REMOTE_A=http://$FOUND
+start remote-b 's/^listening on //p' "$REL/example-remote-orders" --listen 127.0.0.1:0
+REMOTE_B=http://$FOUND
+start embedded 's/^orders API on \(http:[^,]*\),.*$/\1/p' \
+    "$REL/example-orders" --db "$OUT/orders-db" --listen 127.0.0.1:0
+EMBEDDED=$FOUND
+EMBEDDED_KEY=$(sed -n 's/^ *read-write: //p' "$OUT/embedded.out")
+
+check() { # check URL KEY: one request must answer 200 (and warms the remote cache)
+    local status
+    status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "$1/orders")
+    [ "$status" = 200 ] || { echo "$1/orders answered $status" >&2; exit 1; }
+}
+check "$REMOTE_A" "$READER"
+check "$EMBEDDED" "$EMBEDDED_KEY"
+
+echo "daemon: $DAEMON_KIND at $DAEMON"
+echo "remote apps: $REMOTE_A $REMOTE_B; embedded app: $EMBEDDED"
+echo
+
+# 1. Requests per second, interleaved.
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+: >"$OUT/rps.tsv"
+for round in $(seq "$ROUNDS"); do
+    order=(embedded remote)
+    [ $((round % 2)) -eq 0 ] && order=(remote embedded)
+    for variant in "${order[@]}"; do
+        if [ "$variant" = remote ]; then url=$REMOTE_A key=$READER; else url=$EMBEDDED key=$EMBEDDED_KEY; fi
+        rps=$(wrk -t1 -c"$CONNS" -d"$DURATION" -H "Authorization: Bearer $key" "$url/orders" |
+            awk '/^Requests\/sec:/ { print $2 } /Non-2xx/ { print "non-2xx: " $0 > "/dev/stderr" }')
+        printf '%s\t%s\t%s\n' "$round" "$variant" "$rps" >>"$OUT/rps.tsv"
+        printf 'round %s  %-9s %10.0f req/s\n' "$round" "$variant" "$rps"
+    done
+done
+EMB=$(awk '$2 == "embedded" { print $3 }' "$OUT/rps.tsv" | median)
+REM=$(awk '$2 == "remote" { print $3 }' "$OUT/rps.tsv" | median)
+echo
+printf 'median  embedded store  %10.0f req/s\n' "$EMB"
+printf 'median  remote (warm)   %10.0f req/s   %.1f %% of embedded (target >= 85 %%)\n' \
+    "$REM" "$(awk -v r="$REM" -v e="$EMB" 'BEGIN { print 100 * r / e }')"
+echo
+
+# 2. Revocation propagation to both remote apps.
+"$BENCH" propagation "$DAEMON" "$ADMIN" "$REVOCATIONS" "$REMOTE_A" "$REMOTE_B" | tee "$OUT/propagation.txt"

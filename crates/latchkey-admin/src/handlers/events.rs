@@ -1,0 +1,434 @@
+//! `GET /v1/events`: the change feed as server-sent events, for remote verifiers.
+//!
+//! # The stream
+//!
+//! Every event is one of:
+//!
+//! | `event:` | `id:` | `data:` |
+//! |---|---|---|
+//! | `ready` | — | `{"head": 41, "position": 38, "hash": "…"}`: first, when the stream resumes or starts |
+//! | `reset` | — | `{"head": 41, "position": 41, "hash": "…"}`: first, instead of `ready`, when the client's position is ahead of the store's head |
+//! | `change` | the sequence number | the [`AuditEvent`] JSON: `seq`, `at`, `actor`, `action` (`key.revoke`, …), `target`, `user_id`, `prev_hash`, `hash` |
+//! | `heartbeat` | — | `{"head": 42}`: every `heartbeat_ms`, once everything up to `head` was sent |
+//!
+//! The position to resume from is the `Last-Event-ID` header (what an `EventSource` sends
+//! when it reconnects), else the `after` query parameter; the stream then replays every
+//! change with a greater `seq` from the store, in order, and goes on with live changes,
+//! never skipping or repeating one. Without either, it starts at the head: live changes
+//! only. `after=0` replays the whole feed.
+//!
+//! `position` is where the stream resumes (the head when none was given) and `hash` the
+//! hash of the change at that position (`null` at 0). A client that remembers the hash of
+//! the last change it saw compares the two: a difference means the daemon now serves
+//! another store, or a restored backup that diverged, and whatever the client derived from
+//! the feed is stale. A position ahead of the head is the same situation told by the
+//! daemon: the first event is then `reset`, and the stream continues from the head.
+//!
+//! A heartbeat carries the sequence number of the last change sent on this stream, and is
+//! sent only after every change already committed when it fell due has been sent: a
+//! client that receives `heartbeat {head}` knows that it has seen everything the store had
+//! committed a moment before, which is what lets a verifier bound how stale its cache is.
+//! Its absence for a few intervals means the stream is dead.
+//!
+//! The stream lasts as long as the caller's key may read it: at every heartbeat the key
+//! must still be active, its user enabled and its effective permissions must still hold
+//! `latchkey:verify`; otherwise the stream ends (and reconnecting answers 401 or 403).
+//!
+//! Each event is written as soon as its change commits: core broadcasts a change before
+//! the write that made it returns. A subscriber that falls behind the broadcast buffer
+//! replays the missed changes from the store.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue};
+use latchkey_core::{AuditEvent, KeyStatus, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::caller::{Caller, Required, perm};
+use crate::error::{AppError, Problem};
+use crate::extract::{Params, optional};
+use crate::state::AppState;
+
+/// How many changes one replay read takes from the store.
+const REPLAY_PAGE: usize = 500;
+/// The heartbeat interval when the client does not ask for one.
+const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
+/// The bounds of `heartbeat_ms`.
+const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+
+/// The signal that ends the streams of a store, by store path: see
+/// [`close_event_streams`]. A store is open once per process (sled locks it), so its path
+/// names it.
+static CLOSING: LazyLock<Mutex<HashMap<PathBuf, watch::Sender<()>>>> =
+    LazyLock::new(Mutex::default);
+
+fn closing_signal(store: &Store) -> watch::Receiver<()> {
+    let mut closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+    closing
+        .entry(store.path().to_owned())
+        .or_insert_with(|| watch::Sender::new(()))
+        .subscribe()
+}
+
+/// Ends every open `GET /v1/events` stream over `store`, for a graceful shutdown.
+///
+/// An event stream never ends by itself, so a server that waits for open requests before
+/// it exits (axum's `with_graceful_shutdown`) would wait for every connected remote
+/// verifier. Call this when the shutdown begins: each stream ends after the event it is
+/// sending, and its client reconnects, resuming where it stopped, once a server is back.
+/// Streams opened afterwards are not affected.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run(store: latchkey_core::Store, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// let app = latchkey_admin::router(store.clone());
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(async move {
+///         let _ = tokio::signal::ctrl_c().await;
+///         latchkey_admin::close_event_streams(&store);
+///     })
+///     .await
+/// # }
+/// ```
+pub fn close_event_streams(store: &Store) {
+    let closing = CLOSING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sender) = closing.get(store.path()) {
+        sender.send_replace(());
+    }
+}
+
+/// The parameters of `GET /v1/events`. An empty value counts as absent.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsParams {
+    /// Replay the changes after this sequence number first (`Last-Event-ID` wins when both
+    /// are sent); absent: start at the head, live changes only.
+    #[param(value_type = Option<u64>)]
+    after: Option<String>,
+    /// Milliseconds between heartbeats, 100 to 60000 (default 5000).
+    #[param(value_type = Option<u64>, minimum = 100, maximum = 60000)]
+    heartbeat_ms: Option<String>,
+}
+
+/// The data of the `ready` and `reset` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Start {
+    /// The sequence number of the store's newest change.
+    pub(crate) head: u64,
+    /// Where the stream resumes: changes after it follow.
+    pub(crate) position: u64,
+    /// The hash of the change at `position`; `null` at 0.
+    pub(crate) hash: Option<String>,
+}
+
+/// The data of the `heartbeat` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Heartbeat {
+    /// The sequence number of the last change sent on this stream.
+    pub(crate) head: u64,
+}
+
+/// Stream keystore changes (server-sent events), resumable with `Last-Event-ID`.
+///
+/// Events: `ready` (or `reset`) first, then `change` (`id:` the sequence number, `data:`
+/// the audit event) and `heartbeat` (`data: {"head": n}`). See the crate docs' table.
+#[utoipa::path(get, path = "/v1/events", operation_id = "streamEvents", tag = "audit",
+    params(
+        EventsParams,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number"),
+    ),
+    responses(
+        (status = 200, description = "A stream of `ready`/`reset`, `change` and `heartbeat` events", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid `after`, `heartbeat_ms` or `Last-Event-ID`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks latchkey:verify", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:verify"])))]
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    caller: Caller<perm::Verify>,
+    headers: HeaderMap,
+    Params(params): Params<EventsParams>,
+) -> Result<Response, AppError> {
+    let heartbeat = optional("heartbeat_ms", params.heartbeat_ms, |s| {
+        s.parse::<u64>()
+            .ok()
+            .filter(|ms| HEARTBEAT_MS.contains(ms))
+            .ok_or_else(|| format!("{s:?} is not a heartbeat interval: expected 100 to 60000"))
+    })?
+    .unwrap_or(DEFAULT_HEARTBEAT_MS);
+    let after = optional("after", params.after, parse_seq)?;
+    let last_event_id = match headers.get_all("last-event-id").iter().next_back() {
+        Some(value) => {
+            let text = value.to_str().unwrap_or("\u{fffd}").trim().to_owned();
+            optional("Last-Event-ID", Some(text), parse_seq)?
+        }
+        None => None,
+    };
+
+    // Subscribe before reading the head: every change committed after this point reaches
+    // the receiver, and every one before it is in the store, so none can fall in between.
+    let receiver = state.store.subscribe();
+    let head = state.run(|store| Ok(store.last_seq()?)).await?;
+    let (first, position) = match last_event_id.or(after) {
+        Some(position) if position > head => ("reset", head),
+        Some(position) => ("ready", position),
+        None => ("ready", head),
+    };
+    let hash = state
+        .run(move |store| Ok(hash_at(store, position)?))
+        .await?;
+    let start = Event::default().event(first).json_data(Start {
+        head,
+        position,
+        hash,
+    });
+    let start = start.map_err(AppError::internal)?;
+    let feed = Feed {
+        store: state.store.clone(),
+        receiver,
+        last_sent: position,
+        replaying: position < head,
+        heartbeat_due: false,
+        heartbeat: heartbeat_interval(Duration::from_millis(heartbeat)),
+        queue: VecDeque::from([start]),
+        caller: caller.actor.key_id(),
+        closing: closing_signal(&state.store),
+    };
+    let mut response = Sse::new(feed.into_stream()).into_response();
+    // Reverse proxies such as nginx buffer responses unless told not to; a buffered event
+    // stream delivers revocations late.
+    response.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    Ok(response)
+}
+
+fn parse_seq(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a sequence number"))
+}
+
+/// The hash of the change at `seq` (`None` at 0).
+fn hash_at(store: &Store, seq: u64) -> Result<Option<String>, StoreError> {
+    if seq == 0 {
+        return Ok(None);
+    }
+    let change = store.events_since(seq - 1, 1)?.into_iter().next();
+    Ok(change.filter(|c| c.seq == seq).map(|c| c.hash))
+}
+
+/// Ticks every `period`, the first tick one period from now.
+fn heartbeat_interval(period: Duration) -> Interval {
+    let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
+}
+
+/// One client's position in the change feed.
+///
+/// **Invariant:** `last_sent` is the sequence number of the last change queued for the
+/// client (or the position it resumed from); the next change queued is `last_sent + 1`.
+struct Feed {
+    store: Store,
+    receiver: broadcast::Receiver<AuditEvent>,
+    last_sent: u64,
+    /// Changes are being read from the store rather than from the receiver: at the start,
+    /// after the receiver lagged, or after a gap.
+    replaying: bool,
+    /// A heartbeat is due once the receiver has been drained.
+    heartbeat_due: bool,
+    heartbeat: Interval,
+    queue: VecDeque<Event>,
+    /// The caller's key, checked at every heartbeat; `None` for the operator router.
+    caller: Option<Uuid>,
+    /// Changes when the server shuts down: the stream ends.
+    closing: watch::Receiver<()>,
+}
+
+impl Feed {
+    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut feed| async move {
+            let event = feed.next().await?;
+            Some((Ok(event), feed))
+        })
+    }
+
+    /// The next event to send; `None` ends the stream (the store was closed, or could not
+    /// be read: the client reconnects and resumes).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            if self.replaying {
+                self.replay_page().await?;
+                continue;
+            }
+            if self.heartbeat_due {
+                // Everything committed before the heartbeat fell due goes out first.
+                match self.receiver.try_recv() {
+                    Ok(change) => self.live(change),
+                    Err(TryRecvError::Lagged(_)) => self.replaying = true,
+                    Err(TryRecvError::Empty) => {
+                        self.heartbeat_due = false;
+                        if !self.caller_may_listen().await {
+                            return None;
+                        }
+                        let beat = Heartbeat {
+                            head: self.last_sent,
+                        };
+                        let event = Event::default().event("heartbeat").json_data(beat);
+                        self.queue.push_back(event.ok()?);
+                    }
+                    Err(TryRecvError::Closed) => return None,
+                }
+                continue;
+            }
+            tokio::select! {
+                received = self.receiver.recv() => match received {
+                    Ok(change) => self.live(change),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "event stream lagged; replaying from the store");
+                        self.replaying = true;
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.heartbeat.tick() => self.heartbeat_due = true,
+                _ = self.closing.changed() => return None,
+            }
+        }
+    }
+
+    /// A change from the receiver: queued when it is the next one, skipped when it was
+    /// already sent (replayed), and a replay when changes are missing before it.
+    fn live(&mut self, change: AuditEvent) {
+        if change.seq <= self.last_sent {
+            return;
+        }
+        if change.seq == self.last_sent + 1 {
+            self.send(&change);
+        } else {
+            self.replaying = true;
+        }
+    }
+
+    /// Reads the next page of changes after `last_sent` from the store; the replay ends
+    /// with an empty page.
+    async fn replay_page(&mut self) -> Option<()> {
+        let store = self.store.clone();
+        let after = self.last_sent;
+        let page =
+            tokio::task::spawn_blocking(move || store.events_since(after, REPLAY_PAGE)).await;
+        let page = match page {
+            Ok(Ok(page)) => page,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not read the change feed; closing the stream");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "change feed read panicked; closing the stream");
+                return None;
+            }
+        };
+        if page.is_empty() {
+            self.replaying = false;
+        }
+        for change in &page {
+            if change.seq != self.last_sent + 1 {
+                tracing::error!(
+                    expected = self.last_sent + 1,
+                    found = change.seq,
+                    "the change feed has a gap; closing the stream"
+                );
+                return None;
+            }
+            self.send(change);
+        }
+        Some(())
+    }
+
+    /// Whether the caller's key still authenticates and holds `latchkey:verify`: a key
+    /// revoked, disabled, expired or stripped of the permission ends its stream at the next
+    /// heartbeat. Checked from the records, not by verifying the key again, so that holding
+    /// a stream does not count as a use of the key.
+    async fn caller_may_listen(&self) -> bool {
+        let Some(key_id) = self.caller else {
+            return true;
+        };
+        let store = self.store.clone();
+        let allowed = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            let key = match store.key(key_id) {
+                Ok(key) => key,
+                Err(StoreError::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if key.status != KeyStatus::Active {
+                return Ok(false);
+            }
+            let user = match store.user(&key.user_id.to_string()) {
+                Ok(user) => user,
+                Err(StoreError::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if !user.enabled {
+                return Ok(false);
+            }
+            let granted = store.user_permissions(&user)?;
+            let effective = match &key.scopes {
+                Some(scopes) => granted.intersect(scopes),
+                None => granted,
+            };
+            Ok(effective.allows_str(perm::Verify::PERMISSION))
+        })
+        .await;
+        match allowed {
+            Ok(Ok(allowed)) => {
+                if !allowed {
+                    tracing::info!(%key_id, "event stream closed: its key may no longer read it");
+                }
+                allowed
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not check an event stream's key; closing it");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "event stream key check panicked; closing it");
+                false
+            }
+        }
+    }
+
+    fn send(&mut self, change: &AuditEvent) {
+        match Event::default()
+            .event("change")
+            .id(change.seq.to_string())
+            .json_data(change)
+        {
+            Ok(event) => {
+                self.queue.push_back(event);
+                self.last_sent = change.seq;
+            }
+            // Unreachable: an audit event always serializes. Were it not to, the change
+            // would not be marked sent and the stream would end at the next read.
+            Err(e) => tracing::error!(error = %e, seq = change.seq, "could not encode a change"),
+        }
+    }
+}

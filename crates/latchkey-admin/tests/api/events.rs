@@ -1,0 +1,331 @@
+//! `GET /v1/events`: the change feed as server-sent events.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use http::Request;
+use http_body_util::BodyExt;
+use latchkey_core::{Actor, NewGroup, NewKey, PermissionSet};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::common::Harness;
+
+/// How long a test waits for the next event before it fails: a bound on a wait, not a
+/// measurement (heartbeats in these tests come every 100 ms).
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// One server-sent event.
+#[derive(Debug)]
+struct Sse {
+    event: String,
+    id: Option<String>,
+    data: Value,
+}
+
+/// An open event stream, read event by event.
+struct Stream {
+    body: Body,
+    buffer: String,
+}
+
+impl Stream {
+    async fn open(h: &Harness, uri: &str, headers: &[(&str, &str)]) -> Stream {
+        let mut request = Request::builder()
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", h.admin));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = h
+            .app
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        assert_eq!(response.headers()["cache-control"], "no-cache");
+        Stream {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    async fn open_as(h: &Harness, key: &str, uri: &str) -> Stream {
+        let request = Request::builder()
+            .uri(uri)
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = h.app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        Stream {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    /// Reads until the stream ends; only changes and heartbeats may come before that.
+    async fn ends(&mut self) {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.body.frame())
+                .await
+                .expect("the stream did not end");
+            match frame {
+                None => return,
+                Some(frame) => {
+                    let bytes = frame.unwrap().into_data().unwrap();
+                    let text = std::str::from_utf8(&bytes).unwrap();
+                    assert!(
+                        text.contains("event: change") || text.contains("event: heartbeat"),
+                        "{text}"
+                    );
+                }
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Sse {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+                for line in block.lines() {
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "event" => event = value.to_owned(),
+                        "id" => id = Some(value.to_owned()),
+                        "data" => data.push_str(value),
+                        _ => {}
+                    }
+                }
+                return Sse {
+                    event,
+                    id,
+                    data: serde_json::from_str(&data).unwrap(),
+                };
+            }
+            let frame = tokio::time::timeout(PATIENCE, self.body.frame())
+                .await
+                .expect("no event in time")
+                .expect("the stream ended")
+                .unwrap();
+            let bytes = frame.into_data().unwrap();
+            self.buffer.push_str(std::str::from_utf8(&bytes).unwrap());
+        }
+    }
+
+    /// The next `change`, skipping heartbeats.
+    async fn change(&mut self) -> Sse {
+        loop {
+            let event = self.next().await;
+            if event.event != "heartbeat" {
+                assert_eq!(event.event, "change", "{event:?}");
+                assert_eq!(event.id.as_deref(), Some(&*event.data["seq"].to_string()));
+                return event;
+            }
+        }
+    }
+}
+
+fn group(h: &Harness, name: &str) {
+    h.store
+        .create_group(
+            &Actor::system(),
+            NewGroup {
+                name: name.into(),
+                permissions: PermissionSet::parse(["orders:read"]).unwrap(),
+            },
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn without_a_position_the_stream_starts_at_the_head_and_goes_live() {
+    let h = Harness::new();
+    let head = h.store.last_seq().unwrap();
+    let head_hash = h.store.events_since(head - 1, 1).unwrap()[0].hash.clone();
+    let mut stream = Stream::open(&h, "/v1/events", &[]).await;
+    let ready = stream.next().await;
+    assert_eq!(ready.event, "ready");
+    assert_eq!(ready.id, None);
+    assert_eq!(
+        ready.data,
+        json!({"head": head, "position": head, "hash": head_hash})
+    );
+
+    group(&h, "support");
+    let change = stream.change().await;
+    assert_eq!(change.data["seq"], head + 1);
+    assert_eq!(change.data["action"], "group.create");
+    // The whole audit event, as /v1/audit answers it.
+    let stored = serde_json::to_value(&h.store.events_since(head, 1).unwrap()[0]).unwrap();
+    assert_eq!(change.data, stored);
+}
+
+#[tokio::test]
+async fn after_replays_from_the_store_then_continues_live_without_gaps_or_repeats() {
+    let h = Harness::new();
+    let head = h.store.last_seq().unwrap();
+    assert!(head >= 3, "init records the admin group, user and key");
+    let mut stream = Stream::open(&h, "/v1/events?after=1&heartbeat_ms=100", &[]).await;
+    let ready = stream.next().await;
+    assert_eq!(ready.event, "ready");
+    let first = h.store.events_since(0, 1).unwrap()[0].hash.clone();
+    assert_eq!(
+        ready.data,
+        json!({"head": head, "position": 1, "hash": first})
+    );
+    for seq in 2..=head {
+        assert_eq!(stream.change().await.data["seq"], seq);
+    }
+    group(&h, "a");
+    group(&h, "b");
+    assert_eq!(stream.change().await.data["seq"], head + 1);
+    assert_eq!(stream.change().await.data["seq"], head + 2);
+    // The heartbeat follows every change committed before it, and names the last one.
+    let heartbeat = stream.next().await;
+    assert_eq!(heartbeat.event, "heartbeat");
+    assert_eq!(heartbeat.data, json!({"head": head + 2}));
+    assert_eq!(heartbeat.id, None);
+}
+
+#[tokio::test]
+async fn last_event_id_wins_over_after() {
+    let h = Harness::new();
+    let head = h.store.last_seq().unwrap();
+    let mut stream = Stream::open(
+        &h,
+        "/v1/events?after=0",
+        &[("last-event-id", &(head - 1).to_string())],
+    )
+    .await;
+    let ready = stream.next().await;
+    assert_eq!(ready.event, "ready");
+    assert_eq!(ready.data["position"], head - 1);
+    assert_eq!(stream.change().await.data["seq"], head);
+    group(&h, "next");
+    assert_eq!(stream.change().await.data["seq"], head + 1);
+}
+
+#[tokio::test]
+async fn a_position_past_the_head_is_a_reset_then_live_from_the_head() {
+    let h = Harness::new();
+    let head = h.store.last_seq().unwrap();
+    let mut stream = Stream::open(&h, "/v1/events", &[("last-event-id", "999")]).await;
+    let reset = stream.next().await;
+    assert_eq!(reset.event, "reset");
+    assert_eq!(reset.data["head"], head);
+    assert_eq!(reset.data["position"], head);
+    assert!(reset.data["hash"].is_string());
+    group(&h, "after-reset");
+    assert_eq!(stream.change().await.data["seq"], head + 1);
+}
+
+#[tokio::test]
+async fn a_lagging_subscriber_replays_what_it_missed_from_the_store() {
+    let h = Harness::new();
+    let head = h.store.last_seq().unwrap();
+    let mut stream = Stream::open(&h, "/v1/events", &[]).await;
+    assert_eq!(stream.next().await.event, "ready");
+    // One transaction of 1500 keys broadcasts 1500 changes at once, more than the
+    // broadcast buffer holds, while this client reads nothing.
+    let user = h.store.user("admin").unwrap();
+    let new: Vec<NewKey> = (0..1500)
+        .map(|i| NewKey {
+            name: format!("bulk {i}"),
+            user_id: user.id,
+            ..NewKey::default()
+        })
+        .collect();
+    h.store.create_keys(&Actor::system(), &new).unwrap();
+    for seq in head + 1..=head + 1500 {
+        let change = stream.change().await;
+        assert_eq!(change.data["seq"], seq);
+        assert_eq!(change.data["action"], "key.create");
+    }
+    group(&h, "after-lag");
+    assert_eq!(stream.change().await.data["seq"], head + 1501);
+}
+
+#[tokio::test]
+async fn the_stream_needs_latchkey_verify_and_valid_parameters() {
+    let h = Harness::new();
+    h.send("GET", "/v1/events", None, None)
+        .await
+        .problem(401, "missing_key");
+    let (_, reader) = h.user_with_key("reader", &["latchkey:keys:read"]).await;
+    let r = h.send("GET", "/v1/events", Some(&reader), None).await;
+    r.problem(403, "insufficient_permission");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(r#"Bearer error="insufficient_scope", scope="latchkey:verify""#)
+    );
+
+    for (uri, field) in [
+        ("/v1/events?after=-1", "after"),
+        ("/v1/events?after=x", "after"),
+        ("/v1/events?heartbeat_ms=5", "heartbeat_ms"),
+        ("/v1/events?heartbeat_ms=600000", "heartbeat_ms"),
+        ("/v1/events?since=3", "since"),
+    ] {
+        let body = h.get(uri).await.problem(400, "invalid_field");
+        assert_eq!(body["field"], field, "{uri}");
+    }
+    let request = Request::builder()
+        .uri("/v1/events")
+        .header("authorization", format!("Bearer {}", h.admin))
+        .header("last-event-id", "seven")
+        .body(Body::empty())
+        .unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["field"], "Last-Event-ID");
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
+    let h = Harness::new();
+    for (name, change) in [("revoked", "revoke"), ("stripped", "strip")] {
+        let (user, key) = h.user_with_key(name, &["latchkey:verify"]).await;
+        let mut stream = Stream::open_as(&h, &key, "/v1/events?heartbeat_ms=100").await;
+        assert_eq!(stream.next().await.event, "ready");
+        assert_eq!(stream.next().await.event, "heartbeat");
+        let key_id = h.store.key_id(key.rsplit_once('_').unwrap().0).unwrap();
+        match change {
+            "revoke" => {
+                h.store.revoke_key(&Actor::system(), key_id).unwrap();
+            }
+            _ => {
+                let patch = latchkey_core::UserPatch {
+                    remove_permissions: PermissionSet::parse(["latchkey:verify"]).unwrap(),
+                    ..Default::default()
+                };
+                let id = user["id"].as_str().unwrap().parse().unwrap();
+                h.store.update_user(&Actor::system(), id, patch).unwrap();
+            }
+        }
+        // The change itself may still be sent; then the stream ends, at the next heartbeat.
+        stream.ends().await;
+    }
+}
+
+#[tokio::test]
+async fn closing_the_streams_of_a_store_ends_them_and_only_them() {
+    let (h, other) = (Harness::new(), Harness::new());
+    let mut stream = Stream::open(&h, "/v1/events?heartbeat_ms=100", &[]).await;
+    let mut unrelated = Stream::open(&other, "/v1/events?heartbeat_ms=100", &[]).await;
+    assert_eq!(stream.next().await.event, "ready");
+    assert_eq!(unrelated.next().await.event, "ready");
+    latchkey_admin::close_event_streams(&h.store);
+    stream.ends().await;
+    // The other store's stream goes on, and so do streams opened afterwards.
+    assert_eq!(unrelated.next().await.event, "heartbeat");
+    let mut later = Stream::open(&h, "/v1/events?heartbeat_ms=100", &[]).await;
+    assert_eq!(later.next().await.event, "ready");
+    assert_eq!(later.next().await.event, "heartbeat");
+}

@@ -1,0 +1,396 @@
+//! The answers a [`RemoteVerifier`](super::RemoteVerifier) remembers, and how changes
+//! drop them.
+//!
+//! Entries are keyed by a [`Digest`]: BLAKE3 of the presented key, keyed with 32 random
+//! bytes drawn when the process starts. The cache never holds a key: a memory dump gives
+//! digests that cannot be checked against guessed keys without the per-process key, and
+//! nothing that can be presented to the daemon.
+//!
+//! **Invariant:** an answer fetched before an invalidation is never inserted after it.
+//! Every invalidation bumps `generation` under the write lock; a miss reads the generation
+//! before it asks the daemon and inserts only if it has not moved (the same rule as core's
+//! verify cache).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use latchkey_core::{Principal, VerifyError};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The keyed hash of a presented key.
+pub(super) type Digest = [u8; 32];
+
+/// Hashes a presented key with a per-process random key.
+#[derive(Clone)]
+pub(super) struct Hasher32([u8; 32]);
+
+impl Hasher32 {
+    /// A fresh random key from the OS.
+    ///
+    /// # Panics
+    ///
+    /// When the operating system's random source fails.
+    pub(super) fn generate() -> Hasher32 {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the OS random source failed");
+        Hasher32(key)
+    }
+
+    pub(super) fn digest(&self, presented: &str) -> Digest {
+        *blake3::keyed_hash(&self.0, presented.as_bytes()).as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Hasher32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hasher32(<redacted>)")
+    }
+}
+
+/// Digests are uniformly random already: their first eight bytes are the map's hash, with
+/// no SipHash round on the hot path.
+#[derive(Default)]
+pub(super) struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length, then its bytes: keep the first eight of the
+        // longest write, which is the digest.
+        if bytes.len() >= 8 {
+            self.0 = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
+        }
+    }
+
+    fn write_usize(&mut self, _length: usize) {}
+}
+
+type DigestMap<V> = HashMap<Digest, V, BuildHasherDefault<DigestHasher>>;
+
+/// A valid answer.
+#[derive(Debug, Clone)]
+pub(super) struct Positive {
+    pub(super) principal: Principal,
+    pub(super) expires_at: Option<OffsetDateTime>,
+    /// When the daemon answered; the entry is dropped `cache_ttl` after.
+    pub(super) fetched_at: OffsetDateTime,
+}
+
+/// A refusal, kept until `until`.
+#[derive(Debug, Clone)]
+pub(super) struct Negative {
+    pub(super) error: VerifyError,
+    pub(super) until: OffsetDateTime,
+}
+
+/// What a cache lookup found.
+#[derive(Debug)]
+pub(super) enum Cached {
+    Valid(Positive),
+    Refused(VerifyError),
+}
+
+/// The kind of record a change event is about, from its `action` (`key.revoke`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// A record was created: nothing cached or in flight can be about it (a new key's
+    /// secret was never presented; a new user has no keys; a new group no members).
+    Created,
+    /// One key changed.
+    Key(Uuid),
+    /// A user changed: all its keys.
+    User(Uuid),
+    /// A group changed, or a change this version does not know: everything.
+    All,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    positive: DigestMap<Positive>,
+    /// Key id → the digest of its one valid presentation (only the right secret is valid).
+    by_key: HashMap<Uuid, Digest>,
+    /// User id → its cached keys.
+    by_user: HashMap<Uuid, HashSet<Uuid>>,
+    negative: DigestMap<Negative>,
+    generation: u64,
+}
+
+/// The cache: valid answers indexed by key and by user, refusals on their own.
+#[derive(Debug, Default)]
+pub(super) struct Cache {
+    entries: RwLock<Entries>,
+    max_entries: usize,
+}
+
+impl Cache {
+    pub(super) fn new(max_entries: usize) -> Cache {
+        Cache {
+            entries: RwLock::default(),
+            max_entries,
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Entries> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Entries> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached answer for `digest` at `now`, if it is still good.
+    pub(super) fn get(&self, digest: &Digest, now: OffsetDateTime) -> Option<Cached> {
+        let entries = self.read();
+        if let Some(positive) = entries.positive.get(digest) {
+            return Some(Cached::Valid(positive.clone()));
+        }
+        let negative = entries.negative.get(digest)?;
+        (negative.until > now).then(|| Cached::Refused(negative.error.clone()))
+    }
+
+    /// The generation to pass to [`Cache::insert_valid`] and [`Cache::insert_refused`]:
+    /// read it before asking the daemon.
+    pub(super) fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// Remembers a valid answer, unless an invalidation happened since `generation`.
+    pub(super) fn insert_valid(&self, digest: Digest, entry: Positive, generation: u64) {
+        let mut entries = self.write();
+        if entries.generation != generation || self.max_entries == 0 {
+            return;
+        }
+        let (key_id, user_id) = (entry.principal.key_id, entry.principal.user_id);
+        if entries.positive.len() >= self.max_entries && !entries.positive.contains_key(&digest) {
+            // Make room: an arbitrary entry (the map's iteration order is its hash order,
+            // and digests are random).
+            if let Some(victim) = entries.positive.values().next().map(|p| p.principal.key_id) {
+                entries.remove_key(victim);
+            }
+        }
+        entries.negative.remove(&digest);
+        if let Some(old) = entries.by_key.insert(key_id, digest)
+            && old != digest
+        {
+            entries.positive.remove(&old);
+        }
+        entries.by_user.entry(user_id).or_default().insert(key_id);
+        entries.positive.insert(digest, entry);
+    }
+
+    /// Remembers a refusal until `until`, unless an invalidation happened since
+    /// `generation`.
+    pub(super) fn insert_refused(&self, digest: Digest, entry: Negative, generation: u64) {
+        let mut entries = self.write();
+        if entries.generation != generation || self.max_entries == 0 {
+            return;
+        }
+        if entries.negative.len() >= self.max_entries {
+            // Refusals are short-lived: past the bound (a scan of random keys), start over.
+            entries.negative.clear();
+        }
+        entries.negative.insert(digest, entry);
+    }
+
+    /// Forgets one valid answer (it expired, or outlived `cache_ttl`).
+    pub(super) fn forget(&self, digest: &Digest) {
+        let mut entries = self.write();
+        if let Some(positive) = entries.positive.get(digest) {
+            let key_id = positive.principal.key_id;
+            entries.remove_key(key_id);
+        }
+    }
+
+    /// Drops what a change makes stale. Every change but a creation also drops every
+    /// refusal (enabling a key or a user must take effect at once, and a refusal does not
+    /// say which key it was about).
+    pub(super) fn invalidate(&self, scope: Scope) {
+        if scope == Scope::Created {
+            return;
+        }
+        let mut entries = self.write();
+        entries.generation += 1;
+        entries.negative.clear();
+        match scope {
+            Scope::Created => {}
+            Scope::Key(key_id) => entries.remove_key(key_id),
+            Scope::User(user_id) => {
+                for key_id in entries.by_user.remove(&user_id).unwrap_or_default() {
+                    if let Some(digest) = entries.by_key.remove(&key_id) {
+                        entries.positive.remove(&digest);
+                    }
+                }
+            }
+            Scope::All => {
+                entries.positive.clear();
+                entries.by_key.clear();
+                entries.by_user.clear();
+            }
+        }
+    }
+
+    /// How many valid answers are cached.
+    pub(super) fn len(&self) -> usize {
+        self.read().positive.len()
+    }
+}
+
+impl Entries {
+    fn remove_key(&mut self, key_id: Uuid) {
+        let Some(digest) = self.by_key.remove(&key_id) else {
+            return;
+        };
+        if let Some(positive) = self.positive.remove(&digest) {
+            let user_id = positive.principal.user_id;
+            if let Some(keys) = self.by_user.get_mut(&user_id) {
+                keys.remove(&key_id);
+                if keys.is_empty() {
+                    self.by_user.remove(&user_id);
+                }
+            }
+        }
+    }
+}
+
+impl Scope {
+    /// The scope of a change event: `*.create` → nothing, `key.*` → its key, `user.*` →
+    /// its user, anything else (`group.*`, or an action added later) → everything.
+    pub(super) fn of(action: &str, target: Option<Uuid>, user_id: Option<Uuid>) -> Scope {
+        match (action.split_once('.'), target, user_id) {
+            (Some(("key" | "user" | "group", "create")), _, _) => Scope::Created,
+            (Some(("key", _)), Some(key), _) => Scope::Key(key),
+            (Some(("user", _)), _, Some(user)) | (Some(("user", _)), Some(user), None) => {
+                Scope::User(user)
+            }
+            _ => Scope::All,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use latchkey_core::{Env, PermissionSet, PrincipalInfo};
+    use time::macros::datetime;
+
+    use super::*;
+
+    const NOW: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+    fn positive(key: u128, user: u128) -> Positive {
+        Positive {
+            principal: Principal::new(PrincipalInfo {
+                key_id: Uuid::from_u128(key),
+                prefix: "lk_live_000000000000".into(),
+                key_name: "k".into(),
+                env: Env::Live,
+                user_id: Uuid::from_u128(user),
+                user_name: "u".into(),
+                tenant_id: None,
+                organization_id: None,
+                permissions: PermissionSet::parse(["orders:read"]).unwrap(),
+            }),
+            expires_at: None,
+            fetched_at: NOW,
+        }
+    }
+
+    fn digest(n: u8) -> Digest {
+        [n; 32]
+    }
+
+    fn cached(cache: &Cache, n: u8) -> bool {
+        matches!(cache.get(&digest(n), NOW), Some(Cached::Valid(_)))
+    }
+
+    #[test]
+    fn the_digest_is_keyed_and_never_the_key() {
+        let (a, b) = (Hasher32::generate(), Hasher32::generate());
+        assert_eq!(a.digest("lk_live_x"), a.digest("lk_live_x"));
+        assert_ne!(a.digest("lk_live_x"), b.digest("lk_live_x"));
+        assert_ne!(
+            a.digest("lk_live_x"),
+            *blake3::hash(b"lk_live_x").as_bytes()
+        );
+        assert_eq!(format!("{a:?}"), "Hasher32(<redacted>)");
+    }
+
+    #[test]
+    fn events_drop_their_key_their_user_or_everything() {
+        let cache = Cache::new(100);
+        let g = cache.generation();
+        cache.insert_valid(digest(1), positive(1, 10), g);
+        cache.insert_valid(digest(2), positive(2, 10), g);
+        cache.insert_valid(digest(3), positive(3, 20), g);
+        cache.insert_valid(digest(4), positive(4, 30), g);
+        assert_eq!(cache.len(), 4);
+
+        cache.invalidate(Scope::Created);
+        assert_eq!(cache.len(), 4);
+        cache.invalidate(Scope::Key(Uuid::from_u128(3)));
+        assert!(!cached(&cache, 3) && cached(&cache, 1) && cached(&cache, 4));
+        cache.invalidate(Scope::User(Uuid::from_u128(10)));
+        assert!(!cached(&cache, 1) && !cached(&cache, 2) && cached(&cache, 4));
+        cache.invalidate(Scope::All);
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn an_answer_fetched_before_an_invalidation_is_not_inserted() {
+        let cache = Cache::new(100);
+        let before = cache.generation();
+        cache.invalidate(Scope::Key(Uuid::from_u128(1)));
+        cache.insert_valid(digest(1), positive(1, 10), before);
+        assert!(!cached(&cache, 1));
+        let refused = Negative {
+            error: VerifyError::Revoked,
+            until: NOW + time::Duration::SECOND,
+        };
+        cache.insert_refused(digest(2), refused.clone(), before);
+        assert!(cache.get(&digest(2), NOW).is_none());
+        cache.insert_refused(digest(2), refused, cache.generation());
+        assert!(matches!(
+            cache.get(&digest(2), NOW),
+            Some(Cached::Refused(VerifyError::Revoked))
+        ));
+        assert!(
+            cache
+                .get(&digest(2), NOW + time::Duration::SECOND)
+                .is_none()
+        );
+        // Any change but a creation drops refusals.
+        cache.invalidate(Scope::Key(Uuid::from_u128(9)));
+        assert!(cache.get(&digest(2), NOW).is_none());
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = Cache::new(3);
+        for n in 0..10u8 {
+            cache.insert_valid(digest(n), positive(u128::from(n), 1), cache.generation());
+            assert!(cache.len() <= 3);
+            assert!(cached(&cache, n));
+        }
+        let entries = cache.read();
+        assert_eq!(entries.by_key.len(), 3);
+        assert_eq!(entries.by_user[&Uuid::from_u128(1)].len(), 3);
+    }
+
+    #[test]
+    fn scopes_of_actions() {
+        let (k, u) = (Some(Uuid::from_u128(1)), Some(Uuid::from_u128(2)));
+        assert_eq!(Scope::of("key.create", k, u), Scope::Created);
+        assert_eq!(Scope::of("user.create", u, u), Scope::Created);
+        assert_eq!(Scope::of("group.create", k, None), Scope::Created);
+        assert_eq!(Scope::of("key.revoke", k, u), Scope::Key(k.unwrap()));
+        assert_eq!(Scope::of("user.update", u, u), Scope::User(u.unwrap()));
+        assert_eq!(Scope::of("user.delete", u, None), Scope::User(u.unwrap()));
+        assert_eq!(Scope::of("group.update", k, None), Scope::All);
+        assert_eq!(Scope::of("tenant.merge", k, u), Scope::All);
+        assert_eq!(Scope::of("key.revoke", None, u), Scope::All);
+    }
+}

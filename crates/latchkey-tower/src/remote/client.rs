@@ -1,0 +1,263 @@
+//! The daemon's HTTP API as the verifier speaks it: `POST /v1/verify`, `GET /v1/events`,
+//! `POST /v1/usage`.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::header::{ACCEPT, AUTHORIZATION};
+use http::{HeaderValue, StatusCode};
+use latchkey_core::{ApiKey, PrincipalInfo, VerifyError};
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::config::Settings;
+use super::error::RemoteError;
+
+/// The daemon: its URLs and the service key's header, built once.
+#[derive(Clone)]
+pub(super) struct Daemon {
+    http: reqwest::Client,
+    base: Url,
+    verify_url: Url,
+    events_url: Url,
+    usage_url: Url,
+    /// `Bearer <service key>`, marked sensitive.
+    authorization: HeaderValue,
+    /// The service key's display prefix, for logs.
+    service_prefix: String,
+    request_timeout: Duration,
+}
+
+/// The daemon's verdict on a key.
+#[derive(Debug)]
+pub(super) enum Verdict {
+    Valid {
+        principal: PrincipalInfo,
+        expires_at: Option<OffsetDateTime>,
+    },
+    Refused(VerifyError),
+}
+
+/// The body of `POST /v1/verify`'s answer.
+#[derive(Deserialize)]
+struct VerifyAnswer {
+    valid: bool,
+    code: String,
+    #[serde(default)]
+    principal: Option<PrincipalInfo>,
+    /// Absent from daemons that predate it: `cache_ttl` then bounds the entry.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+}
+
+/// Usage of one key, counted from cache hits.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct UsageItem {
+    pub(super) key_id: Uuid,
+    pub(super) count: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub(super) last_used_at: OffsetDateTime,
+}
+
+/// How `POST /v1/usage` went.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum UsageOutcome {
+    Accepted,
+    /// 404 or 405: the daemon has no such endpoint.
+    Unsupported,
+    /// The figures could not be delivered; try again later.
+    Failed,
+}
+
+impl Daemon {
+    pub(super) fn new(
+        url: &str,
+        service_key: &ApiKey,
+        settings: &Settings,
+    ) -> Result<Daemon, RemoteError> {
+        let mut base = Url::parse(url).map_err(|e| RemoteError::Url(format!("{url:?}: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(RemoteError::Url(format!(
+                "{url:?}: expected http:// or https://"
+            )));
+        }
+        if base.query().is_some() || base.fragment().is_some() {
+            return Err(RemoteError::Url(format!("{url:?}: no query or fragment")));
+        }
+        // A daemon mounted under a path (`https://auth.internal/latchkey`) keeps it.
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let join = |path: &str| {
+            base.join(path)
+                .map_err(|e| RemoteError::Url(format!("{url:?}: {e}")))
+        };
+        let mut authorization = HeaderValue::try_from(format!("Bearer {}", service_key.expose()))
+            .map_err(|e| RemoteError::Client(e.into()))?;
+        authorization.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| RemoteError::Client(e.into()))?;
+        Ok(Daemon {
+            verify_url: join("v1/verify")?,
+            events_url: join("v1/events")?,
+            usage_url: join("v1/usage")?,
+            base,
+            http,
+            authorization,
+            service_prefix: service_key.display_prefix().to_owned(),
+            request_timeout: settings.request_timeout,
+        })
+    }
+
+    /// Asks the daemon about a key. `Err` when it could not answer (unreachable, timed
+    /// out, 503, or a refusal of the service key itself): the caller says 503.
+    pub(super) async fn verify(&self, presented: &str) -> Result<Verdict, String> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            key: &'a str,
+        }
+        let response = self
+            .http
+            .post(self.verify_url.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .timeout(self.request_timeout)
+            .json(&Body { key: presented })
+            .send()
+            .await
+            .map_err(|e| format!("POST /v1/verify: {}", describe(&e)))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                tracing::error!(
+                    %status,
+                    service_key = %self.service_prefix,
+                    "the daemon refused the service key: it must authenticate and hold latchkey:verify"
+                );
+            }
+            return Err(format!("POST /v1/verify answered {status}"));
+        }
+        let answer: VerifyAnswer = response
+            .json()
+            .await
+            .map_err(|e| format!("POST /v1/verify: {}", describe(&e)))?;
+        match (answer.valid, answer.principal) {
+            (true, Some(principal)) => Ok(Verdict::Valid {
+                principal,
+                expires_at: answer.expires_at,
+            }),
+            (true, None) => Err("POST /v1/verify: valid without a principal".to_owned()),
+            (false, _) => Ok(Verdict::Refused(refusal(&answer.code))),
+        }
+    }
+
+    /// Opens the event stream, resuming after `after` when given.
+    pub(super) async fn events(
+        &self,
+        after: Option<u64>,
+        heartbeat: Duration,
+    ) -> Result<reqwest::Response, String> {
+        let mut url = self.events_url.clone();
+        url.query_pairs_mut()
+            .append_pair("heartbeat_ms", &heartbeat.as_millis().to_string());
+        let mut request = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        if let Some(after) = after {
+            request = request.header("last-event-id", after.to_string());
+        }
+        // Opening the stream is bounded here; reading it, by the idle timeout of the feed
+        // (a request timeout would cut the stream itself).
+        let response = tokio::time::timeout(self.request_timeout, request.send())
+            .await
+            .map_err(|_| "GET /v1/events: timed out".to_owned())?
+            .map_err(|e| format!("GET /v1/events: {}", describe(&e)))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                tracing::error!(
+                    %status,
+                    service_key = %self.service_prefix,
+                    "the daemon refused the service key: it must authenticate and hold latchkey:verify"
+                );
+            }
+            return Err(format!("GET /v1/events answered {status}"));
+        }
+        Ok(response)
+    }
+
+    /// Sends usage figures.
+    pub(super) async fn report_usage(&self, items: &[UsageItem]) -> UsageOutcome {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            items: &'a [UsageItem],
+        }
+        let sent = self
+            .http
+            .post(self.usage_url.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .timeout(self.request_timeout)
+            .json(&Body { items })
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => UsageOutcome::Accepted,
+            Ok(r) if matches!(r.status().as_u16(), 404 | 405) => UsageOutcome::Unsupported,
+            Ok(r) => {
+                tracing::debug!(status = %r.status(), "POST /v1/usage failed");
+                UsageOutcome::Failed
+            }
+            Err(e) => {
+                tracing::debug!(error = %describe(&e), "POST /v1/usage failed");
+                UsageOutcome::Failed
+            }
+        }
+    }
+
+    /// The daemon's base URL.
+    pub(super) fn url(&self) -> &Url {
+        &self.base
+    }
+}
+
+/// The error a refusal code stands for. A code this version does not know is still a
+/// refusal: the daemon said the key is not valid.
+fn refusal(code: &str) -> VerifyError {
+    match code {
+        "key_disabled" => VerifyError::Disabled,
+        "key_revoked" => VerifyError::Revoked,
+        "key_expired" => VerifyError::Expired,
+        "user_disabled" => VerifyError::UserDisabled,
+        _ => VerifyError::Invalid,
+    }
+}
+
+/// A reqwest error with its causes ("error sending request: connection refused").
+pub(super) fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Daemon")
+            .field("url", &self.base.as_str())
+            .field(
+                "service_key",
+                &format_args!("{}_<redacted>", self.service_prefix),
+            )
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,222 @@
+//! [`RemoteVerifierBuilder`]: where the daemon is, and how far to trust the cache.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey_core::{ApiKey, Clock, SystemClock};
+
+use super::RemoteVerifier;
+use super::error::RemoteError;
+
+/// Configures and starts a [`RemoteVerifier`].
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use latchkey_tower::remote::RemoteVerifier;
+///
+/// # async fn run() -> Result<(), latchkey_tower::remote::RemoteError> {
+/// let service_key = std::env::var("LATCHKEY_SERVICE_KEY").unwrap_or_default();
+/// let verifier = RemoteVerifier::builder("http://127.0.0.1:7878", &service_key)
+///     .max_staleness(Duration::from_secs(5))
+///     .negative_ttl(Duration::from_secs(1))
+///     .build()?;
+/// # let _ = verifier;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RemoteVerifierBuilder {
+    pub(super) url: String,
+    pub(super) service_key: String,
+    pub(super) settings: Settings,
+}
+
+/// The settings once checked; shared by the verifier's tasks.
+#[derive(Clone)]
+pub(super) struct Settings {
+    pub(super) max_staleness: Duration,
+    pub(super) heartbeat: Duration,
+    pub(super) negative_ttl: Duration,
+    pub(super) cache_ttl: Duration,
+    pub(super) max_entries: usize,
+    pub(super) request_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    pub(super) usage_interval: Duration,
+    pub(super) backoff_min: Duration,
+    pub(super) backoff_max: Duration,
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_staleness: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(1),
+            negative_ttl: Duration::from_secs(1),
+            cache_ttl: Duration::from_secs(300),
+            max_entries: 100_000,
+            request_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            usage_interval: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The fastest heartbeat the daemon sends.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+
+impl Settings {
+    /// The heartbeat actually asked for: at most a third of `max_staleness`, so that a
+    /// live stream refreshes the trust window several times over before it closes.
+    pub(super) fn effective_heartbeat(&self) -> Duration {
+        let third = self.max_staleness / 3;
+        if third.is_zero() {
+            self.heartbeat.max(MIN_HEARTBEAT)
+        } else {
+            self.heartbeat.min(third).max(MIN_HEARTBEAT)
+        }
+    }
+
+    /// How long the stream may stay silent before it counts as dead: three heartbeats.
+    pub(super) fn idle_timeout(&self) -> Duration {
+        self.effective_heartbeat() * 3
+    }
+}
+
+impl RemoteVerifierBuilder {
+    pub(super) fn new(url: &str, service_key: &str) -> RemoteVerifierBuilder {
+        RemoteVerifierBuilder {
+            url: url.to_owned(),
+            service_key: service_key.to_owned(),
+            settings: Settings::default(),
+        }
+    }
+
+    /// How long cached answers stay trusted after the verifier last heard from the daemon
+    /// (a change or a heartbeat on the event stream); default 5 s. Past it, a cached
+    /// answer is not used: the key is verified by the daemon again, and while the daemon
+    /// cannot answer the layer says 503 `keystore_unavailable`. This is the bound on how
+    /// long a revoked key can still authenticate here when the daemon or the network
+    /// fails. `Duration::ZERO` trusts no cached answer: every request asks the daemon.
+    pub fn max_staleness(mut self, bound: Duration) -> Self {
+        self.settings.max_staleness = bound;
+        self
+    }
+
+    /// The heartbeat interval asked of the daemon; default 1 s, and never more than a third
+    /// of [`max_staleness`](Self::max_staleness) (nor less than 100 ms). Three missed
+    /// heartbeats close the stream and start a reconnection.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.settings.heartbeat = interval;
+        self
+    }
+
+    /// How long a refusal (`invalid_key`, `key_disabled`, …) is cached; default 1 s. Any
+    /// change event also drops every cached refusal, so enabling a key takes effect at
+    /// once; the short bound covers what no event announces. `Duration::ZERO` caches none.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.negative_ttl = ttl;
+        self
+    }
+
+    /// The longest a valid answer is cached, whatever the events say; default 5 min. A
+    /// safety net only: changes invalidate entries as they happen, and a key's
+    /// `expires_at` ends its entry on time.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.cache_ttl = ttl;
+        self
+    }
+
+    /// How many keys the cache holds (default 100,000; a few hundred bytes each). When it is
+    /// full, an arbitrary entry makes room.
+    pub fn max_entries(mut self, entries: usize) -> Self {
+        self.settings.max_entries = entries;
+        self
+    }
+
+    /// The time limit of one `POST /v1/verify` (a cache miss); default 2 s. A miss that
+    /// hits it is answered 503.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.request_timeout = timeout;
+        self
+    }
+
+    /// The time limit for opening a connection to the daemon; default 1 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// How often usage figures of cache hits are sent to the daemon (`POST /v1/usage`);
+    /// default 5 s.
+    pub fn usage_interval(mut self, interval: Duration) -> Self {
+        self.settings.usage_interval = interval;
+        self
+    }
+
+    /// The reconnection delays of the event stream: from `min`, doubling up to `max`, each
+    /// drawn at random between half and all of it; default 100 ms to 2 s.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.settings.backoff_min = min;
+        self.settings.backoff_max = max.max(min);
+        self
+    }
+
+    /// The clock that ages cached answers (default: the system clock); tests pass a
+    /// [`ManualClock`](latchkey_core::ManualClock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.settings.clock = clock;
+        self
+    }
+
+    /// Checks the settings and starts the verifier: its event-stream and usage tasks are
+    /// spawned on the current tokio runtime and stop when the last clone of the verifier
+    /// is dropped.
+    ///
+    /// It returns at once, without waiting for the daemon: until the event stream is up,
+    /// every verification asks the daemon.
+    ///
+    /// # Errors
+    ///
+    /// [`RemoteError::Url`] for a URL that is not `http(s)://…`,
+    /// [`RemoteError::ServiceKey`] for a service key that is not a well-formed key,
+    /// [`RemoteError::NoRuntime`] outside a tokio runtime, [`RemoteError::Client`] when
+    /// the HTTP client cannot be built.
+    pub fn build(self) -> Result<RemoteVerifier, RemoteError> {
+        let service_key =
+            ApiKey::parse(self.service_key.trim()).map_err(RemoteError::ServiceKey)?;
+        RemoteVerifier::start(&self.url, service_key, self.settings)
+    }
+}
+
+impl fmt::Debug for RemoteVerifierBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteVerifierBuilder")
+            .field("url", &self.url)
+            .field("service_key", &"<redacted>")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("max_staleness", &self.max_staleness)
+            .field("heartbeat", &self.effective_heartbeat())
+            .field("negative_ttl", &self.negative_ttl)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("max_entries", &self.max_entries)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("usage_interval", &self.usage_interval)
+            .field("backoff", &(self.backoff_min..self.backoff_max))
+            .finish_non_exhaustive()
+    }
+}

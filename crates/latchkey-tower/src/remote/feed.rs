@@ -1,0 +1,256 @@
+//! The event stream: follows the daemon's change feed, invalidates the cache, keeps the
+//! trust window open, and reconnects with backoff.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::cache::Scope;
+use super::client::describe;
+use super::sse::{SseEvent, SseParser};
+use super::verifier::Shared;
+
+/// The data of `ready` and `reset`.
+#[derive(Deserialize)]
+struct Start {
+    head: u64,
+    position: u64,
+    /// The hash of the change at `position`.
+    #[serde(default)]
+    hash: Option<String>,
+}
+
+/// The data of `heartbeat`.
+#[derive(Deserialize)]
+struct Heartbeat {
+    head: u64,
+}
+
+/// The fields of a `change` the cache needs; the rest of the audit event is ignored, so a
+/// daemon that adds fields or actions does not break the stream.
+#[derive(Deserialize)]
+struct Change {
+    seq: u64,
+    action: String,
+    #[serde(default)]
+    target: Option<Uuid>,
+    #[serde(default)]
+    user_id: Option<Uuid>,
+    #[serde(default)]
+    hash: Option<String>,
+}
+
+/// What the verifier knows of the feed, across connections.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// The last change applied; `None` before the first connection.
+    position: Option<u64>,
+    /// That change's hash, when known: a daemon whose change at `position` has another
+    /// hash serves another store (or a restored backup that diverged).
+    hash: Option<String>,
+}
+
+/// One connection's progress.
+#[derive(Debug, Default)]
+struct Session {
+    /// The head announced by `ready`: the stream is caught up once it is applied.
+    target: Option<u64>,
+    synced: bool,
+}
+
+/// Follows the feed forever: the task is aborted when the verifier is dropped.
+pub(super) async fn run(shared: Arc<Shared>) {
+    let settings = &shared.settings;
+    let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
+    let mut cursor = Cursor::default();
+    loop {
+        let mut session = Session::default();
+        let ended = follow(&shared, &mut cursor, &mut session).await;
+        shared.set_connected(false);
+        if session.synced {
+            backoff.reset();
+            tracing::warn!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream lost; reconnecting");
+        } else {
+            tracing::debug!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream unavailable");
+        }
+        tokio::time::sleep(backoff.next()).await;
+    }
+}
+
+/// One connection, until it fails; returns why it ended.
+async fn follow(shared: &Shared, cursor: &mut Cursor, session: &mut Session) -> String {
+    let heartbeat = shared.settings.effective_heartbeat();
+    let mut response = match shared.daemon.events(cursor.position, heartbeat).await {
+        Ok(response) => response,
+        Err(e) => return e,
+    };
+    let idle = shared.settings.idle_timeout();
+    let mut parser = SseParser::default();
+    let mut events = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout(idle, response.chunk()).await {
+            Err(_) => return format!("no heartbeat for {idle:?}"),
+            Ok(Err(e)) => return format!("reading the stream: {}", describe(&e)),
+            Ok(Ok(None)) => return "the daemon closed the stream".to_owned(),
+            Ok(Ok(Some(chunk))) => chunk,
+        };
+        if parser.feed(&chunk, &mut events).is_err() {
+            return "a line longer than any event".to_owned();
+        }
+        for event in events.drain(..) {
+            if let Err(e) = apply(shared, cursor, session, &event) {
+                return e;
+            }
+        }
+    }
+}
+
+/// Applies one event of the feed.
+fn apply(
+    shared: &Shared,
+    cursor: &mut Cursor,
+    session: &mut Session,
+    event: &SseEvent,
+) -> Result<(), String> {
+    match event.event.as_str() {
+        kind @ ("ready" | "reset") => {
+            let start: Start = parse(kind, &event.data)?;
+            if kind == "reset" {
+                shared.drop_all("the daemon's feed is behind this verifier (reset)");
+            } else if cursor.position.is_none() {
+                // First connection: answers fetched before it were not covered by events.
+                shared.drop_all("first connection");
+            } else if cursor.position == Some(start.position)
+                && cursor.hash.is_some()
+                && cursor.hash != start.hash
+            {
+                shared.drop_all("the daemon serves another store, or a diverged backup");
+            }
+            cursor.position = Some(start.position);
+            cursor.hash = start.hash;
+            session.target = Some(start.head);
+            shared.set_position(cursor.position);
+            if start.position >= start.head {
+                synced(shared, session, cursor);
+            }
+        }
+        "change" => {
+            let change: Change = match parse("change", &event.data) {
+                Ok(change) => change,
+                Err(e) => {
+                    // Something changed and we cannot tell what.
+                    shared.drop_all("an unreadable change");
+                    return Err(e);
+                }
+            };
+            match cursor.position {
+                Some(position) if change.seq <= position => return Ok(()),
+                Some(position) if change.seq != position + 1 => {
+                    shared.drop_all("a gap in the change feed");
+                }
+                _ => {}
+            }
+            shared
+                .cache
+                .invalidate(Scope::of(&change.action, change.target, change.user_id));
+            cursor.position = Some(change.seq);
+            cursor.hash = change.hash;
+            shared.set_position(cursor.position);
+            if !session.synced && session.target.is_some_and(|t| change.seq >= t) {
+                synced(shared, session, cursor);
+            }
+            if session.synced {
+                shared.mark_alive();
+            }
+        }
+        "heartbeat" => {
+            let beat: Heartbeat = parse("heartbeat", &event.data)?;
+            if cursor.position.is_some_and(|p| p != beat.head) {
+                // The daemon sent changes this verifier did not see, or its feed went
+                // back: either way the cache cannot be trusted.
+                shared.drop_all("a heartbeat disagrees with the changes received");
+                cursor.position = Some(beat.head);
+                cursor.hash = None;
+                shared.set_position(cursor.position);
+            }
+            // The daemon sends heartbeats only once a replay is over.
+            if !session.synced {
+                synced(shared, session, cursor);
+            }
+            shared.mark_alive();
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn synced(shared: &Shared, session: &mut Session, cursor: &Cursor) {
+    session.synced = true;
+    shared.mark_alive();
+    shared.set_connected(true);
+    tracing::info!(position = ?cursor.position, url = %shared.daemon.url(), "latchkey event stream connected");
+}
+
+fn parse<'a, T: Deserialize<'a>>(kind: &str, data: &'a str) -> Result<T, String> {
+    serde_json::from_str(data).map_err(|e| format!("an unreadable `{kind}` event: {e}"))
+}
+
+/// Exponential backoff with jitter: each delay is drawn between half and all of the
+/// current step, so that many verifiers do not reconnect in lockstep after a restart.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    step: Duration,
+    random: RandomState,
+    draws: u64,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            step: min,
+            random: RandomState::new(),
+            draws: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.step = self.min;
+    }
+
+    fn next(&mut self) -> Duration {
+        let step = self.step;
+        self.step = (self.step * 2).min(self.max);
+        // `RandomState` is seeded from the OS once per thread: a random draw without an
+        // RNG dependency.
+        self.draws += 1;
+        let fraction = (self.random.hash_one(self.draws) >> 11) as f64 / (1u64 << 53) as f64;
+        step.mul_f64(0.5 + fraction / 2.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let mut backoff = Backoff::new(min, max);
+        let mut step = min;
+        for _ in 0..10 {
+            let delay = backoff.next();
+            assert!(delay >= step / 2 && delay <= step, "{delay:?} for {step:?}");
+            step = (step * 2).min(max);
+        }
+        backoff.reset();
+        assert!(backoff.next() <= min);
+    }
+}

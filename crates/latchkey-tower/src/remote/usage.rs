@@ -1,0 +1,118 @@
+//! Usage of cache hits: counted in memory, sent to the daemon in batches.
+//!
+//! A miss is counted by the daemon itself (its `/v1/verify` records the use); a hit never
+//! reaches it, so the verifier counts hits per key and sends the figures every
+//! `usage_interval` with `POST /v1/usage`. A hit costs one short critical section, no I/O.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::client::{Daemon, UsageItem, UsageOutcome};
+
+/// Figures not yet sent, per key: how many hits, and the latest.
+#[derive(Debug, Default)]
+pub(super) struct UsageBuffer {
+    pending: Mutex<HashMap<Uuid, (u64, OffsetDateTime)>>,
+    /// The daemon answered 404 or 405 once: said once in the log, not every interval.
+    unsupported_logged: AtomicBool,
+}
+
+/// More keys than this waiting (the daemon unreachable for long): the oldest figures are
+/// dropped rather than growing without bound.
+const MAX_PENDING_KEYS: usize = 100_000;
+
+impl UsageBuffer {
+    pub(super) fn record(&self, key_id: Uuid, at: OffsetDateTime) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pending.entry(key_id).or_insert((0, at));
+        entry.0 += 1;
+        entry.1 = entry.1.max(at);
+    }
+
+    fn take(&self) -> Vec<UsageItem> {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        pending
+            .into_iter()
+            .map(|(key_id, (count, last_used_at))| UsageItem {
+                key_id,
+                count,
+                last_used_at,
+            })
+            .collect()
+    }
+
+    fn restore(&self, items: Vec<UsageItem>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for item in items {
+            if pending.len() >= MAX_PENDING_KEYS && !pending.contains_key(&item.key_id) {
+                continue;
+            }
+            let entry = pending.entry(item.key_id).or_insert((0, item.last_used_at));
+            entry.0 += item.count;
+            entry.1 = entry.1.max(item.last_used_at);
+        }
+    }
+
+    /// Sends what is pending. Figures that could not be delivered are kept for the next
+    /// attempt; a daemon without `/v1/usage` gets none (its `last_used_at` then reflects
+    /// misses only).
+    pub(super) async fn flush(&self, daemon: &Daemon) {
+        let items = self.take();
+        if items.is_empty() {
+            return;
+        }
+        match daemon.report_usage(&items).await {
+            UsageOutcome::Accepted => {}
+            UsageOutcome::Unsupported => {
+                if !self.unsupported_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the daemon has no POST /v1/usage: usage of cached verifications is not reported"
+                    );
+                }
+            }
+            UsageOutcome::Failed => self.restore(items),
+        }
+    }
+
+    /// How many keys have figures waiting.
+    pub(super) fn len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn hits_add_up_per_key_and_keep_the_latest_time() {
+        let buffer = UsageBuffer::default();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        buffer.record(a, datetime!(2026-01-01 00:00:02 UTC));
+        buffer.record(a, datetime!(2026-01-01 00:00:01 UTC));
+        buffer.record(b, datetime!(2026-01-01 00:00:03 UTC));
+        let mut items = buffer.take();
+        items.sort_by_key(|i| i.key_id);
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            (items[0].count, items[0].last_used_at),
+            (2, datetime!(2026-01-01 00:00:02 UTC))
+        );
+        assert_eq!(items[1].count, 1);
+        assert_eq!(buffer.len(), 0);
+        buffer.record(a, datetime!(2026-01-01 00:00:05 UTC));
+        buffer.restore(items);
+        let mut items = buffer.take();
+        items.sort_by_key(|i| i.key_id);
+        assert_eq!(
+            (items[0].count, items[0].last_used_at),
+            (3, datetime!(2026-01-01 00:00:05 UTC))
+        );
+    }
+}

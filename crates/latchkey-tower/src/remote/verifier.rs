@@ -1,0 +1,491 @@
+//! [`RemoteVerifier`]: the [`Verifier`] that asks the daemon and remembers its answers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::BuildHasherDefault;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use latchkey_core::{ApiKey, Principal, VerifyError};
+use time::OffsetDateTime;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use super::cache::{Cache, Cached, Digest, DigestHasher, Hasher32, Negative, Positive, Scope};
+use super::client::{Daemon, Verdict};
+use super::config::{RemoteVerifierBuilder, Settings};
+use super::error::RemoteError;
+use super::feed;
+use super::usage::UsageBuffer;
+use crate::verifier::Verifier;
+
+/// Verifies keys against a latchkey daemon, with a cache that the daemon's change feed
+/// keeps current. See the [module docs](super) for the guarantees and failure modes.
+///
+/// Cheap to clone: clones share the cache and the background tasks, which stop when the
+/// last clone is dropped.
+///
+/// # Example
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+/// use latchkey_tower::remote::RemoteVerifier;
+/// use latchkey_tower::{ApiKeyLayer, RequirePermission};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let verifier = RemoteVerifier::builder("http://127.0.0.1:7878", "lk_live_…").build()?;
+/// let app: Router = Router::new()
+///     .route("/orders", get(|| async { "orders" }))
+///     .route_layer(RequirePermission::layer("orders:read"))
+///     .layer(ApiKeyLayer::new(verifier.clone()));
+/// // ... serve `app`; at shutdown, send the last usage figures:
+/// verifier.flush_usage().await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// A verification fails with [`VerifyError::Unavailable`] (the layer answers 503
+/// `keystore_unavailable`) when no trusted cached answer exists and the daemon cannot
+/// answer; with the daemon's refusal (401) when it refused the key.
+#[derive(Clone)]
+pub struct RemoteVerifier {
+    shared: Arc<Shared>,
+    _tasks: Arc<Tasks>,
+}
+
+/// The state the verifier and its tasks share.
+pub(super) struct Shared {
+    pub(super) daemon: Daemon,
+    pub(super) settings: Settings,
+    hasher: Hasher32,
+    pub(super) cache: Cache,
+    /// Misses being asked of the daemon, by digest: later misses for the same key wait for
+    /// the same answer.
+    pending: Mutex<HashMap<Digest, Waiter, BuildHasherDefault<DigestHasher>>>,
+    usage: UsageBuffer,
+    /// When the verifier last heard from the daemon on a caught-up stream, in Unix
+    /// nanoseconds of the configured clock; `i64::MIN`: never.
+    last_alive: AtomicI64,
+    status: watch::Sender<RemoteStatus>,
+    runtime: Handle,
+}
+
+type Answer = Option<Result<Principal, VerifyError>>;
+type Waiter = watch::Receiver<Answer>;
+
+/// Aborts the background tasks when the last clone of the verifier goes.
+struct Tasks(Vec<AbortHandle>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// What a [`RemoteVerifier`] knows of the daemon, for health checks and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoteStatus {
+    /// The event stream is open and caught up with the daemon's changes.
+    pub connected: bool,
+    /// The sequence number of the last change applied; `None` before the first connection.
+    pub position: Option<u64>,
+    /// How many times the stream caught up after connecting (1 after the first
+    /// connection, 2 after a reconnection, …).
+    pub syncs: u64,
+    /// How many times the whole cache was dropped: the first connection, a `reset`, a
+    /// replaced or diverged store, a gap in the feed.
+    pub cache_drops: u64,
+}
+
+impl RemoteVerifier {
+    /// Starts configuring a verifier of the daemon at `url` (for example
+    /// `http://127.0.0.1:7878`), authenticating with `service_key`, a key that holds
+    /// `latchkey:verify`.
+    pub fn builder(url: &str, service_key: &str) -> RemoteVerifierBuilder {
+        RemoteVerifierBuilder::new(url, service_key)
+    }
+
+    pub(super) fn start(
+        url: &str,
+        service_key: ApiKey,
+        settings: Settings,
+    ) -> Result<RemoteVerifier, RemoteError> {
+        let runtime = Handle::try_current().map_err(|_| RemoteError::NoRuntime)?;
+        let daemon = Daemon::new(url, &service_key, &settings)?;
+        let shared = Arc::new(Shared {
+            daemon,
+            hasher: Hasher32::generate(),
+            cache: Cache::new(settings.max_entries),
+            pending: Mutex::default(),
+            usage: UsageBuffer::default(),
+            last_alive: AtomicI64::new(i64::MIN),
+            status: watch::Sender::new(RemoteStatus::default()),
+            runtime: runtime.clone(),
+            settings,
+        });
+        let feed = runtime.spawn(feed::run(Arc::clone(&shared)));
+        let usage = runtime.spawn(report_usage(Arc::clone(&shared)));
+        Ok(RemoteVerifier {
+            shared,
+            _tasks: Arc::new(Tasks(vec![feed.abort_handle(), usage.abort_handle()])),
+        })
+    }
+
+    /// The daemon as this verifier last saw it.
+    pub fn status(&self) -> RemoteStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `condition` (at once if it already does). Wrap it
+    /// in a timeout: it waits as long as it takes.
+    ///
+    /// ```no_run
+    /// # async fn run(verifier: latchkey_tower::remote::RemoteVerifier) {
+    /// // Wait until the stream is up (e.g. before reporting ready).
+    /// verifier.wait_for(|status| status.connected).await;
+    /// # }
+    /// ```
+    pub async fn wait_for(&self, condition: impl FnMut(&RemoteStatus) -> bool) -> RemoteStatus {
+        let mut receiver = self.shared.status.subscribe();
+        let status = receiver
+            .wait_for(condition)
+            .await
+            .expect("the sender lives in `shared`, which `self` holds");
+        status.clone()
+    }
+
+    /// Whether cached answers are trusted right now: the verifier heard from the daemon
+    /// within `max_staleness`.
+    pub fn is_fresh(&self) -> bool {
+        self.shared.trusted(self.shared.settings.clock.now())
+    }
+
+    /// How many valid answers are cached.
+    pub fn cached_keys(&self) -> usize {
+        self.shared.cache.len()
+    }
+
+    /// Sends the usage figures of cache hits counted so far (`POST /v1/usage`). They are
+    /// sent every `usage_interval` anyway; call this at shutdown so the last ones are not
+    /// lost.
+    pub async fn flush_usage(&self) {
+        self.shared.usage.flush(&self.shared.daemon).await;
+    }
+}
+
+impl Verifier for RemoteVerifier {
+    type Future = RemoteFuture;
+
+    fn verify(&self, key: &ApiKey) -> RemoteFuture {
+        let shared = &self.shared;
+        let digest = shared.hasher.digest(key.expose());
+        let now = shared.settings.clock.now();
+        if let Some(answer) = shared.cached(&digest, now) {
+            return RemoteFuture::ready(answer);
+        }
+        RemoteFuture::waiting(shared.miss(digest, key))
+    }
+}
+
+impl Shared {
+    /// A cached answer that may be used at `now`.
+    fn cached(
+        &self,
+        digest: &Digest,
+        now: OffsetDateTime,
+    ) -> Option<Result<Principal, VerifyError>> {
+        if !self.trusted(now) {
+            return None;
+        }
+        match self.cache.get(digest, now)? {
+            Cached::Valid(entry) => {
+                if entry.expires_at.is_some_and(|at| at <= now) {
+                    // Expiry is final and needs no daemon to tell.
+                    self.cache.forget(digest);
+                    return Some(Err(VerifyError::Expired));
+                }
+                if now - entry.fetched_at >= self.settings.cache_ttl {
+                    self.cache.forget(digest);
+                    return None;
+                }
+                self.usage.record(entry.principal.key_id, now);
+                Some(Ok(entry.principal))
+            }
+            Cached::Refused(error) => Some(Err(error)),
+        }
+    }
+
+    /// Joins the request in flight for this key, or starts one.
+    fn miss(self: &Arc<Self>, digest: Digest, key: &ApiKey) -> Waiter {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(waiter) = pending.get(&digest) {
+            // A closed channel is a task that died without answering (a runtime shutting
+            // down): start over rather than join it.
+            if waiter.has_changed().is_ok() {
+                return waiter.clone();
+            }
+        }
+        let (sender, waiter) = watch::channel(None);
+        pending.insert(digest, waiter.clone());
+        drop(pending);
+        // A task of its own, so the answer lands in the cache and reaches every waiter
+        // even if the request that started it is cancelled.
+        let shared = Arc::clone(self);
+        let presented = key.expose().to_owned();
+        self.runtime.spawn(async move {
+            let answer = shared.fetch(digest, &presented).await;
+            shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&digest);
+            let _ = sender.send(Some(answer));
+        });
+        waiter
+    }
+
+    /// Asks the daemon, and caches its answer.
+    async fn fetch(&self, digest: Digest, presented: &str) -> Result<Principal, VerifyError> {
+        let generation = self.cache.generation();
+        let verdict = self.daemon.verify(presented).await;
+        let now = self.settings.clock.now();
+        match verdict {
+            Ok(Verdict::Valid {
+                principal,
+                expires_at,
+            }) => {
+                let principal = Principal::new(principal);
+                if expires_at.is_some_and(|at| at <= now) {
+                    return Err(VerifyError::Expired);
+                }
+                let entry = Positive {
+                    principal: principal.clone(),
+                    expires_at,
+                    fetched_at: now,
+                };
+                self.cache.insert_valid(digest, entry, generation);
+                Ok(principal)
+            }
+            Ok(Verdict::Refused(error)) => {
+                if !self.settings.negative_ttl.is_zero() {
+                    let entry = Negative {
+                        error: error.clone(),
+                        until: now + self.settings.negative_ttl,
+                    };
+                    self.cache.insert_refused(digest, entry, generation);
+                }
+                Err(error)
+            }
+            Err(cause) => {
+                tracing::warn!(error = %cause, "latchkey daemon could not verify a key");
+                Err(VerifyError::Unavailable(cause))
+            }
+        }
+    }
+
+    /// Whether cached answers may be used at `now`.
+    pub(super) fn trusted(&self, now: OffsetDateTime) -> bool {
+        let last = self.last_alive.load(Ordering::Acquire);
+        if last == i64::MIN {
+            return false;
+        }
+        let age = nanos(now).saturating_sub(last);
+        // A clock that went back does not extend the window.
+        let bound = i64::try_from(self.settings.max_staleness.as_nanos()).unwrap_or(i64::MAX);
+        (0..bound).contains(&age)
+    }
+
+    /// The daemon just spoke on a caught-up stream.
+    pub(super) fn mark_alive(&self) {
+        let now = nanos(self.settings.clock.now());
+        self.last_alive.fetch_max(now, Ordering::AcqRel);
+    }
+
+    pub(super) fn drop_all(&self, reason: &str) {
+        tracing::info!(reason, "latchkey remote cache dropped");
+        self.cache.invalidate(Scope::All);
+        self.status.send_modify(|s| s.cache_drops += 1);
+    }
+
+    pub(super) fn set_connected(&self, connected: bool) {
+        self.status.send_if_modified(|s| {
+            let changed = s.connected != connected;
+            s.connected = connected;
+            if connected {
+                s.syncs += 1;
+            }
+            changed || connected
+        });
+    }
+
+    pub(super) fn set_position(&self, position: Option<u64>) {
+        self.status.send_if_modified(|s| {
+            let changed = s.position != position;
+            s.position = position;
+            changed
+        });
+    }
+}
+
+fn nanos(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Sends usage figures every `usage_interval`.
+async fn report_usage(shared: Arc<Shared>) {
+    let period = shared.settings.usage_interval;
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        shared.usage.flush(&shared.daemon).await;
+    }
+}
+
+impl fmt::Debug for RemoteVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteVerifier")
+            .field("daemon", &self.shared.daemon)
+            .field("settings", &self.shared.settings)
+            .field("status", &*self.shared.status.borrow())
+            .field("cached_keys", &self.shared.cache.len())
+            .field("usage_pending", &self.shared.usage.len())
+            .finish()
+    }
+}
+
+/// The future of [`RemoteVerifier::verify`]: ready at once on a cache hit, otherwise the
+/// daemon's answer, shared with every concurrent miss for the same key.
+pub struct RemoteFuture(State);
+
+enum State {
+    Ready(Option<Result<Principal, VerifyError>>),
+    Waiting(Pin<Box<dyn Future<Output = Result<Principal, VerifyError>> + Send>>),
+}
+
+impl RemoteFuture {
+    fn ready(answer: Result<Principal, VerifyError>) -> RemoteFuture {
+        RemoteFuture(State::Ready(Some(answer)))
+    }
+
+    fn waiting(mut waiter: Waiter) -> RemoteFuture {
+        RemoteFuture(State::Waiting(Box::pin(async move {
+            match waiter.wait_for(Option::is_some).await {
+                Ok(answer) => answer.clone().expect("waited for Some"),
+                // The task asking the daemon is gone (the runtime is shutting down).
+                Err(_) => Err(VerifyError::Unavailable(
+                    "the verification task ended without an answer".to_owned(),
+                )),
+            }
+        })))
+    }
+}
+
+impl Future for RemoteFuture {
+    type Output = Result<Principal, VerifyError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            State::Ready(answer) => Poll::Ready(answer.take().expect("polled after completion")),
+            State::Waiting(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl fmt::Debug for RemoteFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.0 {
+            State::Ready(_) => "ready",
+            State::Waiting(_) => "waiting for the daemon",
+        };
+        f.debug_tuple("RemoteFuture").field(&state).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service_key() -> ApiKey {
+        let prefix = latchkey_core::Prefix::new("lk").unwrap();
+        ApiKey::generate(&prefix, latchkey_core::Env::Live)
+    }
+
+    #[tokio::test]
+    async fn debug_never_shows_the_service_key() {
+        let key = service_key();
+        let builder = RemoteVerifier::builder("http://127.0.0.1:9", key.expose());
+        let text = format!("{builder:?}");
+        assert!(
+            !text.contains(key.secret()) && text.contains("<redacted>"),
+            "{text}"
+        );
+        let verifier = builder.build().unwrap();
+        let text = format!("{verifier:?}");
+        assert!(!text.contains(key.secret()), "{text}");
+        assert!(text.contains(key.display_prefix()), "{text}");
+        assert!(
+            text.contains("<redacted>") && text.contains("127.0.0.1:9"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_refused_without_echoing_the_key() {
+        let err = RemoteVerifier::builder("ftp://example", "x")
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, RemoteError::ServiceKey(_)), "{err}");
+        let key = service_key();
+        for url in ["ftp://example", "not a url", "http://host/?q=1"] {
+            let err = RemoteVerifier::builder(url, key.expose())
+                .build()
+                .unwrap_err();
+            assert!(matches!(err, RemoteError::Url(_)), "{url}: {err}");
+            assert!(!err.to_string().contains(key.expose()));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_background_tasks_stop_when_the_last_clone_is_dropped() {
+        let verifier = RemoteVerifier::builder("http://127.0.0.1:9", service_key().expose())
+            .build()
+            .unwrap();
+        let clone = verifier.clone();
+        let shared = Arc::downgrade(&verifier.shared);
+        drop(verifier);
+        tokio::task::yield_now().await;
+        assert!(shared.upgrade().is_some(), "a clone still holds it");
+        drop(clone);
+        // Aborted tasks are dropped by the runtime at its next turn; a bounded wait.
+        for _ in 0..1000 {
+            if shared.strong_count() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            shared.strong_count(),
+            0,
+            "a task still holds the verifier's state"
+        );
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_an_error() {
+        let key = service_key();
+        let err = RemoteVerifier::builder("http://127.0.0.1:9", key.expose())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, RemoteError::NoRuntime));
+    }
+}

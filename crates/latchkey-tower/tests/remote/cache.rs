@@ -1,0 +1,151 @@
+//! Hits, misses, coalescing, negative caching, expiry, usage reports.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use latchkey_tower::Verifier;
+use latchkey_tower::latchkey_core::{ApiKey, Clock, Env, Prefix, VerifyError};
+
+use crate::{Setup, within};
+
+#[tokio::test]
+async fn a_miss_asks_the_daemon_once_then_hits_make_no_request() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "dashboard", None);
+    let expected = s.keystore.store.verify(key.secret.expose()).unwrap();
+
+    let before = s.requests();
+    let principal = s.verify(key.secret.expose()).await.unwrap();
+    assert_eq!(principal, expected);
+    assert_eq!(s.requests(), before + 1);
+    for _ in 0..10 {
+        assert_eq!(s.verify(key.secret.expose()).await.unwrap(), expected);
+    }
+    assert_eq!(s.requests(), before + 1, "hits went to the daemon");
+    assert_eq!(s.verifier.cached_keys(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_misses_for_one_key_make_one_request() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "dashboard", None);
+    let other = s.keystore.key(user, "other", None);
+    let parsed = ApiKey::parse(key.secret.expose()).unwrap();
+    let before = s.requests();
+
+    // Sixty-four verifications started together, before any is polled.
+    let futures: Vec<_> = (0..64).map(|_| s.verifier.verify(&parsed)).collect();
+    let other_future = s
+        .verifier
+        .verify(&ApiKey::parse(other.secret.expose()).unwrap());
+    let answers = within(join_all(futures)).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().unwrap().key_id == key.key.id)
+    );
+    assert_eq!(within(other_future).await.unwrap().key_id, other.key.id);
+    assert_eq!(s.requests(), before + 2, "one request per key");
+}
+
+#[tokio::test]
+async fn a_cancelled_miss_still_answers_the_others_and_fills_the_cache() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "dashboard", None);
+    let parsed = ApiKey::parse(key.secret.expose()).unwrap();
+    let before = s.requests();
+    let first = s.verifier.verify(&parsed);
+    let second = s.verifier.verify(&parsed);
+    drop(first);
+    assert!(within(second).await.is_ok());
+    assert!(s.verify(key.secret.expose()).await.is_ok());
+    assert_eq!(s.requests(), before + 1);
+}
+
+#[tokio::test]
+async fn refusals_are_cached_briefly() {
+    let s = Setup::new().await;
+    let prefix = Prefix::new("lk").unwrap();
+    let unknown = ApiKey::generate(&prefix, Env::Live);
+    let before = s.requests();
+    for _ in 0..5 {
+        assert_eq!(
+            s.verify(unknown.expose()).await.unwrap_err(),
+            VerifyError::Invalid
+        );
+    }
+    assert_eq!(s.requests(), before + 1);
+    // Past negative_ttl (1 s), the daemon is asked again.
+    s.advance(Duration::from_millis(1500));
+    assert_eq!(
+        s.verify(unknown.expose()).await.unwrap_err(),
+        VerifyError::Invalid
+    );
+    assert_eq!(s.requests(), before + 2);
+}
+
+#[tokio::test]
+async fn a_cached_key_stops_at_its_expiry_without_an_event() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let expires_at = s.keystore.clock.now() + time::Duration::seconds(3);
+    let key = s.keystore.key(user, "temporary", Some(expires_at));
+    s.caught_up().await;
+    assert!(s.verify(key.secret.expose()).await.is_ok());
+    let after_miss = s.requests();
+    assert!(s.verify(key.secret.expose()).await.is_ok());
+    assert_eq!(s.requests(), after_miss);
+
+    s.advance(Duration::from_secs(3));
+    assert_eq!(
+        s.verify(key.secret.expose()).await.unwrap_err(),
+        VerifyError::Expired
+    );
+    assert_eq!(s.requests(), after_miss, "expiry is known without asking");
+}
+
+#[tokio::test]
+async fn hits_are_reported_in_batches() {
+    let s = Setup::new().await;
+    s.traffic.accept_usage.store(true, Ordering::SeqCst);
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "dashboard", None);
+    s.verify(key.secret.expose()).await.unwrap(); // the miss: counted by the daemon
+    for _ in 0..3 {
+        s.verify(key.secret.expose()).await.unwrap();
+    }
+    s.verifier.flush_usage().await;
+    let reports = s.traffic.usage.lock().unwrap().clone();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let items = reports[0]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["key_id"], key.key.id.to_string());
+    assert_eq!(items[0]["count"], 3);
+    let at = time::OffsetDateTime::parse(
+        items[0]["last_used_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(at, s.keystore.clock.now());
+
+    // Nothing new: nothing sent.
+    s.verifier.flush_usage().await;
+    assert_eq!(s.traffic.usage.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_daemon_without_usage_reports_is_harmless() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "dashboard", None);
+    s.verify(key.secret.expose()).await.unwrap();
+    s.verify(key.secret.expose()).await.unwrap();
+    // The admin router answers 404: the figures are dropped, and verification goes on.
+    s.verifier.flush_usage().await;
+    assert!(format!("{:?}", s.verifier).contains("usage_pending: 0"));
+    assert!(s.verify(key.secret.expose()).await.is_ok());
+}

@@ -1,0 +1,214 @@
+//! An in-process daemon: `latchkey_admin::router(store)` on a loopback port, on a runtime of
+//! its own so that stopping it closes every connection at once, as a crash would.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use latchkey_tower::latchkey_core::{
+    Actor, CreatedKey, ManualClock, NewKey, NewUser, PermissionSet, Store, StoreConfig,
+};
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+/// What the test observes of the daemon's traffic.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    /// `POST /v1/verify` requests.
+    pub(crate) verify: AtomicUsize,
+    /// Bodies of `POST /v1/usage`, which this test daemon answers itself (204) when
+    /// `accept_usage` is set: core has no method to add usage yet, so the admin router
+    /// has no such route.
+    pub(crate) usage: Mutex<Vec<Value>>,
+    pub(crate) accept_usage: std::sync::atomic::AtomicBool,
+}
+
+impl Traffic {
+    pub(crate) fn verify_requests(&self) -> usize {
+        self.verify.load(Ordering::SeqCst)
+    }
+}
+
+async fn observe(State(traffic): State<Arc<Traffic>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    if path == "/v1/verify" {
+        traffic.verify.fetch_add(1, Ordering::SeqCst);
+    }
+    if path == "/v1/usage" && traffic.accept_usage.load(Ordering::SeqCst) {
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        traffic
+            .usage
+            .lock()
+            .unwrap()
+            .push(serde_json::from_slice(&body).unwrap());
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    next.run(request).await
+}
+
+/// A daemon serving a store on a loopback port until stopped or dropped.
+pub(crate) struct Daemon {
+    pub(crate) addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Serves `store` on `addr` (port 0 for any). The port is bound before this returns:
+    /// no wait for readiness.
+    pub(crate) fn start(store: &Store, traffic: &Arc<Traffic>, addr: SocketAddr) -> Daemon {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = latchkey_admin::router(store.clone())
+            .layer(middleware::from_fn_with_state(Arc::clone(traffic), observe));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                tokio::select! {
+                    served = axum::serve(listener, app) => served.unwrap(),
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime drops every connection task: open event streams are
+            // cut, as when a daemon is killed.
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        });
+        Daemon {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and closes every connection; returns when the port is closed.
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A store on a manual clock, with a service key holding `latchkey:verify`.
+pub(crate) struct Keystore {
+    pub(crate) store: Store,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) service_key: String,
+    pub(crate) _dir: tempfile::TempDir,
+}
+
+impl Keystore {
+    pub(crate) fn new(clock: Arc<ManualClock>) -> Keystore {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::default()
+            .clock(clock.clone())
+            .usage_flush_interval(None);
+        let (store, _admin) = Store::init(dir.path(), "lk", config).unwrap();
+        let keystore = Keystore {
+            store,
+            clock,
+            service_key: String::new(),
+            _dir: dir,
+        };
+        let service = keystore.user("orders-service", &["latchkey:verify"]);
+        let service_key = keystore.key(service, "service", None);
+        Keystore {
+            service_key: service_key.secret.expose().to_owned(),
+            ..keystore
+        }
+    }
+
+    /// A copy of the store as it is now, opened on its own: what restoring a backup gives.
+    pub(crate) fn backup(&self) -> Keystore {
+        self.store.flush().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(self.store.path(), dir.path());
+        let config = StoreConfig::default()
+            .clock(self.clock.clone())
+            .usage_flush_interval(None);
+        Keystore {
+            store: Store::open(dir.path(), config).unwrap(),
+            clock: self.clock.clone(),
+            service_key: self.service_key.clone(),
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn user(&self, name: &str, permissions: &[&str]) -> uuid::Uuid {
+        self.store
+            .create_user(
+                &Actor::system(),
+                NewUser {
+                    name: name.into(),
+                    permissions: PermissionSet::parse(permissions.iter().copied()).unwrap(),
+                    ..NewUser::default()
+                },
+            )
+            .unwrap()
+            .id
+    }
+
+    pub(crate) fn key(
+        &self,
+        user_id: uuid::Uuid,
+        name: &str,
+        expires_at: Option<OffsetDateTime>,
+    ) -> CreatedKey {
+        self.store
+            .create_key(
+                &Actor::system(),
+                NewKey {
+                    name: name.into(),
+                    user_id,
+                    expires_at,
+                    ..NewKey::default()
+                },
+            )
+            .unwrap()
+    }
+}
+
+/// An empty request body, for the layer tests.
+pub(crate) fn empty() -> Body {
+    Body::empty()
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The daemon killed and restarted; a replaced store; a refused service key; what the layer
+//! answers meanwhile.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use http::Request;
+use http_body_util::BodyExt;
+use latchkey_tower::latchkey_core::{Actor, Env, ManualClock, Prefix, VerifyError};
+use latchkey_tower::remote::RemoteVerifier;
+use latchkey_tower::{ApiKey, ApiKeyLayer, RequirePermission, Verifier};
+use time::OffsetDateTime;
+use tower::ServiceExt;
+
+use crate::daemon::{Daemon, Keystore, Traffic, empty};
+use crate::{MAX_STALENESS, Setup, loopback, verifier, within};
+
+/// The app of the examples: `GET /orders` needs `orders:read`.
+fn app(verifier: RemoteVerifier) -> Router {
+    Router::new()
+        .route("/orders", get(|| async { "orders" }))
+        .route_layer(RequirePermission::layer("orders:read"))
+        .layer(ApiKeyLayer::new(verifier).realm("orders"))
+}
+
+/// The status and the problem `code` (if any) of `GET /orders` with `key`.
+async fn get_orders(app: &Router, key: &str) -> (u16, Option<String>) {
+    let request = Request::get("/orders")
+        .header("authorization", format!("Bearer {key}"))
+        .body(empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned));
+    (status, code)
+}
+
+#[tokio::test]
+async fn cached_keys_are_served_until_the_bound_then_503_and_recover_after_restart() {
+    let mut s = Setup::new().await;
+    let app = app(s.verifier.clone());
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let (cached, revoked_meanwhile, uncached) = (
+        s.keystore.key(user, "cached", None),
+        s.keystore.key(user, "revoked meanwhile", None),
+        s.keystore.key(user, "uncached", None),
+    );
+    assert_eq!(get_orders(&app, cached.secret.expose()).await.0, 200);
+    assert_eq!(
+        get_orders(&app, revoked_meanwhile.secret.expose()).await.0,
+        200
+    );
+    let syncs = s.caught_up().await.syncs;
+
+    let port = s.daemon.addr.port();
+    s.daemon.stop();
+    // Within the bound: cached answers are served; a key never seen cannot be.
+    assert_eq!(get_orders(&app, cached.secret.expose()).await.0, 200);
+    let (status, code) = get_orders(&app, uncached.secret.expose()).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (503, Some("keystore_unavailable"))
+    );
+
+    // A revocation the verifier cannot hear of (the store changes while no daemon serves it).
+    s.keystore
+        .store
+        .revoke_key(&Actor::system(), revoked_meanwhile.key.id)
+        .unwrap();
+
+    // Past the bound: nothing cached is trusted, and the daemon cannot answer: 503.
+    s.advance(MAX_STALENESS);
+    assert!(!s.verifier.is_fresh());
+    for key in [&cached, &revoked_meanwhile, &uncached] {
+        let (status, code) = get_orders(&app, key.secret.expose()).await;
+        assert_eq!(
+            (status, code.as_deref()),
+            (503, Some("keystore_unavailable"))
+        );
+    }
+    let status = s.verifier.status();
+    assert!(!status.connected || status.syncs == syncs);
+
+    // The daemon comes back on the same port: the verifier reconnects by itself, resumes
+    // after its last change, and the replayed revocation applies.
+    let requests = s.requests();
+    s.daemon = Daemon::start(&s.keystore.store, &s.traffic, loopback(port));
+    let status = within(s.verifier.wait_for(|st| st.connected && st.syncs > syncs)).await;
+    assert_eq!(status.position, Some(s.keystore.store.last_seq().unwrap()));
+    assert_eq!(status.cache_drops, 1, "resuming keeps the cache");
+    assert!(s.verifier.is_fresh());
+    assert_eq!(get_orders(&app, cached.secret.expose()).await.0, 200);
+    assert_eq!(
+        s.requests(),
+        requests,
+        "the cached key was served from the cache"
+    );
+    let (status, code) = get_orders(&app, revoked_meanwhile.secret.expose()).await;
+    assert_eq!((status, code.as_deref()), (401, Some("key_revoked")));
+    assert_eq!(get_orders(&app, uncached.secret.expose()).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_restored_backup_behind_the_verifier_resets_the_cache() {
+    let mut s = Setup::new().await;
+    let backup = s.keystore.backup();
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "k", None);
+    s.caught_up().await;
+    s.verify(key.secret.expose()).await.unwrap();
+    let before = s.caught_up().await;
+    assert_eq!(s.verifier.cached_keys(), 1);
+
+    // The backup, older than what the verifier has seen, behind the same address: the
+    // daemon answers `reset`.
+    let port = s.daemon.addr.port();
+    s.daemon.stop();
+    assert!(backup.store.last_seq().unwrap() < before.position.unwrap());
+    let _restored = Daemon::start(&backup.store, &Arc::new(Traffic::default()), loopback(port));
+    let status = within(
+        s.verifier
+            .wait_for(|st| st.connected && st.syncs > before.syncs),
+    )
+    .await;
+    assert_eq!(status.cache_drops, before.cache_drops + 1);
+    assert_eq!(status.position, Some(backup.store.last_seq().unwrap()));
+    assert_eq!(s.verifier.cached_keys(), 0);
+    // The key does not exist in the backup.
+    assert_eq!(
+        s.verify(key.secret.expose()).await.unwrap_err(),
+        VerifyError::Invalid
+    );
+}
+
+#[tokio::test]
+async fn a_diverged_backup_ahead_of_the_verifier_drops_the_cache() {
+    let mut s = Setup::new().await;
+    let backup = s.keystore.backup();
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "k", None);
+    s.caught_up().await;
+    s.verify(key.secret.expose()).await.unwrap();
+    let before = s.caught_up().await;
+
+    // The backup took other changes since, more of them: no `reset`, but the change at
+    // the verifier's position is another one.
+    for i in 0..5 {
+        backup.user(&format!("other{i}"), &[]);
+    }
+    assert!(backup.store.last_seq().unwrap() > before.position.unwrap());
+    let port = s.daemon.addr.port();
+    s.daemon.stop();
+    let _restored = Daemon::start(&backup.store, &Arc::new(Traffic::default()), loopback(port));
+    let status = within(
+        s.verifier
+            .wait_for(|st| st.connected && st.syncs > before.syncs),
+    )
+    .await;
+    assert_eq!(status.cache_drops, before.cache_drops + 1);
+    assert_eq!(status.position, Some(backup.store.last_seq().unwrap()));
+    assert_eq!(s.verifier.cached_keys(), 0);
+    assert_eq!(
+        s.verify(key.secret.expose()).await.unwrap_err(),
+        VerifyError::Invalid
+    );
+}
+
+#[tokio::test]
+async fn a_service_key_without_latchkey_verify_gives_503_never_401() {
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let keystore = Keystore::new(clock);
+    let traffic = Arc::new(Traffic::default());
+    let daemon = Daemon::start(&keystore.store, &traffic, loopback(0));
+    let weak = keystore.user("weak", &["orders:read"]);
+    let weak_key = keystore.key(weak, "weak", None);
+    let misconfigured = Keystore {
+        service_key: weak_key.secret.expose().to_owned(),
+        ..keystore
+    };
+    let verifier = verifier(&daemon.url(), &misconfigured);
+    let app = app(verifier.clone());
+    let (status, code) = get_orders(&app, weak_key.secret.expose()).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (503, Some("keystore_unavailable"))
+    );
+    assert!(!verifier.status().connected);
+}
+
+#[tokio::test]
+async fn nothing_listening_gives_503_at_once() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind(loopback(0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let keystore = Keystore::new(clock);
+    let verifier = verifier(&format!("http://{}", loopback(port)), &keystore);
+    let key = ApiKey::generate(&Prefix::new("lk").unwrap(), Env::Live);
+    let answer = within(verifier.verify(&key)).await;
+    assert!(
+        matches!(answer, Err(VerifyError::Unavailable(_))),
+        "{answer:?}"
+    );
+    let (status, code) = get_orders(&app(verifier), key.expose()).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (503, Some("keystore_unavailable"))
+    );
+}

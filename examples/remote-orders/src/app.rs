@@ -1,0 +1,149 @@
+//! The routes: the same orders API as `examples/orders`, over any verifier.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use latchkey_tower::{ApiKeyLayer, Principal, RequirePermission, Verifier};
+use serde::{Deserialize, Serialize};
+
+/// An order, kept in memory: the point is the keys, not the orders.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Order {
+    id: u64,
+    item: String,
+    quantity: u32,
+    /// The user whose key created it.
+    created_by: String,
+    /// The display prefix of that key, never the key.
+    key: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct NewOrder {
+    item: String,
+    quantity: u32,
+}
+
+type Orders = Arc<Mutex<Vec<Order>>>;
+
+/// The app: `GET /orders` needs `orders:read`, `POST /orders` needs `orders:write`, both
+/// behind the layer; `/health` is added after the layer, so it is public.
+pub(crate) fn app<V: Verifier>(verifier: V) -> Router {
+    let orders: Orders = Arc::default();
+    Router::new()
+        .route(
+            "/orders",
+            get(list_orders).route_layer(RequirePermission::layer("orders:read")),
+        )
+        .route(
+            "/orders",
+            post(create_order).route_layer(RequirePermission::layer("orders:write")),
+        )
+        .with_state(orders)
+        .layer(ApiKeyLayer::new(verifier).realm("orders"))
+        .route("/health", get(health))
+}
+
+async fn list_orders(State(orders): State<Orders>) -> Json<Vec<Order>> {
+    Json(orders.lock().unwrap_or_else(|e| e.into_inner()).clone())
+}
+
+async fn create_order(
+    State(orders): State<Orders>,
+    principal: Principal,
+    Json(new): Json<NewOrder>,
+) -> (StatusCode, Json<Order>) {
+    let mut orders = orders.lock().unwrap_or_else(|e| e.into_inner());
+    let order = Order {
+        id: orders.len() as u64 + 1,
+        item: new.item,
+        quantity: new.quantity,
+        created_by: principal.user_name.clone(),
+        key: principal.prefix.clone(),
+    };
+    orders.push(order.clone());
+    (StatusCode::CREATED, Json(order))
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use latchkey_tower::latchkey_core::{Principal as CorePrincipal, VerifyError};
+    use latchkey_tower::{ApiKey, Env, PermissionSet, PrincipalInfo};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A verifier that accepts every key as a reader, except `test` keys: the keystore is
+    /// "unavailable" for those.
+    fn reader(key: &ApiKey) -> impl Future<Output = Result<CorePrincipal, VerifyError>> + use<> {
+        let env = key.env();
+        async move {
+            if env == Env::Test {
+                return Err(VerifyError::Unavailable("down".into()));
+            }
+            Ok(CorePrincipal::new(PrincipalInfo {
+                key_id: Default::default(),
+                prefix: "lk_live_000000000000".into(),
+                key_name: "reader".into(),
+                env: Env::Live,
+                user_id: Default::default(),
+                user_name: "reader".into(),
+                tenant_id: None,
+                organization_id: None,
+                permissions: PermissionSet::parse(["orders:read"]).unwrap(),
+            }))
+        }
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str, key: Option<&str>) -> (u16, String) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let body = Body::from(r#"{"item":"tea","quantity":2}"#);
+        let response = app
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn routes_need_their_permission_and_health_none() {
+        let app = app(reader);
+        let prefix = latchkey_tower::latchkey_core::Prefix::new("lk").unwrap();
+        let live = ApiKey::generate(&prefix, Env::Live);
+        let test = ApiKey::generate(&prefix, Env::Test);
+        assert_eq!(call(&app, "GET", "/health", None).await.0, 200);
+        assert_eq!(call(&app, "GET", "/orders", None).await.0, 401);
+        assert_eq!(
+            call(&app, "GET", "/orders", Some(live.expose())).await.0,
+            200
+        );
+        let (status, body) = call(&app, "POST", "/orders", Some(live.expose())).await;
+        assert_eq!(status, 403);
+        assert!(
+            body.contains(r#""code":"insufficient_permission""#),
+            "{body}"
+        );
+        let (status, body) = call(&app, "GET", "/orders", Some(test.expose())).await;
+        assert_eq!(status, 503);
+        assert!(body.contains(r#""code":"keystore_unavailable""#), "{body}");
+    }
+}

@@ -1,0 +1,512 @@
+//! Remote verification across processes: a daemon and two `example-remote-orders` apps on
+//! loopback. Changes made through the CLI reach both apps within the stated bound; a
+//! killed daemon leaves them serving cached keys until `--max-staleness`, then 503; a
+//! restarted one (same port, same store) is followed again without restarting them.
+//!
+//! The bounds are the README's: a connected app applies a change as soon as its event
+//! arrives (under a millisecond on loopback, which `bench/remote.sh` measures; these tests
+//! require [`PUSH_BOUND`], three orders of magnitude more, so that a loaded machine cannot
+//! fail them), and whatever fails, an app stops trusting what it cached `max_staleness`
+//! after it last heard from the daemon. For the propagation test the apps run with a
+//! `max_staleness` far above the push bound, so only the pushed event can explain a
+//! refusal in time. They print what they observed (`--nocapture`).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use serde_json::Value;
+
+use crate::harness::{Run, latchkey, secret_in};
+
+/// How soon after a change's CLI command returned both apps must refuse: the README's
+/// bound for a connected app, with a margin of three orders of magnitude.
+const PUSH_BOUND: Duration = Duration::from_secs(1);
+
+/// The apps' `--max-staleness` in the propagation test: longer than any wait there, so a
+/// refusal in time can only come from the pushed event.
+const LONG_STALENESS: Duration = Duration::from_secs(60);
+
+/// The apps' `--max-staleness` in the kill-and-restart test.
+const MAX_STALENESS: Duration = Duration::from_secs(3);
+
+/// How long an app may take to follow a restarted daemon: its reconnection backoff is
+/// capped at 2 s, with jitter; the rest is slack for a loaded machine.
+const RECONNECT: Duration = Duration::from_secs(10);
+
+/// A child process, killed (SIGKILL) and reaped when dropped.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    /// Everything it printed before `listening on`.
+    banner: String,
+}
+
+impl Proc {
+    /// Spawns `command` and reads its stdout (blocking on the pipe, no sleeping) up to the
+    /// line `listening on ADDR`.
+    fn spawn(mut command: Command) -> Proc {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawning a child process");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut banner = String::new();
+        // Bounded: banners are a handful of lines; EOF means the child exited.
+        for _ in 0..64 {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if let Some(rest) = line.trim().strip_prefix("listening on ") {
+                let addr = rest.parse().expect("a socket address after `listening on`");
+                // Keep draining stdout so that the child never blocks on a full pipe.
+                std::thread::spawn(move || {
+                    let mut sink = String::new();
+                    while stdout.read_line(&mut sink).unwrap_or(0) > 0 {
+                        sink.clear();
+                    }
+                });
+                return Proc {
+                    child,
+                    addr,
+                    banner,
+                };
+            }
+            banner.push_str(&line);
+        }
+        let _ = child.kill();
+        let status = child.wait();
+        panic!("{command:?} did not print `listening on` ({status:?}):\n{banner}");
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL, as a crash would; returns once the process is gone.
+    fn kill(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaping the child");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `latchkey serve` on `listen` over the store at `db`.
+fn daemon(db: &Path, listen: &str) -> Proc {
+    let mut command = latchkey();
+    command.args(["serve", "--listen", listen, "--db"]).arg(db);
+    Proc::spawn(command)
+}
+
+/// An `example-remote-orders` app verifying against `url` with `service_key`.
+fn app(url: &str, service_key: &str, max_staleness: Duration) -> Proc {
+    let mut command = Command::new(remote_orders_bin());
+    command
+        .args(["--listen", "127.0.0.1:0", "--max-staleness"])
+        .arg(max_staleness.as_secs().to_string())
+        .env("LATCHKEY_URL", url)
+        .env("LATCHKEY_SERVICE_KEY", service_key)
+        .env("RUST_LOG", "warn");
+    Proc::spawn(command)
+}
+
+/// The `example-remote-orders` binary, built once per test process into this test's target
+/// directory and profile, the way the harness builds `latchkey`.
+fn remote_orders_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("tests run from <target>/<profile>/deps");
+        let target_dir = profile_dir
+            .ancestors()
+            .find(|dir| dir.join("CACHEDIR.TAG").exists())
+            .expect("a cargo target directory above the test executable");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let output = Command::new(env!("CARGO"))
+            .current_dir(workspace)
+            .args(["build", "-p", "example-remote-orders"])
+            .args(["--profile", profile, "--message-format", "json"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running cargo build for example-remote-orders");
+        assert!(
+            output.status.success(),
+            "cargo build -p example-remote-orders failed"
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|m| {
+                m["reason"] == "compiler-artifact" && m["target"]["name"] == "example-remote-orders"
+            })
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported the example-remote-orders executable")
+    })
+}
+
+fn client() -> &'static Client {
+    static CLIENT: OnceLock<Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client")
+    })
+}
+
+/// `GET /orders` on an app with `key`: the status and the problem `code` ("" for none).
+fn get_orders(app: &Proc, key: &str) -> (u16, String) {
+    let response = client()
+        .get(format!("{}/orders", app.url()))
+        .bearer_auth(key)
+        .send()
+        .expect("the app answers");
+    let status = response.status().as_u16();
+    let body: Value = response.json().unwrap_or(Value::Null);
+    (status, body["code"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Polls `GET /orders` on `app` until it answers `expected` (status, code), failing the
+/// test if that takes more than `bound` after `since`; returns how long after `since`.
+#[track_caller]
+fn answers_within(
+    app: &Proc,
+    key: &str,
+    expected: (u16, &str),
+    since: Instant,
+    bound: Duration,
+) -> Duration {
+    // Bounded: each request has the client's timeout, and the loop a deadline; a
+    // millisecond's pause keeps it from hogging the shared machine.
+    let deadline = since + bound;
+    loop {
+        let (status, code) = get_orders(app, key);
+        let elapsed = since.elapsed();
+        if (status, code.as_str()) == expected {
+            return elapsed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} still answered {status} {code:?} {elapsed:?} after the change (bound {bound:?}), \
+             expected {expected:?}",
+            app.url()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A daemon, its admin key, and two apps following it with a service key.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    daemon: Option<Proc>,
+    admin: String,
+    apps: [Proc; 2],
+}
+
+impl Cluster {
+    fn new(max_staleness: Duration) -> Cluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = dir.path().join("store");
+        let daemon = daemon(&db, "127.0.0.1:0");
+        let admin = secret_in(&daemon.banner).expect("the first start prints the admin key");
+        let url = daemon.url();
+        let cli = |args: &[&str]| -> Value {
+            let mut all = vec!["--json"];
+            all.extend_from_slice(args);
+            Run::of(
+                latchkey()
+                    .args(&all)
+                    .env("LATCHKEY_URL", &url)
+                    .env("LATCHKEY_ADMIN_KEY", &admin),
+            )
+            .json()
+        };
+        cli(&[
+            "users",
+            "add",
+            "--name",
+            "orders-service",
+            "--permissions",
+            "latchkey:verify",
+        ]);
+        let created = cli(&[
+            "keys",
+            "add",
+            "--name",
+            "orders app",
+            "--user",
+            "orders-service",
+        ]);
+        let service = created["secret"].as_str().expect("a secret").to_owned();
+        Cluster {
+            apps: [
+                app(&url, &service, max_staleness),
+                app(&url, &service, max_staleness),
+            ],
+            _dir: dir,
+            db,
+            daemon: Some(daemon),
+            admin,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.daemon.as_ref().expect("a running daemon").url()
+    }
+
+    fn cli(&self, args: &[&str]) -> Run {
+        Run::of(
+            latchkey()
+                .args(args)
+                .env("LATCHKEY_URL", self.url())
+                .env("LATCHKEY_ADMIN_KEY", &self.admin),
+        )
+    }
+
+    #[track_caller]
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        self.cli(&all).json()
+    }
+
+    /// A key for `user`; returns the secret.
+    #[track_caller]
+    fn key(&self, user: &str, name: &str) -> String {
+        let created = self.json(&["keys", "add", "--name", name, "--user", user]);
+        created["secret"].as_str().expect("a secret").to_owned()
+    }
+
+    /// Asserts that every app accepts `key` now (the first request caches it).
+    #[track_caller]
+    fn accepted_everywhere(&self, key: &str) {
+        for app in &self.apps {
+            for _ in 0..2 {
+                assert_eq!(get_orders(app, key), (200, String::new()), "{}", app.url());
+            }
+        }
+    }
+
+    /// Runs a CLI change, then asserts that both apps answer `expected` within
+    /// [`PUSH_BOUND`] after the command returned, and keep answering it.
+    #[track_caller]
+    fn propagates(&self, change: &[&str], key: &str, expected: (u16, &str)) {
+        self.cli(change).ok();
+        let returned = Instant::now();
+        for app in &self.apps {
+            let took = answers_within(app, key, expected, returned, PUSH_BOUND);
+            eprintln!(
+                "{change:?}: {} answered {expected:?} {took:?} after the CLI returned",
+                app.url()
+            );
+            let (status, code) = get_orders(app, key);
+            assert_eq!((status, code.as_str()), expected, "{}", app.url());
+        }
+    }
+}
+
+/// The display prefix of a key: what the CLI takes as its id.
+fn prefix_of(key: &str) -> String {
+    key.rsplit_once('_').expect("a key").0.to_owned()
+}
+
+#[test]
+fn revoke_disable_and_group_changes_reach_both_apps_within_the_bound() {
+    let c = Cluster::new(LONG_STALENESS);
+    c.json(&[
+        "groups",
+        "add",
+        "--name",
+        "readers",
+        "--permissions",
+        "orders:read",
+    ]);
+    c.json(&["users", "add", "--name", "alice", "--groups", "readers"]);
+    let (revoked, disabled, member) = (
+        c.key("alice", "to revoke"),
+        c.key("alice", "to disable"),
+        c.key("alice", "member"),
+    );
+    for key in [&revoked, &disabled, &member] {
+        c.accepted_everywhere(key);
+    }
+
+    c.propagates(
+        &["keys", "revoke", &prefix_of(&revoked)],
+        &revoked,
+        (401, "key_revoked"),
+    );
+    c.propagates(
+        &["keys", "disable", &prefix_of(&disabled)],
+        &disabled,
+        (401, "key_disabled"),
+    );
+    // The other key was not touched.
+    for app in &c.apps {
+        assert_eq!(get_orders(app, &member).0, 200);
+    }
+    c.propagates(
+        &[
+            "groups",
+            "update",
+            "readers",
+            "--remove-permissions",
+            "orders:read",
+        ],
+        &member,
+        (403, "insufficient_permission"),
+    );
+    c.propagates(
+        &["keys", "enable", &prefix_of(&disabled)],
+        &disabled,
+        (403, "insufficient_permission"),
+    );
+    c.propagates(
+        &[
+            "groups",
+            "update",
+            "readers",
+            "--add-permissions",
+            "orders:read",
+        ],
+        &member,
+        (200, ""),
+    );
+}
+
+#[test]
+fn a_killed_daemon_leaves_cached_keys_until_the_bound_then_503_and_a_restart_is_followed() {
+    let mut c = Cluster::new(MAX_STALENESS);
+    c.json(&[
+        "users",
+        "add",
+        "--name",
+        "bob",
+        "--permissions",
+        "orders:read",
+    ]);
+    let (cached, revoked_later, unseen) = (
+        c.key("bob", "cached"),
+        c.key("bob", "revoked after the restart"),
+        c.key("bob", "never seen by the apps"),
+    );
+    c.accepted_everywhere(&cached);
+    c.accepted_everywhere(&revoked_later);
+    let addr = c.daemon.as_ref().unwrap().addr;
+
+    c.daemon.take().unwrap().kill();
+    let killed = Instant::now();
+    for app in &c.apps {
+        // A key never verified cannot be answered: 503, never 401.
+        assert_eq!(
+            get_orders(app, &unseen),
+            (503, "keystore_unavailable".to_owned())
+        );
+        // A cached key is served within the bound (checked only while well inside it, so
+        // that a stalled machine cannot fail the test)...
+        let (status, code) = get_orders(app, &cached);
+        if killed.elapsed() < MAX_STALENESS / 2 {
+            assert_eq!((status, code.as_str()), (200, ""), "{}", app.url());
+        }
+    }
+    for app in &c.apps {
+        // ...and refused with 503, never 401, once the bound has passed.
+        let took = answers_within(
+            app,
+            &cached,
+            (503, "keystore_unavailable"),
+            killed,
+            MAX_STALENESS + Duration::from_secs(1),
+        );
+        eprintln!("{}: 503 {took:?} after the kill", app.url());
+    }
+
+    // The daemon comes back on the same port and store; the apps follow it by themselves.
+    c.daemon = Some(daemon(&c.db, &addr.to_string()));
+    let restarted = Instant::now();
+    for app in &c.apps {
+        let took = answers_within(app, &cached, (200, ""), restarted, RECONNECT);
+        eprintln!("{}: 200 again {took:?} after the restart", app.url());
+        assert_eq!(get_orders(app, &unseen).0, 200);
+    }
+    // A 200 could come from asking the daemon each time; answers served from the cache,
+    // which is trusted again only once the event stream is back, make no verification on
+    // the daemon.
+    for app in &c.apps {
+        let took = served_from_cache_within(&c, app, &cached, restarted, RECONNECT);
+        eprintln!(
+            "{}: cache trusted again {took:?} after the restart",
+            app.url()
+        );
+    }
+    // And their streams are live: a revocation reaches them within the bound.
+    c.propagates(
+        &["keys", "revoke", &prefix_of(&revoked_later)],
+        &revoked_later,
+        (401, "key_revoked"),
+    );
+}
+
+/// The daemon's count of key verifications (`/metrics`, every outcome).
+fn verifications(c: &Cluster) -> u64 {
+    let text = client()
+        .get(format!("{}/metrics", c.url()))
+        .send()
+        .expect("the daemon answers")
+        .text()
+        .expect("a body");
+    text.lines()
+        .filter(|line| line.starts_with("latchkey_verifications_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Polls until five requests in a row are answered 200 by `app` without a verification on
+/// the daemon: the app trusts its cache again. Fails the test past `bound` after `since`.
+#[track_caller]
+fn served_from_cache_within(
+    c: &Cluster,
+    app: &Proc,
+    key: &str,
+    since: Instant,
+    bound: Duration,
+) -> Duration {
+    loop {
+        let before = verifications(c);
+        let all_ok = (0..5).all(|_| get_orders(app, key).0 == 200);
+        if all_ok && verifications(c) == before {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < bound,
+            "{} still asks the daemon {:?} after the restart",
+            app.url(),
+            since.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
