@@ -194,6 +194,28 @@ pub struct List<T> {
     pub next_cursor: Option<String>,
 }
 
+/// `POST /v1/usage`: figures a remote verifier counted from its cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    /// One entry per key.
+    pub items: Vec<UsageItem>,
+}
+
+/// Usage of one key since the last report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageItem {
+    /// The key's record id.
+    pub key_id: uuid::Uuid,
+    /// Successful verifications, at least 1.
+    pub count: u64,
+    /// The last of them (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_used_at: time::OffsetDateTime,
+}
+
 /// `POST /v1/verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

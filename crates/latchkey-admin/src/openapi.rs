@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::handlers::{audit, events, groups, keys, system, users, verify};
+use crate::handlers::{audit, events, groups, keys, system, usage, users, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use crate::handlers::{audit, events, groups, keys, system, users, verify};
         keys::create, keys::list, keys::show, keys::update, keys::revoke, keys::rotate,
         keys::delete,
         verify::verify,
+        usage::report,
         audit::list, audit::verify, events::stream,
         system::healthz, system::metrics, system::openapi,
     ),

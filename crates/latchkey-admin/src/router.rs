@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use latchkey_core::Store;
 
 use crate::caller::Operator;
-use crate::handlers::{audit, events, groups, keys, system, users, verify};
+use crate::handlers::{audit, events, groups, keys, system, usage, users, verify};
 use crate::state::AppState;
 use crate::{auth, metrics};
 
@@ -33,6 +33,7 @@ fn v1() -> Router<AppState> {
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))
         .route("/verify", post(verify::verify))
+        .route("/usage", post(usage::report))
         .route("/events", get(events::stream))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))

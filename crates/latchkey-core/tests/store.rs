@@ -562,6 +562,16 @@ fn usage_is_counted_in_memory_and_persisted_on_flush() {
         (4, Some(T0 + Duration::seconds(5)))
     );
 
+    // Usage counted elsewhere (a remote verifier) adds up; a future time is taken as now,
+    // and figures for an unknown key go nowhere.
+    f.store.record_usage(key.key.id, 10, T0 + Duration::days(1));
+    f.store.record_usage(Uuid::now_v7(), 3, T0);
+    let seen = f.store.key(key.key.id).unwrap();
+    assert_eq!(
+        (seen.usage_count, seen.last_used_at),
+        (14, Some(T0 + Duration::seconds(5)))
+    );
+
     let path = f.store.path().to_owned();
     f.store.flush().unwrap();
     let Fixture { _dir, store, .. } = f;
@@ -570,7 +580,7 @@ fn usage_is_counted_in_memory_and_persisted_on_flush() {
     let seen = reopened.key(key.key.id).unwrap();
     assert_eq!(
         (seen.usage_count, seen.last_used_at),
-        (4, Some(T0 + Duration::seconds(5)))
+        (14, Some(T0 + Duration::seconds(5)))
     );
 }
 

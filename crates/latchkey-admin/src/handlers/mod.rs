@@ -7,5 +7,6 @@ pub(crate) mod events;
 pub(crate) mod groups;
 pub(crate) mod keys;
 pub(crate) mod system;
+pub(crate) mod usage;
 pub(crate) mod users;
 pub(crate) mod verify;

@@ -163,3 +163,50 @@ async fn errors() {
     .await
     .problem(403, "insufficient_permission");
 }
+
+#[tokio::test]
+async fn usage_reports_add_to_a_keys_figures() {
+    let h = Harness::new();
+    let (_, service) = h.user_with_key("edge", &["latchkey:verify"]).await;
+    h.post("/v1/users", json!({"name": "app", "permissions": ["x"]}))
+        .await
+        .ok(201);
+    let key = h
+        .post("/v1/keys", json!({"name": "k", "user_id": "app"}))
+        .await
+        .ok(201);
+    let id = key["id"].as_str().unwrap();
+    let report = json!({"items": [
+        {"key_id": id, "count": 7, "last_used_at": "2026-01-02T03:04:05Z"},
+        {"key_id": "01900000-0000-7000-8000-000000000000", "count": 1, "last_used_at": "2026-01-02T03:04:05Z"},
+    ]});
+    let accepted = h
+        .send("POST", "/v1/usage", Some(&service), Some(report))
+        .await;
+    assert_eq!(accepted.status.as_u16(), 204, "{}", accepted.text);
+    let seen = h.get(&format!("/v1/keys/{id}")).await.ok(200);
+    assert_eq!(seen["usage_count"], 7);
+    assert_eq!(seen["last_used_at"], "2026-01-02T03:04:05Z");
+
+    let zero =
+        json!({"items": [{"key_id": id, "count": 0, "last_used_at": "2026-01-02T03:04:05Z"}]});
+    let bad = h
+        .send("POST", "/v1/usage", Some(&service), Some(zero))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "items[0].count");
+    // The admin key holds `*`, but a key without latchkey:verify may not report.
+    let (_, reader) = h.user_with_key("reader", &["latchkey:keys:read"]).await;
+    h.send(
+        "POST",
+        "/v1/usage",
+        Some(&reader),
+        Some(json!({"items": []})),
+    )
+    .await
+    .problem(403, "insufficient_permission");
+    assert_eq!(
+        h.get(&format!("/v1/keys/{id}")).await.ok(200)["usage_count"],
+        7
+    );
+}

@@ -55,6 +55,12 @@ impl KeyUsage {
         self.record_time(at);
     }
 
+    /// Adds figures counted elsewhere.
+    fn add(&self, count: u64, last_used_at: i128) {
+        self.count.fetch_add(count, Ordering::Relaxed);
+        self.record_time(last_used_at);
+    }
+
     fn read(&self) -> Usage {
         to_usage(
             self.count.load(Ordering::Relaxed),
@@ -123,11 +129,10 @@ impl UsageBuffer {
     fn restore(&self, figures: HashMap<Uuid, Usage>) {
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for (key, usage) in figures {
-            let counters = all.entry(key).or_default();
-            counters.count.fetch_add(usage.count, Ordering::Relaxed);
-            if let Some(at) = usage.last_used_at {
-                counters.record_time(at.unix_timestamp_nanos());
-            }
+            let at = usage
+                .last_used_at
+                .map_or(i128::from(i64::MIN), OffsetDateTime::unix_timestamp_nanos);
+            all.entry(key).or_default().add(usage.count, at);
         }
     }
 }
@@ -174,4 +179,17 @@ pub(super) fn flush(db: &sled::Db, buffer: &UsageBuffer) -> Result<(), StoreErro
     }
     db.flush()?;
     Ok(())
+}
+
+impl super::Store {
+    /// Adds usage counted elsewhere, such as a remote verifier's cache hits: buffered and
+    /// persisted like local usage. Figures for unknown or deleted keys are dropped at flush;
+    /// a last use in the future is taken as now.
+    pub fn record_usage(&self, key_id: Uuid, count: u64, last_used_at: OffsetDateTime) {
+        let at = last_used_at.min(self.inner.clock.now());
+        self.inner
+            .usage
+            .handle(key_id)
+            .add(count, at.unix_timestamp_nanos());
+    }
 }

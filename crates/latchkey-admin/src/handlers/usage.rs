@@ -1,0 +1,51 @@
+//! `POST /v1/usage`: usage figures counted by remote verifiers from their caches.
+
+use axum::extract::State;
+use http::StatusCode;
+
+use crate::api::UsageReport;
+use crate::caller::{Caller, perm};
+use crate::error::{AppError, Problem};
+use crate::extract::Body;
+use crate::state::AppState;
+
+/// Most items one report may carry.
+const MAX_ITEMS: usize = 10_000;
+
+/// Add usage figures counted elsewhere.
+///
+/// A remote verifier answers most requests from its cache, so the daemon never sees them;
+/// it reports them here in batches, and `last_used_at` and `usage_count` stay right.
+/// Figures for unknown or deleted keys are dropped. 204 on success.
+#[utoipa::path(post, path = "/v1/usage", operation_id = "reportUsage", tag = "verify",
+    request_body = UsageReport,
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks latchkey:verify", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:verify"])))]
+pub(crate) async fn report(
+    State(state): State<AppState>,
+    _caller: Caller<perm::Verify>,
+    Body(body): Body<UsageReport>,
+) -> Result<StatusCode, AppError> {
+    if body.items.len() > MAX_ITEMS {
+        return Err(AppError::invalid(
+            "items",
+            format!("at most {MAX_ITEMS} items per report"),
+        ));
+    }
+    if let Some(i) = body.items.iter().position(|item| item.count == 0) {
+        return Err(AppError::invalid(
+            format!("items[{i}].count"),
+            "must be at least 1",
+        ));
+    }
+    for item in &body.items {
+        state
+            .store
+            .record_usage(item.key_id, item.count, item.last_used_at);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
