@@ -625,7 +625,7 @@ fn tampering_with_the_audit_log_is_found() {
     let Fixture { _dir, store, .. } = f;
     drop(store);
     {
-        let db = sled::open(&path).unwrap();
+        let db = open_sled(&path);
         let at = |seq: u64| [b"a:".as_slice(), &seq.to_be_bytes()].concat();
         // Event 3 replaced by a copy of event 2: well-formed, but it does not fit the chain.
         let second = db.get(at(2)).unwrap().unwrap();
@@ -854,4 +854,44 @@ fn no_verification_that_starts_after_a_revoke_returns_succeeds() {
             }
         }
     }
+}
+
+/// Opens the store's sled database directly, waiting (bounded) for the lock that a just
+/// dropped `Store` releases once sled's I/O threads finish.
+fn open_sled(path: &std::path::Path) -> sled::Db {
+    for _ in 0..100 {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    sled::open(path).unwrap()
+}
+
+#[test]
+fn a_store_closed_and_reopened_in_one_process_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    drop(Store::create(&path, "lk", StoreConfig::default()).unwrap());
+    for round in 0..20 {
+        let store = Store::open(&path, StoreConfig::default())
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        store
+            .create_user(
+                &Actor::system(),
+                NewUser {
+                    name: format!("u{round}"),
+                    ..NewUser::default()
+                },
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        Store::open(&path, StoreConfig::default())
+            .unwrap()
+            .users()
+            .unwrap()
+            .len(),
+        20
+    );
 }

@@ -485,20 +485,32 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("records serialize")
 }
 
+/// How long opening waits for a lock that is being released. Dropping the last handle of
+/// a store does not release sled's file lock at once (its I/O threads finish first), so a
+/// store closed and reopened in one process could otherwise see itself as "another process".
+const LOCK_WAIT: Duration = Duration::from_millis(1_000);
+
 fn open_db(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(config.cache_capacity_bytes)
-        .open()
-        .map_err(|e| match &e {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
             // sled reports a held file lock as an I/O error with this text.
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                StoreError::Locked {
-                    path: path.to_owned(),
+            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(StoreError::Locked {
+                        path: path.to_owned(),
+                    });
                 }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            _ => StoreError::Storage(format!("{}: {e}", path.display())),
-        })
+            Err(e) => return Err(StoreError::Storage(format!("{}: {e}", path.display()))),
+        }
+    }
 }
 
 fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Receiver<()>) {
