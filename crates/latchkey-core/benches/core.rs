@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench -p latchkey-core --bench core`. Targets on a 2-core machine: warm
 //! verify ≤ 1 µs, cold ≤ 15 µs, cold at 1M within 2× of 10k, malformed rejection ≤ 100 ns.
-//! `LATCHKEY_BENCH_SLED_CACHE_MIB=N` sets sled's page cache for the cold runs (default 16).
+//! `LATCHKEY_BENCH_SLED_CACHE_MIB=N` sets sled's page cache for the cold runs (default: the store default, 64).
 
 mod support;
 
@@ -47,9 +47,12 @@ fn verify(c: &mut Criterion) {
 
     for n in [10_000, 1_000_000] {
         // The verify cache is off, so every call reads the key, user and group from sled.
-        let config = StoreConfig::default()
+        let mut config = StoreConfig::default()
             .verify_cache_entries(0)
             .usage_flush_interval(None);
+        if let Some(mib) = support::env_number("LATCHKEY_BENCH_SLED_CACHE_MIB") {
+            config = config.cache_capacity_bytes(mib << 20);
+        }
         let (store, samples) = support::seeded(n, config);
         let mut pick = support::Pick::new(7);
         group.bench_function(format!("cold_{n}"), |b| {

@@ -3,13 +3,14 @@
 //! sled's own default (1 GiB), each in a fresh process.
 //!
 //! Run with `cargo bench -p latchkey-core --bench rss`. Target: ≤ 128 MiB with the defaults.
+//! `LATCHKEY_RSS_VERIFICATIONS=N` and `LATCHKEY_RSS_VERIFY_CACHE=ENTRIES` change the run.
 
 mod support;
 
 use latchkey_core::StoreConfig;
 
 const KEYS: usize = 1_000_000;
-const VERIFICATIONS: usize = 200_000;
+const DEFAULT_VERIFICATIONS: usize = 200_000;
 
 fn main() {
     match std::env::var("LATCHKEY_RSS_CACHE_BYTES") {
@@ -19,7 +20,7 @@ fn main() {
             drop(support::seeded(KEYS, StoreConfig::default()));
             let exe = std::env::current_exe().unwrap();
             for (label, bytes) in [
-                ("latchkey default (16 MiB sled cache)", 16u64 << 20),
+                ("latchkey default (64 MiB sled cache)", 64u64 << 20),
                 ("sled default (1 GiB cache)", 1 << 30),
             ] {
                 println!("{label}:");
@@ -34,20 +35,25 @@ fn main() {
 }
 
 fn measure(cache_bytes: u64) {
-    let config = StoreConfig::default()
+    let verifications = support::env_number("LATCHKEY_RSS_VERIFICATIONS")
+        .map_or(DEFAULT_VERIFICATIONS, |n| n as usize);
+    let mut config = StoreConfig::default()
         .cache_capacity_bytes(cache_bytes)
         .usage_flush_interval(None);
+    if let Some(entries) = support::env_number("LATCHKEY_RSS_VERIFY_CACHE") {
+        config = config.verify_cache_entries(entries as usize);
+    }
     let (store, samples) = support::seeded(KEYS, config);
     let (opened, _) = support::rss_mib();
     let mut pick = support::Pick::new(42);
     let started = std::time::Instant::now();
-    for _ in 0..VERIFICATIONS {
+    for _ in 0..verifications {
         store.verify(&samples[pick.next(samples.len())]).unwrap();
     }
     let elapsed = started.elapsed();
     let (rss, peak) = support::rss_mib();
     println!(
-        "  {KEYS} keys: RSS after open {opened:.1} MiB; after {VERIFICATIONS} verifications {rss:.1} MiB (peak {peak:.1} MiB); {:.2} µs/verify",
-        elapsed.as_secs_f64() * 1e6 / VERIFICATIONS as f64
+        "  {KEYS} keys: RSS after open {opened:.1} MiB; after {verifications} verifications {rss:.1} MiB (peak {peak:.1} MiB); {:.2} µs/verify",
+        elapsed.as_secs_f64() * 1e6 / verifications as f64
     );
 }

@@ -95,6 +95,14 @@ pub fn rss_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// A whole number from the environment, if set.
+pub fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number"))
+    })
+}
+
 /// A small deterministic generator for picking samples (xorshift64*).
 pub struct Pick(u64);
 
