@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use latchkey_tower::{ApiKeyLayer, Principal, RequirePermission, Store};
+use latchkey_tower::{ApiKeyLayer, Principal, RequirePermission, Verifier};
 use serde::{Deserialize, Serialize};
 
 /// An order, kept in memory: the point is the keys, not the orders.
@@ -30,8 +30,9 @@ pub(crate) struct NewOrder {
 type Orders = Arc<Mutex<Vec<Order>>>;
 
 /// The app: every `/orders` route behind the layer, each method behind its permission;
-/// `/health` is added after the layer, so it is public.
-pub(crate) fn app(store: Store) -> Router {
+/// `/health` is added after the layer, so it is public. Any verifier: a store on disk, or a
+/// remote one.
+pub fn app<V: Verifier>(verifier: V) -> Router {
     let orders: Orders = Arc::default();
     Router::new()
         .route(
@@ -43,7 +44,7 @@ pub(crate) fn app(store: Store) -> Router {
             post(create_order).route_layer(RequirePermission::layer("orders:write")),
         )
         .with_state(orders)
-        .layer(ApiKeyLayer::new(store).realm("orders"))
+        .layer(ApiKeyLayer::new(verifier).realm("orders"))
         .route("/health", get(health))
 }
 
@@ -77,7 +78,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
-    use latchkey_tower::StoreConfig;
+    use latchkey_tower::{Store, StoreConfig};
     use tower::ServiceExt;
 
     use super::*;

@@ -7,14 +7,17 @@ use latchkey_tower::latchkey_core::{Actor, NewKey, NewUser, StoreError};
 use latchkey_tower::{ApiKey, PermissionSet, Store};
 
 /// The two demo keys, shown once.
-pub(crate) struct DemoKeys {
-    pub(crate) read_write: ApiKey,
-    pub(crate) read_only: ApiKey,
+#[derive(Debug)]
+pub struct DemoKeys {
+    /// Holds `orders:read` and `orders:write`.
+    pub read_write: ApiKey,
+    /// Scoped to `orders:read`.
+    pub read_only: ApiKey,
 }
 
 /// On a store without users: a `demo` user holding `orders:read` and `orders:write`, a key
 /// with all of it and a key scoped to `orders:read`.
-pub(crate) fn seed_if_empty(store: &Store) -> Result<Option<DemoKeys>, StoreError> {
+pub fn seed_if_empty(store: &Store) -> Result<Option<DemoKeys>, StoreError> {
     if !store.users()?.is_empty() {
         return Ok(None);
     }
@@ -51,7 +54,8 @@ pub(crate) fn seed_if_empty(store: &Store) -> Result<Option<DemoKeys>, StoreErro
     }))
 }
 
-pub(crate) fn print_welcome(db: &Path, addr: SocketAddr, keys: Option<&DemoKeys>) {
+/// Prints where the API is, the demo keys (once) and the curl lines to try.
+pub fn print_welcome(db: &Path, addr: SocketAddr, keys: Option<&DemoKeys>) {
     let url = format!("http://{addr}");
     println!("orders API on {url}, keystore {}", db.display());
     let Some(keys) = keys else {

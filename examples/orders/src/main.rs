@@ -9,12 +9,10 @@
 //! store yet (default `./orders-data`) it creates one with a demo user and two keys, prints
 //! the keys once, and the curl lines that show a 200, a 401 and a 403.
 
-mod app;
-mod demo;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use example_orders::{app, demo};
 use latchkey_tower::{Store, StoreConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -49,7 +47,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     demo::print_welcome(&db, addr, created.as_ref());
 
-    axum::serve(listener, app::app(store.clone()))
+    axum::serve(listener, app(store.clone()))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -1,76 +1,5 @@
-//! The routes: the same orders API as `examples/orders`, over any verifier.
-
-use std::sync::{Arc, Mutex};
-
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use latchkey_tower::{ApiKeyLayer, Principal, RequirePermission, Verifier};
-use serde::{Deserialize, Serialize};
-
-/// An order, kept in memory: the point is the keys, not the orders.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Order {
-    id: u64,
-    item: String,
-    quantity: u32,
-    /// The user whose key created it.
-    created_by: String,
-    /// The display prefix of that key, never the key.
-    key: String,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct NewOrder {
-    item: String,
-    quantity: u32,
-}
-
-type Orders = Arc<Mutex<Vec<Order>>>;
-
-/// The app: `GET /orders` needs `orders:read`, `POST /orders` needs `orders:write`, both
-/// behind the layer; `/health` is added after the layer, so it is public.
-pub(crate) fn app<V: Verifier>(verifier: V) -> Router {
-    let orders: Orders = Arc::default();
-    Router::new()
-        .route(
-            "/orders",
-            get(list_orders).route_layer(RequirePermission::layer("orders:read")),
-        )
-        .route(
-            "/orders",
-            post(create_order).route_layer(RequirePermission::layer("orders:write")),
-        )
-        .with_state(orders)
-        .layer(ApiKeyLayer::new(verifier).realm("orders"))
-        .route("/health", get(health))
-}
-
-async fn list_orders(State(orders): State<Orders>) -> Json<Vec<Order>> {
-    Json(orders.lock().unwrap_or_else(|e| e.into_inner()).clone())
-}
-
-async fn create_order(
-    State(orders): State<Orders>,
-    principal: Principal,
-    Json(new): Json<NewOrder>,
-) -> (StatusCode, Json<Order>) {
-    let mut orders = orders.lock().unwrap_or_else(|e| e.into_inner());
-    let order = Order {
-        id: orders.len() as u64 + 1,
-        item: new.item,
-        quantity: new.quantity,
-        created_by: principal.user_name.clone(),
-        key: principal.prefix.clone(),
-    };
-    orders.push(order.clone());
-    (StatusCode::CREATED, Json(order))
-}
-
-async fn health() -> &'static str {
-    "ok"
-}
+//! The routes are `example_orders::app`, the same as `examples/orders`; this checks them over
+//! a verifier that is not a store.
 
 #[cfg(test)]
 mod tests {
@@ -81,7 +10,8 @@ mod tests {
     use latchkey_tower::{ApiKey, Env, PermissionSet, PrincipalInfo};
     use tower::ServiceExt;
 
-    use super::*;
+    use axum::Router;
+    use example_orders::app;
 
     /// A verifier that accepts every key as a reader, except `test` keys: the keystore is
     /// "unavailable" for those.

@@ -20,6 +20,7 @@
 //! every request is answered 503 `keystore_unavailable` until the daemon is back; the app
 //! reconnects by itself. Once bound it prints `listening on <addr>`.
 
+#[cfg(test)]
 mod app;
 
 use std::net::SocketAddr;
@@ -60,7 +61,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("listening on {}", listener.local_addr()?);
     println!("verifying keys against {url}");
 
-    axum::serve(listener, app::app(verifier.clone()))
+    axum::serve(listener, example_orders::app(verifier.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     // The last usage figures of cache hits.
