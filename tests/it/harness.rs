@@ -29,11 +29,13 @@ pub(crate) fn bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| match std::env::var_os("LATCHKEY_BIN") {
         Some(path) => PathBuf::from(path),
-        None => build_binary(),
+        None => build_binary("latchkey-daemon", "latchkey"),
     })
 }
 
-fn build_binary() -> PathBuf {
+/// Builds `bin` of `package` into this test's target directory and profile (once per call),
+/// and answers the executable's path as cargo reports it.
+pub(crate) fn build_binary(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     // …/<target dir>/[<triple>/]<profile>/deps/it-<hash>
     let profile_dir = exe
@@ -52,23 +54,20 @@ fn build_binary() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let output = Command::new(env!("CARGO"))
         .current_dir(workspace)
-        .args(["build", "-p", "latchkey-daemon", "--bin", "latchkey"])
+        .args(["build", "-p", package, "--bin", bin])
         .args(["--profile", profile, "--message-format", "json"])
         .arg("--target-dir")
         .arg(target_dir)
         .stderr(Stdio::inherit())
         .output()
-        .expect("running cargo build for the latchkey binary");
-    assert!(
-        output.status.success(),
-        "cargo build -p latchkey-daemon failed"
-    );
+        .unwrap_or_else(|e| panic!("running cargo build -p {package}: {e}"));
+    assert!(output.status.success(), "cargo build -p {package} failed");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "latchkey")
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == bin)
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported the latchkey executable")
+        .unwrap_or_else(|| panic!("cargo reported no {bin} executable"))
 }
 
 /// A `latchkey` command, with no `LATCHKEY_*` variable inherited from the environment.

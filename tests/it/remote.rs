@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::Client;
 use serde_json::Value;
 
-use crate::harness::{Run, latchkey, secret_in};
+use crate::harness::{Run, build_binary, latchkey, secret_in};
 
 /// How soon after a change's CLI command returned both apps must refuse: the README's
 /// bound for a connected app, with a margin of three orders of magnitude.
@@ -127,43 +127,7 @@ fn app(url: &str, service_key: &str, max_staleness: Duration) -> Proc {
 /// directory and profile, the way the harness builds `latchkey`.
 fn remote_orders_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("tests run from <target>/<profile>/deps");
-        let target_dir = profile_dir
-            .ancestors()
-            .find(|dir| dir.join("CACHEDIR.TAG").exists())
-            .expect("a cargo target directory above the test executable");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let output = Command::new(env!("CARGO"))
-            .current_dir(workspace)
-            .args(["build", "-p", "example-remote-orders"])
-            .args(["--profile", profile, "--message-format", "json"])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running cargo build for example-remote-orders");
-        assert!(
-            output.status.success(),
-            "cargo build -p example-remote-orders failed"
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|m| {
-                m["reason"] == "compiler-artifact" && m["target"]["name"] == "example-remote-orders"
-            })
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported the example-remote-orders executable")
-    })
+    BIN.get_or_init(|| build_binary("example-remote-orders", "example-remote-orders"))
 }
 
 fn client() -> &'static Client {
