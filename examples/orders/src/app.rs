@@ -78,11 +78,34 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
-    use latchkey_tower::{Store, StoreConfig};
+    use latchkey_tower::latchkey_core::{Principal as CorePrincipal, VerifyError};
+    use latchkey_tower::{ApiKey, Env, PermissionSet, PrincipalInfo, Store, StoreConfig};
     use tower::ServiceExt;
 
     use super::*;
     use crate::demo;
+
+    /// A verifier that accepts every key as a reader, except `test` keys: the keystore is
+    /// "unavailable" for those.
+    fn reader(key: &ApiKey) -> impl Future<Output = Result<CorePrincipal, VerifyError>> + use<> {
+        let env = key.env();
+        async move {
+            if env == Env::Test {
+                return Err(VerifyError::Unavailable("down".into()));
+            }
+            Ok(CorePrincipal::new(PrincipalInfo {
+                key_id: Default::default(),
+                prefix: "lk_live_000000000000".into(),
+                key_name: "reader".into(),
+                env: Env::Live,
+                user_id: Default::default(),
+                user_name: "reader".into(),
+                tenant_id: None,
+                organization_id: None,
+                permissions: PermissionSet::parse(["orders:read"]).unwrap(),
+            }))
+        }
+    }
 
     async fn status(app: &Router, method: &str, uri: &str, key: Option<&str>) -> (u16, String) {
         let mut request = Request::builder()
@@ -132,5 +155,28 @@ mod tests {
             body.contains(r#""code":"insufficient_permission""#),
             "{body}"
         );
+    }
+
+    #[tokio::test]
+    async fn routes_need_their_permission_and_health_none() {
+        let app = app(reader);
+        let prefix = latchkey_tower::latchkey_core::Prefix::new("lk").unwrap();
+        let live = ApiKey::generate(&prefix, Env::Live);
+        let test = ApiKey::generate(&prefix, Env::Test);
+        assert_eq!(status(&app, "GET", "/health", None).await.0, 200);
+        assert_eq!(status(&app, "GET", "/orders", None).await.0, 401);
+        assert_eq!(
+            status(&app, "GET", "/orders", Some(live.expose())).await.0,
+            200
+        );
+        let (code, body) = status(&app, "POST", "/orders", Some(live.expose())).await;
+        assert_eq!(code, 403);
+        assert!(
+            body.contains(r#""code":"insufficient_permission""#),
+            "{body}"
+        );
+        let (code, body) = status(&app, "GET", "/orders", Some(test.expose())).await;
+        assert_eq!(code, 503);
+        assert!(body.contains(r#""code":"keystore_unavailable""#), "{body}");
     }
 }

@@ -20,9 +20,6 @@
 //! every request is answered 503 `keystore_unavailable` until the daemon is back; the app
 //! reconnects by itself. Once bound it prints `listening on <addr>`.
 
-#[cfg(test)]
-mod app;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
