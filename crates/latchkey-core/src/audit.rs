@@ -49,6 +49,14 @@ pub enum Action {
     /// A key was rotated: its expiry moved to the end of the grace period.
     #[serde(rename = "key.rotate")]
     KeyRotate,
+    /// Every key of a user was revoked at once (none authenticates from this event on);
+    /// a user with many keys has their records revoked in the background.
+    #[serde(rename = "user.revoke_keys")]
+    UserRevokeKeys,
+    /// The background revocation of a user's keys (after `user.delete` or
+    /// `user.revoke_keys`) finished: every record is revoked.
+    #[serde(rename = "user.keys_revoked")]
+    UserKeysRevoked,
 }
 
 impl Action {
@@ -57,7 +65,7 @@ impl Action {
         use Action::*;
         match self {
             GroupCreate | GroupUpdate | GroupDelete => Entity::Group,
-            UserCreate | UserUpdate | UserDelete => Entity::User,
+            UserCreate | UserUpdate | UserDelete | UserRevokeKeys | UserKeysRevoked => Entity::User,
             KeyCreate | KeyUpdate | KeyRevoke | KeyDelete | KeyRotate => Entity::Key,
         }
     }

@@ -58,5 +58,7 @@ pub use model::{
     UserPatch,
 };
 pub use permission::{Permission, PermissionError, PermissionSet};
-pub use store::{AuditReport, KeyQuery, KeySort, Page, SortField, Stats, Store, StoreConfig};
+pub use store::{
+    AuditReport, KeyQuery, KeySort, KeysRevocation, Page, SortField, Stats, Store, StoreConfig,
+};
 pub use verify::{Principal, PrincipalInfo, VerifyError};

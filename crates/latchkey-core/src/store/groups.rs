@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::counters::Counter;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::{Store, layout};
 use crate::actor::Actor;
@@ -45,6 +46,7 @@ impl Store {
             updated_at: tx.now,
         };
         tx.put(&layout::group(group.id), &group)?;
+        tx.count(Counter::Groups, 1)?;
         tx.put_raw(&layout::group_name(&group.name), group.id.as_bytes())?;
         tx.record(Action::GroupCreate, group.id, None);
         Ok(group)
@@ -141,6 +143,7 @@ impl Store {
                 tx.record(Action::UserUpdate, user.id, Some(user.id));
             }
             tx.remove(&layout::group(id))?;
+            tx.count(Counter::Groups, -1)?;
             tx.remove(&layout::group_name(&group.name))?;
             tx.record(Action::GroupDelete, id, None);
             tx.invalidate(Invalidate::All);

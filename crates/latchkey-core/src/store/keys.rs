@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::counters::{self, Counter};
+use super::index::Class;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::usage::Usage;
 use super::users::user_grants_in;
@@ -162,7 +164,7 @@ impl Store {
             hash: self.inner.hash_key.hash(secret.secret()).to_bytes(),
             usage: Usage::default(),
         };
-        tx.put(&layout::key(&public), &record)?;
+        tx.put_key(&record)?;
         tx.record(Action::KeyCreate, record.id, Some(user.id));
         // Forget a cached "unknown id" for this public id.
         tx.invalidate(Invalidate::Key(public));
@@ -212,7 +214,7 @@ impl Store {
     /// `Conflict::KeyRevoked`.
     pub fn update_key(&self, actor: &Actor, id: Uuid, patch: KeyPatch) -> Result<Key, StoreError> {
         let record = self.write(actor, |tx| {
-            let (path, mut record) = self.key_for_change(tx, actor, id)?;
+            let (_, mut record) = self.key_for_change(tx, actor, id)?;
             if let Some(name) = &patch.name {
                 if let Err(e) = validate_text("name", name, 1, 128) {
                     return abort(e);
@@ -234,7 +236,7 @@ impl Store {
                 }
                 record.enabled = enabled;
             }
-            tx.put(&path, &record)?;
+            tx.put_key(&record)?;
             tx.record(Action::KeyUpdate, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
             Ok(record)
@@ -246,10 +248,10 @@ impl Store {
     /// key changes nothing and answers the record as it is.
     pub fn revoke_key(&self, actor: &Actor, id: Uuid) -> Result<Key, StoreError> {
         let record = self.write(actor, |tx| {
-            let (path, mut record) = self.key_for_change(tx, actor, id)?;
+            let (_, mut record) = self.key_for_change(tx, actor, id)?;
             if record.revoked_at.is_none() {
                 record.revoked_at = Some(tx.now);
-                tx.put(&path, &record)?;
+                tx.put_key(&record)?;
                 tx.record(Action::KeyRevoke, id, Some(record.user_id));
                 tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
             }
@@ -261,11 +263,11 @@ impl Store {
     /// Deletes a revoked key; a key that is not revoked is a `Conflict::KeyNotRevoked`.
     pub fn delete_key(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
         self.write(actor, |tx| {
-            let (path, record) = self.key_for_change(tx, actor, id)?;
+            let (_, record) = self.key_for_change(tx, actor, id)?;
             if record.revoked_at.is_none() {
                 return abort(Conflict::KeyNotRevoked.into());
             }
-            tx.remove(&path)?;
+            tx.remove_key(&record)?;
             tx.record(Action::KeyDelete, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
             Ok(())
@@ -285,7 +287,7 @@ impl Store {
             return Err(StoreError::invalid("grace_seconds", "must not be negative"));
         }
         self.write(actor, |tx| {
-            let (path, mut old) = self.key_for_change(tx, actor, id)?;
+            let (_, mut old) = self.key_for_change(tx, actor, id)?;
             if old.revoked_at.is_some() {
                 return abort(Conflict::KeyRevoked.into());
             }
@@ -294,7 +296,7 @@ impl Store {
                 return abort(StoreError::invalid("grace_seconds", "too large"));
             };
             old.expires_at = Some(old.expires_at.map_or(end, |at| at.min(end)));
-            tx.put(&path, &old)?;
+            tx.put_key(&old)?;
             tx.record(Action::KeyRotate, id, Some(old.user_id));
             tx.invalidate(Invalidate::Key(old.public_id().map_err(abort_err)?));
             let new = NewKey {
@@ -345,6 +347,9 @@ impl Store {
             // Deleting a user revokes its keys; a missing user authenticates nobody.
             None => return Ok(Some(self.unusable(record))),
         };
+        // A user's keys revoked in bulk are refused at once, before the background job
+        // reaches their records.
+        let revoked = record.revoked_at.is_some() || self.revoked_by_mark(&record)?;
         let mut groups = Vec::with_capacity(user.groups.len());
         for id in &user.groups {
             if let Some(group) = self.get::<Group>(&layout::group(*id))? {
@@ -367,7 +372,7 @@ impl Store {
         Ok(Some(Resolved {
             hash: SecretHash::from_bytes(record.hash),
             enabled: record.enabled,
-            revoked: record.revoked_at.is_some(),
+            revoked,
             expires_at: record.expires_at.map(OffsetDateTime::unix_timestamp_nanos),
             user_enabled,
             usage: self.inner.usage.handle(record.id),
@@ -399,23 +404,25 @@ impl Store {
         }
     }
 
-    /// Counts keys by status, users and groups.
+    /// Counts keys by status, users and groups, from counts the writes keep: a few point
+    /// reads, never a scan (after a sweep of keys that expired since the last one).
     pub fn stats(&self) -> Result<Stats, StoreError> {
-        let now = self.inner.clock.now();
+        self.sweep_expired()?;
+        let db = &self.inner.db;
         let mut stats = Stats::default();
-        for status in [
-            KeyStatus::Active,
-            KeyStatus::Disabled,
-            KeyStatus::Revoked,
-            KeyStatus::Expired,
-        ] {
-            stats.keys.insert(status.as_str(), 0);
+        for class in Class::ALL {
+            let status = match class {
+                Class::Active => KeyStatus::Active,
+                Class::Disabled => KeyStatus::Disabled,
+                Class::Expired => KeyStatus::Expired,
+                Class::Revoked => KeyStatus::Revoked,
+            };
+            stats
+                .keys
+                .insert(status.as_str(), counters::read(db, Counter::Keys(class))?);
         }
-        for record in self.scan::<KeyRecord>(layout::KEYS)? {
-            *stats.keys.entry(record.status(now).as_str()).or_default() += 1;
-        }
-        stats.users = self.inner.db.scan_prefix(layout::USERS).count() as u64;
-        stats.groups = self.inner.db.scan_prefix(layout::GROUPS).count() as u64;
+        stats.users = counters::read(db, Counter::Users)?;
+        stats.groups = counters::read(db, Counter::Groups)?;
         Ok(stats)
     }
 }

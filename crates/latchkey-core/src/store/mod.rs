@@ -5,10 +5,16 @@
 //! Verification reads through the verify cache; usage figures are buffered in memory and
 //! persisted in batches.
 
+mod counters;
 mod groups;
+mod index;
+mod jobs;
+mod key_writes;
 mod keys;
 mod layout;
 mod query;
+mod rebuild;
+mod sweep;
 mod tx;
 mod usage;
 mod users;
@@ -20,6 +26,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
+pub use jobs::KeysRevocation;
 pub use keys::Stats;
 pub use query::{KeyQuery, KeySort, Page, SortField};
 pub(crate) use usage::KeyUsage;
@@ -50,6 +57,9 @@ pub struct StoreConfig {
     verify_cache_entries: usize,
     usage_flush_interval: Option<Duration>,
     clock: Arc<dyn Clock>,
+    job_chunk_keys: usize,
+    job_pause: Duration,
+    background_jobs: bool,
 }
 
 impl Default for StoreConfig {
@@ -59,6 +69,9 @@ impl Default for StoreConfig {
             verify_cache_entries: 20_000,
             usage_flush_interval: Some(Duration::from_secs(5)),
             clock: Arc::new(SystemClock),
+            job_chunk_keys: 1_000,
+            job_pause: Duration::from_millis(10),
+            background_jobs: true,
         }
     }
 }
@@ -89,6 +102,27 @@ impl StoreConfig {
     /// The clock, for expiry and timestamps (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// How many keys a background job revokes per transaction (default 1,000, at least 1).
+    /// A user with no more keys than this has them revoked inline.
+    pub fn job_chunk_keys(mut self, keys: usize) -> Self {
+        self.job_chunk_keys = keys.max(1);
+        self
+    }
+
+    /// The pause between two chunks of a background job (default 10 ms), which leaves the
+    /// write lock and the disk to other work.
+    pub fn job_pause(mut self, pause: Duration) -> Self {
+        self.job_pause = pause;
+        self
+    }
+
+    /// Whether a thread runs background jobs and the expiry sweep (default `true`). Without
+    /// it, jobs wait for [`Store::run_jobs`] or the next open with the thread on.
+    pub fn background_jobs(mut self, on: bool) -> Self {
+        self.background_jobs = on;
         self
     }
 }
@@ -141,6 +175,9 @@ struct Inner {
     events: broadcast::Sender<AuditEvent>,
     /// Dropping the sender stops the usage flusher thread.
     _stop_flusher: Option<mpsc::Sender<()>>,
+    /// Wakes the jobs thread; dropping it stops the thread.
+    wake_jobs: Option<mpsc::Sender<()>>,
+    job_chunk_keys: usize,
 }
 
 impl std::fmt::Debug for Inner {
@@ -264,6 +301,8 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(layout::PREFIX, prefix.as_str().as_bytes());
         batch.insert(layout::HASH_KEY, HashKey::generate().as_bytes().as_slice());
+        // An empty store's indexes and counts are complete.
+        batch.insert(rebuild::INDEXED, rebuild::INDEX_VERSION);
         db.apply_batch(batch)?;
         db.flush()?;
         Self::from_db(path, db, config)
@@ -282,8 +321,10 @@ impl Store {
             .as_ref()
             .try_into()
             .map_err(|_| StoreError::Corrupt("bad hash key".into()))?;
+        rebuild::ensure(&db, config.clock.now())?;
         let (events, _) = broadcast::channel(1024);
         let (stop, stopped) = mpsc::channel::<()>();
+        let (wake, woken) = mpsc::channel::<()>();
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             db,
@@ -295,9 +336,14 @@ impl Store {
             write_lock: Mutex::new(()),
             events,
             _stop_flusher: config.usage_flush_interval.map(|_| stop),
+            wake_jobs: config.background_jobs.then_some(wake),
+            job_chunk_keys: config.job_chunk_keys,
         });
         if let Some(interval) = config.usage_flush_interval {
             spawn_usage_flusher(Arc::downgrade(&inner), interval, stopped);
+        }
+        if config.background_jobs {
+            spawn_jobs(Arc::downgrade(&inner), config.job_pause, woken);
         }
         Ok(Store { inner })
     }
@@ -511,6 +557,46 @@ fn open_db(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
             }
             Err(e) => return Err(StoreError::Storage(format!("{}: {e}", path.display()))),
         }
+    }
+}
+
+/// The jobs thread: every second, and when woken, the expiry sweep and then background
+/// jobs chunk by chunk, pausing between chunks. Holds the store only during a chunk.
+fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
+    let spawned = std::thread::Builder::new()
+        .name("latchkey-jobs".into())
+        .spawn(move || {
+            // Pending jobs of an earlier process start at once.
+            let mut woken = true;
+            loop {
+                if !woken {
+                    match wake.recv_timeout(Duration::from_secs(1)) {
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    }
+                }
+                woken = false;
+                loop {
+                    let Some(inner) = inner.upgrade() else { return };
+                    let store = Store { inner };
+                    if let Err(e) = store.sweep_expired() {
+                        tracing::warn!(error = %e, "expiry sweep failed; retrying in a second");
+                    }
+                    match store.run_job_chunk() {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "background job failed; retrying in a second");
+                            break;
+                        }
+                    }
+                    drop(store);
+                    std::thread::sleep(pause);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the jobs thread; jobs run at the next open");
     }
 }
 

@@ -1,14 +1,32 @@
-//! Listing keys: filter, search, sort and cursor pagination.
+//! Listing keys: filter, search, sort and cursor pagination, over the indexes of
+//! `index.rs`.
+//!
+//! A page is a range scan of one index from the cursor's position: the user's index when
+//! `user_id` is given, else the class index for a `status`, else the index of every key, in
+//! the sort field's order. What the index does not decide (a status next to a user, a key
+//! expired since the last sweep, `q`) is checked on each record read, and a page reads at
+//! most [`SCAN_BUDGET`] index entries: when that runs out first, the page is short (possibly
+//! empty) and `next_cursor` continues from where the scan stopped.
+//!
+//! **Cursors** are opaque: hex of a version byte, the sort, and the last position read (the
+//! sort value and the key id). A page starts strictly after it, so a key whose sort value
+//! does not change between pages is listed exactly once, whatever is written meanwhile.
 
-use std::cmp::Ordering;
 use std::str::FromStr;
 
 use uuid::Uuid;
 
+use super::index::{self, Class, Scope};
 use super::keys::KeyRecord;
 use super::{Store, layout};
 use crate::error::StoreError;
 use crate::model::{Key, KeyStatus};
+
+/// The most index entries one page reads.
+pub(crate) const SCAN_BUDGET: usize = 1_000;
+
+/// The cursor format's version byte.
+const CURSOR_VERSION: u8 = 1;
 
 /// Which field keys are sorted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,124 +112,157 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// The position of a key in a sort order: the sort value, then the id to break ties.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Position {
-    Time(Option<i128>, Uuid),
-    Name(String, Uuid),
+impl SortField {
+    fn byte(self) -> u8 {
+        match self {
+            SortField::CreatedAt => b'c',
+            SortField::Name => b'n',
+            SortField::LastUsedAt => b'l',
+        }
+    }
 }
 
-impl Position {
-    fn of(key: &Key, field: SortField) -> Position {
-        match field {
-            SortField::CreatedAt => {
-                Position::Time(Some(key.created_at.unix_timestamp_nanos()), key.id)
-            }
-            SortField::LastUsedAt => {
-                Position::Time(key.last_used_at.map(|t| t.unix_timestamp_nanos()), key.id)
-            }
-            SortField::Name => Position::Name(key.name.clone(), key.id),
+/// An opaque, URL-safe cursor for a position in a sort order.
+fn encode_cursor(sort: KeySort, position: &[u8]) -> String {
+    let mut bytes = vec![CURSOR_VERSION, sort.field.byte(), u8::from(sort.descending)];
+    bytes.extend_from_slice(position);
+    hex(&bytes)
+}
+
+/// The position a cursor holds, when it is one of this listing's sort.
+fn decode_cursor(cursor: &str, sort: KeySort) -> Option<Vec<u8>> {
+    let bytes = unhex(cursor)?;
+    let (head, position) = bytes.split_at_checked(3)?;
+    (head == [CURSOR_VERSION, sort.field.byte(), u8::from(sort.descending)]
+        && index::is_position(position, sort.field))
+    .then(|| position.to_vec())
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > 2048 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
+/// What one page scans, and what each record read must also satisfy.
+struct Plan<'a> {
+    scope: Scope,
+    query: &'a KeyQuery,
+    needle: Option<String>,
+}
+
+impl Plan<'_> {
+    fn of(query: &KeyQuery) -> Plan<'_> {
+        let scope = match (query.user_id, query.status) {
+            (Some(user), _) => Scope::User(user),
+            (None, Some(status)) => Scope::Class(match status {
+                KeyStatus::Active => Class::Active,
+                KeyStatus::Disabled => Class::Disabled,
+                KeyStatus::Expired => Class::Expired,
+                KeyStatus::Revoked => Class::Revoked,
+            }),
+            (None, None) => Scope::All,
+        };
+        Plan {
+            scope,
+            query,
+            needle: query.search.as_deref().map(str::to_lowercase),
         }
     }
 
-    /// An opaque, URL-safe cursor: hex of `<id>|<value>`.
-    fn encode(&self) -> String {
-        let text = match self {
-            Position::Time(t, id) => {
-                format!("{id}|{}", t.map(|t| t.to_string()).unwrap_or_default())
-            }
-            Position::Name(name, id) => format!("{id}|{name}"),
+    fn matches(&self, record: &KeyRecord, now: time::OffsetDateTime) -> bool {
+        if self.query.user_id.is_some_and(|u| u != record.user_id) {
+            return false;
+        }
+        if self.query.status.is_some_and(|s| s != record.status(now)) {
+            return false;
+        }
+        let Some(needle) = &self.needle else {
+            return true;
         };
-        text.bytes().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn decode(cursor: &str, field: SortField) -> Option<Position> {
-        let bytes: Vec<u8> = (0..cursor.len())
-            .step_by(2)
-            .map(|i| {
-                cursor
-                    .get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
-            .collect::<Option<_>>()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let (id, value) = text.split_once('|')?;
-        let id = Uuid::parse_str(id).ok()?;
-        Some(match field {
-            SortField::Name => Position::Name(value.to_owned(), id),
-            _ if value.is_empty() => Position::Time(None, id),
-            _ => Position::Time(Some(value.parse().ok()?), id),
-        })
+        record.name.to_lowercase().contains(needle)
+            || record.prefix.to_lowercase().contains(needle)
+            || record
+                .description
+                .as_deref()
+                .is_some_and(|d| d.to_lowercase().contains(needle))
     }
 }
 
 impl Store {
     /// Lists keys: filtered, searched, sorted, one page at a time.
     ///
-    /// A bad `sort`, `limit` or `cursor` is an `Invalid` error naming the field.
+    /// A page reads at most [`SCAN_BUDGET`] index entries: with a filter the index does not
+    /// decide (`q`, or `status` next to `user_id`), a page may hold fewer than `limit` keys
+    /// and still carry a `next_cursor`. A bad `sort`, `limit` or `cursor` is an `Invalid`
+    /// error naming the field.
     pub fn list_keys(&self, query: &KeyQuery) -> Result<Page<Key>, StoreError> {
         if !(1..=1000).contains(&query.limit) {
             return Err(StoreError::invalid("limit", "1 to 1000"));
         }
-        let after = match &query.cursor {
-            Some(cursor) => {
-                Some(Position::decode(cursor, query.sort.field).ok_or_else(|| {
+        let after =
+            match &query.cursor {
+                Some(cursor) => Some(decode_cursor(cursor, query.sort).ok_or_else(|| {
                     StoreError::invalid("cursor", "not a cursor from this listing")
-                })?)
-            }
-            None => None,
-        };
-        // A full scan: the store keeps no per-user index (see `layout`), and sorting needs
-        // every match anyway.
-        let mut records: Vec<KeyRecord> = self.scan(layout::KEYS)?;
-        if let Some(user) = query.user_id {
-            records.retain(|r| r.user_id == user);
+                })?),
+                None => None,
+            };
+        if query.status.is_some() {
+            // Statuses follow the clock: classify what expired since the last sweep first.
+            self.sweep_expired()?;
         }
+        let plan = Plan::of(query);
         let now = self.inner.clock.now();
-        let needle = query.search.as_deref().map(str::to_lowercase);
-        let mut keys = Vec::new();
-        for record in records {
-            if query.status.is_some_and(|s| s != record.status(now)) {
-                continue;
+        let entries = index::scan(
+            &self.inner.db,
+            plan.scope,
+            query.sort.field,
+            query.sort.descending,
+            after.as_deref(),
+        );
+        let mut items = Vec::with_capacity(query.limit.min(64));
+        let mut last_item: Option<Vec<u8>> = None;
+        let mut last_read: Option<Vec<u8>> = None;
+        let mut more = false;
+        for (read, entry) in entries.enumerate() {
+            if read == SCAN_BUDGET {
+                more = true;
+                break;
             }
-            if let Some(needle) = &needle {
-                let hit = record.name.to_lowercase().contains(needle)
-                    || record.prefix.to_lowercase().contains(needle)
-                    || record
-                        .description
-                        .as_deref()
-                        .is_some_and(|d| d.to_lowercase().contains(needle));
-                if !hit {
-                    continue;
+            let (position, id) = entry?;
+            let record = layout::public_id_of(id)
+                .map(|p| self.get::<KeyRecord>(&layout::key(&p)))
+                .transpose()?
+                .flatten()
+                .filter(|r| r.id == id);
+            if let Some(record) = record.filter(|r| plan.matches(r, now)) {
+                if items.len() == query.limit {
+                    more = true;
+                    break;
                 }
+                items.push(record.view(now, self.inner.usage.pending(record.id)));
+                last_item = Some(position.clone());
             }
-            keys.push(record.view(now, self.inner.usage.pending(record.id)));
+            last_read = Some(position);
         }
-        let order = |a: &Position, b: &Position| -> Ordering {
-            if query.sort.descending {
-                b.cmp(a)
-            } else {
-                a.cmp(b)
-            }
-        };
-        let mut positioned: Vec<(Position, Key)> = keys
-            .into_iter()
-            .map(|k| (Position::of(&k, query.sort.field), k))
-            .collect();
-        positioned.sort_by(|a, b| order(&a.0, &b.0));
-        if let Some(after) = &after {
-            positioned.retain(|(p, _)| order(p, after) == Ordering::Greater);
-        }
-        let more = positioned.len() > query.limit;
-        positioned.truncate(query.limit);
-        let next_cursor = if more {
-            positioned.last().map(|(p, _)| p.encode())
-        } else {
+        let next_cursor = if !more {
             None
+        } else if items.len() == query.limit {
+            last_item.map(|p| encode_cursor(query.sort, &p))
+        } else {
+            last_read.map(|p| encode_cursor(query.sort, &p))
         };
-        Ok(Page {
-            items: positioned.into_iter().map(|(_, k)| k).collect(),
-            next_cursor,
-        })
+        Ok(Page { items, next_cursor })
     }
 }

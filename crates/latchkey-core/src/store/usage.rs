@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::keys::KeyRecord;
-use super::{decode, encode, layout};
+use super::{decode, encode, index, layout};
 use crate::error::StoreError;
 
 /// Usage of one key.
@@ -144,7 +144,8 @@ impl KeyUsage {
     }
 }
 
-/// Adds the buffered figures to the stored ones, in one batch, and flushes. The caller
+/// Adds the buffered figures to the stored ones, with their `last_used_at` index entries,
+/// in one batch, and flushes. The caller
 /// holds the write lock: the usage figures live in the key records, and no management write
 /// may interleave with this read-modify-write.
 pub(super) fn flush(db: &sled::Db, buffer: &UsageBuffer) -> Result<(), StoreError> {
@@ -154,6 +155,11 @@ pub(super) fn flush(db: &sled::Db, buffer: &UsageBuffer) -> Result<(), StoreErro
     }
     let mut batch = sled::Batch::default();
     let staged = (|| {
+        // The last-use indexes move with the figures, in the same batch.
+        let mark = db
+            .get(index::EXPIRY_MARK)?
+            .map(|m| m.to_vec())
+            .unwrap_or_default();
         for (key, usage) in &figures {
             // A key deleted meanwhile has nowhere to go; its figures are dropped.
             let Some(public) = layout::public_id_of(*key) else {
@@ -167,7 +173,9 @@ pub(super) fn flush(db: &sled::Db, buffer: &UsageBuffer) -> Result<(), StoreErro
             else {
                 continue;
             };
+            let before = index::entries(&record, &mark);
             record.usage.add(*usage);
+            index::apply(&mut batch, before, index::entries(&record, &mark))?;
             batch.insert(path, encode(&record));
         }
         Ok::<_, StoreError>(())

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::keys::KeyRecord;
+use super::counters::Counter;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::{Store, layout};
 use crate::actor::Actor;
@@ -57,6 +57,7 @@ impl Store {
             return abort(e);
         }
         tx.put(&layout::user(user.id), &user)?;
+        tx.count(Counter::Users, 1)?;
         tx.put_raw(&layout::user_name(&user.name), user.id.as_bytes())?;
         tx.record(Action::UserCreate, user.id, Some(user.id));
         Ok(user)
@@ -169,18 +170,12 @@ impl Store {
         })
     }
 
-    /// Deletes a user and revokes all its keys in the same transaction: no key ever
-    /// authenticates as a missing user. The revoked keys stay listed until deleted.
+    /// Deletes a user; none of its keys authenticates from then on. Its keys are revoked
+    /// in the same transaction when they fit in one job chunk, else in the background
+    /// (see `jobs.rs`). The revoked keys stay listed until deleted.
     pub fn delete_user(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
-        let live_keys = || {
-            let keys = self.scan::<KeyRecord>(layout::KEYS)?;
-            Ok(keys
-                .into_iter()
-                .filter(|k| k.user_id == id && k.revoked_at.is_none())
-                .map(|k| k.id)
-                .collect::<Vec<_>>())
-        };
-        self.write_prepared(actor, live_keys, |tx, key_ids| {
+        let head = || self.user_keys_head(id);
+        let in_background = self.write_prepared(actor, head, |tx, head| {
             let Some(user) = tx.get::<User>(&layout::user(id))? else {
                 return abort(StoreError::not_found(Entity::User, id));
             };
@@ -188,26 +183,18 @@ impl Store {
             if let Err(e) = actor.ensure_covers(&grants) {
                 return abort(e);
             }
-            for &key_id in key_ids {
-                let Some(public) = layout::public_id_of(key_id) else {
-                    continue;
-                };
-                let key_path = layout::key(&public);
-                let Some(mut record) = tx.get::<KeyRecord>(&key_path)? else {
-                    continue;
-                };
-                if record.revoked_at.is_none() {
-                    record.revoked_at = Some(tx.now);
-                    tx.put(&key_path, &record)?;
-                    tx.record(Action::KeyRevoke, key_id, Some(id));
-                }
-            }
+            tx.revoke_user_keys_in(id, head, false)?;
             tx.remove(&layout::user(id))?;
+            tx.count(Counter::Users, -1)?;
             tx.remove(&layout::user_name(&user.name))?;
             tx.record(Action::UserDelete, id, Some(id));
             tx.invalidate(Invalidate::All);
-            Ok(())
-        })
+            Ok(!head.fits_inline())
+        })?;
+        if in_background {
+            self.wake_jobs();
+        }
+        Ok(())
     }
 }
 

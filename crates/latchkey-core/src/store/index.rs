@@ -1,0 +1,294 @@
+//! Secondary indexes of keys: sled entries whose key is the sort position, so a list page
+//! is a range scan of `limit` entries from the cursor, O(page + log n) at any depth.
+//!
+//! ```text
+//! x:<scope><field><position>      empty value, one per scope × field per key
+//!   scope    a                    every key
+//!            u<user uuid>         the keys of one user
+//!            s<class>             the keys of one stored class (see `class`)
+//!   field    c | n | l            created_at | name | last_used_at
+//!   position c: 8-byte time, n: name bytes then 0x00, l: 0x00 (never used) or 0x01 + time;
+//!            then the key's 16-byte UUID, which breaks ties
+//! x:e<8-byte expiry><uuid>        keys that may expire and are not revoked (the sweep)
+//! ```
+//!
+//! Times are Unix nanoseconds as big-endian `i64` with the sign bit flipped, so bytes sort
+//! as times do. Names hold no control characters (validated), so the 0x00 terminator makes
+//! byte order the order of (name, id).
+//!
+//! **Nine entries per key** (plus one for a key with an expiry): the README gives what they
+//! cost. Every write of a key record goes through [`entries`] and [`apply`], and the usage
+//! flush moves `l` entries in its batch, so an index never disagrees with the records.
+//!
+//! This module only lays out and scans entries: which index answers which query is
+//! decided in `query.rs`, so another backend can answer the same calls with its own indexes.
+
+use std::ops::Bound;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::keys::KeyRecord;
+use super::query::SortField;
+use crate::error::StoreError;
+
+/// The namespace of every index entry.
+pub(crate) const INDEX: &[u8] = b"x:";
+/// The expiry index: `x:e<expiry><uuid>`.
+const EXPIRY: &[u8] = b"x:e";
+/// The expiry index position up to which keys are counted and indexed as expired.
+pub(crate) const EXPIRY_MARK: &[u8] = b"m:expiry_mark";
+
+/// A set of keys an index covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    All,
+    User(Uuid),
+    Class(Class),
+}
+
+/// A key's stored class: what its status is at the expiry mark. `status` filters read the
+/// class index and re-check the status against the clock, which only differs for keys that
+/// expired since the last sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Class {
+    Active,
+    Disabled,
+    Expired,
+    Revoked,
+}
+
+impl Class {
+    pub(crate) const ALL: [Class; 4] = [
+        Class::Active,
+        Class::Disabled,
+        Class::Expired,
+        Class::Revoked,
+    ];
+
+    fn byte(self) -> u8 {
+        match self {
+            Class::Active => b'e',
+            Class::Disabled => b'd',
+            Class::Expired => b'x',
+            Class::Revoked => b'r',
+        }
+    }
+
+    /// The class of a record at the expiry `mark` (an expiry-index position).
+    pub(crate) fn of(record: &KeyRecord, mark: &[u8]) -> Class {
+        if record.revoked_at.is_some() {
+            Class::Revoked
+        } else if record
+            .expires_at
+            .is_some_and(|at| expiry_position(at, record.id).as_slice() <= mark)
+        {
+            Class::Expired
+        } else if !record.enabled {
+            Class::Disabled
+        } else {
+            Class::Active
+        }
+    }
+}
+
+/// The byte form of a time that sorts as the time does.
+pub(crate) fn time_bytes(at: OffsetDateTime) -> [u8; 8] {
+    let nanos = i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+    ((nanos as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn field_byte(field: SortField) -> u8 {
+    match field {
+        SortField::CreatedAt => b'c',
+        SortField::Name => b'n',
+        SortField::LastUsedAt => b'l',
+    }
+}
+
+/// A record's position in a sort order: the sort value's bytes, then its UUID.
+pub(crate) fn position(record: &KeyRecord, field: SortField) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40);
+    match field {
+        SortField::CreatedAt => out.extend_from_slice(&time_bytes(record.created_at)),
+        SortField::Name => {
+            out.extend_from_slice(record.name.as_bytes());
+            out.push(0);
+        }
+        SortField::LastUsedAt => match record.usage.last_used_at {
+            None => out.push(0),
+            Some(at) => {
+                out.push(1);
+                out.extend_from_slice(&time_bytes(at));
+            }
+        },
+    }
+    out.extend_from_slice(record.id.as_bytes());
+    out
+}
+
+/// Whether `bytes` is a well-formed position for `field` (a cursor is checked with it).
+pub(crate) fn is_position(bytes: &[u8], field: SortField) -> bool {
+    let Some(value) = bytes.len().checked_sub(16).map(|n| &bytes[..n]) else {
+        return false;
+    };
+    match field {
+        SortField::CreatedAt => value.len() == 8,
+        SortField::Name => value.last() == Some(&0) && !value[..value.len() - 1].contains(&0),
+        SortField::LastUsedAt => value == [0] || (value.len() == 9 && value[0] == 1),
+    }
+}
+
+/// The UUID at the end of a position or an index key.
+pub(crate) fn uuid_of(bytes: &[u8]) -> Result<Uuid, StoreError> {
+    bytes
+        .len()
+        .checked_sub(16)
+        .and_then(|n| Uuid::from_slice(&bytes[n..]).ok())
+        .ok_or_else(|| StoreError::Corrupt("bad index entry".into()))
+}
+
+/// The prefix of one index: scope and field.
+pub(crate) fn prefix(scope: Scope, field: SortField) -> Vec<u8> {
+    let mut out = Vec::with_capacity(21);
+    out.extend_from_slice(INDEX);
+    match scope {
+        Scope::All => out.push(b'a'),
+        Scope::User(user) => {
+            out.push(b'u');
+            out.extend_from_slice(user.as_bytes());
+        }
+        Scope::Class(class) => {
+            out.push(b's');
+            out.push(class.byte());
+        }
+    }
+    out.push(field_byte(field));
+    out
+}
+
+fn entry(scope: Scope, field: SortField, position: &[u8]) -> Vec<u8> {
+    let mut out = prefix(scope, field);
+    out.extend_from_slice(position);
+    out
+}
+
+/// The position of a key in the expiry index.
+pub(crate) fn expiry_position(at: OffsetDateTime, id: Uuid) -> Vec<u8> {
+    [time_bytes(at).as_slice(), id.as_bytes()].concat()
+}
+
+/// Every index entry of a record, given the expiry mark.
+pub(crate) fn entries(record: &KeyRecord, mark: &[u8]) -> Vec<Vec<u8>> {
+    let class = Class::of(record, mark);
+    let mut out = Vec::with_capacity(10);
+    for field in [SortField::CreatedAt, SortField::Name, SortField::LastUsedAt] {
+        let position = position(record, field);
+        for scope in [Scope::All, Scope::User(record.user_id), Scope::Class(class)] {
+            out.push(entry(scope, field, &position));
+        }
+    }
+    if let (Some(at), None) = (record.expires_at, record.revoked_at) {
+        out.push([EXPIRY, &expiry_position(at, record.id)].concat());
+    }
+    out
+}
+
+/// Where index changes are written: a transaction or a batch.
+pub(crate) trait Sink {
+    /// What a write can fail with.
+    type Error;
+    fn insert(&mut self, key: Vec<u8>) -> Result<(), Self::Error>;
+    fn remove(&mut self, key: Vec<u8>) -> Result<(), Self::Error>;
+}
+
+impl Sink for sled::Batch {
+    type Error = StoreError;
+    fn insert(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
+        sled::Batch::insert(self, key, &[]);
+        Ok(())
+    }
+    fn remove(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
+        sled::Batch::remove(self, key);
+        Ok(())
+    }
+}
+
+/// Moves a record's entries from `before` to `after` (each from [`entries`], empty for a
+/// creation or a deletion), touching only the entries that differ.
+pub(crate) fn apply<S: Sink>(
+    sink: &mut S,
+    before: Vec<Vec<u8>>,
+    after: Vec<Vec<u8>>,
+) -> Result<(), S::Error> {
+    for gone in before.iter().filter(|e| !after.contains(e)) {
+        sink.remove(gone.clone())?;
+    }
+    for added in after.into_iter().filter(|e| !before.contains(e)) {
+        sink.insert(added)?;
+    }
+    Ok(())
+}
+
+/// Index entries as (position, key UUID), in scan order.
+pub(crate) type Entries = Box<dyn Iterator<Item = Result<(Vec<u8>, Uuid), StoreError>>>;
+
+/// The entries of one index after `after` (a position), in order or in reverse, each as
+/// (position, key UUID).
+pub(crate) fn scan(
+    db: &sled::Db,
+    scope: Scope,
+    field: SortField,
+    descending: bool,
+    after: Option<&[u8]>,
+) -> Entries {
+    let prefix = prefix(scope, field);
+    let mut end = prefix.clone();
+    // The field byte is a lowercase letter: its successor bounds the index.
+    *end.last_mut().expect("non-empty") += 1;
+    let (lower, upper) = match (after, descending) {
+        (None, _) => (Bound::Included(prefix.clone()), Bound::Excluded(end)),
+        (Some(at), false) => (
+            Bound::Excluded([prefix.as_slice(), at].concat()),
+            Bound::Excluded(end),
+        ),
+        (Some(at), true) => (
+            Bound::Included(prefix.clone()),
+            Bound::Excluded([prefix.as_slice(), at].concat()),
+        ),
+    };
+    let range = db.range::<Vec<u8>, _>((lower, upper));
+    let items: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if descending {
+        Box::new(range.rev())
+    } else {
+        Box::new(range)
+    };
+    let skip = prefix.len();
+    Box::new(items.map(move |item| {
+        let (key, _) = item?;
+        let position = key[skip..].to_vec();
+        let id = uuid_of(&position)?;
+        Ok((position, id))
+    }))
+}
+
+/// Keys whose expiry is after `mark` and at or before `now`, oldest first, at most `limit`:
+/// the ones the next sweep reclassifies.
+pub(crate) fn newly_expired(
+    db: &sled::Db,
+    mark: &[u8],
+    now: OffsetDateTime,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Uuid)>, StoreError> {
+    let lower = [EXPIRY, mark].concat();
+    let upper = [EXPIRY, &expiry_position(now, Uuid::max())].concat();
+    db.range::<Vec<u8>, _>((Bound::Excluded(lower), Bound::Included(upper)))
+        .take(limit)
+        .map(|item| {
+            let (key, _) = item?;
+            let position = key[EXPIRY.len()..].to_vec();
+            let id = uuid_of(&position)?;
+            Ok((position, id))
+        })
+        .collect()
+}

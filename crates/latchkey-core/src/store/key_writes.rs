@@ -1,0 +1,71 @@
+//! Writing a key record inside a transaction, with its index entries and counts: the one
+//! path every key change takes, so indexes and counters never disagree with the records.
+
+use super::counters::Counter;
+use super::index::{self, Class, Sink};
+use super::keys::KeyRecord;
+use super::layout;
+use super::tx::{Tx, TxResult};
+
+impl Sink for &Tx<'_> {
+    type Error = sled::transaction::ConflictableTransactionError<crate::error::StoreError>;
+
+    fn insert(&mut self, key: Vec<u8>) -> TxResult<()> {
+        self.put_raw(&key, &[])
+    }
+
+    fn remove(&mut self, key: Vec<u8>) -> TxResult<()> {
+        Tx::remove(self, &key)
+    }
+}
+
+impl Tx<'_> {
+    /// The expiry mark as this transaction sees it.
+    pub(crate) fn expiry_mark(&self) -> TxResult<Vec<u8>> {
+        Ok(self
+            .get_raw(index::EXPIRY_MARK)?
+            .map(|m| m.to_vec())
+            .unwrap_or_default())
+    }
+
+    /// Stores a key record (new or changed), moving its index entries and counts.
+    pub(crate) fn put_key(&self, record: &KeyRecord) -> TxResult<()> {
+        let path = layout::key(&record.public_id().map_err(Self::fail)?);
+        let old = self.get::<KeyRecord>(&path)?;
+        self.reindex(old.as_ref(), Some(record))?;
+        self.put(&path, record)
+    }
+
+    /// Removes a key record with its index entries and counts.
+    pub(crate) fn remove_key(&self, record: &KeyRecord) -> TxResult<()> {
+        let path = layout::key(&record.public_id().map_err(Self::fail)?);
+        let old = self.get::<KeyRecord>(&path)?;
+        self.reindex(old.as_ref(), None)?;
+        self.remove(&path)
+    }
+
+    fn reindex(&self, old: Option<&KeyRecord>, new: Option<&KeyRecord>) -> TxResult<()> {
+        let mark = self.expiry_mark()?;
+        let entries =
+            |r: Option<&KeyRecord>| r.map(|r| index::entries(r, &mark)).unwrap_or_default();
+        let mut sink = self;
+        index::apply(&mut sink, entries(old), entries(new))?;
+        let class = |r: Option<&KeyRecord>| r.map(|r| Class::of(r, &mark));
+        let (before, after) = (class(old), class(new));
+        if before != after {
+            if let Some(c) = before {
+                self.count(Counter::Keys(c), -1)?;
+            }
+            if let Some(c) = after {
+                self.count(Counter::Keys(c), 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(
+        e: crate::error::StoreError,
+    ) -> sled::transaction::ConflictableTransactionError<crate::error::StoreError> {
+        sled::transaction::ConflictableTransactionError::Abort(e)
+    }
+}

@@ -1,0 +1,62 @@
+//! Building the indexes and counts of a store written before they existed (or whose build
+//! was interrupted): at open, once, in batches.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::counters::Counter;
+use super::index::{self, Class};
+use super::keys::KeyRecord;
+use super::{decode, layout};
+use crate::error::StoreError;
+
+/// Marks a store whose indexes and counts are complete, by the layout's version.
+pub(crate) const INDEXED: &[u8] = b"m:indexed";
+/// The index layout this version writes.
+pub(crate) const INDEX_VERSION: &[u8] = b"1";
+
+/// Keys per batch while building.
+const BATCH: usize = 10_000;
+
+/// Builds the indexes and counts unless the store says they are complete.
+pub(crate) fn ensure(db: &sled::Db, now: OffsetDateTime) -> Result<(), StoreError> {
+    if db.get(INDEXED)?.as_deref() == Some(INDEX_VERSION) {
+        return Ok(());
+    }
+    tracing::info!("building the store's indexes (once)");
+    // Whatever an interrupted build left goes first.
+    let mut batch = sled::Batch::default();
+    for item in db.scan_prefix(index::INDEX) {
+        batch.remove(item?.0);
+    }
+    db.apply_batch(batch)?;
+    let mark = index::expiry_position(now, Uuid::max());
+    let mut counts: BTreeMap<Class, u64> = BTreeMap::new();
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    for item in db.scan_prefix(layout::KEYS) {
+        let record: KeyRecord = decode(&item?.1)?;
+        *counts.entry(Class::of(&record, &mark)).or_default() += 1;
+        index::apply(&mut batch, Vec::new(), index::entries(&record, &mark))?;
+        pending += 1;
+        if pending == BATCH {
+            db.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    let users = db.scan_prefix(layout::USERS).count() as u64;
+    let groups = db.scan_prefix(layout::GROUPS).count() as u64;
+    for class in Class::ALL {
+        let n = counts.get(&class).copied().unwrap_or(0);
+        batch.insert(Counter::Keys(class).key(), &n.to_be_bytes());
+    }
+    batch.insert(Counter::Users.key(), &users.to_be_bytes());
+    batch.insert(Counter::Groups.key(), &groups.to_be_bytes());
+    batch.insert(index::EXPIRY_MARK, mark);
+    batch.insert(INDEXED, INDEX_VERSION);
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
+}
