@@ -134,8 +134,8 @@ pub enum ApiCommand {
 pub enum GroupsCommand {
     /// Create a group
     Add(GroupAdd),
-    /// List groups
-    List,
+    /// List groups, oldest first, one page at a time
+    List(PageArgs),
     /// Show a group
     Show {
         /// The group's name or id
@@ -185,8 +185,8 @@ pub struct GroupUpdate {
 pub enum UsersCommand {
     /// Create a user
     Add(UserAdd),
-    /// List users
-    List,
+    /// List users, oldest first, one page at a time
+    List(PageArgs),
     /// Show a user
     Show {
         /// The user's name or id
@@ -204,11 +204,38 @@ pub enum UsersCommand {
         /// The user's name or id
         user: String,
     },
-    /// Delete a user, revoking its keys in the same transaction
+    /// Delete a user; none of its keys authenticates from then on (a user with many keys
+    /// has their records revoked in the background)
     Delete {
         /// The user's name or id
         user: String,
     },
+    /// Revoke every key of a user, irreversibly; none authenticates from then on
+    RevokeKeys {
+        /// The user's name or id
+        user: String,
+    },
+}
+
+/// Paging of `users list` and `groups list`.
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    /// At most this many records (1 to 1000; default 50)
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Continue from the `next_cursor` of a previous page
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+impl PageArgs {
+    /// The query string of the page.
+    pub fn query(self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("limit", self.limit.map(|l| l.to_string())),
+            ("cursor", self.cursor),
+        ]
+    }
 }
 
 /// `latchkey users add`.

@@ -95,13 +95,33 @@ impl<T: Transport> Client<T> {
     /// Names by id of every record in a collection, for human output. Best effort: a caller
     /// that may not list the collection sees ids instead.
     pub async fn names(&self, collection: &str) -> HashMap<String, String> {
-        let Ok(list) = self.get(&format!("/v1/{collection}")).await else {
-            return HashMap::new();
-        };
-        items(&list)
-            .iter()
-            .filter_map(|r| Some((r["id"].as_str()?.to_owned(), r["name"].as_str()?.to_owned())))
-            .collect()
+        let mut names = HashMap::new();
+        let mut cursor: Option<String> = None;
+        // Bounded: names are for display, and a store of more users than this shows ids.
+        for _ in 0..MAX_NAME_PAGES {
+            let page = query(&[("limit", Some("1000".into())), ("cursor", cursor.take())]);
+            let Ok(list) = self.get(&format!("/v1/{collection}{page}")).await else {
+                break;
+            };
+            names.extend(items(&list).iter().filter_map(|r| {
+                Some((r["id"].as_str()?.to_owned(), r["name"].as_str()?.to_owned()))
+            }));
+            match list["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        names
+    }
+}
+
+/// The most pages of 1,000 that [`Client::names`] reads.
+const MAX_NAME_PAGES: usize = 100;
+
+/// Tells on stderr how to get the next page of a list, when there is one.
+pub fn more(list: &Value, what: &str) {
+    if let Some(cursor) = list["next_cursor"].as_str() {
+        eprintln!("More {what}: add --cursor {cursor}");
     }
 }
 

@@ -10,6 +10,7 @@ use latchkey_core::{Env, Key, Permission, PermissionSet, PrincipalInfo};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// `POST /v1/groups`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -190,8 +191,24 @@ pub struct List<T> {
     /// This page's items.
     pub items: Vec<T>,
     /// Pass it back (as `cursor`, or `after` for the audit trail) for the next page;
-    /// `null` on the last page. Users and groups come in one page.
+    /// `null` on the last page. A page of keys filtered by `q` (or by `status` next to
+    /// `user_id`) may hold fewer items than asked and still have a `next_cursor`.
     pub next_cursor: Option<String>,
+}
+
+/// The answer of `POST /v1/users/{id}/revoke-keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeysRevoked {
+    /// The user.
+    pub user_id: Uuid,
+    /// Every key the user held at this moment is revoked: none authenticates any more.
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_before: OffsetDateTime,
+    /// How many key records were revoked by the call itself.
+    pub revoked_now: usize,
+    /// Whether the remaining key records are being revoked in the background (they
+    /// already do not authenticate; `user.keys_revoked` in the audit trail marks the end).
+    pub in_background: bool,
 }
 
 /// `POST /v1/usage`: figures a remote verifier counted from its cache.

@@ -142,6 +142,39 @@ where
 #[serde(deny_unknown_fields)]
 pub(crate) struct NoParams {}
 
+/// The parameters of a list of users or groups. An empty value counts as absent.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageParams {
+    /// Page size, 1 to 1000 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// The default page size of every list but the audit trail's.
+pub(crate) const DEFAULT_PAGE: usize = 50;
+
+impl PageParams {
+    /// The page size and cursor, or a 400 naming the bad one.
+    pub(crate) fn parse(self) -> Result<(usize, Option<String>), AppError> {
+        let limit = page_limit(self.limit)?.unwrap_or(DEFAULT_PAGE);
+        Ok((limit, self.cursor.filter(|c| !c.is_empty())))
+    }
+}
+
+/// Parses `limit`: 1 to 1000.
+pub(crate) fn page_limit(value: Option<String>) -> Result<Option<usize>, AppError> {
+    optional("limit", value, |s| {
+        s.parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to 1000"))
+    })
+}
+
 /// Parses an optional query value; an empty value counts as absent, so that clients that
 /// build `?status=` from an empty variable get everything rather than an error.
 pub(crate) fn optional<T>(

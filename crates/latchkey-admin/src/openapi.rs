@@ -19,6 +19,7 @@ use crate::handlers::{audit, events, groups, keys, system, usage, users, verify}
     paths(
         groups::create, groups::list, groups::show, groups::update, groups::delete,
         users::create, users::list, users::show, users::update, users::delete,
+        users::revoke_keys,
         keys::create, keys::list, keys::show, keys::update, keys::revoke, keys::rotate,
         keys::delete,
         verify::verify,

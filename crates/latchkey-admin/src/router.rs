@@ -25,6 +25,7 @@ fn v1() -> Router<AppState> {
             "/users/{id}",
             get(users::show).patch(users::update).delete(users::delete),
         )
+        .route("/users/{id}/revoke-keys", post(users::revoke_keys))
         .route("/keys", post(keys::create).get(keys::list))
         .route(
             "/keys/{id}",

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Body, Output, cleaned};
 use crate::cli::GroupsCommand;
-use crate::client::{Client, items, segment};
+use crate::client::{Client, items, more, query, segment};
 use crate::output::{Table, fields, text};
 use crate::transport::Transport;
 
@@ -21,8 +21,10 @@ pub(super) async fn run<T: Transport>(
             let group = api.post("/v1/groups", body).await?;
             out.print(&group, |g| print!("{}", show(g)));
         }
-        GroupsCommand::List => {
-            let list = api.get("/v1/groups").await?;
+        GroupsCommand::List(page) => {
+            let list = api
+                .get(&format!("/v1/groups{}", query(&page.query())))
+                .await?;
             out.print(&list, |list| {
                 let mut table = Table::new(&["ID", "NAME", "PERMISSIONS"]);
                 for g in items(list) {
@@ -33,6 +35,7 @@ pub(super) async fn run<T: Transport>(
                     ]);
                 }
                 table.print("No groups.");
+                more(list, "groups");
             });
         }
         GroupsCommand::Show { group } => {

@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{Body, Output, cleaned};
 use crate::cli::{KeyAdd, KeyList, KeysCommand};
-use crate::client::{Client, items, query, segment};
+use crate::client::{Client, items, more, query, segment};
 use crate::duration::parse_duration;
 use crate::output::{Table, fields, text, when};
 use crate::transport::Transport;
@@ -126,9 +126,7 @@ async fn list<T: Transport>(api: &Client<T>, out: &Output, args: KeyList) -> any
         ]);
     }
     table.print("No keys.");
-    if let Some(cursor) = list["next_cursor"].as_str() {
-        eprintln!("More keys: add --cursor {cursor}");
-    }
+    more(&list, "keys");
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Body, Output, cleaned};
 use crate::cli::UsersCommand;
-use crate::client::{Client, items, segment};
+use crate::client::{Client, items, more, query, segment};
 use crate::output::{Table, fields, text};
 use crate::transport::Transport;
 
@@ -28,8 +28,10 @@ pub(super) async fn run<T: Transport>(
             let user = api.post("/v1/users", body.build()).await?;
             print_user(api, out, &user).await;
         }
-        UsersCommand::List => {
-            let list = api.get("/v1/users").await?;
+        UsersCommand::List(page) => {
+            let list = api
+                .get(&format!("/v1/users{}", query(&page.query())))
+                .await?;
             let names = if out.json {
                 HashMap::new()
             } else {
@@ -47,6 +49,7 @@ pub(super) async fn run<T: Transport>(
                     ]);
                 }
                 table.print("No users.");
+                more(list, "users");
             });
         }
         UsersCommand::Show { user } => {
@@ -80,6 +83,20 @@ pub(super) async fn run<T: Transport>(
         UsersCommand::Disable { user } => {
             let user = api.patch(&path(&user), json!({"enabled": false})).await?;
             print_user(api, out, &user).await;
+        }
+        UsersCommand::RevokeKeys { user } => {
+            let id = api.user_id(&user).await?;
+            let done = api
+                .post(&format!("{}/revoke-keys", path(&id)), json!({}))
+                .await?;
+            out.print(&done, |done| {
+                let background = if done["in_background"].as_bool() == Some(true) {
+                    " (their records follow in the background)"
+                } else {
+                    ""
+                };
+                println!("Revoked every key of user {user}{background}.");
+            });
         }
         UsersCommand::Delete { user } => {
             let id = api.user_id(&user).await?;

@@ -8,7 +8,7 @@ use latchkey_core::{Group, GroupPatch, NewGroup};
 use crate::api::{CreateGroup, List, UpdateGroup};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::{Body, NoParams, Params, RecordRef};
+use crate::extract::{Body, PageParams, Params, RecordRef};
 use crate::state::AppState;
 
 /// Create a group.
@@ -42,19 +42,26 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(group)))
 }
 
-/// List every group, oldest first.
+/// List groups, oldest first, one page at a time.
 #[utoipa::path(get, path = "/v1/groups", operation_id = "listGroups", tag = "groups",
-    responses((status = 200, description = "All groups", body = List<Group>)),
+    params(PageParams),
+    responses(
+        (status = 200, description = "One page of groups", body = List<Group>),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+    ),
     security(("bearer" = ["latchkey:groups:read"])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     _caller: Caller<perm::GroupsRead>,
-    Params(NoParams {}): Params<NoParams>,
+    Params(params): Params<PageParams>,
 ) -> Result<Json<List<Group>>, AppError> {
-    let items = state.run(|store| Ok(store.groups()?)).await?;
+    let (limit, cursor) = params.parse()?;
+    let page = state
+        .run(move |store| Ok(store.groups_page(limit, cursor.as_deref())?))
+        .await?;
     Ok(Json(List {
-        items,
-        next_cursor: None,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 

@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 use crate::api::{CreateKey, KeyWithSecret, List, RotateKey, UpdateKey};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::{Body, Params, RecordRef, optional};
+use crate::extract::{Body, Params, RecordRef, optional, page_limit};
 use crate::state::AppState;
 
 /// The longest rotation grace period: a year.
@@ -107,12 +107,7 @@ pub(crate) async fn list(
             format!("unknown sort {s:?}: expected created_at, name or last_used_at, optionally with a leading -")
         })
     })?;
-    let limit = optional("limit", params.limit, |s| {
-        s.parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to 1000"))
-    })?;
+    let limit = page_limit(params.limit)?;
     let page = state
         .run(move |store| {
             let user_id = match params.user_id.filter(|u| !u.is_empty()) {

@@ -6,10 +6,10 @@ use http::StatusCode;
 use latchkey_core::{NewUser, Store, User, UserPatch};
 use uuid::Uuid;
 
-use crate::api::{CreateUser, List, UpdateUser};
+use crate::api::{CreateUser, KeysRevoked, List, UpdateUser};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::{Body, NoParams, Params, RecordRef};
+use crate::extract::{Body, PageParams, Params, RecordRef};
 use crate::state::AppState;
 
 /// Resolves group references (ids or names) from the body member `field`; an unknown one
@@ -59,19 +59,26 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-/// List every user, oldest first.
+/// List users, oldest first, one page at a time.
 #[utoipa::path(get, path = "/v1/users", operation_id = "listUsers", tag = "users",
-    responses((status = 200, description = "All users", body = List<User>)),
+    params(PageParams),
+    responses(
+        (status = 200, description = "One page of users", body = List<User>),
+        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+    ),
     security(("bearer" = ["latchkey:users:read"])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     _caller: Caller<perm::UsersRead>,
-    Params(NoParams {}): Params<NoParams>,
+    Params(params): Params<PageParams>,
 ) -> Result<Json<List<User>>, AppError> {
-    let items = state.run(|store| Ok(store.users()?)).await?;
+    let (limit, cursor) = params.parse()?;
+    let page = state
+        .run(move |store| Ok(store.users_page(limit, cursor.as_deref())?))
+        .await?;
     Ok(Json(List {
-        items,
-        next_cursor: None,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -135,7 +142,8 @@ pub(crate) async fn update(
     Ok(Json(user))
 }
 
-/// Delete a user; its keys are revoked in the same transaction.
+/// Delete a user; none of its keys authenticates from then on. Its keys are revoked in the
+/// same transaction, or, for a user with many keys, in the background.
 #[utoipa::path(delete, path = "/v1/users/{id}", operation_id = "deleteUser", tag = "users",
     params(("id" = String, Path, description = "User id or name")),
     responses(
@@ -156,4 +164,35 @@ pub(crate) async fn delete(
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revoke every key of a user, irreversibly. None of them authenticates once this returns;
+/// a user with many keys has the records revoked in the background (`in_background`).
+///
+/// The caller must hold everything the user holds.
+#[utoipa::path(post, path = "/v1/users/{id}/revoke-keys", operation_id = "revokeUserKeys", tag = "users",
+    params(("id" = String, Path, description = "User id or name")),
+    responses(
+        (status = 200, description = "Every key of the user is revoked", body = KeysRevoked),
+        (status = 403, description = "Lacks latchkey:keys:write, or the user is stronger than the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:keys:write"])))]
+pub(crate) async fn revoke_keys(
+    State(state): State<AppState>,
+    caller: Caller<perm::KeysWrite>,
+    RecordRef(id): RecordRef,
+) -> Result<Json<KeysRevoked>, AppError> {
+    let (user_id, done) = state
+        .run(move |store| {
+            let id = store.user_id(&id)?;
+            Ok((id, store.revoke_user_keys(&caller.actor, id)?))
+        })
+        .await?;
+    Ok(Json(KeysRevoked {
+        user_id,
+        revoked_before: done.revoked_before,
+        revoked_now: done.revoked_now,
+        in_background: done.in_background,
+    }))
 }

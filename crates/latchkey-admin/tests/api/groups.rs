@@ -138,9 +138,14 @@ async fn errors() {
         .await
         .problem(409, "name_taken");
     let bad = h
-        .get("/v1/groups?limit=5")
+        .get("/v1/groups?limit=5000")
         .await
         .problem(400, "invalid_field");
     assert_eq!(bad["field"], "limit");
+    let bad = h
+        .get("/v1/groups?cursor=zz")
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "cursor");
     assert_eq!(h.store.groups().unwrap().len(), 3);
 }

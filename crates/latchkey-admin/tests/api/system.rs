@@ -23,6 +23,7 @@ async fn openapi_document_parses_and_lists_every_path() {
         ("/v1/groups/{id}", &["get", "patch", "delete"]),
         ("/v1/users", &["get", "post"]),
         ("/v1/users/{id}", &["get", "patch", "delete"]),
+        ("/v1/users/{id}/revoke-keys", &["post"]),
         ("/v1/keys", &["get", "post"]),
         ("/v1/keys/{id}", &["get", "patch", "delete"]),
         ("/v1/keys/{id}/revoke", &["post"]),

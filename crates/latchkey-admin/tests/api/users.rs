@@ -174,3 +174,107 @@ async fn errors() {
     assert_eq!(bad["field"], "tenant_id");
     assert_eq!(h.store.users().unwrap().len(), 2);
 }
+
+/// Users and groups come in pages like keys: every record once, in creation order.
+#[tokio::test]
+async fn users_and_groups_are_listed_page_by_page() {
+    let h = Harness::new();
+    let mut created = vec!["admin".to_owned()];
+    for i in 0..7 {
+        let name = format!("user-{i}");
+        h.post("/v1/users", json!({"name": name})).await.ok(201);
+        h.post("/v1/groups", json!({"name": format!("group-{i}")}))
+            .await
+            .ok(201);
+        created.push(name);
+    }
+    for (collection, expected) in [
+        ("users", created.clone()),
+        ("groups", {
+            let mut groups = vec!["admin".to_owned()];
+            groups.extend((0..7).map(|i| format!("group-{i}")));
+            groups
+        }),
+    ] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10 {
+            let after = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let page = h
+                .get(&format!("/v1/{collection}?limit=3{after}"))
+                .await
+                .ok(200);
+            let items = page["items"].as_array().unwrap();
+            assert!(items.len() <= 3);
+            seen.extend(items.iter().map(|u| u["name"].as_str().unwrap().to_owned()));
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, expected, "{collection}");
+    }
+    // A cursor of one collection is not one of the other.
+    let page = h.get("/v1/users?limit=1").await.ok(200);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let bad = h
+        .get(&format!("/v1/groups?cursor={cursor}"))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "cursor");
+    let bad = h
+        .get("/v1/users?limit=0")
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "limit");
+}
+
+#[tokio::test]
+async fn revoke_keys_revokes_every_key_of_the_user_and_nothing_else() {
+    let h = Harness::new();
+    let (user, first) = h.user_with_key("bot", &["orders:read"]).await;
+    let second = h
+        .post("/v1/keys", json!({"name": "second", "user_id": "bot"}))
+        .await
+        .ok(201);
+    let (_, other) = h.user_with_key("other", &["orders:read"]).await;
+    let done = h.post("/v1/users/bot/revoke-keys", json!({})).await.ok(200);
+    assert_eq!(done["user_id"], user["id"]);
+    assert_eq!(done["revoked_now"], 2);
+    assert_eq!(done["in_background"], false);
+    assert_eq!(h.store.verify(&first).unwrap_err().code(), "key_revoked");
+    let second = second["secret"].as_str().unwrap();
+    assert_eq!(h.store.verify(second).unwrap_err().code(), "key_revoked");
+    assert!(
+        h.store.verify(&other).is_ok(),
+        "another user's key is untouched"
+    );
+    let listed = h.get("/v1/keys?user_id=bot&status=revoked").await.ok(200);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    // The user stays, and its new keys work.
+    let third = h
+        .post("/v1/keys", json!({"name": "third", "user_id": "bot"}))
+        .await
+        .ok(201);
+    assert!(h.store.verify(third["secret"].as_str().unwrap()).is_ok());
+    let events = h.store.events_since(0, 100).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == latchkey_core::Action::UserRevokeKeys)
+    );
+
+    h.post("/v1/users/nobody/revoke-keys", json!({}))
+        .await
+        .problem(404, "not_found");
+    // A caller weaker than the user cannot revoke its keys.
+    let (_, weak) = h.user_with_key("weak", &["latchkey:keys:write"]).await;
+    h.send(
+        "POST",
+        "/v1/users/bot/revoke-keys",
+        Some(&weak),
+        Some(json!({})),
+    )
+    .await
+    .problem(403, "insufficient_permission");
+}

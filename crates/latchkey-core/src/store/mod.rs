@@ -12,6 +12,7 @@ mod jobs;
 mod key_writes;
 mod keys;
 mod layout;
+mod pages;
 mod query;
 mod rebuild;
 mod sweep;

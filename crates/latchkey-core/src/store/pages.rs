@@ -1,0 +1,75 @@
+//! Users and groups, one page at a time: their records are keyed by UUID v7, so creation
+//! order is key order and a page is a range scan after the cursor's id.
+
+use std::ops::Bound;
+
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::query::{hex, unhex};
+use super::{Page, Store, decode, layout};
+use crate::error::StoreError;
+use crate::model::{Group, User};
+
+impl Store {
+    /// Users, oldest first, `limit` (1 to 1000) at a time after `cursor` (a page's
+    /// `next_cursor`). A bad limit or cursor is an `Invalid` error naming the field.
+    pub fn users_page(&self, limit: usize, cursor: Option<&str>) -> Result<Page<User>, StoreError> {
+        self.records_page(layout::USERS, limit, cursor)
+    }
+
+    /// Groups, oldest first, one page at a time, as [`Store::users_page`].
+    pub fn groups_page(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Group>, StoreError> {
+        self.records_page(layout::GROUPS, limit, cursor)
+    }
+
+    fn records_page<T: DeserializeOwned>(
+        &self,
+        namespace: &[u8],
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<T>, StoreError> {
+        if !(1..=1000).contains(&limit) {
+            return Err(StoreError::invalid("limit", "1 to 1000"));
+        }
+        let lower = match cursor {
+            None => Bound::Included(namespace.to_vec()),
+            Some(cursor) => {
+                let id = unhex(cursor)
+                    .filter(|b| b.len() == 17 && b[0] == namespace[0])
+                    .and_then(|b| Uuid::from_slice(&b[1..]).ok())
+                    .ok_or_else(|| {
+                        StoreError::invalid("cursor", "not a cursor from this listing")
+                    })?;
+                Bound::Excluded([namespace, id.as_bytes()].concat())
+            }
+        };
+        // The namespace ends in ':'; its successor bounds it.
+        let mut end = namespace.to_vec();
+        *end.last_mut().expect("non-empty") += 1;
+        let mut items = Vec::with_capacity(limit.min(64));
+        let mut last = None;
+        let mut more = false;
+        for item in self
+            .inner
+            .db
+            .range::<Vec<u8>, _>((lower, Bound::Excluded(end)))
+        {
+            let (key, value) = item?;
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(decode(&value)?);
+            last = Some(key);
+        }
+        let next_cursor = more
+            .then(|| last.map(|key| hex(&[&namespace[..1], &key[namespace.len()..]].concat())))
+            .flatten();
+        Ok(Page { items, next_cursor })
+    }
+}
