@@ -1,0 +1,239 @@
+//! Background work over many keys: deleting a user or revoking all its keys returns with
+//! none of them authenticating, the records follow in chunks, and a process killed in the
+//! middle resumes the work at the next open.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use latchkey_core::*;
+
+const CHILD_ENV: &str = "LATCHKEY_JOBS_CHILD";
+const KEYS: usize = 400;
+
+fn slow_jobs() -> StoreConfig {
+    StoreConfig::default()
+        .job_chunk_keys(10)
+        .job_pause(Duration::from_millis(40))
+}
+
+fn code(store: &Store, secret: &str) -> &'static str {
+    match store.verify(secret) {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    }
+}
+
+fn count(store: &Store, action: Action) -> usize {
+    store
+        .events_since(0, 100_000)
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == action)
+        .count()
+}
+
+fn revoked_records(store: &Store, user: uuid::Uuid) -> usize {
+    let query = KeyQuery {
+        user_id: Some(user),
+        status: Some(KeyStatus::Revoked),
+        limit: 1000,
+        ..KeyQuery::default()
+    };
+    store.list_keys(&query).unwrap().items.len()
+}
+
+/// The child: creates a user with many keys, prints their secrets, deletes the user with
+/// slow background work, checks that no key authenticates, and waits to be killed.
+#[test]
+fn jobs_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let store = Store::create(&path, "lk", slow_jobs()).unwrap();
+    let admin = Actor::system();
+    let new = NewUser {
+        name: "big".into(),
+        permissions: PermissionSet::parse(["x"]).unwrap(),
+        ..NewUser::default()
+    };
+    let user = store.create_user(&admin, new).unwrap();
+    let new: Vec<NewKey> = (0..KEYS)
+        .map(|i| NewKey {
+            name: format!("k{i}"),
+            user_id: user.id,
+            ..NewKey::default()
+        })
+        .collect();
+    let created = store.create_keys(&admin, &new).unwrap();
+    let mut out = std::io::stdout().lock();
+    // libtest has printed "test jobs_child ... " without a newline.
+    writeln!(out).unwrap();
+    writeln!(out, "user {}", user.id).unwrap();
+    for key in &created {
+        writeln!(out, "key {}", key.secret.expose()).unwrap();
+    }
+    store.delete_user(&admin, user.id).unwrap();
+    for key in &created {
+        assert_eq!(code(&store, key.secret.expose()), "key_revoked");
+    }
+    writeln!(out, "deleted").unwrap();
+    out.flush().unwrap();
+    // Bounded: the parent kills us once the first chunks are in, long before this ends.
+    for _ in 0..6_000 {
+        if revoked_records(&store, user.id) > 0 {
+            writeln!(out, "progress").unwrap();
+            out.flush().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_deleted_users_keys_are_revoked_in_the_background_across_a_crash() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["jobs_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut user = None;
+    let mut secrets = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(id) = line.strip_prefix("user ") {
+            user = Some(id.parse::<uuid::Uuid>().unwrap());
+        } else if let Some(secret) = line.strip_prefix("key ") {
+            secrets.push(secret.to_owned());
+        } else if line == "progress" {
+            break;
+        }
+    }
+    // Chunks of 10 keys, 40 ms apart: SIGKILL lands in the middle of the work.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let user = user.expect("the child reported its user");
+    assert_eq!(secrets.len(), KEYS);
+
+    {
+        let store = Store::open(&path, slow_jobs().background_jobs(false)).unwrap();
+        assert_eq!(
+            store.pending_jobs().unwrap(),
+            1,
+            "the job survived the crash"
+        );
+        let revoked = revoked_records(&store, user);
+        assert!(
+            revoked > 0 && revoked < KEYS,
+            "killed in the middle: {revoked} of {KEYS} records revoked"
+        );
+        for secret in &secrets {
+            assert_eq!(code(&store, secret), "key_revoked");
+        }
+        assert_eq!(count(&store, Action::UserDelete), 1);
+        assert_eq!(count(&store, Action::UserKeysRevoked), 0);
+    }
+
+    // The next open resumes the work by itself.
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let started = Instant::now();
+    while store.pending_jobs().unwrap() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the job never finished"
+        );
+        for secret in secrets.iter().step_by(37) {
+            assert_eq!(code(&store, secret), "key_revoked");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(revoked_records(&store, user), KEYS);
+    for secret in &secrets {
+        assert_eq!(code(&store, secret), "key_revoked");
+    }
+    assert_eq!(count(&store, Action::KeyRevoke), KEYS);
+    assert_eq!(count(&store, Action::UserKeysRevoked), 1);
+    assert_eq!(store.verify_audit().unwrap().broken, None);
+    assert_eq!(store.stats().unwrap().keys["revoked"], KEYS as u64);
+}
+
+#[test]
+fn revoking_all_keys_refuses_them_at_once_and_spares_later_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = slow_jobs().background_jobs(false);
+    let store = Store::create(dir.path(), "lk", config).unwrap();
+    let admin = Actor::system();
+    let new = NewUser {
+        name: "big".into(),
+        permissions: PermissionSet::parse(["x"]).unwrap(),
+        ..NewUser::default()
+    };
+    let user = store.create_user(&admin, new).unwrap();
+    let new: Vec<NewKey> = (0..35)
+        .map(|i| NewKey {
+            name: format!("k{i}"),
+            user_id: user.id,
+            ..NewKey::default()
+        })
+        .collect();
+    let created = store.create_keys(&admin, &new).unwrap();
+
+    let done = store.revoke_user_keys(&admin, user.id).unwrap();
+    assert!(done.in_background);
+    assert_eq!(done.revoked_now, 0);
+    let later = store.create_key(&admin, new[0].clone()).unwrap();
+    for key in &created {
+        assert_eq!(code(&store, key.secret.expose()), "key_revoked");
+    }
+    assert_eq!(code(&store, later.secret.expose()), "ok");
+    assert_eq!(revoked_records(&store, user.id), 0, "records follow later");
+
+    assert_eq!(store.run_jobs().unwrap(), 4, "35 keys in chunks of 10");
+    assert_eq!(store.pending_jobs().unwrap(), 0);
+    assert_eq!(revoked_records(&store, user.id), 35);
+    for key in &created {
+        assert_eq!(code(&store, key.secret.expose()), "key_revoked");
+    }
+    assert_eq!(code(&store, later.secret.expose()), "ok");
+    assert_eq!(count(&store, Action::UserRevokeKeys), 1);
+    assert_eq!(count(&store, Action::UserKeysRevoked), 1);
+    assert_eq!(store.verify_audit().unwrap().broken, None);
+
+    // Again: the later key goes too.
+    let done = store.revoke_user_keys(&admin, user.id).unwrap();
+    assert!(done.in_background);
+    assert_eq!(code(&store, later.secret.expose()), "key_revoked");
+    store.run_jobs().unwrap();
+    assert_eq!(revoked_records(&store, user.id), 36);
+
+    // A user whose keys fit in one chunk has them revoked in the call itself.
+    let small = store
+        .create_user(
+            &admin,
+            NewUser {
+                name: "small".into(),
+                ..NewUser::default()
+            },
+        )
+        .unwrap();
+    let key = store
+        .create_key(
+            &admin,
+            NewKey {
+                name: "one".into(),
+                user_id: small.id,
+                ..NewKey::default()
+            },
+        )
+        .unwrap();
+    let done = store.revoke_user_keys(&admin, small.id).unwrap();
+    assert_eq!((done.revoked_now, done.in_background), (1, false));
+    assert_eq!(store.key(key.key.id).unwrap().status, KeyStatus::Revoked);
+    assert_eq!(store.pending_jobs().unwrap(), 0);
+}

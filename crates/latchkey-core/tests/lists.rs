@@ -1,0 +1,488 @@
+//! Lists and counts over the indexes: after any sequence of writes, every query's pages
+//! concatenate to exactly what a full scan of the keys would answer, and the counts behind
+//! `/metrics` equal a full count; pages read while other threads write list every key that
+//! exists throughout exactly once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use latchkey_core::*;
+use proptest::prelude::*;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+const T0: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+/// One write of the random sequence.
+#[derive(Debug, Clone)]
+enum Op {
+    CreateKey {
+        user: usize,
+        name: usize,
+        expires_in: Option<i64>,
+    },
+    Revoke(usize),
+    Disable(usize),
+    Enable(usize),
+    Delete(usize),
+    Rename(usize, usize),
+    Rotate(usize, i64),
+    Use(usize, u64),
+    Flush,
+    Advance(i64),
+    CreateUser,
+    DeleteUser(usize),
+    CreateGroup,
+    DeleteGroup(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..4usize, 0..6usize, proptest::option::of(1..6i64))
+            .prop_map(|(user, name, expires_in)| Op::CreateKey { user, name, expires_in }),
+        2 => any::<usize>().prop_map(Op::Revoke),
+        2 => any::<usize>().prop_map(Op::Disable),
+        1 => any::<usize>().prop_map(Op::Enable),
+        1 => any::<usize>().prop_map(Op::Delete),
+        1 => (any::<usize>(), 0..6usize).prop_map(|(k, n)| Op::Rename(k, n)),
+        1 => (any::<usize>(), 0..3i64).prop_map(|(k, g)| Op::Rotate(k, g)),
+        2 => (any::<usize>(), 1..5u64).prop_map(|(k, n)| Op::Use(k, n)),
+        1 => Just(Op::Flush),
+        2 => (1..4i64).prop_map(Op::Advance),
+        1 => Just(Op::CreateUser),
+        1 => any::<usize>().prop_map(Op::DeleteUser),
+        1 => Just(Op::CreateGroup),
+        1 => any::<usize>().prop_map(Op::DeleteGroup),
+    ]
+}
+
+const NAMES: [&str; 6] = ["alpha", "Bravo", "charlie k1", "alpha", "delta", "écho"];
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    clock: Arc<ManualClock>,
+    admin: Actor,
+    keys: Vec<Uuid>,
+    users: Vec<Uuid>,
+    groups: Vec<Uuid>,
+    next_name: usize,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let config = StoreConfig::default()
+            .clock(clock.clone())
+            .usage_flush_interval(None)
+            .background_jobs(false);
+        let store = Store::create(dir.path(), "lk", config).unwrap();
+        let mut world = World {
+            _dir: dir,
+            store,
+            clock,
+            admin: Actor::system(),
+            keys: Vec::new(),
+            users: Vec::new(),
+            groups: Vec::new(),
+            next_name: 0,
+        };
+        for _ in 0..3 {
+            world.apply(&Op::CreateUser);
+        }
+        world
+    }
+
+    fn pick<T: Copy>(items: &[T], i: usize) -> Option<T> {
+        (!items.is_empty()).then(|| items[i % items.len()])
+    }
+
+    fn fresh_name(&mut self, prefix: &str) -> String {
+        self.next_name += 1;
+        format!("{prefix}-{}", self.next_name)
+    }
+
+    /// Applies an operation; refusals (a revoked key re-enabled, …) are fine and change
+    /// nothing.
+    fn apply(&mut self, op: &Op) {
+        let store = self.store.clone();
+        let admin = &self.admin.clone();
+        let key = |i: usize| Self::pick(&self.keys, i);
+        match *op {
+            Op::CreateKey {
+                user,
+                name,
+                expires_in,
+            } => {
+                let Some(user_id) = Self::pick(&self.users, user) else {
+                    return;
+                };
+                let new = NewKey {
+                    name: NAMES[name].into(),
+                    user_id,
+                    description: Some(format!("described {name}")),
+                    expires_at: expires_in.map(|s| self.clock.now() + Duration::seconds(s)),
+                    ..NewKey::default()
+                };
+                let created = store.create_key(admin, new).unwrap();
+                self.keys.push(created.key.id);
+            }
+            Op::Revoke(i) => {
+                if let Some(id) = key(i) {
+                    store.revoke_key(admin, id).unwrap();
+                }
+            }
+            Op::Disable(i) | Op::Enable(i) => {
+                if let Some(id) = key(i) {
+                    let patch = KeyPatch {
+                        enabled: Some(matches!(op, Op::Enable(_))),
+                        ..KeyPatch::default()
+                    };
+                    let _ = store.update_key(admin, id, patch);
+                }
+            }
+            Op::Delete(i) => {
+                if let Some(id) = key(i) {
+                    store.revoke_key(admin, id).unwrap();
+                    store.delete_key(admin, id).unwrap();
+                    self.keys.retain(|k| *k != id);
+                }
+            }
+            Op::Rename(i, name) => {
+                if let Some(id) = key(i) {
+                    let patch = KeyPatch {
+                        name: Some(NAMES[name].into()),
+                        ..KeyPatch::default()
+                    };
+                    store.update_key(admin, id, patch).unwrap();
+                }
+            }
+            Op::Rotate(i, grace) => {
+                if let Some(id) = key(i)
+                    && let Ok(created) = store.rotate_key(admin, id, Duration::seconds(grace))
+                {
+                    self.keys.push(created.key.id);
+                }
+            }
+            Op::Use(i, n) => {
+                if let Some(id) = key(i) {
+                    store.record_usage(id, n, self.clock.now());
+                }
+            }
+            Op::Flush => store.flush().unwrap(),
+            Op::Advance(s) => self.clock.advance(Duration::seconds(s)),
+            Op::CreateUser => {
+                let name = self.fresh_name("user");
+                let new = NewUser {
+                    name,
+                    ..NewUser::default()
+                };
+                self.users.push(store.create_user(admin, new).unwrap().id);
+            }
+            Op::DeleteUser(i) => {
+                if let Some(id) = Self::pick(&self.users, i) {
+                    store.delete_user(admin, id).unwrap();
+                    self.users.retain(|u| *u != id);
+                }
+            }
+            Op::CreateGroup => {
+                let name = self.fresh_name("group");
+                let new = NewGroup {
+                    name,
+                    permissions: PermissionSet::new(),
+                };
+                self.groups.push(store.create_group(admin, new).unwrap().id);
+            }
+            Op::DeleteGroup(i) => {
+                if let Some(id) = Self::pick(&self.groups, i) {
+                    store.delete_group(admin, id).unwrap();
+                    self.groups.retain(|g| *g != id);
+                }
+            }
+        }
+        self.clock.advance(Duration::milliseconds(7));
+    }
+
+    /// Every key, read one by one: the reference the lists are compared with.
+    fn all_keys(&self) -> Vec<Key> {
+        self.keys
+            .iter()
+            .map(|id| self.store.key(*id).unwrap())
+            .collect()
+    }
+
+    /// Every page of a query, concatenated.
+    fn pages(&self, query: KeyQuery) -> Vec<Uuid> {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        for _ in 0..1_000 {
+            let page = self
+                .store
+                .list_keys(&KeyQuery {
+                    cursor: cursor.take(),
+                    ..query.clone()
+                })
+                .unwrap();
+            assert!(page.items.len() <= query.limit);
+            seen.extend(page.items.iter().map(|k| k.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return seen,
+            }
+        }
+        panic!("more than 1,000 pages");
+    }
+
+    fn check_lists(&self) {
+        // Persisted usage is what `last_used_at` sorts by.
+        self.store.flush().unwrap();
+        let keys = self.all_keys();
+        let mut user_filters: Vec<Option<Uuid>> = vec![None, Some(Uuid::now_v7())];
+        user_filters.extend(self.users.iter().take(2).map(|u| Some(*u)));
+        let statuses = [
+            None,
+            Some(KeyStatus::Active),
+            Some(KeyStatus::Disabled),
+            Some(KeyStatus::Revoked),
+            Some(KeyStatus::Expired),
+        ];
+        for user_id in &user_filters {
+            for status in statuses {
+                for search in [None, Some("K1"), Some("lk_live_")] {
+                    for sort in ["created_at", "-created_at", "name", "-name"]
+                        .into_iter()
+                        .chain(["last_used_at", "-last_used_at"])
+                    {
+                        let sort: KeySort = sort.parse().unwrap();
+                        let query = KeyQuery {
+                            user_id: *user_id,
+                            status,
+                            search: search.map(str::to_owned),
+                            sort,
+                            limit: 3,
+                            cursor: None,
+                        };
+                        let expected = expected(&keys, &query);
+                        assert_eq!(self.pages(query.clone()), expected, "{query:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_counts(&self) {
+        let stats = self.store.stats().unwrap();
+        let mut counted: BTreeMap<&'static str, u64> = ["active", "disabled", "revoked", "expired"]
+            .into_iter()
+            .map(|s| (s, 0))
+            .collect();
+        for key in self.all_keys() {
+            *counted.get_mut(key.status.as_str()).unwrap() += 1;
+        }
+        assert_eq!(stats.keys, counted);
+        assert_eq!(stats.users, self.store.users().unwrap().len() as u64);
+        assert_eq!(stats.groups, self.store.groups().unwrap().len() as u64);
+    }
+}
+
+/// What a full scan answers: filter, then sort by the field and the id.
+fn expected(keys: &[Key], query: &KeyQuery) -> Vec<Uuid> {
+    let needle = query.search.as_deref().map(str::to_lowercase);
+    let mut hits: Vec<&Key> = keys
+        .iter()
+        .filter(|k| query.user_id.is_none_or(|u| u == k.user_id))
+        .filter(|k| query.status.is_none_or(|s| s == k.status))
+        .filter(|k| {
+            needle.as_deref().is_none_or(|n| {
+                k.name.to_lowercase().contains(n)
+                    || k.prefix.to_lowercase().contains(n)
+                    || k.description
+                        .as_deref()
+                        .is_some_and(|d| d.to_lowercase().contains(n))
+            })
+        })
+        .collect();
+    hits.sort_by(|a, b| {
+        let order = match query.sort.field {
+            SortField::CreatedAt => a.created_at.cmp(&b.created_at),
+            SortField::Name => a.name.cmp(&b.name),
+            SortField::LastUsedAt => a.last_used_at.cmp(&b.last_used_at),
+        }
+        .then(a.id.cmp(&b.id));
+        if query.sort.descending {
+            order.reverse()
+        } else {
+            order
+        }
+    });
+    hits.into_iter().map(|k| k.id).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// After random writes, every list answers what a full scan answers, and the counts
+    /// equal a full count.
+    #[test]
+    fn lists_and_counts_match_a_full_scan(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut world = World::new();
+        for op in &ops {
+            world.apply(op);
+        }
+        world.check_lists();
+        world.check_counts();
+    }
+}
+
+/// Counts and lists survive a reopen, and a store whose indexes are missing (written
+/// before they existed) rebuilds them at open.
+#[test]
+fn indexes_and_counts_are_rebuilt_when_missing() {
+    let mut world = World::new();
+    for op in [
+        Op::CreateKey {
+            user: 0,
+            name: 0,
+            expires_in: Some(2),
+        },
+        Op::CreateKey {
+            user: 1,
+            name: 1,
+            expires_in: None,
+        },
+        Op::CreateKey {
+            user: 2,
+            name: 2,
+            expires_in: None,
+        },
+        Op::Revoke(1),
+        Op::Disable(2),
+        Op::CreateGroup,
+        Op::Advance(3),
+    ] {
+        world.apply(&op);
+    }
+    world.check_counts();
+    let path = world.store.path().to_owned();
+    let World {
+        _dir,
+        store,
+        clock,
+        keys,
+        users,
+        groups,
+        ..
+    } = world;
+    drop(store);
+    {
+        let db = sled::open(&path).unwrap();
+        let stale: Vec<_> = db
+            .iter()
+            .keys()
+            .map(Result::unwrap)
+            .filter(|k| k.starts_with(b"x:") || k.starts_with(b"m:n:") || k.starts_with(b"m:i"))
+            .collect();
+        assert!(stale.len() > 27, "the indexes were there: {}", stale.len());
+        for key in stale {
+            db.remove(key).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let config = StoreConfig::default()
+        .clock(clock.clone())
+        .usage_flush_interval(None)
+        .background_jobs(false);
+    let store = Store::open(&path, config).unwrap();
+    let world = World {
+        _dir,
+        store,
+        clock,
+        admin: Actor::system(),
+        keys,
+        users,
+        groups,
+        next_name: 100,
+    };
+    world.check_counts();
+    world.check_lists();
+}
+
+/// Pages read while other threads create, revoke and delete keys list every key that
+/// exists from before the first page to after the last exactly once, in order.
+#[test]
+fn pages_under_concurrent_writes_list_every_lasting_key_once() {
+    let world = World::new();
+    let store = world.store.clone();
+    let admin = Actor::system();
+    let user = world.users[0];
+    let new_key = move |name: String| NewKey {
+        name,
+        user_id: user,
+        ..NewKey::default()
+    };
+    let lasting: Vec<Uuid> = store
+        .create_keys(
+            &admin,
+            &(0..120)
+                .map(|i| new_key(format!("lasting {i:03}")))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|c| c.key.id)
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Bounded: the readers stop it long before this ends.
+            for i in 0..2_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let created = store.create_key(&admin, new_key(format!("churn {i:04}")));
+                let id = created.unwrap().key.id;
+                if i % 2 == 0 {
+                    store.revoke_key(&admin, id).unwrap();
+                    store.delete_key(&admin, id).unwrap();
+                } else if i % 3 == 0 {
+                    store.revoke_key(&admin, id).unwrap();
+                }
+            }
+        })
+    };
+    for sort in ["created_at", "-created_at", "name", "-name"] {
+        for user_id in [None, Some(user)] {
+            let query = KeyQuery {
+                user_id,
+                sort: sort.parse().unwrap(),
+                limit: 7,
+                ..KeyQuery::default()
+            };
+            let seen = world.pages(query);
+            let listed: Vec<Uuid> = seen
+                .iter()
+                .copied()
+                .filter(|id| lasting.contains(id))
+                .collect();
+            // Created in one transaction, at one instant: the id breaks the tie.
+            let mut expected = lasting.clone();
+            if sort.contains("created_at") {
+                expected.sort();
+            }
+            if sort.starts_with('-') {
+                expected.reverse();
+            }
+            assert_eq!(listed, expected, "sort {sort}, user {user_id:?}");
+            let mut unique = seen.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), seen.len(), "no key twice, sort {sort}");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+}
