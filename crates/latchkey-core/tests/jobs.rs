@@ -43,6 +43,26 @@ fn revoked_records(store: &Store, user: uuid::Uuid) -> usize {
     store.list_keys(&query).unwrap().items.len()
 }
 
+/// A user named "big" with `keys` keys, created in one transaction.
+fn big_user(store: &Store, keys: usize) -> (User, Vec<CreatedKey>) {
+    let admin = Actor::system();
+    let new = NewUser {
+        name: "big".into(),
+        permissions: PermissionSet::parse(["x"]).unwrap(),
+        ..NewUser::default()
+    };
+    let user = store.create_user(&admin, new).unwrap();
+    let new: Vec<NewKey> = (0..keys)
+        .map(|i| NewKey {
+            name: format!("k{i}"),
+            user_id: user.id,
+            ..NewKey::default()
+        })
+        .collect();
+    let created = store.create_keys(&admin, &new).unwrap();
+    (user, created)
+}
+
 /// The child: creates a user with many keys, prints their secrets, deletes the user with
 /// slow background work, checks that no key authenticates, and waits to be killed.
 #[test]
@@ -52,20 +72,7 @@ fn jobs_child() {
     };
     let store = Store::create(&path, "lk", slow_jobs()).unwrap();
     let admin = Actor::system();
-    let new = NewUser {
-        name: "big".into(),
-        permissions: PermissionSet::parse(["x"]).unwrap(),
-        ..NewUser::default()
-    };
-    let user = store.create_user(&admin, new).unwrap();
-    let new: Vec<NewKey> = (0..KEYS)
-        .map(|i| NewKey {
-            name: format!("k{i}"),
-            user_id: user.id,
-            ..NewKey::default()
-        })
-        .collect();
-    let created = store.create_keys(&admin, &new).unwrap();
+    let (user, created) = big_user(&store, KEYS);
     let mut out = std::io::stdout().lock();
     // libtest has printed "test jobs_child ... " without a newline.
     writeln!(out).unwrap();
@@ -169,25 +176,17 @@ fn revoking_all_keys_refuses_them_at_once_and_spares_later_keys() {
     let config = slow_jobs().background_jobs(false);
     let store = Store::create(dir.path(), "lk", config).unwrap();
     let admin = Actor::system();
-    let new = NewUser {
-        name: "big".into(),
-        permissions: PermissionSet::parse(["x"]).unwrap(),
-        ..NewUser::default()
-    };
-    let user = store.create_user(&admin, new).unwrap();
-    let new: Vec<NewKey> = (0..35)
-        .map(|i| NewKey {
-            name: format!("k{i}"),
-            user_id: user.id,
-            ..NewKey::default()
-        })
-        .collect();
-    let created = store.create_keys(&admin, &new).unwrap();
+    let (user, created) = big_user(&store, 35);
 
     let done = store.revoke_user_keys(&admin, user.id).unwrap();
     assert!(done.in_background);
     assert_eq!(done.revoked_now, 0);
-    let later = store.create_key(&admin, new[0].clone()).unwrap();
+    let new = NewKey {
+        name: "later".into(),
+        user_id: user.id,
+        ..NewKey::default()
+    };
+    let later = store.create_key(&admin, new).unwrap();
     for key in &created {
         assert_eq!(code(&store, key.secret.expose()), "key_revoked");
     }
