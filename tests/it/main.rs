@@ -35,3 +35,7 @@ mod tools;
 // Remote verification: a daemon and two example-remote-orders apps, revocations, a kill
 // and a restart.
 mod remote;
+
+// Many records: users and groups in pages, revoking all keys of a user, and a deletion
+// whose per-key work finishes in the background.
+mod bulk;
