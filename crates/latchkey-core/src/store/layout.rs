@@ -7,13 +7,16 @@
 //! | `u:<uuid>` / `un:<name>`     | user JSON / user id                    |
 //! | `k:<public id>`              | key record (secret hash, usage figures) |
 //! | `a:<seq, big-endian u64>`    | audit event (also the change feed)     |
+//! | `x:…`                        | key indexes, empty values (`index.rs`) |
+//! | `m:n:<count>`, `m:expiry_mark`, `m:indexed` | counts for `/metrics` (`counters.rs`), the expiry sweep's mark, the index version |
+//! | `j:<uuid>` / `ur:<user uuid>` | background job / a user's revocation mark (`jobs.rs`) |
 //!
 //! Values are postcard. UUIDs are the 16 raw bytes, so v7 ids keep records in creation order.
 //!
-//! **Two entries per key.** sled's memory grows with the number of entries (about 40–60
-//! bytes each, whatever their size), so a key has no index entries: its UUID embeds its
-//! public id ([`key_uuid`]), usage figures live in its record, and listing a user's keys
-//! scans the keys, as an unfiltered listing does anyway.
+//! **Eleven entries per key**: its record, its audit event and nine index entries (ten with
+//! an expiry), the price of list pages that cost O(page + log n) at any depth (the README
+//! has the figures). A key's UUID embeds its public id ([`key_uuid`]), so an index entry,
+//! which ends with the UUID, leads to the record without one more entry.
 
 use uuid::Uuid;
 
