@@ -4,7 +4,10 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::{CreatedKey, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey};
+use latchkey_core::limits::MAX_LIST_LIMIT;
+use latchkey_core::{
+    CreatedKey, Entity, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey, StoreError,
+};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -66,7 +69,7 @@ pub(crate) async fn create(
     let created = state
         .run(move |store| {
             let user_id = store
-                .user_id(&body.user_id)
+                .user_id_as(&caller.actor, &body.user_id)
                 .map_err(|e| AppError::from(e).with_field("user_id"))?;
             let new = NewKey {
                 name: body.name,
@@ -77,7 +80,14 @@ pub(crate) async fn create(
                 expires_at: body.expires_at.map(|at| at.to_offset(time::UtcOffset::UTC)),
                 env: body.env.unwrap_or_default(),
             };
-            Ok(store.create_key(&caller.actor, new)?)
+            store.create_key(&caller.actor, new).map_err(|e| match e {
+                // The user exists but lies outside the caller's tenant: as if absent.
+                StoreError::NotFound {
+                    entity: Entity::User,
+                    ..
+                } => AppError::from(e).with_field("user_id"),
+                e => AppError::from(e),
+            })
         })
         .await?;
     Ok((StatusCode::CREATED, Json(with_secret(created))))
@@ -94,7 +104,7 @@ pub(crate) async fn create(
     security(("bearer" = ["latchkey:keys:read"])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _caller: Caller<perm::KeysRead>,
+    caller: Caller<perm::KeysRead>,
     Params(params): Params<KeyListParams>,
 ) -> Result<Json<List<Key>>, AppError> {
     let status = optional("status", params.status, |s| {
@@ -110,15 +120,15 @@ pub(crate) async fn list(
     let limit = optional("limit", params.limit, |s| {
         s.parse::<usize>()
             .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to 1000"))
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to {MAX_LIST_LIMIT}"))
     })?;
     let page = state
         .run(move |store| {
             let user_id = match params.user_id.filter(|u| !u.is_empty()) {
                 Some(u) => Some(
                     store
-                        .user_id(&u)
+                        .user_id_as(&caller.actor, &u)
                         .map_err(|e| AppError::from(e).with_field("user_id"))?,
                 ),
                 None => None,
@@ -131,7 +141,12 @@ pub(crate) async fn list(
                 limit: limit.unwrap_or(KeyQuery::default().limit),
                 cursor: params.cursor.filter(|c| !c.is_empty()),
             };
-            Ok(store.list_keys(&query)?)
+            store
+                .list_keys_as(&caller.actor, &query)
+                .map_err(|e| match e {
+                    StoreError::NotFound { .. } => AppError::from(e).with_field("user_id"),
+                    e => AppError::from(e),
+                })
         })
         .await?;
     Ok(Json(List {
@@ -150,11 +165,11 @@ pub(crate) async fn list(
     security(("bearer" = ["latchkey:keys:read"])))]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    _caller: Caller<perm::KeysRead>,
+    caller: Caller<perm::KeysRead>,
     RecordRef(id): RecordRef,
 ) -> Result<Json<Key>, AppError> {
     let key = state
-        .run(move |store| Ok(store.key(store.key_id(&id)?)?))
+        .run(move |store| Ok(store.key_as(&caller.actor, store.key_id_as(&caller.actor, &id)?)?))
         .await?;
     Ok(Json(key))
 }
@@ -179,7 +194,7 @@ pub(crate) async fn update(
 ) -> Result<Json<Key>, AppError> {
     let key = state
         .run(move |store| {
-            let id = store.key_id(&id)?;
+            let id = store.key_id_as(&caller.actor, &id)?;
             let patch = KeyPatch {
                 name: body.name,
                 description: body.description,
@@ -206,7 +221,9 @@ pub(crate) async fn revoke(
     RecordRef(id): RecordRef,
 ) -> Result<Json<Key>, AppError> {
     let key = state
-        .run(move |store| Ok(store.revoke_key(&caller.actor, store.key_id(&id)?)?))
+        .run(
+            move |store| Ok(store.revoke_key(&caller.actor, store.key_id_as(&caller.actor, &id)?)?),
+        )
         .await?;
     Ok(Json(key))
 }
@@ -240,7 +257,9 @@ pub(crate) async fn rotate(
     // In range by the check above, so the conversion cannot fail.
     let grace = time::Duration::seconds(i64::try_from(body.grace_seconds).unwrap_or(i64::MAX));
     let created = state
-        .run(move |store| Ok(store.rotate_key(&caller.actor, store.key_id(&id)?, grace)?))
+        .run(move |store| {
+            Ok(store.rotate_key(&caller.actor, store.key_id_as(&caller.actor, &id)?, grace)?)
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(with_secret(created))))
 }
@@ -261,7 +280,9 @@ pub(crate) async fn delete(
     RecordRef(id): RecordRef,
 ) -> Result<StatusCode, AppError> {
     state
-        .run(move |store| Ok(store.delete_key(&caller.actor, store.key_id(&id)?)?))
+        .run(
+            move |store| Ok(store.delete_key(&caller.actor, store.key_id_as(&caller.actor, &id)?)?),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::{NewUser, Store, User, UserPatch};
+use latchkey_core::{NewUser, Store, User, UserPatch, limits};
 use uuid::Uuid;
 
 use crate::api::{CreateUser, List, UpdateUser};
@@ -13,8 +13,9 @@ use crate::extract::{Body, NoParams, Params, RecordRef};
 use crate::state::AppState;
 
 /// Resolves group references (ids or names) from the body member `field`; an unknown one
-/// is a 404 naming the field.
-fn group_ids(store: &Store, field: &str, refs: &[String]) -> Result<Vec<Uuid>, AppError> {
+/// is a 404 naming the field, and more than a user may hold a 400, before any is looked up.
+fn group_ids(store: &Store, field: &'static str, refs: &[String]) -> Result<Vec<Uuid>, AppError> {
+    limits::check_groups(field, refs.len())?;
     refs.iter()
         .map(|r| {
             store
@@ -65,10 +66,12 @@ pub(crate) async fn create(
     security(("bearer" = ["latchkey:users:read"])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _caller: Caller<perm::UsersRead>,
+    caller: Caller<perm::UsersRead>,
     Params(NoParams {}): Params<NoParams>,
 ) -> Result<Json<List<User>>, AppError> {
-    let items = state.run(|store| Ok(store.users()?)).await?;
+    let items = state
+        .run(move |store| Ok(store.users_as(&caller.actor)?))
+        .await?;
     Ok(Json(List {
         items,
         next_cursor: None,
@@ -85,10 +88,14 @@ pub(crate) async fn list(
     security(("bearer" = ["latchkey:users:read"])))]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    _caller: Caller<perm::UsersRead>,
+    caller: Caller<perm::UsersRead>,
     RecordRef(id): RecordRef,
 ) -> Result<Json<User>, AppError> {
-    Ok(Json(state.run(move |store| Ok(store.user(&id)?)).await?))
+    Ok(Json(
+        state
+            .run(move |store| Ok(store.user_as(&caller.actor, &id)?))
+            .await?,
+    ))
 }
 
 /// Change a user; the change reaches all its keys at the next request.
@@ -113,7 +120,7 @@ pub(crate) async fn update(
 ) -> Result<Json<User>, AppError> {
     let user = state
         .run(move |store| {
-            let id = store.user_id(&id)?;
+            let id = store.user_id_as(&caller.actor, &id)?;
             let patch = UserPatch {
                 name: body.name,
                 enabled: body.enabled,
@@ -151,7 +158,7 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, AppError> {
     state
         .run(move |store| {
-            let id = store.user_id(&id)?;
+            let id = store.user_id_as(&caller.actor, &id)?;
             Ok(store.delete_user(&caller.actor, id)?)
         })
         .await?;

@@ -7,8 +7,10 @@
 
 mod groups;
 mod keys;
+mod last_admin;
 mod layout;
 mod query;
+mod scoped;
 mod tx;
 mod usage;
 mod users;

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::keys::KeyRecord;
 use super::{Store, layout};
 use crate::error::StoreError;
+use crate::limits::MAX_LIST_LIMIT;
 use crate::model::{Key, KeyStatus};
 
 /// Which field keys are sorted by.
@@ -150,8 +151,20 @@ impl Store {
     ///
     /// A bad `sort`, `limit` or `cursor` is an `Invalid` error naming the field.
     pub fn list_keys(&self, query: &KeyQuery) -> Result<Page<Key>, StoreError> {
-        if !(1..=1000).contains(&query.limit) {
-            return Err(StoreError::invalid("limit", "1 to 1000"));
+        self.list_keys_of(query, |_| true)
+    }
+
+    /// [`Store::list_keys`] over the keys of the users `owner` accepts (a caller's tenant).
+    pub(super) fn list_keys_of(
+        &self,
+        query: &KeyQuery,
+        owner: impl Fn(Uuid) -> bool,
+    ) -> Result<Page<Key>, StoreError> {
+        if !(1..=MAX_LIST_LIMIT).contains(&query.limit) {
+            return Err(StoreError::invalid(
+                "limit",
+                format!("1 to {MAX_LIST_LIMIT}"),
+            ));
         }
         let after = match &query.cursor {
             Some(cursor) => {
@@ -167,6 +180,7 @@ impl Store {
         if let Some(user) = query.user_id {
             records.retain(|r| r.user_id == user);
         }
+        records.retain(|r| owner(r.user_id));
         let now = self.inner.clock.now();
         let needle = query.search.as_deref().map(str::to_lowercase);
         let mut keys = Vec::new();
