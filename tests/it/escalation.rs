@@ -1,4 +1,4 @@
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::Fixture;
 
@@ -121,4 +121,130 @@ fn a_limited_key_cannot_widen_its_own_user() {
         Some(json!({"add_permissions": ["invoices:read"]})),
     );
     answer.problem(403, "insufficient_permission");
+}
+
+#[test]
+fn a_tenant_bound_key_sees_and_changes_only_its_tenant() {
+    let f = Fixture::new();
+    let bound = "latchkey:keys:read,latchkey:keys:write,latchkey:users:read,latchkey:users:write,latchkey:audit:read,orders:*";
+    f.json(&[
+        "users",
+        "add",
+        "--name",
+        "acme-admin",
+        "--permissions",
+        bound,
+        "--tenant-id",
+        "acme",
+    ]);
+    f.json(&["users", "add", "--name", "acme-bot", "--tenant-id", "acme"]);
+    f.json(&[
+        "users",
+        "add",
+        "--name",
+        "globex-bot",
+        "--tenant-id",
+        "globex",
+    ]);
+    let (_, acme) = f.key("acme-admin", "tenant admin", &[]);
+    let (globex_key, _) = f.key("globex-bot", "g", &[]);
+    let globex_key = globex_key["id"].as_str().unwrap();
+    let as_acme = |args: &[&str]| f.daemon.cli_as(&acme, args);
+
+    // Lists and reads: only its tenant.
+    let users = as_acme(&["--json", "users", "list"]).json();
+    let mut names: Vec<&str> = users
+        .as_array()
+        .unwrap_or_else(|| users["items"].as_array().unwrap())
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["acme-admin", "acme-bot"]);
+    as_acme(&["users", "show", "globex-bot"]).fails(1, "[not_found]");
+    as_acme(&["keys", "show", globex_key]).fails(1, "[not_found]");
+    // Changes: as if absent, or forbidden.
+    as_acme(&["keys", "revoke", globex_key]).fails(1, "[not_found]");
+    as_acme(&["users", "disable", "globex-bot"]).fails(1, "[not_found]");
+    as_acme(&["keys", "add", "--name", "x", "--user", "globex-bot"]).fails(1, "[not_found]");
+    as_acme(&["users", "add", "--name", "spy", "--tenant-id", "globex"])
+        .fails(1, "[tenant_forbidden]");
+    let answer = f.daemon.http(
+        "PATCH",
+        "/v1/users/acme-bot",
+        Some(&acme),
+        Some(json!({"tenant_id": "globex"})),
+    );
+    answer.problem(403, "tenant_forbidden");
+    // What it creates lands in its tenant.
+    let made = as_acme(&["--json", "users", "add", "--name", "new-bot"]).json();
+    assert_eq!(made["tenant_id"], "acme");
+    // Its audit trail holds its tenant's events only.
+    let audit = f
+        .daemon
+        .http("GET", "/v1/audit?limit=1000", Some(&acme), None);
+    assert_eq!(audit.status.as_u16(), 200, "{audit:#?}");
+    let ids: Vec<Value> = ["acme-admin", "acme-bot", "new-bot"]
+        .iter()
+        .map(|n| f.json(&["users", "show", n])["id"].clone())
+        .collect();
+    let events = audit.body["items"].as_array().unwrap();
+    assert!(!events.is_empty());
+    assert!(
+        events.iter().all(|e| ids.contains(&e["user_id"])),
+        "{events:#?}"
+    );
+    // Nothing happened to globex.
+    let globex = f.json(&["users", "show", "globex-bot"]);
+    assert_eq!(globex["enabled"], true);
+    assert_eq!(f.json(&["keys", "show", globex_key])["status"], "active");
+}
+
+#[test]
+fn a_delegated_key_stays_capped_and_the_last_admin_key_stays() {
+    let f = Fixture::new();
+    f.user("limited", LIMITED);
+    f.user("bot", "orders:read");
+    let (_, limited) = f.key("limited", "delegate", &[]);
+    let minted = f
+        .daemon
+        .cli_as(
+            &limited,
+            &["--json", "keys", "add", "--name", "m", "--user", "bot"],
+        )
+        .json();
+    let secret = minted["secret"].as_str().unwrap();
+    assert!(minted["scopes"].as_array().is_some(), "{minted:#?}");
+    // Widened later by the admin: the delegated key does not follow.
+    f.json(&[
+        "users",
+        "update",
+        "bot",
+        "--add-permissions",
+        "orders:write,invoices:*",
+    ]);
+    assert!(f.verifies(secret, &["orders:read"]));
+    assert!(!f.verifies(secret, &["orders:write"]));
+    assert!(!f.verifies(secret, &["invoices:read"]));
+
+    // The only admin key can neither be revoked nor disabled, nor its user disabled.
+    let admin_id = f.json(&["verify", &f.admin])["principal"]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    f.cli(&["keys", "revoke", &admin_id])
+        .fails(1, "[last_admin_key]");
+    f.cli(&["keys", "disable", &admin_id])
+        .fails(1, "[last_admin_key]");
+    f.cli(&["users", "disable", "admin"])
+        .fails(1, "[last_admin_key]");
+    f.daemon
+        .http(
+            "POST",
+            &format!("/v1/keys/{admin_id}/revoke"),
+            Some(&f.admin),
+            None,
+        )
+        .problem(409, "last_admin_key");
+    assert!(f.verifies(&f.admin, &["latchkey:keys:write"]));
 }

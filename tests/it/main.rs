@@ -20,7 +20,8 @@ mod http_errors;
 // The same error paths through the CLI: exit codes and one line on stderr.
 mod cli_errors;
 
-// No escalation: a limited key cannot mint a stronger key or widen its own user.
+// No escalation: a limited key cannot mint a stronger key or widen its own user; tenants;
+// delegation caps; the last admin key.
 mod escalation;
 
 // Restarts, kill -9 and SIGTERM: what returned 2xx survives.

@@ -21,7 +21,8 @@ pub struct Problem {
     /// The HTTP status code.
     pub status: u16,
     /// The stable code: `invalid_json`, `invalid_field`, `not_found`, `name_taken`,
-    /// `key_not_revoked`, `key_revoked`, `insufficient_permission`, `missing_key`,
+    /// `key_not_revoked`, `key_revoked`, `last_admin_key`, `insufficient_permission`,
+    /// `tenant_forbidden`, `missing_key`,
     /// `invalid_key`, `keystore_unavailable`, `store_locked`, `method_not_allowed`,
     /// `unsupported_media_type`, `payload_too_large`, `internal`.
     pub code: String,
@@ -103,6 +104,8 @@ fn title(code: &str, status: StatusCode) -> &'static str {
         "key_not_revoked" => "The key must be revoked first",
         "key_revoked" => "The key is revoked",
         "insufficient_permission" => "Insufficient permission",
+        "tenant_forbidden" => "Outside the caller's tenant",
+        "last_admin_key" => "The last admin key must remain",
         "missing_key" => "An API key is required",
         "invalid_key" => "The API key is not valid",
         "keystore_unavailable" | "store_locked" => "The keystore is unavailable",
@@ -126,6 +129,9 @@ impl From<StoreError> for AppError {
             }
             StoreError::Escalation { ref permission } => {
                 AppError::insufficient_permission(permission, err.to_string())
+            }
+            StoreError::TenantForbidden { field } => {
+                AppError::new(StatusCode::FORBIDDEN, code, err.to_string()).with_field(field)
             }
             StoreError::Locked { .. } => {
                 tracing::error!(error = %err, "keystore locked");

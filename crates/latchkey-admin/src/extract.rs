@@ -6,6 +6,8 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use http::StatusCode;
 use http::header::CONTENT_TYPE;
 use http::request::Parts;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use latchkey_core::limits::{MAX_BODY_BYTES, MAX_LIST_LIMIT};
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
@@ -13,9 +15,10 @@ use crate::error::AppError;
 /// A JSON request body, deserialized with the path of the failing field kept.
 ///
 /// Rejects, with problem+json: a content type other than `application/json` (or
-/// `application/*+json`) with 415 `unsupported_media_type`; a body over axum's limit
-/// with 413; malformed JSON or a body of the wrong shape with 400 `invalid_json`; an
-/// unknown, missing or ill-typed member with 400 `invalid_field` and `field` naming it.
+/// `application/*+json`) with 415 `unsupported_media_type`; a body over
+/// [`MAX_BODY_BYTES`] (64 KiB) with 413 `payload_too_large`, read no further; malformed
+/// JSON, or a body that is not a JSON object, with 400 `invalid_json`; an unknown, missing
+/// or ill-typed member with 400 `invalid_field` and `field` naming it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Body<T>(pub(crate) T);
 
@@ -26,7 +29,7 @@ where
 {
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers().get(CONTENT_TYPE)) {
             return Err(AppError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -34,20 +37,46 @@ where
                 "expected a body with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            let status = rejection.status();
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::new(status, "payload_too_large", rejection.body_text())
-            } else {
-                AppError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    rejection.body_text(),
-                )
-            }
-        })?;
+        let bytes = read_limited(req).await?;
+        if !is_object(&bytes) {
+            // serde reads a struct from a JSON array too, field by field in order: refused,
+            // so that no client's positional guess is taken for a request.
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body must be a JSON object",
+            ));
+        }
         parse_json(&bytes).map(Body)
     }
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`]; beyond, 413 without reading the rest.
+async fn read_limited(req: Request) -> Result<Bytes, AppError> {
+    match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("a request body is at most {MAX_BODY_BYTES} bytes"),
+        )),
+        Err(e) => Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+/// Whether a body's first non-blank byte opens a JSON object.
+fn is_object(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
 }
 
 fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
@@ -170,8 +199,8 @@ pub(crate) fn page_limit(value: Option<String>) -> Result<Option<usize>, AppErro
     optional("limit", value, |s| {
         s.parse::<usize>()
             .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to 1000"))
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to {MAX_LIST_LIMIT}"))
     })
 }
 

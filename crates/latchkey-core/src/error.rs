@@ -43,6 +43,10 @@ pub enum Conflict {
     /// Revocation is irreversible: a revoked key cannot be enabled or rotated.
     #[error("the key is revoked, and revocation is irreversible")]
     KeyRevoked,
+    /// The change would leave no enabled, unrevoked, unexpired key that holds `*`, and so
+    /// no one able to manage the store through the API.
+    #[error("this change would leave no active key holding `*`: create another admin key first")]
+    LastAdminKey,
 }
 
 impl Conflict {
@@ -52,6 +56,7 @@ impl Conflict {
             Conflict::NameTaken { .. } => "name_taken",
             Conflict::KeyNotRevoked => "key_not_revoked",
             Conflict::KeyRevoked => "key_revoked",
+            Conflict::LastAdminKey => "last_admin_key",
         }
     }
 }
@@ -84,6 +89,14 @@ pub enum StoreError {
     Escalation {
         /// The first permission outside the caller's.
         permission: String,
+    },
+    /// A caller bound to a tenant (organization) tried to place a user outside it.
+    #[error(
+        "{field}: a caller bound to a tenant cannot place or change anything outside its tenant (organization)"
+    )]
+    TenantForbidden {
+        /// `tenant_id` or `organization_id`.
+        field: &'static str,
     },
     /// Another process has the store open.
     #[error("the store at {} is held by another process (is `latchkey serve` running on it?)", path.display())]
@@ -133,6 +146,7 @@ impl StoreError {
             StoreError::Conflict(c) => c.code(),
             StoreError::Invalid { .. } => "invalid_field",
             StoreError::Escalation { .. } => "insufficient_permission",
+            StoreError::TenantForbidden { .. } => "tenant_forbidden",
             StoreError::Locked { .. } => "store_locked",
             StoreError::NotInitialized { .. } => "not_initialized",
             StoreError::AlreadyInitialized { .. } => "already_initialized",

@@ -8,6 +8,7 @@
 //! - [`hash`]: keyed BLAKE3 of secrets, compared in constant time.
 //! - [`permission`]: permission strings, wildcard coverage, effective permissions.
 //! - [`model`]: groups, users, keys and the inputs that change them.
+//! - [`limits`]: every bound on input, in one place.
 //! - [`actor`]: who acts, and the no-escalation rule.
 //! - `store`: the sled keystore, the only module that touches sled ([`Store`]).
 //! - [`verify`]: [`Principal`], [`VerifyError`] and the verify cache.
@@ -42,6 +43,7 @@ pub mod clock;
 pub mod error;
 pub mod hash;
 pub mod key;
+pub mod limits;
 pub mod model;
 pub mod permission;
 mod store;

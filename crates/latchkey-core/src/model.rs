@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::error::StoreError;
 use crate::key::{ApiKey, Env};
+use crate::limits::MAX_PRINCIPAL_NAME_BYTES;
 use crate::permission::PermissionSet;
 
 /// A group (role): a name and a set of permissions. Users in the group hold them.
@@ -254,11 +255,11 @@ pub struct UserPatch {
 /// What a new key is made of.
 #[derive(Debug, Clone, Default)]
 pub struct NewKey {
-    /// Human name, 1 to 128 characters.
+    /// Human name, 1 to 128 bytes, no control or bidirectional formatting characters.
     pub name: String,
     /// The owning user.
     pub user_id: Uuid,
-    /// Free text, up to 1024 characters.
+    /// Free text, up to 1,024 bytes, no control or bidirectional formatting characters.
     pub description: Option<String>,
     /// Narrows the user's permissions; `None` is unrestricted, `Some(empty)` grants nothing.
     pub scopes: Option<PermissionSet>,
@@ -281,14 +282,14 @@ pub struct KeyPatch {
 
 /// Checks a user or group name.
 pub(crate) fn validate_principal_name(field: &'static str, name: &str) -> Result<(), StoreError> {
-    let ok = (1..=64).contains(&name.len())
+    let ok = (1..=MAX_PRINCIPAL_NAME_BYTES).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'));
     if !ok {
         return Err(StoreError::invalid(
             field,
-            "1 to 64 characters of [A-Za-z0-9_.@-]",
+            format!("1 to {MAX_PRINCIPAL_NAME_BYTES} characters of [A-Za-z0-9_.@-]"),
         ));
     }
     if Uuid::parse_str(name).is_ok() {
@@ -300,25 +301,13 @@ pub(crate) fn validate_principal_name(field: &'static str, name: &str) -> Result
     Ok(())
 }
 
-/// Checks free text: a length bound and no control characters.
+/// Checks free text: a length bound in bytes, and no control or bidirectional formatting
+/// characters ([`crate::limits::is_forbidden_char`]).
 pub(crate) fn validate_text(
     field: &'static str,
     text: &str,
     min: usize,
     max: usize,
 ) -> Result<(), StoreError> {
-    let len = text.chars().count();
-    if len < min || len > max {
-        return Err(StoreError::invalid(
-            field,
-            format!("{min} to {max} characters"),
-        ));
-    }
-    if text.chars().any(char::is_control) {
-        return Err(StoreError::invalid(
-            field,
-            "control characters are not allowed",
-        ));
-    }
-    Ok(())
+    crate::limits::check_text(field, text, min, max)
 }

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use latchkey_core::AuditEvent;
+use latchkey_core::limits::MAX_LIST_LIMIT;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -38,7 +39,7 @@ pub(crate) struct AuditParams {
     security(("bearer" = ["latchkey:audit:read"])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _caller: Caller<perm::AuditRead>,
+    caller: Caller<perm::AuditRead>,
     Params(params): Params<AuditParams>,
 ) -> Result<Json<List<AuditEvent>>, AppError> {
     let after = optional("after", params.after, |s| {
@@ -49,21 +50,17 @@ pub(crate) async fn list(
     let limit = optional("limit", params.limit, |s| {
         s.parse::<usize>()
             .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to 1000"))
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to {MAX_LIST_LIMIT}"))
     })?
     .unwrap_or(DEFAULT_LIMIT);
-    // One more than asked tells whether another page follows.
-    let mut items = state
-        .run(move |store| Ok(store.events_since(after, limit + 1)?))
+    let (items, next) = state
+        .run(move |store| Ok(store.audit_as(&caller.actor, after, limit)?))
         .await?;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|e| e.seq.to_string())
-    } else {
-        None
-    };
-    Ok(Json(List { items, next_cursor }))
+    Ok(Json(List {
+        items,
+        next_cursor: next.map(|seq| seq.to_string()),
+    }))
 }
 
 /// Check the audit chain: every event's hash, every link, no gap, no truncated tail.

@@ -4,7 +4,9 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::{CreatedKey, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey};
+use latchkey_core::{
+    CreatedKey, Entity, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey, StoreError,
+};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -66,7 +68,7 @@ pub(crate) async fn create(
     let created = state
         .run(move |store| {
             let user_id = store
-                .user_id(&body.user_id)
+                .user_id_as(&caller.actor, &body.user_id)
                 .map_err(|e| AppError::from(e).with_field("user_id"))?;
             let new = NewKey {
                 name: body.name,
@@ -77,7 +79,14 @@ pub(crate) async fn create(
                 expires_at: body.expires_at.map(|at| at.to_offset(time::UtcOffset::UTC)),
                 env: body.env.unwrap_or_default(),
             };
-            Ok(store.create_key(&caller.actor, new)?)
+            store.create_key(&caller.actor, new).map_err(|e| match e {
+                // The user exists but lies outside the caller's tenant: as if absent.
+                StoreError::NotFound {
+                    entity: Entity::User,
+                    ..
+                } => AppError::from(e).with_field("user_id"),
+                e => AppError::from(e),
+            })
         })
         .await?;
     Ok((StatusCode::CREATED, Json(with_secret(created))))
@@ -94,7 +103,7 @@ pub(crate) async fn create(
     security(("bearer" = ["latchkey:keys:read"])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _caller: Caller<perm::KeysRead>,
+    caller: Caller<perm::KeysRead>,
     Params(params): Params<KeyListParams>,
 ) -> Result<Json<List<Key>>, AppError> {
     let status = optional("status", params.status, |s| {
@@ -113,7 +122,7 @@ pub(crate) async fn list(
             let user_id = match params.user_id.filter(|u| !u.is_empty()) {
                 Some(u) => Some(
                     store
-                        .user_id(&u)
+                        .user_id_as(&caller.actor, &u)
                         .map_err(|e| AppError::from(e).with_field("user_id"))?,
                 ),
                 None => None,
@@ -126,7 +135,12 @@ pub(crate) async fn list(
                 limit: limit.unwrap_or(KeyQuery::default().limit),
                 cursor: params.cursor.filter(|c| !c.is_empty()),
             };
-            Ok(store.list_keys(&query)?)
+            store
+                .list_keys_as(&caller.actor, &query)
+                .map_err(|e| match e {
+                    StoreError::NotFound { .. } => AppError::from(e).with_field("user_id"),
+                    e => AppError::from(e),
+                })
         })
         .await?;
     Ok(Json(List {
@@ -145,11 +159,11 @@ pub(crate) async fn list(
     security(("bearer" = ["latchkey:keys:read"])))]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    _caller: Caller<perm::KeysRead>,
+    caller: Caller<perm::KeysRead>,
     RecordRef(id): RecordRef,
 ) -> Result<Json<Key>, AppError> {
     let key = state
-        .run(move |store| Ok(store.key(store.key_id(&id)?)?))
+        .run(move |store| Ok(store.key_as(&caller.actor, store.key_id_as(&caller.actor, &id)?)?))
         .await?;
     Ok(Json(key))
 }
@@ -174,7 +188,7 @@ pub(crate) async fn update(
 ) -> Result<Json<Key>, AppError> {
     let key = state
         .run(move |store| {
-            let id = store.key_id(&id)?;
+            let id = store.key_id_as(&caller.actor, &id)?;
             let patch = KeyPatch {
                 name: body.name,
                 description: body.description,
@@ -201,7 +215,9 @@ pub(crate) async fn revoke(
     RecordRef(id): RecordRef,
 ) -> Result<Json<Key>, AppError> {
     let key = state
-        .run(move |store| Ok(store.revoke_key(&caller.actor, store.key_id(&id)?)?))
+        .run(
+            move |store| Ok(store.revoke_key(&caller.actor, store.key_id_as(&caller.actor, &id)?)?),
+        )
         .await?;
     Ok(Json(key))
 }
@@ -235,7 +251,9 @@ pub(crate) async fn rotate(
     // In range by the check above, so the conversion cannot fail.
     let grace = time::Duration::seconds(i64::try_from(body.grace_seconds).unwrap_or(i64::MAX));
     let created = state
-        .run(move |store| Ok(store.rotate_key(&caller.actor, store.key_id(&id)?, grace)?))
+        .run(move |store| {
+            Ok(store.rotate_key(&caller.actor, store.key_id_as(&caller.actor, &id)?, grace)?)
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(with_secret(created))))
 }
@@ -256,7 +274,9 @@ pub(crate) async fn delete(
     RecordRef(id): RecordRef,
 ) -> Result<StatusCode, AppError> {
     state
-        .run(move |store| Ok(store.delete_key(&caller.actor, store.key_id(&id)?)?))
+        .run(
+            move |store| Ok(store.delete_key(&caller.actor, store.key_id_as(&caller.actor, &id)?)?),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,6 +2,8 @@
 
 use axum::extract::State;
 use http::StatusCode;
+use latchkey_core::StoreError;
+use latchkey_core::limits::MAX_USAGE_ITEMS;
 
 use crate::api::UsageReport;
 use crate::caller::{Caller, perm};
@@ -9,14 +11,14 @@ use crate::error::{AppError, Problem};
 use crate::extract::Body;
 use crate::state::AppState;
 
-/// Most items one report may carry.
-const MAX_ITEMS: usize = 10_000;
-
 /// Add usage figures counted elsewhere.
 ///
 /// A remote verifier answers most requests from its cache, so the daemon never sees them;
 /// it reports them here in batches, and `last_used_at` and `usage_count` stay right.
-/// Figures for unknown or deleted keys are dropped. 204 on success.
+/// Figures for unknown or deleted keys are dropped. Each `count` is at least 1 (sums
+/// saturate); a `last_used_at` may be at most a minute ahead of the daemon's clock (then
+/// taken as now) and not before the key's creation; one bad item refuses the whole report,
+/// recording nothing. At most 500 items per report. 204 on success.
 #[utoipa::path(post, path = "/v1/usage", operation_id = "reportUsage", tag = "verify",
     request_body = UsageReport,
     responses(
@@ -30,10 +32,10 @@ pub(crate) async fn report(
     _caller: Caller<perm::Verify>,
     Body(body): Body<UsageReport>,
 ) -> Result<StatusCode, AppError> {
-    if body.items.len() > MAX_ITEMS {
+    if body.items.len() > MAX_USAGE_ITEMS {
         return Err(AppError::invalid(
             "items",
-            format!("at most {MAX_ITEMS} items per report"),
+            format!("at most {MAX_USAGE_ITEMS} items per report"),
         ));
     }
     if let Some(i) = body.items.iter().position(|item| item.count == 0) {
@@ -42,10 +44,23 @@ pub(crate) async fn report(
             "must be at least 1",
         ));
     }
-    for item in &body.items {
-        state
-            .store
-            .record_usage(item.key_id, item.count, item.last_used_at);
-    }
+    state
+        .run(move |store| {
+            for (i, item) in body.items.iter().enumerate() {
+                store
+                    .check_usage(item.key_id, item.last_used_at)
+                    .map_err(|e| match e {
+                        StoreError::Invalid { field, reason } => {
+                            AppError::invalid(format!("items[{i}].{field}"), reason)
+                        }
+                        e => AppError::from(e),
+                    })?;
+            }
+            for item in &body.items {
+                store.record_usage(item.key_id, item.count, item.last_used_at);
+            }
+            Ok(())
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

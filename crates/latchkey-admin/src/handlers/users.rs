@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::{NewUser, Store, User, UserPatch};
+use latchkey_core::{NewUser, Store, User, UserPatch, limits};
 use uuid::Uuid;
 
 use crate::api::{CreateUser, KeysRevoked, List, UpdateUser};
@@ -13,8 +13,9 @@ use crate::extract::{Body, PageParams, Params, RecordRef};
 use crate::state::AppState;
 
 /// Resolves group references (ids or names) from the body member `field`; an unknown one
-/// is a 404 naming the field.
-fn group_ids(store: &Store, field: &str, refs: &[String]) -> Result<Vec<Uuid>, AppError> {
+/// is a 404 naming the field, and more than a user may hold a 400, before any is looked up.
+fn group_ids(store: &Store, field: &'static str, refs: &[String]) -> Result<Vec<Uuid>, AppError> {
+    limits::check_groups(field, refs.len())?;
     refs.iter()
         .map(|r| {
             store
@@ -69,12 +70,12 @@ pub(crate) async fn create(
     security(("bearer" = ["latchkey:users:read"])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    _caller: Caller<perm::UsersRead>,
+    caller: Caller<perm::UsersRead>,
     Params(params): Params<PageParams>,
 ) -> Result<Json<List<User>>, AppError> {
     let (limit, cursor) = params.parse()?;
     let page = state
-        .run(move |store| Ok(store.users_page(limit, cursor.as_deref())?))
+        .run(move |store| Ok(store.users_page_as(&caller.actor, limit, cursor.as_deref())?))
         .await?;
     Ok(Json(List {
         items: page.items,
@@ -92,10 +93,14 @@ pub(crate) async fn list(
     security(("bearer" = ["latchkey:users:read"])))]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    _caller: Caller<perm::UsersRead>,
+    caller: Caller<perm::UsersRead>,
     RecordRef(id): RecordRef,
 ) -> Result<Json<User>, AppError> {
-    Ok(Json(state.run(move |store| Ok(store.user(&id)?)).await?))
+    Ok(Json(
+        state
+            .run(move |store| Ok(store.user_as(&caller.actor, &id)?))
+            .await?,
+    ))
 }
 
 /// Change a user; the change reaches all its keys at the next request.
@@ -120,7 +125,7 @@ pub(crate) async fn update(
 ) -> Result<Json<User>, AppError> {
     let user = state
         .run(move |store| {
-            let id = store.user_id(&id)?;
+            let id = store.user_id_as(&caller.actor, &id)?;
             let patch = UserPatch {
                 name: body.name,
                 enabled: body.enabled,
@@ -159,7 +164,7 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, AppError> {
     state
         .run(move |store| {
-            let id = store.user_id(&id)?;
+            let id = store.user_id_as(&caller.actor, &id)?;
             Ok(store.delete_user(&caller.actor, id)?)
         })
         .await?;

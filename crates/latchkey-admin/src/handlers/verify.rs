@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::{ApiKey, VerifyError};
+use latchkey_core::{ApiKey, VerifyError, limits};
 
 use crate::api::{VerifyRequest, VerifyResponse};
 use crate::caller::{Caller, perm};
@@ -32,6 +32,9 @@ pub(crate) async fn verify(
     _caller: Caller<perm::Verify>,
     Body(body): Body<VerifyRequest>,
 ) -> Result<Json<VerifyResponse>, AppError> {
+    if let Some(permissions) = &body.permissions {
+        limits::check_permissions("permissions", &permissions.iter().cloned().collect())?;
+    }
     // A malformed key is refused without a store read, as the authentication layer does.
     let verified = ApiKey::parse(&body.key)
         .map_err(VerifyError::Malformed)

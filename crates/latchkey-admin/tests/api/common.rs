@@ -108,6 +108,11 @@ impl Harness {
             .await
     }
 
+    /// A GET with another key; asserts 200 and answers the body.
+    pub(crate) async fn get_as(&self, key: &str, uri: &str) -> Value {
+        self.send("GET", uri, Some(key), None).await.ok(200)
+    }
+
     pub(crate) async fn get(&self, uri: &str) -> Resp {
         self.admin("GET", uri, None).await
     }

@@ -198,3 +198,312 @@ async fn a_limited_key_cannot_create_or_widen_users_and_groups_beyond_itself() {
     .await
     .ok(201);
 }
+
+#[tokio::test]
+async fn a_delegated_key_stays_capped_when_its_user_is_widened_later() {
+    let h = Harness::new();
+    let (_, deployer) = h
+        .user_with_key("deployer", &["latchkey:keys:write", "orders:read"])
+        .await;
+    h.post(
+        "/v1/users",
+        json!({"name": "bot", "permissions": ["orders:read"]}),
+    )
+    .await
+    .ok(201);
+    let minted = h
+        .send(
+            "POST",
+            "/v1/keys",
+            Some(&deployer),
+            Some(json!({"name": "delegated", "user_id": "bot"})),
+        )
+        .await
+        .ok(201);
+    // Unrestricted was asked; the creator's permissions were stored.
+    assert_eq!(
+        minted["scopes"],
+        json!(["latchkey:keys:write", "orders:read"])
+    );
+    let secret = minted["secret"].as_str().unwrap();
+    // Requested scopes are intersected with the creator's too.
+    let narrowed = h
+        .send(
+            "POST",
+            "/v1/keys",
+            Some(&deployer),
+            Some(json!({"name": "n", "user_id": "bot", "scopes": ["orders:*"]})),
+        )
+        .await
+        .ok(201);
+    assert_eq!(narrowed["scopes"], json!(["orders:read"]));
+
+    // Someone stronger widens the user later: the delegated key does not follow beyond
+    // what its creator held.
+    h.patch(
+        "/v1/users/bot",
+        json!({"add_permissions": ["orders:write", "billing:*"]}),
+    )
+    .await
+    .ok(200);
+    let principal = h.store.verify(secret).unwrap();
+    assert!(principal.has("orders:read"));
+    assert!(!principal.has("orders:write"));
+    assert!(!principal.has("billing:read"));
+    // A rotation by the same creator keeps the cap; the admin's own keys are not capped.
+    let rotated = h
+        .send(
+            "POST",
+            &format!("/v1/keys/{}/rotate", minted["id"].as_str().unwrap()),
+            Some(&deployer),
+            Some(json!({"grace_seconds": 0})),
+        )
+        .await
+        .ok(201);
+    let principal = h.store.verify(rotated["secret"].as_str().unwrap()).unwrap();
+    assert!(!principal.has("orders:write"));
+    let admins = h
+        .post("/v1/keys", json!({"name": "a", "user_id": "bot"}))
+        .await
+        .ok(201);
+    assert_eq!(admins["scopes"], json!(null));
+    assert!(
+        h.store
+            .verify(admins["secret"].as_str().unwrap())
+            .unwrap()
+            .has("orders:write")
+    );
+}
+
+#[tokio::test]
+async fn group_changes_cannot_reach_a_stronger_member() {
+    let h = Harness::new();
+    let (_, manager) = h
+        .user_with_key(
+            "manager",
+            &[
+                "latchkey:groups:write",
+                "latchkey:users:write",
+                "orders:read",
+            ],
+        )
+        .await;
+    h.post(
+        "/v1/groups",
+        json!({"name": "readers", "permissions": ["orders:read"]}),
+    )
+    .await
+    .ok(201);
+    h.post(
+        "/v1/users",
+        json!({"name": "boss", "permissions": ["billing:*"], "groups": ["readers"]}),
+    )
+    .await
+    .ok(201);
+    let seq = h.store.last_seq().unwrap();
+    let as_manager = |method: &'static str, uri: &'static str, body: Option<serde_json::Value>| {
+        let manager = manager.clone();
+        let h = &h;
+        async move { h.send(method, uri, Some(&manager), body).await }
+    };
+    // The group itself is within the manager's permissions, but a member is stronger.
+    for (method, uri, body) in [
+        (
+            "PATCH",
+            "/v1/groups/readers",
+            Some(json!({"remove_permissions": ["orders:read"]})),
+        ),
+        (
+            "PATCH",
+            "/v1/groups/readers",
+            Some(json!({"name": "renamed"})),
+        ),
+        ("DELETE", "/v1/groups/readers", None),
+        (
+            "PATCH",
+            "/v1/users/boss",
+            Some(json!({"remove_groups": ["readers"]})),
+        ),
+    ] {
+        as_manager(method, uri, body)
+            .await
+            .problem(403, "insufficient_permission");
+    }
+    assert_eq!(h.store.last_seq().unwrap(), seq, "nothing was written");
+    assert_eq!(
+        h.get("/v1/groups/readers").await.ok(200)["permissions"],
+        json!(["orders:read"])
+    );
+    assert_eq!(
+        h.get("/v1/users/boss").await.ok(200)["groups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Without the stronger member, the same edit is the manager's to make.
+    h.patch("/v1/users/boss", json!({"groups": []}))
+        .await
+        .ok(200);
+    h.post("/v1/users", json!({"name": "weak", "groups": ["readers"]}))
+        .await
+        .ok(201);
+    as_manager(
+        "PATCH",
+        "/v1/groups/readers",
+        Some(json!({"name": "renamed"})),
+    )
+    .await
+    .ok(200);
+    as_manager("DELETE", "/v1/groups/renamed", None).await;
+    assert!(h.store.group("renamed").is_err());
+}
+
+#[tokio::test]
+async fn rotating_a_disabled_key_gives_a_disabled_key() {
+    let h = Harness::new();
+    h.post("/v1/users", json!({"name": "bot", "permissions": ["x"]}))
+        .await
+        .ok(201);
+    let key = h
+        .post("/v1/keys", json!({"name": "k", "user_id": "bot"}))
+        .await
+        .ok(201);
+    let id = key["id"].as_str().unwrap();
+    h.patch(&format!("/v1/keys/{id}"), json!({"enabled": false}))
+        .await
+        .ok(200);
+    let rotated = h
+        .post(
+            &format!("/v1/keys/{id}/rotate"),
+            json!({"grace_seconds": 60}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(rotated["enabled"], false);
+    assert_eq!(rotated["status"], "disabled");
+    let refused = h
+        .store
+        .verify(rotated["secret"].as_str().unwrap())
+        .unwrap_err();
+    assert_eq!(refused.code(), "key_disabled");
+}
+
+#[tokio::test]
+async fn the_last_admin_key_cannot_be_taken_away() {
+    let h = Harness::new();
+    let admin_key = h.store.verify(&h.admin).unwrap().key_id;
+    let admin_group = h.get("/v1/groups/admin").await.ok(200)["id"].clone();
+    let seq = h.store.last_seq().unwrap();
+    for (method, uri, body) in [
+        ("POST", format!("/v1/keys/{admin_key}/revoke"), None),
+        (
+            "PATCH",
+            format!("/v1/keys/{admin_key}"),
+            Some(json!({"enabled": false})),
+        ),
+        (
+            "PATCH",
+            "/v1/users/admin".to_owned(),
+            Some(json!({"enabled": false})),
+        ),
+        (
+            "PATCH",
+            "/v1/users/admin".to_owned(),
+            Some(json!({"groups": []})),
+        ),
+        ("DELETE", "/v1/users/admin".to_owned(), None),
+        (
+            "PATCH",
+            "/v1/groups/admin".to_owned(),
+            Some(json!({"permissions": ["orders:read"]})),
+        ),
+        ("DELETE", "/v1/groups/admin".to_owned(), None),
+    ] {
+        h.admin(method, &uri, body)
+            .await
+            .problem(409, "last_admin_key");
+    }
+    assert_eq!(h.store.last_seq().unwrap(), seq, "nothing was written");
+    assert!(h.store.verify(&h.admin).unwrap().has("*"));
+
+    // Changes that keep it, and a second admin key, are fine.
+    h.patch("/v1/groups/admin", json!({"name": "root"}))
+        .await
+        .ok(200);
+    h.patch(
+        "/v1/users/admin",
+        json!({"add_permissions": ["orders:read"]}),
+    )
+    .await
+    .ok(200);
+    let second = h
+        .post("/v1/keys", json!({"name": "second", "user_id": "admin"}))
+        .await
+        .ok(201);
+    let second_id = second["id"].as_str().unwrap();
+    h.post(&format!("/v1/keys/{admin_key}/revoke"), json!({}))
+        .await
+        .ok(200);
+    // Now the second is the last one.
+    let second_secret = second["secret"].as_str().unwrap();
+    let r = h
+        .send(
+            "POST",
+            &format!("/v1/keys/{second_id}/revoke"),
+            Some(second_secret),
+            None,
+        )
+        .await;
+    r.problem(409, "last_admin_key");
+    assert_eq!(
+        admin_group,
+        h.get_as(second_secret, "/v1/groups/root").await["id"]
+    );
+}
+
+#[tokio::test]
+async fn a_patch_that_changes_nothing_records_nothing() {
+    let h = Harness::new();
+    h.post("/v1/groups", json!({"name": "g", "permissions": ["x"]}))
+        .await
+        .ok(201);
+    h.post(
+        "/v1/users",
+        json!({"name": "bot", "permissions": ["x"], "groups": ["g"], "tenant_id": "t"}),
+    )
+    .await
+    .ok(201);
+    let key = h
+        .post(
+            "/v1/keys",
+            json!({"name": "k", "user_id": "bot", "description": "d"}),
+        )
+        .await
+        .ok(201);
+    let id = key["id"].as_str().unwrap();
+    let seq = h.store.last_seq().unwrap();
+    let user_before = h.get("/v1/users/bot").await.ok(200);
+    let key_uri = format!("/v1/keys/{id}");
+    for (uri, body) in [
+        (
+            key_uri.as_str(),
+            json!({"name": "k", "description": "d", "enabled": true}),
+        ),
+        (key_uri.as_str(), json!({})),
+        (
+            "/v1/users/bot",
+            json!({"name": "bot", "enabled": true, "add_permissions": ["x"], "add_groups": ["g"], "tenant_id": "t"}),
+        ),
+        ("/v1/users/bot", json!({})),
+        ("/v1/groups/g", json!({"name": "g", "permissions": ["x"]})),
+    ] {
+        h.patch(uri, body).await.ok(200);
+    }
+    assert_eq!(h.store.last_seq().unwrap(), seq, "no audit event");
+    assert_eq!(h.get("/v1/users/bot").await.ok(200), user_before);
+    // A real change still records one.
+    h.patch(&key_uri, json!({"name": "k2"})).await.ok(200);
+    assert_eq!(h.store.last_seq().unwrap(), seq + 1);
+}

@@ -11,7 +11,8 @@ mod audit;
 mod errors;
 // The change feed as server-sent events: replay, resume, reset, heartbeats, lag.
 mod events;
-// No escalation through keys, users or groups.
+// No escalation through keys, users or groups; delegation caps; the last admin key;
+// no-op writes.
 mod escalation;
 // Groups.
 mod groups;
@@ -19,6 +20,10 @@ mod groups;
 mod keys;
 // Health, metrics, the OpenAPI document.
 mod system;
+// Input limits: each bound at the limit and one past it; body shape; usage reports.
+mod limits;
+// Tenants: a bound caller sees and changes only its tenant.
+mod tenants;
 // Users.
 mod users;
 // Remote verification.

@@ -176,8 +176,10 @@ async fn usage_reports_add_to_a_keys_figures() {
         .await
         .ok(201);
     let id = key["id"].as_str().unwrap();
+    // A use can be no older than the key: its creation time is the earliest accepted.
+    let created = key["created_at"].clone();
     let report = json!({"items": [
-        {"key_id": id, "count": 7, "last_used_at": "2026-01-02T03:04:05Z"},
+        {"key_id": id, "count": 7, "last_used_at": created},
         {"key_id": "01900000-0000-7000-8000-000000000000", "count": 1, "last_used_at": "2026-01-02T03:04:05Z"},
     ]});
     let accepted = h
@@ -186,7 +188,7 @@ async fn usage_reports_add_to_a_keys_figures() {
     assert_eq!(accepted.status.as_u16(), 204, "{}", accepted.text);
     let seen = h.get(&format!("/v1/keys/{id}")).await.ok(200);
     assert_eq!(seen["usage_count"], 7);
-    assert_eq!(seen["last_used_at"], "2026-01-02T03:04:05Z");
+    assert_eq!(seen["last_used_at"], created);
 
     let zero =
         json!({"items": [{"key_id": id, "count": 0, "last_used_at": "2026-01-02T03:04:05Z"}]});

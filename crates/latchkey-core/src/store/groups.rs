@@ -3,11 +3,14 @@
 use uuid::Uuid;
 
 use super::counters::Counter;
+use super::last_admin::everything;
 use super::tx::{Invalidate, Tx, TxResult, abort};
+use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
 use crate::error::{Conflict, Entity, StoreError};
+use crate::limits::check_permissions;
 use crate::model::{Group, GroupPatch, NewGroup, User, validate_principal_name};
 
 impl Store {
@@ -25,6 +28,7 @@ impl Store {
         new: &NewGroup,
     ) -> TxResult<Group> {
         if let Err(e) = validate_principal_name("name", &new.name)
+            .and_then(|()| check_permissions("permissions", &new.permissions))
             .and_then(|()| actor.ensure_covers(&new.permissions))
         {
             return abort(e);
@@ -71,20 +75,34 @@ impl Store {
 
     /// Changes a group. The change reaches every key of every member at once.
     ///
-    /// The caller must hold every permission the group grants, before and after.
+    /// The caller must hold every permission the group grants, before and after, and
+    /// everything each member holds ([`Store::ensure_may_change_members`]). A change that
+    /// changes nothing writes nothing.
     pub fn update_group(
         &self,
         actor: &Actor,
         id: Uuid,
         patch: GroupPatch,
     ) -> Result<Group, StoreError> {
-        self.write(actor, |tx| {
+        if let Some(permissions) = &patch.permissions {
+            check_permissions("permissions", permissions)?;
+        }
+        check_permissions("add_permissions", &patch.add_permissions)?;
+        check_permissions("remove_permissions", &patch.remove_permissions)?;
+        let narrows = patch.permissions.is_some() || !patch.remove_permissions.is_empty();
+        let prepare = || {
+            let admin_keys = self.admin_keys_if(narrows && self.group_holds_everything(id)?)?;
+            Ok((self.members(id)?, admin_keys))
+        };
+        self.write_prepared(actor, prepare, |tx, (members, admin_keys)| {
             let Some(mut group) = tx.get::<Group>(&layout::group(id))? else {
                 return abort(StoreError::not_found(Entity::Group, id));
             };
+            let original = group.clone();
             if let Err(e) = actor.ensure_covers(&group.permissions) {
                 return abort(e);
             }
+            Self::ensure_may_change_members(tx, actor, members)?;
             if let Some(name) = &patch.name {
                 if let Err(e) = validate_principal_name("name", name) {
                     return abort(e);
@@ -109,33 +127,38 @@ impl Store {
             }
             group.permissions.extend(&patch.add_permissions);
             group.permissions.remove_all(&patch.remove_permissions);
-            if let Err(e) = actor.ensure_covers(&group.permissions) {
+            if let Err(e) = check_permissions("permissions", &group.permissions)
+                .and_then(|()| actor.ensure_covers(&group.permissions))
+            {
                 return abort(e);
+            }
+            if group == original {
+                return Ok(group);
             }
             group.updated_at = tx.now;
             tx.put(&layout::group(id), &group)?;
+            admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::GroupUpdate, id, None);
             tx.invalidate(Invalidate::All);
             Ok(group)
         })
     }
 
-    /// Deletes a group and removes it from its users, in one transaction.
+    /// Deletes a group and removes it from its users, in one transaction. The caller must
+    /// hold what the group grants and everything each member holds.
     pub fn delete_group(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
-        let members = || {
-            Ok(self
-                .scan::<User>(layout::USERS)?
-                .into_iter()
-                .filter(|u| u.groups.contains(&id))
-                .collect::<Vec<_>>())
+        let prepare = || {
+            let admin_keys = self.admin_keys_if(self.group_holds_everything(id)?)?;
+            Ok((self.members(id)?, admin_keys))
         };
-        self.write_prepared(actor, members, |tx, members| {
+        self.write_prepared(actor, prepare, |tx, (members, admin_keys)| {
             let Some(group) = tx.get::<Group>(&layout::group(id))? else {
                 return abort(StoreError::not_found(Entity::Group, id));
             };
             if let Err(e) = actor.ensure_covers(&group.permissions) {
                 return abort(e);
             }
+            Self::ensure_may_change_members(tx, actor, members)?;
             for mut user in members.iter().cloned() {
                 user.groups.retain(|g| *g != id);
                 user.updated_at = tx.now;
@@ -145,10 +168,42 @@ impl Store {
             tx.remove(&layout::group(id))?;
             tx.count(Counter::Groups, -1)?;
             tx.remove(&layout::group_name(&group.name))?;
+            admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::GroupDelete, id, None);
             tx.invalidate(Invalidate::All);
             Ok(())
         })
+    }
+
+    /// The users in a group. Run in a write's preparation, under the write lock.
+    fn members(&self, id: Uuid) -> Result<Vec<User>, StoreError> {
+        Ok(self
+            .scan::<User>(layout::USERS)?
+            .into_iter()
+            .filter(|u| u.groups.contains(&id))
+            .collect())
+    }
+
+    /// Whether a group grants `*`.
+    fn group_holds_everything(&self, id: Uuid) -> Result<bool, StoreError> {
+        Ok(self
+            .get::<Group>(&layout::group(id))?
+            .is_some_and(|g| g.permissions.allows(&everything())))
+    }
+
+    /// A change to a group changes the access of each member: the caller must see every
+    /// member (else `TenantForbidden`) and hold everything each one holds (else
+    /// `Escalation`), so that it cannot reach a stronger user through a group.
+    fn ensure_may_change_members(tx: &Tx<'_>, actor: &Actor, members: &[User]) -> TxResult<()> {
+        for member in members {
+            if !actor.sees(member) {
+                return abort(StoreError::TenantForbidden { field: "id" });
+            }
+            if let Err(e) = actor.ensure_covers(&user_grants_in(tx, member, false)?) {
+                return abort(e);
+            }
+        }
+        Ok(())
     }
 
     /// Resolves a UUID or a unique name through the name index.

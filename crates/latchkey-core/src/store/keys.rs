@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::counters::{self, Counter};
 use super::index::Class;
+use super::last_admin::AdminKeys;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::usage::Usage;
 use super::users::user_grants_in;
@@ -17,13 +18,14 @@ use crate::audit::Action;
 use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
 use crate::key::{ApiKey, Env, PublicId};
+use crate::limits::{MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, check_permissions};
 use crate::model::{CreatedKey, Group, Key, KeyPatch, KeyStatus, NewKey, User, validate_text};
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, PrincipalInfo, Resolved};
 
 /// A key as stored: the public record plus the secret's hash. Stored with postcard, so
 /// times use `time`'s compact binary form.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KeyRecord {
     pub(crate) id: Uuid,
     pub(crate) public_id: String,
@@ -95,7 +97,9 @@ impl Store {
     /// never shown again.
     ///
     /// The caller must hold everything the key could do: the user's permissions narrowed
-    /// by the key's scopes.
+    /// by the key's scopes. A caller that does not hold `*` mints a key capped at its own
+    /// permissions ([`Actor::cap_scopes`]); a tenant-bound caller finds only the users of
+    /// its tenant.
     pub fn create_key(&self, actor: &Actor, new: NewKey) -> Result<CreatedKey, StoreError> {
         self.write(actor, |tx| self.create_key_in(tx, actor, &new, None))
     }
@@ -119,12 +123,12 @@ impl Store {
         tx: &Tx<'_>,
         actor: &Actor,
         new: &NewKey,
-        rotated_from: Option<Uuid>,
+        rotated: Option<&KeyRecord>,
     ) -> TxResult<CreatedKey> {
-        let checked = validate_text("name", &new.name, 1, 128).and_then(|()| {
-            new.description
-                .as_deref()
-                .map_or(Ok(()), |d| validate_text("description", d, 0, 1024))
+        let checked = validate_key_text(&new.name, new.description.as_deref()).and_then(|()| {
+            new.scopes
+                .as_ref()
+                .map_or(Ok(()), |s| check_permissions("scopes", s))
         });
         if let Err(e) = checked {
             return abort(e);
@@ -132,7 +136,10 @@ impl Store {
         if new.expires_at.is_some_and(|at| at <= tx.now) {
             return abort(StoreError::invalid("expires_at", "must be in the future"));
         }
-        let Some(user) = tx.get::<User>(&layout::user(new.user_id))? else {
+        let Some(user) = tx
+            .get::<User>(&layout::user(new.user_id))?
+            .filter(|u| actor.sees(u))
+        else {
             return abort(StoreError::not_found(Entity::User, new.user_id));
         };
         let grants = user_grants_in(tx, &user, false)?;
@@ -154,13 +161,14 @@ impl Store {
             description: new.description.clone(),
             user_id: user.id,
             env: new.env,
-            scopes: new.scopes.clone(),
+            scopes: actor.cap_scopes(new.scopes.as_ref()),
             expires_at: new.expires_at,
-            enabled: true,
+            // Rotation never restores access that was switched off.
+            enabled: rotated.is_none_or(|old| old.enabled),
             revoked_at: None,
             created_at: tx.now,
             created_by: actor.key_id(),
-            rotated_from,
+            rotated_from: rotated.map(|old| old.id),
             hash: self.inner.hash_key.hash(secret.secret()).to_bytes(),
             usage: Usage::default(),
         };
@@ -211,12 +219,18 @@ impl Store {
     }
 
     /// Changes a key's name, description or enabled flag. Re-enabling a revoked key is a
-    /// `Conflict::KeyRevoked`.
+    /// `Conflict::KeyRevoked`; disabling the last active key that holds `*` is a
+    /// `Conflict::LastAdminKey`. A change that changes nothing writes nothing.
     pub fn update_key(&self, actor: &Actor, id: Uuid, patch: KeyPatch) -> Result<Key, StoreError> {
-        let record = self.write(actor, |tx| {
+        let guard = || match patch.enabled {
+            Some(false) => self.admin_keys_if(self.is_admin_key(id)?),
+            _ => Ok(AdminKeys::default()),
+        };
+        let record = self.write_prepared(actor, guard, |tx, admin_keys| {
             let (_, mut record) = self.key_for_change(tx, actor, id)?;
+            let before = record.clone();
             if let Some(name) = &patch.name {
-                if let Err(e) = validate_text("name", name, 1, 128) {
+                if let Err(e) = validate_text("name", name, 1, MAX_NAME_BYTES) {
                     return abort(e);
                 }
                 record.name = name.clone();
@@ -224,7 +238,7 @@ impl Store {
             if let Some(description) = &patch.description {
                 if let Some(Err(e)) = description
                     .as_deref()
-                    .map(|d| validate_text("description", d, 0, 1024))
+                    .map(|d| validate_text("description", d, 0, MAX_DESCRIPTION_BYTES))
                 {
                     return abort(e);
                 }
@@ -236,7 +250,11 @@ impl Store {
                 }
                 record.enabled = enabled;
             }
+            if record == before {
+                return Ok(record);
+            }
             tx.put_key(&record)?;
+            admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::KeyUpdate, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
             Ok(record)
@@ -245,13 +263,16 @@ impl Store {
     }
 
     /// Revokes a key, irreversibly; the very next verification fails. Revoking a revoked
-    /// key changes nothing and answers the record as it is.
+    /// key changes nothing and answers the record as it is; revoking the last active key
+    /// that holds `*` is a `Conflict::LastAdminKey`.
     pub fn revoke_key(&self, actor: &Actor, id: Uuid) -> Result<Key, StoreError> {
-        let record = self.write(actor, |tx| {
+        let guard = || self.admin_keys_if(self.is_admin_key(id)?);
+        let record = self.write_prepared(actor, guard, |tx, admin_keys| {
             let (_, mut record) = self.key_for_change(tx, actor, id)?;
             if record.revoked_at.is_none() {
                 record.revoked_at = Some(tx.now);
                 tx.put_key(&record)?;
+                admin_keys.ensure_one_remains(tx)?;
                 tx.record(Action::KeyRevoke, id, Some(record.user_id));
                 tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
             }
@@ -274,9 +295,10 @@ impl Store {
         })
     }
 
-    /// Rotates a key: a new key with the same user, scopes, name, description, environment
-    /// and expiry (when still ahead); the old key now expires at the end of `grace` (at once for zero), or
-    /// keeps its own earlier expiry.
+    /// Rotates a key: a new key with the same user, scopes, name, description, environment,
+    /// enabled flag and expiry (when still ahead); the old key now expires at the end of
+    /// `grace` (at once for zero), or keeps its own earlier expiry. The new key is capped at
+    /// the rotating caller's permissions, as a created one is.
     pub fn rotate_key(
         &self,
         actor: &Actor,
@@ -307,11 +329,12 @@ impl Store {
                 expires_at: original_expiry.filter(|at| *at > tx.now),
                 env: old.env,
             };
-            self.create_key_in(tx, actor, &new, Some(id))
+            self.create_key_in(tx, actor, &new, Some(&old))
         })
     }
 
-    /// Loads a key for a change and checks the caller covers everything it can do.
+    /// Loads a key for a change and checks the caller sees its user and covers everything
+    /// it can do.
     fn key_for_change(
         &self,
         tx: &Tx<'_>,
@@ -326,7 +349,12 @@ impl Store {
             return abort(StoreError::not_found(Entity::Key, id));
         };
         let grants = match tx.get::<User>(&layout::user(record.user_id))? {
-            Some(user) => user_grants_in(tx, &user, false)?,
+            Some(user) if actor.sees(&user) => user_grants_in(tx, &user, false)?,
+            Some(_) => return abort(StoreError::not_found(Entity::Key, id)),
+            // The user is gone (its keys were revoked with it): only global callers see it.
+            None if actor.tenant_id().is_some() => {
+                return abort(StoreError::not_found(Entity::Key, id));
+            }
             None => PermissionSet::new(),
         };
         let effective = PermissionSet::effective(&grants, [], record.scopes.as_ref());
@@ -425,6 +453,14 @@ impl Store {
         stats.groups = counters::read(db, Counter::Groups)?;
         Ok(stats)
     }
+}
+
+/// Checks a key's name and description.
+fn validate_key_text(name: &str, description: Option<&str>) -> Result<(), StoreError> {
+    validate_text("name", name, 1, MAX_NAME_BYTES)?;
+    description.map_or(Ok(()), |d| {
+        validate_text("description", d, 0, MAX_DESCRIPTION_BYTES)
+    })
 }
 
 fn abort_err(e: StoreError) -> sled::transaction::ConflictableTransactionError<StoreError> {

@@ -6,16 +6,30 @@ use std::ops::Bound;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use super::query::{hex, unhex};
+use super::query::{SCAN_BUDGET, hex, unhex};
 use super::{Page, Store, decode, layout};
+use crate::actor::Actor;
 use crate::error::StoreError;
+use crate::limits::MAX_LIST_LIMIT;
 use crate::model::{Group, User};
 
 impl Store {
     /// Users, oldest first, `limit` (1 to 1000) at a time after `cursor` (a page's
     /// `next_cursor`). A bad limit or cursor is an `Invalid` error naming the field.
     pub fn users_page(&self, limit: usize, cursor: Option<&str>) -> Result<Page<User>, StoreError> {
-        self.records_page(layout::USERS, limit, cursor)
+        self.records_page(layout::USERS, limit, cursor, |_: &User| true)
+    }
+
+    /// [`Store::users_page`] over the users the caller sees. A tenant-bound caller's page
+    /// passes over at most [`SCAN_BUDGET`] users of other tenants, so it may hold fewer
+    /// than `limit` with a cursor to go on.
+    pub fn users_page_as(
+        &self,
+        actor: &Actor,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<User>, StoreError> {
+        self.records_page(layout::USERS, limit, cursor, |u: &User| actor.sees(u))
     }
 
     /// Groups, oldest first, one page at a time, as [`Store::users_page`].
@@ -24,7 +38,7 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Group>, StoreError> {
-        self.records_page(layout::GROUPS, limit, cursor)
+        self.records_page(layout::GROUPS, limit, cursor, |_: &Group| true)
     }
 
     fn records_page<T: DeserializeOwned>(
@@ -32,9 +46,13 @@ impl Store {
         namespace: &[u8],
         limit: usize,
         cursor: Option<&str>,
+        keep: impl Fn(&T) -> bool,
     ) -> Result<Page<T>, StoreError> {
-        if !(1..=1000).contains(&limit) {
-            return Err(StoreError::invalid("limit", "1 to 1000"));
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(StoreError::invalid(
+                "limit",
+                format!("1 to {MAX_LIST_LIMIT}"),
+            ));
         }
         let lower = match cursor {
             None => Bound::Included(namespace.to_vec()),
@@ -54,17 +72,23 @@ impl Store {
         let mut items = Vec::with_capacity(limit.min(64));
         let mut last = None;
         let mut more = false;
+        let mut passed = 0;
         for item in self
             .inner
             .db
             .range::<Vec<u8>, _>((lower, Bound::Excluded(end)))
         {
             let (key, value) = item?;
-            if items.len() == limit {
+            if items.len() == limit || passed == SCAN_BUDGET {
                 more = true;
                 break;
             }
-            items.push(decode(&value)?);
+            let record: T = decode(&value)?;
+            if keep(&record) {
+                items.push(record);
+            } else {
+                passed += 1;
+            }
             last = Some(key);
         }
         let next_cursor = more

@@ -20,6 +20,7 @@ use super::index::{self, Class, Scope};
 use super::keys::KeyRecord;
 use super::{Store, layout};
 use crate::error::StoreError;
+use crate::limits::MAX_LIST_LIMIT;
 use crate::model::{Key, KeyStatus};
 
 /// The most index entries one page reads.
@@ -208,8 +209,20 @@ impl Store {
     /// and still carry a `next_cursor`. A bad `sort`, `limit` or `cursor` is an `Invalid`
     /// error naming the field.
     pub fn list_keys(&self, query: &KeyQuery) -> Result<Page<Key>, StoreError> {
-        if !(1..=1000).contains(&query.limit) {
-            return Err(StoreError::invalid("limit", "1 to 1000"));
+        self.list_keys_of(query, |_| true)
+    }
+
+    /// [`Store::list_keys`] over the keys of the users `owner` accepts (a caller's tenant).
+    pub(super) fn list_keys_of(
+        &self,
+        query: &KeyQuery,
+        owner: impl Fn(Uuid) -> bool,
+    ) -> Result<Page<Key>, StoreError> {
+        if !(1..=MAX_LIST_LIMIT).contains(&query.limit) {
+            return Err(StoreError::invalid(
+                "limit",
+                format!("1 to {MAX_LIST_LIMIT}"),
+            ));
         }
         let after =
             match &query.cursor {
@@ -246,7 +259,7 @@ impl Store {
                 .transpose()?
                 .flatten()
                 .filter(|r| r.id == id);
-            if let Some(record) = record.filter(|r| plan.matches(r, now)) {
+            if let Some(record) = record.filter(|r| owner(r.user_id) && plan.matches(r, now)) {
                 if items.len() == query.limit {
                     more = true;
                     break;

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::keys::KeyRecord;
 use super::{decode, encode, index, layout};
 use crate::error::StoreError;
+use crate::limits::MAX_USAGE_CLOCK_SKEW_SECONDS;
 
 /// Usage of one key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +27,7 @@ pub(crate) struct Usage {
 
 impl Usage {
     pub(crate) fn add(&mut self, other: Usage) {
-        self.count += other.count;
+        self.count = self.count.saturating_add(other.count);
         self.last_used_at = self.last_used_at.max(other.last_used_at);
     }
 }
@@ -51,13 +52,20 @@ impl Default for KeyUsage {
 impl KeyUsage {
     /// Counts one successful verification at `at` (Unix nanoseconds).
     pub(crate) fn record(&self, at: i128) {
-        self.count.fetch_add(1, Ordering::Relaxed);
+        if self.count.fetch_add(1, Ordering::Relaxed) == u64::MAX {
+            // Saturate rather than wrap (reachable only after a report of u64::MAX).
+            self.count.store(u64::MAX, Ordering::Relaxed);
+        }
         self.record_time(at);
     }
 
-    /// Adds figures counted elsewhere.
+    /// Adds figures counted elsewhere, saturating.
     fn add(&self, count: u64, last_used_at: i128) {
-        self.count.fetch_add(count, Ordering::Relaxed);
+        let _ = self
+            .count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_add(count))
+            });
         self.record_time(last_used_at);
     }
 
@@ -139,6 +147,9 @@ impl UsageBuffer {
 
 impl KeyUsage {
     fn record_time(&self, at: i128) {
+        // Clamped, never wrapped: a time outside i64 nanoseconds (before 1677 or after 2262)
+        // must not become the other end of the range. `i64::MIN` means "none".
+        let at = at.clamp(i128::from(i64::MIN) + 1, i128::from(i64::MAX));
         self.last_used
             .fetch_max(i64::try_from(at).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
@@ -190,9 +201,34 @@ pub(super) fn flush(db: &sled::Db, buffer: &UsageBuffer) -> Result<(), StoreErro
 }
 
 impl super::Store {
+    /// Checks one figure of a usage report before any is recorded: `last_used_at` may not be
+    /// more than [`MAX_USAGE_CLOCK_SKEW_SECONDS`] ahead of the store's clock, nor before the
+    /// key's creation. Figures for unknown keys pass (they are dropped at flush).
+    ///
+    /// Fails with `Invalid { field: "last_used_at" }`.
+    pub fn check_usage(
+        &self,
+        key_id: Uuid,
+        last_used_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let now = self.inner.clock.now();
+        if last_used_at > now + time::Duration::seconds(MAX_USAGE_CLOCK_SKEW_SECONDS) {
+            return Err(StoreError::invalid("last_used_at", "is in the future"));
+        }
+        match self.key_record(key_id) {
+            Ok(record) if last_used_at < record.created_at => Err(StoreError::invalid(
+                "last_used_at",
+                "is before the key was created",
+            )),
+            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Adds usage counted elsewhere, such as a remote verifier's cache hits: buffered and
-    /// persisted like local usage. Figures for unknown or deleted keys are dropped at flush;
-    /// a last use in the future is taken as now.
+    /// persisted like local usage, counts saturating. Figures for unknown or deleted keys
+    /// are dropped at flush; a last use ahead of the store's clock is taken as now. Check
+    /// each figure with [`Store::check_usage`] first. `last_used_at` never moves backwards.
     pub fn record_usage(&self, key_id: Uuid, count: u64, last_used_at: OffsetDateTime) {
         let at = last_used_at.min(self.inner.clock.now());
         self.inner

@@ -8,12 +8,14 @@ use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
 use crate::error::{Conflict, Entity, StoreError};
+use crate::limits::{MAX_TENANT_BYTES, check_groups, check_permissions};
 use crate::model::{Group, NewUser, User, UserPatch, validate_principal_name, validate_text};
 use crate::permission::PermissionSet;
 
 impl Store {
     /// Creates a user. The caller must hold everything the user would hold (its direct
-    /// permissions and its groups').
+    /// permissions and its groups'). A tenant-bound caller's users go to its tenant
+    /// (organization); asking for another is `TenantForbidden`.
     pub fn create_user(&self, actor: &Actor, new: NewUser) -> Result<User, StoreError> {
         self.write(actor, |tx| self.create_user_in(tx, actor, &new))
     }
@@ -24,12 +26,16 @@ impl Store {
         actor: &Actor,
         new: &NewUser,
     ) -> TxResult<User> {
-        if let Err(e) = validate_principal_name("name", &new.name)
+        let placed = validate_principal_name("name", &new.name)
             .and_then(|()| validate_optional("tenant_id", new.tenant_id.as_deref()))
             .and_then(|()| validate_optional("organization_id", new.organization_id.as_deref()))
-        {
-            return abort(e);
-        }
+            .and_then(|()| check_permissions("permissions", &new.permissions))
+            .and_then(|()| check_groups("groups", new.groups.len()))
+            .and_then(|()| actor.place(new.tenant_id.as_deref(), new.organization_id.as_deref()));
+        let (tenant_id, organization_id) = match placed {
+            Ok(placed) => placed,
+            Err(e) => return abort(e),
+        };
         if tx.get_raw(&layout::user_name(&new.name))?.is_some() {
             return abort(
                 Conflict::NameTaken {
@@ -47,8 +53,8 @@ impl Store {
             enabled: new.enabled,
             groups,
             permissions: new.permissions.clone(),
-            tenant_id: new.tenant_id.clone(),
-            organization_id: new.organization_id.clone(),
+            tenant_id,
+            organization_id,
             created_at: tx.now,
             updated_at: tx.now,
         };
@@ -92,17 +98,29 @@ impl Store {
     }
 
     /// Changes a user; the change reaches all its keys at once. The caller must hold
-    /// everything the user holds, before and after.
+    /// everything the user holds, before and after; a tenant-bound caller sees only its
+    /// tenant's users and cannot move one out. A change that changes nothing writes nothing.
     pub fn update_user(
         &self,
         actor: &Actor,
         id: Uuid,
         patch: UserPatch,
     ) -> Result<User, StoreError> {
-        self.write(actor, |tx| {
-            let Some(mut user) = tx.get::<User>(&layout::user(id))? else {
+        check_user_patch(&patch)?;
+        actor.ensure_may_set("tenant_id", patch.tenant_id.as_ref())?;
+        actor.ensure_may_set("organization_id", patch.organization_id.as_ref())?;
+        let narrows = patch.enabled == Some(false)
+            || patch.groups.is_some()
+            || !patch.remove_groups.is_empty()
+            || patch.permissions.is_some()
+            || !patch.remove_permissions.is_empty();
+        let guard = || self.admin_keys_if(narrows && self.user_holds_everything(id)?);
+        self.write_prepared(actor, guard, |tx, admin_keys| {
+            let Some(mut user) = tx.get::<User>(&layout::user(id))?.filter(|u| actor.sees(u))
+            else {
                 return abort(StoreError::not_found(Entity::User, id));
             };
+            let original = user.clone();
             let before = user_grants_in(tx, &user, false)?;
             if let Err(e) = actor.ensure_covers(&before) {
                 return abort(e);
@@ -158,12 +176,21 @@ impl Store {
             if let Some(organization) = &patch.organization_id {
                 user.organization_id = organization.clone();
             }
+            if let Err(e) = check_groups("groups", user.groups.len())
+                .and_then(|()| check_permissions("permissions", &user.permissions))
+            {
+                return abort(e);
+            }
             let after = user_grants_in(tx, &user, true)?;
             if let Err(e) = actor.ensure_covers(&after) {
                 return abort(e);
             }
+            if user == original {
+                return Ok(user);
+            }
             user.updated_at = tx.now;
             tx.put(&layout::user(id), &user)?;
+            admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserUpdate, id, Some(id));
             tx.invalidate(Invalidate::All);
             Ok(user)
@@ -172,11 +199,17 @@ impl Store {
 
     /// Deletes a user; none of its keys authenticates from then on. Its keys are revoked
     /// in the same transaction when they fit in one job chunk, else in the background
-    /// (see `jobs.rs`). The revoked keys stay listed until deleted.
+    /// (see `jobs.rs`). The revoked keys stay listed until deleted. Deleting the user of
+    /// the last active key that holds `*` is `LastAdminKey`.
     pub fn delete_user(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
-        let head = || self.user_keys_head(id);
-        let in_background = self.write_prepared(actor, head, |tx, head| {
-            let Some(user) = tx.get::<User>(&layout::user(id))? else {
+        let prepare = || {
+            Ok((
+                self.user_keys_head(id)?,
+                self.admin_keys_if(self.user_holds_everything(id)?)?,
+            ))
+        };
+        let in_background = self.write_prepared(actor, prepare, |tx, (head, admin_keys)| {
+            let Some(user) = tx.get::<User>(&layout::user(id))?.filter(|u| actor.sees(u)) else {
                 return abort(StoreError::not_found(Entity::User, id));
             };
             let grants = user_grants_in(tx, &user, false)?;
@@ -187,6 +220,7 @@ impl Store {
             tx.remove(&layout::user(id))?;
             tx.count(Counter::Users, -1)?;
             tx.remove(&layout::user_name(&user.name))?;
+            admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserDelete, id, Some(id));
             tx.invalidate(Invalidate::All);
             Ok(!head.fits_inline())
@@ -217,5 +251,19 @@ pub(super) fn user_grants_in(
 }
 
 fn validate_optional(field: &'static str, value: Option<&str>) -> Result<(), StoreError> {
-    value.map_or(Ok(()), |v| validate_text(field, v, 1, 128))
+    value.map_or(Ok(()), |v| validate_text(field, v, 1, MAX_TENANT_BYTES))
+}
+
+/// Checks the sizes of a user change's lists, before anything is read.
+fn check_user_patch(patch: &UserPatch) -> Result<(), StoreError> {
+    if let Some(groups) = &patch.groups {
+        check_groups("groups", groups.len())?;
+    }
+    check_groups("add_groups", patch.add_groups.len())?;
+    check_groups("remove_groups", patch.remove_groups.len())?;
+    if let Some(permissions) = &patch.permissions {
+        check_permissions("permissions", permissions)?;
+    }
+    check_permissions("add_permissions", &patch.add_permissions)?;
+    check_permissions("remove_permissions", &patch.remove_permissions)
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use latchkey_core::limits::MAX_USAGE_ITEMS;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -29,7 +30,7 @@ impl UsageBuffer {
     pub(super) fn record(&self, key_id: Uuid, at: OffsetDateTime) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let entry = pending.entry(key_id).or_insert((0, at));
-        entry.0 += 1;
+        entry.0 = entry.0.saturating_add(1);
         entry.1 = entry.1.max(at);
     }
 
@@ -52,7 +53,7 @@ impl UsageBuffer {
                 continue;
             }
             let entry = pending.entry(item.key_id).or_insert((0, item.last_used_at));
-            entry.0 += item.count;
+            entry.0 = entry.0.saturating_add(item.count);
             entry.1 = entry.1.max(item.last_used_at);
         }
     }
@@ -61,20 +62,26 @@ impl UsageBuffer {
     /// attempt; a daemon without `/v1/usage` gets none (its `last_used_at` then reflects
     /// misses only).
     pub(super) async fn flush(&self, daemon: &Daemon) {
-        let items = self.take();
-        if items.is_empty() {
-            return;
-        }
-        match daemon.report_usage(&items).await {
-            UsageOutcome::Accepted => {}
-            UsageOutcome::Unsupported => {
-                if !self.unsupported_logged.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "the daemon has no POST /v1/usage: usage of cached verifications is not reported"
-                    );
+        let mut items = self.take();
+        // The daemon takes at most `MAX_USAGE_ITEMS` per report (and 64 KiB of body).
+        while !items.is_empty() {
+            let rest = items.split_off(items.len().min(MAX_USAGE_ITEMS));
+            match daemon.report_usage(&items).await {
+                UsageOutcome::Accepted => items = rest,
+                UsageOutcome::Unsupported => {
+                    if !self.unsupported_logged.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "the daemon has no POST /v1/usage: usage of cached verifications is not reported"
+                        );
+                    }
+                    return;
+                }
+                UsageOutcome::Failed => {
+                    self.restore(items);
+                    self.restore(rest);
+                    return;
                 }
             }
-            UsageOutcome::Failed => self.restore(items),
         }
     }
 

@@ -1,0 +1,410 @@
+//! Input limits (each at the bound and one past it), the body's shape and size, names that
+//! could spoof another, and usage reports.
+
+use latchkey_core::limits::{
+    MAX_BODY_BYTES, MAX_DESCRIPTION_BYTES, MAX_GROUPS_PER_USER, MAX_LIST_LIMIT, MAX_NAME_BYTES,
+    MAX_PERMISSION_BYTES, MAX_PERMISSIONS, MAX_PRINCIPAL_NAME_BYTES, MAX_TENANT_BYTES,
+};
+use serde_json::{Value, json};
+
+use crate::common::Harness;
+
+/// `n` distinct permissions.
+fn permissions(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("p{i}:read")).collect()
+}
+
+/// Asserts a 400 naming `field` and that no audit event was recorded.
+#[track_caller]
+fn refused(h: &Harness, r: &crate::common::Resp, field: &str, seq: u64) {
+    assert_eq!(r.problem(400, "invalid_field")["field"], field);
+    assert_eq!(h.store.last_seq().unwrap(), seq, "nothing was written");
+}
+
+#[tokio::test]
+async fn permission_sets_are_bounded_in_count_and_length() {
+    let h = Harness::new();
+    let long = format!("a{}", "b".repeat(MAX_PERMISSION_BYTES - 1));
+    let longer = format!("{long}c");
+    h.post(
+        "/v1/groups",
+        json!({"name": "full", "permissions": permissions(MAX_PERMISSIONS)}),
+    )
+    .await
+    .ok(201);
+    h.post("/v1/groups", json!({"name": "long", "permissions": [long]}))
+        .await
+        .ok(201);
+    h.post(
+        "/v1/users",
+        json!({"name": "u", "permissions": permissions(MAX_PERMISSIONS)}),
+    )
+    .await
+    .ok(201);
+    let seq = h.store.last_seq().unwrap();
+    for (uri, body, field) in [
+        (
+            "/v1/groups",
+            json!({"name": "g1", "permissions": permissions(MAX_PERMISSIONS + 1)}),
+            "permissions",
+        ),
+        (
+            "/v1/groups",
+            json!({"name": "g2", "permissions": [longer]}),
+            "permissions",
+        ),
+        (
+            "/v1/users",
+            json!({"name": "u1", "permissions": permissions(MAX_PERMISSIONS + 1)}),
+            "permissions",
+        ),
+        (
+            "/v1/keys",
+            json!({"name": "k", "user_id": "u", "scopes": permissions(MAX_PERMISSIONS + 1)}),
+            "scopes",
+        ),
+    ] {
+        refused(&h, &h.post(uri, body).await, field, seq);
+    }
+    for (uri, body, field) in [
+        (
+            "/v1/groups/full",
+            json!({"add_permissions": ["one:more"]}),
+            "permissions",
+        ),
+        (
+            "/v1/groups/full",
+            json!({"add_permissions": permissions(MAX_PERMISSIONS + 1)}),
+            "add_permissions",
+        ),
+        (
+            "/v1/users/u",
+            json!({"add_permissions": ["one:more"]}),
+            "permissions",
+        ),
+        (
+            "/v1/users/u",
+            json!({"remove_permissions": [longer]}),
+            "remove_permissions",
+        ),
+    ] {
+        refused(&h, &h.patch(uri, body).await, field, seq);
+    }
+    h.post(
+        "/v1/keys",
+        json!({"name": "k", "user_id": "u", "scopes": permissions(MAX_PERMISSIONS)}),
+    )
+    .await
+    .ok(201);
+}
+
+#[tokio::test]
+async fn a_user_holds_at_most_so_many_groups() {
+    let h = Harness::new();
+    let groups: Vec<String> = (0..=MAX_GROUPS_PER_USER).map(|i| format!("g{i}")).collect();
+    for g in &groups {
+        h.post("/v1/groups", json!({"name": g})).await.ok(201);
+    }
+    let (all, max) = (&groups[..], &groups[..MAX_GROUPS_PER_USER]);
+    h.post("/v1/users", json!({"name": "member", "groups": max}))
+        .await
+        .ok(201);
+    let seq = h.store.last_seq().unwrap();
+    refused(
+        &h,
+        &h.post("/v1/users", json!({"name": "m2", "groups": all}))
+            .await,
+        "groups",
+        seq,
+    );
+    refused(
+        &h,
+        &h.patch("/v1/users/member", json!({"groups": all})).await,
+        "groups",
+        seq,
+    );
+    let last = &groups[MAX_GROUPS_PER_USER];
+    refused(
+        &h,
+        &h.patch("/v1/users/member", json!({"add_groups": [last]}))
+            .await,
+        "groups",
+        seq,
+    );
+    refused(
+        &h,
+        &h.patch("/v1/users/member", json!({"add_groups": all}))
+            .await,
+        "add_groups",
+        seq,
+    );
+}
+
+#[tokio::test]
+async fn names_descriptions_and_tenants_are_bounded() {
+    let h = Harness::new();
+    let principal = "u".repeat(MAX_PRINCIPAL_NAME_BYTES);
+    let tenant = "t".repeat(MAX_TENANT_BYTES);
+    h.post(
+        "/v1/users",
+        json!({"name": principal, "tenant_id": tenant, "organization_id": tenant}),
+    )
+    .await
+    .ok(201);
+    // Multi-byte text counts in bytes: 64 × "é" is 128 bytes.
+    let name = "é".repeat(MAX_NAME_BYTES / 2);
+    let description = "d".repeat(MAX_DESCRIPTION_BYTES);
+    let key = h
+        .post(
+            "/v1/keys",
+            json!({"name": name, "user_id": principal, "description": description}),
+        )
+        .await
+        .ok(201);
+    let key_uri = format!("/v1/keys/{}", key["id"].as_str().unwrap());
+    let seq = h.store.last_seq().unwrap();
+    let too_long_principal = format!("{principal}u");
+    let too_long_tenant = format!("{tenant}t");
+    let too_long_name = format!("{name}x");
+    let too_long_description = format!("{description}d");
+    for (uri, body, field) in [
+        ("/v1/users", json!({"name": too_long_principal}), "name"),
+        ("/v1/groups", json!({"name": too_long_principal}), "name"),
+        (
+            "/v1/users",
+            json!({"name": "t1", "tenant_id": too_long_tenant}),
+            "tenant_id",
+        ),
+        (
+            "/v1/users",
+            json!({"name": "t2", "organization_id": too_long_tenant}),
+            "organization_id",
+        ),
+        (
+            "/v1/keys",
+            json!({"name": too_long_name, "user_id": principal}),
+            "name",
+        ),
+        (
+            "/v1/keys",
+            json!({"name": "k", "user_id": principal, "description": too_long_description}),
+            "description",
+        ),
+    ] {
+        refused(&h, &h.post(uri, body).await, field, seq);
+    }
+    refused(
+        &h,
+        &h.patch(&key_uri, json!({"name": too_long_name})).await,
+        "name",
+        seq,
+    );
+    refused(
+        &h,
+        &h.patch(&key_uri, json!({"description": too_long_description}))
+            .await,
+        "description",
+        seq,
+    );
+}
+
+#[tokio::test]
+async fn names_refuse_control_and_bidi_characters() {
+    let h = Harness::new();
+    h.post("/v1/users", json!({"name": "bot"})).await.ok(201);
+    let seq = h.store.last_seq().unwrap();
+    for bad in [
+        "invoice\u{202E}fdp.exe",
+        "a\u{2066}b",
+        "\u{200F}x",
+        "a\u{061C}",
+        "tab\there",
+        "a\u{2069}",
+    ] {
+        let r = h
+            .post("/v1/keys", json!({"name": bad, "user_id": "bot"}))
+            .await;
+        refused(&h, &r, "name", seq);
+        let r = h
+            .post(
+                "/v1/keys",
+                json!({"name": "k", "user_id": "bot", "description": bad}),
+            )
+            .await;
+        refused(&h, &r, "description", seq);
+        let r = h
+            .post("/v1/users", json!({"name": "x", "tenant_id": bad}))
+            .await;
+        refused(&h, &r, "tenant_id", seq);
+        refused(
+            &h,
+            &h.post("/v1/groups", json!({"name": bad})).await,
+            "name",
+            seq,
+        );
+    }
+    // Other non-ASCII text is fine.
+    h.post(
+        "/v1/keys",
+        json!({"name": "Bestellungen (Zürich) 東京", "user_id": "bot"}),
+    )
+    .await
+    .ok(201);
+}
+
+#[tokio::test]
+async fn verify_checks_at_most_so_many_permissions() {
+    let h = Harness::new();
+    let key = h.admin.clone();
+    h.post(
+        "/v1/verify",
+        json!({"key": key, "permissions": permissions(MAX_PERMISSIONS)}),
+    )
+    .await
+    .ok(200);
+    let r = h
+        .post(
+            "/v1/verify",
+            json!({"key": key, "permissions": permissions(MAX_PERMISSIONS + 1)}),
+        )
+        .await;
+    assert_eq!(r.problem(400, "invalid_field")["field"], "permissions");
+}
+
+#[tokio::test]
+async fn list_pages_are_bounded() {
+    let h = Harness::new();
+    for uri in ["/v1/keys", "/v1/audit"] {
+        h.get(&format!("{uri}?limit={MAX_LIST_LIMIT}"))
+            .await
+            .ok(200);
+        let r = h.get(&format!("{uri}?limit={}", MAX_LIST_LIMIT + 1)).await;
+        assert_eq!(r.problem(400, "invalid_field")["field"], "limit");
+    }
+}
+
+/// A `POST /v1/groups` body of exactly `len` bytes: a valid object padded with blanks.
+fn padded_group(name: &str, len: usize) -> String {
+    let body = json!({"name": name}).to_string();
+    format!("{body}{}", " ".repeat(len - body.len()))
+}
+
+#[tokio::test]
+async fn bodies_are_json_objects_of_at_most_64_kib() {
+    let h = Harness::new();
+    let admin = h.admin.clone();
+    let post = |body: String| {
+        let (h, admin) = (&h, admin.clone());
+        async move {
+            h.raw(
+                "POST",
+                "/v1/groups",
+                Some(&admin),
+                Some(&body),
+                Some("application/json"),
+            )
+            .await
+        }
+    };
+    post(padded_group("at-limit", MAX_BODY_BYTES)).await.ok(201);
+    let seq = h.store.last_seq().unwrap();
+    post(padded_group("over", MAX_BODY_BYTES + 1))
+        .await
+        .problem(413, "payload_too_large");
+    // serde would read a struct from an array, field by field.
+    for body in [
+        r#"["arrgrp",["orders:read"]]"#,
+        "null",
+        "\"g\"",
+        "42",
+        "  [\"x\"]",
+    ] {
+        post(body.to_owned()).await.problem(400, "invalid_json");
+    }
+    assert_eq!(h.store.last_seq().unwrap(), seq, "nothing was written");
+    assert!(h.store.group("arrgrp").is_err());
+    // Nor a key renamed by position.
+    let id = h.store.verify(&h.admin).unwrap().key_id;
+    h.raw(
+        "PATCH",
+        &format!("/v1/keys/{id}"),
+        Some(&admin),
+        Some(r#"["renamed"]"#),
+        Some("application/json"),
+    )
+    .await
+    .problem(400, "invalid_json");
+}
+
+#[tokio::test]
+async fn usage_reports_are_validated_and_saturate() {
+    let h = Harness::new();
+    let (_, service) = h.user_with_key("edge", &["latchkey:verify"]).await;
+    h.post("/v1/users", json!({"name": "app"})).await.ok(201);
+    let key = h
+        .post("/v1/keys", json!({"name": "k", "user_id": "app"}))
+        .await
+        .ok(201);
+    let id = key["id"].as_str().unwrap();
+    let created = key["created_at"].as_str().unwrap().to_owned();
+    let report = |items: Value| {
+        let (h, service) = (&h, service.clone());
+        async move {
+            h.send(
+                "POST",
+                "/v1/usage",
+                Some(&service),
+                Some(json!({"items": items})),
+            )
+            .await
+        }
+    };
+    let future = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    for (at, count, field) in [
+        (future.as_str(), json!(1), "items[1].last_used_at"),
+        ("1600-01-01T00:00:00Z", json!(1), "items[1].last_used_at"),
+        ("2000-01-01T00:00:00Z", json!(1), "items[1].last_used_at"),
+        // Type errors name the top-level member.
+        (created.as_str(), json!(-1), "items"),
+    ] {
+        let items = json!([
+            {"key_id": id, "count": 1, "last_used_at": created},
+            {"key_id": id, "count": count, "last_used_at": at},
+        ]);
+        let r = report(items).await;
+        assert_eq!(r.problem(400, "invalid_field")["field"], field);
+    }
+    // One bad item refused the whole report: nothing was counted.
+    let seen = h.get(&format!("/v1/keys/{id}")).await.ok(200);
+    assert_eq!(
+        (seen["usage_count"].clone(), seen["last_used_at"].clone()),
+        (json!(0), Value::Null)
+    );
+
+    // Counts saturate instead of wrapping; an older time never moves last_used_at back.
+    let max = json!([{"key_id": id, "count": u64::MAX, "last_used_at": created}]);
+    assert_eq!(report(max.clone()).await.status, 204);
+    assert_eq!(report(max).await.status, 204);
+    h.store.flush().unwrap();
+    let seen = h.get(&format!("/v1/keys/{id}")).await.ok(200);
+    assert_eq!(seen["usage_count"], json!(u64::MAX));
+    h.store.verify(key["secret"].as_str().unwrap()).unwrap();
+    let seen = h.get(&format!("/v1/keys/{id}")).await.ok(200);
+    assert_eq!(seen["usage_count"], json!(u64::MAX));
+    let used = seen["last_used_at"].clone();
+    let older = json!([{"key_id": id, "count": 1, "last_used_at": created}]);
+    assert_eq!(report(older).await.status, 204);
+    h.store.flush().unwrap();
+    assert_eq!(
+        h.get(&format!("/v1/keys/{id}")).await.ok(200)["last_used_at"],
+        used
+    );
+    // More items than one report may carry.
+    let many: Vec<Value> = (0..=latchkey_core::limits::MAX_USAGE_ITEMS)
+        .map(|_| json!({"key_id": id, "count": 1, "last_used_at": created}))
+        .collect();
+    let r = report(json!(many)).await;
+    assert_eq!(r.problem(400, "invalid_field")["field"], "items");
+}

@@ -1,0 +1,295 @@
+//! Tenants: a caller whose user has a `tenant_id` sees and changes only its tenant
+//! (organization); every other user, key and audit event answers as if absent.
+
+use serde_json::{Value, json};
+
+use crate::common::Harness;
+
+/// Everything a tenant's own administrator needs, short of `*`.
+const TENANT_ADMIN: &[&str] = &[
+    "latchkey:users:read",
+    "latchkey:users:write",
+    "latchkey:keys:read",
+    "latchkey:keys:write",
+    "latchkey:groups:read",
+    "latchkey:groups:write",
+    "latchkey:audit:read",
+    "orders:*",
+];
+
+/// A harness with tenants `acme` and `globex`, a global user, one key each, and a key of
+/// `acme`'s own administrator; answers (harness, that administrator's key, globex's key id).
+async fn two_tenants(organization: Option<&str>) -> (Harness, String, String) {
+    let h = Harness::new();
+    let mut boss = json!({"name": "acme-admin", "permissions": TENANT_ADMIN, "tenant_id": "acme"});
+    if let Some(org) = organization {
+        boss["organization_id"] = json!(org);
+    }
+    h.post("/v1/users", boss).await.ok(201);
+    let boss_key = h
+        .post("/v1/keys", json!({"name": "k", "user_id": "acme-admin"}))
+        .await
+        .ok(201)["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (name, tenant) in [
+        ("acme-bot", json!("acme")),
+        ("globex-bot", json!("globex")),
+        ("global-bot", json!(null)),
+    ] {
+        let mut user = json!({"name": name, "permissions": ["orders:read"], "tenant_id": tenant});
+        if let Some(org) = organization {
+            user["organization_id"] = json!(org);
+        }
+        h.post("/v1/users", user).await.ok(201);
+        h.post("/v1/keys", json!({"name": name, "user_id": name}))
+            .await
+            .ok(201);
+    }
+    let globex_key = h.get("/v1/keys?user_id=globex-bot").await.ok(200)["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (h, boss_key, globex_key)
+}
+
+fn names(list: &Value, field: &str) -> Vec<String> {
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i[field].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_tenant_caller_reads_only_its_tenant() {
+    let (h, boss, globex_key) = two_tenants(None).await;
+    let users = h.get_as(&boss, "/v1/users").await;
+    assert_eq!(names(&users, "name"), ["acme-admin", "acme-bot"]);
+    let keys = h.get_as(&boss, "/v1/keys").await;
+    assert_eq!(names(&keys, "name"), ["acme-bot", "k"]);
+    for uri in [
+        "/v1/users/globex-bot".to_owned(),
+        "/v1/users/global-bot".to_owned(),
+        "/v1/users/admin".to_owned(),
+        format!("/v1/keys/{globex_key}"),
+    ] {
+        h.send("GET", &uri, Some(&boss), None)
+            .await
+            .problem(404, "not_found");
+    }
+    let r = h
+        .send("GET", "/v1/keys?user_id=globex-bot", Some(&boss), None)
+        .await;
+    assert_eq!(r.problem(404, "not_found")["field"], "user_id");
+    // The audit trail: only events about its tenant's users.
+    let acme: Vec<Value> = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].clone())
+        .collect();
+    let events = h.get_as(&boss, "/v1/audit?limit=1000").await;
+    let events = events["items"].as_array().unwrap();
+    assert!(!events.is_empty());
+    assert!(
+        events.iter().all(|e| acme.contains(&e["user_id"])),
+        "{events:?}"
+    );
+    let all = h.get("/v1/audit?limit=1000").await.ok(200);
+    assert!(all["items"].as_array().unwrap().len() > events.len());
+    // A global caller still sees everything.
+    assert_eq!(
+        h.get("/v1/users").await.ok(200)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_caller_changes_nothing_outside_its_tenant() {
+    let (h, boss, globex_key) = two_tenants(None).await;
+    let seq = h.store.last_seq().unwrap();
+    let as_boss = |method: &'static str, uri: String, body: Option<Value>| {
+        let boss = boss.clone();
+        let h = &h;
+        async move { h.send(method, &uri, Some(&boss), body).await }
+    };
+    for (method, uri, body) in [
+        (
+            "PATCH",
+            "/v1/users/globex-bot".to_owned(),
+            Some(json!({"enabled": false})),
+        ),
+        ("DELETE", "/v1/users/globex-bot".to_owned(), None),
+        (
+            "PATCH",
+            "/v1/users/global-bot".to_owned(),
+            Some(json!({"name": "x"})),
+        ),
+        (
+            "PATCH",
+            format!("/v1/keys/{globex_key}"),
+            Some(json!({"enabled": false})),
+        ),
+        ("POST", format!("/v1/keys/{globex_key}/revoke"), None),
+        (
+            "POST",
+            format!("/v1/keys/{globex_key}/rotate"),
+            Some(json!({"grace_seconds": 0})),
+        ),
+        ("DELETE", format!("/v1/keys/{globex_key}"), None),
+        (
+            "POST",
+            "/v1/keys".to_owned(),
+            Some(json!({"name": "mine", "user_id": "globex-bot"})),
+        ),
+    ] {
+        as_boss(method, uri, body).await.problem(404, "not_found");
+    }
+    // "As if absent": the answer for another tenant's user is the answer for no user.
+    let detail = |r: crate::common::Resp, name: &str| {
+        r.problem(404, "not_found")["detail"]
+            .as_str()
+            .unwrap()
+            .replace(name, "NAME")
+    };
+    for method in ["GET", "PATCH", "DELETE"] {
+        let body = (method == "PATCH").then(|| json!({"enabled": false}));
+        let hidden = as_boss(method, "/v1/users/globex-bot".to_owned(), body.clone()).await;
+        let absent = as_boss(method, "/v1/users/nobody".to_owned(), body).await;
+        assert_eq!(detail(hidden, "globex-bot"), detail(absent, "nobody"));
+    }
+    // Placing a user in another tenant, or moving one there, is forbidden.
+    for (method, uri, body) in [
+        (
+            "POST",
+            "/v1/users",
+            json!({"name": "spy", "tenant_id": "globex"}),
+        ),
+        (
+            "PATCH",
+            "/v1/users/acme-bot",
+            json!({"tenant_id": "globex"}),
+        ),
+        ("PATCH", "/v1/users/acme-bot", json!({"tenant_id": null})),
+    ] {
+        let r = as_boss(method, uri.to_owned(), Some(body)).await;
+        assert_eq!(r.problem(403, "tenant_forbidden")["field"], "tenant_id");
+    }
+    assert_eq!(h.store.last_seq().unwrap(), seq, "nothing was written");
+    assert!(
+        h.get("/v1/users/globex-bot").await.ok(200)["enabled"]
+            .as_bool()
+            .unwrap()
+    );
+
+    // What it creates lands in its tenant, whatever the body says about it.
+    let made = as_boss(
+        "POST",
+        "/v1/users".to_owned(),
+        Some(json!({"name": "new-bot"})),
+    )
+    .await
+    .ok(201);
+    assert_eq!(made["tenant_id"], "acme");
+    let same = as_boss(
+        "POST",
+        "/v1/users".to_owned(),
+        Some(json!({"name": "new-bot2", "tenant_id": "acme", "organization_id": "east"})),
+    )
+    .await
+    .ok(201);
+    assert_eq!(
+        (same["tenant_id"].clone(), same["organization_id"].clone()),
+        (json!("acme"), json!("east"))
+    );
+    as_boss(
+        "POST",
+        "/v1/keys".to_owned(),
+        Some(json!({"name": "k2", "user_id": "new-bot"})),
+    )
+    .await
+    .ok(201);
+    // A group with a member in another tenant is not its to change.
+    h.post(
+        "/v1/groups",
+        json!({"name": "shared", "permissions": ["orders:read"]}),
+    )
+    .await
+    .ok(201);
+    h.patch("/v1/users/globex-bot", json!({"add_groups": ["shared"]}))
+        .await
+        .ok(200);
+    let r = as_boss(
+        "PATCH",
+        "/v1/groups/shared".to_owned(),
+        Some(json!({"name": "mine"})),
+    )
+    .await;
+    r.problem(403, "tenant_forbidden");
+    as_boss("DELETE", "/v1/groups/shared".to_owned(), None)
+        .await
+        .problem(403, "tenant_forbidden");
+    // Groups are global and readable; assignable within its permissions.
+    as_boss(
+        "PATCH",
+        "/v1/users/acme-bot".to_owned(),
+        Some(json!({"add_groups": ["shared"]})),
+    )
+    .await
+    .ok(200);
+}
+
+#[tokio::test]
+async fn an_organization_binds_within_the_tenant() {
+    let (h, boss, _) = two_tenants(Some("east")).await;
+    h.post(
+        "/v1/users",
+        json!({"name": "west-bot", "tenant_id": "acme", "organization_id": "west"}),
+    )
+    .await
+    .ok(201);
+    let users = h.get_as(&boss, "/v1/users").await;
+    assert_eq!(names(&users, "name"), ["acme-admin", "acme-bot"]);
+    h.send("GET", "/v1/users/west-bot", Some(&boss), None)
+        .await
+        .problem(404, "not_found");
+    let made = h
+        .send(
+            "POST",
+            "/v1/users",
+            Some(&boss),
+            Some(json!({"name": "e2"})),
+        )
+        .await
+        .ok(201);
+    assert_eq!(made["organization_id"], "east");
+    let r = h
+        .send(
+            "POST",
+            "/v1/users",
+            Some(&boss),
+            Some(json!({"name": "w2", "organization_id": "west"})),
+        )
+        .await;
+    assert_eq!(
+        r.problem(403, "tenant_forbidden")["field"],
+        "organization_id"
+    );
+    let r = h
+        .send(
+            "PATCH",
+            "/v1/users/acme-bot",
+            Some(&boss),
+            Some(json!({"organization_id": "west"})),
+        )
+        .await;
+    r.problem(403, "tenant_forbidden");
+}

@@ -1,0 +1,152 @@
+//! Every bound on input, in one place: the store enforces them on each write, the
+//! management API on bodies and query parameters, and its OpenAPI document states them.
+//!
+//! | What                                   | Bound          | Refused with |
+//! |----------------------------------------|----------------|--------------|
+//! | permissions in one set                 | 256            | 400, the set's field |
+//! | bytes in one permission                | 128            | 400, the set's field |
+//! | groups of one user                     | 64             | 400, the groups' field |
+//! | user and group names                   | 1–64 bytes of `[A-Za-z0-9_.@-]` | 400 `name` |
+//! | key names                              | 1–128 bytes    | 400 `name` |
+//! | descriptions                           | 0–1,024 bytes  | 400 `description` |
+//! | `tenant_id`, `organization_id`         | 1–128 bytes    | 400, the field |
+//! | list `limit`                           | 1–1,000        | 400 `limit` |
+//! | JSON request bodies                    | 64 KiB         | 413 |
+//! | items in one `POST /v1/usage`          | 500            | 400 `items` |
+//!
+//! Free text (key names, descriptions, tenants, organizations) refuses control characters
+//! and the bidirectional formatting characters that can make a name display as another
+//! (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069).
+
+use crate::error::StoreError;
+use crate::permission::PermissionSet;
+
+/// Most permissions in one set (a group's, a user's direct ones, a key's scopes, or one
+/// `add_…`/`remove_…` list of a change).
+pub const MAX_PERMISSIONS: usize = 256;
+/// Longest permission, in bytes.
+pub const MAX_PERMISSION_BYTES: usize = 128;
+/// Most groups one user may be in (and most group references in one request field).
+pub const MAX_GROUPS_PER_USER: usize = 64;
+/// Longest user or group name, in bytes (they are ASCII).
+pub const MAX_PRINCIPAL_NAME_BYTES: usize = 64;
+/// Longest key name, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Longest key description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+/// Longest `tenant_id` or `organization_id`, in bytes.
+pub const MAX_TENANT_BYTES: usize = 128;
+/// Largest page a list answers.
+pub const MAX_LIST_LIMIT: usize = 1000;
+/// Largest JSON request body, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most items in one usage report; a remote verifier sends larger reports in parts.
+pub const MAX_USAGE_ITEMS: usize = 500;
+/// How far ahead of the store's clock a reported `last_used_at` may be (clock skew between
+/// hosts), in seconds; it is then taken as now. Further ahead is refused.
+pub const MAX_USAGE_CLOCK_SKEW_SECONDS: i64 = 60;
+
+/// Fails with `Invalid { field }` when `set` holds more than [`MAX_PERMISSIONS`]
+/// permissions or one longer than [`MAX_PERMISSION_BYTES`].
+pub fn check_permissions(field: &'static str, set: &PermissionSet) -> Result<(), StoreError> {
+    if set.len() > MAX_PERMISSIONS {
+        return Err(StoreError::invalid(
+            field,
+            format!("at most {MAX_PERMISSIONS} permissions"),
+        ));
+    }
+    match set.iter().find(|p| p.as_str().len() > MAX_PERMISSION_BYTES) {
+        Some(p) => Err(StoreError::invalid(
+            field,
+            format!(
+                "a permission is at most {MAX_PERMISSION_BYTES} bytes; one has {}",
+                p.as_str().len()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Fails with `Invalid { field }` when a list of `count` group references is longer than
+/// [`MAX_GROUPS_PER_USER`].
+pub fn check_groups(field: &'static str, count: usize) -> Result<(), StoreError> {
+    if count > MAX_GROUPS_PER_USER {
+        return Err(StoreError::invalid(
+            field,
+            format!("at most {MAX_GROUPS_PER_USER} groups"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a character may not appear in free text: a control character, or a
+/// bidirectional formatting character (which can make one name display as another).
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Checks free text: `min` to `max` bytes, no [forbidden character](is_forbidden_char).
+pub(crate) fn check_text(
+    field: &'static str,
+    text: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), StoreError> {
+    if text.len() < min || text.len() > max {
+        return Err(StoreError::invalid(field, format!("{min} to {max} bytes")));
+    }
+    if text.chars().any(is_forbidden_char) {
+        return Err(StoreError::invalid(
+            field,
+            "control and bidirectional formatting characters are not allowed",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(text: &str, ok: bool) {
+        assert_eq!(check_text("name", text, 1, 8).is_ok(), ok, "{text:?}");
+    }
+
+    #[test]
+    fn text_table() {
+        check("a", true);
+        check("12345678", true);
+        check("123456789", false);
+        check("", false);
+        check("ünï", true);
+        check("ééééé", false); // 10 bytes
+        for bad in [
+            "a\u{202E}b",
+            "a\u{2066}",
+            "\u{200F}",
+            "\u{061C}",
+            "a\nb",
+            "\u{7}",
+            "\u{2069}",
+        ] {
+            check(bad, false);
+        }
+    }
+
+    #[test]
+    fn permission_sets() {
+        let long = format!("a{}", "b".repeat(MAX_PERMISSION_BYTES - 1));
+        assert!(check_permissions("p", &PermissionSet::parse([&long]).unwrap()).is_ok());
+        let longer = format!("{long}c");
+        assert!(check_permissions("p", &PermissionSet::parse([&longer]).unwrap()).is_err());
+        let many = |n: usize| PermissionSet::parse((0..n).map(|i| format!("p{i}"))).unwrap();
+        assert!(check_permissions("p", &many(MAX_PERMISSIONS)).is_ok());
+        let err = check_permissions("p", &many(MAX_PERMISSIONS + 1)).unwrap_err();
+        assert!(matches!(err, StoreError::Invalid { field: "p", .. }));
+    }
+}

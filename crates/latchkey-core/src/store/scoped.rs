@@ -1,0 +1,135 @@
+//! Reads as a caller sees them: a tenant-bound caller sees only the users of its tenant
+//! (organization), their keys and their audit events; everything else is "not found".
+//! A global caller sees everything, as the unscoped reads answer it.
+
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use super::Store;
+use crate::actor::Actor;
+use crate::audit::AuditEvent;
+use crate::error::{Entity, StoreError};
+use crate::limits::MAX_LIST_LIMIT;
+use crate::model::{Key, User};
+use crate::store::{KeyQuery, Page};
+
+/// How many audit events one page may pass over for a tenant-bound caller before it
+/// answers what it found, with a cursor to go on: a page costs a bounded read.
+const AUDIT_SCAN_PER_PAGE: usize = 10 * MAX_LIST_LIMIT;
+
+impl Store {
+    /// A user by id or name, if the caller sees it.
+    pub fn user_as(&self, actor: &Actor, reference: &str) -> Result<User, StoreError> {
+        self.user(reference)
+            .and_then(|u| visible(actor, u, Entity::User, reference))
+    }
+
+    /// Resolves a user id or name the caller sees; any other is "not found" under the
+    /// reference given, as for a user that does not exist.
+    pub fn user_id_as(&self, actor: &Actor, reference: &str) -> Result<Uuid, StoreError> {
+        self.user_as(actor, reference).map(|u| u.id)
+    }
+
+    /// Resolves a key reference (id, display prefix or public id) whose user the caller
+    /// sees; any other is "not found" under the reference given.
+    pub fn key_id_as(&self, actor: &Actor, reference: &str) -> Result<Uuid, StoreError> {
+        let id = self.key_id(reference)?;
+        match self.key_as(actor, id) {
+            Ok(_) => Ok(id),
+            Err(StoreError::NotFound { .. }) => Err(StoreError::not_found(Entity::Key, reference)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every user the caller sees, oldest first.
+    pub fn users_as(&self, actor: &Actor) -> Result<Vec<User>, StoreError> {
+        let mut users = self.users()?;
+        users.retain(|u| actor.sees(u));
+        Ok(users)
+    }
+
+    /// A key by record id, if the caller sees its user.
+    pub fn key_as(&self, actor: &Actor, id: Uuid) -> Result<Key, StoreError> {
+        let key = self.key(id)?;
+        if actor.tenant_id().is_some() {
+            let owner = self.user(&key.user_id.to_string()).ok();
+            if !owner.is_some_and(|u| actor.sees(&u)) {
+                return Err(StoreError::not_found(Entity::Key, id));
+            }
+        }
+        Ok(key)
+    }
+
+    /// [`Store::list_keys`] over the keys of the users the caller sees; a `user_id` it does
+    /// not see is "not found".
+    pub fn list_keys_as(&self, actor: &Actor, query: &KeyQuery) -> Result<Page<Key>, StoreError> {
+        if actor.tenant_id().is_none() {
+            return self.list_keys(query);
+        }
+        let seen = self.visible_user_ids(actor)?;
+        if let Some(user) = query.user_id.filter(|u| !seen.contains(u)) {
+            return Err(StoreError::not_found(Entity::User, user));
+        }
+        self.list_keys_of(query, |owner| seen.contains(&owner))
+    }
+
+    /// Up to `limit` audit events after `after` that the caller sees, oldest first, and the
+    /// cursor of the next page (`None` at the end).
+    ///
+    /// A tenant-bound caller sees the events of its tenant's users (group events concern
+    /// every tenant, and events of a deleted user no tenant: it sees neither). Its page
+    /// passes over at most a bounded number of events, so it may hold fewer than `limit`
+    /// with a cursor to go on.
+    pub fn audit_as(
+        &self,
+        actor: &Actor,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<u64>), StoreError> {
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(StoreError::invalid(
+                "limit",
+                format!("1 to {MAX_LIST_LIMIT}"),
+            ));
+        }
+        if actor.tenant_id().is_none() {
+            // One more than asked tells whether another page follows.
+            let mut items = self.events_since(after, limit + 1)?;
+            let next = (items.len() > limit).then(|| {
+                items.truncate(limit);
+                items.last().map_or(after, |e| e.seq)
+            });
+            return Ok((items, next));
+        }
+        let seen = self.visible_user_ids(actor)?;
+        let scanned = self.events_since(after, AUDIT_SCAN_PER_PAGE + 1)?;
+        let mut items = Vec::new();
+        let mut last = after;
+        let mut more = scanned.len() > AUDIT_SCAN_PER_PAGE;
+        for event in scanned.into_iter().take(AUDIT_SCAN_PER_PAGE) {
+            let seq = event.seq;
+            if event.user_id.is_some_and(|u| seen.contains(&u)) {
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(event);
+            }
+            last = seq;
+        }
+        Ok((items, more.then_some(last)))
+    }
+
+    fn visible_user_ids(&self, actor: &Actor) -> Result<HashSet<Uuid>, StoreError> {
+        Ok(self.users_as(actor)?.into_iter().map(|u| u.id).collect())
+    }
+}
+
+fn visible(actor: &Actor, user: User, entity: Entity, reference: &str) -> Result<User, StoreError> {
+    if actor.sees(&user) {
+        Ok(user)
+    } else {
+        Err(StoreError::not_found(entity, reference))
+    }
+}
