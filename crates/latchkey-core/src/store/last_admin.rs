@@ -16,7 +16,9 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
+use super::index::{self, Scope};
 use super::keys::KeyRecord;
+use super::query::SortField;
 use super::tx::{Tx, TxResult, abort};
 use super::users::user_grants_in;
 use super::{Store, layout};
@@ -24,6 +26,9 @@ use crate::error::{Conflict, StoreError};
 use crate::key::PublicId;
 use crate::model::{KeyStatus, User};
 use crate::permission::{Permission, PermissionSet};
+
+/// How deep into one admin user's keys [`Store::admin_keys_if`] looks for active ones.
+const ADMIN_SCAN: usize = 10_000;
 
 /// The active keys that held `*` before a write (empty when the write cannot touch one).
 #[derive(Debug, Default)]
@@ -61,14 +66,39 @@ impl Store {
         if admins.is_empty() {
             return Ok(AdminKeys::default());
         }
+        // Every write that can take `*` from several keys at once takes it from all keys of
+        // one user alike (delete, disable, narrow, revoke-keys), and a single-key write from
+        // one key: two active `*` keys per admin user are enough to tell whether one remains.
+        // The user index bounds the read; a user whose first keys are all inactive is read
+        // at most `ADMIN_SCAN` entries deep, and missing a key errs on the side of refusing.
         let now = self.inner.clock.now();
         let mut keys = Vec::new();
-        for record in self.scan::<KeyRecord>(layout::KEYS)? {
-            if admins.contains(&record.user_id)
-                && record.status(now) == KeyStatus::Active
-                && scopes_hold_everything(record.scopes.as_ref())
-            {
-                keys.push(record.public_id()?);
+        for user in admins {
+            let entries = index::scan(
+                &self.inner.db,
+                Scope::User(user),
+                SortField::CreatedAt,
+                true,
+                None,
+            );
+            let mut found = 0;
+            for entry in entries.take(ADMIN_SCAN) {
+                let (_, id) = entry?;
+                let Some(public) = layout::public_id_of(id) else {
+                    continue;
+                };
+                let Some(record) = self.get::<KeyRecord>(&layout::key(&public))? else {
+                    continue;
+                };
+                if record.status(now) == KeyStatus::Active
+                    && scopes_hold_everything(record.scopes.as_ref())
+                {
+                    keys.push(public);
+                    found += 1;
+                    if found == 2 {
+                        break;
+                    }
+                }
             }
         }
         Ok(AdminKeys(keys))
