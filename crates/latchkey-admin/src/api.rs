@@ -6,6 +6,7 @@
 //! In a `Update*` body, an absent member leaves the field as it is; for the nullable
 //! fields (`description`, `tenant_id`, `organization_id`) `null` clears it.
 
+use latchkey_core::key::Redacted;
 use latchkey_core::{Env, Key, Permission, PermissionSet, PrincipalInfo};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
@@ -174,14 +175,23 @@ pub struct RotateKey {
 }
 
 /// A key just created or rotated: its record plus the full key, which no other response
-/// ever holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// ever holds. Its `Debug` shows the key's display prefix only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeyWithSecret {
     /// The key's record.
     #[serde(flatten)]
     pub key: Key,
     /// The full key. Store it now: it is never shown again.
     pub secret: String,
+}
+
+impl std::fmt::Debug for KeyWithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyWithSecret")
+            .field("key", &self.key)
+            .field("secret", &Redacted(&self.secret))
+            .finish()
+    }
 }
 
 /// A list: `GET /v1/keys`, `/v1/users`, `/v1/groups`, `/v1/audit`.
@@ -216,8 +226,8 @@ pub struct UsageItem {
     pub last_used_at: time::OffsetDateTime,
 }
 
-/// `POST /v1/verify`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `POST /v1/verify`. Its `Debug` shows the key's display prefix only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The full key presented to the service.
@@ -226,6 +236,15 @@ pub struct VerifyRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub permissions: Option<Vec<Permission>>,
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key", &Redacted(&self.key))
+            .field("permissions", &self.permissions)
+            .finish()
+    }
 }
 
 /// The answer of `POST /v1/verify`.
@@ -285,4 +304,53 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_core::{ApiKey, Prefix};
+
+    /// Formats `value` both ways and checks that the key's secret never shows while its
+    /// display prefix does.
+    #[track_caller]
+    fn check_redacted(value: &dyn std::fmt::Debug, key: &ApiKey) {
+        for shown in [format!("{value:?}"), format!("{value:#?}")] {
+            assert!(!shown.contains(key.secret()), "{shown}");
+            assert!(shown.contains(key.display_prefix()), "{shown}");
+        }
+    }
+
+    fn record(key: &ApiKey) -> Key {
+        serde_json::from_value(serde_json::json!({
+            "id": uuid::Uuid::now_v7(), "name": "ci", "description": null,
+            "user_id": uuid::Uuid::now_v7(), "env": "live", "prefix": key.display_prefix(),
+            "scopes": null, "expires_at": null, "enabled": true, "revoked_at": null,
+            "status": "active", "created_at": "2026-12-01T12:00:00Z", "created_by": null,
+            "rotated_from": null, "last_used_at": null, "usage_count": 0,
+        }))
+        .expect("a key record")
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let key = ApiKey::generate(&Prefix::default(), Env::Live);
+        let created = KeyWithSecret {
+            key: record(&key),
+            secret: key.expose().to_owned(),
+        };
+        check_redacted(&created, &key);
+        let request = VerifyRequest {
+            key: key.expose().to_owned(),
+            permissions: None,
+        };
+        check_redacted(&request, &key);
+        // A presented text that is not a key is hidden whole.
+        let typo = VerifyRequest {
+            key: format!("{}x", key.expose()),
+            permissions: None,
+        };
+        assert!(!format!("{typo:?}").contains(key.secret()));
+        assert!(format!("{typo:?}").contains("<redacted>"));
+    }
 }
