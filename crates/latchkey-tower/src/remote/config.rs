@@ -68,8 +68,8 @@ impl Default for Settings {
     }
 }
 
-/// The fastest heartbeat the daemon sends.
-const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// The fastest heartbeat the daemon sends (it refuses a lower `heartbeat_ms`).
+const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
 
 impl Settings {
     /// The heartbeat actually asked for: at most a third of `max_staleness`, so that a
@@ -110,7 +110,7 @@ impl RemoteVerifierBuilder {
     }
 
     /// The heartbeat interval asked of the daemon; default 1 s, and never more than a third
-    /// of [`max_staleness`](Self::max_staleness) (nor less than 100 ms). Three missed
+    /// of [`max_staleness`](Self::max_staleness) (nor less than 1 s, the daemon's floor). Three missed
     /// heartbeats close the stream and start a reconnection.
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.settings.heartbeat = interval;

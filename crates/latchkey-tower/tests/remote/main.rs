@@ -83,11 +83,11 @@ impl Setup {
     }
 }
 
-/// A verifier with short heartbeats and reconnections, on the keystore's clock.
+/// A verifier with the shortest heartbeats and short reconnections, on the keystore's clock.
 fn verifier(url: &str, keystore: &Keystore) -> RemoteVerifier {
     RemoteVerifier::builder(url, &keystore.service_key)
         .max_staleness(MAX_STALENESS)
-        .heartbeat(Duration::from_millis(100))
+        .heartbeat(Duration::from_secs(1))
         .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100))
         .negative_ttl(Duration::from_secs(1))
         // Usage is sent when a test asks for it.
