@@ -12,6 +12,8 @@ mod cache;
 mod invalidation;
 // The daemon killed and restarted; a replaced store; a refused service key; the layer's 503.
 mod failures;
+// Concurrent misses bounded against a daemon that never answers.
+mod bounds;
 
 use std::future::Future;
 use std::net::SocketAddr;
