@@ -7,6 +7,8 @@
 //! fields (`description`, `tenant_id`, `organization_id`) `null` clears it.
 
 use latchkey_core::key::Redacted;
+
+use crate::openapi::rules;
 use latchkey_core::{Env, Key, Permission, PermissionSet, PrincipalInfo};
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
@@ -17,10 +19,11 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
     /// Unique name: 1 to 64 characters of `[A-Za-z0-9_.@-]`, not a UUID.
+    #[schema(value_type = rules::PrincipalName)]
     pub name: String,
-    /// What members may do.
+    /// What members may do (at most 256).
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub permissions: PermissionSet,
 }
 
@@ -30,18 +33,19 @@ pub struct CreateGroup {
 pub struct UpdateGroup {
     /// New name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<rules::PrincipalName>)]
     pub name: Option<String>,
     /// Replaces the permissions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub permissions: Option<PermissionSet>,
     /// Added to the permissions.
     #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub add_permissions: PermissionSet,
     /// Removed from the permissions (exact text).
     #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub remove_permissions: PermissionSet,
 }
 
@@ -50,22 +54,26 @@ pub struct UpdateGroup {
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// Unique name: 1 to 64 characters of `[A-Za-z0-9_.@-]`, not a UUID.
+    #[schema(value_type = rules::PrincipalName)]
     pub name: String,
     /// Whether its keys authenticate (default `true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Groups, by id or name.
+    /// Groups, by id or name (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<rules::Reference>, max_items = 64)]
     pub groups: Vec<String>,
     /// Direct permissions.
     #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub permissions: PermissionSet,
     /// Tenant, handed to services in the principal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<rules::Label>)]
     pub tenant_id: Option<String>,
     /// Organization, handed to services in the principal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<rules::Label>)]
     pub organization_id: Option<String>,
 }
 
@@ -75,30 +83,34 @@ pub struct CreateUser {
 pub struct UpdateUser {
     /// New name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<rules::PrincipalName>)]
     pub name: Option<String>,
     /// Enable or disable the user (and so all its keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Replaces the groups (ids or names).
+    /// Replaces the groups (ids or names; at most 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<rules::Reference>>, max_items = 64)]
     pub groups: Option<Vec<String>>,
-    /// Groups to add (ids or names).
+    /// Groups to add (ids or names; at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<rules::Reference>, max_items = 64)]
     pub add_groups: Vec<String>,
-    /// Groups to remove (ids or names).
+    /// Groups to remove (ids or names; at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<rules::Reference>, max_items = 64)]
     pub remove_groups: Vec<String>,
     /// Replaces the direct permissions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub permissions: Option<PermissionSet>,
     /// Added to the direct permissions.
     #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub add_permissions: PermissionSet,
     /// Removed from the direct permissions (exact text).
     #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub remove_permissions: PermissionSet,
     /// New tenant; `null` clears it.
     #[serde(
@@ -106,7 +118,7 @@ pub struct UpdateUser {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<rules::Label>)]
     pub tenant_id: Option<Option<String>>,
     /// New organization; `null` clears it.
     #[serde(
@@ -114,7 +126,7 @@ pub struct UpdateUser {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<rules::Label>)]
     pub organization_id: Option<Option<String>>,
 }
 
@@ -122,16 +134,19 @@ pub struct UpdateUser {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// Human name, 1 to 128 characters; need not be unique.
+    /// Human name, 1 to 128 bytes; need not be unique.
+    #[schema(value_type = rules::Label)]
     pub name: String,
     /// The owning user, by id or name.
+    #[schema(value_type = rules::Reference)]
     pub user_id: String,
-    /// Free text, up to 1024 characters.
+    /// Free text, up to 1,024 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<rules::Description>)]
     pub description: Option<String>,
     /// Narrows the user's permissions; absent or `null` is unrestricted, `[]` grants nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub scopes: Option<PermissionSet>,
     /// When the key stops authenticating (RFC 3339, in the future).
     #[serde(
@@ -150,8 +165,9 @@ pub struct CreateKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
-    /// New name.
+    /// New name, 1 to 128 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<rules::Label>)]
     pub name: Option<String>,
     /// New description; `null` clears it.
     #[serde(
@@ -159,7 +175,7 @@ pub struct UpdateKey {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<rules::Description>)]
     pub description: Option<Option<String>>,
     /// `false` disables the key, `true` enables it again (409 `key_revoked` once revoked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,11 +187,13 @@ pub struct UpdateKey {
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key keeps working, 0 (expires at once) to 31,536,000 (a year).
+    #[schema(minimum = 0, maximum = 31_536_000)]
     pub grace_seconds: u64,
 }
 
 /// A key just created or rotated: its record plus the full key, which no other response
-/// ever holds. Its `Debug` shows the key's display prefix only.
+/// ever holds.
+// Its `Debug` shows the key's display prefix only.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeyWithSecret {
     /// The key's record.
@@ -208,7 +226,8 @@ pub struct List<T> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageReport {
-    /// One entry per key.
+    /// One entry per key, at most 500.
+    #[schema(max_items = 500)]
     pub items: Vec<UsageItem>,
 }
 
@@ -219,6 +238,7 @@ pub struct UsageItem {
     /// The key's record id.
     pub key_id: uuid::Uuid,
     /// Successful verifications, at least 1.
+    #[schema(minimum = 1)]
     pub count: u64,
     /// The last of them (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
@@ -226,7 +246,8 @@ pub struct UsageItem {
     pub last_used_at: time::OffsetDateTime,
 }
 
-/// `POST /v1/verify`. Its `Debug` shows the key's display prefix only.
+/// `POST /v1/verify`.
+// Its `Debug` shows the key's display prefix only.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
@@ -234,7 +255,7 @@ pub struct VerifyRequest {
     pub key: String,
     /// Permissions the key must all hold for `valid` to be true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<rules::RequiredPermission>>)]
     pub permissions: Option<Vec<Permission>>,
 }
 
