@@ -187,6 +187,7 @@ pub struct UpdateKey {
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key keeps working, 0 (expires at once) to 31,536,000 (a year).
+    #[serde(deserialize_with = "whole_number")]
     #[schema(minimum = 0, maximum = 31_536_000)]
     pub grace_seconds: u64,
 }
@@ -238,6 +239,7 @@ pub struct UsageItem {
     /// The key's record id.
     pub key_id: uuid::Uuid,
     /// Successful verifications, at least 1.
+    #[serde(deserialize_with = "whole_number")]
     #[schema(minimum = 1)]
     pub count: u64,
     /// The last of them (RFC 3339).
@@ -317,6 +319,30 @@ pub struct Health {
     pub status: String,
 }
 
+/// Deserializes a non-negative integer, also when written with a zero fraction (`7.0`):
+/// JSON Schema's `integer` is any number without a fractional part, so a client that
+/// follows the document may send one, and it means the same number.
+fn whole_number<'de, D>(deserializer: D) -> Result<u64, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    // 2^64: every f64 below it that has no fraction fits a u64.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .or_else(|| {
+            let float = number.as_f64()?;
+            (float.fract() == 0.0 && (0.0..LIMIT).contains(&float)).then_some(float as u64)
+        })
+        .ok_or_else(|| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Other(&number.to_string()),
+                &"a non-negative integer",
+            )
+        })
+}
+
 /// Deserializes a member that is present, `null` included, as `Some`; with
 /// `#[serde(default)]` an absent member stays `None`.
 fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
@@ -351,6 +377,18 @@ mod tests {
             "rotated_from": null, "last_used_at": null, "usage_count": 0,
         }))
         .expect("a key record")
+    }
+
+    #[test]
+    fn integers_may_have_a_zero_fraction() {
+        let rotate = |body: &str| serde_json::from_str::<RotateKey>(body).map(|r| r.grace_seconds);
+        assert_eq!(rotate(r#"{"grace_seconds": 7631}"#).unwrap(), 7631);
+        assert_eq!(rotate(r#"{"grace_seconds": 7631.0}"#).unwrap(), 7631);
+        assert_eq!(rotate(r#"{"grace_seconds": 1e3}"#).unwrap(), 1000);
+        for bad in ["7631.5", "-1", "-0.5", "1e20", "\"7\"", "null"] {
+            let body = format!(r#"{{"grace_seconds": {bad}}}"#);
+            assert!(rotate(&body).is_err(), "{body}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(crate) struct KeyListParams {
     /// Only this user's keys (id or name).
     user_id: Option<String>,
     /// Only keys in this status: `active`, `disabled`, `revoked` or `expired`.
-    #[param(value_type = Option<KeyStatus>)]
+    #[param(value_type = Option<String>, pattern = r"^(active|disabled|revoked|expired)?$")]
     status: Option<String>,
     /// Case-insensitive search in name, description and display prefix.
     q: Option<String>,
