@@ -22,7 +22,7 @@ pub struct CreateGroup {
     #[schema(value_type = rules::PrincipalName)]
     pub name: String,
     /// What members may do (at most 256).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "permission_set")]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub permissions: PermissionSet,
 }
@@ -36,15 +36,27 @@ pub struct UpdateGroup {
     #[schema(value_type = Option<rules::PrincipalName>)]
     pub name: Option<String>,
     /// Replaces the permissions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_permission_set",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub permissions: Option<PermissionSet>,
     /// Added to the permissions.
-    #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "permission_set",
+        skip_serializing_if = "PermissionSet::is_empty"
+    )]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub add_permissions: PermissionSet,
     /// Removed from the permissions (exact text).
-    #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "permission_set",
+        skip_serializing_if = "PermissionSet::is_empty"
+    )]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub remove_permissions: PermissionSet,
 }
@@ -64,7 +76,11 @@ pub struct CreateUser {
     #[schema(value_type = Vec<rules::Reference>, max_items = 64)]
     pub groups: Vec<String>,
     /// Direct permissions.
-    #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "permission_set",
+        skip_serializing_if = "PermissionSet::is_empty"
+    )]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub permissions: PermissionSet,
     /// Tenant, handed to services in the principal.
@@ -101,15 +117,27 @@ pub struct UpdateUser {
     #[schema(value_type = Vec<rules::Reference>, max_items = 64)]
     pub remove_groups: Vec<String>,
     /// Replaces the direct permissions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_permission_set",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub permissions: Option<PermissionSet>,
     /// Added to the direct permissions.
-    #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "permission_set",
+        skip_serializing_if = "PermissionSet::is_empty"
+    )]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub add_permissions: PermissionSet,
     /// Removed from the direct permissions (exact text).
-    #[serde(default, skip_serializing_if = "PermissionSet::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "permission_set",
+        skip_serializing_if = "PermissionSet::is_empty"
+    )]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub remove_permissions: PermissionSet,
     /// New tenant; `null` clears it.
@@ -145,7 +173,11 @@ pub struct CreateKey {
     #[schema(value_type = Option<rules::Description>)]
     pub description: Option<String>,
     /// Narrows the user's permissions; absent or `null` is unrestricted, `[]` grants nothing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "optional_permission_set",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub scopes: Option<PermissionSet>,
     /// When the key stops authenticating (RFC 3339, in the future).
@@ -256,8 +288,12 @@ pub struct VerifyRequest {
     /// The full key presented to the service.
     pub key: String,
     /// Permissions the key must all hold for `valid` to be true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<rules::RequiredPermission>>)]
+    #[serde(
+        default,
+        deserialize_with = "optional_permission_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub permissions: Option<Vec<Permission>>,
 }
 
@@ -317,6 +353,49 @@ pub struct AuditBreak {
 pub struct Health {
     /// `ok`.
     pub status: String,
+}
+
+/// Most permissions in one list of a body. Counted as sent, duplicates included, so that
+/// the document's `maxItems` is the rule: core's limit on the distinct permissions of a set
+/// is the same number, so a list within this bound never breaks it by its count.
+const MAX_PERMISSION_ITEMS: usize = 256;
+
+/// Deserializes a list of at most [`MAX_PERMISSION_ITEMS`] permissions.
+fn permission_list<'de, D>(deserializer: D) -> Result<Vec<Permission>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let list = Vec::<Permission>::deserialize(deserializer)?;
+    if list.len() > MAX_PERMISSION_ITEMS {
+        return Err(serde::de::Error::invalid_length(
+            list.len(),
+            &"at most 256 permissions",
+        ));
+    }
+    Ok(list)
+}
+
+fn permission_set<'de, D>(deserializer: D) -> Result<PermissionSet, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    permission_list(deserializer).map(PermissionSet::from_iter)
+}
+
+fn optional_permission_list<'de, D>(deserializer: D) -> Result<Option<Vec<Permission>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Bounded(#[serde(deserialize_with = "permission_list")] Vec<Permission>);
+    Ok(Option::<Bounded>::deserialize(deserializer)?.map(|list| list.0))
+}
+
+fn optional_permission_set<'de, D>(deserializer: D) -> Result<Option<PermissionSet>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(optional_permission_list(deserializer)?.map(PermissionSet::from_iter))
 }
 
 /// Deserializes a non-negative integer, also when written with a zero fraction (`7.0`):
@@ -389,6 +468,34 @@ mod tests {
             let body = format!(r#"{{"grace_seconds": {bad}}}"#);
             assert!(rotate(&body).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn permission_lists_are_bounded_as_sent() {
+        let list = |n: usize| serde_json::json!(vec!["orders:read"; n]);
+        let group = |n| {
+            serde_json::from_value::<CreateGroup>(
+                serde_json::json!({"name": "g", "permissions": list(n)}),
+            )
+        };
+        assert_eq!(group(256).unwrap().permissions.len(), 1);
+        assert!(group(257).is_err());
+        let verify = |permissions| {
+            serde_json::from_value::<VerifyRequest>(
+                serde_json::json!({"key": "k", "permissions": permissions}),
+            )
+        };
+        assert_eq!(verify(list(256)).unwrap().permissions.unwrap().len(), 256);
+        assert!(verify(list(257)).is_err());
+        assert_eq!(verify(serde_json::Value::Null).unwrap().permissions, None);
+        let key = |scopes| {
+            serde_json::from_value::<CreateKey>(
+                serde_json::json!({"name": "k", "user_id": "u", "scopes": scopes}),
+            )
+        };
+        assert!(key(list(257)).is_err());
+        assert_eq!(key(serde_json::Value::Null).unwrap().scopes, None);
+        assert_eq!(key(list(0)).unwrap().scopes, Some(PermissionSet::default()));
     }
 
     #[test]

@@ -23,16 +23,6 @@ use utoipa::ToSchema;
 )]
 pub(crate) struct Permission(String);
 
-/// A permission asked of `POST /v1/verify`: the same grammar, at most 256 bytes.
-#[derive(ToSchema)]
-#[schema(
-    value_type = String,
-    pattern = r"^(\*|[a-z0-9_.-]+(:[a-z0-9_.-]+)*(:\*)?)$",
-    min_length = 1,
-    max_length = 256
-)]
-pub(crate) struct RequiredPermission(String);
-
 /// A user or group name: 1 to 64 characters of `[A-Za-z0-9_.@-]`, not a UUID (records are
 /// referred to by either).
 #[derive(ToSchema)]
