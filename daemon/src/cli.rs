@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use latchkey_core::key::Redacted;
 
 /// API keys done right: run the latchkey daemon and manage groups, users and keys.
 ///
@@ -25,8 +26,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every command accepts, before or after the command's name.
-#[derive(Debug, Args)]
+/// Flags every command accepts, before or after the command's name. Its `Debug` shows the
+/// admin key's display prefix only.
+#[derive(Args)]
 pub struct GlobalArgs {
     /// The daemon's management API [default: http://127.0.0.1:7878]
     #[arg(long, env = "LATCHKEY_URL", global = true, value_name = "URL")]
@@ -52,6 +54,18 @@ pub struct GlobalArgs {
     /// Read settings from this TOML file (see `latchkey default-config`)
     #[arg(long, env = "LATCHKEY_CONFIG", global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for GlobalArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalArgs")
+            .field("url", &self.url)
+            .field("admin_key", &self.admin_key.as_deref().map(Redacted))
+            .field("db", &self.db)
+            .field("json", &self.json)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The commands.
@@ -424,14 +438,23 @@ pub enum AuditCommand {
     Verify,
 }
 
-/// `latchkey verify`.
-#[derive(Debug, Args)]
+/// `latchkey verify`. Its `Debug` shows the key's display prefix only.
+#[derive(Args)]
 pub struct VerifyArgs {
     /// The key to check; `-` reads it from stdin (keeps it out of shell history)
     pub key: String,
     /// A permission the key must hold (repeatable)
     #[arg(long = "permission", short = 'p', value_name = "PERMISSION")]
     pub permissions: Vec<String>,
+}
+
+impl std::fmt::Debug for VerifyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyArgs")
+            .field("key", &Redacted(&self.key))
+            .field("permissions", &self.permissions)
+            .finish()
+    }
 }
 
 #[cfg(test)]
@@ -442,5 +465,26 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn debug_never_shows_a_key() {
+        use latchkey_core::{ApiKey, Env, Prefix};
+        let admin = ApiKey::generate(&Prefix::default(), Env::Live);
+        let checked = ApiKey::generate(&Prefix::default(), Env::Test);
+        let cli = Cli::try_parse_from([
+            "latchkey",
+            "--admin-key",
+            admin.expose(),
+            "verify",
+            checked.expose(),
+        ])
+        .expect("parses");
+        for shown in [format!("{cli:?}"), format!("{cli:#?}")] {
+            for key in [&admin, &checked] {
+                assert!(!shown.contains(key.secret()), "{shown}");
+                assert!(shown.contains(key.display_prefix()), "{shown}");
+            }
+        }
     }
 }

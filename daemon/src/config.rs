@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use latchkey_core::key::Redacted;
 use serde::Deserialize;
 
 use crate::cli::{GlobalArgs, InitArgs, ServeArgs};
@@ -57,7 +58,8 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 "#;
 
 /// The configuration file. Unknown keys are an error, so a typo does not go unnoticed.
-#[derive(Debug, Default, Deserialize)]
+/// Its `Debug` shows the admin key's display prefix only.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// See [`DEFAULT_CONFIG`].
@@ -74,6 +76,20 @@ pub struct FileConfig {
     pub request_timeout: Option<String>,
     /// See [`DEFAULT_CONFIG`].
     pub log: Option<String>,
+}
+
+impl std::fmt::Debug for FileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileConfig")
+            .field("url", &self.url)
+            .field("admin_key", &self.admin_key.as_deref().map(Redacted))
+            .field("db", &self.db)
+            .field("listen", &self.listen)
+            .field("prefix", &self.prefix)
+            .field("request_timeout", &self.request_timeout)
+            .field("log", &self.log)
+            .finish()
+    }
 }
 
 impl FileConfig {
@@ -115,7 +131,7 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("url", &self.url)
-            .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))
+            .field("admin_key", &self.admin_key.as_deref().map(Redacted))
             .field("db", &self.db)
             .field("json", &self.json)
             .finish_non_exhaustive()
@@ -211,6 +227,32 @@ mod tests {
         assert_eq!(file.prefix.as_deref(), Some(DEFAULT_PREFIX));
         assert_eq!(file.request_timeout.as_deref(), Some("30s"));
         assert!(file.admin_key.is_some() && file.db.is_some() && file.log.is_some());
+    }
+
+    #[test]
+    fn debug_never_shows_the_admin_key() {
+        use latchkey_core::{ApiKey, Env, Prefix};
+        let key = ApiKey::generate(&Prefix::default(), Env::Live);
+        let file: FileConfig =
+            toml::from_str(&format!("admin_key = \"{}\"", key.expose())).unwrap();
+        let settings = Settings {
+            url: DEFAULT_URL.to_owned(),
+            admin_key: file.admin_key.clone(),
+            db: None,
+            json: false,
+            log: None,
+            file: FileConfigRest::default(),
+        };
+        let shown = [
+            format!("{file:?}"),
+            format!("{file:#?}"),
+            format!("{settings:?}"),
+            format!("{settings:#?}"),
+        ];
+        for shown in shown {
+            assert!(!shown.contains(key.secret()), "{shown}");
+            assert!(shown.contains(key.display_prefix()), "{shown}");
+        }
     }
 
     #[test]

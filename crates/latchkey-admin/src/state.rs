@@ -6,6 +6,7 @@ use std::time::Instant;
 use latchkey_core::{ApiKey, Principal, Store, VerifyError};
 
 use crate::error::AppError;
+use crate::handlers::streams::StreamSlots;
 use crate::metrics::Metrics;
 
 /// The router's state. Cheap to clone.
@@ -13,6 +14,8 @@ use crate::metrics::Metrics;
 pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) metrics: Arc<Metrics>,
+    /// The open `/v1/events` streams, bounded.
+    pub(crate) streams: Arc<StreamSlots>,
 }
 
 impl AppState {
@@ -20,6 +23,7 @@ impl AppState {
         AppState {
             store,
             metrics: Arc::new(Metrics::default()),
+            streams: Arc::default(),
         }
     }
 

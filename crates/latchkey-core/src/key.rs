@@ -219,7 +219,7 @@ impl fmt::Display for PublicId {
 /// assert!(!format!("{key:?}").contains(key.secret()));
 /// assert!(ApiKey::parse("lk_live_nope").is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Eq)]
 pub struct ApiKey {
     /// The key's bytes, then zeros: a fixed array, so parsing does not allocate.
     text: [u8; MAX_KEY_LEN],
@@ -339,6 +339,38 @@ impl ApiKey {
     /// The full key text. Show it once, at creation; never log it.
     pub fn expose(&self) -> &str {
         self.text()
+    }
+}
+
+/// Compares the whole key text in constant time: the time taken does not tell how much of
+/// a guessed secret was right. (The other fields are derived from the text.)
+impl PartialEq for ApiKey {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq::constant_time_eq_n(&self.text, &other.text)
+    }
+}
+
+/// Shows a text that may hold a key the way [`ApiKey`]'s `Debug` does: its display prefix
+/// when it parses as a key, `"<redacted>"` otherwise. For the `Debug` of types that keep a
+/// presented key as a plain string (a request body, a setting).
+///
+/// ```
+/// use latchkey_core::{ApiKey, Env, Prefix, key::Redacted};
+///
+/// let key = ApiKey::generate(&Prefix::default(), Env::Live);
+/// let shown = format!("{:?}", Redacted(key.expose()));
+/// assert_eq!(shown, format!("\"{}_…\"", key.display_prefix()));
+/// assert_eq!(format!("{:?}", Redacted("hunter2")), "\"<redacted>\"");
+/// ```
+#[derive(Clone, Copy)]
+pub struct Redacted<'a>(pub &'a str);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match ApiKey::parse(self.0.trim()) {
+            Ok(key) => write!(f, "\"{}_…\"", key.display_prefix()),
+            Err(_) => f.write_str("\"<redacted>\""),
+        }
     }
 }
 
@@ -471,10 +503,33 @@ mod tests {
     #[test]
     fn debug_and_display_redact_the_secret() {
         let key = valid();
-        for shown in [format!("{key:?}"), format!("{key}")] {
+        for shown in [format!("{key:?}"), format!("{key:#?}"), format!("{key}")] {
             assert!(!shown.contains(key.secret()), "{shown}");
             assert!(shown.contains(key.display_prefix()), "{shown}");
         }
+        let text = format!("  {}\n", key.expose());
+        for shown in [
+            format!("{:?}", Redacted(&text)),
+            format!("{:#?}", Some(Redacted(&text))),
+        ] {
+            assert!(!shown.contains(key.secret()), "{shown}");
+            assert!(shown.contains(key.display_prefix()), "{shown}");
+        }
+        // Not a key: nothing of it shows, not even a prefix-like start.
+        let almost = &key.expose()[..key.expose().len() - 1];
+        assert_eq!(format!("{:?}", Redacted(almost)), "\"<redacted>\"");
+    }
+
+    #[test]
+    fn keys_are_equal_only_when_their_whole_text_is() {
+        let key = valid();
+        assert_eq!(key, ApiKey::parse(key.expose()).unwrap());
+        assert_ne!(key, valid());
+        // Same id, another secret (with its own valid checksum).
+        let other = assemble("lk", "live", key.id().as_str(), &"A".repeat(SECRET_LEN));
+        let other = ApiKey::parse(&other).unwrap();
+        assert_eq!(other.id(), key.id());
+        assert_ne!(key, other);
     }
 
     #[test]

@@ -17,8 +17,9 @@ pub use self::http::HttpTransport;
 pub use self::local::LocalTransport;
 pub use self::problem::Problem;
 
-/// One request to the management API.
-#[derive(Debug, Clone)]
+/// One request to the management API. Its body may hold a key (`latchkey verify`), so its
+/// `Debug` shows the body's size only.
+#[derive(Clone)]
 pub struct ApiRequest {
     /// The method.
     pub method: ::http::Method,
@@ -28,8 +29,9 @@ pub struct ApiRequest {
     pub body: Option<serde_json::Value>,
 }
 
-/// The answer: status and body bytes.
-#[derive(Debug, Clone)]
+/// The answer: status and body bytes. The body may hold a new key's secret, so its `Debug`
+/// shows the body's size only.
+#[derive(Clone)]
 pub struct ApiResponse {
     /// The status.
     pub status: ::http::StatusCode,
@@ -37,9 +39,62 @@ pub struct ApiResponse {
     pub body: Bytes,
 }
 
+impl std::fmt::Debug for ApiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = self
+            .body
+            .as_ref()
+            .map(|b| format!("<{} bytes>", b.to_string().len()));
+        f.debug_struct("ApiRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("body", &body)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ApiResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiResponse")
+            .field("status", &self.status)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
+}
+
 /// Sends requests to the management API.
 pub trait Transport {
     /// Sends one request and returns the response, whatever its status. Fails only when no
     /// response could be had (connection refused, I/O).
     fn send(&self, request: ApiRequest) -> impl Future<Output = anyhow::Result<ApiResponse>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_core::{ApiKey, Env, Prefix};
+
+    #[test]
+    fn debug_never_shows_a_body() {
+        let key = ApiKey::generate(&Prefix::default(), Env::Live);
+        let request = ApiRequest {
+            method: ::http::Method::POST,
+            path: "/v1/verify".into(),
+            body: Some(serde_json::json!({"key": key.expose()})),
+        };
+        let response = ApiResponse {
+            status: ::http::StatusCode::CREATED,
+            body: Bytes::from(format!(r#"{{"secret":"{}"}}"#, key.expose())),
+        };
+        let shown = [
+            format!("{request:?}"),
+            format!("{request:#?}"),
+            format!("{response:?}"),
+            format!("{response:#?}"),
+        ];
+        for text in shown {
+            assert!(!text.contains(key.secret()), "{text}");
+            assert!(text.contains("bytes>"), "{text}");
+        }
+    }
 }

@@ -54,29 +54,58 @@ pub fn seed_if_empty(store: &Store) -> Result<Option<DemoKeys>, StoreError> {
     }))
 }
 
-/// Prints where the API is, the demo keys (once) and the curl lines to try.
+/// Prints [`welcome`].
 pub fn print_welcome(db: &Path, addr: SocketAddr, keys: Option<&DemoKeys>) {
+    print!("{}", welcome(db, addr, keys));
+}
+
+/// Where the API is, the demo keys (each exactly once, as shell assignments) and the curl
+/// lines to try, which refer to the keys by those variables rather than repeat them.
+pub fn welcome(db: &Path, addr: SocketAddr, keys: Option<&DemoKeys>) -> String {
     let url = format!("http://{addr}");
-    println!("orders API on {url}, keystore {}", db.display());
+    let mut text = format!("orders API on {url}, keystore {}\n", db.display());
     let Some(keys) = keys else {
-        println!("Use a key created earlier (the demo keys were shown on first start).");
-        return;
+        text.push_str("Use a key created earlier (the demo keys were shown on first start).\n");
+        return text;
     };
     let (rw, ro) = (keys.read_write.expose(), keys.read_only.expose());
-    println!(
+    text.push_str(&format!(
         "
-Created user `demo` (orders:read, orders:write) and two keys. They are shown only now:
-  read-write: {rw}
-  read-only:  {ro}
+Created user `demo` (orders:read, orders:write) and two keys. They are shown only now;
+paste these two lines into your shell:
+  RW={rw}
+  RO={ro}
 
 Try:
   curl -i {url}/health                                            # 200, no key needed
   curl -i {url}/orders                                            # 401 missing_key
-  curl -i -H 'Authorization: Bearer {rw}' {url}/orders    # 200
-  curl -i -H 'Authorization: Bearer {rw}' \\
+  curl -i -H \"Authorization: Bearer $RW\" {url}/orders    # 200
+  curl -i -H \"Authorization: Bearer $RW\" \\
        -H 'content-type: application/json' -d '{{\"item\":\"tea\",\"quantity\":2}}' {url}/orders    # 201
-  curl -i -H 'Authorization: Bearer {ro}' \\
+  curl -i -H \"Authorization: Bearer $RO\" \\
        -H 'content-type: application/json' -d '{{\"item\":\"tea\",\"quantity\":2}}' {url}/orders    # 403 insufficient_permission
 "
-    );
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_tower::latchkey_core::{Env, Prefix};
+
+    #[test]
+    fn the_welcome_shows_each_demo_key_exactly_once() {
+        let keys = DemoKeys {
+            read_write: ApiKey::generate(&Prefix::default(), Env::Live),
+            read_only: ApiKey::generate(&Prefix::default(), Env::Live),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], 3000));
+        let text = welcome(Path::new("orders-data"), addr, Some(&keys));
+        for key in [&keys.read_write, &keys.read_only] {
+            assert_eq!(text.matches(key.secret()).count(), 1, "{text}");
+        }
+        let later = welcome(Path::new("orders-data"), addr, None);
+        assert!(!later.contains("lk_live_"), "{later}");
+    }
 }

@@ -30,6 +30,10 @@
 //! committed a moment before, which is what lets a verifier bound how stale its cache is.
 //! Its absence for a few intervals means the stream is dead.
 //!
+//! At most 1,024 streams are open at once, and 8 per key (see `streams`); past either,
+//! the request is answered 429 `too_many_streams`. `heartbeat_ms` is 1000 to 60000: a
+//! lower value is refused with 400.
+//!
 //! The stream lasts as long as the caller's key may read it: at every heartbeat the key
 //! must still be active, its user enabled and its effective permissions must still hold
 //! `latchkey:verify`; otherwise the stream ends (and reconnecting answers 401 or 403).
@@ -61,14 +65,18 @@ use uuid::Uuid;
 use crate::caller::{Caller, Required, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{Params, optional};
+use crate::handlers::streams::StreamSlot;
 use crate::state::AppState;
 
 /// How many changes one replay read takes from the store.
 const REPLAY_PAGE: usize = 500;
 /// The heartbeat interval when the client does not ask for one.
 const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
-/// The bounds of `heartbeat_ms`.
-const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
+/// The bounds of `heartbeat_ms`. Each heartbeat reads the caller's key, user and groups from
+/// the store: with up to 1,024 streams, a floor of one second keeps that at most about a
+/// thousand reads a second. A lower value is refused (400), not raised in silence, since
+/// a client that expects faster heartbeats would take the stream for dead.
+const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 1_000..=60_000;
 
 /// The signal that ends the streams of a store, by store path: see
 /// [`close_event_streams`]. A store is open once per process (sled locks it), so its path
@@ -121,8 +129,8 @@ pub(crate) struct EventsParams {
     /// are sent); absent: start at the head, live changes only.
     #[param(value_type = Option<u64>)]
     after: Option<String>,
-    /// Milliseconds between heartbeats, 100 to 60000 (default 5000).
-    #[param(value_type = Option<u64>, minimum = 100, maximum = 60000)]
+    /// Milliseconds between heartbeats, 1000 to 60000 (default 5000).
+    #[param(value_type = Option<u64>, minimum = 1000, maximum = 60000)]
     heartbeat_ms: Option<String>,
 }
 
@@ -157,6 +165,7 @@ pub(crate) struct Heartbeat {
         (status = 200, description = "A stream of `ready`/`reset`, `change` and `heartbeat` events", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid `after`, `heartbeat_ms` or `Last-Event-ID`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Lacks latchkey:verify", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_streams`: 1,024 streams are open, or 8 for this key", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn stream(
@@ -169,7 +178,7 @@ pub(crate) async fn stream(
         s.parse::<u64>()
             .ok()
             .filter(|ms| HEARTBEAT_MS.contains(ms))
-            .ok_or_else(|| format!("{s:?} is not a heartbeat interval: expected 100 to 60000"))
+            .ok_or_else(|| format!("{s:?} is not a heartbeat interval: expected 1000 to 60000"))
     })?
     .unwrap_or(DEFAULT_HEARTBEAT_MS);
     let after = optional("after", params.after, parse_seq)?;
@@ -180,6 +189,8 @@ pub(crate) async fn stream(
         }
         None => None,
     };
+
+    let slot = state.streams.acquire(caller.actor.key_id())?;
 
     // Subscribe before reading the head: every change committed after this point reaches
     // the receiver, and every one before it is in the store, so none can fall in between.
@@ -209,6 +220,7 @@ pub(crate) async fn stream(
         queue: VecDeque::from([start]),
         caller: caller.actor.key_id(),
         closing: closing_signal(&state.store),
+        _slot: slot,
     };
     let mut response = Sse::new(feed.into_stream()).into_response();
     // Reverse proxies such as nginx buffer responses unless told not to; a buffered event
@@ -260,6 +272,8 @@ struct Feed {
     caller: Option<Uuid>,
     /// Changes when the server shuts down: the stream ends.
     closing: watch::Receiver<()>,
+    /// This stream's place among the open ones, given back when the client goes.
+    _slot: StreamSlot,
 }
 
 impl Feed {

@@ -27,11 +27,12 @@ pub(crate) struct KeyListParams {
     /// Only this user's keys (id or name).
     user_id: Option<String>,
     /// Only keys in this status: `active`, `disabled`, `revoked` or `expired`.
-    #[param(value_type = Option<KeyStatus>)]
+    #[param(value_type = Option<String>, pattern = r"^(active|disabled|revoked|expired)?$")]
     status: Option<String>,
     /// Case-insensitive search in name, description and display prefix.
     q: Option<String>,
     /// `created_at` (default), `name` or `last_used_at`; a leading `-` for descending.
+    #[param(pattern = r"^(-?(created_at|name|last_used_at))?$")]
     sort: Option<String>,
     /// Page size, 1 to 1000 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]

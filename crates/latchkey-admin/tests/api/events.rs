@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use crate::common::Harness;
 
 /// How long a test waits for the next event before it fails: a bound on a wait, not a
-/// measurement (heartbeats in these tests come every 100 ms).
+/// measurement (heartbeats in these tests come every second).
 const PATIENCE: Duration = Duration::from_secs(10);
 
 /// One server-sent event.
@@ -170,7 +170,7 @@ async fn after_replays_from_the_store_then_continues_live_without_gaps_or_repeat
     let h = Harness::new();
     let head = h.store.last_seq().unwrap();
     assert!(head >= 3, "init records the admin group, user and key");
-    let mut stream = Stream::open(&h, "/v1/events?after=1&heartbeat_ms=100", &[]).await;
+    let mut stream = Stream::open(&h, "/v1/events?after=1&heartbeat_ms=1000", &[]).await;
     let ready = stream.next().await;
     assert_eq!(ready.event, "ready");
     let first = h.store.events_since(0, 1).unwrap()[0].hash.clone();
@@ -268,6 +268,7 @@ async fn the_stream_needs_latchkey_verify_and_valid_parameters() {
         ("/v1/events?after=-1", "after"),
         ("/v1/events?after=x", "after"),
         ("/v1/events?heartbeat_ms=5", "heartbeat_ms"),
+        ("/v1/events?heartbeat_ms=999", "heartbeat_ms"),
         ("/v1/events?heartbeat_ms=600000", "heartbeat_ms"),
         ("/v1/events?since=3", "since"),
     ] {
@@ -292,7 +293,7 @@ async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
     let h = Harness::new();
     for (name, change) in [("revoked", "revoke"), ("stripped", "strip")] {
         let (user, key) = h.user_with_key(name, &["latchkey:verify"]).await;
-        let mut stream = Stream::open_as(&h, &key, "/v1/events?heartbeat_ms=100").await;
+        let mut stream = Stream::open_as(&h, &key, "/v1/events?heartbeat_ms=1000").await;
         assert_eq!(stream.next().await.event, "ready");
         assert_eq!(stream.next().await.event, "heartbeat");
         let key_id = h.store.key_id(key.rsplit_once('_').unwrap().0).unwrap();
@@ -317,15 +318,72 @@ async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
 #[tokio::test]
 async fn closing_the_streams_of_a_store_ends_them_and_only_them() {
     let (h, other) = (Harness::new(), Harness::new());
-    let mut stream = Stream::open(&h, "/v1/events?heartbeat_ms=100", &[]).await;
-    let mut unrelated = Stream::open(&other, "/v1/events?heartbeat_ms=100", &[]).await;
+    let mut stream = Stream::open(&h, "/v1/events?heartbeat_ms=1000", &[]).await;
+    let mut unrelated = Stream::open(&other, "/v1/events?heartbeat_ms=1000", &[]).await;
     assert_eq!(stream.next().await.event, "ready");
     assert_eq!(unrelated.next().await.event, "ready");
     latchkey_admin::close_event_streams(&h.store);
     stream.ends().await;
     // The other store's stream goes on, and so do streams opened afterwards.
     assert_eq!(unrelated.next().await.event, "heartbeat");
-    let mut later = Stream::open(&h, "/v1/events?heartbeat_ms=100", &[]).await;
+    let mut later = Stream::open(&h, "/v1/events?heartbeat_ms=1000", &[]).await;
     assert_eq!(later.next().await.event, "ready");
     assert_eq!(later.next().await.event, "heartbeat");
+}
+
+/// Sends `GET /v1/events` to `app`, with `key` as the bearer when given; the response's
+/// body (the open stream) is held as long as the response is.
+async fn open_stream(app: &axum::Router, key: Option<&str>) -> http::Response<Body> {
+    let mut request = Request::builder().uri("/v1/events");
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let request = request.body(Body::empty()).unwrap();
+    app.clone().oneshot(request).await.unwrap()
+}
+
+/// Asserts a 429 `too_many_streams`.
+async fn assert_too_many(response: http::Response<Body>) {
+    assert_eq!(response.status(), 429);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "too_many_streams", "{body}");
+}
+
+#[tokio::test]
+async fn a_key_holds_at_most_eight_streams() {
+    let h = Harness::new();
+    let (_, key) = h.user_with_key("verifier", &["latchkey:verify"]).await;
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let response = open_stream(&h.app, Some(&key)).await;
+        assert_eq!(response.status(), 200);
+        open.push(response);
+    }
+    assert_too_many(open_stream(&h.app, Some(&key)).await).await;
+    // Another key is not affected.
+    assert_eq!(open_stream(&h.app, Some(&h.admin)).await.status(), 200);
+    // A stream that ends gives its place back.
+    open.pop();
+    let ninth = open_stream(&h.app, Some(&key)).await;
+    assert_eq!(ninth.status(), 200);
+    assert_too_many(open_stream(&h.app, Some(&key)).await).await;
+}
+
+#[tokio::test]
+async fn at_most_1024_streams_are_open_in_all() {
+    let h = Harness::new();
+    // The operator's router: no key, so only the total bound applies.
+    let app = latchkey_admin::operator_router(h.store.clone());
+    let mut open = Vec::new();
+    for _ in 0..1024 {
+        let response = open_stream(&app, None).await;
+        assert_eq!(response.status(), 200);
+        open.push(response);
+    }
+    assert_too_many(open_stream(&app, None).await).await;
+    open.pop();
+    let last = open_stream(&app, None).await;
+    assert_eq!(last.status(), 200);
+    assert_too_many(open_stream(&app, None).await).await;
 }

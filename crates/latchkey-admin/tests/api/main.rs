@@ -16,6 +16,8 @@ mod events;
 mod escalation;
 // Groups.
 mod groups;
+// The OpenAPI document: every status, every input rule, and rules that match the server's.
+mod openapi;
 // Keys: life, lists, the secret shown once.
 mod keys;
 // Health, metrics, the OpenAPI document.

@@ -6,6 +6,11 @@
 //! digests that cannot be checked against guessed keys without the per-process key, and
 //! nothing that can be presented to the daemon.
 //!
+//! Valid answers and refusals are held apart, each bounded: refusals (what a scan of random
+//! keys produces) live in their own S3-FIFO cache, so they can neither evict a valid answer
+//! nor, when full, push out the refusals that are presented again and again (a client
+//! retrying a revoked key): a scan's one-off entries leave first.
+//!
 //! **Invariant:** an answer fetched before an invalidation is never inserted after it.
 //! Every invalidation bumps `generation` under the write lock; a miss reads the generation
 //! before it asks the daemon and inserts only if it has not moved (the same rule as core's
@@ -116,22 +121,28 @@ struct Entries {
     by_key: HashMap<Uuid, Digest>,
     /// User id → its cached keys.
     by_user: HashMap<Uuid, HashSet<Uuid>>,
-    negative: DigestMap<Negative>,
     generation: u64,
 }
 
 /// The cache: valid answers indexed by key and by user, refusals on their own.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Cache {
     entries: RwLock<Entries>,
     max_entries: usize,
+    /// Refusals, bounded apart from valid answers. Changed only under the `entries` write
+    /// lock, so that the generation check covers them; read without it.
+    negative: quick_cache::sync::Cache<Digest, Negative>,
+    max_refusals: usize,
 }
 
 impl Cache {
-    pub(super) fn new(max_entries: usize) -> Cache {
+    /// A cache of at most `max_entries` valid answers and about `max_refusals` refusals.
+    pub(super) fn new(max_entries: usize, max_refusals: usize) -> Cache {
         Cache {
             entries: RwLock::default(),
             max_entries,
+            negative: quick_cache::sync::Cache::new(max_refusals.max(1)),
+            max_refusals,
         }
     }
 
@@ -149,8 +160,9 @@ impl Cache {
         if let Some(positive) = entries.positive.get(digest) {
             return Some(Cached::Valid(positive.clone()));
         }
-        let negative = entries.negative.get(digest)?;
-        (negative.until > now).then(|| Cached::Refused(negative.error.clone()))
+        drop(entries);
+        let negative = self.negative.get(digest)?;
+        (negative.until > now).then_some(Cached::Refused(negative.error))
     }
 
     /// The generation to pass to [`Cache::insert_valid`] and [`Cache::insert_refused`]:
@@ -173,7 +185,7 @@ impl Cache {
                 entries.remove_key(victim);
             }
         }
-        entries.negative.remove(&digest);
+        self.negative.remove(&digest);
         if let Some(old) = entries.by_key.insert(key_id, digest)
             && old != digest
         {
@@ -186,15 +198,14 @@ impl Cache {
     /// Remembers a refusal until `until`, unless an invalidation happened since
     /// `generation`.
     pub(super) fn insert_refused(&self, digest: Digest, entry: Negative, generation: u64) {
-        let mut entries = self.write();
-        if entries.generation != generation || self.max_entries == 0 {
+        let entries = self.write();
+        if entries.generation != generation || self.max_refusals == 0 {
             return;
         }
-        if entries.negative.len() >= self.max_entries {
-            // Refusals are short-lived: past the bound (a scan of random keys), start over.
-            entries.negative.clear();
-        }
-        entries.negative.insert(digest, entry);
+        // Past the bound, S3-FIFO evicts the refusals seen once (a scan of random keys)
+        // before those presented again.
+        self.negative.insert(digest, entry);
+        drop(entries);
     }
 
     /// Forgets one valid answer (it expired, or outlived `cache_ttl`).
@@ -215,7 +226,7 @@ impl Cache {
         }
         let mut entries = self.write();
         entries.generation += 1;
-        entries.negative.clear();
+        self.negative.clear();
         match scope {
             Scope::Created => {}
             Scope::Key(key_id) => entries.remove_key(key_id),
@@ -237,6 +248,11 @@ impl Cache {
     /// How many valid answers are cached.
     pub(super) fn len(&self) -> usize {
         self.read().positive.len()
+    }
+
+    /// How many refusals are cached.
+    pub(super) fn refusals(&self) -> usize {
+        self.negative.len()
     }
 }
 
@@ -321,7 +337,7 @@ mod tests {
 
     #[test]
     fn events_drop_their_key_their_user_or_everything() {
-        let cache = Cache::new(100);
+        let cache = Cache::new(100, 100);
         let g = cache.generation();
         cache.insert_valid(digest(1), positive(1, 10), g);
         cache.insert_valid(digest(2), positive(2, 10), g);
@@ -341,7 +357,7 @@ mod tests {
 
     #[test]
     fn an_answer_fetched_before_an_invalidation_is_not_inserted() {
-        let cache = Cache::new(100);
+        let cache = Cache::new(100, 100);
         let before = cache.generation();
         cache.invalidate(Scope::Key(Uuid::from_u128(1)));
         cache.insert_valid(digest(1), positive(1, 10), before);
@@ -369,7 +385,7 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded() {
-        let cache = Cache::new(3);
+        let cache = Cache::new(3, 3);
         for n in 0..10u8 {
             cache.insert_valid(digest(n), positive(u128::from(n), 1), cache.generation());
             assert!(cache.len() <= 3);
@@ -378,6 +394,56 @@ mod tests {
         let entries = cache.read();
         assert_eq!(entries.by_key.len(), 3);
         assert_eq!(entries.by_user[&Uuid::from_u128(1)].len(), 3);
+    }
+
+    fn refusal() -> Negative {
+        Negative {
+            error: VerifyError::Invalid,
+            until: NOW + time::Duration::MINUTE,
+        }
+    }
+
+    fn refused(cache: &Cache, digest: &Digest) -> bool {
+        matches!(cache.get(digest, NOW), Some(Cached::Refused(_)))
+    }
+
+    /// A digest per number, spread over all bytes as real digests are.
+    fn scan_digest(n: u32) -> Digest {
+        *blake3::hash(&n.to_le_bytes()).as_bytes()
+    }
+
+    #[test]
+    fn refusals_never_evict_valid_answers() {
+        let cache = Cache::new(3, 100);
+        for n in 0..3u8 {
+            cache.insert_valid(digest(n), positive(u128::from(n), 1), cache.generation());
+        }
+        for n in 0..10_000 {
+            cache.insert_refused(scan_digest(n), refusal(), cache.generation());
+        }
+        assert_eq!(cache.len(), 3);
+        assert!((0..3).all(|n| cached(&cache, n)));
+    }
+
+    #[test]
+    fn a_full_refusal_cache_keeps_most_entries_and_its_repeated_ones() {
+        const BOUND: usize = 1_000;
+        let cache = Cache::new(10, BOUND);
+        // A client that retries its revoked key, between the keys of a scan.
+        let retried = digest(200);
+        cache.insert_refused(retried, refusal(), cache.generation());
+        for n in 0..(10 * BOUND as u32) {
+            cache.insert_refused(scan_digest(n), refusal(), cache.generation());
+            if n % 50 == 0 {
+                assert!(refused(&cache, &retried), "evicted after {n} scan entries");
+            }
+            // Never wiped wholesale: once full, it stays about full.
+            if n as usize >= BOUND {
+                let held = cache.refusals();
+                assert!((BOUND / 2..=BOUND + BOUND / 10).contains(&held), "{held}");
+            }
+        }
+        assert!(refused(&cache, &retried));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use latchkey_core::key::Redacted;
 use latchkey_core::{ApiKey, Clock, SystemClock};
 
 use super::RemoteVerifier;
@@ -42,6 +43,8 @@ pub(super) struct Settings {
     pub(super) negative_ttl: Duration,
     pub(super) cache_ttl: Duration,
     pub(super) max_entries: usize,
+    pub(super) max_refusals: usize,
+    pub(super) max_concurrent_misses: usize,
     pub(super) request_timeout: Duration,
     pub(super) connect_timeout: Duration,
     pub(super) usage_interval: Duration,
@@ -58,6 +61,8 @@ impl Default for Settings {
             negative_ttl: Duration::from_secs(1),
             cache_ttl: Duration::from_secs(300),
             max_entries: 100_000,
+            max_refusals: 10_000,
+            max_concurrent_misses: 64,
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             usage_interval: Duration::from_secs(5),
@@ -68,8 +73,8 @@ impl Default for Settings {
     }
 }
 
-/// The fastest heartbeat the daemon sends.
-const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// The fastest heartbeat the daemon sends (it refuses a lower `heartbeat_ms`).
+const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
 
 impl Settings {
     /// The heartbeat actually asked for: at most a third of `max_staleness`, so that a
@@ -110,7 +115,7 @@ impl RemoteVerifierBuilder {
     }
 
     /// The heartbeat interval asked of the daemon; default 1 s, and never more than a third
-    /// of [`max_staleness`](Self::max_staleness) (nor less than 100 ms). Three missed
+    /// of [`max_staleness`](Self::max_staleness) (nor less than 1 s, the daemon's floor). Three missed
     /// heartbeats close the stream and start a reconnection.
     pub fn heartbeat(mut self, interval: Duration) -> Self {
         self.settings.heartbeat = interval;
@@ -137,6 +142,24 @@ impl RemoteVerifierBuilder {
     /// full, an arbitrary entry makes room.
     pub fn max_entries(mut self, entries: usize) -> Self {
         self.settings.max_entries = entries;
+        self
+    }
+
+    /// About how many refusals the cache holds (default 10,000), apart from the valid
+    /// answers of [`max_entries`](Self::max_entries): a scan of random keys can neither
+    /// evict a valid answer nor, past the bound, a refusal presented again and again (the
+    /// cache is S3-FIFO). `0` caches none.
+    pub fn max_refusals(mut self, entries: usize) -> Self {
+        self.settings.max_refusals = entries;
+        self
+    }
+
+    /// How many cache misses may be asked of the daemon at once (default 64; at least 1).
+    /// A miss that finds them all busy waits up to 100 ms for one, then is answered 503
+    /// `keystore_unavailable`: a flood of unknown keys costs the daemon a bounded number
+    /// of requests, and a burst of real keys (a cold cache) mostly waits its turn.
+    pub fn max_concurrent_misses(mut self, misses: usize) -> Self {
+        self.settings.max_concurrent_misses = misses.max(1);
         self
     }
 
@@ -199,7 +222,7 @@ impl fmt::Debug for RemoteVerifierBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteVerifierBuilder")
             .field("url", &self.url)
-            .field("service_key", &"<redacted>")
+            .field("service_key", &Redacted(&self.service_key))
             .field("settings", &self.settings)
             .finish()
     }
@@ -213,6 +236,8 @@ impl fmt::Debug for Settings {
             .field("negative_ttl", &self.negative_ttl)
             .field("cache_ttl", &self.cache_ttl)
             .field("max_entries", &self.max_entries)
+            .field("max_refusals", &self.max_refusals)
+            .field("max_concurrent_misses", &self.max_concurrent_misses)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("usage_interval", &self.usage_interval)

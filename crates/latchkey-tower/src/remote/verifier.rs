@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use latchkey_core::{ApiKey, Principal, VerifyError};
 use time::OffsetDateTime;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
 use super::cache::{Cache, Cached, Digest, DigestHasher, Hasher32, Negative, Positive, Scope};
@@ -68,6 +68,8 @@ pub(super) struct Shared {
     /// Misses being asked of the daemon, by digest: later misses for the same key wait for
     /// the same answer.
     pending: Mutex<HashMap<Digest, Waiter, BuildHasherDefault<DigestHasher>>>,
+    /// One permit per request to the daemon in flight: `max_concurrent_misses`.
+    misses: Semaphore,
     usage: UsageBuffer,
     /// When the verifier last heard from the daemon on a caught-up stream, in Unix
     /// nanoseconds of the configured clock; `i64::MIN`: never.
@@ -75,6 +77,10 @@ pub(super) struct Shared {
     status: watch::Sender<RemoteStatus>,
     runtime: Handle,
 }
+
+/// How long a cache miss waits for a free request slot before it is answered 503: long
+/// enough to ride out a burst, short enough that a flood is refused quickly.
+const MISS_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 type Answer = Option<Result<Principal, VerifyError>>;
 type Waiter = watch::Receiver<Answer>;
@@ -124,7 +130,8 @@ impl RemoteVerifier {
         let shared = Arc::new(Shared {
             daemon,
             hasher: Hasher32::generate(),
-            cache: Cache::new(settings.max_entries),
+            cache: Cache::new(settings.max_entries, settings.max_refusals),
+            misses: Semaphore::new(settings.max_concurrent_misses),
             pending: Mutex::default(),
             usage: UsageBuffer::default(),
             last_alive: AtomicI64::new(i64::MIN),
@@ -253,8 +260,17 @@ impl Shared {
         waiter
     }
 
-    /// Asks the daemon, and caches its answer.
+    /// Asks the daemon, and caches its answer; 503 when `max_concurrent_misses` requests
+    /// are already in flight and none ends within [`MISS_QUEUE_WAIT`].
     async fn fetch(&self, digest: Digest, presented: &str) -> Result<Principal, VerifyError> {
+        let Ok(Ok(_permit)) = tokio::time::timeout(MISS_QUEUE_WAIT, self.misses.acquire()).await
+        else {
+            // At DEBUG: a flood of unknown keys would otherwise be a flood of log lines.
+            tracing::debug!("too many verifications in flight; answering 503");
+            return Err(VerifyError::Unavailable(
+                "too many verifications in flight".to_owned(),
+            ));
+        };
         let generation = self.cache.generation();
         let verdict = self.daemon.verify(presented).await;
         let now = self.settings.clock.now();
@@ -358,6 +374,7 @@ impl fmt::Debug for RemoteVerifier {
             .field("settings", &self.shared.settings)
             .field("status", &*self.shared.status.borrow())
             .field("cached_keys", &self.shared.cache.len())
+            .field("cached_refusals", &self.shared.cache.refusals())
             .field("usage_pending", &self.shared.usage.len())
             .finish()
     }
@@ -424,19 +441,16 @@ mod tests {
     async fn debug_never_shows_the_service_key() {
         let key = service_key();
         let builder = RemoteVerifier::builder("http://127.0.0.1:9", key.expose());
-        let text = format!("{builder:?}");
-        assert!(
-            !text.contains(key.secret()) && text.contains("<redacted>"),
-            "{text}"
-        );
+        let shown = [format!("{builder:?}"), format!("{builder:#?}")];
         let verifier = builder.build().unwrap();
-        let text = format!("{verifier:?}");
-        assert!(!text.contains(key.secret()), "{text}");
-        assert!(text.contains(key.display_prefix()), "{text}");
-        assert!(
-            text.contains("<redacted>") && text.contains("127.0.0.1:9"),
-            "{text}"
-        );
+        let shown = shown
+            .into_iter()
+            .chain([format!("{verifier:?}"), format!("{verifier:#?}")]);
+        for text in shown {
+            assert!(!text.contains(key.secret()), "{text}");
+            assert!(text.contains(key.display_prefix()), "{text}");
+            assert!(text.contains("127.0.0.1:9"), "{text}");
+        }
     }
 
     #[tokio::test]

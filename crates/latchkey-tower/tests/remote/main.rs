@@ -12,6 +12,8 @@ mod cache;
 mod invalidation;
 // The daemon killed and restarted; a replaced store; a refused service key; the layer's 503.
 mod failures;
+// Concurrent misses bounded against a daemon that never answers.
+mod bounds;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -83,11 +85,11 @@ impl Setup {
     }
 }
 
-/// A verifier with short heartbeats and reconnections, on the keystore's clock.
+/// A verifier with the shortest heartbeats and short reconnections, on the keystore's clock.
 fn verifier(url: &str, keystore: &Keystore) -> RemoteVerifier {
     RemoteVerifier::builder(url, &keystore.service_key)
         .max_staleness(MAX_STALENESS)
-        .heartbeat(Duration::from_millis(100))
+        .heartbeat(Duration::from_secs(1))
         .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100))
         .negative_ttl(Duration::from_secs(1))
         // Usage is sent when a test asks for it.

@@ -1,10 +1,17 @@
 //! The OpenAPI document, generated from the handlers' annotations and the models' schemas,
 //! so it cannot drift from the code.
 
+mod integers;
+pub(crate) mod rules;
+mod statuses;
+
 use std::sync::OnceLock;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+
+use integers::UnsignedIntegers;
+use statuses::LayerStatuses;
 
 use crate::handlers::{audit, events, groups, keys, system, usage, users, verify};
 
@@ -27,7 +34,8 @@ use crate::handlers::{audit, events, groups, keys, system, usage, users, verify}
         audit::list, audit::verify, events::stream,
         system::healthz, system::metrics, system::openapi,
     ),
-    modifiers(&BearerAuth),
+    // The integers' pass runs last: it reads the whole document.
+    modifiers(&BearerAuth, &LayerStatuses, &UnsignedIntegers),
     tags(
         (name = "groups", description = "Roles: a name and a set of permissions"),
         (name = "users", description = "Identities that own keys"),

@@ -1,0 +1,66 @@
+//! The input rules the server enforces, as JSON schemas that the request bodies refer to
+//! (`#[schema(value_type = …)]` in [`crate::api`]), so that a client generated from the
+//! document sends only what the server accepts. The numbers are core's `limits` (PRODUCT.md,
+//! *Limits on input*); the patterns are core's parsers, written as regular expressions.
+//!
+//! JSON Schema counts characters where the server counts bytes; the descriptions say which.
+//! What a schema cannot say (a name that is not a UUID, a time in the future, a record that
+//! exists) is in the descriptions and answered 400 or 404 naming the field.
+
+// The types exist only for their schemas; nothing constructs them.
+#![allow(dead_code)]
+
+use utoipa::ToSchema;
+
+/// A permission: `segment(:segment)*`, segments of `[a-z0-9_.-]`, optionally ending in
+/// `:*`, or `*` alone; at most 128 bytes.
+#[derive(ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^(\*|[a-z0-9_.-]+(:[a-z0-9_.-]+)*(:\*)?)$",
+    min_length = 1,
+    max_length = 128
+)]
+pub(crate) struct Permission(String);
+
+/// A user or group name: 1 to 64 characters of `[A-Za-z0-9_.@-]`, not a UUID (records are
+/// referred to by either).
+#[derive(ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^[A-Za-z0-9_.@-]{1,64}$",
+    min_length = 1,
+    max_length = 64
+)]
+pub(crate) struct PrincipalName(String);
+
+/// A user or group, by id (UUID) or by name.
+#[derive(ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^[A-Za-z0-9_.@-]{1,64}$",
+    min_length = 1,
+    max_length = 64
+)]
+pub(crate) struct Reference(String);
+
+/// A key's name, a tenant or an organization id: 1 to 128 bytes of UTF-8, without control
+/// or bidirectional formatting characters.
+#[derive(ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+$",
+    min_length = 1,
+    max_length = 128
+)]
+pub(crate) struct Label(String);
+
+/// Free text: up to 1,024 bytes of UTF-8, without control or bidirectional formatting
+/// characters.
+#[derive(ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$",
+    max_length = 1024
+)]
+pub(crate) struct Description(String);

@@ -1,0 +1,84 @@
+//! The statuses that the layers around the handlers answer, added to every operation they
+//! apply to: the handlers' annotations state only their own outcomes (201, 404 for a
+//! record, 409 for a lifecycle conflict, …).
+//!
+//! | Applies to | Status | Codes |
+//! |---|---|---|
+//! | every operation under `/v1` | 401 | `missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled` |
+//! | every operation under `/v1` | 403 | `insufficient_permission` |
+//! | every operation under `/v1` | 503 | `keystore_unavailable`, `store_locked` |
+//! | an operation with a body | 400, 413, 415 | `invalid_json`, `invalid_field`; `payload_too_large`; `unsupported_media_type` |
+//! | an operation with query parameters | 400 | `invalid_field` |
+//! | a path with a record reference | 404 | `not_found` |
+
+use utoipa::Modify;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
+
+/// Adds the statuses of the table above where an operation does not state them already.
+pub(super) struct LayerStatuses;
+
+impl Modify for LayerStatuses {
+    fn modify(&self, openapi: &mut OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_statuses(path, operation);
+            }
+        }
+    }
+}
+
+fn add_statuses(path: &str, operation: &mut Operation) {
+    let mut statuses = Vec::new();
+    if path.starts_with("/v1/") {
+        statuses.extend([
+            ("401", "The key is missing or does not authenticate (`missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled`)"),
+            ("403", "The key lacks the operation's permission (`insufficient_permission`)"),
+            ("503", "The keystore is unavailable (`keystore_unavailable`, `store_locked`)"),
+        ]);
+    }
+    if operation.request_body.is_some() {
+        statuses.extend([
+            ("400", "The body is not valid JSON, not an object, or a field breaks a rule (`invalid_json`, `invalid_field` with `field` naming it)"),
+            ("413", "The body is larger than 64 KiB (`payload_too_large`)"),
+            ("415", "The body's Content-Type is not `application/json` (`unsupported_media_type`)"),
+        ]);
+    }
+    let has_query = operation.parameters.iter().flatten().any(|p| match p {
+        RefOr::T(parameter) => parameter.parameter_in == ParameterIn::Query,
+        RefOr::Ref(_) => false,
+    });
+    if has_query {
+        statuses.push((
+            "400",
+            "A query parameter is invalid or unknown (`invalid_field` with `field` naming it)",
+        ));
+    }
+    if path.contains('{') {
+        statuses.push(("404", "No such record (`not_found`)"));
+    }
+    let responses = &mut operation.responses.responses;
+    for (status, description) in statuses {
+        responses
+            .entry(status.to_owned())
+            .or_insert_with(|| problem(description));
+    }
+}
+
+/// A problem+json response.
+fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
+    let content = Content::new(Some(Ref::from_schema_name("Problem")));
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/problem+json", content)
+            .build(),
+    )
+}

@@ -1,0 +1,186 @@
+//! The OpenAPI document states every status an operation can answer and every input rule
+//! the server enforces.
+
+use latchkey_core::Permission;
+use serde_json::Value;
+
+use crate::common::Harness;
+
+async fn document() -> Value {
+    Harness::new()
+        .send("GET", "/openapi.json", None, None)
+        .await
+        .ok(200)
+}
+
+/// Follows a `$ref` to the component it names.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap();
+            &doc["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    let schema = &doc["components"]["schemas"][name];
+    assert!(schema.is_object(), "no schema {name}");
+    schema
+}
+
+#[tokio::test]
+async fn every_operation_states_the_statuses_of_the_layers_around_it() {
+    let doc = document().await;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            let has = |status: &str| responses.contains_key(status);
+            let what = format!("{method} {path}: {:?}", responses.keys());
+            if path.starts_with("/v1/") {
+                assert!(has("401") && has("403") && has("503"), "{what}");
+            }
+            if let Some(body) = op.get("requestBody") {
+                assert!(has("400") && has("413") && has("415"), "{what}");
+                let body = resolve(&doc, &body["content"]["application/json"]["schema"]);
+                assert_eq!(body["additionalProperties"], false, "{what}");
+            }
+            if path.contains('{') {
+                assert!(has("404"), "{what}");
+            }
+            let query = op["parameters"].as_array().into_iter().flatten();
+            if query.clone().any(|p| p["in"] == "query") {
+                assert!(has("400"), "{what}");
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let content = &response["content"]["application/problem+json"];
+                    assert!(content.is_object(), "{what}: {status} is not problem+json");
+                }
+            }
+        }
+    }
+    let events = &doc["paths"]["/v1/events"]["get"]["responses"];
+    assert!(events["429"].is_object());
+}
+
+#[tokio::test]
+async fn bodies_state_the_limits_on_input() {
+    let doc = document().await;
+    let property = |schema_name: &str, field: &str| -> Value {
+        schema(&doc, schema_name)["properties"][field].clone()
+    };
+    // Permission sets: at most 256, each a permission.
+    for (schema_name, field) in [
+        ("CreateGroup", "permissions"),
+        ("UpdateGroup", "add_permissions"),
+        ("CreateUser", "permissions"),
+        ("UpdateUser", "remove_permissions"),
+        ("CreateKey", "scopes"),
+    ] {
+        let set = property(schema_name, field);
+        assert_eq!(set["maxItems"], 256, "{schema_name}.{field}: {set}");
+        assert_eq!(set["items"]["$ref"], "#/components/schemas/Permission");
+    }
+    let permission = schema(&doc, "Permission");
+    assert_eq!(permission["maxLength"], 128);
+    // Groups: at most 64 references.
+    for field in ["groups", "add_groups"] {
+        let schema_name = if field == "groups" {
+            "CreateUser"
+        } else {
+            "UpdateUser"
+        };
+        assert_eq!(property(schema_name, field)["maxItems"], 64);
+    }
+    // Names, descriptions, tenants.
+    let bound = |name: &str| schema(&doc, name)["maxLength"].clone();
+    assert_eq!(bound("PrincipalName"), 64);
+    assert_eq!(bound("Label"), 128);
+    assert_eq!(bound("Description"), 1024);
+    assert_eq!(
+        property("CreateUser", "tenant_id")["oneOf"][0]["$ref"],
+        "#/components/schemas/Label"
+    );
+    assert_eq!(
+        property("CreateKey", "name")["$ref"],
+        "#/components/schemas/Label"
+    );
+    // Integers: types and bounds as the server reads them.
+    let grace = property("RotateKey", "grace_seconds");
+    assert_eq!(
+        (&grace["minimum"], &grace["maximum"]),
+        (&0.into(), &31_536_000.into())
+    );
+    let count = property("UsageItem", "count");
+    assert_eq!(count["format"], "uint64");
+    assert_eq!(count["minimum"], 1);
+    assert_eq!(count["maximum"], u64::MAX);
+    // Enums.
+    assert_eq!(
+        schema(&doc, "Env")["enum"],
+        serde_json::json!(["live", "test"])
+    );
+    // List parameters.
+    for path in ["/v1/keys", "/v1/audit"] {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1, "{path}");
+        assert_eq!(limit["schema"]["maximum"], 1000, "{path}");
+    }
+    let events = doc["paths"]["/v1/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let heartbeat = events.iter().find(|p| p["name"] == "heartbeat_ms").unwrap();
+    assert_eq!(heartbeat["schema"]["minimum"], 1000);
+}
+
+/// The document's patterns accept exactly what the server's parsers accept.
+#[tokio::test]
+async fn the_patterns_match_the_parsers() {
+    let doc = document().await;
+    let pattern = |name: &str| {
+        let text = schema(&doc, name)["pattern"].as_str().unwrap().to_owned();
+        regex::Regex::new(&text).unwrap()
+    };
+    let permission = pattern("Permission");
+    for text in [
+        "*",
+        "orders",
+        "orders:read",
+        "orders:*",
+        "a.b-c_d:e",
+        "orders:*:read",
+        "Orders",
+        "orders:",
+        ":read",
+        "orders::read",
+        "**",
+        "orders:**",
+        "",
+        "ordérs",
+    ] {
+        let parsed = Permission::parse(text).is_ok();
+        assert_eq!(permission.is_match(text), parsed, "{text:?}");
+    }
+    let free_text = pattern("Label");
+    for (text, ok) in [
+        ("deploy bot", true),
+        ("ünïcödé ✓", true),
+        ("a\nb", false),
+        ("tab\there", false),
+        ("\u{7f}", false),
+        ("\u{9f}", false),
+        ("evil\u{202e}txt", false),
+        ("\u{2066}x", false),
+        ("\u{61c}", false),
+    ] {
+        assert_eq!(free_text.is_match(text), ok, "{text:?}");
+    }
+    let name = pattern("PrincipalName");
+    for (text, ok) in [("ci-bot@example.com", true), ("a b", false), ("", false)] {
+        assert_eq!(name.is_match(text), ok, "{text:?}");
+    }
+    assert!(name.is_match(&"a".repeat(64)) && !name.is_match(&"a".repeat(65)));
+}

@@ -1,0 +1,88 @@
+//! What a flood of unknown keys costs the daemon: a bounded number of requests at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use latchkey_tower::latchkey_core::{Env, Prefix, VerifyError};
+use latchkey_tower::remote::RemoteVerifier;
+use latchkey_tower::{ApiKey, Verifier};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+use crate::{loopback, within};
+
+/// A daemon that reads requests and never answers: every miss stays in flight until the
+/// verifier's request timeout. Counts the `POST /v1/verify` requests it received.
+async fn black_hole() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind(loopback(0)).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let verifies = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&verifies);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                if head.starts_with(b"POST /v1/verify") {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                // Hold the connection, unanswered, until the test's runtime ends.
+                let _ = socket.read(&mut buffer).await;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    (url, verifies)
+}
+
+#[tokio::test]
+async fn concurrent_misses_are_bounded_and_the_rest_answered_503_quickly() {
+    const BOUND: usize = 4;
+    let (url, verifies) = black_hole().await;
+    let service = ApiKey::generate(&Prefix::default(), Env::Live);
+    let verifier = RemoteVerifier::builder(&url, service.expose())
+        .max_concurrent_misses(BOUND)
+        // Far beyond the test's patience: only the bound can end the extra misses.
+        .request_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let misses: Vec<_> = (0..BOUND + 12)
+        .map(|_| {
+            let key = ApiKey::generate(&Prefix::default(), Env::Live);
+            tokio::spawn(verifier.verify(&key))
+        })
+        .collect();
+    // All but BOUND answer 503 without the daemon, long before its request timeout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut refused = 0;
+    let mut in_flight = Vec::new();
+    for miss in misses {
+        match tokio::time::timeout_at(deadline, miss).await {
+            Ok(answer) => match answer.unwrap() {
+                Err(VerifyError::Unavailable(_)) => refused += 1,
+                other => panic!("expected 503, got {other:?}"),
+            },
+            Err(_) => in_flight.push(()),
+        }
+    }
+    assert_eq!(refused, 12);
+    assert_eq!(in_flight.len(), BOUND);
+    within(async {
+        while verifies.load(Ordering::SeqCst) < BOUND {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(verifies.load(Ordering::SeqCst), BOUND);
+}
