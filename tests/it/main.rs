@@ -35,3 +35,13 @@ mod tools;
 // Remote verification: a daemon and two example-remote-orders apps, revocations, a kill
 // and a restart.
 mod remote;
+
+// HTTPS end to end with a CA made at test time: the CLI with --ca-cert, a wrong CA refused,
+// a remote verifier over https.
+mod tls;
+
+// `serve` and `init` at start: refusals that create nothing, --admin-key-file.
+mod startup;
+
+// Header-read timeouts, /metrics on its own listener or behind a key, logs.
+mod listeners;
