@@ -16,7 +16,6 @@ use tracing::Level;
 use crate::listen::Listener;
 
 /// What the daemon serves, and how.
-#[derive(Debug)]
 pub struct ServeConfig {
     /// The open store.
     pub store: Store,
@@ -33,6 +32,20 @@ pub struct ServeConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Where `/metrics` is served.
     pub metrics: MetricsServing,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The TLS config holds the private key: say whether there is one, nothing more.
+        f.debug_struct("ServeConfig")
+            .field("store", &self.store)
+            .field("request_timeout", &self.request_timeout)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("tls", &self.tls.is_some())
+            .field("metrics", &self.metrics)
+            .finish()
+    }
 }
 
 /// Where the daemon serves `/metrics`.

@@ -30,9 +30,16 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         Some((cert, key)) => Some(crate::tls::server_config(&cert, &key)?),
         None => None,
     };
-    if tls.is_none() && !args.insecure_http {
-        for addr in std::iter::once(addr).chain(metrics_addr) {
-            ensure_loopback(addr)?;
+    let addrs = std::iter::once(addr).chain(metrics_addr);
+    if tls.is_none() {
+        if args.insecure_http {
+            for addr in addrs.filter(|a| !a.ip().is_loopback()) {
+                tracing::warn!(%addr, "plain HTTP off loopback (--insecure-http): keep a TLS-terminating proxy in front");
+            }
+        } else {
+            for addr in addrs {
+                ensure_loopback(addr)?;
+            }
         }
     }
     let listener = bind(addr).await?;
