@@ -130,7 +130,7 @@ fn the_cli_speaks_https_trusting_the_ca_it_is_given_and_nothing_else() {
     assert!(!user_names().contains(&"nope".to_owned()));
 
     // Plain HTTP to the TLS port gets no answer from the API: never a downgrade.
-    cli(&daemon.url, &admin, &[], &["users", "list"]).fails(1, "");
+    cli(&daemon.url, &admin, &[], &["users", "list"]).fails(1, "use an https:// --url");
 
     // A CA file that holds no certificate is refused before any request.
     let junk = dir.path().join("junk.pem");

@@ -81,6 +81,13 @@ impl Transport for HttpTransport {
                     "the latchkey daemon at {} did not answer in time",
                     self.base
                 )
+            } else if self.base.starts_with("http://") {
+                // A TLS listener hangs up on plain HTTP without an answer.
+                anyhow::anyhow!(
+                    "request to the latchkey daemon at {} failed: {e} (if it serves HTTPS, \
+                     use an https:// --url)",
+                    self.base
+                )
             } else {
                 anyhow::anyhow!(
                     "request to the latchkey daemon at {} failed: {e}",
