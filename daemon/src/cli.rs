@@ -54,6 +54,19 @@ pub struct GlobalArgs {
     /// Read settings from this TOML file (see `latchkey default-config`)
     #[arg(long, env = "LATCHKEY_CONFIG", global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) beside the system's roots for an https:// --url
+    #[arg(long, env = "LATCHKEY_CA_CERT", global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// The log format on stderr: `text` for people, `json` (one object a line) for log
+    /// shippers. Filter with RUST_LOG or LATCHKEY_LOG [default: text]
+    #[arg(
+        long,
+        env = "LATCHKEY_LOG_FORMAT",
+        global = true,
+        value_name = "FORMAT",
+        value_parser = ["text", "json"]
+    )]
+    pub log_format: Option<String>,
 }
 
 impl std::fmt::Debug for GlobalArgs {
@@ -105,6 +118,41 @@ pub struct ServeArgs {
     /// [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,
+    /// How long a connection may take to send a request's headers, counted from when it
+    /// opens (TLS handshake included) or from the previous response: slow or idle
+    /// connections are closed after it [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
+    #[arg(
+        long,
+        env = "LATCHKEY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(
+        long,
+        env = "LATCHKEY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (for a TLS-terminating proxy in front);
+    /// without it, plain HTTP listens on loopback only
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Serve /metrics on this address only (not on --listen), without a key
+    #[arg(long, value_name = "ADDR", conflicts_with = "metrics_auth")]
+    pub metrics_listen: Option<String>,
+    /// Keep /metrics on --listen but behind a key holding `latchkey:metrics`
+    #[arg(long)]
+    pub metrics_auth: bool,
+    /// Should `serve` initialise the store, write its admin key to this new file (mode
+    /// 0600) instead of printing it
+    #[arg(long, value_name = "FILE")]
+    pub admin_key_file: Option<PathBuf>,
 }
 
 /// `latchkey init`.
@@ -113,6 +161,9 @@ pub struct InitArgs {
     /// The key prefix: 2 to 8 characters of [a-z0-9] [default: lk]
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<String>,
+    /// Write the admin key to this new file (mode 0600) instead of printing it
+    #[arg(long, value_name = "FILE")]
+    pub admin_key_file: Option<PathBuf>,
 }
 
 /// `latchkey scan`.

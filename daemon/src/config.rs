@@ -24,6 +24,9 @@ pub const DEFAULT_DB: &str = "./latchkey-data";
 pub const DEFAULT_PREFIX: &str = "lk";
 /// How long a request may take in the daemon.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may take to deliver a request's headers (from when it opens, or
+/// from the previous response on a kept-alive connection).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `latchkey default-config` prints: every setting, commented out, at its default.
 pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latchkey --config PATH` or LATCHKEY_CONFIG=PATH.
@@ -41,9 +44,21 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # must then not be running on it.
 # db = "./latchkey-data"
 
-# Where `latchkey serve` listens (LATCHKEY_LISTEN, --listen). Keep it on loopback, or put a
-# TLS-terminating proxy in front: the daemon speaks plain HTTP.
+# Where `latchkey serve` listens (LATCHKEY_LISTEN, --listen). Without TLS it must be a
+# loopback address (unless --insecure-http, for a TLS-terminating proxy in front).
 # listen = "127.0.0.1:7878"
+
+# HTTPS for `latchkey serve`: a PEM certificate chain and its private key
+# (LATCHKEY_TLS_CERT / --tls-cert, LATCHKEY_TLS_KEY / --tls-key). Set both or neither.
+# tls_cert = "/etc/latchkey/cert.pem"
+# tls_key = "/etc/latchkey/key.pem"
+
+# A private CA (PEM) that commands trust beside the system's roots for an https:// url
+# (LATCHKEY_CA_CERT, --ca-cert).
+# ca_cert = "/etc/latchkey/ca.pem"
+
+# Serve /metrics on this address only, not on `listen` (--metrics-listen).
+# metrics_listen = "127.0.0.1:9187"
 
 # The key prefix of a store created by `init` or by `serve` on an empty path (--prefix):
 # 2 to 8 characters of [a-z0-9].
@@ -55,6 +70,9 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # The log filter, in tracing's EnvFilter syntax (LATCHKEY_LOG). Logs go to stderr.
 # Default: "info" for `serve`, "warn" for other commands.
 # log = "info,tower_http=debug"
+
+# The log format: "text" or "json", one object a line (LATCHKEY_LOG_FORMAT, --log-format).
+# log_format = "text"
 "#;
 
 /// The configuration file. Unknown keys are an error, so a typo does not go unnoticed.
@@ -76,6 +94,16 @@ pub struct FileConfig {
     pub request_timeout: Option<String>,
     /// See [`DEFAULT_CONFIG`].
     pub log: Option<String>,
+    /// See [`DEFAULT_CONFIG`].
+    pub log_format: Option<String>,
+    /// See [`DEFAULT_CONFIG`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`DEFAULT_CONFIG`].
+    pub tls_key: Option<PathBuf>,
+    /// See [`DEFAULT_CONFIG`].
+    pub ca_cert: Option<PathBuf>,
+    /// See [`DEFAULT_CONFIG`].
+    pub metrics_listen: Option<String>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -114,8 +142,12 @@ pub struct Settings {
     pub db: Option<PathBuf>,
     /// `--json`.
     pub json: bool,
-    /// The log filter from the file, if any (`LATCHKEY_LOG` wins over it).
+    /// The log filter from the file, if any (`LATCHKEY_LOG` and `RUST_LOG` win over it).
     pub log: Option<String>,
+    /// Logs as JSON lines rather than text.
+    pub log_json: bool,
+    /// A private CA for an `https://` URL.
+    pub ca_cert: Option<PathBuf>,
     file: FileConfigRest,
 }
 
@@ -125,6 +157,9 @@ struct FileConfigRest {
     listen: Option<String>,
     prefix: Option<String>,
     request_timeout: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    metrics_listen: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -145,6 +180,12 @@ impl Settings {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
+        let log_format = args.log_format.clone().or(file.log_format);
+        let log_json = match log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => anyhow::bail!("invalid log_format {other:?}: expected text or json"),
+        };
         Ok(Settings {
             url: args
                 .url
@@ -155,10 +196,15 @@ impl Settings {
             db: args.db.clone().or(file.db),
             json: args.json,
             log: file.log,
+            log_json,
+            ca_cert: args.ca_cert.clone().or(file.ca_cert),
             file: FileConfigRest {
                 listen: file.listen,
                 prefix: file.prefix,
                 request_timeout: file.request_timeout,
+                tls_cert: file.tls_cert,
+                tls_key: file.tls_key,
+                metrics_listen: file.metrics_listen,
             },
         })
     }
@@ -187,25 +233,67 @@ impl Settings {
             .clone()
             .or_else(|| self.file.listen.clone())
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        text.parse().with_context(|| {
-            format!("invalid listen address {text:?}: expected e.g. 127.0.0.1:7878")
-        })
+        socket_addr("listen", &text)
+    }
+
+    /// Where `serve` serves `/metrics` alone, if apart from the API.
+    pub fn metrics_listen(&self, args: &ServeArgs) -> anyhow::Result<Option<SocketAddr>> {
+        let text = args
+            .metrics_listen
+            .as_deref()
+            .or(self.file.metrics_listen.as_deref());
+        text.map(|text| socket_addr("metrics listen", text))
+            .transpose()
+    }
+
+    /// The certificate chain and key `serve` uses for HTTPS, when set (both or neither).
+    pub fn tls_files(&self, args: &ServeArgs) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
+        let cert = args.tls_cert.clone().or_else(|| self.file.tls_cert.clone());
+        let key = args.tls_key.clone().or_else(|| self.file.tls_key.clone());
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("TLS needs both a certificate (--tls-cert) and its key (--tls-key)"),
+        }
     }
 
     /// How long a request may take in the daemon.
     pub fn request_timeout(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
-        match args
+        let text = args
             .request_timeout
             .as_deref()
-            .or(self.file.request_timeout.as_deref())
-        {
-            Some(text) => {
-                let timeout = parse_duration(text).map_err(anyhow::Error::msg)?;
-                anyhow::ensure!(!timeout.is_zero(), "the request timeout must be above 0");
-                Ok(timeout)
-            }
-            None => Ok(DEFAULT_REQUEST_TIMEOUT),
+            .or(self.file.request_timeout.as_deref());
+        positive_duration("request timeout", text, DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// How long a connection may take to send a request's headers.
+    pub fn header_read_timeout(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
+        positive_duration(
+            "header read timeout",
+            args.header_read_timeout.as_deref(),
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )
+    }
+}
+
+fn socket_addr(what: &str, text: &str) -> anyhow::Result<SocketAddr> {
+    text.parse()
+        .with_context(|| format!("invalid {what} address {text:?}: expected e.g. 127.0.0.1:7878"))
+}
+
+/// A duration setting above zero, or `default` when unset.
+fn positive_duration(
+    what: &str,
+    text: Option<&str>,
+    default: Duration,
+) -> anyhow::Result<Duration> {
+    match text {
+        Some(text) => {
+            let duration = parse_duration(text).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(!duration.is_zero(), "the {what} must be above 0");
+            Ok(duration)
         }
+        None => Ok(default),
     }
 }
 
@@ -227,6 +315,9 @@ mod tests {
         assert_eq!(file.prefix.as_deref(), Some(DEFAULT_PREFIX));
         assert_eq!(file.request_timeout.as_deref(), Some("30s"));
         assert!(file.admin_key.is_some() && file.db.is_some() && file.log.is_some());
+        assert_eq!(file.log_format.as_deref(), Some("text"));
+        assert!(file.tls_cert.is_some() && file.tls_key.is_some() && file.ca_cert.is_some());
+        assert!(file.metrics_listen.is_some());
     }
 
     #[test]

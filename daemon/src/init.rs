@@ -1,12 +1,15 @@
 //! Creating a store: `latchkey init`, and `latchkey serve` on a path that holds none.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use latchkey_core::{CreatedKey, Store, StoreConfig, StoreError};
 use serde_json::Value;
 
 use crate::commands::print_secret_block;
-use crate::output::print_json;
+use crate::output::{fields, print_json, text};
 
 /// Opens the store at `path`, or initialises one there as `latchkey init` does when the path
 /// holds none. The admin key comes back only when it was just created.
@@ -43,10 +46,99 @@ pub fn print_admin_key(path: &Path, created: &CreatedKey, json: bool) {
     }
 }
 
-/// `latchkey init`: creates the store with its admin group, user and key.
-pub fn run(path: &Path, prefix: &str, json: bool) -> anyhow::Result<()> {
+/// `--admin-key-file`: a new file, created with mode 0600 before the store is, that will
+/// receive the admin key. Dropped unwritten, it removes itself: a start that fails, or that
+/// finds the store already there, leaves no file behind.
+#[derive(Debug)]
+pub struct KeyFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl KeyFile {
+    /// Creates the file; fails if it exists (a key is never written over another one).
+    pub fn create(path: &Path) -> anyhow::Result<KeyFile> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
+            .open(path)
+            .with_context(|| format!("cannot create the admin key file {}", path.display()))?;
+        Ok(KeyFile {
+            path: path.to_owned(),
+            file: Some(file),
+        })
+    }
+
+    /// Writes the key (alone, with a newline) and syncs it; then tells where it went, once:
+    /// the record without its secret, or its JSON with `secret_file` instead of `secret`.
+    pub fn write(mut self, store: &Path, created: &CreatedKey, json: bool) -> anyhow::Result<()> {
+        let mut file = self.file.take().expect("written once");
+        let written = writeln!(file, "{}", created.secret.expose()).and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            self.file = Some(file);
+            return Err(e).with_context(|| {
+                format!("cannot write the admin key file {}", self.path.display())
+            });
+        }
+        let mut record = created_json(created);
+        if let Some(record) = record.as_object_mut() {
+            record.remove("secret");
+            record.insert(
+                "secret_file".to_owned(),
+                Value::String(self.path.display().to_string()),
+            );
+        }
+        if json {
+            print_json(&record);
+        } else {
+            println!("Initialised a latchkey store at {}.", store.display());
+            print!(
+                "{}",
+                fields(&[
+                    ("id", text(&record["id"])),
+                    ("name", text(&record["name"])),
+                    ("user", format!("admin ({})", created.key.user_id)),
+                    ("prefix", text(&record["prefix"])),
+                ])
+            );
+            println!("Secret written to {} (mode 0600).", self.path.display());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// `latchkey init`: creates the store with its admin group, user and key, and prints the
+/// key once, or writes it to `key_file`.
+pub fn run(path: &Path, prefix: &str, json: bool, key_file: Option<&Path>) -> anyhow::Result<()> {
+    // The file first: when it cannot be created, no store is either.
+    let key_file = key_file.map(KeyFile::create).transpose()?;
     let (store, admin) = Store::init(path, prefix, StoreConfig::default())?;
-    print_admin_key(path, &admin, json);
     store.flush()?;
-    Ok(())
+    announce(path, &admin, json, key_file)
+}
+
+/// Hands a new store's admin key out once: into the key file, or on stdout.
+pub fn announce(
+    path: &Path,
+    admin: &CreatedKey,
+    json: bool,
+    key_file: Option<KeyFile>,
+) -> anyhow::Result<()> {
+    match key_file {
+        Some(file) => file.write(path, admin, json),
+        None => {
+            print_admin_key(path, admin, json);
+            Ok(())
+        }
+    }
 }

@@ -8,7 +8,10 @@
 //!
 //! - [`cli`]: the command line (clap derive).
 //! - [`config`]: flags > environment > `--config` file > defaults; `latchkey default-config`.
-//! - [`server`]: [`run`], [`shutdown_signal`], the HTTP [`app`].
+//! - [`server`]: [`run`], [`shutdown_signal`], the HTTP [`app`]; `listen`: the accept loop
+//!   (TLS, header-read timeout, graceful drain).
+//! - [`start`]: `latchkey serve`'s start-up: check and bind everything, then initialise.
+//! - [`tls`]: the server's certificate and key.
 //! - [`init`]: `latchkey init`, and the first start of `serve` on an empty path.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait; HTTP and in-process.
 //! - [`client`]: JSON requests and problem+json answers over a transport.
@@ -26,10 +29,13 @@ pub mod commands;
 pub mod config;
 pub mod duration;
 pub mod init;
+mod listen;
 pub mod output;
 pub mod scan;
 pub mod server;
+pub mod start;
+pub mod tls;
 pub mod transport;
 
 pub use duration::parse_duration;
-pub use server::{ServeConfig, app, run, shutdown_signal};
+pub use server::{MetricsServing, ServeConfig, app, run, shutdown_signal};

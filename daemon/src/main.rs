@@ -3,15 +3,14 @@
 //! Exit codes: 0 on success; 1 on an error (one `error: …` line on stderr), and for a
 //! negative answer of `verify`, `scan` or `audit verify`; 2 for a usage error.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use latchkey_core::StoreConfig;
-use latchkey_daemon::cli::{Cli, Command, ServeArgs};
+use latchkey_daemon::cli::{Cli, Command};
 use latchkey_daemon::config::{DEFAULT_CONFIG, Settings};
-use latchkey_daemon::{ServeConfig, commands, init, scan};
+use latchkey_daemon::{commands, init, scan, start};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -31,12 +30,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let serving = matches!(cli.command, Command::Serve(_));
     init_tracing(
         settings.log.as_deref(),
-        if serving { "info" } else { "warn" },
+        // rustls-platform-verifier logs a refused certificate as an ERROR of its own; the
+        // commands' one-line error already says it.
+        if serving {
+            "info"
+        } else {
+            "warn,rustls_platform_verifier=off"
+        },
+        settings.log_json,
     );
     match cli.command {
         Command::Serve(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            runtime.block_on(serve(&settings, &args))?;
+            runtime.block_on(start::serve(&settings, &args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Init(args) => {
@@ -44,6 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &settings.store_path(),
                 &settings.init_prefix(&args),
                 settings.json,
+                args.admin_key_file.as_deref(),
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -67,42 +74,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `latchkey serve`: open (or initialise) the store, bind, announce, serve until a signal.
-async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> {
-    let path = settings.store_path();
-    let addr = settings.listen(args)?;
-    let request_timeout = settings.request_timeout(args)?;
-    let prefix = settings.prefix(args.prefix.as_deref());
-    let (store, created) = init::open_or_init(&path, &prefix, StoreConfig::default())?;
-    if let Some(admin) = &created {
-        init::print_admin_key(&path, admin, settings.json);
-    }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener
-        .local_addr()
-        .context("reading the listening address")?;
-    // Scripts and tests read the port from this line when they pass port 0.
-    println!("listening on {local}");
-    std::io::stdout().flush().context("writing to stdout")?;
-    tracing::info!(%local, store = %path.display(), "latchkey daemon started");
-    let config = ServeConfig {
-        request_timeout,
-        ..ServeConfig::new(store)
-    };
-    latchkey_daemon::run(config, listener, latchkey_daemon::shutdown_signal()).await
-}
-
-/// Logs go to stderr, filtered by `LATCHKEY_LOG`, else the config file, else `default`.
-fn init_tracing(from_file: Option<&str>, default: &str) {
+/// Logs go to stderr as text or JSON lines, filtered by `LATCHKEY_LOG`, else `RUST_LOG`,
+/// else the config file, else `default`.
+fn init_tracing(from_file: Option<&str>, default: &str, json: bool) {
     let filter = std::env::var("LATCHKEY_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .or_else(|| from_file.map(str::to_owned))
         .unwrap_or_else(|| default.to_owned());
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(default)))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }

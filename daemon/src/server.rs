@@ -1,18 +1,21 @@
 //! `latchkey serve`: the management API over HTTP, with graceful shutdown.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use http::StatusCode;
+use latchkey_admin::MetricsAccess;
 use latchkey_core::Store;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::listen::Listener;
+
 /// What the daemon serves, and how.
-#[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// The open store.
     pub store: Store,
@@ -21,33 +24,77 @@ pub struct ServeConfig {
     /// After the shutdown signal, how long open connections get to finish before the
     /// daemon stops anyway (a long-lived stream must not hold a shutdown forever).
     pub drain_timeout: Duration,
+    /// How long a connection may take to send a request's headers, from when it opens
+    /// (TLS handshake included) or from the previous response: slow-header and idle
+    /// keep-alive connections are closed after it. Applies to every listener.
+    pub header_read_timeout: Duration,
+    /// HTTPS on every listener when set; plain HTTP otherwise.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where `/metrics` is served.
+    pub metrics: MetricsServing,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The TLS config holds the private key: say whether there is one, nothing more.
+        f.debug_struct("ServeConfig")
+            .field("store", &self.store)
+            .field("request_timeout", &self.request_timeout)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("tls", &self.tls.is_some())
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+/// Where the daemon serves `/metrics`.
+#[derive(Debug, Default)]
+pub enum MetricsServing {
+    /// On the API listener, without a key.
+    #[default]
+    Public,
+    /// On the API listener, behind a key holding `latchkey:metrics` (`--metrics-auth`).
+    Keyed,
+    /// On this listener only, without a key (`--metrics-listen`); 404 on the API one.
+    Listener(TcpListener),
 }
 
 impl ServeConfig {
-    /// Defaults: 30 s per request, 10 s to drain.
+    /// Defaults: 30 s per request, 10 s to drain, 10 s to send headers, plain HTTP,
+    /// `/metrics` public on the API listener.
     pub fn new(store: Store) -> ServeConfig {
         ServeConfig {
             store,
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
             drain_timeout: Duration::from_secs(10),
+            header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT,
+            tls: None,
+            metrics: MetricsServing::Public,
         }
     }
 }
 
 /// The daemon's HTTP application: the admin router, traced, with a request timeout.
 ///
-/// The trace layer logs method, path, status and latency; never headers, so the
+/// The trace layer logs method, path, status and latency at DEBUG; never headers, so the
 /// `Authorization` header (a key) stays out of the logs.
 pub fn app(store: Store, request_timeout: Duration) -> Router {
-    latchkey_admin::router(store)
+    layered(latchkey_admin::router(store), request_timeout)
+}
+
+/// The request timeout and the request log around a router. Request logs are DEBUG: one
+/// INFO line per request would make the log grow with traffic (and with attacks).
+fn layered(router: Router, request_timeout: Duration) -> Router {
+    router
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
 }
 
@@ -68,21 +115,42 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = app(config.store.clone(), config.request_timeout);
-    let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let (access, metrics_listener) = match config.metrics {
+        MetricsServing::Public => (MetricsAccess::Public, None),
+        MetricsServing::Keyed => (MetricsAccess::Keyed, None),
+        MetricsServing::Listener(listener) => (MetricsAccess::Separate, Some(listener)),
+    };
+    let routers = latchkey_admin::routers(config.store.clone(), access);
+    let serving = |app: Router| Listener {
+        app: layered(app, config.request_timeout),
+        tls: config.tls.clone(),
+        header_read_timeout: config.header_read_timeout,
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let api = tokio::spawn(serving(routers.api).serve(listener, stop_rx.clone()));
+    let metrics = metrics_listener
+        .map(|listener| tokio::spawn(serving(routers.metrics).serve(listener, stop_rx.clone())));
     let store = config.store.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing open requests");
         // Event streams never finish by themselves; their clients reconnect and resume.
         latchkey_admin::close_event_streams(&store);
-        let _ = stopping.send(true);
+        let _ = stop.send(true);
     });
+    let drained = async {
+        api.await?;
+        if let Some(metrics) = metrics {
+            metrics.await?;
+        }
+        anyhow::Ok(())
+    };
     let drain = config.drain_timeout;
+    let mut stopping = stop_rx;
     tokio::select! {
-        served = server.into_future() => served?,
+        drained = drained => drained?,
         () = async {
-            let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+            let _ = stopping.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(drain).await;
         } => tracing::warn!(?drain, "connections still open after the drain timeout; closing them"),
     }

@@ -143,10 +143,10 @@ fn transport_and_credential_errors() {
     let url = format!("http://127.0.0.1:{port}");
     Run::of(latchkey().args(["keys", "list", "--url", &url, "--admin-key", &f.admin]))
         .fails(1, "cannot connect to the latchkey daemon");
-    // Not a URL; not plain http.
+    // Not a URL; not http(s).
     Run::of(latchkey().args(["keys", "list", "--url", "not a url"])).fails(1, "invalid --url");
-    Run::of(latchkey().args(["keys", "list", "--url", "https://127.0.0.1:1"]))
-        .fails(1, "plain http");
+    Run::of(latchkey().args(["keys", "list", "--url", "ftp://127.0.0.1:1"]))
+        .fails(1, "expected an http:// or https:// URL");
 }
 
 #[test]

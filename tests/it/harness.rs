@@ -80,6 +80,11 @@ pub(crate) fn latchkey() -> Command {
         "LATCHKEY_CONFIG",
         "LATCHKEY_LISTEN",
         "LATCHKEY_LOG",
+        "LATCHKEY_LOG_FORMAT",
+        "LATCHKEY_CA_CERT",
+        "LATCHKEY_TLS_CERT",
+        "LATCHKEY_TLS_KEY",
+        "RUST_LOG",
     ] {
         command.env_remove(var);
     }
@@ -336,11 +341,23 @@ impl Drop for Daemon {
 fn client() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
+        install_crypto_provider();
         Client::builder()
             .no_proxy()
             .build()
             .expect("an HTTP client")
     })
+}
+
+/// Makes `ring` the process's rustls provider, once. reqwest is built here with TLS but
+/// without a provider of its own (the workspace picks ring, see the root manifest), so a
+/// client built without one panics.
+pub(crate) fn install_crypto_provider() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        // Err only when a provider is already installed: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 fn answer(response: reqwest::blocking::Response) -> Answer {

@@ -40,3 +40,12 @@ mod remote;
 // Many records: users and groups in pages, revoking all keys of a user, and a deletion
 // whose per-key work finishes in the background.
 mod bulk;
+// HTTPS end to end with a CA made at test time: the CLI with --ca-cert, a wrong CA refused,
+// a remote verifier over https.
+mod tls;
+
+// `serve` and `init` at start: refusals that create nothing, --admin-key-file.
+mod startup;
+
+// Header-read timeouts, /metrics on its own listener or behind a key, logs.
+mod listeners;

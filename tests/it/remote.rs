@@ -39,9 +39,9 @@ const MAX_STALENESS: Duration = Duration::from_secs(3);
 const RECONNECT: Duration = Duration::from_secs(10);
 
 /// A child process, killed (SIGKILL) and reaped when dropped.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Everything it printed before `listening on`.
     banner: String,
 }
@@ -49,7 +49,7 @@ struct Proc {
 impl Proc {
     /// Spawns `command` and reads its stdout (blocking on the pipe, no sleeping) up to the
     /// line `listening on ADDR`.
-    fn spawn(mut command: Command) -> Proc {
+    pub(crate) fn spawn(mut command: Command) -> Proc {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -125,7 +125,7 @@ fn app(url: &str, service_key: &str, max_staleness: Duration) -> Proc {
 
 /// The `example-remote-orders` binary, built once per test process into this test's target
 /// directory and profile, the way the harness builds `latchkey`.
-fn remote_orders_bin() -> &'static Path {
+pub(crate) fn remote_orders_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| build_binary("example-remote-orders", "example-remote-orders"))
 }
@@ -133,6 +133,7 @@ fn remote_orders_bin() -> &'static Path {
 fn client() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
+        crate::harness::install_crypto_provider();
         Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -142,7 +143,7 @@ fn client() -> &'static Client {
 }
 
 /// `GET /orders` on an app with `key`: the status and the problem `code` ("" for none).
-fn get_orders(app: &Proc, key: &str) -> (u16, String) {
+pub(crate) fn get_orders(app: &Proc, key: &str) -> (u16, String) {
     let response = client()
         .get(format!("{}/orders", app.url()))
         .bearer_auth(key)

@@ -56,6 +56,8 @@ pub(crate) mod perm {
         AuditRead = "latchkey:audit:read";
         /// Verify keys for remote services (`POST /v1/verify`).
         Verify = "latchkey:verify";
+        /// Read `/metrics` when the daemon keeps it behind a key (`--metrics-auth`).
+        Metrics = "latchkey:metrics";
     }
 }
 

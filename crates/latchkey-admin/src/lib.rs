@@ -33,7 +33,8 @@
 //! | `GET /v1/keys`, `GET /v1/keys/{id}` | `latchkey:keys:read` |
 //! | `POST /v1/verify`, `GET /v1/events` (server-sent events of every change) | `latchkey:verify` |
 //! | `GET /v1/audit`, `GET /v1/audit/verify` | `latchkey:audit:read` |
-//! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | none |
+//! | `GET /healthz`, `GET /openapi.json` | none |
+//! | `GET /metrics` | none, or `latchkey:metrics` with [`MetricsAccess::Keyed`] |
 //!
 //! Groups and users are referred to by UUID or unique name, keys by UUID or display
 //! prefix. Writes are also bound by **no escalation**: core refuses (403
@@ -101,7 +102,52 @@ use latchkey_core::Store;
 /// # let _ = app;
 /// ```
 pub fn router(store: Store) -> axum::Router {
-    router::authenticated(store)
+    router::authenticated(store, MetricsAccess::Public).0
+}
+
+/// Where [`routers`] serves `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricsAccess {
+    /// On the API router, without a key (as [`router`] does).
+    #[default]
+    Public,
+    /// On the API router, behind the authentication layer: the caller's key needs
+    /// `latchkey:metrics` (401 without a key, 403 without the permission).
+    Keyed,
+    /// Not on the API router (404 there): only on the separate metrics router, for a
+    /// listener of its own.
+    Separate,
+}
+
+/// The management API and its metrics, as two routers over one state.
+#[derive(Debug)]
+pub struct Routers {
+    /// The management API, with `/metrics` as [`MetricsAccess`] says.
+    pub api: axum::Router,
+    /// `/metrics` alone, unauthenticated, counting the same requests and verifications as
+    /// `api`: for a separate listener (`latchkey serve --metrics-listen`).
+    pub metrics: axum::Router,
+}
+
+/// [`router`], with `/metrics` served as `access` says, and the metrics alone for a
+/// listener of their own.
+///
+/// # Example
+///
+/// ```
+/// use latchkey_admin::{MetricsAccess, routers};
+/// use latchkey_core::{Store, StoreConfig};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let (store, _admin_key) = Store::init(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let routers = routers(store, MetricsAccess::Separate);
+/// // Serve `routers.api` on the public address, `routers.metrics` on an internal one.
+/// # let _ = routers;
+/// ```
+pub fn routers(store: Store, access: MetricsAccess) -> Routers {
+    let (api, metrics) = router::authenticated(store, access);
+    Routers { api, metrics }
 }
 
 /// The same routes as [`router`], where **every request acts as the operator**

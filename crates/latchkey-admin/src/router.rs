@@ -5,6 +5,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use latchkey_core::Store;
 
+use crate::MetricsAccess;
 use crate::caller::Operator;
 use crate::handlers::{audit, events, groups, keys, system, usage, users, verify};
 use crate::state::AppState;
@@ -44,26 +45,47 @@ fn v1() -> Router<AppState> {
         .fallback(system::not_found)
 }
 
-/// `/v1` behind the authentication layer, plus the public endpoints.
-pub(crate) fn authenticated(store: Store) -> Router {
+/// `/v1` behind the authentication layer, plus the public endpoints; `/metrics` where
+/// `access` says, and a router with `/metrics` alone over the same state.
+pub(crate) fn authenticated(store: Store, access: MetricsAccess) -> (Router, Router) {
     let state = AppState::new(store);
     let v1 = v1().layer(auth::layer(state.clone()));
-    assemble(state, v1)
+    let metrics_route = match access {
+        MetricsAccess::Public => Some(Router::new().route("/metrics", get(system::metrics))),
+        MetricsAccess::Keyed => Some(
+            Router::new()
+                .route("/metrics", get(system::metrics_keyed))
+                .layer(auth::layer(state.clone())),
+        ),
+        MetricsAccess::Separate => None,
+    };
+    let separate = Router::new()
+        .route("/metrics", get(system::metrics))
+        .with_state(state.clone());
+    (assemble(state, v1, metrics_route), separate)
 }
 
 /// `/v1` acting as the operator, plus the public endpoints.
 pub(crate) fn operator(store: Store) -> Router {
     let state = AppState::new(store);
     let v1 = v1().layer(axum::Extension(Operator));
-    assemble(state, v1)
+    let metrics_route = Router::new().route("/metrics", get(system::metrics));
+    assemble(state, v1, Some(metrics_route))
 }
 
-fn assemble(state: AppState, v1: Router<AppState>) -> Router {
-    Router::new()
+fn assemble(
+    state: AppState,
+    v1: Router<AppState>,
+    metrics_route: Option<Router<AppState>>,
+) -> Router {
+    let mut router = Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(system::healthz))
-        .route("/metrics", get(system::metrics))
-        .route("/openapi.json", get(system::openapi))
+        .route("/openapi.json", get(system::openapi));
+    if let Some(metrics_route) = metrics_route {
+        router = router.merge(metrics_route);
+    }
+    router
         .method_not_allowed_fallback(system::method_not_allowed)
         .route_layer(from_fn_with_state(state.clone(), metrics::count_requests))
         .with_state(state)

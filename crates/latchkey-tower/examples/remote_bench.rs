@@ -77,7 +77,9 @@ struct Api {
 impl Api {
     fn new(url: &str, admin: &str) -> Api {
         Api {
-            http: reqwest::Client::builder()
+            // The verifier's own TLS set-up (ring): reqwest brings no crypto provider here.
+            http: latchkey_tower::remote::https_client_builder(None)
+                .expect("a TLS config")
                 .tcp_nodelay(true)
                 .build()
                 .expect("a client"),
@@ -147,7 +149,12 @@ async fn propagation(url: &str, admin: &str, n: usize, apps: &[&str]) -> Result<
     // One client (and keep-alive connection) per app, as a steady caller would have.
     let clients: Vec<reqwest::Client> = apps
         .iter()
-        .map(|_| reqwest::Client::builder().tcp_nodelay(true).build())
+        .map(|_| {
+            latchkey_tower::remote::https_client_builder(None)
+                .expect("a TLS config")
+                .tcp_nodelay(true)
+                .build()
+        })
         .collect::<Result<_, _>>()?;
     let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); apps.len()];
     let mut polls = vec![0u64; apps.len()];

@@ -24,17 +24,22 @@ impl std::fmt::Debug for HttpTransport {
 }
 
 impl HttpTransport {
-    /// A transport to the daemon at `url` (scheme, host, port; no path).
-    pub fn new(url: &str, admin_key: Option<String>) -> anyhow::Result<HttpTransport> {
+    /// A transport to the daemon at `url` (scheme, host, port; no path), over `http://` or
+    /// `https://`, trusting the system's roots plus the PEM certificates of `ca_pem`.
+    pub fn new(
+        url: &str,
+        admin_key: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> anyhow::Result<HttpTransport> {
         let parsed = reqwest::Url::parse(url).with_context(|| {
             format!("invalid --url {url:?}: expected e.g. http://127.0.0.1:7878")
         })?;
         anyhow::ensure!(
-            parsed.scheme() == "http",
-            "invalid --url {url:?}: this build speaks plain http only; reach the daemon over \
-             loopback or through a TLS-terminating proxy"
+            matches!(parsed.scheme(), "http" | "https"),
+            "invalid --url {url:?}: expected an http:// or https:// URL"
         );
-        let client = reqwest::Client::builder()
+        let client = latchkey_tower::remote::https_client_builder(ca_pem)
+            .context("invalid --ca-cert")?
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -58,7 +63,14 @@ impl Transport for HttpTransport {
             builder = builder.json(body);
         }
         let response = builder.send().await.map_err(|e| {
-            if e.is_connect() {
+            if latchkey_tower::remote::is_certificate_error(&e) {
+                anyhow::anyhow!(
+                    "the TLS certificate of the latchkey daemon at {} does not verify ({}): \
+                     trust its CA with --ca-cert FILE",
+                    self.base,
+                    certificate_problem(&e)
+                )
+            } else if e.is_connect() {
                 anyhow::anyhow!(
                     "cannot connect to the latchkey daemon at {}: is `latchkey serve` running? \
                      (or work on a store directly with --db PATH)",
@@ -67,6 +79,13 @@ impl Transport for HttpTransport {
             } else if e.is_timeout() {
                 anyhow::anyhow!(
                     "the latchkey daemon at {} did not answer in time",
+                    self.base
+                )
+            } else if self.base.starts_with("http://") {
+                // A TLS listener hangs up on plain HTTP without an answer.
+                anyhow::anyhow!(
+                    "request to the latchkey daemon at {} failed: {e} (if it serves HTTPS, \
+                     use an https:// --url)",
                     self.base
                 )
             } else {
@@ -83,4 +102,13 @@ impl Transport for HttpTransport {
             .with_context(|| format!("reading the answer of the daemon at {}", self.base))?;
         Ok(ApiResponse { status, body })
     }
+}
+
+/// The innermost cause of a certificate failure ("invalid peer certificate: UnknownIssuer").
+fn certificate_problem(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }

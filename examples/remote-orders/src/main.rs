@@ -8,7 +8,8 @@
 //! The orders API of `examples/orders`, verifying keys against a running latchkey daemon
 //! instead of an embedded store: `GET /orders` needs `orders:read`, `POST /orders` needs
 //! `orders:write`, `GET /health` needs no key. `LATCHKEY_SERVICE_KEY` is a key holding
-//! `latchkey:verify`; create one with
+//! `latchkey:verify`; `LATCHKEY_CA_CERT` names a PEM CA certificate to trust for an
+//! `https://` daemon beside the system's roots. Create a service key with
 //!
 //! ```not_rust
 //! latchkey users add --name orders-service --permissions latchkey:verify
@@ -28,7 +29,8 @@ use tracing_subscriber::EnvFilter;
 
 const USAGE: &str =
     "usage: example-remote-orders [--listen 127.0.0.1:3001] [--max-staleness SECONDS]
-environment: LATCHKEY_URL (default http://127.0.0.1:7878), LATCHKEY_SERVICE_KEY (required)";
+environment: LATCHKEY_URL (default http://127.0.0.1:7878), LATCHKEY_SERVICE_KEY (required),
+LATCHKEY_CA_CERT (a PEM CA to trust for an https:// URL)";
 
 #[tokio::main]
 async fn main() {
@@ -50,9 +52,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("LATCHKEY_URL").unwrap_or_else(|_| "http://127.0.0.1:7878".into());
     let service_key = std::env::var("LATCHKEY_SERVICE_KEY")
         .map_err(|_| format!("LATCHKEY_SERVICE_KEY is not set\n{USAGE}"))?;
-    let verifier = RemoteVerifier::builder(&url, &service_key)
-        .max_staleness(args.max_staleness)
-        .build()?;
+    let mut builder = RemoteVerifier::builder(&url, &service_key).max_staleness(args.max_staleness);
+    // A private CA for an https:// daemon, beside the system's roots.
+    if let Ok(path) = std::env::var("LATCHKEY_CA_CERT") {
+        let pem = std::fs::read(&path).map_err(|e| format!("LATCHKEY_CA_CERT {path}: {e}"))?;
+        builder = builder.ca_certificate(pem);
+    }
+    let verifier = builder.build()?;
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("listening on {}", listener.local_addr()?);

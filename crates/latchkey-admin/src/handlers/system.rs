@@ -7,6 +7,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
 
 use crate::api::Health;
+use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::state::AppState;
 
@@ -40,7 +41,11 @@ fn unavailable(err: latchkey_core::StoreError) -> AppError {
 /// `latchkey_verification_duration_seconds` (histogram), `latchkey_keys{status}`,
 /// `latchkey_users`, `latchkey_groups`.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system",
-    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4")))]
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "No key or a key that does not authenticate (only when served behind a key: `latchkey serve --metrics-auth`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks `latchkey:metrics` (only with `--metrics-auth`)", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
     let stats = state.run(|store| Ok(store.stats()?)).await?;
     let body = state.metrics.render(&stats);
@@ -51,6 +56,14 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
         )],
         body,
     ))
+}
+
+/// `/metrics` behind the authentication layer: the caller needs `latchkey:metrics`.
+pub(crate) async fn metrics_keyed(
+    _caller: Caller<perm::Metrics>,
+    state: State<AppState>,
+) -> Result<impl IntoResponse, AppError> {
+    metrics(state).await
 }
 
 /// This API's OpenAPI document.

@@ -1,22 +1,24 @@
-//! What an authentication tells `tracing`: never the secret, and nothing formatted when
-//! the level is off. Events are emitted inside the span (the caller has entered it), so
-//! they also keep any request span around it (tower-http's `TraceLayer`).
+//! What an authentication tells `tracing`: never the secret, nothing formatted when the
+//! level is off, and nothing above DEBUG per request: a refused key is a DEBUG event, so a
+//! flood of bad keys cannot flood an INFO log (only a keystore failure is a WARN). Events
+//! are emitted inside the span (the caller has entered it), so they also keep any request
+//! span around it (tower-http's `TraceLayer`).
 
 use latchkey_core::{ApiKey, Principal, VerifyError};
 use tracing::{Level, Span, field};
 
 use crate::rejection::Reason;
 
-/// The span of one authentication; `Span::none()` unless a tracing subscriber wants INFO.
+/// The span of one authentication; `Span::none()` unless a tracing subscriber wants DEBUG.
 pub(super) fn span() -> Span {
-    // `info_span!` alone is not free when tracing's `log` feature is on (axum's default
+    // `debug_span!` alone is not free when tracing's `log` feature is on (axum's default
     // `tower-log` turns it on): a disabled span then keeps its metadata and asks `log` on
     // every enter, exit and drop, about 250 instructions a request. Checking the level first
     // (two loads) makes the disabled span `Span::none()`, for which all of that is a no-op.
-    if !tracing::level_enabled!(Level::INFO) {
+    if !tracing::level_enabled!(Level::DEBUG) {
         return Span::none();
     }
-    tracing::info_span!(
+    tracing::debug_span!(
         "api_key",
         prefix = field::Empty,
         key_id = field::Empty,
@@ -55,7 +57,7 @@ pub(super) fn rejected(span: &Span, reason: Reason, error: Option<&VerifyError>)
             tracing::event!(Level::DEBUG, outcome = code, "no api key")
         }
         _ => tracing::event!(
-            Level::INFO,
+            Level::DEBUG,
             outcome = code,
             reason = ?reason,
             "api key refused"

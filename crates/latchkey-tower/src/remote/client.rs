@@ -97,7 +97,7 @@ impl Daemon {
         let mut authorization = HeaderValue::try_from(format!("Bearer {}", service_key.expose()))
             .map_err(|e| RemoteError::Client(e.into()))?;
         authorization.set_sensitive(true);
-        let http = reqwest::Client::builder()
+        let http = super::tls::https_client_builder(settings.ca_pem.as_deref())?
             .connect_timeout(settings.connect_timeout)
             .tcp_nodelay(true)
             .build()
@@ -238,9 +238,17 @@ fn refusal(code: &str) -> VerifyError {
     }
 }
 
-/// A reqwest error with its causes ("error sending request: connection refused").
+/// A reqwest error with its causes ("error sending request: connection refused"); a
+/// certificate that did not verify says so first, since only configuration fixes it.
 pub(super) fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
+    let mut text = if super::tls::is_certificate_error(error) {
+        format!(
+            "the daemon's TLS certificate does not verify (trust its CA with \
+             `ca_certificate`): {error}"
+        )
+    } else {
+        error.to_string()
+    };
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         text.push_str(": ");

@@ -20,7 +20,7 @@ use super::error::RemoteError;
 ///
 /// # async fn run() -> Result<(), latchkey_tower::remote::RemoteError> {
 /// let service_key = std::env::var("LATCHKEY_SERVICE_KEY").unwrap_or_default();
-/// let verifier = RemoteVerifier::builder("http://127.0.0.1:7878", &service_key)
+/// let verifier = RemoteVerifier::builder("https://latchkey.internal:7878", &service_key)
 ///     .max_staleness(Duration::from_secs(5))
 ///     .negative_ttl(Duration::from_secs(1))
 ///     .build()?;
@@ -51,6 +51,8 @@ pub(super) struct Settings {
     pub(super) backoff_min: Duration,
     pub(super) backoff_max: Duration,
     pub(super) clock: Arc<dyn Clock>,
+    /// PEM certificates trusted beside the system's roots for `https://`.
+    pub(super) ca_pem: Option<Arc<[u8]>>,
 }
 
 impl Default for Settings {
@@ -69,6 +71,7 @@ impl Default for Settings {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             clock: Arc::new(SystemClock),
+            ca_pem: None,
         }
     }
 }
@@ -198,6 +201,15 @@ impl RemoteVerifierBuilder {
         self
     }
 
+    /// Trusts the certificates of `pem` (one or more, PEM) beside the system's roots for an
+    /// `https://` daemon URL: a private CA. A daemon whose certificate verifies against
+    /// neither is never used (each miss answers 503), and nothing falls back to plain HTTP.
+    /// A `pem` without a certificate fails [`build`](Self::build).
+    pub fn ca_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.settings.ca_pem = Some(Arc::from(pem.as_ref()));
+        self
+    }
+
     /// Checks the settings and starts the verifier: its event-stream and usage tasks are
     /// spawned on the current tokio runtime and stop when the last clone of the verifier
     /// is dropped.
@@ -210,7 +222,7 @@ impl RemoteVerifierBuilder {
     /// [`RemoteError::Url`] for a URL that is not `http(s)://…`,
     /// [`RemoteError::ServiceKey`] for a service key that is not a well-formed key,
     /// [`RemoteError::NoRuntime`] outside a tokio runtime, [`RemoteError::Client`] when
-    /// the HTTP client cannot be built.
+    /// the HTTP client cannot be built (for one, a CA certificate that is not PEM).
     pub fn build(self) -> Result<RemoteVerifier, RemoteError> {
         let service_key =
             ApiKey::parse(self.service_key.trim()).map_err(RemoteError::ServiceKey)?;
@@ -242,6 +254,7 @@ impl fmt::Debug for Settings {
             .field("connect_timeout", &self.connect_timeout)
             .field("usage_interval", &self.usage_interval)
             .field("backoff", &(self.backoff_min..self.backoff_max))
+            .field("ca_certificate", &self.ca_pem.is_some())
             .finish_non_exhaustive()
     }
 }

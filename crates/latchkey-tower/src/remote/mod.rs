@@ -24,6 +24,14 @@
 //! # }
 //! ```
 //!
+//! # Transport
+//!
+//! `http://` or `https://` (TLS 1.2+, rustls on the `ring` provider, so the build needs no
+//! tool beyond cargo and a C compiler). Certificates are checked against the system's
+//! roots plus any [`ca_certificate`](RemoteVerifierBuilder::ca_certificate); one that does
+//! not verify makes every miss answer 503 `keystore_unavailable` (logged), never a
+//! downgrade to plain HTTP.
+//!
 //! # Cache and invalidation
 //!
 //! - Entries are keyed by BLAKE3 of the presented key, keyed with a random per-process
@@ -86,6 +94,8 @@
 //! - `cache.rs`: entries, indexes by key and user, the generation rule.
 //! - `feed.rs`: the event stream, reconnection and backoff; `sse.rs`: its parser.
 //! - `client.rs`: the daemon's HTTP endpoints; `usage.rs`: batched usage figures.
+//! - `tls.rs`: `https://` (rustls on ring; the system's roots plus
+//!   [`ca_certificate`](RemoteVerifierBuilder::ca_certificate)).
 
 mod cache;
 mod client;
@@ -93,9 +103,11 @@ mod config;
 mod error;
 mod feed;
 mod sse;
+mod tls;
 mod usage;
 mod verifier;
 
 pub use config::RemoteVerifierBuilder;
 pub use error::RemoteError;
+pub use tls::{https_client_builder, is_certificate_error};
 pub use verifier::{RemoteFuture, RemoteStatus, RemoteVerifier};

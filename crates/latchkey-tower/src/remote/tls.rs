@@ -1,0 +1,118 @@
+//! TLS to the daemon: rustls on the `ring` provider, trusting the system's roots plus an
+//! optional private CA.
+//!
+//! The config is built here and handed to reqwest, rather than installing a process-wide
+//! default crypto provider: a library must not decide that for the app it lives in (an app
+//! that installs its own provider later would find one already there and fail).
+
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::error::RemoteError;
+
+/// A reqwest client builder that speaks `http://` and `https://` (TLS 1.2 and 1.3), trusting
+/// the system's roots plus the certificates of `ca_pem` (PEM, one or more), as the
+/// [`RemoteVerifier`](super::RemoteVerifier) does. The CLI uses it too, so both trust the
+/// same authorities.
+///
+/// A server whose certificate does not verify fails the request; nothing ever falls back
+/// to plain HTTP or to an unverified connection.
+///
+/// # Example
+///
+/// ```no_run
+/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let pem = std::fs::read("ca.pem")?;
+/// let client = latchkey_tower::remote::https_client_builder(Some(&pem))?.build()?;
+/// # let _ = client;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`RemoteError::Client`] when `ca_pem` holds no certificate or one that cannot be
+/// parsed, or the verifier cannot be set up.
+pub fn https_client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, RemoteError> {
+    let config = client_config(ca_pem)?;
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(config))
+}
+
+fn client_config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, RemoteError> {
+    let extra = match ca_pem {
+        Some(pem) => certificates(pem)?,
+        None => Vec::new(),
+    };
+    let provider: Arc<CryptoProvider> = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone()).map_err(
+            |e| RemoteError::Client(format!("cannot set up certificate checks: {e}").into()),
+        )?;
+    let config = ClientConfig::builder_with_provider(provider)
+        // TLS 1.2 and 1.3: rustls implements nothing older.
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RemoteError::Client(e.into()))?
+        .dangerous()
+        // "Dangerous" only in rustls' naming: this is the platform's full verifier (system
+        // roots and the CA given), not a relaxation of it.
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// Every certificate in a PEM document; at least one.
+fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, RemoteError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            RemoteError::Client(format!("the CA certificate is not valid PEM: {e}").into())
+        })?;
+    if certs.is_empty() {
+        return Err(RemoteError::Client(
+            "the CA certificate file holds no PEM certificate".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// Whether a request failed because the server's certificate did not verify (unknown
+/// issuer, wrong name, expired …), for an error message that says so.
+pub fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    // Bounded: error chains are a handful of links.
+    for _ in 0..32 {
+        let Some(e) = cause else { break };
+        if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        // `io::Error::source` skips the error it wraps (tokio-rustls nests a rustls error
+        // in an io::Error, and hyper that in another), so step inside it by hand.
+        cause = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let err = client_config(Some(b"not a certificate")).unwrap_err();
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
+    fn no_ca_uses_the_system_roots() {
+        assert!(client_config(None).is_ok());
+    }
+}

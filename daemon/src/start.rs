@@ -1,0 +1,129 @@
+//! `latchkey serve`'s start-up: everything that can fail is checked and bound before the
+//! store is opened or created, so a start that fails (a bad flag, unreadable TLS files, a
+//! port taken, plain HTTP off loopback) creates nothing and prints no key.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use latchkey_core::StoreConfig;
+use tokio::net::TcpListener;
+
+use crate::cli::ServeArgs;
+use crate::config::Settings;
+use crate::init::{self, KeyFile};
+use crate::server::{MetricsServing, ServeConfig};
+
+/// Checks the settings, binds, opens (or initialises) the store, announces, and serves
+/// until SIGINT or SIGTERM.
+///
+/// Prints `metrics listening on ADDR` (with `--metrics-listen`), then `listening on ADDR`:
+/// scripts and tests read the ports from these lines when they pass port 0.
+pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> {
+    let path = settings.store_path();
+    let addr = settings.listen(args)?;
+    let metrics_addr = settings.metrics_listen(args)?;
+    let request_timeout = settings.request_timeout(args)?;
+    let header_read_timeout = settings.header_read_timeout(args)?;
+    let prefix = settings.prefix(args.prefix.as_deref());
+    let tls = match settings.tls_files(args)? {
+        Some((cert, key)) => Some(crate::tls::server_config(&cert, &key)?),
+        None => None,
+    };
+    let addrs = std::iter::once(addr).chain(metrics_addr);
+    if tls.is_none() {
+        if args.insecure_http {
+            for addr in addrs.filter(|a| !a.ip().is_loopback()) {
+                tracing::warn!(%addr, "plain HTTP off loopback (--insecure-http): keep a TLS-terminating proxy in front");
+            }
+        } else {
+            for addr in addrs {
+                ensure_loopback(addr)?;
+            }
+        }
+    }
+    let listener = bind(addr).await?;
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let key_file = args
+        .admin_key_file
+        .as_deref()
+        .map(KeyFile::create)
+        .transpose()?;
+
+    let (store, created) = init::open_or_init(&path, &prefix, StoreConfig::default())?;
+    match &created {
+        Some(admin) => init::announce(&path, admin, settings.json, key_file)?,
+        None => {
+            if let Some(file) = key_file {
+                // Dropped unwritten: the file goes away again.
+                drop(file);
+                tracing::info!("the store already exists: no admin key to write");
+            }
+        }
+    }
+    let local = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let metrics = match metrics_listener {
+        Some(metrics) => {
+            let at = metrics
+                .local_addr()
+                .context("reading the metrics address")?;
+            println!("metrics listening on {at}");
+            MetricsServing::Listener(metrics)
+        }
+        None if args.metrics_auth => MetricsServing::Keyed,
+        None => MetricsServing::Public,
+    };
+    println!("listening on {local}");
+    std::io::stdout().flush().context("writing to stdout")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%local, scheme, store = %path.display(), "latchkey daemon started");
+    let config = ServeConfig {
+        request_timeout,
+        header_read_timeout,
+        tls,
+        metrics,
+        ..ServeConfig::new(store)
+    };
+    crate::run(config, listener, crate::shutdown_signal()).await
+}
+
+/// Plain HTTP is for loopback: keys and admin keys would cross the network in clear.
+fn ensure_loopback(addr: SocketAddr) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "refusing plain HTTP on {addr}, which is not a loopback address: keys would cross \
+         the network in clear; give --tls-cert and --tls-key, or --insecure-http when a \
+         TLS-terminating proxy is in front"
+    );
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        for ok in ["127.0.0.1:7878", "[::1]:0", "127.0.0.2:1"] {
+            assert!(ensure_loopback(ok.parse().unwrap()).is_ok(), "{ok}");
+        }
+        for refused in ["0.0.0.0:7878", "[::]:7878", "10.0.0.1:80"] {
+            let err = ensure_loopback(refused.parse().unwrap()).unwrap_err();
+            assert!(
+                err.to_string().contains("--insecure-http"),
+                "{refused}: {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! What every listener does beyond the API: idle and slow-header connections closed by the
+//! header-read timeout, `/metrics` on its own listener or behind `latchkey:metrics`, and
+//! logs (no INFO line per refused key; `--log-format json`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Daemon, Fixture};
+use crate::tls::Pki;
+
+/// The test's header-read timeout: short, so the test is quick.
+const TIMEOUT: &str = "1s";
+
+/// How long a test waits for the server to close a connection: the timeout plus slack for
+/// a loaded machine. A server without the timeout keeps the connection open past it.
+const CLOSE_BOUND: Duration = Duration::from_secs(6);
+
+fn addr(daemon: &Daemon) -> SocketAddr {
+    daemon
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("a socket address")
+}
+
+/// Sends `prefix` on a new connection, then waits for the server to close it; returns how
+/// long that took. Fails the test if it stays open for [`CLOSE_BOUND`].
+#[track_caller]
+fn closed_after(addr: SocketAddr, prefix: &[u8]) -> (Duration, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(CLOSE_BOUND)).unwrap();
+    let started = Instant::now();
+    stream.write_all(prefix).unwrap();
+    let mut received = Vec::new();
+    match stream.read_to_end(&mut received) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the server kept the connection open ({e}) after {prefix:?}"),
+    }
+    (started.elapsed(), received)
+}
+
+#[test]
+fn idle_and_slow_header_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(
+        &dir.path().join("store"),
+        &["--header-read-timeout", TIMEOUT],
+    );
+    let at = addr(&daemon);
+    // Nothing sent; half a header; a full request, then idle on the kept-alive connection.
+    let (silent, _) = closed_after(at, b"");
+    let (half, _) = closed_after(at, b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let (kept, answer) = closed_after(at, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for took in [silent, half, kept] {
+        assert!(
+            took >= Duration::from_millis(900),
+            "closed too early: {took:?}"
+        );
+    }
+    println!("closed after: silent {silent:?}, half a header {half:?}, idle keep-alive {kept:?}");
+}
+
+#[test]
+fn a_tls_listener_closes_a_connection_that_never_shakes_hands() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "t");
+    let mut args = pki.serve_args();
+    args.extend(["--header-read-timeout".to_owned(), TIMEOUT.to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start_with(&dir.path().join("store"), &args);
+    let (took, _) = closed_after(addr(&daemon), b"");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+}
+
+#[test]
+fn metrics_on_a_separate_listener_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(
+        &dir.path().join("store"),
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let metrics_addr = daemon
+        .banner
+        .lines()
+        .find_map(|l| l.strip_prefix("metrics listening on "))
+        .expect("the metrics address is announced")
+        .trim()
+        .to_owned();
+    // The API listener no longer serves it.
+    assert_eq!(daemon.http("GET", "/metrics", None, None).status, 404);
+    let admin = daemon.admin_key.clone().unwrap();
+    assert_eq!(
+        daemon.http("GET", "/metrics", Some(&admin), None).status,
+        404
+    );
+    // The metrics listener does, without a key, and only that.
+    let (_, answer) = closed_after_request(&metrics_addr, "/metrics");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("latchkey_verifications_total"), "{answer}");
+    let (_, answer) = closed_after_request(&metrics_addr, "/v1/keys");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+/// One `Connection: close` request on a raw socket; the answer as text.
+fn closed_after_request(addr: &str, path: &str) -> (Duration, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (took, answer) = closed_after(addr.parse().unwrap(), request.as_bytes());
+    (took, String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[test]
+fn metrics_behind_a_key_holding_latchkey_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(&dir.path().join("store"), &["--metrics-auth"]);
+    let admin = daemon.admin_key.clone().unwrap();
+    daemon
+        .http("GET", "/metrics", None, None)
+        .problem(401, "missing_key");
+    let json = |args: &[&str]| daemon.cli_as(&admin, args).json();
+    json(&[
+        "--json",
+        "users",
+        "add",
+        "--name",
+        "prom",
+        "--permissions",
+        "latchkey:metrics",
+    ]);
+    json(&[
+        "--json",
+        "users",
+        "add",
+        "--name",
+        "other",
+        "--permissions",
+        "latchkey:keys:read",
+    ]);
+    let key = |user: &str| {
+        json(&["--json", "keys", "add", "--name", "k", "--user", user])["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (prom, other) = (key("prom"), key("other"));
+    let refused = daemon.http("GET", "/metrics", Some(&other), None);
+    refused.problem(403, "insufficient_permission");
+    assert!(
+        refused.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("latchkey:metrics")
+    );
+    for key in [&prom, &admin] {
+        let ok = daemon.http("GET", "/metrics", Some(key), None);
+        assert_eq!(ok.status, 200, "{ok:#?}");
+        assert!(ok.text.contains("latchkey_verifications_total"));
+    }
+}
+
+/// Waits (bounded) until the daemon's log holds `needle`; returns the log.
+fn log_with(daemon: &Daemon, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = daemon.log();
+        if log.contains(needle) || Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_refused_key_writes_no_info_line() {
+    let f = Fixture::new();
+    // Well-formed keys that do not authenticate: the store is asked, and refuses.
+    let unknown = latchkey_core::ApiKey::generate(
+        &latchkey_core::Prefix::new("lk").unwrap(),
+        latchkey_core::Env::Live,
+    );
+    let before = log_with(&f.daemon, "latchkey daemon started");
+    for _ in 0..20 {
+        f.daemon
+            .http("GET", "/v1/keys", Some(unknown.expose()), None)
+            .problem(401, "invalid_key");
+    }
+    // A request after them, to be sure their log lines (if any) were written.
+    f.http("GET", "/v1/keys", None);
+    let after = f.daemon.log();
+    let new = &after[before.len()..];
+    assert!(!new.contains("refused"), "{new}");
+    assert!(
+        !new.lines().any(|l| l.contains("INFO")),
+        "an INFO line per request: {new}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(&dir.path().join("store"), &["--log-format", "json"]);
+    let log = log_with(&daemon, "latchkey daemon started");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "latchkey daemon started")
+        .unwrap_or_else(|| panic!("no start line: {log}"));
+    assert_eq!(started["level"], "INFO");
+}

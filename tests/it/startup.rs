@@ -1,0 +1,219 @@
+//! `serve` and `init` at start: a start that cannot succeed (plain HTTP off loopback, a
+//! port taken, TLS files unreadable) creates nothing and prints no key; `--admin-key-file`
+//! writes the first admin key to a new 0600 file instead of stdout.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use latchkey_core::ApiKey;
+
+use crate::harness::{Daemon, Run, latchkey, secret_in};
+use crate::remote::Proc;
+
+/// `latchkey serve --db <db>` with these arguments, run to its (failing) end.
+fn serve_fails(db: &Path, args: &[&str]) -> Run {
+    Run::of(latchkey().arg("serve").arg("--db").arg(db).args(args))
+}
+
+/// Asserts that nothing was created at `paths` and that no key was printed.
+#[track_caller]
+fn nothing_created(run: &Run, paths: &[&Path]) {
+    for path in paths {
+        assert!(!path.exists(), "{} was created: {run:#?}", path.display());
+    }
+    assert!(
+        secret_in(&run.stdout).is_none(),
+        "a key was printed: {run:#?}"
+    );
+    assert!(run.stdout.trim().is_empty(), "{run:#?}");
+}
+
+#[test]
+fn plain_http_on_a_non_loopback_address_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let run = serve_fails(&db, &["--listen", listen]);
+        let line = run.fails(1, "not a loopback address");
+        assert!(
+            line.contains("--insecure-http") && line.contains("--tls-cert"),
+            "{line}"
+        );
+        nothing_created(&run, &[&db]);
+    }
+    // The metrics listener obeys the same rule.
+    let run = serve_fails(
+        &db,
+        &["--listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0"],
+    );
+    run.fails(1, "not a loopback address");
+    nothing_created(&run, &[&db]);
+
+    // With --insecure-http (a TLS-terminating proxy in front) it serves.
+    let mut command = latchkey();
+    command
+        .args(["serve", "--insecure-http", "--listen", "0.0.0.0:0", "--db"])
+        .arg(&db);
+    let daemon = Proc::spawn(command);
+    let port = daemon.addr.port();
+    let health = reqwest_get(&format!("http://127.0.0.1:{port}/healthz"));
+    assert_eq!(health, 200);
+}
+
+fn reqwest_get(url: &str) -> u16 {
+    crate::harness::install_crypto_provider();
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .expect("an answer")
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn serve_on_a_taken_port_creates_nothing_and_prints_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    let key_file = dir.path().join("admin.key");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let run = serve_fails(
+        &db,
+        &[
+            "--listen",
+            &addr,
+            "--admin-key-file",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    run.fails(1, "cannot listen on");
+    nothing_created(&run, &[&db, &key_file]);
+
+    // The metrics port taken: the same.
+    let run = serve_fails(&db, &["--listen", "127.0.0.1:0", "--metrics-listen", &addr]);
+    run.fails(1, "cannot listen on");
+    nothing_created(&run, &[&db]);
+}
+
+#[test]
+fn unreadable_tls_files_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let run = serve_fails(
+        &db,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            missing,
+            "--tls-key",
+            missing,
+        ],
+    );
+    run.fails(1, "cannot read the TLS certificate");
+    nothing_created(&run, &[&db]);
+
+    // A certificate without its key is a usage error.
+    let run = serve_fails(&db, &["--tls-cert", missing]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    nothing_created(&run, &[&db]);
+
+    // A file that is not PEM.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "junk").unwrap();
+    let junk = junk.to_str().unwrap();
+    let run = serve_fails(&db, &["--tls-cert", junk, "--tls-key", junk]);
+    run.fails(1, "no PEM certificate");
+    nothing_created(&run, &[&db]);
+}
+
+/// The mode bits of a file.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn serve_writes_the_first_admin_key_to_a_0600_file_instead_of_printing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    let key_file = dir.path().join("admin.key");
+    let daemon = Daemon::start_with(&db, &["--admin-key-file", key_file.to_str().unwrap()]);
+    assert!(daemon.admin_key.is_none(), "{}", daemon.banner);
+    assert!(
+        daemon.banner.contains("Secret written to"),
+        "{}",
+        daemon.banner
+    );
+    assert_eq!(mode(&key_file), 0o600);
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let key = key.trim();
+    let parsed = ApiKey::parse(key).expect("the file holds the key alone");
+    assert!(
+        !daemon.banner.contains(parsed.secret()),
+        "{}",
+        daemon.banner
+    );
+    // The display prefix is shown; the key works.
+    assert!(
+        daemon.banner.contains(parsed.display_prefix()),
+        "{}",
+        daemon.banner
+    );
+    daemon.cli_as(key, &["users", "list"]).ok();
+    drop(daemon);
+
+    // A restart on the initialised store has no key to write: no file appears.
+    let second = dir.path().join("second.key");
+    let daemon = Daemon::start_with(&db, &["--admin-key-file", second.to_str().unwrap()]);
+    assert!(!second.exists());
+    assert!(daemon.banner.trim().is_empty(), "{}", daemon.banner);
+}
+
+#[test]
+fn init_writes_the_admin_key_to_a_new_0600_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    let key_file = dir.path().join("admin.key");
+    let init = |db: &Path, file: &Path, json: bool| {
+        let mut command = latchkey();
+        if json {
+            command.arg("--json");
+        }
+        Run::of(
+            command
+                .args(["init", "--db"])
+                .arg(db)
+                .arg("--admin-key-file")
+                .arg(file),
+        )
+    };
+    let record = init(&db, &key_file, true).json();
+    assert!(record.get("secret").is_none(), "{record}");
+    assert_eq!(record["secret_file"], key_file.display().to_string());
+    assert_eq!(mode(&key_file), 0o600);
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(ApiKey::parse(key.trim()).is_ok());
+    assert_eq!(
+        record["prefix"],
+        ApiKey::parse(key.trim()).unwrap().display_prefix()
+    );
+
+    // An existing file is never overwritten, and then no store is created either.
+    let other_db = dir.path().join("other");
+    let run = init(&other_db, &key_file, false);
+    run.fails(1, "cannot create the admin key file");
+    nothing_created(&run, &[&other_db]);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+
+    // Human output: where the key went, never the key.
+    let third = dir.path().join("third.key");
+    let run = init(&dir.path().join("third"), &third, false).ok();
+    let key = std::fs::read_to_string(&third).unwrap();
+    assert!(!run.stdout.contains(key.trim()), "{run:#?}");
+    assert!(run.stdout.contains("Secret written to"), "{run:#?}");
+}

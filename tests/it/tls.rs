@@ -1,0 +1,222 @@
+//! HTTPS end to end, with a certificate authority made at test time (rcgen): `serve
+//! --tls-cert/--tls-key`, the CLI with `--ca-cert` (and `LATCHKEY_CA_CERT`), a certificate
+//! that does not verify refused with one clear line, and a remote verifier over https.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+use crate::harness::{Daemon, Run, latchkey};
+use crate::remote::{Proc, get_orders, remote_orders_bin};
+
+/// A test CA and a server certificate it signed for `localhost` and `127.0.0.1`, as PEM
+/// files in `dir`.
+pub(crate) struct Pki {
+    /// The CA's certificate.
+    pub(crate) ca: PathBuf,
+    /// The server's certificate.
+    pub(crate) cert: PathBuf,
+    /// The server's private key.
+    pub(crate) key: PathBuf,
+}
+
+impl Pki {
+    /// Makes a CA named `name` and a server certificate under it.
+    pub(crate) fn new(dir: &Path, name: &str) -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let server_params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+        let write = |file: &str, pem: String| {
+            let path = dir.join(format!("{name}-{file}"));
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        Pki {
+            ca: write("ca.pem", ca_cert.pem()),
+            cert: write("cert.pem", server_cert.pem()),
+            key: write("key.pem", server_key.serialize_pem()),
+        }
+    }
+
+    /// `serve`'s TLS flags for this server certificate.
+    pub(crate) fn serve_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".to_owned(),
+            self.cert.display().to_string(),
+            "--tls-key".to_owned(),
+            self.key.display().to_string(),
+        ]
+    }
+}
+
+/// A daemon serving HTTPS with `pki`'s certificate; its admin key.
+fn tls_daemon(dir: &Path, pki: &Pki) -> (Daemon, String) {
+    let args = pki.serve_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let daemon = Daemon::start_with(&dir.join("store"), &args);
+    let admin = daemon
+        .admin_key
+        .clone()
+        .expect("the first start prints the key");
+    (daemon, admin)
+}
+
+fn https(daemon: &Daemon) -> String {
+    daemon.url.replacen("http://", "https://", 1)
+}
+
+/// A CLI command to `url` as `key`.
+fn cli(url: &str, key: &str, extra_env: &[(&str, &Path)], args: &[&str]) -> Run {
+    let mut command = latchkey();
+    command
+        .args(args)
+        .env("LATCHKEY_URL", url)
+        .env("LATCHKEY_ADMIN_KEY", key);
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    Run::of(&mut command)
+}
+
+#[test]
+fn the_cli_speaks_https_trusting_the_ca_it_is_given_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "good");
+    let other = Pki::new(dir.path(), "other");
+    let (daemon, admin) = tls_daemon(dir.path(), &pki);
+    let url = https(&daemon);
+
+    // Trusting the CA (flag or environment): the API answers.
+    let ca = pki.ca.display().to_string();
+    let created = cli(
+        &url,
+        &admin,
+        &[],
+        &["--json", "--ca-cert", &ca, "users", "add", "--name", "bot"],
+    )
+    .json();
+    assert_eq!(created["name"], "bot");
+    let trusted = [("LATCHKEY_CA_CERT", pki.ca.as_path())];
+    let user_names = || -> Vec<String> {
+        let list = cli(&url, &admin, &trusted, &["--json", "users", "list"]).json();
+        let items = list["items"].as_array().unwrap().iter();
+        items
+            .map(|u| u["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(user_names().contains(&"bot".to_owned()));
+
+    // No CA, or another one: one clear line, exit 1, nothing done.
+    let refused = cli(&url, &admin, &[], &["users", "add", "--name", "nope"]);
+    refused.fails(1, "does not verify");
+    let line = cli(
+        &url,
+        &admin,
+        &[("LATCHKEY_CA_CERT", &other.ca)],
+        &["users", "add", "--name", "nope"],
+    )
+    .fails(1, "does not verify");
+    assert!(line.contains("--ca-cert"), "{line}");
+    assert!(!user_names().contains(&"nope".to_owned()));
+
+    // Plain HTTP to the TLS port gets no answer from the API: never a downgrade.
+    cli(&daemon.url, &admin, &[], &["users", "list"]).fails(1, "use an https:// --url");
+
+    // A CA file that holds no certificate is refused before any request.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    cli(
+        &url,
+        &admin,
+        &[("LATCHKEY_CA_CERT", &junk)],
+        &["users", "list"],
+    )
+    .fails(1, "--ca-cert");
+}
+
+#[test]
+fn a_remote_verifier_speaks_https_and_answers_503_when_the_certificate_does_not_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "good");
+    let other = Pki::new(dir.path(), "other");
+    let (daemon, admin) = tls_daemon(dir.path(), &pki);
+    let url = https(&daemon);
+    let env = [("LATCHKEY_CA_CERT", pki.ca.as_path())];
+    let ca = pki.ca.display().to_string();
+    for args in [
+        &[
+            "users",
+            "add",
+            "--name",
+            "svc",
+            "--permissions",
+            "latchkey:verify",
+        ][..],
+        &[
+            "users",
+            "add",
+            "--name",
+            "shop",
+            "--permissions",
+            "orders:read",
+        ],
+    ] {
+        cli(&url, &admin, &env, args).ok();
+    }
+    let secret = |user: &str| {
+        cli(
+            &url,
+            &admin,
+            &env,
+            &[
+                "--json",
+                "--ca-cert",
+                &ca,
+                "keys",
+                "add",
+                "--name",
+                "k",
+                "--user",
+                user,
+            ],
+        )
+        .json()["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (service, shop) = (secret("svc"), secret("shop"));
+
+    let app = |ca: &Path| {
+        let mut command = Command::new(remote_orders_bin());
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .env("LATCHKEY_URL", &url)
+            .env("LATCHKEY_SERVICE_KEY", &service)
+            .env("LATCHKEY_CA_CERT", ca)
+            .env("RUST_LOG", "warn");
+        Proc::spawn(command)
+    };
+    let trusting = app(&pki.ca);
+    assert_eq!(get_orders(&trusting, &shop), (200, String::new()));
+    let wrong = "lk_live_000000000000_00000000000000000000000000000000000000";
+    // A forged-shape key is refused offline; a well-formed unknown one asks the daemon.
+    assert_eq!(get_orders(&trusting, wrong).0, 401);
+
+    // Another CA: the daemon is never trusted, so nothing can be verified: 503, not 401.
+    let distrusting = app(&other.ca);
+    assert_eq!(
+        get_orders(&distrusting, &shop),
+        (503, "keystore_unavailable".to_owned())
+    );
+}
