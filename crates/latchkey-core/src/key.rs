@@ -203,6 +203,46 @@ impl fmt::Display for PublicId {
     }
 }
 
+/// Where the fixed-width tail `_<env>_<id>_<secret><checksum>` starts, counted from the end.
+const TAIL_LEN: usize = 1 + 4 + 1 + ID_LEN + 1 + SECRET_LEN + CHECKSUM_LEN;
+
+/// The environment written at its place in a presented key, read without parsing the key:
+/// `None` when the length is not a key's or the text there is neither `live` nor `test`.
+///
+/// Only a hint for choosing a path (the full parse checks it again): nothing else about
+/// the text is checked.
+///
+/// ```
+/// use latchkey_core::{ApiKey, Env, Prefix, key::env_hint};
+/// let key = ApiKey::generate(&Prefix::default(), Env::Test);
+/// assert_eq!(env_hint(key.expose().as_bytes()), Some(Env::Test));
+/// assert_eq!(env_hint(b"lk_live_short"), None);
+/// ```
+pub fn env_hint(text: &[u8]) -> Option<Env> {
+    if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&text.len()) {
+        return None;
+    }
+    let at = text.len() - TAIL_LEN + 1;
+    match &text[at..at + 4] {
+        b"live" => Some(Env::Live),
+        b"test" => Some(Env::Test),
+        _ => None,
+    }
+}
+
+/// The id written at its place in a presented key, read without parsing the key, to look
+/// up in the verify cache; `None` when the length is not a key's.
+///
+/// Unchecked: it may hold any bytes, so it must never be stored or inserted anywhere. It
+/// can only find an entry that a fully verified key put in the cache, whose id is valid.
+pub(crate) fn id_hint(text: &[u8]) -> Option<PublicId> {
+    if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&text.len()) {
+        return None;
+    }
+    let at = text.len() - TAIL_LEN + 6;
+    text[at..at + ID_LEN].try_into().ok().map(PublicId)
+}
+
 /// A full API key, parsed and checked, or freshly generated.
 ///
 /// It holds the secret, so its `Debug` and `Display` show only the display prefix followed
@@ -265,9 +305,7 @@ impl ApiKey {
         if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&bytes.len()) {
             return Err(ParseError::Length);
         }
-        // Fixed-width tail: `_<env>_<id>_<secret><checksum>`.
-        let tail = 1 + 4 + 1 + ID_LEN + 1 + SECRET_LEN + CHECKSUM_LEN;
-        let prefix_len = bytes.len() - tail;
+        let prefix_len = bytes.len() - TAIL_LEN;
         let (prefix, rest) = bytes.split_at(prefix_len);
         if !(2..=8).contains(&prefix_len)
             || !prefix
@@ -303,6 +341,27 @@ impl ApiKey {
             id,
             id_at: prefix_len + 6,
         })
+    }
+
+    /// The key's bytes, for the hot path: [`ApiKey::text`] checks UTF-8 at every call.
+    fn bytes(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
+    }
+
+    /// The store prefix's bytes.
+    pub(crate) fn prefix_bytes(&self) -> &[u8] {
+        &self.bytes()[..self.id_at - 6]
+    }
+
+    /// The secret's bytes, for hashing.
+    pub(crate) fn secret_bytes(&self) -> &[u8] {
+        let start = self.id_at + ID_LEN + 1;
+        &self.bytes()[start..start + SECRET_LEN]
+    }
+
+    /// The whole key's bytes, for the verify cache's tag.
+    pub(crate) fn expose_bytes(&self) -> &[u8] {
+        self.bytes()
     }
 
     /// The key's text. Parsing checked it is ASCII.
@@ -475,6 +534,25 @@ mod tests {
             "lk_live_4fT9kQ2mX8pZ_9S1xk7tQ0OpvLkVd8AI9hpH7Qq3MxG9N0a1b2c",
             Err(ParseError::Checksum),
         );
+    }
+
+    #[test]
+    fn hints_read_the_parts_where_a_parse_finds_them() {
+        for prefix in ["lk", "acme2026"] {
+            let key = ApiKey::generate(&Prefix::new(prefix).unwrap(), Env::Test);
+            let text = key.expose().as_bytes();
+            assert_eq!(env_hint(text), Some(Env::Test));
+            assert_eq!(id_hint(text), Some(key.id()));
+        }
+        let text = assemble(
+            "lk",
+            "prod",
+            "4fT9kQ2mX8pZ",
+            "9S1xk7tQ0OpvLkVd8AI9hpH7Qq3MxG9N",
+        );
+        assert_eq!(env_hint(text.as_bytes()), None);
+        assert_eq!(env_hint(b"lk_live_"), None);
+        assert_eq!(id_hint(&[b'_'; MAX_KEY_LEN + 1]), None);
     }
 
     #[test]

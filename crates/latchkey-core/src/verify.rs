@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::hash::SecretHash;
-use crate::key::{Env, ParseError, PublicId};
+use quick_cache::sync::Cache;
+
+use crate::hash::{SecretHash, Tag, TagKey};
+use crate::key::{self, ApiKey, Env, ParseError, PublicId};
 use crate::permission::{Permission, PermissionSet};
 use crate::store::KeyUsage;
 
@@ -148,16 +150,16 @@ pub(crate) struct Resolved {
 }
 
 impl Resolved {
-    /// Checks the secret first, then the statuses: a caller without the secret learns only
-    /// `Invalid`.
-    pub(crate) fn check(
-        &self,
-        presented: &SecretHash,
-        now_nanos: i128,
-    ) -> Result<&Principal, VerifyError> {
-        if !self.hash.matches(presented) {
-            return Err(VerifyError::Invalid);
-        }
+    /// Whether `key` is this record's key: the same environment, and the secret's keyed
+    /// hash equal to the stored one, compared in constant time. (The id and the prefix were
+    /// matched by the look-up.)
+    pub(crate) fn is_key(&self, key: &ApiKey, presented: &SecretHash) -> bool {
+        let secret = self.hash.matches(presented);
+        secret & (self.principal.env == key.env())
+    }
+
+    /// The statuses, for a caller that has shown it holds the secret.
+    pub(crate) fn status(&self, now_nanos: i128) -> Result<&Principal, VerifyError> {
         if self.revoked {
             Err(VerifyError::Revoked)
         } else if self.expires_at.is_some_and(|at| at <= now_nanos) {
@@ -172,70 +174,146 @@ impl Resolved {
     }
 }
 
-/// The verified-record cache, keyed by public id.
+/// A record in the hot cache, with the tag of the one key text that verifies against it.
+#[derive(Clone)]
+pub(crate) struct Hot {
+    tag: Tag,
+    pub(crate) resolved: Arc<Resolved>,
+}
+
+/// The verify cache: records by public id, in two bounded parts.
+///
+/// - **hot**: keys that a caller holding the secret presented. Each entry keeps the keyed
+///   [`Tag`] of that key's text, so that the same text presented again is recognised
+///   ([`VerifyCache::recognise`]) without the checksum or the BLAKE3 hash.
+/// - **cold**: every other answer the store gave: ids that do not exist (`None`) and keys
+///   presented with a wrong secret. It is a tenth of the hot part's size, so traffic
+///   without a valid key, however much of it, cycles through it and never evicts a hot
+///   entry; and an unknown id and a wrong secret both cost a hash and a cold hit.
+///
+/// **Why a hit by tag is as safe as a hit by BLAKE3 hash.** Exactly one text verifies
+/// against a record (its prefix, env and id are fixed, the secret is fixed by its hash, the
+/// checksum by the rest), and a hot entry's tag is that text's tag, taken once the secret
+/// matched. The tag is SipHash-1-3 with a 128-bit output under a key drawn from the OS
+/// CSPRNG when the store is opened, never stored or shown ([`TagKey`]): another text has
+/// the same tag with probability 2⁻¹²⁸, and, the key being unknown, no one can look for
+/// one offline; online, each try is one request. Tags are compared in constant time, and
+/// a text the cache does not recognise goes the full way (strict parse with the checksum,
+/// BLAKE3, constant-time compare), so no answer depends on a prefix of a tag or a secret.
+/// The cache holds tags and keyed hashes, never a secret.
 ///
 /// **Invariant:** after a write returns, no entry read from the store before that write is
-/// in the cache. Writers invalidate under `generation`'s lock before returning; a verifier
-/// that missed reads the generation before reading the store and inserts only if it has
-/// not moved, so an answer read before a concurrent write can never land after it.
+/// in the cache. Writers invalidate both parts under `generation`'s lock before returning;
+/// a verifier reads the generation before it reads the cold part or the store, and inserts
+/// only if the generation has not moved, so an answer read before a concurrent write can
+/// never land after it. An invalidated key leaves the hot part, and with it its tag: its
+/// next presentation goes the full way and reads the store.
 pub(crate) struct VerifyCache {
-    /// `None` values remember ids that do not exist, so an unknown id costs no store read.
-    entries: Option<quick_cache::sync::Cache<PublicId, Option<Arc<Resolved>>>>,
+    tag_key: TagKey,
+    hot: Option<Cache<PublicId, Hot>>,
+    cold: Option<Cache<PublicId, Option<Arc<Resolved>>>>,
     generation: Mutex<u64>,
 }
 
+/// The cold part's size: a tenth of the hot part's, at most this.
+const COLD_MAX: usize = 4_096;
+
 impl VerifyCache {
+    /// A cache of `capacity` hot entries (0: no cache at all).
     pub(crate) fn new(capacity: usize) -> VerifyCache {
-        let entries = (capacity > 0).then(|| quick_cache::sync::Cache::new(capacity));
+        let cold = capacity.div_ceil(10).min(COLD_MAX);
         VerifyCache {
-            entries,
+            tag_key: TagKey::generate(),
+            hot: (capacity > 0).then(|| Cache::new(capacity)),
+            cold: (cold > 0).then(|| Cache::new(cold)),
             generation: Mutex::new(0),
         }
     }
 
-    pub(crate) fn get(&self, id: &PublicId) -> Option<Option<Arc<Resolved>>> {
-        self.entries.as_ref()?.get(id)
+    /// The record of a presented key text that verified before, recognised by its tag
+    /// without parsing it; `None` for any other text.
+    pub(crate) fn recognise(&self, text: &[u8]) -> Option<Arc<Resolved>> {
+        let id = key::id_hint(text)?;
+        let tag = self.tag_key.tag(text);
+        let hot = self.hot.as_ref()?.get(&id)?;
+        hot.tag.matches(&tag).then_some(hot.resolved)
     }
 
+    /// A hot entry by id.
+    pub(crate) fn hot(&self, id: &PublicId) -> Option<Hot> {
+        self.hot.as_ref()?.get(id)
+    }
+
+    /// A cold entry by id: `Some(None)` for an id known not to exist.
+    pub(crate) fn cold(&self, id: &PublicId) -> Option<Option<Arc<Resolved>>> {
+        self.cold.as_ref()?.get(id)
+    }
+
+    /// Read before reading the cold part or the store; pass it to the inserts.
     pub(crate) fn generation(&self) -> u64 {
         *self.generation.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn insert_if_current(
-        &self,
-        id: PublicId,
-        entry: Option<Arc<Resolved>>,
-        generation: u64,
-    ) {
-        let Some(entries) = &self.entries else { return };
+    /// Caches a record whose secret `key` holds, with `key`'s tag, unless a write
+    /// invalidated since `generation`.
+    pub(crate) fn insert_hot(&self, key: &ApiKey, resolved: Arc<Resolved>, generation: u64) {
+        let Some(hot) = &self.hot else { return };
+        let tag = self.tag_key.tag(key.expose_bytes());
         let current = self.generation.lock().unwrap_or_else(|e| e.into_inner());
         if *current == generation {
-            entries.insert(id, entry);
+            hot.insert(key.id(), Hot { tag, resolved });
         }
     }
 
+    /// Caches any other answer of the store, unless a write invalidated since `generation`.
+    pub(crate) fn insert_cold(&self, id: PublicId, entry: Option<Arc<Resolved>>, generation: u64) {
+        let Some(cold) = &self.cold else { return };
+        let current = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == generation {
+            cold.insert(id, entry);
+        }
+    }
+
+    /// Forgets one key, or everything, in both parts.
     pub(crate) fn invalidate(&self, id: Option<&PublicId>) {
         let mut current = self.generation.lock().unwrap_or_else(|e| e.into_inner());
         *current += 1;
-        if let Some(entries) = &self.entries {
-            match id {
-                Some(id) => {
-                    entries.remove(id);
-                }
-                None => entries.clear(),
-            }
-        }
+        for_both(&self.hot, &self.cold, id);
     }
 
+    /// How many keys the hot part holds.
     pub(crate) fn len(&self) -> usize {
-        self.entries.as_ref().map_or(0, |e| e.len())
+        self.hot.as_ref().map_or(0, |e| e.len())
+    }
+
+    fn cold_len(&self) -> usize {
+        self.cold.as_ref().map_or(0, |e| e.len())
+    }
+}
+
+/// Removes `id` (or everything) from both parts.
+fn for_both<A: Clone, B: Clone>(
+    hot: &Option<Cache<PublicId, A>>,
+    cold: &Option<Cache<PublicId, B>>,
+    id: Option<&PublicId>,
+) {
+    match id {
+        Some(id) => {
+            hot.as_ref().map(|c| c.remove(id));
+            cold.as_ref().map(|c| c.remove(id));
+        }
+        None => {
+            hot.as_ref().map(Cache::clear);
+            cold.as_ref().map(Cache::clear);
+        }
     }
 }
 
 impl std::fmt::Debug for VerifyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifyCache")
-            .field("len", &self.len())
+            .field("hot", &self.len())
+            .field("cold", &self.cold_len())
             .finish_non_exhaustive()
     }
 }

@@ -368,44 +368,81 @@ impl Store {
 
     /// Verifies a presented key and returns who it authenticates as.
     ///
-    /// A malformed key never reaches the store. Then: look-up by public id (cached), the
-    /// secret's keyed hash compared in constant time, and only after it matched, the key's
-    /// and user's statuses. Usage is counted in memory.
+    /// A key text verified before is recognised in the verify cache by its keyed tag
+    /// ([`Store::verify_known`]). Any other text is parsed strictly, and a malformed key
+    /// never reaches the store. Then: look-up by public id (cached), the secret's keyed
+    /// hash compared in constant time, and only after it matched, the key's and user's
+    /// statuses. Usage is counted in memory.
     pub fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
+        if let Some(principal) = self.verify_known(presented.as_bytes()) {
+            return Ok(principal);
+        }
         let key = ApiKey::parse(presented).map_err(VerifyError::Malformed)?;
         self.verify_key(&key)
+    }
+
+    /// The fast path for a key text that verified before: `Some` when the verify cache
+    /// recognises it by its keyed tag and the key authenticates now (usage counted); `None`
+    /// otherwise, for the caller to parse the text and call [`Store::verify_key`], which
+    /// gives every other answer. Needs neither the checksum nor the BLAKE3 hash; why that
+    /// is as safe is told in the verify cache's docs (`verify.rs`).
+    pub fn verify_known(&self, presented: &[u8]) -> Option<Principal> {
+        let inner = &*self.inner;
+        let resolved = inner.cache.recognise(presented)?;
+        let now = inner.clock.unix_nanos();
+        let principal = resolved.status(now).ok()?.clone();
+        resolved.usage.record(now);
+        Some(principal)
     }
 
     /// [`Store::verify`] for an already parsed key.
     pub fn verify_key(&self, key: &ApiKey) -> Result<Principal, VerifyError> {
         let inner = &*self.inner;
         // Hash before looking up, so an unknown id costs what a wrong secret costs.
-        let presented = inner.hash_key.hash(key.secret());
-        if key.prefix() != inner.prefix.as_str() {
+        let presented = inner.hash_key.hash_bytes(key.secret_bytes());
+        if key.prefix_bytes() != inner.prefix.as_str().as_bytes() {
             return Err(VerifyError::Invalid);
         }
         let id = key.id();
-        let entry = match inner.cache.get(&id) {
-            Some(entry) => entry,
+        let resolved = match inner.cache.hot(&id) {
+            Some(hot) => hot.resolved,
             None => {
+                // Read before the cold part and the store: an answer read before a
+                // concurrent write is then never cached after it.
                 let generation = inner.cache.generation();
-                let loaded = self
-                    .load_resolved(&id)
-                    .map_err(|e| VerifyError::Unavailable(e.to_string()))?;
-                let entry = loaded.map(Arc::new);
-                inner.cache.insert_if_current(id, entry.clone(), generation);
-                entry
+                let (entry, loaded) = match inner.cache.cold(&id) {
+                    Some(entry) => (entry, false),
+                    None => {
+                        let entry = self
+                            .load_resolved(&id)
+                            .map_err(|e| VerifyError::Unavailable(e.to_string()))?;
+                        (entry.map(Arc::new), true)
+                    }
+                };
+                match entry {
+                    // Only a caller holding the secret makes a key hot; every other answer
+                    // of the store goes to the small cold part.
+                    Some(resolved) if resolved.is_key(key, &presented) => {
+                        inner
+                            .cache
+                            .insert_hot(key, Arc::clone(&resolved), generation);
+                        resolved
+                    }
+                    entry => {
+                        if loaded {
+                            inner.cache.insert_cold(id, entry, generation);
+                        }
+                        return Err(VerifyError::Invalid);
+                    }
+                }
             }
         };
-        let Some(entry) = entry else {
-            return Err(VerifyError::Invalid);
-        };
-        if entry.principal.env != key.env() {
+        if !resolved.is_key(key, &presented) {
             return Err(VerifyError::Invalid);
         }
         let now = inner.clock.unix_nanos();
-        let principal = entry.check(&presented, now)?.clone();
-        entry.usage.record(now);
+        let principal = resolved.status(now)?.clone();
+        resolved.usage.record(now);
         Ok(principal)
     }
 

@@ -39,6 +39,11 @@ impl Config {
         }
     }
 
+    /// Whether every environment is accepted (the default).
+    pub(super) fn accepts_all(&self) -> bool {
+        self.accept_live && self.accept_test
+    }
+
     pub(super) fn is_public(&self, path: &str) -> bool {
         self.public_paths.iter().any(|p| p.matches(path))
     }

@@ -16,24 +16,30 @@ pub(super) enum Source {
     Query,
 }
 
-/// The presented key text and where it came from, or why there is none to verify.
+/// The presented key's bytes and where they came from, or why there is none to verify.
+///
+/// The bytes are no longer than a key. When the layer reads more than one place, each is
+/// also checked for UTF-8 on the way (a non-UTF-8 value is refused as such before another
+/// place is read); when it reads only `Authorization`, that check waits for a parse that
+/// fails ([`not_a_key`]): the same answer, without a pass over every valid key.
 pub(super) fn find<'r, B>(
     request: &'r Request<B>,
     config: &Config,
-) -> Result<(Source, &'r str), Reason> {
+) -> Result<(Source, &'r [u8]), Reason> {
     let headers = request.headers();
+    let eager = config.header.is_some() || config.query_param.is_some();
     let mut found = None;
     let mut other_scheme = false;
     if let Some(value) = single(headers, &AUTHORIZATION)? {
         match bearer_token(value) {
-            Some(token) => found = Some((Source::Authorization, text(token)?)),
+            Some(token) => found = Some((Source::Authorization, text(token, eager)?)),
             None => other_scheme = true,
         }
     }
     if let Some(name) = &config.header
         && let Some(value) = single(headers, name)?
     {
-        let token = text(value.trim_ascii())?;
+        let token = text(value.trim_ascii(), eager)?;
         set_once(&mut found, Source::Header, token)?;
     }
     if let (Some(param), Some(query)) = (&config.query_param, request.uri().query()) {
@@ -41,7 +47,7 @@ pub(super) fn find<'r, B>(
             if found.is_some_and(|(source, _)| source == Source::Query) {
                 return Err(Reason::Several);
             }
-            set_once(&mut found, Source::Query, text(value.as_bytes())?)?;
+            set_once(&mut found, Source::Query, text(value.as_bytes(), eager)?)?;
         }
     }
     match found {
@@ -87,7 +93,8 @@ fn single<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Result<Option<
 fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     const SCHEME: &[u8] = b"bearer";
     let (scheme, rest) = value.split_at_checked(SCHEME.len())?;
-    if !scheme.eq_ignore_ascii_case(SCHEME) {
+    // The usual spelling first: one comparison instead of a byte loop.
+    if scheme != b"Bearer" && !scheme.eq_ignore_ascii_case(SCHEME) {
         return None;
     }
     match rest.first() {
@@ -99,18 +106,30 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The token as text: checked for length before anything reads it all.
-fn text(token: &[u8]) -> Result<&str, Reason> {
+/// The token, checked for length before anything reads it all, then for UTF-8 if `utf8`.
+fn text(token: &[u8], utf8: bool) -> Result<&[u8], Reason> {
     if token.len() > MAX_KEY_LEN {
         return Err(Reason::TooLong);
     }
-    std::str::from_utf8(token).map_err(|_| Reason::NotUtf8)
+    if utf8 && !token.is_ascii() {
+        std::str::from_utf8(token).map_err(|_| Reason::NotUtf8)?;
+    }
+    Ok(token)
+}
+
+/// Why a token that does not parse as a key is refused: not UTF-8, or not a key.
+pub(super) fn not_a_key(token: &[u8]) -> Reason {
+    if std::str::from_utf8(token).is_err() {
+        Reason::NotUtf8
+    } else {
+        Reason::Malformed
+    }
 }
 
 fn set_once<'r>(
-    found: &mut Option<(Source, &'r str)>,
+    found: &mut Option<(Source, &'r [u8])>,
     source: Source,
-    token: &'r str,
+    token: &'r [u8],
 ) -> Result<(), Reason> {
     if found.is_some() {
         return Err(Reason::Ambiguous);

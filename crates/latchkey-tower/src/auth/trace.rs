@@ -4,7 +4,7 @@
 //! are emitted inside the span (the caller has entered it), so they also keep any request
 //! span around it (tower-http's `TraceLayer`).
 
-use latchkey_core::{ApiKey, Principal, VerifyError};
+use latchkey_core::{Principal, VerifyError};
 use tracing::{Level, Span, field};
 
 use crate::rejection::Reason;
@@ -28,9 +28,9 @@ pub(super) fn span() -> Span {
 }
 
 /// Records which key was presented: its display prefix only.
-pub(super) fn presented(span: &Span, key: &ApiKey) {
+pub(super) fn presented(span: &Span, display_prefix: &str) {
     if !span.is_disabled() {
-        span.record("prefix", key.display_prefix());
+        span.record("prefix", display_prefix);
     }
 }
 

@@ -147,3 +147,25 @@ fn the_layer_s_debug_shows_no_key_material() {
     assert!(debug.contains("Store"), "{debug}");
     assert!(debug.contains("x-api-key"), "{debug}");
 }
+
+#[tokio::test]
+async fn a_recognised_key_of_a_refused_env_is_still_refused() {
+    let fx = Fixture::new();
+    let user = fx.user("reader", &["orders:read"]);
+    let test = fx.key_with(new_key(&user, Env::Test));
+    let text = test.secret.expose();
+    send(&app(fx.layer()), get_with("/orders", text))
+        .await
+        .assert_ok();
+    assert!(fx.store.verify_known(text.as_bytes()).is_some());
+    let reply = send(
+        &app(fx.layer().refuse_test_keys()),
+        get_with("/orders", text),
+    )
+    .await;
+    reply.assert_invalid("invalid_key");
+    assert_eq!(
+        reply.json()["detail"],
+        "This service does not accept keys of this environment."
+    );
+}

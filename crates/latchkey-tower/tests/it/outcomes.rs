@@ -238,3 +238,21 @@ impl Fixture {
         self.clock.now()
     }
 }
+
+#[tokio::test]
+async fn a_key_seen_before_is_recognised_with_the_same_principal() {
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let text = key.secret.expose();
+    let app = app(fx.layer());
+    assert!(fx.store.verify_known(text.as_bytes()).is_none());
+    let first = send(&app, get_with("/whoami", text)).await.assert_ok();
+    // The second request takes the layer's fast path: recognised by the store's tag.
+    assert!(fx.store.verify_known(text.as_bytes()).is_some());
+    let second = send(&app, get_with("/whoami", text)).await.assert_ok();
+    assert_eq!(first, second);
+    send(&app, get_with("/whoami", &with_wrong_secret(&key.secret)))
+        .await
+        .assert_invalid("invalid_key");
+    send(&app, get_with("/whoami", text)).await.assert_ok();
+}
