@@ -35,3 +35,7 @@ mod tools;
 // Remote verification: a daemon and two example-remote-orders apps, revocations, a kill
 // and a restart.
 mod remote;
+
+// Operations: a full disk (on a tmpfs, as root), a damaged store at start, backup and
+// restore during writes, key import.
+mod operations;

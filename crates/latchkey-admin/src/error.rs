@@ -23,7 +23,7 @@ pub struct Problem {
     /// The stable code: `invalid_json`, `invalid_field`, `not_found`, `name_taken`,
     /// `key_not_revoked`, `key_revoked`, `insufficient_permission`, `missing_key`,
     /// `invalid_key`, `keystore_unavailable`, `store_locked`, `method_not_allowed`,
-    /// `unsupported_media_type`, `payload_too_large`, `internal`.
+    /// `unsupported_media_type`, `payload_too_large`, `storage_full`, `internal`.
     pub code: String,
     /// What went wrong with this request.
     pub detail: String,
@@ -109,6 +109,7 @@ fn title(code: &str, status: StatusCode) -> &'static str {
         "method_not_allowed" => "Method not allowed",
         "unsupported_media_type" => "Unsupported media type",
         "payload_too_large" => "The request body is too large",
+        "storage_full" => "The keystore's disk is full",
         _ => status.canonical_reason().unwrap_or("Error"),
     }
 }
@@ -133,6 +134,15 @@ impl From<StoreError> for AppError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     code,
                     "the keystore is held by another process",
+                )
+            }
+            StoreError::StorageFull { .. } => {
+                tracing::error!(error = %err, "write refused: the disk is full");
+                AppError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    code,
+                    "the keystore's disk is full: the write was refused and nothing changed; \
+                     it will succeed again once space is freed",
                 )
             }
             // Storage, Corrupt, and whatever core adds later: the client learns nothing.

@@ -414,8 +414,9 @@ impl Store {
         for record in self.scan::<KeyRecord>(layout::KEYS)? {
             *stats.keys.entry(record.status(now).as_str()).or_default() += 1;
         }
-        stats.users = self.inner.db.scan_prefix(layout::USERS).count() as u64;
-        stats.groups = self.inner.db.scan_prefix(layout::GROUPS).count() as u64;
+        let db = self.inner.db.handle()?;
+        stats.users = db.scan_prefix(layout::USERS).count() as u64;
+        stats.groups = db.scan_prefix(layout::GROUPS).count() as u64;
         Ok(stats)
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! | key                          | value                                  |
 //! |------------------------------|----------------------------------------|
-//! | `m:version`, `m:prefix`, `m:hash_key`, `m:seq`, `m:head` | store metadata |
+//! | `m:version`, `m:prefix`, `m:hash_key`, `m:seq`, `m:head`, `m:lineage` | store metadata |
 //! | `g:<uuid>` / `gn:<name>`     | group JSON / group id                  |
 //! | `u:<uuid>` / `un:<name>`     | user JSON / user id                    |
 //! | `k:<public id>`              | key record (secret hash, usage figures) |
@@ -24,6 +24,8 @@ pub(crate) const PREFIX: &[u8] = b"m:prefix";
 pub(crate) const HASH_KEY: &[u8] = b"m:hash_key";
 pub(crate) const SEQ: &[u8] = b"m:seq";
 pub(crate) const HEAD: &[u8] = b"m:head";
+/// The store's lineage (16 raw UUID bytes): new at creation and at every restore.
+pub(crate) const LINEAGE: &[u8] = b"m:lineage";
 
 pub(crate) const GROUPS: &[u8] = b"g:";
 pub(crate) const USERS: &[u8] = b"u:";

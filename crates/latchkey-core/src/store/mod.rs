@@ -5,10 +5,15 @@
 //! Verification reads through the verify cache; usage figures are buffered in memory and
 //! persisted in batches.
 
+mod db;
+mod files;
 mod groups;
 mod keys;
 mod layout;
+mod mark;
 mod query;
+mod recover;
+mod space;
 mod tx;
 mod usage;
 mod users;
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
+use uuid::Uuid;
 
 pub use keys::Stats;
 pub use query::{KeyQuery, KeySort, Page, SortField};
@@ -33,6 +39,9 @@ use crate::key::{ApiKey, Prefix};
 use crate::model::{CreatedKey, NewGroup, NewKey, NewUser};
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, VerifyCache, VerifyError};
+use db::Db;
+use files::Found;
+use mark::Mark;
 use usage::UsageBuffer;
 
 /// How a store is opened.
@@ -49,6 +58,7 @@ pub struct StoreConfig {
     cache_capacity_bytes: u64,
     verify_cache_entries: usize,
     usage_flush_interval: Option<Duration>,
+    min_free_bytes: u64,
     clock: Arc<dyn Clock>,
 }
 
@@ -58,6 +68,7 @@ impl Default for StoreConfig {
             cache_capacity_bytes: 64 << 20,
             verify_cache_entries: 20_000,
             usage_flush_interval: Some(Duration::from_secs(5)),
+            min_free_bytes: 8 << 20,
             clock: Arc::new(SystemClock),
         }
     }
@@ -83,6 +94,14 @@ impl StoreConfig {
     /// [`Store::flush`] and when the store is dropped).
     pub fn usage_flush_interval(mut self, interval: Option<Duration>) -> Self {
         self.usage_flush_interval = interval;
+        self
+    }
+
+    /// How much free disk space a write needs (default 8 MiB; 0: no check). Below it a
+    /// write is refused with [`StoreError::StorageFull`] before it touches the store, so
+    /// the disk never fills under sled (which poisons itself on a failed write).
+    pub fn min_free_bytes(mut self, bytes: u64) -> Self {
+        self.min_free_bytes = bytes;
         self
     }
 
@@ -129,7 +148,10 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    db: sled::Db,
+    db: Db,
+    /// The store's lineage and last acknowledged write, as the mark file holds them.
+    mark: Mutex<Mark>,
+    min_free_bytes: u64,
     hash_key: HashKey,
     prefix: Prefix,
     clock: Arc<dyn Clock>,
@@ -148,17 +170,27 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Store")
             .field("path", &self.path)
             .field("prefix", &self.prefix)
+            .field("lineage", &self.lineage())
             .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
 
+impl Inner {
+    fn lineage(&self) -> Uuid {
+        self.mark.lock().unwrap_or_else(|e| e.into_inner()).lineage
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Err(e) = usage::flush(&self.db, &self.usage) {
+        let Ok(db) = self.db.handle() else { return };
+        if space::below_reserve(&self.path, self.min_free_bytes) {
+            tracing::warn!(store = %self.path.display(), "the disk is full: usage figures since the last flush are not persisted");
+        } else if let Err(e) = usage::flush(&db, &self.usage) {
             tracing::warn!(error = %e, "could not persist usage figures at close");
         }
-        let _ = self.db.flush();
+        let _ = db.flush();
     }
 }
 
@@ -175,21 +207,39 @@ impl Store {
     /// Opens an initialised store.
     ///
     /// Fails with [`StoreError::NotInitialized`] when there is none at `path` (creating
-    /// nothing), and with [`StoreError::Locked`] when another process holds it.
+    /// nothing), with [`StoreError::Locked`] when another process holds it, and with
+    /// [`StoreError::Damaged`] when its files are missing or damaged, or when it is behind
+    /// the last write it acknowledged (its mark): a store never silently forgets.
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StoreError> {
         let path = path.as_ref();
-        if !path.join("conf").exists() {
+        let marked = match files::inspect(path)?.0 {
+            Found::Nothing => false,
+            Found::Unmarked => path.join("conf").exists(),
+            Found::Marked => {
+                files::ensure_complete(path)?;
+                true
+            }
+        };
+        if !marked && !path.join("conf").exists() {
             return Err(StoreError::NotInitialized {
                 path: path.to_owned(),
             });
         }
-        let db = open_db(path, &config)?;
+        files::remove_leftover_snapshots(path)?;
+        let db = Db::open(path, config.cache_capacity_bytes)?;
         if db.get(layout::VERSION)?.is_none() {
+            if mark::read(path).ok().flatten().is_some() {
+                return Err(StoreError::Damaged {
+                    path: path.to_owned(),
+                    reason: "has lost its records (its `db` file holds no store)".into(),
+                });
+            }
             return Err(StoreError::NotInitialized {
                 path: path.to_owned(),
             });
         }
-        Self::from_db(path, db, config)
+        let mark = recover::reconcile_mark(path, &db)?;
+        Self::from_db(path, db, mark, config)
     }
 
     /// Creates an empty store (no users, no groups) with the given key prefix.
@@ -205,6 +255,7 @@ impl Store {
         store.write(&Actor::system(), |tx| {
             tx.put_raw(layout::VERSION, layout::SCHEMA_VERSION)
         })?;
+        store.write_first_mark()?;
         Ok(store)
     }
 
@@ -247,29 +298,65 @@ impl Store {
             tx.put_raw(layout::VERSION, layout::SCHEMA_VERSION)?;
             Ok(key)
         })?;
+        store.write_first_mark()?;
         Ok((store, admin))
     }
 
-    /// Opens a store that is not initialised yet and writes its prefix and hash key; the
-    /// caller commits `m:version` in the same transaction as whatever makes it complete.
+    /// Opens a store that is not initialised yet and writes its prefix, hash key and
+    /// lineage; the caller commits `m:version` in the same transaction as whatever makes it
+    /// complete.
+    ///
+    /// Never initialises a directory that holds a store which acknowledged writes (it has
+    /// a mark), or files that are no part of a store; only an empty or new directory, or
+    /// the remains of an `init` that never committed.
     fn prepare(path: &Path, prefix: &str, config: StoreConfig) -> Result<Store, StoreError> {
         let prefix =
             Prefix::new(prefix).map_err(|e| StoreError::invalid("prefix", e.to_string()))?;
-        let db = open_db(path, &config)?;
+        let (found, foreign) = files::inspect(path)?;
+        if let Some(name) = foreign {
+            return Err(StoreError::Storage(format!(
+                "{} holds files that are no part of a latchkey store (such as {name:?}); \
+                 choose an empty or new directory",
+                path.display()
+            )));
+        }
+        if found == Found::Marked {
+            // A store that acknowledged writes, healthy or not: sled is not even opened on
+            // it, since opening damaged files can rewrite them.
+            files::ensure_complete(path)?;
+            if files::is_locked(path) {
+                return Err(StoreError::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            return Err(StoreError::AlreadyInitialized {
+                path: path.to_owned(),
+            });
+        }
+        files::remove_leftover_snapshots(path)?;
+        let db = Db::open(path, config.cache_capacity_bytes)?;
         if db.get(layout::VERSION)?.is_some() {
             return Err(StoreError::AlreadyInitialized {
                 path: path.to_owned(),
             });
         }
+        let lineage = Uuid::now_v7();
         let mut batch = sled::Batch::default();
         batch.insert(layout::PREFIX, prefix.as_str().as_bytes());
         batch.insert(layout::HASH_KEY, HashKey::generate().as_bytes().as_slice());
+        batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
         db.apply_batch(batch)?;
         db.flush()?;
-        Self::from_db(path, db, config)
+        let mark = Mark {
+            lineage,
+            seq: 0,
+            head: audit::GENESIS.to_owned(),
+        };
+        Self::from_db(path, db, mark, config)
     }
 
-    fn from_db(path: &Path, db: sled::Db, config: StoreConfig) -> Result<Store, StoreError> {
+    fn from_db(path: &Path, db: Db, mark: Mark, config: StoreConfig) -> Result<Store, StoreError> {
+        space::ensure_ballast(path);
         let prefix = db
             .get(layout::PREFIX)?
             .ok_or_else(|| StoreError::Corrupt("missing prefix".into()))?;
@@ -287,6 +374,8 @@ impl Store {
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             db,
+            mark: Mutex::new(mark),
+            min_free_bytes: config.min_free_bytes,
             hash_key: HashKey::from_bytes(hash_key),
             prefix,
             clock: config.clock,
@@ -300,6 +389,13 @@ impl Store {
             spawn_usage_flusher(Arc::downgrade(&inner), interval, stopped);
         }
         Ok(Store { inner })
+    }
+
+    /// The store's lineage: an id made when the store was created, and anew when it is
+    /// restored from a backup, so whoever follows its change feed can tell a restored
+    /// store from the one it knew.
+    pub fn lineage(&self) -> Uuid {
+        self.inner.lineage()
     }
 
     /// The store's path.
@@ -368,8 +464,15 @@ impl Store {
             .write_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        usage::flush(&self.inner.db, &self.inner.usage)?;
-        self.inner.db.flush()?;
+        self.ensure_open()?;
+        let db = self.inner.db.handle()?;
+        if space::below_reserve(&self.inner.path, self.inner.min_free_bytes) {
+            // Usage figures are best effort; a full disk is no reason to fail a shutdown.
+            tracing::warn!(store = %self.inner.path.display(), "the disk is full: usage figures since the last flush are not persisted");
+        } else {
+            usage::flush(&db, &self.inner.usage)?;
+        }
+        db.flush()?;
         Ok(())
     }
 
@@ -391,6 +494,7 @@ impl Store {
         let start = layout::audit(after.saturating_add(1));
         self.inner
             .db
+            .handle()?
             .range(start..)
             .take_while(|item| {
                 item.as_ref()
@@ -413,8 +517,13 @@ impl Store {
         let mut next = 1;
         let mut prev = audit::GENESIS.to_owned();
         let mut broken = None;
-        for item in self.inner.db.scan_prefix(layout::AUDIT) {
+        let mark = mark::read(&self.inner.path).ok().flatten();
+        let mut at_mark = None;
+        for item in self.inner.db.handle()?.scan_prefix(layout::AUDIT) {
             let event = decode_event(&item?)?;
+            if mark.as_ref().is_some_and(|m| m.seq == event.seq) {
+                at_mark = Some(event.hash.clone());
+            }
             match audit::check_chain([&event], next, prev.clone()) {
                 Ok((n, hash)) => (next, prev) = (n, hash),
                 Err(b) => {
@@ -446,6 +555,9 @@ impl Store {
                 });
             }
         }
+        if let (None, Some(mark)) = (&broken, mark.filter(|m| m.seq > 0)) {
+            broken = recover::check_against_mark(&mark, events, at_mark.as_deref());
+        }
         Ok(AuditReport { events, broken })
     }
 
@@ -462,6 +574,7 @@ impl Store {
     fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
         self.inner
             .db
+            .handle()?
             .scan_prefix(prefix)
             .map(|item| decode(&item?.1))
             .collect()
@@ -486,34 +599,6 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("records serialize")
 }
 
-/// How long opening waits for a lock that is being released. Dropping the last handle of
-/// a store does not release sled's file lock at once (its I/O threads finish first), so a
-/// store closed and reopened in one process could otherwise see itself as "another process".
-const LOCK_WAIT: Duration = Duration::from_millis(1_000);
-
-fn open_db(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
-    let started = std::time::Instant::now();
-    loop {
-        let opened = sled::Config::new()
-            .path(path)
-            .cache_capacity(config.cache_capacity_bytes)
-            .open();
-        match opened {
-            Ok(db) => return Ok(db),
-            // sled reports a held file lock as an I/O error with this text.
-            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
-                if started.elapsed() >= LOCK_WAIT {
-                    return Err(StoreError::Locked {
-                        path: path.to_owned(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(StoreError::Storage(format!("{}: {e}", path.display()))),
-        }
-    }
-}
-
 fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Receiver<()>) {
     let spawned = std::thread::Builder::new()
         .name("latchkey-usage".into())
@@ -521,8 +606,24 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
             // Wakes every `interval` until the store is dropped (the sender goes away).
             while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
                 let Some(inner) = inner.upgrade() else { return };
-                let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = usage::flush(&inner.db, &inner.usage) {
+                let store = Store { inner };
+                let _serialized = store
+                    .inner
+                    .write_lock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                // A store closed by a storage failure reopens by itself, from here too.
+                if store.ensure_open().is_err()
+                    || space::below_reserve(&store.inner.path, store.inner.min_free_bytes)
+                {
+                    continue;
+                }
+                let flushed = store
+                    .inner
+                    .db
+                    .handle()
+                    .and_then(|db| usage::flush(&db, &store.inner.usage));
+                if let Err(e) = flushed {
                     tracing::warn!(error = %e, "could not persist usage figures");
                 }
             }
