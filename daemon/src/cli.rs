@@ -65,6 +65,13 @@ pub enum Command {
     /// Management commands (through the daemon, or on the store with --db).
     #[command(flatten)]
     Api(ApiCommand),
+    /// Write a backup of the whole store to a file: through the daemon (the key needs
+    /// latchkey:backup), or with --db from a store no daemon holds. Consistent: every write
+    /// acknowledged before it starts, none after
+    Backup(BackupArgs),
+    /// Make a new store from a backup file, in the empty or new directory named by --db.
+    /// The restored store is a new lineage: remote verifiers drop what they cached
+    Restore(RestoreArgs),
     /// Find latchkey keys in files (checksum-verified, so no look-alikes); exit 1 when any
     /// is found, 0 when clean. Usable as a pre-commit hook
     Scan(ScanArgs),
@@ -99,6 +106,22 @@ pub struct InitArgs {
     /// The key prefix: 2 to 8 characters of [a-z0-9] [default: lk]
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<String>,
+}
+
+/// `latchkey backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write; it must not exist yet
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `latchkey restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file, as `latchkey backup` wrote it
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// `latchkey scan`.

@@ -11,7 +11,7 @@ use clap::{CommandFactory, Parser};
 use latchkey_core::StoreConfig;
 use latchkey_daemon::cli::{Cli, Command, ServeArgs};
 use latchkey_daemon::config::{DEFAULT_CONFIG, Settings};
-use latchkey_daemon::{ServeConfig, commands, init, scan};
+use latchkey_daemon::{ServeConfig, backup, commands, init, scan};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -53,6 +53,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the runtime")?;
             runtime.block_on(commands::execute(&settings, command))
+        }
+        Command::Backup(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime.block_on(backup::backup(&settings, &args.out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore(args) => {
+            backup::restore(&settings, &args.file)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Scan(args) => scan::run(&args.paths, settings.json),
         Command::Completions { shell } => {

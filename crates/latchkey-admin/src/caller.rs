@@ -56,6 +56,8 @@ pub(crate) mod perm {
         AuditRead = "latchkey:audit:read";
         /// Verify keys for remote services (`POST /v1/verify`).
         Verify = "latchkey:verify";
+        /// Take a backup of the whole store (`GET /v1/backup`): every record, hashes included.
+        Backup = "latchkey:backup";
     }
 }
 

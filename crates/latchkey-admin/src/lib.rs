@@ -33,6 +33,7 @@
 //! | `GET /v1/keys`, `GET /v1/keys/{id}` | `latchkey:keys:read` |
 //! | `POST /v1/verify`, `GET /v1/events` (server-sent events of every change) | `latchkey:verify` |
 //! | `GET /v1/audit`, `GET /v1/audit/verify` | `latchkey:audit:read` |
+//! | `GET /v1/backup` (the whole store, as `latchkey restore` reads it) | `latchkey:backup` |
 //! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | none |
 //!
 //! Groups and users are referred to by UUID or unique name, keys by UUID or display

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::handlers::{audit, events, groups, keys, system, usage, users, verify};
+use crate::handlers::{audit, backup, events, groups, keys, system, usage, users, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use crate::handlers::{audit, events, groups, keys, system, usage, users, verify}
         verify::verify,
         usage::report,
         audit::list, audit::verify, events::stream,
+        backup::backup,
         system::healthz, system::metrics, system::openapi,
     ),
     modifiers(&BearerAuth),
@@ -33,6 +34,7 @@ use crate::handlers::{audit, events, groups, keys, system, usage, users, verify}
         (name = "keys", description = "API keys: the secret is shown once, at creation"),
         (name = "verify", description = "Verification for remote services"),
         (name = "audit", description = "The hash-chained audit trail"),
+        (name = "operations", description = "Backup and import"),
         (name = "system", description = "Health, metrics, this document (no authentication)"),
     )
 )]

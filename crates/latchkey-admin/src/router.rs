@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use latchkey_core::Store;
 
 use crate::caller::Operator;
-use crate::handlers::{audit, events, groups, keys, system, usage, users, verify};
+use crate::handlers::{audit, backup, events, groups, keys, system, usage, users, verify};
 use crate::state::AppState;
 use crate::{auth, metrics};
 
@@ -37,6 +37,7 @@ fn v1() -> Router<AppState> {
         .route("/events", get(events::stream))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
+        .route("/backup", get(backup::backup))
         .method_not_allowed_fallback(system::method_not_allowed)
         // Nested under /v1, this fallback answers unknown /v1 paths only: an app that
         // merges this router keeps its own fallback for everything else.

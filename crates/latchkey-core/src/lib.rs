@@ -58,5 +58,8 @@ pub use model::{
     UserPatch,
 };
 pub use permission::{Permission, PermissionError, PermissionSet};
-pub use store::{AuditReport, KeyQuery, KeySort, Page, SortField, Stats, Store, StoreConfig};
+pub use store::{
+    AuditReport, BackupHeader, KeyQuery, KeySort, Page, Restored, SortField, Stats, Store,
+    StoreConfig,
+};
 pub use verify::{Principal, PrincipalInfo, VerifyError};

@@ -3,6 +3,7 @@
 //! runs store calls through [`AppState::run`](crate::state::AppState::run).
 
 pub(crate) mod audit;
+pub(crate) mod backup;
 pub(crate) mod events;
 pub(crate) mod groups;
 pub(crate) mod keys;

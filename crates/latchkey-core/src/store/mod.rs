@@ -5,6 +5,7 @@
 //! Verification reads through the verify cache; usage figures are buffered in memory and
 //! persisted in batches.
 
+mod backup;
 mod db;
 mod files;
 mod groups;
@@ -26,6 +27,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+pub use backup::{BackupHeader, Restored};
 pub use keys::Stats;
 pub use query::{KeyQuery, KeySort, Page, SortField};
 pub(crate) use usage::KeyUsage;

@@ -74,7 +74,7 @@ impl Store {
             seq: event.seq,
             head: event.hash.clone(),
         };
-        match mark::write(&self.inner.path, &next) {
+        match mark::write(&self.inner.path, &next, false) {
             Ok(()) => *current = next,
             Err(e) => {
                 tracing::warn!(error = %e, "could not advance the store's mark; it stays at an older write");
@@ -97,7 +97,7 @@ impl Store {
             head,
             ..current
         };
-        mark::write(&self.inner.path, &first).map_err(|e| {
+        mark::write(&self.inner.path, &first, true).map_err(|e| {
             StoreError::Storage(format!(
                 "cannot write {}: {e}",
                 mark::path(&self.inner.path).display()
@@ -177,7 +177,7 @@ pub(super) fn reconcile_mark(path: &Path, db: &Db) -> Result<Mark, StoreError> {
             return Ok(current);
         }
     }
-    mark::write(path, &current).map_err(|e| {
+    mark::write(path, &current, true).map_err(|e| {
         StoreError::Storage(format!("cannot write {}: {e}", mark::path(path).display()))
     })?;
     Ok(current)
@@ -207,7 +207,7 @@ pub(super) fn check_against_mark(
     })
 }
 
-fn head_of(db: &Db) -> Result<String, StoreError> {
+pub(super) fn head_of(db: &Db) -> Result<String, StoreError> {
     Ok(match db.get(layout::HEAD)? {
         Some(bytes) => audit::hash_hex(&bytes.as_ref().try_into().unwrap_or_default()),
         None => audit::GENESIS.to_owned(),
