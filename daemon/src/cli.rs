@@ -302,6 +302,11 @@ pub struct UserUpdate {
 pub enum KeysCommand {
     /// Create a key for a user and print it once
     Add(KeyAdd),
+    /// Import keys issued elsewhere from a file of JSON lines, each `{"key": "<full key>"}`
+    /// or `{"sha256": "<hex>", "prefix": "<display prefix>"}` with optional `name`,
+    /// `expires_at`, `scopes`. They authenticate under their old text. Refused lines are
+    /// listed (number and reason) and the rest imported; exit 1 when any was refused
+    Import(KeyImport),
     /// List keys, newest first unless --sort says otherwise
     List(KeyList),
     /// Show a key
@@ -340,6 +345,17 @@ pub enum KeysCommand {
         #[arg(long, default_value = "0", value_name = "DURATION")]
         grace: String,
     },
+}
+
+/// `latchkey keys import`.
+#[derive(Debug, Args)]
+pub struct KeyImport {
+    /// The file of JSON lines
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The user the keys will belong to (name or id)
+    #[arg(long)]
+    pub user: String,
 }
 
 /// `latchkey keys add`.

@@ -270,3 +270,114 @@ fn an_offline_backup_holds_what_the_daemon_serves() {
     assert_eq!(online, offline);
     assert_eq!(online["format"], "latchkey-backup");
 }
+
+/// The hex SHA-256 of each text, from the system's `sha256sum`, so that the test does not
+/// share latchkey's code.
+fn sha256_hex(texts: &[String]) -> Vec<String> {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let path = dir.path().join(format!("{i}"));
+        fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        paths.push(path);
+    }
+    let mut digests = Vec::new();
+    for batch in paths.chunks(2_000) {
+        let output = Command::new("sha256sum").args(batch).output().unwrap();
+        assert!(output.status.success());
+        let text = String::from_utf8(output.stdout).unwrap();
+        digests.extend(text.lines().map(|l| l[..64].to_owned()));
+    }
+    digests
+}
+
+#[test]
+fn ten_thousand_keys_of_each_kind_import_and_verify_under_their_old_text() {
+    let f = Fixture::new();
+    f.user("legacy", "orders:read");
+    let full: Vec<String> = (0..10_000).map(|i| format!("sk_live_{i:026}")).collect();
+    let hashed: Vec<String> = (0..10_000).map(|i| format!("unkey_{i:030}")).collect();
+    let digests = sha256_hex(&hashed);
+    let mut lines: Vec<String> = full.iter().map(|k| json!({"key": k}).to_string()).collect();
+    lines.extend(
+        digests
+            .iter()
+            .map(|d| json!({"sha256": d, "prefix": "unkey", "name": "from unkey"}).to_string()),
+    );
+    // Line 5,001 is not JSON and line 5,002 has a bad digest: both refused, nothing else.
+    lines.insert(5_000, "{not json".to_owned());
+    lines.insert(5_001, json!({"sha256": "abc", "prefix": "x"}).to_string());
+    let file = f.dir.path().join("keys.jsonl");
+    fs::write(&file, lines.join("\n")).unwrap();
+
+    let run = f.cli(&[
+        "--json",
+        "keys",
+        "import",
+        file.to_str().unwrap(),
+        "--user",
+        "legacy",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["imported"], 20_000);
+    let rejected = report["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected[0]["line"], 5_001);
+    assert!(rejected[0]["reason"].as_str().unwrap().contains("not JSON"));
+    assert_eq!(rejected[1]["line"], 5_002);
+    assert!(rejected[1]["reason"].as_str().unwrap().contains("sha256"));
+
+    let admin = f.admin.clone();
+    let verifies = |daemon: &Daemon, key: &str| {
+        let answer = daemon.http(
+            "POST",
+            "/v1/verify",
+            Some(&admin),
+            Some(json!({"key": key, "permissions": ["orders:read"]})),
+        );
+        answer.body["valid"] == true
+    };
+    // Every 50th of each kind (the SHA-256 ones are re-hashed at this first use), and a
+    // text that was never imported.
+    for key in full.iter().chain(&hashed).step_by(50) {
+        assert!(verifies(&f.daemon, key), "{key} does not verify");
+    }
+    assert!(!verifies(&f.daemon, "sk_live_never_imported_000000"));
+
+    // `--db` runs the same handler.
+    let db = f.db();
+    let Fixture { dir, daemon, .. } = f;
+    assert!(daemon.terminate().success());
+    let small = dir.path().join("small.jsonl");
+    fs::write(
+        &small,
+        json!({"key": "gh_pat_0123456789abcdefghij"}).to_string(),
+    )
+    .unwrap();
+    let direct = Run::of(
+        latchkey()
+            .arg("--db")
+            .arg(&db)
+            .args(["keys", "import"])
+            .arg(&small)
+            .args(["--user", "legacy"]),
+    )
+    .ok();
+    assert!(direct.stdout.contains("Imported 1 keys"), "{direct:#?}");
+    let daemon = Daemon::start(&db);
+    let answer = daemon.http(
+        "POST",
+        "/v1/verify",
+        Some(&admin),
+        Some(json!({"key": "gh_pat_0123456789abcdefghij"})),
+    );
+    assert_eq!(answer.body["valid"], true, "{}", answer.text);
+    assert_eq!(answer.body["principal"]["prefix"], "gh_pat");
+    // The hashed ones verified before the restart were re-hashed; they still verify.
+    assert!(verifies(&daemon, &hashed[0]));
+}

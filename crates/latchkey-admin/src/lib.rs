@@ -34,6 +34,7 @@
 //! | `POST /v1/verify`, `GET /v1/events` (server-sent events of every change) | `latchkey:verify` |
 //! | `GET /v1/audit`, `GET /v1/audit/verify` | `latchkey:audit:read` |
 //! | `GET /v1/backup` (the whole store, as `latchkey restore` reads it) | `latchkey:backup` |
+//! | `POST /v1/keys/import` (keys issued elsewhere, ≤ 1,000 per request) | `latchkey:keys:write` |
 //! | `GET /healthz`, `GET /metrics`, `GET /openapi.json` | none |
 //!
 //! Groups and users are referred to by UUID or unique name, keys by UUID or display

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::handlers::{audit, backup, events, groups, keys, system, usage, users, verify};
+use crate::handlers::{audit, backup, events, groups, import, keys, system, usage, users, verify};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,7 +24,7 @@ use crate::handlers::{audit, backup, events, groups, keys, system, usage, users,
         verify::verify,
         usage::report,
         audit::list, audit::verify, events::stream,
-        backup::backup,
+        backup::backup, import::import,
         system::healthz, system::metrics, system::openapi,
     ),
     modifiers(&BearerAuth),

@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use latchkey_core::Store;
 
 use crate::caller::Operator;
-use crate::handlers::{audit, backup, events, groups, keys, system, usage, users, verify};
+use crate::handlers::{audit, backup, events, groups, import, keys, system, usage, users, verify};
 use crate::state::AppState;
 use crate::{auth, metrics};
 
@@ -30,6 +30,7 @@ fn v1() -> Router<AppState> {
             "/keys/{id}",
             get(keys::show).patch(keys::update).delete(keys::delete),
         )
+        .route("/keys/import", post(import::import))
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))
         .route("/verify", post(verify::verify))

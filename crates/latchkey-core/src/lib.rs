@@ -59,7 +59,7 @@ pub use model::{
 };
 pub use permission::{Permission, PermissionError, PermissionSet};
 pub use store::{
-    AuditReport, BackupHeader, KeyQuery, KeySort, Page, Restored, SortField, Stats, Store,
-    StoreConfig,
+    AuditReport, BackupHeader, ImportKey, ImportSecret, KeyQuery, KeySort, Page, Restored,
+    SortField, Stats, Store, StoreConfig,
 };
 pub use verify::{Principal, PrincipalInfo, VerifyError};

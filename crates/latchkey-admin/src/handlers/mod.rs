@@ -6,6 +6,7 @@ pub(crate) mod audit;
 pub(crate) mod backup;
 pub(crate) mod events;
 pub(crate) mod groups;
+pub(crate) mod import;
 pub(crate) mod keys;
 pub(crate) mod system;
 pub(crate) mod usage;

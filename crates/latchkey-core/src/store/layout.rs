@@ -7,6 +7,7 @@
 //! | `u:<uuid>` / `un:<name>`     | user JSON / user id                    |
 //! | `k:<public id>`              | key record (secret hash, usage figures) |
 //! | `a:<seq, big-endian u64>`    | audit event (also the change feed)     |
+//! | `xb:<keyed BLAKE3>` / `xs:<SHA-256>` | an imported key's public id, by the hash of its text |
 //!
 //! Values are postcard. UUIDs are the 16 raw bytes, so v7 ids keep records in creation order.
 //!
@@ -31,6 +32,8 @@ pub(crate) const GROUPS: &[u8] = b"g:";
 pub(crate) const USERS: &[u8] = b"u:";
 pub(crate) const KEYS: &[u8] = b"k:";
 pub(crate) const AUDIT: &[u8] = b"a:";
+/// Both indexes of imported keys.
+pub(crate) const IMPORTED: &[u8] = b"x";
 
 /// The schema written by this version.
 pub(crate) const SCHEMA_VERSION: &[u8] = b"1";
@@ -80,6 +83,16 @@ pub(crate) fn public_id_of(id: Uuid) -> Option<PublicId> {
     }
     let n = (((bits >> 64) & 0xFFF) << 62) | (bits & ((1 << 62) - 1));
     PublicId::from_number(n)
+}
+
+/// An imported key, by the keyed BLAKE3 of its full text.
+pub(crate) fn imported_blake3(hash: &[u8; 32]) -> Vec<u8> {
+    join(b"xb:", hash)
+}
+
+/// An imported key not yet verified, by the SHA-256 it was imported with.
+pub(crate) fn imported_sha256(digest: &[u8; 32]) -> Vec<u8> {
+    join(b"xs:", digest)
 }
 
 pub(crate) fn audit(seq: u64) -> Vec<u8> {

@@ -9,6 +9,7 @@ mod backup;
 mod db;
 mod files;
 mod groups;
+mod import;
 mod keys;
 mod layout;
 mod mark;
@@ -28,6 +29,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use backup::{BackupHeader, Restored};
+pub use import::{ImportKey, ImportSecret};
 pub use keys::Stats;
 pub use query::{KeyQuery, KeySort, Page, SortField};
 pub(crate) use usage::KeyUsage;
@@ -154,6 +156,9 @@ struct Inner {
     /// The store's lineage and last acknowledged write, as the mark file holds them.
     mark: Mutex<Mark>,
     min_free_bytes: u64,
+    /// Whether the store holds imported keys: only then does a text that is not a
+    /// latchkey key get looked up (see `import`).
+    has_imports: std::sync::atomic::AtomicBool,
     hash_key: HashKey,
     prefix: Prefix,
     clock: Arc<dyn Clock>,
@@ -359,6 +364,7 @@ impl Store {
 
     fn from_db(path: &Path, db: Db, mark: Mark, config: StoreConfig) -> Result<Store, StoreError> {
         space::ensure_ballast(path);
+        let has_imports = import::any_imported(&db)?;
         let prefix = db
             .get(layout::PREFIX)?
             .ok_or_else(|| StoreError::Corrupt("missing prefix".into()))?;
@@ -376,6 +382,7 @@ impl Store {
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             db,
+            has_imports: has_imports.into(),
             mark: Mutex::new(mark),
             min_free_bytes: config.min_free_bytes,
             hash_key: HashKey::from_bytes(hash_key),
@@ -420,9 +427,16 @@ impl Store {
     /// A malformed key never reaches the store. Then: look-up by public id (cached), the
     /// secret's keyed hash compared in constant time, and only after it matched, the key's
     /// and user's statuses. Usage is counted in memory.
+    ///
+    /// A text that is not a latchkey key is looked up among imported keys, when the
+    /// store holds any ([`Store::verify_imported`]).
     pub fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
-        let key = ApiKey::parse(presented).map_err(VerifyError::Malformed)?;
-        self.verify_key(&key)
+        match ApiKey::parse(presented) {
+            Ok(key) => self.verify_key(&key),
+            Err(e) => self
+                .verify_imported(presented)
+                .unwrap_or(Err(VerifyError::Malformed(e))),
+        }
     }
 
     /// [`Store::verify`] for an already parsed key.
