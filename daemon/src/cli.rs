@@ -92,6 +92,13 @@ pub enum Command {
     /// Management commands (through the daemon, or on the store with --db).
     #[command(flatten)]
     Api(ApiCommand),
+    /// Write a backup of the whole store to a file: through the daemon (the key needs
+    /// latchkey:backup), or with --db from a store no daemon holds. Consistent: every write
+    /// acknowledged before it starts, none after
+    Backup(BackupArgs),
+    /// Make a new store from a backup file, in the empty or new directory named by --db.
+    /// The restored store is a new lineage: remote verifiers drop what they cached
+    Restore(RestoreArgs),
     /// Find latchkey keys in files (checksum-verified, so no look-alikes); exit 1 when any
     /// is found, 0 when clean. Usable as a pre-commit hook
     Scan(ScanArgs),
@@ -164,6 +171,22 @@ pub struct InitArgs {
     /// Write the admin key to this new file (mode 0600) instead of printing it
     #[arg(long, value_name = "FILE")]
     pub admin_key_file: Option<PathBuf>,
+}
+
+/// `latchkey backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The file to write; it must not exist yet
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `latchkey restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file, as `latchkey backup` wrote it
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// `latchkey scan`.
@@ -371,6 +394,11 @@ pub struct UserUpdate {
 pub enum KeysCommand {
     /// Create a key for a user and print it once
     Add(KeyAdd),
+    /// Import keys issued elsewhere from a file of JSON lines, each `{"key": "<full key>"}`
+    /// or `{"sha256": "<hex>", "prefix": "<display prefix>"}` with optional `name`,
+    /// `expires_at`, `scopes`. They authenticate under their old text. Refused lines are
+    /// listed (number and reason) and the rest imported; exit 1 when any was refused
+    Import(KeyImport),
     /// List keys, newest first unless --sort says otherwise
     List(KeyList),
     /// Show a key
@@ -409,6 +437,17 @@ pub enum KeysCommand {
         #[arg(long, default_value = "0", value_name = "DURATION")]
         grace: String,
     },
+}
+
+/// `latchkey keys import`.
+#[derive(Debug, Args)]
+pub struct KeyImport {
+    /// The file of JSON lines
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The user the keys will belong to (name or id)
+    #[arg(long)]
+    pub user: String,
 }
 
 /// `latchkey keys add`.

@@ -13,6 +13,7 @@
 //! - [`start`]: `latchkey serve`'s start-up: check and bind everything, then initialise.
 //! - [`tls`]: the server's certificate and key.
 //! - [`init`]: `latchkey init`, and the first start of `serve` on an empty path.
+//! - [`backup`]: `latchkey backup` (through the daemon or `--db`) and `latchkey restore`.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait; HTTP and in-process.
 //! - [`client`]: JSON requests and problem+json answers over a transport.
 //! - [`commands`]: the management commands, written once against the API.
@@ -23,6 +24,7 @@
 //! **Invariant:** a secret is printed only by `init`, `serve` on first start, `keys add` and
 //! `keys rotate`, each exactly once; nothing is logged with one.
 
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use latchkey_daemon::cli::{Cli, Command};
 use latchkey_daemon::config::{DEFAULT_CONFIG, Settings};
-use latchkey_daemon::{commands, init, scan, start};
+use latchkey_daemon::{backup, commands, init, scan, start};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -60,6 +60,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the runtime")?;
             runtime.block_on(commands::execute(&settings, command))
+        }
+        Command::Backup(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime.block_on(backup::backup(&settings, &args.out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore(args) => {
+            backup::restore(&settings, &args.file)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Scan(args) => scan::run(&args.paths, settings.json),
         Command::Completions { shell } => {

@@ -49,3 +49,6 @@ mod startup;
 
 // Header-read timeouts, /metrics on its own listener or behind a key, logs.
 mod listeners;
+// Operations: a full disk (on a tmpfs, as root), a damaged store at start, backup and
+// restore during writes, key import.
+mod operations;

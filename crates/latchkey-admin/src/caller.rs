@@ -58,6 +58,8 @@ pub(crate) mod perm {
         Verify = "latchkey:verify";
         /// Read `/metrics` when the daemon keeps it behind a key (`--metrics-auth`).
         Metrics = "latchkey:metrics";
+        /// Take a backup of the whole store (`GET /v1/backup`): every record, hashes included.
+        Backup = "latchkey:backup";
     }
 }
 

@@ -24,7 +24,7 @@ pub struct Problem {
     /// `key_not_revoked`, `key_revoked`, `last_admin_key`, `insufficient_permission`,
     /// `tenant_forbidden`, `missing_key`,
     /// `invalid_key`, `keystore_unavailable`, `store_locked`, `method_not_allowed`,
-    /// `unsupported_media_type`, `payload_too_large`, `too_many_streams`, `internal`.
+    /// `unsupported_media_type`, `payload_too_large`, `too_many_streams`, `storage_full`, `internal`.
     pub code: String,
     /// What went wrong with this request.
     pub detail: String,
@@ -113,6 +113,7 @@ fn title(code: &str, status: StatusCode) -> &'static str {
         "unsupported_media_type" => "Unsupported media type",
         "payload_too_large" => "The request body is too large",
         "too_many_streams" => "Too many event streams are open",
+        "storage_full" => "The keystore's disk is full",
         _ => status.canonical_reason().unwrap_or("Error"),
     }
 }
@@ -140,6 +141,15 @@ impl From<StoreError> for AppError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     code,
                     "the keystore is held by another process",
+                )
+            }
+            StoreError::StorageFull { .. } => {
+                tracing::error!(error = %err, "write refused: the disk is full");
+                AppError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    code,
+                    "the keystore's disk is full: the write was refused and nothing changed; \
+                     it will succeed again once space is freed",
                 )
             }
             // Storage, Corrupt, and whatever core adds later: the client learns nothing.

@@ -33,6 +33,8 @@
 //! | `GET /v1/keys`, `GET /v1/keys/{id}` | `latchkey:keys:read` |
 //! | `POST /v1/verify`, `GET /v1/events` (server-sent events of every change) | `latchkey:verify` |
 //! | `GET /v1/audit`, `GET /v1/audit/verify` | `latchkey:audit:read` |
+//! | `GET /v1/backup` (the whole store, as `latchkey restore` reads it) | `latchkey:backup` |
+//! | `POST /v1/keys/import` (keys issued elsewhere, ≤ 1,000 per request) | `latchkey:keys:write` |
 //! | `GET /healthz`, `GET /openapi.json` | none |
 //! | `GET /metrics` | none, or `latchkey:metrics` with [`MetricsAccess::Keyed`] |
 //!

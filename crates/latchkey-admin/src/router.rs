@@ -7,7 +7,7 @@ use latchkey_core::Store;
 
 use crate::MetricsAccess;
 use crate::caller::Operator;
-use crate::handlers::{audit, events, groups, keys, system, usage, users, verify};
+use crate::handlers::{audit, backup, events, groups, import, keys, system, usage, users, verify};
 use crate::state::AppState;
 use crate::{auth, metrics};
 
@@ -32,6 +32,7 @@ fn v1() -> Router<AppState> {
             "/keys/{id}",
             get(keys::show).patch(keys::update).delete(keys::delete),
         )
+        .route("/keys/import", post(import::import))
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))
         .route("/verify", post(verify::verify))
@@ -39,6 +40,7 @@ fn v1() -> Router<AppState> {
         .route("/events", get(events::stream))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
+        .route("/backup", get(backup::backup))
         .method_not_allowed_fallback(system::method_not_allowed)
         // Nested under /v1, this fallback answers unknown /v1 paths only: an app that
         // merges this router keeps its own fallback for everything else.

@@ -122,6 +122,23 @@ pub enum StoreError {
     /// A stored record could not be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The disk holding the store is full: the write was refused and nothing changed.
+    /// Verification goes on; writes work again once space is freed.
+    #[error("the disk holding the store at {} is full: the write was refused and nothing changed; free some space and retry", path.display())]
+    StorageFull {
+        /// The store's path.
+        path: PathBuf,
+    },
+    /// The store's files are damaged, missing, or behind the last write the store
+    /// acknowledged (a rolled-back or truncated log). The store refuses to open rather than
+    /// silently forget; the remedy is `latchkey restore` from a backup.
+    #[error("the store at {} {reason}: refusing to open it; restore the newest backup with `latchkey restore`", path.display())]
+    Damaged {
+        /// The store's path.
+        path: PathBuf,
+        /// What is wrong, as a phrase that follows the path ("is missing its `db` file").
+        reason: String,
+    },
 }
 
 impl StoreError {
@@ -150,6 +167,8 @@ impl StoreError {
             StoreError::Locked { .. } => "store_locked",
             StoreError::NotInitialized { .. } => "not_initialized",
             StoreError::AlreadyInitialized { .. } => "already_initialized",
+            StoreError::StorageFull { .. } => "storage_full",
+            StoreError::Damaged { .. } => "store_damaged",
             StoreError::Storage(_) | StoreError::Corrupt(_) => "internal",
         }
     }

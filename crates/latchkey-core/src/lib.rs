@@ -61,6 +61,7 @@ pub use model::{
 };
 pub use permission::{Permission, PermissionError, PermissionSet};
 pub use store::{
-    AuditReport, KeyQuery, KeySort, KeysRevocation, Page, SortField, Stats, Store, StoreConfig,
+    AuditReport, BackupHeader, ImportKey, ImportSecret, KeyQuery, KeySort, KeysRevocation, Page,
+    Restored, SortField, Stats, Store, StoreConfig,
 };
 pub use verify::{Principal, PrincipalInfo, VerifyError};

@@ -22,6 +22,7 @@ pub(super) async fn run<T: Transport>(
 ) -> anyhow::Result<ExitCode> {
     match command {
         KeysCommand::Add(args) => add(api, out, args).await?,
+        KeysCommand::Import(args) => return super::import::run(api, out, args).await,
         KeysCommand::List(args) => list(api, out, args).await?,
         KeysCommand::Show { key } => {
             let key = api.get(&path(&key)).await?;

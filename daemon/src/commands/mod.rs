@@ -6,6 +6,7 @@
 
 mod audit;
 mod groups;
+mod import;
 mod keys;
 mod users;
 mod verify;

@@ -52,17 +52,18 @@ impl HttpTransport {
     }
 }
 
-impl Transport for HttpTransport {
-    async fn send(&self, request: ApiRequest) -> anyhow::Result<ApiResponse> {
+impl HttpTransport {
+    /// Sends a request and returns the response before its body is read.
+    async fn start(&self, request: &ApiRequest) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}{}", self.base, request.path);
-        let mut builder = self.client.request(request.method, &url);
+        let mut builder = self.client.request(request.method.clone(), &url);
         if let Some(key) = &self.admin_key {
             builder = builder.bearer_auth(key);
         }
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let response = builder.send().await.map_err(|e| {
+        builder.send().await.map_err(|e| {
             if latchkey_tower::remote::is_certificate_error(&e) {
                 anyhow::anyhow!(
                     "the TLS certificate of the latchkey daemon at {} does not verify ({}): \
@@ -94,7 +95,38 @@ impl Transport for HttpTransport {
                     self.base
                 )
             }
-        })?;
+        })
+    }
+
+    /// GETs `path` and streams the body into `out` as it arrives (for `latchkey backup`,
+    /// whose answer can be larger than memory should hold). An error answer becomes its
+    /// problem line.
+    pub async fn download(&self, path: &str, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+        let request = ApiRequest {
+            method: ::http::Method::GET,
+            path: path.to_owned(),
+            body: None,
+        };
+        let mut response = self.start(&request).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(super::Problem::from_response(status, &body).into());
+        }
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .with_context(|| format!("reading the answer of the daemon at {}", self.base))?
+        {
+            out.write_all(&chunk).context("writing the file")?;
+        }
+        Ok(())
+    }
+}
+
+impl Transport for HttpTransport {
+    async fn send(&self, request: ApiRequest) -> anyhow::Result<ApiResponse> {
+        let response = self.start(&request).await?;
         let status = response.status();
         let body = response
             .bytes()

@@ -6,8 +6,8 @@
 //!
 //! | `event:` | `id:` | `data:` |
 //! |---|---|---|
-//! | `ready` | — | `{"head": 41, "position": 38, "hash": "…"}`: first, when the stream resumes or starts |
-//! | `reset` | — | `{"head": 41, "position": 41, "hash": "…"}`: first, instead of `ready`, when the client's position is ahead of the store's head |
+//! | `ready` | — | `{"head": 41, "position": 38, "hash": "…", "lineage": "…"}`: first, when the stream resumes or starts |
+//! | `reset` | — | `{"head": 41, "position": 41, "hash": "…", "lineage": "…"}`: first, instead of `ready`, when the client's position is ahead of the store's head |
 //! | `change` | the sequence number | the [`AuditEvent`] JSON: `seq`, `at`, `actor`, `action` (`key.revoke`, …), `target`, `user_id`, `prev_hash`, `hash` |
 //! | `heartbeat` | — | `{"head": 42}`: every `heartbeat_ms`, once everything up to `head` was sent |
 //!
@@ -23,6 +23,7 @@
 //! another store, or a restored backup that diverged, and whatever the client derived from
 //! the feed is stale. A position ahead of the head is the same situation told by the
 //! daemon: the first event is then `reset`, and the stream continues from the head.
+//! `lineage` names the store; a restored store has a new one, whatever its chain holds.
 //!
 //! A heartbeat carries the sequence number of the last change sent on this stream, and is
 //! sent only after every change already committed when it fell due has been sent: a
@@ -143,6 +144,9 @@ pub(crate) struct Start {
     pub(crate) position: u64,
     /// The hash of the change at `position`; `null` at 0.
     pub(crate) hash: Option<String>,
+    /// The store's lineage: it changes when the store is restored from a backup, and a
+    /// client that sees another one than before drops whatever it derived from the feed.
+    pub(crate) lineage: Uuid,
 }
 
 /// The data of the `heartbeat` event.
@@ -208,6 +212,7 @@ pub(crate) async fn stream(
         head,
         position,
         hash,
+        lineage: state.store.lineage(),
     });
     let start = start.map_err(AppError::internal)?;
     let feed = Feed {

@@ -3,8 +3,10 @@
 //! runs store calls through [`AppState::run`](crate::state::AppState::run).
 
 pub(crate) mod audit;
+pub(crate) mod backup;
 pub(crate) mod events;
 pub(crate) mod groups;
+pub(crate) mod import;
 pub(crate) mod keys;
 pub(crate) mod streams;
 pub(crate) mod system;

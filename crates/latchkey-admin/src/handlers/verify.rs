@@ -35,10 +35,15 @@ pub(crate) async fn verify(
     if let Some(permissions) = &body.permissions {
         limits::check_permissions("permissions", &permissions.iter().cloned().collect())?;
     }
-    // A malformed key is refused without a store read, as the authentication layer does.
-    let verified = ApiKey::parse(&body.key)
-        .map_err(VerifyError::Malformed)
-        .and_then(|key| state.verify_key(&key));
+    // A malformed key is refused without a store read, as the authentication layer does,
+    // unless the store holds imported keys, which have other formats.
+    let verified = match ApiKey::parse(&body.key) {
+        Ok(key) => state.verify_key(&key),
+        Err(e) => state
+            .store
+            .verify_imported(&body.key)
+            .unwrap_or(Err(VerifyError::Malformed(e))),
+    };
     let answer = match verified {
         Ok(principal) => {
             let missing = body

@@ -13,7 +13,9 @@ use utoipa::{Modify, OpenApi};
 use integers::UnsignedIntegers;
 use statuses::LayerStatuses;
 
-use crate::handlers::{audit, events, groups, keys, system, usage, users, verify};
+use crate::handlers::{
+    audit, backup, events, groups, import, keys, system, usage, users, verify,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +34,7 @@ use crate::handlers::{audit, events, groups, keys, system, usage, users, verify}
         verify::verify,
         usage::report,
         audit::list, audit::verify, events::stream,
+        backup::backup, import::import,
         system::healthz, system::metrics, system::openapi,
     ),
     // The integers' pass runs last: it reads the whole document.
@@ -42,6 +45,7 @@ use crate::handlers::{audit, events, groups, keys, system, usage, users, verify}
         (name = "keys", description = "API keys: the secret is shown once, at creation"),
         (name = "verify", description = "Verification for remote services"),
         (name = "audit", description = "The hash-chained audit trail"),
+        (name = "operations", description = "Backup and import"),
         (name = "system", description = "Health, metrics, this document (no authentication)"),
     )
 )]

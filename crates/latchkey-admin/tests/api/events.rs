@@ -153,7 +153,7 @@ async fn without_a_position_the_stream_starts_at_the_head_and_goes_live() {
     assert_eq!(ready.id, None);
     assert_eq!(
         ready.data,
-        json!({"head": head, "position": head, "hash": head_hash})
+        json!({"head": head, "position": head, "hash": head_hash, "lineage": h.store.lineage()})
     );
 
     group(&h, "support");
@@ -176,7 +176,7 @@ async fn after_replays_from_the_store_then_continues_live_without_gaps_or_repeat
     let first = h.store.events_since(0, 1).unwrap()[0].hash.clone();
     assert_eq!(
         ready.data,
-        json!({"head": head, "position": 1, "hash": first})
+        json!({"head": head, "position": 1, "hash": first, "lineage": h.store.lineage()})
     );
     for seq in 2..=head {
         assert_eq!(stream.change().await.data["seq"], seq);

@@ -33,6 +33,8 @@ async fn openapi_document_parses_and_lists_every_path() {
         ("/v1/audit", &["get"]),
         ("/v1/audit/verify", &["get"]),
         ("/v1/events", &["get"]),
+        ("/v1/backup", &["get"]),
+        ("/v1/keys/import", &["post"]),
         ("/healthz", &["get"]),
         ("/metrics", &["get"]),
         ("/openapi.json", &["get"]),

@@ -2,7 +2,7 @@
 //!
 //! | key                          | value                                  |
 //! |------------------------------|----------------------------------------|
-//! | `m:version`, `m:prefix`, `m:hash_key`, `m:seq`, `m:head` | store metadata |
+//! | `m:version`, `m:prefix`, `m:hash_key`, `m:seq`, `m:head`, `m:lineage` | store metadata |
 //! | `g:<uuid>` / `gn:<name>`     | group JSON / group id                  |
 //! | `u:<uuid>` / `un:<name>`     | user JSON / user id                    |
 //! | `k:<public id>`              | key record (secret hash, usage figures) |
@@ -10,6 +10,7 @@
 //! | `x:…`                        | key indexes, empty values (`index.rs`) |
 //! | `m:n:<count>`, `m:expiry_mark`, `m:indexed` | counts for `/metrics` (`counters.rs`), the expiry sweep's mark, the index version |
 //! | `j:<uuid>` / `ur:<user uuid>` | background job / a user's revocation mark (`jobs.rs`) |
+//! | `xb:<keyed BLAKE3>` / `xs:<SHA-256>` | an imported key's public id, by the hash of its text |
 //!
 //! Values are postcard. UUIDs are the 16 raw bytes, so v7 ids keep records in creation order.
 //!
@@ -27,11 +28,15 @@ pub(crate) const PREFIX: &[u8] = b"m:prefix";
 pub(crate) const HASH_KEY: &[u8] = b"m:hash_key";
 pub(crate) const SEQ: &[u8] = b"m:seq";
 pub(crate) const HEAD: &[u8] = b"m:head";
+/// The store's lineage (16 raw UUID bytes): new at creation and at every restore.
+pub(crate) const LINEAGE: &[u8] = b"m:lineage";
 
 pub(crate) const GROUPS: &[u8] = b"g:";
 pub(crate) const USERS: &[u8] = b"u:";
 pub(crate) const KEYS: &[u8] = b"k:";
 pub(crate) const AUDIT: &[u8] = b"a:";
+/// Both indexes of imported keys.
+pub(crate) const IMPORTED: &[u8] = b"x";
 
 /// The schema written by this version.
 pub(crate) const SCHEMA_VERSION: &[u8] = b"1";
@@ -81,6 +86,16 @@ pub(crate) fn public_id_of(id: Uuid) -> Option<PublicId> {
     }
     let n = (((bits >> 64) & 0xFFF) << 62) | (bits & ((1 << 62) - 1));
     PublicId::from_number(n)
+}
+
+/// An imported key, by the keyed BLAKE3 of its full text.
+pub(crate) fn imported_blake3(hash: &[u8; 32]) -> Vec<u8> {
+    join(b"xb:", hash)
+}
+
+/// An imported key not yet verified, by the SHA-256 it was imported with.
+pub(crate) fn imported_sha256(digest: &[u8; 32]) -> Vec<u8> {
+    join(b"xs:", digest)
 }
 
 pub(crate) fn audit(seq: u64) -> Vec<u8> {

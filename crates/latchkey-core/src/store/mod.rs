@@ -5,18 +5,25 @@
 //! Verification reads through the verify cache; usage figures are buffered in memory and
 //! persisted in batches.
 
+mod backup;
 mod counters;
+mod db;
+mod files;
 mod groups;
+mod import;
 mod index;
 mod jobs;
 mod key_writes;
 mod keys;
 mod last_admin;
 mod layout;
+mod mark;
 mod pages;
 mod query;
 mod rebuild;
+mod recover;
 mod scoped;
+mod space;
 mod sweep;
 mod tx;
 mod usage;
@@ -28,7 +35,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
+use uuid::Uuid;
 
+pub use backup::{BackupHeader, Restored};
+pub use import::{ImportKey, ImportSecret};
 pub use jobs::KeysRevocation;
 pub use keys::Stats;
 pub use query::{KeyQuery, KeySort, Page, SortField};
@@ -43,6 +53,9 @@ use crate::key::{ApiKey, Prefix};
 use crate::model::{CreatedKey, NewGroup, NewKey, NewUser};
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, VerifyCache, VerifyError};
+use db::Db;
+use files::Found;
+use mark::Mark;
 use usage::UsageBuffer;
 
 /// How a store is opened.
@@ -59,6 +72,7 @@ pub struct StoreConfig {
     cache_capacity_bytes: u64,
     verify_cache_entries: usize,
     usage_flush_interval: Option<Duration>,
+    min_free_bytes: u64,
     clock: Arc<dyn Clock>,
     job_chunk_keys: usize,
     job_pause: Duration,
@@ -71,6 +85,7 @@ impl Default for StoreConfig {
             cache_capacity_bytes: 64 << 20,
             verify_cache_entries: 20_000,
             usage_flush_interval: Some(Duration::from_secs(5)),
+            min_free_bytes: 8 << 20,
             clock: Arc::new(SystemClock),
             job_chunk_keys: 1_000,
             job_pause: Duration::from_millis(10),
@@ -99,6 +114,14 @@ impl StoreConfig {
     /// [`Store::flush`] and when the store is dropped).
     pub fn usage_flush_interval(mut self, interval: Option<Duration>) -> Self {
         self.usage_flush_interval = interval;
+        self
+    }
+
+    /// How much free disk space a write needs (default 8 MiB; 0: no check). Below it a
+    /// write is refused with [`StoreError::StorageFull`] before it touches the store, so
+    /// the disk never fills under sled (which poisons itself on a failed write).
+    pub fn min_free_bytes(mut self, bytes: u64) -> Self {
+        self.min_free_bytes = bytes;
         self
     }
 
@@ -166,7 +189,13 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    db: sled::Db,
+    db: Db,
+    /// The store's lineage and last acknowledged write, as the mark file holds them.
+    mark: Mutex<Mark>,
+    min_free_bytes: u64,
+    /// Whether the store holds imported keys: only then does a text that is not a
+    /// latchkey key get looked up (see `import`).
+    has_imports: std::sync::atomic::AtomicBool,
     hash_key: HashKey,
     prefix: Prefix,
     clock: Arc<dyn Clock>,
@@ -188,17 +217,27 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Store")
             .field("path", &self.path)
             .field("prefix", &self.prefix)
+            .field("lineage", &self.lineage())
             .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }
 
+impl Inner {
+    fn lineage(&self) -> Uuid {
+        self.mark.lock().unwrap_or_else(|e| e.into_inner()).lineage
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Err(e) = usage::flush(&self.db, &self.usage) {
+        let Ok(db) = self.db.handle() else { return };
+        if space::below_reserve(&self.path, self.min_free_bytes) {
+            tracing::warn!(store = %self.path.display(), "the disk is full: usage figures since the last flush are not persisted");
+        } else if let Err(e) = usage::flush(&db, &self.usage) {
             tracing::warn!(error = %e, "could not persist usage figures at close");
         }
-        let _ = self.db.flush();
+        let _ = db.flush();
     }
 }
 
@@ -215,21 +254,39 @@ impl Store {
     /// Opens an initialised store.
     ///
     /// Fails with [`StoreError::NotInitialized`] when there is none at `path` (creating
-    /// nothing), and with [`StoreError::Locked`] when another process holds it.
+    /// nothing), with [`StoreError::Locked`] when another process holds it, and with
+    /// [`StoreError::Damaged`] when its files are missing or damaged, or when it is behind
+    /// the last write it acknowledged (its mark): a store never silently forgets.
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StoreError> {
         let path = path.as_ref();
-        if !path.join("conf").exists() {
+        let marked = match files::inspect(path)?.0 {
+            Found::Nothing => false,
+            Found::Unmarked => path.join("conf").exists(),
+            Found::Marked => {
+                files::ensure_complete(path)?;
+                true
+            }
+        };
+        if !marked && !path.join("conf").exists() {
             return Err(StoreError::NotInitialized {
                 path: path.to_owned(),
             });
         }
-        let db = open_db(path, &config)?;
+        files::remove_leftover_snapshots(path)?;
+        let db = Db::open(path, config.cache_capacity_bytes)?;
         if db.get(layout::VERSION)?.is_none() {
+            if mark::read(path).ok().flatten().is_some() {
+                return Err(StoreError::Damaged {
+                    path: path.to_owned(),
+                    reason: "has lost its records (its `db` file holds no store)".into(),
+                });
+            }
             return Err(StoreError::NotInitialized {
                 path: path.to_owned(),
             });
         }
-        Self::from_db(path, db, config)
+        let mark = recover::reconcile_mark(path, &db)?;
+        Self::from_db(path, db, mark, config)
     }
 
     /// Creates an empty store (no users, no groups) with the given key prefix.
@@ -245,6 +302,7 @@ impl Store {
         store.write(&Actor::system(), |tx| {
             tx.put_raw(layout::VERSION, layout::SCHEMA_VERSION)
         })?;
+        store.write_first_mark()?;
         Ok(store)
     }
 
@@ -287,31 +345,68 @@ impl Store {
             tx.put_raw(layout::VERSION, layout::SCHEMA_VERSION)?;
             Ok(key)
         })?;
+        store.write_first_mark()?;
         Ok((store, admin))
     }
 
-    /// Opens a store that is not initialised yet and writes its prefix and hash key; the
-    /// caller commits `m:version` in the same transaction as whatever makes it complete.
+    /// Opens a store that is not initialised yet and writes its prefix, hash key and
+    /// lineage; the caller commits `m:version` in the same transaction as whatever makes it
+    /// complete.
+    ///
+    /// Never initialises a directory that holds a store which acknowledged writes (it has
+    /// a mark), or files that are no part of a store; only an empty or new directory, or
+    /// the remains of an `init` that never committed.
     fn prepare(path: &Path, prefix: &str, config: StoreConfig) -> Result<Store, StoreError> {
         let prefix =
             Prefix::new(prefix).map_err(|e| StoreError::invalid("prefix", e.to_string()))?;
-        let db = open_db(path, &config)?;
+        let (found, foreign) = files::inspect(path)?;
+        if let Some(name) = foreign {
+            return Err(StoreError::Storage(format!(
+                "{} holds files that are no part of a latchkey store (such as {name:?}); \
+                 choose an empty or new directory",
+                path.display()
+            )));
+        }
+        if found == Found::Marked {
+            // A store that acknowledged writes, healthy or not: sled is not even opened on
+            // it, since opening damaged files can rewrite them.
+            files::ensure_complete(path)?;
+            if files::is_locked(path) {
+                return Err(StoreError::Locked {
+                    path: path.to_owned(),
+                });
+            }
+            return Err(StoreError::AlreadyInitialized {
+                path: path.to_owned(),
+            });
+        }
+        files::remove_leftover_snapshots(path)?;
+        let db = Db::open(path, config.cache_capacity_bytes)?;
         if db.get(layout::VERSION)?.is_some() {
             return Err(StoreError::AlreadyInitialized {
                 path: path.to_owned(),
             });
         }
+        let lineage = Uuid::now_v7();
         let mut batch = sled::Batch::default();
         batch.insert(layout::PREFIX, prefix.as_str().as_bytes());
         batch.insert(layout::HASH_KEY, HashKey::generate().as_bytes().as_slice());
         // An empty store's indexes and counts are complete.
         batch.insert(rebuild::INDEXED, rebuild::INDEX_VERSION);
+        batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
         db.apply_batch(batch)?;
         db.flush()?;
-        Self::from_db(path, db, config)
+        let mark = Mark {
+            lineage,
+            seq: 0,
+            head: audit::GENESIS.to_owned(),
+        };
+        Self::from_db(path, db, mark, config)
     }
 
-    fn from_db(path: &Path, db: sled::Db, config: StoreConfig) -> Result<Store, StoreError> {
+    fn from_db(path: &Path, db: Db, mark: Mark, config: StoreConfig) -> Result<Store, StoreError> {
+        space::ensure_ballast(path);
+        let has_imports = import::any_imported(&db)?;
         let prefix = db
             .get(layout::PREFIX)?
             .ok_or_else(|| StoreError::Corrupt("missing prefix".into()))?;
@@ -331,6 +426,9 @@ impl Store {
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             db,
+            has_imports: has_imports.into(),
+            mark: Mutex::new(mark),
+            min_free_bytes: config.min_free_bytes,
             hash_key: HashKey::from_bytes(hash_key),
             prefix,
             clock: config.clock,
@@ -349,6 +447,13 @@ impl Store {
             spawn_jobs(Arc::downgrade(&inner), config.job_pause, woken);
         }
         Ok(Store { inner })
+    }
+
+    /// The store's lineage: an id made when the store was created, and anew when it is
+    /// restored from a backup, so whoever follows its change feed can tell a restored
+    /// store from the one it knew.
+    pub fn lineage(&self) -> Uuid {
+        self.inner.lineage()
     }
 
     /// The store's path.
@@ -373,12 +478,19 @@ impl Store {
     /// never reaches the store. Then: look-up by public id (cached), the secret's keyed
     /// hash compared in constant time, and only after it matched, the key's and user's
     /// statuses. Usage is counted in memory.
+    ///
+    /// A text that is not a latchkey key is looked up among imported keys, when the
+    /// store holds any ([`Store::verify_imported`]).
     pub fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
         if let Some(principal) = self.verify_known(presented.as_bytes()) {
             return Ok(principal);
         }
-        let key = ApiKey::parse(presented).map_err(VerifyError::Malformed)?;
-        self.verify_key(&key)
+        match ApiKey::parse(presented) {
+            Ok(key) => self.verify_key(&key),
+            Err(e) => self
+                .verify_imported(presented)
+                .unwrap_or(Err(VerifyError::Malformed(e))),
+        }
     }
 
     /// The fast path for a key text that verified before: `Some` when the verify cache
@@ -454,8 +566,15 @@ impl Store {
             .write_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        usage::flush(&self.inner.db, &self.inner.usage)?;
-        self.inner.db.flush()?;
+        self.ensure_open()?;
+        let db = self.inner.db.handle()?;
+        if space::below_reserve(&self.inner.path, self.inner.min_free_bytes) {
+            // Usage figures are best effort; a full disk is no reason to fail a shutdown.
+            tracing::warn!(store = %self.inner.path.display(), "the disk is full: usage figures since the last flush are not persisted");
+        } else {
+            usage::flush(&db, &self.inner.usage)?;
+        }
+        db.flush()?;
         Ok(())
     }
 
@@ -477,6 +596,7 @@ impl Store {
         let start = layout::audit(after.saturating_add(1));
         self.inner
             .db
+            .handle()?
             .range(start..)
             .take_while(|item| {
                 item.as_ref()
@@ -499,8 +619,13 @@ impl Store {
         let mut next = 1;
         let mut prev = audit::GENESIS.to_owned();
         let mut broken = None;
-        for item in self.inner.db.scan_prefix(layout::AUDIT) {
+        let mark = mark::read(&self.inner.path).ok().flatten();
+        let mut at_mark = None;
+        for item in self.inner.db.handle()?.scan_prefix(layout::AUDIT) {
             let event = decode_event(&item?)?;
+            if mark.as_ref().is_some_and(|m| m.seq == event.seq) {
+                at_mark = Some(event.hash.clone());
+            }
             match audit::check_chain([&event], next, prev.clone()) {
                 Ok((n, hash)) => (next, prev) = (n, hash),
                 Err(b) => {
@@ -532,6 +657,9 @@ impl Store {
                 });
             }
         }
+        if let (None, Some(mark)) = (&broken, mark.filter(|m| m.seq > 0)) {
+            broken = recover::check_against_mark(&mark, events, at_mark.as_deref());
+        }
         Ok(AuditReport { events, broken })
     }
 
@@ -548,6 +676,7 @@ impl Store {
     fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
         self.inner
             .db
+            .handle()?
             .scan_prefix(prefix)
             .map(|item| decode(&item?.1))
             .collect()
@@ -570,34 +699,6 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("records serialize")
-}
-
-/// How long opening waits for a lock that is being released. Dropping the last handle of
-/// a store does not release sled's file lock at once (its I/O threads finish first), so a
-/// store closed and reopened in one process could otherwise see itself as "another process".
-const LOCK_WAIT: Duration = Duration::from_millis(1_000);
-
-fn open_db(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
-    let started = std::time::Instant::now();
-    loop {
-        let opened = sled::Config::new()
-            .path(path)
-            .cache_capacity(config.cache_capacity_bytes)
-            .open();
-        match opened {
-            Ok(db) => return Ok(db),
-            // sled reports a held file lock as an I/O error with this text.
-            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
-                if started.elapsed() >= LOCK_WAIT {
-                    return Err(StoreError::Locked {
-                        path: path.to_owned(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(StoreError::Storage(format!("{}: {e}", path.display()))),
-        }
-    }
 }
 
 /// The jobs thread: every second, and when woken, the expiry sweep and then background
@@ -647,8 +748,24 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
             // Wakes every `interval` until the store is dropped (the sender goes away).
             while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
                 let Some(inner) = inner.upgrade() else { return };
-                let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-                if let Err(e) = usage::flush(&inner.db, &inner.usage) {
+                let store = Store { inner };
+                let _serialized = store
+                    .inner
+                    .write_lock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                // A store closed by a storage failure reopens by itself, from here too.
+                if store.ensure_open().is_err()
+                    || space::below_reserve(&store.inner.path, store.inner.min_free_bytes)
+                {
+                    continue;
+                }
+                let flushed = store
+                    .inner
+                    .db
+                    .handle()
+                    .and_then(|db| usage::flush(&db, &store.inner.usage));
+                if let Err(e) = flushed {
                     tracing::warn!(error = %e, "could not persist usage figures");
                 }
             }

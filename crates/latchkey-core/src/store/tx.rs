@@ -130,6 +130,7 @@ impl Store {
     ) -> Result<T, StoreError> {
         let inner = &*self.inner;
         let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.ready_for_write()?;
         let prepared = prepare()?;
         let now = inner.clock.now();
         let outcome = inner.db.transaction(|tree| {
@@ -143,17 +144,21 @@ impl Store {
             let events = tx.append_events(actor.key_id())?;
             Ok((value, events, tx.invalidations.into_inner()))
         });
-        let (value, events, invalidations) = outcome.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::from(e),
-        })?;
+        let (value, events, invalidations) = match outcome {
+            Ok(done) => done,
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(self.failed_write(e)),
+        };
         for what in invalidations {
             match what {
                 Invalidate::Key(id) => inner.cache.invalidate(Some(&id)),
                 Invalidate::All => inner.cache.invalidate(None),
             }
         }
-        inner.db.flush()?;
+        if let Err(e) = inner.db.flush() {
+            return Err(self.failed_write(e));
+        }
+        self.advance_mark(events.last());
         for event in events {
             // No receiver is fine: nobody is listening.
             let _ = inner.events.send(event);

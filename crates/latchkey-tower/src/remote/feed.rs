@@ -22,6 +22,9 @@ struct Start {
     /// The hash of the change at `position`.
     #[serde(default)]
     hash: Option<String>,
+    /// The store's lineage: new when it is restored from a backup.
+    #[serde(default)]
+    lineage: Option<String>,
 }
 
 /// The data of `heartbeat`.
@@ -52,6 +55,9 @@ struct Cursor {
     /// That change's hash, when known: a daemon whose change at `position` has another
     /// hash serves another store (or a restored backup that diverged).
     hash: Option<String>,
+    /// The store's lineage as the last `ready` told it: another one is a restored (or
+    /// another) store, even when its chain matches.
+    lineage: Option<String>,
 }
 
 /// One connection's progress.
@@ -129,7 +135,10 @@ fn apply(
                 && cursor.hash != start.hash
             {
                 shared.drop_all("the daemon serves another store, or a diverged backup");
+            } else if cursor.lineage.is_some() && cursor.lineage != start.lineage {
+                shared.drop_all("the daemon serves a restored or another store (new lineage)");
             }
+            cursor.lineage = start.lineage;
             cursor.position = Some(start.position);
             cursor.hash = start.hash;
             session.target = Some(start.head);

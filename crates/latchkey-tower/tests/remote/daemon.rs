@@ -161,6 +161,24 @@ impl Keystore {
         }
     }
 
+    /// The store backed up and restored as `latchkey restore` does: the same records and
+    /// chain, a new lineage.
+    pub(crate) fn restored(&self) -> Keystore {
+        let mut file = Vec::new();
+        self.store.backup(&mut file).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::default()
+            .clock(self.clock.clone())
+            .usage_flush_interval(None);
+        let (store, _) = Store::restore(dir.path(), file.as_slice(), config).unwrap();
+        Keystore {
+            store,
+            clock: self.clock.clone(),
+            service_key: self.service_key.clone(),
+            _dir: dir,
+        }
+    }
+
     pub(crate) fn user(&self, name: &str, permissions: &[&str]) -> uuid::Uuid {
         self.store
             .create_user(

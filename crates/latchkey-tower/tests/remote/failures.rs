@@ -170,6 +170,36 @@ async fn a_diverged_backup_ahead_of_the_verifier_drops_the_cache() {
 }
 
 #[tokio::test]
+async fn a_restored_store_at_the_verifiers_position_drops_the_cache() {
+    let mut s = Setup::new().await;
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "k", None);
+    s.caught_up().await;
+    s.verify(key.secret.expose()).await.unwrap();
+    let before = s.caught_up().await;
+
+    // Same records, same chain, same position: only the lineage tells it is a restore.
+    let restored = s.keystore.restored();
+    assert_eq!(Some(restored.store.last_seq().unwrap()), before.position);
+    let port = s.daemon.addr.port();
+    s.daemon.stop();
+    let _restored = Daemon::start(
+        &restored.store,
+        &Arc::new(Traffic::default()),
+        loopback(port),
+    );
+    let status = within(
+        s.verifier
+            .wait_for(|st| st.connected && st.syncs > before.syncs),
+    )
+    .await;
+    assert_eq!(status.cache_drops, before.cache_drops + 1);
+    assert_eq!(s.verifier.cached_keys(), 0);
+    // The key is in the backup: it verifies again, from the restored store.
+    s.verify(key.secret.expose()).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_service_key_without_latchkey_verify_gives_503_never_401() {
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let keystore = Keystore::new(clock);

@@ -1,0 +1,73 @@
+//! `GET /v1/backup`: a consistent backup of the whole store, streamed.
+
+use std::io::{Seek, SeekFrom};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use tokio::io::AsyncReadExt;
+
+use crate::caller::{Caller, perm};
+use crate::error::{AppError, Problem};
+use crate::state::AppState;
+
+/// How much of the backup is read per chunk of the response.
+const CHUNK: usize = 64 * 1024;
+
+/// A backup of every record, as `latchkey restore` reads it: all writes acknowledged
+/// before the request, none after.
+///
+/// The store is copied into a temporary file first (writers wait for that copy, readers
+/// do not), which is then streamed: a slow client never holds writers back. The response
+/// is `application/octet-stream`; its `X-Latchkey-Backup-Seq` header names the newest
+/// change it holds. The format is described in core's `Store::backup`.
+#[utoipa::path(get, path = "/v1/backup", operation_id = "backup", tag = "operations",
+    security(("bearer" = ["latchkey:backup"])),
+    responses(
+        (status = 200, description = "The backup file", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks latchkey:backup", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The backup could not be written (see the server log)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The keystore is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn backup(
+    State(state): State<AppState>,
+    _caller: Caller<perm::Backup>,
+) -> Result<Response, AppError> {
+    let (file, header) = state
+        .run(|store| {
+            let mut file = tempfile::tempfile().map_err(AppError::internal)?;
+            let header = store.backup(&mut file)?;
+            file.seek(SeekFrom::Start(0)).map_err(AppError::internal)?;
+            Ok((file, header))
+        })
+        .await?;
+    let file = tokio::fs::File::from_std(file);
+    let chunks = stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = Vec::with_capacity(CHUNK);
+        match (&mut file).take(CHUNK as u64).read_to_end(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(buf), Some(file))),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the backup's temporary file");
+                Some((Err(e), None))
+            }
+        }
+    });
+    let name = format!("attachment; filename=\"latchkey-{}.backup\"", header.seq);
+    let mut response = (StatusCode::OK, Body::from_stream(chunks)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(name) = HeaderValue::try_from(name) {
+        headers.insert(CONTENT_DISPOSITION, name);
+    }
+    headers.insert("x-latchkey-backup-seq", HeaderValue::from(header.seq));
+    Ok(response)
+}

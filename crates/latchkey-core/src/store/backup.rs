@@ -1,0 +1,290 @@
+//! Backup and restore: every record of a store at one point of its audit chain, in one
+//! self-checking file, and a new store made from it.
+//!
+//! # The file
+//!
+//! One JSON line, the [`BackupHeader`]; then each record as a frame (`u32` big-endian key
+//! length, key, `u32` value length, value), in key order; then a zero key length; then the
+//! 32-byte BLAKE3 hash of every byte before it. A truncated or altered file fails that
+//! check and restores nothing.
+//!
+//! # Consistency
+//!
+//! The copy is taken under the write lock, so it holds exactly the writes acknowledged
+//! before it began and none after: writers wait for the copy (a second or two for a
+//! million keys on a local disk), verification does not. The daemon copies into a
+//! temporary file first and streams that, so a slow client never holds writers back.
+//!
+//! # Lineage
+//!
+//! A restored store keeps the records and the audit chain (which still verifies), but gets
+//! a new lineage: remote verifiers that followed the old store drop what they cached when
+//! they see it (`ready` carries the lineage).
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::db::Db;
+use super::files::{self, Found};
+use super::{Store, StoreConfig, layout, mark, recover};
+use crate::error::StoreError;
+
+/// The first line of a backup file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupHeader {
+    /// Always `latchkey-backup`.
+    pub format: String,
+    /// The file format's version: 1.
+    pub version: u32,
+    /// The newest audit event in the backup (0 for none).
+    pub seq: u64,
+    /// Its hash (hex).
+    pub head: String,
+    /// The lineage of the store it was taken from.
+    pub lineage: Uuid,
+    /// How many records follow.
+    pub records: u64,
+}
+
+const FORMAT: &str = "latchkey-backup";
+const VERSION: u32 = 1;
+/// A header is a couple of hundred bytes; a longer first line is not a backup.
+const MAX_HEADER: u64 = 4096;
+/// sled keys and values of a store are far below this; a larger frame is a damaged file.
+const MAX_FRAME: u32 = 16 << 20;
+/// Records per sled batch while restoring.
+const BATCH: usize = 10_000;
+
+/// What a restore made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The backup's header.
+    pub header: BackupHeader,
+    /// The new store's lineage.
+    pub lineage: Uuid,
+}
+
+/// A writer that hashes what goes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Store {
+    /// Writes a backup of the whole store to `out`: every record as of the newest
+    /// acknowledged write when it starts (writers wait until it is done).
+    ///
+    /// Fails with [`StoreError::Storage`] when `out` cannot be written.
+    pub fn backup(&self, out: impl Write) -> Result<BackupHeader, StoreError> {
+        let inner = &*self.inner;
+        let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.ensure_open()?;
+        let db = inner.db.handle()?;
+        let header = BackupHeader {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            seq: self.last_seq()?,
+            head: recover::head_of(&inner.db)?,
+            lineage: inner.lineage(),
+            records: db.len() as u64,
+        };
+        let io_err = |e: io::Error| StoreError::Storage(format!("writing the backup: {e}"));
+        let mut out = Hashing {
+            inner: BufWriter::new(out),
+            hasher: blake3::Hasher::new(),
+        };
+        let mut line = serde_json::to_vec(&header).expect("a header serializes");
+        line.push(b'\n');
+        out.write_all(&line).map_err(io_err)?;
+        let mut written = 0u64;
+        for item in db.iter() {
+            let (key, value) = item?;
+            for part in [&key, &value] {
+                out.write_all(&(part.len() as u32).to_be_bytes())
+                    .and_then(|()| out.write_all(part))
+                    .map_err(io_err)?;
+            }
+            written += 1;
+        }
+        if written != header.records {
+            return Err(StoreError::Storage(format!(
+                "the store changed during the backup ({written} records, {} expected)",
+                header.records
+            )));
+        }
+        out.write_all(&0u32.to_be_bytes()).map_err(io_err)?;
+        let digest = out.hasher.finalize();
+        let mut rest = out.inner;
+        rest.write_all(digest.as_bytes())
+            .and_then(|()| rest.flush())
+            .map_err(io_err)?;
+        Ok(header)
+    }
+
+    /// Makes a new store at `path` from a backup: an empty or new directory only. The
+    /// store gets a new lineage; its records and audit chain are the backup's.
+    ///
+    /// Fails, leaving `path` as it was, when `path` holds anything, and with
+    /// [`StoreError::Invalid`] (field `backup`) when the file is not a whole latchkey
+    /// backup.
+    pub fn restore(
+        path: impl AsRef<Path>,
+        backup: impl Read,
+        config: StoreConfig,
+    ) -> Result<(Store, Restored), StoreError> {
+        let path = path.as_ref();
+        let (found, foreign) = files::inspect(path)?;
+        if found != Found::Nothing || foreign.is_some() {
+            return Err(StoreError::Storage(format!(
+                "cannot restore into {}: it is not empty (restore needs an empty or new \
+                 directory)",
+                path.display()
+            )));
+        }
+        // Built beside the target and renamed into place: a failure leaves no half store.
+        let staging = staging_path(path)?;
+        let restored = restore_into(&staging, backup, config.cache_capacity_bytes);
+        let restored = match restored {
+            Ok(restored) => restored,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        if path.exists() {
+            fs::remove_dir(path).map_err(|e| {
+                StoreError::Storage(format!("cannot replace {}: {e}", path.display()))
+            })?;
+        }
+        fs::rename(&staging, path).map_err(|e| {
+            StoreError::Storage(format!(
+                "cannot move the restored store to {}: {e}",
+                path.display()
+            ))
+        })?;
+        let store = Store::open(path, config)?;
+        Ok((store, restored))
+    }
+}
+
+fn staging_path(path: &Path) -> Result<PathBuf, StoreError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| StoreError::invalid("db", "must name a directory"))?;
+    let mut staging = name.to_owned();
+    staging.push(format!(".restoring-{}", Uuid::now_v7().simple()));
+    Ok(path.with_file_name(staging))
+}
+
+fn bad(reason: impl Into<String>) -> StoreError {
+    StoreError::invalid("backup", reason)
+}
+
+/// Reads the backup into a new sled database at `staging`, checks it whole, gives it a
+/// new lineage and its mark.
+fn restore_into(staging: &Path, backup: impl Read, cache: u64) -> Result<Restored, StoreError> {
+    let mut input = BufReader::new(backup);
+    let mut hasher = blake3::Hasher::new();
+    let mut line = Vec::new();
+    (&mut input)
+        .take(MAX_HEADER)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let header: BackupHeader = serde_json::from_slice(&line)
+        .ok()
+        .filter(|h: &BackupHeader| h.format == FORMAT)
+        .ok_or_else(|| bad("not a latchkey backup (its first line is not a backup header)"))?;
+    if header.version != VERSION {
+        return Err(bad(format!(
+            "format version {} is not supported",
+            header.version
+        )));
+    }
+    hasher.update(&line);
+    fs::create_dir_all(staging)
+        .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", staging.display())))?;
+    let db = Db::open(staging, cache)?;
+    let handle = db.handle()?;
+    let truncated = |_| bad("it is truncated");
+    let mut read_frame = |hasher: &mut blake3::Hasher| -> Result<Option<Vec<u8>>, StoreError> {
+        let mut len = [0; 4];
+        input.read_exact(&mut len).map_err(truncated)?;
+        hasher.update(&len);
+        let len = u32::from_be_bytes(len);
+        if len > MAX_FRAME {
+            return Err(bad("it is damaged (a record larger than any)"));
+        }
+        let mut bytes = vec![0; len as usize];
+        input.read_exact(&mut bytes).map_err(truncated)?;
+        hasher.update(&bytes);
+        Ok(Some(bytes))
+    };
+    let mut batch = sled::Batch::default();
+    let (mut pending, mut records) = (0, 0u64);
+    let mut version = None;
+    loop {
+        let key = read_frame(&mut hasher)?.unwrap_or_default();
+        if key.is_empty() {
+            break;
+        }
+        let value = read_frame(&mut hasher)?.unwrap_or_default();
+        records += 1;
+        // The version goes in last: a store without it is no store.
+        if key == layout::VERSION {
+            version = Some(value);
+        } else if key != layout::LINEAGE {
+            batch.insert(key, value);
+            pending += 1;
+        }
+        if pending == BATCH {
+            handle.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    let mut digest = [0; 32];
+    input.read_exact(&mut digest).map_err(truncated)?;
+    if blake3::Hash::from(digest) != hasher.finalize() {
+        return Err(bad("it is damaged (its checksum does not match)"));
+    }
+    if records != header.records {
+        return Err(bad("it is damaged (its record count does not match)"));
+    }
+    let Some(version) = version else {
+        return Err(bad("it holds no store (no schema version)"));
+    };
+    let lineage = Uuid::now_v7();
+    batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
+    handle.apply_batch(batch)?;
+    handle.insert(layout::VERSION, version)?;
+    handle.flush()?;
+    let head = recover::head_of(&db)?;
+    if head != header.head {
+        return Err(bad("it is damaged (its newest event is not the header's)"));
+    }
+    let first = mark::Mark {
+        lineage,
+        seq: header.seq,
+        head,
+    };
+    mark::write(staging, &first, true)
+        .map_err(|e| StoreError::Storage(format!("cannot write the restored store's mark: {e}")))?;
+    drop(handle);
+    drop(db);
+    Ok(Restored { header, lineage })
+}

@@ -1,0 +1,147 @@
+//! The store's directory before sled opens it: what is there, what is left over, and one
+//! clear line for every reason it cannot be opened.
+//!
+//! sled creates whatever files are missing when it opens a path, so a store whose `conf`
+//! or `db` was deleted would come back empty. Everything here runs before sled touches
+//! the directory, and decides from the files alone.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::Path;
+
+use super::mark;
+use crate::error::StoreError;
+
+/// The files and directories sled keeps in a store's directory.
+const SLED_FILES: [&str; 3] = ["conf", "db", "blobs"];
+
+/// Whether a directory entry is part of a store: sled's files, its snapshots, our mark.
+fn is_store_part(name: &str) -> bool {
+    SLED_FILES.contains(&name) || name.starts_with("snap.") || name.starts_with("latchkey.")
+}
+
+/// What a path holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// Nothing: the path does not exist, or is an empty directory.
+    Nothing,
+    /// Some part of a store, but never an acknowledged write (no mark): an `init`
+    /// interrupted before it committed, or a store made before marks existed.
+    Unmarked,
+    /// A store that acknowledged writes: it has a mark.
+    Marked,
+}
+
+/// Looks at a path without changing anything: what it holds of a store, and the name of
+/// one entry that is no part of a store, if any (so `init` never writes into an unrelated
+/// directory).
+pub(crate) fn inspect(path: &Path) -> Result<(Found, Option<String>), StoreError> {
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok((Found::Nothing, None)),
+        Err(e) => return Err(unreadable(path, &e)),
+    };
+    let mut found = Found::Nothing;
+    let mut foreign = None;
+    for entry in entries {
+        let entry = entry.map_err(|e| unreadable(path, &e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !is_store_part(&name) {
+            foreign.get_or_insert_with(|| name.into_owned());
+            continue;
+        }
+        if name == mark::FILE {
+            found = Found::Marked;
+        } else if found == Found::Nothing && name != super::space::BALLAST {
+            // The reserve alone is no store.
+            found = Found::Unmarked;
+        }
+    }
+    Ok((found, foreign))
+}
+
+/// Before opening a marked store: sled's own files must all be there, or sled would
+/// re-create them empty.
+pub(crate) fn ensure_complete(path: &Path) -> Result<(), StoreError> {
+    for name in ["conf", "db"] {
+        if !path.join(name).is_file() {
+            return Err(StoreError::Damaged {
+                path: path.to_owned(),
+                reason: format!("is missing its `{name}` file"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether another process holds the store: sled locks its `db` file with `flock`, and so
+/// does this check, for the moment it takes, without opening sled.
+pub(crate) fn is_locked(path: &Path) -> bool {
+    use fs2::FileExt;
+    let Ok(file) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path.join("db"))
+    else {
+        return false;
+    };
+    // Dropping the file releases a lock this check took.
+    FileExt::try_lock_exclusive(&file).is_err()
+}
+
+/// Removes the snapshot files sled left half-written (`snap.<lsn>.generating`).
+///
+/// sled 0.34.7 writes a snapshot to `snap.<lsn>.generating`, fsyncs it, then renames it.
+/// A crash or a full disk before the rename leaves that file behind, often empty, and at
+/// the next open sled takes it for the newest snapshot and fails with "Read corrupted
+/// data". sled's own fix (spacejam/sled#1527) skips such files when it lists snapshots;
+/// this does the equivalent for the pinned release. Such a file is never a complete
+/// snapshot: the rename is what completes one.
+pub(crate) fn remove_leftover_snapshots(path: &Path) -> Result<(), StoreError> {
+    let Ok(entries) = fs::read_dir(path) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, store = %path.display(), "removing a snapshot sled left unfinished");
+            fs::remove_file(entry.path()).map_err(|e| {
+                StoreError::Storage(format!(
+                    "cannot remove the unfinished snapshot {}: {e}",
+                    entry.path().display()
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// sled's open error as one line naming the path and the cause.
+pub(crate) fn open_error(path: &Path, err: sled::Error) -> StoreError {
+    match err {
+        sled::Error::Corruption { .. } => StoreError::Damaged {
+            path: path.to_owned(),
+            reason: "is damaged (sled found corrupted data in its files)".into(),
+        },
+        sled::Error::Io(io) if super::space::is_full(&io) => StoreError::StorageFull {
+            path: path.to_owned(),
+        },
+        sled::Error::Io(io) => {
+            StoreError::Storage(format!("cannot open the store at {}: {io}", path.display()))
+        }
+        sled::Error::Unsupported(what) => StoreError::Damaged {
+            path: path.to_owned(),
+            reason: format!("cannot be opened by this version ({what})"),
+        },
+        other => StoreError::Storage(format!(
+            "cannot open the store at {}: {other}",
+            path.display()
+        )),
+    }
+}
+
+fn unreadable(path: &Path, e: &std::io::Error) -> StoreError {
+    StoreError::Storage(format!("cannot read {}: {e}", path.display()))
+}

@@ -1,0 +1,364 @@
+//! Keys issued elsewhere: imported in bulk, found by their full text, re-hashed at their
+//! first verification when they came as SHA-256.
+//!
+//! # What is accepted
+//!
+//! - A full key (`{"key": "sk_live_…"}`): any text of 16 to 512 visible ASCII characters
+//!   (no spaces) that is not a latchkey key. Stored as latchkey's keyed BLAKE3 of the
+//!   whole text.
+//! - A SHA-256 (`{"sha256": "<64 hex>", "prefix": "<their display prefix>"}`), as Unkey
+//!   and others store keys: the hex SHA-256 of the key's UTF-8 text. Stored as given
+//!   until the key is first presented; then re-hashed with keyed BLAKE3 and the SHA-256
+//!   forgotten.
+//!
+//! Each becomes an ordinary key record (with a latchkey public id of its own, so it lists,
+//! revokes, rotates and is audited like any key), plus one index entry from the hash of
+//! its text to that id. Native keys never look at the index: only a text that does not
+//! parse as a latchkey key, in a store that holds imported keys, is looked up there.
+
+use std::sync::atomic::Ordering;
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::keys::KeyRecord;
+use super::tx::{Invalidate, Tx, TxResult, abort};
+use super::usage::Usage;
+use super::users::user_grants_in;
+use super::{Store, layout};
+use crate::actor::Actor;
+use crate::audit::Action;
+use crate::error::{Conflict, Entity, StoreError};
+use crate::hash::SecretHash;
+use crate::key::{ApiKey, Env, Prefix, PublicId};
+use crate::model::{Key, User, validate_text};
+use crate::permission::PermissionSet;
+use crate::verify::{Principal, VerifyError};
+
+/// The shortest and longest full key text accepted.
+const KEY_LEN: std::ops::RangeInclusive<usize> = 16..=512;
+
+/// The secret part of a key to import.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ImportSecret {
+    /// The key's full text.
+    Full(String),
+    /// The SHA-256 of the key's text.
+    Sha256([u8; 32]),
+}
+
+impl std::fmt::Debug for ImportSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImportSecret::Full(_) => f.write_str("Full(<redacted>)"),
+            ImportSecret::Sha256(_) => f.write_str("Sha256(<redacted>)"),
+        }
+    }
+}
+
+/// A key issued elsewhere, to import.
+#[derive(Debug, Clone)]
+pub struct ImportKey {
+    /// Its text, or the SHA-256 of its text.
+    pub secret: ImportSecret,
+    /// The display prefix it had (shown in lists); derived from a full key when absent.
+    pub prefix: Option<String>,
+    /// A name (default `imported`).
+    pub name: Option<String>,
+    /// When it stops authenticating; must be in the future.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Narrows its user's permissions, as for any key.
+    pub scopes: Option<PermissionSet>,
+}
+
+impl ImportSecret {
+    /// Reads a full key's text: refused when it could not be one (length, characters) or
+    /// is a latchkey key (those keep working in their own store only).
+    pub fn full(text: &str) -> Result<ImportSecret, StoreError> {
+        if !KEY_LEN.contains(&text.len()) {
+            return Err(StoreError::invalid("key", "must be 16 to 512 characters"));
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(StoreError::invalid(
+                "key",
+                "must be visible ASCII characters, without spaces",
+            ));
+        }
+        if ApiKey::parse(text).is_ok() {
+            return Err(StoreError::invalid(
+                "key",
+                "is a latchkey key: move a latchkey store with backup and restore",
+            ));
+        }
+        Ok(ImportSecret::Full(text.to_owned()))
+    }
+
+    /// Reads a hex SHA-256 (64 hex digits, either case).
+    pub fn sha256(hex: &str) -> Result<ImportSecret, StoreError> {
+        let bad = || StoreError::invalid("sha256", "must be 64 hexadecimal digits");
+        if hex.len() != 64 {
+            return Err(bad());
+        }
+        let mut bytes = [0; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
+        }
+        Ok(ImportSecret::Sha256(bytes))
+    }
+}
+
+/// A display prefix given with an import: what lists show for the key.
+fn check_prefix(prefix: &str) -> Result<(), StoreError> {
+    let ok = (1..=64).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "prefix",
+            "must be 1 to 64 characters of [A-Za-z0-9_.-]",
+        ))
+    }
+}
+
+/// The display prefix of a full key: its text up to its last `_` (`sk_live` of
+/// `sk_live_…`), which is how such keys name their kind; `imported` when it has none, so
+/// no part of a secret is ever shown.
+fn derived_prefix(text: &str) -> String {
+    match text.rsplit_once('_') {
+        Some((head, _)) if check_prefix(head).is_ok() && head.len() <= 32 => head.to_owned(),
+        _ => "imported".to_owned(),
+    }
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+impl Store {
+    /// Imports keys issued elsewhere for a user, in one transaction: each item is imported
+    /// or refused on its own (a bad item never stops the others). The caller must cover
+    /// what each key can do, as for [`Store::create_key`].
+    ///
+    /// Fails as a whole only when the user does not exist, the caller may not act for it,
+    /// or storage fails.
+    pub fn import_keys(
+        &self,
+        actor: &Actor,
+        user_id: Uuid,
+        items: &[ImportKey],
+    ) -> Result<Vec<Result<Key, StoreError>>, StoreError> {
+        let outcome = self.write(actor, |tx| {
+            let Some(user) = tx.get::<User>(&layout::user(user_id))? else {
+                return abort(StoreError::not_found(Entity::User, user_id));
+            };
+            let grants = user_grants_in(tx, &user, false)?;
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                let effective = PermissionSet::effective(&grants, [], item.scopes.as_ref());
+                let result = match actor.ensure_covers(&effective) {
+                    Ok(()) => self.import_one(tx, actor, &user, item)?,
+                    Err(e) => Err(e),
+                };
+                results.push(result);
+            }
+            Ok(results)
+        })?;
+        if outcome.iter().any(Result::is_ok) {
+            self.inner.has_imports.store(true, Ordering::Release);
+        }
+        Ok(outcome)
+    }
+
+    /// One item inside the import's transaction: `Ok(Err(_))` refuses the item alone.
+    fn import_one(
+        &self,
+        tx: &Tx<'_>,
+        actor: &Actor,
+        user: &User,
+        item: &ImportKey,
+    ) -> TxResult<Result<Key, StoreError>> {
+        let name = item.name.as_deref().unwrap_or("imported");
+        if let Err(e) = validate_text("name", name, 1, 128) {
+            return Ok(Err(e));
+        }
+        if item.expires_at.is_some_and(|at| at <= tx.now) {
+            return Ok(Err(StoreError::invalid(
+                "expires_at",
+                "must be in the future",
+            )));
+        }
+        let (hash, index, prefix) = match &item.secret {
+            ImportSecret::Full(text) => {
+                let hash = self.inner.hash_key.hash(text).to_bytes();
+                let prefix = item.prefix.clone().unwrap_or_else(|| derived_prefix(text));
+                (hash, layout::imported_blake3(&hash), prefix)
+            }
+            ImportSecret::Sha256(digest) => {
+                let Some(prefix) = item.prefix.clone() else {
+                    return Ok(Err(StoreError::invalid(
+                        "prefix",
+                        "is required with sha256: the display prefix the key had",
+                    )));
+                };
+                (*digest, layout::imported_sha256(digest), prefix)
+            }
+        };
+        if let Err(e) = check_prefix(&prefix) {
+            return Ok(Err(e));
+        }
+        if tx.get_raw(&index)?.is_some() {
+            return Ok(Err(StoreError::Conflict(Conflict::NameTaken {
+                entity: Entity::Key,
+                name: format!("{prefix} (this key is already imported)"),
+            })));
+        }
+        // A public id of its own, so the key is found, listed and revoked like any other.
+        let public = ApiKey::generate(&Prefix::default(), Env::Live).id();
+        if tx.get_raw(&layout::key(&public))?.is_some() {
+            return abort(StoreError::Storage("public id collision; try again".into()));
+        }
+        let record = KeyRecord {
+            id: layout::key_uuid(&public, tx.now),
+            public_id: public.as_str().to_owned(),
+            prefix,
+            name: name.to_owned(),
+            description: Some("imported".into()),
+            user_id: user.id,
+            env: Env::Live,
+            scopes: item.scopes.clone(),
+            expires_at: item.expires_at,
+            enabled: true,
+            revoked_at: None,
+            created_at: tx.now,
+            created_by: actor.key_id(),
+            rotated_from: None,
+            hash,
+            usage: Usage::default(),
+        };
+        tx.put(&layout::key(&public), &record)?;
+        tx.put_raw(&index, public.as_str().as_bytes())?;
+        tx.record(Action::KeyCreate, record.id, Some(user.id));
+        tx.invalidate(Invalidate::Key(public));
+        Ok(Ok(record.view(tx.now, Usage::default())))
+    }
+
+    /// Verifies a text that is not a latchkey key against the imported keys: `None` when
+    /// the store holds none, or the text could not be one, so a malformed key costs
+    /// nothing more than before in a store without imports.
+    pub fn verify_imported(&self, presented: &str) -> Option<Result<Principal, VerifyError>> {
+        if !self.inner.has_imports.load(Ordering::Acquire) || !KEY_LEN.contains(&presented.len()) {
+            return None;
+        }
+        Some(self.verify_imported_text(presented))
+    }
+
+    fn verify_imported_text(&self, presented: &str) -> Result<Principal, VerifyError> {
+        let unavailable = |e: StoreError| VerifyError::Unavailable(e.to_string());
+        // Both hashes first, so a known and an unknown text cost the same.
+        let blake = self.inner.hash_key.hash(presented);
+        let digest = sha256(presented);
+        let by_blake = self
+            .inner
+            .db
+            .get(layout::imported_blake3(&blake.to_bytes()));
+        if let Some(public) = by_blake.map_err(|e| unavailable(e.into()))? {
+            return self.verify_public(&public, &blake);
+        }
+        let by_sha = self.inner.db.get(layout::imported_sha256(&digest));
+        let Some(public) = by_sha.map_err(|e| unavailable(e.into()))? else {
+            return Err(VerifyError::Invalid);
+        };
+        let principal = self.verify_public(&public, &SecretHash::from_bytes(digest))?;
+        // The text matched its SHA-256: from now on, only its keyed BLAKE3 is kept.
+        if let Err(e) = self.rehash(&public, digest, blake) {
+            tracing::warn!(error = %e, prefix = %principal.prefix, "could not re-hash an imported key; it keeps its SHA-256 until its next verification");
+        }
+        Ok(principal)
+    }
+
+    /// Verifies an imported key, found by its index entry, through the verify cache.
+    fn verify_public(
+        &self,
+        public: &[u8],
+        presented: &SecretHash,
+    ) -> Result<Principal, VerifyError> {
+        let id = std::str::from_utf8(public)
+            .ok()
+            .and_then(|p| PublicId::parse(p).ok())
+            .ok_or(VerifyError::Invalid)?;
+        let inner = &*self.inner;
+        let entry = match inner.cache.get(&id) {
+            Some(entry) => entry,
+            None => {
+                let generation = inner.cache.generation();
+                let loaded = self
+                    .load_resolved(&id)
+                    .map_err(|e| VerifyError::Unavailable(e.to_string()))?;
+                let entry = loaded.map(std::sync::Arc::new);
+                inner.cache.insert_if_current(id, entry.clone(), generation);
+                entry
+            }
+        };
+        let entry = entry.ok_or(VerifyError::Invalid)?;
+        let now = inner.clock.unix_nanos();
+        let principal = entry.check(presented, now)?.clone();
+        entry.usage.record(now);
+        Ok(principal)
+    }
+
+    /// Replaces an imported key's SHA-256 with its keyed BLAKE3, index entry included.
+    fn rehash(&self, public: &[u8], digest: [u8; 32], blake: SecretHash) -> Result<(), StoreError> {
+        let id = std::str::from_utf8(public)
+            .ok()
+            .and_then(|p| PublicId::parse(p).ok())
+            .ok_or_else(|| StoreError::Corrupt("bad imported key index".into()))?;
+        self.write(&Actor::system(), |tx| {
+            let path = layout::key(&id);
+            let Some(mut record) = tx.get::<KeyRecord>(&path)? else {
+                return Ok(());
+            };
+            if record.hash != digest {
+                return Ok(());
+            }
+            record.hash = blake.to_bytes();
+            tx.put(&path, &record)?;
+            tx.remove(&layout::imported_sha256(&digest))?;
+            tx.put_raw(&layout::imported_blake3(&record.hash), public)?;
+            tx.invalidate(Invalidate::Key(id));
+            Ok(())
+        })
+    }
+}
+
+/// Whether a store holds imported keys (read once at open).
+pub(super) fn any_imported(db: &super::db::Db) -> Result<bool, StoreError> {
+    Ok(db.handle()?.scan_prefix(layout::IMPORTED).next().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_an_import_accepts() {
+        assert!(ImportSecret::full("sk_live_0123456789abcdef").is_ok());
+        assert!(ImportSecret::full("short").is_err());
+        assert!(ImportSecret::full("has a space in it here").is_err());
+        let native = ApiKey::generate(&Prefix::default(), Env::Live);
+        assert!(ImportSecret::full(native.expose()).is_err());
+        let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        assert_eq!(
+            ImportSecret::sha256(hex).unwrap(),
+            ImportSecret::Sha256(sha256("test"))
+        );
+        assert!(ImportSecret::sha256(&hex[1..]).is_err());
+        assert!(ImportSecret::sha256(&hex.replace('9', "g")).is_err());
+        assert_eq!(derived_prefix("sk_live_abcdef"), "sk_live");
+        assert_eq!(derived_prefix("abcdefghijklmnop"), "imported");
+    }
+}

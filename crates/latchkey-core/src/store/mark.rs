@@ -1,0 +1,81 @@
+//! The high-water mark: the last write the store acknowledged, kept beside it.
+//!
+//! sled recovers a damaged or truncated log by dropping its tail, and a store copied back
+//! from an older snapshot of the disk opens just as well: either way the store would
+//! silently forget writes it had acknowledged. The mark is a small file in the store's
+//! directory, `latchkey.mark`, holding the store's lineage and the sequence number and
+//! hash of the newest audit event it acknowledged. It is advanced after every write's
+//! flush (written to a temporary file, fsynced, renamed over the old one, the directory
+//! fsynced), so it never runs ahead of the store. At open, a store whose chain ends before
+//! the mark, or whose event at the mark's position has another hash, or which belongs to
+//! another lineage, is refused.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The file name, in the store's directory.
+pub(crate) const FILE: &str = "latchkey.mark";
+const TEMP: &str = "latchkey.mark.tmp";
+/// A mark is a few dozen bytes; anything larger is not one.
+const MAX_LEN: u64 = 4096;
+
+/// The last acknowledged write of a store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mark {
+    /// The store's lineage: new for every store created or restored.
+    pub(crate) lineage: Uuid,
+    /// The sequence number of the newest acknowledged audit event (0 for none).
+    pub(crate) seq: u64,
+    /// That event's hash, hex (the genesis hash for none).
+    pub(crate) head: String,
+}
+
+/// The mark's path for a store.
+pub(crate) fn path(store: &Path) -> PathBuf {
+    store.join(FILE)
+}
+
+/// Reads the mark; `Ok(None)` when there is none. An unreadable mark is an error naming
+/// the file and the cause.
+pub(crate) fn read(store: &Path) -> Result<Option<Mark>, String> {
+    let path = path(store);
+    let file = match fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > MAX_LEN {
+        return Err(format!(
+            "{} is not a latchkey mark (too large)",
+            path.display()
+        ));
+    }
+    serde_json::from_reader(std::io::BufReader::new(file))
+        .map(Some)
+        .map_err(|e| format!("{} is damaged: {e}", path.display()))
+}
+
+/// Replaces the mark atomically: a crash leaves the old mark or the new one, whole.
+///
+/// The new mark's content is fsynced before the rename, so a rename that survives a power
+/// cut never exposes an empty file. The directory is fsynced only when `durable_rename`:
+/// without it a power cut may undo the rename, which leaves the previous mark, one that
+/// trails the store, which is safe; each write then costs one fsync instead of two (see
+/// the README's figures).
+pub(crate) fn write(store: &Path, mark: &Mark, durable_rename: bool) -> std::io::Result<()> {
+    let temp = store.join(TEMP);
+    let mut file = fs::File::create(&temp)?;
+    file.write_all(&serde_json::to_vec(mark).expect("a mark serializes"))?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temp, path(store))?;
+    if durable_rename {
+        fs::File::open(store)?.sync_all()?;
+    }
+    Ok(())
+}

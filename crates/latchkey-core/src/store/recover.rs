@@ -1,0 +1,219 @@
+//! What keeps a store honest about its writes: the space check before a write, recovery
+//! after sled fails one, the mark advanced after each acknowledged write and checked at
+//! open (see `mark` and `space` for why).
+
+use std::path::Path;
+
+use uuid::Uuid;
+
+use super::db::Db;
+use super::mark::{self, Mark};
+use super::{Store, decode_event, layout, space};
+use crate::audit::{self, AuditEvent, ChainBreak};
+use crate::error::StoreError;
+
+impl Store {
+    /// Before a write, under the write lock: the database is open (reopening it after a
+    /// failure) and the disk has room.
+    pub(super) fn ready_for_write(&self) -> Result<(), StoreError> {
+        self.ensure_open()?;
+        if space::below_reserve(&self.inner.path, self.inner.min_free_bytes) {
+            return Err(self.full());
+        }
+        space::ensure_ballast(&self.inner.path);
+        Ok(())
+    }
+
+    /// Reopens the database if a storage failure closed it. Called under the write lock.
+    pub(super) fn ensure_open(&self) -> Result<(), StoreError> {
+        if self.inner.db.is_open() {
+            return Ok(());
+        }
+        self.reopen()
+    }
+
+    /// After sled failed a write, under the write lock: sled is now poisoned and holds the
+    /// failed write in memory, so reopen it from its files, which drops that write, and
+    /// forget every cached verification, which may have read it.
+    pub(super) fn failed_write(&self, err: sled::Error) -> StoreError {
+        tracing::error!(error = %err, store = %self.inner.path.display(), "a write failed in storage; reopening the store");
+        let full = space::sled_is_full(&err)
+            || space::below_reserve(&self.inner.path, self.inner.min_free_bytes.max(1));
+        if let Err(e) = self.reopen() {
+            tracing::error!(error = %e, "could not reopen the store; retrying at the next write");
+        }
+        if full {
+            self.full()
+        } else {
+            StoreError::from(err)
+        }
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let reopened = self.inner.db.reopen();
+        // Whatever succeeded or not, cached answers may come from the dropped instance.
+        self.inner.cache.invalidate(None);
+        reopened?;
+        tracing::info!(store = %self.inner.path.display(), "store reopened");
+        Ok(())
+    }
+
+    fn full(&self) -> StoreError {
+        StoreError::StorageFull {
+            path: self.inner.path.clone(),
+        }
+    }
+
+    /// After a write was flushed: records it as the newest acknowledged one. A mark that
+    /// cannot be written stays behind, which is safe (it only ever trails the store).
+    pub(super) fn advance_mark(&self, newest: Option<&AuditEvent>) {
+        let Some(event) = newest else { return };
+        let mut current = self.inner.mark.lock().unwrap_or_else(|e| e.into_inner());
+        let next = Mark {
+            lineage: current.lineage,
+            seq: event.seq,
+            head: event.hash.clone(),
+        };
+        match mark::write(&self.inner.path, &next, false) {
+            Ok(()) => *current = next,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not advance the store's mark; it stays at an older write");
+            }
+        }
+    }
+
+    /// Writes the mark of a store just created (its newest event, or none).
+    pub(super) fn write_first_mark(&self) -> Result<(), StoreError> {
+        let current = self
+            .inner
+            .mark
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let seq = self.last_seq()?;
+        let head = head_of(&self.inner.db)?;
+        let first = Mark {
+            seq,
+            head,
+            ..current
+        };
+        mark::write(&self.inner.path, &first, true).map_err(|e| {
+            StoreError::Storage(format!(
+                "cannot write {}: {e}",
+                mark::path(&self.inner.path).display()
+            ))
+        })?;
+        *self.inner.mark.lock().unwrap_or_else(|e| e.into_inner()) = first;
+        Ok(())
+    }
+}
+
+/// At open: compares the store with its mark. Refuses a store behind its mark, diverged
+/// from it or of another lineage; advances the mark over writes flushed after it (a crash
+/// between a write's flush and its mark) and writes one for a store that has none.
+pub(super) fn reconcile_mark(path: &Path, db: &Db) -> Result<Mark, StoreError> {
+    let damaged = |reason: String| StoreError::Damaged {
+        path: path.to_owned(),
+        reason,
+    };
+    let lineage = match db.get(layout::LINEAGE)? {
+        Some(bytes) => {
+            Uuid::from_slice(&bytes).map_err(|_| damaged("has a bad lineage id".into()))?
+        }
+        None => {
+            // A store made before lineages: it gets one now.
+            let lineage = Uuid::now_v7();
+            db.insert(layout::LINEAGE, lineage.as_bytes().as_slice())?;
+            db.flush()?;
+            lineage
+        }
+    };
+    let seq = match db.get(layout::SEQ)? {
+        Some(bytes) => u64::from_be_bytes(
+            bytes
+                .as_ref()
+                .try_into()
+                .map_err(|_| damaged("has a bad sequence number".into()))?,
+        ),
+        None => 0,
+    };
+    let current = Mark {
+        lineage,
+        seq,
+        head: head_of(db)?,
+    };
+    let known = mark::read(path).map_err(|e| damaged(format!("has an unreadable mark ({e})")))?;
+    if let Some(known) = &known {
+        if known.lineage != lineage {
+            return Err(damaged(format!(
+                "holds the records of another store (lineage {lineage}) than its mark names \
+                 ({})",
+                known.lineage
+            )));
+        }
+        if seq < known.seq {
+            return Err(damaged(format!(
+                "is behind its last acknowledged write: its audit chain ends at change {seq}, \
+                 but change {} (hash {}) was acknowledged; its log was damaged or rolled back",
+                known.seq,
+                short(&known.head)
+            )));
+        }
+        if known.seq > 0 {
+            let at_mark = db
+                .get(layout::audit(known.seq))?
+                .map(|value| decode_event(&(layout::audit(known.seq).into(), value)))
+                .transpose()?;
+            if at_mark.as_ref().map(|e| e.hash.as_str()) != Some(known.head.as_str()) {
+                return Err(damaged(format!(
+                    "has diverged from its last acknowledged write: change {} does not have \
+                     the hash {} it was acknowledged with",
+                    known.seq,
+                    short(&known.head)
+                )));
+            }
+        }
+        if *known == current {
+            return Ok(current);
+        }
+    }
+    mark::write(path, &current, true).map_err(|e| {
+        StoreError::Storage(format!("cannot write {}: {e}", mark::path(path).display()))
+    })?;
+    Ok(current)
+}
+
+/// `audit verify`'s check of a whole chain against the mark: it must reach the mark's
+/// change, with the hash that change was acknowledged with.
+pub(super) fn check_against_mark(
+    mark: &Mark,
+    events: u64,
+    hash_at_mark: Option<&str>,
+) -> Option<ChainBreak> {
+    if events < mark.seq {
+        return Some(ChainBreak {
+            seq: events + 1,
+            reason: format!(
+                "the chain ends at change {events}, but change {} was acknowledged (the \
+                 store's mark); the log was damaged or rolled back",
+                mark.seq
+            ),
+        });
+    }
+    (hash_at_mark != Some(mark.head.as_str())).then(|| ChainBreak {
+        seq: mark.seq,
+        reason: "the change does not have the hash it was acknowledged with (the store's mark)"
+            .to_owned(),
+    })
+}
+
+pub(super) fn head_of(db: &Db) -> Result<String, StoreError> {
+    Ok(match db.get(layout::HEAD)? {
+        Some(bytes) => audit::hash_hex(&bytes.as_ref().try_into().unwrap_or_default()),
+        None => audit::GENESIS.to_owned(),
+    })
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..16).unwrap_or(hash)
+}

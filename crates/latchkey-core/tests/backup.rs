@@ -1,0 +1,119 @@
+//! Backup and restore: a backup taken while writes go on holds every write acknowledged
+//! before it began, its chain verifies, the restored store is a new lineage, and a damaged
+//! file or a non-empty target restores nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use latchkey_core::{Actor, NewUser, Store, StoreConfig, StoreError};
+
+fn user(store: &Store, name: String) -> Result<uuid::Uuid, StoreError> {
+    let new = NewUser {
+        name,
+        ..NewUser::default()
+    };
+    Ok(store.create_user(&Actor::system(), new)?.id)
+}
+
+#[test]
+fn a_backup_during_writes_restores_every_write_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, admin) = Store::init(dir.path().join("a"), "lk", StoreConfig::default()).unwrap();
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, acknowledged, stop) = (store.clone(), acknowledged.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Bounded: stopped after the backup, and at most this many writes.
+            for i in 0..5_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let id = user(&store, format!("u{i}")).unwrap();
+                acknowledged.lock().unwrap().push(id);
+            }
+        })
+    };
+    while acknowledged.lock().unwrap().len() < 20 {
+        std::thread::yield_now();
+    }
+    let before: Vec<_> = acknowledged.lock().unwrap().clone();
+    let mut file = Vec::new();
+    let header = store.backup(&mut file).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(header.lineage, store.lineage());
+    assert!(header.seq >= before.len() as u64 + 3, "{header:?}");
+
+    let target = dir.path().join("b");
+    let (restored, report) =
+        Store::restore(&target, file.as_slice(), StoreConfig::default()).unwrap();
+    assert_eq!(report.header, header);
+    assert_ne!(
+        restored.lineage(),
+        store.lineage(),
+        "a restore is a new lineage"
+    );
+    assert_eq!(report.lineage, restored.lineage());
+    assert_eq!(restored.last_seq().unwrap(), header.seq);
+    for id in &before {
+        restored.user(&id.to_string()).unwrap();
+    }
+    let report = restored.verify_audit().unwrap();
+    assert_eq!((report.events, report.broken), (header.seq, None));
+    assert!(restored.verify(admin.secret.expose()).is_ok());
+    // The restored store takes writes and reopens.
+    user(&restored, "after".into()).unwrap();
+    drop(restored);
+    let reopened = Store::open(&target, StoreConfig::default()).unwrap();
+    assert_eq!(reopened.last_seq().unwrap(), header.seq + 1);
+}
+
+#[test]
+fn a_damaged_backup_or_a_used_target_restores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::init(dir.path().join("a"), "lk", StoreConfig::default()).unwrap();
+    user(&store, "x".into()).unwrap();
+    let mut file = Vec::new();
+    store.backup(&mut file).unwrap();
+    let target = dir.path().join("b");
+    let mut flipped = file.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 1;
+    let cases: [(&[u8], &str); 4] = [
+        (&file[..file.len() - 40], "truncated"),
+        (&flipped, "damaged"),
+        (b"{\"hello\": 1}\n", "not a latchkey backup"),
+        (b"", "not a latchkey backup"),
+    ];
+    for (bytes, needle) in cases {
+        let err = Store::restore(&target, bytes, StoreConfig::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Invalid {
+                    field: "backup",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(needle), "{err}");
+        assert!(!target.exists(), "a failed restore leaves nothing");
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no staging directory is left");
+    }
+    // Onto a store, or any non-empty directory: refused, nothing changed.
+    let used = dir.path().join("a");
+    drop(store);
+    let err = Store::restore(&used, file.as_slice(), StoreConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    assert_eq!(
+        Store::open(&used, StoreConfig::default())
+            .unwrap()
+            .users()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -1,0 +1,123 @@
+//! A full disk under sled itself: with no free-space reserve, the write that hits ENOSPC is
+//! answered `StorageFull`, changes nothing (sled had applied it in memory: the store
+//! reopens sled from its files), verification goes on, and writes work again once space
+//! is freed. Needs a small tmpfs: skipped, saying why, when mounting is refused (not root).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use latchkey_core::{Actor, NewKey, NewUser, Store, StoreConfig, StoreError};
+
+/// A tmpfs mounted for the test, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status();
+        status.is_ok_and(|s| s.success()).then_some(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
+
+/// Fills the file system with a file until a write fails; returns the file.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut file = fs::File::create(&filler).unwrap();
+    let chunk = vec![0xA5u8; 64 * 1024];
+    // Bounded: the tmpfs is a few MiB.
+    for _ in 0..10_000 {
+        if file
+            .write_all(&chunk)
+            .and_then(|()| file.sync_all())
+            .is_err()
+        {
+            break;
+        }
+    }
+    // Small writes until even they fail, so not a block is left.
+    for _ in 0..10_000 {
+        if file
+            .write_all(&[0; 512])
+            .and_then(|()| file.sync_all())
+            .is_err()
+        {
+            break;
+        }
+    }
+    filler
+}
+
+#[test]
+fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
+    let Some(tmpfs) = Tmpfs::mount("24m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
+        return;
+    };
+    let path = tmpfs.path().join("store");
+    let config = StoreConfig::default().min_free_bytes(0);
+    let (store, admin_key) = Store::init(&path, "lk", config.clone()).unwrap();
+    let admin = Actor::system();
+    let user = store
+        .create_user(
+            &admin,
+            NewUser {
+                name: "bot".into(),
+                ..NewUser::default()
+            },
+        )
+        .unwrap();
+    let new_key = |name: &str| NewKey {
+        name: name.into(),
+        user_id: user.id,
+        ..NewKey::default()
+    };
+    let before = store.create_key(&admin, new_key("before")).unwrap();
+    let seq = store.last_seq().unwrap();
+
+    let filler = fill(tmpfs.path());
+    // sled applies the revoke in memory, then fails to write it to its log.
+    let err = store.revoke_key(&admin, before.key.id).unwrap_err();
+    assert!(matches!(err, StoreError::StorageFull { .. }), "{err}");
+    assert_eq!(err.code(), "storage_full");
+    // Nothing changed, and verification goes on.
+    assert_eq!(store.last_seq().unwrap(), seq);
+    assert!(store.verify(before.secret.expose()).is_ok());
+    assert!(store.verify(admin_key.secret.expose()).is_ok());
+    assert_eq!(store.key(before.key.id).unwrap().revoked_at, None);
+
+    // A restart while the disk is still full: the store opens, with everything in it.
+    drop(store);
+    let store = Store::open(&path, config.clone()).unwrap();
+    assert!(store.verify(before.secret.expose()).is_ok());
+    assert_eq!(store.last_seq().unwrap(), seq);
+
+    // Space comes back: writes work again, by themselves.
+    fs::remove_file(&filler).unwrap();
+    let after = store.create_key(&admin, new_key("after")).unwrap();
+    assert!(store.verify(after.secret.expose()).is_ok());
+    store.revoke_key(&admin, before.key.id).unwrap();
+    assert!(store.verify(before.secret.expose()).is_err());
+    assert!(store.verify_audit().unwrap().broken.is_none());
+
+    // And the store reopens with every acknowledged write.
+    drop(store);
+    let store = Store::open(&path, config).unwrap();
+    assert!(store.verify(after.secret.expose()).is_ok());
+    assert_eq!(store.last_seq().unwrap(), seq + 2);
+}

@@ -1,0 +1,109 @@
+//! Imported keys: full texts and SHA-256 digests, in bulk; they verify under their old
+//! text, a SHA-256 one is re-hashed at its first verification, bad items are refused alone.
+
+use latchkey_core::{
+    Actor, ImportKey, ImportSecret, NewUser, PermissionSet, Store, StoreConfig, StoreError,
+    VerifyError,
+};
+use sha2::{Digest, Sha256};
+
+fn item(secret: ImportSecret, prefix: Option<&str>) -> ImportKey {
+    ImportKey {
+        secret,
+        prefix: prefix.map(str::to_owned),
+        name: None,
+        expires_at: None,
+        scopes: None,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn imported_keys_verify_under_their_old_text_and_are_rehashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = Store::create(&path, "lk", StoreConfig::default()).unwrap();
+    let admin = Actor::system();
+    let new_user = NewUser {
+        name: "legacy".into(),
+        permissions: PermissionSet::parse(["orders:read"]).unwrap(),
+        ..NewUser::default()
+    };
+    let user = store.create_user(&admin, new_user).unwrap().id;
+    // A malformed text is refused as before while the store holds no imported key.
+    assert!(store.verify_imported("sk_live_0000000000000000").is_none());
+
+    let full: Vec<String> = (0..2_000).map(|i| format!("sk_live_{i:024}")).collect();
+    let hashed: Vec<String> = (0..2_000).map(|i| format!("unkey_{i:030}")).collect();
+    let mut items: Vec<ImportKey> = full
+        .iter()
+        .map(|k| item(ImportSecret::full(k).unwrap(), None))
+        .collect();
+    items.extend(hashed.iter().map(|k| {
+        let digest = hex(&Sha256::digest(k.as_bytes()));
+        item(ImportSecret::sha256(&digest).unwrap(), Some("unkey"))
+    }));
+    for chunk in items.chunks(1_000) {
+        let outcome = store.import_keys(&admin, user, chunk).unwrap();
+        assert!(outcome.iter().all(Result::is_ok));
+    }
+    // Importing one again is refused alone; the others of its batch go in.
+    let again = [
+        item(ImportSecret::full(&full[0]).unwrap(), None),
+        item(
+            ImportSecret::full("sk_live_fresh_0000000000").unwrap(),
+            None,
+        ),
+    ];
+    let outcome = store.import_keys(&admin, user, &again).unwrap();
+    assert!(
+        matches!(outcome[0], Err(StoreError::Conflict(_))),
+        "{:?}",
+        outcome[0]
+    );
+    assert!(outcome[1].is_ok());
+
+    for key in &full {
+        let principal = store.verify(key).unwrap();
+        assert!(principal.has("orders:read"));
+        assert_eq!(principal.prefix, "sk_live");
+    }
+    for key in &hashed {
+        assert_eq!(store.verify(key).unwrap().prefix, "unkey");
+    }
+    assert_eq!(
+        store
+            .verify("sk_live_000000000000000000000099x")
+            .unwrap_err(),
+        VerifyError::Invalid
+    );
+
+    // After a restart, the SHA-256 ones are found by their keyed BLAKE3 alone: a store
+    // whose SHA-256 entries were re-hashed holds none of them any more.
+    drop(store);
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    for key in hashed.iter().chain(&full) {
+        assert!(store.verify(key).is_ok());
+    }
+    drop(store);
+    {
+        let raw = sled::Config::new().path(&path).open().unwrap();
+        assert_eq!(
+            raw.scan_prefix(b"xs:").count(),
+            0,
+            "every SHA-256 was replaced"
+        );
+        assert_eq!(
+            raw.scan_prefix(b"xb:").count(),
+            full.len() + hashed.len() + 1
+        );
+    }
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    // A revoked imported key stops at once, as any key.
+    let principal = store.verify(&full[1]).unwrap();
+    store.revoke_key(&admin, principal.key_id).unwrap();
+    assert_eq!(store.verify(&full[1]).unwrap_err(), VerifyError::Revoked);
+}

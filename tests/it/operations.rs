@@ -1,0 +1,383 @@
+//! Operations: a full disk, a damaged store at start, backup and restore, key import.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::harness::{Daemon, Fixture, Run, latchkey};
+
+/// A small tmpfs, unmounted on drop; `None` (the caller skips, saying why) when mounting
+/// is refused, as it is to a user that is not root.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills it to the last block with one file, returned.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.path().join("filler");
+        let mut file = fs::File::create(&filler).unwrap();
+        // Bounded by the tmpfs's size: big chunks, then small ones until none fits.
+        for chunk in [64 * 1024, 512] {
+            let bytes = vec![0xA5u8; chunk];
+            for _ in 0..100_000 {
+                if file
+                    .write_all(&bytes)
+                    .and_then(|()| file.sync_all())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_answers_507_verification_goes_on_and_writes_come_back() {
+    let Some(tmpfs) = Tmpfs::mount("32m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
+        return;
+    };
+    let db = tmpfs.path().join("store");
+    let daemon = Daemon::start(&db);
+    let admin = daemon.admin_key.clone().unwrap();
+    let user = daemon.http(
+        "POST",
+        "/v1/users",
+        Some(&admin),
+        Some(json!({"name": "bot"})),
+    );
+    let user_id = user.body["id"].as_str().unwrap().to_owned();
+    let new_key = json!({"name": "k", "user_id": user_id});
+    let key = daemon.http("POST", "/v1/keys", Some(&admin), Some(new_key.clone()));
+    assert_eq!(key.status, 201, "{}", key.text);
+    let (key_id, secret) = (
+        key.body["id"].as_str().unwrap(),
+        key.body["secret"].as_str().unwrap(),
+    );
+    let audit_len = |daemon: &Daemon| {
+        let audit = daemon.http("GET", "/v1/audit?limit=1000", Some(&admin), None);
+        audit.body["items"].as_array().unwrap().len()
+    };
+    let events = audit_len(&daemon);
+
+    let filler = tmpfs.fill();
+    let refused = |daemon: &Daemon| {
+        let created = daemon.http("POST", "/v1/keys", Some(&admin), Some(new_key.clone()));
+        created.problem(507, "storage_full");
+        assert_eq!(
+            created.headers["content-type"], "application/problem+json",
+            "{}",
+            created.text
+        );
+        let revoked = daemon.http(
+            "POST",
+            &format!("/v1/keys/{key_id}/revoke"),
+            Some(&admin),
+            None,
+        );
+        revoked.problem(507, "storage_full");
+    };
+    let verifies = |daemon: &Daemon| {
+        let answer = daemon.http(
+            "POST",
+            "/v1/verify",
+            Some(&admin),
+            Some(json!({"key": secret})),
+        );
+        assert_eq!(answer.body["valid"], true, "{}", answer.text);
+    };
+    refused(&daemon);
+    verifies(&daemon);
+    assert_eq!(
+        audit_len(&daemon),
+        events,
+        "a refused write changes nothing"
+    );
+
+    // A restart while the disk is full: it starts, serves verification, refuses writes.
+    assert!(daemon.terminate().success());
+    let daemon = Daemon::start(&db);
+    assert_eq!(daemon.admin_key, None, "{}", daemon.banner);
+    verifies(&daemon);
+    refused(&daemon);
+
+    // Space comes back: writes work again without a restart.
+    fs::remove_file(filler).unwrap();
+    let created = daemon.http("POST", "/v1/keys", Some(&admin), Some(new_key));
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(audit_len(&daemon), events + 1);
+    let chain = daemon.http("GET", "/v1/audit/verify", Some(&admin), None);
+    assert_eq!(chain.status, 200, "{}", chain.text);
+    assert!(chain.body["broken"].is_null(), "{}", chain.text);
+}
+
+#[test]
+fn a_damaged_store_is_refused_at_start_and_never_reinitialised() {
+    let f = Fixture::new();
+    f.user("bot", "");
+    let db = f.db();
+    let Fixture { dir, daemon, .. } = f;
+    assert!(daemon.terminate().success());
+    fs::remove_file(db.join("db")).unwrap();
+    for args in [vec!["serve", "--listen", "127.0.0.1:0"], vec!["init"]] {
+        let run = Run::of(latchkey().args(&args).arg("--db").arg(&db));
+        let line = run.fails(1, "latchkey restore");
+        assert!(line.contains(&db.display().to_string()), "{line}");
+        assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+        assert!(
+            !run.stdout.contains("Secret"),
+            "no new admin key: {}",
+            run.stdout
+        );
+    }
+    assert!(!db.join("db").exists(), "nothing re-created the store");
+    drop(dir);
+}
+
+#[test]
+fn a_backup_during_writes_restores_every_acknowledged_write_as_a_new_lineage() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let f = Fixture::new();
+    let file = f.dir.path().join("store.backup");
+    let acknowledged = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let before = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Bounded: stopped once the backup is done, and at most this many writes.
+            for i in 0..2_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let created = f.http("POST", "/v1/users", Some(json!({"name": format!("u{i}")})));
+                assert_eq!(created.status, 201, "{}", created.text);
+                let id = created.body["id"].as_str().unwrap().to_owned();
+                acknowledged.lock().unwrap().push(id);
+            }
+        });
+        // Bounded: the writer acknowledges a write every few milliseconds.
+        for _ in 0..10_000 {
+            if acknowledged.lock().unwrap().len() >= 20 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let before = acknowledged.lock().unwrap().clone();
+        let run = f.cli(&["backup", "--out", file.to_str().unwrap()]).ok();
+        assert!(run.stdout.contains("Backed up to"), "{run:#?}");
+        stop.store(true, Ordering::Relaxed);
+        before
+    });
+    assert!(before.len() >= 20);
+    assert!(
+        acknowledged.lock().unwrap().len() > before.len(),
+        "writes went on"
+    );
+
+    let target = f.dir.path().join("restored");
+    let restored = Run::of(
+        latchkey()
+            .arg("restore")
+            .arg(&file)
+            .arg("--db")
+            .arg(&target),
+    )
+    .ok();
+    assert!(
+        restored.stdout.contains("The audit chain verifies"),
+        "{restored:#?}"
+    );
+    let daemon = Daemon::start(&target);
+    assert_eq!(daemon.admin_key, None, "a restored store is no new store");
+    for id in &before {
+        let user = daemon.http("GET", &format!("/v1/users/{id}"), Some(&f.admin), None);
+        assert_eq!(user.status, 200, "acknowledged before the backup: {id}");
+    }
+    let chain = daemon.http("GET", "/v1/audit/verify", Some(&f.admin), None);
+    assert!(chain.body["broken"].is_null(), "{}", chain.text);
+
+    // Never onto a store: refused, and the store still opens.
+    let again = Run::of(
+        latchkey()
+            .arg("restore")
+            .arg(&file)
+            .arg("--db")
+            .arg(&target),
+    );
+    again.fails(1, "not empty");
+    // A key without latchkey:backup cannot take one.
+    f.user("reader", "latchkey:keys:read");
+    let (_, weak) = f.key("reader", "weak", &[]);
+    let refused = f.daemon.http("GET", "/v1/backup", Some(&weak), None);
+    refused.problem(403, "insufficient_permission");
+}
+
+#[test]
+fn an_offline_backup_holds_what_the_daemon_serves() {
+    let f = Fixture::new();
+    f.user("bot", "");
+    let online = f.dir.path().join("online.backup");
+    f.cli(&["backup", "--out", online.to_str().unwrap()]).ok();
+    let exists = f.cli(&["backup", "--out", online.to_str().unwrap()]);
+    exists.fails(1, "already exists");
+    let db = f.db();
+    let Fixture { dir, daemon, .. } = f;
+    assert!(daemon.terminate().success());
+    let offline = dir.path().join("offline.backup");
+    Run::of(
+        latchkey()
+            .args(["--db"])
+            .arg(&db)
+            .args(["backup", "--out"])
+            .arg(&offline),
+    )
+    .ok();
+    // The same store at the same change (usage figures, persisted at shutdown, differ).
+    let header = |file: &Path| {
+        let bytes = fs::read(file).unwrap();
+        let end = bytes.iter().position(|b| *b == b'\n').unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes[..end]).unwrap()
+    };
+    let (online, offline) = (header(&online), header(&offline));
+    assert_eq!(online, offline);
+    assert_eq!(online["format"], "latchkey-backup");
+}
+
+/// The hex SHA-256 of each text, from the system's `sha256sum`, so that the test does not
+/// share latchkey's code.
+fn sha256_hex(texts: &[String]) -> Vec<String> {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let path = dir.path().join(format!("{i}"));
+        fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        paths.push(path);
+    }
+    let mut digests = Vec::new();
+    for batch in paths.chunks(2_000) {
+        let output = Command::new("sha256sum").args(batch).output().unwrap();
+        assert!(output.status.success());
+        let text = String::from_utf8(output.stdout).unwrap();
+        digests.extend(text.lines().map(|l| l[..64].to_owned()));
+    }
+    digests
+}
+
+#[test]
+fn ten_thousand_keys_of_each_kind_import_and_verify_under_their_old_text() {
+    let f = Fixture::new();
+    f.user("legacy", "orders:read");
+    let full: Vec<String> = (0..10_000).map(|i| format!("sk_live_{i:026}")).collect();
+    let hashed: Vec<String> = (0..10_000).map(|i| format!("unkey_{i:030}")).collect();
+    let digests = sha256_hex(&hashed);
+    let mut lines: Vec<String> = full.iter().map(|k| json!({"key": k}).to_string()).collect();
+    lines.extend(
+        digests
+            .iter()
+            .map(|d| json!({"sha256": d, "prefix": "unkey", "name": "from unkey"}).to_string()),
+    );
+    // Line 5,001 is not JSON and line 5,002 has a bad digest: both refused, nothing else.
+    lines.insert(5_000, "{not json".to_owned());
+    lines.insert(5_001, json!({"sha256": "abc", "prefix": "x"}).to_string());
+    let file = f.dir.path().join("keys.jsonl");
+    fs::write(&file, lines.join("\n")).unwrap();
+
+    let run = f.cli(&[
+        "--json",
+        "keys",
+        "import",
+        file.to_str().unwrap(),
+        "--user",
+        "legacy",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["imported"], 20_000);
+    let rejected = report["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected[0]["line"], 5_001);
+    assert!(rejected[0]["reason"].as_str().unwrap().contains("not JSON"));
+    assert_eq!(rejected[1]["line"], 5_002);
+    assert!(rejected[1]["reason"].as_str().unwrap().contains("sha256"));
+
+    let admin = f.admin.clone();
+    let verifies = |daemon: &Daemon, key: &str| {
+        let answer = daemon.http(
+            "POST",
+            "/v1/verify",
+            Some(&admin),
+            Some(json!({"key": key, "permissions": ["orders:read"]})),
+        );
+        answer.body["valid"] == true
+    };
+    // Every 50th of each kind (the SHA-256 ones are re-hashed at this first use), and a
+    // text that was never imported.
+    for key in full.iter().chain(&hashed).step_by(50) {
+        assert!(verifies(&f.daemon, key), "{key} does not verify");
+    }
+    assert!(!verifies(&f.daemon, "sk_live_never_imported_000000"));
+
+    // `--db` runs the same handler.
+    let db = f.db();
+    let Fixture { dir, daemon, .. } = f;
+    assert!(daemon.terminate().success());
+    let small = dir.path().join("small.jsonl");
+    fs::write(
+        &small,
+        json!({"key": "gh_pat_0123456789abcdefghij"}).to_string(),
+    )
+    .unwrap();
+    let direct = Run::of(
+        latchkey()
+            .arg("--db")
+            .arg(&db)
+            .args(["keys", "import"])
+            .arg(&small)
+            .args(["--user", "legacy"]),
+    )
+    .ok();
+    assert!(direct.stdout.contains("Imported 1 keys"), "{direct:#?}");
+    let daemon = Daemon::start(&db);
+    let answer = daemon.http(
+        "POST",
+        "/v1/verify",
+        Some(&admin),
+        Some(json!({"key": "gh_pat_0123456789abcdefghij"})),
+    );
+    assert_eq!(answer.body["valid"], true, "{}", answer.text);
+    assert_eq!(answer.body["principal"]["prefix"], "gh_pat");
+    // The hashed ones verified before the restart were re-hashed; they still verify.
+    assert!(verifies(&daemon, &hashed[0]));
+}
