@@ -38,7 +38,7 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::from)
         }
         None => {
-            let transport = HttpTransport::new(&settings.url, settings.admin_key.clone())?;
+            let transport = HttpTransport::for_settings(settings)?;
             transport
                 .download("/v1/backup", &mut file)
                 .await

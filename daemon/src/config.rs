@@ -332,6 +332,8 @@ mod tests {
             db: None,
             json: false,
             log: None,
+            log_json: false,
+            ca_cert: None,
             file: FileConfigRest::default(),
         };
         let shown = [

@@ -34,13 +34,7 @@ pub async fn execute(settings: &Settings, command: ApiCommand) -> anyhow::Result
             run(&Client::new(transport), &out, command).await
         }
         None => {
-            let ca = settings
-                .ca_cert
-                .as_deref()
-                .map(crate::tls::read_ca)
-                .transpose()?;
-            let transport =
-                HttpTransport::new(&settings.url, settings.admin_key.clone(), ca.as_deref())?;
+            let transport = HttpTransport::for_settings(settings)?;
             run(&Client::new(transport), &out, command).await
         }
     }

@@ -24,6 +24,16 @@ impl std::fmt::Debug for HttpTransport {
 }
 
 impl HttpTransport {
+    /// The transport the global flags name: `--url`, `--admin-key` and `--ca-cert`.
+    pub fn for_settings(settings: &crate::config::Settings) -> anyhow::Result<HttpTransport> {
+        let ca = settings
+            .ca_cert
+            .as_deref()
+            .map(crate::tls::read_ca)
+            .transpose()?;
+        HttpTransport::new(&settings.url, settings.admin_key.clone(), ca.as_deref())
+    }
+
     /// A transport to the daemon at `url` (scheme, host, port; no path), over `http://` or
     /// `https://`, trusting the system's roots plus the PEM certificates of `ca_pem`.
     pub fn new(

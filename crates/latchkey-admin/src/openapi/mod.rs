@@ -13,9 +13,7 @@ use utoipa::{Modify, OpenApi};
 use integers::UnsignedIntegers;
 use statuses::LayerStatuses;
 
-use crate::handlers::{
-    audit, backup, events, groups, import, keys, system, usage, users, verify,
-};
+use crate::handlers::{audit, backup, events, groups, import, keys, system, usage, users, verify};
 
 #[derive(OpenApi)]
 #[openapi(

@@ -292,7 +292,9 @@ impl Store {
             .and_then(|p| PublicId::parse(p).ok())
             .ok_or(VerifyError::Invalid)?;
         let inner = &*self.inner;
-        let entry = match inner.cache.get(&id) {
+        // Imported keys live in the cold part of the verify cache: only native keys are
+        // recognised by tag.
+        let entry = match inner.cache.cold(&id) {
             Some(entry) => entry,
             None => {
                 let generation = inner.cache.generation();
@@ -300,13 +302,16 @@ impl Store {
                     .load_resolved(&id)
                     .map_err(|e| VerifyError::Unavailable(e.to_string()))?;
                 let entry = loaded.map(std::sync::Arc::new);
-                inner.cache.insert_if_current(id, entry.clone(), generation);
+                inner.cache.insert_cold(id, entry.clone(), generation);
                 entry
             }
         };
         let entry = entry.ok_or(VerifyError::Invalid)?;
+        if !entry.hash.matches(presented) {
+            return Err(VerifyError::Invalid);
+        }
         let now = inner.clock.unix_nanos();
-        let principal = entry.check(presented, now)?.clone();
+        let principal = entry.status(now)?.clone();
         entry.usage.record(now);
         Ok(principal)
     }

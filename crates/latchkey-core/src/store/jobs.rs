@@ -80,9 +80,10 @@ impl Store {
     /// Reads the first keys of a user, for a decisive write (under the write lock).
     pub(crate) fn user_keys_head(&self, user: Uuid) -> Result<UserKeys, StoreError> {
         let chunk = self.inner.job_chunk_keys;
+        let db = self.inner.db.handle()?;
         let scan = |descending| {
             index::scan(
-                &self.inner.db,
+                &db,
                 Scope::User(user),
                 SortField::CreatedAt,
                 descending,
@@ -136,7 +137,7 @@ impl Store {
 
     /// How many background jobs are not finished.
     pub fn pending_jobs(&self) -> Result<usize, StoreError> {
-        Ok(self.inner.db.scan_prefix(JOBS).count())
+        Ok(self.inner.db.handle()?.scan_prefix(JOBS).count())
     }
 
     /// Runs every pending job to its end, in this thread (the background thread does the
@@ -151,7 +152,7 @@ impl Store {
 
     /// Runs one chunk of the oldest job; `false` when there is none.
     pub(crate) fn run_job_chunk(&self) -> Result<bool, StoreError> {
-        let db = &self.inner.db;
+        let db = &self.inner.db.handle()?;
         let chunk = self.inner.job_chunk_keys;
         // Read under the write lock, so two runners never work from a stale job.
         let prepare = || {

@@ -436,7 +436,7 @@ impl Store {
     /// reads, never a scan (after a sweep of keys that expired since the last one).
     pub fn stats(&self) -> Result<Stats, StoreError> {
         self.sweep_expired()?;
-        let db = &self.inner.db;
+        let db = &self.inner.db.handle()?;
         let mut stats = Stats::default();
         for class in Class::ALL {
             let status = match class {

@@ -419,7 +419,7 @@ impl Store {
             .as_ref()
             .try_into()
             .map_err(|_| StoreError::Corrupt("bad hash key".into()))?;
-        rebuild::ensure(&db, config.clock.now())?;
+        rebuild::ensure(&db.handle()?, config.clock.now())?;
         let (events, _) = broadcast::channel(1024);
         let (stop, stopped) = mpsc::channel::<()>();
         let (wake, woken) = mpsc::channel::<()>();

@@ -76,6 +76,7 @@ impl Store {
         for item in self
             .inner
             .db
+            .handle()?
             .range::<Vec<u8>, _>((lower, Bound::Excluded(end)))
         {
             let (key, value) = item?;

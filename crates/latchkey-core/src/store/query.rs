@@ -238,7 +238,7 @@ impl Store {
         let plan = Plan::of(query);
         let now = self.inner.clock.now();
         let entries = index::scan(
-            &self.inner.db,
+            &self.inner.db.handle()?,
             plan.scope,
             query.sort.field,
             query.sort.descending,
