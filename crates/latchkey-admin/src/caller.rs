@@ -4,8 +4,10 @@
 //! The authentication layer in front of `/v1` puts a [`Principal`] in the request's
 //! extensions (or answers 401/503 itself); [`operator_router`](crate::operator_router) puts
 //! an [`Operator`] marker there instead. A handler takes a [`Caller<P>`], where `P` names
-//! the route's required permission, and receives the [`Actor`] that every core write takes.
-//! Core enforces no-escalation with that actor; nothing here repeats it.
+//! the route's required permission, and receives the [`Actor`] that every core write (and
+//! every caller-scoped read, `Store::*_as`) takes, bound to the caller's tenant and
+//! organization when its user has them. Core enforces no-escalation, the delegation cap and
+//! the tenant boundary with that actor; nothing here repeats them.
 
 use std::marker::PhantomData;
 

@@ -48,9 +48,11 @@
 //! Every error is `application/problem+json` ([`Problem`]) with a stable `code`: 400
 //! `invalid_json` or `invalid_field` (with `field` naming the body member or query
 //! parameter), 401 `missing_key` / `invalid_key` / `key_revoked` / …, 403
-//! `insufficient_permission`, 404 `not_found`, 405 `method_not_allowed`, 409 `name_taken`
-//! / `key_not_revoked` / `key_revoked`, 413, 415 `unsupported_media_type`, 503
-//! `keystore_unavailable`, 500 `internal` (detail in the server log only).
+//! `insufficient_permission` / `tenant_forbidden`, 404 `not_found` (also for another
+//! tenant's records), 405 `method_not_allowed`, 409 `name_taken` / `key_not_revoked` /
+//! `key_revoked` / `last_admin_key`, 413 `payload_too_large` (bodies over 64 KiB), 415
+//! `unsupported_media_type`, 503 `keystore_unavailable`, 500 `internal` (detail in the
+//! server log only). Bounds on input: `latchkey_core::limits`.
 //!
 //! # Layout
 //!

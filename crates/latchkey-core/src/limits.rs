@@ -11,6 +11,7 @@
 //! | descriptions                           | 0–1,024 bytes  | 400 `description` |
 //! | `tenant_id`, `organization_id`         | 1–128 bytes    | 400, the field |
 //! | list `limit`                           | 1–1,000        | 400 `limit` |
+//! | key search `q`, list `cursor`          | 256, 2,048 bytes | 400 `q`, `cursor` |
 //! | JSON request bodies                    | 64 KiB         | 413 |
 //! | items in one `POST /v1/usage`          | 500            | 400 `items` |
 //!
@@ -38,6 +39,10 @@ pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 pub const MAX_TENANT_BYTES: usize = 128;
 /// Largest page a list answers.
 pub const MAX_LIST_LIMIT: usize = 1000;
+/// Longest key search text (`q`), in bytes.
+pub const MAX_SEARCH_BYTES: usize = 256;
+/// Longest list cursor, in bytes (a cursor this store made is far shorter).
+pub const MAX_CURSOR_BYTES: usize = 2048;
 /// Largest JSON request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most items in one usage report; a remote verifier sends larger reports in parts.

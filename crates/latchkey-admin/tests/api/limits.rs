@@ -2,8 +2,9 @@
 //! could spoof another, and usage reports.
 
 use latchkey_core::limits::{
-    MAX_BODY_BYTES, MAX_DESCRIPTION_BYTES, MAX_GROUPS_PER_USER, MAX_LIST_LIMIT, MAX_NAME_BYTES,
-    MAX_PERMISSION_BYTES, MAX_PERMISSIONS, MAX_PRINCIPAL_NAME_BYTES, MAX_TENANT_BYTES,
+    MAX_BODY_BYTES, MAX_CURSOR_BYTES, MAX_DESCRIPTION_BYTES, MAX_GROUPS_PER_USER, MAX_LIST_LIMIT,
+    MAX_NAME_BYTES, MAX_PERMISSION_BYTES, MAX_PERMISSIONS, MAX_PRINCIPAL_NAME_BYTES,
+    MAX_SEARCH_BYTES, MAX_TENANT_BYTES,
 };
 use serde_json::{Value, json};
 
@@ -274,6 +275,17 @@ async fn verify_checks_at_most_so_many_permissions() {
 #[tokio::test]
 async fn list_pages_are_bounded() {
     let h = Harness::new();
+    let q = "q".repeat(MAX_SEARCH_BYTES);
+    h.get(&format!("/v1/keys?q={q}")).await.ok(200);
+    let r = h.get(&format!("/v1/keys?q={q}q")).await;
+    assert_eq!(r.problem(400, "invalid_field")["field"], "q");
+    let r = h
+        .get(&format!(
+            "/v1/keys?cursor={}",
+            "0".repeat(MAX_CURSOR_BYTES + 2)
+        ))
+        .await;
+    assert_eq!(r.problem(400, "invalid_field")["field"], "cursor");
     for uri in ["/v1/keys", "/v1/audit"] {
         h.get(&format!("{uri}?limit={MAX_LIST_LIMIT}"))
             .await

@@ -76,7 +76,8 @@ impl Store {
     /// Changes a group. The change reaches every key of every member at once.
     ///
     /// The caller must hold every permission the group grants, before and after, and
-    /// everything each member holds ([`Store::ensure_may_change_members`]). A change that
+    /// everything each member holds (no reaching a stronger user through a group); a
+    /// tenant-bound caller, only groups whose members are all in its tenant. A change that
     /// changes nothing writes nothing.
     pub fn update_group(
         &self,

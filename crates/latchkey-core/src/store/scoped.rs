@@ -10,7 +10,7 @@ use super::Store;
 use crate::actor::Actor;
 use crate::audit::AuditEvent;
 use crate::error::{Entity, StoreError};
-use crate::limits::MAX_LIST_LIMIT;
+use crate::limits::{MAX_CURSOR_BYTES, MAX_LIST_LIMIT, MAX_SEARCH_BYTES};
 use crate::model::{Key, User};
 use crate::store::{KeyQuery, Page};
 
@@ -63,7 +63,31 @@ impl Store {
 
     /// [`Store::list_keys`] over the keys of the users the caller sees; a `user_id` it does
     /// not see is "not found".
+    ///
+    /// A search text over [`MAX_SEARCH_BYTES`] or a cursor over [`MAX_CURSOR_BYTES`] is an
+    /// `Invalid` error naming `q` or `cursor`: no request scans every key for a needle that
+    /// no name or description can hold.
     pub fn list_keys_as(&self, actor: &Actor, query: &KeyQuery) -> Result<Page<Key>, StoreError> {
+        if query
+            .search
+            .as_ref()
+            .is_some_and(|q| q.len() > MAX_SEARCH_BYTES)
+        {
+            return Err(StoreError::invalid(
+                "q",
+                format!("at most {MAX_SEARCH_BYTES} bytes"),
+            ));
+        }
+        if query
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_CURSOR_BYTES)
+        {
+            return Err(StoreError::invalid(
+                "cursor",
+                "not a cursor from this listing",
+            ));
+        }
         if actor.tenant_id().is_none() {
             return self.list_keys(query);
         }

@@ -228,7 +228,7 @@ impl super::Store {
     /// Adds usage counted elsewhere, such as a remote verifier's cache hits: buffered and
     /// persisted like local usage, counts saturating. Figures for unknown or deleted keys
     /// are dropped at flush; a last use ahead of the store's clock is taken as now. Check
-    /// each figure with [`Store::check_usage`] first. `last_used_at` never moves backwards.
+    /// each figure with [`check_usage`](super::Store::check_usage) first. `last_used_at` never moves backwards.
     pub fn record_usage(&self, key_id: Uuid, count: u64, last_used_at: OffsetDateTime) {
         let at = last_used_at.min(self.inner.clock.now());
         self.inner

@@ -138,6 +138,42 @@ async fn hits_are_reported_in_batches() {
 }
 
 #[tokio::test]
+async fn large_usage_reports_are_sent_in_parts_the_daemon_accepts() {
+    use latchkey_tower::latchkey_core::limits::{MAX_BODY_BYTES, MAX_USAGE_ITEMS};
+    use latchkey_tower::latchkey_core::{Actor, NewKey};
+
+    let s = Setup::new().await;
+    s.traffic.accept_usage.store(true, Ordering::SeqCst);
+    let user = s.keystore.user("many", &["orders:read"]);
+    let new: Vec<NewKey> = (0..=MAX_USAGE_ITEMS)
+        .map(|i| NewKey {
+            name: format!("k{i}"),
+            user_id: user,
+            ..NewKey::default()
+        })
+        .collect();
+    let keys = s
+        .keystore
+        .store
+        .create_keys(&Actor::system(), &new)
+        .unwrap();
+    for key in &keys {
+        s.verify(key.secret.expose()).await.unwrap(); // the miss
+        s.verify(key.secret.expose()).await.unwrap(); // a hit, to report
+    }
+    s.verifier.flush_usage().await;
+    let reports = s.traffic.usage.lock().unwrap().clone();
+    let sizes: Vec<usize> = reports
+        .iter()
+        .map(|r| r["items"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [MAX_USAGE_ITEMS, 1]);
+    for report in &reports {
+        assert!(serde_json::to_vec(report).unwrap().len() <= MAX_BODY_BYTES);
+    }
+}
+
+#[tokio::test]
 async fn a_daemon_without_usage_reports_is_harmless() {
     let s = Setup::new().await;
     let user = s.keystore.user("reporting", &["orders:read"]);
