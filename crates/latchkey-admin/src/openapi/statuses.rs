@@ -10,6 +10,7 @@
 //! | an operation with a body | 400, 413, 415 | `invalid_json`, `invalid_field`; `payload_too_large`; `unsupported_media_type` |
 //! | an operation with query parameters | 400 | `invalid_field` |
 //! | a path with a record reference | 404 | `not_found` |
+//! | a write (`POST`, `PATCH`, `DELETE`) to groups, users or keys | 507 | `storage_full` |
 
 use utoipa::Modify;
 use utoipa::openapi::path::{Operation, ParameterIn};
@@ -28,14 +29,19 @@ impl Modify for LayerStatuses {
                 &mut item.delete,
                 &mut item.patch,
             ];
-            for operation in operations.into_iter().flatten() {
-                add_statuses(path, operation);
+            for (method, operation) in ["get", "put", "post", "delete", "patch"]
+                .into_iter()
+                .zip(operations)
+            {
+                if let Some(operation) = operation {
+                    add_statuses(path, method, operation);
+                }
             }
         }
     }
 }
 
-fn add_statuses(path: &str, operation: &mut Operation) {
+fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
     let mut statuses = Vec::new();
     if path.starts_with("/v1/") {
         statuses.extend([
@@ -63,6 +69,13 @@ fn add_statuses(path: &str, operation: &mut Operation) {
     }
     if path.contains('{') {
         statuses.push(("404", "No such record (`not_found`)"));
+    }
+    let records = ["/v1/groups", "/v1/users", "/v1/keys"];
+    if method != "get" && records.iter().any(|r| path.starts_with(r)) {
+        statuses.push((
+            "507",
+            "The keystore's disk is full: nothing was changed (`storage_full`)",
+        ));
     }
     let responses = &mut operation.responses.responses;
     for (status, description) in statuses {

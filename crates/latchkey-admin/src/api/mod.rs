@@ -6,14 +6,16 @@
 //! In a `Update*` body, an absent member leaves the field as it is; for the nullable
 //! fields (`description`, `tenant_id`, `organization_id`) `null` clears it.
 
-use latchkey_core::key::Redacted;
+mod de;
 
-use crate::openapi::rules;
+use latchkey_core::key::Redacted;
 use latchkey_core::{Env, Key, Permission, PermissionSet, PrincipalInfo};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+use crate::openapi::rules;
 
 /// `POST /v1/groups`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -23,7 +25,7 @@ pub struct CreateGroup {
     #[schema(value_type = rules::PrincipalName)]
     pub name: String,
     /// What members may do (at most 256).
-    #[serde(default, deserialize_with = "permission_set")]
+    #[serde(default, deserialize_with = "de::permission_set")]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub permissions: PermissionSet,
 }
@@ -39,7 +41,7 @@ pub struct UpdateGroup {
     /// Replaces the permissions.
     #[serde(
         default,
-        deserialize_with = "optional_permission_set",
+        deserialize_with = "de::optional_permission_set",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
@@ -47,7 +49,7 @@ pub struct UpdateGroup {
     /// Added to the permissions.
     #[serde(
         default,
-        deserialize_with = "permission_set",
+        deserialize_with = "de::permission_set",
         skip_serializing_if = "PermissionSet::is_empty"
     )]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
@@ -55,7 +57,7 @@ pub struct UpdateGroup {
     /// Removed from the permissions (exact text).
     #[serde(
         default,
-        deserialize_with = "permission_set",
+        deserialize_with = "de::permission_set",
         skip_serializing_if = "PermissionSet::is_empty"
     )]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
@@ -79,7 +81,7 @@ pub struct CreateUser {
     /// Direct permissions.
     #[serde(
         default,
-        deserialize_with = "permission_set",
+        deserialize_with = "de::permission_set",
         skip_serializing_if = "PermissionSet::is_empty"
     )]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
@@ -120,7 +122,7 @@ pub struct UpdateUser {
     /// Replaces the direct permissions.
     #[serde(
         default,
-        deserialize_with = "optional_permission_set",
+        deserialize_with = "de::optional_permission_set",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
@@ -128,7 +130,7 @@ pub struct UpdateUser {
     /// Added to the direct permissions.
     #[serde(
         default,
-        deserialize_with = "permission_set",
+        deserialize_with = "de::permission_set",
         skip_serializing_if = "PermissionSet::is_empty"
     )]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
@@ -136,7 +138,7 @@ pub struct UpdateUser {
     /// Removed from the direct permissions (exact text).
     #[serde(
         default,
-        deserialize_with = "permission_set",
+        deserialize_with = "de::permission_set",
         skip_serializing_if = "PermissionSet::is_empty"
     )]
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
@@ -144,7 +146,7 @@ pub struct UpdateUser {
     /// New tenant; `null` clears it.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "de::present",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<rules::Label>)]
@@ -152,7 +154,7 @@ pub struct UpdateUser {
     /// New organization; `null` clears it.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "de::present",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<rules::Label>)]
@@ -176,7 +178,7 @@ pub struct CreateKey {
     /// Narrows the user's permissions; absent or `null` is unrestricted, `[]` grants nothing.
     #[serde(
         default,
-        deserialize_with = "optional_permission_set",
+        deserialize_with = "de::optional_permission_set",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
@@ -205,7 +207,7 @@ pub struct UpdateKey {
     /// New description; `null` clears it.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "de::present",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<rules::Description>)]
@@ -220,7 +222,7 @@ pub struct UpdateKey {
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key keeps working, 0 (expires at once) to 31,536,000 (a year).
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "de::whole_number")]
     #[schema(minimum = 0, maximum = 31_536_000)]
     pub grace_seconds: u64,
 }
@@ -288,7 +290,7 @@ pub struct UsageItem {
     /// The key's record id.
     pub key_id: uuid::Uuid,
     /// Successful verifications, at least 1.
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "de::whole_number")]
     #[schema(minimum = 1)]
     pub count: u64,
     /// The last of them (RFC 3339).
@@ -307,7 +309,7 @@ pub struct VerifyRequest {
     /// Permissions the key must all hold for `valid` to be true.
     #[serde(
         default,
-        deserialize_with = "optional_permission_list",
+        deserialize_with = "de::optional_permission_list",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
@@ -372,83 +374,6 @@ pub struct Health {
     pub status: String,
 }
 
-/// Most permissions in one list of a body. Counted as sent, duplicates included, so that
-/// the document's `maxItems` is the rule: core's limit on the distinct permissions of a set
-/// is the same number, so a list within this bound never breaks it by its count.
-const MAX_PERMISSION_ITEMS: usize = 256;
-
-/// Deserializes a list of at most [`MAX_PERMISSION_ITEMS`] permissions.
-fn permission_list<'de, D>(deserializer: D) -> Result<Vec<Permission>, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    let list = Vec::<Permission>::deserialize(deserializer)?;
-    if list.len() > MAX_PERMISSION_ITEMS {
-        return Err(serde::de::Error::invalid_length(
-            list.len(),
-            &"at most 256 permissions",
-        ));
-    }
-    Ok(list)
-}
-
-fn permission_set<'de, D>(deserializer: D) -> Result<PermissionSet, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    permission_list(deserializer).map(PermissionSet::from_iter)
-}
-
-fn optional_permission_list<'de, D>(deserializer: D) -> Result<Option<Vec<Permission>>, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    #[derive(Deserialize)]
-    struct Bounded(#[serde(deserialize_with = "permission_list")] Vec<Permission>);
-    Ok(Option::<Bounded>::deserialize(deserializer)?.map(|list| list.0))
-}
-
-fn optional_permission_set<'de, D>(deserializer: D) -> Result<Option<PermissionSet>, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    Ok(optional_permission_list(deserializer)?.map(PermissionSet::from_iter))
-}
-
-/// Deserializes a non-negative integer, also when written with a zero fraction (`7.0`):
-/// JSON Schema's `integer` is any number without a fractional part, so a client that
-/// follows the document may send one, and it means the same number.
-fn whole_number<'de, D>(deserializer: D) -> Result<u64, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    // 2^64: every f64 below it that has no fraction fits a u64.
-    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
-    let number = serde_json::Number::deserialize(deserializer)?;
-    number
-        .as_u64()
-        .or_else(|| {
-            let float = number.as_f64()?;
-            (float.fract() == 0.0 && (0.0..LIMIT).contains(&float)).then_some(float as u64)
-        })
-        .ok_or_else(|| {
-            serde::de::Error::invalid_value(
-                serde::de::Unexpected::Other(&number.to_string()),
-                &"a non-negative integer",
-            )
-        })
-}
-
-/// Deserializes a member that is present, `null` included, as `Some`; with
-/// `#[serde(default)]` an absent member stays `None`.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,46 +398,6 @@ mod tests {
             "rotated_from": null, "last_used_at": null, "usage_count": 0,
         }))
         .expect("a key record")
-    }
-
-    #[test]
-    fn integers_may_have_a_zero_fraction() {
-        let rotate = |body: &str| serde_json::from_str::<RotateKey>(body).map(|r| r.grace_seconds);
-        assert_eq!(rotate(r#"{"grace_seconds": 7631}"#).unwrap(), 7631);
-        assert_eq!(rotate(r#"{"grace_seconds": 7631.0}"#).unwrap(), 7631);
-        assert_eq!(rotate(r#"{"grace_seconds": 1e3}"#).unwrap(), 1000);
-        for bad in ["7631.5", "-1", "-0.5", "1e20", "\"7\"", "null"] {
-            let body = format!(r#"{{"grace_seconds": {bad}}}"#);
-            assert!(rotate(&body).is_err(), "{body}");
-        }
-    }
-
-    #[test]
-    fn permission_lists_are_bounded_as_sent() {
-        let list = |n: usize| serde_json::json!(vec!["orders:read"; n]);
-        let group = |n| {
-            serde_json::from_value::<CreateGroup>(
-                serde_json::json!({"name": "g", "permissions": list(n)}),
-            )
-        };
-        assert_eq!(group(256).unwrap().permissions.len(), 1);
-        assert!(group(257).is_err());
-        let verify = |permissions| {
-            serde_json::from_value::<VerifyRequest>(
-                serde_json::json!({"key": "k", "permissions": permissions}),
-            )
-        };
-        assert_eq!(verify(list(256)).unwrap().permissions.unwrap().len(), 256);
-        assert!(verify(list(257)).is_err());
-        assert_eq!(verify(serde_json::Value::Null).unwrap().permissions, None);
-        let key = |scopes| {
-            serde_json::from_value::<CreateKey>(
-                serde_json::json!({"name": "k", "user_id": "u", "scopes": scopes}),
-            )
-        };
-        assert!(key(list(257)).is_err());
-        assert_eq!(key(serde_json::Value::Null).unwrap().scopes, None);
-        assert_eq!(key(list(0)).unwrap().scopes, Some(PermissionSet::default()));
     }
 
     #[test]

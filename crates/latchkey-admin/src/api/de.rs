@@ -1,0 +1,133 @@
+//! How some request members are read, beyond serde's derive: bounds counted as sent,
+//! integers as JSON Schema defines them, and `null` told apart from absent.
+
+use latchkey_core::{Permission, PermissionSet};
+use serde::{Deserialize, Deserializer};
+
+/// Most permissions in one list of a body. Counted as sent, duplicates included, so that
+/// the document's `maxItems` is the rule: core's limit on the distinct permissions of a set
+/// is the same number, so a list within this bound never breaks it by its count.
+const MAX_PERMISSION_ITEMS: usize = 256;
+
+/// Deserializes a list of at most [`MAX_PERMISSION_ITEMS`] permissions.
+pub(super) fn permission_list<'de, D>(deserializer: D) -> Result<Vec<Permission>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let list = Vec::<Permission>::deserialize(deserializer)?;
+    if list.len() > MAX_PERMISSION_ITEMS {
+        return Err(serde::de::Error::invalid_length(
+            list.len(),
+            &"at most 256 permissions",
+        ));
+    }
+    Ok(list)
+}
+
+pub(super) fn permission_set<'de, D>(deserializer: D) -> Result<PermissionSet, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    permission_list(deserializer).map(PermissionSet::from_iter)
+}
+
+pub(super) fn optional_permission_list<'de, D>(
+    deserializer: D,
+) -> Result<Option<Vec<Permission>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Bounded(#[serde(deserialize_with = "permission_list")] Vec<Permission>);
+    Ok(Option::<Bounded>::deserialize(deserializer)?.map(|list| list.0))
+}
+
+pub(super) fn optional_permission_set<'de, D>(
+    deserializer: D,
+) -> Result<Option<PermissionSet>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(optional_permission_list(deserializer)?.map(PermissionSet::from_iter))
+}
+
+/// Deserializes a non-negative integer, also when written with a zero fraction (`7.0`):
+/// JSON Schema's `integer` is any number without a fractional part, so a client that
+/// follows the document may send one, and it means the same number.
+pub(super) fn whole_number<'de, D>(deserializer: D) -> Result<u64, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    // 2^64: every f64 below it that has no fraction fits a u64.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .or_else(|| {
+            let float = number.as_f64()?;
+            (float.fract() == 0.0 && (0.0..LIMIT).contains(&float)).then_some(float as u64)
+        })
+        .ok_or_else(|| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Other(&number.to_string()),
+                &"a non-negative integer",
+            )
+        })
+}
+
+/// Deserializes a member that is present, `null` included, as `Some`; with
+/// `#[serde(default)]` an absent member stays `None`.
+pub(super) fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use latchkey_core::PermissionSet;
+
+    use crate::api::{CreateGroup, CreateKey, RotateKey, VerifyRequest};
+
+    #[test]
+    fn integers_may_have_a_zero_fraction() {
+        let rotate = |body: &str| serde_json::from_str::<RotateKey>(body).map(|r| r.grace_seconds);
+        assert_eq!(rotate(r#"{"grace_seconds": 7631}"#).unwrap(), 7631);
+        assert_eq!(rotate(r#"{"grace_seconds": 7631.0}"#).unwrap(), 7631);
+        assert_eq!(rotate(r#"{"grace_seconds": 1e3}"#).unwrap(), 1000);
+        for bad in ["7631.5", "-1", "-0.5", "1e20", "\"7\"", "null"] {
+            let body = format!(r#"{{"grace_seconds": {bad}}}"#);
+            assert!(rotate(&body).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn permission_lists_are_bounded_as_sent() {
+        let list = |n: usize| serde_json::json!(vec!["orders:read"; n]);
+        let group = |n| {
+            serde_json::from_value::<CreateGroup>(
+                serde_json::json!({"name": "g", "permissions": list(n)}),
+            )
+        };
+        assert_eq!(group(256).unwrap().permissions.len(), 1);
+        assert!(group(257).is_err());
+        let verify = |permissions| {
+            serde_json::from_value::<VerifyRequest>(
+                serde_json::json!({"key": "k", "permissions": permissions}),
+            )
+        };
+        assert_eq!(verify(list(256)).unwrap().permissions.unwrap().len(), 256);
+        assert!(verify(list(257)).is_err());
+        assert_eq!(verify(serde_json::Value::Null).unwrap().permissions, None);
+        let key = |scopes| {
+            serde_json::from_value::<CreateKey>(
+                serde_json::json!({"name": "k", "user_id": "u", "scopes": scopes}),
+            )
+        };
+        assert!(key(list(257)).is_err());
+        assert_eq!(key(serde_json::Value::Null).unwrap().scopes, None);
+        assert_eq!(key(list(0)).unwrap().scopes, Some(PermissionSet::default()));
+    }
+}
