@@ -49,6 +49,14 @@ pub trait Verifier: Send + Sync + 'static {
 
     /// Verifies `key`: [`VerifyError::Unavailable`] becomes a 503, every other error a 401.
     fn verify(&self, key: &ApiKey) -> Self::Future;
+
+    /// Verifies a presented text that is not a latchkey key: a key imported from another
+    /// system (`latchkey keys import`). `None`, the default, refuses it as malformed
+    /// without any lookup; a [`Store`] answers `None` unless it holds imported keys.
+    fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
+        let _ = text;
+        None
+    }
 }
 
 impl Verifier for Store {
@@ -56,6 +64,10 @@ impl Verifier for Store {
 
     fn verify(&self, key: &ApiKey) -> Self::Future {
         ready(self.verify_key(key))
+    }
+
+    fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
+        self.verify_imported(text).map(ready)
     }
 }
 

@@ -125,10 +125,24 @@ where
         }
         let span = trace::span();
         let entered = span.enter();
-        let (key, source) = match credentials::find(&request, config).and_then(|(source, text)| {
-            let key = ApiKey::parse(text).map_err(|_| Reason::Malformed)?;
-            Ok((key, source))
-        }) {
+        let found = credentials::find(&request, config).and_then(|(source, text)| {
+            match ApiKey::parse(text) {
+                Ok(key) => {
+                    trace::presented(&span, &key);
+                    if !config.accepts(key.env()) {
+                        return Err(Reason::RefusedEnv);
+                    }
+                    Ok((self.layer.verifier.verify(&key), source))
+                }
+                // Not a latchkey key: refused unless the verifier holds imported keys of
+                // other formats (a store without any answers `None` at once).
+                Err(_) => match self.layer.verifier.verify_foreign(text) {
+                    Some(verify) => Ok((verify, source)),
+                    None => Err(Reason::Malformed),
+                },
+            }
+        });
+        let (mut verify, source) = match found {
             Ok(found) => found,
             Err(reason) => {
                 trace::rejected(&span, reason, None);
@@ -136,19 +150,9 @@ where
                 return ResponseFuture::rejected(reason.rejection(&config.challenges), span);
             }
         };
-        trace::presented(&span, &key);
-        if !config.accepts(key.env()) {
-            trace::rejected(&span, Reason::RefusedEnv, None);
-            drop(entered);
-            return ResponseFuture::rejected(
-                Reason::RefusedEnv.rejection(&config.challenges),
-                span,
-            );
-        }
         if config.hide_credentials {
             credentials::hide(&mut request, source, config);
         }
-        let mut verify = self.layer.verifier.verify(&key);
         // Poll once in place: a store answers at once, and then the whole authentication
         // happens here, calling the inner service that `poll_ready` just made ready, with no
         // clone and no request moved into the response future. Polling with a no-op waker is
