@@ -381,3 +381,38 @@ fn ten_thousand_keys_of_each_kind_import_and_verify_under_their_old_text() {
     // The hashed ones verified before the restart were re-hashed; they still verify.
     assert!(verifies(&daemon, &hashed[0]));
 }
+
+#[test]
+fn imported_keys_pass_the_layer_with_their_users_permissions() {
+    let f = Fixture::new();
+    f.user("reader", "latchkey:keys:read");
+    let full = "ext_live_0123456789abcdefXYZ".to_owned();
+    let hashed = "ext_hash_9876543210zyxwvuABC".to_owned();
+    let digest = &sha256_hex(std::slice::from_ref(&hashed))[0];
+    let file = f.dir.path().join("keys.jsonl");
+    let lines = [
+        json!({"key": full}).to_string(),
+        json!({"sha256": digest, "prefix": "ext_hash"}).to_string(),
+    ];
+    fs::write(&file, lines.join("\n")).unwrap();
+    let run = f
+        .cli(&["keys", "import", file.to_str().unwrap(), "--user", "reader"])
+        .ok();
+    assert!(run.stdout.contains("Imported 2 keys"), "{run:#?}");
+    // Twice each: the SHA-256 one is re-hashed at its first use.
+    for key in [&full, &hashed, &full, &hashed] {
+        let listed = f.daemon.http("GET", "/v1/keys", Some(key), None);
+        assert_eq!(listed.status, 200, "{}", listed.text);
+        let created = f
+            .daemon
+            .http("POST", "/v1/users", Some(key), Some(json!({"name": "x"})));
+        created.problem(403, "insufficient_permission");
+    }
+    let unknown = f.daemon.http(
+        "GET",
+        "/v1/keys",
+        Some("ext_live_0123456789abcdefXYQ"),
+        None,
+    );
+    unknown.problem(401, "invalid_key");
+}

@@ -36,4 +36,8 @@ impl Verifier for MeteredStore {
     fn verify(&self, key: &ApiKey) -> Self::Future {
         ready(self.0.verify_key(key))
     }
+
+    fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
+        self.0.store.verify_imported(text).map(ready)
+    }
 }

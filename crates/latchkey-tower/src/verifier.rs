@@ -62,6 +62,14 @@ pub trait Verifier: Send + Sync + 'static {
         let _ = presented;
         None
     }
+
+    /// Verifies a presented text that is not a latchkey key: a key imported from another
+    /// system (`latchkey keys import`). `None`, the default, refuses it as malformed
+    /// without any lookup; a [`Store`] answers `None` unless it holds imported keys.
+    fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
+        let _ = text;
+        None
+    }
 }
 
 impl Verifier for Store {
@@ -73,6 +81,10 @@ impl Verifier for Store {
 
     fn verify_known(&self, presented: &[u8]) -> Option<Principal> {
         Store::verify_known(self, presented)
+    }
+
+    fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
+        self.verify_imported(text).map(ready)
     }
 }
 

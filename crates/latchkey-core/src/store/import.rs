@@ -28,7 +28,6 @@ use super::usage::Usage;
 use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::actor::Actor;
-use crate::audit::Action;
 use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
 use crate::key::{ApiKey, Env, Prefix, PublicId};
@@ -240,10 +239,8 @@ impl Store {
             hash,
             usage: Usage::default(),
         };
-        tx.put(&layout::key(&public), &record)?;
         tx.put_raw(&index, public.as_str().as_bytes())?;
-        tx.record(Action::KeyCreate, record.id, Some(user.id));
-        tx.invalidate(Invalidate::Key(public));
+        self.insert_key_record(tx, public, &record)?;
         Ok(Ok(record.view(tx.now, Usage::default())))
     }
 
@@ -331,7 +328,7 @@ impl Store {
                 return Ok(());
             }
             record.hash = blake.to_bytes();
-            tx.put(&path, &record)?;
+            tx.put_key(&record)?;
             tx.remove(&layout::imported_sha256(&digest))?;
             tx.put_raw(&layout::imported_blake3(&record.hash), public)?;
             tx.invalidate(Invalidate::Key(id));

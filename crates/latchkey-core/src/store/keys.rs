@@ -172,14 +172,27 @@ impl Store {
             hash: self.inner.hash_key.hash(secret.secret()).to_bytes(),
             usage: Usage::default(),
         };
-        tx.put_key(&record)?;
-        tx.record(Action::KeyCreate, record.id, Some(user.id));
-        // Forget a cached "unknown id" for this public id.
-        tx.invalidate(Invalidate::Key(public));
+        self.insert_key_record(tx, public, &record)?;
         Ok(CreatedKey {
             key: record.view(tx.now, Default::default()),
             secret,
         })
+    }
+
+    /// Writes a new key's record, its audit event and its cache invalidation: the one place
+    /// a key comes into existence (creation, rotation, import), so whatever indexes a key
+    /// has are written here.
+    pub(super) fn insert_key_record(
+        &self,
+        tx: &Tx<'_>,
+        public: PublicId,
+        record: &KeyRecord,
+    ) -> TxResult<()> {
+        tx.put_key(record)?;
+        tx.record(Action::KeyCreate, record.id, Some(record.user_id));
+        // Forget a cached "unknown id" for this public id.
+        tx.invalidate(Invalidate::Key(public));
+        Ok(())
     }
 
     /// A key by record id.

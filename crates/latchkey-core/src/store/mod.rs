@@ -191,7 +191,7 @@ struct Inner {
     path: PathBuf,
     db: Db,
     /// The store's lineage and last acknowledged write, as the mark file holds them.
-    mark: Mutex<Mark>,
+    mark: recover::Marker,
     min_free_bytes: u64,
     /// Whether the store holds imported keys: only then does a text that is not a
     /// latchkey key get looked up (see `import`).
@@ -225,7 +225,7 @@ impl std::fmt::Debug for Inner {
 
 impl Inner {
     fn lineage(&self) -> Uuid {
-        self.mark.lock().unwrap_or_else(|e| e.into_inner()).lineage
+        self.mark.current().lineage
     }
 }
 
@@ -427,7 +427,7 @@ impl Store {
             path: path.to_owned(),
             db,
             has_imports: has_imports.into(),
-            mark: Mutex::new(mark),
+            mark: recover::Marker::new(mark),
             min_free_bytes: config.min_free_bytes,
             hash_key: HashKey::from_bytes(hash_key),
             prefix,

@@ -3,13 +3,14 @@
 //! open (see `mark` and `space` for why).
 
 use std::path::Path;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
 use super::db::Db;
 use super::mark::{self, Mark};
 use super::{Store, decode_event, layout, space};
-use crate::audit::{self, AuditEvent, ChainBreak};
+use crate::audit::{self, ChainBreak};
 use crate::error::StoreError;
 
 impl Store {
@@ -64,32 +65,9 @@ impl Store {
         }
     }
 
-    /// After a write was flushed: records it as the newest acknowledged one. A mark that
-    /// cannot be written stays behind, which is safe (it only ever trails the store).
-    pub(super) fn advance_mark(&self, newest: Option<&AuditEvent>) {
-        let Some(event) = newest else { return };
-        let mut current = self.inner.mark.lock().unwrap_or_else(|e| e.into_inner());
-        let next = Mark {
-            lineage: current.lineage,
-            seq: event.seq,
-            head: event.hash.clone(),
-        };
-        match mark::write(&self.inner.path, &next, false) {
-            Ok(()) => *current = next,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not advance the store's mark; it stays at an older write");
-            }
-        }
-    }
-
     /// Writes the mark of a store just created (its newest event, or none).
     pub(super) fn write_first_mark(&self) -> Result<(), StoreError> {
-        let current = self
-            .inner
-            .mark
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let current = self.inner.mark.current();
         let seq = self.last_seq()?;
         let head = head_of(&self.inner.db)?;
         let first = Mark {
@@ -103,8 +81,90 @@ impl Store {
                 mark::path(&self.inner.path).display()
             ))
         })?;
-        *self.inner.mark.lock().unwrap_or_else(|e| e.into_inner()) = first;
+        self.inner.mark.set(first);
         Ok(())
+    }
+}
+
+/// The mark as last written, and the writes waiting for it: one mark write (an fsync)
+/// serves every writer that flushed while the previous one was in flight (group commit).
+#[derive(Debug)]
+pub(super) struct Marker {
+    state: Mutex<MarkState>,
+    written: Condvar,
+}
+
+#[derive(Debug)]
+struct MarkState {
+    current: Mark,
+    /// The newest mark a writer waits for.
+    wanted: Option<Mark>,
+    /// Whether a writer is writing the mark file now.
+    writing: bool,
+}
+
+impl Marker {
+    pub(super) fn new(current: Mark) -> Marker {
+        Marker {
+            state: Mutex::new(MarkState {
+                current,
+                wanted: None,
+                writing: false,
+            }),
+            written: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MarkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The mark as last written.
+    pub(super) fn current(&self) -> Mark {
+        self.lock().current.clone()
+    }
+
+    fn set(&self, mark: Mark) {
+        self.lock().current = mark;
+    }
+
+    /// After a write was flushed: returns once the mark covers change `seq`. A mark that
+    /// cannot be written stays behind, which is safe (it only ever trails the store).
+    pub(super) fn advance(&self, path: &Path, seq: u64, head: String) {
+        let mut state = self.lock();
+        if state.wanted.as_ref().is_none_or(|w| w.seq < seq) {
+            let lineage = state.current.lineage;
+            state.wanted = Some(Mark { lineage, seq, head });
+        }
+        // Bounded: each turn writes the newest wanted mark, or waits for the write in
+        // flight, which ends with a notification.
+        while state.current.seq < seq {
+            if state.writing {
+                state = self
+                    .written
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            // Taken by a write that failed: this writer's change stays unmarked.
+            let Some(next) = state.wanted.take() else {
+                break;
+            };
+            state.writing = true;
+            drop(state);
+            let written = mark::write(path, &next, false);
+            state = self.lock();
+            state.writing = false;
+            self.written.notify_all();
+            match written {
+                Ok(()) if next.seq > state.current.seq => state.current = next,
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not advance the store's mark; it stays at an older write");
+                    break;
+                }
+            }
+        }
     }
 }
 

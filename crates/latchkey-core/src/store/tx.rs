@@ -158,10 +158,16 @@ impl Store {
         if let Err(e) = inner.db.flush() {
             return Err(self.failed_write(e));
         }
-        self.advance_mark(events.last());
+        let newest = events.last().map(|e| (e.seq, e.hash.clone()));
         for event in events {
             // No receiver is fine: nobody is listening.
             let _ = inner.events.send(event);
+        }
+        // The mark's fsync runs after the lock is released: the next writer's transaction
+        // goes on meanwhile, and one mark write covers every writer waiting for it.
+        drop(_serialized);
+        if let Some((seq, head)) = newest {
+            inner.mark.advance(&inner.path, seq, head);
         }
         Ok(value)
     }

@@ -155,25 +155,37 @@ where
             drop(entered);
             return ResponseFuture::calling(future, span);
         }
-        let Ok(key) = ApiKey::parse_bytes(text) else {
-            let reason = credentials::not_a_key(text);
-            trace::rejected(&span, reason, None);
-            drop(entered);
-            return ResponseFuture::rejected(reason.rejection(&config.challenges), span);
+        let mut verify = match ApiKey::parse_bytes(text) {
+            Ok(key) => {
+                trace::presented(&span, key.display_prefix());
+                if !config.accepts(key.env()) {
+                    trace::rejected(&span, Reason::RefusedEnv, None);
+                    drop(entered);
+                    return ResponseFuture::rejected(
+                        Reason::RefusedEnv.rejection(&config.challenges),
+                        span,
+                    );
+                }
+                self.layer.verifier.verify(&key)
+            }
+            // Not a latchkey key: refused unless the verifier holds imported keys of other
+            // formats (a store without any answers `None` at once).
+            Err(_) => match std::str::from_utf8(text)
+                .ok()
+                .and_then(|text| self.layer.verifier.verify_foreign(text))
+            {
+                Some(verify) => verify,
+                None => {
+                    let reason = credentials::not_a_key(text);
+                    trace::rejected(&span, reason, None);
+                    drop(entered);
+                    return ResponseFuture::rejected(reason.rejection(&config.challenges), span);
+                }
+            },
         };
-        trace::presented(&span, key.display_prefix());
-        if !config.accepts(key.env()) {
-            trace::rejected(&span, Reason::RefusedEnv, None);
-            drop(entered);
-            return ResponseFuture::rejected(
-                Reason::RefusedEnv.rejection(&config.challenges),
-                span,
-            );
-        }
         if config.hide_credentials {
             credentials::hide(&mut request, source, config);
         }
-        let mut verify = self.layer.verifier.verify(&key);
         // Poll once in place: a store answers at once, and then the whole authentication
         // happens here, calling the inner service that `poll_ready` just made ready, with no
         // clone and no request moved into the response future. Polling with a no-op waker is
