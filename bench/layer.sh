@@ -38,7 +38,7 @@ N2=${N2:-5000}
 LAYERING=${LAYERING:-route}
 OUT=bench/out
 STORE=$OUT/store-100k
-BIN=target/release/examples/bench-server
+BIN=${CARGO_TARGET_DIR:-target}/release/examples/bench-server
 VARIANTS=(none bearer latchkey latchkey-invalid)
 
 need() {

@@ -5,7 +5,7 @@
 //!
 //! - [`key`]: the key format `<prefix>_<env>_<id>_<secret><checksum>`; generate, parse,
 //!   checksum, [`find_keys`] for secret scanning.
-//! - [`hash`]: keyed BLAKE3 of secrets, compared in constant time.
+//! - [`hash`]: keyed BLAKE3 of secrets, compared in constant time; the verify cache's tag.
 //! - [`permission`]: permission strings, wildcard coverage, effective permissions.
 //! - [`model`]: groups, users, keys and the inputs that change them.
 //! - [`limits`]: every bound on input, in one place.

@@ -58,6 +58,16 @@ async fn root() -> &'static str {
 /// route (the usual axum way; axum then boxes and clones the layered service per request),
 /// or `service`: around the whole router, as `ServiceBuilder` would.
 fn serve(variant: &str, dir: &Path, addr: &str, layering: &str) -> Result<(), Error> {
+    // Every variant runs with a second thread, idle. Once a process has one, glibc's
+    // blocking calls (recv, writev, epoll_wait) take their multi-threaded path, about 140
+    // more instructions a request on this server. A real server always has it (tokio's
+    // multi-thread runtime, sled's threads), and latchkey's variant has it anyway (the
+    // store's threads): without this thread `none` alone would be spared it.
+    std::thread::spawn(|| {
+        loop {
+            std::thread::park();
+        }
+    });
     let valid = std::fs::read_to_string(key_file(dir, "valid"))?;
     let routes = Router::new().route("/", get(root));
     // Opened (and closed, see the end) outside the runtime, so that callgrind, counting only
