@@ -45,6 +45,7 @@ pub(super) struct Settings {
     pub(super) max_entries: usize,
     pub(super) max_refusals: usize,
     pub(super) max_concurrent_misses: usize,
+    pub(super) imported_keys: bool,
     pub(super) request_timeout: Duration,
     pub(super) connect_timeout: Duration,
     pub(super) usage_interval: Duration,
@@ -65,6 +66,7 @@ impl Default for Settings {
             max_entries: 100_000,
             max_refusals: 10_000,
             max_concurrent_misses: 64,
+            imported_keys: false,
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             usage_interval: Duration::from_secs(5),
@@ -166,6 +168,17 @@ impl RemoteVerifierBuilder {
         self
     }
 
+    /// Whether texts that are not latchkey keys are asked of the daemon too (default
+    /// `false`): turn it on when the daemon's store holds keys imported from another system
+    /// (`latchkey keys import`). Off, such a text is refused as malformed without a request;
+    /// on, it costs one daemon request per distinct text (answers cached, misses bounded by
+    /// [`max_concurrent_misses`](Self::max_concurrent_misses), as for any key), and only a
+    /// text of 16–512 visible ASCII characters is sent.
+    pub fn imported_keys(mut self, enabled: bool) -> Self {
+        self.settings.imported_keys = enabled;
+        self
+    }
+
     /// The time limit of one `POST /v1/verify` (a cache miss); default 2 s. A miss that
     /// hits it is answered 503.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
@@ -250,6 +263,7 @@ impl fmt::Debug for Settings {
             .field("max_entries", &self.max_entries)
             .field("max_refusals", &self.max_refusals)
             .field("max_concurrent_misses", &self.max_concurrent_misses)
+            .field("imported_keys", &self.imported_keys)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("usage_interval", &self.usage_interval)

@@ -193,17 +193,30 @@ impl Verifier for RemoteVerifier {
     type Future = RemoteFuture;
 
     fn verify(&self, key: &ApiKey) -> RemoteFuture {
-        let shared = &self.shared;
-        let digest = shared.hasher.digest(key.expose());
-        let now = shared.settings.clock.now();
-        if let Some(answer) = shared.cached(&digest, now) {
-            return RemoteFuture::ready(answer);
-        }
-        RemoteFuture::waiting(shared.miss(digest, key))
+        self.shared.lookup(key.expose())
+    }
+
+    /// With [`imported_keys`](RemoteVerifierBuilder::imported_keys) on, a text that could
+    /// be an imported key (16–512 visible ASCII characters, as `latchkey keys import`
+    /// takes) is asked of the daemon like any key; every other text is malformed.
+    fn verify_foreign(&self, text: &str) -> Option<RemoteFuture> {
+        let plausible =
+            (16..=512).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic());
+        (self.shared.settings.imported_keys && plausible).then(|| self.shared.lookup(text))
     }
 }
 
 impl Shared {
+    /// A cached answer for a presented text, or the daemon's.
+    fn lookup(self: &Arc<Self>, presented: &str) -> RemoteFuture {
+        let digest = self.hasher.digest(presented);
+        let now = self.settings.clock.now();
+        if let Some(answer) = self.cached(&digest, now) {
+            return RemoteFuture::ready(answer);
+        }
+        RemoteFuture::waiting(self.miss(digest, presented))
+    }
+
     /// A cached answer that may be used at `now`.
     fn cached(
         &self,
@@ -232,7 +245,7 @@ impl Shared {
     }
 
     /// Joins the request in flight for this key, or starts one.
-    fn miss(self: &Arc<Self>, digest: Digest, key: &ApiKey) -> Waiter {
+    fn miss(self: &Arc<Self>, digest: Digest, presented: &str) -> Waiter {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(waiter) = pending.get(&digest) {
             // A closed channel is a task that died without answering (a runtime shutting
@@ -247,7 +260,7 @@ impl Shared {
         // A task of its own, so the answer lands in the cache and reaches every waiter
         // even if the request that started it is cancelled.
         let shared = Arc::clone(self);
-        let presented = key.expose().to_owned();
+        let presented = presented.to_owned();
         self.runtime.spawn(async move {
             let answer = shared.fetch(digest, &presented).await;
             shared

@@ -7,6 +7,8 @@ use futures_util::future::join_all;
 use latchkey_tower::Verifier;
 use latchkey_tower::latchkey_core::{ApiKey, Clock, Env, Prefix, VerifyError};
 
+use latchkey_tower::remote::RemoteVerifier;
+
 use crate::{Setup, within};
 
 #[tokio::test]
@@ -184,4 +186,58 @@ async fn a_daemon_without_usage_reports_is_harmless() {
     s.verifier.flush_usage().await;
     assert!(format!("{:?}", s.verifier).contains("usage_pending: 0"));
     assert!(s.verify(key.secret.expose()).await.is_ok());
+}
+
+#[tokio::test]
+async fn imported_keys_are_asked_of_the_daemon_only_when_enabled() {
+    use latchkey_tower::latchkey_core::{Actor, ImportKey, ImportSecret};
+    let s = Setup::new().await;
+    let user = s.keystore.user("legacy", &["orders:read"]);
+    // A key another system issued: not latchkey's format.
+    let text = "sk_legacy_0123456789abcdefXYZ";
+    let item = ImportKey {
+        secret: ImportSecret::Full(text.to_owned()),
+        prefix: None,
+        name: Some("from the old system".to_owned()),
+        expires_at: None,
+        scopes: None,
+    };
+    let imported = s
+        .keystore
+        .store
+        .import_keys(&Actor::system(), user, &[item])
+        .unwrap();
+    assert!(imported[0].is_ok(), "{imported:?}");
+
+    // Off (the default): refused as malformed, without a request.
+    let before = s.requests();
+    assert!(s.verifier.verify_foreign(text).is_none());
+    assert_eq!(s.requests(), before);
+
+    // On: asked of the daemon once, then answered from the cache.
+    let on = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
+        .imported_keys(true)
+        .clock(s.keystore.clock.clone())
+        .build()
+        .unwrap();
+    within(on.wait_for(|status| status.connected)).await;
+    let before = s.requests();
+    let principal = within(on.verify_foreign(text).expect("asked"))
+        .await
+        .unwrap();
+    assert!(principal.has("orders:read"));
+    assert_eq!(s.requests(), before + 1);
+    within(on.verify_foreign(text).expect("asked"))
+        .await
+        .unwrap();
+    assert_eq!(s.requests(), before + 1, "a hit went to the daemon");
+    // A wrong text of the same shape is refused like any unknown key.
+    let wrong = within(
+        on.verify_foreign("sk_legacy_0123456789abcdefXYy")
+            .expect("asked"),
+    )
+    .await;
+    assert_eq!(wrong.unwrap_err(), VerifyError::Invalid);
+    // Text no import could be is never sent.
+    assert!(on.verify_foreign("short").is_none());
 }
