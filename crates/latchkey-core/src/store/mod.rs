@@ -499,6 +499,21 @@ impl Store {
     /// otherwise, for the caller to parse the text and call [`Store::verify_key`], which
     /// gives every other answer. Needs neither the checksum nor the BLAKE3 hash; why that
     /// is as safe is told in the verify cache's docs (`verify.rs`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use latchkey_core::{Actor, NewKey, NewUser, Store, StoreConfig};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+    /// # let admin = Actor::system();
+    /// # let user = store.create_user(&admin, NewUser { name: "u".into(), ..NewUser::default() }).unwrap();
+    /// # let new = NewKey { name: "k".into(), user_id: user.id, ..NewKey::default() };
+    /// let text = store.create_key(&admin, new).unwrap().secret.expose().to_owned();
+    /// assert!(store.verify_known(text.as_bytes()).is_none()); // never verified yet
+    /// store.verify(&text).unwrap();
+    /// assert!(store.verify_known(text.as_bytes()).is_some());
+    /// ```
     pub fn verify_known(&self, presented: &[u8]) -> Option<Principal> {
         let inner = &*self.inner;
         let resolved = inner.cache.recognise(presented)?;
