@@ -82,6 +82,20 @@ pub(crate) struct Caller<P> {
     _required: PhantomData<P>,
 }
 
+impl<P> Caller<P> {
+    /// Refuses a tenant-bound caller (403 `tenant_forbidden`): for the reads that cover the
+    /// whole store at once (the change feed, a backup), which no tenant filter can narrow
+    /// without breaking what they promise (every change in `seq` order, every record).
+    pub(crate) fn ensure_global(&self) -> Result<(), AppError> {
+        match self.actor.tenant_id() {
+            None => Ok(()),
+            Some(_) => {
+                Err(latchkey_core::StoreError::TenantForbidden { field: "tenant_id" }.into())
+            }
+        }
+    }
+}
+
 impl<S, P> FromRequestParts<S> for Caller<P>
 where
     S: Send + Sync,

@@ -35,8 +35,9 @@ const CHUNK: usize = 64 * 1024;
     ))]
 pub(crate) async fn backup(
     State(state): State<AppState>,
-    _caller: Caller<perm::Backup>,
+    caller: Caller<perm::Backup>,
 ) -> Result<Response, AppError> {
+    caller.ensure_global()?;
     let (file, header) = state
         .run(|store| {
             let mut file = tempfile::tempfile().map_err(AppError::internal)?;

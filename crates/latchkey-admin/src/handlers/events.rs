@@ -194,6 +194,7 @@ pub(crate) async fn stream(
         None => None,
     };
 
+    caller.ensure_global()?;
     let slot = state.streams.acquire(caller.actor.key_id())?;
 
     // Subscribe before reading the head: every change committed after this point reaches

@@ -293,3 +293,27 @@ async fn an_organization_binds_within_the_tenant() {
         .await;
     r.problem(403, "tenant_forbidden");
 }
+
+#[tokio::test]
+async fn a_tenant_bound_key_reads_neither_the_change_feed_nor_a_backup() {
+    let h = Harness::new();
+    h.post(
+        "/v1/users",
+        json!({"name": "acme-verifier", "permissions": ["latchkey:verify", "latchkey:backup"], "tenant_id": "acme"}),
+    )
+    .await
+    .ok(201);
+    let key = h
+        .post("/v1/keys", json!({"name": "k", "user_id": "acme-verifier"}))
+        .await
+        .ok(201)["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Both cover every tenant's records: refused whole rather than narrowed.
+    for uri in ["/v1/events", "/v1/backup"] {
+        h.send("GET", uri, Some(&key), None)
+            .await
+            .problem(403, "tenant_forbidden");
+    }
+}
