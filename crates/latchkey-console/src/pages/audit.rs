@@ -1,0 +1,90 @@
+//! The audit log, oldest first one page at a time, with the chain's check.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use latchkey_admin::api::{AuditCheck, List};
+use latchkey_core::AuditEvent;
+use serde::Deserialize;
+
+use crate::errors::UiError;
+use crate::extract::Signed;
+use crate::state::Console;
+use crate::view::{self, Nav};
+
+/// The page's query string.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AuditQuery {
+    #[serde(default)]
+    after: String,
+    /// `1` to check the whole chain (it reads every event, so only when asked).
+    #[serde(default)]
+    check: String,
+}
+
+/// An event as a row.
+pub(crate) struct Row {
+    pub(crate) seq: u64,
+    pub(crate) at: String,
+    pub(crate) action: String,
+    pub(crate) target: String,
+    pub(crate) actor: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    nav: Nav,
+    check: Option<AuditCheck>,
+    rows: Vec<Row>,
+    next: Option<String>,
+}
+
+/// `GET /ui/audit?after`.
+pub(crate) async fn list(
+    State(console): State<Console>,
+    signed: Signed,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, UiError> {
+    let after = query.after.trim();
+    if after.len() > 20 {
+        return Err(UiError::BadForm("after: a sequence number".to_owned()));
+    }
+    let page: List<AuditEvent> = console
+        .api
+        .get(
+            &signed.key,
+            &format!(
+                "/v1/audit?{}",
+                view::query(&[("after", after), ("limit", "100")])
+            ),
+        )
+        .await?;
+    let check: Option<AuditCheck> = if query.check == "1" {
+        Some(console.api.get(&signed.key, "/v1/audit/verify").await?)
+    } else {
+        None
+    };
+    let rows = page
+        .items
+        .into_iter()
+        .map(|event| Row {
+            seq: event.seq,
+            at: view::at(&event.at),
+            action: serde_json::to_value(event.action)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            target: event.target.to_string(),
+            actor: event
+                .actor
+                .map_or_else(|| "operator".to_owned(), |a| a.to_string()),
+        })
+        .collect();
+    super::render(&AuditPage {
+        nav: signed.nav(),
+        check,
+        rows,
+        next: page.next_cursor.map(|c| view::query(&[("after", &c)])),
+    })
+}
