@@ -118,6 +118,15 @@ async fn click(client: &Client, css: &str) {
         .expect(css);
 }
 
+/// With `LATCHKEY_SCREENSHOTS=DIR`, saves the page as `DIR/NAME.png` (the README's
+/// screenshots are taken this way).
+async fn snap(client: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("LATCHKEY_SCREENSHOTS") {
+        let png = client.screenshot().await.expect("a screenshot");
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
 /// The value of the first input that `css` finds.
 async fn value(client: &Client, css: &str) -> String {
     let field = client.find(Locator::Css(css)).await.expect(css);
@@ -153,6 +162,7 @@ async fn sign_in(client: &Client, base: &str, key: &str) {
         "signed out: to the sign-in form"
     );
     fill(client, "#key", key).await;
+    snap(client, "signin").await;
     click(client, "#signin").await;
     assert_eq!(path(client).await, "/ui/keys");
 }
@@ -205,6 +215,19 @@ fn the_console_in_a_real_browser() {
         assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
         assert_eq!(session.path(), Some("/ui"));
 
+        // A group, and its permission editor.
+        client.goto(&format!("{base}/ui/groups")).await.unwrap();
+        fill(&client, "#group-name", "support").await;
+        fill(&client, "#group-permissions", "tickets:read").await;
+        click(&client, "#create-group").await;
+        fill(&client, "#group-permissions", "tickets:read\ntickets:write").await;
+        click(&client, "#save-group").await;
+        let group = api(&f, "GET", "/v1/groups/support", None);
+        assert_eq!(
+            group.body["permissions"],
+            json!(["tickets:read", "tickets:write"])
+        );
+
         // A user, then a key for it: the secret is shown once.
         client.goto(&format!("{base}/ui/users")).await.unwrap();
         fill(&client, "#user-name", "billing").await;
@@ -218,11 +241,13 @@ fn the_console_in_a_real_browser() {
         fill(&client, "#user", "billing").await;
         fill(&client, "#name", "nightly export").await;
         fill(&client, "#scopes", "invoices:read").await;
+        snap(&client, "create-key").await;
         click(&client, "#create").await;
         let secret = value(&client, "#secret").await;
         assert!(secret.starts_with("lk_live_"), "{secret}");
         assert!(source(&client).await.contains("will not be shown again"));
         assert!(present(&client, "#copy").await, "a copy button");
+        snap(&client, "secret-once").await;
         assert!(verifies(&f, &secret));
         // Not on reload (a GET of the page) nor on the key's page.
         let created_at = client.current_url().await.unwrap();
@@ -235,7 +260,13 @@ fn the_console_in_a_real_browser() {
 
         // Search and filter.
         f.key("billing", "other thing", &[]);
+        f.key("billing", "partner sync", &["--env", "test"]);
+        f.key("auditor", "weekly report", &[]);
         client.goto(&format!("{base}/ui/keys")).await.unwrap();
+        snap(&client, "keys").await;
+        client.set_window_size(390, 844).await.unwrap();
+        snap(&client, "keys-narrow").await;
+        client.set_window_size(1200, 900).await.unwrap();
         fill(&client, "#q", "nightly").await;
         click(&client, "#apply").await;
         let page = source(&client).await;
@@ -252,6 +283,7 @@ fn the_console_in_a_real_browser() {
 
         // Rotate with a grace period: the old key still works, the new one is shown once.
         client.goto(&format!("{base}/ui/keys/{id}")).await.unwrap();
+        snap(&client, "key").await;
         click(&client, "#rotate").await;
         assert!(source(&client).await.contains("Key rotated"));
         let rotated = value(&client, "#secret").await;
@@ -270,6 +302,7 @@ fn the_console_in_a_real_browser() {
             .await
             .unwrap();
         assert!(confirm.contains("nightly export"), "{confirm}");
+        snap(&client, "revoke").await;
         assert!(verifies(&f, &rotated), "nothing revoked before confirming");
         click(&client, "#confirm-revoke").await;
         let status = client.find(Locator::Css("#key-status")).await.unwrap();
@@ -289,6 +322,11 @@ fn the_console_in_a_real_browser() {
         }
         let gone = api(&f, "GET", &format!("/v1/keys/{new_id}"), None);
         assert_eq!(gone.status, 404, "{gone:#?}");
+
+        for page in ["users", "groups", "audit?check=1"] {
+            client.goto(&format!("{base}/ui/{page}")).await.unwrap();
+            snap(&client, page.split('?').next().unwrap()).await;
+        }
 
         // Sign out: the session ends on the server too.
         click(&client, "#signout").await;
@@ -331,4 +369,16 @@ fn the_console_in_a_real_browser() {
         assert_eq!(key.body["enabled"], true, "{key:#?}");
         client.close().await.unwrap();
     });
+}
+
+#[test]
+fn no_ui_turns_the_console_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = crate::harness::Daemon::start_with(&dir.path().join("store"), &["--no-ui"]);
+    let answer = daemon.http("GET", "/ui/signin", None, None);
+    assert_eq!(answer.status, 404, "{answer:#?}");
+    let on = Fixture::new();
+    let answer = on.daemon.http("GET", "/ui/signin", None, None);
+    assert_eq!(answer.status, 200, "{answer:#?}");
+    assert!(answer.text.contains("Sign in"));
 }

@@ -45,6 +45,8 @@ impl Nav {
 pub(crate) fn when(at: &Option<OffsetDateTime>) -> String {
     match *at {
         Some(at) => at
+            .replace_nanosecond(0)
+            .unwrap_or(at)
             .format(&Rfc3339)
             .map(|s| s.replacen('T', " ", 1))
             .unwrap_or_else(|_| at.to_string()),
