@@ -220,6 +220,17 @@ async fn every_page_answers_with_the_policy() {
             "{path}: the session's key is never rendered"
         );
     }
+    // The key's page lists its own events, from the audit trail.
+    let (_, html) = app.get(&format!("/ui/keys/{key}"), Some(&session)).await;
+    let events = html
+        .split("id=\"key-events\"")
+        .nth(1)
+        .expect("the key's events");
+    assert!(events.contains("key.create"), "{events}");
+    assert!(
+        !events.contains("user.create"),
+        "only this key's events: {events}"
+    );
     let (audit, html) = app.get("/ui/audit?check=1", Some(&session)).await;
     assert_eq!(audit.status(), StatusCode::OK);
     assert!(html.contains("The chain holds"), "{html}");

@@ -22,6 +22,74 @@ pub(crate) struct AuditQuery {
     check: String,
 }
 
+/// How far back a key's page looks for its events.
+const RECENT: u64 = 1_000;
+
+/// Whether any event comes after sequence number `after`.
+async fn any_after(console: &Console, signed: &Signed, after: u64) -> Result<bool, UiError> {
+    let page: List<AuditEvent> = console
+        .api
+        .get(&signed.key, &format!("/v1/audit?after={after}&limit=1"))
+        .await?;
+    Ok(!page.items.is_empty())
+}
+
+/// The events about `target` among the last [`RECENT`] of the trail, newest first.
+///
+/// The trail is read oldest first, one page after a sequence number: the last number is
+/// found by doubling then bisecting (at most ~130 one-event reads), then one page of the
+/// last 1,000 events is read. Bounded at any size of the trail.
+pub(crate) async fn recent_about(
+    console: &Console,
+    signed: &Signed,
+    target: uuid::Uuid,
+) -> Result<Vec<Row>, UiError> {
+    let mut high = 1u64;
+    while high < u64::MAX / 2 && any_after(console, signed, high).await? {
+        high *= 2;
+    }
+    // The last sequence number is in [low, high]: none comes after `high`.
+    let mut low = 0u64;
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if any_after(console, signed, middle).await? {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    let after = low.saturating_sub(RECENT);
+    let page: List<AuditEvent> = console
+        .api
+        .get(
+            &signed.key,
+            &format!("/v1/audit?after={after}&limit={RECENT}"),
+        )
+        .await?;
+    Ok(page
+        .items
+        .into_iter()
+        .rev()
+        .filter(|e| e.target == target)
+        .map(row)
+        .collect())
+}
+
+fn row(event: AuditEvent) -> Row {
+    Row {
+        seq: event.seq,
+        at: view::at(&event.at),
+        action: serde_json::to_value(event.action)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        target: event.target.to_string(),
+        actor: event
+            .actor
+            .map_or_else(|| "operator".to_owned(), |a| a.to_string()),
+    }
+}
+
 /// An event as a row.
 pub(crate) struct Row {
     pub(crate) seq: u64,
@@ -65,22 +133,7 @@ pub(crate) async fn list(
     } else {
         None
     };
-    let rows = page
-        .items
-        .into_iter()
-        .map(|event| Row {
-            seq: event.seq,
-            at: view::at(&event.at),
-            action: serde_json::to_value(event.action)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            target: event.target.to_string(),
-            actor: event
-                .actor
-                .map_or_else(|| "operator".to_owned(), |a| a.to_string()),
-        })
-        .collect();
+    let rows = page.items.into_iter().map(row).collect();
     super::render(&AuditPage {
         nav: signed.nav(),
         check,

@@ -33,6 +33,8 @@ struct KeyPage {
     revoked: bool,
     once: String,
     graces: Vec<(u64, &'static str)>,
+    /// Its events among the last 1,000 (when the key may read the audit trail).
+    events: Option<Vec<super::audit::Row>>,
 }
 
 async fn fetch(console: &Console, signed: &Signed, id: &str) -> Result<Key, UiError> {
@@ -53,8 +55,14 @@ pub(crate) async fn show(
         .await
         .remove(&key.user_id)
         .unwrap_or_else(|| key.user_id.to_string());
+    let events = if signed.can("latchkey:audit:read") {
+        Some(super::audit::recent_about(&console, &signed, key.id).await?)
+    } else {
+        None
+    };
     super::render(&KeyPage {
         nav: signed.nav(),
+        events,
         revoked: key.status == KeyStatus::Revoked,
         user,
         key,
