@@ -156,6 +156,9 @@ pub struct ServeArgs {
     /// Keep /metrics on --listen but behind a key holding `latchkey:metrics`
     #[arg(long)]
     pub metrics_auth: bool,
+    /// Do not serve the web console at /ui
+    #[arg(long)]
+    pub no_ui: bool,
     /// Should `serve` initialise the store, write its admin key to this new file (mode
     /// 0600) instead of printing it
     #[arg(long, value_name = "FILE")]

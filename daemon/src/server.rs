@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Where `/metrics` is served.
     pub metrics: MetricsServing,
+    /// Serve the web console at `/ui` (`--no-ui` turns it off).
+    pub ui: bool,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -44,6 +46,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("tls", &self.tls.is_some())
             .field("metrics", &self.metrics)
+            .field("ui", &self.ui)
             .finish()
     }
 }
@@ -62,7 +65,7 @@ pub enum MetricsServing {
 
 impl ServeConfig {
     /// Defaults: 30 s per request, 10 s to drain, 10 s to send headers, plain HTTP,
-    /// `/metrics` public on the API listener.
+    /// `/metrics` public on the API listener, the console at `/ui`.
     pub fn new(store: Store) -> ServeConfig {
         ServeConfig {
             store,
@@ -71,6 +74,7 @@ impl ServeConfig {
             header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT,
             tls: None,
             metrics: MetricsServing::Public,
+            ui: true,
         }
     }
 }
@@ -120,7 +124,16 @@ pub async fn run(
         MetricsServing::Keyed => (MetricsAccess::Keyed, None),
         MetricsServing::Listener(listener) => (MetricsAccess::Separate, Some(listener)),
     };
-    let routers = latchkey_admin::routers(config.store.clone(), access);
+    let mut routers = latchkey_admin::routers(config.store.clone(), access);
+    if config.ui {
+        // The console calls the same API router in process, with the session's key.
+        let console = latchkey_console::router(
+            config.store.clone(),
+            routers.api.clone(),
+            latchkey_console::ConsoleConfig::new(config.tls.is_some()),
+        );
+        routers.api = routers.api.merge(console);
+    }
     let serving = |app: Router| Listener {
         app: layered(app, config.request_timeout),
         tls: config.tls.clone(),

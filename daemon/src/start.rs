@@ -87,6 +87,7 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         header_read_timeout,
         tls,
         metrics,
+        ui: !args.no_ui,
         ..ServeConfig::new(store)
     };
     crate::run(config, listener, crate::shutdown_signal()).await

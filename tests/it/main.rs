@@ -52,3 +52,7 @@ mod listeners;
 // Operations: a full disk (on a tmpfs, as root), a damaged store at start, backup and
 // restore during writes, key import.
 mod operations;
+
+// The web console in a real Chromium: sign in, users, keys (secret once), search, rotate,
+// revoke, delete, sign out; a read-only key sees and may do no writes.
+mod console;

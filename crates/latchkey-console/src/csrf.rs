@@ -1,0 +1,19 @@
+//! CSRF tokens: every form carries its session's token, compared in constant time.
+
+use crate::errors::UiError;
+
+/// The form field that carries the token.
+pub(crate) const FIELD: &str = "csrf";
+
+/// Checks a submitted token against the expected one; 403 when absent or different.
+pub(crate) fn check(expected: &str, submitted: Option<&str>) -> Result<(), UiError> {
+    match submitted {
+        Some(token)
+            if !expected.is_empty()
+                && constant_time_eq::constant_time_eq(expected.as_bytes(), token.as_bytes()) =>
+        {
+            Ok(())
+        }
+        _ => Err(UiError::Csrf),
+    }
+}

@@ -1,0 +1,131 @@
+//! The console's extractors: the signed-in session, and a POSTed form checked against it.
+
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use http::request::Parts;
+use latchkey_core::{ApiKey, PermissionSet};
+
+use crate::cookies;
+use crate::csrf;
+use crate::errors::UiError;
+use crate::session::SessionKey;
+use crate::state::Console;
+use crate::view::Nav;
+
+/// Largest form the console reads.
+const MAX_FORM: usize = 64 * 1024;
+
+/// A request from a live session whose key still authenticates.
+#[derive(Debug, Clone)]
+pub(crate) struct Signed {
+    pub(crate) session_id: String,
+    pub(crate) key: SessionKey,
+    pub(crate) csrf: String,
+    /// The key's effective permissions now (they decide what is shown).
+    pub(crate) permissions: PermissionSet,
+    pub(crate) user_name: String,
+    pub(crate) prefix: String,
+}
+
+impl Signed {
+    /// Whether the key holds `permission` (what to show; the API decides what is done).
+    pub(crate) fn can(&self, permission: &str) -> bool {
+        self.permissions.allows_str(permission)
+    }
+
+    /// The navigation and identity every page shows.
+    pub(crate) fn nav(&self) -> Nav {
+        Nav::new(self)
+    }
+}
+
+impl<S> FromRequestParts<S> for Signed
+where
+    Console: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Signed, UiError> {
+        let console = Console::from_ref(state);
+        let id = cookies::get(&parts.headers, cookies::SESSION).ok_or(UiError::SignIn)?;
+        let session = console.sessions.get(id).ok_or(UiError::SignIn)?;
+        // The key is checked at every request: a key disabled or revoked since sign-in
+        // ends its session at once, and permissions shown are those of now.
+        let principal = ApiKey::parse(session.key.expose())
+            .ok()
+            .and_then(|key| console.store.verify_key(&key).ok());
+        let Some(principal) = principal else {
+            console.sessions.close(id);
+            return Err(UiError::SignIn);
+        };
+        Ok(Signed {
+            session_id: id.to_owned(),
+            key: session.key,
+            csrf: session.csrf,
+            permissions: principal.permissions.clone(),
+            user_name: principal.user_name.clone(),
+            prefix: principal.prefix.clone(),
+        })
+    }
+}
+
+/// A form's fields, as sent.
+#[derive(Debug, Default)]
+pub(crate) struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Fields, UiError> {
+        serde_urlencoded::from_bytes(bytes)
+            .map(Fields)
+            .map_err(|e| UiError::BadForm(format!("the form could not be read: {e}")))
+    }
+
+    /// Field `name`, trimmed; `""` when absent.
+    pub(crate) fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.trim())
+    }
+
+    /// Field `name`, `None` when absent or blank.
+    pub(crate) fn optional(&self, name: &str) -> Option<String> {
+        Some(self.get(name))
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+}
+
+/// A POSTed form from a live session, its CSRF token checked before anything else.
+#[derive(Debug)]
+pub(crate) struct Posted {
+    pub(crate) signed: Signed,
+    pub(crate) fields: Fields,
+}
+
+impl<S> FromRequest<S> for Posted
+where
+    Console: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = UiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Posted, UiError> {
+        let (mut parts, body) = request.into_parts();
+        let signed = Signed::from_request_parts(&mut parts, state).await?;
+        let fields = read_form(body).await?;
+        csrf::check(
+            &signed.csrf,
+            Some(fields.get(csrf::FIELD)).filter(|t| !t.is_empty()),
+        )?;
+        Ok(Posted { signed, fields })
+    }
+}
+
+/// Reads a urlencoded body of at most [`MAX_FORM`] bytes.
+pub(crate) async fn read_form(body: axum::body::Body) -> Result<Fields, UiError> {
+    let bytes = axum::body::to_bytes(body, MAX_FORM)
+        .await
+        .map_err(|_| UiError::BadForm("the form is larger than 64 KiB".to_owned()))?;
+    Fields::parse(&bytes)
+}

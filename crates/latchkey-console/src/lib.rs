@@ -1,0 +1,43 @@
+//! latchkey's web console: server-rendered pages at `/ui` over the management API.
+//!
+//! Every page reads and writes through the **same** admin router the JSON API serves,
+//! called in process with the signed-in key as its Bearer token: what a key may see and
+//! do in the console is exactly what it may do over the API, checked by the same code.
+//! The console only decides what to *show* (write actions are hidden from a key that lacks
+//! the permission); the API refuses them anyway.
+//!
+//! # Security
+//!
+//! - Sign-in with an API key opens a server-side session ([`session`]): a random id in an
+//!   HttpOnly, SameSite=Strict cookie scoped to `/ui` (Secure under TLS), expiring after
+//!   30 idle minutes and at most 12 hours, at most [`session::MAX_SESSIONS`] at a time.
+//!   The key is held in memory only and is never rendered.
+//! - Every form carries the session's CSRF token ([`csrf`]), checked on every POST; the
+//!   sign-in form carries a token bound to a short-lived cookie of its own.
+//! - Every answer has a strict Content-Security-Policy (no inline script or style), no
+//!   referrer, `nosniff` and `Cache-Control: no-store` ([`headers`]).
+//! - A form that shows a secret (create, rotate) can be submitted once: a reload does not
+//!   make a second key, nor shows a secret again.
+//!
+//! # Layout
+//!
+//! - `router`: the routes; `state`: what handlers share.
+//! - `session`, `cookies`, `csrf`, `headers`: the session and the browser's defences.
+//! - `client`: the in-process calls to the admin router; `extract`: the request
+//!   extractors; `errors`: the error pages.
+//! - `pages/`: one file per page; `assets`: the stylesheet and the small script.
+
+mod assets;
+mod client;
+mod cookies;
+mod csrf;
+mod errors;
+mod extract;
+mod headers;
+mod pages;
+mod router;
+pub mod session;
+mod state;
+mod view;
+
+pub use router::{ConsoleConfig, router};

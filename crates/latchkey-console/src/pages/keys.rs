@@ -1,0 +1,252 @@
+//! The keys: a searchable, filterable, sortable list one page at a time; the create form;
+//! the page that shows a new key's secret, once.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::response::{Redirect, Response};
+use http::{Method, StatusCode};
+use latchkey_admin::api::{KeyWithSecret, List};
+use latchkey_core::{Key, User};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::errors::UiError;
+use crate::extract::{Posted, Signed};
+use crate::session::random_token;
+use crate::state::Console;
+use crate::view::{self, Nav};
+
+/// Keys per page.
+const PAGE: u32 = 50;
+/// Longest search text, filter or cursor the page passes on (the API bounds them too).
+const MAX_PARAM: usize = 512;
+
+/// `GET /ui/`: the keys.
+pub(crate) async fn home() -> Redirect {
+    Redirect::to("/ui/keys")
+}
+
+/// The list's query string.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    cursor: String,
+}
+
+/// A row of the list.
+pub(crate) struct Row {
+    pub(crate) key: Key,
+    pub(crate) user: String,
+    pub(crate) last_used: String,
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct KeysPage {
+    nav: Nav,
+    q: String,
+    user: String,
+    status: String,
+    sort: String,
+    rows: Vec<Row>,
+    next: Option<String>,
+    first: Option<String>,
+}
+
+/// `GET /ui/keys?q&user&status&sort&cursor`.
+pub(crate) async fn list(
+    State(console): State<Console>,
+    signed: Signed,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let param = |name: &str| {
+        let value = query.get(name).map_or("", |v| v.trim());
+        if value.len() > MAX_PARAM {
+            return Err(UiError::BadForm(format!(
+                "{name} is longer than {MAX_PARAM} bytes"
+            )));
+        }
+        Ok(value.to_owned())
+    };
+    let query = ListQuery {
+        q: param("q")?,
+        user: param("user")?,
+        status: param("status")?,
+        sort: param("sort")?,
+        cursor: param("cursor")?,
+    };
+    let limit = PAGE.to_string();
+    let filters = [
+        ("q", query.q.as_str()),
+        ("user_id", query.user.as_str()),
+        ("status", query.status.as_str()),
+        ("sort", query.sort.as_str()),
+    ];
+    let mut api_query = filters.to_vec();
+    api_query.push(("cursor", query.cursor.as_str()));
+    api_query.push(("limit", &limit));
+    let page: List<Key> = console
+        .api
+        .get(
+            &signed.key,
+            &format!("/v1/keys?{}", view::query(&api_query)),
+        )
+        .await?;
+    let names = user_names(&console, &signed, page.items.iter().map(|k| k.user_id)).await;
+    let page_filters = [
+        ("q", query.q.as_str()),
+        ("user", query.user.as_str()),
+        ("status", query.status.as_str()),
+        ("sort", query.sort.as_str()),
+    ];
+    let next = page.next_cursor.map(|cursor| {
+        let mut pairs = page_filters.to_vec();
+        pairs.push(("cursor", &cursor));
+        view::query(&pairs)
+    });
+    let first = (!query.cursor.is_empty()).then(|| view::query(&page_filters));
+    let rows = page
+        .items
+        .into_iter()
+        .map(|key| Row {
+            user: names
+                .get(&key.user_id)
+                .cloned()
+                .unwrap_or_else(|| key.user_id.to_string()),
+            last_used: view::when(&key.last_used_at),
+            key,
+        })
+        .collect();
+    super::render(&KeysPage {
+        nav: signed.nav(),
+        q: query.q,
+        user: query.user,
+        status: query.status,
+        sort: query.sort,
+        rows,
+        next,
+        first,
+    })
+}
+
+/// The names of `users`, as far as the key may read them (ids otherwise).
+pub(crate) async fn user_names(
+    console: &Console,
+    signed: &Signed,
+    users: impl Iterator<Item = Uuid>,
+) -> HashMap<Uuid, String> {
+    let mut names = HashMap::new();
+    if !signed.can("latchkey:users:read") {
+        return names;
+    }
+    for id in users {
+        if names.contains_key(&id) {
+            continue;
+        }
+        if let Ok(user) = console
+            .api
+            .get::<User>(&signed.key, &format!("/v1/users/{id}"))
+            .await
+        {
+            names.insert(id, user.name);
+        }
+    }
+    names
+}
+
+#[derive(Template)]
+#[template(path = "key_new.html")]
+struct NewKeyPage {
+    nav: Nav,
+    once: String,
+}
+
+/// `GET /ui/keys/new`: the create form, with a one-time token.
+pub(crate) async fn new(signed: Signed) -> Result<Response, UiError> {
+    super::render(&NewKeyPage {
+        nav: signed.nav(),
+        once: random_token(),
+    })
+}
+
+/// The page that shows a secret, in the answer to the POST that made it, and nowhere else.
+#[derive(Template)]
+#[template(path = "secret.html")]
+pub(crate) struct SecretPage {
+    pub(crate) nav: Nav,
+    pub(crate) heading: &'static str,
+    pub(crate) key: Key,
+    pub(crate) secret: String,
+}
+
+impl SecretPage {
+    /// The page, 201.
+    pub(crate) fn respond(self) -> Result<Response, UiError> {
+        let mut response = super::render(&self)?;
+        *response.status_mut() = StatusCode::CREATED;
+        Ok(response)
+    }
+}
+
+/// Claims the form's one-time token: a reloaded POST is refused, nothing done twice.
+pub(crate) fn claim_once(console: &Console, posted: &Posted) -> Result<(), UiError> {
+    if console
+        .sessions
+        .use_form(&posted.signed.session_id, posted.fields.get("once"))
+    {
+        Ok(())
+    } else {
+        Err(UiError::Resubmitted)
+    }
+}
+
+/// `POST /ui/keys`: creates a key through `POST /v1/keys`; the answer shows its secret.
+pub(crate) async fn create(
+    State(console): State<Console>,
+    posted: Posted,
+) -> Result<Response, UiError> {
+    claim_once(&console, &posted)?;
+    let fields = &posted.fields;
+    let mut body = serde_json::json!({
+        "user_id": fields.get("user"),
+        "name": fields.get("name"),
+        "env": match fields.get("env") { "" => "live", env => env },
+    });
+    if let Some(description) = fields.optional("description") {
+        body["description"] = description.into();
+    }
+    // Blank scopes leave the key unrestricted (the user's permissions).
+    if let Some(scopes) = fields.optional("scopes") {
+        body["scopes"] = super::split_list(&scopes).into();
+    }
+    if let Some(days) = fields.optional("expires_in_days") {
+        let days: i64 = days
+            .parse()
+            .ok()
+            .filter(|d| (1..=3660).contains(d))
+            .ok_or_else(|| UiError::BadForm("expiry: a number of days, 1 to 3660".to_owned()))?;
+        let at = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+        body["expires_at"] = view::rfc3339(at).into();
+    }
+    let created: KeyWithSecret = console
+        .api
+        .send(&posted.signed.key, Method::POST, "/v1/keys", body)
+        .await?;
+    SecretPage {
+        nav: posted.signed.nav(),
+        heading: "Key created",
+        key: created.key,
+        secret: created.secret,
+    }
+    .respond()
+}

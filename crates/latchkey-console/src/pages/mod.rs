@@ -1,0 +1,89 @@
+//! One file per page.
+
+pub(crate) mod audit;
+pub(crate) mod groups;
+pub(crate) mod key;
+pub(crate) mod keys;
+pub(crate) mod signin;
+pub(crate) mod users;
+
+use askama::Template;
+use axum::response::{Html, IntoResponse, Response};
+use http::Method;
+use latchkey_admin::api::List;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::errors::UiError;
+use crate::extract::{Posted, Signed};
+use crate::state::Console;
+use crate::view;
+
+/// Users or groups per page.
+const PAGE: &str = "100";
+/// The longest cursor passed on (the API's own bound is lower).
+const MAX_CURSOR: usize = 512;
+
+/// A list page's query string.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Page {
+    #[serde(default)]
+    cursor: String,
+}
+
+/// One page of `/v1/{resource}` and the query string of the next one.
+pub(crate) async fn page<T: DeserializeOwned>(
+    console: &Console,
+    signed: &Signed,
+    resource: &str,
+    page: &Page,
+) -> Result<(Vec<T>, Option<String>), UiError> {
+    let cursor = page.cursor.trim();
+    if cursor.len() > MAX_CURSOR {
+        return Err(UiError::BadForm("the cursor is too long".to_owned()));
+    }
+    let query = view::query(&[("cursor", cursor), ("limit", PAGE)]);
+    let list: List<T> = console
+        .api
+        .get(&signed.key, &format!("/v1/{resource}?{query}"))
+        .await?;
+    let next = list.next_cursor.map(|c| view::query(&[("cursor", &c)]));
+    Ok((list.items, next))
+}
+
+/// `PATCH path` with the form's `enabled` (`true` or `false`): enables or disables a key
+/// or a user.
+pub(crate) async fn set_enabled(
+    console: &Console,
+    posted: &Posted,
+    path: &str,
+) -> Result<(), UiError> {
+    let enabled: bool = posted
+        .fields
+        .get("enabled")
+        .parse()
+        .map_err(|_| UiError::BadForm("enabled: true or false".to_owned()))?;
+    let _: serde_json::Value = console
+        .api
+        .send(
+            &posted.signed.key,
+            Method::PATCH,
+            path,
+            serde_json::json!({ "enabled": enabled }),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Renders a page, 200.
+pub(crate) fn render(page: &impl Template) -> Result<Response, UiError> {
+    Ok(Html(page.render().map_err(UiError::internal)?).into_response())
+}
+
+/// Splits a list typed as text (commas, spaces or lines) into its items.
+pub(crate) fn split_list(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

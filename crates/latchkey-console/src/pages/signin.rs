@@ -1,0 +1,108 @@
+//! Sign in with an API key; sign out.
+
+use askama::Template;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use http::StatusCode;
+use http::header::SET_COOKIE;
+use latchkey_core::ApiKey;
+
+use crate::cookies;
+use crate::csrf;
+use crate::extract::{Posted, read_form};
+use crate::session::{SessionKey, random_token};
+use crate::state::Console;
+use crate::view::Nav;
+
+/// How long a sign-in form stays usable.
+const SIGNIN_FORM_SECONDS: u64 = 600;
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SignInPage {
+    nav: Nav,
+    csrf: String,
+    error: Option<&'static str>,
+}
+
+/// Renders the form with a fresh token, bound to a cookie of its own (no session yet).
+fn page(console: &Console, status: StatusCode, error: Option<&'static str>) -> Response {
+    let token = random_token();
+    let page = SignInPage {
+        nav: Default::default(),
+        csrf: token.clone(),
+        error,
+    };
+    match super::render(&page) {
+        Ok(mut response) => {
+            *response.status_mut() = status;
+            let cookie = cookies::set(
+                cookies::SIGNIN,
+                &token,
+                console.secure,
+                Some(SIGNIN_FORM_SECONDS),
+            );
+            if let Ok(value) = cookie.parse() {
+                response.headers_mut().append(SET_COOKIE, value);
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /ui/signin`.
+pub(crate) async fn form(State(console): State<Console>) -> Response {
+    page(&console, StatusCode::OK, None)
+}
+
+/// `POST /ui/signin`: the key is checked as the API checks it; a session opens.
+pub(crate) async fn submit(State(console): State<Console>, request: Request) -> Response {
+    let expected = cookies::get(request.headers(), cookies::SIGNIN)
+        .unwrap_or("")
+        .to_owned();
+    let fields = match read_form(request.into_body()).await {
+        Ok(fields) => fields,
+        Err(e) => return e.into_response(),
+    };
+    let submitted = Some(fields.get(csrf::FIELD)).filter(|t| !t.is_empty());
+    if let Err(e) = csrf::check(&expected, submitted) {
+        return e.into_response();
+    }
+    let text = fields.get("key");
+    let verified = ApiKey::parse(text)
+        .ok()
+        .map(|key| console.store.verify_key(&key));
+    match verified {
+        Some(Ok(_)) => {
+            let id = console.sessions.open(SessionKey::new(text.to_owned()));
+            let mut response = Redirect::to("/ui/keys").into_response();
+            let headers = response.headers_mut();
+            for cookie in [
+                cookies::set(cookies::SESSION, &id, console.secure, None),
+                cookies::clear(cookies::SIGNIN, console.secure),
+            ] {
+                if let Ok(value) = cookie.parse() {
+                    headers.append(SET_COOKIE, value);
+                }
+            }
+            response
+        }
+        // One answer for every refusal: the form does not say which part was wrong.
+        _ => page(
+            &console,
+            StatusCode::UNAUTHORIZED,
+            Some("That key does not sign in: it is unknown, disabled, revoked or expired."),
+        ),
+    }
+}
+
+/// `POST /ui/signout`: the session ends on the server, the cookie is cleared.
+pub(crate) async fn signout(State(console): State<Console>, posted: Posted) -> Response {
+    console.sessions.close(&posted.signed.session_id);
+    let mut response = Redirect::to("/ui/signin").into_response();
+    if let Ok(value) = cookies::clear(cookies::SESSION, console.secure).parse() {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}

@@ -1,0 +1,67 @@
+//! Users: the list, the create form, enable and disable.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use http::Method;
+use latchkey_core::User;
+
+use crate::errors::UiError;
+use crate::extract::{Posted, Signed};
+use crate::state::Console;
+use crate::view::{Nav, segment};
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    nav: Nav,
+    users: Vec<User>,
+    next: Option<String>,
+}
+
+/// `GET /ui/users?cursor`.
+pub(crate) async fn list(
+    State(console): State<Console>,
+    signed: Signed,
+    Query(page): Query<super::Page>,
+) -> Result<Response, UiError> {
+    let (users, next) = super::page(&console, &signed, "users", &page).await?;
+    super::render(&UsersPage {
+        nav: signed.nav(),
+        users,
+        next,
+    })
+}
+
+/// `POST /ui/users`: name, groups and permissions (lists typed as text).
+pub(crate) async fn create(
+    State(console): State<Console>,
+    posted: Posted,
+) -> Result<Response, UiError> {
+    let fields = &posted.fields;
+    let mut body = serde_json::json!({
+        "name": fields.get("name"),
+        "groups": super::split_list(fields.get("groups")),
+        "permissions": super::split_list(fields.get("permissions")),
+    });
+    for label in ["tenant_id", "organization_id"] {
+        if let Some(value) = fields.optional(label) {
+            body[label] = value.into();
+        }
+    }
+    let _: User = console
+        .api
+        .send(&posted.signed.key, Method::POST, "/v1/users", body)
+        .await?;
+    Ok(Redirect::to("/ui/users").into_response())
+}
+
+/// `POST /ui/users/{id}/enabled`: enable (`enabled=true`) or disable (`false`).
+pub(crate) async fn enabled(
+    State(console): State<Console>,
+    Path(id): Path<String>,
+    posted: Posted,
+) -> Result<Response, UiError> {
+    super::set_enabled(&console, &posted, &format!("/v1/users/{}", segment(&id))).await?;
+    Ok(Redirect::to("/ui/users").into_response())
+}

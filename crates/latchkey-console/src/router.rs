@@ -1,0 +1,68 @@
+//! The console's routes, all under `/ui`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use latchkey_core::Store;
+
+use crate::client::Api;
+use crate::pages::{audit, groups, key, keys, signin, users};
+use crate::session::Sessions;
+use crate::state::Console;
+use crate::{assets, headers};
+
+/// How the console is served.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct ConsoleConfig {
+    /// Mark cookies `Secure`: set it when the daemon serves HTTPS.
+    pub secure_cookies: bool,
+}
+
+impl ConsoleConfig {
+    /// A config; `secure_cookies` when served over TLS.
+    pub fn new(secure_cookies: bool) -> ConsoleConfig {
+        ConsoleConfig { secure_cookies }
+    }
+}
+
+/// The console at `/ui`, over `api` (the router [`latchkey_admin::router`] returns, or
+/// the daemon's API router) and the same `store`.
+///
+/// Merge it beside the API router: it answers `/ui` and `/ui/...` only.
+pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
+    let state = Console {
+        api: Api::new(api),
+        store,
+        sessions: Arc::new(Sessions::default()),
+        secure: config.secure_cookies,
+    };
+    let ui = Router::new()
+        .route("/", get(keys::home))
+        .route("/signin", get(signin::form).post(signin::submit))
+        .route("/signout", post(signin::signout))
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/new", get(keys::new))
+        .route("/keys/{id}", get(key::show))
+        .route("/keys/{id}/enabled", post(key::enabled))
+        .route("/keys/{id}/rotate", post(key::rotate))
+        .route(
+            "/keys/{id}/revoke",
+            get(key::confirm_revoke).post(key::revoke),
+        )
+        .route("/keys/{id}/delete", post(key::delete))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{id}/enabled", post(users::enabled))
+        .route("/groups", get(groups::list).post(groups::create))
+        .route("/groups/{id}", get(groups::show).post(groups::update))
+        .route("/audit", get(audit::list))
+        .route("/static/console.css", get(assets::stylesheet))
+        .route("/static/console.js", get(assets::script))
+        .fallback(crate::errors::not_found)
+        .with_state(state);
+    Router::new()
+        .nest("/ui", ui)
+        .route("/ui/", get(keys::home))
+        .layer(axum::middleware::map_response(headers::secure))
+}

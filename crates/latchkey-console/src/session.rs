@@ -1,0 +1,176 @@
+//! Server-side sessions: a random id in the cookie, the key in memory only.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most sessions at a time; signing in beyond it ends the least recently used one.
+pub const MAX_SESSIONS: usize = 1_000;
+/// A session ends after this long without a request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// A session ends this long after sign-in, however busy.
+pub const MAX_AGE: Duration = Duration::from_secs(12 * 60 * 60);
+/// How many submitted one-time forms a session remembers.
+const MAX_USED_FORMS: usize = 64;
+
+/// A random token: 32 bytes from the OS, as hex.
+pub(crate) fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The API key a session signed in with. Its `Debug` hides it.
+#[derive(Clone)]
+pub(crate) struct SessionKey(String);
+
+impl SessionKey {
+    pub(crate) fn new(key: String) -> SessionKey {
+        SessionKey(key)
+    }
+
+    /// The key, for the in-process API call's `Authorization` header only.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(<redacted>)")
+    }
+}
+
+/// One signed-in session.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub(crate) key: SessionKey,
+    /// The token every form of this session carries.
+    pub(crate) csrf: String,
+    started: Instant,
+    last_seen: Instant,
+    used_forms: VecDeque<String>,
+}
+
+impl Session {
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.last_seen) > IDLE_TIMEOUT
+            || now.duration_since(self.started) > MAX_AGE
+    }
+}
+
+/// The signed-in sessions, bounded.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    inner: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens a session for `key`; returns its id.
+    pub(crate) fn open(&self, key: SessionKey) -> String {
+        let now = Instant::now();
+        let id = random_token();
+        let mut sessions = self.lock();
+        sessions.retain(|_, s| !s.expired(now));
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(id, _)| id.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                key,
+                csrf: random_token(),
+                started: now,
+                last_seen: now,
+                used_forms: VecDeque::new(),
+            },
+        );
+        id
+    }
+
+    /// The live session `id`, touched; `None` when unknown or expired (then removed).
+    pub(crate) fn get(&self, id: &str) -> Option<Session> {
+        let now = Instant::now();
+        let mut sessions = self.lock();
+        let session = sessions.get_mut(id)?;
+        if session.expired(now) {
+            sessions.remove(id);
+            return None;
+        }
+        session.last_seen = now;
+        Some(session.clone())
+    }
+
+    /// Ends session `id`.
+    pub(crate) fn close(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Records one-time form `once` as submitted; `false` when it already was.
+    pub(crate) fn use_form(&self, id: &str, once: &str) -> bool {
+        let mut sessions = self.lock();
+        let Some(session) = sessions.get_mut(id) else {
+            return false;
+        };
+        if once.is_empty() || session.used_forms.iter().any(|u| u == once) {
+            return false;
+        }
+        if session.used_forms.len() >= MAX_USED_FORMS {
+            session.used_forms.pop_front();
+        }
+        session.used_forms.push_back(once.to_owned());
+        true
+    }
+
+    /// How many sessions are open (expired ones included until swept).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_bounded_and_forms_used_once() {
+        let sessions = Sessions::default();
+        let first = sessions.open(SessionKey::new("k".into()));
+        for _ in 0..MAX_SESSIONS {
+            sessions.open(SessionKey::new("k".into()));
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        assert!(
+            sessions.get(&first).is_none(),
+            "the oldest session was ended"
+        );
+        let id = sessions.open(SessionKey::new("k".into()));
+        assert!(sessions.use_form(&id, "abc"));
+        assert!(!sessions.use_form(&id, "abc"));
+        assert!(!sessions.use_form(&id, ""));
+        sessions.close(&id);
+        assert!(sessions.get(&id).is_none());
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let key = SessionKey::new("lk_live_secret".into());
+        assert!(!format!("{key:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,99 @@
+//! What pages share: the navigation, and how values are shown.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::extract::Signed;
+
+/// The header of every signed-in page: who is signed in, and which sections and actions
+/// the key's permissions allow.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Nav {
+    /// Whether a session is signed in (the sign-in and error pages have none).
+    pub(crate) signed_in: bool,
+    pub(crate) user_name: String,
+    pub(crate) prefix: String,
+    pub(crate) csrf: String,
+    pub(crate) keys_read: bool,
+    pub(crate) keys_write: bool,
+    pub(crate) users_read: bool,
+    pub(crate) users_write: bool,
+    pub(crate) groups_read: bool,
+    pub(crate) groups_write: bool,
+    pub(crate) audit_read: bool,
+}
+
+impl Nav {
+    pub(crate) fn new(signed: &Signed) -> Nav {
+        Nav {
+            signed_in: true,
+            user_name: signed.user_name.clone(),
+            prefix: signed.prefix.clone(),
+            csrf: signed.csrf.clone(),
+            keys_read: signed.can("latchkey:keys:read"),
+            keys_write: signed.can("latchkey:keys:write"),
+            users_read: signed.can("latchkey:users:read"),
+            users_write: signed.can("latchkey:users:write"),
+            groups_read: signed.can("latchkey:groups:read"),
+            groups_write: signed.can("latchkey:groups:write"),
+            audit_read: signed.can("latchkey:audit:read"),
+        }
+    }
+}
+
+/// A time as `2026-12-01 13:30:05Z`, or `never`.
+pub(crate) fn when(at: &Option<OffsetDateTime>) -> String {
+    match *at {
+        Some(at) => at
+            .replace_nanosecond(0)
+            .unwrap_or(at)
+            .format(&Rfc3339)
+            .map(|s| s.replacen('T', " ", 1))
+            .unwrap_or_else(|_| at.to_string()),
+        None => "never".to_owned(),
+    }
+}
+
+/// A query string from pairs, blank values left out, each value encoded.
+pub(crate) fn query(pairs: &[(&str, &str)]) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        out.append_pair(name, value);
+    }
+    out.finish()
+}
+
+/// A path segment, percent-encoded (names and prefixes are safe already; this is belt and
+/// braces for ids typed into a URL).
+pub(crate) fn segment(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// A time as RFC 3339, as the API reads it.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// A key's scopes as text: `unrestricted`, `none`, or the list.
+pub(crate) fn scopes(scopes: &Option<latchkey_core::PermissionSet>) -> String {
+    match scopes {
+        None => "unrestricted (the user's permissions)".to_owned(),
+        Some(set) if set.is_empty() => "none".to_owned(),
+        Some(set) => set.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// A permission set as text, space-separated.
+pub(crate) fn permissions(set: &latchkey_core::PermissionSet) -> String {
+    set.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+/// A time that is always there, as [`when`] shows it.
+pub(crate) fn at(at: &OffsetDateTime) -> String {
+    when(&Some(*at))
+}
+
+/// `selected` when an option's `value` is the `current` one.
+pub(crate) fn selected(current: &str, value: &str) -> &'static str {
+    if current == value { "selected" } else { "" }
+}

@@ -1,0 +1,430 @@
+//! The console's handlers in process (`oneshot`): every page's status and headers, the
+//! session cookie, CSRF refusals, and writes refused by the API's own rules.
+
+use axum::Router;
+use axum::body::Body;
+use http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use latchkey_console::ConsoleConfig;
+use latchkey_core::{Store, StoreConfig};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+struct App {
+    _dir: tempfile::TempDir,
+    api: Router,
+    console: Router,
+    admin: String,
+}
+
+impl App {
+    fn new(secure: bool) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, admin) = Store::init(dir.path(), "lk", StoreConfig::default()).unwrap();
+        let api = latchkey_admin::router(store.clone());
+        let console = latchkey_console::router(store, api.clone(), ConsoleConfig::new(secure));
+        App {
+            _dir: dir,
+            api,
+            console,
+            admin: admin.secret.expose().to_owned(),
+        }
+    }
+
+    /// A JSON API call as `key`.
+    async fn api(&self, key: &str, method: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {key}"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(if body.is_null() {
+                Body::empty()
+            } else {
+                Body::from(body.to_string())
+            })
+            .unwrap();
+        let response = self.api.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let (_, text) = read(response).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> (Response<()>, String) {
+        let mut request = Request::builder().uri(path);
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        let response = self
+            .console
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        read(response).await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        cookie: &str,
+        form: &[(&str, &str)],
+    ) -> (Response<()>, String) {
+        let body = serde_urlencoded::to_string(form).unwrap();
+        let request = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(COOKIE, cookie)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        read(self.console.clone().oneshot(request).await.unwrap()).await
+    }
+
+    /// Signs in with `key`: the session cookie (`lk_session=...`), its `Set-Cookie` and
+    /// the session's CSRF token.
+    async fn sign_in(&self, key: &str) -> (String, String, String) {
+        let (form, html) = self.get("/ui/signin", None).await;
+        let signin_cookie = cookie_pair(&form, "lk_signin");
+        let token = hidden(&html, "csrf");
+        let (answer, _) = self
+            .post(
+                "/ui/signin",
+                &signin_cookie,
+                &[("csrf", &token), ("key", key)],
+            )
+            .await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        assert_eq!(answer.headers()[LOCATION], "/ui/keys");
+        let set = answer
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with("lk_session="))
+            .expect("a session cookie");
+        let session = cookie_pair(&answer, "lk_session");
+        let (_, keys) = self.get("/ui/keys", Some(&session)).await;
+        (session, set, hidden(&keys, "csrf"))
+    }
+
+    /// A user with `permissions` and a key for it; returns the key.
+    async fn key_with(&self, user: &str, permissions: &[&str]) -> String {
+        let (status, _) = self
+            .api(
+                &self.admin,
+                "POST",
+                "/v1/users",
+                json!({"name": user, "permissions": permissions}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, key) = self
+            .api(
+                &self.admin,
+                "POST",
+                "/v1/keys",
+                json!({"name": "k", "user_id": user}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        key["secret"].as_str().unwrap().to_owned()
+    }
+
+    async fn key_count(&self) -> usize {
+        let (_, list) = self
+            .api(&self.admin, "GET", "/v1/keys?limit=1000", Value::Null)
+            .await;
+        list["items"].as_array().unwrap().len()
+    }
+}
+
+async fn read(response: Response<axum::body::Body>) -> (Response<()>, String) {
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        Response::from_parts(parts, ()),
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+/// `name=value` from the answer's `Set-Cookie`.
+fn cookie_pair(response: &Response<()>, name: &str) -> String {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no {name} cookie in {response:?}"))
+        .to_owned()
+}
+
+/// The value of the first hidden input `name`.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+#[track_caller]
+fn assert_policy(response: &Response<()>) {
+    let headers = response.headers();
+    assert_eq!(headers["content-security-policy"], CSP, "{response:?}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+}
+
+#[tokio::test]
+async fn every_page_answers_with_the_policy() {
+    let app = App::new(false);
+    let (_, created) = app
+        .api(
+            &app.admin,
+            "POST",
+            "/v1/groups",
+            json!({"name": "ops", "permissions": ["a:b"]}),
+        )
+        .await;
+    let group = created["id"].as_str().unwrap().to_owned();
+    let (session, _, _) = app.sign_in(&app.admin).await;
+    let (_, keys) = app.api(&app.admin, "GET", "/v1/keys", Value::Null).await;
+    let key = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    for path in [
+        "/ui/keys".to_owned(),
+        "/ui/keys?q=adm&status=active&sort=-name".to_owned(),
+        "/ui/keys/new".to_owned(),
+        format!("/ui/keys/{key}"),
+        format!("/ui/keys/{key}/revoke"),
+        "/ui/users".to_owned(),
+        "/ui/groups".to_owned(),
+        format!("/ui/groups/{group}"),
+        "/ui/audit".to_owned(),
+        "/ui/audit?check=1".to_owned(),
+    ] {
+        let (response, html) = app.get(&path, Some(&session)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}: {html}");
+        assert_policy(&response);
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+        assert!(html.contains("Signed in as"), "{path}");
+        assert!(
+            !html.contains(&app.admin),
+            "{path}: the session's key is never rendered"
+        );
+    }
+    // The key's page lists its own events, from the audit trail.
+    let (_, html) = app.get(&format!("/ui/keys/{key}"), Some(&session)).await;
+    let events = html
+        .split("id=\"key-events\"")
+        .nth(1)
+        .expect("the key's events");
+    assert!(events.contains("key.create"), "{events}");
+    assert!(
+        !events.contains("user.create"),
+        "only this key's events: {events}"
+    );
+    let (audit, html) = app.get("/ui/audit?check=1", Some(&session)).await;
+    assert_eq!(audit.status(), StatusCode::OK);
+    assert!(html.contains("The chain holds"), "{html}");
+    for asset in ["/ui/static/console.css", "/ui/static/console.js"] {
+        let (response, _) = app.get(asset, None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        assert_policy(&response);
+    }
+    // Signed out: every page sends to the sign-in form; unknown pages are 404.
+    let (response, _) = app.get("/ui/keys", None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/ui/signin");
+    assert_policy(&response);
+    let (response, _) = app.get("/ui/nowhere", Some(&session)).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let long = "x".repeat(600);
+    let (response, _) = app.get(&format!("/ui/keys?q={long}"), Some(&session)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_session_cookie_flags() {
+    let app = App::new(true);
+    let (_, set, _) = app.sign_in(&app.admin).await;
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Secure"] {
+        assert!(set.split("; ").any(|part| part == flag), "{flag} in {set}");
+    }
+    let plain = App::new(false);
+    let (_, set, _) = plain.sign_in(&plain.admin).await;
+    assert!(!set.contains("Secure"), "{set}");
+}
+
+#[tokio::test]
+async fn a_wrong_key_does_not_sign_in_and_is_not_echoed() {
+    let app = App::new(false);
+    let (form, html) = app.get("/ui/signin", None).await;
+    let cookie = cookie_pair(&form, "lk_signin");
+    let wrong = "lk_live_AAAAAAAAAAAA_notarealsecretnotarealsecretnotareal";
+    let (answer, html2) = app
+        .post(
+            "/ui/signin",
+            &cookie,
+            &[("csrf", &hidden(&html, "csrf")), ("key", wrong)],
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert!(!html2.contains(wrong));
+    assert!(
+        answer
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .all(|c| !c.to_str().unwrap().starts_with("lk_session"))
+    );
+    // Without the sign-in form's token: refused before the key is looked at.
+    let (answer, _) = app
+        .post("/ui/signin", &cookie, &[("key", &app.admin)])
+        .await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn posts_without_the_csrf_token_are_refused() {
+    let app = App::new(false);
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let before = app.key_count().await;
+    let create = [("user", "admin"), ("name", "x"), ("once", "o1")];
+    let (answer, html) = app.post("/ui/keys", &session, &create).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{html}");
+    let mut wrong = create.to_vec();
+    wrong.push(("csrf", "0000"));
+    let (answer, _) = app.post("/ui/keys", &session, &wrong).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    let (answer, _) = app.post("/ui/signout", &session, &[]).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.key_count().await, before, "nothing created");
+    // With it: created, the secret in this answer only; the same form again is refused.
+    let mut good = create.to_vec();
+    good.push(("csrf", &csrf));
+    let (answer, html) = app.post("/ui/keys", &session, &good).await;
+    assert_eq!(answer.status(), StatusCode::CREATED, "{html}");
+    let secret = hidden(
+        &format!(
+            "name=\"s\" value=\"{}",
+            html.split("id=\"secret\" readonly value=\"")
+                .nth(1)
+                .unwrap()
+        ),
+        "s",
+    );
+    assert!(secret.starts_with("lk_live_"), "{secret}");
+    assert!(html.contains("will not be shown again"));
+    let (again, html) = app.post("/ui/keys", &session, &good).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert!(!html.contains(&secret));
+    assert_eq!(app.key_count().await, before + 1, "one key, not two");
+    let (_, list) = app.get("/ui/keys", Some(&session)).await;
+    assert!(!list.contains(&secret));
+    // Sign out ends the session on the server.
+    let (answer, _) = app.post("/ui/signout", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert!(
+        answer.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let (answer, _) = app.get("/ui/keys", Some(&session)).await;
+    assert_eq!(answer.headers()[LOCATION], "/ui/signin");
+}
+
+#[tokio::test]
+async fn a_forged_post_from_a_key_without_keys_write_is_refused() {
+    let app = App::new(false);
+    let reader = app.key_with("reader", &["latchkey:keys:read"]).await;
+    let (session, _, csrf) = app.sign_in(&reader).await;
+    let (_, html) = app.get("/ui/keys", Some(&session)).await;
+    assert!(
+        !html.contains("id=\"new-key\""),
+        "no create button for a reader"
+    );
+    assert!(
+        !html.contains("href=\"/ui/users\""),
+        "no users section without users:read"
+    );
+    let (_, keys) = app
+        .api(&app.admin, "GET", "/v1/keys?q=admin", Value::Null)
+        .await;
+    let admin_key = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, page) = app
+        .get(&format!("/ui/keys/{admin_key}"), Some(&session))
+        .await;
+    assert!(!page.contains("id=\"rotate\"") && !page.contains("id=\"disable\""));
+    let before = app.key_count().await;
+    let (answer, _) = app
+        .post(
+            "/ui/keys",
+            &session,
+            &[
+                ("csrf", &csrf),
+                ("once", "a"),
+                ("user", "reader"),
+                ("name", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    let (answer, _) = app
+        .post(
+            &format!("/ui/keys/{admin_key}/enabled"),
+            &session,
+            &[("csrf", &csrf), ("enabled", "false")],
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    let (answer, _) = app
+        .post(
+            &format!("/ui/keys/{admin_key}/revoke"),
+            &session,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.key_count().await, before);
+    let (_, key) = app
+        .api(
+            &app.admin,
+            "GET",
+            &format!("/v1/keys/{admin_key}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(key["status"], "active", "{key}");
+}
+
+#[tokio::test]
+async fn a_revoked_key_ends_its_session() {
+    let app = App::new(false);
+    let key = app.key_with("ops", &["latchkey:keys:read"]).await;
+    let (session, _, _) = app.sign_in(&key).await;
+    let (_, keys) = app
+        .api(&app.admin, "GET", "/v1/keys?user_id=ops", Value::Null)
+        .await;
+    let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .api(
+            &app.admin,
+            "POST",
+            &format!("/v1/keys/{id}/revoke"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (answer, _) = app.get("/ui/keys", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(answer.headers()[LOCATION], "/ui/signin");
+}

@@ -1,0 +1,384 @@
+//! The web console in a real browser: Debian's `chromium` driven through `chromedriver`
+//! (WebDriver, with fantoccini) against the real daemon.
+//!
+//! CI installs both (`.ci/run`). Without `chromedriver` on the PATH the test fails, unless
+//! `LATCHKEY_SKIP_BROWSER=1` is set (for a local machine without a browser).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::harness::Fixture;
+
+/// chromedriver, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts chromedriver on a free loopback port and waits (at most 20 s) until it answers.
+fn chromedriver() -> Option<Driver> {
+    let found = Command::new("chromedriver")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("LATCHKEY_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("skipped: chromedriver is not installed (LATCHKEY_SKIP_BROWSER=1)");
+            return None;
+        }
+        panic!(
+            "chromedriver is not installed: apt-get install chromium chromium-driver \
+             (or set LATCHKEY_SKIP_BROWSER=1 to skip the browser tests locally)"
+        );
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new("chromedriver")
+        .args([
+            format!("--port={port}"),
+            "--allowed-ips=127.0.0.1".to_owned(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting chromedriver");
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "chromedriver did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(driver)
+}
+
+/// A headless Chromium with its own throw-away profile.
+async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+    let mut args = vec![
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1200,900",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect::<Vec<_>>();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    let mut options = json!({ "args": args });
+    if std::path::Path::new("/usr/bin/chromium").exists() {
+        options["binary"] = "/usr/bin/chromium".into();
+    }
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:chromeOptions".to_owned(), options);
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session")
+}
+
+async fn fill(client: &Client, css: &str, text: &str) {
+    let field = client.find(Locator::Css(css)).await.expect(css);
+    field.clear().await.expect("clearing a field");
+    field.send_keys(text).await.expect("typing");
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .expect(css);
+}
+
+/// With `LATCHKEY_SCREENSHOTS=DIR`, saves the page as `DIR/NAME.png` (the README's
+/// screenshots are taken this way).
+async fn snap(client: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("LATCHKEY_SCREENSHOTS") {
+        let png = client.screenshot().await.expect("a screenshot");
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+/// The value of the first input that `css` finds.
+async fn value(client: &Client, css: &str) -> String {
+    let field = client.find(Locator::Css(css)).await.expect(css);
+    field.prop("value").await.expect(css).unwrap_or_default()
+}
+
+async fn path(client: &Client) -> String {
+    client
+        .current_url()
+        .await
+        .expect("the URL")
+        .path()
+        .to_owned()
+}
+
+async fn source(client: &Client) -> String {
+    client.source().await.expect("the page source")
+}
+
+async fn present(client: &Client, css: &str) -> bool {
+    !client
+        .find_all(Locator::Css(css))
+        .await
+        .expect("finding elements")
+        .is_empty()
+}
+
+async fn sign_in(client: &Client, base: &str, key: &str) {
+    client.goto(&format!("{base}/ui/keys")).await.unwrap();
+    assert_eq!(
+        path(client).await,
+        "/ui/signin",
+        "signed out: to the sign-in form"
+    );
+    fill(client, "#key", key).await;
+    snap(client, "signin").await;
+    click(client, "#signin").await;
+    assert_eq!(path(client).await, "/ui/keys");
+}
+
+/// Runs blocking HTTP (the harness's reqwest client) off the async runtime's thread.
+fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(work).join().expect("the blocking call"))
+}
+
+fn api(f: &Fixture, method: &str, path: &str, body: Option<Value>) -> crate::harness::Answer {
+    off_runtime(|| f.http(method, path, body))
+}
+
+fn verifies(f: &Fixture, key: &str) -> bool {
+    let answer = api(f, "POST", "/v1/verify", Some(json!({ "key": key })));
+    assert_eq!(answer.status, 200, "{answer:#?}");
+    answer.body["valid"] == Value::Bool(true)
+}
+
+#[test]
+fn the_console_in_a_real_browser() {
+    let Some(driver) = chromedriver() else {
+        return;
+    };
+    let f = Fixture::new();
+    let base = f.daemon.url.clone();
+    f.user("auditor", "latchkey:keys:read,latchkey:users:read");
+    let (_, reader) = f.key("auditor", "read only", &[]);
+    let profile = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = browser(&driver, profile.path()).await;
+
+        // Sign in; the session cookie's flags.
+        sign_in(&client, &base, &f.admin).await;
+        assert!(source(&client).await.contains("Signed in as"));
+        assert!(
+            !source(&client).await.contains(&f.admin),
+            "the key is never rendered"
+        );
+        let cookies = client.get_all_cookies().await.unwrap();
+        let session = cookies
+            .iter()
+            .find(|c| c.name() == "lk_session")
+            .expect("a session cookie");
+        assert_eq!(session.http_only(), Some(true));
+        assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");
+        assert_eq!(session.path(), Some("/ui"));
+
+        // A group, and its permission editor.
+        client.goto(&format!("{base}/ui/groups")).await.unwrap();
+        fill(&client, "#group-name", "support").await;
+        fill(&client, "#group-permissions", "tickets:read").await;
+        click(&client, "#create-group").await;
+        fill(&client, "#group-permissions", "tickets:read\ntickets:write").await;
+        click(&client, "#save-group").await;
+        let group = api(&f, "GET", "/v1/groups/support", None);
+        assert_eq!(
+            group.body["permissions"],
+            json!(["tickets:read", "tickets:write"])
+        );
+
+        // A user, then a key for it: the secret is shown once.
+        client.goto(&format!("{base}/ui/users")).await.unwrap();
+        fill(&client, "#user-name", "billing").await;
+        fill(&client, "#user-permissions", "invoices:read invoices:write").await;
+        click(&client, "#create-user").await;
+        assert!(source(&client).await.contains("billing"));
+        let users = api(&f, "GET", "/v1/users/billing", None);
+        assert_eq!(users.status, 200, "{users:#?}");
+
+        client.goto(&format!("{base}/ui/keys/new")).await.unwrap();
+        fill(&client, "#user", "billing").await;
+        fill(&client, "#name", "nightly export").await;
+        fill(&client, "#scopes", "invoices:read").await;
+        snap(&client, "create-key").await;
+        click(&client, "#create").await;
+        let secret = value(&client, "#secret").await;
+        assert!(secret.starts_with("lk_live_"), "{secret}");
+        assert!(source(&client).await.contains("will not be shown again"));
+        assert!(present(&client, "#copy").await, "a copy button");
+        snap(&client, "secret-once").await;
+        assert!(verifies(&f, &secret));
+        // Not on reload (a GET of the page) nor on the key's page.
+        let created_at = client.current_url().await.unwrap();
+        client.goto(created_at.as_str()).await.unwrap();
+        assert!(!source(&client).await.contains(&secret));
+        let record = api(&f, "GET", "/v1/keys?q=nightly", None).body["items"][0].clone();
+        let id = record["id"].as_str().unwrap().to_owned();
+        client.goto(&format!("{base}/ui/keys/{id}")).await.unwrap();
+        assert!(!source(&client).await.contains(&secret));
+
+        // Search and filter.
+        f.key("billing", "other thing", &[]);
+        f.key("billing", "partner sync", &["--env", "test"]);
+        f.key("auditor", "weekly report", &[]);
+        client.goto(&format!("{base}/ui/keys")).await.unwrap();
+        snap(&client, "keys").await;
+        client.set_window_size(390, 844).await.unwrap();
+        snap(&client, "keys-narrow").await;
+        client.set_window_size(1200, 900).await.unwrap();
+        fill(&client, "#q", "nightly").await;
+        click(&client, "#apply").await;
+        let page = source(&client).await;
+        assert!(page.contains("nightly export") && !page.contains("other thing"));
+        client
+            .find(Locator::Css("#status"))
+            .await
+            .unwrap()
+            .select_by_value("revoked")
+            .await
+            .unwrap();
+        click(&client, "#apply").await;
+        assert!(present(&client, "#no-keys").await, "no revoked key yet");
+
+        // Rotate with a grace period: the old key still works, the new one is shown once.
+        client.goto(&format!("{base}/ui/keys/{id}")).await.unwrap();
+        snap(&client, "key").await;
+        click(&client, "#rotate").await;
+        assert!(source(&client).await.contains("Key rotated"));
+        let rotated = value(&client, "#secret").await;
+        assert_ne!(rotated, secret);
+        assert!(verifies(&f, &rotated) && verifies(&f, &secret));
+
+        // Revoke, after a confirmation that names the key.
+        click(&client, "#to-key").await;
+        let new_id = path(&client).await.rsplit('/').next().unwrap().to_owned();
+        click(&client, "#revoke").await;
+        let confirm = client
+            .find(Locator::Css("#confirm-text"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(confirm.contains("nightly export"), "{confirm}");
+        snap(&client, "revoke").await;
+        assert!(verifies(&f, &rotated), "nothing revoked before confirming");
+        click(&client, "#confirm-revoke").await;
+        let status = client.find(Locator::Css("#key-status")).await.unwrap();
+        assert_eq!(status.text().await.unwrap(), "revoked");
+        assert!(!verifies(&f, &rotated));
+
+        // Delete the revoked record, through the script's confirmation dialog.
+        click(&client, "#delete").await;
+        client.accept_alert().await.expect("a confirmation dialog");
+        let asked = Instant::now();
+        while path(&client).await != "/ui/keys" {
+            assert!(
+                asked.elapsed() < Duration::from_secs(10),
+                "not back to the list"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let gone = api(&f, "GET", &format!("/v1/keys/{new_id}"), None);
+        assert_eq!(gone.status, 404, "{gone:#?}");
+
+        for page in ["users", "groups", "audit?check=1"] {
+            client.goto(&format!("{base}/ui/{page}")).await.unwrap();
+            snap(&client, page.split('?').next().unwrap()).await;
+        }
+
+        // Sign out: the session ends on the server too.
+        click(&client, "#signout").await;
+        assert_eq!(path(&client).await, "/ui/signin");
+        client.goto(&format!("{base}/ui/keys")).await.unwrap();
+        assert_eq!(path(&client).await, "/ui/signin");
+
+        // A read-only key sees no write actions.
+        sign_in(&client, &base, &reader).await;
+        assert!(!present(&client, "#new-key").await);
+        client.goto(&format!("{base}/ui/keys/{id}")).await.unwrap();
+        assert!(present(&client, "#key-name").await);
+        for action in ["#disable", "#rotate", "#revoke", "#delete"] {
+            assert!(
+                !present(&client, action).await,
+                "{action} shown to a reader"
+            );
+        }
+        assert!(!source(&client).await.contains(&reader));
+
+        // A forged POST from that session (its own cookie and CSRF token) is refused by
+        // the API's rule, and changes nothing.
+        let cookie = client.get_named_cookie("lk_session").await.unwrap();
+        let csrf = value(&client, "input[name=csrf]").await;
+        let forged = off_runtime(|| {
+            reqwest::blocking::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .post(format!("{base}/ui/keys/{id}/enabled"))
+                .header("cookie", format!("lk_session={}", cookie.value()))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}&enabled=false"))
+                .send()
+                .unwrap()
+        });
+        assert_eq!(forged.status(), 403);
+        let key = api(&f, "GET", &format!("/v1/keys/{id}"), None);
+        assert_eq!(key.body["enabled"], true, "{key:#?}");
+        client.close().await.unwrap();
+    });
+}
+
+#[test]
+fn no_ui_turns_the_console_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = crate::harness::Daemon::start_with(&dir.path().join("store"), &["--no-ui"]);
+    let answer = daemon.http("GET", "/ui/signin", None, None);
+    assert_eq!(answer.status, 404, "{answer:#?}");
+    let on = Fixture::new();
+    let answer = on.daemon.http("GET", "/ui/signin", None, None);
+    assert_eq!(answer.status, 200, "{answer:#?}");
+    assert!(answer.text.contains("Sign in"));
+}
