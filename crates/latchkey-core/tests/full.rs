@@ -7,7 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use latchkey_core::{Actor, NewKey, NewUser, Store, StoreConfig, StoreError};
+use latchkey_core::{
+    Actor, NewGroup, NewKey, NewUser, PermissionSet, Store, StoreConfig, StoreError,
+};
 
 /// A tmpfs mounted for the test, unmounted on drop.
 struct Tmpfs(tempfile::TempDir);
@@ -91,12 +93,25 @@ fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
     let seq = store.last_seq().unwrap();
 
     let filler = fill(tmpfs.path());
-    // sled applies the revoke in memory, then fails to write it to its log.
-    let err = store.revoke_key(&admin, before.key.id).unwrap_err();
+    // sled applies the write in memory, then fails to write it to its log. The write is
+    // tens of KiB on purpose: a small record can still fit in the last page sled's log
+    // already holds on the tmpfs, and then nothing fails.
+    let big =
+        PermissionSet::parse((0..200).map(|i| format!("p{i:03}:{}", "x".repeat(100)))).unwrap();
+    let err = store
+        .create_group(
+            &admin,
+            NewGroup {
+                name: "big".into(),
+                permissions: big,
+            },
+        )
+        .unwrap_err();
     assert!(matches!(err, StoreError::StorageFull { .. }), "{err}");
     assert_eq!(err.code(), "storage_full");
     // Nothing changed, and verification goes on.
     assert_eq!(store.last_seq().unwrap(), seq);
+    assert!(store.group("big").is_err());
     assert!(store.verify(before.secret.expose()).is_ok());
     assert!(store.verify(admin_key.secret.expose()).is_ok());
     assert_eq!(store.key(before.key.id).unwrap().revoked_at, None);
