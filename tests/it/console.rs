@@ -108,14 +108,37 @@ async fn fill(client: &Client, css: &str, text: &str) {
     field.send_keys(text).await.expect("typing");
 }
 
+/// Clicks what `css` finds. A submit button (without a confirmation dialog) sends its form:
+/// then this waits until the page it was on is gone, so that what the test checks next
+/// (through the API too) sees the form's effect. WebDriver's click does not always wait for
+/// the navigation it starts.
 async fn click(client: &Client, css: &str) {
-    client
+    let element = client
         .find(Locator::Css(css))
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .expect(css);
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    let submits = element.attr("type").await.ok().flatten().as_deref() == Some("submit")
+        && element.attr("data-confirm").await.ok().flatten().is_none();
+    let page = client.find(Locator::Css("html")).await.expect("the page");
+    element.click().await.expect(css);
+    if submits {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // A stale element: the page the form was on has been replaced.
+        while page.tag_name().await.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "{css}: the form's answer did not load within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // And the new page has loaded.
+        client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css("body"))
+            .await
+            .expect("the form's answer");
+    }
 }
 
 /// With `LATCHKEY_SCREENSHOTS=DIR`, saves the page as `DIR/NAME.png` (the README's
