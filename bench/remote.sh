@@ -87,7 +87,7 @@ REMOTE_B=http://$FOUND
 start embedded 's/^orders API on \(http:[^,]*\),.*$/\1/p' \
     "$REL/example-orders" --db "$OUT/orders-db" --listen 127.0.0.1:0
 EMBEDDED=$FOUND
-EMBEDDED_KEY=$(sed -n 's/^ *read-write: //p' "$OUT/embedded.out")
+EMBEDDED_KEY=$(sed -n 's/^ *RW=//p' "$OUT/embedded.out")
 
 check() { # check URL KEY: one request must answer 200 (and warms the remote cache)
     local status
