@@ -485,6 +485,9 @@ pub struct KeyList {
     /// Only keys in this status
     #[arg(long, value_parser = ["active", "disabled", "revoked", "expired"])]
     pub status: Option<String>,
+    /// Only keys of this environment
+    #[arg(long, value_parser = ["live", "test"])]
+    pub env: Option<String>,
     /// Search names, descriptions and display prefixes
     #[arg(long, value_name = "TEXT")]
     pub search: Option<String>,

@@ -303,6 +303,30 @@ fn the_console_in_a_real_browser() {
             .unwrap();
         click(&client, "#apply").await;
         assert!(present(&client, "#no-keys").await, "no revoked key yet");
+        // The environment filter: one key here is a test key.
+        for (select, value) in [("#status", ""), ("#q", ""), ("#env", "test")] {
+            if select == "#q" {
+                fill(&client, select, value).await;
+            } else {
+                let field = client.find(Locator::Css(select)).await.unwrap();
+                field.select_by_value(value).await.unwrap();
+            }
+        }
+        click(&client, "#apply").await;
+        let page = source(&client).await;
+        assert!(page.contains("partner sync") && !page.contains("nightly export"));
+        client
+            .find(Locator::Css("#env"))
+            .await
+            .unwrap()
+            .select_by_value("live")
+            .await
+            .unwrap();
+        click(&client, "#apply").await;
+        assert!(
+            source(&client).await.contains("nightly export"),
+            "a live key"
+        );
 
         // Rotate with a grace period: the old key still works, the new one is shown once.
         client.goto(&format!("{base}/ui/keys/{id}")).await.unwrap();

@@ -201,6 +201,7 @@ async fn every_page_answers_with_the_policy() {
     for path in [
         "/ui/keys".to_owned(),
         "/ui/keys?q=adm&status=active&sort=-name".to_owned(),
+        "/ui/keys?env=live&status=active".to_owned(),
         "/ui/keys/new".to_owned(),
         format!("/ui/keys/{key}"),
         format!("/ui/keys/{key}/revoke"),

@@ -260,6 +260,7 @@ impl World {
                         let query = KeyQuery {
                             user_id: *user_id,
                             status,
+                            env: None,
                             search: search.map(str::to_owned),
                             sort,
                             limit: 3,

@@ -103,6 +103,7 @@ async fn list<T: Transport>(api: &Client<T>, out: &Output, args: KeyList) -> any
         query(&[
             ("user_id", args.user),
             ("status", args.status),
+            ("env", args.env),
             ("q", args.search),
             ("sort", args.sort),
             ("limit", args.limit.map(|l| l.to_string())),

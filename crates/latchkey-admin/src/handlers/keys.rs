@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
 use latchkey_core::{
-    CreatedKey, Entity, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey, StoreError,
+    CreatedKey, Entity, Env, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey, StoreError,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -29,6 +29,9 @@ pub(crate) struct KeyListParams {
     /// Only keys in this status: `active`, `disabled`, `revoked` or `expired`.
     #[param(value_type = Option<String>, pattern = r"^(active|disabled|revoked|expired)?$")]
     status: Option<String>,
+    /// Only keys of this environment: `live` or `test` (a bounded scan per page, as `q`).
+    #[param(value_type = Option<String>, pattern = r"^(live|test)?$")]
+    env: Option<String>,
     /// Case-insensitive search in name, description and display prefix.
     q: Option<String>,
     /// `created_at` (default), `name` or `last_used_at`; a leading `-` for descending.
@@ -112,6 +115,10 @@ pub(crate) async fn list(
             format!("unknown status {s:?}: expected active, disabled, revoked or expired")
         })
     })?;
+    let env = optional("env", params.env, |s| {
+        s.parse::<Env>()
+            .map_err(|_| format!("unknown env {s:?}: expected live or test"))
+    })?;
     let sort = optional("sort", params.sort, |s| {
         s.parse::<KeySort>().map_err(|_| {
             format!("unknown sort {s:?}: expected created_at, name or last_used_at, optionally with a leading -")
@@ -131,6 +138,7 @@ pub(crate) async fn list(
             let query = KeyQuery {
                 user_id,
                 status,
+                env,
                 search: params.q.filter(|q| !q.is_empty()),
                 sort: sort.unwrap_or_default(),
                 limit: limit.unwrap_or(KeyQuery::default().limit),

@@ -518,6 +518,7 @@ async fn list_errors_name_the_parameter() {
     let h = Harness::new();
     for (query, status, code, field) in [
         ("status=gone", 400, "invalid_field", "status"),
+        ("env=prod", 400, "invalid_field", "env"),
         ("sort=size", 400, "invalid_field", "sort"),
         ("limit=0", 400, "invalid_field", "limit"),
         ("limit=1001", 400, "invalid_field", "limit"),
@@ -538,4 +539,44 @@ async fn list_errors_name_the_parameter() {
             .problem(status, code);
         assert_eq!(problem["field"], field, "{query}");
     }
+}
+
+#[tokio::test]
+async fn list_filters_by_env() {
+    let h = Harness::new();
+    h.post("/v1/users", json!({"name": "alice"})).await.ok(201);
+    for (name, env) in [("one", "live"), ("two", "test"), ("three", "test")] {
+        h.post(
+            "/v1/keys",
+            json!({"name": name, "user_id": "alice", "env": env}),
+        )
+        .await
+        .ok(201);
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&h.get("/v1/keys?env=test").await.ok(200)),
+        ["two", "three"]
+    );
+    // The admin key is live too.
+    assert_eq!(
+        names(&h.get("/v1/keys?env=live").await.ok(200)),
+        ["admin", "one"]
+    );
+    // With the other filters and a sort.
+    assert_eq!(
+        names(
+            &h.get("/v1/keys?env=test&user_id=alice&sort=-name")
+                .await
+                .ok(200)
+        ),
+        ["two", "three"]
+    );
 }

@@ -38,6 +38,8 @@ pub(crate) struct ListQuery {
     #[serde(default)]
     status: String,
     #[serde(default)]
+    env: String,
+    #[serde(default)]
     sort: String,
     #[serde(default)]
     cursor: String,
@@ -57,13 +59,14 @@ struct KeysPage {
     q: String,
     user: String,
     status: String,
+    env: String,
     sort: String,
     rows: Vec<Row>,
     next: Option<String>,
     first: Option<String>,
 }
 
-/// `GET /ui/keys?q&user&status&sort&cursor`.
+/// `GET /ui/keys?q&user&status&env&sort&cursor`.
 pub(crate) async fn list(
     State(console): State<Console>,
     signed: Signed,
@@ -82,6 +85,7 @@ pub(crate) async fn list(
         q: param("q")?,
         user: param("user")?,
         status: param("status")?,
+        env: param("env")?,
         sort: param("sort")?,
         cursor: param("cursor")?,
     };
@@ -90,6 +94,7 @@ pub(crate) async fn list(
         ("q", query.q.as_str()),
         ("user_id", query.user.as_str()),
         ("status", query.status.as_str()),
+        ("env", query.env.as_str()),
         ("sort", query.sort.as_str()),
     ];
     let mut api_query = filters.to_vec();
@@ -107,6 +112,7 @@ pub(crate) async fn list(
         ("q", query.q.as_str()),
         ("user", query.user.as_str()),
         ("status", query.status.as_str()),
+        ("env", query.env.as_str()),
         ("sort", query.sort.as_str()),
     ];
     let next = page.next_cursor.map(|cursor| {
@@ -132,6 +138,7 @@ pub(crate) async fn list(
         q: query.q,
         user: query.user,
         status: query.status,
+        env: query.env,
         sort: query.sort,
         rows,
         next,

@@ -20,6 +20,7 @@ use super::index::{self, Class, Scope};
 use super::keys::KeyRecord;
 use super::{Store, layout};
 use crate::error::StoreError;
+use crate::key::Env;
 use crate::limits::MAX_LIST_LIMIT;
 use crate::model::{Key, KeyStatus};
 
@@ -81,6 +82,9 @@ pub struct KeyQuery {
     pub user_id: Option<Uuid>,
     /// Only keys in this status.
     pub status: Option<KeyStatus>,
+    /// Only keys of this environment. No index decides it: a page scans a bounded number
+    /// of entries, as for `search`.
+    pub env: Option<Env>,
     /// Case-insensitive search in name, description and display prefix.
     pub search: Option<String>,
     /// The order.
@@ -96,6 +100,7 @@ impl Default for KeyQuery {
         KeyQuery {
             user_id: None,
             status: None,
+            env: None,
             search: None,
             sort: KeySort::default(),
             limit: 50,
@@ -189,6 +194,9 @@ impl Plan<'_> {
         if self.query.status.is_some_and(|s| s != record.status(now)) {
             return false;
         }
+        if self.query.env.is_some_and(|e| e != record.env) {
+            return false;
+        }
         let Some(needle) = &self.needle else {
             return true;
         };
@@ -205,7 +213,7 @@ impl Store {
     /// Lists keys: filtered, searched, sorted, one page at a time.
     ///
     /// A page reads at most [`SCAN_BUDGET`] index entries: with a filter the index does not
-    /// decide (`q`, or `status` next to `user_id`), a page may hold fewer than `limit` keys
+    /// decide (`q`, `env`, or `status` next to `user_id`), a page may hold fewer than `limit` keys
     /// and still carry a `next_cursor`. A bad `sort`, `limit` or `cursor` is an `Invalid`
     /// error naming the field.
     pub fn list_keys(&self, query: &KeyQuery) -> Result<Page<Key>, StoreError> {
