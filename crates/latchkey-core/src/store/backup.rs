@@ -95,12 +95,12 @@ impl Store {
         let inner = &*self.inner;
         let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.ensure_open()?;
-        let db = inner.db.handle()?;
+        let db = self.sled_only("backups")?.handle()?;
         let header = BackupHeader {
             format: FORMAT.to_owned(),
             version: VERSION,
             seq: self.last_seq()?,
-            head: recover::head_of(&inner.db)?,
+            head: recover::head_of(&*inner.db)?,
             lineage: inner.lineage(),
             records: db.len() as u64,
         };
