@@ -2,6 +2,8 @@
 //! recognised by its tag (`Store::verify_known`), only a caller holding a key's secret makes
 //! it hot, and every write is seen by the next verification, tag or not.
 
+mod support;
+
 use std::sync::Arc;
 
 use latchkey_core::*;
@@ -9,7 +11,7 @@ use time::Duration;
 use time::macros::datetime;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    _dir: support::TestLocation,
     store: Store,
     clock: Arc<ManualClock>,
     admin: Actor,
@@ -17,13 +19,13 @@ struct Fixture {
 }
 
 fn fixture(cache_entries: usize) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::location();
     let clock = Arc::new(ManualClock::new(datetime!(2026-06-01 12:00 UTC)));
     let config = StoreConfig::default()
         .clock(clock.clone())
         .usage_flush_interval(None)
         .verify_cache_entries(cache_entries);
-    let store = Store::create_empty(dir.path(), "lk", config).unwrap();
+    let store = Store::create_empty_at(&dir.location, "lk", config).unwrap();
     let admin = Actor::system();
     let user = store
         .create_user(

@@ -341,8 +341,15 @@ impl Store {
 
 /// Whether a store holds imported keys (read once at open).
 pub(super) fn any_imported(db: &Arc<dyn Backend>) -> Result<bool, StoreError> {
-    let range = KeyRange::prefix(layout::IMPORTED);
-    Ok(db.first(&range, Direction::Forward)?.is_some())
+    for prefix in layout::IMPORTED {
+        if db
+            .first(&KeyRange::prefix(prefix), Direction::Forward)?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
