@@ -234,3 +234,29 @@ fn disable(store: &Store, user: &User) -> Result<User, StoreError> {
     };
     store.update_user(&Actor::system(), user.id, patch)
 }
+
+#[test]
+fn a_cold_verification_on_a_tokio_worker_neither_panics_nor_fails() {
+    let Some(location) = support::postgres_location() else {
+        return;
+    };
+    let store = Store::create_empty_at(&location.location, "lk", config()).unwrap();
+    let (_, key) = user_and_key(&store);
+    let text = key.secret.expose().to_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let principal = runtime.block_on(async move {
+        tokio::spawn(async move {
+            let principal = store.verify(&text);
+            // A write from a worker too, and the store dropped there.
+            store.flush().unwrap();
+            principal
+        })
+        .await
+        .unwrap()
+    });
+    assert!(principal.unwrap().has("orders:read"));
+}
