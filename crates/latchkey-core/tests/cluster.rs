@@ -72,24 +72,21 @@ fn a_change_on_one_store_reaches_the_others_cache_and_feed() {
     b.verify(&text).unwrap();
     assert!(b.verify_known(text.as_bytes()).is_some(), "cached on B");
 
-    // Revoked on A: B's feed carries the event, and once it has, B refuses the key.
-    let revoke_seq = {
-        a.revoke_key(&Actor::system(), key.key.id).unwrap();
-        a.last_seq().unwrap()
-    };
-    let event = wait_for(&mut on_b, revoke_seq);
-    assert_eq!(event.action, Action::KeyRevoke);
+    // Revoked on A: once that returns, B refuses the key, and B's feed carries the event.
+    a.revoke_key(&Actor::system(), key.key.id).unwrap();
     assert!(b.verify_known(text.as_bytes()).is_none());
     assert_eq!(b.verify(&text).unwrap_err().code(), "key_revoked");
+    let event = wait_for(&mut on_b, a.last_seq().unwrap());
+    assert_eq!(event.action, Action::KeyRevoke);
 
     // The other way round: a key verified on A, revoked on B.
     let (_, other) = user_and_key(&a);
     let other_text = other.secret.expose().to_owned();
     a.verify(&other_text).unwrap();
     b.revoke_key(&Actor::system(), other.key.id).unwrap();
+    assert_eq!(a.verify(&other_text).unwrap_err().code(), "key_revoked");
     let seq = b.last_seq().unwrap();
     wait_for(&mut on_a, seq);
-    assert_eq!(a.verify(&other_text).unwrap_err().code(), "key_revoked");
 
     // Both feeds carry every change of the cluster, in one order.
     let all_a = a.events_since(0, 100).unwrap();
@@ -126,8 +123,8 @@ fn a_newer_schema_is_refused_and_migrate_reports_the_version() {
     let Some(location) = support::postgres_location() else {
         return;
     };
-    assert_eq!(Store::migrate_at(&location.location).unwrap(), 1);
-    assert_eq!(Store::migrate_at(&location.location).unwrap(), 1);
+    assert_eq!(Store::migrate_at(&location.location).unwrap(), 2);
+    assert_eq!(Store::migrate_at(&location.location).unwrap(), 2);
     drop(Store::create_empty_at(&location.location, "lk", config()).unwrap());
     support::sql(
         &support::url_of(&location),
@@ -139,7 +136,7 @@ fn a_newer_schema_is_refused_and_migrate_reports_the_version() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"

@@ -17,6 +17,9 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
 
 use crate::error::StoreError;
 
@@ -132,6 +135,21 @@ pub(crate) trait Backend: Send + Sync + Debug {
     /// enough).
     fn lock_writers(&self) -> Result<WriterGuard, StoreError> {
         Ok(None)
+    }
+
+    /// On storage several processes share: records that process `follower` has applied
+    /// every change up to `applied` and is alive, or, with `None`, that it left.
+    fn acknowledge(&self, follower: Uuid, applied: Option<u64>) -> Result<(), StoreError> {
+        let _ = (follower, applied);
+        Ok(())
+    }
+
+    /// On storage several processes share: waits until every live process other than
+    /// `follower` has applied the change `seq`, for at most `bound` (a process that
+    /// acknowledged nothing for `bound` is not waited for: it stopped serving).
+    fn await_followers(&self, follower: Uuid, seq: u64, bound: Duration) -> Result<(), StoreError> {
+        let _ = (follower, seq, bound);
+        Ok(())
     }
 }
 

@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use uuid::Uuid;
+
 use super::{Store, import, layout};
 use crate::audit::{Action, AuditEvent};
 use crate::error::{Entity, StoreError};
@@ -36,6 +38,8 @@ pub(crate) struct Follow {
     base: Instant,
     /// How long cached answers stay valid without a successful catch-up.
     max_staleness: Duration,
+    /// This process among the followers, for acknowledgements.
+    id: Uuid,
 }
 
 impl Follow {
@@ -46,7 +50,13 @@ impl Follow {
             confirmed_at: AtomicI64::new(0),
             base: Instant::now(),
             max_staleness,
+            id: Uuid::now_v7(),
         }
+    }
+
+    /// This process among the followers.
+    pub(crate) fn id(&self) -> Uuid {
+        self.id
     }
 
     fn now(&self) -> i64 {
@@ -101,7 +111,22 @@ impl Store {
             }
         }
         follow.confirmed_at.fetch_max(started, Ordering::AcqRel);
-        Ok(())
+        self.inner.db.acknowledge(follow.id, Some(*applied))
+    }
+
+    /// After a write committed `seq`: waits until every other live process applied it, so
+    /// that the next verification anywhere in the cluster sees it.
+    pub(crate) fn await_cluster(&self, seq: u64) {
+        let Some(follow) = &self.inner.follow else {
+            return;
+        };
+        if let Err(e) = self
+            .inner
+            .db
+            .await_followers(follow.id, seq, follow.max_staleness)
+        {
+            tracing::warn!(error = %e, seq, "could not confirm that every daemon applied a change");
+        }
     }
 
     /// What a change written elsewhere means to this process's memory.

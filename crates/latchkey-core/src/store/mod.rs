@@ -260,6 +260,10 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Some(follow) = &self.follow {
+            // No write of another process waits for this one any more.
+            let _ = self.db.acknowledge(follow.id(), None);
+        }
         if self.sled.as_ref().is_some_and(|db| !db.is_open()) {
             return;
         }

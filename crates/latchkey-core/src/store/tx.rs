@@ -162,8 +162,12 @@ impl Store {
         // The mark's fsync runs after the lock is released: the next writer's transaction
         // goes on meanwhile, and one mark write covers every writer waiting for it.
         drop(_serialized);
-        if let (Some((seq, head)), Some(_)) = (newest, &inner.sled) {
-            inner.mark.advance(&inner.path, seq, head);
+        drop(_cluster);
+        if let Some((seq, head)) = newest {
+            match &inner.sled {
+                Some(_) => inner.mark.advance(&inner.path, seq, head),
+                None => self.await_cluster(seq),
+            }
         }
         Ok(value)
     }

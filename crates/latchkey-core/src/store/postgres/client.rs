@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
@@ -419,5 +421,53 @@ impl Backend for PgBackend {
             pg: Arc::clone(&self.0),
             client: Some(client),
         })))
+    }
+
+    fn acknowledge(&self, follower: Uuid, applied: Option<u64>) -> Result<(), StoreError> {
+        let client = self.0.client()?;
+        match applied {
+            Some(seq) => {
+                let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+                self.0.query(
+                    &client,
+                    "INSERT INTO latchkey_followers (id, applied, seen) VALUES ($1, $2, now()) \
+                     ON CONFLICT (id) DO UPDATE SET applied = EXCLUDED.applied, seen = now()",
+                    &[&follower.as_bytes().as_slice(), &seq],
+                )?;
+            }
+            None => {
+                self.0.query(
+                    &client,
+                    "DELETE FROM latchkey_followers WHERE id = $1",
+                    &[&follower.as_bytes().as_slice()],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn await_followers(&self, follower: Uuid, seq: u64, bound: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now() + bound;
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let window = bound.as_secs_f64();
+        let client = self.0.client()?;
+        loop {
+            let rows = self.0.query(
+                &client,
+                "SELECT count(*) FROM latchkey_followers WHERE id <> $1 AND applied < $2 \
+                 AND seen > now() - make_interval(secs => $3)",
+                &[&follower.as_bytes().as_slice(), &seq, &window],
+            )?;
+            let behind: i64 = rows.first().map_or(0, |row| row.get(0));
+            if behind == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::storage(format!(
+                    "{behind} other process(es) did not apply change {seq} within {bound:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

@@ -103,6 +103,8 @@ fn start(
     let follow = Follow::new(seq, config.max_staleness);
     let location = Location::Postgres(url.clone());
     let store = Store::from_backend(location, db, None, Some(follow), mark, config)?;
+    // Counted among the followers from now on: writes of other processes wait for it.
+    store.catch_up()?;
     listen::start(&pg, &store);
     Ok(store)
 }

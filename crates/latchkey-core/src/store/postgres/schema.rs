@@ -4,16 +4,24 @@
 //! the store's ordered keyspace (`layout.rs`), the list indexes included: the primary key's
 //! B-tree is the index of every list, filter and sort of the API, as a range of keys.
 //! `latchkey_schema` holds the version, one row.
+//!
+//! Version 2: `latchkey_followers (id bytea PRIMARY KEY, applied bigint, seen timestamptz)`,
+//! each process's acknowledgement of the changes it applied (`follow.rs`).
 
 use super::client::{Pg, pg_error};
 use crate::error::StoreError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA: u32 = 1;
+pub(crate) const SCHEMA: u32 = 2;
 
 /// Each version's statements; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; SCHEMA as usize] =
-    ["CREATE TABLE latchkey_kv (k bytea PRIMARY KEY, v bytea NOT NULL)"];
+const MIGRATIONS: [&str; SCHEMA as usize] = [
+    "CREATE TABLE latchkey_kv (k bytea PRIMARY KEY, v bytea NOT NULL)",
+    // The processes following the database: how far each applied the changes, and when it
+    // last said so (a write waits for the live ones).
+    "CREATE TABLE latchkey_followers (\
+     id bytea PRIMARY KEY, applied bigint NOT NULL, seen timestamptz NOT NULL)",
+];
 
 /// Serializes migrations of several processes starting at once.
 const MIGRATE_LOCK: i64 = 0x6c6b_6d69_6772_6174; // "lkmigrat"
