@@ -255,3 +255,27 @@ fn without_a_cache_nothing_is_recognised_and_everything_verifies() {
     f.store.revoke_key(&f.admin, key.key.id).unwrap();
     assert_eq!(f.code(text), "key_revoked");
 }
+
+#[test]
+fn the_cached_answer_needs_no_read_and_a_miss_says_so() {
+    let f = fixture(1_000);
+    let key = f.key("k");
+    let parsed = ApiKey::parse(key.secret.expose()).unwrap();
+    assert!(
+        f.store.verify_key_cached(&parsed).is_none(),
+        "not cached yet"
+    );
+    assert_eq!(f.code(key.secret.expose()), "ok");
+    let cached = f.store.verify_key_cached(&parsed).expect("cached now");
+    assert_eq!(cached.unwrap().key_id, key.key.id);
+    f.store.revoke_key(&f.admin, key.key.id).unwrap();
+    assert!(
+        f.store.verify_key_cached(&parsed).is_none(),
+        "the write dropped it"
+    );
+    assert_eq!(
+        f.store.verify_key(&parsed).unwrap_err(),
+        VerifyError::Revoked
+    );
+    assert_eq!(f.store.reads_over_network(), support::on_postgres());
+}

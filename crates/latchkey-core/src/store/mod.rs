@@ -592,16 +592,42 @@ impl Store {
 
     /// [`Store::verify`] for an already parsed key.
     pub fn verify_key(&self, key: &ApiKey) -> Result<Principal, VerifyError> {
+        self.verify_key_reading(key, true)
+            .expect("a verification that may read always answers")
+    }
+
+    /// [`Store::verify_key`] from memory alone: `None` when the answer needs a read of the
+    /// storage (a key the verify cache does not hold).
+    ///
+    /// On PostgreSQL ([`Store::reads_over_network`]) that read is a round trip to the
+    /// database; a caller on an async worker can answer from this and run
+    /// [`Store::verify_key`] on a blocking thread when it gives `None`. (Called inline, it
+    /// does not panic: it blocks the calling thread for that round trip.)
+    pub fn verify_key_cached(&self, key: &ApiKey) -> Option<Result<Principal, VerifyError>> {
+        self.verify_key_reading(key, false)
+    }
+
+    /// Whether a read of the storage crosses a network (PostgreSQL) rather than the page
+    /// cache of an embedded database (sled).
+    pub fn reads_over_network(&self) -> bool {
+        self.inner.sled.is_none()
+    }
+
+    fn verify_key_reading(
+        &self,
+        key: &ApiKey,
+        may_read: bool,
+    ) -> Option<Result<Principal, VerifyError>> {
         let inner = &*self.inner;
         // Hash before looking up, so an unknown id costs what a wrong secret costs.
         let presented = inner.hash_key.hash_bytes(key.secret_bytes());
         if key.prefix_bytes() != inner.prefix.as_str().as_bytes() {
-            return Err(VerifyError::Invalid);
+            return Some(Err(VerifyError::Invalid));
         }
         if !self.is_fresh() {
-            return Err(VerifyError::Unavailable(
+            return Some(Err(VerifyError::Unavailable(
                 "the keystore's database has not been reachable within max_staleness".into(),
-            ));
+            )));
         }
         let id = key.id();
         let resolved = match inner.cache.hot(&id) {
@@ -612,12 +638,11 @@ impl Store {
                 let generation = inner.cache.generation();
                 let (entry, loaded) = match inner.cache.cold(&id) {
                     Some(entry) => (entry, false),
-                    None => {
-                        let entry = self
-                            .load_resolved(&id)
-                            .map_err(|e| VerifyError::Unavailable(e.to_string()))?;
-                        (entry.map(Arc::new), true)
-                    }
+                    None if !may_read => return None,
+                    None => match self.load_resolved(&id) {
+                        Ok(entry) => (entry.map(Arc::new), true),
+                        Err(e) => return Some(Err(VerifyError::Unavailable(e.to_string()))),
+                    },
                 };
                 match entry {
                     // Only a caller holding the secret makes a key hot; every other answer
@@ -632,18 +657,21 @@ impl Store {
                         if loaded {
                             inner.cache.insert_cold(id, entry, generation);
                         }
-                        return Err(VerifyError::Invalid);
+                        return Some(Err(VerifyError::Invalid));
                     }
                 }
             }
         };
         if !resolved.is_key(key, &presented) {
-            return Err(VerifyError::Invalid);
+            return Some(Err(VerifyError::Invalid));
         }
         let now = inner.clock.unix_nanos();
-        let principal = resolved.status(now)?.clone();
-        resolved.usage.record(now);
-        Ok(principal)
+        Some(
+            resolved
+                .status(now)
+                .cloned()
+                .inspect(|_| resolved.usage.record(now)),
+        )
     }
 
     /// Persists buffered usage figures and flushes the store to disk. Call at shutdown;
