@@ -257,3 +257,42 @@ fn a_cold_verification_on_a_tokio_worker_neither_panics_nor_fails() {
     });
     assert!(principal.unwrap().has("orders:read"));
 }
+
+#[test]
+fn a_backup_of_a_database_store_restores_into_a_directory() {
+    let Some(location) = support::postgres_location() else {
+        return;
+    };
+    let store = Store::create_empty_at(&location.location, "lk", config()).unwrap();
+    let (_, key) = user_and_key(&store);
+    let mut file = Vec::new();
+    let header = store.backup(&mut file).unwrap();
+    assert_eq!(header.seq, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("restored");
+    let (restored, _) = Store::restore(&target, file.as_slice(), config()).unwrap();
+    assert_eq!(restored.verify_audit().unwrap().broken, None);
+    assert!(
+        restored
+            .verify(key.secret.expose())
+            .unwrap()
+            .has("orders:read")
+    );
+
+    // And back into an empty database; never onto one that holds a store.
+    let mut again = Vec::new();
+    restored.backup(&mut again).unwrap();
+    let err = Store::restore_at(&location.location, again.as_slice(), config()).unwrap_err();
+    assert!(err.to_string().contains("empty database"), "{err}");
+    let empty = support::postgres_location().unwrap();
+    let (back, _) = Store::restore_at(&empty.location, again.as_slice(), config()).unwrap();
+    assert_eq!(back.verify_audit().unwrap().broken, None);
+    assert!(back.verify(key.secret.expose()).unwrap().has("orders:read"));
+    assert_ne!(back.lineage(), store.lineage());
+    // A damaged file leaves the database empty.
+    let other = support::postgres_location().unwrap();
+    let cut = &again[..again.len() - 40];
+    assert!(Store::restore_at(&other.location, cut, config()).is_err());
+    let err = Store::open_at(&other.location, config()).unwrap_err();
+    assert_eq!(err.code(), "not_initialized");
+}

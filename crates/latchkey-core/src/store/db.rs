@@ -4,8 +4,7 @@
 //! is opened again, and keeps in memory what the failed write applied (see `space`). So
 //! the store holds sled through [`Db`], which [`Db::reopen`] can swap for a fresh open of
 //! the same files: that drops the poisoned instance and whatever it had not made durable.
-//! It is the sled [`Backend`]; sled-only operations (reopen, the mark, backups) use
-//! [`Db::handle`].
+//! It is the sled [`Backend`], plus what only sled needs: reopening.
 
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
@@ -50,11 +49,6 @@ impl Db {
             cache_capacity,
             current: RwLock::new(Some(db)),
         }
-    }
-
-    /// The open sled database (a cheap clone), for iterators.
-    pub(crate) fn handle(&self) -> Result<sled::Db, StoreError> {
-        self.try_handle().map_err(StoreError::from)
     }
 
     fn try_handle(&self) -> sled::Result<sled::Db> {

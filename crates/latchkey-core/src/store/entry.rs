@@ -4,7 +4,7 @@ use std::path::Path;
 
 #[cfg(feature = "postgres")]
 use super::postgres;
-use super::{Store, StoreConfig};
+use super::{Restored, Store, StoreConfig};
 use crate::error::StoreError;
 use crate::location::Location;
 use crate::model::CreatedKey;
@@ -53,6 +53,18 @@ impl Store {
         match location {
             Location::Dir(path) => dir_schema_version(path),
             Location::Postgres(url) => postgres::migrate(url),
+        }
+    }
+
+    /// [`Store::restore`] at a location: an empty or new directory, or an empty database.
+    pub fn restore_at(
+        location: &Location,
+        backup: impl std::io::Read,
+        config: StoreConfig,
+    ) -> Result<(Store, Restored), StoreError> {
+        match location {
+            Location::Dir(path) => Store::restore(path, backup, config),
+            Location::Postgres(url) => postgres::restore(url, backup, config),
         }
     }
 
@@ -123,6 +135,14 @@ mod postgres {
     }
 
     pub(super) fn migrate(url: &DatabaseUrl) -> Result<u32, StoreError> {
+        Err(refused(url))
+    }
+
+    pub(super) fn restore(
+        url: &DatabaseUrl,
+        _: impl std::io::Read,
+        _: StoreConfig,
+    ) -> Result<(Store, super::super::Restored), StoreError> {
         Err(refused(url))
     }
 }

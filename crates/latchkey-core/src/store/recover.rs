@@ -37,16 +37,6 @@ impl Store {
         }
     }
 
-    /// The sled database, for what only a sled store does; a clear error on another.
-    pub(super) fn sled_only(&self, what: &str) -> Result<&Db, StoreError> {
-        self.inner.sled.as_deref().ok_or_else(|| {
-            StoreError::storage(format!(
-                "{what} work on a sled store only; use the database's own tools for {}",
-                self.inner.location
-            ))
-        })
-    }
-
     /// After sled failed a write, under the write lock: sled is now poisoned and holds the
     /// failed write in memory, so reopen it from its files, which drops that write, and
     /// forget every cached verification, which may have read it.

@@ -16,7 +16,10 @@ use std::sync::Arc;
 
 use client::{Pg, PgBackend};
 
-use super::backend::Backend;
+use std::ops::Bound;
+
+use super::Restored;
+use super::backend::{Backend, Batch, Direction, KeyRange, scan};
 use super::follow::Follow;
 use super::mark::Mark;
 use super::{Store, StoreConfig, layout, recover, write_new_store};
@@ -64,6 +67,38 @@ fn connect(url: &DatabaseUrl) -> Result<(Arc<Pg>, Arc<dyn Backend>), StoreError>
     schema::migrate(&pg)?;
     let db: Arc<dyn Backend> = Arc::new(PgBackend(Arc::clone(&pg)));
     Ok((pg, db))
+}
+
+/// Restores a backup into an empty database (see [`Store::restore`]).
+pub(crate) fn restore(
+    url: &DatabaseUrl,
+    backup: impl std::io::Read,
+    config: StoreConfig,
+) -> Result<(Store, Restored), StoreError> {
+    let (pg, db) = connect(url)?;
+    let restored = {
+        let _writers = db.lock_writers()?;
+        let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
+        if db.first(&everything, Direction::Forward)?.is_some() {
+            return Err(StoreError::storage(format!(
+                "cannot restore into {url}: it holds a store or part of one (restore needs an \
+                 empty database)"
+            )));
+        }
+        match super::backup::load(&*db, backup) {
+            Ok(restored) => restored,
+            Err(e) => {
+                // No half store stays behind.
+                let mut batch = Batch::default();
+                for item in scan(&db, everything, Direction::Forward) {
+                    batch.remove(item?.0);
+                }
+                db.apply_batch(batch)?;
+                return Err(e);
+            }
+        }
+    };
+    Ok((start(url, pg, db, config)?, restored))
 }
 
 /// Writes a new store's settings, unless the database holds a store already.
