@@ -296,3 +296,29 @@ fn a_backup_of_a_database_store_restores_into_a_directory() {
     let err = Store::open_at(&other.location, config()).unwrap_err();
     assert_eq!(err.code(), "not_initialized");
 }
+
+#[test]
+fn two_processes_creating_one_store_at_once_make_one_store() {
+    let Some(location) = support::postgres_location() else {
+        return;
+    };
+    let created: Vec<_> = std::thread::scope(|scope| {
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| Store::create_with_admin_at(&location.location, "lk", config()))
+            })
+            .collect();
+        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let keys: Vec<_> = created.iter().filter_map(|c| c.as_ref().ok()).collect();
+    assert!(!keys.is_empty(), "{created:?}");
+    let store = Store::open_at(&location.location, config()).unwrap();
+    // Whichever won, its admin key verifies on a store opened afterwards.
+    for (_, admin) in keys {
+        assert_eq!(
+            store.verify(admin.secret.expose()).unwrap().user_name,
+            "admin"
+        );
+    }
+    assert_eq!(store.verify_audit().unwrap().broken, None);
+}

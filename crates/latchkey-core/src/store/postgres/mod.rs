@@ -112,7 +112,13 @@ fn prepare(url: &DatabaseUrl, prefix: &str, config: StoreConfig) -> Result<Store
                 path: PathBuf::from(url.redacted()),
             });
         }
-        write_new_store(&*db, &prefix)?;
+        // Settings without a version: another process is creating the store right now, or
+        // one failed to. Either way they are kept when the prefix is the same, so that two
+        // processes creating one store at once make one hash key, never two.
+        let same_prefix = db.get(layout::PREFIX)?.as_deref() == Some(prefix.as_str().as_bytes());
+        if !same_prefix || db.get(layout::HASH_KEY)?.is_none() {
+            write_new_store(&*db, &prefix)?;
+        }
     }
     start(url, pg, db, config)
 }

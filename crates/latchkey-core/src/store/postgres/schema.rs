@@ -34,6 +34,10 @@ pub(super) fn migrate(pg: &Pg) -> Result<u32, StoreError> {
         tx.query("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
             .await
             .map_err(pg_error)?;
+        // No NOTICE ("already exists, skipping") in the process's log at every start.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await
+            .map_err(pg_error)?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS latchkey_schema (\
              one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL)",
