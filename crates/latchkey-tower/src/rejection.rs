@@ -39,10 +39,12 @@ pub(crate) enum Reason {
     Missing,
     /// An `Authorization` header with another scheme, and no key elsewhere.
     OtherScheme,
-    /// Several `Authorization` (or extra key) headers, or the same query parameter twice.
-    Several,
-    /// A key in more than one place (RFC 6750 §2: one method per request).
-    Ambiguous,
+    /// One place sent twice: several `Authorization` (or extra key) headers, or the same
+    /// query parameter more than once.
+    Repeated,
+    /// A key in more than one place, e.g. a header and the query (RFC 6750 §2: one method
+    /// per request).
+    SeveralPlaces,
     /// Longer than any key can be.
     TooLong,
     /// Bytes that are not UTF-8.
@@ -85,8 +87,8 @@ impl Reason {
     pub(crate) fn code(self) -> &'static str {
         match self {
             Reason::Missing | Reason::OtherScheme => "missing_key",
-            Reason::Several
-            | Reason::Ambiguous
+            Reason::Repeated
+            | Reason::SeveralPlaces
             | Reason::TooLong
             | Reason::NotUtf8
             | Reason::Malformed
@@ -114,13 +116,13 @@ impl Reason {
                 "API key required",
                 "The Authorization header must use the Bearer scheme: `Authorization: Bearer <key>`."
             ),
-            Reason::Several => problem!(
+            Reason::Repeated => problem!(
                 401,
                 "invalid_key",
                 "Invalid API key",
                 "The key was sent more than once; send it once."
             ),
-            Reason::Ambiguous => problem!(
+            Reason::SeveralPlaces => problem!(
                 401,
                 "invalid_key",
                 "Invalid API key",

@@ -8,7 +8,7 @@ use latchkey_core::{Group, GroupPatch, NewGroup};
 use crate::api::{CreateGroup, List, UpdateGroup};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::{Body, PageParams, Params, RecordRef};
+use crate::extract::{JsonBody, PageParams, Params, RecordRef};
 use crate::state::AppState;
 
 /// Create a group.
@@ -26,7 +26,7 @@ use crate::state::AppState;
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller<perm::GroupsWrite>,
-    Body(body): Body<CreateGroup>,
+    JsonBody(body): JsonBody<CreateGroup>,
 ) -> Result<(StatusCode, Json<Group>), AppError> {
     let group = state
         .run(move |store| {
@@ -99,7 +99,7 @@ pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller<perm::GroupsWrite>,
     RecordRef(id): RecordRef,
-    Body(body): Body<UpdateGroup>,
+    JsonBody(body): JsonBody<UpdateGroup>,
 ) -> Result<Json<Group>, AppError> {
     let group = state
         .run(move |store| {

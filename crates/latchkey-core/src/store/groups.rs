@@ -200,7 +200,7 @@ impl Store {
             if !actor.sees(member) {
                 return abort(StoreError::TenantForbidden { field: "id" });
             }
-            if let Err(e) = actor.ensure_covers(&user_grants_in(tx, member, false)?) {
+            if let Err(e) = actor.ensure_covers(&user_grants_in(tx, member)?) {
                 return abort(e);
             }
         }

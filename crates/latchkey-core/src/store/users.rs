@@ -58,7 +58,7 @@ impl Store {
             created_at: tx.now,
             updated_at: tx.now,
         };
-        let grants = user_grants_in(tx, &user, true)?;
+        let grants = user_grants_checked_in(tx, &user)?;
         if let Err(e) = actor.ensure_covers(&grants) {
             return abort(e);
         }
@@ -121,7 +121,7 @@ impl Store {
                 return abort(StoreError::not_found(Entity::User, id));
             };
             let original = user.clone();
-            let before = user_grants_in(tx, &user, false)?;
+            let before = user_grants_in(tx, &user)?;
             if let Err(e) = actor.ensure_covers(&before) {
                 return abort(e);
             }
@@ -181,7 +181,7 @@ impl Store {
             {
                 return abort(e);
             }
-            let after = user_grants_in(tx, &user, true)?;
+            let after = user_grants_checked_in(tx, &user)?;
             if let Err(e) = actor.ensure_covers(&after) {
                 return abort(e);
             }
@@ -212,7 +212,7 @@ impl Store {
             let Some(user) = tx.get::<User>(&layout::user(id))?.filter(|u| actor.sees(u)) else {
                 return abort(StoreError::not_found(Entity::User, id));
             };
-            let grants = user_grants_in(tx, &user, false)?;
+            let grants = user_grants_in(tx, &user)?;
             if let Err(e) = actor.ensure_covers(&grants) {
                 return abort(e);
             }
@@ -232,18 +232,33 @@ impl Store {
     }
 }
 
-/// A user's grants, read inside the transaction. With `require_groups`, a missing group is
-/// a `NotFound` for the `groups` field; otherwise it is skipped (it grants nothing).
-pub(super) fn user_grants_in(
-    tx: &Tx<'_>,
-    user: &User,
-    require_groups: bool,
-) -> TxResult<PermissionSet> {
+/// A user's grants, read inside the transaction; a group that no longer exists grants
+/// nothing.
+pub(super) fn user_grants_in(tx: &Tx<'_>, user: &User) -> TxResult<PermissionSet> {
+    grants_in(tx, user, MissingGroup::Skip)
+}
+
+/// A user's grants for a user being written: a missing group is a `NotFound` for the
+/// `groups` field.
+fn user_grants_checked_in(tx: &Tx<'_>, user: &User) -> TxResult<PermissionSet> {
+    grants_in(tx, user, MissingGroup::NotFound)
+}
+
+/// What a group the user names but the store lacks means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MissingGroup {
+    Skip,
+    NotFound,
+}
+
+fn grants_in(tx: &Tx<'_>, user: &User, missing: MissingGroup) -> TxResult<PermissionSet> {
     let mut groups = Vec::with_capacity(user.groups.len());
     for id in &user.groups {
         match tx.get::<Group>(&layout::group(*id))? {
             Some(group) => groups.push(group.permissions),
-            None if require_groups => return abort(StoreError::not_found(Entity::Group, id)),
+            None if missing == MissingGroup::NotFound => {
+                return abort(StoreError::not_found(Entity::Group, id));
+            }
             None => {}
         }
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::config::Settings;
+use super::config::VerifierSettings;
 use super::error::RemoteError;
 
 /// The daemon: its URLs and the service key's header, built once.
@@ -75,7 +75,7 @@ impl Daemon {
     pub(super) fn new(
         url: &str,
         service_key: &ApiKey,
-        settings: &Settings,
+        settings: &VerifierSettings,
     ) -> Result<Daemon, RemoteError> {
         let mut base = Url::parse(url).map_err(|e| RemoteError::Url(format!("{url:?}: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {

@@ -15,9 +15,9 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
-use super::cache::{Cache, Cached, Digest, DigestHasher, Hasher32, Negative, Positive, Scope};
+use super::cache::{Cache, Cached, Digest, DigestHasher, Negative, Positive, Scope, SecretHasher};
 use super::client::{Daemon, Verdict};
-use super::config::{RemoteVerifierBuilder, Settings};
+use super::config::{RemoteVerifierBuilder, VerifierSettings};
 use super::error::RemoteError;
 use super::feed;
 use super::usage::UsageBuffer;
@@ -62,8 +62,8 @@ pub struct RemoteVerifier {
 /// The state the verifier and its tasks share.
 pub(super) struct Shared {
     pub(super) daemon: Daemon,
-    pub(super) settings: Settings,
-    hasher: Hasher32,
+    pub(super) settings: VerifierSettings,
+    hasher: SecretHasher,
     pub(super) cache: Cache,
     /// Misses being asked of the daemon, by digest: later misses for the same key wait for
     /// the same answer.
@@ -123,13 +123,13 @@ impl RemoteVerifier {
     pub(super) fn start(
         url: &str,
         service_key: ApiKey,
-        settings: Settings,
+        settings: VerifierSettings,
     ) -> Result<RemoteVerifier, RemoteError> {
         let runtime = Handle::try_current().map_err(|_| RemoteError::NoRuntime)?;
         let daemon = Daemon::new(url, &service_key, &settings)?;
         let shared = Arc::new(Shared {
             daemon,
-            hasher: Hasher32::generate(),
+            hasher: SecretHasher::generate(),
             cache: Cache::new(settings.max_entries, settings.max_refusals),
             misses: Semaphore::new(settings.max_concurrent_misses),
             pending: Mutex::default(),
