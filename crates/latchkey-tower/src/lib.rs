@@ -65,7 +65,7 @@ pub mod remote;
 
 pub use auth::{ApiKeyAuth, ApiKeyLayer};
 pub use principal::Principal;
-pub use rejection::Rejection;
+pub use rejection::{ProblemCode, Rejection};
 pub use require::{RequirePermission, RequirePermissionLayer};
 pub use verifier::Verifier;
 

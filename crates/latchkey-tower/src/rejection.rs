@@ -1,7 +1,8 @@
 //! [`Rejection`]: a refused request as the response it becomes.
 //!
 //! Every body the layer sends is a `&'static str` built at compile time by [`problem!`], so
-//! a rejection costs no formatting and no allocation beyond the response itself. Only the
+//! a rejection costs no formatting and no allocation beyond the response itself (and its
+//! [`ProblemCode`] extension). Only the
 //! 403 names a permission; [`RequirePermissionLayer`](crate::RequirePermissionLayer) builds
 //! that body once, when it is configured.
 
@@ -347,6 +348,13 @@ impl Rejection {
         if let Some(challenge) = self.challenge {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
+        response.extensions_mut().insert(ProblemCode(self.code));
         response
     }
 }
+
+/// The stable `code` of a problem+json response, in the response's extensions, so that
+/// middleware (metrics, logs) can read the outcome without parsing the body. Every
+/// [`Rejection`] carries one; latchkey-admin's errors do too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProblemCode(pub &'static str);
