@@ -3,11 +3,12 @@
 use uuid::Uuid;
 
 use super::counters::Counter;
+use super::names::NameIndex;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
-use crate::error::{Conflict, Entity, StoreError};
+use crate::error::{Entity, StoreError};
 use crate::limits::{MAX_TENANT_BYTES, check_groups, check_permissions};
 use crate::model::{Group, NewUser, User, UserPatch, validate_principal_name, validate_text};
 use crate::permission::PermissionSet;
@@ -36,15 +37,7 @@ impl Store {
             Ok(placed) => placed,
             Err(e) => return abort(e),
         };
-        if tx.get_raw(&layout::user_name(&new.name))?.is_some() {
-            return abort(
-                Conflict::NameTaken {
-                    entity: Entity::User,
-                    name: new.name.clone(),
-                }
-                .into(),
-            );
-        }
+        NameIndex::USERS.ensure_free(tx, &new.name)?;
         let mut groups = new.groups.clone();
         groups.dedup();
         let user = User {
@@ -64,7 +57,7 @@ impl Store {
         }
         tx.put(&layout::user(user.id), &user)?;
         tx.count(Counter::Users, 1)?;
-        tx.put_raw(&layout::user_name(&user.name), user.id.as_bytes())?;
+        NameIndex::USERS.insert(tx, &user.name, user.id)?;
         tx.record(Action::UserCreate, user.id, Some(user.id));
         Ok(user)
     }
@@ -125,25 +118,7 @@ impl Store {
             if let Err(e) = actor.ensure_covers(&before) {
                 return abort(e);
             }
-            if let Some(name) = &patch.name {
-                if let Err(e) = validate_principal_name("name", name) {
-                    return abort(e);
-                }
-                if *name != user.name {
-                    if tx.get_raw(&layout::user_name(name))?.is_some() {
-                        return abort(
-                            Conflict::NameTaken {
-                                entity: Entity::User,
-                                name: name.clone(),
-                            }
-                            .into(),
-                        );
-                    }
-                    tx.remove(&layout::user_name(&user.name))?;
-                    tx.put_raw(&layout::user_name(name), id.as_bytes())?;
-                    user.name = name.clone();
-                }
-            }
+            NameIndex::USERS.rename(tx, id, &mut user.name, patch.name.as_ref())?;
             if let Some(enabled) = patch.enabled {
                 user.enabled = enabled;
             }
@@ -219,7 +194,7 @@ impl Store {
             tx.revoke_user_keys_in(id, head, false)?;
             tx.remove(&layout::user(id))?;
             tx.count(Counter::Users, -1)?;
-            tx.remove(&layout::user_name(&user.name))?;
+            NameIndex::USERS.remove(tx, &user.name)?;
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserDelete, id, Some(id));
             tx.invalidate(Invalidate::All);
