@@ -32,13 +32,7 @@ fn sorted(fields: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn create_answers_the_record_and_the_secret_once() {
     let h = Harness::new();
-    let user = h
-        .post(
-            "/v1/users",
-            json!({"name": "bot", "permissions": ["orders:*"]}),
-        )
-        .await
-        .ok(201);
+    let user = h.user("bot", &["orders:*"]).await;
     let created = h
         .post(
             "/v1/keys",
@@ -98,10 +92,7 @@ async fn create_answers_the_record_and_the_secret_once() {
 async fn the_secret_appears_only_in_create_and_rotate_answers() {
     let h = Harness::new();
     h.post("/v1/users", json!({"name": "bot"})).await.ok(201);
-    let created = h
-        .post("/v1/keys", json!({"name": "k", "user_id": "bot"}))
-        .await
-        .ok(201);
+    let created = h.key_for("bot").await;
     let id = created["id"].as_str().unwrap().to_owned();
     let first = created["secret"].as_str().unwrap().to_owned();
     let rotated = h
@@ -242,9 +233,7 @@ async fn show_update_disable_enable_revoke_delete() {
 #[tokio::test]
 async fn rotate_keeps_user_scopes_and_name_and_ends_the_old_key_after_the_grace() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "bot", "permissions": ["a:*"]}))
-        .await
-        .ok(201);
+    h.user("bot", &["a:*"]).await;
     let old = h
         .post(
             "/v1/keys",
