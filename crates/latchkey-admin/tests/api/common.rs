@@ -139,6 +139,17 @@ impl Harness {
         .ok(201)
     }
 
+    /// Rotates a key with this grace period, as the admin; returns the new key with its
+    /// secret.
+    pub(crate) async fn rotate(&self, id: &str, grace_seconds: u64) -> Value {
+        self.post(
+            &format!("/v1/keys/{id}/rotate"),
+            serde_json::json!({"grace_seconds": grace_seconds}),
+        )
+        .await
+        .ok(201)
+    }
+
     /// Creates a key named `k` for a user, as the admin; returns the record with its secret.
     pub(crate) async fn key_for(&self, user: &str) -> Value {
         self.post(

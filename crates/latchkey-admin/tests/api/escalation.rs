@@ -354,13 +354,7 @@ async fn rotating_a_disabled_key_gives_a_disabled_key() {
     h.patch(&format!("/v1/keys/{id}"), json!({"enabled": false}))
         .await
         .ok(200);
-    let rotated = h
-        .post(
-            &format!("/v1/keys/{id}/rotate"),
-            json!({"grace_seconds": 60}),
-        )
-        .await
-        .ok(201);
+    let rotated = h.rotate(id, 60).await;
     assert_eq!(rotated["enabled"], false);
     assert_eq!(rotated["status"], "disabled");
     let refused = h
