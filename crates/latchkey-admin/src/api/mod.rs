@@ -259,6 +259,15 @@ pub struct List<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> From<latchkey_core::Page<T>> for List<T> {
+    fn from(page: latchkey_core::Page<T>) -> Self {
+        List {
+            items: page.items,
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
 /// The answer of `POST /v1/users/{id}/revoke-keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeysRevoked {

@@ -59,10 +59,7 @@ pub(crate) async fn list(
     let page = state
         .run(move |store| Ok(store.groups_page(limit, cursor.as_deref())?))
         .await?;
-    Ok(Json(List {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(List::from(page)))
 }
 
 /// Show a group, by id or name.

@@ -152,10 +152,7 @@ pub(crate) async fn list(
                 })
         })
         .await?;
-    Ok(Json(List {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(List::from(page)))
 }
 
 /// Show a key, by id or display prefix.

@@ -77,10 +77,7 @@ pub(crate) async fn list(
     let page = state
         .run(move |store| Ok(store.users_page_as(&caller.actor, limit, cursor.as_deref())?))
         .await?;
-    Ok(Json(List {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(List::from(page)))
 }
 
 /// Show a user, by id or name.
