@@ -11,7 +11,7 @@ use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
 use crate::error::{Entity, StoreError};
-use crate::limits::check_permissions;
+use crate::limits::{check_permission_edit, check_permissions};
 use crate::model::{Group, GroupPatch, NewGroup, User, validate_principal_name};
 
 impl Store {
@@ -78,11 +78,11 @@ impl Store {
         id: Uuid,
         patch: GroupPatch,
     ) -> Result<Group, StoreError> {
-        if let Some(permissions) = &patch.permissions {
-            check_permissions("permissions", permissions)?;
-        }
-        check_permissions("add_permissions", &patch.add_permissions)?;
-        check_permissions("remove_permissions", &patch.remove_permissions)?;
+        check_permission_edit(
+            patch.permissions.as_ref(),
+            &patch.add_permissions,
+            &patch.remove_permissions,
+        )?;
         let narrows = patch.permissions.is_some() || !patch.remove_permissions.is_empty();
         let prepare = || {
             let admin_keys = self.admin_keys_if(narrows && self.group_holds_everything(id)?)?;
@@ -98,11 +98,11 @@ impl Store {
             }
             Self::ensure_may_change_members(tx, actor, members)?;
             NameIndex::GROUPS.rename(tx, id, &mut group.name, patch.name.as_ref())?;
-            if let Some(permissions) = &patch.permissions {
-                group.permissions = permissions.clone();
-            }
-            group.permissions.extend(&patch.add_permissions);
-            group.permissions.remove_all(&patch.remove_permissions);
+            group.permissions.edit(
+                patch.permissions.as_ref(),
+                &patch.add_permissions,
+                &patch.remove_permissions,
+            );
             if let Err(e) = check_permissions("permissions", &group.permissions)
                 .and_then(|()| actor.ensure_covers(&group.permissions))
             {

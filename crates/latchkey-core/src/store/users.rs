@@ -9,7 +9,7 @@ use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
 use crate::error::{Entity, StoreError};
-use crate::limits::{MAX_TENANT_BYTES, check_groups, check_permissions};
+use crate::limits::{MAX_TENANT_BYTES, check_groups, check_permission_edit, check_permissions};
 use crate::model::{Group, NewUser, User, UserPatch, validate_principal_name, validate_text};
 use crate::permission::PermissionSet;
 
@@ -129,11 +129,11 @@ impl Store {
             user.groups.retain(|g| !patch.remove_groups.contains(g));
             let mut seen = std::collections::HashSet::new();
             user.groups.retain(|g| seen.insert(*g));
-            if let Some(permissions) = &patch.permissions {
-                user.permissions = permissions.clone();
-            }
-            user.permissions.extend(&patch.add_permissions);
-            user.permissions.remove_all(&patch.remove_permissions);
+            user.permissions.edit(
+                patch.permissions.as_ref(),
+                &patch.add_permissions,
+                &patch.remove_permissions,
+            );
             for (field, value) in [
                 ("tenant_id", &patch.tenant_id),
                 ("organization_id", &patch.organization_id),
@@ -251,9 +251,9 @@ fn check_user_patch(patch: &UserPatch) -> Result<(), StoreError> {
     }
     check_groups("add_groups", patch.add_groups.len())?;
     check_groups("remove_groups", patch.remove_groups.len())?;
-    if let Some(permissions) = &patch.permissions {
-        check_permissions("permissions", permissions)?;
-    }
-    check_permissions("add_permissions", &patch.add_permissions)?;
-    check_permissions("remove_permissions", &patch.remove_permissions)
+    check_permission_edit(
+        patch.permissions.as_ref(),
+        &patch.add_permissions,
+        &patch.remove_permissions,
+    )
 }
