@@ -14,7 +14,8 @@ use std::marker::PhantomData;
 use axum::extract::FromRequestParts;
 use http::StatusCode;
 use http::request::Parts;
-use latchkey_core::{Actor, Principal};
+use latchkey_core::Actor;
+use latchkey_tower::Principal;
 
 use crate::error::AppError;
 

@@ -1,7 +1,7 @@
 //! API keys done right for Tower and axum.
 //!
 //! [`ApiKeyLayer`] authenticates every request by API key against a [`Verifier`] (a
-//! [`Store`] on disk, or a remote one), puts the caller's [`latchkey_core::Principal`] in the
+//! [`Store`] on disk, or a remote one), puts the caller's [`Principal`] in the
 //! request extensions, and answers everything else with the right status, challenge and
 //! `application/problem+json` body. [`RequirePermission`] guards a route with one
 //! permission; [`Principal`] is the axum extractor (feature `axum`, on by default).

@@ -16,8 +16,8 @@
 //!
 //! # What the inner service sees
 //!
-//! On success the request carries the [`latchkey_core::Principal`] in its extensions (read
-//! it with the [`Principal`](crate::Principal) extractor), and with
+//! On success the request carries a [`Principal`](crate::Principal) in its extensions (the
+//! extractor, `Extension<Principal>` and `extensions().get::<Principal>()` all read it), and with
 //! [`ApiKeyLayer::hide_credentials`] the key is removed from the request first. A refused
 //! request never reaches the inner service: it is answered `Ok(response)` with 401 or 503,
 //! so the service's error type stays `S::Error` and the client always gets an answer.

@@ -150,7 +150,9 @@ where
                 credentials::hide(&mut request, source, config);
             }
             trace::accepted(&span, &principal);
-            request.extensions_mut().insert(principal);
+            request
+                .extensions_mut()
+                .insert(crate::Principal::from(principal));
             let future = self.inner.call(request);
             drop(entered);
             return ResponseFuture::calling(future, span);
@@ -194,7 +196,9 @@ where
         match Pin::new(&mut verify).poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(result) => match decide(result, &span, config) {
                 Ok(principal) => {
-                    request.extensions_mut().insert(principal);
+                    request
+                        .extensions_mut()
+                        .insert(crate::Principal::from(principal));
                     let future = self.inner.call(request);
                     drop(entered);
                     ResponseFuture::calling(future, span)

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, StatusCode};
+use latchkey_core::wire::{UsageItem, UsageReport, VerifyResponse};
 use latchkey_core::{ApiKey, PrincipalInfo, VerifyError};
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use super::config::Settings;
 use super::error::RemoteError;
@@ -38,27 +38,6 @@ pub(super) enum Verdict {
         expires_at: Option<OffsetDateTime>,
     },
     Refused(VerifyError),
-}
-
-/// The body of `POST /v1/verify`'s answer.
-#[derive(Deserialize)]
-struct VerifyAnswer {
-    valid: bool,
-    code: String,
-    #[serde(default)]
-    principal: Option<PrincipalInfo>,
-    /// Absent from daemons that predate it: `cache_ttl` then bounds the entry.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    expires_at: Option<OffsetDateTime>,
-}
-
-/// Usage of one key, counted from cache hits.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct UsageItem {
-    pub(super) key_id: Uuid,
-    pub(super) count: u64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub(super) last_used_at: OffsetDateTime,
 }
 
 /// How `POST /v1/usage` went.
@@ -141,7 +120,7 @@ impl Daemon {
             }
             return Err(format!("POST /v1/verify answered {status}"));
         }
-        let answer: VerifyAnswer = response
+        let answer: VerifyResponse = response
             .json()
             .await
             .map_err(|e| format!("POST /v1/verify: {}", describe(&e)))?;
@@ -194,16 +173,14 @@ impl Daemon {
 
     /// Sends usage figures.
     pub(super) async fn report_usage(&self, items: &[UsageItem]) -> UsageOutcome {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            items: &'a [UsageItem],
-        }
         let sent = self
             .http
             .post(self.usage_url.clone())
             .header(AUTHORIZATION, self.authorization.clone())
             .timeout(self.request_timeout)
-            .json(&Body { items })
+            .json(&UsageReport {
+                items: items.to_vec(),
+            })
             .send()
             .await;
         match sent {

@@ -6,6 +6,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
+use latchkey_core::wire::{Heartbeat, StreamStart};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -13,25 +14,6 @@ use super::cache::Scope;
 use super::client::describe;
 use super::sse::{SseEvent, SseParser};
 use super::verifier::Shared;
-
-/// The data of `ready` and `reset`.
-#[derive(Deserialize)]
-struct Start {
-    head: u64,
-    position: u64,
-    /// The hash of the change at `position`.
-    #[serde(default)]
-    hash: Option<String>,
-    /// The store's lineage: new when it is restored from a backup.
-    #[serde(default)]
-    lineage: Option<String>,
-}
-
-/// The data of `heartbeat`.
-#[derive(Deserialize)]
-struct Heartbeat {
-    head: u64,
-}
 
 /// The fields of a `change` the cache needs; the rest of the audit event is ignored, so a
 /// daemon that adds fields or actions does not break the stream.
@@ -57,7 +39,7 @@ struct Cursor {
     hash: Option<String>,
     /// The store's lineage as the last `ready` told it: another one is a restored (or
     /// another) store, even when its chain matches.
-    lineage: Option<String>,
+    lineage: Option<Uuid>,
 }
 
 /// One connection's progress.
@@ -124,7 +106,7 @@ fn apply(
 ) -> Result<(), String> {
     match event.event.as_str() {
         kind @ ("ready" | "reset") => {
-            let start: Start = parse(kind, &event.data)?;
+            let start: StreamStart = parse(kind, &event.data)?;
             if kind == "reset" {
                 shared.drop_all("the daemon's feed is behind this verifier (reset)");
             } else if cursor.position.is_none() {

@@ -83,7 +83,7 @@ impl Service<Request<Body>> for Counting {
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let status = if request
             .extensions()
-            .get::<latchkey_tower::latchkey_core::Principal>()
+            .get::<latchkey_tower::Principal>()
             .is_some()
         {
             200
