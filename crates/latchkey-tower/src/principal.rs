@@ -6,7 +6,7 @@ use latchkey_core::Permission;
 
 use crate::rejection::Rejection;
 
-/// The caller a request authenticated as: what [`ApiKeyLayer`](crate::ApiKeyLayer) puts in
+/// The caller a request authenticated as: what [`ApiKeyAuthLayer`](crate::ApiKeyAuthLayer) puts in
 /// the request extensions, and the axum extractor (feature `axum`) that takes it out.
 ///
 /// It is the one principal type to name: `Principal` as an extractor,

@@ -1,8 +1,6 @@
 //! The event stream: follows the daemon's change feed, invalidates the cache, keeps the
 //! trust window open, and reconnects with backoff.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -197,8 +195,7 @@ struct Backoff {
     min: Duration,
     max: Duration,
     step: Duration,
-    random: RandomState,
-    draws: u64,
+    random: fastrand::Rng,
 }
 
 impl Backoff {
@@ -207,8 +204,7 @@ impl Backoff {
             min,
             max,
             step: min,
-            random: RandomState::new(),
-            draws: 0,
+            random: fastrand::Rng::new(),
         }
     }
 
@@ -219,11 +215,7 @@ impl Backoff {
     fn next(&mut self) -> Duration {
         let step = self.step;
         self.step = (self.step * 2).min(self.max);
-        // `RandomState` is seeded from the OS once per thread: a random draw without an
-        // RNG dependency.
-        self.draws += 1;
-        let fraction = (self.random.hash_one(self.draws) >> 11) as f64 / (1u64 << 53) as f64;
-        step.mul_f64(0.5 + fraction / 2.0)
+        step.mul_f64(0.5 + self.random.f64() / 2.0)
     }
 }
 

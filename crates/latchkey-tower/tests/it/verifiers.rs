@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::http::{Request, Response};
 use latchkey_tower::latchkey_core::{Actor, Principal};
-use latchkey_tower::{ApiKey, ApiKeyLayer, Store, VerifyError};
+use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Store, VerifyError};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::support::*;
@@ -29,7 +29,8 @@ fn pending_verifier(store: Store) -> impl Fn(&ApiKey) -> Verifying + Send + Sync
 async fn a_verifier_that_is_not_ready_at_once() {
     let fx = Fixture::new();
     let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(ApiKeyLayer::new(pending_verifier(fx.store.clone())).realm(REALM));
+    let app = app(ApiKeyAuthLayer::new(pending_verifier(fx.store.clone()))
+        .realm(latchkey_tower::Realm::from_static(REALM)));
     let reply = send(&app, get_with("/orders", key.secret.expose())).await;
     assert_eq!(reply.assert_ok()["user"], "reader");
     send(&app, post_with("/orders", key.secret.expose()))
@@ -43,10 +44,10 @@ async fn a_verifier_that_is_not_ready_at_once() {
 
 #[tokio::test]
 async fn an_unavailable_keystore_is_503_never_401() {
-    let layer = ApiKeyLayer::new(|_: &ApiKey| async {
+    let layer = ApiKeyAuthLayer::new(|_: &ApiKey| async {
         Err(VerifyError::Unavailable("disk on fire".into()))
     })
-    .realm(REALM);
+    .realm(latchkey_tower::Realm::from_static(REALM));
     let app = app(layer);
     let fx = Fixture::new();
     let (_, key) = fx.key_for("reader", &["orders:read"]);
@@ -117,7 +118,7 @@ async fn a_store_authenticates_without_cloning_the_inner_service() {
 
     // A pending verifier moves the ready service into the future and keeps a clone.
     let mut service =
-        ApiKeyLayer::new(pending_verifier(fx.store.clone())).layer(Counting(clones.clone()));
+        ApiKeyAuthLayer::new(pending_verifier(fx.store.clone())).layer(Counting(clones.clone()));
     let response = service
         .ready()
         .await

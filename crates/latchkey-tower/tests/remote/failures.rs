@@ -9,7 +9,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use latchkey_tower::latchkey_core::{Actor, Env, ManualClock, Prefix, VerifyError};
 use latchkey_tower::remote::RemoteVerifier;
-use latchkey_tower::{ApiKey, ApiKeyLayer, RequirePermission, Verifier};
+use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Realm, RequirePermission, Verifier};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -21,7 +21,7 @@ fn app(verifier: RemoteVerifier) -> Router {
     Router::new()
         .route("/orders", get(|| async { "orders" }))
         .route_layer(RequirePermission::layer("orders:read"))
-        .layer(ApiKeyLayer::new(verifier).realm("orders"))
+        .layer(ApiKeyAuthLayer::new(verifier).realm(Realm::from_static("orders")))
 }
 
 /// The status and the problem `code` (if any) of `GET /orders` with `key`.
@@ -243,4 +243,14 @@ async fn nothing_listening_gives_503_at_once() {
         (status, code.as_deref()),
         (503, Some("keystore_unavailable"))
     );
+}
+
+#[tokio::test]
+async fn a_zero_usage_interval_is_refused_at_build() {
+    let key = ApiKey::generate(&Prefix::default(), Env::Live);
+    let built = RemoteVerifier::builder("http://127.0.0.1:9", key.expose())
+        .usage_interval(std::time::Duration::ZERO)
+        .build();
+    let err = built.expect_err("a zero interval must be refused");
+    assert!(err.to_string().contains("usage_interval"), "{err}");
 }
