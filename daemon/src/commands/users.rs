@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
+use latchkey_admin::api::UpdateUser;
 use serde_json::{Value, json};
 
 use super::{Body, Output, cleaned};
@@ -77,11 +78,11 @@ pub(super) async fn run<T: Transport>(
             print_user(api, out, &user).await;
         }
         UsersCommand::Enable { user } => {
-            let user = api.patch(&path(&user), json!({"enabled": true})).await?;
+            let user = api.patch(&path(&user), enabled(true)).await?;
             print_user(api, out, &user).await;
         }
         UsersCommand::Disable { user } => {
-            let user = api.patch(&path(&user), json!({"enabled": false})).await?;
+            let user = api.patch(&path(&user), enabled(false)).await?;
             print_user(api, out, &user).await;
         }
         UsersCommand::RevokeKeys { user } => {
@@ -107,6 +108,14 @@ pub(super) async fn run<T: Transport>(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `PATCH /v1/users/{id}` enabling or disabling the user.
+fn enabled(enabled: bool) -> UpdateUser {
+    UpdateUser {
+        enabled: Some(enabled),
+        ..UpdateUser::default()
+    }
 }
 
 fn path(user: &str) -> String {
