@@ -21,7 +21,8 @@ use crate::error::AppError;
 
 /// The permission a route requires, as a type, so each handler's signature states it.
 pub(crate) trait Required {
-    /// The permission string of PRODUCT.md.
+    /// The permission the route requires, e.g. `latchkey:keys:write` (the crate docs list
+    /// each route's).
     const PERMISSION: &'static str;
 }
 

@@ -83,7 +83,8 @@ impl Reason {
         }
     }
 
-    /// The stable code of PRODUCT.md.
+    /// The stable `code` of the problem+json body (the crate docs' *Responses* table): a
+    /// client may match on it; it never changes for a given refusal.
     pub(crate) fn code(self) -> &'static str {
         match self {
             Reason::Missing | Reason::OtherScheme => "missing_key",

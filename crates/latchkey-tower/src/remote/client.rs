@@ -109,17 +109,7 @@ impl Daemon {
             .send()
             .await
             .map_err(|e| format!("POST /v1/verify: {}", describe(&e)))?;
-        let status = response.status();
-        if status != StatusCode::OK {
-            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-                tracing::error!(
-                    %status,
-                    service_key = %self.service_prefix,
-                    "the daemon refused the service key: it must authenticate and hold latchkey:verify"
-                );
-            }
-            return Err(format!("POST /v1/verify answered {status}"));
-        }
+        self.expect_ok("POST /v1/verify", response.status())?;
         let answer: VerifyResponse = response
             .json()
             .await
@@ -132,6 +122,22 @@ impl Daemon {
             (true, None) => Err("POST /v1/verify: valid without a principal".to_owned()),
             (false, _) => Ok(Verdict::Refused(refusal(&answer.code))),
         }
+    }
+
+    /// `Err` naming `what` unless the daemon answered 200; a refusal of the service key
+    /// itself (401, 403) is logged as the misconfiguration it is.
+    fn expect_ok(&self, what: &str, status: StatusCode) -> Result<(), String> {
+        if status == StatusCode::OK {
+            return Ok(());
+        }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            tracing::error!(
+                %status,
+                service_key = %self.service_prefix,
+                "the daemon refused the service key: it must authenticate and hold latchkey:verify"
+            );
+        }
+        Err(format!("{what} answered {status}"))
     }
 
     /// Opens the event stream, resuming after `after` when given.
@@ -157,17 +163,7 @@ impl Daemon {
             .await
             .map_err(|_| "GET /v1/events: timed out".to_owned())?
             .map_err(|e| format!("GET /v1/events: {}", describe(&e)))?;
-        let status = response.status();
-        if status != StatusCode::OK {
-            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-                tracing::error!(
-                    %status,
-                    service_key = %self.service_prefix,
-                    "the daemon refused the service key: it must authenticate and hold latchkey:verify"
-                );
-            }
-            return Err(format!("GET /v1/events answered {status}"));
-        }
+        self.expect_ok("GET /v1/events", response.status())?;
         Ok(response)
     }
 

@@ -105,27 +105,29 @@ async fn a_store_authenticates_without_cloning_the_inner_service() {
 
     let mut service = fx.layer().layer(Counting(clones.clone()));
     for _ in 0..3 {
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(get_with("/", key.secret.expose()))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        call_ok(&mut service, key.secret.expose()).await;
     }
     assert_eq!(clones.load(Ordering::SeqCst), 0);
 
     // A pending verifier moves the ready service into the future and keeps a clone.
     let mut service =
         ApiKeyAuthLayer::new(pending_verifier(fx.store.clone())).layer(Counting(clones.clone()));
+    call_ok(&mut service, key.secret.expose()).await;
+    assert_eq!(clones.load(Ordering::SeqCst), 1);
+}
+
+/// Calls `service` once, as a server would (ready, then call), and expects a 200.
+async fn call_ok<S>(service: &mut S, key: &str)
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>>,
+    S::Error: std::fmt::Debug,
+{
     let response = service
         .ready()
         .await
         .unwrap()
-        .call(get_with("/", key.secret.expose()))
+        .call(get_with("/", key))
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(clones.load(Ordering::SeqCst), 1);
 }
