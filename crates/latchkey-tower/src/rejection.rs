@@ -11,6 +11,8 @@ use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use latchkey_core::{Permission, VerifyError};
 
+use crate::auth::Realm;
+
 /// The URI prefix of every problem `type`: `urn:latchkey:problem:<code>`.
 pub(crate) const PROBLEM_TYPE_PREFIX: &str = "urn:latchkey:problem:";
 
@@ -84,7 +86,8 @@ impl Reason {
         }
     }
 
-    /// The stable code of PRODUCT.md.
+    /// The stable `code` of the problem+json body (the crate docs' *Responses* table): a
+    /// client may match on it; it never changes for a given refusal.
     pub(crate) fn code(self) -> &'static str {
         match self {
             Reason::Missing | Reason::OtherScheme => "missing_key",
@@ -220,21 +223,14 @@ pub(crate) struct Challenges {
 }
 
 impl Challenges {
-    /// # Panics
-    ///
-    /// When the realm holds a `"`, a `\` or a character that is not visible ASCII or a space.
-    pub(crate) fn new(realm: &str) -> Challenges {
-        assert!(
-            realm
-                .bytes()
-                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\'),
-            "a realm is visible ASCII or spaces, without `\"` or `\\`: {realm:?}"
-        );
+    /// The challenges naming `realm`.
+    pub(crate) fn new(realm: &Realm) -> Challenges {
+        let realm = realm.as_str();
         let missing = format!("Bearer realm=\"{realm}\"");
         let invalid = format!("Bearer realm=\"{realm}\", error=\"invalid_token\"");
         Challenges {
-            missing: HeaderValue::try_from(missing).expect("checked above"),
-            invalid: HeaderValue::try_from(invalid).expect("checked above"),
+            missing: HeaderValue::try_from(missing).expect("a realm is valid header text"),
+            invalid: HeaderValue::try_from(invalid).expect("a realm is valid header text"),
         }
     }
 

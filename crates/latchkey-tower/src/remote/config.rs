@@ -193,7 +193,7 @@ impl RemoteVerifierBuilder {
     }
 
     /// How often usage figures of cache hits are sent to the daemon (`POST /v1/usage`);
-    /// default 5 s.
+    /// default 5 s. Zero is refused by [`build`](Self::build) ([`RemoteError::Setting`]).
     pub fn usage_interval(mut self, interval: Duration) -> Self {
         self.settings.usage_interval = interval;
         self
@@ -235,8 +235,12 @@ impl RemoteVerifierBuilder {
     /// [`RemoteError::Url`] for a URL that is not `http(s)://…`,
     /// [`RemoteError::ServiceKey`] for a service key that is not a well-formed key,
     /// [`RemoteError::NoRuntime`] outside a tokio runtime, [`RemoteError::Client`] when
-    /// the HTTP client cannot be built (for one, a CA certificate that is not PEM).
+    /// the HTTP client cannot be built (for one, a CA certificate that is not PEM),
+    /// [`RemoteError::Setting`] for a zero `usage_interval`.
     pub fn build(self) -> Result<RemoteVerifier, RemoteError> {
+        if self.settings.usage_interval.is_zero() {
+            return Err(RemoteError::Setting("usage_interval must be above zero"));
+        }
         let service_key =
             ApiKey::parse(self.service_key.trim()).map_err(RemoteError::ServiceKey)?;
         RemoteVerifier::start(&self.url, service_key, self.settings)
