@@ -24,6 +24,8 @@ use reqwest::blocking::Client;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+use crate::backend::{drop_store, store_arg};
+
 /// The `latchkey` binary under test.
 pub(crate) fn bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -205,7 +207,8 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     /// Starts `latchkey serve --db <db> --listen 127.0.0.1:0` and waits for its
-    /// `listening on` line (no sleeping: it blocks on the pipe).
+    /// `listening on` line (no sleeping: it blocks on the pipe). On PostgreSQL `db` names a
+    /// database (see `backend.rs`).
     pub(crate) fn start(db: &Path) -> Daemon {
         Daemon::start_with(db, &[])
     }
@@ -214,7 +217,7 @@ impl Daemon {
     pub(crate) fn start_with(db: &Path, extra: &[&str]) -> Daemon {
         let mut child = latchkey()
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
+            .arg(store_arg(db))
             .args(extra)
             .env("LATCHKEY_LOG", "info")
             .stdout(Stdio::piped())
@@ -389,21 +392,41 @@ pub(crate) struct Fixture {
     pub(crate) daemon: Daemon,
     /// The admin key printed at first start.
     pub(crate) admin: String,
+    /// Drops the PostgreSQL database last (a field of its own, so that tests may still take
+    /// the fixture apart with `let Fixture { dir, daemon, .. } = f`).
+    _store: StoreGuard,
+}
+
+/// Drops the database standing for a path when the test is done with it.
+#[derive(Debug)]
+struct StoreGuard(PathBuf);
+
+impl Drop for StoreGuard {
+    fn drop(&mut self) {
+        drop_store(&self.0);
+    }
 }
 
 impl Fixture {
     /// Starts a daemon on an empty directory: it initialises the store.
     pub(crate) fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let daemon = Daemon::start(&dir.path().join("store"));
+        let store = dir.path().join("store");
+        let daemon = Daemon::start(&store);
         let admin = daemon
             .admin_key
             .clone()
             .expect("the first start prints the admin key");
-        Fixture { dir, daemon, admin }
+        Fixture {
+            dir,
+            daemon,
+            admin,
+            _store: StoreGuard(store),
+        }
     }
 
-    /// The store's path.
+    /// The store's path (on PostgreSQL, the name of its database: `store_arg` turns it into
+    /// what `--db` takes).
     pub(crate) fn db(&self) -> PathBuf {
         self.daemon.db.clone()
     }

@@ -7,6 +7,9 @@
 // Finding and building the binary, daemons with a kill-on-drop guard, CLI runs, HTTP.
 mod harness;
 
+// The backend switch: LATCHKEY_TEST_POSTGRES runs every test on a fresh PostgreSQL database.
+mod backend;
+
 // The whole life of a key through the CLI: create, use, list, filter, rename, disable,
 // enable, rotate, revoke, delete.
 mod key_life;

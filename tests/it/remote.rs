@@ -107,7 +107,9 @@ impl Drop for Proc {
 /// `latchkey serve` on `listen` over the store at `db`.
 fn daemon(db: &Path, listen: &str) -> Proc {
     let mut command = latchkey();
-    command.args(["serve", "--listen", listen, "--db"]).arg(db);
+    command
+        .args(["serve", "--listen", listen, "--db"])
+        .arg(crate::backend::store_arg(db));
     Proc::spawn(command)
 }
 
