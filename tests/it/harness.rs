@@ -12,6 +12,7 @@
 //! `cargo test` and nextest alike; after the first run it is a no-op build of well under a
 //! second. Set `LATCHKEY_BIN` to test a binary built elsewhere.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -215,9 +216,16 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra arguments for `serve`.
     pub(crate) fn start_with(db: &Path, extra: &[&str]) -> Daemon {
+        let mut daemon = Daemon::start_on(&store_arg(db), extra);
+        db.clone_into(&mut daemon.db);
+        daemon
+    }
+
+    /// Starts `latchkey serve --db <db>` with `db` as given: a database of the test's own.
+    pub(crate) fn start_on(db: &OsStr, extra: &[&str]) -> Daemon {
         let mut child = latchkey()
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(store_arg(db))
+            .arg(db)
             .args(extra)
             .env("LATCHKEY_LOG", "info")
             .stdout(Stdio::piped())
@@ -254,7 +262,7 @@ impl Daemon {
         Daemon {
             child,
             url: format!("http://{addr}"),
-            db: db.to_owned(),
+            db: PathBuf::from(db),
             admin_key,
             banner,
             stderr,
@@ -284,6 +292,18 @@ impl Daemon {
         key: Option<&str>,
         body: Option<Value>,
     ) -> Answer {
+        self.try_http(method, path, key, body)
+            .expect("the daemon answers")
+    }
+
+    /// [`Daemon::http`], answering `None` when the daemon does not (it is gone).
+    pub(crate) fn try_http(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Option<Answer> {
         let mut request = client().request(
             method.parse().expect("an HTTP method"),
             format!("{}{path}", self.url),
@@ -294,7 +314,7 @@ impl Daemon {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        answer(request.send().expect("the daemon answers"))
+        request.send().ok().map(answer)
     }
 
     /// Sends a request with a raw body and content type.
@@ -314,6 +334,11 @@ impl Daemon {
             request = request.header("content-type", content_type);
         }
         answer(request.send().expect("the daemon answers"))
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL, as a crash or power cut would; waits for the process to go.

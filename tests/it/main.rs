@@ -52,6 +52,10 @@ mod startup;
 
 // Header-read timeouts, /metrics on its own listener or behind a key, logs.
 mod listeners;
+// Several daemons on one PostgreSQL database with their remote apps: a write on one applies
+// on the other, kill -9 mid-write, PostgreSQL stopped and back (PostgreSQL only).
+mod cluster;
+
 // Operations: a full disk (on a tmpfs, as root), a damaged store at start, backup and
 // restore during writes, key import.
 mod operations;
