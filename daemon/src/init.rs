@@ -21,7 +21,7 @@ pub fn open_or_init(
     match Store::open(path, config.clone()) {
         Ok(store) => Ok((store, None)),
         Err(StoreError::NotInitialized { .. }) => {
-            let (store, admin) = Store::init(path, prefix, config)?;
+            let (store, admin) = Store::create_with_admin(path, prefix, config)?;
             Ok((store, Some(admin)))
         }
         Err(e) => Err(e),
@@ -122,7 +122,7 @@ impl Drop for KeyFile {
 pub fn run(path: &Path, prefix: &str, json: bool, key_file: Option<&Path>) -> anyhow::Result<()> {
     // The file first: when it cannot be created, no store is either.
     let key_file = key_file.map(KeyFile::create).transpose()?;
-    let (store, admin) = Store::init(path, prefix, StoreConfig::default())?;
+    let (store, admin) = Store::create_with_admin(path, prefix, StoreConfig::default())?;
     store.flush()?;
     announce(path, &admin, json, key_file)
 }

@@ -101,7 +101,7 @@ use latchkey_core::Store;
 /// use latchkey_core::{Store, StoreConfig};
 ///
 /// let dir = tempfile::tempdir().unwrap();
-/// let (store, _admin_key) = Store::init(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let (store, _admin_key) = Store::create_with_admin(dir.path(), "lk", StoreConfig::default()).unwrap();
 /// let app: axum::Router = latchkey_admin::router(store);
 /// # let _ = app;
 /// ```
@@ -144,7 +144,7 @@ pub struct Routers {
 /// use latchkey_core::{Store, StoreConfig};
 ///
 /// let dir = tempfile::tempdir().unwrap();
-/// let (store, _admin_key) = Store::init(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let (store, _admin_key) = Store::create_with_admin(dir.path(), "lk", StoreConfig::default()).unwrap();
 /// let routers = routers(store, MetricsAccess::Separate);
 /// // Serve `routers.api` on the public address, `routers.metrics` on an internal one.
 /// # let _ = routers;
@@ -172,7 +172,7 @@ pub fn routers(store: Store, access: MetricsAccess) -> Routers {
 /// use latchkey_core::{Store, StoreConfig};
 ///
 /// let dir = tempfile::tempdir().unwrap();
-/// let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
 /// // In-process only: driven with `tower::ServiceExt::oneshot`, never served.
 /// let operator = latchkey_admin::operator_router(store);
 /// # let _ = operator;

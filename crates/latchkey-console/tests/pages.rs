@@ -24,7 +24,8 @@ struct App {
 impl App {
     fn new(secure: bool) -> App {
         let dir = tempfile::tempdir().unwrap();
-        let (store, admin) = Store::init(dir.path(), "lk", StoreConfig::default()).unwrap();
+        let (store, admin) =
+            Store::create_with_admin(dir.path(), "lk", StoreConfig::default()).unwrap();
         let api = latchkey_admin::router(store.clone());
         let console = latchkey_console::router(store, api.clone(), ConsoleConfig::new(secure));
         App {

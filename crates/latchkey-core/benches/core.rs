@@ -73,7 +73,7 @@ fn verify(c: &mut Criterion) {
 
 fn create(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = latchkey_core::Store::create(
+    let store = latchkey_core::Store::create_empty(
         dir.path(),
         "lk",
         StoreConfig::default().usage_flush_interval(None),

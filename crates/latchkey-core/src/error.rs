@@ -3,6 +3,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// A boxed error, the source of a storage failure.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// The kinds of record the store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,9 +119,23 @@ pub enum StoreError {
         /// The store's path.
         path: PathBuf,
     },
-    /// The storage engine failed (disk, I/O).
+    /// The storage engine failed (disk, I/O, the database); the cause is the source.
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(#[source] BoxError),
+    /// The database cannot be reached (PostgreSQL down, the network): nothing was changed.
+    /// Writes work again once it is back, without a restart.
+    #[error("the keystore is unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The database holds a schema newer than this version of latchkey knows.
+    #[error(
+        "the database holds latchkey schema version {found}, newer than this version knows ({supported}): upgrade latchkey"
+    )]
+    SchemaTooNew {
+        /// The schema version found.
+        found: u32,
+        /// The newest schema version this build knows.
+        supported: u32,
+    },
     /// A stored record could not be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -149,6 +166,11 @@ impl StoreError {
         }
     }
 
+    /// A storage failure described by a message alone.
+    pub(crate) fn storage(message: impl Into<String>) -> StoreError {
+        StoreError::Storage(message.into().into())
+    }
+
     pub(crate) fn not_found(entity: Entity, id: impl fmt::Display) -> StoreError {
         StoreError::NotFound {
             entity,
@@ -169,6 +191,8 @@ impl StoreError {
             StoreError::AlreadyInitialized { .. } => "already_initialized",
             StoreError::StorageFull { .. } => "storage_full",
             StoreError::Damaged { .. } => "store_damaged",
+            StoreError::Unavailable(_) => "keystore_unavailable",
+            StoreError::SchemaTooNew { .. } => "schema_too_new",
             StoreError::Storage(_) | StoreError::Corrupt(_) => "internal",
         }
     }
@@ -176,6 +200,6 @@ impl StoreError {
 
 impl From<sled::Error> for StoreError {
     fn from(err: sled::Error) -> Self {
-        StoreError::Storage(err.to_string())
+        StoreError::Storage(Box::new(err))
     }
 }

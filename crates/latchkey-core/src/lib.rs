@@ -21,7 +21,7 @@
 //! use latchkey_core::{Actor, NewKey, NewUser, PermissionSet, Store, StoreConfig};
 //!
 //! let dir = tempfile::tempdir().unwrap();
-//! let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+//! let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
 //! let user = store
 //!     .create_user(&Actor::system(), NewUser {
 //!         name: "reporting".into(),
@@ -44,6 +44,7 @@ pub mod error;
 pub mod hash;
 pub mod key;
 pub mod limits;
+mod location;
 pub mod model;
 pub mod permission;
 mod store;
@@ -52,9 +53,10 @@ pub mod verify;
 pub use actor::Actor;
 pub use audit::{Action, AuditEvent, ChainBreak};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Conflict, Entity, StoreError};
+pub use error::{BoxError, Conflict, Entity, StoreError};
 pub use hash::{HashKey, SecretHash};
 pub use key::{ApiKey, Env, ParseError, Prefix, PublicId, find_keys};
+pub use location::{DatabaseUrl, Location};
 pub use model::{
     CreatedKey, Group, GroupPatch, Key, KeyPatch, KeyStatus, NewGroup, NewKey, NewUser, User,
     UserPatch,

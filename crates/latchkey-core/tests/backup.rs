@@ -18,7 +18,8 @@ fn user(store: &Store, name: String) -> Result<uuid::Uuid, StoreError> {
 #[test]
 fn a_backup_during_writes_restores_every_write_acknowledged_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, admin) = Store::init(dir.path().join("a"), "lk", StoreConfig::default()).unwrap();
+    let (store, admin) =
+        Store::create_with_admin(dir.path().join("a"), "lk", StoreConfig::default()).unwrap();
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -72,7 +73,8 @@ fn a_backup_during_writes_restores_every_write_acknowledged_before_it() {
 #[test]
 fn a_damaged_backup_or_a_used_target_restores_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::init(dir.path().join("a"), "lk", StoreConfig::default()).unwrap();
+    let (store, _) =
+        Store::create_with_admin(dir.path().join("a"), "lk", StoreConfig::default()).unwrap();
     user(&store, "x".into()).unwrap();
     let mut file = Vec::new();
     store.backup(&mut file).unwrap();

@@ -10,7 +10,7 @@ use latchkey_core::{Actor, NewUser, Store, StoreConfig, StoreError};
 /// A store with `users` users (one audit event each) after `init`, closed.
 fn store_with_users(dir: &Path, users: usize) -> PathBuf {
     let path = dir.join("store");
-    let (store, _) = Store::init(&path, "lk", StoreConfig::default()).unwrap();
+    let (store, _) = Store::create_with_admin(&path, "lk", StoreConfig::default()).unwrap();
     add_users(&store, 0..users);
     drop(store);
     path
@@ -47,7 +47,7 @@ fn check_refused(path: &Path, needle: &str) -> String {
 #[track_caller]
 fn check_not_initialised_over(path: &Path) {
     let before = listing(path);
-    let err = Store::init(path, "lk", StoreConfig::default()).unwrap_err();
+    let err = Store::create_with_admin(path, "lk", StoreConfig::default()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -176,7 +176,7 @@ fn an_unfinished_snapshot_does_not_stop_an_open() {
 fn init_refuses_a_directory_of_other_files() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
-    let err = Store::init(dir.path(), "lk", StoreConfig::default()).unwrap_err();
+    let err = Store::create_with_admin(dir.path(), "lk", StoreConfig::default()).unwrap_err();
     assert!(err.to_string().contains("notes.txt"), "{err}");
     assert_eq!(listing(dir.path()), ["notes.txt"]);
 }

@@ -53,7 +53,7 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     {
-        let store = Store::create(&path, "lk", StoreConfig::default()).unwrap();
+        let store = Store::create_empty(&path, "lk", StoreConfig::default()).unwrap();
         let new = NewUser {
             name: "durable".into(),
             permissions: PermissionSet::parse(["x"]).unwrap(),

@@ -73,7 +73,7 @@ fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
     };
     let path = tmpfs.path().join("store");
     let config = StoreConfig::default().min_free_bytes(0);
-    let (store, admin_key) = Store::init(&path, "lk", config.clone()).unwrap();
+    let (store, admin_key) = Store::create_with_admin(&path, "lk", config.clone()).unwrap();
     let admin = Actor::system();
     let user = store
         .create_user(

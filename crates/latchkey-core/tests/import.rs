@@ -25,7 +25,7 @@ fn hex(bytes: &[u8]) -> String {
 fn imported_keys_verify_under_their_old_text_and_are_rehashed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let store = Store::create(&path, "lk", StoreConfig::default()).unwrap();
+    let store = Store::create_empty(&path, "lk", StoreConfig::default()).unwrap();
     let admin = Actor::system();
     let new_user = NewUser {
         name: "legacy".into(),

@@ -70,7 +70,7 @@ fn jobs_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let store = Store::create(&path, "lk", slow_jobs()).unwrap();
+    let store = Store::create_empty(&path, "lk", slow_jobs()).unwrap();
     let admin = Actor::system();
     let (user, created) = big_user(&store, KEYS);
     let mut out = std::io::stdout().lock();
@@ -174,7 +174,7 @@ fn a_deleted_users_keys_are_revoked_in_the_background_across_a_crash() {
 fn revoking_all_keys_refuses_them_at_once_and_spares_later_keys() {
     let dir = tempfile::tempdir().unwrap();
     let config = slow_jobs().background_jobs(false);
-    let store = Store::create(dir.path(), "lk", config).unwrap();
+    let store = Store::create_empty(dir.path(), "lk", config).unwrap();
     let admin = Actor::system();
     let (user, created) = big_user(&store, 35);
 

@@ -79,7 +79,7 @@ impl World {
             .clock(clock.clone())
             .usage_flush_interval(None)
             .background_jobs(false);
-        let store = Store::create(dir.path(), "lk", config).unwrap();
+        let store = Store::create_empty(dir.path(), "lk", config).unwrap();
         let mut world = World {
             _dir: dir,
             store,

@@ -23,7 +23,7 @@ fn fixture() -> Fixture {
     let config = StoreConfig::default()
         .clock(clock.clone())
         .usage_flush_interval(None);
-    let store = Store::create(dir.path(), "lk", config).unwrap();
+    let store = Store::create_empty(dir.path(), "lk", config).unwrap();
     Fixture {
         _dir: dir,
         store,
@@ -753,7 +753,8 @@ fn opening_fails_clearly_and_changes_nothing() {
     assert!(!missing.exists(), "open must not create a store");
 
     let path = dir.path().join("store");
-    let (store, admin_key) = Store::init(&path, "acme", StoreConfig::default()).unwrap();
+    let (store, admin_key) =
+        Store::create_with_admin(&path, "acme", StoreConfig::default()).unwrap();
     assert!(admin_key.secret.expose().starts_with("acme_live_"));
     assert!(
         store
@@ -771,7 +772,7 @@ fn opening_fails_clearly_and_changes_nothing() {
     assert!(err.to_string().contains("another process"), "{err}");
 
     drop(store);
-    let err = Store::init(&path, "acme", StoreConfig::default()).unwrap_err();
+    let err = Store::create_with_admin(&path, "acme", StoreConfig::default()).unwrap_err();
     assert!(
         matches!(err, StoreError::AlreadyInitialized { .. }),
         "{err}"
@@ -784,7 +785,7 @@ fn opening_fails_clearly_and_changes_nothing() {
     );
     assert!(store.verify(admin_key.secret.expose()).is_ok());
     assert!(matches!(
-        Store::create(dir.path().join("x"), "NO", StoreConfig::default()),
+        Store::create_empty(dir.path().join("x"), "NO", StoreConfig::default()),
         Err(StoreError::Invalid {
             field: "prefix",
             ..
@@ -798,7 +799,7 @@ fn no_verification_that_starts_after_a_revoke_returns_succeeds() {
     use std::time::Instant;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+    let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
     let admin = Actor::system();
     let user = store
         .create_user(
@@ -872,7 +873,7 @@ fn open_sled(path: &std::path::Path) -> sled::Db {
 fn a_store_closed_and_reopened_in_one_process_opens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    drop(Store::create(&path, "lk", StoreConfig::default()).unwrap());
+    drop(Store::create_empty(&path, "lk", StoreConfig::default()).unwrap());
     for round in 0..20 {
         let store = Store::open(&path, StoreConfig::default())
             .unwrap_or_else(|e| panic!("round {round}: {e}"));

@@ -23,7 +23,7 @@ fn fixture(cache_entries: usize) -> Fixture {
         .clock(clock.clone())
         .usage_flush_interval(None)
         .verify_cache_entries(cache_entries);
-    let store = Store::create(dir.path(), "lk", config).unwrap();
+    let store = Store::create_empty(dir.path(), "lk", config).unwrap();
     let admin = Actor::system();
     let user = store
         .create_user(

@@ -150,7 +150,7 @@ fn seed(dir: &Path, keys: usize) -> Result<(), Error> {
         return Err(format!("{} exists without its key files; remove it", dir.display()).into());
     }
     let started = Instant::now();
-    let store = Store::create(dir, "lk", StoreConfig::default())?;
+    let store = Store::create_empty(dir, "lk", StoreConfig::default())?;
     let system = Actor::system();
     let user = store.create_user(
         &system,

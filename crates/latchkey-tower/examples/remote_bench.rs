@@ -47,7 +47,7 @@ async fn daemon(dir: &Path, addr: &str) -> Result<(), Error> {
     let store = match Store::open(dir, config.clone()) {
         Ok(store) => store,
         Err(StoreError::NotInitialized { .. }) => {
-            let (store, admin) = Store::init(dir, "lk", config)?;
+            let (store, admin) = Store::create_with_admin(dir, "lk", config)?;
             let mut path = dir.as_os_str().to_owned();
             path.push(".admin");
             std::fs::write(path, admin.secret.expose())?;

@@ -133,7 +133,7 @@ mod tests {
     #[tokio::test]
     async fn the_curl_lines_answer_what_they_say() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+        let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
         let keys = demo::seed_if_empty(&store).unwrap().unwrap();
         assert!(demo::seed_if_empty(&store).unwrap().is_none());
         let (rw, ro) = (keys.read_write.expose(), keys.read_only.expose());

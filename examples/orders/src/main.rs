@@ -37,7 +37,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let store = match Store::open(&db, StoreConfig::default()) {
         Ok(store) => store,
         Err(latchkey_tower::latchkey_core::StoreError::NotInitialized { .. }) => {
-            Store::create(&db, "lk", StoreConfig::default())?
+            Store::create_empty(&db, "lk", StoreConfig::default())?
         }
         Err(e) => return Err(e.into()),
     };

@@ -108,7 +108,7 @@ async fn verify_checks_the_chain() {
 #[tokio::test]
 async fn verify_says_where_a_tampered_chain_breaks() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::init(dir.path(), "lk", StoreConfig::default()).unwrap();
+    let (store, _) = Store::create_with_admin(dir.path(), "lk", StoreConfig::default()).unwrap();
     drop(store);
     {
         // Core's layout, as its own tests use it: the event of seq n at `a:` + n (big endian).

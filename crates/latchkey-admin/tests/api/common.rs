@@ -68,7 +68,7 @@ impl Harness {
     pub(crate) fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig::default().usage_flush_interval(None);
-        let (store, admin) = Store::init(dir.path(), "lk", config).unwrap();
+        let (store, admin) = Store::create_with_admin(dir.path(), "lk", config).unwrap();
         Harness {
             app: latchkey_admin::router(store.clone()),
             store,

@@ -28,7 +28,7 @@ fn seed(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir).unwrap();
     eprintln!("seeding a store of {n} keys in {} (once)…", dir.display());
     let started = std::time::Instant::now();
-    let store = Store::create(
+    let store = Store::create_empty(
         dir.join("store"),
         "lk",
         StoreConfig::default().usage_flush_interval(None),

@@ -104,7 +104,7 @@ impl Store {
             lineage: inner.lineage(),
             records: db.len() as u64,
         };
-        let io_err = |e: io::Error| StoreError::Storage(format!("writing the backup: {e}"));
+        let io_err = |e: io::Error| StoreError::storage(format!("writing the backup: {e}"));
         let mut out = Hashing {
             inner: BufWriter::new(out),
             hasher: blake3::Hasher::new(),
@@ -123,7 +123,7 @@ impl Store {
             written += 1;
         }
         if written != header.records {
-            return Err(StoreError::Storage(format!(
+            return Err(StoreError::storage(format!(
                 "the store changed during the backup ({written} records, {} expected)",
                 header.records
             )));
@@ -151,7 +151,7 @@ impl Store {
         let path = path.as_ref();
         let (found, foreign) = files::inspect(path)?;
         if found != Found::Nothing || foreign.is_some() {
-            return Err(StoreError::Storage(format!(
+            return Err(StoreError::storage(format!(
                 "cannot restore into {}: it is not empty (restore needs an empty or new \
                  directory)",
                 path.display()
@@ -169,11 +169,11 @@ impl Store {
         };
         if path.exists() {
             fs::remove_dir(path).map_err(|e| {
-                StoreError::Storage(format!("cannot replace {}: {e}", path.display()))
+                StoreError::storage(format!("cannot replace {}: {e}", path.display()))
             })?;
         }
         fs::rename(&staging, path).map_err(|e| {
-            StoreError::Storage(format!(
+            StoreError::storage(format!(
                 "cannot move the restored store to {}: {e}",
                 path.display()
             ))
@@ -218,7 +218,7 @@ fn restore_into(staging: &Path, backup: impl Read, cache: u64) -> Result<Restore
     }
     hasher.update(&line);
     fs::create_dir_all(staging)
-        .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", staging.display())))?;
+        .map_err(|e| StoreError::storage(format!("cannot create {}: {e}", staging.display())))?;
     let db = Db::open(staging, cache)?;
     let handle = db.handle()?;
     let truncated = |_| bad("it is truncated");
@@ -283,7 +283,7 @@ fn restore_into(staging: &Path, backup: impl Read, cache: u64) -> Result<Restore
         head,
     };
     mark::write(staging, &first, true)
-        .map_err(|e| StoreError::Storage(format!("cannot write the restored store's mark: {e}")))?;
+        .map_err(|e| StoreError::storage(format!("cannot write the restored store's mark: {e}")))?;
     drop(handle);
     drop(db);
     Ok(Restored { header, lineage })

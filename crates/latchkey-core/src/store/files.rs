@@ -108,7 +108,7 @@ pub(crate) fn remove_leftover_snapshots(path: &Path) -> Result<(), StoreError> {
         if name.starts_with("snap.") && name.ends_with(".generating") {
             tracing::warn!(file = %name, store = %path.display(), "removing a snapshot sled left unfinished");
             fs::remove_file(entry.path()).map_err(|e| {
-                StoreError::Storage(format!(
+                StoreError::storage(format!(
                     "cannot remove the unfinished snapshot {}: {e}",
                     entry.path().display()
                 ))
@@ -129,13 +129,13 @@ pub(crate) fn open_error(path: &Path, err: sled::Error) -> StoreError {
             path: path.to_owned(),
         },
         sled::Error::Io(io) => {
-            StoreError::Storage(format!("cannot open the store at {}: {io}", path.display()))
+            StoreError::storage(format!("cannot open the store at {}: {io}", path.display()))
         }
         sled::Error::Unsupported(what) => StoreError::Damaged {
             path: path.to_owned(),
             reason: format!("cannot be opened by this version ({what})"),
         },
-        other => StoreError::Storage(format!(
+        other => StoreError::storage(format!(
             "cannot open the store at {}: {other}",
             path.display()
         )),
@@ -143,5 +143,5 @@ pub(crate) fn open_error(path: &Path, err: sled::Error) -> StoreError {
 }
 
 fn unreadable(path: &Path, e: &std::io::Error) -> StoreError {
-    StoreError::Storage(format!("cannot read {}: {e}", path.display()))
+    StoreError::storage(format!("cannot read {}: {e}", path.display()))
 }

@@ -219,7 +219,7 @@ impl Store {
         // A public id of its own, so the key is found, listed and revoked like any other.
         let public = ApiKey::generate(&Prefix::default(), Env::Live).id();
         if tx.get_raw(&layout::key(&public))?.is_some() {
-            return abort(StoreError::Storage("public id collision; try again".into()));
+            return abort(StoreError::storage("public id collision; try again"));
         }
         let record = KeyRecord {
             id: layout::key_uuid(&public, tx.now),

@@ -151,7 +151,7 @@ impl Store {
         let public = secret.id();
         if tx.get_raw(&layout::key(&public))?.is_some() {
             // 71 random bits: unreachable in practice, and refused rather than overwritten.
-            return abort(StoreError::Storage("public id collision; try again".into()));
+            return abort(StoreError::storage("public id collision; try again"));
         }
         let record = KeyRecord {
             id: layout::key_uuid(&public, tx.now),

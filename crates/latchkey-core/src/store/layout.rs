@@ -40,6 +40,8 @@ pub(crate) const IMPORTED: &[u8] = b"x";
 
 /// The schema written by this version.
 pub(crate) const SCHEMA_VERSION: &[u8] = b"1";
+/// [`SCHEMA_VERSION`] as a number.
+pub(crate) const SCHEMA: u32 = 1;
 
 fn join(ns: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ns.len() + rest.len());

@@ -8,6 +8,7 @@
 mod backup;
 mod counters;
 mod db;
+mod entry;
 mod files;
 mod groups;
 mod import;
@@ -19,6 +20,7 @@ mod last_admin;
 mod layout;
 mod mark;
 mod pages;
+mod postgres;
 mod query;
 mod rebuild;
 mod recover;
@@ -164,7 +166,7 @@ impl StoreConfig {
 /// use latchkey_core::{Actor, NewKey, NewUser, PermissionSet, Store, StoreConfig};
 ///
 /// let dir = tempfile::tempdir().unwrap();
-/// let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
 /// let admin = Actor::system();
 /// let user = store
 ///     .create_user(&admin, NewUser {
@@ -294,7 +296,7 @@ impl Store {
     ///
     /// Fails with [`StoreError::AlreadyInitialized`] on an initialised store, changing
     /// nothing.
-    pub fn create(
+    pub fn create_empty(
         path: impl AsRef<Path>,
         prefix: &str,
         config: StoreConfig,
@@ -310,7 +312,7 @@ impl Store {
     /// Creates a store as `latchkey init` does: an `admin` group granting `*`, an `admin`
     /// user in it, and a key for that user, returned once. All in one transaction: a crash
     /// leaves either no store or a complete one.
-    pub fn init(
+    pub fn create_with_admin(
         path: impl AsRef<Path>,
         prefix: &str,
         config: StoreConfig,
@@ -362,7 +364,7 @@ impl Store {
             Prefix::new(prefix).map_err(|e| StoreError::invalid("prefix", e.to_string()))?;
         let (found, foreign) = files::inspect(path)?;
         if let Some(name) = foreign {
-            return Err(StoreError::Storage(format!(
+            return Err(StoreError::storage(format!(
                 "{} holds files that are no part of a latchkey store (such as {name:?}); \
                  choose an empty or new directory",
                 path.display()
@@ -505,7 +507,7 @@ impl Store {
     /// ```
     /// # use latchkey_core::{Actor, NewKey, NewUser, Store, StoreConfig};
     /// # let dir = tempfile::tempdir().unwrap();
-    /// # let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+    /// # let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
     /// # let admin = Actor::system();
     /// # let user = store.create_user(&admin, NewUser { name: "u".into(), ..NewUser::default() }).unwrap();
     /// # let new = NewKey { name: "k".into(), user_id: user.id, ..NewKey::default() };

@@ -76,7 +76,7 @@ impl Store {
             ..current
         };
         mark::write(&self.inner.path, &first, true).map_err(|e| {
-            StoreError::Storage(format!(
+            StoreError::storage(format!(
                 "cannot write {}: {e}",
                 mark::path(&self.inner.path).display()
             ))
@@ -238,7 +238,7 @@ pub(super) fn reconcile_mark(path: &Path, db: &Db) -> Result<Mark, StoreError> {
         }
     }
     mark::write(path, &current, true).map_err(|e| {
-        StoreError::Storage(format!("cannot write {}: {e}", mark::path(path).display()))
+        StoreError::storage(format!("cannot write {}: {e}", mark::path(path).display()))
     })?;
     Ok(current)
 }

@@ -24,7 +24,7 @@ use crate::verifier::Verifier;
 /// use latchkey_tower::{ApiKeyLayer, Store, StoreConfig};
 ///
 /// # let dir = tempfile::tempdir().unwrap();
-/// let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
 /// let app: Router = Router::new()
 ///     .route("/orders", get(|| async { "[]" }))
 ///     .layer(

@@ -30,7 +30,7 @@ use crate::verifier::Verifier;
 /// use tower::service_fn;
 ///
 /// # let dir = tempfile::tempdir().unwrap();
-/// let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
+/// let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
 /// let service = ApiKeyAuth::new(
 ///     service_fn(|_req: http::Request<()>| async {
 ///         Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))

@@ -34,7 +34,7 @@ impl Fixture {
         let config = StoreConfig::default()
             .clock(clock.clone())
             .usage_flush_interval(None);
-        let store = Store::create(dir.path(), "lk", config).unwrap();
+        let store = Store::create_empty(dir.path(), "lk", config).unwrap();
         Fixture {
             store,
             clock,

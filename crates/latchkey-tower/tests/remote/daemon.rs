@@ -130,7 +130,7 @@ impl Keystore {
         let config = StoreConfig::default()
             .clock(clock.clone())
             .usage_flush_interval(None);
-        let (store, _admin) = Store::init(dir.path(), "lk", config).unwrap();
+        let (store, _admin) = Store::create_with_admin(dir.path(), "lk", config).unwrap();
         let keystore = Keystore {
             store,
             clock,

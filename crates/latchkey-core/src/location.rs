@@ -1,0 +1,180 @@
+//! Where a store lives: a directory (the embedded sled store) or a PostgreSQL database.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where a store lives, as `--db` names it.
+///
+/// # Example
+///
+/// ```
+/// use latchkey_core::Location;
+///
+/// let pg = Location::parse("postgres://latchkey:s3cret@db.internal/keys?sslmode=require");
+/// assert!(pg.is_postgres());
+/// // The password never reaches logs or error messages.
+/// assert_eq!(pg.to_string(), "postgres://latchkey:***@db.internal/keys?sslmode=require");
+/// assert_eq!(Location::parse("./latchkey-data").to_string(), "./latchkey-data");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A directory holding the embedded sled store.
+    Dir(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(DatabaseUrl),
+}
+
+impl Location {
+    /// `postgres://…` and `postgresql://…` name a PostgreSQL database; anything else is a
+    /// directory path.
+    pub fn parse(text: &str) -> Location {
+        if DatabaseUrl::is_url(text) {
+            Location::Postgres(DatabaseUrl(text.to_owned()))
+        } else {
+            Location::Dir(PathBuf::from(text))
+        }
+    }
+
+    /// Whether this names a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Location::Postgres(_))
+    }
+
+    /// The directory, for a sled store.
+    pub fn as_dir(&self) -> Option<&Path> {
+        match self {
+            Location::Dir(path) => Some(path),
+            Location::Postgres(_) => None,
+        }
+    }
+}
+
+impl From<&Path> for Location {
+    fn from(path: &Path) -> Self {
+        Location::Dir(path.to_owned())
+    }
+}
+
+impl From<PathBuf> for Location {
+    fn from(path: PathBuf) -> Self {
+        Location::Dir(path)
+    }
+}
+
+impl std::str::FromStr for Location {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Location::parse(text))
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Dir(path) => write!(f, "{}", path.display()),
+            Location::Postgres(url) => fmt::Display::fmt(url, f),
+        }
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Dir(path) => f.debug_tuple("Dir").field(path).finish(),
+            Location::Postgres(url) => f.debug_tuple("Postgres").field(url).finish(),
+        }
+    }
+}
+
+/// A PostgreSQL connection URL. It may hold a password, so `Display` and `Debug` print it
+/// with the password replaced by `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    fn is_url(text: &str) -> bool {
+        let lower = text.get(..13).unwrap_or(text).to_ascii_lowercase();
+        lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+    }
+
+    /// The URL with its password, for the database client only.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its password: in the user-info part and in a `password=` parameter.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let scheme_end = url.find("://").map_or(0, |i| i + 3);
+        let (head, rest) = url.split_at(scheme_end);
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rfind('@') {
+            Some(at) => match authority[..at].find(':') {
+                Some(colon) => format!("{}:***{}", &authority[..colon], &authority[at..]),
+                None => authority.to_owned(),
+            },
+            None => authority.to_owned(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let query: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                        _ => pair.to_owned(),
+                    })
+                    .collect();
+                format!("{path}?{}", query.join("&"))
+            }
+            None => tail.to_owned(),
+        };
+        format!("{head}{authority}{tail}")
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_paths_are_told_apart() {
+        assert!(Location::parse("postgresql://h/db").is_postgres());
+        assert!(Location::parse("POSTGRES://h/db").is_postgres());
+        assert!(!Location::parse("postgres-data").is_postgres());
+        assert_eq!(
+            Location::parse("/var/lib/latchkey").as_dir(),
+            Some(Path::new("/var/lib/latchkey"))
+        );
+    }
+
+    #[test]
+    fn no_password_is_ever_printed() {
+        for (url, shown) in [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            (
+                "postgres://h/db?user=u&password=pw",
+                "postgres://h/db?user=u&password=***",
+            ),
+            ("postgresql://u:p@ss@h", "postgresql://u:***@h"),
+        ] {
+            let location = Location::parse(url);
+            assert_eq!(location.to_string(), shown);
+            assert!(!format!("{location:?}").contains("pw"));
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Opening and creating a store at a [`Location`]: a directory or a PostgreSQL database.
+
+use std::path::Path;
+
+use super::{Store, StoreConfig};
+use crate::error::StoreError;
+use crate::location::Location;
+use crate::model::CreatedKey;
+
+impl Store {
+    /// Opens an initialised store at `location` ([`Store::open`] for a directory).
+    ///
+    /// A PostgreSQL database's schema is migrated forward first; a schema newer than this
+    /// build knows is refused with [`StoreError::SchemaTooNew`].
+    pub fn open_at(location: &Location, config: StoreConfig) -> Result<Store, StoreError> {
+        match location {
+            Location::Dir(path) => Store::open(path, config),
+            Location::Postgres(url) => super::postgres::open(url, config),
+        }
+    }
+
+    /// [`Store::create_empty`] at a location.
+    pub fn create_empty_at(
+        location: &Location,
+        prefix: &str,
+        config: StoreConfig,
+    ) -> Result<Store, StoreError> {
+        match location {
+            Location::Dir(path) => Store::create_empty(path, prefix, config),
+            Location::Postgres(url) => super::postgres::create_empty(url, prefix, config),
+        }
+    }
+
+    /// [`Store::create_with_admin`] at a location.
+    pub fn create_with_admin_at(
+        location: &Location,
+        prefix: &str,
+        config: StoreConfig,
+    ) -> Result<(Store, CreatedKey), StoreError> {
+        match location {
+            Location::Dir(path) => Store::create_with_admin(path, prefix, config),
+            Location::Postgres(url) => super::postgres::create_with_admin(url, prefix, config),
+        }
+    }
+
+    /// Migrates the schema at `location` forward to the newest this build knows, and
+    /// returns that version, as `latchkey migrate --db URL` does. A directory store has
+    /// nothing to migrate: its version is returned. Refuses a newer schema with
+    /// [`StoreError::SchemaTooNew`], changing nothing.
+    pub fn migrate_at(location: &Location) -> Result<u32, StoreError> {
+        match location {
+            Location::Dir(path) => dir_schema_version(path),
+            Location::Postgres(url) => super::postgres::migrate(url),
+        }
+    }
+
+    /// Old name of [`Store::create_empty`], kept while callers move.
+    #[doc(hidden)]
+    pub fn create(
+        path: impl AsRef<Path>,
+        prefix: &str,
+        config: StoreConfig,
+    ) -> Result<Store, StoreError> {
+        Store::create_empty(path, prefix, config)
+    }
+
+    /// Old name of [`Store::create_with_admin`], kept while callers move.
+    #[doc(hidden)]
+    pub fn init(
+        path: impl AsRef<Path>,
+        prefix: &str,
+        config: StoreConfig,
+    ) -> Result<(Store, CreatedKey), StoreError> {
+        Store::create_with_admin(path, prefix, config)
+    }
+}
+
+/// A directory store's schema version, as written at creation (`m:version`).
+fn dir_schema_version(path: &Path) -> Result<u32, StoreError> {
+    if !path.join("conf").exists() {
+        return Err(StoreError::NotInitialized {
+            path: path.to_owned(),
+        });
+    }
+    Ok(super::layout::SCHEMA)
+}
