@@ -31,7 +31,7 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
     let taken = match &settings.db {
         Some(db) => {
             let config = StoreConfig::default().usage_flush_interval(None);
-            let store = Store::open(db, config)?;
+            let store = Store::open_at(db, config)?;
             store
                 .backup(&mut file)
                 .map(Taken::Local)
@@ -89,10 +89,16 @@ fn partial_path(out: &Path) -> PathBuf {
 
 /// `latchkey restore FILE --db PATH`.
 pub fn restore(settings: &Settings, file: &Path) -> anyhow::Result<()> {
-    let db = settings
+    let location = settings
         .db
         .clone()
         .context("name the new store's directory with --db PATH (empty or new)")?;
+    let db = location
+        .as_dir()
+        .with_context(|| {
+            format!("cannot restore into {location}: restore makes a directory store; name an empty or new directory with --db PATH")
+        })?
+        .to_owned();
     let input = fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
     let (store, restored) =
         Store::restore(&db, std::io::BufReader::new(input), StoreConfig::default())

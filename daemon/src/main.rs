@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use latchkey_daemon::cli::{Cli, Command};
 use latchkey_daemon::config::{DEFAULT_CONFIG, Settings};
-use latchkey_daemon::{backup, commands, init, scan, start};
+use latchkey_daemon::{backup, commands, init, migrate, scan, start};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -47,7 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Init(args) => {
             init::run(
-                &settings.store_path(),
+                &settings.store_location(),
                 &settings.init_prefix(&args),
                 settings.json,
                 args.admin_key_file.as_deref(),
@@ -69,6 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(backup::backup(&settings, &args.out))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate => migrate::run(&settings),
         Command::Restore(args) => {
             backup::restore(&settings, &args.file)?;
             Ok(ExitCode::SUCCESS)

@@ -196,3 +196,50 @@ fn a_tampered_audit_trail_is_reported_with_exit_1() {
     assert_eq!(report["valid"], false);
     assert_eq!(report["broken"]["seq"], 2);
 }
+
+#[test]
+fn migrate_prints_the_schema_version_and_refuses_a_missing_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    on(&db, &["migrate"]).fails(1, "run `latchkey init` first");
+    on(&db, &["init"]).ok();
+    let run = on(&db, &["migrate"]).ok();
+    assert!(run.stdout.starts_with("Schema version "), "{run:#?}");
+    let json = on(&db, &["--json", "migrate"]).json();
+    let version = json["schema_version"].as_u64().expect("a version");
+    assert!(version >= 1, "{json}");
+    assert!(
+        run.stdout
+            .contains(&format!("Schema version {version} at ")),
+        "{run:#?}"
+    );
+    // Again: nothing to do, the same version; the store still works.
+    assert_eq!(
+        on(&db, &["--json", "migrate"]).json()["schema_version"],
+        version
+    );
+    on(&db, &["users", "list"]).ok();
+}
+
+#[test]
+fn a_database_password_is_never_printed() {
+    let password = "pw-must-not-show";
+    // Port 1 on loopback: nothing listens, the connection is refused.
+    let url = format!("postgres://latchkey:{password}@127.0.0.1:1/latchkey");
+    let help = Run::of(latchkey().arg("--help").env("LATCHKEY_DB", &url)).ok();
+    assert!(!help.stdout.contains(password), "{help:#?}");
+    for args in [&["keys", "list"][..], &["migrate"], &["init"]] {
+        let run = Run::of(latchkey().args(["--db", &url]).args(args));
+        assert_eq!(run.code, 1, "{run:#?}");
+        assert_eq!(run.stderr.lines().count(), 1, "one line: {run:#?}");
+        assert!(run.stderr.starts_with("error: "), "{run:#?}");
+        assert!(
+            !run.stderr.contains(password) && !run.stdout.contains(password),
+            "{run:#?}"
+        );
+        assert!(
+            run.stderr.contains("127.0.0.1:1"),
+            "names the database: {run:#?}"
+        );
+    }
+}
