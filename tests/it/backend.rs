@@ -62,6 +62,16 @@ pub(crate) fn drop_store(path: &Path) {
     }
 }
 
+/// Runs `statements` on the database that stands for `path` (on PostgreSQL): for tests that
+/// change what latchkey wrote behind its back.
+pub(crate) fn execute(path: &Path, statements: &str) {
+    assert!(postgres().is_some(), "PostgreSQL tests only");
+    let url = store_arg(path).into_string().expect("a UTF-8 URL");
+    connect(&url)
+        .and_then(|mut client| client.batch_execute(statements))
+        .unwrap_or_else(|e| panic!("{statements}: {e}"));
+}
+
 fn databases() -> &'static Mutex<HashMap<PathBuf, String>> {
     static NAMES: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
     NAMES.get_or_init(Mutex::default)

@@ -418,3 +418,39 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         "the banner shows the password"
     );
 }
+
+#[test]
+fn migrate_and_serve_refuse_a_schema_newer_than_they_know() {
+    if postgres_only().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    let on = |args: &[&str]| {
+        crate::harness::Run::of(
+            crate::harness::latchkey()
+                .arg("--db")
+                .arg(crate::backend::store_arg(&db))
+                .args(args),
+        )
+    };
+    // An empty database: migrate creates the schema, no store yet.
+    let version = on(&["--json", "migrate"]).json()["schema_version"]
+        .as_u64()
+        .unwrap();
+    on(&["init"]).ok();
+    assert_eq!(on(&["--json", "migrate"]).json()["schema_version"], version);
+    // A later latchkey migrated it further: this one changes nothing and says why.
+    crate::backend::execute(&db, "UPDATE latchkey_schema SET version = version + 1");
+    for args in [
+        &["migrate"][..],
+        &["users", "list"],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let run = on(args);
+        run.fails(1, "newer than this version knows");
+        assert!(run.stdout.trim().is_empty(), "{run:#?}");
+    }
+    crate::backend::execute(&db, "UPDATE latchkey_schema SET version = version - 1");
+    on(&["users", "list"]).ok();
+}
