@@ -143,6 +143,14 @@ impl From<StoreError> for AppError {
                     "the keystore is held by another process",
                 )
             }
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %err, "keystore unavailable");
+                AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    "the keystore's database cannot be reached: nothing was changed; retry later",
+                )
+            }
             StoreError::StorageFull { .. } => {
                 tracing::error!(error = %err, "write refused: the disk is full");
                 AppError::new(

@@ -2,6 +2,8 @@
 //! recognised by its tag (`Store::verify_known`), only a caller holding a key's secret makes
 //! it hot, and every write is seen by the next verification, tag or not.
 
+mod support;
+
 use std::sync::Arc;
 
 use latchkey_core::*;
@@ -9,7 +11,7 @@ use time::Duration;
 use time::macros::datetime;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
+    _dir: support::TestLocation,
     store: Store,
     clock: Arc<ManualClock>,
     admin: Actor,
@@ -17,13 +19,13 @@ struct Fixture {
 }
 
 fn fixture(cache_entries: usize) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::location();
     let clock = Arc::new(ManualClock::new(datetime!(2026-06-01 12:00 UTC)));
     let config = StoreConfig::default()
         .clock(clock.clone())
         .usage_flush_interval(None)
         .verify_cache_entries(cache_entries);
-    let store = Store::create_empty(dir.path(), "lk", config).unwrap();
+    let store = Store::create_empty_at(&dir.location, "lk", config).unwrap();
     let admin = Actor::system();
     let user = store
         .create_user(
@@ -252,4 +254,28 @@ fn without_a_cache_nothing_is_recognised_and_everything_verifies() {
     }
     f.store.revoke_key(&f.admin, key.key.id).unwrap();
     assert_eq!(f.code(text), "key_revoked");
+}
+
+#[test]
+fn the_cached_answer_needs_no_read_and_a_miss_says_so() {
+    let f = fixture(1_000);
+    let key = f.key("k");
+    let parsed = ApiKey::parse(key.secret.expose()).unwrap();
+    assert!(
+        f.store.verify_key_cached(&parsed).is_none(),
+        "not cached yet"
+    );
+    assert_eq!(f.code(key.secret.expose()), "ok");
+    let cached = f.store.verify_key_cached(&parsed).expect("cached now");
+    assert_eq!(cached.unwrap().key_id, key.key.id);
+    f.store.revoke_key(&f.admin, key.key.id).unwrap();
+    assert!(
+        f.store.verify_key_cached(&parsed).is_none(),
+        "the write dropped it"
+    );
+    assert_eq!(
+        f.store.verify_key(&parsed).unwrap_err(),
+        VerifyError::Revoked
+    );
+    assert_eq!(f.store.reads_over_network(), support::on_postgres());
 }

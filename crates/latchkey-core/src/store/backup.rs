@@ -23,11 +23,13 @@
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::backend::{self, Backend, Batch, Direction, KeyRange};
 use super::db::Db;
 use super::files::{self, Found};
 use super::{Store, StoreConfig, layout, mark, recover};
@@ -95,14 +97,20 @@ impl Store {
         let inner = &*self.inner;
         let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.ensure_open()?;
-        let db = inner.db.handle()?;
+        // On a shared database, the other processes' writers wait too.
+        let _writers = inner.db.lock_writers()?;
+        let all = || {
+            let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
+            backend::scan(&inner.db, everything, Direction::Forward)
+        };
+        let records = all().try_fold(0_u64, |n, item| item.map(|_| n + 1))?;
         let header = BackupHeader {
             format: FORMAT.to_owned(),
             version: VERSION,
             seq: self.last_seq()?,
-            head: recover::head_of(&inner.db)?,
+            head: recover::head_of(&*inner.db)?,
             lineage: inner.lineage(),
-            records: db.len() as u64,
+            records,
         };
         let io_err = |e: io::Error| StoreError::storage(format!("writing the backup: {e}"));
         let mut out = Hashing {
@@ -113,7 +121,7 @@ impl Store {
         line.push(b'\n');
         out.write_all(&line).map_err(io_err)?;
         let mut written = 0u64;
-        for item in db.iter() {
+        for item in all() {
             let (key, value) = item?;
             for part in [&key, &value] {
                 out.write_all(&(part.len() as u32).to_be_bytes())
@@ -199,6 +207,25 @@ fn bad(reason: impl Into<String>) -> StoreError {
 /// Reads the backup into a new sled database at `staging`, checks it whole, gives it a
 /// new lineage and its mark.
 fn restore_into(staging: &Path, backup: impl Read, cache: u64) -> Result<Restored, StoreError> {
+    fs::create_dir_all(staging)
+        .map_err(|e| StoreError::storage(format!("cannot create {}: {e}", staging.display())))?;
+    let db = Db::open(staging, cache)?;
+    let restored = load(&db, backup)?;
+    let first = mark::Mark {
+        lineage: restored.lineage,
+        seq: restored.header.seq,
+        head: restored.header.head.clone(),
+    };
+    mark::write(staging, &first, true)
+        .map_err(|e| StoreError::storage(format!("cannot write the restored store's mark: {e}")))?;
+    drop(db);
+    Ok(restored)
+}
+
+/// Reads a backup into an empty backend and checks it whole; gives it a new lineage. The
+/// schema version is written last, so a failed restore leaves no store (the caller removes
+/// what it wrote).
+pub(super) fn load(db: &dyn Backend, backup: impl Read) -> Result<Restored, StoreError> {
     let mut input = BufReader::new(backup);
     let mut hasher = blake3::Hasher::new();
     let mut line = Vec::new();
@@ -217,10 +244,6 @@ fn restore_into(staging: &Path, backup: impl Read, cache: u64) -> Result<Restore
         )));
     }
     hasher.update(&line);
-    fs::create_dir_all(staging)
-        .map_err(|e| StoreError::storage(format!("cannot create {}: {e}", staging.display())))?;
-    let db = Db::open(staging, cache)?;
-    let handle = db.handle()?;
     let truncated = |_| bad("it is truncated");
     let mut read_frame = |hasher: &mut blake3::Hasher| -> Result<Option<Vec<u8>>, StoreError> {
         let mut len = [0; 4];
@@ -235,7 +258,7 @@ fn restore_into(staging: &Path, backup: impl Read, cache: u64) -> Result<Restore
         hasher.update(&bytes);
         Ok(Some(bytes))
     };
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     let (mut pending, mut records) = (0, 0u64);
     let mut version = None;
     loop {
@@ -253,7 +276,7 @@ fn restore_into(staging: &Path, backup: impl Read, cache: u64) -> Result<Restore
             pending += 1;
         }
         if pending == BATCH {
-            handle.apply_batch(std::mem::take(&mut batch))?;
+            db.apply_batch(std::mem::take(&mut batch))?;
             pending = 0;
         }
     }
@@ -270,21 +293,13 @@ fn restore_into(staging: &Path, backup: impl Read, cache: u64) -> Result<Restore
     };
     let lineage = Uuid::now_v7();
     batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
-    handle.apply_batch(batch)?;
-    handle.insert(layout::VERSION, version)?;
-    handle.flush()?;
-    let head = recover::head_of(&db)?;
-    if head != header.head {
+    db.apply_batch(batch)?;
+    if recover::head_of(db)? != header.head {
         return Err(bad("it is damaged (its newest event is not the header's)"));
     }
-    let first = mark::Mark {
-        lineage,
-        seq: header.seq,
-        head,
-    };
-    mark::write(staging, &first, true)
-        .map_err(|e| StoreError::storage(format!("cannot write the restored store's mark: {e}")))?;
-    drop(handle);
-    drop(db);
+    let mut last = Batch::default();
+    last.insert(layout::VERSION, version);
+    db.apply_batch(last)?;
+    db.flush()?;
     Ok(Restored { header, lineage })
 }

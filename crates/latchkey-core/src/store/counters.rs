@@ -5,6 +5,7 @@
 //! expired since the last sweep (at most a second ago while the store is open, see
 //! `sweep.rs`) is still counted as active or disabled until the sweep moves it.
 
+use super::backend::Backend;
 use super::index::Class;
 use super::tx::{Tx, TxResult};
 use crate::error::StoreError;
@@ -50,6 +51,6 @@ impl Tx<'_> {
 }
 
 /// Reads a count.
-pub(crate) fn read(db: &sled::Db, counter: Counter) -> Result<u64, StoreError> {
+pub(crate) fn read(db: &dyn Backend, counter: Counter) -> Result<u64, StoreError> {
     Ok(decode(db.get(counter.key())?.as_deref()))
 }

@@ -4,16 +4,20 @@
 //! is opened again, and keeps in memory what the failed write applied (see `space`). So
 //! the store holds sled through [`Db`], which [`Db::reopen`] can swap for a fresh open of
 //! the same files: that drops the poisoned instance and whatever it had not made durable.
-//! Callers use the same methods as on `sled::Db`; iterators come from [`Db::handle`].
+//! It is the sled [`Backend`], plus what only sled needs: reopening.
 
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
+use std::cell::RefCell;
+use std::ops::Bound;
+
 use sled::transaction::{
-    ConflictableTransactionResult, TransactionError, TransactionResult, TransactionalTree,
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
 
+use super::backend::{Backend, Batch, Direction, Entry, KeyRange, KvTx, TxBody, TxError};
 use super::{files, space};
 use crate::error::StoreError;
 
@@ -47,11 +51,6 @@ impl Db {
         }
     }
 
-    /// The open sled database (a cheap clone), for iterators.
-    pub(crate) fn handle(&self) -> Result<sled::Db, StoreError> {
-        self.try_handle().map_err(StoreError::from)
-    }
-
     fn try_handle(&self) -> sled::Result<sled::Db> {
         self.current
             .read()
@@ -79,14 +78,6 @@ impl Db {
         Ok(())
     }
 
-    pub(crate) fn get(&self, key: impl AsRef<[u8]>) -> sled::Result<Option<sled::IVec>> {
-        self.try_handle()?.get(key)
-    }
-
-    pub(crate) fn contains_key(&self, key: impl AsRef<[u8]>) -> sled::Result<bool> {
-        self.try_handle()?.contains_key(key)
-    }
-
     pub(crate) fn insert(
         &self,
         key: impl AsRef<[u8]>,
@@ -94,23 +85,116 @@ impl Db {
     ) -> sled::Result<Option<sled::IVec>> {
         self.try_handle()?.insert(key, value)
     }
+}
 
-    pub(crate) fn apply_batch(&self, batch: sled::Batch) -> sled::Result<()> {
-        self.try_handle()?.apply_batch(batch)
+/// A sled transaction's view, for the domain's [`Tx`](super::tx::Tx).
+struct SledTx<'a>(&'a TransactionalTree);
+
+/// sled's errors travel inside ours through the closure, and back out.
+fn sled_result<T>(r: Result<T, UnabortableTransactionError>) -> Result<T, TxError> {
+    r.map_err(|e| match e {
+        UnabortableTransactionError::Conflict => TxError::Conflict,
+        UnabortableTransactionError::Storage(e) => TxError::Storage(e.into()),
+    })
+}
+
+impl KvTx for SledTx<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
+        Ok(sled_result(self.0.get(key))?.map(|v| v.to_vec()))
     }
 
-    pub(crate) fn flush(&self) -> sled::Result<usize> {
-        self.try_handle()?.flush()
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), TxError> {
+        sled_result(self.0.insert(key, value)).map(drop)
     }
 
-    pub(crate) fn transaction<F, A, E>(&self, f: F) -> TransactionResult<A, E>
-    where
-        F: Fn(&TransactionalTree) -> ConflictableTransactionResult<A, E>,
-    {
-        match self.try_handle() {
-            Ok(db) => db.transaction(f),
-            Err(e) => Err(TransactionError::Storage(e)),
+    fn remove(&self, key: &[u8]) -> Result<(), TxError> {
+        sled_result(self.0.remove(key)).map(drop)
+    }
+}
+
+fn bounds(range: &KeyRange) -> (Bound<&[u8]>, Bound<&[u8]>) {
+    (as_slice(&range.lower), as_slice(&range.upper))
+}
+
+fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl Backend for Db {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.try_handle()?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn range(
+        &self,
+        range: &KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let db = self.try_handle()?;
+        let items = db.range::<&[u8], _>(bounds(range));
+        let entry = |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StoreError::from)
+        };
+        match direction {
+            Direction::Forward => items.take(limit).map(entry).collect(),
+            Direction::Reverse => items.rev().take(limit).map(entry).collect(),
         }
+    }
+
+    fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
+        let db = self.try_handle().map_err(|e| TxError::Storage(e.into()))?;
+        let body = RefCell::new(body);
+        let outcome = db.transaction(|tree| {
+            let mut body = body.borrow_mut();
+            match body(&SledTx(tree)) {
+                Ok(()) => Ok(()),
+                Err(TxError::Conflict) => Err(ConflictableTransactionError::Conflict),
+                Err(TxError::Storage(e)) => match unwrap_sled(e) {
+                    Ok(sled) => Err(ConflictableTransactionError::Storage(sled)),
+                    Err(e) => Err(ConflictableTransactionError::Abort(TxError::Storage(e))),
+                },
+                Err(abort) => Err(ConflictableTransactionError::Abort(abort)),
+            }
+        });
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(TxError::Storage(e.into())),
+        }
+    }
+
+    fn apply_batch(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut sled_batch = sled::Batch::default();
+        for (key, value) in batch.writes {
+            match value {
+                Some(value) => sled_batch.insert(key, value),
+                None => sled_batch.remove(key),
+            }
+        }
+        Ok(self.try_handle()?.apply_batch(sled_batch)?)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.try_handle()?.flush()?;
+        Ok(())
+    }
+}
+
+/// The sled error inside a storage error, to hand back to sled (which then fails the
+/// transaction with it).
+fn unwrap_sled(e: StoreError) -> Result<sled::Error, StoreError> {
+    match e {
+        StoreError::Storage(source) => match source.downcast::<sled::Error>() {
+            Ok(sled) => Ok(*sled),
+            Err(other) => Err(StoreError::Storage(other)),
+        },
+        other => Err(other),
     }
 }
 

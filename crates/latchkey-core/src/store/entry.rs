@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use super::{Store, StoreConfig};
+#[cfg(feature = "postgres")]
+use super::postgres;
+use super::{Restored, Store, StoreConfig};
 use crate::error::StoreError;
 use crate::location::Location;
 use crate::model::CreatedKey;
@@ -15,7 +17,7 @@ impl Store {
     pub fn open_at(location: &Location, config: StoreConfig) -> Result<Store, StoreError> {
         match location {
             Location::Dir(path) => Store::open(path, config),
-            Location::Postgres(url) => super::postgres::open(url, config),
+            Location::Postgres(url) => postgres::open(url, config),
         }
     }
 
@@ -27,7 +29,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         match location {
             Location::Dir(path) => Store::create_empty(path, prefix, config),
-            Location::Postgres(url) => super::postgres::create_empty(url, prefix, config),
+            Location::Postgres(url) => postgres::create_empty(url, prefix, config),
         }
     }
 
@@ -39,7 +41,7 @@ impl Store {
     ) -> Result<(Store, CreatedKey), StoreError> {
         match location {
             Location::Dir(path) => Store::create_with_admin(path, prefix, config),
-            Location::Postgres(url) => super::postgres::create_with_admin(url, prefix, config),
+            Location::Postgres(url) => postgres::create_with_admin(url, prefix, config),
         }
     }
 
@@ -50,7 +52,19 @@ impl Store {
     pub fn migrate_at(location: &Location) -> Result<u32, StoreError> {
         match location {
             Location::Dir(path) => dir_schema_version(path),
-            Location::Postgres(url) => super::postgres::migrate(url),
+            Location::Postgres(url) => postgres::migrate(url),
+        }
+    }
+
+    /// [`Store::restore`] at a location: an empty or new directory, or an empty database.
+    pub fn restore_at(
+        location: &Location,
+        backup: impl std::io::Read,
+        config: StoreConfig,
+    ) -> Result<(Store, Restored), StoreError> {
+        match location {
+            Location::Dir(path) => Store::restore(path, backup, config),
+            Location::Postgres(url) => postgres::restore(url, backup, config),
         }
     }
 
@@ -83,4 +97,52 @@ fn dir_schema_version(path: &Path) -> Result<u32, StoreError> {
         });
     }
     Ok(super::layout::SCHEMA)
+}
+
+/// Without the `postgres` feature, every PostgreSQL location is refused.
+#[cfg(not(feature = "postgres"))]
+mod postgres {
+    use super::super::{Store, StoreConfig};
+    use crate::error::StoreError;
+    use crate::location::DatabaseUrl;
+    use crate::model::CreatedKey;
+
+    fn refused(url: &DatabaseUrl) -> StoreError {
+        StoreError::invalid(
+            "db",
+            format!("{url}: this build of latchkey-core has no `postgres` feature"),
+        )
+    }
+
+    pub(super) fn open(url: &DatabaseUrl, _: StoreConfig) -> Result<Store, StoreError> {
+        Err(refused(url))
+    }
+
+    pub(super) fn create_empty(
+        url: &DatabaseUrl,
+        _: &str,
+        _: StoreConfig,
+    ) -> Result<Store, StoreError> {
+        Err(refused(url))
+    }
+
+    pub(super) fn create_with_admin(
+        url: &DatabaseUrl,
+        _: &str,
+        _: StoreConfig,
+    ) -> Result<(Store, CreatedKey), StoreError> {
+        Err(refused(url))
+    }
+
+    pub(super) fn migrate(url: &DatabaseUrl) -> Result<u32, StoreError> {
+        Err(refused(url))
+    }
+
+    pub(super) fn restore(
+        url: &DatabaseUrl,
+        _: impl std::io::Read,
+        _: StoreConfig,
+    ) -> Result<(Store, super::super::Restored), StoreError> {
+        Err(refused(url))
+    }
 }

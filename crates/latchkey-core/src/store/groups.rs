@@ -216,12 +216,12 @@ impl Store {
         by_name: fn(&str) -> Vec<u8>,
     ) -> Result<Uuid, StoreError> {
         if let Ok(id) = Uuid::parse_str(reference) {
-            if self.inner.db.contains_key(by_id(id))? {
+            if self.inner.db.contains_key(&by_id(id))? {
                 return Ok(id);
             }
             return Err(StoreError::not_found(entity, reference));
         }
-        match self.inner.db.get(by_name(reference))? {
+        match self.inner.db.get(&by_name(reference))? {
             Some(bytes) => Uuid::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string())),
             None => Err(StoreError::not_found(entity, reference)),
         }

@@ -16,12 +16,14 @@
 //! its text to that id. Native keys never look at the index: only a text that does not
 //! parse as a latchkey key, in a store that holds imported keys, is looked up there.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::backend::{Backend, Direction, KeyRange};
 use super::keys::KeyRecord;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::usage::Usage;
@@ -262,12 +264,12 @@ impl Store {
         let by_blake = self
             .inner
             .db
-            .get(layout::imported_blake3(&blake.to_bytes()));
-        if let Some(public) = by_blake.map_err(|e| unavailable(e.into()))? {
+            .get(&layout::imported_blake3(&blake.to_bytes()));
+        if let Some(public) = by_blake.map_err(unavailable)? {
             return self.verify_public(&public, &blake);
         }
-        let by_sha = self.inner.db.get(layout::imported_sha256(&digest));
-        let Some(public) = by_sha.map_err(|e| unavailable(e.into()))? else {
+        let by_sha = self.inner.db.get(&layout::imported_sha256(&digest));
+        let Some(public) = by_sha.map_err(unavailable)? else {
             return Err(VerifyError::Invalid);
         };
         let principal = self.verify_public(&public, &SecretHash::from_bytes(digest))?;
@@ -338,8 +340,16 @@ impl Store {
 }
 
 /// Whether a store holds imported keys (read once at open).
-pub(super) fn any_imported(db: &super::db::Db) -> Result<bool, StoreError> {
-    Ok(db.handle()?.scan_prefix(layout::IMPORTED).next().is_some())
+pub(super) fn any_imported(db: &Arc<dyn Backend>) -> Result<bool, StoreError> {
+    for prefix in layout::IMPORTED {
+        if db
+            .first(&KeyRange::prefix(prefix), Direction::Forward)?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -24,10 +24,12 @@
 //! decided in `query.rs`, so another backend can answer the same calls with its own indexes.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::backend::{self, Backend, Batch, Direction, KeyRange};
 use super::keys::KeyRecord;
 use super::query::SortField;
 use crate::error::StoreError;
@@ -202,14 +204,14 @@ pub(crate) trait Sink {
     fn remove(&mut self, key: Vec<u8>) -> Result<(), Self::Error>;
 }
 
-impl Sink for sled::Batch {
+impl Sink for Batch {
     type Error = StoreError;
     fn insert(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
-        sled::Batch::insert(self, key, &[]);
+        Batch::insert(self, key, []);
         Ok(())
     }
     fn remove(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
-        sled::Batch::remove(self, key);
+        Batch::remove(self, key);
         Ok(())
     }
 }
@@ -236,7 +238,7 @@ pub(crate) type Entries = Box<dyn Iterator<Item = Result<(Vec<u8>, Uuid), StoreE
 /// The entries of one index after `after` (a position), in order or in reverse, each as
 /// (position, key UUID).
 pub(crate) fn scan(
-    db: &sled::Db,
+    db: &Arc<dyn Backend>,
     scope: Scope,
     field: SortField,
     descending: bool,
@@ -257,12 +259,12 @@ pub(crate) fn scan(
             Bound::Excluded([prefix.as_slice(), at].concat()),
         ),
     };
-    let range = db.range::<Vec<u8>, _>((lower, upper));
-    let items: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if descending {
-        Box::new(range.rev())
+    let direction = if descending {
+        Direction::Reverse
     } else {
-        Box::new(range)
+        Direction::Forward
     };
+    let items = backend::scan(db, KeyRange::new(lower, upper), direction);
     let skip = prefix.len();
     Box::new(items.map(move |item| {
         let (key, _) = item?;
@@ -275,17 +277,17 @@ pub(crate) fn scan(
 /// Keys whose expiry is after `mark` and at or before `now`, oldest first, at most `limit`:
 /// the ones the next sweep reclassifies.
 pub(crate) fn newly_expired(
-    db: &sled::Db,
+    db: &dyn Backend,
     mark: &[u8],
     now: OffsetDateTime,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, Uuid)>, StoreError> {
     let lower = [EXPIRY, mark].concat();
     let upper = [EXPIRY, &expiry_position(now, Uuid::max())].concat();
-    db.range::<Vec<u8>, _>((Bound::Excluded(lower), Bound::Included(upper)))
-        .take(limit)
-        .map(|item| {
-            let (key, _) = item?;
+    let range = KeyRange::new(Bound::Excluded(lower), Bound::Included(upper));
+    db.range(&range, Direction::Forward, limit)?
+        .into_iter()
+        .map(|(key, _)| {
             let position = key[EXPIRY.len()..].to_vec();
             let id = uuid_of(&position)?;
             Ok((position, id))

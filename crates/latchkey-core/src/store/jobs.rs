@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::backend::{self, Direction, KeyRange};
 use super::index::{self, Scope};
 use super::keys::KeyRecord;
 use super::query::SortField;
@@ -80,10 +81,9 @@ impl Store {
     /// Reads the first keys of a user, for a decisive write (under the write lock).
     pub(crate) fn user_keys_head(&self, user: Uuid) -> Result<UserKeys, StoreError> {
         let chunk = self.inner.job_chunk_keys;
-        let db = self.inner.db.handle()?;
         let scan = |descending| {
             index::scan(
-                &db,
+                &self.inner.db,
                 Scope::User(user),
                 SortField::CreatedAt,
                 descending,
@@ -129,15 +129,16 @@ impl Store {
 
     /// Whether verification must treat a key as revoked by its user's revocation mark.
     pub(crate) fn revoked_by_mark(&self, record: &KeyRecord) -> Result<bool, StoreError> {
-        Ok(match self.inner.db.get(mark_path(record.user_id))? {
-            Some(mark) => index::position(record, SortField::CreatedAt).as_slice() <= &*mark,
+        Ok(match self.inner.db.get(&mark_path(record.user_id))? {
+            Some(mark) => index::position(record, SortField::CreatedAt) <= mark,
             None => false,
         })
     }
 
     /// How many background jobs are not finished.
     pub fn pending_jobs(&self) -> Result<usize, StoreError> {
-        Ok(self.inner.db.handle()?.scan_prefix(JOBS).count())
+        backend::scan(&self.inner.db, KeyRange::prefix(JOBS), Direction::Forward)
+            .try_fold(0, |n, item| item.map(|_| n + 1))
     }
 
     /// Runs every pending job to its end, in this thread (the background thread does the
@@ -152,14 +153,13 @@ impl Store {
 
     /// Runs one chunk of the oldest job; `false` when there is none.
     pub(crate) fn run_job_chunk(&self) -> Result<bool, StoreError> {
-        let db = &self.inner.db.handle()?;
+        let db = &self.inner.db;
         let chunk = self.inner.job_chunk_keys;
         // Read under the write lock, so two runners never work from a stale job.
         let prepare = || {
-            let Some(first) = db.scan_prefix(JOBS).next() else {
+            let Some((path, value)) = db.first(&KeyRange::prefix(JOBS), Direction::Forward)? else {
                 return Ok(None);
             };
-            let (path, value) = first?;
             let job: Job = decode(&value)?;
             let entries = index::scan(
                 db,
@@ -187,7 +187,7 @@ impl Store {
                 tx.remove(path)?;
                 if job.marked {
                     let mark = mark_path(job.user_id);
-                    if tx.get_raw(&mark)?.map(|m| m.to_vec()) == job.upto {
+                    if tx.get_raw(&mark)? == job.upto {
                         tx.remove(&mark)?;
                     }
                 }

@@ -8,7 +8,7 @@ use super::layout;
 use super::tx::{Tx, TxResult};
 
 impl Sink for &Tx<'_> {
-    type Error = sled::transaction::ConflictableTransactionError<crate::error::StoreError>;
+    type Error = super::backend::TxError;
 
     fn insert(&mut self, key: Vec<u8>) -> TxResult<()> {
         self.put_raw(&key, &[])
@@ -63,9 +63,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn fail(
-        e: crate::error::StoreError,
-    ) -> sled::transaction::ConflictableTransactionError<crate::error::StoreError> {
-        sled::transaction::ConflictableTransactionError::Abort(e)
+    fn fail(e: crate::error::StoreError) -> super::backend::TxError {
+        super::backend::TxError::Abort(e)
     }
 }

@@ -449,7 +449,7 @@ impl Store {
     /// reads, never a scan (after a sweep of keys that expired since the last one).
     pub fn stats(&self) -> Result<Stats, StoreError> {
         self.sweep_expired()?;
-        let db = &self.inner.db.handle()?;
+        let db = &*self.inner.db;
         let mut stats = Stats::default();
         for class in Class::ALL {
             let status = match class {
@@ -476,6 +476,6 @@ fn validate_key_text(name: &str, description: Option<&str>) -> Result<(), StoreE
     })
 }
 
-fn abort_err(e: StoreError) -> sled::transaction::ConflictableTransactionError<StoreError> {
-    sled::transaction::ConflictableTransactionError::Abort(e)
+fn abort_err(e: StoreError) -> super::backend::TxError {
+    super::backend::TxError::Abort(e)
 }

@@ -73,9 +73,14 @@ impl Store {
         // at most `ADMIN_SCAN` entries deep, and missing a key errs on the side of refusing.
         let now = self.inner.clock.now();
         let mut keys = Vec::new();
-        let db = self.inner.db.handle()?;
         for user in admins {
-            let entries = index::scan(&db, Scope::User(user), SortField::CreatedAt, true, None);
+            let entries = index::scan(
+                &self.inner.db,
+                Scope::User(user),
+                SortField::CreatedAt,
+                true,
+                None,
+            );
             let mut found = 0;
             for entry in entries.take(ADMIN_SCAN) {
                 let (_, id) = entry?;

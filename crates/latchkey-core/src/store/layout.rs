@@ -35,8 +35,8 @@ pub(crate) const GROUPS: &[u8] = b"g:";
 pub(crate) const USERS: &[u8] = b"u:";
 pub(crate) const KEYS: &[u8] = b"k:";
 pub(crate) const AUDIT: &[u8] = b"a:";
-/// Both indexes of imported keys.
-pub(crate) const IMPORTED: &[u8] = b"x";
+/// The two indexes of imported keys (not `x:`, the list indexes).
+pub(crate) const IMPORTED: [&[u8]; 2] = [b"xb:", b"xs:"];
 
 /// The schema written by this version.
 pub(crate) const SCHEMA_VERSION: &[u8] = b"1";

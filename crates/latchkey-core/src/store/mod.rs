@@ -5,11 +5,13 @@
 //! Verification reads through the verify cache; usage figures are buffered in memory and
 //! persisted in batches.
 
+mod backend;
 mod backup;
 mod counters;
 mod db;
 mod entry;
 mod files;
+mod follow;
 mod groups;
 mod import;
 mod index;
@@ -20,6 +22,7 @@ mod last_admin;
 mod layout;
 mod mark;
 mod pages;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod query;
 mod rebuild;
@@ -31,6 +34,7 @@ mod tx;
 mod usage;
 mod users;
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::time::Duration;
@@ -52,9 +56,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::hash::HashKey;
 use crate::key::{ApiKey, Prefix};
+use crate::location::Location;
 use crate::model::{CreatedKey, NewGroup, NewKey, NewUser};
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, VerifyCache, VerifyError};
+use backend::{Backend, Direction, Entry, KeyRange};
 use db::Db;
 use files::Found;
 use mark::Mark;
@@ -79,6 +85,7 @@ pub struct StoreConfig {
     job_chunk_keys: usize,
     job_pause: Duration,
     background_jobs: bool,
+    max_staleness: Duration,
 }
 
 impl Default for StoreConfig {
@@ -92,6 +99,7 @@ impl Default for StoreConfig {
             job_chunk_keys: 1_000,
             job_pause: Duration::from_millis(10),
             background_jobs: true,
+            max_staleness: Duration::from_secs(5),
         }
     }
 }
@@ -148,6 +156,15 @@ impl StoreConfig {
         self
     }
 
+    /// On a database several processes share (PostgreSQL): how long verification keeps
+    /// serving cached answers while it cannot confirm that no other process changed them
+    /// (default 5 s, as a remote verifier's). Beyond it, verification answers
+    /// [`VerifyError::Unavailable`] (a 503), never a 401.
+    pub fn max_staleness(mut self, bound: Duration) -> Self {
+        self.max_staleness = bound;
+        self
+    }
+
     /// Whether a thread runs background jobs and the expiry sweep (default `true`). Without
     /// it, jobs wait for [`Store::run_jobs`] or the next open with the thread on.
     pub fn background_jobs(mut self, on: bool) -> Self {
@@ -192,7 +209,16 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    db: Db,
+    /// Where the store lives, as opened.
+    location: Location,
+    /// What holds the records.
+    db: Arc<dyn Backend>,
+    /// The same, for sled-only operations (reopen, mark, space, backup); `None` on
+    /// PostgreSQL.
+    sled: Option<Arc<Db>>,
+    /// On a database shared by several processes: the changes of the cluster applied so
+    /// far (see `follow`).
+    follow: Option<follow::Follow>,
     /// The store's lineage and last acknowledged write, as the mark file holds them.
     mark: recover::Marker,
     min_free_bytes: u64,
@@ -218,7 +244,7 @@ struct Inner {
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.path)
+            .field("location", &self.location)
             .field("prefix", &self.prefix)
             .field("lineage", &self.lineage())
             .field("cache", &self.cache)
@@ -234,13 +260,19 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let Ok(db) = self.db.handle() else { return };
-        if space::below_reserve(&self.path, self.min_free_bytes) {
-            tracing::warn!(store = %self.path.display(), "the disk is full: usage figures since the last flush are not persisted");
-        } else if let Err(e) = usage::flush(&db, &self.usage) {
+        if let Some(follow) = &self.follow {
+            // No write of another process waits for this one any more.
+            let _ = self.db.acknowledge(follow.id(), None);
+        }
+        if self.sled.as_ref().is_some_and(|db| !db.is_open()) {
+            return;
+        }
+        if self.sled.is_some() && space::below_reserve(&self.path, self.min_free_bytes) {
+            tracing::warn!(store = %self.location, "the disk is full: usage figures since the last flush are not persisted");
+        } else if let Err(e) = usage::flush(&*self.db, &self.usage) {
             tracing::warn!(error = %e, "could not persist usage figures at close");
         }
-        let _ = db.flush();
+        let _ = self.db.flush();
     }
 }
 
@@ -277,7 +309,7 @@ impl Store {
         }
         files::remove_leftover_snapshots(path)?;
         let db = Db::open(path, config.cache_capacity_bytes)?;
-        if db.get(layout::VERSION)?.is_none() {
+        if Backend::get(&db, layout::VERSION)?.is_none() {
             if mark::read(path).ok().flatten().is_some() {
                 return Err(StoreError::Damaged {
                     path: path.to_owned(),
@@ -289,7 +321,7 @@ impl Store {
             });
         }
         let mark = recover::reconcile_mark(path, &db)?;
-        Self::from_db(path, db, mark, config)
+        Self::from_sled(path, db, mark, config)
     }
 
     /// Creates an empty store (no users, no groups) with the given key prefix.
@@ -301,12 +333,16 @@ impl Store {
         prefix: &str,
         config: StoreConfig,
     ) -> Result<Store, StoreError> {
-        let store = Store::prepare(path.as_ref(), prefix, config)?;
-        store.write(&Actor::system(), |tx| {
+        Store::prepare(path.as_ref(), prefix, config)?.complete_empty()
+    }
+
+    /// Commits the version of a prepared store: now it is one.
+    fn complete_empty(self) -> Result<Store, StoreError> {
+        self.write(&Actor::system(), |tx| {
             tx.put_raw(layout::VERSION, layout::SCHEMA_VERSION)
         })?;
-        store.write_first_mark()?;
-        Ok(store)
+        self.write_first_mark()?;
+        Ok(self)
     }
 
     /// Creates a store as `latchkey init` does: an `admin` group granting `*`, an `admin`
@@ -317,7 +353,12 @@ impl Store {
         prefix: &str,
         config: StoreConfig,
     ) -> Result<(Store, CreatedKey), StoreError> {
-        let store = Store::prepare(path.as_ref(), prefix, config)?;
+        Store::prepare(path.as_ref(), prefix, config)?.complete_with_admin()
+    }
+
+    /// Commits a prepared store's admin group, user and key with its version.
+    fn complete_with_admin(self) -> Result<(Store, CreatedKey), StoreError> {
+        let store = self;
         let system = Actor::system();
         let admin = store.write(&system, |tx| {
             let everything = PermissionSet::parse(["*"]).expect("valid");
@@ -385,30 +426,43 @@ impl Store {
         }
         files::remove_leftover_snapshots(path)?;
         let db = Db::open(path, config.cache_capacity_bytes)?;
-        if db.get(layout::VERSION)?.is_some() {
+        if Backend::get(&db, layout::VERSION)?.is_some() {
             return Err(StoreError::AlreadyInitialized {
                 path: path.to_owned(),
             });
         }
-        let lineage = Uuid::now_v7();
-        let mut batch = sled::Batch::default();
-        batch.insert(layout::PREFIX, prefix.as_str().as_bytes());
-        batch.insert(layout::HASH_KEY, HashKey::generate().as_bytes().as_slice());
-        // An empty store's indexes and counts are complete.
-        batch.insert(rebuild::INDEXED, rebuild::INDEX_VERSION);
-        batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
-        db.apply_batch(batch)?;
-        db.flush()?;
+        let lineage = write_new_store(&db, &prefix)?;
         let mark = Mark {
             lineage,
             seq: 0,
             head: audit::GENESIS.to_owned(),
         };
-        Self::from_db(path, db, mark, config)
+        Self::from_sled(path, db, mark, config)
     }
 
-    fn from_db(path: &Path, db: Db, mark: Mark, config: StoreConfig) -> Result<Store, StoreError> {
+    fn from_sled(
+        path: &Path,
+        db: Db,
+        mark: Mark,
+        config: StoreConfig,
+    ) -> Result<Store, StoreError> {
         space::ensure_ballast(path);
+        let db = Arc::new(db);
+        let backend: Arc<dyn Backend> = db.clone();
+        let location = Location::Dir(path.to_owned());
+        Self::from_backend(location, backend, Some(db), None, mark, config)
+    }
+
+    /// The store over an opened backend: reads its settings, completes its indexes, and
+    /// starts its threads.
+    fn from_backend(
+        location: Location,
+        db: Arc<dyn Backend>,
+        sled: Option<Arc<Db>>,
+        follow: Option<follow::Follow>,
+        mark: Mark,
+        config: StoreConfig,
+    ) -> Result<Store, StoreError> {
         let has_imports = import::any_imported(&db)?;
         let prefix = db
             .get(layout::PREFIX)?
@@ -419,16 +473,19 @@ impl Store {
             .get(layout::HASH_KEY)?
             .ok_or_else(|| StoreError::Corrupt("missing hash key".into()))?;
         let hash_key: [u8; 32] = hash_key
-            .as_ref()
+            .as_slice()
             .try_into()
             .map_err(|_| StoreError::Corrupt("bad hash key".into()))?;
-        rebuild::ensure(&db.handle()?, config.clock.now())?;
+        rebuild::ensure(&db, config.clock.now())?;
         let (events, _) = broadcast::channel(1024);
         let (stop, stopped) = mpsc::channel::<()>();
         let (wake, woken) = mpsc::channel::<()>();
         let inner = Arc::new(Inner {
-            path: path.to_owned(),
+            path: location.as_dir().map(Path::to_owned).unwrap_or_default(),
+            location,
             db,
+            sled,
+            follow,
             has_imports: has_imports.into(),
             mark: recover::Marker::new(mark),
             min_free_bytes: config.min_free_bytes,
@@ -459,9 +516,14 @@ impl Store {
         self.inner.lineage()
     }
 
-    /// The store's path.
+    /// The store's directory (empty for a store in PostgreSQL: see [`Store::location`]).
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Where the store lives.
+    pub fn location(&self) -> &Location {
+        &self.inner.location
     }
 
     /// The store's key prefix.
@@ -518,6 +580,9 @@ impl Store {
     /// ```
     pub fn verify_known(&self, presented: &[u8]) -> Option<Principal> {
         let inner = &*self.inner;
+        if !self.is_fresh() {
+            return None;
+        }
         let resolved = inner.cache.recognise(presented)?;
         let now = inner.clock.unix_nanos();
         let principal = resolved.status(now).ok()?.clone();
@@ -527,11 +592,42 @@ impl Store {
 
     /// [`Store::verify`] for an already parsed key.
     pub fn verify_key(&self, key: &ApiKey) -> Result<Principal, VerifyError> {
+        self.verify_key_reading(key, true)
+            .expect("a verification that may read always answers")
+    }
+
+    /// [`Store::verify_key`] from memory alone: `None` when the answer needs a read of the
+    /// storage (a key the verify cache does not hold).
+    ///
+    /// On PostgreSQL ([`Store::reads_over_network`]) that read is a round trip to the
+    /// database; a caller on an async worker can answer from this and run
+    /// [`Store::verify_key`] on a blocking thread when it gives `None`. (Called inline, it
+    /// does not panic: it blocks the calling thread for that round trip.)
+    pub fn verify_key_cached(&self, key: &ApiKey) -> Option<Result<Principal, VerifyError>> {
+        self.verify_key_reading(key, false)
+    }
+
+    /// Whether a read of the storage crosses a network (PostgreSQL) rather than the page
+    /// cache of an embedded database (sled).
+    pub fn reads_over_network(&self) -> bool {
+        self.inner.sled.is_none()
+    }
+
+    fn verify_key_reading(
+        &self,
+        key: &ApiKey,
+        may_read: bool,
+    ) -> Option<Result<Principal, VerifyError>> {
         let inner = &*self.inner;
         // Hash before looking up, so an unknown id costs what a wrong secret costs.
         let presented = inner.hash_key.hash_bytes(key.secret_bytes());
         if key.prefix_bytes() != inner.prefix.as_str().as_bytes() {
-            return Err(VerifyError::Invalid);
+            return Some(Err(VerifyError::Invalid));
+        }
+        if !self.is_fresh() {
+            return Some(Err(VerifyError::Unavailable(
+                "the keystore's database has not been reachable within max_staleness".into(),
+            )));
         }
         let id = key.id();
         let resolved = match inner.cache.hot(&id) {
@@ -542,12 +638,11 @@ impl Store {
                 let generation = inner.cache.generation();
                 let (entry, loaded) = match inner.cache.cold(&id) {
                     Some(entry) => (entry, false),
-                    None => {
-                        let entry = self
-                            .load_resolved(&id)
-                            .map_err(|e| VerifyError::Unavailable(e.to_string()))?;
-                        (entry.map(Arc::new), true)
-                    }
+                    None if !may_read => return None,
+                    None => match self.load_resolved(&id) {
+                        Ok(entry) => (entry.map(Arc::new), true),
+                        Err(e) => return Some(Err(VerifyError::Unavailable(e.to_string()))),
+                    },
                 };
                 match entry {
                     // Only a caller holding the secret makes a key hot; every other answer
@@ -562,18 +657,21 @@ impl Store {
                         if loaded {
                             inner.cache.insert_cold(id, entry, generation);
                         }
-                        return Err(VerifyError::Invalid);
+                        return Some(Err(VerifyError::Invalid));
                     }
                 }
             }
         };
         if !resolved.is_key(key, &presented) {
-            return Err(VerifyError::Invalid);
+            return Some(Err(VerifyError::Invalid));
         }
         let now = inner.clock.unix_nanos();
-        let principal = resolved.status(now)?.clone();
-        resolved.usage.record(now);
-        Ok(principal)
+        Some(
+            resolved
+                .status(now)
+                .cloned()
+                .inspect(|_| resolved.usage.record(now)),
+        )
     }
 
     /// Persists buffered usage figures and flushes the store to disk. Call at shutdown;
@@ -585,12 +683,14 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         self.ensure_open()?;
-        let db = self.inner.db.handle()?;
-        if space::below_reserve(&self.inner.path, self.inner.min_free_bytes) {
+        let db = &*self.inner.db;
+        if self.inner.sled.is_some()
+            && space::below_reserve(&self.inner.path, self.inner.min_free_bytes)
+        {
             // Usage figures are best effort; a full disk is no reason to fail a shutdown.
-            tracing::warn!(store = %self.inner.path.display(), "the disk is full: usage figures since the last flush are not persisted");
+            tracing::warn!(store = %self.inner.location, "the disk is full: usage figures since the last flush are not persisted");
         } else {
-            usage::flush(&db, &self.inner.usage)?;
+            usage::flush(db, &self.inner.usage)?;
         }
         db.flush()?;
         Ok(())
@@ -598,30 +698,20 @@ impl Store {
 
     /// The sequence number of the newest change (0 for none).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        Ok(match self.inner.db.get(layout::SEQ)? {
-            Some(bytes) => u64::from_be_bytes(
-                bytes
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("bad seq".into()))?,
-            ),
-            None => 0,
-        })
+        read_seq(&*self.inner.db)
     }
 
     /// Up to `limit` changes (audit events) with `seq > after`, oldest first.
     pub fn events_since(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        let start = layout::audit(after.saturating_add(1));
+        let range = KeyRange::new(
+            Bound::Included(layout::audit(after.saturating_add(1))),
+            Bound::Included(layout::audit(u64::MAX)),
+        );
         self.inner
             .db
-            .handle()?
-            .range(start..)
-            .take_while(|item| {
-                item.as_ref()
-                    .map_or(true, |(k, _)| k.starts_with(layout::AUDIT))
-            })
-            .take(limit)
-            .map(|item| decode_event(&item?))
+            .range(&range, Direction::Forward, limit)?
+            .iter()
+            .map(decode_event)
             .collect()
     }
 
@@ -637,9 +727,17 @@ impl Store {
         let mut next = 1;
         let mut prev = audit::GENESIS.to_owned();
         let mut broken = None;
-        let mark = mark::read(&self.inner.path).ok().flatten();
+        let mark = match self.inner.sled {
+            Some(_) => mark::read(&self.inner.path).ok().flatten(),
+            None => None,
+        };
         let mut at_mark = None;
-        for item in self.inner.db.handle()?.scan_prefix(layout::AUDIT) {
+        let audit = backend::scan(
+            &self.inner.db,
+            KeyRange::prefix(layout::AUDIT),
+            Direction::Forward,
+        );
+        for item in audit {
             let event = decode_event(&item?)?;
             if mark.as_ref().is_some_and(|m| m.seq == event.seq) {
                 at_mark = Some(event.hash.clone());
@@ -658,7 +756,7 @@ impl Store {
             let head = self.inner.db.get(layout::HEAD)?;
             let head = head.map_or_else(
                 || audit::GENESIS.to_owned(),
-                |h| audit::hash_hex(&h.as_ref().try_into().unwrap_or_default()),
+                |h| audit::hash_hex(&h.as_slice().try_into().unwrap_or_default()),
             );
             if last != events {
                 let reason =
@@ -692,17 +790,14 @@ impl Store {
 
     /// Decodes every record under a namespace.
     fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
-        self.inner
-            .db
-            .handle()?
-            .scan_prefix(prefix)
+        backend::scan(&self.inner.db, KeyRange::prefix(prefix), Direction::Forward)
             .map(|item| decode(&item?.1))
             .collect()
     }
 }
 
 /// An audit event from its stored record; the sequence number is in the key.
-fn decode_event((key, value): &(sled::IVec, sled::IVec)) -> Result<AuditEvent, StoreError> {
+fn decode_event((key, value): &Entry) -> Result<AuditEvent, StoreError> {
     let seq: [u8; 8] = key
         .get(layout::AUDIT.len()..)
         .and_then(|s| s.try_into().ok())
@@ -774,15 +869,12 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                     .unwrap_or_else(|e| e.into_inner());
                 // A store closed by a storage failure reopens by itself, from here too.
                 if store.ensure_open().is_err()
-                    || space::below_reserve(&store.inner.path, store.inner.min_free_bytes)
+                    || (store.inner.sled.is_some()
+                        && space::below_reserve(&store.inner.path, store.inner.min_free_bytes))
                 {
                     continue;
                 }
-                let flushed = store
-                    .inner
-                    .db
-                    .handle()
-                    .and_then(|db| usage::flush(&db, &store.inner.usage));
+                let flushed = usage::flush(&*store.inner.db, &store.inner.usage);
                 if let Err(e) = flushed {
                     tracing::warn!(error = %e, "could not persist usage figures");
                 }
@@ -791,4 +883,32 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "could not start the usage flusher; usage is persisted at flush and close only");
     }
+}
+
+/// Writes a new store's settings (prefix, hash key, lineage) and returns its lineage; the
+/// caller commits `m:version` with whatever makes the store complete.
+fn write_new_store(db: &dyn Backend, prefix: &Prefix) -> Result<Uuid, StoreError> {
+    let lineage = Uuid::now_v7();
+    let mut batch = backend::Batch::default();
+    batch.insert(layout::PREFIX, prefix.as_str().as_bytes());
+    batch.insert(layout::HASH_KEY, HashKey::generate().as_bytes().as_slice());
+    // An empty store's indexes and counts are complete.
+    batch.insert(rebuild::INDEXED, rebuild::INDEX_VERSION);
+    batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(lineage)
+}
+
+/// The sequence number of the newest change (0 for none).
+fn read_seq(db: &dyn Backend) -> Result<u64, StoreError> {
+    Ok(match db.get(layout::SEQ)? {
+        Some(bytes) => u64::from_be_bytes(
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bad seq".into()))?,
+        ),
+        None => 0,
+    })
 }

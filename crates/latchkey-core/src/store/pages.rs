@@ -6,6 +6,7 @@ use std::ops::Bound;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::backend::{self, Direction, KeyRange};
 use super::query::{SCAN_BUDGET, hex, unhex};
 use super::{Page, Store, decode, layout};
 use crate::actor::Actor;
@@ -73,12 +74,8 @@ impl Store {
         let mut last = None;
         let mut more = false;
         let mut passed = 0;
-        for item in self
-            .inner
-            .db
-            .handle()?
-            .range::<Vec<u8>, _>((lower, Bound::Excluded(end)))
-        {
+        let range = KeyRange::new(lower, Bound::Excluded(end));
+        for item in backend::scan(&self.inner.db, range, Direction::Forward) {
             let (key, value) = item?;
             if items.len() == limit || passed == SCAN_BUDGET {
                 more = true;

@@ -246,7 +246,7 @@ impl Store {
         let plan = Plan::of(query);
         let now = self.inner.clock.now();
         let entries = index::scan(
-            &self.inner.db.handle()?,
+            &self.inner.db,
             plan.scope,
             query.sort.field,
             query.sort.descending,

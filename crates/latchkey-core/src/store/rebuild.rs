@@ -2,10 +2,12 @@
 //! was interrupted): at open, once, in batches.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::backend::{Backend, Batch, Direction, KeyRange, scan};
 use super::counters::Counter;
 use super::index::{self, Class};
 use super::keys::KeyRecord;
@@ -21,22 +23,22 @@ pub(crate) const INDEX_VERSION: &[u8] = b"1";
 const BATCH: usize = 10_000;
 
 /// Builds the indexes and counts unless the store says they are complete.
-pub(crate) fn ensure(db: &sled::Db, now: OffsetDateTime) -> Result<(), StoreError> {
+pub(crate) fn ensure(db: &Arc<dyn Backend>, now: OffsetDateTime) -> Result<(), StoreError> {
     if db.get(INDEXED)?.as_deref() == Some(INDEX_VERSION) {
         return Ok(());
     }
     tracing::info!("building the store's indexes (once)");
     // Whatever an interrupted build left goes first.
-    let mut batch = sled::Batch::default();
-    for item in db.scan_prefix(index::INDEX) {
+    let mut batch = Batch::default();
+    for item in scan(db, KeyRange::prefix(index::INDEX), Direction::Forward) {
         batch.remove(item?.0);
     }
     db.apply_batch(batch)?;
     let mark = index::expiry_position(now, Uuid::max());
     let mut counts: BTreeMap<Class, u64> = BTreeMap::new();
-    let mut batch = sled::Batch::default();
+    let mut batch = Batch::default();
     let mut pending = 0;
-    for item in db.scan_prefix(layout::KEYS) {
+    for item in scan(db, KeyRange::prefix(layout::KEYS), Direction::Forward) {
         let record: KeyRecord = decode(&item?.1)?;
         *counts.entry(Class::of(&record, &mark)).or_default() += 1;
         index::apply(&mut batch, Vec::new(), index::entries(&record, &mark))?;
@@ -46,14 +48,18 @@ pub(crate) fn ensure(db: &sled::Db, now: OffsetDateTime) -> Result<(), StoreErro
             pending = 0;
         }
     }
-    let users = db.scan_prefix(layout::USERS).count() as u64;
-    let groups = db.scan_prefix(layout::GROUPS).count() as u64;
+    let count = |prefix| {
+        scan(db, KeyRange::prefix(prefix), Direction::Forward)
+            .try_fold(0_u64, |n, item| item.map(|_| n + 1))
+    };
+    let users = count(layout::USERS)?;
+    let groups = count(layout::GROUPS)?;
     for class in Class::ALL {
         let n = counts.get(&class).copied().unwrap_or(0);
-        batch.insert(Counter::Keys(class).key(), &n.to_be_bytes());
+        batch.insert(Counter::Keys(class).key(), n.to_be_bytes());
     }
-    batch.insert(Counter::Users.key(), &users.to_be_bytes());
-    batch.insert(Counter::Groups.key(), &groups.to_be_bytes());
+    batch.insert(Counter::Users.key(), users.to_be_bytes());
+    batch.insert(Counter::Groups.key(), groups.to_be_bytes());
     batch.insert(index::EXPIRY_MARK, mark);
     batch.insert(INDEXED, INDEX_VERSION);
     db.apply_batch(batch)?;

@@ -7,6 +7,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
+use super::backend::Backend;
 use super::db::Db;
 use super::mark::{self, Mark};
 use super::{Store, decode_event, layout, space};
@@ -17,6 +18,9 @@ impl Store {
     /// Before a write, under the write lock: the database is open (reopening it after a
     /// failure) and the disk has room.
     pub(super) fn ready_for_write(&self) -> Result<(), StoreError> {
+        if self.inner.sled.is_none() {
+            return Ok(());
+        }
         self.ensure_open()?;
         if space::below_reserve(&self.inner.path, self.inner.min_free_bytes) {
             return Err(self.full());
@@ -27,31 +31,36 @@ impl Store {
 
     /// Reopens the database if a storage failure closed it. Called under the write lock.
     pub(super) fn ensure_open(&self) -> Result<(), StoreError> {
-        if self.inner.db.is_open() {
-            return Ok(());
+        match &self.inner.sled {
+            Some(db) if !db.is_open() => self.reopen(),
+            _ => Ok(()),
         }
-        self.reopen()
     }
 
     /// After sled failed a write, under the write lock: sled is now poisoned and holds the
     /// failed write in memory, so reopen it from its files, which drops that write, and
     /// forget every cached verification, which may have read it.
-    pub(super) fn failed_write(&self, err: sled::Error) -> StoreError {
+    pub(super) fn failed_write(&self, err: StoreError) -> StoreError {
+        if self.inner.sled.is_none() {
+            // Another backend's failed write changed nothing and poisons nothing.
+            return err;
+        }
         tracing::error!(error = %err, store = %self.inner.path.display(), "a write failed in storage; reopening the store");
-        let full = space::sled_is_full(&err)
+        let full = std::error::Error::source(&err)
+            .and_then(|e| e.downcast_ref::<sled::Error>())
+            .is_some_and(space::sled_is_full)
             || space::below_reserve(&self.inner.path, self.inner.min_free_bytes.max(1));
         if let Err(e) = self.reopen() {
             tracing::error!(error = %e, "could not reopen the store; retrying at the next write");
         }
-        if full {
-            self.full()
-        } else {
-            StoreError::from(err)
-        }
+        if full { self.full() } else { err }
     }
 
     fn reopen(&self) -> Result<(), StoreError> {
-        let reopened = self.inner.db.reopen();
+        let Some(db) = &self.inner.sled else {
+            return Ok(());
+        };
+        let reopened = db.reopen();
         // Whatever succeeded or not, cached answers may come from the dropped instance.
         self.inner.cache.invalidate(None);
         reopened?;
@@ -67,9 +76,12 @@ impl Store {
 
     /// Writes the mark of a store just created (its newest event, or none).
     pub(super) fn write_first_mark(&self) -> Result<(), StoreError> {
+        if self.inner.sled.is_none() {
+            return Ok(());
+        }
         let current = self.inner.mark.current();
         let seq = self.last_seq()?;
-        let head = head_of(&self.inner.db)?;
+        let head = head_of(&*self.inner.db)?;
         let first = Mark {
             seq,
             head,
@@ -191,7 +203,7 @@ pub(super) fn reconcile_mark(path: &Path, db: &Db) -> Result<Mark, StoreError> {
     let seq = match db.get(layout::SEQ)? {
         Some(bytes) => u64::from_be_bytes(
             bytes
-                .as_ref()
+                .as_slice()
                 .try_into()
                 .map_err(|_| damaged("has a bad sequence number".into()))?,
         ),
@@ -221,8 +233,8 @@ pub(super) fn reconcile_mark(path: &Path, db: &Db) -> Result<Mark, StoreError> {
         }
         if known.seq > 0 {
             let at_mark = db
-                .get(layout::audit(known.seq))?
-                .map(|value| decode_event(&(layout::audit(known.seq).into(), value)))
+                .get(&layout::audit(known.seq))?
+                .map(|value| decode_event(&(layout::audit(known.seq), value)))
                 .transpose()?;
             if at_mark.as_ref().map(|e| e.hash.as_str()) != Some(known.head.as_str()) {
                 return Err(damaged(format!(
@@ -267,9 +279,9 @@ pub(super) fn check_against_mark(
     })
 }
 
-pub(super) fn head_of(db: &Db) -> Result<String, StoreError> {
+pub(super) fn head_of(db: &dyn Backend) -> Result<String, StoreError> {
     Ok(match db.get(layout::HEAD)? {
-        Some(bytes) => audit::hash_hex(&bytes.as_ref().try_into().unwrap_or_default()),
+        Some(bytes) => audit::hash_hex(&bytes.as_slice().try_into().unwrap_or_default()),
         None => audit::GENESIS.to_owned(),
     })
 }

@@ -1,25 +1,24 @@
-//! One management write: a sled transaction, its audit events, and what it invalidates.
+//! One management write: a backend transaction, its audit events, and what it invalidates.
 
 use std::cell::RefCell;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::IVec;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::backend::{KvTx, TxError};
 use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::{Action, AuditEvent, GENESIS, StoredEvent, hash_bytes, hash_hex};
 use crate::error::StoreError;
 use crate::key::PublicId;
 
-pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+pub(crate) type TxResult<T> = Result<T, TxError>;
 
 /// Aborts the transaction with a typed error.
 pub(crate) fn abort<T>(err: StoreError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(err))
+    Err(TxError::Abort(err))
 }
 
 /// What the cache must forget once a write commits.
@@ -31,15 +30,15 @@ pub(crate) enum Invalidate {
 
 /// The view of the store inside one write.
 pub(crate) struct Tx<'a> {
-    tree: &'a TransactionalTree,
+    tree: &'a dyn KvTx,
     pub(crate) now: OffsetDateTime,
     events: RefCell<Vec<(Action, Uuid, Option<Uuid>)>>,
     invalidations: RefCell<Vec<Invalidate>>,
 }
 
 impl<'a> Tx<'a> {
-    pub(crate) fn get_raw(&self, key: &[u8]) -> TxResult<Option<IVec>> {
-        Ok(self.tree.get(key)?)
+    pub(crate) fn get_raw(&self, key: &[u8]) -> TxResult<Option<Vec<u8>>> {
+        self.tree.get(key)
     }
 
     pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> TxResult<Option<T>> {
@@ -53,18 +52,15 @@ impl<'a> Tx<'a> {
     }
 
     pub(crate) fn put<T: Serialize>(&self, key: &[u8], value: &T) -> TxResult<()> {
-        self.tree.insert(key, super::encode(value))?;
-        Ok(())
+        self.tree.put(key, &super::encode(value))
     }
 
     pub(crate) fn put_raw(&self, key: &[u8], value: &[u8]) -> TxResult<()> {
-        self.tree.insert(key, value)?;
-        Ok(())
+        self.tree.put(key, value)
     }
 
     pub(crate) fn remove(&self, key: &[u8]) -> TxResult<()> {
-        self.tree.remove(key)?;
-        Ok(())
+        self.tree.remove(key)
     }
 
     /// Records an audit event (and change-feed entry) for this write.
@@ -79,11 +75,11 @@ impl<'a> Tx<'a> {
     /// Appends the recorded events to the audit chain, inside the transaction.
     fn append_events(&self, actor: Option<Uuid>) -> TxResult<Vec<AuditEvent>> {
         let mut seq = match self.get_raw(layout::SEQ)? {
-            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().unwrap_or_default()),
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or_default()),
             None => 0,
         };
         let mut head = match self.get_raw(layout::HEAD)? {
-            Some(bytes) => hash_hex(&bytes.as_ref().try_into().unwrap_or_default()),
+            Some(bytes) => hash_hex(&bytes.as_slice().try_into().unwrap_or_default()),
             None => GENESIS.to_owned(),
         };
         let mut appended = Vec::new();
@@ -105,7 +101,7 @@ impl<'a> Tx<'a> {
 impl Store {
     /// Runs one management write.
     ///
-    /// The closure's writes, its audit events and the sequence counter commit in one sled
+    /// The closure's writes, its audit events and the sequence counter commit in one
     /// transaction; the store is flushed to disk and the verify cache invalidated before
     /// this returns, so an acknowledged change survives `kill -9` and is seen by the very
     /// next verification.
@@ -117,11 +113,12 @@ impl Store {
         self.write_prepared(actor, || Ok(()), |tx, ()| f(tx))
     }
 
-    /// [`Store::write`] with a preparation step for what sled transactions cannot do: scans.
+    /// [`Store::write`] with a preparation step for what transactions do not do: scans.
     ///
-    /// Writers are serialized by `write_lock`, and `prepare` runs under it, so what it reads
-    /// cannot change before the transaction commits. It must run outside the transaction:
-    /// sled deadlocks on a plain read from inside a transaction closure.
+    /// Writers are serialized by `write_lock` (and, on a shared database, by the backend's
+    /// writer lock across processes), and `prepare` runs under both, so what it reads cannot
+    /// change before the transaction commits. It must run outside the transaction: sled
+    /// deadlocks on a plain read from inside a transaction closure.
     pub(crate) fn write_prepared<P, T>(
         &self,
         actor: &Actor,
@@ -131,9 +128,10 @@ impl Store {
         let inner = &*self.inner;
         let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.ready_for_write()?;
+        let _cluster = inner.db.lock_writers()?;
         let prepared = prepare()?;
         let now = inner.clock.now();
-        let outcome = inner.db.transaction(|tree| {
+        let outcome = inner.db.transact(|tree| {
             let tx = Tx {
                 tree,
                 now,
@@ -146,8 +144,9 @@ impl Store {
         });
         let (value, events, invalidations) = match outcome {
             Ok(done) => done,
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(self.failed_write(e)),
+            Err(TxError::Abort(e)) => return Err(e),
+            Err(TxError::Storage(e)) => return Err(self.failed_write(e)),
+            Err(TxError::Conflict) => return Err(StoreError::storage("unresolved write conflict")),
         };
         for what in invalidations {
             match what {
@@ -159,15 +158,16 @@ impl Store {
             return Err(self.failed_write(e));
         }
         let newest = events.last().map(|e| (e.seq, e.hash.clone()));
-        for event in events {
-            // No receiver is fine: nobody is listening.
-            let _ = inner.events.send(event);
-        }
+        self.publish(events);
         // The mark's fsync runs after the lock is released: the next writer's transaction
         // goes on meanwhile, and one mark write covers every writer waiting for it.
         drop(_serialized);
+        drop(_cluster);
         if let Some((seq, head)) = newest {
-            inner.mark.advance(&inner.path, seq, head);
+            match &inner.sled {
+                Some(_) => inner.mark.advance(&inner.path, seq, head),
+                None => self.await_cluster(seq),
+            }
         }
         Ok(value)
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::backend::{Backend, Batch};
 use super::keys::KeyRecord;
 use super::{decode, encode, index, layout};
 use crate::error::StoreError;
@@ -159,18 +160,18 @@ impl KeyUsage {
 /// in one batch, and flushes. The caller
 /// holds the write lock: the usage figures live in the key records, and no management write
 /// may interleave with this read-modify-write.
-pub(super) fn flush(db: &sled::Db, buffer: &UsageBuffer) -> Result<(), StoreError> {
+pub(super) fn flush(db: &dyn Backend, buffer: &UsageBuffer) -> Result<(), StoreError> {
     let figures = buffer.take();
     if figures.is_empty() {
         return Ok(());
     }
-    let mut batch = sled::Batch::default();
-    let staged = (|| {
+    let mut batch = Batch::default();
+    // On a shared database, other processes add their figures too: their flushes and
+    // writes wait for this one.
+    let locked = db.lock_writers();
+    let staged = locked.and_then(|_guard| {
         // The last-use indexes move with the figures, in the same batch.
-        let mark = db
-            .get(index::EXPIRY_MARK)?
-            .map(|m| m.to_vec())
-            .unwrap_or_default();
+        let mark = db.get(index::EXPIRY_MARK)?.unwrap_or_default();
         for (key, usage) in &figures {
             // A key deleted meanwhile has nowhere to go; its figures are dropped.
             let Some(public) = layout::public_id_of(*key) else {
@@ -189,9 +190,9 @@ pub(super) fn flush(db: &sled::Db, buffer: &UsageBuffer) -> Result<(), StoreErro
             index::apply(&mut batch, before, index::entries(&record, &mark))?;
             batch.insert(path, encode(&record));
         }
-        Ok::<_, StoreError>(())
-    })();
-    if let Err(e) = staged.and_then(|()| Ok(db.apply_batch(batch)?)) {
+        db.apply_batch(batch)
+    });
+    if let Err(e) = staged {
         // Nothing was applied: keep the figures for the next attempt.
         buffer.restore(figures);
         return Err(e);

@@ -1,39 +1,145 @@
-//! The PostgreSQL backend.
+//! The PostgreSQL backend: a store several processes share.
+//!
+//! - `client`: the [`Backend`](super::backend::Backend) over one table, its transactions
+//!   and the writers' lock;
+//! - `schema`: the versioned schema and its migrations;
+//! - `listen`: the commit notifications that wake the catch-up (`follow.rs`);
+//! - `tls`: rustls for connections that ask for TLS.
 
+mod client;
+mod listen;
+mod schema;
+mod tls;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use client::{Pg, PgBackend};
+
+use std::ops::Bound;
+
+use super::Restored;
+use super::backend::{Backend, Batch, Direction, KeyRange, scan};
+use super::follow::Follow;
+use super::mark::Mark;
+use super::{Store, StoreConfig, layout, recover, write_new_store};
 use crate::error::StoreError;
-use crate::location::DatabaseUrl;
+use crate::key::Prefix;
+use crate::location::{DatabaseUrl, Location};
 use crate::model::CreatedKey;
 
-use super::{Store, StoreConfig};
-
-/// The newest schema version this build knows.
-pub(crate) const SCHEMA: u32 = 1;
-
-fn not_yet(url: &DatabaseUrl) -> StoreError {
-    StoreError::Unavailable(format!("the PostgreSQL backend is not ready yet ({url})").into())
+/// Migrates the schema forward (see `schema`), returning its version.
+pub(crate) fn migrate(url: &DatabaseUrl) -> Result<u32, StoreError> {
+    schema::migrate(&*Pg::connect(url)?)
 }
 
-pub(crate) fn open(url: &DatabaseUrl, _config: StoreConfig) -> Result<Store, StoreError> {
-    Err(not_yet(url))
+/// Opens the store in the database.
+pub(crate) fn open(url: &DatabaseUrl, config: StoreConfig) -> Result<Store, StoreError> {
+    let (pg, db) = connect(url)?;
+    if db.get(layout::VERSION)?.is_none() {
+        return Err(StoreError::NotInitialized {
+            path: PathBuf::from(url.redacted()),
+        });
+    }
+    start(url, pg, db, config)
 }
 
+/// Creates an empty store in the database.
 pub(crate) fn create_empty(
     url: &DatabaseUrl,
-    _prefix: &str,
-    _config: StoreConfig,
+    prefix: &str,
+    config: StoreConfig,
 ) -> Result<Store, StoreError> {
-    Err(not_yet(url))
+    prepare(url, prefix, config)?.complete_empty()
 }
 
+/// Creates a store with its admin key in the database, as `latchkey init` does.
 pub(crate) fn create_with_admin(
     url: &DatabaseUrl,
-    _prefix: &str,
-    _config: StoreConfig,
+    prefix: &str,
+    config: StoreConfig,
 ) -> Result<(Store, CreatedKey), StoreError> {
-    Err(not_yet(url))
+    prepare(url, prefix, config)?.complete_with_admin()
 }
 
-pub(crate) fn migrate(url: &DatabaseUrl) -> Result<u32, StoreError> {
-    let _ = (SCHEMA, url.expose());
-    Err(not_yet(url))
+fn connect(url: &DatabaseUrl) -> Result<(Arc<Pg>, Arc<dyn Backend>), StoreError> {
+    let pg = Pg::connect(url)?;
+    schema::migrate(&pg)?;
+    let db: Arc<dyn Backend> = Arc::new(PgBackend(Arc::clone(&pg)));
+    Ok((pg, db))
+}
+
+/// Restores a backup into an empty database (see [`Store::restore`]).
+pub(crate) fn restore(
+    url: &DatabaseUrl,
+    backup: impl std::io::Read,
+    config: StoreConfig,
+) -> Result<(Store, Restored), StoreError> {
+    let (pg, db) = connect(url)?;
+    let restored = {
+        let _writers = db.lock_writers()?;
+        let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
+        if db.first(&everything, Direction::Forward)?.is_some() {
+            return Err(StoreError::storage(format!(
+                "cannot restore into {url}: it holds a store or part of one (restore needs an \
+                 empty database)"
+            )));
+        }
+        match super::backup::load(&*db, backup) {
+            Ok(restored) => restored,
+            Err(e) => {
+                // No half store stays behind.
+                let mut batch = Batch::default();
+                for item in scan(&db, everything, Direction::Forward) {
+                    batch.remove(item?.0);
+                }
+                db.apply_batch(batch)?;
+                return Err(e);
+            }
+        }
+    };
+    Ok((start(url, pg, db, config)?, restored))
+}
+
+/// Writes a new store's settings, unless the database holds a store already.
+fn prepare(url: &DatabaseUrl, prefix: &str, config: StoreConfig) -> Result<Store, StoreError> {
+    let prefix = Prefix::new(prefix).map_err(|e| StoreError::invalid("prefix", e.to_string()))?;
+    let (pg, db) = connect(url)?;
+    {
+        let _writers = db.lock_writers()?;
+        if db.get(layout::VERSION)?.is_some() {
+            return Err(StoreError::AlreadyInitialized {
+                path: PathBuf::from(url.redacted()),
+            });
+        }
+        write_new_store(&*db, &prefix)?;
+    }
+    start(url, pg, db, config)
+}
+
+/// The store over an opened database, following the changes of every process.
+fn start(
+    url: &DatabaseUrl,
+    pg: Arc<Pg>,
+    db: Arc<dyn Backend>,
+    config: StoreConfig,
+) -> Result<Store, StoreError> {
+    let lineage = match db.get(layout::LINEAGE)? {
+        Some(bytes) => uuid::Uuid::from_slice(&bytes)
+            .map_err(|_| StoreError::Corrupt("bad lineage id".into()))?,
+        None => return Err(StoreError::Corrupt("missing lineage".into())),
+    };
+    let seq = super::read_seq(&*db)?;
+    let mark = Mark {
+        lineage,
+        seq,
+        head: recover::head_of(&*db)?,
+    };
+    let follow = Follow::new(seq, config.max_staleness);
+    let location = Location::Postgres(url.clone());
+    let store = Store::from_backend(location, db, None, Some(follow), mark, config)?;
+    // Counted among the followers from now on: writes of other processes wait for it.
+    store.catch_up()?;
+    listen::start(&pg, &store);
+    Ok(store)
 }

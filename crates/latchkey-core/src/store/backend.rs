@@ -1,0 +1,256 @@
+//! The storage boundary: an ordered key-value store with transactions.
+//!
+//! Everything the store keeps is a byte key in one ordered keyspace ([`layout`](super::layout)):
+//! records, the list indexes, counters, background jobs and the audit chain. Every query the
+//! store makes is one of three things, and a backend provides exactly these:
+//! - a point read ([`Backend::get`]),
+//! - a bounded, ordered range read ([`Backend::range`]): an index page, a job's chunk of
+//!   1,000 keys, a stretch of the audit chain; [`scan`] pages through a longer range,
+//! - a transaction of point reads and writes ([`Backend::transaction`]), retried by the
+//!   backend when it conflicts with another, plus unconditional batches for rebuilds.
+//!
+//! Domain logic (permissions, escalation and tenant checks, the audit chain, indexes,
+//! counters, jobs, verification and its cache) is written once above this line. Two
+//! backends implement it: sled (`db.rs`) and PostgreSQL (`postgres/`).
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::error::StoreError;
+
+/// One stored entry: key and value.
+pub(crate) type Entry = (Vec<u8>, Vec<u8>);
+
+/// The order of a range read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Ascending keys.
+    Forward,
+    /// Descending keys.
+    Reverse,
+}
+
+/// A range of keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyRange {
+    pub(crate) lower: Bound<Vec<u8>>,
+    pub(crate) upper: Bound<Vec<u8>>,
+}
+
+impl KeyRange {
+    pub(crate) fn new(lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>) -> KeyRange {
+        KeyRange { lower, upper }
+    }
+
+    /// Every key that starts with `prefix`.
+    pub(crate) fn prefix(prefix: &[u8]) -> KeyRange {
+        let upper = successor_of_prefix(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        KeyRange::new(Bound::Included(prefix.to_vec()), upper)
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`; `None` when there is
+/// none (a prefix of 0xFF bytes only).
+fn successor_of_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Why a transaction's step failed.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    /// The transaction's own decision (not found, conflict of a lifecycle rule, ...): it
+    /// ends, nothing is written, the error is the answer.
+    Abort(StoreError),
+    /// Another transaction changed what this one read: the backend runs it again.
+    Conflict,
+    /// The storage failed.
+    Storage(StoreError),
+}
+
+/// The reads and writes of one transaction. A transaction's reads see its own writes.
+pub(crate) trait KvTx {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TxError>;
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), TxError>;
+    fn remove(&self, key: &[u8]) -> Result<(), TxError>;
+}
+
+/// Writes applied at once, outside any transaction (rebuilds, creation).
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub(crate) fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.writes
+            .push((key.as_ref().to_vec(), Some(value.as_ref().to_vec())));
+    }
+
+    pub(crate) fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.writes.push((key.as_ref().to_vec(), None));
+    }
+}
+
+/// A transaction body, run once per attempt.
+pub(crate) type TxBody<'a> = dyn FnMut(&dyn KvTx) -> Result<(), TxError> + 'a;
+
+/// An ordered key-value store with transactions: what the store needs of its storage.
+pub(crate) trait Backend: Send + Sync + Debug {
+    /// One entry.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` entries of `range`, in `direction`.
+    fn range(
+        &self,
+        range: &KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+
+    /// Runs `body` in a transaction that commits atomically, running it again while it
+    /// conflicts with another. Returns `Abort` and `Storage` as the body or storage gave
+    /// them; never `Conflict`.
+    fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError>;
+
+    /// Applies writes at once (atomically).
+    fn apply_batch(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Makes every committed write durable.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Serializes management writes across every process that shares the storage, until
+    /// the guard is dropped: none for a store only one process opens (its write lock is
+    /// enough).
+    fn lock_writers(&self) -> Result<WriterGuard, StoreError> {
+        Ok(None)
+    }
+
+    /// On storage several processes share: records that process `follower` has applied
+    /// every change up to `applied` and is alive, or, with `None`, that it left.
+    fn acknowledge(&self, follower: Uuid, applied: Option<u64>) -> Result<(), StoreError> {
+        let _ = (follower, applied);
+        Ok(())
+    }
+
+    /// On storage several processes share: waits until every live process other than
+    /// `follower` has applied the change `seq`, for at most `bound` (a process that
+    /// acknowledged nothing for `bound` is not waited for: it stopped serving).
+    fn await_followers(&self, follower: Uuid, seq: u64, bound: Duration) -> Result<(), StoreError> {
+        let _ = (follower, seq, bound);
+        Ok(())
+    }
+}
+
+/// Held while a write runs; see [`Backend::lock_writers`].
+pub(crate) type WriterGuard = Option<Box<dyn Send>>;
+
+impl dyn Backend {
+    /// [`Backend::transaction`] with a result.
+    pub(crate) fn transact<T>(
+        &self,
+        body: impl Fn(&dyn KvTx) -> Result<T, TxError>,
+    ) -> Result<T, TxError> {
+        let mut out = None;
+        self.transaction(&mut |tx| {
+            out = Some(body(tx)?);
+            Ok(())
+        })?;
+        Ok(out.expect("a committed transaction ran its body"))
+    }
+
+    /// Whether an entry exists.
+    pub(crate) fn contains_key(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// The first entry of a range, in `direction`.
+    pub(crate) fn first(
+        &self,
+        range: &KeyRange,
+        direction: Direction,
+    ) -> Result<Option<Entry>, StoreError> {
+        Ok(self.range(range, direction, 1)?.into_iter().next())
+    }
+}
+
+/// How many entries [`scan`] reads per range read.
+const SCAN_PAGE: usize = 256;
+
+/// Every entry of a range, in order, read a page at a time: a long range never sits in
+/// memory at once, and a short walk (the first page of a list) reads no more than a page.
+pub(crate) fn scan(db: &Arc<dyn Backend>, range: KeyRange, direction: Direction) -> Scan {
+    Scan {
+        db: Arc::clone(db),
+        range,
+        direction,
+        buffered: VecDeque::new(),
+        done: false,
+        page: 16,
+    }
+}
+
+/// The iterator of [`scan`].
+#[derive(Debug)]
+pub(crate) struct Scan {
+    db: Arc<dyn Backend>,
+    range: KeyRange,
+    direction: Direction,
+    buffered: VecDeque<Entry>,
+    done: bool,
+    /// The next page's size: small at first, up to [`SCAN_PAGE`].
+    page: usize,
+}
+
+impl Iterator for Scan {
+    type Item = Result<Entry, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffered.is_empty() && !self.done {
+            match self.db.range(&self.range, self.direction, self.page) {
+                Ok(entries) => {
+                    self.done = entries.len() < self.page;
+                    self.page = (self.page * 4).min(SCAN_PAGE);
+                    if let Some((last, _)) = entries.last() {
+                        let after = Bound::Excluded(last.clone());
+                        match self.direction {
+                            Direction::Forward => self.range.lower = after,
+                            Direction::Reverse => self.range.upper = after,
+                        }
+                    }
+                    self.buffered = entries.into();
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.buffered.pop_front().map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_range_ends_at_the_prefix_successor() {
+        let r = KeyRange::prefix(b"k:");
+        assert_eq!(r.lower, Bound::Included(b"k:".to_vec()));
+        assert_eq!(r.upper, Bound::Excluded(b"k;".to_vec()));
+        assert_eq!(successor_of_prefix(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(successor_of_prefix(b"\xff\xff"), None);
+    }
+}

@@ -1,0 +1,153 @@
+//! On a database several processes share: applying the changes the others write.
+//!
+//! Every change is an audit event, in `seq` order. A process applies them in that order —
+//! its own writes and everyone else's alike — by reading the audit range after the last
+//! event it applied: each event drops what it touches from the verify cache and goes out on
+//! [`Store::subscribe`], so `/v1/events` of every process carries every change of the
+//! cluster in one order. The backend wakes the catch-up when the database announces a
+//! commit (PostgreSQL `NOTIFY`), and a timer wakes it every second anyway, so a missed
+//! announcement or a reconnection costs at most a second.
+//!
+//! Verification trusts the cache only while the catch-up keeps succeeding: once the last
+//! successful one is older than `max_staleness`, verification answers
+//! [`VerifyError::Unavailable`](crate::VerifyError::Unavailable) (a 503) rather than risk
+//! serving a key another process revoked.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::{Store, import, layout};
+use crate::audit::{Action, AuditEvent};
+use crate::error::{Entity, StoreError};
+
+/// How many events one range read of the catch-up takes.
+const CATCH_UP_PAGE: usize = 256;
+
+/// What a process following a shared database keeps.
+#[derive(Debug)]
+pub(crate) struct Follow {
+    /// The newest `seq` applied and published here; held while applying, so events go out
+    /// once each, in order.
+    applied: Mutex<u64>,
+    /// When a catch-up last succeeded, as nanoseconds after `base` (a monotonic clock: the
+    /// store's clock may be a test's manual one).
+    confirmed_at: AtomicI64,
+    base: Instant,
+    /// How long cached answers stay valid without a successful catch-up.
+    max_staleness: Duration,
+    /// This process among the followers, for acknowledgements.
+    id: Uuid,
+}
+
+impl Follow {
+    /// Starts following after `seq` (the newest event at open), confirmed now.
+    pub(crate) fn new(seq: u64, max_staleness: Duration) -> Follow {
+        Follow {
+            applied: Mutex::new(seq),
+            confirmed_at: AtomicI64::new(0),
+            base: Instant::now(),
+            max_staleness,
+            id: Uuid::now_v7(),
+        }
+    }
+
+    /// This process among the followers.
+    pub(crate) fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.base.elapsed().as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    /// Whether what the cache holds was confirmed recently enough to be served now.
+    pub(crate) fn is_fresh(&self) -> bool {
+        let bound = i64::try_from(self.max_staleness.as_nanos()).unwrap_or(i64::MAX);
+        self.now()
+            .saturating_sub(self.confirmed_at.load(Ordering::Acquire))
+            <= bound
+    }
+}
+
+impl Store {
+    /// Sends a committed write's events to subscribers: directly on a store no other
+    /// process writes; on a shared database by catching up, which publishes them in `seq`
+    /// order after any earlier change of another process.
+    pub(crate) fn publish(&self, events: Vec<AuditEvent>) {
+        if self.inner.follow.is_none() {
+            for event in events {
+                // No receiver is fine: nobody is listening.
+                let _ = self.inner.events.send(event);
+            }
+        } else if let Err(e) = self.catch_up() {
+            tracing::warn!(error = %e, "could not read the changes after a write; retrying in a second");
+        }
+    }
+
+    /// Applies and publishes every change after the last one applied, in `seq` order; a
+    /// no-op on a store no other process writes.
+    pub(crate) fn catch_up(&self) -> Result<(), StoreError> {
+        let Some(follow) = &self.inner.follow else {
+            return Ok(());
+        };
+        let started = follow.now();
+        let mut applied = follow
+            .applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let events = self.events_since(*applied, CATCH_UP_PAGE)?;
+            let more = events.len() == CATCH_UP_PAGE;
+            for event in events {
+                self.apply_remote(&event)?;
+                *applied = event.seq;
+                let _ = self.inner.events.send(event);
+            }
+            if !more {
+                break;
+            }
+        }
+        follow.confirmed_at.fetch_max(started, Ordering::AcqRel);
+        self.inner.db.acknowledge(follow.id, Some(*applied))
+    }
+
+    /// After a write committed `seq`: waits until every other live process applied it, so
+    /// that the next verification anywhere in the cluster sees it.
+    pub(crate) fn await_cluster(&self, seq: u64) {
+        let Some(follow) = &self.inner.follow else {
+            return;
+        };
+        if let Err(e) = self
+            .inner
+            .db
+            .await_followers(follow.id, seq, follow.max_staleness)
+        {
+            tracing::warn!(error = %e, seq, "could not confirm that every daemon applied a change");
+        }
+    }
+
+    /// What a change written elsewhere means to this process's memory.
+    fn apply_remote(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let cache = &self.inner.cache;
+        match (event.action.entity(), layout::public_id_of(event.target)) {
+            (Entity::Key, Some(public)) => cache.invalidate(Some(&public)),
+            _ => cache.invalidate(None),
+        }
+        if event.action == Action::KeyCreate
+            && !self.inner.has_imports.load(Ordering::Relaxed)
+            && import::any_imported(&self.inner.db)?
+        {
+            self.inner.has_imports.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Whether verification may serve what it holds: always, unless the store follows a
+    /// shared database and has not confirmed it within `max_staleness`.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.inner.follow.as_ref().is_none_or(Follow::is_fresh)
+    }
+}

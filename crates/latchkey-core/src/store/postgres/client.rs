@@ -1,0 +1,473 @@
+//! The PostgreSQL [`Backend`]: one table of ordered byte keys, a pool of connections, and
+//! a small runtime of the store's own that drives them.
+//!
+//! The store's API is synchronous and is called from any thread, tokio workers included
+//! (the tower layer verifies inline). So every database call is a future polled to its end
+//! on the calling thread by `futures_executor::block_on`, which, unlike tokio's, does not
+//! panic inside a runtime; the connections' I/O runs on the store's runtime. A call costs
+//! the calling thread one round trip to the database, bounded by [`OP_TIMEOUT`].
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::error::StoreError;
+use crate::location::DatabaseUrl;
+use crate::store::backend::{
+    Backend, Batch, Direction, Entry, KeyRange, KvTx, TxBody, TxError, WriterGuard,
+};
+use crate::store::layout;
+
+/// The longest a database call may take before the store answers
+/// [`StoreError::Unavailable`]. Longer than the server's `lock_timeout`, so that a wait
+/// for the writers' lock ends on the server first.
+pub(super) const OP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The advisory lock that serializes management writes across processes.
+const WRITERS_LOCK: i64 = 0x6c61_7463_686b_6579; // "latchkey"
+
+/// How many connections a store keeps at most.
+const POOL_SIZE: usize = 16;
+
+/// The notification channel that announces commits.
+pub(super) const CHANNEL: &str = "latchkey";
+
+/// A tokio runtime that may be dropped anywhere, an async context included.
+#[derive(Debug)]
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// An open PostgreSQL database.
+pub(crate) struct Pg {
+    runtime: OwnedRuntime,
+    pool: Pool,
+    /// For connections outside the pool (the listener).
+    pub(super) config: tokio_postgres::Config,
+    pub(super) tls: MakeRustlsConnect,
+    pub(super) url: DatabaseUrl,
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pg")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pg {
+    /// Sets up the pool; connects lazily, so an unreachable database fails the first call.
+    pub(crate) fn connect(url: &DatabaseUrl) -> Result<Arc<Pg>, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .expose()
+            .parse()
+            .map_err(|e| StoreError::invalid("db", format!("not a PostgreSQL URL ({url}): {e}")))?;
+        config
+            .application_name("latchkey")
+            .connect_timeout(Duration::from_secs(5))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            // A writer that died holding the writers' lock loses it with its session; one
+            // that hangs in a transaction loses it here.
+            .options("-c idle_in_transaction_session_timeout=30000 -c lock_timeout=15000");
+        let tls = MakeRustlsConnect::new(super::tls::client_config()?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("latchkey-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Storage(Box::new(e)))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(OP_TIMEOUT))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Storage(Box::new(e)))?;
+        Ok(Arc::new(Pg {
+            runtime: OwnedRuntime(Some(runtime)),
+            pool,
+            config,
+            tls,
+            url: url.clone(),
+        }))
+    }
+
+    /// Runs a future on this thread, within the store's runtime and [`OP_TIMEOUT`].
+    pub(super) fn run<T>(
+        &self,
+        future: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let _entered = self.handle().enter();
+        futures_executor::block_on(async {
+            match tokio::time::timeout(OP_TIMEOUT, future).await {
+                Ok(done) => done,
+                Err(_) => Err(StoreError::Unavailable(
+                    "the database did not answer in time".into(),
+                )),
+            }
+        })
+    }
+
+    pub(super) fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.0.as_ref().expect("running").handle()
+    }
+
+    /// A pooled connection.
+    pub(super) fn client(&self) -> Result<Object, StoreError> {
+        self.run(async {
+            self.pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))
+        })
+    }
+
+    pub(super) fn query(
+        &self,
+        client: &Object,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.run(async {
+            let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+            client.query(&statement, params).await.map_err(pg_error)
+        })
+    }
+
+    pub(super) fn execute(&self, client: &Object, sql: &str) -> Result<(), StoreError> {
+        self.run(async { client.batch_execute(sql).await.map_err(pg_error) })
+    }
+
+    /// Writes `writes` in two statements.
+    fn write_all(
+        &self,
+        client: &Object,
+        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<(), StoreError> {
+        let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, value) in writes {
+            match value {
+                Some(value) => {
+                    keys.push(key);
+                    values.push(value);
+                }
+                None => gone.push(key),
+            }
+        }
+        if !gone.is_empty() {
+            self.query(
+                client,
+                "DELETE FROM latchkey_kv WHERE k = ANY($1::bytea[])",
+                &[&gone],
+            )?;
+        }
+        if !keys.is_empty() {
+            self.query(
+                client,
+                "INSERT INTO latchkey_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                &[&keys, &values],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A database error as the store reports it: a lost connection, or a server that ends
+/// sessions, is [`StoreError::Unavailable`]; any other answer of the server is a storage
+/// error.
+pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    let lost = match e.as_db_error() {
+        None => true,
+        // The server ends the session (shutdown, terminated, too many connections).
+        Some(db) => {
+            db.severity() == "FATAL"
+                || db.severity() == "PANIC"
+                || ["08", "53", "57"]
+                    .iter()
+                    .any(|class| db.code().code().starts_with(class))
+        }
+    };
+    if lost || e.is_closed() {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Storage(Box::new(e))
+    }
+}
+
+/// Whether an error asks for the transaction to run again.
+fn is_conflict(e: &StoreError) -> bool {
+    let StoreError::Storage(source) = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|c| {
+            *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+        })
+}
+
+fn tx_error(e: StoreError) -> TxError {
+    if is_conflict(&e) {
+        TxError::Conflict
+    } else {
+        TxError::Storage(e)
+    }
+}
+
+/// One transaction: reads go to the database through its own writes so far, which are
+/// kept here and written at commit.
+struct PgTx<'a> {
+    pg: &'a Pg,
+    client: &'a Object,
+    writes: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl KvTx for PgTx<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
+        if let Some(written) = self.writes.borrow().get(key) {
+            return Ok(written.clone());
+        }
+        let rows = self
+            .pg
+            .query(
+                self.client,
+                "SELECT v FROM latchkey_kv WHERE k = $1",
+                &[&key],
+            )
+            .map_err(tx_error)?;
+        Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), TxError> {
+        self.writes
+            .borrow_mut()
+            .insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), TxError> {
+        self.writes.borrow_mut().insert(key.to_vec(), None);
+        Ok(())
+    }
+}
+
+/// The writers' lock, held by a connection of its own until dropped.
+struct WritersLock {
+    pg: Arc<Pg>,
+    client: Option<Object>,
+}
+
+impl Drop for WritersLock {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let unlocked = self
+            .pg
+            .query(&client, "SELECT pg_advisory_unlock($1)", &[&WRITERS_LOCK]);
+        if unlocked.is_err() {
+            // Never hand a connection that may still hold the lock back to the pool: its
+            // session ends with it, and the lock with the session.
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// The PostgreSQL [`Backend`].
+#[derive(Debug, Clone)]
+pub(crate) struct PgBackend(pub(super) Arc<Pg>);
+
+impl Backend for PgBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.0.client()?;
+        let rows = self
+            .0
+            .query(&client, "SELECT v FROM latchkey_kv WHERE k = $1", &[&key])?;
+        Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    fn range(
+        &self,
+        range: &KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        // The primary key's B-tree answers every range, forwards or backwards.
+        let mut sql = String::from("SELECT k, v FROM latchkey_kv WHERE true");
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        for (bound, below) in [(&range.lower, false), (&range.upper, true)] {
+            let (key, op) = match (bound, below) {
+                (Bound::Included(k), false) => (k, ">="),
+                (Bound::Excluded(k), false) => (k, ">"),
+                (Bound::Included(k), true) => (k, "<="),
+                (Bound::Excluded(k), true) => (k, "<"),
+                (Bound::Unbounded, _) => continue,
+            };
+            params.push(key);
+            sql.push_str(&format!(" AND k {op} ${}", params.len()));
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        params.push(&limit);
+        let order = match direction {
+            Direction::Forward => "ASC",
+            Direction::Reverse => "DESC",
+        };
+        sql.push_str(&format!(" ORDER BY k {order} LIMIT ${}", params.len()));
+        let client = self.0.client()?;
+        let rows = self.0.query(&client, &sql, &params)?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
+        let pg = &*self.0;
+        let client = pg.client().map_err(TxError::Storage)?;
+        loop {
+            pg.execute(&client, "BEGIN ISOLATION LEVEL SERIALIZABLE")
+                .map_err(TxError::Storage)?;
+            let tx = PgTx {
+                pg,
+                client: &client,
+                writes: RefCell::default(),
+            };
+            let outcome = body(&tx).and_then(|()| {
+                let writes = tx.writes.into_inner();
+                let seq = writes.get(layout::SEQ).cloned().flatten();
+                pg.write_all(&client, writes).map_err(tx_error)?;
+                if let Some(seq) = seq.and_then(|s| <[u8; 8]>::try_from(s).ok()) {
+                    // Delivered at commit, to every listening process.
+                    let payload = u64::from_be_bytes(seq).to_string();
+                    pg.query(&client, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+                        .map_err(tx_error)?;
+                }
+                pg.execute(&client, "COMMIT").map_err(tx_error)
+            });
+            let Err(e) = outcome else {
+                return Ok(());
+            };
+            // After a failed COMMIT the transaction is over already; ROLLBACK then only
+            // warns.
+            if let Err(lost) = pg.execute(&client, "ROLLBACK") {
+                // The session's state is unknown: it ends here.
+                drop(Object::take(client));
+                return Err(match e {
+                    TxError::Conflict => TxError::Storage(lost),
+                    other => other,
+                });
+            }
+            if !matches!(e, TxError::Conflict) {
+                return Err(e);
+            }
+        }
+    }
+
+    fn apply_batch(&self, batch: Batch) -> Result<(), StoreError> {
+        let pg = &*self.0;
+        let client = pg.client()?;
+        // The last write of a key wins, as in a sled batch.
+        let writes: BTreeMap<_, _> = batch.writes.into_iter().collect();
+        pg.execute(&client, "BEGIN")?;
+        let written = pg
+            .write_all(&client, writes)
+            .and_then(|()| pg.execute(&client, "COMMIT"));
+        if written.is_err() && pg.execute(&client, "ROLLBACK").is_err() {
+            drop(Object::take(client));
+        }
+        written
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // A committed transaction is durable already (`synchronous_commit`).
+        Ok(())
+    }
+
+    fn lock_writers(&self) -> Result<WriterGuard, StoreError> {
+        let client = self.0.client()?;
+        let locked = self
+            .0
+            .query(&client, "SELECT pg_advisory_lock($1)", &[&WRITERS_LOCK]);
+        if let Err(e) = locked {
+            // It may be granted after we stopped waiting: the session must end.
+            drop(Object::take(client));
+            return Err(e);
+        }
+        Ok(Some(Box::new(WritersLock {
+            pg: Arc::clone(&self.0),
+            client: Some(client),
+        })))
+    }
+
+    fn acknowledge(&self, follower: Uuid, applied: Option<u64>) -> Result<(), StoreError> {
+        let client = self.0.client()?;
+        match applied {
+            Some(seq) => {
+                let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+                self.0.query(
+                    &client,
+                    "INSERT INTO latchkey_followers (id, applied, seen) VALUES ($1, $2, now()) \
+                     ON CONFLICT (id) DO UPDATE SET applied = EXCLUDED.applied, seen = now()",
+                    &[&follower.as_bytes().as_slice(), &seq],
+                )?;
+            }
+            None => {
+                self.0.query(
+                    &client,
+                    "DELETE FROM latchkey_followers WHERE id = $1",
+                    &[&follower.as_bytes().as_slice()],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn await_followers(&self, follower: Uuid, seq: u64, bound: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now() + bound;
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let window = bound.as_secs_f64();
+        let client = self.0.client()?;
+        loop {
+            let rows = self.0.query(
+                &client,
+                "SELECT count(*) FROM latchkey_followers WHERE id <> $1 AND applied < $2 \
+                 AND seen > now() - make_interval(secs => $3)",
+                &[&follower.as_bytes().as_slice(), &seq, &window],
+            )?;
+            let behind: i64 = rows.first().map_or(0, |row| row.get(0));
+            if behind == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::storage(format!(
+                    "{behind} other process(es) did not apply change {seq} within {bound:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The commit feed of a shared database: a `LISTEN` connection that wakes the store's
+//! catch-up (`follow.rs`) at every commit of any process, and a timer that wakes it every
+//! second anyway.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::future::poll_fn;
+use tokio_postgres::AsyncMessage;
+
+use super::client::{CHANNEL, Pg};
+use crate::store::{Inner, Store};
+
+/// How often the catch-up runs without a notification.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Starts following the database for `store`: the listener on the store's runtime, the
+/// catch-up on a thread of its own. Both end when the store is dropped.
+pub(super) fn start(pg: &Arc<Pg>, store: &Store) {
+    let (wake, woken) = mpsc::channel::<()>();
+    let inner = Arc::downgrade(&store.inner);
+    let spawned = std::thread::Builder::new()
+        .name("latchkey-follow".into())
+        .spawn(move || follow(inner, woken));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the change follower");
+        return;
+    }
+    let (config, tls) = (pg.config.clone(), pg.tls.clone());
+    pg.handle().spawn(async move {
+        loop {
+            let lost = match listen(&config, tls.clone(), &wake).await {
+                Ended::StoreGone => return,
+                Ended::Lost(e) => e,
+            };
+            let cause = lost.map_or_else(|| "the connection closed".to_owned(), |e| e.to_string());
+            tracing::warn!(error = %cause, "lost the database's change notifications; reconnecting");
+            if wake.send(()).is_err() {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    });
+}
+
+/// Why listening ended.
+enum Ended {
+    /// The store was dropped.
+    StoreGone,
+    /// The connection failed or closed.
+    Lost(Option<tokio_postgres::Error>),
+}
+
+/// Listens until the connection fails or the store is gone.
+async fn listen(
+    config: &tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    wake: &mpsc::Sender<()>,
+) -> Ended {
+    let (client, mut connection) = match config.connect(tls).await {
+        Ok(connected) => connected,
+        Err(e) => return Ended::Lost(Some(e)),
+    };
+    let (messages, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(_))) => {
+                    if messages.send(None).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let _ = messages.send(Some(e));
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    let ended = match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+        Err(e) => Ended::Lost(Some(e)),
+        // Whatever committed while not listening is read now.
+        Ok(()) if wake.send(()).is_err() => Ended::StoreGone,
+        Ok(()) => loop {
+            match received.recv().await {
+                Some(None) => {
+                    if wake.send(()).is_err() {
+                        break Ended::StoreGone;
+                    }
+                }
+                Some(Some(e)) => break Ended::Lost(Some(e)),
+                None => break Ended::Lost(None),
+            }
+        },
+    };
+    driver.abort();
+    ended
+}
+
+/// The catch-up thread: on every wake and every second.
+fn follow(inner: Weak<Inner>, woken: mpsc::Receiver<()>) {
+    loop {
+        match woken.recv_timeout(POLL) {
+            Err(RecvTimeoutError::Disconnected) => return,
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+        }
+        // One catch-up serves every notification that arrived meanwhile.
+        while woken.try_recv().is_ok() {}
+        let Some(inner) = inner.upgrade() else { return };
+        let store = Store { inner };
+        if let Err(e) = store.catch_up() {
+            tracing::warn!(error = %e, "could not read the cluster's changes; retrying in a second");
+        }
+    }
+}

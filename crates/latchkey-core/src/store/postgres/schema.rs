@@ -1,0 +1,75 @@
+//! The versioned schema, migrated forward at open and by `latchkey migrate`.
+//!
+//! Version 1: `latchkey_kv (k bytea PRIMARY KEY, v bytea NOT NULL)` holds every record of
+//! the store's ordered keyspace (`layout.rs`), the list indexes included: the primary key's
+//! B-tree is the index of every list, filter and sort of the API, as a range of keys.
+//! `latchkey_schema` holds the version, one row.
+//!
+//! Version 2: `latchkey_followers (id bytea PRIMARY KEY, applied bigint, seen timestamptz)`,
+//! each process's acknowledgement of the changes it applied (`follow.rs`).
+
+use super::client::{Pg, pg_error};
+use crate::error::StoreError;
+
+/// The newest schema version this build knows.
+pub(crate) const SCHEMA: u32 = 2;
+
+/// Each version's statements; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: [&str; SCHEMA as usize] = [
+    "CREATE TABLE latchkey_kv (k bytea PRIMARY KEY, v bytea NOT NULL)",
+    // The processes following the database: how far each applied the changes, and when it
+    // last said so (a write waits for the live ones).
+    "CREATE TABLE latchkey_followers (\
+     id bytea PRIMARY KEY, applied bigint NOT NULL, seen timestamptz NOT NULL)",
+];
+
+/// Serializes migrations of several processes starting at once.
+const MIGRATE_LOCK: i64 = 0x6c6b_6d69_6772_6174; // "lkmigrat"
+
+/// Brings the schema to [`SCHEMA`] and returns it; refuses a newer one, changing nothing.
+pub(super) fn migrate(pg: &Pg) -> Result<u32, StoreError> {
+    let mut client = pg.client()?;
+    pg.run(async {
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.query("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+            .await
+            .map_err(pg_error)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS latchkey_schema (\
+             one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL)",
+        )
+        .await
+        .map_err(pg_error)?;
+        let found: u32 = match tx
+            .query_opt("SELECT version FROM latchkey_schema", &[])
+            .await
+            .map_err(pg_error)?
+        {
+            Some(row) => u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX),
+            None => 0,
+        };
+        if found > SCHEMA {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA,
+            });
+        }
+        for (from, statements) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.batch_execute(statements).await.map_err(pg_error)?;
+            tracing::info!(
+                version = from + 1,
+                "migrated the database's latchkey schema"
+            );
+        }
+        let version = i32::try_from(SCHEMA).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO latchkey_schema (version) VALUES ($1) \
+             ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version",
+            &[&version],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(SCHEMA)
+    })
+}
