@@ -109,7 +109,8 @@ pub enum Command {
     /// version; refuses a schema newer than this version knows. Run it alone before starting
     /// a new version of several daemons
     Migrate,
-    /// Make a new store from a backup file, in the empty or new directory named by --db.
+    /// Make a new store from a backup file, in the empty or new directory or the empty
+    /// PostgreSQL database named by --db.
     /// The restored store is a new lineage: remote verifiers drop what they cached
     Restore(RestoreArgs),
     /// Find latchkey keys in files (checksum-verified, so no look-alikes); exit 1 when any

@@ -30,11 +30,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let serving = matches!(cli.command, Command::Serve(_));
     init_tracing(
         settings.log.as_deref(),
-        // rustls-platform-verifier logs a refused certificate as an ERROR of its own; the
-        // commands' one-line error already says it.
         if serving {
-            "info"
+            // PostgreSQL's NOTICEs (e.g. "relation … already exists, skipping" from a
+            // migration that found the schema in place) are the database's chatter.
+            "info,tokio_postgres=warn"
         } else {
+            // rustls-platform-verifier logs a refused certificate as an ERROR of its own; the
+            // commands' one-line error already says it.
             "warn,rustls_platform_verifier=off"
         },
         settings.log_json,

@@ -70,7 +70,7 @@ impl Pair {
             &b,
             admin_ref,
             "/v1/keys",
-            json!({"name": "orders app", "user": "orders-service"}),
+            json!({"name": "orders app", "user_id": "orders-service"}),
         )["secret"]
             .as_str()
             .expect("a secret")
@@ -133,7 +133,7 @@ fn a_write_on_either_daemon_applies_to_the_next_verification_on_both_and_reaches
         &p.a,
         &p.admin,
         "/v1/keys",
-        json!({"name": "k", "user": "alice"}),
+        json!({"name": "k", "user_id": "alice"}),
     );
     let (id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
     let on_b = verify(&p.b, &p.admin, secret);
@@ -337,7 +337,7 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         &daemon,
         &admin,
         "/v1/keys",
-        json!({"name": "known", "user": "alice"}),
+        json!({"name": "known", "user_id": "alice"}),
     )["secret"]
         .as_str()
         .unwrap()
@@ -346,7 +346,7 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         &daemon,
         &admin,
         "/v1/keys",
-        json!({"name": "unseen", "user": "alice"}),
+        json!({"name": "unseen", "user_id": "alice"}),
     )["secret"]
         .as_str()
         .unwrap()
