@@ -21,6 +21,7 @@ mod keys;
 mod last_admin;
 mod layout;
 mod mark;
+mod names;
 mod pages;
 #[cfg(feature = "postgres")]
 mod postgres;
