@@ -4,7 +4,9 @@
 #   - POST /v1/verify requests per second under wrk load.
 #
 # Usage: bench/daemon.sh
-# Knobs (environment): N=300 requests per latency figure; DURATION=10s, THREADS=2,
+# Knobs (environment): DB=PATH|URL, the store (default: a new directory; a PostgreSQL URL
+# must name an empty database, bench/postgres.sh makes one); N=300 requests per latency
+# figure; DURATION=10s, THREADS=2,
 # CONNECTIONS=32 for wrk; LATCHKEY_LOG=warn (the daemon's log filter: `info` logs every
 # request, as `latchkey serve` does by default).
 # Needs: cargo, curl, jq, wrk (apt-get install -y wrk). Writes nothing outside a temp dir.
@@ -22,7 +24,7 @@ done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 (cd "$root" && cargo build --release --quiet -p latchkey-daemon --bin latchkey)
-bin="$root/target/release/latchkey"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/latchkey"
 
 work=$(mktemp -d)
 pid=""
@@ -36,7 +38,7 @@ trap cleanup EXIT
 # from its first lines (a bounded read, no sleeping).
 mkfifo "$work/stdout"
 env -u LATCHKEY_DB -u LATCHKEY_URL -u LATCHKEY_ADMIN_KEY -u LATCHKEY_CONFIG \
-    "$bin" serve --db "$work/store" --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/daemon.log" &
+    "$bin" serve --db "${DB:-$work/store}" --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/daemon.log" &
 pid=$!
 exec 3<"$work/stdout"
 admin="" addr=""

@@ -36,32 +36,9 @@ BENCH=$REL/examples/remote-bench
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-PIDS=()
-cleanup() { # the apps first, then the daemon they follow
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill -TERM "${PIDS[$i]}" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-# start NAME PATTERN CMD...: runs CMD in the background, its stdout in $OUT/NAME.out, and
-# waits (at most 60 s) for a line matching the sed PATTERN; sets FOUND to what it captures.
-start() {
-    local name=$1 pattern=$2
-    shift 2
-    "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
-    local pid=$!
-    PIDS+=("$pid")
-    FOUND=
-    for _ in $(seq 600); do
-        FOUND=$(sed -n "$pattern" "$OUT/$name.out" 2>/dev/null | head -n1)
-        [ -n "$FOUND" ] && return 0
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$name did not start:" >&2
-    cat "$OUT/$name.err" >&2
-    exit 1
-}
+# shellcheck source=bench/procs.sh
+source bench/procs.sh
+trap stop_all EXIT
 
 # The daemon, and its fixtures: a service key (latchkey:verify) and a reader key.
 if cargo build --release --quiet -p latchkey-daemon 2>/dev/null && "$REL/latchkey" serve --help >/dev/null 2>&1; then
@@ -102,15 +79,13 @@ echo "remote apps: $REMOTE_A $REMOTE_B; embedded app: $EMBEDDED"
 echo
 
 # 1. Requests per second, interleaved.
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 : >"$OUT/rps.tsv"
 for round in $(seq "$ROUNDS"); do
     order=(embedded remote)
     [ $((round % 2)) -eq 0 ] && order=(remote embedded)
     for variant in "${order[@]}"; do
         if [ "$variant" = remote ]; then url=$REMOTE_A key=$READER; else url=$EMBEDDED key=$EMBEDDED_KEY; fi
-        rps=$(wrk -t1 -c"$CONNS" -d"$DURATION" -H "Authorization: Bearer $key" "$url/orders" |
-            awk '/^Requests\/sec:/ { print $2 } /Non-2xx/ { print "non-2xx: " $0 > "/dev/stderr" }')
+        rps=$(orders_rps "$url" "$key")
         printf '%s\t%s\t%s\n' "$round" "$variant" "$rps" >>"$OUT/rps.tsv"
         printf 'round %s  %-9s %10.0f req/s\n' "$round" "$variant" "$rps"
     done

@@ -31,7 +31,7 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
     let taken = match &settings.db {
         Some(db) => {
             let config = StoreConfig::default().usage_flush_interval(None);
-            let store = Store::open(db, config)?;
+            let store = Store::open_at(db, config)?;
             store
                 .backup(&mut file)
                 .map(Taken::Local)
@@ -87,22 +87,21 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// `latchkey restore FILE --db PATH`.
+/// `latchkey restore FILE --db PATH|URL`.
 pub fn restore(settings: &Settings, file: &Path) -> anyhow::Result<()> {
-    let db = settings
-        .db
-        .clone()
-        .context("name the new store's directory with --db PATH (empty or new)")?;
+    let db = settings.db.clone().context(
+        "name the new store with --db PATH|URL (an empty or new directory, or an empty database)",
+    )?;
     let input = fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
     let (store, restored) =
-        Store::restore(&db, std::io::BufReader::new(input), StoreConfig::default())
+        Store::restore_at(&db, std::io::BufReader::new(input), StoreConfig::default())
             .with_context(|| format!("cannot restore {}", file.display()))?;
     let chain = store.verify_audit()?;
     store.flush()?;
     let header = &restored.header;
     if settings.json {
         print_json(&json!({
-            "db": db,
+            "db": db.to_string(),
             "records": header.records,
             "seq": header.seq,
             "lineage": restored.lineage,
@@ -110,11 +109,8 @@ pub fn restore(settings: &Settings, file: &Path) -> anyhow::Result<()> {
         }));
     } else {
         println!(
-            "Restored {} records, changes up to #{}, into {}; its new lineage is {}.",
-            header.records,
-            header.seq,
-            db.display(),
-            restored.lineage
+            "Restored {} records, changes up to #{}, into {db}; its new lineage is {}.",
+            header.records, header.seq, restored.lineage
         );
         match &chain.broken {
             None => println!("The audit chain verifies ({} events).", chain.events),

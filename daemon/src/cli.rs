@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use latchkey_core::Location;
 use latchkey_core::key::Redacted;
 
 /// API keys done right: run the latchkey daemon and manage groups, users and keys.
@@ -43,11 +44,19 @@ pub struct GlobalArgs {
         value_name = "KEY"
     )]
     pub admin_key: Option<String>,
-    /// The store's directory. Management commands then work on it directly, as the operator,
-    /// instead of through the daemon (which must not be running on it); `serve` and `init`
-    /// use it as their store [default for those: ./latchkey-data]
-    #[arg(long, env = "LATCHKEY_DB", global = true, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    /// The store: a directory (the embedded store) or a PostgreSQL URL
+    /// (`postgres://USER:PASSWORD@HOST/DB?sslmode=require`; prefer the environment variable
+    /// for a URL with a password). Management commands then work on it directly, as the
+    /// operator, instead of through the daemon; `serve`, `init` and `migrate` use it as their
+    /// store [default for those: ./latchkey-data]
+    #[arg(
+        long,
+        env = "LATCHKEY_DB",
+        hide_env_values = true,
+        global = true,
+        value_name = "PATH|URL"
+    )]
+    pub db: Option<Location>,
     /// Print one JSON document on stdout instead of human-readable text
     #[arg(long, global = true)]
     pub json: bool,
@@ -96,7 +105,12 @@ pub enum Command {
     /// latchkey:backup), or with --db from a store no daemon holds. Consistent: every write
     /// acknowledged before it starts, none after
     Backup(BackupArgs),
-    /// Make a new store from a backup file, in the empty or new directory named by --db.
+    /// Migrate a PostgreSQL store's schema forward (as `serve` does at start) and print its
+    /// version; refuses a schema newer than this version knows. Run it alone before starting
+    /// a new version of several daemons
+    Migrate,
+    /// Make a new store from a backup file, in the empty or new directory or the empty
+    /// PostgreSQL database named by --db.
     /// The restored store is a new lineage: remote verifiers drop what they cached
     Restore(RestoreArgs),
     /// Find latchkey keys in files (checksum-verified, so no look-alikes); exit 1 when any

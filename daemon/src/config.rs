@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use latchkey_core::Location;
 use latchkey_core::key::Redacted;
 use serde::Deserialize;
 
@@ -39,9 +40,10 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # environment variable; if you do write a key here, make the file readable by you only.
 # admin_key = "lk_live_..."
 
-# The store's directory (LATCHKEY_DB, --db). `serve` and `init` use it as their store. When it
-# is set, management commands work on the store directly instead of through the daemon, which
-# must then not be running on it.
+# The store (LATCHKEY_DB, --db): a directory, or a PostgreSQL URL such as
+# "postgres://latchkey:PASSWORD@db.internal/latchkey?sslmode=require". `serve`, `init` and
+# `migrate` use it as their store. When it is set, management commands work on the store
+# directly instead of through the daemon (on a directory, the daemon must not be running).
 # db = "./latchkey-data"
 
 # Where `latchkey serve` listens (LATCHKEY_LISTEN, --listen). Without TLS it must be a
@@ -85,7 +87,7 @@ pub struct FileConfig {
     /// See [`DEFAULT_CONFIG`].
     pub admin_key: Option<String>,
     /// See [`DEFAULT_CONFIG`].
-    pub db: Option<PathBuf>,
+    pub db: Option<String>,
     /// See [`DEFAULT_CONFIG`].
     pub listen: Option<String>,
     /// See [`DEFAULT_CONFIG`].
@@ -111,7 +113,7 @@ impl std::fmt::Debug for FileConfig {
         f.debug_struct("FileConfig")
             .field("url", &self.url)
             .field("admin_key", &self.admin_key.as_deref().map(Redacted))
-            .field("db", &self.db)
+            .field("db", &self.db.as_deref().map(Location::parse))
             .field("listen", &self.listen)
             .field("prefix", &self.prefix)
             .field("request_timeout", &self.request_timeout)
@@ -139,7 +141,7 @@ pub struct Settings {
     /// The key commands authenticate with.
     pub admin_key: Option<String>,
     /// The store, when set by flag, environment or file.
-    pub db: Option<PathBuf>,
+    pub db: Option<Location>,
     /// `--json`.
     pub json: bool,
     /// The log filter from the file, if any (`LATCHKEY_LOG` and `RUST_LOG` win over it).
@@ -193,7 +195,7 @@ impl Settings {
                 .or(file.url)
                 .unwrap_or_else(|| DEFAULT_URL.to_owned()),
             admin_key: args.admin_key.clone().or(file.admin_key),
-            db: args.db.clone().or(file.db),
+            db: args.db.clone().or(file.db.as_deref().map(Location::parse)),
             json: args.json,
             log: file.log,
             log_json,
@@ -209,9 +211,11 @@ impl Settings {
         })
     }
 
-    /// The store `serve` and `init` use.
-    pub fn store_path(&self) -> PathBuf {
-        self.db.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DB))
+    /// The store `serve`, `init` and `migrate` use.
+    pub fn store_location(&self) -> Location {
+        self.db
+            .clone()
+            .unwrap_or_else(|| Location::from(PathBuf::from(DEFAULT_DB)))
     }
 
     /// The key prefix for a new store.
@@ -321,15 +325,19 @@ mod tests {
     }
 
     #[test]
-    fn debug_never_shows_the_admin_key() {
+    fn debug_never_shows_the_admin_key_or_the_database_password() {
         use latchkey_core::{ApiKey, Env, Prefix};
         let key = ApiKey::generate(&Prefix::default(), Env::Live);
-        let file: FileConfig =
-            toml::from_str(&format!("admin_key = \"{}\"", key.expose())).unwrap();
+        let password = "pw-never-shown";
+        let file: FileConfig = toml::from_str(&format!(
+            "admin_key = \"{}\"\ndb = \"postgres://latchkey:{password}@db.internal/keys\"",
+            key.expose()
+        ))
+        .unwrap();
         let settings = Settings {
             url: DEFAULT_URL.to_owned(),
             admin_key: file.admin_key.clone(),
-            db: None,
+            db: file.db.as_deref().map(Location::parse),
             json: false,
             log: None,
             log_json: false,
@@ -345,6 +353,8 @@ mod tests {
         for shown in shown {
             assert!(!shown.contains(key.secret()), "{shown}");
             assert!(shown.contains(key.display_prefix()), "{shown}");
+            assert!(!shown.contains(password), "{shown}");
+            assert!(shown.contains("db.internal"), "{shown}");
         }
     }
 

@@ -5,23 +5,24 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use latchkey_core::{CreatedKey, Store, StoreConfig, StoreError};
+use latchkey_core::{CreatedKey, Location, Store, StoreConfig, StoreError};
 use serde_json::Value;
 
 use crate::commands::print_secret_block;
 use crate::output::{fields, print_json, text};
 
-/// Opens the store at `path`, or initialises one there as `latchkey init` does when the path
-/// holds none. The admin key comes back only when it was just created.
+/// Opens the store at `location`, or initialises one there as `latchkey init` does when it
+/// holds none (a new or empty directory, a database without latchkey's tables). The admin
+/// key comes back only when it was just created.
 pub fn open_or_init(
-    path: &Path,
+    location: &Location,
     prefix: &str,
     config: StoreConfig,
 ) -> Result<(Store, Option<CreatedKey>), StoreError> {
-    match Store::open(path, config.clone()) {
+    match Store::open_at(location, config.clone()) {
         Ok(store) => Ok((store, None)),
         Err(StoreError::NotInitialized { .. }) => {
-            let (store, admin) = Store::create_with_admin(path, prefix, config)?;
+            let (store, admin) = Store::create_with_admin_at(location, prefix, config)?;
             Ok((store, Some(admin)))
         }
         Err(e) => Err(e),
@@ -36,12 +37,12 @@ pub fn created_json(created: &CreatedKey) -> Value {
 }
 
 /// Prints a store's new admin key, once: the key block, or its JSON with `--json`.
-pub fn print_admin_key(path: &Path, created: &CreatedKey, json: bool) {
+pub fn print_admin_key(location: &Location, created: &CreatedKey, json: bool) {
     let record = created_json(created);
     if json {
         print_json(&record);
     } else {
-        println!("Initialised a latchkey store at {}.", path.display());
+        println!("Initialised a latchkey store at {location}.");
         print_secret_block(&record, &format!("admin ({})", created.key.user_id));
     }
 }
@@ -73,7 +74,12 @@ impl KeyFile {
 
     /// Writes the key (alone, with a newline) and syncs it; then tells where it went, once:
     /// the record without its secret, or its JSON with `secret_file` instead of `secret`.
-    pub fn write(mut self, store: &Path, created: &CreatedKey, json: bool) -> anyhow::Result<()> {
+    pub fn write(
+        mut self,
+        store: &Location,
+        created: &CreatedKey,
+        json: bool,
+    ) -> anyhow::Result<()> {
         let mut file = self.file.take().expect("written once");
         let written = writeln!(file, "{}", created.secret.expose()).and_then(|()| file.sync_all());
         if let Err(e) = written {
@@ -93,7 +99,7 @@ impl KeyFile {
         if json {
             print_json(&record);
         } else {
-            println!("Initialised a latchkey store at {}.", store.display());
+            println!("Initialised a latchkey store at {store}.");
             print!(
                 "{}",
                 fields(&[
@@ -119,25 +125,30 @@ impl Drop for KeyFile {
 
 /// `latchkey init`: creates the store with its admin group, user and key, and prints the
 /// key once, or writes it to `key_file`.
-pub fn run(path: &Path, prefix: &str, json: bool, key_file: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(
+    location: &Location,
+    prefix: &str,
+    json: bool,
+    key_file: Option<&Path>,
+) -> anyhow::Result<()> {
     // The file first: when it cannot be created, no store is either.
     let key_file = key_file.map(KeyFile::create).transpose()?;
-    let (store, admin) = Store::create_with_admin(path, prefix, StoreConfig::default())?;
+    let (store, admin) = Store::create_with_admin_at(location, prefix, StoreConfig::default())?;
     store.flush()?;
-    announce(path, &admin, json, key_file)
+    announce(location, &admin, json, key_file)
 }
 
 /// Hands a new store's admin key out once: into the key file, or on stdout.
 pub fn announce(
-    path: &Path,
+    location: &Location,
     admin: &CreatedKey,
     json: bool,
     key_file: Option<KeyFile>,
 ) -> anyhow::Result<()> {
     match key_file {
-        Some(file) => file.write(path, admin, json),
+        Some(file) => file.write(location, admin, json),
         None => {
-            print_admin_key(path, admin, json);
+            print_admin_key(location, admin, json);
             Ok(())
         }
     }

@@ -13,6 +13,7 @@
 //! - [`start`]: `latchkey serve`'s start-up: check and bind everything, then initialise.
 //! - [`tls`]: the server's certificate and key.
 //! - [`init`]: `latchkey init`, and the first start of `serve` on an empty path.
+//! - [`migrate`]: `latchkey migrate`, a store's schema brought forward alone.
 //! - [`backup`]: `latchkey backup` (through the daemon or `--db`) and `latchkey restore`.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait; HTTP and in-process.
 //! - [`client`]: JSON requests and problem+json answers over a transport.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod duration;
 pub mod init;
 mod listen;
+pub mod migrate;
 pub mod output;
 pub mod scan;
 pub mod server;

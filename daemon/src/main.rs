@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use latchkey_daemon::cli::{Cli, Command};
 use latchkey_daemon::config::{DEFAULT_CONFIG, Settings};
-use latchkey_daemon::{backup, commands, init, scan, start};
+use latchkey_daemon::{backup, commands, init, migrate, scan, start};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -30,11 +30,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let serving = matches!(cli.command, Command::Serve(_));
     init_tracing(
         settings.log.as_deref(),
-        // rustls-platform-verifier logs a refused certificate as an ERROR of its own; the
-        // commands' one-line error already says it.
         if serving {
-            "info"
+            // PostgreSQL's NOTICEs (e.g. "relation … already exists, skipping" from a
+            // migration that found the schema in place) are the database's chatter.
+            "info,tokio_postgres=warn"
         } else {
+            // rustls-platform-verifier logs a refused certificate as an ERROR of its own; the
+            // commands' one-line error already says it.
             "warn,rustls_platform_verifier=off"
         },
         settings.log_json,
@@ -47,7 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Init(args) => {
             init::run(
-                &settings.store_path(),
+                &settings.store_location(),
                 &settings.init_prefix(&args),
                 settings.json,
                 args.admin_key_file.as_deref(),
@@ -69,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(backup::backup(&settings, &args.out))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate => migrate::run(&settings),
         Command::Restore(args) => {
             backup::restore(&settings, &args.file)?;
             Ok(ExitCode::SUCCESS)

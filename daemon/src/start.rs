@@ -20,7 +20,7 @@ use crate::server::{MetricsServing, ServeConfig};
 /// Prints `metrics listening on ADDR` (with `--metrics-listen`), then `listening on ADDR`:
 /// scripts and tests read the ports from these lines when they pass port 0.
 pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> {
-    let path = settings.store_path();
+    let location = settings.store_location();
     let addr = settings.listen(args)?;
     let metrics_addr = settings.metrics_listen(args)?;
     let request_timeout = settings.request_timeout(args)?;
@@ -53,9 +53,18 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         .map(KeyFile::create)
         .transpose()?;
 
-    let (store, created) = init::open_or_init(&path, &prefix, StoreConfig::default())?;
+    // Off the runtime's workers: opening a PostgreSQL store connects, migrates and loads,
+    // blocking as the store's synchronous API does.
+    let (store, created) = {
+        let location = location.clone();
+        tokio::task::spawn_blocking(move || {
+            init::open_or_init(&location, &prefix, StoreConfig::default())
+        })
+        .await
+        .context("opening the store")??
+    };
     match &created {
-        Some(admin) => init::announce(&path, admin, settings.json, key_file)?,
+        Some(admin) => init::announce(&location, admin, settings.json, key_file)?,
         None => {
             if let Some(file) = key_file {
                 // Dropped unwritten: the file goes away again.
@@ -81,7 +90,8 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     println!("listening on {local}");
     std::io::stdout().flush().context("writing to stdout")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%local, scheme, store = %path.display(), "latchkey daemon started");
+    // A URL's password never reaches the log: `Location` displays it as `***`.
+    tracing::info!(%local, scheme, store = %location, "latchkey daemon started");
     let config = ServeConfig {
         request_timeout,
         header_read_timeout,

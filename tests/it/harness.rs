@@ -12,6 +12,7 @@
 //! `cargo test` and nextest alike; after the first run it is a no-op build of well under a
 //! second. Set `LATCHKEY_BIN` to test a binary built elsewhere.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
+
+use crate::backend::{drop_store, store_arg};
 
 /// The `latchkey` binary under test.
 pub(crate) fn bin() -> &'static Path {
@@ -205,13 +208,21 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     /// Starts `latchkey serve --db <db> --listen 127.0.0.1:0` and waits for its
-    /// `listening on` line (no sleeping: it blocks on the pipe).
+    /// `listening on` line (no sleeping: it blocks on the pipe). On PostgreSQL `db` names a
+    /// database (see `backend.rs`).
     pub(crate) fn start(db: &Path) -> Daemon {
         Daemon::start_with(db, &[])
     }
 
     /// [`Daemon::start`] with extra arguments for `serve`.
     pub(crate) fn start_with(db: &Path, extra: &[&str]) -> Daemon {
+        let mut daemon = Daemon::start_on(&store_arg(db), extra);
+        db.clone_into(&mut daemon.db);
+        daemon
+    }
+
+    /// Starts `latchkey serve --db <db>` with `db` as given: a database of the test's own.
+    pub(crate) fn start_on(db: &OsStr, extra: &[&str]) -> Daemon {
         let mut child = latchkey()
             .args(["serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(db)
@@ -251,7 +262,7 @@ impl Daemon {
         Daemon {
             child,
             url: format!("http://{addr}"),
-            db: db.to_owned(),
+            db: PathBuf::from(db),
             admin_key,
             banner,
             stderr,
@@ -281,6 +292,18 @@ impl Daemon {
         key: Option<&str>,
         body: Option<Value>,
     ) -> Answer {
+        self.try_http(method, path, key, body)
+            .expect("the daemon answers")
+    }
+
+    /// [`Daemon::http`], answering `None` when the daemon does not (it is gone).
+    pub(crate) fn try_http(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Option<Answer> {
         let mut request = client().request(
             method.parse().expect("an HTTP method"),
             format!("{}{path}", self.url),
@@ -291,7 +314,7 @@ impl Daemon {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        answer(request.send().expect("the daemon answers"))
+        request.send().ok().map(answer)
     }
 
     /// Sends a request with a raw body and content type.
@@ -311,6 +334,11 @@ impl Daemon {
             request = request.header("content-type", content_type);
         }
         answer(request.send().expect("the daemon answers"))
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL, as a crash or power cut would; waits for the process to go.
@@ -389,21 +417,41 @@ pub(crate) struct Fixture {
     pub(crate) daemon: Daemon,
     /// The admin key printed at first start.
     pub(crate) admin: String,
+    /// Drops the PostgreSQL database last (a field of its own, so that tests may still take
+    /// the fixture apart with `let Fixture { dir, daemon, .. } = f`).
+    _store: StoreGuard,
+}
+
+/// Drops the database standing for a path when the test is done with it.
+#[derive(Debug)]
+struct StoreGuard(PathBuf);
+
+impl Drop for StoreGuard {
+    fn drop(&mut self) {
+        drop_store(&self.0);
+    }
 }
 
 impl Fixture {
     /// Starts a daemon on an empty directory: it initialises the store.
     pub(crate) fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let daemon = Daemon::start(&dir.path().join("store"));
+        let store = dir.path().join("store");
+        let daemon = Daemon::start(&store);
         let admin = daemon
             .admin_key
             .clone()
             .expect("the first start prints the admin key");
-        Fixture { dir, daemon, admin }
+        Fixture {
+            dir,
+            daemon,
+            admin,
+            _store: StoreGuard(store),
+        }
     }
 
-    /// The store's path.
+    /// The store's path (on PostgreSQL, the name of its database: `store_arg` turns it into
+    /// what `--db` takes).
     pub(crate) fn db(&self) -> PathBuf {
         self.daemon.db.clone()
     }

@@ -7,6 +7,9 @@
 // Finding and building the binary, daemons with a kill-on-drop guard, CLI runs, HTTP.
 mod harness;
 
+// The backend switch: LATCHKEY_TEST_POSTGRES runs every test on a fresh PostgreSQL database.
+mod backend;
+
 // The whole life of a key through the CLI: create, use, list, filter, rename, disable,
 // enable, rotate, revoke, delete.
 mod key_life;
@@ -49,6 +52,10 @@ mod startup;
 
 // Header-read timeouts, /metrics on its own listener or behind a key, logs.
 mod listeners;
+// Several daemons on one PostgreSQL database with their remote apps: a write on one applies
+// on the other, kill -9 mid-write, PostgreSQL stopped and back (PostgreSQL only).
+mod cluster;
+
 // Operations: a full disk (on a tmpfs, as root), a damaged store at start, backup and
 // restore during writes, key import.
 mod operations;

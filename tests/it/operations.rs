@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
+use crate::backend::{sled_only, store_arg};
 use crate::harness::{Daemon, Fixture, Run, latchkey};
 
 /// A small tmpfs, unmounted on drop; `None` (the caller skips, saying why) when mounting
@@ -60,6 +61,9 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_answers_507_verification_goes_on_and_writes_come_back() {
+    if sled_only("the full disk is a tmpfs under sled's directory") {
+        return;
+    }
     let Some(tmpfs) = Tmpfs::mount("32m") else {
         eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
         return;
@@ -140,6 +144,9 @@ fn a_full_disk_answers_507_verification_goes_on_and_writes_come_back() {
 
 #[test]
 fn a_damaged_store_is_refused_at_start_and_never_reinitialised() {
+    if sled_only("it damages sled's files") {
+        return;
+    }
     let f = Fixture::new();
     f.user("bot", "");
     let db = f.db();
@@ -208,7 +215,7 @@ fn a_backup_during_writes_restores_every_acknowledged_write_as_a_new_lineage() {
             .arg("restore")
             .arg(&file)
             .arg("--db")
-            .arg(&target),
+            .arg(store_arg(&target)),
     )
     .ok();
     assert!(
@@ -230,9 +237,9 @@ fn a_backup_during_writes_restores_every_acknowledged_write_as_a_new_lineage() {
             .arg("restore")
             .arg(&file)
             .arg("--db")
-            .arg(&target),
+            .arg(store_arg(&target)),
     );
-    again.fails(1, "not empty");
+    again.fails(1, "empty");
     // A key without latchkey:backup cannot take one.
     f.user("reader", "latchkey:keys:read");
     let (_, weak) = f.key("reader", "weak", &[]);
@@ -255,7 +262,7 @@ fn an_offline_backup_holds_what_the_daemon_serves() {
     Run::of(
         latchkey()
             .args(["--db"])
-            .arg(&db)
+            .arg(store_arg(&db))
             .args(["backup", "--out"])
             .arg(&offline),
     )
@@ -362,7 +369,7 @@ fn ten_thousand_keys_of_each_kind_import_and_verify_under_their_old_text() {
     let direct = Run::of(
         latchkey()
             .arg("--db")
-            .arg(&db)
+            .arg(store_arg(&db))
             .args(["keys", "import"])
             .arg(&small)
             .args(["--user", "legacy"]),

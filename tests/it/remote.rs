@@ -25,7 +25,7 @@ use crate::harness::{Run, build_binary, latchkey, secret_in};
 
 /// How soon after a change's CLI command returned both apps must refuse: the README's
 /// bound for a connected app, with a margin of three orders of magnitude.
-const PUSH_BOUND: Duration = Duration::from_secs(1);
+pub(crate) const PUSH_BOUND: Duration = Duration::from_secs(1);
 
 /// The apps' `--max-staleness` in the propagation test: longer than any wait there, so a
 /// refusal in time can only come from the pushed event.
@@ -86,7 +86,7 @@ impl Proc {
         panic!("{command:?} did not print `listening on` ({status:?}):\n{banner}");
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -107,12 +107,14 @@ impl Drop for Proc {
 /// `latchkey serve` on `listen` over the store at `db`.
 fn daemon(db: &Path, listen: &str) -> Proc {
     let mut command = latchkey();
-    command.args(["serve", "--listen", listen, "--db"]).arg(db);
+    command
+        .args(["serve", "--listen", listen, "--db"])
+        .arg(crate::backend::store_arg(db));
     Proc::spawn(command)
 }
 
 /// An `example-remote-orders` app verifying against `url` with `service_key`.
-fn app(url: &str, service_key: &str, max_staleness: Duration) -> Proc {
+pub(crate) fn app(url: &str, service_key: &str, max_staleness: Duration) -> Proc {
     let mut command = Command::new(remote_orders_bin());
     command
         .args(["--listen", "127.0.0.1:0", "--max-staleness"])
@@ -157,7 +159,7 @@ pub(crate) fn get_orders(app: &Proc, key: &str) -> (u16, String) {
 /// Polls `GET /orders` on `app` until it answers `expected` (status, code), failing the
 /// test if that takes more than `bound` after `since`; returns how long after `since`.
 #[track_caller]
-fn answers_within(
+pub(crate) fn answers_within(
     app: &Proc,
     key: &str,
     expected: (u16, &str),

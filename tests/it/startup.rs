@@ -7,12 +7,19 @@ use std::path::Path;
 
 use latchkey_core::ApiKey;
 
+use crate::backend::store_arg;
 use crate::harness::{Daemon, Run, latchkey, secret_in};
 use crate::remote::Proc;
 
 /// `latchkey serve --db <db>` with these arguments, run to its (failing) end.
 fn serve_fails(db: &Path, args: &[&str]) -> Run {
-    Run::of(latchkey().arg("serve").arg("--db").arg(db).args(args))
+    Run::of(
+        latchkey()
+            .arg("serve")
+            .arg("--db")
+            .arg(store_arg(db))
+            .args(args),
+    )
 }
 
 /// Asserts that nothing was created at `paths` and that no key was printed.
@@ -53,7 +60,7 @@ fn plain_http_on_a_non_loopback_address_is_refused_at_start() {
     let mut command = latchkey();
     command
         .args(["serve", "--insecure-http", "--listen", "0.0.0.0:0", "--db"])
-        .arg(&db);
+        .arg(store_arg(&db));
     let daemon = Proc::spawn(command);
     let port = daemon.addr.port();
     let health = reqwest_get(&format!("http://127.0.0.1:{port}/healthz"));
@@ -187,7 +194,7 @@ fn init_writes_the_admin_key_to_a_new_0600_file() {
         Run::of(
             command
                 .args(["init", "--db"])
-                .arg(db)
+                .arg(store_arg(db))
                 .arg("--admin-key-file")
                 .arg(file),
         )

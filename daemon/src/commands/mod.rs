@@ -29,8 +29,8 @@ pub async fn execute(settings: &Settings, command: ApiCommand) -> anyhow::Result
         json: settings.json,
     };
     match &settings.db {
-        Some(path) => {
-            let transport = crate::transport::LocalTransport::open(path)?;
+        Some(location) => {
+            let transport = crate::transport::LocalTransport::open(location)?;
             run(&Client::new(transport), &out, command).await
         }
         None => {

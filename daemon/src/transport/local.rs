@@ -1,12 +1,10 @@
-//! The in-process transport: `--db PATH` opens the store and runs the admin router here.
-
-use std::path::Path;
+//! The in-process transport: `--db PATH|URL` opens the store and runs the admin router here.
 
 use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
 use http_body_util::BodyExt;
-use latchkey_core::{Store, StoreConfig};
+use latchkey_core::{Location, Store, StoreConfig};
 use tower::ServiceExt;
 
 use super::{ApiRequest, ApiResponse, Transport};
@@ -20,12 +18,12 @@ pub struct LocalTransport {
 }
 
 impl LocalTransport {
-    /// Opens the store at `path`. Fails with one line naming the path when a daemon holds it
-    /// or when there is no store.
-    pub fn open(path: &Path) -> anyhow::Result<LocalTransport> {
+    /// Opens the store at `location`. Fails with one line naming it when there is no store,
+    /// or when a daemon holds a directory store (daemons and commands share a database).
+    pub fn open(location: &Location) -> anyhow::Result<LocalTransport> {
         // The CLI lives for one command: persist usage figures only at close.
         let config = StoreConfig::default().usage_flush_interval(None);
-        let store = Store::open(path, config)?;
+        let store = Store::open_at(location, config)?;
         Ok(LocalTransport {
             router: latchkey_admin::operator_router(store),
         })

@@ -1,9 +1,8 @@
 //! The demo user and keys of a fresh store, and the welcome message.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
-use latchkey_tower::latchkey_core::{Actor, NewKey, NewUser, StoreError};
+use latchkey_tower::latchkey_core::{Actor, Location, NewKey, NewUser, StoreError};
 use latchkey_tower::{ApiKey, PermissionSet, Store};
 
 /// The two demo keys, shown once.
@@ -55,15 +54,16 @@ pub fn seed_if_empty(store: &Store) -> Result<Option<DemoKeys>, StoreError> {
 }
 
 /// Prints [`welcome`].
-pub fn print_welcome(db: &Path, addr: SocketAddr, keys: Option<&DemoKeys>) {
+pub fn print_welcome(db: &Location, addr: SocketAddr, keys: Option<&DemoKeys>) {
     print!("{}", welcome(db, addr, keys));
 }
 
 /// Where the API is, the demo keys (each exactly once, as shell assignments) and the curl
 /// lines to try, which refer to the keys by those variables rather than repeat them.
-pub fn welcome(db: &Path, addr: SocketAddr, keys: Option<&DemoKeys>) -> String {
+pub fn welcome(db: &Location, addr: SocketAddr, keys: Option<&DemoKeys>) -> String {
     let url = format!("http://{addr}");
-    let mut text = format!("orders API on {url}, keystore {}\n", db.display());
+    // `Location` shows a database URL's password as `***`.
+    let mut text = format!("orders API on {url}, keystore {db}\n");
     let Some(keys) = keys else {
         text.push_str("Use a key created earlier (the demo keys were shown on first start).\n");
         return text;
@@ -101,11 +101,11 @@ mod tests {
             read_only: ApiKey::generate(&Prefix::default(), Env::Live),
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], 3000));
-        let text = welcome(Path::new("orders-data"), addr, Some(&keys));
+        let text = welcome(&Location::parse("orders-data"), addr, Some(&keys));
         for key in [&keys.read_write, &keys.read_only] {
             assert_eq!(text.matches(key.secret()).count(), 1, "{text}");
         }
-        let later = welcome(Path::new("orders-data"), addr, None);
+        let later = welcome(&Location::parse("orders-data"), addr, None);
         assert!(!later.contains("lk_live_"), "{later}");
     }
 }

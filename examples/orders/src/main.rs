@@ -1,7 +1,7 @@
 //! Run with
 //!
 //! ```not_rust
-//! cargo run -p example-orders -- [--db PATH] [--listen 127.0.0.1:3000]
+//! cargo run -p example-orders -- [--db PATH|postgres://…] [--listen 127.0.0.1:3000]
 //! ```
 //!
 //! An orders API on an embedded latchkey store: `GET /orders` needs `orders:read`,
@@ -9,14 +9,13 @@
 //! store yet (default `./orders-data`) it creates one with a demo user and two keys, prints
 //! the keys once, and the curl lines that show a 200, a 401 and a 403.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
 use example_orders::{app, demo};
+use latchkey_tower::latchkey_core::Location;
 use latchkey_tower::{Store, StoreConfig};
+use std::net::SocketAddr;
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: example-orders [--db PATH] [--listen 127.0.0.1:3000]";
+const USAGE: &str = "usage: example-orders [--db PATH|postgres://…] [--listen 127.0.0.1:3000]";
 
 #[tokio::main]
 async fn main() {
@@ -34,10 +33,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let store = match Store::open(&db, StoreConfig::default()) {
+    // A directory (the embedded sled store) or a PostgreSQL database: the same layer.
+    let store = match Store::open_at(&db, StoreConfig::default()) {
         Ok(store) => store,
         Err(latchkey_tower::latchkey_core::StoreError::NotInitialized { .. }) => {
-            Store::create_empty(&db, "lk", StoreConfig::default())?
+            Store::create_empty_at(&db, "lk", StoreConfig::default())?
         }
         Err(e) => return Err(e.into()),
     };
@@ -57,8 +57,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn parse_args() -> Result<(PathBuf, SocketAddr), String> {
-    let mut db = PathBuf::from("./orders-data");
+fn parse_args() -> Result<(Location, SocketAddr), String> {
+    let mut db = Location::parse("./orders-data");
     let mut listen: SocketAddr = "127.0.0.1:3000".parse().expect("a valid address");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -67,7 +67,7 @@ fn parse_args() -> Result<(PathBuf, SocketAddr), String> {
                 .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))
         };
         match arg.as_str() {
-            "--db" => db = value()?.into(),
+            "--db" => db = Location::parse(&value()?),
             "--listen" => {
                 listen = value()?
                     .parse()
