@@ -9,7 +9,12 @@
 mod de;
 
 use latchkey_core::key::Redacted;
-use latchkey_core::{Env, Key, Permission, PermissionSet, PrincipalInfo};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use latchkey_core::{
+    Credits, Env, Key, LimitState, Permission, PermissionSet, PrincipalInfo, RateLimit, Refill,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -194,6 +199,21 @@ pub struct CreateKey {
     /// `live` (default) or `test`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Env>,
+    /// A JSON object (at most 4 KiB) handed to the app in `principal.meta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<serde_json::Value>,
+    /// Up to 8 named rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 8)]
+    pub rate_limits: Option<Vec<RateLimit>>,
+    /// Credits: each request costs 1 (or its route's cost); at 0, 429 `usage_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<Credits>,
+    /// Up to 64 CIDRs (`203.0.113.0/24`, `2001:db8::/32`) requests may come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>, max_items = 64)]
+    pub allowed_ips: Option<Vec<IpNet>>,
 }
 
 /// `PATCH /v1/keys/{id}`.
@@ -215,6 +235,59 @@ pub struct UpdateKey {
     /// `false` disables the key, `true` enables it again (409 `key_revoked` once revoked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// New `meta` (a JSON object, at most 4 KiB); `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Option<serde_json::Value>>,
+    /// Replaces the rate limits; `null` clears them.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Vec<RateLimit>>, max_items = 8)]
+    pub rate_limits: Option<Option<Vec<RateLimit>>>,
+    /// `{"remaining": N}` sets the credits (with an optional `refill`), `{"add": N}` adds
+    /// to what is left; `null` removes them.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<CreditsChange>)]
+    pub credits: Option<Option<CreditsChange>>,
+    /// Replaces the allowlist; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Vec<String>>, max_items = 64)]
+    pub allowed_ips: Option<Option<Vec<IpNet>>>,
+}
+
+/// A change to a key's credits: `remaining` or `add`, exactly one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsChange {
+    /// Sets what is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// Adds to what is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<u64>,
+    /// With `remaining`: the new refill; `null` removes it; absent keeps it.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Refill>)]
+    pub refill: Option<Option<Refill>>,
 }
 
 /// `POST /v1/keys/{id}/rotate`.
@@ -314,6 +387,16 @@ pub struct VerifyRequest {
     )]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub permissions: Option<Vec<Permission>>,
+    /// The client's address, checked against the key's `allowed_ips` (a key with an
+    /// allowlist is refused without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub client_ip: Option<IpAddr>,
+    /// What this request costs against the key's rate limits and credits (default 1; 0
+    /// checks without consuming anything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 1_000_000)]
+    pub cost: Option<u32>,
 }
 
 impl std::fmt::Debug for VerifyRequest {
@@ -321,6 +404,8 @@ impl std::fmt::Debug for VerifyRequest {
         f.debug_struct("VerifyRequest")
             .field("key", &Redacted(&self.key))
             .field("permissions", &self.permissions)
+            .field("client_ip", &self.client_ip)
+            .field("cost", &self.cost)
             .finish()
     }
 }
@@ -331,8 +416,16 @@ pub struct VerifyResponse {
     /// Whether the key authenticates and holds every permission asked for.
     pub valid: bool,
     /// `ok` when valid; otherwise `invalid_key`, `key_disabled`, `key_revoked`,
-    /// `key_expired`, `user_disabled` or `insufficient_permission`.
+    /// `key_expired`, `user_disabled`, `ip_not_allowed`, `insufficient_permission`,
+    /// `rate_limited` or `usage_exceeded`, checked in that order.
     pub code: String,
+    /// The key's rate limits and credits after this request (each limit, then `credits`);
+    /// with `rate_limited`, the limit that refused. Absent for a key without any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Vec<LimitState>>,
+    /// With `rate_limited`: seconds until a retry can pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
     /// Who the key authenticates as: present when it authenticates (also with
     /// `insufficient_permission`), absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -411,12 +504,16 @@ mod tests {
         let request = VerifyRequest {
             key: key.expose().to_owned(),
             permissions: None,
+            client_ip: None,
+            cost: None,
         };
         check_redacted(&request, &key);
         // A presented text that is not a key is hidden whole.
         let typo = VerifyRequest {
             key: format!("{}x", key.expose()),
             permissions: None,
+            client_ip: None,
+            cost: None,
         };
         assert!(!format!("{typo:?}").contains(key.secret()));
         assert!(format!("{typo:?}").contains("<redacted>"));

@@ -6,6 +6,7 @@
 //! persisted in batches.
 
 mod backup;
+mod controls;
 mod counters;
 mod db;
 mod files;
@@ -202,6 +203,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     cache: VerifyCache,
     usage: UsageBuffer,
+    /// Metered keys' allowlists, rate limiters and credits (`controls.rs`).
+    meters: controls::Meters,
     /// Serializes management writes (see [`Store::write`]). A std mutex: it is held only
     /// for a transaction and a flush, never across an `.await`.
     write_lock: Mutex<()>,
@@ -235,7 +238,9 @@ impl Drop for Inner {
         let Ok(db) = self.db.handle() else { return };
         if space::below_reserve(&self.path, self.min_free_bytes) {
             tracing::warn!(store = %self.path.display(), "the disk is full: usage figures since the last flush are not persisted");
-        } else if let Err(e) = usage::flush(&db, &self.usage) {
+        } else if let Err(e) =
+            controls::flush(&db, &self.meters).and_then(|()| usage::flush(&db, &self.usage))
+        {
             tracing::warn!(error = %e, "could not persist usage figures at close");
         }
         let _ = db.flush();
@@ -435,6 +440,7 @@ impl Store {
             clock: config.clock,
             cache: VerifyCache::new(config.verify_cache_entries),
             usage: UsageBuffer::default(),
+            meters: controls::Meters::default(),
             write_lock: Mutex::new(()),
             events,
             _stop_flusher: config.usage_flush_interval.map(|_| stop),
@@ -588,6 +594,7 @@ impl Store {
             // Usage figures are best effort; a full disk is no reason to fail a shutdown.
             tracing::warn!(store = %self.inner.path.display(), "the disk is full: usage figures since the last flush are not persisted");
         } else {
+            controls::flush(&db, &self.inner.meters)?;
             usage::flush(&db, &self.inner.usage)?;
         }
         db.flush()?;
@@ -776,11 +783,10 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                 {
                     continue;
                 }
-                let flushed = store
-                    .inner
-                    .db
-                    .handle()
-                    .and_then(|db| usage::flush(&db, &store.inner.usage));
+                let flushed = store.inner.db.handle().and_then(|db| {
+                    controls::flush(&db, &store.inner.meters)?;
+                    usage::flush(&db, &store.inner.usage)
+                });
                 if let Err(e) = flushed {
                     tracing::warn!(error = %e, "could not persist usage figures");
                 }

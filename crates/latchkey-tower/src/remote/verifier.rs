@@ -291,10 +291,16 @@ impl Shared {
             Ok(Verdict::Valid {
                 principal,
                 expires_at,
+                metered,
             }) => {
-                let principal = Principal::new(principal);
+                let principal = Principal::new(*principal);
                 if expires_at.is_some_and(|at| at <= now) {
                     return Err(VerifyError::Expired);
+                }
+                if metered {
+                    // The daemon is the authority on limits and credits: each request of a
+                    // metered key asks it (see the README on remote verifiers and limits).
+                    return Ok(principal);
                 }
                 let entry = Positive {
                     principal: principal.clone(),
@@ -305,7 +311,14 @@ impl Shared {
                 Ok(principal)
             }
             Ok(Verdict::Refused(error)) => {
-                if !self.settings.negative_ttl.is_zero() {
+                // A usage refusal holds for this request only.
+                let lasting = !matches!(
+                    error,
+                    VerifyError::RateLimited(_)
+                        | VerifyError::UsageExceeded
+                        | VerifyError::IpNotAllowed
+                );
+                if lasting && !self.settings.negative_ttl.is_zero() {
                     let entry = Negative {
                         error: error.clone(),
                         until: now + self.settings.negative_ttl,
