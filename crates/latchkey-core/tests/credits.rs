@@ -149,6 +149,17 @@ fn a_patch_never_adds_back_consumption_not_yet_persisted() {
     store.flush().unwrap();
     let store = fx.reopen(store);
     assert_eq!(remaining(&store, id), 4);
+    // Changing anything else keeps what was consumed since the last flush.
+    assert_eq!(request(&store, &text), "ok");
+    let limits = KeyPatch {
+        meta: Some(Some(serde_json::json!({"plan": "pro"}))),
+        ..KeyPatch::default()
+    };
+    store.update_key(&admin, id, limits).unwrap();
+    assert_eq!(remaining(&store, id), 3);
+    assert_eq!(request(&store, &text), "ok");
+    let store = fx.reopen(store);
+    assert_eq!(remaining(&store, id), 2);
 }
 
 #[test]

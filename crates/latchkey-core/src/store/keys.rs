@@ -642,6 +642,14 @@ fn patched_controls(
     }
     if controls != *old {
         controls.version = old.version + 1;
+        // A new version means a new meter, built from this record: it must start from
+        // the balance the old meter counted, not the one last flushed.
+        if patch.credits.is_none()
+            && let (Some(credits), Some(live)) = (controls.credits.as_mut(), live)
+        {
+            credits.remaining = live.remaining;
+            credits.next_refill = live.next_refill;
+        }
     }
     Ok(controls)
 }
