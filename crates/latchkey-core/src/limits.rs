@@ -67,6 +67,20 @@ pub const MAX_ALLOWED_IPS: usize = 64;
 /// The cost of one request for a route.
 pub const MAX_COST: u32 = 1_000_000;
 
+/// [`check_permissions`] over a change's `permissions`, `add_permissions` and
+/// `remove_permissions`, each error naming its member.
+pub fn check_permission_edit(
+    replace: Option<&PermissionSet>,
+    add: &PermissionSet,
+    remove: &PermissionSet,
+) -> Result<(), StoreError> {
+    if let Some(replace) = replace {
+        check_permissions("permissions", replace)?;
+    }
+    check_permissions("add_permissions", add)?;
+    check_permissions("remove_permissions", remove)
+}
+
 /// Fails with `Invalid { field }` when `set` holds more than [`MAX_PERMISSIONS`]
 /// permissions or one longer than [`MAX_PERMISSION_BYTES`].
 pub fn check_permissions(field: &'static str, set: &PermissionSet) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ mod keys;
 mod last_admin;
 mod layout;
 mod mark;
+mod names;
 mod pages;
 mod query;
 mod rebuild;
