@@ -491,6 +491,30 @@ pub struct KeyAdd {
     /// The environment written into the key
     #[arg(long, value_parser = ["live", "test"])]
     pub env: Option<String>,
+    /// Usage control: meta, rate limits, credits, allowlist.
+    #[command(flatten)]
+    pub usage: UsageFlags,
+}
+
+/// The usage control flags of `keys add` and `keys update`.
+#[derive(Debug, Args)]
+pub struct UsageFlags {
+    /// A JSON object handed to the app in `principal.meta` (at most 4 KiB)
+    #[arg(long, value_name = "JSON")]
+    pub meta: Option<String>,
+    /// A rate limit such as `100/60s` or `1000/1h,hourly` (named `default` without a name);
+    /// repeat for more, up to 8
+    #[arg(long = "rate-limit", value_name = "LIMIT/WINDOW[,NAME]")]
+    pub rate_limits: Vec<String>,
+    /// Credits: each request costs 1 (or its route's cost); none left answers 429
+    #[arg(long, value_name = "N")]
+    pub credits: Option<u64>,
+    /// Refill the credits to N every day, or every month on the 1st
+    #[arg(long, value_name = "N/day|month", requires = "credits")]
+    pub refill: Option<String>,
+    /// The only addresses the key may be used from (comma-separated CIDRs)
+    #[arg(long = "allow-ip", value_delimiter = ',', value_name = "CIDR")]
+    pub allow_ips: Vec<String>,
 }
 
 /// `latchkey keys list`.
@@ -533,6 +557,15 @@ pub struct KeyUpdate {
     /// Remove the description
     #[arg(long)]
     pub clear_description: bool,
+    /// Usage control: meta, rate limits, credits, allowlist.
+    #[command(flatten)]
+    pub usage: UsageFlags,
+    /// Add to the credits left
+    #[arg(long, value_name = "N", conflicts_with = "credits")]
+    pub add_credits: Option<u64>,
+    /// Remove meta, rate limits, credits and the allowlist
+    #[arg(long, conflicts_with_all = ["meta", "rate_limits", "credits", "allow_ips", "add_credits"])]
+    pub clear_usage_control: bool,
 }
 
 /// `latchkey audit …`.

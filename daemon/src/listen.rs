@@ -5,10 +5,14 @@
 //! or `axum-server` (which would own the drain we need to bound): about eighty lines over
 //! hyper's connection builder, tokio-rustls and hyper-util's `GracefulShutdown`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -17,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 /// How one listener serves.
 #[derive(Clone)]
@@ -47,10 +52,11 @@ impl Listener {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, _peer)) => {
+                    Ok((tcp, peer)) => {
                         let _ = tcp.set_nodelay(true);
                         let connection = Connection {
                             app: self.app.clone(),
+                            peer,
                             http: http.clone(),
                             watcher: graceful.watcher(),
                             header_read_timeout: self.header_read_timeout,
@@ -75,6 +81,8 @@ impl Listener {
 /// One accepted connection.
 struct Connection {
     app: Router,
+    /// The peer, for keys with `allowed_ips` (as `ConnectInfo`, like `axum::serve` gives).
+    peer: SocketAddr,
     http: http1::Builder,
     watcher: Watcher,
     header_read_timeout: Duration,
@@ -100,7 +108,12 @@ impl Connection {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let service = TowerToHyperService::new(self.app);
+        let peer = ConnectInfo(self.peer);
+        let app = self.app.map_request(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(peer);
+            request
+        });
+        let service = TowerToHyperService::new(app);
         let connection = self.http.serve_connection(TokioIo::new(io), service);
         // Header-read timeouts, resets and malformed requests end here; each concerns one
         // client only.

@@ -63,3 +63,6 @@ mod operations;
 // The web console in a real Chromium: sign in, users, keys (secret once), search, rotate,
 // revoke, delete, sign out; a read-only key sees and may do no writes.
 mod console;
+
+// Usage control: the CLI's flags, and the daemon's layer enforcing them.
+mod usage_control;

@@ -477,3 +477,71 @@ fn served_from_cache_within(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A metered key across two apps: the daemon counts every request, so the total accepted
+/// in a window stays within 10% of the limit (exactly the limit here), and credits hold.
+#[test]
+fn a_rate_limit_and_credits_hold_across_two_apps() {
+    let c = Cluster::new(LONG_STALENESS);
+    c.json(&[
+        "users",
+        "add",
+        "--name",
+        "partner",
+        "--permissions",
+        "orders:read",
+    ]);
+    let created = c.json(&[
+        "keys",
+        "add",
+        "--name",
+        "metered",
+        "--user",
+        "partner",
+        "--rate-limit",
+        "20/1h",
+        "--credits",
+        "30",
+    ]);
+    let key = created["secret"].as_str().expect("a secret").to_owned();
+    // Four clients, two per app, 15 requests each, at once.
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let app = &c.apps[i % 2];
+                let key = &key;
+                scope.spawn(move || (0..15).map(|_| get_orders(app, key)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a client"))
+            .collect()
+    });
+    let accepted = answers.iter().filter(|(s, _)| *s == 200).count();
+    eprintln!("accepted {accepted} of 60 against a limit of 20 across two apps");
+    assert!(
+        (18..=22).contains(&accepted),
+        "accepted {accepted}: {answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.0 == 200 || *a == (429, "rate_limited".to_owned())),
+        "{answers:?}"
+    );
+    // Credits: 30 bought, ~20 used; lifting the limit, the rest run out across both apps.
+    let id = created["id"].as_str().unwrap();
+    c.json(&["keys", "update", id, "--rate-limit", "1000/1s"]);
+    let mut more = 0;
+    for i in 0..20 {
+        if get_orders(&c.apps[i % 2], &key).0 == 200 {
+            more += 1;
+        }
+    }
+    assert_eq!(accepted + more, 30, "credits: {accepted} + {more}");
+    assert_eq!(
+        get_orders(&c.apps[0], &key),
+        (429, "usage_exceeded".to_owned())
+    );
+}

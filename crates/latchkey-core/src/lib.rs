@@ -9,6 +9,8 @@
 //! - [`permission`]: permission strings, wildcard coverage, effective permissions.
 //! - [`model`]: groups, users, keys and the inputs that change them.
 //! - [`limits`]: every bound on input, in one place.
+//! - [`controls`], [`meter`]: a key's usage control (meta, rate limits, credits, IP
+//!   allowlist) and its enforcement, [`admit`] ordering the checks.
 //! - [`actor`]: who acts, and the no-escalation rule.
 //! - `store`: the sled keystore, the only module that touches sled ([`Store`]).
 //! - [`verify`]: [`Principal`], [`VerifyError`] and the verify cache.
@@ -42,11 +44,13 @@ pub mod actor;
 pub mod audit;
 mod base62;
 pub mod clock;
+pub mod controls;
 pub mod error;
 pub mod hash;
 pub mod key;
 pub mod limits;
 mod location;
+pub mod meter;
 pub mod model;
 pub mod permission;
 mod store;
@@ -56,10 +60,12 @@ pub mod wire;
 pub use actor::Actor;
 pub use audit::{Action, AuditEvent, ChainBreak};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use controls::{Credits, CreditsPatch, LimitState, RateLimit, Refill, RefillInterval};
 pub use error::{BoxError, Conflict, Entity, StoreError};
 pub use hash::{HashKey, SecretHash};
 pub use key::{ApiKey, Env, ParseError, Prefix, PublicId, find_keys};
 pub use location::{DatabaseUrl, Location};
+pub use meter::{Admission, Meter, admit};
 pub use model::{
     CreatedKey, Group, GroupPatch, Key, KeyPatch, KeyStatus, NewGroup, NewKey, NewUser, User,
     UserPatch,

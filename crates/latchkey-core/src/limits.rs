@@ -50,6 +50,22 @@ pub const MAX_USAGE_ITEMS: usize = 500;
 /// How far ahead of the store's clock a reported `last_used_at` may be (clock skew between
 /// hosts), in seconds; it is then taken as now. Further ahead is refused.
 pub const MAX_USAGE_CLOCK_SKEW_SECONDS: i64 = 60;
+/// A key's `meta`: bytes of JSON.
+pub const MAX_META_BYTES: usize = 4 * 1024;
+/// Named rate limits on one key or one user.
+pub const MAX_RATE_LIMITS: usize = 8;
+/// A rate limit's name, in bytes.
+pub const MAX_RATE_LIMIT_NAME_BYTES: usize = 32;
+/// Requests per window of one rate limit.
+pub const MAX_RATE_LIMIT: u32 = 1_000_000_000;
+/// A rate limit's window: 31 days.
+pub const MAX_RATE_LIMIT_WINDOW_SECONDS: u32 = 31 * 86_400;
+/// Credits remaining or refilled.
+pub const MAX_CREDITS: u64 = 1_000_000_000_000_000;
+/// CIDRs in one key's `allowed_ips`.
+pub const MAX_ALLOWED_IPS: usize = 64;
+/// The cost of one request for a route.
+pub const MAX_COST: u32 = 1_000_000;
 
 /// [`check_permissions`] over a change's `permissions`, `add_permissions` and
 /// `remove_permissions`, each error naming its member.

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use ipnet::IpNet;
+
+use crate::controls::{Credits, CreditsPatch, RateLimit};
 use crate::error::StoreError;
 use crate::key::{ApiKey, Env};
 use crate::limits::MAX_PRINCIPAL_NAME_BYTES;
@@ -164,6 +167,20 @@ pub struct Key {
     pub last_used_at: Option<OffsetDateTime>,
     /// Successful authentications.
     pub usage_count: u64,
+    /// A JSON object handed to the app in `principal.meta`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub meta: Option<serde_json::Value>,
+    /// Named rate limits (empty: none).
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimit>,
+    /// Credits, with what is left now (consumption not yet persisted included).
+    #[serde(default)]
+    pub credits: Option<Credits>,
+    /// The CIDRs requests may come from (empty: anywhere).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub allowed_ips: Vec<IpNet>,
 }
 
 /// A freshly created key: its record and the full key, shown this once.
@@ -267,6 +284,14 @@ pub struct NewKey {
     pub expires_at: Option<OffsetDateTime>,
     /// `live` or `test`.
     pub env: Env,
+    /// A JSON object (at most 4 KiB) for the app, in `principal.meta`.
+    pub meta: Option<serde_json::Value>,
+    /// Up to 8 named rate limits.
+    pub rate_limits: Vec<RateLimit>,
+    /// Credits, with an optional refill.
+    pub credits: Option<Credits>,
+    /// Up to 64 CIDRs requests may come from (empty: anywhere).
+    pub allowed_ips: Vec<IpNet>,
 }
 
 /// A change to a key.
@@ -278,6 +303,14 @@ pub struct KeyPatch {
     pub description: Option<Option<String>>,
     /// Disable or re-enable; a revoked key cannot be re-enabled.
     pub enabled: Option<bool>,
+    /// `Some(None)` clears it.
+    pub meta: Option<Option<serde_json::Value>>,
+    /// Replaces the rate limits (`Some(empty)` clears them).
+    pub rate_limits: Option<Vec<RateLimit>>,
+    /// Sets, adds to or clears the credits.
+    pub credits: Option<CreditsPatch>,
+    /// Replaces the allowlist (`Some(empty)` clears it).
+    pub allowed_ips: Option<Vec<IpNet>>,
 }
 
 /// Checks a user or group name.

@@ -11,6 +11,7 @@ use quick_cache::sync::Cache;
 
 use crate::hash::{SecretHash, Tag, TagKey};
 use crate::key::{self, ApiKey, Env, ParseError, PublicId};
+use crate::meter::{Meter, RateLimited};
 use crate::permission::{Permission, PermissionSet};
 use crate::store::KeyUsage;
 
@@ -26,7 +27,7 @@ use crate::store::KeyUsage;
 /// #     key_id: uuid::Uuid::nil(), prefix: "lk_live_000000000000".into(), key_name: "ci".into(),
 /// #     env: Env::Live, user_id: uuid::Uuid::nil(), user_name: "ci-bot".into(),
 /// #     tenant_id: None, organization_id: None,
-/// #     permissions: PermissionSet::parse(["orders:*"]).unwrap(),
+/// #     permissions: PermissionSet::parse(["orders:*"]).unwrap(), meta: None, meter: None,
 /// # });
 /// assert_eq!(principal.user_name, "ci-bot");
 /// assert!(principal.has("orders:read"));
@@ -58,6 +59,15 @@ pub struct PrincipalInfo {
     pub organization_id: Option<String>,
     /// Effective permissions: `(user's direct ∪ groups') ∩ key scopes`.
     pub permissions: PermissionSet,
+    /// The key's `meta`: a JSON object its creator attached, for the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub meta: Option<serde_json::Value>,
+    /// The key's usage control at run time (allowlist, rate limits, credits), checked by
+    /// [`crate::meter::admit`]; `None` for a key without any. Never serialized.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub meter: Option<Meter>,
 }
 
 impl Principal {
@@ -118,12 +128,25 @@ pub enum VerifyError {
     /// The keystore could not be read; say 503, never 401.
     #[error("the keystore is unavailable: {0}")]
     Unavailable(String),
+    /// The client's address is not in the key's `allowed_ips`; say 403.
+    #[error("the client's address is not allowed for this key")]
+    IpNotAllowed,
+    /// The key lacks a permission asked of it; say 403.
+    #[error("the key lacks a required permission")]
+    InsufficientPermission,
+    /// A rate limit of the key is reached; say 429 with `Retry-After`.
+    #[error("rate limit {} reached", .0.limit.name)]
+    RateLimited(Box<RateLimited>),
+    /// The key's credits are used up; say 429.
+    #[error("the key's credits are used up")]
+    UsageExceeded,
 }
 
 impl VerifyError {
     /// The stable code of the refusal, as the HTTP layers answer it in problem+json
     /// bodies and clients match on it: `invalid_key`, `key_disabled`, `key_revoked`,
-    /// `key_expired`, `user_disabled` or `keystore_unavailable`.
+    /// `key_expired`, `user_disabled`, `keystore_unavailable`, `ip_not_allowed`,
+    /// `insufficient_permission`, `rate_limited` or `usage_exceeded`.
     pub fn code(&self) -> &'static str {
         match self {
             VerifyError::Malformed(_) | VerifyError::Invalid => "invalid_key",
@@ -132,6 +155,10 @@ impl VerifyError {
             VerifyError::Expired => "key_expired",
             VerifyError::UserDisabled => "user_disabled",
             VerifyError::Unavailable(_) => "keystore_unavailable",
+            VerifyError::IpNotAllowed => "ip_not_allowed",
+            VerifyError::InsufficientPermission => "insufficient_permission",
+            VerifyError::RateLimited(_) => "rate_limited",
+            VerifyError::UsageExceeded => "usage_exceeded",
         }
     }
 }

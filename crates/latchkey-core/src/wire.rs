@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::controls::LimitState;
 use crate::verify::PrincipalInfo;
 
 /// The body of `POST /v1/usage`: figures a remote verifier counted from its cache.
@@ -45,8 +46,17 @@ pub struct VerifyResponse {
     /// Whether the key authenticates and holds every permission asked for.
     pub valid: bool,
     /// `ok` when valid; otherwise `invalid_key`, `key_disabled`, `key_revoked`,
-    /// `key_expired`, `user_disabled` or `insufficient_permission`.
+    /// `key_expired`, `user_disabled`, `ip_not_allowed`, `insufficient_permission`,
+    /// `rate_limited` or `usage_exceeded`, checked in that order.
     pub code: String,
+    /// The key's rate limits and credits after this request (each limit, then `credits`);
+    /// with `rate_limited`, the limit that refused. Absent for a key without any: a
+    /// remote verifier caches only such answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Vec<LimitState>>,
+    /// With `rate_limited`: seconds until a retry can pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
     /// Who the key authenticates as: present when it authenticates (also with
     /// `insufficient_permission`), absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -28,7 +28,7 @@ use axum::routing::get;
 use tower::{Layer, Service};
 // The peer's types are deprecated upstream (see `static_bearer`).
 use latchkey_tower::latchkey_core::key::checksum;
-use latchkey_tower::latchkey_core::{Actor, NewKey, NewUser};
+use latchkey_tower::latchkey_core::{Actor, NewKey, NewUser, RateLimit};
 use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Env, PermissionSet, Store, StoreConfig};
 #[allow(deprecated)]
 use tower_http::auth::require_authorization::Bearer;
@@ -144,7 +144,7 @@ fn key_file(dir: &Path, which: &str) -> PathBuf {
 fn seed(dir: &Path, keys: usize) -> Result<(), Error> {
     if key_file(dir, "valid").exists() {
         println!("reusing {} ({} keys were seeded)", dir.display(), keys);
-        return Ok(());
+        return limited_key(dir);
     }
     if dir.exists() {
         return Err(format!("{} exists without its key files; remove it", dir.display()).into());
@@ -184,6 +184,35 @@ fn seed(dir: &Path, keys: usize) -> Result<(), Error> {
         dir.display(),
         started.elapsed()
     );
+    drop(store);
+    limited_key(dir)
+}
+
+/// One more key, with one rate limit it never reaches (a billion a second), for the
+/// `latchkey-limited` variant: what a limit costs a request that passes it. Added to a
+/// store seeded before the variant existed, too.
+fn limited_key(dir: &Path) -> Result<(), Error> {
+    if key_file(dir, "limited").exists() {
+        return Ok(());
+    }
+    let store = Store::open(dir, StoreConfig::default())?;
+    let system = Actor::system();
+    let user = store.user("bench")?;
+    let created = store.create_key(
+        &system,
+        NewKey {
+            name: "bench limited".into(),
+            user_id: user.id,
+            env: Env::Live,
+            rate_limits: vec![RateLimit {
+                name: "default".into(),
+                limit: 1_000_000_000,
+                window_seconds: 1,
+            }],
+            ..NewKey::default()
+        },
+    )?;
+    std::fs::write(key_file(dir, "limited"), created.secret.expose())?;
     Ok(())
 }
 

@@ -46,6 +46,9 @@
 //! | no key | 401 | `Bearer realm="<realm>"` | `missing_key` |
 //! | a key that does not authenticate | 401 | `Bearer realm="<realm>", error="invalid_token"` | `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled` |
 //! | a permission missing | 403 | `Bearer error="insufficient_scope", scope="<permission>"` | `insufficient_permission` |
+//! | the client's address outside the key's `allowed_ips` | 403 | — | `ip_not_allowed` |
+//! | a rate limit of the key reached | 429 | — (`Retry-After`, `RateLimit-Policy`, `RateLimit`) | `rate_limited` |
+//! | the key's credits used up | 429 | — | `usage_exceeded` |
 //! | keystore unavailable | 503 | — | `keystore_unavailable` |
 //!
 //! An unknown key id and a wrong secret answer the same `invalid_key`, byte for byte; the
@@ -55,6 +58,7 @@ pub mod auth;
 mod principal;
 mod rejection;
 pub mod require;
+mod usage;
 mod verifier;
 
 #[cfg(feature = "axum")]
@@ -67,6 +71,7 @@ pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, Realm};
 pub use principal::Principal;
 pub use rejection::{ProblemCode, Rejection};
 pub use require::{RequirePermission, RequirePermissionLayer};
+pub use usage::IpNet;
 pub use verifier::Verifier;
 
 /// The core crate, for everything not re-exported below.

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use latchkey_core::{Permission, VerifyError};
 
 use crate::auth::Realm;
@@ -209,6 +209,7 @@ impl Reason {
             code: self.code(),
             challenge,
             body: Bytes::from_static(self.body().as_bytes()),
+            headers: Vec::new(),
         }
     }
 }
@@ -269,9 +270,27 @@ pub struct Rejection {
     code: &'static str,
     challenge: Option<HeaderValue>,
     body: Bytes,
+    /// More headers (a 429's `Retry-After` and rate-limit fields); empty for the others.
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Rejection {
+    /// A rejection without a challenge: the usage refusals (`usage.rs`).
+    pub(crate) fn from_parts(
+        status: StatusCode,
+        code: &'static str,
+        body: Bytes,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Rejection {
+        Rejection {
+            status,
+            code,
+            challenge: None,
+            body,
+            headers,
+        }
+    }
+
     /// 401 `missing_key` for the default realm `api`: what the extractor answers when no
     /// layer authenticated the request.
     pub fn missing_key() -> Rejection {
@@ -296,6 +315,7 @@ impl Rejection {
             code: "insufficient_permission",
             challenge: Some(HeaderValue::try_from(challenge).expect("permissions are header-safe")),
             body: Bytes::from(body),
+            headers: Vec::new(),
         }
     }
 
@@ -317,16 +337,18 @@ impl Rejection {
                 )
                 .as_bytes(),
             ),
+            headers: Vec::new(),
         }
     }
 
-    /// The HTTP status: 401, 403 or 503.
+    /// The HTTP status: 401, 403, 429 or 503.
     pub fn status(&self) -> StatusCode {
         self.status
     }
 
     /// The stable code: `missing_key`, `invalid_key`, `key_disabled`, `key_revoked`,
-    /// `key_expired`, `user_disabled`, `insufficient_permission` or `keystore_unavailable`.
+    /// `key_expired`, `user_disabled`, `insufficient_permission`, `keystore_unavailable`,
+    /// `ip_not_allowed`, `rate_limited` or `usage_exceeded`.
     pub fn code(&self) -> &'static str {
         self.code
     }
@@ -343,6 +365,9 @@ impl Rejection {
         );
         if let Some(challenge) = self.challenge {
             headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        for (name, value) in self.headers {
+            headers.insert(name, value);
         }
         response.extensions_mut().insert(ProblemCode(self.code));
         response

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Body, Output, cleaned};
+use super::{Body, Output, cleaned, usage_flags};
 use crate::cli::{KeyAdd, KeyList, KeysCommand};
 use crate::client::{Client, items, more, query, segment};
 use crate::duration::parse_duration;
@@ -33,7 +33,12 @@ pub(super) async fn run<T: Transport>(
             let body = Body::default()
                 .opt("name", args.name)
                 .opt("description", args.description)
-                .clear("description", args.clear_description);
+                .clear("description", args.clear_description)
+                .opt("credits", args.add_credits.map(|n| json!({"add": n})));
+            let body = usage_flags::add_to(body, args.usage)?;
+            let body = ["meta", "rate_limits", "credits", "allowed_ips"]
+                .into_iter()
+                .fold(body, |b, f| b.clear(f, args.clear_usage_control));
             anyhow::ensure!(
                 !body.is_empty(),
                 "nothing to change: name a field to update"
@@ -95,6 +100,7 @@ async fn add<T: Transport>(api: &Client<T>, out: &Output, args: KeyAdd) -> anyho
         .opt("scopes", args.scopes.map(cleaned))
         .opt("expires_at", expires_at)
         .opt("env", args.env);
+    let body = usage_flags::add_to(body, args.usage)?;
     let created = api.post("/v1/keys", body.build()).await?;
     print_created(api, out, &created).await;
     Ok(())
@@ -187,26 +193,25 @@ async fn print_key<T: Transport>(api: &Client<T>, out: &Output, key: &Value) {
         return;
     }
     let user = user_label(api, &key["user_id"]).await;
-    print!(
-        "{}",
-        fields(&[
-            ("id", text(&key["id"])),
-            ("name", text(&key["name"])),
-            ("description", text(&key["description"])),
-            ("user", user),
-            ("prefix", text(&key["prefix"])),
-            ("env", text(&key["env"])),
-            ("status", text(&key["status"])),
-            ("scopes", scopes(&key["scopes"])),
-            ("expires_at", when(&key["expires_at"])),
-            ("revoked_at", when(&key["revoked_at"])),
-            ("created_at", when(&key["created_at"])),
-            ("created_by", created_by(&key["created_by"])),
-            ("rotated_from", text(&key["rotated_from"])),
-            ("last_used_at", when(&key["last_used_at"])),
-            ("usage_count", text(&key["usage_count"])),
-        ])
-    );
+    let mut lines = vec![
+        ("id", text(&key["id"])),
+        ("name", text(&key["name"])),
+        ("description", text(&key["description"])),
+        ("user", user),
+        ("prefix", text(&key["prefix"])),
+        ("env", text(&key["env"])),
+        ("status", text(&key["status"])),
+        ("scopes", scopes(&key["scopes"])),
+        ("expires_at", when(&key["expires_at"])),
+        ("revoked_at", when(&key["revoked_at"])),
+        ("created_at", when(&key["created_at"])),
+        ("created_by", created_by(&key["created_by"])),
+        ("rotated_from", text(&key["rotated_from"])),
+        ("last_used_at", when(&key["last_used_at"])),
+        ("usage_count", text(&key["usage_count"])),
+    ];
+    lines.extend(usage_flags::lines(key));
+    print!("{}", fields(&lines));
 }
 
 /// A new key: its record, then the secret alone on its line, shown this once.

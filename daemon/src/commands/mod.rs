@@ -8,6 +8,7 @@ mod audit;
 mod groups;
 mod import;
 mod keys;
+mod usage_flags;
 mod users;
 mod verify;
 

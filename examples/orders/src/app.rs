@@ -103,6 +103,8 @@ mod tests {
                 tenant_id: None,
                 organization_id: None,
                 permissions: PermissionSet::parse(["orders:read"]).unwrap(),
+                meta: None,
+                meter: None,
             }))
         }
     }

@@ -10,7 +10,10 @@
 mod de;
 
 use latchkey_core::key::Redacted;
-use latchkey_core::{Env, Key, Permission, PermissionSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use latchkey_core::{Credits, Env, Key, Permission, PermissionSet, RateLimit, Refill};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -195,6 +198,21 @@ pub struct CreateKey {
     /// `live` (default) or `test`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Env>,
+    /// A JSON object (at most 4 KiB) handed to the app in `principal.meta`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<serde_json::Value>,
+    /// Up to 8 named rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 8)]
+    pub rate_limits: Option<Vec<RateLimit>>,
+    /// Credits: each request costs 1 (or its route's cost); at 0, 429 `usage_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits: Option<Credits>,
+    /// Up to 64 CIDRs (`203.0.113.0/24`, `2001:db8::/32`) requests may come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>, max_items = 64)]
+    pub allowed_ips: Option<Vec<IpNet>>,
 }
 
 /// `PATCH /v1/keys/{id}`.
@@ -216,6 +234,59 @@ pub struct UpdateKey {
     /// `false` disables the key, `true` enables it again (409 `key_revoked` once revoked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// New `meta` (a JSON object, at most 4 KiB); `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Option<serde_json::Value>>,
+    /// Replaces the rate limits; `null` clears them.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Vec<RateLimit>>, max_items = 8)]
+    pub rate_limits: Option<Option<Vec<RateLimit>>>,
+    /// `{"remaining": N}` sets the credits (with an optional `refill`), `{"add": N}` adds
+    /// to what is left; `null` removes them.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<CreditsChange>)]
+    pub credits: Option<Option<CreditsChange>>,
+    /// Replaces the allowlist; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Vec<String>>, max_items = 64)]
+    pub allowed_ips: Option<Option<Vec<IpNet>>>,
+}
+
+/// A change to a key's credits: `remaining` or `add`, exactly one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsChange {
+    /// Sets what is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// Adds to what is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<u64>,
+    /// With `remaining`: the new refill; `null` removes it; absent keeps it.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Refill>)]
+    pub refill: Option<Option<Refill>>,
 }
 
 /// `POST /v1/keys/{id}/rotate`.
@@ -301,6 +372,16 @@ pub struct VerifyRequest {
     )]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub permissions: Option<Vec<Permission>>,
+    /// The client's address, checked against the key's `allowed_ips` (a key with an
+    /// allowlist is refused without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub client_ip: Option<IpAddr>,
+    /// What this request costs against the key's rate limits and credits (default 1; 0
+    /// checks without consuming anything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 1_000_000)]
+    pub cost: Option<u32>,
 }
 
 impl std::fmt::Debug for VerifyRequest {
@@ -308,6 +389,8 @@ impl std::fmt::Debug for VerifyRequest {
         f.debug_struct("VerifyRequest")
             .field("key", &Redacted(&self.key))
             .field("permissions", &self.permissions)
+            .field("client_ip", &self.client_ip)
+            .field("cost", &self.cost)
             .finish()
     }
 }
@@ -376,12 +459,16 @@ mod tests {
         let request = VerifyRequest {
             key: key.expose().to_owned(),
             permissions: None,
+            client_ip: None,
+            cost: None,
         };
         check_redacted(&request, &key);
         // A presented text that is not a key is hidden whole.
         let typo = VerifyRequest {
             key: format!("{}x", key.expose()),
             permissions: None,
+            client_ip: None,
+            cost: None,
         };
         assert!(!format!("{typo:?}").contains(key.secret()));
         assert!(format!("{typo:?}").contains("<redacted>"));

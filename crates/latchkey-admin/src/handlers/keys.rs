@@ -5,12 +5,13 @@ use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
 use latchkey_core::{
-    CreatedKey, Entity, Env, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey, StoreError,
+    CreatedKey, CreditsPatch, Entity, Env, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey,
+    StoreError,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::api::{CreateKey, KeyWithSecret, List, RotateKey, UpdateKey};
+use crate::api::{CreateKey, CreditsChange, KeyWithSecret, List, RotateKey, UpdateKey};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, Params, RecordRef, optional, page_limit};
@@ -82,6 +83,10 @@ pub(crate) async fn create(
                 // Times are answered in UTC whatever offset they were given with.
                 expires_at: body.expires_at.map(|at| at.to_offset(time::UtcOffset::UTC)),
                 env: body.env.unwrap_or_default(),
+                meta: body.meta,
+                rate_limits: body.rate_limits.unwrap_or_default(),
+                credits: body.credits,
+                allowed_ips: body.allowed_ips.unwrap_or_default(),
             };
             store.create_key(&caller.actor, new).map_err(|e| match e {
                 // The user exists but lies outside the caller's tenant: as if absent.
@@ -199,6 +204,10 @@ pub(crate) async fn update(
                 name: body.name,
                 description: body.description,
                 enabled: body.enabled,
+                meta: body.meta,
+                rate_limits: body.rate_limits.map(Option::unwrap_or_default),
+                credits: body.credits.map(credits_patch).transpose()?,
+                allowed_ips: body.allowed_ips.map(Option::unwrap_or_default),
             };
             Ok(store.update_key(&caller.actor, id, patch)?)
         })
@@ -285,4 +294,25 @@ pub(crate) async fn delete(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A PATCH's `credits` as core's change: `null` clears, `remaining` sets, `add` adds.
+fn credits_patch(change: Option<CreditsChange>) -> Result<CreditsPatch, AppError> {
+    match change {
+        None => Ok(CreditsPatch::Clear),
+        Some(CreditsChange {
+            remaining: Some(remaining),
+            add: None,
+            refill,
+        }) => Ok(CreditsPatch::Set { remaining, refill }),
+        Some(CreditsChange {
+            remaining: None,
+            add: Some(add),
+            refill: None,
+        }) => Ok(CreditsPatch::Add(add)),
+        Some(_) => Err(AppError::from(StoreError::Invalid {
+            field: "credits",
+            reason: "give `remaining` (with an optional `refill`) or `add`, not both".into(),
+        })),
+    }
 }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::{ApiKey, VerifyError, limits};
+use latchkey_core::{Admission, ApiKey, LimitState, VerifyError, limits, meter};
 
 use crate::api::{VerifyRequest, VerifyResponse};
 use crate::caller::{Caller, perm};
@@ -46,19 +46,34 @@ pub(crate) async fn verify(
     };
     let answer = match verified {
         Ok(principal) => {
-            let missing = body
-                .permissions
-                .iter()
-                .flatten()
-                .find(|p| !principal.allows(p));
-            VerifyResponse {
-                valid: missing.is_none(),
-                code: if missing.is_none() {
-                    "ok"
-                } else {
-                    "insufficient_permission"
+            // IP → permissions → rate limits → credits: core's one order.
+            let permissions = body.permissions.as_deref().unwrap_or_default();
+            let admission = Admission {
+                client_ip: body.client_ip,
+                permissions,
+                cost: body.cost.unwrap_or(1),
+            };
+            let mut limits = Vec::new();
+            let admitted = meter::admit_reporting(&principal, &admission, Some(&mut limits));
+            let (code, retry_after) = match &admitted {
+                Ok(()) => ("ok", None),
+                Err(VerifyError::RateLimited(limited)) => {
+                    limits = vec![LimitState {
+                        name: limited.limit.name.clone(),
+                        limit: Some(limited.limit.limit),
+                        window_seconds: Some(limited.limit.window_seconds),
+                        remaining: 0,
+                        reset_seconds: Some(limited.retry_after_seconds),
+                    }];
+                    ("rate_limited", Some(limited.retry_after_seconds))
                 }
-                .to_owned(),
+                Err(e) => (e.code(), None),
+            };
+            VerifyResponse {
+                valid: admitted.is_ok(),
+                code: code.to_owned(),
+                limits: principal.meter.is_some().then_some(limits),
+                retry_after,
                 // A key that expires does so without a change event; a remote verifier
                 // caches the answer only until then.
                 expires_at: state
@@ -82,6 +97,8 @@ pub(crate) async fn verify(
             code: err.code().to_owned(),
             principal: None,
             expires_at: None,
+            limits: None,
+            retry_after: None,
         },
     };
     Ok(Json(answer))

@@ -4,8 +4,10 @@ use serde_json::{Value, json};
 
 use crate::common::{Harness, keys_of};
 
-const KEY_FIELDS: [&str; 16] = [
+const KEY_FIELDS: [&str; 20] = [
+    "allowed_ips",
     "created_at",
+    "credits",
     "created_by",
     "description",
     "enabled",
@@ -13,7 +15,9 @@ const KEY_FIELDS: [&str; 16] = [
     "expires_at",
     "id",
     "last_used_at",
+    "meta",
     "name",
+    "rate_limits",
     "prefix",
     "revoked_at",
     "rotated_from",

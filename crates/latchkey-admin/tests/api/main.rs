@@ -29,4 +29,5 @@ mod tenants;
 // Users.
 mod users;
 // Remote verification.
+mod usage_control;
 mod verify;

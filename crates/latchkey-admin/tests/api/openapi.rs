@@ -39,7 +39,10 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
             let has = |status: &str| responses.contains_key(status);
             let what = format!("{method} {path}: {:?}", responses.keys());
             if path.starts_with("/v1/") {
-                assert!(has("401") && has("403") && has("503"), "{what}");
+                assert!(
+                    has("401") && has("403") && has("429") && has("503"),
+                    "{what}"
+                );
             }
             if let Some(body) = op.get("requestBody") {
                 assert!(has("400") && has("413") && has("415"), "{what}");
@@ -121,6 +124,28 @@ async fn bodies_state_the_limits_on_input() {
     assert_eq!(count["format"], "uint64");
     assert_eq!(count["minimum"], 1);
     assert_eq!(count["maximum"], u64::MAX);
+    // Usage control.
+    assert_eq!(property("CreateKey", "rate_limits")["maxItems"], 8);
+    assert_eq!(property("CreateKey", "allowed_ips")["maxItems"], 64);
+    for field in ["name", "limit", "window_seconds"] {
+        assert!(
+            schema(&doc, "RateLimit")["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+    for field in ["remaining", "add", "refill"] {
+        assert!(
+            schema(&doc, "CreditsChange")["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+    assert_eq!(
+        schema(&doc, "RefillInterval")["enum"],
+        serde_json::json!(["day", "month"])
+    );
+    for field in ["client_ip", "cost"] {
+        assert!(property("VerifyRequest", field).is_object(), "{field}");
+    }
     // Enums.
     assert_eq!(
         schema(&doc, "Env")["enum"],

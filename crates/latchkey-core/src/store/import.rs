@@ -243,7 +243,12 @@ impl Store {
         };
         tx.put_raw(&index, public.as_str().as_bytes())?;
         self.insert_key_record(tx, public, &record)?;
-        Ok(Ok(record.view(tx.now, Usage::default())))
+        Ok(Ok(record.view(
+            tx.now,
+            Usage::default(),
+            &super::controls::ControlsRecord::default(),
+            None,
+        )))
     }
 
     /// Verifies a text that is not a latchkey key against the imported keys: `None` when

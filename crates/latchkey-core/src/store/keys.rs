@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::controls::{ControlsRecord, LiveCredits};
 use super::counters::{self, Counter};
 use super::index::Class;
 use super::last_admin::AdminKeys;
@@ -15,6 +16,10 @@ use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
+use crate::controls::{
+    Credits, CreditsPatch, check_allowed_ips, check_credit_amount, check_credits, check_meta,
+    check_rate_limits,
+};
 use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
 use crate::key::{ApiKey, Env, PublicId};
@@ -56,8 +61,15 @@ impl KeyRecord {
         KeyStatus::of(self.enabled, self.revoked_at, self.expires_at, now)
     }
 
-    /// The public view, with usage figures not yet persisted added to the stored ones.
-    pub(crate) fn view(&self, now: OffsetDateTime, pending: Usage) -> Key {
+    /// The public view, with usage figures not yet persisted added to the stored ones, and
+    /// the usage control (`live_credits`: the balance counted in memory, when metered).
+    pub(crate) fn view(
+        &self,
+        now: OffsetDateTime,
+        pending: Usage,
+        controls: &ControlsRecord,
+        live_credits: Option<LiveCredits>,
+    ) -> Key {
         let mut usage = self.usage;
         usage.add(pending);
         Key {
@@ -77,6 +89,10 @@ impl KeyRecord {
             rotated_from: self.rotated_from,
             last_used_at: usage.last_used_at,
             usage_count: usage.count,
+            meta: controls.meta_value(),
+            rate_limits: controls.rate_limits.clone(),
+            credits: controls.credits_view(live_credits),
+            allowed_ips: controls.allowed_ips.clone(),
         }
     }
 }
@@ -136,6 +152,10 @@ impl Store {
         if new.expires_at.is_some_and(|at| at <= tx.now) {
             return abort(StoreError::invalid("expires_at", "must be in the future"));
         }
+        let controls = match new_controls(new, tx.now) {
+            Ok(controls) => controls,
+            Err(e) => return abort(e),
+        };
         let Some(user) = tx
             .get::<User>(&layout::user(new.user_id))?
             .filter(|u| actor.sees(u))
@@ -172,9 +192,12 @@ impl Store {
             hash: self.inner.hash_key.hash(secret.secret()).to_bytes(),
             usage: Usage::default(),
         };
+        if !controls.is_empty() {
+            tx.put(&layout::key_controls(&public), &controls)?;
+        }
         self.insert_key_record(tx, public, &record)?;
         Ok(CreatedKey {
-            key: record.view(tx.now, Default::default()),
+            key: record.view(tx.now, Default::default(), &controls, None),
             secret,
         })
     }
@@ -198,7 +221,20 @@ impl Store {
     /// A key by record id.
     pub fn key(&self, id: Uuid) -> Result<Key, StoreError> {
         let record = self.key_record(id)?;
-        Ok(record.view(self.inner.clock.now(), self.inner.usage.pending(record.id)))
+        self.key_view(&record, self.inner.clock.now())
+    }
+
+    /// A key's public view, with its usage control and the figures not yet persisted.
+    pub(crate) fn key_view(
+        &self,
+        record: &KeyRecord,
+        now: OffsetDateTime,
+    ) -> Result<Key, StoreError> {
+        let controls: ControlsRecord = self
+            .get(&layout::key_controls(&record.public_id()?))?
+            .unwrap_or_default();
+        let live = self.inner.meters.live_credits(record.id, controls.version);
+        Ok(record.view(now, self.inner.usage.pending(record.id), &controls, live))
     }
 
     /// Resolves a key reference: its record id (UUID), its display prefix
@@ -231,7 +267,7 @@ impl Store {
             .ok_or_else(|| StoreError::not_found(Entity::Key, id))
     }
 
-    /// Changes a key's name, description or enabled flag. Re-enabling a revoked key is a
+    /// Changes a key's name, description, enabled flag or usage control. Re-enabling a revoked key is a
     /// `Conflict::KeyRevoked`; disabling the last active key that holds `*` is a
     /// `Conflict::LastAdminKey`. A change that changes nothing writes nothing.
     pub fn update_key(&self, actor: &Actor, id: Uuid, patch: KeyPatch) -> Result<Key, StoreError> {
@@ -263,16 +299,38 @@ impl Store {
                 }
                 record.enabled = enabled;
             }
-            if record == before {
-                return Ok(record);
+            let public = record.public_id().map_err(abort_err)?;
+            let path = layout::key_controls(&public);
+            let old = tx.get::<ControlsRecord>(&path)?.unwrap_or_default();
+            let live = self.inner.meters.live_credits(id, old.version);
+            let controls = match patched_controls(&old, &patch, live, tx.now) {
+                Ok(controls) => controls,
+                Err(e) => return abort(e),
+            };
+            let settle = (controls != old).then(|| (old.version, live, controls.clone()));
+            if record == before && settle.is_none() {
+                return Ok((record, None));
+            }
+            if let Some((_, _, controls)) = &settle {
+                if controls.is_empty() {
+                    tx.remove(&path)?;
+                } else {
+                    tx.put(&path, controls)?;
+                }
             }
             tx.put_key(&record)?;
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::KeyUpdate, id, Some(record.user_id));
-            tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
-            Ok(record)
+            tx.invalidate(Invalidate::Key(public));
+            Ok((record, settle))
         })?;
-        Ok(record.view(self.inner.clock.now(), self.inner.usage.pending(id)))
+        let (record, settle) = record;
+        if let Some((old_version, live, controls)) = settle {
+            self.inner
+                .meters
+                .settle(id, old_version, live, &controls, &self.inner.clock);
+        }
+        self.key_view(&record, self.inner.clock.now())
     }
 
     /// Revokes a key, irreversibly; the very next verification fails. Revoking a revoked
@@ -291,7 +349,7 @@ impl Store {
             }
             Ok(record)
         })?;
-        Ok(record.view(self.inner.clock.now(), self.inner.usage.pending(id)))
+        self.key_view(&record, self.inner.clock.now())
     }
 
     /// Deletes a revoked key; a key that is not revoked is a `Conflict::KeyNotRevoked`.
@@ -302,14 +360,19 @@ impl Store {
                 return abort(Conflict::KeyNotRevoked.into());
             }
             tx.remove_key(&record)?;
+            let public = record.public_id().map_err(abort_err)?;
+            tx.remove(&layout::key_controls(&public))?;
             tx.record(Action::KeyDelete, id, Some(record.user_id));
-            tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
+            tx.invalidate(Invalidate::Key(public));
             Ok(())
-        })
+        })?;
+        self.inner.meters.remove(id);
+        Ok(())
     }
 
     /// Rotates a key: a new key with the same user, scopes, name, description, environment,
-    /// enabled flag and expiry (when still ahead); the old key now expires at the end of
+    /// enabled flag, expiry (when still ahead) and usage control (the credits move to the new
+    /// key: the old one keeps none to spend in its grace); the old key now expires at the end of
     /// `grace` (at once for zero), or keeps its own earlier expiry. The new key is capped at
     /// the rotating caller's permissions, as a created one is.
     pub fn rotate_key(
@@ -321,10 +384,22 @@ impl Store {
         if grace.is_negative() {
             return Err(StoreError::invalid("grace_seconds", "must not be negative"));
         }
-        self.write(actor, |tx| {
+        let (created, settle) = self.write(actor, |tx| {
             let (_, mut old) = self.key_for_change(tx, actor, id)?;
             if old.revoked_at.is_some() {
                 return abort(Conflict::KeyRevoked.into());
+            }
+            let old_public = old.public_id().map_err(abort_err)?;
+            let path = layout::key_controls(&old_public);
+            let controls = tx.get::<ControlsRecord>(&path)?.unwrap_or_default();
+            let live = self.inner.meters.live_credits(id, controls.version);
+            let mut drained = controls.clone();
+            if let Some(credits) = drained.credits.as_mut() {
+                credits.remaining = 0;
+                credits.refill = None;
+                credits.next_refill = None;
+                drained.version += 1;
+                tx.put(&path, &drained)?;
             }
             let original_expiry = old.expires_at;
             let Some(end) = tx.now.checked_add(grace) else {
@@ -341,9 +416,19 @@ impl Store {
                 scopes: old.scopes.clone(),
                 expires_at: original_expiry.filter(|at| *at > tx.now),
                 env: old.env,
+                meta: controls.meta_value(),
+                rate_limits: controls.rate_limits.clone(),
+                credits: controls.credits_view(live),
+                allowed_ips: controls.allowed_ips.clone(),
             };
-            self.create_key_in(tx, actor, &new, Some(&old))
-        })
+            let created = self.create_key_in(tx, actor, &new, Some(&old))?;
+            Ok((created, (controls.version, live, drained)))
+        })?;
+        let (old_version, live, drained) = settle;
+        self.inner
+            .meters
+            .settle(id, old_version, live, &drained, &self.inner.clock);
+        Ok(created)
     }
 
     /// Loads a key for a change and checks the caller sees its user and covers everything
@@ -399,6 +484,10 @@ impl Store {
         }
         let permissions =
             PermissionSet::effective(&user.permissions, &groups, record.scopes.as_ref());
+        let controls: Option<ControlsRecord> = self.get(&layout::key_controls(public))?;
+        let meter = controls
+            .as_ref()
+            .and_then(|c| self.inner.meters.meter(record.id, c, &self.inner.clock));
         let principal = Principal::new(PrincipalInfo {
             key_id: record.id,
             prefix: record.prefix,
@@ -409,6 +498,8 @@ impl Store {
             tenant_id: user.tenant_id,
             organization_id: user.organization_id,
             permissions,
+            meta: controls.as_ref().and_then(ControlsRecord::meta_value),
+            meter,
         });
         Ok(Some(Resolved {
             hash: SecretHash::from_bytes(record.hash),
@@ -433,6 +524,8 @@ impl Store {
             tenant_id: None,
             organization_id: None,
             permissions: PermissionSet::new(),
+            meta: None,
+            meter: None,
         });
         Resolved {
             hash: SecretHash::from_bytes(record.hash),
@@ -466,6 +559,99 @@ impl Store {
         stats.groups = counters::read(db, Counter::Groups)?;
         Ok(stats)
     }
+}
+
+/// The usage control of a new key, checked.
+fn new_controls(new: &NewKey, now: OffsetDateTime) -> Result<ControlsRecord, StoreError> {
+    let mut controls = ControlsRecord {
+        version: 1,
+        ..ControlsRecord::default()
+    };
+    if let Some(meta) = &new.meta {
+        check_meta(meta)?;
+        controls.meta = Some(meta.to_string());
+    }
+    check_rate_limits(&new.rate_limits)?;
+    controls.rate_limits = new.rate_limits.clone();
+    if let Some(credits) = &new.credits {
+        check_credits(credits)?;
+        controls.credits = Some(ControlsRecord::store_credits(
+            *credits,
+            now.unix_timestamp_nanos(),
+        ));
+    }
+    check_allowed_ips(&new.allowed_ips)?;
+    controls.allowed_ips = new.allowed_ips.clone();
+    Ok(controls)
+}
+
+/// A key's usage control after `patch`, checked; `live`: the balance counted in memory.
+fn patched_controls(
+    old: &ControlsRecord,
+    patch: &KeyPatch,
+    live: Option<LiveCredits>,
+    now: OffsetDateTime,
+) -> Result<ControlsRecord, StoreError> {
+    let mut controls = old.clone();
+    if let Some(meta) = &patch.meta {
+        if let Some(meta) = meta {
+            check_meta(meta)?;
+        }
+        controls.meta = meta.as_ref().map(|m| m.to_string());
+    }
+    if let Some(limits) = &patch.rate_limits {
+        check_rate_limits(limits)?;
+        controls.rate_limits = limits.clone();
+    }
+    if let Some(ips) = &patch.allowed_ips {
+        check_allowed_ips(ips)?;
+        controls.allowed_ips = ips.clone();
+    }
+    match patch.credits {
+        None => {}
+        Some(CreditsPatch::Clear) => controls.credits = None,
+        Some(CreditsPatch::Set { remaining, refill }) => {
+            let refill = refill.unwrap_or_else(|| old.credits.and_then(|c| c.refill));
+            let credits = Credits { remaining, refill };
+            check_credits(&credits)?;
+            let mut stored = ControlsRecord::store_credits(credits, now.unix_timestamp_nanos());
+            // The same refill keeps its schedule, as the meter counts it.
+            if let Some(before) = old.credits.filter(|c| c.refill == refill) {
+                stored.next_refill = live.map_or(before.next_refill, |l| l.next_refill);
+            }
+            controls.credits = Some(stored);
+        }
+        Some(CreditsPatch::Add(amount)) => {
+            let Some(credits) = controls.credits.as_mut() else {
+                return Err(StoreError::invalid(
+                    "credits",
+                    "the key has no credits to add to; set them first",
+                ));
+            };
+            if let Some(live) = live {
+                // What the meter counted, refills included, is the balance added to.
+                credits.remaining = live.remaining;
+                credits.next_refill = live.next_refill;
+            }
+            credits.remaining = credits
+                .remaining
+                .checked_add(amount)
+                .ok_or_else(|| StoreError::invalid("credits", "too many credits"))?;
+            check_credit_amount(credits.remaining)?;
+        }
+    }
+    if controls != *old {
+        controls.version = old.version + 1;
+        // A new version means a new meter, built from this record: it must start from
+        // the balance the old meter counted, not the one last flushed.
+        if patch.credits.is_none()
+            && let (Some(credits), Some(live)) = (controls.credits.as_mut(), live)
+        {
+            credits.remaining = live.remaining;
+            credits.next_refill = live.next_refill;
+        }
+    }
+    Ok(controls)
 }
 
 /// Checks a key's name and description.

@@ -6,6 +6,7 @@
 //! | `g:<uuid>` / `gn:<name>`     | group JSON / group id                  |
 //! | `u:<uuid>` / `un:<name>`     | user JSON / user id                    |
 //! | `k:<public id>`              | key record (secret hash, usage figures) |
+//! | `kc:<public id>`             | the key's usage control, when it has any (`controls.rs`) |
 //! | `a:<seq, big-endian u64>`    | audit event (also the change feed)     |
 //! | `x:…`                        | key indexes, empty values (`index.rs`) |
 //! | `m:n:<count>`, `m:expiry_mark`, `m:indexed` | counts for `/metrics` (`counters.rs`), the expiry sweep's mark, the index version |
@@ -68,6 +69,11 @@ pub(crate) fn user_name(name: &str) -> Vec<u8> {
 
 pub(crate) fn key(id: &PublicId) -> Vec<u8> {
     join(KEYS, id.as_bytes())
+}
+
+/// A key's usage control (`controls.rs`): meta, rate limits, credits, allowlist.
+pub(crate) fn key_controls(id: &PublicId) -> Vec<u8> {
+    join(b"kc:", id.as_bytes())
 }
 
 /// A key's record id: a UUID v7 of its creation time whose 74 random bits carry its

@@ -7,6 +7,7 @@
 
 mod backend;
 mod backup;
+mod controls;
 mod counters;
 mod db;
 mod entry;
@@ -231,6 +232,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     cache: VerifyCache,
     usage: UsageBuffer,
+    /// Metered keys' allowlists, rate limiters and credits (`controls.rs`).
+    meters: controls::Meters,
     /// Serializes management writes (see [`Store::write`]). A std mutex: it is held only
     /// for a transaction and a flush, never across an `.await`.
     write_lock: Mutex<()>,
@@ -270,7 +273,9 @@ impl Drop for Inner {
         }
         if self.sled.is_some() && space::below_reserve(&self.path, self.min_free_bytes) {
             tracing::warn!(store = %self.location, "the disk is full: usage figures since the last flush are not persisted");
-        } else if let Err(e) = usage::flush(&*self.db, &self.usage) {
+        } else if let Err(e) = controls::flush(&*self.db, &self.meters)
+            .and_then(|()| usage::flush(&*self.db, &self.usage))
+        {
             tracing::warn!(error = %e, "could not persist usage figures at close");
         }
         let _ = self.db.flush();
@@ -495,6 +500,7 @@ impl Store {
             clock: config.clock,
             cache: VerifyCache::new(config.verify_cache_entries),
             usage: UsageBuffer::default(),
+            meters: controls::Meters::default(),
             write_lock: Mutex::new(()),
             events,
             _stop_flusher: config.usage_flush_interval.map(|_| stop),
@@ -691,6 +697,7 @@ impl Store {
             // Usage figures are best effort; a full disk is no reason to fail a shutdown.
             tracing::warn!(store = %self.inner.location, "the disk is full: usage figures since the last flush are not persisted");
         } else {
+            controls::flush(db, &self.inner.meters)?;
             usage::flush(db, &self.inner.usage)?;
         }
         db.flush()?;
@@ -875,7 +882,8 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                 {
                     continue;
                 }
-                let flushed = usage::flush(&*store.inner.db, &store.inner.usage);
+                let flushed = controls::flush(&*store.inner.db, &store.inner.meters)
+                    .and_then(|()| usage::flush(&*store.inner.db, &store.inner.usage));
                 if let Err(e) = flushed {
                     tracing::warn!(error = %e, "could not persist usage figures");
                 }

@@ -268,7 +268,7 @@ impl Store {
                     more = true;
                     break;
                 }
-                items.push(record.view(now, self.inner.usage.pending(record.id)));
+                items.push(self.key_view(&record, now)?);
                 last_item = Some(position.clone());
             }
             last_read = Some(position);

@@ -15,6 +15,8 @@ pub(super) struct Config {
     pub(super) accept_live: bool,
     pub(super) accept_test: bool,
     pub(super) public_paths: Vec<PublicPath>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client (usage control).
+    pub(super) trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Config {
@@ -27,6 +29,7 @@ impl Default for Config {
             accept_live: true,
             accept_test: true,
             public_paths: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

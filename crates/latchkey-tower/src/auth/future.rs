@@ -123,7 +123,7 @@ where
                     } = *pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    match decide(result, this.span, &config) {
+                    match decide(result, this.span, &config, &request) {
                         Ok(principal) => {
                             request
                                 .extensions_mut()

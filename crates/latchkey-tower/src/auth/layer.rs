@@ -116,6 +116,27 @@ impl<V> ApiKeyAuthLayer<V> {
             .extend(paths.into_iter().map(|p| PublicPath::new(p.as_ref())));
         self
     }
+
+    /// Proxies to believe about the client's address, for keys with `allowed_ips`: when the
+    /// peer is one of these, the client is the nearest address in `Forwarded` (or else
+    /// `X-Forwarded-For`) that is not a trusted proxy. Without any (the default), the client
+    /// is the peer (axum's `ConnectInfo<SocketAddr>`: serve with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`), and forwarded headers are
+    /// ignored.
+    ///
+    /// ```
+    /// # use latchkey_tower::{ApiKeyAuthLayer, IpNet};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = latchkey_tower::Store::create(dir.path(), "lk", Default::default()).unwrap();
+    /// let layer = ApiKeyAuthLayer::new(store).trust_proxies(["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+    /// # let _ = layer;
+    /// ```
+    pub fn trust_proxies(mut self, proxies: impl IntoIterator<Item = ipnet::IpNet>) -> Self {
+        Arc::make_mut(&mut self.config)
+            .trusted_proxies
+            .extend(proxies);
+        self
+    }
 }
 
 impl<V> Clone for ApiKeyAuthLayer<V> {

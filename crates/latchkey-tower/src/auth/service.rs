@@ -18,6 +18,7 @@ use super::future::ResponseFuture;
 use super::layer::ApiKeyAuthLayer;
 use super::trace;
 use crate::rejection::{Reason, Rejection};
+use crate::usage;
 use crate::verifier::Verifier;
 
 /// Authenticates each request by API key before the inner service sees it; made by
@@ -150,6 +151,11 @@ where
                 credentials::hide(&mut request, source, config);
             }
             trace::accepted(&span, &principal);
+            if let Err(rejection) = usage::admit(&principal, &request, &config.trusted_proxies, 1) {
+                trace::rejected_usage(&span, rejection.code());
+                drop(entered);
+                return ResponseFuture::rejected(rejection, span);
+            }
             request
                 .extensions_mut()
                 .insert(crate::Principal::from(principal));
@@ -194,7 +200,7 @@ where
         // sound: a future wakes only the waker of its latest poll, and a pending one is polled
         // again from `ResponseFuture::poll` with the real one.
         match Pin::new(&mut verify).poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(result) => match decide(result, &span, config) {
+            Poll::Ready(result) => match decide(result, &span, config, &request) {
                 Ok(principal) => {
                     request
                         .extensions_mut()
@@ -228,15 +234,31 @@ where
 }
 
 /// The verifier's answer as the principal to pass on or the rejection to send; traced.
-pub(super) fn decide(
+/// Then the principal's usage control, in core's one order ([`latchkey_core::admit`]).
+pub(super) fn decide<B>(
     result: Result<Principal, VerifyError>,
     span: &Span,
     config: &Config,
+    request: &Request<B>,
 ) -> Result<Principal, Rejection> {
     match result {
         Ok(principal) => {
             trace::accepted(span, &principal);
+            if let Err(rejection) = usage::admit(&principal, request, &config.trusted_proxies, 1) {
+                trace::rejected_usage(span, rejection.code());
+                return Err(rejection);
+            }
             Ok(principal)
+        }
+        Err(
+            error @ (VerifyError::IpNotAllowed
+            | VerifyError::RateLimited(_)
+            | VerifyError::UsageExceeded
+            | VerifyError::InsufficientPermission),
+        ) => {
+            let rejection = usage::rejection(&error);
+            trace::rejected_usage(span, rejection.code());
+            Err(rejection)
         }
         Err(error) => {
             let reason = Reason::of(&error);

@@ -64,3 +64,15 @@ pub(super) fn rejected(span: &Span, reason: Reason, error: Option<&VerifyError>)
         ),
     }
 }
+
+/// A key that authenticated but was refused by its usage control (IP, limits, credits).
+pub(super) fn rejected_usage(span: &Span, code: &'static str) {
+    if !span.is_disabled() {
+        span.record("outcome", code);
+    }
+    tracing::event!(
+        Level::DEBUG,
+        outcome = code,
+        "api key refused by its usage control"
+    );
+}

@@ -309,6 +309,8 @@ mod tests {
                 tenant_id: None,
                 organization_id: None,
                 permissions: PermissionSet::parse(["orders:read"]).unwrap(),
+                meta: None,
+                meter: None,
             }),
             expires_at: None,
             fetched_at: NOW,

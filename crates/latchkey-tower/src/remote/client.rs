@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, StatusCode};
+use latchkey_core::meter::RateLimited;
 use latchkey_core::wire::{UsageItem, UsageReport, VerifyResponse};
-use latchkey_core::{ApiKey, PrincipalInfo, VerifyError};
+use latchkey_core::{ApiKey, LimitState, PrincipalInfo, RateLimit, VerifyError};
 use reqwest::Url;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -34,8 +35,11 @@ pub(super) struct Daemon {
 #[derive(Debug)]
 pub(super) enum Verdict {
     Valid {
-        principal: PrincipalInfo,
+        principal: Box<PrincipalInfo>,
         expires_at: Option<OffsetDateTime>,
+        /// The key has rate limits, credits or an allowlist: the daemon counted this
+        /// request, so the answer holds for it alone and is not cached.
+        metered: bool,
     },
     Refused(VerifyError),
 }
@@ -116,11 +120,16 @@ impl Daemon {
             .map_err(|e| format!("POST /v1/verify: {}", describe(&e)))?;
         match (answer.valid, answer.principal) {
             (true, Some(principal)) => Ok(Verdict::Valid {
-                principal,
+                principal: Box::new(principal),
                 expires_at: answer.expires_at,
+                metered: answer.limits.is_some(),
             }),
             (true, None) => Err("POST /v1/verify: valid without a principal".to_owned()),
-            (false, _) => Ok(Verdict::Refused(refusal(&answer.code))),
+            (false, _) => Ok(Verdict::Refused(refusal(
+                &answer.code,
+                answer.limits.as_deref(),
+                answer.retry_after,
+            ))),
         }
     }
 
@@ -201,12 +210,25 @@ impl Daemon {
 
 /// The error a refusal code stands for. A code this version does not know is still a
 /// refusal: the daemon said the key is not valid.
-fn refusal(code: &str) -> VerifyError {
+fn refusal(code: &str, limits: Option<&[LimitState]>, retry_after: Option<u64>) -> VerifyError {
     match code {
         "key_disabled" => VerifyError::Disabled,
         "key_revoked" => VerifyError::Revoked,
         "key_expired" => VerifyError::Expired,
         "user_disabled" => VerifyError::UserDisabled,
+        "ip_not_allowed" => VerifyError::IpNotAllowed,
+        "usage_exceeded" => VerifyError::UsageExceeded,
+        "rate_limited" => {
+            let limit = limits.and_then(|l| l.first());
+            VerifyError::RateLimited(Box::new(RateLimited {
+                limit: RateLimit {
+                    name: limit.map_or_else(|| "default".to_owned(), |l| l.name.clone()),
+                    limit: limit.and_then(|l| l.limit).unwrap_or(1),
+                    window_seconds: limit.and_then(|l| l.window_seconds).unwrap_or(1),
+                },
+                retry_after_seconds: retry_after.unwrap_or(1).max(1),
+            }))
+        }
         _ => VerifyError::Invalid,
     }
 }

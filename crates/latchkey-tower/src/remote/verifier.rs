@@ -68,6 +68,10 @@ pub(super) struct Shared {
     /// Misses being asked of the daemon, by digest: later misses for the same key wait for
     /// the same answer.
     pending: Mutex<HashMap<Digest, Waiter, BuildHasherDefault<DigestHasher>>>,
+    /// Keys the daemon said are metered (rate limits, credits, allowlist): each of their
+    /// requests is asked of the daemon, never joined to another in flight, so that every
+    /// request accepted is one the daemon counted. Bounded like the refusals.
+    metered: quick_cache::sync::Cache<Digest, ()>,
     /// One permit per request to the daemon in flight: `max_concurrent_misses`.
     misses: Semaphore,
     usage: UsageBuffer,
@@ -133,6 +137,7 @@ impl RemoteVerifier {
             cache: Cache::new(settings.max_entries, settings.max_refusals),
             misses: Semaphore::new(settings.max_concurrent_misses),
             pending: Mutex::default(),
+            metered: quick_cache::sync::Cache::new(settings.max_refusals.max(1)),
             usage: UsageBuffer::default(),
             last_alive: AtomicI64::new(i64::MIN),
             status: watch::Sender::new(RemoteStatus::default()),
@@ -214,7 +219,21 @@ impl Shared {
         if let Some(answer) = self.cached(&digest, now) {
             return RemoteFuture::ready(answer);
         }
-        RemoteFuture::waiting(self.miss(digest, presented))
+        let (waiter, joined) = self.miss(digest, presented);
+        if !joined {
+            return RemoteFuture::waiting(waiter);
+        }
+        // A request that joined another's: when the answer turns out to be a metered key's,
+        // it counted one request only, so this one asks for itself.
+        let shared = Arc::clone(self);
+        let presented = presented.to_owned();
+        RemoteFuture(State::Waiting(Box::pin(async move {
+            let answer = RemoteFuture::waiting(waiter).await;
+            if shared.metered.get(&digest).is_some() {
+                return shared.fetch(digest, &presented).await;
+            }
+            answer
+        })))
     }
 
     /// A cached answer that may be used at `now`.
@@ -244,14 +263,23 @@ impl Shared {
         }
     }
 
-    /// Joins the request in flight for this key, or starts one.
-    fn miss(self: &Arc<Self>, digest: Digest, presented: &str) -> Waiter {
+    /// Joins the request in flight for this key (`true`), or starts one.
+    fn miss(self: &Arc<Self>, digest: Digest, presented: &str) -> (Waiter, bool) {
+        if self.metered.get(&digest).is_some() {
+            let (sender, waiter) = watch::channel(None);
+            let shared = Arc::clone(self);
+            let presented = presented.to_owned();
+            self.runtime.spawn(async move {
+                let _ = sender.send(Some(shared.fetch(digest, &presented).await));
+            });
+            return (waiter, false);
+        }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(waiter) = pending.get(&digest) {
             // A closed channel is a task that died without answering (a runtime shutting
             // down): start over rather than join it.
             if waiter.has_changed().is_ok() {
-                return waiter.clone();
+                return (waiter.clone(), true);
             }
         }
         let (sender, waiter) = watch::channel(None);
@@ -270,7 +298,7 @@ impl Shared {
                 .remove(&digest);
             let _ = sender.send(Some(answer));
         });
-        waiter
+        (waiter, false)
     }
 
     /// Asks the daemon, and caches its answer; 503 when `max_concurrent_misses` requests
@@ -291,11 +319,19 @@ impl Shared {
             Ok(Verdict::Valid {
                 principal,
                 expires_at,
+                metered,
             }) => {
-                let principal = Principal::new(principal);
+                let principal = Principal::new(*principal);
                 if expires_at.is_some_and(|at| at <= now) {
                     return Err(VerifyError::Expired);
                 }
+                if metered {
+                    // The daemon is the authority on limits and credits: each request of a
+                    // metered key asks it (see the README on remote verifiers and limits).
+                    self.metered.insert(digest, ());
+                    return Ok(principal);
+                }
+                self.metered.remove(&digest);
                 let entry = Positive {
                     principal: principal.clone(),
                     expires_at,
@@ -305,7 +341,14 @@ impl Shared {
                 Ok(principal)
             }
             Ok(Verdict::Refused(error)) => {
-                if !self.settings.negative_ttl.is_zero() {
+                // A usage refusal holds for this request only.
+                let lasting = !matches!(
+                    error,
+                    VerifyError::RateLimited(_)
+                        | VerifyError::UsageExceeded
+                        | VerifyError::IpNotAllowed
+                );
+                if lasting && !self.settings.negative_ttl.is_zero() {
                     let entry = Negative {
                         error: error.clone(),
                         until: now + self.settings.negative_ttl,

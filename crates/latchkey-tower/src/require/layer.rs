@@ -29,6 +29,7 @@ use crate::rejection::Rejection;
 pub struct RequirePermissionLayer {
     permission: Permission,
     forbidden: Rejection,
+    cost: u32,
 }
 
 impl RequirePermissionLayer {
@@ -51,12 +52,40 @@ impl RequirePermissionLayer {
         RequirePermissionLayer {
             permission,
             forbidden,
+            cost: 1,
         }
     }
 
     /// The permission required.
     pub fn permission(&self) -> &Permission {
         &self.permission
+    }
+
+    /// What a request to this route costs against the key's rate limits and credits
+    /// (default 1, the cost the authentication layer already charged): the layer charges
+    /// the rest, `cost - 1`, once the permission is checked.
+    ///
+    /// # Panics
+    ///
+    /// When `cost` is 0 or above 1,000,000.
+    ///
+    /// ```
+    /// use latchkey_tower::RequirePermission;
+    /// let expensive = RequirePermission::layer("reports:run").cost(5);
+    /// # let _ = expensive;
+    /// ```
+    pub fn cost(mut self, cost: u32) -> Self {
+        assert!(
+            (1..=latchkey_core::limits::MAX_COST).contains(&cost),
+            "a route's cost is 1 to {}",
+            latchkey_core::limits::MAX_COST
+        );
+        self.cost = cost;
+        self
+    }
+
+    pub(super) fn extra_cost(&self) -> u32 {
+        self.cost - 1
     }
 
     pub(super) fn forbidden(&self) -> Rejection {

@@ -100,6 +100,13 @@ where
         // right here: no clone is needed.
         match request.extensions().get::<Principal>() {
             Some(principal) if principal.allows(self.layer.permission()) => {
+                let extra = self.layer.extra_cost();
+                if extra > 0
+                    && let Some(meter) = &principal.meter
+                    && let Err(e) = meter.charge(extra)
+                {
+                    return ResponseFuture::rejected(crate::usage::rejection(&e));
+                }
                 ResponseFuture::calling(self.inner.call(request))
             }
             Some(_) => ResponseFuture::rejected(self.layer.forbidden()),

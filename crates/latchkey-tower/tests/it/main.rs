@@ -14,3 +14,4 @@ mod malformed;
 mod verifiers;
 // A revoke while requests are in flight: nothing that starts after it succeeds.
 mod concurrency;
+mod usage;

@@ -1,0 +1,174 @@
+//! Usage control through the management API: create, PATCH, read back, bad input, and
+//! `/v1/verify`'s codes and limits' state.
+
+use serde_json::{Value, json};
+
+use crate::common::Harness;
+
+#[tokio::test]
+async fn a_key_carries_meta_limits_credits_and_an_allowlist() {
+    let h = Harness::new();
+    h.post("/v1/users", json!({"name": "partner"}))
+        .await
+        .ok(201);
+    let created = h
+        .post(
+            "/v1/keys",
+            json!({"name": "partner key", "user_id": "partner",
+                   "meta": {"plan": "pro"},
+                   "rate_limits": [{"name": "default", "limit": 100, "window_seconds": 60}],
+                   "credits": {"remaining": 10, "refill": {"amount": 10, "interval": "month", "day_of_month": 1}},
+                   "allowed_ips": ["10.0.0.0/8", "2001:db8::/32"]}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(created["meta"], json!({"plan": "pro"}));
+    assert_eq!(
+        created["rate_limits"],
+        json!([{"name": "default", "limit": 100, "window_seconds": 60}])
+    );
+    assert_eq!(created["credits"]["remaining"], 10);
+    assert_eq!(created["credits"]["refill"]["interval"], "month");
+    assert_eq!(
+        created["allowed_ips"],
+        json!(["10.0.0.0/8", "2001:db8::/32"])
+    );
+    let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
+
+    let added = h.patch(&uri, json!({"credits": {"add": 5}})).await.ok(200);
+    assert_eq!(added["credits"]["remaining"], 15);
+    let set = h
+        .patch(&uri, json!({"credits": {"remaining": 3}}))
+        .await
+        .ok(200);
+    assert_eq!(set["credits"]["remaining"], 3);
+    assert_eq!(set["credits"]["refill"]["amount"], 10, "kept");
+    let cleared = h
+        .patch(
+            &uri,
+            json!({"meta": null, "rate_limits": null, "allowed_ips": null}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(cleared["meta"], Value::Null);
+    assert_eq!(cleared["rate_limits"], json!([]));
+    assert_eq!(cleared["allowed_ips"], json!([]));
+    assert_eq!(h.get(&uri).await.ok(200), cleared);
+    let no_credits = h.patch(&uri, json!({"credits": null})).await.ok(200);
+    assert_eq!(no_credits["credits"], Value::Null);
+}
+
+#[tokio::test]
+async fn bad_usage_control_is_400_and_changes_nothing() {
+    let h = Harness::new();
+    h.post("/v1/users", json!({"name": "partner"}))
+        .await
+        .ok(201);
+    let created = h
+        .post(
+            "/v1/keys",
+            json!({"name": "k", "user_id": "partner", "credits": {"remaining": 1}}),
+        )
+        .await
+        .ok(201);
+    let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
+    let before = h.get(&uri).await.ok(200);
+    let nine: Vec<Value> = (0..9)
+        .map(|i| json!({"name": format!("l{i}"), "limit": 1, "window_seconds": 1}))
+        .collect();
+    let bad = [
+        json!({"meta": {"a": "x".repeat(5000)}}),
+        json!({"meta": [1]}),
+        json!({"rate_limits": nine}),
+        json!({"rate_limits": [{"name": "a", "limit": 0, "window_seconds": 1}]}),
+        json!({"allowed_ips": ["10.0.0.0/33"]}),
+        json!({"allowed_ips": ["not an address"]}),
+        json!({"credits": {"remaining": -1}}),
+        json!({"credits": {"add": -5}}),
+        json!({"credits": {"remaining": 1, "add": 1}}),
+        json!({"name": "renamed", "credits": {"refill": {"amount": 1, "interval": "month", "day_of_month": 31}, "remaining": 1}}),
+    ];
+    for body in bad {
+        let answer = h.patch(&uri, body.clone()).await;
+        assert_eq!(answer.status, 400, "{body}: {}", answer.json());
+        assert_eq!(h.get(&uri).await.ok(200), before, "{body}");
+    }
+    let keys = h.get("/v1/keys?user_id=partner").await.ok(200)["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    for body in [
+        json!({"name": "k2", "user_id": "partner", "meta": "text"}),
+        json!({"name": "k2", "user_id": "partner", "credits": {"remaining": -3}}),
+        json!({"name": "k2", "user_id": "partner", "allowed_ips": ["300.0.0.1/8"]}),
+    ] {
+        let answer = h.post("/v1/keys", body.clone()).await;
+        assert_eq!(answer.status, 400, "{body}");
+    }
+    let after = h.get("/v1/keys?user_id=partner").await.ok(200)["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(after, keys);
+}
+
+#[tokio::test]
+async fn verify_answers_the_usage_codes_in_order_with_the_limits_state() {
+    let h = Harness::new();
+    let (_, service) = h.user_with_key("svc", &["latchkey:verify"]).await;
+    h.post(
+        "/v1/users",
+        json!({"name": "partner", "permissions": ["orders:read"]}),
+    )
+    .await
+    .ok(201);
+    let created = h
+        .post(
+            "/v1/keys",
+            json!({"name": "k", "user_id": "partner",
+                   "rate_limits": [{"name": "default", "limit": 2, "window_seconds": 60}],
+                   "credits": {"remaining": 5},
+                   "allowed_ips": ["10.0.0.0/8"]}),
+        )
+        .await
+        .ok(201);
+    let secret = created["secret"].as_str().unwrap();
+    let verify = |body: Value| {
+        let service = service.clone();
+        let h = &h;
+        async move {
+            h.send("POST", "/v1/verify", Some(&service), Some(body))
+                .await
+                .ok(200)
+        }
+    };
+    let answer = verify(json!({"key": secret})).await;
+    assert_eq!(answer["code"], "ip_not_allowed");
+    assert_eq!(answer["valid"], false);
+    // IP before permissions, permissions before limits.
+    let answer =
+        verify(json!({"key": secret, "client_ip": "192.0.2.1", "permissions": ["orders:write"]}))
+            .await;
+    assert_eq!(answer["code"], "ip_not_allowed");
+    let answer =
+        verify(json!({"key": secret, "client_ip": "10.0.0.1", "permissions": ["orders:write"]}))
+            .await;
+    assert_eq!(answer["code"], "insufficient_permission");
+    let answer = verify(json!({"key": secret, "client_ip": "10.0.0.1"})).await;
+    assert_eq!(answer["code"], "ok");
+    assert_eq!(
+        answer["limits"],
+        json!([{"name": "default", "limit": 2, "window_seconds": 60, "remaining": 1, "reset_seconds": 30},
+               {"name": "credits", "remaining": 4}])
+    );
+    verify(json!({"key": secret, "client_ip": "10.0.0.1"})).await;
+    let answer = verify(json!({"key": secret, "client_ip": "10.0.0.1"})).await;
+    assert_eq!(answer["code"], "rate_limited");
+    assert!(answer["retry_after"].as_u64().unwrap() >= 1);
+    assert_eq!(answer["limits"][0]["name"], "default");
+    // A disabled key over its limit: key_disabled.
+    let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
+    h.patch(&uri, json!({"enabled": false})).await.ok(200);
+    let answer = verify(json!({"key": secret, "client_ip": "10.0.0.1"})).await;
+    assert_eq!(answer["code"], "key_disabled");
+}

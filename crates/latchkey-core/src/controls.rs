@@ -1,0 +1,249 @@
+//! Usage control on a key: `meta`, `rate_limits`, `credits` and `allowed_ips` (PRODUCT.md,
+//! *Usage control*), as the API shows and takes them, and their checks.
+//!
+//! What enforces them at verification time is [`crate::meter`].
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::limits::{
+    MAX_ALLOWED_IPS, MAX_CREDITS, MAX_META_BYTES, MAX_RATE_LIMIT, MAX_RATE_LIMIT_NAME_BYTES,
+    MAX_RATE_LIMIT_WINDOW_SECONDS, MAX_RATE_LIMITS,
+};
+
+/// One named rate limit: at most `limit` requests per `window_seconds`.
+///
+/// Enforced with GCRA (the `governor` crate): a full window after the limit was reached,
+/// the whole limit is available again; in between, it comes back evenly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RateLimit {
+    /// 1 to 32 characters of `[A-Za-z0-9_.-]`, unique among the key's (or user's) limits.
+    pub name: String,
+    /// Requests per window, 1 to 1,000,000,000.
+    pub limit: u32,
+    /// The window, 1 second to 31 days.
+    pub window_seconds: u32,
+}
+
+/// How often credits are refilled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum RefillInterval {
+    /// Every day at 00:00 UTC.
+    Day,
+    /// Every month on `day_of_month` at 00:00 UTC.
+    Month,
+}
+
+/// A refill: the credits are set to `amount` at each interval's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Refill {
+    /// The credits after a refill.
+    pub amount: u64,
+    /// `day` or `month`.
+    pub interval: RefillInterval,
+    /// For `month`: the day the refill happens, 1 to 28 (default 1). (No
+    /// `skip_serializing_if` here or in [`Credits`]: both are stored with postcard.)
+    #[serde(default)]
+    pub day_of_month: Option<u8>,
+}
+
+/// A key's credits: each authenticated request costs 1 (or a route's cost); at 0 the key is
+/// refused with `usage_exceeded` until a refill or a PATCH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Credits {
+    /// What is left (at most 10^15).
+    pub remaining: u64,
+    /// An optional refill.
+    #[serde(default)]
+    pub refill: Option<Refill>,
+}
+
+/// A change to a key's credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditsPatch {
+    /// No credits any more: the key is not metered.
+    Clear,
+    /// Sets what is left; `refill: Some(None)` removes the refill, `None` keeps it.
+    Set {
+        /// What is left from now on.
+        remaining: u64,
+        /// `Some(None)` removes the refill.
+        refill: Option<Option<Refill>>,
+    },
+    /// Adds to what is left (after the consumption not yet persisted).
+    Add(u64),
+}
+
+/// The state of one rate limit or the credits after a verification, for `/v1/verify` and the
+/// `RateLimit` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitState {
+    /// The limit's name; `credits` for the credits.
+    pub name: String,
+    /// The limit (`null` for credits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The window (`null` for credits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<u32>,
+    /// What is left.
+    pub remaining: u64,
+    /// Seconds until the full limit is available again (for credits: until the next
+    /// refill, `null` without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_seconds: Option<u64>,
+}
+
+/// Checks `meta`: a JSON object of at most 4 KiB once serialized.
+pub fn check_meta(meta: &serde_json::Value) -> Result<(), StoreError> {
+    if !meta.is_object() {
+        return Err(StoreError::invalid("meta", "must be a JSON object"));
+    }
+    if serde_json::to_string(meta).map_or(usize::MAX, |s| s.len()) > MAX_META_BYTES {
+        return Err(StoreError::invalid(
+            "meta",
+            format!("at most {MAX_META_BYTES} bytes of JSON"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a list of rate limits: at most 8, each well-formed, names unique.
+pub fn check_rate_limits(limits: &[RateLimit]) -> Result<(), StoreError> {
+    let field = "rate_limits";
+    if limits.len() > MAX_RATE_LIMITS {
+        return Err(StoreError::invalid(
+            field,
+            format!("at most {MAX_RATE_LIMITS} limits"),
+        ));
+    }
+    for (i, limit) in limits.iter().enumerate() {
+        let name_ok = (1..=MAX_RATE_LIMIT_NAME_BYTES).contains(&limit.name.len())
+            && limit
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !name_ok {
+            return Err(StoreError::invalid(
+                field,
+                format!("a name is 1 to {MAX_RATE_LIMIT_NAME_BYTES} characters of [A-Za-z0-9_.-]"),
+            ));
+        }
+        if limits[..i].iter().any(|l| l.name == limit.name) {
+            return Err(StoreError::invalid(field, "names must be unique"));
+        }
+        if !(1..=MAX_RATE_LIMIT).contains(&limit.limit) {
+            return Err(StoreError::invalid(
+                field,
+                format!("a limit is 1 to {MAX_RATE_LIMIT}"),
+            ));
+        }
+        if !(1..=MAX_RATE_LIMIT_WINDOW_SECONDS).contains(&limit.window_seconds) {
+            return Err(StoreError::invalid(
+                field,
+                format!("a window is 1 to {MAX_RATE_LIMIT_WINDOW_SECONDS} seconds"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks credits: at most 10^15 remaining or refilled, a day of month from 1 to 28.
+pub fn check_credits(credits: &Credits) -> Result<(), StoreError> {
+    check_credit_amount(credits.remaining)?;
+    if let Some(refill) = &credits.refill {
+        check_refill(refill)?;
+    }
+    Ok(())
+}
+
+/// Checks a refill.
+pub fn check_refill(refill: &Refill) -> Result<(), StoreError> {
+    check_credit_amount(refill.amount)?;
+    match (refill.interval, refill.day_of_month) {
+        (_, None) => Ok(()),
+        (RefillInterval::Month, Some(1..=28)) => Ok(()),
+        (RefillInterval::Month, Some(_)) => {
+            Err(StoreError::invalid("credits", "day_of_month is 1 to 28"))
+        }
+        (RefillInterval::Day, Some(_)) => Err(StoreError::invalid(
+            "credits",
+            "day_of_month goes with a monthly refill only",
+        )),
+    }
+}
+
+/// Checks an amount of credits.
+pub fn check_credit_amount(amount: u64) -> Result<(), StoreError> {
+    if amount > MAX_CREDITS {
+        return Err(StoreError::invalid(
+            "credits",
+            format!("at most {MAX_CREDITS} credits"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an IP allowlist: at most 64 CIDRs.
+pub fn check_allowed_ips(ips: &[IpNet]) -> Result<(), StoreError> {
+    if ips.len() > MAX_ALLOWED_IPS {
+        return Err(StoreError::invalid(
+            "allowed_ips",
+            format!("at most {MAX_ALLOWED_IPS} CIDRs"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(name: &str, limit: u32, window_seconds: u32) -> RateLimit {
+        RateLimit {
+            name: name.into(),
+            limit,
+            window_seconds,
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_bounded() {
+        assert!(check_rate_limits(&[limit("default", 100, 60)]).is_ok());
+        let nine: Vec<_> = (0..9).map(|i| limit(&format!("l{i}"), 1, 1)).collect();
+        assert!(check_rate_limits(&nine).is_err());
+        assert!(check_rate_limits(&[limit("a", 1, 1), limit("a", 2, 2)]).is_err());
+        assert!(check_rate_limits(&[limit("", 1, 1)]).is_err());
+        assert!(check_rate_limits(&[limit("a b", 1, 1)]).is_err());
+        assert!(check_rate_limits(&[limit("a", 0, 1)]).is_err());
+        assert!(check_rate_limits(&[limit("a", 1, 0)]).is_err());
+    }
+
+    #[test]
+    fn meta_is_a_small_object() {
+        assert!(check_meta(&serde_json::json!({"plan": "pro"})).is_ok());
+        assert!(check_meta(&serde_json::json!([1])).is_err());
+        let big = "x".repeat(MAX_META_BYTES);
+        assert!(check_meta(&serde_json::json!({ "a": big })).is_err());
+    }
+
+    #[test]
+    fn refills_are_checked() {
+        let monthly = |day| Refill {
+            amount: 10,
+            interval: RefillInterval::Month,
+            day_of_month: Some(day),
+        };
+        assert!(check_refill(&monthly(1)).is_ok());
+        assert!(check_refill(&monthly(29)).is_err());
+        assert!(check_refill(&monthly(0)).is_err());
+        assert!(check_credit_amount(MAX_CREDITS + 1).is_err());
+    }
+}

@@ -1,0 +1,343 @@
+//! Enforcing a key's usage control at verification time, and [`admit`]: the one place that
+//! orders the checks that follow the key's statuses.
+//!
+//! PRODUCT.md's order is: well-formed → secret → key enabled → not revoked → not expired →
+//! user enabled → **IP → permissions → rate limits → credits**. The first part is the
+//! store's verification ([`crate::Store::verify_key`]); [`admit`] is the second, used by the
+//! embedded layer, `/v1/verify` and the remote verifier alike, so a disabled key over its
+//! limit answers `key_disabled` everywhere (a refused key never reaches [`admit`]).
+//!
+//! A key without usage control carries no [`Meter`]: its verification costs one `None`
+//! check more than before.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use ipnet::IpNet;
+use time::{Date, OffsetDateTime, Time};
+
+use crate::clock::Clock;
+use crate::controls::{LimitState, RateLimit, Refill, RefillInterval};
+use crate::permission::Permission;
+use crate::verify::{Principal, VerifyError};
+
+/// What a request asks of a key beyond its statuses.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    /// The client's address, when known (a key with `allowed_ips` is refused without one).
+    pub client_ip: Option<IpAddr>,
+    /// Permissions the key must all hold (`/v1/verify`'s `permissions`).
+    pub permissions: &'a [Permission],
+    /// What the request costs against the rate limits and the credits (default 1).
+    pub cost: u32,
+}
+
+impl Default for Admission<'_> {
+    fn default() -> Self {
+        Admission {
+            client_ip: None,
+            permissions: &[],
+            cost: 1,
+        }
+    }
+}
+
+/// Checks, in PRODUCT.md's order, what follows a key's statuses: IP → permission → rate
+/// limits → credits, consuming `cost` from the limits and credits only when all pass the
+/// checks before them.
+///
+/// Fails with `IpNotAllowed`, `InsufficientPermission`, `RateLimited` or `UsageExceeded`.
+pub fn admit(principal: &Principal, admission: &Admission<'_>) -> Result<(), VerifyError> {
+    admit_reporting(principal, admission, None)
+}
+
+/// [`admit`], pushing the state of each rate limit and of the credits after this request
+/// onto `report` (for `/v1/verify`'s answer).
+pub fn admit_reporting(
+    principal: &Principal,
+    admission: &Admission<'_>,
+    report: Option<&mut Vec<LimitState>>,
+) -> Result<(), VerifyError> {
+    if let Some(meter) = &principal.meter {
+        meter.check_ip(admission.client_ip)?;
+    }
+    if !admission.permissions.iter().all(|p| principal.allows(p)) {
+        return Err(VerifyError::InsufficientPermission);
+    }
+    match &principal.meter {
+        Some(meter) => meter.charge_reporting(admission.cost, report),
+        None => Ok(()),
+    }
+}
+
+/// A refusal by a rate limit: which limit, and when to try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimited {
+    /// The limit that refused.
+    pub limit: RateLimit,
+    /// Seconds until a request of the same cost would pass (at least 1).
+    pub retry_after_seconds: u64,
+}
+
+/// A key's usage control at run time: its allowlist, rate limiters and credits. Shared by
+/// every verification of the key; lives in the store's meters (not in the verify cache), so
+/// an evicted or invalidated cache entry does not reset a window.
+#[derive(Clone)]
+pub struct Meter(pub(crate) Arc<KeyMeter>);
+
+impl PartialEq for Meter {
+    fn eq(&self, other: &Meter) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Meter {}
+
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meter")
+            .field("allowed_ips", &self.0.allowed_ips.len())
+            .field("rate_limits", &self.0.limits.len())
+            .field("credits", &self.0.credits.is_some())
+            .finish()
+    }
+}
+
+impl Meter {
+    /// Refuses a client outside the key's `allowed_ips` (none known: refused too).
+    pub fn check_ip(&self, client: Option<IpAddr>) -> Result<(), VerifyError> {
+        let ips = &self.0.allowed_ips;
+        if ips.is_empty() {
+            return Ok(());
+        }
+        match client.map(|ip| ip.to_canonical()) {
+            Some(ip) if ips.iter().any(|net| net.contains(&ip)) => Ok(()),
+            _ => Err(VerifyError::IpNotAllowed),
+        }
+    }
+
+    /// Consumes `cost` from each rate limit, then from the credits. A limit that refuses
+    /// leaves the credits untouched; the limits checked before it have counted the request.
+    pub fn charge(&self, cost: u32) -> Result<(), VerifyError> {
+        self.charge_reporting(cost, None)
+    }
+
+    fn charge_reporting(
+        &self,
+        cost: u32,
+        mut report: Option<&mut Vec<LimitState>>,
+    ) -> Result<(), VerifyError> {
+        let meter = &*self.0;
+        for limit in meter.limits.iter() {
+            let remaining = limit.check(cost, &meter.clock)?;
+            if let Some(report) = report.as_deref_mut() {
+                report.push(limit.state(remaining));
+            }
+        }
+        let Some(credits) = &meter.credits else {
+            return Ok(());
+        };
+        let now = meter.clock.unix_nanos();
+        let remaining = credits.consume(u64::from(cost), now)?;
+        if let Some(report) = report {
+            let next = credits.next_refill.load(Ordering::Acquire);
+            report.push(LimitState {
+                name: "credits".into(),
+                limit: None,
+                window_seconds: None,
+                remaining,
+                reset_seconds: (next != i64::MAX).then(|| seconds_until(i128::from(next), now)),
+            });
+        }
+        Ok(())
+    }
+
+    /// The key's rate limits.
+    pub fn rate_limits(&self) -> impl Iterator<Item = &RateLimit> {
+        self.0.limits.iter().map(|l| &l.rule)
+    }
+}
+
+/// The store's clock as `governor` reads it: Unix nanoseconds.
+#[derive(Debug, Clone)]
+pub(crate) struct GovernorClock(pub(crate) Arc<dyn Clock>);
+
+impl governor::clock::Clock for GovernorClock {
+    type Instant = Nanos;
+    fn now(&self) -> Nanos {
+        Nanos::from(u64::try_from(self.0.unix_nanos().max(0)).unwrap_or(u64::MAX))
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, GovernorClock, StateInformationMiddleware>;
+
+/// One rate limit with its GCRA state.
+pub(crate) struct Limit {
+    pub(crate) rule: RateLimit,
+    limiter: Limiter,
+}
+
+impl Limit {
+    pub(crate) fn new(rule: RateLimit, clock: &Arc<dyn Clock>) -> Limit {
+        let limit = NonZeroU32::new(rule.limit).unwrap_or(NonZeroU32::MIN);
+        let window = Duration::from_secs(u64::from(rule.window_seconds.max(1)));
+        // `limit` requests per `window`: a burst of `limit`, one back every `window / limit`.
+        let quota = Quota::with_period(window / limit.get())
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(limit);
+        let limiter = RateLimiter::direct_with_clock(quota, GovernorClock(Arc::clone(clock)))
+            .with_middleware::<StateInformationMiddleware>();
+        Limit { rule, limiter }
+    }
+
+    /// Consumes `cost`; answers what is left of the limit.
+    fn check(&self, cost: u32, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
+        let refused = |retry: Duration| {
+            Err(VerifyError::RateLimited(Box::new(RateLimited {
+                limit: self.rule.clone(),
+                retry_after_seconds: (retry.as_secs() + u64::from(retry.subsec_nanos() > 0)).max(1),
+            })))
+        };
+        if cost == 0 {
+            return Ok(self.rule.limit);
+        }
+        let outcome = match NonZeroU32::new(cost) {
+            Some(n) if n.get() > 1 => match self.limiter.check_n(n) {
+                Ok(outcome) => outcome,
+                // More than the whole limit: never passes.
+                Err(_) => return refused(Duration::from_secs(self.rule.window_seconds.into())),
+            },
+            _ => self.limiter.check(),
+        };
+        match outcome {
+            Ok(snapshot) => Ok(snapshot.remaining_burst_capacity()),
+            Err(not_until) => {
+                let now = governor::clock::Clock::now(&GovernorClock(Arc::clone(clock)));
+                refused(not_until.wait_time_from(now))
+            }
+        }
+    }
+
+    /// The limit's state with `remaining` left: the full limit is back once what was used
+    /// has been replenished.
+    fn state(&self, remaining: u32) -> LimitState {
+        let used = u64::from(self.rule.limit.saturating_sub(remaining));
+        let window = u64::from(self.rule.window_seconds);
+        LimitState {
+            name: self.rule.name.clone(),
+            limit: Some(self.rule.limit),
+            window_seconds: Some(self.rule.window_seconds),
+            remaining: u64::from(remaining),
+            reset_seconds: Some((used * window).div_ceil(u64::from(self.rule.limit.max(1)))),
+        }
+    }
+}
+
+/// Credits at run time: what is left and when the next refill is due, both atomic.
+pub(crate) struct CreditMeter {
+    pub(crate) remaining: AtomicU64,
+    /// Unix nanoseconds of the next refill; `i64::MAX` for none.
+    pub(crate) next_refill: AtomicI64,
+    pub(crate) refill: Option<Refill>,
+    /// Something changed since the last flush.
+    pub(crate) dirty: AtomicBool,
+    refilling: Mutex<()>,
+}
+
+impl CreditMeter {
+    pub(crate) fn new(remaining: u64, refill: Option<Refill>, next_refill: Option<i128>) -> Self {
+        let next = next_refill.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        CreditMeter {
+            remaining: AtomicU64::new(remaining),
+            next_refill: AtomicI64::new(if refill.is_some() { next } else { i64::MAX }),
+            refill,
+            dirty: AtomicBool::new(false),
+            refilling: Mutex::new(()),
+        }
+    }
+
+    /// Takes `cost`; answers what is left.
+    fn consume(&self, cost: u64, now: i128) -> Result<u64, VerifyError> {
+        self.refill_if_due(now);
+        let taken = self
+            .remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(cost)
+            });
+        match taken {
+            Ok(before) => {
+                self.dirty.store(true, Ordering::Relaxed);
+                Ok(before - cost)
+            }
+            Err(_) => Err(VerifyError::UsageExceeded),
+        }
+    }
+
+    /// Sets the credits to the refill's amount when its time has come.
+    pub(crate) fn refill_if_due(&self, now: i128) {
+        if now < i128::from(self.next_refill.load(Ordering::Acquire)) {
+            return;
+        }
+        let Some(refill) = self.refill else { return };
+        let _one = self.refilling.lock().unwrap_or_else(|e| e.into_inner());
+        if now < i128::from(self.next_refill.load(Ordering::Acquire)) {
+            return;
+        }
+        self.remaining.store(refill.amount, Ordering::Release);
+        let next = next_refill_after(&refill, now);
+        self.next_refill
+            .store(i64::try_from(next).unwrap_or(i64::MAX), Ordering::Release);
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A key's usage control at run time.
+pub(crate) struct KeyMeter {
+    /// The version of the stored controls this was built from.
+    pub(crate) version: u64,
+    pub(crate) allowed_ips: Box<[IpNet]>,
+    pub(crate) limits: Box<[Limit]>,
+    pub(crate) credits: Option<CreditMeter>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// The next refill strictly after `now` (Unix nanoseconds), at 00:00 UTC.
+pub(crate) fn next_refill_after(refill: &Refill, now: i128) -> i128 {
+    let now = OffsetDateTime::from_unix_timestamp_nanos(now).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let today = now.date();
+    let next: Option<Date> = match refill.interval {
+        RefillInterval::Day => today.next_day(),
+        RefillInterval::Month => {
+            let day = refill.day_of_month.unwrap_or(1).clamp(1, 28);
+            let this_month = today.replace_day(day).ok();
+            match this_month.filter(|d| *d > today) {
+                Some(d) => Some(d),
+                None => {
+                    let (year, month) = match today.month() {
+                        time::Month::December => (today.year() + 1, time::Month::January),
+                        m => (today.year(), m.next()),
+                    };
+                    Date::from_calendar_date(year, month, day).ok()
+                }
+            }
+        }
+    };
+    next.map_or(i128::MAX, |d| {
+        d.with_time(Time::MIDNIGHT)
+            .assume_utc()
+            .unix_timestamp_nanos()
+    })
+}
+
+/// Whole seconds from `now` to `at`, rounded up.
+fn seconds_until(at: i128, now: i128) -> u64 {
+    let nanos = u128::try_from(at - now).unwrap_or(0);
+    u64::try_from(nanos.div_ceil(1_000_000_000)).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,197 @@
+//! Credits are durable like usage counts: consumption counted in memory is persisted by the
+//! usage flush, and no PATCH or refill ever adds back consumption not yet persisted.
+
+use std::sync::Arc;
+
+use latchkey_core::{
+    Actor, Admission, Credits, CreditsPatch, KeyPatch, ManualClock, NewKey, NewUser, Refill,
+    RefillInterval, Store, StoreConfig, admit,
+};
+use time::{Duration, macros::datetime};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            clock: Arc::new(ManualClock::new(datetime!(2026-03-10 12:00 UTC))),
+        }
+    }
+
+    fn config(&self) -> StoreConfig {
+        StoreConfig::default()
+            .clock(self.clock.clone())
+            .usage_flush_interval(None)
+    }
+
+    fn create(&self) -> Store {
+        Store::create(self.dir.path(), "lk", self.config()).unwrap()
+    }
+
+    fn reopen(&self, store: Store) -> Store {
+        drop(store);
+        Store::open(self.dir.path(), self.config()).unwrap()
+    }
+}
+
+fn key_with_credits(store: &Store, credits: Credits) -> (uuid::Uuid, String) {
+    let admin = Actor::system();
+    let user = store
+        .create_user(
+            &admin,
+            NewUser {
+                name: "partner".into(),
+                ..NewUser::default()
+            },
+        )
+        .unwrap();
+    let created = store
+        .create_key(
+            &admin,
+            NewKey {
+                name: "metered".into(),
+                user_id: user.id,
+                credits: Some(credits),
+                ..NewKey::default()
+            },
+        )
+        .unwrap();
+    (created.key.id, created.secret.expose().to_owned())
+}
+
+/// One request: verified and admitted at cost 1; its code.
+fn request(store: &Store, text: &str) -> &'static str {
+    let principal = store.verify(text).unwrap();
+    match admit(&principal, &Admission::default()) {
+        Ok(()) => "ok",
+        Err(e) => e.code(),
+    }
+}
+
+fn remaining(store: &Store, id: uuid::Uuid) -> u64 {
+    store.key(id).unwrap().credits.unwrap().remaining
+}
+
+#[test]
+fn consumption_is_persisted_by_the_flush_and_survives_a_reopen() {
+    let fx = Fixture::new();
+    let store = fx.create();
+    let (id, text) = key_with_credits(
+        &store,
+        Credits {
+            remaining: 10,
+            refill: None,
+        },
+    );
+    for _ in 0..3 {
+        assert_eq!(request(&store, &text), "ok");
+    }
+    assert_eq!(remaining(&store, id), 7);
+    store.flush().unwrap();
+    let store = fx.reopen(store);
+    assert_eq!(remaining(&store, id), 7);
+    for _ in 0..7 {
+        assert_eq!(request(&store, &text), "ok");
+    }
+    assert_eq!(request(&store, &text), "usage_exceeded");
+    let store = fx.reopen(store);
+    assert_eq!(request(&store, &text), "usage_exceeded");
+}
+
+#[test]
+fn a_patch_never_adds_back_consumption_not_yet_persisted() {
+    let fx = Fixture::new();
+    let store = fx.create();
+    let admin = Actor::system();
+    let (id, text) = key_with_credits(
+        &store,
+        Credits {
+            remaining: 10,
+            refill: None,
+        },
+    );
+    for _ in 0..3 {
+        assert_eq!(request(&store, &text), "ok");
+    }
+    // Three consumed in memory only; adding 5 gives 12, not 15.
+    let add = KeyPatch {
+        credits: Some(CreditsPatch::Add(5)),
+        ..KeyPatch::default()
+    };
+    assert_eq!(
+        store
+            .update_key(&admin, id, add)
+            .unwrap()
+            .credits
+            .unwrap()
+            .remaining,
+        12
+    );
+    assert_eq!(request(&store, &text), "ok");
+    // A flush after the PATCH writes what the new meter counted, never the old balance.
+    store.flush().unwrap();
+    let store = fx.reopen(store);
+    assert_eq!(remaining(&store, id), 11);
+    // Setting is setting: consumption before it is not taken from the new balance.
+    assert_eq!(request(&store, &text), "ok");
+    let set = KeyPatch {
+        credits: Some(CreditsPatch::Set {
+            remaining: 4,
+            refill: None,
+        }),
+        ..KeyPatch::default()
+    };
+    store.update_key(&admin, id, set).unwrap();
+    store.flush().unwrap();
+    let store = fx.reopen(store);
+    assert_eq!(remaining(&store, id), 4);
+    // Changing anything else keeps what was consumed since the last flush.
+    assert_eq!(request(&store, &text), "ok");
+    let limits = KeyPatch {
+        meta: Some(Some(serde_json::json!({"plan": "pro"}))),
+        ..KeyPatch::default()
+    };
+    store.update_key(&admin, id, limits).unwrap();
+    assert_eq!(remaining(&store, id), 3);
+    assert_eq!(request(&store, &text), "ok");
+    let store = fx.reopen(store);
+    assert_eq!(remaining(&store, id), 2);
+}
+
+#[test]
+fn a_monthly_refill_happens_on_its_day_once() {
+    let fx = Fixture::new();
+    let store = fx.create();
+    let (id, text) = key_with_credits(
+        &store,
+        Credits {
+            remaining: 1,
+            refill: Some(Refill {
+                amount: 2,
+                interval: RefillInterval::Month,
+                day_of_month: Some(15),
+            }),
+        },
+    );
+    assert_eq!(request(&store, &text), "ok");
+    assert_eq!(request(&store, &text), "usage_exceeded");
+    // The 14th: not yet.
+    fx.clock.set(datetime!(2026-03-14 23:59 UTC));
+    assert_eq!(request(&store, &text), "usage_exceeded");
+    fx.clock.set(datetime!(2026-03-15 00:00 UTC));
+    assert_eq!(request(&store, &text), "ok");
+    store.flush().unwrap();
+    // Persisted with its schedule: a reopen does not refill again this month.
+    let store = fx.reopen(store);
+    assert_eq!(remaining(&store, id), 1);
+    fx.clock.advance(Duration::days(20));
+    assert_eq!(request(&store, &text), "ok");
+    assert_eq!(request(&store, &text), "usage_exceeded");
+    fx.clock.set(datetime!(2026-04-15 00:00:01 UTC));
+    assert_eq!(request(&store, &text), "ok");
+    assert_eq!(remaining(&store, id), 1);
+}

@@ -1,0 +1,231 @@
+//! Usage control in the layer: the client's address (the peer's, or the one a trusted proxy
+//! forwarded), [`admit`](latchkey_core::admit) after authentication, and the 403/429
+//! answers with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit` headers
+//! (draft-ietf-httpapi-ratelimit-headers-10: `"name";q=<limit>;w=<window>` and
+//! `"name";r=<remaining>;t=<seconds>`).
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http::{HeaderName, HeaderValue, Request, StatusCode};
+use latchkey_core::meter::RateLimited;
+use latchkey_core::{Admission, Principal, VerifyError};
+
+use crate::rejection::Rejection;
+
+pub use ipnet::IpNet;
+
+/// `RateLimit-Policy`.
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Checks the principal's usage control for this request (IP, rate limits, credits at
+/// `cost`), in core's one order. A principal without any passes at the cost of one check.
+#[inline]
+pub(crate) fn admit<B>(
+    principal: &Principal,
+    request: &Request<B>,
+    trusted: &[IpNet],
+    cost: u32,
+) -> Result<(), Rejection> {
+    if principal.meter.is_none() {
+        return Ok(());
+    }
+    let admission = Admission {
+        client_ip: client_ip(request, trusted),
+        permissions: &[],
+        cost,
+    };
+    latchkey_core::admit(principal, &admission).map_err(|e| rejection(&e))
+}
+
+/// The answer to a usage refusal: 403 `ip_not_allowed`, 429 `rate_limited` (with
+/// `Retry-After` and the rate-limit headers) or 429 `usage_exceeded`.
+pub(crate) fn rejection(error: &VerifyError) -> Rejection {
+    match error {
+        VerifyError::IpNotAllowed => Rejection::from_parts(
+            StatusCode::FORBIDDEN,
+            "ip_not_allowed",
+            Bytes::from_static(IP_NOT_ALLOWED.as_bytes()),
+            Vec::new(),
+        ),
+        VerifyError::UsageExceeded => Rejection::from_parts(
+            StatusCode::TOO_MANY_REQUESTS,
+            "usage_exceeded",
+            Bytes::from_static(USAGE_EXCEEDED.as_bytes()),
+            Vec::new(),
+        ),
+        VerifyError::RateLimited(limited) => rate_limited(limited),
+        VerifyError::InsufficientPermission => Rejection::insufficient_permission_unnamed(),
+        _ => Rejection::missing_key(),
+    }
+}
+
+/// 403 `ip_not_allowed`'s body.
+const IP_NOT_ALLOWED: &str = "{\"type\":\"urn:latchkey:problem:ip_not_allowed\",\
+\"title\":\"Address not allowed\",\"status\":403,\"code\":\"ip_not_allowed\",\
+\"detail\":\"This key may not be used from this address.\"}";
+
+/// 429 `usage_exceeded`'s body.
+const USAGE_EXCEEDED: &str = "{\"type\":\"urn:latchkey:problem:usage_exceeded\",\
+\"title\":\"Usage exceeded\",\"status\":429,\"code\":\"usage_exceeded\",\
+\"detail\":\"This key has no credits left.\"}";
+
+fn rate_limited(limited: &RateLimited) -> Rejection {
+    let limit = &limited.limit;
+    let retry = limited.retry_after_seconds;
+    // Names are `[A-Za-z0-9_.-]`: nothing to escape in a header or in JSON.
+    let name = &limit.name;
+    let body = format!(
+        "{{\"type\":\"urn:latchkey:problem:rate_limited\",\"title\":\"Rate limit reached\",\
+         \"status\":429,\"code\":\"rate_limited\",\
+         \"detail\":\"The rate limit `{name}` of this key is reached; retry in {retry} s.\",\
+         \"limit\":\"{name}\",\"retry_after\":{retry}}}"
+    );
+    let value = |text: String| HeaderValue::try_from(text).expect("header-safe by construction");
+    let headers = vec![
+        (RETRY_AFTER, HeaderValue::from(retry)),
+        (
+            RATELIMIT_POLICY,
+            value(format!(
+                "\"{name}\";q={};w={}",
+                limit.limit, limit.window_seconds
+            )),
+        ),
+        (RATELIMIT, value(format!("\"{name}\";r=0;t={retry}"))),
+    ];
+    Rejection::from_parts(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        Bytes::from(body),
+        headers,
+    )
+}
+
+/// The client's address: the peer's (axum's `ConnectInfo<SocketAddr>`, or a `SocketAddr`
+/// in the request's extensions); when the peer is a trusted proxy, the nearest address in
+/// `Forwarded` (or else `X-Forwarded-For`) that is not one. `None` when unknown or when a
+/// trusted proxy forwarded something that is not an address.
+pub(crate) fn client_ip<B>(request: &Request<B>, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer(request)?.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let hops = forwarded_hops(request)?;
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let hop = (*hop)?.to_canonical();
+        client = hop;
+        if !is_trusted(&hop) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(info) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(info.0.ip());
+    }
+    request.extensions().get::<SocketAddr>().map(|a| a.ip())
+}
+
+/// The addresses proxies forwarded, first to last (`Forwarded`'s `for=`, else
+/// `X-Forwarded-For`); `None` in place of one that is not an address. Empty without either.
+fn forwarded_hops<B>(request: &Request<B>) -> Option<Vec<Option<IpAddr>>> {
+    let headers = request.headers();
+    let mut hops = Vec::new();
+    let forwarded = headers.get_all(http::header::FORWARDED);
+    if forwarded.iter().next().is_some() {
+        for line in forwarded {
+            let line = line.to_str().ok()?;
+            for element in line.split(',') {
+                let value = element.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
+                });
+                hops.push(value.and_then(parse_node));
+            }
+        }
+        return Some(hops);
+    }
+    for line in headers.get_all("x-forwarded-for") {
+        let line = line.to_str().ok()?;
+        hops.extend(line.split(',').map(|hop| parse_node(hop.trim())));
+    }
+    Some(hops)
+}
+
+/// An address as `Forwarded` or `X-Forwarded-For` write it: `1.2.3.4`, `1.2.3.4:80`,
+/// `"[2001:db8::1]:4711"`, `2001:db8::1`.
+fn parse_node(text: &str) -> Option<IpAddr> {
+    let text = text.trim_matches('"');
+    if let Ok(ip) = text.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    text.strip_prefix('[')
+        .and_then(|t| t.split_once(']'))
+        .and_then(|(ip, _)| ip.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder();
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let mut request = builder.body(()).unwrap();
+        request
+            .extensions_mut()
+            .insert(SocketAddr::new(peer.parse().unwrap(), 4000));
+        request
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let r = request("203.0.113.9", &[("x-forwarded-for", "10.0.0.1")]);
+        assert_eq!(client_ip(&r, &[]), Some("203.0.113.9".parse().unwrap()));
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(
+            client_ip(&r, &trusted),
+            Some("203.0.113.9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_s_forwarded_address_is_the_client() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let r = request(
+            "10.0.0.2",
+            &[("x-forwarded-for", "198.51.100.7, 192.0.2.1, 10.0.0.5")],
+        );
+        assert_eq!(client_ip(&r, &trusted), Some("192.0.2.1".parse().unwrap()));
+        let r = request(
+            "10.0.0.2",
+            &[("forwarded", "for=198.51.100.7, for=\"[2001:db8::1]:4711\"")],
+        );
+        assert_eq!(
+            client_ip(&r, &trusted),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        let r = request("10.0.0.2", &[("x-forwarded-for", "not-an-ip")]);
+        assert_eq!(client_ip(&r, &trusted), None);
+    }
+}

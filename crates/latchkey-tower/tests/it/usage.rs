@@ -1,0 +1,409 @@
+//! Usage control through a real axum app: rate limits, credits, IP allowlists, meta, and
+//! the order of the checks.
+
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use axum::routing;
+use axum::{Json, Router};
+use latchkey_tower::latchkey_core::{
+    Actor, Credits, CreditsPatch, KeyPatch, NewKey, RateLimit, Refill, RefillInterval,
+};
+use latchkey_tower::{IpNet, Principal, RequirePermission};
+use serde_json::{Value, json};
+use time::Duration;
+
+use crate::support::*;
+
+fn limit(name: &str, limit: u32, window_seconds: u32) -> RateLimit {
+    RateLimit {
+        name: name.into(),
+        limit,
+        window_seconds,
+    }
+}
+
+fn from(ip: &str, mut request: axum::extract::Request) -> axum::extract::Request {
+    let addr = SocketAddr::new(ip.parse().unwrap(), 40000);
+    request.extensions_mut().insert(ConnectInfo(addr));
+    request
+}
+
+#[track_caller]
+fn assert_rate_limited(reply: &Reply, name: &str, limit: u32, window: u32) -> u64 {
+    reply.assert_refused(429, None, "rate_limited");
+    let retry: u64 = reply.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=u64::from(window)).contains(&retry), "retry {retry}");
+    assert_eq!(
+        reply.headers["ratelimit-policy"],
+        format!("\"{name}\";q={limit};w={window}")
+    );
+    assert_eq!(
+        reply.headers["ratelimit"],
+        format!("\"{name}\";r=0;t={retry}")
+    );
+    retry
+}
+
+#[tokio::test]
+async fn a_rate_limit_refuses_with_headers_until_the_window_rolls_over() {
+    let fx = Fixture::new();
+    let user = fx.user("partner", &["orders:read"]);
+    let key = fx.key_with(NewKey {
+        rate_limits: vec![limit("default", 3, 60)],
+        ..new_key(&user, latchkey_tower::Env::Live)
+    });
+    let app = app(fx.layer());
+    let text = key.secret.expose();
+    for _ in 0..3 {
+        send(&app, get_with("/whoami", text)).await.assert_ok();
+    }
+    let retry = assert_rate_limited(
+        &send(&app, get_with("/whoami", text)).await,
+        "default",
+        3,
+        60,
+    );
+    assert!(retry > 1);
+    // A refused request counts nothing: still refused a second later.
+    fx.clock.advance(Duration::seconds(1));
+    assert_rate_limited(
+        &send(&app, get_with("/whoami", text)).await,
+        "default",
+        3,
+        60,
+    );
+    // A whole window later, the whole limit is back.
+    fx.clock.advance(Duration::seconds(60));
+    for _ in 0..3 {
+        send(&app, get_with("/whoami", text)).await.assert_ok();
+    }
+    assert_rate_limited(
+        &send(&app, get_with("/whoami", text)).await,
+        "default",
+        3,
+        60,
+    );
+}
+
+#[tokio::test]
+async fn every_named_limit_applies_and_a_patch_changes_them() {
+    let fx = Fixture::new();
+    let user = fx.user("partner", &[]);
+    let key = fx.key_with(NewKey {
+        rate_limits: vec![limit("burst", 2, 1), limit("hourly", 3, 3600)],
+        ..new_key(&user, latchkey_tower::Env::Live)
+    });
+    let app = app(fx.layer());
+    let text = key.secret.expose();
+    send(&app, get_with("/whoami", text)).await.assert_ok();
+    send(&app, get_with("/whoami", text)).await.assert_ok();
+    assert_rate_limited(&send(&app, get_with("/whoami", text)).await, "burst", 2, 1);
+    fx.clock.advance(Duration::seconds(2));
+    send(&app, get_with("/whoami", text)).await.assert_ok();
+    assert_rate_limited(
+        &send(&app, get_with("/whoami", text)).await,
+        "hourly",
+        3,
+        3600,
+    );
+    // Lifting the limits takes effect on the next request.
+    let patch = KeyPatch {
+        rate_limits: Some(Vec::new()),
+        ..KeyPatch::default()
+    };
+    let updated = fx
+        .store
+        .update_key(&Actor::system(), key.key.id, patch)
+        .unwrap();
+    assert!(updated.rate_limits.is_empty());
+    send(&app, get_with("/whoami", text)).await.assert_ok();
+}
+
+#[tokio::test]
+async fn credits_run_out_refill_on_the_clock_and_a_patch_adds() {
+    let fx = Fixture::new();
+    let user = fx.user("partner", &["orders:read"]);
+    let key = fx.key_with(NewKey {
+        credits: Some(Credits {
+            remaining: 2,
+            refill: Some(Refill {
+                amount: 3,
+                interval: RefillInterval::Day,
+                day_of_month: None,
+            }),
+        }),
+        ..new_key(&user, latchkey_tower::Env::Live)
+    });
+    let app = app(fx.layer());
+    let text = key.secret.expose();
+    send(&app, get_with("/whoami", text)).await.assert_ok();
+    send(&app, get_with("/whoami", text)).await.assert_ok();
+    send(&app, get_with("/whoami", text))
+        .await
+        .assert_refused(429, None, "usage_exceeded");
+    assert_eq!(
+        fx.store.key(key.key.id).unwrap().credits.unwrap().remaining,
+        0
+    );
+    // PATCH {"credits": {"add": 1}}.
+    let add = KeyPatch {
+        credits: Some(CreditsPatch::Add(1)),
+        ..KeyPatch::default()
+    };
+    let updated = fx
+        .store
+        .update_key(&Actor::system(), key.key.id, add)
+        .unwrap();
+    assert_eq!(updated.credits.unwrap().remaining, 1);
+    send(&app, get_with("/whoami", text)).await.assert_ok();
+    send(&app, get_with("/whoami", text))
+        .await
+        .assert_refused(429, None, "usage_exceeded");
+    // The next day at 00:00 UTC, the refill sets them to its amount.
+    fx.clock.advance(Duration::days(1));
+    for _ in 0..3 {
+        send(&app, get_with("/whoami", text)).await.assert_ok();
+    }
+    send(&app, get_with("/whoami", text))
+        .await
+        .assert_refused(429, None, "usage_exceeded");
+    // PATCH {"credits": {"remaining": 5}} sets.
+    let set = KeyPatch {
+        credits: Some(CreditsPatch::Set {
+            remaining: 5,
+            refill: None,
+        }),
+        ..KeyPatch::default()
+    };
+    let updated = fx
+        .store
+        .update_key(&Actor::system(), key.key.id, set)
+        .unwrap();
+    assert_eq!(updated.credits.unwrap().remaining, 5);
+    assert!(
+        updated.credits.unwrap().refill.is_some(),
+        "the refill is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_route_sets_its_own_cost() {
+    let fx = Fixture::new();
+    let user = fx.user("partner", &["orders:read"]);
+    let key = fx.key_with(NewKey {
+        credits: Some(Credits {
+            remaining: 6,
+            refill: None,
+        }),
+        ..new_key(&user, latchkey_tower::Env::Live)
+    });
+    let app = Router::new()
+        .route(
+            "/report",
+            routing::get(|| async { "report" })
+                .route_layer(RequirePermission::layer("orders:read").cost(5)),
+        )
+        .layer(fx.layer());
+    let text = key.secret.expose();
+    let ok = send(&app, get_with("/report", text)).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        fx.store.key(key.key.id).unwrap().credits.unwrap().remaining,
+        1
+    );
+    send(&app, get_with("/report", text))
+        .await
+        .assert_refused(429, None, "usage_exceeded");
+}
+
+#[tokio::test]
+async fn an_allowlist_checks_the_peer_and_forwarded_addresses_only_from_trusted_proxies() {
+    let fx = Fixture::new();
+    let user = fx.user("partner", &[]);
+    let key = fx.key_with(NewKey {
+        allowed_ips: vec![
+            "10.1.0.0/16".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
+        ..new_key(&user, latchkey_tower::Env::Live)
+    });
+    let text = key.secret.expose();
+    let plain = app(fx.layer());
+    send(&plain, from("10.1.2.3", get_with("/whoami", text)))
+        .await
+        .assert_ok();
+    send(&plain, from("2001:db8::7", get_with("/whoami", text)))
+        .await
+        .assert_ok();
+    send(&plain, from("192.0.2.1", get_with("/whoami", text)))
+        .await
+        .assert_refused(403, None, "ip_not_allowed");
+    // No peer address known: refused.
+    send(&plain, get_with("/whoami", text))
+        .await
+        .assert_refused(403, None, "ip_not_allowed");
+    // A spoofed X-Forwarded-For from an untrusted peer is ignored.
+    let mut spoofed = from("192.0.2.1", get_with("/whoami", text));
+    spoofed
+        .headers_mut()
+        .insert("x-forwarded-for", "10.1.2.3".parse().unwrap());
+    send(&plain, spoofed)
+        .await
+        .assert_refused(403, None, "ip_not_allowed");
+    // The same from a trusted proxy is honoured.
+    let proxy: IpNet = "192.0.2.0/24".parse().unwrap();
+    let behind = app(fx.layer().trust_proxies([proxy]));
+    let mut forwarded = from("192.0.2.1", get_with("/whoami", text));
+    forwarded
+        .headers_mut()
+        .insert("x-forwarded-for", "10.1.2.3".parse().unwrap());
+    send(&behind, forwarded).await.assert_ok();
+    let mut outside = from("192.0.2.1", get_with("/whoami", text));
+    outside
+        .headers_mut()
+        .insert("forwarded", "for=198.51.100.4".parse().unwrap());
+    send(&behind, outside)
+        .await
+        .assert_refused(403, None, "ip_not_allowed");
+}
+
+#[tokio::test]
+async fn meta_reaches_the_handler() {
+    let fx = Fixture::new();
+    let user = fx.user("partner", &[]);
+    let key = fx.key_with(NewKey {
+        meta: Some(json!({"plan": "pro", "seats": 5})),
+        ..new_key(&user, latchkey_tower::Env::Live)
+    });
+    let app = Router::new()
+        .route(
+            "/plan",
+            routing::get(|principal: Principal| async move {
+                Json(principal.meta.clone().unwrap_or(Value::Null))
+            }),
+        )
+        .layer(fx.layer());
+    let reply = send(&app, get_with("/plan", key.secret.expose())).await;
+    assert_eq!(reply.assert_ok(), json!({"plan": "pro", "seats": 5}));
+    // Cleared by PATCH null.
+    let patch = KeyPatch {
+        meta: Some(None),
+        ..KeyPatch::default()
+    };
+    fx.store
+        .update_key(&Actor::system(), key.key.id, patch)
+        .unwrap();
+    let reply = send(&app, get_with("/plan", key.secret.expose())).await;
+    assert_eq!(reply.assert_ok(), Value::Null);
+}
+
+#[tokio::test]
+async fn a_disabled_key_over_its_limit_answers_key_disabled() {
+    let fx = Fixture::new();
+    let user = fx.user("partner", &[]);
+    let key = fx.key_with(NewKey {
+        rate_limits: vec![limit("default", 1, 60)],
+        credits: Some(Credits {
+            remaining: 1,
+            refill: None,
+        }),
+        allowed_ips: vec!["10.0.0.0/8".parse().unwrap()],
+        ..new_key(&user, latchkey_tower::Env::Live)
+    });
+    let app = app(fx.layer());
+    let text = key.secret.expose();
+    send(&app, from("10.0.0.1", get_with("/whoami", text)))
+        .await
+        .assert_ok();
+    assert_rate_limited(
+        &send(&app, from("10.0.0.1", get_with("/whoami", text))).await,
+        "default",
+        1,
+        60,
+    );
+    // The IP comes before the rate limits.
+    send(&app, from("192.0.2.1", get_with("/whoami", text)))
+        .await
+        .assert_refused(403, None, "ip_not_allowed");
+    let disable = KeyPatch {
+        enabled: Some(false),
+        ..KeyPatch::default()
+    };
+    fx.store
+        .update_key(&Actor::system(), key.key.id, disable)
+        .unwrap();
+    send(&app, from("10.0.0.1", get_with("/whoami", text)))
+        .await
+        .assert_invalid("key_disabled");
+    send(&app, from("192.0.2.1", get_with("/whoami", text)))
+        .await
+        .assert_invalid("key_disabled");
+}
+
+#[tokio::test]
+async fn bad_usage_control_is_refused_and_changes_nothing() {
+    let fx = Fixture::new();
+    let user = fx.user("partner", &[]);
+    let admin = Actor::system();
+    let key = fx.key(&user);
+    let before = fx.store.key(key.key.id).unwrap();
+    let big = json!({ "a": "x".repeat(5000) });
+    let nine: Vec<_> = (0..9).map(|i| limit(&format!("l{i}"), 1, 1)).collect();
+    let patches = [
+        KeyPatch {
+            meta: Some(Some(big.clone())),
+            ..KeyPatch::default()
+        },
+        KeyPatch {
+            meta: Some(Some(json!([1, 2]))),
+            ..KeyPatch::default()
+        },
+        KeyPatch {
+            rate_limits: Some(nine.clone()),
+            ..KeyPatch::default()
+        },
+        KeyPatch {
+            credits: Some(CreditsPatch::Add(1)),
+            ..KeyPatch::default()
+        },
+        KeyPatch {
+            name: Some("renamed".into()),
+            rate_limits: Some(vec![limit("a", 0, 1)]),
+            ..KeyPatch::default()
+        },
+    ];
+    for patch in patches {
+        let err = fx.store.update_key(&admin, key.key.id, patch).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                latchkey_tower::latchkey_core::StoreError::Invalid { .. }
+            ),
+            "{err:?}"
+        );
+    }
+    assert_eq!(fx.store.key(key.key.id).unwrap(), before);
+    let count = |fx: &Fixture| {
+        fx.store
+            .list_keys(&Default::default())
+            .map(|p| p.items.len())
+            .unwrap()
+    };
+    let keys = count(&fx);
+    let bad = NewKey {
+        rate_limits: nine,
+        ..new_key(&user, latchkey_tower::Env::Live)
+    };
+    assert!(fx.store.create_key(&admin, bad).is_err());
+    let bad = NewKey {
+        meta: Some(big),
+        ..new_key(&user, latchkey_tower::Env::Live)
+    };
+    assert!(fx.store.create_key(&admin, bad).is_err());
+    assert_eq!(count(&fx), keys);
+}

@@ -1,0 +1,130 @@
+//! The usage control flags of `keys add` and `keys update` as JSON members of the request
+//! (`meta`, `rate_limits`, `credits`, `allowed_ips`), and their lines in `keys show`.
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use super::Body;
+use crate::cli::UsageFlags;
+use crate::duration::parse_duration;
+
+/// Adds the flags given to a create or update body. `credits` sets what is left (with the
+/// refill, when given); the server checks every bound.
+pub(crate) fn add_to(body: Body, flags: UsageFlags) -> anyhow::Result<Body> {
+    let meta = flags
+        .meta
+        .as_deref()
+        .map(|text| serde_json::from_str::<Value>(text).context("--meta: not JSON"))
+        .transpose()?;
+    let limits = flags
+        .rate_limits
+        .iter()
+        .map(|text| rate_limit(text))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let refill = flags.refill.as_deref().map(refill).transpose()?;
+    let credits = flags.credits.map(|remaining| match refill {
+        Some(refill) => json!({"remaining": remaining, "refill": refill}),
+        None => json!({"remaining": remaining}),
+    });
+    let ips = (!flags.allow_ips.is_empty()).then(|| {
+        flags
+            .allow_ips
+            .iter()
+            .map(|ip| Value::from(ip.trim()))
+            .collect::<Vec<_>>()
+    });
+    Ok(body
+        .opt("meta", meta)
+        .opt("rate_limits", (!limits.is_empty()).then_some(limits))
+        .opt("credits", credits)
+        .opt("allowed_ips", ips))
+}
+
+/// `100/60s[,name]`.
+fn rate_limit(text: &str) -> anyhow::Result<Value> {
+    let bad = || format!("--rate-limit {text:?}: expected LIMIT/WINDOW[,NAME], such as 100/60s");
+    let (spec, name) = text.split_once(',').unwrap_or((text, "default"));
+    let (limit, window) = spec.split_once('/').with_context(bad)?;
+    let limit: u32 = limit.trim().parse().ok().with_context(bad)?;
+    let window = parse_duration(window)
+        .map_err(anyhow::Error::msg)
+        .with_context(bad)?;
+    Ok(json!({"name": name.trim(), "limit": limit, "window_seconds": window.as_secs()}))
+}
+
+/// `N/day` or `N/month`.
+fn refill(text: &str) -> anyhow::Result<Value> {
+    let bad = || format!("--refill {text:?}: expected N/day or N/month");
+    let (amount, interval) = text.split_once('/').with_context(bad)?;
+    let amount: u64 = amount.trim().parse().ok().with_context(bad)?;
+    let interval = interval.trim();
+    anyhow::ensure!(matches!(interval, "day" | "month"), bad());
+    Ok(json!({"amount": amount, "interval": interval}))
+}
+
+/// The lines `keys show` prints for a key's usage control (none for a key without any).
+pub(crate) fn lines(key: &Value) -> Vec<(&'static str, String)> {
+    let mut lines = Vec::new();
+    if !key["meta"].is_null() {
+        lines.push(("meta", key["meta"].to_string()));
+    }
+    if let Some(limits) = key["rate_limits"].as_array().filter(|l| !l.is_empty()) {
+        let text = limits
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}/{}s {}",
+                    l["limit"],
+                    l["window_seconds"],
+                    text(&l["name"])
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        lines.push(("rate_limits", text));
+    }
+    if let Some(credits) = key["credits"].as_object() {
+        let mut shown = credits["remaining"].to_string();
+        if let Some(refill) = credits.get("refill").filter(|r| !r.is_null()) {
+            shown.push_str(&format!(
+                " (refill {}/{})",
+                refill["amount"],
+                text(&refill["interval"])
+            ));
+        }
+        lines.push(("credits", shown));
+    }
+    if let Some(ips) = key["allowed_ips"].as_array().filter(|l| !l.is_empty()) {
+        let text = ips.iter().map(text).collect::<Vec<_>>().join(", ");
+        lines.push(("allowed_ips", text));
+    }
+    lines
+}
+
+fn text(value: &Value) -> String {
+    crate::output::text(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_and_refills_parse() {
+        assert_eq!(
+            rate_limit("100/60s").unwrap(),
+            json!({"name": "default", "limit": 100, "window_seconds": 60})
+        );
+        assert_eq!(
+            rate_limit("1000/1h,hourly").unwrap(),
+            json!({"name": "hourly", "limit": 1000, "window_seconds": 3600})
+        );
+        assert!(rate_limit("100").is_err());
+        assert!(rate_limit("x/60s").is_err());
+        assert_eq!(
+            refill("500/month").unwrap(),
+            json!({"amount": 500, "interval": "month"})
+        );
+        assert!(refill("500/week").is_err());
+    }
+}

@@ -1,0 +1,73 @@
+//! Usage control through the real daemon and the CLI: the flags round-trip, and the daemon's
+//! own API (behind the same layer) refuses with 429 and 403 as PRODUCT.md says.
+
+use crate::harness::Fixture;
+
+#[test]
+fn cli_flags_round_trip_and_the_daemon_enforces_them() {
+    let fx = Fixture::new();
+    fx.user("partner", "latchkey:keys:read");
+    let (created, secret) = fx.key(
+        "partner",
+        "metered",
+        &[
+            "--meta",
+            r#"{"plan":"pro"}"#,
+            "--rate-limit",
+            "2/60s",
+            "--rate-limit",
+            "100/1h,hourly",
+            "--credits",
+            "3",
+            "--refill",
+            "3/month",
+            "--allow-ip",
+            "127.0.0.0/8,::1/128",
+        ],
+    );
+    assert_eq!(created["meta"]["plan"], "pro");
+    assert_eq!(created["rate_limits"][0]["limit"], 2);
+    assert_eq!(created["rate_limits"][0]["window_seconds"], 60);
+    assert_eq!(created["rate_limits"][1]["name"], "hourly");
+    assert_eq!(created["credits"]["remaining"], 3);
+    assert_eq!(created["credits"]["refill"]["interval"], "month");
+    assert_eq!(created["allowed_ips"][1], "::1/128");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let shown = fx.cli(&["keys", "show", &id]).ok();
+    assert!(shown.stdout.contains("rate_limits"), "{shown:#?}");
+    assert!(shown.stdout.contains("3 (refill 3/month)"), "{shown:#?}");
+
+    let call = || fx.daemon.http("GET", "/v1/keys", Some(&secret), None);
+    assert_eq!(call().status, 200);
+    assert_eq!(call().status, 200);
+    let limited = call();
+    limited.problem(429, "rate_limited");
+    assert_eq!(limited.headers["ratelimit-policy"], "\"default\";q=2;w=60");
+    assert!(limited.headers.contains_key("retry-after"));
+    assert!(limited.headers.contains_key("ratelimit"));
+
+    // Lift the short limit: one credit left, then none.
+    fx.json(&["keys", "update", &id, "--rate-limit", "100/60s"]);
+    assert_eq!(call().status, 200);
+    call().problem(429, "usage_exceeded");
+    let added = fx.json(&["keys", "update", &id, "--add-credits", "2"]);
+    assert_eq!(added["credits"]["remaining"], 2);
+    assert_eq!(call().status, 200);
+
+    // An allowlist elsewhere refuses 127.0.0.1.
+    fx.json(&["keys", "update", &id, "--allow-ip", "10.0.0.0/8"]);
+    call().problem(403, "ip_not_allowed");
+    let cleared = fx.json(&["keys", "update", &id, "--clear-usage-control"]);
+    assert!(cleared["meta"].is_null() && cleared["credits"].is_null());
+    assert_eq!(call().status, 200);
+
+    // Bad flags: a clear error and nothing changed.
+    let before = fx.json(&["keys", "show", &id]);
+    fx.cli(&["keys", "update", &id, "--meta", "{not json"])
+        .fails(1, "--meta");
+    fx.cli(&["keys", "update", &id, "--rate-limit", "100"])
+        .fails(1, "--rate-limit");
+    fx.cli(&["keys", "update", &id, "--allow-ip", "10.0.0.0/40"])
+        .fails(1, "allowed_ips");
+    assert_eq!(fx.json(&["keys", "show", &id]), before);
+}
