@@ -2,7 +2,7 @@
 # The layer's HTTP benchmark: one axum route served four ways,
 #   none              no authentication
 #   bearer            tower-http's ValidateRequestHeaderLayer::bearer (one static token)
-#   latchkey          ApiKeyLayer on a store of 100,000 keys, a valid key
+#   latchkey          ApiKeyAuthLayer on a store of 100,000 keys, a valid key
 #   latchkey-invalid  the same server, a well-formed key with a wrong secret
 # measured two ways:
 #   1. requests per second with wrk over loopback, the variants interleaved over ROUNDS

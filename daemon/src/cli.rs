@@ -260,6 +260,15 @@ pub struct GroupUpdate {
     /// A new name
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub permissions: PermissionChanges,
+}
+
+/// The permission flags of `groups update` and `users update` (a user's are its direct
+/// permissions).
+#[derive(Debug, Args)]
+pub struct PermissionChanges {
     /// Replace the permissions (comma-separated; an empty value removes them all)
     #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
     pub permissions: Option<Vec<String>>,
@@ -369,15 +378,9 @@ pub struct UserUpdate {
     /// Remove groups (names or ids, comma-separated)
     #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
     pub remove_groups: Vec<String>,
-    /// Replace the direct permissions (comma-separated; an empty value removes them all)
-    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
-    pub permissions: Option<Vec<String>>,
-    /// Add direct permissions (comma-separated)
-    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
-    pub add_permissions: Vec<String>,
-    /// Remove direct permissions (comma-separated, exact text)
-    #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
-    pub remove_permissions: Vec<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub permissions: PermissionChanges,
     /// Set the tenant
     #[arg(long, value_name = "ID", conflicts_with = "clear_tenant_id")]
     pub tenant_id: Option<String>,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use ::http::Method;
 use anyhow::Context;
+use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -53,14 +54,16 @@ impl<T: Transport> Client<T> {
         self.call(Method::GET, path, None).await
     }
 
-    /// `POST path` with a JSON body.
-    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(Method::POST, path, Some(body)).await
+    /// `POST path` with a JSON body: one of the API's request types (`latchkey_admin::api`).
+    pub async fn post(&self, path: &str, body: impl Serialize) -> anyhow::Result<Value> {
+        self.call(Method::POST, path, Some(serde_json::to_value(body)?))
+            .await
     }
 
-    /// `PATCH path` with a JSON body.
-    pub async fn patch(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(Method::PATCH, path, Some(body)).await
+    /// `PATCH path` with a JSON body: one of the API's request types (`latchkey_admin::api`).
+    pub async fn patch(&self, path: &str, body: impl Serialize) -> anyhow::Result<Value> {
+        self.call(Method::PATCH, path, Some(serde_json::to_value(body)?))
+            .await
     }
 
     /// `DELETE path`.
@@ -133,29 +136,29 @@ pub fn items(list: &Value) -> &[Value] {
     }
 }
 
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes one path segment (everything but RFC 3986's unreserved characters).
 pub fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }
 
-/// Builds a query string from the pairs whose value is set.
+/// Builds a query string (`application/x-www-form-urlencoded`, as the API parses it) from
+/// the pairs whose value is set.
 pub fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
+    let set: Vec<(&str, &str)> = pairs
         .iter()
-        .filter_map(|(name, value)| Some(format!("{name}={}", segment(value.as_deref()?))))
+        .filter_map(|(name, value)| Some((*name, value.as_deref()?)))
         .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
+    match serde_urlencoded::to_string(&set) {
+        Ok(query) if !query.is_empty() => format!("?{query}"),
+        // Pairs of strings always serialize; nothing set gives no query.
+        _ => String::new(),
     }
 }
 
@@ -175,7 +178,7 @@ mod tests {
                 ("n", None),
                 ("sort", Some("-name".into()))
             ]),
-            "?q=x%20y&sort=-name"
+            "?q=x+y&sort=-name"
         );
     }
 

@@ -1,7 +1,11 @@
 //! Durations as people type them: `30s`, `90m`, `24h`, `7d`, `1h30m`, `0`.
 //!
-//! A dozen lines do what the CLI needs, so no crate for it: a sequence of whole numbers, each
-//! followed by a unit (`s`, `m`, `h`, `d`, `w`); a bare `0` means no time at all.
+//! [`humantime`] parses them: a sequence of whole numbers, each followed by a unit, spaces
+//! allowed between (`1h 30m`). The units: `s`/`sec`/`secs`, `m`/`min`/`mins`, `h`/`hr`/`hrs`,
+//! `d`/`day`/`days`, `w`/`week`/`weeks` (and humantime's longer spellings, and `M`
+//! months of 30.44 days, `y` years of 365.25 days); a bare `0` means no time at all. A
+//! decimal is read as humantime reads it (`1.5h` is 90 minutes), but a fraction of a second
+//! (`500ms`, `1.5s`) is refused: every duration here is whole seconds.
 
 use std::time::Duration;
 
@@ -16,40 +20,14 @@ use std::time::Duration;
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    let bad = || format!("invalid duration {text:?}: expected e.g. 30s, 90m, 24h, 7d or 1h30m");
     if text == "0" {
         return Ok(Duration::ZERO);
     }
-    let bad = || format!("invalid duration {text:?}: expected e.g. 30s, 90m, 24h, 7d or 1h30m");
-    if text.is_empty() {
-        return Err(bad());
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.subsec_nanos() == 0 => Ok(duration),
+        _ => Err(bad()),
     }
-    let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let unit_len = rest[digits..]
-            .bytes()
-            .take_while(u8::is_ascii_alphabetic)
-            .count();
-        if digits == 0 || unit_len == 0 {
-            return Err(bad());
-        }
-        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        let seconds = match &rest[digits..digits + unit_len] {
-            "s" | "sec" | "secs" => 1,
-            "m" | "min" | "mins" => 60,
-            "h" | "hr" | "hrs" => 3600,
-            "d" | "day" | "days" => 86_400,
-            "w" | "week" | "weeks" => 604_800,
-            _ => return Err(bad()),
-        };
-        total = number
-            .checked_mul(seconds)
-            .and_then(|s| total.checked_add(s))
-            .ok_or_else(bad)?;
-        rest = &rest[digits + unit_len..];
-    }
-    Ok(Duration::from_secs(total))
 }
 
 #[cfg(test)]
@@ -81,8 +59,12 @@ mod tests {
         check("24", None);
         check("24x", None);
         check("-1h", None);
-        check("1.5h", None);
+        check("1.5h", Some(5400));
+        check("1.5s", None);
         check("99999999999999999999w", None);
         check("999999999999999w", None);
+        check("1h 30m", Some(5400));
+        check("2days", Some(172_800));
+        check("500ms", None);
     }
 }

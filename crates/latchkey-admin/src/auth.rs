@@ -1,4 +1,4 @@
-//! Authentication in front of `/v1`: latchkey-tower's `ApiKeyLayer`, over the router's
+//! Authentication in front of `/v1`: latchkey-tower's `ApiKeyAuthLayer`, over the router's
 //! store through a verifier that feeds the metrics.
 //!
 //! The layer reads `Authorization: Bearer <key>` (scheme case-insensitive), answers 401
@@ -12,7 +12,7 @@
 use std::future::{Ready, ready};
 
 use latchkey_core::{ApiKey, Principal, VerifyError};
-use latchkey_tower::{ApiKeyLayer, Verifier};
+use latchkey_tower::{ApiKeyAuthLayer, Verifier};
 
 use crate::state::AppState;
 
@@ -20,8 +20,8 @@ use crate::state::AppState;
 pub(crate) const REALM: &str = "latchkey";
 
 /// The layer that authenticates every `/v1` request.
-pub(crate) fn layer(state: AppState) -> ApiKeyLayer<MeteredStore> {
-    ApiKeyLayer::new(MeteredStore(state)).realm(REALM)
+pub(crate) fn layer(state: AppState) -> ApiKeyAuthLayer<MeteredStore> {
+    ApiKeyAuthLayer::new(MeteredStore(state)).realm(latchkey_tower::Realm::from_static(REALM))
 }
 
 /// The router's store as a [`Verifier`], counting and timing each verification for

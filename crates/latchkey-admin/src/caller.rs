@@ -14,13 +14,15 @@ use std::marker::PhantomData;
 use axum::extract::FromRequestParts;
 use http::StatusCode;
 use http::request::Parts;
-use latchkey_core::{Actor, Principal};
+use latchkey_core::Actor;
+use latchkey_tower::Principal;
 
 use crate::error::AppError;
 
 /// The permission a route requires, as a type, so each handler's signature states it.
 pub(crate) trait Required {
-    /// The permission string of PRODUCT.md.
+    /// The permission the route requires, e.g. `latchkey:keys:write` (the crate docs list
+    /// each route's).
     const PERMISSION: &'static str;
 }
 

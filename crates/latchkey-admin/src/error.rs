@@ -33,10 +33,10 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
-/// The stable code of an error response, put in the response's extensions so that the
-/// metrics middleware can count responses by outcome without reading bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ProblemCode(pub(crate) &'static str);
+/// The stable code of an error response, put in the response's extensions (as the
+/// authentication layer's rejections do) so that the metrics middleware counts responses by
+/// outcome without reading bodies.
+pub(crate) use latchkey_tower::ProblemCode;
 
 /// Why a request failed; becomes a problem+json response.
 ///

@@ -20,9 +20,9 @@ use crate::error::AppError;
 /// JSON, or a body that is not a JSON object, with 400 `invalid_json`; an unknown, missing
 /// or ill-typed member with 400 `invalid_field` and `field` naming it.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Body<T>(pub(crate) T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
-impl<S, T> FromRequest<S> for Body<T>
+impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
     T: DeserializeOwned,
@@ -47,7 +47,7 @@ where
                 "the body must be a JSON object",
             ));
         }
-        parse_json(&bytes).map(Body)
+        parse_json(&bytes).map(JsonBody)
     }
 }
 

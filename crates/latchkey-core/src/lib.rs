@@ -14,6 +14,8 @@
 //! - [`verify`]: [`Principal`], [`VerifyError`] and the verify cache.
 //! - [`audit`]: the hash-chained audit trail, which is also the change feed.
 //! - [`clock`]: an injectable clock.
+//! - [`wire`]: the JSON records the daemon and its clients both speak (usage reports,
+//!   the verify answer, the event stream's `ready`/`heartbeat` data).
 //!
 //! # Example
 //!
@@ -48,6 +50,7 @@ pub mod model;
 pub mod permission;
 mod store;
 pub mod verify;
+pub mod wire;
 
 pub use actor::Actor;
 pub use audit::{Action, AuditEvent, ChainBreak};

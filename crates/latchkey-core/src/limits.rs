@@ -51,6 +51,20 @@ pub const MAX_USAGE_ITEMS: usize = 500;
 /// hosts), in seconds; it is then taken as now. Further ahead is refused.
 pub const MAX_USAGE_CLOCK_SKEW_SECONDS: i64 = 60;
 
+/// [`check_permissions`] over a change's `permissions`, `add_permissions` and
+/// `remove_permissions`, each error naming its member.
+pub fn check_permission_edit(
+    replace: Option<&PermissionSet>,
+    add: &PermissionSet,
+    remove: &PermissionSet,
+) -> Result<(), StoreError> {
+    if let Some(replace) = replace {
+        check_permissions("permissions", replace)?;
+    }
+    check_permissions("add_permissions", add)?;
+    check_permissions("remove_permissions", remove)
+}
+
 /// Fails with `Invalid { field }` when `set` holds more than [`MAX_PERMISSIONS`]
 /// permissions or one longer than [`MAX_PERMISSION_BYTES`].
 pub fn check_permissions(field: &'static str, set: &PermissionSet) -> Result<(), StoreError> {

@@ -201,6 +201,21 @@ impl PermissionSet {
         self.normalize();
     }
 
+    /// Applies a change's three permission members in order: `replace` (when given), then
+    /// `add`, then `remove` (exact text, not coverage).
+    pub fn edit(
+        &mut self,
+        replace: Option<&PermissionSet>,
+        add: &PermissionSet,
+        remove: &PermissionSet,
+    ) {
+        if let Some(replace) = replace {
+            self.clone_from(replace);
+        }
+        self.extend(add);
+        self.remove_all(remove);
+    }
+
     /// Removes every permission equal to one in `other` (exact text, not coverage).
     pub fn remove_all(&mut self, other: &PermissionSet) {
         self.0.retain(|p| !other.0.contains(p));

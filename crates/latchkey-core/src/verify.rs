@@ -121,7 +121,8 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    /// The stable code of PRODUCT.md: `invalid_key`, `key_disabled`, `key_revoked`,
+    /// The stable code of the refusal, as the HTTP layers answer it in problem+json
+    /// bodies and clients match on it: `invalid_key`, `key_disabled`, `key_revoked`,
     /// `key_expired`, `user_disabled` or `keystore_unavailable`.
     pub fn code(&self) -> &'static str {
         match self {

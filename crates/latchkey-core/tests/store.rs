@@ -794,8 +794,8 @@ fn opening_fails_clearly_and_changes_nothing() {
 
 #[test]
 fn no_verification_that_starts_after_a_revoke_returns_succeeds() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Instant;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
@@ -822,37 +822,50 @@ fn no_verification_that_starts_after_a_revoke_returns_succeeds() {
             )
             .unwrap();
         let text = key.secret.expose().to_owned();
+        // Set (Release) once `revoke_key` has returned: a worker that reads it set (Acquire)
+        // before a verification starts knows that verification started after the return.
+        let revoked = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
+        let after = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..2)
             .map(|_| {
-                let (store, text, done) = (store.clone(), text.clone(), done.clone());
+                let (store, text) = (store.clone(), text.clone());
+                let (revoked, done, after) = (revoked.clone(), done.clone(), after.clone());
                 std::thread::spawn(move || {
-                    let mut outcomes = Vec::new();
-                    // Bounded: at most 200,000 verifications per worker and round.
-                    for _ in 0..200_000 {
-                        if done.load(Ordering::Acquire) {
-                            break;
+                    // Bounded: 10 s per worker and round at most.
+                    let until = Instant::now() + Duration::from_secs(10);
+                    while !done.load(Ordering::Acquire) && Instant::now() < until {
+                        let started_after = revoked.load(Ordering::Acquire);
+                        let outcome = store.verify(&text);
+                        if started_after {
+                            assert_eq!(
+                                outcome.unwrap_err(),
+                                VerifyError::Revoked,
+                                "round {round}: a verification started after the revoke returned"
+                            );
+                            after.fetch_add(1, Ordering::AcqRel);
                         }
-                        let started = Instant::now();
-                        outcomes.push((started, store.verify(&text).is_ok()));
                     }
-                    outcomes
                 })
             })
             .collect();
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(2));
         store.revoke_key(&admin, key.key.id).unwrap();
-        let returned = Instant::now();
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        revoked.store(true, Ordering::Release);
+        // Refused here too, and by the workers: wait (bounded) until they verified after it.
+        assert_eq!(store.verify(&text).unwrap_err(), VerifyError::Revoked);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while after.load(Ordering::Acquire) < 2 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         done.store(true, Ordering::Release);
         for worker in workers {
-            for (started, ok) in worker.join().unwrap() {
-                assert!(
-                    !(ok && started > returned),
-                    "round {round}: a verification started after the revoke returned succeeded"
-                );
-            }
+            worker.join().unwrap();
         }
+        assert!(
+            after.load(Ordering::Acquire) >= 2,
+            "round {round}: no verification started after the revoke returned"
+        );
     }
 }
 

@@ -29,7 +29,7 @@ use tower::{Layer, Service};
 // The peer's types are deprecated upstream (see `static_bearer`).
 use latchkey_tower::latchkey_core::key::checksum;
 use latchkey_tower::latchkey_core::{Actor, NewKey, NewUser};
-use latchkey_tower::{ApiKey, ApiKeyLayer, Env, PermissionSet, Store, StoreConfig};
+use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Env, PermissionSet, Store, StoreConfig};
 #[allow(deprecated)]
 use tower_http::auth::require_authorization::Bearer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
@@ -81,10 +81,10 @@ fn serve(variant: &str, dir: &Path, addr: &str, layering: &str) -> Result<(), Er
         ("bearer", _, "route") => run(addr, routes.layer(static_bearer(valid.trim())))?,
         ("bearer", _, "service") => run(addr, static_bearer(valid.trim()).layer(routes))?,
         ("latchkey", Some(store), "route") => {
-            run(addr, routes.layer(ApiKeyLayer::new(store.clone())))?
+            run(addr, routes.layer(ApiKeyAuthLayer::new(store.clone())))?
         }
         ("latchkey", Some(store), "service") => {
-            run(addr, ApiKeyLayer::new(store.clone()).layer(routes))?
+            run(addr, ApiKeyAuthLayer::new(store.clone()).layer(routes))?
         }
         (other, _, layering) => {
             return Err(format!("unknown variant {other:?} or layering {layering:?}").into());

@@ -13,9 +13,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Rejection> {
         parts
             .extensions
-            .get::<latchkey_core::Principal>()
+            .get::<Principal>()
             .cloned()
-            .map(Principal)
             .ok_or_else(Rejection::missing_key)
     }
 }
@@ -27,11 +26,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Principal {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<latchkey_core::Principal>()
-            .cloned()
-            .map(Principal))
+        Ok(parts.extensions.get::<Principal>().cloned())
     }
 }
 

@@ -1,14 +1,14 @@
 //! API keys done right for Tower and axum.
 //!
-//! [`ApiKeyLayer`] authenticates every request by API key against a [`Verifier`] (a
-//! [`Store`] on disk, or a remote one), puts the caller's [`latchkey_core::Principal`] in the
+//! [`ApiKeyAuthLayer`] authenticates every request by API key against a [`Verifier`] (a
+//! [`Store`] on disk, or a remote one), puts the caller's [`Principal`] in the
 //! request extensions, and answers everything else with the right status, challenge and
 //! `application/problem+json` body. [`RequirePermission`] guards a route with one
 //! permission; [`Principal`] is the axum extractor (feature `axum`, on by default).
 //!
 //! # Layout
 //!
-//! - [`auth`]: [`ApiKeyLayer`], the service [`ApiKeyAuth`] and its response future; where a
+//! - [`auth`]: [`ApiKeyAuthLayer`], the service [`ApiKeyAuth`] and its response future; where a
 //!   key is read from (`auth/credentials.rs`) and what is traced (`auth/trace.rs`).
 //! - [`require`]: [`RequirePermissionLayer`] and the service [`RequirePermission`].
 //! - `verifier.rs`: the [`Verifier`] trait, for a [`Store`] and for closures.
@@ -22,7 +22,7 @@
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
-//! use latchkey_tower::{ApiKeyLayer, Principal, RequirePermission, Store, StoreConfig};
+//! use latchkey_tower::{ApiKeyAuthLayer, Principal, Realm, RequirePermission, Store, StoreConfig};
 //!
 //! async fn list_orders(principal: Principal) -> String {
 //!     format!("orders of {}", principal.user_name)
@@ -33,7 +33,7 @@
 //! let app: Router = Router::new()
 //!     .route("/orders", get(list_orders))
 //!     .route_layer(RequirePermission::layer("orders:read"))
-//!     .layer(ApiKeyLayer::new(store).realm("orders"));
+//!     .layer(ApiKeyAuthLayer::new(store).realm(Realm::from_static("orders")));
 //! # let _ = app;
 //! # Ok(())
 //! # }
@@ -63,9 +63,9 @@ mod extract;
 #[cfg(feature = "remote")]
 pub mod remote;
 
-pub use auth::{ApiKeyAuth, ApiKeyLayer};
+pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, Realm};
 pub use principal::Principal;
-pub use rejection::Rejection;
+pub use rejection::{ProblemCode, Rejection};
 pub use require::{RequirePermission, RequirePermissionLayer};
 pub use verifier::Verifier;
 

@@ -6,15 +6,14 @@ use latchkey_core::Permission;
 
 use crate::rejection::Rejection;
 
-/// The caller a request authenticated as: the axum extractor (feature `axum`) over the
-/// [`latchkey_core::Principal`] that [`ApiKeyLayer`](crate::ApiKeyLayer) puts in the request
-/// extensions.
+/// The caller a request authenticated as: what [`ApiKeyAuthLayer`](crate::ApiKeyAuthLayer) puts in
+/// the request extensions, and the axum extractor (feature `axum`) that takes it out.
 ///
-/// It dereferences to the core principal, and through it to
-/// [`PrincipalInfo`](crate::PrincipalInfo): `principal.user_name`, `principal.has("…")`.
-/// Without axum, read the core type from the extensions:
-/// `request.extensions().get::<latchkey_core::Principal>()` (this wrapper is never stored
-/// there).
+/// It is the one principal type to name: `Principal` as an extractor,
+/// `Extension<Principal>`, and `request.extensions().get::<Principal>()` (plain tower) all
+/// find the same value. It wraps the [`latchkey_core::Principal`] a [`Verifier`](crate::Verifier)
+/// returns and dereferences to it, and through it to [`PrincipalInfo`](crate::PrincipalInfo):
+/// `principal.user_name`, `principal.has("…")`.
 ///
 /// # Example
 ///

@@ -1,7 +1,8 @@
 //! [`Rejection`]: a refused request as the response it becomes.
 //!
 //! Every body the layer sends is a `&'static str` built at compile time by [`problem!`], so
-//! a rejection costs no formatting and no allocation beyond the response itself. Only the
+//! a rejection costs no formatting and no allocation beyond the response itself (and its
+//! [`ProblemCode`] extension). Only the
 //! 403 names a permission; [`RequirePermissionLayer`](crate::RequirePermissionLayer) builds
 //! that body once, when it is configured.
 
@@ -9,6 +10,8 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use latchkey_core::{Permission, VerifyError};
+
+use crate::auth::Realm;
 
 /// The URI prefix of every problem `type`: `urn:latchkey:problem:<code>`.
 pub(crate) const PROBLEM_TYPE_PREFIX: &str = "urn:latchkey:problem:";
@@ -39,10 +42,12 @@ pub(crate) enum Reason {
     Missing,
     /// An `Authorization` header with another scheme, and no key elsewhere.
     OtherScheme,
-    /// Several `Authorization` (or extra key) headers, or the same query parameter twice.
-    Several,
-    /// A key in more than one place (RFC 6750 §2: one method per request).
-    Ambiguous,
+    /// One place sent twice: several `Authorization` (or extra key) headers, or the same
+    /// query parameter more than once.
+    Repeated,
+    /// A key in more than one place, e.g. a header and the query (RFC 6750 §2: one method
+    /// per request).
+    SeveralPlaces,
     /// Longer than any key can be.
     TooLong,
     /// Bytes that are not UTF-8.
@@ -81,12 +86,13 @@ impl Reason {
         }
     }
 
-    /// The stable code of PRODUCT.md.
+    /// The stable `code` of the problem+json body (the crate docs' *Responses* table): a
+    /// client may match on it; it never changes for a given refusal.
     pub(crate) fn code(self) -> &'static str {
         match self {
             Reason::Missing | Reason::OtherScheme => "missing_key",
-            Reason::Several
-            | Reason::Ambiguous
+            Reason::Repeated
+            | Reason::SeveralPlaces
             | Reason::TooLong
             | Reason::NotUtf8
             | Reason::Malformed
@@ -114,13 +120,13 @@ impl Reason {
                 "API key required",
                 "The Authorization header must use the Bearer scheme: `Authorization: Bearer <key>`."
             ),
-            Reason::Several => problem!(
+            Reason::Repeated => problem!(
                 401,
                 "invalid_key",
                 "Invalid API key",
                 "The key was sent more than once; send it once."
             ),
-            Reason::Ambiguous => problem!(
+            Reason::SeveralPlaces => problem!(
                 401,
                 "invalid_key",
                 "Invalid API key",
@@ -217,21 +223,14 @@ pub(crate) struct Challenges {
 }
 
 impl Challenges {
-    /// # Panics
-    ///
-    /// When the realm holds a `"`, a `\` or a character that is not visible ASCII or a space.
-    pub(crate) fn new(realm: &str) -> Challenges {
-        assert!(
-            realm
-                .bytes()
-                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\'),
-            "a realm is visible ASCII or spaces, without `\"` or `\\`: {realm:?}"
-        );
+    /// The challenges naming `realm`.
+    pub(crate) fn new(realm: &Realm) -> Challenges {
+        let realm = realm.as_str();
         let missing = format!("Bearer realm=\"{realm}\"");
         let invalid = format!("Bearer realm=\"{realm}\", error=\"invalid_token\"");
         Challenges {
-            missing: HeaderValue::try_from(missing).expect("checked above"),
-            invalid: HeaderValue::try_from(invalid).expect("checked above"),
+            missing: HeaderValue::try_from(missing).expect("a realm is valid header text"),
+            invalid: HeaderValue::try_from(invalid).expect("a realm is valid header text"),
         }
     }
 
@@ -345,6 +344,13 @@ impl Rejection {
         if let Some(challenge) = self.challenge {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
+        response.extensions_mut().insert(ProblemCode(self.code));
         response
     }
 }
+
+/// The stable `code` of a problem+json response, in the response's extensions, so that
+/// middleware (metrics, logs) can read the outcome without parsing the body. Every
+/// [`Rejection`] carries one; latchkey-admin's errors do too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProblemCode(pub &'static str);

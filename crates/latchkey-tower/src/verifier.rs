@@ -7,7 +7,7 @@ use latchkey_core::{ApiKey, Principal, Store, VerifyError};
 
 /// Turns a presented, well-formed key into the [`Principal`] it authenticates as.
 ///
-/// [`ApiKeyLayer`](crate::ApiKeyLayer) parses the key first (a malformed key never reaches
+/// [`ApiKeyAuthLayer`](crate::ApiKeyAuthLayer) parses the key first (a malformed key never reaches
 /// a verifier), then calls `verify` and polls the returned future once, in place. A future
 /// that is ready at once (a [`Store`]'s) completes the whole authentication inside
 /// `Service::call`: no allocation, no clone of the inner service. A future that is not
@@ -31,10 +31,10 @@ use latchkey_core::{ApiKey, Principal, Store, VerifyError};
 /// # Example
 ///
 /// ```
-/// use latchkey_tower::{ApiKey, ApiKeyLayer, VerifyError};
+/// use latchkey_tower::{ApiKey, ApiKeyAuthLayer, VerifyError};
 ///
 /// // A closure is a verifier. Its future may not borrow the key: clone what it needs.
-/// let layer = ApiKeyLayer::new(|key: &ApiKey| {
+/// let layer = ApiKeyAuthLayer::new(|key: &ApiKey| {
 ///     let prefix = key.display_prefix().to_owned();
 ///     async move {
 ///         tracing::debug!(%prefix, "refusing");

@@ -45,9 +45,7 @@ pub(super) async fn run<T: Transport>(
         GroupsCommand::Update(args) => {
             let body = Body::default()
                 .opt("name", args.name)
-                .opt("permissions", args.permissions.map(cleaned))
-                .list("add_permissions", cleaned(args.add_permissions))
-                .list("remove_permissions", cleaned(args.remove_permissions));
+                .permissions(args.permissions);
             anyhow::ensure!(
                 !body.is_empty(),
                 "nothing to change: name a field to update"

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
+use latchkey_admin::api::{RotateKey, UpdateKey};
 use latchkey_core::ApiKey;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -41,11 +42,11 @@ pub(super) async fn run<T: Transport>(
             print_key(api, out, &key).await;
         }
         KeysCommand::Disable { key } => {
-            let key = api.patch(&path(&key), json!({"enabled": false})).await?;
+            let key = api.patch(&path(&key), enabled(false)).await?;
             print_key(api, out, &key).await;
         }
         KeysCommand::Enable { key } => {
-            let key = api.patch(&path(&key), json!({"enabled": true})).await?;
+            let key = api.patch(&path(&key), enabled(true)).await?;
             print_key(api, out, &key).await;
         }
         KeysCommand::Revoke { key } => {
@@ -67,7 +68,9 @@ pub(super) async fn run<T: Transport>(
             let created = api
                 .post(
                     &format!("{}/rotate", path(&key)),
-                    json!({"grace_seconds": grace.as_secs()}),
+                    RotateKey {
+                        grace_seconds: grace.as_secs(),
+                    },
                 )
                 .await?;
             print_created(api, out, &created).await;
@@ -134,6 +137,14 @@ async fn list<T: Transport>(api: &Client<T>, out: &Output, args: KeyList) -> any
 
 /// The path of a key. A full key given by mistake is reduced to its display prefix, so the
 /// secret never travels in a URL (or into an access log).
+/// `PATCH /v1/keys/{id}` enabling or disabling the key.
+fn enabled(enabled: bool) -> UpdateKey {
+    UpdateKey {
+        enabled: Some(enabled),
+        ..UpdateKey::default()
+    }
+}
+
 fn path(key: &str) -> String {
     let reference = match ApiKey::parse(key.trim()) {
         Ok(parsed) => parsed.display_prefix().to_owned(),

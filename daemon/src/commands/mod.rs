@@ -92,6 +92,13 @@ impl Body {
         self.opt(field, values)
     }
 
+    /// Sets `permissions`, `add_permissions` and `remove_permissions` from their flags.
+    pub(crate) fn permissions(self, changes: crate::cli::PermissionChanges) -> Body {
+        self.opt("permissions", changes.permissions.map(cleaned))
+            .list("add_permissions", cleaned(changes.add_permissions))
+            .list("remove_permissions", cleaned(changes.remove_permissions))
+    }
+
     /// Sets `field` to `null` when `clear` is true.
     pub(crate) fn clear(mut self, field: &str, clear: bool) -> Body {
         if clear {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
+use latchkey_admin::api::UpdateUser;
 use serde_json::{Value, json};
 
 use super::{Body, Output, cleaned};
@@ -62,9 +63,7 @@ pub(super) async fn run<T: Transport>(
                 .opt("groups", args.groups.map(cleaned))
                 .list("add_groups", cleaned(args.add_groups))
                 .list("remove_groups", cleaned(args.remove_groups))
-                .opt("permissions", args.permissions.map(cleaned))
-                .list("add_permissions", cleaned(args.add_permissions))
-                .list("remove_permissions", cleaned(args.remove_permissions))
+                .permissions(args.permissions)
                 .opt("tenant_id", args.tenant_id)
                 .clear("tenant_id", args.clear_tenant_id)
                 .opt("organization_id", args.organization_id)
@@ -77,11 +76,11 @@ pub(super) async fn run<T: Transport>(
             print_user(api, out, &user).await;
         }
         UsersCommand::Enable { user } => {
-            let user = api.patch(&path(&user), json!({"enabled": true})).await?;
+            let user = api.patch(&path(&user), enabled(true)).await?;
             print_user(api, out, &user).await;
         }
         UsersCommand::Disable { user } => {
-            let user = api.patch(&path(&user), json!({"enabled": false})).await?;
+            let user = api.patch(&path(&user), enabled(false)).await?;
             print_user(api, out, &user).await;
         }
         UsersCommand::RevokeKeys { user } => {
@@ -107,6 +106,14 @@ pub(super) async fn run<T: Transport>(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `PATCH /v1/users/{id}` enabling or disabling the user.
+fn enabled(enabled: bool) -> UpdateUser {
+    UpdateUser {
+        enabled: Some(enabled),
+        ..UpdateUser::default()
+    }
 }
 
 fn path(user: &str) -> String {

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use latchkey_tower::{ApiKeyLayer, Principal, RequirePermission, Verifier};
+use latchkey_tower::{ApiKeyAuthLayer, Principal, Realm, RequirePermission, Verifier};
 use serde::{Deserialize, Serialize};
 
 /// An order, kept in memory: the point is the keys, not the orders.
@@ -44,7 +44,7 @@ pub fn app<V: Verifier>(verifier: V) -> Router {
             post(create_order).route_layer(RequirePermission::layer("orders:write")),
         )
         .with_state(orders)
-        .layer(ApiKeyLayer::new(verifier).realm("orders"))
+        .layer(ApiKeyAuthLayer::new(verifier).realm(Realm::from_static("orders")))
         .route("/health", get(health))
 }
 

@@ -51,30 +51,6 @@ where
     Ok(optional_permission_list(deserializer)?.map(PermissionSet::from_iter))
 }
 
-/// Deserializes a non-negative integer, also when written with a zero fraction (`7.0`):
-/// JSON Schema's `integer` is any number without a fractional part, so a client that
-/// follows the document may send one, and it means the same number.
-pub(super) fn whole_number<'de, D>(deserializer: D) -> Result<u64, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    // 2^64: every f64 below it that has no fraction fits a u64.
-    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
-    let number = serde_json::Number::deserialize(deserializer)?;
-    number
-        .as_u64()
-        .or_else(|| {
-            let float = number.as_f64()?;
-            (float.fract() == 0.0 && (0.0..LIMIT).contains(&float)).then_some(float as u64)
-        })
-        .ok_or_else(|| {
-            serde::de::Error::invalid_value(
-                serde::de::Unexpected::Other(&number.to_string()),
-                &"a non-negative integer",
-            )
-        })
-}
-
 /// Deserializes a member that is present, `null` included, as `Some`; with
 /// `#[serde(default)]` an absent member stays `None`.
 pub(super) fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>

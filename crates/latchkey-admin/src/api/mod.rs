@@ -1,5 +1,6 @@
 //! The JSON bodies of the management API, beyond core's models (`Group`, `User`, `Key`,
-//! `AuditEvent`, `PrincipalInfo`), which the API answers as they serialize.
+//! `AuditEvent`, `PrincipalInfo`), which the API answers as they serialize, and the records
+//! its clients also read, defined once in [`latchkey_core::wire`] and re-exported here.
 //!
 //! Every type is `Serialize + Deserialize`, so that a client (the `latchkey` CLI) sends and
 //! reads exactly what the server parses and writes. Request bodies deny unknown fields.
@@ -9,7 +10,7 @@
 mod de;
 
 use latchkey_core::key::Redacted;
-use latchkey_core::{Env, Key, Permission, PermissionSet, PrincipalInfo};
+use latchkey_core::{Env, Key, Permission, PermissionSet};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -222,7 +223,7 @@ pub struct UpdateKey {
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key keeps working, 0 (expires at once) to 31,536,000 (a year).
-    #[serde(deserialize_with = "de::whole_number")]
+    #[serde(deserialize_with = "latchkey_core::wire::whole_number")]
     #[schema(minimum = 0, maximum = 31_536_000)]
     pub grace_seconds: u64,
 }
@@ -259,6 +260,15 @@ pub struct List<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> From<latchkey_core::Page<T>> for List<T> {
+    fn from(page: latchkey_core::Page<T>) -> Self {
+        List {
+            items: page.items,
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
 /// The answer of `POST /v1/users/{id}/revoke-keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeysRevoked {
@@ -274,30 +284,7 @@ pub struct KeysRevoked {
     pub in_background: bool,
 }
 
-/// `POST /v1/usage`: figures a remote verifier counted from its cache.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UsageReport {
-    /// One entry per key, at most 500.
-    #[schema(max_items = 500)]
-    pub items: Vec<UsageItem>,
-}
-
-/// Usage of one key since the last report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UsageItem {
-    /// The key's record id.
-    pub key_id: uuid::Uuid,
-    /// Successful verifications, at least 1.
-    #[serde(deserialize_with = "de::whole_number")]
-    #[schema(minimum = 1)]
-    pub count: u64,
-    /// The last of them (RFC 3339).
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub last_used_at: time::OffsetDateTime,
-}
+pub use latchkey_core::wire::{UsageItem, UsageReport, VerifyResponse};
 
 /// `POST /v1/verify`.
 // Its `Debug` shows the key's display prefix only.
@@ -323,28 +310,6 @@ impl std::fmt::Debug for VerifyRequest {
             .field("permissions", &self.permissions)
             .finish()
     }
-}
-
-/// The answer of `POST /v1/verify`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct VerifyResponse {
-    /// Whether the key authenticates and holds every permission asked for.
-    pub valid: bool,
-    /// `ok` when valid; otherwise `invalid_key`, `key_disabled`, `key_revoked`,
-    /// `key_expired`, `user_disabled` or `insufficient_permission`.
-    pub code: String,
-    /// Who the key authenticates as: present when it authenticates (also with
-    /// `insufficient_permission`), absent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub principal: Option<PrincipalInfo>,
-    /// When the key expires (RFC 3339), present with `principal` for a key that has an
-    /// expiry: a remote verifier's cache must not outlive it, and no event announces it.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "time::serde::rfc3339::option"
-    )]
-    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// The answer of `GET /v1/audit/verify`.

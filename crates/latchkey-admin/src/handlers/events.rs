@@ -55,8 +55,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
+use latchkey_core::wire::{Heartbeat, StreamStart};
 use latchkey_core::{AuditEvent, KeyStatus, Store, StoreError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -135,27 +136,6 @@ pub(crate) struct EventsParams {
     heartbeat_ms: Option<String>,
 }
 
-/// The data of the `ready` and `reset` events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Start {
-    /// The sequence number of the store's newest change.
-    pub(crate) head: u64,
-    /// Where the stream resumes: changes after it follow.
-    pub(crate) position: u64,
-    /// The hash of the change at `position`; `null` at 0.
-    pub(crate) hash: Option<String>,
-    /// The store's lineage: it changes when the store is restored from a backup, and a
-    /// client that sees another one than before drops whatever it derived from the feed.
-    pub(crate) lineage: Uuid,
-}
-
-/// The data of the `heartbeat` event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Heartbeat {
-    /// The sequence number of the last change sent on this stream.
-    pub(crate) head: u64,
-}
-
 /// Stream keystore changes (server-sent events), resumable with `Last-Event-ID`.
 ///
 /// Events: `ready` (or `reset`) first, then `change` (`id:` the sequence number, `data:`
@@ -209,11 +189,11 @@ pub(crate) async fn stream(
     let hash = state
         .run(move |store| Ok(hash_at(store, position)?))
         .await?;
-    let start = Event::default().event(first).json_data(Start {
+    let start = Event::default().event(first).json_data(StreamStart {
         head,
         position,
         hash,
-        lineage: state.store.lineage(),
+        lineage: Some(state.store.lineage()),
     });
     let start = start.map_err(AppError::internal)?;
     let feed = Feed {

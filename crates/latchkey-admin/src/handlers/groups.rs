@@ -8,7 +8,7 @@ use latchkey_core::{Group, GroupPatch, NewGroup};
 use crate::api::{CreateGroup, List, UpdateGroup};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::{Body, PageParams, Params, RecordRef};
+use crate::extract::{JsonBody, PageParams, Params, RecordRef};
 use crate::state::AppState;
 
 /// Create a group.
@@ -26,7 +26,7 @@ use crate::state::AppState;
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller<perm::GroupsWrite>,
-    Body(body): Body<CreateGroup>,
+    JsonBody(body): JsonBody<CreateGroup>,
 ) -> Result<(StatusCode, Json<Group>), AppError> {
     let group = state
         .run(move |store| {
@@ -59,10 +59,7 @@ pub(crate) async fn list(
     let page = state
         .run(move |store| Ok(store.groups_page(limit, cursor.as_deref())?))
         .await?;
-    Ok(Json(List {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(List::from(page)))
 }
 
 /// Show a group, by id or name.
@@ -99,7 +96,7 @@ pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller<perm::GroupsWrite>,
     RecordRef(id): RecordRef,
-    Body(body): Body<UpdateGroup>,
+    JsonBody(body): JsonBody<UpdateGroup>,
 ) -> Result<Json<Group>, AppError> {
     let group = state
         .run(move |store| {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::Body;
+use crate::extract::JsonBody;
 use crate::state::AppState;
 
 /// The most items one request takes.
@@ -159,7 +159,7 @@ fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
 pub(crate) async fn import(
     State(state): State<AppState>,
     caller: Caller<perm::KeysWrite>,
-    Body(body): Body<ImportKeys>,
+    JsonBody(body): JsonBody<ImportKeys>,
 ) -> Result<Json<ImportReport>, AppError> {
     if body.items.len() > MAX_ITEMS {
         return Err(AppError::invalid(

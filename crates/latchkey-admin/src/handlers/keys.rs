@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 use crate::api::{CreateKey, KeyWithSecret, List, RotateKey, UpdateKey};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::{Body, Params, RecordRef, optional, page_limit};
+use crate::extract::{JsonBody, Params, RecordRef, optional, page_limit};
 use crate::state::AppState;
 
 /// The longest rotation grace period: a year.
@@ -67,7 +67,7 @@ fn with_secret(created: CreatedKey) -> KeyWithSecret {
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller<perm::KeysWrite>,
-    Body(body): Body<CreateKey>,
+    JsonBody(body): JsonBody<CreateKey>,
 ) -> Result<(StatusCode, Json<KeyWithSecret>), AppError> {
     let created = state
         .run(move |store| {
@@ -152,10 +152,7 @@ pub(crate) async fn list(
                 })
         })
         .await?;
-    Ok(Json(List {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(List::from(page)))
 }
 
 /// Show a key, by id or display prefix.
@@ -193,7 +190,7 @@ pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller<perm::KeysWrite>,
     RecordRef(id): RecordRef,
-    Body(body): Body<UpdateKey>,
+    JsonBody(body): JsonBody<UpdateKey>,
 ) -> Result<Json<Key>, AppError> {
     let key = state
         .run(move |store| {
@@ -249,7 +246,7 @@ pub(crate) async fn rotate(
     State(state): State<AppState>,
     caller: Caller<perm::KeysWrite>,
     RecordRef(id): RecordRef,
-    Body(body): Body<RotateKey>,
+    JsonBody(body): JsonBody<RotateKey>,
 ) -> Result<(StatusCode, Json<KeyWithSecret>), AppError> {
     if body.grace_seconds > MAX_GRACE_SECONDS {
         return Err(AppError::invalid(

@@ -52,7 +52,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
     Ok((
         [(
             CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         )],
         body,
     ))

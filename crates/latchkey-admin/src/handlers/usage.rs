@@ -8,7 +8,7 @@ use latchkey_core::limits::MAX_USAGE_ITEMS;
 use crate::api::UsageReport;
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::Body;
+use crate::extract::JsonBody;
 use crate::state::AppState;
 
 /// Add usage figures counted elsewhere.
@@ -30,7 +30,7 @@ use crate::state::AppState;
 pub(crate) async fn report(
     State(state): State<AppState>,
     _caller: Caller<perm::Verify>,
-    Body(body): Body<UsageReport>,
+    JsonBody(body): JsonBody<UsageReport>,
 ) -> Result<StatusCode, AppError> {
     if body.items.len() > MAX_USAGE_ITEMS {
         return Err(AppError::invalid(

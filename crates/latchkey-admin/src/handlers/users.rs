@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::api::{CreateUser, KeysRevoked, List, UpdateUser};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::{Body, PageParams, Params, RecordRef};
+use crate::extract::{JsonBody, PageParams, Params, RecordRef};
 use crate::state::AppState;
 
 /// Resolves group references (ids or names) from the body member `field`; an unknown one
@@ -42,7 +42,7 @@ fn group_ids(store: &Store, field: &'static str, refs: &[String]) -> Result<Vec<
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller<perm::UsersWrite>,
-    Body(body): Body<CreateUser>,
+    JsonBody(body): JsonBody<CreateUser>,
 ) -> Result<(StatusCode, Json<User>), AppError> {
     let user = state
         .run(move |store| {
@@ -77,10 +77,7 @@ pub(crate) async fn list(
     let page = state
         .run(move |store| Ok(store.users_page_as(&caller.actor, limit, cursor.as_deref())?))
         .await?;
-    Ok(Json(List {
-        items: page.items,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(List::from(page)))
 }
 
 /// Show a user, by id or name.
@@ -121,7 +118,7 @@ pub(crate) async fn update(
     State(state): State<AppState>,
     caller: Caller<perm::UsersWrite>,
     RecordRef(id): RecordRef,
-    Body(body): Body<UpdateUser>,
+    JsonBody(body): JsonBody<UpdateUser>,
 ) -> Result<Json<User>, AppError> {
     let user = state
         .run(move |store| {

@@ -8,7 +8,7 @@ use latchkey_core::{ApiKey, VerifyError, limits};
 use crate::api::{VerifyRequest, VerifyResponse};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::Body;
+use crate::extract::JsonBody;
 use crate::state::AppState;
 
 /// Verify a key and, optionally, that it holds permissions.
@@ -30,7 +30,7 @@ use crate::state::AppState;
 pub(crate) async fn verify(
     State(state): State<AppState>,
     _caller: Caller<perm::Verify>,
-    Body(body): Body<VerifyRequest>,
+    JsonBody(body): JsonBody<VerifyRequest>,
 ) -> Result<Json<VerifyResponse>, AppError> {
     if let Some(permissions) = &body.permissions {
         limits::check_permissions("permissions", &permissions.iter().cloned().collect())?;

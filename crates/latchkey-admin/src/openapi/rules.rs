@@ -1,7 +1,7 @@
 //! The input rules the server enforces, as JSON schemas that the request bodies refer to
 //! (`#[schema(value_type = …)]` in [`crate::api`]), so that a client generated from the
-//! document sends only what the server accepts. The numbers are core's `limits` (PRODUCT.md,
-//! *Limits on input*); the patterns are core's parsers, written as regular expressions.
+//! document sends only what the server accepts. The numbers are core's `limits`
+//! ([`latchkey_core::limits`], one place for every bound on input); the patterns are core's parsers, written as regular expressions.
 //!
 //! JSON Schema counts characters where the server counts bytes; the descriptions say which.
 //! What a schema cannot say (a name that is not a UUID, a time in the future, a record that

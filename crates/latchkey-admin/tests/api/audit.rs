@@ -12,10 +12,7 @@ async fn lists_changes_oldest_first_with_pages() {
     let admin_key = h.store.verify(&h.admin).unwrap().key_id;
     let group = h.post("/v1/groups", json!({"name": "g"})).await.ok(201);
     let user = h.post("/v1/users", json!({"name": "u"})).await.ok(201);
-    let key = h
-        .post("/v1/keys", json!({"name": "k", "user_id": "u"}))
-        .await
-        .ok(201);
+    let key = h.key_for("u").await;
     h.admin(
         "POST",
         &format!("/v1/keys/{}/revoke", key["id"].as_str().unwrap()),

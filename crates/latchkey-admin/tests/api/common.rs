@@ -129,16 +129,41 @@ impl Harness {
         self.admin("DELETE", uri, None).await
     }
 
+    /// Creates a user with these direct permissions, as the admin; returns the record.
+    pub(crate) async fn user(&self, name: &str, permissions: &[&str]) -> Value {
+        self.post(
+            "/v1/users",
+            serde_json::json!({"name": name, "permissions": permissions}),
+        )
+        .await
+        .ok(201)
+    }
+
+    /// Rotates a key with this grace period, as the admin; returns the new key with its
+    /// secret.
+    pub(crate) async fn rotate(&self, id: &str, grace_seconds: u64) -> Value {
+        self.post(
+            &format!("/v1/keys/{id}/rotate"),
+            serde_json::json!({"grace_seconds": grace_seconds}),
+        )
+        .await
+        .ok(201)
+    }
+
+    /// Creates a key named `k` for a user, as the admin; returns the record with its secret.
+    pub(crate) async fn key_for(&self, user: &str) -> Value {
+        self.post(
+            "/v1/keys",
+            serde_json::json!({"name": "k", "user_id": user}),
+        )
+        .await
+        .ok(201)
+    }
+
     /// Creates a user with these permissions and a key for it; returns (user, key record
     /// with secret).
     pub(crate) async fn user_with_key(&self, name: &str, permissions: &[&str]) -> (Value, String) {
-        let user = self
-            .post(
-                "/v1/users",
-                serde_json::json!({"name": name, "permissions": permissions}),
-            )
-            .await
-            .ok(201);
+        let user = self.user(name, permissions).await;
         let key = self
             .post(
                 "/v1/keys",
@@ -171,15 +196,7 @@ pub(crate) async fn send(
     let request = request
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
         .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Resp {
-        status,
-        headers,
-        text: String::from_utf8(bytes.to_vec()).unwrap(),
-    }
+    oneshot(app, request).await
 }
 
 /// The member names of a JSON object, sorted.
@@ -194,13 +211,8 @@ pub(crate) fn keys_of(value: &Value) -> Vec<String> {
     keys
 }
 
-/// A GET with one extra header.
-pub(crate) async fn send_with_header(app: &Router, uri: &str, name: &str, value: &str) -> Resp {
-    let request = Request::builder()
-        .uri(uri)
-        .header(name, value)
-        .body(Body::empty())
-        .unwrap();
+/// Sends one request through the router and reads the whole answer.
+async fn oneshot(app: &Router, request: Request<Body>) -> Resp {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -210,4 +222,14 @@ pub(crate) async fn send_with_header(app: &Router, uri: &str, name: &str, value:
         headers,
         text: String::from_utf8(bytes.to_vec()).unwrap(),
     }
+}
+
+/// A GET with one extra header.
+pub(crate) async fn send_with_header(app: &Router, uri: &str, name: &str, value: &str) -> Resp {
+    let request = Request::builder()
+        .uri(uri)
+        .header(name, value)
+        .body(Body::empty())
+        .unwrap();
+    oneshot(app, request).await
 }

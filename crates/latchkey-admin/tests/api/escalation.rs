@@ -13,12 +13,7 @@ async fn a_limited_key_cannot_mint_a_key_for_a_stronger_user() {
             &["latchkey:keys:write", "latchkey:keys:read", "orders:read"],
         )
         .await;
-    h.post(
-        "/v1/users",
-        json!({"name": "orders-admin", "permissions": ["orders:*"]}),
-    )
-    .await
-    .ok(201);
+    h.user("orders-admin", &["orders:*"]).await;
     let keys_before = h.store.stats().unwrap().keys.values().sum::<u64>();
 
     for user in ["admin", "orders-admin"] {
@@ -57,12 +52,7 @@ async fn a_limited_key_cannot_mint_a_key_for_a_stronger_user() {
     );
 
     // Within its own permissions it may: a key for a user no stronger than itself.
-    h.post(
-        "/v1/users",
-        json!({"name": "reader", "permissions": ["orders:read"]}),
-    )
-    .await
-    .ok(201);
+    h.user("reader", &["orders:read"]).await;
     let r = h
         .send(
             "POST",
@@ -205,12 +195,7 @@ async fn a_delegated_key_stays_capped_when_its_user_is_widened_later() {
     let (_, deployer) = h
         .user_with_key("deployer", &["latchkey:keys:write", "orders:read"])
         .await;
-    h.post(
-        "/v1/users",
-        json!({"name": "bot", "permissions": ["orders:read"]}),
-    )
-    .await
-    .ok(201);
+    h.user("bot", &["orders:read"]).await;
     let minted = h
         .send(
             "POST",
@@ -363,24 +348,13 @@ async fn group_changes_cannot_reach_a_stronger_member() {
 #[tokio::test]
 async fn rotating_a_disabled_key_gives_a_disabled_key() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "bot", "permissions": ["x"]}))
-        .await
-        .ok(201);
-    let key = h
-        .post("/v1/keys", json!({"name": "k", "user_id": "bot"}))
-        .await
-        .ok(201);
+    h.user("bot", &["x"]).await;
+    let key = h.key_for("bot").await;
     let id = key["id"].as_str().unwrap();
     h.patch(&format!("/v1/keys/{id}"), json!({"enabled": false}))
         .await
         .ok(200);
-    let rotated = h
-        .post(
-            &format!("/v1/keys/{id}/rotate"),
-            json!({"grace_seconds": 60}),
-        )
-        .await
-        .ok(201);
+    let rotated = h.rotate(id, 60).await;
     assert_eq!(rotated["enabled"], false);
     assert_eq!(rotated["status"], "disabled");
     let refused = h

@@ -79,10 +79,7 @@ async fn a_group_change_reaches_its_members_keys_at_once() {
     h.post("/v1/users", json!({"name": "bot", "groups": ["ops"]}))
         .await
         .ok(201);
-    let key = h
-        .post("/v1/keys", json!({"name": "k", "user_id": "bot"}))
-        .await
-        .ok(201);
+    let key = h.key_for("bot").await;
     let secret = key["secret"].as_str().unwrap();
     assert!(!h.store.verify(secret).unwrap().has("deploy:write"));
     h.patch(

@@ -32,13 +32,7 @@ fn sorted(fields: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn create_answers_the_record_and_the_secret_once() {
     let h = Harness::new();
-    let user = h
-        .post(
-            "/v1/users",
-            json!({"name": "bot", "permissions": ["orders:*"]}),
-        )
-        .await
-        .ok(201);
+    let user = h.user("bot", &["orders:*"]).await;
     let created = h
         .post(
             "/v1/keys",
@@ -98,19 +92,10 @@ async fn create_answers_the_record_and_the_secret_once() {
 async fn the_secret_appears_only_in_create_and_rotate_answers() {
     let h = Harness::new();
     h.post("/v1/users", json!({"name": "bot"})).await.ok(201);
-    let created = h
-        .post("/v1/keys", json!({"name": "k", "user_id": "bot"}))
-        .await
-        .ok(201);
+    let created = h.key_for("bot").await;
     let id = created["id"].as_str().unwrap().to_owned();
     let first = created["secret"].as_str().unwrap().to_owned();
-    let rotated = h
-        .post(
-            &format!("/v1/keys/{id}/rotate"),
-            json!({"grace_seconds": 60}),
-        )
-        .await
-        .ok(201);
+    let rotated = h.rotate(&id, 60).await;
     let second = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(first, second);
     let new_id = rotated["id"].as_str().unwrap().to_owned();
@@ -242,9 +227,7 @@ async fn show_update_disable_enable_revoke_delete() {
 #[tokio::test]
 async fn rotate_keeps_user_scopes_and_name_and_ends_the_old_key_after_the_grace() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "bot", "permissions": ["a:*"]}))
-        .await
-        .ok(201);
+    h.user("bot", &["a:*"]).await;
     let old = h
         .post(
             "/v1/keys",
@@ -253,13 +236,7 @@ async fn rotate_keeps_user_scopes_and_name_and_ends_the_old_key_after_the_grace(
         .await
         .ok(201);
     let old_id = old["id"].as_str().unwrap();
-    let new = h
-        .post(
-            &format!("/v1/keys/{old_id}/rotate"),
-            json!({"grace_seconds": 3600}),
-        )
-        .await
-        .ok(201);
+    let new = h.rotate(old_id, 3600).await;
     assert_ne!(new["id"], old["id"]);
     assert_eq!(new["rotated_from"], old["id"]);
     for field in ["user_id", "scopes", "name", "env"] {

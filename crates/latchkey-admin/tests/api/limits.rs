@@ -353,10 +353,7 @@ async fn usage_reports_are_validated_and_saturate() {
     let h = Harness::new();
     let (_, service) = h.user_with_key("edge", &["latchkey:verify"]).await;
     h.post("/v1/users", json!({"name": "app"})).await.ok(201);
-    let key = h
-        .post("/v1/keys", json!({"name": "k", "user_id": "app"}))
-        .await
-        .ok(201);
+    let key = h.key_for("app").await;
     let id = key["id"].as_str().unwrap();
     let created = key["created_at"].as_str().unwrap().to_owned();
     let report = |items: Value| {

@@ -26,10 +26,7 @@ async fn two_tenants(organization: Option<&str>) -> (Harness, String, String) {
         boss["organization_id"] = json!(org);
     }
     h.post("/v1/users", boss).await.ok(201);
-    let boss_key = h
-        .post("/v1/keys", json!({"name": "k", "user_id": "acme-admin"}))
-        .await
-        .ok(201)["secret"]
+    let boss_key = h.key_for("acme-admin").await["secret"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -303,10 +300,7 @@ async fn a_tenant_bound_key_reads_neither_the_change_feed_nor_a_backup() {
     )
     .await
     .ok(201);
-    let key = h
-        .post("/v1/keys", json!({"name": "k", "user_id": "acme-verifier"}))
-        .await
-        .ok(201)["secret"]
+    let key = h.key_for("acme-verifier").await["secret"]
         .as_str()
         .unwrap()
         .to_owned();

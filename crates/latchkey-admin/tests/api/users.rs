@@ -81,10 +81,7 @@ async fn create_show_list_update_delete() {
     assert_eq!(replaced["groups"], json!([]));
     assert_eq!(replaced["permissions"], json!([]));
 
-    let key = h
-        .post("/v1/keys", json!({"name": "k", "user_id": "billing"}))
-        .await
-        .ok(201);
+    let key = h.key_for("billing").await;
     let r = h.delete("/v1/users/billing").await;
     assert_eq!(r.status, 204);
     h.get(&format!("/v1/users/{id}"))

@@ -168,13 +168,8 @@ async fn errors() {
 async fn usage_reports_add_to_a_keys_figures() {
     let h = Harness::new();
     let (_, service) = h.user_with_key("edge", &["latchkey:verify"]).await;
-    h.post("/v1/users", json!({"name": "app", "permissions": ["x"]}))
-        .await
-        .ok(201);
-    let key = h
-        .post("/v1/keys", json!({"name": "k", "user_id": "app"}))
-        .await
-        .ok(201);
+    h.user("app", &["x"]).await;
+    let key = h.key_for("app").await;
     let id = key["id"].as_str().unwrap();
     // A use can be no older than the key: its creation time is the earliest accepted.
     let created = key["created_at"].clone();

@@ -4,13 +4,14 @@ use uuid::Uuid;
 
 use super::counters::Counter;
 use super::last_admin::everything;
+use super::names::NameIndex;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
-use crate::error::{Conflict, Entity, StoreError};
-use crate::limits::check_permissions;
+use crate::error::{Entity, StoreError};
+use crate::limits::{check_permission_edit, check_permissions};
 use crate::model::{Group, GroupPatch, NewGroup, User, validate_principal_name};
 
 impl Store {
@@ -33,15 +34,7 @@ impl Store {
         {
             return abort(e);
         }
-        if tx.get_raw(&layout::group_name(&new.name))?.is_some() {
-            return abort(
-                Conflict::NameTaken {
-                    entity: Entity::Group,
-                    name: new.name.clone(),
-                }
-                .into(),
-            );
-        }
+        NameIndex::GROUPS.ensure_free(tx, &new.name)?;
         let group = Group {
             id: Uuid::now_v7(),
             name: new.name.clone(),
@@ -51,7 +44,7 @@ impl Store {
         };
         tx.put(&layout::group(group.id), &group)?;
         tx.count(Counter::Groups, 1)?;
-        tx.put_raw(&layout::group_name(&group.name), group.id.as_bytes())?;
+        NameIndex::GROUPS.insert(tx, &group.name, group.id)?;
         tx.record(Action::GroupCreate, group.id, None);
         Ok(group)
     }
@@ -85,11 +78,11 @@ impl Store {
         id: Uuid,
         patch: GroupPatch,
     ) -> Result<Group, StoreError> {
-        if let Some(permissions) = &patch.permissions {
-            check_permissions("permissions", permissions)?;
-        }
-        check_permissions("add_permissions", &patch.add_permissions)?;
-        check_permissions("remove_permissions", &patch.remove_permissions)?;
+        check_permission_edit(
+            patch.permissions.as_ref(),
+            &patch.add_permissions,
+            &patch.remove_permissions,
+        )?;
         let narrows = patch.permissions.is_some() || !patch.remove_permissions.is_empty();
         let prepare = || {
             let admin_keys = self.admin_keys_if(narrows && self.group_holds_everything(id)?)?;
@@ -104,30 +97,12 @@ impl Store {
                 return abort(e);
             }
             Self::ensure_may_change_members(tx, actor, members)?;
-            if let Some(name) = &patch.name {
-                if let Err(e) = validate_principal_name("name", name) {
-                    return abort(e);
-                }
-                if *name != group.name {
-                    if tx.get_raw(&layout::group_name(name))?.is_some() {
-                        return abort(
-                            Conflict::NameTaken {
-                                entity: Entity::Group,
-                                name: name.clone(),
-                            }
-                            .into(),
-                        );
-                    }
-                    tx.remove(&layout::group_name(&group.name))?;
-                    tx.put_raw(&layout::group_name(name), id.as_bytes())?;
-                    group.name = name.clone();
-                }
-            }
-            if let Some(permissions) = &patch.permissions {
-                group.permissions = permissions.clone();
-            }
-            group.permissions.extend(&patch.add_permissions);
-            group.permissions.remove_all(&patch.remove_permissions);
+            NameIndex::GROUPS.rename(tx, id, &mut group.name, patch.name.as_ref())?;
+            group.permissions.edit(
+                patch.permissions.as_ref(),
+                &patch.add_permissions,
+                &patch.remove_permissions,
+            );
             if let Err(e) = check_permissions("permissions", &group.permissions)
                 .and_then(|()| actor.ensure_covers(&group.permissions))
             {
@@ -168,7 +143,7 @@ impl Store {
             }
             tx.remove(&layout::group(id))?;
             tx.count(Counter::Groups, -1)?;
-            tx.remove(&layout::group_name(&group.name))?;
+            NameIndex::GROUPS.remove(tx, &group.name)?;
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::GroupDelete, id, None);
             tx.invalidate(Invalidate::All);
@@ -200,7 +175,7 @@ impl Store {
             if !actor.sees(member) {
                 return abort(StoreError::TenantForbidden { field: "id" });
             }
-            if let Err(e) = actor.ensure_covers(&user_grants_in(tx, member, false)?) {
+            if let Err(e) = actor.ensure_covers(&user_grants_in(tx, member)?) {
                 return abort(e);
             }
         }

@@ -155,7 +155,7 @@ impl Store {
             let Some(user) = tx.get::<User>(&layout::user(user_id))? else {
                 return abort(StoreError::not_found(Entity::User, user_id));
             };
-            let grants = user_grants_in(tx, &user, false)?;
+            let grants = user_grants_in(tx, &user)?;
             let mut results = Vec::with_capacity(items.len());
             for item in items {
                 let effective = PermissionSet::effective(&grants, [], item.scopes.as_ref());

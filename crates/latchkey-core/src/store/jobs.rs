@@ -108,7 +108,7 @@ impl Store {
             let Some(user) = tx.get::<crate::model::User>(&layout::user(id))? else {
                 return super::tx::abort(StoreError::not_found(crate::error::Entity::User, id));
             };
-            let grants = super::users::user_grants_in(tx, &user, false)?;
+            let grants = super::users::user_grants_in(tx, &user)?;
             if let Err(e) = actor.ensure_covers(&grants) {
                 return super::tx::abort(e);
             }

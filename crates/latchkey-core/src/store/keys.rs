@@ -142,7 +142,7 @@ impl Store {
         else {
             return abort(StoreError::not_found(Entity::User, new.user_id));
         };
-        let grants = user_grants_in(tx, &user, false)?;
+        let grants = user_grants_in(tx, &user)?;
         let effective = PermissionSet::effective(&grants, [], new.scopes.as_ref());
         if let Err(e) = actor.ensure_covers(&effective) {
             return abort(e);
@@ -362,7 +362,7 @@ impl Store {
             return abort(StoreError::not_found(Entity::Key, id));
         };
         let grants = match tx.get::<User>(&layout::user(record.user_id))? {
-            Some(user) if actor.sees(&user) => user_grants_in(tx, &user, false)?,
+            Some(user) if actor.sees(&user) => user_grants_in(tx, &user)?,
             Some(_) => return abort(StoreError::not_found(Entity::Key, id)),
             // The user is gone (its keys were revoked with it): only global callers see it.
             None if actor.tenant_id().is_some() => {

@@ -133,7 +133,7 @@ fn is_admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<bool> {
     let Some(user) = tx.get::<User>(&layout::user(record.user_id))? else {
         return Ok(false);
     };
-    Ok(user.enabled && user_grants_in(tx, &user, false)?.allows(&everything()))
+    Ok(user.enabled && user_grants_in(tx, &user)?.allows(&everything()))
 }
 
 fn scopes_hold_everything(scopes: Option<&PermissionSet>) -> bool {

@@ -18,6 +18,7 @@ mod keys;
 mod last_admin;
 mod layout;
 mod mark;
+mod names;
 mod pages;
 mod query;
 mod rebuild;

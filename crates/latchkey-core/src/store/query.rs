@@ -144,21 +144,17 @@ fn decode_cursor(cursor: &str, sort: KeySort) -> Option<Vec<u8>> {
     .then(|| position.to_vec())
 }
 
+/// A cursor's text: its bytes in lowercase hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
+/// A cursor's bytes, or `None` for text that is not hex or is longer than any cursor.
 pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > 2048 {
+    if text.len() > 2048 {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        })
-        .collect()
+    hex::decode(text).ok()
 }
 
 /// What one page scans, and what each record read must also satisfy.

@@ -3,12 +3,13 @@
 use uuid::Uuid;
 
 use super::counters::Counter;
+use super::names::NameIndex;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
-use crate::error::{Conflict, Entity, StoreError};
-use crate::limits::{MAX_TENANT_BYTES, check_groups, check_permissions};
+use crate::error::{Entity, StoreError};
+use crate::limits::{MAX_TENANT_BYTES, check_groups, check_permission_edit, check_permissions};
 use crate::model::{Group, NewUser, User, UserPatch, validate_principal_name, validate_text};
 use crate::permission::PermissionSet;
 
@@ -36,15 +37,7 @@ impl Store {
             Ok(placed) => placed,
             Err(e) => return abort(e),
         };
-        if tx.get_raw(&layout::user_name(&new.name))?.is_some() {
-            return abort(
-                Conflict::NameTaken {
-                    entity: Entity::User,
-                    name: new.name.clone(),
-                }
-                .into(),
-            );
-        }
+        NameIndex::USERS.ensure_free(tx, &new.name)?;
         let mut groups = new.groups.clone();
         groups.dedup();
         let user = User {
@@ -58,13 +51,13 @@ impl Store {
             created_at: tx.now,
             updated_at: tx.now,
         };
-        let grants = user_grants_in(tx, &user, true)?;
+        let grants = user_grants_checked_in(tx, &user)?;
         if let Err(e) = actor.ensure_covers(&grants) {
             return abort(e);
         }
         tx.put(&layout::user(user.id), &user)?;
         tx.count(Counter::Users, 1)?;
-        tx.put_raw(&layout::user_name(&user.name), user.id.as_bytes())?;
+        NameIndex::USERS.insert(tx, &user.name, user.id)?;
         tx.record(Action::UserCreate, user.id, Some(user.id));
         Ok(user)
     }
@@ -121,29 +114,11 @@ impl Store {
                 return abort(StoreError::not_found(Entity::User, id));
             };
             let original = user.clone();
-            let before = user_grants_in(tx, &user, false)?;
+            let before = user_grants_in(tx, &user)?;
             if let Err(e) = actor.ensure_covers(&before) {
                 return abort(e);
             }
-            if let Some(name) = &patch.name {
-                if let Err(e) = validate_principal_name("name", name) {
-                    return abort(e);
-                }
-                if *name != user.name {
-                    if tx.get_raw(&layout::user_name(name))?.is_some() {
-                        return abort(
-                            Conflict::NameTaken {
-                                entity: Entity::User,
-                                name: name.clone(),
-                            }
-                            .into(),
-                        );
-                    }
-                    tx.remove(&layout::user_name(&user.name))?;
-                    tx.put_raw(&layout::user_name(name), id.as_bytes())?;
-                    user.name = name.clone();
-                }
-            }
+            NameIndex::USERS.rename(tx, id, &mut user.name, patch.name.as_ref())?;
             if let Some(enabled) = patch.enabled {
                 user.enabled = enabled;
             }
@@ -154,11 +129,11 @@ impl Store {
             user.groups.retain(|g| !patch.remove_groups.contains(g));
             let mut seen = std::collections::HashSet::new();
             user.groups.retain(|g| seen.insert(*g));
-            if let Some(permissions) = &patch.permissions {
-                user.permissions = permissions.clone();
-            }
-            user.permissions.extend(&patch.add_permissions);
-            user.permissions.remove_all(&patch.remove_permissions);
+            user.permissions.edit(
+                patch.permissions.as_ref(),
+                &patch.add_permissions,
+                &patch.remove_permissions,
+            );
             for (field, value) in [
                 ("tenant_id", &patch.tenant_id),
                 ("organization_id", &patch.organization_id),
@@ -181,7 +156,7 @@ impl Store {
             {
                 return abort(e);
             }
-            let after = user_grants_in(tx, &user, true)?;
+            let after = user_grants_checked_in(tx, &user)?;
             if let Err(e) = actor.ensure_covers(&after) {
                 return abort(e);
             }
@@ -212,14 +187,14 @@ impl Store {
             let Some(user) = tx.get::<User>(&layout::user(id))?.filter(|u| actor.sees(u)) else {
                 return abort(StoreError::not_found(Entity::User, id));
             };
-            let grants = user_grants_in(tx, &user, false)?;
+            let grants = user_grants_in(tx, &user)?;
             if let Err(e) = actor.ensure_covers(&grants) {
                 return abort(e);
             }
             tx.revoke_user_keys_in(id, head, false)?;
             tx.remove(&layout::user(id))?;
             tx.count(Counter::Users, -1)?;
-            tx.remove(&layout::user_name(&user.name))?;
+            NameIndex::USERS.remove(tx, &user.name)?;
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserDelete, id, Some(id));
             tx.invalidate(Invalidate::All);
@@ -232,18 +207,33 @@ impl Store {
     }
 }
 
-/// A user's grants, read inside the transaction. With `require_groups`, a missing group is
-/// a `NotFound` for the `groups` field; otherwise it is skipped (it grants nothing).
-pub(super) fn user_grants_in(
-    tx: &Tx<'_>,
-    user: &User,
-    require_groups: bool,
-) -> TxResult<PermissionSet> {
+/// A user's grants, read inside the transaction; a group that no longer exists grants
+/// nothing.
+pub(super) fn user_grants_in(tx: &Tx<'_>, user: &User) -> TxResult<PermissionSet> {
+    grants_in(tx, user, MissingGroup::Skip)
+}
+
+/// A user's grants for a user being written: a missing group is a `NotFound` for the
+/// `groups` field.
+fn user_grants_checked_in(tx: &Tx<'_>, user: &User) -> TxResult<PermissionSet> {
+    grants_in(tx, user, MissingGroup::NotFound)
+}
+
+/// What a group the user names but the store lacks means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MissingGroup {
+    Skip,
+    NotFound,
+}
+
+fn grants_in(tx: &Tx<'_>, user: &User, missing: MissingGroup) -> TxResult<PermissionSet> {
     let mut groups = Vec::with_capacity(user.groups.len());
     for id in &user.groups {
         match tx.get::<Group>(&layout::group(*id))? {
             Some(group) => groups.push(group.permissions),
-            None if require_groups => return abort(StoreError::not_found(Entity::Group, id)),
+            None if missing == MissingGroup::NotFound => {
+                return abort(StoreError::not_found(Entity::Group, id));
+            }
             None => {}
         }
     }
@@ -261,9 +251,9 @@ fn check_user_patch(patch: &UserPatch) -> Result<(), StoreError> {
     }
     check_groups("add_groups", patch.add_groups.len())?;
     check_groups("remove_groups", patch.remove_groups.len())?;
-    if let Some(permissions) = &patch.permissions {
-        check_permissions("permissions", permissions)?;
-    }
-    check_permissions("add_permissions", &patch.add_permissions)?;
-    check_permissions("remove_permissions", &patch.remove_permissions)
+    check_permission_edit(
+        patch.permissions.as_ref(),
+        &patch.add_permissions,
+        &patch.remove_permissions,
+    )
 }

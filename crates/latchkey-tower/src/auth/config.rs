@@ -1,4 +1,4 @@
-//! What an [`ApiKeyLayer`](super::ApiKeyLayer) is configured with.
+//! What an [`ApiKeyAuthLayer`](super::ApiKeyAuthLayer) is configured with.
 
 use http::HeaderName;
 use latchkey_core::Env;

@@ -45,7 +45,7 @@ pub(super) fn find<'r, B>(
     if let (Some(param), Some(query)) = (&config.query_param, request.uri().query()) {
         for value in query_values(query, param) {
             if found.is_some_and(|(source, _)| source == Source::Query) {
-                return Err(Reason::Several);
+                return Err(Reason::Repeated);
             }
             set_once(&mut found, Source::Query, text(value.as_bytes(), eager)?)?;
         }
@@ -84,7 +84,7 @@ fn single<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Result<Option<
     match (values.next(), values.next()) {
         (None, _) => Ok(None),
         (Some(value), None) => Ok(Some(value.as_bytes())),
-        (Some(_), Some(_)) => Err(Reason::Several),
+        (Some(_), Some(_)) => Err(Reason::Repeated),
     }
 }
 
@@ -132,7 +132,7 @@ fn set_once<'r>(
     token: &'r [u8],
 ) -> Result<(), Reason> {
     if found.is_some() {
-        return Err(Reason::Ambiguous);
+        return Err(Reason::SeveralPlaces);
     }
     *found = Some((source, token));
     Ok(())

@@ -125,7 +125,9 @@ where
                         .expect("ResponseFuture polled after completion");
                     match decide(result, this.span, &config) {
                         Ok(principal) => {
-                            request.extensions_mut().insert(principal);
+                            request
+                                .extensions_mut()
+                                .insert(crate::Principal::from(principal));
                             let future = inner.call(request);
                             this.state.set(State::Calling { future });
                         }

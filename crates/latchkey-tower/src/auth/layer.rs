@@ -1,4 +1,4 @@
-//! [`ApiKeyLayer`]: the configuration, and the `Layer` that applies it.
+//! [`ApiKeyAuthLayer`]: the configuration, and the `Layer` that applies it.
 
 use std::sync::Arc;
 
@@ -7,6 +7,7 @@ use latchkey_core::{Env, Store};
 use tower::Layer;
 
 use super::config::{Config, PublicPath};
+use super::realm::Realm;
 use super::service::ApiKeyAuth;
 use crate::rejection::Challenges;
 use crate::verifier::Verifier;
@@ -21,16 +22,18 @@ use crate::verifier::Verifier;
 ///
 /// ```
 /// use axum::{Router, routing::get};
-/// use latchkey_tower::{ApiKeyLayer, Store, StoreConfig};
+/// use http::HeaderName;
+/// use latchkey_tower::Realm;
+/// use latchkey_tower::{ApiKeyAuthLayer, Store, StoreConfig};
 ///
 /// # let dir = tempfile::tempdir().unwrap();
 /// let store = Store::create(dir.path(), "lk", StoreConfig::default()).unwrap();
 /// let app: Router = Router::new()
 ///     .route("/orders", get(|| async { "[]" }))
 ///     .layer(
-///         ApiKeyLayer::new(store)
-///             .realm("orders")
-///             .header("x-api-key")
+///         ApiKeyAuthLayer::new(store)
+///             .realm(Realm::from_static("orders"))
+///             .header(HeaderName::from_static("x-api-key"))
 ///             .hide_credentials(true)
 ///             .refuse_test_keys(),
 ///     );
@@ -43,41 +46,31 @@ use crate::verifier::Verifier;
 /// `error="invalid_token"` and `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`
 /// or `user_disabled` for a key that does not authenticate; 503 `keystore_unavailable`
 /// when the verifier cannot answer. See the [module docs](crate::auth).
-pub struct ApiKeyLayer<V = Store> {
+pub struct ApiKeyAuthLayer<V = Store> {
     pub(super) verifier: Arc<V>,
     pub(super) config: Arc<Config>,
 }
 
-impl<V: Verifier> ApiKeyLayer<V> {
+impl<V: Verifier> ApiKeyAuthLayer<V> {
     /// A layer verifying keys with `verifier`: realm `api`, `Authorization: Bearer` only,
     /// every environment accepted, no public path.
     pub fn new(verifier: V) -> Self {
-        ApiKeyLayer {
+        ApiKeyAuthLayer {
             verifier: Arc::new(verifier),
             config: Arc::new(Config::default()),
         }
     }
 }
 
-impl<V> ApiKeyLayer<V> {
+impl<V> ApiKeyAuthLayer<V> {
     /// The realm named in `WWW-Authenticate` challenges (default `api`).
-    ///
-    /// # Panics
-    ///
-    /// When `realm` holds `"`, `\` or a character that is not visible ASCII or a space.
-    pub fn realm(mut self, realm: &str) -> Self {
-        Arc::make_mut(&mut self.config).challenges = Challenges::new(realm);
+    pub fn realm(mut self, realm: Realm) -> Self {
+        Arc::make_mut(&mut self.config).challenges = Challenges::new(&realm);
         self
     }
 
     /// Also reads the key from this header, whose whole value is the key (e.g. `X-API-Key`).
-    ///
-    /// # Panics
-    ///
-    /// When `name` is not a valid header name.
-    pub fn header(mut self, name: &str) -> Self {
-        let name = HeaderName::try_from(name)
-            .unwrap_or_else(|_| panic!("not a valid header name: {name:?}"));
+    pub fn header(mut self, name: HeaderName) -> Self {
         Arc::make_mut(&mut self.config).header = Some(name);
         self
     }
@@ -96,32 +89,18 @@ impl<V> ApiKeyLayer<V> {
         self
     }
 
-    /// Accepts only keys of these environments; the others are answered 401 `invalid_key`
-    /// before any store read.
-    ///
-    /// # Panics
-    ///
-    /// When `envs` is empty: a layer that accepts no key is a mistake.
-    pub fn accept_envs(mut self, envs: impl IntoIterator<Item = Env>) -> Self {
+    /// Accepts only keys of this environment (default: every environment); the others are
+    /// answered 401 `invalid_key` before any store read.
+    pub fn accept_only(mut self, env: Env) -> Self {
         let config = Arc::make_mut(&mut self.config);
-        config.accept_live = false;
-        config.accept_test = false;
-        for env in envs {
-            match env {
-                Env::Live => config.accept_live = true,
-                Env::Test => config.accept_test = true,
-            }
-        }
-        assert!(
-            config.accept_live || config.accept_test,
-            "accept_envs: accept at least one environment"
-        );
+        config.accept_live = env == Env::Live;
+        config.accept_test = env == Env::Test;
         self
     }
 
     /// Accepts `live` keys only: what a production service usually wants.
     pub fn refuse_test_keys(self) -> Self {
-        self.accept_envs([Env::Live])
+        self.accept_only(Env::Live)
     }
 
     /// Paths served without authentication, as the layer sees `uri().path()`: exact
@@ -139,25 +118,25 @@ impl<V> ApiKeyLayer<V> {
     }
 }
 
-impl<V> Clone for ApiKeyLayer<V> {
+impl<V> Clone for ApiKeyAuthLayer<V> {
     fn clone(&self) -> Self {
-        ApiKeyLayer {
+        ApiKeyAuthLayer {
             verifier: Arc::clone(&self.verifier),
             config: Arc::clone(&self.config),
         }
     }
 }
 
-impl<V> std::fmt::Debug for ApiKeyLayer<V> {
+impl<V> std::fmt::Debug for ApiKeyAuthLayer<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeyLayer")
+        f.debug_struct("ApiKeyAuthLayer")
             .field("verifier", &std::any::type_name::<V>())
             .field("config", &self.config)
             .finish()
     }
 }
 
-impl<S, V> Layer<S> for ApiKeyLayer<V> {
+impl<S, V> Layer<S> for ApiKeyAuthLayer<V> {
     type Service = ApiKeyAuth<S, V>;
 
     fn layer(&self, inner: S) -> Self::Service {

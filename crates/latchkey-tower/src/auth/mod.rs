@@ -1,11 +1,11 @@
-//! Authenticating every request by API key: [`ApiKeyLayer`], the service [`ApiKeyAuth`] and
+//! Authenticating every request by API key: [`ApiKeyAuthLayer`], the service [`ApiKeyAuth`] and
 //! its [`ResponseFuture`].
 //!
 //! # Where the key is read
 //!
 //! - `Authorization: Bearer <key>` (RFC 6750 §2.1; the scheme is case-insensitive).
-//! - One more header when configured ([`ApiKeyLayer::header`], e.g. `X-API-Key: <key>`).
-//! - A query parameter only when enabled ([`ApiKeyLayer::allow_query_param`]): URLs end up
+//! - One more header when configured ([`ApiKeyAuthLayer::header`], e.g. `X-API-Key: <key>`).
+//! - A query parameter only when enabled ([`ApiKeyAuthLayer::allow_query_param`]): URLs end up
 //!   in logs and browser histories, so it is off by default. The value is taken as is: keys
 //!   are `[A-Za-z0-9_]`, which needs no percent-encoding.
 //!
@@ -16,15 +16,15 @@
 //!
 //! # What the inner service sees
 //!
-//! On success the request carries the [`latchkey_core::Principal`] in its extensions (read
-//! it with the [`Principal`](crate::Principal) extractor), and with
-//! [`ApiKeyLayer::hide_credentials`] the key is removed from the request first. A refused
+//! On success the request carries a [`Principal`](crate::Principal) in its extensions (the
+//! extractor, `Extension<Principal>` and `extensions().get::<Principal>()` all read it), and with
+//! [`ApiKeyAuthLayer::hide_credentials`] the key is removed from the request first. A refused
 //! request never reaches the inner service: it is answered `Ok(response)` with 401 or 503,
 //! so the service's error type stays `S::Error` and the client always gets an answer.
 //!
 //! # Placement
 //!
-//! With axum, `Router::layer(ApiKeyLayer::new(..))` covers the routes added before it;
+//! With axum, `Router::layer(ApiKeyAuthLayer::new(..))` covers the routes added before it;
 //! routes added after it (`/health`) stay public, and
 //! [`RequirePermission`](crate::RequirePermission) goes on routes with `route_layer`. Put a CORS layer outside
 //! (after) this one, so that preflight `OPTIONS` requests, which carry no key, are answered
@@ -43,9 +43,11 @@ mod config;
 mod credentials;
 mod future;
 mod layer;
+mod realm;
 mod service;
 mod trace;
 
 pub use future::ResponseFuture;
-pub use layer::ApiKeyLayer;
+pub use layer::ApiKeyAuthLayer;
+pub use realm::{InvalidRealm, Realm};
 pub use service::ApiKeyAuth;

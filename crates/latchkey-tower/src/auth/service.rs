@@ -15,13 +15,13 @@ use tracing::Span;
 use super::config::Config;
 use super::credentials;
 use super::future::ResponseFuture;
-use super::layer::ApiKeyLayer;
+use super::layer::ApiKeyAuthLayer;
 use super::trace;
 use crate::rejection::{Reason, Rejection};
 use crate::verifier::Verifier;
 
 /// Authenticates each request by API key before the inner service sees it; made by
-/// [`ApiKeyLayer`].
+/// [`ApiKeyAuthLayer`].
 ///
 /// # Example
 ///
@@ -48,27 +48,27 @@ pub struct ApiKeyAuth<S, V = Store> {
     inner: S,
     /// Behind one `Arc`: the service is cloned for every request (hyper's glue does), and
     /// one reference count is cheaper than the layer's two.
-    layer: Arc<ApiKeyLayer<V>>,
+    layer: Arc<ApiKeyAuthLayer<V>>,
 }
 
 impl<S, V: Verifier> ApiKeyAuth<S, V> {
-    /// Wraps `inner` with the default configuration of [`ApiKeyLayer::new`].
+    /// Wraps `inner` with the default configuration of [`ApiKeyAuthLayer::new`].
     pub fn new(inner: S, verifier: V) -> Self {
-        Self::from_parts(inner, ApiKeyLayer::new(verifier))
+        Self::from_parts(inner, ApiKeyAuthLayer::new(verifier))
     }
 }
 
 // In its own impl so that `ApiKeyAuth::layer(..)` infers the service type, as `HashMap::new`
 // infers its hasher.
 impl<V: Verifier> ApiKeyAuth<(), V> {
-    /// The layer, to configure and apply to services: the same as [`ApiKeyLayer::new`].
-    pub fn layer(verifier: V) -> ApiKeyLayer<V> {
-        ApiKeyLayer::new(verifier)
+    /// The layer, to configure and apply to services: the same as [`ApiKeyAuthLayer::new`].
+    pub fn layer(verifier: V) -> ApiKeyAuthLayer<V> {
+        ApiKeyAuthLayer::new(verifier)
     }
 }
 
 impl<S, V> ApiKeyAuth<S, V> {
-    pub(super) fn from_parts(inner: S, layer: ApiKeyLayer<V>) -> Self {
+    pub(super) fn from_parts(inner: S, layer: ApiKeyAuthLayer<V>) -> Self {
         ApiKeyAuth {
             inner,
             layer: Arc::new(layer),
@@ -150,7 +150,9 @@ where
                 credentials::hide(&mut request, source, config);
             }
             trace::accepted(&span, &principal);
-            request.extensions_mut().insert(principal);
+            request
+                .extensions_mut()
+                .insert(crate::Principal::from(principal));
             let future = self.inner.call(request);
             drop(entered);
             return ResponseFuture::calling(future, span);
@@ -194,7 +196,9 @@ where
         match Pin::new(&mut verify).poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(result) => match decide(result, &span, config) {
                 Ok(principal) => {
-                    request.extensions_mut().insert(principal);
+                    request
+                        .extensions_mut()
+                        .insert(crate::Principal::from(principal));
                     let future = self.inner.call(request);
                     drop(entered);
                     ResponseFuture::calling(future, span)

@@ -29,18 +29,18 @@ pub(super) type Digest = [u8; 32];
 
 /// Hashes a presented key with a per-process random key.
 #[derive(Clone)]
-pub(super) struct Hasher32([u8; 32]);
+pub(super) struct SecretHasher([u8; 32]);
 
-impl Hasher32 {
+impl SecretHasher {
     /// A fresh random key from the OS.
     ///
     /// # Panics
     ///
     /// When the operating system's random source fails.
-    pub(super) fn generate() -> Hasher32 {
+    pub(super) fn generate() -> SecretHasher {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("the OS random source failed");
-        Hasher32(key)
+        SecretHasher(key)
     }
 
     pub(super) fn digest(&self, presented: &str) -> Digest {
@@ -48,9 +48,9 @@ impl Hasher32 {
     }
 }
 
-impl std::fmt::Debug for Hasher32 {
+impl std::fmt::Debug for SecretHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Hasher32(<redacted>)")
+        f.write_str("SecretHasher(<redacted>)")
     }
 }
 
@@ -325,14 +325,14 @@ mod tests {
 
     #[test]
     fn the_digest_is_keyed_and_never_the_key() {
-        let (a, b) = (Hasher32::generate(), Hasher32::generate());
+        let (a, b) = (SecretHasher::generate(), SecretHasher::generate());
         assert_eq!(a.digest("lk_live_x"), a.digest("lk_live_x"));
         assert_ne!(a.digest("lk_live_x"), b.digest("lk_live_x"));
         assert_ne!(
             a.digest("lk_live_x"),
             *blake3::hash(b"lk_live_x").as_bytes()
         );
-        assert_eq!(format!("{a:?}"), "Hasher32(<redacted>)");
+        assert_eq!(format!("{a:?}"), "SecretHasher(<redacted>)");
     }
 
     #[test]

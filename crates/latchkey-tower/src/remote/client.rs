@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, StatusCode};
+use latchkey_core::wire::{UsageItem, UsageReport, VerifyResponse};
 use latchkey_core::{ApiKey, PrincipalInfo, VerifyError};
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
-use super::config::Settings;
+use super::config::VerifierSettings;
 use super::error::RemoteError;
 
 /// The daemon: its URLs and the service key's header, built once.
@@ -40,27 +40,6 @@ pub(super) enum Verdict {
     Refused(VerifyError),
 }
 
-/// The body of `POST /v1/verify`'s answer.
-#[derive(Deserialize)]
-struct VerifyAnswer {
-    valid: bool,
-    code: String,
-    #[serde(default)]
-    principal: Option<PrincipalInfo>,
-    /// Absent from daemons that predate it: `cache_ttl` then bounds the entry.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    expires_at: Option<OffsetDateTime>,
-}
-
-/// Usage of one key, counted from cache hits.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct UsageItem {
-    pub(super) key_id: Uuid,
-    pub(super) count: u64,
-    #[serde(with = "time::serde::rfc3339")]
-    pub(super) last_used_at: OffsetDateTime,
-}
-
 /// How `POST /v1/usage` went.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum UsageOutcome {
@@ -75,7 +54,7 @@ impl Daemon {
     pub(super) fn new(
         url: &str,
         service_key: &ApiKey,
-        settings: &Settings,
+        settings: &VerifierSettings,
     ) -> Result<Daemon, RemoteError> {
         let mut base = Url::parse(url).map_err(|e| RemoteError::Url(format!("{url:?}: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
@@ -130,18 +109,8 @@ impl Daemon {
             .send()
             .await
             .map_err(|e| format!("POST /v1/verify: {}", describe(&e)))?;
-        let status = response.status();
-        if status != StatusCode::OK {
-            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-                tracing::error!(
-                    %status,
-                    service_key = %self.service_prefix,
-                    "the daemon refused the service key: it must authenticate and hold latchkey:verify"
-                );
-            }
-            return Err(format!("POST /v1/verify answered {status}"));
-        }
-        let answer: VerifyAnswer = response
+        self.expect_ok("POST /v1/verify", response.status())?;
+        let answer: VerifyResponse = response
             .json()
             .await
             .map_err(|e| format!("POST /v1/verify: {}", describe(&e)))?;
@@ -153,6 +122,22 @@ impl Daemon {
             (true, None) => Err("POST /v1/verify: valid without a principal".to_owned()),
             (false, _) => Ok(Verdict::Refused(refusal(&answer.code))),
         }
+    }
+
+    /// `Err` naming `what` unless the daemon answered 200; a refusal of the service key
+    /// itself (401, 403) is logged as the misconfiguration it is.
+    fn expect_ok(&self, what: &str, status: StatusCode) -> Result<(), String> {
+        if status == StatusCode::OK {
+            return Ok(());
+        }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            tracing::error!(
+                %status,
+                service_key = %self.service_prefix,
+                "the daemon refused the service key: it must authenticate and hold latchkey:verify"
+            );
+        }
+        Err(format!("{what} answered {status}"))
     }
 
     /// Opens the event stream, resuming after `after` when given.
@@ -178,32 +163,20 @@ impl Daemon {
             .await
             .map_err(|_| "GET /v1/events: timed out".to_owned())?
             .map_err(|e| format!("GET /v1/events: {}", describe(&e)))?;
-        let status = response.status();
-        if status != StatusCode::OK {
-            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-                tracing::error!(
-                    %status,
-                    service_key = %self.service_prefix,
-                    "the daemon refused the service key: it must authenticate and hold latchkey:verify"
-                );
-            }
-            return Err(format!("GET /v1/events answered {status}"));
-        }
+        self.expect_ok("GET /v1/events", response.status())?;
         Ok(response)
     }
 
     /// Sends usage figures.
     pub(super) async fn report_usage(&self, items: &[UsageItem]) -> UsageOutcome {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            items: &'a [UsageItem],
-        }
         let sent = self
             .http
             .post(self.usage_url.clone())
             .header(AUTHORIZATION, self.authorization.clone())
             .timeout(self.request_timeout)
-            .json(&Body { items })
+            .json(&UsageReport {
+                items: items.to_vec(),
+            })
             .send()
             .await;
         match sent {

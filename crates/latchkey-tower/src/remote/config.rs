@@ -32,12 +32,12 @@ use super::error::RemoteError;
 pub struct RemoteVerifierBuilder {
     pub(super) url: String,
     pub(super) service_key: String,
-    pub(super) settings: Settings,
+    pub(super) settings: VerifierSettings,
 }
 
 /// The settings once checked; shared by the verifier's tasks.
 #[derive(Clone)]
-pub(super) struct Settings {
+pub(super) struct VerifierSettings {
     pub(super) max_staleness: Duration,
     pub(super) heartbeat: Duration,
     pub(super) negative_ttl: Duration,
@@ -56,9 +56,9 @@ pub(super) struct Settings {
     pub(super) ca_pem: Option<Arc<[u8]>>,
 }
 
-impl Default for Settings {
+impl Default for VerifierSettings {
     fn default() -> Self {
-        Settings {
+        VerifierSettings {
             max_staleness: Duration::from_secs(5),
             heartbeat: Duration::from_secs(1),
             negative_ttl: Duration::from_secs(1),
@@ -81,7 +81,7 @@ impl Default for Settings {
 /// The fastest heartbeat the daemon sends (it refuses a lower `heartbeat_ms`).
 const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
 
-impl Settings {
+impl VerifierSettings {
     /// The heartbeat actually asked for: at most a third of `max_staleness`, so that a
     /// live stream refreshes the trust window several times over before it closes.
     pub(super) fn effective_heartbeat(&self) -> Duration {
@@ -104,7 +104,7 @@ impl RemoteVerifierBuilder {
         RemoteVerifierBuilder {
             url: url.to_owned(),
             service_key: service_key.to_owned(),
-            settings: Settings::default(),
+            settings: VerifierSettings::default(),
         }
     }
 
@@ -193,7 +193,7 @@ impl RemoteVerifierBuilder {
     }
 
     /// How often usage figures of cache hits are sent to the daemon (`POST /v1/usage`);
-    /// default 5 s.
+    /// default 5 s. Zero is refused by [`build`](Self::build) ([`RemoteError::Setting`]).
     pub fn usage_interval(mut self, interval: Duration) -> Self {
         self.settings.usage_interval = interval;
         self
@@ -235,8 +235,12 @@ impl RemoteVerifierBuilder {
     /// [`RemoteError::Url`] for a URL that is not `http(s)://…`,
     /// [`RemoteError::ServiceKey`] for a service key that is not a well-formed key,
     /// [`RemoteError::NoRuntime`] outside a tokio runtime, [`RemoteError::Client`] when
-    /// the HTTP client cannot be built (for one, a CA certificate that is not PEM).
+    /// the HTTP client cannot be built (for one, a CA certificate that is not PEM),
+    /// [`RemoteError::Setting`] for a zero `usage_interval`.
     pub fn build(self) -> Result<RemoteVerifier, RemoteError> {
+        if self.settings.usage_interval.is_zero() {
+            return Err(RemoteError::Setting("usage_interval must be above zero"));
+        }
         let service_key =
             ApiKey::parse(self.service_key.trim()).map_err(RemoteError::ServiceKey)?;
         RemoteVerifier::start(&self.url, service_key, self.settings)
@@ -253,9 +257,9 @@ impl fmt::Debug for RemoteVerifierBuilder {
     }
 }
 
-impl fmt::Debug for Settings {
+impl fmt::Debug for VerifierSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
+        f.debug_struct("VerifierSettings")
             .field("max_staleness", &self.max_staleness)
             .field("heartbeat", &self.effective_heartbeat())
             .field("negative_ttl", &self.negative_ttl)

@@ -18,6 +18,8 @@ pub enum RemoteError {
     NoRuntime,
     /// The HTTP client could not be built.
     Client(Box<dyn Error + Send + Sync>),
+    /// A setting out of its range (the message names it).
+    Setting(&'static str),
 }
 
 impl fmt::Display for RemoteError {
@@ -29,6 +31,7 @@ impl fmt::Display for RemoteError {
                 f.write_str("the remote verifier must be built inside a tokio runtime")
             }
             RemoteError::Client(e) => write!(f, "could not build the HTTP client: {e}"),
+            RemoteError::Setting(reason) => write!(f, "invalid remote verifier setting: {reason}"),
         }
     }
 }

@@ -1,11 +1,10 @@
 //! The event stream: follows the daemon's change feed, invalidates the cache, keeps the
 //! trust window open, and reconnects with backoff.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
+use latchkey_core::wire::{Heartbeat, StreamStart};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -13,25 +12,6 @@ use super::cache::Scope;
 use super::client::describe;
 use super::sse::{SseEvent, SseParser};
 use super::verifier::Shared;
-
-/// The data of `ready` and `reset`.
-#[derive(Deserialize)]
-struct Start {
-    head: u64,
-    position: u64,
-    /// The hash of the change at `position`.
-    #[serde(default)]
-    hash: Option<String>,
-    /// The store's lineage: new when it is restored from a backup.
-    #[serde(default)]
-    lineage: Option<String>,
-}
-
-/// The data of `heartbeat`.
-#[derive(Deserialize)]
-struct Heartbeat {
-    head: u64,
-}
 
 /// The fields of a `change` the cache needs; the rest of the audit event is ignored, so a
 /// daemon that adds fields or actions does not break the stream.
@@ -57,7 +37,7 @@ struct Cursor {
     hash: Option<String>,
     /// The store's lineage as the last `ready` told it: another one is a restored (or
     /// another) store, even when its chain matches.
-    lineage: Option<String>,
+    lineage: Option<Uuid>,
 }
 
 /// One connection's progress.
@@ -124,7 +104,7 @@ fn apply(
 ) -> Result<(), String> {
     match event.event.as_str() {
         kind @ ("ready" | "reset") => {
-            let start: Start = parse(kind, &event.data)?;
+            let start: StreamStart = parse(kind, &event.data)?;
             if kind == "reset" {
                 shared.drop_all("the daemon's feed is behind this verifier (reset)");
             } else if cursor.position.is_none() {
@@ -215,8 +195,7 @@ struct Backoff {
     min: Duration,
     max: Duration,
     step: Duration,
-    random: RandomState,
-    draws: u64,
+    random: fastrand::Rng,
 }
 
 impl Backoff {
@@ -225,8 +204,7 @@ impl Backoff {
             min,
             max,
             step: min,
-            random: RandomState::new(),
-            draws: 0,
+            random: fastrand::Rng::new(),
         }
     }
 
@@ -237,11 +215,7 @@ impl Backoff {
     fn next(&mut self) -> Duration {
         let step = self.step;
         self.step = (self.step * 2).min(self.max);
-        // `RandomState` is seeded from the OS once per thread: a random draw without an
-        // RNG dependency.
-        self.draws += 1;
-        let fraction = (self.random.hash_one(self.draws) >> 11) as f64 / (1u64 << 53) as f64;
-        step.mul_f64(0.5 + fraction / 2.0)
+        step.mul_f64(0.5 + self.random.f64() / 2.0)
     }
 }
 

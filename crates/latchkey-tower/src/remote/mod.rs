@@ -1,7 +1,7 @@
 //! Verifying keys against a latchkey daemon (feature `remote`): [`RemoteVerifier`].
 //!
 //! An app that does not hold the keystore plugs a [`RemoteVerifier`] into the same
-//! [`ApiKeyLayer`](crate::ApiKeyLayer) an embedded store uses. The verifier asks the daemon
+//! [`ApiKeyAuthLayer`](crate::ApiKeyAuthLayer) an embedded store uses. The verifier asks the daemon
 //! (`POST /v1/verify`, with a service key holding `latchkey:verify`) about each key it has
 //! not seen, caches the answer, and follows the daemon's change feed (`GET /v1/events`,
 //! server-sent events) to drop cached answers the moment a change makes them stale. A
@@ -11,14 +11,14 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use latchkey_tower::ApiKeyLayer;
+//! use latchkey_tower::ApiKeyAuthLayer;
 //! use latchkey_tower::remote::RemoteVerifier;
 //!
 //! # async fn run() -> Result<(), latchkey_tower::remote::RemoteError> {
 //! let verifier = RemoteVerifier::builder("http://127.0.0.1:7878", "lk_live_…")
 //!     .max_staleness(Duration::from_secs(5))
 //!     .build()?;
-//! let layer = ApiKeyLayer::new(verifier).realm("orders");
+//! let layer = ApiKeyAuthLayer::new(verifier).realm(latchkey_tower::Realm::from_static("orders"));
 //! # let _ = layer;
 //! # Ok(())
 //! # }

@@ -12,7 +12,9 @@ use latchkey_core::limits::MAX_USAGE_ITEMS;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::client::{Daemon, UsageItem, UsageOutcome};
+use latchkey_core::wire::UsageItem;
+
+use super::client::{Daemon, UsageOutcome};
 
 /// Figures not yet sent, per key: how many hits, and the latest.
 #[derive(Debug, Default)]

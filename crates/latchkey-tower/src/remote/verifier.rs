@@ -15,9 +15,9 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
-use super::cache::{Cache, Cached, Digest, DigestHasher, Hasher32, Negative, Positive, Scope};
+use super::cache::{Cache, Cached, Digest, DigestHasher, Negative, Positive, Scope, SecretHasher};
 use super::client::{Daemon, Verdict};
-use super::config::{RemoteVerifierBuilder, Settings};
+use super::config::{RemoteVerifierBuilder, VerifierSettings};
 use super::error::RemoteError;
 use super::feed;
 use super::usage::UsageBuffer;
@@ -34,14 +34,14 @@ use crate::verifier::Verifier;
 /// ```no_run
 /// use axum::{Router, routing::get};
 /// use latchkey_tower::remote::RemoteVerifier;
-/// use latchkey_tower::{ApiKeyLayer, RequirePermission};
+/// use latchkey_tower::{ApiKeyAuthLayer, RequirePermission};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let verifier = RemoteVerifier::builder("http://127.0.0.1:7878", "lk_live_…").build()?;
 /// let app: Router = Router::new()
 ///     .route("/orders", get(|| async { "orders" }))
 ///     .route_layer(RequirePermission::layer("orders:read"))
-///     .layer(ApiKeyLayer::new(verifier.clone()));
+///     .layer(ApiKeyAuthLayer::new(verifier.clone()));
 /// // ... serve `app`; at shutdown, send the last usage figures:
 /// verifier.flush_usage().await;
 /// # Ok(())
@@ -62,8 +62,8 @@ pub struct RemoteVerifier {
 /// The state the verifier and its tasks share.
 pub(super) struct Shared {
     pub(super) daemon: Daemon,
-    pub(super) settings: Settings,
-    hasher: Hasher32,
+    pub(super) settings: VerifierSettings,
+    hasher: SecretHasher,
     pub(super) cache: Cache,
     /// Misses being asked of the daemon, by digest: later misses for the same key wait for
     /// the same answer.
@@ -123,13 +123,13 @@ impl RemoteVerifier {
     pub(super) fn start(
         url: &str,
         service_key: ApiKey,
-        settings: Settings,
+        settings: VerifierSettings,
     ) -> Result<RemoteVerifier, RemoteError> {
         let runtime = Handle::try_current().map_err(|_| RemoteError::NoRuntime)?;
         let daemon = Daemon::new(url, &service_key, &settings)?;
         let shared = Arc::new(Shared {
             daemon,
-            hasher: Hasher32::generate(),
+            hasher: SecretHasher::generate(),
             cache: Cache::new(settings.max_entries, settings.max_refusals),
             misses: Semaphore::new(settings.max_concurrent_misses),
             pending: Mutex::default(),

@@ -1,7 +1,7 @@
 //! Guarding routes with a permission: [`RequirePermissionLayer`], the service
 //! [`RequirePermission`] and its [`ResponseFuture`].
 //!
-//! Put it under [`ApiKeyLayer`](crate::ApiKeyLayer), per route: in axum with
+//! Put it under [`ApiKeyAuthLayer`](crate::ApiKeyAuthLayer), per route: in axum with
 //! `route_layer`, so an unknown path still answers 404 rather than 403.
 //!
 //! | the request | answer |

@@ -4,11 +4,11 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use latchkey_core::Principal;
 use tower::Service;
 
 use super::future::ResponseFuture;
 use super::layer::RequirePermissionLayer;
+use crate::principal::Principal;
 use crate::rejection::Rejection;
 
 /// Passes a request on only when its principal holds the permission; made by

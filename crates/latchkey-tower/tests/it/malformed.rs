@@ -18,7 +18,7 @@ async fn several_authorization_headers_are_refused() {
     let fx = Fixture::new();
     let (_, key) = fx.key_for("reader", &["orders:read"]);
     let value = format!("Bearer {}", key.secret.expose());
-    let app = app(fx.layer().header("x-api-key"));
+    let app = app(fx.layer().header(X_API_KEY));
     let request = Request::get("/orders")
         .header("authorization", &value)
         .header("authorization", &value)
@@ -36,7 +36,7 @@ async fn several_authorization_headers_are_refused() {
 #[tokio::test]
 async fn a_non_utf8_value_is_refused() {
     let fx = Fixture::new();
-    let app = app(fx.layer().header("x-api-key"));
+    let app = app(fx.layer().header(X_API_KEY));
     let mut bytes = b"Bearer lk_live_".to_vec();
     bytes.extend_from_slice(&[0xff, 0xfe, 0x80]);
     let reply = send(&app, with_raw("authorization", &bytes)).await;
@@ -50,7 +50,7 @@ async fn a_non_utf8_value_is_refused() {
 #[tokio::test]
 async fn a_64_kib_value_is_refused() {
     let fx = Fixture::new();
-    let app = app(fx.layer().header("x-api-key").allow_query_param("k"));
+    let app = app(fx.layer().header(X_API_KEY).allow_query_param("k"));
     let huge = "A".repeat(64 * 1024);
     let reply = send(&app, get_with("/orders", &huge)).await;
     reply.assert_invalid("invalid_key");

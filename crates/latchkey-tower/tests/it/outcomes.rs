@@ -13,6 +13,37 @@ async fn a_valid_key_reaches_the_handler() {
     assert_eq!(reply.assert_ok()["user"], "reader");
 }
 
+/// The extractor, `Extension<Principal>` and a plain read of the extensions all find the
+/// one `Principal` the layer put there.
+#[tokio::test]
+async fn the_extractor_and_extension_find_the_same_principal() {
+    use axum::Extension;
+    use axum::extract::Request;
+    use latchkey_tower::Principal;
+
+    async fn both(
+        extracted: Principal,
+        Extension(extension): Extension<Principal>,
+        request: Request,
+    ) -> String {
+        let read = request
+            .extensions()
+            .get::<Principal>()
+            .expect("in the extensions");
+        assert_eq!(extracted, extension);
+        assert_eq!(&extension, read);
+        extension.user_name.clone()
+    }
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let app = axum::Router::new()
+        .route("/both", axum::routing::get(both))
+        .layer(fx.layer());
+    let reply = send(&app, get_with("/both", key.secret.expose())).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, "reader");
+}
+
 #[tokio::test]
 async fn no_header_is_401_missing_key() {
     let fx = Fixture::new();

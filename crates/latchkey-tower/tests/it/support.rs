@@ -11,14 +11,17 @@ use latchkey_tower::latchkey_core::{
     Actor, CreatedKey, Group, ManualClock, NewGroup, NewKey, NewUser, User,
 };
 use latchkey_tower::{
-    ApiKey, ApiKeyLayer, Env, PermissionSet, Principal, Rejection, RequirePermission, Store,
-    StoreConfig, Verifier,
+    ApiKey, ApiKeyAuthLayer, Env, PermissionSet, Principal, Realm, Rejection, RequirePermission,
+    Store, StoreConfig, Verifier,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
 pub(crate) const REALM: &str = "orders";
+/// The extra header some tests read the key from.
+pub(crate) const X_API_KEY: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-api-key");
 
 /// A store in a temporary directory, on a clock that moves only when told.
 pub(crate) struct Fixture {
@@ -85,8 +88,8 @@ impl Fixture {
         (user, key)
     }
 
-    pub(crate) fn layer(&self) -> ApiKeyLayer {
-        ApiKeyLayer::new(self.store.clone()).realm(REALM)
+    pub(crate) fn layer(&self) -> ApiKeyAuthLayer {
+        ApiKeyAuthLayer::new(self.store.clone()).realm(Realm::from_static(REALM))
     }
 }
 
@@ -109,7 +112,7 @@ pub(crate) fn new_key(user: &User, env: Env) -> NewKey {
 /// - `GET /whoami` answers the principal as JSON;
 /// - `GET /echo` answers what the inner service saw of the credentials;
 /// - `GET /health` answers without a principal (public when the layer says so).
-pub(crate) fn app<V: Verifier>(layer: ApiKeyLayer<V>) -> Router {
+pub(crate) fn app<V: Verifier>(layer: ApiKeyAuthLayer<V>) -> Router {
     routes().layer(layer)
 }
 

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::http::{Request, Response};
 use latchkey_tower::latchkey_core::{Actor, Principal};
-use latchkey_tower::{ApiKey, ApiKeyLayer, Store, VerifyError};
+use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Store, VerifyError};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::support::*;
@@ -29,7 +29,8 @@ fn pending_verifier(store: Store) -> impl Fn(&ApiKey) -> Verifying + Send + Sync
 async fn a_verifier_that_is_not_ready_at_once() {
     let fx = Fixture::new();
     let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(ApiKeyLayer::new(pending_verifier(fx.store.clone())).realm(REALM));
+    let app = app(ApiKeyAuthLayer::new(pending_verifier(fx.store.clone()))
+        .realm(latchkey_tower::Realm::from_static(REALM)));
     let reply = send(&app, get_with("/orders", key.secret.expose())).await;
     assert_eq!(reply.assert_ok()["user"], "reader");
     send(&app, post_with("/orders", key.secret.expose()))
@@ -43,10 +44,10 @@ async fn a_verifier_that_is_not_ready_at_once() {
 
 #[tokio::test]
 async fn an_unavailable_keystore_is_503_never_401() {
-    let layer = ApiKeyLayer::new(|_: &ApiKey| async {
+    let layer = ApiKeyAuthLayer::new(|_: &ApiKey| async {
         Err(VerifyError::Unavailable("disk on fire".into()))
     })
-    .realm(REALM);
+    .realm(latchkey_tower::Realm::from_static(REALM));
     let app = app(layer);
     let fx = Fixture::new();
     let (_, key) = fx.key_for("reader", &["orders:read"]);
@@ -83,7 +84,7 @@ impl Service<Request<Body>> for Counting {
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let status = if request
             .extensions()
-            .get::<latchkey_tower::latchkey_core::Principal>()
+            .get::<latchkey_tower::Principal>()
             .is_some()
         {
             200
@@ -104,27 +105,29 @@ async fn a_store_authenticates_without_cloning_the_inner_service() {
 
     let mut service = fx.layer().layer(Counting(clones.clone()));
     for _ in 0..3 {
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(get_with("/", key.secret.expose()))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        call_ok(&mut service, key.secret.expose()).await;
     }
     assert_eq!(clones.load(Ordering::SeqCst), 0);
 
     // A pending verifier moves the ready service into the future and keeps a clone.
     let mut service =
-        ApiKeyLayer::new(pending_verifier(fx.store.clone())).layer(Counting(clones.clone()));
+        ApiKeyAuthLayer::new(pending_verifier(fx.store.clone())).layer(Counting(clones.clone()));
+    call_ok(&mut service, key.secret.expose()).await;
+    assert_eq!(clones.load(Ordering::SeqCst), 1);
+}
+
+/// Calls `service` once, as a server would (ready, then call), and expects a 200.
+async fn call_ok<S>(service: &mut S, key: &str)
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>>,
+    S::Error: std::fmt::Debug,
+{
     let response = service
         .ready()
         .await
         .unwrap()
-        .call(get_with("/", key.secret.expose()))
+        .call(get_with("/", key))
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(clones.load(Ordering::SeqCst), 1);
 }

@@ -113,7 +113,6 @@ async fn a_cached_key_stops_at_its_expiry_without_an_event() {
 #[tokio::test]
 async fn hits_are_reported_in_batches() {
     let s = Setup::new().await;
-    s.traffic.accept_usage.store(true, Ordering::SeqCst);
     let user = s.keystore.user("reporting", &["orders:read"]);
     let key = s.keystore.key(user, "dashboard", None);
     s.verify(key.secret.expose()).await.unwrap(); // the miss: counted by the daemon
@@ -133,6 +132,11 @@ async fn hits_are_reported_in_batches() {
     )
     .unwrap();
     assert_eq!(at, s.keystore.clock.now());
+    // The daemon's real `POST /v1/usage` took them: the miss it counted itself plus the
+    // three hits reported.
+    let record = s.keystore.store.key(key.key.id).unwrap();
+    assert_eq!(record.usage_count, 4);
+    assert_eq!(record.last_used_at, Some(s.keystore.clock.now()));
 
     // Nothing new: nothing sent.
     s.verifier.flush_usage().await;
@@ -145,7 +149,6 @@ async fn large_usage_reports_are_sent_in_parts_the_daemon_accepts() {
     use latchkey_tower::latchkey_core::{Actor, NewKey};
 
     let s = Setup::new().await;
-    s.traffic.accept_usage.store(true, Ordering::SeqCst);
     let user = s.keystore.user("many", &["orders:read"]);
     let new: Vec<NewKey> = (0..=MAX_USAGE_ITEMS)
         .map(|i| NewKey {
@@ -173,16 +176,23 @@ async fn large_usage_reports_are_sent_in_parts_the_daemon_accepts() {
     for report in &reports {
         assert!(serde_json::to_vec(report).unwrap().len() <= MAX_BODY_BYTES);
     }
+    // Both parts were accepted: nothing is left to send, and every key counts its hit.
+    assert!(format!("{:?}", s.verifier).contains("usage_pending: 0"));
+    for key in [&keys[0], &keys[MAX_USAGE_ITEMS]] {
+        assert_eq!(s.keystore.store.key(key.key.id).unwrap().usage_count, 2);
+    }
 }
 
 #[tokio::test]
 async fn a_daemon_without_usage_reports_is_harmless() {
     let s = Setup::new().await;
+    // A daemon that predates `POST /v1/usage` answers 404.
+    s.traffic.refuse_usage.store(true, Ordering::SeqCst);
     let user = s.keystore.user("reporting", &["orders:read"]);
     let key = s.keystore.key(user, "dashboard", None);
     s.verify(key.secret.expose()).await.unwrap();
     s.verify(key.secret.expose()).await.unwrap();
-    // The admin router answers 404: the figures are dropped, and verification goes on.
+    // The figures are dropped, and verification goes on.
     s.verifier.flush_usage().await;
     assert!(format!("{:?}", s.verifier).contains("usage_pending: 0"));
     assert!(s.verify(key.secret.expose()).await.is_ok());

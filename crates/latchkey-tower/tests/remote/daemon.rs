@@ -24,11 +24,11 @@ use tokio::sync::oneshot;
 pub(crate) struct Traffic {
     /// `POST /v1/verify` requests.
     pub(crate) verify: AtomicUsize,
-    /// Bodies of `POST /v1/usage`, which this test daemon answers itself (204) when
-    /// `accept_usage` is set: core has no method to add usage yet, so the admin router
-    /// has no such route.
+    /// Bodies of `POST /v1/usage`, as sent: the admin router then handles them.
     pub(crate) usage: Mutex<Vec<Value>>,
-    pub(crate) accept_usage: std::sync::atomic::AtomicBool,
+    /// Answer `POST /v1/usage` 404 without passing it on, as a daemon that predates the
+    /// route would.
+    pub(crate) refuse_usage: std::sync::atomic::AtomicBool,
 }
 
 impl Traffic {
@@ -42,14 +42,18 @@ async fn observe(State(traffic): State<Arc<Traffic>>, request: Request, next: Ne
     if path == "/v1/verify" {
         traffic.verify.fetch_add(1, Ordering::SeqCst);
     }
-    if path == "/v1/usage" && traffic.accept_usage.load(Ordering::SeqCst) {
-        let body = request.into_body().collect().await.unwrap().to_bytes();
+    if path == "/v1/usage" {
+        if traffic.refuse_usage.load(Ordering::SeqCst) {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
         traffic
             .usage
             .lock()
             .unwrap()
             .push(serde_json::from_slice(&body).unwrap());
-        return StatusCode::NO_CONTENT.into_response();
+        return next.run(Request::from_parts(parts, Body::from(body))).await;
     }
     next.run(request).await
 }

@@ -8,8 +8,8 @@ use axum::routing::get;
 use http::Request;
 use http_body_util::BodyExt;
 use latchkey_tower::latchkey_core::{Actor, Env, ManualClock, Prefix, VerifyError};
-use latchkey_tower::remote::RemoteVerifier;
-use latchkey_tower::{ApiKey, ApiKeyLayer, RequirePermission, Verifier};
+use latchkey_tower::remote::{RemoteStatus, RemoteVerifier};
+use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Realm, RequirePermission, Verifier};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -21,7 +21,7 @@ fn app(verifier: RemoteVerifier) -> Router {
     Router::new()
         .route("/orders", get(|| async { "orders" }))
         .route_layer(RequirePermission::layer("orders:read"))
-        .layer(ApiKeyLayer::new(verifier).realm("orders"))
+        .layer(ApiKeyAuthLayer::new(verifier).realm(Realm::from_static("orders")))
 }
 
 /// The status and the problem `code` (if any) of `GET /orders` with `key`.
@@ -117,18 +117,8 @@ async fn a_restored_backup_behind_the_verifier_resets_the_cache() {
 
     // The backup, older than what the verifier has seen, behind the same address: the
     // daemon answers `reset`.
-    let port = s.daemon.addr.port();
-    s.daemon.stop();
     assert!(backup.store.last_seq().unwrap() < before.position.unwrap());
-    let _restored = Daemon::start(&backup.store, &Arc::new(Traffic::default()), loopback(port));
-    let status = within(
-        s.verifier
-            .wait_for(|st| st.connected && st.syncs > before.syncs),
-    )
-    .await;
-    assert_eq!(status.cache_drops, before.cache_drops + 1);
-    assert_eq!(status.position, Some(backup.store.last_seq().unwrap()));
-    assert_eq!(s.verifier.cached_keys(), 0);
+    let _restored = serve_instead(&mut s, &backup, &before).await;
     // The key does not exist in the backup.
     assert_eq!(
         s.verify(key.secret.expose()).await.unwrap_err(),
@@ -152,17 +142,7 @@ async fn a_diverged_backup_ahead_of_the_verifier_drops_the_cache() {
         backup.user(&format!("other{i}"), &[]);
     }
     assert!(backup.store.last_seq().unwrap() > before.position.unwrap());
-    let port = s.daemon.addr.port();
-    s.daemon.stop();
-    let _restored = Daemon::start(&backup.store, &Arc::new(Traffic::default()), loopback(port));
-    let status = within(
-        s.verifier
-            .wait_for(|st| st.connected && st.syncs > before.syncs),
-    )
-    .await;
-    assert_eq!(status.cache_drops, before.cache_drops + 1);
-    assert_eq!(status.position, Some(backup.store.last_seq().unwrap()));
-    assert_eq!(s.verifier.cached_keys(), 0);
+    let _restored = serve_instead(&mut s, &backup, &before).await;
     assert_eq!(
         s.verify(key.secret.expose()).await.unwrap_err(),
         VerifyError::Invalid
@@ -243,4 +223,31 @@ async fn nothing_listening_gives_503_at_once() {
         (status, code.as_deref()),
         (503, Some("keystore_unavailable"))
     );
+}
+
+#[tokio::test]
+async fn a_zero_usage_interval_is_refused_at_build() {
+    let key = ApiKey::generate(&Prefix::default(), Env::Live);
+    let built = RemoteVerifier::builder("http://127.0.0.1:9", key.expose())
+        .usage_interval(std::time::Duration::ZERO)
+        .build();
+    let err = built.expect_err("a zero interval must be refused");
+    assert!(err.to_string().contains("usage_interval"), "{err}");
+}
+
+/// Stops the daemon and serves `backup` on its port instead; waits until the verifier
+/// synced with it, and checks that it dropped its cache once and follows the backup.
+async fn serve_instead(s: &mut Setup, backup: &Keystore, before: &RemoteStatus) -> Daemon {
+    let port = s.daemon.addr.port();
+    s.daemon.stop();
+    let restored = Daemon::start(&backup.store, &Arc::new(Traffic::default()), loopback(port));
+    let status = within(
+        s.verifier
+            .wait_for(|st| st.connected && st.syncs > before.syncs),
+    )
+    .await;
+    assert_eq!(status.cache_drops, before.cache_drops + 1);
+    assert_eq!(status.position, Some(backup.store.last_seq().unwrap()));
+    assert_eq!(s.verifier.cached_keys(), 0);
+    restored
 }

@@ -1,0 +1,112 @@
+//! The JSON records that the daemon and its clients both speak, defined once: the server
+//! (latchkey-admin) writes them and the remote verifier (latchkey-tower) and the CLI read
+//! them, so the two sides cannot drift apart.
+//!
+//! Core never speaks HTTP: these are plain serde types. With the `openapi` feature they
+//! also derive their JSON schema for the management API's OpenAPI document.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::verify::PrincipalInfo;
+
+/// The body of `POST /v1/usage`: figures a remote verifier counted from its cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    /// One entry per key, at most 500.
+    #[cfg_attr(feature = "openapi", schema(max_items = 500))]
+    pub items: Vec<UsageItem>,
+}
+
+/// Usage of one key since the last report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UsageItem {
+    /// The key's record id.
+    pub key_id: Uuid,
+    /// Successful verifications, at least 1.
+    #[serde(deserialize_with = "whole_number")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub count: u64,
+    /// The last of them (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub last_used_at: OffsetDateTime,
+}
+
+/// The answer of `POST /v1/verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VerifyResponse {
+    /// Whether the key authenticates and holds every permission asked for.
+    pub valid: bool,
+    /// `ok` when valid; otherwise `invalid_key`, `key_disabled`, `key_revoked`,
+    /// `key_expired`, `user_disabled` or `insufficient_permission`.
+    pub code: String,
+    /// Who the key authenticates as: present when it authenticates (also with
+    /// `insufficient_permission`), absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<PrincipalInfo>,
+    /// When the key expires (RFC 3339), present with `principal` for a key that has an
+    /// expiry: a remote verifier's cache must not outlive it, and no event announces it.
+    /// Absent from daemons that predate it (a remote verifier's `cache_ttl` then bounds
+    /// its entry).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// The data of the `ready` and `reset` events of `GET /v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamStart {
+    /// The sequence number of the store's newest change.
+    pub head: u64,
+    /// Where the stream resumes: changes after it follow.
+    pub position: u64,
+    /// The hash of the change at `position`; `null` at 0.
+    #[serde(default)]
+    pub hash: Option<String>,
+    /// The store's lineage: it changes when the store is restored from a backup, and a
+    /// client that sees another one than before drops whatever it derived from the feed.
+    /// Always sent by this daemon; absent from daemons that predate it.
+    #[serde(default)]
+    pub lineage: Option<Uuid>,
+}
+
+/// The data of the `heartbeat` event of `GET /v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The sequence number of the last change sent on this stream.
+    pub head: u64,
+}
+
+/// Deserializes a non-negative integer, also when written with a zero fraction (`7.0`):
+/// JSON Schema's `integer` is any number without a fractional part, so a client that
+/// follows the document may send one, and it means the same number.
+pub fn whole_number<'de, D>(deserializer: D) -> Result<u64, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    // 2^64: every f64 below it that has no fraction fits a u64.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .or_else(|| {
+            let float = number.as_f64()?;
+            (float.fract() == 0.0 && (0.0..LIMIT).contains(&float)).then_some(float as u64)
+        })
+        .ok_or_else(|| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Other(&number.to_string()),
+                &"a non-negative integer",
+            )
+        })
+}
