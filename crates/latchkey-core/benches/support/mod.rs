@@ -20,7 +20,20 @@ pub fn seeded(n: usize, config: StoreConfig) -> (Store, Vec<String>) {
         .lines()
         .map(str::to_owned)
         .collect();
-    (Store::open(dir.join("store"), config).unwrap(), samples)
+    (open(&dir.join("store"), config), samples)
+}
+
+/// Opens a store just seeded in this process: sled's I/O threads may hold its file lock
+/// for longer than `Store::open` waits (1 s) on a loaded machine, so waits up to a minute.
+fn open(path: &Path, config: StoreConfig) -> Store {
+    let started = std::time::Instant::now();
+    loop {
+        match Store::open(path, config.clone()) {
+            Err(latchkey_core::StoreError::Locked { .. })
+                if started.elapsed() < std::time::Duration::from_secs(60) => {}
+            opened => return opened.unwrap(),
+        }
+    }
 }
 
 fn seed(dir: &Path, n: usize) {

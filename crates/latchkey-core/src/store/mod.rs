@@ -107,9 +107,13 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// sled's page cache, in bytes. sled defaults to 1 GiB; latchkey to 64 MiB: a process
-    /// on a store of a million keys stays near 115 MiB of RSS, and a cold verification
-    /// there costs ~6 µs instead of ~14 µs with 16 MiB (see the README's figures).
+    /// sled's page cache, in bytes. sled defaults to 1 GiB; latchkey to 64 MiB. sled 0.34.7
+    /// charges a cached page the bytes it takes in its log, not in memory, where small
+    /// entries (index entries) take two to three times that: list pages over a million keys
+    /// filled ~95 MiB more of RSS with 64 MiB than with 16 MiB. Smaller costs cold
+    /// verifications: at a million keys ~13–19 µs with 64 MiB, ~31–34 µs with 16 MiB (the
+    /// `rss` bench; README, *Performance*). This bounds only the cache: sled also keeps a
+    /// few hundred bytes per page of its tree resident, whatever this setting.
     pub fn cache_capacity_bytes(mut self, bytes: u64) -> Self {
         self.cache_capacity_bytes = bytes;
         self
