@@ -17,17 +17,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-3s}
-CONNS=${CONNS:-16}
+source bench/lib.sh
+wrk_knobs
 REVOCATIONS=${REVOCATIONS:-100}
 OUT=bench/out/remote
 REL=target/release
 
-if ! command -v wrk >/dev/null; then
-    echo "installing wrk (Debian package)" >&2
-    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+install_missing wrk wrk
 
 cargo build --release --quiet -p example-orders -p example-remote-orders
 cargo build --release --quiet -p latchkey-tower --features remote --example remote-bench
@@ -51,16 +47,7 @@ start() {
     "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
     local pid=$!
     PIDS+=("$pid")
-    FOUND=
-    for _ in $(seq 600); do
-        FOUND=$(sed -n "$pattern" "$OUT/$name.out" 2>/dev/null | head -n1)
-        [ -n "$FOUND" ] && return 0
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$name did not start:" >&2
-    cat "$OUT/$name.err" >&2
-    exit 1
+    wait_for "$pid" "$OUT/$name.out" "$OUT/$name.err" "$name" "$pattern"
 }
 
 # The daemon, and its fixtures: a service key (latchkey:verify) and a reader key.

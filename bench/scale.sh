@@ -16,16 +16,13 @@
 # Needs: cargo, curl, jq, wrk, python3 (bench/scale_client.py times the requests on one
 # keep-alive connection). Writes only under bench/out and a temp dir.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+require bench/scale.sh cargo curl jq wrk
 
 KEYS=${KEYS:-1000000}
 SAMPLES=${SAMPLES:-20}
 VERIFY_SECONDS=${VERIFY_SECONDS:-20}
 CREATE_SECONDS=${CREATE_SECONDS:-60}
-export LATCHKEY_LOG=${LATCHKEY_LOG:-warn}
-
-for tool in cargo curl jq wrk; do
-    command -v "$tool" >/dev/null || { echo "bench/scale.sh needs $tool" >&2; exit 1; }
-done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -37,9 +34,8 @@ store="$root/bench/out/scale-$KEYS"
 mkdir -p "$root/bench/out"
 
 work=$(mktemp -d)
-pid=""
 cleanup() {
-    if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    stop_daemon
     rm -rf "$work" "$store" "$store".valid "$store".invalid
 }
 trap cleanup EXIT
@@ -58,18 +54,7 @@ admin=$(cli --json keys add --name admin --user admin | jq -r .secret)
 cli users add --name other --permissions bench:read >/dev/null
 other=$(cli --json keys add --name other --user other | jq -r .secret)
 
-mkfifo "$work/stdout"
-env -u LATCHKEY_DB -u LATCHKEY_URL -u LATCHKEY_ADMIN_KEY -u LATCHKEY_CONFIG \
-    "$bin" serve --db "$store" --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/daemon.log" &
-pid=$!
-exec 3<"$work/stdout"
-addr=""
-for _ in $(seq 1 50); do
-    IFS= read -r line <&3 || break
-    case "$line" in "listening on "*) addr=${line#listening on }; break ;; esac
-done
-[[ -n "$addr" ]] || { echo "the daemon did not start:" >&2; cat "$work/daemon.log" >&2; exit 1; }
-url="http://$addr"
+start_daemon "$bin" "$store" "$work"
 
 get() { curl -sSf "$url$1" -H "Authorization: Bearer $admin"; }
 client() { python3 "$root/bench/scale_client.py" "$url" "$admin" "$@"; }
@@ -104,12 +89,7 @@ rss_mib() { awk -v f="$1" '$1 == f":" { printf "%.0f", $2 / 1024 }' "/proc/$pid/
 
 # Create-heavy load: does memory grow with the keys created?
 if (( CREATE_SECONDS > 0 )); then
-    cat >"$work/create.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"name":"load","user_id":"other"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $admin"
-LUA
+    wrk_post "$work/create.lua" '{"name":"load","user_id":"other"}' "$admin"
     before=$(rss_mib VmRSS)
     created=$(wrk -t2 -c4 -d"${CREATE_SECONDS}s" -s "$work/create.lua" "$url/v1/keys" \
         | awk '/requests in/ { print $1 }')
