@@ -7,6 +7,9 @@
 // Finding and building the binary, daemons with a kill-on-drop guard, CLI runs, HTTP.
 mod harness;
 
+// Records several modules start from (a group and a user in it).
+mod shared;
+
 // The whole life of a key through the CLI: create, use, list, filter, rename, disable,
 // enable, rotate, revoke, delete.
 mod key_life;
