@@ -31,9 +31,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-3s}
-CONNS=${CONNS:-16}
+source bench/lib.sh
+wrk_knobs
 N1=${N1:-1000}
 N2=${N2:-5000}
 LAYERING=${LAYERING:-route}
@@ -43,14 +42,8 @@ BIN=${CARGO_TARGET_DIR:-target}/release/examples/bench-server
 # VARIANTS="none latchkey latchkey-limited" bench/layer.sh: a subset (`none` is the base).
 read -ra VARIANTS <<<"${VARIANTS:-none bearer latchkey latchkey-limited latchkey-invalid}"
 
-need() {
-    if ! command -v "$1" >/dev/null; then
-        echo "installing $2 (Debian package)" >&2
-        apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
-    fi
-}
-need wrk wrk
-need valgrind valgrind
+install_missing wrk wrk
+install_missing valgrind valgrind
 
 mkdir -p "$OUT"
 # Line tables only: callgrind_annotate can name source lines; the code is the same.
@@ -79,16 +72,9 @@ start_server() {
     rm -f "$log"
     "$@" "$BIN" serve "$(server_of "$variant")" "$STORE" 127.0.0.1:0 "$LAYERING" >"$log" 2>"$OUT/server.err" &
     PID=$!
-    ADDR=
-    for _ in $(seq 1200); do # at most 2 minutes (valgrind start-up is slow)
-        ADDR=$(sed -n 's/^listening //p' "$log" 2>/dev/null)
-        [ -n "$ADDR" ] && return 0
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "the $variant server did not start:" >&2
-    cat "$OUT/server.err" >&2
-    exit 1
+    # At most 2 minutes: valgrind's start-up is slow.
+    wait_for "$PID" "$log" "$OUT/server.err" "the $variant server" 's/^listening //p' 1200
+    ADDR=$FOUND
 }
 
 stop_server() {

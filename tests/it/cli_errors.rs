@@ -10,13 +10,11 @@ fn every_command_fails_with_one_line_and_exit_1() {
     let revoked = revoked["id"].as_str().unwrap().to_owned();
     f.json(&["keys", "revoke", &revoked]);
 
+    #[rustfmt::skip]
     let cases: &[(&[&str], &str)] = &[
         // groups
         (&["groups", "add", "--name", "admin"], "[name_taken]"),
-        (
-            &["groups", "add", "--name", "g", "--permissions", "Bad Perm"],
-            "[invalid_field]",
-        ),
+        (&["groups", "add", "--name", "g", "--permissions", "Bad Perm"], "[invalid_field]"),
         (&["groups", "show", "nope"], "[not_found]"),
         (&["groups", "update", "nope", "--name", "x"], "[not_found]"),
         (&["groups", "update", "admin"], "nothing to change"),
@@ -24,57 +22,19 @@ fn every_command_fails_with_one_line_and_exit_1() {
         // users
         (&["users", "add", "--name", "admin"], "[name_taken]"),
         (&["users", "add", "--name", "two words"], "[invalid_field]"),
-        (
-            &["users", "add", "--name", "u", "--groups", "nope"],
-            "[not_found]",
-        ),
+        (&["users", "add", "--name", "u", "--groups", "nope"], "[not_found]"),
         (&["users", "show", "nope"], "[not_found]"),
         (&["users", "update", "nope", "--name", "x"], "[not_found]"),
-        (
-            &["users", "update", "svc", "--add-groups", "nope"],
-            "[not_found]",
-        ),
+        (&["users", "update", "svc", "--add-groups", "nope"], "[not_found]"),
         (&["users", "update", "svc"], "nothing to change"),
         (&["users", "enable", "nope"], "[not_found]"),
         (&["users", "disable", "nope"], "[not_found]"),
         (&["users", "delete", "nope"], "[not_found]"),
         // keys
-        (
-            &["keys", "add", "--name", "k", "--user", "nobody"],
-            "[not_found]",
-        ),
-        (
-            &[
-                "keys", "add", "--name", "k", "--user", "svc", "--scopes", "NOPE",
-            ],
-            "[invalid_field]",
-        ),
-        (
-            &[
-                "keys",
-                "add",
-                "--name",
-                "k",
-                "--user",
-                "svc",
-                "--expires-at",
-                "2000-01-01T00:00:00Z",
-            ],
-            "[invalid_field]",
-        ),
-        (
-            &[
-                "keys",
-                "add",
-                "--name",
-                "k",
-                "--user",
-                "svc",
-                "--expires-at",
-                "someday",
-            ],
-            "RFC 3339",
-        ),
+        (&["keys", "add", "--name", "k", "--user", "nobody"], "[not_found]"),
+        (&["keys", "add", "--name", "k", "--user", "svc", "--scopes", "NOPE"], "[invalid_field]"),
+        (&["keys", "add", "--name", "k", "--user", "svc", "--expires-at", "2000-01-01T00:00:00Z"], "[invalid_field]"),
+        (&["keys", "add", "--name", "k", "--user", "svc", "--expires-at", "someday"], "RFC 3339"),
         (&["keys", "list", "--sort", "size"], "[invalid_field]"),
         (&["keys", "list", "--user", "nobody"], "[not_found]"),
         (&["keys", "list", "--cursor", "garbage"], "[invalid_field]"),
@@ -87,19 +47,10 @@ fn every_command_fails_with_one_line_and_exit_1() {
         (&["keys", "delete", &active], "[key_not_revoked]"),
         (&["keys", "delete", "nope"], "[not_found]"),
         (&["keys", "rotate", &revoked], "[key_revoked]"),
-        (
-            &["keys", "rotate", &active, "--grace", "soon"],
-            "invalid duration",
-        ),
-        (
-            &["keys", "rotate", &active, "--grace", "1000w"],
-            "[invalid_field]",
-        ),
+        (&["keys", "rotate", &active, "--grace", "soon"], "invalid duration"),
+        (&["keys", "rotate", &active, "--grace", "1000w"], "[invalid_field]"),
         // verify and audit
-        (
-            &["verify", "x", "--permission", "Bad Perm"],
-            "[invalid_field]",
-        ),
+        (&["verify", "x", "--permission", "Bad Perm"], "[invalid_field]"),
         (&["audit", "list", "--limit", "0"], "[invalid_field]"),
     ];
     for (args, needle) in cases {

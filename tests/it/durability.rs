@@ -1,19 +1,12 @@
 use serde_json::Value;
 
 use crate::harness::{Daemon, Fixture};
+use crate::shared;
 
 #[test]
 fn records_survive_a_restart() {
     let f = Fixture::new();
-    f.json(&[
-        "groups",
-        "add",
-        "--name",
-        "readers",
-        "--permissions",
-        "orders:read",
-    ]);
-    f.json(&["users", "add", "--name", "shop", "--groups", "readers"]);
+    shared::reader(|args| f.json(args), "shop");
     let (key, secret) = f.key("shop", "storefront", &["--description", "web"]);
     let admin = f.admin.clone();
     let db = f.db();
@@ -67,6 +60,13 @@ fn a_graceful_shutdown_persists_usage_figures() {
     drop(dir);
 }
 
+/// Adds a key named `name` for the user `svc`; returns its record, secret included.
+#[track_caller]
+fn add_svc_key(daemon: &Daemon, admin: &str, name: &str) -> Value {
+    let args = ["--json", "keys", "add", "--name", name, "--user", "svc"];
+    daemon.cli_as(admin, &args).json()
+}
+
 #[test]
 fn an_acknowledged_revoke_survives_kill_9() {
     let f = Fixture::new();
@@ -78,35 +78,9 @@ fn an_acknowledged_revoke_survives_kill_9() {
     let mut kept: Vec<String> = Vec::new();
     for round in 0..5 {
         // A key that stays, a key revoked: both acknowledged with 2xx, then a crash.
-        let keep = daemon
-            .cli_as(
-                &admin,
-                &[
-                    "--json",
-                    "keys",
-                    "add",
-                    "--name",
-                    &format!("keep-{round}"),
-                    "--user",
-                    "svc",
-                ],
-            )
-            .json();
+        let keep = add_svc_key(&daemon, &admin, &format!("keep-{round}"));
         kept.push(keep["secret"].as_str().unwrap().to_owned());
-        let doomed = daemon
-            .cli_as(
-                &admin,
-                &[
-                    "--json",
-                    "keys",
-                    "add",
-                    "--name",
-                    &format!("doomed-{round}"),
-                    "--user",
-                    "svc",
-                ],
-            )
-            .json();
+        let doomed = add_svc_key(&daemon, &admin, &format!("doomed-{round}"));
         let id = doomed["id"].as_str().unwrap().to_owned();
         let answer = daemon.http("POST", &format!("/v1/keys/{id}/revoke"), Some(&admin), None);
         assert_eq!(answer.status, 200, "{answer:#?}");

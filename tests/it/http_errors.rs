@@ -41,6 +41,20 @@ fn check(answer: Answer, status: u16, code: &str, field: Option<&str>) {
     }
 }
 
+/// A request with the admin key and the problem it must get: method, path, JSON body (`""`
+/// for none), status, code and the field the problem names.
+type Case<'a> = (&'a str, &'a str, &'a str, u16, &'a str, Option<&'a str>);
+
+/// Sends each case's request and [`check`]s its answer; a failure's output ends with its case.
+#[track_caller]
+fn check_all(f: &Fixture, cases: &[Case]) {
+    for &(method, path, body, status, code, field) in cases {
+        eprintln!("case: {method} {path} {body}");
+        let json = (!body.is_empty()).then(|| serde_json::from_str(body).unwrap());
+        check(f.http(method, path, json), status, code, field);
+    }
+}
+
 #[test]
 fn authentication_errors() {
     let s = setup();
@@ -124,332 +138,92 @@ fn authentication_errors() {
 fn group_errors() {
     let s = setup();
     let f = &s.f;
-    check(
-        f.http("POST", "/v1/groups", Some(json!({"name": "admin"}))),
-        409,
-        "name_taken",
-        None,
-    );
-    check(
-        f.http("POST", "/v1/groups", Some(json!({"name": "two words"}))),
-        400,
-        "invalid_field",
-        Some("name"),
-    );
-    check(
-        f.http(
-            "POST",
-            "/v1/groups",
-            Some(json!({"name": "g", "permissions": ["Orders Read"]})),
-        ),
-        400,
-        "invalid_field",
-        Some("permissions"),
-    );
-    check(
-        f.http(
-            "POST",
-            "/v1/groups",
-            Some(json!({"name": "g", "colour": "red"})),
-        ),
-        400,
-        "invalid_field",
-        Some("colour"),
-    );
-    check(
-        f.http("POST", "/v1/groups", Some(json!({}))),
-        400,
-        "invalid_field",
-        Some("name"),
-    );
-    check(
-        f.daemon.http_raw(
-            "POST",
-            "/v1/groups",
-            &f.admin,
-            Some("application/json"),
-            "{\"name\":",
-        ),
-        400,
-        "invalid_json",
-        None,
-    );
-    check(
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("POST", "/v1/groups", r#"{"name": "admin"}"#, 409, "name_taken", None),
+        ("POST", "/v1/groups", r#"{"name": "two words"}"#, 400, "invalid_field", Some("name")),
+        ("POST", "/v1/groups", r#"{"name": "g", "permissions": ["Orders Read"]}"#, 400, "invalid_field", Some("permissions")),
+        ("POST", "/v1/groups", r#"{"name": "g", "colour": "red"}"#, 400, "invalid_field", Some("colour")),
+        ("POST", "/v1/groups", "{}", 400, "invalid_field", Some("name")),
+        ("GET", "/v1/groups/nope", "", 404, "not_found", None),
+        ("PATCH", "/v1/groups/nope", r#"{"name": "x"}"#, 404, "not_found", None),
+        ("PATCH", "/v1/groups/admin", r#"{"permissions": "*"}"#, 400, "invalid_field", Some("permissions")),
+        ("DELETE", "/v1/groups/nope", "", 404, "not_found", None),
+        ("GET", "/v1/groups?page=2", "", 400, "invalid_field", Some("page")),
+    ];
+    check_all(f, cases);
+    let json = Some("application/json");
+    let raw = |media_type, body| {
         f.daemon
-            .http_raw("POST", "/v1/groups", &f.admin, Some("text/plain"), "{}"),
+            .http_raw("POST", "/v1/groups", &f.admin, media_type, body)
+    };
+    check(raw(json, "{\"name\":"), 400, "invalid_json", None);
+    check(
+        raw(Some("text/plain"), "{}"),
         415,
         "unsupported_media_type",
         None,
-    );
-    check(
-        f.http("GET", "/v1/groups/nope", None),
-        404,
-        "not_found",
-        None,
-    );
-    check(
-        f.http("PATCH", "/v1/groups/nope", Some(json!({"name": "x"}))),
-        404,
-        "not_found",
-        None,
-    );
-    check(
-        f.http(
-            "PATCH",
-            "/v1/groups/admin",
-            Some(json!({"permissions": "*"})),
-        ),
-        400,
-        "invalid_field",
-        Some("permissions"),
-    );
-    check(
-        f.http("DELETE", "/v1/groups/nope", None),
-        404,
-        "not_found",
-        None,
-    );
-    check(
-        f.http("GET", "/v1/groups?page=2", None),
-        400,
-        "invalid_field",
-        Some("page"),
     );
 }
 
 #[test]
 fn user_errors() {
     let s = setup();
-    let f = &s.f;
-    check(
-        f.http("POST", "/v1/users", Some(json!({"name": "admin"}))),
-        409,
-        "name_taken",
-        None,
-    );
-    check(
-        f.http(
-            "POST",
-            "/v1/users",
-            Some(json!({"name": "u", "groups": ["nope"]})),
-        ),
-        404,
-        "not_found",
-        Some("groups"),
-    );
-    check(
-        f.http(
-            "POST",
-            "/v1/users",
-            Some(json!({"name": "u", "enabled": "yes"})),
-        ),
-        400,
-        "invalid_field",
-        Some("enabled"),
-    );
-    check(
-        f.http(
-            "POST",
-            "/v1/users",
-            Some(json!({"name": "u", "permissions": ["a::b"]})),
-        ),
-        400,
-        "invalid_field",
-        Some("permissions"),
-    );
-    check(
-        f.http("GET", "/v1/users/nope", None),
-        404,
-        "not_found",
-        None,
-    );
-    check(
-        f.http("PATCH", "/v1/users/nope", Some(json!({"enabled": false}))),
-        404,
-        "not_found",
-        None,
-    );
-    check(
-        f.http(
-            "PATCH",
-            "/v1/users/svc",
-            Some(json!({"add_groups": ["nope"]})),
-        ),
-        404,
-        "not_found",
-        Some("add_groups"),
-    );
-    check(
-        f.http("PATCH", "/v1/users/svc", Some(json!({"name": "admin"}))),
-        409,
-        "name_taken",
-        None,
-    );
-    check(
-        f.http("DELETE", "/v1/users/nope", None),
-        404,
-        "not_found",
-        None,
-    );
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("POST", "/v1/users", r#"{"name": "admin"}"#, 409, "name_taken", None),
+        ("POST", "/v1/users", r#"{"name": "u", "groups": ["nope"]}"#, 404, "not_found", Some("groups")),
+        ("POST", "/v1/users", r#"{"name": "u", "enabled": "yes"}"#, 400, "invalid_field", Some("enabled")),
+        ("POST", "/v1/users", r#"{"name": "u", "permissions": ["a::b"]}"#, 400, "invalid_field", Some("permissions")),
+        ("GET", "/v1/users/nope", "", 404, "not_found", None),
+        ("PATCH", "/v1/users/nope", r#"{"enabled": false}"#, 404, "not_found", None),
+        ("PATCH", "/v1/users/svc", r#"{"add_groups": ["nope"]}"#, 404, "not_found", Some("add_groups")),
+        ("PATCH", "/v1/users/svc", r#"{"name": "admin"}"#, 409, "name_taken", None),
+        ("DELETE", "/v1/users/nope", "", 404, "not_found", None),
+    ];
+    check_all(&s.f, cases);
 }
 
 #[test]
 fn key_errors() {
     let s = setup();
     let f = &s.f;
-    let create = |body: Value| f.http("POST", "/v1/keys", Some(body));
-    check(
-        create(json!({"name": "k", "user_id": "nobody"})),
-        404,
-        "not_found",
-        Some("user_id"),
-    );
-    check(
-        create(json!({"name": "k", "user_id": "svc", "expires_at": "tomorrow"})),
-        400,
-        "invalid_field",
-        Some("expires_at"),
-    );
-    check(
-        create(json!({"name": "k", "user_id": "svc", "expires_at": "2000-01-01T00:00:00Z"})),
-        400,
-        "invalid_field",
-        Some("expires_at"),
-    );
-    check(
-        create(json!({"name": "k", "user_id": "svc", "env": "prod"})),
-        400,
-        "invalid_field",
-        Some("env"),
-    );
-    check(
-        create(json!({"name": "k", "user_id": "svc", "scopes": ["NOPE"]})),
-        400,
-        "invalid_field",
-        Some("scopes"),
-    );
-    check(
-        create(json!({"name": "", "user_id": "svc"})),
-        400,
-        "invalid_field",
-        Some("name"),
-    );
-    check(
-        create(json!({"user_id": "svc"})),
-        400,
-        "invalid_field",
-        Some("name"),
-    );
-
-    check(
-        f.http("GET", "/v1/keys?status=bogus", None),
-        400,
-        "invalid_field",
-        Some("status"),
-    );
-    check(
-        f.http("GET", "/v1/keys?sort=size", None),
-        400,
-        "invalid_field",
-        Some("sort"),
-    );
-    check(
-        f.http("GET", "/v1/keys?limit=0", None),
-        400,
-        "invalid_field",
-        Some("limit"),
-    );
-    check(
-        f.http("GET", "/v1/keys?cursor=garbage", None),
-        400,
-        "invalid_field",
-        Some("cursor"),
-    );
-    check(
-        f.http("GET", "/v1/keys?user_id=nobody", None),
-        404,
-        "not_found",
-        Some("user_id"),
-    );
-
-    check(f.http("GET", "/v1/keys/nope", None), 404, "not_found", None);
-    check(
-        f.http("GET", "/v1/keys/01900000-0000-7000-8000-000000000000", None),
-        404,
-        "not_found",
-        None,
-    );
     let active = format!("/v1/keys/{}", s.active);
     let revoked = format!("/v1/keys/{}", s.revoked);
-    check(
-        f.http("PATCH", &active, Some(json!({"enabled": "no"}))),
-        400,
-        "invalid_field",
-        Some("enabled"),
-    );
-    check(
-        f.http("PATCH", &revoked, Some(json!({"enabled": true}))),
-        409,
-        "key_revoked",
-        None,
-    );
-    check(
-        f.http("PATCH", "/v1/keys/nope", Some(json!({"name": "x"}))),
-        404,
-        "not_found",
-        None,
-    );
-    check(
-        f.http("POST", "/v1/keys/nope/revoke", None),
-        404,
-        "not_found",
-        None,
-    );
+    let (active_rotate, revoked_rotate) = (format!("{active}/rotate"), format!("{revoked}/rotate"));
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("POST", "/v1/keys", r#"{"name": "k", "user_id": "nobody"}"#, 404, "not_found", Some("user_id")),
+        ("POST", "/v1/keys", r#"{"name": "k", "user_id": "svc", "expires_at": "tomorrow"}"#, 400, "invalid_field", Some("expires_at")),
+        ("POST", "/v1/keys", r#"{"name": "k", "user_id": "svc", "expires_at": "2000-01-01T00:00:00Z"}"#, 400, "invalid_field", Some("expires_at")),
+        ("POST", "/v1/keys", r#"{"name": "k", "user_id": "svc", "env": "prod"}"#, 400, "invalid_field", Some("env")),
+        ("POST", "/v1/keys", r#"{"name": "k", "user_id": "svc", "scopes": ["NOPE"]}"#, 400, "invalid_field", Some("scopes")),
+        ("POST", "/v1/keys", r#"{"name": "", "user_id": "svc"}"#, 400, "invalid_field", Some("name")),
+        ("POST", "/v1/keys", r#"{"user_id": "svc"}"#, 400, "invalid_field", Some("name")),
 
-    let rotate = |path: &str, body: Value| f.http("POST", &format!("{path}/rotate"), Some(body));
-    check(
-        rotate(&active, json!({"grace_seconds": -1})),
-        400,
-        "invalid_field",
-        Some("grace_seconds"),
-    );
-    check(
-        rotate(&active, json!({"grace_seconds": 999_999_999})),
-        400,
-        "invalid_field",
-        Some("grace_seconds"),
-    );
-    check(
-        rotate(&active, json!({})),
-        400,
-        "invalid_field",
-        Some("grace_seconds"),
-    );
-    check(
-        rotate(&revoked, json!({"grace_seconds": 0})),
-        409,
-        "key_revoked",
-        None,
-    );
-    check(
-        rotate("/v1/keys/nope", json!({"grace_seconds": 0})),
-        404,
-        "not_found",
-        None,
-    );
+        ("GET", "/v1/keys?status=bogus", "", 400, "invalid_field", Some("status")),
+        ("GET", "/v1/keys?sort=size", "", 400, "invalid_field", Some("sort")),
+        ("GET", "/v1/keys?limit=0", "", 400, "invalid_field", Some("limit")),
+        ("GET", "/v1/keys?cursor=garbage", "", 400, "invalid_field", Some("cursor")),
+        ("GET", "/v1/keys?user_id=nobody", "", 404, "not_found", Some("user_id")),
 
-    check(
-        f.http("DELETE", &active, None),
-        409,
-        "key_not_revoked",
-        None,
-    );
-    check(
-        f.http("DELETE", "/v1/keys/nope", None),
-        404,
-        "not_found",
-        None,
-    );
+        ("GET", "/v1/keys/nope", "", 404, "not_found", None),
+        ("GET", "/v1/keys/01900000-0000-7000-8000-000000000000", "", 404, "not_found", None),
+        ("PATCH", &active, r#"{"enabled": "no"}"#, 400, "invalid_field", Some("enabled")),
+        ("PATCH", &revoked, r#"{"enabled": true}"#, 409, "key_revoked", None),
+        ("PATCH", "/v1/keys/nope", r#"{"name": "x"}"#, 404, "not_found", None),
+        ("POST", "/v1/keys/nope/revoke", "", 404, "not_found", None),
+
+        ("POST", &active_rotate, r#"{"grace_seconds": -1}"#, 400, "invalid_field", Some("grace_seconds")),
+        ("POST", &active_rotate, r#"{"grace_seconds": 999999999}"#, 400, "invalid_field", Some("grace_seconds")),
+        ("POST", &active_rotate, "{}", 400, "invalid_field", Some("grace_seconds")),
+        ("POST", &revoked_rotate, r#"{"grace_seconds": 0}"#, 409, "key_revoked", None),
+        ("POST", "/v1/keys/nope/rotate", r#"{"grace_seconds": 0}"#, 404, "not_found", None),
+
+        ("DELETE", &active, "", 409, "key_not_revoked", None),
+        ("DELETE", "/v1/keys/nope", "", 404, "not_found", None),
+    ];
+    check_all(f, cases);
     // None of it changed anything.
     assert_eq!(f.http("GET", &active, None).body["status"], "active");
 }
@@ -458,45 +232,24 @@ fn key_errors() {
 fn verify_and_audit_errors() {
     let s = setup();
     let f = &s.f;
-    check(
-        f.http("POST", "/v1/verify", Some(json!({}))),
-        400,
-        "invalid_field",
-        Some("key"),
-    );
-    check(
-        f.http(
-            "POST",
-            "/v1/verify",
-            Some(json!({"key": "x", "permissions": ["Bad Perm"]})),
-        ),
-        400,
-        "invalid_field",
-        Some("permissions"),
-    );
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("POST", "/v1/verify", "{}", 400, "invalid_field", Some("key")),
+        ("POST", "/v1/verify", r#"{"key": "x", "permissions": ["Bad Perm"]}"#, 400, "invalid_field", Some("permissions")),
+    ];
+    check_all(f, cases);
     // A key that does not verify is an answer, not an error.
     let answer = f.http("POST", "/v1/verify", Some(json!({"key": "nope"})));
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, json!({"valid": false, "code": "invalid_key"}));
 
-    check(
-        f.http("GET", "/v1/audit?after=x", None),
-        400,
-        "invalid_field",
-        Some("after"),
-    );
-    check(
-        f.http("GET", "/v1/audit?limit=0", None),
-        400,
-        "invalid_field",
-        Some("limit"),
-    );
-    check(
-        f.http("GET", "/v1/audit/verify?x=1", None),
-        400,
-        "invalid_field",
-        Some("x"),
-    );
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("GET", "/v1/audit?after=x", "", 400, "invalid_field", Some("after")),
+        ("GET", "/v1/audit?limit=0", "", 400, "invalid_field", Some("limit")),
+        ("GET", "/v1/audit/verify?x=1", "", 400, "invalid_field", Some("x")),
+    ];
+    check_all(f, cases);
 }
 
 #[test]

@@ -10,6 +10,9 @@ mod harness;
 // The backend switch: LATCHKEY_TEST_POSTGRES runs every test on a fresh PostgreSQL database.
 mod backend;
 
+// Records several modules start from (a group and a user in it).
+mod shared;
+
 // The whole life of a key through the CLI: create, use, list, filter, rename, disable,
 // enable, rotate, revoke, delete.
 mod key_life;

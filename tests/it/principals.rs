@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use crate::harness::Fixture;
+use crate::shared;
 
 fn names(list: &Value) -> Vec<String> {
     list["items"]
@@ -14,16 +15,8 @@ fn names(list: &Value) -> Vec<String> {
 #[test]
 fn group_changes_reach_existing_keys_at_once() {
     let f = Fixture::new();
-    let group = f.json(&[
-        "groups",
-        "add",
-        "--name",
-        "readers",
-        "--permissions",
-        "orders:read",
-    ]);
+    let (group, user) = shared::reader(|args| f.json(args), "shop");
     assert_eq!(group["permissions"], json!(["orders:read"]));
-    let user = f.json(&["users", "add", "--name", "shop", "--groups", "readers"]);
     assert_eq!(user["groups"], json!([group["id"]]));
     let (_, key) = f.key("shop", "storefront", &[]);
 

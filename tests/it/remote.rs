@@ -22,6 +22,7 @@ use reqwest::blocking::Client;
 use serde_json::Value;
 
 use crate::harness::{Run, build_binary, latchkey, secret_in};
+use crate::shared;
 
 /// How soon after a change's CLI command returned both apps must refuse: the README's
 /// bound for a connected app, with a margin of three orders of magnitude.
@@ -304,15 +305,7 @@ fn prefix_of(key: &str) -> String {
 #[test]
 fn revoke_disable_and_group_changes_reach_both_apps_within_the_bound() {
     let c = Cluster::new(LONG_STALENESS);
-    c.json(&[
-        "groups",
-        "add",
-        "--name",
-        "readers",
-        "--permissions",
-        "orders:read",
-    ]);
-    c.json(&["users", "add", "--name", "alice", "--groups", "readers"]);
+    shared::reader(|args| c.json(args), "alice");
     let (revoked, disabled, member) = (
         c.key("alice", "to revoke"),
         c.key("alice", "to disable"),

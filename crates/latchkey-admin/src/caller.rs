@@ -98,11 +98,7 @@ impl<P> Caller<P> {
     }
 }
 
-impl<S, P> FromRequestParts<S> for Caller<P>
-where
-    S: Send + Sync,
-    P: Required,
-{
+impl<S: Send + Sync, P: Required> FromRequestParts<S> for Caller<P> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {

@@ -144,11 +144,7 @@ fn field_of(path: &serde_path_to_error::Path, message: &str) -> Option<String> {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Params<T>(pub(crate) T);
 
-impl<S, T> FromRequestParts<S> for Params<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {

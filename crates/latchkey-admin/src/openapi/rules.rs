@@ -12,55 +12,44 @@
 
 use utoipa::ToSchema;
 
-/// A permission: `segment(:segment)*`, segments of `[a-z0-9_.-]`, optionally ending in
-/// `:*`, or `*` alone; at most 128 bytes.
-#[derive(ToSchema)]
-#[schema(
-    value_type = String,
-    pattern = r"^(\*|[a-z0-9_.-]+(:[a-z0-9_.-]+)*(:\*)?)$",
-    min_length = 1,
-    max_length = 128
-)]
-pub(crate) struct Permission(String);
+/// Declares a string type that exists for its schema: its doc comment is the schema's
+/// description, then the pattern and the bounds on its length.
+macro_rules! string_rule {
+    ($(#[doc = $doc:literal])+ $name:ident: $pattern:tt, $($bound:ident = $value:tt),+) => {
+        $(#[doc = $doc])+
+        #[derive(ToSchema)]
+        #[schema(value_type = String, pattern = $pattern, $($bound = $value),+)]
+        pub(crate) struct $name(String);
+    };
+}
 
-/// A user or group name: 1 to 64 characters of `[A-Za-z0-9_.@-]`, not a UUID (records are
-/// referred to by either).
-#[derive(ToSchema)]
-#[schema(
-    value_type = String,
-    pattern = r"^[A-Za-z0-9_.@-]{1,64}$",
-    min_length = 1,
-    max_length = 64
-)]
-pub(crate) struct PrincipalName(String);
+string_rule! {
+    /// A permission: `segment(:segment)*`, segments of `[a-z0-9_.-]`, optionally ending in
+    /// `:*`, or `*` alone; at most 128 bytes.
+    Permission: r"^(\*|[a-z0-9_.-]+(:[a-z0-9_.-]+)*(:\*)?)$", min_length = 1, max_length = 128
+}
 
-/// A user or group, by id (UUID) or by name.
-#[derive(ToSchema)]
-#[schema(
-    value_type = String,
-    pattern = r"^[A-Za-z0-9_.@-]{1,64}$",
-    min_length = 1,
-    max_length = 64
-)]
-pub(crate) struct Reference(String);
+string_rule! {
+    /// A user or group name: 1 to 64 characters of `[A-Za-z0-9_.@-]`, not a UUID (records are
+    /// referred to by either).
+    PrincipalName: r"^[A-Za-z0-9_.@-]{1,64}$", min_length = 1, max_length = 64
+}
 
-/// A key's name, a tenant or an organization id: 1 to 128 bytes of UTF-8, without control
-/// or bidirectional formatting characters.
-#[derive(ToSchema)]
-#[schema(
-    value_type = String,
-    pattern = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+$",
-    min_length = 1,
-    max_length = 128
-)]
-pub(crate) struct Label(String);
+string_rule! {
+    /// A user or group, by id (UUID) or by name.
+    Reference: r"^[A-Za-z0-9_.@-]{1,64}$", min_length = 1, max_length = 64
+}
 
-/// Free text: up to 1,024 bytes of UTF-8, without control or bidirectional formatting
-/// characters.
-#[derive(ToSchema)]
-#[schema(
-    value_type = String,
-    pattern = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$",
+string_rule! {
+    /// A key's name, a tenant or an organization id: 1 to 128 bytes of UTF-8, without control
+    /// or bidirectional formatting characters.
+    Label: r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+$",
+    min_length = 1, max_length = 128
+}
+
+string_rule! {
+    /// Free text: up to 1,024 bytes of UTF-8, without control or bidirectional formatting
+    /// characters.
+    Description: r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]*$",
     max_length = 1024
-)]
-pub(crate) struct Description(String);
+}

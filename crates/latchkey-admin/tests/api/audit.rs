@@ -13,13 +13,7 @@ async fn lists_changes_oldest_first_with_pages() {
     let group = h.post("/v1/groups", json!({"name": "g"})).await.ok(201);
     let user = h.post("/v1/users", json!({"name": "u"})).await.ok(201);
     let key = h.key_for("u").await;
-    h.admin(
-        "POST",
-        &format!("/v1/keys/{}/revoke", key["id"].as_str().unwrap()),
-        None,
-    )
-    .await
-    .ok(200);
+    h.revoke(&key).await;
 
     let all = h.get("/v1/audit").await.ok(200);
     assert_eq!(all["next_cursor"], json!(null));

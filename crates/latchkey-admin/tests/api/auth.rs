@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::{Harness, send};
+use crate::common::{Harness, post_json, send, send_with_header};
 
 #[tokio::test]
 async fn no_key_is_401_missing_key_with_a_realm_challenge() {
@@ -19,7 +19,7 @@ async fn no_key_is_401_missing_key_with_a_realm_challenge() {
             Some("Bearer realm=\"latchkey\"")
         );
     }
-    let r = h.raw("GET", "/v1/keys", None, None, None).await;
+    let r = send(&h.app, "GET", "/v1/keys", None, None, None).await;
     assert_eq!(r.status, 401);
 }
 
@@ -65,21 +65,10 @@ async fn a_key_that_does_not_authenticate_is_401_invalid_token() {
 #[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive() {
     let h = Harness::new();
-    let r = crate::common::send_with_header(
-        &h.app,
-        "/v1/keys",
-        "authorization",
-        &format!("bEaReR {}", h.admin),
-    )
-    .await;
+    let (mixed_case, basic) = (format!("bEaReR {}", h.admin), format!("Basic {}", h.admin));
+    let r = send_with_header(&h.app, "/v1/keys", "authorization", &mixed_case).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = crate::common::send_with_header(
-        &h.app,
-        "/v1/keys",
-        "authorization",
-        &format!("Basic {}", h.admin),
-    )
-    .await;
+    let r = send_with_header(&h.app, "/v1/keys", "authorization", &basic).await;
     r.problem(401, "missing_key");
 }
 
@@ -133,50 +122,29 @@ async fn unknown_paths_and_methods_are_problems_too() {
 #[tokio::test]
 async fn the_operator_router_acts_as_the_system_without_a_key() {
     let h = Harness::new();
-    let operator = latchkey_admin::operator_router(h.store.clone());
-    let body = json!({"name": "ops-bot", "permissions": ["*"]}).to_string();
-    let r = send(
-        &operator,
-        "POST",
+    let operator = &latchkey_admin::operator_router(h.store.clone());
+    let post = |uri, body| post_json(operator, uri, body);
+    let r = post(
         "/v1/users",
-        None,
-        Some(&body),
-        Some("application/json"),
+        json!({"name": "ops-bot", "permissions": ["*"]}),
     )
     .await;
     assert_eq!(r.ok(201)["name"], "ops-bot");
-    let body = json!({"name": "k", "user_id": "ops-bot"}).to_string();
-    let key = send(
-        &operator,
-        "POST",
-        "/v1/keys",
-        None,
-        Some(&body),
-        Some("application/json"),
-    )
-    .await
-    .ok(201);
+    let key = post("/v1/keys", json!({"name": "k", "user_id": "ops-bot"}))
+        .await
+        .ok(201);
     // The operator has no key: created_by is null, and so is the audit event's actor.
     assert_eq!(key["created_by"], json!(null));
-    let audit = send(&operator, "GET", "/v1/audit", None, None, None)
+    let audit = send(operator, "GET", "/v1/audit", None, None, None)
         .await
         .ok(200);
     let last = audit["items"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["action"], "key.create");
     assert_eq!(last["actor"], json!(null));
     // Same handlers, same validation.
-    let body = json!({"name": "k"}).to_string();
-    let bad = send(
-        &operator,
-        "POST",
-        "/v1/keys",
-        None,
-        Some(&body),
-        Some("application/json"),
-    )
-    .await;
+    let bad = post("/v1/keys", json!({"name": "k"})).await;
     assert_eq!(bad.problem(400, "invalid_field")["field"], "user_id");
     // A key sent to the operator router changes nothing: it still acts as the operator.
-    let r = send(&operator, "GET", "/v1/keys", Some("garbage"), None, None).await;
+    let r = send(operator, "GET", "/v1/keys", Some("garbage"), None, None).await;
     assert_eq!(r.status, 200);
 }

@@ -86,20 +86,22 @@ impl Harness {
         body: Option<Value>,
     ) -> Resp {
         let body = body.map(|b| b.to_string());
-        self.raw(method, uri, key, body.as_deref(), Some("application/json"))
-            .await
+        send(
+            &self.app,
+            method,
+            uri,
+            key,
+            body.as_deref(),
+            Some("application/json"),
+        )
+        .await
     }
 
-    /// Sends a request with a raw body and content type.
-    pub(crate) async fn raw(
-        &self,
-        method: &str,
-        uri: &str,
-        key: Option<&str>,
-        body: Option<&str>,
-        content_type: Option<&str>,
-    ) -> Resp {
-        send(&self.app, method, uri, key, body, content_type).await
+    /// Revokes a key (its record) as the admin; asserts 200 and answers the record.
+    pub(crate) async fn revoke(&self, key: &Value) -> Value {
+        let id = key["id"].as_str().expect("a key record");
+        let uri = format!("/v1/keys/{id}/revoke");
+        self.admin("POST", &uri, None).await.ok(200)
     }
 
     /// As the admin.
@@ -175,6 +177,20 @@ impl Harness {
     }
 }
 
+/// POSTs a JSON body to a router, without a key.
+pub(crate) async fn post_json(app: &Router, uri: &str, body: Value) -> Resp {
+    let body = body.to_string();
+    send(
+        app,
+        "POST",
+        uri,
+        None,
+        Some(&body),
+        Some("application/json"),
+    )
+    .await
+}
+
 /// Sends one request to a router.
 pub(crate) async fn send(
     app: &Router,
@@ -197,6 +213,16 @@ pub(crate) async fn send(
         .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
         .unwrap();
     oneshot(app, request).await
+}
+
+/// The `name` of each item of a list answer, in order.
+pub(crate) fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|item| item["name"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The member names of a JSON object, sorted.

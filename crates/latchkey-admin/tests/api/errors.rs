@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::Harness;
+use crate::common::{Harness, send};
 
 #[tokio::test]
 async fn bodies_that_are_not_the_expected_json() {
@@ -34,35 +34,42 @@ async fn bodies_that_are_not_the_expected_json() {
         ),
         ("{\"name\": \"x\"}", None, 415, "unsupported_media_type"),
     ] {
-        let r = h
-            .raw("POST", "/v1/groups", Some(&admin), Some(body), content_type)
-            .await;
+        let r = send(
+            &h.app,
+            "POST",
+            "/v1/groups",
+            Some(&admin),
+            Some(body),
+            content_type,
+        )
+        .await;
         r.problem(status, code);
     }
     // A JSON content type with parameters, or a +json subtype, is accepted.
-    let r = h
-        .raw(
-            "POST",
-            "/v1/groups",
-            Some(&admin),
-            Some("{\"name\": \"a\"}"),
-            Some("application/json; charset=utf-8"),
-        )
-        .await;
+    let r = send(
+        &h.app,
+        "POST",
+        "/v1/groups",
+        Some(&admin),
+        Some("{\"name\": \"a\"}"),
+        Some("application/json; charset=utf-8"),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let r = h
-        .raw(
-            "POST",
-            "/v1/groups",
-            Some(&admin),
-            Some("{\"name\": \"b\"}"),
-            Some("application/merge-patch+json"),
-        )
-        .await;
+    let r = send(
+        &h.app,
+        "POST",
+        "/v1/groups",
+        Some(&admin),
+        Some("{\"name\": \"b\"}"),
+        Some("application/merge-patch+json"),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
     // Too large.
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
-    h.raw(
+    send(
+        &h.app,
         "POST",
         "/v1/groups",
         Some(&admin),

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Harness, keys_of};
+use crate::common::{Harness, keys_of, names};
 
 const KEY_FIELDS: [&str; 20] = [
     "allowed_ips",
@@ -269,27 +269,18 @@ async fn rotate_keeps_user_scopes_and_name_and_ends_the_old_key_after_the_grace(
     );
     assert!(h.store.verify(newer["secret"].as_str().unwrap()).is_ok());
 
-    let bad = h
-        .post(&format!("/v1/keys/{old_id}/rotate"), json!({}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "grace_seconds");
-    let bad = h
-        .post(
-            &format!("/v1/keys/{old_id}/rotate"),
-            json!({"grace_seconds": -1}),
-        )
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "grace_seconds");
-    let bad = h
-        .post(
-            &format!("/v1/keys/{old_id}/rotate"),
-            json!({"grace_seconds": 99_999_999_999u64}),
-        )
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "grace_seconds");
+    let rotate_old = format!("/v1/keys/{old_id}/rotate");
+    for grace in [
+        json!({}),
+        json!({"grace_seconds": -1}),
+        json!({"grace_seconds": 99_999_999_999u64}),
+    ] {
+        let bad = h
+            .post(&rotate_old, grace.clone())
+            .await
+            .problem(400, "invalid_field");
+        assert_eq!(bad["field"], "grace_seconds", "{grace}");
+    }
     h.post(
         "/v1/keys/lk_live_000000000000/rotate",
         json!({"grace_seconds": 0}),
@@ -400,14 +391,6 @@ async fn list_filters_searches_sorts_and_pages() {
             .ok(201);
         ids.push(k["id"].as_str().unwrap().to_owned());
     }
-    let names = |v: &Value| -> Vec<String> {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
     // The admin key exists too: 5 in all, creation order by default.
     let all = h.get("/v1/keys").await.ok(200);
     assert_eq!(names(&all), ["admin", "charlie", "alpha", "bravo", "delta"]);
@@ -534,14 +517,6 @@ async fn list_filters_by_env() {
         .await
         .ok(201);
     }
-    let names = |v: &Value| -> Vec<String> {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
     assert_eq!(
         names(&h.get("/v1/keys?env=test").await.ok(200)),
         ["two", "three"]

@@ -8,7 +8,7 @@ use latchkey_core::limits::{
 };
 use serde_json::{Value, json};
 
-use crate::common::Harness;
+use crate::common::{Harness, send};
 
 /// `n` distinct permissions.
 fn permissions(n: usize) -> Vec<String> {
@@ -308,7 +308,8 @@ async fn bodies_are_json_objects_of_at_most_64_kib() {
     let post = |body: String| {
         let (h, admin) = (&h, admin.clone());
         async move {
-            h.raw(
+            send(
+                &h.app,
                 "POST",
                 "/v1/groups",
                 Some(&admin),
@@ -337,7 +338,8 @@ async fn bodies_are_json_objects_of_at_most_64_kib() {
     assert!(h.store.group("arrgrp").is_err());
     // Nor a key renamed by position.
     let id = h.store.verify(&h.admin).unwrap().key_id;
-    h.raw(
+    send(
+        &h.app,
         "PATCH",
         &format!("/v1/keys/{id}"),
         Some(&admin),

@@ -106,13 +106,7 @@ async fn outcomes() {
         verify(json!({"key": secret})).await.ok(200),
         json!({"valid": false, "code": "user_disabled"})
     );
-    h.admin(
-        "POST",
-        &format!("/v1/keys/{}/revoke", key["id"].as_str().unwrap()),
-        None,
-    )
-    .await
-    .ok(200);
+    h.revoke(&key).await;
     assert_eq!(
         verify(json!({"key": secret})).await.ok(200),
         json!({"valid": false, "code": "key_revoked"})

@@ -20,9 +20,7 @@ const SUCCESSES_FIRST: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_that_starts_after_a_revoke_succeeds() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(fx.layer());
+    let (fx, key, app) = reader_app();
     let secret: Arc<str> = key.secret.expose().into();
     let successes = Arc::new(AtomicUsize::new(0));
     let revoked_at: Arc<OnceCell<Instant>> = Arc::new(OnceCell::new());

@@ -5,10 +5,7 @@ use latchkey_tower::{ApiKeyAuthLayer, Env};
 use crate::support::*;
 
 fn with_header(path: &str, name: &str, value: &str) -> Request<Body> {
-    Request::get(path)
-        .header(name, value)
-        .body(Body::empty())
-        .unwrap()
+    get_with_headers(path, &[(name, value)])
 }
 
 #[tokio::test]
@@ -26,11 +23,13 @@ async fn an_extra_header_is_read_only_when_configured() {
         .assert_ok();
     send(&app, get_with("/orders", key)).await.assert_ok();
     // Both at once: one method per request (RFC 6750 §2).
-    let both = Request::get("/orders")
-        .header("authorization", format!("Bearer {key}"))
-        .header("x-api-key", key)
-        .body(Body::empty())
-        .unwrap();
+    let both = get_with_headers(
+        "/orders",
+        &[
+            ("authorization", &format!("Bearer {key}")),
+            ("x-api-key", key),
+        ],
+    );
     send(&app, both).await.assert_invalid("invalid_key");
 }
 

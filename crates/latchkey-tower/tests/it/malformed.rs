@@ -19,17 +19,18 @@ async fn several_authorization_headers_are_refused() {
     let (_, key) = fx.key_for("reader", &["orders:read"]);
     let value = format!("Bearer {}", key.secret.expose());
     let app = app(fx.layer().header(X_API_KEY));
-    let request = Request::get("/orders")
-        .header("authorization", &value)
-        .header("authorization", &value)
-        .body(Body::empty())
-        .unwrap();
+    let request = get_with_headers(
+        "/orders",
+        &[("authorization", &value), ("authorization", &value)],
+    );
     send(&app, request).await.assert_invalid("invalid_key");
-    let request = Request::get("/orders")
-        .header("x-api-key", key.secret.expose())
-        .header("x-api-key", key.secret.expose())
-        .body(Body::empty())
-        .unwrap();
+    let request = get_with_headers(
+        "/orders",
+        &[
+            ("x-api-key", key.secret.expose()),
+            ("x-api-key", key.secret.expose()),
+        ],
+    );
     send(&app, request).await.assert_invalid("invalid_key");
 }
 
@@ -58,28 +59,20 @@ async fn a_64_kib_value_is_refused() {
         reply.json()["detail"],
         "The credential is longer than any API key."
     );
-    let request = Request::get("/orders")
-        .header("x-api-key", &huge)
-        .body(Body::empty())
-        .unwrap();
+    let request = get_with_headers("/orders", &[("x-api-key", &huge)]);
     send(&app, request).await.assert_invalid("invalid_key");
     // A URI is at most 64 KiB in all (http's limit).
     send(&app, get(&format!("/orders?k={}", &huge[..60 * 1024])))
         .await
         .assert_invalid("invalid_key");
     // A huge header with another scheme is simply not a key.
-    let request = Request::get("/orders")
-        .header("authorization", format!("Basic {huge}"))
-        .body(Body::empty())
-        .unwrap();
+    let request = get_with_headers("/orders", &[("authorization", &format!("Basic {huge}"))]);
     send(&app, request).await.assert_missing();
 }
 
 #[tokio::test]
 async fn a_key_sized_non_utf8_value_is_refused_as_such_by_the_default_layer() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(fx.layer());
+    let (_fx, key, app) = reader_app();
     send(&app, get_with("/orders", key.secret.expose()))
         .await
         .assert_ok();

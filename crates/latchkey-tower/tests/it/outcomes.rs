@@ -6,9 +6,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn a_valid_key_reaches_the_handler() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(fx.layer());
+    let (_fx, key, app) = reader_app();
     let reply = send(&app, get_with("/orders", key.secret.expose())).await;
     assert_eq!(reply.assert_ok()["user"], "reader");
 }
@@ -53,44 +51,35 @@ async fn no_header_is_401_missing_key() {
 
 #[tokio::test]
 async fn another_scheme_is_401_missing_key() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(fx.layer());
+    let (_fx, key, app) = reader_app();
     for value in [
         "Basic dXNlcjpwYXNz".to_owned(),
         format!("Token {}", key.secret.expose()),
         format!("Bearer{}", key.secret.expose()),
     ] {
-        let request = axum::http::Request::get("/orders")
-            .header("authorization", value)
-            .body(axum::body::Body::empty())
-            .unwrap();
+        let request = get_with_headers("/orders", &[("authorization", &value)]);
         send(&app, request).await.assert_missing();
     }
 }
 
 #[tokio::test]
 async fn the_scheme_is_case_insensitive() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(fx.layer());
+    let (_fx, key, app) = reader_app();
     for scheme in ["bearer", "BEARER", "bEaReR"] {
-        let request = axum::http::Request::get("/orders")
-            .header(
+        let request = get_with_headers(
+            "/orders",
+            &[(
                 "authorization",
-                format!("{scheme}  {}", key.secret.expose()),
-            )
-            .body(axum::body::Body::empty())
-            .unwrap();
+                &format!("{scheme}  {}", key.secret.expose()),
+            )],
+        );
         send(&app, request).await.assert_ok();
     }
 }
 
 #[tokio::test]
 async fn a_malformed_key_is_401_invalid_key() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(fx.layer());
+    let (_fx, key, app) = reader_app();
     let text = key.secret.expose();
     let typo = format!("{}x{}", &text[..20], &text[21..]);
     let truncated = &text[..text.len() - 1];
@@ -100,18 +89,13 @@ async fn a_malformed_key_is_401_invalid_key() {
             .assert_invalid("invalid_key");
     }
     // `Authorization: Bearer` with nothing after it.
-    let request = axum::http::Request::get("/orders")
-        .header("authorization", "Bearer")
-        .body(axum::body::Body::empty())
-        .unwrap();
+    let request = get_with_headers("/orders", &[("authorization", "Bearer")]);
     send(&app, request).await.assert_invalid("invalid_key");
 }
 
 #[tokio::test]
 async fn an_unknown_id_and_a_wrong_secret_are_the_same_answer() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(fx.layer());
+    let (_fx, key, app) = reader_app();
     let unknown = ApiKey::generate(&Prefix::default(), Env::Live);
     let other_store = ApiKey::generate(&Prefix::new("zz").unwrap(), Env::Live);
     let wrong = with_wrong_secret(&key.secret);
@@ -129,9 +113,7 @@ async fn an_unknown_id_and_a_wrong_secret_are_the_same_answer() {
 
 #[tokio::test]
 async fn disabled_then_re_enabled() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(fx.layer());
+    let (fx, key, app) = reader_app();
     let disable = |enabled| KeyPatch {
         enabled: Some(enabled),
         ..KeyPatch::default()
@@ -159,9 +141,7 @@ async fn disabled_then_re_enabled() {
 
 #[tokio::test]
 async fn revoked_is_401_key_revoked() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let app = app(fx.layer());
+    let (fx, key, app) = reader_app();
     send(&app, get_with("/orders", key.secret.expose()))
         .await
         .assert_ok();

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use http_body_util::BodyExt;
 use latchkey_tower::latchkey_core::key::checksum;
 use latchkey_tower::latchkey_core::{
-    Actor, CreatedKey, Group, ManualClock, NewGroup, NewKey, NewUser, User,
+    Actor, CreatedKey, Group, ManualClock, NewGroup, NewKey, NewUser, Prefix, User,
 };
 use latchkey_tower::{
     ApiKey, ApiKeyAuthLayer, Env, PermissionSet, Principal, Realm, Rejection, RequirePermission,
@@ -93,6 +93,15 @@ impl Fixture {
     }
 }
 
+/// A fixture with the user `reader` (`orders:read`), its key, and [`app`] behind the
+/// fixture's default layer.
+pub(crate) fn reader_app() -> (Fixture, CreatedKey, Router) {
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let app = app(fx.layer());
+    (fx, key, app)
+}
+
 pub(crate) fn perms(permissions: &[&str]) -> PermissionSet {
     PermissionSet::parse(permissions.iter().copied()).unwrap()
 }
@@ -163,10 +172,7 @@ async fn health(principal: Option<Principal>) -> Json<Value> {
 
 /// A request builder with a bearer key.
 pub(crate) fn get_with(path: &str, key: &str) -> Request {
-    Request::get(path)
-        .header("authorization", format!("Bearer {key}"))
-        .body(Body::empty())
-        .unwrap()
+    get_with_headers(path, &[("authorization", &format!("Bearer {key}"))])
 }
 
 pub(crate) fn post_with(path: &str, key: &str) -> Request {
@@ -174,6 +180,15 @@ pub(crate) fn post_with(path: &str, key: &str) -> Request {
         .header("authorization", format!("Bearer {key}"))
         .body(Body::empty())
         .unwrap()
+}
+
+/// A GET request with these headers, in order (a name may repeat).
+pub(crate) fn get_with_headers(path: &str, headers: &[(&str, &str)]) -> Request {
+    let mut request = Request::get(path);
+    for &(name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.body(Body::empty()).unwrap()
 }
 
 pub(crate) fn get(path: &str) -> Request {
@@ -263,15 +278,13 @@ impl Reply {
 pub(crate) const MISSING: &str = r#"Bearer realm="orders""#;
 pub(crate) const INVALID: &str = r#"Bearer realm="orders", error="invalid_token""#;
 
-/// The key with one secret character changed and a valid checksum: well-formed, wrong.
+/// The key's id with another key's secret and a valid checksum: well-formed, wrong.
 pub(crate) fn with_wrong_secret(key: &ApiKey) -> String {
-    let text = key.expose();
-    let mut body = text.as_bytes()[..text.len() - 6].to_vec();
-    let last = body.len() - 1;
-    body[last] = if body[last] == b'A' { b'B' } else { b'A' };
-    let sum = checksum(&body);
-    body.extend_from_slice(&sum);
-    let wrong = String::from_utf8(body).unwrap();
-    assert!(ApiKey::parse(&wrong).is_ok());
+    let prefix = Prefix::new(key.prefix()).unwrap();
+    let other = ApiKey::generate(&prefix, key.env());
+    let body = format!("{}_{}", key.display_prefix(), other.secret());
+    let sum = checksum(body.as_bytes());
+    let wrong = format!("{body}{}", std::str::from_utf8(&sum).unwrap());
+    assert!(ApiKey::parse(&wrong).is_ok_and(|parsed| parsed.id() == key.id()));
     wrong
 }

@@ -7,7 +7,7 @@ use axum::Router;
 use axum::routing::get;
 use http::Request;
 use http_body_util::BodyExt;
-use latchkey_tower::latchkey_core::{Actor, Env, ManualClock, Prefix, VerifyError};
+use latchkey_tower::latchkey_core::{Actor, CreatedKey, Env, ManualClock, Prefix, VerifyError};
 use latchkey_tower::remote::{RemoteStatus, RemoteVerifier};
 use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Realm, RequirePermission, Verifier};
 use time::OffsetDateTime;
@@ -104,15 +104,21 @@ async fn cached_keys_are_served_until_the_bound_then_503_and_recover_after_resta
     assert_eq!(get_orders(&app, uncached.secret.expose()).await.0, 200);
 }
 
-#[tokio::test]
-async fn a_restored_backup_behind_the_verifier_resets_the_cache() {
-    let mut s = Setup::new().await;
-    let backup = s.keystore.backup();
+/// A key of a new user `reporting` (`orders:read`), verified once so that the verifier
+/// holds it; returns it and the verifier's status after.
+async fn a_cached_key(s: &Setup) -> (CreatedKey, RemoteStatus) {
     let user = s.keystore.user("reporting", &["orders:read"]);
     let key = s.keystore.key(user, "k", None);
     s.caught_up().await;
     s.verify(key.secret.expose()).await.unwrap();
-    let before = s.caught_up().await;
+    (key, s.caught_up().await)
+}
+
+#[tokio::test]
+async fn a_restored_backup_behind_the_verifier_resets_the_cache() {
+    let mut s = Setup::new().await;
+    let backup = s.keystore.backup();
+    let (key, before) = a_cached_key(&s).await;
     assert_eq!(s.verifier.cached_keys(), 1);
 
     // The backup, older than what the verifier has seen, behind the same address: the
@@ -130,11 +136,7 @@ async fn a_restored_backup_behind_the_verifier_resets_the_cache() {
 async fn a_diverged_backup_ahead_of_the_verifier_drops_the_cache() {
     let mut s = Setup::new().await;
     let backup = s.keystore.backup();
-    let user = s.keystore.user("reporting", &["orders:read"]);
-    let key = s.keystore.key(user, "k", None);
-    s.caught_up().await;
-    s.verify(key.secret.expose()).await.unwrap();
-    let before = s.caught_up().await;
+    let (key, before) = a_cached_key(&s).await;
 
     // The backup took other changes since, more of them: no `reset`, but the change at
     // the verifier's position is another one.
@@ -152,11 +154,7 @@ async fn a_diverged_backup_ahead_of_the_verifier_drops_the_cache() {
 #[tokio::test]
 async fn a_restored_store_at_the_verifiers_position_drops_the_cache() {
     let mut s = Setup::new().await;
-    let user = s.keystore.user("reporting", &["orders:read"]);
-    let key = s.keystore.key(user, "k", None);
-    s.caught_up().await;
-    s.verify(key.secret.expose()).await.unwrap();
-    let before = s.caught_up().await;
+    let (key, before) = a_cached_key(&s).await;
 
     // Same records, same chain, same position: only the lineage tells it is a restore.
     let restored = s.keystore.restored();
