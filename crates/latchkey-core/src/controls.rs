@@ -22,8 +22,10 @@ pub struct RateLimit {
     /// 1 to 32 characters of `[A-Za-z0-9_.-]`, unique among the key's (or user's) limits.
     pub name: String,
     /// Requests per window, 1 to 1,000,000,000.
+    #[serde(deserialize_with = "crate::wire::integer")]
     pub limit: u32,
     /// The window, 1 second to 31 days.
+    #[serde(deserialize_with = "crate::wire::integer")]
     pub window_seconds: u32,
 }
 
@@ -43,12 +45,14 @@ pub enum RefillInterval {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Refill {
     /// The credits after a refill.
+    #[serde(deserialize_with = "crate::wire::integer")]
     pub amount: u64,
     /// `day` or `month`.
     pub interval: RefillInterval,
     /// For `month`: the day the refill happens, 1 to 28 (default 1). (No
     /// `skip_serializing_if` here or in [`Credits`]: both are stored with postcard.)
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::optional_integer")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 28))]
     pub day_of_month: Option<u8>,
 }
 
@@ -58,6 +62,7 @@ pub struct Refill {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credits {
     /// What is left (at most 10^15).
+    #[serde(deserialize_with = "crate::wire::integer")]
     pub remaining: u64,
     /// An optional refill.
     #[serde(default)]
@@ -94,6 +99,7 @@ pub struct LimitState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_seconds: Option<u32>,
     /// What is left.
+    #[serde(deserialize_with = "crate::wire::integer")]
     pub remaining: u64,
     /// Seconds until the full limit is available again (for credits: until the next
     /// refill, `null` without one).

@@ -120,3 +120,70 @@ where
             )
         })
 }
+
+/// [`whole_number`] for any unsigned field type and any serde format: a JSON number without
+/// a fractional part (`60` or `60.0`), or a format's own integer (postcard's, for records
+/// that are also stored). Use as `#[serde(deserialize_with = "latchkey_core::wire::integer")]`.
+pub fn integer<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let value = deserializer.deserialize_u64(Whole)?;
+    T::try_from(value).map_err(|_| {
+        serde::de::Error::invalid_value(
+            serde::de::Unexpected::Unsigned(value),
+            &"a smaller whole number",
+        )
+    })
+}
+
+/// [`integer`] for an `Option` field (`null` or absent is `None`).
+pub fn optional_integer<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "integer")] u64);
+    match Option::<Wrapped>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Wrapped(value)) => T::try_from(value).map(Some).map_err(|_| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Unsigned(value),
+                &"a smaller whole number",
+            )
+        }),
+    }
+}
+
+/// Accepts unsigned integers, and floats without a fraction (serde_json hands a float to
+/// `deserialize_u64`'s visitor as one).
+struct Whole;
+
+impl serde::de::Visitor<'_> for Whole {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a whole number")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
+        Ok(value)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
+        u64::try_from(value)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(value), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<u64, E> {
+        // 2^64: every f64 below it that has no fraction fits a u64.
+        const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+        if value.fract() == 0.0 && (0.0..LIMIT).contains(&value) {
+            Ok(value as u64)
+        } else {
+            Err(E::invalid_value(serde::de::Unexpected::Float(value), &self))
+        }
+    }
+}

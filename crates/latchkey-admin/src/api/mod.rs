@@ -211,7 +211,7 @@ pub struct CreateKey {
     pub credits: Option<Credits>,
     /// Up to 64 CIDRs (`203.0.113.0/24`, `2001:db8::/32`) requests may come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<String>>, max_items = 64)]
+    #[schema(value_type = Option<Vec<rules::Cidr>>, max_items = 64)]
     pub allowed_ips: Option<Vec<IpNet>>,
 }
 
@@ -265,7 +265,7 @@ pub struct UpdateKey {
         deserialize_with = "de::present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<Vec<String>>, max_items = 64)]
+    #[schema(value_type = Option<Vec<rules::Cidr>>, max_items = 64)]
     pub allowed_ips: Option<Option<Vec<IpNet>>>,
 }
 
@@ -274,10 +274,18 @@ pub struct UpdateKey {
 #[serde(deny_unknown_fields)]
 pub struct CreditsChange {
     /// Sets what is left.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "latchkey_core::wire::optional_integer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub remaining: Option<u64>,
     /// Adds to what is left.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "latchkey_core::wire::optional_integer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub add: Option<u64>,
     /// With `remaining`: the new refill; `null` removes it; absent keeps it.
     #[serde(
@@ -375,13 +383,17 @@ pub struct VerifyRequest {
     /// The client's address, checked against the key's `allowed_ips` (a key with an
     /// allowlist is refused without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<rules::IpAddress>)]
     pub client_ip: Option<IpAddr>,
     /// What this request costs against the key's rate limits and credits (default 1; 0
     /// checks without consuming anything).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(maximum = 1_000_000)]
-    pub cost: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "latchkey_core::wire::optional_integer",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(maximum = 1_000_000)] // limits::MAX_COST
+    pub cost: Option<u64>,
 }
 
 impl std::fmt::Debug for VerifyRequest {

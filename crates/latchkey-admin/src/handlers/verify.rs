@@ -35,6 +35,16 @@ pub(crate) async fn verify(
     if let Some(permissions) = &body.permissions {
         limits::check_permissions("permissions", &permissions.iter().cloned().collect())?;
     }
+    let cost = match body.cost.map(u32::try_from) {
+        None => 1,
+        Some(Ok(cost)) if cost <= limits::MAX_COST => cost,
+        Some(_) => {
+            return Err(AppError::invalid(
+                "cost",
+                format!("cost is at most {}", limits::MAX_COST),
+            ));
+        }
+    };
     // A malformed key is refused without a store read, as the authentication layer does,
     // unless the store holds imported keys, which have other formats.
     let verified = match ApiKey::parse(&body.key) {
@@ -51,7 +61,7 @@ pub(crate) async fn verify(
             let admission = Admission {
                 client_ip: body.client_ip,
                 permissions,
-                cost: body.cost.unwrap_or(1),
+                cost,
             };
             let mut limits = Vec::new();
             let admitted = meter::admit_reporting(&principal, &admission, Some(&mut limits));

@@ -147,6 +147,12 @@ async fn errors() {
         .await
         .problem(400, "invalid_field");
     assert_eq!(bad["field"], "scope");
+    // Over the bound the OpenAPI document gives, even for a key that is not valid.
+    let bad = h
+        .post("/v1/verify", json!({"key": "x", "cost": 1_000_001}))
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(bad["field"], "cost");
     let (_, reader) = h.user_with_key("reader", &["latchkey:keys:read"]).await;
     h.send(
         "POST",
