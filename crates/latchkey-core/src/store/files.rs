@@ -90,6 +90,19 @@ pub(crate) fn is_locked(path: &Path) -> bool {
     FileExt::try_lock_exclusive(&file).is_err()
 }
 
+/// Whether another process holds the store after waiting up to `wait` for a lock being
+/// released (see `db::LOCK_WAIT`).
+pub(crate) fn is_locked_after(path: &Path, wait: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    while is_locked(path) {
+        if started.elapsed() >= wait {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
 /// Removes the snapshot files sled left half-written (`snap.<lsn>.generating`).
 ///
 /// sled 0.34.7 writes a snapshot to `snap.<lsn>.generating`, fsyncs it, then renames it.

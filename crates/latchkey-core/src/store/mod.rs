@@ -425,7 +425,7 @@ impl Store {
             // A store that acknowledged writes, healthy or not: sled is not even opened on
             // it, since opening damaged files can rewrite them.
             files::ensure_complete(path)?;
-            if files::is_locked(path) {
+            if files::is_locked_after(path, db::LOCK_WAIT) {
                 return Err(StoreError::Locked {
                     path: path.to_owned(),
                 });
