@@ -45,9 +45,12 @@ pub(crate) fn build_binary(package: &str, bin: &str) -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("tests run from <target>/<profile>/deps");
+    // Cargo tags the target directory it creates; one made before cargo ran (a venv under
+    // `target/`, say) has no tag, and then it is the profile directory's parent.
     let target_dir = profile_dir
         .ancestors()
         .find(|dir| dir.join("CACHEDIR.TAG").exists())
+        .or_else(|| profile_dir.parent())
         .expect("a cargo target directory above the test executable");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev",
