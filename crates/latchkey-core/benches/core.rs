@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use latchkey_core::{Actor, ApiKey, Env, NewKey, Prefix, StoreConfig};
+use latchkey_core::{ApiKey, Env, Prefix, StoreConfig};
 
 fn parse(c: &mut Criterion) {
     let key = ApiKey::generate(&Prefix::default(), Env::Live);
@@ -79,33 +79,13 @@ fn create(c: &mut Criterion) {
         StoreConfig::default().usage_flush_interval(None),
     )
     .unwrap();
-    let admin = Actor::system();
-    let user = store
-        .create_user(
-            &admin,
-            latchkey_core::NewUser {
-                name: "u".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let user = support::user(&store, "u", &[]);
     let mut group = c.benchmark_group("create");
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(5));
     group.bench_function("key_durable", |b| {
-        b.iter(|| {
-            store
-                .create_key(
-                    &admin,
-                    NewKey {
-                        name: "k".into(),
-                        user_id: user.id,
-                        ..NewKey::default()
-                    },
-                )
-                .unwrap()
-        })
+        b.iter(|| support::key(&store, &user, "k"))
     });
     group.finish();
 }

@@ -15,28 +15,18 @@ fn config() -> StoreConfig {
 }
 
 fn user_and_key(store: &Store) -> (User, CreatedKey) {
-    let admin = Actor::system();
-    let user = store
-        .create_user(
-            &admin,
-            NewUser {
-                name: format!("u{}", uuid::Uuid::now_v7().simple()),
-                permissions: PermissionSet::parse(["orders:read"]).unwrap(),
-                ..NewUser::default()
-            },
-        )
-        .unwrap();
-    let key = store
-        .create_key(
-            &admin,
-            NewKey {
-                name: "k".into(),
-                user_id: user.id,
-                ..NewKey::default()
-            },
-        )
-        .unwrap();
+    let name = format!("u{}", uuid::Uuid::now_v7().simple());
+    let user = support::user(store, &name, &["orders:read"]);
+    let key = support::key(store, &user, "k");
     (user, key)
+}
+
+/// Two stores on one fresh PostgreSQL database, the first creating it; `None` on sled.
+fn two_stores() -> Option<(support::TestLocation, Store, Store)> {
+    let location = support::postgres_location()?;
+    let a = Store::create_empty_at(&location.location, "lk", config()).unwrap();
+    let b = Store::open_at(&location.location, config()).unwrap();
+    Some((location, a, b))
 }
 
 /// Waits for the event with `seq` on a subscription, bounded.
@@ -57,11 +47,9 @@ fn wait_for(events: &mut broadcast::Receiver<AuditEvent>, seq: u64) -> AuditEven
 
 #[test]
 fn a_change_on_one_store_reaches_the_others_cache_and_feed() {
-    let Some(location) = support::postgres_location() else {
+    let Some((_location, a, b)) = two_stores() else {
         return;
     };
-    let a = Store::create_empty_at(&location.location, "lk", config()).unwrap();
-    let b = Store::open_at(&location.location, config()).unwrap();
     assert_eq!(a.lineage(), b.lineage());
     let mut on_b = b.subscribe();
     let mut on_a = a.subscribe();
@@ -97,11 +85,9 @@ fn a_change_on_one_store_reaches_the_others_cache_and_feed() {
 
 #[test]
 fn concurrent_writers_on_two_stores_keep_one_audit_chain() {
-    let Some(location) = support::postgres_location() else {
+    let Some((_location, a, b)) = two_stores() else {
         return;
     };
-    let a = Store::create_empty_at(&location.location, "lk", config()).unwrap();
-    let b = Store::open_at(&location.location, config()).unwrap();
     std::thread::scope(|scope| {
         for store in [&a, &b, &a, &b] {
             scope.spawn(move || {

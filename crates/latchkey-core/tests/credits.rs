@@ -1,11 +1,13 @@
 //! Credits are durable like usage counts: consumption counted in memory is persisted by the
 //! usage flush, and no PATCH or refill ever adds back consumption not yet persisted.
 
+mod support;
+
 use std::sync::Arc;
 
 use latchkey_core::{
-    Actor, Admission, Credits, CreditsPatch, KeyPatch, ManualClock, NewKey, NewUser, Refill,
-    RefillInterval, Store, StoreConfig, admit,
+    Actor, Admission, Credits, CreditsPatch, KeyPatch, ManualClock, NewKey, Refill, RefillInterval,
+    Store, StoreConfig, admit,
 };
 use time::{Duration, macros::datetime};
 
@@ -39,28 +41,27 @@ impl Fixture {
 }
 
 fn key_with_credits(store: &Store, credits: Credits) -> (uuid::Uuid, String) {
-    let admin = Actor::system();
-    let user = store
-        .create_user(
-            &admin,
-            NewUser {
-                name: "partner".into(),
-                ..NewUser::default()
-            },
-        )
-        .unwrap();
-    let created = store
-        .create_key(
-            &admin,
-            NewKey {
-                name: "metered".into(),
-                user_id: user.id,
-                credits: Some(credits),
-                ..NewKey::default()
-            },
-        )
-        .unwrap();
+    let user = support::user(store, "partner", &[]);
+    let created = support::key_with(
+        store,
+        NewKey {
+            name: "metered".into(),
+            user_id: user.id,
+            credits: Some(credits),
+            ..NewKey::default()
+        },
+    );
     (created.key.id, created.secret.expose().to_owned())
+}
+
+/// A key with `remaining` credits and no refill, and `spent` of them spent in memory.
+fn key_with_spent_credits(store: &Store, remaining: u64, spent: u64) -> (uuid::Uuid, String) {
+    let refill = None;
+    let (id, text) = key_with_credits(store, Credits { remaining, refill });
+    for _ in 0..spent {
+        assert_eq!(request(store, &text), "ok");
+    }
+    (id, text)
 }
 
 /// One request: verified and admitted at cost 1; its code.
@@ -80,16 +81,7 @@ fn remaining(store: &Store, id: uuid::Uuid) -> u64 {
 fn consumption_is_persisted_by_the_flush_and_survives_a_reopen() {
     let fx = Fixture::new();
     let store = fx.create();
-    let (id, text) = key_with_credits(
-        &store,
-        Credits {
-            remaining: 10,
-            refill: None,
-        },
-    );
-    for _ in 0..3 {
-        assert_eq!(request(&store, &text), "ok");
-    }
+    let (id, text) = key_with_spent_credits(&store, 10, 3);
     assert_eq!(remaining(&store, id), 7);
     store.flush().unwrap();
     let store = fx.reopen(store);
@@ -107,16 +99,7 @@ fn a_patch_never_adds_back_consumption_not_yet_persisted() {
     let fx = Fixture::new();
     let store = fx.create();
     let admin = Actor::system();
-    let (id, text) = key_with_credits(
-        &store,
-        Credits {
-            remaining: 10,
-            refill: None,
-        },
-    );
-    for _ in 0..3 {
-        assert_eq!(request(&store, &text), "ok");
-    }
+    let (id, text) = key_with_spent_credits(&store, 10, 3);
     // Three consumed in memory only; adding 5 gives 12, not 15.
     let add = KeyPatch {
         credits: Some(CreditsPatch::Add(5)),

@@ -3,10 +3,12 @@
 //! acknowledged is there. Many rounds, because sled has open reports of corruption after
 //! abrupt stops.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use latchkey_core::{Actor, KeyStatus, NewKey, NewUser, PermissionSet, Store, StoreConfig};
+use latchkey_core::{Actor, KeyStatus, Store, StoreConfig};
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "LATCHKEY_DURABILITY_CHILD";
@@ -21,20 +23,11 @@ fn durability_child() {
     };
     let store = Store::open(&path, StoreConfig::default()).expect("child opens the store");
     let admin = Actor::system();
-    let user = store.user("durable").expect("user exists").id;
+    let user = store.user("durable").expect("user exists");
     let mut out = std::io::stdout().lock();
     // Bounded: the parent kills us long before this ends.
     for i in 0..10_000 {
-        let created = store
-            .create_key(
-                &admin,
-                NewKey {
-                    name: format!("k{i}"),
-                    user_id: user,
-                    ..NewKey::default()
-                },
-            )
-            .unwrap();
+        let created = support::key(&store, &user, &format!("k{i}"));
         writeln!(out, "created {}", created.key.id).unwrap();
         out.flush().unwrap();
         if i % 2 == 0 {
@@ -54,12 +47,7 @@ fn acknowledged_writes_survive_sigkill() {
     let path = dir.path().join("store");
     {
         let store = Store::create_empty(&path, "lk", StoreConfig::default()).unwrap();
-        let new = NewUser {
-            name: "durable".into(),
-            permissions: PermissionSet::parse(["x"]).unwrap(),
-            ..NewUser::default()
-        };
-        store.create_user(&Actor::system(), new).unwrap();
+        support::user(&store, "durable", &["x"]);
     }
     let mut created: Vec<Uuid> = Vec::new();
     let mut revoked: Vec<Uuid> = Vec::new();

@@ -3,13 +3,13 @@
 //! reopens sled from its files), verification goes on, and writes work again once space
 //! is freed. Needs a small tmpfs: skipped, saying why, when mounting is refused (not root).
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use latchkey_core::{
-    Actor, NewGroup, NewKey, NewUser, PermissionSet, Store, StoreConfig, StoreError,
-};
+use latchkey_core::{Actor, NewGroup, PermissionSet, Store, StoreConfig, StoreError};
 
 /// A tmpfs mounted for the test, unmounted on drop.
 struct Tmpfs(tempfile::TempDir);
@@ -75,21 +75,8 @@ fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
     let config = StoreConfig::default().min_free_bytes(0);
     let (store, admin_key) = Store::create_with_admin(&path, "lk", config.clone()).unwrap();
     let admin = Actor::system();
-    let user = store
-        .create_user(
-            &admin,
-            NewUser {
-                name: "bot".into(),
-                ..NewUser::default()
-            },
-        )
-        .unwrap();
-    let new_key = |name: &str| NewKey {
-        name: name.into(),
-        user_id: user.id,
-        ..NewKey::default()
-    };
-    let before = store.create_key(&admin, new_key("before")).unwrap();
+    let user = support::user(&store, "bot", &[]);
+    let before = support::key(&store, &user, "before");
     let seq = store.last_seq().unwrap();
 
     let filler = fill(tmpfs.path());
@@ -124,7 +111,7 @@ fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
 
     // Space comes back: writes work again, by themselves.
     fs::remove_file(&filler).unwrap();
-    let after = store.create_key(&admin, new_key("after")).unwrap();
+    let after = support::key(&store, &user, "after");
     assert!(store.verify(after.secret.expose()).is_ok());
     store.revoke_key(&admin, before.key.id).unwrap();
     assert!(store.verify(before.secret.expose()).is_err());

@@ -215,25 +215,8 @@ fn revoking_all_keys_refuses_them_at_once_and_spares_later_keys() {
     assert_eq!(revoked_records(&store, user.id), 36);
 
     // A user whose keys fit in one chunk has them revoked in the call itself.
-    let small = store
-        .create_user(
-            &admin,
-            NewUser {
-                name: "small".into(),
-                ..NewUser::default()
-            },
-        )
-        .unwrap();
-    let key = store
-        .create_key(
-            &admin,
-            NewKey {
-                name: "one".into(),
-                user_id: small.id,
-                ..NewKey::default()
-            },
-        )
-        .unwrap();
+    let small = support::user(&store, "small", &[]);
+    let key = support::key(&store, &small, "one");
     let done = store.revoke_user_keys(&admin, small.id).unwrap();
     assert_eq!((done.revoked_now, done.in_background), (1, false));
     assert_eq!(store.key(key.key.id).unwrap().status, KeyStatus::Revoked);

@@ -6,6 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use latchkey_core::*;
+use support::perms;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -32,10 +33,6 @@ fn fixture() -> Fixture {
         clock,
         admin: Actor::system(),
     }
-}
-
-fn perms(items: &[&str]) -> PermissionSet {
-    PermissionSet::parse(items).unwrap()
 }
 
 impl Fixture {
@@ -630,14 +627,8 @@ fn tampering_with_the_audit_log_is_found() {
     let path = f.store.path().to_owned();
     let Fixture { _dir, store, .. } = f;
     drop(store);
-    {
-        let db = open_sled(&path);
-        let at = |seq: u64| [b"a:".as_slice(), &seq.to_be_bytes()].concat();
-        // Event 3 replaced by a copy of event 2: well-formed, but it does not fit the chain.
-        let second = db.get(at(2)).unwrap().unwrap();
-        db.insert(at(3), second).unwrap();
-        db.flush().unwrap();
-    }
+    // Event 3 replaced by a copy of event 2: well-formed, but it does not fit the chain.
+    support::tamper::copy_audit_event(&path, 2, 3);
     let store = Store::open(&path, StoreConfig::default()).unwrap();
     let report = store.verify_audit().unwrap();
     assert_eq!(report.broken.map(|b| b.seq), Some(3));
@@ -807,27 +798,9 @@ fn no_verification_that_starts_after_a_revoke_returns_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
     let admin = Actor::system();
-    let user = store
-        .create_user(
-            &admin,
-            NewUser {
-                name: "u".into(),
-                permissions: perms(&["x"]),
-                ..NewUser::default()
-            },
-        )
-        .unwrap();
+    let user = support::user(&store, "u", &["x"]);
     for round in 0..20 {
-        let key = store
-            .create_key(
-                &admin,
-                NewKey {
-                    name: format!("k{round}"),
-                    user_id: user.id,
-                    ..NewKey::default()
-                },
-            )
-            .unwrap();
+        let key = support::key(&store, &user, &format!("k{round}"));
         let text = key.secret.expose().to_owned();
         // Set (Release) once `revoke_key` has returned: a worker that reads it set (Acquire)
         // before a verification starts knows that verification started after the return.
@@ -876,18 +849,6 @@ fn no_verification_that_starts_after_a_revoke_returns_succeeds() {
     }
 }
 
-/// Opens the store's sled database directly, waiting (bounded) for the lock that a just
-/// dropped `Store` releases once sled's I/O threads finish.
-fn open_sled(path: &std::path::Path) -> sled::Db {
-    for _ in 0..100 {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
-    sled::open(path).unwrap()
-}
-
 #[test]
 fn a_store_closed_and_reopened_in_one_process_opens() {
     let dir = tempfile::tempdir().unwrap();
@@ -896,15 +857,7 @@ fn a_store_closed_and_reopened_in_one_process_opens() {
     for round in 0..20 {
         let store = Store::open(&path, StoreConfig::default())
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
-        store
-            .create_user(
-                &Actor::system(),
-                NewUser {
-                    name: format!("u{round}"),
-                    ..NewUser::default()
-                },
-            )
-            .unwrap();
+        support::user(&store, &format!("u{round}"), &[]);
     }
     assert_eq!(
         Store::open(&path, StoreConfig::default())

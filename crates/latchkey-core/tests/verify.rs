@@ -27,16 +27,7 @@ fn fixture(cache_entries: usize) -> Fixture {
         .verify_cache_entries(cache_entries);
     let store = Store::create_empty_at(&dir.location, "lk", config).unwrap();
     let admin = Actor::system();
-    let user = store
-        .create_user(
-            &admin,
-            NewUser {
-                name: "bot".into(),
-                permissions: PermissionSet::parse(["orders:read"]).unwrap(),
-                ..NewUser::default()
-            },
-        )
-        .unwrap();
+    let user = support::user(&store, "bot", &["orders:read"]);
     Fixture {
         _dir: dir,
         store,

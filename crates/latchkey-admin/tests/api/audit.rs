@@ -101,15 +101,8 @@ async fn verify_says_where_a_tampered_chain_breaks() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::create_with_admin(dir.path(), "lk", StoreConfig::default()).unwrap();
     drop(store);
-    {
-        // Core's layout, as its own tests use it: the event of seq n at `a:` + n (big endian).
-        // Event 2 replaced by a copy of event 3: well-formed, but it does not fit the chain.
-        let db = open_sled(dir.path());
-        let at = |seq: u64| [b"a:".as_slice(), &seq.to_be_bytes()].concat();
-        let third = db.get(at(3)).unwrap().unwrap();
-        db.insert(at(2), third).unwrap();
-        db.flush().unwrap();
-    }
+    // Event 2 replaced by a copy of event 3: well-formed, but it does not fit the chain.
+    crate::tamper::copy_audit_event(dir.path(), 3, 2);
     let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
     let app = latchkey_admin::operator_router(store);
     let check = send(&app, "GET", "/v1/audit/verify", None, None, None)
@@ -121,16 +114,4 @@ async fn verify_says_where_a_tampered_chain_breaks() {
         check["broken"]["reason"].as_str().unwrap().len() > 3,
         "{check}"
     );
-}
-
-/// Opens the store's sled database directly, waiting (bounded) for the lock that a just
-/// dropped `Store` releases once sled's I/O threads finish.
-fn open_sled(path: &std::path::Path) -> sled::Db {
-    for _ in 0..100 {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
-    sled::open(path).unwrap()
 }

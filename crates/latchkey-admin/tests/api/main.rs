@@ -2,6 +2,9 @@
 
 // The harness: a store, the router over it, and request helpers.
 mod common;
+// Edits a closed store's files: core's own test helper, one copy of its on-disk layout.
+#[path = "../../../latchkey-core/tests/support/tamper.rs"]
+mod tamper;
 
 // Authentication, per-route permissions, fallbacks and the operator router.
 mod auth;

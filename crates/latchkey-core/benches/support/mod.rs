@@ -5,7 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use latchkey_core::{Actor, NewGroup, NewKey, NewUser, PermissionSet, Store, StoreConfig};
+use latchkey_core::{Actor, NewKey, NewUser, Store, StoreConfig};
+
+// The tests' record helpers, so benches and tests create users and keys one way.
+#[path = "../../tests/support/records.rs"]
+mod records;
+#[allow(unused_imports)]
+pub use records::*;
 
 /// A store with `n` keys, and the full text of every 100th key (bench fixtures only: these
 /// live in the target directory, never in the repository).
@@ -48,25 +54,15 @@ fn seed(dir: &Path, n: usize) {
     )
     .unwrap();
     let admin = Actor::system();
-    let group = store
-        .create_group(
-            &admin,
-            NewGroup {
-                name: "orders".into(),
-                permissions: PermissionSet::parse(["orders:*"]).unwrap(),
-            },
-        )
-        .unwrap();
-    let user = store
-        .create_user(
-            &admin,
-            NewUser {
-                name: "bench".into(),
-                groups: vec![group.id],
-                ..NewUser::default()
-            },
-        )
-        .unwrap();
+    let group = group(&store, "orders", &["orders:*"]);
+    let user = user_with(
+        &store,
+        NewUser {
+            name: "bench".into(),
+            groups: vec![group.id],
+            ..NewUser::default()
+        },
+    );
     let mut samples = String::new();
     let chunk = 5_000;
     for start in (0..n).step_by(chunk) {

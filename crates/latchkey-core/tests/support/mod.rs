@@ -5,6 +5,11 @@
 
 use latchkey_core::Location;
 
+mod records;
+pub mod tamper;
+#[allow(unused_imports)]
+pub use records::*;
+
 /// The environment variable that switches the tests to PostgreSQL.
 pub const POSTGRES_ENV: &str = "LATCHKEY_TEST_POSTGRES";
 
