@@ -21,10 +21,16 @@ fn user_and_key(store: &Store) -> (User, CreatedKey) {
     (user, key)
 }
 
+/// A store on a fresh PostgreSQL database; `None` on sled.
+fn database_store() -> Option<(support::TestLocation, Store)> {
+    let location = support::postgres_location()?;
+    let store = Store::create_empty_at(&location.location, "lk", config()).unwrap();
+    Some((location, store))
+}
+
 /// Two stores on one fresh PostgreSQL database, the first creating it; `None` on sled.
 fn two_stores() -> Option<(support::TestLocation, Store, Store)> {
-    let location = support::postgres_location()?;
-    let a = Store::create_empty_at(&location.location, "lk", config()).unwrap();
+    let (location, a) = database_store()?;
     let b = Store::open_at(&location.location, config()).unwrap();
     Some((location, a, b))
 }
@@ -220,10 +226,9 @@ fn disable(store: &Store, user: &User) -> Result<User, StoreError> {
 
 #[test]
 fn a_cold_verification_on_a_tokio_worker_neither_panics_nor_fails() {
-    let Some(location) = support::postgres_location() else {
+    let Some((_location, store)) = database_store() else {
         return;
     };
-    let store = Store::create_empty_at(&location.location, "lk", config()).unwrap();
     let (_, key) = user_and_key(&store);
     let text = key.secret.expose().to_owned();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -246,10 +251,9 @@ fn a_cold_verification_on_a_tokio_worker_neither_panics_nor_fails() {
 
 #[test]
 fn a_backup_of_a_database_store_restores_into_a_directory() {
-    let Some(location) = support::postgres_location() else {
+    let Some((location, store)) = database_store() else {
         return;
     };
-    let store = Store::create_empty_at(&location.location, "lk", config()).unwrap();
     let (_, key) = user_and_key(&store);
     let mut file = Vec::new();
     let header = store.backup(&mut file).unwrap();

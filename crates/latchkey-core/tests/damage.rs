@@ -16,6 +16,13 @@ fn store_with_users(dir: &Path, users: usize) -> PathBuf {
     path
 }
 
+/// [`store_with_users`] in a temporary directory of its own, removed when dropped.
+fn temp_store_with_users(users: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_with_users(dir.path(), users);
+    (dir, path)
+}
+
 fn add_users(store: &Store, range: std::ops::Range<usize>) {
     for i in range {
         let new = NewUser {
@@ -70,8 +77,7 @@ fn listing(path: &Path) -> Vec<String> {
 #[test]
 fn a_deleted_db_or_conf_is_refused_and_never_reinitialised() {
     for file in ["db", "conf"] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = store_with_users(dir.path(), 3);
+        let (_dir, path) = temp_store_with_users(3);
         fs::remove_file(path.join(file)).unwrap();
         check_refused(&path, &format!("missing its `{file}` file"));
         check_not_initialised_over(&path);
@@ -82,8 +88,7 @@ fn a_deleted_db_or_conf_is_refused_and_never_reinitialised() {
 #[test]
 fn an_emptied_or_zeroed_db_is_refused() {
     for zeroed in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let path = store_with_users(dir.path(), 3);
+        let (_dir, path) = temp_store_with_users(3);
         let db = path.join("db");
         let len = fs::metadata(&db).unwrap().len();
         let content = if zeroed {
@@ -105,8 +110,7 @@ fn end_of_data(bytes: &[u8]) -> usize {
 
 #[test]
 fn a_truncated_tail_is_refused_never_opened_older() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = store_with_users(dir.path(), 20);
+    let (_dir, path) = temp_store_with_users(20);
     let db = path.join("db");
     let bytes = fs::read(&db).unwrap();
     let end = end_of_data(&bytes);
@@ -119,8 +123,7 @@ fn a_truncated_tail_is_refused_never_opened_older() {
 
 #[test]
 fn a_flipped_bit_is_refused_never_opened_older() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = store_with_users(dir.path(), 20);
+    let (_dir, path) = temp_store_with_users(20);
     let db = path.join("db");
     let mut bytes = fs::read(&db).unwrap();
     let at = end_of_data(&bytes) - 200;
@@ -131,8 +134,7 @@ fn a_flipped_bit_is_refused_never_opened_older() {
 
 #[test]
 fn a_rolled_back_store_is_refused_and_names_what_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = store_with_users(dir.path(), 2);
+    let (dir, path) = temp_store_with_users(2);
     let saved = dir.path().join("saved");
     copy_dir(&path, &saved, |name| name != "latchkey.mark");
     let store = Store::open(&path, StoreConfig::default()).unwrap();
@@ -156,8 +158,7 @@ fn a_store_from_elsewhere_is_refused() {
 
 #[test]
 fn an_unfinished_snapshot_does_not_stop_an_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = store_with_users(dir.path(), 3);
+    let (_dir, path) = temp_store_with_users(3);
     let leftover = path.join("snap.0000000000000000.generating");
     fs::write(&leftover, b"").unwrap();
     // sled itself cannot open it (which is why the store handles it)...

@@ -69,6 +69,24 @@ impl Fixture {
         self.store.create_key(&self.admin, new).unwrap()
     }
 
+    /// Enables or disables a key, as the admin.
+    fn set_key_enabled(&self, id: Uuid, enabled: bool) -> Result<Key, StoreError> {
+        let patch = KeyPatch {
+            enabled: Some(enabled),
+            ..KeyPatch::default()
+        };
+        self.store.update_key(&self.admin, id, patch)
+    }
+
+    /// Enables or disables a user, as the admin.
+    fn set_user_enabled(&self, id: Uuid, enabled: bool) {
+        let patch = UserPatch {
+            enabled: Some(enabled),
+            ..UserPatch::default()
+        };
+        self.store.update_user(&self.admin, id, patch).unwrap();
+    }
+
     #[track_caller]
     fn code(&self, key: &CreatedKey) -> &'static str {
         match self.store.verify(key.secret.expose()) {
@@ -87,30 +105,11 @@ fn a_key_lives_and_dies_by_its_lifecycle() {
     assert_eq!(key.key.status, KeyStatus::Active);
     assert_eq!(f.code(&key), "ok");
 
-    let disabled = f
-        .store
-        .update_key(
-            &f.admin,
-            id,
-            KeyPatch {
-                enabled: Some(false),
-                ..KeyPatch::default()
-            },
-        )
-        .unwrap();
+    let disabled = f.set_key_enabled(id, false).unwrap();
     assert_eq!(disabled.status, KeyStatus::Disabled);
     assert_eq!(f.code(&key), "key_disabled");
 
-    f.store
-        .update_key(
-            &f.admin,
-            id,
-            KeyPatch {
-                enabled: Some(true),
-                ..KeyPatch::default()
-            },
-        )
-        .unwrap();
+    f.set_key_enabled(id, true).unwrap();
     assert_eq!(f.code(&key), "ok");
 
     let err = f.store.delete_key(&f.admin, id).unwrap_err();
@@ -129,17 +128,7 @@ fn a_key_lives_and_dies_by_its_lifecycle() {
         f.store.revoke_key(&f.admin, id).unwrap().revoked_at,
         Some(T0)
     );
-    let err = f
-        .store
-        .update_key(
-            &f.admin,
-            id,
-            KeyPatch {
-                enabled: Some(true),
-                ..KeyPatch::default()
-            },
-        )
-        .unwrap_err();
+    let err = f.set_key_enabled(id, true).unwrap_err();
     assert!(
         matches!(err, StoreError::Conflict(Conflict::KeyRevoked)),
         "{err}"
@@ -313,27 +302,9 @@ fn user_and_group_changes_reach_every_key_at_once() {
             .is_empty()
     );
 
-    f.store
-        .update_user(
-            &f.admin,
-            user.id,
-            UserPatch {
-                enabled: Some(false),
-                ..UserPatch::default()
-            },
-        )
-        .unwrap();
+    f.set_user_enabled(user.id, false);
     assert_eq!(f.code(&a), "user_disabled");
-    f.store
-        .update_user(
-            &f.admin,
-            user.id,
-            UserPatch {
-                enabled: Some(true),
-                ..UserPatch::default()
-            },
-        )
-        .unwrap();
+    f.set_user_enabled(user.id, true);
     assert_eq!(f.code(&a), "ok");
 
     f.store.delete_group(&f.admin, readers.id).unwrap();
@@ -544,16 +515,7 @@ fn usage_is_counted_in_memory_and_persisted_on_flush() {
     f.clock.advance(Duration::seconds(5));
     f.store.verify(key.secret.expose()).unwrap();
     // Failed verifications are not usage.
-    f.store
-        .update_key(
-            &f.admin,
-            key.key.id,
-            KeyPatch {
-                enabled: Some(false),
-                ..KeyPatch::default()
-            },
-        )
-        .unwrap();
+    f.set_key_enabled(key.key.id, false).unwrap();
     let _ = f.store.verify(key.secret.expose());
     let seen = f.store.key(key.key.id).unwrap();
     assert_eq!(
