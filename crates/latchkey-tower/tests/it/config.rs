@@ -88,17 +88,13 @@ async fn a_service_can_refuse_test_keys() {
     let live = fx.key_with(new_key(&user, Env::Live));
     let test = fx.key_with(new_key(&user, Env::Test));
     let live_only = app(fx.layer().refuse_test_keys());
-    send(&live_only, get_with("/orders", live.secret.expose()))
-        .await
-        .assert_ok();
-    send(&live_only, get_with("/orders", test.secret.expose()))
+    get_orders(&live_only, &live).await.assert_ok();
+    get_orders(&live_only, &test)
         .await
         .assert_invalid("invalid_key");
     let test_only = app(fx.layer().accept_only(Env::Test));
-    send(&test_only, get_with("/orders", test.secret.expose()))
-        .await
-        .assert_ok();
-    send(&test_only, get_with("/orders", live.secret.expose()))
+    get_orders(&test_only, &test).await.assert_ok();
+    get_orders(&test_only, &live)
         .await
         .assert_invalid("invalid_key");
 }

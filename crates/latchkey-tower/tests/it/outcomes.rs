@@ -7,7 +7,7 @@ use crate::support::*;
 #[tokio::test]
 async fn a_valid_key_reaches_the_handler() {
     let (_fx, key, app) = reader_app();
-    let reply = send(&app, get_with("/orders", key.secret.expose())).await;
+    let reply = get_orders(&app, &key).await;
     assert_eq!(reply.assert_ok()["user"], "reader");
 }
 
@@ -37,7 +37,7 @@ async fn the_extractor_and_extension_find_the_same_principal() {
     let app = axum::Router::new()
         .route("/both", axum::routing::get(both))
         .layer(fx.layer());
-    let reply = send(&app, get_with("/both", key.secret.expose())).await;
+    let reply = get_as(&app, "/both", &key).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, "reader");
 }
@@ -118,15 +118,11 @@ async fn disabled_then_re_enabled() {
         enabled: Some(enabled),
         ..KeyPatch::default()
     };
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_ok();
+    get_orders(&app, &key).await.assert_ok();
     fx.store
         .update_key(&Actor::system(), key.key.id, disable(false))
         .unwrap();
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_invalid("key_disabled");
+    get_orders(&app, &key).await.assert_invalid("key_disabled");
     // Only the holder of the secret learns why.
     send(&app, get_with("/orders", &with_wrong_secret(&key.secret)))
         .await
@@ -134,21 +130,15 @@ async fn disabled_then_re_enabled() {
     fx.store
         .update_key(&Actor::system(), key.key.id, disable(true))
         .unwrap();
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_ok();
+    get_orders(&app, &key).await.assert_ok();
 }
 
 #[tokio::test]
 async fn revoked_is_401_key_revoked() {
     let (fx, key, app) = reader_app();
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_ok();
+    get_orders(&app, &key).await.assert_ok();
     fx.store.revoke_key(&Actor::system(), key.key.id).unwrap();
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_invalid("key_revoked");
+    get_orders(&app, &key).await.assert_invalid("key_revoked");
 }
 
 #[tokio::test]
@@ -160,17 +150,11 @@ async fn expired_is_401_key_expired() {
         ..new_key(&user, Env::Live)
     });
     let app = app(fx.layer());
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_ok();
+    get_orders(&app, &key).await.assert_ok();
     fx.clock.advance(Duration::minutes(59));
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_ok();
+    get_orders(&app, &key).await.assert_ok();
     fx.clock.advance(Duration::minutes(1));
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_invalid("key_expired");
+    get_orders(&app, &key).await.assert_invalid("key_expired");
 }
 
 #[tokio::test]
@@ -185,15 +169,11 @@ async fn a_disabled_user_is_401_user_disabled() {
     fx.store
         .update_user(&Actor::system(), user.id, enable(false))
         .unwrap();
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_invalid("user_disabled");
+    get_orders(&app, &key).await.assert_invalid("user_disabled");
     fx.store
         .update_user(&Actor::system(), user.id, enable(true))
         .unwrap();
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_ok();
+    get_orders(&app, &key).await.assert_ok();
 }
 
 #[tokio::test]
@@ -201,14 +181,10 @@ async fn a_deleted_user_s_key_no_longer_authenticates() {
     let fx = Fixture::new();
     let (user, key) = fx.key_for("reader", &["orders:read"]);
     let app = app(fx.layer());
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_ok();
+    get_orders(&app, &key).await.assert_ok();
     fx.store.delete_user(&Actor::system(), user.id).unwrap();
     // Deleting a user revokes its keys in the same transaction.
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_invalid("key_revoked");
+    get_orders(&app, &key).await.assert_invalid("key_revoked");
 }
 
 #[tokio::test]

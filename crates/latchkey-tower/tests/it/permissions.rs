@@ -10,11 +10,11 @@ async fn a_missing_permission_is_403_with_the_scope() {
     let (_, other) = fx.key_for("billing", &["invoices:read"]);
     let app = app(fx.layer());
     // RequirePermission as a route layer.
-    send(&app, get_with("/orders", other.secret.expose()))
+    get_orders(&app, &other)
         .await
         .assert_forbidden("orders:read");
     // `principal.require` in the handler.
-    send(&app, post_with("/orders", reader.secret.expose()))
+    post_orders(&app, &reader)
         .await
         .assert_forbidden("orders:write");
 }
@@ -30,9 +30,7 @@ async fn a_group_permission_removed_is_403_on_the_next_request() {
     });
     let key = fx.key(&user);
     let app = app(fx.layer());
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_ok();
+    get_orders(&app, &key).await.assert_ok();
     fx.store
         .update_group(
             &Actor::system(),
@@ -43,10 +41,8 @@ async fn a_group_permission_removed_is_403_on_the_next_request() {
             },
         )
         .unwrap();
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_forbidden("orders:read");
-    let created = send(&app, post_with("/orders", key.secret.expose())).await;
+    get_orders(&app, &key).await.assert_forbidden("orders:read");
+    let created = post_orders(&app, &key).await;
     assert_eq!(created.status, 201);
 }
 
@@ -59,10 +55,8 @@ async fn scopes_narrow_the_user_s_permissions() {
         ..new_key(&user, Env::Live)
     });
     let app = app(fx.layer());
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_ok();
-    send(&app, post_with("/orders", key.secret.expose()))
+    get_orders(&app, &key).await.assert_ok();
+    post_orders(&app, &key)
         .await
         .assert_forbidden("orders:write");
     // A scope the user does not hold grants nothing.
@@ -71,7 +65,7 @@ async fn scopes_narrow_the_user_s_permissions() {
         scopes: Some(perms(&["orders:read", "orders:write"])),
         ..new_key(&user, Env::Live)
     });
-    send(&app, post_with("/orders", key.secret.expose()))
+    post_orders(&app, &key)
         .await
         .assert_forbidden("orders:write");
 }
@@ -84,13 +78,11 @@ async fn wildcards_cover_what_is_under_them() {
     let (_, items) = fx.key_for("items", &["orders:items:*"]);
     let app = app(fx.layer());
     for key in [&orders, &admin] {
-        send(&app, get_with("/orders", key.secret.expose()))
-            .await
-            .assert_ok();
-        let created = send(&app, post_with("/orders", key.secret.expose())).await;
+        get_orders(&app, key).await.assert_ok();
+        let created = post_orders(&app, key).await;
         assert_eq!(created.status, 201);
     }
-    send(&app, get_with("/orders", items.secret.expose()))
+    get_orders(&app, &items)
         .await
         .assert_forbidden("orders:read");
 }

@@ -182,6 +182,21 @@ pub(crate) fn post_with(path: &str, key: &str) -> Request {
         .unwrap()
 }
 
+/// Sends `GET path` with `key` as a bearer token through `app`.
+pub(crate) async fn get_as(app: &Router, path: &str, key: &CreatedKey) -> Reply {
+    send(app, get_with(path, key.secret.expose())).await
+}
+
+/// Sends `GET /orders` (needs `orders:read`) with `key` as a bearer token through `app`.
+pub(crate) async fn get_orders(app: &Router, key: &CreatedKey) -> Reply {
+    get_as(app, "/orders", key).await
+}
+
+/// Sends `POST /orders` (needs `orders:write`) with `key` as a bearer token through `app`.
+pub(crate) async fn post_orders(app: &Router, key: &CreatedKey) -> Reply {
+    send(app, post_with("/orders", key.secret.expose())).await
+}
+
 /// A GET request with these headers, in order (a name may repeat).
 pub(crate) fn get_with_headers(path: &str, headers: &[(&str, &str)]) -> Request {
     let mut request = Request::get(path);

@@ -31,15 +31,13 @@ async fn a_verifier_that_is_not_ready_at_once() {
     let (_, key) = fx.key_for("reader", &["orders:read"]);
     let app = app(ApiKeyAuthLayer::new(pending_verifier(fx.store.clone()))
         .realm(latchkey_tower::Realm::from_static(REALM)));
-    let reply = send(&app, get_with("/orders", key.secret.expose())).await;
+    let reply = get_orders(&app, &key).await;
     assert_eq!(reply.assert_ok()["user"], "reader");
-    send(&app, post_with("/orders", key.secret.expose()))
+    post_orders(&app, &key)
         .await
         .assert_forbidden("orders:write");
     fx.store.revoke_key(&Actor::system(), key.key.id).unwrap();
-    send(&app, get_with("/orders", key.secret.expose()))
-        .await
-        .assert_invalid("key_revoked");
+    get_orders(&app, &key).await.assert_invalid("key_revoked");
 }
 
 #[tokio::test]
@@ -51,7 +49,7 @@ async fn an_unavailable_keystore_is_503_never_401() {
     let app = app(layer);
     let fx = Fixture::new();
     let (_, key) = fx.key_for("reader", &["orders:read"]);
-    let reply = send(&app, get_with("/orders", key.secret.expose())).await;
+    let reply = get_orders(&app, &key).await;
     reply.assert_refused(503, None, "keystore_unavailable");
     // The cause goes to the logs, not to the client.
     assert!(!String::from_utf8_lossy(&reply.body).contains("disk"));

@@ -103,10 +103,7 @@ async fn a_cached_key_stops_at_its_expiry_without_an_event() {
     assert_eq!(s.requests(), after_miss);
 
     s.advance(Duration::from_secs(3));
-    assert_eq!(
-        s.verify(key.secret.expose()).await.unwrap_err(),
-        VerifyError::Expired
-    );
+    assert_eq!(s.refusal(&key).await, VerifyError::Expired);
     assert_eq!(s.requests(), after_miss, "expiry is known without asking");
 }
 

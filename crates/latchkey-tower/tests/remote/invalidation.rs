@@ -2,7 +2,8 @@
 //! was applied sees the change.
 
 use latchkey_tower::latchkey_core::{
-    Actor, GroupPatch, KeyPatch, NewGroup, NewUser, PermissionSet, UserPatch, VerifyError,
+    Actor, CreatedKey, GroupPatch, KeyPatch, NewGroup, NewUser, PermissionSet, UserPatch,
+    VerifyError,
 };
 
 use crate::Setup;
@@ -23,43 +24,36 @@ async fn a_key_event_drops_that_key_only() {
     s.verify(b.secret.expose()).await.unwrap();
     let cached = s.requests();
 
-    let system = Actor::system();
-    let disable = KeyPatch {
-        enabled: Some(false),
-        ..KeyPatch::default()
-    };
-    s.keystore
-        .store
-        .update_key(&system, a.key.id, disable)
-        .unwrap();
-    s.caught_up().await;
-    assert_eq!(
-        s.verify(a.secret.expose()).await.unwrap_err(),
-        VerifyError::Disabled
-    );
+    set_key_enabled(&s, &a, false).await;
+    assert_eq!(s.refusal(&a).await, VerifyError::Disabled);
     assert_eq!(s.requests(), cached + 1);
     assert!(s.verify(b.secret.expose()).await.is_ok());
     assert_eq!(s.requests(), cached + 1, "b stayed cached");
 
     // Enabling takes effect at once too: the event drops the cached refusal.
-    let enable = KeyPatch {
-        enabled: Some(true),
-        ..KeyPatch::default()
-    };
-    s.keystore
-        .store
-        .update_key(&system, a.key.id, enable)
-        .unwrap();
-    s.caught_up().await;
+    set_key_enabled(&s, &a, true).await;
     assert!(s.verify(a.secret.expose()).await.is_ok());
 
-    s.keystore.store.revoke_key(&system, a.key.id).unwrap();
+    s.keystore
+        .store
+        .revoke_key(&Actor::system(), a.key.id)
+        .unwrap();
     s.caught_up().await;
-    assert_eq!(
-        s.verify(a.secret.expose()).await.unwrap_err(),
-        VerifyError::Revoked
-    );
+    assert_eq!(s.refusal(&a).await, VerifyError::Revoked);
     assert!(s.verify(b.secret.expose()).await.is_ok());
+}
+
+/// Enables or disables a key in the store, and waits for the verifier to apply the event.
+async fn set_key_enabled(s: &Setup, key: &CreatedKey, enabled: bool) {
+    let patch = KeyPatch {
+        enabled: Some(enabled),
+        ..KeyPatch::default()
+    };
+    let store = &s.keystore.store;
+    store
+        .update_key(&Actor::system(), key.key.id, patch)
+        .unwrap();
+    s.caught_up().await;
 }
 
 #[tokio::test]
@@ -89,10 +83,7 @@ async fn a_user_event_drops_every_key_of_that_user() {
         .unwrap();
     s.caught_up().await;
     for key in &alice_keys {
-        assert_eq!(
-            s.verify(key.secret.expose()).await.unwrap_err(),
-            VerifyError::UserDisabled
-        );
+        assert_eq!(s.refusal(key).await, VerifyError::UserDisabled);
     }
     assert_eq!(s.requests(), cached + 2);
     assert!(s.verify(bob_key.secret.expose()).await.is_ok());
@@ -186,8 +177,5 @@ async fn deleting_a_user_refuses_its_cached_keys() {
         .delete_user(&Actor::system(), user)
         .unwrap();
     s.caught_up().await;
-    assert_eq!(
-        s.verify(key.secret.expose()).await.unwrap_err(),
-        VerifyError::Revoked
-    );
+    assert_eq!(s.refusal(&key).await, VerifyError::Revoked);
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey_tower::Verifier;
-use latchkey_tower::latchkey_core::{ApiKey, ManualClock, Principal, VerifyError};
+use latchkey_tower::latchkey_core::{ApiKey, CreatedKey, ManualClock, Principal, VerifyError};
 use latchkey_tower::remote::{RemoteStatus, RemoteVerifier};
 use time::OffsetDateTime;
 
@@ -72,6 +72,11 @@ impl Setup {
 
     async fn verify(&self, key: &str) -> Result<Principal, VerifyError> {
         self.verifier.verify(&ApiKey::parse(key).unwrap()).await
+    }
+
+    /// Verifies a key that must be refused; answers why.
+    async fn refusal(&self, key: &CreatedKey) -> VerifyError {
+        self.verify(key.secret.expose()).await.unwrap_err()
     }
 
     fn requests(&self) -> usize {
