@@ -131,6 +131,43 @@ impl Harness {
         self.admin("DELETE", uri, None).await
     }
 
+    /// Sends a request written `"METHOD /path"` with `key` and a JSON body.
+    pub(crate) async fn request_as(&self, key: &str, request: &str, body: &Value) -> Resp {
+        let (method, uri) = request.split_once(' ').expect("METHOD /path");
+        self.send(method, uri, Some(key), Some(body.clone())).await
+    }
+
+    /// Sends each `(request, body)` with `key` (see [`Harness::request_as`]) and asserts a
+    /// problem with this status and code.
+    pub(crate) async fn problems_as(
+        &self,
+        key: &str,
+        status: u16,
+        code: &str,
+        cases: &[(&str, Value)],
+    ) {
+        for (request, body) in cases {
+            let answer = self.request_as(key, request, body).await;
+            assert_eq!(answer.status.as_u16(), status, "{request} {body}");
+            answer.problem(status, code);
+        }
+    }
+
+    /// Sends each `(request, body, field)` as the admin (see [`Harness::request_as`]) and
+    /// asserts a problem with this status and code that names `field`.
+    pub(crate) async fn field_problems(
+        &self,
+        status: u16,
+        code: &str,
+        cases: &[(&str, Value, &str)],
+    ) {
+        for (request, body, field) in cases {
+            let answer = self.request_as(&self.admin, request, body).await;
+            let problem = answer.problem(status, code);
+            assert_eq!(problem["field"], *field, "{request} {body}: {problem}");
+        }
+    }
+
     /// Creates a user with these direct permissions, as the admin; returns the record.
     pub(crate) async fn user(&self, name: &str, permissions: &[&str]) -> Value {
         self.post(

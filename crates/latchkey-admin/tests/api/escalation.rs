@@ -112,58 +112,19 @@ async fn a_limited_key_cannot_create_or_widen_users_and_groups_beyond_itself() {
         .await;
     let users_before = h.store.users().unwrap().len();
     let groups_before = h.store.groups().unwrap().len();
-    let send = |method: &'static str, uri: &'static str, body: serde_json::Value| {
-        let manager = manager.clone();
-        let h = &h;
-        async move { h.send(method, uri, Some(&manager), Some(body)).await }
-    };
-
-    send(
-        "POST",
-        "/v1/users",
-        json!({"name": "root2", "permissions": ["*"]}),
-    )
-    .await
-    .problem(403, "insufficient_permission");
-    send(
-        "POST",
-        "/v1/users",
-        json!({"name": "root3", "groups": ["admin"]}),
-    )
-    .await
-    .problem(403, "insufficient_permission");
-    send(
-        "POST",
-        "/v1/groups",
-        json!({"name": "wide", "permissions": ["orders:*"]}),
-    )
-    .await
-    .problem(403, "insufficient_permission");
-    // Widening its own user, directly or through a group.
-    send(
-        "PATCH",
-        "/v1/users/manager",
-        json!({"add_permissions": ["orders:write"]}),
-    )
-    .await
-    .problem(403, "insufficient_permission");
-    send(
-        "PATCH",
-        "/v1/users/manager",
-        json!({"add_groups": ["admin"]}),
-    )
-    .await
-    .problem(403, "insufficient_permission");
-    // Widening the admin group, or renaming / disabling the admin user.
-    send("PATCH", "/v1/groups/admin", json!({"name": "mine"}))
-        .await
-        .problem(403, "insufficient_permission");
-    send("PATCH", "/v1/users/admin", json!({"enabled": false}))
-        .await
-        .problem(403, "insufficient_permission");
-    send("DELETE", "/v1/users/admin", json!({}))
-        .await
-        .problem(403, "insufficient_permission");
+    #[rustfmt::skip]
+    h.problems_as(&manager, 403, "insufficient_permission", &[
+        ("POST /v1/users", json!({"name": "root2", "permissions": ["*"]})),
+        ("POST /v1/users", json!({"name": "root3", "groups": ["admin"]})),
+        ("POST /v1/groups", json!({"name": "wide", "permissions": ["orders:*"]})),
+        // Widening its own user, directly or through a group.
+        ("PATCH /v1/users/manager", json!({"add_permissions": ["orders:write"]})),
+        ("PATCH /v1/users/manager", json!({"add_groups": ["admin"]})),
+        // Widening the admin group, or renaming / disabling the admin user.
+        ("PATCH /v1/groups/admin", json!({"name": "mine"})),
+        ("PATCH /v1/users/admin", json!({"enabled": false})),
+        ("DELETE /v1/users/admin", json!({})),
+    ]).await;
 
     assert_eq!(h.store.users().unwrap().len(), users_before);
     assert_eq!(h.store.groups().unwrap().len(), groups_before);
@@ -173,20 +134,10 @@ async fn a_limited_key_cannot_create_or_widen_users_and_groups_beyond_itself() {
     assert!(h.store.verify(&h.admin).is_ok());
 
     // Within itself it may.
-    send(
-        "POST",
-        "/v1/users",
-        json!({"name": "reader", "permissions": ["orders:read"]}),
-    )
-    .await
-    .ok(201);
-    send(
-        "POST",
-        "/v1/groups",
-        json!({"name": "readers", "permissions": ["orders:read"]}),
-    )
-    .await
-    .ok(201);
+    for request in ["POST /v1/users", "POST /v1/groups"] {
+        let body = json!({"name": "readers", "permissions": ["orders:read"]});
+        h.request_as(&manager, request, &body).await.ok(201);
+    }
 }
 
 #[tokio::test]

@@ -104,29 +104,13 @@ async fn errors() {
         .await
         .problem(409, "name_taken");
     assert!(dup["detail"].as_str().unwrap().contains("ops"));
-    let bad = h
-        .post(
-            "/v1/groups",
-            json!({"name": "x", "permissions": ["orders:read", "Orders"]}),
-        )
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "permissions");
-    let bad = h
-        .post("/v1/groups", json!({"name": "bad name!"}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "name");
-    let bad = h
-        .post("/v1/groups", json!({"name": "x", "colour": "red"}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "colour");
-    let bad = h
-        .patch("/v1/groups/ops", json!({"permissions": "orders:read"}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "permissions");
+    #[rustfmt::skip]
+    h.field_problems(400, "invalid_field", &[
+        ("POST /v1/groups", json!({"name": "x", "permissions": ["orders:read", "Orders"]}), "permissions"),
+        ("POST /v1/groups", json!({"name": "bad name!"}), "name"),
+        ("POST /v1/groups", json!({"name": "x", "colour": "red"}), "colour"),
+        ("PATCH /v1/groups/ops", json!({"permissions": "orders:read"}), "permissions"),
+    ]).await;
     h.patch("/v1/groups/nope", json!({"name": "x"}))
         .await
         .problem(404, "not_found");

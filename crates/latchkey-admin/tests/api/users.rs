@@ -119,16 +119,11 @@ async fn errors() {
     h.post("/v1/users", json!({"name": "bot"}))
         .await
         .problem(409, "name_taken");
-    let nf = h
-        .post("/v1/users", json!({"name": "x", "groups": ["nope"]}))
-        .await
-        .problem(404, "not_found");
-    assert_eq!(nf["field"], "groups");
-    let nf = h
-        .patch("/v1/users/bot", json!({"add_groups": ["nope"]}))
-        .await
-        .problem(404, "not_found");
-    assert_eq!(nf["field"], "add_groups");
+    #[rustfmt::skip]
+    h.field_problems(404, "not_found", &[
+        ("POST /v1/users", json!({"name": "x", "groups": ["nope"]}), "groups"),
+        ("PATCH /v1/users/bot", json!({"add_groups": ["nope"]}), "add_groups"),
+    ]).await;
     h.patch("/v1/users/nobody", json!({"enabled": false}))
         .await
         .problem(404, "not_found");
@@ -136,39 +131,15 @@ async fn errors() {
         .await
         .problem(404, "not_found");
     h.delete("/v1/users/nobody").await.problem(404, "not_found");
-    let bad = h
-        .post("/v1/users", json!({"name": "y", "enabled": "yes"}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "enabled");
-    let bad = h
-        .post("/v1/users", json!({"name": "y", "permissions": ["a::b"]}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "permissions");
-    let bad = h
-        .patch("/v1/users/bot", json!({"tenant": "t"}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "tenant");
-    let bad = h
-        .post("/v1/users", json!({"permissions": []}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "name");
-    let bad = h
-        .post(
-            "/v1/users",
-            json!({"name": "01890000-0000-7000-8000-000000000000"}),
-        )
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "name");
-    let bad = h
-        .patch("/v1/users/bot", json!({"tenant_id": ""}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "tenant_id");
+    #[rustfmt::skip]
+    h.field_problems(400, "invalid_field", &[
+        ("POST /v1/users", json!({"name": "y", "enabled": "yes"}), "enabled"),
+        ("POST /v1/users", json!({"name": "y", "permissions": ["a::b"]}), "permissions"),
+        ("PATCH /v1/users/bot", json!({"tenant": "t"}), "tenant"),
+        ("POST /v1/users", json!({"permissions": []}), "name"),
+        ("POST /v1/users", json!({"name": "01890000-0000-7000-8000-000000000000"}), "name"),
+        ("PATCH /v1/users/bot", json!({"tenant_id": ""}), "tenant_id"),
+    ]).await;
     assert_eq!(h.store.users().unwrap().len(), 2);
 }
 

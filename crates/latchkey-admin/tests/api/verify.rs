@@ -132,27 +132,14 @@ async fn outcomes() {
 #[tokio::test]
 async fn errors() {
     let h = Harness::new();
-    let bad = h
-        .post("/v1/verify", json!({"key": "x", "permissions": ["Orders"]}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "permissions");
-    let bad = h
-        .post("/v1/verify", json!({}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "key");
-    let bad = h
-        .post("/v1/verify", json!({"key": "x", "scope": "a"}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "scope");
-    // Over the bound the OpenAPI document gives, even for a key that is not valid.
-    let bad = h
-        .post("/v1/verify", json!({"key": "x", "cost": 1_000_001}))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "cost");
+    #[rustfmt::skip]
+    h.field_problems(400, "invalid_field", &[
+        ("POST /v1/verify", json!({"key": "x", "permissions": ["Orders"]}), "permissions"),
+        ("POST /v1/verify", json!({}), "key"),
+        ("POST /v1/verify", json!({"key": "x", "scope": "a"}), "scope"),
+        // Over the bound the OpenAPI document gives, even for a key that is not valid.
+        ("POST /v1/verify", json!({"key": "x", "cost": 1_000_001}), "cost"),
+    ]).await;
     let (_, reader) = h.user_with_key("reader", &["latchkey:keys:read"]).await;
     h.send(
         "POST",
