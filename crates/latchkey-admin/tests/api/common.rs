@@ -131,10 +131,12 @@ impl Harness {
         self.admin("DELETE", uri, None).await
     }
 
-    /// Sends a request written `"METHOD /path"` with `key` and a JSON body.
+    /// Sends a request written `"METHOD /path"` with `key` and a JSON body (none for
+    /// `null`).
     pub(crate) async fn request_as(&self, key: &str, request: &str, body: &Value) -> Resp {
         let (method, uri) = request.split_once(' ').expect("METHOD /path");
-        self.send(method, uri, Some(key), Some(body.clone())).await
+        let body = (!body.is_null()).then(|| body.clone());
+        self.send(method, uri, Some(key), body).await
     }
 
     /// Sends each `(request, body)` with `key` (see [`Harness::request_as`]) and asserts a

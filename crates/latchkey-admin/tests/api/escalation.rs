@@ -18,11 +18,10 @@ async fn a_limited_key_cannot_mint_a_key_for_a_stronger_user() {
 
     for user in ["admin", "orders-admin"] {
         let r = h
-            .send(
-                "POST",
-                "/v1/keys",
-                Some(&deployer),
-                Some(json!({"name": "mine now", "user_id": user})),
+            .request_as(
+                &deployer,
+                "POST /v1/keys",
+                &json!({"name": "mine now", "user_id": user}),
             )
             .await;
         let problem = r.problem(403, "insufficient_permission");
@@ -38,11 +37,10 @@ async fn a_limited_key_cannot_mint_a_key_for_a_stronger_user() {
     }
     // Not with scopes that only look narrow on a stronger user either.
     let r = h
-        .send(
-            "POST",
-            "/v1/keys",
-            Some(&deployer),
-            Some(json!({"name": "k", "user_id": "orders-admin", "scopes": ["orders:write"]})),
+        .request_as(
+            &deployer,
+            "POST /v1/keys",
+            &json!({"name": "k", "user_id": "orders-admin", "scopes": ["orders:write"]}),
         )
         .await;
     r.problem(403, "insufficient_permission");
@@ -54,11 +52,10 @@ async fn a_limited_key_cannot_mint_a_key_for_a_stronger_user() {
     // Within its own permissions it may: a key for a user no stronger than itself.
     h.user("reader", &["orders:read"]).await;
     let r = h
-        .send(
-            "POST",
-            "/v1/keys",
-            Some(&deployer),
-            Some(json!({"name": "k", "user_id": "reader"})),
+        .request_as(
+            &deployer,
+            "POST /v1/keys",
+            &json!({"name": "k", "user_id": "reader"}),
         )
         .await;
     assert_eq!(
@@ -67,11 +64,10 @@ async fn a_limited_key_cannot_mint_a_key_for_a_stronger_user() {
     );
     // And a narrowed key for the stronger user, when the narrowing is within itself.
     let r = h
-        .send(
-            "POST",
-            "/v1/keys",
-            Some(&deployer),
-            Some(json!({"name": "k", "user_id": "orders-admin", "scopes": ["orders:read"]})),
+        .request_as(
+            &deployer,
+            "POST /v1/keys",
+            &json!({"name": "k", "user_id": "orders-admin", "scopes": ["orders:read"]}),
         )
         .await;
     r.ok(201);
@@ -148,11 +144,10 @@ async fn a_delegated_key_stays_capped_when_its_user_is_widened_later() {
         .await;
     h.user("bot", &["orders:read"]).await;
     let minted = h
-        .send(
-            "POST",
-            "/v1/keys",
-            Some(&deployer),
-            Some(json!({"name": "delegated", "user_id": "bot"})),
+        .request_as(
+            &deployer,
+            "POST /v1/keys",
+            &json!({"name": "delegated", "user_id": "bot"}),
         )
         .await
         .ok(201);
@@ -164,11 +159,10 @@ async fn a_delegated_key_stays_capped_when_its_user_is_widened_later() {
     let secret = minted["secret"].as_str().unwrap();
     // Requested scopes are intersected with the creator's too.
     let narrowed = h
-        .send(
-            "POST",
-            "/v1/keys",
-            Some(&deployer),
-            Some(json!({"name": "n", "user_id": "bot", "scopes": ["orders:*"]})),
+        .request_as(
+            &deployer,
+            "POST /v1/keys",
+            &json!({"name": "n", "user_id": "bot", "scopes": ["orders:*"]}),
         )
         .await
         .ok(201);

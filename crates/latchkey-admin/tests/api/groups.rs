@@ -110,6 +110,8 @@ async fn errors() {
         ("POST /v1/groups", json!({"name": "bad name!"}), "name"),
         ("POST /v1/groups", json!({"name": "x", "colour": "red"}), "colour"),
         ("PATCH /v1/groups/ops", json!({"permissions": "orders:read"}), "permissions"),
+        ("GET /v1/groups?limit=5000", json!(null), "limit"),
+        ("GET /v1/groups?cursor=zz", json!(null), "cursor"),
     ]).await;
     h.patch("/v1/groups/nope", json!({"name": "x"}))
         .await
@@ -118,15 +120,5 @@ async fn errors() {
     h.patch("/v1/groups/other", json!({"name": "ops"}))
         .await
         .problem(409, "name_taken");
-    let bad = h
-        .get("/v1/groups?limit=5000")
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "limit");
-    let bad = h
-        .get("/v1/groups?cursor=zz")
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "cursor");
     assert_eq!(h.store.groups().unwrap().len(), 3);
 }

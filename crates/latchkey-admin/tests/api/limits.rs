@@ -361,13 +361,8 @@ async fn usage_reports_are_validated_and_saturate() {
     let report = |items: Value| {
         let (h, service) = (&h, service.clone());
         async move {
-            h.send(
-                "POST",
-                "/v1/usage",
-                Some(&service),
-                Some(json!({"items": items})),
-            )
-            .await
+            h.request_as(&service, "POST /v1/usage", &json!({"items": items}))
+                .await
         }
     };
     let future = (time::OffsetDateTime::now_utc() + time::Duration::hours(1))

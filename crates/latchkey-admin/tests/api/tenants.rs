@@ -259,21 +259,15 @@ async fn an_organization_binds_within_the_tenant() {
         .await
         .problem(404, "not_found");
     let made = h
-        .send(
-            "POST",
-            "/v1/users",
-            Some(&boss),
-            Some(json!({"name": "e2"})),
-        )
+        .request_as(&boss, "POST /v1/users", &json!({"name": "e2"}))
         .await
         .ok(201);
     assert_eq!(made["organization_id"], "east");
     let r = h
-        .send(
-            "POST",
-            "/v1/users",
-            Some(&boss),
-            Some(json!({"name": "w2", "organization_id": "west"})),
+        .request_as(
+            &boss,
+            "POST /v1/users",
+            &json!({"name": "w2", "organization_id": "west"}),
         )
         .await;
     assert_eq!(
@@ -281,11 +275,10 @@ async fn an_organization_binds_within_the_tenant() {
         "organization_id"
     );
     let r = h
-        .send(
-            "PATCH",
-            "/v1/users/acme-bot",
-            Some(&boss),
-            Some(json!({"organization_id": "west"})),
+        .request_as(
+            &boss,
+            "PATCH /v1/users/acme-bot",
+            &json!({"organization_id": "west"}),
         )
         .await;
     r.problem(403, "tenant_forbidden");

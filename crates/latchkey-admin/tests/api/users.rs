@@ -185,16 +185,11 @@ async fn users_and_groups_are_listed_page_by_page() {
     // A cursor of one collection is not one of the other.
     let page = h.get("/v1/users?limit=1").await.ok(200);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let bad = h
-        .get(&format!("/v1/groups?cursor={cursor}"))
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "cursor");
-    let bad = h
-        .get("/v1/users?limit=0")
-        .await
-        .problem(400, "invalid_field");
-    assert_eq!(bad["field"], "limit");
+    #[rustfmt::skip]
+    h.field_problems(400, "invalid_field", &[
+        (&format!("GET /v1/groups?cursor={cursor}"), json!(null), "cursor"),
+        ("GET /v1/users?limit=0", json!(null), "limit"),
+    ]).await;
 }
 
 #[tokio::test]
@@ -237,12 +232,7 @@ async fn revoke_keys_revokes_every_key_of_the_user_and_nothing_else() {
         .problem(404, "not_found");
     // A caller weaker than the user cannot revoke its keys.
     let (_, weak) = h.user_with_key("weak", &["latchkey:keys:write"]).await;
-    h.send(
-        "POST",
-        "/v1/users/bot/revoke-keys",
-        Some(&weak),
-        Some(json!({})),
-    )
-    .await
-    .problem(403, "insufficient_permission");
+    h.request_as(&weak, "POST /v1/users/bot/revoke-keys", &json!({}))
+        .await
+        .problem(403, "insufficient_permission");
 }

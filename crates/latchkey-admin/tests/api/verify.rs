@@ -141,14 +141,9 @@ async fn errors() {
         ("POST /v1/verify", json!({"key": "x", "cost": 1_000_001}), "cost"),
     ]).await;
     let (_, reader) = h.user_with_key("reader", &["latchkey:keys:read"]).await;
-    h.send(
-        "POST",
-        "/v1/verify",
-        Some(&reader),
-        Some(json!({"key": h.admin})),
-    )
-    .await
-    .problem(403, "insufficient_permission");
+    h.request_as(&reader, "POST /v1/verify", &json!({"key": h.admin}))
+        .await
+        .problem(403, "insufficient_permission");
 }
 
 #[tokio::test]
@@ -181,14 +176,9 @@ async fn usage_reports_add_to_a_keys_figures() {
     assert_eq!(bad["field"], "items[0].count");
     // The admin key holds `*`, but a key without latchkey:verify may not report.
     let (_, reader) = h.user_with_key("reader", &["latchkey:keys:read"]).await;
-    h.send(
-        "POST",
-        "/v1/usage",
-        Some(&reader),
-        Some(json!({"items": []})),
-    )
-    .await
-    .problem(403, "insufficient_permission");
+    h.request_as(&reader, "POST /v1/usage", &json!({"items": []}))
+        .await
+        .problem(403, "insufficient_permission");
     assert_eq!(
         h.get(&format!("/v1/keys/{id}")).await.ok(200)["usage_count"],
         7
