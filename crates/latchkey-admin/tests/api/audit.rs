@@ -10,8 +10,8 @@ use crate::common::{Harness, keys_of, send};
 async fn lists_changes_oldest_first_with_pages() {
     let h = Harness::new();
     let admin_key = h.store.verify(&h.admin).unwrap().key_id;
-    let group = h.post("/v1/groups", json!({"name": "g"})).await.ok(201);
-    let user = h.post("/v1/users", json!({"name": "u"})).await.ok(201);
+    let group = h.created("/v1/groups", json!({"name": "g"})).await;
+    let user = h.created("/v1/users", json!({"name": "u"})).await;
     let key = h.key_for("u").await;
     h.revoke(&key).await;
 
@@ -91,7 +91,7 @@ async fn lists_changes_oldest_first_with_pages() {
 #[tokio::test]
 async fn verify_checks_the_chain() {
     let h = Harness::new();
-    h.post("/v1/groups", json!({"name": "g"})).await.ok(201);
+    h.created("/v1/groups", json!({"name": "g"})).await;
     let check = h.get("/v1/audit/verify").await.ok(200);
     assert_eq!(check, json!({"valid": true, "events": 4, "broken": null}));
 }

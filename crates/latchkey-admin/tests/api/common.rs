@@ -123,6 +123,11 @@ impl Harness {
         self.admin("POST", uri, Some(body)).await
     }
 
+    /// POSTs as the admin; asserts 201 and answers the record made.
+    pub(crate) async fn created(&self, uri: &str, body: Value) -> Value {
+        self.post(uri, body).await.ok(201)
+    }
+
     pub(crate) async fn patch(&self, uri: &str, body: Value) -> Resp {
         self.admin("PATCH", uri, Some(body)).await
     }

@@ -84,7 +84,7 @@ async fn bodies_that_are_not_the_expected_json() {
 #[tokio::test]
 async fn members_of_the_wrong_type_name_the_field() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "bot"})).await.ok(201);
+    h.created("/v1/users", json!({"name": "bot"})).await;
     for (uri, body, field) in [
         ("/v1/groups", json!({"name": ["x"]}), "name"),
         (

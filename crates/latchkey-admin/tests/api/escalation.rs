@@ -193,9 +193,8 @@ async fn a_delegated_key_stays_capped_when_its_user_is_widened_later() {
     let principal = h.store.verify(rotated["secret"].as_str().unwrap()).unwrap();
     assert!(!principal.has("orders:write"));
     let admins = h
-        .post("/v1/keys", json!({"name": "a", "user_id": "bot"}))
-        .await
-        .ok(201);
+        .created("/v1/keys", json!({"name": "a", "user_id": "bot"}))
+        .await;
     assert_eq!(admins["scopes"], json!(null));
     assert!(
         h.store
@@ -218,18 +217,16 @@ async fn group_changes_cannot_reach_a_stronger_member() {
             ],
         )
         .await;
-    h.post(
+    h.created(
         "/v1/groups",
         json!({"name": "readers", "permissions": ["orders:read"]}),
     )
-    .await
-    .ok(201);
-    h.post(
+    .await;
+    h.created(
         "/v1/users",
         json!({"name": "boss", "permissions": ["billing:*"], "groups": ["readers"]}),
     )
-    .await
-    .ok(201);
+    .await;
     let seq = h.store.last_seq().unwrap();
     let as_manager = |method: &'static str, uri: &'static str, body: Option<serde_json::Value>| {
         let manager = manager.clone();
@@ -276,9 +273,8 @@ async fn group_changes_cannot_reach_a_stronger_member() {
     h.patch("/v1/users/boss", json!({"groups": []}))
         .await
         .ok(200);
-    h.post("/v1/users", json!({"name": "weak", "groups": ["readers"]}))
-        .await
-        .ok(201);
+    h.created("/v1/users", json!({"name": "weak", "groups": ["readers"]}))
+        .await;
     as_manager(
         "PATCH",
         "/v1/groups/readers",
@@ -358,9 +354,8 @@ async fn the_last_admin_key_cannot_be_taken_away() {
     .await
     .ok(200);
     let second = h
-        .post("/v1/keys", json!({"name": "second", "user_id": "admin"}))
-        .await
-        .ok(201);
+        .created("/v1/keys", json!({"name": "second", "user_id": "admin"}))
+        .await;
     let second_id = second["id"].as_str().unwrap();
     h.post(&format!("/v1/keys/{admin_key}/revoke"), json!({}))
         .await
@@ -385,22 +380,19 @@ async fn the_last_admin_key_cannot_be_taken_away() {
 #[tokio::test]
 async fn a_patch_that_changes_nothing_records_nothing() {
     let h = Harness::new();
-    h.post("/v1/groups", json!({"name": "g", "permissions": ["x"]}))
-        .await
-        .ok(201);
-    h.post(
+    h.created("/v1/groups", json!({"name": "g", "permissions": ["x"]}))
+        .await;
+    h.created(
         "/v1/users",
         json!({"name": "bot", "permissions": ["x"], "groups": ["g"], "tenant_id": "t"}),
     )
-    .await
-    .ok(201);
+    .await;
     let key = h
-        .post(
+        .created(
             "/v1/keys",
             json!({"name": "k", "user_id": "bot", "description": "d"}),
         )
-        .await
-        .ok(201);
+        .await;
     let id = key["id"].as_str().unwrap();
     let seq = h.store.last_seq().unwrap();
     let user_before = h.get("/v1/users/bot").await.ok(200);

@@ -8,12 +8,11 @@ use crate::common::{Harness, keys_of};
 async fn create_show_list_update_delete() {
     let h = Harness::new();
     let created = h
-        .post(
+        .created(
             "/v1/groups",
             json!({"name": "readers", "permissions": ["orders:read", "invoices:read"]}),
         )
-        .await
-        .ok(201);
+        .await;
     assert_eq!(
         keys_of(&created),
         ["created_at", "id", "name", "permissions", "updated_at"]
@@ -70,15 +69,13 @@ async fn create_show_list_update_delete() {
 #[tokio::test]
 async fn a_group_change_reaches_its_members_keys_at_once() {
     let h = Harness::new();
-    h.post(
+    h.created(
         "/v1/groups",
         json!({"name": "ops", "permissions": ["deploy:read"]}),
     )
-    .await
-    .ok(201);
-    h.post("/v1/users", json!({"name": "bot", "groups": ["ops"]}))
-        .await
-        .ok(201);
+    .await;
+    h.created("/v1/users", json!({"name": "bot", "groups": ["ops"]}))
+        .await;
     let key = h.key_for("bot").await;
     let secret = key["secret"].as_str().unwrap();
     assert!(!h.store.verify(secret).unwrap().has("deploy:write"));
@@ -98,7 +95,7 @@ async fn a_group_change_reaches_its_members_keys_at_once() {
 #[tokio::test]
 async fn errors() {
     let h = Harness::new();
-    h.post("/v1/groups", json!({"name": "ops"})).await.ok(201);
+    h.created("/v1/groups", json!({"name": "ops"})).await;
     let dup = h
         .post("/v1/groups", json!({"name": "ops"}))
         .await
@@ -116,7 +113,7 @@ async fn errors() {
     h.patch("/v1/groups/nope", json!({"name": "x"}))
         .await
         .problem(404, "not_found");
-    h.post("/v1/groups", json!({"name": "other"})).await.ok(201);
+    h.created("/v1/groups", json!({"name": "other"})).await;
     h.patch("/v1/groups/other", json!({"name": "ops"}))
         .await
         .problem(409, "name_taken");

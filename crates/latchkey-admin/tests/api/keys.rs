@@ -73,9 +73,8 @@ async fn create_answers_the_record_and_the_secret_once() {
 
     // Defaults: live, unrestricted (scopes null), no expiry, no description.
     let plain = h
-        .post("/v1/keys", json!({"name": "plain", "user_id": user["id"]}))
-        .await
-        .ok(201);
+        .created("/v1/keys", json!({"name": "plain", "user_id": user["id"]}))
+        .await;
     assert_eq!(plain["env"], "live");
     assert_eq!(plain["scopes"], json!(null));
     assert_eq!(plain["expires_at"], json!(null));
@@ -83,19 +82,18 @@ async fn create_answers_the_record_and_the_secret_once() {
 
     // Times given with an offset are answered in UTC.
     let offset = h
-        .post(
+        .created(
             "/v1/keys",
             json!({"name": "o", "user_id": "bot", "expires_at": "2999-01-02T05:04:05.5+02:00"}),
         )
-        .await
-        .ok(201);
+        .await;
     assert_eq!(offset["expires_at"], "2999-01-02T03:04:05.5Z");
 }
 
 #[tokio::test]
 async fn the_secret_appears_only_in_create_and_rotate_answers() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "bot"})).await.ok(201);
+    h.created("/v1/users", json!({"name": "bot"})).await;
     let created = h.key_for("bot").await;
     let id = created["id"].as_str().unwrap().to_owned();
     let first = created["secret"].as_str().unwrap().to_owned();
@@ -233,12 +231,11 @@ async fn rotate_keeps_user_scopes_and_name_and_ends_the_old_key_after_the_grace(
     let h = Harness::new();
     h.user("bot", &["a:*"]).await;
     let old = h
-        .post(
+        .created(
             "/v1/keys",
             json!({"name": "k", "user_id": "bot", "scopes": ["a:read"], "env": "test"}),
         )
-        .await
-        .ok(201);
+        .await;
     let old_id = old["id"].as_str().unwrap();
     let new = h.rotate(old_id, 3600).await;
     assert_ne!(new["id"], old["id"]);
@@ -292,7 +289,7 @@ async fn rotate_keeps_user_scopes_and_name_and_ends_the_old_key_after_the_grace(
 #[tokio::test]
 async fn create_errors() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "bot"})).await.ok(201);
+    h.created("/v1/users", json!({"name": "bot"})).await;
     let before = h.store.stats().unwrap().keys.values().sum::<u64>();
     let cases: Vec<(Value, u16, &str, &str)> = vec![
         (
@@ -373,8 +370,8 @@ async fn create_errors() {
 #[tokio::test]
 async fn list_filters_searches_sorts_and_pages() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "alice"})).await.ok(201);
-    h.post("/v1/users", json!({"name": "bob"})).await.ok(201);
+    h.created("/v1/users", json!({"name": "alice"})).await;
+    h.created("/v1/users", json!({"name": "bob"})).await;
     let mut ids = Vec::new();
     for (name, user, description) in [
         ("charlie", "alice", "billing export"),
@@ -383,12 +380,11 @@ async fn list_filters_searches_sorts_and_pages() {
         ("delta", "bob", "other"),
     ] {
         let k = h
-            .post(
+            .created(
                 "/v1/keys",
                 json!({"name": name, "user_id": user, "description": description}),
             )
-            .await
-            .ok(201);
+            .await;
         ids.push(k["id"].as_str().unwrap().to_owned());
     }
     // The admin key exists too: 5 in all, creation order by default.
@@ -508,14 +504,13 @@ async fn list_errors_name_the_parameter() {
 #[tokio::test]
 async fn list_filters_by_env() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "alice"})).await.ok(201);
+    h.created("/v1/users", json!({"name": "alice"})).await;
     for (name, env) in [("one", "live"), ("two", "test"), ("three", "test")] {
-        h.post(
+        h.created(
             "/v1/keys",
             json!({"name": name, "user_id": "alice", "env": env}),
         )
-        .await
-        .ok(201);
+        .await;
     }
     assert_eq!(
         names(&h.get("/v1/keys?env=test").await.ok(200)),

@@ -27,21 +27,18 @@ async fn permission_sets_are_bounded_in_count_and_length() {
     let h = Harness::new();
     let long = format!("a{}", "b".repeat(MAX_PERMISSION_BYTES - 1));
     let longer = format!("{long}c");
-    h.post(
+    h.created(
         "/v1/groups",
         json!({"name": "full", "permissions": permissions(MAX_PERMISSIONS)}),
     )
-    .await
-    .ok(201);
-    h.post("/v1/groups", json!({"name": "long", "permissions": [long]}))
-        .await
-        .ok(201);
-    h.post(
+    .await;
+    h.created("/v1/groups", json!({"name": "long", "permissions": [long]}))
+        .await;
+    h.created(
         "/v1/users",
         json!({"name": "u", "permissions": permissions(MAX_PERMISSIONS)}),
     )
-    .await
-    .ok(201);
+    .await;
     let seq = h.store.last_seq().unwrap();
     for (uri, body, field) in [
         (
@@ -91,12 +88,11 @@ async fn permission_sets_are_bounded_in_count_and_length() {
     ] {
         refused(&h, &h.patch(uri, body).await, field, seq);
     }
-    h.post(
+    h.created(
         "/v1/keys",
         json!({"name": "k", "user_id": "u", "scopes": permissions(MAX_PERMISSIONS)}),
     )
-    .await
-    .ok(201);
+    .await;
 }
 
 #[tokio::test]
@@ -104,12 +100,11 @@ async fn a_user_holds_at_most_so_many_groups() {
     let h = Harness::new();
     let groups: Vec<String> = (0..=MAX_GROUPS_PER_USER).map(|i| format!("g{i}")).collect();
     for g in &groups {
-        h.post("/v1/groups", json!({"name": g})).await.ok(201);
+        h.created("/v1/groups", json!({"name": g})).await;
     }
     let (all, max) = (&groups[..], &groups[..MAX_GROUPS_PER_USER]);
-    h.post("/v1/users", json!({"name": "member", "groups": max}))
-        .await
-        .ok(201);
+    h.created("/v1/users", json!({"name": "member", "groups": max}))
+        .await;
     let seq = h.store.last_seq().unwrap();
     refused(
         &h,
@@ -146,22 +141,20 @@ async fn names_descriptions_and_tenants_are_bounded() {
     let h = Harness::new();
     let principal = "u".repeat(MAX_PRINCIPAL_NAME_BYTES);
     let tenant = "t".repeat(MAX_TENANT_BYTES);
-    h.post(
+    h.created(
         "/v1/users",
         json!({"name": principal, "tenant_id": tenant, "organization_id": tenant}),
     )
-    .await
-    .ok(201);
+    .await;
     // Multi-byte text counts in bytes: 64 × "é" is 128 bytes.
     let name = "é".repeat(MAX_NAME_BYTES / 2);
     let description = "d".repeat(MAX_DESCRIPTION_BYTES);
     let key = h
-        .post(
+        .created(
             "/v1/keys",
             json!({"name": name, "user_id": principal, "description": description}),
         )
-        .await
-        .ok(201);
+        .await;
     let key_uri = format!("/v1/keys/{}", key["id"].as_str().unwrap());
     let seq = h.store.last_seq().unwrap();
     let too_long_principal = format!("{principal}u");
@@ -212,7 +205,7 @@ async fn names_descriptions_and_tenants_are_bounded() {
 #[tokio::test]
 async fn names_refuse_control_and_bidi_characters() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "bot"})).await.ok(201);
+    h.created("/v1/users", json!({"name": "bot"})).await;
     let seq = h.store.last_seq().unwrap();
     for bad in [
         "invoice\u{202E}fdp.exe",
@@ -245,12 +238,11 @@ async fn names_refuse_control_and_bidi_characters() {
         );
     }
     // Other non-ASCII text is fine.
-    h.post(
+    h.created(
         "/v1/keys",
         json!({"name": "Bestellungen (Zürich) 東京", "user_id": "bot"}),
     )
-    .await
-    .ok(201);
+    .await;
 }
 
 #[tokio::test]
@@ -354,7 +346,7 @@ async fn bodies_are_json_objects_of_at_most_64_kib() {
 async fn usage_reports_are_validated_and_saturate() {
     let h = Harness::new();
     let (_, service) = h.user_with_key("edge", &["latchkey:verify"]).await;
-    h.post("/v1/users", json!({"name": "app"})).await.ok(201);
+    h.created("/v1/users", json!({"name": "app"})).await;
     let key = h.key_for("app").await;
     let id = key["id"].as_str().unwrap();
     let created = key["created_at"].as_str().unwrap().to_owned();

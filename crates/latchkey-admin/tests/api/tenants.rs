@@ -40,9 +40,8 @@ async fn two_tenants(organization: Option<&str>) -> (Harness, String, String) {
             user["organization_id"] = json!(org);
         }
         h.post("/v1/users", user).await.ok(201);
-        h.post("/v1/keys", json!({"name": name, "user_id": name}))
-            .await
-            .ok(201);
+        h.created("/v1/keys", json!({"name": name, "user_id": name}))
+            .await;
     }
     let globex_key = h.get("/v1/keys?user_id=globex-bot").await.ok(200)["items"][0]["id"]
         .as_str()
@@ -215,12 +214,11 @@ async fn a_tenant_caller_changes_nothing_outside_its_tenant() {
     .await
     .ok(201);
     // A group with a member in another tenant is not its to change.
-    h.post(
+    h.created(
         "/v1/groups",
         json!({"name": "shared", "permissions": ["orders:read"]}),
     )
-    .await
-    .ok(201);
+    .await;
     h.patch("/v1/users/globex-bot", json!({"add_groups": ["shared"]}))
         .await
         .ok(200);
@@ -247,12 +245,11 @@ async fn a_tenant_caller_changes_nothing_outside_its_tenant() {
 #[tokio::test]
 async fn an_organization_binds_within_the_tenant() {
     let (h, boss, _) = two_tenants(Some("east")).await;
-    h.post(
+    h.created(
         "/v1/users",
         json!({"name": "west-bot", "tenant_id": "acme", "organization_id": "west"}),
     )
-    .await
-    .ok(201);
+    .await;
     let users = h.get_as(&boss, "/v1/users").await;
     assert_eq!(names(&users, "name"), ["acme-admin", "acme-bot"]);
     h.send("GET", "/v1/users/west-bot", Some(&boss), None)
@@ -287,12 +284,7 @@ async fn an_organization_binds_within_the_tenant() {
 #[tokio::test]
 async fn a_tenant_bound_key_reads_neither_the_change_feed_nor_a_backup() {
     let h = Harness::new();
-    h.post(
-        "/v1/users",
-        json!({"name": "acme-verifier", "permissions": ["latchkey:verify", "latchkey:backup"], "tenant_id": "acme"}),
-    )
-    .await
-    .ok(201);
+    h.created("/v1/users", json!({"name": "acme-verifier", "permissions": ["latchkey:verify", "latchkey:backup"], "tenant_id": "acme"})).await;
     let key = h.key_for("acme-verifier").await["secret"]
         .as_str()
         .unwrap()

@@ -8,9 +8,7 @@ use crate::common::Harness;
 #[tokio::test]
 async fn a_key_carries_meta_limits_credits_and_an_allowlist() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "partner"}))
-        .await
-        .ok(201);
+    h.created("/v1/users", json!({"name": "partner"})).await;
     let created = h
         .post(
             "/v1/keys",
@@ -61,16 +59,13 @@ async fn a_key_carries_meta_limits_credits_and_an_allowlist() {
 #[tokio::test]
 async fn bad_usage_control_is_400_and_changes_nothing() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "partner"}))
-        .await
-        .ok(201);
+    h.created("/v1/users", json!({"name": "partner"})).await;
     let created = h
-        .post(
+        .created(
             "/v1/keys",
             json!({"name": "k", "user_id": "partner", "credits": {"remaining": 1}}),
         )
-        .await
-        .ok(201);
+        .await;
     let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
     let before = h.get(&uri).await.ok(200);
     let nine: Vec<Value> = (0..9)
@@ -116,12 +111,11 @@ async fn bad_usage_control_is_400_and_changes_nothing() {
 async fn verify_answers_the_usage_codes_in_order_with_the_limits_state() {
     let h = Harness::new();
     let (_, service) = h.user_with_key("svc", &["latchkey:verify"]).await;
-    h.post(
+    h.created(
         "/v1/users",
         json!({"name": "partner", "permissions": ["orders:read"]}),
     )
-    .await
-    .ok(201);
+    .await;
     let created = h
         .post(
             "/v1/keys",

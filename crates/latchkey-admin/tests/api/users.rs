@@ -8,12 +8,11 @@ use crate::common::{Harness, keys_of};
 async fn create_show_list_update_delete() {
     let h = Harness::new();
     let group = h
-        .post(
+        .created(
             "/v1/groups",
             json!({"name": "readers", "permissions": ["orders:read"]}),
         )
-        .await
-        .ok(201);
+        .await;
     let created = h
         .post(
             "/v1/users",
@@ -50,9 +49,7 @@ async fn create_show_list_update_delete() {
     assert_eq!(list["next_cursor"], json!(null));
 
     // By group id as well as by name; null clears the tenant; absent leaves the organization.
-    h.post("/v1/groups", json!({"name": "writers"}))
-        .await
-        .ok(201);
+    h.created("/v1/groups", json!({"name": "writers"})).await;
     let updated = h
         .patch(
             "/v1/users/billing-bot",
@@ -115,7 +112,7 @@ async fn disabling_a_user_stops_its_keys_at_once() {
 #[tokio::test]
 async fn errors() {
     let h = Harness::new();
-    h.post("/v1/users", json!({"name": "bot"})).await.ok(201);
+    h.created("/v1/users", json!({"name": "bot"})).await;
     h.post("/v1/users", json!({"name": "bot"}))
         .await
         .problem(409, "name_taken");
@@ -150,10 +147,9 @@ async fn users_and_groups_are_listed_page_by_page() {
     let mut created = vec!["admin".to_owned()];
     for i in 0..7 {
         let name = format!("user-{i}");
-        h.post("/v1/users", json!({"name": name})).await.ok(201);
-        h.post("/v1/groups", json!({"name": format!("group-{i}")}))
-            .await
-            .ok(201);
+        h.created("/v1/users", json!({"name": name})).await;
+        h.created("/v1/groups", json!({"name": format!("group-{i}")}))
+            .await;
         created.push(name);
     }
     for (collection, expected) in [
@@ -197,9 +193,8 @@ async fn revoke_keys_revokes_every_key_of_the_user_and_nothing_else() {
     let h = Harness::new();
     let (user, first) = h.user_with_key("bot", &["orders:read"]).await;
     let second = h
-        .post("/v1/keys", json!({"name": "second", "user_id": "bot"}))
-        .await
-        .ok(201);
+        .created("/v1/keys", json!({"name": "second", "user_id": "bot"}))
+        .await;
     let (_, other) = h.user_with_key("other", &["orders:read"]).await;
     let done = h.post("/v1/users/bot/revoke-keys", json!({})).await.ok(200);
     assert_eq!(done["user_id"], user["id"]);
@@ -216,9 +211,8 @@ async fn revoke_keys_revokes_every_key_of_the_user_and_nothing_else() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
     // The user stays, and its new keys work.
     let third = h
-        .post("/v1/keys", json!({"name": "third", "user_id": "bot"}))
-        .await
-        .ok(201);
+        .created("/v1/keys", json!({"name": "third", "user_id": "bot"}))
+        .await;
     assert!(h.store.verify(third["secret"].as_str().unwrap()).is_ok());
     let events = h.store.events_since(0, 100).unwrap();
     assert!(

@@ -11,19 +11,17 @@ async fn outcomes() {
         .user_with_key("orders-service", &["latchkey:verify"])
         .await;
     let user = h
-        .post(
+        .created(
             "/v1/users",
             json!({"name": "app", "permissions": ["orders:*"], "tenant_id": "t1"}),
         )
-        .await
-        .ok(201);
+        .await;
     let key = h
-        .post(
+        .created(
             "/v1/keys",
             json!({"name": "app key", "user_id": "app", "scopes": ["orders:read"]}),
         )
-        .await
-        .ok(201);
+        .await;
     let secret = key["secret"].as_str().unwrap();
     let verify = |body: serde_json::Value| {
         let service = service.clone();
@@ -113,12 +111,11 @@ async fn outcomes() {
     );
 
     let expiring = h
-        .post(
+        .created(
             "/v1/keys",
             json!({"name": "short", "user_id": "orders-service"}),
         )
-        .await
-        .ok(201);
+        .await;
     h.post(
         &format!("/v1/keys/{}/rotate", expiring["id"].as_str().unwrap()),
         json!({"grace_seconds": 0}),
