@@ -108,6 +108,19 @@ async fn fill(client: &Client, css: &str, text: &str) {
     field.send_keys(text).await.expect("typing");
 }
 
+/// Sets the key list's filters (`#q` typed, the others chosen) and applies them.
+async fn apply_filters(client: &Client, fields: &[(&str, &str)]) {
+    for &(css, value) in fields {
+        if css == "#q" {
+            fill(client, css, value).await;
+        } else {
+            let field = client.find(Locator::Css(css)).await.expect(css);
+            field.select_by_value(value).await.expect(value);
+        }
+    }
+    click(client, "#apply").await;
+}
+
 /// Clicks what `css` finds. A submit button (without a confirmation dialog) sends its form:
 /// then this waits until the page it was on is gone, so that what the test checks next
 /// (through the API too) sees the form's effect. WebDriver's click does not always wait for
@@ -290,39 +303,16 @@ fn the_console_in_a_real_browser() {
         client.set_window_size(390, 844).await.unwrap();
         snap(&client, "keys-narrow").await;
         client.set_window_size(1200, 900).await.unwrap();
-        fill(&client, "#q", "nightly").await;
-        click(&client, "#apply").await;
+        apply_filters(&client, &[("#q", "nightly")]).await;
         let page = source(&client).await;
         assert!(page.contains("nightly export") && !page.contains("other thing"));
-        client
-            .find(Locator::Css("#status"))
-            .await
-            .unwrap()
-            .select_by_value("revoked")
-            .await
-            .unwrap();
-        click(&client, "#apply").await;
+        apply_filters(&client, &[("#status", "revoked")]).await;
         assert!(present(&client, "#no-keys").await, "no revoked key yet");
         // The environment filter: one key here is a test key.
-        for (select, value) in [("#status", ""), ("#q", ""), ("#env", "test")] {
-            if select == "#q" {
-                fill(&client, select, value).await;
-            } else {
-                let field = client.find(Locator::Css(select)).await.unwrap();
-                field.select_by_value(value).await.unwrap();
-            }
-        }
-        click(&client, "#apply").await;
+        apply_filters(&client, &[("#status", ""), ("#q", ""), ("#env", "test")]).await;
         let page = source(&client).await;
         assert!(page.contains("partner sync") && !page.contains("nightly export"));
-        client
-            .find(Locator::Css("#env"))
-            .await
-            .unwrap()
-            .select_by_value("live")
-            .await
-            .unwrap();
-        click(&client, "#apply").await;
+        apply_filters(&client, &[("#env", "live")]).await;
         assert!(
             source(&client).await.contains("nightly export"),
             "a live key"

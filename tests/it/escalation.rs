@@ -5,12 +5,17 @@ use crate::harness::Fixture;
 /// A user that manages keys and users but holds only `orders:read` beyond that.
 const LIMITED: &str = "latchkey:keys:read,latchkey:keys:write,latchkey:users:read,latchkey:users:write,latchkey:groups:read,orders:read";
 
+/// A key of the user `limited`, which holds [`LIMITED`].
+fn limited_key(f: &Fixture) -> String {
+    f.user("limited", LIMITED);
+    f.key("limited", "delegate", &[]).1
+}
+
 #[test]
 fn a_limited_key_cannot_mint_a_stronger_key() {
     let f = Fixture::new();
-    f.user("limited", LIMITED);
+    let limited = limited_key(&f);
     f.user("strong", "orders:*,invoices:*");
-    let (_, limited) = f.key("limited", "delegate", &[]);
     let as_limited = |args: &[&str]| f.daemon.cli_as(&limited, args);
 
     // Not for a stronger user.
@@ -87,8 +92,7 @@ fn a_limited_key_cannot_mint_a_stronger_key() {
 #[test]
 fn a_limited_key_cannot_widen_its_own_user() {
     let f = Fixture::new();
-    f.user("limited", LIMITED);
-    let (_, limited) = f.key("limited", "delegate", &[]);
+    let limited = limited_key(&f);
     let as_limited = |args: &[&str]| f.daemon.cli_as(&limited, args);
 
     as_limited(&[
@@ -203,9 +207,8 @@ fn a_tenant_bound_key_sees_and_changes_only_its_tenant() {
 #[test]
 fn a_delegated_key_stays_capped_and_the_last_admin_key_stays() {
     let f = Fixture::new();
-    f.user("limited", LIMITED);
+    let limited = limited_key(&f);
     f.user("bot", "orders:read");
-    let (_, limited) = f.key("limited", "delegate", &[]);
     let minted = f
         .daemon
         .cli_as(

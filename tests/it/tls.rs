@@ -71,6 +71,35 @@ fn tls_daemon(dir: &Path, pki: &Pki) -> (Daemon, String) {
     (daemon, admin)
 }
 
+/// A daemon serving HTTPS with the certificate of a CA (`pki`), and another CA. Fields
+/// drop in order: the daemon stops before its directory goes.
+struct Https {
+    daemon: Daemon,
+    admin: String,
+    url: String,
+    pki: Pki,
+    other: Pki,
+    dir: tempfile::TempDir,
+}
+
+impl Https {
+    fn start() -> Https {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), "good");
+        let other = Pki::new(dir.path(), "other");
+        let (daemon, admin) = tls_daemon(dir.path(), &pki);
+        let url = https(&daemon);
+        Https {
+            daemon,
+            admin,
+            url,
+            pki,
+            other,
+            dir,
+        }
+    }
+}
+
 fn https(daemon: &Daemon) -> String {
     daemon.url.replacen("http://", "https://", 1)
 }
@@ -90,11 +119,14 @@ fn cli(url: &str, key: &str, extra_env: &[(&str, &Path)], args: &[&str]) -> Run 
 
 #[test]
 fn the_cli_speaks_https_trusting_the_ca_it_is_given_and_nothing_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path(), "good");
-    let other = Pki::new(dir.path(), "other");
-    let (daemon, admin) = tls_daemon(dir.path(), &pki);
-    let url = https(&daemon);
+    let Https {
+        dir,
+        pki,
+        other,
+        daemon,
+        admin,
+        url,
+    } = Https::start();
 
     // Trusting the CA (flag or environment): the API answers.
     let ca = pki.ca.display().to_string();
@@ -146,11 +178,14 @@ fn the_cli_speaks_https_trusting_the_ca_it_is_given_and_nothing_else() {
 
 #[test]
 fn a_remote_verifier_speaks_https_and_answers_503_when_the_certificate_does_not_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path(), "good");
-    let other = Pki::new(dir.path(), "other");
-    let (daemon, admin) = tls_daemon(dir.path(), &pki);
-    let url = https(&daemon);
+    let Https {
+        dir: _dir,
+        pki,
+        other,
+        daemon: _daemon,
+        admin,
+        url,
+    } = Https::start();
     let env = [("LATCHKEY_CA_CERT", pki.ca.as_path())];
     let ca = pki.ca.display().to_string();
     for args in [
