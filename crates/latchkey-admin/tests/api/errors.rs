@@ -46,26 +46,23 @@ async fn bodies_that_are_not_the_expected_json() {
         r.problem(status, code);
     }
     // A JSON content type with parameters, or a +json subtype, is accepted.
-    let r = send(
-        &h.app,
-        "POST",
-        "/v1/groups",
-        Some(&admin),
-        Some("{\"name\": \"a\"}"),
-        Some("application/json; charset=utf-8"),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let r = send(
-        &h.app,
-        "POST",
-        "/v1/groups",
-        Some(&admin),
-        Some("{\"name\": \"b\"}"),
-        Some("application/merge-patch+json"),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    let accepted = [
+        ("a", "application/json; charset=utf-8"),
+        ("b", "application/merge-patch+json"),
+    ];
+    for (name, content_type) in accepted {
+        let body = format!("{{\"name\": \"{name}\"}}");
+        let r = send(
+            &h.app,
+            "POST",
+            "/v1/groups",
+            Some(&admin),
+            Some(&body),
+            Some(content_type),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{content_type}: {}", r.text);
+    }
     // Too large.
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
     send(

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::{Harness, keys_of};
+use crate::common::{Harness, keys_of, names};
 
 #[tokio::test]
 async fn create_show_list_update_delete() {
@@ -30,13 +30,7 @@ async fn create_show_list_update_delete() {
     let list = h.get("/v1/groups").await.ok(200);
     assert_eq!(keys_of(&list), ["items", "next_cursor"]);
     assert_eq!(list["next_cursor"], json!(null));
-    let names: Vec<_> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["name"].clone())
-        .collect();
-    assert_eq!(names, [json!("admin"), json!("readers")]);
+    assert_eq!(names(&list), ["admin", "readers"]);
 
     let updated = h
         .patch(
@@ -58,12 +52,10 @@ async fn create_show_list_update_delete() {
     let r = h.delete("/v1/groups/viewers").await;
     assert_eq!(r.status, 204);
     assert!(r.text.is_empty());
-    h.get(&format!("/v1/groups/{id}"))
-        .await
-        .problem(404, "not_found");
-    h.delete(&format!("/v1/groups/{id}"))
-        .await
-        .problem(404, "not_found");
+    let uri = format!("/v1/groups/{id}");
+    for method in ["GET", "DELETE"] {
+        h.admin(method, &uri, None).await.problem(404, "not_found");
+    }
 }
 
 #[tokio::test]

@@ -215,12 +215,10 @@ async fn show_update_disable_enable_revoke_delete() {
 
     let r = h.delete(&format!("/v1/keys/{id}")).await;
     assert_eq!(r.status, 204);
-    h.get(&format!("/v1/keys/{id}"))
-        .await
-        .problem(404, "not_found");
-    h.delete(&format!("/v1/keys/{id}"))
-        .await
-        .problem(404, "not_found");
+    let uri = format!("/v1/keys/{id}");
+    for method in ["GET", "DELETE"] {
+        h.admin(method, &uri, None).await.problem(404, "not_found");
+    }
     h.admin("POST", &format!("/v1/keys/{id}/revoke"), None)
         .await
         .problem(404, "not_found");

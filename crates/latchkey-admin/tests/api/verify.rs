@@ -76,17 +76,13 @@ async fn outcomes() {
     assert_eq!(lacking["code"], "insufficient_permission");
     assert_eq!(lacking["principal"]["key_id"], key["id"]);
 
+    let key_uri = format!("/v1/keys/{}", key["id"].as_str().unwrap());
     for garbage in ["", "nope", "lk_live_AAAAAAAAAAAA_BBBB"] {
         let r = verify(json!({"key": garbage})).await.ok(200);
         assert_eq!(r, json!({"valid": false, "code": "invalid_key"}));
     }
 
-    h.patch(
-        &format!("/v1/keys/{}", key["id"].as_str().unwrap()),
-        json!({"enabled": false}),
-    )
-    .await
-    .ok(200);
+    h.patch(&key_uri, json!({"enabled": false})).await.ok(200);
     assert_eq!(
         verify(json!({"key": secret})).await.ok(200),
         json!({"valid": false, "code": "key_disabled"})
@@ -94,12 +90,7 @@ async fn outcomes() {
     h.patch("/v1/users/app", json!({"enabled": false}))
         .await
         .ok(200);
-    h.patch(
-        &format!("/v1/keys/{}", key["id"].as_str().unwrap()),
-        json!({"enabled": true}),
-    )
-    .await
-    .ok(200);
+    h.patch(&key_uri, json!({"enabled": true})).await.ok(200);
     assert_eq!(
         verify(json!({"key": secret})).await.ok(200),
         json!({"valid": false, "code": "user_disabled"})
