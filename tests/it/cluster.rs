@@ -333,24 +333,11 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         "/v1/users",
         json!({"name": "alice", "permissions": ["orders:read"]}),
     );
-    let known = created(
-        &daemon,
-        &admin,
-        "/v1/keys",
-        json!({"name": "known", "user_id": "alice"}),
-    )["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let unseen = created(
-        &daemon,
-        &admin,
-        "/v1/keys",
-        json!({"name": "unseen", "user_id": "alice"}),
-    )["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let [known, unseen] = ["known", "unseen"].map(|name| {
+        let body = json!({"name": name, "user_id": "alice"});
+        let key = created(&daemon, &admin, "/v1/keys", body);
+        key["secret"].as_str().unwrap().to_owned()
+    });
     assert_eq!(verify(&daemon, &admin, &known).body["valid"], true);
 
     cluster.stop();

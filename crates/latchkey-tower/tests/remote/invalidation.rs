@@ -56,6 +56,13 @@ async fn set_key_enabled(s: &Setup, key: &CreatedKey, enabled: bool) {
     s.caught_up().await;
 }
 
+/// Changes a user in the store, and waits for the verifier to apply the event.
+async fn update_user(s: &Setup, id: uuid::Uuid, patch: UserPatch) {
+    let store = &s.keystore.store;
+    store.update_user(&Actor::system(), id, patch).unwrap();
+    s.caught_up().await;
+}
+
 #[tokio::test]
 async fn a_user_event_drops_every_key_of_that_user() {
     let s = Setup::new().await;
@@ -73,15 +80,11 @@ async fn a_user_event_drops_every_key_of_that_user() {
     }
     let cached = s.requests();
 
-    let patch = UserPatch {
+    let disable = UserPatch {
         enabled: Some(false),
         ..UserPatch::default()
     };
-    s.keystore
-        .store
-        .update_user(&Actor::system(), alice, patch)
-        .unwrap();
-    s.caught_up().await;
+    update_user(&s, alice, disable).await;
     for key in &alice_keys {
         assert_eq!(s.refusal(key).await, VerifyError::UserDisabled);
     }
@@ -90,15 +93,11 @@ async fn a_user_event_drops_every_key_of_that_user() {
     assert_eq!(s.requests(), cached + 2, "bob's key stayed cached");
 
     // Permissions changed on the user reach its cached keys.
-    let patch = UserPatch {
+    let widen = UserPatch {
         add_permissions: perms(&["orders:write"]),
         ..UserPatch::default()
     };
-    s.keystore
-        .store
-        .update_user(&Actor::system(), bob, patch)
-        .unwrap();
-    s.caught_up().await;
+    update_user(&s, bob, widen).await;
     assert!(
         s.verify(bob_key.secret.expose())
             .await
