@@ -100,7 +100,7 @@ async fn a_user_event_drops_every_key_of_that_user() {
 
     // Permissions changed on the user reach its cached keys.
     let patch = UserPatch {
-        add_permissions: perms(&["orders:write"]),
+        permissions: latchkey_core::PermissionEdit::adding(perms(&["orders:write"])),
         ..UserPatch::default()
     };
     s.keystore
@@ -156,7 +156,7 @@ async fn a_group_event_drops_everything() {
     let cached = s.requests();
 
     let patch = GroupPatch {
-        remove_permissions: perms(&["orders:read"]),
+        permissions: latchkey_core::PermissionEdit::removing(perms(&["orders:read"])),
         ..GroupPatch::default()
     };
     s.keystore
