@@ -76,10 +76,7 @@ impl Permission {
     ///
     /// [`http::HeaderValue::from_static`]: https://docs.rs/http/1/http/header/struct.HeaderValue.html#method.from_static
     pub fn from_static(text: &'static str) -> Permission {
-        match Permission::parse(text) {
-            Ok(permission) => permission,
-            Err(e) => panic!("{e}"),
-        }
+        Permission::parse(text).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The permission's text.

@@ -57,6 +57,7 @@
 //! specific codes are told only to a caller that holds the right secret.
 
 pub mod auth;
+mod macros;
 mod principal;
 mod rejection;
 pub mod require;
