@@ -85,18 +85,10 @@ for pair in "$SLED_URL $SLED_KEY" "$PG_URL $PG_KEY"; do
     [ "$status" = 200 ] || { echo "$1/orders answered $status" >&2; exit 1; }
 done
 echo "== the layer (examples/orders, GET /orders, wrk -t1 -c$CONNS -d$DURATION)"
-: >"$OUT/rps.tsv"
-for round in $(seq "$ROUNDS"); do
-    order=(sled postgres)
-    [ $((round % 2)) -eq 0 ] && order=(postgres sled)
-    for backend in "${order[@]}"; do
-        if [ "$backend" = sled ]; then url=$SLED_URL key=$SLED_KEY; else url=$PG_URL key=$PG_KEY; fi
-        rps=$(orders_rps "$url" "$key")
-        printf '%s\t%s\t%s\n' "$round" "$backend" "$rps" >>"$OUT/rps.tsv"
-    done
-done
-SLED=$(awk '$2 == "sled" { print $3 }' "$OUT/rps.tsv" | median)
-PG=$(awk '$2 == "postgres" { print $3 }' "$OUT/rps.tsv" | median)
+rps_of() { if [ "$1" = sled ]; then orders_rps "$SLED_URL" "$SLED_KEY"; else orders_rps "$PG_URL" "$PG_KEY"; fi; }
+interleave "$OUT/rps.tsv" sled postgres
+SLED=$(median_of "$OUT/rps.tsv" sled)
+PG=$(median_of "$OUT/rps.tsv" postgres)
 printf 'median  sled        %10.0f req/s\n' "$SLED"
 printf 'median  PostgreSQL  %10.0f req/s   %.1f %% of sled (target: equal within noise)\n' \
     "$PG" "$(awk -v p="$PG" -v s="$SLED" 'BEGIN { print 100 * p / s }')"

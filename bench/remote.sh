@@ -79,19 +79,10 @@ echo "remote apps: $REMOTE_A $REMOTE_B; embedded app: $EMBEDDED"
 echo
 
 # 1. Requests per second, interleaved.
-: >"$OUT/rps.tsv"
-for round in $(seq "$ROUNDS"); do
-    order=(embedded remote)
-    [ $((round % 2)) -eq 0 ] && order=(remote embedded)
-    for variant in "${order[@]}"; do
-        if [ "$variant" = remote ]; then url=$REMOTE_A key=$READER; else url=$EMBEDDED key=$EMBEDDED_KEY; fi
-        rps=$(orders_rps "$url" "$key")
-        printf '%s\t%s\t%s\n' "$round" "$variant" "$rps" >>"$OUT/rps.tsv"
-        printf 'round %s  %-9s %10.0f req/s\n' "$round" "$variant" "$rps"
-    done
-done
-EMB=$(awk '$2 == "embedded" { print $3 }' "$OUT/rps.tsv" | median)
-REM=$(awk '$2 == "remote" { print $3 }' "$OUT/rps.tsv" | median)
+rps_of() { if [ "$1" = remote ]; then orders_rps "$REMOTE_A" "$READER"; else orders_rps "$EMBEDDED" "$EMBEDDED_KEY"; fi; }
+interleave "$OUT/rps.tsv" embedded remote
+EMB=$(median_of "$OUT/rps.tsv" embedded)
+REM=$(median_of "$OUT/rps.tsv" remote)
 echo
 printf 'median  embedded store  %10.0f req/s\n' "$EMB"
 printf 'median  remote (warm)   %10.0f req/s   %.1f %% of embedded (target >= 85 %%)\n' \
