@@ -18,21 +18,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-3s}
-CONNS=${CONNS:-16}
+# shellcheck source=bench/procs.sh
+source bench/procs.sh
+wrk_knobs
 REVOCATIONS=${REVOCATIONS:-100}
 export N=${N:-300}
 OUT=bench/out/postgres
 REL=${CARGO_TARGET_DIR:-target}/release
 export LATCHKEY_LOG=${LATCHKEY_LOG:-warn} RUST_LOG=${RUST_LOG:-warn}
 
-for tool in wrk jq curl; do
-    if ! command -v "$tool" >/dev/null; then
-        echo "installing $tool (Debian package)" >&2
-        apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null
-    fi
-done
+for tool in wrk jq curl; do install_missing "$tool" "$tool"; done
 OWN_PG=
 if [ -z "${LATCHKEY_TEST_POSTGRES:-}" ]; then
     # shellcheck source=.ci/postgres.sh
@@ -57,8 +52,6 @@ new_db() {
     echo "${SERVER%/*}/$name"
 }
 
-# shellcheck source=bench/procs.sh
-source bench/procs.sh
 trap 'stop_all; if [ -n "$OWN_PG" ]; then pg_destroy "$OWN_PG"; fi' EXIT
 
 echo "sled and PostgreSQL ($(psql -tA "$SERVER" -c 'SHOW server_version'), ${SERVER##*@}), $(nproc) cores, release builds"

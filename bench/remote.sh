@@ -17,17 +17,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-3s}
-CONNS=${CONNS:-16}
+# shellcheck source=bench/procs.sh
+source bench/procs.sh
+wrk_knobs
 REVOCATIONS=${REVOCATIONS:-100}
 OUT=bench/out/remote
 REL=target/release
 
-if ! command -v wrk >/dev/null; then
-    echo "installing wrk (Debian package)" >&2
-    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+install_missing wrk wrk
 
 cargo build --release --quiet -p example-orders -p example-remote-orders
 cargo build --release --quiet -p latchkey-tower --features remote --example remote-bench
@@ -36,8 +33,6 @@ BENCH=$REL/examples/remote-bench
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-# shellcheck source=bench/procs.sh
-source bench/procs.sh
 trap stop_all EXIT
 
 # The daemon, and its fixtures: a service key (latchkey:verify) and a reader key.
