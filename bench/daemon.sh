@@ -16,41 +16,25 @@ N=${N:-300}
 DURATION=${DURATION:-10s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
-export LATCHKEY_LOG=${LATCHKEY_LOG:-warn}
-
-for tool in cargo curl jq wrk; do
-    command -v "$tool" >/dev/null || { echo "bench/daemon.sh needs $tool" >&2; exit 1; }
-done
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+require bench/daemon.sh cargo curl jq wrk
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 (cd "$root" && cargo build --release --quiet -p latchkey-daemon --bin latchkey)
 bin="${CARGO_TARGET_DIR:-$root/target}/release/latchkey"
 
 work=$(mktemp -d)
-pid=""
 cleanup() {
-    if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    stop_daemon
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-# Start the daemon on a fresh store and a free port; read the admin key and the address
-# from its first lines (a bounded read, no sleeping).
-mkfifo "$work/stdout"
-env -u LATCHKEY_DB -u LATCHKEY_URL -u LATCHKEY_ADMIN_KEY -u LATCHKEY_CONFIG \
-    "$bin" serve --db "${DB:-$work/store}" --listen 127.0.0.1:0 >"$work/stdout" 2>"$work/daemon.log" &
-pid=$!
-exec 3<"$work/stdout"
-admin="" addr=""
-for _ in $(seq 1 50); do
-    IFS= read -r line <&3 || break
-    case "$line" in
-        "Secret (store immediately):") IFS= read -r admin <&3 ;;
-        "listening on "*) addr=${line#listening on }; break ;;
-    esac
-done
-[[ -n "$admin" && -n "$addr" ]] || { echo "the daemon did not start:" >&2; cat "$work/daemon.log" >&2; exit 1; }
-url="http://$addr"
+# Start the daemon on a fresh store and a free port; it prints the admin key it makes.
+start_daemon "$bin" "${DB:-$work/store}" "$work"
+admin=$printed_admin
+[[ -n "$admin" ]] || { echo "the daemon did not print an admin key: is the store new?" >&2; exit 1; }
 
 api() { # METHOD PATH [JSON]
     curl -sSf -X "$1" "$url$2" -H "Authorization: Bearer $admin" \
@@ -88,12 +72,7 @@ done <"$work/ids.txt"
 # /v1/verify under load: a service key (latchkey:verify) asks about an active key.
 target=$(api POST /v1/keys '{"name":"target","user_id":"bench"}' | jq -r .secret)
 service=$(api POST /v1/keys '{"name":"service","user_id":"verifier"}' | jq -r .secret)
-cat >"$work/verify.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '{"key":"$target","permissions":["orders:read"]}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $service"
-EOF
+wrk_post "$work/verify.lua" '{"key":"'"$target"'","permissions":["orders:read"]}' "$service"
 # One request first, to check the answer is what is measured.
 valid=$(curl -sSf -X POST "$url/v1/verify" -H "Authorization: Bearer $service" \
     -H 'Content-Type: application/json' --data "{\"key\":\"$target\",\"permissions\":[\"orders:read\"]}" | jq -r .valid)

@@ -82,8 +82,6 @@ stop_server() {
     wait "$PID"
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
 declare -A RPS INSTR
 
 if [ -z "${SKIP_WRK:-}" ]; then
@@ -106,7 +104,7 @@ if [ -z "${SKIP_WRK:-}" ]; then
         done
     done
     for variant in "${VARIANTS[@]}"; do
-        RPS[$variant]=$(awk -v v="$variant" '$2 == v { print $3 }' "$OUT/rps-$LAYERING.tsv" | median)
+        RPS[$variant]=$(median_of "$OUT/rps-$LAYERING.tsv" "$variant")
     done
 fi
 

@@ -30,6 +30,13 @@ wrk_knobs() {
     CONNS=${CONNS:-16}
 }
 
+# median: of the numbers on stdin, one a line.
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# median_of FILE VARIANT: the median of VARIANT's figures in a file of `ROUND VARIANT FIGURE`
+# lines.
+median_of() { awk -v v="$2" '$2 == v { print $3 }' "$1" | median; }
+
 # wrk_post FILE BODY KEY: writes to FILE a wrk script that POSTs the JSON BODY with KEY as
 # its bearer token.
 wrk_post() {

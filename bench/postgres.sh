@@ -18,21 +18,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-3s}
-CONNS=${CONNS:-16}
+# shellcheck source=bench/procs.sh
+source bench/procs.sh
+wrk_knobs
 REVOCATIONS=${REVOCATIONS:-100}
 export N=${N:-300}
 OUT=bench/out/postgres
 REL=${CARGO_TARGET_DIR:-target}/release
 export LATCHKEY_LOG=${LATCHKEY_LOG:-warn} RUST_LOG=${RUST_LOG:-warn}
 
-for tool in wrk jq curl; do
-    if ! command -v "$tool" >/dev/null; then
-        echo "installing $tool (Debian package)" >&2
-        apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null
-    fi
-done
+for tool in wrk jq curl; do install_missing "$tool" "$tool"; done
 OWN_PG=
 if [ -z "${LATCHKEY_TEST_POSTGRES:-}" ]; then
     # shellcheck source=.ci/postgres.sh
@@ -57,8 +52,6 @@ new_db() {
     echo "${SERVER%/*}/$name"
 }
 
-# shellcheck source=bench/procs.sh
-source bench/procs.sh
 trap 'stop_all; if [ -n "$OWN_PG" ]; then pg_destroy "$OWN_PG"; fi' EXIT
 
 echo "sled and PostgreSQL ($(psql -tA "$SERVER" -c 'SHOW server_version'), ${SERVER##*@}), $(nproc) cores, release builds"
@@ -85,18 +78,10 @@ for pair in "$SLED_URL $SLED_KEY" "$PG_URL $PG_KEY"; do
     [ "$status" = 200 ] || { echo "$1/orders answered $status" >&2; exit 1; }
 done
 echo "== the layer (examples/orders, GET /orders, wrk -t1 -c$CONNS -d$DURATION)"
-: >"$OUT/rps.tsv"
-for round in $(seq "$ROUNDS"); do
-    order=(sled postgres)
-    [ $((round % 2)) -eq 0 ] && order=(postgres sled)
-    for backend in "${order[@]}"; do
-        if [ "$backend" = sled ]; then url=$SLED_URL key=$SLED_KEY; else url=$PG_URL key=$PG_KEY; fi
-        rps=$(orders_rps "$url" "$key")
-        printf '%s\t%s\t%s\n' "$round" "$backend" "$rps" >>"$OUT/rps.tsv"
-    done
-done
-SLED=$(awk '$2 == "sled" { print $3 }' "$OUT/rps.tsv" | median)
-PG=$(awk '$2 == "postgres" { print $3 }' "$OUT/rps.tsv" | median)
+rps_of() { if [ "$1" = sled ]; then orders_rps "$SLED_URL" "$SLED_KEY"; else orders_rps "$PG_URL" "$PG_KEY"; fi; }
+interleave "$OUT/rps.tsv" sled postgres
+SLED=$(median_of "$OUT/rps.tsv" sled)
+PG=$(median_of "$OUT/rps.tsv" postgres)
 printf 'median  sled        %10.0f req/s\n' "$SLED"
 printf 'median  PostgreSQL  %10.0f req/s   %.1f %% of sled (target: equal within noise)\n' \
     "$PG" "$(awk -v p="$PG" -v s="$SLED" 'BEGIN { print 100 * p / s }')"

@@ -17,17 +17,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-3s}
-CONNS=${CONNS:-16}
+# shellcheck source=bench/procs.sh
+source bench/procs.sh
+wrk_knobs
 REVOCATIONS=${REVOCATIONS:-100}
 OUT=bench/out/remote
 REL=target/release
 
-if ! command -v wrk >/dev/null; then
-    echo "installing wrk (Debian package)" >&2
-    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+install_missing wrk wrk
 
 cargo build --release --quiet -p example-orders -p example-remote-orders
 cargo build --release --quiet -p latchkey-tower --features remote --example remote-bench
@@ -36,8 +33,6 @@ BENCH=$REL/examples/remote-bench
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-# shellcheck source=bench/procs.sh
-source bench/procs.sh
 trap stop_all EXIT
 
 # The daemon, and its fixtures: a service key (latchkey:verify) and a reader key.
@@ -79,19 +74,10 @@ echo "remote apps: $REMOTE_A $REMOTE_B; embedded app: $EMBEDDED"
 echo
 
 # 1. Requests per second, interleaved.
-: >"$OUT/rps.tsv"
-for round in $(seq "$ROUNDS"); do
-    order=(embedded remote)
-    [ $((round % 2)) -eq 0 ] && order=(remote embedded)
-    for variant in "${order[@]}"; do
-        if [ "$variant" = remote ]; then url=$REMOTE_A key=$READER; else url=$EMBEDDED key=$EMBEDDED_KEY; fi
-        rps=$(orders_rps "$url" "$key")
-        printf '%s\t%s\t%s\n' "$round" "$variant" "$rps" >>"$OUT/rps.tsv"
-        printf 'round %s  %-9s %10.0f req/s\n' "$round" "$variant" "$rps"
-    done
-done
-EMB=$(awk '$2 == "embedded" { print $3 }' "$OUT/rps.tsv" | median)
-REM=$(awk '$2 == "remote" { print $3 }' "$OUT/rps.tsv" | median)
+rps_of() { if [ "$1" = remote ]; then orders_rps "$REMOTE_A" "$READER"; else orders_rps "$EMBEDDED" "$EMBEDDED_KEY"; fi; }
+interleave "$OUT/rps.tsv" embedded remote
+EMB=$(median_of "$OUT/rps.tsv" embedded)
+REM=$(median_of "$OUT/rps.tsv" remote)
 echo
 printf 'median  embedded store  %10.0f req/s\n' "$EMB"
 printf 'median  remote (warm)   %10.0f req/s   %.1f %% of embedded (target >= 85 %%)\n' \

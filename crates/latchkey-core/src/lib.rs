@@ -70,7 +70,7 @@ pub use model::{
     CreatedKey, Group, GroupPatch, Key, KeyPatch, KeyStatus, NewGroup, NewKey, NewUser, User,
     UserPatch,
 };
-pub use permission::{Permission, PermissionError, PermissionSet};
+pub use permission::{Permission, PermissionEdit, PermissionError, PermissionSet};
 pub use store::{
     AuditReport, BackupHeader, ImportKey, ImportSecret, KeyQuery, KeySort, KeysRevocation, Page,
     Restored, SortField, Stats, Store, StoreConfig,

@@ -20,7 +20,7 @@
 //! (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069).
 
 use crate::error::StoreError;
-use crate::permission::PermissionSet;
+use crate::permission::{PermissionEdit, PermissionSet};
 
 /// Most permissions in one set (a group's, a user's direct ones, a key's scopes, or one
 /// `add_…`/`remove_…` list of a change).
@@ -67,18 +67,14 @@ pub const MAX_ALLOWED_IPS: usize = 64;
 /// The cost of one request for a route.
 pub const MAX_COST: u32 = 1_000_000;
 
-/// [`check_permissions`] over a change's `permissions`, `add_permissions` and
-/// `remove_permissions`, each error naming its member.
-pub fn check_permission_edit(
-    replace: Option<&PermissionSet>,
-    add: &PermissionSet,
-    remove: &PermissionSet,
-) -> Result<(), StoreError> {
-    if let Some(replace) = replace {
+/// [`check_permissions`] over an edit's sets, each error naming its member of the API's
+/// bodies: `permissions`, `add_permissions` or `remove_permissions`.
+pub fn check_permission_edit(edit: &PermissionEdit) -> Result<(), StoreError> {
+    if let Some(replace) = &edit.replace {
         check_permissions("permissions", replace)?;
     }
-    check_permissions("add_permissions", add)?;
-    check_permissions("remove_permissions", remove)
+    check_permissions("add_permissions", &edit.add)?;
+    check_permissions("remove_permissions", &edit.remove)
 }
 
 /// Fails with `Invalid { field }` when `set` holds more than [`MAX_PERMISSIONS`]

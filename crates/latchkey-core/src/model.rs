@@ -13,7 +13,7 @@ use crate::controls::{Credits, CreditsPatch, RateLimit};
 use crate::error::StoreError;
 use crate::key::{ApiKey, Env};
 use crate::limits::MAX_PRINCIPAL_NAME_BYTES;
-use crate::permission::PermissionSet;
+use crate::permission::{PermissionEdit, PermissionSet};
 
 /// A group (role): a name and a set of permissions. Users in the group hold them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,12 +206,8 @@ pub struct NewGroup {
 pub struct GroupPatch {
     /// New name.
     pub name: Option<String>,
-    /// Replaces the permissions.
-    pub permissions: Option<PermissionSet>,
-    /// Added after any replacement.
-    pub add_permissions: PermissionSet,
-    /// Removed after any replacement (exact text).
-    pub remove_permissions: PermissionSet,
+    /// The change to the permissions.
+    pub permissions: PermissionEdit,
 }
 
 /// What a new user is made of.
@@ -257,12 +253,8 @@ pub struct UserPatch {
     pub add_groups: Vec<Uuid>,
     /// Removed after any replacement.
     pub remove_groups: Vec<Uuid>,
-    /// Replaces the direct permissions.
-    pub permissions: Option<PermissionSet>,
-    /// Added after any replacement.
-    pub add_permissions: PermissionSet,
-    /// Removed after any replacement (exact text).
-    pub remove_permissions: PermissionSet,
+    /// The change to the direct permissions.
+    pub permissions: PermissionEdit,
     /// `Some(None)` clears it.
     pub tenant_id: Option<Option<String>>,
     /// `Some(None)` clears it.

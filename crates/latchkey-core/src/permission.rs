@@ -62,6 +62,23 @@ impl Permission {
         }
     }
 
+    /// A permission from a literal, checked like [`http::HeaderValue::from_static`].
+    ///
+    /// ```
+    /// use latchkey_core::Permission;
+    /// assert_eq!(Permission::from_static("orders:read").as_str(), "orders:read");
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `text` is not a valid permission: a mistake in the program's text, not in its
+    /// input. Use [`Permission::parse`] for a permission read at run time.
+    ///
+    /// [`http::HeaderValue::from_static`]: https://docs.rs/http/1/http/header/struct.HeaderValue.html#method.from_static
+    pub fn from_static(text: &'static str) -> Permission {
+        Permission::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// The permission's text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -201,21 +218,6 @@ impl PermissionSet {
         self.normalize();
     }
 
-    /// Applies a change's three permission members in order: `replace` (when given), then
-    /// `add`, then `remove` (exact text, not coverage).
-    pub fn edit(
-        &mut self,
-        replace: Option<&PermissionSet>,
-        add: &PermissionSet,
-        remove: &PermissionSet,
-    ) {
-        if let Some(replace) = replace {
-            self.clone_from(replace);
-        }
-        self.extend(add);
-        self.remove_all(remove);
-    }
-
     /// Removes every permission equal to one in `other` (exact text, not coverage).
     pub fn remove_all(&mut self, other: &PermissionSet) {
         self.0.retain(|p| !other.0.contains(p));
@@ -327,6 +329,65 @@ fn covered_by_another(text: &str, holds_wildcard: impl Fn(&str) -> bool) -> bool
         || base
             .match_indices(':')
             .any(|(i, _)| holds_wildcard(&text[..=i]))
+}
+
+/// A change to a permission set, as the management API's updates carry it: `replace` (when
+/// given), then `add`, then `remove` (exact text, not coverage).
+///
+/// # Example
+///
+/// ```
+/// use latchkey_core::{PermissionEdit, PermissionSet};
+/// let set = |items: &[&str]| PermissionSet::parse(items).unwrap();
+/// let mut granted = set(&["orders:read", "users:read"]);
+/// let edit = PermissionEdit {
+///     add: set(&["orders:write"]),
+///     remove: set(&["users:read"]),
+///     replace: None,
+/// };
+/// edit.apply(&mut granted);
+/// assert_eq!(granted, set(&["orders:read", "orders:write"]));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PermissionEdit {
+    /// Replaces the set.
+    pub replace: Option<PermissionSet>,
+    /// Added after any replacement.
+    pub add: PermissionSet,
+    /// Removed after any replacement (exact text).
+    pub remove: PermissionSet,
+}
+
+impl PermissionEdit {
+    /// An edit that only adds `set`.
+    pub fn adding(set: PermissionSet) -> PermissionEdit {
+        PermissionEdit {
+            add: set,
+            ..PermissionEdit::default()
+        }
+    }
+
+    /// An edit that only removes `set`.
+    pub fn removing(set: PermissionSet) -> PermissionEdit {
+        PermissionEdit {
+            remove: set,
+            ..PermissionEdit::default()
+        }
+    }
+
+    /// Whether the edit may take a permission away: a replacement or a removal.
+    pub fn narrows(&self) -> bool {
+        self.replace.is_some() || !self.remove.is_empty()
+    }
+
+    /// Applies the edit to `set`.
+    pub fn apply(&self, set: &mut PermissionSet) {
+        if let Some(replace) = &self.replace {
+            set.clone_from(replace);
+        }
+        set.extend(&self.add);
+        set.remove_all(&self.remove);
+    }
 }
 
 impl fmt::Debug for PermissionSet {

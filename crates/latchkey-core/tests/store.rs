@@ -284,7 +284,7 @@ fn user_and_group_changes_reach_every_key_at_once() {
 
     // Both keys are warm in the cache; a group edit must still be seen at once.
     let patch = GroupPatch {
-        remove_permissions: perms(&["orders:read"]),
+        permissions: latchkey_core::PermissionEdit::removing(perms(&["orders:read"])),
         ..GroupPatch::default()
     };
     f.store.update_group(&f.admin, readers.id, patch).unwrap();
@@ -454,7 +454,7 @@ fn a_caller_can_never_grant_more_than_it_holds() {
                 &caller,
                 ops.id,
                 UserPatch {
-                    add_permissions: perms(&["users:write"]),
+                    permissions: latchkey_core::PermissionEdit::adding(perms(&["users:write"])),
                     ..UserPatch::default()
                 },
             )

@@ -22,7 +22,9 @@
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
-//! use latchkey_tower::{ApiKeyAuthLayer, Principal, Realm, RequirePermission, Store, StoreConfig};
+//! use latchkey_tower::{
+//!     ApiKeyAuthLayer, Permission, Principal, Realm, RequirePermission, Store, StoreConfig,
+//! };
 //!
 //! async fn list_orders(principal: Principal) -> String {
 //!     format!("orders of {}", principal.user_name)
@@ -32,7 +34,7 @@
 //! let store = Store::open("./orders-data", StoreConfig::default())?;
 //! let app: Router = Router::new()
 //!     .route("/orders", get(list_orders))
-//!     .route_layer(RequirePermission::layer("orders:read"))
+//!     .route_layer(RequirePermission::layer(Permission::from_static("orders:read")))
 //!     .layer(ApiKeyAuthLayer::new(store).realm(Realm::from_static("orders")));
 //! # let _ = app;
 //! # Ok(())
@@ -55,6 +57,7 @@
 //! specific codes are told only to a caller that holds the right secret.
 
 pub mod auth;
+mod macros;
 mod principal;
 mod rejection;
 pub mod require;

@@ -46,19 +46,13 @@ pub(super) async fn run<T: Transport>(
             let body = Body::default()
                 .opt("name", args.name)
                 .permissions(args.permissions);
-            anyhow::ensure!(
-                !body.is_empty(),
-                "nothing to change: name a field to update"
-            );
-            let group = api.patch(&path(&args.group), body.build()).await?;
+            let group = super::update(api, &path(&args.group), body).await?;
             out.print(&group, |g| print!("{}", show(g)));
         }
         GroupsCommand::Delete { group } => {
             let id = api.group_id(&group).await?;
-            api.delete(&path(&id)).await?;
-            out.print(&json!({"id": id, "deleted": true}), |_| {
-                println!("Deleted group {group}.");
-            });
+            let done = format!("Deleted group {group}.");
+            super::delete(api, out, &path(&id), &id, &done).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -39,11 +39,7 @@ pub(super) async fn run<T: Transport>(
             let body = ["meta", "rate_limits", "credits", "allowed_ips"]
                 .into_iter()
                 .fold(body, |b, f| b.clear(f, args.clear_usage_control));
-            anyhow::ensure!(
-                !body.is_empty(),
-                "nothing to change: name a field to update"
-            );
-            let key = api.patch(&path(&args.key), body.build()).await?;
+            let key = super::update(api, &path(&args.key), body).await?;
             print_key(api, out, &key).await;
         }
         KeysCommand::Disable { key } => {
@@ -62,10 +58,8 @@ pub(super) async fn run<T: Transport>(
         KeysCommand::Delete { key } => {
             let record = api.get(&path(&key)).await?;
             let id = text(&record["id"]);
-            api.delete(&path(&id)).await?;
-            out.print(&json!({"id": id, "deleted": true}), |_| {
-                println!("Deleted key {} ({}).", text(&record["prefix"]), id);
-            });
+            let done = format!("Deleted key {} ({id}).", text(&record["prefix"]));
+            super::delete(api, out, &path(&id), &id, &done).await?;
         }
         KeysCommand::Rotate { key, grace } => {
             let grace_text = grace.trim().to_owned();

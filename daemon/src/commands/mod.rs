@@ -74,6 +74,35 @@ impl Output {
     }
 }
 
+/// `PATCH path` with the fields the flags set; an error when they set none.
+pub(crate) async fn update<T: Transport>(
+    api: &Client<T>,
+    path: &str,
+    body: Body,
+) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        !body.is_empty(),
+        "nothing to change: name a field to update"
+    );
+    api.patch(path, body.build()).await
+}
+
+/// `DELETE path` (the record `id`'s), then says so: `{"id", "deleted": true}` as JSON, or
+/// the sentence `done`.
+pub(crate) async fn delete<T: Transport>(
+    api: &Client<T>,
+    out: &Output,
+    path: &str,
+    id: &str,
+    done: &str,
+) -> anyhow::Result<()> {
+    api.delete(path).await?;
+    out.print(&serde_json::json!({"id": id, "deleted": true}), |_| {
+        println!("{done}");
+    });
+    Ok(())
+}
+
 /// A JSON object builder that leaves out unset fields.
 #[derive(Debug, Default)]
 pub(crate) struct Body(Map<String, Value>);

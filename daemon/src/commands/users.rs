@@ -68,11 +68,7 @@ pub(super) async fn run<T: Transport>(
                 .clear("tenant_id", args.clear_tenant_id)
                 .opt("organization_id", args.organization_id)
                 .clear("organization_id", args.clear_organization_id);
-            anyhow::ensure!(
-                !body.is_empty(),
-                "nothing to change: name a field to update"
-            );
-            let user = api.patch(&path(&args.user), body.build()).await?;
+            let user = super::update(api, &path(&args.user), body).await?;
             print_user(api, out, &user).await;
         }
         UsersCommand::Enable { user } => {
@@ -99,10 +95,8 @@ pub(super) async fn run<T: Transport>(
         }
         UsersCommand::Delete { user } => {
             let id = api.user_id(&user).await?;
-            api.delete(&path(&id)).await?;
-            out.print(&json!({"id": id, "deleted": true}), |_| {
-                println!("Deleted user {user}; its keys are revoked.");
-            });
+            let done = format!("Deleted user {user}; its keys are revoked.");
+            super::delete(api, out, &path(&id), &id, &done).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use latchkey_tower::{ApiKeyAuthLayer, Principal, Realm, RequirePermission, Verifier};
+use latchkey_tower::{ApiKeyAuthLayer, Permission, Principal, Realm, RequirePermission, Verifier};
 use serde::{Deserialize, Serialize};
 
 /// An order, kept in memory: the point is the keys, not the orders.
@@ -37,11 +37,15 @@ pub fn app<V: Verifier>(verifier: V) -> Router {
     Router::new()
         .route(
             "/orders",
-            get(list_orders).route_layer(RequirePermission::layer("orders:read")),
+            get(list_orders).route_layer(RequirePermission::layer(Permission::from_static(
+                "orders:read",
+            ))),
         )
         .route(
             "/orders",
-            post(create_order).route_layer(RequirePermission::layer("orders:write")),
+            post(create_order).route_layer(RequirePermission::layer(Permission::from_static(
+                "orders:write",
+            ))),
         )
         .with_state(orders)
         .layer(ApiKeyAuthLayer::new(verifier).realm(Realm::from_static("orders")))

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::{Group, GroupPatch, NewGroup};
+use latchkey_core::{Group, GroupPatch, NewGroup, PermissionEdit};
 
 use crate::api::{CreateGroup, List, UpdateGroup};
 use crate::caller::{Caller, perm};
@@ -103,9 +103,11 @@ pub(crate) async fn update(
             let id = store.group_id(&id)?;
             let patch = GroupPatch {
                 name: body.name,
-                permissions: body.permissions,
-                add_permissions: body.add_permissions,
-                remove_permissions: body.remove_permissions,
+                permissions: PermissionEdit {
+                    replace: body.permissions,
+                    add: body.add_permissions,
+                    remove: body.remove_permissions,
+                },
             };
             Ok(store.update_group(&caller.actor, id, patch)?)
         })

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::{NewUser, Store, User, UserPatch, limits};
+use latchkey_core::{NewUser, PermissionEdit, Store, User, UserPatch, limits};
 use uuid::Uuid;
 
 use crate::api::{CreateUser, KeysRevoked, List, UpdateUser};
@@ -132,9 +132,11 @@ pub(crate) async fn update(
                     .transpose()?,
                 add_groups: group_ids(store, "add_groups", &body.add_groups)?,
                 remove_groups: group_ids(store, "remove_groups", &body.remove_groups)?,
-                permissions: body.permissions,
-                add_permissions: body.add_permissions,
-                remove_permissions: body.remove_permissions,
+                permissions: PermissionEdit {
+                    replace: body.permissions,
+                    add: body.add_permissions,
+                    remove: body.remove_permissions,
+                },
                 tenant_id: body.tenant_id,
                 organization_id: body.organization_id,
             };

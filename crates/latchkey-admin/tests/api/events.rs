@@ -303,7 +303,9 @@ async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
             }
             _ => {
                 let patch = latchkey_core::UserPatch {
-                    remove_permissions: PermissionSet::parse(["latchkey:verify"]).unwrap(),
+                    permissions: latchkey_core::PermissionEdit::removing(
+                        PermissionSet::parse(["latchkey:verify"]).unwrap(),
+                    ),
                     ..Default::default()
                 };
                 let id = user["id"].as_str().unwrap().parse().unwrap();

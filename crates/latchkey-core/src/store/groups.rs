@@ -78,12 +78,8 @@ impl Store {
         id: Uuid,
         patch: GroupPatch,
     ) -> Result<Group, StoreError> {
-        check_permission_edit(
-            patch.permissions.as_ref(),
-            &patch.add_permissions,
-            &patch.remove_permissions,
-        )?;
-        let narrows = patch.permissions.is_some() || !patch.remove_permissions.is_empty();
+        check_permission_edit(&patch.permissions)?;
+        let narrows = patch.permissions.narrows();
         let prepare = || {
             let admin_keys = self.admin_keys_if(narrows && self.group_holds_everything(id)?)?;
             Ok((self.members(id)?, admin_keys))
@@ -98,11 +94,7 @@ impl Store {
             }
             Self::ensure_may_change_members(tx, actor, members)?;
             NameIndex::GROUPS.rename(tx, id, &mut group.name, patch.name.as_ref())?;
-            group.permissions.edit(
-                patch.permissions.as_ref(),
-                &patch.add_permissions,
-                &patch.remove_permissions,
-            );
+            patch.permissions.apply(&mut group.permissions);
             if let Err(e) = check_permissions("permissions", &group.permissions)
                 .and_then(|()| actor.ensure_covers(&group.permissions))
             {

@@ -105,8 +105,7 @@ impl Store {
         let narrows = patch.enabled == Some(false)
             || patch.groups.is_some()
             || !patch.remove_groups.is_empty()
-            || patch.permissions.is_some()
-            || !patch.remove_permissions.is_empty();
+            || patch.permissions.narrows();
         let guard = || self.admin_keys_if(narrows && self.user_holds_everything(id)?);
         self.write_prepared(actor, guard, |tx, admin_keys| {
             let Some(mut user) = tx.get::<User>(&layout::user(id))?.filter(|u| actor.sees(u))
@@ -129,11 +128,7 @@ impl Store {
             user.groups.retain(|g| !patch.remove_groups.contains(g));
             let mut seen = std::collections::HashSet::new();
             user.groups.retain(|g| seen.insert(*g));
-            user.permissions.edit(
-                patch.permissions.as_ref(),
-                &patch.add_permissions,
-                &patch.remove_permissions,
-            );
+            patch.permissions.apply(&mut user.permissions);
             for (field, value) in [
                 ("tenant_id", &patch.tenant_id),
                 ("organization_id", &patch.organization_id),
@@ -251,9 +246,5 @@ fn check_user_patch(patch: &UserPatch) -> Result<(), StoreError> {
     }
     check_groups("add_groups", patch.add_groups.len())?;
     check_groups("remove_groups", patch.remove_groups.len())?;
-    check_permission_edit(
-        patch.permissions.as_ref(),
-        &patch.add_permissions,
-        &patch.remove_permissions,
-    )
+    check_permission_edit(&patch.permissions)
 }

@@ -25,10 +25,7 @@ impl Realm {
     /// When `realm` is not a valid realm: a mistake in the program's text, not in its input.
     /// Use `Realm::try_from` for a realm read at run time.
     pub fn from_static(realm: &'static str) -> Realm {
-        match Realm::try_from(realm) {
-            Ok(realm) => realm,
-            Err(e) => panic!("{e}"),
-        }
+        Realm::try_from(realm).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The realm's text.

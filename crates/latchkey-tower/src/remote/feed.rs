@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventsource_stream::Event;
+use futures_util::StreamExt;
 use latchkey_core::wire::{Heartbeat, StreamStart};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::cache::Scope;
-use super::client::describe;
-use super::sse::{SseEvent, SseParser};
+use super::sse;
 use super::verifier::Shared;
 
 /// The fields of a `change` the cache needs; the rest of the audit event is ignored, so a
@@ -70,27 +71,21 @@ pub(super) async fn run(shared: Arc<Shared>) {
 /// One connection, until it fails; returns why it ended.
 async fn follow(shared: &Shared, cursor: &mut Cursor, session: &mut Session) -> String {
     let heartbeat = shared.settings.effective_heartbeat();
-    let mut response = match shared.daemon.events(cursor.position, heartbeat).await {
+    let response = match shared.daemon.events(cursor.position, heartbeat).await {
         Ok(response) => response,
         Err(e) => return e,
     };
     let idle = shared.settings.idle_timeout();
-    let mut parser = SseParser::default();
-    let mut events = Vec::new();
+    let mut events = std::pin::pin!(sse::events(response));
     loop {
-        let chunk = match tokio::time::timeout(idle, response.chunk()).await {
+        let event = match tokio::time::timeout(idle, events.next()).await {
             Err(_) => return format!("no heartbeat for {idle:?}"),
-            Ok(Err(e)) => return format!("reading the stream: {}", describe(&e)),
-            Ok(Ok(None)) => return "the daemon closed the stream".to_owned(),
-            Ok(Ok(Some(chunk))) => chunk,
+            Ok(None) => return "the daemon closed the stream".to_owned(),
+            Ok(Some(Err(e))) => return e,
+            Ok(Some(Ok(event))) => event,
         };
-        if parser.feed(&chunk, &mut events).is_err() {
-            return "a line longer than any event".to_owned();
-        }
-        for event in events.drain(..) {
-            if let Err(e) = apply(shared, cursor, session, &event) {
-                return e;
-            }
+        if let Err(e) = apply(shared, cursor, session, &event) {
+            return e;
         }
     }
 }
@@ -100,7 +95,7 @@ fn apply(
     shared: &Shared,
     cursor: &mut Cursor,
     session: &mut Session,
-    event: &SseEvent,
+    event: &Event,
 ) -> Result<(), String> {
     match event.event.as_str() {
         kind @ ("ready" | "reset") => {

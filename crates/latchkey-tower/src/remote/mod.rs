@@ -92,7 +92,8 @@
 //! - `verifier.rs`: [`RemoteVerifier`], the hit and miss paths, [`RemoteFuture`].
 //! - `config.rs`: [`RemoteVerifierBuilder`] and the defaults.
 //! - `cache.rs`: entries, indexes by key and user, the generation rule.
-//! - `feed.rs`: the event stream, reconnection and backoff; `sse.rs`: its parser.
+//! - `feed.rs`: the event stream, reconnection and backoff; `sse.rs`: its events, parsed by
+//!   `eventsource-stream` behind a bound on the line length.
 //! - `client.rs`: the daemon's HTTP endpoints; `usage.rs`: batched usage figures.
 //! - `tls.rs`: `https://` (rustls on ring; the system's roots plus
 //!   [`ca_certificate`](RemoteVerifierBuilder::ca_certificate)).

@@ -1,129 +1,90 @@
-//! A server-sent events parser over a byte stream, as the HTML standard specifies it
-//! (<https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation>),
-//! for the four fields latchkey's feed uses.
-//!
-//! Hand-written rather than the `eventsource-stream` crate: the format is a few lines of
-//! parsing, and the crate would bring reqwest's `stream` feature and a futures `Stream`
-//! adapter for what `Response::chunk` already gives.
+//! The event stream's events: `eventsource-stream` parses the server-sent events format
+//! (<https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation>)
+//! over the response's bytes; this file only bounds what it may buffer.
 
-/// One dispatched event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct SseEvent {
-    /// The `event:` field; `message` when absent.
-    pub(super) event: String,
-    /// The `id:` field of this event, when it had one.
-    pub(super) id: Option<String>,
-    /// The `data:` lines, joined with `\n`.
-    pub(super) data: String,
-}
+use bytes::Bytes;
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures_util::{Stream, StreamExt};
 
-/// A line longer than this ends the stream: no event of the feed comes near it.
+use super::client::describe;
+
+/// A line longer than this ends the stream: no event of the feed comes near it, and the
+/// parser buffers a line until it ends.
 const MAX_LINE: usize = 1 << 20;
 
-/// Parses a stream fed chunk by chunk; chunks may split lines and characters anywhere.
-#[derive(Debug, Default)]
-pub(super) struct SseParser {
-    line: Vec<u8>,
-    /// The last chunk ended with `\r`: a `\n` starting the next one ends the same line.
-    after_cr: bool,
-    event: Option<String>,
-    id: Option<String>,
-    data: Option<String>,
+/// The events of a response's body, in order; an error, which ends the stream, says why.
+pub(super) fn events(response: reqwest::Response) -> impl Stream<Item = Result<Event, String>> {
+    parse(response.bytes_stream()).map(|item| {
+        item.map_err(|e| match e {
+            EventStreamError::Transport(Broken::Transport(e)) => {
+                format!("reading the stream: {}", describe(&e))
+            }
+            EventStreamError::Transport(Broken::LineTooLong) => {
+                "a line longer than any event".to_owned()
+            }
+            EventStreamError::Utf8(e) => format!("reading the stream: {e}"),
+            EventStreamError::Parser(e) => format!("reading the stream: {e}"),
+        })
+    })
 }
 
-/// The stream broke the format (a line over [`MAX_LINE`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct LineTooLong;
+/// Why the bytes ended before the parser read them.
+#[derive(Debug)]
+enum Broken<E> {
+    /// Reading the body failed.
+    Transport(E),
+    /// A line went past [`MAX_LINE`] bytes.
+    LineTooLong,
+}
 
-impl SseParser {
-    /// Feeds a chunk; pushes the events it completes onto `out`.
-    pub(super) fn feed(
-        &mut self,
-        chunk: &[u8],
-        out: &mut Vec<SseEvent>,
-    ) -> Result<(), LineTooLong> {
-        let mut rest = chunk;
-        if self.after_cr {
-            self.after_cr = false;
-            if let Some(stripped) = rest.strip_prefix(b"\n") {
-                rest = stripped;
-            }
+/// The events of a byte stream, with lines bounded to [`MAX_LINE`].
+fn parse<S, E>(bytes: S) -> impl Stream<Item = Result<Event, EventStreamError<Broken<E>>>>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+{
+    let mut since_line_end = 0usize;
+    let bounded = bytes.map(move |chunk| {
+        let chunk = chunk.map_err(Broken::Transport)?;
+        match chunk.iter().rposition(|&b| b == b'\n' || b == b'\r') {
+            Some(end) => since_line_end = chunk.len() - end - 1,
+            None => since_line_end += chunk.len(),
         }
-        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-            self.line.extend_from_slice(&rest[..end]);
-            let line = std::mem::take(&mut self.line);
-            self.line_done(&line, out);
-            if rest[end] == b'\r' {
-                match rest.get(end + 1) {
-                    Some(b'\n') => rest = &rest[end + 2..],
-                    Some(_) => rest = &rest[end + 1..],
-                    None => {
-                        self.after_cr = true;
-                        rest = &[];
-                    }
-                }
-            } else {
-                rest = &rest[end + 1..];
-            }
+        if since_line_end > MAX_LINE {
+            return Err(Broken::LineTooLong);
         }
-        self.line.extend_from_slice(rest);
-        if self.line.len() > MAX_LINE {
-            return Err(LineTooLong);
-        }
-        Ok(())
-    }
-
-    fn line_done(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
-        if line.is_empty() {
-            if let Some(data) = self.data.take() {
-                out.push(SseEvent {
-                    event: self.event.take().unwrap_or_else(|| "message".to_owned()),
-                    id: self.id.take(),
-                    data,
-                });
-            }
-            // An event without data is not dispatched (the standard's rule).
-            self.event = None;
-            self.id = None;
-            return;
-        }
-        if line[0] == b':' {
-            return; // A comment.
-        }
-        let line = String::from_utf8_lossy(line);
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (&*line, ""),
-        };
-        match field {
-            "event" => self.event = Some(value.to_owned()),
-            "id" => self.id = Some(value.to_owned()),
-            "data" => match &mut self.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
-                }
-                None => self.data = Some(value.to_owned()),
-            },
-            _ => {} // `retry` and unknown fields: nothing the feed needs.
-        }
-    }
+        Ok(chunk)
+    });
+    bounded.eventsource()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
+    use futures_util::stream;
+
     use super::*;
 
+    type Parsed = Result<Event, EventStreamError<Broken<Infallible>>>;
+
+    fn parse_all(chunks: Vec<Vec<u8>>) -> Vec<Parsed> {
+        let bytes = stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c))));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(parse(bytes).collect())
+    }
+
     #[track_caller]
-    fn check(chunks: &[&[u8]], expected: &[(&str, Option<&str>, &str)]) {
-        let mut parser = SseParser::default();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            parser.feed(chunk, &mut out).unwrap();
-        }
-        let got: Vec<_> = out
+    fn check(chunks: &[&[u8]], expected: &[(&str, &str)]) {
+        let got = parse_all(chunks.iter().map(|c| c.to_vec()).collect());
+        let got: Vec<(String, String)> = got
+            .into_iter()
+            .map(|e| e.map(|e| (e.event, e.data)).unwrap())
+            .collect();
+        let expected: Vec<(String, String)> = expected
             .iter()
-            .map(|e| (e.event.as_str(), e.id.as_deref(), e.data.as_str()))
+            .map(|(e, d)| (e.to_string(), d.to_string()))
             .collect();
         assert_eq!(got, expected);
     }
@@ -132,22 +93,21 @@ mod tests {
     fn events_fields_and_comments() {
         check(
             &[b"event: change\nid: 7\ndata: {\"seq\":7}\n\n: keep-alive\n\nevent:heartbeat\ndata:{}\n\n"],
-            &[("change", Some("7"), "{\"seq\":7}"), ("heartbeat", None, "{}")],
+            &[("change", "{\"seq\":7}"), ("heartbeat", "{}")],
         );
-        check(&[b"data: a\ndata: b\n\n"], &[("message", None, "a\nb")]);
-        check(&[b"data\n\n"], &[("message", None, "")]);
+        check(&[b"data: a\ndata: b\n\n"], &[("message", "a\nb")]);
         // No data, no event; an unfinished event is not dispatched.
         check(&[b"event: ready\n\nevent: x\ndata: 1\n"], &[]);
         check(
             &[b"retry: 10\nfoo: bar\ndata:  two spaces\n\n"],
-            &[("message", None, " two spaces")],
+            &[("message", " two spaces")],
         );
     }
 
     #[test]
     fn any_line_ending_and_any_split() {
         let text = b"event: a\r\ndata: 1\r\n\r\nevent: b\rdata: 2\r\revent: c\ndata: 3\n\n";
-        let expected = [("a", None, "1"), ("b", None, "2"), ("c", None, "3")];
+        let expected = [("a", "1"), ("b", "2"), ("c", "3")];
         check(&[text], &expected);
         for split in 0..text.len() {
             check(&[&text[..split], &text[split..]], &expected);
@@ -158,16 +118,19 @@ mod tests {
 
     #[test]
     fn a_line_without_end_is_bounded() {
-        let mut parser = SseParser::default();
-        let mut out = Vec::new();
-        let chunk = vec![b'x'; 64 * 1024];
-        let mut result = Ok(());
-        for _ in 0..20 {
-            result = parser.feed(&chunk, &mut out);
-            if result.is_err() {
-                break;
-            }
-        }
-        assert_eq!(result, Err(LineTooLong));
+        let chunks = vec![vec![b'x'; 64 * 1024]; 20];
+        let got = parse_all(chunks);
+        assert!(
+            matches!(
+                got.last(),
+                Some(Err(EventStreamError::Transport(Broken::LineTooLong)))
+            ),
+            "{:?}",
+            got.last().map(|r| r.as_ref().map(|_| ()))
+        );
+        // Lines that end keep the count low, however long the stream.
+        let mut chunks = vec![b"data: x\n\n".to_vec(); 200_000];
+        chunks.push(b": end\n".to_vec());
+        assert!(parse_all(chunks).iter().all(Result::is_ok));
     }
 }

@@ -34,13 +34,13 @@ use crate::verifier::Verifier;
 /// ```no_run
 /// use axum::{Router, routing::get};
 /// use latchkey_tower::remote::RemoteVerifier;
-/// use latchkey_tower::{ApiKeyAuthLayer, RequirePermission};
+/// use latchkey_tower::{ApiKeyAuthLayer, Permission, RequirePermission};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let verifier = RemoteVerifier::builder("http://127.0.0.1:7878", "lk_live_…").build()?;
 /// let app: Router = Router::new()
 ///     .route("/orders", get(|| async { "orders" }))
-///     .route_layer(RequirePermission::layer("orders:read"))
+///     .route_layer(RequirePermission::layer(Permission::from_static("orders:read")))
 ///     .layer(ApiKeyAuthLayer::new(verifier.clone()));
 /// // ... serve `app`; at shutdown, send the last usage figures:
 /// verifier.flush_usage().await;

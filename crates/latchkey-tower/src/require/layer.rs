@@ -13,11 +13,11 @@ use crate::rejection::Rejection;
 ///
 /// ```
 /// use axum::{Router, routing::{get, post}};
-/// use latchkey_tower::RequirePermission;
+/// use latchkey_tower::{Permission, RequirePermission};
 ///
 /// let orders: Router = Router::new()
 ///     .route("/orders", get(|| async { "[]" }))
-///     .route_layer(RequirePermission::layer("orders:read"));
+///     .route_layer(RequirePermission::layer(Permission::from_static("orders:read")));
 /// # let _ = orders;
 /// ```
 ///
@@ -33,21 +33,9 @@ pub struct RequirePermissionLayer {
 }
 
 impl RequirePermissionLayer {
-    /// Requires `permission` (e.g. `orders:write`).
-    ///
-    /// # Panics
-    ///
-    /// When `permission` is not a valid permission string; use
-    /// [`RequirePermissionLayer::from_permission`] with a parsed one to handle that.
-    pub fn new(permission: &str) -> Self {
-        match Permission::parse(permission) {
-            Ok(permission) => Self::from_permission(permission),
-            Err(e) => panic!("RequirePermission: {permission:?} is not a permission: {e}"),
-        }
-    }
-
-    /// Requires a parsed permission.
-    pub fn from_permission(permission: Permission) -> Self {
+    /// Requires `permission`: [`Permission::from_static`] for a literal such as
+    /// `orders:write`, [`Permission::parse`] for one read at run time.
+    pub fn new(permission: Permission) -> Self {
         let forbidden = Rejection::insufficient_permission(&permission);
         RequirePermissionLayer {
             permission,
@@ -70,8 +58,8 @@ impl RequirePermissionLayer {
     /// When `cost` is 0 or above 1,000,000.
     ///
     /// ```
-    /// use latchkey_tower::RequirePermission;
-    /// let expensive = RequirePermission::layer("reports:run").cost(5);
+    /// use latchkey_tower::{Permission, RequirePermission};
+    /// let expensive = RequirePermission::layer(Permission::from_static("reports:run")).cost(5);
     /// # let _ = expensive;
     /// ```
     pub fn cost(mut self, cost: u32) -> Self {

@@ -4,6 +4,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use latchkey_core::Permission;
 use tower::Service;
 
 use super::future::ResponseFuture;
@@ -17,14 +18,14 @@ use crate::rejection::Rejection;
 /// # Example
 ///
 /// ```
-/// use latchkey_tower::RequirePermission;
+/// use latchkey_tower::{Permission, RequirePermission};
 /// use tower::service_fn;
 ///
 /// let service = RequirePermission::new(
 ///     service_fn(|_req: http::Request<()>| async {
 ///         Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
 ///     }),
-///     "orders:write",
+///     Permission::from_static("orders:write"),
 /// );
 /// # let _ = service;
 /// ```
@@ -41,11 +42,7 @@ pub struct RequirePermission<S> {
 
 impl<S> RequirePermission<S> {
     /// Wraps `inner`, requiring `permission`.
-    ///
-    /// # Panics
-    ///
-    /// When `permission` is not a valid permission string.
-    pub fn new(inner: S, permission: &str) -> Self {
+    pub fn new(inner: S, permission: Permission) -> Self {
         Self::from_parts(inner, RequirePermissionLayer::new(permission))
     }
 
@@ -53,31 +50,14 @@ impl<S> RequirePermission<S> {
         RequirePermission { inner, layer }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service, unwrapped.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::macros::define_inner_service_accessors!();
 }
 
 // In its own impl so that `RequirePermission::layer(..)` infers the service type, as
 // `HashMap::new` infers its hasher.
 impl RequirePermission<()> {
     /// The layer requiring `permission`: the same as [`RequirePermissionLayer::new`].
-    ///
-    /// # Panics
-    ///
-    /// When `permission` is not a valid permission string.
-    pub fn layer(permission: &str) -> RequirePermissionLayer {
+    pub fn layer(permission: Permission) -> RequirePermissionLayer {
         RequirePermissionLayer::new(permission)
     }
 }

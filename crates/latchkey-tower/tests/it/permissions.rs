@@ -1,5 +1,5 @@
 use latchkey_tower::latchkey_core::{Actor, GroupPatch, NewKey, NewUser};
-use latchkey_tower::{Env, RequirePermission};
+use latchkey_tower::{Env, Permission, RequirePermission};
 
 use crate::support::*;
 
@@ -36,7 +36,7 @@ async fn a_group_permission_removed_is_403_on_the_next_request() {
             &Actor::system(),
             group.id,
             GroupPatch {
-                remove_permissions: perms(&["orders:read"]),
+                permissions: latchkey_core::PermissionEdit::removing(perms(&["orders:read"])),
                 ..GroupPatch::default()
             },
         )
@@ -102,7 +102,14 @@ async fn without_the_layer_the_extractor_and_require_answer_401() {
 }
 
 #[test]
-#[should_panic(expected = "is not a permission")]
-fn an_invalid_permission_is_refused_at_configuration() {
-    let _ = RequirePermission::layer("Orders Read");
+#[should_panic(expected = "invalid permission")]
+fn an_invalid_permission_literal_is_refused_at_configuration() {
+    let _ = RequirePermission::layer(Permission::from_static("Orders Read"));
+}
+
+#[test]
+fn a_permission_read_at_run_time_is_a_result() {
+    assert!(Permission::parse("Orders Read").is_err());
+    let layer = RequirePermission::layer(Permission::parse("orders:read").unwrap());
+    assert_eq!(layer.permission().as_str(), "orders:read");
 }

@@ -11,8 +11,8 @@ use latchkey_tower::latchkey_core::{
     Actor, CreatedKey, Group, ManualClock, NewGroup, NewKey, NewUser, Prefix, User,
 };
 use latchkey_tower::{
-    ApiKey, ApiKeyAuthLayer, Env, PermissionSet, Principal, Realm, Rejection, RequirePermission,
-    Store, StoreConfig, Verifier,
+    ApiKey, ApiKeyAuthLayer, Env, Permission, PermissionSet, Principal, Realm, Rejection,
+    RequirePermission, Store, StoreConfig, Verifier,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -131,7 +131,9 @@ pub(crate) fn routes() -> Router {
         .route(
             "/orders",
             routing::get(list_orders)
-                .route_layer(RequirePermission::layer("orders:read"))
+                .route_layer(RequirePermission::layer(Permission::from_static(
+                    "orders:read",
+                )))
                 .post(create_order),
         )
         .route("/whoami", routing::get(whoami))

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use latchkey_tower::latchkey_core::{
     Actor, Credits, CreditsPatch, KeyPatch, NewKey, RateLimit, Refill, RefillInterval,
 };
-use latchkey_tower::{IpNet, Principal, RequirePermission};
+use latchkey_tower::{IpNet, Permission, Principal, RequirePermission};
 use serde_json::{Value, json};
 use time::Duration;
 
@@ -205,8 +205,9 @@ async fn a_route_sets_its_own_cost() {
     let app = Router::new()
         .route(
             "/report",
-            routing::get(|| async { "report" })
-                .route_layer(RequirePermission::layer("orders:read").cost(5)),
+            routing::get(|| async { "report" }).route_layer(
+                RequirePermission::layer(Permission::from_static("orders:read")).cost(5),
+            ),
         )
         .layer(fx.layer());
     let text = key.secret.expose();

@@ -9,7 +9,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use latchkey_tower::latchkey_core::{Actor, CreatedKey, Env, ManualClock, Prefix, VerifyError};
 use latchkey_tower::remote::{RemoteStatus, RemoteVerifier};
-use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Realm, RequirePermission, Verifier};
+use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Permission, Realm, RequirePermission, Verifier};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -20,7 +20,9 @@ use crate::{MAX_STALENESS, Setup, loopback, verifier, within};
 fn app(verifier: RemoteVerifier) -> Router {
     Router::new()
         .route("/orders", get(|| async { "orders" }))
-        .route_layer(RequirePermission::layer("orders:read"))
+        .route_layer(RequirePermission::layer(Permission::from_static(
+            "orders:read",
+        )))
         .layer(ApiKeyAuthLayer::new(verifier).realm(Realm::from_static("orders")))
 }
 

@@ -94,7 +94,7 @@ async fn a_user_event_drops_every_key_of_that_user() {
 
     // Permissions changed on the user reach its cached keys.
     let widen = UserPatch {
-        add_permissions: perms(&["orders:write"]),
+        permissions: latchkey_core::PermissionEdit::adding(perms(&["orders:write"])),
         ..UserPatch::default()
     };
     update_user(&s, bob, widen).await;
@@ -146,7 +146,7 @@ async fn a_group_event_drops_everything() {
     let cached = s.requests();
 
     let patch = GroupPatch {
-        remove_permissions: perms(&["orders:read"]),
+        permissions: latchkey_core::PermissionEdit::removing(perms(&["orders:read"])),
         ..GroupPatch::default()
     };
     s.keystore
