@@ -373,6 +373,10 @@ pub struct UserAdd {
     /// Create the user disabled: its keys do not authenticate until it is enabled
     #[arg(long)]
     pub disabled: bool,
+    /// A rate limit shared by all the user's keys, such as `100/60s` or `1000/1h,hourly`
+    /// (named `default` without a name); repeat for more, up to 8
+    #[arg(long = "rate-limit", value_name = "LIMIT/WINDOW[,NAME]")]
+    pub rate_limits: Vec<String>,
 }
 
 /// `latchkey users update`.
@@ -407,6 +411,17 @@ pub struct UserUpdate {
     /// Remove the organization
     #[arg(long)]
     pub clear_organization_id: bool,
+    /// Replace the rate limits shared by all the user's keys (`100/60s[,NAME]`); repeat
+    /// for more, up to 8
+    #[arg(
+        long = "rate-limit",
+        value_name = "LIMIT/WINDOW[,NAME]",
+        conflicts_with = "clear_rate_limits"
+    )]
+    pub rate_limits: Vec<String>,
+    /// Remove the user's rate limits
+    #[arg(long)]
+    pub clear_rate_limits: bool,
 }
 
 /// `latchkey keys …`.

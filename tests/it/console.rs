@@ -268,10 +268,13 @@ fn the_console_in_a_real_browser() {
         client.goto(&format!("{base}/ui/users")).await.unwrap();
         fill(&client, "#user-name", "billing").await;
         fill(&client, "#user-permissions", "invoices:read invoices:write").await;
+        fill(&client, "#user-rate-limits", "1000/1h").await;
         click(&client, "#create-user").await;
         assert!(source(&client).await.contains("billing"));
+        assert!(source(&client).await.contains("1000 per 3600 s (default)"));
         let users = api(&f, "GET", "/v1/users/billing", None);
         assert_eq!(users.status, 200, "{users:#?}");
+        assert_eq!(users.body["rate_limits"][0]["limit"], 1000);
 
         client.goto(&format!("{base}/ui/keys/new")).await.unwrap();
         fill(&client, "#user", "billing").await;
@@ -293,6 +296,58 @@ fn the_console_in_a_real_browser() {
         let id = record["id"].as_str().unwrap().to_owned();
         client.goto(&format!("{base}/ui/keys/{id}")).await.unwrap();
         assert!(!source(&client).await.contains(&secret));
+
+        // Usage control through the form, shown on the key's page; meta escaped.
+        client.goto(&format!("{base}/ui/keys/new")).await.unwrap();
+        fill(&client, "#user", "billing").await;
+        fill(&client, "#name", "metered").await;
+        fill(&client, "#rate-limits", "100/60s, 5000/1d daily").await;
+        fill(&client, "#credits", "250").await;
+        fill(&client, "#allowed-ips", "203.0.113.0/24").await;
+        fill(&client, "#meta", r#"{"plan": "<b>pro</b>"}"#).await;
+        click(&client, "#create").await;
+        assert!(source(&client).await.contains("Key created"));
+        let metered = api(&f, "GET", "/v1/keys?q=metered", None).body["items"][0].clone();
+        let metered_id = metered["id"].as_str().unwrap().to_owned();
+        client
+            .goto(&format!("{base}/ui/keys/{metered_id}"))
+            .await
+            .unwrap();
+        snap(&client, "key").await;
+        let shown = |css: &'static str| {
+            let client = &client;
+            async move {
+                let element = client.find(Locator::Css(css)).await.expect(css);
+                element.text().await.expect(css)
+            }
+        };
+        assert_eq!(
+            shown("#key-rate-limits").await,
+            "100 per 60 s (default), 5000 per 86400 s (daily)"
+        );
+        assert_eq!(shown("#key-credits").await, "250 left");
+        assert_eq!(shown("#key-allowed-ips").await, "203.0.113.0/24");
+        assert!(shown("#key-meta").await.contains(r#""plan": "<b>pro</b>""#));
+        assert!(
+            !present(&client, "#key-meta b").await,
+            "meta is text, not markup"
+        );
+        assert_eq!(metered["allowed_ips"], json!(["203.0.113.0/24"]));
+        assert_eq!(metered["credits"]["remaining"], 250);
+        // A bad field: a clear error naming it, and no key made.
+        for (field, text, named) in [
+            ("#allowed-ips", "10.0.0.0/40", "allowed_ips"),
+            ("#rate-limits", "lots", "rate limits"),
+        ] {
+            client.goto(&format!("{base}/ui/keys/new")).await.unwrap();
+            fill(&client, "#user", "billing").await;
+            fill(&client, "#name", "refused").await;
+            fill(&client, field, text).await;
+            click(&client, "#create").await;
+            assert!(source(&client).await.contains(named), "{named} is named");
+            let refused = api(&f, "GET", "/v1/keys?q=refused", None);
+            assert_eq!(refused.body["items"], json!([]), "{refused:#?}");
+        }
 
         // Search and filter.
         f.key("billing", "other thing", &[]);
@@ -320,7 +375,6 @@ fn the_console_in_a_real_browser() {
 
         // Rotate with a grace period: the old key still works, the new one is shown once.
         client.goto(&format!("{base}/ui/keys/{id}")).await.unwrap();
-        snap(&client, "key").await;
         click(&client, "#rotate").await;
         assert!(source(&client).await.contains("Key rotated"));
         let rotated = value(&client, "#secret").await;

@@ -1,6 +1,8 @@
 //! Usage control through the real daemon and the CLI: the flags round-trip, and the daemon's
 //! own API (behind the same layer) refuses with 429 and 403 as PRODUCT.md says.
 
+use serde_json::json;
+
 use crate::harness::Fixture;
 
 #[test]
@@ -70,4 +72,76 @@ fn cli_flags_round_trip_and_the_daemon_enforces_them() {
     fx.cli(&["keys", "update", &id, "--allow-ip", "10.0.0.0/40"])
         .fails(1, "allowed_ips");
     assert_eq!(fx.json(&["keys", "show", &id]), before);
+}
+
+#[test]
+fn user_rate_limits_round_trip_and_bind_all_its_keys() {
+    let fx = Fixture::new();
+    let created = fx.json(&[
+        "users",
+        "add",
+        "--name",
+        "partner",
+        "--permissions",
+        "latchkey:keys:read",
+        "--rate-limit",
+        "3/60s",
+    ]);
+    assert_eq!(
+        created["rate_limits"],
+        json!([{"name": "default", "limit": 3, "window_seconds": 60}])
+    );
+    let shown = fx.cli(&["users", "show", "partner"]).ok();
+    assert!(shown.stdout.contains("3/60s default"), "{shown:#?}");
+    let (_, a) = fx.key("partner", "a", &[]);
+    let (_, b) = fx.key("partner", "b", &[]);
+    let call = |key: &str| fx.daemon.http("GET", "/v1/keys", Some(key), None);
+    assert_eq!(call(&a).status, 200);
+    assert_eq!(call(&b).status, 200);
+    // `/v1/verify` reports the user's limit as the request leaves it: one left.
+    let verified = fx.http("POST", "/v1/verify", Some(json!({"key": a})));
+    assert_eq!(verified.status, 200, "{verified:#?}");
+    assert_eq!(verified.body["code"], "ok");
+    assert_eq!(verified.body["limits"][0]["name"], "user:default");
+    assert_eq!(verified.body["limits"][0]["remaining"], 0);
+    // Three in all, whichever key: the next is refused for both.
+    for key in [&b, &a] {
+        let limited = call(key);
+        limited.problem(429, "rate_limited");
+        assert_eq!(
+            limited.headers["ratelimit-policy"],
+            "\"user:default\";q=3;w=60"
+        );
+    }
+
+    // Bad input over HTTP and the CLI: 400 / exit 1, and the user unchanged.
+    let before = fx.json(&["users", "show", "partner"]);
+    let bad = json!({"rate_limits": [{"name": "a b", "limit": 1, "window_seconds": 1}]});
+    fx.http("PATCH", "/v1/users/partner", Some(bad))
+        .problem(400, "invalid_field");
+    let zero = json!({"rate_limits": [{"name": "x", "limit": 0, "window_seconds": 60}]});
+    fx.http("PATCH", "/v1/users/partner", Some(zero))
+        .problem(400, "invalid_field");
+    fx.cli(&["users", "update", "partner", "--rate-limit", "3"])
+        .fails(1, "--rate-limit");
+    assert_eq!(fx.json(&["users", "show", "partner"]), before);
+
+    // `null` clears them: both keys pass again at once.
+    let cleared = fx.http(
+        "PATCH",
+        "/v1/users/partner",
+        Some(json!({"rate_limits": null})),
+    );
+    assert_eq!(cleared.status, 200, "{cleared:#?}");
+    assert_eq!(cleared.body["rate_limits"], json!([]));
+    assert_eq!(call(&a).status, 200);
+    assert_eq!(call(&b).status, 200);
+    // The CLI sets and clears them too.
+    let set = fx.json(&["users", "update", "partner", "--rate-limit", "1/1h,hourly"]);
+    assert_eq!(set["rate_limits"][0]["name"], "hourly");
+    assert_eq!(call(&b).status, 200);
+    call(&a).problem(429, "rate_limited");
+    let cleared = fx.json(&["users", "update", "partner", "--clear-rate-limits"]);
+    assert_eq!(cleared["rate_limits"], json!([]));
+    assert_eq!(call(&a).status, 200);
 }

@@ -56,7 +56,11 @@ impl IntoResponse for UiError {
             UiError::Api(problem) => (
                 StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST),
                 problem.title.clone(),
-                problem.detail.clone(),
+                // The field at fault, when the API names it, so that a form says which.
+                match &problem.field {
+                    Some(field) => format!("{field}: {}", problem.detail),
+                    None => problem.detail.clone(),
+                },
             ),
             UiError::NotFound => (
                 StatusCode::NOT_FOUND,

@@ -38,6 +38,7 @@ mod pages;
 mod router;
 pub mod session;
 mod state;
+mod usage;
 mod view;
 
 pub use router::{ConsoleConfig, router};

@@ -241,6 +241,7 @@ mod tests {
             organization_id: org.map(Into::into),
             created_at: time::OffsetDateTime::UNIX_EPOCH,
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
+            rate_limits: Vec::new(),
         }
     }
 

@@ -86,15 +86,20 @@ pub struct RateLimited {
     pub retry_after_seconds: u64,
 }
 
-/// A key's usage control at run time: its allowlist, rate limiters and credits. Shared by
-/// every verification of the key; lives in the store's meters (not in the verify cache), so
-/// an evicted or invalidated cache entry does not reset a window.
+/// A key's usage control at run time: its allowlist, rate limiters and credits, and its
+/// user's rate limiters. Shared by every verification of the key; lives in the store's
+/// meters (not in the verify cache), so an evicted or invalidated cache entry does not
+/// reset a window.
 #[derive(Clone)]
-pub struct Meter(pub(crate) Arc<KeyMeter>);
+pub struct Meter(pub(crate) Arc<KeyMeter>, pub(crate) Option<Arc<UserMeter>>);
 
 impl PartialEq for Meter {
     fn eq(&self, other: &Meter) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+            && match (&self.1, &other.1) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
     }
 }
 
@@ -105,12 +110,39 @@ impl std::fmt::Debug for Meter {
         f.debug_struct("Meter")
             .field("allowed_ips", &self.0.allowed_ips.len())
             .field("rate_limits", &self.0.limits.len())
+            .field(
+                "user_rate_limits",
+                &self.1.as_ref().map_or(0, |u| u.limits.len()),
+            )
             .field("credits", &self.0.credits.is_some())
             .finish()
     }
 }
 
 impl Meter {
+    /// A key's meter joined with its user's rate limits (`None` when neither has any): the
+    /// user's limiters are one per user, shared by all its keys.
+    pub(crate) fn joined(
+        key: Option<Meter>,
+        user: Option<Arc<UserMeter>>,
+        clock: &Arc<dyn Clock>,
+    ) -> Option<Meter> {
+        let Some(user) = user else { return key };
+        let key = key.map_or_else(
+            || {
+                Arc::new(KeyMeter {
+                    version: 0,
+                    allowed_ips: Box::default(),
+                    limits: Box::default(),
+                    credits: None,
+                    clock: Arc::clone(clock),
+                })
+            },
+            |k| k.0,
+        );
+        Some(Meter(key, Some(user)))
+    }
+
     /// Refuses a client outside the key's `allowed_ips` (none known: refused too).
     pub fn check_ip(&self, client: Option<IpAddr>) -> Result<(), VerifyError> {
         let ips = &self.0.allowed_ips;
@@ -123,8 +155,9 @@ impl Meter {
         }
     }
 
-    /// Consumes `cost` from each rate limit, then from the credits. A limit that refuses
-    /// leaves the credits untouched; the limits checked before it have counted the request.
+    /// Consumes `cost` from each of the key's rate limits, then its user's, then from the
+    /// credits. A limit that refuses leaves the credits untouched; the limits checked
+    /// before it have counted the request.
     pub fn charge(&self, cost: u32) -> Result<(), VerifyError> {
         self.charge_reporting(cost, None)
     }
@@ -135,7 +168,8 @@ impl Meter {
         mut report: Option<&mut Vec<LimitState>>,
     ) -> Result<(), VerifyError> {
         let meter = &*self.0;
-        for limit in meter.limits.iter() {
+        let user_limits = self.1.iter().flat_map(|u| u.limits.iter());
+        for limit in meter.limits.iter().chain(user_limits) {
             let remaining = limit.check(cost, &meter.clock)?;
             if let Some(report) = report.as_deref_mut() {
                 report.push(limit.state(remaining));
@@ -163,6 +197,15 @@ impl Meter {
     pub fn rate_limits(&self) -> impl Iterator<Item = &RateLimit> {
         self.0.limits.iter().map(|l| &l.rule)
     }
+}
+
+/// A user's rate limits at run time: one GCRA state per limit, shared by every key of the
+/// user in this process. Their names read `user:<name>` in refusals and reports, apart
+/// from the key's own.
+pub(crate) struct UserMeter {
+    /// The limits as stored, to tell whether a stored change calls for new limiters.
+    pub(crate) rules: Vec<RateLimit>,
+    pub(crate) limits: Box<[Limit]>,
 }
 
 /// The store's clock as `governor` reads it: Unix nanoseconds.

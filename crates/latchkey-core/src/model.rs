@@ -58,6 +58,41 @@ pub struct User {
     /// When it was last changed.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// Named rate limits shared by all the user's keys, in addition to each key's own
+    /// (empty: none). Stored in a record of their own, not in the user's.
+    #[serde(default, with = "kept_apart")]
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// Serde for a field the store keeps in a record of its own: in JSON it is the value; in
+/// the store's postcard (which is not human-readable) it takes no byte at all, so the
+/// records written before the field existed decode as they are, and records written now
+/// decode with older builds.
+mod kept_apart {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<T: Serialize, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            value.serialize(serializer)
+        } else {
+            serializer.serialize_unit()
+        }
+    }
+
+    pub(super) fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: Deserialize<'de> + Default,
+        D: Deserializer<'de>,
+    {
+        if deserializer.is_human_readable() {
+            T::deserialize(deserializer)
+        } else {
+            <()>::deserialize(deserializer).map(|()| T::default())
+        }
+    }
 }
 
 /// Where a key stands in its life. Computed at read time from the record and the clock.
@@ -225,6 +260,8 @@ pub struct NewUser {
     pub tenant_id: Option<String>,
     /// Optional organization.
     pub organization_id: Option<String>,
+    /// Up to 8 named rate limits, shared by all its keys.
+    pub rate_limits: Vec<RateLimit>,
 }
 
 impl Default for NewUser {
@@ -236,6 +273,7 @@ impl Default for NewUser {
             permissions: PermissionSet::new(),
             tenant_id: None,
             organization_id: None,
+            rate_limits: Vec::new(),
         }
     }
 }
@@ -259,6 +297,8 @@ pub struct UserPatch {
     pub tenant_id: Option<Option<String>>,
     /// `Some(None)` clears it.
     pub organization_id: Option<Option<String>>,
+    /// Replaces the rate limits (`Some(empty)` clears them).
+    pub rate_limits: Option<Vec<RateLimit>>,
 }
 
 /// What a new key is made of.

@@ -312,3 +312,43 @@ fn two_processes_creating_one_store_at_once_make_one_store() {
     }
     assert_eq!(store.verify_audit().unwrap().broken, None);
 }
+
+#[test]
+fn a_user_s_rate_limits_set_on_one_store_bind_its_keys_on_another() {
+    let Some(location) = support::postgres_location() else {
+        return;
+    };
+    let a = Store::create_empty_at(&location.location, "lk", config()).unwrap();
+    let b = Store::open_at(&location.location, config()).unwrap();
+    let (user, key) = user_and_key(&a);
+    let text = key.secret.expose().to_owned();
+    let on_b = |b: &Store| {
+        let principal = b.verify(&text)?;
+        admit(&principal, &Admission::default())
+    };
+    on_b(&b).unwrap();
+    // Set on A: once that returns, B reads them and enforces them on its cached key.
+    let limits = vec![RateLimit {
+        name: "default".into(),
+        limit: 1,
+        window_seconds: 3600,
+    }];
+    let patch = UserPatch {
+        rate_limits: Some(limits.clone()),
+        ..UserPatch::default()
+    };
+    a.update_user(&Actor::system(), user.id, patch).unwrap();
+    assert_eq!(b.user(&user.name).unwrap().rate_limits, limits);
+    on_b(&b).unwrap();
+    assert_eq!(on_b(&b).unwrap_err().code(), "rate_limited");
+    // Cleared on A: B lets the key through again.
+    let clear = UserPatch {
+        rate_limits: Some(Vec::new()),
+        ..UserPatch::default()
+    };
+    a.update_user(&Actor::system(), user.id, clear).unwrap();
+    on_b(&b).unwrap();
+    // A store opened afresh reads them as written (none now), and the user as it was.
+    let c = Store::open_at(&location.location, config()).unwrap();
+    assert_eq!(c.user(&user.name).unwrap(), a.user(&user.name).unwrap());
+}

@@ -16,11 +16,7 @@ pub(crate) fn add_to(body: Body, flags: UsageFlags) -> anyhow::Result<Body> {
         .as_deref()
         .map(|text| serde_json::from_str::<Value>(text).context("--meta: not JSON"))
         .transpose()?;
-    let limits = flags
-        .rate_limits
-        .iter()
-        .map(|text| rate_limit(text))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let limits = rate_limits(&flags.rate_limits)?;
     let refill = flags.refill.as_deref().map(refill).transpose()?;
     let credits = flags.credits.map(|remaining| match refill {
         Some(refill) => json!({"remaining": remaining, "refill": refill}),
@@ -35,9 +31,19 @@ pub(crate) fn add_to(body: Body, flags: UsageFlags) -> anyhow::Result<Body> {
     });
     Ok(body
         .opt("meta", meta)
-        .opt("rate_limits", (!limits.is_empty()).then_some(limits))
+        .opt("rate_limits", limits)
         .opt("credits", credits)
         .opt("allowed_ips", ips))
+}
+
+/// `--rate-limit` values (of keys and of users) as the `rate_limits` member; `None` when
+/// none was given.
+pub(crate) fn rate_limits(texts: &[String]) -> anyhow::Result<Option<Vec<Value>>> {
+    let limits = texts
+        .iter()
+        .map(|text| rate_limit(text))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((!limits.is_empty()).then_some(limits))
 }
 
 /// `100/60s[,name]`.
@@ -68,20 +74,8 @@ pub(crate) fn lines(key: &Value) -> Vec<(&'static str, String)> {
     if !key["meta"].is_null() {
         lines.push(("meta", key["meta"].to_string()));
     }
-    if let Some(limits) = key["rate_limits"].as_array().filter(|l| !l.is_empty()) {
-        let text = limits
-            .iter()
-            .map(|l| {
-                format!(
-                    "{}/{}s {}",
-                    l["limit"],
-                    l["window_seconds"],
-                    text(&l["name"])
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        lines.push(("rate_limits", text));
+    if let Some(limits) = limits_line(key) {
+        lines.push(("rate_limits", limits));
     }
     if let Some(credits) = key["credits"].as_object() {
         let mut shown = credits["remaining"].to_string();
@@ -99,6 +93,24 @@ pub(crate) fn lines(key: &Value) -> Vec<(&'static str, String)> {
         lines.push(("allowed_ips", text));
     }
     lines
+}
+
+/// A key's or user's `rate_limits` on one line (`100/60s default, …`); `None` for none.
+pub(crate) fn limits_line(record: &Value) -> Option<String> {
+    let limits = record["rate_limits"].as_array().filter(|l| !l.is_empty())?;
+    let text = limits
+        .iter()
+        .map(|l| {
+            format!(
+                "{}/{}s {}",
+                l["limit"],
+                l["window_seconds"],
+                text(&l["name"])
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(text)
 }
 
 fn text(value: &Value) -> String {

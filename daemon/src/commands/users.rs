@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use latchkey_admin::api::UpdateUser;
 use serde_json::{Value, json};
 
-use super::{Body, Output, cleaned};
+use super::{Body, Output, cleaned, usage_flags};
 use crate::cli::UsersCommand;
 use crate::client::{Client, items, more, query, segment};
 use crate::output::{Table, fields, text};
@@ -25,7 +25,8 @@ pub(super) async fn run<T: Transport>(
                 .opt("groups", Some(cleaned(args.groups)))
                 .opt("permissions", Some(cleaned(args.permissions)))
                 .opt("tenant_id", args.tenant_id)
-                .opt("organization_id", args.organization_id);
+                .opt("organization_id", args.organization_id)
+                .opt("rate_limits", usage_flags::rate_limits(&args.rate_limits)?);
             let user = api.post("/v1/users", body.build()).await?;
             print_user(api, out, &user).await;
         }
@@ -67,7 +68,9 @@ pub(super) async fn run<T: Transport>(
                 .opt("tenant_id", args.tenant_id)
                 .clear("tenant_id", args.clear_tenant_id)
                 .opt("organization_id", args.organization_id)
-                .clear("organization_id", args.clear_organization_id);
+                .clear("organization_id", args.clear_organization_id)
+                .opt("rate_limits", usage_flags::rate_limits(&args.rate_limits)?)
+                .clear("rate_limits", args.clear_rate_limits);
             let user = super::update(api, &path(&args.user), body).await?;
             print_user(api, out, &user).await;
         }
@@ -144,6 +147,10 @@ async fn print_user<T: Transport>(api: &Client<T>, out: &Output, user: &Value) {
             ("permissions", text(&user["permissions"])),
             ("tenant_id", text(&user["tenant_id"])),
             ("organization_id", text(&user["organization_id"])),
+            (
+                "rate_limits",
+                usage_flags::limits_line(user).unwrap_or_else(|| "-".into()),
+            ),
         ])
     );
 }

@@ -98,6 +98,11 @@ pub struct CreateUser {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<rules::Label>)]
     pub organization_id: Option<String>,
+    /// Up to 8 named rate limits shared by all the user's keys, in addition to each key's
+    /// own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 8)]
+    pub rate_limits: Option<Vec<RateLimit>>,
 }
 
 /// `PATCH /v1/users/{id}`. Replacements first, then additions, then removals.
@@ -163,6 +168,14 @@ pub struct UpdateUser {
     )]
     #[schema(value_type = Option<rules::Label>)]
     pub organization_id: Option<Option<String>>,
+    /// Replaces the rate limits shared by all the user's keys; `null` clears them.
+    #[serde(
+        default,
+        deserialize_with = "de::present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<Vec<RateLimit>>, max_items = 8)]
+    pub rate_limits: Option<Option<Vec<RateLimit>>>,
 }
 
 /// `POST /v1/keys`.

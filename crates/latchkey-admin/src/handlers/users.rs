@@ -53,6 +53,7 @@ pub(crate) async fn create(
                 permissions: body.permissions,
                 tenant_id: body.tenant_id,
                 organization_id: body.organization_id,
+                rate_limits: body.rate_limits.unwrap_or_default(),
             };
             Ok(store.create_user(&caller.actor, new)?)
         })
@@ -100,7 +101,8 @@ pub(crate) async fn show(
     ))
 }
 
-/// Change a user; the change reaches all its keys at the next request.
+/// Change a user; the change reaches all its keys at the next request (its rate limits
+/// too: they are shared by all its keys).
 ///
 /// The caller must hold everything the user holds, before and after the change.
 #[utoipa::path(patch, path = "/v1/users/{id}", operation_id = "updateUser", tag = "users",
@@ -139,6 +141,7 @@ pub(crate) async fn update(
                 },
                 tenant_id: body.tenant_id,
                 organization_id: body.organization_id,
+                rate_limits: body.rate_limits.map(Option::unwrap_or_default),
             };
             Ok(store.update_user(&caller.actor, id, patch)?)
         })

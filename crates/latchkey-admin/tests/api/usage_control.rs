@@ -166,3 +166,74 @@ async fn verify_answers_the_usage_codes_in_order_with_the_limits_state() {
     let answer = verify(json!({"key": secret, "client_ip": "10.0.0.1"})).await;
     assert_eq!(answer["code"], "key_disabled");
 }
+
+#[tokio::test]
+async fn user_rate_limits_are_set_bounded_and_cleared() {
+    let h = Harness::new();
+    let limits = json!([{"name": "default", "limit": 10, "window_seconds": 60}]);
+    let created = h
+        .post(
+            "/v1/users",
+            json!({"name": "partner", "permissions": ["orders:read"], "rate_limits": limits}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(created["rate_limits"], limits);
+    let before = h.get("/v1/users/partner").await.ok(200);
+    assert_eq!(before["rate_limits"], limits);
+    let listed = h.get("/v1/users").await.ok(200);
+    assert!(listed["items"].as_array().unwrap().contains(&before));
+
+    let nine: Vec<Value> = (0..9)
+        .map(|i| json!({"name": format!("l{i}"), "limit": 1, "window_seconds": 1}))
+        .collect();
+    let bad = [
+        json!(nine),
+        json!([{"name": "a", "limit": 0, "window_seconds": 1}]),
+        json!([{"name": "a", "limit": 1, "window_seconds": 0}]),
+        json!([{"name": "a b", "limit": 1, "window_seconds": 1}]),
+        json!([{"name": "a", "limit": 1, "window_seconds": 1}, {"name": "a", "limit": 2, "window_seconds": 2}]),
+        json!([{"name": "a", "limit": -1, "window_seconds": 1}]),
+        json!("10/60s"),
+    ];
+    for limits in bad {
+        let answer = h
+            .patch("/v1/users/partner", json!({"rate_limits": limits.clone()}))
+            .await;
+        assert_eq!(answer.status, 400, "{limits}: {}", answer.json());
+        assert_eq!(h.get("/v1/users/partner").await.ok(200), before, "{limits}");
+        let answer = h
+            .post(
+                "/v1/users",
+                json!({"name": "other", "rate_limits": limits.clone()}),
+            )
+            .await;
+        assert_eq!(answer.status, 400, "{limits}");
+    }
+    h.get("/v1/users/other").await.ok(404);
+
+    // A caller that may not manage the user changes nothing, limits included.
+    let (_, weak) = h
+        .user_with_key("weak", &["latchkey:users:write", "latchkey:users:read"])
+        .await;
+    let answer = h
+        .send(
+            "PATCH",
+            "/v1/users/partner",
+            Some(&weak),
+            Some(json!({"rate_limits": null})),
+        )
+        .await;
+    assert_eq!(answer.status, 403, "{}", answer.json());
+    assert_eq!(h.get("/v1/users/partner").await.ok(200), before);
+
+    let cleared = h
+        .patch("/v1/users/partner", json!({"rate_limits": null}))
+        .await
+        .ok(200);
+    assert_eq!(cleared["rate_limits"], json!([]));
+    assert_eq!(
+        h.get("/v1/users/partner").await.ok(200)["rate_limits"],
+        json!([])
+    );
+}

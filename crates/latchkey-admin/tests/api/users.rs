@@ -31,6 +31,7 @@ async fn create_show_list_update_delete() {
             "name",
             "organization_id",
             "permissions",
+            "rate_limits",
             "tenant_id",
             "updated_at"
         ]

@@ -245,6 +245,7 @@ pub(crate) async fn create(
         let at = time::OffsetDateTime::now_utc() + time::Duration::days(days);
         body["expires_at"] = view::rfc3339(at).into();
     }
+    crate::usage::add_to(&mut body, fields)?;
     let created: KeyWithSecret = console
         .api
         .send(&posted.signed.key, Method::POST, "/v1/keys", body)

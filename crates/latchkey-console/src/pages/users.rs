@@ -1,4 +1,4 @@
-//! Users: the list, the create form, enable and disable.
+//! Users: the list (with their rate limits), the create form, enable and disable.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -48,6 +48,9 @@ pub(crate) async fn create(
         if let Some(value) = fields.optional(label) {
             body[label] = value.into();
         }
+    }
+    if let Some(limits) = fields.optional("rate_limits") {
+        body["rate_limits"] = crate::usage::rate_limits(&limits)?.into();
     }
     let _: User = console
         .api

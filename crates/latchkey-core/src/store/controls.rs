@@ -216,7 +216,7 @@ fn build(record: &ControlsRecord, clock: &Arc<dyn Clock>) -> Meter {
             .or_else(|| c.refill.map(|r| next_refill_after(&r, clock.unix_nanos())));
         CreditMeter::new(c.remaining, c.refill, next)
     });
-    Meter(Arc::new(KeyMeter {
+    let key = Arc::new(KeyMeter {
         version: record.version,
         allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
         limits: record
@@ -226,7 +226,8 @@ fn build(record: &ControlsRecord, clock: &Arc<dyn Clock>) -> Meter {
             .collect(),
         credits,
         clock: Arc::clone(clock),
-    }))
+    });
+    Meter(key, None)
 }
 
 /// Writes the credits' balances counted since the last flush into their records, in one

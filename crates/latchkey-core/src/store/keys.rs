@@ -24,6 +24,7 @@ use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
 use crate::key::{ApiKey, Env, PublicId};
 use crate::limits::{MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, check_permissions};
+use crate::meter::Meter;
 use crate::model::{CreatedKey, Group, Key, KeyPatch, KeyStatus, NewKey, User, validate_text};
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, PrincipalInfo, Resolved};
@@ -488,6 +489,7 @@ impl Store {
         let meter = controls
             .as_ref()
             .and_then(|c| self.inner.meters.meter(record.id, c, &self.inner.clock));
+        let meter = Meter::joined(meter, self.user_meter(user.id)?, &self.inner.clock);
         let principal = Principal::new(PrincipalInfo {
             key_id: record.id,
             prefix: record.prefix,

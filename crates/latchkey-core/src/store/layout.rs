@@ -5,6 +5,7 @@
 //! | `m:version`, `m:prefix`, `m:hash_key`, `m:seq`, `m:head`, `m:lineage` | store metadata |
 //! | `g:<uuid>` / `gn:<name>`     | group JSON / group id                  |
 //! | `u:<uuid>` / `un:<name>`     | user JSON / user id                    |
+//! | `uc:<uuid>`                  | the user's rate limits, when it has any (`user_limits.rs`) |
 //! | `k:<public id>`              | key record (secret hash, usage figures) |
 //! | `kc:<public id>`             | the key's usage control, when it has any (`controls.rs`) |
 //! | `a:<seq, big-endian u64>`    | audit event (also the change feed)     |
@@ -61,6 +62,11 @@ pub(crate) fn group_name(name: &str) -> Vec<u8> {
 
 pub(crate) fn user(id: Uuid) -> Vec<u8> {
     join(USERS, id.as_bytes())
+}
+
+/// A user's rate limits (`user_limits.rs`), beside its record.
+pub(crate) fn user_controls(id: Uuid) -> Vec<u8> {
+    join(b"uc:", id.as_bytes())
 }
 
 pub(crate) fn user_name(name: &str) -> Vec<u8> {

@@ -34,6 +34,7 @@ mod space;
 mod sweep;
 mod tx;
 mod usage;
+mod user_limits;
 mod users;
 
 use std::ops::Bound;
@@ -238,6 +239,8 @@ struct Inner {
     usage: UsageBuffer,
     /// Metered keys' allowlists, rate limiters and credits (`controls.rs`).
     meters: controls::Meters,
+    /// Users' rate limiters, one set per user shared by its keys (`user_limits.rs`).
+    user_meters: user_limits::UserMeters,
     /// Serializes management writes (see [`Store::write`]). A std mutex: it is held only
     /// for a transaction and a flush, never across an `.await`.
     write_lock: Mutex<()>,
@@ -505,6 +508,7 @@ impl Store {
             cache: VerifyCache::new(config.verify_cache_entries),
             usage: UsageBuffer::default(),
             meters: controls::Meters::default(),
+            user_meters: user_limits::UserMeters::default(),
             write_lock: Mutex::new(()),
             events,
             _stop_flusher: config.usage_flush_interval.map(|_| stop),

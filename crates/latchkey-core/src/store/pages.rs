@@ -19,6 +19,7 @@ impl Store {
     /// `next_cursor`). A bad limit or cursor is an `Invalid` error naming the field.
     pub fn users_page(&self, limit: usize, cursor: Option<&str>) -> Result<Page<User>, StoreError> {
         self.records_page(layout::USERS, limit, cursor, |_: &User| true)
+            .and_then(|page| self.users_viewed(page))
     }
 
     /// [`Store::users_page`] over the users the caller sees. A tenant-bound caller's page
@@ -31,6 +32,19 @@ impl Store {
         cursor: Option<&str>,
     ) -> Result<Page<User>, StoreError> {
         self.records_page(layout::USERS, limit, cursor, |u: &User| actor.sees(u))
+            .and_then(|page| self.users_viewed(page))
+    }
+
+    /// A page of user records as the API shows them (with their rate limits).
+    fn users_viewed(&self, page: Page<User>) -> Result<Page<User>, StoreError> {
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|u| self.user_view(u))
+                .collect::<Result<_, _>>()?,
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// Groups, oldest first, one page at a time, as [`Store::users_page`].

@@ -5,9 +5,11 @@ use uuid::Uuid;
 use super::counters::Counter;
 use super::names::NameIndex;
 use super::tx::{Invalidate, Tx, TxResult, abort};
+use super::user_limits::{put_user_limits_in, user_limits_in};
 use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
+use crate::controls::check_rate_limits;
 use crate::error::{Entity, StoreError};
 use crate::limits::{MAX_TENANT_BYTES, check_groups, check_permission_edit, check_permissions};
 use crate::model::{Group, NewUser, User, UserPatch, validate_principal_name, validate_text};
@@ -32,6 +34,7 @@ impl Store {
             .and_then(|()| validate_optional("organization_id", new.organization_id.as_deref()))
             .and_then(|()| check_permissions("permissions", &new.permissions))
             .and_then(|()| check_groups("groups", new.groups.len()))
+            .and_then(|()| check_rate_limits(&new.rate_limits))
             .and_then(|()| actor.place(new.tenant_id.as_deref(), new.organization_id.as_deref()));
         let (tenant_id, organization_id) = match placed {
             Ok(placed) => placed,
@@ -50,12 +53,14 @@ impl Store {
             organization_id,
             created_at: tx.now,
             updated_at: tx.now,
+            rate_limits: new.rate_limits.clone(),
         };
         let grants = user_grants_checked_in(tx, &user)?;
         if let Err(e) = actor.ensure_covers(&grants) {
             return abort(e);
         }
         tx.put(&layout::user(user.id), &user)?;
+        put_user_limits_in(tx, user.id, &user.rate_limits)?;
         tx.count(Counter::Users, 1)?;
         NameIndex::USERS.insert(tx, &user.name, user.id)?;
         tx.record(Action::UserCreate, user.id, Some(user.id));
@@ -65,8 +70,10 @@ impl Store {
     /// A user by id or by name.
     pub fn user(&self, reference: &str) -> Result<User, StoreError> {
         let id = self.user_id(reference)?;
-        self.get(&layout::user(id))?
-            .ok_or_else(|| StoreError::not_found(Entity::User, reference))
+        let user = self
+            .get(&layout::user(id))?
+            .ok_or_else(|| StoreError::not_found(Entity::User, reference))?;
+        self.user_view(user)
     }
 
     /// Resolves a user id or name to its id.
@@ -76,7 +83,10 @@ impl Store {
 
     /// Every user, oldest first.
     pub fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.scan(layout::USERS)
+        self.scan(layout::USERS)?
+            .into_iter()
+            .map(|u| self.user_view(u))
+            .collect()
     }
 
     /// What a user holds: its direct permissions and its groups'.
@@ -112,6 +122,7 @@ impl Store {
             else {
                 return abort(StoreError::not_found(Entity::User, id));
             };
+            user.rate_limits = user_limits_in(tx, id)?;
             let original = user.clone();
             let before = user_grants_in(tx, &user)?;
             if let Err(e) = actor.ensure_covers(&before) {
@@ -146,6 +157,9 @@ impl Store {
             if let Some(organization) = &patch.organization_id {
                 user.organization_id = organization.clone();
             }
+            if let Some(limits) = &patch.rate_limits {
+                user.rate_limits = limits.clone();
+            }
             if let Err(e) = check_groups("groups", user.groups.len())
                 .and_then(|()| check_permissions("permissions", &user.permissions))
             {
@@ -160,6 +174,9 @@ impl Store {
             }
             user.updated_at = tx.now;
             tx.put(&layout::user(id), &user)?;
+            if user.rate_limits != original.rate_limits {
+                put_user_limits_in(tx, id, &user.rate_limits)?;
+            }
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserUpdate, id, Some(id));
             tx.invalidate(Invalidate::All);
@@ -188,6 +205,7 @@ impl Store {
             }
             tx.revoke_user_keys_in(id, head, false)?;
             tx.remove(&layout::user(id))?;
+            put_user_limits_in(tx, id, &[])?;
             tx.count(Counter::Users, -1)?;
             NameIndex::USERS.remove(tx, &user.name)?;
             admin_keys.ensure_one_remains(tx)?;
@@ -246,5 +264,8 @@ fn check_user_patch(patch: &UserPatch) -> Result<(), StoreError> {
     }
     check_groups("add_groups", patch.add_groups.len())?;
     check_groups("remove_groups", patch.remove_groups.len())?;
+    if let Some(limits) = &patch.rate_limits {
+        check_rate_limits(limits)?;
+    }
     check_permission_edit(&patch.permissions)
 }

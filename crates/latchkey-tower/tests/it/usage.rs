@@ -7,7 +7,8 @@ use axum::extract::ConnectInfo;
 use axum::routing;
 use axum::{Json, Router};
 use latchkey_tower::latchkey_core::{
-    Actor, Credits, CreditsPatch, KeyPatch, NewKey, RateLimit, Refill, RefillInterval,
+    Actor, Credits, CreditsPatch, KeyPatch, NewKey, NewUser, RateLimit, Refill, RefillInterval,
+    UserPatch,
 };
 use latchkey_tower::{IpNet, Permission, Principal, RequirePermission};
 use serde_json::{Value, json};
@@ -407,4 +408,128 @@ async fn bad_usage_control_is_refused_and_changes_nothing() {
     };
     assert!(fx.store.create_key(&admin, bad).is_err());
     assert_eq!(count(&fx), keys);
+}
+
+/// A user holding `orders:read` with `rate_limits`, and two keys of it.
+fn limited_user(
+    fx: &Fixture,
+    rate_limits: Vec<RateLimit>,
+) -> (
+    latchkey_tower::latchkey_core::User,
+    latchkey_tower::latchkey_core::CreatedKey,
+    latchkey_tower::latchkey_core::CreatedKey,
+) {
+    let user = fx.user_with(NewUser {
+        name: "partner".into(),
+        permissions: perms(&["orders:read"]),
+        rate_limits,
+        ..NewUser::default()
+    });
+    assert_eq!(fx.store.user("partner").unwrap().rate_limits.len(), 1);
+    (user.clone(), fx.key(&user), fx.key(&user))
+}
+
+/// `GET /whoami` with `key`.
+async fn whoami(app: &axum::Router, key: &latchkey_tower::latchkey_core::CreatedKey) -> Reply {
+    send(app, get_with("/whoami", key.secret.expose())).await
+}
+
+#[tokio::test]
+async fn a_user_limit_is_shared_by_all_its_keys() {
+    let fx = Fixture::new();
+    let (_, a, b) = limited_user(&fx, vec![limit("default", 3, 60)]);
+    let app = app(fx.layer());
+    whoami(&app, &a).await.assert_ok();
+    whoami(&app, &a).await.assert_ok();
+    whoami(&app, &b).await.assert_ok();
+    // Three in all: both keys are refused, by the user's limit.
+    for key in [&b, &a] {
+        let reply = whoami(&app, key).await;
+        assert_rate_limited(&reply, "user:default", 3, 60);
+    }
+    fx.clock.advance(Duration::seconds(61));
+    whoami(&app, &b).await.assert_ok();
+}
+
+#[tokio::test]
+async fn a_key_limit_and_its_user_limit_both_apply_the_tighter_refuses() {
+    let fx = Fixture::new();
+    let (user, a, _) = limited_user(&fx, vec![limit("default", 5, 60)]);
+    let tight = fx.key_with(NewKey {
+        rate_limits: vec![limit("default", 2, 60)],
+        ..new_key(&user, latchkey_tower::Env::Live)
+    });
+    let app = app(fx.layer());
+    whoami(&app, &tight).await.assert_ok();
+    whoami(&app, &tight).await.assert_ok();
+    // The key's own limit is the tighter: it refuses, and the user's counts nothing more.
+    assert_rate_limited(&whoami(&app, &tight).await, "default", 2, 60);
+    for _ in 0..3 {
+        whoami(&app, &a).await.assert_ok();
+    }
+    // Five in all for the user: its limit refuses the key that has none of its own.
+    assert_rate_limited(&whoami(&app, &a).await, "user:default", 5, 60);
+}
+
+#[tokio::test]
+async fn a_user_patch_changes_the_limit_of_all_its_keys_at_once() {
+    let fx = Fixture::new();
+    let (user, a, b) = limited_user(&fx, vec![limit("default", 2, 60)]);
+    let app = app(fx.layer());
+    whoami(&app, &a).await.assert_ok();
+    whoami(&app, &b).await.assert_ok();
+    assert_rate_limited(&whoami(&app, &a).await, "user:default", 2, 60);
+    // PATCH {"rate_limits": null}: both keys pass again on their next request.
+    let clear = UserPatch {
+        rate_limits: Some(Vec::new()),
+        ..UserPatch::default()
+    };
+    let updated = fx
+        .store
+        .update_user(&Actor::system(), user.id, clear)
+        .unwrap();
+    assert!(updated.rate_limits.is_empty());
+    assert!(fx.store.user("partner").unwrap().rate_limits.is_empty());
+    for key in [&a, &b, &a] {
+        whoami(&app, key).await.assert_ok();
+    }
+    // A new, tighter limit reaches them too.
+    let set = UserPatch {
+        rate_limits: Some(vec![limit("hourly", 1, 3600)]),
+        ..UserPatch::default()
+    };
+    fx.store
+        .update_user(&Actor::system(), user.id, set)
+        .unwrap();
+    whoami(&app, &b).await.assert_ok();
+    assert_rate_limited(&whoami(&app, &a).await, "user:hourly", 1, 3600);
+}
+
+#[test]
+fn bad_user_limits_are_refused_and_change_nothing() {
+    let fx = Fixture::new();
+    let (user, _, _) = limited_user(&fx, vec![limit("default", 2, 60)]);
+    let nine: Vec<_> = (0..9).map(|i| limit(&format!("l{i}"), 1, 1)).collect();
+    for bad in [nine, vec![limit("a b", 1, 1)], vec![limit("x", 0, 60)]] {
+        let patch = UserPatch {
+            rate_limits: Some(bad.clone()),
+            ..UserPatch::default()
+        };
+        let err = fx
+            .store
+            .update_user(&Actor::system(), user.id, patch)
+            .unwrap_err();
+        assert!(err.to_string().contains("rate_limits"), "{err}");
+        let new = NewUser {
+            name: "other".into(),
+            rate_limits: bad,
+            ..NewUser::default()
+        };
+        assert!(fx.store.create_user(&Actor::system(), new).is_err());
+    }
+    assert_eq!(
+        fx.store.user("partner").unwrap().rate_limits,
+        vec![limit("default", 2, 60)]
+    );
+    assert!(fx.store.user("other").is_err());
 }

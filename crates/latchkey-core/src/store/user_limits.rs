@@ -1,0 +1,174 @@
+//! A user's rate limits as stored (`uc:<user uuid>`, beside the user record, so user
+//! records written before them decode as they are), and their run-time limiters: one GCRA
+//! state per limit and user, shared by every key of the user in this process (a user limit
+//! of 10 a minute with two keys allows 10 in all).
+//!
+//! A change to them invalidates the whole verify cache, as any change to a user does, so
+//! the next request of each of its keys joins the new limiters.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::tx::{Tx, TxResult};
+use super::{Store, layout};
+use crate::clock::Clock;
+use crate::controls::RateLimit;
+use crate::error::StoreError;
+use crate::meter::{Limit, UserMeter};
+use crate::model::User;
+
+/// A user's usage control as stored (postcard); absent when it has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UserLimitsRecord {
+    pub(crate) rate_limits: Vec<RateLimit>,
+}
+
+/// Every rate-limited user's limiters, by user id.
+#[derive(Default)]
+pub(crate) struct UserMeters(Mutex<HashMap<Uuid, Arc<UserMeter>>>);
+
+impl std::fmt::Debug for UserMeters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserMeters").finish_non_exhaustive()
+    }
+}
+
+impl UserMeters {
+    /// The limiters of `user` as `limits` describe them: the ones in use when built from
+    /// the same limits, else new ones. `None` (and forgotten) when it has none.
+    fn meter(
+        &self,
+        user: Uuid,
+        limits: &[RateLimit],
+        clock: &Arc<dyn Clock>,
+    ) -> Option<Arc<UserMeter>> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if limits.is_empty() {
+            all.remove(&user);
+            return None;
+        }
+        if let Some(meter) = all.get(&user).filter(|m| m.rules == limits) {
+            return Some(Arc::clone(meter));
+        }
+        let meter = Arc::new(UserMeter {
+            rules: limits.to_vec(),
+            limits: limits
+                .iter()
+                .map(|rule| {
+                    let named = RateLimit {
+                        name: format!("user:{}", rule.name),
+                        ..rule.clone()
+                    };
+                    Limit::new(named, clock)
+                })
+                .collect(),
+        });
+        all.insert(user, Arc::clone(&meter));
+        Some(meter)
+    }
+}
+
+impl Store {
+    /// A user as the API shows it: its record with its rate limits.
+    pub(super) fn user_view(&self, mut user: User) -> Result<User, StoreError> {
+        user.rate_limits = self
+            .get::<UserLimitsRecord>(&layout::user_controls(user.id))?
+            .unwrap_or_default()
+            .rate_limits;
+        Ok(user)
+    }
+
+    /// The limiters every key of `user` shares, for verification.
+    pub(super) fn user_meter(&self, user: Uuid) -> Result<Option<Arc<UserMeter>>, StoreError> {
+        let limits = self
+            .get::<UserLimitsRecord>(&layout::user_controls(user))?
+            .unwrap_or_default()
+            .rate_limits;
+        Ok(self
+            .inner
+            .user_meters
+            .meter(user, &limits, &self.inner.clock))
+    }
+}
+
+/// A user's rate limits, read inside a transaction.
+pub(super) fn user_limits_in(tx: &Tx<'_>, user: Uuid) -> TxResult<Vec<RateLimit>> {
+    Ok(tx
+        .get::<UserLimitsRecord>(&layout::user_controls(user))?
+        .unwrap_or_default()
+        .rate_limits)
+}
+
+/// Writes a user's rate limits (none: removes the record).
+pub(super) fn put_user_limits_in(tx: &Tx<'_>, user: Uuid, limits: &[RateLimit]) -> TxResult<()> {
+    let path = layout::user_controls(user);
+    if limits.is_empty() {
+        tx.remove(&path)
+    } else {
+        tx.put(
+            &path,
+            &UserLimitsRecord {
+                rate_limits: limits.to_vec(),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::permission::PermissionSet;
+
+    /// The user record as every build before user rate limits wrote it.
+    #[derive(Serialize, Deserialize)]
+    struct UserBefore {
+        id: Uuid,
+        name: String,
+        enabled: bool,
+        groups: Vec<Uuid>,
+        permissions: PermissionSet,
+        tenant_id: Option<String>,
+        organization_id: Option<String>,
+        #[serde(with = "time::serde::rfc3339")]
+        created_at: time::OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        updated_at: time::OffsetDateTime,
+    }
+
+    #[test]
+    fn user_records_keep_their_encoding() {
+        let at = time::macros::datetime!(2026-06-01 12:00 UTC);
+        let before = UserBefore {
+            id: Uuid::now_v7(),
+            name: "partner".into(),
+            enabled: true,
+            groups: vec![Uuid::now_v7()],
+            permissions: PermissionSet::parse(["orders:read"]).unwrap(),
+            tenant_id: Some("acme".into()),
+            organization_id: None,
+            created_at: at,
+            updated_at: at,
+        };
+        let old = postcard::to_stdvec(&before).unwrap();
+        let user: User = postcard::from_bytes(&old).unwrap();
+        assert_eq!(user.name, "partner");
+        assert_eq!(user.tenant_id.as_deref(), Some("acme"));
+        assert!(user.rate_limits.is_empty());
+        let limited = User {
+            rate_limits: vec![RateLimit {
+                name: "default".into(),
+                limit: 10,
+                window_seconds: 60,
+            }],
+            ..user
+        };
+        assert_eq!(postcard::to_stdvec(&limited).unwrap(), old);
+        let json = serde_json::to_value(&limited).unwrap();
+        assert_eq!(json["rate_limits"][0]["limit"], 10);
+        let back: User = serde_json::from_value(json).unwrap();
+        assert_eq!(back, limited);
+    }
+}
