@@ -67,6 +67,12 @@ pub const MAX_ALLOWED_IPS: usize = 64;
 /// The cost of one request for a route.
 pub const MAX_COST: u32 = 1_000_000;
 
+/// The most a remote verifier's lease may ask of one bucket at once (`POST /v1/leases`).
+pub const MAX_LEASE: u64 = 100_000;
+
+/// The most buckets one lease request names.
+pub const MAX_LEASE_BUCKETS: usize = 32;
+
 /// [`check_permissions`] over a change's `permissions`, `add_permissions` and
 /// `remove_permissions`, each error naming its member.
 pub fn check_permission_edit(

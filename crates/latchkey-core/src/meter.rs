@@ -168,6 +168,52 @@ impl Meter {
     pub fn rate_limits(&self) -> impl Iterator<Item = &RateLimit> {
         self.0.limits.iter().map(|l| &l.rule)
     }
+
+    /// The key's IP allowlist (empty: any address).
+    pub fn allowed_ips(&self) -> &[IpNet] {
+        &self.0.allowed_ips
+    }
+
+    /// Whether the key has credits.
+    pub fn has_credits(&self) -> bool {
+        self.0.credits.is_some()
+    }
+
+    /// Takes up to `want` requests' worth of the rate limit `name` for a remote verifier's
+    /// lease: as much as the limit allows now (trying halves), or the refusal when not even
+    /// one request would pass. `None` when the key has no such limit.
+    pub fn lease_limit(&self, name: &str, want: u32) -> Option<Result<u32, RateLimited>> {
+        let limit = self.0.limits.iter().find(|l| l.rule.name == name)?;
+        let mut asked = want.clamp(1, limit.rule.limit);
+        loop {
+            match limit.check(asked, &self.0.clock) {
+                Ok(_) => return Some(Ok(asked)),
+                Err(_) if asked > 1 => asked /= 2,
+                Err(VerifyError::RateLimited(refused)) => return Some(Err(*refused)),
+                Err(_) => return Some(Ok(0)),
+            }
+        }
+    }
+
+    /// Takes up to `want` credits for a remote verifier's lease (trying halves), and at
+    /// most a twentieth of what is left, so the last credits go a few at a time; 0 when
+    /// none are left or the key has none.
+    pub fn lease_credits(&self, want: u64) -> Result<u64, VerifyError> {
+        let Some(credits) = &self.0.credits else {
+            return Ok(0);
+        };
+        let now = self.0.clock.unix_nanos();
+        let left = credits.left.load(Ordering::Acquire) + credits.slice.load(Ordering::Acquire);
+        let mut asked = want.min(left.div_ceil(20)).max(1);
+        loop {
+            match credits.consume(asked, now) {
+                Ok(_) => return Ok(asked),
+                Err(VerifyError::UsageExceeded) if asked > 1 => asked /= 2,
+                Err(VerifyError::UsageExceeded) => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// The store's clock as `governor` reads it: Unix nanoseconds.

@@ -102,6 +102,7 @@ mod client;
 mod config;
 mod error;
 mod feed;
+mod lease;
 mod sse;
 mod tls;
 mod usage;
