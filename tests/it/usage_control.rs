@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::Fixture;
+use crate::harness::{Daemon, Fixture};
 
 #[test]
 fn cli_flags_round_trip_and_the_daemon_enforces_them() {
@@ -144,4 +144,62 @@ fn user_rate_limits_round_trip_and_bind_all_its_keys() {
     let cleared = fx.json(&["users", "update", "partner", "--clear-rate-limits"]);
     assert_eq!(cleared["rate_limits"], json!([]));
     assert_eq!(call(&a).status, 200);
+}
+
+/// Credits through a `kill -9`: the daemon spends reserved slices, so what it had granted
+/// stays spent and what it held unspent is lost, never granted twice; a graceful stop gives
+/// the unspent slice back.
+#[test]
+fn credits_are_never_granted_twice_across_a_kill_9() {
+    let fx = Fixture::new();
+    fx.user("partner", "latchkey:keys:read");
+    let bought = 100;
+    let (created, secret) = fx.key("partner", "metered", &["--credits", &bought.to_string()]);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (admin, db) = (fx.admin.clone(), fx.db());
+    let Fixture { dir, daemon, .. } = fx;
+    let remaining = |daemon: &Daemon| {
+        let shown = daemon.http("GET", &format!("/v1/keys/{id}"), Some(&admin), None);
+        shown.body["credits"]["remaining"].as_u64().unwrap()
+    };
+    let spend = |daemon: &Daemon, at_most: u64| {
+        let mut accepted = 0;
+        while accepted < at_most {
+            let answer = daemon.http("GET", "/v1/keys?limit=1", Some(&secret), None);
+            if answer.status == 429 {
+                answer.problem(429, "usage_exceeded");
+                break;
+            }
+            assert_eq!(answer.status, 200, "{answer:#?}");
+            accepted += 1;
+        }
+        accepted
+    };
+
+    let mut accepted = spend(&daemon, 30);
+    assert_eq!(accepted, 30);
+    daemon.kill();
+    let daemon = Daemon::start(&db);
+    let left = remaining(&daemon);
+    let lost = bought - accepted - left;
+    assert!(
+        left <= bought - accepted,
+        "{left} left after {accepted} accepted"
+    );
+    // At most the unspent slice, which is smaller than what was spent before it.
+    assert!(lost < accepted, "{lost} lost");
+
+    // A graceful stop gives the unspent slice back: nothing lost.
+    accepted += spend(&daemon, 10);
+    let status = daemon.terminate();
+    assert!(status.success(), "{status:?}");
+    let daemon = Daemon::start(&db);
+    assert_eq!(remaining(&daemon), bought - accepted - lost);
+
+    // Spent to the end: every credit granted once, those lost to the crash never.
+    accepted += spend(&daemon, bought);
+    assert_eq!(accepted, bought - lost);
+    assert_eq!(remaining(&daemon), 0);
+    drop(daemon);
+    drop(dir);
 }

@@ -7,7 +7,9 @@ use latchkey_core::Store;
 
 use crate::MetricsAccess;
 use crate::caller::Operator;
-use crate::handlers::{audit, backup, events, groups, import, keys, system, usage, users, verify};
+use crate::handlers::{
+    audit, backup, events, groups, import, keys, leases, system, usage, users, verify,
+};
 use crate::state::AppState;
 use crate::{auth, metrics};
 
@@ -36,6 +38,7 @@ fn v1() -> Router<AppState> {
         .route("/keys/{id}/revoke", post(keys::revoke))
         .route("/keys/{id}/rotate", post(keys::rotate))
         .route("/verify", post(verify::verify))
+        .route("/leases", post(leases::lease))
         .route("/usage", post(usage::report))
         .route("/events", get(events::stream))
         .route("/audit", get(audit::list))

@@ -67,6 +67,12 @@ pub const MAX_ALLOWED_IPS: usize = 64;
 /// The cost of one request for a route.
 pub const MAX_COST: u32 = 1_000_000;
 
+/// The most a remote verifier's lease may ask of one bucket at once (`POST /v1/leases`).
+pub const MAX_LEASE: u64 = 100_000;
+
+/// The most buckets one lease request names.
+pub const MAX_LEASE_BUCKETS: usize = 32;
+
 /// [`check_permissions`] over an edit's sets, each error naming its member of the API's
 /// bodies: `permissions`, `add_permissions` or `remove_permissions`.
 pub fn check_permission_edit(edit: &PermissionEdit) -> Result<(), StoreError> {

@@ -179,15 +179,20 @@ impl Meter {
             return Ok(());
         };
         let now = meter.clock.unix_nanos();
-        let remaining = credits.consume(u64::from(cost), now)?;
+        let remaining = if cost == 0 {
+            credits.left.load(Ordering::Acquire) + credits.slice.load(Ordering::Acquire)
+        } else {
+            credits.consume(u64::from(cost), now)?
+        };
         if let Some(report) = report {
-            let next = credits.next_refill.load(Ordering::Acquire);
+            let next = credits.period.load(Ordering::Acquire);
             report.push(LimitState {
                 name: "credits".into(),
                 limit: None,
                 window_seconds: None,
                 remaining,
-                reset_seconds: (next != i64::MAX).then(|| seconds_until(i128::from(next), now)),
+                reset_seconds: (credits.refill.is_some() && next != i64::MAX)
+                    .then(|| seconds_until(i128::from(next), now)),
             });
         }
         Ok(())
@@ -196,6 +201,52 @@ impl Meter {
     /// The key's rate limits.
     pub fn rate_limits(&self) -> impl Iterator<Item = &RateLimit> {
         self.0.limits.iter().map(|l| &l.rule)
+    }
+
+    /// The key's IP allowlist (empty: any address).
+    pub fn allowed_ips(&self) -> &[IpNet] {
+        &self.0.allowed_ips
+    }
+
+    /// Whether the key has credits.
+    pub fn has_credits(&self) -> bool {
+        self.0.credits.is_some()
+    }
+
+    /// Takes up to `want` requests' worth of the rate limit `name` for a remote verifier's
+    /// lease: as much as the limit allows now (trying halves), or the refusal when not even
+    /// one request would pass. `None` when the key has no such limit.
+    pub fn lease_limit(&self, name: &str, want: u32) -> Option<Result<u32, RateLimited>> {
+        let limit = self.0.limits.iter().find(|l| l.rule.name == name)?;
+        let mut asked = want.clamp(1, limit.rule.limit);
+        loop {
+            match limit.check(asked, &self.0.clock) {
+                Ok(_) => return Some(Ok(asked)),
+                Err(_) if asked > 1 => asked /= 2,
+                Err(VerifyError::RateLimited(refused)) => return Some(Err(*refused)),
+                Err(_) => return Some(Ok(0)),
+            }
+        }
+    }
+
+    /// Takes up to `want` credits for a remote verifier's lease (trying halves), and at
+    /// most a twentieth of what is left, so the last credits go a few at a time; 0 when
+    /// none are left or the key has none.
+    pub fn lease_credits(&self, want: u64) -> Result<u64, VerifyError> {
+        let Some(credits) = &self.0.credits else {
+            return Ok(0);
+        };
+        let now = self.0.clock.unix_nanos();
+        let left = credits.left.load(Ordering::Acquire) + credits.slice.load(Ordering::Acquire);
+        let mut asked = want.min(left.div_ceil(20)).max(1);
+        loop {
+            match credits.consume(asked, now) {
+                Ok(_) => return Ok(asked),
+                Err(VerifyError::UsageExceeded) if asked > 1 => asked /= 2,
+                Err(VerifyError::UsageExceeded) => return Ok(0),
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -283,61 +334,135 @@ impl Limit {
     }
 }
 
-/// Credits at run time: what is left and when the next refill is due, both atomic.
+/// Where a meter's credits come from: the store's balance, a slice at a time
+/// (`store/controls.rs`), so that several processes on one database never grant together
+/// more than was bought.
+pub(crate) trait CreditSource: Send + Sync {
+    /// Takes from the balance, durably, at least `at_least` and up to `want` credits (none
+    /// when fewer than `at_least` are left), after a refill that has come due.
+    fn reserve(&self, at_least: u64, want: u64) -> Result<Reserved, VerifyError>;
+}
+
+/// What a [`CreditSource`] granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reserved {
+    /// Credits now this meter's to spend (0: fewer than `at_least` were left).
+    pub(crate) granted: u64,
+    /// The balance left in the store after the grant.
+    pub(crate) left: u64,
+    /// The end of the refill period the grant belongs to (Unix nanoseconds of the next
+    /// refill; `i64::MAX` without a refill).
+    pub(crate) period: i64,
+}
+
+/// The largest slice a meter reserves at once: at most this many credits are counted as
+/// spent when a process dies holding them.
+pub(crate) const MAX_SLICE: u64 = 1_000;
+
+/// Credits at run time: a *slice* reserved from the store's balance and spent locally; a
+/// new slice is reserved when it runs out (see `store/controls.rs` for the whole scheme).
 pub(crate) struct CreditMeter {
-    pub(crate) remaining: AtomicU64,
-    /// Unix nanoseconds of the next refill; `i64::MAX` for none.
-    pub(crate) next_refill: AtomicI64,
+    /// Reserved and not yet spent.
+    pub(crate) slice: AtomicU64,
+    /// The refill period the slice belongs to (its end, Unix nanoseconds; `i64::MAX` for
+    /// none): once it is over, the slice is void.
+    pub(crate) period: AtomicI64,
+    /// The store's balance as this process last saw it (after its own reservations and
+    /// changes), for the figures a verification reports.
+    pub(crate) left: AtomicU64,
     pub(crate) refill: Option<Refill>,
-    /// Something changed since the last flush.
-    pub(crate) dirty: AtomicBool,
-    refilling: Mutex<()>,
+    /// Spent since the last flush: an idle slice goes back to the store at a flush.
+    pub(crate) used: AtomicBool,
+    /// The size of the next reservation: it doubles while the key is busy, up to
+    /// [`MAX_SLICE`], so a busy key costs few transactions and a quiet one holds little.
+    next_want: AtomicU64,
+    /// One reservation at a time per key.
+    reserving: Mutex<()>,
+    source: Box<dyn CreditSource>,
 }
 
 impl CreditMeter {
-    pub(crate) fn new(remaining: u64, refill: Option<Refill>, next_refill: Option<i128>) -> Self {
-        let next = next_refill.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    pub(crate) fn new(
+        left: u64,
+        refill: Option<Refill>,
+        period: i64,
+        source: Box<dyn CreditSource>,
+    ) -> Self {
         CreditMeter {
-            remaining: AtomicU64::new(remaining),
-            next_refill: AtomicI64::new(if refill.is_some() { next } else { i64::MAX }),
+            slice: AtomicU64::new(0),
+            period: AtomicI64::new(period),
+            left: AtomicU64::new(left),
             refill,
-            dirty: AtomicBool::new(false),
-            refilling: Mutex::new(()),
+            used: AtomicBool::new(false),
+            next_want: AtomicU64::new(1),
+            reserving: Mutex::new(()),
+            source,
         }
     }
 
-    /// Takes `cost`; answers what is left.
-    fn consume(&self, cost: u64, now: i128) -> Result<u64, VerifyError> {
-        self.refill_if_due(now);
-        let taken = self
-            .remaining
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                left.checked_sub(cost)
-            });
-        match taken {
-            Ok(before) => {
-                self.dirty.store(true, Ordering::Relaxed);
-                Ok(before - cost)
+    /// Takes `cost`, reserving from the store when the slice is short; answers what is
+    /// left (the store's balance as last seen plus the slice).
+    pub(crate) fn consume(&self, cost: u64, now: i128) -> Result<u64, VerifyError> {
+        loop {
+            if now < i128::from(self.period.load(Ordering::Acquire))
+                && let Ok(before) =
+                    self.slice
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| s.checked_sub(cost))
+            {
+                self.used.store(true, Ordering::Relaxed);
+                return Ok(self.left.load(Ordering::Acquire) + before - cost);
             }
-            Err(_) => Err(VerifyError::UsageExceeded),
+            self.reserve(cost, now)?;
         }
     }
 
-    /// Sets the credits to the refill's amount when its time has come.
-    pub(crate) fn refill_if_due(&self, now: i128) {
-        if now < i128::from(self.next_refill.load(Ordering::Acquire)) {
-            return;
+    /// Reserves what `cost` lacks (and more, for the requests to come); `UsageExceeded`
+    /// when the store has too little left.
+    fn reserve(&self, cost: u64, now: i128) -> Result<(), VerifyError> {
+        let _one = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
+        let period = self.period.load(Ordering::Acquire);
+        if now >= i128::from(period) {
+            // A refill came due: what is left of the last period's slice is void.
+            self.slice.store(0, Ordering::Release);
         }
-        let Some(refill) = self.refill else { return };
-        let _one = self.refilling.lock().unwrap_or_else(|e| e.into_inner());
-        if now < i128::from(self.next_refill.load(Ordering::Acquire)) {
-            return;
+        let have = self.slice.load(Ordering::Acquire);
+        if have >= cost && now < i128::from(period) {
+            // Another request reserved meanwhile.
+            return Ok(());
         }
-        self.remaining.store(refill.amount, Ordering::Release);
-        let next = next_refill_after(&refill, now);
-        self.next_refill
-            .store(i64::try_from(next).unwrap_or(i64::MAX), Ordering::Release);
-        self.dirty.store(true, Ordering::Relaxed);
+        let at_least = cost - have;
+        let want = self.next_want.load(Ordering::Relaxed).max(at_least);
+        let reserved = self.source.reserve(at_least, want)?;
+        self.left.store(reserved.left, Ordering::Release);
+        if reserved.period != period {
+            // Granted in another period than the slice's: the old slice is void.
+            self.slice.store(0, Ordering::Release);
+            self.period.store(reserved.period, Ordering::Release);
+        }
+        if reserved.granted == 0 {
+            return Err(VerifyError::UsageExceeded);
+        }
+        self.slice.fetch_add(reserved.granted, Ordering::AcqRel);
+        self.next_want
+            .store((want * 2).min(MAX_SLICE), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes the unspent slice away (to give it back or carry it over), with its period.
+    /// Lock-free: a store closing while this meter reserves gives back what it can.
+    pub(crate) fn take_slice(&self) -> (u64, i64) {
+        self.next_want.store(1, Ordering::Relaxed);
+        (
+            self.slice.swap(0, Ordering::AcqRel),
+            self.period.load(Ordering::Acquire),
+        )
+    }
+
+    /// Adds a slice taken from another meter of the same key, when of the same period.
+    pub(crate) fn put_slice(&self, slice: u64, period: i64) {
+        if slice > 0 && self.period.load(Ordering::Acquire) == period {
+            self.slice.fetch_add(slice, Ordering::AcqRel);
+        }
     }
 }
 

@@ -5,6 +5,9 @@
 //! Core never speaks HTTP: these are plain serde types. With the `openapi` feature they
 //! also derive their JSON schema for the management API's OpenAPI document.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -71,6 +74,106 @@ pub struct VerifyResponse {
         with = "time::serde::rfc3339::option"
     )]
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// The body of `POST /v1/leases`: a remote verifier asks for slices of a key's rate limits
+/// and credits, to admit requests from them without asking the daemon each time.
+// Its `Debug` shows the key's display prefix only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The full key presented to the service.
+    pub key: String,
+    /// The client's address, checked against the key's `allowed_ips` when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Ipv4))]
+    pub client_ip: Option<IpAddr>,
+    /// What to lease, at most 32 buckets.
+    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
+    pub buckets: Vec<BucketWant>,
+}
+
+impl std::fmt::Debug for LeaseRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseRequest")
+            .field("key", &crate::key::Redacted(&self.key))
+            .field("client_ip", &self.client_ip)
+            .field("buckets", &self.buckets)
+            .finish()
+    }
+}
+
+/// What a lease is of: one of the key's rate limits, or its credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BucketKind {
+    /// A rate limit of the key, by `name`.
+    RateLimit,
+    /// The key's credits (no `name`).
+    Credits,
+}
+
+/// One bucket a lease asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BucketWant {
+    /// A rate limit or the credits.
+    pub kind: BucketKind,
+    /// The rate limit's name (absent for credits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How many requests' worth to lease, 1 to 100,000 (the daemon may grant fewer).
+    #[serde(deserialize_with = "integer")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100_000))]
+    pub want: u64,
+}
+
+/// The answer of `POST /v1/leases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaseResponse {
+    /// Whether the key authenticates (and its client's address is allowed).
+    pub valid: bool,
+    /// `ok`, or why not, as `POST /v1/verify` says it.
+    pub code: String,
+    /// The key's allowlist, which the verifier checks for each request it admits itself.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub allowed_ips: Vec<IpNet>,
+    /// One grant per bucket asked for, in the same order.
+    #[serde(default)]
+    pub grants: Vec<LeaseGrant>,
+}
+
+/// What the daemon granted of one bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaseGrant {
+    /// The bucket, as asked.
+    pub kind: BucketKind,
+    /// The rate limit's name (absent for credits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How many requests' worth is the verifier's to admit (0: none now; the key has no
+    /// such bucket, or it is used up).
+    #[serde(deserialize_with = "integer")]
+    pub granted: u64,
+    /// For a rate limit: how long the grant may be used, in milliseconds (the time the
+    /// limit takes to win it back, at most its window); unused after that, it is void.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_ms: Option<u64>,
+    /// With nothing granted of a rate limit: seconds until a request could pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// The rate limit's requests per window (absent for credits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The rate limit's window (absent for credits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<u32>,
 }
 
 /// The data of the `ready` and `reset` events of `GET /v1/events`.

@@ -352,3 +352,99 @@ fn a_user_s_rate_limits_set_on_one_store_bind_its_keys_on_another() {
     let c = Store::open_at(&location.location, config()).unwrap();
     assert_eq!(c.user(&user.name).unwrap(), a.user(&user.name).unwrap());
 }
+
+/// Spends one key's credits from several threads of one store until it is refused; the
+/// number granted.
+fn spend_all(store: &Store, text: &str, threads: usize) -> u64 {
+    std::thread::scope(|scope| {
+        let spenders: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut granted = 0;
+                    loop {
+                        let principal = store.verify(text).unwrap();
+                        match admit(&principal, &Admission::default()) {
+                            Ok(()) => granted += 1,
+                            Err(VerifyError::UsageExceeded) => return granted,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        spenders.into_iter().map(|s| s.join().unwrap()).sum()
+    })
+}
+
+#[test]
+fn two_stores_spending_one_key_s_credits_never_grant_more_than_were_bought() {
+    let Some(location) = support::postgres_location() else {
+        return;
+    };
+    let a = Store::create_empty_at(&location.location, "lk", config()).unwrap();
+    let b = Store::open_at(&location.location, config()).unwrap();
+    let (_, key) = user_and_key(&a);
+    let admin = Actor::system();
+    let bought = 3_000;
+    let set = |remaining| KeyPatch {
+        credits: Some(CreditsPatch::Set {
+            remaining,
+            refill: None,
+        }),
+        ..KeyPatch::default()
+    };
+    a.update_key(&admin, key.key.id, set(bought)).unwrap();
+    let text = key.secret.expose();
+
+    // Both spend at once until refused: every credit bought is granted, once.
+    let (on_a, on_b) = std::thread::scope(|scope| {
+        let on_a = scope.spawn(|| spend_all(&a, text, 4));
+        let on_b = scope.spawn(|| spend_all(&b, text, 4));
+        (on_a.join().unwrap(), on_b.join().unwrap())
+    });
+    assert_eq!(on_a + on_b, bought, "granted {on_a} on A and {on_b} on B");
+    assert!(on_a > 0 && on_b > 0, "both spent: {on_a} and {on_b}");
+    assert_eq!(a.key(key.key.id).unwrap().credits.unwrap().remaining, 0);
+
+    // Credits added on B reach A's spending; set on A voids B's slices, so after B holds
+    // part of a balance and A sets a new one, no more than that new one is granted.
+    b.update_key(&admin, key.key.id, add(10)).unwrap();
+    assert_eq!(spend_all(&a, text, 2), 10);
+    b.update_key(&admin, key.key.id, add(500)).unwrap();
+    let mut on_b = 0;
+    for _ in 0..50 {
+        admit(&b.verify(text).unwrap(), &Admission::default()).unwrap();
+        on_b += 1;
+    }
+    a.update_key(&admin, key.key.id, set(100)).unwrap();
+    let after = spend_all(&a, text, 2) + spend_all(&b, text, 2);
+    assert_eq!(after, 100, "{on_b} spent on B before the set");
+
+    // What a store holds unspent goes back at its flush; a store that dies holding a
+    // slice loses at most that slice, never granting it twice.
+    a.update_key(&admin, key.key.id, set(1_000)).unwrap();
+    for _ in 0..40 {
+        admit(&b.verify(text).unwrap(), &Admission::default()).unwrap();
+    }
+    b.flush().unwrap();
+    assert_eq!(a.key(key.key.id).unwrap().credits.unwrap().remaining, 960);
+    for _ in 0..40 {
+        admit(&b.verify(text).unwrap(), &Admission::default()).unwrap();
+    }
+    let held = 960 - 40 - a.key(key.key.id).unwrap().credits.unwrap().remaining;
+    assert!(held <= 1_000, "a slice is bounded");
+    std::mem::forget(b);
+    let remaining = spend_all(&a, text, 2);
+    assert_eq!(
+        remaining + held + 80,
+        1_000,
+        "held {held} by the lost store"
+    );
+}
+
+fn add(amount: u64) -> KeyPatch {
+    KeyPatch {
+        credits: Some(CreditsPatch::Add(amount)),
+        ..KeyPatch::default()
+    }
+}

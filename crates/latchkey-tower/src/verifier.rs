@@ -63,6 +63,21 @@ pub trait Verifier: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`Verifier::verify_from`] wants the client's address: only then does the
+    /// layer work it out before verifying (default `false`: it is not needed to verify).
+    fn wants_client_ip(&self) -> bool {
+        false
+    }
+
+    /// [`Verifier::verify`] for a request from `client_ip` (the peer's address, or the one a
+    /// trusted proxy forwarded: see `ApiKeyAuthLayer::trust_proxies`), called instead of it
+    /// when [`Verifier::wants_client_ip`] says so. A remote verifier sends it to the daemon
+    /// and checks it against a metered key's allowlist.
+    fn verify_from(&self, key: &ApiKey, client_ip: Option<std::net::IpAddr>) -> Self::Future {
+        let _ = client_ip;
+        self.verify(key)
+    }
+
     /// Verifies a presented text that is not a latchkey key: a key imported from another
     /// system (`latchkey keys import`). `None`, the default, refuses it as malformed
     /// without any lookup; a [`Store`] answers `None` unless it holds imported keys.

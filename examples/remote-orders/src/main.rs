@@ -64,9 +64,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("listening on {}", listener.local_addr()?);
     println!("verifying keys against {url}");
 
-    axum::serve(listener, example_orders::app(verifier.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // With the peer's address, which the verifier sends for keys with an IP allowlist.
+    let app = example_orders::app(verifier.clone());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     // The last usage figures of cache hits.
     verifier.flush_usage().await;
     Ok(())

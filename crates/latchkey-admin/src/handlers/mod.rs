@@ -8,6 +8,7 @@ pub(crate) mod events;
 pub(crate) mod groups;
 pub(crate) mod import;
 pub(crate) mod keys;
+pub(crate) mod leases;
 pub(crate) mod streams;
 pub(crate) mod system;
 pub(crate) mod usage;

@@ -11,6 +11,22 @@ use crate::error::{AppError, Problem};
 use crate::extract::JsonBody;
 use crate::state::AppState;
 
+/// A presented key's verification. A malformed key is refused without a store read, as
+/// the authentication layer does, unless the store holds imported keys, which have other
+/// formats.
+pub(crate) fn verify_presented(
+    state: &AppState,
+    presented: &str,
+) -> Result<latchkey_core::Principal, VerifyError> {
+    match ApiKey::parse(presented) {
+        Ok(key) => state.verify_key(&key),
+        Err(e) => state
+            .store
+            .verify_imported(presented)
+            .unwrap_or(Err(VerifyError::Malformed(e))),
+    }
+}
+
 /// Verify a key and, optionally, that it holds permissions.
 ///
 /// Always 200 with `valid` and a `code` (`ok` when valid) for a key that does not
@@ -45,15 +61,7 @@ pub(crate) async fn verify(
             ));
         }
     };
-    // A malformed key is refused without a store read, as the authentication layer does,
-    // unless the store holds imported keys, which have other formats.
-    let verified = match ApiKey::parse(&body.key) {
-        Ok(key) => state.verify_key(&key),
-        Err(e) => state
-            .store
-            .verify_imported(&body.key)
-            .unwrap_or(Err(VerifyError::Malformed(e))),
-    };
+    let verified = verify_presented(&state, &body.key);
     let answer = match verified {
         Ok(principal) => {
             // IP → permissions → rate limits → credits: core's one order.

@@ -13,7 +13,9 @@ use utoipa::{Modify, OpenApi};
 use integers::UnsignedIntegers;
 use statuses::LayerStatuses;
 
-use crate::handlers::{audit, backup, events, groups, import, keys, system, usage, users, verify};
+use crate::handlers::{
+    audit, backup, events, groups, import, keys, leases, system, usage, users, verify,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,7 +31,7 @@ use crate::handlers::{audit, backup, events, groups, import, keys, system, usage
         users::revoke_keys,
         keys::create, keys::list, keys::show, keys::update, keys::revoke, keys::rotate,
         keys::delete,
-        verify::verify,
+        verify::verify, leases::lease,
         usage::report,
         audit::list, audit::verify, events::stream,
         backup::backup, import::import,

@@ -237,3 +237,62 @@ async fn user_rate_limits_are_set_bounded_and_cleared() {
         json!([])
     );
 }
+
+#[tokio::test]
+async fn leases_grant_slices_of_each_bucket_and_never_more_than_is_left() {
+    let h = Harness::new();
+    let (_, service) = h.user_with_key("svc", &["latchkey:verify"]).await;
+    h.post(
+        "/v1/users",
+        json!({"name": "partner", "permissions": ["orders:read"]}),
+    )
+    .await
+    .ok(201);
+    let created = h
+        .post(
+            "/v1/keys",
+            json!({"name": "k", "user_id": "partner",
+                   "rate_limits": [{"name": "default", "limit": 4, "window_seconds": 60}],
+                   "credits": {"remaining": 100},
+                   "allowed_ips": ["10.0.0.0/8"]}),
+        )
+        .await
+        .ok(201);
+    let secret = created["secret"].as_str().unwrap();
+    let buckets = json!([{"kind": "rate_limit", "name": "default", "want": 3},
+                         {"kind": "credits", "want": 50}]);
+    let lease = |body: Value| {
+        let service = service.clone();
+        let h = &h;
+        async move {
+            h.send("POST", "/v1/leases", Some(&service), Some(body))
+                .await
+                .ok(200)
+        }
+    };
+    let answer = lease(json!({"key": secret, "buckets": buckets})).await;
+    assert_eq!(answer["code"], "ok");
+    assert_eq!(answer["allowed_ips"], json!(["10.0.0.0/8"]));
+    assert_eq!(answer["grants"][0]["granted"], 3);
+    // Three of four: valid for the 45 s the limit takes to win them back.
+    assert_eq!(answer["grants"][0]["valid_ms"], 45_000);
+    // A twentieth of the 100 credits left.
+    assert_eq!(answer["grants"][1]["granted"], 5);
+    let answer = lease(json!({"key": secret, "buckets": buckets})).await;
+    assert_eq!(answer["grants"][0]["granted"], 1);
+    let answer = lease(json!({"key": secret, "buckets": buckets})).await;
+    assert_eq!(answer["grants"][0]["granted"], 0);
+    assert!(answer["grants"][0]["retry_after"].as_u64().unwrap() >= 1);
+    // What was leased is consumed at the daemon: 5 + 5 + 5 credits.
+    let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
+    assert_eq!(h.get(&uri).await.ok(200)["credits"]["remaining"], 85);
+    // The client's address, when given, is checked; a bad request is 400.
+    let answer = lease(json!({"key": secret, "client_ip": "192.0.2.1", "buckets": []})).await;
+    assert_eq!(answer["code"], "ip_not_allowed");
+    let bad = json!({"key": secret, "buckets": [{"kind": "credits", "want": 0}]});
+    h.send("POST", "/v1/leases", Some(&service), Some(bad))
+        .await
+        .problem(400, "invalid_field");
+    let answer = lease(json!({"key": "lk_live_nope", "buckets": []})).await;
+    assert_eq!(answer["valid"], false);
+}

@@ -1,29 +1,48 @@
 //! A key's usage control as stored (`kc:<public id>`, beside the key record, so records
 //! written before it decode as they are), the run-time meters built from it, and the
-//! credits' flush.
+//! credits' reservations.
 //!
-//! **Credits are durable like usage counts.** Consumption is counted in memory (an atomic
-//! per key) and the *absolute* balance is written at each usage flush, under the write lock,
-//! only by the meter built from the record's current `version`. A management change (PATCH
-//! set or add) reads the live balance under the write lock, writes the new one with a new
-//! version, and then retires the old meter: whatever the old meter let through between the
-//! read and its retirement is taken from the new one. So no flush and no PATCH ever adds
-//! back consumption; a `kill -9` loses at most the consumption since the last flush.
+//! **Credits are reserved a slice at a time.** The stored `remaining` is the balance no
+//! process holds. A meter spends a *slice* it reserved from it in a small transaction of
+//! its own (`balance -= slice`, durable before a credit of it is spent: sled flushed,
+//! PostgreSQL committed), reserves again when the slice runs out, and gives back what is
+//! unspent at a flush (an idle key's slice at each periodic flush, every slice at `flush`
+//! and at close). Slices start at 1 and double while the key stays busy, up to
+//! [`MAX_SLICE`](crate::meter::MAX_SLICE) and to an eighth of what is left, so the
+//! last credits go one at a time. So processes sharing a database never grant together
+//! more than the balance, and a `kill -9` loses at most the unspent slices, counted as
+//! spent: never granted twice.
+//!
+//! Changes compose with the slices out there:
+//! - `add` adds to the stored balance; slices stay valid (the version does not change).
+//! - `set` (and `clear`, and the drain of a rotated key) writes the new balance and a new
+//!   version: every slice reserved before is void (this process drops its own at once;
+//!   another drops its own when it applies the change, and reserves from the new balance).
+//! - Any other change (limits, allowlist, meta) writes a new version too; this process
+//!   carries its slice over to the new meter, another drops its own (counted as spent: at
+//!   most one slice per process).
+//! - A refill sets the balance at the period's start, in the first reservation after it;
+//!   a slice belongs to its period and is void after it.
+//! - A slice goes back only to the version and period it was reserved from.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::backend::{Backend, Batch};
-use super::{decode, encode, layout};
+use super::backend::{Backend, TxError};
+use super::{Inner, decode, encode, layout};
 use crate::clock::Clock;
 use crate::controls::{Credits, RateLimit, Refill};
 use crate::error::StoreError;
-use crate::meter::{CreditMeter, KeyMeter, Limit, Meter, next_refill_after};
+use crate::key::PublicId;
+use crate::meter::{
+    CreditMeter, CreditSource, KeyMeter, Limit, Meter, Reserved, next_refill_after,
+};
+use crate::verify::VerifyError;
 
 /// A key's usage control as stored (postcard).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +65,27 @@ pub(crate) struct StoredCredits {
     pub(crate) next_refill: Option<i64>,
 }
 
+impl StoredCredits {
+    /// The end of the current refill period (`i64::MAX` without a refill).
+    pub(crate) fn period(&self) -> i64 {
+        self.next_refill.unwrap_or(i64::MAX)
+    }
+
+    /// These credits after the refill due at `now`, if one is.
+    pub(crate) fn current(self, now: i128) -> StoredCredits {
+        match self.refill {
+            Some(refill) if now >= i128::from(self.period()) => StoredCredits {
+                remaining: refill.amount,
+                refill: self.refill,
+                next_refill: Some(
+                    i64::try_from(next_refill_after(&refill, now)).unwrap_or(i64::MAX),
+                ),
+            },
+            _ => self,
+        }
+    }
+}
+
 impl ControlsRecord {
     /// Whether it controls nothing (then it is not stored at all).
     pub(crate) fn is_empty(&self) -> bool {
@@ -66,10 +106,15 @@ impl ControlsRecord {
             .and_then(|m| serde_json::from_str(m).ok())
     }
 
-    pub(crate) fn credits_view(&self, live: Option<LiveCredits>) -> Option<Credits> {
-        self.credits.map(|c| Credits {
-            remaining: live.map_or(c.remaining, |l| l.remaining),
-            refill: c.refill,
+    /// The credits as shown: the balance (after a refill that came due) plus `own`, the
+    /// slice this process holds unspent.
+    pub(crate) fn credits_view(&self, own: u64, now: i128) -> Option<Credits> {
+        self.credits.map(|c| {
+            let current = c.current(now);
+            Credits {
+                remaining: current.remaining + own,
+                refill: c.refill,
+            }
         })
     }
 
@@ -83,14 +128,6 @@ impl ControlsRecord {
                 .map(|r| i64::try_from(next_refill_after(&r, now)).unwrap_or(i64::MAX)),
         }
     }
-}
-
-/// Credits as a meter counts them now, ahead of the stored record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LiveCredits {
-    pub(crate) remaining: u64,
-    /// Unix nanoseconds of the next refill.
-    pub(crate) next_refill: Option<i64>,
 }
 
 /// Every metered key's meter, by record id; the verify cache's entries hold them too.
@@ -109,11 +146,13 @@ impl Meters {
     }
 
     /// The meter of a key as `record` describes it: the one in use when it was built from
-    /// the same version, else a new one. `None` when the key needs none.
+    /// the same version, else a new one (the old one's slice is dropped: see the module
+    /// docs). `None` when the key needs none.
     pub(crate) fn meter(
         &self,
         key: Uuid,
         record: &ControlsRecord,
+        store: &Weak<Inner>,
         clock: &Arc<dyn Clock>,
     ) -> Option<Meter> {
         if !record.meters() {
@@ -124,32 +163,37 @@ impl Meters {
         if let Some(meter) = all.get(&key).filter(|m| m.0.version == record.version) {
             return Some(meter.clone());
         }
-        let meter = build(record, clock);
+        let meter = build(key, record, store, clock);
         all.insert(key, meter.clone());
         Some(meter)
     }
 
-    /// The live state of a key's credits, when its meter was built from `version`.
-    pub(crate) fn live_credits(&self, key: Uuid, version: u64) -> Option<LiveCredits> {
+    /// The unspent slice this process holds of a key's credits, when its meter was built
+    /// from `version` and its period is not over at `now`.
+    pub(crate) fn own_slice(&self, key: Uuid, version: u64, now: i128) -> u64 {
         let all = self.lock();
-        let meter = all.get(&key).filter(|m| m.0.version == version)?;
-        let credits = meter.0.credits.as_ref()?;
-        credits.refill_if_due(meter.0.clock.unix_nanos());
-        let next = credits.next_refill.load(Ordering::Acquire);
-        Some(LiveCredits {
-            remaining: credits.remaining.load(Ordering::Acquire),
-            next_refill: (next != i64::MAX).then_some(next),
-        })
+        let credits = all
+            .get(&key)
+            .filter(|m| m.0.version == version)
+            .and_then(|m| m.0.credits.as_ref());
+        match credits {
+            Some(c) if now < i128::from(c.period.load(Ordering::Acquire)) => {
+                c.slice.load(Ordering::Acquire)
+            }
+            _ => 0,
+        }
     }
 
-    /// After a change committed: retires the meter of the old version, building the new
-    /// one, and takes from it what the old one let through since `live` was read.
+    /// After a change to a key's controls committed (as `record`): a new version retires
+    /// the old meter, whose slice the new one takes over when `carry`, or else is void; a
+    /// change of the balance alone is what the meter reports from now on.
     pub(crate) fn settle(
         &self,
         key: Uuid,
         old_version: u64,
-        live: Option<LiveCredits>,
+        carry: bool,
         record: &ControlsRecord,
+        store: &Weak<Inner>,
         clock: &Arc<dyn Clock>,
     ) {
         let old = self
@@ -157,23 +201,22 @@ impl Meters {
             .get(&key)
             .filter(|m| m.0.version == old_version)
             .cloned();
-        let consumed = match (&old, live) {
-            (Some(old), Some(live)) => old.0.credits.as_ref().map_or(0, |c| {
-                live.remaining
-                    .saturating_sub(c.remaining.swap(0, Ordering::AcqRel))
-            }),
-            _ => 0,
+        let taken = old
+            .as_ref()
+            .and_then(|m| m.0.credits.as_ref())
+            .filter(|_| record.version != old_version)
+            .map(CreditMeter::take_slice);
+        let Some(new) = self.meter(key, record, store, clock) else {
+            return;
         };
-        let new = self.meter(key, record, clock);
-        if consumed > 0
-            && let Some(credits) = new.as_ref().and_then(|m| m.0.credits.as_ref())
-        {
-            let _ = credits
-                .remaining
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                    Some(left.saturating_sub(consumed))
-                });
-            credits.dirty.store(true, Ordering::Relaxed);
+        let Some(credits) = new.0.credits.as_ref() else {
+            return;
+        };
+        if let Some(stored) = record.credits {
+            credits.left.store(stored.remaining, Ordering::Release);
+        }
+        if let Some((slice, period)) = taken.filter(|_| carry) {
+            credits.put_slice(slice, period);
         }
     }
 
@@ -182,40 +225,56 @@ impl Meters {
         self.lock().remove(&key);
     }
 
-    /// The balances changed since the last flush: (key, version, remaining, next refill).
-    fn take_dirty(&self) -> Vec<(Uuid, u64, u64, Option<i64>)> {
+    /// Every meter with credits.
+    fn with_credits(&self) -> Vec<(Uuid, Meter)> {
         self.lock()
             .iter()
-            .filter_map(|(key, meter)| {
-                let credits = meter.0.credits.as_ref()?;
-                credits.dirty.swap(false, Ordering::AcqRel).then(|| {
-                    let next = credits.next_refill.load(Ordering::Acquire);
-                    (
-                        *key,
-                        meter.0.version,
-                        credits.remaining.load(Ordering::Acquire),
-                        (next != i64::MAX).then_some(next),
-                    )
-                })
-            })
+            .filter(|(_, m)| m.0.credits.is_some())
+            .map(|(k, m)| (*k, m.clone()))
             .collect()
-    }
-
-    fn mark_dirty(&self, key: Uuid) {
-        if let Some(credits) = self.lock().get(&key).and_then(|m| m.0.credits.as_ref()) {
-            credits.dirty.store(true, Ordering::Relaxed);
-        }
     }
 }
 
-fn build(record: &ControlsRecord, clock: &Arc<dyn Clock>) -> Meter {
-    let credits = record.credits.map(|c| {
-        let next = c
-            .next_refill
-            .map(i128::from)
-            .or_else(|| c.refill.map(|r| next_refill_after(&r, clock.unix_nanos())));
-        CreditMeter::new(c.remaining, c.refill, next)
-    });
+/// Reserves a key's credits from the store (a [`CreditSource`]). Holds the store weakly:
+/// meters live in the store, and a meter of a closed store reserves nothing.
+struct StoreCredits {
+    store: Weak<Inner>,
+    public: PublicId,
+}
+
+impl CreditSource for StoreCredits {
+    fn reserve(&self, at_least: u64, want: u64) -> Result<Reserved, VerifyError> {
+        let unavailable = |e: &dyn std::fmt::Display| VerifyError::Unavailable(e.to_string());
+        let inner = self
+            .store
+            .upgrade()
+            .ok_or_else(|| unavailable(&"the store is closed"))?;
+        let reserved = reserve(
+            &*inner.db,
+            &self.public,
+            inner.clock.unix_nanos(),
+            at_least,
+            want,
+        )
+        .and_then(|r| inner.db.flush().map(|()| r));
+        reserved.map_err(|e| {
+            tracing::warn!(error = %e, "could not reserve credits");
+            unavailable(&"the credits could not be reserved")
+        })
+    }
+}
+
+fn build(key: Uuid, record: &ControlsRecord, store: &Weak<Inner>, clock: &Arc<dyn Clock>) -> Meter {
+    let credits = record
+        .credits
+        .zip(layout::public_id_of(key))
+        .map(|(c, public)| {
+            let source = StoreCredits {
+                store: Weak::clone(store),
+                public,
+            };
+            CreditMeter::new(c.remaining, c.refill, c.period(), Box::new(source))
+        });
     let key = Arc::new(KeyMeter {
         version: record.version,
         allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
@@ -230,47 +289,131 @@ fn build(record: &ControlsRecord, clock: &Arc<dyn Clock>) -> Meter {
     Meter(key, None)
 }
 
-/// Writes the credits' balances counted since the last flush into their records, in one
-/// batch, flushed; the caller holds the write lock. A meter of an outdated version is
-/// skipped: the change that outdated it wrote the balance.
-pub(super) fn flush(db: &dyn Backend, meters: &Meters) -> Result<(), StoreError> {
-    let dirty = meters.take_dirty();
-    if dirty.is_empty() {
-        return Ok(());
+fn tx_store_error(e: TxError) -> StoreError {
+    match e {
+        TxError::Abort(e) | TxError::Storage(e) => e,
+        TxError::Conflict => StoreError::Unavailable("a transaction kept conflicting".into()),
     }
-    let mut batch = Batch::default();
-    let staged = (|| {
-        for (key, version, remaining, next_refill) in &dirty {
-            let Some(public) = layout::public_id_of(*key) else {
-                continue;
-            };
-            let path = layout::key_controls(&public);
-            let Some(mut record) = db
-                .get(&path)?
-                .map(|b| decode::<ControlsRecord>(&b))
-                .transpose()?
-            else {
-                continue;
-            };
-            let Some(credits) = record
-                .credits
-                .as_mut()
-                .filter(|_| record.version == *version)
-            else {
-                continue;
-            };
-            credits.remaining = *remaining;
-            credits.next_refill = *next_refill;
-            batch.insert(path, encode(&record));
+}
+
+/// Takes at least `at_least` and up to `want` credits (at most an eighth of the balance
+/// beyond `at_least`) from a key's balance in one transaction, after a refill that came due.
+fn reserve(
+    db: &(dyn Backend + 'static),
+    public: &PublicId,
+    now: i128,
+    at_least: u64,
+    want: u64,
+) -> Result<Reserved, StoreError> {
+    let path = layout::key_controls(public);
+    db.transact(|tx| {
+        let record = tx
+            .get(&path)?
+            .map(|b| decode::<ControlsRecord>(&b))
+            .transpose()
+            .map_err(TxError::Abort)?;
+        let Some(mut record) = record.filter(|r| r.credits.is_some()) else {
+            return Ok(Reserved {
+                granted: 0,
+                left: 0,
+                period: i64::MAX,
+            });
+        };
+        let stored = record.credits.as_mut().expect("filtered on credits");
+        let before = *stored;
+        *stored = stored.current(now);
+        let pool = stored.remaining;
+        let granted = if pool < at_least {
+            0
+        } else {
+            pool.min(at_least.max(want.min(pool.div_ceil(8))))
+        };
+        stored.remaining = pool - granted;
+        let reserved = Reserved {
+            granted,
+            left: stored.remaining,
+            period: stored.period(),
+        };
+        if *stored != before {
+            tx.put(&path, &encode(&record))?;
         }
-        Ok::<_, StoreError>(())
-    })();
-    if let Err(e) = staged.and_then(|()| db.apply_batch(batch)) {
-        for (key, ..) in dirty {
-            meters.mark_dirty(key);
+        Ok(reserved)
+    })
+    .map_err(tx_store_error)
+}
+
+/// Gives an unspent slice back to the balance it came from: only to the same version
+/// and period (a `set` or a refill since voided it). Answers the balance after, if it
+/// went back.
+fn give_back(
+    db: &(dyn Backend + 'static),
+    public: &PublicId,
+    version: u64,
+    slice: u64,
+    period: i64,
+    now: i128,
+) -> Result<Option<u64>, StoreError> {
+    let path = layout::key_controls(public);
+    db.transact(|tx| {
+        let record = tx
+            .get(&path)?
+            .map(|b| decode::<ControlsRecord>(&b))
+            .transpose()
+            .map_err(TxError::Abort)?;
+        let Some(mut record) = record.filter(|r| r.version == version) else {
+            return Ok(None);
+        };
+        let Some(stored) = record
+            .credits
+            .as_mut()
+            .filter(|c| c.period() == period && now < i128::from(period))
+        else {
+            return Ok(None);
+        };
+        stored.remaining = stored.remaining.saturating_add(slice);
+        let left = stored.remaining;
+        tx.put(&path, &encode(&record))?;
+        Ok(Some(left))
+    })
+    .map_err(tx_store_error)
+}
+
+/// Gives back the unspent slices: every one with `all` (`flush`, close), else those of
+/// keys not used since the last flush (the periodic flush), so a quiet key holds nothing.
+pub(super) fn flush(
+    db: &(dyn Backend + 'static),
+    meters: &Meters,
+    now: i128,
+    all: bool,
+) -> Result<(), StoreError> {
+    let mut gave = false;
+    for (key, meter) in meters.with_credits() {
+        let credits = meter.0.credits.as_ref().expect("filtered on credits");
+        if credits.used.swap(false, Ordering::AcqRel) && !all {
+            continue;
         }
-        return Err(e);
+        let Some(public) = layout::public_id_of(key) else {
+            continue;
+        };
+        let (slice, period) = credits.take_slice();
+        if slice == 0 {
+            continue;
+        }
+        match give_back(db, &public, meter.0.version, slice, period, now) {
+            Ok(left) => {
+                if let Some(left) = left {
+                    credits.left.store(left, Ordering::Release);
+                }
+                gave = true;
+            }
+            Err(e) => {
+                credits.put_slice(slice, period);
+                return Err(e);
+            }
+        }
     }
-    db.flush()?;
+    if gave {
+        db.flush()?;
+    }
     Ok(())
 }

@@ -247,7 +247,7 @@ impl Store {
             tx.now,
             Usage::default(),
             &super::controls::ControlsRecord::default(),
-            None,
+            0,
         )))
     }
 

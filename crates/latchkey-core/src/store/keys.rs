@@ -1,12 +1,13 @@
 //! Keys: create, read, update, revoke, delete, rotate; and resolving one for verification.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::controls::{ControlsRecord, LiveCredits};
+use super::controls::{ControlsRecord, StoredCredits};
 use super::counters::{self, Counter};
 use super::index::Class;
 use super::last_admin::AdminKeys;
@@ -63,13 +64,13 @@ impl KeyRecord {
     }
 
     /// The public view, with usage figures not yet persisted added to the stored ones, and
-    /// the usage control (`live_credits`: the balance counted in memory, when metered).
+    /// the usage control (`own_credits`: the slice of credits this process holds unspent).
     pub(crate) fn view(
         &self,
         now: OffsetDateTime,
         pending: Usage,
         controls: &ControlsRecord,
-        live_credits: Option<LiveCredits>,
+        own_credits: u64,
     ) -> Key {
         let mut usage = self.usage;
         usage.add(pending);
@@ -92,7 +93,7 @@ impl KeyRecord {
             usage_count: usage.count,
             meta: controls.meta_value(),
             rate_limits: controls.rate_limits.clone(),
-            credits: controls.credits_view(live_credits),
+            credits: controls.credits_view(own_credits, now.unix_timestamp_nanos()),
             allowed_ips: controls.allowed_ips.clone(),
         }
     }
@@ -198,7 +199,7 @@ impl Store {
         }
         self.insert_key_record(tx, public, &record)?;
         Ok(CreatedKey {
-            key: record.view(tx.now, Default::default(), &controls, None),
+            key: record.view(tx.now, Default::default(), &controls, 0),
             secret,
         })
     }
@@ -234,8 +235,11 @@ impl Store {
         let controls: ControlsRecord = self
             .get(&layout::key_controls(&record.public_id()?))?
             .unwrap_or_default();
-        let live = self.inner.meters.live_credits(record.id, controls.version);
-        Ok(record.view(now, self.inner.usage.pending(record.id), &controls, live))
+        let own =
+            self.inner
+                .meters
+                .own_slice(record.id, controls.version, now.unix_timestamp_nanos());
+        Ok(record.view(now, self.inner.usage.pending(record.id), &controls, own))
     }
 
     /// Resolves a key reference: its record id (UUID), its display prefix
@@ -303,12 +307,15 @@ impl Store {
             let public = record.public_id().map_err(abort_err)?;
             let path = layout::key_controls(&public);
             let old = tx.get::<ControlsRecord>(&path)?.unwrap_or_default();
-            let live = self.inner.meters.live_credits(id, old.version);
-            let controls = match patched_controls(&old, &patch, live, tx.now) {
-                Ok(controls) => controls,
+            let own = self
+                .inner
+                .meters
+                .own_slice(id, old.version, tx.now.unix_timestamp_nanos());
+            let (controls, carry) = match patched_controls(&old, &patch, own, tx.now) {
+                Ok(patched) => patched,
                 Err(e) => return abort(e),
             };
-            let settle = (controls != old).then(|| (old.version, live, controls.clone()));
+            let settle = (controls != old).then(|| (old.version, carry, controls.clone()));
             if record == before && settle.is_none() {
                 return Ok((record, None));
             }
@@ -326,10 +333,15 @@ impl Store {
             Ok((record, settle))
         })?;
         let (record, settle) = record;
-        if let Some((old_version, live, controls)) = settle {
-            self.inner
-                .meters
-                .settle(id, old_version, live, &controls, &self.inner.clock);
+        if let Some((old_version, carry, controls)) = settle {
+            self.inner.meters.settle(
+                id,
+                old_version,
+                carry,
+                &controls,
+                &Arc::downgrade(&self.inner),
+                &self.inner.clock,
+            );
         }
         self.key_view(&record, self.inner.clock.now())
     }
@@ -393,7 +405,8 @@ impl Store {
             let old_public = old.public_id().map_err(abort_err)?;
             let path = layout::key_controls(&old_public);
             let controls = tx.get::<ControlsRecord>(&path)?.unwrap_or_default();
-            let live = self.inner.meters.live_credits(id, controls.version);
+            let now = tx.now.unix_timestamp_nanos();
+            let own = self.inner.meters.own_slice(id, controls.version, now);
             let mut drained = controls.clone();
             if let Some(credits) = drained.credits.as_mut() {
                 credits.remaining = 0;
@@ -419,16 +432,22 @@ impl Store {
                 env: old.env,
                 meta: controls.meta_value(),
                 rate_limits: controls.rate_limits.clone(),
-                credits: controls.credits_view(live),
+                credits: controls.credits_view(own, now),
                 allowed_ips: controls.allowed_ips.clone(),
             };
             let created = self.create_key_in(tx, actor, &new, Some(&old))?;
-            Ok((created, (controls.version, live, drained)))
+            Ok((created, (controls.version, drained)))
         })?;
-        let (old_version, live, drained) = settle;
-        self.inner
-            .meters
-            .settle(id, old_version, live, &drained, &self.inner.clock);
+        // The old key's slice is void: its credits moved to the new key.
+        let (old_version, drained) = settle;
+        self.inner.meters.settle(
+            id,
+            old_version,
+            false,
+            &drained,
+            &Arc::downgrade(&self.inner),
+            &self.inner.clock,
+        );
         Ok(created)
     }
 
@@ -486,9 +505,12 @@ impl Store {
         let permissions =
             PermissionSet::effective(&user.permissions, &groups, record.scopes.as_ref());
         let controls: Option<ControlsRecord> = self.get(&layout::key_controls(public))?;
-        let meter = controls
-            .as_ref()
-            .and_then(|c| self.inner.meters.meter(record.id, c, &self.inner.clock));
+        let meter = controls.as_ref().and_then(|c| {
+            let store = Arc::downgrade(&self.inner);
+            self.inner
+                .meters
+                .meter(record.id, c, &store, &self.inner.clock)
+        });
         let meter = Meter::joined(meter, self.user_meter(user.id)?, &self.inner.clock);
         let principal = Principal::new(PrincipalInfo {
             key_id: record.id,
@@ -587,13 +609,16 @@ fn new_controls(new: &NewKey, now: OffsetDateTime) -> Result<ControlsRecord, Sto
     Ok(controls)
 }
 
-/// A key's usage control after `patch`, checked; `live`: the balance counted in memory.
+/// A key's usage control after `patch`, checked, and whether this process's unspent slice
+/// of credits stays valid (`own`: that slice; see `controls.rs` on how changes compose
+/// with slices).
 fn patched_controls(
     old: &ControlsRecord,
     patch: &KeyPatch,
-    live: Option<LiveCredits>,
+    own: u64,
     now: OffsetDateTime,
-) -> Result<ControlsRecord, StoreError> {
+) -> Result<(ControlsRecord, bool), StoreError> {
+    let now_nanos = now.unix_timestamp_nanos();
     let mut controls = old.clone();
     if let Some(meta) = &patch.meta {
         if let Some(meta) = meta {
@@ -609,19 +634,31 @@ fn patched_controls(
         check_allowed_ips(ips)?;
         controls.allowed_ips = ips.clone();
     }
+    // A new version voids every slice reserved before (a `set` or `clear`) or this
+    // process's only, which it carries over (any other change); an `add` keeps them all.
+    let mut voids = false;
     match patch.credits {
         None => {}
-        Some(CreditsPatch::Clear) => controls.credits = None,
+        Some(CreditsPatch::Clear) => {
+            voids = controls.credits.is_some();
+            controls.credits = None;
+        }
         Some(CreditsPatch::Set { remaining, refill }) => {
-            let refill = refill.unwrap_or_else(|| old.credits.and_then(|c| c.refill));
+            let before = old.credits.map(|c| c.current(now_nanos));
+            let refill = refill.unwrap_or_else(|| before.and_then(|c| c.refill));
             let credits = Credits { remaining, refill };
             check_credits(&credits)?;
-            let mut stored = ControlsRecord::store_credits(credits, now.unix_timestamp_nanos());
-            // The same refill keeps its schedule, as the meter counts it.
-            if let Some(before) = old.credits.filter(|c| c.refill == refill) {
-                stored.next_refill = live.map_or(before.next_refill, |l| l.next_refill);
+            let mut stored = ControlsRecord::store_credits(credits, now_nanos);
+            // The same refill keeps its schedule.
+            if let Some(before) = before.filter(|c| c.refill == refill) {
+                stored.next_refill = before.next_refill;
             }
-            controls.credits = Some(stored);
+            // Setting what is already shown changes nothing.
+            let shown = before.map(|c| (c.remaining + own, c.refill, c.next_refill));
+            if shown != Some((stored.remaining, stored.refill, stored.next_refill)) {
+                voids = true;
+                controls.credits = Some(stored);
+            }
         }
         Some(CreditsPatch::Add(amount)) => {
             let Some(credits) = controls.credits.as_mut() else {
@@ -630,30 +667,32 @@ fn patched_controls(
                     "the key has no credits to add to; set them first",
                 ));
             };
-            if let Some(live) = live {
-                // What the meter counted, refills included, is the balance added to.
-                credits.remaining = live.remaining;
-                credits.next_refill = live.next_refill;
-            }
-            credits.remaining = credits
+            *credits = credits.current(now_nanos);
+            let total = credits
                 .remaining
-                .checked_add(amount)
+                .checked_add(own)
+                .and_then(|t| t.checked_add(amount))
                 .ok_or_else(|| StoreError::invalid("credits", "too many credits"))?;
-            check_credit_amount(credits.remaining)?;
+            check_credit_amount(total)?;
+            credits.remaining += amount;
         }
     }
-    if controls != *old {
+    let mut configured = controls.clone();
+    configured.credits = configured.credits.map(|c| StoredCredits {
+        remaining: 0,
+        next_refill: None,
+        ..c
+    });
+    let mut was = old.clone();
+    was.credits = was.credits.map(|c| StoredCredits {
+        remaining: 0,
+        next_refill: None,
+        ..c
+    });
+    if voids || configured != was {
         controls.version = old.version + 1;
-        // A new version means a new meter, built from this record: it must start from
-        // the balance the old meter counted, not the one last flushed.
-        if patch.credits.is_none()
-            && let (Some(credits), Some(live)) = (controls.credits.as_mut(), live)
-        {
-            credits.remaining = live.remaining;
-            credits.next_refill = live.next_refill;
-        }
     }
-    Ok(controls)
+    Ok((controls, !voids))
 }
 
 /// Checks a key's name and description.

@@ -237,7 +237,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     cache: VerifyCache,
     usage: UsageBuffer,
-    /// Metered keys' allowlists, rate limiters and credits (`controls.rs`).
+    /// Metered keys' allowlists, rate limiters and credit slices (`controls.rs`).
     meters: controls::Meters,
     /// Users' rate limiters, one set per user shared by its keys (`user_limits.rs`).
     user_meters: user_limits::UserMeters,
@@ -280,8 +280,9 @@ impl Drop for Inner {
         }
         if self.sled.is_some() && space::below_reserve(&self.path, self.min_free_bytes) {
             tracing::warn!(store = %self.location, "the disk is full: usage figures since the last flush are not persisted");
-        } else if let Err(e) = controls::flush(&*self.db, &self.meters)
-            .and_then(|()| usage::flush(&*self.db, &self.usage))
+        } else if let Err(e) =
+            controls::flush(&*self.db, &self.meters, self.clock.unix_nanos(), true)
+                .and_then(|()| usage::flush(&*self.db, &self.usage))
         {
             tracing::warn!(error = %e, "could not persist usage figures at close");
         }
@@ -705,7 +706,7 @@ impl Store {
             // Usage figures are best effort; a full disk is no reason to fail a shutdown.
             tracing::warn!(store = %self.inner.location, "the disk is full: usage figures since the last flush are not persisted");
         } else {
-            controls::flush(db, &self.inner.meters)?;
+            controls::flush(db, &self.inner.meters, self.inner.clock.unix_nanos(), true)?;
             usage::flush(db, &self.inner.usage)?;
         }
         db.flush()?;
@@ -890,7 +891,8 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                 {
                     continue;
                 }
-                let flushed = controls::flush(&*store.inner.db, &store.inner.meters)
+                let now = store.inner.clock.unix_nanos();
+                let flushed = controls::flush(&*store.inner.db, &store.inner.meters, now, false)
                     .and_then(|()| usage::flush(&*store.inner.db, &store.inner.usage));
                 if let Err(e) = flushed {
                     tracing::warn!(error = %e, "could not persist usage figures");

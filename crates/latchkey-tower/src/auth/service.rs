@@ -161,7 +161,13 @@ where
                         span,
                     );
                 }
-                self.layer.verifier.verify(&key)
+                let verifier = &self.layer.verifier;
+                if verifier.wants_client_ip() {
+                    let client = usage::client_ip(&request, &config.trusted_proxies);
+                    verifier.verify_from(&key, client)
+                } else {
+                    verifier.verify(&key)
+                }
             }
             // Not a latchkey key: refused unless the verifier holds imported keys of other
             // formats (a store without any answers `None` at once).

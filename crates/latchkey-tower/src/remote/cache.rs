@@ -18,11 +18,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use latchkey_core::{Principal, VerifyError};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use super::lease::Lease;
 
 /// The keyed hash of a presented key.
 pub(super) type Digest = [u8; 32];
@@ -84,6 +86,8 @@ pub(super) struct Positive {
     pub(super) expires_at: Option<OffsetDateTime>,
     /// When the daemon answered; the entry is dropped `cache_ttl` after.
     pub(super) fetched_at: OffsetDateTime,
+    /// A metered key's lease of its limits and credits.
+    pub(super) lease: Option<Arc<Lease>>,
 }
 
 /// A refusal, kept until `until`.
@@ -314,6 +318,7 @@ mod tests {
             }),
             expires_at: None,
             fetched_at: NOW,
+            lease: None,
         }
     }
 

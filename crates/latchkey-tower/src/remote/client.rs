@@ -1,13 +1,16 @@
-//! The daemon's HTTP API as the verifier speaks it: `POST /v1/verify`, `GET /v1/events`,
-//! `POST /v1/usage`.
+//! The daemon's HTTP API as the verifier speaks it: `POST /v1/verify`, `POST /v1/leases`,
+//! `GET /v1/events`, `POST /v1/usage`.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, StatusCode};
 use latchkey_core::meter::RateLimited;
-use latchkey_core::wire::{UsageItem, UsageReport, VerifyResponse};
+use latchkey_core::wire::{
+    BucketWant, LeaseRequest, LeaseResponse, UsageItem, UsageReport, VerifyResponse,
+};
 use latchkey_core::{ApiKey, LimitState, PrincipalInfo, RateLimit, VerifyError};
 use reqwest::Url;
 use serde::Serialize;
@@ -22,6 +25,7 @@ pub(super) struct Daemon {
     http: reqwest::Client,
     base: Url,
     verify_url: Url,
+    leases_url: Url,
     events_url: Url,
     usage_url: Url,
     /// `Bearer <service key>`, marked sensitive.
@@ -37,9 +41,9 @@ pub(super) enum Verdict {
     Valid {
         principal: Box<PrincipalInfo>,
         expires_at: Option<OffsetDateTime>,
-        /// The key has rate limits, credits or an allowlist: the daemon counted this
-        /// request, so the answer holds for it alone and is not cached.
-        metered: bool,
+        /// The key has rate limits, credits or an allowlist (their states): the daemon
+        /// counted this request; the next ones are admitted from a lease.
+        limits: Option<Vec<LimitState>>,
     },
     Refused(VerifyError),
 }
@@ -87,6 +91,7 @@ impl Daemon {
             .map_err(|e| RemoteError::Client(e.into()))?;
         Ok(Daemon {
             verify_url: join("v1/verify")?,
+            leases_url: join("v1/leases")?,
             events_url: join("v1/events")?,
             usage_url: join("v1/usage")?,
             base,
@@ -97,19 +102,29 @@ impl Daemon {
         })
     }
 
-    /// Asks the daemon about a key. `Err` when it could not answer (unreachable, timed
-    /// out, 503, or a refusal of the service key itself): the caller says 503.
-    pub(super) async fn verify(&self, presented: &str) -> Result<Verdict, String> {
+    /// Asks the daemon about a key, presented by a client at `client_ip`. `Err` when it
+    /// could not answer (unreachable, timed out, 503, or a refusal of the service key
+    /// itself): the caller says 503.
+    pub(super) async fn verify(
+        &self,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Verdict, String> {
         #[derive(Serialize)]
         struct Body<'a> {
             key: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            client_ip: Option<IpAddr>,
         }
         let response = self
             .http
             .post(self.verify_url.clone())
             .header(AUTHORIZATION, self.authorization.clone())
             .timeout(self.request_timeout)
-            .json(&Body { key: presented })
+            .json(&Body {
+                key: presented,
+                client_ip,
+            })
             .send()
             .await
             .map_err(|e| format!("POST /v1/verify: {}", describe(&e)))?;
@@ -122,7 +137,7 @@ impl Daemon {
             (true, Some(principal)) => Ok(Verdict::Valid {
                 principal: Box::new(principal),
                 expires_at: answer.expires_at,
-                metered: answer.limits.is_some(),
+                limits: answer.limits,
             }),
             (true, None) => Err("POST /v1/verify: valid without a principal".to_owned()),
             (false, _) => Ok(Verdict::Refused(refusal(
@@ -131,6 +146,35 @@ impl Daemon {
                 answer.retry_after,
             ))),
         }
+    }
+
+    /// Asks for slices of a key's rate limits and credits (`POST /v1/leases`). `Err` when
+    /// the daemon could not answer.
+    pub(super) async fn lease(
+        &self,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+        buckets: Vec<BucketWant>,
+    ) -> Result<LeaseResponse, String> {
+        let body = LeaseRequest {
+            key: presented.to_owned(),
+            client_ip,
+            buckets,
+        };
+        let response = self
+            .http
+            .post(self.leases_url.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .timeout(self.request_timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("POST /v1/leases: {}", describe(&e)))?;
+        self.expect_ok("POST /v1/leases", response.status())?;
+        response
+            .json()
+            .await
+            .map_err(|e| format!("POST /v1/leases: {}", describe(&e)))
     }
 
     /// `Err` naming `what` unless the daemon answered 200; a refusal of the service key
@@ -210,7 +254,11 @@ impl Daemon {
 
 /// The error a refusal code stands for. A code this version does not know is still a
 /// refusal: the daemon said the key is not valid.
-fn refusal(code: &str, limits: Option<&[LimitState]>, retry_after: Option<u64>) -> VerifyError {
+pub(super) fn refusal(
+    code: &str,
+    limits: Option<&[LimitState]>,
+    retry_after: Option<u64>,
+) -> VerifyError {
     match code {
         "key_disabled" => VerifyError::Disabled,
         "key_revoked" => VerifyError::Revoked,

@@ -103,6 +103,7 @@ mod client;
 mod config;
 mod error;
 mod feed;
+mod lease;
 mod sse;
 mod tls;
 mod usage;

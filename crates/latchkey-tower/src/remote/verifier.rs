@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasherDefault;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use super::client::{Daemon, Verdict};
 use super::config::{RemoteVerifierBuilder, VerifierSettings};
 use super::error::RemoteError;
 use super::feed;
+use super::lease::{Lease, Take};
 use super::usage::UsageBuffer;
 use crate::verifier::Verifier;
 
@@ -68,10 +70,6 @@ pub(super) struct Shared {
     /// Misses being asked of the daemon, by digest: later misses for the same key wait for
     /// the same answer.
     pending: Mutex<HashMap<Digest, Waiter, BuildHasherDefault<DigestHasher>>>,
-    /// Keys the daemon said are metered (rate limits, credits, allowlist): each of their
-    /// requests is asked of the daemon, never joined to another in flight, so that every
-    /// request accepted is one the daemon counted. Bounded like the refusals.
-    metered: quick_cache::sync::Cache<Digest, ()>,
     /// One permit per request to the daemon in flight: `max_concurrent_misses`.
     misses: Semaphore,
     usage: UsageBuffer,
@@ -87,6 +85,8 @@ pub(super) struct Shared {
 const MISS_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 type Answer = Option<Result<Principal, VerifyError>>;
+/// A cached valid answer: the principal, and a metered key's lease.
+type Hit = (Principal, Option<Arc<Lease>>);
 type Waiter = watch::Receiver<Answer>;
 
 /// Aborts the background tasks when the last clone of the verifier goes.
@@ -137,7 +137,6 @@ impl RemoteVerifier {
             cache: Cache::new(settings.max_entries, settings.max_refusals),
             misses: Semaphore::new(settings.max_concurrent_misses),
             pending: Mutex::default(),
-            metered: quick_cache::sync::Cache::new(settings.max_refusals.max(1)),
             usage: UsageBuffer::default(),
             last_alive: AtomicI64::new(i64::MIN),
             status: watch::Sender::new(RemoteStatus::default()),
@@ -198,7 +197,17 @@ impl Verifier for RemoteVerifier {
     type Future = RemoteFuture;
 
     fn verify(&self, key: &ApiKey) -> RemoteFuture {
-        self.shared.lookup(key.expose())
+        self.shared.lookup(key.expose(), None)
+    }
+
+    /// The layer hands the client's address to [`Verifier::verify_from`]: the daemon checks
+    /// it against a key's allowlist, and so does the lease.
+    fn wants_client_ip(&self) -> bool {
+        true
+    }
+
+    fn verify_from(&self, key: &ApiKey, client_ip: Option<IpAddr>) -> RemoteFuture {
+        self.shared.lookup(key.expose(), client_ip)
     }
 
     /// With [`imported_keys`](RemoteVerifierBuilder::imported_keys) on, a text that could
@@ -207,41 +216,108 @@ impl Verifier for RemoteVerifier {
     fn verify_foreign(&self, text: &str) -> Option<RemoteFuture> {
         let plausible =
             (16..=512).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic());
-        (self.shared.settings.imported_keys && plausible).then(|| self.shared.lookup(text))
+        (self.shared.settings.imported_keys && plausible).then(|| self.shared.lookup(text, None))
     }
 }
 
 impl Shared {
-    /// A cached answer for a presented text, or the daemon's.
-    fn lookup(self: &Arc<Self>, presented: &str) -> RemoteFuture {
+    /// A cached answer for a presented text, or the daemon's; a metered key's request is
+    /// admitted from its lease.
+    fn lookup(self: &Arc<Self>, presented: &str, client_ip: Option<IpAddr>) -> RemoteFuture {
         let digest = self.hasher.digest(presented);
         let now = self.settings.clock.now();
-        if let Some(answer) = self.cached(&digest, now) {
-            return RemoteFuture::ready(answer);
+        match self.cached(&digest, now) {
+            Some(Ok((principal, Some(lease)))) => {
+                return self.leased(principal, lease, presented, client_ip);
+            }
+            Some(answer) => return RemoteFuture::ready(answer.map(|(p, _)| p)),
+            None => {}
         }
-        let (waiter, joined) = self.miss(digest, presented);
+        let (waiter, joined) = self.miss(digest, presented, client_ip);
         if !joined {
             return RemoteFuture::waiting(waiter);
         }
         // A request that joined another's: when the answer turns out to be a metered key's,
-        // it counted one request only, so this one asks for itself.
+        // the daemon counted the other request only, so this one is admitted from the lease.
         let shared = Arc::clone(self);
         let presented = presented.to_owned();
         RemoteFuture(State::Waiting(Box::pin(async move {
-            let answer = RemoteFuture::waiting(waiter).await;
-            if shared.metered.get(&digest).is_some() {
-                return shared.fetch(digest, &presented).await;
+            let principal = RemoteFuture::waiting(waiter).await?;
+            let now = shared.settings.clock.now();
+            match shared.cached(&digest, now) {
+                Some(Ok((principal, Some(lease)))) => {
+                    shared.leased(principal, lease, &presented, client_ip).await
+                }
+                _ => Ok(principal),
             }
-            answer
         })))
     }
 
-    /// A cached answer that may be used at `now`.
-    fn cached(
+    /// A metered key's request, admitted from its lease: at once when every bucket has
+    /// some left (asking for more in the background when one runs low), else after asking
+    /// the daemon.
+    fn leased(
+        self: &Arc<Self>,
+        principal: Principal,
+        lease: Arc<Lease>,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+    ) -> RemoteFuture {
+        let now = nanos(self.settings.clock.now());
+        match lease.take(client_ip, now) {
+            Take::Taken => {
+                if lease.low(now) && !lease.topping_up.swap(true, Ordering::AcqRel) {
+                    let shared = Arc::clone(self);
+                    let presented = presented.to_owned();
+                    self.runtime.spawn(async move {
+                        let _ = shared.ask(&lease, &presented, client_ip).await;
+                        lease.topping_up.store(false, Ordering::Release);
+                    });
+                }
+                RemoteFuture::ready(Ok(principal))
+            }
+            Take::Refused(error) => RemoteFuture::ready(Err(error)),
+            Take::Short => {
+                let shared = Arc::clone(self);
+                let presented = presented.to_owned();
+                RemoteFuture(State::Waiting(Box::pin(async move {
+                    shared.ask(&lease, &presented, client_ip).await?;
+                    let now = nanos(shared.settings.clock.now());
+                    match lease.take(client_ip, now) {
+                        Take::Taken => Ok(principal),
+                        Take::Refused(error) => Err(error),
+                        Take::Short => Err(lease.refusal()),
+                    }
+                })))
+            }
+        }
+    }
+
+    /// Asks the daemon for more of a lease's low buckets, one request at a time per key
+    /// (a request that waited for another's finds the buckets filled and asks nothing).
+    async fn ask(
         &self,
-        digest: &Digest,
-        now: OffsetDateTime,
-    ) -> Option<Result<Principal, VerifyError>> {
+        lease: &Lease,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(), VerifyError> {
+        let _one = lease.asking.lock().await;
+        let now = nanos(self.settings.clock.now());
+        let wants = lease.wants(now);
+        if wants.is_empty() && lease.knows_allowlist() {
+            return Ok(());
+        }
+        match self.daemon.lease(presented, client_ip, wants).await {
+            Ok(answer) => lease.grant(&answer, nanos(self.settings.clock.now())),
+            Err(cause) => {
+                tracing::warn!(error = %cause, "latchkey daemon could not lease a key's limits");
+                Err(VerifyError::Unavailable(cause))
+            }
+        }
+    }
+
+    /// A cached answer that may be used at `now`, with a metered key's lease.
+    fn cached(&self, digest: &Digest, now: OffsetDateTime) -> Option<Result<Hit, VerifyError>> {
         if !self.trusted(now) {
             return None;
         }
@@ -257,23 +333,19 @@ impl Shared {
                     return None;
                 }
                 self.usage.record(entry.principal.key_id, now);
-                Some(Ok(entry.principal))
+                Some(Ok((entry.principal, entry.lease)))
             }
             Cached::Refused(error) => Some(Err(error)),
         }
     }
 
     /// Joins the request in flight for this key (`true`), or starts one.
-    fn miss(self: &Arc<Self>, digest: Digest, presented: &str) -> (Waiter, bool) {
-        if self.metered.get(&digest).is_some() {
-            let (sender, waiter) = watch::channel(None);
-            let shared = Arc::clone(self);
-            let presented = presented.to_owned();
-            self.runtime.spawn(async move {
-                let _ = sender.send(Some(shared.fetch(digest, &presented).await));
-            });
-            return (waiter, false);
-        }
+    fn miss(
+        self: &Arc<Self>,
+        digest: Digest,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+    ) -> (Waiter, bool) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(waiter) = pending.get(&digest) {
             // A closed channel is a task that died without answering (a runtime shutting
@@ -290,7 +362,7 @@ impl Shared {
         let shared = Arc::clone(self);
         let presented = presented.to_owned();
         self.runtime.spawn(async move {
-            let answer = shared.fetch(digest, &presented).await;
+            let answer = shared.fetch(digest, &presented, client_ip).await;
             shared
                 .pending
                 .lock()
@@ -303,7 +375,12 @@ impl Shared {
 
     /// Asks the daemon, and caches its answer; 503 when `max_concurrent_misses` requests
     /// are already in flight and none ends within [`MISS_QUEUE_WAIT`].
-    async fn fetch(&self, digest: Digest, presented: &str) -> Result<Principal, VerifyError> {
+    async fn fetch(
+        &self,
+        digest: Digest,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Principal, VerifyError> {
         let Ok(Ok(_permit)) = tokio::time::timeout(MISS_QUEUE_WAIT, self.misses.acquire()).await
         else {
             // At DEBUG: a flood of unknown keys would otherwise be a flood of log lines.
@@ -313,29 +390,25 @@ impl Shared {
             ));
         };
         let generation = self.cache.generation();
-        let verdict = self.daemon.verify(presented).await;
+        let verdict = self.daemon.verify(presented, client_ip).await;
         let now = self.settings.clock.now();
         match verdict {
             Ok(Verdict::Valid {
                 principal,
                 expires_at,
-                metered,
+                limits,
             }) => {
                 let principal = Principal::new(*principal);
                 if expires_at.is_some_and(|at| at <= now) {
                     return Err(VerifyError::Expired);
                 }
-                if metered {
-                    // The daemon is the authority on limits and credits: each request of a
-                    // metered key asks it (see the README on remote verifiers and limits).
-                    self.metered.insert(digest, ());
-                    return Ok(principal);
-                }
-                self.metered.remove(&digest);
+                // The daemon counted this request; a metered key's next ones are admitted
+                // from a lease of its limits (see the README on remote verifiers and limits).
                 let entry = Positive {
                     principal: principal.clone(),
                     expires_at,
                     fetched_at: now,
+                    lease: limits.map(|l| Arc::new(Lease::new(&l))),
                 };
                 self.cache.insert_valid(digest, entry, generation);
                 Ok(principal)

@@ -1,0 +1,148 @@
+//! `POST /v1/leases`: slices of a key's rate limits and credits for a remote verifier, which
+//! admits requests from them without asking the daemon each time (README, *Remote
+//! verification*).
+
+use axum::Json;
+use axum::extract::State;
+use http::StatusCode;
+use latchkey_core::wire::{BucketKind, LeaseGrant, LeaseRequest, LeaseResponse};
+use latchkey_core::{Meter, VerifyError, limits};
+
+use crate::caller::{Caller, perm};
+use crate::error::{AppError, Problem};
+use crate::extract::JsonBody;
+use crate::handlers::verify::verify_presented;
+use crate::state::AppState;
+
+/// Lease slices of a key's rate limits and credits.
+///
+/// Verifies the key as `POST /v1/verify` does (and its client's address when given), then
+/// grants of each bucket asked for as much as it has now, up to `want`: what it grants is
+/// consumed here, as if that many requests had passed, and is the verifier's to admit. A
+/// rate limit's grant is valid for `valid_ms` only. 200 with `valid: false` and the code for
+/// a key that does not authenticate; 503 `keystore_unavailable` when the keystore cannot be
+/// read.
+#[utoipa::path(post, path = "/v1/leases", operation_id = "leaseLimits", tag = "verify",
+    request_body = LeaseRequest,
+    responses(
+        (status = 200, description = "The grants", body = LeaseResponse),
+        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks latchkey:verify", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Keystore unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["latchkey:verify"])))]
+pub(crate) async fn lease(
+    State(state): State<AppState>,
+    _caller: Caller<perm::Verify>,
+    JsonBody(body): JsonBody<LeaseRequest>,
+) -> Result<Json<LeaseResponse>, AppError> {
+    if body.buckets.len() > limits::MAX_LEASE_BUCKETS {
+        return Err(AppError::invalid(
+            "buckets",
+            format!("at most {} buckets", limits::MAX_LEASE_BUCKETS),
+        ));
+    }
+    if body
+        .buckets
+        .iter()
+        .any(|b| !(1..=limits::MAX_LEASE).contains(&b.want))
+    {
+        return Err(AppError::invalid(
+            "want",
+            format!("want is 1 to {}", limits::MAX_LEASE),
+        ));
+    }
+    let refused = |code: &str| LeaseResponse {
+        valid: false,
+        code: code.to_owned(),
+        allowed_ips: Vec::new(),
+        grants: Vec::new(),
+    };
+    let principal = match verify_presented(&state, &body.key) {
+        Ok(principal) => principal,
+        Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
+        Err(e) => return Ok(Json(refused(e.code()))),
+    };
+    let Some(meter) = &principal.meter else {
+        // Nothing to lease: every bucket is granted nothing, and the key needs none.
+        let grants = body
+            .buckets
+            .iter()
+            .map(|b| grant(b.kind, b.name.clone(), 0))
+            .collect();
+        return Ok(Json(LeaseResponse {
+            valid: true,
+            code: "ok".to_owned(),
+            allowed_ips: Vec::new(),
+            grants,
+        }));
+    };
+    if body.client_ip.is_some()
+        && let Err(e) = meter.check_ip(body.client_ip)
+    {
+        return Ok(Json(refused(e.code())));
+    }
+    let mut grants = Vec::with_capacity(body.buckets.len());
+    for bucket in &body.buckets {
+        grants.push(match bucket.kind {
+            BucketKind::RateLimit => lease_limit(meter, bucket.name.as_deref(), bucket.want),
+            BucketKind::Credits => match meter.lease_credits(bucket.want) {
+                Ok(granted) => grant(BucketKind::Credits, None, granted),
+                Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
+                Err(_) => grant(BucketKind::Credits, None, 0),
+            },
+        });
+    }
+    Ok(Json(LeaseResponse {
+        valid: true,
+        code: "ok".to_owned(),
+        allowed_ips: meter.allowed_ips().to_vec(),
+        grants,
+    }))
+}
+
+fn grant(kind: BucketKind, name: Option<String>, granted: u64) -> LeaseGrant {
+    LeaseGrant {
+        kind,
+        name,
+        granted,
+        valid_ms: None,
+        retry_after: None,
+        limit: None,
+        window_seconds: None,
+    }
+}
+
+/// A grant of a rate limit: valid for the time the limit takes to win it back (at most one
+/// window), so a verifier never admits from it in a later window than it was granted for.
+fn lease_limit(meter: &Meter, name: Option<&str>, want: u64) -> LeaseGrant {
+    let name = name.unwrap_or_default();
+    let Some(rule) = meter.rate_limits().find(|r| r.name == name).cloned() else {
+        return grant(BucketKind::RateLimit, Some(name.to_owned()), 0);
+    };
+    let want = u32::try_from(want).unwrap_or(u32::MAX);
+    let mut answer = grant(BucketKind::RateLimit, Some(name.to_owned()), 0);
+    answer.limit = Some(rule.limit);
+    answer.window_seconds = Some(rule.window_seconds);
+    match meter.lease_limit(name, want) {
+        Some(Ok(granted)) => {
+            let window_ms = u64::from(rule.window_seconds) * 1_000;
+            answer.granted = u64::from(granted);
+            answer.valid_ms = Some(
+                (window_ms * u64::from(granted) / u64::from(rule.limit.max(1))).clamp(1, window_ms),
+            );
+        }
+        Some(Err(refused)) => answer.retry_after = Some(refused.retry_after_seconds),
+        None => {}
+    }
+    answer
+}
+
+fn unavailable(cause: &str) -> AppError {
+    tracing::error!(error = %cause, "keystore unavailable during /v1/leases");
+    AppError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "keystore_unavailable",
+        "the keystore is unavailable; try again",
+    )
+}

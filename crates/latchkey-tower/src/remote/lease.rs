@@ -1,0 +1,246 @@
+//! A metered key's lease: the slices of its rate limits and credits the daemon granted this
+//! verifier (`POST /v1/leases`), from which it admits requests without a round trip.
+//!
+//! Each bucket (a rate limit, the credits) is leased on its own: a request takes one from
+//! every bucket or from none. A rate limit's slice is valid for the `valid_ms` the daemon
+//! gave (the time the limit takes to win it back, at most one window); unused, it is void
+//! after that, so the verifier never admits from it later than the daemon would have. When
+//! a bucket runs low (under half of its last grant) the verifier asks for more in the
+//! background, so a busy key rarely waits; when one is empty a request waits for the
+//! daemon's answer, and is refused (`rate_limited`, `usage_exceeded`) when the daemon
+//! grants nothing.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use ipnet::IpNet;
+use latchkey_core::meter::RateLimited;
+use latchkey_core::wire::{BucketKind, BucketWant, LeaseGrant, LeaseResponse};
+use latchkey_core::{LimitState, RateLimit, VerifyError};
+
+/// The most credits a verifier leases at once: at most this many are lost (counted as
+/// spent) when it stops without using them.
+const MAX_CREDITS_SLICE: u64 = 100;
+
+/// One bucket's slice.
+#[derive(Debug)]
+struct Bucket {
+    kind: BucketKind,
+    /// The rate limit's name; empty for the credits.
+    name: String,
+    /// For a rate limit: its requests per window (what the slice size follows).
+    limit: Option<u32>,
+    left: AtomicU64,
+    /// Unix nanoseconds after which `left` is void (`i64::MAX` for credits).
+    until: AtomicI64,
+    /// What to ask for next.
+    want: AtomicU64,
+    /// The last grant, for the low-water mark.
+    last_grant: AtomicU64,
+}
+
+/// What [`Lease::take`] found.
+#[derive(Debug)]
+pub(super) enum Take {
+    /// One request's worth taken from every bucket.
+    Taken,
+    /// Some bucket is empty: ask the daemon.
+    Short,
+    /// The allowlist refuses the client.
+    Refused(VerifyError),
+}
+
+/// A metered key's lease; shared by its cache entry's clones, dropped with it.
+#[derive(Debug)]
+pub(super) struct Lease {
+    buckets: Box<[Bucket]>,
+    /// `None` until the daemon's first grant tells the allowlist.
+    allowed_ips: Mutex<Option<Vec<IpNet>>>,
+    /// Why the daemon last granted nothing, for the request that finds a bucket empty.
+    refusal: Mutex<Option<VerifyError>>,
+    /// One request to the daemon at a time per key.
+    pub(super) asking: tokio::sync::Mutex<()>,
+    /// A background request is on its way.
+    pub(super) topping_up: AtomicBool,
+}
+
+impl Lease {
+    /// A lease with nothing granted yet, of the buckets `/v1/verify` reported.
+    pub(super) fn new(limits: &[LimitState]) -> Lease {
+        let buckets = limits
+            .iter()
+            .map(|l| {
+                let (kind, name, want) = match l.limit {
+                    // 1/20 of the limit: two verifiers' unused slices stay within 10% of it.
+                    Some(limit) => (
+                        BucketKind::RateLimit,
+                        l.name.clone(),
+                        u64::from(limit / 20).max(1),
+                    ),
+                    None => (BucketKind::Credits, String::new(), 1),
+                };
+                Bucket {
+                    kind,
+                    name,
+                    limit: l.limit,
+                    left: AtomicU64::new(0),
+                    until: AtomicI64::new(0),
+                    want: AtomicU64::new(want),
+                    last_grant: AtomicU64::new(0),
+                }
+            })
+            .collect();
+        Lease {
+            buckets,
+            allowed_ips: Mutex::new(None),
+            refusal: Mutex::new(None),
+            asking: tokio::sync::Mutex::new(()),
+            topping_up: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes one request's worth from every bucket, for a client at `client`.
+    pub(super) fn take(&self, client: Option<IpAddr>, now: i64) -> Take {
+        match &*self.allowed_ips.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => return Take::Short,
+            Some(ips) if !ips.is_empty() => {
+                let allowed = client
+                    .map(|ip| ip.to_canonical())
+                    .is_some_and(|ip| ips.iter().any(|net| net.contains(&ip)));
+                if !allowed {
+                    return Take::Refused(VerifyError::IpNotAllowed);
+                }
+            }
+            Some(_) => {}
+        }
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            let valid = now < bucket.until.load(Ordering::Acquire);
+            let taken = valid
+                && bucket
+                    .left
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(1))
+                    .is_ok();
+            if !taken {
+                for earlier in &self.buckets[..i] {
+                    earlier.left.fetch_add(1, Ordering::AcqRel);
+                }
+                return Take::Short;
+            }
+        }
+        Take::Taken
+    }
+
+    /// Whether the daemon told the allowlist yet.
+    pub(super) fn knows_allowlist(&self) -> bool {
+        self.allowed_ips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Whether a bucket is low: time to ask for more in the background.
+    pub(super) fn low(&self, now: i64) -> bool {
+        self.buckets.iter().any(|b| b.low(now))
+    }
+
+    /// What to ask the daemon for: every low bucket.
+    pub(super) fn wants(&self, now: i64) -> Vec<BucketWant> {
+        self.buckets
+            .iter()
+            .filter(|b| b.low(now))
+            .map(|b| BucketWant {
+                kind: b.kind,
+                name: (b.kind == BucketKind::RateLimit).then(|| b.name.clone()),
+                want: b.want.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Adds the daemon's grants. `Err` with the daemon's refusal of the key itself.
+    pub(super) fn grant(&self, answer: &LeaseResponse, now: i64) -> Result<(), VerifyError> {
+        if !answer.valid {
+            return Err(super::client::refusal(&answer.code, None, None));
+        }
+        *self.allowed_ips.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(answer.allowed_ips.clone());
+        let mut refusal = None;
+        for grant in &answer.grants {
+            let Some(bucket) = self.buckets.iter().find(|b| {
+                b.kind == grant.kind && grant.name.as_deref().unwrap_or_default() == b.name
+            }) else {
+                continue;
+            };
+            bucket.add(grant, now);
+            if grant.granted == 0 {
+                refusal = Some(refused(bucket, grant));
+            }
+        }
+        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = refusal;
+        Ok(())
+    }
+
+    /// Why a request found a bucket empty after asking: the daemon's last refusal.
+    pub(super) fn refusal(&self) -> VerifyError {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or(VerifyError::RateLimited(Box::new(RateLimited {
+                limit: RateLimit {
+                    name: "default".to_owned(),
+                    limit: 1,
+                    window_seconds: 1,
+                },
+                retry_after_seconds: 1,
+            })))
+    }
+}
+
+impl Bucket {
+    /// Void, or under half of its last grant.
+    fn low(&self, now: i64) -> bool {
+        now >= self.until.load(Ordering::Acquire)
+            || self.left.load(Ordering::Acquire) * 2
+                < self.last_grant.load(Ordering::Acquire).max(1)
+    }
+
+    fn add(&self, grant: &LeaseGrant, now: i64) {
+        let until = match grant.valid_ms {
+            Some(ms) => {
+                now.saturating_add(i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
+            }
+            None => i64::MAX,
+        };
+        if now >= self.until.load(Ordering::Acquire) {
+            // The old slice is void: start from this grant.
+            self.left.store(grant.granted, Ordering::Release);
+        } else {
+            self.left.fetch_add(grant.granted, Ordering::AcqRel);
+        }
+        if grant.granted > 0 {
+            self.until.store(until, Ordering::Release);
+        }
+        self.last_grant.store(grant.granted, Ordering::Relaxed);
+        if self.kind == BucketKind::Credits && grant.granted > 0 {
+            // Credits: double while the key is busy, as the daemon's own meter does.
+            let next = (self.want.load(Ordering::Relaxed) * 2).min(MAX_CREDITS_SLICE);
+            self.want.store(next, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The refusal a bucket's empty grant stands for.
+fn refused(bucket: &Bucket, grant: &LeaseGrant) -> VerifyError {
+    match bucket.kind {
+        BucketKind::Credits => VerifyError::UsageExceeded,
+        BucketKind::RateLimit => VerifyError::RateLimited(Box::new(RateLimited {
+            limit: RateLimit {
+                name: bucket.name.clone(),
+                limit: grant.limit.or(bucket.limit).unwrap_or(1),
+                window_seconds: grant.window_seconds.unwrap_or(1),
+            },
+            retry_after_seconds: grant.retry_after.unwrap_or(1).max(1),
+        })),
+    }
+}
