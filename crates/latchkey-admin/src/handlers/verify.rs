@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
 use latchkey_core::{Admission, ApiKey, LimitState, VerifyError, limits, meter};
+use latchkey_tower::StoreVerification;
 
 use crate::api::{VerifyRequest, VerifyResponse};
 use crate::caller::{Caller, perm};
@@ -48,11 +49,11 @@ pub(crate) async fn verify(
     // A malformed key is refused without a store read, as the authentication layer does,
     // unless the store holds imported keys, which have other formats.
     let verified = match ApiKey::parse(&body.key) {
-        Ok(key) => state.verify_key(&key),
-        Err(e) => state
-            .store
-            .verify_imported(&body.key)
-            .unwrap_or(Err(VerifyError::Malformed(e))),
+        Ok(key) => state.verification(&key).await,
+        Err(e) => match StoreVerification::foreign(&state.store, &body.key) {
+            Some(verification) => verification.await,
+            None => Err(VerifyError::Malformed(e)),
+        },
     };
     let answer = match verified {
         Ok(principal) => {
@@ -85,12 +86,9 @@ pub(crate) async fn verify(
                 limits: principal.meter.is_some().then_some(limits),
                 retry_after,
                 // A key that expires does so without a change event; a remote verifier
-                // caches the answer only until then.
-                expires_at: state
-                    .store
-                    .key(principal.key_id)
-                    .ok()
-                    .and_then(|k| k.expires_at),
+                // caches the answer only until then. From the verify cache: a warm
+                // verification reads nothing from the storage.
+                expires_at: state.store.expiry(&principal).ok().flatten(),
                 principal: Some((*principal).clone()),
             }
         }

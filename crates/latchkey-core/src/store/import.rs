@@ -255,10 +255,17 @@ impl Store {
     /// the store holds none, or the text could not be one, so a malformed key costs
     /// nothing more than before in a store without imports.
     pub fn verify_imported(&self, presented: &str) -> Option<Result<Principal, VerifyError>> {
-        if !self.inner.has_imports.load(Ordering::Acquire) || !KEY_LEN.contains(&presented.len()) {
+        if !self.may_be_imported(presented) {
             return None;
         }
         Some(self.verify_imported_text(presented))
+    }
+
+    /// Whether [`Store::verify_imported`] would look `presented` up (and so read the
+    /// storage) rather than answer `None` at once: the store holds imported keys and the
+    /// text has the length of one.
+    pub fn may_be_imported(&self, presented: &str) -> bool {
+        self.inner.has_imports.load(Ordering::Acquire) && KEY_LEN.contains(&presented.len())
     }
 
     fn verify_imported_text(&self, presented: &str) -> Result<Principal, VerifyError> {
