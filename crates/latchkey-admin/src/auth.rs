@@ -9,10 +9,8 @@
 //! [`Caller`](crate::caller::Caller) finds it. This module and `caller` are the whole seam
 //! between HTTP and authorization.
 
-use std::future::{Ready, ready};
-
-use latchkey_core::{ApiKey, Principal, VerifyError};
-use latchkey_tower::{ApiKeyAuthLayer, Verifier};
+use latchkey_core::ApiKey;
+use latchkey_tower::{ApiKeyAuthLayer, StoreVerification, Verifier};
 
 use crate::state::AppState;
 
@@ -25,19 +23,20 @@ pub(crate) fn layer(state: AppState) -> ApiKeyAuthLayer<MeteredStore> {
 }
 
 /// The router's store as a [`Verifier`], counting and timing each verification for
-/// `/metrics`. Like the `Store` verifier of latchkey-tower it answers at once: the
-/// verification is a cached, microsecond read.
+/// `/metrics`. Like the `Store` verifier of latchkey-tower it answers at once from the
+/// verify cache; a miss of a store on PostgreSQL, a round trip to the database, runs on
+/// tokio's blocking pool.
 #[derive(Debug, Clone)]
 pub(crate) struct MeteredStore(AppState);
 
 impl Verifier for MeteredStore {
-    type Future = Ready<Result<Principal, VerifyError>>;
+    type Future = StoreVerification;
 
     fn verify(&self, key: &ApiKey) -> Self::Future {
-        ready(self.0.verify_key(key))
+        self.0.verification(key)
     }
 
     fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
-        self.0.store.verify_imported(text).map(ready)
+        StoreVerification::foreign(&self.0.store, text)
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use latchkey_core::{ApiKey, Principal, Store, VerifyError};
+use latchkey_tower::StoreVerification;
 
 use crate::error::AppError;
 use crate::handlers::streams::StreamSlots;
@@ -36,7 +37,8 @@ impl AppState {
     /// cancel the operation: a write is either done or not, never half done.
     ///
     /// Only key verification (`POST /v1/verify`, and the authentication layer) stays on the
-    /// worker: it is a cached, sub-microsecond read on the hot path.
+    /// worker: it is a cached, sub-microsecond read on the hot path
+    /// ([`AppState::verification`] moves a PostgreSQL store's misses off it).
     pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, AppError>
     where
         T: Send + 'static,
@@ -55,13 +57,37 @@ impl AppState {
     pub(crate) fn verify_key(&self, key: &ApiKey) -> Result<Principal, VerifyError> {
         let started = Instant::now();
         let result = self.store.verify_key(key);
+        self.record(&result, started);
+        result
+    }
+
+    /// [`AppState::verify_key`] for an async caller: inline from the verify cache, or on a
+    /// store on sled; a miss of a store on PostgreSQL (a round trip to the database) runs
+    /// on tokio's blocking pool, so that no worker waits for the database.
+    pub(crate) fn verification(&self, key: &ApiKey) -> StoreVerification {
+        if !self.store.reads_over_network() {
+            return StoreVerification::ready(self.verify_key(key));
+        }
+        let started = Instant::now();
+        match self.store.verify_key_cached(key) {
+            Some(answer) => {
+                self.record(&answer, started);
+                StoreVerification::ready(answer)
+            }
+            None => {
+                let (state, key) = (self.clone(), key.clone());
+                StoreVerification::blocking(move || state.verify_key(&key))
+            }
+        }
+    }
+
+    fn record(&self, result: &Result<Principal, VerifyError>, started: Instant) {
         self.metrics.record_verification(
-            match &result {
+            match result {
                 Ok(_) => "ok",
                 Err(e) => e.code(),
             },
             started.elapsed(),
         );
-        result
     }
 }

@@ -171,8 +171,35 @@ fn an_unreachable_database_is_unavailable_never_invalid() {
     store.verify(&text).unwrap();
     // Never verified, so never cached: only the database could answer for it.
     let (_, cold) = user_and_key(&store);
-    // Every connection of the store ends, and no new one is accepted.
-    let url = support::url_of(&location);
+    let reconnect = cut_off(&location);
+    // Writes: unavailable, nothing changed.
+    let err = disable(&store, &user).unwrap_err();
+    assert_eq!(err.code(), "keystore_unavailable", "{err:?}");
+    // Verification: the cached answer until max_staleness, then 503, never 401.
+    std::thread::sleep(Duration::from_millis(1_500));
+    for presented in [&text, cold.secret.expose()] {
+        let err = store.verify(presented).unwrap_err();
+        assert!(matches!(err, VerifyError::Unavailable(_)), "{err:?}");
+    }
+    // Back: it recovers without a restart.
+    reconnect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.verify(&text) {
+            Ok(_) => break,
+            Err(VerifyError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    disable(&store, &user).unwrap();
+}
+
+/// Ends every connection to the database of `location` and accepts no new one, until the
+/// returned function is called.
+fn cut_off(location: &support::TestLocation) -> impl FnOnce() {
+    let url = support::url_of(location);
     let name = url
         .rsplit('/')
         .next()
@@ -189,31 +216,53 @@ fn an_unreachable_database_is_unavailable_never_invalid() {
              SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
         ),
     );
-    // Writes: unavailable, nothing changed.
-    let err = disable(&store, &user).unwrap_err();
-    assert_eq!(err.code(), "keystore_unavailable", "{err:?}");
-    // Verification: the cached answer until max_staleness, then 503, never 401.
-    std::thread::sleep(Duration::from_millis(1_500));
-    for presented in [&text, cold.secret.expose()] {
-        let err = store.verify(presented).unwrap_err();
-        assert!(matches!(err, VerifyError::Unavailable(_)), "{err:?}");
+    move || {
+        support::sql(
+            &admin_url,
+            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+        );
     }
-    // Back: it recovers without a restart.
-    support::sql(
-        &admin_url,
-        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+}
+
+#[test]
+fn a_warm_verification_and_its_expiry_read_nothing_from_the_database() {
+    // What `POST /v1/verify` asks of the store for a key it verified before: the
+    // verification and the key's expiry (which it answers, for remote verifiers' caches).
+    let Some(location) = support::postgres_location() else {
+        return;
+    };
+    let store = Store::create_empty_at(&location.location, "lk", config()).unwrap();
+    let (user, _) = user_and_key(&store);
+    let expires_at = time::OffsetDateTime::now_utc() + Duration::from_secs(86_400);
+    let key = store
+        .create_key(
+            &Actor::system(),
+            NewKey {
+                name: "expiring".into(),
+                user_id: user.id,
+                expires_at: Some(expires_at),
+                ..NewKey::default()
+            },
+        )
+        .unwrap();
+    let text = key.secret.expose();
+    let principal = store.verify(text).unwrap();
+    let stored = store.key(key.key.id).unwrap().expires_at;
+    assert!(stored.is_some());
+    assert_eq!(store.expiry(&principal).unwrap(), stored);
+
+    let reconnect = cut_off(&location);
+    // What needs the database fails now...
+    assert_eq!(
+        store.key(key.key.id).unwrap_err().code(),
+        "keystore_unavailable"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match store.verify(&text) {
-            Ok(_) => break,
-            Err(VerifyError::Unavailable(_)) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("{e:?}"),
-        }
+    // ... and a warm verification with its expiry does not (within max_staleness).
+    for _ in 0..1_000 {
+        let again = store.verify(text).unwrap();
+        assert_eq!(store.expiry(&again).unwrap(), stored);
     }
-    disable(&store, &user).unwrap();
+    reconnect();
 }
 
 fn disable(store: &Store, user: &User) -> Result<User, StoreError> {

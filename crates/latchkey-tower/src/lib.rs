@@ -11,7 +11,9 @@
 //! - [`auth`]: [`ApiKeyAuthLayer`], the service [`ApiKeyAuth`] and its response future; where a
 //!   key is read from (`auth/credentials.rs`) and what is traced (`auth/trace.rs`).
 //! - [`require`]: [`RequirePermissionLayer`] and the service [`RequirePermission`].
-//! - `verifier.rs`: the [`Verifier`] trait, for a [`Store`] and for closures.
+//! - `verifier.rs`: the [`Verifier`] trait, and its impl for closures.
+//! - `store_verifier.rs`: a [`Store`] as the [`Verifier`]; [`StoreVerification`] runs a
+//!   PostgreSQL store's cache misses on tokio's blocking pool.
 //! - `rejection.rs`: [`Rejection`], every refusal as a status, a challenge and a static
 //!   problem+json body.
 //! - `principal.rs`: [`Principal`], the extractor and `principal.require(..)`.
@@ -61,6 +63,7 @@ mod macros;
 mod principal;
 mod rejection;
 pub mod require;
+mod store_verifier;
 mod usage;
 mod verifier;
 
@@ -74,6 +77,7 @@ pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, Realm};
 pub use principal::Principal;
 pub use rejection::{ProblemCode, Rejection};
 pub use require::{RequirePermission, RequirePermissionLayer};
+pub use store_verifier::StoreVerification;
 pub use usage::IpNet;
 pub use verifier::Verifier;
 

@@ -1,9 +1,9 @@
 //! The [`Verifier`] trait: from a parsed key to a [`Principal`], possibly asynchronously.
 
-use std::future::{Future, Ready, ready};
+use std::future::Future;
 use std::pin::Pin;
 
-use latchkey_core::{ApiKey, Principal, Store, VerifyError};
+use latchkey_core::{ApiKey, Principal, VerifyError};
 
 /// Turns a presented, well-formed key into the [`Principal`] it authenticates as.
 ///
@@ -15,9 +15,11 @@ use latchkey_core::{ApiKey, Principal, Store, VerifyError};
 /// from there. That is why [`Verifier::Future`] is `Unpin`: box a future that is not.
 ///
 /// Implemented by:
-/// - [`Store`]: its `verify_key` is synchronous, reads only memory or sled's page cache and
-///   takes about a microsecond, so it runs inline: a `spawn_blocking` per request would cost
-///   more than the verification.
+/// - [`Store`](latchkey_core::Store): on sled its `verify_key` reads only memory or sled's
+///   page cache and takes about a microsecond, so it runs inline: a `spawn_blocking` per
+///   request would cost more than the verification. On PostgreSQL a key its verify cache
+///   holds answers inline too, and a miss, a round trip to the database, runs on tokio's
+///   blocking pool ([`StoreVerification`](crate::StoreVerification)).
 /// - closures `Fn(&ApiKey) -> impl Future<Output = Result<Principal, VerifyError>>`, whose
 ///   future is boxed (tests, adapters).
 ///
@@ -84,22 +86,6 @@ pub trait Verifier: Send + Sync + 'static {
     fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
         let _ = text;
         None
-    }
-}
-
-impl Verifier for Store {
-    type Future = Ready<Result<Principal, VerifyError>>;
-
-    fn verify(&self, key: &ApiKey) -> Self::Future {
-        ready(self.verify_key(key))
-    }
-
-    fn verify_known(&self, presented: &[u8]) -> Option<Principal> {
-        Store::verify_known(self, presented)
-    }
-
-    fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
-        self.verify_imported(text).map(ready)
     }
 }
 

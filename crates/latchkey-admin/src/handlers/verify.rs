@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
 use latchkey_core::{Admission, ApiKey, LimitState, VerifyError, limits, meter};
+use latchkey_tower::StoreVerification;
 
 use crate::api::{VerifyRequest, VerifyResponse};
 use crate::caller::{Caller, perm};
@@ -14,16 +15,16 @@ use crate::state::AppState;
 /// A presented key's verification. A malformed key is refused without a store read, as
 /// the authentication layer does, unless the store holds imported keys, which have other
 /// formats.
-pub(crate) fn verify_presented(
+pub(crate) async fn verify_presented(
     state: &AppState,
     presented: &str,
 ) -> Result<latchkey_core::Principal, VerifyError> {
     match ApiKey::parse(presented) {
-        Ok(key) => state.verify_key(&key),
-        Err(e) => state
-            .store
-            .verify_imported(presented)
-            .unwrap_or(Err(VerifyError::Malformed(e))),
+        Ok(key) => state.verification(&key).await,
+        Err(e) => match StoreVerification::foreign(&state.store, presented) {
+            Some(verification) => verification.await,
+            None => Err(VerifyError::Malformed(e)),
+        },
     }
 }
 
@@ -61,7 +62,7 @@ pub(crate) async fn verify(
             ));
         }
     };
-    let verified = verify_presented(&state, &body.key);
+    let verified = verify_presented(&state, &body.key).await;
     let answer = match verified {
         Ok(principal) => {
             // IP → permissions → rate limits → credits: core's one order.
@@ -93,12 +94,9 @@ pub(crate) async fn verify(
                 limits: principal.meter.is_some().then_some(limits),
                 retry_after,
                 // A key that expires does so without a change event; a remote verifier
-                // caches the answer only until then.
-                expires_at: state
-                    .store
-                    .key(principal.key_id)
-                    .ok()
-                    .and_then(|k| k.expires_at),
+                // caches the answer only until then. From the verify cache: a warm
+                // verification reads nothing from the storage.
+                expires_at: state.store.expiry(&principal).ok().flatten(),
                 principal: Some((*principal).clone()),
             }
         }

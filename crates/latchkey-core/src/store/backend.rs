@@ -84,6 +84,16 @@ pub(crate) trait KvTx {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TxError>;
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), TxError>;
     fn remove(&self, key: &[u8]) -> Result<(), TxError>;
+
+    /// Announces the point reads a transaction is about to make, so that a backend whose
+    /// reads are round trips (PostgreSQL) makes one for all of them: a bulk write (an
+    /// import of 1,000 keys) then costs a few round trips, not a few per key. What `get`
+    /// answers is unchanged. The default reads nothing: a local read costs no more one at
+    /// a time.
+    fn prefetch(&self, keys: &[Vec<u8>]) -> Result<(), TxError> {
+        let _ = keys;
+        Ok(())
+    }
 }
 
 /// Writes applied at once, outside any transaction (rebuilds, creation).

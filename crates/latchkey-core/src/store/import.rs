@@ -40,6 +40,14 @@ use crate::verify::{Principal, VerifyError};
 /// The shortest and longest full key text accepted.
 const KEY_LEN: std::ops::RangeInclusive<usize> = 16..=512;
 
+/// Where an item of an import goes; see [`Store::import_target`].
+struct Target {
+    hash: [u8; 32],
+    index: Vec<u8>,
+    prefix: String,
+    public: PublicId,
+}
+
 /// The secret part of a key to import.
 #[derive(Clone, PartialEq, Eq)]
 pub enum ImportSecret {
@@ -110,8 +118,22 @@ impl ImportSecret {
     }
 }
 
+/// An item refused before the import's transaction: the field at fault and why. Kept
+/// apart from [`StoreError`], which is not `Clone`, because a transaction may run again.
+#[derive(Debug, Clone, Copy)]
+struct Refused {
+    field: &'static str,
+    reason: &'static str,
+}
+
+impl From<Refused> for StoreError {
+    fn from(refused: Refused) -> StoreError {
+        StoreError::invalid(refused.field, refused.reason)
+    }
+}
+
 /// A display prefix given with an import: what lists show for the key.
-fn check_prefix(prefix: &str) -> Result<(), StoreError> {
+fn check_prefix(prefix: &str) -> Result<(), Refused> {
     let ok = (1..=64).contains(&prefix.len())
         && prefix
             .bytes()
@@ -119,10 +141,10 @@ fn check_prefix(prefix: &str) -> Result<(), StoreError> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::invalid(
-            "prefix",
-            "must be 1 to 64 characters of [A-Za-z0-9_.-]",
-        ))
+        Err(Refused {
+            field: "prefix",
+            reason: "must be 1 to 64 characters of [A-Za-z0-9_.-]",
+        })
     }
 }
 
@@ -153,16 +175,26 @@ impl Store {
         user_id: Uuid,
         items: &[ImportKey],
     ) -> Result<Vec<Result<Key, StoreError>>, StoreError> {
+        // Hashed once, and a public id drawn for each, outside the transaction (which may
+        // run again), so that its point reads are known before it starts: read in one go.
+        let targets: Vec<Result<Target, Refused>> =
+            items.iter().map(|item| self.import_target(item)).collect();
         let outcome = self.write(actor, |tx| {
             let Some(user) = tx.get::<User>(&layout::user(user_id))? else {
                 return abort(StoreError::not_found(Entity::User, user_id));
             };
+            let ahead: Vec<Vec<u8>> = targets
+                .iter()
+                .flatten()
+                .flat_map(|t| [t.index.clone(), layout::key(&t.public)])
+                .collect();
+            tx.prefetch(&ahead)?;
             let grants = user_grants_in(tx, &user)?;
             let mut results = Vec::with_capacity(items.len());
-            for item in items {
+            for (item, target) in items.iter().zip(&targets) {
                 let effective = PermissionSet::effective(&grants, [], item.scopes.as_ref());
                 let result = match actor.ensure_covers(&effective) {
-                    Ok(()) => self.import_one(tx, actor, &user, item)?,
+                    Ok(()) => self.import_one(tx, actor, &user, item, target)?,
                     Err(e) => Err(e),
                 };
                 results.push(result);
@@ -175,6 +207,34 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Where an item goes: its stored hash, its index entry, its display prefix and a
+    /// public id of its own (so that it is found, listed and revoked like any other key).
+    fn import_target(&self, item: &ImportKey) -> Result<Target, Refused> {
+        let (hash, index, prefix) = match &item.secret {
+            ImportSecret::Full(text) => {
+                let hash = self.inner.hash_key.hash(text).to_bytes();
+                let prefix = item.prefix.clone().unwrap_or_else(|| derived_prefix(text));
+                (hash, layout::imported_blake3(&hash), prefix)
+            }
+            ImportSecret::Sha256(digest) => {
+                let Some(prefix) = item.prefix.clone() else {
+                    return Err(Refused {
+                        field: "prefix",
+                        reason: "is required with sha256: the display prefix the key had",
+                    });
+                };
+                (*digest, layout::imported_sha256(digest), prefix)
+            }
+        };
+        check_prefix(&prefix)?;
+        Ok(Target {
+            hash,
+            index,
+            prefix,
+            public: ApiKey::generate(&Prefix::default(), Env::Live).id(),
+        })
+    }
+
     /// One item inside the import's transaction: `Ok(Err(_))` refuses the item alone.
     fn import_one(
         &self,
@@ -182,6 +242,7 @@ impl Store {
         actor: &Actor,
         user: &User,
         item: &ImportKey,
+        target: &Result<Target, Refused>,
     ) -> TxResult<Result<Key, StoreError>> {
         let name = item.name.as_deref().unwrap_or("imported");
         if let Err(e) = validate_text("name", name, 1, 128) {
@@ -193,40 +254,28 @@ impl Store {
                 "must be in the future",
             )));
         }
-        let (hash, index, prefix) = match &item.secret {
-            ImportSecret::Full(text) => {
-                let hash = self.inner.hash_key.hash(text).to_bytes();
-                let prefix = item.prefix.clone().unwrap_or_else(|| derived_prefix(text));
-                (hash, layout::imported_blake3(&hash), prefix)
-            }
-            ImportSecret::Sha256(digest) => {
-                let Some(prefix) = item.prefix.clone() else {
-                    return Ok(Err(StoreError::invalid(
-                        "prefix",
-                        "is required with sha256: the display prefix the key had",
-                    )));
-                };
-                (*digest, layout::imported_sha256(digest), prefix)
-            }
+        let Target {
+            hash,
+            index,
+            prefix,
+            public,
+        } = match target {
+            Ok(target) => target,
+            Err(refused) => return Ok(Err((*refused).into())),
         };
-        if let Err(e) = check_prefix(&prefix) {
-            return Ok(Err(e));
-        }
-        if tx.get_raw(&index)?.is_some() {
+        if tx.get_raw(index)?.is_some() {
             return Ok(Err(StoreError::Conflict(Conflict::NameTaken {
                 entity: Entity::Key,
                 name: format!("{prefix} (this key is already imported)"),
             })));
         }
-        // A public id of its own, so the key is found, listed and revoked like any other.
-        let public = ApiKey::generate(&Prefix::default(), Env::Live).id();
-        if tx.get_raw(&layout::key(&public))?.is_some() {
+        if tx.get_raw(&layout::key(public))?.is_some() {
             return abort(StoreError::storage("public id collision; try again"));
         }
         let record = KeyRecord {
-            id: layout::key_uuid(&public, tx.now),
+            id: layout::key_uuid(public, tx.now),
             public_id: public.as_str().to_owned(),
-            prefix,
+            prefix: prefix.clone(),
             name: name.to_owned(),
             description: Some("imported".into()),
             user_id: user.id,
@@ -238,11 +287,11 @@ impl Store {
             created_at: tx.now,
             created_by: actor.key_id(),
             rotated_from: None,
-            hash,
+            hash: *hash,
             usage: Usage::default(),
         };
-        tx.put_raw(&index, public.as_str().as_bytes())?;
-        self.insert_key_record(tx, public, &record)?;
+        tx.put_raw(index, public.as_str().as_bytes())?;
+        self.insert_key_record(tx, *public, &record)?;
         Ok(Ok(record.view(
             tx.now,
             Usage::default(),
@@ -255,10 +304,17 @@ impl Store {
     /// the store holds none, or the text could not be one, so a malformed key costs
     /// nothing more than before in a store without imports.
     pub fn verify_imported(&self, presented: &str) -> Option<Result<Principal, VerifyError>> {
-        if !self.inner.has_imports.load(Ordering::Acquire) || !KEY_LEN.contains(&presented.len()) {
+        if !self.may_be_imported(presented) {
             return None;
         }
         Some(self.verify_imported_text(presented))
+    }
+
+    /// Whether [`Store::verify_imported`] would look `presented` up (and so read the
+    /// storage) rather than answer `None` at once: the store holds imported keys and the
+    /// text has the length of one.
+    pub fn may_be_imported(&self, presented: &str) -> bool {
+        self.inner.has_imports.load(Ordering::Acquire) && KEY_LEN.contains(&presented.len())
     }
 
     fn verify_imported_text(&self, presented: &str) -> Result<Principal, VerifyError> {

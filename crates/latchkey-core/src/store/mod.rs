@@ -629,6 +629,36 @@ impl Store {
         self.inner.sled.is_none()
     }
 
+    /// When the key of a principal that just verified expires (`None`: never).
+    ///
+    /// Answered from the verify cache, which holds every key it verified, so that a
+    /// verification followed by this stays off the storage (on PostgreSQL, a round trip
+    /// saved on every `/v1/verify`); read from the key's record only when the entry has
+    /// been evicted or invalidated since.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when the key was deleted since, and the errors of a read
+    /// of the storage.
+    pub fn expiry(
+        &self,
+        principal: &Principal,
+    ) -> Result<Option<time::OffsetDateTime>, StoreError> {
+        let cache = &self.inner.cache;
+        let cached = layout::public_id_of(principal.key_id).and_then(|id| {
+            cache
+                .hot(&id)
+                .map(|hot| hot.resolved)
+                .or_else(|| cache.cold(&id).flatten())
+        });
+        match cached {
+            Some(resolved) if resolved.principal.key_id == principal.key_id => Ok(resolved
+                .expires_at
+                .and_then(|at| time::OffsetDateTime::from_unix_timestamp_nanos(at).ok())),
+            _ => Ok(self.key(principal.key_id)?.expires_at),
+        }
+    }
+
     fn verify_key_reading(
         &self,
         key: &ApiKey,

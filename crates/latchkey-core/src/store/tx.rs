@@ -51,6 +51,12 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// Reads `keys` ahead, in one round trip where reads are round trips: see
+    /// [`KvTx::prefetch`].
+    pub(crate) fn prefetch(&self, keys: &[Vec<u8>]) -> TxResult<()> {
+        self.tree.prefetch(keys)
+    }
+
     pub(crate) fn put<T: Serialize>(&self, key: &[u8], value: &T) -> TxResult<()> {
         self.tree.put(key, &super::encode(value))
     }

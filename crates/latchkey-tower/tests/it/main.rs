@@ -15,3 +15,5 @@ mod verifiers;
 // A revoke while requests are in flight: nothing that starts after it succeeds.
 mod concurrency;
 mod usage;
+// The layer on a PostgreSQL store: cold verifications off the async worker.
+mod postgres;

@@ -8,7 +8,7 @@
 //! the calling thread one round trip to the database, bounded by [`OP_TIMEOUT`].
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -242,17 +242,22 @@ fn tx_error(e: StoreError) -> TxError {
 }
 
 /// One transaction: reads go to the database through its own writes so far, which are
-/// kept here and written at commit.
+/// kept here and written at commit, and through what it read before: a `SERIALIZABLE`
+/// transaction reads one snapshot, so a second read of a key would answer the same.
 struct PgTx<'a> {
     pg: &'a Pg,
     client: &'a Object,
     writes: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    reads: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl KvTx for PgTx<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
         if let Some(written) = self.writes.borrow().get(key) {
             return Ok(written.clone());
+        }
+        if let Some(read) = self.reads.borrow().get(key) {
+            return Ok(read.clone());
         }
         let rows = self
             .pg
@@ -262,7 +267,37 @@ impl KvTx for PgTx<'_> {
                 &[&key],
             )
             .map_err(tx_error)?;
-        Ok(rows.first().map(|row| row.get(0)))
+        let value: Option<Vec<u8>> = rows.first().map(|row| row.get(0));
+        self.reads.borrow_mut().insert(key.to_vec(), value.clone());
+        Ok(value)
+    }
+
+    fn prefetch(&self, keys: &[Vec<u8>]) -> Result<(), TxError> {
+        let wanted: Vec<&Vec<u8>> = {
+            let (writes, reads) = (self.writes.borrow(), self.reads.borrow());
+            keys.iter()
+                .filter(|k| !writes.contains_key(*k) && !reads.contains_key(*k))
+                .collect()
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let rows = self
+            .pg
+            .query(
+                self.client,
+                "SELECT k, v FROM latchkey_kv WHERE k = ANY($1::bytea[])",
+                &[&wanted],
+            )
+            .map_err(tx_error)?;
+        let mut reads = self.reads.borrow_mut();
+        for key in wanted {
+            reads.insert(key.clone(), None);
+        }
+        for row in rows {
+            reads.insert(row.get(0), Some(row.get(1)));
+        }
+        Ok(())
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), TxError> {
@@ -355,6 +390,7 @@ impl Backend for PgBackend {
                 pg,
                 client: &client,
                 writes: RefCell::default(),
+                reads: RefCell::default(),
             };
             let outcome = body(&tx).and_then(|()| {
                 let writes = tx.writes.into_inner();

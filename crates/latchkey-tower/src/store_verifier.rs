@@ -1,0 +1,117 @@
+//! The [`Verifier`] of an embedded [`Store`], and [`StoreVerification`], its future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use latchkey_core::{ApiKey, Principal, Store, VerifyError};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::verifier::Verifier;
+
+/// A [`Store`]'s verification in progress: ready at once, unless the answer needs a read of
+/// storage across a network.
+///
+/// A store on sled answers every key inline: its reads come from memory or sled's page
+/// cache, and a hop to another thread would cost more than the verification. A store on
+/// PostgreSQL ([`Store::reads_over_network`]) answers inline from its verify cache; a key
+/// the cache does not hold needs a round trip to the database, which runs on tokio's
+/// blocking pool ([`StoreVerification::blocking`]) so that it never holds up the async
+/// worker, and the other requests on it, for that long.
+#[derive(Debug)]
+pub struct StoreVerification(State);
+
+#[derive(Debug)]
+enum State {
+    /// Taken by the poll that completes.
+    Ready(Option<Result<Principal, VerifyError>>),
+    Blocking(JoinHandle<Result<Principal, VerifyError>>),
+}
+
+impl StoreVerification {
+    /// A verification that has answered already: of a store on sled, or from the verify
+    /// cache of a store on PostgreSQL ([`Store::verify_key_cached`]).
+    pub fn ready(answer: Result<Principal, VerifyError>) -> StoreVerification {
+        StoreVerification(State::Ready(Some(answer)))
+    }
+
+    /// Runs `verify`, which may block, on the blocking pool of the current tokio runtime;
+    /// outside any tokio runtime, on this thread at once.
+    ///
+    /// A panic of `verify` resumes in the task that polls this, as it would inline.
+    pub fn blocking(
+        verify: impl FnOnce() -> Result<Principal, VerifyError> + Send + 'static,
+    ) -> StoreVerification {
+        match Handle::try_current() {
+            Ok(runtime) => StoreVerification(State::Blocking(runtime.spawn_blocking(verify))),
+            Err(_) => StoreVerification::ready(verify()),
+        }
+    }
+
+    /// How `store` verifies a text that is not a latchkey key (an imported key): `None`
+    /// when it holds no key such a text could be, else as [`StoreVerification::of`] does,
+    /// on the blocking pool when the look-up crosses a network (as
+    /// [`Store`]'s [`Verifier::verify_foreign`] does).
+    pub fn foreign(store: &Store, text: &str) -> Option<StoreVerification> {
+        if !store.reads_over_network() {
+            return store.verify_imported(text).map(StoreVerification::ready);
+        }
+        if !store.may_be_imported(text) {
+            return None;
+        }
+        let (store, text) = (store.clone(), text.to_owned());
+        Some(StoreVerification::blocking(move || {
+            store
+                .verify_imported(&text)
+                .unwrap_or(Err(VerifyError::Invalid))
+        }))
+    }
+}
+
+impl Future for StoreVerification {
+    type Output = Result<Principal, VerifyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            State::Ready(answer) => Poll::Ready(
+                answer
+                    .take()
+                    .expect("StoreVerification polled after it answered"),
+            ),
+            State::Blocking(task) => Pin::new(task).poll(cx).map(|joined| match joined {
+                Ok(answer) => answer,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Only a runtime shutting down cancels a blocking task.
+                Err(e) => Err(VerifyError::Unavailable(format!(
+                    "the verification did not complete: {e}"
+                ))),
+            }),
+        }
+    }
+}
+
+impl Verifier for Store {
+    type Future = StoreVerification;
+
+    fn verify(&self, key: &ApiKey) -> Self::Future {
+        if !self.reads_over_network() {
+            return StoreVerification::ready(self.verify_key(key));
+        }
+        match self.verify_key_cached(key) {
+            Some(answer) => StoreVerification::ready(answer),
+            None => {
+                let (store, key) = (self.clone(), key.clone());
+                StoreVerification::blocking(move || store.verify_key(&key))
+            }
+        }
+    }
+
+    fn verify_known(&self, presented: &[u8]) -> Option<Principal> {
+        Store::verify_known(self, presented)
+    }
+
+    fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
+        StoreVerification::foreign(self, text)
+    }
+}
