@@ -2,6 +2,10 @@
 //! the cache, usage, the change feed and the audit chain.
 
 mod support;
+/// sled's on-disk audit layout, for the tampering test (sled only: not in `support`, which
+/// other crates' tests include).
+#[path = "support/tamper.rs"]
+mod tamper;
 
 use std::sync::Arc;
 
@@ -590,7 +594,7 @@ fn tampering_with_the_audit_log_is_found() {
     let Fixture { _dir, store, .. } = f;
     drop(store);
     // Event 3 replaced by a copy of event 2: well-formed, but it does not fit the chain.
-    support::tamper::copy_audit_event(&path, 2, 3);
+    tamper::copy_audit_event(&path, 2, 3);
     let store = Store::open(&path, StoreConfig::default()).unwrap();
     let report = store.verify_audit().unwrap();
     assert_eq!(report.broken.map(|b| b.seq), Some(3));

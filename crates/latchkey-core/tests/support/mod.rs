@@ -6,7 +6,6 @@
 use latchkey_core::Location;
 
 mod records;
-pub mod tamper;
 #[allow(unused_imports)]
 pub use records::*;
 
