@@ -546,6 +546,53 @@ fn a_rate_limit_and_credits_hold_across_two_apps() {
     );
 }
 
+/// A user's rate limit is leased like a key's own (its bucket is named `user:<name>`) and
+/// shared by all the user's keys across both apps.
+#[test]
+fn a_user_s_rate_limit_holds_across_two_apps_and_its_keys() {
+    let c = Cluster::new(LONG_STALENESS);
+    let user = [
+        "users",
+        "add",
+        "--name",
+        "partner",
+        "--permissions",
+        "orders:read",
+    ];
+    c.json(&[&user[..], &["--rate-limit", "20/1h"]].concat());
+    let keys: Vec<String> = ["one", "two"]
+        .iter()
+        .map(|name| {
+            let created = c.json(&["keys", "add", "--name", name, "--user", "partner"]);
+            created["secret"].as_str().expect("a secret").to_owned()
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (app, key) = (&c.apps[i % 2], &keys[i / 2]);
+                scope.spawn(move || (0..15).map(|_| get_orders(app, key)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a client"))
+            .collect()
+    });
+    let accepted = answers.iter().filter(|(s, _)| *s == 200).count();
+    eprintln!("accepted {accepted} of 60 against a user limit of 20, two keys, two apps");
+    assert!(
+        (18..=20).contains(&accepted),
+        "accepted {accepted}: {answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.0 == 200 || *a == (429, "rate_limited".to_owned())),
+        "{answers:?}"
+    );
+}
+
 #[test]
 fn an_allowlisted_key_works_through_a_remote_app_from_its_network_only() {
     let c = Cluster::new(LONG_STALENESS);

@@ -168,8 +168,7 @@ impl Meter {
         mut report: Option<&mut Vec<LimitState>>,
     ) -> Result<(), VerifyError> {
         let meter = &*self.0;
-        let user_limits = self.1.iter().flat_map(|u| u.limits.iter());
-        for limit in meter.limits.iter().chain(user_limits) {
+        for limit in self.limits() {
             let remaining = limit.check(cost, &meter.clock)?;
             if let Some(report) = report.as_deref_mut() {
                 report.push(limit.state(remaining));
@@ -198,9 +197,14 @@ impl Meter {
         Ok(())
     }
 
-    /// The key's rate limits.
+    /// The key's rate limits, then its user's (named `user:<name>`).
     pub fn rate_limits(&self) -> impl Iterator<Item = &RateLimit> {
-        self.0.limits.iter().map(|l| &l.rule)
+        self.limits().map(|l| &l.rule)
+    }
+
+    fn limits(&self) -> impl Iterator<Item = &Limit> {
+        let user = self.1.iter().flat_map(|u| u.limits.iter());
+        self.0.limits.iter().chain(user)
     }
 
     /// The key's IP allowlist (empty: any address).
@@ -215,9 +219,10 @@ impl Meter {
 
     /// Takes up to `want` requests' worth of the rate limit `name` for a remote verifier's
     /// lease: as much as the limit allows now (trying halves), or the refusal when not even
-    /// one request would pass. `None` when the key has no such limit.
+    /// one request would pass. `None` when neither the key nor its user has such a limit
+    /// (a user's is named `user:<name>`).
     pub fn lease_limit(&self, name: &str, want: u32) -> Option<Result<u32, RateLimited>> {
-        let limit = self.0.limits.iter().find(|l| l.rule.name == name)?;
+        let limit = self.limits().find(|l| l.rule.name == name)?;
         let mut asked = want.clamp(1, limit.rule.limit);
         loop {
             match limit.check(asked, &self.0.clock) {
