@@ -123,14 +123,18 @@ impl Pg {
         future: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let _entered = self.handle().enter();
-        futures_executor::block_on(async {
+        // Unconstrained: called from inside a tokio task (a daemon's shutdown flush), the
+        // task's cooperative budget would apply to this future too, and once spent make
+        // every poll answer `Pending` and wake at once: `block_on` would spin forever, since
+        // the task never yields to get its budget back.
+        futures_executor::block_on(tokio::task::unconstrained(async {
             match tokio::time::timeout(OP_TIMEOUT, future).await {
                 Ok(done) => done,
                 Err(_) => Err(StoreError::Unavailable(
                     "the database did not answer in time".into(),
                 )),
             }
-        })
+        }))
     }
 
     pub(super) fn handle(&self) -> &tokio::runtime::Handle {
