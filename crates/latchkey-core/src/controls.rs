@@ -20,12 +20,15 @@ use crate::limits::{
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RateLimit {
     /// 1 to 32 characters of `[A-Za-z0-9_.-]`, unique among the key's (or user's) limits.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_.\-]{1,32}$"))]
     pub name: String,
     /// Requests per window, 1 to 1,000,000,000.
     #[serde(deserialize_with = "crate::wire::integer")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000_000))]
     pub limit: u32,
     /// The window, 1 second to 31 days.
     #[serde(deserialize_with = "crate::wire::integer")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_678_400))]
     pub window_seconds: u32,
 }
 

@@ -101,7 +101,8 @@ pub struct CreateUser {
     /// Up to 8 named rate limits shared by all the user's keys, in addition to each key's
     /// own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_items = 8)]
+    // A set in the document (`uniqueItems`): the limits' names are unique besides.
+    #[schema(value_type = Option<BTreeSet<RateLimit>>, max_items = 8)]
     pub rate_limits: Option<Vec<RateLimit>>,
 }
 
@@ -174,7 +175,7 @@ pub struct UpdateUser {
         deserialize_with = "de::present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<Vec<RateLimit>>, max_items = 8)]
+    #[schema(value_type = Option<BTreeSet<RateLimit>>, max_items = 8)]
     pub rate_limits: Option<Option<Vec<RateLimit>>>,
 }
 
@@ -217,7 +218,7 @@ pub struct CreateKey {
     pub meta: Option<serde_json::Value>,
     /// Up to 8 named rate limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_items = 8)]
+    #[schema(value_type = Option<BTreeSet<RateLimit>>, max_items = 8)]
     pub rate_limits: Option<Vec<RateLimit>>,
     /// Credits: each request costs 1 (or its route's cost); at 0, 429 `usage_exceeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,7 +262,7 @@ pub struct UpdateKey {
         deserialize_with = "de::present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<Vec<RateLimit>>, max_items = 8)]
+    #[schema(value_type = Option<BTreeSet<RateLimit>>, max_items = 8)]
     pub rate_limits: Option<Option<Vec<RateLimit>>>,
     /// `{"remaining": N}` sets the credits (with an optional `refill`), `{"add": N}` adds
     /// to what is left; `null` removes them.
