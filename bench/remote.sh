@@ -100,13 +100,16 @@ api /v1/users '{"name":"bench-limited","permissions":["orders:read"]}' >/dev/nul
 LIMITED=$(api /v1/keys "{\"name\":\"limited\",\"user_id\":\"bench-limited\",\"rate_limits\":[{\"name\":\"default\",\"limit\":$LIMIT,\"window_seconds\":3600}]}" |
     sed -n 's/.*"secret":"\([^"]*\)".*/\1/p')
 [ -n "$LIMITED" ] || { echo "could not create the rate-limited key" >&2; exit 1; }
+hammering=()
 for app in a b; do
     url=$REMOTE_A
     [ "$app" = b ] && url=$REMOTE_B
     wrk -t2 -c"$CONNS" -d"$DURATION" -H "Authorization: Bearer $LIMITED" "$url/orders" \
         >"$OUT/limited-$app.txt" &
+    hammering+=($!)
 done
-wait
+# Only the two wrk runs: the daemon and the apps are background jobs of this shell too.
+wait "${hammering[@]}"
 accepted() { # accepted FILE: requests answered 2xx in a wrk report
     awk '/requests in/ { total = $1 } /Non-2xx/ { refused = $NF } END { print total - refused }' "$1"
 }
