@@ -497,34 +497,7 @@ fn a_rate_limit_and_credits_hold_across_two_apps() {
         "30",
     ]);
     let key = created["secret"].as_str().expect("a secret").to_owned();
-    // Four clients, two per app, 15 requests each, at once.
-    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..4)
-            .map(|i| {
-                let app = &c.apps[i % 2];
-                let key = &key;
-                scope.spawn(move || (0..15).map(|_| get_orders(app, key)).collect::<Vec<_>>())
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a client"))
-            .collect()
-    });
-    let accepted = answers.iter().filter(|(s, _)| *s == 200).count();
-    eprintln!("accepted {accepted} of 60 against a limit of 20 across two apps");
-    // Never above the limit; below it by at most the slices the apps leased and did not
-    // use (one request's worth each: 1/20 of the limit).
-    assert!(
-        (18..=20).contains(&accepted),
-        "accepted {accepted}: {answers:?}"
-    );
-    assert!(
-        answers
-            .iter()
-            .all(|a| a.0 == 200 || *a == (429, "rate_limited".to_owned())),
-        "{answers:?}"
-    );
+    let accepted = hammer_a_limit_of_20(&c, [&key, &key]);
     // Credits: 30 bought, ~20 used; lifting the limit, the rest run out across both apps.
     let id = created["id"].as_str().unwrap();
     c.json(&["keys", "update", id, "--rate-limit", "1000/1s"]);
@@ -544,6 +517,38 @@ fn a_rate_limit_and_credits_hold_across_two_apps() {
         get_orders(&c.apps[0], &key),
         (429, "usage_exceeded".to_owned())
     );
+}
+
+/// Four clients at once, two per app, 15 requests each, the first two with `keys[0]`, the
+/// others with `keys[1]`, against a limit of 20: never above the limit, below it by at
+/// most the slices the apps leased and did not use (one request's worth each: 1/20 of
+/// it), every refusal `rate_limited`. The number accepted.
+fn hammer_a_limit_of_20(c: &Cluster, keys: [&str; 2]) -> usize {
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (app, key) = (&c.apps[i % 2], keys[i / 2]);
+                scope.spawn(move || (0..15).map(|_| get_orders(app, key)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a client"))
+            .collect()
+    });
+    let accepted = answers.iter().filter(|(s, _)| *s == 200).count();
+    eprintln!("accepted {accepted} of 60 against a limit of 20 across two apps");
+    assert!(
+        (18..=20).contains(&accepted),
+        "accepted {accepted}: {answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.0 == 200 || *a == (429, "rate_limited".to_owned())),
+        "{answers:?}"
+    );
+    accepted
 }
 
 /// A user's rate limit is leased like a key's own (its bucket is named `user:<name>`) and
@@ -567,30 +572,7 @@ fn a_user_s_rate_limit_holds_across_two_apps_and_its_keys() {
             created["secret"].as_str().expect("a secret").to_owned()
         })
         .collect();
-    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..4)
-            .map(|i| {
-                let (app, key) = (&c.apps[i % 2], &keys[i / 2]);
-                scope.spawn(move || (0..15).map(|_| get_orders(app, key)).collect::<Vec<_>>())
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a client"))
-            .collect()
-    });
-    let accepted = answers.iter().filter(|(s, _)| *s == 200).count();
-    eprintln!("accepted {accepted} of 60 against a user limit of 20, two keys, two apps");
-    assert!(
-        (18..=20).contains(&accepted),
-        "accepted {accepted}: {answers:?}"
-    );
-    assert!(
-        answers
-            .iter()
-            .all(|a| a.0 == 200 || *a == (429, "rate_limited".to_owned())),
-        "{answers:?}"
-    );
+    hammer_a_limit_of_20(&c, [&keys[0], &keys[1]]);
 }
 
 #[test]

@@ -33,7 +33,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::backend::{Backend, TxError};
+use super::backend::{Backend, KvTx, TxError};
 use super::{Inner, decode, encode, layout};
 use crate::clock::Clock;
 use crate::controls::{Credits, RateLimit, Refill};
@@ -296,6 +296,14 @@ fn tx_store_error(e: TxError) -> StoreError {
     }
 }
 
+/// A key's controls record as a transaction reads it.
+fn controls_in(tx: &dyn KvTx, path: &[u8]) -> Result<Option<ControlsRecord>, TxError> {
+    tx.get(path)?
+        .map(|b| decode::<ControlsRecord>(&b))
+        .transpose()
+        .map_err(TxError::Abort)
+}
+
 /// Takes at least `at_least` and up to `want` credits (at most an eighth of the balance
 /// beyond `at_least`) from a key's balance in one transaction, after a refill that came due.
 fn reserve(
@@ -307,11 +315,7 @@ fn reserve(
 ) -> Result<Reserved, StoreError> {
     let path = layout::key_controls(public);
     db.transact(|tx| {
-        let record = tx
-            .get(&path)?
-            .map(|b| decode::<ControlsRecord>(&b))
-            .transpose()
-            .map_err(TxError::Abort)?;
+        let record = controls_in(tx, &path)?;
         let Some(mut record) = record.filter(|r| r.credits.is_some()) else {
             return Ok(Reserved {
                 granted: 0,
@@ -355,11 +359,7 @@ fn give_back(
 ) -> Result<Option<u64>, StoreError> {
     let path = layout::key_controls(public);
     db.transact(|tx| {
-        let record = tx
-            .get(&path)?
-            .map(|b| decode::<ControlsRecord>(&b))
-            .transpose()
-            .map_err(TxError::Abort)?;
+        let record = controls_in(tx, &path)?;
         let Some(mut record) = record.filter(|r| r.version == version) else {
             return Ok(None);
         };
