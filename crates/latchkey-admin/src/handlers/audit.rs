@@ -9,8 +9,9 @@ use utoipa::IntoParams;
 
 use crate::api::{AuditBreak, AuditCheck, List};
 use crate::caller::{Caller, perm};
-use crate::error::{AppError, Problem};
+use crate::error::AppError;
 use crate::extract::{NoParams, Params, optional};
+use crate::openapi::problems::InvalidParameter;
 use crate::state::AppState;
 
 /// Default page size of the audit trail.
@@ -35,7 +36,7 @@ pub(crate) struct AuditParams {
     params(AuditParams),
     responses(
         (status = 200, description = "One page of events; pass `next_cursor` as `after` for the next", body = List<AuditEvent>),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        InvalidParameter,
     ),
     security(("bearer" = ["latchkey:audit:read"])))]
 pub(crate) async fn list(

@@ -68,6 +68,7 @@ use crate::caller::{Caller, Required, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{Params, optional};
 use crate::handlers::streams::StreamSlot;
+use crate::openapi::problems::LacksVerify;
 use crate::state::AppState;
 
 /// How many changes one replay read takes from the store.
@@ -148,8 +149,8 @@ pub(crate) struct EventsParams {
     responses(
         (status = 200, description = "A stream of `ready`/`reset`, `change` and `heartbeat` events", content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid `after`, `heartbeat_ms` or `Last-Event-ID`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Lacks latchkey:verify", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`too_many_streams`: 1,024 streams are open, or 8 for this key", body = Problem, content_type = "application/problem+json"),
+        LacksVerify,
     ),
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn stream(

@@ -9,6 +9,9 @@ use crate::api::{CreateGroup, List, UpdateGroup};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, PageParams, Params, RecordRef};
+use crate::openapi::problems::{
+    Escalation, InvalidField, InvalidParameter, NameTaken, NoSuchGroup,
+};
 use crate::state::AppState;
 
 /// Create a group.
@@ -18,9 +21,8 @@ use crate::state::AppState;
     request_body = CreateGroup,
     responses(
         (status = 201, description = "Created", body = Group),
-        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Lacks latchkey:groups:write, or a permission the group grants", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        InvalidField, NameTaken,
     ),
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn create(
@@ -47,7 +49,7 @@ pub(crate) async fn create(
     params(PageParams),
     responses(
         (status = 200, description = "One page of groups", body = List<Group>),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        InvalidParameter,
     ),
     security(("bearer" = ["latchkey:groups:read"])))]
 pub(crate) async fn list(
@@ -67,7 +69,7 @@ pub(crate) async fn list(
     params(("id" = String, Path, description = "Group id or name")),
     responses(
         (status = 200, description = "The group", body = Group),
-        (status = 404, description = "No such group", body = Problem, content_type = "application/problem+json"),
+        NoSuchGroup,
     ),
     security(("bearer" = ["latchkey:groups:read"])))]
 pub(crate) async fn show(
@@ -86,10 +88,7 @@ pub(crate) async fn show(
     request_body = UpdateGroup,
     responses(
         (status = 200, description = "The changed group", body = Group),
-        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Escalation", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such group", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        InvalidField, Escalation, NoSuchGroup, NameTaken,
     ),
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn update(
@@ -120,8 +119,7 @@ pub(crate) async fn update(
     params(("id" = String, Path, description = "Group id or name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "Escalation", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such group", body = Problem, content_type = "application/problem+json"),
+        Escalation, NoSuchGroup,
     ),
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn delete(

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::JsonBody;
+use crate::openapi::problems::NoSuchUser;
 use crate::state::AppState;
 
 /// The most items one request takes.
@@ -152,8 +153,8 @@ fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
         (status = 200, description = "Each item imported or refused", body = ImportReport),
         (status = 400, description = "No user_id, or more than 1,000 items", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Lacks latchkey:keys:write, or cannot act for the user", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The disk is full: nothing was imported", body = Problem, content_type = "application/problem+json"),
+        NoSuchUser,
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn import(

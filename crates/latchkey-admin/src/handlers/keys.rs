@@ -15,6 +15,9 @@ use crate::api::{CreateKey, CreditsChange, KeyWithSecret, List, RotateKey, Updat
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, Params, RecordRef, optional, page_limit};
+use crate::openapi::problems::{
+    InvalidField, InvalidParameter, NoSuchKey, NoSuchUser, StrongerKey,
+};
 use crate::state::AppState;
 
 /// The longest rotation grace period: a year.
@@ -60,9 +63,8 @@ fn with_secret(created: CreatedKey) -> KeyWithSecret {
     request_body = CreateKey,
     responses(
         (status = 201, description = "Created; `secret` is the full key, never shown again", body = KeyWithSecret),
-        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Lacks latchkey:keys:write, or the key would be stronger than the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        InvalidField, NoSuchUser,
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn create(
@@ -106,8 +108,7 @@ pub(crate) async fn create(
     params(KeyListParams),
     responses(
         (status = 200, description = "One page of keys", body = List<Key>),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        InvalidParameter, NoSuchUser,
     ),
     security(("bearer" = ["latchkey:keys:read"])))]
 pub(crate) async fn list(
@@ -165,7 +166,7 @@ pub(crate) async fn list(
     params(("id" = String, Path, description = "Key id or display prefix")),
     responses(
         (status = 200, description = "The key (never its secret)", body = Key),
-        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+        NoSuchKey,
     ),
     security(("bearer" = ["latchkey:keys:read"])))]
 pub(crate) async fn show(
@@ -185,10 +186,8 @@ pub(crate) async fn show(
     request_body = UpdateKey,
     responses(
         (status = 200, description = "The changed key", body = Key),
-        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key is stronger than the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Re-enabling a revoked key (`key_revoked`)", body = Problem, content_type = "application/problem+json"),
+        InvalidField, StrongerKey, NoSuchKey,
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn update(
@@ -220,8 +219,7 @@ pub(crate) async fn update(
     params(("id" = String, Path, description = "Key id or display prefix")),
     responses(
         (status = 200, description = "The revoked key", body = Key),
-        (status = 403, description = "The key is stronger than the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
+        StrongerKey, NoSuchKey,
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn revoke(
@@ -245,10 +243,8 @@ pub(crate) async fn revoke(
     request_body = RotateKey,
     responses(
         (status = 201, description = "The new key; `secret` is its full text, never shown again", body = KeyWithSecret),
-        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key is stronger than the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The key is revoked (`key_revoked`)", body = Problem, content_type = "application/problem+json"),
+        InvalidField, StrongerKey, NoSuchKey,
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn rotate(
@@ -278,9 +274,8 @@ pub(crate) async fn rotate(
     params(("id" = String, Path, description = "Key id or display prefix")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "The key is stronger than the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not revoked (`key_not_revoked`)", body = Problem, content_type = "application/problem+json"),
+        StrongerKey, NoSuchKey,
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn delete(

@@ -9,9 +9,10 @@ use latchkey_core::wire::{BucketKind, LeaseGrant, LeaseRequest, LeaseResponse};
 use latchkey_core::{Meter, VerifyError, limits};
 
 use crate::caller::{Caller, perm};
-use crate::error::{AppError, Problem};
+use crate::error::AppError;
 use crate::extract::JsonBody;
 use crate::handlers::verify::verify_presented;
+use crate::openapi::problems::{InvalidField, KeystoreUnavailable, LacksVerify};
 use crate::state::AppState;
 
 /// Lease slices of a key's rate limits and credits.
@@ -26,9 +27,7 @@ use crate::state::AppState;
     request_body = LeaseRequest,
     responses(
         (status = 200, description = "The grants", body = LeaseResponse),
-        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Lacks latchkey:verify", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Keystore unavailable", body = Problem, content_type = "application/problem+json"),
+        InvalidField, LacksVerify, KeystoreUnavailable,
     ),
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn lease(

@@ -7,8 +7,9 @@ use latchkey_core::limits::MAX_USAGE_ITEMS;
 
 use crate::api::UsageReport;
 use crate::caller::{Caller, perm};
-use crate::error::{AppError, Problem};
+use crate::error::AppError;
 use crate::extract::JsonBody;
+use crate::openapi::problems::{InvalidField, LacksVerify};
 use crate::state::AppState;
 
 /// Add usage figures counted elsewhere.
@@ -23,8 +24,7 @@ use crate::state::AppState;
     request_body = UsageReport,
     responses(
         (status = 204, description = "Recorded"),
-        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Lacks latchkey:verify", body = Problem, content_type = "application/problem+json"),
+        InvalidField, LacksVerify,
     ),
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn report(

@@ -10,6 +10,7 @@ use crate::api::{CreateUser, KeysRevoked, List, UpdateUser};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, PageParams, Params, RecordRef};
+use crate::openapi::problems::{Escalation, InvalidField, InvalidParameter, NameTaken, NoSuchUser};
 use crate::state::AppState;
 
 /// Resolves group references (ids or names) from the body member `field`; an unknown one
@@ -33,10 +34,9 @@ fn group_ids(store: &Store, field: &'static str, refs: &[String]) -> Result<Vec<
     request_body = CreateUser,
     responses(
         (status = 201, description = "Created", body = User),
-        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Lacks latchkey:users:write, or a permission the user would hold", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A group named in `groups` does not exist", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        InvalidField, NameTaken,
     ),
     security(("bearer" = ["latchkey:users:write"])))]
 pub(crate) async fn create(
@@ -66,7 +66,7 @@ pub(crate) async fn create(
     params(PageParams),
     responses(
         (status = 200, description = "One page of users", body = List<User>),
-        (status = 400, description = "Invalid parameter", body = Problem, content_type = "application/problem+json"),
+        InvalidParameter,
     ),
     security(("bearer" = ["latchkey:users:read"])))]
 pub(crate) async fn list(
@@ -86,7 +86,7 @@ pub(crate) async fn list(
     params(("id" = String, Path, description = "User id or name")),
     responses(
         (status = 200, description = "The user", body = User),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        NoSuchUser,
     ),
     security(("bearer" = ["latchkey:users:read"])))]
 pub(crate) async fn show(
@@ -110,10 +110,8 @@ pub(crate) async fn show(
     request_body = UpdateUser,
     responses(
         (status = 200, description = "The changed user", body = User),
-        (status = 400, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Escalation", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user, or no such group in the body", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
+        InvalidField, Escalation, NameTaken,
     ),
     security(("bearer" = ["latchkey:users:write"])))]
 pub(crate) async fn update(
@@ -155,8 +153,7 @@ pub(crate) async fn update(
     params(("id" = String, Path, description = "User id or name")),
     responses(
         (status = 204, description = "Deleted, and its keys revoked"),
-        (status = 403, description = "Escalation", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        Escalation, NoSuchUser,
     ),
     security(("bearer" = ["latchkey:users:write"])))]
 pub(crate) async fn delete(
@@ -182,7 +179,7 @@ pub(crate) async fn delete(
     responses(
         (status = 200, description = "Every key of the user is revoked", body = KeysRevoked),
         (status = 403, description = "Lacks latchkey:keys:write, or the user is stronger than the caller", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        NoSuchUser,
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn revoke_keys(

@@ -10,6 +10,7 @@ use crate::api::{VerifyRequest, VerifyResponse};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::JsonBody;
+use crate::openapi::problems::{KeystoreUnavailable, LacksVerify};
 use crate::state::AppState;
 
 /// A presented key's verification. A malformed key is refused without a store read, as
@@ -40,8 +41,7 @@ pub(crate) async fn verify_presented(
     responses(
         (status = 200, description = "The verdict", body = VerifyResponse),
         (status = 400, description = "Invalid field (e.g. a malformed permission)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Lacks latchkey:verify", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Keystore unavailable", body = Problem, content_type = "application/problem+json"),
+        LacksVerify, KeystoreUnavailable,
     ),
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn verify(

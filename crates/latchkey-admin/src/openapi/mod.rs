@@ -2,6 +2,7 @@
 //! so it cannot drift from the code.
 
 mod integers;
+pub(crate) mod problems;
 pub(crate) mod rules;
 mod statuses;
 

@@ -1,0 +1,99 @@
+//! The problem+json answers that several operations state alike, one type each, named in
+//! the operations' `responses(...)`; an answer that one operation alone gives is written
+//! there.
+
+#![expect(dead_code, reason = "the types only describe responses")]
+
+use utoipa::IntoResponses;
+
+use crate::error::Problem;
+
+/// A body member breaks a rule (`invalid_field`).
+#[derive(IntoResponses)]
+#[response(
+    status = 400,
+    description = "Invalid field",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct InvalidField(Problem);
+
+/// A query parameter breaks a rule (`invalid_field`).
+#[derive(IntoResponses)]
+#[response(
+    status = 400,
+    description = "Invalid parameter",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct InvalidParameter(Problem);
+
+/// The caller may not make or change a record stronger than itself.
+#[derive(IntoResponses)]
+#[response(
+    status = 403,
+    description = "Escalation",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct Escalation(Problem);
+
+/// The key acted on holds more than the caller.
+#[derive(IntoResponses)]
+#[response(
+    status = 403,
+    description = "The key is stronger than the caller",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct StrongerKey(Problem);
+
+/// The caller's key lacks `latchkey:verify`.
+#[derive(IntoResponses)]
+#[response(
+    status = 403,
+    description = "Lacks latchkey:verify",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct LacksVerify(Problem);
+
+/// No group by that id or name.
+#[derive(IntoResponses)]
+#[response(
+    status = 404,
+    description = "No such group",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct NoSuchGroup(Problem);
+
+/// No user by that id or name.
+#[derive(IntoResponses)]
+#[response(
+    status = 404,
+    description = "No such user",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct NoSuchUser(Problem);
+
+/// No key by that id or display prefix.
+#[derive(IntoResponses)]
+#[response(
+    status = 404,
+    description = "No such key",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct NoSuchKey(Problem);
+
+/// Another record of the kind has the name (`name_taken`).
+#[derive(IntoResponses)]
+#[response(
+    status = 409,
+    description = "Name taken",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct NameTaken(Problem);
+
+/// The keystore cannot be read (`keystore_unavailable`).
+#[derive(IntoResponses)]
+#[response(
+    status = 503,
+    description = "Keystore unavailable",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct KeystoreUnavailable(Problem);
