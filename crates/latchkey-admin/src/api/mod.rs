@@ -35,19 +35,16 @@ pub struct CreateGroup {
 }
 
 /// `PATCH /v1/groups/{id}`. Replacement first, then additions, then removals.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateGroup {
     /// New name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<rules::PrincipalName>)]
     pub name: Option<String>,
     /// Replaces the permissions.
-    #[serde(
-        default,
-        deserialize_with = "de::optional_permission_set",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::optional_permission_set")]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub permissions: Option<PermissionSet>,
     /// Added to the permissions.
@@ -69,6 +66,7 @@ pub struct UpdateGroup {
 }
 
 /// `POST /v1/users`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
@@ -76,7 +74,7 @@ pub struct CreateUser {
     #[schema(value_type = rules::PrincipalName)]
     pub name: String,
     /// Whether its keys authenticate (default `true`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub enabled: Option<bool>,
     /// Groups, by id or name (at most 64).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -91,34 +89,35 @@ pub struct CreateUser {
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub permissions: PermissionSet,
     /// Tenant, handed to services in the principal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<rules::Label>)]
     pub tenant_id: Option<String>,
     /// Organization, handed to services in the principal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<rules::Label>)]
     pub organization_id: Option<String>,
     /// Up to 8 named rate limits shared by all the user's keys, in addition to each key's
     /// own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     // A set in the document (`uniqueItems`): the limits' names are unique besides.
     #[schema(value_type = Option<BTreeSet<RateLimit>>, max_items = 8)]
     pub rate_limits: Option<Vec<RateLimit>>,
 }
 
 /// `PATCH /v1/users/{id}`. Replacements first, then additions, then removals.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     /// New name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<rules::PrincipalName>)]
     pub name: Option<String>,
     /// Enable or disable the user (and so all its keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub enabled: Option<bool>,
     /// Replaces the groups (ids or names; at most 64).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<Vec<rules::Reference>>, max_items = 64)]
     pub groups: Option<Vec<String>>,
     /// Groups to add (ids or names; at most 64).
@@ -130,11 +129,7 @@ pub struct UpdateUser {
     #[schema(value_type = Vec<rules::Reference>, max_items = 64)]
     pub remove_groups: Vec<String>,
     /// Replaces the direct permissions.
-    #[serde(
-        default,
-        deserialize_with = "de::optional_permission_set",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::optional_permission_set")]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub permissions: Option<PermissionSet>,
     /// Added to the direct permissions.
@@ -154,32 +149,21 @@ pub struct UpdateUser {
     #[schema(value_type = Vec<rules::Permission>, max_items = 256)]
     pub remove_permissions: PermissionSet,
     /// New tenant; `null` clears it.
-    #[serde(
-        default,
-        deserialize_with = "de::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<rules::Label>)]
     pub tenant_id: Option<Option<String>>,
     /// New organization; `null` clears it.
-    #[serde(
-        default,
-        deserialize_with = "de::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<rules::Label>)]
     pub organization_id: Option<Option<String>>,
     /// Replaces the rate limits shared by all the user's keys; `null` clears them.
-    #[serde(
-        default,
-        deserialize_with = "de::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<BTreeSet<RateLimit>>, max_items = 8)]
     pub rate_limits: Option<Option<Vec<RateLimit>>>,
 }
 
 /// `POST /v1/keys`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
@@ -190,123 +174,85 @@ pub struct CreateKey {
     #[schema(value_type = rules::Reference)]
     pub user_id: String,
     /// Free text, up to 1,024 bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<rules::Description>)]
     pub description: Option<String>,
     /// Narrows the user's permissions; absent or `null` is unrestricted, `[]` grants nothing.
-    #[serde(
-        default,
-        deserialize_with = "de::optional_permission_set",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::optional_permission_set")]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub scopes: Option<PermissionSet>,
     /// When the key stops authenticating (RFC 3339, in the future).
-    #[serde(
-        default,
-        with = "time::serde::rfc3339::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
     /// `live` (default) or `test`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub env: Option<Env>,
     /// A JSON object (at most 4 KiB) handed to the app in `principal.meta`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,
     /// Up to 8 named rate limits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<BTreeSet<RateLimit>>, max_items = 8)]
     pub rate_limits: Option<Vec<RateLimit>>,
     /// Credits: each request costs 1 (or its route's cost); at 0, 429 `usage_exceeded`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub credits: Option<Credits>,
     /// Up to 64 CIDRs (`203.0.113.0/24`, `2001:db8::/32`) requests may come from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<Vec<rules::Cidr>>, max_items = 64)]
     pub allowed_ips: Option<Vec<IpNet>>,
 }
 
 /// `PATCH /v1/keys/{id}`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
     /// New name, 1 to 128 bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<rules::Label>)]
     pub name: Option<String>,
     /// New description; `null` clears it.
-    #[serde(
-        default,
-        deserialize_with = "de::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<rules::Description>)]
     pub description: Option<Option<String>>,
     /// `false` disables the key, `true` enables it again (409 `key_revoked` once revoked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub enabled: Option<bool>,
     /// New `meta` (a JSON object, at most 4 KiB); `null` clears it.
-    #[serde(
-        default,
-        deserialize_with = "de::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<Object>)]
     pub meta: Option<Option<serde_json::Value>>,
     /// Replaces the rate limits; `null` clears them.
-    #[serde(
-        default,
-        deserialize_with = "de::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<BTreeSet<RateLimit>>, max_items = 8)]
     pub rate_limits: Option<Option<Vec<RateLimit>>>,
     /// `{"remaining": N}` sets the credits (with an optional `refill`), `{"add": N}` adds
     /// to what is left; `null` removes them.
-    #[serde(
-        default,
-        deserialize_with = "de::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<CreditsChange>)]
     pub credits: Option<Option<CreditsChange>>,
     /// Replaces the allowlist; `null` clears it.
-    #[serde(
-        default,
-        deserialize_with = "de::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<Vec<rules::Cidr>>, max_items = 64)]
     pub allowed_ips: Option<Option<Vec<IpNet>>>,
 }
 
 /// A change to a key's credits: `remaining` or `add`, exactly one.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreditsChange {
     /// Sets what is left.
-    #[serde(
-        default,
-        deserialize_with = "latchkey_core::wire::optional_integer",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "latchkey_core::wire::optional_integer")]
     pub remaining: Option<u64>,
     /// Adds to what is left.
-    #[serde(
-        default,
-        deserialize_with = "latchkey_core::wire::optional_integer",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "latchkey_core::wire::optional_integer")]
     pub add: Option<u64>,
     /// With `remaining`: the new refill; `null` removes it; absent keeps it.
-    #[serde(
-        default,
-        deserialize_with = "de::present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<Refill>)]
     pub refill: Option<Option<Refill>>,
 }
@@ -381,31 +327,24 @@ pub use latchkey_core::wire::{UsageItem, UsageReport, VerifyResponse};
 
 /// `POST /v1/verify`.
 // Its `Debug` shows the key's display prefix only.
+#[serde_with::skip_serializing_none]
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The full key presented to the service.
     pub key: String,
     /// Permissions the key must all hold for `valid` to be true.
-    #[serde(
-        default,
-        deserialize_with = "de::optional_permission_list",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "de::optional_permission_list")]
     #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
     pub permissions: Option<Vec<Permission>>,
     /// The client's address, checked against the key's `allowed_ips` (a key with an
     /// allowlist is refused without one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(value_type = Option<rules::IpAddress>)]
     pub client_ip: Option<IpAddr>,
     /// What this request costs against the key's rate limits and credits (default 1; 0
     /// checks without consuming anything).
-    #[serde(
-        default,
-        deserialize_with = "latchkey_core::wire::optional_integer",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "latchkey_core::wire::optional_integer")]
     #[schema(maximum = 1_000_000)] // limits::MAX_COST
     pub cost: Option<u64>,
 }
