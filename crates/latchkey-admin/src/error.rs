@@ -67,6 +67,20 @@ impl AppError {
         AppError::new(StatusCode::BAD_REQUEST, "invalid_field", detail).with_field(field)
     }
 
+    /// A 400 `invalid_field` on `field` when the list `items` of the body holds more than
+    /// `max`: "at most {max} {what}".
+    pub(crate) fn check_len<T>(
+        field: &str,
+        items: &[T],
+        max: usize,
+        what: &str,
+    ) -> Result<(), AppError> {
+        if items.len() > max {
+            return Err(AppError::invalid(field, format!("at most {max} {what}")));
+        }
+        Ok(())
+    }
+
     /// Names the request field at fault, for errors (such as a 404 for a group named in a
     /// body) that did not know it.
     pub(crate) fn with_field(mut self, field: impl Into<String>) -> Self {

@@ -162,12 +162,7 @@ pub(crate) async fn import(
     caller: Caller<perm::KeysWrite>,
     JsonBody(body): JsonBody<ImportKeys>,
 ) -> Result<Json<ImportReport>, AppError> {
-    if body.items.len() > MAX_ITEMS {
-        return Err(AppError::invalid(
-            "items",
-            format!("at most {MAX_ITEMS} items per request"),
-        ));
-    }
+    AppError::check_len("items", &body.items, MAX_ITEMS, "items per request")?;
     let report = state
         .run(move |store| {
             let user_id = store

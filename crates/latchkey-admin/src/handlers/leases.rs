@@ -35,12 +35,12 @@ pub(crate) async fn lease(
     _caller: Caller<perm::Verify>,
     JsonBody(body): JsonBody<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>, AppError> {
-    if body.buckets.len() > limits::MAX_LEASE_BUCKETS {
-        return Err(AppError::invalid(
-            "buckets",
-            format!("at most {} buckets", limits::MAX_LEASE_BUCKETS),
-        ));
-    }
+    AppError::check_len(
+        "buckets",
+        &body.buckets,
+        limits::MAX_LEASE_BUCKETS,
+        "buckets",
+    )?;
     if body
         .buckets
         .iter()

@@ -32,12 +32,7 @@ pub(crate) async fn report(
     _caller: Caller<perm::Verify>,
     JsonBody(body): JsonBody<UsageReport>,
 ) -> Result<StatusCode, AppError> {
-    if body.items.len() > MAX_USAGE_ITEMS {
-        return Err(AppError::invalid(
-            "items",
-            format!("at most {MAX_USAGE_ITEMS} items per report"),
-        ));
-    }
+    AppError::check_len("items", &body.items, MAX_USAGE_ITEMS, "items per report")?;
     if let Some(i) = body.items.iter().position(|item| item.count == 0) {
         return Err(AppError::invalid(
             format!("items[{i}].count"),
