@@ -148,9 +148,9 @@ pub(crate) struct EventsParams {
     ),
     responses(
         (status = 200, description = "A stream of `ready`/`reset`, `change` and `heartbeat` events", content_type = "text/event-stream", body = String),
+        LacksVerify,
         (status = 400, description = "Invalid `after`, `heartbeat_ms` or `Last-Event-ID`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`too_many_streams`: 1,024 streams are open, or 8 for this key", body = Problem, content_type = "application/problem+json"),
-        LacksVerify,
     ),
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn stream(

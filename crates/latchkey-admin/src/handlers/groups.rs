@@ -21,8 +21,8 @@ use crate::state::AppState;
     request_body = CreateGroup,
     responses(
         (status = 201, description = "Created", body = Group),
-        (status = 403, description = "Lacks latchkey:groups:write, or a permission the group grants", body = Problem, content_type = "application/problem+json"),
         InvalidField, NameTaken,
+        (status = 403, description = "Lacks latchkey:groups:write, or a permission the group grants", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn create(

@@ -151,10 +151,10 @@ fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
     request_body = ImportKeys,
     responses(
         (status = 200, description = "Each item imported or refused", body = ImportReport),
+        NoSuchUser,
         (status = 400, description = "No user_id, or more than 1,000 items", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Lacks latchkey:keys:write, or cannot act for the user", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "The disk is full: nothing was imported", body = Problem, content_type = "application/problem+json"),
-        NoSuchUser,
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn import(

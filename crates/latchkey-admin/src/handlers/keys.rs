@@ -63,8 +63,8 @@ fn with_secret(created: CreatedKey) -> KeyWithSecret {
     request_body = CreateKey,
     responses(
         (status = 201, description = "Created; `secret` is the full key, never shown again", body = KeyWithSecret),
-        (status = 403, description = "Lacks latchkey:keys:write, or the key would be stronger than the caller", body = Problem, content_type = "application/problem+json"),
         InvalidField, NoSuchUser,
+        (status = 403, description = "Lacks latchkey:keys:write, or the key would be stronger than the caller", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn create(
@@ -186,8 +186,8 @@ pub(crate) async fn show(
     request_body = UpdateKey,
     responses(
         (status = 200, description = "The changed key", body = Key),
-        (status = 409, description = "Re-enabling a revoked key (`key_revoked`)", body = Problem, content_type = "application/problem+json"),
         InvalidField, StrongerKey, NoSuchKey,
+        (status = 409, description = "Re-enabling a revoked key (`key_revoked`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn update(
@@ -243,8 +243,8 @@ pub(crate) async fn revoke(
     request_body = RotateKey,
     responses(
         (status = 201, description = "The new key; `secret` is its full text, never shown again", body = KeyWithSecret),
-        (status = 409, description = "The key is revoked (`key_revoked`)", body = Problem, content_type = "application/problem+json"),
         InvalidField, StrongerKey, NoSuchKey,
+        (status = 409, description = "The key is revoked (`key_revoked`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn rotate(
@@ -274,8 +274,8 @@ pub(crate) async fn rotate(
     params(("id" = String, Path, description = "Key id or display prefix")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 409, description = "Not revoked (`key_not_revoked`)", body = Problem, content_type = "application/problem+json"),
         StrongerKey, NoSuchKey,
+        (status = 409, description = "Not revoked (`key_not_revoked`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn delete(

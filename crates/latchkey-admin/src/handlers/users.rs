@@ -34,9 +34,9 @@ fn group_ids(store: &Store, field: &'static str, refs: &[String]) -> Result<Vec<
     request_body = CreateUser,
     responses(
         (status = 201, description = "Created", body = User),
+        InvalidField, NameTaken,
         (status = 403, description = "Lacks latchkey:users:write, or a permission the user would hold", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A group named in `groups` does not exist", body = Problem, content_type = "application/problem+json"),
-        InvalidField, NameTaken,
     ),
     security(("bearer" = ["latchkey:users:write"])))]
 pub(crate) async fn create(
@@ -110,8 +110,8 @@ pub(crate) async fn show(
     request_body = UpdateUser,
     responses(
         (status = 200, description = "The changed user", body = User),
-        (status = 404, description = "No such user, or no such group in the body", body = Problem, content_type = "application/problem+json"),
         InvalidField, Escalation, NameTaken,
+        (status = 404, description = "No such user, or no such group in the body", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:users:write"])))]
 pub(crate) async fn update(
@@ -178,8 +178,8 @@ pub(crate) async fn delete(
     params(("id" = String, Path, description = "User id or name")),
     responses(
         (status = 200, description = "Every key of the user is revoked", body = KeysRevoked),
-        (status = 403, description = "Lacks latchkey:keys:write, or the user is stronger than the caller", body = Problem, content_type = "application/problem+json"),
         NoSuchUser,
+        (status = 403, description = "Lacks latchkey:keys:write, or the user is stronger than the caller", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn revoke_keys(

@@ -40,8 +40,8 @@ pub(crate) async fn verify_presented(
     request_body = VerifyRequest,
     responses(
         (status = 200, description = "The verdict", body = VerifyResponse),
-        (status = 400, description = "Invalid field (e.g. a malformed permission)", body = Problem, content_type = "application/problem+json"),
         LacksVerify, KeystoreUnavailable,
+        (status = 400, description = "Invalid field (e.g. a malformed permission)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn verify(
