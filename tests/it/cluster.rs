@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::backend::{SWITCH, create_database, database_url, postgres};
-use crate::harness::{Answer, Daemon};
+use crate::harness::{Answer, Daemon, store_dir};
 use crate::remote::{PUSH_BOUND, Proc, answers_within, app, get_orders};
 
 /// The apps' `--max-staleness`: longer than any wait here, so that a refusal in time can
@@ -53,8 +53,7 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let db = dir.path().join("store");
+        let (dir, db) = store_dir();
         let a = Daemon::start(&db);
         let b = Daemon::start(&db);
         let admin = a.admin_key.clone().expect("the first start initialises");
@@ -411,8 +410,7 @@ fn migrate_and_serve_refuse_a_schema_newer_than_they_know() {
     if postgres_only().is_none() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (_dir, db) = store_dir();
     let on = |args: &[&str]| {
         crate::harness::Run::of(
             crate::harness::latchkey()

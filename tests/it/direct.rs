@@ -2,7 +2,7 @@ use latchkey_core::ApiKey;
 use serde_json::Value;
 
 use crate::backend::{sled_only, store_arg};
-use crate::harness::{Daemon, Run, latchkey, secret_in};
+use crate::harness::{Daemon, Run, latchkey, secret_in, store_dir};
 
 fn on(db: &std::path::Path, args: &[&str]) -> Run {
     Run::of(latchkey().arg("--db").arg(store_arg(db)).args(args))
@@ -10,8 +10,7 @@ fn on(db: &std::path::Path, args: &[&str]) -> Run {
 
 #[test]
 fn init_creates_a_working_store_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (_dir, db) = store_dir();
     let run = on(&db, &["init"]).ok();
     let admin = secret_in(&run.stdout).expect("init prints the admin key");
     assert!(run.stdout.contains("Secret (store immediately):"));
@@ -43,8 +42,7 @@ fn init_creates_a_working_store_once() {
 
 #[test]
 fn init_json_and_prefix() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (dir, db) = store_dir();
     let created = on(&db, &["--json", "init", "--prefix", "acme"]).json();
     let secret = created["secret"].as_str().unwrap();
     assert!(secret.starts_with("acme_live_"));
@@ -81,8 +79,7 @@ fn a_store_held_by_the_daemon_refuses_direct_commands() {
     if sled_only("the store lock is sled's: daemons and commands share a PostgreSQL database") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (_dir, db) = store_dir();
     let daemon = Daemon::start(&db);
     let admin = daemon.admin_key.clone().unwrap();
     let shown = db.display().to_string();
@@ -114,8 +111,7 @@ fn a_store_held_by_the_daemon_refuses_direct_commands() {
 
 #[test]
 fn direct_commands_act_as_the_operator_and_are_audited() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (_dir, db) = store_dir();
     on(&db, &["init"]).ok();
     on(
         &db,
@@ -174,8 +170,7 @@ fn a_tampered_audit_trail_is_reported_with_exit_1() {
     if sled_only("it rewrites history through the sled crate") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (_dir, db) = store_dir();
     on(&db, &["init"]).ok();
     on(&db, &["users", "add", "--name", "svc"]).ok();
     on(&db, &["users", "add", "--name", "svc2"]).ok();
@@ -199,8 +194,7 @@ fn a_tampered_audit_trail_is_reported_with_exit_1() {
 
 #[test]
 fn migrate_prints_the_schema_version_and_refuses_a_missing_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (_dir, db) = store_dir();
     if crate::backend::postgres().is_none() {
         // (An empty database is no error: migrate creates the schema in it.)
         on(&db, &["migrate"]).fails(1, "run `latchkey init` first");

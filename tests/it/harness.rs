@@ -27,6 +27,14 @@ use serde_json::Value;
 
 use crate::backend::{drop_store, store_arg};
 
+/// A temporary directory and the store's path in it (on PostgreSQL, the name of the
+/// store's database: `store_arg` turns it into what `--db` takes).
+pub(crate) fn store_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = dir.path().join("store");
+    (dir, store)
+}
+
 /// The `latchkey` binary under test.
 pub(crate) fn bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -438,8 +446,7 @@ impl Drop for StoreGuard {
 impl Fixture {
     /// Starts a daemon on an empty directory: it initialises the store.
     pub(crate) fn new() -> Fixture {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = dir.path().join("store");
+        let (dir, store) = store_dir();
         let daemon = Daemon::start(&store);
         let admin = daemon
             .admin_key

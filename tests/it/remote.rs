@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::Client;
 use serde_json::Value;
 
-use crate::harness::{Run, build_binary, latchkey, secret_in};
+use crate::harness::{Run, build_binary, latchkey, secret_in, store_dir};
 use crate::shared;
 
 /// How soon after a change's CLI command returned both apps must refuse: the README's
@@ -197,8 +197,7 @@ struct Cluster {
 
 impl Cluster {
     fn new(max_staleness: Duration) -> Cluster {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let db = dir.path().join("store");
+        let (dir, db) = store_dir();
         let daemon = daemon(&db, "127.0.0.1:0");
         let admin = secret_in(&daemon.banner).expect("the first start prints the admin key");
         let url = daemon.url();
@@ -229,7 +228,7 @@ impl Cluster {
             "--user",
             "orders-service",
         ]);
-        let service = created["secret"].as_str().expect("a secret").to_owned();
+        let service = secret_of(&created);
         Cluster {
             apps: [
                 app(&url, &service, max_staleness),
@@ -262,11 +261,24 @@ impl Cluster {
         self.cli(&all).json()
     }
 
+    /// Creates the user `name` holding `permissions`, with `extra` arguments.
+    #[track_caller]
+    fn user(&self, name: &str, permissions: &str, extra: &[&str]) {
+        let args = ["users", "add", "--name", name, "--permissions", permissions];
+        self.json(&[&args[..], extra].concat());
+    }
+
+    /// A key for `user` with `extra` arguments; returns its record.
+    #[track_caller]
+    fn key_with(&self, user: &str, name: &str, extra: &[&str]) -> Value {
+        let args = ["keys", "add", "--name", name, "--user", user];
+        self.json(&[&args[..], extra].concat())
+    }
+
     /// A key for `user`; returns the secret.
     #[track_caller]
     fn key(&self, user: &str, name: &str) -> String {
-        let created = self.json(&["keys", "add", "--name", name, "--user", user]);
-        created["secret"].as_str().expect("a secret").to_owned()
+        secret_of(&self.key_with(user, name, &[]))
     }
 
     /// Asserts that every app accepts `key` now (the first request caches it).
@@ -295,6 +307,12 @@ impl Cluster {
             assert_eq!((status, code.as_str()), expected, "{}", app.url());
         }
     }
+}
+
+/// The secret of a key record `keys add` printed.
+#[track_caller]
+fn secret_of(created: &Value) -> String {
+    created["secret"].as_str().expect("a secret").to_owned()
 }
 
 /// The display prefix of a key: what the CLI takes as its id.
@@ -361,14 +379,7 @@ fn revoke_disable_and_group_changes_reach_both_apps_within_the_bound() {
 #[test]
 fn a_killed_daemon_leaves_cached_keys_until_the_bound_then_503_and_a_restart_is_followed() {
     let mut c = Cluster::new(MAX_STALENESS);
-    c.json(&[
-        "users",
-        "add",
-        "--name",
-        "bob",
-        "--permissions",
-        "orders:read",
-    ]);
+    c.user("bob", "orders:read", &[]);
     let (cached, revoked_later, unseen) = (
         c.key("bob", "cached"),
         c.key("bob", "revoked after the restart"),
@@ -476,27 +487,13 @@ fn served_from_cache_within(
 #[test]
 fn a_rate_limit_and_credits_hold_across_two_apps() {
     let c = Cluster::new(LONG_STALENESS);
-    c.json(&[
-        "users",
-        "add",
-        "--name",
+    c.user("partner", "orders:read", &[]);
+    let created = c.key_with(
         "partner",
-        "--permissions",
-        "orders:read",
-    ]);
-    let created = c.json(&[
-        "keys",
-        "add",
-        "--name",
         "metered",
-        "--user",
-        "partner",
-        "--rate-limit",
-        "20/1h",
-        "--credits",
-        "30",
-    ]);
-    let key = created["secret"].as_str().expect("a secret").to_owned();
+        &["--rate-limit", "20/1h", "--credits", "30"],
+    );
+    let key = secret_of(&created);
     let accepted = hammer_a_limit_of_20(&c, [&key, &key]);
     // Credits: 30 bought, ~20 used; lifting the limit, the rest run out across both apps.
     let id = created["id"].as_str().unwrap();
@@ -556,51 +553,17 @@ fn hammer_a_limit_of_20(c: &Cluster, keys: [&str; 2]) -> usize {
 #[test]
 fn a_user_s_rate_limit_holds_across_two_apps_and_its_keys() {
     let c = Cluster::new(LONG_STALENESS);
-    let user = [
-        "users",
-        "add",
-        "--name",
-        "partner",
-        "--permissions",
-        "orders:read",
-    ];
-    c.json(&[&user[..], &["--rate-limit", "20/1h"]].concat());
-    let keys: Vec<String> = ["one", "two"]
-        .iter()
-        .map(|name| {
-            let created = c.json(&["keys", "add", "--name", name, "--user", "partner"]);
-            created["secret"].as_str().expect("a secret").to_owned()
-        })
-        .collect();
+    c.user("partner", "orders:read", &["--rate-limit", "20/1h"]);
+    let keys = [c.key("partner", "one"), c.key("partner", "two")];
     hammer_a_limit_of_20(&c, [&keys[0], &keys[1]]);
 }
 
 #[test]
 fn an_allowlisted_key_works_through_a_remote_app_from_its_network_only() {
     let c = Cluster::new(LONG_STALENESS);
-    c.json(&[
-        "users",
-        "add",
-        "--name",
-        "partner",
-        "--permissions",
-        "orders:read",
-    ]);
+    c.user("partner", "orders:read", &[]);
     let key = |name: &str, allowed: &str| {
-        let args = [
-            "keys",
-            "add",
-            "--name",
-            name,
-            "--user",
-            "partner",
-            "--allow-ip",
-            allowed,
-        ];
-        c.json(&args)["secret"]
-            .as_str()
-            .expect("a secret")
-            .to_owned()
+        secret_of(&c.key_with("partner", name, &["--allow-ip", allowed]))
     };
     // The apps' clients connect from 127.0.0.1: the app sends that address to the daemon
     // (the first request) and checks it against the lease's allowlist (the next ones).

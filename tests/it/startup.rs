@@ -8,7 +8,7 @@ use std::path::Path;
 use latchkey_core::ApiKey;
 
 use crate::backend::store_arg;
-use crate::harness::{Daemon, Run, latchkey, secret_in};
+use crate::harness::{Daemon, Run, latchkey, secret_in, store_dir};
 use crate::remote::Proc;
 
 /// `latchkey serve --db <db>` with these arguments, run to its (failing) end.
@@ -37,8 +37,7 @@ fn nothing_created(run: &Run, paths: &[&Path]) {
 
 #[test]
 fn plain_http_on_a_non_loopback_address_is_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (_dir, db) = store_dir();
     for listen in ["0.0.0.0:0", "[::]:0"] {
         let run = serve_fails(&db, &["--listen", listen]);
         let line = run.fails(1, "not a loopback address");
@@ -82,8 +81,7 @@ fn reqwest_get(url: &str) -> u16 {
 
 #[test]
 fn serve_on_a_taken_port_creates_nothing_and_prints_no_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (dir, db) = store_dir();
     let key_file = dir.path().join("admin.key");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -107,8 +105,7 @@ fn serve_on_a_taken_port_creates_nothing_and_prints_no_key() {
 
 #[test]
 fn unreadable_tls_files_create_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (dir, db) = store_dir();
     let missing = dir.path().join("missing.pem");
     let missing = missing.to_str().unwrap();
     let run = serve_fails(
@@ -146,8 +143,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn serve_writes_the_first_admin_key_to_a_0600_file_instead_of_printing_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (dir, db) = store_dir();
     let key_file = dir.path().join("admin.key");
     let daemon = Daemon::start_with(&db, &["--admin-key-file", key_file.to_str().unwrap()]);
     assert!(daemon.admin_key.is_none(), "{}", daemon.banner);
@@ -183,8 +179,7 @@ fn serve_writes_the_first_admin_key_to_a_0600_file_instead_of_printing_it() {
 
 #[test]
 fn init_writes_the_admin_key_to_a_new_0600_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
+    let (dir, db) = store_dir();
     let key_file = dir.path().join("admin.key");
     let init = |db: &Path, file: &Path, json: bool| {
         let mut command = latchkey();

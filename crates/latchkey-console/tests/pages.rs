@@ -367,35 +367,25 @@ async fn a_forged_post_from_a_key_without_keys_write_is_refused() {
         .await;
     assert!(!page.contains("id=\"rotate\"") && !page.contains("id=\"disable\""));
     let before = app.key_count().await;
-    let (answer, _) = app
-        .post(
+    let enabled = format!("/ui/keys/{admin_key}/enabled");
+    let revoke = format!("/ui/keys/{admin_key}/revoke");
+    let forged: [(&str, &[(&str, &str)]); 3] = [
+        (
             "/ui/keys",
-            &session,
             &[
                 ("csrf", &csrf),
                 ("once", "a"),
                 ("user", "reader"),
                 ("name", "x"),
             ],
-        )
-        .await;
-    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
-    let (answer, _) = app
-        .post(
-            &format!("/ui/keys/{admin_key}/enabled"),
-            &session,
-            &[("csrf", &csrf), ("enabled", "false")],
-        )
-        .await;
-    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
-    let (answer, _) = app
-        .post(
-            &format!("/ui/keys/{admin_key}/revoke"),
-            &session,
-            &[("csrf", &csrf)],
-        )
-        .await;
-    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+        ),
+        (&enabled, &[("csrf", &csrf), ("enabled", "false")]),
+        (&revoke, &[("csrf", &csrf)]),
+    ];
+    for (path, form) in forged {
+        let (answer, _) = app.post(path, &session, form).await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{path}");
+    }
     assert_eq!(app.key_count().await, before);
     let (_, key) = app
         .api(

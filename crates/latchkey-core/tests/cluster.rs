@@ -228,10 +228,9 @@ fn cut_off(location: &support::TestLocation) -> impl FnOnce() {
 fn a_warm_verification_and_its_expiry_read_nothing_from_the_database() {
     // What `POST /v1/verify` asks of the store for a key it verified before: the
     // verification and the key's expiry (which it answers, for remote verifiers' caches).
-    let Some(location) = support::postgres_location() else {
+    let Some((location, store)) = database_store() else {
         return;
     };
-    let store = Store::create_empty_at(&location.location, "lk", config()).unwrap();
     let (user, _) = user_and_key(&store);
     let expires_at = time::OffsetDateTime::now_utc() + Duration::from_secs(86_400);
     let key = store
@@ -364,11 +363,9 @@ fn two_processes_creating_one_store_at_once_make_one_store() {
 
 #[test]
 fn a_user_s_rate_limits_set_on_one_store_bind_its_keys_on_another() {
-    let Some(location) = support::postgres_location() else {
+    let Some((location, a, b)) = two_stores() else {
         return;
     };
-    let a = Store::create_empty_at(&location.location, "lk", config()).unwrap();
-    let b = Store::open_at(&location.location, config()).unwrap();
     let (user, key) = user_and_key(&a);
     let text = key.secret.expose().to_owned();
     let on_b = |b: &Store| {
@@ -427,11 +424,9 @@ fn spend_all(store: &Store, text: &str, threads: usize) -> u64 {
 
 #[test]
 fn two_stores_spending_one_key_s_credits_never_grant_more_than_were_bought() {
-    let Some(location) = support::postgres_location() else {
+    let Some((_location, a, b)) = two_stores() else {
         return;
     };
-    let a = Store::create_empty_at(&location.location, "lk", config()).unwrap();
-    let b = Store::open_at(&location.location, config()).unwrap();
     let (_, key) = user_and_key(&a);
     let admin = Actor::system();
     let bought = 3_000;

@@ -6,7 +6,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 
 use latchkey_core::{Actor, KeyStatus, Store, StoreConfig};
 use uuid::Uuid;
@@ -40,9 +39,6 @@ fn durability_child() {
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     {
@@ -52,18 +48,7 @@ fn acknowledged_writes_survive_sigkill() {
     let mut created: Vec<Uuid> = Vec::new();
     let mut revoked: Vec<Uuid> = Vec::new();
     for round in 0..ROUNDS {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "durability_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = support::spawn_child("durability_child", CHILD_ENV, &path);
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // Kill after a varying number of acknowledgements, so the kill lands at different
         // points of a write (a create, a revoke, a flush).

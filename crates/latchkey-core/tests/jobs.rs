@@ -5,7 +5,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use latchkey_core::*;
@@ -101,18 +100,9 @@ fn jobs_child() {
 #[test]
 fn a_deleted_users_keys_are_revoked_in_the_background_across_a_crash() {
     // On sled (a directory the child process opens), whatever backend the others run on.
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["jobs_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = support::spawn_child("jobs_child", CHILD_ENV, &path);
     let mut user = None;
     let mut secrets = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {

@@ -91,6 +91,12 @@ impl Fixture {
         self.store.update_user(&self.admin, id, patch).unwrap();
     }
 
+    /// The principal `key` verifies as (panics when it is refused).
+    #[track_caller]
+    fn principal(&self, key: &CreatedKey) -> Principal {
+        self.store.verify(key.secret.expose()).unwrap()
+    }
+
     #[track_caller]
     fn code(&self, key: &CreatedKey) -> &'static str {
         match self.store.verify(key.secret.expose()) {
@@ -275,16 +281,13 @@ fn user_and_group_changes_reach_every_key_at_once() {
     let user = f.user("bot", &[&readers], &[]);
     let a = f.key(&user, None);
     let b = f.key(&user, Some(&["orders:*"]));
-    let principal = f.store.verify(a.secret.expose()).unwrap();
+    let principal = f.principal(&a);
     assert_eq!(principal.permissions, perms(&["orders:read", "users:read"]));
     assert_eq!(principal.tenant_id.as_deref(), Some("t-1"));
     assert_eq!(principal.user_name, "bot");
     assert_eq!(principal.prefix, a.key.prefix);
     // Scopes narrow, wildcards on either side.
-    assert_eq!(
-        f.store.verify(b.secret.expose()).unwrap().permissions,
-        perms(&["orders:read"])
-    );
+    assert_eq!(f.principal(&b).permissions, perms(&["orders:read"]));
 
     // Both keys are warm in the cache; a group edit must still be seen at once.
     let patch = GroupPatch {
@@ -292,19 +295,8 @@ fn user_and_group_changes_reach_every_key_at_once() {
         ..GroupPatch::default()
     };
     f.store.update_group(&f.admin, readers.id, patch).unwrap();
-    assert!(
-        !f.store
-            .verify(a.secret.expose())
-            .unwrap()
-            .has("orders:read")
-    );
-    assert!(
-        f.store
-            .verify(b.secret.expose())
-            .unwrap()
-            .permissions
-            .is_empty()
-    );
+    assert!(!f.principal(&a).has("orders:read"));
+    assert!(f.principal(&b).permissions.is_empty());
 
     f.set_user_enabled(user.id, false);
     assert_eq!(f.code(&a), "user_disabled");
@@ -313,13 +305,7 @@ fn user_and_group_changes_reach_every_key_at_once() {
 
     f.store.delete_group(&f.admin, readers.id).unwrap();
     assert!(f.store.user("bot").unwrap().groups.is_empty());
-    assert!(
-        f.store
-            .verify(a.secret.expose())
-            .unwrap()
-            .permissions
-            .is_empty()
-    );
+    assert!(f.principal(&a).permissions.is_empty());
 
     // Deleting the user revokes its keys in the same transaction.
     f.store.delete_user(&f.admin, user.id).unwrap();
@@ -420,7 +406,7 @@ fn a_caller_can_never_grant_more_than_it_holds() {
     let root = f.user("root", &[], &["*"]);
     let ops = f.user("ops", &[], &["latchkey:keys:write", "orders:*"]);
     let ops_key = f.key(&ops, None);
-    let caller = Actor::from_principal(&f.store.verify(ops_key.secret.expose()).unwrap());
+    let caller = Actor::from_principal(&f.principal(&ops_key));
     let before = f.store.last_seq().unwrap();
 
     let escalations: Vec<Result<(), StoreError>> = vec![

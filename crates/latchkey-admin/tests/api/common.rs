@@ -115,6 +115,11 @@ impl Harness {
         self.send("GET", uri, Some(key), None).await.ok(200)
     }
 
+    /// A POST with another key; asserts 200 and answers the body.
+    pub(crate) async fn post_as(&self, key: &str, uri: &str, body: Value) -> Value {
+        self.send("POST", uri, Some(key), Some(body)).await.ok(200)
+    }
+
     pub(crate) async fn get(&self, uri: &str) -> Resp {
         self.admin("GET", uri, None).await
     }
@@ -183,6 +188,15 @@ impl Harness {
         )
         .await
         .ok(201)
+    }
+
+    /// Creates a group with these permissions, as the admin; returns the record.
+    pub(crate) async fn group(&self, name: &str, permissions: &[&str]) -> Value {
+        self.created(
+            "/v1/groups",
+            serde_json::json!({"name": name, "permissions": permissions}),
+        )
+        .await
     }
 
     /// Rotates a key with this grace period, as the admin; returns the new key with its

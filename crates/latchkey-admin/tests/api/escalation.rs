@@ -217,45 +217,21 @@ async fn group_changes_cannot_reach_a_stronger_member() {
             ],
         )
         .await;
-    h.created(
-        "/v1/groups",
-        json!({"name": "readers", "permissions": ["orders:read"]}),
-    )
-    .await;
+    h.group("readers", &["orders:read"]).await;
     h.created(
         "/v1/users",
         json!({"name": "boss", "permissions": ["billing:*"], "groups": ["readers"]}),
     )
     .await;
     let seq = h.store.last_seq().unwrap();
-    let as_manager = |method: &'static str, uri: &'static str, body: Option<serde_json::Value>| {
-        let manager = manager.clone();
-        let h = &h;
-        async move { h.send(method, uri, Some(&manager), body).await }
-    };
     // The group itself is within the manager's permissions, but a member is stronger.
-    for (method, uri, body) in [
-        (
-            "PATCH",
-            "/v1/groups/readers",
-            Some(json!({"remove_permissions": ["orders:read"]})),
-        ),
-        (
-            "PATCH",
-            "/v1/groups/readers",
-            Some(json!({"name": "renamed"})),
-        ),
-        ("DELETE", "/v1/groups/readers", None),
-        (
-            "PATCH",
-            "/v1/users/boss",
-            Some(json!({"remove_groups": ["readers"]})),
-        ),
-    ] {
-        as_manager(method, uri, body)
-            .await
-            .problem(403, "insufficient_permission");
-    }
+    #[rustfmt::skip]
+    h.problems_as(&manager, 403, "insufficient_permission", &[
+        ("PATCH /v1/groups/readers", json!({"remove_permissions": ["orders:read"]})),
+        ("PATCH /v1/groups/readers", json!({"name": "renamed"})),
+        ("DELETE /v1/groups/readers", json!(null)),
+        ("PATCH /v1/users/boss", json!({"remove_groups": ["readers"]})),
+    ]).await;
     assert_eq!(h.store.last_seq().unwrap(), seq, "nothing was written");
     assert_eq!(
         h.get("/v1/groups/readers").await.ok(200)["permissions"],
@@ -275,14 +251,12 @@ async fn group_changes_cannot_reach_a_stronger_member() {
         .ok(200);
     h.created("/v1/users", json!({"name": "weak", "groups": ["readers"]}))
         .await;
-    as_manager(
-        "PATCH",
-        "/v1/groups/readers",
-        Some(json!({"name": "renamed"})),
-    )
-    .await
-    .ok(200);
-    as_manager("DELETE", "/v1/groups/renamed", None).await;
+    let rename = json!({"name": "renamed"});
+    h.request_as(&manager, "PATCH /v1/groups/readers", &rename)
+        .await
+        .ok(200);
+    h.request_as(&manager, "DELETE /v1/groups/renamed", &json!(null))
+        .await;
     assert!(h.store.group("renamed").is_err());
 }
 

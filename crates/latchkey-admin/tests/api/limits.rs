@@ -15,10 +15,11 @@ fn permissions(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("p{i}:read")).collect()
 }
 
-/// Asserts a 400 naming `field` and that no audit event was recorded.
-#[track_caller]
-fn refused(h: &Harness, r: &crate::common::Resp, field: &str, seq: u64) {
-    assert_eq!(r.problem(400, "invalid_field")["field"], field);
+/// Sends each `(request, body, field)` as the admin (see [`Harness::field_problems`]) and
+/// asserts a 400 `invalid_field` naming `field`, then that no audit event was recorded since
+/// `seq`.
+async fn refused(h: &Harness, seq: u64, cases: &[(&str, Value, &str)]) {
+    h.field_problems(400, "invalid_field", cases).await;
     assert_eq!(h.store.last_seq().unwrap(), seq, "nothing was written");
 }
 
@@ -40,54 +41,18 @@ async fn permission_sets_are_bounded_in_count_and_length() {
     )
     .await;
     let seq = h.store.last_seq().unwrap();
-    for (uri, body, field) in [
-        (
-            "/v1/groups",
-            json!({"name": "g1", "permissions": permissions(MAX_PERMISSIONS + 1)}),
-            "permissions",
-        ),
-        (
-            "/v1/groups",
-            json!({"name": "g2", "permissions": [longer]}),
-            "permissions",
-        ),
-        (
-            "/v1/users",
-            json!({"name": "u1", "permissions": permissions(MAX_PERMISSIONS + 1)}),
-            "permissions",
-        ),
-        (
-            "/v1/keys",
-            json!({"name": "k", "user_id": "u", "scopes": permissions(MAX_PERMISSIONS + 1)}),
-            "scopes",
-        ),
-    ] {
-        refused(&h, &h.post(uri, body).await, field, seq);
-    }
-    for (uri, body, field) in [
-        (
-            "/v1/groups/full",
-            json!({"add_permissions": ["one:more"]}),
-            "permissions",
-        ),
-        (
-            "/v1/groups/full",
-            json!({"add_permissions": permissions(MAX_PERMISSIONS + 1)}),
-            "add_permissions",
-        ),
-        (
-            "/v1/users/u",
-            json!({"add_permissions": ["one:more"]}),
-            "permissions",
-        ),
-        (
-            "/v1/users/u",
-            json!({"remove_permissions": [longer]}),
-            "remove_permissions",
-        ),
-    ] {
-        refused(&h, &h.patch(uri, body).await, field, seq);
-    }
+    let over = permissions(MAX_PERMISSIONS + 1);
+    #[rustfmt::skip]
+    refused(&h, seq, &[
+        ("POST /v1/groups", json!({"name": "g1", "permissions": over}), "permissions"),
+        ("POST /v1/groups", json!({"name": "g2", "permissions": [longer]}), "permissions"),
+        ("POST /v1/users", json!({"name": "u1", "permissions": over}), "permissions"),
+        ("POST /v1/keys", json!({"name": "k", "user_id": "u", "scopes": over}), "scopes"),
+        ("PATCH /v1/groups/full", json!({"add_permissions": ["one:more"]}), "permissions"),
+        ("PATCH /v1/groups/full", json!({"add_permissions": over}), "add_permissions"),
+        ("PATCH /v1/users/u", json!({"add_permissions": ["one:more"]}), "permissions"),
+        ("PATCH /v1/users/u", json!({"remove_permissions": [longer]}), "remove_permissions"),
+    ]).await;
     h.created(
         "/v1/keys",
         json!({"name": "k", "user_id": "u", "scopes": permissions(MAX_PERMISSIONS)}),
@@ -106,34 +71,14 @@ async fn a_user_holds_at_most_so_many_groups() {
     h.created("/v1/users", json!({"name": "member", "groups": max}))
         .await;
     let seq = h.store.last_seq().unwrap();
-    refused(
-        &h,
-        &h.post("/v1/users", json!({"name": "m2", "groups": all}))
-            .await,
-        "groups",
-        seq,
-    );
-    refused(
-        &h,
-        &h.patch("/v1/users/member", json!({"groups": all})).await,
-        "groups",
-        seq,
-    );
     let last = &groups[MAX_GROUPS_PER_USER];
-    refused(
-        &h,
-        &h.patch("/v1/users/member", json!({"add_groups": [last]}))
-            .await,
-        "groups",
-        seq,
-    );
-    refused(
-        &h,
-        &h.patch("/v1/users/member", json!({"add_groups": all}))
-            .await,
-        "add_groups",
-        seq,
-    );
+    #[rustfmt::skip]
+    refused(&h, seq, &[
+        ("POST /v1/users", json!({"name": "m2", "groups": all}), "groups"),
+        ("PATCH /v1/users/member", json!({"groups": all}), "groups"),
+        ("PATCH /v1/users/member", json!({"add_groups": [last]}), "groups"),
+        ("PATCH /v1/users/member", json!({"add_groups": all}), "add_groups"),
+    ]).await;
 }
 
 #[tokio::test]
@@ -161,45 +106,18 @@ async fn names_descriptions_and_tenants_are_bounded() {
     let too_long_tenant = format!("{tenant}t");
     let too_long_name = format!("{name}x");
     let too_long_description = format!("{description}d");
-    for (uri, body, field) in [
-        ("/v1/users", json!({"name": too_long_principal}), "name"),
-        ("/v1/groups", json!({"name": too_long_principal}), "name"),
-        (
-            "/v1/users",
-            json!({"name": "t1", "tenant_id": too_long_tenant}),
-            "tenant_id",
-        ),
-        (
-            "/v1/users",
-            json!({"name": "t2", "organization_id": too_long_tenant}),
-            "organization_id",
-        ),
-        (
-            "/v1/keys",
-            json!({"name": too_long_name, "user_id": principal}),
-            "name",
-        ),
-        (
-            "/v1/keys",
-            json!({"name": "k", "user_id": principal, "description": too_long_description}),
-            "description",
-        ),
-    ] {
-        refused(&h, &h.post(uri, body).await, field, seq);
-    }
-    refused(
-        &h,
-        &h.patch(&key_uri, json!({"name": too_long_name})).await,
-        "name",
-        seq,
-    );
-    refused(
-        &h,
-        &h.patch(&key_uri, json!({"description": too_long_description}))
-            .await,
-        "description",
-        seq,
-    );
+    let patch_key = format!("PATCH {key_uri}");
+    #[rustfmt::skip]
+    refused(&h, seq, &[
+        ("POST /v1/users", json!({"name": too_long_principal}), "name"),
+        ("POST /v1/groups", json!({"name": too_long_principal}), "name"),
+        ("POST /v1/users", json!({"name": "t1", "tenant_id": too_long_tenant}), "tenant_id"),
+        ("POST /v1/users", json!({"name": "t2", "organization_id": too_long_tenant}), "organization_id"),
+        ("POST /v1/keys", json!({"name": too_long_name, "user_id": principal}), "name"),
+        ("POST /v1/keys", json!({"name": "k", "user_id": principal, "description": too_long_description}), "description"),
+        (&patch_key, json!({"name": too_long_name}), "name"),
+        (&patch_key, json!({"description": too_long_description}), "description"),
+    ]).await;
 }
 
 #[tokio::test]
@@ -215,27 +133,13 @@ async fn names_refuse_control_and_bidi_characters() {
         "tab\there",
         "a\u{2069}",
     ] {
-        let r = h
-            .post("/v1/keys", json!({"name": bad, "user_id": "bot"}))
-            .await;
-        refused(&h, &r, "name", seq);
-        let r = h
-            .post(
-                "/v1/keys",
-                json!({"name": "k", "user_id": "bot", "description": bad}),
-            )
-            .await;
-        refused(&h, &r, "description", seq);
-        let r = h
-            .post("/v1/users", json!({"name": "x", "tenant_id": bad}))
-            .await;
-        refused(&h, &r, "tenant_id", seq);
-        refused(
-            &h,
-            &h.post("/v1/groups", json!({"name": bad})).await,
-            "name",
-            seq,
-        );
+        #[rustfmt::skip]
+        refused(&h, seq, &[
+            ("POST /v1/keys", json!({"name": bad, "user_id": "bot"}), "name"),
+            ("POST /v1/keys", json!({"name": "k", "user_id": "bot", "description": bad}), "description"),
+            ("POST /v1/users", json!({"name": "x", "tenant_id": bad}), "tenant_id"),
+            ("POST /v1/groups", json!({"name": bad}), "name"),
+        ]).await;
     }
     // Other non-ASCII text is fine.
     h.created(

@@ -110,32 +110,9 @@ async fn bad_usage_control_is_400_and_changes_nothing() {
 #[tokio::test]
 async fn verify_answers_the_usage_codes_in_order_with_the_limits_state() {
     let h = Harness::new();
-    let (_, service) = h.user_with_key("svc", &["latchkey:verify"]).await;
-    h.created(
-        "/v1/users",
-        json!({"name": "partner", "permissions": ["orders:read"]}),
-    )
-    .await;
-    let created = h
-        .post(
-            "/v1/keys",
-            json!({"name": "k", "user_id": "partner",
-                   "rate_limits": [{"name": "default", "limit": 2, "window_seconds": 60}],
-                   "credits": {"remaining": 5},
-                   "allowed_ips": ["10.0.0.0/8"]}),
-        )
-        .await
-        .ok(201);
+    let (service, created) = service_and_limited_key(&h, 2, 5).await;
     let secret = created["secret"].as_str().unwrap();
-    let verify = |body: Value| {
-        let service = service.clone();
-        let h = &h;
-        async move {
-            h.send("POST", "/v1/verify", Some(&service), Some(body))
-                .await
-                .ok(200)
-        }
-    };
+    let verify = |body: Value| h.post_as(&service, "/v1/verify", body);
     let answer = verify(json!({"key": secret})).await;
     assert_eq!(answer["code"], "ip_not_allowed");
     assert_eq!(answer["valid"], false);
@@ -241,35 +218,11 @@ async fn user_rate_limits_are_set_bounded_and_cleared() {
 #[tokio::test]
 async fn leases_grant_slices_of_each_bucket_and_never_more_than_is_left() {
     let h = Harness::new();
-    let (_, service) = h.user_with_key("svc", &["latchkey:verify"]).await;
-    h.post(
-        "/v1/users",
-        json!({"name": "partner", "permissions": ["orders:read"]}),
-    )
-    .await
-    .ok(201);
-    let created = h
-        .post(
-            "/v1/keys",
-            json!({"name": "k", "user_id": "partner",
-                   "rate_limits": [{"name": "default", "limit": 4, "window_seconds": 60}],
-                   "credits": {"remaining": 100},
-                   "allowed_ips": ["10.0.0.0/8"]}),
-        )
-        .await
-        .ok(201);
+    let (service, created) = service_and_limited_key(&h, 4, 100).await;
     let secret = created["secret"].as_str().unwrap();
     let buckets = json!([{"kind": "rate_limit", "name": "default", "want": 3},
                          {"kind": "credits", "want": 50}]);
-    let lease = |body: Value| {
-        let service = service.clone();
-        let h = &h;
-        async move {
-            h.send("POST", "/v1/leases", Some(&service), Some(body))
-                .await
-                .ok(200)
-        }
-    };
+    let lease = |body: Value| h.post_as(&service, "/v1/leases", body);
     let answer = lease(json!({"key": secret, "buckets": buckets})).await;
     assert_eq!(answer["code"], "ok");
     assert_eq!(answer["allowed_ips"], json!(["10.0.0.0/8"]));
@@ -295,4 +248,22 @@ async fn leases_grant_slices_of_each_bucket_and_never_more_than_is_left() {
         .problem(400, "invalid_field");
     let answer = lease(json!({"key": "lk_live_nope", "buckets": []})).await;
     assert_eq!(answer["valid"], false);
+}
+
+/// A service `svc` (`latchkey:verify`) and a key `k` for a user `partner` (`orders:read`),
+/// from 10.0.0.0/8 only, with a limit of `limit` requests a minute and `credits` credits;
+/// returns the service's secret and the key's record.
+async fn service_and_limited_key(h: &Harness, limit: u32, credits: u32) -> (String, Value) {
+    let (_, service) = h.user_with_key("svc", &["latchkey:verify"]).await;
+    h.user("partner", &["orders:read"]).await;
+    let created = h
+        .created(
+            "/v1/keys",
+            json!({"name": "k", "user_id": "partner",
+                   "rate_limits": [{"name": "default", "limit": limit, "window_seconds": 60}],
+                   "credits": {"remaining": credits},
+                   "allowed_ips": ["10.0.0.0/8"]}),
+        )
+        .await;
+    (service, created)
 }

@@ -7,12 +7,7 @@ use crate::common::{Harness, keys_of};
 #[tokio::test]
 async fn create_show_list_update_delete() {
     let h = Harness::new();
-    let group = h
-        .created(
-            "/v1/groups",
-            json!({"name": "readers", "permissions": ["orders:read"]}),
-        )
-        .await;
+    let group = h.group("readers", &["orders:read"]).await;
     let created = h
         .post(
             "/v1/users",

@@ -23,16 +23,9 @@ async fn outcomes() {
         )
         .await;
     let secret = key["secret"].as_str().unwrap();
-    let verify = |body: serde_json::Value| {
-        let service = service.clone();
-        let h = &h;
-        async move {
-            h.send("POST", "/v1/verify", Some(&service), Some(body))
-                .await
-        }
-    };
+    let verify = |body| h.post_as(&service, "/v1/verify", body);
 
-    let valid = verify(json!({"key": secret})).await.ok(200);
+    let valid = verify(json!({"key": secret})).await;
     assert_eq!(keys_of(&valid), ["code", "principal", "valid"]);
     assert_eq!(valid["valid"], true);
     assert_eq!(valid["code"], "ok");
@@ -61,30 +54,27 @@ async fn outcomes() {
     assert_eq!(principal["organization_id"], json!(null));
     assert_eq!(principal["permissions"], json!(["orders:read"]));
 
-    let held = verify(json!({"key": secret, "permissions": ["orders:read"]}))
-        .await
-        .ok(200);
+    let held = verify(json!({"key": secret, "permissions": ["orders:read"]})).await;
     assert_eq!(
         (held["valid"].clone(), held["code"].clone()),
         (json!(true), json!("ok"))
     );
 
-    let lacking = verify(json!({"key": secret, "permissions": ["orders:read", "orders:write"]}))
-        .await
-        .ok(200);
+    let lacking =
+        verify(json!({"key": secret, "permissions": ["orders:read", "orders:write"]})).await;
     assert_eq!(lacking["valid"], false);
     assert_eq!(lacking["code"], "insufficient_permission");
     assert_eq!(lacking["principal"]["key_id"], key["id"]);
 
     let key_uri = format!("/v1/keys/{}", key["id"].as_str().unwrap());
     for garbage in ["", "nope", "lk_live_AAAAAAAAAAAA_BBBB"] {
-        let r = verify(json!({"key": garbage})).await.ok(200);
+        let r = verify(json!({"key": garbage})).await;
         assert_eq!(r, json!({"valid": false, "code": "invalid_key"}));
     }
 
     h.patch(&key_uri, json!({"enabled": false})).await.ok(200);
     assert_eq!(
-        verify(json!({"key": secret})).await.ok(200),
+        verify(json!({"key": secret})).await,
         json!({"valid": false, "code": "key_disabled"})
     );
     h.patch("/v1/users/app", json!({"enabled": false}))
@@ -92,12 +82,12 @@ async fn outcomes() {
         .ok(200);
     h.patch(&key_uri, json!({"enabled": true})).await.ok(200);
     assert_eq!(
-        verify(json!({"key": secret})).await.ok(200),
+        verify(json!({"key": secret})).await,
         json!({"valid": false, "code": "user_disabled"})
     );
     h.revoke(&key).await;
     assert_eq!(
-        verify(json!({"key": secret})).await.ok(200),
+        verify(json!({"key": secret})).await,
         json!({"valid": false, "code": "key_revoked"})
     );
 
@@ -113,7 +103,7 @@ async fn outcomes() {
     )
     .await
     .ok(201);
-    let r = verify(json!({"key": expiring["secret"]})).await.ok(200);
+    let r = verify(json!({"key": expiring["secret"]})).await;
     assert_eq!(r, json!({"valid": false, "code": "key_expired"}));
 }
 

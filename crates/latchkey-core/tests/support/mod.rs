@@ -5,7 +5,10 @@
 
 use latchkey_core::Location;
 
+mod child;
 mod records;
+#[allow(unused_imports)]
+pub use child::*;
 #[allow(unused_imports)]
 pub use records::*;
 

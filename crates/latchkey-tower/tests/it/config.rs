@@ -10,10 +10,8 @@ fn with_header(path: &str, name: &str, value: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn an_extra_header_is_read_only_when_configured() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let (fx, key, plain) = reader_app();
     let key = key.secret.expose();
-    let plain = app(fx.layer());
     send(&plain, with_header("/orders", "x-api-key", key))
         .await
         .assert_missing();

@@ -228,10 +228,8 @@ impl Fixture {
 
 #[tokio::test]
 async fn a_key_seen_before_is_recognised_with_the_same_principal() {
-    let fx = Fixture::new();
-    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let (fx, key, app) = reader_app();
     let text = key.secret.expose();
-    let app = app(fx.layer());
     assert!(fx.store.verify_known(text.as_bytes()).is_none());
     let first = send(&app, get_with("/whoami", text)).await.assert_ok();
     // The second request takes the layer's fast path: recognised by the store's tag.
