@@ -1,8 +1,10 @@
 //! The console's extractors: the signed-in session, and a POSTed form checked against it.
 
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use http::Method;
 use http::request::Parts;
 use latchkey_core::{ApiKey, PermissionSet};
+use serde::de::DeserializeOwned;
 
 use crate::cookies;
 use crate::csrf;
@@ -24,6 +26,8 @@ pub(crate) struct Signed {
     pub(crate) permissions: PermissionSet,
     pub(crate) user_name: String,
     pub(crate) prefix: String,
+    /// The console serving the request.
+    pub(crate) console: Console,
 }
 
 impl Signed {
@@ -35,6 +39,22 @@ impl Signed {
     /// The navigation and identity every page shows.
     pub(crate) fn nav(&self) -> Nav {
         Nav::new(self)
+    }
+
+    /// `GET path` of the management API, as the session's key.
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, UiError> {
+        self.console.api.get(&self.key, path).await
+    }
+
+    /// `method path` of the management API with a JSON body (`null`: none), as the
+    /// session's key.
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, UiError> {
+        self.console.api.send(&self.key, method, path, body).await
     }
 }
 
@@ -65,6 +85,7 @@ where
             permissions: principal.permissions.clone(),
             user_name: principal.user_name.clone(),
             prefix: principal.prefix.clone(),
+            console,
         })
     }
 }

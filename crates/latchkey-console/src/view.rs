@@ -1,5 +1,6 @@
 //! What pages share: the navigation, and how values are shown.
 
+use latchkey_core::PermissionSet;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -14,13 +15,8 @@ pub(crate) struct Nav {
     pub(crate) user_name: String,
     pub(crate) prefix: String,
     pub(crate) csrf: String,
-    pub(crate) keys_read: bool,
-    pub(crate) keys_write: bool,
-    pub(crate) users_read: bool,
-    pub(crate) users_write: bool,
-    pub(crate) groups_read: bool,
-    pub(crate) groups_write: bool,
-    pub(crate) audit_read: bool,
+    /// The key's effective permissions (none on the sign-in and error pages).
+    permissions: PermissionSet,
 }
 
 impl Nav {
@@ -30,14 +26,13 @@ impl Nav {
             user_name: signed.user_name.clone(),
             prefix: signed.prefix.clone(),
             csrf: signed.csrf.clone(),
-            keys_read: signed.can("latchkey:keys:read"),
-            keys_write: signed.can("latchkey:keys:write"),
-            users_read: signed.can("latchkey:users:read"),
-            users_write: signed.can("latchkey:users:write"),
-            groups_read: signed.can("latchkey:groups:read"),
-            groups_write: signed.can("latchkey:groups:write"),
-            audit_read: signed.can("latchkey:audit:read"),
+            permissions: signed.permissions.clone(),
         }
+    }
+
+    /// Whether the key holds `permission`: which sections and actions are shown.
+    pub(crate) fn can(&self, permission: &str) -> bool {
+        self.permissions.allows_str(permission)
     }
 }
 
@@ -75,7 +70,7 @@ pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
 }
 
 /// A key's scopes as text: `unrestricted`, `none`, or the list.
-pub(crate) fn scopes(scopes: &Option<latchkey_core::PermissionSet>) -> String {
+pub(crate) fn scopes(scopes: &Option<PermissionSet>) -> String {
     match scopes {
         None => "unrestricted (the user's permissions)".to_owned(),
         Some(set) if set.is_empty() => "none".to_owned(),
@@ -84,7 +79,7 @@ pub(crate) fn scopes(scopes: &Option<latchkey_core::PermissionSet>) -> String {
 }
 
 /// A permission set as text, space-separated.
-pub(crate) fn permissions(set: &latchkey_core::PermissionSet) -> String {
+pub(crate) fn permissions(set: &PermissionSet) -> String {
     set.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ")
 }
 

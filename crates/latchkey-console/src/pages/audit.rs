@@ -1,7 +1,7 @@
 //! The audit log, oldest first one page at a time, with the chain's check.
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::Response;
 use latchkey_admin::api::{AuditCheck, List};
 use latchkey_core::AuditEvent;
@@ -9,7 +9,6 @@ use serde::Deserialize;
 
 use crate::errors::UiError;
 use crate::extract::Signed;
-use crate::state::Console;
 use crate::view::{self, Nav};
 
 /// The page's query string.
@@ -26,10 +25,9 @@ pub(crate) struct AuditQuery {
 const RECENT: u64 = 1_000;
 
 /// Whether any event comes after sequence number `after`.
-async fn any_after(console: &Console, signed: &Signed, after: u64) -> Result<bool, UiError> {
-    let page: List<AuditEvent> = console
-        .api
-        .get(&signed.key, &format!("/v1/audit?after={after}&limit=1"))
+async fn any_after(signed: &Signed, after: u64) -> Result<bool, UiError> {
+    let page: List<AuditEvent> = signed
+        .get(&format!("/v1/audit?after={after}&limit=1"))
         .await?;
     Ok(!page.items.is_empty())
 }
@@ -39,32 +37,24 @@ async fn any_after(console: &Console, signed: &Signed, after: u64) -> Result<boo
 /// The trail is read oldest first, one page after a sequence number: the last number is
 /// found by doubling then bisecting (at most ~130 one-event reads), then one page of the
 /// last 1,000 events is read. Bounded at any size of the trail.
-pub(crate) async fn recent_about(
-    console: &Console,
-    signed: &Signed,
-    target: uuid::Uuid,
-) -> Result<Vec<Row>, UiError> {
+pub(crate) async fn recent_about(signed: &Signed, target: uuid::Uuid) -> Result<Vec<Row>, UiError> {
     let mut high = 1u64;
-    while high < u64::MAX / 2 && any_after(console, signed, high).await? {
+    while high < u64::MAX / 2 && any_after(signed, high).await? {
         high *= 2;
     }
     // The last sequence number is in [low, high]: none comes after `high`.
     let mut low = 0u64;
     while low < high {
         let middle = low + (high - low) / 2;
-        if any_after(console, signed, middle).await? {
+        if any_after(signed, middle).await? {
             low = middle + 1;
         } else {
             high = middle;
         }
     }
     let after = low.saturating_sub(RECENT);
-    let page: List<AuditEvent> = console
-        .api
-        .get(
-            &signed.key,
-            &format!("/v1/audit?after={after}&limit={RECENT}"),
-        )
+    let page: List<AuditEvent> = signed
+        .get(&format!("/v1/audit?after={after}&limit={RECENT}"))
         .await?;
     Ok(page
         .items
@@ -110,7 +100,6 @@ struct AuditPage {
 
 /// `GET /ui/audit?after`.
 pub(crate) async fn list(
-    State(console): State<Console>,
     signed: Signed,
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, UiError> {
@@ -118,18 +107,14 @@ pub(crate) async fn list(
     if after.len() > 20 {
         return Err(UiError::BadForm("after: a sequence number".to_owned()));
     }
-    let page: List<AuditEvent> = console
-        .api
-        .get(
-            &signed.key,
-            &format!(
-                "/v1/audit?{}",
-                view::query(&[("after", after), ("limit", "100")])
-            ),
-        )
+    let page: List<AuditEvent> = signed
+        .get(&format!(
+            "/v1/audit?{}",
+            view::query(&[("after", after), ("limit", "100")])
+        ))
         .await?;
     let check: Option<AuditCheck> = if query.check == "1" {
-        Some(console.api.get(&signed.key, "/v1/audit/verify").await?)
+        Some(signed.get("/v1/audit/verify").await?)
     } else {
         None
     };
