@@ -1,8 +1,9 @@
 //! What pages share: the navigation, and how values are shown.
 
-use latchkey_core::PermissionSet;
+use latchkey_core::{Action, PermissionSet};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
 
 use crate::extract::Signed;
 
@@ -86,6 +87,19 @@ pub(crate) fn permissions(set: &PermissionSet) -> String {
 /// A time that is always there, as [`when`] shows it.
 pub(crate) fn at(at: &OffsetDateTime) -> String {
     when(&Some(*at))
+}
+
+/// An audit event's action by its wire name (`key.create`, …).
+pub(crate) fn action(action: &Action) -> String {
+    serde_json::to_value(action)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Who made an audit event: the acting key's id, or `operator`.
+pub(crate) fn actor(actor: &Option<Uuid>) -> String {
+    actor.map_or_else(|| "operator".to_owned(), |a| a.to_string())
 }
 
 /// `selected` when an option's `value` is the `current` one.

@@ -37,7 +37,10 @@ async fn any_after(signed: &Signed, after: u64) -> Result<bool, UiError> {
 /// The trail is read oldest first, one page after a sequence number: the last number is
 /// found by doubling then bisecting (at most ~130 one-event reads), then one page of the
 /// last 1,000 events is read. Bounded at any size of the trail.
-pub(crate) async fn recent_about(signed: &Signed, target: uuid::Uuid) -> Result<Vec<Row>, UiError> {
+pub(crate) async fn recent_about(
+    signed: &Signed,
+    target: uuid::Uuid,
+) -> Result<Vec<AuditEvent>, UiError> {
     let mut high = 1u64;
     while high < u64::MAX / 2 && any_after(signed, high).await? {
         high *= 2;
@@ -61,32 +64,7 @@ pub(crate) async fn recent_about(signed: &Signed, target: uuid::Uuid) -> Result<
         .into_iter()
         .rev()
         .filter(|e| e.target == target)
-        .map(row)
         .collect())
-}
-
-fn row(event: AuditEvent) -> Row {
-    Row {
-        seq: event.seq,
-        at: view::at(&event.at),
-        action: serde_json::to_value(event.action)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        target: event.target.to_string(),
-        actor: event
-            .actor
-            .map_or_else(|| "operator".to_owned(), |a| a.to_string()),
-    }
-}
-
-/// An event as a row.
-pub(crate) struct Row {
-    pub(crate) seq: u64,
-    pub(crate) at: String,
-    pub(crate) action: String,
-    pub(crate) target: String,
-    pub(crate) actor: String,
 }
 
 #[derive(Template)]
@@ -94,7 +72,7 @@ pub(crate) struct Row {
 struct AuditPage {
     nav: Nav,
     check: Option<AuditCheck>,
-    rows: Vec<Row>,
+    events: Vec<AuditEvent>,
     next: Option<String>,
 }
 
@@ -118,11 +96,10 @@ pub(crate) async fn list(
     } else {
         None
     };
-    let rows = page.items.into_iter().map(row).collect();
     super::render(&AuditPage {
         nav: signed.nav(),
         check,
-        rows,
+        events: page.items,
         next: page.next_cursor.map(|c| view::query(&[("after", &c)])),
     })
 }

@@ -33,7 +33,7 @@ struct KeyPage {
     once: String,
     graces: Vec<(u64, &'static str)>,
     /// Its events among the last 1,000 (when the key may read the audit trail).
-    events: Option<Vec<super::audit::Row>>,
+    events: Option<Vec<latchkey_core::AuditEvent>>,
 }
 
 async fn fetch(signed: &Signed, id: &str) -> Result<Key, UiError> {
