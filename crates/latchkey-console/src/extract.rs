@@ -3,7 +3,7 @@
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use http::Method;
 use http::request::Parts;
-use latchkey_core::{ApiKey, PermissionSet};
+use latchkey_core::{ApiKey, Principal};
 use serde::de::DeserializeOwned;
 
 use crate::cookies;
@@ -22,10 +22,9 @@ pub(crate) struct Signed {
     pub(crate) session_id: String,
     pub(crate) key: SessionKey,
     pub(crate) csrf: String,
-    /// The key's effective permissions now (they decide what is shown).
-    pub(crate) permissions: PermissionSet,
-    pub(crate) user_name: String,
-    pub(crate) prefix: String,
+    /// The key as it verified at this request: its effective permissions now decide what
+    /// is shown.
+    pub(crate) principal: Principal,
     /// The console serving the request.
     pub(crate) console: Console,
 }
@@ -33,7 +32,7 @@ pub(crate) struct Signed {
 impl Signed {
     /// Whether the key holds `permission` (what to show; the API decides what is done).
     pub(crate) fn can(&self, permission: &str) -> bool {
-        self.permissions.allows_str(permission)
+        self.principal.permissions.allows_str(permission)
     }
 
     /// The navigation and identity every page shows.
@@ -82,9 +81,7 @@ where
             session_id: id.to_owned(),
             key: session.key,
             csrf: session.csrf,
-            permissions: principal.permissions.clone(),
-            user_name: principal.user_name.clone(),
-            prefix: principal.prefix.clone(),
+            principal,
             console,
         })
     }

@@ -24,10 +24,10 @@ impl Nav {
     pub(crate) fn new(signed: &Signed) -> Nav {
         Nav {
             signed_in: true,
-            user_name: signed.user_name.clone(),
-            prefix: signed.prefix.clone(),
+            user_name: signed.principal.user_name.clone(),
+            prefix: signed.principal.prefix.clone(),
             csrf: signed.csrf.clone(),
-            permissions: signed.permissions.clone(),
+            permissions: signed.principal.permissions.clone(),
         }
     }
 
