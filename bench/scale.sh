@@ -24,11 +24,10 @@ SAMPLES=${SAMPLES:-20}
 VERIFY_SECONDS=${VERIFY_SECONDS:-20}
 CREATE_SECONDS=${CREATE_SECONDS:-600}
 SEED=${SEED:-}
-export LATCHKEY_LOG=${LATCHKEY_LOG:-warn}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-for tool in cargo curl jq wrk; do
-    command -v "$tool" >/dev/null || { echo "bench/scale.sh needs $tool" >&2; exit 1; }
-done
+require bench/scale.sh cargo curl jq wrk
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -117,12 +116,7 @@ row "daemon RSS after the list queries above (VmRSS)" "$(rss_mib VmRSS) MiB" "â‰
 
 # Create-heavy load: does memory grow with the keys created?
 if (( CREATE_SECONDS > 0 )); then
-    cat >"$work/create.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"name":"load","user_id":"other"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $admin"
-LUA
+    wrk_post "$work/create.lua" '{"name":"load","user_id":"other"}' "$admin"
     before=$(rss_mib VmRSS)
     # VmRSS each second while wrk runs; VmHWM would include the peak while opening.
     ( while kill -0 "$pid" 2>/dev/null; do rss_mib VmRSS; echo; sleep 1; done ) >"$work/rss" &

@@ -1,8 +1,10 @@
 //! The console's extractors: the signed-in session, and a POSTed form checked against it.
 
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use http::Method;
 use http::request::Parts;
-use latchkey_core::{ApiKey, PermissionSet};
+use latchkey_core::{ApiKey, Principal};
+use serde::de::DeserializeOwned;
 
 use crate::cookies;
 use crate::csrf;
@@ -20,21 +22,38 @@ pub(crate) struct Signed {
     pub(crate) session_id: String,
     pub(crate) key: SessionKey,
     pub(crate) csrf: String,
-    /// The key's effective permissions now (they decide what is shown).
-    pub(crate) permissions: PermissionSet,
-    pub(crate) user_name: String,
-    pub(crate) prefix: String,
+    /// The key as it verified at this request: its effective permissions now decide what
+    /// is shown.
+    pub(crate) principal: Principal,
+    /// The console serving the request.
+    pub(crate) console: Console,
 }
 
 impl Signed {
     /// Whether the key holds `permission` (what to show; the API decides what is done).
     pub(crate) fn can(&self, permission: &str) -> bool {
-        self.permissions.allows_str(permission)
+        self.principal.permissions.allows_str(permission)
     }
 
     /// The navigation and identity every page shows.
     pub(crate) fn nav(&self) -> Nav {
         Nav::new(self)
+    }
+
+    /// `GET path` of the management API, as the session's key.
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, UiError> {
+        self.console.api.get(&self.key, path).await
+    }
+
+    /// `method path` of the management API with a JSON body (`null`: none), as the
+    /// session's key.
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, UiError> {
+        self.console.api.send(&self.key, method, path, body).await
     }
 }
 
@@ -62,9 +81,8 @@ where
             session_id: id.to_owned(),
             key: session.key,
             csrf: session.csrf,
-            permissions: principal.permissions.clone(),
-            user_name: principal.user_name.clone(),
-            prefix: principal.prefix.clone(),
+            principal,
+            console,
         })
     }
 }

@@ -1,7 +1,9 @@
 //! What pages share: the navigation, and how values are shown.
 
+use latchkey_core::{Action, PermissionSet};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
 
 use crate::extract::Signed;
 
@@ -14,30 +16,24 @@ pub(crate) struct Nav {
     pub(crate) user_name: String,
     pub(crate) prefix: String,
     pub(crate) csrf: String,
-    pub(crate) keys_read: bool,
-    pub(crate) keys_write: bool,
-    pub(crate) users_read: bool,
-    pub(crate) users_write: bool,
-    pub(crate) groups_read: bool,
-    pub(crate) groups_write: bool,
-    pub(crate) audit_read: bool,
+    /// The key's effective permissions (none on the sign-in and error pages).
+    permissions: PermissionSet,
 }
 
 impl Nav {
     pub(crate) fn new(signed: &Signed) -> Nav {
         Nav {
             signed_in: true,
-            user_name: signed.user_name.clone(),
-            prefix: signed.prefix.clone(),
+            user_name: signed.principal.user_name.clone(),
+            prefix: signed.principal.prefix.clone(),
             csrf: signed.csrf.clone(),
-            keys_read: signed.can("latchkey:keys:read"),
-            keys_write: signed.can("latchkey:keys:write"),
-            users_read: signed.can("latchkey:users:read"),
-            users_write: signed.can("latchkey:users:write"),
-            groups_read: signed.can("latchkey:groups:read"),
-            groups_write: signed.can("latchkey:groups:write"),
-            audit_read: signed.can("latchkey:audit:read"),
+            permissions: signed.principal.permissions.clone(),
         }
+    }
+
+    /// Whether the key holds `permission`: which sections and actions are shown.
+    pub(crate) fn can(&self, permission: &str) -> bool {
+        self.permissions.allows_str(permission)
     }
 }
 
@@ -75,7 +71,7 @@ pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
 }
 
 /// A key's scopes as text: `unrestricted`, `none`, or the list.
-pub(crate) fn scopes(scopes: &Option<latchkey_core::PermissionSet>) -> String {
+pub(crate) fn scopes(scopes: &Option<PermissionSet>) -> String {
     match scopes {
         None => "unrestricted (the user's permissions)".to_owned(),
         Some(set) if set.is_empty() => "none".to_owned(),
@@ -84,13 +80,26 @@ pub(crate) fn scopes(scopes: &Option<latchkey_core::PermissionSet>) -> String {
 }
 
 /// A permission set as text, space-separated.
-pub(crate) fn permissions(set: &latchkey_core::PermissionSet) -> String {
+pub(crate) fn permissions(set: &PermissionSet) -> String {
     set.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" ")
 }
 
 /// A time that is always there, as [`when`] shows it.
 pub(crate) fn at(at: &OffsetDateTime) -> String {
     when(&Some(*at))
+}
+
+/// An audit event's action by its wire name (`key.create`, …).
+pub(crate) fn action(action: &Action) -> String {
+    serde_json::to_value(action)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Who made an audit event: the acting key's id, or `operator`.
+pub(crate) fn actor(actor: &Option<Uuid>) -> String {
+    actor.map_or_else(|| "operator".to_owned(), |a| a.to_string())
 }
 
 /// `selected` when an option's `value` is the `current` one.

@@ -30,26 +30,18 @@ pub fn seed_if_empty(store: &Store) -> Result<Option<DemoKeys>, StoreError> {
             ..NewUser::default()
         },
     )?;
-    let read_write = store.create_key(
-        &system,
-        NewKey {
-            name: "demo read-write".into(),
+    let key = |name: &str, scopes: Option<PermissionSet>| {
+        let new = NewKey {
+            name: name.into(),
             user_id: user.id,
+            scopes,
             ..NewKey::default()
-        },
-    )?;
-    let read_only = store.create_key(
-        &system,
-        NewKey {
-            name: "demo read-only".into(),
-            user_id: user.id,
-            scopes: Some(permissions(&["orders:read"])),
-            ..NewKey::default()
-        },
-    )?;
+        };
+        store.create_key(&system, new).map(|created| created.secret)
+    };
     Ok(Some(DemoKeys {
-        read_write: read_write.secret,
-        read_only: read_only.secret,
+        read_write: key("demo read-write", None)?,
+        read_only: key("demo read-only", Some(permissions(&["orders:read"])))?,
     }))
 }
 

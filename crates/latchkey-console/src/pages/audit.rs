@@ -1,7 +1,7 @@
 //! The audit log, oldest first one page at a time, with the chain's check.
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::Response;
 use latchkey_admin::api::{AuditCheck, List};
 use latchkey_core::AuditEvent;
@@ -9,7 +9,6 @@ use serde::Deserialize;
 
 use crate::errors::UiError;
 use crate::extract::Signed;
-use crate::state::Console;
 use crate::view::{self, Nav};
 
 /// The page's query string.
@@ -26,10 +25,9 @@ pub(crate) struct AuditQuery {
 const RECENT: u64 = 1_000;
 
 /// Whether any event comes after sequence number `after`.
-async fn any_after(console: &Console, signed: &Signed, after: u64) -> Result<bool, UiError> {
-    let page: List<AuditEvent> = console
-        .api
-        .get(&signed.key, &format!("/v1/audit?after={after}&limit=1"))
+async fn any_after(signed: &Signed, after: u64) -> Result<bool, UiError> {
+    let page: List<AuditEvent> = signed
+        .get(&format!("/v1/audit?after={after}&limit=1"))
         .await?;
     Ok(!page.items.is_empty())
 }
@@ -40,63 +38,33 @@ async fn any_after(console: &Console, signed: &Signed, after: u64) -> Result<boo
 /// found by doubling then bisecting (at most ~130 one-event reads), then one page of the
 /// last 1,000 events is read. Bounded at any size of the trail.
 pub(crate) async fn recent_about(
-    console: &Console,
     signed: &Signed,
     target: uuid::Uuid,
-) -> Result<Vec<Row>, UiError> {
+) -> Result<Vec<AuditEvent>, UiError> {
     let mut high = 1u64;
-    while high < u64::MAX / 2 && any_after(console, signed, high).await? {
+    while high < u64::MAX / 2 && any_after(signed, high).await? {
         high *= 2;
     }
     // The last sequence number is in [low, high]: none comes after `high`.
     let mut low = 0u64;
     while low < high {
         let middle = low + (high - low) / 2;
-        if any_after(console, signed, middle).await? {
+        if any_after(signed, middle).await? {
             low = middle + 1;
         } else {
             high = middle;
         }
     }
     let after = low.saturating_sub(RECENT);
-    let page: List<AuditEvent> = console
-        .api
-        .get(
-            &signed.key,
-            &format!("/v1/audit?after={after}&limit={RECENT}"),
-        )
+    let page: List<AuditEvent> = signed
+        .get(&format!("/v1/audit?after={after}&limit={RECENT}"))
         .await?;
     Ok(page
         .items
         .into_iter()
         .rev()
         .filter(|e| e.target == target)
-        .map(row)
         .collect())
-}
-
-fn row(event: AuditEvent) -> Row {
-    Row {
-        seq: event.seq,
-        at: view::at(&event.at),
-        action: serde_json::to_value(event.action)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        target: event.target.to_string(),
-        actor: event
-            .actor
-            .map_or_else(|| "operator".to_owned(), |a| a.to_string()),
-    }
-}
-
-/// An event as a row.
-pub(crate) struct Row {
-    pub(crate) seq: u64,
-    pub(crate) at: String,
-    pub(crate) action: String,
-    pub(crate) target: String,
-    pub(crate) actor: String,
 }
 
 #[derive(Template)]
@@ -104,13 +72,12 @@ pub(crate) struct Row {
 struct AuditPage {
     nav: Nav,
     check: Option<AuditCheck>,
-    rows: Vec<Row>,
+    events: Vec<AuditEvent>,
     next: Option<String>,
 }
 
 /// `GET /ui/audit?after`.
 pub(crate) async fn list(
-    State(console): State<Console>,
     signed: Signed,
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, UiError> {
@@ -118,26 +85,21 @@ pub(crate) async fn list(
     if after.len() > 20 {
         return Err(UiError::BadForm("after: a sequence number".to_owned()));
     }
-    let page: List<AuditEvent> = console
-        .api
-        .get(
-            &signed.key,
-            &format!(
-                "/v1/audit?{}",
-                view::query(&[("after", after), ("limit", "100")])
-            ),
-        )
+    let page: List<AuditEvent> = signed
+        .get(&format!(
+            "/v1/audit?{}",
+            view::query(&[("after", after), ("limit", "100")])
+        ))
         .await?;
     let check: Option<AuditCheck> = if query.check == "1" {
-        Some(console.api.get(&signed.key, "/v1/audit/verify").await?)
+        Some(signed.get("/v1/audit/verify").await?)
     } else {
         None
     };
-    let rows = page.items.into_iter().map(row).collect();
     super::render(&AuditPage {
         nav: signed.nav(),
         check,
-        rows,
+        events: page.items,
         next: page.next_cursor.map(|c| view::query(&[("after", &c)])),
     })
 }

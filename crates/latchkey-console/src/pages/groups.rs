@@ -1,7 +1,7 @@
 //! Groups: the list, the create form, and the permission editor.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::Method;
 use latchkey_core::Group;
@@ -9,7 +9,6 @@ use latchkey_core::Group;
 use crate::errors::UiError;
 use crate::extract::{Posted, Signed};
 use crate::pages::Page;
-use crate::state::Console;
 use crate::view::{Nav, segment};
 
 #[derive(Template)]
@@ -21,12 +20,8 @@ struct GroupsPage {
 }
 
 /// `GET /ui/groups?cursor`.
-pub(crate) async fn list(
-    State(console): State<Console>,
-    signed: Signed,
-    Query(page): Query<Page>,
-) -> Result<Response, UiError> {
-    let (groups, next) = super::page(&console, &signed, "groups", &page).await?;
+pub(crate) async fn list(signed: Signed, Query(page): Query<Page>) -> Result<Response, UiError> {
+    let (groups, next) = super::page(&signed, "groups", &page).await?;
     super::render(&GroupsPage {
         nav: signed.nav(),
         groups,
@@ -35,18 +30,12 @@ pub(crate) async fn list(
 }
 
 /// `POST /ui/groups`: a name and its permissions.
-pub(crate) async fn create(
-    State(console): State<Console>,
-    posted: Posted,
-) -> Result<Response, UiError> {
+pub(crate) async fn create(posted: Posted) -> Result<Response, UiError> {
     let body = serde_json::json!({
         "name": posted.fields.get("name"),
         "permissions": super::split_list(posted.fields.get("permissions")),
     });
-    let group: Group = console
-        .api
-        .send(&posted.signed.key, Method::POST, "/v1/groups", body)
-        .await?;
+    let group: Group = posted.signed.send(Method::POST, "/v1/groups", body).await?;
     Ok(Redirect::to(&format!("/ui/groups/{}", group.id)).into_response())
 }
 
@@ -59,15 +48,8 @@ struct GroupPage {
 }
 
 /// `GET /ui/groups/{id}`: the permission editor.
-pub(crate) async fn show(
-    State(console): State<Console>,
-    signed: Signed,
-    Path(id): Path<String>,
-) -> Result<Response, UiError> {
-    let group: Group = console
-        .api
-        .get(&signed.key, &format!("/v1/groups/{}", segment(&id)))
-        .await?;
+pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Response, UiError> {
+    let group: Group = signed.get(&format!("/v1/groups/{}", segment(&id))).await?;
     let permissions = group
         .permissions
         .iter()
@@ -82,25 +64,16 @@ pub(crate) async fn show(
 }
 
 /// `POST /ui/groups/{id}`: replaces the name and the permissions.
-pub(crate) async fn update(
-    State(console): State<Console>,
-    Path(id): Path<String>,
-    posted: Posted,
-) -> Result<Response, UiError> {
+pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
     let mut body = serde_json::json!({
         "permissions": super::split_list(posted.fields.get("permissions")),
     });
     if let Some(name) = posted.fields.optional("name") {
         body["name"] = name.into();
     }
-    let group: Group = console
-        .api
-        .send(
-            &posted.signed.key,
-            Method::PATCH,
-            &format!("/v1/groups/{}", segment(&id)),
-            body,
-        )
+    let group: Group = posted
+        .signed
+        .send(Method::PATCH, &format!("/v1/groups/{}", segment(&id)), body)
         .await?;
     Ok(Redirect::to(&format!("/ui/groups/{}", group.id)).into_response())
 }

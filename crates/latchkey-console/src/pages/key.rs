@@ -2,7 +2,7 @@
 //! that names it), delete.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Redirect, Response};
 use http::Method;
 use latchkey_admin::api::KeyWithSecret;
@@ -12,7 +12,6 @@ use crate::errors::UiError;
 use crate::extract::{Posted, Signed};
 use crate::pages::keys::{SecretPage, claim_once, user_names};
 use crate::session::random_token;
-use crate::state::Console;
 use crate::view::{Nav, segment};
 
 /// The grace periods offered when rotating, in seconds, with their labels.
@@ -34,29 +33,22 @@ struct KeyPage {
     once: String,
     graces: Vec<(u64, &'static str)>,
     /// Its events among the last 1,000 (when the key may read the audit trail).
-    events: Option<Vec<super::audit::Row>>,
+    events: Option<Vec<latchkey_core::AuditEvent>>,
 }
 
-async fn fetch(console: &Console, signed: &Signed, id: &str) -> Result<Key, UiError> {
-    console
-        .api
-        .get(&signed.key, &format!("/v1/keys/{}", segment(id)))
-        .await
+async fn fetch(signed: &Signed, id: &str) -> Result<Key, UiError> {
+    signed.get(&format!("/v1/keys/{}", segment(id))).await
 }
 
 /// `GET /ui/keys/{id}`.
-pub(crate) async fn show(
-    State(console): State<Console>,
-    signed: Signed,
-    Path(id): Path<String>,
-) -> Result<Response, UiError> {
-    let key = fetch(&console, &signed, &id).await?;
-    let user = user_names(&console, &signed, std::iter::once(key.user_id))
+pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Response, UiError> {
+    let key = fetch(&signed, &id).await?;
+    let user = user_names(&signed, std::iter::once(key.user_id))
         .await
         .remove(&key.user_id)
         .unwrap_or_else(|| key.user_id.to_string());
     let events = if signed.can("latchkey:audit:read") {
-        Some(super::audit::recent_about(&console, &signed, key.id).await?)
+        Some(super::audit::recent_about(&signed, key.id).await?)
     } else {
         None
     };
@@ -77,31 +69,22 @@ fn back(id: &str) -> Response {
 }
 
 /// `POST /ui/keys/{id}/enabled`: enable (`enabled=true`) or disable (`false`).
-pub(crate) async fn enabled(
-    State(console): State<Console>,
-    Path(id): Path<String>,
-    posted: Posted,
-) -> Result<Response, UiError> {
-    super::set_enabled(&console, &posted, &format!("/v1/keys/{}", segment(&id))).await?;
+pub(crate) async fn enabled(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
+    super::set_enabled(&posted, &format!("/v1/keys/{}", segment(&id))).await?;
     Ok(back(&id))
 }
 
 /// `POST /ui/keys/{id}/rotate`: the new key's secret is shown in the answer, once.
-pub(crate) async fn rotate(
-    State(console): State<Console>,
-    Path(id): Path<String>,
-    posted: Posted,
-) -> Result<Response, UiError> {
-    claim_once(&console, &posted)?;
+pub(crate) async fn rotate(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
+    claim_once(&posted)?;
     let grace: u64 = posted
         .fields
         .get("grace_seconds")
         .parse()
         .map_err(|_| UiError::BadForm("grace: a number of seconds".to_owned()))?;
-    let rotated: KeyWithSecret = console
-        .api
+    let rotated: KeyWithSecret = posted
+        .signed
         .send(
-            &posted.signed.key,
             Method::POST,
             &format!("/v1/keys/{}/rotate", segment(&id)),
             serde_json::json!({ "grace_seconds": grace }),
@@ -125,11 +108,10 @@ struct RevokePage {
 
 /// `GET /ui/keys/{id}/revoke`: the confirmation, naming the key.
 pub(crate) async fn confirm_revoke(
-    State(console): State<Console>,
     signed: Signed,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let key = fetch(&console, &signed, &id).await?;
+    let key = fetch(&signed, &id).await?;
     super::render(&RevokePage {
         nav: signed.nav(),
         key,
@@ -137,37 +119,23 @@ pub(crate) async fn confirm_revoke(
 }
 
 /// `POST /ui/keys/{id}/revoke`: the confirmation's form.
-pub(crate) async fn revoke(
-    State(console): State<Console>,
-    Path(id): Path<String>,
-    posted: Posted,
-) -> Result<Response, UiError> {
-    let _: Key = console
-        .api
-        .send(
-            &posted.signed.key,
-            Method::POST,
-            &format!("/v1/keys/{}/revoke", segment(&id)),
-            serde_json::Value::Null,
-        )
-        .await?;
+pub(crate) async fn revoke(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
+    act(&posted, Method::POST, &id, "/revoke").await?;
     Ok(back(&id))
 }
 
 /// `POST /ui/keys/{id}/delete`: a revoked key's record goes; back to the list.
-pub(crate) async fn delete(
-    State(console): State<Console>,
-    Path(id): Path<String>,
-    posted: Posted,
-) -> Result<Response, UiError> {
-    let _: serde_json::Value = console
-        .api
-        .send(
-            &posted.signed.key,
-            Method::DELETE,
-            &format!("/v1/keys/{}", segment(&id)),
-            serde_json::Value::Null,
-        )
-        .await?;
+pub(crate) async fn delete(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
+    act(&posted, Method::DELETE, &id, "").await?;
     Ok(Redirect::to("/ui/keys").into_response())
+}
+
+/// `method /v1/keys/{id}{action}` without a body, its answer unread.
+async fn act(posted: &Posted, method: Method, id: &str, action: &str) -> Result<(), UiError> {
+    let path = format!("/v1/keys/{}{action}", segment(id));
+    let _: serde_json::Value = posted
+        .signed
+        .send(method, &path, serde_json::Value::Null)
+        .await?;
+    Ok(())
 }

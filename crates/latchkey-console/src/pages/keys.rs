@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::{Redirect, Response};
 use http::{Method, StatusCode};
 use latchkey_admin::api::{KeyWithSecret, List};
@@ -15,7 +15,6 @@ use uuid::Uuid;
 use crate::errors::UiError;
 use crate::extract::{Posted, Signed};
 use crate::session::random_token;
-use crate::state::Console;
 use crate::view::{self, Nav};
 
 /// Keys per page.
@@ -68,7 +67,6 @@ struct KeysPage {
 
 /// `GET /ui/keys?q&user&status&env&sort&cursor`.
 pub(crate) async fn list(
-    State(console): State<Console>,
     signed: Signed,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
@@ -90,24 +88,6 @@ pub(crate) async fn list(
         cursor: param("cursor")?,
     };
     let limit = PAGE.to_string();
-    let filters = [
-        ("q", query.q.as_str()),
-        ("user_id", query.user.as_str()),
-        ("status", query.status.as_str()),
-        ("env", query.env.as_str()),
-        ("sort", query.sort.as_str()),
-    ];
-    let mut api_query = filters.to_vec();
-    api_query.push(("cursor", query.cursor.as_str()));
-    api_query.push(("limit", &limit));
-    let page: List<Key> = console
-        .api
-        .get(
-            &signed.key,
-            &format!("/v1/keys?{}", view::query(&api_query)),
-        )
-        .await?;
-    let names = user_names(&console, &signed, page.items.iter().map(|k| k.user_id)).await;
     let page_filters = [
         ("q", query.q.as_str()),
         ("user", query.user.as_str()),
@@ -115,6 +95,16 @@ pub(crate) async fn list(
         ("env", query.env.as_str()),
         ("sort", query.sort.as_str()),
     ];
+    // The same filters for the API, which names the user `user_id`.
+    let api_query: Vec<(&str, &str)> = page_filters
+        .iter()
+        .map(|&(name, value)| (if name == "user" { "user_id" } else { name }, value))
+        .chain([("cursor", query.cursor.as_str()), ("limit", &limit)])
+        .collect();
+    let page: List<Key> = signed
+        .get(&format!("/v1/keys?{}", view::query(&api_query)))
+        .await?;
+    let names = user_names(&signed, page.items.iter().map(|k| k.user_id)).await;
     let next = page.next_cursor.map(|cursor| {
         let mut pairs = page_filters.to_vec();
         pairs.push(("cursor", &cursor));
@@ -148,7 +138,6 @@ pub(crate) async fn list(
 
 /// The names of `users`, as far as the key may read them (ids otherwise).
 pub(crate) async fn user_names(
-    console: &Console,
     signed: &Signed,
     users: impl Iterator<Item = Uuid>,
 ) -> HashMap<Uuid, String> {
@@ -160,11 +149,7 @@ pub(crate) async fn user_names(
         if names.contains_key(&id) {
             continue;
         }
-        if let Ok(user) = console
-            .api
-            .get::<User>(&signed.key, &format!("/v1/users/{id}"))
-            .await
-        {
+        if let Ok(user) = signed.get::<User>(&format!("/v1/users/{id}")).await {
             names.insert(id, user.name);
         }
     }
@@ -206,8 +191,10 @@ impl SecretPage {
 }
 
 /// Claims the form's one-time token: a reloaded POST is refused, nothing done twice.
-pub(crate) fn claim_once(console: &Console, posted: &Posted) -> Result<(), UiError> {
-    if console
+pub(crate) fn claim_once(posted: &Posted) -> Result<(), UiError> {
+    if posted
+        .signed
+        .console
         .sessions
         .use_form(&posted.signed.session_id, posted.fields.get("once"))
     {
@@ -218,11 +205,8 @@ pub(crate) fn claim_once(console: &Console, posted: &Posted) -> Result<(), UiErr
 }
 
 /// `POST /ui/keys`: creates a key through `POST /v1/keys`; the answer shows its secret.
-pub(crate) async fn create(
-    State(console): State<Console>,
-    posted: Posted,
-) -> Result<Response, UiError> {
-    claim_once(&console, &posted)?;
+pub(crate) async fn create(posted: Posted) -> Result<Response, UiError> {
+    claim_once(&posted)?;
     let fields = &posted.fields;
     let mut body = serde_json::json!({
         "user_id": fields.get("user"),
@@ -246,10 +230,7 @@ pub(crate) async fn create(
         body["expires_at"] = view::rfc3339(at).into();
     }
     crate::usage::add_to(&mut body, fields)?;
-    let created: KeyWithSecret = console
-        .api
-        .send(&posted.signed.key, Method::POST, "/v1/keys", body)
-        .await?;
+    let created: KeyWithSecret = posted.signed.send(Method::POST, "/v1/keys", body).await?;
     SecretPage {
         nav: posted.signed.nav(),
         heading: "Key created",

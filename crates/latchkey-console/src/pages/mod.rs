@@ -16,7 +16,6 @@ use serde::de::DeserializeOwned;
 
 use crate::errors::UiError;
 use crate::extract::{Posted, Signed};
-use crate::state::Console;
 use crate::view;
 
 /// Users or groups per page.
@@ -33,7 +32,6 @@ pub(crate) struct Page {
 
 /// One page of `/v1/{resource}` and the query string of the next one.
 pub(crate) async fn page<T: DeserializeOwned>(
-    console: &Console,
     signed: &Signed,
     resource: &str,
     page: &Page,
@@ -43,30 +41,22 @@ pub(crate) async fn page<T: DeserializeOwned>(
         return Err(UiError::BadForm("the cursor is too long".to_owned()));
     }
     let query = view::query(&[("cursor", cursor), ("limit", PAGE)]);
-    let list: List<T> = console
-        .api
-        .get(&signed.key, &format!("/v1/{resource}?{query}"))
-        .await?;
+    let list: List<T> = signed.get(&format!("/v1/{resource}?{query}")).await?;
     let next = list.next_cursor.map(|c| view::query(&[("cursor", &c)]));
     Ok((list.items, next))
 }
 
 /// `PATCH path` with the form's `enabled` (`true` or `false`): enables or disables a key
 /// or a user.
-pub(crate) async fn set_enabled(
-    console: &Console,
-    posted: &Posted,
-    path: &str,
-) -> Result<(), UiError> {
+pub(crate) async fn set_enabled(posted: &Posted, path: &str) -> Result<(), UiError> {
     let enabled: bool = posted
         .fields
         .get("enabled")
         .parse()
         .map_err(|_| UiError::BadForm("enabled: true or false".to_owned()))?;
-    let _: serde_json::Value = console
-        .api
+    let _: serde_json::Value = posted
+        .signed
         .send(
-            &posted.signed.key,
             Method::PATCH,
             path,
             serde_json::json!({ "enabled": enabled }),

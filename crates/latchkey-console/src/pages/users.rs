@@ -1,14 +1,13 @@
 //! Users: the list (with their rate limits), the create form, enable and disable.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::Method;
 use latchkey_core::User;
 
 use crate::errors::UiError;
 use crate::extract::{Posted, Signed};
-use crate::state::Console;
 use crate::view::{Nav, segment};
 
 #[derive(Template)]
@@ -21,11 +20,10 @@ struct UsersPage {
 
 /// `GET /ui/users?cursor`.
 pub(crate) async fn list(
-    State(console): State<Console>,
     signed: Signed,
     Query(page): Query<super::Page>,
 ) -> Result<Response, UiError> {
-    let (users, next) = super::page(&console, &signed, "users", &page).await?;
+    let (users, next) = super::page(&signed, "users", &page).await?;
     super::render(&UsersPage {
         nav: signed.nav(),
         users,
@@ -34,10 +32,7 @@ pub(crate) async fn list(
 }
 
 /// `POST /ui/users`: name, groups and permissions (lists typed as text).
-pub(crate) async fn create(
-    State(console): State<Console>,
-    posted: Posted,
-) -> Result<Response, UiError> {
+pub(crate) async fn create(posted: Posted) -> Result<Response, UiError> {
     let fields = &posted.fields;
     let mut body = serde_json::json!({
         "name": fields.get("name"),
@@ -52,19 +47,12 @@ pub(crate) async fn create(
     if let Some(limits) = fields.optional("rate_limits") {
         body["rate_limits"] = crate::usage::rate_limits(&limits)?.into();
     }
-    let _: User = console
-        .api
-        .send(&posted.signed.key, Method::POST, "/v1/users", body)
-        .await?;
+    let _: User = posted.signed.send(Method::POST, "/v1/users", body).await?;
     Ok(Redirect::to("/ui/users").into_response())
 }
 
 /// `POST /ui/users/{id}/enabled`: enable (`enabled=true`) or disable (`false`).
-pub(crate) async fn enabled(
-    State(console): State<Console>,
-    Path(id): Path<String>,
-    posted: Posted,
-) -> Result<Response, UiError> {
-    super::set_enabled(&console, &posted, &format!("/v1/users/{}", segment(&id))).await?;
+pub(crate) async fn enabled(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
+    super::set_enabled(&posted, &format!("/v1/users/{}", segment(&id))).await?;
     Ok(Redirect::to("/ui/users").into_response())
 }

@@ -334,14 +334,7 @@ impl Store {
         })?;
         let (record, settle) = record;
         if let Some((old_version, carry, controls)) = settle {
-            self.inner.meters.settle(
-                id,
-                old_version,
-                carry,
-                &controls,
-                &Arc::downgrade(&self.inner),
-                &self.inner.clock,
-            );
+            self.settle_meter(id, old_version, carry, &controls);
         }
         self.key_view(&record, self.inner.clock.now())
     }
@@ -440,15 +433,18 @@ impl Store {
         })?;
         // The old key's slice is void: its credits moved to the new key.
         let (old_version, drained) = settle;
-        self.inner.meters.settle(
-            id,
-            old_version,
-            false,
-            &drained,
-            &Arc::downgrade(&self.inner),
-            &self.inner.clock,
-        );
+        self.settle_meter(id, old_version, false, &drained);
         Ok(created)
+    }
+
+    /// [`Meters::settle`](super::controls::Meters::settle) on this store's meters, after a
+    /// change to key `id`'s controls committed as `record`.
+    fn settle_meter(&self, id: Uuid, old_version: u64, carry: bool, record: &ControlsRecord) {
+        let store = Arc::downgrade(&self.inner);
+        let clock = &self.inner.clock;
+        self.inner
+            .meters
+            .settle(id, old_version, carry, record, &store, clock);
     }
 
     /// Loads a key for a change and checks the caller sees its user and covers everything

@@ -68,21 +68,13 @@ impl Store {
     /// `Invalid` error naming `q` or `cursor`: no request scans every key for a needle that
     /// no name or description can hold.
     pub fn list_keys_as(&self, actor: &Actor, query: &KeyQuery) -> Result<Page<Key>, StoreError> {
-        if query
-            .search
-            .as_ref()
-            .is_some_and(|q| q.len() > MAX_SEARCH_BYTES)
-        {
-            return Err(StoreError::invalid(
-                "q",
-                format!("at most {MAX_SEARCH_BYTES} bytes"),
-            ));
+        let too_long =
+            |text: &Option<String>, max: usize| text.as_ref().is_some_and(|t| t.len() > max);
+        if too_long(&query.search, MAX_SEARCH_BYTES) {
+            let reason = format!("at most {MAX_SEARCH_BYTES} bytes");
+            return Err(StoreError::invalid("q", reason));
         }
-        if query
-            .cursor
-            .as_ref()
-            .is_some_and(|c| c.len() > MAX_CURSOR_BYTES)
-        {
+        if too_long(&query.cursor, MAX_CURSOR_BYTES) {
             return Err(StoreError::invalid(
                 "cursor",
                 "not a cursor from this listing",

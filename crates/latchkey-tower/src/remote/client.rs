@@ -14,6 +14,7 @@ use latchkey_core::wire::{
 use latchkey_core::{ApiKey, LimitState, PrincipalInfo, RateLimit, VerifyError};
 use reqwest::Url;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
 use super::config::VerifierSettings;
@@ -116,23 +117,13 @@ impl Daemon {
             #[serde(skip_serializing_if = "Option::is_none")]
             client_ip: Option<IpAddr>,
         }
-        let response = self
-            .http
-            .post(self.verify_url.clone())
-            .header(AUTHORIZATION, self.authorization.clone())
-            .timeout(self.request_timeout)
-            .json(&Body {
-                key: presented,
-                client_ip,
-            })
-            .send()
-            .await
-            .map_err(|e| format!("POST /v1/verify: {}", describe(&e)))?;
-        self.expect_ok("POST /v1/verify", response.status())?;
-        let answer: VerifyResponse = response
-            .json()
-            .await
-            .map_err(|e| format!("POST /v1/verify: {}", describe(&e)))?;
+        let body = Body {
+            key: presented,
+            client_ip,
+        };
+        let answer: VerifyResponse = self
+            .call("POST /v1/verify", &self.verify_url, &body)
+            .await?;
         match (answer.valid, answer.principal) {
             (true, Some(principal)) => Ok(Verdict::Valid {
                 principal: Box::new(principal),
@@ -161,20 +152,37 @@ impl Daemon {
             client_ip,
             buckets,
         };
-        let response = self
-            .http
-            .post(self.leases_url.clone())
+        self.call("POST /v1/leases", &self.leases_url, &body).await
+    }
+
+    /// `POST url` with the service key, `body` as JSON, within the request time limit.
+    async fn post(&self, url: &Url, body: &impl Serialize) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .post(url.clone())
             .header(AUTHORIZATION, self.authorization.clone())
             .timeout(self.request_timeout)
-            .json(&body)
+            .json(body)
             .send()
             .await
-            .map_err(|e| format!("POST /v1/leases: {}", describe(&e)))?;
-        self.expect_ok("POST /v1/leases", response.status())?;
+    }
+
+    /// [`post`](Self::post) and its 200 answer read as JSON; `Err` naming `what` when the
+    /// daemon could not answer.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        url: &Url,
+        body: &impl Serialize,
+    ) -> Result<T, String> {
+        let response = self
+            .post(url, body)
+            .await
+            .map_err(|e| format!("{what}: {}", describe(&e)))?;
+        self.expect_ok(what, response.status())?;
         response
             .json()
             .await
-            .map_err(|e| format!("POST /v1/leases: {}", describe(&e)))
+            .map_err(|e| format!("{what}: {}", describe(&e)))
     }
 
     /// `Err` naming `what` unless the daemon answered 200; a refusal of the service key
@@ -222,16 +230,10 @@ impl Daemon {
 
     /// Sends usage figures.
     pub(super) async fn report_usage(&self, items: &[UsageItem]) -> UsageOutcome {
-        let sent = self
-            .http
-            .post(self.usage_url.clone())
-            .header(AUTHORIZATION, self.authorization.clone())
-            .timeout(self.request_timeout)
-            .json(&UsageReport {
-                items: items.to_vec(),
-            })
-            .send()
-            .await;
+        let report = UsageReport {
+            items: items.to_vec(),
+        };
+        let sent = self.post(&self.usage_url, &report).await;
         match sent {
             Ok(r) if r.status().is_success() => UsageOutcome::Accepted,
             Ok(r) if matches!(r.status().as_u16(), 404 | 405) => UsageOutcome::Unsupported,

@@ -99,6 +99,20 @@ impl VerifierSettings {
     }
 }
 
+/// Builder setters that store their argument in the field of [`VerifierSettings`] of the
+/// same name, each documented where it is listed (as tower-http writes its accessors).
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.settings.$name = value;
+                self
+            }
+        )*
+    };
+}
+
 impl RemoteVerifierBuilder {
     pub(super) fn new(url: &str, service_key: &str) -> RemoteVerifierBuilder {
         RemoteVerifierBuilder {
@@ -108,55 +122,52 @@ impl RemoteVerifierBuilder {
         }
     }
 
-    /// How long cached answers stay trusted after the verifier last heard from the daemon
-    /// (a change or a heartbeat on the event stream); default 5 s. Past it, a cached
-    /// answer is not used: the key is verified by the daemon again, and while the daemon
-    /// cannot answer the layer says 503 `keystore_unavailable`. This is the bound on how
-    /// long a revoked key can still authenticate here when the daemon or the network
-    /// fails. `Duration::ZERO` trusts no cached answer: every request asks the daemon.
-    pub fn max_staleness(mut self, bound: Duration) -> Self {
-        self.settings.max_staleness = bound;
-        self
-    }
-
-    /// The heartbeat interval asked of the daemon; default 1 s, and never more than a third
-    /// of [`max_staleness`](Self::max_staleness) (nor less than 1 s, the daemon's floor). Three missed
-    /// heartbeats close the stream and start a reconnection.
-    pub fn heartbeat(mut self, interval: Duration) -> Self {
-        self.settings.heartbeat = interval;
-        self
-    }
-
-    /// How long a refusal (`invalid_key`, `key_disabled`, …) is cached; default 1 s. Any
-    /// change event also drops every cached refusal, so enabling a key takes effect at
-    /// once; the short bound covers what no event announces. `Duration::ZERO` caches none.
-    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
-        self.settings.negative_ttl = ttl;
-        self
-    }
-
-    /// The longest a valid answer is cached, whatever the events say; default 5 min. A
-    /// safety net only: changes invalidate entries as they happen, and a key's
-    /// `expires_at` ends its entry on time.
-    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
-        self.settings.cache_ttl = ttl;
-        self
-    }
-
-    /// How many keys the cache holds (default 100,000; a few hundred bytes each). When it is
-    /// full, an arbitrary entry makes room.
-    pub fn max_entries(mut self, entries: usize) -> Self {
-        self.settings.max_entries = entries;
-        self
-    }
-
-    /// About how many refusals the cache holds (default 10,000), apart from the valid
-    /// answers of [`max_entries`](Self::max_entries): a scan of random keys can neither
-    /// evict a valid answer nor, past the bound, a refusal presented again and again (the
-    /// cache is S3-FIFO). `0` caches none.
-    pub fn max_refusals(mut self, entries: usize) -> Self {
-        self.settings.max_refusals = entries;
-        self
+    setters! {
+        /// How long cached answers stay trusted after the verifier last heard from the daemon
+        /// (a change or a heartbeat on the event stream); default 5 s. Past it, a cached
+        /// answer is not used: the key is verified by the daemon again, and while the daemon
+        /// cannot answer the layer says 503 `keystore_unavailable`. This is the bound on how
+        /// long a revoked key can still authenticate here when the daemon or the network
+        /// fails. `Duration::ZERO` trusts no cached answer: every request asks the daemon.
+        max_staleness: Duration;
+        /// The heartbeat interval asked of the daemon; default 1 s, and never more than a
+        /// third of [`max_staleness`](Self::max_staleness) (nor less than 1 s, the daemon's
+        /// floor). Three missed heartbeats close the stream and start a reconnection.
+        heartbeat: Duration;
+        /// How long a refusal (`invalid_key`, `key_disabled`, …) is cached; default 1 s. Any
+        /// change event also drops every cached refusal, so enabling a key takes effect at
+        /// once; the short bound covers what no event announces. `Duration::ZERO` caches none.
+        negative_ttl: Duration;
+        /// The longest a valid answer is cached, whatever the events say; default 5 min. A
+        /// safety net only: changes invalidate entries as they happen, and a key's
+        /// `expires_at` ends its entry on time.
+        cache_ttl: Duration;
+        /// How many keys the cache holds (default 100,000; a few hundred bytes each). When it is
+        /// full, an arbitrary entry makes room.
+        max_entries: usize;
+        /// About how many refusals the cache holds (default 10,000), apart from the valid
+        /// answers of [`max_entries`](Self::max_entries): a scan of random keys can neither
+        /// evict a valid answer nor, past the bound, a refusal presented again and again (the
+        /// cache is S3-FIFO). `0` caches none.
+        max_refusals: usize;
+        /// Whether texts that are not latchkey keys are asked of the daemon too (default
+        /// `false`): turn it on when the daemon's store holds keys imported from another system
+        /// (`latchkey keys import`). Off, such a text is refused as malformed without a request;
+        /// on, it costs one daemon request per distinct text (answers cached, misses bounded by
+        /// [`max_concurrent_misses`](Self::max_concurrent_misses), as for any key), and only a
+        /// text of 16–512 visible ASCII characters is sent.
+        imported_keys: bool;
+        /// The time limit of one `POST /v1/verify` (a cache miss); default 2 s. A miss that
+        /// hits it is answered 503.
+        request_timeout: Duration;
+        /// The time limit for opening a connection to the daemon; default 1 s.
+        connect_timeout: Duration;
+        /// How often usage figures of cache hits are sent to the daemon (`POST /v1/usage`);
+        /// default 5 s. Zero is refused by [`build`](Self::build) ([`RemoteError::Setting`]).
+        usage_interval: Duration;
+        /// The clock that ages cached answers (default: the system clock); tests pass a
+        /// [`ManualClock`](latchkey_core::ManualClock).
+        clock: Arc<dyn Clock>;
     }
 
     /// How many cache misses may be asked of the daemon at once (default 64; at least 1).
@@ -168,49 +179,11 @@ impl RemoteVerifierBuilder {
         self
     }
 
-    /// Whether texts that are not latchkey keys are asked of the daemon too (default
-    /// `false`): turn it on when the daemon's store holds keys imported from another system
-    /// (`latchkey keys import`). Off, such a text is refused as malformed without a request;
-    /// on, it costs one daemon request per distinct text (answers cached, misses bounded by
-    /// [`max_concurrent_misses`](Self::max_concurrent_misses), as for any key), and only a
-    /// text of 16–512 visible ASCII characters is sent.
-    pub fn imported_keys(mut self, enabled: bool) -> Self {
-        self.settings.imported_keys = enabled;
-        self
-    }
-
-    /// The time limit of one `POST /v1/verify` (a cache miss); default 2 s. A miss that
-    /// hits it is answered 503.
-    pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.request_timeout = timeout;
-        self
-    }
-
-    /// The time limit for opening a connection to the daemon; default 1 s.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.connect_timeout = timeout;
-        self
-    }
-
-    /// How often usage figures of cache hits are sent to the daemon (`POST /v1/usage`);
-    /// default 5 s. Zero is refused by [`build`](Self::build) ([`RemoteError::Setting`]).
-    pub fn usage_interval(mut self, interval: Duration) -> Self {
-        self.settings.usage_interval = interval;
-        self
-    }
-
     /// The reconnection delays of the event stream: from `min`, doubling up to `max`, each
     /// drawn at random between half and all of it; default 100 ms to 2 s.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.settings.backoff_min = min;
         self.settings.backoff_max = max.max(min);
-        self
-    }
-
-    /// The clock that ages cached answers (default: the system clock); tests pass a
-    /// [`ManualClock`](latchkey_core::ManualClock).
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.settings.clock = clock;
         self
     }
 
