@@ -11,7 +11,11 @@
 # Knobs (environment): KEYS=1000000; SAMPLES=20 requests per figure; CREATE_SECONDS=600 of
 # create-heavy load (the issue's 10 minutes; wrk, 4 connections; 0 skips it) with the RSS
 # before, after and at most (sampled each second) beside the 128 MiB target;
-# VERIFY_SECONDS=20 of verification sampling during the background work.
+# VERIFY_SECONDS=20 of verification sampling during the background work;
+# DRAIN_SECONDS=0: then wait up to this long for the deletion's background work to finish,
+# and print its total time, the RSS at most meanwhile and once it is done (idle).
+# Other environment reaches the daemon (e.g. `_RJEM_MALLOC_CONF=stats_print:true`, jemalloc's
+# options: the binary's jemalloc is prefixed); DAEMON_LOG=FILE keeps the daemon's stderr.
 # SEED=DIR: seed once into DIR (kept) and copy it for each run, instead of seeding a fresh
 # store every run (~11 minutes and 2.1 GB at a million keys on a loaded 2-core machine).
 # The run's store is bench/out/scale-$KEYS, removed at the end (a run deletes the user).
@@ -23,6 +27,8 @@ KEYS=${KEYS:-1000000}
 SAMPLES=${SAMPLES:-20}
 VERIFY_SECONDS=${VERIFY_SECONDS:-20}
 CREATE_SECONDS=${CREATE_SECONDS:-600}
+DRAIN_SECONDS=${DRAIN_SECONDS:-0}
+DAEMON_LOG=${DAEMON_LOG:-}
 SEED=${SEED:-}
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -40,8 +46,11 @@ mkdir -p "$root/bench/out"
 
 work=$(mktemp -d)
 pid=""
+sampler=""
 cleanup() {
+    if [[ -n "$sampler" ]]; then kill "$sampler" 2>/dev/null || true; fi
     if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    if [[ -n "$DAEMON_LOG" && -f "$work/daemon.log" ]]; then cp "$work/daemon.log" "$DAEMON_LOG"; fi
     rm -rf "$work" "$store" "$store".valid "$store".invalid
 }
 trap cleanup EXIT
@@ -81,6 +90,9 @@ url="http://$addr"
 rss_mib() { awk -v f="$1" '$1 == f":" { printf "%.0f", $2 / 1024 }' "/proc/$pid/status"; }
 opened_rss=$(rss_mib VmRSS)
 opened_hwm=$(rss_mib VmHWM)
+# VmRSS each second into FILE while a phase runs (VmHWM would include the peak while opening).
+sample_from() { ( while kill -0 "$pid" 2>/dev/null; do rss_mib VmRSS; echo; sleep 1; done ) >"$1" & sampler=$!; }
+sample_max() { kill "$sampler"; wait "$sampler" 2>/dev/null || true; sampler=""; rss_mib VmRSS >>"$1"; echo >>"$1"; sort -n "$1" | tail -1; }
 
 get() { curl -sSf "$url$1" -H "Authorization: Bearer $admin"; }
 client() { python3 "$root/bench/scale_client.py" "$url" "$admin" "$@"; }
@@ -100,6 +112,7 @@ queries=(
     "/v1/keys?limit=50&status=active"
     "/v1/keys?limit=50&q=bench%2099"
 )
+sample_from "$work/rss-lists"
 for q in "${queries[@]}"; do
     read -r p50 p99 < <(client sample "$q" "$SAMPLES")
     read -r d50 d99 < <(client deep "$q" 1000 "$SAMPLES")
@@ -112,25 +125,25 @@ read -r p50 _ < <(client sample /v1/audit/verify 3)
 row "GET /v1/audit/verify ($(get /v1/audit/verify | jq .events) events)" "$p50 (p50 of 3)" ""
 
 row "daemon RSS after opening the store (VmRSS / VmHWM)" "$opened_rss / $opened_hwm MiB" "≤ 128 MiB"
-row "daemon RSS after the list queries above (VmRSS)" "$(rss_mib VmRSS) MiB" "≤ 128 MiB"
+lists_most=$(sample_max "$work/rss-lists")
+row "daemon RSS after the list queries above (VmRSS)" "$(rss_mib VmRSS) MiB, at most $lists_most" "≤ 128 MiB"
 
 # Create-heavy load: does memory grow with the keys created?
 if (( CREATE_SECONDS > 0 )); then
     wrk_post "$work/create.lua" '{"name":"load","user_id":"other"}' "$admin"
     before=$(rss_mib VmRSS)
-    # VmRSS each second while wrk runs; VmHWM would include the peak while opening.
-    ( while kill -0 "$pid" 2>/dev/null; do rss_mib VmRSS; echo; sleep 1; done ) >"$work/rss" &
-    sampler=$!
+    sample_from "$work/rss-create"
     created=$(wrk -t2 -c4 -d"${CREATE_SECONDS}s" -s "$work/create.lua" "$url/v1/keys" \
         | awk '/requests in/ { print $1 }')
-    kill "$sampler"; wait "$sampler" 2>/dev/null || true
+    most=$(sample_max "$work/rss-create")
     after=$(rss_mib VmRSS)
-    most=$(sort -n "$work/rss" | tail -1)
     row "RSS through ${CREATE_SECONDS} s of key creation ($created keys created)" \
         "$before → $after MiB, at most $most MiB (VmRSS)" "≤ 128 MiB"
 fi
 
 # The deletion, then verifications while its background work runs.
+sample_from "$work/rss-delete"
+deleting=$(date +%s)
 deleted=$(curl -sSf -o /dev/null -w '%{time_total}' -X DELETE "$url/v1/users/bench" \
     -H "Authorization: Bearer $admin")
 row "DELETE /v1/users/bench ($KEYS keys)" \
@@ -140,6 +153,13 @@ revoked=$(curl -sSf "$url/metrics" | awk '/^latchkey_keys\{status="revoked"\}/ {
 row "POST /v1/verify while the deletion's background work runs ($count requests; $revoked keys revoked after ${VERIFY_SECONDS} s)" \
     "$p50 / $p99" "normal latency"
 
+revoked_count() { curl -sSf "$url/metrics" | awk '/^latchkey_keys\{status="revoked"\}/ { print $2 }'; }
+if (( DRAIN_SECONDS > 0 )); then
+    until (( $(revoked_count) >= KEYS )) || (( $(date +%s) - deleting >= DRAIN_SECONDS )); do sleep 1; done
+    row "the deletion's background work: $(revoked_count) keys revoked" \
+        "$(( $(date +%s) - deleting )) s" ""
+fi
+row "daemon RSS at most during the deletion's background work (VmRSS)" "$(sample_max "$work/rss-delete") MiB" "≤ 128 MiB"
 row "daemon RSS now / max (VmRSS / VmHWM)" "$(rss_mib VmRSS) / $(rss_mib VmHWM) MiB" "≤ 128 MiB"
 
 echo

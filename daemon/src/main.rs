@@ -14,7 +14,9 @@ use latchkey_daemon::{backup, commands, init, migrate, scan, start};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, for the daemon binary only: fewer pages held back than glibc's per-thread
-/// arenas under sled's and tokio's threads (the root Cargo.toml has the figures).
+/// arenas under sled's and tokio's threads (the root Cargo.toml has the figures). Its
+/// options (two arenas, a background thread purging freed pages after 1 s) are compiled in
+/// from `.cargo/config.toml`, which has the figures for them.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -99,7 +99,7 @@ impl Default for StoreConfig {
             usage_flush_interval: Some(Duration::from_secs(5)),
             min_free_bytes: 8 << 20,
             clock: Arc::new(SystemClock),
-            job_chunk_keys: 1_000,
+            job_chunk_keys: 100,
             job_pause: Duration::from_millis(10),
             background_jobs: true,
             max_staleness: Duration::from_secs(5),
@@ -149,8 +149,11 @@ impl StoreConfig {
         self
     }
 
-    /// How many keys a background job revokes per transaction (default 1,000, at least 1).
-    /// A user with no more keys than this has them revoked inline.
+    /// How many keys a background job revokes per transaction (default 100, at least 1).
+    /// A user with no more keys than this has them revoked inline. A sled transaction keeps
+    /// every leaf it supersedes until it commits, so a chunk's memory grows with its size:
+    /// deleting a user of 100,000 keys peaked at 297 MiB of daemon RSS with chunks of 100
+    /// against 334 MiB with chunks of 1,000, and took 47 s instead of 34 s (README, *At scale*).
     pub fn job_chunk_keys(mut self, keys: usize) -> Self {
         self.job_chunk_keys = keys.max(1);
         self
