@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use latchkey_core::Location;
 use latchkey_core::key::Redacted;
 
+use crate::config::MAX_CACHE_MIB;
+
 /// API keys done right: run the latchkey daemon and manage groups, users and keys.
 ///
 /// Commands talk to the daemon at --url with --admin-key, or work on a store directly with
@@ -144,6 +146,12 @@ pub struct ServeArgs {
     /// connections are closed after it [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
+    /// sled's page cache in MiB (an embedded store only). It sits in memory at two to three
+    /// times this; less saves memory and slows reads of keys not in the verify cache
+    /// (README, *Operations notes*) [default: 64]
+    #[arg(long, env = "LATCHKEY_CACHE_MIB", value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_CACHE_MIB))]
+    pub cache_mib: Option<u64>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
     #[arg(
         long,

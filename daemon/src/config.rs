@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use latchkey_core::Location;
 use latchkey_core::key::Redacted;
+use latchkey_core::{Location, StoreConfig};
 use serde::Deserialize;
 
 use crate::cli::{GlobalArgs, InitArgs, ServeArgs};
@@ -28,6 +28,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection may take to deliver a request's headers (from when it opens, or
 /// from the previous response on a kept-alive connection).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest `cache_mib`, sled's page cache in MiB (64 GiB).
+pub const MAX_CACHE_MIB: u64 = 65_536;
 
 /// What `latchkey default-config` prints: every setting, commented out, at its default.
 pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latchkey --config PATH` or LATCHKEY_CONFIG=PATH.
@@ -69,6 +71,11 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # How long the daemon lets a request run before answering 408 (--request-timeout).
 # request_timeout = "30s"
 
+# sled's page cache in MiB, 1 to 65536, for an embedded store (--cache-mib, LATCHKEY_CACHE_MIB).
+# It sits in memory at two to three times this; less saves memory, more speeds up reads of
+# keys the verify cache does not hold.
+# cache_mib = 64
+
 # The log filter, in tracing's EnvFilter syntax (LATCHKEY_LOG). Logs go to stderr.
 # Default: "info" for `serve`, "warn" for other commands.
 # log = "info,tower_http=debug"
@@ -95,6 +102,8 @@ pub struct FileConfig {
     /// See [`DEFAULT_CONFIG`].
     pub request_timeout: Option<String>,
     /// See [`DEFAULT_CONFIG`].
+    pub cache_mib: Option<u64>,
+    /// See [`DEFAULT_CONFIG`].
     pub log: Option<String>,
     /// See [`DEFAULT_CONFIG`].
     pub log_format: Option<String>,
@@ -117,6 +126,7 @@ impl std::fmt::Debug for FileConfig {
             .field("listen", &self.listen)
             .field("prefix", &self.prefix)
             .field("request_timeout", &self.request_timeout)
+            .field("cache_mib", &self.cache_mib)
             .field("log", &self.log)
             .finish()
     }
@@ -159,6 +169,7 @@ struct FileConfigRest {
     listen: Option<String>,
     prefix: Option<String>,
     request_timeout: Option<String>,
+    cache_mib: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_listen: Option<String>,
@@ -204,6 +215,7 @@ impl Settings {
                 listen: file.listen,
                 prefix: file.prefix,
                 request_timeout: file.request_timeout,
+                cache_mib: file.cache_mib,
                 tls_cert: file.tls_cert,
                 tls_key: file.tls_key,
                 metrics_listen: file.metrics_listen,
@@ -270,6 +282,19 @@ impl Settings {
         positive_duration("request timeout", text, DEFAULT_REQUEST_TIMEOUT)
     }
 
+    /// The store settings `serve` opens an embedded store with: sled's cache from
+    /// `--cache-mib` or the file's `cache_mib`.
+    pub fn store_config(&self, args: &ServeArgs) -> anyhow::Result<StoreConfig> {
+        let config = StoreConfig::default();
+        match args.cache_mib.or(self.file.cache_mib) {
+            None => Ok(config),
+            Some(mib @ 1..=MAX_CACHE_MIB) => Ok(config.cache_capacity_bytes(mib << 20)),
+            Some(mib) => {
+                anyhow::bail!("invalid cache_mib {mib}: expected 1 to {MAX_CACHE_MIB} (MiB)")
+            }
+        }
+    }
+
     /// How long a connection may take to send a request's headers.
     pub fn header_read_timeout(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
         positive_duration(
@@ -322,6 +347,7 @@ mod tests {
         assert_eq!(file.log_format.as_deref(), Some("text"));
         assert!(file.tls_cert.is_some() && file.tls_key.is_some() && file.ca_cert.is_some());
         assert!(file.metrics_listen.is_some());
+        assert_eq!(file.cache_mib, Some(64));
     }
 
     #[test]

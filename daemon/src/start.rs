@@ -6,7 +6,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use latchkey_core::StoreConfig;
 use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
@@ -24,6 +23,7 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     let addr = settings.listen(args)?;
     let metrics_addr = settings.metrics_listen(args)?;
     let request_timeout = settings.request_timeout(args)?;
+    let store_config = settings.store_config(args)?;
     let header_read_timeout = settings.header_read_timeout(args)?;
     let prefix = settings.prefix(args.prefix.as_deref());
     let tls = match settings.tls_files(args)? {
@@ -57,11 +57,9 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     // blocking as the store's synchronous API does.
     let (store, created) = {
         let location = location.clone();
-        tokio::task::spawn_blocking(move || {
-            init::open_or_init(&location, &prefix, StoreConfig::default())
-        })
-        .await
-        .context("opening the store")??
+        tokio::task::spawn_blocking(move || init::open_or_init(&location, &prefix, store_config))
+            .await
+            .context("opening the store")??
     };
     match &created {
         Some(admin) => init::announce(&location, admin, settings.json, key_file)?,

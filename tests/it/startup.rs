@@ -219,3 +219,26 @@ fn init_writes_the_admin_key_to_a_new_0600_file() {
     assert!(!run.stdout.contains(key.trim()), "{run:#?}");
     assert!(run.stdout.contains("Secret written to"), "{run:#?}");
 }
+
+#[test]
+fn a_cache_size_out_of_range_is_refused_at_start_and_a_small_one_serves() {
+    let (dir, db) = store_dir();
+    let run = serve_fails(&db, &["--cache-mib", "0"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("--cache-mib"), "{run:#?}");
+    nothing_created(&run, &[&db]);
+
+    let config = dir.path().join("latchkey.toml");
+    std::fs::write(&config, "cache_mib = 70000\n").unwrap();
+    let run = serve_fails(&db, &["--config", config.to_str().unwrap()]);
+    run.fails(1, "invalid cache_mib 70000: expected 1 to 65536");
+    nothing_created(&run, &[&db]);
+
+    std::fs::write(&config, "cache_mib = 16\n").unwrap();
+    let daemon = Daemon::start_with(&db, &["--config", config.to_str().unwrap()]);
+    let port = daemon.url.rsplit(':').next().unwrap();
+    assert_eq!(
+        reqwest_get(&format!("http://127.0.0.1:{port}/healthz")),
+        200
+    );
+}
