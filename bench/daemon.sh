@@ -79,7 +79,7 @@ valid=$(curl -sSf -X POST "$url/v1/verify" -H "Authorization: Bearer $service" \
 [[ "$valid" == "true" ]] || { echo "/v1/verify does not answer valid=true" >&2; exit 1; }
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/verify.lua" "$url/v1/verify" >"$work/wrk.txt"
 
-echo "latchkey daemon on $addr ($(nproc) cores; release build; LATCHKEY_LOG=$LATCHKEY_LOG)"
+echo "latchkey daemon on ${url#http://} ($(nproc) cores; release build; LATCHKEY_LOG=$LATCHKEY_LOG)"
 echo "key creation   (POST /v1/keys):            $(percentiles "$work/create.txt")"
 echo "key revocation (POST /v1/keys/{id}/revoke): $(percentiles "$work/revoke.txt")"
 echo "POST /v1/verify, wrk -t$THREADS -c$CONNECTIONS -d$DURATION:"
