@@ -119,6 +119,19 @@ impl std::fmt::Debug for Meter {
     }
 }
 
+/// Refuses a client outside an allowlist (`allowed` empty: any client; a client whose
+/// address is not known is refused by a non-empty list). An IPv4-mapped IPv6 address counts
+/// as its IPv4 address.
+pub fn check_ip(allowed: &[IpNet], client: Option<IpAddr>) -> Result<(), VerifyError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    match client.map(|ip| ip.to_canonical()) {
+        Some(ip) if allowed.iter().any(|net| net.contains(&ip)) => Ok(()),
+        _ => Err(VerifyError::IpNotAllowed),
+    }
+}
+
 impl Meter {
     /// A key's meter joined with its user's rate limits (`None` when neither has any): the
     /// user's limiters are one per user, shared by all its keys.
@@ -145,14 +158,7 @@ impl Meter {
 
     /// Refuses a client outside the key's `allowed_ips` (none known: refused too).
     pub fn check_ip(&self, client: Option<IpAddr>) -> Result<(), VerifyError> {
-        let ips = &self.0.allowed_ips;
-        if ips.is_empty() {
-            return Ok(());
-        }
-        match client.map(|ip| ip.to_canonical()) {
-            Some(ip) if ips.iter().any(|net| net.contains(&ip)) => Ok(()),
-            _ => Err(VerifyError::IpNotAllowed),
-        }
+        check_ip(&self.0.allowed_ips, client)
     }
 
     /// Consumes `cost` from each of the key's rate limits, then its user's, then from the
@@ -179,7 +185,7 @@ impl Meter {
         };
         let now = meter.clock.unix_nanos();
         let remaining = if cost == 0 {
-            credits.left.load(Ordering::Acquire) + credits.slice.load(Ordering::Acquire)
+            credits.available()
         } else {
             credits.consume(u64::from(cost), now)?
         };
@@ -242,7 +248,7 @@ impl Meter {
             return Ok(0);
         };
         let now = self.0.clock.unix_nanos();
-        let left = credits.left.load(Ordering::Acquire) + credits.slice.load(Ordering::Acquire);
+        let left = credits.available();
         let mut asked = want.min(left.div_ceil(20)).max(1);
         loop {
             match credits.consume(asked, now) {
@@ -403,6 +409,11 @@ impl CreditMeter {
             reserving: Mutex::new(()),
             source,
         }
+    }
+
+    /// What is left: the store's balance as last seen plus the unspent slice.
+    fn available(&self) -> u64 {
+        self.left.load(Ordering::Acquire) + self.slice.load(Ordering::Acquire)
     }
 
     /// Takes `cost`, reserving from the store when the slice is short; answers what is

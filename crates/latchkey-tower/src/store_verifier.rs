@@ -50,9 +50,9 @@ impl StoreVerification {
     }
 
     /// How `store` verifies a text that is not a latchkey key (an imported key): `None`
-    /// when it holds no key such a text could be, else as [`StoreVerification::of`] does,
-    /// on the blocking pool when the look-up crosses a network (as
-    /// [`Store`]'s [`Verifier::verify_foreign`] does).
+    /// when it holds no key such a text could be, else its answer: inline, or on the
+    /// blocking pool when the look-up crosses a network, as [`Store`]'s
+    /// [`Verifier::verify`] decides for a key (this is its [`Verifier::verify_foreign`]).
     pub fn foreign(store: &Store, text: &str) -> Option<StoreVerification> {
         if !store.reads_over_network() {
             return store.verify_imported(text).map(StoreVerification::ready);

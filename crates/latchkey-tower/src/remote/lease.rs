@@ -104,15 +104,11 @@ impl Lease {
     pub(super) fn take(&self, client: Option<IpAddr>, now: i64) -> Take {
         match &*self.allowed_ips.lock().unwrap_or_else(|e| e.into_inner()) {
             None => return Take::Short,
-            Some(ips) if !ips.is_empty() => {
-                let allowed = client
-                    .map(|ip| ip.to_canonical())
-                    .is_some_and(|ip| ips.iter().any(|net| net.contains(&ip)));
-                if !allowed {
-                    return Take::Refused(VerifyError::IpNotAllowed);
+            Some(ips) => {
+                if let Err(refused) = latchkey_core::meter::check_ip(ips, client) {
+                    return Take::Refused(refused);
                 }
             }
-            Some(_) => {}
         }
         for (i, bucket) in self.buckets.iter().enumerate() {
             let valid = now < bucket.until.load(Ordering::Acquire);
