@@ -65,7 +65,7 @@ pub use error::{BoxError, Conflict, Entity, StoreError};
 pub use hash::{HashKey, SecretHash};
 pub use key::{ApiKey, Env, ParseError, Prefix, PublicId, find_keys};
 pub use location::{DatabaseUrl, Location};
-pub use meter::{Admission, Meter, admit};
+pub use meter::{Admission, Admitted, CreditReservation, Meter, admit, try_admit};
 pub use model::{
     CreatedKey, Group, GroupPatch, Key, KeyPatch, KeyStatus, NewGroup, NewKey, NewUser, User,
     UserPatch,

@@ -53,6 +53,10 @@ impl Default for Admission<'_> {
 /// limits → credits, consuming `cost` from the limits and credits only when all pass the
 /// checks before them.
 ///
+/// When the key's credit slice is short this blocks on a durable write (a reservation from
+/// the store's balance, once per slice of up to 1,000 requests): an async caller uses
+/// [`try_admit`] and finishes the reservation where blocking is fine.
+///
 /// Fails with `IpNotAllowed`, `InsufficientPermission`, `RateLimited` or `UsageExceeded`.
 pub fn admit(principal: &Principal, admission: &Admission<'_>) -> Result<(), VerifyError> {
     admit_reporting(principal, admission, None)
@@ -63,17 +67,97 @@ pub fn admit(principal: &Principal, admission: &Admission<'_>) -> Result<(), Ver
 pub fn admit_reporting(
     principal: &Principal,
     admission: &Admission<'_>,
-    report: Option<&mut Vec<LimitState>>,
+    mut report: Option<&mut Vec<LimitState>>,
 ) -> Result<(), VerifyError> {
-    if let Some(meter) = &principal.meter {
-        meter.check_ip(admission.client_ip)?;
+    match try_admit_reporting(principal, admission, report.as_deref_mut()) {
+        Admitted::Done(answer) => answer,
+        Admitted::Reserve(reservation) => reservation.finish_reporting(report),
+    }
+}
+
+/// [`admit`] without waiting on storage: the answer, or the credit reservation that decides
+/// it, to finish off the async workers (tokio's blocking pool).
+///
+/// # Example
+///
+/// ```
+/// use latchkey_core::meter::{Admitted, try_admit};
+/// use latchkey_core::{Admission, Principal, VerifyError};
+///
+/// fn admit_off_the_workers(principal: &Principal) -> Result<(), VerifyError> {
+///     match try_admit(principal, &Admission::default()) {
+///         Admitted::Done(answer) => answer,
+///         // In an async service: `tokio::task::spawn_blocking(move || reservation.finish())`.
+///         Admitted::Reserve(reservation) => reservation.finish(),
+///     }
+/// }
+/// ```
+pub fn try_admit(principal: &Principal, admission: &Admission<'_>) -> Admitted {
+    try_admit_reporting(principal, admission, None)
+}
+
+/// [`try_admit`], reporting as [`admit_reporting`] does: the credits' state is pushed when
+/// the answer is known, so by [`CreditReservation::finish_reporting`] for a reservation.
+pub fn try_admit_reporting(
+    principal: &Principal,
+    admission: &Admission<'_>,
+    report: Option<&mut Vec<LimitState>>,
+) -> Admitted {
+    if let Some(meter) = &principal.meter
+        && let Err(refused) = meter.check_ip(admission.client_ip)
+    {
+        return Admitted::Done(Err(refused));
     }
     if !admission.permissions.iter().all(|p| principal.allows(p)) {
-        return Err(VerifyError::InsufficientPermission);
+        return Admitted::Done(Err(VerifyError::InsufficientPermission));
     }
     match &principal.meter {
-        Some(meter) => meter.charge_reporting(admission.cost, report),
-        None => Ok(()),
+        Some(meter) => meter.try_charge_reporting(admission.cost, report),
+        None => Admitted::Done(Ok(())),
+    }
+}
+
+/// What admitting a request comes to without waiting on storage; see [`try_admit`].
+#[derive(Debug)]
+#[must_use = "a reservation admits nothing until it is finished"]
+pub enum Admitted {
+    /// The answer.
+    Done(Result<(), VerifyError>),
+    /// Every check before the credits passed (the rate limits have counted the request),
+    /// and the key's credit slice is short: a reservation from the store's balance, a
+    /// durable write, decides.
+    Reserve(CreditReservation),
+}
+
+/// The credits step of an admission that needs a durable write; see [`Admitted::Reserve`].
+#[derive(Debug)]
+#[must_use = "a reservation admits nothing until it is finished"]
+pub struct CreditReservation {
+    meter: Meter,
+    cost: u64,
+}
+
+impl CreditReservation {
+    /// Reserves credits from the store's balance (blocking on a durable write: a sled flush
+    /// or a PostgreSQL round trip) and takes the request's cost from them.
+    ///
+    /// Fails with `UsageExceeded` when too few are left, or `Unavailable`.
+    pub fn finish(self) -> Result<(), VerifyError> {
+        self.finish_reporting(None)
+    }
+
+    /// [`CreditReservation::finish`], pushing the credits' state after this request onto
+    /// `report`.
+    pub fn finish_reporting(self, report: Option<&mut Vec<LimitState>>) -> Result<(), VerifyError> {
+        let Some(credits) = &self.meter.0.credits else {
+            return Ok(());
+        };
+        let now = self.meter.0.clock.unix_nanos();
+        let remaining = credits.consume(self.cost, now)?;
+        if let Some(report) = report {
+            report.push(credits.state(remaining, now));
+        }
+        Ok(())
     }
 }
 
@@ -163,44 +247,58 @@ impl Meter {
 
     /// Consumes `cost` from each of the key's rate limits, then its user's, then from the
     /// credits. A limit that refuses leaves the credits untouched; the limits checked
-    /// before it have counted the request.
+    /// before it have counted the request. Blocks on a durable write when the credit slice
+    /// is short: [`Meter::try_charge`] does not.
     pub fn charge(&self, cost: u32) -> Result<(), VerifyError> {
-        self.charge_reporting(cost, None)
+        match self.try_charge(cost) {
+            Admitted::Done(answer) => answer,
+            Admitted::Reserve(reservation) => reservation.finish(),
+        }
     }
 
-    fn charge_reporting(
+    /// [`Meter::charge`] without waiting on storage: the answer, or the credit reservation
+    /// that decides it.
+    pub fn try_charge(&self, cost: u32) -> Admitted {
+        self.try_charge_reporting(cost, None)
+    }
+
+    fn try_charge_reporting(
         &self,
         cost: u32,
         mut report: Option<&mut Vec<LimitState>>,
-    ) -> Result<(), VerifyError> {
+    ) -> Admitted {
         let meter = &*self.0;
         for limit in self.limits() {
-            let remaining = limit.check(cost, &meter.clock)?;
-            if let Some(report) = report.as_deref_mut() {
-                report.push(limit.state(remaining));
+            match limit.check(cost, &meter.clock) {
+                Ok(remaining) => {
+                    if let Some(report) = report.as_deref_mut() {
+                        report.push(limit.state(remaining));
+                    }
+                }
+                Err(refused) => return Admitted::Done(Err(refused)),
             }
         }
         let Some(credits) = &meter.credits else {
-            return Ok(());
+            return Admitted::Done(Ok(()));
         };
         let now = meter.clock.unix_nanos();
         let remaining = if cost == 0 {
             credits.available()
         } else {
-            credits.consume(u64::from(cost), now)?
+            match credits.try_consume(u64::from(cost), now) {
+                Some(remaining) => remaining,
+                None => {
+                    return Admitted::Reserve(CreditReservation {
+                        meter: self.clone(),
+                        cost: u64::from(cost),
+                    });
+                }
+            }
         };
         if let Some(report) = report {
-            let next = credits.period.load(Ordering::Acquire);
-            report.push(LimitState {
-                name: "credits".into(),
-                limit: None,
-                window_seconds: None,
-                remaining,
-                reset_seconds: (credits.refill.is_some() && next != i64::MAX)
-                    .then(|| seconds_until(i128::from(next), now)),
-            });
+            report.push(credits.state(remaining, now));
         }
-        Ok(())
+        Admitted::Done(Ok(()))
     }
 
     /// The key's rate limits, then its user's (named `user:<name>`).
@@ -420,15 +518,37 @@ impl CreditMeter {
     /// left (the store's balance as last seen plus the slice).
     pub(crate) fn consume(&self, cost: u64, now: i128) -> Result<u64, VerifyError> {
         loop {
-            if now < i128::from(self.period.load(Ordering::Acquire))
-                && let Ok(before) =
-                    self.slice
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| s.checked_sub(cost))
-            {
-                self.used.store(true, Ordering::Relaxed);
-                return Ok(self.left.load(Ordering::Acquire) + before - cost);
+            if let Some(remaining) = self.try_consume(cost, now) {
+                return Ok(remaining);
             }
             self.reserve(cost, now)?;
+        }
+    }
+
+    /// Takes `cost` from the slice, lock-free, when it holds that much in the current
+    /// period; answers what is left. `None`: a reservation is needed first.
+    fn try_consume(&self, cost: u64, now: i128) -> Option<u64> {
+        if now >= i128::from(self.period.load(Ordering::Acquire)) {
+            return None;
+        }
+        let before = self
+            .slice
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| s.checked_sub(cost))
+            .ok()?;
+        self.used.store(true, Ordering::Relaxed);
+        Some(self.left.load(Ordering::Acquire) + before - cost)
+    }
+
+    /// The credits' state for a report, with `remaining` left.
+    fn state(&self, remaining: u64, now: i128) -> LimitState {
+        let next = self.period.load(Ordering::Acquire);
+        LimitState {
+            name: "credits".into(),
+            limit: None,
+            window_seconds: None,
+            remaining,
+            reset_seconds: (self.refill.is_some() && next != i64::MAX)
+                .then(|| seconds_until(i128::from(next), now)),
         }
     }
 

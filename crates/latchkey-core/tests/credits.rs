@@ -5,6 +5,7 @@ mod support;
 
 use std::sync::Arc;
 
+use latchkey_core::meter::{Admitted, try_admit};
 use latchkey_core::{
     Actor, Admission, Credits, CreditsPatch, KeyPatch, ManualClock, NewKey, Refill, RefillInterval,
     Store, StoreConfig, admit,
@@ -54,10 +55,17 @@ fn key_with_credits(store: &Store, credits: Credits) -> (uuid::Uuid, String) {
     (created.key.id, created.secret.expose().to_owned())
 }
 
+/// `remaining` credits that are never refilled.
+fn no_refill(remaining: u64) -> Credits {
+    Credits {
+        remaining,
+        refill: None,
+    }
+}
+
 /// A key with `remaining` credits and no refill, and `spent` of them spent in memory.
 fn key_with_spent_credits(store: &Store, remaining: u64, spent: u64) -> (uuid::Uuid, String) {
-    let refill = None;
-    let (id, text) = key_with_credits(store, Credits { remaining, refill });
+    let (id, text) = key_with_credits(store, no_refill(remaining));
     for _ in 0..spent {
         assert_eq!(request(store, &text), "ok");
     }
@@ -177,4 +185,44 @@ fn a_monthly_refill_happens_on_its_day_once() {
     fx.clock.set(datetime!(2026-04-15 00:00:01 UTC));
     assert_eq!(request(&store, &text), "ok");
     assert_eq!(remaining(&store, id), 1);
+}
+
+/// What `try_admit` came to for one request: "inline" (answered from the slice) or
+/// "reserve" (a reservation, finished here), with the answer's code.
+fn try_request(store: &Store, text: &str) -> (&'static str, &'static str) {
+    let principal = store.verify(text).unwrap();
+    let (how, answer) = match try_admit(&principal, &Admission::default()) {
+        Admitted::Done(answer) => ("inline", answer),
+        Admitted::Reserve(reservation) => ("reserve", reservation.finish()),
+    };
+    (how, answer.map_or_else(|e| e.code(), |()| "ok"))
+}
+
+#[test]
+fn try_admit_defers_only_what_needs_a_reservation_and_finishing_it_admits() {
+    let fx = Fixture::new();
+    let store = fx.create();
+    let (id, text) = key_with_credits(&store, no_refill(100));
+    // Slices of 1, 2, 4 (they double while the key is busy): a request reserves only when
+    // the slice is empty, and the others are answered from it.
+    let hows: Vec<_> = (0..7).map(|_| try_request(&store, &text)).collect();
+    let reserve = ("reserve", "ok");
+    let inline = ("inline", "ok");
+    assert_eq!(
+        hows,
+        [reserve, reserve, inline, reserve, inline, inline, inline]
+    );
+    // 7 spent and 0 of the slice left.
+    assert_eq!(remaining(&store, id), 93);
+    // A key without credits never reserves.
+    let plain = support::key(&store, &support::user(&store, "plain", &[]), "plain");
+    assert_eq!(try_request(&store, plain.secret.expose()), inline);
+
+    // The last credit, then none: the reservation that finds none refuses.
+    let fx = Fixture::new();
+    let store = fx.create();
+    let (id, text) = key_with_credits(&store, no_refill(1));
+    assert_eq!(try_request(&store, &text), reserve);
+    assert_eq!(try_request(&store, &text), ("reserve", "usage_exceeded"));
+    assert_eq!(remaining(&store, id), 0);
 }

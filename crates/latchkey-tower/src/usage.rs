@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use latchkey_core::meter::RateLimited;
-use latchkey_core::{Admission, Principal, VerifyError};
+use latchkey_core::{Admission, Admitted, CreditReservation, Principal, VerifyError};
+use tokio::runtime::Handle;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::rejection::Rejection;
 
@@ -22,23 +24,54 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Checks the principal's usage control for this request (IP, rate limits, credits at
-/// `cost`), in core's one order. A principal without any passes at the cost of one check.
+/// `cost`), in core's one order, without waiting on storage: `Some` when the key's credit
+/// slice is short and a reservation, a durable write, decides. A principal without usage
+/// control passes at the cost of one check.
 #[inline]
 pub(crate) fn admit<B>(
     principal: &Principal,
     request: &Request<B>,
     trusted: &[IpNet],
     cost: u32,
-) -> Result<(), Rejection> {
+) -> Result<Option<CreditReservation>, Rejection> {
     if principal.meter.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     let admission = Admission {
         client_ip: client_ip(request, trusted),
         permissions: &[],
         cost,
     };
-    latchkey_core::admit(principal, &admission).map_err(|e| rejection(&e))
+    match latchkey_core::try_admit(principal, &admission) {
+        Admitted::Done(Ok(())) => Ok(None),
+        Admitted::Done(Err(refused)) => Err(rejection(&refused)),
+        Admitted::Reserve(reservation) => Ok(Some(reservation)),
+    }
+}
+
+/// A credit reservation on tokio's blocking pool, so that its durable write never holds up
+/// an async worker; outside any tokio runtime, finished on this thread at once (`Err`).
+pub(crate) fn reserve(
+    reservation: CreditReservation,
+) -> Result<JoinHandle<Result<(), VerifyError>>, Result<(), VerifyError>> {
+    match Handle::try_current() {
+        Ok(runtime) => Ok(runtime.spawn_blocking(move || reservation.finish())),
+        Err(_) => Err(reservation.finish()),
+    }
+}
+
+/// What a finished reservation task answers: a panic resumes in the caller, as it would
+/// inline; a runtime shutting down makes the keystore unavailable for this request.
+pub(crate) fn reserved(
+    joined: Result<Result<(), VerifyError>, JoinError>,
+) -> Result<(), VerifyError> {
+    match joined {
+        Ok(answer) => answer,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(VerifyError::Unavailable(format!(
+            "the credit reservation did not complete: {e}"
+        ))),
+    }
 }
 
 /// The answer to a usage refusal: 403 `ip_not_allowed`, 429 `rate_limited` (with

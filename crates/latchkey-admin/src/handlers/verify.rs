@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::{Admission, ApiKey, LimitState, VerifyError, limits, meter};
+use latchkey_core::{Admission, Admitted, ApiKey, LimitState, VerifyError, limits, meter};
 use latchkey_tower::StoreVerification;
 
 use crate::api::{VerifyRequest, VerifyResponse};
@@ -73,7 +73,30 @@ pub(crate) async fn verify(
                 cost,
             };
             let mut limits = Vec::new();
-            let admitted = meter::admit_reporting(&principal, &admission, Some(&mut limits));
+            let admitted =
+                match meter::try_admit_reporting(&principal, &admission, Some(&mut limits)) {
+                    Admitted::Done(answer) => answer,
+                    // The key's credit slice is short: its reservation is a durable write,
+                    // which must not hold up an async worker.
+                    Admitted::Reserve(reservation) => {
+                        let mut reporting = std::mem::take(&mut limits);
+                        let finished = tokio::task::spawn_blocking(move || {
+                            let answer = reservation.finish_reporting(Some(&mut reporting));
+                            (answer, reporting)
+                        })
+                        .await;
+                        match finished {
+                            Ok((answer, reported)) => {
+                                limits = reported;
+                                answer
+                            }
+                            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                            Err(e) => Err(VerifyError::Unavailable(format!(
+                                "the credit reservation did not complete: {e}"
+                            ))),
+                        }
+                    }
+                };
             let (code, retry_after) = match &admitted {
                 Ok(()) => ("ok", None),
                 Err(VerifyError::RateLimited(limited)) => {

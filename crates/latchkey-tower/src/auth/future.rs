@@ -9,12 +9,14 @@ use bytes::Bytes;
 use http::{Request, Response};
 use latchkey_core::{Principal, VerifyError};
 use pin_project_lite::pin_project;
+use tokio::task::JoinHandle;
 use tower::Service;
 use tracing::Span;
 
 use super::config::Config;
-use super::service::decide;
+use super::service::{Next, decide, usage_refused};
 use crate::rejection::Rejection;
+use crate::usage;
 
 pin_project! {
     /// The response future of [`ApiKeyAuth`](super::ApiKeyAuth).
@@ -43,6 +45,12 @@ pin_project! {
             verify: VF,
             pending: Option<Box<Pending<S, ReqBody>>>,
         },
+        // The key's credit slice ran short: a reservation runs on the blocking pool, and
+        // `pending` (the request, with its principal) is taken when it answers.
+        Reserving {
+            task: JoinHandle<Result<(), VerifyError>>,
+            pending: Option<Box<Pending<S, ReqBody>>>,
+        },
         Calling {
             #[pin]
             future: S::Future,
@@ -53,11 +61,21 @@ pin_project! {
     }
 }
 
-/// What the inner call needs once the verifier has answered.
-struct Pending<S, ReqBody> {
+/// What the inner call needs once the verifier (or a credit reservation) has answered.
+pub(super) struct Pending<S, ReqBody> {
     request: Request<ReqBody>,
     inner: S,
     config: Arc<Config>,
+}
+
+impl<S, ReqBody> Pending<S, ReqBody> {
+    pub(super) fn boxed(request: Request<ReqBody>, inner: S, config: Arc<Config>) -> Box<Self> {
+        Box::new(Pending {
+            request,
+            inner,
+            config,
+        })
+    }
 }
 
 impl<S, ReqBody, VF> ResponseFuture<S, ReqBody, VF>
@@ -80,21 +98,25 @@ where
         }
     }
 
-    pub(super) fn verifying(
-        verify: VF,
-        request: Request<ReqBody>,
-        inner: S,
-        config: Arc<Config>,
+    pub(super) fn reserving(
+        task: JoinHandle<Result<(), VerifyError>>,
+        pending: Box<Pending<S, ReqBody>>,
         span: Span,
     ) -> Self {
         ResponseFuture {
+            state: State::Reserving {
+                task,
+                pending: Some(pending),
+            },
+            span,
+        }
+    }
+
+    pub(super) fn verifying(verify: VF, pending: Box<Pending<S, ReqBody>>, span: Span) -> Self {
+        ResponseFuture {
             state: State::Verifying {
                 verify,
-                pending: Some(Box::new(Pending {
-                    request,
-                    inner,
-                    config,
-                })),
+                pending: Some(pending),
             },
             span,
         }
@@ -123,15 +145,46 @@ where
                     } = *pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    match decide(result, this.span, &config, &request) {
-                        Ok(principal) => {
+                    let reservation = match decide(result, this.span, &config, &request) {
+                        Next::Pass(principal, reservation) => {
                             request
                                 .extensions_mut()
                                 .insert(crate::Principal::from(principal));
+                            reservation
+                        }
+                        Next::Reject(rejection) => {
+                            return Poll::Ready(Ok(rejection.into_http_response()));
+                        }
+                    };
+                    match reservation {
+                        None => {
                             let future = inner.call(request);
                             this.state.set(State::Calling { future });
                         }
-                        Err(rejection) => return Poll::Ready(Ok(rejection.into_http_response())),
+                        Some(task) => this.state.set(State::Reserving {
+                            task,
+                            pending: Some(Pending::boxed(request, inner, config)),
+                        }),
+                    }
+                }
+                StateProj::Reserving { task, pending } => {
+                    let answer = usage::reserved(ready!(Pin::new(task).poll(cx)));
+                    let Pending {
+                        request,
+                        mut inner,
+                        config,
+                    } = *pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    match answer {
+                        Ok(()) => {
+                            let future = inner.call(request);
+                            this.state.set(State::Calling { future });
+                        }
+                        Err(error) => {
+                            let rejection = usage_refused(this.span, &config, &error);
+                            return Poll::Ready(Ok(rejection.into_http_response()));
+                        }
                     }
                 }
                 StateProj::Calling { future } => return future.poll(cx),
@@ -153,6 +206,7 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
             State::Verifying { .. } => "verifying",
+            State::Reserving { .. } => "reserving",
             State::Calling { .. } => "calling",
             State::Rejected { .. } => "rejected",
         };

@@ -9,12 +9,13 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http::{Request, Response};
 use latchkey_core::{ApiKey, Principal, Store, VerifyError, key};
+use tokio::task::JoinHandle;
 use tower::Service;
 use tracing::Span;
 
 use super::config::Config;
 use super::credentials;
-use super::future::ResponseFuture;
+use super::future::{Pending, ResponseFuture};
 use super::layer::ApiKeyAuthLayer;
 use super::trace;
 use crate::rejection::{Reason, Rejection};
@@ -138,17 +139,9 @@ where
                 credentials::hide(&mut request, source, config);
             }
             trace::accepted(&span, &principal);
-            if let Err(rejection) = usage::admit(&principal, &request, &config.trusted_proxies, 1) {
-                trace::rejected_usage(&span, rejection.code());
-                drop(entered);
-                return ResponseFuture::rejected(rejection, span);
-            }
-            request
-                .extensions_mut()
-                .insert(crate::Principal::from(principal));
-            let future = self.inner.call(request);
+            let next = admitted(principal, &span, &request, config);
             drop(entered);
-            return ResponseFuture::calling(future, span);
+            return self.proceed(next, request, span);
         }
         let mut verify = match ApiKey::parse_bytes(text) {
             Ok(key) => {
@@ -193,37 +186,66 @@ where
         // sound: a future wakes only the waker of its latest poll, and a pending one is polled
         // again from `ResponseFuture::poll` with the real one.
         match Pin::new(&mut verify).poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(result) => match decide(result, &span, config, &request) {
-                Ok(principal) => {
-                    request
-                        .extensions_mut()
-                        .insert(crate::Principal::from(principal));
-                    let future = self.inner.call(request);
-                    drop(entered);
-                    ResponseFuture::calling(future, span)
-                }
-                Err(rejection) => {
-                    drop(entered);
-                    ResponseFuture::rejected(rejection, span)
-                }
-            },
+            Poll::Ready(result) => {
+                let next = decide(result, &span, config, &request);
+                drop(entered);
+                self.proceed(next, request, span)
+            }
             Poll::Pending => {
                 drop(entered);
-                // The service that `poll_ready` made ready goes into the future, which calls
-                // it once the verifier answers; `self` keeps a clone that has not been polled.
-                // See https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
-                let mut inner = self.inner.clone();
-                mem::swap(&mut self.inner, &mut inner);
-                ResponseFuture::verifying(
-                    verify,
-                    request,
-                    inner,
-                    Arc::clone(&self.layer.config),
-                    span,
-                )
+                ResponseFuture::verifying(verify, self.hand_over(request), span)
             }
         }
     }
+}
+
+impl<S, V> ApiKeyAuth<S, V> {
+    /// The response future for a request whose authentication has come to `next`.
+    fn proceed<ReqBody, ResBody, VF>(
+        &mut self,
+        next: Next,
+        mut request: Request<ReqBody>,
+        span: Span,
+    ) -> ResponseFuture<S, ReqBody, VF>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    {
+        let (principal, reservation) = match next {
+            Next::Pass(principal, reservation) => (principal, reservation),
+            Next::Reject(rejection) => return ResponseFuture::rejected(rejection, span),
+        };
+        request
+            .extensions_mut()
+            .insert(crate::Principal::from(principal));
+        match reservation {
+            None => {
+                let future = span.in_scope(|| self.inner.call(request));
+                ResponseFuture::calling(future, span)
+            }
+            Some(task) => ResponseFuture::reserving(task, self.hand_over(request), span),
+        }
+    }
+
+    /// The request with the service that `poll_ready` made ready, for a future that calls
+    /// it once an answer comes; `self` keeps a clone that has not been polled. See
+    /// https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+    fn hand_over<ReqBody>(&mut self, request: Request<ReqBody>) -> Box<Pending<S, ReqBody>>
+    where
+        S: Clone,
+    {
+        let mut inner = self.inner.clone();
+        mem::swap(&mut self.inner, &mut inner);
+        Pending::boxed(request, inner, Arc::clone(&self.layer.config))
+    }
+}
+
+/// What an authenticated request comes to.
+pub(super) enum Next {
+    /// Call the inner service with this principal: at once, or once the key's credit
+    /// reservation, running on the blocking pool, admits the request.
+    Pass(Principal, Option<JoinHandle<Result<(), VerifyError>>>),
+    /// Answer this.
+    Reject(Rejection),
 }
 
 /// The verifier's answer as the principal to pass on or the rejection to send; traced.
@@ -233,30 +255,52 @@ pub(super) fn decide<B>(
     span: &Span,
     config: &Config,
     request: &Request<B>,
-) -> Result<Principal, Rejection> {
+) -> Next {
     match result {
         Ok(principal) => {
             trace::accepted(span, &principal);
-            if let Err(rejection) = usage::admit(&principal, request, &config.trusted_proxies, 1) {
-                trace::rejected_usage(span, rejection.code());
-                return Err(rejection);
-            }
-            Ok(principal)
+            admitted(principal, span, request, config)
         }
         Err(
             error @ (VerifyError::IpNotAllowed
             | VerifyError::RateLimited(_)
             | VerifyError::UsageExceeded
             | VerifyError::InsufficientPermission),
-        ) => {
-            let rejection = usage::rejection(&error);
-            trace::rejected_usage(span, rejection.code());
-            Err(rejection)
-        }
+        ) => Next::Reject(usage_refused(span, config, &error)),
         Err(error) => {
             let reason = Reason::of(&error);
             trace::rejected(span, reason, Some(&error));
-            Err(reason.rejection(&config.challenges))
+            Next::Reject(reason.rejection(&config.challenges))
         }
     }
+}
+
+/// An accepted principal's usage control: IP, rate limits, credits. A credit reservation
+/// goes to the blocking pool (a durable write must not hold up an async worker).
+#[inline]
+fn admitted<B>(principal: Principal, span: &Span, request: &Request<B>, config: &Config) -> Next {
+    match usage::admit(&principal, request, &config.trusted_proxies, 1) {
+        Ok(None) => Next::Pass(principal, None),
+        Err(rejection) => {
+            trace::rejected_usage(span, rejection.code());
+            Next::Reject(rejection)
+        }
+        Ok(Some(reservation)) => match usage::reserve(reservation) {
+            Ok(task) => Next::Pass(principal, Some(task)),
+            Err(Ok(())) => Next::Pass(principal, None),
+            Err(Err(error)) => Next::Reject(usage_refused(span, config, &error)),
+        },
+    }
+}
+
+/// The answer to a usage refusal (or a reservation that failed), traced.
+pub(super) fn usage_refused(span: &Span, config: &Config, error: &VerifyError) -> Rejection {
+    if let VerifyError::Unavailable(_) = error {
+        let reason = Reason::of(error);
+        trace::rejected(span, reason, Some(error));
+        return reason.rejection(&config.challenges);
+    }
+    let rejection = usage::rejection(error);
+    trace::rejected_usage(span, rejection.code());
+    rejection
 }

@@ -533,3 +533,38 @@ fn bad_user_limits_are_refused_and_change_nothing() {
     );
     assert!(fx.store.user("other").is_err());
 }
+
+/// The durable write of a credit reservation runs on tokio's blocking pool: the request that
+/// finds its key's slice empty gets a future that waits for it (`reserving`), while one
+/// answered from the slice calls the inner service at once (`calling`). Both are admitted,
+/// and the balance counts both.
+#[tokio::test]
+async fn a_credit_reservation_runs_off_the_async_worker() {
+    use tower::{Layer, Service, ServiceExt};
+
+    let fx = Fixture::new();
+    let user = fx.user("partner", &[]);
+    let key = fx.key_with(NewKey {
+        credits: Some(Credits {
+            remaining: 100,
+            refill: None,
+        }),
+        ..new_key(&user, latchkey_tower::Env::Live)
+    });
+    let inner = tower::service_fn(|_: axum::extract::Request| async {
+        Ok::<_, std::convert::Infallible>(axum::response::Response::new(axum::body::Body::empty()))
+    });
+    let mut service = fx.layer().layer(inner);
+    // Slices of 1, then 2: the first two requests reserve, the third spends the slice.
+    for expected in ["reserving", "reserving", "calling"] {
+        let ready = service.ready().await.unwrap();
+        let future = ready.call(get_with("/whoami", key.secret.expose()));
+        let state = format!("{future:?}");
+        assert!(state.contains(expected), "{state}, expected {expected}");
+        assert_eq!(future.await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        fx.store.key(key.key.id).unwrap().credits.unwrap().remaining,
+        97
+    );
+}
