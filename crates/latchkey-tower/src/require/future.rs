@@ -2,28 +2,44 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::Response;
+use http::{Request, Response};
+use latchkey_core::VerifyError;
 use pin_project_lite::pin_project;
+use tokio::task::JoinHandle;
+use tower::Service;
 
-use crate::rejection::Rejection;
+use crate::rejection::{Reason, Rejection};
+use crate::usage;
 
 pin_project! {
     /// The response future of [`RequirePermission`](super::RequirePermission).
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<S, ReqBody>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
+    enum Kind<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        // The route's extra cost found the key's credit slice short: a reservation runs on
+        // the blocking pool; the request and the ready service wait here for it.
+        Reserving {
+            task: JoinHandle<Result<(), VerifyError>>,
+            pending: Option<(Request<ReqBody>, S)>,
+        },
         Calling {
             #[pin]
-            future: F,
+            future: S::Future,
         },
         Rejected {
             rejection: Option<Rejection>,
@@ -31,8 +47,11 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(super) fn calling(future: F) -> Self {
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    pub(super) fn calling(future: S::Future) -> Self {
         ResponseFuture {
             kind: Kind::Calling { future },
         }
@@ -45,31 +64,76 @@ impl<F> ResponseFuture<F> {
             },
         }
     }
+
+    pub(super) fn reserving(
+        task: JoinHandle<Result<(), VerifyError>>,
+        request: Request<ReqBody>,
+        inner: S,
+    ) -> Self {
+        ResponseFuture {
+            kind: Kind::Reserving {
+                task,
+                pending: Some((request, inner)),
+            },
+        }
+    }
 }
 
-impl<F, ResBody, E> Future for ResponseFuture<F>
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
-    F: Future<Output = Result<Response<ResBody>, E>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: From<Bytes>,
 {
-    type Output = Result<Response<ResBody>, E>;
+    type Output = Result<Response<ResBody>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Calling { future } => future.poll(cx),
-            KindProj::Rejected { rejection } => {
-                let rejection = rejection
-                    .take()
-                    .expect("ResponseFuture polled after completion");
-                Poll::Ready(Ok(rejection.into_http_response()))
+        let mut this = self.project();
+        loop {
+            match this.kind.as_mut().project() {
+                KindProj::Reserving { task, pending } => {
+                    let answer = usage::reserved(ready!(Pin::new(task).poll(cx)));
+                    let (request, mut inner) = pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    match answer {
+                        Ok(()) => {
+                            let future = inner.call(request);
+                            this.kind.set(Kind::Calling { future });
+                        }
+                        Err(error) => {
+                            return Poll::Ready(Ok(refused(&error).into_http_response()));
+                        }
+                    }
+                }
+                KindProj::Calling { future } => return future.poll(cx),
+                KindProj::Rejected { rejection } => {
+                    let rejection = rejection
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(rejection.into_http_response()));
+                }
             }
         }
     }
 }
 
-impl<F> std::fmt::Debug for ResponseFuture<F> {
+/// The answer to a reservation that refused (no credits left) or failed (storage).
+pub(super) fn refused(error: &VerifyError) -> Rejection {
+    match error {
+        VerifyError::Unavailable(_) => {
+            Reason::Unavailable.rejection(&crate::rejection::Challenges::default_realm())
+        }
+        _ => usage::rejection(error),
+    }
+}
+
+impl<S, ReqBody> std::fmt::Debug for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
+            Kind::Reserving { .. } => "reserving",
             Kind::Calling { .. } => "calling",
             Kind::Rejected { .. } => "rejected",
         };

@@ -1,16 +1,19 @@
 //! [`RequirePermission`]: the service that checks the principal's permission.
 
+use std::mem;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use latchkey_core::Permission;
+use latchkey_core::meter::Admitted;
 use tower::Service;
 
-use super::future::ResponseFuture;
+use super::future::{ResponseFuture, refused};
 use super::layer::RequirePermissionLayer;
 use crate::principal::Principal;
 use crate::rejection::Rejection;
+use crate::usage;
 
 /// Passes a request on only when its principal holds the permission; made by
 /// [`RequirePermissionLayer`].
@@ -34,6 +37,13 @@ use crate::rejection::Rejection;
 ///
 /// `Ok(response)`: 403 `insufficient_permission`, or 401 `missing_key` without a
 /// principal. See the [module docs](crate::require).
+///
+/// # Credits
+///
+/// A route's extra cost ([`RequirePermissionLayer::cost`]) is taken from the key's credits.
+/// When the key's reserved slice is short, the reservation (a durable write) runs on tokio's
+/// blocking pool and the inner service, cloned as tower advises, is called once it admits
+/// the request.
 #[derive(Clone, Debug)]
 pub struct RequirePermission<S> {
     inner: S,
@@ -64,12 +74,12 @@ impl RequirePermission<()> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequirePermission<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     ResBody: From<Bytes>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -77,20 +87,32 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // The check is synchronous, so the inner service made ready by `poll_ready` is called
-        // right here: no clone is needed.
-        match request.extensions().get::<Principal>() {
-            Some(principal) if principal.allows(self.layer.permission()) => {
-                let extra = self.layer.extra_cost();
-                if extra > 0
-                    && let Some(meter) = &principal.meter
-                    && let Err(e) = meter.charge(extra)
-                {
-                    return ResponseFuture::rejected(crate::usage::rejection(&e));
-                }
-                ResponseFuture::calling(self.inner.call(request))
+        // right here: no clone is needed, unless a credit reservation must be waited for.
+        let principal = match request.extensions().get::<Principal>() {
+            Some(principal) if principal.allows(self.layer.permission()) => principal,
+            Some(_) => return ResponseFuture::rejected(self.layer.forbidden()),
+            None => return ResponseFuture::rejected(Rejection::missing_key()),
+        };
+        let extra = self.layer.extra_cost();
+        let admitted = match &principal.meter {
+            Some(meter) if extra > 0 => meter.try_charge(extra),
+            _ => Admitted::Done(Ok(())),
+        };
+        let reservation = match admitted {
+            Admitted::Done(Ok(())) => return ResponseFuture::calling(self.inner.call(request)),
+            Admitted::Done(Err(e)) => return ResponseFuture::rejected(usage::rejection(&e)),
+            Admitted::Reserve(reservation) => reservation,
+        };
+        match usage::reserve(reservation) {
+            Ok(task) => {
+                // The ready service goes into the future; `self` keeps a clone that has not
+                // been polled (see `ApiKeyAuth`).
+                let mut inner = self.inner.clone();
+                mem::swap(&mut self.inner, &mut inner);
+                ResponseFuture::reserving(task, request, inner)
             }
-            Some(_) => ResponseFuture::rejected(self.layer.forbidden()),
-            None => ResponseFuture::rejected(Rejection::missing_key()),
+            Err(Ok(())) => ResponseFuture::calling(self.inner.call(request)),
+            Err(Err(e)) => ResponseFuture::rejected(refused(&e)),
         }
     }
 }

@@ -537,13 +537,13 @@ fn bad_user_limits_are_refused_and_change_nothing() {
 /// The durable write of a credit reservation runs on tokio's blocking pool: the request that
 /// finds its key's slice empty gets a future that waits for it (`reserving`), while one
 /// answered from the slice calls the inner service at once (`calling`). Both are admitted,
-/// and the balance counts both.
+/// and the balance counts both. The same for a route's extra cost (`RequirePermission`).
 #[tokio::test]
 async fn a_credit_reservation_runs_off_the_async_worker() {
     use tower::{Layer, Service, ServiceExt};
 
     let fx = Fixture::new();
-    let user = fx.user("partner", &[]);
+    let user = fx.user("partner", &["orders:read"]);
     let key = fx.key_with(NewKey {
         credits: Some(Credits {
             remaining: 100,
@@ -554,6 +554,7 @@ async fn a_credit_reservation_runs_off_the_async_worker() {
     let inner = tower::service_fn(|_: axum::extract::Request| async {
         Ok::<_, std::convert::Infallible>(axum::response::Response::new(axum::body::Body::empty()))
     });
+    let remaining = || fx.store.key(key.key.id).unwrap().credits.unwrap().remaining;
     let mut service = fx.layer().layer(inner);
     // Slices of 1, then 2: the first two requests reserve, the third spends the slice.
     for expected in ["reserving", "reserving", "calling"] {
@@ -563,8 +564,22 @@ async fn a_credit_reservation_runs_off_the_async_worker() {
         assert!(state.contains(expected), "{state}, expected {expected}");
         assert_eq!(future.await.unwrap().status(), 200);
     }
-    assert_eq!(
-        fx.store.key(key.key.id).unwrap().credits.unwrap().remaining,
-        97
-    );
+    assert_eq!(remaining(), 97);
+
+    // A route that costs 4 more: slices of 4 then 8 (reserved by the route's check), the
+    // third request spends what is left of the second.
+    let mut route = RequirePermission::layer(Permission::from_static("orders:read"))
+        .cost(5)
+        .layer(inner);
+    for expected in ["reserving", "reserving", "calling"] {
+        let principal = fx.store.verify(key.secret.expose()).unwrap();
+        let mut request = get_with("/report", key.secret.expose());
+        request.extensions_mut().insert(Principal::from(principal));
+        let ready = route.ready().await.unwrap();
+        let future = ready.call(request);
+        let state = format!("{future:?}");
+        assert!(state.contains(expected), "{state}, expected {expected}");
+        assert_eq!(future.await.unwrap().status(), 200);
+    }
+    assert_eq!(remaining(), 85);
 }
