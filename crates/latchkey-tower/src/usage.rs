@@ -4,7 +4,10 @@
 //! (draft-ietf-httpapi-ratelimit-headers-10: `"name";q=<limit>;w=<window>` and
 //! `"name";r=<remaining>;t=<seconds>`).
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
@@ -12,7 +15,7 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use latchkey_core::meter::RateLimited;
 use latchkey_core::{Admission, Admitted, CreditReservation, Principal, VerifyError};
 use tokio::runtime::Handle;
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::rejection::Rejection;
 
@@ -60,17 +63,41 @@ pub(crate) fn reserve(
     }
 }
 
-/// What a finished reservation task answers: a panic resumes in the caller, as it would
-/// inline; a runtime shutting down makes the keystore unavailable for this request.
-pub(crate) fn reserved(
-    joined: Result<Result<(), VerifyError>, JoinError>,
-) -> Result<(), VerifyError> {
-    match joined {
-        Ok(answer) => answer,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(VerifyError::Unavailable(format!(
-            "the credit reservation did not complete: {e}"
-        ))),
+/// A credit reservation running on the blocking pool, with what waits for its answer (the
+/// request and the ready inner service).
+#[derive(Debug)]
+pub(crate) struct Reserving<T> {
+    task: JoinHandle<Result<(), VerifyError>>,
+    waiting: Option<T>,
+}
+
+impl<T> Reserving<T> {
+    pub(crate) fn new(task: JoinHandle<Result<(), VerifyError>>, waiting: T) -> Self {
+        Reserving {
+            task,
+            waiting: Some(waiting),
+        }
+    }
+
+    /// The reservation's answer, with what waited for it. A panic in the reservation
+    /// resumes here, as it would inline; a runtime shutting down makes the keystore
+    /// unavailable for this request.
+    pub(crate) fn poll_answer(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<(Result<(), VerifyError>, T)> {
+        let answer = match ready!(Pin::new(&mut self.task).poll(cx)) {
+            Ok(answer) => answer,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(VerifyError::Unavailable(format!(
+                "the credit reservation did not complete: {e}"
+            ))),
+        };
+        let waiting = self
+            .waiting
+            .take()
+            .expect("a reservation polled after it answered");
+        Poll::Ready((answer, waiting))
     }
 }
 

@@ -48,8 +48,7 @@ pin_project! {
         // The key's credit slice ran short: a reservation runs on the blocking pool, and
         // `pending` (the request, with its principal) is taken when it answers.
         Reserving {
-            task: JoinHandle<Result<(), VerifyError>>,
-            pending: Option<Box<Pending<S, ReqBody>>>,
+            reserving: usage::Reserving<Box<Pending<S, ReqBody>>>,
         },
         Calling {
             #[pin]
@@ -105,8 +104,7 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Reserving {
-                task,
-                pending: Some(pending),
+                reserving: usage::Reserving::new(task, pending),
             },
             span,
         }
@@ -161,31 +159,27 @@ where
                             let future = inner.call(request);
                             this.state.set(State::Calling { future });
                         }
-                        Some(task) => this.state.set(State::Reserving {
-                            task,
-                            pending: Some(Pending::boxed(request, inner, config)),
-                        }),
+                        Some(task) => {
+                            let pending = Pending::boxed(request, inner, config);
+                            this.state.set(State::Reserving {
+                                reserving: usage::Reserving::new(task, pending),
+                            });
+                        }
                     }
                 }
-                StateProj::Reserving { task, pending } => {
-                    let answer = usage::reserved(ready!(Pin::new(task).poll(cx)));
+                StateProj::Reserving { reserving } => {
+                    let (answer, pending) = ready!(reserving.poll_answer(cx));
                     let Pending {
                         request,
                         mut inner,
                         config,
-                    } = *pending
-                        .take()
-                        .expect("ResponseFuture polled after completion");
-                    match answer {
-                        Ok(()) => {
-                            let future = inner.call(request);
-                            this.state.set(State::Calling { future });
-                        }
-                        Err(error) => {
-                            let rejection = usage_refused(this.span, &config, &error);
-                            return Poll::Ready(Ok(rejection.into_http_response()));
-                        }
+                    } = *pending;
+                    if let Err(error) = answer {
+                        let rejection = usage_refused(this.span, &config, &error);
+                        return Poll::Ready(Ok(rejection.into_http_response()));
                     }
+                    let future = inner.call(request);
+                    this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => return future.poll(cx),
                 StateProj::Rejected { rejection } => {

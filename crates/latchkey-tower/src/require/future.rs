@@ -34,8 +34,7 @@ pin_project! {
         // The route's extra cost found the key's credit slice short: a reservation runs on
         // the blocking pool; the request and the ready service wait here for it.
         Reserving {
-            task: JoinHandle<Result<(), VerifyError>>,
-            pending: Option<(Request<ReqBody>, S)>,
+            reserving: usage::Reserving<(Request<ReqBody>, S)>,
         },
         Calling {
             #[pin]
@@ -72,8 +71,7 @@ where
     ) -> Self {
         ResponseFuture {
             kind: Kind::Reserving {
-                task,
-                pending: Some((request, inner)),
+                reserving: usage::Reserving::new(task, (request, inner)),
             },
         }
     }
@@ -90,20 +88,13 @@ where
         let mut this = self.project();
         loop {
             match this.kind.as_mut().project() {
-                KindProj::Reserving { task, pending } => {
-                    let answer = usage::reserved(ready!(Pin::new(task).poll(cx)));
-                    let (request, mut inner) = pending
-                        .take()
-                        .expect("ResponseFuture polled after completion");
-                    match answer {
-                        Ok(()) => {
-                            let future = inner.call(request);
-                            this.kind.set(Kind::Calling { future });
-                        }
-                        Err(error) => {
-                            return Poll::Ready(Ok(refused(&error).into_http_response()));
-                        }
+                KindProj::Reserving { reserving } => {
+                    let (answer, (request, mut inner)) = ready!(reserving.poll_answer(cx));
+                    if let Err(error) = answer {
+                        return Poll::Ready(Ok(refused(&error).into_http_response()));
                     }
+                    let future = inner.call(request);
+                    this.kind.set(Kind::Calling { future });
                 }
                 KindProj::Calling { future } => return future.poll(cx),
                 KindProj::Rejected { rejection } => {
