@@ -4,15 +4,14 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::Output;
+use super::Cli;
 use crate::cli::AuditCommand;
-use crate::client::{Client, items, query};
+use crate::client::{items, query};
 use crate::output::{Table, text, when};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
-    api: &Client<T>,
-    out: &Output,
+    cli: &Cli<T>,
     command: AuditCommand,
 ) -> anyhow::Result<ExitCode> {
     match command {
@@ -24,8 +23,8 @@ pub(super) async fn run<T: Transport>(
                     ("limit", limit.map(|l| l.to_string())),
                 ])
             );
-            let list = api.get(&path).await?;
-            out.print(&list, |list| {
+            let list = cli.api.get(&path).await?;
+            cli.out.print(&list, |list| {
                 let mut table = Table::new(&["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "USER"]);
                 for event in items(list) {
                     table.row(vec![
@@ -49,9 +48,9 @@ pub(super) async fn run<T: Transport>(
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Verify => {
-            let report = api.get("/v1/audit/verify").await?;
+            let report = cli.api.get("/v1/audit/verify").await?;
             let valid = report["valid"].as_bool() == Some(true);
-            out.print(&report, |report| {
+            cli.out.print(&report, |report| {
                 if valid {
                     println!("The audit chain is intact: {} events.", text(&report["events"]));
                 } else {

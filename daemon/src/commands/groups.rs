@@ -4,28 +4,28 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use super::{Body, Output, cleaned};
+use super::{Body, Cli, cleaned};
 use crate::cli::GroupsCommand;
-use crate::client::{Client, items, more, query, segment};
+use crate::client::{items, more, query, segment};
 use crate::output::{Table, fields, text};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
-    api: &Client<T>,
-    out: &Output,
+    cli: &Cli<T>,
     command: GroupsCommand,
 ) -> anyhow::Result<ExitCode> {
     match command {
         GroupsCommand::Add(args) => {
             let body = json!({"name": args.name, "permissions": cleaned(args.permissions)});
-            let group = api.post("/v1/groups", body).await?;
-            out.print(&group, |g| print!("{}", show(g)));
+            let group = cli.api.post("/v1/groups", body).await?;
+            cli.out.print(&group, |g| print!("{}", show(g)));
         }
         GroupsCommand::List(page) => {
-            let list = api
+            let list = cli
+                .api
                 .get(&format!("/v1/groups{}", query(&page.query())))
                 .await?;
-            out.print(&list, |list| {
+            cli.out.print(&list, |list| {
                 let mut table = Table::new(&["ID", "NAME", "PERMISSIONS"]);
                 for g in items(list) {
                     table.row(vec![
@@ -39,20 +39,20 @@ pub(super) async fn run<T: Transport>(
             });
         }
         GroupsCommand::Show { group } => {
-            let group = api.get(&path(&group)).await?;
-            out.print(&group, |g| print!("{}", show(g)));
+            let group = cli.api.get(&path(&group)).await?;
+            cli.out.print(&group, |g| print!("{}", show(g)));
         }
         GroupsCommand::Update(args) => {
             let body = Body::default()
                 .opt("name", args.name)
                 .permissions(args.permissions);
-            let group = super::update(api, &path(&args.group), body).await?;
-            out.print(&group, |g| print!("{}", show(g)));
+            let group = super::update(&cli.api, &path(&args.group), body).await?;
+            cli.out.print(&group, |g| print!("{}", show(g)));
         }
         GroupsCommand::Delete { group } => {
-            let id = api.group_id(&group).await?;
+            let id = cli.api.group_id(&group).await?;
             let done = format!("Deleted group {group}.");
-            super::delete(api, out, &path(&id), &id, &done).await?;
+            super::delete(cli, &path(&id), &id, &done).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

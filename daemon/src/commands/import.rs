@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::Output;
+use super::Cli;
 use crate::cli::KeyImport;
 use crate::client::Client;
 use crate::output::print_json;
@@ -27,11 +27,7 @@ struct Refused {
     reason: String,
 }
 
-pub(super) async fn run<T: Transport>(
-    api: &Client<T>,
-    out: &Output,
-    args: KeyImport,
-) -> anyhow::Result<ExitCode> {
+pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: KeyImport) -> anyhow::Result<ExitCode> {
     let file =
         File::open(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let mut reader = BufReader::new(file);
@@ -81,7 +77,13 @@ pub(super) async fn run<T: Transport>(
             }),
         }
         if chunk.len() >= CHUNK_ITEMS || chunk_bytes >= CHUNK_BYTES {
-            imported += send(api, &args.user, std::mem::take(&mut chunk), &mut refused).await?;
+            imported += send(
+                &cli.api,
+                &args.user,
+                std::mem::take(&mut chunk),
+                &mut refused,
+            )
+            .await?;
             chunk_bytes = 0;
             if progress {
                 eprint!("\rimported {imported}, refused {}", refused.len());
@@ -89,13 +91,13 @@ pub(super) async fn run<T: Transport>(
         }
     }
     if !chunk.is_empty() {
-        imported += send(api, &args.user, chunk, &mut refused).await?;
+        imported += send(&cli.api, &args.user, chunk, &mut refused).await?;
     }
     if progress {
         eprint!("\r\x1b[K");
     }
     refused.sort_by_key(|r| r.line);
-    if out.json {
+    if cli.out.json {
         let rejected: Vec<Value> = refused
             .iter()
             .map(|r| json!({"line": r.line, "reason": r.reason}))

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Body, Output, cleaned, usage_flags};
+use super::{Body, Cli, cleaned, usage_flags};
 use crate::cli::{KeyAdd, KeyList, KeysCommand};
 use crate::client::{Client, items, more, query, segment};
 use crate::duration::parse_duration;
@@ -17,17 +17,16 @@ use crate::output::{Table, fields, text, when};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
-    api: &Client<T>,
-    out: &Output,
+    cli: &Cli<T>,
     command: KeysCommand,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        KeysCommand::Add(args) => add(api, out, args).await?,
-        KeysCommand::Import(args) => return super::import::run(api, out, args).await,
-        KeysCommand::List(args) => list(api, out, args).await?,
+        KeysCommand::Add(args) => add(cli, args).await?,
+        KeysCommand::Import(args) => return super::import::run(cli, args).await,
+        KeysCommand::List(args) => list(cli, args).await?,
         KeysCommand::Show { key } => {
-            let key = api.get(&path(&key)).await?;
-            print_key(api, out, &key).await;
+            let key = cli.api.get(&path(&key)).await?;
+            print_key(cli, &key).await;
         }
         KeysCommand::Update(args) => {
             let body = Body::default()
@@ -39,32 +38,33 @@ pub(super) async fn run<T: Transport>(
             let body = ["meta", "rate_limits", "credits", "allowed_ips"]
                 .into_iter()
                 .fold(body, |b, f| b.clear(f, args.clear_usage_control));
-            let key = super::update(api, &path(&args.key), body).await?;
-            print_key(api, out, &key).await;
+            let key = super::update(&cli.api, &path(&args.key), body).await?;
+            print_key(cli, &key).await;
         }
         KeysCommand::Disable { key } => {
-            let key = api.patch(&path(&key), enabled(false)).await?;
-            print_key(api, out, &key).await;
+            let key = cli.api.patch(&path(&key), enabled(false)).await?;
+            print_key(cli, &key).await;
         }
         KeysCommand::Enable { key } => {
-            let key = api.patch(&path(&key), enabled(true)).await?;
-            print_key(api, out, &key).await;
+            let key = cli.api.patch(&path(&key), enabled(true)).await?;
+            print_key(cli, &key).await;
         }
         KeysCommand::Revoke { key } => {
             let revoke = format!("{}/revoke", path(&key));
-            let key = api.call(http::Method::POST, &revoke, None).await?;
-            print_key(api, out, &key).await;
+            let key = cli.api.call(http::Method::POST, &revoke, None).await?;
+            print_key(cli, &key).await;
         }
         KeysCommand::Delete { key } => {
-            let record = api.get(&path(&key)).await?;
+            let record = cli.api.get(&path(&key)).await?;
             let id = text(&record["id"]);
             let done = format!("Deleted key {} ({id}).", text(&record["prefix"]));
-            super::delete(api, out, &path(&id), &id, &done).await?;
+            super::delete(cli, &path(&id), &id, &done).await?;
         }
         KeysCommand::Rotate { key, grace } => {
             let grace_text = grace.trim().to_owned();
             let grace = parse_duration(&grace_text).map_err(anyhow::Error::msg)?;
-            let created = api
+            let created = cli
+                .api
                 .post(
                     &format!("{}/rotate", path(&key)),
                     RotateKey {
@@ -72,8 +72,8 @@ pub(super) async fn run<T: Transport>(
                     },
                 )
                 .await?;
-            print_created(api, out, &created).await;
-            if !out.json {
+            print_created(cli, &created).await;
+            if !cli.out.json {
                 if grace.is_zero() {
                     println!("The old key stopped working now.");
                 } else {
@@ -85,7 +85,7 @@ pub(super) async fn run<T: Transport>(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn add<T: Transport>(api: &Client<T>, out: &Output, args: KeyAdd) -> anyhow::Result<()> {
+async fn add<T: Transport>(cli: &Cli<T>, args: KeyAdd) -> anyhow::Result<()> {
     let expires_at = args.expires_at.as_deref().map(expiry).transpose()?;
     let body = Body::default()
         .opt("name", Some(args.name))
@@ -95,12 +95,12 @@ async fn add<T: Transport>(api: &Client<T>, out: &Output, args: KeyAdd) -> anyho
         .opt("expires_at", expires_at)
         .opt("env", args.env);
     let body = usage_flags::add_to(body, args.usage)?;
-    let created = api.post("/v1/keys", body.build()).await?;
-    print_created(api, out, &created).await;
+    let created = cli.api.post("/v1/keys", body.build()).await?;
+    print_created(cli, &created).await;
     Ok(())
 }
 
-async fn list<T: Transport>(api: &Client<T>, out: &Output, args: KeyList) -> anyhow::Result<()> {
+async fn list<T: Transport>(cli: &Cli<T>, args: KeyList) -> anyhow::Result<()> {
     let path = format!(
         "/v1/keys{}",
         query(&[
@@ -113,12 +113,12 @@ async fn list<T: Transport>(api: &Client<T>, out: &Output, args: KeyList) -> any
             ("cursor", args.cursor),
         ])
     );
-    let list = api.get(&path).await?;
-    if out.json {
-        out.print(&list, |_| {});
+    let list = cli.api.get(&path).await?;
+    if cli.out.json {
+        cli.out.print(&list, |_| {});
         return Ok(());
     }
-    let users = api.names("users").await;
+    let users = cli.api.names("users").await;
     let mut table = Table::new(&["ID", "PREFIX", "NAME", "USER", "STATUS", "LAST USED"]);
     for key in items(&list) {
         table.row(vec![
@@ -181,12 +181,12 @@ async fn user_label<T: Transport>(api: &Client<T>, id: &Value) -> String {
     }
 }
 
-async fn print_key<T: Transport>(api: &Client<T>, out: &Output, key: &Value) {
-    if out.json {
-        out.print(key, |_| {});
+async fn print_key<T: Transport>(cli: &Cli<T>, key: &Value) {
+    if cli.out.json {
+        cli.out.print(key, |_| {});
         return;
     }
-    let user = user_label(api, &key["user_id"]).await;
+    let user = user_label(&cli.api, &key["user_id"]).await;
     let mut lines = vec![
         ("id", text(&key["id"])),
         ("name", text(&key["name"])),
@@ -209,12 +209,12 @@ async fn print_key<T: Transport>(api: &Client<T>, out: &Output, key: &Value) {
 }
 
 /// A new key: its record, then the secret alone on its line, shown this once.
-pub(crate) async fn print_created<T: Transport>(api: &Client<T>, out: &Output, created: &Value) {
-    if out.json {
-        out.print(created, |_| {});
+pub(crate) async fn print_created<T: Transport>(cli: &Cli<T>, created: &Value) {
+    if cli.out.json {
+        cli.out.print(created, |_| {});
         return;
     }
-    let user = user_label(api, &created["user_id"]).await;
+    let user = user_label(&cli.api, &created["user_id"]).await;
     print_secret_block(created, &user);
 }
 

@@ -32,27 +32,42 @@ pub async fn execute(settings: &Settings, command: ApiCommand) -> anyhow::Result
     match &settings.db {
         Some(location) => {
             let transport = crate::transport::LocalTransport::open(location)?;
-            run(&Client::new(transport), &out, command).await
+            run(&Cli::new(transport, out), command).await
         }
         None => {
             let transport = HttpTransport::for_settings(settings)?;
-            run(&Client::new(transport), &out, command).await
+            run(&Cli::new(transport, out), command).await
+        }
+    }
+}
+
+/// What every command works with: the management API, and how to print its answers.
+#[derive(Debug)]
+pub struct Cli<T> {
+    /// The management API, over the chosen transport.
+    pub api: Client<T>,
+    /// How to print.
+    pub out: Output,
+}
+
+impl<T: Transport> Cli<T> {
+    /// The commands' context over `transport`.
+    pub fn new(transport: T, out: Output) -> Cli<T> {
+        Cli {
+            api: Client::new(transport),
+            out,
         }
     }
 }
 
 /// Runs a management command over a client.
-pub async fn run<T: Transport>(
-    api: &Client<T>,
-    out: &Output,
-    command: ApiCommand,
-) -> anyhow::Result<ExitCode> {
+pub async fn run<T: Transport>(cli: &Cli<T>, command: ApiCommand) -> anyhow::Result<ExitCode> {
     match command {
-        ApiCommand::Groups(command) => groups::run(api, out, command).await,
-        ApiCommand::Users(command) => users::run(api, out, command).await,
-        ApiCommand::Keys(command) => keys::run(api, out, command).await,
-        ApiCommand::Audit(command) => audit::run(api, out, command).await,
-        ApiCommand::Verify(args) => verify::run(api, out, args).await,
+        ApiCommand::Groups(command) => groups::run(cli, command).await,
+        ApiCommand::Users(command) => users::run(cli, command).await,
+        ApiCommand::Keys(command) => keys::run(cli, command).await,
+        ApiCommand::Audit(command) => audit::run(cli, command).await,
+        ApiCommand::Verify(args) => verify::run(cli, args).await,
     }
 }
 
@@ -90,16 +105,16 @@ pub(crate) async fn update<T: Transport>(
 /// `DELETE path` (the record `id`'s), then says so: `{"id", "deleted": true}` as JSON, or
 /// the sentence `done`.
 pub(crate) async fn delete<T: Transport>(
-    api: &Client<T>,
-    out: &Output,
+    cli: &Cli<T>,
     path: &str,
     id: &str,
     done: &str,
 ) -> anyhow::Result<()> {
-    api.delete(path).await?;
-    out.print(&serde_json::json!({"id": id, "deleted": true}), |_| {
-        println!("{done}");
-    });
+    cli.api.delete(path).await?;
+    cli.out
+        .print(&serde_json::json!({"id": id, "deleted": true}), |_| {
+            println!("{done}");
+        });
     Ok(())
 }
 

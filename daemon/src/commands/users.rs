@@ -6,15 +6,14 @@ use std::process::ExitCode;
 use latchkey_admin::api::UpdateUser;
 use serde_json::{Value, json};
 
-use super::{Body, Output, cleaned, usage_flags};
+use super::{Body, Cli, cleaned, usage_flags};
 use crate::cli::UsersCommand;
-use crate::client::{Client, items, more, query, segment};
+use crate::client::{items, more, query, segment};
 use crate::output::{Table, fields, text};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
-    api: &Client<T>,
-    out: &Output,
+    cli: &Cli<T>,
     command: UsersCommand,
 ) -> anyhow::Result<ExitCode> {
     match command {
@@ -27,19 +26,20 @@ pub(super) async fn run<T: Transport>(
                 .opt("tenant_id", args.tenant_id)
                 .opt("organization_id", args.organization_id)
                 .opt("rate_limits", usage_flags::rate_limits(&args.rate_limits)?);
-            let user = api.post("/v1/users", body.build()).await?;
-            print_user(api, out, &user).await;
+            let user = cli.api.post("/v1/users", body.build()).await?;
+            print_user(cli, &user).await;
         }
         UsersCommand::List(page) => {
-            let list = api
+            let list = cli
+                .api
                 .get(&format!("/v1/users{}", query(&page.query())))
                 .await?;
-            let names = if out.json {
+            let names = if cli.out.json {
                 HashMap::new()
             } else {
-                api.names("groups").await
+                cli.api.names("groups").await
             };
-            out.print(&list, |list| {
+            cli.out.print(&list, |list| {
                 let mut table = Table::new(&["ID", "NAME", "ENABLED", "GROUPS", "PERMISSIONS"]);
                 for u in items(list) {
                     table.row(vec![
@@ -55,8 +55,8 @@ pub(super) async fn run<T: Transport>(
             });
         }
         UsersCommand::Show { user } => {
-            let user = api.get(&path(&user)).await?;
-            print_user(api, out, &user).await;
+            let user = cli.api.get(&path(&user)).await?;
+            print_user(cli, &user).await;
         }
         UsersCommand::Update(args) => {
             let body = Body::default()
@@ -71,23 +71,24 @@ pub(super) async fn run<T: Transport>(
                 .clear("organization_id", args.clear_organization_id)
                 .opt("rate_limits", usage_flags::rate_limits(&args.rate_limits)?)
                 .clear("rate_limits", args.clear_rate_limits);
-            let user = super::update(api, &path(&args.user), body).await?;
-            print_user(api, out, &user).await;
+            let user = super::update(&cli.api, &path(&args.user), body).await?;
+            print_user(cli, &user).await;
         }
         UsersCommand::Enable { user } => {
-            let user = api.patch(&path(&user), enabled(true)).await?;
-            print_user(api, out, &user).await;
+            let user = cli.api.patch(&path(&user), enabled(true)).await?;
+            print_user(cli, &user).await;
         }
         UsersCommand::Disable { user } => {
-            let user = api.patch(&path(&user), enabled(false)).await?;
-            print_user(api, out, &user).await;
+            let user = cli.api.patch(&path(&user), enabled(false)).await?;
+            print_user(cli, &user).await;
         }
         UsersCommand::RevokeKeys { user } => {
-            let id = api.user_id(&user).await?;
-            let done = api
+            let id = cli.api.user_id(&user).await?;
+            let done = cli
+                .api
                 .post(&format!("{}/revoke-keys", path(&id)), json!({}))
                 .await?;
-            out.print(&done, |done| {
+            cli.out.print(&done, |done| {
                 let background = if done["in_background"].as_bool() == Some(true) {
                     " (their records follow in the background)"
                 } else {
@@ -97,9 +98,9 @@ pub(super) async fn run<T: Transport>(
             });
         }
         UsersCommand::Delete { user } => {
-            let id = api.user_id(&user).await?;
+            let id = cli.api.user_id(&user).await?;
             let done = format!("Deleted user {user}; its keys are revoked.");
-            super::delete(api, out, &path(&id), &id, &done).await?;
+            super::delete(cli, &path(&id), &id, &done).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -131,12 +132,12 @@ fn group_names(ids: &Value, names: &HashMap<String, String>) -> String {
     text(&Value::Array(named))
 }
 
-async fn print_user<T: Transport>(api: &Client<T>, out: &Output, user: &Value) {
-    if out.json {
-        out.print(user, |_| {});
+async fn print_user<T: Transport>(cli: &Cli<T>, user: &Value) {
+    if cli.out.json {
+        cli.out.print(user, |_| {});
         return;
     }
-    let names = api.names("groups").await;
+    let names = cli.api.names("groups").await;
     print!(
         "{}",
         fields(&[

@@ -6,17 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::Output;
+use super::Cli;
 use crate::cli::VerifyArgs;
-use crate::client::Client;
 use crate::output::{fields, text};
 use crate::transport::Transport;
 
-pub(super) async fn run<T: Transport>(
-    api: &Client<T>,
-    out: &Output,
-    args: VerifyArgs,
-) -> anyhow::Result<ExitCode> {
+pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let key = if args.key == "-" {
         let mut line = String::new();
         std::io::stdin()
@@ -27,7 +22,8 @@ pub(super) async fn run<T: Transport>(
     } else {
         args.key.trim().to_owned()
     };
-    let answer = api
+    let answer = cli
+        .api
         .post(
             "/v1/verify",
             json!({"key": key, "permissions": args.permissions}),
@@ -39,7 +35,7 @@ pub(super) async fn run<T: Transport>(
         "code": answer["code"],
         "principal": answer.get("principal").cloned().unwrap_or(Value::Null),
     });
-    out.print(&document, |_| {
+    cli.out.print(&document, |_| {
         if valid {
             let p = &answer["principal"];
             println!("valid");
