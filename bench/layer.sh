@@ -13,8 +13,12 @@
 #      the server's request thread: the server runs a current-thread runtime, callgrind
 #      counts only inside `Runtime::block_on` (not the store's opening) and counts sled's and
 #      the usage flusher's threads apart. Each variant runs twice, with N1 and N2 requests;
-#      (I(N2) - I(N1)) / (N2 - N1) cancels what is left of start-up and shutdown. Steady to
-#      a few parts in a thousand.
+#      (I(N2) - I(N1)) / (N2 - N1) cancels what is left of start-up and shutdown. The
+#      store is opened, and its keys verified once, on a thread of its own, so the request
+#      thread never touches sled: when it did, sled's allocations left its glibc arena laid
+#      out differently in each process and the figure moved by up to ~400 between runs of
+#      one binary (bench/README.md, "Run-to-run spread"). Now runs of one binary agree to an
+#      instruction or two; a rebuild moves every variant by up to ~100.
 #
 # Usage: bench/layer.sh            (ROUNDS=5 DURATION=3s CONNS=16 N1=1000 N2=5000)
 #        SKIP_WRK=1 bench/layer.sh  only the instruction counts

@@ -71,9 +71,31 @@ fn serve(variant: &str, dir: &Path, addr: &str, layering: &str) -> Result<(), Er
     let valid = std::fs::read_to_string(key_file(dir, "valid"))?;
     let routes = Router::new().route("/", get(root));
     // Opened (and closed, see the end) outside the runtime, so that callgrind, counting only
-    // inside `Runtime::block_on`, sees requests and not sled's start-up and shutdown.
+    // inside `Runtime::block_on`, sees requests and not sled's start-up and shutdown. Opened,
+    // and the three keys verified once, on a thread of its own, as a server opens its store
+    // before its runtime's workers serve: the request thread then never reads sled, and its
+    // glibc arena holds only what the requests allocate. Opened on the request thread (with
+    // the first request's full verification there too), sled's allocations left that arena
+    // fragmented in a way that changed from one process to the next (sled's own threads free
+    // some of them when they get to it), and the one allocation a request makes that misses
+    // glibc's thread cache was carved from it at a cost that moved by up to ~250
+    // instructions a request between runs of the same binary, all inside `_int_malloc`
+    // (bench/README.md).
     let store = match variant {
-        "latchkey" => Some(Store::open(dir, StoreConfig::default())?),
+        "latchkey" => {
+            let dir = dir.to_owned();
+            let opening = std::thread::spawn(move || -> Result<Store, String> {
+                let store = Store::open(&dir, StoreConfig::default()).map_err(|e| e.to_string())?;
+                for which in ["valid", "invalid", "limited"] {
+                    let key = std::fs::read_to_string(key_file(&dir, which))
+                        .map_err(|e| e.to_string())?;
+                    // The invalid key is refused; the others are now in the verify cache.
+                    let _ = store.verify(key.trim());
+                }
+                Ok(store)
+            });
+            Some(opening.join().map_err(|_| "opening the store panicked")??)
+        }
         _ => None,
     };
     match (variant, &store, layering) {

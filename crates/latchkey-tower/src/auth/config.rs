@@ -3,6 +3,7 @@
 use http::HeaderName;
 use latchkey_core::Env;
 
+use super::extensions::Presized;
 use crate::rejection::Challenges;
 
 /// The layer's settings; shared by every service it makes, behind an `Arc`.
@@ -17,6 +18,8 @@ pub(super) struct Config {
     pub(super) public_paths: Vec<PublicPath>,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client (usage control).
     pub(super) trusted_proxies: Vec<ipnet::IpNet>,
+    /// What a request without extensions gets before its principal is inserted.
+    pub(super) extensions: Presized,
 }
 
 impl Default for Config {
@@ -30,6 +33,7 @@ impl Default for Config {
             accept_test: true,
             public_paths: Vec::new(),
             trusted_proxies: Vec::new(),
+            extensions: Presized::default(),
         }
     }
 }

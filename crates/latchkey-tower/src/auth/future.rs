@@ -145,9 +145,7 @@ where
                         .expect("ResponseFuture polled after completion");
                     let reservation = match decide(result, this.span, &config, &request) {
                         Next::Pass(principal, reservation) => {
-                            request
-                                .extensions_mut()
-                                .insert(crate::Principal::from(principal));
+                            config.extensions.insert(&mut request, principal.into());
                             reservation
                         }
                         Next::Reject(rejection) => {

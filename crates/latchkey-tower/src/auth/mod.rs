@@ -41,6 +41,7 @@
 
 mod config;
 mod credentials;
+mod extensions;
 mod future;
 mod layer;
 mod realm;

@@ -201,6 +201,7 @@ where
 
 impl<S, V> ApiKeyAuth<S, V> {
     /// The response future for a request whose authentication has come to `next`.
+    #[inline]
     fn proceed<ReqBody, ResBody, VF>(
         &mut self,
         next: Next,
@@ -214,12 +215,19 @@ impl<S, V> ApiKeyAuth<S, V> {
             Next::Pass(principal, reservation) => (principal, reservation),
             Next::Reject(rejection) => return ResponseFuture::rejected(rejection, span),
         };
-        request
-            .extensions_mut()
-            .insert(crate::Principal::from(principal));
+        self.layer
+            .config
+            .extensions
+            .insert(&mut request, principal.into());
         match reservation {
             None => {
-                let future = span.in_scope(|| self.inner.call(request));
+                // `in_scope` moves the request into its closure, a copy that a span that is
+                // none (no subscriber wants DEBUG, the usual case) can do without.
+                let future = if span.is_none() {
+                    self.inner.call(request)
+                } else {
+                    span.in_scope(|| self.inner.call(request))
+                };
                 ResponseFuture::calling(future, span)
             }
             Some(task) => ResponseFuture::reserving(task, self.hand_over(request), span),
