@@ -18,7 +18,8 @@
 //! byte order the order of (name, id).
 //!
 //! **Nine positions per key** (plus one for a key with an expiry), packed up to 16 to a
-//! chunk: about 0.6 to 1.2 stored entries per key in all (the README gives what they cost).
+//! chunk: about one stored entry per key in all (~9 positions a chunk after random
+//! inserts; the README gives what they cost).
 //! Every write of a key record goes through [`entries`] and [`apply`], and the usage flush
 //! moves `l` positions in its batch, so an index never disagrees with the records.
 //!
