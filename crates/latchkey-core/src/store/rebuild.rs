@@ -33,6 +33,12 @@ pub(crate) fn ensure(
     if db.get(INDEXED)?.as_deref() == Some(INDEX_VERSION) {
         return Ok(());
     }
+    // On a shared database, no other process writes index chunks meanwhile (nor builds
+    // them too: the first to get here does).
+    let _writers = db.lock_writers()?;
+    if db.get(INDEXED)?.as_deref() == Some(INDEX_VERSION) {
+        return Ok(());
+    }
     tracing::info!("building the store's indexes (once)");
     // Whatever an interrupted build or an older layout left goes first, in bounded batches.
     let mut batch = Batch::default();
