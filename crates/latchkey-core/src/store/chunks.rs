@@ -126,12 +126,20 @@ impl<S: ChunkStore> Writer<S> {
         position: &[u8],
     ) -> Result<Option<(Vec<u8>, Chunk)>, S::Error> {
         let target = [prefix, position].concat();
-        let committed = self.store.committed_floor(prefix, &target)?;
         let own = self
             .written
             .range::<[u8], _>((Bound::Included(prefix), Bound::Included(target.as_slice())))
             .next_back()
             .cloned();
+        if let Some(own) = &own {
+            // A chunk this writer wrote that reaches past the position holds it: no hint
+            // needed (the chunks partition the positions).
+            let chunk = self.store.get(own)?;
+            if let Some(chunk) = chunk.filter(|c| c.high.as_deref().is_none_or(|h| position < h)) {
+                return Ok(Some((own.clone(), chunk)));
+            }
+        }
+        let committed = self.store.committed_floor(prefix, &target)?;
         let mut key = committed.max(own).unwrap_or_else(|| prefix.to_vec());
         while let Some(next) = self.taken_over.get(&key) {
             key.clone_from(next);
