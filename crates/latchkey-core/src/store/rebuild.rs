@@ -44,7 +44,7 @@ pub(crate) fn ensure(
     let mut batch = Batch::default();
     for item in scan(db, KeyRange::prefix(index::INDEX), Direction::Forward) {
         batch.remove(item?.0);
-        if batch.writes.len() == BATCH * 10 {
+        if batch.writes.len() == BATCH {
             db.apply_batch(std::mem::take(&mut batch))?;
         }
     }
