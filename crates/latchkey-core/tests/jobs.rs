@@ -14,6 +14,7 @@ const KEYS: usize = 400;
 
 fn slow_jobs() -> StoreConfig {
     StoreConfig::default()
+        .index_chunk_positions(2)
         .job_chunk_keys(10)
         .job_pause(Duration::from_millis(40))
 }
@@ -141,7 +142,7 @@ fn a_deleted_users_keys_are_revoked_in_the_background_across_a_crash() {
     }
 
     // The next open resumes the work by itself.
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path, StoreConfig::default().index_chunk_positions(2)).unwrap();
     let started = Instant::now();
     while store.pending_jobs().unwrap() > 0 {
         assert!(

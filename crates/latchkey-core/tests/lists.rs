@@ -78,6 +78,7 @@ impl World {
         let dir = support::location();
         let clock = Arc::new(ManualClock::new(T0));
         let config = StoreConfig::default()
+            .index_chunk_positions(2)
             .clock(clock.clone())
             .usage_flush_interval(None)
             .background_jobs(false);
@@ -340,14 +341,9 @@ proptest! {
     }
 }
 
-/// Counts and lists survive a reopen, and a store whose indexes are missing (written
-/// before they existed) rebuilds them at open.
-#[test]
-fn indexes_and_counts_are_rebuilt_when_missing() {
-    // sled-specific: removes index entries from the store's files.
-    if support::on_postgres() {
-        return;
-    }
+/// A world of a few keys in every class, its store closed and edited raw (sled), then
+/// reopened: counts and lists must be right.
+fn reopened_after(edit: impl FnOnce(&sled::Db)) {
     let mut world = World::new();
     for op in [
         Op::CreateKey {
@@ -372,6 +368,13 @@ fn indexes_and_counts_are_rebuilt_when_missing() {
     ] {
         world.apply(&op);
     }
+    for i in 0..12 {
+        world.apply(&Op::CreateKey {
+            user: i % 2,
+            name: i % NAMES.len(),
+            expires_in: None,
+        });
+    }
     world.check_counts();
     let path = world.store.path().to_owned();
     let World {
@@ -386,6 +389,40 @@ fn indexes_and_counts_are_rebuilt_when_missing() {
     drop(store);
     {
         let db = sled::open(&path).unwrap();
+        edit(&db);
+        db.flush().unwrap();
+    }
+    let config = StoreConfig::default()
+        .index_chunk_positions(2)
+        .clock(clock.clone())
+        .usage_flush_interval(None)
+        .background_jobs(false);
+    let store = Store::open(&path, config).unwrap();
+    {
+        let world = World {
+            _dir,
+            store,
+            clock,
+            admin: Actor::system(),
+            keys,
+            users,
+            groups,
+            next_name: 100,
+        };
+        world.check_counts();
+        world.check_lists();
+    }
+}
+
+/// Counts and lists survive a reopen, and a store whose indexes are missing (written
+/// before they existed) rebuilds them at open.
+#[test]
+fn indexes_and_counts_are_rebuilt_when_missing() {
+    // sled-specific: removes index entries from the store's files.
+    if support::on_postgres() {
+        return;
+    }
+    reopened_after(|db| {
         let stale: Vec<_> = db
             .iter()
             .keys()
@@ -396,27 +433,28 @@ fn indexes_and_counts_are_rebuilt_when_missing() {
         for key in stale {
             db.remove(key).unwrap();
         }
-        db.flush().unwrap();
-    }
-    let config = StoreConfig::default()
-        .clock(clock.clone())
-        .usage_flush_interval(None)
-        .background_jobs(false);
-    let store = Store::open(&path, config).unwrap();
-    let world = World {
-        _dir,
-        store,
-        clock,
-        admin: Actor::system(),
-        keys,
-        users,
-        groups,
-        next_name: 100,
-    };
-    world.check_counts();
-    world.check_lists();
+    });
 }
 
+/// A store whose indexes have the first layout (one empty entry per position, index
+/// version 1) is rebuilt into chunks at open: the old entries go (a list reading one
+/// would fail: an empty value is no chunk), lists and counts are right.
+#[test]
+fn indexes_of_the_first_layout_are_rebuilt_into_chunks() {
+    if support::on_postgres() {
+        return;
+    }
+    reopened_after(|db| {
+        let chunks: Vec<_> = db.scan_prefix(b"x:").keys().map(Result::unwrap).collect();
+        for key in chunks {
+            db.remove(&key).unwrap();
+            // An entry as version 1 wrote it: index, position, key id; empty value.
+            let old = [key.as_ref(), &[7; 8], Uuid::now_v7().as_bytes()].concat();
+            db.insert(old, &[]).unwrap();
+        }
+        db.insert(b"m:indexed", b"1").unwrap();
+    });
+}
 /// Pages read while other threads create, revoke and delete keys list every key that
 /// exists from before the first page to after the last exactly once, in order.
 #[test]

@@ -1,35 +1,38 @@
-//! Secondary indexes of keys: sled entries whose key is the sort position, so a list page
-//! is a range scan of `limit` entries from the cursor, O(page + log n) at any depth.
+//! Secondary indexes of keys: sorted positions packed in chunks (`chunks.rs`), so a list
+//! page is a range scan from the chunk that holds the cursor, O(page + log n) at any depth.
 //!
 //! ```text
-//! x:<scope><field><position>      empty value, one per scope × field per key
+//! x:<scope><field><start>         a chunk of positions, one index per scope × field
 //!   scope    a                    every key
 //!            u<user uuid>         the keys of one user
 //!            s<class>             the keys of one stored class (see `class`)
 //!   field    c | n | l            created_at | name | last_used_at
 //!   position c: 8-byte time, n: name bytes then 0x00, l: 0x00 (never used) or 0x01 + time;
 //!            then the key's 16-byte UUID, which breaks ties
-//! x:e<8-byte expiry><uuid>        keys that may expire and are not revoked (the sweep)
+//! x:e<start>                      the expiry index: positions <8-byte expiry><uuid> of
+//!                                 keys that may expire and are not revoked (the sweep)
 //! ```
 //!
 //! Times are Unix nanoseconds as big-endian `i64` with the sign bit flipped, so bytes sort
 //! as times do. Names hold no control characters (validated), so the 0x00 terminator makes
 //! byte order the order of (name, id).
 //!
-//! **Nine entries per key** (plus one for a key with an expiry): the README gives what they
-//! cost. Every write of a key record goes through [`entries`] and [`apply`], and the usage
-//! flush moves `l` entries in its batch, so an index never disagrees with the records.
+//! **Nine positions per key** (plus one for a key with an expiry), packed up to 16 to a
+//! chunk: about one stored entry per key in all (~9 positions a chunk after random
+//! inserts; the README gives what they cost).
+//! Every write of a key record goes through [`entries`] and [`apply`], and the usage flush
+//! moves `l` positions in its batch, so an index never disagrees with the records.
 //!
-//! This module only lays out and scans entries: which index answers which query is
+//! This module only lays out and scans positions: which index answers which query is
 //! decided in `query.rs`, so another backend can answer the same calls with its own indexes.
 
-use std::ops::Bound;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::backend::{self, Backend, Batch, Direction, KeyRange};
+use super::backend::Backend;
+use super::chunks::{self, ChunkStore, Writer};
 use super::keys::KeyRecord;
 use super::query::SortField;
 use crate::error::StoreError;
@@ -169,50 +172,45 @@ pub(crate) fn prefix(scope: Scope, field: SortField) -> Vec<u8> {
     out
 }
 
-fn entry(scope: Scope, field: SortField, position: &[u8]) -> Vec<u8> {
-    let mut out = prefix(scope, field);
-    out.extend_from_slice(position);
-    out
-}
-
 /// The position of a key in the expiry index.
 pub(crate) fn expiry_position(at: OffsetDateTime, id: Uuid) -> Vec<u8> {
     [time_bytes(at).as_slice(), id.as_bytes()].concat()
 }
 
+/// An index entry: the index's prefix and the position in it.
+pub(crate) type IndexEntry = (Vec<u8>, Vec<u8>);
+
 /// Every index entry of a record, given the expiry mark.
-pub(crate) fn entries(record: &KeyRecord, mark: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn entries(record: &KeyRecord, mark: &[u8]) -> Vec<IndexEntry> {
     let class = Class::of(record, mark);
     let mut out = Vec::with_capacity(10);
     for field in [SortField::CreatedAt, SortField::Name, SortField::LastUsedAt] {
         let position = position(record, field);
         for scope in [Scope::All, Scope::User(record.user_id), Scope::Class(class)] {
-            out.push(entry(scope, field, &position));
+            out.push((prefix(scope, field), position.clone()));
         }
     }
     if let (Some(at), None) = (record.expires_at, record.revoked_at) {
-        out.push([EXPIRY, &expiry_position(at, record.id)].concat());
+        out.push((EXPIRY.to_vec(), expiry_position(at, record.id)));
     }
     out
 }
 
-/// Where index changes are written: a transaction or a batch.
+/// Where index changes go: a transaction's pending changes, or a batch's chunks.
 pub(crate) trait Sink {
     /// What a write can fail with.
     type Error;
-    fn insert(&mut self, key: Vec<u8>) -> Result<(), Self::Error>;
-    fn remove(&mut self, key: Vec<u8>) -> Result<(), Self::Error>;
+    fn insert(&mut self, prefix: &[u8], position: &[u8]) -> Result<(), Self::Error>;
+    fn remove(&mut self, prefix: &[u8], position: &[u8]) -> Result<(), Self::Error>;
 }
 
-impl Sink for Batch {
-    type Error = StoreError;
-    fn insert(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
-        Batch::insert(self, key, []);
-        Ok(())
+impl<S: ChunkStore> Sink for Writer<S> {
+    type Error = S::Error;
+    fn insert(&mut self, prefix: &[u8], position: &[u8]) -> Result<(), S::Error> {
+        Writer::insert(self, prefix, position)
     }
-    fn remove(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
-        Batch::remove(self, key);
-        Ok(())
+    fn remove(&mut self, prefix: &[u8], position: &[u8]) -> Result<(), S::Error> {
+        Writer::remove(self, prefix, position)
     }
 }
 
@@ -220,14 +218,14 @@ impl Sink for Batch {
 /// creation or a deletion), touching only the entries that differ.
 pub(crate) fn apply<S: Sink>(
     sink: &mut S,
-    before: Vec<Vec<u8>>,
-    after: Vec<Vec<u8>>,
+    before: Vec<IndexEntry>,
+    after: Vec<IndexEntry>,
 ) -> Result<(), S::Error> {
-    for gone in before.iter().filter(|e| !after.contains(e)) {
-        sink.remove(gone.clone())?;
+    for (prefix, position) in before.iter().filter(|e| !after.contains(e)) {
+        sink.remove(prefix, position)?;
     }
-    for added in after.into_iter().filter(|e| !before.contains(e)) {
-        sink.insert(added)?;
+    for (prefix, position) in after.iter().filter(|e| !before.contains(e)) {
+        sink.insert(prefix, position)?;
     }
     Ok(())
 }
@@ -244,31 +242,9 @@ pub(crate) fn scan(
     descending: bool,
     after: Option<&[u8]>,
 ) -> Entries {
-    let prefix = prefix(scope, field);
-    let mut end = prefix.clone();
-    // The field byte is a lowercase letter: its successor bounds the index.
-    *end.last_mut().expect("non-empty") += 1;
-    let (lower, upper) = match (after, descending) {
-        (None, _) => (Bound::Included(prefix.clone()), Bound::Excluded(end)),
-        (Some(at), false) => (
-            Bound::Excluded([prefix.as_slice(), at].concat()),
-            Bound::Excluded(end),
-        ),
-        (Some(at), true) => (
-            Bound::Included(prefix.clone()),
-            Bound::Excluded([prefix.as_slice(), at].concat()),
-        ),
-    };
-    let direction = if descending {
-        Direction::Reverse
-    } else {
-        Direction::Forward
-    };
-    let items = backend::scan(db, KeyRange::new(lower, upper), direction);
-    let skip = prefix.len();
-    Box::new(items.map(move |item| {
-        let (key, _) = item?;
-        let position = key[skip..].to_vec();
+    let positions = chunks::scan(db, prefix(scope, field), descending, after);
+    Box::new(positions.map(|position| {
+        let position = position?;
         let id = uuid_of(&position)?;
         Ok((position, id))
     }))
@@ -277,18 +253,17 @@ pub(crate) fn scan(
 /// Keys whose expiry is after `mark` and at or before `now`, oldest first, at most `limit`:
 /// the ones the next sweep reclassifies.
 pub(crate) fn newly_expired(
-    db: &dyn Backend,
+    db: &Arc<dyn Backend>,
     mark: &[u8],
     now: OffsetDateTime,
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, Uuid)>, StoreError> {
-    let lower = [EXPIRY, mark].concat();
-    let upper = [EXPIRY, &expiry_position(now, Uuid::max())].concat();
-    let range = KeyRange::new(Bound::Excluded(lower), Bound::Included(upper));
-    db.range(&range, Direction::Forward, limit)?
-        .into_iter()
-        .map(|(key, _)| {
-            let position = key[EXPIRY.len()..].to_vec();
+    let upper = expiry_position(now, Uuid::max());
+    chunks::scan(db, EXPIRY.to_vec(), false, Some(mark))
+        .take_while(|p| p.as_ref().is_ok_and(|p| *p <= upper) || p.is_err())
+        .take(limit)
+        .map(|position| {
+            let position = position?;
             let id = uuid_of(&position)?;
             Ok((position, id))
         })

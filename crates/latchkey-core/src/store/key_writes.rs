@@ -1,25 +1,38 @@
 //! Writing a key record inside a transaction, with its index entries and counts: the one
 //! path every key change takes, so indexes and counters never disagree with the records.
 
+use super::chunks::Change;
 use super::counters::Counter;
 use super::index::{self, Class, Sink};
 use super::keys::KeyRecord;
 use super::layout;
 use super::tx::{Tx, TxResult};
 
+/// A transaction's index changes wait for the end of its body, when the hints they need
+/// are known (`Store::write_prepared`).
 impl Sink for &Tx<'_> {
     type Error = super::backend::TxError;
 
-    fn insert(&mut self, key: Vec<u8>) -> TxResult<()> {
-        self.put_raw(&key, &[])
+    fn insert(&mut self, prefix: &[u8], position: &[u8]) -> TxResult<()> {
+        self.change_index(prefix, position, true);
+        Ok(())
     }
 
-    fn remove(&mut self, key: Vec<u8>) -> TxResult<()> {
-        Tx::remove(self, &key)
+    fn remove(&mut self, prefix: &[u8], position: &[u8]) -> TxResult<()> {
+        self.change_index(prefix, position, false);
+        Ok(())
     }
 }
 
 impl Tx<'_> {
+    fn change_index(&self, prefix: &[u8], position: &[u8], insert: bool) {
+        self.index_changes.borrow_mut().push(Change {
+            prefix: prefix.to_vec(),
+            position: position.to_vec(),
+            insert,
+        });
+    }
+
     /// The expiry mark as this transaction sees it.
     pub(crate) fn expiry_mark(&self) -> TxResult<Vec<u8>> {
         Ok(self

@@ -7,6 +7,7 @@
 
 mod backend;
 mod backup;
+mod chunks;
 mod controls;
 mod counters;
 mod db;
@@ -89,6 +90,7 @@ pub struct StoreConfig {
     job_pause: Duration,
     background_jobs: bool,
     max_staleness: Duration,
+    index_chunk_positions: usize,
 }
 
 impl Default for StoreConfig {
@@ -103,6 +105,7 @@ impl Default for StoreConfig {
             job_pause: Duration::from_millis(10),
             background_jobs: true,
             max_staleness: Duration::from_secs(5),
+            index_chunk_positions: chunks::CHUNK_POSITIONS,
         }
     }
 }
@@ -156,6 +159,14 @@ impl StoreConfig {
     /// against 334 MiB with chunks of 1,000, and took 47 s instead of 34 s (README, *At scale*).
     pub fn job_chunk_keys(mut self, keys: usize) -> Self {
         self.job_chunk_keys = keys.max(1);
+        self
+    }
+
+    /// The most positions in one index chunk (default 16, at least 2): for tests, which
+    /// make chunks split and empty with a few keys.
+    #[doc(hidden)]
+    pub fn index_chunk_positions(mut self, positions: usize) -> Self {
+        self.index_chunk_positions = positions.clamp(2, 1_024);
         self
     }
 
@@ -253,6 +264,8 @@ struct Inner {
     /// Wakes the jobs thread; dropping it stops the thread.
     wake_jobs: Option<mpsc::Sender<()>>,
     job_chunk_keys: usize,
+    /// The most positions in one index chunk.
+    chunk_positions: usize,
 }
 
 impl std::fmt::Debug for Inner {
@@ -285,7 +298,7 @@ impl Drop for Inner {
             tracing::warn!(store = %self.location, "the disk is full: usage figures since the last flush are not persisted");
         } else if let Err(e) =
             controls::flush(&*self.db, &self.meters, self.clock.unix_nanos(), true)
-                .and_then(|()| usage::flush(&*self.db, &self.usage))
+                .and_then(|()| usage::flush(&*self.db, &self.usage, self.chunk_positions))
         {
             tracing::warn!(error = %e, "could not persist usage figures at close");
         }
@@ -493,7 +506,7 @@ impl Store {
             .as_slice()
             .try_into()
             .map_err(|_| StoreError::Corrupt("bad hash key".into()))?;
-        rebuild::ensure(&db, config.clock.now())?;
+        rebuild::ensure(&db, config.clock.now(), config.index_chunk_positions)?;
         let (events, _) = broadcast::channel(1024);
         let (stop, stopped) = mpsc::channel::<()>();
         let (wake, woken) = mpsc::channel::<()>();
@@ -518,6 +531,7 @@ impl Store {
             _stop_flusher: config.usage_flush_interval.map(|_| stop),
             wake_jobs: config.background_jobs.then_some(wake),
             job_chunk_keys: config.job_chunk_keys,
+            chunk_positions: config.index_chunk_positions,
         });
         if let Some(interval) = config.usage_flush_interval {
             spawn_usage_flusher(Arc::downgrade(&inner), interval, stopped);
@@ -740,7 +754,7 @@ impl Store {
             tracing::warn!(store = %self.inner.location, "the disk is full: usage figures since the last flush are not persisted");
         } else {
             controls::flush(db, &self.inner.meters, self.inner.clock.unix_nanos(), true)?;
-            usage::flush(db, &self.inner.usage)?;
+            usage::flush(db, &self.inner.usage, self.inner.chunk_positions)?;
         }
         db.flush()?;
         Ok(())
@@ -926,7 +940,13 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                 }
                 let now = store.inner.clock.unix_nanos();
                 let flushed = controls::flush(&*store.inner.db, &store.inner.meters, now, false)
-                    .and_then(|()| usage::flush(&*store.inner.db, &store.inner.usage));
+                    .and_then(|()| {
+                        usage::flush(
+                            &*store.inner.db,
+                            &store.inner.usage,
+                            store.inner.chunk_positions,
+                        )
+                    });
                 if let Err(e) = flushed {
                     tracing::warn!(error = %e, "could not persist usage figures");
                 }

@@ -1,5 +1,6 @@
-//! Building the indexes and counts of a store written before they existed (or whose build
-//! was interrupted): at open, once, in batches.
+//! Building the indexes and counts of a store written before they existed, or by a version
+//! whose index layout differs (version 1: one entry per position; 2: chunks), or whose
+//! build was interrupted: at open, once, in batches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::backend::{Backend, Batch, Direction, KeyRange, scan};
+use super::chunks::{Overlay, Writer};
 use super::counters::Counter;
 use super::index::{self, Class};
 use super::keys::KeyRecord;
@@ -17,33 +19,48 @@ use crate::error::StoreError;
 /// Marks a store whose indexes and counts are complete, by the layout's version.
 pub(crate) const INDEXED: &[u8] = b"m:indexed";
 /// The index layout this version writes.
-pub(crate) const INDEX_VERSION: &[u8] = b"1";
+pub(crate) const INDEX_VERSION: &[u8] = b"2";
 
 /// Keys per batch while building.
 const BATCH: usize = 10_000;
 
 /// Builds the indexes and counts unless the store says they are complete.
-pub(crate) fn ensure(db: &Arc<dyn Backend>, now: OffsetDateTime) -> Result<(), StoreError> {
+pub(crate) fn ensure(
+    db: &Arc<dyn Backend>,
+    now: OffsetDateTime,
+    chunk_positions: usize,
+) -> Result<(), StoreError> {
+    if db.get(INDEXED)?.as_deref() == Some(INDEX_VERSION) {
+        return Ok(());
+    }
+    // On a shared database, no other process writes index chunks meanwhile (nor builds
+    // them too: the first to get here does).
+    let _writers = db.lock_writers()?;
     if db.get(INDEXED)?.as_deref() == Some(INDEX_VERSION) {
         return Ok(());
     }
     tracing::info!("building the store's indexes (once)");
-    // Whatever an interrupted build left goes first.
+    // Whatever an interrupted build or an older layout left goes first, in bounded batches.
     let mut batch = Batch::default();
     for item in scan(db, KeyRange::prefix(index::INDEX), Direction::Forward) {
         batch.remove(item?.0);
+        if batch.writes.len() == BATCH {
+            db.apply_batch(std::mem::take(&mut batch))?;
+        }
     }
     db.apply_batch(batch)?;
     let mark = index::expiry_position(now, Uuid::max());
     let mut counts: BTreeMap<Class, u64> = BTreeMap::new();
     let mut batch = Batch::default();
+    let mut chunks = Writer::new(Overlay::new(&**db), chunk_positions);
     let mut pending = 0;
     for item in scan(db, KeyRange::prefix(layout::KEYS), Direction::Forward) {
         let record: KeyRecord = decode(&item?.1)?;
         *counts.entry(Class::of(&record, &mark)).or_default() += 1;
-        index::apply(&mut batch, Vec::new(), index::entries(&record, &mark))?;
+        index::apply(&mut chunks, Vec::new(), index::entries(&record, &mark))?;
         pending += 1;
         if pending == BATCH {
+            chunks.write_into(&mut batch);
             db.apply_batch(std::mem::take(&mut batch))?;
             pending = 0;
         }
@@ -52,6 +69,7 @@ pub(crate) fn ensure(db: &Arc<dyn Backend>, now: OffsetDateTime) -> Result<(), S
         scan(db, KeyRange::prefix(prefix), Direction::Forward)
             .try_fold(0_u64, |n, item| item.map(|_| n + 1))
     };
+    chunks.write_into(&mut batch);
     let users = count(layout::USERS)?;
     let groups = count(layout::GROUPS)?;
     for class in Class::ALL {

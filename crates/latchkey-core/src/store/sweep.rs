@@ -19,7 +19,7 @@ impl Store {
     /// Reclassifies up to [`SWEEP_CHUNK`] keys that expired since the last sweep; returns
     /// how many it looked at.
     pub(crate) fn sweep_expired(&self) -> Result<usize, StoreError> {
-        let db = &*self.inner.db;
+        let db = &self.inner.db;
         let now = self.inner.clock.now();
         let mark = || -> Result<Vec<u8>, StoreError> {
             Ok(db

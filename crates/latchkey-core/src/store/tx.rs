@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::backend::{KvTx, TxError};
+use super::chunks::{self, Change};
 use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::{Action, AuditEvent, GENESIS, StoredEvent, hash_bytes, hash_hex};
@@ -15,6 +16,10 @@ use crate::error::StoreError;
 use crate::key::PublicId;
 
 pub(crate) type TxResult<T> = Result<T, TxError>;
+
+/// How many rounds of index hints a write reads before changes still without one start
+/// from their index's head (one round is the rule).
+const HINT_ROUNDS: usize = 4;
 
 /// Aborts the transaction with a typed error.
 pub(crate) fn abort<T>(err: StoreError) -> TxResult<T> {
@@ -34,6 +39,8 @@ pub(crate) struct Tx<'a> {
     pub(crate) now: OffsetDateTime,
     events: RefCell<Vec<(Action, Uuid, Option<Uuid>)>>,
     invalidations: RefCell<Vec<Invalidate>>,
+    /// Index changes, applied to the chunks at the end of the write (`key_writes.rs`).
+    pub(crate) index_changes: RefCell<Vec<Change>>,
 }
 
 impl<'a> Tx<'a> {
@@ -137,17 +144,45 @@ impl Store {
         let _cluster = inner.db.lock_writers()?;
         let prepared = prepare()?;
         let now = inner.clock.now();
-        let outcome = inner.db.transact(|tree| {
-            let tx = Tx {
-                tree,
-                now,
-                events: RefCell::default(),
-                invalidations: RefCell::default(),
-            };
-            let value = f(&tx, &prepared)?;
-            let events = tx.append_events(actor.key_id())?;
-            Ok((value, events, tx.invalidations.into_inner()))
-        });
+        // Index changes need hints from the committed state, which a transaction cannot
+        // read (sled deadlocks): an attempt that lacks some names them and writes nothing,
+        // they are read here, and the write runs again. The locks held keep the committed
+        // state as it was; a write that draws new ids makes new positions each attempt,
+        // close to the old ones, whose hints mostly serve.
+        let mut hints = chunks::Hints::default();
+        let mut rounds = 0;
+        let outcome = loop {
+            let missing = RefCell::new(Vec::new());
+            let outcome = inner.db.transact(|tree| {
+                let tx = Tx {
+                    tree,
+                    now,
+                    events: RefCell::default(),
+                    invalidations: RefCell::default(),
+                    index_changes: RefCell::default(),
+                };
+                let value = f(&tx, &prepared)?;
+                let changes = tx.index_changes.take();
+                let lacking = chunks::apply_in_tx(tree, changes, &hints, inner.chunk_positions)?;
+                if !lacking.is_empty() {
+                    *missing.borrow_mut() = lacking;
+                    return abort(StoreError::storage("index hints to read first"));
+                }
+                let events = tx.append_events(actor.key_id())?;
+                Ok((value, events, tx.invalidations.into_inner()))
+            });
+            let missing = missing.into_inner();
+            if outcome.is_ok() || missing.is_empty() {
+                break outcome;
+            }
+            rounds += 1;
+            if rounds == HINT_ROUNDS {
+                hints.start_from_heads();
+            }
+            if let Err(e) = hints.read(&*inner.db, &missing) {
+                return Err(self.failed_write(e));
+            }
+        };
         let (value, events, invalidations) = match outcome {
             Ok(done) => done,
             Err(TxError::Abort(e)) => return Err(e),

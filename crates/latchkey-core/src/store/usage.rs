@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::backend::{Backend, Batch};
+use super::chunks::{Overlay, Writer};
 use super::keys::KeyRecord;
 use super::{decode, encode, index, layout};
 use crate::error::StoreError;
@@ -156,11 +157,16 @@ impl KeyUsage {
     }
 }
 
-/// Adds the buffered figures to the stored ones, with their `last_used_at` index entries,
-/// in one batch, and flushes. The caller
+/// Adds the buffered figures to the stored ones, with their `last_used_at` index positions
+/// (the chunks that hold them read, changed in memory and written whole), in one batch, and
+/// flushes. The caller
 /// holds the write lock: the usage figures live in the key records, and no management write
 /// may interleave with this read-modify-write.
-pub(super) fn flush(db: &dyn Backend, buffer: &UsageBuffer) -> Result<(), StoreError> {
+pub(super) fn flush(
+    db: &dyn Backend,
+    buffer: &UsageBuffer,
+    chunk_positions: usize,
+) -> Result<(), StoreError> {
     let figures = buffer.take();
     if figures.is_empty() {
         return Ok(());
@@ -172,6 +178,7 @@ pub(super) fn flush(db: &dyn Backend, buffer: &UsageBuffer) -> Result<(), StoreE
     let staged = locked.and_then(|_guard| {
         // The last-use indexes move with the figures, in the same batch.
         let mark = db.get(index::EXPIRY_MARK)?.unwrap_or_default();
+        let mut chunks = Writer::new(Overlay::new(db), chunk_positions);
         for (key, usage) in &figures {
             // A key deleted meanwhile has nowhere to go; its figures are dropped.
             let Some(public) = layout::public_id_of(*key) else {
@@ -187,9 +194,10 @@ pub(super) fn flush(db: &dyn Backend, buffer: &UsageBuffer) -> Result<(), StoreE
             };
             let before = index::entries(&record, &mark);
             record.usage.add(*usage);
-            index::apply(&mut batch, before, index::entries(&record, &mark))?;
+            index::apply(&mut chunks, before, index::entries(&record, &mark))?;
             batch.insert(path, encode(&record));
         }
+        chunks.write_into(&mut batch);
         db.apply_batch(batch)
     });
     if let Err(e) = staged {
