@@ -7,12 +7,17 @@
 //!
 //! Version 2: `latchkey_followers (id bytea PRIMARY KEY, applied bigint, seen timestamptz)`,
 //! each process's acknowledgement of the changes it applied (`follow.rs`).
+//!
+//! Version 3: no new table; it marks the list indexes' second layout (positions packed in
+//! chunks, `chunks.rs`), which the store rebuilds at open. A process of version 2 would
+//! read those chunks as single positions and rebuild them back: the version keeps it from
+//! opening the database at all (`SchemaTooNew`), so every process is upgraded together.
 
 use super::client::{Pg, pg_error};
 use crate::error::StoreError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA: u32 = 2;
+pub(crate) const SCHEMA: u32 = 3;
 
 /// Each version's statements; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: [&str; SCHEMA as usize] = [
@@ -21,6 +26,8 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
     // last said so (a write waits for the live ones).
     "CREATE TABLE latchkey_followers (\
      id bytea PRIMARY KEY, applied bigint NOT NULL, seen timestamptz NOT NULL)",
+    // The list indexes in chunks (index layout 2): only a mark, for older processes.
+    "COMMENT ON TABLE latchkey_kv IS 'latchkey: list indexes in chunks (index layout 2)'",
 ];
 
 /// Serializes migrations of several processes starting at once.
