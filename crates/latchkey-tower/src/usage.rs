@@ -17,7 +17,7 @@ use latchkey_core::{Admission, Admitted, CreditReservation, Principal, VerifyErr
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use crate::rejection::Rejection;
+use crate::rejection::{Challenges, Reason, Rejection};
 
 pub use ipnet::IpNet;
 
@@ -119,6 +119,8 @@ pub(crate) fn rejection(error: &VerifyError) -> Rejection {
         ),
         VerifyError::RateLimited(limited) => rate_limited(limited),
         VerifyError::InsufficientPermission => Rejection::insufficient_permission_unnamed(),
+        // A credit reservation that could not reach the store: 503, no challenge.
+        VerifyError::Unavailable(_) => Reason::Unavailable.rejection(&Challenges::default_realm()),
         _ => Rejection::missing_key(),
     }
 }

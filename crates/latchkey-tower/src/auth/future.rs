@@ -168,12 +168,10 @@ where
                 StateProj::Reserving { reserving } => {
                     let (answer, pending) = ready!(reserving.poll_answer(cx));
                     let Pending {
-                        request,
-                        mut inner,
-                        config,
+                        request, mut inner, ..
                     } = *pending;
                     if let Err(error) = answer {
-                        let rejection = usage_refused(this.span, &config, &error);
+                        let rejection = usage_refused(this.span, &error);
                         return Poll::Ready(Ok(rejection.into_http_response()));
                     }
                     let future = inner.call(request);

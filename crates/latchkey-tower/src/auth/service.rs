@@ -274,7 +274,7 @@ pub(super) fn decide<B>(
             | VerifyError::RateLimited(_)
             | VerifyError::UsageExceeded
             | VerifyError::InsufficientPermission),
-        ) => Next::Reject(usage_refused(span, config, &error)),
+        ) => Next::Reject(usage_refused(span, &error)),
         Err(error) => {
             let reason = Reason::of(&error);
             trace::rejected(span, reason, Some(&error));
@@ -296,19 +296,17 @@ fn admitted<B>(principal: Principal, span: &Span, request: &Request<B>, config: 
         Ok(Some(reservation)) => match usage::reserve(reservation) {
             Ok(task) => Next::Pass(principal, Some(task)),
             Err(Ok(())) => Next::Pass(principal, None),
-            Err(Err(error)) => Next::Reject(usage_refused(span, config, &error)),
+            Err(Err(error)) => Next::Reject(usage_refused(span, &error)),
         },
     }
 }
 
 /// The answer to a usage refusal (or a reservation that failed), traced.
-pub(super) fn usage_refused(span: &Span, config: &Config, error: &VerifyError) -> Rejection {
-    if let VerifyError::Unavailable(_) = error {
-        let reason = Reason::of(error);
-        trace::rejected(span, reason, Some(error));
-        return reason.rejection(&config.challenges);
-    }
+pub(super) fn usage_refused(span: &Span, error: &VerifyError) -> Rejection {
     let rejection = usage::rejection(error);
-    trace::rejected_usage(span, rejection.code());
+    match error {
+        VerifyError::Unavailable(_) => trace::rejected(span, Reason::Unavailable, Some(error)),
+        _ => trace::rejected_usage(span, rejection.code()),
+    }
     rejection
 }

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::task::JoinHandle;
 use tower::Service;
 
-use crate::rejection::{Reason, Rejection};
+use crate::rejection::Rejection;
 use crate::usage;
 
 pin_project! {
@@ -91,7 +91,7 @@ where
                 KindProj::Reserving { reserving } => {
                     let (answer, (request, mut inner)) = ready!(reserving.poll_answer(cx));
                     if let Err(error) = answer {
-                        return Poll::Ready(Ok(refused(&error).into_http_response()));
+                        return Poll::Ready(Ok(usage::rejection(&error).into_http_response()));
                     }
                     let future = inner.call(request);
                     this.kind.set(Kind::Calling { future });
@@ -105,16 +105,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// The answer to a reservation that refused (no credits left) or failed (storage).
-pub(super) fn refused(error: &VerifyError) -> Rejection {
-    match error {
-        VerifyError::Unavailable(_) => {
-            Reason::Unavailable.rejection(&crate::rejection::Challenges::default_realm())
-        }
-        _ => usage::rejection(error),
     }
 }
 

@@ -9,7 +9,7 @@ use latchkey_core::Permission;
 use latchkey_core::meter::Admitted;
 use tower::Service;
 
-use super::future::{ResponseFuture, refused};
+use super::future::ResponseFuture;
 use super::layer::RequirePermissionLayer;
 use crate::principal::Principal;
 use crate::rejection::Rejection;
@@ -112,7 +112,7 @@ where
                 ResponseFuture::reserving(task, request, inner)
             }
             Err(Ok(())) => ResponseFuture::calling(self.inner.call(request)),
-            Err(Err(e)) => ResponseFuture::rejected(refused(&e)),
+            Err(Err(e)) => ResponseFuture::rejected(usage::rejection(&e)),
         }
     }
 }
