@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use latchkey_core::{ApiKey, Principal, Store, VerifyError};
 use tokio::runtime::Handle;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::verifier::Verifier;
 
@@ -79,15 +79,26 @@ impl Future for StoreVerification {
                     .take()
                     .expect("StoreVerification polled after it answered"),
             ),
-            State::Blocking(task) => Pin::new(task).poll(cx).map(|joined| match joined {
-                Ok(answer) => answer,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                // Only a runtime shutting down cancels a blocking task.
-                Err(e) => Err(VerifyError::Unavailable(format!(
-                    "the verification did not complete: {e}"
-                ))),
-            }),
+            State::Blocking(task) => Pin::new(task)
+                .poll(cx)
+                .map(|joined| answer_of(joined, "the verification")),
         }
+    }
+}
+
+/// What a task on the blocking pool answered: a panic resumes in the caller, as it would
+/// inline; a runtime shutting down (the only thing that cancels a blocking task) makes the
+/// keystore unavailable for this request.
+pub(crate) fn answer_of<T>(
+    joined: Result<Result<T, VerifyError>, JoinError>,
+    what: &str,
+) -> Result<T, VerifyError> {
+    match joined {
+        Ok(answer) => answer,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(VerifyError::Unavailable(format!(
+            "{what} did not complete: {e}"
+        ))),
     }
 }
 

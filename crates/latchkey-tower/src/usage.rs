@@ -86,13 +86,8 @@ impl<T> Reserving<T> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<(Result<(), VerifyError>, T)> {
-        let answer = match ready!(Pin::new(&mut self.task).poll(cx)) {
-            Ok(answer) => answer,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(VerifyError::Unavailable(format!(
-                "the credit reservation did not complete: {e}"
-            ))),
-        };
+        let joined = ready!(Pin::new(&mut self.task).poll(cx));
+        let answer = crate::store_verifier::answer_of(joined, "the credit reservation");
         let waiting = self
             .waiting
             .take()
