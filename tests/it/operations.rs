@@ -427,4 +427,15 @@ fn imported_keys_pass_the_layer_with_their_users_permissions() {
         None,
     );
     unknown.problem(401, "invalid_key");
+    // Counted in /metrics like any verification: eight imported ones passed (with the
+    // admin's own), and the unknown text is the only failure.
+    let metrics = f.daemon.http("GET", "/metrics", None, None).text;
+    let count = |code: &str| -> u64 {
+        let series = format!("latchkey_verifications_total{{code=\"{code}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&series));
+        line.and_then(|l| l[series.len()..].parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+    };
+    assert_eq!(count("invalid_key"), 1, "{metrics}");
+    assert!(count("ok") >= 8, "{metrics}");
 }

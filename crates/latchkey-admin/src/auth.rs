@@ -12,7 +12,7 @@
 use latchkey_core::ApiKey;
 use latchkey_tower::{ApiKeyAuthLayer, StoreVerification, Verifier};
 
-use crate::state::AppState;
+use crate::state::{AppState, Metered};
 
 /// The realm named in `WWW-Authenticate` challenges.
 pub(crate) const REALM: &str = "latchkey";
@@ -22,21 +22,19 @@ pub(crate) fn layer(state: AppState) -> ApiKeyAuthLayer<MeteredStore> {
     ApiKeyAuthLayer::new(MeteredStore(state)).realm(latchkey_tower::Realm::from_static(REALM))
 }
 
-/// The router's store as a [`Verifier`], counting and timing each verification for
-/// `/metrics`. Like the `Store` verifier of latchkey-tower it answers at once from the
-/// verify cache; a miss of a store on PostgreSQL, a round trip to the database, runs on
-/// tokio's blocking pool.
+/// The router's store as a [`Verifier`]: latchkey-tower's `Store` verifier, counting and
+/// timing each verification for `/metrics` ([`AppState::verification`]).
 #[derive(Debug, Clone)]
 pub(crate) struct MeteredStore(AppState);
 
 impl Verifier for MeteredStore {
-    type Future = StoreVerification;
+    type Future = Metered<StoreVerification>;
 
     fn verify(&self, key: &ApiKey) -> Self::Future {
         self.0.verification(key)
     }
 
     fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
-        StoreVerification::foreign(&self.0.store, text)
+        self.0.foreign_verification(text)
     }
 }

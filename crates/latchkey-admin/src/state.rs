@@ -1,10 +1,13 @@
 //! What every handler shares: the store and the metrics.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use latchkey_core::{ApiKey, Principal, Store, VerifyError};
-use latchkey_tower::StoreVerification;
+use latchkey_tower::{StoreVerification, Verifier};
 
 use crate::error::AppError;
 use crate::handlers::streams::StreamSlots;
@@ -50,44 +53,56 @@ impl AppState {
             .map_err(AppError::internal)?
     }
 
-    /// Verifies a well-formed key, counting the outcome and timing it for `/metrics`.
+    /// Verifies a well-formed key as latchkey-tower's [`Store`] verifier does (inline, or
+    /// a PostgreSQL store's miss on tokio's blocking pool, so that no worker waits for the
+    /// database), counting the outcome and timing it for `/metrics`.
     ///
     /// Malformed keys are refused before this (by the authentication layer, or by
     /// `/v1/verify`) without a store read, and so are not counted as verifications.
-    pub(crate) fn verify_key(&self, key: &ApiKey) -> Result<Principal, VerifyError> {
+    pub(crate) fn verification(&self, key: &ApiKey) -> Metered<StoreVerification> {
         let started = Instant::now();
-        let result = self.store.verify_key(key);
-        self.record(&result, started);
-        result
+        self.metered(Verifier::verify(&self.store, key), started)
     }
 
-    /// [`AppState::verify_key`] for an async caller: inline from the verify cache, or on a
-    /// store on sled; a miss of a store on PostgreSQL (a round trip to the database) runs
-    /// on tokio's blocking pool, so that no worker waits for the database.
-    pub(crate) fn verification(&self, key: &ApiKey) -> StoreVerification {
-        if !self.store.reads_over_network() {
-            return StoreVerification::ready(self.verify_key(key));
-        }
+    /// [`AppState::verification`] of a text that is not a latchkey key: `None` when the
+    /// store holds no imported key it could be ([`StoreVerification::foreign`]).
+    pub(crate) fn foreign_verification(&self, text: &str) -> Option<Metered<StoreVerification>> {
         let started = Instant::now();
-        match self.store.verify_key_cached(key) {
-            Some(answer) => {
-                self.record(&answer, started);
-                StoreVerification::ready(answer)
-            }
-            None => {
-                let (state, key) = (self.clone(), key.clone());
-                StoreVerification::blocking(move || state.verify_key(&key))
-            }
-        }
+        StoreVerification::foreign(&self.store, text).map(|v| self.metered(v, started))
     }
 
-    fn record(&self, result: &Result<Principal, VerifyError>, started: Instant) {
-        self.metrics.record_verification(
-            match result {
-                Ok(_) => "ok",
-                Err(e) => e.code(),
-            },
-            started.elapsed(),
-        );
+    fn metered<F>(&self, verification: F, started: Instant) -> Metered<F> {
+        Metered {
+            verification,
+            started,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// A verification that counts its outcome and its time in the [`Metrics`] when it answers.
+#[derive(Debug)]
+pub(crate) struct Metered<F> {
+    verification: F,
+    started: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl<F> Future for Metered<F>
+where
+    F: Future<Output = Result<Principal, VerifyError>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let answer = ready!(Pin::new(&mut this.verification).poll(cx));
+        let code = match &answer {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        this.metrics
+            .record_verification(code, this.started.elapsed());
+        Poll::Ready(answer)
     }
 }

@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
 use latchkey_core::{Admission, Admitted, ApiKey, LimitState, VerifyError, limits, meter};
-use latchkey_tower::StoreVerification;
 
 use crate::api::{VerifyRequest, VerifyResponse};
 use crate::caller::{Caller, perm};
@@ -22,7 +21,7 @@ pub(crate) async fn verify_presented(
 ) -> Result<latchkey_core::Principal, VerifyError> {
     match ApiKey::parse(presented) {
         Ok(key) => state.verification(&key).await,
-        Err(e) => match StoreVerification::foreign(&state.store, presented) {
+        Err(e) => match state.foreign_verification(presented) {
             Some(verification) => verification.await,
             None => Err(VerifyError::Malformed(e)),
         },
