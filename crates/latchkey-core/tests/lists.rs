@@ -531,3 +531,81 @@ fn pages_under_concurrent_writes_list_every_lasting_key_once() {
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
 }
+
+/// A search reads at most 1,000 index positions a page: across 2,500 keys its pages are
+/// short but continue, and together they list each match once, in order, with its usage
+/// controls (read for a whole page at once).
+#[test]
+fn a_search_pages_past_the_scan_budget_and_lists_each_match_once() {
+    let world = World::new();
+    let user = world.users[0];
+    let matches = [10, 1_500, 1_501, 2_400];
+    let keys: Vec<NewKey> = (0..2_500)
+        .map(|i| NewKey {
+            name: if matches.contains(&i) {
+                format!("needle {i}")
+            } else {
+                format!("hay {i}")
+            },
+            user_id: user,
+            allowed_ips: if matches.contains(&i) {
+                vec!["10.0.0.0/8".parse().unwrap()]
+            } else {
+                Vec::new()
+            },
+            ..NewKey::default()
+        })
+        .collect();
+    let created: Vec<Uuid> = world
+        .store
+        .create_keys(&world.admin, &keys)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.key.id)
+        .collect();
+    for (limit, descending) in [(50, false), (1, false), (2, true)] {
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = world
+                .store
+                .list_keys(&KeyQuery {
+                    search: Some("NEEDLE".into()),
+                    sort: KeySort {
+                        field: SortField::CreatedAt,
+                        descending,
+                    },
+                    limit,
+                    cursor: cursor.take(),
+                    ..KeyQuery::default()
+                })
+                .unwrap();
+            for key in &page.items {
+                assert_eq!(
+                    key.allowed_ips,
+                    vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]
+                );
+            }
+            pages.push(page.items.iter().map(|k| k.id).collect::<Vec<_>>());
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+            assert!(pages.len() < 20, "too many pages: {pages:?}");
+        }
+        // Created in one transaction, at one instant: the id breaks the tie.
+        let mut expected: Vec<Uuid> = matches.iter().map(|&i| created[i]).collect();
+        expected.sort();
+        if descending {
+            expected.reverse();
+        }
+        assert_eq!(
+            pages.concat(),
+            expected,
+            "limit {limit}, descending {descending}"
+        );
+        // 2,500 positions at 1,000 a page: at least three pages, whatever the limit.
+        assert!(pages.len() >= 3, "limit {limit}: {pages:?}");
+        assert!(pages.iter().all(|p| p.len() <= limit));
+    }
+}

@@ -121,6 +121,12 @@ pub(crate) trait Backend: Send + Sync + Debug {
     /// One entry.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Several entries, in the order of `keys`: what a list page reads for the positions
+    /// it scanned. A backend across a network answers them in one round trip.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+
     /// Up to `limit` entries of `range`, in `direction`.
     fn range(
         &self,

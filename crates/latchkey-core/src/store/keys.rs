@@ -235,11 +235,22 @@ impl Store {
         let controls: ControlsRecord = self
             .get(&layout::key_controls(&record.public_id()?))?
             .unwrap_or_default();
+        Ok(self.key_view_with(record, now, &controls))
+    }
+
+    /// [`Store::key_view`] with the key's usage control already read (a list page reads
+    /// those of its keys at once).
+    pub(crate) fn key_view_with(
+        &self,
+        record: &KeyRecord,
+        now: OffsetDateTime,
+        controls: &ControlsRecord,
+    ) -> Key {
         let own =
             self.inner
                 .meters
                 .own_slice(record.id, controls.version, now.unix_timestamp_nanos());
-        Ok(record.view(now, self.inner.usage.pending(record.id), &controls, own))
+        record.view(now, self.inner.usage.pending(record.id), controls, own)
     }
 
     /// Resolves a key reference: its record id (UUID), its display prefix

@@ -852,6 +852,20 @@ impl Store {
             .transpose()
     }
 
+    /// [`Store::get`] of several records at once (one round trip on PostgreSQL), in the
+    /// order of `keys`.
+    fn get_many<T: DeserializeOwned>(
+        &self,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<T>>, StoreError> {
+        self.inner
+            .db
+            .get_many(keys)?
+            .into_iter()
+            .map(|found| found.map(|bytes| decode(&bytes)).transpose())
+            .collect()
+    }
+
     /// Decodes every record under a namespace.
     fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
         backend::scan(&self.inner.db, KeyRange::prefix(prefix), Direction::Forward)

@@ -16,6 +16,7 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
+use super::controls::ControlsRecord;
 use super::index::{self, Class, Scope};
 use super::keys::KeyRecord;
 use super::{Store, layout};
@@ -241,7 +242,7 @@ impl Store {
         }
         let plan = Plan::of(query);
         let now = self.inner.clock.now();
-        let entries = index::scan(
+        let mut entries = index::scan(
             &self.inner.db,
             plan.scope,
             query.sort.field,
@@ -252,26 +253,39 @@ impl Store {
         let mut last_item: Option<Vec<u8>> = None;
         let mut last_read: Option<Vec<u8>> = None;
         let mut more = false;
-        for (read, entry) in entries.enumerate() {
-            if read == SCAN_BUDGET {
-                more = true;
+        let (mut read, mut batch_size) = (0, query.limit + 1);
+        // The records of the positions scanned are read a batch at a time (one round trip on
+        // PostgreSQL): first as many as the page needs, then twice as many while a filter
+        // the index does not decide skips some.
+        'page: while read < SCAN_BUDGET {
+            let batch = entries
+                .by_ref()
+                .take(batch_size.min(SCAN_BUDGET - read))
+                .collect::<Result<Vec<_>, _>>()?;
+            if batch.is_empty() {
                 break;
             }
-            let (position, id) = entry?;
-            let record = layout::public_id_of(id)
-                .map(|p| self.get::<KeyRecord>(&layout::key(&p)))
-                .transpose()?
-                .flatten()
-                .filter(|r| r.id == id);
-            if let Some(record) = record.filter(|r| owner(r.user_id) && plan.matches(r, now)) {
-                if items.len() == query.limit {
-                    more = true;
-                    break;
+            read += batch.len();
+            batch_size *= 2;
+            let records = self.key_records(batch.iter().map(|(_, id)| *id))?;
+            let mut matched = Vec::new();
+            for ((position, _), record) in batch.into_iter().zip(records) {
+                if let Some(record) = record.filter(|r| owner(r.user_id) && plan.matches(r, now)) {
+                    if items.len() + matched.len() == query.limit {
+                        more = true;
+                        self.push_views(&mut items, matched, now)?;
+                        break 'page;
+                    }
+                    last_item = Some(position.clone());
+                    matched.push(record);
                 }
-                items.push(self.key_view(&record, now)?);
-                last_item = Some(position.clone());
+                last_read = Some(position);
             }
-            last_read = Some(position);
+            self.push_views(&mut items, matched, now)?;
+        }
+        if read == SCAN_BUDGET && !more {
+            // The budget ran out: there is more when the index goes on.
+            more = entries.next().transpose()?.is_some();
         }
         let next_cursor = if !more {
             None
@@ -281,5 +295,43 @@ impl Store {
             last_read.map(|p| encode_cursor(query.sort, &p))
         };
         Ok(Page { items, next_cursor })
+    }
+
+    /// The records of key ids read from an index, at once: `None` for an id with no record
+    /// (or one whose record is another key's).
+    fn key_records(
+        &self,
+        ids: impl Iterator<Item = Uuid>,
+    ) -> Result<Vec<Option<KeyRecord>>, StoreError> {
+        let ids: Vec<(Uuid, Option<Vec<u8>>)> = ids
+            .map(|id| (id, layout::public_id_of(id).map(|p| layout::key(&p))))
+            .collect();
+        let keys: Vec<Vec<u8>> = ids.iter().filter_map(|(_, key)| key.clone()).collect();
+        let mut found = self.get_many::<KeyRecord>(&keys)?.into_iter();
+        Ok(ids
+            .into_iter()
+            .map(|(id, key)| {
+                key.and_then(|_| found.next().flatten())
+                    .filter(|r| r.id == id)
+            })
+            .collect())
+    }
+
+    /// Appends the views of `records`, reading their usage controls at once.
+    fn push_views(
+        &self,
+        items: &mut Vec<Key>,
+        records: Vec<KeyRecord>,
+        now: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let keys = records
+            .iter()
+            .map(|r| Ok(layout::key_controls(&r.public_id()?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let controls = self.get_many::<ControlsRecord>(&keys)?;
+        for (record, controls) in records.iter().zip(controls) {
+            items.push(self.key_view_with(record, now, &controls.unwrap_or_default()));
+        }
+        Ok(())
     }
 }

@@ -352,6 +352,23 @@ impl Backend for PgBackend {
         Ok(rows.first().map(|row| row.get(0)))
     }
 
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.0.client()?;
+        let rows = self.0.query(
+            &client,
+            "SELECT k, v FROM latchkey_kv WHERE k = ANY($1::bytea[])",
+            &[&keys],
+        )?;
+        let found: HashMap<Vec<u8>, Vec<u8>> = rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+    }
+
     fn range(
         &self,
         range: &KeyRange,
