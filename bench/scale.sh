@@ -17,8 +17,12 @@
 # Other environment reaches the daemon (e.g. `_RJEM_MALLOC_CONF=stats_print:true`, jemalloc's
 # options: the binary's jemalloc is prefixed); DAEMON_LOG=FILE keeps the daemon's stderr.
 # SEED=DIR: seed once into DIR (kept) and copy it for each run, instead of seeding a fresh
-# store every run (~11 minutes and 2.1 GB at a million keys on a loaded 2-core machine).
+# store every run (~9 minutes and 1.7 GB at a million keys on a loaded 2-core machine).
 # The run's store is bench/out/scale-$KEYS, removed at the end (a run deletes the user).
+# DB=postgres://USER:PASSWORD@HOST:PORT/DATABASE: run on PostgreSQL instead. The seed (SEED or
+# a fresh one) is backed up once to SEED.backup (or bench/out) and restored, for each run,
+# into a new database `latchkey_scale_<pid>` on that server (created and dropped through
+# psql with the same credentials; DATABASE is only where psql connects to do it).
 # Needs: cargo, curl, jq, wrk, python3 (bench/scale_client.py times the requests on one
 # keep-alive connection). Writes only under bench/out, SEED and a temp dir.
 set -euo pipefail
@@ -34,6 +38,8 @@ SEED=${SEED:-}
 source "$(dirname "$0")/lib.sh"
 
 require bench/scale.sh cargo curl jq wrk
+DB=${DB:-}
+if [[ -n "$DB" ]]; then require bench/scale.sh psql; fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
@@ -52,7 +58,9 @@ cleanup() {
     if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
     if [[ -n "$DAEMON_LOG" && -f "$work/daemon.log" ]]; then cp "$work/daemon.log" "$DAEMON_LOG"; fi
     rm -rf "$work" "$store" "$store".valid "$store".invalid
+    if [[ -n "$DB" ]]; then psql -q "$DB" -c "DROP DATABASE IF EXISTS $database" 2>/dev/null || true; fi
 }
+database=latchkey_scale_$$
 trap cleanup EXIT
 
 rm -rf "$store" "$store".valid "$store".invalid
@@ -65,8 +73,22 @@ else
 fi
 seeded_in=$(( $(date +%s) - seeding ))
 store_mib=$(du -sm "$store" | cut -f1)
+if [[ -n "$DB" ]]; then
+    # The seed, backed up once and restored into a new database for this run.
+    backup=${SEED:+$SEED.backup}
+    backup=${backup:-$root/bench/out/scale-$KEYS.backup}
+    if [[ ! -s "$backup" ]]; then "$bin" --db "$store" backup --out "$backup.partial" && mv "$backup.partial" "$backup"; fi
+    psql -q "$DB" -c "CREATE DATABASE $database"
+    rm -rf "$store"
+    store="${DB%/*}/$database"
+    restoring=$(date +%s)
+    "$bin" --db "$store" restore "$backup" >/dev/null
+    echo "restored into PostgreSQL in $(( $(date +%s) - restoring )) s" >&2
+    store_mib=$(psql -tA "$store" -c "SELECT pg_database_size(current_database()) / 1048576")
+fi
 
 # An admin and a second user, through the CLI on the store directly (no daemon yet).
+# (On PostgreSQL, `store` is the run's database URL from here on.)
 cli() { env -u LATCHKEY_URL -u LATCHKEY_ADMIN_KEY -u LATCHKEY_CONFIG "$bin" --db "$store" "$@"; }
 cli groups add --name admin --permissions '*' >/dev/null
 cli users add --name admin --groups admin >/dev/null
