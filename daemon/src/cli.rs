@@ -148,7 +148,7 @@ pub struct ServeArgs {
     pub header_read_timeout: Option<String>,
     /// sled's page cache in MiB (an embedded store only). It sits in memory at two to three
     /// times this; less saves memory and slows reads of keys not in the verify cache
-    /// (README, *Operations notes*) [default: 64]
+    /// (README, *Operations notes*) [default: 24]
     #[arg(long, env = "LATCHKEY_CACHE_MIB", value_name = "MIB",
         value_parser = clap::value_parser!(u64).range(1..=MAX_CACHE_MIB))]
     pub cache_mib: Option<u64>,

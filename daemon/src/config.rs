@@ -74,7 +74,7 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # sled's page cache in MiB, 1 to 65536, for an embedded store (--cache-mib, LATCHKEY_CACHE_MIB).
 # It sits in memory at two to three times this; less saves memory, more speeds up reads of
 # keys the verify cache does not hold.
-# cache_mib = 64
+# cache_mib = 24
 
 # The log filter, in tracing's EnvFilter syntax (LATCHKEY_LOG). Logs go to stderr.
 # Default: "info" for `serve`, "warn" for other commands.
@@ -347,7 +347,7 @@ mod tests {
         assert_eq!(file.log_format.as_deref(), Some("text"));
         assert!(file.tls_cert.is_some() && file.tls_key.is_some() && file.ca_cert.is_some());
         assert!(file.metrics_listen.is_some());
-        assert_eq!(file.cache_mib, Some(64));
+        assert_eq!(file.cache_mib, Some(24));
     }
 
     #[test]

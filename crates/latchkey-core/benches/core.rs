@@ -6,7 +6,7 @@
 //! the effective permissions of the largest user the limits allow (256 direct + 64 groups
 //! of 256) ≤ 50 ms (it runs on a cold verification and under the write lock; comparing
 //! every pair took 4.8 s).
-//! `LATCHKEY_BENCH_SLED_CACHE_MIB=N` sets sled's page cache for the cold runs (default: the store default, 64).
+//! `LATCHKEY_BENCH_SLED_CACHE_MIB=N` sets sled's page cache for the cold runs (default: the store default, 24).
 
 mod support;
 

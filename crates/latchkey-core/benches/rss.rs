@@ -20,7 +20,7 @@ fn main() {
             drop(support::seeded(KEYS, StoreConfig::default()));
             let exe = std::env::current_exe().unwrap();
             for (label, bytes) in [
-                ("latchkey default (64 MiB sled cache)", 64u64 << 20),
+                ("latchkey default (24 MiB sled cache)", 24u64 << 20),
                 ("sled default (1 GiB cache)", 1 << 30),
             ] {
                 println!("{label}:");

@@ -96,7 +96,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            cache_capacity_bytes: 64 << 20,
+            cache_capacity_bytes: 24 << 20,
             verify_cache_entries: 20_000,
             usage_flush_interval: Some(Duration::from_secs(5)),
             min_free_bytes: 8 << 20,
@@ -111,13 +111,14 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
-    /// sled's page cache, in bytes. sled defaults to 1 GiB; latchkey to 64 MiB. sled 0.34.7
+    /// sled's page cache, in bytes. sled defaults to 1 GiB; latchkey to 24 MiB. sled 0.34.7
     /// charges a cached page the bytes it takes in its log, not in memory, where small
-    /// entries (index entries) take two to three times that: list pages over a million keys
-    /// filled ~95 MiB more of RSS with 64 MiB than with 16 MiB. Smaller costs cold
-    /// verifications: at a million keys ~13–19 µs with 64 MiB, ~31–34 µs with 16 MiB (the
-    /// `rss` bench; README, *Performance*). This bounds only the cache: sled also keeps a
-    /// few hundred bytes per page of its tree resident, whatever this setting.
+    /// entries (index entries) take two to three times that: through list pages, 60 s of
+    /// key creation and a user's deletion over 100,000 keys, the daemon held at most 100 MiB
+    /// with 24 MiB and 157 MiB with 64 MiB. Below 24 MiB cold verifications slow down: at a
+    /// million keys ~13–16 µs with 24 to 64 MiB, ~27–31 µs with 16 MiB (the `core` bench;
+    /// README, *Performance*). This bounds only the cache: sled also keeps a few hundred
+    /// bytes per page of its tree resident, whatever this setting.
     pub fn cache_capacity_bytes(mut self, bytes: u64) -> Self {
         self.cache_capacity_bytes = bytes;
         self
