@@ -24,7 +24,8 @@
 //!   most); an empty head that is also the last goes, so an empty index has no entry.
 //!   Underfull neighbours are not merged.
 //! - A writer finds the chunk of a position from a hint: the greatest chunk start at or
-//!   below it in the committed state, read before its transaction. Every index write runs
+//!   below it in the committed state, read before its transaction (or beside it, where
+//!   the backend reads during transactions: PostgreSQL). Every index write runs
 //!   under the store's write lock (and, on a shared database, the writers' lock), so the
 //!   committed state differs from the writer's view only by the writer's own changes: a
 //!   hint is either still a chunk, or a chunk this writer removed, which [`Writer`]
@@ -364,7 +365,8 @@ impl Hints {
     }
 
     /// Reads the hints of `changes` that are not known, from the committed state (outside
-    /// any transaction, under the writers' lock), with one [`Backend::floors`] call.
+    /// the transaction that uses them, under the writers' lock), with one
+    /// [`Backend::floors`] call.
     pub(crate) fn read(&mut self, db: &dyn Backend, changes: &[Change]) -> Result<(), StoreError> {
         let queries: BTreeSet<(Vec<u8>, Vec<u8>)> = self
             .missing(changes)
