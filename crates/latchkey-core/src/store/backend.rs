@@ -6,6 +6,8 @@
 //! - a point read ([`Backend::get`]),
 //! - a bounded, ordered range read ([`Backend::range`]): an index page, a job's chunk of
 //!   1,000 keys, a stretch of the audit chain; [`scan`] pages through a longer range,
+//! - the floors of many ranges at once ([`Backend::floors`]): the index hints of a write,
+//!   one range read each by default, one round trip on PostgreSQL,
 //! - a transaction of point reads and writes ([`Backend::transaction`]), retried by the
 //!   backend when it conflicts with another, plus unconditional batches for rebuilds.
 //!
@@ -135,6 +137,27 @@ pub(crate) trait Backend: Send + Sync + Debug {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError>;
 
+    /// For each `(low, high)` of `queries`, in order, the greatest key in `[low, high]`
+    /// (`None`: no key there). A write reads the index hints of all its changes this way
+    /// (`chunks.rs`), so a backend whose reads are round trips (PostgreSQL) answers them
+    /// in one. The default makes one range read per query: a local read costs no more one
+    /// at a time.
+    fn floors(&self, queries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        queries
+            .iter()
+            .map(|(low, high)| floor_by_range(self, low, high))
+            .collect()
+    }
+
+    /// Whether a thread that has a transaction open ([`Backend::transaction`]) may read
+    /// outside it meanwhile (`get`, `range`, `floors`): then a write reads the index hints
+    /// it lacks inside the transaction that needs them, rather than abandoning that attempt
+    /// to read them first. PostgreSQL may (another connection reads); sled may not, a read
+    /// of its tree deadlocks inside one of its transactions: the default.
+    fn reads_during_transactions(&self) -> bool {
+        false
+    }
+
     /// Runs `body` in a transaction that commits atomically, running it again while it
     /// conflicts with another. Returns `Abort` and `Storage` as the body or storage gave
     /// them; never `Conflict`.
@@ -167,6 +190,23 @@ pub(crate) trait Backend: Send + Sync + Debug {
         let _ = (follower, seq, bound);
         Ok(())
     }
+}
+
+/// The greatest key in `[low, high]`, by one range read.
+pub(crate) fn floor_by_range<B: Backend + ?Sized>(
+    db: &B,
+    low: &[u8],
+    high: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let range = KeyRange::new(
+        Bound::Included(low.to_vec()),
+        Bound::Included(high.to_vec()),
+    );
+    Ok(db
+        .range(&range, Direction::Reverse, 1)?
+        .into_iter()
+        .next()
+        .map(|(k, _)| k))
 }
 
 /// Held while a write runs; see [`Backend::lock_writers`].

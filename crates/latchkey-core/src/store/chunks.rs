@@ -24,7 +24,8 @@
 //!   most); an empty head that is also the last goes, so an empty index has no entry.
 //!   Underfull neighbours are not merged.
 //! - A writer finds the chunk of a position from a hint: the greatest chunk start at or
-//!   below it in the committed state, read before its transaction. Every index write runs
+//!   below it in the committed state, read before its transaction (or beside it, where
+//!   the backend reads during transactions: PostgreSQL). Every index write runs
 //!   under the store's write lock (and, on a shared database, the writers' lock), so the
 //!   committed state differs from the writer's view only by the writer's own changes: a
 //!   hint is either still a chunk, or a chunk this writer removed, which [`Writer`]
@@ -276,15 +277,7 @@ pub(crate) fn floor(
     prefix: &[u8],
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    let range = KeyRange::new(
-        Bound::Included(prefix.to_vec()),
-        Bound::Included(key.to_vec()),
-    );
-    Ok(db
-        .range(&range, Direction::Reverse, 1)?
-        .into_iter()
-        .next()
-        .map(|(k, _)| k))
+    backend::floor_by_range(db, prefix, key)
 }
 
 impl ChunkStore for Overlay<'_> {
@@ -362,17 +355,44 @@ impl Hints {
         }
     }
 
-    /// Reads the hints of `changes`, from the committed state (outside any transaction,
-    /// under the writers' lock).
+    /// The changes of `changes` whose hint is not known.
+    pub(crate) fn missing(&self, changes: &[Change]) -> Vec<Change> {
+        changes
+            .iter()
+            .filter(|c| self.floor(&c.prefix, &c.target()).is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// Reads the hints of `changes` that are not known, from the committed state (outside
+    /// the transaction that uses them, under the writers' lock), with one
+    /// [`Backend::floors`] call.
     pub(crate) fn read(&mut self, db: &dyn Backend, changes: &[Change]) -> Result<(), StoreError> {
-        for change in changes {
-            let target = change.target();
-            if self.floor(&change.prefix, &target).is_none() {
-                match floor(db, &change.prefix, &target)? {
-                    Some(key) => self.chunks.insert(key),
-                    None => self.empty.insert(change.prefix.clone()),
-                };
-            }
+        let queries: BTreeSet<(Vec<u8>, Vec<u8>)> = self
+            .missing(changes)
+            .into_iter()
+            .map(|c| {
+                let target = c.target();
+                (c.prefix, target)
+            })
+            .collect();
+        if queries.is_empty() {
+            return Ok(());
+        }
+        let queries: Vec<_> = queries.into_iter().collect();
+        let floors = db.floors(&queries)?;
+        if floors.len() != queries.len() {
+            return Err(StoreError::storage(format!(
+                "{} index hints read for {} asked",
+                floors.len(),
+                queries.len()
+            )));
+        }
+        for ((prefix, _), floor) in queries.into_iter().zip(floors) {
+            match floor {
+                Some(key) => self.chunks.insert(key),
+                None => self.empty.insert(prefix),
+            };
         }
         Ok(())
     }
@@ -424,14 +444,20 @@ pub(crate) fn apply_in_tx(
     hints: &Hints,
     max: usize,
 ) -> Result<Vec<Change>, TxError> {
-    let missing: Vec<Change> = changes
-        .iter()
-        .filter(|c| hints.floor(&c.prefix, &c.target()).is_none())
-        .cloned()
-        .collect();
+    let missing = hints.missing(&changes);
     if !missing.is_empty() {
         return Ok(missing);
     }
+    // The chunks the hints lead to (an empty index's head: its prefix), read ahead: one
+    // round trip on PostgreSQL, not one per change.
+    let starts: BTreeSet<Vec<u8>> = changes
+        .iter()
+        .filter_map(|c| {
+            let hint = hints.floor(&c.prefix, &c.target())?;
+            Some(hint.unwrap_or_else(|| c.prefix.clone()))
+        })
+        .collect();
+    tx.prefetch(&starts.into_iter().collect::<Vec<_>>())?;
     let mut writer = Writer::new(TxChunks { tx, hints }, max);
     for change in changes {
         if change.insert {
@@ -628,6 +654,7 @@ impl Iterator for Scan {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
     use std::collections::BTreeSet;
 
     use proptest::prelude::*;
@@ -654,7 +681,8 @@ mod tests {
         (dir, Arc::new(db))
     }
 
-    /// Commits `ops` as one writer does: in a transaction, with hints read first.
+    /// Commits `ops` as one writer does (`Store::write_prepared`): in a transaction, with
+    /// hints read first, or within it where the backend reads during transactions.
     fn commit_in_tx(db: &Arc<dyn Backend>, ops: &[Op], max: usize) {
         let changes: Vec<Change> = ops
             .iter()
@@ -664,16 +692,24 @@ mod tests {
                 insert: *insert,
             })
             .collect();
-        let mut hints = Hints::default();
+        let hints = RefCell::new(Hints::default());
+        let within = db.reads_during_transactions();
         for _ in 0..2 {
             let missing = db
-                .transact(|tx| apply_in_tx(tx, changes.clone(), &hints, max))
+                .transact(|tx| {
+                    if within {
+                        let lacking = hints.borrow().missing(&changes);
+                        hints.borrow_mut().read(&**db, &lacking)?;
+                    }
+                    apply_in_tx(tx, changes.clone(), &hints.borrow(), max)
+                })
                 .map_err(|_| "transaction failed")
                 .unwrap();
             if missing.is_empty() {
                 return;
             }
-            hints.read(&**db, &missing).unwrap();
+            assert!(!within, "hints read within the transaction lack nothing");
+            hints.borrow_mut().read(&**db, &missing).unwrap();
         }
         panic!("one round of hints is enough when positions do not change");
     }
@@ -752,6 +788,45 @@ mod tests {
         assert_eq!(read(true, Some(after)), below, "before {after:?}");
     }
 
+    /// Several writers, each `(in a transaction, its ops)`.
+    type Writers = Vec<(bool, Vec<Op>)>;
+
+    fn writers() -> impl Strategy<Value = Writers> {
+        proptest::collection::vec(
+            (proptest::bool::ANY, proptest::collection::vec(op(), 1..24)),
+            1..8,
+        )
+    }
+
+    fn afters() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        proptest::collection::vec(proptest::collection::vec(0_u8..7, 0..3), 4)
+    }
+
+    /// Commits every writer's ops in turn, checking the chunks and scans after each.
+    fn check_writers(db: &Arc<dyn Backend>, writers: &Writers, max: usize, afters: &[Vec<u8>]) {
+        let mut model = vec![BTreeSet::new(); PREFIXES.len()];
+        for (in_tx, ops) in writers {
+            if *in_tx {
+                commit_in_tx(db, ops, max);
+            } else {
+                commit_in_batch(db, ops, max);
+            }
+            for (i, insert, position) in ops {
+                if *insert {
+                    model[*i].insert(position.clone());
+                } else {
+                    model[*i].remove(position);
+                }
+            }
+            for (i, prefix) in PREFIXES.iter().enumerate() {
+                check_chunks(db, prefix, &model[i], max);
+                for after in afters {
+                    check_scans(db, prefix, &model[i], after);
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -760,34 +835,29 @@ mod tests {
         /// their invariants, and scans from anywhere answer the positions' ranges.
         #[test]
         fn chunks_hold_exactly_the_positions(
-            writers in proptest::collection::vec(
-                (proptest::bool::ANY, proptest::collection::vec(op(), 1..24)),
-                1..8,
-            ),
+            writers in writers(),
             max in 2_usize..4,
-            afters in proptest::collection::vec(proptest::collection::vec(0_u8..7, 0..3), 4),
+            afters in afters(),
         ) {
             let (_dir, db) = open();
-            let mut model = vec![BTreeSet::new(); PREFIXES.len()];
-            for (in_tx, ops) in &writers {
-                if *in_tx {
-                    commit_in_tx(&db, ops, max);
-                } else {
-                    commit_in_batch(&db, ops, max);
-                }
-                for (i, insert, position) in ops {
-                    if *insert {
-                        model[*i].insert(position.clone());
-                    } else {
-                        model[*i].remove(position);
-                    }
-                }
-                for (i, prefix) in PREFIXES.iter().enumerate() {
-                    check_chunks(&db, prefix, &model[i], max);
-                    for after in &afters {
-                        check_scans(&db, prefix, &model[i], after);
-                    }
-                }
+            check_writers(&db, &writers, max, &afters);
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// The same on PostgreSQL (when the tests run on it), whose transactions read
+        /// their hints within, with one `floors` statement.
+        #[test]
+        fn chunks_hold_exactly_the_positions_on_postgres(
+            writers in writers(),
+            max in 2_usize..4,
+            afters in afters(),
+        ) {
+            if let Some(database) = super::super::postgres::testing::TestDatabase::create() {
+                check_writers(&database.backend(), &writers, max, &afters);
             }
         }
     }

@@ -15,6 +15,8 @@ mod entry;
 mod files;
 mod follow;
 mod groups;
+#[cfg(all(test, feature = "postgres"))]
+mod hint_reads;
 mod import;
 mod index;
 mod jobs;

@@ -87,6 +87,7 @@ impl<'a> Tx<'a> {
 
     /// Appends the recorded events to the audit chain, inside the transaction.
     fn append_events(&self, actor: Option<Uuid>) -> TxResult<Vec<AuditEvent>> {
+        self.prefetch(&[layout::SEQ.to_vec(), layout::HEAD.to_vec()])?;
         let mut seq = match self.get_raw(layout::SEQ)? {
             Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or_default()),
             None => 0,
@@ -144,12 +145,15 @@ impl Store {
         let _cluster = inner.db.lock_writers()?;
         let prepared = prepare()?;
         let now = inner.clock.now();
-        // Index changes need hints from the committed state, which a transaction cannot
-        // read (sled deadlocks): an attempt that lacks some names them and writes nothing,
-        // they are read here, and the write runs again. The locks held keep the committed
-        // state as it was; a write that draws new ids makes new positions each attempt,
-        // close to the old ones, whose hints mostly serve.
-        let mut hints = chunks::Hints::default();
+        // Index changes need hints from the committed state, all read at once
+        // (`Backend::floors`). The locks held keep the committed state as it was, so it is
+        // the transaction's snapshot too. Where a read may run while a transaction is open
+        // (PostgreSQL), the attempt reads the hints it lacks itself. Where it may not
+        // (sled deadlocks), an attempt that lacks some names them and writes nothing, they
+        // are read here, and the write runs again; a write that draws new ids makes new
+        // positions each attempt, close to the old ones, whose hints mostly serve.
+        let mut hints = RefCell::new(chunks::Hints::default());
+        let read_within = inner.db.reads_during_transactions();
         let mut rounds = 0;
         let outcome = loop {
             let missing = RefCell::new(Vec::new());
@@ -163,7 +167,15 @@ impl Store {
                 };
                 let value = f(&tx, &prepared)?;
                 let changes = tx.index_changes.take();
-                let lacking = chunks::apply_in_tx(tree, changes, &hints, inner.chunk_positions)?;
+                if read_within {
+                    let lacking = hints.borrow().missing(&changes);
+                    hints
+                        .borrow_mut()
+                        .read(&*inner.db, &lacking)
+                        .map_err(TxError::Storage)?;
+                }
+                let lacking =
+                    chunks::apply_in_tx(tree, changes, &hints.borrow(), inner.chunk_positions)?;
                 if !lacking.is_empty() {
                     *missing.borrow_mut() = lacking;
                     return abort(StoreError::storage("index hints to read first"));
@@ -176,6 +188,7 @@ impl Store {
                 break outcome;
             }
             rounds += 1;
+            let hints = hints.get_mut();
             if rounds == HINT_ROUNDS {
                 hints.start_from_heads();
             }

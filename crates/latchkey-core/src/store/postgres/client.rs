@@ -401,6 +401,30 @@ impl Backend for PgBackend {
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
+    fn floors(&self, queries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (lows, highs): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) =
+            queries.iter().map(|(low, high)| (low, high)).unzip();
+        // One statement for all: each query's floor is one backward step of the primary
+        // key's B-tree, as `range` makes it.
+        let client = self.0.client()?;
+        let rows = self.0.query(
+            &client,
+            "SELECT f.k FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS q (low, high, i) \
+             LEFT JOIN LATERAL (SELECT k FROM latchkey_kv WHERE k >= q.low AND k <= q.high \
+             ORDER BY k DESC LIMIT 1) f ON true ORDER BY q.i",
+            &[&lows, &highs],
+        )?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    fn reads_during_transactions(&self) -> bool {
+        // A transaction holds a connection of its own; reads take others from the pool.
+        true
+    }
+
     fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
         let pg = &*self.0;
         let client = pg.client().map_err(TxError::Storage)?;

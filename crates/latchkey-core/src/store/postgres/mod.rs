@@ -149,3 +149,61 @@ fn start(
     listen::start(&pg, &store);
     Ok(store)
 }
+
+/// Databases for the unit tests, on the server of `LATCHKEY_TEST_POSTGRES`.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use super::client::Pg;
+    use super::connect;
+    use crate::location::{DatabaseUrl, Location};
+    use crate::store::backend::Backend;
+
+    /// A database of its own for one test, dropped with it.
+    pub(crate) struct TestDatabase {
+        pub(crate) url: DatabaseUrl,
+        server: Arc<Pg>,
+        name: String,
+    }
+
+    impl TestDatabase {
+        /// A new database with the schema; `None` when the tests run on sled only.
+        pub(crate) fn create() -> Option<TestDatabase> {
+            let server = std::env::var("LATCHKEY_TEST_POSTGRES").ok()?;
+            let Location::Postgres(server_url) = Location::parse(&server) else {
+                return None;
+            };
+            let name = format!("lk_unit_{}", uuid::Uuid::now_v7().simple());
+            let server = Pg::connect(&server_url).unwrap();
+            server
+                .execute(
+                    &server.client().unwrap(),
+                    &format!("CREATE DATABASE {name}"),
+                )
+                .unwrap();
+            let url = match server_url.expose().split_once('?') {
+                Some((base, query)) => format!("{}/{name}?{query}", base.rsplit_once('/')?.0),
+                None => format!("{}/{name}", server_url.expose().rsplit_once('/')?.0),
+            };
+            let Location::Postgres(url) = Location::parse(&url) else {
+                return None;
+            };
+            Some(TestDatabase { url, server, name })
+        }
+
+        /// Its backend, the schema migrated.
+        pub(crate) fn backend(&self) -> Arc<dyn Backend> {
+            connect(&self.url).unwrap().1
+        }
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            if let Ok(client) = self.server.client() {
+                let dropped = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+                let _ = self.server.execute(&client, &dropped);
+            }
+        }
+    }
+}
