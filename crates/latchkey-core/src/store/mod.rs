@@ -117,10 +117,12 @@ impl StoreConfig {
     /// charges a cached page the bytes it takes in its log, not in memory, where small
     /// entries (index entries) take two to three times that: through list pages, 60 s of
     /// key creation and a user's deletion over 100,000 keys, the daemon held at most 100 MiB
-    /// with 24 MiB and 157 MiB with 64 MiB. Below 24 MiB cold verifications slow down: at a
-    /// million keys ~13–16 µs with 24 to 64 MiB, ~27–31 µs with 16 MiB (the `core` bench;
-    /// README, *Performance*). This bounds only the cache: sled also keeps a few hundred
-    /// bytes per page of its tree resident, whatever this setting.
+    /// with 24 MiB, 139 MiB with 32 and 157 MiB with 64. A smaller cache slows cold
+    /// verifications of large stores, whose tree's inner pages stop fitting: at a million
+    /// keys ~9–19 µs with 32 or 64 MiB, ~14–31 µs with 24, ~28 µs with 16 (the `core` bench;
+    /// README, *Performance*): give a store of a million keys 32 MiB or more. This bounds
+    /// only the cache: sled also keeps a few hundred bytes per page of its tree resident,
+    /// whatever this setting.
     pub fn cache_capacity_bytes(mut self, bytes: u64) -> Self {
         self.cache_capacity_bytes = bytes;
         self
