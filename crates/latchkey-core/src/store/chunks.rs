@@ -271,15 +271,6 @@ impl Writer<Overlay<'_>> {
     }
 }
 
-/// The greatest key in `[prefix, key]`.
-pub(crate) fn floor(
-    db: &dyn Backend,
-    prefix: &[u8],
-    key: &[u8],
-) -> Result<Option<Vec<u8>>, StoreError> {
-    backend::floor_by_range(db, prefix, key)
-}
-
 impl ChunkStore for Overlay<'_> {
     type Error = StoreError;
 
@@ -288,7 +279,7 @@ impl ChunkStore for Overlay<'_> {
         prefix: &[u8],
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        floor(self.db, prefix, key)
+        backend::floor_by_range(self.db, prefix, key)
     }
 
     fn get(&mut self, key: &[u8]) -> Result<Option<Chunk>, StoreError> {
@@ -543,7 +534,7 @@ impl Scan {
         } else {
             let first = match &at {
                 None => Some(self.prefix.clone()),
-                Some(at) => floor(&*self.db, &self.prefix, at)?,
+                Some(at) => backend::floor_by_range(&*self.db, &self.prefix, at)?,
             };
             let Some(first) = first else {
                 self.done = true;
