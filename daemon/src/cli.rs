@@ -649,7 +649,7 @@ mod tests {
             checked.expose(),
         ])
         .expect("parses");
-        for shown in [format!("{cli:?}"), format!("{cli:#?}")] {
+        for shown in crate::testing::debug_texts(&[&cli]) {
             for key in [&admin, &checked] {
                 assert!(!shown.contains(key.secret()), "{shown}");
                 assert!(shown.contains(key.display_prefix()), "{shown}");

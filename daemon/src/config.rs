@@ -370,13 +370,7 @@ mod tests {
             ca_cert: None,
             file: FileConfigRest::default(),
         };
-        let shown = [
-            format!("{file:?}"),
-            format!("{file:#?}"),
-            format!("{settings:?}"),
-            format!("{settings:#?}"),
-        ];
-        for shown in shown {
+        for shown in crate::testing::debug_texts(&[&file, &settings]) {
             assert!(!shown.contains(key.secret()), "{shown}");
             assert!(shown.contains(key.display_prefix()), "{shown}");
             assert!(!shown.contains(password), "{shown}");

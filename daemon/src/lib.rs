@@ -38,6 +38,8 @@ pub mod output;
 pub mod scan;
 pub mod server;
 pub mod start;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod transport;
 

@@ -1,63 +1,18 @@
 //! Operations: a full disk, a damaged store at start, backup and restore, key import.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::json;
 
 use crate::backend::{sled_only, store_arg};
 use crate::harness::{Daemon, Fixture, Run, latchkey};
 
-/// A small tmpfs, unmounted on drop; `None` (the caller skips, saying why) when mounting
-/// is refused, as it is to a user that is not root.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then_some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fills it to the last block with one file, returned.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let filler = self.path().join("filler");
-        let mut file = fs::File::create(&filler).unwrap();
-        // Bounded by the tmpfs's size: big chunks, then small ones until none fits.
-        for chunk in [64 * 1024, 512] {
-            let bytes = vec![0xA5u8; chunk];
-            for _ in 0..100_000 {
-                if file
-                    .write_all(&bytes)
-                    .and_then(|()| file.sync_all())
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }
-        filler
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.path()).status();
-    }
-}
+// The tmpfs helper of latchkey-core's full-disk test.
+#[path = "../../crates/latchkey-core/tests/support/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
 
 #[test]
 fn a_full_disk_answers_507_verification_goes_on_and_writes_come_back() {

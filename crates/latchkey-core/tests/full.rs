@@ -4,66 +4,13 @@
 //! is freed. Needs a small tmpfs: skipped, saying why, when mounting is refused (not root).
 
 mod support;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use latchkey_core::{Actor, NewGroup, PermissionSet, Store, StoreConfig, StoreError};
-
-/// A tmpfs mounted for the test, unmounted on drop.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().ok()?;
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status();
-        status.is_ok_and(|s| s.success()).then_some(Tmpfs(dir))
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.path()).status();
-    }
-}
-
-/// Fills the file system with a file until a write fails; returns the file.
-fn fill(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let filler = dir.join("filler");
-    let mut file = fs::File::create(&filler).unwrap();
-    let chunk = vec![0xA5u8; 64 * 1024];
-    // Bounded: the tmpfs is a few MiB.
-    for _ in 0..10_000 {
-        if file
-            .write_all(&chunk)
-            .and_then(|()| file.sync_all())
-            .is_err()
-        {
-            break;
-        }
-    }
-    // Small writes until even they fail, so not a block is left.
-    for _ in 0..10_000 {
-        if file
-            .write_all(&[0; 512])
-            .and_then(|()| file.sync_all())
-            .is_err()
-        {
-            break;
-        }
-    }
-    filler
-}
+use tmpfs::Tmpfs;
 
 #[test]
 fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
@@ -79,7 +26,7 @@ fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
     let before = support::key(&store, &user, "before");
     let seq = store.last_seq().unwrap();
 
-    let filler = fill(tmpfs.path());
+    let filler = tmpfs.fill();
     // sled applies the write in memory, then fails to write it to its log. The write is
     // tens of KiB on purpose: a small record can still fit in the last page sled's log
     // already holds on the tmpfs, and then nothing fails.

@@ -75,14 +75,8 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let dir = support::location();
-        let clock = Arc::new(ManualClock::new(T0));
-        let config = StoreConfig::default()
-            .index_chunk_positions(2)
-            .clock(clock.clone())
-            .usage_flush_interval(None)
-            .background_jobs(false);
-        let store = Store::create_empty_at(&dir.location, "lk", config).unwrap();
+        let (dir, store, clock) =
+            support::clocked_store(T0, |c| c.index_chunk_positions(2).background_jobs(false));
         let mut world = World {
             _dir: dir,
             store,

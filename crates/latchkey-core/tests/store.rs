@@ -25,13 +25,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let dir = support::location();
-    let clock = Arc::new(ManualClock::new(T0));
-    let config = StoreConfig::default()
-        .index_chunk_positions(2)
-        .clock(clock.clone())
-        .usage_flush_interval(None);
-    let store = Store::create_empty_at(&dir.location, "lk", config).unwrap();
+    let (dir, store, clock) = support::clocked_store(T0, |c| c.index_chunk_positions(2));
     Fixture {
         _dir: dir,
         store,

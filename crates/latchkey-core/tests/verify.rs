@@ -19,13 +19,9 @@ struct Fixture {
 }
 
 fn fixture(cache_entries: usize) -> Fixture {
-    let dir = support::location();
-    let clock = Arc::new(ManualClock::new(datetime!(2026-06-01 12:00 UTC)));
-    let config = StoreConfig::default()
-        .clock(clock.clone())
-        .usage_flush_interval(None)
-        .verify_cache_entries(cache_entries);
-    let store = Store::create_empty_at(&dir.location, "lk", config).unwrap();
+    let (dir, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| {
+        c.verify_cache_entries(cache_entries)
+    });
     let admin = Actor::system();
     let user = support::user(&store, "bot", &["orders:read"]);
     Fixture {

@@ -86,13 +86,7 @@ mod tests {
             status: ::http::StatusCode::CREATED,
             body: Bytes::from(format!(r#"{{"secret":"{}"}}"#, key.expose())),
         };
-        let shown = [
-            format!("{request:?}"),
-            format!("{request:#?}"),
-            format!("{response:?}"),
-            format!("{response:#?}"),
-        ];
-        for text in shown {
+        for text in crate::testing::debug_texts(&[&request, &response]) {
             assert!(!text.contains(key.secret()), "{text}");
             assert!(text.contains("bytes>"), "{text}");
         }

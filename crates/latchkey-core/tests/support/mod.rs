@@ -3,7 +3,10 @@
 //! server and dropped after the test.
 #![allow(dead_code, unreachable_pub)]
 
-use latchkey_core::Location;
+use std::sync::Arc;
+
+use latchkey_core::{Location, ManualClock, Store, StoreConfig};
+use time::OffsetDateTime;
 
 mod child;
 mod records;
@@ -54,6 +57,22 @@ pub fn location() -> TestLocation {
             }
         }
     }
+}
+
+/// A new store at a fresh [`location`], its clock a [`ManualClock`] at `t0` and its usage
+/// flushed only when the test asks; `tune` adds the test's own settings. The location must
+/// outlive the store.
+pub fn clocked_store(
+    t0: OffsetDateTime,
+    tune: impl FnOnce(StoreConfig) -> StoreConfig,
+) -> (TestLocation, Store, Arc<ManualClock>) {
+    let dir = location();
+    let clock = Arc::new(ManualClock::new(t0));
+    let config = StoreConfig::default()
+        .clock(clock.clone())
+        .usage_flush_interval(None);
+    let store = Store::create_empty_at(&dir.location, "lk", tune(config)).unwrap();
+    (dir, store, clock)
 }
 
 /// A fresh PostgreSQL database; `None` when the tests run on sled only.

@@ -24,6 +24,20 @@ fn limit(name: &str, limit: u32, window_seconds: u32) -> RateLimit {
     }
 }
 
+/// Creates the user `partner` holding `permissions`; answers a new live key of it, for a
+/// test to add its usage control to.
+fn partner_key(fx: &Fixture, permissions: &[&str]) -> NewKey {
+    new_key(&fx.user("partner", permissions), latchkey_tower::Env::Live)
+}
+
+/// Credits without a refill.
+fn credits(remaining: u64) -> Option<Credits> {
+    Some(Credits {
+        remaining,
+        refill: None,
+    })
+}
+
 fn from(ip: &str, mut request: axum::extract::Request) -> axum::extract::Request {
     let addr = SocketAddr::new(ip.parse().unwrap(), 40000);
     request.extensions_mut().insert(ConnectInfo(addr));
@@ -53,10 +67,9 @@ fn assert_rate_limited(reply: &Reply, name: &str, limit: u32, window: u32) -> u6
 #[tokio::test]
 async fn a_rate_limit_refuses_with_headers_until_the_window_rolls_over() {
     let fx = Fixture::new();
-    let user = fx.user("partner", &["orders:read"]);
     let key = fx.key_with(NewKey {
         rate_limits: vec![limit("default", 3, 60)],
-        ..new_key(&user, latchkey_tower::Env::Live)
+        ..partner_key(&fx, &["orders:read"])
     });
     let app = app(fx.layer());
     let text = key.secret.expose();
@@ -94,10 +107,9 @@ async fn a_rate_limit_refuses_with_headers_until_the_window_rolls_over() {
 #[tokio::test]
 async fn every_named_limit_applies_and_a_patch_changes_them() {
     let fx = Fixture::new();
-    let user = fx.user("partner", &[]);
     let key = fx.key_with(NewKey {
         rate_limits: vec![limit("burst", 2, 1), limit("hourly", 3, 3600)],
-        ..new_key(&user, latchkey_tower::Env::Live)
+        ..partner_key(&fx, &[])
     });
     let app = app(fx.layer());
     let text = key.secret.expose();
@@ -128,7 +140,6 @@ async fn every_named_limit_applies_and_a_patch_changes_them() {
 #[tokio::test]
 async fn credits_run_out_refill_on_the_clock_and_a_patch_adds() {
     let fx = Fixture::new();
-    let user = fx.user("partner", &["orders:read"]);
     let key = fx.key_with(NewKey {
         credits: Some(Credits {
             remaining: 2,
@@ -138,7 +149,7 @@ async fn credits_run_out_refill_on_the_clock_and_a_patch_adds() {
                 day_of_month: None,
             }),
         }),
-        ..new_key(&user, latchkey_tower::Env::Live)
+        ..partner_key(&fx, &["orders:read"])
     });
     let app = app(fx.layer());
     let text = key.secret.expose();
@@ -195,13 +206,9 @@ async fn credits_run_out_refill_on_the_clock_and_a_patch_adds() {
 #[tokio::test]
 async fn a_route_sets_its_own_cost() {
     let fx = Fixture::new();
-    let user = fx.user("partner", &["orders:read"]);
     let key = fx.key_with(NewKey {
-        credits: Some(Credits {
-            remaining: 6,
-            refill: None,
-        }),
-        ..new_key(&user, latchkey_tower::Env::Live)
+        credits: credits(6),
+        ..partner_key(&fx, &["orders:read"])
     });
     let app = Router::new()
         .route(
@@ -226,13 +233,12 @@ async fn a_route_sets_its_own_cost() {
 #[tokio::test]
 async fn an_allowlist_checks_the_peer_and_forwarded_addresses_only_from_trusted_proxies() {
     let fx = Fixture::new();
-    let user = fx.user("partner", &[]);
     let key = fx.key_with(NewKey {
         allowed_ips: vec![
             "10.1.0.0/16".parse().unwrap(),
             "2001:db8::/32".parse().unwrap(),
         ],
-        ..new_key(&user, latchkey_tower::Env::Live)
+        ..partner_key(&fx, &[])
     });
     let text = key.secret.expose();
     let plain = app(fx.layer());
@@ -277,10 +283,9 @@ async fn an_allowlist_checks_the_peer_and_forwarded_addresses_only_from_trusted_
 #[tokio::test]
 async fn meta_reaches_the_handler() {
     let fx = Fixture::new();
-    let user = fx.user("partner", &[]);
     let key = fx.key_with(NewKey {
         meta: Some(json!({"plan": "pro", "seats": 5})),
-        ..new_key(&user, latchkey_tower::Env::Live)
+        ..partner_key(&fx, &[])
     });
     let app = Router::new()
         .route(
@@ -307,15 +312,11 @@ async fn meta_reaches_the_handler() {
 #[tokio::test]
 async fn a_disabled_key_over_its_limit_answers_key_disabled() {
     let fx = Fixture::new();
-    let user = fx.user("partner", &[]);
     let key = fx.key_with(NewKey {
         rate_limits: vec![limit("default", 1, 60)],
-        credits: Some(Credits {
-            remaining: 1,
-            refill: None,
-        }),
+        credits: credits(1),
         allowed_ips: vec!["10.0.0.0/8".parse().unwrap()],
-        ..new_key(&user, latchkey_tower::Env::Live)
+        ..partner_key(&fx, &[])
     });
     let app = app(fx.layer());
     let text = key.secret.expose();
@@ -543,13 +544,9 @@ async fn a_credit_reservation_runs_off_the_async_worker() {
     use tower::{Layer, Service, ServiceExt};
 
     let fx = Fixture::new();
-    let user = fx.user("partner", &["orders:read"]);
     let key = fx.key_with(NewKey {
-        credits: Some(Credits {
-            remaining: 100,
-            refill: None,
-        }),
-        ..new_key(&user, latchkey_tower::Env::Live)
+        credits: credits(100),
+        ..partner_key(&fx, &["orders:read"])
     });
     let inner = tower::service_fn(|_: axum::extract::Request| async {
         Ok::<_, std::convert::Infallible>(axum::response::Response::new(axum::body::Body::empty()))
