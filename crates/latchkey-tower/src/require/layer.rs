@@ -1,5 +1,7 @@
 //! [`RequirePermissionLayer`]: one permission, and its 403 built once.
 
+use std::num::NonZeroU32;
+
 use latchkey_core::Permission;
 use tower::Layer;
 
@@ -29,7 +31,7 @@ use crate::rejection::Rejection;
 pub struct RequirePermissionLayer {
     permission: Permission,
     forbidden: Rejection,
-    cost: u32,
+    cost: NonZeroU32,
 }
 
 impl RequirePermissionLayer {
@@ -40,7 +42,7 @@ impl RequirePermissionLayer {
         RequirePermissionLayer {
             permission,
             forbidden,
-            cost: 1,
+            cost: NonZeroU32::MIN,
         }
     }
 
@@ -51,29 +53,25 @@ impl RequirePermissionLayer {
 
     /// What a request to this route costs against the key's rate limits and credits
     /// (default 1, the cost the authentication layer already charged): the layer charges
-    /// the rest, `cost - 1`, once the permission is checked.
-    ///
-    /// # Panics
-    ///
-    /// When `cost` is 0 or above 1,000,000.
+    /// the rest, `cost - 1`, once the permission is checked. A cost above what a key's
+    /// limit or credits could ever allow refuses every request (429).
     ///
     /// ```
+    /// use std::num::NonZeroU32;
     /// use latchkey_tower::{Permission, RequirePermission};
-    /// let expensive = RequirePermission::layer(Permission::from_static("reports:run")).cost(5);
+    ///
+    /// const REPORT_COST: NonZeroU32 = NonZeroU32::new(5).unwrap();
+    /// let expensive =
+    ///     RequirePermission::layer(Permission::from_static("reports:run")).cost(REPORT_COST);
     /// # let _ = expensive;
     /// ```
-    pub fn cost(mut self, cost: u32) -> Self {
-        assert!(
-            (1..=latchkey_core::limits::MAX_COST).contains(&cost),
-            "a route's cost is 1 to {}",
-            latchkey_core::limits::MAX_COST
-        );
+    pub fn cost(mut self, cost: NonZeroU32) -> Self {
         self.cost = cost;
         self
     }
 
     pub(super) fn extra_cost(&self) -> u32 {
-        self.cost - 1
+        self.cost.get() - 1
     }
 
     pub(super) fn forbidden(&self) -> Rejection {

@@ -38,6 +38,9 @@ fn credits(remaining: u64) -> Option<Credits> {
     })
 }
 
+/// The cost of the tests' expensive route.
+const FIVE: std::num::NonZeroU32 = std::num::NonZeroU32::new(5).unwrap();
+
 fn from(ip: &str, mut request: axum::extract::Request) -> axum::extract::Request {
     let addr = SocketAddr::new(ip.parse().unwrap(), 40000);
     request.extensions_mut().insert(ConnectInfo(addr));
@@ -214,7 +217,7 @@ async fn a_route_sets_its_own_cost() {
         .route(
             "/report",
             routing::get(|| async { "report" }).route_layer(
-                RequirePermission::layer(Permission::from_static("orders:read")).cost(5),
+                RequirePermission::layer(Permission::from_static("orders:read")).cost(FIVE),
             ),
         )
         .layer(fx.layer());
@@ -566,7 +569,7 @@ async fn a_credit_reservation_runs_off_the_async_worker() {
     // A route that costs 4 more: slices of 4 then 8 (reserved by the route's check), the
     // third request spends what is left of the second.
     let mut route = RequirePermission::layer(Permission::from_static("orders:read"))
-        .cost(5)
+        .cost(FIVE)
         .layer(inner);
     for expected in ["reserving", "reserving", "calling"] {
         let principal = fx.store.verify(key.secret.expose()).unwrap();
