@@ -1,5 +1,5 @@
-//! Usage control on a key: `meta`, `rate_limits`, `credits` and `allowed_ips` (PRODUCT.md,
-//! *Usage control*), as the API shows and takes them, and their checks.
+//! Usage control on a key: `meta`, `rate_limits`, `credits` and `allowed_ips` (the
+//! README's *Usage control*), as the API shows and takes them, and their checks.
 //!
 //! What enforces them at verification time is [`crate::meter`].
 

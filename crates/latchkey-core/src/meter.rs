@@ -1,8 +1,9 @@
 //! Enforcing a key's usage control at verification time, and [`admit`]: the one place that
 //! orders the checks that follow the key's statuses.
 //!
-//! PRODUCT.md's order is: well-formed → secret → key enabled → not revoked → not expired →
-//! user enabled → **IP → permissions → rate limits → credits**. The first part is the
+//! Verification checks in one order, the same everywhere: well-formed → secret → key
+//! enabled → not revoked → not expired → user enabled → **IP → permissions → rate limits →
+//! credits**; the first refusal is the answer. The first part is the
 //! store's verification ([`crate::Store::verify_key`]); [`admit`] is the second, used by the
 //! embedded layer, `/v1/verify` and the remote verifier alike, so a disabled key over its
 //! limit answers `key_disabled` everywhere (a refused key never reaches [`admit`]).
@@ -49,8 +50,8 @@ impl Default for Admission<'_> {
     }
 }
 
-/// Checks, in PRODUCT.md's order, what follows a key's statuses: IP → permission → rate
-/// limits → credits, consuming `cost` from the limits and credits only when all pass the
+/// Checks, in verification's order (the module docs), what follows a key's statuses: IP →
+/// permission → rate limits → credits, consuming `cost` from the limits and credits only when all pass the
 /// checks before them.
 ///
 /// When the key's credit slice is short this blocks on a durable write (a reservation from
