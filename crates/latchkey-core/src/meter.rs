@@ -360,6 +360,37 @@ impl Meter {
     }
 }
 
+impl Meter {
+    /// The refill period the key's credits are in now (its end, Unix nanoseconds;
+    /// `i64::MAX` without a refill), or `None` for a key without credits. A lease records
+    /// it with what it granted, so that [`Meter::return_credits`] gives back only into the
+    /// period the credits came from.
+    pub fn credit_period(&self) -> Option<i64> {
+        self.0
+            .credits
+            .as_ref()
+            .map(|c| c.period.load(Ordering::Acquire))
+    }
+
+    /// Gives back `credits` a remote verifier leased ([`Meter::lease_credits`]) and did not
+    /// spend: they join this meter's unspent slice, which goes back to the store's balance
+    /// at the next idle flush (or at close). Only when `period` (the [`Meter::credit_period`]
+    /// they were leased in) is still the current one; answers whether they were put back.
+    ///
+    /// The caller must make sure this meter is the one they were leased from (a key whose
+    /// balance was set has a new meter: every slice reserved before is void) and that they
+    /// are given back once.
+    pub fn return_credits(&self, credits: u64, period: i64) -> bool {
+        match &self.0.credits {
+            Some(meter) if credits > 0 && meter.period.load(Ordering::Acquire) == period => {
+                meter.put_slice(credits, period);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A user's rate limits at run time: one GCRA state per limit, shared by every key of the
 /// user in this process. Their names read `user:<name>` in refusals and reports, apart
 /// from the key's own.

@@ -131,6 +131,41 @@ pub struct BucketWant {
     pub want: u64,
 }
 
+/// The body of `POST /v1/leases/return`: a remote verifier gives back credits it leased
+/// and did not spend (at its shutdown).
+// Its `Debug` shows the key's display prefix only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaseReturn {
+    /// The full key the credits were leased for.
+    pub key: String,
+    /// How many credits to give back, 1 to 100,000 (the daemon takes back at most what it
+    /// leased this caller for this key and did not get back yet).
+    #[serde(deserialize_with = "integer")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100_000))]
+    pub credits: u64,
+}
+
+impl std::fmt::Debug for LeaseReturn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseReturn")
+            .field("key", &crate::key::Redacted(&self.key))
+            .field("credits", &self.credits)
+            .finish()
+    }
+}
+
+/// The answer of `POST /v1/leases/return`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaseReturned {
+    /// How many credits went back to the key (0: none could be taken back: not leased to
+    /// this caller, already given back, or the key's credits changed since).
+    #[serde(deserialize_with = "integer")]
+    pub returned: u64,
+}
+
 /// The answer of `POST /v1/leases`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -226,3 +226,37 @@ fn try_admit_defers_only_what_needs_a_reservation_and_finishing_it_admits() {
     assert_eq!(try_request(&store, &text), ("reserve", "usage_exceeded"));
     assert_eq!(remaining(&store, id), 0);
 }
+
+/// Leased credits given back join the slice and reach the store's balance at the flush;
+/// never into another refill period, never into a meter replaced by a `set`.
+#[test]
+fn returned_credits_go_back_only_to_the_meter_and_period_they_came_from() {
+    let fx = Fixture::new();
+    let store = fx.create();
+    let admin = Actor::system();
+    let (id, text) = key_with_credits(&store, no_refill(100));
+    let meter = store.verify(&text).unwrap().meter.clone().unwrap();
+    let period = meter.credit_period().unwrap();
+    let leased = meter.lease_credits(5).unwrap();
+    assert_eq!(leased, 5);
+    assert_eq!(remaining(&store, id), 95);
+    assert!(!meter.return_credits(3, period - 1), "another period");
+    assert!(meter.return_credits(3, period));
+    assert_eq!(remaining(&store, id), 98);
+    let store = fx.reopen(store);
+    assert_eq!(remaining(&store, id), 98, "given back at close");
+    // After a `set`, the old meter's credits are void: the new meter is another one.
+    let meter = store.verify(&text).unwrap().meter.clone().unwrap();
+    assert_eq!(meter.lease_credits(2).unwrap(), 2);
+    let set = KeyPatch {
+        credits: Some(CreditsPatch::Set {
+            remaining: 10,
+            refill: None,
+        }),
+        ..KeyPatch::default()
+    };
+    store.update_key(&admin, id, set).unwrap();
+    let current = store.verify(&text).unwrap().meter.clone().unwrap();
+    assert!(current != meter);
+    assert_eq!(remaining(&store, id), 10);
+}
