@@ -72,6 +72,7 @@ mod caller;
 mod error;
 mod extract;
 mod handlers;
+mod lease_ledger;
 mod metrics;
 mod openapi;
 mod router;

@@ -39,6 +39,7 @@ fn v1() -> Router<AppState> {
         .route("/keys/{id}/rotate", post(keys::rotate))
         .route("/verify", post(verify::verify))
         .route("/leases", post(leases::lease))
+        .route("/leases/return", post(leases::give_back))
         .route("/usage", post(usage::report))
         .route("/events", get(events::stream))
         .route("/audit", get(audit::list))

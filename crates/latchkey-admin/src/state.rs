@@ -11,6 +11,7 @@ use latchkey_tower::{StoreVerification, Verifier};
 
 use crate::error::AppError;
 use crate::handlers::streams::StreamSlots;
+use crate::lease_ledger::LeaseLedger;
 use crate::metrics::Metrics;
 
 /// The router's state. Cheap to clone.
@@ -20,6 +21,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     /// The open `/v1/events` streams, bounded.
     pub(crate) streams: Arc<StreamSlots>,
+    /// The credits leased to remote verifiers that they may give back.
+    pub(crate) leases: Arc<LeaseLedger>,
 }
 
 impl AppState {
@@ -28,6 +31,7 @@ impl AppState {
             store,
             metrics: Arc::new(Metrics::default()),
             streams: Arc::default(),
+            leases: Arc::default(),
         }
     }
 

@@ -1,12 +1,14 @@
 //! `POST /v1/leases`: slices of a key's rate limits and credits for a remote verifier, which
 //! admits requests from them without asking the daemon each time (README, *Remote
-//! verification*).
+//! verification*); `POST /v1/leases/return`: the credits it did not spend, given back.
 
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use latchkey_core::wire::{BucketKind, LeaseGrant, LeaseRequest, LeaseResponse};
-use latchkey_core::{Meter, VerifyError, limits};
+use latchkey_core::wire::{
+    BucketKind, LeaseGrant, LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned,
+};
+use latchkey_core::{Meter, Principal, VerifyError, limits};
 
 use crate::caller::{Caller, perm};
 use crate::error::AppError;
@@ -32,7 +34,7 @@ use crate::state::AppState;
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn lease(
     State(state): State<AppState>,
-    _caller: Caller<perm::Verify>,
+    caller: Caller<perm::Verify>,
     JsonBody(body): JsonBody<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>, AppError> {
     AppError::check_len(
@@ -85,7 +87,7 @@ pub(crate) async fn lease(
     for bucket in &body.buckets {
         grants.push(match bucket.kind {
             BucketKind::RateLimit => lease_limit(meter, bucket.name.as_deref(), bucket.want),
-            BucketKind::Credits => match meter.lease_credits(bucket.want) {
+            BucketKind::Credits => match lease_credits(&state, &caller, &principal, bucket.want) {
                 Ok(granted) => grant(BucketKind::Credits, None, granted),
                 Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
                 Err(_) => grant(BucketKind::Credits, None, 0),
@@ -98,6 +100,74 @@ pub(crate) async fn lease(
         allowed_ips: meter.allowed_ips().to_vec(),
         grants,
     }))
+}
+
+/// Leases credits, and records them in the ledger so that the verifier may give back what
+/// it does not spend: only when the refill period did not change meanwhile (else they were
+/// taken across a refill, and cannot be told apart).
+fn lease_credits(
+    state: &AppState,
+    caller: &Caller<perm::Verify>,
+    principal: &Principal,
+    want: u64,
+) -> Result<u64, VerifyError> {
+    let Some(meter) = &principal.meter else {
+        return Ok(0);
+    };
+    let before = meter.credit_period();
+    let granted = meter.lease_credits(want)?;
+    if let Some(period) = before
+        && meter.credit_period() == before
+    {
+        let caller = caller.actor.key_id();
+        state
+            .leases
+            .granted(caller, principal.key_id, meter, period, granted);
+    }
+    Ok(granted)
+}
+
+/// Takes back credits a verifier leased of a key and did not spend.
+///
+/// Verifies the key as `POST /v1/leases` does, then gives back to it at most what this
+/// caller leased of it and did not give back yet, and only while the key's credits are the
+/// ones they were leased from (not set or cleared since, in the same refill period): they
+/// reach the stored balance at the daemon's next idle flush (within seconds) or at its
+/// shutdown. `returned: 0` when nothing could be taken back (a key that does not
+/// authenticate, or has no credits, included); what is not taken back stays spent. 503
+/// `keystore_unavailable` when the keystore cannot be read.
+#[utoipa::path(post, path = "/v1/leases/return", operation_id = "returnLeasedCredits", tag = "verify",
+    request_body = LeaseReturn,
+    responses(
+        (status = 200, description = "How many credits went back", body = LeaseReturned),
+        InvalidField, LacksVerify, KeystoreUnavailable,
+    ),
+    security(("bearer" = ["latchkey:verify"])))]
+pub(crate) async fn give_back(
+    State(state): State<AppState>,
+    caller: Caller<perm::Verify>,
+    JsonBody(body): JsonBody<LeaseReturn>,
+) -> Result<Json<LeaseReturned>, AppError> {
+    if !(1..=limits::MAX_LEASE).contains(&body.credits) {
+        return Err(AppError::invalid(
+            "credits",
+            format!("credits is 1 to {}", limits::MAX_LEASE),
+        ));
+    }
+    let principal = match verify_presented(&state, &body.key).await {
+        Ok(principal) => principal,
+        Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
+        Err(_) => return Ok(Json(LeaseReturned { returned: 0 })),
+    };
+    let returned = match &principal.meter {
+        Some(meter) if meter.has_credits() => {
+            state
+                .leases
+                .give_back(caller.actor.key_id(), principal.key_id, meter, body.credits)
+        }
+        _ => 0,
+    };
+    Ok(Json(LeaseReturned { returned }))
 }
 
 fn grant(kind: BucketKind, name: Option<String>, granted: u64) -> LeaseGrant {
@@ -138,7 +208,7 @@ fn lease_limit(meter: &Meter, name: Option<&str>, want: u64) -> LeaseGrant {
 }
 
 fn unavailable(cause: &str) -> AppError {
-    tracing::error!(error = %cause, "keystore unavailable during /v1/leases");
+    tracing::error!(error = %cause, "keystore unavailable during a lease");
     AppError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "keystore_unavailable",

@@ -32,7 +32,7 @@ use crate::handlers::{
         users::revoke_keys,
         keys::create, keys::list, keys::show, keys::update, keys::revoke, keys::rotate,
         keys::delete,
-        verify::verify, leases::lease,
+        verify::verify, leases::lease, leases::give_back,
         usage::report,
         audit::list, audit::verify, events::stream,
         backup::backup, import::import,

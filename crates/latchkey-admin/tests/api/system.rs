@@ -30,6 +30,7 @@ async fn openapi_document_parses_and_lists_every_path() {
         ("/v1/keys/{id}/rotate", &["post"]),
         ("/v1/verify", &["post"]),
         ("/v1/leases", &["post"]),
+        ("/v1/leases/return", &["post"]),
         ("/v1/usage", &["post"]),
         ("/v1/audit", &["get"]),
         ("/v1/audit/verify", &["get"]),

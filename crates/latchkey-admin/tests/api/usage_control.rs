@@ -250,6 +250,84 @@ async fn leases_grant_slices_of_each_bucket_and_never_more_than_is_left() {
     assert_eq!(answer["valid"], false);
 }
 
+#[tokio::test]
+async fn a_return_gives_back_only_what_this_caller_leased_from_the_key_s_current_credits() {
+    let h = Harness::new();
+    let (service, created) = service_and_limited_key(&h, 4, 100).await;
+    let secret = created["secret"].as_str().unwrap();
+    let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
+    let remaining = || async { h.get(&uri).await.ok(200)["credits"]["remaining"].clone() };
+    assert_eq!(
+        lease_credits(&h, &service, secret).await["grants"][0]["granted"],
+        5
+    );
+    assert_eq!(remaining().await, 95);
+    // More than was leased: only what was leased goes back, once.
+    assert_eq!(
+        give_back(&h, &service, secret, 40).await,
+        json!({"returned": 5})
+    );
+    assert_eq!(remaining().await, 100);
+    assert_eq!(give_back(&h, &service, secret, 1).await["returned"], 0);
+    assert_eq!(remaining().await, 100);
+
+    // Another caller gets nothing back of this one's lease.
+    assert_eq!(
+        lease_credits(&h, &service, secret).await["grants"][0]["granted"],
+        5
+    );
+    let (_, other) = h.user_with_key("svc2", &["latchkey:verify"]).await;
+    assert_eq!(give_back(&h, &other, secret, 5).await["returned"], 0);
+    assert_eq!(remaining().await, 95);
+
+    // Setting the balance voids every slice reserved before, leased ones included.
+    h.patch(&uri, json!({"credits": {"remaining": 50}}))
+        .await
+        .ok(200);
+    assert_eq!(give_back(&h, &service, secret, 5).await["returned"], 0);
+    assert_eq!(remaining().await, 50);
+
+    // A key without credits, a key that does not authenticate: nothing.
+    let (_, plain) = h.user_with_key("plain", &["orders:read"]).await;
+    assert_eq!(give_back(&h, &service, &plain, 5).await["returned"], 0);
+    assert_eq!(
+        give_back(&h, &service, "lk_live_nope", 5).await["returned"],
+        0
+    );
+    // Bad input is a 400 and changes nothing.
+    for bad in [
+        json!({"key": secret, "credits": 0}),
+        json!({"key": secret, "credits": 100_001}),
+        json!({"key": secret}),
+    ] {
+        h.send("POST", "/v1/leases/return", Some(&service), Some(bad))
+            .await
+            .problem(400, "invalid_field");
+    }
+    assert_eq!(remaining().await, 50);
+    // A caller without `latchkey:verify` is refused.
+    h.send(
+        "POST",
+        "/v1/leases/return",
+        Some(&plain),
+        Some(json!({"key": secret, "credits": 1})),
+    )
+    .await
+    .problem(403, "insufficient_permission");
+}
+
+/// `POST /v1/leases` of up to 50 credits of `key` by `caller`; the answer.
+async fn lease_credits(h: &Harness, caller: &str, key: &str) -> Value {
+    let body = json!({"key": key, "buckets": [{"kind": "credits", "want": 50}]});
+    h.post_as(caller, "/v1/leases", body).await
+}
+
+/// `POST /v1/leases/return` of `credits` credits of `key` by `caller`; the answer.
+async fn give_back(h: &Harness, caller: &str, key: &str, credits: u64) -> Value {
+    let body = json!({"key": key, "credits": credits});
+    h.post_as(caller, "/v1/leases/return", body).await
+}
+
 /// A service `svc` (`latchkey:verify`) and a key `k` for a user `partner` (`orders:read`),
 /// from 10.0.0.0/8 only, with a limit of `limit` requests a minute and `credits` credits;
 /// returns the service's secret and the key's record.

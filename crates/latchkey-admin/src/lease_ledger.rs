@@ -1,0 +1,127 @@
+//! The credits `POST /v1/leases` granted and `POST /v1/leases/return` may take back: per
+//! caller and leased key, how many are out, and the meter and refill period they came from.
+//!
+//! In memory and bounded: an entry untouched for [`MAX_IDLE`] is dropped, and when
+//! [`MAX_ENTRIES`] are held the oldest go. What is dropped (or forgotten by a restart) can
+//! no longer be given back: it stays counted as spent, as before returns existed. Never
+//! more than was granted goes back, and only into the meter it was taken from (a key whose
+//! credits were set has a new one: every slice reserved before is void) in the same period.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use latchkey_core::Meter;
+use uuid::Uuid;
+
+/// The most (caller, key) pairs remembered.
+pub(crate) const MAX_ENTRIES: usize = 100_000;
+
+/// How long an entry is kept without a grant or a return.
+pub(crate) const MAX_IDLE: Duration = Duration::from_secs(3_600);
+
+/// Who leased (the caller's key id; `None` for the operator) and which key.
+type Pair = (Option<Uuid>, Uuid);
+
+#[derive(Debug)]
+struct Entry {
+    meter: Meter,
+    period: i64,
+    outstanding: u64,
+    touched: Instant,
+}
+
+/// The ledger; one per daemon, shared by the handlers.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseLedger {
+    entries: Mutex<HashMap<Pair, Entry>>,
+}
+
+impl LeaseLedger {
+    /// Records `granted` credits leased to `caller` of `key` from `meter` in `period`.
+    /// Grants from another meter or period than the entry's replace it: the older ones can
+    /// no longer be given back anyway.
+    pub(crate) fn granted(
+        &self,
+        caller: Option<Uuid>,
+        key: Uuid,
+        meter: &Meter,
+        period: i64,
+        granted: u64,
+    ) {
+        if granted == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if !entries.contains_key(&(caller, key)) && entries.len() >= MAX_ENTRIES {
+            make_room(&mut entries, now);
+        }
+        let entry = entries.entry((caller, key)).or_insert_with(|| Entry {
+            meter: meter.clone(),
+            period,
+            outstanding: 0,
+            touched: now,
+        });
+        if entry.meter != *meter || entry.period != period {
+            entry.meter = meter.clone();
+            entry.period = period;
+            entry.outstanding = 0;
+        }
+        entry.outstanding = entry.outstanding.saturating_add(granted);
+        entry.touched = now;
+    }
+
+    /// Gives back up to `credits` of what `caller` leased of `key`, into `current` (the
+    /// key's meter now) when it is the one they came from; answers how many went back.
+    pub(crate) fn give_back(
+        &self,
+        caller: Option<Uuid>,
+        key: Uuid,
+        current: &Meter,
+        credits: u64,
+    ) -> u64 {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = entries.get_mut(&(caller, key)) else {
+            return 0;
+        };
+        if now.duration_since(entry.touched) >= MAX_IDLE || entry.meter != *current {
+            entries.remove(&(caller, key));
+            return 0;
+        }
+        let returned = credits.min(entry.outstanding);
+        // Under the lock: two returns at once never give back the same credits.
+        if returned == 0 || !current.return_credits(returned, entry.period) {
+            entries.remove(&(caller, key));
+            return 0;
+        }
+        entry.outstanding -= returned;
+        entry.touched = now;
+        if entry.outstanding == 0 {
+            entries.remove(&(caller, key));
+        }
+        returned
+    }
+}
+
+/// Drops the entries untouched for [`MAX_IDLE`], and when that is not enough, the oldest
+/// sixteenth, so a full ledger scans once per many grants.
+fn make_room(entries: &mut HashMap<Pair, Entry>, now: Instant) {
+    entries.retain(|_, e| now.duration_since(e.touched) < MAX_IDLE);
+    if entries.len() < MAX_ENTRIES {
+        return;
+    }
+    let mut touched: Vec<Instant> = entries.values().map(|e| e.touched).collect();
+    let cut = touched.len() / 16;
+    let (_, oldest_kept, _) = touched.select_nth_unstable(cut);
+    let oldest_kept = *oldest_kept;
+    entries.retain(|_, e| e.touched >= oldest_kept);
+    // Equal times could keep too many: drop any, the bound holds.
+    while entries.len() >= MAX_ENTRIES {
+        let Some(pair) = entries.keys().next().copied() else {
+            break;
+        };
+        entries.remove(&pair);
+    }
+}
