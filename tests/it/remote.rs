@@ -91,6 +91,21 @@ impl Proc {
         format!("http://{}", self.addr)
     }
 
+    /// SIGTERM, as a graceful stop; returns once the process exited, asserting it exited
+    /// cleanly.
+    fn terminate(&mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill -TERM");
+        assert!(sent.success());
+        let status = self.child.wait().expect("waiting for the child");
+        assert!(
+            status.success(),
+            "a graceful stop exits cleanly: {status:?}"
+        );
+    }
+
     /// SIGKILL, as a crash would; returns once the process is gone.
     fn kill(mut self) {
         self.child.kill().expect("kill -9");
@@ -514,6 +529,44 @@ fn a_rate_limit_and_credits_hold_across_two_apps() {
         get_orders(&c.apps[0], &key),
         (429, "usage_exceeded".to_owned())
     );
+}
+
+/// An app stopped gracefully gives back the credits it leased and did not spend: the key's
+/// balance is then what was bought less what was admitted, exactly (before returns, the
+/// app's unspent slice was lost).
+#[test]
+fn unspent_leased_credits_go_back_when_an_app_stops_gracefully() {
+    const ADMITTED: u64 = 40;
+    let mut c = Cluster::new(LONG_STALENESS);
+    c.user("partner", "orders:read", &[]);
+    let created = c.key_with("partner", "metered", &["--credits", "1000"]);
+    let (key, id) = (secret_of(&created), created["id"].as_str().unwrap());
+    for _ in 0..ADMITTED {
+        assert_eq!(get_orders(&c.apps[0], &key), (200, String::new()));
+    }
+    let remaining = |c: &Cluster| c.json(&["keys", "show", id])["credits"]["remaining"].as_u64();
+    let held = 1000 - ADMITTED - remaining(&c).unwrap();
+    eprintln!("the app holds {held} credits unspent before it stops");
+    // It leases ahead (a new slice once one is half used): something to give back.
+    assert!(held > 0, "the app holds no unspent credits");
+    let stopping = Instant::now();
+    c.apps[0].terminate();
+    eprintln!("the app stopped in {:?}", stopping.elapsed());
+    // The daemon shows its own unspent slice in the balance: the return counts at once; the
+    // poll covers a machine slow to run the app's shutdown.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = remaining(&c);
+        if now == Some(1000 - ADMITTED) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "credits.remaining {now:?}, expected {} (the app held {held})",
+            1000 - ADMITTED
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Four clients at once, two per app, 15 requests each, the first two with `keys[0]`, the

@@ -72,7 +72,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
-    // The last usage figures of cache hits.
+    // The last usage figures of cache hits, and the leased credits not spent.
     verifier.flush_usage().await;
     Ok(())
 }

@@ -254,6 +254,15 @@ impl Cache {
         self.read().positive.len()
     }
 
+    /// The leases of the cached metered keys.
+    pub(super) fn leases(&self) -> Vec<Arc<Lease>> {
+        self.read()
+            .positive
+            .values()
+            .filter_map(|p| p.lease.clone())
+            .collect()
+    }
+
     /// How many refusals are cached.
     pub(super) fn refusals(&self) -> usize {
         self.negative.len()

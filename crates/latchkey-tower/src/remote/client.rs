@@ -1,5 +1,5 @@
 //! The daemon's HTTP API as the verifier speaks it: `POST /v1/verify`, `POST /v1/leases`,
-//! `GET /v1/events`, `POST /v1/usage`.
+//! `POST /v1/leases/return`, `GET /v1/events`, `POST /v1/usage`.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -9,7 +9,8 @@ use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, StatusCode};
 use latchkey_core::meter::RateLimited;
 use latchkey_core::wire::{
-    BucketWant, LeaseRequest, LeaseResponse, UsageItem, UsageReport, VerifyResponse,
+    BucketWant, LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned, UsageItem, UsageReport,
+    VerifyResponse,
 };
 use latchkey_core::{ApiKey, LimitState, PrincipalInfo, RateLimit, VerifyError};
 use reqwest::Url;
@@ -27,6 +28,7 @@ pub(super) struct Daemon {
     base: Url,
     verify_url: Url,
     leases_url: Url,
+    return_url: Url,
     events_url: Url,
     usage_url: Url,
     /// `Bearer <service key>`, marked sensitive.
@@ -93,6 +95,7 @@ impl Daemon {
         Ok(Daemon {
             verify_url: join("v1/verify")?,
             leases_url: join("v1/leases")?,
+            return_url: join("v1/leases/return")?,
             events_url: join("v1/events")?,
             usage_url: join("v1/usage")?,
             base,
@@ -153,6 +156,19 @@ impl Daemon {
             buckets,
         };
         self.call("POST /v1/leases", &self.leases_url, &body).await
+    }
+
+    /// Gives back `credits` leased of a key and not spent (`POST /v1/leases/return`): how
+    /// many the daemon took back. `Err` when it could not answer.
+    pub(super) async fn give_back(&self, presented: &str, credits: u64) -> Result<u64, String> {
+        let body = LeaseReturn {
+            key: presented.to_owned(),
+            credits,
+        };
+        let answer: LeaseReturned = self
+            .call("POST /v1/leases/return", &self.return_url, &body)
+            .await?;
+        Ok(answer.returned)
     }
 
     /// `POST url` with the service key, `body` as JSON, within the request time limit.

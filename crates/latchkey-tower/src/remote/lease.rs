@@ -9,6 +9,10 @@
 //! background, so a busy key rarely waits; when one is empty a request waits for the
 //! daemon's answer, and is refused (`rate_limited`, `usage_exceeded`) when the daemon
 //! grants nothing.
+//!
+//! At shutdown ([`RemoteVerifier::flush_usage`](super::RemoteVerifier::flush_usage)) the
+//! credits left unspent are taken out of the lease and given back (`POST
+//! /v1/leases/return`); rate limit slices are not: they are void within a window anyway.
 
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -20,7 +24,7 @@ use latchkey_core::wire::{BucketKind, BucketWant, LeaseGrant, LeaseResponse};
 use latchkey_core::{LimitState, RateLimit, VerifyError};
 
 /// The most credits a verifier leases at once: at most this many are lost (counted as
-/// spent) when it stops without using them.
+/// spent) when it stops without giving them back (killed, or the daemon unreachable).
 const MAX_CREDITS_SLICE: u64 = 100;
 
 /// One bucket's slice.
@@ -63,11 +67,24 @@ pub(super) struct Lease {
     pub(super) asking: tokio::sync::Mutex<()>,
     /// A background request is on its way.
     pub(super) topping_up: AtomicBool,
+    /// The key as presented, to give unspent credits back; `None` without a credits bucket.
+    key: Option<Presented>,
+}
+
+/// A presented key, kept for [`Lease::unspent_credits`]; its `Debug` shows the key's
+/// display prefix only.
+struct Presented(Box<str>);
+
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        latchkey_core::key::Redacted(&self.0).fmt(f)
+    }
 }
 
 impl Lease {
-    /// A lease with nothing granted yet, of the buckets `/v1/verify` reported.
-    pub(super) fn new(limits: &[LimitState]) -> Lease {
+    /// A lease with nothing granted yet, of the buckets `/v1/verify` reported for the key
+    /// `presented`.
+    pub(super) fn new(limits: &[LimitState], presented: &str) -> Lease {
         let buckets = limits
             .iter()
             .map(|l| {
@@ -90,8 +107,13 @@ impl Lease {
                     last_grant: AtomicU64::new(0),
                 }
             })
-            .collect();
+            .collect::<Box<[Bucket]>>();
+        let key = buckets
+            .iter()
+            .any(|b| b.kind == BucketKind::Credits)
+            .then(|| Presented(presented.into()));
         Lease {
+            key,
             buckets,
             allowed_ips: Mutex::new(None),
             refusal: Mutex::new(None),
@@ -125,6 +147,19 @@ impl Lease {
             }
         }
         Take::Taken
+    }
+
+    /// Takes every credit left unspent out of the lease (so none is both spent and given
+    /// back), with the key to give them back for; `None` when there are none.
+    pub(super) fn unspent_credits(&self) -> Option<(&str, u64)> {
+        let key = self.key.as_ref()?;
+        let left = self
+            .buckets
+            .iter()
+            .filter(|b| b.kind == BucketKind::Credits)
+            .map(|b| b.left.swap(0, Ordering::AcqRel))
+            .sum::<u64>();
+        (left > 0).then_some((&*key.0, left))
     }
 
     /// Whether the daemon told the allowlist yet.

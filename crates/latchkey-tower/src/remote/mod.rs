@@ -85,7 +85,9 @@
 //! The daemon counts the verifications it answers. Cache hits are counted here and sent
 //! every `usage_interval` (default 5 s) with `POST /v1/usage`; call
 //! [`RemoteVerifier::flush_usage`] at shutdown. A daemon without that endpoint gets no
-//! figures for cache hits (logged once).
+//! figures for cache hits (logged once). `flush_usage` also gives back the credits the
+//! verifier leased of metered keys and did not spend (`POST /v1/leases/return`); what the
+//! daemon cannot take back stays counted as spent.
 //!
 //! # Layout
 //!

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use futures_util::StreamExt;
 use latchkey_core::{ApiKey, Principal, VerifyError};
 use time::OffsetDateTime;
 use tokio::runtime::Handle;
@@ -83,6 +84,10 @@ pub(super) struct Shared {
 /// How long a cache miss waits for a free request slot before it is answered 503: long
 /// enough to ride out a burst, short enough that a flood is refused quickly.
 const MISS_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How many `POST /v1/leases/return` requests [`RemoteVerifier::flush_usage`] has in flight
+/// at once.
+const GIVE_BACK_CONCURRENCY: usize = 8;
 
 type Answer = Option<Result<Principal, VerifyError>>;
 /// A cached valid answer: the principal, and a metered key's lease.
@@ -185,11 +190,19 @@ impl RemoteVerifier {
         self.shared.cache.len()
     }
 
-    /// Sends the usage figures of cache hits counted so far (`POST /v1/usage`). They are
-    /// sent every `usage_interval` anyway; call this at shutdown so the last ones are not
-    /// lost.
+    /// Sends the usage figures of cache hits counted so far (`POST /v1/usage`), and gives
+    /// back the credits the verifier leased of metered keys and did not spend (`POST
+    /// /v1/leases/return`). Call this at shutdown, once requests have stopped: the figures
+    /// are sent every `usage_interval` anyway, but the last ones would be lost, and so would
+    /// the unspent credits (counted as spent). A request admitted after it asks the daemon
+    /// again.
+    ///
+    /// What the daemon cannot take back stays spent: a return it could not answer (logged
+    /// at DEBUG), credits of a key whose balance was set since, or leased from a daemon
+    /// that restarted since.
     pub async fn flush_usage(&self) {
         self.shared.usage.flush(&self.shared.daemon).await;
+        self.shared.give_back_credits().await;
     }
 }
 
@@ -221,6 +234,28 @@ impl Verifier for RemoteVerifier {
 }
 
 impl Shared {
+    /// Gives back every cached lease's unspent credits, a few requests at a time.
+    async fn give_back_credits(&self) {
+        let leases = self.cache.leases();
+        futures_util::stream::iter(&leases)
+            .for_each_concurrent(GIVE_BACK_CONCURRENCY, |lease| async move {
+                // After a request for more in flight: its grant is in the lease then.
+                let _one = lease.asking.lock().await;
+                let Some((key, credits)) = lease.unspent_credits() else {
+                    return;
+                };
+                match self.daemon.give_back(key, credits).await {
+                    Ok(returned) => {
+                        tracing::debug!(credits, returned, "gave back unspent leased credits");
+                    }
+                    Err(cause) => {
+                        tracing::debug!(credits, error = %cause, "could not give back unspent leased credits: they stay spent");
+                    }
+                }
+            })
+            .await;
+    }
+
     /// A cached answer for a presented text, or the daemon's; a metered key's request is
     /// admitted from its lease.
     fn lookup(self: &Arc<Self>, presented: &str, client_ip: Option<IpAddr>) -> RemoteFuture {
@@ -408,7 +443,7 @@ impl Shared {
                     principal: principal.clone(),
                     expires_at,
                     fetched_at: now,
-                    lease: limits.map(|l| Arc::new(Lease::new(&l))),
+                    lease: limits.map(|l| Arc::new(Lease::new(&l, presented))),
                 };
                 self.cache.insert_valid(digest, entry, generation);
                 Ok(principal)
