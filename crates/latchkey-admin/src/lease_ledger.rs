@@ -125,3 +125,71 @@ fn make_room(entries: &mut HashMap<Pair, Entry>, now: Instant) {
         entries.remove(&pair);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use latchkey_core::{Actor, Credits, NewKey, NewUser, Store, StoreConfig};
+
+    use super::*;
+
+    /// A store and the meter of a key with 1,000 credits.
+    fn meter() -> (tempfile::TempDir, Store, Meter) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::default().usage_flush_interval(None);
+        let store = Store::create(dir.path(), "lk", config).unwrap();
+        let system = Actor::system();
+        let user = NewUser {
+            name: "partner".into(),
+            ..NewUser::default()
+        };
+        let user = store.create_user(&system, user).unwrap();
+        let key = NewKey {
+            name: "metered".into(),
+            user_id: user.id,
+            credits: Some(Credits {
+                remaining: 1_000,
+                refill: None,
+            }),
+            ..NewKey::default()
+        };
+        let created = store.create_key(&system, key).unwrap();
+        let principal = store.verify(created.secret.expose()).unwrap();
+        let meter = principal.meter.clone().unwrap();
+        (dir, store, meter)
+    }
+
+    #[test]
+    fn the_ledger_is_bounded_and_what_it_dropped_cannot_come_back() {
+        let (_dir, _store, meter) = meter();
+        let period = meter.credit_period().unwrap();
+        let ledger = LeaseLedger::default();
+        let first = Uuid::now_v7();
+        ledger.granted(None, first, &meter, period, 1);
+        for _ in 0..MAX_ENTRIES {
+            ledger.granted(None, Uuid::now_v7(), &meter, period, 1);
+        }
+        let held = ledger.entries.lock().unwrap().len();
+        assert!(held <= MAX_ENTRIES && held > MAX_ENTRIES / 2, "{held}");
+        // The oldest went first: its credit stays spent.
+        assert_eq!(ledger.give_back(None, first, &meter, 1), 0);
+    }
+
+    #[test]
+    fn a_return_takes_back_at_most_what_was_granted_once_and_for_its_caller() {
+        let (_dir, _store, meter) = meter();
+        let period = meter.credit_period().unwrap();
+        let ledger = LeaseLedger::default();
+        let (caller, key) = (Some(Uuid::now_v7()), Uuid::now_v7());
+        ledger.granted(caller, key, &meter, period, 3);
+        ledger.granted(caller, key, &meter, period, 2);
+        assert_eq!(ledger.give_back(Some(Uuid::now_v7()), key, &meter, 5), 0);
+        assert_eq!(ledger.give_back(None, key, &meter, 5), 0);
+        assert_eq!(ledger.give_back(caller, key, &meter, 4), 4);
+        assert_eq!(ledger.give_back(caller, key, &meter, 4), 1);
+        assert_eq!(ledger.give_back(caller, key, &meter, 4), 0);
+        // A grant of another period replaces what was out: it can no longer come back.
+        ledger.granted(caller, key, &meter, period - 1, 3);
+        ledger.granted(caller, key, &meter, period, 2);
+        assert_eq!(ledger.give_back(caller, key, &meter, 5), 2);
+    }
+}

@@ -227,23 +227,26 @@ fn try_admit_defers_only_what_needs_a_reservation_and_finishing_it_admits() {
     assert_eq!(remaining(&store, id), 0);
 }
 
-/// Leased credits given back join the slice and reach the store's balance at the flush;
-/// never into another refill period, never into a meter replaced by a `set`.
+/// Leased credits given back join the slice and reach the store's balance at close; never
+/// into another refill period, never into a meter replaced by a `set`. On both backends.
 #[test]
 fn returned_credits_go_back_only_to_the_meter_and_period_they_came_from() {
-    let fx = Fixture::new();
-    let store = fx.create();
+    let t0 = datetime!(2026-03-10 12:00 UTC);
+    let (location, store, clock) = support::clocked_store(t0, |c| c);
     let admin = Actor::system();
     let (id, text) = key_with_credits(&store, no_refill(100));
     let meter = store.verify(&text).unwrap().meter.clone().unwrap();
     let period = meter.credit_period().unwrap();
-    let leased = meter.lease_credits(5).unwrap();
-    assert_eq!(leased, 5);
+    assert_eq!(meter.lease_credits(5).unwrap(), 5);
     assert_eq!(remaining(&store, id), 95);
     assert!(!meter.return_credits(3, period - 1), "another period");
     assert!(meter.return_credits(3, period));
     assert_eq!(remaining(&store, id), 98);
-    let store = fx.reopen(store);
+    drop(store);
+    let config = StoreConfig::default()
+        .clock(clock)
+        .usage_flush_interval(None);
+    let store = Store::open_at(&location.location, config).unwrap();
     assert_eq!(remaining(&store, id), 98, "given back at close");
     // After a `set`, the old meter's credits are void: the new meter is another one.
     let meter = store.verify(&text).unwrap().meter.clone().unwrap();
