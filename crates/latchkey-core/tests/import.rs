@@ -1,6 +1,10 @@
 //! Imported keys: full texts and SHA-256 digests, in bulk; they verify under their old
 //! text, a SHA-256 one is re-hashed at its first verification, bad items are refused alone.
 
+/// Opens a just-closed store's sled files directly (sled only).
+#[path = "support/tamper.rs"]
+mod tamper;
+
 use latchkey_core::{
     Actor, ImportKey, ImportSecret, NewUser, PermissionSet, Store, StoreConfig, StoreError,
     VerifyError,
@@ -90,7 +94,7 @@ fn imported_keys_verify_under_their_old_text_and_are_rehashed() {
     }
     drop(store);
     {
-        let raw = sled::Config::new().path(&path).open().unwrap();
+        let raw = tamper::open_sled(&path);
         assert_eq!(
             raw.scan_prefix(b"xs:").count(),
             0,

@@ -4,6 +4,9 @@
 //! exists throughout exactly once.
 
 mod support;
+/// Opens a just-closed store's sled files directly (sled only).
+#[path = "support/tamper.rs"]
+mod tamper;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -382,7 +385,7 @@ fn reopened_after(edit: impl FnOnce(&sled::Db)) {
     } = world;
     drop(store);
     {
-        let db = sled::open(&path).unwrap();
+        let db = tamper::open_sled(&path);
         edit(&db);
         db.flush().unwrap();
     }

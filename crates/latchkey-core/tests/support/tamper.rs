@@ -18,7 +18,7 @@ pub fn copy_audit_event(path: &Path, from: u64, to: u64) {
 
 /// Opens the store's sled database directly, waiting (bounded) for the lock that a just
 /// dropped `Store` releases once sled's I/O threads finish.
-fn open_sled(path: &Path) -> sled::Db {
+pub fn open_sled(path: &Path) -> sled::Db {
     for _ in 0..100 {
         match sled::open(path) {
             Ok(db) => return db,
