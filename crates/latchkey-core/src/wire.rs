@@ -78,7 +78,6 @@ pub struct VerifyResponse {
 
 /// The body of `POST /v1/leases`: a remote verifier asks for slices of a key's rate limits
 /// and credits, to admit requests from them without asking the daemon each time.
-// Its `Debug` shows the key's display prefix only.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -133,27 +132,18 @@ pub struct BucketWant {
 
 /// The body of `POST /v1/leases/return`: a remote verifier gives back credits it leased
 /// and did not spend (at its shutdown).
-// Its `Debug` shows the key's display prefix only.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LeaseReturn {
-    /// The full key the credits were leased for.
-    pub key: String,
+    /// The id of the key the credits were leased for (`principal.key_id` in the answer of
+    /// `POST /v1/verify`): a verifier keeps no key text to give credits back.
+    pub key_id: Uuid,
     /// How many credits to give back, 1 to 100,000 (the daemon takes back at most what it
     /// leased this caller for this key and did not get back yet).
     #[serde(deserialize_with = "integer")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100_000))]
     pub credits: u64,
-}
-
-impl std::fmt::Debug for LeaseReturn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaseReturn")
-            .field("key", &crate::key::Redacted(&self.key))
-            .field("credits", &self.credits)
-            .finish()
-    }
 }
 
 /// The answer of `POST /v1/leases/return`.

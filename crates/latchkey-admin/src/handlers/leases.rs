@@ -129,18 +129,18 @@ fn lease_credits(
 
 /// Takes back credits a verifier leased of a key and did not spend.
 ///
-/// Verifies the key as `POST /v1/leases` does, then gives back to it at most what this
-/// caller leased of it and did not give back yet, and only while the key's credits are the
-/// ones they were leased from (not set or cleared since, in the same refill period): they
-/// reach the stored balance at the daemon's next idle flush (within seconds) or at its
-/// shutdown. `returned: 0` when nothing could be taken back (a key that does not
-/// authenticate, or has no credits, included); what is not taken back stays spent. 503
-/// `keystore_unavailable` when the keystore cannot be read.
+/// Gives back to the key `key_id` at most what this caller leased of it and did not give
+/// back yet, and only while the key's credits are the ones they were leased from (its usage
+/// control not changed since, in the same refill period): they reach the stored balance at
+/// the daemon's next idle flush (within seconds) or at its shutdown. `returned: 0` when
+/// nothing could be taken back (not leased to this caller, a key without credits, an
+/// unknown id); what is not taken back stays spent. The body names the key by its id, so a
+/// verifier keeps no key text for this.
 #[utoipa::path(post, path = "/v1/leases/return", operation_id = "returnLeasedCredits", tag = "verify",
     request_body = LeaseReturn,
     responses(
         (status = 200, description = "How many credits went back", body = LeaseReturned),
-        InvalidField, LacksVerify, KeystoreUnavailable,
+        InvalidField, LacksVerify,
     ),
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn give_back(
@@ -154,16 +154,11 @@ pub(crate) async fn give_back(
             format!("credits is 1 to {}", limits::MAX_LEASE),
         ));
     }
-    let principal = match verify_presented(&state, &body.key).await {
-        Ok(principal) => principal,
-        Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
-        Err(_) => return Ok(Json(LeaseReturned { returned: 0 })),
-    };
-    let returned = match &principal.meter {
+    let returned = match state.store.current_meter(body.key_id) {
         Some(meter) if meter.has_credits() => {
             state
                 .leases
-                .give_back(caller.actor.key_id(), principal.key_id, meter, body.credits)
+                .give_back(caller.actor.key_id(), body.key_id, &meter, body.credits)
         }
         _ => 0,
     };

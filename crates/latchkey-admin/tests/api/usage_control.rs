@@ -255,7 +255,8 @@ async fn a_return_gives_back_only_what_this_caller_leased_from_the_key_s_current
     let h = Harness::new();
     let (service, created) = service_and_limited_key(&h, 4, 100).await;
     let secret = created["secret"].as_str().unwrap();
-    let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
+    let id = created["id"].as_str().unwrap();
+    let uri = format!("/v1/keys/{id}");
     let remaining = || async { h.get(&uri).await.ok(200)["credits"]["remaining"].clone() };
     assert_eq!(
         lease_credits(&h, &service, secret).await["grants"][0]["granted"],
@@ -264,11 +265,11 @@ async fn a_return_gives_back_only_what_this_caller_leased_from_the_key_s_current
     assert_eq!(remaining().await, 95);
     // More than was leased: only what was leased goes back, once.
     assert_eq!(
-        give_back(&h, &service, secret, 40).await,
+        give_back(&h, &service, id, 40).await,
         json!({"returned": 5})
     );
     assert_eq!(remaining().await, 100);
-    assert_eq!(give_back(&h, &service, secret, 1).await["returned"], 0);
+    assert_eq!(give_back(&h, &service, id, 1).await["returned"], 0);
     assert_eq!(remaining().await, 100);
 
     // Another caller gets nothing back of this one's lease.
@@ -277,28 +278,38 @@ async fn a_return_gives_back_only_what_this_caller_leased_from_the_key_s_current
         5
     );
     let (_, other) = h.user_with_key("svc2", &["latchkey:verify"]).await;
-    assert_eq!(give_back(&h, &other, secret, 5).await["returned"], 0);
+    assert_eq!(give_back(&h, &other, id, 5).await["returned"], 0);
     assert_eq!(remaining().await, 95);
 
     // Setting the balance voids every slice reserved before, leased ones included.
     h.patch(&uri, json!({"credits": {"remaining": 50}}))
         .await
         .ok(200);
-    assert_eq!(give_back(&h, &service, secret, 5).await["returned"], 0);
+    assert_eq!(give_back(&h, &service, id, 5).await["returned"], 0);
     assert_eq!(remaining().await, 50);
 
-    // A key without credits, a key that does not authenticate: nothing.
-    let (_, plain) = h.user_with_key("plain", &["orders:read"]).await;
+    // A key without credits, an unknown id: nothing.
+    let (user, plain_secret) = h.user_with_key("plain", &["orders:read"]).await;
+    let plain = h
+        .get(&format!(
+            "/v1/keys?user_id={}",
+            user["id"].as_str().unwrap()
+        ))
+        .await
+        .ok(200);
+    let plain = plain["items"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(give_back(&h, &service, &plain, 5).await["returned"], 0);
     assert_eq!(
-        give_back(&h, &service, "lk_live_nope", 5).await["returned"],
+        give_back(&h, &service, "0190b2a4-0000-7000-8000-000000000000", 5).await["returned"],
         0
     );
     // Bad input is a 400 and changes nothing.
     for bad in [
-        json!({"key": secret, "credits": 0}),
-        json!({"key": secret, "credits": 100_001}),
-        json!({"key": secret}),
+        json!({"key_id": id, "credits": 0}),
+        json!({"key_id": id, "credits": 100_001}),
+        json!({"key_id": id}),
+        json!({"key_id": "not-a-uuid", "credits": 1}),
+        json!({"key": secret, "credits": 1}),
     ] {
         h.send("POST", "/v1/leases/return", Some(&service), Some(bad))
             .await
@@ -309,8 +320,8 @@ async fn a_return_gives_back_only_what_this_caller_leased_from_the_key_s_current
     h.send(
         "POST",
         "/v1/leases/return",
-        Some(&plain),
-        Some(json!({"key": secret, "credits": 1})),
+        Some(&plain_secret),
+        Some(json!({"key_id": id, "credits": 1})),
     )
     .await
     .problem(403, "insufficient_permission");
@@ -322,9 +333,10 @@ async fn lease_credits(h: &Harness, caller: &str, key: &str) -> Value {
     h.post_as(caller, "/v1/leases", body).await
 }
 
-/// `POST /v1/leases/return` of `credits` credits of `key` by `caller`; the answer.
-async fn give_back(h: &Harness, caller: &str, key: &str, credits: u64) -> Value {
-    let body = json!({"key": key, "credits": credits});
+/// `POST /v1/leases/return` of `credits` credits of the key `key_id` by `caller`; the
+/// answer.
+async fn give_back(h: &Harness, caller: &str, key_id: &str, credits: u64) -> Value {
+    let body = json!({"key_id": key_id, "credits": credits});
     h.post_as(caller, "/v1/leases/return", body).await
 }
 

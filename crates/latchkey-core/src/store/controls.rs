@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::backend::{Backend, KvTx, TxError};
-use super::{Inner, decode, encode, layout};
+use super::{Inner, Store, decode, encode, layout};
 use crate::clock::Clock;
 use crate::controls::{Credits, RateLimit, Refill};
 use crate::error::StoreError;
@@ -225,6 +225,11 @@ impl Meters {
         self.lock().remove(&key);
     }
 
+    /// The meter this process holds for a key now, if any.
+    fn current(&self, key: Uuid) -> Option<Meter> {
+        self.lock().get(&key).cloned()
+    }
+
     /// Every meter with credits.
     fn with_credits(&self) -> Vec<(Uuid, Meter)> {
         self.lock()
@@ -232,6 +237,17 @@ impl Meters {
             .filter(|(_, m)| m.0.credits.is_some())
             .map(|(k, m)| (*k, m.clone()))
             .collect()
+    }
+}
+
+impl Store {
+    /// The meter this process holds for the key `key_id` now (the one its verifications
+    /// use), or `None` when it holds none. A caller that kept a [`Meter`] compares it with
+    /// this (`==` is identity) to tell whether it is still the key's: any change to the
+    /// key's usage control makes a new one. The daemon's `POST /v1/leases/return` does, so
+    /// that credits go back only to the meter they were leased from.
+    pub fn current_meter(&self, key_id: Uuid) -> Option<Meter> {
+        self.inner.meters.current(key_id)
     }
 }
 

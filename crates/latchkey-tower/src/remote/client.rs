@@ -17,6 +17,7 @@ use reqwest::Url;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::config::VerifierSettings;
 use super::error::RemoteError;
@@ -160,11 +161,8 @@ impl Daemon {
 
     /// Gives back `credits` leased of a key and not spent (`POST /v1/leases/return`): how
     /// many the daemon took back. `Err` when it could not answer.
-    pub(super) async fn give_back(&self, presented: &str, credits: u64) -> Result<u64, String> {
-        let body = LeaseReturn {
-            key: presented.to_owned(),
-            credits,
-        };
+    pub(super) async fn give_back(&self, key_id: Uuid, credits: u64) -> Result<u64, String> {
+        let body = LeaseReturn { key_id, credits };
         let answer: LeaseReturned = self
             .call("POST /v1/leases/return", &self.return_url, &body)
             .await?;

@@ -22,6 +22,7 @@ use ipnet::IpNet;
 use latchkey_core::meter::RateLimited;
 use latchkey_core::wire::{BucketKind, BucketWant, LeaseGrant, LeaseResponse};
 use latchkey_core::{LimitState, RateLimit, VerifyError};
+use uuid::Uuid;
 
 /// The most credits a verifier leases at once: at most this many are lost (counted as
 /// spent) when it stops without giving them back (killed, or the daemon unreachable).
@@ -67,24 +68,14 @@ pub(super) struct Lease {
     pub(super) asking: tokio::sync::Mutex<()>,
     /// A background request is on its way.
     pub(super) topping_up: AtomicBool,
-    /// The key as presented, to give unspent credits back; `None` without a credits bucket.
-    key: Option<Presented>,
-}
-
-/// A presented key, kept for [`Lease::unspent_credits`]; its `Debug` shows the key's
-/// display prefix only.
-struct Presented(Box<str>);
-
-impl std::fmt::Debug for Presented {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        latchkey_core::key::Redacted(&self.0).fmt(f)
-    }
+    /// The key's id, to give unspent credits back; `None` without a credits bucket.
+    key_id: Option<Uuid>,
 }
 
 impl Lease {
     /// A lease with nothing granted yet, of the buckets `/v1/verify` reported for the key
-    /// `presented`.
-    pub(super) fn new(limits: &[LimitState], presented: &str) -> Lease {
+    /// `key_id`.
+    pub(super) fn new(limits: &[LimitState], key_id: Uuid) -> Lease {
         let buckets = limits
             .iter()
             .map(|l| {
@@ -108,12 +99,12 @@ impl Lease {
                 }
             })
             .collect::<Box<[Bucket]>>();
-        let key = buckets
+        let key_id = buckets
             .iter()
             .any(|b| b.kind == BucketKind::Credits)
-            .then(|| Presented(presented.into()));
+            .then_some(key_id);
         Lease {
-            key,
+            key_id,
             buckets,
             allowed_ips: Mutex::new(None),
             refusal: Mutex::new(None),
@@ -151,15 +142,15 @@ impl Lease {
 
     /// Takes every credit left unspent out of the lease (so none is both spent and given
     /// back), with the key to give them back for; `None` when there are none.
-    pub(super) fn unspent_credits(&self) -> Option<(&str, u64)> {
-        let key = self.key.as_ref()?;
+    pub(super) fn unspent_credits(&self) -> Option<(Uuid, u64)> {
+        let key_id = self.key_id?;
         let left = self
             .buckets
             .iter()
             .filter(|b| b.kind == BucketKind::Credits)
             .map(|b| b.left.swap(0, Ordering::AcqRel))
             .sum::<u64>();
-        (left > 0).then_some((&*key.0, left))
+        (left > 0).then_some((key_id, left))
     }
 
     /// Whether the daemon told the allowlist yet.

@@ -241,10 +241,10 @@ impl Shared {
             .for_each_concurrent(GIVE_BACK_CONCURRENCY, |lease| async move {
                 // After a request for more in flight: its grant is in the lease then.
                 let _one = lease.asking.lock().await;
-                let Some((key, credits)) = lease.unspent_credits() else {
+                let Some((key_id, credits)) = lease.unspent_credits() else {
                     return;
                 };
-                match self.daemon.give_back(key, credits).await {
+                match self.daemon.give_back(key_id, credits).await {
                     Ok(returned) => {
                         tracing::debug!(credits, returned, "gave back unspent leased credits");
                     }
@@ -443,7 +443,7 @@ impl Shared {
                     principal: principal.clone(),
                     expires_at,
                     fetched_at: now,
-                    lease: limits.map(|l| Arc::new(Lease::new(&l, presented))),
+                    lease: limits.map(|l| Arc::new(Lease::new(&l, principal.key_id))),
                 };
                 self.cache.insert_valid(digest, entry, generation);
                 Ok(principal)
