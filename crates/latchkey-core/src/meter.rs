@@ -51,8 +51,8 @@ impl Default for Admission<'_> {
 }
 
 /// Checks, in verification's order (the module docs), what follows a key's statuses: IP →
-/// permission → rate limits → credits, consuming `cost` from the limits and credits only when all pass the
-/// checks before them.
+/// permission → rate limits → credits, consuming `cost` from the limits and credits only
+/// when all pass the checks before them.
 ///
 /// When the key's credit slice is short this blocks on a durable write (a reservation from
 /// the store's balance, once per slice of up to 1,000 requests): an async caller uses
@@ -358,9 +358,7 @@ impl Meter {
             }
         }
     }
-}
 
-impl Meter {
     /// The refill period the key's credits are in now (its end, Unix nanoseconds;
     /// `i64::MAX` without a refill), or `None` for a key without credits. A lease records
     /// it with what it granted, so that [`Meter::return_credits`] gives back only into the
@@ -381,13 +379,10 @@ impl Meter {
     /// balance was set has a new meter: every slice reserved before is void) and that they
     /// are given back once.
     pub fn return_credits(&self, credits: u64, period: i64) -> bool {
-        match &self.0.credits {
-            Some(meter) if credits > 0 && meter.period.load(Ordering::Acquire) == period => {
-                meter.put_slice(credits, period);
-                true
-            }
-            _ => false,
-        }
+        self.0
+            .credits
+            .as_ref()
+            .is_some_and(|meter| meter.put_slice(credits, period))
     }
 }
 
@@ -626,11 +621,14 @@ impl CreditMeter {
         )
     }
 
-    /// Adds a slice taken from another meter of the same key, when of the same period.
-    pub(crate) fn put_slice(&self, slice: u64, period: i64) {
-        if slice > 0 && self.period.load(Ordering::Acquire) == period {
+    /// Adds a slice taken from another meter of the same key (or leased and given back),
+    /// when of the same period; answers whether it was added.
+    pub(crate) fn put_slice(&self, slice: u64, period: i64) -> bool {
+        let added = slice > 0 && self.period.load(Ordering::Acquire) == period;
+        if added {
             self.slice.fetch_add(slice, Ordering::AcqRel);
         }
+        added
     }
 }
 

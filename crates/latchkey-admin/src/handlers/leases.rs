@@ -87,11 +87,13 @@ pub(crate) async fn lease(
     for bucket in &body.buckets {
         grants.push(match bucket.kind {
             BucketKind::RateLimit => lease_limit(meter, bucket.name.as_deref(), bucket.want),
-            BucketKind::Credits => match lease_credits(&state, &caller, &principal, bucket.want) {
-                Ok(granted) => grant(BucketKind::Credits, None, granted),
-                Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
-                Err(_) => grant(BucketKind::Credits, None, 0),
-            },
+            BucketKind::Credits => {
+                match lease_credits(&state, &caller, &principal, meter, bucket.want) {
+                    Ok(granted) => grant(BucketKind::Credits, None, granted),
+                    Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
+                    Err(_) => grant(BucketKind::Credits, None, 0),
+                }
+            }
         });
     }
     Ok(Json(LeaseResponse {
@@ -109,11 +111,9 @@ fn lease_credits(
     state: &AppState,
     caller: &Caller<perm::Verify>,
     principal: &Principal,
+    meter: &Meter,
     want: u64,
 ) -> Result<u64, VerifyError> {
-    let Some(meter) = &principal.meter else {
-        return Ok(0);
-    };
     let before = meter.credit_period();
     let granted = meter.lease_credits(want)?;
     if let Some(period) = before
