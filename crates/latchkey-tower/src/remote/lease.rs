@@ -68,8 +68,8 @@ pub(super) struct Lease {
     pub(super) asking: tokio::sync::Mutex<()>,
     /// A background request is on its way.
     pub(super) topping_up: AtomicBool,
-    /// The key's id, to give unspent credits back; `None` without a credits bucket.
-    key_id: Option<Uuid>,
+    /// The key's id, to give unspent credits back.
+    key_id: Uuid,
 }
 
 impl Lease {
@@ -98,11 +98,7 @@ impl Lease {
                     last_grant: AtomicU64::new(0),
                 }
             })
-            .collect::<Box<[Bucket]>>();
-        let key_id = buckets
-            .iter()
-            .any(|b| b.kind == BucketKind::Credits)
-            .then_some(key_id);
+            .collect();
         Lease {
             key_id,
             buckets,
@@ -143,14 +139,13 @@ impl Lease {
     /// Takes every credit left unspent out of the lease (so none is both spent and given
     /// back), with the key to give them back for; `None` when there are none.
     pub(super) fn unspent_credits(&self) -> Option<(Uuid, u64)> {
-        let key_id = self.key_id?;
         let left = self
             .buckets
             .iter()
             .filter(|b| b.kind == BucketKind::Credits)
             .map(|b| b.left.swap(0, Ordering::AcqRel))
             .sum::<u64>();
-        (left > 0).then_some((key_id, left))
+        (left > 0).then_some((self.key_id, left))
     }
 
     /// Whether the daemon told the allowlist yet.

@@ -198,7 +198,7 @@ impl RemoteVerifier {
     /// again.
     ///
     /// What the daemon cannot take back stays spent: a return it could not answer (logged
-    /// at DEBUG), credits of a key whose balance was set since, or leased from a daemon
+    /// at DEBUG), credits of a key whose usage control changed since, or leased from a daemon
     /// that restarted since.
     pub async fn flush_usage(&self) {
         self.shared.usage.flush(&self.shared.daemon).await;
