@@ -120,7 +120,7 @@ impl StoreConfig {
     /// with 24 MiB, 139 MiB with 32 and 157 MiB with 64. A smaller cache slows cold
     /// verifications of large stores, whose tree's inner pages stop fitting: at a million
     /// keys ~9–19 µs with 32 or 64 MiB, ~14–31 µs with 24, ~28 µs with 16 (the `core` bench;
-    /// README, *Performance*): give a store of a million keys 32 MiB or more. This bounds
+    /// bench/RESULTS.md, *Core*): give a store of a million keys 32 MiB or more. This bounds
     /// only the cache: sled also keeps a few hundred bytes per page of its tree resident,
     /// whatever this setting.
     pub fn cache_capacity_bytes(mut self, bytes: u64) -> Self {
@@ -161,7 +161,7 @@ impl StoreConfig {
     /// A user with no more keys than this has them revoked inline. A sled transaction keeps
     /// every leaf it supersedes until it commits, so a chunk's memory grows with its size:
     /// deleting a user of 100,000 keys peaked at 297 MiB of daemon RSS with chunks of 100
-    /// against 334 MiB with chunks of 1,000, and took 47 s instead of 34 s (README, *At scale*).
+    /// against 334 MiB with chunks of 1,000, and took 47 s instead of 34 s (bench/RESULTS.md, *At scale*).
     pub fn job_chunk_keys(mut self, keys: usize) -> Self {
         self.job_chunk_keys = keys.max(1);
         self
