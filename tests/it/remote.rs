@@ -162,8 +162,13 @@ fn client() -> &'static Client {
 
 /// `GET /orders` on an app with `key`: the status and the problem `code` ("" for none).
 pub(crate) fn get_orders(app: &Proc, key: &str) -> (u16, String) {
+    get(app, "/orders", key)
+}
+
+/// `GET path` on an app with `key`: the status and the problem `code` ("" for none).
+fn get(app: &Proc, path: &str, key: &str) -> (u16, String) {
     let response = client()
-        .get(format!("{}/orders", app.url()))
+        .get(format!("{}{path}", app.url()))
         .bearer_auth(key)
         .send()
         .expect("the app answers");
@@ -564,6 +569,38 @@ fn unspent_leased_credits_go_back_when_an_app_stops_gracefully() {
             Instant::now() < deadline,
             "credits.remaining {now:?}, expected {} (the app held {held})",
             1000 - ADMITTED
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A route that costs more than one request (`GET /orders/summary`: ten) takes its cost
+/// from the key's lease through a remote app, as through an embedded store: 25 credits pay
+/// for two summaries and not a third, whose own request (one) is spent all the same. Once
+/// the app has stopped, the balance is exactly what was bought less what was admitted.
+#[test]
+fn a_route_s_cost_is_charged_through_a_remote_app() {
+    let mut c = Cluster::new(LONG_STALENESS);
+    c.user("partner", "orders:read", &[]);
+    let created = c.key_with("partner", "metered", &["--credits", "25"]);
+    let (key, id) = (secret_of(&created), created["id"].as_str().unwrap());
+    let app = &c.apps[0];
+    assert_eq!(get(app, "/orders/summary", &key), (200, String::new()));
+    assert_eq!(get(app, "/orders/summary", &key), (200, String::new()));
+    assert_eq!(
+        get(app, "/orders/summary", &key),
+        (429, "usage_exceeded".to_owned())
+    );
+    assert_eq!(get_orders(app, &key), (200, String::new()));
+    // 10 + 10 + 1 + 1: what the app leased and did not spend goes back when it stops.
+    c.apps[0].terminate();
+    let remaining = |c: &Cluster| c.json(&["keys", "show", id])["credits"]["remaining"].as_u64();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while remaining(&c) != Some(25 - 22) {
+        assert!(
+            Instant::now() < deadline,
+            "credits.remaining {:?}, expected 3",
+            remaining(&c)
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -79,7 +79,7 @@ pub use rejection::{ProblemCode, Rejection};
 pub use require::{RequirePermission, RequirePermissionLayer};
 pub use store_verifier::StoreVerification;
 pub use usage::IpNet;
-pub use verifier::Verifier;
+pub use verifier::{Charged, Verifier};
 
 /// The core crate, for everything not re-exported below.
 pub use latchkey_core;

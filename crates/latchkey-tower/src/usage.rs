@@ -18,6 +18,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::rejection::{Challenges, Reason, Rejection};
+use crate::verifier::Charged;
 
 pub use ipnet::IpNet;
 
@@ -49,6 +50,18 @@ pub(crate) fn admit<B>(
         Admitted::Done(Ok(())) => Ok(None),
         Admitted::Done(Err(refused)) => Err(rejection(&refused)),
         Admitted::Reserve(reservation) => Ok(Some(reservation)),
+    }
+}
+
+/// What a charge to a key's meter came to: a reservation short of credits runs on tokio's
+/// blocking pool ([`reserve`]).
+pub(crate) fn charged(admitted: Admitted) -> Charged {
+    match admitted {
+        Admitted::Done(answer) => Charged::Done(answer),
+        Admitted::Reserve(reservation) => match reserve(reservation) {
+            Ok(task) => Charged::Waiting(task),
+            Err(answer) => Charged::Done(answer),
+        },
     }
 }
 

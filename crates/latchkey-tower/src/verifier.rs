@@ -1,9 +1,11 @@
 //! The [`Verifier`] trait: from a parsed key to a [`Principal`], possibly asynchronously.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 
 use latchkey_core::{ApiKey, Principal, VerifyError};
+use tokio::task::JoinHandle;
 
 /// Turns a presented, well-formed key into the [`Principal`] it authenticates as.
 ///
@@ -87,6 +89,37 @@ pub trait Verifier: Send + Sync + 'static {
         let _ = text;
         None
     }
+
+    /// Whether this verifier charges a route's extra cost itself
+    /// ([`Verifier::charge_extra`]): only then does the layer keep, for the request's
+    /// routes, the key text as presented and the client's address. Default `false`.
+    fn charges_extra(&self) -> bool {
+        false
+    }
+
+    /// Charges `cost` more requests to the key presented as `presented` (from
+    /// `client_ip`), which this verifier authenticated, for a route that costs more than
+    /// one ([`RequirePermissionLayer::cost`](crate::RequirePermissionLayer::cost)): against
+    /// its rate limits and credits, all or nothing. Called by
+    /// [`RequirePermission`](crate::RequirePermission) when [`Verifier::charges_extra`] says
+    /// so and the principal carries no meter of its own: a
+    /// [`RemoteVerifier`](crate::remote::RemoteVerifier)'s keys, whose usage control it
+    /// admits from a lease of the daemon's. A principal that carries a meter (a
+    /// [`Store`]'s) is charged through it instead. The default charges nothing.
+    fn charge_extra(&self, presented: &str, client_ip: Option<IpAddr>, cost: u32) -> Charged {
+        let _ = (presented, client_ip, cost);
+        Charged::Done(Ok(()))
+    }
+}
+
+/// What charging a route's extra cost came to; see [`Verifier::charge_extra`].
+#[derive(Debug)]
+pub enum Charged {
+    /// The answer: admitted, or the refusal (`rate_limited`, `usage_exceeded`, ...).
+    Done(Result<(), VerifyError>),
+    /// The answer comes from a task on the runtime (a request to the daemon, a durable
+    /// write): the request waits for it.
+    Waiting(JoinHandle<Result<(), VerifyError>>),
 }
 
 /// The boxed future of a closure verifier.

@@ -1,5 +1,6 @@
 //! The routes: what an app guarded by latchkey looks like.
 
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -27,11 +28,22 @@ pub(crate) struct NewOrder {
     quantity: u32,
 }
 
+/// `GET /orders/summary`: what a costlier route answers.
+#[derive(Debug, Serialize)]
+pub(crate) struct Summary {
+    orders: usize,
+    quantity: u64,
+}
+
+/// What a request to `GET /orders/summary` costs against a key's rate limits and credits:
+/// a route that does more work than a plain read may charge more.
+pub const SUMMARY_COST: NonZeroU32 = NonZeroU32::new(10).unwrap();
+
 type Orders = Arc<Mutex<Vec<Order>>>;
 
-/// The app: every `/orders` route behind the layer, each method behind its permission;
-/// `/health` is added after the layer, so it is public. Any verifier: a store on disk, or a
-/// remote one.
+/// The app: every `/orders` route behind the layer, each method behind its permission
+/// (`/orders/summary` costs [`SUMMARY_COST`] requests); `/health` is added after the layer,
+/// so it is public. Any verifier: a store on disk, or a remote one.
 pub fn app<V: Verifier>(verifier: V) -> Router {
     let orders: Orders = Arc::default();
     Router::new()
@@ -46,6 +58,12 @@ pub fn app<V: Verifier>(verifier: V) -> Router {
             post(create_order).route_layer(RequirePermission::layer(Permission::from_static(
                 "orders:write",
             ))),
+        )
+        .route(
+            "/orders/summary",
+            get(summary).route_layer(
+                RequirePermission::layer(Permission::from_static("orders:read")).cost(SUMMARY_COST),
+            ),
         )
         .with_state(orders)
         .layer(ApiKeyAuthLayer::new(verifier).realm(Realm::from_static("orders")))
@@ -71,6 +89,14 @@ async fn create_order(
     };
     orders.push(order.clone());
     (StatusCode::CREATED, Json(order))
+}
+
+async fn summary(State(orders): State<Orders>) -> Json<Summary> {
+    let orders = orders.lock().unwrap_or_else(|e| e.into_inner());
+    Json(Summary {
+        orders: orders.len(),
+        quantity: orders.iter().map(|o| u64::from(o.quantity)).sum(),
+    })
 }
 
 async fn health() -> &'static str {
@@ -154,6 +180,9 @@ mod tests {
         let (code, body) = status(&app, "POST", "/orders", Some(rw)).await;
         assert_eq!(code, 201);
         assert!(body.contains(r#""created_by":"demo""#), "{body}");
+        let (code, body) = status(&app, "GET", "/orders/summary", Some(ro)).await;
+        assert_eq!(code, 200);
+        assert_eq!(body, r#"{"orders":1,"quantity":2}"#);
         assert!(!body.contains(rw), "the key leaked into a response: {body}");
         let (code, body) = status(&app, "POST", "/orders", Some(ro)).await;
         assert_eq!(code, 403);

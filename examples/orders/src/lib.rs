@@ -7,4 +7,4 @@
 mod app;
 pub mod demo;
 
-pub use app::app;
+pub use app::{SUMMARY_COST, app};

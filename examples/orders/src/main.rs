@@ -5,7 +5,8 @@
 //! ```
 //!
 //! An orders API on an embedded latchkey store: `GET /orders` needs `orders:read`,
-//! `POST /orders` needs `orders:write`, `GET /health` needs no key. On a path that holds no
+//! `POST /orders` needs `orders:write`, `GET /orders/summary` needs `orders:read` and costs
+//! ten requests against a key's rate limits and credits, `GET /health` needs no key. On a path that holds no
 //! store yet (default `./orders-data`) it creates one with a demo user and two keys, prints
 //! the keys once, and the curl lines that show a 200, a 401 and a 403.
 

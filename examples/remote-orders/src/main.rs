@@ -7,7 +7,8 @@
 //!
 //! The orders API of `examples/orders`, verifying keys against a running latchkey daemon
 //! instead of an embedded store: `GET /orders` needs `orders:read`, `POST /orders` needs
-//! `orders:write`, `GET /health` needs no key. `LATCHKEY_SERVICE_KEY` is a key holding
+//! `orders:write`, `GET /orders/summary` needs `orders:read` and costs ten requests (taken
+//! from the key's lease of the daemon's limits and credits), `GET /health` needs no key. `LATCHKEY_SERVICE_KEY` is a key holding
 //! `latchkey:verify`; `LATCHKEY_CA_CERT` names a PEM CA certificate to trust for an
 //! `https://` daemon beside the system's roots. Create a service key with
 //!

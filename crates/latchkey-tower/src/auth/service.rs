@@ -19,6 +19,7 @@ use super::future::{Pending, ResponseFuture};
 use super::layer::ApiKeyAuthLayer;
 use super::trace;
 use crate::rejection::{Reason, Rejection};
+use crate::require::extra::ExtraCharger;
 use crate::usage;
 use crate::verifier::Verifier;
 
@@ -127,6 +128,14 @@ where
                 return ResponseFuture::rejected(reason.rejection(&config.challenges), span);
             }
         };
+        // A verifier that charges a route's extra cost itself (a remote verifier) gets the
+        // key text and the client's address for the request's routes: see `require::extra`.
+        let charger = if self.layer.verifier.charges_extra() {
+            let client = usage::client_ip(&request, &config.trusted_proxies);
+            ExtraCharger::new(&self.layer.verifier, text, client)
+        } else {
+            None
+        };
         // The fast path: a key text of an accepted environment that the verifier has
         // verified before and recognises without parsing it. Anything else (a new key, a
         // wrong one, a refused environment, any status but valid) takes the full path
@@ -135,6 +144,9 @@ where
             && let Some(principal) = self.layer.verifier.verify_known(text)
         {
             trace::presented(&span, &principal.prefix);
+            if let Some(charger) = charger {
+                request.extensions_mut().insert(charger);
+            }
             if config.hide_credentials {
                 credentials::hide(&mut request, source, config);
             }
@@ -177,6 +189,9 @@ where
                 }
             },
         };
+        if let Some(charger) = charger {
+            request.extensions_mut().insert(charger);
+        }
         if config.hide_credentials {
             credentials::hide(&mut request, source, config);
         }

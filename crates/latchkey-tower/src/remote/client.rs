@@ -107,23 +107,27 @@ impl Daemon {
         })
     }
 
-    /// Asks the daemon about a key, presented by a client at `client_ip`. `Err` when it
-    /// could not answer (unreachable, timed out, 503, or a refusal of the service key
-    /// itself): the caller says 503.
+    /// Asks the daemon about a key, presented by a client at `client_ip`, for a request
+    /// that costs `cost` (`None`: one). `Err` when it could not answer (unreachable, timed
+    /// out, 503, or a refusal of the service key itself): the caller says 503.
     pub(super) async fn verify(
         &self,
         presented: &str,
         client_ip: Option<IpAddr>,
+        cost: Option<u32>,
     ) -> Result<Verdict, String> {
         #[derive(Serialize)]
         struct Body<'a> {
             key: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             client_ip: Option<IpAddr>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cost: Option<u32>,
         }
         let body = Body {
             key: presented,
             client_ip,
+            cost,
         };
         let answer: VerifyResponse = self
             .call("POST /v1/verify", &self.verify_url, &body)

@@ -109,8 +109,9 @@ impl Lease {
         }
     }
 
-    /// Takes one request's worth from every bucket, for a client at `client`.
-    pub(super) fn take(&self, client: Option<IpAddr>, now: i64) -> Take {
+    /// Takes `requests` requests' worth from every bucket, or from none, for a client at
+    /// `client`: one for a request, a route's extra cost for a route that costs more.
+    pub(super) fn take(&self, client: Option<IpAddr>, now: i64, requests: u64) -> Take {
         match &*self.allowed_ips.lock().unwrap_or_else(|e| e.into_inner()) {
             None => return Take::Short,
             Some(ips) => {
@@ -124,11 +125,13 @@ impl Lease {
             let taken = valid
                 && bucket
                     .left
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(1))
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                        l.checked_sub(requests)
+                    })
                     .is_ok();
             if !taken {
                 for earlier in &self.buckets[..i] {
-                    earlier.left.fetch_add(1, Ordering::AcqRel);
+                    earlier.left.fetch_add(requests, Ordering::AcqRel);
                 }
                 return Take::Short;
             }
@@ -161,15 +164,23 @@ impl Lease {
         self.buckets.iter().any(|b| b.low(now))
     }
 
-    /// What to ask the daemon for: every low bucket.
-    pub(super) fn wants(&self, now: i64) -> Vec<BucketWant> {
+    /// What to ask the daemon for: every low bucket, and every bucket that holds less than
+    /// `need` (a request that waits for `need` requests' worth: its route's extra cost), at
+    /// least what that bucket lacks.
+    pub(super) fn wants(&self, now: i64, need: u64) -> Vec<BucketWant> {
         self.buckets
             .iter()
-            .filter(|b| b.low(now))
-            .map(|b| BucketWant {
-                kind: b.kind,
-                name: (b.kind == BucketKind::RateLimit).then(|| b.name.clone()),
-                want: b.want.load(Ordering::Relaxed),
+            .filter_map(|b| {
+                let lacking = need.saturating_sub(b.held(now));
+                (b.low(now) || lacking > 0).then(|| BucketWant {
+                    kind: b.kind,
+                    name: (b.kind == BucketKind::RateLimit).then(|| b.name.clone()),
+                    want: b
+                        .want
+                        .load(Ordering::Relaxed)
+                        .max(lacking)
+                        .min(latchkey_core::limits::MAX_LEASE),
+                })
             })
             .collect()
     }
@@ -197,6 +208,27 @@ impl Lease {
         Ok(())
     }
 
+    /// Whether the daemon's last answer granted nothing of some bucket.
+    pub(super) fn refused(&self) -> bool {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Why `need` requests' worth could not be taken at `now` after asking: the daemon's
+    /// last refusal, else the shortfall of the credits (`usage_exceeded`) or of a limit.
+    pub(super) fn shortfall(&self, now: i64, need: u64) -> VerifyError {
+        let credits_short = self
+            .buckets
+            .iter()
+            .any(|b| b.kind == BucketKind::Credits && b.held(now) < need);
+        if !self.refused() && credits_short {
+            return VerifyError::UsageExceeded;
+        }
+        self.refusal()
+    }
+
     /// Why a request found a bucket empty after asking: the daemon's last refusal.
     pub(super) fn refusal(&self) -> VerifyError {
         self.refusal
@@ -215,6 +247,15 @@ impl Lease {
 }
 
 impl Bucket {
+    /// What the slice holds that may be admitted at `now`.
+    fn held(&self, now: i64) -> u64 {
+        if now < self.until.load(Ordering::Acquire) {
+            self.left.load(Ordering::Acquire)
+        } else {
+            0
+        }
+    }
+
     /// Void, or under half of its last grant.
     fn low(&self, now: i64) -> bool {
         now >= self.until.load(Ordering::Acquire)
@@ -259,5 +300,79 @@ fn refused(bucket: &Bucket, grant: &LeaseGrant) -> VerifyError {
             },
             retry_after_seconds: grant.retry_after.unwrap_or(1).max(1),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000_000;
+
+    /// A lease of a limit `default` of 100 and of credits, granted `limit` and `credits`.
+    fn granted(limit: u64, credits: u64) -> Lease {
+        let state = |name: &str, limit: Option<u32>| LimitState {
+            name: name.to_owned(),
+            limit,
+            window_seconds: limit.map(|_| 60),
+            remaining: 0,
+            reset_seconds: None,
+        };
+        let lease = Lease::new(
+            &[state("default", Some(100)), state("credits", None)],
+            Uuid::nil(),
+        );
+        let grant = |kind, name: Option<&str>, granted| LeaseGrant {
+            kind,
+            name: name.map(str::to_owned),
+            granted,
+            valid_ms: name.map(|_| 60_000),
+            retry_after: None,
+            limit: name.map(|_| 100),
+            window_seconds: name.map(|_| 60),
+        };
+        let answer = LeaseResponse {
+            valid: true,
+            code: "ok".to_owned(),
+            allowed_ips: Vec::new(),
+            grants: vec![
+                grant(BucketKind::RateLimit, Some("default"), limit),
+                grant(BucketKind::Credits, None, credits),
+            ],
+        };
+        lease.grant(&answer, NOW).unwrap();
+        lease
+    }
+
+    #[test]
+    fn a_cost_is_taken_from_every_bucket_or_from_none() {
+        let lease = granted(10, 4);
+        // The credits hold 4: a cost of 5 takes nothing, from the limit either.
+        assert!(matches!(lease.take(None, NOW, 5), Take::Short));
+        assert!(matches!(lease.take(None, NOW, 4), Take::Taken));
+        assert!(matches!(lease.take(None, NOW, 1), Take::Short));
+        // What was taken: 4 of the limit's 10, all 4 credits.
+        let wants = lease.wants(NOW, 7);
+        let want = |kind| wants.iter().find(|w| w.kind == kind).map(|w| w.want);
+        assert_eq!(want(BucketKind::Credits), Some(7), "{wants:?}");
+        // The limit holds 6 of its 10 (not low), 1 less than 7: it is asked for its usual
+        // slice (a twentieth of 100), which is more than it lacks.
+        assert_eq!(want(BucketKind::RateLimit), Some(5), "{wants:?}");
+    }
+
+    #[test]
+    fn a_shortfall_of_credits_is_usage_exceeded() {
+        let lease = granted(10, 2);
+        assert!(matches!(lease.take(None, NOW, 3), Take::Short));
+        assert_eq!(lease.shortfall(NOW, 3), VerifyError::UsageExceeded);
+        assert!(matches!(lease.take(None, NOW, 2), Take::Taken));
+    }
+
+    #[test]
+    fn a_void_slice_holds_nothing() {
+        let lease = granted(10, 10);
+        let later = NOW + 60_000 * 1_000_000;
+        assert!(matches!(lease.take(None, later, 1), Take::Short));
+        assert!(matches!(lease.take(None, NOW, 10), Take::Taken));
     }
 }

@@ -104,6 +104,7 @@ mod cache;
 mod client;
 mod config;
 mod error;
+mod extra_cost;
 mod feed;
 mod lease;
 mod sse;

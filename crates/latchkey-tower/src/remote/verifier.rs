@@ -24,7 +24,7 @@ use super::error::RemoteError;
 use super::feed;
 use super::lease::{Lease, Take};
 use super::usage::UsageBuffer;
-use crate::verifier::Verifier;
+use crate::verifier::{Charged, Verifier};
 
 /// Verifies keys against a latchkey daemon, with a cache that the daemon's change feed
 /// keeps current. See the [module docs](super) for the guarantees and failure modes.
@@ -66,7 +66,7 @@ pub struct RemoteVerifier {
 pub(super) struct Shared {
     pub(super) daemon: Daemon,
     pub(super) settings: VerifierSettings,
-    hasher: SecretHasher,
+    pub(super) hasher: SecretHasher,
     pub(super) cache: Cache,
     /// Misses being asked of the daemon, by digest: later misses for the same key wait for
     /// the same answer.
@@ -78,7 +78,7 @@ pub(super) struct Shared {
     /// nanoseconds of the configured clock; `i64::MIN`: never.
     last_alive: AtomicI64,
     status: watch::Sender<RemoteStatus>,
-    runtime: Handle,
+    pub(super) runtime: Handle,
 }
 
 /// How long a cache miss waits for a free request slot before it is answered 503: long
@@ -223,6 +223,16 @@ impl Verifier for RemoteVerifier {
         self.shared.lookup(key.expose(), client_ip)
     }
 
+    /// A metered key's lease holds its limits and credits here: a route's extra cost is
+    /// taken from it like its requests (see `extra_cost.rs`).
+    fn charges_extra(&self) -> bool {
+        true
+    }
+
+    fn charge_extra(&self, presented: &str, client_ip: Option<IpAddr>, cost: u32) -> Charged {
+        self.shared.charge_extra(presented, client_ip, cost)
+    }
+
     /// With [`imported_keys`](RemoteVerifierBuilder::imported_keys) on, a text that could
     /// be an imported key (16–512 visible ASCII characters, as `latchkey keys import`
     /// takes) is asked of the daemon like any key; every other text is malformed.
@@ -299,16 +309,9 @@ impl Shared {
         client_ip: Option<IpAddr>,
     ) -> RemoteFuture {
         let now = nanos(self.settings.clock.now());
-        match lease.take(client_ip, now) {
+        match lease.take(client_ip, now, 1) {
             Take::Taken => {
-                if lease.low(now) && !lease.topping_up.swap(true, Ordering::AcqRel) {
-                    let shared = Arc::clone(self);
-                    let presented = presented.to_owned();
-                    self.runtime.spawn(async move {
-                        let _ = shared.ask(&lease, &presented, client_ip).await;
-                        lease.topping_up.store(false, Ordering::Release);
-                    });
-                }
+                self.top_up(lease, presented, client_ip, now);
                 RemoteFuture::ready(Ok(principal))
             }
             Take::Refused(error) => RemoteFuture::ready(Err(error)),
@@ -316,9 +319,9 @@ impl Shared {
                 let shared = Arc::clone(self);
                 let presented = presented.to_owned();
                 RemoteFuture(State::Waiting(Box::pin(async move {
-                    shared.ask(&lease, &presented, client_ip).await?;
+                    shared.ask(&lease, &presented, client_ip, 1).await?;
                     let now = nanos(shared.settings.clock.now());
-                    match lease.take(client_ip, now) {
+                    match lease.take(client_ip, now, 1) {
                         Take::Taken => Ok(principal),
                         Take::Refused(error) => Err(error),
                         Take::Short => Err(lease.refusal()),
@@ -328,17 +331,38 @@ impl Shared {
         }
     }
 
-    /// Asks the daemon for more of a lease's low buckets, one request at a time per key
-    /// (a request that waited for another's finds the buckets filled and asks nothing).
-    async fn ask(
+    /// Asks the daemon in the background for more of a lease that runs low, unless a
+    /// request for it is on its way.
+    pub(super) fn top_up(
+        self: &Arc<Self>,
+        lease: Arc<Lease>,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+        now: i64,
+    ) {
+        if lease.low(now) && !lease.topping_up.swap(true, Ordering::AcqRel) {
+            let shared = Arc::clone(self);
+            let presented = presented.to_owned();
+            self.runtime.spawn(async move {
+                let _ = shared.ask(&lease, &presented, client_ip, 1).await;
+                lease.topping_up.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    /// Asks the daemon for more of a lease's low buckets, and of those holding less than
+    /// `need` requests' worth, one request at a time per key (a request that waited for
+    /// another's finds the buckets filled and asks nothing).
+    pub(super) async fn ask(
         &self,
         lease: &Lease,
         presented: &str,
         client_ip: Option<IpAddr>,
+        need: u64,
     ) -> Result<(), VerifyError> {
         let _one = lease.asking.lock().await;
         let now = nanos(self.settings.clock.now());
-        let wants = lease.wants(now);
+        let wants = lease.wants(now, need);
         if wants.is_empty() && lease.knows_allowlist() {
             return Ok(());
         }
@@ -425,7 +449,7 @@ impl Shared {
             ));
         };
         let generation = self.cache.generation();
-        let verdict = self.daemon.verify(presented, client_ip).await;
+        let verdict = self.daemon.verify(presented, client_ip, None).await;
         let now = self.settings.clock.now();
         match verdict {
             Ok(Verdict::Valid {
@@ -516,7 +540,7 @@ impl Shared {
     }
 }
 
-fn nanos(at: OffsetDateTime) -> i64 {
+pub(super) fn nanos(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 

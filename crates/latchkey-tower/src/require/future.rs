@@ -31,8 +31,9 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        // The route's extra cost found the key's credit slice short: a reservation runs on
-        // the blocking pool; the request and the ready service wait here for it.
+        // The route's extra cost could not be taken at once (a credit reservation, or a
+        // request to the daemon for a remote verifier's lease): the request and the ready
+        // service wait here for its answer.
         Reserving {
             reserving: usage::Reserving<(Request<ReqBody>, S)>,
         },

@@ -13,6 +13,7 @@
 //! The check is made on every request against the principal the layer just verified, so a
 //! permission removed from a user or a group is refused on the very next request.
 
+pub(crate) mod extra;
 mod future;
 mod layer;
 mod service;

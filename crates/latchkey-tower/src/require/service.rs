@@ -6,14 +6,15 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response};
 use latchkey_core::Permission;
-use latchkey_core::meter::Admitted;
 use tower::Service;
 
+use super::extra::ExtraCharger;
 use super::future::ResponseFuture;
 use super::layer::RequirePermissionLayer;
 use crate::principal::Principal;
 use crate::rejection::Rejection;
 use crate::usage;
+use crate::verifier::Charged;
 
 /// Passes a request on only when its principal holds the permission; made by
 /// [`RequirePermissionLayer`].
@@ -40,10 +41,12 @@ use crate::usage;
 ///
 /// # Credits
 ///
-/// A route's extra cost ([`RequirePermissionLayer::cost`]) is taken from the key's credits.
-/// When the key's reserved slice is short, the reservation (a durable write) runs on tokio's
-/// blocking pool and the inner service, cloned as tower advises, is called once it admits
-/// the request.
+/// A route's extra cost ([`RequirePermissionLayer::cost`]) is taken from the key's rate
+/// limits and credits: from its meter, or, for a key its verifier keeps the usage control of
+/// (a remote verifier), by the verifier ([`Verifier::charge_extra`](crate::Verifier::charge_extra)).
+/// When the key's reserved slice is short, the reservation (a durable write, or a request to
+/// the daemon) runs off the async workers and the inner service, cloned as tower advises, is
+/// called once it admits the request.
 #[derive(Clone, Debug)]
 pub struct RequirePermission<S> {
     inner: S,
@@ -94,25 +97,27 @@ where
             None => return ResponseFuture::rejected(Rejection::missing_key()),
         };
         let extra = self.layer.extra_cost();
-        let admitted = match &principal.meter {
-            Some(meter) if extra > 0 => meter.try_charge(extra),
-            _ => Admitted::Done(Ok(())),
+        let charged = if extra == 0 {
+            Charged::Done(Ok(()))
+        } else if let Some(meter) = &principal.meter {
+            usage::charged(meter.try_charge(extra))
+        } else if let Some(charger) = request.extensions().get::<ExtraCharger>() {
+            // The verifier keeps the key's usage control (a remote verifier's lease).
+            charger.charge(extra)
+        } else {
+            // A key without usage control.
+            Charged::Done(Ok(()))
         };
-        let reservation = match admitted {
-            Admitted::Done(Ok(())) => return ResponseFuture::calling(self.inner.call(request)),
-            Admitted::Done(Err(e)) => return ResponseFuture::rejected(usage::rejection(&e)),
-            Admitted::Reserve(reservation) => reservation,
-        };
-        match usage::reserve(reservation) {
-            Ok(task) => {
+        match charged {
+            Charged::Done(Ok(())) => ResponseFuture::calling(self.inner.call(request)),
+            Charged::Done(Err(e)) => ResponseFuture::rejected(usage::rejection(&e)),
+            Charged::Waiting(task) => {
                 // The ready service goes into the future; `self` keeps a clone that has not
                 // been polled (see `ApiKeyAuth`).
                 let mut inner = self.inner.clone();
                 mem::swap(&mut self.inner, &mut inner);
                 ResponseFuture::reserving(task, request, inner)
             }
-            Err(Ok(())) => ResponseFuture::calling(self.inner.call(request)),
-            Err(Err(e)) => ResponseFuture::rejected(usage::rejection(&e)),
         }
     }
 }

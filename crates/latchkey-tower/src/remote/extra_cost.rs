@@ -1,0 +1,93 @@
+//! A route's extra cost ([`RequirePermissionLayer::cost`](crate::RequirePermissionLayer::cost))
+//! for a key this verifier authenticated: taken from the key's lease like its requests, from
+//! every bucket (each rate limit, the credits) or from none, asking the daemon for more when
+//! the lease holds too little.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use latchkey_core::VerifyError;
+
+use super::cache::Cached;
+use super::client::Verdict;
+use super::lease::{Lease, Take};
+use super::verifier::{Shared, nanos};
+use crate::verifier::Charged;
+
+/// How many times one request asks the daemon for its extra cost before it is refused. The
+/// daemon grants at most a twentieth of the credits left at a time, so a cost close to what
+/// is left takes several grants; each grant is progress, and a grant of nothing ends it.
+const MAX_ASKS: usize = 32;
+
+impl Shared {
+    /// Charges `cost` more requests to the key presented as `presented`.
+    pub(super) fn charge_extra(
+        self: &Arc<Self>,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+        cost: u32,
+    ) -> Charged {
+        let digest = self.hasher.digest(presented);
+        let now = self.settings.clock.now();
+        match self.cache.get(&digest, now) {
+            Some(Cached::Valid(entry)) => match entry.lease {
+                Some(lease) => self.charge_lease(lease, presented, client_ip, u64::from(cost)),
+                // No usage control: nothing to charge.
+                None => Charged::Done(Ok(())),
+            },
+            // Gone from the cache since the layer verified it (evicted, invalidated by a
+            // change, or no cache at all): the daemon charges it, as it charged that
+            // verification (and counts one more use of the key).
+            _ => {
+                let shared = Arc::clone(self);
+                let presented = presented.to_owned();
+                Charged::Waiting(self.runtime.spawn(async move {
+                    match shared.daemon.verify(&presented, client_ip, Some(cost)).await {
+                        Ok(Verdict::Valid { .. }) => Ok(()),
+                        Ok(Verdict::Refused(error)) => Err(error),
+                        Err(cause) => {
+                            tracing::warn!(error = %cause, "latchkey daemon could not charge a route's cost");
+                            Err(VerifyError::Unavailable(cause))
+                        }
+                    }
+                }))
+            }
+        }
+    }
+
+    fn charge_lease(
+        self: &Arc<Self>,
+        lease: Arc<Lease>,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+        cost: u64,
+    ) -> Charged {
+        let now = nanos(self.settings.clock.now());
+        match lease.take(client_ip, now, cost) {
+            Take::Taken => {
+                self.top_up(lease, presented, client_ip, now);
+                Charged::Done(Ok(()))
+            }
+            Take::Refused(error) => Charged::Done(Err(error)),
+            Take::Short => {
+                let shared = Arc::clone(self);
+                let presented = presented.to_owned();
+                Charged::Waiting(self.runtime.spawn(async move {
+                    for _ in 0..MAX_ASKS {
+                        shared.ask(&lease, &presented, client_ip, cost).await?;
+                        let now = nanos(shared.settings.clock.now());
+                        match lease.take(client_ip, now, cost) {
+                            Take::Taken => return Ok(()),
+                            Take::Refused(error) => return Err(error),
+                            Take::Short if lease.refused() => break,
+                            Take::Short => {}
+                        }
+                    }
+                    // What was granted meanwhile stays in the lease for the next requests
+                    // (and unspent credits go back at `flush_usage`).
+                    Err(lease.shortfall(nanos(shared.settings.clock.now()), cost))
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! [`ExtraCharger`]: what a route's extra cost is charged to when the principal carries no
+//! meter of its own, because its verifier keeps the key's usage control
+//! ([`Verifier::charges_extra`]: a remote verifier, admitting from leases).
+//!
+//! The layer puts it in the request's extensions for such a verifier only, so a store's
+//! requests carry nothing more. It holds the key text as presented, which the verifier needs
+//! to ask the daemon for more of the key's lease, for the request's lifetime only (as the
+//! request's own header does); its `Debug` shows none of it.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::verifier::{Charged, Verifier};
+
+/// The verifier of a request, and what it needs to charge the key again.
+#[derive(Clone)]
+pub(crate) struct ExtraCharger {
+    verifier: Arc<dyn ChargeExtra>,
+    presented: Arc<str>,
+    client_ip: Option<IpAddr>,
+}
+
+impl ExtraCharger {
+    /// For a key presented as `presented` from `client_ip`; `None` for a text that is not
+    /// UTF-8 (no key is).
+    pub(crate) fn new<V: Verifier>(
+        verifier: &Arc<V>,
+        presented: &[u8],
+        client_ip: Option<IpAddr>,
+    ) -> Option<ExtraCharger> {
+        let presented = std::str::from_utf8(presented).ok()?;
+        Some(ExtraCharger {
+            verifier: Arc::clone(verifier) as Arc<dyn ChargeExtra>,
+            presented: Arc::from(presented),
+            client_ip,
+        })
+    }
+
+    /// Charges `cost` more requests to the key.
+    pub(crate) fn charge(&self, cost: u32) -> Charged {
+        self.verifier.charge(&self.presented, self.client_ip, cost)
+    }
+}
+
+impl fmt::Debug for ExtraCharger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExtraCharger")
+            .field("presented", &"<redacted>")
+            .field("client_ip", &self.client_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`Verifier::charge_extra`] without the verifier's future type, so one extension type
+/// serves every verifier.
+trait ChargeExtra: Send + Sync {
+    fn charge(&self, presented: &str, client_ip: Option<IpAddr>, cost: u32) -> Charged;
+}
+
+impl<V: Verifier> ChargeExtra for V {
+    fn charge(&self, presented: &str, client_ip: Option<IpAddr>, cost: u32) -> Charged {
+        self.charge_extra(presented, client_ip, cost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use latchkey_core::{ApiKey, Principal, VerifyError};
+
+    use super::*;
+
+    #[test]
+    fn its_debug_shows_no_key_text() {
+        let verifier = Arc::new(|_: &ApiKey| async { Err::<Principal, _>(VerifyError::Invalid) });
+        let text = "lk_live_4fT9kQ2mX8pZ_s3cr3tS3cr3tS3cr3tS3cr3tS3cr3tabcdef";
+        let charger = ExtraCharger::new(&verifier, text.as_bytes(), None).unwrap();
+        for shown in [format!("{charger:?}"), format!("{charger:#?}")] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
+}
