@@ -510,7 +510,7 @@ impl Limit {
         match (&self.gate, cost) {
             (_, 0) => Some(Ok(self.rule.limit)),
             (Gate::Local(limiter), _) => Some(self.check_local(limiter, cost, clock)),
-            (Gate::Shared(shared), _) => shared.try_take(cost, clock.unix_nanos()).map(Ok),
+            (Gate::Shared(shared), _) => shared.try_take(&self.rule, cost, clock.unix_nanos()),
         }
     }
 

@@ -11,9 +11,14 @@
 //! total accepted never exceeds the limit, and falls short of it by at most the slices they
 //! hold unused.
 //!
-//! A slice is 1 request at first and doubles while the key uses each one up, to at most a
-//! twentieth of the limit (so the unused slices of a few processes stay small); one that
-//! expires with requests left starts again at 1. When a slice is short the request waits for
+//! A slice is 1 request at first and doubles at each reservation while the key is busy (its
+//! slice ran short before it expired, or served more than the request that reserved it),
+//! to at most a twentieth of the limit (so the unused slices of a few processes stay
+//! small); otherwise it starts again at 1. Under the limit a slice
+//! always expires with requests left (the key comes at less than the limit's rate), so a
+//! busy key reserves about 20 times a window, whatever its traffic. After a refusal,
+//! requests are refused from memory until the shared state said one would fit: an
+//! over-limit flood costs the database nothing. When a slice is short the request waits for
 //! the reservation: on tokio's blocking pool in the layer and in `/v1/verify`
 //! ([`crate::meter::Admitted::Reserve`]), never on an async worker. The reservation takes no
 //! writers' lock and writes no audit event: a rate limit is not a management write.
@@ -124,8 +129,15 @@ pub(crate) struct SharedLimit {
     gcra: Gcra,
     /// Requests left in the slice.
     left: AtomicU32,
+    /// What the slice held after the request that reserved it: one that expires still
+    /// holding all of that was not used again, and the key is quiet.
+    fresh_left: AtomicU32,
     /// Unix nanoseconds from which the slice is void.
     until: AtomicI64,
+    /// Unix nanoseconds before which not one request fits, as the shared state answered
+    /// the last refusal: until then requests are refused from memory, not a round trip
+    /// each (the state only fills up meanwhile; a change to the limits makes a new one).
+    refused_until: AtomicI64,
     /// What the shared state had left at the last reservation, for the figures reported.
     shared_left: AtomicU32,
     /// The size of the next reservation.
@@ -142,7 +154,9 @@ impl SharedLimit {
         SharedLimit {
             gcra: Gcra::of(rule),
             left: AtomicU32::new(0),
+            fresh_left: AtomicU32::new(0),
             until: AtomicI64::new(i64::MIN),
+            refused_until: AtomicI64::new(i64::MIN),
             shared_left: AtomicU32::new(rule.limit),
             next_want: AtomicU32::new(1),
             max_slice: (rule.limit / 20).max(1),
@@ -151,22 +165,31 @@ impl SharedLimit {
         }
     }
 
-    /// Takes `cost` from a valid slice, lock-free; answers what is left of the limit as
-    /// this process knows it (the shared state at its reservation plus the slice). `None`:
-    /// a reservation is needed first.
-    pub(crate) fn try_take(&self, cost: u32, now: i128) -> Option<u32> {
-        if now >= i128::from(self.until.load(Ordering::Acquire)) {
-            return None;
+    /// Takes `cost` from a valid slice, lock-free: what is left of the limit as this
+    /// process knows it (the shared state at its reservation plus the slice), or the
+    /// refusal while the last one holds. `None`: a reservation decides.
+    pub(crate) fn try_take(
+        &self,
+        rule: &RateLimit,
+        cost: u32,
+        now: i128,
+    ) -> Option<Result<u32, VerifyError>> {
+        if now < i128::from(self.until.load(Ordering::Acquire))
+            && let Ok(before) = self
+                .left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(cost))
+        {
+            let known = self.shared_left.load(Ordering::Acquire);
+            return Some(Ok(known.saturating_add(before - cost)));
         }
-        let before = self
-            .left
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(cost))
-            .ok()?;
-        Some(
-            self.shared_left
-                .load(Ordering::Acquire)
-                .saturating_add(before - cost),
-        )
+        let refused_until = i128::from(self.refused_until.load(Ordering::Acquire));
+        if now < refused_until {
+            // The first request fits at `refused_until`, each more one interval later.
+            let wait =
+                refused_until - now + i128::from(cost.saturating_sub(1)) * self.gcra.interval;
+            return Some(Err(rate_limited(rule, wait)));
+        }
+        None
     }
 
     /// Takes `cost`, reserving a new slice from the shared state when this one is short
@@ -183,19 +206,23 @@ impl SharedLimit {
     ) -> Result<u32, VerifyError> {
         let _one = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
         let now = now();
-        if let Some(remaining) = self.try_take(cost, now) {
-            // Another request reserved meanwhile.
-            return Ok(remaining);
+        if let Some(answer) = self.try_take(rule, cost, now) {
+            // Another request reserved (or was refused) meanwhile.
+            return answer;
         }
-        // Busy: the last slice was used up; else it expired unused and the key is quiet.
-        let used_up = self.left.load(Ordering::Acquire) == 0;
-        let want = if used_up {
+        // The key is busy when its slice ran short before it expired, or was taken from
+        // after the request that reserved it; quiet otherwise: then start at 1 again.
+        let short_in_time = now < i128::from(self.until.load(Ordering::Acquire));
+        let used_again =
+            self.left.load(Ordering::Acquire) < self.fresh_left.load(Ordering::Acquire);
+        let want = if short_in_time || used_again {
             self.next_want.load(Ordering::Relaxed)
         } else {
             1
         };
         let granted = self.reserve(rule, cost, want.max(cost), now)?;
         let until = now + self.gcra.valid_for(granted);
+        self.fresh_left.store(granted - cost, Ordering::Release);
         self.left.store(granted - cost, Ordering::Release);
         self.until
             .store(i64::try_from(until).unwrap_or(i64::MAX), Ordering::Release);
@@ -214,6 +241,10 @@ impl SharedLimit {
     ///
     /// Fails as [`SharedLimit::take`] does.
     pub(crate) fn lease(&self, rule: &RateLimit, want: u32, now: i128) -> Result<u32, VerifyError> {
+        let refused_until = i128::from(self.refused_until.load(Ordering::Acquire));
+        if now < refused_until {
+            return Err(rate_limited(rule, refused_until - now));
+        }
         self.reserve(rule, 1, want.clamp(1, rule.limit.max(1)), now)
     }
 
@@ -230,10 +261,20 @@ impl SharedLimit {
                 Ok(granted)
             }
             RateGrant::Refused { retry_after } => {
-                Err(crate::meter::rate_limited(rule, retry_after))
+                let wait = i128::try_from(retry_after.as_nanos()).unwrap_or(i128::MAX);
+                let first = wait - i128::from(at_least.saturating_sub(1)) * self.gcra.interval;
+                let until = i64::try_from(now.saturating_add(first)).unwrap_or(i64::MAX);
+                self.refused_until.fetch_max(until, Ordering::AcqRel);
+                Err(rate_limited(rule, wait))
             }
         }
     }
+}
+
+/// A refusal by `rule` to retry after `wait` nanoseconds.
+fn rate_limited(rule: &RateLimit, wait: i128) -> VerifyError {
+    let wait = u64::try_from(wait.max(0)).unwrap_or(u64::MAX);
+    crate::meter::rate_limited(rule, Duration::from_nanos(wait))
 }
 
 #[cfg(test)]
@@ -340,5 +381,91 @@ mod tests {
             window_seconds: 1,
         });
         assert_eq!(fast.valid_for(1), 1_000_000, "at least a millisecond");
+    }
+
+    /// The shared state in memory, counting the reservations made of it.
+    #[derive(Default)]
+    struct Counted {
+        tat: Mutex<Option<i64>>,
+        asked: Mutex<Vec<u32>>,
+    }
+
+    impl RateSource for Counted {
+        fn reserve(
+            &self,
+            rule: &RateLimit,
+            at_least: u32,
+            want: u32,
+            now: i128,
+        ) -> Result<RateGrant, VerifyError> {
+            self.asked.lock().unwrap().push(want);
+            let mut tat = self.tat.lock().unwrap();
+            let (next, grant) = Gcra::of(rule).reserve(*tat, now, at_least, want);
+            *tat = next;
+            Ok(grant)
+        }
+    }
+
+    #[test]
+    fn slices_grow_while_the_key_is_busy_and_a_refusal_is_answered_from_memory() {
+        let rule = RateLimit {
+            name: "default".into(),
+            limit: 200,
+            window_seconds: 1,
+        };
+        let source = Arc::new(Counted::default());
+        let limit = SharedLimit::new(&rule, source.clone());
+        let t0 = 1_000 * SECOND;
+        // Nothing reserved yet: a reservation decides.
+        assert!(limit.try_take(&rule, 1, t0).is_none());
+        // Each slice used up: 1, 2, 4, 8, then 10 (a twentieth of 200) at most.
+        let mut admitted = 0;
+        while admitted < 60 {
+            match limit.try_take(&rule, 1, t0) {
+                Some(answer) => answer.unwrap(),
+                None => limit.take(&rule, 1, || t0).unwrap(),
+            };
+            admitted += 1;
+        }
+        let asked = source.asked.lock().unwrap().clone();
+        assert_eq!(asked[..6], [1, 2, 4, 8, 10, 10], "{asked:?}");
+        // A slice is void once the limit has won it back: 10 requests, 50 ms.
+        let reserved = asked.len();
+        let after = t0 + SECOND / 20;
+        assert!(limit.try_take(&rule, 1, after).is_none());
+        // Used up to the limit: refused, then from memory until one request fits.
+        let mut refusal = None;
+        for _ in 0..300 {
+            let answer = match limit.try_take(&rule, 1, after) {
+                Some(answer) => answer,
+                None => limit.take(&rule, 1, || after),
+            };
+            if let Err(e) = answer {
+                refusal = Some(e);
+                break;
+            }
+        }
+        let calls = source.asked.lock().unwrap().len();
+        for _ in 0..100 {
+            match limit.try_take(&rule, 1, after) {
+                Some(Err(VerifyError::RateLimited(refused))) => {
+                    assert_eq!(refused.retry_after_seconds, 1);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(refusal, Some(VerifyError::RateLimited(_))));
+        assert_eq!(source.asked.lock().unwrap().len(), calls, "no reservation");
+        assert!(calls > reserved);
+        // Once one fits, a reservation grants it; after a slice that served no request but
+        // the one that reserved it, the next is 1 again.
+        let later = after + 2 * SECOND;
+        limit.take(&rule, 1, || later).unwrap();
+        let quiet = later + 10 * SECOND;
+        limit.take(&rule, 1, || quiet).unwrap();
+        let quiet = quiet + 10 * SECOND;
+        limit.take(&rule, 1, || quiet).unwrap();
+        let asked = source.asked.lock().unwrap().clone();
+        assert_eq!(asked.last(), Some(&1), "{asked:?}");
     }
 }
