@@ -14,11 +14,12 @@
 //! A slice is 1 request at first and doubles at each reservation while the key is busy (its
 //! slice ran short before it expired, or served more than the request that reserved it),
 //! to at most a twentieth of the limit (so the unused slices of a few processes stay
-//! small); otherwise it starts again at 1. Under the limit a slice
-//! always expires with requests left (the key comes at less than the limit's rate), so a
+//! small); otherwise it starts again at 1. Under the limit a slice always expires with
+//! requests left (the key comes at less than the limit's rate), so a
 //! busy key reserves about 20 times a window, whatever its traffic. After a refusal,
-//! requests are refused from memory until the shared state said one would fit: an
-//! over-limit flood costs the database nothing. When a slice is short the request waits for
+//! requests are refused from memory until the shared state said a full slice would fit
+//! (the `Retry-After` given says when): an over-limit flood costs one reservation per slice
+//! the limit wins back, never one per request. When a slice is short the request waits for
 //! the reservation: on tokio's blocking pool in the layer and in `/v1/verify`
 //! ([`crate::meter::Admitted::Reserve`]), never on an async worker. The reservation takes no
 //! writers' lock and writes no audit event: a rate limit is not a management write.
@@ -134,9 +135,11 @@ pub(crate) struct SharedLimit {
     fresh_left: AtomicU32,
     /// Unix nanoseconds from which the slice is void.
     until: AtomicI64,
-    /// Unix nanoseconds before which not one request fits, as the shared state answered
-    /// the last refusal: until then requests are refused from memory, not a round trip
-    /// each (the state only fills up meanwhile; a change to the limits makes a new one).
+    /// After a refusal, Unix nanoseconds before which the shared state cannot grant a full
+    /// slice (`max_slice` requests), as it answered: until then requests are refused from
+    /// memory, never a round trip each (the state only fills up meanwhile; a change to the
+    /// limits makes a new one). So a flood over the limit costs one reservation per slice
+    /// the limit wins back, not one per request.
     refused_until: AtomicI64,
     /// What the shared state had left at the last reservation, for the figures reported.
     shared_left: AtomicU32,
@@ -182,14 +185,19 @@ impl SharedLimit {
             let known = self.shared_left.load(Ordering::Acquire);
             return Some(Ok(known.saturating_add(before - cost)));
         }
+        let wait = self.refused_for(cost, now);
+        (wait > 0).then(|| Err(rate_limited(rule, wait)))
+    }
+
+    /// How long requests of `cost` are refused from memory from `now` (0: not).
+    fn refused_for(&self, cost: u32, now: i128) -> i128 {
         let refused_until = i128::from(self.refused_until.load(Ordering::Acquire));
-        if now < refused_until {
-            // The first request fits at `refused_until`, each more one interval later.
-            let wait =
-                refused_until - now + i128::from(cost.saturating_sub(1)) * self.gcra.interval;
-            return Some(Err(rate_limited(rule, wait)));
+        if now >= refused_until {
+            return 0;
         }
-        None
+        // A full slice fits at `refused_until`; each request beyond it, an interval later.
+        let beyond = cost.saturating_sub(self.max_slice);
+        refused_until - now + i128::from(beyond) * self.gcra.interval
     }
 
     /// Takes `cost`, reserving a new slice from the shared state when this one is short
@@ -241,11 +249,10 @@ impl SharedLimit {
     ///
     /// Fails as [`SharedLimit::take`] does.
     pub(crate) fn lease(&self, rule: &RateLimit, want: u32, now: i128) -> Result<u32, VerifyError> {
-        let refused_until = i128::from(self.refused_until.load(Ordering::Acquire));
-        if now < refused_until {
-            return Err(rate_limited(rule, refused_until - now));
+        match self.refused_for(1, now) {
+            0 => self.reserve(rule, 1, want.clamp(1, rule.limit.max(1)), now),
+            wait => Err(rate_limited(rule, wait)),
         }
-        self.reserve(rule, 1, want.clamp(1, rule.limit.max(1)), now)
     }
 
     fn reserve(
@@ -262,8 +269,10 @@ impl SharedLimit {
             }
             RateGrant::Refused { retry_after } => {
                 let wait = i128::try_from(retry_after.as_nanos()).unwrap_or(i128::MAX);
-                let first = wait - i128::from(at_least.saturating_sub(1)) * self.gcra.interval;
-                let until = i64::try_from(now.saturating_add(first)).unwrap_or(i64::MAX);
+                // `at_least` fit after `wait`; a full slice, that many intervals more or less.
+                let slice = i128::from(self.max_slice) - i128::from(at_least);
+                let until = now.saturating_add(wait + slice * self.gcra.interval);
+                let until = i64::try_from(until.max(now)).unwrap_or(i64::MAX);
                 self.refused_until.fetch_max(until, Ordering::AcqRel);
                 Err(rate_limited(rule, wait))
             }
@@ -433,7 +442,7 @@ mod tests {
         let reserved = asked.len();
         let after = t0 + SECOND / 20;
         assert!(limit.try_take(&rule, 1, after).is_none());
-        // Used up to the limit: refused, then from memory until one request fits.
+        // Used up to the limit: refused, then from memory until a slice fits again.
         let mut refusal = None;
         for _ in 0..300 {
             let answer = match limit.try_take(&rule, 1, after) {
