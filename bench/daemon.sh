@@ -8,7 +8,9 @@
 # must name an empty database, bench/postgres.sh makes one); N=300 requests per latency
 # figure; DURATION=10s, THREADS=2,
 # CONNECTIONS=32 for wrk; LATCHKEY_LOG=warn (the daemon's log filter: `info` logs every
-# request, as `latchkey serve` does by default).
+# request, as `latchkey serve` does by default); RATE_LIMIT=LIMIT/SECONDS gives the key
+# /v1/verify asks about one rate limit (never reached at LIMIT above the rate measured: on
+# PostgreSQL it is admitted from slices of the limit's shared state).
 # Needs: cargo, curl, jq, wrk (apt-get install -y wrk). Writes nothing outside a temp dir.
 set -euo pipefail
 
@@ -70,7 +72,11 @@ while IFS= read -r id; do
 done <"$work/ids.txt"
 
 # /v1/verify under load: a service key (latchkey:verify) asks about an active key.
-target=$(api POST /v1/keys '{"name":"target","user_id":"bench"}' | jq -r .secret)
+limits=
+if [[ -n "${RATE_LIMIT:-}" ]]; then
+    limits=',"rate_limits":[{"name":"bench","limit":'"${RATE_LIMIT%/*}"',"window_seconds":'"${RATE_LIMIT#*/}"'}]'
+fi
+target=$(api POST /v1/keys '{"name":"target","user_id":"bench"'"$limits"'}' | jq -r .secret)
 service=$(api POST /v1/keys '{"name":"service","user_id":"verifier"}' | jq -r .secret)
 wrk_post "$work/verify.lua" '{"key":"'"$target"'","permissions":["orders:read"]}' "$service"
 # One request first, to check the answer is what is measured.
@@ -82,5 +88,5 @@ wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/verify.lua" 
 echo "latchkey daemon on ${url#http://} ($(nproc) cores; release build; LATCHKEY_LOG=$LATCHKEY_LOG)"
 echo "key creation   (POST /v1/keys):            $(percentiles "$work/create.txt")"
 echo "key revocation (POST /v1/keys/{id}/revoke): $(percentiles "$work/revoke.txt")"
-echo "POST /v1/verify, wrk -t$THREADS -c$CONNECTIONS -d$DURATION:"
+echo "POST /v1/verify${RATE_LIMIT:+ (a key limited to $RATE_LIMIT)}, wrk -t$THREADS -c$CONNECTIONS -d$DURATION:"
 grep -E "Requests/sec|Non-2xx|Socket errors|^ +(50|99)%" "$work/wrk.txt" | sed 's/^ */  /'

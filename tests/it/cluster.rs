@@ -1,6 +1,7 @@
 //! Several daemons on one PostgreSQL database, each followed by a remote app
 //! (`example-remote-orders`): a write through either daemon applies to the very next
-//! verification on both, and reaches both apps within the remote bound; a daemon killed
+//! verification on both, and reaches both apps within the remote bound; a key's rate limit
+//! holds across both daemons and both apps; a daemon killed
 //! mid-write loses nothing it acknowledged and the audit chain stays one chain; PostgreSQL
 //! stopped under a daemon gives 503 to writes and never 401 to verifications, and the daemon
 //! recovers by itself when PostgreSQL is back.
@@ -20,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::backend::{SWITCH, create_database, database_url, postgres};
 use crate::harness::{Answer, Daemon, store_dir};
-use crate::remote::{PUSH_BOUND, Proc, answers_within, app, get_orders};
+use crate::remote::{PUSH_BOUND, Proc, answers_within, app, client, get_orders};
 
 /// The apps' `--max-staleness`: longer than any wait here, so that a refusal in time can
 /// only come from the event the daemon pushed.
@@ -86,6 +87,12 @@ impl Pair {
             apps,
         }
     }
+
+    /// Creates the user `name` holding `orders:read`, through A.
+    fn user_reading_orders(&self, name: &str) {
+        let user = json!({"name": name, "permissions": ["orders:read"]});
+        created(&self.a, &self.admin, "/v1/users", user);
+    }
 }
 
 /// POSTs `body` to `path` as `key`, asserts 201, answers the record.
@@ -121,12 +128,7 @@ fn a_write_on_either_daemon_applies_to_the_next_verification_on_both_and_reaches
         return;
     }
     let p = Pair::new();
-    created(
-        &p.a,
-        &p.admin,
-        "/v1/users",
-        json!({"name": "alice", "permissions": ["orders:read"]}),
-    );
+    p.user_reading_orders("alice");
     // Created on A: B verifies it at once, no waiting.
     let key = created(
         &p.a,
@@ -182,6 +184,96 @@ fn a_write_on_either_daemon_applies_to_the_next_verification_on_both_and_reaches
     };
     assert_eq!(audit(&p.a)["items"], audit(&p.b)["items"]);
     assert_eq!(chain_whole(&p.a, &p.admin), chain_whole(&p.b, &p.admin));
+}
+
+/// Creates a key of `user` limited to 20 requests a minute through `daemon`; its secret.
+fn twenty_a_minute(daemon: &Daemon, admin: &str, user: &str, name: &str) -> String {
+    let body = json!({
+        "name": name,
+        "user_id": user,
+        "rate_limits": [{"name": "default", "limit": 20, "window_seconds": 60}],
+    });
+    let key = created(daemon, admin, "/v1/keys", body);
+    key["secret"].as_str().expect("a secret").to_owned()
+}
+
+/// Asserts that `admitted` requests of a key limited to 20 a minute, sent since `started`,
+/// are what one limiter would admit: at most 20 and one more per 3 s since (what the limit
+/// wins back), and at least 18 (two slices of one request may be left unused).
+#[track_caller]
+fn as_one_limiter(admitted: usize, refused: usize, started: Instant, how: &str) {
+    let won_back = usize::try_from(started.elapsed().as_secs() / 3).unwrap();
+    eprintln!(
+        "{how}: {admitted} admitted, {refused} refused in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        (18..=20 + won_back).contains(&admitted),
+        "{how}: {admitted} admitted through two daemons (limit 20 a minute, {won_back} won back)"
+    );
+    assert!(refused > 0, "{how}: nothing refused");
+}
+
+#[test]
+fn a_key_s_rate_limit_holds_across_two_daemons_and_their_apps() {
+    if postgres_only().is_none() {
+        return;
+    }
+    let p = Pair::new();
+    p.user_reading_orders("carol");
+
+    // POST /v1/verify through A and B in turns.
+    let secret = twenty_a_minute(&p.a, &p.admin, "carol", "verified");
+    let started = Instant::now();
+    let (mut admitted, mut refused) = (0, 0);
+    for i in 0..50 {
+        let daemon = if i % 2 == 0 { &p.a } else { &p.b };
+        let answer = verify(daemon, &p.admin, &secret);
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        match answer.body["code"].as_str() {
+            Some("ok") => admitted += 1,
+            Some("rate_limited") => {
+                refused += 1;
+                let retry = answer.body["retry_after"].as_u64().unwrap_or(0);
+                assert!((1..=3).contains(&retry), "{}", answer.text);
+                assert_eq!(
+                    answer.body["limits"][0]["name"], "default",
+                    "{}",
+                    answer.text
+                );
+            }
+            _ => panic!("{}: {}", daemon.url, answer.text),
+        }
+    }
+    as_one_limiter(admitted, refused, started, "POST /v1/verify");
+
+    // GET /orders through the app behind A and the app behind B in turns: each admits from
+    // slices its daemon leased it of the one shared limit.
+    let secret = twenty_a_minute(&p.b, &p.admin, "carol", "through apps");
+    let started = Instant::now();
+    let (mut admitted, mut refused) = (0, 0);
+    for i in 0..50 {
+        let app = &p.apps[i % 2];
+        let answer = client()
+            .get(format!("{}/orders", app.url()))
+            .bearer_auth(&secret)
+            .send()
+            .expect("the app answers");
+        match answer.status().as_u16() {
+            200 => admitted += 1,
+            429 => {
+                refused += 1;
+                let retry = answer
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap());
+                let retry: u64 = retry.expect("a Retry-After").parse().unwrap();
+                assert!((1..=3).contains(&retry), "Retry-After: {retry}");
+            }
+            status => panic!("{}: {status}", app.url()),
+        }
+    }
+    as_one_limiter(admitted, refused, started, "the apps");
 }
 
 #[test]

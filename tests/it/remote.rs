@@ -148,7 +148,7 @@ pub(crate) fn remote_orders_bin() -> &'static Path {
     BIN.get_or_init(|| build_binary("example-remote-orders", "example-remote-orders"))
 }
 
-fn client() -> &'static Client {
+pub(crate) fn client() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
         crate::harness::install_crypto_provider();

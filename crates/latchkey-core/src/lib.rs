@@ -10,7 +10,8 @@
 //! - [`model`]: groups, users, keys and the inputs that change them.
 //! - [`limits`]: every bound on input, in one place.
 //! - [`controls`], [`meter`]: a key's usage control (meta, rate limits, credits, IP
-//!   allowlist) and its enforcement, [`admit`] ordering the checks.
+//!   allowlist) and its enforcement, [`admit`] ordering the checks; `shared_limit`: a rate
+//!   limit several processes on one database share, admitted from slices of its state.
 //! - [`actor`]: who acts, and the no-escalation rule.
 //! - `store`: the sled keystore, the only module that touches sled ([`Store`]).
 //! - [`verify`]: [`Principal`], [`VerifyError`] and the verify cache.
@@ -53,6 +54,7 @@ mod location;
 pub mod meter;
 pub mod model;
 pub mod permission;
+mod shared_limit;
 mod store;
 pub mod verify;
 pub mod wire;
@@ -65,7 +67,7 @@ pub use error::{BoxError, Conflict, Entity, StoreError};
 pub use hash::{HashKey, SecretHash};
 pub use key::{ApiKey, Env, ParseError, Prefix, PublicId, find_keys};
 pub use location::{DatabaseUrl, Location};
-pub use meter::{Admission, Admitted, CreditReservation, Meter, admit, try_admit};
+pub use meter::{Admission, Admitted, Meter, Reservation, admit, try_admit};
 pub use model::{
     CreatedKey, Group, GroupPatch, Key, KeyPatch, KeyStatus, NewGroup, NewKey, NewUser, User,
     UserPatch,

@@ -27,6 +27,7 @@ use time::{Date, OffsetDateTime, Time};
 use crate::clock::Clock;
 use crate::controls::{LimitState, RateLimit, Refill, RefillInterval};
 use crate::permission::Permission;
+use crate::shared_limit::{RateSource, SharedLimit};
 use crate::verify::{Principal, VerifyError};
 
 /// What a request asks of a key beyond its statuses.
@@ -55,8 +56,10 @@ impl Default for Admission<'_> {
 /// when all pass the checks before them.
 ///
 /// When the key's credit slice is short this blocks on a durable write (a reservation from
-/// the store's balance, once per slice of up to 1,000 requests): an async caller uses
-/// [`try_admit`] and finishes the reservation where blocking is fine.
+/// the store's balance, once per slice of up to 1,000 requests), and so it does on a
+/// database several processes share when a rate limit's slice is short (a reservation from
+/// the limit's shared state, `shared_limit.rs`): an async caller uses [`try_admit`] and
+/// finishes the reservation where blocking is fine.
 ///
 /// Fails with `IpNotAllowed`, `InsufficientPermission`, `RateLimited` or `UsageExceeded`.
 pub fn admit(principal: &Principal, admission: &Admission<'_>) -> Result<(), VerifyError> {
@@ -76,8 +79,9 @@ pub fn admit_reporting(
     }
 }
 
-/// [`admit`] without waiting on storage: the answer, or the credit reservation that decides
-/// it, to finish off the async workers (tokio's blocking pool).
+/// [`admit`] without waiting on storage: the answer, or the reservation (of credits, or of
+/// a shared rate limit's slice) that decides it, to finish off the async workers (tokio's
+/// blocking pool).
 ///
 /// # Example
 ///
@@ -97,8 +101,9 @@ pub fn try_admit(principal: &Principal, admission: &Admission<'_>) -> Admitted {
     try_admit_reporting(principal, admission, None)
 }
 
-/// [`try_admit`], reporting as [`admit_reporting`] does: the credits' state is pushed when
-/// the answer is known, so by [`CreditReservation::finish_reporting`] for a reservation.
+/// [`try_admit`], reporting as [`admit_reporting`] does: the state of the limits and credits
+/// that a reservation decides is pushed when the answer is known, so by
+/// [`Reservation::finish_reporting`].
 pub fn try_admit_reporting(
     principal: &Principal,
     admission: &Admission<'_>,
@@ -124,41 +129,43 @@ pub fn try_admit_reporting(
 pub enum Admitted {
     /// The answer.
     Done(Result<(), VerifyError>),
-    /// Every check before the credits passed (the rate limits have counted the request),
-    /// and the key's credit slice is short: a reservation from the store's balance, a
-    /// durable write, decides.
-    Reserve(CreditReservation),
+    /// Every check before a step that needs storage passed (the rate limits before it
+    /// have counted the request), and that step's slice is short: a reservation decides,
+    /// from the store's balance (the key's credits: a durable write) or from a rate limit's
+    /// state on a database several processes share (a transaction).
+    Reserve(Reservation),
 }
 
-/// The credits step of an admission that needs a durable write; see [`Admitted::Reserve`].
+/// The rest of an admission that needs storage, from the step whose slice is short; see
+/// [`Admitted::Reserve`].
 #[derive(Debug)]
 #[must_use = "a reservation admits nothing until it is finished"]
-pub struct CreditReservation {
+pub struct Reservation {
     meter: Meter,
-    cost: u64,
+    cost: u32,
+    /// The first step not yet taken: a rate limit's index in [`Meter::rate_limits`], or
+    /// their count for the credits.
+    from: usize,
 }
 
-impl CreditReservation {
-    /// Reserves credits from the store's balance (blocking on a durable write: a sled flush
-    /// or a PostgreSQL round trip) and takes the request's cost from them.
+impl Reservation {
+    /// Reserves what the request lacks (blocking on storage: a sled flush or a PostgreSQL
+    /// round trip) and takes the request's cost from the remaining rate limits and the
+    /// credits.
     ///
-    /// Fails with `UsageExceeded` when too few are left, or `Unavailable`.
+    /// Fails with `RateLimited` or `UsageExceeded` when too little is left, or
+    /// `Unavailable`.
     pub fn finish(self) -> Result<(), VerifyError> {
         self.finish_reporting(None)
     }
 
-    /// [`CreditReservation::finish`], pushing the credits' state after this request onto
-    /// `report`.
+    /// [`Reservation::finish`], pushing the state of each step it took after this request
+    /// onto `report`.
     pub fn finish_reporting(self, report: Option<&mut Vec<LimitState>>) -> Result<(), VerifyError> {
-        let Some(credits) = &self.meter.0.credits else {
-            return Ok(());
-        };
-        let now = self.meter.0.clock.unix_nanos();
-        let remaining = credits.consume(self.cost, now)?;
-        if let Some(report) = report {
-            report.push(credits.state(remaining, now));
+        match self.meter.charge_from(self.from, self.cost, report, true) {
+            Admitted::Done(answer) => answer,
+            Admitted::Reserve(_) => unreachable!("a charge that may block answers"),
         }
-        Ok(())
     }
 }
 
@@ -248,8 +255,8 @@ impl Meter {
 
     /// Consumes `cost` from each of the key's rate limits, then its user's, then from the
     /// credits. A limit that refuses leaves the credits untouched; the limits checked
-    /// before it have counted the request. Blocks on a durable write when the credit slice
-    /// is short: [`Meter::try_charge`] does not.
+    /// before it have counted the request. Blocks on storage when the credit slice, or on
+    /// a shared database a rate limit's slice, is short: [`Meter::try_charge`] does not.
     pub fn charge(&self, cost: u32) -> Result<(), VerifyError> {
         match self.try_charge(cost) {
             Admitted::Done(answer) => answer,
@@ -257,20 +264,44 @@ impl Meter {
         }
     }
 
-    /// [`Meter::charge`] without waiting on storage: the answer, or the credit reservation
-    /// that decides it.
+    /// [`Meter::charge`] without waiting on storage: the answer, or the reservation that
+    /// decides it.
     pub fn try_charge(&self, cost: u32) -> Admitted {
         self.try_charge_reporting(cost, None)
     }
 
-    fn try_charge_reporting(
+    fn try_charge_reporting(&self, cost: u32, report: Option<&mut Vec<LimitState>>) -> Admitted {
+        self.charge_from(0, cost, report, false)
+    }
+
+    /// Takes `cost` from the steps from `from` on (the rate limits by their index, then the
+    /// credits). With `block`, reserves where a slice is short; without, hands back the
+    /// [`Reservation`] of the rest at the first such step.
+    fn charge_from(
         &self,
+        from: usize,
         cost: u32,
         mut report: Option<&mut Vec<LimitState>>,
+        block: bool,
     ) -> Admitted {
         let meter = &*self.0;
-        for limit in self.limits() {
-            match limit.check(cost, &meter.clock) {
+        let reserve = |from| {
+            Admitted::Reserve(Reservation {
+                meter: self.clone(),
+                cost,
+                from,
+            })
+        };
+        for (i, limit) in self.limits().enumerate().skip(from) {
+            let checked = if block {
+                limit.check(cost, &meter.clock)
+            } else {
+                match limit.try_check(cost, &meter.clock) {
+                    Some(checked) => checked,
+                    None => return reserve(i),
+                }
+            };
+            match checked {
                 Ok(remaining) => {
                     if let Some(report) = report.as_deref_mut() {
                         report.push(limit.state(remaining));
@@ -285,15 +316,15 @@ impl Meter {
         let now = meter.clock.unix_nanos();
         let remaining = if cost == 0 {
             credits.available()
+        } else if block {
+            match credits.consume(u64::from(cost), now) {
+                Ok(remaining) => remaining,
+                Err(refused) => return Admitted::Done(Err(refused)),
+            }
         } else {
             match credits.try_consume(u64::from(cost), now) {
                 Some(remaining) => remaining,
-                None => {
-                    return Admitted::Reserve(CreditReservation {
-                        meter: self.clone(),
-                        cost: u64::from(cost),
-                    });
-                }
+                None => return reserve(self.limits().count()),
             }
         };
         if let Some(report) = report {
@@ -323,17 +354,23 @@ impl Meter {
     }
 
     /// Takes up to `want` requests' worth of the rate limit `name` for a remote verifier's
-    /// lease: as much as the limit allows now (trying halves), or the refusal when not even
-    /// one request would pass. `None` when neither the key nor its user has such a limit
-    /// (a user's is named `user:<name>`).
-    pub fn lease_limit(&self, name: &str, want: u32) -> Option<Result<u32, RateLimited>> {
+    /// lease: as much as the limit allows now (trying halves; on a database several
+    /// processes share, from the limit's shared state, in a transaction that blocks), or
+    /// the refusal (`RateLimited`) when not even one request would pass. `None` when
+    /// neither the key nor its user has such a limit (a user's is named `user:<name>`).
+    ///
+    /// Fails with `Unavailable` when the shared state cannot be reached.
+    pub fn lease_limit(&self, name: &str, want: u32) -> Option<Result<u32, VerifyError>> {
         let limit = self.limits().find(|l| l.rule.name == name)?;
         let mut asked = want.clamp(1, limit.rule.limit);
+        if let Gate::Shared(shared) = &limit.gate {
+            return Some(shared.lease(&limit.rule, asked, self.0.clock.unix_nanos()));
+        }
         loop {
             match limit.check(asked, &self.0.clock) {
                 Ok(_) => return Some(Ok(asked)),
                 Err(_) if asked > 1 => asked /= 2,
-                Err(VerifyError::RateLimited(refused)) => return Some(Err(*refused)),
+                Err(refused @ VerifyError::RateLimited(_)) => return Some(Err(refused)),
                 Err(_) => return Some(Ok(0)),
             }
         }
@@ -411,10 +448,37 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, GovernorClock, StateInformat
 /// One rate limit with its GCRA state.
 pub(crate) struct Limit {
     pub(crate) rule: RateLimit,
-    limiter: Limiter,
+    gate: Gate,
+}
+
+/// Where a limit's GCRA state lives.
+enum Gate {
+    /// In this process (`governor`): a store only this process opens (sled).
+    Local(Limiter),
+    /// In the store, shared by the processes on one database: this process admits from a
+    /// slice of it (`shared_limit.rs`).
+    Shared(SharedLimit),
+}
+
+/// A refusal by `rule`, to retry after `retry` (reported in whole seconds, at least 1).
+pub(crate) fn rate_limited(rule: &RateLimit, retry: Duration) -> VerifyError {
+    VerifyError::RateLimited(Box::new(RateLimited {
+        limit: rule.clone(),
+        retry_after_seconds: (retry.as_secs() + u64::from(retry.subsec_nanos() > 0)).max(1),
+    }))
 }
 
 impl Limit {
+    /// A limit whose state is shared through the store, `source` (one per key or user).
+    pub(crate) fn shared(rule: RateLimit, source: Arc<dyn RateSource>) -> Limit {
+        let shared = SharedLimit::new(&rule, source);
+        Limit {
+            rule,
+            gate: Gate::Shared(shared),
+        }
+    }
+
+    /// A limit whose state is this process's.
     pub(crate) fn new(rule: RateLimit, clock: &Arc<dyn Clock>) -> Limit {
         let limit = NonZeroU32::new(rule.limit).unwrap_or(NonZeroU32::MIN);
         let window = Duration::from_secs(u64::from(rule.window_seconds.max(1)));
@@ -424,27 +488,46 @@ impl Limit {
             .allow_burst(limit);
         let limiter = RateLimiter::direct_with_clock(quota, GovernorClock(Arc::clone(clock)))
             .with_middleware::<StateInformationMiddleware>();
-        Limit { rule, limiter }
+        Limit {
+            rule,
+            gate: Gate::Local(limiter),
+        }
     }
 
-    /// Consumes `cost`; answers what is left of the limit.
+    /// Consumes `cost`; answers what is left of the limit. On a shared limit whose slice
+    /// is short, blocks on a reservation from the store.
     fn check(&self, cost: u32, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
-        let refused = |retry: Duration| {
-            Err(VerifyError::RateLimited(Box::new(RateLimited {
-                limit: self.rule.clone(),
-                retry_after_seconds: (retry.as_secs() + u64::from(retry.subsec_nanos() > 0)).max(1),
-            })))
-        };
-        if cost == 0 {
-            return Ok(self.rule.limit);
+        match (&self.gate, cost) {
+            (_, 0) => Ok(self.rule.limit),
+            (Gate::Local(limiter), _) => self.check_local(limiter, cost, clock),
+            (Gate::Shared(shared), _) => shared.take(&self.rule, cost, || clock.unix_nanos()),
         }
+    }
+
+    /// [`Limit::check`] without waiting on storage: `None` when a shared limit's slice is
+    /// short.
+    fn try_check(&self, cost: u32, clock: &Arc<dyn Clock>) -> Option<Result<u32, VerifyError>> {
+        match (&self.gate, cost) {
+            (_, 0) => Some(Ok(self.rule.limit)),
+            (Gate::Local(limiter), _) => Some(self.check_local(limiter, cost, clock)),
+            (Gate::Shared(shared), _) => shared.try_take(&self.rule, cost, clock.unix_nanos()),
+        }
+    }
+
+    fn check_local(
+        &self,
+        limiter: &Limiter,
+        cost: u32,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<u32, VerifyError> {
+        let refused = |retry: Duration| Err(rate_limited(&self.rule, retry));
         let outcome = match NonZeroU32::new(cost) {
-            Some(n) if n.get() > 1 => match self.limiter.check_n(n) {
+            Some(n) if n.get() > 1 => match limiter.check_n(n) {
                 Ok(outcome) => outcome,
                 // More than the whole limit: never passes.
                 Err(_) => return refused(Duration::from_secs(self.rule.window_seconds.into())),
             },
-            _ => self.limiter.check(),
+            _ => limiter.check(),
         };
         match outcome {
             Ok(snapshot) => Ok(snapshot.remaining_burst_capacity()),

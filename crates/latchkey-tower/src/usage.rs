@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use latchkey_core::meter::RateLimited;
-use latchkey_core::{Admission, Admitted, CreditReservation, Principal, VerifyError};
+use latchkey_core::{Admission, Admitted, Principal, Reservation, VerifyError};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -29,7 +29,8 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Checks the principal's usage control for this request (IP, rate limits, credits at
 /// `cost`), in core's one order, without waiting on storage: `Some` when the key's credit
-/// slice is short and a reservation, a durable write, decides. A principal without usage
+/// slice (or a shared rate limit's) is short and a reservation, a write, decides. A
+/// principal without usage
 /// control passes at the cost of one check.
 #[inline]
 pub(crate) fn admit<B>(
@@ -37,7 +38,7 @@ pub(crate) fn admit<B>(
     request: &Request<B>,
     trusted: &[IpNet],
     cost: u32,
-) -> Result<Option<CreditReservation>, Rejection> {
+) -> Result<Option<Reservation>, Rejection> {
     if principal.meter.is_none() {
         return Ok(None);
     }
@@ -53,8 +54,8 @@ pub(crate) fn admit<B>(
     }
 }
 
-/// What a charge to a key's meter came to: a reservation short of credits runs on tokio's
-/// blocking pool ([`reserve`]).
+/// What a charge to a key's meter came to: a reservation (credits, or a shared rate
+/// limit's slice) runs on tokio's blocking pool ([`reserve`]).
 pub(crate) fn charged(admitted: Admitted) -> Charged {
     match admitted {
         Admitted::Done(answer) => Charged::Done(answer),
@@ -65,10 +66,11 @@ pub(crate) fn charged(admitted: Admitted) -> Charged {
     }
 }
 
-/// A credit reservation on tokio's blocking pool, so that its durable write never holds up
+/// A reservation (of credits, or of a rate limit's slice on a database several daemons
+/// share) on tokio's blocking pool, so that its write never holds up
 /// an async worker; outside any tokio runtime, finished on this thread at once (`Err`).
 pub(crate) fn reserve(
-    reservation: CreditReservation,
+    reservation: Reservation,
 ) -> Result<JoinHandle<Result<(), VerifyError>>, Result<(), VerifyError>> {
     match Handle::try_current() {
         Ok(runtime) => Ok(runtime.spawn_blocking(move || reservation.finish())),

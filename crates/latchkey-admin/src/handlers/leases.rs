@@ -8,12 +8,16 @@ use http::StatusCode;
 use latchkey_core::wire::{
     BucketKind, LeaseGrant, LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned,
 };
-use latchkey_core::{Meter, Principal, VerifyError, limits};
+use std::sync::Arc;
+
+use latchkey_core::{Meter, VerifyError, limits};
+use uuid::Uuid;
 
 use crate::caller::{Caller, perm};
 use crate::error::AppError;
 use crate::extract::JsonBody;
 use crate::handlers::verify::verify_presented;
+use crate::lease_ledger::LeaseLedger;
 use crate::openapi::problems::{InvalidField, KeystoreUnavailable, LacksVerify};
 use crate::state::AppState;
 
@@ -83,19 +87,33 @@ pub(crate) async fn lease(
     {
         return Ok(Json(refused(e.code())));
     }
-    let mut grants = Vec::with_capacity(body.buckets.len());
-    for bucket in &body.buckets {
-        grants.push(match bucket.kind {
-            BucketKind::RateLimit => lease_limit(meter, bucket.name.as_deref(), bucket.want),
-            BucketKind::Credits => {
-                match lease_credits(&state, &caller, &principal, meter, bucket.want) {
-                    Ok(granted) => grant(BucketKind::Credits, None, granted),
-                    Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
-                    Err(_) => grant(BucketKind::Credits, None, 0),
+    // A grant may reserve from the store (credits: a durable write; a rate limit on a
+    // database several daemons share: a transaction), so the grants are made on tokio's
+    // blocking pool, never on an async worker.
+    let leases = Arc::clone(&state.leases);
+    let caller = caller.actor.key_id();
+    let (leased, buckets) = (meter.clone(), body.buckets);
+    let key_id = principal.key_id;
+    let granted = tokio::task::spawn_blocking(move || {
+        let meter = &leased;
+        let mut grants = Vec::with_capacity(buckets.len());
+        for bucket in &buckets {
+            grants.push(match bucket.kind {
+                BucketKind::RateLimit => lease_limit(meter, bucket.name.as_deref(), bucket.want)?,
+                BucketKind::Credits => {
+                    match lease_credits(&leases, caller, key_id, meter, bucket.want) {
+                        Ok(granted) => grant(BucketKind::Credits, None, granted),
+                        Err(VerifyError::Unavailable(cause)) => return Err(cause),
+                        Err(_) => grant(BucketKind::Credits, None, 0),
+                    }
                 }
-            }
-        });
-    }
+            });
+        }
+        Ok(grants)
+    })
+    .await
+    .map_err(AppError::internal)?;
+    let grants = granted.map_err(|cause| unavailable(&cause))?;
     Ok(Json(LeaseResponse {
         valid: true,
         code: "ok".to_owned(),
@@ -108,9 +126,9 @@ pub(crate) async fn lease(
 /// it does not spend: only when the refill period did not change meanwhile (else they were
 /// taken across a refill, and cannot be told apart).
 fn lease_credits(
-    state: &AppState,
-    caller: &Caller<perm::Verify>,
-    principal: &Principal,
+    leases: &LeaseLedger,
+    caller: Option<Uuid>,
+    key_id: Uuid,
     meter: &Meter,
     want: u64,
 ) -> Result<u64, VerifyError> {
@@ -119,10 +137,7 @@ fn lease_credits(
     if let Some(period) = before
         && meter.credit_period() == before
     {
-        let caller = caller.actor.key_id();
-        state
-            .leases
-            .granted(caller, principal.key_id, meter, period, granted);
+        leases.granted(caller, key_id, meter, period, granted);
     }
     Ok(granted)
 }
@@ -179,10 +194,13 @@ fn grant(kind: BucketKind, name: Option<String>, granted: u64) -> LeaseGrant {
 
 /// A grant of a rate limit: valid for the time the limit takes to win it back (at most one
 /// window), so a verifier never admits from it in a later window than it was granted for.
-fn lease_limit(meter: &Meter, name: Option<&str>, want: u64) -> LeaseGrant {
+/// On a database several daemons share, granted from the limit's shared state, so the apps
+/// behind every daemon share one limit. `Err` with the cause when that state cannot be
+/// reached.
+fn lease_limit(meter: &Meter, name: Option<&str>, want: u64) -> Result<LeaseGrant, String> {
     let name = name.unwrap_or_default();
     let Some(rule) = meter.rate_limits().find(|r| r.name == name).cloned() else {
-        return grant(BucketKind::RateLimit, Some(name.to_owned()), 0);
+        return Ok(grant(BucketKind::RateLimit, Some(name.to_owned()), 0));
     };
     let want = u32::try_from(want).unwrap_or(u32::MAX);
     let mut answer = grant(BucketKind::RateLimit, Some(name.to_owned()), 0);
@@ -196,10 +214,13 @@ fn lease_limit(meter: &Meter, name: Option<&str>, want: u64) -> LeaseGrant {
                 (window_ms * u64::from(granted) / u64::from(rule.limit.max(1))).clamp(1, window_ms),
             );
         }
-        Some(Err(refused)) => answer.retry_after = Some(refused.retry_after_seconds),
-        None => {}
+        Some(Err(VerifyError::RateLimited(refused))) => {
+            answer.retry_after = Some(refused.retry_after_seconds);
+        }
+        Some(Err(VerifyError::Unavailable(cause))) => return Err(cause),
+        Some(Err(_)) | None => {}
     }
-    answer
+    Ok(answer)
 }
 
 fn unavailable(cause: &str) -> AppError {

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::backend::{Backend, KvTx, TxError};
+use super::rate_state::StoreRates;
 use super::{Inner, Store, decode, encode, layout};
 use crate::clock::Clock;
 use crate::controls::{Credits, RateLimit, Refill};
@@ -281,23 +282,31 @@ impl CreditSource for StoreCredits {
 }
 
 fn build(key: Uuid, record: &ControlsRecord, store: &Weak<Inner>, clock: &Arc<dyn Clock>) -> Meter {
-    let credits = record
-        .credits
-        .zip(layout::public_id_of(key))
-        .map(|(c, public)| {
-            let source = StoreCredits {
-                store: Weak::clone(store),
-                public,
-            };
-            CreditMeter::new(c.remaining, c.refill, c.period(), Box::new(source))
+    let public = layout::public_id_of(key);
+    // On a database several processes share, the limits' state is the store's.
+    let rates = public
+        .filter(|_| store.upgrade().is_some_and(|s| s.shares_storage()))
+        .map(|public| {
+            let path = layout::key_rates(&public);
+            Arc::new(StoreRates::new(Weak::clone(store), path, record.version))
         });
+    let credits = record.credits.zip(public).map(|(c, public)| {
+        let source = StoreCredits {
+            store: Weak::clone(store),
+            public,
+        };
+        CreditMeter::new(c.remaining, c.refill, c.period(), Box::new(source))
+    });
     let key = Arc::new(KeyMeter {
         version: record.version,
         allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
         limits: record
             .rate_limits
             .iter()
-            .map(|r| Limit::new(r.clone(), clock))
+            .map(|r| match &rates {
+                Some(rates) => Limit::shared(r.clone(), rates.clone()),
+                None => Limit::new(r.clone(), clock),
+            })
             .collect(),
         credits,
         clock: Arc::clone(clock),

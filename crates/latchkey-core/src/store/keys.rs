@@ -379,6 +379,7 @@ impl Store {
             tx.remove_key(&record)?;
             let public = record.public_id().map_err(abort_err)?;
             tx.remove(&layout::key_controls(&public))?;
+            tx.remove(&layout::key_rates(&public))?;
             tx.record(Action::KeyDelete, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(public));
             Ok(())

@@ -13,6 +13,7 @@
 //! | `m:n:<count>`, `m:expiry_mark`, `m:indexed` | counts for `/metrics` (`counters.rs`), the expiry sweep's mark, the index version |
 //! | `j:<uuid>` / `ur:<user uuid>` | background job / a user's revocation mark (`jobs.rs`) |
 //! | `xb:<keyed BLAKE3>` / `xs:<SHA-256>` | an imported key's public id, by the hash of its text |
+//! | `r:k:<public id>` / `r:u:<user uuid>` | on a shared database only: the key's / user's rate limits' shared GCRA state (`rate_state.rs`); not backed up |
 //!
 //! Values are postcard. UUIDs are the 16 raw bytes, so v7 ids keep records in creation order.
 //!
@@ -40,6 +41,9 @@ pub(crate) const GROUPS: &[u8] = b"g:";
 pub(crate) const USERS: &[u8] = b"u:";
 pub(crate) const KEYS: &[u8] = b"k:";
 pub(crate) const AUDIT: &[u8] = b"a:";
+/// The shared state of rate limits (`rate_state.rs`): written only on a database several
+/// processes share, and left out of backups.
+pub(crate) const RATES: &[u8] = b"r:";
 /// The two indexes of imported keys (not `x:`, the list indexes).
 pub(crate) const IMPORTED: [&[u8]; 2] = [b"xb:", b"xs:"];
 
@@ -83,6 +87,16 @@ pub(crate) fn key(id: &PublicId) -> Vec<u8> {
 /// A key's usage control (`controls.rs`): meta, rate limits, credits, allowlist.
 pub(crate) fn key_controls(id: &PublicId) -> Vec<u8> {
     join(b"kc:", id.as_bytes())
+}
+
+/// The shared state of a key's rate limits (`rate_state.rs`).
+pub(crate) fn key_rates(id: &PublicId) -> Vec<u8> {
+    join(b"r:k:", id.as_bytes())
+}
+
+/// The shared state of a user's rate limits (`rate_state.rs`).
+pub(crate) fn user_rates(id: Uuid) -> Vec<u8> {
+    join(b"r:u:", id.as_bytes())
 }
 
 /// A key's record id: a UUID v7 of its creation time whose 74 random bits carry its

@@ -30,6 +30,7 @@ mod pages;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod query;
+mod rate_state;
 mod rebuild;
 mod recover;
 mod scoped;
@@ -287,6 +288,12 @@ impl std::fmt::Debug for Inner {
 impl Inner {
     fn lineage(&self) -> Uuid {
         self.mark.current().lineage
+    }
+
+    /// Whether several processes share the storage (PostgreSQL): then what must hold across
+    /// them (rate limits, credits) lives in the store, not in this process alone.
+    fn shares_storage(&self) -> bool {
+        self.follow.is_some()
     }
 }
 

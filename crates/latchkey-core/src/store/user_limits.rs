@@ -4,7 +4,10 @@
 //! of 10 a minute with two keys allows 10 in all).
 //!
 //! A change to them invalidates the whole verify cache, as any change to a user does, so
-//! the next request of each of its keys joins the new limiters.
+//! the next request of each of its keys joins the new limiters. On a database several
+//! processes share, the limiters admit from slices of the user's shared state
+//! (`rate_state.rs`, at `r:u:<user uuid>`), which a change to the limits removes: they start
+//! afresh in every process.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::rate_state::StoreRates;
 use super::tx::{Tx, TxResult};
 use super::{Store, layout};
 use crate::clock::Clock;
@@ -19,6 +23,7 @@ use crate::controls::RateLimit;
 use crate::error::StoreError;
 use crate::meter::{Limit, UserMeter};
 use crate::model::User;
+use crate::shared_limit::RateSource;
 
 /// A user's usage control as stored (postcard); absent when it has none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +49,7 @@ impl UserMeters {
         user: Uuid,
         limits: &[RateLimit],
         clock: &Arc<dyn Clock>,
+        rates: Option<Arc<dyn RateSource>>,
     ) -> Option<Arc<UserMeter>> {
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if limits.is_empty() {
@@ -62,7 +68,10 @@ impl UserMeters {
                         name: format!("user:{}", rule.name),
                         ..rule.clone()
                     };
-                    Limit::new(named, clock)
+                    match &rates {
+                        Some(rates) => Limit::shared(named, Arc::clone(rates)),
+                        None => Limit::new(named, clock),
+                    }
                 })
                 .collect(),
         });
@@ -87,10 +96,14 @@ impl Store {
             .get::<UserLimitsRecord>(&layout::user_controls(user))?
             .unwrap_or_default()
             .rate_limits;
+        let rates = self.inner.shares_storage().then(|| {
+            let path = layout::user_rates(user);
+            Arc::new(StoreRates::new(Arc::downgrade(&self.inner), path, 0)) as Arc<dyn RateSource>
+        });
         Ok(self
             .inner
             .user_meters
-            .meter(user, &limits, &self.inner.clock))
+            .meter(user, &limits, &self.inner.clock, rates))
     }
 }
 
@@ -102,8 +115,10 @@ pub(super) fn user_limits_in(tx: &Tx<'_>, user: Uuid) -> TxResult<Vec<RateLimit>
         .rate_limits)
 }
 
-/// Writes a user's rate limits (none: removes the record).
+/// Writes a user's rate limits (none: removes the record), starting them afresh: their
+/// shared state, if any, goes.
 pub(super) fn put_user_limits_in(tx: &Tx<'_>, user: Uuid, limits: &[RateLimit]) -> TxResult<()> {
+    tx.remove(&layout::user_rates(user))?;
     let path = layout::user_controls(user);
     if limits.is_empty() {
         tx.remove(&path)

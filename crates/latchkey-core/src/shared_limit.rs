@@ -1,0 +1,480 @@
+//! A rate limit several processes share (a PostgreSQL database several daemons open): one
+//! GCRA state in the store, of which each process reserves a *slice* and admits from it
+//! without a round trip, as a remote verifier admits from its lease.
+//!
+//! The shared state is a theoretical arrival time (TAT, Unix nanoseconds on the store's
+//! clock) per key (or user) and limit, advanced by a small transaction that reserves `k`
+//! requests, never more than the limit allows at that moment (`store/rate_state.rs`;
+//! [`Gcra`] is its arithmetic). A process admits from its slice only for the time the limit
+//! takes to win the slice back (`k` emission intervals, at most one window), so it never
+//! admits later than one shared limiter would have: across any number of processes the
+//! total accepted never exceeds the limit, and falls short of it by at most the slices they
+//! hold unused.
+//!
+//! A slice is 1 request at first and doubles at each reservation while the key is busy (its
+//! slice ran short before it expired, or served more than the request that reserved it),
+//! to at most a twentieth of the limit (so the unused slices of a few processes stay
+//! small); otherwise it starts again at 1. Under the limit a slice always expires with
+//! requests left (the key comes at less than the limit's rate), so a
+//! busy key reserves about 20 times a window, whatever its traffic. After a refusal,
+//! requests are refused from memory until the shared state said a full slice would fit
+//! (the `Retry-After` given says when): an over-limit flood costs one reservation per slice
+//! the limit wins back, never one per request. When a slice is short the request waits for
+//! the reservation: on tokio's blocking pool in the layer and in `/v1/verify`
+//! ([`crate::meter::Admitted::Reserve`]), never on an async worker. The reservation takes no
+//! writers' lock and writes no audit event: a rate limit is not a management write.
+
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::controls::RateLimit;
+use crate::verify::VerifyError;
+
+/// A limit's GCRA in nanoseconds: `limit` requests per `window`, a burst of `limit` that
+/// comes back one request every `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gcra {
+    /// The window, the most the TAT may run ahead of now.
+    window: i128,
+    /// One request's share of the window.
+    interval: i128,
+    limit: u32,
+}
+
+/// What a reservation of a shared limit came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RateGrant {
+    /// `granted` requests are the caller's; `left` more would have fitted.
+    Granted {
+        /// Requests now the caller's to admit.
+        granted: u32,
+        /// What the shared state had left after the grant.
+        left: u32,
+    },
+    /// Fewer than asked fit now; `retry_after` until they would.
+    Refused {
+        /// How long until the request would fit.
+        retry_after: Duration,
+    },
+}
+
+impl Gcra {
+    pub(crate) fn of(rule: &RateLimit) -> Gcra {
+        let limit = rule.limit.max(1);
+        let window = i128::from(rule.window_seconds.max(1)) * 1_000_000_000;
+        Gcra {
+            window,
+            interval: (window / i128::from(limit)).max(1),
+            limit,
+        }
+    }
+
+    /// Reserves at least `at_least` and up to `want` requests at `now` from the state `tat`
+    /// (`None`: never used, or unused for a window): the new TAT (unchanged when refused) and
+    /// the grant.
+    pub(crate) fn reserve(
+        &self,
+        tat: Option<i64>,
+        now: i128,
+        at_least: u32,
+        want: u32,
+    ) -> (Option<i64>, RateGrant) {
+        if at_least > self.limit {
+            // More than the whole limit: never passes.
+            let retry_after = Duration::from_nanos(nanos(self.window));
+            return (tat, RateGrant::Refused { retry_after });
+        }
+        let start = tat.map_or(now, |t| i128::from(t).max(now));
+        let backlog = start - now;
+        let fit = u32::try_from(((self.window - backlog) / self.interval).max(0)).unwrap_or(0);
+        let fit = fit.min(self.limit);
+        let granted = want.max(at_least).min(fit);
+        if granted < at_least.max(1) {
+            let wait = backlog + i128::from(at_least.max(1)) * self.interval - self.window;
+            let retry_after = Duration::from_nanos(nanos(wait));
+            return (tat, RateGrant::Refused { retry_after });
+        }
+        let after = start + i128::from(granted) * self.interval;
+        let tat = Some(i64::try_from(after).unwrap_or(i64::MAX));
+        let left = fit - granted;
+        (tat, RateGrant::Granted { granted, left })
+    }
+
+    /// How long a slice of `granted` requests stays valid: the time the limit takes to win
+    /// it back, at least a millisecond, at most one window.
+    pub(crate) fn valid_for(&self, granted: u32) -> i128 {
+        (i128::from(granted) * self.interval).clamp(1_000_000, self.window)
+    }
+}
+
+fn nanos(n: i128) -> u64 {
+    u64::try_from(n.max(0)).unwrap_or(u64::MAX)
+}
+
+/// Where a shared limit's slices come from: its state in the store (`store/rate_state.rs`).
+pub(crate) trait RateSource: Send + Sync {
+    /// Takes at least `at_least` and up to `want` requests of the limit `rule` (named as
+    /// the meter names it) from its shared state at `now`, in one transaction.
+    fn reserve(
+        &self,
+        rule: &RateLimit,
+        at_least: u32,
+        want: u32,
+        now: i128,
+    ) -> Result<RateGrant, VerifyError>;
+}
+
+/// One rate limit of a key or user on shared storage: this process's slice of it.
+pub(crate) struct SharedLimit {
+    gcra: Gcra,
+    /// Requests left in the slice.
+    left: AtomicU32,
+    /// What the slice held after the request that reserved it: one that expires still
+    /// holding all of that was not used again, and the key is quiet.
+    fresh_left: AtomicU32,
+    /// Unix nanoseconds from which the slice is void.
+    until: AtomicI64,
+    /// After a refusal, Unix nanoseconds before which the shared state cannot grant a full
+    /// slice (`max_slice` requests), as it answered: until then requests are refused from
+    /// memory, never a round trip each (the state only fills up meanwhile; a change to the
+    /// limits makes a new one). So a flood over the limit costs one reservation per slice
+    /// the limit wins back, not one per request.
+    refused_until: AtomicI64,
+    /// What the shared state had left at the last reservation, for the figures reported.
+    shared_left: AtomicU32,
+    /// The size of the next reservation.
+    next_want: AtomicU32,
+    /// The largest slice: a twentieth of the limit, at least 1.
+    max_slice: u32,
+    /// One reservation at a time per limit.
+    reserving: Mutex<()>,
+    source: Arc<dyn RateSource>,
+}
+
+impl SharedLimit {
+    pub(crate) fn new(rule: &RateLimit, source: Arc<dyn RateSource>) -> SharedLimit {
+        SharedLimit {
+            gcra: Gcra::of(rule),
+            left: AtomicU32::new(0),
+            fresh_left: AtomicU32::new(0),
+            until: AtomicI64::new(i64::MIN),
+            refused_until: AtomicI64::new(i64::MIN),
+            shared_left: AtomicU32::new(rule.limit),
+            next_want: AtomicU32::new(1),
+            max_slice: (rule.limit / 20).max(1),
+            reserving: Mutex::new(()),
+            source,
+        }
+    }
+
+    /// Takes `cost` from a valid slice, lock-free: what is left of the limit as this
+    /// process knows it (the shared state at its reservation plus the slice), or the
+    /// refusal while the last one holds. `None`: a reservation decides.
+    pub(crate) fn try_take(
+        &self,
+        rule: &RateLimit,
+        cost: u32,
+        now: i128,
+    ) -> Option<Result<u32, VerifyError>> {
+        if now < i128::from(self.until.load(Ordering::Acquire))
+            && let Ok(before) = self
+                .left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_sub(cost))
+        {
+            let known = self.shared_left.load(Ordering::Acquire);
+            return Some(Ok(known.saturating_add(before - cost)));
+        }
+        let wait = self.refused_for(cost, now);
+        (wait > 0).then(|| Err(rate_limited(rule, wait)))
+    }
+
+    /// How long requests of `cost` are refused from memory from `now` (0: not).
+    fn refused_for(&self, cost: u32, now: i128) -> i128 {
+        let refused_until = i128::from(self.refused_until.load(Ordering::Acquire));
+        if now >= refused_until {
+            return 0;
+        }
+        // A full slice fits at `refused_until`; each request beyond it, an interval later.
+        let beyond = cost.saturating_sub(self.max_slice);
+        refused_until - now + i128::from(beyond) * self.gcra.interval
+    }
+
+    /// Takes `cost`, reserving a new slice from the shared state when this one is short
+    /// (a transaction: blocks on the database). A slice left with fewer than `cost`
+    /// requests is given up (counted as used).
+    ///
+    /// Fails with `RateLimited` when not even `cost` fits now, `Unavailable` when the
+    /// store cannot be reached.
+    pub(crate) fn take(
+        &self,
+        rule: &RateLimit,
+        cost: u32,
+        now: impl Fn() -> i128,
+    ) -> Result<u32, VerifyError> {
+        let _one = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now();
+        if let Some(answer) = self.try_take(rule, cost, now) {
+            // Another request reserved (or was refused) meanwhile.
+            return answer;
+        }
+        // The key is busy when its slice ran short before it expired, or was taken from
+        // after the request that reserved it; quiet otherwise: then start at 1 again.
+        let short_in_time = now < i128::from(self.until.load(Ordering::Acquire));
+        let used_again =
+            self.left.load(Ordering::Acquire) < self.fresh_left.load(Ordering::Acquire);
+        let want = if short_in_time || used_again {
+            self.next_want.load(Ordering::Relaxed)
+        } else {
+            1
+        };
+        let granted = self.reserve(rule, cost, want.max(cost), now)?;
+        let until = now + self.gcra.valid_for(granted);
+        self.fresh_left.store(granted - cost, Ordering::Release);
+        self.left.store(granted - cost, Ordering::Release);
+        self.until
+            .store(i64::try_from(until).unwrap_or(i64::MAX), Ordering::Release);
+        self.next_want.store(
+            want.saturating_mul(2).clamp(1, self.max_slice),
+            Ordering::Relaxed,
+        );
+        Ok(self
+            .shared_left
+            .load(Ordering::Acquire)
+            .saturating_add(granted - cost))
+    }
+
+    /// Reserves up to `want` requests straight from the shared state, for a remote
+    /// verifier's lease (the daemon's `POST /v1/leases`): how many were granted.
+    ///
+    /// Fails as [`SharedLimit::take`] does.
+    pub(crate) fn lease(&self, rule: &RateLimit, want: u32, now: i128) -> Result<u32, VerifyError> {
+        match self.refused_for(1, now) {
+            0 => self.reserve(rule, 1, want.clamp(1, rule.limit.max(1)), now),
+            wait => Err(rate_limited(rule, wait)),
+        }
+    }
+
+    fn reserve(
+        &self,
+        rule: &RateLimit,
+        at_least: u32,
+        want: u32,
+        now: i128,
+    ) -> Result<u32, VerifyError> {
+        match self.source.reserve(rule, at_least, want, now)? {
+            RateGrant::Granted { granted, left } => {
+                self.shared_left.store(left, Ordering::Release);
+                Ok(granted)
+            }
+            RateGrant::Refused { retry_after } => {
+                let wait = i128::try_from(retry_after.as_nanos()).unwrap_or(i128::MAX);
+                // `at_least` fit after `wait`; a full slice, that many intervals more or less.
+                let slice = i128::from(self.max_slice) - i128::from(at_least);
+                let until = now.saturating_add(wait + slice * self.gcra.interval);
+                let until = i64::try_from(until.max(now)).unwrap_or(i64::MAX);
+                self.refused_until.fetch_max(until, Ordering::AcqRel);
+                Err(rate_limited(rule, wait))
+            }
+        }
+    }
+}
+
+/// A refusal by `rule` to retry after `wait` nanoseconds.
+fn rate_limited(rule: &RateLimit, wait: i128) -> VerifyError {
+    let wait = u64::try_from(wait.max(0)).unwrap_or(u64::MAX);
+    crate::meter::rate_limited(rule, Duration::from_nanos(wait))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: i128 = 1_000_000_000;
+
+    fn per_minute(limit: u32) -> Gcra {
+        Gcra::of(&RateLimit {
+            name: "default".into(),
+            limit,
+            window_seconds: 60,
+        })
+    }
+
+    #[test]
+    fn a_fresh_limit_grants_its_whole_burst_and_no_more() {
+        let gcra = per_minute(20);
+        let now = 1_000 * SECOND;
+        let (tat, grant) = gcra.reserve(None, now, 1, 100);
+        assert_eq!(
+            grant,
+            RateGrant::Granted {
+                granted: 20,
+                left: 0
+            }
+        );
+        assert_eq!(tat, Some(i64::try_from(now + 60 * SECOND).unwrap()));
+        // Nothing fits now; one request is back after 3 s.
+        let (same, refused) = gcra.reserve(tat, now, 1, 1);
+        assert_eq!(same, tat);
+        assert_eq!(
+            refused,
+            RateGrant::Refused {
+                retry_after: Duration::from_secs(3)
+            }
+        );
+        let (_, later) = gcra.reserve(tat, now + 3 * SECOND, 1, 5);
+        assert_eq!(
+            later,
+            RateGrant::Granted {
+                granted: 1,
+                left: 0
+            }
+        );
+    }
+
+    #[test]
+    fn grants_add_up_to_the_limit_whatever_their_sizes() {
+        let gcra = per_minute(20);
+        let now = 50 * SECOND;
+        let mut tat = None;
+        let mut total = 0;
+        for want in [1, 2, 4, 1, 8, 3, 9] {
+            let (next, grant) = gcra.reserve(tat, now, 1, want);
+            tat = next;
+            if let RateGrant::Granted { granted, left } = grant {
+                total += granted;
+                assert_eq!(left, 20 - total);
+            }
+        }
+        assert_eq!(total, 20);
+        // A state a window old is as good as none.
+        let (_, grant) = gcra.reserve(tat, now + 60 * SECOND, 1, 100);
+        assert_eq!(
+            grant,
+            RateGrant::Granted {
+                granted: 20,
+                left: 0
+            }
+        );
+    }
+
+    #[test]
+    fn at_least_more_than_fits_is_refused_and_more_than_the_limit_never_fits() {
+        let gcra = per_minute(20);
+        let (tat, _) = gcra.reserve(None, 0, 18, 18);
+        let (_, grant) = gcra.reserve(tat, 0, 3, 3);
+        assert_eq!(
+            grant,
+            RateGrant::Refused {
+                retry_after: Duration::from_secs(3)
+            }
+        );
+        let (_, grant) = gcra.reserve(None, 0, 21, 21);
+        assert_eq!(
+            grant,
+            RateGrant::Refused {
+                retry_after: Duration::from_secs(60)
+            }
+        );
+    }
+
+    #[test]
+    fn a_slice_is_valid_for_the_time_the_limit_takes_to_win_it_back() {
+        let gcra = per_minute(20);
+        assert_eq!(gcra.valid_for(1), 3 * SECOND);
+        assert_eq!(gcra.valid_for(20), 60 * SECOND);
+        assert_eq!(gcra.valid_for(100), 60 * SECOND);
+        let fast = Gcra::of(&RateLimit {
+            name: "burst".into(),
+            limit: 1_000_000,
+            window_seconds: 1,
+        });
+        assert_eq!(fast.valid_for(1), 1_000_000, "at least a millisecond");
+    }
+
+    /// The shared state in memory, counting the reservations made of it.
+    #[derive(Default)]
+    struct Counted {
+        tat: Mutex<Option<i64>>,
+        asked: Mutex<Vec<u32>>,
+    }
+
+    impl RateSource for Counted {
+        fn reserve(
+            &self,
+            rule: &RateLimit,
+            at_least: u32,
+            want: u32,
+            now: i128,
+        ) -> Result<RateGrant, VerifyError> {
+            self.asked.lock().unwrap().push(want);
+            let mut tat = self.tat.lock().unwrap();
+            let (next, grant) = Gcra::of(rule).reserve(*tat, now, at_least, want);
+            *tat = next;
+            Ok(grant)
+        }
+    }
+
+    #[test]
+    fn slices_grow_while_the_key_is_busy_and_a_refusal_is_answered_from_memory() {
+        let rule = RateLimit {
+            name: "default".into(),
+            limit: 200,
+            window_seconds: 1,
+        };
+        let source = Arc::new(Counted::default());
+        let limit = SharedLimit::new(&rule, source.clone());
+        let t0 = 1_000 * SECOND;
+        // Nothing reserved yet: a reservation decides.
+        assert!(limit.try_take(&rule, 1, t0).is_none());
+        // Each slice used up: 1, 2, 4, 8, then 10 (a twentieth of 200) at most.
+        let mut admitted = 0;
+        while admitted < 60 {
+            match limit.try_take(&rule, 1, t0) {
+                Some(answer) => answer.unwrap(),
+                None => limit.take(&rule, 1, || t0).unwrap(),
+            };
+            admitted += 1;
+        }
+        let asked = source.asked.lock().unwrap().clone();
+        assert_eq!(asked[..6], [1, 2, 4, 8, 10, 10], "{asked:?}");
+        // A slice is void once the limit has won it back: 10 requests, 50 ms.
+        let reserved = asked.len();
+        let after = t0 + SECOND / 20;
+        assert!(limit.try_take(&rule, 1, after).is_none());
+        // Used up to the limit: refused, then from memory until a slice fits again.
+        let mut refusal = None;
+        for _ in 0..300 {
+            let answer = match limit.try_take(&rule, 1, after) {
+                Some(answer) => answer,
+                None => limit.take(&rule, 1, || after),
+            };
+            if let Err(e) = answer {
+                refusal = Some(e);
+                break;
+            }
+        }
+        let calls = source.asked.lock().unwrap().len();
+        for _ in 0..100 {
+            match limit.try_take(&rule, 1, after) {
+                Some(Err(VerifyError::RateLimited(refused))) => {
+                    assert_eq!(refused.retry_after_seconds, 1);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(refusal, Some(VerifyError::RateLimited(_))));
+        assert_eq!(source.asked.lock().unwrap().len(), calls, "no reservation");
+        assert!(calls > reserved);
+        // Once one fits, a reservation grants it; after a slice that served no request but
+        // the one that reserved it, the next is 1 again.
+        let later = after + 2 * SECOND;
+        limit.take(&rule, 1, || later).unwrap();
+        let quiet = later + 10 * SECOND;
+        limit.take(&rule, 1, || quiet).unwrap();
+        let quiet = quiet + 10 * SECOND;
+        limit.take(&rule, 1, || quiet).unwrap();
+        let asked = source.asked.lock().unwrap().clone();
+        assert_eq!(asked.last(), Some(&1), "{asked:?}");
+    }
+}

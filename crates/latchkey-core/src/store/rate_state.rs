@@ -1,0 +1,113 @@
+//! The shared state of rate limits on a database several processes open (PostgreSQL): one
+//! record per key (`r:k:<public id>`) and per user (`r:u:<user uuid>`), holding each of its
+//! limits' GCRA theoretical arrival time, which every process reserves its slices from
+//! (`shared_limit.rs`). A store only one process opens (sled) keeps its limiters in memory
+//! and never writes here.
+//!
+//! A reservation is one small transaction of its own: no writers' lock, no audit event, no
+//! change notification (a rate limit is not a management write), and no flush.
+//!
+//! A change to a key's or user's limits starts them afresh, as in one process: a key's
+//! record carries the version of the key's controls it was reserved under, and one of an
+//! older version counts as empty; a user's record is removed with any change to the user's
+//! limits. Both go with the key or user they belong to, and stay out of backups (they
+//! matter for one window at most).
+
+use std::sync::Weak;
+
+use serde::{Deserialize, Serialize};
+
+use super::backend::{KvTx, TxError};
+use super::{Inner, decode, encode};
+use crate::controls::RateLimit;
+use crate::shared_limit::{Gcra, RateGrant, RateSource};
+use crate::verify::VerifyError;
+
+/// A key's or user's limits as stored (postcard).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct RateRecord {
+    /// The version of the key's controls the record was written under (0 for a user).
+    version: u64,
+    /// Each limit's theoretical arrival time (Unix nanoseconds), by the name the meter
+    /// gives it; a limit with none, or one in the past, has all of its burst.
+    tats: Vec<(String, i64)>,
+}
+
+/// Reserves slices of one key's or user's limits from their record at `path`.
+pub(crate) struct StoreRates {
+    store: Weak<Inner>,
+    path: Vec<u8>,
+    version: u64,
+}
+
+impl StoreRates {
+    /// The source of the limits whose record is at `path`, written under `version`.
+    pub(crate) fn new(store: Weak<Inner>, path: Vec<u8>, version: u64) -> StoreRates {
+        StoreRates {
+            store,
+            path,
+            version,
+        }
+    }
+}
+
+impl RateSource for StoreRates {
+    fn reserve(
+        &self,
+        rule: &RateLimit,
+        at_least: u32,
+        want: u32,
+        now: i128,
+    ) -> Result<RateGrant, VerifyError> {
+        let unavailable = |e: &dyn std::fmt::Display| VerifyError::Unavailable(e.to_string());
+        let inner = self
+            .store
+            .upgrade()
+            .ok_or_else(|| unavailable(&"the store is closed"))?;
+        let gcra = Gcra::of(rule);
+        let reserved = inner.db.transact(|tx| {
+            let mut record = record_in(tx, &self.path)?;
+            if record.version < self.version {
+                // Written under controls since changed: the limits start afresh.
+                record = RateRecord {
+                    version: self.version,
+                    tats: Vec::new(),
+                };
+            }
+            let now_i64 = i64::try_from(now).unwrap_or(i64::MAX);
+            let tat = record
+                .tats
+                .iter()
+                .find(|(name, _)| *name == rule.name)
+                .map(|(_, tat)| *tat);
+            let (tat, grant) = gcra.reserve(tat, now, at_least, want);
+            if let (Some(tat), RateGrant::Granted { .. }) = (tat, grant) {
+                // Arrival times already past hold nothing: dropped, so a record never
+                // outgrows the limits in use.
+                record
+                    .tats
+                    .retain(|(name, at)| *name != rule.name && *at > now_i64);
+                record.tats.push((rule.name.clone(), tat));
+                tx.put(&self.path, &encode(&record))?;
+            }
+            Ok(grant)
+        });
+        reserved.map_err(|e| {
+            let e = match e {
+                TxError::Abort(e) | TxError::Storage(e) => e.to_string(),
+                TxError::Conflict => "a transaction kept conflicting".to_owned(),
+            };
+            tracing::warn!(error = %e, "could not reserve a slice of a rate limit");
+            unavailable(&"the rate limit could not be reserved")
+        })
+    }
+}
+
+/// The record at `path` as a transaction reads it (empty when there is none).
+fn record_in(tx: &dyn KvTx, path: &[u8]) -> Result<RateRecord, TxError> {
+    tx.get(path)?
+        .map(|b| decode::<RateRecord>(&b))
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(TxError::Abort)
+}
