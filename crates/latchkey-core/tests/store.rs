@@ -814,3 +814,32 @@ fn a_store_closed_and_reopened_in_one_process_opens() {
         20
     );
 }
+
+/// A directory opens with the engine whose files it holds, whatever the configuration
+/// names (which chooses a new store's engine only), and an `init` over an open store of
+/// either engine is refused as locked.
+#[test]
+fn a_store_opens_with_the_engine_of_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for (engine, other, file) in [
+        (Engine::Sled, Engine::Redb, "conf"),
+        (Engine::Redb, Engine::Sled, "latchkey.redb"),
+    ] {
+        let path = dir.path().join(format!("{engine:?}"));
+        let config = || support::config().engine(engine);
+        let (store, admin_key) = Store::create_with_admin(&path, "lk", config()).unwrap();
+        assert_eq!(store.engine(), Some(engine));
+        assert!(path.join(file).is_file(), "{engine:?} keeps {file}");
+        let err = Store::create_with_admin(&path, "lk", config()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Locked { .. }),
+            "{engine:?}: {err}"
+        );
+        drop(store);
+
+        let store = Store::open(&path, support::config().engine(other)).unwrap();
+        assert_eq!(store.engine(), Some(engine));
+        assert!(store.verify(admin_key.secret.expose()).is_ok());
+        assert!(store.verify_audit().unwrap().broken.is_none());
+    }
+}
