@@ -285,7 +285,7 @@ impl Backend for RedbDb {
 }
 
 /// Opens the database, waiting up to `db::LOCK_WAIT` for a lock being released (a handle
-/// of this process that is still being dropped), and makes sure the table exists.
+/// of this process that is still being dropped), and makes the table if it is missing.
 fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Database, StoreError> {
     let file = path.join(FILE);
     if create {
@@ -339,6 +339,14 @@ fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Databa
             }
         }
     };
+    let read = db.begin_read().map_err(|e| store_error(path, e.into()))?;
+    match read.open_table(TABLE) {
+        Ok(_) => return Ok(db),
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(store_error(path, e.into())),
+    }
+    drop(read);
+    // A new file: its table is made once (a commit, an fsync), not at every open.
     let txn = db.begin_write().map_err(|e| store_error(path, e.into()))?;
     txn.open_table(TABLE)
         .map(drop)
