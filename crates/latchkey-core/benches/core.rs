@@ -7,6 +7,8 @@
 //! of 256) ≤ 50 ms (it runs on a cold verification and under the write lock; comparing
 //! every pair took 4.8 s).
 //! `LATCHKEY_BENCH_SLED_CACHE_MIB=N` sets sled's page cache for the cold runs (default: the store default, 24).
+//! `LATCHKEY_BENCH_ENGINE=redb` runs the verifications and creations on redb stores (the
+//! cache setting then sizes redb's cache).
 
 mod support;
 
@@ -76,7 +78,9 @@ fn create(c: &mut Criterion) {
     let store = latchkey_core::Store::create_empty(
         dir.path(),
         "lk",
-        StoreConfig::default().usage_flush_interval(None),
+        StoreConfig::default()
+            .engine(support::engine())
+            .usage_flush_interval(None),
     )
     .unwrap();
     let user = support::user(&store, "u", &[]);

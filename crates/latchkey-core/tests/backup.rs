@@ -2,10 +2,12 @@
 //! before it began, its chain verifies, the restored store is a new lineage, and a damaged
 //! file or a non-empty target restores nothing.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use latchkey_core::{Actor, NewUser, Store, StoreConfig, StoreError};
+use latchkey_core::{Actor, NewUser, Store, StoreError};
 
 fn user(store: &Store, name: String) -> Result<uuid::Uuid, StoreError> {
     let new = NewUser {
@@ -19,7 +21,7 @@ fn user(store: &Store, name: String) -> Result<uuid::Uuid, StoreError> {
 fn a_backup_during_writes_restores_every_write_acknowledged_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, admin) =
-        Store::create_with_admin(dir.path().join("a"), "lk", StoreConfig::default()).unwrap();
+        Store::create_with_admin(dir.path().join("a"), "lk", support::config()).unwrap();
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -47,8 +49,7 @@ fn a_backup_during_writes_restores_every_write_acknowledged_before_it() {
     assert!(header.seq >= before.len() as u64 + 3, "{header:?}");
 
     let target = dir.path().join("b");
-    let (restored, report) =
-        Store::restore(&target, file.as_slice(), StoreConfig::default()).unwrap();
+    let (restored, report) = Store::restore(&target, file.as_slice(), support::config()).unwrap();
     assert_eq!(report.header, header);
     assert_ne!(
         restored.lineage(),
@@ -66,7 +67,7 @@ fn a_backup_during_writes_restores_every_write_acknowledged_before_it() {
     // The restored store takes writes and reopens.
     user(&restored, "after".into()).unwrap();
     drop(restored);
-    let reopened = Store::open(&target, StoreConfig::default()).unwrap();
+    let reopened = Store::open(&target, support::config()).unwrap();
     assert_eq!(reopened.last_seq().unwrap(), header.seq + 1);
 }
 
@@ -74,7 +75,7 @@ fn a_backup_during_writes_restores_every_write_acknowledged_before_it() {
 fn a_damaged_backup_or_a_used_target_restores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) =
-        Store::create_with_admin(dir.path().join("a"), "lk", StoreConfig::default()).unwrap();
+        Store::create_with_admin(dir.path().join("a"), "lk", support::config()).unwrap();
     user(&store, "x".into()).unwrap();
     let mut file = Vec::new();
     store.backup(&mut file).unwrap();
@@ -89,7 +90,7 @@ fn a_damaged_backup_or_a_used_target_restores_nothing() {
         (b"", "not a latchkey backup"),
     ];
     for (bytes, needle) in cases {
-        let err = Store::restore(&target, bytes, StoreConfig::default()).unwrap_err();
+        let err = Store::restore(&target, bytes, support::config()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -108,10 +109,10 @@ fn a_damaged_backup_or_a_used_target_restores_nothing() {
     // Onto a store, or any non-empty directory: refused, nothing changed.
     let used = dir.path().join("a");
     drop(store);
-    let err = Store::restore(&used, file.as_slice(), StoreConfig::default()).unwrap_err();
+    let err = Store::restore(&used, file.as_slice(), support::config()).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     assert_eq!(
-        Store::open(&used, StoreConfig::default())
+        Store::open(&used, support::config())
             .unwrap()
             .users()
             .unwrap()

@@ -11,7 +11,7 @@ use latchkey_core::*;
 use tokio::sync::broadcast;
 
 fn config() -> StoreConfig {
-    StoreConfig::default().usage_flush_interval(None)
+    support::config().usage_flush_interval(None)
 }
 
 fn user_and_key(store: &Store) -> (User, CreatedKey) {

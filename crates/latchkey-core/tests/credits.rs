@@ -26,7 +26,7 @@ impl Fixture {
     }
 
     fn config(&self) -> StoreConfig {
-        StoreConfig::default()
+        support::config()
             .clock(self.clock.clone())
             .usage_flush_interval(None)
     }
@@ -243,9 +243,7 @@ fn returned_credits_go_back_only_to_the_meter_and_period_they_came_from() {
     assert!(meter.return_credits(3, period));
     assert_eq!(remaining(&store, id), 98);
     drop(store);
-    let config = StoreConfig::default()
-        .clock(clock)
-        .usage_flush_interval(None);
+    let config = support::config().clock(clock).usage_flush_interval(None);
     let store = Store::open_at(&location.location, config).unwrap();
     assert_eq!(remaining(&store, id), 98, "given back at close");
     // After a `set`, the old meter's credits are void: the new meter is another one.

@@ -2,15 +2,17 @@
 //! are refused at open with one line naming the path and the cause, never opened older
 //! and never initialised over; a snapshot sled left unfinished does not stop an open.
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use latchkey_core::{Actor, NewUser, Store, StoreConfig, StoreError};
+use latchkey_core::{Actor, NewUser, Store, StoreError};
 
 /// A store with `users` users (one audit event each) after `init`, closed.
 fn store_with_users(dir: &Path, users: usize) -> PathBuf {
     let path = dir.join("store");
-    let (store, _) = Store::create_with_admin(&path, "lk", StoreConfig::default()).unwrap();
+    let (store, _) = Store::create_with_admin(&path, "lk", support::config()).unwrap();
     add_users(&store, 0..users);
     drop(store);
     path
@@ -36,7 +38,7 @@ fn add_users(store: &Store, range: std::ops::Range<usize>) {
 /// Opening must fail as damaged, in one line naming the path and pointing to `restore`.
 #[track_caller]
 fn check_refused(path: &Path, needle: &str) -> String {
-    let err = Store::open(path, StoreConfig::default()).unwrap_err();
+    let err = Store::open(path, support::config()).unwrap_err();
     let line = err.to_string();
     assert!(matches!(err, StoreError::Damaged { .. }), "{line}");
     assert_eq!(err.code(), "store_damaged");
@@ -54,7 +56,7 @@ fn check_refused(path: &Path, needle: &str) -> String {
 #[track_caller]
 fn check_not_initialised_over(path: &Path) {
     let before = listing(path);
-    let err = Store::create_with_admin(path, "lk", StoreConfig::default()).unwrap_err();
+    let err = Store::create_with_admin(path, "lk", support::config()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -74,12 +76,29 @@ fn listing(path: &Path) -> Vec<String> {
     names
 }
 
+/// The file that holds the records: sled's `db`, redb's `latchkey.redb`.
+fn db_file() -> &'static str {
+    if support::on_redb() {
+        "latchkey.redb"
+    } else {
+        "db"
+    }
+}
+
 #[test]
 fn a_deleted_db_or_conf_is_refused_and_never_reinitialised() {
-    for file in ["db", "conf"] {
+    let files: &[(&str, &str)] = if support::on_redb() {
+        &[("latchkey.redb", "missing its database (`latchkey.redb`")]
+    } else {
+        &[
+            ("db", "missing its `db` file"),
+            ("conf", "missing its `conf` file"),
+        ]
+    };
+    for &(file, says) in files {
         let (_dir, path) = temp_store_with_users(3);
         fs::remove_file(path.join(file)).unwrap();
-        check_refused(&path, &format!("missing its `{file}` file"));
+        check_refused(&path, says);
         check_not_initialised_over(&path);
         assert!(!path.join(file).exists(), "nothing re-created {file}");
     }
@@ -89,7 +108,7 @@ fn a_deleted_db_or_conf_is_refused_and_never_reinitialised() {
 fn an_emptied_or_zeroed_db_is_refused() {
     for zeroed in [false, true] {
         let (_dir, path) = temp_store_with_users(3);
-        let db = path.join("db");
+        let db = path.join(db_file());
         let len = fs::metadata(&db).unwrap().len();
         let content = if zeroed {
             vec![0; len as usize]
@@ -111,7 +130,7 @@ fn end_of_data(bytes: &[u8]) -> usize {
 #[test]
 fn a_truncated_tail_is_refused_never_opened_older() {
     let (_dir, path) = temp_store_with_users(20);
-    let db = path.join("db");
+    let db = path.join(db_file());
     let bytes = fs::read(&db).unwrap();
     let end = end_of_data(&bytes);
     // Cut the newest few hundred bytes: the last users' writes.
@@ -123,8 +142,14 @@ fn a_truncated_tail_is_refused_never_opened_older() {
 
 #[test]
 fn a_flipped_bit_is_refused_never_opened_older() {
+    // redb checks its pages' checksums only when it repairs a file after a crash, not at a
+    // clean open: a flipped bit in a record is found by `verify_audit` (the chain), or
+    // not at all in free space. This test is about sled's log.
+    if support::on_redb() {
+        return;
+    }
     let (_dir, path) = temp_store_with_users(20);
-    let db = path.join("db");
+    let db = path.join(db_file());
     let mut bytes = fs::read(&db).unwrap();
     let at = end_of_data(&bytes) - 200;
     bytes[at] ^= 0x10;
@@ -137,7 +162,7 @@ fn a_rolled_back_store_is_refused_and_names_what_is_missing() {
     let (dir, path) = temp_store_with_users(2);
     let saved = dir.path().join("saved");
     copy_dir(&path, &saved, |name| name != "latchkey.mark");
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path, support::config()).unwrap();
     add_users(&store, 2..5);
     let newest = store.last_seq().unwrap();
     drop(store);
@@ -158,6 +183,10 @@ fn a_store_from_elsewhere_is_refused() {
 
 #[test]
 fn an_unfinished_snapshot_does_not_stop_an_open() {
+    // sled's own snapshot files: redb has none.
+    if support::on_redb() {
+        return;
+    }
     let (_dir, path) = temp_store_with_users(3);
     let leftover = path.join("snap.0000000000000000.generating");
     fs::write(&leftover, b"").unwrap();
@@ -167,7 +196,7 @@ fn an_unfinished_snapshot_does_not_stop_an_open() {
     drop(raw);
     // ...the store removes the leftover and opens with everything in it.
     fs::write(&leftover, b"").unwrap();
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path, support::config()).unwrap();
     assert_eq!(store.users().unwrap().len(), 4);
     assert!(!leftover.exists());
     assert!(store.verify_audit().unwrap().broken.is_none());
@@ -177,7 +206,7 @@ fn an_unfinished_snapshot_does_not_stop_an_open() {
 fn init_refuses_a_directory_of_other_files() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
-    let err = Store::create_with_admin(dir.path(), "lk", StoreConfig::default()).unwrap_err();
+    let err = Store::create_with_admin(dir.path(), "lk", support::config()).unwrap_err();
     assert!(err.to_string().contains("notes.txt"), "{err}");
     assert_eq!(listing(dir.path()), ["notes.txt"]);
 }

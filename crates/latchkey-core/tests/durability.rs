@@ -7,7 +7,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 
-use latchkey_core::{Actor, KeyStatus, Store, StoreConfig};
+use latchkey_core::{Actor, KeyStatus, Store};
 use uuid::Uuid;
 
 const CHILD_ENV: &str = "LATCHKEY_DURABILITY_CHILD";
@@ -20,7 +20,7 @@ fn durability_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let store = Store::open(&path, StoreConfig::default()).expect("child opens the store");
+    let store = Store::open(&path, support::config()).expect("child opens the store");
     let admin = Actor::system();
     let user = store.user("durable").expect("user exists");
     let mut out = std::io::stdout().lock();
@@ -42,7 +42,7 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     {
-        let store = Store::create_empty(&path, "lk", StoreConfig::default()).unwrap();
+        let store = Store::create_empty(&path, "lk", support::config()).unwrap();
         support::user(&store, "durable", &["x"]);
     }
     let mut created: Vec<Uuid> = Vec::new();
@@ -72,7 +72,7 @@ fn acknowledged_writes_survive_sigkill() {
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
 
-        let store = Store::open(&path, StoreConfig::default())
+        let store = Store::open(&path, support::config())
             .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         for id in &created {
             let key = store

@@ -9,7 +9,7 @@ mod tmpfs;
 
 use std::fs;
 
-use latchkey_core::{Actor, NewGroup, PermissionSet, Store, StoreConfig, StoreError};
+use latchkey_core::{Actor, NewGroup, PermissionSet, Store, StoreError};
 use tmpfs::Tmpfs;
 
 #[test]
@@ -19,7 +19,7 @@ fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
         return;
     };
     let path = tmpfs.path().join("store");
-    let config = StoreConfig::default().min_free_bytes(0);
+    let config = support::config().min_free_bytes(0);
     let (store, admin_key) = Store::create_with_admin(&path, "lk", config.clone()).unwrap();
     let admin = Actor::system();
     let user = support::user(&store, "bot", &[]);

@@ -1,13 +1,14 @@
 //! Imported keys: full texts and SHA-256 digests, in bulk; they verify under their old
 //! text, a SHA-256 one is re-hashed at its first verification, bad items are refused alone.
 
-/// Opens a just-closed store's sled files directly (sled only).
+/// Opens a just-closed store's files directly.
 #[path = "support/tamper.rs"]
 mod tamper;
 
+mod support;
+
 use latchkey_core::{
-    Actor, ImportKey, ImportSecret, NewUser, PermissionSet, Store, StoreConfig, StoreError,
-    VerifyError,
+    Actor, ImportKey, ImportSecret, NewUser, PermissionSet, Store, StoreError, VerifyError,
 };
 use sha2::{Digest, Sha256};
 
@@ -29,7 +30,7 @@ fn hex(bytes: &[u8]) -> String {
 fn imported_keys_verify_under_their_old_text_and_are_rehashed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
-    let store = Store::create_empty(&path, "lk", StoreConfig::default()).unwrap();
+    let store = Store::create_empty(&path, "lk", support::config()).unwrap();
     let admin = Actor::system();
     let new_user = NewUser {
         name: "legacy".into(),
@@ -88,24 +89,24 @@ fn imported_keys_verify_under_their_old_text_and_are_rehashed() {
     // After a restart, the SHA-256 ones are found by their keyed BLAKE3 alone: a store
     // whose SHA-256 entries were re-hashed holds none of them any more.
     drop(store);
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path, support::config()).unwrap();
     for key in hashed.iter().chain(&full) {
         assert!(store.verify(key).is_ok());
     }
     drop(store);
     {
-        let raw = tamper::open_sled(&path);
+        let raw = tamper::Raw::open(&path);
         assert_eq!(
-            raw.scan_prefix(b"xs:").count(),
+            raw.keys_with_prefix(b"xs:").len(),
             0,
             "every SHA-256 was replaced"
         );
         assert_eq!(
-            raw.scan_prefix(b"xb:").count(),
+            raw.keys_with_prefix(b"xb:").len(),
             full.len() + hashed.len() + 1
         );
     }
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path, support::config()).unwrap();
     // A revoked imported key stops at once, as any key.
     let principal = store.verify(&full[1]).unwrap();
     store.revoke_key(&admin, principal.key_id).unwrap();

@@ -13,7 +13,7 @@ const CHILD_ENV: &str = "LATCHKEY_JOBS_CHILD";
 const KEYS: usize = 400;
 
 fn slow_jobs() -> StoreConfig {
-    StoreConfig::default()
+    support::config()
         .index_chunk_positions(2)
         .job_chunk_keys(10)
         .job_pause(Duration::from_millis(40))
@@ -142,7 +142,7 @@ fn a_deleted_users_keys_are_revoked_in_the_background_across_a_crash() {
     }
 
     // The next open resumes the work by itself.
-    let store = Store::open(&path, StoreConfig::default().index_chunk_positions(2)).unwrap();
+    let store = Store::open(&path, support::config().index_chunk_positions(2)).unwrap();
     let started = Instant::now();
     while store.pending_jobs().unwrap() > 0 {
         assert!(

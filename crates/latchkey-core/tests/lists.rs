@@ -340,7 +340,7 @@ proptest! {
 
 /// A world of a few keys in every class, its store closed and edited raw (sled), then
 /// reopened: counts and lists must be right.
-fn reopened_after(edit: impl FnOnce(&sled::Db)) {
+fn reopened_after(edit: impl FnOnce(&tamper::Raw)) {
     let mut world = World::new();
     for op in [
         Op::CreateKey {
@@ -385,11 +385,9 @@ fn reopened_after(edit: impl FnOnce(&sled::Db)) {
     } = world;
     drop(store);
     {
-        let db = tamper::open_sled(&path);
-        edit(&db);
-        db.flush().unwrap();
+        edit(&tamper::Raw::open(&path));
     }
-    let config = StoreConfig::default()
+    let config = support::config()
         .index_chunk_positions(2)
         .clock(clock.clone())
         .usage_flush_interval(None)
@@ -415,21 +413,17 @@ fn reopened_after(edit: impl FnOnce(&sled::Db)) {
 /// before they existed) rebuilds them at open.
 #[test]
 fn indexes_and_counts_are_rebuilt_when_missing() {
-    // sled-specific: removes index entries from the store's files.
+    // Removes index entries from the store's files: a store in a directory only.
     if support::on_postgres() {
         return;
     }
     reopened_after(|db| {
-        let stale: Vec<_> = db
-            .iter()
-            .keys()
-            .map(Result::unwrap)
-            .filter(|k| k.starts_with(b"x:") || k.starts_with(b"m:n:") || k.starts_with(b"m:i"))
+        let stale: Vec<_> = [b"x:".as_slice(), b"m:n:", b"m:i"]
+            .into_iter()
+            .flat_map(|prefix| db.keys_with_prefix(prefix))
             .collect();
         assert!(stale.len() > 27, "the indexes were there: {}", stale.len());
-        for key in stale {
-            db.remove(key).unwrap();
-        }
+        db.apply(stale.into_iter().map(|key| (key, None)).collect());
     });
 }
 
@@ -442,14 +436,15 @@ fn indexes_of_the_first_layout_are_rebuilt_into_chunks() {
         return;
     }
     reopened_after(|db| {
-        let chunks: Vec<_> = db.scan_prefix(b"x:").keys().map(Result::unwrap).collect();
-        for key in chunks {
-            db.remove(&key).unwrap();
+        let mut writes = Vec::new();
+        for key in db.keys_with_prefix(b"x:") {
             // An entry as version 1 wrote it: index, position, key id; empty value.
-            let old = [key.as_ref(), &[7; 8], Uuid::now_v7().as_bytes()].concat();
-            db.insert(old, &[]).unwrap();
+            let old = [key.as_slice(), &[7; 8], Uuid::now_v7().as_bytes()].concat();
+            writes.push((key, None));
+            writes.push((old, Some(Vec::new())));
         }
-        db.insert(b"m:indexed", b"1").unwrap();
+        writes.push((b"m:indexed".to_vec(), Some(b"1".to_vec())));
+        db.apply(writes);
     });
 }
 /// Pages read while other threads create, revoke and delete keys list every key that

@@ -522,7 +522,7 @@ fn usage_is_counted_in_memory_and_persisted_on_flush() {
     f.store.flush().unwrap();
     let Fixture { _dir, store, .. } = f;
     drop(store);
-    let reopened = Store::open_at(&location, StoreConfig::default()).unwrap();
+    let reopened = Store::open_at(&location, support::config()).unwrap();
     let seen = reopened.key(key.key.id).unwrap();
     assert_eq!(
         (seen.usage_count, seen.last_used_at),
@@ -562,7 +562,7 @@ fn every_change_is_in_the_feed_and_the_chain_holds() {
 
 #[test]
 fn tampering_with_the_audit_log_is_found() {
-    // sled-specific: edits the store's files.
+    // Edits the store's files: a store in a directory only.
     if support::on_postgres() {
         return;
     }
@@ -576,7 +576,7 @@ fn tampering_with_the_audit_log_is_found() {
     drop(store);
     // Event 3 replaced by a copy of event 2: well-formed, but it does not fit the chain.
     tamper::copy_audit_event(&path, 2, 3);
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path, support::config()).unwrap();
     let report = store.verify_audit().unwrap();
     assert_eq!(report.broken.map(|b| b.seq), Some(3));
 }
@@ -692,13 +692,12 @@ fn listing_filters_searches_sorts_and_pages() {
 fn opening_fails_clearly_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nothing-here");
-    let err = Store::open(&missing, StoreConfig::default()).unwrap_err();
+    let err = Store::open(&missing, support::config()).unwrap_err();
     assert!(matches!(err, StoreError::NotInitialized { .. }), "{err}");
     assert!(!missing.exists(), "open must not create a store");
 
     let path = dir.path().join("store");
-    let (store, admin_key) =
-        Store::create_with_admin(&path, "acme", StoreConfig::default()).unwrap();
+    let (store, admin_key) = Store::create_with_admin(&path, "acme", support::config()).unwrap();
     assert!(admin_key.secret.expose().starts_with("acme_live_"));
     assert!(
         store
@@ -707,7 +706,7 @@ fn opening_fails_clearly_and_changes_nothing() {
             .has("anything:at:all")
     );
 
-    let err = Store::open(&path, StoreConfig::default()).unwrap_err();
+    let err = Store::open(&path, support::config()).unwrap_err();
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     assert!(
         err.to_string().contains(&path.display().to_string()),
@@ -716,12 +715,12 @@ fn opening_fails_clearly_and_changes_nothing() {
     assert!(err.to_string().contains("another process"), "{err}");
 
     drop(store);
-    let err = Store::create_with_admin(&path, "acme", StoreConfig::default()).unwrap_err();
+    let err = Store::create_with_admin(&path, "acme", support::config()).unwrap_err();
     assert!(
         matches!(err, StoreError::AlreadyInitialized { .. }),
         "{err}"
     );
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path, support::config()).unwrap();
     assert_eq!(
         store.users().unwrap().len(),
         1,
@@ -729,7 +728,7 @@ fn opening_fails_clearly_and_changes_nothing() {
     );
     assert!(store.verify(admin_key.secret.expose()).is_ok());
     assert!(matches!(
-        Store::create_empty(dir.path().join("x"), "NO", StoreConfig::default()),
+        Store::create_empty(dir.path().join("x"), "NO", support::config()),
         Err(StoreError::Invalid {
             field: "prefix",
             ..
@@ -743,7 +742,7 @@ fn no_verification_that_starts_after_a_revoke_returns_succeeds() {
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
+    let store = Store::create_empty(dir.path(), "lk", support::config()).unwrap();
     let admin = Actor::system();
     let user = support::user(&store, "u", &["x"]);
     for round in 0..20 {
@@ -800,18 +799,47 @@ fn no_verification_that_starts_after_a_revoke_returns_succeeds() {
 fn a_store_closed_and_reopened_in_one_process_opens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    drop(Store::create_empty(&path, "lk", StoreConfig::default()).unwrap());
+    drop(Store::create_empty(&path, "lk", support::config()).unwrap());
     for round in 0..20 {
-        let store = Store::open(&path, StoreConfig::default())
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let store =
+            Store::open(&path, support::config()).unwrap_or_else(|e| panic!("round {round}: {e}"));
         support::user(&store, &format!("u{round}"), &[]);
     }
     assert_eq!(
-        Store::open(&path, StoreConfig::default())
+        Store::open(&path, support::config())
             .unwrap()
             .users()
             .unwrap()
             .len(),
         20
     );
+}
+
+/// A directory opens with the engine whose files it holds, whatever the configuration
+/// names (which chooses a new store's engine only), and an `init` over an open store of
+/// either engine is refused as locked.
+#[test]
+fn a_store_opens_with_the_engine_of_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for (engine, other, file) in [
+        (Engine::Sled, Engine::Redb, "conf"),
+        (Engine::Redb, Engine::Sled, "latchkey.redb"),
+    ] {
+        let path = dir.path().join(format!("{engine:?}"));
+        let config = || support::config().engine(engine);
+        let (store, admin_key) = Store::create_with_admin(&path, "lk", config()).unwrap();
+        assert_eq!(store.engine(), Some(engine));
+        assert!(path.join(file).is_file(), "{engine:?} keeps {file}");
+        let err = Store::create_with_admin(&path, "lk", config()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Locked { .. }),
+            "{engine:?}: {err}"
+        );
+        drop(store);
+
+        let store = Store::open(&path, support::config().engine(other)).unwrap();
+        assert_eq!(store.engine(), Some(engine));
+        assert!(store.verify(admin_key.secret.expose()).is_ok());
+        assert!(store.verify_audit().unwrap().broken.is_none());
+    }
 }

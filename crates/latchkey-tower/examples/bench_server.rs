@@ -2,7 +2,8 @@
 //! step for the 100,000-key store, and a client that sends an exact number of requests.
 //!
 //! ```text
-//! bench-server seed  DIR [--keys 100000]     create DIR (once) and write DIR.valid, DIR.invalid
+//! bench-server seed  DIR [--keys 100000] [--engine sled|redb]
+//!                                            create DIR (once) and write DIR.valid, DIR.invalid
 //! bench-server serve VARIANT DIR ADDR [route|service]
 //!                                            none | bearer | latchkey; prints "listening ADDR"
 //! bench-server drive ADDR N KEY STATUS       N keep-alive requests, each must answer STATUS
@@ -28,7 +29,7 @@ use axum::routing::get;
 use tower::{Layer, Service};
 // The peer's types are deprecated upstream (see `static_bearer`).
 use latchkey_tower::latchkey_core::key::checksum;
-use latchkey_tower::latchkey_core::{Actor, NewKey, NewUser, RateLimit};
+use latchkey_tower::latchkey_core::{Actor, Engine, NewKey, NewUser, RateLimit};
 use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Env, PermissionSet, Store, StoreConfig};
 #[allow(deprecated)]
 use tower_http::auth::require_authorization::Bearer;
@@ -40,12 +41,24 @@ fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
-        ["seed", dir] => seed(Path::new(dir), 100_000),
-        ["seed", dir, "--keys", n] => seed(Path::new(dir), n.parse()?),
+        ["seed", dir] => seed(Path::new(dir), 100_000, Engine::Sled),
+        ["seed", dir, "--keys", n] => seed(Path::new(dir), n.parse()?, Engine::Sled),
+        ["seed", dir, "--keys", n, "--engine", engine] => {
+            seed(Path::new(dir), n.parse()?, engine_named(engine)?)
+        }
         ["serve", variant, dir, addr] => serve(variant, Path::new(dir), addr, "route"),
         ["serve", variant, dir, addr, layering] => serve(variant, Path::new(dir), addr, layering),
         ["drive", addr, n, key, status] => drive(addr, n.parse()?, key, status.parse()?),
         _ => Err("usage: see the module docs of examples/bench_server.rs".into()),
+    }
+}
+
+/// The embedded engine named on the command line.
+fn engine_named(name: &str) -> Result<Engine, Error> {
+    match name {
+        "sled" => Ok(Engine::Sled),
+        "redb" => Ok(Engine::Redb),
+        other => Err(format!("unknown engine {other:?}: sled or redb").into()),
     }
 }
 
@@ -161,9 +174,10 @@ fn key_file(dir: &Path, which: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Creates the store once: one user and `keys` keys, in transactions of 10,000 keys (one
-/// flush each; `create_key` flushes per key, which would take minutes).
-fn seed(dir: &Path, keys: usize) -> Result<(), Error> {
+/// Creates the store once, on `engine`: one user and `keys` keys, in transactions of
+/// 10,000 keys (one flush each; `create_key` flushes per key, which would take minutes). A
+/// store seeded before keeps its engine.
+fn seed(dir: &Path, keys: usize, engine: Engine) -> Result<(), Error> {
     if key_file(dir, "valid").exists() {
         println!("reusing {} ({} keys were seeded)", dir.display(), keys);
         return limited_key(dir);
@@ -172,7 +186,7 @@ fn seed(dir: &Path, keys: usize) -> Result<(), Error> {
         return Err(format!("{} exists without its key files; remove it", dir.display()).into());
     }
     let started = Instant::now();
-    let store = Store::create_empty(dir, "lk", StoreConfig::default())?;
+    let store = Store::create_empty(dir, "lk", StoreConfig::default().engine(engine))?;
     let system = Actor::system();
     let user = store.create_user(
         &system,

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use latchkey_core::{Actor, NewKey, NewUser, Store, StoreConfig};
+use latchkey_core::{Actor, Engine, NewKey, NewUser, Store, StoreConfig};
 
 // The tests' record helpers, so benches and tests create users and keys one way.
 #[path = "../../tests/support/records.rs"]
@@ -13,10 +13,23 @@ mod records;
 #[allow(unused_imports)]
 pub use records::*;
 
+/// The embedded engine the benchmarks' stores are made with: `LATCHKEY_BENCH_ENGINE=redb`
+/// for redb, sled otherwise.
+pub fn engine() -> Engine {
+    match std::env::var("LATCHKEY_BENCH_ENGINE").as_deref() {
+        Ok("redb") => Engine::Redb,
+        _ => Engine::Sled,
+    }
+}
+
 /// A store with `n` keys, and the full text of every 100th key (bench fixtures only: these
-/// live in the target directory, never in the repository).
+/// live in the target directory, never in the repository). On the benchmarks' [`engine`].
 pub fn seeded(n: usize, config: StoreConfig) -> (Store, Vec<String>) {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("latchkey-bench-{n}"));
+    let name = match engine() {
+        Engine::Redb => format!("latchkey-bench-{n}-redb"),
+        _ => format!("latchkey-bench-{n}"),
+    };
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let samples_path = dir.join("samples.txt");
     if !samples_path.exists() {
         seed(&dir, n);
@@ -50,7 +63,9 @@ fn seed(dir: &Path, n: usize) {
     let store = Store::create_empty(
         dir.join("store"),
         "lk",
-        StoreConfig::default().usage_flush_interval(None),
+        StoreConfig::default()
+            .engine(engine())
+            .usage_flush_interval(None),
     )
     .unwrap();
     let admin = Actor::system();

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::backend::{self, Backend, Batch, Direction, KeyRange};
-use super::db::Db;
+use super::engine::{self, Engine};
 use super::files::{self, Found};
 use super::{Store, StoreConfig, layout, mark, recover};
 use crate::error::StoreError;
@@ -170,7 +170,7 @@ impl Store {
         }
         // Built beside the target and renamed into place: a failure leaves no half store.
         let staging = staging_path(path)?;
-        let restored = restore_into(&staging, backup, config.cache_capacity_bytes);
+        let restored = restore_into(&staging, backup, config.engine, config.cache_capacity_bytes);
         let restored = match restored {
             Ok(restored) => restored,
             Err(e) => {
@@ -207,13 +207,18 @@ fn bad(reason: impl Into<String>) -> StoreError {
     StoreError::invalid("backup", reason)
 }
 
-/// Reads the backup into a new sled database at `staging`, checks it whole, gives it a
-/// new lineage and its mark.
-fn restore_into(staging: &Path, backup: impl Read, cache: u64) -> Result<Restored, StoreError> {
+/// Reads the backup into a new database of `engine` at `staging`, checks it whole, gives
+/// it a new lineage and its mark.
+fn restore_into(
+    staging: &Path,
+    backup: impl Read,
+    engine: Engine,
+    cache: u64,
+) -> Result<Restored, StoreError> {
     fs::create_dir_all(staging)
         .map_err(|e| StoreError::storage(format!("cannot create {}: {e}", staging.display())))?;
-    let db = Db::open(staging, cache)?;
-    let restored = load(&db, backup)?;
+    let db = engine::open(staging, engine, cache, true)?;
+    let restored = load(&*db, backup)?;
     let first = mark::Mark {
         lineage: restored.lineage,
         seq: restored.header.seq,

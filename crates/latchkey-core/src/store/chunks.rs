@@ -835,6 +835,24 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// The same on redb, whose transactions read their hints within too, beside the
+        /// open writer.
+        #[test]
+        fn chunks_hold_exactly_the_positions_on_redb(
+            writers in writers(),
+            max in 2_usize..4,
+            afters in afters(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let db: Arc<dyn Backend> =
+                Arc::new(crate::store::redb_db::RedbDb::open(dir.path(), 1 << 20, true).unwrap());
+            check_writers(&db, &writers, max, &afters);
+        }
+    }
+
     #[cfg(feature = "postgres")]
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(16))]

@@ -2,12 +2,11 @@
 //!
 //! After a failed log write (a full disk), sled 0.34.7 refuses every later write until it
 //! is opened again, and keeps in memory what the failed write applied (see `space`). So
-//! the store holds sled through [`Db`], which [`Db::reopen`] can swap for a fresh open of
+//! the store holds sled through [`Db`], which [`Embedded::reopen`] can swap for a fresh open of
 //! the same files: that drops the poisoned instance and whatever it had not made durable.
 //! It is the sled [`Backend`], plus what only sled needs: reopening.
 
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use std::cell::RefCell;
@@ -18,6 +17,7 @@ use sled::transaction::{
 };
 
 use super::backend::{Backend, Batch, Direction, Entry, KeyRange, KvTx, TxBody, TxError};
+use super::engine::{Embedded, Engine, Slot};
 use super::{files, space};
 use crate::error::StoreError;
 
@@ -26,7 +26,7 @@ use crate::error::StoreError;
 pub(crate) struct Db {
     path: PathBuf,
     cache_capacity: u64,
-    current: RwLock<Option<sled::Db>>,
+    current: Slot<sled::Db>,
 }
 
 /// What a call answers while there is no open database.
@@ -47,43 +47,29 @@ impl Db {
         Db {
             path: path.to_owned(),
             cache_capacity,
-            current: RwLock::new(Some(db)),
+            current: Slot::new(db),
         }
     }
 
     fn try_handle(&self) -> sled::Result<sled::Db> {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or_else(closed)
+        self.current.get().ok_or_else(closed)
+    }
+}
+
+impl Embedded for Db {
+    fn is_open(&self) -> bool {
+        self.current.is_open()
     }
 
-    /// Whether the database is open.
-    pub(crate) fn is_open(&self) -> bool {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+    fn reopen(&self) -> Result<(), StoreError> {
+        self.current.reopen(|| {
+            files::remove_leftover_snapshots(&self.path)?;
+            open_sled(&self.path, self.cache_capacity)
+        })
     }
 
-    /// Drops the open instance and opens the files again. On failure there is no open
-    /// database until a later call succeeds; every call meanwhile fails (reads answer 503).
-    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        // Dropped first: sled's file lock goes with the last handle.
-        drop(current.take());
-        files::remove_leftover_snapshots(&self.path)?;
-        *current = Some(open_sled(&self.path, self.cache_capacity)?);
-        Ok(())
-    }
-
-    pub(crate) fn insert(
-        &self,
-        key: impl AsRef<[u8]>,
-        value: impl Into<sled::IVec>,
-    ) -> sled::Result<Option<sled::IVec>> {
-        self.try_handle()?.insert(key, value)
+    fn engine(&self) -> Engine {
+        Engine::Sled
     }
 }
 

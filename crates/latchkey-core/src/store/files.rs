@@ -61,11 +61,25 @@ pub(crate) fn inspect(path: &Path) -> Result<(Found, Option<String>), StoreError
     Ok((found, foreign))
 }
 
-/// Before opening a marked store: sled's own files must all be there, or sled would
-/// re-create them empty.
+/// Before opening a marked store: the engine's own files must all be there, or the engine
+/// would re-create them empty. A redb store is one file, `latchkey.redb`; a sled store
+/// `conf` and `db`.
 pub(crate) fn ensure_complete(path: &Path) -> Result<(), StoreError> {
+    if super::engine::found_in(path) == Some(super::Engine::Redb) {
+        return Ok(());
+    }
+    let missing = |name: &str| !path.join(name).is_file();
+    if missing("conf") && missing("db") {
+        return Err(StoreError::Damaged {
+            path: path.to_owned(),
+            reason: format!(
+                "is missing its database (`{}`, or sled's `conf` and `db`)",
+                super::redb_db::FILE
+            ),
+        });
+    }
     for name in ["conf", "db"] {
-        if !path.join(name).is_file() {
+        if missing(name) {
             return Err(StoreError::Damaged {
                 path: path.to_owned(),
                 reason: format!("is missing its `{name}` file"),
@@ -75,14 +89,19 @@ pub(crate) fn ensure_complete(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Whether another process holds the store: sled locks its `db` file with `flock`, and so
-/// does this check, for the moment it takes, without opening sled.
+/// Whether another process holds the store: sled locks its `db` file with `flock`, redb
+/// its `latchkey.redb`, and so does this check, for the moment it takes, without opening
+/// the engine.
 pub(crate) fn is_locked(path: &Path) -> bool {
     use fs2::FileExt;
+    let file = match super::engine::found_in(path) {
+        Some(super::Engine::Redb) => super::redb_db::FILE,
+        _ => "db",
+    };
     let Ok(file) = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(path.join("db"))
+        .open(path.join(file))
     else {
         return false;
     };

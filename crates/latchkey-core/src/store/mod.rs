@@ -11,6 +11,7 @@ mod chunks;
 mod controls;
 mod counters;
 mod db;
+mod engine;
 mod entry;
 mod files;
 mod follow;
@@ -33,6 +34,7 @@ mod query;
 mod rate_state;
 mod rebuild;
 mod recover;
+mod redb_db;
 mod scoped;
 mod space;
 mod sweep;
@@ -51,6 +53,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use backup::{BackupHeader, Restored};
+pub use engine::Engine;
 pub use import::{ImportKey, ImportSecret};
 pub use jobs::KeysRevocation;
 pub use keys::Stats;
@@ -68,7 +71,7 @@ use crate::model::{CreatedKey, NewGroup, NewKey, NewUser};
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, VerifyCache, VerifyError};
 use backend::{Backend, Direction, Entry, KeyRange};
-use db::Db;
+use engine::Embedded;
 use files::Found;
 use mark::Mark;
 use usage::UsageBuffer;
@@ -94,6 +97,7 @@ pub struct StoreConfig {
     background_jobs: bool,
     max_staleness: Duration,
     index_chunk_positions: usize,
+    engine: Engine,
 }
 
 impl Default for StoreConfig {
@@ -109,12 +113,14 @@ impl Default for StoreConfig {
             background_jobs: true,
             max_staleness: Duration::from_secs(5),
             index_chunk_positions: chunks::CHUNK_POSITIONS,
+            engine: Engine::Sled,
         }
     }
 }
 
 impl StoreConfig {
-    /// sled's page cache, in bytes. sled defaults to 1 GiB; latchkey to 24 MiB. sled 0.34.7
+    /// The embedded engine's cache, in bytes (sled's page cache, redb's cache). sled
+    /// defaults to 1 GiB; latchkey to 24 MiB. sled 0.34.7
     /// charges a cached page the bytes it takes in its log, not in memory, where small
     /// entries (index entries) take two to three times that: through list pages, 60 s of
     /// key creation and a user's deletion over 100,000 keys, the daemon held at most 100 MiB
@@ -123,9 +129,18 @@ impl StoreConfig {
     /// keys ~9–19 µs with 32 or 64 MiB, ~14–31 µs with 24, ~28 µs with 16 (the `core` bench;
     /// bench/RESULTS.md, *Core*): give a store of a million keys 32 MiB or more. This bounds
     /// only the cache: sled also keeps a few hundred bytes per page of its tree resident,
-    /// whatever this setting.
+    /// whatever this setting. redb keeps nothing per page beyond its cache: with 24 MiB, a
+    /// daemon on a million keys held 15 MiB after opening and at most 55 MiB through list
+    /// pages, 60 s of key creation and a user's deletion (`bench/scale.sh`).
     pub fn cache_capacity_bytes(mut self, bytes: u64) -> Self {
         self.cache_capacity_bytes = bytes;
+        self
+    }
+
+    /// The embedded engine of a store this creates (default [`Engine::Sled`]). An existing
+    /// store opens with the engine whose files its directory holds, whatever this says.
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
         self
     }
 
@@ -240,9 +255,9 @@ struct Inner {
     location: Location,
     /// What holds the records.
     db: Arc<dyn Backend>,
-    /// The same, for sled-only operations (reopen, mark, space, backup); `None` on
+    /// The same, for what only a store in a directory has (reopen, mark, space); `None` on
     /// PostgreSQL.
-    sled: Option<Arc<Db>>,
+    local: Option<Arc<dyn Embedded>>,
     /// On a database shared by several processes: the changes of the cluster applied so
     /// far (see `follow`).
     follow: Option<follow::Follow>,
@@ -303,10 +318,10 @@ impl Drop for Inner {
             // No write of another process waits for this one any more.
             let _ = self.db.acknowledge(follow.id(), None);
         }
-        if self.sled.as_ref().is_some_and(|db| !db.is_open()) {
+        if self.local.as_ref().is_some_and(|db| !db.is_open()) {
             return;
         }
-        if self.sled.is_some() && space::below_reserve(&self.path, self.min_free_bytes) {
+        if self.local.is_some() && space::below_reserve(&self.path, self.min_free_bytes) {
             tracing::warn!(store = %self.location, "the disk is full: usage figures since the last flush are not persisted");
         } else if let Err(e) =
             controls::flush(&*self.db, &self.meters, self.clock.unix_nanos(), true)
@@ -336,34 +351,29 @@ impl Store {
     /// the last write it acknowledged (its mark): a store never silently forgets.
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StoreError> {
         let path = path.as_ref();
-        let marked = match files::inspect(path)?.0 {
-            Found::Nothing => false,
-            Found::Unmarked => path.join("conf").exists(),
-            Found::Marked => {
-                files::ensure_complete(path)?;
-                true
-            }
-        };
-        if !marked && !path.join("conf").exists() {
+        let engine = engine::found_in(path);
+        if files::inspect(path)?.0 == Found::Marked {
+            files::ensure_complete(path)?;
+        }
+        let Some(engine) = engine else {
             return Err(StoreError::NotInitialized {
                 path: path.to_owned(),
             });
-        }
-        files::remove_leftover_snapshots(path)?;
-        let db = Db::open(path, config.cache_capacity_bytes)?;
-        if Backend::get(&db, layout::VERSION)?.is_none() {
+        };
+        let db = engine::open(path, engine, config.cache_capacity_bytes, false)?;
+        if db.get(layout::VERSION)?.is_none() {
             if mark::read(path).ok().flatten().is_some() {
                 return Err(StoreError::Damaged {
                     path: path.to_owned(),
-                    reason: "has lost its records (its `db` file holds no store)".into(),
+                    reason: "has lost its records (its database holds no store)".into(),
                 });
             }
             return Err(StoreError::NotInitialized {
                 path: path.to_owned(),
             });
         }
-        let mark = recover::reconcile_mark(path, &db)?;
-        Self::from_sled(path, db, mark, config)
+        let mark = recover::reconcile_mark(path, &*db)?;
+        Self::from_local(path, db, mark, config)
     }
 
     /// Creates an empty store (no users, no groups) with the given key prefix.
@@ -466,30 +476,31 @@ impl Store {
                 path: path.to_owned(),
             });
         }
-        files::remove_leftover_snapshots(path)?;
-        let db = Db::open(path, config.cache_capacity_bytes)?;
-        if Backend::get(&db, layout::VERSION)?.is_some() {
+        // Remains of an interrupted `init` keep their engine.
+        let engine = engine::found_in(path).unwrap_or(config.engine);
+        let db = engine::open(path, engine, config.cache_capacity_bytes, true)?;
+        if db.get(layout::VERSION)?.is_some() {
             return Err(StoreError::AlreadyInitialized {
                 path: path.to_owned(),
             });
         }
-        let lineage = write_new_store(&db, &prefix)?;
+        let lineage = write_new_store(&*db, &prefix)?;
         let mark = Mark {
             lineage,
             seq: 0,
             head: audit::GENESIS.to_owned(),
         };
-        Self::from_sled(path, db, mark, config)
+        Self::from_local(path, db, mark, config)
     }
 
-    fn from_sled(
+    /// The store over an embedded engine's database in the directory `path`.
+    fn from_local(
         path: &Path,
-        db: Db,
+        db: Arc<dyn Embedded>,
         mark: Mark,
         config: StoreConfig,
     ) -> Result<Store, StoreError> {
         space::ensure_ballast(path);
-        let db = Arc::new(db);
         let backend: Arc<dyn Backend> = db.clone();
         let location = Location::Dir(path.to_owned());
         Self::from_backend(location, backend, Some(db), None, mark, config)
@@ -500,7 +511,7 @@ impl Store {
     fn from_backend(
         location: Location,
         db: Arc<dyn Backend>,
-        sled: Option<Arc<Db>>,
+        local: Option<Arc<dyn Embedded>>,
         follow: Option<follow::Follow>,
         mark: Mark,
         config: StoreConfig,
@@ -526,7 +537,7 @@ impl Store {
             path: location.as_dir().map(Path::to_owned).unwrap_or_default(),
             location,
             db,
-            sled,
+            local,
             follow,
             has_imports: has_imports.into(),
             mark: recover::Marker::new(mark),
@@ -569,6 +580,11 @@ impl Store {
     /// Where the store lives.
     pub fn location(&self) -> &Location {
         &self.inner.location
+    }
+
+    /// The embedded engine holding the store (`None` for a store in PostgreSQL).
+    pub fn engine(&self) -> Option<Engine> {
+        self.inner.local.as_ref().map(|db| db.engine())
     }
 
     /// The store's key prefix.
@@ -653,9 +669,9 @@ impl Store {
     }
 
     /// Whether a read of the storage crosses a network (PostgreSQL) rather than the page
-    /// cache of an embedded database (sled).
+    /// cache of an embedded database (sled, redb).
     pub fn reads_over_network(&self) -> bool {
-        self.inner.sled.is_none()
+        self.inner.local.is_none()
     }
 
     /// When the key of a principal that just verified expires (`None`: never).
@@ -759,7 +775,7 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner());
         self.ensure_open()?;
         let db = &*self.inner.db;
-        if self.inner.sled.is_some()
+        if self.inner.local.is_some()
             && space::below_reserve(&self.inner.path, self.inner.min_free_bytes)
         {
             // Usage figures are best effort; a full disk is no reason to fail a shutdown.
@@ -803,7 +819,7 @@ impl Store {
         let mut next = 1;
         let mut prev = audit::GENESIS.to_owned();
         let mut broken = None;
-        let mark = match self.inner.sled {
+        let mark = match self.inner.local {
             Some(_) => mark::read(&self.inner.path).ok().flatten(),
             None => None,
         };
@@ -959,7 +975,7 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                     .unwrap_or_else(|e| e.into_inner());
                 // A store closed by a storage failure reopens by itself, from here too.
                 if store.ensure_open().is_err()
-                    || (store.inner.sled.is_some()
+                    || (store.inner.local.is_some()
                         && space::below_reserve(&store.inner.path, store.inner.min_free_bytes))
                 {
                     continue;

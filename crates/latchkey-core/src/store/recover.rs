@@ -8,7 +8,6 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use uuid::Uuid;
 
 use super::backend::Backend;
-use super::db::Db;
 use super::mark::{self, Mark};
 use super::{Store, decode_event, layout, space};
 use crate::audit::{self, ChainBreak};
@@ -18,7 +17,7 @@ impl Store {
     /// Before a write, under the write lock: the database is open (reopening it after a
     /// failure) and the disk has room.
     pub(super) fn ready_for_write(&self) -> Result<(), StoreError> {
-        if self.inner.sled.is_none() {
+        if self.inner.local.is_none() {
             return Ok(());
         }
         self.ensure_open()?;
@@ -31,24 +30,26 @@ impl Store {
 
     /// Reopens the database if a storage failure closed it. Called under the write lock.
     pub(super) fn ensure_open(&self) -> Result<(), StoreError> {
-        match &self.inner.sled {
+        match &self.inner.local {
             Some(db) if !db.is_open() => self.reopen(),
             _ => Ok(()),
         }
     }
 
-    /// After sled failed a write, under the write lock: sled is now poisoned and holds the
-    /// failed write in memory, so reopen it from its files, which drops that write, and
+    /// After the embedded engine failed a write, under the write lock: sled is now poisoned
+    /// and holds the failed write in memory, redb refuses everything (`PreviousIo`), so
+    /// reopen it from its files, which drops that write, and
     /// forget every cached verification, which may have read it.
     pub(super) fn failed_write(&self, err: StoreError) -> StoreError {
-        if self.inner.sled.is_none() {
+        if self.inner.local.is_none() {
             // Another backend's failed write changed nothing and poisons nothing.
             return err;
         }
         tracing::error!(error = %err, store = %self.inner.path.display(), "a write failed in storage; reopening the store");
-        let full = std::error::Error::source(&err)
-            .and_then(|e| e.downcast_ref::<sled::Error>())
-            .is_some_and(space::sled_is_full)
+        let full = matches!(err, StoreError::StorageFull { .. })
+            || std::error::Error::source(&err)
+                .and_then(|e| e.downcast_ref::<sled::Error>())
+                .is_some_and(space::sled_is_full)
             || space::below_reserve(&self.inner.path, self.inner.min_free_bytes.max(1));
         if let Err(e) = self.reopen() {
             tracing::error!(error = %e, "could not reopen the store; retrying at the next write");
@@ -57,7 +58,7 @@ impl Store {
     }
 
     fn reopen(&self) -> Result<(), StoreError> {
-        let Some(db) = &self.inner.sled else {
+        let Some(db) = &self.inner.local else {
             return Ok(());
         };
         let reopened = db.reopen();
@@ -76,7 +77,7 @@ impl Store {
 
     /// Writes the mark of a store just created (its newest event, or none).
     pub(super) fn write_first_mark(&self) -> Result<(), StoreError> {
-        if self.inner.sled.is_none() {
+        if self.inner.local.is_none() {
             return Ok(());
         }
         let current = self.inner.mark.current();
@@ -183,7 +184,7 @@ impl Marker {
 /// At open: compares the store with its mark. Refuses a store behind its mark, diverged
 /// from it or of another lineage; advances the mark over writes flushed after it (a crash
 /// between a write's flush and its mark) and writes one for a store that has none.
-pub(super) fn reconcile_mark(path: &Path, db: &Db) -> Result<Mark, StoreError> {
+pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, StoreError> {
     let damaged = |reason: String| StoreError::Damaged {
         path: path.to_owned(),
         reason,
@@ -195,7 +196,9 @@ pub(super) fn reconcile_mark(path: &Path, db: &Db) -> Result<Mark, StoreError> {
         None => {
             // A store made before lineages: it gets one now.
             let lineage = Uuid::now_v7();
-            db.insert(layout::LINEAGE, lineage.as_bytes().as_slice())?;
+            let mut batch = super::backend::Batch::default();
+            batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
+            db.apply_batch(batch)?;
             db.flush()?;
             lineage
         }

@@ -218,7 +218,7 @@ impl Store {
         drop(_serialized);
         drop(_cluster);
         if let Some((seq, head)) = newest {
-            match &inner.sled {
+            match &inner.local {
                 Some(_) => inner.mark.advance(&inner.path, seq, head),
                 None => self.await_cluster(seq),
             }

@@ -1,11 +1,11 @@
-//! Where a test's store lives: a temporary directory (sled), or, when
-//! `LATCHKEY_TEST_POSTGRES` holds a PostgreSQL URL, a database of its own created on that
-//! server and dropped after the test.
+//! Where a test's store lives: a temporary directory (sled, or redb when
+//! `LATCHKEY_TEST_ENGINE=redb`), or, when `LATCHKEY_TEST_POSTGRES` holds a PostgreSQL URL,
+//! a database of its own created on that server and dropped after the test.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
 
-use latchkey_core::{Location, ManualClock, Store, StoreConfig};
+use latchkey_core::{Engine, Location, ManualClock, Store, StoreConfig};
 use time::OffsetDateTime;
 
 mod child;
@@ -17,6 +17,29 @@ pub use records::*;
 
 /// The environment variable that switches the tests to PostgreSQL.
 pub const POSTGRES_ENV: &str = "LATCHKEY_TEST_POSTGRES";
+
+/// The environment variable that makes the tests' directory stores redb stores
+/// (`LATCHKEY_TEST_ENGINE=redb`; unset or `sled`: sled).
+pub const ENGINE_ENV: &str = "LATCHKEY_TEST_ENGINE";
+
+/// The embedded engine of the stores the tests create in a directory.
+pub fn engine() -> Engine {
+    match std::env::var(ENGINE_ENV).as_deref() {
+        Ok("redb") => Engine::Redb,
+        Ok("" | "sled") | Err(_) => Engine::Sled,
+        Ok(other) => panic!("{ENGINE_ENV}={other}: expected sled or redb"),
+    }
+}
+
+/// Whether the tests' directory stores are redb stores.
+pub fn on_redb() -> bool {
+    engine() == Engine::Redb
+}
+
+/// The default configuration, with the tests' engine: what every test starts from.
+pub fn config() -> StoreConfig {
+    StoreConfig::default().engine(engine())
+}
 
 /// A test's store location, removed when dropped.
 pub struct TestLocation {
@@ -68,9 +91,7 @@ pub fn clocked_store(
 ) -> (TestLocation, Store, Arc<ManualClock>) {
     let dir = location();
     let clock = Arc::new(ManualClock::new(t0));
-    let config = StoreConfig::default()
-        .clock(clock.clone())
-        .usage_flush_interval(None);
+    let config = config().clock(clock.clone()).usage_flush_interval(None);
     let store = Store::create_empty_at(&dir.location, "lk", tune(config)).unwrap();
     (dir, store, clock)
 }

@@ -1,0 +1,125 @@
+//! The embedded engine that holds a store in a directory: sled (the default) or redb, and
+//! what the store needs of either beyond the [`Backend`] boundary (reopening after a
+//! storage failure).
+//!
+//! A store directory is opened with the engine whose files it holds; only a new store
+//! takes [`StoreConfig::engine`](super::StoreConfig::engine). Both keep latchkey's own files
+//! beside theirs (the mark, the disk reserve).
+
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::backend::Backend;
+use super::db::Db;
+use super::files;
+use super::redb_db::{self, RedbDb};
+use crate::error::StoreError;
+
+/// The embedded database engine of a store in a directory.
+///
+/// An existing store is always opened with the engine it was created with (found from
+/// its files); this chooses the engine of a new store only.
+///
+/// # Example
+///
+/// ```
+/// use latchkey_core::{Engine, Store, StoreConfig};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = Store::create_empty(dir.path(), "lk", StoreConfig::default().engine(Engine::Redb)).unwrap();
+/// assert_eq!(store.engine(), Some(Engine::Redb));
+/// assert!(dir.path().join("latchkey.redb").is_file());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Engine {
+    /// sled 0.34.7 (the default): files `conf`, `db` and snapshots.
+    #[default]
+    Sled,
+    /// redb 2: one file, `latchkey.redb`. Its memory is bounded by its cache, where sled
+    /// keeps a few hundred bytes per page of its tree resident (README, *At scale*).
+    Redb,
+}
+
+/// An embedded engine's database: a [`Backend`] that can be reopened after a storage
+/// failure left it refusing writes (sled poisons itself, redb answers `PreviousIo`).
+pub(crate) trait Embedded: Backend {
+    /// Whether the database is open (it is not after a reopen that failed).
+    fn is_open(&self) -> bool;
+
+    /// Drops the open instance and opens the files again, which drops whatever a failed
+    /// write left in memory.
+    fn reopen(&self) -> Result<(), StoreError>;
+
+    /// Which engine this is.
+    fn engine(&self) -> Engine;
+}
+
+/// An embedded database that a reopen can swap: the open instance, or none while it is
+/// being reopened (or could not be). Readers take a clone of the instance (a handle), so a
+/// reopen never waits for a read in flight; the engine's file lock goes with the last one.
+#[derive(Debug)]
+pub(crate) struct Slot<T>(RwLock<Option<T>>);
+
+impl<T: Clone> Slot<T> {
+    pub(crate) fn new(open: T) -> Slot<T> {
+        Slot(RwLock::new(Some(open)))
+    }
+
+    /// The open instance, or `None` while there is none.
+    pub(crate) fn get(&self) -> Option<T> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Drops the open instance, then puts what `open` gives in its place. On failure there
+    /// is no open instance until a later call succeeds; every call meanwhile fails (reads
+    /// answer 503).
+    pub(crate) fn reopen(
+        &self,
+        open: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut current = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        // Dropped first: the engine's file lock goes with the last handle.
+        drop(current.take());
+        *current = Some(open()?);
+        Ok(())
+    }
+}
+
+/// The engine whose files the directory holds, if any: `latchkey.redb` for redb, sled's
+/// `conf` for sled.
+pub(crate) fn found_in(path: &Path) -> Option<Engine> {
+    if path.join(redb_db::FILE).is_file() {
+        Some(Engine::Redb)
+    } else if path.join("conf").exists() {
+        Some(Engine::Sled)
+    } else {
+        None
+    }
+}
+
+/// Opens the engine's database in the store directory `path`; creates it when `create`
+/// (sled creates whatever is missing in any case: `files` checks before).
+pub(crate) fn open(
+    path: &Path,
+    engine: Engine,
+    cache_capacity: u64,
+    create: bool,
+) -> Result<Arc<dyn Embedded>, StoreError> {
+    Ok(match engine {
+        Engine::Sled => {
+            files::remove_leftover_snapshots(path)?;
+            Arc::new(Db::open(path, cache_capacity)?)
+        }
+        Engine::Redb => Arc::new(RedbDb::open(path, cache_capacity, create)?),
+    })
+}

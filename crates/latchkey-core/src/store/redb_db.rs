@@ -1,0 +1,500 @@
+//! The redb [`Backend`]: the store's keyspace as one redb table in `latchkey.redb`, behind
+//! a handle that can reopen it.
+//!
+//! One table maps `&[u8]` to `&[u8]`, in the byte order the keyspace needs
+//! ([`layout`](super::layout)). redb has a single writer and readers that see the last
+//! commit without waiting for it (MVCC): a transaction is one `WriteTransaction`, which
+//! never conflicts, and a read from any thread, including one that has a transaction open,
+//! runs beside it. Every commit is `Durability::Immediate` (fsynced before it returns), so
+//! a write that was acknowledged is never lost and [`Backend::flush`] has nothing left to
+//! do.
+//!
+//! After an I/O error (a full disk) redb refuses every later operation with `PreviousIo`
+//! until the file is opened again; [`Embedded::reopen`] does that, as `Db::reopen` does for
+//! sled.
+
+use std::cell::RefCell;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use super::backend::{Backend, Batch, Direction, Entry, KeyRange, KvTx, TxBody, TxError};
+use super::engine::{Embedded, Engine, Slot};
+use super::space;
+use crate::error::StoreError;
+
+/// The file, in the store's directory.
+pub(crate) const FILE: &str = "latchkey.redb";
+
+/// One entry as redb's range iterator yields it.
+type RangeItem<'a> = Result<
+    (
+        redb::AccessGuard<'a, &'static [u8]>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
+
+/// The one table: the whole keyspace.
+const TABLE: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("latchkey");
+
+/// The open redb database, or none while it is being reopened (or could not be).
+#[derive(Debug)]
+pub(crate) struct RedbDb {
+    /// The store's directory.
+    path: PathBuf,
+    cache_capacity: u64,
+    current: Slot<Arc<Database>>,
+}
+
+impl RedbDb {
+    /// Opens `latchkey.redb` in the store directory `path`; creates it (and the directory)
+    /// when `create`, and otherwise refuses a file that is not a whole redb database (an
+    /// emptied one included, which redb would initialise anew).
+    pub(crate) fn open(
+        path: &Path,
+        cache_capacity: u64,
+        create: bool,
+    ) -> Result<RedbDb, StoreError> {
+        let db = open_waiting(path, cache_capacity, create)?;
+        Ok(RedbDb {
+            path: path.to_owned(),
+            cache_capacity,
+            current: Slot::new(Arc::new(db)),
+        })
+    }
+
+    /// The open database. A clone of the handle: a reopen never waits for a reader.
+    fn handle(&self) -> Result<Arc<Database>, StoreError> {
+        self.current.get().ok_or_else(|| {
+            StoreError::storage("the store is closed after a storage failure and is being reopened")
+        })
+    }
+
+    /// redb's error as the store's.
+    fn error(&self, err: impl Into<redb::Error>) -> StoreError {
+        store_error(&self.path, err.into())
+    }
+
+    /// Runs one write transaction: `body`'s writes commit durably, or none of them when it
+    /// fails.
+    fn write<T>(
+        &self,
+        body: impl FnOnce(&RedbTx<'_, '_>) -> Result<T, TxError>,
+    ) -> Result<T, TxError> {
+        let storage = |e: StoreError| TxError::Storage(e);
+        let db = self.handle().map_err(storage)?;
+        let mut txn = db.begin_write().map_err(|e| storage(self.error(e)))?;
+        txn.set_durability(redb::Durability::Immediate);
+        let outcome = {
+            let table = txn.open_table(TABLE).map_err(|e| storage(self.error(e)))?;
+            let tx = RedbTx {
+                db: self,
+                table: RefCell::new(table),
+            };
+            body(&tx)
+        };
+        match outcome {
+            Ok(value) => {
+                txn.commit().map_err(|e| storage(self.error(e)))?;
+                Ok(value)
+            }
+            Err(e) => {
+                // Nothing of it is written; an abort that fails leaves nothing either.
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Embedded for RedbDb {
+    fn is_open(&self) -> bool {
+        self.current.is_open()
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        self.current
+            .reopen(|| open_waiting(&self.path, self.cache_capacity, false).map(Arc::new))
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Redb
+    }
+}
+
+/// A redb error as the store's: a held lock, a full disk and damage as the sled side
+/// reports them (`files::open_error`), anything else as a storage error.
+fn store_error(path: &Path, err: redb::Error) -> StoreError {
+    match err {
+        redb::Error::DatabaseAlreadyOpen => StoreError::Locked {
+            path: path.to_owned(),
+        },
+        redb::Error::Io(io) if space::is_full(&io) => StoreError::StorageFull {
+            path: path.to_owned(),
+        },
+        // What redb answers for a file whose header is not its own (a zeroed file).
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Damaged {
+                path: path.to_owned(),
+                reason: format!("is damaged (redb cannot read its file: {io})"),
+            }
+        }
+        redb::Error::Corrupted(what) => StoreError::Damaged {
+            path: path.to_owned(),
+            reason: format!("is damaged (redb found corrupted data in its file: {what})"),
+        },
+        redb::Error::UpgradeRequired(version) => StoreError::Damaged {
+            path: path.to_owned(),
+            reason: format!("cannot be opened by this version (redb file format {version})"),
+        },
+        other => StoreError::Storage(Box::new(other)),
+    }
+}
+
+/// One write transaction's view, for the domain's [`Tx`](super::tx::Tx).
+struct RedbTx<'db, 'txn> {
+    db: &'db RedbDb,
+    table: RefCell<redb::Table<'txn, &'static [u8], &'static [u8]>>,
+}
+
+impl KvTx for RedbTx<'_, '_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TxError> {
+        let table = self.table.borrow();
+        let found = table
+            .get(key)
+            .map_err(|e| TxError::Storage(self.db.error(e)))?;
+        Ok(found.map(|v| v.value().to_vec()))
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), TxError> {
+        let mut table = self.table.borrow_mut();
+        table
+            .insert(key, value)
+            .map(drop)
+            .map_err(|e| TxError::Storage(self.db.error(e)))
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), TxError> {
+        let mut table = self.table.borrow_mut();
+        table
+            .remove(key)
+            .map(drop)
+            .map_err(|e| TxError::Storage(self.db.error(e)))
+    }
+}
+
+/// Whether a range holds no key at all by its bounds (its lower bound above its upper).
+fn is_empty(range: &KeyRange) -> bool {
+    match (&range.lower, &range.upper) {
+        (Bound::Included(l), Bound::Included(u)) => l > u,
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u))
+        | (Bound::Excluded(l), Bound::Included(u)) => l >= u,
+        _ => false,
+    }
+}
+
+fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    bound.as_ref().map(Vec::as_slice)
+}
+
+impl Backend for RedbDb {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let db = self.handle()?;
+        let read = db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(TABLE) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.error(e)),
+        };
+        let found = table.get(key).map_err(|e| self.error(e))?;
+        Ok(found.map(|v| v.value().to_vec()))
+    }
+
+    fn range(
+        &self,
+        range: &KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if is_empty(range) || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let db = self.handle()?;
+        let read = db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(TABLE) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(e)),
+        };
+        let items = table
+            .range::<&[u8]>((as_slice(&range.lower), as_slice(&range.upper)))
+            .map_err(|e| self.error(e))?;
+        let entry = |item: RangeItem<'_>| {
+            item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .map_err(|e| self.error(e))
+        };
+        match direction {
+            Direction::Forward => items.take(limit).map(entry).collect(),
+            Direction::Reverse => items.rev().take(limit).map(entry).collect(),
+        }
+    }
+
+    /// redb's readers never wait for its writer: a read beside an open transaction sees the
+    /// last commit.
+    fn reads_during_transactions(&self) -> bool {
+        true
+    }
+
+    fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
+        // A single writer: nothing conflicts with this transaction. A body that reports a
+        // conflict all the same is run again, as the contract says.
+        loop {
+            match self.write(|tx| body(tx)) {
+                Err(TxError::Conflict) => continue,
+                done => return done,
+            }
+        }
+    }
+
+    fn apply_batch(&self, batch: Batch) -> Result<(), StoreError> {
+        let applied = self.write(|tx| {
+            for (key, value) in &batch.writes {
+                match value {
+                    Some(value) => tx.put(key, value)?,
+                    None => tx.remove(key)?,
+                }
+            }
+            Ok(())
+        });
+        applied.map_err(|e| match e {
+            TxError::Abort(e) | TxError::Storage(e) => e,
+            TxError::Conflict => StoreError::storage("unexpected write conflict"),
+        })
+    }
+
+    /// Every commit is durable when it returns (`Durability::Immediate`): there is nothing
+    /// to flush. A closed database (after a storage failure) still says so.
+    fn flush(&self) -> Result<(), StoreError> {
+        self.handle().map(drop)
+    }
+}
+
+/// Opens the database, waiting up to `db::LOCK_WAIT` for a lock being released (a handle
+/// of this process that is still being dropped), and makes the table if it is missing.
+fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Database, StoreError> {
+    let file = path.join(FILE);
+    if create {
+        // sled creates the store's directory; so does this.
+        std::fs::create_dir_all(path).map_err(|e| {
+            StoreError::storage(format!(
+                "cannot create the store at {}: {e}",
+                path.display()
+            ))
+        })?;
+    } else if std::fs::metadata(&file).is_ok_and(|m| m.len() == 0) {
+        return Err(StoreError::Damaged {
+            path: path.to_owned(),
+            reason: format!("is damaged (its `{FILE}` file is empty)"),
+        });
+    }
+    let started = Instant::now();
+    let db = loop {
+        let mut builder = Database::builder();
+        builder.set_cache_size(usize::try_from(cache_capacity).unwrap_or(usize::MAX));
+        // redb 2.6.4 asserts on some damage rather than returning an error (a file cut
+        // shorter than its header says): at open, that is a damaged store like any other.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if create {
+                builder.create(&file)
+            } else {
+                builder.open(&file)
+            }
+        }));
+        let Ok(opened) = opened else {
+            return Err(StoreError::Damaged {
+                path: path.to_owned(),
+                reason: "is damaged (redb could not read its file)".into(),
+            });
+        };
+        match opened {
+            Ok(db) => break db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if started.elapsed() < super::db::LOCK_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(match store_error(path, e.into()) {
+                    StoreError::Storage(e) => StoreError::storage(format!(
+                        "cannot open the store at {}: {e}",
+                        path.display()
+                    )),
+                    e => e,
+                });
+            }
+        }
+    };
+    let read = db.begin_read().map_err(|e| store_error(path, e.into()))?;
+    match read.open_table(TABLE) {
+        Ok(_) => return Ok(db),
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(store_error(path, e.into())),
+    }
+    drop(read);
+    // A new file: its table is made once (a commit, an fsync), not at every open.
+    let txn = db.begin_write().map_err(|e| store_error(path, e.into()))?;
+    txn.open_table(TABLE)
+        .map(drop)
+        .map_err(|e| store_error(path, e.into()))?;
+    txn.commit().map_err(|e| store_error(path, e.into()))?;
+    Ok(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, RedbDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RedbDb::open(dir.path(), 1 << 20, true).unwrap();
+        (dir, db)
+    }
+
+    fn batch(keys: &[&[u8]]) -> Batch {
+        let mut batch = Batch::default();
+        for key in keys {
+            batch.insert(key, [b"v:".as_slice(), key].concat());
+        }
+        batch
+    }
+
+    fn keys(entries: &[Entry]) -> Vec<&[u8]> {
+        entries.iter().map(|(k, _)| k.as_slice()).collect()
+    }
+
+    #[test]
+    fn ranges_read_both_directions_within_their_bounds_and_limit() {
+        let (_dir, db) = open();
+        db.apply_batch(batch(&[b"a", b"b1", b"b2", b"b3", b"b4", b"c"]))
+            .unwrap();
+        let b = KeyRange::prefix(b"b");
+        let forward = db.range(&b, Direction::Forward, 10).unwrap();
+        assert_eq!(keys(&forward), [b"b1", b"b2", b"b3", b"b4"]);
+        assert_eq!(forward[0].1, b"v:b1");
+        let reverse = db.range(&b, Direction::Reverse, 3).unwrap();
+        assert_eq!(keys(&reverse), [b"b4", b"b3", b"b2"]);
+        let inner = KeyRange::new(
+            Bound::Excluded(b"b1".to_vec()),
+            Bound::Included(b"b3".to_vec()),
+        );
+        assert_eq!(
+            keys(&db.range(&inner, Direction::Forward, 10).unwrap()),
+            [b"b2", b"b3"]
+        );
+        assert_eq!(
+            keys(&db.range(&inner, Direction::Reverse, 1).unwrap()),
+            [b"b3"]
+        );
+        let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
+        assert_eq!(
+            db.range(&everything, Direction::Forward, 100)
+                .unwrap()
+                .len(),
+            6
+        );
+        assert!(
+            db.range(&everything, Direction::Forward, 0)
+                .unwrap()
+                .is_empty()
+        );
+        // A range whose lower bound is above its upper holds nothing (and does not panic).
+        let inverted = KeyRange::new(
+            Bound::Included(b"c".to_vec()),
+            Bound::Excluded(b"a".to_vec()),
+        );
+        assert!(
+            db.range(&inverted, Direction::Reverse, 10)
+                .unwrap()
+                .is_empty()
+        );
+        let floors = db
+            .floors(&[
+                (b"b".to_vec(), b"b2z".to_vec()),
+                (b"d".to_vec(), b"e".to_vec()),
+            ])
+            .unwrap();
+        assert_eq!(floors, [Some(b"b2".to_vec()), None]);
+    }
+
+    #[test]
+    fn a_transaction_sees_its_writes_and_an_abort_writes_nothing() {
+        let (_dir, db) = open();
+        db.apply_batch(batch(&[b"kept"])).unwrap();
+        let aborted = db.transaction(&mut |tx| {
+            tx.put(b"new", b"1")?;
+            tx.remove(b"kept")?;
+            assert_eq!(tx.get(b"new")?, Some(b"1".to_vec()));
+            assert_eq!(tx.get(b"kept")?, None);
+            Err(TxError::Abort(StoreError::storage("the body's decision")))
+        });
+        assert!(matches!(aborted, Err(TxError::Abort(_))));
+        assert_eq!(db.get(b"new").unwrap(), None);
+        assert_eq!(db.get(b"kept").unwrap(), Some(b"v:kept".to_vec()));
+
+        db.transaction(&mut |tx| tx.put(b"new", b"2")).unwrap();
+        assert_eq!(db.get(b"new").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn reads_run_beside_an_open_transaction_on_the_same_thread() {
+        let (_dir, db) = open();
+        db.apply_batch(batch(&[b"a"])).unwrap();
+        assert!(db.reads_during_transactions());
+        db.transaction(&mut |tx| {
+            tx.put(b"b", b"uncommitted")?;
+            // Outside the transaction: the last commit, without waiting for this one.
+            assert_eq!(db.get(b"a").unwrap(), Some(b"v:a".to_vec()));
+            assert_eq!(db.get(b"b").unwrap(), None);
+            let all = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
+            assert_eq!(
+                keys(&db.range(&all, Direction::Forward, 10).unwrap()),
+                [b"a"]
+            );
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(db.get(b"b").unwrap(), Some(b"uncommitted".to_vec()));
+    }
+
+    #[test]
+    fn a_database_held_by_another_open_is_locked_until_it_is_dropped() {
+        let (dir, db) = open();
+        db.apply_batch(batch(&[b"a"])).unwrap();
+        let started = Instant::now();
+        match RedbDb::open(dir.path(), 1 << 20, false) {
+            Err(StoreError::Locked { path }) => assert_eq!(path, dir.path()),
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        // After the bounded wait for a handle being dropped.
+        assert!(started.elapsed() >= crate::store::db::LOCK_WAIT);
+        drop(db);
+        let again = RedbDb::open(dir.path(), 1 << 20, false).unwrap();
+        assert_eq!(again.get(b"a").unwrap(), Some(b"v:a".to_vec()));
+    }
+
+    #[test]
+    fn a_reopen_keeps_every_commit() {
+        let (_dir, db) = open();
+        db.apply_batch(batch(&[b"a"])).unwrap();
+        db.transaction(&mut |tx| tx.put(b"b", b"2")).unwrap();
+        db.reopen().unwrap();
+        assert!(db.is_open());
+        assert_eq!(db.get(b"a").unwrap(), Some(b"v:a".to_vec()));
+        assert_eq!(db.get(b"b").unwrap(), Some(b"2".to_vec()));
+    }
+}
