@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
@@ -359,13 +360,25 @@ impl Daemon {
     }
 
     /// SIGTERM; waits for a graceful exit and returns its status.
-    pub(crate) fn terminate(mut self) -> ExitStatus {
+    pub(crate) fn terminate(self) -> ExitStatus {
+        self.stop().0
+    }
+
+    /// [`Daemon::terminate`], with everything the daemon logged, its shutdown included: for
+    /// a failure message.
+    pub(crate) fn stop(mut self) -> (ExitStatus, String) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("running kill -TERM");
         assert!(status.success());
-        self.child.wait().expect("waiting for the daemon")
+        let status = self.child.wait().expect("waiting for the daemon");
+        // The log's reader sees the pipe close right after the exit.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Arc::strong_count(&self.stderr) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (status, self.log())
     }
 }
 

@@ -81,7 +81,8 @@ fn a_full_disk_answers_507_verification_goes_on_and_writes_come_back() {
     );
 
     // A restart while the disk is full: it starts, serves verification, refuses writes.
-    assert!(daemon.terminate().success());
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{status}; its log:\n{log}");
     let daemon = Daemon::start(&db);
     assert_eq!(daemon.admin_key, None, "{}", daemon.banner);
     verifies(&daemon);

@@ -773,17 +773,23 @@ impl Store {
             .write_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        self.ensure_open()?;
         let db = &*self.inner.db;
         if self.inner.local.is_some()
             && space::below_reserve(&self.inner.path, self.inner.min_free_bytes)
         {
-            // Usage figures are best effort; a full disk is no reason to fail a shutdown.
+            // Every acknowledged write was durable before it was acknowledged: what a flush
+            // adds now is best effort (usage figures, credit slices given back, which stay
+            // spent), and a full disk is no reason to fail a shutdown. The engine may still
+            // hold such a write from before the disk filled, or have been closed by one.
             tracing::warn!(store = %self.inner.location, "the disk is full: usage figures since the last flush are not persisted");
-        } else {
-            controls::flush(db, &self.inner.meters, self.inner.clock.unix_nanos(), true)?;
-            usage::flush(db, &self.inner.usage, self.inner.chunk_positions)?;
+            if let Err(e) = self.ensure_open().and_then(|()| db.flush()) {
+                tracing::warn!(store = %self.inner.location, error = %e, "the disk is full: the store's last flush failed (nothing acknowledged is lost)");
+            }
+            return Ok(());
         }
+        self.ensure_open()?;
+        controls::flush(db, &self.inner.meters, self.inner.clock.unix_nanos(), true)?;
+        usage::flush(db, &self.inner.usage, self.inner.chunk_positions)?;
         db.flush()?;
         Ok(())
     }
