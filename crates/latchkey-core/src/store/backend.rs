@@ -49,6 +49,25 @@ impl KeyRange {
         KeyRange { lower, upper }
     }
 
+    /// The bounds as slices, as an engine's range read takes them.
+    pub(crate) fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        (
+            self.lower.as_ref().map(Vec::as_slice),
+            self.upper.as_ref().map(Vec::as_slice),
+        )
+    }
+
+    /// Whether the range holds no key at all by its bounds (its lower bound above its
+    /// upper).
+    pub(crate) fn is_empty(&self) -> bool {
+        match (&self.lower, &self.upper) {
+            (Bound::Included(l), Bound::Included(u)) => l > u,
+            (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u))
+            | (Bound::Excluded(l), Bound::Included(u)) => l >= u,
+            _ => false,
+        }
+    }
+
     /// Every key that starts with `prefix`.
     pub(crate) fn prefix(prefix: &[u8]) -> KeyRange {
         let upper = successor_of_prefix(prefix).map_or(Bound::Unbounded, Bound::Excluded);

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::cell::RefCell;
-use std::ops::Bound;
 
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -98,18 +97,6 @@ impl KvTx for SledTx<'_> {
     }
 }
 
-fn bounds(range: &KeyRange) -> (Bound<&[u8]>, Bound<&[u8]>) {
-    (as_slice(&range.lower), as_slice(&range.upper))
-}
-
-fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match bound {
-        Bound::Included(k) => Bound::Included(k.as_slice()),
-        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
 impl Backend for Db {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.try_handle()?.get(key)?.map(|v| v.to_vec()))
@@ -122,7 +109,7 @@ impl Backend for Db {
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
         let db = self.try_handle()?;
-        let items = db.range::<&[u8], _>(bounds(range));
+        let items = db.range::<&[u8], _>(range.bounds());
         let entry = |item: sled::Result<(sled::IVec, sled::IVec)>| {
             item.map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .map_err(StoreError::from)

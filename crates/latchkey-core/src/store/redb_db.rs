@@ -14,7 +14,6 @@
 //! sled.
 
 use std::cell::RefCell;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -188,20 +187,6 @@ impl KvTx for RedbTx<'_, '_> {
     }
 }
 
-/// Whether a range holds no key at all by its bounds (its lower bound above its upper).
-fn is_empty(range: &KeyRange) -> bool {
-    match (&range.lower, &range.upper) {
-        (Bound::Included(l), Bound::Included(u)) => l > u,
-        (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u))
-        | (Bound::Excluded(l), Bound::Included(u)) => l >= u,
-        _ => false,
-    }
-}
-
-fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    bound.as_ref().map(Vec::as_slice)
-}
-
 impl Backend for RedbDb {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.handle()?;
@@ -221,7 +206,7 @@ impl Backend for RedbDb {
         direction: Direction,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        if is_empty(range) || limit == 0 {
+        if range.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let db = self.handle()?;
@@ -232,7 +217,7 @@ impl Backend for RedbDb {
             Err(e) => return Err(self.error(e)),
         };
         let items = table
-            .range::<&[u8]>((as_slice(&range.lower), as_slice(&range.upper)))
+            .range::<&[u8]>(range.bounds())
             .map_err(|e| self.error(e))?;
         let entry = |item: RangeItem<'_>| {
             item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
@@ -357,6 +342,8 @@ fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Databa
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Bound;
+
     use super::*;
 
     fn open() -> (tempfile::TempDir, RedbDb) {
