@@ -37,6 +37,42 @@ pub(crate) enum Direction {
     Reverse,
 }
 
+/// Where a range read starts and how far it goes: up to `limit` entries from the range's
+/// low end (`Forward`) or its high end (`Reverse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Take {
+    pub(crate) direction: Direction,
+    pub(crate) limit: usize,
+}
+
+impl Take {
+    pub(crate) fn new(direction: Direction, limit: usize) -> Take {
+        Take { direction, limit }
+    }
+
+    /// Up to `limit` entries from the low end.
+    pub(crate) fn forward(limit: usize) -> Take {
+        Take::new(Direction::Forward, limit)
+    }
+
+    /// Up to `limit` entries from the high end.
+    pub(crate) fn reverse(limit: usize) -> Take {
+        Take::new(Direction::Reverse, limit)
+    }
+
+    /// This page of a range whose entries `items` gives in ascending order: what an
+    /// engine's range iterator, which runs both ways, is turned into.
+    pub(crate) fn collect<E>(
+        self,
+        items: impl DoubleEndedIterator<Item = Result<Entry, E>>,
+    ) -> Result<Vec<Entry>, E> {
+        match self.direction {
+            Direction::Forward => items.take(self.limit).collect(),
+            Direction::Reverse => items.rev().take(self.limit).collect(),
+        }
+    }
+}
+
 /// A range of keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KeyRange {
@@ -148,13 +184,8 @@ pub(crate) trait Backend: Send + Sync + Debug {
         keys.iter().map(|key| self.get(key)).collect()
     }
 
-    /// Up to `limit` entries of `range`, in `direction`.
-    fn range(
-        &self,
-        range: &KeyRange,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError>;
+    /// One page of `range`'s entries.
+    fn range(&self, range: &KeyRange, take: Take) -> Result<Vec<Entry>, StoreError>;
 
     /// For each `(low, high)` of `queries`, in order, the greatest key in `[low, high]`
     /// (`None`: no key there). A write reads the index hints of all its changes this way
@@ -222,7 +253,7 @@ pub(crate) fn floor_by_range<B: Backend + ?Sized>(
         Bound::Included(high.to_vec()),
     );
     Ok(db
-        .range(&range, Direction::Reverse, 1)?
+        .range(&range, Take::reverse(1))?
         .into_iter()
         .next()
         .map(|(k, _)| k))
@@ -256,7 +287,10 @@ impl dyn Backend {
         range: &KeyRange,
         direction: Direction,
     ) -> Result<Option<Entry>, StoreError> {
-        Ok(self.range(range, direction, 1)?.into_iter().next())
+        Ok(self
+            .range(range, Take::new(direction, 1))?
+            .into_iter()
+            .next())
     }
 }
 
@@ -293,7 +327,10 @@ impl Iterator for Scan {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.buffered.is_empty() && !self.done {
-            match self.db.range(&self.range, self.direction, self.page) {
+            match self
+                .db
+                .range(&self.range, Take::new(self.direction, self.page))
+            {
                 Ok(entries) => {
                     self.done = entries.len() < self.page;
                     self.page = (self.page * 4).min(SCAN_PAGE);

@@ -15,7 +15,7 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
 };
 
-use super::backend::{Backend, Batch, Direction, Entry, KeyRange, KvTx, TxBody, TxError};
+use super::backend::{Backend, Batch, Entry, KeyRange, KvTx, Take, TxBody, TxError};
 use super::engine::{Embedded, Engine, Slot};
 use super::{files, space};
 use crate::error::StoreError;
@@ -102,22 +102,14 @@ impl Backend for Db {
         Ok(self.try_handle()?.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn range(
-        &self,
-        range: &KeyRange,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
+    fn range(&self, range: &KeyRange, take: Take) -> Result<Vec<Entry>, StoreError> {
         let db = self.try_handle()?;
         let items = db.range::<&[u8], _>(range.bounds());
         let entry = |item: sled::Result<(sled::IVec, sled::IVec)>| {
             item.map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .map_err(StoreError::from)
         };
-        match direction {
-            Direction::Forward => items.take(limit).map(entry).collect(),
-            Direction::Reverse => items.rev().take(limit).map(entry).collect(),
-        }
+        take.collect(items.map(entry))
     }
 
     fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {

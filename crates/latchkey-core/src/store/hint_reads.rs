@@ -10,7 +10,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::backend::{
-    Backend, Batch, Direction, Entry, KeyRange, TxBody, TxError, WriterGuard, floor_by_range,
+    Backend, Batch, Entry, KeyRange, Take, TxBody, TxError, WriterGuard, floor_by_range,
 };
 use super::db::Db;
 use super::mark::Mark;
@@ -51,16 +51,11 @@ impl Backend for Counting {
         self.inner.get(key)
     }
 
-    fn range(
-        &self,
-        range: &KeyRange,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
+    fn range(&self, range: &KeyRange, take: Take) -> Result<Vec<Entry>, StoreError> {
         if self.in_transaction.load(Ordering::SeqCst) {
             self.ranges.fetch_add(1, Ordering::SeqCst);
         }
-        self.inner.range(range, direction, limit)
+        self.inner.range(range, take)
     }
 
     fn floors(&self, queries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
@@ -208,9 +203,7 @@ fn check_floors(db: &dyn Backend) {
     assert_eq!(db.floors(&[]).unwrap(), Vec::<Option<Vec<u8>>>::new());
     let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
     assert_eq!(
-        db.range(&everything, Direction::Forward, 100)
-            .unwrap()
-            .len(),
+        db.range(&everything, Take::forward(100)).unwrap().len(),
         keys.len()
     );
 }

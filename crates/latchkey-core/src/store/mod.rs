@@ -70,7 +70,7 @@ use crate::location::Location;
 use crate::model::{CreatedKey, NewGroup, NewKey, NewUser};
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, VerifyCache, VerifyError};
-use backend::{Backend, Direction, Entry, KeyRange};
+use backend::{Backend, Direction, Entry, KeyRange, Take};
 use engine::Embedded;
 use files::Found;
 use mark::Mark;
@@ -807,7 +807,7 @@ impl Store {
         );
         self.inner
             .db
-            .range(&range, Direction::Forward, limit)?
+            .range(&range, Take::forward(limit))?
             .iter()
             .map(decode_event)
             .collect()

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::backend::{Backend, Batch, Direction, Entry, KeyRange, KvTx, TxBody, TxError};
+use super::backend::{Backend, Batch, Entry, KeyRange, KvTx, Take, TxBody, TxError};
 use super::engine::{Embedded, Engine, Slot};
 use super::space;
 use crate::error::StoreError;
@@ -200,13 +200,8 @@ impl Backend for RedbDb {
         Ok(found.map(|v| v.value().to_vec()))
     }
 
-    fn range(
-        &self,
-        range: &KeyRange,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
-        if range.is_empty() || limit == 0 {
+    fn range(&self, range: &KeyRange, take: Take) -> Result<Vec<Entry>, StoreError> {
+        if range.is_empty() || take.limit == 0 {
             return Ok(Vec::new());
         }
         let db = self.handle()?;
@@ -223,10 +218,7 @@ impl Backend for RedbDb {
             item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
                 .map_err(|e| self.error(e))
         };
-        match direction {
-            Direction::Forward => items.take(limit).map(entry).collect(),
-            Direction::Reverse => items.rev().take(limit).map(entry).collect(),
-        }
+        take.collect(items.map(entry))
     }
 
     /// redb's readers never wait for its writer: a read beside an open transaction sees the
@@ -370,45 +362,29 @@ mod tests {
         db.apply_batch(batch(&[b"a", b"b1", b"b2", b"b3", b"b4", b"c"]))
             .unwrap();
         let b = KeyRange::prefix(b"b");
-        let forward = db.range(&b, Direction::Forward, 10).unwrap();
+        let forward = db.range(&b, Take::forward(10)).unwrap();
         assert_eq!(keys(&forward), [b"b1", b"b2", b"b3", b"b4"]);
         assert_eq!(forward[0].1, b"v:b1");
-        let reverse = db.range(&b, Direction::Reverse, 3).unwrap();
+        let reverse = db.range(&b, Take::reverse(3)).unwrap();
         assert_eq!(keys(&reverse), [b"b4", b"b3", b"b2"]);
         let inner = KeyRange::new(
             Bound::Excluded(b"b1".to_vec()),
             Bound::Included(b"b3".to_vec()),
         );
         assert_eq!(
-            keys(&db.range(&inner, Direction::Forward, 10).unwrap()),
+            keys(&db.range(&inner, Take::forward(10)).unwrap()),
             [b"b2", b"b3"]
         );
-        assert_eq!(
-            keys(&db.range(&inner, Direction::Reverse, 1).unwrap()),
-            [b"b3"]
-        );
+        assert_eq!(keys(&db.range(&inner, Take::reverse(1)).unwrap()), [b"b3"]);
         let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
-        assert_eq!(
-            db.range(&everything, Direction::Forward, 100)
-                .unwrap()
-                .len(),
-            6
-        );
-        assert!(
-            db.range(&everything, Direction::Forward, 0)
-                .unwrap()
-                .is_empty()
-        );
+        assert_eq!(db.range(&everything, Take::forward(100)).unwrap().len(), 6);
+        assert!(db.range(&everything, Take::forward(0)).unwrap().is_empty());
         // A range whose lower bound is above its upper holds nothing (and does not panic).
         let inverted = KeyRange::new(
             Bound::Included(b"c".to_vec()),
             Bound::Excluded(b"a".to_vec()),
         );
-        assert!(
-            db.range(&inverted, Direction::Reverse, 10)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(db.range(&inverted, Take::reverse(10)).unwrap().is_empty());
         let floors = db
             .floors(&[
                 (b"b".to_vec(), b"b2z".to_vec()),
@@ -448,10 +424,7 @@ mod tests {
             assert_eq!(db.get(b"a").unwrap(), Some(b"v:a".to_vec()));
             assert_eq!(db.get(b"b").unwrap(), None);
             let all = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
-            assert_eq!(
-                keys(&db.range(&all, Direction::Forward, 10).unwrap()),
-                [b"a"]
-            );
+            assert_eq!(keys(&db.range(&all, Take::forward(10)).unwrap()), [b"a"]);
             Ok(())
         })
         .unwrap();

@@ -24,7 +24,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::error::StoreError;
 use crate::location::DatabaseUrl;
 use crate::store::backend::{
-    Backend, Batch, Direction, Entry, KeyRange, KvTx, TxBody, TxError, WriterGuard,
+    Backend, Batch, Direction, Entry, KeyRange, KvTx, Take, TxBody, TxError, WriterGuard,
 };
 use crate::store::layout;
 
@@ -369,12 +369,7 @@ impl Backend for PgBackend {
         Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
     }
 
-    fn range(
-        &self,
-        range: &KeyRange,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
+    fn range(&self, range: &KeyRange, take: Take) -> Result<Vec<Entry>, StoreError> {
         // The primary key's B-tree answers every range, forwards or backwards.
         let mut sql = String::from("SELECT k, v FROM latchkey_kv WHERE true");
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
@@ -389,9 +384,9 @@ impl Backend for PgBackend {
             params.push(key);
             sql.push_str(&format!(" AND k {op} ${}", params.len()));
         }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = i64::try_from(take.limit).unwrap_or(i64::MAX);
         params.push(&limit);
-        let order = match direction {
+        let order = match take.direction {
             Direction::Forward => "ASC",
             Direction::Reverse => "DESC",
         };
