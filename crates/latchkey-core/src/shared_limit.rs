@@ -59,6 +59,23 @@ pub(crate) enum RateGrant {
     },
 }
 
+/// How many requests a reservation asks for: at least `at_least`, or none, and up to
+/// `up_to` (never below `at_least`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ask {
+    pub(crate) at_least: u32,
+    pub(crate) up_to: u32,
+}
+
+impl Ask {
+    pub(crate) fn new(at_least: u32, up_to: u32) -> Ask {
+        Ask {
+            at_least,
+            up_to: up_to.max(at_least),
+        }
+    }
+}
+
 impl Gcra {
     pub(crate) fn of(rule: &RateLimit) -> Gcra {
         let limit = rule.limit.max(1);
@@ -70,16 +87,15 @@ impl Gcra {
         }
     }
 
-    /// Reserves at least `at_least` and up to `want` requests at `now` from the state `tat`
-    /// (`None`: never used, or unused for a window): the new TAT (unchanged when refused) and
-    /// the grant.
+    /// Reserves what `ask` asks for at `now` from the state `tat` (`None`: never used, or
+    /// unused for a window): the new TAT (unchanged when refused) and the grant.
     pub(crate) fn reserve(
         &self,
         tat: Option<i64>,
         now: i128,
-        at_least: u32,
-        want: u32,
+        ask: Ask,
     ) -> (Option<i64>, RateGrant) {
+        let Ask { at_least, up_to } = ask;
         if at_least > self.limit {
             // More than the whole limit: never passes.
             let retry_after = Duration::from_nanos(nanos(self.window));
@@ -89,7 +105,7 @@ impl Gcra {
         let backlog = start - now;
         let fit = u32::try_from(((self.window - backlog) / self.interval).max(0)).unwrap_or(0);
         let fit = fit.min(self.limit);
-        let granted = want.max(at_least).min(fit);
+        let granted = up_to.min(fit);
         if granted < at_least.max(1) {
             let wait = backlog + i128::from(at_least.max(1)) * self.interval - self.window;
             let retry_after = Duration::from_nanos(nanos(wait));
@@ -114,15 +130,9 @@ fn nanos(n: i128) -> u64 {
 
 /// Where a shared limit's slices come from: its state in the store (`store/rate_state.rs`).
 pub(crate) trait RateSource: Send + Sync {
-    /// Takes at least `at_least` and up to `want` requests of the limit `rule` (named as
-    /// the meter names it) from its shared state at `now`, in one transaction.
-    fn reserve(
-        &self,
-        rule: &RateLimit,
-        at_least: u32,
-        want: u32,
-        now: i128,
-    ) -> Result<RateGrant, VerifyError>;
+    /// Takes what `ask` asks for of the limit `rule` (named as the meter names it) from its
+    /// shared state at `now`, in one transaction.
+    fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError>;
 }
 
 /// One rate limit of a key or user on shared storage: this process's slice of it.
@@ -228,7 +238,7 @@ impl SharedLimit {
         } else {
             1
         };
-        let granted = self.reserve(rule, cost, want.max(cost), now)?;
+        let granted = self.reserve(rule, Ask::new(cost, want), now)?;
         let until = now + self.gcra.valid_for(granted);
         self.fresh_left.store(granted - cost, Ordering::Release);
         self.left.store(granted - cost, Ordering::Release);
@@ -250,19 +260,13 @@ impl SharedLimit {
     /// Fails as [`SharedLimit::take`] does.
     pub(crate) fn lease(&self, rule: &RateLimit, want: u32, now: i128) -> Result<u32, VerifyError> {
         match self.refused_for(1, now) {
-            0 => self.reserve(rule, 1, want.clamp(1, rule.limit.max(1)), now),
+            0 => self.reserve(rule, Ask::new(1, want.min(rule.limit.max(1))), now),
             wait => Err(rate_limited(rule, wait)),
         }
     }
 
-    fn reserve(
-        &self,
-        rule: &RateLimit,
-        at_least: u32,
-        want: u32,
-        now: i128,
-    ) -> Result<u32, VerifyError> {
-        match self.source.reserve(rule, at_least, want, now)? {
+    fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<u32, VerifyError> {
+        match self.source.reserve(rule, ask, now)? {
             RateGrant::Granted { granted, left } => {
                 self.shared_left.store(left, Ordering::Release);
                 Ok(granted)
@@ -270,7 +274,7 @@ impl SharedLimit {
             RateGrant::Refused { retry_after } => {
                 let wait = i128::try_from(retry_after.as_nanos()).unwrap_or(i128::MAX);
                 // `at_least` fit after `wait`; a full slice, that many intervals more or less.
-                let slice = i128::from(self.max_slice) - i128::from(at_least);
+                let slice = i128::from(self.max_slice) - i128::from(ask.at_least);
                 let until = now.saturating_add(wait + slice * self.gcra.interval);
                 let until = i64::try_from(until.max(now)).unwrap_or(i64::MAX);
                 self.refused_until.fetch_max(until, Ordering::AcqRel);
@@ -304,7 +308,7 @@ mod tests {
     fn a_fresh_limit_grants_its_whole_burst_and_no_more() {
         let gcra = per_minute(20);
         let now = 1_000 * SECOND;
-        let (tat, grant) = gcra.reserve(None, now, 1, 100);
+        let (tat, grant) = gcra.reserve(None, now, Ask::new(1, 100));
         assert_eq!(
             grant,
             RateGrant::Granted {
@@ -314,7 +318,7 @@ mod tests {
         );
         assert_eq!(tat, Some(i64::try_from(now + 60 * SECOND).unwrap()));
         // Nothing fits now; one request is back after 3 s.
-        let (same, refused) = gcra.reserve(tat, now, 1, 1);
+        let (same, refused) = gcra.reserve(tat, now, Ask::new(1, 1));
         assert_eq!(same, tat);
         assert_eq!(
             refused,
@@ -322,7 +326,7 @@ mod tests {
                 retry_after: Duration::from_secs(3)
             }
         );
-        let (_, later) = gcra.reserve(tat, now + 3 * SECOND, 1, 5);
+        let (_, later) = gcra.reserve(tat, now + 3 * SECOND, Ask::new(1, 5));
         assert_eq!(
             later,
             RateGrant::Granted {
@@ -339,7 +343,7 @@ mod tests {
         let mut tat = None;
         let mut total = 0;
         for want in [1, 2, 4, 1, 8, 3, 9] {
-            let (next, grant) = gcra.reserve(tat, now, 1, want);
+            let (next, grant) = gcra.reserve(tat, now, Ask::new(1, want));
             tat = next;
             if let RateGrant::Granted { granted, left } = grant {
                 total += granted;
@@ -348,7 +352,7 @@ mod tests {
         }
         assert_eq!(total, 20);
         // A state a window old is as good as none.
-        let (_, grant) = gcra.reserve(tat, now + 60 * SECOND, 1, 100);
+        let (_, grant) = gcra.reserve(tat, now + 60 * SECOND, Ask::new(1, 100));
         assert_eq!(
             grant,
             RateGrant::Granted {
@@ -361,15 +365,15 @@ mod tests {
     #[test]
     fn at_least_more_than_fits_is_refused_and_more_than_the_limit_never_fits() {
         let gcra = per_minute(20);
-        let (tat, _) = gcra.reserve(None, 0, 18, 18);
-        let (_, grant) = gcra.reserve(tat, 0, 3, 3);
+        let (tat, _) = gcra.reserve(None, 0, Ask::new(18, 18));
+        let (_, grant) = gcra.reserve(tat, 0, Ask::new(3, 3));
         assert_eq!(
             grant,
             RateGrant::Refused {
                 retry_after: Duration::from_secs(3)
             }
         );
-        let (_, grant) = gcra.reserve(None, 0, 21, 21);
+        let (_, grant) = gcra.reserve(None, 0, Ask::new(21, 21));
         assert_eq!(
             grant,
             RateGrant::Refused {
@@ -400,16 +404,10 @@ mod tests {
     }
 
     impl RateSource for Counted {
-        fn reserve(
-            &self,
-            rule: &RateLimit,
-            at_least: u32,
-            want: u32,
-            now: i128,
-        ) -> Result<RateGrant, VerifyError> {
-            self.asked.lock().unwrap().push(want);
+        fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
+            self.asked.lock().unwrap().push(ask.up_to);
             let mut tat = self.tat.lock().unwrap();
-            let (next, grant) = Gcra::of(rule).reserve(*tat, now, at_least, want);
+            let (next, grant) = Gcra::of(rule).reserve(*tat, now, ask);
             *tat = next;
             Ok(grant)
         }

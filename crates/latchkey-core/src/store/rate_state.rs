@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::backend::{KvTx, TxError};
 use super::{Inner, decode, encode};
 use crate::controls::RateLimit;
-use crate::shared_limit::{Gcra, RateGrant, RateSource};
+use crate::shared_limit::{Ask, Gcra, RateGrant, RateSource};
 use crate::verify::VerifyError;
 
 /// A key's or user's limits as stored (postcard).
@@ -52,13 +52,7 @@ impl StoreRates {
 }
 
 impl RateSource for StoreRates {
-    fn reserve(
-        &self,
-        rule: &RateLimit,
-        at_least: u32,
-        want: u32,
-        now: i128,
-    ) -> Result<RateGrant, VerifyError> {
+    fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
         let unavailable = |e: &dyn std::fmt::Display| VerifyError::Unavailable(e.to_string());
         let inner = self
             .store
@@ -80,7 +74,7 @@ impl RateSource for StoreRates {
                 .iter()
                 .find(|(name, _)| *name == rule.name)
                 .map(|(_, tat)| *tat);
-            let (tat, grant) = gcra.reserve(tat, now, at_least, want);
+            let (tat, grant) = gcra.reserve(tat, now, ask);
             if let (Some(tat), RateGrant::Granted { .. }) = (tat, grant) {
                 // Arrival times already past hold nothing: dropped, so a record never
                 // outgrows the limits in use.
