@@ -235,11 +235,20 @@ impl Daemon {
 
     /// Starts `latchkey serve --db <db>` with `db` as given: a database of the test's own.
     pub(crate) fn start_on(db: &OsStr, extra: &[&str]) -> Daemon {
-        let mut child = latchkey()
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .args(extra)
-            .env("LATCHKEY_LOG", "info")
+        Daemon::spawn(
+            latchkey()
+                .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+                .arg(db)
+                .args(extra)
+                .env("LATCHKEY_LOG", "info"),
+            Path::new(db),
+        )
+    }
+
+    /// Starts a `latchkey serve` command made by the caller, whose store is `db`, and waits
+    /// for its `listening on` line, as [`Daemon::start`] does.
+    pub(crate) fn spawn(command: &mut Command, db: &Path) -> Daemon {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -274,7 +283,7 @@ impl Daemon {
         Daemon {
             child,
             url: format!("http://{addr}"),
-            db: PathBuf::from(db),
+            db: db.to_path_buf(),
             admin_key,
             banner,
             stderr,

@@ -67,5 +67,9 @@ mod operations;
 // revoke, delete, sign out; a read-only key sees and may do no writes.
 mod console;
 
+// The shipped deployment files: the container image's command and the systemd unit's, run
+// as their engines would run them.
+mod deploy;
+
 // Usage control: the CLI's flags, and the daemon's layer enforcing them.
 mod usage_control;
