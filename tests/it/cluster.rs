@@ -429,7 +429,23 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         let key = created(&daemon, &admin, "/v1/keys", body);
         key["secret"].as_str().unwrap().to_owned()
     });
-    assert_eq!(verify(&daemon, &admin, &known).body["valid"], true);
+    // Keys whose every verification may need the database beyond the cache: a rate
+    // limit's shared state, credits' reservations.
+    let [limited, metered] = [
+        json!({"rate_limits": [{"name": "default", "limit": 1000, "window_seconds": 60}]}),
+        json!({"credits": {"remaining": 1000}}),
+    ]
+    .map(|controls| {
+        let mut body = json!({"name": "controlled", "user_id": "alice"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(controls.as_object().unwrap().clone());
+        let key = created(&daemon, &admin, "/v1/keys", body);
+        key["secret"].as_str().unwrap().to_owned()
+    });
+    for key in [&known, &limited, &metered] {
+        assert_eq!(verify(&daemon, &admin, key).body["valid"], true);
+    }
 
     cluster.stop();
     let stopped = Instant::now();
@@ -444,7 +460,7 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
     // Bounded: a few seconds of polling, past which the daemon's staleness bound is
     // what the README states (not asserted here: a loaded machine would stretch it).
     while stopped.elapsed() < Duration::from_secs(3) {
-        for key in [&known, &unseen] {
+        for key in [&known, &unseen, &limited, &metered] {
             let answer = verify(&daemon, &admin, key);
             match answer.status.as_u16() {
                 200 => assert_eq!(answer.body["valid"], true, "{}", answer.text),

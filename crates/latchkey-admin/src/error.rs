@@ -97,6 +97,18 @@ impl AppError {
         err
     }
 
+    /// A 503 `keystore_unavailable` for a verification or lease (`during`) that could not
+    /// read or reserve what it needs: its cause is logged, never shown. Never a refusal of
+    /// the key: a remote verifier answers 503 for it, not 401.
+    pub(crate) fn keystore_unavailable(during: &str, cause: &str) -> Self {
+        tracing::error!(error = %cause, "keystore unavailable during {during}");
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "keystore_unavailable",
+            "the keystore is unavailable; try again",
+        )
+    }
+
     /// A 500 whose cause is logged, never shown.
     pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error in the management API");

@@ -4,7 +4,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use http::StatusCode;
 use latchkey_core::wire::{
     BucketKind, LeaseGrant, LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned,
 };
@@ -224,10 +223,5 @@ fn lease_limit(meter: &Meter, name: Option<&str>, want: u64) -> Result<LeaseGran
 }
 
 fn unavailable(cause: &str) -> AppError {
-    tracing::error!(error = %cause, "keystore unavailable during a lease");
-    AppError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "keystore_unavailable",
-        "the keystore is unavailable; try again",
-    )
+    AppError::keystore_unavailable("a lease", cause)
 }

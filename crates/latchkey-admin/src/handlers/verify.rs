@@ -2,7 +2,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use http::StatusCode;
 use latchkey_core::{Admission, Admitted, ApiKey, LimitState, VerifyError, limits, meter};
 
 use crate::api::{VerifyRequest, VerifyResponse};
@@ -98,6 +97,9 @@ pub(crate) async fn verify(
                 };
             let (code, retry_after) = match &admitted {
                 Ok(()) => ("ok", None),
+                // The key authenticated, but its limits' shared state or its credits could
+                // not be read or reserved: not an answer about the key.
+                Err(VerifyError::Unavailable(cause)) => return Err(unavailable(cause)),
                 Err(VerifyError::RateLimited(limited)) => {
                     limits = vec![LimitState {
                         name: limited.limit.name.clone(),
@@ -122,14 +124,7 @@ pub(crate) async fn verify(
                 principal: Some((*principal).clone()),
             }
         }
-        Err(VerifyError::Unavailable(cause)) => {
-            tracing::error!(error = %cause, "keystore unavailable during /v1/verify");
-            return Err(AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "keystore_unavailable",
-                "the keystore is unavailable; try again",
-            ));
-        }
+        Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
         Err(err) => VerifyResponse {
             valid: false,
             code: err.code().to_owned(),
@@ -140,4 +135,8 @@ pub(crate) async fn verify(
         },
     };
     Ok(Json(answer))
+}
+
+fn unavailable(cause: &str) -> AppError {
+    AppError::keystore_unavailable("/v1/verify", cause)
 }

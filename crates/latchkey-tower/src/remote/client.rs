@@ -273,7 +273,8 @@ impl Daemon {
 }
 
 /// The error a refusal code stands for. A code this version does not know is still a
-/// refusal: the daemon said the key is not valid.
+/// refusal: the daemon said the key is not valid. `keystore_unavailable` is not one, in
+/// whatever answer it comes: it is the daemon's failure, answered 503 and never cached.
 pub(super) fn refusal(
     code: &str,
     limits: Option<&[LimitState]>,
@@ -286,6 +287,9 @@ pub(super) fn refusal(
         "user_disabled" => VerifyError::UserDisabled,
         "ip_not_allowed" => VerifyError::IpNotAllowed,
         "usage_exceeded" => VerifyError::UsageExceeded,
+        "keystore_unavailable" => {
+            VerifyError::Unavailable("the daemon could not read its keystore".to_owned())
+        }
         "rate_limited" => {
             let limit = limits.and_then(|l| l.first());
             VerifyError::RateLimited(Box::new(RateLimited {
@@ -330,5 +334,20 @@ impl fmt::Debug for Daemon {
                 &format_args!("{}_<redacted>", self.service_prefix),
             )
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daemon_s_failure_is_no_refusal_of_the_key() {
+        assert!(matches!(
+            refusal("keystore_unavailable", None, None),
+            VerifyError::Unavailable(_)
+        ));
+        assert_eq!(refusal("key_revoked", None, None), VerifyError::Revoked);
+        assert_eq!(refusal("a_code_of_later", None, None), VerifyError::Invalid);
     }
 }

@@ -473,12 +473,14 @@ impl Shared {
                 Ok(principal)
             }
             Ok(Verdict::Refused(error)) => {
-                // A usage refusal holds for this request only.
+                // A usage refusal holds for this request only, and the daemon's failure is
+                // no answer about the key.
                 let lasting = !matches!(
                     error,
                     VerifyError::RateLimited(_)
                         | VerifyError::UsageExceeded
                         | VerifyError::IpNotAllowed
+                        | VerifyError::Unavailable(_)
                 );
                 if lasting && !self.settings.negative_ttl.is_zero() {
                     let entry = Negative {
