@@ -63,7 +63,7 @@ impl LeaseLedger {
             outstanding: 0,
             touched: now,
         });
-        if entry.meter != *meter || entry.period != period {
+        if !entry.meter.same_credits(meter) || entry.period != period {
             entry.meter = meter.clone();
             entry.period = period;
             entry.outstanding = 0;
@@ -86,7 +86,7 @@ impl LeaseLedger {
         let Some(entry) = entries.get_mut(&(caller, key)) else {
             return 0;
         };
-        if now.duration_since(entry.touched) >= MAX_IDLE || entry.meter != *current {
+        if now.duration_since(entry.touched) >= MAX_IDLE || !entry.meter.same_credits(current) {
             entries.remove(&(caller, key));
             return 0;
         }

@@ -407,12 +407,21 @@ impl Meter {
             .map(|c| c.period.load(Ordering::Acquire))
     }
 
+    /// Whether `other` keeps its credits in this meter's: the same key's meter, whether or
+    /// not either is joined with its user's (a verified principal's meter is; the store's
+    /// [`current_meter`](crate::Store::current_meter) is the key's alone). What a lease of
+    /// credits is returned into is decided by this, not by `==`.
+    pub fn same_credits(&self, other: &Meter) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Gives back `credits` a remote verifier leased ([`Meter::lease_credits`]) and did not
     /// spend: they join this meter's unspent slice, which goes back to the store's balance
     /// at the next idle flush (or at close). Only when `period` (the [`Meter::credit_period`]
     /// they were leased in) is still the current one; answers whether they were put back.
     ///
-    /// The caller must make sure this meter is the one they were leased from (a key whose
+    /// The caller must make sure this meter is the one they were leased from
+    /// ([`Meter::same_credits`]; a key whose
     /// balance was set has a new meter: every slice reserved before is void) and that they
     /// are given back once.
     pub fn return_credits(&self, credits: u64, period: i64) -> bool {

@@ -327,6 +327,30 @@ async fn a_return_gives_back_only_what_this_caller_leased_from_the_key_s_current
     .problem(403, "insufficient_permission");
 }
 
+#[tokio::test]
+async fn a_return_reaches_a_key_whose_user_has_limits_of_its_own() {
+    let h = Harness::new();
+    let (service, created) = service_and_limited_key(&h, 4, 100).await;
+    // The lease is taken under the key's and its user's meters joined; the credits it
+    // gives back belong to the key alone.
+    h.patch(
+        "/v1/users/partner",
+        json!({"rate_limits": [{"name": "user", "limit": 1000, "window_seconds": 60}]}),
+    )
+    .await
+    .ok(200);
+    let secret = created["secret"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    let uri = format!("/v1/keys/{id}");
+    assert_eq!(
+        lease_credits(&h, &service, secret).await["grants"][0]["granted"],
+        5
+    );
+    assert_eq!(h.get(&uri).await.ok(200)["credits"]["remaining"], 95);
+    assert_eq!(give_back(&h, &service, id, 5).await["returned"], 5);
+    assert_eq!(h.get(&uri).await.ok(200)["credits"]["remaining"], 100);
+}
+
 /// `POST /v1/leases` of up to 50 credits of `key` by `caller`; the answer.
 async fn lease_credits(h: &Harness, caller: &str, key: &str) -> Value {
     let body = json!({"key": key, "buckets": [{"kind": "credits", "want": 50}]});

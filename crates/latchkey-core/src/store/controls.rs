@@ -242,11 +242,12 @@ impl Meters {
 }
 
 impl Store {
-    /// The meter this process holds for the key `key_id` now (the one its verifications
-    /// use), or `None` when it holds none. A caller that kept a [`Meter`] compares it with
-    /// this (`==` is identity) to tell whether it is still the key's: any change to the
-    /// key's usage control makes a new one. The daemon's `POST /v1/leases/return` does, so
-    /// that credits go back only to the meter they were leased from.
+    /// The meter this process holds for the key `key_id` now (the key's own, which its
+    /// verifications join with its user's), or `None` when it holds none. A caller that
+    /// kept a principal's [`Meter`] tells with [`Meter::same_credits`] whether its credits
+    /// are still the key's: any change to the key's usage control makes a new meter. The
+    /// daemon's `POST /v1/leases/return` does, so that credits go back only to the meter
+    /// they were leased from.
     pub fn current_meter(&self, key_id: Uuid) -> Option<Meter> {
         self.inner.meters.current(key_id)
     }
