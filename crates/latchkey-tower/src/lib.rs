@@ -76,7 +76,7 @@ pub mod remote;
 pub use auth::{ApiKeyAuth, ApiKeyAuthLayer, Realm};
 pub use principal::Principal;
 pub use rejection::{ProblemCode, Rejection};
-pub use require::{RequirePermission, RequirePermissionLayer};
+pub use require::{RequirePermission, RequirePermissionLayer, RouteCost};
 pub use store_verifier::StoreVerification;
 pub use usage::IpNet;
 pub use verifier::{Charged, Verifier};

@@ -1,13 +1,14 @@
 //! The routes: what an app guarded by latchkey looks like.
 
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use latchkey_tower::{ApiKeyAuthLayer, Permission, Principal, Realm, RequirePermission, Verifier};
+use latchkey_tower::{
+    ApiKeyAuthLayer, Permission, Principal, Realm, RequirePermission, RouteCost, Verifier,
+};
 use serde::{Deserialize, Serialize};
 
 /// An order, kept in memory: the point is the keys, not the orders.
@@ -37,7 +38,7 @@ pub(crate) struct Summary {
 
 /// What a request to `GET /orders/summary` costs against a key's rate limits and credits:
 /// a route that does more work than a plain read may charge more.
-pub const SUMMARY_COST: NonZeroU32 = NonZeroU32::new(10).unwrap();
+pub const SUMMARY_COST: RouteCost = RouteCost::new(10).unwrap();
 
 type Orders = Arc<Mutex<Vec<Order>>>;
 

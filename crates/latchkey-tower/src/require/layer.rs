@@ -1,10 +1,9 @@
 //! [`RequirePermissionLayer`]: one permission, and its 403 built once.
 
-use std::num::NonZeroU32;
-
 use latchkey_core::Permission;
 use tower::Layer;
 
+use super::cost::RouteCost;
 use super::service::RequirePermission;
 use crate::rejection::Rejection;
 
@@ -31,7 +30,7 @@ use crate::rejection::Rejection;
 pub struct RequirePermissionLayer {
     permission: Permission,
     forbidden: Rejection,
-    cost: NonZeroU32,
+    cost: RouteCost,
 }
 
 impl RequirePermissionLayer {
@@ -42,7 +41,7 @@ impl RequirePermissionLayer {
         RequirePermissionLayer {
             permission,
             forbidden,
-            cost: NonZeroU32::MIN,
+            cost: RouteCost::ONE,
         }
     }
 
@@ -53,19 +52,19 @@ impl RequirePermissionLayer {
 
     /// What a request to this route costs against the key's rate limits and credits
     /// (default 1, the cost the authentication layer already charged): the layer charges
-    /// the rest, `cost - 1`, once the permission is checked. A cost above what a key's
-    /// limit or credits could ever allow refuses every request (429).
+    /// the rest, `cost - 1`, once the permission is checked, from the key's store or,
+    /// through a remote verifier, from the daemon. A cost above what a key's limit or
+    /// credits could ever allow refuses every request (429).
     ///
     /// ```
-    /// use std::num::NonZeroU32;
-    /// use latchkey_tower::{Permission, RequirePermission};
+    /// use latchkey_tower::{Permission, RequirePermission, RouteCost};
     ///
-    /// const REPORT_COST: NonZeroU32 = NonZeroU32::new(5).unwrap();
+    /// const REPORT_COST: RouteCost = RouteCost::new(5).unwrap();
     /// let expensive =
     ///     RequirePermission::layer(Permission::from_static("reports:run")).cost(REPORT_COST);
     /// # let _ = expensive;
     /// ```
-    pub fn cost(mut self, cost: NonZeroU32) -> Self {
+    pub fn cost(mut self, cost: RouteCost) -> Self {
         self.cost = cost;
         self
     }

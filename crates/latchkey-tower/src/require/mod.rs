@@ -13,11 +13,13 @@
 //! The check is made on every request against the principal the layer just verified, so a
 //! permission removed from a user or a group is refused on the very next request.
 
+mod cost;
 pub(crate) mod extra;
 mod future;
 mod layer;
 mod service;
 
+pub use cost::RouteCost;
 pub use future::ResponseFuture;
 pub use layer::RequirePermissionLayer;
 pub use service::RequirePermission;

@@ -39,7 +39,7 @@ fn credits(remaining: u64) -> Option<Credits> {
 }
 
 /// The cost of the tests' expensive route.
-const FIVE: std::num::NonZeroU32 = std::num::NonZeroU32::new(5).unwrap();
+const FIVE: latchkey_tower::RouteCost = latchkey_tower::RouteCost::new(5).unwrap();
 
 fn from(ip: &str, mut request: axum::extract::Request) -> axum::extract::Request {
     let addr = SocketAddr::new(ip.parse().unwrap(), 40000);
