@@ -129,9 +129,10 @@ pub(crate) fn rejection(error: &VerifyError) -> Rejection {
         ),
         VerifyError::RateLimited(limited) => rate_limited(limited),
         VerifyError::InsufficientPermission => Rejection::insufficient_permission_unnamed(),
-        // A credit reservation that could not reach the store: 503, no challenge.
-        VerifyError::Unavailable(_) => Reason::Unavailable.rejection(&Challenges::default_realm()),
-        _ => Rejection::missing_key(),
+        // A charge that could not reach the store (503, no challenge), or a key refused
+        // since the layer admitted it (revoked, disabled or expired meanwhile: what the
+        // daemon answered a remote verifier's charge): the layer's answer for it.
+        error => Reason::of(error).rejection(&Challenges::default_realm()),
     }
 }
 
@@ -253,6 +254,30 @@ fn parse_node(text: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_refused_while_a_route_s_cost_is_charged_is_answered_as_the_layer_would() {
+        use crate::rejection::ProblemCode;
+        let revoked = rejection(&VerifyError::Revoked).into_http_response::<Bytes>();
+        assert_eq!(revoked.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            revoked.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("error=\"invalid_token\""),
+            "{revoked:?}"
+        );
+        assert_eq!(
+            revoked.extensions().get(),
+            Some(&ProblemCode("key_revoked"))
+        );
+        let unavailable = rejection(&VerifyError::Unavailable("down".into()));
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            rejection(&VerifyError::UsageExceeded).code(),
+            "usage_exceeded"
+        );
+    }
 
     fn request(peer: &str, headers: &[(&str, &str)]) -> Request<()> {
         let mut builder = Request::builder();
