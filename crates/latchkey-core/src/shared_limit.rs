@@ -271,6 +271,12 @@ impl SharedLimit {
                 self.shared_left.store(left, Ordering::Release);
                 Ok(granted)
             }
+            RateGrant::Refused { retry_after } if ask.at_least > self.gcra.limit => {
+                // More than the whole limit: this request never passes, and says nothing
+                // of the shared state, so cheaper requests still reserve as before.
+                let wait = i128::try_from(retry_after.as_nanos()).unwrap_or(i128::MAX);
+                Err(rate_limited(rule, wait))
+            }
             RateGrant::Refused { retry_after } => {
                 let wait = i128::try_from(retry_after.as_nanos()).unwrap_or(i128::MAX);
                 // `at_least` fit after `wait`; a full slice, that many intervals more or less.
@@ -413,8 +419,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn slices_grow_while_the_key_is_busy_and_a_refusal_is_answered_from_memory() {
+    /// A limit of 200 requests a second over a [`Counted`] source.
+    fn two_hundred_a_second() -> (RateLimit, Arc<Counted>, SharedLimit) {
         let rule = RateLimit {
             name: "default".into(),
             limit: 200,
@@ -422,6 +428,28 @@ mod tests {
         };
         let source = Arc::new(Counted::default());
         let limit = SharedLimit::new(&rule, source.clone());
+        (rule, source, limit)
+    }
+
+    #[test]
+    fn a_cost_above_the_whole_limit_is_refused_without_refusing_cheaper_requests() {
+        let (rule, source, limit) = two_hundred_a_second();
+        let t0 = 1_000 * SECOND;
+        assert!(matches!(
+            limit.take(&rule, 201, || t0),
+            Err(VerifyError::RateLimited(_))
+        ));
+        assert!(
+            limit.try_take(&rule, 1, t0).is_none(),
+            "no refusal from memory"
+        );
+        limit.take(&rule, 1, || t0).unwrap();
+        assert_eq!(*source.asked.lock().unwrap(), [201, 1]);
+    }
+
+    #[test]
+    fn slices_grow_while_the_key_is_busy_and_a_refusal_is_answered_from_memory() {
+        let (rule, source, limit) = two_hundred_a_second();
         let t0 = 1_000 * SECOND;
         // Nothing reserved yet: a reservation decides.
         assert!(limit.try_take(&rule, 1, t0).is_none());
