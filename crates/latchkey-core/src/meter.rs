@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use governor::middleware::StateInformationMiddleware;
@@ -715,7 +715,17 @@ impl CreditMeter {
 
     /// Adds a slice taken from another meter of the same key (or leased and given back),
     /// when of the same period; answers whether it was added.
+    ///
+    /// Under the reservation lock, which every change of period takes, so credits of a
+    /// period that has just ended never join the next one; but never waiting for it (a
+    /// reservation may wait on the database): while one runs, the slice is not added and
+    /// stays spent, the side that never grants more than the balance.
     pub(crate) fn put_slice(&self, slice: u64, period: i64) -> bool {
+        let _one = match self.reserving.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
         let added = slice > 0 && self.period.load(Ordering::Acquire) == period;
         if added {
             self.slice.fetch_add(slice, Ordering::AcqRel);
@@ -766,4 +776,55 @@ pub(crate) fn next_refill_after(refill: &Refill, now: i128) -> i128 {
 fn seconds_until(at: i128, now: i128) -> u64 {
     let nanos = u128::try_from(at - now).unwrap_or(0);
     u64::try_from(nanos.div_ceil(1_000_000_000)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// Grants 10 credits in the period `next`, once the test lets it (`go`), after saying
+    /// that it started (`started`).
+    struct Gated {
+        started: Mutex<mpsc::Sender<()>>,
+        go: Mutex<mpsc::Receiver<()>>,
+        next: i64,
+    }
+
+    impl CreditSource for Gated {
+        fn reserve(&self, _at_least: u64, _want: u64) -> Result<Reserved, VerifyError> {
+            self.started.lock().unwrap().send(()).unwrap();
+            self.go.lock().unwrap().recv().unwrap();
+            Ok(Reserved {
+                granted: 10,
+                left: 90,
+                period: self.next,
+            })
+        }
+    }
+
+    #[test]
+    fn credits_given_back_never_join_a_period_a_reservation_is_moving_to() {
+        let (started, started_rx) = mpsc::channel();
+        let (go_tx, go) = mpsc::channel();
+        let (old, new) = (1_000, 2_000);
+        let source = Gated {
+            started: Mutex::new(started),
+            go: Mutex::new(go),
+            next: new,
+        };
+        let meter = Arc::new(CreditMeter::new(100, None, old, Box::new(source)));
+        // A refill came due at `old`: the next request reserves into the new period.
+        let reserving = Arc::clone(&meter);
+        let request = std::thread::spawn(move || reserving.consume(1, 1_500));
+        started_rx.recv().unwrap();
+        assert!(!meter.put_slice(5, old), "not while the reservation runs");
+        go_tx.send(()).unwrap();
+        assert_eq!(request.join().unwrap(), Ok(90 + 9));
+        assert!(!meter.put_slice(5, old), "the old period is over");
+        assert_eq!(meter.available(), 99);
+        assert!(meter.put_slice(5, new));
+        assert_eq!(meter.available(), 104);
+    }
 }
