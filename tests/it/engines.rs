@@ -154,7 +154,12 @@ fn the_other_engine_on_an_existing_store_is_refused_and_changes_nothing() {
                     let log = daemon.log_with("latchkey daemon started");
                     assert!(log.contains(&format!("engine={made}")), "{log}");
                     let admin = daemon.admin_key.clone();
-                    assert!(daemon.terminate().success());
+                    // A request served first: SIGTERM finds the daemon serving, past
+                    // start-up (its signal handler in place), and ends it gracefully.
+                    let served = daemon.http("GET", "/v1/users", admin.as_deref(), None);
+                    assert_eq!(served.status, 200, "{served:#?}");
+                    let (status, log) = daemon.stop();
+                    assert!(status.success(), "{status:?}: {log}");
                     admin
                 }
             }
