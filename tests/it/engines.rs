@@ -77,18 +77,10 @@ fn a_sled_store_moved_to_redb_by_backup_and_restore_keeps_its_keys() {
     assert!(init.stdout.contains(" (sled)."), "{init:#?}");
     let admin = secret_in(&init.stdout).expect("init prints the admin key");
     assert_engine(&old, "sled");
-    on(
-        &old,
-        &[
-            "users",
-            "add",
-            "--name",
-            "shop",
-            "--permissions",
-            "orders:read",
-        ],
-    )
-    .ok();
+    let shop: Vec<&str> = "users add --name shop --permissions orders:read"
+        .split(' ')
+        .collect();
+    on(&old, &shop).ok();
     let key = |name: &str| {
         on(
             &old,
