@@ -13,7 +13,9 @@ use anyhow::Context;
 use latchkey_core::{BackupHeader, Store, StoreConfig};
 use serde_json::json;
 
+use crate::cli::EngineArg;
 use crate::config::Settings;
+use crate::engine::Named;
 use crate::output::print_json;
 use crate::transport::HttpTransport;
 
@@ -87,21 +89,24 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// `latchkey restore FILE --db PATH|URL`.
-pub fn restore(settings: &Settings, file: &Path) -> anyhow::Result<()> {
+/// `latchkey restore FILE --db PATH|URL [--engine sled|redb]`: the new store in a
+/// directory gets the engine asked for, so a backup also moves a store between engines.
+pub fn restore(settings: &Settings, file: &Path, engine: &EngineArg) -> anyhow::Result<()> {
     let db = settings.db.clone().context(
         "name the new store with --db PATH|URL (an empty or new directory, or an empty database)",
     )?;
+    let config = StoreConfig::default().engine(settings.engine(engine)?);
     let input = fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let (store, restored) =
-        Store::restore_at(&db, std::io::BufReader::new(input), StoreConfig::default())
-            .with_context(|| format!("cannot restore {}", file.display()))?;
+    let (store, restored) = Store::restore_at(&db, std::io::BufReader::new(input), config)
+        .with_context(|| format!("cannot restore {}", file.display()))?;
+    let engine = Named(store.engine());
     let chain = store.verify_audit()?;
     store.flush()?;
     let header = &restored.header;
     if settings.json {
         print_json(&json!({
             "db": db.to_string(),
+            "engine": engine.to_string(),
             "records": header.records,
             "seq": header.seq,
             "lineage": restored.lineage,
@@ -109,7 +114,7 @@ pub fn restore(settings: &Settings, file: &Path) -> anyhow::Result<()> {
         }));
     } else {
         println!(
-            "Restored {} records, changes up to #{}, into {db}; its new lineage is {}.",
+            "Restored {} records, changes up to #{}, into {db} ({engine}); its new lineage is {}.",
             header.records, header.seq, restored.lineage
         );
         match &chain.broken {

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
-use latchkey_core::Location;
 use latchkey_core::key::Redacted;
+use latchkey_core::{Engine, Location};
 
 use crate::config::MAX_CACHE_MIB;
 
@@ -146,8 +147,8 @@ pub struct ServeArgs {
     /// connections are closed after it [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
-    /// sled's page cache in MiB (an embedded store only). It sits in memory at two to three
-    /// times this; less saves memory and slows reads of keys not in the verify cache
+    /// The embedded store's cache in MiB: sled's page cache (in memory at two to three times
+    /// this) or redb's. Less saves memory and slows reads of keys not in the verify cache
     /// (README, *Operations notes*) [default: 24]
     #[arg(long, env = "LATCHKEY_CACHE_MIB", value_name = "MIB",
         value_parser = clap::value_parser!(u64).range(1..=MAX_CACHE_MIB))]
@@ -185,6 +186,22 @@ pub struct ServeArgs {
     /// 0600) instead of printing it
     #[arg(long, value_name = "FILE")]
     pub admin_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub engine: EngineArg,
+}
+
+/// `--engine` of the commands that can create a store: `init`, `serve`, `restore`.
+#[derive(Debug, Args)]
+pub struct EngineArg {
+    /// The embedded engine of a store this creates: `sled` or `redb` (memory bounded at a
+    /// million keys, slower writes: README, *Storage*). An existing store opens with its
+    /// own engine, and naming the other one is an error; so is naming one for a PostgreSQL
+    /// --db [default: sled]
+    #[arg(long, env = "LATCHKEY_ENGINE", value_name = "ENGINE",
+        value_parser = clap::builder::PossibleValuesParser::new(["sled", "redb"])
+            .try_map(|name| name.parse::<Engine>()))]
+    pub engine: Option<Engine>,
 }
 
 /// `latchkey init`.
@@ -196,6 +213,9 @@ pub struct InitArgs {
     /// Write the admin key to this new file (mode 0600) instead of printing it
     #[arg(long, value_name = "FILE")]
     pub admin_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub engine: EngineArg,
 }
 
 /// `latchkey backup`.
@@ -212,6 +232,9 @@ pub struct RestoreArgs {
     /// The backup file, as `latchkey backup` wrote it
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub engine: EngineArg,
 }
 
 /// `latchkey scan`.

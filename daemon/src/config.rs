@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use latchkey_core::key::Redacted;
-use latchkey_core::{Location, StoreConfig};
+use latchkey_core::{Engine, Location, StoreConfig};
 use serde::Deserialize;
 
-use crate::cli::{GlobalArgs, InitArgs, ServeArgs};
+use crate::cli::{EngineArg, GlobalArgs, InitArgs, ServeArgs};
 use crate::duration::parse_duration;
+use crate::engine;
 
 /// Where commands send requests by default.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7878";
@@ -68,12 +69,19 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # 2 to 8 characters of [a-z0-9].
 # prefix = "lk"
 
+# The embedded engine of a store created by `init`, `restore`, or `serve` on an empty
+# directory (--engine, LATCHKEY_ENGINE): "sled" or "redb", whose memory stays bounded at a
+# million keys and whose writes are slower (README, *Storage*). An existing store opens
+# with its own engine, and naming the other one is an error; so is naming one with a
+# PostgreSQL db.
+# engine = "sled"
+
 # How long the daemon lets a request run before answering 408 (--request-timeout).
 # request_timeout = "30s"
 
-# sled's page cache in MiB, 1 to 65536, for an embedded store (--cache-mib, LATCHKEY_CACHE_MIB).
-# It sits in memory at two to three times this; less saves memory, more speeds up reads of
-# keys the verify cache does not hold.
+# The embedded store's cache in MiB, 1 to 65536 (--cache-mib, LATCHKEY_CACHE_MIB): sled's
+# page cache, which sits in memory at two to three times this, or redb's. Less saves memory,
+# more speeds up reads of keys the verify cache does not hold.
 # cache_mib = 24
 
 # The log filter, in tracing's EnvFilter syntax (LATCHKEY_LOG). Logs go to stderr.
@@ -115,6 +123,8 @@ pub struct FileConfig {
     pub ca_cert: Option<PathBuf>,
     /// See [`DEFAULT_CONFIG`].
     pub metrics_listen: Option<String>,
+    /// See [`DEFAULT_CONFIG`].
+    pub engine: Option<String>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -128,7 +138,8 @@ impl std::fmt::Debug for FileConfig {
             .field("request_timeout", &self.request_timeout)
             .field("cache_mib", &self.cache_mib)
             .field("log", &self.log)
-            .finish()
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,6 +184,7 @@ struct FileConfigRest {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_listen: Option<String>,
+    engine: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -219,6 +231,7 @@ impl Settings {
                 tls_cert: file.tls_cert,
                 tls_key: file.tls_key,
                 metrics_listen: file.metrics_listen,
+                engine: file.engine,
             },
         })
     }
@@ -240,6 +253,22 @@ impl Settings {
     /// `init`'s settings.
     pub fn init_prefix(&self, args: &InitArgs) -> String {
         self.prefix(args.prefix.as_deref())
+    }
+
+    /// The engine a store created by this command gets: `--engine` (or `LATCHKEY_ENGINE`),
+    /// else the file's `engine`, checked against the store (see [`engine::for_new_store`]).
+    pub fn engine(&self, arg: &EngineArg) -> anyhow::Result<Engine> {
+        let asked = match arg.engine {
+            Some(engine) => Some(engine),
+            None => self
+                .file
+                .engine
+                .as_deref()
+                .map(str::parse::<Engine>)
+                .transpose()
+                .context("in the config file")?,
+        };
+        engine::for_new_store(&self.store_location(), asked)
     }
 
     /// Where `serve` listens.
@@ -282,10 +311,10 @@ impl Settings {
         positive_duration("request timeout", text, DEFAULT_REQUEST_TIMEOUT)
     }
 
-    /// The store settings `serve` opens an embedded store with: sled's cache from
-    /// `--cache-mib` or the file's `cache_mib`.
+    /// The store settings `serve` opens an embedded store with: the cache from
+    /// `--cache-mib` or the file's `cache_mib`, and a new store's [`engine`](Self::engine).
     pub fn store_config(&self, args: &ServeArgs) -> anyhow::Result<StoreConfig> {
-        let config = StoreConfig::default();
+        let config = StoreConfig::default().engine(self.engine(&args.engine)?);
         match args.cache_mib.or(self.file.cache_mib) {
             None => Ok(config),
             Some(mib @ 1..=MAX_CACHE_MIB) => Ok(config.cache_capacity_bytes(mib << 20)),
@@ -348,6 +377,11 @@ mod tests {
         assert!(file.tls_cert.is_some() && file.tls_key.is_some() && file.ca_cert.is_some());
         assert!(file.metrics_listen.is_some());
         assert_eq!(file.cache_mib, Some(24));
+        assert_eq!(
+            file.engine.as_deref(),
+            Some(Engine::default().name()),
+            "the documented default engine is the default"
+        );
     }
 
     #[test]

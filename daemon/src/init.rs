@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use latchkey_core::{CreatedKey, Location, Store, StoreConfig, StoreError};
+use latchkey_core::{CreatedKey, Engine, Location, Store, StoreConfig, StoreError};
 use serde_json::Value;
 
 use crate::commands::print_secret_block;
+use crate::engine::Named;
 use crate::output::{fields, print_json, text};
 
 /// Opens the store at `location`, or initialises one there as `latchkey init` does when it
@@ -36,13 +37,14 @@ pub fn created_json(created: &CreatedKey) -> Value {
     record
 }
 
-/// Prints a store's new admin key, once: the key block, or its JSON with `--json`.
-pub fn print_admin_key(location: &Location, created: &CreatedKey, json: bool) {
+/// Prints a store's new admin key, once: the key block, or its JSON with `--json`. `store`
+/// names the store and its engine.
+pub fn print_admin_key(store: &str, created: &CreatedKey, json: bool) {
     let record = created_json(created);
     if json {
         print_json(&record);
     } else {
-        println!("Initialised a latchkey store at {location}.");
+        println!("Initialised a latchkey store at {store}.");
         print_secret_block(&record, &format!("admin ({})", created.key.user_id));
     }
 }
@@ -74,12 +76,7 @@ impl KeyFile {
 
     /// Writes the key (alone, with a newline) and syncs it; then tells where it went, once:
     /// the record without its secret, or its JSON with `secret_file` instead of `secret`.
-    pub fn write(
-        mut self,
-        store: &Location,
-        created: &CreatedKey,
-        json: bool,
-    ) -> anyhow::Result<()> {
+    pub fn write(mut self, store: &str, created: &CreatedKey, json: bool) -> anyhow::Result<()> {
         let mut file = self.file.take().expect("written once");
         let written = writeln!(file, "{}", created.secret.expose()).and_then(|()| file.sync_all());
         if let Err(e) = written {
@@ -124,31 +121,35 @@ impl Drop for KeyFile {
 }
 
 /// `latchkey init`: creates the store with its admin group, user and key, and prints the
-/// key once, or writes it to `key_file`.
+/// key once, or writes it to `key_file`. `engine` is the new store's (see `Settings::engine`).
 pub fn run(
     location: &Location,
     prefix: &str,
+    engine: Engine,
     json: bool,
     key_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     // The file first: when it cannot be created, no store is either.
     let key_file = key_file.map(KeyFile::create).transpose()?;
-    let (store, admin) = Store::create_with_admin_at(location, prefix, StoreConfig::default())?;
+    let config = StoreConfig::default().engine(engine);
+    let (store, admin) = Store::create_with_admin_at(location, prefix, config)?;
     store.flush()?;
-    announce(location, &admin, json, key_file)
+    announce(&store, &admin, json, key_file)
 }
 
 /// Hands a new store's admin key out once: into the key file, or on stdout.
 pub fn announce(
-    location: &Location,
+    store: &Store,
     admin: &CreatedKey,
     json: bool,
     key_file: Option<KeyFile>,
 ) -> anyhow::Result<()> {
+    // `Location` prints a URL's password as `***`.
+    let named = format!("{} ({})", store.location(), Named(store.engine()));
     match key_file {
-        Some(file) => file.write(location, admin, json),
+        Some(file) => file.write(&named, admin, json),
         None => {
-            print_admin_key(location, admin, json);
+            print_admin_key(&named, admin, json);
             Ok(())
         }
     }

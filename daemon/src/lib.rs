@@ -13,6 +13,7 @@
 //! - [`start`]: `latchkey serve`'s start-up: check and bind everything, then initialise.
 //! - [`tls`]: the server's certificate and key.
 //! - [`init`]: `latchkey init`, and the first start of `serve` on an empty path.
+//! - [`engine`]: `--engine`, the embedded engine of a new store, checked against the store.
 //! - [`migrate`]: `latchkey migrate`, a store's schema brought forward alone.
 //! - [`backup`]: `latchkey backup` (through the daemon or `--db`) and `latchkey restore`.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait; HTTP and in-process.
@@ -31,6 +32,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod duration;
+pub mod engine;
 pub mod init;
 mod listen;
 pub mod migrate;

@@ -59,6 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init::run(
                 &settings.store_location(),
                 &settings.init_prefix(&args),
+                settings.engine(&args.engine)?,
                 settings.json,
                 args.admin_key_file.as_deref(),
             )?;
@@ -81,7 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => migrate::run(&settings),
         Command::Restore(args) => {
-            backup::restore(&settings, &args.file)?;
+            backup::restore(&settings, &args.file, &args.engine)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Scan(args) => scan::run(&args.paths, settings.json),

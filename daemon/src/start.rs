@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
 use crate::config::Settings;
+use crate::engine::Named;
 use crate::init::{self, KeyFile};
 use crate::server::{MetricsServing, ServeConfig};
 
@@ -62,7 +63,7 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
             .context("opening the store")??
     };
     match &created {
-        Some(admin) => init::announce(&location, admin, settings.json, key_file)?,
+        Some(admin) => init::announce(&store, admin, settings.json, key_file)?,
         None => {
             if let Some(file) = key_file {
                 // Dropped unwritten: the file goes away again.
@@ -89,7 +90,8 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     std::io::stdout().flush().context("writing to stdout")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     // A URL's password never reaches the log: `Location` displays it as `***`.
-    tracing::info!(%local, scheme, store = %location, "latchkey daemon started");
+    let engine = Named(store.engine());
+    tracing::info!(%local, scheme, store = %location, %engine, "latchkey daemon started");
     let config = ServeConfig {
         request_timeout,
         header_read_timeout,

@@ -8,8 +8,15 @@
 //! same path reopens the same database. A [`Fixture`](crate::harness::Fixture)'s database is
 //! dropped with it; others are left to the throwaway cluster.
 //!
-//! Tests that are about sled's files (a full disk, a damaged directory, the store lock, the
-//! sled crate itself) call [`sled_only`] first and return: it prints why they skip.
+//! `LATCHKEY_TEST_ENGINE=redb` runs every test on the embedded redb engine instead: every
+//! `latchkey` command the harness starts gets `LATCHKEY_ENGINE=redb`, so each store `init`,
+//! `serve` or `restore` creates is a redb store (a test that wants a sled store says
+//! `--engine sled`, which beats the variable). It has no effect on PostgreSQL.
+//!
+//! Tests that are about a store's directory (a full disk, a damaged directory, the store
+//! lock, the engine's files) call [`directory_only`] first and return on PostgreSQL,
+//! printing why they skip. They run on either engine: none is about the sled crate alone
+//! (one that is would also return when [`on_redb`]).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -27,8 +34,36 @@ pub(crate) fn postgres() -> Option<&'static str> {
         .as_deref()
 }
 
+/// The variable that makes the suite's stores redb stores (`redb`; unset or `sled`: sled).
+pub(crate) const ENGINE_SWITCH: &str = "LATCHKEY_TEST_ENGINE";
+
+/// The embedded engine the suite's directory stores are made with.
+pub(crate) fn engine() -> latchkey_core::Engine {
+    static ENGINE: OnceLock<latchkey_core::Engine> = OnceLock::new();
+    *ENGINE.get_or_init(|| match std::env::var(ENGINE_SWITCH).as_deref() {
+        Ok("" | "sled") | Err(_) => latchkey_core::Engine::Sled,
+        Ok("redb") => latchkey_core::Engine::Redb,
+        Ok(other) => panic!("{ENGINE_SWITCH}={other}: expected sled or redb"),
+    })
+}
+
+/// Whether the suite's stores are redb stores (never on PostgreSQL).
+pub(crate) fn on_redb() -> bool {
+    postgres().is_none() && engine() == latchkey_core::Engine::Redb
+}
+
+/// What every `latchkey` command the harness starts gets as `LATCHKEY_ENGINE`, if anything.
+pub(crate) fn engine_env() -> Option<&'static str> {
+    on_redb().then_some("redb")
+}
+
+/// The file of a directory store that holds its records: sled's `db`, or `latchkey.redb`.
+pub(crate) fn database_file() -> &'static str {
+    if on_redb() { "latchkey.redb" } else { "db" }
+}
+
 /// On PostgreSQL, prints why this test does not apply and answers true: the caller returns.
-pub(crate) fn sled_only(why: &str) -> bool {
+pub(crate) fn directory_only(why: &str) -> bool {
     if postgres().is_some() {
         eprintln!("skipped on PostgreSQL ({SWITCH} is set): {why}");
         return true;

@@ -1,8 +1,12 @@
 use latchkey_core::ApiKey;
 use serde_json::Value;
 
-use crate::backend::{sled_only, store_arg};
+use crate::backend::{directory_only, store_arg};
 use crate::harness::{Daemon, Run, latchkey, secret_in, store_dir};
+
+// The on-disk audit layout in sled's or redb's files, shared with core's and admin's tests.
+#[path = "../../crates/latchkey-core/tests/support/tamper.rs"]
+mod tamper;
 
 fn on(db: &std::path::Path, args: &[&str]) -> Run {
     Run::of(latchkey().arg("--db").arg(store_arg(db)).args(args))
@@ -76,7 +80,9 @@ fn init_json_and_prefix() {
 
 #[test]
 fn a_store_held_by_the_daemon_refuses_direct_commands() {
-    if sled_only("the store lock is sled's: daemons and commands share a PostgreSQL database") {
+    if directory_only(
+        "the store lock is an embedded engine's: daemons and commands share a PostgreSQL database",
+    ) {
         return;
     }
     let (_dir, db) = store_dir();
@@ -167,22 +173,16 @@ fn direct_commands_act_as_the_operator_and_are_audited() {
 
 #[test]
 fn a_tampered_audit_trail_is_reported_with_exit_1() {
-    if sled_only("it rewrites history through the sled crate") {
+    if directory_only("it rewrites history in the engine's files") {
         return;
     }
     let (_dir, db) = store_dir();
     on(&db, &["init"]).ok();
     on(&db, &["users", "add", "--name", "svc"]).ok();
     on(&db, &["users", "add", "--name", "svc2"]).ok();
-    // Rewrite history behind latchkey's back: event 2 replaced by a copy of event 3 (core
-    // keeps the event of seq n at `a:` + n, big-endian).
-    {
-        let tree = sled::open(&db).unwrap();
-        let at = |seq: u64| [b"a:".as_slice(), &seq.to_be_bytes()].concat();
-        let third = tree.get(at(3)).unwrap().expect("event 3 exists");
-        tree.insert(at(2), third).unwrap();
-        tree.flush().unwrap();
-    }
+    // Rewrite history behind latchkey's back, in whichever engine's files: event 2
+    // replaced by a copy of event 3.
+    tamper::copy_audit_event(&db, 3, 2);
     let run = on(&db, &["audit", "verify"]);
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(run.stdout.contains("BROKEN at event 2"), "{run:#?}");
@@ -208,6 +208,16 @@ fn migrate_prints_the_schema_version_and_refuses_a_missing_store() {
     assert!(
         run.stdout
             .contains(&format!("Schema version {version} at ")),
+        "{run:#?}"
+    );
+    // It names the store's engine.
+    let engine = match crate::backend::postgres() {
+        Some(_) => "postgres",
+        None => crate::backend::engine().name(),
+    };
+    assert_eq!(json["engine"], engine, "{json}");
+    assert!(
+        run.stdout.trim_end().ends_with(&format!("({engine}).")),
         "{run:#?}"
     );
     // Again: nothing to do, the same version; the store still works.

@@ -26,7 +26,7 @@ use reqwest::blocking::Client;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::backend::{drop_store, store_arg};
+use crate::backend::{drop_store, engine_env, store_arg};
 
 /// A temporary directory and the store's path in it (on PostgreSQL, the name of the
 /// store's database: `store_arg` turns it into what `--db` takes).
@@ -85,7 +85,8 @@ pub(crate) fn build_binary(package: &str, bin: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo reported no {bin} executable"))
 }
 
-/// A `latchkey` command, with no `LATCHKEY_*` variable inherited from the environment.
+/// A `latchkey` command, with no `LATCHKEY_*` variable inherited from the environment but
+/// the suite's engine (`LATCHKEY_ENGINE=redb` under `LATCHKEY_TEST_ENGINE=redb`).
 pub(crate) fn latchkey() -> Command {
     let mut command = Command::new(bin());
     for var in [
@@ -99,9 +100,13 @@ pub(crate) fn latchkey() -> Command {
         "LATCHKEY_CA_CERT",
         "LATCHKEY_TLS_CERT",
         "LATCHKEY_TLS_KEY",
+        "LATCHKEY_ENGINE",
         "RUST_LOG",
     ] {
         command.env_remove(var);
+    }
+    if let Some(engine) = engine_env() {
+        command.env("LATCHKEY_ENGINE", engine);
     }
     command.stdin(Stdio::null());
     command
@@ -295,6 +300,18 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits (bounded) until the daemon's log holds `needle`; returns the log.
+    pub(crate) fn log_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A CLI command aimed at this daemon, authenticated with `key`.
     pub(crate) fn cli_as(&self, key: &str, args: &[&str]) -> Run {
         Run::of(
@@ -474,6 +491,10 @@ impl Fixture {
             .admin_key
             .clone()
             .expect("the first start prints the admin key");
+        // The engine switch took: the daemon made a store of the suite's engine.
+        if crate::backend::on_redb() {
+            assert!(store.join("latchkey.redb").is_file(), "not a redb store");
+        }
         Fixture {
             dir,
             daemon,

@@ -163,18 +163,6 @@ fn metrics_behind_a_key_holding_latchkey_metrics() {
     }
 }
 
-/// Waits (bounded) until the daemon's log holds `needle`; returns the log.
-fn log_with(daemon: &Daemon, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = daemon.log();
-        if log.contains(needle) || Instant::now() > deadline {
-            return log;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_refused_key_writes_no_info_line() {
     let f = Fixture::new();
@@ -183,7 +171,7 @@ fn a_refused_key_writes_no_info_line() {
         &latchkey_core::Prefix::new("lk").unwrap(),
         latchkey_core::Env::Live,
     );
-    let before = log_with(&f.daemon, "latchkey daemon started");
+    let before = f.daemon.log_with("latchkey daemon started");
     for _ in 0..20 {
         f.daemon
             .http("GET", "/v1/keys", Some(unknown.expose()), None)
@@ -204,7 +192,7 @@ fn a_refused_key_writes_no_info_line() {
 fn json_logs_are_one_object_a_line() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start_with(&dir.path().join("store"), &["--log-format", "json"]);
-    let log = log_with(&daemon, "latchkey daemon started");
+    let log = daemon.log_with("latchkey daemon started");
     let lines: Vec<Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

@@ -7,7 +7,8 @@
 // Finding and building the binary, daemons with a kill-on-drop guard, CLI runs, HTTP.
 mod harness;
 
-// The backend switch: LATCHKEY_TEST_POSTGRES runs every test on a fresh PostgreSQL database.
+// The backend switch: LATCHKEY_TEST_POSTGRES runs every test on a fresh PostgreSQL database,
+// LATCHKEY_TEST_ENGINE=redb on redb stores.
 mod backend;
 
 // Records several modules start from (a group and a user in it).
@@ -58,6 +59,10 @@ mod listeners;
 // Several daemons on one PostgreSQL database with their remote apps: a write on one applies
 // on the other, kill -9 mid-write, PostgreSQL stopped and back (PostgreSQL only).
 mod cluster;
+
+// The embedded engine: `--engine` on init, serve and restore, refusals that change nothing,
+// a sled store moved to redb by backup and restore.
+mod engines;
 
 // Operations: a full disk (on a tmpfs, as root), a damaged store at start, backup and
 // restore during writes, key import.

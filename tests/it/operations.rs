@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::backend::{sled_only, store_arg};
+use crate::backend::{database_file, directory_only, store_arg};
 use crate::harness::{Daemon, Fixture, Run, latchkey};
 
 // The tmpfs helper of latchkey-core's full-disk test.
@@ -16,7 +16,7 @@ use tmpfs::Tmpfs;
 
 #[test]
 fn a_full_disk_answers_507_verification_goes_on_and_writes_come_back() {
-    if sled_only("the full disk is a tmpfs under sled's directory") {
+    if directory_only("the full disk is a tmpfs under the store's directory") {
         return;
     }
     let Some(tmpfs) = Tmpfs::mount("32m") else {
@@ -100,7 +100,7 @@ fn a_full_disk_answers_507_verification_goes_on_and_writes_come_back() {
 
 #[test]
 fn a_damaged_store_is_refused_at_start_and_never_reinitialised() {
-    if sled_only("it damages sled's files") {
+    if directory_only("it damages the engine's files") {
         return;
     }
     let f = Fixture::new();
@@ -108,7 +108,8 @@ fn a_damaged_store_is_refused_at_start_and_never_reinitialised() {
     let db = f.db();
     let Fixture { dir, daemon, .. } = f;
     assert!(daemon.terminate().success());
-    fs::remove_file(db.join("db")).unwrap();
+    let records = db.join(database_file());
+    fs::remove_file(&records).unwrap();
     for args in [vec!["serve", "--listen", "127.0.0.1:0"], vec!["init"]] {
         let run = Run::of(latchkey().args(&args).arg("--db").arg(&db));
         let line = run.fails(1, "latchkey restore");
@@ -120,7 +121,11 @@ fn a_damaged_store_is_refused_at_start_and_never_reinitialised() {
             run.stdout
         );
     }
-    assert!(!db.join("db").exists(), "nothing re-created the store");
+    assert!(!records.exists(), "nothing re-created the store");
+    assert!(
+        !db.join("db").exists() && !db.join("latchkey.redb").exists(),
+        "nor made another"
+    );
     drop(dir);
 }
 
@@ -262,7 +267,9 @@ fn sha256_hex(texts: &[String]) -> Vec<String> {
 fn ten_thousand_keys_of_each_kind_import_and_verify_under_their_old_text() {
     // Not about sled, but too slow on PostgreSQL for CI today: the import writes (and
     // re-hashes) key by key, each a round trip, and ran past 10 minutes there.
-    if sled_only("20,000 imported keys take over 10 minutes on PostgreSQL (a round trip per key)") {
+    if directory_only(
+        "20,000 imported keys take over 10 minutes on PostgreSQL (a round trip per key)",
+    ) {
         return;
     }
     let f = Fixture::new();

@@ -40,6 +40,45 @@ pub enum Engine {
     Redb,
 }
 
+impl Engine {
+    /// The engine's name, as the daemon's `--engine` takes it: `sled` or `redb`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sled => "sled",
+            Engine::Redb => "redb",
+        }
+    }
+
+    /// The engine whose files the directory `path` holds, if any (a store, or the remains
+    /// of a store's creation): what [`Store::open`](super::Store::open) would open it
+    /// with. Reads the directory only; changes nothing.
+    pub fn found_at(path: impl AsRef<Path>) -> Option<Engine> {
+        found_in(path.as_ref())
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = StoreError;
+
+    /// `sled` or `redb`; anything else is [`StoreError::Invalid`] (field `engine`).
+    fn from_str(text: &str) -> Result<Engine, StoreError> {
+        match text {
+            "sled" => Ok(Engine::Sled),
+            "redb" => Ok(Engine::Redb),
+            other => Err(StoreError::invalid(
+                "engine",
+                format!("{other:?} is no engine: expected sled or redb"),
+            )),
+        }
+    }
+}
+
 /// An embedded engine's database: a [`Backend`] that can be reopened after a storage
 /// failure left it refusing writes (sled poisons itself, redb answers `PreviousIo`).
 pub(crate) trait Embedded: Backend {

@@ -89,9 +89,10 @@ impl Store {
     }
 }
 
-/// A directory store's schema version, as written at creation (`m:version`).
+/// A directory store's schema version, as written at creation (`m:version`), in either
+/// engine's files.
 fn dir_schema_version(path: &Path) -> Result<u32, StoreError> {
-    if !path.join("conf").exists() {
+    if super::Engine::found_at(path).is_none() {
         return Err(StoreError::NotInitialized {
             path: path.to_owned(),
         });

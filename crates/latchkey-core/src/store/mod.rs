@@ -113,7 +113,7 @@ impl Default for StoreConfig {
             background_jobs: true,
             max_staleness: Duration::from_secs(5),
             index_chunk_positions: chunks::CHUNK_POSITIONS,
-            engine: Engine::Sled,
+            engine: Engine::default(),
         }
     }
 }
