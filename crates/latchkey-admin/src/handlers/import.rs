@@ -18,8 +18,8 @@ use crate::state::AppState;
 /// The most items one request takes.
 pub(crate) const MAX_ITEMS: usize = 1_000;
 
-/// `POST /v1/keys/import`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /v1/keys/import`. Its `Debug` counts the items: they hold keys' full text.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ImportKeys {
     /// The user the keys will belong to, by id or name.
@@ -29,6 +29,15 @@ pub(crate) struct ImportKeys {
     /// and `meta` (not supported yet: must be absent or null).
     #[schema(value_type = Vec<ImportItem>)]
     items: Vec<serde_json::Value>,
+}
+
+impl std::fmt::Debug for ImportKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportKeys")
+            .field("user_id", &self.user_id)
+            .field("items", &format_args!("<{} items>", self.items.len()))
+            .finish()
+    }
 }
 
 /// One key to import.
@@ -166,7 +175,7 @@ pub(crate) async fn import(
     let report = state
         .run(move |store| {
             let user_id = store
-                .user_id(&body.user_id)
+                .user_id_as(&caller.actor, &body.user_id)
                 .map_err(|e| AppError::from(e).with_field("user_id"))?;
             let mut rejected = Vec::new();
             let mut valid = Vec::with_capacity(body.items.len());

@@ -33,6 +33,7 @@ use crate::actor::Actor;
 use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
 use crate::key::{ApiKey, Env, Prefix, PublicId};
+use crate::limits::check_permissions;
 use crate::model::{Key, User, validate_text};
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, VerifyError};
@@ -149,11 +150,23 @@ fn check_prefix(prefix: &str) -> Result<(), Refused> {
 }
 
 /// The display prefix of a full key: its text up to its last `_` (`sk_live` of
-/// `sk_live_…`), which is how such keys name their kind; `imported` when it has none, so
-/// no part of a secret is ever shown.
+/// `sk_live_…`, `ghp` of `ghp_…`), which is how such keys name their kind, when that reads
+/// as a kind: up to 16 characters of `[a-z0-9_]`, with at least 16 characters after it.
+/// Otherwise `imported`: a random token may hold `_` anywhere (base64url), and then the
+/// text before it is part of its secret, which is never shown.
 fn derived_prefix(text: &str) -> String {
+    const MAX_KIND: usize = 16;
+    const MIN_REST: usize = 16;
     match text.rsplit_once('_') {
-        Some((head, _)) if check_prefix(head).is_ok() && head.len() <= 32 => head.to_owned(),
+        Some((head, rest))
+            if (1..=MAX_KIND).contains(&head.len())
+                && rest.len() >= MIN_REST
+                && head
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+        {
+            head.to_owned()
+        }
         _ => "imported".to_owned(),
     }
 }
@@ -180,7 +193,10 @@ impl Store {
         let targets: Vec<Result<Target, Refused>> =
             items.iter().map(|item| self.import_target(item)).collect();
         let outcome = self.write(actor, |tx| {
-            let Some(user) = tx.get::<User>(&layout::user(user_id))? else {
+            let Some(user) = tx
+                .get::<User>(&layout::user(user_id))?
+                .filter(|u| actor.sees(u))
+            else {
                 return abort(StoreError::not_found(Entity::User, user_id));
             };
             let ahead: Vec<Vec<u8>> = targets
@@ -245,7 +261,12 @@ impl Store {
         target: &Result<Target, Refused>,
     ) -> TxResult<Result<Key, StoreError>> {
         let name = item.name.as_deref().unwrap_or("imported");
-        if let Err(e) = validate_text("name", name, 1, 128) {
+        let checked = validate_text("name", name, 1, 128).and_then(|()| {
+            item.scopes
+                .as_ref()
+                .map_or(Ok(()), |s| check_permissions("scopes", s))
+        });
+        if let Err(e) = checked {
             return Ok(Err(e));
         }
         if item.expires_at.is_some_and(|at| at <= tx.now) {
@@ -280,7 +301,8 @@ impl Store {
             description: Some("imported".into()),
             user_id: user.id,
             env: Env::Live,
-            scopes: item.scopes.clone(),
+            // Never stronger than whoever imported it, as for a key made here.
+            scopes: actor.cap_scopes(item.scopes.as_ref()),
             expires_at: item.expires_at,
             enabled: true,
             revoked_at: None,
@@ -431,7 +453,15 @@ mod tests {
         );
         assert!(ImportSecret::sha256(&hex[1..]).is_err());
         assert!(ImportSecret::sha256(&hex.replace('9', "g")).is_err());
-        assert_eq!(derived_prefix("sk_live_abcdef"), "sk_live");
+        assert_eq!(derived_prefix("sk_live_51HxYzAbCdEfGhIjKlMn"), "sk_live");
+        assert_eq!(derived_prefix("ghp_0123456789abcdefABCDEF"), "ghp");
         assert_eq!(derived_prefix("abcdefghijklmnop"), "imported");
+        // A base64url token's `_` is no kind: the text before it is secret.
+        assert_eq!(derived_prefix("AbCdEfGhIjKlMnOp_Qr"), "imported");
+        assert_eq!(derived_prefix("abcdefgh_ijklmnop"), "imported");
+        assert_eq!(
+            derived_prefix("abcdefghijklmnopq_0123456789abcdef"),
+            "imported"
+        );
     }
 }
