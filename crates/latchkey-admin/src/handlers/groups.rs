@@ -10,7 +10,7 @@ use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, PageParams, Params, RecordRef};
 use crate::openapi::problems::{
-    Escalation, InvalidField, InvalidParameter, NameTaken, NoSuchGroup,
+    Escalation, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NoSuchGroup,
 };
 use crate::state::AppState;
 
@@ -119,7 +119,7 @@ pub(crate) async fn update(
     params(("id" = String, Path, description = "Group id or name")),
     responses(
         (status = 204, description = "Deleted"),
-        Escalation, NoSuchGroup,
+        Escalation, NoSuchGroup, LastAdminKey,
     ),
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn delete(

@@ -16,7 +16,7 @@ use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, Params, RecordRef, optional, page_limit};
 use crate::openapi::problems::{
-    InvalidField, InvalidParameter, NoSuchKey, NoSuchUser, StrongerKey,
+    InvalidField, InvalidParameter, LastAdminKey, NoSuchKey, NoSuchUser, StrongerKey,
 };
 use crate::state::AppState;
 
@@ -187,7 +187,7 @@ pub(crate) async fn show(
     responses(
         (status = 200, description = "The changed key", body = Key),
         InvalidField, StrongerKey, NoSuchKey,
-        (status = 409, description = "Re-enabling a revoked key (`key_revoked`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Re-enabling a revoked key (`key_revoked`), or disabling the last active key that holds `*` (`last_admin_key`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn update(
@@ -219,7 +219,7 @@ pub(crate) async fn update(
     params(("id" = String, Path, description = "Key id or display prefix")),
     responses(
         (status = 200, description = "The revoked key", body = Key),
-        StrongerKey, NoSuchKey,
+        StrongerKey, NoSuchKey, LastAdminKey,
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn revoke(

@@ -10,7 +10,9 @@ use crate::api::{CreateUser, KeysRevoked, List, UpdateUser};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, PageParams, Params, RecordRef};
-use crate::openapi::problems::{Escalation, InvalidField, InvalidParameter, NameTaken, NoSuchUser};
+use crate::openapi::problems::{
+    Escalation, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NoSuchUser,
+};
 use crate::state::AppState;
 
 /// Resolves group references (ids or names) from the body member `field`; an unknown one
@@ -153,7 +155,7 @@ pub(crate) async fn update(
     params(("id" = String, Path, description = "User id or name")),
     responses(
         (status = 204, description = "Deleted, and its keys revoked"),
-        Escalation, NoSuchUser,
+        Escalation, NoSuchUser, LastAdminKey,
     ),
     security(("bearer" = ["latchkey:users:write"])))]
 pub(crate) async fn delete(
@@ -178,7 +180,7 @@ pub(crate) async fn delete(
     params(("id" = String, Path, description = "User id or name")),
     responses(
         (status = 200, description = "Every key of the user is revoked", body = KeysRevoked),
-        NoSuchUser,
+        NoSuchUser, LastAdminKey,
         (status = 403, description = "Lacks latchkey:keys:write, or the user is stronger than the caller", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
@@ -189,7 +191,7 @@ pub(crate) async fn revoke_keys(
 ) -> Result<Json<KeysRevoked>, AppError> {
     let (user_id, done) = state
         .run(move |store| {
-            let id = store.user_id(&id)?;
+            let id = store.user_id_as(&caller.actor, &id)?;
             Ok((id, store.revoke_user_keys(&caller.actor, id)?))
         })
         .await?;

@@ -35,6 +35,15 @@ pub(crate) struct InvalidParameter(Problem);
 )]
 pub(crate) struct Escalation(Problem);
 
+/// The write would leave no active key that holds `*` (`last_admin_key`).
+#[derive(IntoResponses)]
+#[response(
+    status = 409,
+    description = "It would leave no active key that holds `*` (`last_admin_key`)",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct LastAdminKey(Problem);
+
 /// The key acted on holds more than the caller.
 #[derive(IntoResponses)]
 #[response(

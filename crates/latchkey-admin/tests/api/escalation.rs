@@ -303,6 +303,7 @@ async fn the_last_admin_key_cannot_be_taken_away() {
             Some(json!({"groups": []})),
         ),
         ("DELETE", "/v1/users/admin".to_owned(), None),
+        ("POST", "/v1/users/admin/revoke-keys".to_owned(), None),
         (
             "PATCH",
             "/v1/groups/admin".to_owned(),

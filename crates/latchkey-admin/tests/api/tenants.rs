@@ -146,6 +146,13 @@ async fn a_tenant_caller_changes_nothing_outside_its_tenant() {
             "/v1/keys".to_owned(),
             Some(json!({"name": "mine", "user_id": "globex-bot"})),
         ),
+        (
+            "POST",
+            "/v1/keys/import".to_owned(),
+            Some(json!({"user_id": "globex-bot",
+                        "items": [{"key": "acme_chosen_0123456789abcdef"}]})),
+        ),
+        ("POST", "/v1/users/globex-bot/revoke-keys".to_owned(), None),
     ] {
         as_boss(method, uri, body).await.problem(404, "not_found");
     }

@@ -101,11 +101,21 @@ impl Store {
     /// Revokes every key of a user, irreversibly: none authenticates once this returns.
     /// A user with many keys has the records revoked in the background (see `jobs.rs`).
     ///
-    /// The caller must hold everything the user holds.
+    /// The caller must see the user (a tenant-bound caller, one of its tenant) and hold
+    /// everything it holds; revoking the keys of the user of the last active key that holds
+    /// `*` is `LastAdminKey`.
     pub fn revoke_user_keys(&self, actor: &Actor, id: Uuid) -> Result<KeysRevocation, StoreError> {
-        let head = || self.user_keys_head(id);
-        let outcome = self.write_prepared(actor, head, |tx, head| {
-            let Some(user) = tx.get::<crate::model::User>(&layout::user(id))? else {
+        let prepare = || {
+            Ok((
+                self.user_keys_head(id)?,
+                self.admin_keys_if(self.user_holds_everything(id)?)?,
+            ))
+        };
+        let outcome = self.write_prepared(actor, prepare, |tx, (head, admin_keys)| {
+            let Some(user) = tx
+                .get::<crate::model::User>(&layout::user(id))?
+                .filter(|u| actor.sees(u))
+            else {
                 return super::tx::abort(StoreError::not_found(crate::error::Entity::User, id));
             };
             let grants = super::users::user_grants_in(tx, &user)?;
@@ -113,6 +123,7 @@ impl Store {
                 return super::tx::abort(e);
             }
             let revoked_now = tx.revoke_user_keys_in(id, head, true)?;
+            admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserRevokeKeys, id, Some(id));
             tx.invalidate(Invalidate::All);
             Ok(KeysRevocation {

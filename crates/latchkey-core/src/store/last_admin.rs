@@ -135,6 +135,13 @@ fn is_admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<bool> {
     {
         return Ok(false);
     }
+    // Revoked by its user's revocation mark, its record still to be revoked in the
+    // background (`POST /v1/users/{id}/revoke-keys` on a user with many keys).
+    if let Some(mark) = tx.get_raw(&super::jobs::mark_path(record.user_id))?
+        && index::position(&record, SortField::CreatedAt) <= mark
+    {
+        return Ok(false);
+    }
     let Some(user) = tx.get::<User>(&layout::user(record.user_id))? else {
         return Ok(false);
     };
