@@ -90,13 +90,27 @@ impl Actor {
     /// Whether the caller sees `user` (and its keys and audit events): a global caller
     /// sees everyone, a bound one only the users of its tenant (organization).
     pub fn sees(&self, user: &User) -> bool {
+        self.sees_place(user.tenant_id.as_deref(), user.organization_id.as_deref())
+    }
+
+    /// Whether the caller sees a verified key (its principal carries its user's tenant and
+    /// organization): as [`Actor::sees`] its user. A bound verifier treats any other key
+    /// as unknown.
+    pub fn sees_principal(&self, principal: &Principal) -> bool {
+        self.sees_place(
+            principal.tenant_id.as_deref(),
+            principal.organization_id.as_deref(),
+        )
+    }
+
+    fn sees_place(&self, tenant_id: Option<&str>, organization_id: Option<&str>) -> bool {
         match &self.tenant {
             None => true,
             Some(t) => {
-                user.tenant_id.as_deref() == Some(t.tenant_id.as_str())
+                tenant_id == Some(t.tenant_id.as_str())
                     && t.organization_id
                         .as_ref()
-                        .is_none_or(|org| user.organization_id.as_deref() == Some(org.as_str()))
+                        .is_none_or(|org| organization_id == Some(org.as_str()))
             }
         }
     }

@@ -62,7 +62,7 @@ pub(crate) async fn lease(
         allowed_ips: Vec::new(),
         grants: Vec::new(),
     };
-    let principal = match verify_presented(&state, &body.key).await {
+    let principal = match verify_presented(&state, &caller.actor, &body.key).await {
         Ok(principal) => principal,
         Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
         Err(e) => return Ok(Json(refused(e.code()))),

@@ -16,7 +16,8 @@ use crate::state::AppState;
 ///
 /// A remote verifier answers most requests from its cache, so the daemon never sees them;
 /// it reports them here in batches, and `last_used_at` and `usage_count` stay right.
-/// Figures for unknown or deleted keys are dropped. Each `count` is at least 1 (sums
+/// Figures for unknown or deleted keys are dropped, and so are, for a tenant-bound caller,
+/// those of keys outside its tenant. Each `count` is at least 1 (sums
 /// saturate); a `last_used_at` may be at most a minute ahead of the daemon's clock (then
 /// taken as now) and not before the key's creation; one bad item refuses the whole report,
 /// recording nothing. At most 500 items per report. 204 on success.
@@ -29,7 +30,7 @@ use crate::state::AppState;
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn report(
     State(state): State<AppState>,
-    _caller: Caller<perm::Verify>,
+    caller: Caller<perm::Verify>,
     JsonBody(body): JsonBody<UsageReport>,
 ) -> Result<StatusCode, AppError> {
     AppError::check_len("items", &body.items, MAX_USAGE_ITEMS, "items per report")?;
@@ -52,6 +53,13 @@ pub(crate) async fn report(
                     })?;
             }
             for item in &body.items {
+                if caller.actor.tenant_id().is_some() {
+                    match store.key_as(&caller.actor, item.key_id) {
+                        Ok(_) => {}
+                        Err(StoreError::NotFound { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 store.record_usage(item.key_id, item.count, item.last_used_at);
             }
             Ok(())

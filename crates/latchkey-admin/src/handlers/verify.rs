@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use latchkey_core::{Admission, Admitted, ApiKey, LimitState, VerifyError, limits, meter};
+use latchkey_core::{Actor, Admission, Admitted, ApiKey, LimitState, VerifyError, limits, meter};
 
 use crate::api::{VerifyRequest, VerifyResponse};
 use crate::caller::{Caller, perm};
@@ -11,19 +11,26 @@ use crate::extract::JsonBody;
 use crate::openapi::problems::{KeystoreUnavailable, LacksVerify};
 use crate::state::AppState;
 
-/// A presented key's verification. A malformed key is refused without a store read, as
-/// the authentication layer does, unless the store holds imported keys, which have other
-/// formats.
+/// A presented key's verification for `caller`. A malformed key is refused without a
+/// store read, as the authentication layer does, unless the store holds imported keys,
+/// which have other formats. A key of a user the caller does not see (another tenant's)
+/// is `invalid_key`, as an unknown one.
 pub(crate) async fn verify_presented(
     state: &AppState,
+    caller: &Actor,
     presented: &str,
 ) -> Result<latchkey_core::Principal, VerifyError> {
-    match ApiKey::parse(presented) {
+    let principal = match ApiKey::parse(presented) {
         Ok(key) => state.verification(&key).await,
         Err(e) => match state.foreign_verification(presented) {
             Some(verification) => verification.await,
             None => Err(VerifyError::Malformed(e)),
         },
+    }?;
+    if caller.sees_principal(&principal) {
+        Ok(principal)
+    } else {
+        Err(VerifyError::Invalid)
     }
 }
 
@@ -44,7 +51,7 @@ pub(crate) async fn verify_presented(
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
-    _caller: Caller<perm::Verify>,
+    caller: Caller<perm::Verify>,
     JsonBody(body): JsonBody<VerifyRequest>,
 ) -> Result<Json<VerifyResponse>, AppError> {
     if let Some(permissions) = &body.permissions {
@@ -60,7 +67,7 @@ pub(crate) async fn verify(
             ));
         }
     };
-    let verified = verify_presented(&state, &body.key).await;
+    let verified = verify_presented(&state, &caller.actor, &body.key).await;
     let answer = match verified {
         Ok(principal) => {
             // IP → permissions → rate limits → credits: core's one order.

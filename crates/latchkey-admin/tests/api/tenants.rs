@@ -303,3 +303,57 @@ async fn a_tenant_bound_key_reads_neither_the_change_feed_nor_a_backup() {
             .problem(403, "tenant_forbidden");
     }
 }
+
+#[tokio::test]
+async fn a_tenant_bound_verifier_knows_only_its_tenant_s_keys() {
+    let (h, _, globex_key) = two_tenants(None).await;
+    h.created(
+        "/v1/users",
+        json!({"name": "acme-verifier", "permissions": ["latchkey:verify"], "tenant_id": "acme"}),
+    )
+    .await;
+    let verifier = h.key_for("acme-verifier").await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_of = |user: &'static str| {
+        let h = &h;
+        async move {
+            h.created("/v1/keys", json!({"name": "more", "user_id": user}))
+                .await["secret"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (acme, globex) = (secret_of("acme-bot").await, secret_of("globex-bot").await);
+    let verify = |key: &str| h.post_as(&verifier, "/v1/verify", json!({"key": key}));
+    assert_eq!(verify(&acme).await["valid"], true);
+    // Another tenant's valid key answers as an unknown one.
+    let other = verify(&globex).await;
+    assert_eq!(other["valid"], false);
+    assert_eq!(other["code"], "invalid_key");
+    assert_eq!(other.get("principal"), None, "{other}");
+    let lease = h
+        .post_as(
+            &verifier,
+            "/v1/leases",
+            json!({"key": globex, "buckets": [{"kind": "credits", "want": 5}]}),
+        )
+        .await;
+    assert_eq!(
+        (lease["valid"].clone(), lease["code"].clone()),
+        (json!(false), json!("invalid_key"))
+    );
+    // Its usage figures are dropped, as an unknown key's.
+    let uri = format!("/v1/keys/{globex_key}");
+    let before = h.get(&uri).await.ok(200);
+    let report = json!({"items": [{"key_id": globex_key, "count": 1000,
+                                   "last_used_at": before["created_at"]}]});
+    let r = h
+        .send("POST", "/v1/usage", Some(&verifier), Some(report))
+        .await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.text);
+    let before = before["usage_count"].clone();
+    assert_eq!(h.get(&uri).await.ok(200)["usage_count"], before);
+}
