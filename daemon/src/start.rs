@@ -86,6 +86,8 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         None if args.metrics_auth => MetricsServing::Keyed,
         None => MetricsServing::Public,
     };
+    // Before the announcement: a SIGTERM sent once it is out stops the daemon gracefully.
+    let shutdown = crate::shutdown_signal();
     println!("listening on {local}");
     std::io::stdout().flush().context("writing to stdout")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -100,7 +102,7 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         ui: !args.no_ui,
         ..ServeConfig::new(store)
     };
-    crate::run(config, listener, crate::shutdown_signal()).await
+    crate::run(config, listener, shutdown).await
 }
 
 /// Plain HTTP is for loopback: keys and admin keys would cross the network in clear.

@@ -242,3 +242,15 @@ fn a_cache_size_out_of_range_is_refused_at_start_and_a_small_one_serves() {
         200
     );
 }
+
+#[test]
+fn a_sigterm_right_after_listening_on_stops_it_gracefully() {
+    let (_dir, db) = store_dir();
+    // The signal handlers are in place before `listening on` is printed: a SIGTERM at once
+    // is a graceful stop (the store flushed, exit 0), never the signal's default death.
+    for _ in 0..2 {
+        let (status, log) = Daemon::start(&db).stop();
+        assert!(status.success(), "{status}\n{log}");
+        assert!(log.contains("store flushed"), "{log}");
+    }
+}
