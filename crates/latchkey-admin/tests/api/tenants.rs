@@ -357,3 +357,47 @@ async fn a_tenant_bound_verifier_knows_only_its_tenant_s_keys() {
     let before = before["usage_count"].clone();
     assert_eq!(h.get(&uri).await.ok(200)["usage_count"], before);
 }
+
+#[tokio::test]
+async fn a_list_cursor_shows_nothing_of_the_records_a_bound_caller_was_passed_over() {
+    let (h, boss, _) = two_tenants(None).await;
+    let globex = h.get("/v1/users/globex-bot").await.ok(200)["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // More of globex's keys than one page scans: acme's page ends on one of them.
+    let keys: Vec<latchkey_core::NewKey> = (0..1_100)
+        .map(|i| latchkey_core::NewKey {
+            name: format!("globex-secret-{i:04}"),
+            user_id: globex,
+            ..latchkey_core::NewKey::default()
+        })
+        .collect();
+    h.store
+        .create_keys(&latchkey_core::Actor::system(), &keys)
+        .unwrap();
+    let page = h
+        .send("GET", "/v1/keys?sort=name&limit=1000", Some(&boss), None)
+        .await
+        .ok(200);
+    let cursor = page["next_cursor"].as_str().expect("a cursor to go on");
+    // "globex" in hex, as the cursor's text would hold it in the clear.
+    assert!(
+        !cursor.contains("676c6f626578"),
+        "the cursor holds another tenant's key name: {cursor}"
+    );
+    // It goes on, and acme's own keys are all there in the end.
+    let mut seen = names(&page, "name");
+    let mut next = Some(cursor.to_owned());
+    for _ in 0..10 {
+        let Some(cursor) = next.take() else { break };
+        let uri = format!("/v1/keys?sort=name&limit=1000&cursor={cursor}");
+        let page = h.send("GET", &uri, Some(&boss), None).await.ok(200);
+        seen.extend(names(&page, "name"));
+        next = page["next_cursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(next, None);
+    seen.sort();
+    assert_eq!(seen, ["acme-bot", "k"]);
+}

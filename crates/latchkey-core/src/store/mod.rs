@@ -10,6 +10,7 @@ mod backup;
 mod chunks;
 mod controls;
 mod counters;
+mod cursor;
 mod db;
 mod engine;
 mod entry;
@@ -268,6 +269,8 @@ struct Inner {
     /// latchkey key get looked up (see `import`).
     has_imports: std::sync::atomic::AtomicBool,
     hash_key: HashKey,
+    /// Seals list cursors (`cursor.rs`).
+    cursors: cursor::CursorSeal,
     prefix: Prefix,
     clock: Arc<dyn Clock>,
     cache: VerifyCache,
@@ -542,6 +545,7 @@ impl Store {
             has_imports: has_imports.into(),
             mark: recover::Marker::new(mark),
             min_free_bytes: config.min_free_bytes,
+            cursors: cursor::CursorSeal::new(&HashKey::from_bytes(hash_key)),
             hash_key: HashKey::from_bytes(hash_key),
             prefix,
             clock: config.clock,

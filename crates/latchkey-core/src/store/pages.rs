@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::backend::{self, Direction, KeyRange};
-use super::query::{SCAN_BUDGET, hex, unhex};
+use super::query::SCAN_BUDGET;
 use super::{Page, Store, decode, layout};
 use crate::actor::Actor;
 use crate::error::StoreError;
@@ -72,7 +72,10 @@ impl Store {
         let lower = match cursor {
             None => Bound::Included(namespace.to_vec()),
             Some(cursor) => {
-                let id = unhex(cursor)
+                let id = self
+                    .inner
+                    .cursors
+                    .open(cursor)
                     .filter(|b| b.len() == 17 && b[0] == namespace[0])
                     .and_then(|b| Uuid::from_slice(&b[1..]).ok())
                     .ok_or_else(|| {
@@ -104,7 +107,12 @@ impl Store {
             last = Some(key);
         }
         let next_cursor = more
-            .then(|| last.map(|key| hex(&[&namespace[..1], &key[namespace.len()..]].concat())))
+            .then(|| {
+                last.map(|key| {
+                    let position = [&namespace[..1], &key[namespace.len()..]].concat();
+                    self.inner.cursors.seal(&position)
+                })
+            })
             .flatten();
         Ok(Page { items, next_cursor })
     }

@@ -17,6 +17,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 use super::controls::ControlsRecord;
+use super::cursor::CursorSeal;
 use super::index::{self, Class, Scope};
 use super::keys::KeyRecord;
 use super::{Store, layout};
@@ -129,33 +130,20 @@ impl SortField {
     }
 }
 
-/// An opaque, URL-safe cursor for a position in a sort order.
-fn encode_cursor(sort: KeySort, position: &[u8]) -> String {
+/// An opaque, URL-safe cursor for a position in a sort order, sealed by `seal`.
+fn encode_cursor(seal: &CursorSeal, sort: KeySort, position: &[u8]) -> String {
     let mut bytes = vec![CURSOR_VERSION, sort.field.byte(), u8::from(sort.descending)];
     bytes.extend_from_slice(position);
-    hex(&bytes)
+    seal.seal(&bytes)
 }
 
 /// The position a cursor holds, when it is one of this listing's sort.
-fn decode_cursor(cursor: &str, sort: KeySort) -> Option<Vec<u8>> {
-    let bytes = unhex(cursor)?;
+fn decode_cursor(seal: &CursorSeal, cursor: &str, sort: KeySort) -> Option<Vec<u8>> {
+    let bytes = seal.open(cursor)?;
     let (head, position) = bytes.split_at_checked(3)?;
     (head == [CURSOR_VERSION, sort.field.byte(), u8::from(sort.descending)]
         && index::is_position(position, sort.field))
     .then(|| position.to_vec())
-}
-
-/// A cursor's text: its bytes in lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
-/// A cursor's bytes, or `None` for text that is not hex or is longer than any cursor.
-pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() > 2048 {
-        return None;
-    }
-    hex::decode(text).ok()
 }
 
 /// What one page scans, and what each record read must also satisfy.
@@ -229,13 +217,14 @@ impl Store {
                 format!("1 to {MAX_LIST_LIMIT}"),
             ));
         }
-        let after =
-            match &query.cursor {
-                Some(cursor) => Some(decode_cursor(cursor, query.sort).ok_or_else(|| {
+        let after = match &query.cursor {
+            Some(cursor) => Some(
+                decode_cursor(&self.inner.cursors, cursor, query.sort).ok_or_else(|| {
                     StoreError::invalid("cursor", "not a cursor from this listing")
-                })?),
-                None => None,
-            };
+                })?,
+            ),
+            None => None,
+        };
         if query.status.is_some() {
             // Statuses follow the clock: classify what expired since the last sweep first.
             self.sweep_expired()?;
@@ -290,9 +279,9 @@ impl Store {
         let next_cursor = if !more {
             None
         } else if items.len() == query.limit {
-            last_item.map(|p| encode_cursor(query.sort, &p))
+            last_item.map(|p| encode_cursor(&self.inner.cursors, query.sort, &p))
         } else {
-            last_read.map(|p| encode_cursor(query.sort, &p))
+            last_read.map(|p| encode_cursor(&self.inner.cursors, query.sort, &p))
         };
         Ok(Page { items, next_cursor })
     }
