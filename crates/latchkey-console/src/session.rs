@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 /// Most sessions at a time; signing in beyond it ends the least recently used one.
 pub const MAX_SESSIONS: usize = 1_000;
+/// Most sessions of one key; signing in with it beyond that ends its least recently used
+/// one, so that one key signing in again and again ends no one else's session.
+pub const MAX_SESSIONS_PER_KEY: usize = 8;
 /// A session ends after this long without a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after sign-in, however busy.
@@ -78,13 +81,24 @@ impl Sessions {
         let id = random_token();
         let mut sessions = self.lock();
         sessions.retain(|_, s| !s.expired(now));
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions
+        let same_key =
+            |s: &Session| constant_time_eq::constant_time_eq(s.key.0.as_bytes(), key.0.as_bytes());
+        let least_recent = |sessions: &HashMap<String, Session>, of_key: bool| {
+            sessions
                 .iter()
+                .filter(|(_, s)| !of_key || same_key(s))
                 .min_by_key(|(_, s)| s.last_seen)
                 .map(|(id, _)| id.clone())
-        {
-            sessions.remove(&oldest);
+        };
+        let evicted = if sessions.values().filter(|s| same_key(s)).count() >= MAX_SESSIONS_PER_KEY {
+            least_recent(&sessions, true)
+        } else if sessions.len() >= MAX_SESSIONS {
+            least_recent(&sessions, false)
+        } else {
+            None
+        };
+        if let Some(id) = evicted {
+            sessions.remove(&id);
         }
         sessions.insert(
             id.clone(),
@@ -149,11 +163,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sessions_are_bounded_and_forms_used_once() {
+    fn one_key_signing_in_again_and_again_ends_only_its_own_sessions() {
         let sessions = Sessions::default();
+        let other = sessions.open(SessionKey::new("other".into()));
         let first = sessions.open(SessionKey::new("k".into()));
         for _ in 0..MAX_SESSIONS {
             sessions.open(SessionKey::new("k".into()));
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS_PER_KEY + 1);
+        assert!(
+            sessions.get(&first).is_none(),
+            "its oldest session was ended"
+        );
+        assert!(
+            sessions.get(&other).is_some(),
+            "another key's session stays"
+        );
+    }
+
+    #[test]
+    fn sessions_are_bounded_and_forms_used_once() {
+        let sessions = Sessions::default();
+        let first = sessions.open(SessionKey::new("k".into()));
+        for i in 0..MAX_SESSIONS {
+            sessions.open(SessionKey::new(format!("k{i}")));
         }
         assert_eq!(sessions.len(), MAX_SESSIONS);
         assert!(
