@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 
 use crate::api::{AuditBreak, AuditCheck, List};
 use crate::caller::{Caller, perm};
-use crate::error::AppError;
+use crate::error::{AppError, Problem};
 use crate::extract::{NoParams, Params, optional};
 use crate::openapi::problems::InvalidParameter;
 use crate::state::AppState;
@@ -65,15 +65,21 @@ pub(crate) async fn list(
     }))
 }
 
-/// Check the audit chain: every event's hash, every link, no gap, no truncated tail.
+/// Check the audit chain: every event's hash, every link, no gap, no truncated tail. The
+/// chain is every tenant's at once: a tenant-bound caller is refused (403
+/// `tenant_forbidden`).
 #[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verifyAuditChain", tag = "audit",
-    responses((status = 200, description = "Whether the chain holds, and where it breaks", body = AuditCheck)),
+    responses(
+        (status = 200, description = "Whether the chain holds, and where it breaks", body = AuditCheck),
+        (status = 403, description = "Lacks latchkey:audit:read, or is tenant-bound (`tenant_forbidden`)", body = Problem, content_type = "application/problem+json"),
+    ),
     security(("bearer" = ["latchkey:audit:read"])))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
-    _caller: Caller<perm::AuditRead>,
+    caller: Caller<perm::AuditRead>,
     Params(NoParams {}): Params<NoParams>,
 ) -> Result<Json<AuditCheck>, AppError> {
+    caller.ensure_global()?;
     let report = state.run(|store| Ok(store.verify_audit()?)).await?;
     Ok(Json(AuditCheck {
         valid: report.broken.is_none(),

@@ -289,15 +289,15 @@ async fn an_organization_binds_within_the_tenant() {
 }
 
 #[tokio::test]
-async fn a_tenant_bound_key_reads_neither_the_change_feed_nor_a_backup() {
+async fn a_tenant_bound_key_reads_neither_the_change_feed_nor_a_backup_nor_the_chain_s_check() {
     let h = Harness::new();
-    h.created("/v1/users", json!({"name": "acme-verifier", "permissions": ["latchkey:verify", "latchkey:backup"], "tenant_id": "acme"})).await;
+    h.created("/v1/users", json!({"name": "acme-verifier", "permissions": ["latchkey:verify", "latchkey:backup", "latchkey:audit:read"], "tenant_id": "acme"})).await;
     let key = h.key_for("acme-verifier").await["secret"]
         .as_str()
         .unwrap()
         .to_owned();
-    // Both cover every tenant's records: refused whole rather than narrowed.
-    for uri in ["/v1/events", "/v1/backup"] {
+    // Each covers every tenant's records: refused whole rather than narrowed.
+    for uri in ["/v1/events", "/v1/backup", "/v1/audit/verify"] {
         h.send("GET", uri, Some(&key), None)
             .await
             .problem(403, "tenant_forbidden");
