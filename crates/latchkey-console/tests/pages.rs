@@ -115,14 +115,14 @@ impl App {
 
     /// A user with `permissions` and a key for it; returns the key.
     async fn key_with(&self, user: &str, permissions: &[&str]) -> String {
-        let (status, _) = self
-            .api(
-                &self.admin,
-                "POST",
-                "/v1/users",
-                json!({"name": user, "permissions": permissions}),
-            )
-            .await;
+        self.key_of_new_user(json!({"name": user, "permissions": permissions}))
+            .await
+    }
+
+    /// The user `body` makes, and a key for it; returns the key.
+    async fn key_of_new_user(&self, body: Value) -> String {
+        let user = body["name"].clone();
+        let (status, _) = self.api(&self.admin, "POST", "/v1/users", body).await;
         assert_eq!(status, StatusCode::CREATED);
         let (status, key) = self
             .api(
@@ -419,4 +419,18 @@ async fn a_revoked_key_ends_its_session() {
     let (answer, _) = app.get("/ui/keys", Some(&session)).await;
     assert_eq!(answer.status(), StatusCode::SEE_OTHER);
     assert_eq!(answer.headers()[LOCATION], "/ui/signin");
+}
+
+#[tokio::test]
+async fn a_tenant_bound_key_sees_why_it_cannot_check_the_chain() {
+    let app = App::new(false);
+    let key = app
+        .key_of_new_user(json!({"name": "acme-auditor", "tenant_id": "acme",
+                                "permissions": ["latchkey:audit:read", "latchkey:keys:read"]}))
+        .await;
+    let (session, _, _) = app.sign_in(&key).await;
+    let (audit, html) = app.get("/ui/audit?check=1", Some(&session)).await;
+    assert_eq!(audit.status(), StatusCode::OK);
+    assert!(html.contains("only a key without a tenant"), "{html}");
+    assert!(!html.contains("The chain holds"), "{html}");
 }

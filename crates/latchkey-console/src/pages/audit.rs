@@ -72,6 +72,9 @@ pub(crate) async fn recent_about(
 struct AuditPage {
     nav: Nav,
     check: Option<AuditCheck>,
+    /// The chain's check was asked for and is not this key's to make (a tenant-bound key:
+    /// the chain is every tenant's).
+    check_refused: bool,
     events: Vec<AuditEvent>,
     next: Option<String>,
 }
@@ -91,14 +94,19 @@ pub(crate) async fn list(
             view::query(&[("after", after), ("limit", "100")])
         ))
         .await?;
-    let check: Option<AuditCheck> = if query.check == "1" {
-        Some(signed.get("/v1/audit/verify").await?)
+    let (check, check_refused) = if query.check == "1" {
+        match signed.get::<AuditCheck>("/v1/audit/verify").await {
+            Ok(check) => (Some(check), false),
+            Err(UiError::Api(problem)) if problem.code == "tenant_forbidden" => (None, true),
+            Err(e) => return Err(e),
+        }
     } else {
-        None
+        (None, false)
     };
     super::render(&AuditPage {
         nav: signed.nav(),
         check,
+        check_refused,
         events: page.items,
         next: page.next_cursor.map(|c| view::query(&[("after", &c)])),
     })
