@@ -213,3 +213,48 @@ fn revoking_all_keys_refuses_them_at_once_and_spares_later_keys() {
     assert_eq!(store.key(key.key.id).unwrap().status, KeyStatus::Revoked);
     assert_eq!(store.pending_jobs().unwrap(), 0);
 }
+
+#[test]
+fn a_key_under_its_user_s_revocation_is_not_rotated_and_a_later_key_is_never_under_it() {
+    let t0 = time::macros::datetime!(2026-12-02 12:00 UTC);
+    let (_dir, store, clock) = support::clocked_store(t0, |c| {
+        c.index_chunk_positions(2)
+            .job_chunk_keys(10)
+            .background_jobs(false)
+    });
+    let admin = Actor::system();
+    let (user, created) = big_user(&store, 15);
+    clock.advance(time::Duration::seconds(1));
+    assert!(
+        store
+            .revoke_user_keys(&admin, user.id)
+            .unwrap()
+            .in_background
+    );
+    // Its record is not revoked yet; its successor would escape the mark.
+    let first = created[0].key.id;
+    assert!(matches!(
+        store.rotate_key(&admin, first, time::Duration::ZERO),
+        Err(StoreError::Conflict(Conflict::KeyRevoked))
+    ));
+    // A clock behind the revocation (another daemon's, or stepped back) still makes a key
+    // that works, before and after the background work.
+    clock.set(t0 - time::Duration::minutes(5));
+    let later = store
+        .create_key(
+            &admin,
+            NewKey {
+                name: "later".into(),
+                user_id: user.id,
+                ..NewKey::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(code(&store, later.secret.expose()), "ok");
+    store.run_jobs().unwrap();
+    assert_eq!(code(&store, later.secret.expose()), "ok");
+    for key in &created {
+        assert_eq!(code(&store, key.secret.expose()), "key_revoked");
+    }
+    assert_eq!(revoked_records(&store, user.id), 15);
+}

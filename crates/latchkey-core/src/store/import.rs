@@ -306,7 +306,7 @@ impl Store {
             expires_at: item.expires_at,
             enabled: true,
             revoked_at: None,
-            created_at: tx.now,
+            created_at: super::jobs::creation_time_in(tx, user.id, tx.now)?,
             created_by: actor.key_id(),
             rotated_from: None,
             hash: *hash,

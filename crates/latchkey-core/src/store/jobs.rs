@@ -38,6 +38,38 @@ pub(crate) fn mark_path(user: Uuid) -> Vec<u8> {
     [b"ur:".as_slice(), user.as_bytes()].concat()
 }
 
+/// Whether `record` falls under its user's revocation `mark` (the position of the newest
+/// key when `revoke-keys` ran): revoked, whatever its record says yet.
+fn under_mark(record: &KeyRecord, mark: Option<&[u8]>) -> bool {
+    mark.is_some_and(|mark| index::position(record, SortField::CreatedAt).as_slice() <= mark)
+}
+
+/// [`Store::revoked_by_mark`], read in a write.
+pub(crate) fn revoked_by_mark_in(tx: &Tx<'_>, record: &KeyRecord) -> TxResult<bool> {
+    let mark = tx.get_raw(&mark_path(record.user_id))?;
+    Ok(under_mark(record, mark.as_deref()))
+}
+
+/// The creation time of a new key of `user` at `now`: just after the user's revocation
+/// mark when a clock behind it (another daemon's, or one stepped back) would place the key
+/// under the mark, born revoked.
+pub(crate) fn creation_time_in(
+    tx: &Tx<'_>,
+    user: Uuid,
+    now: OffsetDateTime,
+) -> TxResult<OffsetDateTime> {
+    let Some(mark) = tx.get_raw(&mark_path(user))? else {
+        return Ok(now);
+    };
+    let Some(time) = mark.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+        return Ok(now);
+    };
+    let nanos = (u64::from_be_bytes(time) ^ (1 << 63)) as i64;
+    let after_mark =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos) + 1).unwrap_or(now);
+    Ok(now.max(after_mark))
+}
+
 /// A durable job: revoke the keys of `user_id` up to `upto` (a position in the user's
 /// creation index; `None`: all of them), continuing after `done`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,10 +172,8 @@ impl Store {
 
     /// Whether verification must treat a key as revoked by its user's revocation mark.
     pub(crate) fn revoked_by_mark(&self, record: &KeyRecord) -> Result<bool, StoreError> {
-        Ok(match self.inner.db.get(&mark_path(record.user_id))? {
-            Some(mark) => index::position(record, SortField::CreatedAt) <= mark,
-            None => false,
-        })
+        let mark = self.inner.db.get(&mark_path(record.user_id))?;
+        Ok(under_mark(record, mark.as_deref()))
     }
 
     /// How many background jobs are not finished.
@@ -196,12 +226,8 @@ impl Store {
             }
             if entries.len() < chunk {
                 tx.remove(path)?;
-                if job.marked {
-                    let mark = mark_path(job.user_id);
-                    if tx.get_raw(&mark)? == job.upto {
-                        tx.remove(&mark)?;
-                    }
-                }
+                // The mark stays: a verification that read a key's record before this
+                // chunk revoked it reads the mark after, and must still find it.
                 tx.record(Action::UserKeysRevoked, job.user_id, Some(job.user_id));
             } else {
                 let mut job = job.clone();

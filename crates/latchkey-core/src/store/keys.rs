@@ -188,7 +188,7 @@ impl Store {
             // Rotation never restores access that was switched off.
             enabled: rotated.is_none_or(|old| old.enabled),
             revoked_at: None,
-            created_at: tx.now,
+            created_at: super::jobs::creation_time_in(tx, user.id, tx.now)?,
             created_by: actor.key_id(),
             rotated_from: rotated.map(|old| old.id),
             hash: self.inner.hash_key.hash(secret.secret()).to_bytes(),
@@ -404,7 +404,9 @@ impl Store {
         }
         let (created, settle) = self.write(actor, |tx| {
             let (_, mut old) = self.key_for_change(tx, actor, id)?;
-            if old.revoked_at.is_some() {
+            // Revoked with all its user's keys counts too, before the background job has
+            // reached its record: its successor would escape the mark.
+            if old.revoked_at.is_some() || super::jobs::revoked_by_mark_in(tx, &old)? {
                 return abort(Conflict::KeyRevoked.into());
             }
             let old_public = old.public_id().map_err(abort_err)?;

@@ -137,9 +137,7 @@ fn is_admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<bool> {
     }
     // Revoked by its user's revocation mark, its record still to be revoked in the
     // background (`POST /v1/users/{id}/revoke-keys` on a user with many keys).
-    if let Some(mark) = tx.get_raw(&super::jobs::mark_path(record.user_id))?
-        && index::position(&record, SortField::CreatedAt) <= mark
-    {
+    if super::jobs::revoked_by_mark_in(tx, &record)? {
         return Ok(false);
     }
     let Some(user) = tx.get::<User>(&layout::user(record.user_id))? else {
