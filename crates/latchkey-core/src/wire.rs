@@ -74,6 +74,13 @@ pub struct VerifyResponse {
         with = "time::serde::rfc3339::option"
     )]
     pub expires_at: Option<OffsetDateTime>,
+    /// On a database several daemons share: the newest change (audit `seq`) the answering
+    /// daemon had applied when it verified. A remote verifier that has already seen a
+    /// later change on its event stream (from another daemon) uses the answer but does not
+    /// cache it: this daemon may not have applied a revocation yet. Absent on an embedded
+    /// store, and from daemons that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// The body of `POST /v1/leases`: a remote verifier asks for slices of a key's rate limits

@@ -67,6 +67,8 @@ pub(crate) async fn verify(
             ));
         }
     };
+    // Read before verifying: the verification reflects at least every change up to it.
+    let seq = state.store.applied_seq();
     let verified = verify_presented(&state, &caller.actor, &body.key).await;
     let answer = match verified {
         Ok(principal) => {
@@ -129,6 +131,7 @@ pub(crate) async fn verify(
                 // verification reads nothing from the storage.
                 expires_at: state.store.expiry(&principal).ok().flatten(),
                 principal: Some((*principal).clone()),
+                seq,
             }
         }
         Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
@@ -139,6 +142,7 @@ pub(crate) async fn verify(
             expires_at: None,
             limits: None,
             retry_after: None,
+            seq,
         },
     };
     Ok(Json(answer))

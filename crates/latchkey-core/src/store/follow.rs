@@ -73,6 +73,19 @@ impl Follow {
 }
 
 impl Store {
+    /// On a database several processes share: the newest change this process has applied
+    /// (its verify cache reflects every change up to it). `None` on a store only this
+    /// process opens, whose writes reach its cache before they return.
+    pub fn applied_seq(&self) -> Option<u64> {
+        let follow = self.inner.follow.as_ref()?;
+        Some(
+            *follow
+                .applied
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
     /// Sends a committed write's events to subscribers: directly on a store no other
     /// process writes; on a shared database by catching up, which publishes them in `seq`
     /// order after any earlier change of another process.

@@ -48,6 +48,8 @@ pub(super) enum Verdict {
         /// The key has rate limits, credits or an allowlist (their states): the daemon
         /// counted this request; the next ones are admitted from a lease.
         limits: Option<Vec<LimitState>>,
+        /// The newest change the answering daemon had applied (on a shared database).
+        seq: Option<u64>,
     },
     Refused(VerifyError),
 }
@@ -137,6 +139,7 @@ impl Daemon {
                 principal: Box::new(principal),
                 expires_at: answer.expires_at,
                 limits: answer.limits,
+                seq: answer.seq,
             }),
             (true, None) => Err("POST /v1/verify: valid without a principal".to_owned()),
             (false, _) => Ok(Verdict::Refused(refusal(

@@ -449,6 +449,7 @@ impl Shared {
             ));
         };
         let generation = self.cache.generation();
+        let position = self.status.borrow().position;
         let verdict = self.daemon.verify(presented, client_ip, None).await;
         let now = self.settings.clock.now();
         match verdict {
@@ -456,6 +457,7 @@ impl Shared {
                 principal,
                 expires_at,
                 limits,
+                seq,
             }) => {
                 let principal = Principal::new(*principal);
                 if expires_at.is_some_and(|at| at <= now) {
@@ -469,7 +471,15 @@ impl Shared {
                     fetched_at: now,
                     lease: limits.map(|l| Arc::new(Lease::new(&l, principal.key_id))),
                 };
-                self.cache.insert_valid(digest, entry, generation);
+                // A daemon behind this verifier's event stream (another daemon of the
+                // cluster answered behind one name) may not have applied a revocation the
+                // stream already announced: its answer serves this request, never the next.
+                let behind = seq
+                    .zip(position)
+                    .is_some_and(|(answered, seen)| answered < seen);
+                if !behind {
+                    self.cache.insert_valid(digest, entry, generation);
+                }
                 Ok(principal)
             }
             Ok(Verdict::Refused(error)) => {

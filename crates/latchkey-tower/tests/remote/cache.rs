@@ -248,3 +248,27 @@ async fn imported_keys_are_asked_of_the_daemon_only_when_enabled() {
     // Text no import could be is never sent.
     assert!(on.verify_foreign("short").is_none());
 }
+
+#[tokio::test]
+async fn an_answer_from_a_daemon_behind_the_event_stream_is_used_but_not_cached() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "dashboard", None);
+    let seen = s.caught_up().await.position.expect("a position");
+    // Another daemon of the cluster, one change behind what the stream announced: it may
+    // not have applied a revocation yet.
+    *s.traffic.verify_seq.lock().unwrap() = Some(seen - 1);
+    let before = s.requests();
+    for _ in 0..3 {
+        s.verify(key.secret.expose()).await.unwrap();
+    }
+    assert_eq!(s.requests(), before + 3, "each asked again");
+    assert_eq!(s.verifier.cached_keys(), 0);
+    // A daemon as far as the stream: cached as ever.
+    *s.traffic.verify_seq.lock().unwrap() = Some(seen);
+    for _ in 0..3 {
+        s.verify(key.secret.expose()).await.unwrap();
+    }
+    assert_eq!(s.requests(), before + 4);
+    assert_eq!(s.verifier.cached_keys(), 1);
+}

@@ -29,6 +29,9 @@ pub(crate) struct Traffic {
     /// Answer `POST /v1/usage` 404 without passing it on, as a daemon that predates the
     /// route would.
     pub(crate) refuse_usage: std::sync::atomic::AtomicBool,
+    /// Put this `seq` in `POST /v1/verify`'s answers, as a daemon of a cluster that has
+    /// applied the changes up to it would.
+    pub(crate) verify_seq: Mutex<Option<u64>>,
 }
 
 impl Traffic {
@@ -41,6 +44,15 @@ async fn observe(State(traffic): State<Arc<Traffic>>, request: Request, next: Ne
     let path = request.uri().path().to_owned();
     if path == "/v1/verify" {
         traffic.verify.fetch_add(1, Ordering::SeqCst);
+        let seq = *traffic.verify_seq.lock().unwrap();
+        if let Some(seq) = seq {
+            let (mut parts, body) = next.run(request).await.into_parts();
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            let body = body.collect().await.unwrap().to_bytes();
+            let mut answer: Value = serde_json::from_slice(&body).unwrap();
+            answer["seq"] = seq.into();
+            return Response::from_parts(parts, Body::from(answer.to_string()));
+        }
     }
     if path == "/v1/usage" {
         if traffic.refuse_usage.load(Ordering::SeqCst) {
