@@ -153,6 +153,11 @@ impl<S: ChunkStore> Writer<S> {
             };
         };
         while let Some(high) = chunk.high.take_if(|h| position >= h.as_slice()) {
+            // Starts only grow along the chain: a damaged one that leads back would
+            // otherwise be followed forever, under the write lock.
+            if high.as_slice() <= &key[prefix.len()..] {
+                return Err(corrupt("a chunk's high is not above its start").into());
+            }
             key = [prefix, &high].concat();
             chunk = self
                 .store
@@ -703,6 +708,23 @@ mod tests {
             hints.borrow_mut().read(&**db, &missing).unwrap();
         }
         panic!("one round of hints is enough when positions do not change");
+    }
+
+    #[test]
+    fn a_chain_of_chunks_that_leads_back_is_damage_not_a_loop() {
+        let (_dir, db) = open();
+        let prefix = PREFIXES[0];
+        let chunk = |high: &[u8]| Chunk {
+            high: Some(high.to_vec()),
+            positions: Vec::new(),
+        };
+        let mut batch = Batch::default();
+        batch.insert(prefix, encode(&chunk(b"a")));
+        batch.insert([prefix, b"a"].concat(), encode(&chunk(b"b")));
+        batch.insert([prefix, b"b"].concat(), encode(&chunk(b"a")));
+        db.apply_batch(batch).unwrap();
+        let mut writer = Writer::new(Overlay::new(&*db), 4);
+        assert!(writer.insert(prefix, b"c").is_err());
     }
 
     /// Commits `ops` as a batch does: chunks changed in an overlay, then written at once.
