@@ -8,9 +8,10 @@ use futures_util::{Stream, StreamExt};
 
 use super::client::describe;
 
-/// A line longer than this ends the stream: no event of the feed comes near it, and the
-/// parser buffers a line until it ends.
-const MAX_LINE: usize = 1 << 20;
+/// An event (its lines up to the blank line that ends it) longer than this ends the
+/// stream: no event of the feed comes near it, and the parser buffers an event's lines
+/// until it ends.
+const MAX_EVENT: usize = 1 << 20;
 
 /// The events of a response's body, in order; an error, which ends the stream, says why.
 pub(super) fn events(response: reqwest::Response) -> impl Stream<Item = Result<Event, String>> {
@@ -19,8 +20,8 @@ pub(super) fn events(response: reqwest::Response) -> impl Stream<Item = Result<E
             EventStreamError::Transport(Broken::Transport(e)) => {
                 format!("reading the stream: {}", describe(&e))
             }
-            EventStreamError::Transport(Broken::LineTooLong) => {
-                "a line longer than any event".to_owned()
+            EventStreamError::Transport(Broken::EventTooLong) => {
+                "an event longer than any the feed sends".to_owned()
             }
             EventStreamError::Utf8(e) => format!("reading the stream: {e}"),
             EventStreamError::Parser(e) => format!("reading the stream: {e}"),
@@ -33,26 +34,59 @@ pub(super) fn events(response: reqwest::Response) -> impl Stream<Item = Result<E
 enum Broken<E> {
     /// Reading the body failed.
     Transport(E),
-    /// A line went past [`MAX_LINE`] bytes.
-    LineTooLong,
+    /// An event went past [`MAX_EVENT`] bytes.
+    EventTooLong,
 }
 
-/// The events of a byte stream, with lines bounded to [`MAX_LINE`].
+/// Where the byte stream is: how far into the current event, and whether at a line's start.
+#[derive(Default)]
+struct Position {
+    in_event: usize,
+    at_line_start: bool,
+    after_cr: bool,
+}
+
+impl Position {
+    /// Moves over `bytes`; `false` once an event has grown past [`MAX_EVENT`]. A blank line
+    /// (a line end right after a line end: `\n`, `\r` or `\r\n`) ends an event.
+    fn advance(&mut self, bytes: &[u8]) -> bool {
+        for &b in bytes {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\r' | b'\n' => {
+                    if self.at_line_start {
+                        self.in_event = 0;
+                    }
+                    self.at_line_start = true;
+                    self.after_cr = b == b'\r';
+                }
+                _ => {
+                    self.at_line_start = false;
+                    self.after_cr = false;
+                    self.in_event += 1;
+                }
+            }
+        }
+        self.in_event <= MAX_EVENT
+    }
+}
+
+/// The events of a byte stream, each bounded to [`MAX_EVENT`] bytes.
 fn parse<S, E>(bytes: S) -> impl Stream<Item = Result<Event, EventStreamError<Broken<E>>>>
 where
     S: Stream<Item = Result<Bytes, E>>,
 {
-    let mut since_line_end = 0usize;
+    let mut position = Position {
+        at_line_start: true,
+        ..Position::default()
+    };
     let bounded = bytes.map(move |chunk| {
         let chunk = chunk.map_err(Broken::Transport)?;
-        match chunk.iter().rposition(|&b| b == b'\n' || b == b'\r') {
-            Some(end) => since_line_end = chunk.len() - end - 1,
-            None => since_line_end += chunk.len(),
+        if position.advance(&chunk) {
+            Ok(chunk)
+        } else {
+            Err(Broken::EventTooLong)
         }
-        if since_line_end > MAX_LINE {
-            return Err(Broken::LineTooLong);
-        }
-        Ok(chunk)
     });
     bounded.eventsource()
 }
@@ -117,20 +151,34 @@ mod tests {
     }
 
     #[test]
-    fn a_line_without_end_is_bounded() {
-        let chunks = vec![vec![b'x'; 64 * 1024]; 20];
-        let got = parse_all(chunks);
-        assert!(
+    fn a_line_or_an_event_without_end_is_bounded() {
+        let too_long = |got: &[Parsed]| {
             matches!(
                 got.last(),
-                Some(Err(EventStreamError::Transport(Broken::LineTooLong)))
-            ),
+                Some(Err(EventStreamError::Transport(Broken::EventTooLong)))
+            )
+        };
+        let line = parse_all(vec![vec![b'x'; 64 * 1024]; 20]);
+        assert!(
+            too_long(&line),
             "{:?}",
-            got.last().map(|r| r.as_ref().map(|_| ()))
+            line.last().map(|r| r.as_ref().map(|_| ()))
         );
-        // Lines that end keep the count low, however long the stream.
-        let mut chunks = vec![b"data: x\n\n".to_vec(); 200_000];
-        chunks.push(b": end\n".to_vec());
-        assert!(parse_all(chunks).iter().all(Result::is_ok));
+        // Short lines, but no blank line to end the event: the parser would buffer them all.
+        let lines = parse_all(vec![b"data: x\n".to_vec(); 200_000]);
+        assert!(too_long(&lines));
+        let lines = parse_all(vec![b"data: x\r\n".to_vec(); 200_000]);
+        assert!(too_long(&lines));
+        // Events that end keep the count low, however long the stream, split anywhere.
+        for end in [&b"\n\n"[..], b"\r\r", b"\r\n\r\n"] {
+            let mut chunks = Vec::new();
+            for _ in 0..100_000 {
+                chunks.push(b"data: x".to_vec());
+                chunks.push(end[..1].to_vec());
+                chunks.push(end[1..].to_vec());
+            }
+            chunks.push(b": end\n".to_vec());
+            assert!(parse_all(chunks).iter().all(Result::is_ok));
+        }
     }
 }
