@@ -349,7 +349,16 @@ impl Store {
             .db
             .get(&layout::imported_blake3(&blake.to_bytes()));
         if let Some(public) = by_blake.map_err(unavailable)? {
-            return self.verify_public(&public, &blake);
+            return match self.verify_public(&public, &blake) {
+                // The index holds this text's keyed hash, so the record does too: a cached
+                // entry that disagrees still holds the SHA-256 it had before another process
+                // (of a cluster) re-hashed it. Read the record again, once.
+                Err(VerifyError::Invalid) => {
+                    self.forget_cached(&public);
+                    self.verify_public(&public, &blake)
+                }
+                answer => answer,
+            };
         }
         let by_sha = self.inner.db.get(&layout::imported_sha256(&digest));
         let Some(public) = by_sha.map_err(unavailable)? else {
@@ -398,6 +407,16 @@ impl Store {
         Ok(principal)
     }
 
+    /// Drops an imported key's entry from this process's verify cache.
+    fn forget_cached(&self, public: &[u8]) {
+        let id = std::str::from_utf8(public)
+            .ok()
+            .and_then(|p| PublicId::parse(p).ok());
+        if let Some(id) = id {
+            self.inner.cache.invalidate(Some(&id));
+        }
+    }
+
     /// Replaces an imported key's SHA-256 with its keyed BLAKE3, index entry included.
     fn rehash(&self, public: &[u8], digest: [u8; 32], blake: SecretHash) -> Result<(), StoreError> {
         let id = std::str::from_utf8(public)
@@ -410,6 +429,8 @@ impl Store {
                 return Ok(());
             };
             if record.hash != digest {
+                // Another process re-hashed it first: this one's cached entry is stale.
+                tx.invalidate(Invalidate::Key(id));
                 return Ok(());
             }
             record.hash = blake.to_bytes();
