@@ -492,3 +492,20 @@ fn add(amount: u64) -> KeyPatch {
         ..KeyPatch::default()
     }
 }
+
+#[test]
+fn a_database_holding_part_of_a_store_is_never_initialised_over() {
+    let Some(location) = support::postgres_location() else {
+        return;
+    };
+    let store = Store::create_empty_at(&location.location, "lk", config()).unwrap();
+    user_and_key(&store);
+    drop(store);
+    // What a restore cut off by a crash leaves: records, settings, no version.
+    let url = support::url_of(&location);
+    support::sql(&url, "DELETE FROM latchkey_kv WHERE k = 'm:version'::bytea");
+    let refused = Store::create_with_admin_at(&location.location, "lk", config()).unwrap_err();
+    assert!(refused.to_string().contains("part of a store"), "{refused}");
+    let refused = Store::create_empty_at(&location.location, "lk", config()).unwrap_err();
+    assert!(refused.to_string().contains("part of a store"), "{refused}");
+}

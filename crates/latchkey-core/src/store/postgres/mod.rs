@@ -112,6 +112,24 @@ fn prepare(url: &DatabaseUrl, prefix: &str, config: StoreConfig) -> Result<Store
                 path: PathBuf::from(url.redacted()),
             });
         }
+        // Anything beyond a new store's settings, without a version: part of a store (a
+        // restore that was cut off commits a batch at a time). Never initialised over.
+        let settings = [
+            layout::PREFIX,
+            layout::HASH_KEY,
+            super::rebuild::INDEXED,
+            layout::LINEAGE,
+        ];
+        let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
+        for item in scan(&db, everything, Direction::Forward).take(settings.len() + 1) {
+            if !settings.contains(&item?.0.as_slice()) {
+                return Err(StoreError::storage(format!(
+                    "{} holds part of a store without its version (a restore that did not \
+                     finish?): empty it, or restore into an empty database",
+                    url.redacted()
+                )));
+            }
+        }
         // Settings without a version: another process is creating the store right now, or
         // one failed to. Either way they are kept when the prefix is the same, so that two
         // processes creating one store at once make one hash key, never two.
