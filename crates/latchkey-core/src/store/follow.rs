@@ -123,8 +123,12 @@ impl Store {
                 break;
             }
         }
+        // Confirmed only once the others know it: a process whose acknowledgements fail
+        // (a read-only standby after a failover) is not waited for by the others' writes,
+        // so it must not serve from its cache either once `max_staleness` has passed.
+        self.inner.db.acknowledge(follow.id, Some(*applied))?;
         follow.confirmed_at.fetch_max(started, Ordering::AcqRel);
-        self.inner.db.acknowledge(follow.id, Some(*applied))
+        Ok(())
     }
 
     /// After a write committed `seq`: waits until every other live process applied it, so

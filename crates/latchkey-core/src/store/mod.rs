@@ -202,7 +202,9 @@ impl StoreConfig {
     /// On a database several processes share (PostgreSQL): how long verification keeps
     /// serving cached answers while it cannot confirm that no other process changed them
     /// (default 5 s, as a remote verifier's). Beyond it, verification answers
-    /// [`VerifyError::Unavailable`] (a 503), never a 401.
+    /// [`VerifyError::Unavailable`] (a 503), never a 401. Give every process of one
+    /// database the same bound: a write waits for the others' acknowledgement up to its
+    /// own process's bound, and counts a process silent that long as no longer serving.
     pub fn max_staleness(mut self, bound: Duration) -> Self {
         self.max_staleness = bound;
         self
