@@ -365,8 +365,9 @@ impl Feed {
         Some(())
     }
 
-    /// Whether the caller's key still authenticates and holds `latchkey:verify`: a key
-    /// revoked, disabled, expired or stripped of the permission ends its stream at the next
+    /// Whether the caller's key still authenticates, holds `latchkey:verify` and is global:
+    /// a key revoked, disabled, expired, stripped of the permission or whose user was placed
+    /// in a tenant (a bound caller may not read the feed) ends its stream at the next
     /// heartbeat. Checked from the records, not by verifying the key again, so that holding
     /// a stream does not count as a use of the key.
     async fn caller_may_listen(&self) -> bool {
@@ -388,7 +389,7 @@ impl Feed {
                 Err(StoreError::NotFound { .. }) => return Ok(false),
                 Err(e) => return Err(e),
             };
-            if !user.enabled {
+            if !user.enabled || user.tenant_id.is_some() {
                 return Ok(false);
             }
             let granted = store.user_permissions(&user)?;

@@ -291,7 +291,11 @@ async fn the_stream_needs_latchkey_verify_and_valid_parameters() {
 #[tokio::test]
 async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
     let h = Harness::new();
-    for (name, change) in [("revoked", "revoke"), ("stripped", "strip")] {
+    for (name, change) in [
+        ("revoked", "revoke"),
+        ("stripped", "strip"),
+        ("placed", "tenant"),
+    ] {
         let (user, key) = h.user_with_key(name, &["latchkey:verify"]).await;
         let mut stream = Stream::open_as(&h, &key, "/v1/events?heartbeat_ms=1000").await;
         assert_eq!(stream.next().await.event, "ready");
@@ -302,11 +306,18 @@ async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
                 h.store.revoke_key(&Actor::system(), key_id).unwrap();
             }
             _ => {
-                let patch = latchkey_core::UserPatch {
-                    permissions: latchkey_core::PermissionEdit::removing(
-                        PermissionSet::parse(["latchkey:verify"]).unwrap(),
-                    ),
-                    ..Default::default()
+                let patch = if change == "strip" {
+                    latchkey_core::UserPatch {
+                        permissions: latchkey_core::PermissionEdit::removing(
+                            PermissionSet::parse(["latchkey:verify"]).unwrap(),
+                        ),
+                        ..Default::default()
+                    }
+                } else {
+                    latchkey_core::UserPatch {
+                        tenant_id: Some(Some("acme".into())),
+                        ..Default::default()
+                    }
                 };
                 let id = user["id"].as_str().unwrap().parse().unwrap();
                 h.store.update_user(&Actor::system(), id, patch).unwrap();
