@@ -13,7 +13,7 @@
 //! [`VerifyError::Unavailable`](crate::VerifyError::Unavailable) (a 503) rather than risk
 //! serving a key another process revoked.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ pub(crate) struct Follow {
     /// The newest `seq` applied and published here; held while applying, so events go out
     /// once each, in order.
     applied: Mutex<u64>,
+    /// `applied` as last published, read without waiting for a catch-up that holds it (one
+    /// may wait on the database): what `/v1/verify` reports.
+    published: AtomicU64,
     /// When a catch-up last succeeded, as nanoseconds after `base` (a monotonic clock: the
     /// store's clock may be a test's manual one).
     confirmed_at: AtomicI64,
@@ -47,6 +50,7 @@ impl Follow {
     pub(crate) fn new(seq: u64, max_staleness: Duration) -> Follow {
         Follow {
             applied: Mutex::new(seq),
+            published: AtomicU64::new(seq),
             confirmed_at: AtomicI64::new(0),
             base: Instant::now(),
             max_staleness,
@@ -78,12 +82,7 @@ impl Store {
     /// process opens, whose writes reach its cache before they return.
     pub fn applied_seq(&self) -> Option<u64> {
         let follow = self.inner.follow.as_ref()?;
-        Some(
-            *follow
-                .applied
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        Some(follow.published.load(Ordering::Acquire))
     }
 
     /// Sends a committed write's events to subscribers: directly on a store no other
@@ -117,6 +116,7 @@ impl Store {
             for event in events {
                 self.apply_remote(&event)?;
                 *applied = event.seq;
+                follow.published.store(event.seq, Ordering::Release);
                 let _ = self.inner.events.send(event);
             }
             if !more {
