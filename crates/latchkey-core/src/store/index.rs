@@ -103,6 +103,14 @@ pub(crate) fn time_bytes(at: OffsetDateTime) -> [u8; 8] {
     ((nanos as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+/// The time [`time_bytes`] made the first 8 of `bytes` from; `None` when too short or out
+/// of range.
+pub(crate) fn time_of(bytes: &[u8]) -> Option<OffsetDateTime> {
+    let raw = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let nanos = (raw ^ (1 << 63)) as i64;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).ok()
+}
+
 fn field_byte(field: SortField) -> u8 {
     match field {
         SortField::CreatedAt => b'c',

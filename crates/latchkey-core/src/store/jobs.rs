@@ -61,12 +61,7 @@ pub(crate) fn creation_time_in(
     let Some(mark) = tx.get_raw(&mark_path(user))? else {
         return Ok(now);
     };
-    let Some(time) = mark.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
-        return Ok(now);
-    };
-    let nanos = (u64::from_be_bytes(time) ^ (1 << 63)) as i64;
-    let after_mark =
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos) + 1).unwrap_or(now);
+    let after_mark = index::time_of(&mark).map_or(now, |at| at + time::Duration::NANOSECOND);
     Ok(now.max(after_mark))
 }
 
