@@ -11,7 +11,7 @@
 //! with `.ci/postgres.sh`.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -352,7 +352,7 @@ struct OwnCluster {
 
 impl OwnCluster {
     fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres.sh")
+        crate::harness::workspace().join(".ci/postgres.sh")
     }
 
     fn run(args: &[&str]) -> String {

@@ -7,13 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::{Daemon, latchkey};
+use crate::harness::{Daemon, Run, latchkey, workspace};
 
 /// The repository's `deploy/` folder.
 fn deploy(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy")
-        .join(file);
+    let path = workspace().join("deploy").join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
@@ -221,18 +219,12 @@ fn version(text: &str) -> Vec<u64> {
 
 #[test]
 fn the_image_builds_with_the_rust_version_every_locked_dependency_needs() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let output = std::process::Command::new(env!("CARGO"))
-        .current_dir(workspace)
-        .args(["metadata", "--format-version", "1", "--locked"])
-        .output()
-        .expect("running cargo metadata");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let metadata = Run::of(
+        std::process::Command::new(env!("CARGO"))
+            .current_dir(workspace())
+            .args(["metadata", "--format-version", "1", "--locked"]),
+    )
+    .json();
     let packages = metadata["packages"].as_array().unwrap();
     // The workspace's own rust-version (every member inherits it).
     let ours = packages

@@ -45,6 +45,13 @@ pub(crate) fn bin() -> &'static Path {
     })
 }
 
+/// The repository's root (the workspace).
+pub(crate) fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+}
+
 /// Builds `bin` of `package` into this test's target directory and profile (once per call),
 /// and answers the executable's path as cargo reports it.
 pub(crate) fn build_binary(package: &str, bin: &str) -> PathBuf {
@@ -66,9 +73,8 @@ pub(crate) fn build_binary(package: &str, bin: &str) -> PathBuf {
         Some(other) => other,
         None => "dev",
     };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let output = Command::new(env!("CARGO"))
-        .current_dir(workspace)
+        .current_dir(workspace())
         .args(["build", "-p", package, "--bin", bin])
         .args(["--profile", profile, "--message-format", "json"])
         .arg("--target-dir")
