@@ -509,3 +509,102 @@ fn a_database_holding_part_of_a_store_is_never_initialised_over() {
     let refused = Store::create_empty_at(&location.location, "lk", config()).unwrap_err();
     assert!(refused.to_string().contains("part of a store"), "{refused}");
 }
+
+/// A process whose acknowledgements fail (a read-only standby after a failover, say) is no
+/// longer waited for by the others' writes, so once `max_staleness` has passed it must stop
+/// serving from its cache although it can still read every change.
+#[test]
+fn a_store_whose_acknowledgements_fail_stops_serving_its_cache() {
+    let Some(location) = support::postgres_location() else {
+        return;
+    };
+    let store = Store::create_empty_at(
+        &location.location,
+        "lk",
+        config().max_staleness(Duration::from_millis(2_000)),
+    )
+    .unwrap();
+    let (_, key) = user_and_key(&store);
+    let text = key.secret.expose().to_owned();
+    store.verify(&text).unwrap();
+    let url = support::url_of(&location);
+    support::sql(
+        &url,
+        "CREATE FUNCTION refuse_acknowledgements() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'read-only for this test'; END $$; \
+         CREATE TRIGGER refuse_acknowledgements BEFORE INSERT OR UPDATE ON latchkey_followers \
+         FOR EACH ROW EXECUTE FUNCTION refuse_acknowledgements()",
+    );
+    // The catch-up (every second, and on each verification past the bound) still reads the
+    // changes; only its acknowledgement fails. The bound is longer than that second, so a
+    // catch-up that counted itself confirmed would keep the cache served.
+    std::thread::sleep(Duration::from_millis(3_000));
+    let err = store.verify(&text).unwrap_err();
+    assert!(matches!(err, VerifyError::Unavailable(_)), "{err:?}");
+
+    support::sql(
+        &url,
+        "DROP TRIGGER refuse_acknowledgements ON latchkey_followers",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.verify(&text) {
+            Ok(_) => break,
+            Err(VerifyError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+/// Two processes verify the same imported SHA-256 key at once, over and over: both find its
+/// SHA-256, one re-hashes it, and the other's cached entry holds a digest the record no
+/// longer has. Every later verification, on either process, still succeeds.
+#[test]
+fn an_imported_key_re_hashed_by_another_process_still_verifies_here() {
+    use sha2::Digest;
+    let Some((location, a)) = database_store() else {
+        return;
+    };
+    let user = support::user(&a, "legacy", &["orders:read"]);
+    let texts: Vec<String> = (0..64).map(|i| format!("unkey_{i:030}")).collect();
+    let items: Vec<ImportKey> = texts
+        .iter()
+        .map(|text| {
+            let digest: String = sha2::Sha256::digest(text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            ImportKey {
+                secret: ImportSecret::sha256(&digest).unwrap(),
+                prefix: Some("unkey".into()),
+                name: None,
+                expires_at: None,
+                scopes: None,
+            }
+        })
+        .collect();
+    let outcome = a.import_keys(&Actor::system(), user.id, &items).unwrap();
+    assert!(outcome.iter().all(Result::is_ok), "{outcome:?}");
+    let b = Store::open_at(&location.location, config()).unwrap();
+
+    for text in &texts {
+        let both = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for store in [&a, &b] {
+                let both = &both;
+                s.spawn(move || {
+                    both.wait();
+                    store.verify(text).unwrap();
+                });
+            }
+        });
+        for (name, store) in [("a", &a), ("b", &b)] {
+            let principal = store
+                .verify(text)
+                .unwrap_or_else(|e| panic!("{text} on {name}: {e:?}"));
+            assert_eq!(principal.user_id, user.id);
+        }
+    }
+}

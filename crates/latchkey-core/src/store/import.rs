@@ -349,27 +349,47 @@ impl Store {
             .db
             .get(&layout::imported_blake3(&blake.to_bytes()));
         if let Some(public) = by_blake.map_err(unavailable)? {
-            return match self.verify_public(&public, &blake) {
-                // The index holds this text's keyed hash, so the record does too: a cached
-                // entry that disagrees still holds the SHA-256 it had before another process
-                // (of a cluster) re-hashed it. Read the record again, once.
-                Err(VerifyError::Invalid) => {
-                    self.forget_cached(&public);
-                    self.verify_public(&public, &blake)
-                }
-                answer => answer,
-            };
+            return self.verify_rehashed(&public, &blake);
         }
         let by_sha = self.inner.db.get(&layout::imported_sha256(&digest));
         let Some(public) = by_sha.map_err(unavailable)? else {
-            return Err(VerifyError::Invalid);
+            // A re-hash (by another thread or process) moves the index entry from the
+            // SHA-256 to the keyed BLAKE3 in one transaction: it may have run between the
+            // two reads, so a text found under neither is looked for once more.
+            let by_blake = self
+                .inner
+                .db
+                .get(&layout::imported_blake3(&blake.to_bytes()));
+            return match by_blake.map_err(unavailable)? {
+                Some(public) => self.verify_rehashed(&public, &blake),
+                None => Err(VerifyError::Invalid),
+            };
         };
-        let principal = self.verify_public(&public, &SecretHash::from_bytes(digest))?;
+        let principal = match self.verify_public(&public, &SecretHash::from_bytes(digest)) {
+            // The index entry was read before a re-hash, the record after it: the record
+            // holds the keyed BLAKE3 now, which only this text has too.
+            Err(VerifyError::Invalid) => return self.verify_rehashed(&public, &blake),
+            answer => answer?,
+        };
         // The text matched its SHA-256: from now on, only its keyed BLAKE3 is kept.
         if let Err(e) = self.rehash(&public, digest, blake) {
             tracing::warn!(error = %e, prefix = %principal.prefix, "could not re-hash an imported key; it keeps its SHA-256 until its next verification");
         }
         Ok(principal)
+    }
+
+    /// Verifies an imported key found under its keyed BLAKE3. The index holds this text's
+    /// keyed hash, so the record does too: a cached entry that disagrees still holds the
+    /// SHA-256 it had before a re-hash by another process (of a cluster) or thread, and the
+    /// record is read again, once.
+    fn verify_rehashed(&self, public: &[u8], blake: &SecretHash) -> Result<Principal, VerifyError> {
+        match self.verify_public(public, blake) {
+            Err(VerifyError::Invalid) => {
+                self.forget_cached(public);
+                self.verify_public(public, blake)
+            }
+            answer => answer,
+        }
     }
 
     /// Verifies an imported key, found by its index entry, through the verify cache.
