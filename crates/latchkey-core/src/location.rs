@@ -104,20 +104,33 @@ impl DatabaseUrl {
     }
 
     /// The URL without its password: in the user-info part and in a `password=` parameter.
+    ///
+    /// The user-info is cut where the database client cuts it: at the first `@` after the
+    /// scheme, wherever it stands (a password may hold `/` or `?`), and on to the last `@`
+    /// of the host part that follows.
     pub fn redacted(&self) -> String {
         let url = &self.0;
         let scheme_end = url.find("://").map_or(0, |i| i + 3);
         let (head, rest) = url.split_at(scheme_end);
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        let authority = match authority.rfind('@') {
-            Some(at) => match authority[..at].find(':') {
-                Some(colon) => format!("{}:***{}", &authority[..colon], &authority[at..]),
-                None => authority.to_owned(),
-            },
-            None => authority.to_owned(),
+        let (user_info, rest) = match rest.find('@') {
+            Some(first) => {
+                let host_end = rest[first..]
+                    .find(['/', '?'])
+                    .map_or(rest.len(), |i| first + i);
+                let last = first + rest[first..host_end].rfind('@').unwrap_or(0);
+                (Some(&rest[..last]), &rest[last..])
+            }
+            None => (None, rest),
         };
-        let tail = match tail.split_once('?') {
+        let user_info = match user_info {
+            Some(info) => match info.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => info.to_owned(),
+            },
+            None => String::new(),
+        };
+        let url = format!("{head}{user_info}{rest}");
+        match url.split_once('?') {
             Some((path, query)) => {
                 let query: Vec<String> = query
                     .split('&')
@@ -128,9 +141,8 @@ impl DatabaseUrl {
                     .collect();
                 format!("{path}?{}", query.join("&"))
             }
-            None => tail.to_owned(),
-        };
-        format!("{head}{authority}{tail}")
+            None => url,
+        }
     }
 }
 
@@ -171,6 +183,17 @@ mod tests {
                 "postgres://h/db?user=u&password=***",
             ),
             ("postgresql://u:p@ss@h", "postgresql://u:***@h"),
+            // The client takes the user-info up to the first `@`, past `/` and `?`.
+            ("postgres://u:ab/pw@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u:p?pw@h/db?sslmode=require",
+                "postgres://u:***@h/db?sslmode=require",
+            ),
+            ("postgres://u:p/pw@h:5432", "postgres://u:***@h:5432"),
+            (
+                "postgres://h/db?password=pw&application_name=a@b",
+                "postgres://h/db?password=***&application_name=a@b",
+            ),
         ] {
             let location = Location::parse(url);
             assert_eq!(location.to_string(), shown);
