@@ -12,21 +12,28 @@ use crate::commands::print_secret_block;
 use crate::engine::Named;
 use crate::output::{fields, print_json, text};
 
+/// A store's new admin key, and the file it goes to (`--admin-key-file`), if any.
+pub type NewAdmin = (CreatedKey, Option<KeyFile>);
+
 /// Opens the store at `location`, or initialises one there as `latchkey init` does when it
 /// holds none (a new or empty directory, a database without latchkey's tables). The admin
-/// key comes back only when it was just created.
+/// key comes back only when it was just created, with `key_file` created just before the
+/// store (so a store that exists leaves an existing key file alone, and a file that cannot
+/// be created leaves no store).
 pub fn open_or_init(
     location: &Location,
     prefix: &str,
     config: StoreConfig,
-) -> Result<(Store, Option<CreatedKey>), StoreError> {
+    key_file: Option<&Path>,
+) -> anyhow::Result<(Store, Option<NewAdmin>)> {
     match Store::open_at(location, config.clone()) {
         Ok(store) => Ok((store, None)),
         Err(StoreError::NotInitialized { .. }) => {
+            let key_file = key_file.map(KeyFile::create).transpose()?;
             let (store, admin) = Store::create_with_admin_at(location, prefix, config)?;
-            Ok((store, Some(admin)))
+            Ok((store, Some((admin, key_file))))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -48,29 +48,23 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let key_file = args
-        .admin_key_file
-        .as_deref()
-        .map(KeyFile::create)
-        .transpose()?;
-
     // Off the runtime's workers: opening a PostgreSQL store connects, migrates and loads,
     // blocking as the store's synchronous API does.
     let (store, created) = {
         let location = location.clone();
-        tokio::task::spawn_blocking(move || init::open_or_init(&location, &prefix, store_config))
-            .await
-            .context("opening the store")??
+        let key_file = args.admin_key_file.clone();
+        tokio::task::spawn_blocking(move || {
+            init::open_or_init(&location, &prefix, store_config, key_file.as_deref())
+        })
+        .await
+        .context("opening the store")??
     };
-    match &created {
-        Some(admin) => init::announce(&store, admin, settings.json, key_file)?,
-        None => {
-            if let Some(file) = key_file {
-                // Dropped unwritten: the file goes away again.
-                drop(file);
-                tracing::info!("the store already exists: no admin key to write");
-            }
+    match created {
+        Some((admin, key_file)) => init::announce(&store, &admin, settings.json, key_file)?,
+        None if args.admin_key_file.is_some() => {
+            tracing::info!("the store already exists: no admin key to write");
         }
+        None => {}
     }
     let local = listener
         .local_addr()

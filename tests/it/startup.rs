@@ -170,7 +170,15 @@ fn serve_writes_the_first_admin_key_to_a_0600_file_instead_of_printing_it() {
     daemon.cli_as(key, &["users", "list"]).ok();
     drop(daemon);
 
-    // A restart on the initialised store has no key to write: no file appears.
+    // A restart with the same command line (a unit's, a container's): the store exists, so
+    // the file is neither needed nor touched, and the daemon starts.
+    let daemon = Daemon::start_with(&db, &["--admin-key-file", key_file.to_str().unwrap()]);
+    assert!(daemon.banner.trim().is_empty(), "{}", daemon.banner);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), key);
+    daemon.cli_as(key, &["users", "list"]).ok();
+    drop(daemon);
+
+    // Nor does a restart naming another file make one.
     let second = dir.path().join("second.key");
     let daemon = Daemon::start_with(&db, &["--admin-key-file", second.to_str().unwrap()]);
     assert!(!second.exists());
