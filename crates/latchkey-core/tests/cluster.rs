@@ -608,3 +608,49 @@ fn an_imported_key_re_hashed_by_another_process_still_verifies_here() {
         }
     }
 }
+
+/// A write waits for the writers' lock while another process holds it (a backup, or a
+/// process that froze until the server drops its session), then gives up: unavailable (a
+/// 503), not a storage error (a 500).
+#[test]
+fn a_write_that_waits_too_long_for_the_writers_lock_is_unavailable() {
+    let Some((location, store)) = database_store() else {
+        return;
+    };
+    let (user, _) = user_and_key(&store);
+    let url = support::url_of(&location);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, holding) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(connection);
+            // The writers' lock ("latchkey"), as another process takes it.
+            client
+                .batch_execute("SELECT pg_advisory_lock(7809651199139603833)")
+                .await
+                .unwrap();
+            held.send(()).unwrap();
+            tokio::task::spawn_blocking(move || released.recv())
+                .await
+                .unwrap()
+                .ok();
+            drop(client);
+            let _ = driver.await;
+        });
+    });
+    holding.recv().unwrap();
+    let err = disable(&store, &user).unwrap_err();
+    assert_eq!(err.code(), "keystore_unavailable", "{err:?}");
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    // Nothing changed, and the next write goes through.
+    assert!(store.user(&user.id.to_string()).unwrap().enabled);
+    disable(&store, &user).unwrap();
+}

@@ -85,8 +85,14 @@ impl Pg {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
             // A writer that died holding the writers' lock loses it with its session; one
-            // that hangs in a transaction loses it here.
-            .options("-c idle_in_transaction_session_timeout=30000 -c lock_timeout=15000");
+            // that hangs in a transaction loses it here; one whose machine froze or was cut
+            // off (no RST) loses it when the server's keepalive probes go unanswered, in
+            // about 30 s: the writers' lock is a session's, taken outside any transaction.
+            .options(
+                "-c idle_in_transaction_session_timeout=30000 -c lock_timeout=15000 \
+                 -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 \
+                 -c tcp_keepalives_count=3 -c tcp_user_timeout=30000",
+            );
         let tls = MakeRustlsConnect::new(super::tls::client_config()?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -202,9 +208,10 @@ impl Pg {
     }
 }
 
-/// A database error as the store reports it: a lost connection, or a server that ends
-/// sessions, is [`StoreError::Unavailable`]; any other answer of the server is a storage
-/// error.
+/// A database error as the store reports it: a lost connection, a server that ends
+/// sessions, or a wait for the writers' lock longer than `lock_timeout` (another process
+/// holds it: a long backup, or one that froze until its session is dropped) is
+/// [`StoreError::Unavailable`]; any other answer of the server is a storage error.
 pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     let lost = match e.as_db_error() {
         None => true,
@@ -212,6 +219,7 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
         Some(db) => {
             db.severity() == "FATAL"
                 || db.severity() == "PANIC"
+                || db.code() == &tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE
                 || ["08", "53", "57"]
                     .iter()
                     .any(|class| db.code().code().starts_with(class))
