@@ -261,3 +261,19 @@ fn returned_credits_go_back_only_to_the_meter_and_period_they_came_from() {
     assert!(current != meter);
     assert_eq!(remaining(&store, id), 10);
 }
+
+/// A backup holds the balance and the use count the API shows, although part of them was
+/// only in this process's memory (the slice it reserved, the uses not yet flushed).
+#[test]
+fn a_backup_holds_the_credits_and_uses_counted_in_memory() {
+    let fx = Fixture::new();
+    let store = fx.create();
+    let (id, _) = key_with_spent_credits(&store, 10_000, 50);
+    assert_eq!(remaining(&store, id), 9_950);
+    let mut file = Vec::new();
+    store.backup(&mut file).unwrap();
+    let target = fx.dir.path().join("restored");
+    let (restored, _) = Store::restore(&target, file.as_slice(), fx.config()).unwrap();
+    assert_eq!(remaining(&restored, id), 9_950);
+    assert_eq!(restored.key(id).unwrap().usage_count, 50);
+}

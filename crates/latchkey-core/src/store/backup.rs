@@ -90,13 +90,19 @@ impl<W: Write> Write for Hashing<W> {
 
 impl Store {
     /// Writes a backup of the whole store to `out`: every record as of the newest
-    /// acknowledged write when it starts (writers wait until it is done).
+    /// acknowledged write when it starts (writers wait until it is done), with this
+    /// process's usage figures and unspent credit slices written first, so that the
+    /// balances restored are the ones the API showed (unless the disk is full).
     ///
     /// Fails with [`StoreError::Storage`] when `out` cannot be written.
     pub fn backup(&self, out: impl Write) -> Result<BackupHeader, StoreError> {
         let inner = &*self.inner;
         let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.ensure_open()?;
+        // Before the writers' lock: on a shared database a flush takes it itself.
+        if !self.disk_full() {
+            self.write_buffers()?;
+        }
         // On a shared database, the other processes' writers wait too.
         let _writers = inner.db.lock_writers()?;
         let all = || {

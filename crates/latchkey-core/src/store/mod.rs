@@ -780,9 +780,7 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let db = &*self.inner.db;
-        if self.inner.local.is_some()
-            && space::below_reserve(&self.inner.path, self.inner.min_free_bytes)
-        {
+        if self.disk_full() {
             // Every acknowledged write was durable before it was acknowledged: what a flush
             // adds now is best effort (usage figures, credit slices given back, which stay
             // spent), and a full disk is no reason to fail a shutdown. The engine may still
@@ -794,10 +792,23 @@ impl Store {
             return Ok(());
         }
         self.ensure_open()?;
-        controls::flush(db, &self.inner.meters, self.inner.clock.unix_nanos(), true)?;
-        usage::flush(db, &self.inner.usage, self.inner.chunk_positions)?;
+        self.write_buffers()?;
         db.flush()?;
         Ok(())
+    }
+
+    /// Whether the embedded store's disk is below its reserve (never on PostgreSQL).
+    fn disk_full(&self) -> bool {
+        self.inner.local.is_some()
+            && space::below_reserve(&self.inner.path, self.inner.min_free_bytes)
+    }
+
+    /// Writes what this process holds only in memory to the storage: usage figures, and
+    /// the unspent credit slices it reserved, given back. The caller holds the write lock.
+    fn write_buffers(&self) -> Result<(), StoreError> {
+        let db = &*self.inner.db;
+        controls::flush(db, &self.inner.meters, self.inner.clock.unix_nanos(), true)?;
+        usage::flush(db, &self.inner.usage, self.inner.chunk_positions)
     }
 
     /// The sequence number of the newest change (0 for none).
