@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use latchkey_admin::MetricsAccess;
 use latchkey_core::Store;
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -91,15 +93,26 @@ pub fn app(store: Store, request_timeout: Duration) -> Router {
 /// INFO line per request would make the log grow with traffic (and with attacks).
 fn layered(router: Router, request_timeout: Duration) -> Router {
     router
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
+        .layer(middleware::from_fn_with_state(request_timeout, timed))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
+}
+
+/// The request timeout: past it, a request is answered 408 (and its work dropped). Not
+/// for `GET /v1/backup`, whose answer waits for a copy of the whole store (minutes, at a
+/// million keys); the change feed's stream is not concerned, its answer starts at once.
+/// (`tower_http`'s `TimeoutLayer` times every request alike.)
+async fn timed(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    if request.uri().path() == "/v1/backup" {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
 }
 
 /// Serves until `shutdown` completes, lets open requests finish (up to the drain timeout),
@@ -210,5 +223,33 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Two routes that each answer after a minute, on a paused clock (time jumps to the next
+    /// timer whenever nothing else is to be done): only the backup's is not cut at 30 s.
+    #[tokio::test(start_paused = true)]
+    async fn the_request_timeout_spares_only_the_backup() {
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "done"
+        };
+        let router = Router::new()
+            .route("/v1/backup", get(slow))
+            .route("/v1/users", get(slow));
+        let app = layered(router, Duration::from_secs(30));
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+        let users = app.clone().oneshot(get("/v1/users")).await.unwrap();
+        assert_eq!(users.status(), StatusCode::REQUEST_TIMEOUT);
+        let backup = app.oneshot(get("/v1/backup")).await.unwrap();
+        assert_eq!(backup.status(), StatusCode::OK);
     }
 }

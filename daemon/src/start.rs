@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::cli::ServeArgs;
 use crate::config::Settings;
 use crate::engine::Named;
-use crate::init::{self, KeyFile};
+use crate::init;
 use crate::server::{MetricsServing, ServeConfig};
 
 /// Checks the settings, binds, opens (or initialises) the store, announces, and serves

@@ -23,6 +23,11 @@ impl std::fmt::Debug for HttpTransport {
     }
 }
 
+/// How long a download (`latchkey backup`) may take in all: the daemon copies the whole
+/// store before it answers, then the file crosses the network (at a million keys, some
+/// 600 MB). Other requests have 60 s.
+const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(3600);
+
 impl HttpTransport {
     /// The transport the global flags name: `--url`, `--admin-key` and `--ca-cert`.
     pub fn for_settings(settings: &crate::config::Settings) -> anyhow::Result<HttpTransport> {
@@ -63,10 +68,18 @@ impl HttpTransport {
 }
 
 impl HttpTransport {
-    /// Sends a request and returns the response before its body is read.
-    async fn start(&self, request: &ApiRequest) -> anyhow::Result<reqwest::Response> {
+    /// Sends a request and returns the response before its body is read; `deadline`
+    /// replaces the client's 60 s for the whole exchange, body included.
+    async fn start(
+        &self,
+        request: &ApiRequest,
+        deadline: Option<Duration>,
+    ) -> anyhow::Result<reqwest::Response> {
         let url = format!("{}{}", self.base, request.path);
         let mut builder = self.client.request(request.method.clone(), &url);
+        if let Some(deadline) = deadline {
+            builder = builder.timeout(deadline);
+        }
         if let Some(key) = &self.admin_key {
             builder = builder.bearer_auth(key);
         }
@@ -117,7 +130,7 @@ impl HttpTransport {
             path: path.to_owned(),
             body: None,
         };
-        let mut response = self.start(&request).await?;
+        let mut response = self.start(&request, Some(DOWNLOAD_DEADLINE)).await?;
         let status = response.status();
         if !status.is_success() {
             let body = response.bytes().await.unwrap_or_default();
@@ -136,7 +149,7 @@ impl HttpTransport {
 
 impl Transport for HttpTransport {
     async fn send(&self, request: ApiRequest) -> anyhow::Result<ApiResponse> {
-        let response = self.start(&request).await?;
+        let response = self.start(&request, None).await?;
         let status = response.status();
         let body = response
             .bytes()
