@@ -2,6 +2,10 @@
 //! are refused at open with one line naming the path and the cause, never opened older
 //! and never initialised over; a snapshot sled left unfinished does not stop an open.
 
+/// Opens a just-closed store's files directly.
+#[path = "support/tamper.rs"]
+mod tamper;
+
 mod support;
 
 use std::fs;
@@ -220,4 +224,23 @@ fn copy_dir(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) {
             fs::copy(entry.path(), to.join(&name)).unwrap();
         }
     }
+}
+
+/// A store written by a newer latchkey (a later schema) is refused, never opened, and
+/// `migrate` says so rather than printing this build's version.
+#[test]
+fn a_store_of_a_newer_schema_is_refused() {
+    let (_dir, path) = temp_store_with_users(1);
+    assert_eq!(
+        Store::migrate_at(&latchkey_core::Location::Dir(path.clone())).unwrap(),
+        1
+    );
+    tamper::Raw::open(&path).apply(vec![(b"m:version".to_vec(), Some(b"2".to_vec()))]);
+    let err = Store::open(&path, support::config()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 2, .. }),
+        "{err:?}"
+    );
+    let err = Store::migrate_at(&latchkey_core::Location::Dir(path)).unwrap_err();
+    assert_eq!(err.code(), "schema_too_new", "{err:?}");
 }

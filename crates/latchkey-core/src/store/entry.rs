@@ -90,14 +90,16 @@ impl Store {
 }
 
 /// A directory store's schema version, as written at creation (`m:version`), in either
-/// engine's files.
+/// engine's files; refused when newer than this build knows. Directory stores have had one
+/// schema so far: there is nothing to migrate.
 fn dir_schema_version(path: &Path) -> Result<u32, StoreError> {
-    if super::Engine::found_at(path).is_none() {
+    let Some(engine) = super::Engine::found_at(path) else {
         return Err(StoreError::NotInitialized {
             path: path.to_owned(),
         });
-    }
-    Ok(super::layout::SCHEMA)
+    };
+    let db = super::engine::open(path, engine, 1 << 20, false)?;
+    super::stored_schema(path, &*db)
 }
 
 /// Without the `postgres` feature, every PostgreSQL location is refused.

@@ -366,17 +366,7 @@ impl Store {
             });
         };
         let db = engine::open(path, engine, config.cache_capacity_bytes, false)?;
-        if db.get(layout::VERSION)?.is_none() {
-            if mark::read(path).ok().flatten().is_some() {
-                return Err(StoreError::Damaged {
-                    path: path.to_owned(),
-                    reason: "has lost its records (its database holds no store)".into(),
-                });
-            }
-            return Err(StoreError::NotInitialized {
-                path: path.to_owned(),
-            });
-        }
+        stored_schema(path, &*db)?;
         let mark = recover::reconcile_mark(path, &*db)?;
         Self::from_local(path, db, mark, config)
     }
@@ -1035,6 +1025,34 @@ fn write_new_store(db: &dyn Backend, prefix: &Prefix) -> Result<Uuid, StoreError
     db.apply_batch(batch)?;
     db.flush()?;
     Ok(lineage)
+}
+
+/// The schema version a directory store's records were written in (`m:version`): refused
+/// when newer than this build knows; a store without one never was (or, when its mark
+/// says it was, has lost its records).
+fn stored_schema(path: &Path, db: &dyn Backend) -> Result<u32, StoreError> {
+    let Some(version) = db.get(layout::VERSION)? else {
+        if mark::read(path).ok().flatten().is_some() {
+            return Err(StoreError::Damaged {
+                path: path.to_owned(),
+                reason: "has lost its records (its database holds no store)".into(),
+            });
+        }
+        return Err(StoreError::NotInitialized {
+            path: path.to_owned(),
+        });
+    };
+    let found = std::str::from_utf8(&version)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| StoreError::Corrupt("bad schema version".into()))?;
+    if found > layout::SCHEMA {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: layout::SCHEMA,
+        });
+    }
+    Ok(found)
 }
 
 /// The sequence number of the newest change (0 for none).
