@@ -534,10 +534,14 @@ impl Backend for PgBackend {
         let deadline = Instant::now() + bound;
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         let window = bound.as_secs_f64();
-        let client = self.0.client()?;
+        // Others usually apply a change within milliseconds; one that is gone (killed, not
+        // yet counted out) keeps every write here waiting up to `bound`. Each poll takes a
+        // connection and gives it back, so such waits never hold the pool that this
+        // process's catch-up and verifications need.
+        let mut pause = Duration::from_millis(1);
         loop {
             let rows = self.0.query(
-                &client,
+                &self.0.client()?,
                 "SELECT count(*) FROM latchkey_followers WHERE id <> $1 AND applied < $2 \
                  AND seen > now() - make_interval(secs => $3)",
                 &[&follower.as_bytes().as_slice(), &seq, &window],
@@ -551,7 +555,8 @@ impl Backend for PgBackend {
                     "{behind} other process(es) did not apply change {seq} within {bound:?}"
                 )));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 }
