@@ -160,15 +160,7 @@ fn an_unreachable_database_is_unavailable_never_invalid() {
     let Some(location) = support::postgres_location() else {
         return;
     };
-    let store = Store::create_empty_at(
-        &location.location,
-        "lk",
-        config().max_staleness(Duration::from_millis(300)),
-    )
-    .unwrap();
-    let (user, key) = user_and_key(&store);
-    let text = key.secret.expose().to_owned();
-    store.verify(&text).unwrap();
+    let (store, user, text) = verified_key_on(&location, Duration::from_millis(300));
     // Never verified, so never cached: only the database could answer for it.
     let (_, cold) = user_and_key(&store);
     let reconnect = cut_off(&location);
@@ -183,17 +175,36 @@ fn an_unreachable_database_is_unavailable_never_invalid() {
     }
     // Back: it recovers without a restart.
     reconnect();
+    verifies_again(&store, &text);
+    disable(&store, &user).unwrap();
+}
+
+/// A store on `location` whose cached answers last `max_staleness`, with a user and its
+/// key's text, verified (so cached).
+fn verified_key_on(
+    location: &support::TestLocation,
+    max_staleness: Duration,
+) -> (Store, User, String) {
+    let config = config().max_staleness(max_staleness);
+    let store = Store::create_empty_at(&location.location, "lk", config).unwrap();
+    let (user, key) = user_and_key(&store);
+    let text = key.secret.expose().to_owned();
+    store.verify(&text).unwrap();
+    (store, user, text)
+}
+
+/// Waits (bounded) until `store` verifies `text` again after being unavailable.
+fn verifies_again(store: &Store, text: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match store.verify(&text) {
-            Ok(_) => break,
+        match store.verify(text) {
+            Ok(_) => return,
             Err(VerifyError::Unavailable(_)) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => panic!("{e:?}"),
         }
     }
-    disable(&store, &user).unwrap();
 }
 
 /// Ends every connection to the database of `location` and accepts no new one, until the
@@ -518,15 +529,7 @@ fn a_store_whose_acknowledgements_fail_stops_serving_its_cache() {
     let Some(location) = support::postgres_location() else {
         return;
     };
-    let store = Store::create_empty_at(
-        &location.location,
-        "lk",
-        config().max_staleness(Duration::from_millis(2_000)),
-    )
-    .unwrap();
-    let (_, key) = user_and_key(&store);
-    let text = key.secret.expose().to_owned();
-    store.verify(&text).unwrap();
+    let (store, _, text) = verified_key_on(&location, Duration::from_millis(2_000));
     let url = support::url_of(&location);
     support::sql(
         &url,
@@ -546,16 +549,7 @@ fn a_store_whose_acknowledgements_fail_stops_serving_its_cache() {
         &url,
         "DROP TRIGGER refuse_acknowledgements ON latchkey_followers",
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match store.verify(&text) {
-            Ok(_) => break,
-            Err(VerifyError::Unavailable(_)) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    }
+    verifies_again(&store, &text);
 }
 
 /// Two processes verify the same imported SHA-256 key at once, over and over: both find its
