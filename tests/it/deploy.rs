@@ -124,26 +124,25 @@ fn the_container_image_s_command_serves_its_volume_and_keeps_it_across_restarts(
         "the image copies the release binary: {stage:?}"
     );
     let volume_dir = tempfile::tempdir().unwrap();
-    let mut env = Vec::new();
-    let mut db = None;
-    for pair in instruction(&stage, "ENV").split_whitespace() {
-        let (name, value) = pair.split_once('=').expect("ENV NAME=value");
-        let value = if name == "LATCHKEY_DB" {
-            let path = moved(value, volume, volume_dir.path());
-            db = Some(path.clone());
-            path.into_os_string().into_string().unwrap()
-        } else {
-            value.to_owned()
-        };
-        env.push((name.to_owned(), value));
-    }
-    let db = db.expect("the image names its store with LATCHKEY_DB, on the volume");
+    let env: Vec<(String, String)> = instruction(&stage, "ENV")
+        .split_whitespace()
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').expect("ENV NAME=value");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
     let mut args = exec_form(instruction(&stage, "CMD"));
-    let listen = args
-        .iter()
-        .position(|a| a == "--listen")
-        .expect("CMD names --listen");
-    args[listen + 1] = any_port(&args[listen + 1], port);
+    let option = |args: &[String], name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .unwrap_or_else(|| panic!("CMD names {name}"))
+            + 1
+    };
+    let listen = option(&args, "--listen");
+    args[listen] = any_port(&args[listen], port);
+    let at = option(&args, "--db");
+    let db = moved(&args[at], volume, volume_dir.path());
+    args[at] = db.to_str().unwrap().to_owned();
     let start = || {
         on_loopback(Daemon::spawn(
             latchkey().args(&args).envs(env.iter().cloned()),
@@ -161,6 +160,18 @@ fn the_container_image_s_command_serves_its_volume_and_keeps_it_across_restarts(
     second
         .http("GET", "/v1/keys", None, None)
         .problem(401, "missing_key");
+
+    // A command run in the container (`podman exec`), with the image's environment, asks
+    // the daemon: a backup while it runs.
+    let out = volume_dir.path().join("backup");
+    Run::of(
+        latchkey()
+            .envs(env.iter().cloned())
+            .args(["--url", &second.url, "--admin-key", &key, "backup", "--out"])
+            .arg(&out),
+    )
+    .ok();
+    assert!(out.metadata().unwrap().len() > 0);
 }
 
 #[test]
