@@ -120,3 +120,24 @@ fn a_damaged_backup_or_a_used_target_restores_nothing() {
         2
     );
 }
+
+/// A directory that holds only the reserve file a store kept there counts as empty: the
+/// restore goes in, and no staging directory is left beside it.
+#[test]
+fn a_restore_goes_into_a_directory_holding_only_a_reserve_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) =
+        Store::create_with_admin(dir.path().join("a"), "lk", support::config()).unwrap();
+    let mut file = Vec::new();
+    store.backup(&mut file).unwrap();
+    let target = dir.path().join("b");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("latchkey.reserve"), b"reserve").unwrap();
+    let (restored, _) = Store::restore(&target, file.as_slice(), support::config()).unwrap();
+    assert_eq!(restored.users().unwrap().len(), 1);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}

@@ -184,20 +184,29 @@ impl Store {
                 return Err(e);
             }
         };
-        if path.exists() {
-            fs::remove_dir(path).map_err(|e| {
-                StoreError::storage(format!("cannot replace {}: {e}", path.display()))
-            })?;
+        if let Err(e) = move_into_place(&staging, path) {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
         }
-        fs::rename(&staging, path).map_err(|e| {
-            StoreError::storage(format!(
-                "cannot move the restored store to {}: {e}",
-                path.display()
-            ))
-        })?;
         let store = Store::open(path, config)?;
         Ok((store, restored))
     }
+}
+
+/// Puts the restored store at `path`, in place of the empty directory there, if any (which
+/// may hold the reserve file an earlier store of the same path left).
+fn move_into_place(staging: &Path, path: &Path) -> Result<(), StoreError> {
+    if path.exists() {
+        let _ = fs::remove_file(path.join(super::space::BALLAST));
+        fs::remove_dir(path)
+            .map_err(|e| StoreError::storage(format!("cannot replace {}: {e}", path.display())))?;
+    }
+    fs::rename(staging, path).map_err(|e| {
+        StoreError::storage(format!(
+            "cannot move the restored store to {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 fn staging_path(path: &Path) -> Result<PathBuf, StoreError> {
