@@ -83,14 +83,17 @@ impl KeyFile {
 
     /// Writes the key (alone, with a newline) and syncs it; then tells where it went, once:
     /// the record without its secret, or its JSON with `secret_file` instead of `secret`.
+    ///
+    /// The store holding the key exists by now: when the file cannot be written (a full
+    /// disk), the key is printed instead, once, rather than lost, and the file removed.
     pub fn write(mut self, store: &str, created: &CreatedKey, json: bool) -> anyhow::Result<()> {
         let mut file = self.file.take().expect("written once");
         let written = writeln!(file, "{}", created.secret.expose()).and_then(|()| file.sync_all());
         if let Err(e) = written {
             self.file = Some(file);
-            return Err(e).with_context(|| {
-                format!("cannot write the admin key file {}", self.path.display())
-            });
+            tracing::error!(path = %self.path.display(), error = %e, "cannot write the admin key file: the key is printed instead");
+            print_admin_key(store, created, json);
+            return Ok(());
         }
         let mut record = created_json(created);
         if let Some(record) = record.as_object_mut() {
@@ -159,5 +162,31 @@ pub fn announce(
             print_admin_key(&named, admin, json);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use latchkey_core::{Location, Store, StoreConfig};
+
+    use super::*;
+
+    /// A key file that cannot be written once the store (and so the key) exists: the key is
+    /// handed out on stdout instead of lost, and the file does not stay behind.
+    #[test]
+    fn an_unwritable_key_file_falls_back_to_printing_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::Dir(dir.path().join("store"));
+        let (_store, admin) =
+            Store::create_with_admin_at(&location, "lk", StoreConfig::default()).unwrap();
+        let path = dir.path().join("admin.key");
+        std::fs::write(&path, "").unwrap();
+        // Opened for reading only: every write fails, as on a full disk.
+        let file = KeyFile {
+            path: path.clone(),
+            file: Some(File::open(&path).unwrap()),
+        };
+        file.write("store", &admin, true).unwrap();
+        assert!(!path.exists());
     }
 }
