@@ -612,7 +612,19 @@ fn a_write_that_waits_too_long_for_the_writers_lock_is_unavailable() {
         return;
     };
     let (user, _) = user_and_key(&store);
-    let url = support::url_of(&location);
+    let release = hold_writers_lock(&location);
+    let err = disable(&store, &user).unwrap_err();
+    assert_eq!(err.code(), "keystore_unavailable", "{err:?}");
+    release();
+    // Nothing changed, and the next write goes through.
+    assert!(store.user(&user.id.to_string()).unwrap().enabled);
+    disable(&store, &user).unwrap();
+}
+
+/// Takes the writers' lock ("latchkey") on the database of `location`, as another process
+/// does for a write, and holds it until the returned function is called.
+fn hold_writers_lock(location: &support::TestLocation) -> impl FnOnce() {
+    let url = support::url_of(location);
     let (release, released) = std::sync::mpsc::channel::<()>();
     let (held, holding) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
@@ -625,7 +637,6 @@ fn a_write_that_waits_too_long_for_the_writers_lock_is_unavailable() {
                 .await
                 .unwrap();
             let driver = tokio::spawn(connection);
-            // The writers' lock ("latchkey"), as another process takes it.
             client
                 .batch_execute("SELECT pg_advisory_lock(7809651199139603833)")
                 .await
@@ -640,11 +651,27 @@ fn a_write_that_waits_too_long_for_the_writers_lock_is_unavailable() {
         });
     });
     holding.recv().unwrap();
-    let err = disable(&store, &user).unwrap_err();
-    assert_eq!(err.code(), "keystore_unavailable", "{err:?}");
-    release.send(()).unwrap();
-    holder.join().unwrap();
-    // Nothing changed, and the next write goes through.
-    assert!(store.user(&user.id.to_string()).unwrap().enabled);
-    disable(&store, &user).unwrap();
+    move || {
+        release.send(()).unwrap();
+        holder.join().unwrap();
+    }
+}
+
+/// An online backup reads a snapshot: it needs no writers' lock, so a process holding it
+/// (writing) does not hold the backup up, nor does the backup hold up the writers.
+#[test]
+fn a_backup_reads_a_snapshot_without_the_writers_lock() {
+    let Some((location, store)) = database_store() else {
+        return;
+    };
+    let (user, key) = user_and_key(&store);
+    let release = hold_writers_lock(&location);
+    let mut file = Vec::new();
+    let header = store.backup(&mut file).unwrap();
+    release();
+    assert_eq!(header.seq, store.last_seq().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (restored, _) = Store::restore(dir.path().join("r"), file.as_slice(), config()).unwrap();
+    assert_eq!(restored.user(&user.id.to_string()).unwrap().name, user.name);
+    restored.verify(key.secret.expose()).unwrap();
 }

@@ -208,6 +208,13 @@ pub(crate) trait Backend: Send + Sync + Debug {
         false
     }
 
+    /// A consistent read-only view of the whole storage, taken now, that writers do not
+    /// wait for (PostgreSQL: one read-only serializable transaction). `None` where the
+    /// storage has none: a reader that needs one holds the writers still instead.
+    fn snapshot(&self) -> Result<Option<Arc<dyn Backend>>, StoreError> {
+        Ok(None)
+    }
+
     /// Runs `body` in a transaction that commits atomically, running it again while it
     /// conflicts with another. Returns `Abort` and `Storage` as the body or storage gave
     /// them; never `Conflict`.

@@ -90,34 +90,45 @@ impl<W: Write> Write for Hashing<W> {
 
 impl Store {
     /// Writes a backup of the whole store to `out`: every record as of the newest
-    /// acknowledged write when it starts (writers wait until it is done), with this
+    /// acknowledged write when it starts (on PostgreSQL, a snapshot: writers go on; on a
+    /// directory, writers wait until it is done), with this
     /// process's usage figures and unspent credit slices written first, so that the
     /// balances restored are the ones the API showed (unless the disk is full).
     ///
     /// Fails with [`StoreError::Storage`] when `out` cannot be written.
     pub fn backup(&self, out: impl Write) -> Result<BackupHeader, StoreError> {
         let inner = &*self.inner;
-        let _serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.ensure_open()?;
-        // Before the writers' lock: on a shared database a flush takes it itself.
         if !self.disk_full() {
             self.write_buffers()?;
         }
-        // On a shared database, the other processes' writers wait too.
-        let _writers = inner.db.lock_writers()?;
+        // The copy reads a snapshot where the storage has them (PostgreSQL), and writers go
+        // on; elsewhere it holds them still: this process's, and on storage several share,
+        // the others'.
+        let (view, _still) = match inner.db.snapshot()? {
+            Some(view) => {
+                drop(serialized);
+                (view, None)
+            }
+            None => (
+                inner.db.clone(),
+                Some((serialized, inner.db.lock_writers()?)),
+            ),
+        };
         let all = || {
             let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
             // Rate limits' shared state changes without the writers' lock, and matters for
             // a window at most: no part of a backup.
-            backend::scan(&inner.db, everything, Direction::Forward)
+            backend::scan(&view, everything, Direction::Forward)
                 .filter(|item| !matches!(item, Ok((k, _)) if k.starts_with(layout::RATES)))
         };
         let records = all().try_fold(0_u64, |n, item| item.map(|_| n + 1))?;
         let header = BackupHeader {
             format: FORMAT.to_owned(),
             version: VERSION,
-            seq: self.last_seq()?,
-            head: recover::head_of(&*inner.db)?,
+            seq: super::read_seq(&*view)?,
+            head: recover::head_of(&*view)?,
             lineage: inner.lineage(),
             records,
         };

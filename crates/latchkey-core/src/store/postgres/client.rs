@@ -351,13 +351,47 @@ impl Drop for WritersLock {
 #[derive(Debug, Clone)]
 pub(crate) struct PgBackend(pub(super) Arc<Pg>);
 
+/// One entry, read on `client`.
+pub(super) fn get_on(pg: &Pg, client: &Object, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    let rows = pg.query(client, "SELECT v FROM latchkey_kv WHERE k = $1", &[&key])?;
+    Ok(rows.first().map(|row| row.get(0)))
+}
+
+/// One page of `range`'s entries, read on `client`. The primary key's B-tree answers every
+/// range, forwards or backwards.
+pub(super) fn range_on(
+    pg: &Pg,
+    client: &Object,
+    range: &KeyRange,
+    take: Take,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut sql = String::from("SELECT k, v FROM latchkey_kv WHERE true");
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    for (bound, below) in [(&range.lower, false), (&range.upper, true)] {
+        let (key, op) = match (bound, below) {
+            (Bound::Included(k), false) => (k, ">="),
+            (Bound::Excluded(k), false) => (k, ">"),
+            (Bound::Included(k), true) => (k, "<="),
+            (Bound::Excluded(k), true) => (k, "<"),
+            (Bound::Unbounded, _) => continue,
+        };
+        params.push(key);
+        sql.push_str(&format!(" AND k {op} ${}", params.len()));
+    }
+    let limit = i64::try_from(take.limit).unwrap_or(i64::MAX);
+    params.push(&limit);
+    let order = match take.direction {
+        Direction::Forward => "ASC",
+        Direction::Reverse => "DESC",
+    };
+    sql.push_str(&format!(" ORDER BY k {order} LIMIT ${}", params.len()));
+    let rows = pg.query(client, &sql, &params)?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
 impl Backend for PgBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let client = self.0.client()?;
-        let rows = self
-            .0
-            .query(&client, "SELECT v FROM latchkey_kv WHERE k = $1", &[&key])?;
-        Ok(rows.first().map(|row| row.get(0)))
+        get_on(&self.0, &self.0.client()?, key)
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
@@ -378,30 +412,7 @@ impl Backend for PgBackend {
     }
 
     fn range(&self, range: &KeyRange, take: Take) -> Result<Vec<Entry>, StoreError> {
-        // The primary key's B-tree answers every range, forwards or backwards.
-        let mut sql = String::from("SELECT k, v FROM latchkey_kv WHERE true");
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        for (bound, below) in [(&range.lower, false), (&range.upper, true)] {
-            let (key, op) = match (bound, below) {
-                (Bound::Included(k), false) => (k, ">="),
-                (Bound::Excluded(k), false) => (k, ">"),
-                (Bound::Included(k), true) => (k, "<="),
-                (Bound::Excluded(k), true) => (k, "<"),
-                (Bound::Unbounded, _) => continue,
-            };
-            params.push(key);
-            sql.push_str(&format!(" AND k {op} ${}", params.len()));
-        }
-        let limit = i64::try_from(take.limit).unwrap_or(i64::MAX);
-        params.push(&limit);
-        let order = match take.direction {
-            Direction::Forward => "ASC",
-            Direction::Reverse => "DESC",
-        };
-        sql.push_str(&format!(" ORDER BY k {order} LIMIT ${}", params.len()));
-        let client = self.0.client()?;
-        let rows = self.0.query(&client, &sql, &params)?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+        range_on(&self.0, &self.0.client()?, range, take)
     }
 
     fn floors(&self, queries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
@@ -426,6 +437,12 @@ impl Backend for PgBackend {
     fn reads_during_transactions(&self) -> bool {
         // A transaction holds a connection of its own; reads take others from the pool.
         true
+    }
+
+    fn snapshot(&self) -> Result<Option<Arc<dyn Backend>>, StoreError> {
+        Ok(Some(Arc::new(super::snapshot::PgSnapshot::begin(
+            self.0.clone(),
+        )?)))
     }
 
     fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {

@@ -9,6 +9,7 @@
 mod client;
 mod listen;
 mod schema;
+mod snapshot;
 mod tls;
 
 use std::path::PathBuf;
