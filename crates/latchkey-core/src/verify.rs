@@ -187,14 +187,15 @@ impl Resolved {
         secret & (self.principal.env == key.env())
     }
 
-    /// The statuses, for a caller that has shown it holds the secret.
+    /// The statuses, for a caller that has shown it holds the secret, in the order the
+    /// contract gives: key enabled, not revoked, not expired, user enabled.
     pub(crate) fn status(&self, now_nanos: i128) -> Result<&Principal, VerifyError> {
-        if self.revoked {
+        if !self.enabled {
+            Err(VerifyError::Disabled)
+        } else if self.revoked {
             Err(VerifyError::Revoked)
         } else if self.expires_at.is_some_and(|at| at <= now_nanos) {
             Err(VerifyError::Expired)
-        } else if !self.enabled {
-            Err(VerifyError::Disabled)
         } else if !self.user_enabled {
             Err(VerifyError::UserDisabled)
         } else {

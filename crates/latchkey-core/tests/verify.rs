@@ -266,3 +266,51 @@ fn the_cached_answer_needs_no_read_and_a_miss_says_so() {
     );
     assert_eq!(f.store.reads_over_network(), support::on_postgres());
 }
+
+/// When several statuses refuse a key, the answer is the first in the contract's order: key
+/// enabled, not revoked, not expired, user enabled.
+#[test]
+fn statuses_are_checked_in_the_contract_s_order() {
+    for disabled in [false, true] {
+        for revoked in [false, true] {
+            for expired in [false, true] {
+                for user_disabled in [false, true] {
+                    let f = fixture(1_000);
+                    let key = f.key_with(NewKey {
+                        name: "k".into(),
+                        user_id: f.user.id,
+                        expires_at: Some(f.clock.now() + Duration::hours(1)),
+                        ..NewKey::default()
+                    });
+                    let text = key.secret.expose();
+                    if disabled {
+                        f.set_key_enabled(key.key.id, false);
+                    }
+                    if revoked {
+                        f.store.revoke_key(&f.admin, key.key.id).unwrap();
+                    }
+                    if expired {
+                        f.clock.advance(Duration::hours(1));
+                    }
+                    if user_disabled {
+                        f.set_user_enabled(false);
+                    }
+                    let expected = [
+                        (disabled, "key_disabled"),
+                        (revoked, "key_revoked"),
+                        (expired, "key_expired"),
+                        (user_disabled, "user_disabled"),
+                    ]
+                    .into_iter()
+                    .find_map(|(refused, code)| refused.then_some(code))
+                    .unwrap_or("ok");
+                    assert_eq!(
+                        f.code(text),
+                        expected,
+                        "disabled {disabled}, revoked {revoked}, expired {expired}, user disabled {user_disabled}"
+                    );
+                }
+            }
+        }
+    }
+}
