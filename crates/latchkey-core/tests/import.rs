@@ -152,3 +152,47 @@ fn an_imported_key_is_never_stronger_than_its_importer_and_its_scopes_are_bounde
         outcome[1]
     );
 }
+
+/// A deleted imported key takes its text's entry with it: the same text imports again, in
+/// both forms, and verifies as the new key.
+#[test]
+fn a_deleted_imported_key_can_be_imported_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create_empty(dir.path().join("s"), "lk", support::config()).unwrap();
+    let admin = Actor::system();
+    let new_user = NewUser {
+        name: "legacy".into(),
+        ..NewUser::default()
+    };
+    let user = store.create_user(&admin, new_user).unwrap().id;
+    let full = "sk_live_000000000000000000000001";
+    let hashed = "unkey_000000000000000000000000000001";
+    let digest = hex(&Sha256::digest(hashed.as_bytes()));
+    let items = || {
+        [
+            item(ImportSecret::full(full).unwrap(), None),
+            item(ImportSecret::sha256(&digest).unwrap(), Some("unkey")),
+        ]
+    };
+    // The SHA-256 one is deleted before and after its re-hash at its first verification.
+    for verify_first in [false, true] {
+        let ids: Vec<uuid::Uuid> = store
+            .import_keys(&admin, user, &items())
+            .unwrap()
+            .into_iter()
+            .map(|outcome| outcome.unwrap().id)
+            .collect();
+        if verify_first {
+            store.verify(hashed).unwrap();
+        }
+        for id in ids {
+            store.revoke_key(&admin, id).unwrap();
+            store.delete_key(&admin, id).unwrap();
+        }
+        assert!(store.verify(full).is_err());
+    }
+    let again = store.import_keys(&admin, user, &items()).unwrap();
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    store.verify(full).unwrap();
+    store.verify(hashed).unwrap();
+}

@@ -380,6 +380,16 @@ impl Store {
             let public = record.public_id().map_err(abort_err)?;
             tx.remove(&layout::key_controls(&public))?;
             tx.remove(&layout::key_rates(&public))?;
+            // An imported key's text is found by its hash: the entry goes with the key, so
+            // the same text may be imported again.
+            for entry in [
+                layout::imported_blake3(&record.hash),
+                layout::imported_sha256(&record.hash),
+            ] {
+                if tx.get_raw(&entry)?.as_deref() == Some(public.as_str().as_bytes()) {
+                    tx.remove(&entry)?;
+                }
+            }
             tx.record(Action::KeyDelete, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(public));
             Ok(())
