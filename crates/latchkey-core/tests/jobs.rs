@@ -231,12 +231,22 @@ fn a_key_under_its_user_s_revocation_is_not_rotated_and_a_later_key_is_never_und
             .unwrap()
             .in_background
     );
-    // Its record is not revoked yet; its successor would escape the mark.
+    // Its record is not revoked yet; its successor would escape the mark. Nor is it
+    // enabled again; it is deleted as a revoked key is.
     let first = created[0].key.id;
     assert!(matches!(
         store.rotate_key(&admin, first, time::Duration::ZERO),
         Err(StoreError::Conflict(Conflict::KeyRevoked))
     ));
+    let enable = KeyPatch {
+        enabled: Some(true),
+        ..KeyPatch::default()
+    };
+    assert!(matches!(
+        store.update_key(&admin, created[1].key.id, enable),
+        Err(StoreError::Conflict(Conflict::KeyRevoked))
+    ));
+    store.delete_key(&admin, created[2].key.id).unwrap();
     // A clock behind the revocation (another daemon's, or stepped back) still makes a key
     // that works, before and after the background work.
     clock.set(t0 - time::Duration::minutes(5));
@@ -253,8 +263,9 @@ fn a_key_under_its_user_s_revocation_is_not_rotated_and_a_later_key_is_never_und
     assert_eq!(code(&store, later.secret.expose()), "ok");
     store.run_jobs().unwrap();
     assert_eq!(code(&store, later.secret.expose()), "ok");
-    for key in &created {
-        assert_eq!(code(&store, key.secret.expose()), "key_revoked");
+    for (i, key) in created.iter().enumerate() {
+        let expected = if i == 2 { "invalid_key" } else { "key_revoked" };
+        assert_eq!(code(&store, key.secret.expose()), expected);
     }
-    assert_eq!(revoked_records(&store, user.id), 15);
+    assert_eq!(revoked_records(&store, user.id), 14);
 }

@@ -30,6 +30,12 @@ use crate::model::{CreatedKey, Group, Key, KeyPatch, KeyStatus, NewKey, User, va
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, PrincipalInfo, Resolved};
 
+/// Whether a key is revoked: by itself, or with all its user's keys (revoke-keys, or its
+/// user deleted), before the background job has brought the revocation to its record.
+fn revoked_in(tx: &Tx<'_>, record: &KeyRecord) -> TxResult<bool> {
+    Ok(record.revoked_at.is_some() || super::jobs::revoked_by_mark_in(tx, record)?)
+}
+
 /// A key as stored: the public record plus the secret's hash. Stored with postcard, so
 /// times use `time`'s compact binary form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,7 +316,7 @@ impl Store {
                 record.description = description.clone();
             }
             if let Some(enabled) = patch.enabled {
-                if enabled && record.revoked_at.is_some() {
+                if enabled && revoked_in(tx, &record)? {
                     return abort(Conflict::KeyRevoked.into());
                 }
                 record.enabled = enabled;
@@ -373,7 +379,7 @@ impl Store {
     pub fn delete_key(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
         self.write(actor, |tx| {
             let (_, record) = self.key_for_change(tx, actor, id)?;
-            if record.revoked_at.is_none() {
+            if !revoked_in(tx, &record)? {
                 return abort(Conflict::KeyNotRevoked.into());
             }
             tx.remove_key(&record)?;
@@ -414,9 +420,8 @@ impl Store {
         }
         let (created, settle) = self.write(actor, |tx| {
             let (_, mut old) = self.key_for_change(tx, actor, id)?;
-            // Revoked with all its user's keys counts too, before the background job has
-            // reached its record: its successor would escape the mark.
-            if old.revoked_at.is_some() || super::jobs::revoked_by_mark_in(tx, &old)? {
+            // Its successor would escape a revocation mark.
+            if revoked_in(tx, &old)? {
                 return abort(Conflict::KeyRevoked.into());
             }
             let old_public = old.public_id().map_err(abort_err)?;
