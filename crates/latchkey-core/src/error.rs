@@ -46,6 +46,9 @@ pub enum Conflict {
     /// Revocation is irreversible: a revoked key cannot be enabled or rotated.
     #[error("the key is revoked, and revocation is irreversible")]
     KeyRevoked,
+    /// A key rotates once: the key it was rotated to is the one to rotate next.
+    #[error("the key was rotated already: rotate the key it was rotated to")]
+    KeyRotated,
     /// The change would leave no enabled, unrevoked, unexpired key that holds `*`, and so
     /// no one able to manage the store through the API.
     #[error("this change would leave no active key holding `*`: create another admin key first")]
@@ -59,6 +62,7 @@ impl Conflict {
             Conflict::NameTaken { .. } => "name_taken",
             Conflict::KeyNotRevoked => "key_not_revoked",
             Conflict::KeyRevoked => "key_revoked",
+            Conflict::KeyRotated => "key_rotated",
             Conflict::LastAdminKey => "last_admin_key",
         }
     }

@@ -267,6 +267,17 @@ fn expiry_and_rotation_follow_the_clock() {
             .rotate_key(&f.admin, again.key.id, Duration::seconds(-1)),
         Err(StoreError::Invalid { .. })
     ));
+
+    // A key rotates once: its successor keeps the expiry and the credits it had.
+    for id in [old.key.id, rotated.key.id] {
+        assert!(matches!(
+            f.store.rotate_key(&f.admin, id, Duration::minutes(10)),
+            Err(StoreError::Conflict(Conflict::KeyRotated))
+        ));
+    }
+    assert_eq!(f.code(&again), "ok");
+    f.clock.advance(Duration::days(1));
+    assert_eq!(f.code(&again), "ok");
 }
 
 #[test]

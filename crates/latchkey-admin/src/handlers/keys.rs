@@ -237,14 +237,14 @@ pub(crate) async fn revoke(
 
 /// Rotate a key: a new key with the same user, scopes and name; the old one keeps
 /// working for `grace_seconds` (0: it expires at once). The answer holds the new key's
-/// full text, shown this once.
+/// full text, shown this once. A key rotates once: the next rotation is its successor's.
 #[utoipa::path(post, path = "/v1/keys/{id}/rotate", operation_id = "rotateKey", tag = "keys",
     params(("id" = String, Path, description = "Key id or display prefix")),
     request_body = RotateKey,
     responses(
         (status = 201, description = "The new key; `secret` is its full text, never shown again", body = KeyWithSecret),
         InvalidField, StrongerKey, NoSuchKey,
-        (status = 409, description = "The key is revoked (`key_revoked`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked (`key_revoked`), or was rotated already (`key_rotated`: rotate the key it was rotated to)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn rotate(

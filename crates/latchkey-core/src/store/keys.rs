@@ -386,6 +386,7 @@ impl Store {
             let public = record.public_id().map_err(abort_err)?;
             tx.remove(&layout::key_controls(&public))?;
             tx.remove(&layout::key_rates(&public))?;
+            tx.remove(&layout::key_successor(&public))?;
             // An imported key's text is found by its hash: the entry goes with the key, so
             // the same text may be imported again.
             for entry in [
@@ -425,6 +426,11 @@ impl Store {
                 return abort(Conflict::KeyRevoked.into());
             }
             let old_public = old.public_id().map_err(abort_err)?;
+            // Its expiry is the grace's end by now, and its credits went to its successor.
+            let successor = layout::key_successor(&old_public);
+            if tx.get_raw(&successor)?.is_some() {
+                return abort(Conflict::KeyRotated.into());
+            }
             let path = layout::key_controls(&old_public);
             let controls = tx.get::<ControlsRecord>(&path)?.unwrap_or_default();
             let now = tx.now.unix_timestamp_nanos();
@@ -458,6 +464,7 @@ impl Store {
                 allowed_ips: controls.allowed_ips.clone(),
             };
             let created = self.create_key_in(tx, actor, &new, Some(&old))?;
+            tx.put_raw(&successor, created.key.id.as_bytes())?;
             Ok((created, (controls.version, drained)))
         })?;
         // The old key's slice is void: its credits moved to the new key.

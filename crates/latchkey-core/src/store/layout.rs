@@ -8,6 +8,7 @@
 //! | `uc:<uuid>`                  | the user's rate limits, when it has any (`user_limits.rs`) |
 //! | `k:<public id>`              | key record (secret hash, usage figures) |
 //! | `kc:<public id>`             | the key's usage control, when it has any (`controls.rs`) |
+//! | `kr:<public id>`             | the id of the key it was rotated to, once it was (`keys.rs`) |
 //! | `a:<seq, big-endian u64>`    | audit event (also the change feed)     |
 //! | `x:…`                        | key indexes: chunks of up to 16 sorted positions (`index.rs`, `chunks.rs`) |
 //! | `m:n:<count>`, `m:expiry_mark`, `m:indexed` | counts for `/metrics` (`counters.rs`), the expiry sweep's mark, the index version |
@@ -87,6 +88,11 @@ pub(crate) fn key(id: &PublicId) -> Vec<u8> {
 /// A key's usage control (`controls.rs`): meta, rate limits, credits, allowlist.
 pub(crate) fn key_controls(id: &PublicId) -> Vec<u8> {
     join(b"kc:", id.as_bytes())
+}
+
+/// The id of the key a key was rotated to (16 raw bytes): a key rotates once.
+pub(crate) fn key_successor(id: &PublicId) -> Vec<u8> {
+    join(b"kr:", id.as_bytes())
 }
 
 /// The shared state of a key's rate limits (`rate_state.rs`).
