@@ -465,7 +465,7 @@ pub enum KeysCommand {
     /// `expires_at`, `scopes`. They authenticate under their old text. Refused lines are
     /// listed (number and reason) and the rest imported; exit 1 when any was refused
     Import(KeyImport),
-    /// List keys, newest first unless --sort says otherwise
+    /// List keys, oldest first unless --sort says otherwise
     List(KeyList),
     /// Show a key
     Show {

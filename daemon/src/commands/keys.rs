@@ -164,7 +164,10 @@ fn expiry(text: &str) -> anyhow::Result<String> {
              2030-01-01T00:00:00Z, or a duration from now such as 90d"
         )
     })?;
-    let at = OffsetDateTime::now_utc() + duration;
+    let at = time::Duration::try_from(duration)
+        .ok()
+        .and_then(|d| OffsetDateTime::now_utc().checked_add(d))
+        .ok_or_else(|| anyhow::anyhow!("invalid --expires-at {text:?}: too far in the future"))?;
     Ok(at.replace_nanosecond(0)?.format(&Rfc3339)?)
 }
 

@@ -68,6 +68,10 @@ impl fmt::Display for Problem {
             write!(f, " (field `{field}`)")?;
         }
         write!(f, " [{}]", self.code)?;
+        // Only a 401 is about the admin key: a 409 `key_revoked` is about the key worked on.
+        if self.status != StatusCode::UNAUTHORIZED {
+            return Ok(());
+        }
         match self.code.as_str() {
             "missing_key" => write!(f, "; pass --admin-key or set LATCHKEY_ADMIN_KEY"),
             "invalid_key" | "key_disabled" | "key_revoked" | "key_expired" | "user_disabled" => {
@@ -103,5 +107,14 @@ mod tests {
             br#"{"title":"Unauthorized","code":"missing_key"}"#,
         );
         assert!(p.to_string().contains("--admin-key"));
+        let refused = br#"{"title":"Unauthorized","code":"key_revoked"}"#;
+        let p = Problem::from_response(StatusCode::UNAUTHORIZED, refused);
+        assert!(p.to_string().contains("the admin key was refused"));
+        // The key worked on is revoked: nothing about the admin key.
+        let p = Problem::from_response(
+            StatusCode::CONFLICT,
+            br#"{"title":"Conflict","detail":"the key is revoked","code":"key_revoked"}"#,
+        );
+        assert_eq!(p.to_string(), "the key is revoked [key_revoked]");
     }
 }
