@@ -204,3 +204,70 @@ fn the_config_file_is_read_and_flags_win() {
     let help = Run::of(latchkey().env("LATCHKEY_ADMIN_KEY", &f.admin).arg("--help")).ok();
     assert!(!help.stdout.contains(&f.admin));
 }
+
+/// The README's pre-commit hook line, in a git repository: it reads what the commit adds
+/// as staged, so a key staged then blanked in the working tree is found, and a commit that
+/// deletes a file or stages nothing passes.
+#[test]
+fn the_pre_commit_hook_line_scans_what_the_commit_adds() {
+    let readme = std::fs::read_to_string(crate::harness::workspace().join("README.md")).unwrap();
+    let hook = readme
+        .lines()
+        .find(|line| line.starts_with("git diff --cached") && line.contains("latchkey scan"))
+        .expect("the README's hook line");
+    // The hook calls `latchkey` by name: the binary under test, first on the PATH.
+    let latchkey_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(crate::harness::bin(), latchkey_dir.path().join("latchkey"))
+        .unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(repo.path())
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    let run_hook = || {
+        let path = format!(
+            "{}:{}",
+            latchkey_dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .current_dir(repo.path())
+            .env("PATH", path)
+            .args(["-c", hook])
+            .output()
+            .unwrap();
+        out.status.code()
+    };
+    git(&["init", "-q", "."]);
+    let key = ApiKey::generate(&Prefix::default(), Env::Live);
+    let file = repo.path().join("app.env");
+    std::fs::write(&file, "PORT=80\n").unwrap();
+    git(&["add", "app.env"]);
+    assert_eq!(run_hook(), Some(0), "a clean change");
+    git(&["commit", "-q", "-m", "clean"]);
+    assert_eq!(run_hook(), Some(0), "nothing staged");
+    std::fs::write(&file, format!("API_KEY={}\n", key.expose())).unwrap();
+    git(&["add", "app.env"]);
+    std::fs::write(&file, "PORT=80\n").unwrap();
+    assert_eq!(
+        run_hook(),
+        Some(1),
+        "a key staged, then blanked in the working tree"
+    );
+    git(&["checkout", "-q", "--", "app.env"]);
+    git(&["commit", "-q", "-m", "key"]);
+    git(&["rm", "-q", "app.env"]);
+    assert_eq!(run_hook(), Some(0), "a file deleted");
+}
