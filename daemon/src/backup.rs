@@ -28,9 +28,10 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
         "{} already exists: choose another --out, the backup never overwrites a file",
         out.display()
     );
+    let store = settings.management_store()?;
     let mut file = fs::File::create_new(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
-    let taken = match &settings.db {
+    let taken = match store {
         Some(db) => {
             let config = StoreConfig::default().usage_flush_interval(None);
             let store = Store::open_at(db, config)?;

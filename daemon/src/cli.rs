@@ -79,6 +79,31 @@ pub struct GlobalArgs {
         value_parser = ["text", "json"]
     )]
     pub log_format: Option<String>,
+    /// Which of `--url` and `--db` were given on the command line (not by the environment
+    /// or the file): see `Settings::management_store`.
+    #[arg(skip)]
+    pub on_command_line: OnCommandLine,
+}
+
+/// Which of the flags that say where to work came on the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OnCommandLine {
+    /// `--url`.
+    pub url: bool,
+    /// `--db`.
+    pub db: bool,
+}
+
+impl OnCommandLine {
+    /// Read from the parsed command line.
+    pub fn of(matches: &clap::ArgMatches) -> OnCommandLine {
+        let given =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        OnCommandLine {
+            url: given("url"),
+            db: given("db"),
+        }
+    }
 }
 
 impl std::fmt::Debug for GlobalArgs {

@@ -171,6 +171,7 @@ pub struct Settings {
     pub log_json: bool,
     /// A private CA for an `https://` URL.
     pub ca_cert: Option<PathBuf>,
+    on_command_line: crate::cli::OnCommandLine,
     file: FileConfigRest,
 }
 
@@ -223,6 +224,7 @@ impl Settings {
             log: file.log,
             log_json,
             ca_cert: args.ca_cert.clone().or(file.ca_cert),
+            on_command_line: args.on_command_line,
             file: FileConfigRest {
                 listen: file.listen,
                 prefix: file.prefix,
@@ -234,6 +236,21 @@ impl Settings {
                 engine: file.engine,
             },
         })
+    }
+
+    /// Where a management command (or `backup`) works: on the store `db` names (`Some`),
+    /// or through the daemon at `url` (`None`). A flag beats the environment and the file
+    /// here too: `--url` given with `LATCHKEY_DB` (or `db` in the file) set goes through the
+    /// daemon; `--url` and `--db` both on the command line are refused.
+    pub fn management_store(&self) -> anyhow::Result<Option<&Location>> {
+        match (self.on_command_line.url, self.on_command_line.db) {
+            (true, true) => anyhow::bail!(
+                "--url and --db both say where to work: give one (--url: through the daemon; \
+                 --db: on the store directly)"
+            ),
+            (true, false) => Ok(None),
+            _ => Ok(self.db.as_ref()),
+        }
     }
 
     /// The store `serve`, `init` and `migrate` use.
@@ -402,6 +419,7 @@ mod tests {
             log: None,
             log_json: false,
             ca_cert: None,
+            on_command_line: crate::cli::OnCommandLine::default(),
             file: FileConfigRest::default(),
         };
         for shown in crate::testing::debug_texts(&[&file, &settings]) {

@@ -7,8 +7,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser};
-use latchkey_daemon::cli::{Cli, Command};
+use clap::{CommandFactory, FromArgMatches};
+use latchkey_daemon::cli::{Cli, Command, OnCommandLine};
 use latchkey_daemon::config::{DEFAULT_CONFIG, Settings};
 use latchkey_daemon::{backup, commands, init, migrate, scan, start};
 use tracing_subscriber::EnvFilter;
@@ -22,7 +22,9 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.global.on_command_line = OnCommandLine::of(&matches);
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -115,6 +115,44 @@ fn a_store_held_by_the_daemon_refuses_direct_commands() {
     assert_eq!(user["name"], "via-daemon");
 }
 
+/// Where a command works: a flag beats the environment, as everywhere. `--url` given with
+/// `LATCHKEY_DB` set (a staging store's, or the one `serve` uses) asks the daemon, never
+/// works on the other store unseen; `--url` and `--db` both given are refused.
+#[test]
+fn an_explicit_url_beats_a_store_named_by_the_environment() {
+    let (_dir, db) = store_dir();
+    let daemon = Daemon::start(&db);
+    let admin = daemon.admin_key.clone().unwrap();
+    let (_other_dir, other) = store_dir();
+    on(&other, &["init"]).ok();
+    let through_daemon = || {
+        let mut command = latchkey();
+        command.env("LATCHKEY_DB", store_arg(&other)).args([
+            "--url",
+            &daemon.url,
+            "--admin-key",
+            &admin,
+        ]);
+        command
+    };
+    Run::of(through_daemon().args(["users", "add", "--name", "via-url"])).ok();
+    let user = daemon
+        .cli_as(&admin, &["--json", "users", "show", "via-url"])
+        .json();
+    assert_eq!(user["name"], "via-url");
+    on(&other, &["users", "show", "via-url"]).fails(1, "[not_found]");
+
+    let both = Run::of(
+        latchkey()
+            .args(["--url", &daemon.url, "--db"])
+            .arg(store_arg(&other))
+            .args(["users", "add", "--name", "both"]),
+    );
+    both.fails(1, "--url and --db");
+    assert_eq!(both.stdout, "");
+    on(&other, &["users", "show", "both"]).fails(1, "[not_found]");
+}
+
 #[test]
 fn direct_commands_act_as_the_operator_and_are_audited() {
     let (_dir, db) = store_dir();

@@ -29,7 +29,7 @@ pub async fn execute(settings: &Settings, command: ApiCommand) -> anyhow::Result
     let out = Output {
         json: settings.json,
     };
-    match &settings.db {
+    match settings.management_store()? {
         Some(location) => {
             let transport = crate::transport::LocalTransport::open(location)?;
             run(&Cli::new(transport, out), command).await
