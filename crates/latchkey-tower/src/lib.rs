@@ -78,7 +78,7 @@ pub use principal::Principal;
 pub use rejection::{ProblemCode, Rejection};
 pub use require::{RequirePermission, RequirePermissionLayer, RouteCost};
 pub use store_verifier::StoreVerification;
-pub use usage::IpNet;
+pub use usage::{ForwardedHeader, IpNet};
 pub use verifier::{Charged, Verifier};
 
 /// The core crate, for everything not re-exported below.
