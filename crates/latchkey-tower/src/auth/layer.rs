@@ -91,7 +91,9 @@ impl<V> ApiKeyAuthLayer<V> {
     }
 
     /// Accepts only keys of this environment (default: every environment); the others are
-    /// answered 401 `invalid_key` before any store read.
+    /// answered 401 `invalid_key` before any store read. Keys imported from other systems
+    /// are `live` keys: with `accept_only(Env::Test)`, a text that is not a latchkey key is
+    /// refused the same way, without asking the verifier.
     pub fn accept_only(mut self, env: Env) -> Self {
         let config = Arc::make_mut(&mut self.config);
         config.accept_live = env == Env::Live;

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use latchkey_core::{ApiKey, Principal, Store, VerifyError, key};
+use latchkey_core::{ApiKey, Env, Principal, Store, VerifyError, key};
 use tokio::task::JoinHandle;
 use tower::Service;
 use tracing::Span;
@@ -174,15 +174,9 @@ where
                     verifier.verify(&key)
                 }
             }
-            // Not a latchkey key: refused unless the verifier holds imported keys of other
-            // formats (a store without any answers `None` at once).
-            Err(_) => match std::str::from_utf8(text)
-                .ok()
-                .and_then(|text| self.layer.verifier.verify_foreign(text))
-            {
-                Some(verify) => verify,
-                None => {
-                    let reason = credentials::not_a_key(text);
+            Err(_) => match foreign(&*self.layer.verifier, text, config) {
+                Ok(verify) => verify,
+                Err(reason) => {
                     trace::rejected(&span, reason, None);
                     drop(entered);
                     return ResponseFuture::rejected(reason.rejection(&config.challenges), span);
@@ -260,6 +254,18 @@ impl<S, V> ApiKeyAuth<S, V> {
         mem::swap(&mut self.inner, &mut inner);
         Pending::boxed(request, inner, Arc::clone(&self.layer.config))
     }
+}
+
+/// The verification of a text that is not a latchkey key: refused unless the verifier holds
+/// imported keys of other formats (a store without any answers `None` at once). Imported
+/// keys are all `live`, so a layer refusing that environment refuses them as it refuses a
+/// native `live` key, before any lookup (and so tells nothing of whether the text is one).
+fn foreign<V: Verifier>(verifier: &V, text: &[u8], config: &Config) -> Result<V::Future, Reason> {
+    let text = std::str::from_utf8(text).map_err(|_| Reason::NotUtf8)?;
+    if !config.accepts(Env::Live) {
+        return Err(Reason::RefusedEnv);
+    }
+    verifier.verify_foreign(text).ok_or(Reason::Malformed)
 }
 
 /// What an authenticated request comes to.
