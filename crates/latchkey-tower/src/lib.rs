@@ -48,6 +48,7 @@
 //! | case | status | `WWW-Authenticate` | `code` |
 //! | --- | --- | --- | --- |
 //! | no key | 401 | `Bearer realm="<realm>"` | `missing_key` |
+//! | the key sent more than once, or in more than one place | 400 | `Bearer realm="<realm>", error="invalid_request"` | `invalid_request` |
 //! | a key that does not authenticate | 401 | `Bearer realm="<realm>", error="invalid_token"` | `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled` |
 //! | a permission missing | 403 | `Bearer error="insufficient_scope", scope="<permission>"` | `insufficient_permission` |
 //! | the client's address outside the key's `allowed_ips` | 403 | — | `ip_not_allowed` |

@@ -43,7 +43,9 @@ use crate::verifier::Verifier;
 ///
 /// # Rejections
 ///
-/// 401 `missing_key` (`WWW-Authenticate: Bearer realm="<realm>"`) without a key; 401 with
+/// 401 `missing_key` (`WWW-Authenticate: Bearer realm="<realm>"`) without a key; 400
+/// `invalid_request` (`error="invalid_request"`) for a key sent more than once or in more
+/// than one place; 401 with
 /// `error="invalid_token"` and `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`
 /// or `user_disabled` for a key that does not authenticate; 503 `keystore_unavailable`
 /// when the verifier cannot answer. See the [module docs](crate::auth).

@@ -45,7 +45,7 @@ use crate::verifier::Verifier;
 ///
 /// # Rejections
 ///
-/// Answered with `Ok(response)` (401, or 503 when the keystore is unavailable), never with
+/// Answered with `Ok(response)` (400, 401, or 503 when the keystore is unavailable), never with
 /// the inner service's error type: see the [module docs](crate::auth).
 pub struct ApiKeyAuth<S, V = Store> {
     inner: S,
