@@ -37,6 +37,7 @@ pub(crate) fn admit<B>(
     principal: &Principal,
     request: &Request<B>,
     trusted: &TrustedProxies,
+    challenges: &Challenges,
     cost: u32,
 ) -> Result<Option<Reservation>, Rejection> {
     if principal.meter.is_none() {
@@ -49,7 +50,7 @@ pub(crate) fn admit<B>(
     };
     match latchkey_core::try_admit(principal, &admission) {
         Admitted::Done(Ok(())) => Ok(None),
-        Admitted::Done(Err(refused)) => Err(rejection(&refused)),
+        Admitted::Done(Err(refused)) => Err(rejection(&refused, challenges)),
         Admitted::Reserve(reservation) => Ok(Some(reservation)),
     }
 }
@@ -112,8 +113,9 @@ impl<T> Reserving<T> {
 }
 
 /// The answer to a usage refusal: 403 `ip_not_allowed`, 429 `rate_limited` (with
-/// `Retry-After` and the rate-limit headers) or 429 `usage_exceeded`.
-pub(crate) fn rejection(error: &VerifyError) -> Rejection {
+/// `Retry-After` and the rate-limit headers) or 429 `usage_exceeded`; any other error as the
+/// layer answers it, with the layer's `challenges`.
+pub(crate) fn rejection(error: &VerifyError, challenges: &Challenges) -> Rejection {
     match error {
         VerifyError::IpNotAllowed => Rejection::from_parts(
             StatusCode::FORBIDDEN,
@@ -132,7 +134,7 @@ pub(crate) fn rejection(error: &VerifyError) -> Rejection {
         // A charge that could not reach the store (503, no challenge), or a key refused
         // since the layer admitted it (revoked, disabled or expired meanwhile: what the
         // daemon answered a remote verifier's charge): the layer's answer for it.
-        error => Reason::of(error).rejection(&Challenges::default_realm()),
+        error => Reason::of(error).rejection(challenges),
     }
 }
 
@@ -294,23 +296,25 @@ mod tests {
     #[test]
     fn a_key_refused_while_a_route_s_cost_is_charged_is_answered_as_the_layer_would() {
         use crate::rejection::ProblemCode;
-        let revoked = rejection(&VerifyError::Revoked).into_http_response::<Bytes>();
+        let realm = crate::Realm::from_static("orders");
+        let revoked = rejection(&VerifyError::Revoked, &Challenges::new(&realm))
+            .into_http_response::<Bytes>();
         assert_eq!(revoked.status(), StatusCode::UNAUTHORIZED);
-        assert!(
-            revoked.headers()["www-authenticate"]
-                .to_str()
-                .unwrap()
-                .contains("error=\"invalid_token\""),
-            "{revoked:?}"
+        assert_eq!(
+            revoked.headers()["www-authenticate"],
+            "Bearer realm=\"orders\", error=\"invalid_token\""
         );
         assert_eq!(
             revoked.extensions().get(),
             Some(&ProblemCode("key_revoked"))
         );
-        let unavailable = rejection(&VerifyError::Unavailable("down".into()));
+        let unavailable = rejection(
+            &VerifyError::Unavailable("down".into()),
+            &Challenges::default_realm(),
+        );
         assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            rejection(&VerifyError::UsageExceeded).code(),
+            rejection(&VerifyError::UsageExceeded, &Challenges::default_realm()).code(),
             "usage_exceeded"
         );
     }

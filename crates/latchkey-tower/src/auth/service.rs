@@ -132,7 +132,7 @@ where
         // key text and the client's address for the request's routes: see `require::extra`.
         let charger = if self.layer.verifier.charges_extra() {
             let client = usage::client_ip(&request, &config.trusted_proxies);
-            ExtraCharger::new(&self.layer.verifier, text, client)
+            ExtraCharger::new(&self.layer.verifier, text, client, &config.challenges)
         } else {
             None
         };
@@ -295,7 +295,7 @@ pub(super) fn decide<B>(
             | VerifyError::RateLimited(_)
             | VerifyError::UsageExceeded
             | VerifyError::InsufficientPermission),
-        ) => Next::Reject(usage_refused(span, &error)),
+        ) => Next::Reject(usage_refused(span, &error, config)),
         Err(error) => {
             let reason = Reason::of(&error);
             trace::rejected(span, reason, Some(&error));
@@ -308,7 +308,13 @@ pub(super) fn decide<B>(
 /// goes to the blocking pool (a durable write must not hold up an async worker).
 #[inline]
 fn admitted<B>(principal: Principal, span: &Span, request: &Request<B>, config: &Config) -> Next {
-    match usage::admit(&principal, request, &config.trusted_proxies, 1) {
+    match usage::admit(
+        &principal,
+        request,
+        &config.trusted_proxies,
+        &config.challenges,
+        1,
+    ) {
         Ok(None) => Next::Pass(principal, None),
         Err(rejection) => {
             trace::rejected_usage(span, rejection.code());
@@ -317,14 +323,14 @@ fn admitted<B>(principal: Principal, span: &Span, request: &Request<B>, config: 
         Ok(Some(reservation)) => match usage::reserve(reservation) {
             Ok(task) => Next::Pass(principal, Some(task)),
             Err(Ok(())) => Next::Pass(principal, None),
-            Err(Err(error)) => Next::Reject(usage_refused(span, &error)),
+            Err(Err(error)) => Next::Reject(usage_refused(span, &error, config)),
         },
     }
 }
 
 /// The answer to a usage refusal (or a reservation that failed), traced.
-pub(super) fn usage_refused(span: &Span, error: &VerifyError) -> Rejection {
-    let rejection = usage::rejection(error);
+pub(super) fn usage_refused(span: &Span, error: &VerifyError, config: &Config) -> Rejection {
+    let rejection = usage::rejection(error, &config.challenges);
     match error {
         VerifyError::Unavailable(_) => trace::rejected(span, Reason::Unavailable, Some(error)),
         _ => trace::rejected_usage(span, rejection.code()),
