@@ -56,8 +56,11 @@
 //! | the key's credits used up | 429 | — | `usage_exceeded` |
 //! | keystore unavailable | 503 | — | `keystore_unavailable` |
 //!
-//! An unknown key id and a wrong secret answer the same `invalid_key`, byte for byte; the
-//! specific codes are told only to a caller that holds the right secret.
+//! An unknown key id and a wrong secret answer the same `invalid_key`, byte for byte
+//! (status, headers, body); the specific codes are told only to a caller that holds the
+//! right secret. Their timing may differ: a key in active use is answered from memory, an
+//! id that is not from storage at first, so an answer's time may tell whether an id is in
+//! use ([`Store::verify`] tells exactly what); ids are public in display prefixes anyway.
 
 pub mod auth;
 mod macros;
