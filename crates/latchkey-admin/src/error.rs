@@ -20,7 +20,7 @@ pub struct Problem {
     pub title: String,
     /// The HTTP status code.
     pub status: u16,
-    /// The stable code: `invalid_json`, `invalid_field`, `not_found`, `name_taken`,
+    /// The stable code: `invalid_json`, `invalid_field`, `invalid_request`, `not_found`, `name_taken`,
     /// `key_not_revoked`, `key_revoked`, `last_admin_key`, `insufficient_permission`,
     /// `tenant_forbidden`, `missing_key`,
     /// `invalid_key`, `keystore_unavailable`, `store_locked`, `method_not_allowed`,

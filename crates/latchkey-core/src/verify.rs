@@ -219,7 +219,9 @@ pub(crate) struct Hot {
 /// - **cold**: every other answer the store gave: ids that do not exist (`None`) and keys
 ///   presented with a wrong secret. It is a tenth of the hot part's size, so traffic
 ///   without a valid key, however much of it, cycles through it and never evicts a hot
-///   entry; and an unknown id and a wrong secret both cost a hash and a cold hit.
+///   entry; and, once in it, an unknown id and a wrong secret both cost a hash and a cold
+///   hit. (A wrong secret for a hot id is answered from the hot part, and an id in neither
+///   part is read from storage first: timing may tell an id in use, see `Store::verify`.)
 ///
 /// **Why a hit by tag is as safe as a hit by BLAKE3 hash.** Exactly one text verifies
 /// against a record (its prefix, env and id are fixed, the secret is fixed by its hash, the

@@ -48,6 +48,7 @@
 //! | case | status | `WWW-Authenticate` | `code` |
 //! | --- | --- | --- | --- |
 //! | no key | 401 | `Bearer realm="<realm>"` | `missing_key` |
+//! | the key sent more than once, or in more than one place | 400 | `Bearer realm="<realm>", error="invalid_request"` | `invalid_request` |
 //! | a key that does not authenticate | 401 | `Bearer realm="<realm>", error="invalid_token"` | `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled` |
 //! | a permission missing | 403 | `Bearer error="insufficient_scope", scope="<permission>"` | `insufficient_permission` |
 //! | the client's address outside the key's `allowed_ips` | 403 | — | `ip_not_allowed` |
@@ -55,8 +56,11 @@
 //! | the key's credits used up | 429 | — | `usage_exceeded` |
 //! | keystore unavailable | 503 | — | `keystore_unavailable` |
 //!
-//! An unknown key id and a wrong secret answer the same `invalid_key`, byte for byte; the
-//! specific codes are told only to a caller that holds the right secret.
+//! An unknown key id and a wrong secret answer the same `invalid_key`, byte for byte
+//! (status, headers, body); the specific codes are told only to a caller that holds the
+//! right secret. Their timing may differ: a key in active use is answered from memory, an
+//! id that is not from storage at first, so an answer's time may tell whether an id is in
+//! use ([`Store::verify`] tells exactly what); ids are public in display prefixes anyway.
 
 pub mod auth;
 mod macros;
@@ -78,7 +82,7 @@ pub use principal::Principal;
 pub use rejection::{ProblemCode, Rejection};
 pub use require::{RequirePermission, RequirePermissionLayer, RouteCost};
 pub use store_verifier::StoreVerification;
-pub use usage::IpNet;
+pub use usage::{ForwardedHeader, IpNet};
 pub use verifier::{Charged, Verifier};
 
 /// The core crate, for everything not re-exported below.

@@ -91,9 +91,8 @@ impl Reason {
     pub(crate) fn code(self) -> &'static str {
         match self {
             Reason::Missing | Reason::OtherScheme => "missing_key",
-            Reason::Repeated
-            | Reason::SeveralPlaces
-            | Reason::TooLong
+            Reason::Repeated | Reason::SeveralPlaces => "invalid_request",
+            Reason::TooLong
             | Reason::NotUtf8
             | Reason::Malformed
             | Reason::RefusedEnv
@@ -121,15 +120,15 @@ impl Reason {
                 "The Authorization header must use the Bearer scheme: `Authorization: Bearer <key>`."
             ),
             Reason::Repeated => problem!(
-                401,
-                "invalid_key",
-                "Invalid API key",
+                400,
+                "invalid_request",
+                "Several credentials",
                 "The key was sent more than once; send it once."
             ),
             Reason::SeveralPlaces => problem!(
-                401,
-                "invalid_key",
-                "Invalid API key",
+                400,
+                "invalid_request",
+                "Several credentials",
                 "A key was sent in more than one place; send it in one."
             ),
             Reason::TooLong => problem!(
@@ -201,6 +200,12 @@ impl Reason {
             Reason::Missing | Reason::OtherScheme => {
                 (StatusCode::UNAUTHORIZED, Some(challenges.missing.clone()))
             }
+            // RFC 6750 §3.1: a request with more than one method of sending the token is
+            // `invalid_request`, answered 400.
+            Reason::Repeated | Reason::SeveralPlaces => (
+                StatusCode::BAD_REQUEST,
+                Some(challenges.invalid_request.clone()),
+            ),
             Reason::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
             _ => (StatusCode::UNAUTHORIZED, Some(challenges.invalid.clone())),
         };
@@ -214,24 +219,29 @@ impl Reason {
     }
 }
 
-/// The two `WWW-Authenticate` values of a realm, built once.
+/// The `WWW-Authenticate` values of a realm, built once.
 #[derive(Debug, Clone)]
 pub(crate) struct Challenges {
     /// `Bearer realm="<realm>"`.
     pub(crate) missing: HeaderValue,
     /// `Bearer realm="<realm>", error="invalid_token"`.
     pub(crate) invalid: HeaderValue,
+    /// `Bearer realm="<realm>", error="invalid_request"`.
+    pub(crate) invalid_request: HeaderValue,
 }
 
 impl Challenges {
     /// The challenges naming `realm`.
     pub(crate) fn new(realm: &Realm) -> Challenges {
         let realm = realm.as_str();
-        let missing = format!("Bearer realm=\"{realm}\"");
-        let invalid = format!("Bearer realm=\"{realm}\", error=\"invalid_token\"");
+        let challenge =
+            |text: String| HeaderValue::try_from(text).expect("a realm is valid header text");
         Challenges {
-            missing: HeaderValue::try_from(missing).expect("a realm is valid header text"),
-            invalid: HeaderValue::try_from(invalid).expect("a realm is valid header text"),
+            missing: challenge(format!("Bearer realm=\"{realm}\"")),
+            invalid: challenge(format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
+            invalid_request: challenge(format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_request\""
+            )),
         }
     }
 
@@ -241,11 +251,14 @@ impl Challenges {
         Challenges {
             missing: HeaderValue::from_static("Bearer realm=\"api\""),
             invalid: HeaderValue::from_static("Bearer realm=\"api\", error=\"invalid_token\""),
+            invalid_request: HeaderValue::from_static(
+                "Bearer realm=\"api\", error=\"invalid_request\"",
+            ),
         }
     }
 }
 
-/// Why a request was refused, ready to become its response: 401, 403 or 503 with a
+/// Why a request was refused, ready to become its response: 400, 401, 403 or 503 with a
 /// `WWW-Authenticate` challenge (except 503) and an `application/problem+json` body (RFC 9457)
 /// holding `type`, `title`, `status`, `code` and `detail`.
 ///
@@ -341,12 +354,12 @@ impl Rejection {
         }
     }
 
-    /// The HTTP status: 401, 403, 429 or 503.
+    /// The HTTP status: 400, 401, 403, 429 or 503.
     pub fn status(&self) -> StatusCode {
         self.status
     }
 
-    /// The stable code: `missing_key`, `invalid_key`, `key_disabled`, `key_revoked`,
+    /// The stable code: `missing_key`, `invalid_request`, `invalid_key`, `key_disabled`, `key_revoked`,
     /// `key_expired`, `user_disabled`, `insufficient_permission`, `keystore_unavailable`,
     /// `ip_not_allowed`, `rate_limited` or `usage_exceeded`.
     pub fn code(&self) -> &'static str {

@@ -36,7 +36,8 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub(crate) fn admit<B>(
     principal: &Principal,
     request: &Request<B>,
-    trusted: &[IpNet],
+    trusted: &TrustedProxies,
+    challenges: &Challenges,
     cost: u32,
 ) -> Result<Option<Reservation>, Rejection> {
     if principal.meter.is_none() {
@@ -49,7 +50,7 @@ pub(crate) fn admit<B>(
     };
     match latchkey_core::try_admit(principal, &admission) {
         Admitted::Done(Ok(())) => Ok(None),
-        Admitted::Done(Err(refused)) => Err(rejection(&refused)),
+        Admitted::Done(Err(refused)) => Err(rejection(&refused, challenges)),
         Admitted::Reserve(reservation) => Ok(Some(reservation)),
     }
 }
@@ -112,8 +113,9 @@ impl<T> Reserving<T> {
 }
 
 /// The answer to a usage refusal: 403 `ip_not_allowed`, 429 `rate_limited` (with
-/// `Retry-After` and the rate-limit headers) or 429 `usage_exceeded`.
-pub(crate) fn rejection(error: &VerifyError) -> Rejection {
+/// `Retry-After` and the rate-limit headers) or 429 `usage_exceeded`; any other error as the
+/// layer answers it, with the layer's `challenges`.
+pub(crate) fn rejection(error: &VerifyError, challenges: &Challenges) -> Rejection {
     match error {
         VerifyError::IpNotAllowed => Rejection::from_parts(
             StatusCode::FORBIDDEN,
@@ -132,7 +134,7 @@ pub(crate) fn rejection(error: &VerifyError) -> Rejection {
         // A charge that could not reach the store (503, no challenge), or a key refused
         // since the layer admitted it (revoked, disabled or expired meanwhile: what the
         // daemon answered a remote verifier's charge): the layer's answer for it.
-        error => Reason::of(error).rejection(&Challenges::default_realm()),
+        error => Reason::of(error).rejection(challenges),
     }
 }
 
@@ -177,22 +179,56 @@ fn rate_limited(limited: &RateLimited) -> Rejection {
     )
 }
 
+/// The header a trusted proxy names the client in
+/// ([`ApiKeyAuthLayer::forwarded_header`](crate::ApiKeyAuthLayer::forwarded_header)).
+///
+/// The layer reads exactly one of them, never the other: a proxy appends to the header it
+/// writes and passes any other through as the client sent it, so the header it does not
+/// write holds whatever the client chose to put there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: <client>, <proxy>, …` (the default): what nginx, HAProxy, AWS ALB
+    /// and Envoy write.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=<client>, for=<proxy>` (RFC 7239), for proxies configured to write
+    /// it: its `for=` parameters.
+    Forwarded,
+}
+
+/// The proxies the layer believes about the client's address, and the one header it reads
+/// from them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TrustedProxies {
+    pub(crate) nets: Vec<IpNet>,
+    pub(crate) header: ForwardedHeader,
+}
+
+impl TrustedProxies {
+    fn contains(&self, ip: &IpAddr) -> bool {
+        self.nets.iter().any(|net| net.contains(ip))
+    }
+}
+
 /// The client's address: the peer's (axum's `ConnectInfo<SocketAddr>`, or a `SocketAddr`
-/// in the request's extensions); when the peer is a trusted proxy, the nearest address in
-/// `Forwarded` (or else `X-Forwarded-For`) that is not one. `None` when unknown or when a
+/// in the request's extensions); when the peer is a trusted proxy, the nearest address that
+/// is not one in the configured header ([`ForwardedHeader`]). `None` when unknown or when a
 /// trusted proxy forwarded something that is not an address.
-pub(crate) fn client_ip<B>(request: &Request<B>, trusted: &[IpNet]) -> Option<IpAddr> {
+pub(crate) fn client_ip<B>(request: &Request<B>, trusted: &TrustedProxies) -> Option<IpAddr> {
     let peer = peer(request)?.to_canonical();
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
+    if !trusted.contains(&peer) {
         return Some(peer);
     }
-    let hops = forwarded_hops(request)?;
+    let hops = match trusted.header {
+        ForwardedHeader::XForwardedFor => x_forwarded_for_hops(request)?,
+        ForwardedHeader::Forwarded => forwarded_hops(request)?,
+    };
     let mut client = peer;
     for hop in hops.iter().rev() {
         let hop = (*hop)?.to_canonical();
         client = hop;
-        if !is_trusted(&hop) {
+        if !trusted.contains(&hop) {
             break;
         }
     }
@@ -210,26 +246,28 @@ fn peer<B>(request: &Request<B>) -> Option<IpAddr> {
     request.extensions().get::<SocketAddr>().map(|a| a.ip())
 }
 
-/// The addresses proxies forwarded, first to last (`Forwarded`'s `for=`, else
-/// `X-Forwarded-For`); `None` in place of one that is not an address. Empty without either.
+/// The addresses in `Forwarded`'s `for=` parameters, first to last; `None` in place of one
+/// that is not an address (or an element without `for=`). Empty without the header.
 fn forwarded_hops<B>(request: &Request<B>) -> Option<Vec<Option<IpAddr>>> {
-    let headers = request.headers();
     let mut hops = Vec::new();
-    let forwarded = headers.get_all(http::header::FORWARDED);
-    if forwarded.iter().next().is_some() {
-        for line in forwarded {
-            let line = line.to_str().ok()?;
-            for element in line.split(',') {
-                let value = element.split(';').find_map(|pair| {
-                    let (k, v) = pair.trim().split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
-                });
-                hops.push(value.and_then(parse_node));
-            }
+    for line in request.headers().get_all(http::header::FORWARDED) {
+        let line = line.to_str().ok()?;
+        for element in line.split(',') {
+            let value = element.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
+            });
+            hops.push(value.and_then(parse_node));
         }
-        return Some(hops);
     }
-    for line in headers.get_all("x-forwarded-for") {
+    Some(hops)
+}
+
+/// The addresses in `X-Forwarded-For`, first to last; `None` in place of one that is not an
+/// address. Empty without the header.
+fn x_forwarded_for_hops<B>(request: &Request<B>) -> Option<Vec<Option<IpAddr>>> {
+    let mut hops = Vec::new();
+    for line in request.headers().get_all("x-forwarded-for") {
         let line = line.to_str().ok()?;
         hops.extend(line.split(',').map(|hop| parse_node(hop.trim())));
     }
@@ -258,23 +296,25 @@ mod tests {
     #[test]
     fn a_key_refused_while_a_route_s_cost_is_charged_is_answered_as_the_layer_would() {
         use crate::rejection::ProblemCode;
-        let revoked = rejection(&VerifyError::Revoked).into_http_response::<Bytes>();
+        let realm = crate::Realm::from_static("orders");
+        let revoked = rejection(&VerifyError::Revoked, &Challenges::new(&realm))
+            .into_http_response::<Bytes>();
         assert_eq!(revoked.status(), StatusCode::UNAUTHORIZED);
-        assert!(
-            revoked.headers()["www-authenticate"]
-                .to_str()
-                .unwrap()
-                .contains("error=\"invalid_token\""),
-            "{revoked:?}"
+        assert_eq!(
+            revoked.headers()["www-authenticate"],
+            "Bearer realm=\"orders\", error=\"invalid_token\""
         );
         assert_eq!(
             revoked.extensions().get(),
             Some(&ProblemCode("key_revoked"))
         );
-        let unavailable = rejection(&VerifyError::Unavailable("down".into()));
+        let unavailable = rejection(
+            &VerifyError::Unavailable("down".into()),
+            &Challenges::default_realm(),
+        );
         assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
-            rejection(&VerifyError::UsageExceeded).code(),
+            rejection(&VerifyError::UsageExceeded, &Challenges::default_realm()).code(),
             "usage_exceeded"
         );
     }
@@ -291,14 +331,27 @@ mod tests {
         request
     }
 
-    fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter().map(|n| n.parse().unwrap()).collect()
+    fn nets(list: &[&str]) -> TrustedProxies {
+        TrustedProxies {
+            nets: list.iter().map(|n| n.parse().unwrap()).collect(),
+            header: ForwardedHeader::XForwardedFor,
+        }
+    }
+
+    fn reading(header: ForwardedHeader, list: &[&str]) -> TrustedProxies {
+        TrustedProxies {
+            header,
+            ..nets(list)
+        }
     }
 
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
         let r = request("203.0.113.9", &[("x-forwarded-for", "10.0.0.1")]);
-        assert_eq!(client_ip(&r, &[]), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(
+            client_ip(&r, &nets(&[])),
+            Some("203.0.113.9".parse().unwrap())
+        );
         let trusted = nets(&["10.0.0.0/8"]);
         assert_eq!(
             client_ip(&r, &trusted),
@@ -319,10 +372,44 @@ mod tests {
             &[("forwarded", "for=198.51.100.7, for=\"[2001:db8::1]:4711\"")],
         );
         assert_eq!(
-            client_ip(&r, &trusted),
+            client_ip(&r, &reading(ForwardedHeader::Forwarded, &["10.0.0.0/8"])),
             Some("2001:db8::1".parse().unwrap())
         );
         let r = request("10.0.0.2", &[("x-forwarded-for", "not-an-ip")]);
         assert_eq!(client_ip(&r, &trusted), None);
+    }
+
+    #[test]
+    fn only_the_configured_header_names_the_client() {
+        let r = request(
+            "10.0.0.2",
+            &[
+                ("forwarded", "for=203.0.113.5"),
+                ("x-forwarded-for", "198.51.100.66"),
+            ],
+        );
+        let by_default = nets(&["10.0.0.0/8"]);
+        assert_eq!(
+            client_ip(&r, &by_default),
+            Some("198.51.100.66".parse().unwrap())
+        );
+        let forwarded = reading(ForwardedHeader::Forwarded, &["10.0.0.0/8"]);
+        assert_eq!(
+            client_ip(&r, &forwarded),
+            Some("203.0.113.5".parse().unwrap())
+        );
+        // A proxy that adds only `Forwarded: proto=https` names no client in it: the
+        // default reads `X-Forwarded-For` all the same.
+        let r = request(
+            "10.0.0.2",
+            &[
+                ("forwarded", "proto=https"),
+                ("x-forwarded-for", "198.51.100.66"),
+            ],
+        );
+        assert_eq!(
+            client_ip(&r, &by_default),
+            Some("198.51.100.66".parse().unwrap())
+        );
     }
 }

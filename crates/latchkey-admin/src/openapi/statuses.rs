@@ -4,6 +4,7 @@
 //!
 //! | Applies to | Status | Codes |
 //! |---|---|---|
+//! | every operation under `/v1` | 400 | `invalid_request` (the key sent more than once, or in more than one place) |
 //! | every operation under `/v1` | 401 | `missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled` |
 //! | every operation under `/v1` | 403 | `insufficient_permission`, `ip_not_allowed` |
 //! | every operation under `/v1` | 429 | `rate_limited`, `usage_exceeded` (the key's usage control) |
@@ -80,11 +81,39 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
         ));
     }
     let responses = &mut operation.responses.responses;
-    for (status, description) in statuses {
+    if path.starts_with("/v1/") {
+        // The one layer status a handler's own 400 cannot know of: added to it.
+        statuses.insert(0, ("400", SEVERAL_CREDENTIALS));
+        if let Some(RefOr::T(stated)) = responses.get_mut("400") {
+            stated.description.push_str("; or ");
+            stated.description.push_str(SEVERAL_CREDENTIALS);
+        }
+    }
+    for (status, description) in merged(statuses) {
         responses
             .entry(status.to_owned())
-            .or_insert_with(|| problem(description));
+            .or_insert_with(|| problem(&description));
     }
+}
+
+/// The layer's 400 under `/v1`.
+const SEVERAL_CREDENTIALS: &str =
+    "The key was sent more than once, or in more than one place (`invalid_request`, RFC 6750 §3.1)";
+
+/// One description per status, in the order the statuses first came: the layers' reasons
+/// for one status (a 400 for the credentials, the body or the query) joined with "; or ".
+fn merged<'a>(statuses: Vec<(&'a str, &str)>) -> Vec<(&'a str, String)> {
+    let mut merged: Vec<(&str, String)> = Vec::new();
+    for (status, description) in statuses {
+        match merged.iter_mut().find(|(known, _)| *known == status) {
+            Some((_, joined)) => {
+                joined.push_str("; or ");
+                joined.push_str(description);
+            }
+            None => merged.push((status, description.to_owned())),
+        }
+    }
+    merged
 }
 
 /// A problem+json response.

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::{Harness, post_json, send, send_with_header};
+use crate::common::{Harness, post_json, send, send_with_header, send_with_headers};
 
 #[tokio::test]
 async fn no_key_is_401_missing_key_with_a_realm_challenge() {
@@ -70,6 +70,19 @@ async fn the_bearer_scheme_is_case_insensitive() {
     assert_eq!(r.status, 200, "{}", r.text);
     let r = send_with_header(&h.app, "/v1/keys", "authorization", &basic).await;
     r.problem(401, "missing_key");
+}
+
+#[tokio::test]
+async fn several_authorization_headers_are_400_invalid_request() {
+    let h = Harness::new();
+    let bearer = format!("Bearer {}", h.admin);
+    let twice = [("authorization", bearer.as_str()); 2];
+    let r = send_with_headers(&h.app, "/v1/keys", &twice).await;
+    r.problem(400, "invalid_request");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"latchkey\", error=\"invalid_request\"")
+    );
 }
 
 #[tokio::test]

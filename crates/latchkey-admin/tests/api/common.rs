@@ -310,10 +310,14 @@ async fn oneshot(app: &Router, request: Request<Body>) -> Resp {
 
 /// A GET with one extra header.
 pub(crate) async fn send_with_header(app: &Router, uri: &str, name: &str, value: &str) -> Resp {
-    let request = Request::builder()
-        .uri(uri)
-        .header(name, value)
-        .body(Body::empty())
-        .unwrap();
-    oneshot(app, request).await
+    send_with_headers(app, uri, &[(name, value)]).await
+}
+
+/// A GET with these headers, in order (a name may come more than once).
+pub(crate) async fn send_with_headers(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut request = Request::builder().uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    oneshot(app, request.body(Body::empty()).unwrap()).await
 }

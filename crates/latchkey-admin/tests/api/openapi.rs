@@ -40,9 +40,11 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
             let what = format!("{method} {path}: {:?}", responses.keys());
             if path.starts_with("/v1/") {
                 assert!(
-                    has("401") && has("403") && has("429") && has("503"),
+                    has("400") && has("401") && has("403") && has("429") && has("503"),
                     "{what}"
                 );
+                let several = responses["400"]["description"].as_str().unwrap();
+                assert!(several.contains("`invalid_request`"), "{what}");
             }
             if let Some(body) = op.get("requestBody") {
                 assert!(has("400") && has("413") && has("415"), "{what}");

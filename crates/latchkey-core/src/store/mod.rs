@@ -603,6 +603,18 @@ impl Store {
     ///
     /// A text that is not a latchkey key is looked up among imported keys, when the
     /// store holds any ([`Store::verify_imported`]).
+    ///
+    /// # What an answer tells
+    ///
+    /// An unknown id and a wrong secret give the same [`VerifyError::Invalid`], and the
+    /// layer turns both into the same response, status, headers and body. Their timing is
+    /// not the same: a wrong secret for a key in active use (hot in the verify cache) is
+    /// answered from memory, while an id that is not hot (an idle key, or no key at all) is
+    /// read from storage at its first try (more reads for a key that exists: its user,
+    /// groups and usage controls) and from the cache's cold part after that. The time of
+    /// an answer may so tell whether an id is in use, or exists; ids are public anyway
+    /// (each key's display prefix shows its id), and nothing about a secret shows: hashes
+    /// and tags are compared in constant time.
     pub fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
         if let Some(principal) = self.verify_known(presented.as_bytes()) {
             return Ok(principal);
@@ -706,7 +718,8 @@ impl Store {
         may_read: bool,
     ) -> Option<Result<Principal, VerifyError>> {
         let inner = &*self.inner;
-        // Hash before looking up, so an unknown id costs what a wrong secret costs.
+        // Hash before looking up, so the hash costs the same for an unknown id and a wrong
+        // secret; the lookup does not (see `verify`'s docs: what an answer tells).
         let presented = inner.hash_key.hash_bytes(key.secret_bytes());
         if key.prefix_bytes() != inner.prefix.as_str().as_bytes() {
             return Some(Err(VerifyError::Invalid));

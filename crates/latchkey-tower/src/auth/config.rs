@@ -5,6 +5,7 @@ use latchkey_core::Env;
 
 use super::extensions::Presized;
 use crate::rejection::Challenges;
+use crate::usage::TrustedProxies;
 
 /// The layer's settings; shared by every service it makes, behind an `Arc`.
 #[derive(Debug, Clone)]
@@ -16,8 +17,8 @@ pub(super) struct Config {
     pub(super) accept_live: bool,
     pub(super) accept_test: bool,
     pub(super) public_paths: Vec<PublicPath>,
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client (usage control).
-    pub(super) trusted_proxies: Vec<ipnet::IpNet>,
+    /// Proxies whose `X-Forwarded-For` (or `Forwarded`) names the client (usage control).
+    pub(super) trusted_proxies: TrustedProxies,
     /// What a request without extensions gets before its principal is inserted.
     pub(super) extensions: Presized,
 }
@@ -32,7 +33,7 @@ impl Default for Config {
             accept_live: true,
             accept_test: true,
             public_paths: Vec::new(),
-            trusted_proxies: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
             extensions: Presized::default(),
         }
     }

@@ -21,7 +21,7 @@ pub(super) enum Source {
 /// The bytes are no longer than a key. When the layer reads more than one place, each is
 /// also checked for UTF-8 on the way (a non-UTF-8 value is refused as such before another
 /// place is read); when it reads only `Authorization`, that check waits for a parse that
-/// fails ([`not_a_key`]): the same answer, without a pass over every valid key.
+/// fails (`service::foreign`): the same answer, without a pass over every valid key.
 pub(super) fn find<'r, B>(
     request: &'r Request<B>,
     config: &Config,
@@ -115,15 +115,6 @@ fn text(token: &[u8], utf8: bool) -> Result<&[u8], Reason> {
         std::str::from_utf8(token).map_err(|_| Reason::NotUtf8)?;
     }
     Ok(token)
-}
-
-/// Why a token that does not parse as a key is refused: not UTF-8, or not a key.
-pub(super) fn not_a_key(token: &[u8]) -> Reason {
-    if std::str::from_utf8(token).is_err() {
-        Reason::NotUtf8
-    } else {
-        Reason::Malformed
-    }
 }
 
 fn set_once<'r>(

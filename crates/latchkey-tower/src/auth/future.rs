@@ -168,10 +168,12 @@ where
                 StateProj::Reserving { reserving } => {
                     let (answer, pending) = ready!(reserving.poll_answer(cx));
                     let Pending {
-                        request, mut inner, ..
+                        request,
+                        mut inner,
+                        config,
                     } = *pending;
                     if let Err(error) = answer {
-                        let rejection = usage_refused(this.span, &error);
+                        let rejection = usage_refused(this.span, &error, &config);
                         return Poll::Ready(Ok(rejection.into_http_response()));
                     }
                     let future = inner.call(request);

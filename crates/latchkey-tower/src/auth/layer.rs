@@ -10,6 +10,7 @@ use super::config::{Config, PublicPath};
 use super::realm::Realm;
 use super::service::ApiKeyAuth;
 use crate::rejection::Challenges;
+use crate::usage::ForwardedHeader;
 use crate::verifier::Verifier;
 
 /// Authenticates every request by API key: a [`tower::Layer`] that makes [`ApiKeyAuth`]
@@ -42,7 +43,9 @@ use crate::verifier::Verifier;
 ///
 /// # Rejections
 ///
-/// 401 `missing_key` (`WWW-Authenticate: Bearer realm="<realm>"`) without a key; 401 with
+/// 401 `missing_key` (`WWW-Authenticate: Bearer realm="<realm>"`) without a key; 400
+/// `invalid_request` (`error="invalid_request"`) for a key sent more than once or in more
+/// than one place; 401 with
 /// `error="invalid_token"` and `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`
 /// or `user_disabled` for a key that does not authenticate; 503 `keystore_unavailable`
 /// when the verifier cannot answer. See the [module docs](crate::auth).
@@ -90,7 +93,9 @@ impl<V> ApiKeyAuthLayer<V> {
     }
 
     /// Accepts only keys of this environment (default: every environment); the others are
-    /// answered 401 `invalid_key` before any store read.
+    /// answered 401 `invalid_key` before any store read. Keys imported from other systems
+    /// are `live` keys: with `accept_only(Env::Test)`, a text that is not a latchkey key is
+    /// refused the same way, without asking the verifier.
     pub fn accept_only(mut self, env: Env) -> Self {
         let config = Arc::make_mut(&mut self.config);
         config.accept_live = env == Env::Live;
@@ -118,9 +123,10 @@ impl<V> ApiKeyAuthLayer<V> {
     }
 
     /// Proxies to believe about the client's address, for keys with `allowed_ips`: when the
-    /// peer is one of these, the client is the nearest address in `Forwarded` (or else
-    /// `X-Forwarded-For`) that is not a trusted proxy. Without any (the default), the client
-    /// is the peer (axum's `ConnectInfo<SocketAddr>`: serve with
+    /// peer is one of these, the client is the nearest address that is not a trusted proxy
+    /// in the one header [`forwarded_header`](Self::forwarded_header) names
+    /// (`X-Forwarded-For` by default). Without any (the default), the client is the peer
+    /// (axum's `ConnectInfo<SocketAddr>`: serve with
     /// `into_make_service_with_connect_info::<SocketAddr>()`), and forwarded headers are
     /// ignored.
     ///
@@ -134,7 +140,28 @@ impl<V> ApiKeyAuthLayer<V> {
     pub fn trust_proxies(mut self, proxies: impl IntoIterator<Item = ipnet::IpNet>) -> Self {
         Arc::make_mut(&mut self.config)
             .trusted_proxies
+            .nets
             .extend(proxies);
+        self
+    }
+
+    /// The header the [trusted proxies](Self::trust_proxies) name the client in (default
+    /// [`ForwardedHeader::XForwardedFor`], what nginx, HAProxy, AWS ALB and Envoy write).
+    /// Only this header is read, never the other: a proxy passes the header it does not
+    /// write through from the client, who could name any address in it. Choose
+    /// [`ForwardedHeader::Forwarded`] (RFC 7239) only for proxies that write `for=` there.
+    ///
+    /// ```
+    /// # use latchkey_tower::{ApiKeyAuthLayer, ForwardedHeader, IpNet};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = latchkey_tower::Store::create(dir.path(), "lk", Default::default()).unwrap();
+    /// let layer = ApiKeyAuthLayer::new(store)
+    ///     .trust_proxies(["10.0.0.0/8".parse::<IpNet>().unwrap()])
+    ///     .forwarded_header(ForwardedHeader::Forwarded);
+    /// # let _ = layer;
+    /// ```
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        Arc::make_mut(&mut self.config).trusted_proxies.header = header;
         self
     }
 }

@@ -9,17 +9,19 @@
 //!   in logs and browser histories, so it is off by default. The value is taken as is: keys
 //!   are `[A-Za-z0-9_]`, which needs no percent-encoding.
 //!
-//! A key sent twice (two `Authorization` headers) or in two places is refused (RFC 6750 §2:
-//! one method per request), and so are a non-UTF-8 value and a value longer than any key:
-//! 401 `invalid_key`, never a 400 the client cannot act on, never a panic or a 500. An
-//! `Authorization` header with another scheme (`Basic …`) counts as no key.
+//! A key sent twice (two `Authorization` headers, a query parameter repeated) or in two
+//! places is refused 400 `invalid_request`, with `WWW-Authenticate: Bearer realm="<realm>",
+//! error="invalid_request"` (RFC 6750 §2: one method per request; §3.1: such a request is
+//! `invalid_request`, answered 400). A non-UTF-8 value and a value longer than any key are
+//! 401 `invalid_key`. Never a panic or a 500. An `Authorization` header with another scheme
+//! (`Basic …`) counts as no key.
 //!
 //! # What the inner service sees
 //!
 //! On success the request carries a [`Principal`](crate::Principal) in its extensions (the
 //! extractor, `Extension<Principal>` and `extensions().get::<Principal>()` all read it), and with
 //! [`ApiKeyAuthLayer::hide_credentials`] the key is removed from the request first. A refused
-//! request never reaches the inner service: it is answered `Ok(response)` with 401 or 503,
+//! request never reaches the inner service: it is answered `Ok(response)` with 400, 401 or 503,
 //! so the service's error type stays `S::Error` and the client always gets an answer.
 //!
 //! # Placement

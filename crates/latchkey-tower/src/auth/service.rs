@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use latchkey_core::{ApiKey, Principal, Store, VerifyError, key};
+use latchkey_core::{ApiKey, Env, Principal, Store, VerifyError, key};
 use tokio::task::JoinHandle;
 use tower::Service;
 use tracing::Span;
@@ -45,7 +45,7 @@ use crate::verifier::Verifier;
 ///
 /// # Rejections
 ///
-/// Answered with `Ok(response)` (401, or 503 when the keystore is unavailable), never with
+/// Answered with `Ok(response)` (400, 401, or 503 when the keystore is unavailable), never with
 /// the inner service's error type: see the [module docs](crate::auth).
 pub struct ApiKeyAuth<S, V = Store> {
     inner: S,
@@ -132,7 +132,7 @@ where
         // key text and the client's address for the request's routes: see `require::extra`.
         let charger = if self.layer.verifier.charges_extra() {
             let client = usage::client_ip(&request, &config.trusted_proxies);
-            ExtraCharger::new(&self.layer.verifier, text, client)
+            ExtraCharger::new(&self.layer.verifier, text, client, &config.challenges)
         } else {
             None
         };
@@ -174,15 +174,9 @@ where
                     verifier.verify(&key)
                 }
             }
-            // Not a latchkey key: refused unless the verifier holds imported keys of other
-            // formats (a store without any answers `None` at once).
-            Err(_) => match std::str::from_utf8(text)
-                .ok()
-                .and_then(|text| self.layer.verifier.verify_foreign(text))
-            {
-                Some(verify) => verify,
-                None => {
-                    let reason = credentials::not_a_key(text);
+            Err(_) => match foreign(&*self.layer.verifier, text, config) {
+                Ok(verify) => verify,
+                Err(reason) => {
                     trace::rejected(&span, reason, None);
                     drop(entered);
                     return ResponseFuture::rejected(reason.rejection(&config.challenges), span);
@@ -262,6 +256,18 @@ impl<S, V> ApiKeyAuth<S, V> {
     }
 }
 
+/// The verification of a text that is not a latchkey key: refused unless the verifier holds
+/// imported keys of other formats (a store without any answers `None` at once). Imported
+/// keys are all `live`, so a layer refusing that environment refuses them as it refuses a
+/// native `live` key, before any lookup (and so tells nothing of whether the text is one).
+fn foreign<V: Verifier>(verifier: &V, text: &[u8], config: &Config) -> Result<V::Future, Reason> {
+    let text = std::str::from_utf8(text).map_err(|_| Reason::NotUtf8)?;
+    if !config.accepts(Env::Live) {
+        return Err(Reason::RefusedEnv);
+    }
+    verifier.verify_foreign(text).ok_or(Reason::Malformed)
+}
+
 /// What an authenticated request comes to.
 pub(super) enum Next {
     /// Call the inner service with this principal: at once, or once the key's credit
@@ -289,7 +295,7 @@ pub(super) fn decide<B>(
             | VerifyError::RateLimited(_)
             | VerifyError::UsageExceeded
             | VerifyError::InsufficientPermission),
-        ) => Next::Reject(usage_refused(span, &error)),
+        ) => Next::Reject(usage_refused(span, &error, config)),
         Err(error) => {
             let reason = Reason::of(&error);
             trace::rejected(span, reason, Some(&error));
@@ -302,7 +308,13 @@ pub(super) fn decide<B>(
 /// goes to the blocking pool (a durable write must not hold up an async worker).
 #[inline]
 fn admitted<B>(principal: Principal, span: &Span, request: &Request<B>, config: &Config) -> Next {
-    match usage::admit(&principal, request, &config.trusted_proxies, 1) {
+    match usage::admit(
+        &principal,
+        request,
+        &config.trusted_proxies,
+        &config.challenges,
+        1,
+    ) {
         Ok(None) => Next::Pass(principal, None),
         Err(rejection) => {
             trace::rejected_usage(span, rejection.code());
@@ -311,14 +323,14 @@ fn admitted<B>(principal: Principal, span: &Span, request: &Request<B>, config: 
         Ok(Some(reservation)) => match usage::reserve(reservation) {
             Ok(task) => Next::Pass(principal, Some(task)),
             Err(Ok(())) => Next::Pass(principal, None),
-            Err(Err(error)) => Next::Reject(usage_refused(span, &error)),
+            Err(Err(error)) => Next::Reject(usage_refused(span, &error, config)),
         },
     }
 }
 
 /// The answer to a usage refusal (or a reservation that failed), traced.
-pub(super) fn usage_refused(span: &Span, error: &VerifyError) -> Rejection {
-    let rejection = usage::rejection(error);
+pub(super) fn usage_refused(span: &Span, error: &VerifyError, config: &Config) -> Rejection {
+    let rejection = usage::rejection(error, &config.challenges);
     match error {
         VerifyError::Unavailable(_) => trace::rejected(span, Reason::Unavailable, Some(error)),
         _ => trace::rejected_usage(span, rejection.code()),

@@ -11,6 +11,11 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use http::Request;
+use latchkey_core::VerifyError;
+
+use crate::rejection::{Challenges, Rejection};
+use crate::usage;
 use crate::verifier::{Charged, Verifier};
 
 /// The verifier of a request, and what it needs to charge the key again.
@@ -19,27 +24,43 @@ pub(crate) struct ExtraCharger {
     verifier: Arc<dyn ChargeExtra>,
     presented: Arc<str>,
     client_ip: Option<IpAddr>,
+    /// The authenticating layer's challenges: a key refused by the charge (revoked since
+    /// the layer admitted it) is answered as that layer would, in its realm.
+    challenges: Challenges,
 }
 
 impl ExtraCharger {
-    /// For a key presented as `presented` from `client_ip`; `None` for a text that is not
-    /// UTF-8 (no key is).
+    /// For a key presented as `presented` from `client_ip`, authenticated by a layer with
+    /// `challenges`; `None` for a text that is not UTF-8 (no key is).
     pub(crate) fn new<V: Verifier>(
         verifier: &Arc<V>,
         presented: &[u8],
         client_ip: Option<IpAddr>,
+        challenges: &Challenges,
     ) -> Option<ExtraCharger> {
         let presented = std::str::from_utf8(presented).ok()?;
         Some(ExtraCharger {
             verifier: Arc::clone(verifier) as Arc<dyn ChargeExtra>,
             presented: Arc::from(presented),
             client_ip,
+            challenges: challenges.clone(),
         })
     }
 
     /// Charges `cost` more requests to the key.
     pub(crate) fn charge(&self, cost: u32) -> Charged {
         self.verifier.charge(&self.presented, self.client_ip, cost)
+    }
+}
+
+/// The answer to a route's extra cost refused (`rate_limited`, `usage_exceeded`, a key
+/// revoked since the layer admitted it, …), with the challenges of the layer that
+/// authenticated `request`. Without an [`ExtraCharger`] the principal's own meter refused,
+/// for usage or an unavailable store only, which carry no challenge.
+pub(crate) fn late_refusal<B>(error: &VerifyError, request: &Request<B>) -> Rejection {
+    match request.extensions().get::<ExtraCharger>() {
+        Some(charger) => usage::rejection(error, &charger.challenges),
+        None => usage::rejection(error, &Challenges::default_realm()),
     }
 }
 
@@ -66,7 +87,7 @@ impl<V: Verifier> ChargeExtra for V {
 
 #[cfg(test)]
 mod tests {
-    use latchkey_core::{ApiKey, Principal, VerifyError};
+    use latchkey_core::{ApiKey, Principal};
 
     use super::*;
 
@@ -77,7 +98,8 @@ mod tests {
         let key = ApiKey::generate(&prefix, latchkey_core::Env::Live);
         let text = key.expose();
         let secret = &text[key.display_prefix().len()..];
-        let charger = ExtraCharger::new(&verifier, text.as_bytes(), None).unwrap();
+        let challenges = Challenges::default_realm();
+        let charger = ExtraCharger::new(&verifier, text.as_bytes(), None, &challenges).unwrap();
         for shown in [format!("{charger:?}"), format!("{charger:#?}")] {
             assert!(!shown.contains(secret), "{shown}");
             assert!(shown.contains("<redacted>"), "{shown}");

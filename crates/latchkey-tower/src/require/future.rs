@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::task::JoinHandle;
 use tower::Service;
 
+use super::extra::late_refusal;
 use crate::rejection::Rejection;
 use crate::usage;
 
@@ -92,7 +93,8 @@ where
                 KindProj::Reserving { reserving } => {
                     let (answer, (request, mut inner)) = ready!(reserving.poll_answer(cx));
                     if let Err(error) = answer {
-                        return Poll::Ready(Ok(usage::rejection(&error).into_http_response()));
+                        let rejection = late_refusal(&error, &request);
+                        return Poll::Ready(Ok(rejection.into_http_response()));
                     }
                     let future = inner.call(request);
                     this.kind.set(Kind::Calling { future });

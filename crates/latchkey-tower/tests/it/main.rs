@@ -10,7 +10,8 @@ mod permissions;
 mod config;
 // Malformed requests: several headers, non-UTF-8, 64 KiB values; never a 500.
 mod malformed;
-// Verifiers that are not a store: closures, pending futures, an unavailable keystore.
+// Verifiers that are not a store: closures, pending futures, an unavailable keystore, one
+// that charges a route's extra cost itself.
 mod verifiers;
 // A revoke while requests are in flight: nothing that starts after it succeeds.
 mod concurrency;

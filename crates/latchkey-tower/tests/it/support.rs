@@ -285,6 +285,12 @@ impl Reply {
         self.assert_refused(401, Some(INVALID), code);
     }
 
+    /// Asserts RFC 6750 §3.1's answer to several credentials: 400 `invalid_request`.
+    #[track_caller]
+    pub(crate) fn assert_several_credentials(&self) {
+        self.assert_refused(400, Some(INVALID_REQUEST), "invalid_request");
+    }
+
     #[track_caller]
     pub(crate) fn assert_forbidden(&self, permission: &str) {
         let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{permission}\"");
@@ -294,6 +300,7 @@ impl Reply {
 
 pub(crate) const MISSING: &str = r#"Bearer realm="orders""#;
 pub(crate) const INVALID: &str = r#"Bearer realm="orders", error="invalid_token""#;
+pub(crate) const INVALID_REQUEST: &str = r#"Bearer realm="orders", error="invalid_request""#;
 
 /// The key's id with another key's secret and a valid checksum: well-formed, wrong.
 pub(crate) fn with_wrong_secret(key: &ApiKey) -> String {

@@ -10,7 +10,7 @@ use latchkey_tower::latchkey_core::{
     Actor, Credits, CreditsPatch, KeyPatch, NewKey, NewUser, RateLimit, Refill, RefillInterval,
     UserPatch,
 };
-use latchkey_tower::{IpNet, Permission, Principal, RequirePermission};
+use latchkey_tower::{ForwardedHeader, IpNet, Permission, Principal, RequirePermission};
 use serde_json::{Value, json};
 use time::Duration;
 
@@ -44,6 +44,16 @@ const FIVE: latchkey_tower::RouteCost = latchkey_tower::RouteCost::new(5).unwrap
 fn from(ip: &str, mut request: axum::extract::Request) -> axum::extract::Request {
     let addr = SocketAddr::new(ip.parse().unwrap(), 40000);
     request.extensions_mut().insert(ConnectInfo(addr));
+    request
+}
+
+/// `GET /whoami` with `text` from the peer `ip`, carrying `headers`.
+fn whoami_from(ip: &str, text: &str, headers: &[(&str, &str)]) -> axum::extract::Request {
+    let mut request = from(ip, get_with("/whoami", text));
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        request.headers_mut().append(name, value.parse().unwrap());
+    }
     request
 }
 
@@ -259,28 +269,72 @@ async fn an_allowlist_checks_the_peer_and_forwarded_addresses_only_from_trusted_
         .await
         .assert_refused(403, None, "ip_not_allowed");
     // A spoofed X-Forwarded-For from an untrusted peer is ignored.
-    let mut spoofed = from("192.0.2.1", get_with("/whoami", text));
-    spoofed
-        .headers_mut()
-        .insert("x-forwarded-for", "10.1.2.3".parse().unwrap());
+    let spoofed = whoami_from("192.0.2.1", text, &[("x-forwarded-for", "10.1.2.3")]);
     send(&plain, spoofed)
         .await
         .assert_refused(403, None, "ip_not_allowed");
     // The same from a trusted proxy is honoured.
     let proxy: IpNet = "192.0.2.0/24".parse().unwrap();
     let behind = app(fx.layer().trust_proxies([proxy]));
-    let mut forwarded = from("192.0.2.1", get_with("/whoami", text));
-    forwarded
-        .headers_mut()
-        .insert("x-forwarded-for", "10.1.2.3".parse().unwrap());
+    let forwarded = whoami_from("192.0.2.1", text, &[("x-forwarded-for", "10.1.2.3")]);
     send(&behind, forwarded).await.assert_ok();
-    let mut outside = from("192.0.2.1", get_with("/whoami", text));
-    outside
-        .headers_mut()
-        .insert("forwarded", "for=198.51.100.4".parse().unwrap());
+    let outside = whoami_from("192.0.2.1", text, &[("forwarded", "for=198.51.100.4")]);
     send(&behind, outside)
         .await
         .assert_refused(403, None, "ip_not_allowed");
+}
+
+/// A request from the trusted proxy 192.0.2.1 whose client claims 203.0.113.5 in
+/// `Forwarded`, while the proxy wrote 198.51.100.66 in `X-Forwarded-For`.
+fn through_proxy_with_both_headers(text: &str) -> axum::extract::Request {
+    whoami_from(
+        "192.0.2.1",
+        text,
+        &[
+            ("forwarded", "for=203.0.113.5"),
+            ("x-forwarded-for", "198.51.100.66"),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_s_client_is_read_from_the_configured_header_only() {
+    let fx = Fixture::new();
+    let key = fx.key_with(NewKey {
+        allowed_ips: vec!["203.0.113.0/24".parse().unwrap()],
+        ..partner_key(&fx, &[])
+    });
+    let text = key.secret.expose();
+    let proxy: IpNet = "192.0.2.0/24".parse().unwrap();
+    // By default the layer reads X-Forwarded-For, which the proxy wrote: a `Forwarded`
+    // the client sent through it names no one.
+    let by_default = app(fx.layer().trust_proxies([proxy]));
+    send(&by_default, through_proxy_with_both_headers(text))
+        .await
+        .assert_refused(403, None, "ip_not_allowed");
+    // Configured for `Forwarded`, the layer reads that one and ignores X-Forwarded-For.
+    let forwarded = app(fx
+        .layer()
+        .trust_proxies([proxy])
+        .forwarded_header(ForwardedHeader::Forwarded));
+    send(&forwarded, through_proxy_with_both_headers(text))
+        .await
+        .assert_ok();
+    let only_x_forwarded_for =
+        whoami_from("192.0.2.1", text, &[("x-forwarded-for", "203.0.113.5")]);
+    send(&forwarded, only_x_forwarded_for)
+        .await
+        .assert_refused(403, None, "ip_not_allowed");
+    // A proxy that adds only `Forwarded: proto=https` leaves X-Forwarded-For in charge.
+    let proto_only = whoami_from(
+        "192.0.2.1",
+        text,
+        &[
+            ("forwarded", "proto=https"),
+            ("x-forwarded-for", "203.0.113.5"),
+        ],
+    );
+    send(&by_default, proto_only).await.assert_ok();
 }
 
 #[tokio::test]

@@ -129,3 +129,59 @@ where
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// A verifier that keeps the keys' usage control itself, as a remote one does, and whose
+/// every extra charge finds the key revoked since the layer admitted it: at once, or from a
+/// task (a request to the daemon).
+struct RevokedMeanwhile {
+    store: Store,
+    from_a_task: bool,
+}
+
+impl latchkey_tower::Verifier for RevokedMeanwhile {
+    type Future = Verifying;
+
+    fn verify(&self, key: &ApiKey) -> Verifying {
+        Box::pin(std::future::ready(self.store.verify_key(key)))
+    }
+
+    fn charges_extra(&self) -> bool {
+        true
+    }
+
+    fn charge_extra(
+        &self,
+        _presented: &str,
+        _client_ip: Option<std::net::IpAddr>,
+        _cost: u32,
+    ) -> latchkey_tower::Charged {
+        if self.from_a_task {
+            latchkey_tower::Charged::Waiting(tokio::spawn(async { Err(VerifyError::Revoked) }))
+        } else {
+            latchkey_tower::Charged::Done(Err(VerifyError::Revoked))
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_key_revoked_before_a_route_s_extra_cost_is_refused_in_the_layer_s_realm() {
+    use axum::routing::get;
+    use latchkey_tower::{Permission, RequirePermission, RouteCost};
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    for from_a_task in [false, true] {
+        let verifier = RevokedMeanwhile {
+            store: fx.store.clone(),
+            from_a_task,
+        };
+        let app = axum::Router::new()
+            .route("/orders", get(|| async { "[]" }))
+            .route_layer(
+                RequirePermission::layer(Permission::from_static("orders:read"))
+                    .cost(const { RouteCost::new(5).unwrap() }),
+            )
+            .layer(ApiKeyAuthLayer::new(verifier).realm(latchkey_tower::Realm::from_static(REALM)));
+        // The challenge names the layer's realm, `orders`, not the default `api`.
+        get_orders(&app, &key).await.assert_invalid("key_revoked");
+    }
+}

@@ -195,13 +195,11 @@ async fn a_daemon_without_usage_reports_is_harmless() {
     assert!(s.verify(key.secret.expose()).await.is_ok());
 }
 
-#[tokio::test]
-async fn imported_keys_are_asked_of_the_daemon_only_when_enabled() {
+/// Imports `text`, a key another system issued (not latchkey's format), for a new user
+/// holding `orders:read`.
+fn import_for_a_new_user(s: &Setup, text: &str) {
     use latchkey_tower::latchkey_core::{Actor, ImportKey, ImportSecret};
-    let s = Setup::new().await;
     let user = s.keystore.user("legacy", &["orders:read"]);
-    // A key another system issued: not latchkey's format.
-    let text = "sk_legacy_0123456789abcdefXYZ";
     let item = ImportKey {
         secret: ImportSecret::Full(text.to_owned()),
         prefix: None,
@@ -215,6 +213,24 @@ async fn imported_keys_are_asked_of_the_daemon_only_when_enabled() {
         .import_keys(&Actor::system(), user, &[item])
         .unwrap();
     assert!(imported[0].is_ok(), "{imported:?}");
+}
+
+/// A verifier of `s`'s daemon that asks it about imported keys, connected.
+async fn verifier_of_imported_keys(s: &Setup) -> RemoteVerifier {
+    let on = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
+        .imported_keys(true)
+        .clock(s.keystore.clock.clone())
+        .build()
+        .unwrap();
+    within(on.wait_for(|status| status.connected)).await;
+    on
+}
+
+#[tokio::test]
+async fn imported_keys_are_asked_of_the_daemon_only_when_enabled() {
+    let s = Setup::new().await;
+    let text = "sk_legacy_0123456789abcdefXYZ";
+    import_for_a_new_user(&s, text);
 
     // Off (the default): refused as malformed, without a request.
     let before = s.requests();
@@ -222,12 +238,7 @@ async fn imported_keys_are_asked_of_the_daemon_only_when_enabled() {
     assert_eq!(s.requests(), before);
 
     // On: asked of the daemon once, then answered from the cache.
-    let on = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
-        .imported_keys(true)
-        .clock(s.keystore.clock.clone())
-        .build()
-        .unwrap();
-    within(on.wait_for(|status| status.connected)).await;
+    let on = verifier_of_imported_keys(&s).await;
     let before = s.requests();
     let principal = within(on.verify_foreign(text).expect("asked"))
         .await
@@ -247,6 +258,60 @@ async fn imported_keys_are_asked_of_the_daemon_only_when_enabled() {
     assert_eq!(wrong.unwrap_err(), VerifyError::Invalid);
     // Text no import could be is never sent.
     assert!(on.verify_foreign("short").is_none());
+}
+
+/// The status, headers and body of `GET /orders` with `key` through `app`.
+async fn answer(
+    app: &axum::Router,
+    key: &str,
+) -> (http::StatusCode, http::HeaderMap, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = http::Request::get("/orders")
+        .header("authorization", format!("Bearer {key}"))
+        .body(crate::daemon::empty())
+        .unwrap();
+    let (parts, body) = app.clone().oneshot(request).await.unwrap().into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+#[tokio::test]
+async fn a_test_only_layer_refuses_imported_keys_as_live_ones_without_a_lookup() {
+    use axum::Router;
+    use axum::routing::get;
+    use latchkey_tower::ApiKeyAuthLayer;
+
+    let s = Setup::new().await;
+    // Imported keys are `live` keys.
+    let imported = "sk_live_0123456789abcdefXYZ";
+    import_for_a_new_user(&s, imported);
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let live = s.keystore.key(user, "dashboard", None);
+    let routes = Router::new().route("/orders", get(|| async { "orders" }));
+    let embedded = ApiKeyAuthLayer::new(s.keystore.store.clone());
+    let remote = ApiKeyAuthLayer::new(verifier_of_imported_keys(&s).await);
+    let test_only = [
+        routes
+            .clone()
+            .layer(embedded.clone().accept_only(Env::Test)),
+        routes.clone().layer(remote.clone().accept_only(Env::Test)),
+    ];
+    for app in &test_only {
+        let before = s.requests();
+        let refused = answer(app, imported).await;
+        assert_eq!(refused.0, 401);
+        assert_eq!(s.requests(), before, "the daemon was asked");
+        // The answer of a native `live` key, byte for byte.
+        assert_eq!(refused, answer(app, live.secret.expose()).await);
+        let problem = serde_json::from_slice::<serde_json::Value>(&refused.2).unwrap();
+        assert_eq!(problem["code"], "invalid_key");
+    }
+    // Both accept the imported key, as any layer accepting `live` keys does.
+    let all = [routes.clone().layer(embedded), routes.layer(remote)];
+    for app in &all {
+        assert_eq!(answer(app, imported).await.0, 200);
+    }
 }
 
 #[tokio::test]
