@@ -176,6 +176,7 @@ pub(crate) struct PageParams {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<crate::openapi::rules::Cursor>)]
     cursor: Option<String>,
 }
 

@@ -47,8 +47,10 @@ pub enum RefillInterval {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Refill {
-    /// The credits after a refill.
+    /// The credits after a refill (at most 10^15).
     #[serde(deserialize_with = "crate::wire::integer")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000_000_000_000_i64))]
+    // MAX_CREDITS
     pub amount: u64,
     /// `day` or `month`.
     pub interval: RefillInterval,
@@ -66,6 +68,8 @@ pub struct Refill {
 pub struct Credits {
     /// What is left (at most 10^15).
     #[serde(deserialize_with = "crate::wire::integer")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000_000_000_000_i64))]
+    // MAX_CREDITS
     pub remaining: u64,
     /// An optional refill.
     #[serde(default)]

@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use latchkey_core::limits::MAX_IMPORT_ITEMS;
 use latchkey_core::{ImportKey, ImportSecret, PermissionSet, StoreError};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -15,9 +16,6 @@ use crate::extract::JsonBody;
 use crate::openapi::problems::NoSuchUser;
 use crate::state::AppState;
 
-/// The most items one request takes.
-pub(crate) const MAX_ITEMS: usize = 1_000;
-
 /// `POST /v1/keys/import`. Its `Debug` counts the items: they hold keys' full text.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +25,7 @@ pub(crate) struct ImportKeys {
     /// Up to 1,000 keys, each `{"key": "<full key>"}` or `{"sha256": "<hex>", "prefix":
     /// "<their display prefix>"}`, with optional `name`, `expires_at` (RFC 3339), `scopes`
     /// and `meta` (not supported yet: must be absent or null).
-    #[schema(value_type = Vec<ImportItem>)]
+    #[schema(value_type = Vec<ImportItem>, max_items = 1000)] // limits::MAX_IMPORT_ITEMS
     items: Vec<serde_json::Value>,
 }
 
@@ -171,7 +169,7 @@ pub(crate) async fn import(
     caller: Caller<perm::KeysWrite>,
     JsonBody(body): JsonBody<ImportKeys>,
 ) -> Result<Json<ImportReport>, AppError> {
-    AppError::check_len("items", &body.items, MAX_ITEMS, "items per request")?;
+    AppError::check_len("items", &body.items, MAX_IMPORT_ITEMS, "items per request")?;
     let report = state
         .run(move |store| {
             let user_id = store

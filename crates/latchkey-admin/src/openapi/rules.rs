@@ -59,25 +59,12 @@ string_rule! {
     Cidr: r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$", min_length = 4, max_length = 43
 }
 
-/// An IPv4 or IPv6 address (`203.0.113.7`, `2001:db8::7`), as Rust's `IpAddr` parses it.
-pub(crate) struct IpAddress;
-
-impl utoipa::PartialSchema for IpAddress {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{
-            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
-        };
-        let address = |format| {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .format(Some(SchemaFormat::KnownFormat(format)))
-        };
-        OneOfBuilder::new()
-            .item(address(KnownFormat::Ipv4))
-            .item(address(KnownFormat::Ipv6))
-            .description(Some("An IPv4 or IPv6 address."))
-            .into()
-    }
+string_rule! {
+    /// A list's `next_cursor`, passed back as it came: the hex text of a sealed position, at
+    /// most 2,048 characters (empty counts as absent). Any other text is refused with 400
+    /// `invalid_field` (`field: cursor`).
+    Cursor: r"^(([0-9a-fA-F]{2}){28,})?$", max_length = 2048
 }
 
-impl ToSchema for IpAddress {}
+/// An IPv4 or IPv6 address: core's, which `LeaseRequest` (a core model) states too.
+pub(crate) use latchkey_core::schema::IpAddress;
