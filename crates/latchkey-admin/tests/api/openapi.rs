@@ -204,6 +204,10 @@ async fn the_stated_bounds_are_the_enforced_ones() {
             assert!(!pattern.is_match(refused), "{path}: {refused}");
         }
     }
+    // Objects inside the bodies refuse unknown members as the bodies do.
+    for name in ["Credits", "Refill", "RateLimit", "CreditsChange"] {
+        assert_eq!(schema(&doc, name)["additionalProperties"], false, "{name}");
+    }
     let items = property("ImportKeys.items");
     assert_eq!(items["maxItems"], MAX_IMPORT_ITEMS, "{items}");
     // A lease's client address is IPv4 or IPv6, as a verification's is.
