@@ -366,7 +366,7 @@ fn imported_keys_pass_the_layer_with_their_users_permissions() {
     let digest = &sha256_hex(std::slice::from_ref(&hashed))[0];
     let file = f.dir.path().join("keys.jsonl");
     let lines = [
-        json!({"key": full}).to_string(),
+        json!({"key": full, "meta": {"plan": "legacy"}}).to_string(),
         json!({"sha256": digest, "prefix": "ext_hash"}).to_string(),
     ];
     fs::write(&file, lines.join("\n")).unwrap();
@@ -374,6 +374,19 @@ fn imported_keys_pass_the_layer_with_their_users_permissions() {
         .cli(&["keys", "import", file.to_str().unwrap(), "--user", "reader"])
         .ok();
     assert!(run.stdout.contains("Imported 2 keys"), "{run:#?}");
+    // `meta` came through the CLI and the API to the key, and goes to the app.
+    let verified = f.daemon.http(
+        "POST",
+        "/v1/verify",
+        Some(&f.admin),
+        Some(json!({"key": full})),
+    );
+    assert_eq!(
+        verified.body["principal"]["meta"],
+        json!({"plan": "legacy"}),
+        "{}",
+        verified.text
+    );
     // Twice each: the SHA-256 one is re-hashed at its first use.
     for key in [&full, &hashed, &full, &hashed] {
         let listed = f.daemon.http("GET", "/v1/keys", Some(key), None);

@@ -24,7 +24,7 @@ pub(crate) struct ImportKeys {
     user_id: String,
     /// Up to 1,000 keys, each `{"key": "<full key>"}` or `{"sha256": "<hex>", "prefix":
     /// "<their display prefix>"}`, with optional `name`, `expires_at` (RFC 3339), `scopes`
-    /// and `meta` (not supported yet: must be absent or null).
+    /// and `meta` (a JSON object, at most 4 KiB).
     #[schema(value_type = Vec<ImportItem>, max_items = 1000)] // limits::MAX_IMPORT_ITEMS
     items: Vec<serde_json::Value>,
 }
@@ -62,7 +62,7 @@ pub(crate) struct ImportItem {
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>)]
     scopes: Option<PermissionSet>,
-    /// Not supported yet: must be absent or null.
+    /// A JSON object (at most 4 KiB) handed to the app in `principal.meta`, as for any key.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     meta: Option<serde_json::Value>,
@@ -124,12 +124,6 @@ fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
         field: "item",
         reason: e.to_string(),
     })?;
-    if item.meta.is_some_and(|m| !m.is_null()) {
-        return Err(StoreError::Invalid {
-            field: "meta",
-            reason: "keys carry no metadata in this version".into(),
-        });
-    }
     let secret = match (item.key, item.sha256) {
         (Some(key), None) => ImportSecret::full(&key)?,
         (None, Some(hex)) => ImportSecret::sha256(&hex)?,
@@ -146,6 +140,7 @@ fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
         name: item.name,
         expires_at: item.expires_at.map(|at| at.to_offset(time::UtcOffset::UTC)),
         scopes: item.scopes,
+        meta: item.meta,
     })
 }
 

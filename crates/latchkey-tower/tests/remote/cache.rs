@@ -208,6 +208,7 @@ async fn imported_keys_are_asked_of_the_daemon_only_when_enabled() {
         name: Some("from the old system".to_owned()),
         expires_at: None,
         scopes: None,
+        meta: None,
     };
     let imported = s
         .keystore
