@@ -44,7 +44,7 @@ pub(crate) struct KeyListParams {
     #[param(pattern = r"^(-?(created_at|name|last_used_at))?$")]
     sort: Option<String>,
     /// Page size, 1 to 1000 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    #[param(value_type = Option<crate::openapi::rules::PageSize>)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page (with the same filters and sort).
     #[param(value_type = Option<rules::Cursor>)]

@@ -39,7 +39,7 @@ use crate::handlers::{
         system::healthz, system::metrics, system::openapi,
     ),
     // Query parameters' schemas are not collected from the operations.
-    components(schemas(rules::Cursor)),
+    components(schemas(rules::Cursor, rules::PageSize, rules::Sequence)),
     // The integers' pass runs last: it reads the whole document.
     modifiers(&BearerAuth, &LayerStatuses, &UnsignedIntegers),
     tags(

@@ -66,5 +66,62 @@ string_rule! {
     Cursor: r"^(([0-9a-fA-F]{2}){28,})?$", max_length = 2048
 }
 
+/// Declares an integer query value that exists for its schema: its doc comment, then the
+/// integer's format, minimum, maximum (`None`: the format's) and the schema's description.
+/// Like every query value, an empty one counts as absent, which the schema states as a
+/// second alternative.
+macro_rules! integer_or_empty_rule {
+    ($(#[doc = $doc:literal])+ $name:ident: $format:ident, $min:expr, $max:expr, $description:literal) => {
+        $(#[doc = $doc])+
+        pub(crate) struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                integer_or_empty(
+                    utoipa::openapi::schema::KnownFormat::$format,
+                    $min,
+                    $max,
+                    $description,
+                )
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+integer_or_empty_rule! {
+    /// A list's page size: 1 to 1000 (`limits::MAX_LIST_LIMIT`).
+    PageSize: Int32, 1, Some(1000), "A page size, 1 to 1000; empty for the default."
+}
+
+integer_or_empty_rule! {
+    /// An audit sequence number (`after`): 0 or more.
+    Sequence: Int64, 0, None, "An audit sequence number; empty or 0 for the start."
+}
+
+/// An integer of `format` from `minimum` to `maximum`, or an empty string.
+fn integer_or_empty(
+    format: utoipa::openapi::schema::KnownFormat,
+    minimum: i64,
+    maximum: Option<i64>,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaFormat, Type};
+    let integer = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(format)))
+        .minimum(Some(minimum))
+        .maximum(maximum);
+    let empty = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(0));
+    AnyOfBuilder::new()
+        .item(integer)
+        .item(empty)
+        .description(Some(description))
+        .into()
+}
+
 /// An IPv4 or IPv6 address: core's, which `LeaseRequest` (a core model) states too.
 pub(crate) use latchkey_core::schema::IpAddress;

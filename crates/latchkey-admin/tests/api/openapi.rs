@@ -155,8 +155,9 @@ async fn bodies_state_the_limits_on_input() {
     for path in ["/v1/keys", "/v1/audit"] {
         let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
         let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
-        assert_eq!(limit["schema"]["minimum"], 1, "{path}");
-        assert_eq!(limit["schema"]["maximum"], 1000, "{path}");
+        let size = &resolve(&doc, &limit["schema"])["anyOf"][0];
+        assert_eq!(size["minimum"], 1, "{path}");
+        assert_eq!(size["maximum"], 1000, "{path}");
     }
     let events = doc["paths"]["/v1/events"]["get"]["parameters"]
         .as_array()
@@ -170,7 +171,7 @@ async fn bodies_state_the_limits_on_input() {
 #[tokio::test]
 async fn the_stated_bounds_are_the_enforced_ones() {
     use latchkey_core::limits::{
-        MAX_CREDITS, MAX_CURSOR_BYTES, MAX_IMPORT_ITEMS, MAX_SEARCH_BYTES,
+        MAX_CREDITS, MAX_CURSOR_BYTES, MAX_IMPORT_ITEMS, MAX_LIST_LIMIT, MAX_SEARCH_BYTES,
     };
     let doc = document().await;
     let property = |name: &str| {
@@ -207,6 +208,31 @@ async fn the_stated_bounds_are_the_enforced_ones() {
     // Objects inside the bodies refuse unknown members as the bodies do.
     for name in ["Credits", "Refill", "RateLimit", "CreditsChange"] {
         assert_eq!(schema(&doc, name)["additionalProperties"], false, "{name}");
+    }
+    // An empty query value counts as absent, and the integers' schemas say so.
+    let empty = serde_json::json!({"type": "string", "maxLength": 0});
+    for (path, name) in [
+        ("/v1/keys", "limit"),
+        ("/v1/users", "limit"),
+        ("/v1/groups", "limit"),
+        ("/v1/audit", "limit"),
+        ("/v1/audit", "after"),
+    ] {
+        let value = parameter(path, name);
+        assert_eq!(value["anyOf"][1], empty, "{path} {name}: {value}");
+    }
+    assert_eq!(
+        schema(&doc, "PageSize")["anyOf"][0]["maximum"],
+        MAX_LIST_LIMIT
+    );
+    let h = Harness::new();
+    for uri in [
+        "/v1/keys?limit=&cursor=",
+        "/v1/users?limit=&cursor=",
+        "/v1/groups?limit=&cursor=",
+        "/v1/audit?after=&limit=",
+    ] {
+        h.get(uri).await.ok(200);
     }
     let items = property("ImportKeys.items");
     assert_eq!(items["maxItems"], MAX_IMPORT_ITEMS, "{items}");
