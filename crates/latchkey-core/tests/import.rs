@@ -114,46 +114,6 @@ fn imported_keys_verify_under_their_old_text_and_are_rehashed() {
     assert_eq!(store.verify(&full[1]).unwrap_err(), VerifyError::Revoked);
 }
 
-#[test]
-fn an_imported_key_is_never_stronger_than_its_importer_and_its_scopes_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::create_empty(dir.path().join("s"), "lk", support::config()).unwrap();
-    let new_user = NewUser {
-        name: "bot".into(),
-        permissions: PermissionSet::parse(["orders:read"]).unwrap(),
-        ..NewUser::default()
-    };
-    let bot = store.create_user(&Actor::system(), new_user).unwrap().id;
-    let importer = Actor::new(
-        None,
-        PermissionSet::parse(["latchkey:keys:write", "orders:read"]).unwrap(),
-    );
-    let unscoped = item(
-        ImportSecret::full("partner_0123456789abcdef0123").unwrap(),
-        None,
-    );
-    let mut wide = item(
-        ImportSecret::full("partner_fedcba9876543210fedc").unwrap(),
-        None,
-    );
-    wide.scopes = Some(PermissionSet::parse((0..300).map(|i| format!("orders:p{i}"))).unwrap());
-    let outcome = store
-        .import_keys(&importer, bot, &[unscoped, wide])
-        .unwrap();
-    // Capped at what the importer held, as a key minted here would be: the user gaining a
-    // permission later does not reach the key.
-    let key = outcome[0].as_ref().unwrap();
-    assert_eq!(
-        key.scopes,
-        Some(PermissionSet::parse(["latchkey:keys:write", "orders:read"]).unwrap())
-    );
-    assert!(
-        matches!(&outcome[1], Err(StoreError::Invalid { field, .. }) if *field == "scopes"),
-        "{:?}",
-        outcome[1]
-    );
-}
-
 /// An imported key carries `meta` as a key created here does: checked the same way, shown
 /// on the record and handed to the app at verification (a SHA-256 one after its re-hash
 /// too). Runs on the tests' backend (PostgreSQL with `LATCHKEY_TEST_POSTGRES`).
@@ -219,4 +179,44 @@ fn an_imported_key_carries_meta_checked_as_a_created_key_s() {
     }
     let keys = store.list_keys(&Default::default()).unwrap().items;
     assert_eq!(keys.len(), 2, "the refused items left nothing");
+}
+
+#[test]
+fn an_imported_key_is_never_stronger_than_its_importer_and_its_scopes_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create_empty(dir.path().join("s"), "lk", support::config()).unwrap();
+    let new_user = NewUser {
+        name: "bot".into(),
+        permissions: PermissionSet::parse(["orders:read"]).unwrap(),
+        ..NewUser::default()
+    };
+    let bot = store.create_user(&Actor::system(), new_user).unwrap().id;
+    let importer = Actor::new(
+        None,
+        PermissionSet::parse(["latchkey:keys:write", "orders:read"]).unwrap(),
+    );
+    let unscoped = item(
+        ImportSecret::full("partner_0123456789abcdef0123").unwrap(),
+        None,
+    );
+    let mut wide = item(
+        ImportSecret::full("partner_fedcba9876543210fedc").unwrap(),
+        None,
+    );
+    wide.scopes = Some(PermissionSet::parse((0..300).map(|i| format!("orders:p{i}"))).unwrap());
+    let outcome = store
+        .import_keys(&importer, bot, &[unscoped, wide])
+        .unwrap();
+    // Capped at what the importer held, as a key minted here would be: the user gaining a
+    // permission later does not reach the key.
+    let key = outcome[0].as_ref().unwrap();
+    assert_eq!(
+        key.scopes,
+        Some(PermissionSet::parse(["latchkey:keys:write", "orders:read"]).unwrap())
+    );
+    assert!(
+        matches!(&outcome[1], Err(StoreError::Invalid { field, .. }) if *field == "scopes"),
+        "{:?}",
+        outcome[1]
+    );
 }
