@@ -487,8 +487,9 @@ pub enum KeysCommand {
     Add(KeyAdd),
     /// Import keys issued elsewhere from a file of JSON lines, each `{"key": "<full key>"}`
     /// or `{"sha256": "<hex>", "prefix": "<display prefix>"}` with optional `name`,
-    /// `expires_at`, `scopes`. They authenticate under their old text. Refused lines are
-    /// listed (number and reason) and the rest imported; exit 1 when any was refused
+    /// `expires_at`, `scopes`, `meta`. They authenticate under their old text. Refused lines
+    /// are listed (number and reason) and the rest imported; exit 1 when any was refused.
+    /// A failed request stops the run: it lists the lines imported and the first one not
     Import(KeyImport),
     /// List keys, oldest first unless --sort says otherwise
     List(KeyList),

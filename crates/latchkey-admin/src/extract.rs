@@ -173,9 +173,10 @@ pub(crate) struct NoParams {}
 #[into_params(parameter_in = Query)]
 pub(crate) struct PageParams {
     /// Page size, 1 to 1000 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    #[param(value_type = Option<crate::openapi::rules::PageSize>)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<crate::openapi::rules::Cursor>)]
     cursor: Option<String>,
 }
 

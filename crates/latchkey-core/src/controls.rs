@@ -18,6 +18,9 @@ use crate::limits::{
 /// the whole limit is available again; in between, it comes back evenly.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// A misspelt member (`refil`) is refused, not dropped: postcard, which stores these, reads
+// a struct as a sequence and never sees a member's name.
+#[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// 1 to 32 characters of `[A-Za-z0-9_.-]`, unique among the key's (or user's) limits.
     #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_.\-]{1,32}$"))]
@@ -46,9 +49,14 @@ pub enum RefillInterval {
 /// A refill: the credits are set to `amount` at each interval's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// A misspelt member (`refil`) is refused, not dropped: postcard, which stores these, reads
+// a struct as a sequence and never sees a member's name.
+#[serde(deny_unknown_fields)]
 pub struct Refill {
-    /// The credits after a refill.
+    /// The credits after a refill (at most 10^15).
     #[serde(deserialize_with = "crate::wire::integer")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000_000_000_000_i64))]
+    // MAX_CREDITS
     pub amount: u64,
     /// `day` or `month`.
     pub interval: RefillInterval,
@@ -63,9 +71,14 @@ pub struct Refill {
 /// refused with `usage_exceeded` until a refill or a PATCH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// A misspelt member (`refil`) is refused, not dropped: postcard, which stores these, reads
+// a struct as a sequence and never sees a member's name.
+#[serde(deny_unknown_fields)]
 pub struct Credits {
     /// What is left (at most 10^15).
     #[serde(deserialize_with = "crate::wire::integer")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000_000_000_000_i64))]
+    // MAX_CREDITS
     pub remaining: u64,
     /// An optional refill.
     #[serde(default)]
@@ -241,6 +254,30 @@ mod tests {
         assert!(check_meta(&serde_json::json!([1])).is_err());
         let big = "x".repeat(MAX_META_BYTES);
         assert!(check_meta(&serde_json::json!({ "a": big })).is_err());
+    }
+
+    /// They refuse unknown JSON members and are still stored and read back with postcard.
+    #[test]
+    fn stored_records_round_trip_and_json_refuses_unknown_members() {
+        let credits = Credits {
+            remaining: 5,
+            refill: Some(Refill {
+                amount: 10,
+                interval: RefillInterval::Month,
+                day_of_month: Some(3),
+            }),
+        };
+        let bytes = postcard::to_stdvec(&credits).unwrap();
+        assert_eq!(postcard::from_bytes::<Credits>(&bytes).unwrap(), credits);
+        let limits = vec![limit("default", 100, 60)];
+        let bytes = postcard::to_stdvec(&limits).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Vec<RateLimit>>(&bytes).unwrap(),
+            limits
+        );
+        let misspelt =
+            serde_json::json!({"remaining": 5, "refil": {"amount": 1, "interval": "day"}});
+        assert!(serde_json::from_value::<Credits>(misspelt).is_err());
     }
 
     #[test]

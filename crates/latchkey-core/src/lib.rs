@@ -17,6 +17,7 @@
 //! - [`verify`]: [`Principal`], [`VerifyError`] and the verify cache.
 //! - [`audit`]: the hash-chained audit trail, which is also the change feed.
 //! - [`clock`]: an injectable clock.
+//! - `schema` (the `openapi` feature): JSON schemas of wire values utoipa cannot derive.
 //! - [`wire`]: the JSON records the daemon and its clients both speak (usage reports,
 //!   the verify answer, the event stream's `ready`/`heartbeat` data).
 //!
@@ -54,6 +55,8 @@ mod location;
 pub mod meter;
 pub mod model;
 pub mod permission;
+#[cfg(feature = "openapi")]
+pub mod schema;
 mod shared_limit;
 mod store;
 pub mod verify;

@@ -14,6 +14,7 @@
 //! | key search `q`, list `cursor`          | 256, 2,048 bytes | 400 `q`, `cursor` |
 //! | JSON request bodies                    | 64 KiB         | 413 |
 //! | items in one `POST /v1/usage`          | 500            | 400 `items` |
+//! | items in one `POST /v1/keys/import`    | 1,000          | 400 `items` |
 //!
 //! Free text (key names, descriptions, tenants, organizations) refuses control characters
 //! and the bidirectional formatting characters that can make a name display as another
@@ -47,6 +48,9 @@ pub const MAX_CURSOR_BYTES: usize = 2048;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most items in one usage report; a remote verifier sends larger reports in parts.
 pub const MAX_USAGE_ITEMS: usize = 500;
+/// Most keys in one import request (`POST /v1/keys/import`); the CLI sends larger files in
+/// parts.
+pub const MAX_IMPORT_ITEMS: usize = 1000;
 /// How far ahead of the store's clock a reported `last_used_at` may be (clock skew between
 /// hosts), in seconds; it is then taken as now. Further ahead is refused.
 pub const MAX_USAGE_CLOCK_SKEW_SECONDS: i64 = 60;

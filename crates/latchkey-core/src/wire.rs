@@ -93,7 +93,7 @@ pub struct LeaseRequest {
     pub key: String,
     /// The client's address, checked against the key's `allowed_ips` when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Ipv4))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schema::IpAddress>))]
     pub client_ip: Option<IpAddr>,
     /// What to lease, at most 32 buckets.
     #[cfg_attr(feature = "openapi", schema(max_items = 32))]

@@ -576,6 +576,7 @@ fn an_imported_key_re_hashed_by_another_process_still_verifies_here() {
                 name: None,
                 expires_at: None,
                 scopes: None,
+                meta: None,
             }
         })
         .collect();

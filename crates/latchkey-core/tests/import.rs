@@ -19,6 +19,7 @@ fn item(secret: ImportSecret, prefix: Option<&str>) -> ImportKey {
         name: None,
         expires_at: None,
         scopes: None,
+        meta: None,
     }
 }
 
@@ -111,6 +112,73 @@ fn imported_keys_verify_under_their_old_text_and_are_rehashed() {
     let principal = store.verify(&full[1]).unwrap();
     store.revoke_key(&admin, principal.key_id).unwrap();
     assert_eq!(store.verify(&full[1]).unwrap_err(), VerifyError::Revoked);
+}
+
+/// An imported key carries `meta` as a key created here does: checked the same way, shown
+/// on the record and handed to the app at verification (a SHA-256 one after its re-hash
+/// too). Runs on the tests' backend (PostgreSQL with `LATCHKEY_TEST_POSTGRES`).
+#[test]
+fn an_imported_key_carries_meta_checked_as_a_created_key_s() {
+    use latchkey_core::limits::MAX_META_BYTES;
+    use serde_json::json;
+
+    let location = support::location();
+    let store = Store::create_empty_at(&location.location, "lk", support::config()).unwrap();
+    let admin = Actor::system();
+    let new_user = NewUser {
+        name: "legacy".into(),
+        ..NewUser::default()
+    };
+    let user = store.create_user(&admin, new_user).unwrap().id;
+    let full = "sk_live_0123456789abcdefmeta";
+    let hashed = "unkey_0123456789abcdefmeta";
+    let with_meta = |secret, prefix, meta| ImportKey {
+        meta: Some(meta),
+        ..item(secret, prefix)
+    };
+    let digest = hex(&Sha256::digest(hashed.as_bytes()));
+    let items = [
+        with_meta(
+            ImportSecret::full(full).unwrap(),
+            None,
+            json!({"plan": "pro"}),
+        ),
+        with_meta(
+            ImportSecret::sha256(&digest).unwrap(),
+            Some("unkey"),
+            json!({"tier": 2}),
+        ),
+        with_meta(
+            ImportSecret::full("sk_live_0123456789abcdeflist").unwrap(),
+            None,
+            json!(["not", "an", "object"]),
+        ),
+        with_meta(
+            ImportSecret::full("sk_live_0123456789abcdefhuge").unwrap(),
+            None,
+            json!({"a": "x".repeat(MAX_META_BYTES)}),
+        ),
+    ];
+    let outcome = store.import_keys(&admin, user, &items).unwrap();
+    let imported = outcome[0].as_ref().unwrap();
+    assert_eq!(imported.meta, Some(json!({"plan": "pro"})));
+    assert_eq!(store.key(imported.id).unwrap().meta, imported.meta);
+    for refused in &outcome[2..] {
+        assert!(
+            matches!(refused, Err(StoreError::Invalid { field, .. }) if *field == "meta"),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        store.verify(full).unwrap().meta,
+        Some(json!({"plan": "pro"}))
+    );
+    for _ in 0..2 {
+        // The first verification re-hashes it; the second finds it under its keyed hash.
+        assert_eq!(store.verify(hashed).unwrap().meta, Some(json!({"tier": 2})));
+    }
+    let keys = store.list_keys(&Default::default()).unwrap().items;
+    assert_eq!(keys.len(), 2, "the refused items left nothing");
 }
 
 #[test]

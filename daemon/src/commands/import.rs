@@ -1,11 +1,16 @@
 //! `latchkey keys import FILE --user U`: JSON lines of keys issued elsewhere, sent to
 //! `POST /v1/keys/import` in chunks (the same handler with `--url` and `--db`).
+//!
+//! Each chunk is a transaction of its own: when one fails (the daemon gone, 503, 507), the
+//! chunks before it stay imported. The run then says which lines were imported and from
+//! which line on nothing was, and exits 1.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
+use latchkey_core::limits::{MAX_BODY_BYTES, MAX_IMPORT_ITEMS};
 use serde_json::{Value, json};
 
 use super::Cli;
@@ -15,9 +20,12 @@ use crate::output::print_json;
 use crate::transport::Transport;
 
 /// Items per request: the endpoint's maximum.
-const CHUNK_ITEMS: usize = 1_000;
-/// Bytes of items per request, well under the API's body limit (64 KiB).
-const CHUNK_BYTES: usize = 56 * 1024;
+const CHUNK_ITEMS: usize = MAX_IMPORT_ITEMS;
+/// Bytes of items per request, as sent (each with its comma): the API's body limit less
+/// room for the rest of the body (`user_id`).
+const CHUNK_BYTES: usize = MAX_BODY_BYTES - 8 * 1024;
+// A full chunk leaves a kibibyte at least for the rest of the body.
+const _: () = assert!(CHUNK_BYTES + 1024 <= MAX_BODY_BYTES);
 /// The longest line read; a longer one is refused without being parsed.
 const MAX_LINE: u64 = 8 * 1024;
 
@@ -27,28 +35,102 @@ struct Refused {
     reason: String,
 }
 
+/// What a run has done so far.
+#[derive(Default)]
+struct Tally {
+    /// The numbers of the lines imported, in order.
+    imported: Vec<usize>,
+    refused: Vec<Refused>,
+}
+
+/// Why a run stopped before the end of the file: nothing from `line` on was imported.
+struct Stopped {
+    line: usize,
+    error: anyhow::Error,
+}
+
+/// Items not sent yet, with their line numbers and their size in the request body.
+#[derive(Default)]
+struct Chunk {
+    lines: Vec<usize>,
+    items: Vec<Value>,
+    bytes: usize,
+}
+
+impl Chunk {
+    /// Whether an item of `size` bytes no longer fits in this request: checked before it is
+    /// added, so a request never exceeds the body limit.
+    fn is_full_for(&self, size: usize) -> bool {
+        self.items.len() >= CHUNK_ITEMS
+            || (!self.items.is_empty() && self.bytes + size > CHUNK_BYTES)
+    }
+
+    fn push(&mut self, line: usize, item: Value, size: usize) {
+        self.lines.push(line);
+        self.items.push(item);
+        self.bytes += size;
+    }
+}
+
 pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: KeyImport) -> anyhow::Result<ExitCode> {
     let file =
         File::open(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let mut reader = BufReader::new(file);
     let progress = std::io::stderr().is_terminal();
-    let mut refused = Vec::new();
-    let mut imported = 0usize;
-    let mut chunk: Vec<(usize, Value)> = Vec::new();
-    let mut chunk_bytes = 0;
+    let mut tally = Tally::default();
+    let stopped = import_lines(cli, &args, BufReader::new(file), &mut tally, progress)
+        .await
+        .err();
+    if progress {
+        eprint!("\r\x1b[K");
+    }
+    tally.refused.sort_by_key(|r| r.line);
+    report(cli.out.json, &args.user, &tally, stopped.as_ref());
+    if let Some(stopped) = stopped {
+        return Err(anyhow!(
+            "{:#}; lines from {} on were not imported (importing them again refuses any that \
+             were, as already imported)",
+            stopped.error,
+            stopped.line
+        ));
+    }
+    if tally.refused.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: {} of {} lines were refused (listed above)",
+            tally.refused.len(),
+            tally.imported.len() + tally.refused.len()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Reads the file and sends its items a chunk at a time, until the end or a failure.
+async fn import_lines<T: Transport>(
+    cli: &Cli<T>,
+    args: &KeyImport,
+    mut reader: impl BufRead,
+    tally: &mut Tally,
+    progress: bool,
+) -> Result<(), Stopped> {
+    let mut chunk = Chunk::default();
     let mut number = 0;
     loop {
         let mut line = Vec::new();
         let read = (&mut reader)
             .take(MAX_LINE + 1)
             .read_until(b'\n', &mut line)
-            .with_context(|| format!("reading {}", args.file.display()))?;
+            .with_context(|| format!("reading {}", args.file.display()));
+        let read = read.map_err(|error| Stopped {
+            line: chunk.lines.first().copied().unwrap_or(number + 1),
+            error,
+        })?;
         if read == 0 {
             break;
         }
         number += 1;
         if line.len() as u64 > MAX_LINE && !line.ends_with(b"\n") {
-            refused.push(Refused {
+            tally.refused.push(Refused {
                 line: number,
                 reason: format!("longer than {MAX_LINE} bytes"),
             });
@@ -57,94 +139,167 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: KeyImport) -> anyhow::
             reader.read_until(b'\n', &mut rest).ok();
             continue;
         }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim();
-        if text.is_empty() {
+        let Some(item) = parse_line(number, &line, &mut tally.refused) else {
             continue;
-        }
-        match serde_json::from_str::<Value>(text) {
-            Ok(item @ Value::Object(_)) => {
-                chunk_bytes += text.len();
-                chunk.push((number, item));
-            }
-            Ok(_) => refused.push(Refused {
-                line: number,
-                reason: "not a JSON object".into(),
-            }),
-            Err(e) => refused.push(Refused {
-                line: number,
-                reason: format!("not JSON: {e}"),
-            }),
-        }
-        if chunk.len() >= CHUNK_ITEMS || chunk_bytes >= CHUNK_BYTES {
-            imported += send(
-                &cli.api,
-                &args.user,
-                std::mem::take(&mut chunk),
-                &mut refused,
-            )
-            .await?;
-            chunk_bytes = 0;
+        };
+        // As the request body holds it, with its comma.
+        let size = item.to_string().len() + 1;
+        if chunk.is_full_for(size) {
+            send(&cli.api, &args.user, std::mem::take(&mut chunk), tally).await?;
             if progress {
-                eprint!("\rimported {imported}, refused {}", refused.len());
+                eprint!(
+                    "\rimported {}, refused {}",
+                    tally.imported.len(),
+                    tally.refused.len()
+                );
             }
         }
+        chunk.push(number, item, size);
     }
-    if !chunk.is_empty() {
-        imported += send(&cli.api, &args.user, chunk, &mut refused).await?;
+    if !chunk.items.is_empty() {
+        send(&cli.api, &args.user, chunk, tally).await?;
     }
-    if progress {
-        eprint!("\r\x1b[K");
-    }
-    refused.sort_by_key(|r| r.line);
-    if cli.out.json {
-        let rejected: Vec<Value> = refused
-            .iter()
-            .map(|r| json!({"line": r.line, "reason": r.reason}))
-            .collect();
-        print_json(&json!({"imported": imported, "rejected": rejected}));
-    } else {
-        for r in &refused {
-            println!("line {}: {}", r.line, r.reason);
-        }
-        println!(
-            "Imported {imported} keys for {}; {} lines refused.",
-            args.user,
-            refused.len()
-        );
-    }
-    if refused.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!(
-            "error: {} of {} lines were refused (listed above)",
-            refused.len(),
-            imported + refused.len()
-        );
-        Ok(ExitCode::FAILURE)
-    }
+    Ok(())
 }
 
-/// Sends one chunk; returns how many were imported and adds the refused to `refused`.
+/// A line's item: a JSON object; `None` for a blank line, or one refused (added to
+/// `refused`).
+fn parse_line(number: usize, line: &[u8], refused: &mut Vec<Refused>) -> Option<Value> {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let reason = match serde_json::from_str::<Value>(text) {
+        Ok(item @ Value::Object(_)) => return Some(item),
+        Ok(_) => "not a JSON object".to_owned(),
+        Err(e) => format!("not JSON: {e}"),
+    };
+    refused.push(Refused {
+        line: number,
+        reason,
+    });
+    None
+}
+
+/// Sends one chunk and adds what the answer says to `tally`; a failed request stops the
+/// run at the chunk's first line.
 async fn send<T: Transport>(
     api: &Client<T>,
     user: &str,
-    chunk: Vec<(usize, Value)>,
-    refused: &mut Vec<Refused>,
-) -> anyhow::Result<usize> {
-    let (lines, items): (Vec<usize>, Vec<Value>) = chunk.into_iter().unzip();
+    chunk: Chunk,
+    tally: &mut Tally,
+) -> Result<(), Stopped> {
+    let Chunk { lines, items, .. } = chunk;
     let report = api
         .post("/v1/keys/import", json!({"user_id": user, "items": items}))
-        .await?;
-    let rejected = report["rejected"].as_array().cloned().unwrap_or_default();
-    for r in &rejected {
-        let line = r["index"]
+        .await
+        .map_err(|error| Stopped {
+            line: lines[0],
+            error,
+        })?;
+    let line_of = |entry: &Value| {
+        entry["index"]
             .as_u64()
-            .and_then(|i| lines.get(i as usize))
+            .and_then(|i| lines.get(usize::try_from(i).ok()?))
             .copied()
-            .unwrap_or(0);
+            .unwrap_or(0)
+    };
+    let entries = |member: &str| report[member].as_array().cloned().unwrap_or_default();
+    tally
+        .imported
+        .extend(entries("imported").iter().map(line_of));
+    for r in &entries("rejected") {
         let reason = r["reason"].as_str().unwrap_or("refused").to_owned();
-        refused.push(Refused { line, reason });
+        tally.refused.push(Refused {
+            line: line_of(r),
+            reason,
+        });
     }
-    Ok(report["imported"].as_array().map_or(0, Vec::len))
+    Ok(())
+}
+
+/// Prints what the run did: the refused lines, the count, and after a stop the lines
+/// imported and the first line not imported.
+fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
+    let imported = tally.imported.len();
+    let spans = spans(&tally.imported);
+    if json {
+        let rejected: Vec<Value> = tally
+            .refused
+            .iter()
+            .map(|r| json!({"line": r.line, "reason": r.reason}))
+            .collect();
+        let mut document = json!({"imported": imported, "rejected": rejected});
+        if let Some(stopped) = stopped {
+            document["imported_lines"] = json!(spans);
+            document["not_imported_from_line"] = json!(stopped.line);
+        }
+        print_json(&document);
+        return;
+    }
+    for r in &tally.refused {
+        println!("line {}: {}", r.line, r.reason);
+    }
+    println!(
+        "Imported {imported} keys for {user}; {} lines refused.",
+        tally.refused.len()
+    );
+    if let Some(stopped) = stopped {
+        let spans: Vec<String> = spans
+            .iter()
+            .map(|&[first, last]| {
+                if first == last {
+                    first.to_string()
+                } else {
+                    format!("{first}-{last}")
+                }
+            })
+            .collect();
+        let spans = if spans.is_empty() {
+            "none".to_owned()
+        } else {
+            spans.join(", ")
+        };
+        println!("Lines imported: {spans}.");
+        println!("Not imported: line {} and after.", stopped.line);
+    }
+}
+
+/// Runs of consecutive line numbers, each `[first, last]`.
+fn spans(lines: &[usize]) -> Vec<[usize; 2]> {
+    let mut spans: Vec<[usize; 2]> = Vec::new();
+    for &line in lines {
+        match spans.last_mut() {
+            Some(span) if line == span[1] + 1 => span[1] = line,
+            _ => spans.push([line, line]),
+        }
+    }
+    spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_sent_before_an_item_would_take_it_past_the_body_limit() {
+        let mut chunk = Chunk::default();
+        assert!(!chunk.is_full_for(CHUNK_BYTES + 1), "one item always goes");
+        for line in 1..=7 {
+            assert!(!chunk.is_full_for(8_191), "{line}");
+            chunk.push(line, json!({}), 8_191);
+        }
+        assert!(
+            chunk.is_full_for(8_191),
+            "an eighth would make {}",
+            8 * 8_191
+        );
+    }
+
+    #[test]
+    fn imported_lines_are_shown_as_runs() {
+        assert_eq!(spans(&[1, 2, 3, 5, 7, 8]), [[1, 3], [5, 5], [7, 8]]);
+        assert!(spans(&[]).is_empty());
+    }
 }

@@ -245,11 +245,13 @@ pub struct UpdateKey {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreditsChange {
-    /// Sets what is left.
+    /// Sets what is left (at most 10^15).
     #[serde(default, deserialize_with = "latchkey_core::wire::optional_integer")]
+    #[schema(maximum = 1_000_000_000_000_000_i64)] // limits::MAX_CREDITS
     pub remaining: Option<u64>,
-    /// Adds to what is left.
+    /// Adds to what is left (at most 10^15 at once).
     #[serde(default, deserialize_with = "latchkey_core::wire::optional_integer")]
+    #[schema(maximum = 1_000_000_000_000_000_i64)] // limits::MAX_CREDITS
     pub add: Option<u64>,
     /// With `remaining`: the new refill; `null` removes it; absent keeps it.
     #[serde(default, deserialize_with = "de::present")]

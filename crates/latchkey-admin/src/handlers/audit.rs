@@ -24,10 +24,10 @@ const DEFAULT_LIMIT: usize = 100;
 pub(crate) struct AuditParams {
     /// Only events after this sequence number (the previous page's `next_cursor`); 0 or
     /// absent for the first.
-    #[param(value_type = Option<u64>, minimum = 0)]
+    #[param(value_type = Option<crate::openapi::rules::Sequence>)]
     after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    #[param(value_type = Option<crate::openapi::rules::PageSize>)]
     limit: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use latchkey_core::limits::MAX_IMPORT_ITEMS;
 use latchkey_core::{ImportKey, ImportSecret, PermissionSet, StoreError};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -15,9 +16,6 @@ use crate::extract::JsonBody;
 use crate::openapi::problems::NoSuchUser;
 use crate::state::AppState;
 
-/// The most items one request takes.
-pub(crate) const MAX_ITEMS: usize = 1_000;
-
 /// `POST /v1/keys/import`. Its `Debug` counts the items: they hold keys' full text.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -26,8 +24,8 @@ pub(crate) struct ImportKeys {
     user_id: String,
     /// Up to 1,000 keys, each `{"key": "<full key>"}` or `{"sha256": "<hex>", "prefix":
     /// "<their display prefix>"}`, with optional `name`, `expires_at` (RFC 3339), `scopes`
-    /// and `meta` (not supported yet: must be absent or null).
-    #[schema(value_type = Vec<ImportItem>)]
+    /// and `meta` (a JSON object, at most 4 KiB).
+    #[schema(value_type = Vec<ImportItem>, max_items = 1000)] // limits::MAX_IMPORT_ITEMS
     items: Vec<serde_json::Value>,
 }
 
@@ -64,7 +62,7 @@ pub(crate) struct ImportItem {
     #[serde(default)]
     #[schema(value_type = Option<Vec<String>>)]
     scopes: Option<PermissionSet>,
-    /// Not supported yet: must be absent or null.
+    /// A JSON object (at most 4 KiB) handed to the app in `principal.meta`, as for any key.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     meta: Option<serde_json::Value>,
@@ -126,12 +124,6 @@ fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
         field: "item",
         reason: e.to_string(),
     })?;
-    if item.meta.is_some_and(|m| !m.is_null()) {
-        return Err(StoreError::Invalid {
-            field: "meta",
-            reason: "keys carry no metadata in this version".into(),
-        });
-    }
     let secret = match (item.key, item.sha256) {
         (Some(key), None) => ImportSecret::full(&key)?,
         (None, Some(hex)) => ImportSecret::sha256(&hex)?,
@@ -148,6 +140,7 @@ fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
         name: item.name,
         expires_at: item.expires_at.map(|at| at.to_offset(time::UtcOffset::UTC)),
         scopes: item.scopes,
+        meta: item.meta,
     })
 }
 
@@ -171,7 +164,7 @@ pub(crate) async fn import(
     caller: Caller<perm::KeysWrite>,
     JsonBody(body): JsonBody<ImportKeys>,
 ) -> Result<Json<ImportReport>, AppError> {
-    AppError::check_len("items", &body.items, MAX_ITEMS, "items per request")?;
+    AppError::check_len("items", &body.items, MAX_IMPORT_ITEMS, "items per request")?;
     let report = state
         .run(move |store| {
             let user_id = store

@@ -18,6 +18,7 @@ use crate::extract::{JsonBody, Params, RecordRef, optional, page_limit};
 use crate::openapi::problems::{
     InvalidField, InvalidParameter, LastAdminKey, NoSuchKey, NoSuchUser, StrongerKey,
 };
+use crate::openapi::rules;
 use crate::state::AppState;
 
 /// The longest rotation grace period: a year.
@@ -36,15 +37,17 @@ pub(crate) struct KeyListParams {
     /// Only keys of this environment: `live` or `test` (a bounded scan per page, as `q`).
     #[param(value_type = Option<String>, pattern = r"^(live|test)?$")]
     env: Option<String>,
-    /// Case-insensitive search in name, description and display prefix.
+    /// Case-insensitive search in name, description and display prefix: at most 256 bytes.
+    #[param(max_length = 256)] // limits::MAX_SEARCH_BYTES
     q: Option<String>,
     /// `created_at` (default), `name` or `last_used_at`; a leading `-` for descending.
     #[param(pattern = r"^(-?(created_at|name|last_used_at))?$")]
     sort: Option<String>,
     /// Page size, 1 to 1000 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    #[param(value_type = Option<crate::openapi::rules::PageSize>)]
     limit: Option<String>,
     /// The `next_cursor` of the previous page (with the same filters and sort).
+    #[param(value_type = Option<rules::Cursor>)]
     cursor: Option<String>,
 }
 

@@ -38,6 +38,8 @@ use crate::handlers::{
         backup::backup, import::import,
         system::healthz, system::metrics, system::openapi,
     ),
+    // Query parameters' schemas are not collected from the operations.
+    components(schemas(rules::Cursor, rules::PageSize, rules::Sequence)),
     // The integers' pass runs last: it reads the whole document.
     modifiers(&BearerAuth, &LayerStatuses, &UnsignedIntegers),
     tags(

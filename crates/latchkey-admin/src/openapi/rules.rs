@@ -59,25 +59,69 @@ string_rule! {
     Cidr: r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$", min_length = 4, max_length = 43
 }
 
-/// An IPv4 or IPv6 address (`203.0.113.7`, `2001:db8::7`), as Rust's `IpAddr` parses it.
-pub(crate) struct IpAddress;
-
-impl utoipa::PartialSchema for IpAddress {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{
-            KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
-        };
-        let address = |format| {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .format(Some(SchemaFormat::KnownFormat(format)))
-        };
-        OneOfBuilder::new()
-            .item(address(KnownFormat::Ipv4))
-            .item(address(KnownFormat::Ipv6))
-            .description(Some("An IPv4 or IPv6 address."))
-            .into()
-    }
+string_rule! {
+    /// A list's `next_cursor`, passed back as it came: the hex text of a sealed position, at
+    /// most 2,048 characters (empty counts as absent). Any other text is refused with 400
+    /// `invalid_field` (`field: cursor`).
+    Cursor: r"^(([0-9a-fA-F]{2}){28,})?$", max_length = 2048
 }
 
-impl ToSchema for IpAddress {}
+/// Declares an integer query value that exists for its schema: its doc comment, then the
+/// integer's format, minimum, maximum (`None`: the format's) and the schema's description.
+/// Like every query value, an empty one counts as absent, which the schema states as a
+/// second alternative.
+macro_rules! integer_or_empty_rule {
+    ($(#[doc = $doc:literal])+ $name:ident: $format:ident, $min:expr, $max:expr, $description:literal) => {
+        $(#[doc = $doc])+
+        pub(crate) struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                integer_or_empty(
+                    utoipa::openapi::schema::KnownFormat::$format,
+                    $min,
+                    $max,
+                    $description,
+                )
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+integer_or_empty_rule! {
+    /// A list's page size: 1 to 1000 (`limits::MAX_LIST_LIMIT`).
+    PageSize: Int32, 1, Some(1000), "A page size, 1 to 1000; empty for the default."
+}
+
+integer_or_empty_rule! {
+    /// An audit sequence number (`after`): 0 or more.
+    Sequence: Int64, 0, None, "An audit sequence number; empty or 0 for the start."
+}
+
+/// An integer of `format` from `minimum` to `maximum`, or an empty string.
+fn integer_or_empty(
+    format: utoipa::openapi::schema::KnownFormat,
+    minimum: i64,
+    maximum: Option<i64>,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaFormat, Type};
+    let integer = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(format)))
+        .minimum(Some(minimum))
+        .maximum(maximum);
+    let empty = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(0));
+    AnyOfBuilder::new()
+        .item(integer)
+        .item(empty)
+        .description(Some(description))
+        .into()
+}
+
+/// An IPv4 or IPv6 address: core's, which `LeaseRequest` (a core model) states too.
+pub(crate) use latchkey_core::schema::IpAddress;

@@ -157,14 +157,101 @@ async fn bodies_state_the_limits_on_input() {
     for path in ["/v1/keys", "/v1/audit"] {
         let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
         let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
-        assert_eq!(limit["schema"]["minimum"], 1, "{path}");
-        assert_eq!(limit["schema"]["maximum"], 1000, "{path}");
+        let size = &resolve(&doc, &limit["schema"])["anyOf"][0];
+        assert_eq!(size["minimum"], 1, "{path}");
+        assert_eq!(size["maximum"], 1000, "{path}");
     }
     let events = doc["paths"]["/v1/events"]["get"]["parameters"]
         .as_array()
         .unwrap();
     let heartbeat = events.iter().find(|p| p["name"] == "heartbeat_ms").unwrap();
     assert_eq!(heartbeat["schema"]["minimum"], 1000);
+}
+
+/// The bounds the store enforces are the ones the document states, each read from
+/// `latchkey_core::limits`.
+#[tokio::test]
+async fn the_stated_bounds_are_the_enforced_ones() {
+    use latchkey_core::limits::{
+        MAX_CREDITS, MAX_CURSOR_BYTES, MAX_IMPORT_ITEMS, MAX_LIST_LIMIT, MAX_SEARCH_BYTES,
+    };
+    let doc = document().await;
+    let property = |name: &str| {
+        let (schema_name, field) = name.split_once('.').unwrap();
+        schema(&doc, schema_name)["properties"][field].clone()
+    };
+    let amounts = [
+        "Credits.remaining",
+        "Refill.amount",
+        "CreditsChange.remaining",
+        "CreditsChange.add",
+    ];
+    for amount in amounts.map(|name| (name, property(name))) {
+        assert_eq!(amount.1["maximum"], MAX_CREDITS, "{amount:?}");
+        assert_eq!(amount.1["minimum"], 0, "{amount:?}");
+    }
+    let parameter = |path: &str, name: &str| -> Value {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        let param = params.iter().find(|p| p["name"] == name).unwrap();
+        resolve(&doc, &param["schema"]).clone()
+    };
+    assert_eq!(parameter("/v1/keys", "q")["maxLength"], MAX_SEARCH_BYTES);
+    for path in ["/v1/keys", "/v1/users", "/v1/groups"] {
+        let cursor = parameter(path, "cursor");
+        assert_eq!(cursor["maxLength"], MAX_CURSOR_BYTES, "{path}: {cursor}");
+        let pattern = regex::Regex::new(cursor["pattern"].as_str().unwrap()).unwrap();
+        // What a list answers as `next_cursor` matches; what the server refuses does not.
+        let sealed = "0f".repeat(12 + 16 + 20);
+        assert!(pattern.is_match(&sealed) && pattern.is_match(""), "{path}");
+        for refused in ["zz", "abc", &"0f".repeat(27)] {
+            assert!(!pattern.is_match(refused), "{path}: {refused}");
+        }
+    }
+    // Objects inside the bodies refuse unknown members as the bodies do.
+    for name in ["Credits", "Refill", "RateLimit", "CreditsChange"] {
+        assert_eq!(schema(&doc, name)["additionalProperties"], false, "{name}");
+    }
+    // An empty query value counts as absent, and the integers' schemas say so.
+    let empty = serde_json::json!({"type": "string", "maxLength": 0});
+    for (path, name) in [
+        ("/v1/keys", "limit"),
+        ("/v1/users", "limit"),
+        ("/v1/groups", "limit"),
+        ("/v1/audit", "limit"),
+        ("/v1/audit", "after"),
+    ] {
+        let value = parameter(path, name);
+        assert_eq!(value["anyOf"][1], empty, "{path} {name}: {value}");
+    }
+    assert_eq!(
+        schema(&doc, "PageSize")["anyOf"][0]["maximum"],
+        MAX_LIST_LIMIT
+    );
+    let h = Harness::new();
+    for uri in [
+        "/v1/keys?limit=&cursor=",
+        "/v1/users?limit=&cursor=",
+        "/v1/groups?limit=&cursor=",
+        "/v1/audit?after=&limit=",
+    ] {
+        h.get(uri).await.ok(200);
+    }
+    let items = property("ImportKeys.items");
+    assert_eq!(items["maxItems"], MAX_IMPORT_ITEMS, "{items}");
+    // A lease's client address is IPv4 or IPv6, as a verification's is.
+    let lease_ip = property("LeaseRequest.client_ip");
+    let verify_ip = property("VerifyRequest.client_ip");
+    assert_eq!(
+        lease_ip["oneOf"][0]["$ref"], verify_ip["oneOf"][0]["$ref"],
+        "{lease_ip} / {verify_ip}"
+    );
+    assert_eq!(
+        schema(&doc, "IpAddress")["oneOf"],
+        serde_json::json!([
+            {"type": "string", "format": "ipv4"},
+            {"type": "string", "format": "ipv6"},
+        ])
+    );
 }
 
 /// The document's patterns accept exactly what the server's parsers accept.

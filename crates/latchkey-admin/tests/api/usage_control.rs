@@ -60,14 +60,7 @@ async fn a_key_carries_meta_limits_credits_and_an_allowlist() {
 async fn bad_usage_control_is_400_and_changes_nothing() {
     let h = Harness::new();
     h.created("/v1/users", json!({"name": "partner"})).await;
-    let created = h
-        .created(
-            "/v1/keys",
-            json!({"name": "k", "user_id": "partner", "credits": {"remaining": 1}}),
-        )
-        .await;
-    let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
-    let before = h.get(&uri).await.ok(200);
+    let (uri, before) = key_with_one_credit(&h).await;
     let nine: Vec<Value> = (0..9)
         .map(|i| json!({"name": format!("l{i}"), "limit": 1, "window_seconds": 1}))
         .collect();
@@ -105,6 +98,70 @@ async fn bad_usage_control_is_400_and_changes_nothing() {
         .unwrap()
         .len();
     assert_eq!(after, keys);
+}
+
+/// A misspelt member inside `credits`, `refill` or a rate limit is refused naming the
+/// body's member, as at the top level: never dropped, which would make a key without the
+/// refill or limit asked for.
+#[tokio::test]
+async fn unknown_members_of_nested_objects_are_refused() {
+    let h = Harness::new();
+    h.created("/v1/users", json!({"name": "partner"})).await;
+    let refill = json!({"amount": 100, "interval": "day"});
+    let limit = json!({"name": "default", "limit": 1, "window_seconds": 1});
+    let misspelt = |mut object: Value, member: &str| {
+        object[member] = json!(1);
+        object
+    };
+    for (uri, body, field) in [
+        (
+            "/v1/keys",
+            json!({"name": "k", "user_id": "partner", "credits": {"remaining": 100, "refil": refill}}),
+            "credits",
+        ),
+        (
+            "/v1/keys",
+            json!({"name": "k", "user_id": "partner",
+                   "credits": {"remaining": 100, "refill": misspelt(refill.clone(), "day_of_mont")}}),
+            "credits",
+        ),
+        (
+            "/v1/keys",
+            json!({"name": "k", "user_id": "partner", "rate_limits": [misspelt(limit.clone(), "burst")]}),
+            "rate_limits",
+        ),
+        (
+            "/v1/users",
+            json!({"name": "u", "rate_limits": [misspelt(limit.clone(), "window")]}),
+            "rate_limits",
+        ),
+    ] {
+        let problem = h
+            .post(uri, body.clone())
+            .await
+            .problem(400, "invalid_field");
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+    }
+    let keys = h.get("/v1/keys?user_id=partner").await.ok(200);
+    assert_eq!(keys["items"], json!([]), "nothing was created");
+    let (uri, before) = key_with_one_credit(&h).await;
+    let change = json!({"credits": {"remaining": 5, "refill": misspelt(refill, "amout")}});
+    let problem = h.patch(&uri, change).await.problem(400, "invalid_field");
+    assert_eq!(problem["field"], "credits", "{problem}");
+    assert_eq!(h.get(&uri).await.ok(200), before);
+}
+
+/// A key of the user `partner` with one credit: its URI and its record as GET answers it.
+async fn key_with_one_credit(h: &Harness) -> (String, Value) {
+    let created = h
+        .created(
+            "/v1/keys",
+            json!({"name": "k", "user_id": "partner", "credits": {"remaining": 1}}),
+        )
+        .await;
+    let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
+    let record = h.get(&uri).await.ok(200);
+    (uri, record)
 }
 
 #[tokio::test]

@@ -24,12 +24,14 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::backend::{Backend, Direction, KeyRange};
+use super::controls::ControlsRecord;
 use super::keys::KeyRecord;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::usage::Usage;
 use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::actor::Actor;
+use crate::controls::check_meta;
 use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
 use crate::key::{ApiKey, Env, Prefix, PublicId};
@@ -80,6 +82,9 @@ pub struct ImportKey {
     pub expires_at: Option<OffsetDateTime>,
     /// Narrows its user's permissions, as for any key.
     pub scopes: Option<PermissionSet>,
+    /// A JSON object (at most 4 KiB) handed to the app in `principal.meta`, as a key
+    /// created here carries.
+    pub meta: Option<serde_json::Value>,
 }
 
 impl ImportSecret {
@@ -261,11 +266,13 @@ impl Store {
         target: &Result<Target, Refused>,
     ) -> TxResult<Result<Key, StoreError>> {
         let name = item.name.as_deref().unwrap_or("imported");
-        let checked = validate_text("name", name, 1, 128).and_then(|()| {
-            item.scopes
-                .as_ref()
-                .map_or(Ok(()), |s| check_permissions("scopes", s))
-        });
+        let checked = validate_text("name", name, 1, 128)
+            .and_then(|()| {
+                item.scopes
+                    .as_ref()
+                    .map_or(Ok(()), |s| check_permissions("scopes", s))
+            })
+            .and_then(|()| item.meta.as_ref().map_or(Ok(()), check_meta));
         if let Err(e) = checked {
             return Ok(Err(e));
         }
@@ -312,14 +319,13 @@ impl Store {
             hash: *hash,
             usage: Usage::default(),
         };
+        let controls = imported_controls(item);
+        if !controls.is_empty() {
+            tx.put(&layout::key_controls(public), &controls)?;
+        }
         tx.put_raw(index, public.as_str().as_bytes())?;
         self.insert_key_record(tx, *public, &record)?;
-        Ok(Ok(record.view(
-            tx.now,
-            Usage::default(),
-            &super::controls::ControlsRecord::default(),
-            0,
-        )))
+        Ok(Ok(record.view(tx.now, Usage::default(), &controls, 0)))
     }
 
     /// Verifies a text that is not a latchkey key against the imported keys: `None` when
@@ -460,6 +466,16 @@ impl Store {
             tx.invalidate(Invalidate::Key(id));
             Ok(())
         })
+    }
+}
+
+/// An imported key's usage control, as a key created here with the same `meta` has: its
+/// meta, nothing metered (an import takes no limits, credits or allowlist).
+fn imported_controls(item: &ImportKey) -> ControlsRecord {
+    ControlsRecord {
+        version: 1,
+        meta: item.meta.as_ref().map(serde_json::Value::to_string),
+        ..ControlsRecord::default()
     }
 }
 

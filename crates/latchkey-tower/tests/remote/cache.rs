@@ -206,6 +206,7 @@ fn import_for_a_new_user(s: &Setup, text: &str) {
         name: Some("from the old system".to_owned()),
         expires_at: None,
         scopes: None,
+        meta: None,
     };
     let imported = s
         .keystore
