@@ -269,3 +269,40 @@ fn a_key_under_its_user_s_revocation_is_not_rotated_and_a_later_key_is_never_und
     }
     assert_eq!(revoked_records(&store, user.id), 14);
 }
+
+/// The keys revoked in the background are revoked by whoever asked: every event names the
+/// key that deleted the user (or revoked its keys), as the inline revocations do.
+#[test]
+fn background_revocations_name_the_key_that_asked() {
+    let (_dir, store, _clock) =
+        support::clocked_store(time::macros::datetime!(2026-12-02 12:00 UTC), |c| {
+            c.index_chunk_positions(2)
+                .job_chunk_keys(2)
+                .background_jobs(false)
+        });
+    let asker = uuid::Uuid::now_v7();
+    let actor = Actor::new(Some(asker), PermissionSet::parse(["*"]).unwrap());
+    for revoke_keys in [true, false] {
+        let (user, _) = big_user(&store, 5);
+        if revoke_keys {
+            assert!(
+                store
+                    .revoke_user_keys(&actor, user.id)
+                    .unwrap()
+                    .in_background
+            );
+        } else {
+            store.delete_user(&actor, user.id).unwrap();
+        }
+        let before = store.last_seq().unwrap();
+        assert!(store.run_jobs().unwrap() > 1);
+        let events = store.events_since(before, 100).unwrap();
+        assert!(events.iter().any(|e| e.action == Action::KeyRevoke));
+        for event in events {
+            assert_eq!(event.actor, Some(asker), "{event:?}");
+        }
+        if revoke_keys {
+            store.delete_user(&actor, user.id).unwrap();
+        }
+    }
+}

@@ -26,11 +26,18 @@ use super::{Store, decode, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
 use crate::error::StoreError;
+use crate::permission::PermissionSet;
 
 const JOBS: &[u8] = b"j:";
 
 fn job_path(id: Uuid) -> Vec<u8> {
     [JOBS, id.as_bytes()].concat()
+}
+
+/// The key that asked for the job at `job` (a `j:` path), named as the actor of the events
+/// its chunks write; absent when the operator asked (or for a job from before it was kept).
+fn requester_path(job: &[u8]) -> Vec<u8> {
+    [b"ja:".as_slice(), &job[JOBS.len()..]].concat()
 }
 
 /// Where a user's revocation mark lives.
@@ -149,7 +156,7 @@ impl Store {
             if let Err(e) = actor.ensure_covers(&grants) {
                 return super::tx::abort(e);
             }
-            let revoked_now = tx.revoke_user_keys_in(id, head, true)?;
+            let revoked_now = tx.revoke_user_keys_in(actor, id, head, true)?;
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserRevokeKeys, id, Some(id));
             tx.invalidate(Invalidate::All);
@@ -191,11 +198,27 @@ impl Store {
     pub(crate) fn run_job_chunk(&self) -> Result<bool, StoreError> {
         let db = &self.inner.db;
         let chunk = self.inner.job_chunk_keys;
+        // The events name the key that asked for the job: read before the write, and the
+        // job checked to be the same under the write lock.
+        let Some((first, _)) = db.first(&KeyRange::prefix(JOBS), Direction::Forward)? else {
+            return Ok(false);
+        };
+        let requester = db
+            .get(&requester_path(&first))?
+            .and_then(|bytes| Uuid::from_slice(&bytes).ok());
+        let actor = match requester {
+            Some(key) => Actor::new(Some(key), PermissionSet::new()),
+            None => Actor::system(),
+        };
         // Read under the write lock, so two runners never work from a stale job.
         let prepare = || {
             let Some((path, value)) = db.first(&KeyRange::prefix(JOBS), Direction::Forward)? else {
                 return Ok(None);
             };
+            if path != first {
+                // Another runner finished it meanwhile: the next call takes the next one.
+                return Ok(None);
+            }
             let job: Job = decode(&value)?;
             let entries = index::scan(
                 db,
@@ -212,7 +235,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
             Ok(Some((path, job, entries)))
         };
-        let ran = self.write_prepared(&Actor::system(), prepare, |tx, prepared| {
+        let ran = self.write_prepared(&actor, prepare, |tx, prepared| {
             let Some((path, job, entries)) = prepared else {
                 return Ok(false);
             };
@@ -221,6 +244,7 @@ impl Store {
             }
             if entries.len() < chunk {
                 tx.remove(path)?;
+                tx.remove(&requester_path(path))?;
                 // The mark stays: a verification that read a key's record before this
                 // chunk revoked it reads the mark after, and must still find it.
                 tx.record(Action::UserKeysRevoked, job.user_id, Some(job.user_id));
@@ -249,6 +273,7 @@ impl Tx<'_> {
     /// created so far). Returns how many keys were revoked inline.
     pub(crate) fn revoke_user_keys_in(
         &self,
+        actor: &Actor,
         user: Uuid,
         head: &UserKeys,
         mark: bool,
@@ -269,7 +294,11 @@ impl Tx<'_> {
             done: None,
             marked: mark,
         };
-        self.put(&job_path(Uuid::now_v7()), &job)?;
+        let path = job_path(Uuid::now_v7());
+        self.put(&path, &job)?;
+        if let Some(key) = actor.key_id() {
+            self.put_raw(&requester_path(&path), key.as_bytes())?;
+        }
         Ok(0)
     }
 

@@ -12,7 +12,7 @@
 //! | `a:<seq, big-endian u64>`    | audit event (also the change feed)     |
 //! | `x:…`                        | key indexes: chunks of up to 16 sorted positions (`index.rs`, `chunks.rs`) |
 //! | `m:n:<count>`, `m:expiry_mark`, `m:indexed` | counts for `/metrics` (`counters.rs`), the expiry sweep's mark, the index version |
-//! | `j:<uuid>` / `ur:<user uuid>` | background job / a user's revocation mark (`jobs.rs`) |
+//! | `j:<uuid>` / `ja:<uuid>` / `ur:<user uuid>` | background job / the key that asked for it / a user's revocation mark (`jobs.rs`) |
 //! | `xb:<keyed BLAKE3>` / `xs:<SHA-256>` | an imported key's public id, by the hash of its text |
 //! | `r:k:<public id>` / `r:u:<user uuid>` | on a shared database only: the key's / user's rate limits' shared GCRA state (`rate_state.rs`); not backed up |
 //!

@@ -203,7 +203,7 @@ impl Store {
             if let Err(e) = actor.ensure_covers(&grants) {
                 return abort(e);
             }
-            tx.revoke_user_keys_in(id, head, false)?;
+            tx.revoke_user_keys_in(actor, id, head, false)?;
             tx.remove(&layout::user(id))?;
             put_user_limits_in(tx, id, &[])?;
             tx.count(Counter::Users, -1)?;
