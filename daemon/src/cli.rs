@@ -635,6 +635,18 @@ pub struct KeyUpdate {
     /// Add to the credits left
     #[arg(long, value_name = "N", conflicts_with = "credits")]
     pub add_credits: Option<u64>,
+    /// Remove the meta
+    #[arg(long, conflicts_with = "meta")]
+    pub clear_meta: bool,
+    /// Remove the key's own rate limits (its user's still apply)
+    #[arg(long, conflicts_with = "rate_limits")]
+    pub clear_rate_limits: bool,
+    /// Remove the credits: uses are no longer counted against a balance
+    #[arg(long, conflicts_with_all = ["credits", "add_credits"])]
+    pub clear_credits: bool,
+    /// Remove the allowlist: any address may use the key
+    #[arg(long, conflicts_with = "allow_ips")]
+    pub clear_allowed_ips: bool,
     /// Remove meta, rate limits, credits and the allowlist
     #[arg(long, conflicts_with_all = ["meta", "rate_limits", "credits", "allow_ips", "add_credits"])]
     pub clear_usage_control: bool,

@@ -35,9 +35,15 @@ pub(super) async fn run<T: Transport>(
                 .clear("description", args.clear_description)
                 .opt("credits", args.add_credits.map(|n| json!({"add": n})));
             let body = usage_flags::add_to(body, args.usage)?;
-            let body = ["meta", "rate_limits", "credits", "allowed_ips"]
-                .into_iter()
-                .fold(body, |b, f| b.clear(f, args.clear_usage_control));
+            let all = args.clear_usage_control;
+            let body = [
+                ("meta", args.clear_meta),
+                ("rate_limits", args.clear_rate_limits),
+                ("credits", args.clear_credits),
+                ("allowed_ips", args.clear_allowed_ips),
+            ]
+            .into_iter()
+            .fold(body, |b, (field, one)| b.clear(field, all || one));
             let key = super::update(&cli.api, &path(&args.key), body).await?;
             print_key(cli, &key).await;
         }
