@@ -22,9 +22,9 @@ const PAGE: u32 = 50;
 /// Longest search text, filter or cursor the page passes on (the API bounds them too).
 const MAX_PARAM: usize = 512;
 
-/// `GET /ui/`: the keys.
-pub(crate) async fn home() -> Redirect {
-    Redirect::to("/ui/keys")
+/// `GET /ui/`: the first section the key may read.
+pub(crate) async fn home(signed: Signed) -> Redirect {
+    Redirect::to(view::first_section(&signed.principal.permissions))
 }
 
 /// The list's query string.
