@@ -640,3 +640,52 @@ fn a_cold_sign_in_on_postgresql_waits_off_the_async_worker() {
         assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
     });
 }
+
+#[tokio::test]
+async fn a_search_page_without_a_match_says_there_is_more_to_search() {
+    let app = App::new(false);
+    let (status, _) = app
+        .api(
+            &app.admin,
+            "POST",
+            "/v1/users",
+            json!({"name": "many", "permissions": ["latchkey:keys:read"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // More keys than one page of the API reads, then the one searched for.
+    let items: Vec<Value> = (0..1_000)
+        .map(|i| json!({"key": format!("ext_key_{i:08}_padding")}))
+        .collect();
+    let (status, report) = app
+        .api(
+            &app.admin,
+            "POST",
+            "/v1/keys/import",
+            json!({"user_id": "many", "items": items}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let (status, _) = app
+        .api(
+            &app.admin,
+            "POST",
+            "/v1/keys",
+            json!({"name": "needle", "user_id": "many"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (session, _, _) = app.sign_in(&app.admin).await;
+    let (answer, html) = app.get("/ui/keys?q=needle", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+    assert!(!html.contains("No keys match"), "{html}");
+    assert!(html.contains("there are more to search"), "{html}");
+    let next = html
+        .split("id=\"next-page\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a next page")
+        .replace("&#38;", "&");
+    let (_, html) = app.get(&next, Some(&session)).await;
+    assert!(html.contains(">needle</a>"), "{html}");
+}
