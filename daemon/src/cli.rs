@@ -648,6 +648,12 @@ pub enum AuditCommand {
         /// Only events after this sequence number
         #[arg(long, value_name = "SEQ")]
         after: Option<u64>,
+        /// Only events before this sequence number
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
+        /// Newest first: the latest events, then older ones with --before
+        #[arg(long)]
+        newest_first: bool,
         /// At most this many events
         #[arg(long)]
         limit: Option<u32>,
