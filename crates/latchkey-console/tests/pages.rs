@@ -173,6 +173,30 @@ impl App {
         key["secret"].as_str().unwrap().to_owned()
     }
 
+    /// A new user `name` who may read the keys, and `texts` imported as its keys.
+    async fn import_for_new_reader(&self, name: &str, texts: &[String]) {
+        let (status, _) = self
+            .api(
+                &self.admin,
+                "POST",
+                "/v1/users",
+                json!({"name": name, "permissions": ["latchkey:keys:read"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let items: Vec<Value> = texts.iter().map(|t| json!({"key": t})).collect();
+        let (status, report) = self
+            .api(
+                &self.admin,
+                "POST",
+                "/v1/keys/import",
+                json!({"user_id": name, "items": items}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["imported"].as_array().unwrap().len(), texts.len());
+    }
+
     async fn key_count(&self) -> usize {
         let (_, list) = self
             .api(&self.admin, "GET", "/v1/keys?limit=1000", Value::Null)
@@ -507,26 +531,9 @@ async fn a_key_with_allowed_ips_signs_in_and_reads_only_from_an_allowed_address(
 #[tokio::test]
 async fn a_key_imported_in_another_format_signs_in() {
     let app = App::new(false);
-    let (status, _) = app
-        .api(
-            &app.admin,
-            "POST",
-            "/v1/users",
-            json!({"name": "migrated", "permissions": ["latchkey:keys:read"]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
     let foreign = "sk_test_4eC39HqLyjWDarjtT1zdp7dc";
-    let (status, report) = app
-        .api(
-            &app.admin,
-            "POST",
-            "/v1/keys/import",
-            json!({"user_id": "migrated", "items": [{"key": foreign}]}),
-        )
+    app.import_for_new_reader("migrated", &[foreign.to_owned()])
         .await;
-    assert_eq!(status, StatusCode::OK, "{report}");
-    assert_eq!(report["imported"].as_array().unwrap().len(), 1, "{report}");
     let (session, _, _) = app.sign_in(foreign).await;
     let (answer, html) = app.get("/ui/keys", Some(&session)).await;
     assert_eq!(answer.status(), StatusCode::OK, "{html}");
@@ -644,28 +651,11 @@ fn a_cold_sign_in_on_postgresql_waits_off_the_async_worker() {
 #[tokio::test]
 async fn a_search_page_without_a_match_says_there_is_more_to_search() {
     let app = App::new(false);
-    let (status, _) = app
-        .api(
-            &app.admin,
-            "POST",
-            "/v1/users",
-            json!({"name": "many", "permissions": ["latchkey:keys:read"]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
     // More keys than one page of the API reads, then the one searched for.
-    let items: Vec<Value> = (0..1_000)
-        .map(|i| json!({"key": format!("ext_key_{i:08}_padding")}))
+    let texts: Vec<String> = (0..1_000)
+        .map(|i| format!("ext_key_{i:08}_padding"))
         .collect();
-    let (status, report) = app
-        .api(
-            &app.admin,
-            "POST",
-            "/v1/keys/import",
-            json!({"user_id": "many", "items": items}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{report}");
+    app.import_for_new_reader("many", &texts).await;
     let (status, _) = app
         .api(
             &app.admin,
@@ -688,4 +678,46 @@ async fn a_search_page_without_a_match_says_there_is_more_to_search() {
         .replace("&#38;", "&");
     let (_, html) = app.get(&next, Some(&session)).await;
     assert!(html.contains(">needle</a>"), "{html}");
+}
+
+#[tokio::test]
+async fn a_list_and_a_key_page_cost_a_rate_limited_key_a_few_requests() {
+    let app = App::new(false);
+    // A trail long enough that finding its end by bisection took many reads.
+    for i in 0..64 {
+        let (status, _) = app
+            .api(
+                &app.admin,
+                "POST",
+                "/v1/groups",
+                json!({"name": format!("g{i}"), "permissions": ["a:b"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let key = app
+        .key_of_new_user_with(
+            json!({"name": "ops", "permissions":
+                ["latchkey:keys:read", "latchkey:users:read", "latchkey:audit:read"]}),
+            json!({"rate_limits": [{"name": "default", "limit": 8, "window_seconds": 3600}]}),
+        )
+        .await;
+    // A list page of many users' keys: their names took one read each.
+    for i in 0..10 {
+        app.key_with(&format!("svc{i}"), &[]).await;
+    }
+    let (session, _, _) = app.sign_in(&key).await;
+    let (answer, html) = app.get("/ui/keys", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+    assert!(
+        html.contains("<td data-label=\"User\">svc9</td>"),
+        "names shown: {html}"
+    );
+    let (_, keys) = app
+        .api(&app.admin, "GET", "/v1/keys?user_id=ops", Value::Null)
+        .await;
+    let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    let (answer, html) = app.get(&format!("/ui/keys/{id}"), Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+    assert!(html.contains("key.create"), "its events: {html}");
 }

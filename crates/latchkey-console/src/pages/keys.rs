@@ -136,24 +136,33 @@ pub(crate) async fn list(
     })
 }
 
-/// The names of `users`, as far as the key may read them (ids otherwise).
+/// The names of `users`, as far as the key may read them (ids otherwise): one API call
+/// (`/v1/users?ids=`) for a page's users, at most a page of keys' worth.
 pub(crate) async fn user_names(
     signed: &Signed,
     users: impl Iterator<Item = Uuid>,
 ) -> HashMap<Uuid, String> {
-    let mut names = HashMap::new();
     if !signed.can("latchkey:users:read") {
-        return names;
+        return HashMap::new();
     }
-    for id in users {
-        if names.contains_key(&id) {
-            continue;
-        }
-        if let Ok(user) = signed.get::<User>(&format!("/v1/users/{id}")).await {
-            names.insert(id, user.name);
-        }
+    let mut ids: Vec<Uuid> = users.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return HashMap::new();
     }
-    names
+    let ids = ids
+        .iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    match signed
+        .get::<List<User>>(&format!("/v1/users?ids={ids}"))
+        .await
+    {
+        Ok(list) => list.items.into_iter().map(|u| (u.id, u.name)).collect(),
+        Err(_) => HashMap::new(),
+    }
 }
 
 #[derive(Template)]
