@@ -19,7 +19,8 @@ pub(crate) enum UiError {
     SignIn,
     /// A POST without its CSRF token (or with another one).
     Csrf,
-    /// A one-time form submitted again (a reload): nothing done, no secret shown.
+    /// A one-time form submitted again (a reload), or one this session did not issue (or
+    /// no longer remembers): nothing done, no secret shown.
     Resubmitted,
     /// A form the console cannot read.
     BadForm(String),
@@ -106,7 +107,7 @@ impl IntoResponse for UiError {
             UiError::Resubmitted => (
                 StatusCode::CONFLICT,
                 "Already submitted".to_owned(),
-                "This form was already submitted: nothing was done again, and a secret is never shown twice.".to_owned(),
+                "This form was already submitted, or is too old: nothing was done, and a secret is never shown twice. Open the form again.".to_owned(),
             ),
             UiError::BadForm(why) => (StatusCode::BAD_REQUEST, "Bad form".to_owned(), why.clone()),
             UiError::Api(problem) => (

@@ -197,6 +197,12 @@ impl App {
         assert_eq!(report["imported"].as_array().unwrap().len(), texts.len());
     }
 
+    /// A one-time token of the create form, as the session's browser gets it.
+    async fn form_token(&self, session: &str) -> String {
+        let (_, html) = self.get("/ui/keys/new", Some(session)).await;
+        hidden(&html, "once")
+    }
+
     async fn key_count(&self) -> usize {
         let (_, list) = self
             .api(&self.admin, "GET", "/v1/keys?limit=1000", Value::Null)
@@ -360,7 +366,8 @@ async fn posts_without_the_csrf_token_are_refused() {
     let app = App::new(false);
     let (session, _, csrf) = app.sign_in(&app.admin).await;
     let before = app.key_count().await;
-    let create = [("user", "admin"), ("name", "x"), ("once", "o1")];
+    let once = app.form_token(&session).await;
+    let create = [("user", "admin"), ("name", "x"), ("once", &once)];
     let (answer, html) = app.post("/ui/keys", &session, &create).await;
     assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{html}");
     let mut wrong = create.to_vec();
@@ -428,6 +435,7 @@ async fn a_forged_post_from_a_key_without_keys_write_is_refused() {
         .await;
     assert!(!page.contains("id=\"rotate\"") && !page.contains("id=\"disable\""));
     let before = app.key_count().await;
+    let once = app.form_token(&session).await;
     let enabled = format!("/ui/keys/{admin_key}/enabled");
     let revoke = format!("/ui/keys/{admin_key}/revoke");
     let forged: [(&str, &[(&str, &str)]); 3] = [
@@ -435,7 +443,7 @@ async fn a_forged_post_from_a_key_without_keys_write_is_refused() {
             "/ui/keys",
             &[
                 ("csrf", &csrf),
-                ("once", "a"),
+                ("once", &once),
                 ("user", "reader"),
                 ("name", "x"),
             ],
@@ -720,4 +728,20 @@ async fn a_list_and_a_key_page_cost_a_rate_limited_key_a_few_requests() {
     let (answer, html) = app.get(&format!("/ui/keys/{id}"), Some(&session)).await;
     assert_eq!(answer.status(), StatusCode::OK, "{html}");
     assert!(html.contains("key.create"), "its events: {html}");
+}
+
+#[tokio::test]
+async fn a_create_form_the_session_never_showed_creates_nothing() {
+    let app = App::new(false);
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let before = app.key_count().await;
+    let made_up = [
+        ("csrf", csrf.as_str()),
+        ("once", "made-up"),
+        ("user", "admin"),
+        ("name", "x"),
+    ];
+    let (answer, html) = app.post("/ui/keys", &session, &made_up).await;
+    assert_eq!(answer.status(), StatusCode::CONFLICT, "{html}");
+    assert_eq!(app.key_count().await, before, "nothing created");
 }

@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use crate::errors::UiError;
 use crate::extract::{Posted, Signed};
-use crate::session::random_token;
 use crate::view::{self, Nav};
 
 /// Keys per page.
@@ -176,7 +175,7 @@ struct NewKeyPage {
 pub(crate) async fn new(signed: Signed) -> Result<Response, UiError> {
     super::render(&NewKeyPage {
         nav: signed.nav(),
-        once: random_token(),
+        once: signed.console.sessions.issue_form(&signed.session_id),
     })
 }
 
