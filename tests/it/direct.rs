@@ -177,6 +177,12 @@ fn direct_commands_act_as_the_operator_and_are_audited() {
     assert_eq!(created["created_by"], Value::Null, "the operator is no key");
     let id = created["id"].as_str().unwrap();
     on(&db, &["keys", "revoke", id]).ok();
+    // Users by id, in one answer.
+    let svc = created["user_id"].as_str().unwrap();
+    let users = on(&db, &["--json", "users", "list", "--id", svc]).json();
+    assert_eq!(users["items"][0]["name"], "svc", "{users}");
+    assert_eq!(users["items"].as_array().unwrap().len(), 1, "{users}");
+    on(&db, &["users", "list", "--id", "nonsense"]).fails(1, "ids");
 
     let table = on(&db, &["audit", "list"]).ok().stdout;
     assert!(table.starts_with("SEQ"), "{table}");
