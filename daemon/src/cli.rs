@@ -355,8 +355,8 @@ pub struct PermissionChanges {
 pub enum UsersCommand {
     /// Create a user
     Add(UserAdd),
-    /// List users, oldest first, one page at a time
-    List(PageArgs),
+    /// List users, oldest first, one page at a time (or those of --id)
+    List(UserList),
     /// Show a user
     Show {
         /// The user's name or id
@@ -405,6 +405,26 @@ impl PageArgs {
             ("limit", self.limit.map(|l| l.to_string())),
             ("cursor", self.cursor),
         ]
+    }
+}
+
+/// `latchkey users list`.
+#[derive(Debug, Args)]
+pub struct UserList {
+    /// The page (without --id)
+    #[command(flatten)]
+    pub page: PageArgs,
+    /// Only this user (by id; repeat for up to 100), in one answer without pages
+    #[arg(long = "id", value_name = "ID", conflicts_with_all = ["limit", "cursor"])]
+    pub ids: Vec<String>,
+}
+
+impl UserList {
+    /// The query string.
+    pub fn query(self) -> Vec<(&'static str, Option<String>)> {
+        let mut query = self.page.query();
+        query.push(("ids", (!self.ids.is_empty()).then(|| self.ids.join(","))));
+        query
     }
 }
 
@@ -660,6 +680,12 @@ pub enum AuditCommand {
         /// Only events after this sequence number
         #[arg(long, value_name = "SEQ")]
         after: Option<u64>,
+        /// Only events before this sequence number
+        #[arg(long, value_name = "SEQ")]
+        before: Option<u64>,
+        /// Newest first: the latest events, then older ones with --before
+        #[arg(long)]
+        newest_first: bool,
         /// At most this many events
         #[arg(long)]
         limit: Option<u32>,

@@ -177,6 +177,12 @@ fn direct_commands_act_as_the_operator_and_are_audited() {
     assert_eq!(created["created_by"], Value::Null, "the operator is no key");
     let id = created["id"].as_str().unwrap();
     on(&db, &["keys", "revoke", id]).ok();
+    // Users by id, in one answer.
+    let svc = created["user_id"].as_str().unwrap();
+    let users = on(&db, &["--json", "users", "list", "--id", svc]).json();
+    assert_eq!(users["items"][0]["name"], "svc", "{users}");
+    assert_eq!(users["items"].as_array().unwrap().len(), 1, "{users}");
+    on(&db, &["users", "list", "--id", "nonsense"]).fails(1, "ids");
 
     let table = on(&db, &["audit", "list"]).ok().stdout;
     assert!(table.starts_with("SEQ"), "{table}");
@@ -189,14 +195,27 @@ fn direct_commands_act_as_the_operator_and_are_audited() {
         &["--json", "audit", "list", "--after", "2", "--limit", "2"],
     )
     .json();
-    let seqs: Vec<u64> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, [3, 4]);
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(seqs(&page), [3, 4]);
     assert_eq!(page["next_cursor"], "4");
+    // Newest first, and back from the cursor.
+    for (args, expected, next) in [
+        (&["--limit", "2"][..], [6, 5], "5"),
+        (&["--limit", "2", "--before", "5"][..], [4, 3], "3"),
+    ] {
+        let mut command = vec!["--json", "audit", "list", "--newest-first"];
+        command.extend_from_slice(args);
+        let page = on(&db, &command).json();
+        assert_eq!(seqs(&page), expected, "{args:?}");
+        assert_eq!(page["next_cursor"], next, "{args:?}");
+    }
 
     let report = on(&db, &["--json", "audit", "verify"]).json();
     assert_eq!(report["valid"], true);

@@ -184,6 +184,11 @@ pub(crate) struct PageParams {
 pub(crate) const DEFAULT_PAGE: usize = 50;
 
 impl PageParams {
+    /// The page parameters of a list that takes others too.
+    pub(crate) fn new(limit: Option<String>, cursor: Option<String>) -> PageParams {
+        PageParams { limit, cursor }
+    }
+
     /// The page size and cursor, or a 400 naming the bad one.
     pub(crate) fn parse(self) -> Result<(usize, Option<String>), AppError> {
         let limit = page_limit(self.limit)?.unwrap_or(DEFAULT_PAGE);

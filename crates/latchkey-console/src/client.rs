@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use tower::ServiceExt;
 
 use crate::errors::UiError;
+use crate::origin::Origin;
 use crate::session::SessionKey;
 
 /// Largest API answer the console reads (a page of 1,000 keys is well below it).
@@ -27,30 +28,34 @@ impl Api {
         Api { router }
     }
 
-    /// `GET path` as `key`.
+    /// `GET path` as `key`, from the browser at `origin`.
     pub(crate) async fn get<T: DeserializeOwned>(
         &self,
         key: &SessionKey,
+        origin: &Origin,
         path: &str,
     ) -> Result<T, UiError> {
-        self.call(key, Method::GET, path, None).await
+        self.call(key, origin, Method::GET, path, None).await
     }
 
-    /// `method path` with a JSON body as `key`; `null` sends no body.
+    /// `method path` with a JSON body as `key`, from the browser at `origin`; `null` sends
+    /// no body.
     pub(crate) async fn send<T: DeserializeOwned>(
         &self,
         key: &SessionKey,
+        origin: &Origin,
         method: Method,
         path: &str,
         body: serde_json::Value,
     ) -> Result<T, UiError> {
         let body = (!body.is_null()).then_some(body);
-        self.call(key, method, path, body).await
+        self.call(key, origin, method, path, body).await
     }
 
     async fn call<T: DeserializeOwned>(
         &self,
         key: &SessionKey,
+        origin: &Origin,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
@@ -66,7 +71,10 @@ impl Api {
             }
             None => Body::empty(),
         };
-        let request = request.body(body).map_err(UiError::internal)?;
+        let mut request = request.body(body).map_err(UiError::internal)?;
+        // The browser's address, so that the layer checks the key's `allowed_ips` as it
+        // would for a direct call.
+        origin.apply(&mut request);
         let response = self
             .router
             .clone()

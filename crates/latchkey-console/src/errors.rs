@@ -1,9 +1,16 @@
-//! What goes wrong, as pages: a problem from the API keeps its status and its words.
+//! What goes wrong, as pages: a problem from the API keeps its status and its words; a
+//! signed-in session's error page keeps its navigation and its sign-out.
+
+use std::sync::{Arc, Mutex};
 
 use askama::Template;
+use axum::extract::Request;
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use http::StatusCode;
 use latchkey_admin::Problem;
+
+use crate::view::Nav;
 
 /// A console handler's error.
 #[derive(Debug)]
@@ -12,7 +19,8 @@ pub(crate) enum UiError {
     SignIn,
     /// A POST without its CSRF token (or with another one).
     Csrf,
-    /// A one-time form submitted again (a reload): nothing done, no secret shown.
+    /// A one-time form submitted again (a reload), or one this session did not issue (or
+    /// no longer remembers): nothing done, no secret shown.
     Resubmitted,
     /// A form the console cannot read.
     BadForm(String),
@@ -20,6 +28,8 @@ pub(crate) enum UiError {
     Api(Box<Problem>),
     /// No such page.
     NotFound,
+    /// The keystore cannot be read (the detail goes to the log only): the session stays.
+    Unavailable(String),
     /// A bug or an unavailable store: the detail goes to the log only.
     Internal(String),
 }
@@ -33,9 +43,56 @@ impl UiError {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
-    nav: crate::view::Nav,
+    nav: Nav,
     title: &'a str,
     detail: &'a str,
+}
+
+/// An error page's words, kept in its response's extensions so that [`with_signed_nav`]
+/// can render it again with the session's navigation.
+#[derive(Debug, Clone)]
+struct Shown {
+    title: String,
+    detail: String,
+}
+
+/// The navigation of the request's signed-in session, once its key verified: the
+/// [`Signed`](crate::extract::Signed) extractor fills it in.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SignedNav(Arc<Mutex<Option<Nav>>>);
+
+impl SignedNav {
+    pub(crate) fn set(&self, nav: Nav) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(nav);
+    }
+
+    fn take(&self) -> Option<Nav> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Middleware: an error page answered to a signed-in session shows its navigation (its
+/// sections and its sign-out), not the signed-out header.
+pub(crate) async fn with_signed_nav(mut request: Request, next: Next) -> Response {
+    let slot = SignedNav::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    if let Some(shown) = response.extensions_mut().remove::<Shown>()
+        && let Some(nav) = slot.take()
+        && let Ok(html) = render(nav, &shown)
+    {
+        *response.body_mut() = html.into();
+    }
+    response
+}
+
+fn render(nav: Nav, shown: &Shown) -> askama::Result<String> {
+    ErrorPage {
+        nav,
+        title: &shown.title,
+        detail: &shown.detail,
+    }
+    .render()
 }
 
 impl IntoResponse for UiError {
@@ -50,7 +107,7 @@ impl IntoResponse for UiError {
             UiError::Resubmitted => (
                 StatusCode::CONFLICT,
                 "Already submitted".to_owned(),
-                "This form was already submitted: nothing was done again, and a secret is never shown twice.".to_owned(),
+                "This form was already submitted, or is too old: nothing was done, and a secret is never shown twice. Open the form again.".to_owned(),
             ),
             UiError::BadForm(why) => (StatusCode::BAD_REQUEST, "Bad form".to_owned(), why.clone()),
             UiError::Api(problem) => (
@@ -67,6 +124,14 @@ impl IntoResponse for UiError {
                 "Not found".to_owned(),
                 "There is no such page.".to_owned(),
             ),
+            UiError::Unavailable(detail) => {
+                tracing::warn!(%detail, "console: the keystore is unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Keystore unavailable".to_owned(),
+                    "The keystore cannot be read just now. You are still signed in: try again shortly.".to_owned(),
+                )
+            }
             UiError::Internal(detail) => {
                 tracing::error!(%detail, "console error");
                 (
@@ -76,19 +141,17 @@ impl IntoResponse for UiError {
                 )
             }
         };
-        let page = ErrorPage {
-            nav: Default::default(),
-            title: &title,
-            detail: &detail,
-        };
-        match page.render() {
+        let shown = Shown { title, detail };
+        let mut response = match render(Nav::default(), &shown) {
             Ok(html) => (status, Html(html)).into_response(),
-            Err(_) => (status, detail).into_response(),
-        }
+            Err(_) => (status, shown.detail.clone()).into_response(),
+        };
+        response.extensions_mut().insert(shown);
+        response
     }
 }
 
-/// The fallback under `/ui`.
-pub(crate) async fn not_found() -> UiError {
+/// The fallback under `/ui`: signed in, with the session's navigation.
+pub(crate) async fn not_found(_signed: Result<crate::extract::Signed, UiError>) -> UiError {
     UiError::NotFound
 }

@@ -3,14 +3,16 @@
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use http::Method;
 use http::request::Parts;
-use latchkey_core::{ApiKey, Principal};
+use latchkey_core::{Principal, VerifyError};
 use serde::de::DeserializeOwned;
 
 use crate::cookies;
 use crate::csrf;
-use crate::errors::UiError;
+use crate::errors::{SignedNav, UiError};
+use crate::origin::Origin;
 use crate::session::SessionKey;
 use crate::state::Console;
+use crate::verify;
 use crate::view::Nav;
 
 /// Largest form the console reads.
@@ -25,6 +27,8 @@ pub(crate) struct Signed {
     /// The key as it verified at this request: its effective permissions now decide what
     /// is shown.
     pub(crate) principal: Principal,
+    /// Where the browser's request came from: the API calls carry it.
+    pub(crate) origin: Origin,
     /// The console serving the request.
     pub(crate) console: Console,
 }
@@ -42,7 +46,7 @@ impl Signed {
 
     /// `GET path` of the management API, as the session's key.
     pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, UiError> {
-        self.console.api.get(&self.key, path).await
+        self.console.api.get(&self.key, &self.origin, path).await
     }
 
     /// `method path` of the management API with a JSON body (`null`: none), as the
@@ -53,7 +57,10 @@ impl Signed {
         path: &str,
         body: serde_json::Value,
     ) -> Result<T, UiError> {
-        self.console.api.send(&self.key, method, path, body).await
+        self.console
+            .api
+            .send(&self.key, &self.origin, method, path, body)
+            .await
     }
 }
 
@@ -69,21 +76,29 @@ where
         let id = cookies::get(&parts.headers, cookies::SESSION).ok_or(UiError::SignIn)?;
         let session = console.sessions.get(id).ok_or(UiError::SignIn)?;
         // The key is checked at every request: a key disabled or revoked since sign-in
-        // ends its session at once, and permissions shown are those of now.
-        let principal = ApiKey::parse(session.key.expose())
-            .ok()
-            .and_then(|key| console.store.verify_key(&key).ok());
-        let Some(principal) = principal else {
-            console.sessions.close(id);
-            return Err(UiError::SignIn);
+        // ends its session at once, and permissions shown are those of now. A store that
+        // cannot be read says nothing about the key: the session stays.
+        let principal = match verify::key(&console.store, session.key.expose()).await {
+            Ok(principal) => principal,
+            Err(VerifyError::Unavailable(detail)) => return Err(UiError::Unavailable(detail)),
+            Err(_) => {
+                console.sessions.close(id);
+                return Err(UiError::SignIn);
+            }
         };
-        Ok(Signed {
+        let signed = Signed {
             session_id: id.to_owned(),
             key: session.key,
             csrf: session.csrf,
             principal,
+            origin: Origin::of(&parts.extensions, &parts.headers),
             console,
-        })
+        };
+        // An error page of this request shows the signed-in navigation.
+        if let Some(slot) = parts.extensions.get::<SignedNav>() {
+            slot.set(signed.nav());
+        }
+        Ok(signed)
     }
 }
 

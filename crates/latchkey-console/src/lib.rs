@@ -24,8 +24,9 @@
 //!
 //! - `router`: the routes; `state`: what handlers share.
 //! - `session`, `cookies`, `csrf`, `headers`: the session and the browser's defences.
-//! - `client`: the in-process calls to the admin router; `extract`: the request
-//!   extractors; `errors`: the error pages.
+//! - `client`: the in-process calls to the admin router, with the browser's address
+//!   (`origin`); `verify`: a session's key verified as the API's layer does; `extract`:
+//!   the request extractors; `errors`: the error pages.
 //! - `pages/`: one file per page; `assets`: the stylesheet and the small script.
 
 mod assets;
@@ -35,11 +36,13 @@ mod csrf;
 mod errors;
 mod extract;
 mod headers;
+mod origin;
 mod pages;
 mod router;
 pub mod session;
 mod state;
 mod usage;
+mod verify;
 mod view;
 
 pub use router::{ConsoleConfig, router};

@@ -38,7 +38,7 @@ pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
         sessions: Arc::new(Sessions::default()),
         secure: config.secure_cookies,
     };
-    let ui = Router::new()
+    let ui = Router::<Console>::new()
         .route("/", get(keys::home))
         .route("/signin", get(signin::form).post(signin::submit))
         .route("/signout", post(signin::signout))
@@ -59,10 +59,11 @@ pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
         .route("/audit", get(audit::list))
         .route("/static/console.css", get(assets::stylesheet))
         .route("/static/console.js", get(assets::script))
-        .fallback(crate::errors::not_found)
-        .with_state(state);
+        .fallback(crate::errors::not_found);
     Router::new()
         .nest("/ui", ui)
         .route("/ui/", get(keys::home))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(crate::errors::with_signed_nav))
         .layer(axum::middleware::map_response(headers::secure))
 }

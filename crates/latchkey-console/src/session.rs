@@ -13,8 +13,9 @@ pub const MAX_SESSIONS_PER_KEY: usize = 8;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after sign-in, however busy.
 pub const MAX_AGE: Duration = Duration::from_secs(12 * 60 * 60);
-/// How many submitted one-time forms a session remembers.
-const MAX_USED_FORMS: usize = 64;
+/// How many one-time forms a session keeps open (shown, not yet submitted); showing one
+/// more forgets the oldest, which is then refused as a stale form.
+const MAX_OPEN_FORMS: usize = 64;
 
 /// A random token: 32 bytes from the OS, as hex.
 pub(crate) fn random_token() -> String {
@@ -52,7 +53,8 @@ pub(crate) struct Session {
     pub(crate) csrf: String,
     started: Instant,
     last_seen: Instant,
-    used_forms: VecDeque<String>,
+    /// The one-time form tokens issued and not yet submitted, oldest first.
+    open_forms: VecDeque<String>,
 }
 
 impl Session {
@@ -107,7 +109,7 @@ impl Sessions {
                 csrf: random_token(),
                 started: now,
                 last_seen: now,
-                used_forms: VecDeque::new(),
+                open_forms: VecDeque::new(),
             },
         );
         id
@@ -131,20 +133,33 @@ impl Sessions {
         self.lock().remove(id);
     }
 
-    /// Records one-time form `once` as submitted; `false` when it already was.
+    /// A new one-time form token for session `id` (a create or rotate form), remembered
+    /// until submitted.
+    pub(crate) fn issue_form(&self, id: &str) -> String {
+        let once = random_token();
+        if let Some(session) = self.lock().get_mut(id) {
+            if session.open_forms.len() >= MAX_OPEN_FORMS {
+                session.open_forms.pop_front();
+            }
+            session.open_forms.push_back(once.clone());
+        }
+        once
+    }
+
+    /// Claims one-time form `once`: `true` the first time it comes back to the session that
+    /// issued it; `false` when it was submitted already, never issued, or forgotten.
     pub(crate) fn use_form(&self, id: &str, once: &str) -> bool {
         let mut sessions = self.lock();
         let Some(session) = sessions.get_mut(id) else {
             return false;
         };
-        if once.is_empty() || session.used_forms.iter().any(|u| u == once) {
-            return false;
+        match session.open_forms.iter().position(|open| open == once) {
+            Some(at) => {
+                session.open_forms.remove(at);
+                true
+            }
+            None => false,
         }
-        if session.used_forms.len() >= MAX_USED_FORMS {
-            session.used_forms.pop_front();
-        }
-        session.used_forms.push_back(once.to_owned());
-        true
     }
 
     /// How many sessions are open (expired ones included until swept).
@@ -194,9 +209,23 @@ mod tests {
             "the oldest session was ended"
         );
         let id = sessions.open(SessionKey::new("k".into()));
-        assert!(sessions.use_form(&id, "abc"));
-        assert!(!sessions.use_form(&id, "abc"));
+        let once = sessions.issue_form(&id);
+        assert!(sessions.use_form(&id, &once));
+        assert!(!sessions.use_form(&id, &once), "once only");
+        assert!(!sessions.use_form(&id, "abc"), "never issued");
         assert!(!sessions.use_form(&id, ""));
+        // However many forms are submitted after it, a used one stays used.
+        for _ in 0..2 * MAX_OPEN_FORMS {
+            let other = sessions.issue_form(&id);
+            assert!(sessions.use_form(&id, &other));
+        }
+        assert!(!sessions.use_form(&id, &once));
+        // Showing many forms forgets the oldest still open.
+        let stale = sessions.issue_form(&id);
+        for _ in 0..MAX_OPEN_FORMS {
+            sessions.issue_form(&id);
+        }
+        assert!(!sessions.use_form(&id, &stale));
         sessions.close(&id);
         assert!(sessions.get(&id).is_none());
     }

@@ -37,6 +37,23 @@ impl Nav {
     }
 }
 
+/// The console's sections, in the navigation's order, with the permission that reads each.
+const SECTIONS: [(&str, &str); 4] = [
+    ("latchkey:keys:read", "/ui/keys"),
+    ("latchkey:users:read", "/ui/users"),
+    ("latchkey:groups:read", "/ui/groups"),
+    ("latchkey:audit:read", "/ui/audit"),
+];
+
+/// Where a key lands after sign-in: the first section it may read (the keys when it may
+/// read none, whose page then says why).
+pub(crate) fn first_section(permissions: &PermissionSet) -> &'static str {
+    SECTIONS
+        .iter()
+        .find(|(permission, _)| permissions.allows_str(permission))
+        .map_or(SECTIONS[0].1, |(_, path)| path)
+}
+
 /// A time as `2026-12-01 13:30:05Z`, or `never`.
 pub(crate) fn when(at: &Option<OffsetDateTime>) -> String {
     match *at {

@@ -1,39 +1,67 @@
 //! The console's handlers in process (`oneshot`): every page's status and headers, the
 //! session cookie, CSRF refusals, and writes refused by the API's own rules.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use latchkey_console::ConsoleConfig;
-use latchkey_core::{Store, StoreConfig};
+use latchkey_core::{Location, Store, StoreConfig};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+// The core tests' store locations: a directory, or a database of its own on the server
+// `LATCHKEY_TEST_POSTGRES` names.
+#[path = "../../latchkey-core/tests/support/mod.rs"]
+mod support;
+
+/// The browser's address, as the daemon's listener gives it (`ConnectInfo`).
+const BROWSER: &str = "127.0.0.1:50123";
+
 struct App {
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     api: Router,
     console: Router,
     admin: String,
 }
 
 impl App {
+    /// The console over a new store in a temporary directory.
     fn new(secure: bool) -> App {
         let dir = tempfile::tempdir().unwrap();
-        let (store, admin) =
-            Store::create_with_admin(dir.path(), "lk", StoreConfig::default()).unwrap();
+        let location = Location::Dir(dir.path().to_owned());
+        App {
+            _dir: Some(dir),
+            ..App::at(&location, support::config(), secure)
+        }
+    }
+
+    /// The console over a new store at `location`, which must outlive it.
+    fn at(location: &Location, config: StoreConfig, secure: bool) -> App {
+        let (store, admin) = Store::create_with_admin_at(location, "lk", config).unwrap();
         let api = latchkey_admin::router(store.clone());
         let console = latchkey_console::router(store, api.clone(), ConsoleConfig::new(secure));
         App {
-            _dir: dir,
+            _dir: None,
             api,
             console,
             admin: admin.secret.expose().to_owned(),
         }
+    }
+
+    /// A request to the console from [`BROWSER`].
+    fn request(&self) -> http::request::Builder {
+        let peer: SocketAddr = BROWSER.parse().unwrap();
+        Request::builder().extension(ConnectInfo(peer))
     }
 
     /// A JSON API call as `key`.
@@ -56,7 +84,7 @@ impl App {
     }
 
     async fn get(&self, path: &str, cookie: Option<&str>) -> (Response<()>, String) {
-        let mut request = Request::builder().uri(path);
+        let mut request = self.request().uri(path);
         if let Some(cookie) = cookie {
             request = request.header(COOKIE, cookie);
         }
@@ -76,7 +104,8 @@ impl App {
         form: &[(&str, &str)],
     ) -> (Response<()>, String) {
         let body = serde_urlencoded::to_string(form).unwrap();
-        let request = Request::builder()
+        let request = self
+            .request()
             .method("POST")
             .uri(path)
             .header(COOKIE, cookie)
@@ -86,20 +115,24 @@ impl App {
         read(self.console.clone().oneshot(request).await.unwrap()).await
     }
 
-    /// Signs in with `key`: the session cookie (`lk_session=...`), its `Set-Cookie` and
-    /// the session's CSRF token.
-    async fn sign_in(&self, key: &str) -> (String, String, String) {
+    /// Posts the sign-in form with `key`: the answer.
+    async fn try_sign_in(&self, key: &str) -> (Response<()>, String) {
         let (form, html) = self.get("/ui/signin", None).await;
         let signin_cookie = cookie_pair(&form, "lk_signin");
         let token = hidden(&html, "csrf");
-        let (answer, _) = self
-            .post(
-                "/ui/signin",
-                &signin_cookie,
-                &[("csrf", &token), ("key", key)],
-            )
-            .await;
-        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        self.post(
+            "/ui/signin",
+            &signin_cookie,
+            &[("csrf", &token), ("key", key)],
+        )
+        .await
+    }
+
+    /// Signs in with `key`, which may read the keys: the session cookie
+    /// (`lk_session=...`), its `Set-Cookie` and the session's CSRF token.
+    async fn sign_in(&self, key: &str) -> (String, String, String) {
+        let (answer, html) = self.try_sign_in(key).await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
         assert_eq!(answer.headers()[LOCATION], "/ui/keys");
         let set = answer
             .headers()
@@ -121,19 +154,53 @@ impl App {
 
     /// The user `body` makes, and a key for it; returns the key.
     async fn key_of_new_user(&self, body: Value) -> String {
+        self.key_of_new_user_with(body, json!({})).await
+    }
+
+    /// The user `body` makes, and a key for it with the members of `key` too; returns the
+    /// key.
+    async fn key_of_new_user_with(&self, body: Value, key: Value) -> String {
         let user = body["name"].clone();
         let (status, _) = self.api(&self.admin, "POST", "/v1/users", body).await;
         assert_eq!(status, StatusCode::CREATED);
-        let (status, key) = self
+        let mut request = json!({"name": "k", "user_id": user});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(key.as_object().unwrap().clone());
+        let (status, key) = self.api(&self.admin, "POST", "/v1/keys", request).await;
+        assert_eq!(status, StatusCode::CREATED, "{key}");
+        key["secret"].as_str().unwrap().to_owned()
+    }
+
+    /// A new user `name` who may read the keys, and `texts` imported as its keys.
+    async fn import_for_new_reader(&self, name: &str, texts: &[String]) {
+        let (status, _) = self
             .api(
                 &self.admin,
                 "POST",
-                "/v1/keys",
-                json!({"name": "k", "user_id": user}),
+                "/v1/users",
+                json!({"name": name, "permissions": ["latchkey:keys:read"]}),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED);
-        key["secret"].as_str().unwrap().to_owned()
+        let items: Vec<Value> = texts.iter().map(|t| json!({"key": t})).collect();
+        let (status, report) = self
+            .api(
+                &self.admin,
+                "POST",
+                "/v1/keys/import",
+                json!({"user_id": name, "items": items}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(report["imported"].as_array().unwrap().len(), texts.len());
+    }
+
+    /// A one-time token of the create form, as the session's browser gets it.
+    async fn form_token(&self, session: &str) -> String {
+        let (_, html) = self.get("/ui/keys/new", Some(session)).await;
+        hidden(&html, "once")
     }
 
     async fn key_count(&self) -> usize {
@@ -299,7 +366,8 @@ async fn posts_without_the_csrf_token_are_refused() {
     let app = App::new(false);
     let (session, _, csrf) = app.sign_in(&app.admin).await;
     let before = app.key_count().await;
-    let create = [("user", "admin"), ("name", "x"), ("once", "o1")];
+    let once = app.form_token(&session).await;
+    let create = [("user", "admin"), ("name", "x"), ("once", &once)];
     let (answer, html) = app.post("/ui/keys", &session, &create).await;
     assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{html}");
     let mut wrong = create.to_vec();
@@ -367,6 +435,7 @@ async fn a_forged_post_from_a_key_without_keys_write_is_refused() {
         .await;
     assert!(!page.contains("id=\"rotate\"") && !page.contains("id=\"disable\""));
     let before = app.key_count().await;
+    let once = app.form_token(&session).await;
     let enabled = format!("/ui/keys/{admin_key}/enabled");
     let revoke = format!("/ui/keys/{admin_key}/revoke");
     let forged: [(&str, &[(&str, &str)]); 3] = [
@@ -374,7 +443,7 @@ async fn a_forged_post_from_a_key_without_keys_write_is_refused() {
             "/ui/keys",
             &[
                 ("csrf", &csrf),
-                ("once", "a"),
+                ("once", &once),
                 ("user", "reader"),
                 ("name", "x"),
             ],
@@ -433,4 +502,246 @@ async fn a_tenant_bound_key_sees_why_it_cannot_check_the_chain() {
     assert_eq!(audit.status(), StatusCode::OK);
     assert!(html.contains("only a key without a tenant"), "{html}");
     assert!(!html.contains("The chain holds"), "{html}");
+}
+
+/// A key of a new user who may read the keys, usable only from `allowed_ips`.
+async fn key_allowing(app: &App, user: &str, allowed_ips: &[&str]) -> String {
+    app.key_of_new_user_with(
+        json!({"name": user, "permissions": ["latchkey:keys:read"]}),
+        json!({"allowed_ips": allowed_ips}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_key_with_allowed_ips_signs_in_and_reads_only_from_an_allowed_address() {
+    let app = App::new(false);
+    let local = key_allowing(&app, "local", &["127.0.0.1/32"]).await;
+    let (session, _, _) = app.sign_in(&local).await;
+    let (answer, html) = app.get("/ui/keys", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+    assert!(html.contains("id=\"keys\""), "{html}");
+
+    let elsewhere = key_allowing(&app, "elsewhere", &["203.0.113.0/24"]).await;
+    let (answer, html) = app.try_sign_in(&elsewhere).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{html}");
+    assert!(html.contains("may not be used from this address"), "{html}");
+    assert!(
+        answer
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .all(|c| !c.to_str().unwrap().starts_with("lk_session")),
+        "no session opened"
+    );
+}
+
+#[tokio::test]
+async fn a_key_imported_in_another_format_signs_in() {
+    let app = App::new(false);
+    let foreign = "sk_test_4eC39HqLyjWDarjtT1zdp7dc";
+    app.import_for_new_reader("migrated", &[foreign.to_owned()])
+        .await;
+    let (session, _, _) = app.sign_in(foreign).await;
+    let (answer, html) = app.get("/ui/keys", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Signed in as <strong>migrated</strong>"),
+        "{html}"
+    );
+    assert!(!html.contains(foreign), "the key is never rendered");
+}
+
+#[tokio::test]
+async fn a_key_lands_on_a_section_it_reads_and_error_pages_keep_the_sign_out() {
+    let app = App::new(false);
+    let auditor = app.key_with("auditor", &["latchkey:audit:read"]).await;
+    let (answer, _) = app.try_sign_in(&auditor).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(answer.headers()[LOCATION], "/ui/audit");
+    let session = cookie_pair(&answer, "lk_session");
+    let (answer, _) = app.get("/ui/", Some(&session)).await;
+    assert_eq!(answer.headers()[LOCATION], "/ui/audit");
+    let (answer, html) = app.get("/ui/audit", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+    // A section it may not read: the API's 403, with the signed-in header and sign-out.
+    for path in ["/ui/keys", "/ui/nowhere"] {
+        let (answer, html) = app.get(path, Some(&session)).await;
+        assert!(answer.status().is_client_error(), "{path}: {html}");
+        assert!(html.contains("id=\"signout\""), "{path}: {html}");
+        assert!(html.contains("href=\"/ui/audit\""), "{path}: {html}");
+        assert!(html.contains("Signed in as"), "{path}: {html}");
+    }
+}
+
+#[test]
+fn a_keystore_outage_keeps_the_session_and_blames_no_key() {
+    // PostgreSQL only: the database is cut off under the console.
+    let Some(location) = support::postgres_location() else {
+        eprintln!("skipped: PostgreSQL only (set LATCHKEY_TEST_POSTGRES)");
+        return;
+    };
+    let config = support::config().max_staleness(Duration::from_millis(300));
+    let app = App::at(&location.location, config, false);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let session = runtime.block_on(async { app.sign_in(&app.admin).await.0 });
+    let reconnect = support::cut_off(&location);
+    // Past the staleness bound, no answer comes from the verify cache.
+    std::thread::sleep(Duration::from_millis(1_500));
+    runtime.block_on(async {
+        let (answer, html) = app.get("/ui/keys", Some(&session)).await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{html}");
+        assert!(html.contains("Keystore unavailable"), "{html}");
+        let (answer, html) = app.try_sign_in(&app.admin).await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{html}");
+        assert!(html.contains("keystore is unavailable"), "{html}");
+        assert!(!html.contains("does not sign in"), "{html}");
+    });
+    reconnect();
+    // Back: the same session goes on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    runtime.block_on(async {
+        loop {
+            let (answer, html) = app.get("/ui/keys", Some(&session)).await;
+            if answer.status() == StatusCode::OK {
+                break;
+            }
+            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{html}");
+            assert!(Instant::now() < deadline, "the store came back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
+fn a_cold_sign_in_on_postgresql_waits_off_the_async_worker() {
+    // PostgreSQL only: a key the verify cache does not hold is a round trip.
+    let Some(location) = support::postgres_location() else {
+        eprintln!("skipped: PostgreSQL only (set LATCHKEY_TEST_POSTGRES)");
+        return;
+    };
+    let app = App::at(&location.location, support::config(), false);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Made, never presented: not in the verify cache.
+        let cold = app.key_with("reader", &["latchkey:keys:read"]).await;
+        let (form, html) = app.get("/ui/signin", None).await;
+        let body = serde_urlencoded::to_string([
+            ("csrf", hidden(&html, "csrf").as_str()),
+            ("key", cold.as_str()),
+        ])
+        .unwrap();
+        let request = app
+            .request()
+            .method("POST")
+            .uri("/ui/signin")
+            .header(COOKIE, cookie_pair(&form, "lk_signin"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        let mut answer = std::pin::pin!(app.console.clone().oneshot(request));
+        // The first poll hands the look-up to the blocking pool and returns.
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(answer.as_mut().poll(cx).is_ready()))
+                .await;
+        assert!(
+            !first,
+            "the sign-in waited for the database on the async worker"
+        );
+        let (answer, html) = read(answer.await.unwrap()).await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+    });
+}
+
+#[tokio::test]
+async fn a_search_page_without_a_match_says_there_is_more_to_search() {
+    let app = App::new(false);
+    // More keys than one page of the API reads, then the one searched for.
+    let texts: Vec<String> = (0..1_000)
+        .map(|i| format!("ext_key_{i:08}_padding"))
+        .collect();
+    app.import_for_new_reader("many", &texts).await;
+    let (status, _) = app
+        .api(
+            &app.admin,
+            "POST",
+            "/v1/keys",
+            json!({"name": "needle", "user_id": "many"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (session, _, _) = app.sign_in(&app.admin).await;
+    let (answer, html) = app.get("/ui/keys?q=needle", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+    assert!(!html.contains("No keys match"), "{html}");
+    assert!(html.contains("there are more to search"), "{html}");
+    let next = html
+        .split("id=\"next-page\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a next page")
+        .replace("&#38;", "&");
+    let (_, html) = app.get(&next, Some(&session)).await;
+    assert!(html.contains(">needle</a>"), "{html}");
+}
+
+#[tokio::test]
+async fn a_list_and_a_key_page_cost_a_rate_limited_key_a_few_requests() {
+    let app = App::new(false);
+    // A trail long enough that finding its end by bisection took many reads.
+    for i in 0..64 {
+        let (status, _) = app
+            .api(
+                &app.admin,
+                "POST",
+                "/v1/groups",
+                json!({"name": format!("g{i}"), "permissions": ["a:b"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let key = app
+        .key_of_new_user_with(
+            json!({"name": "ops", "permissions":
+                ["latchkey:keys:read", "latchkey:users:read", "latchkey:audit:read"]}),
+            json!({"rate_limits": [{"name": "default", "limit": 8, "window_seconds": 3600}]}),
+        )
+        .await;
+    // A list page of many users' keys: their names took one read each.
+    for i in 0..10 {
+        app.key_with(&format!("svc{i}"), &[]).await;
+    }
+    let (session, _, _) = app.sign_in(&key).await;
+    let (answer, html) = app.get("/ui/keys", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+    assert!(
+        html.contains("<td data-label=\"User\">svc9</td>"),
+        "names shown: {html}"
+    );
+    let (_, keys) = app
+        .api(&app.admin, "GET", "/v1/keys?user_id=ops", Value::Null)
+        .await;
+    let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    let (answer, html) = app.get(&format!("/ui/keys/{id}"), Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+    assert!(html.contains("key.create"), "its events: {html}");
+}
+
+#[tokio::test]
+async fn a_create_form_the_session_never_showed_creates_nothing() {
+    let app = App::new(false);
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let before = app.key_count().await;
+    let made_up = [
+        ("csrf", csrf.as_str()),
+        ("once", "made-up"),
+        ("user", "admin"),
+        ("name", "x"),
+    ];
+    let (answer, html) = app.post("/ui/keys", &session, &made_up).await;
+    assert_eq!(answer.status(), StatusCode::CONFLICT, "{html}");
+    assert_eq!(app.key_count().await, before, "nothing created");
 }

@@ -77,7 +77,7 @@ pub use model::{
 };
 pub use permission::{Permission, PermissionEdit, PermissionError, PermissionSet};
 pub use store::{
-    AuditReport, BackupHeader, Engine, ImportKey, ImportSecret, KeyQuery, KeySort, KeysRevocation,
-    Page, Restored, SortField, Stats, Store, StoreConfig,
+    AuditRange, AuditReport, BackupHeader, Engine, ImportKey, ImportSecret, KeyQuery, KeySort,
+    KeysRevocation, Page, Restored, SortField, Stats, Store, StoreConfig,
 };
 pub use verify::{Principal, PrincipalInfo, VerifyError};

@@ -40,6 +40,8 @@ pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 pub const MAX_TENANT_BYTES: usize = 128;
 /// Largest page a list answers.
 pub const MAX_LIST_LIMIT: usize = 1000;
+/// Most user ids one `GET /v1/users?ids=` names.
+pub const MAX_USERS_BY_ID: usize = 100;
 /// Longest key search text (`q`), in bytes.
 pub const MAX_SEARCH_BYTES: usize = 256;
 /// Longest list cursor, in bytes (a cursor this store made is far shorter).

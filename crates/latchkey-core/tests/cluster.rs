@@ -163,7 +163,7 @@ fn an_unreachable_database_is_unavailable_never_invalid() {
     let (store, user, text) = verified_key_on(&location, Duration::from_millis(300));
     // Never verified, so never cached: only the database could answer for it.
     let (_, cold) = user_and_key(&store);
-    let reconnect = cut_off(&location);
+    let reconnect = support::cut_off(&location);
     // Writes: unavailable, nothing changed.
     let err = disable(&store, &user).unwrap_err();
     assert_eq!(err.code(), "keystore_unavailable", "{err:?}");
@@ -207,34 +207,6 @@ fn verifies_again(store: &Store, text: &str) {
     }
 }
 
-/// Ends every connection to the database of `location` and accepts no new one, until the
-/// returned function is called.
-fn cut_off(location: &support::TestLocation) -> impl FnOnce() {
-    let url = support::url_of(location);
-    let name = url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
-    let admin_url = std::env::var(support::POSTGRES_ENV).unwrap();
-    support::sql(
-        &admin_url,
-        &format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-        ),
-    );
-    move || {
-        support::sql(
-            &admin_url,
-            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
-        );
-    }
-}
-
 #[test]
 fn a_warm_verification_and_its_expiry_read_nothing_from_the_database() {
     // What `POST /v1/verify` asks of the store for a key it verified before: the
@@ -261,7 +233,7 @@ fn a_warm_verification_and_its_expiry_read_nothing_from_the_database() {
     assert!(stored.is_some());
     assert_eq!(store.expiry(&principal).unwrap(), stored);
 
-    let reconnect = cut_off(&location);
+    let reconnect = support::cut_off(&location);
     // What needs the database fails now...
     assert_eq!(
         store.key(key.key.id).unwrap_err().code(),

@@ -854,3 +854,58 @@ fn a_store_opens_with_the_engine_of_its_files() {
         assert!(store.verify_audit().unwrap().broken.is_none());
     }
 }
+
+#[test]
+fn the_trail_reads_newest_first_and_users_by_id_as_the_caller_sees_them() {
+    let f = fixture();
+    let bot = f.user("bot", &[], &["x"]);
+    let key = f.key(&bot, None);
+    f.store.revoke_key(&f.admin, key.key.id).unwrap();
+    let other = f
+        .store
+        .create_user(
+            &f.admin,
+            NewUser {
+                name: "other".into(),
+                tenant_id: Some("t-2".into()),
+                ..NewUser::default()
+            },
+        )
+        .unwrap();
+    let seqs = |(events, next): (Vec<AuditEvent>, Option<u64>)| {
+        (events.iter().map(|e| e.seq).collect::<Vec<_>>(), next)
+    };
+    let newest = AuditRange {
+        newest_first: true,
+        ..AuditRange::default()
+    };
+    let all = Actor::new(None, perms(&["*"]));
+    assert_eq!(
+        seqs(f.store.audit_in_as(&all, newest, 2).unwrap()),
+        (vec![4, 3], Some(3))
+    );
+    let back = AuditRange {
+        before: Some(3),
+        ..newest
+    };
+    assert_eq!(
+        seqs(f.store.audit_in_as(&all, back, 2).unwrap()),
+        (vec![2, 1], None)
+    );
+    // A tenant-bound caller: its tenant's events only, newest first.
+    let t1 = Actor::new(None, perms(&["*"])).with_tenant(Some("t-1".into()), None);
+    assert_eq!(
+        seqs(f.store.audit_in_as(&t1, newest, 10).unwrap()),
+        (vec![3, 2, 1], None)
+    );
+
+    let ids = [other.id, Uuid::now_v7(), bot.id];
+    let names = |users: Vec<User>| users.into_iter().map(|u| u.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(f.store.users_by_id_as(&all, &ids).unwrap()),
+        ["other", "bot"]
+    );
+    assert_eq!(names(f.store.users_by_id_as(&t1, &ids).unwrap()), ["bot"]);
+    let too_many = vec![bot.id; limits::MAX_USERS_BY_ID + 1];
+    assert!(f.store.users_by_id_as(&all, &too_many).is_err());
+}

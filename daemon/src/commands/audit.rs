@@ -15,14 +15,22 @@ pub(super) async fn run<T: Transport>(
     command: AuditCommand,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::List { after, limit } => {
+        AuditCommand::List {
+            after,
+            before,
+            newest_first,
+            limit,
+        } => {
             let path = format!(
                 "/v1/audit{}",
                 query(&[
                     ("after", after.map(|a| a.to_string())),
+                    ("before", before.map(|b| b.to_string())),
+                    ("order", newest_first.then(|| "desc".to_owned())),
                     ("limit", limit.map(|l| l.to_string())),
                 ])
             );
+            let go_on = if newest_first { "--before" } else { "--after" };
             let list = cli.api.get(&path).await?;
             cli.out.print(&list, |list| {
                 let mut table = Table::new(&["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "USER"]);
@@ -42,7 +50,7 @@ pub(super) async fn run<T: Transport>(
                     .map(str::to_owned)
                     .or_else(|| list["next_cursor"].as_u64().map(|c| c.to_string()))
                 {
-                    eprintln!("More events: add --after {cursor}");
+                    eprintln!("More events: add {go_on} {cursor}");
                 }
             });
             Ok(ExitCode::SUCCESS)

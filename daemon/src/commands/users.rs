@@ -29,10 +29,10 @@ pub(super) async fn run<T: Transport>(
             let user = cli.api.post("/v1/users", body.build()).await?;
             print_user(cli, &user).await;
         }
-        UsersCommand::List(page) => {
+        UsersCommand::List(list) => {
             let list = cli
                 .api
-                .get(&format!("/v1/users{}", query(&page.query())))
+                .get(&format!("/v1/users{}", query(&list.query())))
                 .await?;
             let names = if cli.out.json {
                 HashMap::new()

@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use latchkey_core::AuditEvent;
 use latchkey_core::limits::MAX_LIST_LIMIT;
+use latchkey_core::{AuditEvent, AuditRange};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -22,20 +22,36 @@ const DEFAULT_LIMIT: usize = 100;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AuditParams {
-    /// Only events after this sequence number (the previous page's `next_cursor`); 0 or
-    /// absent for the first.
+    /// Only events after this sequence number (oldest first: the previous page's
+    /// `next_cursor`); 0 or absent for the first.
     #[param(value_type = Option<crate::openapi::rules::Sequence>)]
     after: Option<String>,
+    /// Only events before this sequence number (newest first: the previous page's
+    /// `next_cursor`); absent for the newest.
+    #[param(value_type = Option<crate::openapi::rules::SequenceBefore>)]
+    before: Option<String>,
+    /// `asc` (default): oldest first; `desc`: newest first, so that the latest events take
+    /// one read at any length of the trail.
+    #[param(value_type = Option<String>, pattern = r"^(asc|desc)?$")]
+    order: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[param(value_type = Option<crate::openapi::rules::PageSize>)]
     limit: Option<String>,
 }
 
-/// List audit events, oldest first, one page at a time.
+/// A sequence number parameter.
+fn seq(name: &'static str, value: Option<String>) -> Result<Option<u64>, AppError> {
+    optional(name, value, |s| {
+        s.parse::<u64>()
+            .map_err(|_| format!("{s:?} is not a sequence number"))
+    })
+}
+
+/// List audit events, oldest first (or newest first), one page at a time.
 #[utoipa::path(get, path = "/v1/audit", operation_id = "listAuditEvents", tag = "audit",
     params(AuditParams),
     responses(
-        (status = 200, description = "One page of events; pass `next_cursor` as `after` for the next", body = List<AuditEvent>),
+        (status = 200, description = "One page of events; pass `next_cursor` as `after` (with `order=desc`, as `before`) for the next", body = List<AuditEvent>),
         InvalidParameter,
     ),
     security(("bearer" = ["latchkey:audit:read"])))]
@@ -44,11 +60,16 @@ pub(crate) async fn list(
     caller: Caller<perm::AuditRead>,
     Params(params): Params<AuditParams>,
 ) -> Result<Json<List<AuditEvent>>, AppError> {
-    let after = optional("after", params.after, |s| {
-        s.parse::<u64>()
-            .map_err(|_| format!("{s:?} is not a sequence number"))
-    })?
-    .unwrap_or(0);
+    let range = AuditRange {
+        after: seq("after", params.after)?.unwrap_or(0),
+        before: seq("before", params.before)?,
+        newest_first: optional("order", params.order, |s| match s {
+            "asc" => Ok(false),
+            "desc" => Ok(true),
+            _ => Err(format!("{s:?} is not an order: expected asc or desc")),
+        })?
+        .unwrap_or(false),
+    };
     let limit = optional("limit", params.limit, |s| {
         s.parse::<usize>()
             .ok()
@@ -57,7 +78,7 @@ pub(crate) async fn list(
     })?
     .unwrap_or(DEFAULT_LIMIT);
     let (items, next) = state
-        .run(move |store| Ok(store.audit_as(&caller.actor, after, limit)?))
+        .run(move |store| Ok(store.audit_in_as(&caller.actor, range, limit)?))
         .await?;
     Ok(Json(List {
         items,

@@ -3,13 +3,14 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
+use latchkey_core::limits::MAX_USERS_BY_ID;
 use latchkey_core::{NewUser, PermissionEdit, Store, User, UserPatch, limits};
 use uuid::Uuid;
 
 use crate::api::{CreateUser, KeysRevoked, List, UpdateUser};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
-use crate::extract::{JsonBody, PageParams, Params, RecordRef};
+use crate::extract::{JsonBody, PageParams, Params, RecordRef, optional};
 use crate::openapi::problems::{
     Escalation, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NoSuchUser,
 };
@@ -63,20 +64,69 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
-/// List users, oldest first, one page at a time.
+/// The parameters of `GET /v1/users`. An empty value counts as absent.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UserListParams {
+    /// Page size, 1 to 1000 (default 50).
+    #[param(value_type = Option<crate::openapi::rules::PageSize>)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<crate::openapi::rules::Cursor>)]
+    cursor: Option<String>,
+    /// Only these users, in one answer without a cursor: up to 100 ids, comma-separated;
+    /// an id that is no user, or one the caller does not see, is left out. Not with
+    /// `limit` or `cursor`.
+    ids: Option<String>,
+}
+
+/// `ids`: up to [`MAX_USERS_BY_ID`] user ids, comma-separated.
+fn user_ids(value: Option<String>) -> Result<Option<Vec<Uuid>>, AppError> {
+    optional("ids", value, |s| {
+        let ids: Vec<Uuid> = s
+            .split(',')
+            .map(|id| Uuid::parse_str(id.trim()).map_err(|_| format!("{id:?} is not a user id")))
+            .collect::<Result<_, _>>()?;
+        if ids.len() > MAX_USERS_BY_ID {
+            return Err(format!("at most {MAX_USERS_BY_ID} ids"));
+        }
+        Ok(ids)
+    })
+}
+
+/// List users, oldest first, one page at a time; or the users of some ids.
 #[utoipa::path(get, path = "/v1/users", operation_id = "listUsers", tag = "users",
-    params(PageParams),
+    params(UserListParams),
     responses(
-        (status = 200, description = "One page of users", body = List<User>),
+        (status = 200, description = "One page of users (with `ids`: those users, no cursor)", body = List<User>),
         InvalidParameter,
     ),
     security(("bearer" = ["latchkey:users:read"])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller<perm::UsersRead>,
-    Params(params): Params<PageParams>,
+    Params(params): Params<UserListParams>,
 ) -> Result<Json<List<User>>, AppError> {
-    let (limit, cursor) = params.parse()?;
+    if let Some(ids) = user_ids(params.ids)? {
+        if [&params.limit, &params.cursor]
+            .iter()
+            .any(|p| p.as_deref().is_some_and(|v| !v.is_empty()))
+        {
+            return Err(AppError::invalid(
+                "ids",
+                "ids lists users in one answer: not with limit or cursor",
+            ));
+        }
+        let items = state
+            .run(move |store| Ok(store.users_by_id_as(&caller.actor, &ids)?))
+            .await?;
+        return Ok(Json(List {
+            items,
+            next_cursor: None,
+        }));
+    }
+    let (limit, cursor) = PageParams::new(params.limit, params.cursor).parse()?;
     let page = state
         .run(move |store| Ok(store.users_page_as(&caller.actor, limit, cursor.as_deref())?))
         .await?;

@@ -100,6 +100,11 @@ integer_or_empty_rule! {
     Sequence: Int64, 0, None, "An audit sequence number; empty or 0 for the start."
 }
 
+integer_or_empty_rule! {
+    /// An audit sequence number (`before`): 0 or more.
+    SequenceBefore: Int64, 0, None, "An audit sequence number; empty for the newest."
+}
+
 /// An integer of `format` from `minimum` to `maximum`, or an empty string.
 fn integer_or_empty(
     format: utoipa::openapi::schema::KnownFormat,

@@ -74,9 +74,33 @@ async fn lists_changes_oldest_first_with_pages() {
         json!({"items": [], "next_cursor": null})
     );
 
+    // Newest first: the latest events in one read, then back from the cursor.
+    let newest = h.get("/v1/audit?order=desc&limit=3").await.ok(200);
+    let seqs = |page: &serde_json::Value| -> Vec<u64> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(seqs(&newest), [7, 6, 5]);
+    assert_eq!(newest["next_cursor"], "5");
+    let older = h.get("/v1/audit?order=desc&limit=3&before=5").await.ok(200);
+    assert_eq!(seqs(&older), [4, 3, 2]);
+    let oldest = h.get("/v1/audit?order=desc&limit=3&before=2").await.ok(200);
+    assert_eq!(seqs(&oldest), [1]);
+    assert_eq!(oldest["next_cursor"], json!(null));
+    let between = h.get("/v1/audit?after=2&before=5").await.ok(200);
+    assert_eq!(seqs(&between), [3, 4]);
+    let none = h.get("/v1/audit?after=4&before=5&order=desc").await.ok(200);
+    assert_eq!(none, json!({"items": [], "next_cursor": null}));
+
     for (query, field) in [
         ("after=-1", "after"),
         ("after=x", "after"),
+        ("before=x", "before"),
+        ("order=newest", "order"),
         ("limit=0", "limit"),
         ("since=1", "since"),
     ] {

@@ -226,3 +226,41 @@ async fn revoke_keys_revokes_every_key_of_the_user_and_nothing_else() {
         .await
         .problem(403, "insufficient_permission");
 }
+
+#[tokio::test]
+async fn users_by_id_in_one_answer() {
+    let h = Harness::new();
+    let a = h.created("/v1/users", json!({"name": "a"})).await;
+    let b = h.created("/v1/users", json!({"name": "b"})).await;
+    let unknown = "00000000-0000-7000-8000-000000000000";
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let list = h
+        .get(&format!("/v1/users?ids={b},{unknown},{a}"))
+        .await
+        .ok(200);
+    let names: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["b", "a"],
+        "in the order asked, the unknown left out"
+    );
+    assert_eq!(list["next_cursor"], json!(null));
+    let many = vec![unknown; 101].join(",");
+    for query in [
+        "ids=x".to_owned(),
+        format!("ids={a}&limit=1"),
+        format!("ids={a}&cursor=abc"),
+        format!("ids={many}"),
+    ] {
+        let bad = h
+            .get(&format!("/v1/users?{query}"))
+            .await
+            .problem(400, "invalid_field");
+        assert_eq!(bad["field"], "ids", "{query}");
+    }
+}

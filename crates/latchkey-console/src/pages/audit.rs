@@ -24,45 +24,18 @@ pub(crate) struct AuditQuery {
 /// How far back a key's page looks for its events.
 const RECENT: u64 = 1_000;
 
-/// Whether any event comes after sequence number `after`.
-async fn any_after(signed: &Signed, after: u64) -> Result<bool, UiError> {
-    let page: List<AuditEvent> = signed
-        .get(&format!("/v1/audit?after={after}&limit=1"))
-        .await?;
-    Ok(!page.items.is_empty())
-}
-
-/// The events about `target` among the last [`RECENT`] of the trail, newest first.
-///
-/// The trail is read oldest first, one page after a sequence number: the last number is
-/// found by doubling then bisecting (at most ~130 one-event reads), then one page of the
-/// last 1,000 events is read. Bounded at any size of the trail.
+/// The events about `target` among the last [`RECENT`] of the trail the key sees, newest
+/// first: one read of the trail newest first, whatever its length.
 pub(crate) async fn recent_about(
     signed: &Signed,
     target: uuid::Uuid,
 ) -> Result<Vec<AuditEvent>, UiError> {
-    let mut high = 1u64;
-    while high < u64::MAX / 2 && any_after(signed, high).await? {
-        high *= 2;
-    }
-    // The last sequence number is in [low, high]: none comes after `high`.
-    let mut low = 0u64;
-    while low < high {
-        let middle = low + (high - low) / 2;
-        if any_after(signed, middle).await? {
-            low = middle + 1;
-        } else {
-            high = middle;
-        }
-    }
-    let after = low.saturating_sub(RECENT);
     let page: List<AuditEvent> = signed
-        .get(&format!("/v1/audit?after={after}&limit={RECENT}"))
+        .get(&format!("/v1/audit?order=desc&limit={RECENT}"))
         .await?;
     Ok(page
         .items
         .into_iter()
-        .rev()
         .filter(|e| e.target == target)
         .collect())
 }

@@ -11,7 +11,6 @@ use latchkey_core::{Key, KeyStatus};
 use crate::errors::UiError;
 use crate::extract::{Posted, Signed};
 use crate::pages::keys::{SecretPage, claim_once, user_names};
-use crate::session::random_token;
 use crate::view::{Nav, segment};
 
 /// The grace periods offered when rotating, in seconds, with their labels.
@@ -58,7 +57,7 @@ pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Respo
         revoked: key.status == KeyStatus::Revoked,
         user,
         key,
-        once: random_token(),
+        once: signed.console.sessions.issue_form(&signed.session_id),
         graces: GRACES.to_vec(),
     })
 }

@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use crate::errors::UiError;
 use crate::extract::{Posted, Signed};
-use crate::session::random_token;
 use crate::view::{self, Nav};
 
 /// Keys per page.
@@ -22,9 +21,9 @@ const PAGE: u32 = 50;
 /// Longest search text, filter or cursor the page passes on (the API bounds them too).
 const MAX_PARAM: usize = 512;
 
-/// `GET /ui/`: the keys.
-pub(crate) async fn home() -> Redirect {
-    Redirect::to("/ui/keys")
+/// `GET /ui/`: the first section the key may read.
+pub(crate) async fn home(signed: Signed) -> Redirect {
+    Redirect::to(view::first_section(&signed.principal.permissions))
 }
 
 /// The list's query string.
@@ -136,24 +135,33 @@ pub(crate) async fn list(
     })
 }
 
-/// The names of `users`, as far as the key may read them (ids otherwise).
+/// The names of `users`, as far as the key may read them (ids otherwise): one API call
+/// (`/v1/users?ids=`) for a page's users, at most a page of keys' worth.
 pub(crate) async fn user_names(
     signed: &Signed,
     users: impl Iterator<Item = Uuid>,
 ) -> HashMap<Uuid, String> {
-    let mut names = HashMap::new();
     if !signed.can("latchkey:users:read") {
-        return names;
+        return HashMap::new();
     }
-    for id in users {
-        if names.contains_key(&id) {
-            continue;
-        }
-        if let Ok(user) = signed.get::<User>(&format!("/v1/users/{id}")).await {
-            names.insert(id, user.name);
-        }
+    let mut ids: Vec<Uuid> = users.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return HashMap::new();
     }
-    names
+    let ids = ids
+        .iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    match signed
+        .get::<List<User>>(&format!("/v1/users?ids={ids}"))
+        .await
+    {
+        Ok(list) => list.items.into_iter().map(|u| (u.id, u.name)).collect(),
+        Err(_) => HashMap::new(),
+    }
 }
 
 #[derive(Template)]
@@ -167,7 +175,7 @@ struct NewKeyPage {
 pub(crate) async fn new(signed: Signed) -> Result<Response, UiError> {
     super::render(&NewKeyPage {
         nav: signed.nav(),
-        once: random_token(),
+        once: signed.console.sessions.issue_form(&signed.session_id),
     })
 }
 

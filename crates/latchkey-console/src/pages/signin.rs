@@ -5,14 +5,16 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use http::header::SET_COOKIE;
-use latchkey_core::ApiKey;
+use latchkey_core::VerifyError;
 
 use crate::cookies;
 use crate::csrf;
 use crate::extract::{Posted, read_form};
+use crate::origin::Origin;
 use crate::session::{SessionKey, random_token};
 use crate::state::Console;
-use crate::view::Nav;
+use crate::verify;
+use crate::view::{self, Nav};
 
 /// How long a sign-in form stays usable.
 const SIGNIN_FORM_SECONDS: u64 = 600;
@@ -56,11 +58,13 @@ pub(crate) async fn form(State(console): State<Console>) -> Response {
     page(&console, StatusCode::OK, None)
 }
 
-/// `POST /ui/signin`: the key is checked as the API checks it; a session opens.
+/// `POST /ui/signin`: the key is checked as the API checks it, its allowed IPs against the
+/// browser's address; a session opens, on the first section the key may read.
 pub(crate) async fn submit(State(console): State<Console>, request: Request) -> Response {
     let expected = cookies::get(request.headers(), cookies::SIGNIN)
         .unwrap_or("")
         .to_owned();
+    let origin = Origin::of(request.extensions(), request.headers());
     let fields = match read_form(request.into_body()).await {
         Ok(fields) => fields,
         Err(e) => return e.into_response(),
@@ -70,13 +74,11 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
         return e.into_response();
     }
     let text = fields.get("key");
-    let verified = ApiKey::parse(text)
-        .ok()
-        .map(|key| console.store.verify_key(&key));
-    match verified {
-        Some(Ok(_)) => {
+    match verify::key_from(&console.store, text, origin.client_ip()).await {
+        Ok(principal) => {
             let id = console.sessions.open(SessionKey::new(text.to_owned()));
-            let mut response = Redirect::to("/ui/keys").into_response();
+            let landing = view::first_section(&principal.permissions);
+            let mut response = Redirect::to(landing).into_response();
             let headers = response.headers_mut();
             for cookie in [
                 cookies::set(cookies::SESSION, &id, console.secure, None),
@@ -88,8 +90,23 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             }
             response
         }
-        // One answer for every refusal: the form does not say which part was wrong.
-        _ => page(
+        // Said only of a key whose secret matched, as the API's 403 `ip_not_allowed` is.
+        Err(VerifyError::IpNotAllowed) => page(
+            &console,
+            StatusCode::FORBIDDEN,
+            Some("That key may not be used from this address."),
+        ),
+        // Nothing is known of the key: it is not blamed.
+        Err(VerifyError::Unavailable(detail)) => {
+            tracing::warn!(%detail, "console sign-in: the keystore is unavailable");
+            page(
+                &console,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("The keystore is unavailable just now: try again shortly."),
+            )
+        }
+        // One answer for every other refusal: the form does not say which part was wrong.
+        Err(_) => page(
             &console,
             StatusCode::UNAUTHORIZED,
             Some("That key does not sign in: it is unknown, disabled, revoked or expired."),

@@ -59,6 +59,7 @@ pub use import::{ImportKey, ImportSecret};
 pub use jobs::KeysRevocation;
 pub use keys::Stats;
 pub use query::{KeyQuery, KeySort, Page, SortField};
+pub use scoped::AuditRange;
 pub(crate) use usage::KeyUsage;
 
 use crate::actor::Actor;
@@ -821,13 +822,35 @@ impl Store {
 
     /// Up to `limit` changes (audit events) with `seq > after`, oldest first.
     pub fn events_since(&self, after: u64, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        let range = KeyRange::new(
-            Bound::Included(layout::audit(after.saturating_add(1))),
-            Bound::Included(layout::audit(u64::MAX)),
+        self.events_in(AuditRange::after(after), limit)
+    }
+
+    /// Up to `limit` audit events in `range`, in its order: from either end of the trail,
+    /// a bounded read at any size of it.
+    pub fn events_in(
+        &self,
+        range: AuditRange,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let first = range.after.saturating_add(1);
+        if range.before.is_some_and(|before| before <= first) {
+            return Ok(Vec::new());
+        }
+        let keys = KeyRange::new(
+            Bound::Included(layout::audit(first)),
+            range.before.map_or_else(
+                || Bound::Included(layout::audit(u64::MAX)),
+                |before| Bound::Excluded(layout::audit(before)),
+            ),
         );
+        let take = if range.newest_first {
+            Take::reverse(limit)
+        } else {
+            Take::forward(limit)
+        };
         self.inner
             .db
-            .range(&range, Take::forward(limit))?
+            .range(&keys, take)?
             .iter()
             .map(decode_event)
             .collect()

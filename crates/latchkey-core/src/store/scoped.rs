@@ -10,7 +10,7 @@ use super::Store;
 use crate::actor::Actor;
 use crate::audit::AuditEvent;
 use crate::error::{Entity, StoreError};
-use crate::limits::{MAX_CURSOR_BYTES, MAX_LIST_LIMIT, MAX_SEARCH_BYTES};
+use crate::limits::{MAX_CURSOR_BYTES, MAX_LIST_LIMIT, MAX_SEARCH_BYTES, MAX_USERS_BY_ID};
 use crate::model::{Key, User};
 use crate::store::{KeyQuery, Page};
 
@@ -18,11 +18,53 @@ use crate::store::{KeyQuery, Page};
 /// answers what it found, with a cursor to go on: a page costs a bounded read.
 const AUDIT_SCAN_PER_PAGE: usize = 10 * MAX_LIST_LIMIT;
 
+/// Which audit events a page reads: those after `after` and before `before`, oldest or
+/// newest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditRange {
+    /// Only events with a greater sequence number (0: from the first).
+    pub after: u64,
+    /// Only events with a smaller sequence number (`None`: up to the newest).
+    pub before: Option<u64>,
+    /// Newest first (from `before`, or the newest event, back), rather than oldest first.
+    pub newest_first: bool,
+}
+
+impl AuditRange {
+    /// The events after `after`, oldest first.
+    pub fn after(after: u64) -> AuditRange {
+        AuditRange {
+            after,
+            ..AuditRange::default()
+        }
+    }
+}
+
 impl Store {
     /// A user by id or name, if the caller sees it.
     pub fn user_as(&self, actor: &Actor, reference: &str) -> Result<User, StoreError> {
         self.user(reference)
             .and_then(|u| visible(actor, u, Entity::User, reference))
+    }
+
+    /// The users of `ids` that the caller sees, in that order; an id that is no user, or one
+    /// the caller does not see, is left out. At most [`MAX_USERS_BY_ID`] ids.
+    pub fn users_by_id_as(&self, actor: &Actor, ids: &[Uuid]) -> Result<Vec<User>, StoreError> {
+        if ids.len() > MAX_USERS_BY_ID {
+            return Err(StoreError::invalid(
+                "ids",
+                format!("at most {MAX_USERS_BY_ID} ids"),
+            ));
+        }
+        let mut users = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.user_as(actor, &id.to_string()) {
+                Ok(user) => users.push(user),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(users)
     }
 
     /// Resolves a user id or name the caller sees; any other is "not found" under the
@@ -91,16 +133,29 @@ impl Store {
     }
 
     /// Up to `limit` audit events after `after` that the caller sees, oldest first, and the
-    /// cursor of the next page (`None` at the end).
-    ///
-    /// A tenant-bound caller sees the events of its tenant's users (group events concern
-    /// every tenant, and events of a deleted user no tenant: it sees neither). Its page
-    /// passes over at most a bounded number of events, so it may hold fewer than `limit`
-    /// with a cursor to go on.
+    /// sequence number to pass as `after` for the next page: [`Store::audit_in_as`] over
+    /// [`AuditRange::after`].
     pub fn audit_as(
         &self,
         actor: &Actor,
         after: u64,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<u64>), StoreError> {
+        self.audit_in_as(actor, AuditRange::after(after), limit)
+    }
+
+    /// Up to `limit` audit events in `range` that the caller sees, in the range's order, and
+    /// the sequence number the next page goes on from (its `after` oldest first, its
+    /// `before` newest first).
+    ///
+    /// A tenant-bound caller sees the events of its tenant's users (group events concern
+    /// every tenant, and events of a deleted user no tenant: it sees neither). Its page
+    /// passes over at most a bounded number of events, so it may hold fewer than `limit`
+    /// (none, even) with a cursor to go on.
+    pub fn audit_in_as(
+        &self,
+        actor: &Actor,
+        range: AuditRange,
         limit: usize,
     ) -> Result<(Vec<AuditEvent>, Option<u64>), StoreError> {
         if !(1..=MAX_LIST_LIMIT).contains(&limit) {
@@ -111,17 +166,17 @@ impl Store {
         }
         if actor.tenant_id().is_none() {
             // One more than asked tells whether another page follows.
-            let mut items = self.events_since(after, limit + 1)?;
+            let mut items = self.events_in(range, limit + 1)?;
             let next = (items.len() > limit).then(|| {
                 items.truncate(limit);
-                items.last().map_or(after, |e| e.seq)
+                items.last().map_or(range.after, |e| e.seq)
             });
             return Ok((items, next));
         }
         let seen = self.visible_user_ids(actor)?;
-        let scanned = self.events_since(after, AUDIT_SCAN_PER_PAGE + 1)?;
+        let scanned = self.events_in(range, AUDIT_SCAN_PER_PAGE + 1)?;
         let mut items = Vec::new();
-        let mut last = after;
+        let mut last = None;
         let mut more = scanned.len() > AUDIT_SCAN_PER_PAGE;
         for event in scanned.into_iter().take(AUDIT_SCAN_PER_PAGE) {
             let seq = event.seq;
@@ -132,9 +187,9 @@ impl Store {
                 }
                 items.push(event);
             }
-            last = seq;
+            last = Some(seq);
         }
-        Ok((items, more.then_some(last)))
+        Ok((items, more.then(|| last.unwrap_or(range.after))))
     }
 
     fn visible_user_ids(&self, actor: &Actor) -> Result<HashSet<Uuid>, StoreError> {

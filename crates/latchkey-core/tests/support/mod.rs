@@ -171,3 +171,31 @@ pub fn url_of(location: &TestLocation) -> String {
         .url
         .clone()
 }
+
+/// Ends every connection to the database of `location` and accepts no new one, until the
+/// returned function is called.
+pub fn cut_off(location: &TestLocation) -> impl FnOnce() {
+    let url = url_of(location);
+    let name = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin_url = std::env::var(POSTGRES_ENV).unwrap();
+    sql(
+        &admin_url,
+        &format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ),
+    );
+    move || {
+        sql(
+            &admin_url,
+            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+        );
+    }
+}
