@@ -60,15 +60,16 @@ fn cli_flags_round_trip_and_the_daemon_enforces_them() {
     fx.json(&["keys", "update", &id, "--allow-ip", "10.0.0.0/8"]);
     call().problem(403, "ip_not_allowed");
     // One control cleared, the others kept.
+    let kept = fx.json(&["keys", "show", &id]);
     let one = fx.json(&["keys", "update", &id, "--clear-rate-limits"]);
-    assert!(one["rate_limits"].is_null(), "{one}");
-    assert_eq!(one["allowed_ips"][0], "10.0.0.0/8");
-    assert_eq!(one["meta"]["plan"], "pro");
-    assert_eq!(one["credits"]["remaining"], 2);
+    assert_eq!(one["rate_limits"], serde_json::json!([]), "{one}");
+    for field in ["allowed_ips", "meta", "credits"] {
+        assert_eq!(one[field], kept[field], "{field}");
+    }
     call().problem(403, "ip_not_allowed");
     let open = fx.json(&["keys", "update", &id, "--clear-allowed-ips"]);
-    assert!(open["allowed_ips"].is_null(), "{open}");
-    assert_eq!(open["credits"]["remaining"], 2);
+    assert_eq!(open["allowed_ips"], serde_json::json!([]), "{open}");
+    assert_eq!(open["credits"], kept["credits"]);
     let cleared = fx.json(&["keys", "update", &id, "--clear-usage-control"]);
     assert!(cleared["meta"].is_null() && cleared["credits"].is_null());
     assert_eq!(call().status, 200);

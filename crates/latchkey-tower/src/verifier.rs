@@ -90,6 +90,17 @@ pub trait Verifier: Send + Sync + 'static {
         None
     }
 
+    /// [`Verifier::verify_foreign`] for a request from `client_ip`, called instead of it
+    /// when [`Verifier::wants_client_ip`] says so, as [`Verifier::verify_from`] is.
+    fn verify_foreign_from(
+        &self,
+        text: &str,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Option<Self::Future> {
+        let _ = client_ip;
+        self.verify_foreign(text)
+    }
+
     /// Whether this verifier charges a route's extra cost itself
     /// ([`Verifier::charge_extra`]): only then does the layer keep, for the request's
     /// routes, the key text as presented and the client's address. Default `false`.

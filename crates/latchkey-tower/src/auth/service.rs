@@ -174,7 +174,7 @@ where
                     verifier.verify(&key)
                 }
             }
-            Err(_) => match foreign(&*self.layer.verifier, text, config) {
+            Err(_) => match foreign(&*self.layer.verifier, text, &request, config) {
                 Ok(verify) => verify,
                 Err(reason) => {
                     trace::rejected(&span, reason, None);
@@ -260,12 +260,23 @@ impl<S, V> ApiKeyAuth<S, V> {
 /// imported keys of other formats (a store without any answers `None` at once). Imported
 /// keys are all `live`, so a layer refusing that environment refuses them as it refuses a
 /// native `live` key, before any lookup (and so tells nothing of whether the text is one).
-fn foreign<V: Verifier>(verifier: &V, text: &[u8], config: &Config) -> Result<V::Future, Reason> {
+fn foreign<V: Verifier, B>(
+    verifier: &V,
+    text: &[u8],
+    request: &Request<B>,
+    config: &Config,
+) -> Result<V::Future, Reason> {
     let text = std::str::from_utf8(text).map_err(|_| Reason::NotUtf8)?;
     if !config.accepts(Env::Live) {
         return Err(Reason::RefusedEnv);
     }
-    verifier.verify_foreign(text).ok_or(Reason::Malformed)
+    let verify = if verifier.wants_client_ip() {
+        let client = usage::client_ip(request, &config.trusted_proxies);
+        verifier.verify_foreign_from(text, client)
+    } else {
+        verifier.verify_foreign(text)
+    };
+    verify.ok_or(Reason::Malformed)
 }
 
 /// What an authenticated request comes to.

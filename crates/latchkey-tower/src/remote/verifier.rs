@@ -237,9 +237,15 @@ impl Verifier for RemoteVerifier {
     /// be an imported key (16–512 visible ASCII characters, as `latchkey keys import`
     /// takes) is asked of the daemon like any key; every other text is malformed.
     fn verify_foreign(&self, text: &str) -> Option<RemoteFuture> {
+        self.verify_foreign_from(text, None)
+    }
+
+    /// An imported key's allowlist is checked by the daemon, as a native key's.
+    fn verify_foreign_from(&self, text: &str, client_ip: Option<IpAddr>) -> Option<RemoteFuture> {
         let plausible =
             (16..=512).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic());
-        (self.shared.settings.imported_keys && plausible).then(|| self.shared.lookup(text, None))
+        (self.shared.settings.imported_keys && plausible)
+            .then(|| self.shared.lookup(text, client_ip))
     }
 }
 

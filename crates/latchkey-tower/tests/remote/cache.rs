@@ -338,3 +338,53 @@ async fn an_answer_from_a_daemon_behind_the_event_stream_is_used_but_not_cached(
     assert_eq!(s.requests(), before + 4);
     assert_eq!(s.verifier.cached_keys(), 1);
 }
+
+/// An imported key's allowlist holds through a remote verifier: the daemon is told the
+/// client's address, as for a native key (it was told none, and refused every client).
+#[tokio::test]
+async fn an_imported_key_s_allowlist_is_checked_against_the_client_s_address() {
+    use axum::Router;
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use latchkey_tower::ApiKeyAuthLayer;
+    use latchkey_tower::latchkey_core::{Actor, KeyPatch, KeyQuery};
+    use tower::ServiceExt;
+
+    let s = Setup::new().await;
+    let imported = "sk_live_0123456789abcdefALLOW";
+    import_for_a_new_user(&s, imported);
+    let store = &s.keystore.store;
+    let listed = store
+        .list_keys(&KeyQuery {
+            search: Some("from the old system".into()),
+            ..KeyQuery::default()
+        })
+        .unwrap();
+    let patch = KeyPatch {
+        allowed_ips: Some(vec!["127.0.0.0/8".parse().unwrap()]),
+        ..KeyPatch::default()
+    };
+    store
+        .update_key(&Actor::system(), listed.items[0].id, patch)
+        .unwrap();
+    let app = Router::new()
+        .route("/orders", get(|| async { "orders" }))
+        .layer(ApiKeyAuthLayer::new(verifier_of_imported_keys(&s).await));
+    let from = |ip: &str| {
+        let mut request = http::Request::get("/orders")
+            .header("authorization", format!("Bearer {imported}"))
+            .body(crate::daemon::empty())
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(addr));
+        request
+    };
+    let allowed = app.clone().oneshot(from("127.0.0.1")).await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    let elsewhere = app.oneshot(from("203.0.113.9")).await.unwrap();
+    assert_eq!(elsewhere.status(), 403);
+    let body = elsewhere.into_body().collect().await.unwrap().to_bytes();
+    let problem = serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+    assert_eq!(problem["code"], "ip_not_allowed");
+}
