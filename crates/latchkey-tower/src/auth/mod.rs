@@ -34,12 +34,12 @@
 //!
 //! # Tracing
 //!
-//! Each authentication opens an INFO span `api_key` with the fields `prefix` (the key's
+//! Each authentication opens a DEBUG span `api_key` with the fields `prefix` (the key's
 //! display prefix), `key_id`, `user_id` and `outcome` (`ok` or the rejection code); the
 //! inner service runs inside it, so a handler's logs name the key. An event closes the
-//! authentication: DEBUG when accepted or when no key was sent, INFO when a key was refused,
-//! WARN when the keystore is unavailable. The secret is never recorded. With the span's
-//! level disabled nothing is formatted.
+//! authentication: DEBUG when accepted, when no key was sent and when a key was refused (so
+//! that bad requests never make one INFO line each), WARN when the keystore is unavailable.
+//! The secret is never recorded. With DEBUG disabled nothing is formatted.
 
 mod config;
 mod credentials;
