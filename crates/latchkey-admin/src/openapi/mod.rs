@@ -39,7 +39,12 @@ use crate::handlers::{
         system::healthz, system::metrics, system::openapi,
     ),
     // Query parameters' schemas are not collected from the operations.
-    components(schemas(rules::Cursor, rules::PageSize, rules::Sequence)),
+    components(schemas(
+        rules::Cursor,
+        rules::PageSize,
+        rules::Sequence,
+        rules::SequenceBefore
+    )),
     // The integers' pass runs last: it reads the whole document.
     modifiers(&BearerAuth, &LayerStatuses, &UnsignedIntegers),
     tags(
