@@ -1,7 +1,9 @@
 //! [`ApiKeyAuth`]: the service that authenticates each request.
 
+use std::cell::OnceCell;
 use std::future::Future;
 use std::mem;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -128,11 +130,21 @@ where
                 return ResponseFuture::rejected(reason.rejection(&config.challenges), span);
             }
         };
+        // The client's address, read from the request's headers at most once, for whichever
+        // of the charger and the verifier asks for it.
+        let client = OnceCell::new();
+        let client_of = |request: &Request<ReqBody>| {
+            *client.get_or_init(|| usage::client_ip(request, &config.trusted_proxies))
+        };
         // A verifier that charges a route's extra cost itself (a remote verifier) gets the
         // key text and the client's address for the request's routes: see `require::extra`.
         let charger = if self.layer.verifier.charges_extra() {
-            let client = usage::client_ip(&request, &config.trusted_proxies);
-            ExtraCharger::new(&self.layer.verifier, text, client, &config.challenges)
+            ExtraCharger::new(
+                &self.layer.verifier,
+                text,
+                client_of(&request),
+                &config.challenges,
+            )
         } else {
             None
         };
@@ -168,13 +180,12 @@ where
                 }
                 let verifier = &self.layer.verifier;
                 if verifier.wants_client_ip() {
-                    let client = usage::client_ip(&request, &config.trusted_proxies);
-                    verifier.verify_from(&key, client)
+                    verifier.verify_from(&key, client_of(&request))
                 } else {
                     verifier.verify(&key)
                 }
             }
-            Err(_) => match foreign(&*self.layer.verifier, text, &request, config) {
+            Err(_) => match foreign(&*self.layer.verifier, text, || client_of(&request), config) {
                 Ok(verify) => verify,
                 Err(reason) => {
                     trace::rejected(&span, reason, None);
@@ -260,10 +271,10 @@ impl<S, V> ApiKeyAuth<S, V> {
 /// imported keys of other formats (a store without any answers `None` at once). Imported
 /// keys are all `live`, so a layer refusing that environment refuses them as it refuses a
 /// native `live` key, before any lookup (and so tells nothing of whether the text is one).
-fn foreign<V: Verifier, B>(
+fn foreign<V: Verifier>(
     verifier: &V,
     text: &[u8],
-    request: &Request<B>,
+    client: impl FnOnce() -> Option<IpAddr>,
     config: &Config,
 ) -> Result<V::Future, Reason> {
     let text = std::str::from_utf8(text).map_err(|_| Reason::NotUtf8)?;
@@ -271,8 +282,7 @@ fn foreign<V: Verifier, B>(
         return Err(Reason::RefusedEnv);
     }
     let verify = if verifier.wants_client_ip() {
-        let client = usage::client_ip(request, &config.trusted_proxies);
-        verifier.verify_foreign_from(text, client)
+        verifier.verify_foreign_from(text, client())
     } else {
         verifier.verify_foreign(text)
     };
