@@ -91,7 +91,7 @@ where
             key: session.key,
             csrf: session.csrf,
             principal,
-            origin: Origin::of(&parts.extensions, &parts.headers),
+            origin: Origin::of(&parts.extensions),
             console,
         };
         // An error page of this request shows the signed-in navigation.

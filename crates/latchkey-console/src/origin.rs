@@ -1,42 +1,28 @@
-//! Where a browser's request came from: its peer address and the addresses proxies
-//! forwarded, carried onto the console's in-process API calls so that the API's layer
-//! checks a key's `allowed_ips` against the browser, as it would a direct call.
+//! Where a browser's request came from: its peer address, carried onto the console's
+//! in-process API calls so that the API's layer checks a key's `allowed_ips` against the
+//! browser, as it would a direct call. (`latchkey_admin`'s layer trusts no proxy, so
+//! forwarding headers would not count: none is carried.)
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ConnectInfo;
-use http::header::FORWARDED;
-use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Request};
+use http::{Extensions, Request};
 
-/// The headers that name the addresses proxies forwarded. The layer reads them only when
-/// the peer is a proxy it trusts, so carrying them never lets a browser choose its address.
-const FORWARDING: [HeaderName; 2] = [FORWARDED, HeaderName::from_static("x-forwarded-for")];
-
-/// A browser request's peer and forwarding headers.
+/// A browser request's peer.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Origin {
     peer: Option<SocketAddr>,
-    forwarded: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Origin {
-    /// The origin of a request with these extensions and headers: the peer as the listener
-    /// gave it (axum's `ConnectInfo<SocketAddr>`, or a bare `SocketAddr`).
-    pub(crate) fn of(extensions: &Extensions, headers: &HeaderMap) -> Origin {
+    /// The origin of a request with these extensions: the peer as the listener gave it
+    /// (axum's `ConnectInfo<SocketAddr>`, or a bare `SocketAddr`).
+    pub(crate) fn of(extensions: &Extensions) -> Origin {
         let peer = extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0)
             .or_else(|| extensions.get::<SocketAddr>().copied());
-        let forwarded = FORWARDING
-            .iter()
-            .flat_map(|name| {
-                headers
-                    .get_all(name)
-                    .iter()
-                    .map(move |value| (name.clone(), value.clone()))
-            })
-            .collect();
-        Origin { peer, forwarded }
+        Origin { peer }
     }
 
     /// Gives an in-process API request this origin.
@@ -44,14 +30,9 @@ impl Origin {
         if let Some(peer) = self.peer {
             request.extensions_mut().insert(ConnectInfo(peer));
         }
-        let headers = request.headers_mut();
-        for (name, value) in &self.forwarded {
-            headers.append(name.clone(), value.clone());
-        }
     }
 
-    /// The client's address as the management API's layer sees it: the peer's
-    /// (`latchkey_admin`'s layer trusts no proxy, so forwarded addresses do not count).
+    /// The client's address as the management API's layer sees it: the peer's.
     pub(crate) fn client_ip(&self) -> Option<IpAddr> {
         self.peer.map(|peer| peer.ip())
     }
@@ -62,14 +43,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_peer_and_the_forwarding_headers_go_onto_the_api_request() {
+    fn the_peer_goes_onto_the_api_request() {
         let mut extensions = Extensions::new();
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         extensions.insert(ConnectInfo(peer));
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
-        headers.insert("cookie", "lk_session=secret".parse().unwrap());
-        let origin = Origin::of(&extensions, &headers);
+        let origin = Origin::of(&extensions);
         assert_eq!(origin.client_ip(), Some(peer.ip()));
         let mut request = Request::new(());
         origin.apply(&mut request);
@@ -80,10 +58,6 @@ mod tests {
                 .map(|c| c.0),
             Some(peer)
         );
-        assert_eq!(request.headers()["x-forwarded-for"], "203.0.113.9");
-        assert!(
-            request.headers().get("cookie").is_none(),
-            "only forwarding headers"
-        );
+        assert!(request.headers().is_empty());
     }
 }

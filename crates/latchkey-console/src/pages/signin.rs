@@ -64,7 +64,7 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
     let expected = cookies::get(request.headers(), cookies::SIGNIN)
         .unwrap_or("")
         .to_owned();
-    let origin = Origin::of(request.extensions(), request.headers());
+    let origin = Origin::of(request.extensions());
     let fields = match read_form(request.into_body()).await {
         Ok(fields) => fields,
         Err(e) => return e.into_response(),
