@@ -24,8 +24,6 @@ const CHUNK_ITEMS: usize = MAX_IMPORT_ITEMS;
 /// Bytes of items per request, as sent (each with its comma): the API's body limit less
 /// room for the rest of the body (`user_id`).
 const CHUNK_BYTES: usize = MAX_BODY_BYTES - 8 * 1024;
-// A full chunk leaves a kibibyte at least for the rest of the body.
-const _: () = assert!(CHUNK_BYTES + 1024 <= MAX_BODY_BYTES);
 /// The longest line read; a longer one is refused without being parsed.
 const MAX_LINE: u64 = 8 * 1024;
 
@@ -205,11 +203,9 @@ async fn send<T: Transport>(
             .copied()
             .unwrap_or(0)
     };
-    let entries = |member: &str| report[member].as_array().cloned().unwrap_or_default();
-    tally
-        .imported
-        .extend(entries("imported").iter().map(line_of));
-    for r in &entries("rejected") {
+    let entries = |member: &str| report[member].as_array().into_iter().flatten();
+    tally.imported.extend(entries("imported").map(line_of));
+    for r in entries("rejected") {
         let reason = r["reason"].as_str().unwrap_or("refused").to_owned();
         tally.refused.push(Refused {
             line: line_of(r),
@@ -223,7 +219,6 @@ async fn send<T: Transport>(
 /// imported and the first line not imported.
 fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
     let imported = tally.imported.len();
-    let spans = spans(&tally.imported);
     if json {
         let rejected: Vec<Value> = tally
             .refused
@@ -232,7 +227,7 @@ fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
             .collect();
         let mut document = json!({"imported": imported, "rejected": rejected});
         if let Some(stopped) = stopped {
-            document["imported_lines"] = json!(spans);
+            document["imported_lines"] = json!(spans(&tally.imported));
             document["not_imported_from_line"] = json!(stopped.line);
         }
         print_json(&document);
@@ -246,7 +241,7 @@ fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
         tally.refused.len()
     );
     if let Some(stopped) = stopped {
-        let spans: Vec<String> = spans
+        let spans: Vec<String> = spans(&tally.imported)
             .iter()
             .map(|&[first, last]| {
                 if first == last {
