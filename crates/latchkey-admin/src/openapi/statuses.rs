@@ -46,7 +46,13 @@ impl Modify for LayerStatuses {
 fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
     let mut statuses = Vec::new();
     if path.starts_with("/v1/") {
+        // The one layer status a handler's own 400 cannot know of: added to it too.
+        if let Some(RefOr::T(stated)) = operation.responses.responses.get_mut("400") {
+            stated.description.push_str("; or ");
+            stated.description.push_str(SEVERAL_CREDENTIALS);
+        }
         statuses.extend([
+            ("400", SEVERAL_CREDENTIALS),
             ("401", "The key is missing or does not authenticate (`missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled`)"),
             ("403", "The key lacks the operation's permission (`insufficient_permission`), or may not be used from this address (`ip_not_allowed`)"),
             ("429", "A rate limit of the key is reached (`rate_limited`, with `Retry-After`, `RateLimit-Policy` and `RateLimit`), or its credits are used up (`usage_exceeded`)"),
@@ -81,14 +87,6 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
         ));
     }
     let responses = &mut operation.responses.responses;
-    if path.starts_with("/v1/") {
-        // The one layer status a handler's own 400 cannot know of: added to it.
-        statuses.insert(0, ("400", SEVERAL_CREDENTIALS));
-        if let Some(RefOr::T(stated)) = responses.get_mut("400") {
-            stated.description.push_str("; or ");
-            stated.description.push_str(SEVERAL_CREDENTIALS);
-        }
-    }
     for (status, description) in merged(statuses) {
         responses
             .entry(status.to_owned())
