@@ -542,6 +542,54 @@ fn usage_is_counted_in_memory_and_persisted_on_flush() {
 }
 
 #[test]
+fn a_key_s_usage_never_dips_while_its_figures_are_flushed() {
+    let f = fixture();
+    let user = f.user("bot", &[], &["x"]);
+    let key = f.key(&user, None);
+    let id = key.key.id;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    /// Stops the other threads when the reads end, failed or not.
+    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        // Uses counted in memory, and flushes moving them into the record, meanwhile.
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                f.store.record_usage(id, 1, T0);
+            }
+        });
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                f.store.flush().unwrap();
+            }
+        });
+        let _stop = Stop(&done);
+        let mut last = 0;
+        for round in 0..3_000 {
+            // A key read alone, in a list page, and as a write answers it.
+            let seen = match round % 3 {
+                0 => f.store.key(id).unwrap(),
+                1 => f.store.list_keys(&KeyQuery::default()).unwrap().items[0].clone(),
+                _ => f
+                    .store
+                    .update_key(&Actor::system(), id, KeyPatch::default())
+                    .unwrap(),
+            };
+            assert!(
+                seen.usage_count >= last,
+                "read {round}: {} after {last}",
+                seen.usage_count
+            );
+            last = seen.usage_count;
+        }
+    });
+}
+
+#[test]
 fn every_change_is_in_the_feed_and_the_chain_holds() {
     let f = fixture();
     let mut feed = f.store.subscribe();

@@ -228,20 +228,28 @@ impl Store {
 
     /// A key by record id.
     pub fn key(&self, id: Uuid) -> Result<Key, StoreError> {
-        let record = self.key_record(id)?;
-        self.key_view(&record, self.inner.clock.now())
+        let (record, pending) = {
+            let _steady = self.inner.usage.steady();
+            let record = self.key_record(id)?;
+            let pending = self.inner.usage.pending(id);
+            (record, pending)
+        };
+        self.key_view(&record, pending, self.inner.clock.now())
     }
 
-    /// A key's public view, with its usage control and the figures not yet persisted.
+    /// A key's public view, with its usage control and `pending`, its usage figures not yet
+    /// persisted: read together with the record's (see
+    /// [`UsageBuffer::steady`](super::usage::UsageBuffer::steady)).
     pub(crate) fn key_view(
         &self,
         record: &KeyRecord,
+        pending: Usage,
         now: OffsetDateTime,
     ) -> Result<Key, StoreError> {
         let controls: ControlsRecord = self
             .get(&layout::key_controls(&record.public_id()?))?
             .unwrap_or_default();
-        Ok(self.key_view_with(record, now, &controls))
+        Ok(self.key_view_with(record, pending, now, &controls))
     }
 
     /// [`Store::key_view`] with the key's usage control already read (a list page reads
@@ -249,6 +257,7 @@ impl Store {
     pub(crate) fn key_view_with(
         &self,
         record: &KeyRecord,
+        pending: Usage,
         now: OffsetDateTime,
         controls: &ControlsRecord,
     ) -> Key {
@@ -256,7 +265,7 @@ impl Store {
             self.inner
                 .meters
                 .own_slice(record.id, controls.version, now.unix_timestamp_nanos());
-        record.view(now, self.inner.usage.pending(record.id), controls, own)
+        record.view(now, pending, controls, own)
     }
 
     /// Resolves a key reference: its record id (UUID), its display prefix
@@ -299,6 +308,8 @@ impl Store {
         };
         let record = self.write_prepared(actor, guard, |tx, admin_keys| {
             let (_, mut record) = self.key_for_change(tx, actor, id)?;
+            // No flush runs while the write lock is held: these go with the stored ones.
+            let pending = self.inner.usage.pending(id);
             let before = record.clone();
             if let Some(name) = &patch.name {
                 if let Err(e) = validate_text("name", name, 1, MAX_NAME_BYTES) {
@@ -334,7 +345,7 @@ impl Store {
             };
             let settle = (controls != old).then(|| (old.version, carry, controls.clone()));
             if record == before && settle.is_none() {
-                return Ok((record, None));
+                return Ok((record, None, pending));
             }
             if let Some((_, _, controls)) = &settle {
                 if controls.is_empty() {
@@ -347,13 +358,13 @@ impl Store {
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::KeyUpdate, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(public));
-            Ok((record, settle))
+            Ok((record, settle, pending))
         })?;
-        let (record, settle) = record;
+        let (record, settle, pending) = record;
         if let Some((old_version, carry, controls)) = settle {
             self.settle_meter(id, old_version, carry, &controls);
         }
-        self.key_view(&record, self.inner.clock.now())
+        self.key_view(&record, pending, self.inner.clock.now())
     }
 
     /// Revokes a key, irreversibly; the very next verification fails. Revoking a revoked
@@ -361,8 +372,10 @@ impl Store {
     /// that holds `*` is a `Conflict::LastAdminKey`.
     pub fn revoke_key(&self, actor: &Actor, id: Uuid) -> Result<Key, StoreError> {
         let guard = || self.admin_keys_if(self.is_admin_key(id)?);
-        let record = self.write_prepared(actor, guard, |tx, admin_keys| {
+        let (record, pending) = self.write_prepared(actor, guard, |tx, admin_keys| {
             let (_, mut record) = self.key_for_change(tx, actor, id)?;
+            // No flush runs while the write lock is held: these go with the stored ones.
+            let pending = self.inner.usage.pending(id);
             if record.revoked_at.is_none() {
                 record.revoked_at = Some(tx.now);
                 tx.put_key(&record)?;
@@ -370,9 +383,9 @@ impl Store {
                 tx.record(Action::KeyRevoke, id, Some(record.user_id));
                 tx.invalidate(Invalidate::Key(record.public_id().map_err(abort_err)?));
             }
-            Ok(record)
+            Ok((record, pending))
         })?;
-        self.key_view(&record, self.inner.clock.now())
+        self.key_view(&record, pending, self.inner.clock.now())
     }
 
     /// Deletes a revoked key; a key that is not revoked is a `Conflict::KeyNotRevoked`.

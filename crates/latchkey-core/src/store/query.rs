@@ -231,6 +231,9 @@ impl Store {
         }
         let plan = Plan::of(query);
         let now = self.inner.clock.now();
+        // Each key's stored usage figures and its pending ones go together (taken after the
+        // sweep above, which waits for the write lock).
+        let _steady = self.inner.usage.steady();
         let mut entries = index::scan(
             &self.inner.db,
             plan.scope,
@@ -319,7 +322,8 @@ impl Store {
             .collect::<Result<Vec<_>, StoreError>>()?;
         let controls = self.get_many::<ControlsRecord>(&keys)?;
         for (record, controls) in records.iter().zip(controls) {
-            items.push(self.key_view_with(record, now, &controls.unwrap_or_default()));
+            let pending = self.inner.usage.pending(record.id);
+            items.push(self.key_view_with(record, pending, now, &controls.unwrap_or_default()));
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -99,12 +99,26 @@ fn to_usage(count: u64, last_used: i64) -> Usage {
 /// Every key's counters not yet persisted. The map's lock is taken when a key enters the
 /// verify cache and at flush, never per verification: a cached entry holds its counters.
 #[derive(Debug, Default)]
-pub(crate) struct UsageBuffer(Mutex<HashMap<Uuid, Arc<KeyUsage>>>);
+pub(crate) struct UsageBuffer {
+    counters: Mutex<HashMap<Uuid, Arc<KeyUsage>>>,
+    /// Written by a flush from the moment it takes the figures until the store holds them;
+    /// read by whoever reads stored figures and then adds the pending ones
+    /// ([`UsageBuffer::steady`]). Without it, a read in between would miss the figures in
+    /// flight (a key's `usage_count` would dip), or count them twice.
+    gate: RwLock<()>,
+}
 
 impl UsageBuffer {
+    /// Holds flushes off while a reader reads stored figures and then
+    /// [`pending`](UsageBuffer::pending) ones. The caller must not wait for the store's write
+    /// lock meanwhile: a flush holds that lock while it waits for this one.
+    pub(crate) fn steady(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The counters of a key, made on first use.
     pub(crate) fn handle(&self, key: Uuid) -> Arc<KeyUsage> {
-        self.0
+        self.counters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(key)
@@ -112,8 +126,10 @@ impl UsageBuffer {
             .clone()
     }
 
+    /// A key's figures not yet persisted. Read them and the stored ones under
+    /// [`steady`](UsageBuffer::steady), or while holding the store's write lock.
     pub(crate) fn pending(&self, key: Uuid) -> Usage {
-        self.0
+        self.counters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
@@ -124,7 +140,7 @@ impl UsageBuffer {
     /// Takes every key's figures, and forgets counters that nothing else holds and that
     /// counted nothing, so the map does not grow with every key ever used.
     fn take(&self) -> HashMap<Uuid, Usage> {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let mut taken = HashMap::new();
         all.retain(|key, usage| {
             let figures = usage.take();
@@ -137,7 +153,7 @@ impl UsageBuffer {
     }
 
     fn restore(&self, figures: HashMap<Uuid, Usage>) {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         for (key, usage) in figures {
             let at = usage
                 .last_used_at
@@ -167,6 +183,8 @@ pub(super) fn flush(
     buffer: &UsageBuffer,
     chunk_positions: usize,
 ) -> Result<(), StoreError> {
+    // Until the batch is applied, the figures taken are in neither place.
+    let flushing = buffer.gate.write().unwrap_or_else(|e| e.into_inner());
     let figures = buffer.take();
     if figures.is_empty() {
         return Ok(());
@@ -205,6 +223,7 @@ pub(super) fn flush(
         buffer.restore(figures);
         return Err(e);
     }
+    drop(flushing);
     db.flush()?;
     Ok(())
 }
