@@ -1,7 +1,9 @@
 //! The `latchkey` binary: parse arguments, set up logging, dispatch.
 //!
 //! Exit codes: 0 on success; 1 on an error (one `error: …` line on stderr), and for a
-//! negative answer of `verify`, `scan` or `audit verify`; 2 for a usage error.
+//! negative answer of `verify`, `scan` or `audit verify`; 2 for a usage error. A command
+//! whose output's reader has gone (`latchkey keys list | head -1`) ends by SIGPIPE, as Unix
+//! tools do.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -25,6 +27,11 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.global.on_command_line = OnCommandLine::of(&matches);
+    if !matches!(cli.command, Command::Serve(_)) {
+        // Rust ignores SIGPIPE, so `println!` into a closed pipe panics. The daemon keeps
+        // ignoring it: a write to a closed socket must be an error, never its death.
+        sigpipe::reset();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

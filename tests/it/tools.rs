@@ -271,3 +271,37 @@ fn the_pre_commit_hook_line_scans_what_the_commit_adds() {
     git(&["rm", "-q", "app.env"]);
     assert_eq!(run_hook(), Some(0), "a file deleted");
 }
+
+#[test]
+fn a_command_whose_reader_went_away_ends_by_sigpipe_without_a_panic() {
+    use std::io::Write;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    // `latchkey scan - | head -0`: the reader is gone before the finding is printed.
+    let key = ApiKey::generate(&Prefix::default(), Env::Live);
+    let mut child = latchkey()
+        .args(["scan", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(key.expose().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    const SIGPIPE: i32 = 13;
+    assert_eq!(
+        out.status.signal(),
+        Some(SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
