@@ -157,7 +157,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The address to listen on; port 0 picks a free port, printed as `listening on ADDR`
-    /// [default: 127.0.0.1:7878]
+    /// (`{"listening":"ADDR"}` with --json) [default: 127.0.0.1:7878]
     #[arg(long, env = "LATCHKEY_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
     /// The key prefix, should `serve` have to initialise the store [default: lk]
@@ -518,7 +518,7 @@ pub enum KeysCommand {
         /// The key's id, display prefix (`lk_live_…`) or public id
         key: String,
     },
-    /// Rename a key or change its description
+    /// Change a key: name, description, enabled, meta, rate limits, credits, allowlist
     Update(KeyUpdate),
     /// Stop a key from authenticating, reversibly
     Disable {

@@ -17,7 +17,8 @@ use crate::server::{MetricsServing, ServeConfig};
 /// Checks the settings, binds, opens (or initialises) the store, announces, and serves
 /// until SIGINT or SIGTERM.
 ///
-/// Prints `metrics listening on ADDR` (with `--metrics-listen`), then `listening on ADDR`:
+/// Prints `metrics listening on ADDR` (with `--metrics-listen`), then `listening on ADDR`
+/// (with `--json`, the lines `{"metrics_listening":"ADDR"}` and `{"listening":"ADDR"}`):
 /// scripts and tests read the ports from these lines when they pass port 0.
 pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> {
     let location = settings.store_location();
@@ -74,7 +75,7 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
             let at = metrics
                 .local_addr()
                 .context("reading the metrics address")?;
-            println!("metrics listening on {at}");
+            announce(settings.json, "metrics_listening", at);
             MetricsServing::Listener(metrics)
         }
         None if args.metrics_auth => MetricsServing::Keyed,
@@ -82,7 +83,7 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     };
     // Before the announcement: a SIGTERM sent once it is out stops the daemon gracefully.
     let shutdown = crate::shutdown_signal();
-    println!("listening on {local}");
+    announce(settings.json, "listening", local);
     std::io::stdout().flush().context("writing to stdout")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     // A URL's password never reaches the log: `Location` displays it as `***`.
@@ -97,6 +98,16 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         ..ServeConfig::new(store)
     };
     crate::run(config, listener, shutdown).await
+}
+
+/// Tells where a listener is, on a line of its own: `listening on ADDR` (the field's words),
+/// or with `--json` a compact object, so that `--json` output is JSON throughout.
+fn announce(json: bool, field: &str, addr: SocketAddr) {
+    if json {
+        println!("{}", serde_json::json!({ field: addr.to_string() }));
+    } else {
+        println!("{} on {addr}", field.replace('_', " "));
+    }
 }
 
 /// Plain HTTP is for loopback: keys and admin keys would cross the network in clear.

@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use latchkey_core::ApiKey;
+use serde_json::Value;
 
 use crate::backend::store_arg;
 use crate::harness::{Daemon, Run, latchkey, secret_in, store_dir};
@@ -260,5 +261,43 @@ fn a_sigterm_right_after_listening_on_stops_it_gracefully() {
         let (status, log) = Daemon::start(&db).stop();
         assert!(status.success(), "{status}\n{log}");
         assert!(log.contains("store flushed"), "{log}");
+    }
+}
+
+#[test]
+fn serve_json_prints_json_throughout() {
+    let (_dir, db) = store_dir();
+    let mut child = latchkey()
+        .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--db"])
+        .arg(store_arg(&db))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(&mut child);
+    // A stream of JSON documents: a plain `listening on` line would end it in an error.
+    let stdout = guard.0.stdout.take().unwrap();
+    let mut documents = serde_json::Deserializer::from_reader(stdout).into_iter::<Value>();
+    let mut next = || documents.next().expect("a document").expect("JSON");
+    let admin = next();
+    assert!(admin["secret"].is_string(), "{admin}");
+    let metrics = next();
+    let metrics = metrics["metrics_listening"]
+        .as_str()
+        .expect("metrics_listening");
+    let listening = next();
+    let listening = listening["listening"].as_str().expect("listening");
+    assert_eq!(reqwest_get(&format!("http://{listening}/healthz")), 200);
+    assert_eq!(reqwest_get(&format!("http://{metrics}/metrics")), 200);
+}
+
+/// Kills (SIGKILL) and reaps a child when dropped, failing test or not.
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
