@@ -147,7 +147,22 @@ fn metrics_behind_a_key_holding_latchkey_metrics() {
             .unwrap()
             .to_owned()
     };
+    json(&[
+        "--json",
+        "users",
+        "add",
+        "--name",
+        "acme-prom",
+        "--permissions",
+        "latchkey:metrics",
+        "--tenant-id",
+        "acme",
+    ]);
     let (prom, other) = (key("prom"), key("other"));
+    // The figures cover every tenant: a key bound to one reads none of them.
+    daemon
+        .http("GET", "/metrics", Some(&key("acme-prom")), None)
+        .problem(403, "tenant_forbidden");
     let refused = daemon.http("GET", "/metrics", Some(&other), None);
     refused.problem(403, "insufficient_permission");
     assert!(

@@ -44,7 +44,7 @@ fn unavailable(err: latchkey_core::StoreError) -> AppError {
     responses(
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 401, description = "No key or a key that does not authenticate (only when served behind a key: `latchkey serve --metrics-auth`)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks `latchkey:metrics` (only with `--metrics-auth`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks `latchkey:metrics` (`forbidden`), or is bound to a tenant (`tenant_forbidden`: the figures cover every tenant); only with `--metrics-auth`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
     let stats = state.run(|store| Ok(store.stats()?)).await?;
@@ -58,11 +58,13 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
     ))
 }
 
-/// `/metrics` behind the authentication layer: the caller needs `latchkey:metrics`.
+/// `/metrics` behind the authentication layer: the caller needs `latchkey:metrics`, and
+/// must be bound to no tenant (the figures cover every tenant).
 pub(crate) async fn metrics_keyed(
-    _caller: Caller<perm::Metrics>,
+    caller: Caller<perm::Metrics>,
     state: State<AppState>,
 ) -> Result<impl IntoResponse, AppError> {
+    caller.ensure_global()?;
     metrics(state).await
 }
 
