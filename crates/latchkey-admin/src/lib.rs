@@ -28,10 +28,12 @@
 //! | `POST /v1/groups`, `PATCH /v1/groups/{id}`, `DELETE /v1/groups/{id}` | `latchkey:groups:write` |
 //! | `GET /v1/groups`, `GET /v1/groups/{id}` | `latchkey:groups:read` |
 //! | `POST /v1/users`, `PATCH /v1/users/{id}`, `DELETE /v1/users/{id}` | `latchkey:users:write` |
-//! | `GET /v1/users`, `GET /v1/users/{id}` | `latchkey:users:read` |
+//! | `GET /v1/users` (also `?ids=` for up to 100 at once), `GET /v1/users/{id}` | `latchkey:users:read` |
+//! | `POST /v1/users/{id}/revoke-keys` (every key of the user) | `latchkey:keys:write` |
 //! | `POST /v1/keys`, `PATCH /v1/keys/{id}`, `DELETE /v1/keys/{id}`, `POST /v1/keys/{id}/revoke`, `POST /v1/keys/{id}/rotate` | `latchkey:keys:write` |
 //! | `GET /v1/keys`, `GET /v1/keys/{id}` | `latchkey:keys:read` |
 //! | `POST /v1/verify`, `GET /v1/events` (server-sent events of every change) | `latchkey:verify` |
+//! | `POST /v1/usage` (a remote verifier's uses), `POST /v1/leases`, `POST /v1/leases/return` (its slices of rate limits and credits) | `latchkey:verify` |
 //! | `GET /v1/audit`, `GET /v1/audit/verify` | `latchkey:audit:read` |
 //! | `GET /v1/backup` (the whole store, as `latchkey restore` reads it) | `latchkey:backup` |
 //! | `POST /v1/keys/import` (keys issued elsewhere, ≤ 1,000 per request) | `latchkey:keys:write` |
@@ -47,12 +49,14 @@
 //!
 //! Every error is `application/problem+json` ([`Problem`]) with a stable `code`: 400
 //! `invalid_json` or `invalid_field` (with `field` naming the body member or query
-//! parameter), 401 `missing_key` / `invalid_key` / `key_revoked` / …, 403
-//! `insufficient_permission` / `tenant_forbidden`, 404 `not_found` (also for another
-//! tenant's records), 405 `method_not_allowed`, 409 `name_taken` / `key_not_revoked` /
-//! `key_revoked` / `last_admin_key`, 413 `payload_too_large` (bodies over 64 KiB), 415
-//! `unsupported_media_type`, 503 `keystore_unavailable`, 500 `internal` (detail in the
-//! server log only). Bounds on input: `latchkey_core::limits`.
+//! parameter) or `invalid_request` (several credentials), 401 `missing_key` /
+//! `invalid_key` / `key_revoked` / …, 403 `insufficient_permission` / `tenant_forbidden` /
+//! `ip_not_allowed`, 404 `not_found` (also for another tenant's records), 405
+//! `method_not_allowed`, 409 `name_taken` / `key_not_revoked` / `key_revoked` /
+//! `key_rotated` / `last_admin_key`, 413 `payload_too_large` (bodies over 64 KiB), 415
+//! `unsupported_media_type`, 429 `rate_limited` / `usage_exceeded` / `too_many_streams`,
+//! 503 `keystore_unavailable`, 507 `storage_full`, 500 `internal` (detail in the server log
+//! only). Bounds on input: `latchkey_core::limits`.
 //!
 //! # Layout
 //!

@@ -1,5 +1,5 @@
-//! API keys done right: the key format, hashing, permissions, the sled keystore and
-//! verification.
+//! API keys done right: the key format, hashing, permissions, the keystore (embedded sled or
+//! redb, or PostgreSQL) and verification.
 //!
 //! # Layout
 //!
@@ -13,7 +13,8 @@
 //!   allowlist) and its enforcement, [`admit`] ordering the checks; `shared_limit`: a rate
 //!   limit several processes on one database share, admitted from slices of its state.
 //! - [`actor`]: who acts, and the no-escalation rule.
-//! - `store`: the sled keystore, the only module that touches sled ([`Store`]).
+//! - `store`: the keystore ([`Store`]) and its storage engines (sled, redb, PostgreSQL),
+//!   the only module that touches them.
 //! - [`verify`]: [`Principal`], [`VerifyError`] and the verify cache.
 //! - [`audit`]: the hash-chained audit trail, which is also the change feed.
 //! - [`clock`]: an injectable clock.
