@@ -8,6 +8,8 @@ mod support;
 mod tamper;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 
 use latchkey_core::*;
 use support::perms;
@@ -541,29 +543,61 @@ fn usage_is_counted_in_memory_and_persisted_on_flush() {
     );
 }
 
+/// Sets its flag when dropped: a test's reading thread stops the others when it ends,
+/// failed or not (a scope would otherwise wait for them forever).
+struct Stop<'a>(&'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
+#[test]
+fn the_audit_chain_verifies_while_writes_commit() {
+    let f = fixture();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _stop = Stop(&done);
+            for n in 0..300 {
+                let new = NewGroup {
+                    name: format!("g{n}"),
+                    permissions: perms(&["x"]),
+                };
+                f.store.create_group(&f.admin, new).unwrap();
+            }
+        });
+        let mut rounds = 0;
+        while !done.load(Relaxed) {
+            let report = f.store.verify_audit().unwrap();
+            assert_eq!(
+                report.broken, None,
+                "round {rounds}, {} events",
+                report.events
+            );
+            rounds += 1;
+        }
+        eprintln!("{rounds} checks while 300 writes committed");
+    });
+}
+
 #[test]
 fn a_key_s_usage_never_dips_while_its_figures_are_flushed() {
     let f = fixture();
     let user = f.user("bot", &[], &["x"]);
     let key = f.key(&user, None);
     let id = key.key.id;
-    let done = std::sync::atomic::AtomicBool::new(false);
-    /// Stops the other threads when the reads end, failed or not.
-    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
+    let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         // Uses counted in memory, and flushes moving them into the record, meanwhile.
         s.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            while !done.load(Relaxed) {
                 f.store.record_usage(id, 1, T0);
             }
         });
         s.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            while !done.load(Relaxed) {
                 f.store.flush().unwrap();
             }
         });
@@ -638,6 +672,20 @@ fn tampering_with_the_audit_log_is_found() {
     let store = Store::open(&path, support::config()).unwrap();
     let report = store.verify_audit().unwrap();
     assert_eq!(report.broken.map(|b| b.seq), Some(3));
+    drop(store);
+
+    // An event appended past the last one the store counts is named as the break.
+    let f = fixture();
+    let user = f.user("bot", &[], &["x"]);
+    f.key(&user, None);
+    let last = f.store.last_seq().unwrap();
+    let path = f.store.path().to_owned();
+    let Fixture { _dir, store, .. } = f;
+    drop(store);
+    tamper::copy_audit_event(&path, last, last + 1);
+    let store = Store::open(&path, support::config()).unwrap();
+    let broken = store.verify_audit().unwrap().broken.unwrap();
+    assert_eq!(broken.seq, last + 1, "{}", broken.reason);
 }
 
 #[test]

@@ -864,7 +864,12 @@ impl Store {
 
     /// Checks the whole audit chain: each event's hash, each link, no gap, and that the
     /// newest event is the head the store recorded (so a truncated tail is noticed too).
+    ///
+    /// The chain is checked up to the end the store recorded when the check began: writes
+    /// that commit meanwhile append after it and are not mistaken for a break. An event past
+    /// that end is one only if the store counts it once the walk is done.
     pub fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        let (last, head) = self.chain_end()?;
         let mut next = 1;
         let mut prev = audit::GENESIS.to_owned();
         let mut broken = None;
@@ -873,6 +878,7 @@ impl Store {
             None => None,
         };
         let mut at_mark = None;
+        let mut past_end = None;
         let audit = backend::scan(
             &self.inner.db,
             KeyRange::prefix(layout::AUDIT),
@@ -880,6 +886,10 @@ impl Store {
         );
         for item in audit {
             let event = decode_event(&item?)?;
+            if event.seq > last {
+                past_end = Some(event.seq);
+                break;
+            }
             if mark.as_ref().is_some_and(|m| m.seq == event.seq) {
                 at_mark = Some(event.hash.clone());
             }
@@ -893,12 +903,6 @@ impl Store {
         }
         let events = next - 1;
         if broken.is_none() {
-            let last = self.last_seq()?;
-            let head = self.inner.db.get(layout::HEAD)?;
-            let head = head.map_or_else(
-                || audit::GENESIS.to_owned(),
-                |h| audit::hash_hex(&h.as_slice().try_into().unwrap_or_default()),
-            );
             if last != events {
                 let reason =
                     format!("the store recorded {last} events but the chain ends at {events}");
@@ -912,12 +916,39 @@ impl Store {
                     seq: events,
                     reason,
                 });
+            } else if let Some(seq) = past_end.filter(|&seq| {
+                // Appended since the check began, or never counted by the store?
+                self.last_seq().map_or(true, |now| seq > now)
+            }) {
+                let reason = format!("event {seq} is past the last event the store recorded");
+                broken = Some(ChainBreak { seq, reason });
             }
         }
         if let (None, Some(mark)) = (&broken, mark.filter(|m| m.seq > 0)) {
             broken = recover::check_against_mark(&mark, events, at_mark.as_deref());
         }
         Ok(AuditReport { events, broken })
+    }
+
+    /// The sequence number of the newest event and its hash, read together: under the write
+    /// lock (an embedded store has no other writer), in one statement on PostgreSQL.
+    fn chain_end(&self) -> Result<(u64, String), StoreError> {
+        let _serialized = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut found = self
+            .inner
+            .db
+            .get_many(&[layout::SEQ.to_vec(), layout::HEAD.to_vec()])?
+            .into_iter();
+        let seq = decode_seq(found.next().flatten())?;
+        let head = found.next().flatten().map_or_else(
+            || audit::GENESIS.to_owned(),
+            |h| audit::hash_hex(&h.as_slice().try_into().unwrap_or_default()),
+        );
+        Ok((seq, head))
     }
 
     /// Reads and decodes one record from the plain tree.
@@ -1093,7 +1124,12 @@ fn stored_schema(path: &Path, db: &dyn Backend) -> Result<u32, StoreError> {
 
 /// The sequence number of the newest change (0 for none).
 fn read_seq(db: &dyn Backend) -> Result<u64, StoreError> {
-    Ok(match db.get(layout::SEQ)? {
+    decode_seq(db.get(layout::SEQ)?)
+}
+
+/// The stored `m:seq`: the newest event's sequence number (0 for none).
+fn decode_seq(stored: Option<Vec<u8>>) -> Result<u64, StoreError> {
+    Ok(match stored {
         Some(bytes) => u64::from_be_bytes(
             bytes
                 .as_slice()
