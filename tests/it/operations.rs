@@ -44,6 +44,23 @@ fn a_full_disk_answers_507_verification_goes_on_and_writes_come_back() {
         let audit = daemon.http("GET", "/v1/audit?limit=1000", Some(&admin), None);
         audit.body["items"].as_array().unwrap().len()
     };
+    // A key that expires while the disk is full: the expiry sweep, a write, cannot run.
+    daemon
+        .cli_as(
+            &admin,
+            &[
+                "keys",
+                "add",
+                "--name",
+                "soon",
+                "--user",
+                "bot",
+                "--expires-at",
+                "2s",
+            ],
+        )
+        .ok();
+    let soon = std::time::Instant::now();
     let events = audit_len(&daemon);
 
     let filler = tmpfs.fill();
@@ -87,6 +104,12 @@ fn a_full_disk_answers_507_verification_goes_on_and_writes_come_back() {
     assert_eq!(daemon.admin_key, None, "{}", daemon.banner);
     verifies(&daemon);
     refused(&daemon);
+    // Reads that sweep first answer as they are: monitoring matters most now.
+    std::thread::sleep(std::time::Duration::from_secs(3).saturating_sub(soon.elapsed()));
+    for path in ["/metrics", "/v1/keys?status=active"] {
+        let read = daemon.http("GET", path, Some(&admin), None);
+        assert_eq!(read.status, 200, "{path}: {}", read.text);
+    }
 
     // Space comes back: writes work again without a restart.
     fs::remove_file(filler).unwrap();

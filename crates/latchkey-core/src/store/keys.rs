@@ -610,7 +610,7 @@ impl Store {
     /// Counts keys by status, users and groups, from counts the writes keep: a few point
     /// reads, never a scan (after a sweep of keys that expired since the last one).
     pub fn stats(&self) -> Result<Stats, StoreError> {
-        self.sweep_expired()?;
+        self.sweep_before_read();
         let db = &*self.inner.db;
         let mut stats = Stats::default();
         for class in Class::ALL {

@@ -227,7 +227,7 @@ impl Store {
         };
         if query.status.is_some() {
             // Statuses follow the clock: classify what expired since the last sweep first.
-            self.sweep_expired()?;
+            self.sweep_before_read();
         }
         let plan = Plan::of(query);
         let now = self.inner.clock.now();

@@ -16,6 +16,15 @@ use crate::error::StoreError;
 pub(crate) const SWEEP_CHUNK: usize = 1_000;
 
 impl Store {
+    /// [`Store::sweep_expired`] before a read that counts or filters by status, at best: a
+    /// read must not fail because a write cannot run (a full disk). It then reads the
+    /// classes as they are, behind by the keys not yet swept.
+    pub(crate) fn sweep_before_read(&self) {
+        if let Err(e) = self.sweep_expired() {
+            tracing::debug!(error = %e, "no expiry sweep before this read: it reads the statuses as they are");
+        }
+    }
+
     /// Reclassifies up to [`SWEEP_CHUNK`] keys that expired since the last sweep; returns
     /// how many it looked at.
     pub(crate) fn sweep_expired(&self) -> Result<usize, StoreError> {
