@@ -2,11 +2,12 @@
 //! (organization), their keys and their audit events; everything else is "not found".
 //! A global caller sees everything, as the unscoped reads answer it.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::Store;
+use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::AuditEvent;
 use crate::error::{Entity, StoreError};
@@ -125,11 +126,28 @@ impl Store {
         if actor.tenant_id().is_none() {
             return self.list_keys(query);
         }
-        let seen = self.visible_user_ids(actor)?;
-        if let Some(user) = query.user_id.filter(|u| !seen.contains(u)) {
+        if let Some(user) = query.user_id
+            && !self.visible_users(actor, [user])?.contains(&user)
+        {
             return Err(StoreError::not_found(Entity::User, user));
         }
-        self.list_keys_of(query, |owner| seen.contains(&owner))
+        // The owners a page meets, read as it meets them: never every user in the store.
+        let seen = RefCell::new(HashMap::new());
+        let failed = RefCell::new(None);
+        let page = self.list_keys_of(query, |owner| {
+            *seen.borrow_mut().entry(owner).or_insert_with(|| {
+                self.visible_users(actor, [owner])
+                    .map(|visible| visible.contains(&owner))
+                    .unwrap_or_else(|e| {
+                        failed.borrow_mut().get_or_insert(e);
+                        false
+                    })
+            })
+        });
+        match failed.into_inner() {
+            Some(e) => Err(e),
+            None => page,
+        }
     }
 
     /// Up to `limit` audit events after `after` that the caller sees, oldest first, and the
@@ -173,8 +191,9 @@ impl Store {
             });
             return Ok((items, next));
         }
-        let seen = self.visible_user_ids(actor)?;
         let scanned = self.events_in(range, AUDIT_SCAN_PER_PAGE + 1)?;
+        // The users these events concern, read at once: never every user in the store.
+        let seen = self.visible_users(actor, scanned.iter().filter_map(|e| e.user_id))?;
         let mut items = Vec::new();
         let mut last = None;
         let mut more = scanned.len() > AUDIT_SCAN_PER_PAGE;
@@ -192,8 +211,26 @@ impl Store {
         Ok((items, more.then(|| last.unwrap_or(range.after))))
     }
 
-    fn visible_user_ids(&self, actor: &Actor) -> Result<HashSet<Uuid>, StoreError> {
-        Ok(self.users_as(actor)?.into_iter().map(|u| u.id).collect())
+    /// Those of `ids` whose users exist and the caller sees: their records read at once
+    /// (one round trip on PostgreSQL).
+    fn visible_users(
+        &self,
+        actor: &Actor,
+        ids: impl IntoIterator<Item = Uuid>,
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        let ids: Vec<Uuid> = ids
+            .into_iter()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let paths: Vec<Vec<u8>> = ids.iter().map(|id| layout::user(*id)).collect();
+        let users = self.get_many::<User>(&paths)?;
+        Ok(users
+            .into_iter()
+            .flatten()
+            .filter(|u| actor.sees(u))
+            .map(|u| u.id)
+            .collect())
     }
 }
 
