@@ -206,6 +206,7 @@ pub(crate) async fn stream(
         heartbeat: heartbeat_interval(Duration::from_millis(heartbeat)),
         queue: VecDeque::from([start]),
         caller: caller.actor.key_id(),
+        checked_at: Instant::now(),
         closing: closing_signal(&state.store),
         _slot: slot,
     };
@@ -255,8 +256,11 @@ struct Feed {
     heartbeat_due: bool,
     heartbeat: Interval,
     queue: VecDeque<Event>,
-    /// The caller's key, checked at every heartbeat; `None` for the operator router.
+    /// The caller's key, checked at every heartbeat (and as often during a replay, which
+    /// sends none); `None` for the operator router.
     caller: Option<Uuid>,
+    /// When the caller's key was last checked.
+    checked_at: Instant,
     /// Changes when the server shuts down: the stream ends.
     closing: watch::Receiver<()>,
     /// This stream's place among the open ones, given back when the client goes.
@@ -279,6 +283,17 @@ impl Feed {
                 return Some(event);
             }
             if self.replaying {
+                // However long the replay, the stream ends at shutdown, and for a key that
+                // lost its right to it once a heartbeat's interval has passed.
+                if self.closing.has_changed().unwrap_or(true) {
+                    return None;
+                }
+                if self.checked_at.elapsed() >= self.heartbeat.period() {
+                    if !self.caller_may_listen().await {
+                        return None;
+                    }
+                    self.checked_at = Instant::now();
+                }
                 self.replay_page().await?;
                 continue;
             }
@@ -292,6 +307,7 @@ impl Feed {
                         if !self.caller_may_listen().await {
                             return None;
                         }
+                        self.checked_at = Instant::now();
                         let beat = Heartbeat {
                             head: self.last_sent,
                         };

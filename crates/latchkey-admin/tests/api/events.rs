@@ -329,6 +329,52 @@ async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
 }
 
 #[tokio::test]
+async fn a_long_replay_ends_for_a_key_revoked_meanwhile() {
+    let h = Harness::new();
+    let (_, key) = h.user_with_key("follower", &["latchkey:verify"]).await;
+    let user = h.store.user("admin").unwrap();
+    for chunk in 0..5 {
+        let new: Vec<NewKey> = (0..1000)
+            .map(|i| NewKey {
+                name: format!("bulk {chunk} {i}"),
+                user_id: user.id,
+                ..NewKey::default()
+            })
+            .collect();
+        h.store.create_keys(&Actor::system(), &new).unwrap();
+    }
+    let head = h.store.last_seq().unwrap();
+    let mut stream = Stream::open_as(&h, &key, "/v1/events?after=0&heartbeat_ms=1000").await;
+    assert_eq!(stream.next().await.event, "ready");
+    stream.change().await;
+    let key_id = h.store.key_id(key.rsplit_once('_').unwrap().0).unwrap();
+    h.store.revoke_key(&Actor::system(), key_id).unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // What was read from the store already may still go out; then the stream ends, long
+    // before the replay reaches the head.
+    let mut sent = 1;
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, stream.body.frame())
+            .await
+            .expect("the stream did not end");
+        match frame {
+            None => break,
+            Some(frame) => {
+                let bytes = frame.unwrap().into_data().unwrap();
+                sent += std::str::from_utf8(&bytes)
+                    .unwrap()
+                    .matches("event: change")
+                    .count();
+            }
+        }
+    }
+    assert!(
+        sent < 1_000,
+        "{sent} of {head} changes sent after the key was revoked"
+    );
+}
+
+#[tokio::test]
 async fn closing_the_streams_of_a_store_ends_them_and_only_them() {
     let (h, other) = (Harness::new(), Harness::new());
     let mut stream = Stream::open(&h, "/v1/events?heartbeat_ms=1000", &[]).await;
