@@ -360,3 +360,23 @@ impl std::fmt::Debug for VerifyCache {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{Env, Prefix};
+
+    #[test]
+    fn an_answer_read_before_an_invalidation_is_not_cached() {
+        let cache = VerifyCache::new(16);
+        let id = ApiKey::generate(&Prefix::default(), Env::Live).id();
+        // A verifier reads the generation, then the store; a write invalidates meanwhile.
+        let read_at = cache.generation();
+        cache.invalidate(None);
+        cache.insert_cold(id, None, read_at);
+        assert!(cache.cold(&id).is_none(), "a stale answer was cached");
+        // An answer read after the write is.
+        cache.insert_cold(id, None, cache.generation());
+        assert_eq!(cache.cold(&id).map(|entry| entry.is_none()), Some(true));
+    }
+}
