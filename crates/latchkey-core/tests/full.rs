@@ -70,3 +70,59 @@ fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
     assert!(store.verify(after.secret.expose()).is_ok());
     assert_eq!(store.last_seq().unwrap(), seq + 2);
 }
+
+/// A write that fails outside a management write (here the usage flush) leaves redb
+/// refusing every read of its file (`PreviousIo`): the store must reopen it by itself, as
+/// it does after a failed management write, and not answer 503 to every verification that
+/// misses the cache until an administrator happens to write.
+#[test]
+fn a_failed_usage_flush_on_a_full_disk_does_not_keep_reads_failing() {
+    let Some(tmpfs) = Tmpfs::mount("24m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
+        return;
+    };
+    let path = tmpfs.path().join("store");
+    let interval = std::time::Duration::from_secs(2);
+    let config = support::config()
+        .min_free_bytes(0)
+        .usage_flush_interval(Some(interval))
+        // Reads go to the file, not to the engine's cache.
+        .cache_capacity_bytes(256);
+    let store = Store::create_empty(&path, "lk", config).unwrap();
+    let user = support::user(&store, "bot", &[]);
+    // Enough keys that writing their usage needs pages the engine never wrote before.
+    let keys: Vec<_> = (0..600)
+        .map(|i| support::key(&store, &user, &format!("k{i}")))
+        .collect();
+    let (used, unseen) = keys.split_at(500);
+    for key in used {
+        assert!(store.verify(key.secret.expose()).is_ok());
+    }
+
+    let filler = tmpfs.fill();
+    // The usage figures cannot be written: redb's write fails (sled's log may still have
+    // room for them).
+    match store.flush() {
+        Err(StoreError::StorageFull { .. }) => {}
+        Ok(()) if !support::on_redb() => {}
+        other => panic!("expected StorageFull, got {other:?}"),
+    }
+
+    // Space comes back: within a flush interval or so, reads work again without any
+    // management write, and so do writes.
+    fs::remove_file(&filler).unwrap();
+    let mut verified = false;
+    for _ in 0..100 {
+        if store.verify(unseen[0].secret.expose()).is_ok() {
+            verified = true;
+            break;
+        }
+        std::thread::sleep(interval / 10);
+    }
+    assert!(verified, "a verification still fails after space came back");
+    for key in unseen {
+        assert!(store.verify(key.secret.expose()).is_ok());
+    }
+    let after = support::key(&store, &user, "after");
+    assert!(store.verify(after.secret.expose()).is_ok());
+}

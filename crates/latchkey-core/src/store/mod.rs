@@ -316,6 +316,11 @@ impl Inner {
     fn shares_storage(&self) -> bool {
         self.follow.is_some()
     }
+
+    /// Whether the embedded store's disk is below its reserve (never on PostgreSQL).
+    fn disk_full(&self) -> bool {
+        self.local.is_some() && space::below_reserve(&self.path, self.min_free_bytes)
+    }
 }
 
 impl Drop for Inner {
@@ -327,7 +332,7 @@ impl Drop for Inner {
         if self.local.as_ref().is_some_and(|db| !db.is_open()) {
             return;
         }
-        if self.local.is_some() && space::below_reserve(&self.path, self.min_free_bytes) {
+        if self.disk_full() {
             tracing::warn!(store = %self.location, "the disk is full: usage figures since the last flush are not persisted");
         } else if let Err(e) =
             controls::flush(&*self.db, &self.meters, self.clock.unix_nanos(), true)
@@ -796,15 +801,16 @@ impl Store {
             return Ok(());
         }
         self.ensure_open()?;
-        self.write_buffers()?;
-        db.flush()?;
-        Ok(())
+        // A failed write leaves the engine refusing writes (and redb reads): reopened now,
+        // as after a failed management write.
+        self.write_buffers()
+            .and_then(|()| db.flush())
+            .map_err(|e| self.failed_write(e))
     }
 
     /// Whether the embedded store's disk is below its reserve (never on PostgreSQL).
     fn disk_full(&self) -> bool {
-        self.inner.local.is_some()
-            && space::below_reserve(&self.inner.path, self.inner.min_free_bytes)
+        self.inner.disk_full()
     }
 
     /// Writes what this process holds only in memory to the storage: usage figures, and
@@ -1023,10 +1029,7 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 // A store closed by a storage failure reopens by itself, from here too.
-                if store.ensure_open().is_err()
-                    || (store.inner.local.is_some()
-                        && space::below_reserve(&store.inner.path, store.inner.min_free_bytes))
-                {
+                if store.ensure_open().is_err() || store.disk_full() {
                     continue;
                 }
                 let now = store.inner.clock.unix_nanos();
@@ -1040,6 +1043,9 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                     });
                 if let Err(e) = flushed {
                     tracing::warn!(error = %e, "could not persist usage figures");
+                    // Reopened now rather than at the next write: redb refuses every read
+                    // of its file after a failed write.
+                    store.failed_write(e);
                 }
             }
         });

@@ -10,8 +10,9 @@
 //! do.
 //!
 //! After an I/O error (a full disk) redb refuses every later operation with `PreviousIo`
-//! until the file is opened again; [`Embedded::reopen`] does that, as `Db::reopen` does for
-//! sled.
+//! until the file is opened again: the handle then reports itself closed
+//! ([`Embedded::is_open`]) whichever call saw the error, and [`Embedded::reopen`] opens it
+//! again, as `Db::reopen` does for sled.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -74,9 +75,15 @@ impl RedbDb {
         })
     }
 
-    /// redb's error as the store's.
+    /// redb's error as the store's. After an I/O error redb answers every later read of
+    /// its file with `PreviousIo`, reads on the verify path included: the database is then
+    /// due for a reopen, whichever call saw it.
     fn error(&self, err: impl Into<redb::Error>) -> StoreError {
-        store_error(&self.path, err.into())
+        let err = err.into();
+        if matches!(err, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.current.failed();
+        }
+        store_error(&self.path, err)
     }
 
     /// Runs one write transaction: `body`'s writes commit durably, or none of them when it
