@@ -360,8 +360,15 @@ impl Store {
     /// nothing), with [`StoreError::Locked`] when another process holds it, and with
     /// [`StoreError::Damaged`] when its files are missing or damaged, or when it is behind
     /// the last write it acknowledged (its mark): a store never silently forgets.
+    ///
+    /// A `postgres://` or `postgresql://` URL opens that database, as
+    /// [`Store::open_at`] does: `path` is read as `--db` reads its value.
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StoreError> {
-        let path = path.as_ref();
+        Store::open_at(&entry::location_of(path.as_ref()), config)
+    }
+
+    /// [`Store::open`] on a directory.
+    fn open_dir(path: &Path, config: StoreConfig) -> Result<Store, StoreError> {
         let engine = engine::found_in(path);
         if files::inspect(path)?.0 == Found::Marked {
             files::ensure_complete(path)?;
@@ -380,13 +387,14 @@ impl Store {
     /// Creates an empty store (no users, no groups) with the given key prefix.
     ///
     /// Fails with [`StoreError::AlreadyInitialized`] on an initialised store, changing
-    /// nothing.
+    /// nothing. A `postgres://` URL creates the store in that database, as
+    /// [`Store::create_empty_at`] does.
     pub fn create_empty(
         path: impl AsRef<Path>,
         prefix: &str,
         config: StoreConfig,
     ) -> Result<Store, StoreError> {
-        Store::prepare(path.as_ref(), prefix, config)?.complete_empty()
+        Store::create_empty_at(&entry::location_of(path.as_ref()), prefix, config)
     }
 
     /// Commits the version of a prepared store: now it is one.
@@ -400,13 +408,14 @@ impl Store {
 
     /// Creates a store as `latchkey init` does: an `admin` group granting `*`, an `admin`
     /// user in it, and a key for that user, returned once. All in one transaction: a crash
-    /// leaves either no store or a complete one.
+    /// leaves either no store or a complete one. A `postgres://` URL creates the store in
+    /// that database, as [`Store::create_with_admin_at`] does.
     pub fn create_with_admin(
         path: impl AsRef<Path>,
         prefix: &str,
         config: StoreConfig,
     ) -> Result<(Store, CreatedKey), StoreError> {
-        Store::prepare(path.as_ref(), prefix, config)?.complete_with_admin()
+        Store::create_with_admin_at(&entry::location_of(path.as_ref()), prefix, config)
     }
 
     /// Commits a prepared store's admin group, user and key with its version.
@@ -1084,7 +1093,12 @@ fn stored_schema(path: &Path, db: &dyn Backend) -> Result<u32, StoreError> {
             path: path.to_owned(),
         });
     };
-    let found = std::str::from_utf8(&version)
+    schema_of(&version)
+}
+
+/// The schema version `m:version` holds; refused when newer than this build knows.
+fn schema_of(version: &[u8]) -> Result<u32, StoreError> {
+    let found = std::str::from_utf8(version)
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .ok_or_else(|| StoreError::Corrupt("bad schema version".into()))?;
