@@ -101,15 +101,11 @@ pub(super) fn location_of(path: &Path) -> Location {
 
 /// A directory store's schema version, as written at creation (`m:version`), in either
 /// engine's files; refused when newer than this build knows. Directory stores have had one
-/// schema so far: there is nothing to migrate.
+/// schema so far: there is nothing to migrate. The store passes the checks of every open
+/// first: a store `serve` would refuse (damaged, rolled back, missing files) is refused
+/// here too, and the engine never re-creates its missing files.
 fn dir_schema_version(path: &Path) -> Result<u32, StoreError> {
-    let Some(engine) = super::Engine::found_at(path) else {
-        return Err(StoreError::NotInitialized {
-            path: path.to_owned(),
-        });
-    };
-    let db = super::engine::open(path, engine, 1 << 20, false)?;
-    super::stored_schema(path, &*db)
+    super::open_checked(path, 1 << 20).map(|(_, schema, _)| schema)
 }
 
 /// Without the `postgres` feature, every PostgreSQL location is refused.

@@ -369,18 +369,7 @@ impl Store {
 
     /// [`Store::open`] on a directory.
     fn open_dir(path: &Path, config: StoreConfig) -> Result<Store, StoreError> {
-        let engine = engine::found_in(path);
-        if files::inspect(path)?.0 == Found::Marked {
-            files::ensure_complete(path)?;
-        }
-        let Some(engine) = engine else {
-            return Err(StoreError::NotInitialized {
-                path: path.to_owned(),
-            });
-        };
-        let db = engine::open(path, engine, config.cache_capacity_bytes, false)?;
-        stored_schema(path, &*db)?;
-        let mark = recover::reconcile_mark(path, &*db)?;
+        let (db, _, mark) = open_checked(path, config.cache_capacity_bytes)?;
         Self::from_local(path, db, mark, config)
     }
 
@@ -1061,6 +1050,29 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "could not start the usage flusher; usage is persisted at flush and close only");
     }
+}
+
+/// Opens the engine of the store in the directory `path` as every open must: never on a
+/// store missing some of its files (the engine would re-create them empty), and only to
+/// refuse a store of a newer schema or one behind or beside its mark. Returns the open
+/// database, its schema version and its mark.
+fn open_checked(
+    path: &Path,
+    cache_capacity: u64,
+) -> Result<(Arc<dyn Embedded>, u32, Mark), StoreError> {
+    let engine = engine::found_in(path);
+    if files::inspect(path)?.0 == Found::Marked {
+        files::ensure_complete(path)?;
+    }
+    let Some(engine) = engine else {
+        return Err(StoreError::NotInitialized {
+            path: path.to_owned(),
+        });
+    };
+    let db = engine::open(path, engine, cache_capacity, false)?;
+    let schema = stored_schema(path, &*db)?;
+    let mark = recover::reconcile_mark(path, &*db)?;
+    Ok((db, schema, mark))
 }
 
 /// Writes a new store's settings (prefix, hash key, lineage) and returns its lineage; the
