@@ -929,3 +929,21 @@ fn a_postgres_url_given_as_a_path_is_a_database_and_its_password_is_never_printe
         "a URL made a directory"
     );
 }
+
+/// A second process opening a sled store held by another (a CLI command beside the
+/// daemon) must not remove the snapshot the holder may be writing: it is refused as
+/// locked, and the file stays.
+#[test]
+fn opening_a_held_store_leaves_its_snapshot_in_progress() {
+    // sled's own snapshot files: redb has none.
+    if support::on_redb() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::create_empty(dir.path(), "lk", support::config()).unwrap();
+    let generating = dir.path().join("snap.0000000000000000.generating");
+    std::fs::write(&generating, b"").unwrap();
+    let err = Store::open(dir.path(), support::config()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(generating.exists(), "the holder's snapshot was removed");
+}
