@@ -292,13 +292,13 @@ fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Databa
         builder.set_cache_size(usize::try_from(cache_capacity).unwrap_or(usize::MAX));
         // redb 2.6.4 asserts on some damage rather than returning an error (a file cut
         // shorter than its header says): at open, that is a damaged store like any other.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let opened = quietly(|| {
             if create {
                 builder.create(&file)
             } else {
                 builder.open(&file)
             }
-        }));
+        });
         let Ok(opened) = opened else {
             return Err(StoreError::Damaged {
                 path: path.to_owned(),
@@ -337,6 +337,31 @@ fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Databa
         .map_err(|e| store_error(path, e.into()))?;
     txn.commit().map_err(|e| store_error(path, e.into()))?;
     Ok(db)
+}
+
+thread_local! {
+    /// Whether a panic on this thread is caught and answered by [`quietly`].
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without the panic hook's message: a caught panic is an
+/// answer (a damaged file), not a crash, and the store's one-line error says it. The hook
+/// is wrapped once, for the whole process, and stays silent only on a thread inside this
+/// call: a panic elsewhere meanwhile is reported as before, by the hook that was there.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static WRAPPED: std::sync::Once = std::sync::Once::new();
+    WRAPPED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|quiet| quiet.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|quiet| quiet.set(false));
+    outcome
 }
 
 #[cfg(test)]
