@@ -8,6 +8,7 @@ mod support;
 mod tmpfs;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
 
 use latchkey_core::{Actor, NewGroup, PermissionSet, Store, StoreError};
 use tmpfs::Tmpfs;
@@ -125,4 +126,52 @@ fn a_failed_usage_flush_on_a_full_disk_does_not_keep_reads_failing() {
     }
     let after = support::key(&store, &user, "after");
     assert!(store.verify(after.secret.expose()).is_ok());
+}
+
+const CHILD_ENV: &str = "LATCHKEY_FULL_CHILD";
+
+/// The child: writes to the store named in the environment until it is killed, printing a
+/// line after each acknowledged write. Does nothing otherwise.
+#[test]
+fn full_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(&path, support::config().min_free_bytes(0)).expect("child opens");
+    let user = store.user("bot").expect("user exists");
+    let mut out = std::io::stdout().lock();
+    // Bounded: the parent kills us long before this ends.
+    for i in 0..10_000 {
+        support::key(&store, &user, &format!("k{i}"));
+        writeln!(out, "written").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// A store killed mid-work opens again on a full disk: the engine's work at open (sled's
+/// snapshot, redb's repair after an unclean shutdown) takes the store's reserve.
+#[test]
+fn a_store_killed_mid_work_opens_on_a_full_disk() {
+    let Some(tmpfs) = Tmpfs::mount("24m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
+        return;
+    };
+    let path = tmpfs.path().join("store");
+    let config = support::config().min_free_bytes(0);
+    {
+        let store = Store::create_empty(&path, "lk", config.clone()).unwrap();
+        support::user(&store, "bot", &[]);
+    }
+    assert!(path.join("latchkey.reserve").exists());
+    let mut child = support::spawn_child("full_child", CHILD_ENV, &path);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..20 {
+        lines.next().expect("the child ended early").unwrap();
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+
+    let _filler = tmpfs.fill();
+    let store = Store::open(&path, config).unwrap();
+    assert_eq!(store.user("bot").unwrap().name, "bot");
 }

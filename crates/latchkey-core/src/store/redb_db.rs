@@ -60,7 +60,7 @@ impl RedbDb {
         cache_capacity: u64,
         create: bool,
     ) -> Result<RedbDb, StoreError> {
-        let db = open_waiting(path, cache_capacity, create)?;
+        let db = open_releasing(path, cache_capacity, create)?;
         Ok(RedbDb {
             path: path.to_owned(),
             cache_capacity,
@@ -125,7 +125,7 @@ impl Embedded for RedbDb {
 
     fn reopen(&self) -> Result<(), StoreError> {
         self.current
-            .reopen(|| open_waiting(&self.path, self.cache_capacity, false).map(Arc::new))
+            .reopen(|| open_releasing(&self.path, self.cache_capacity, false).map(Arc::new))
     }
 
     fn engine(&self) -> Engine {
@@ -265,6 +265,18 @@ impl Backend for RedbDb {
     /// to flush. A closed database (after a storage failure) still says so.
     fn flush(&self) -> Result<(), StoreError> {
         self.handle().map(drop)
+    }
+}
+
+/// Opens the database; on a full disk, once more after releasing the store's reserve, as
+/// sled's open does: after an unclean shutdown redb repairs the file at open and commits
+/// the repair, which needs free blocks.
+fn open_releasing(path: &Path, cache_capacity: u64, create: bool) -> Result<Database, StoreError> {
+    match open_waiting(path, cache_capacity, create) {
+        Err(StoreError::StorageFull { .. }) if space::release_ballast(path) => {
+            open_waiting(path, cache_capacity, create)
+        }
+        opened => opened,
     }
 }
 
