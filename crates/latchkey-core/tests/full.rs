@@ -13,12 +13,18 @@ use std::io::{BufRead, BufReader, Write};
 use latchkey_core::{Actor, NewGroup, PermissionSet, Store, StoreError};
 use tmpfs::Tmpfs;
 
+/// A 24 MiB tmpfs, or `None` after saying why the test is skipped.
+fn mounted() -> Option<Tmpfs> {
+    let tmpfs = Tmpfs::mount("24m");
+    if tmpfs.is_none() {
+        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
+    }
+    tmpfs
+}
+
 #[test]
 fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
-    let Some(tmpfs) = Tmpfs::mount("24m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
-        return;
-    };
+    let Some(tmpfs) = mounted() else { return };
     let path = tmpfs.path().join("store");
     let config = support::config().min_free_bytes(0);
     let (store, admin_key) = Store::create_with_admin(&path, "lk", config.clone()).unwrap();
@@ -78,10 +84,7 @@ fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
 /// misses the cache until an administrator happens to write.
 #[test]
 fn a_failed_usage_flush_on_a_full_disk_does_not_keep_reads_failing() {
-    let Some(tmpfs) = Tmpfs::mount("24m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
-        return;
-    };
+    let Some(tmpfs) = mounted() else { return };
     let path = tmpfs.path().join("store");
     let interval = std::time::Duration::from_secs(2);
     let config = support::config()
@@ -152,10 +155,7 @@ fn full_child() {
 /// snapshot, redb's repair after an unclean shutdown) takes the store's reserve.
 #[test]
 fn a_store_killed_mid_work_opens_on_a_full_disk() {
-    let Some(tmpfs) = Tmpfs::mount("24m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
-        return;
-    };
+    let Some(tmpfs) = mounted() else { return };
     let path = tmpfs.path().join("store");
     let config = support::config().min_free_bytes(0);
     {
