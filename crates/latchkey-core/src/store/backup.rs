@@ -222,17 +222,22 @@ fn move_into_place(staging: &Path, path: &Path) -> Result<(), StoreError> {
         fs::remove_dir(path)
             .map_err(|e| StoreError::storage(format!("cannot replace {}: {e}", path.display())))?;
     }
-    let moved = fs::rename(staging, path).and_then(|()| {
-        // `staging` is a sibling of `path`: one directory holds both names.
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-        fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()
-    });
-    moved.map_err(|e| {
+    fs::rename(staging, path).map_err(|e| {
         StoreError::storage(format!(
             "cannot move the restored store to {}: {e}",
             path.display()
         ))
-    })
+    })?;
+    // `staging` is a sibling of `path`: one directory holds both names.
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    fs::File::open(parent.unwrap_or(Path::new(".")))
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| {
+            StoreError::storage(format!(
+                "restored the store to {}, but cannot make its move durable: {e}",
+                path.display()
+            ))
+        })
 }
 
 fn staging_path(path: &Path) -> Result<PathBuf, StoreError> {
