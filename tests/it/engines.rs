@@ -218,3 +218,29 @@ fn an_engine_with_a_postgresql_db_is_refused_before_connecting() {
         assert!(!line.contains(password), "{line}");
     }
 }
+
+/// redb asserts (panics) on some damage rather than returning an error, such as a file
+/// cut shorter than its header says: the store reports it as damaged in its one line,
+/// with no panic message before it.
+#[test]
+fn a_truncated_redb_file_is_refused_in_one_line() {
+    if directory_only("engines are for stores in a directory") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    on(&db, &["init", "--engine", "redb"]).ok();
+    let file = db.join("latchkey.redb");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    for args in [&["keys", "list"][..], &["serve", "--listen", "127.0.0.1:0"]] {
+        let run = on(&db, args);
+        let line = run.fails(1, "latchkey restore");
+        assert!(line.contains("damaged"), "{line}");
+    }
+}

@@ -141,3 +141,34 @@ fn a_restore_goes_into_a_directory_holding_only_a_reserve_file() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+/// A backup of a newer schema is refused before the restored store is moved into place:
+/// the target is left as it was (absent here), with no staging directory beside it.
+#[test]
+fn a_backup_of_a_newer_schema_restores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) =
+        Store::create_with_admin(dir.path().join("a"), "lk", support::config()).unwrap();
+    let mut file = Vec::new();
+    store.backup(&mut file).unwrap();
+    // `m:version` = "1" becomes "2" (same length), and the checksum is made to match.
+    let frame = |bytes: &[u8]| [&(bytes.len() as u32).to_be_bytes()[..], bytes].concat();
+    let old = [frame(b"m:version"), frame(b"1")].concat();
+    let at = file
+        .windows(old.len())
+        .position(|w| w == old.as_slice())
+        .expect("the backup holds m:version");
+    let body = file.len() - 32;
+    file[at + old.len() - 1] = b'2';
+    let digest = *blake3::hash(&file[..body]).as_bytes();
+    file[body..].copy_from_slice(&digest);
+
+    let target = dir.path().join("b");
+    let err = Store::restore(&target, file.as_slice(), support::config()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 2, .. }),
+        "{err}"
+    );
+    assert!(!target.exists(), "a refused restore leaves nothing");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}

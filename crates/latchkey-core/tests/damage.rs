@@ -1,6 +1,6 @@
 //! A store never silently forgets: damaged, truncated, rolled-back or partly deleted files
-//! are refused at open with one line naming the path and the cause, never opened older
-//! and never initialised over; a snapshot sled left unfinished does not stop an open.
+//! are refused at open (and by `migrate`) with one line naming the path and the cause,
+//! never opened older and never initialised over; a snapshot sled left unfinished does not stop an open.
 
 /// Opens a just-closed store's files directly.
 #[path = "support/tamper.rs"]
@@ -11,7 +11,7 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use latchkey_core::{Actor, NewUser, Store, StoreError};
+use latchkey_core::{Actor, Location, NewUser, Store, StoreError};
 
 /// A store with `users` users (one audit event each) after `init`, closed.
 fn store_with_users(dir: &Path, users: usize) -> PathBuf {
@@ -39,9 +39,15 @@ fn add_users(store: &Store, range: std::ops::Range<usize>) {
     }
 }
 
-/// Opening must fail as damaged, in one line naming the path and pointing to `restore`.
+/// Opening must fail as damaged, in one line naming the path and pointing to `restore`;
+/// so must `latchkey migrate` (`Store::migrate_at`).
 #[track_caller]
 fn check_refused(path: &Path, needle: &str) -> String {
+    let migrated = Store::migrate_at(&Location::Dir(path.to_owned()));
+    assert!(
+        matches!(migrated, Err(StoreError::Damaged { .. })),
+        "migrate: {migrated:?}"
+    );
     let err = Store::open(path, support::config()).unwrap_err();
     let line = err.to_string();
     assert!(matches!(err, StoreError::Damaged { .. }), "{line}");
@@ -102,7 +108,13 @@ fn a_deleted_db_or_conf_is_refused_and_never_reinitialised() {
     for &(file, says) in files {
         let (_dir, path) = temp_store_with_users(3);
         fs::remove_file(path.join(file)).unwrap();
+        let before = listing(&path);
         check_refused(&path, says);
+        assert_eq!(
+            listing(&path),
+            before,
+            "a refused open or migrate creates no file"
+        );
         check_not_initialised_over(&path);
         assert!(!path.join(file).exists(), "nothing re-created {file}");
     }
@@ -172,7 +184,13 @@ fn a_rolled_back_store_is_refused_and_names_what_is_missing() {
     drop(store);
     // The store's files go back to the copy; the mark stays at the newest write.
     copy_dir(&saved, &path, |_| true);
+    let before = listing(&path);
     let line = check_refused(&path, "behind its last acknowledged write");
+    assert_eq!(
+        listing(&path),
+        before,
+        "a refused open or migrate creates no file"
+    );
     assert!(line.contains(&format!("change {newest}")), "{line}");
 }
 

@@ -8,16 +8,23 @@ mod support;
 mod tmpfs;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
 
 use latchkey_core::{Actor, NewGroup, PermissionSet, Store, StoreError};
 use tmpfs::Tmpfs;
 
+/// A 24 MiB tmpfs, or `None` after saying why the test is skipped.
+fn mounted() -> Option<Tmpfs> {
+    let tmpfs = Tmpfs::mount("24m");
+    if tmpfs.is_none() {
+        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
+    }
+    tmpfs
+}
+
 #[test]
 fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
-    let Some(tmpfs) = Tmpfs::mount("24m") else {
-        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
-        return;
-    };
+    let Some(tmpfs) = mounted() else { return };
     let path = tmpfs.path().join("store");
     let config = support::config().min_free_bytes(0);
     let (store, admin_key) = Store::create_with_admin(&path, "lk", config.clone()).unwrap();
@@ -69,4 +76,102 @@ fn a_full_disk_refuses_writes_changes_nothing_and_recovers() {
     let store = Store::open(&path, config).unwrap();
     assert!(store.verify(after.secret.expose()).is_ok());
     assert_eq!(store.last_seq().unwrap(), seq + 2);
+}
+
+/// A write that fails outside a management write (here the usage flush) leaves redb
+/// refusing every read of its file (`PreviousIo`): the store must reopen it by itself, as
+/// it does after a failed management write, and not answer 503 to every verification that
+/// misses the cache until an administrator happens to write.
+#[test]
+fn a_failed_usage_flush_on_a_full_disk_does_not_keep_reads_failing() {
+    let Some(tmpfs) = mounted() else { return };
+    let path = tmpfs.path().join("store");
+    let interval = std::time::Duration::from_secs(2);
+    let config = support::config()
+        .min_free_bytes(0)
+        .usage_flush_interval(Some(interval))
+        // Reads go to the file, not to the engine's cache.
+        .cache_capacity_bytes(256);
+    let store = Store::create_empty(&path, "lk", config).unwrap();
+    let user = support::user(&store, "bot", &[]);
+    // Enough keys that writing their usage needs pages the engine never wrote before.
+    let keys: Vec<_> = (0..600)
+        .map(|i| support::key(&store, &user, &format!("k{i}")))
+        .collect();
+    let (used, unseen) = keys.split_at(500);
+    for key in used {
+        assert!(store.verify(key.secret.expose()).is_ok());
+    }
+
+    let filler = tmpfs.fill();
+    // The usage figures cannot be written: redb's write fails (sled's log may still have
+    // room for them).
+    match store.flush() {
+        Err(StoreError::StorageFull { .. }) => {}
+        Ok(()) if !support::on_redb() => {}
+        other => panic!("expected StorageFull, got {other:?}"),
+    }
+
+    // Space comes back: within a flush interval or so, reads work again without any
+    // management write, and so do writes.
+    fs::remove_file(&filler).unwrap();
+    let mut verified = false;
+    for _ in 0..100 {
+        if store.verify(unseen[0].secret.expose()).is_ok() {
+            verified = true;
+            break;
+        }
+        std::thread::sleep(interval / 10);
+    }
+    assert!(verified, "a verification still fails after space came back");
+    for key in unseen {
+        assert!(store.verify(key.secret.expose()).is_ok());
+    }
+    let after = support::key(&store, &user, "after");
+    assert!(store.verify(after.secret.expose()).is_ok());
+}
+
+const CHILD_ENV: &str = "LATCHKEY_FULL_CHILD";
+
+/// The child: writes to the store named in the environment until it is killed, printing a
+/// line after each acknowledged write. Does nothing otherwise.
+#[test]
+fn full_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(&path, support::config().min_free_bytes(0)).expect("child opens");
+    let user = store.user("bot").expect("user exists");
+    let mut out = std::io::stdout().lock();
+    // Bounded: the parent kills us long before this ends.
+    for i in 0..10_000 {
+        support::key(&store, &user, &format!("k{i}"));
+        writeln!(out, "written").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// A store killed mid-work opens again on a full disk: the engine's work at open (sled's
+/// snapshot, redb's repair after an unclean shutdown) takes the store's reserve.
+#[test]
+fn a_store_killed_mid_work_opens_on_a_full_disk() {
+    let Some(tmpfs) = mounted() else { return };
+    let path = tmpfs.path().join("store");
+    let config = support::config().min_free_bytes(0);
+    {
+        let store = Store::create_empty(&path, "lk", config.clone()).unwrap();
+        support::user(&store, "bot", &[]);
+    }
+    assert!(path.join("latchkey.reserve").exists());
+    let mut child = support::spawn_child("full_child", CHILD_ENV, &path);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..20 {
+        lines.next().expect("the child ended early").unwrap();
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+
+    let _filler = tmpfs.fill();
+    let store = Store::open(&path, config).unwrap();
+    assert_eq!(store.user("bot").unwrap().name, "bot");
 }

@@ -1005,3 +1005,41 @@ fn the_trail_reads_newest_first_and_users_by_id_as_the_caller_sees_them() {
     let too_many = vec![bot.id; limits::MAX_USERS_BY_ID + 1];
     assert!(f.store.users_by_id_as(&all, &too_many).is_err());
 }
+
+/// `Store::open` and `create_*` take a path or a PostgreSQL URL, as `--db` does: a URL is
+/// never a directory named `postgres:` (created in the working directory, or named with
+/// its password in an error).
+#[test]
+fn a_postgres_url_given_as_a_path_is_a_database_and_its_password_is_never_printed() {
+    let url = "postgres://u:secret@127.0.0.1:1/x";
+    let config = || support::config().background_jobs(false);
+    let err = Store::open(url, config()).unwrap_err();
+    assert!(!matches!(err, StoreError::NotInitialized { .. }), "{err}");
+    assert!(!err.to_string().contains("secret"), "{err}");
+    let err = Store::create_empty(url, "lk", config()).unwrap_err();
+    assert!(!err.to_string().contains("secret"), "{err}");
+    let err = Store::create_with_admin(url, "lk", config()).unwrap_err();
+    assert!(!err.to_string().contains("secret"), "{err}");
+    assert!(
+        !std::path::Path::new("postgres:").exists(),
+        "a URL made a directory"
+    );
+}
+
+/// A second process opening a sled store held by another (a CLI command beside the
+/// daemon) must not remove the snapshot the holder may be writing: it is refused as
+/// locked, and the file stays.
+#[test]
+fn opening_a_held_store_leaves_its_snapshot_in_progress() {
+    // sled's own snapshot files: redb has none.
+    if support::on_redb() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::create_empty(dir.path(), "lk", support::config()).unwrap();
+    let generating = dir.path().join("snap.0000000000000000.generating");
+    std::fs::write(&generating, b"").unwrap();
+    let err = Store::open(dir.path(), support::config()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(generating.exists(), "the holder's snapshot was removed");
+}

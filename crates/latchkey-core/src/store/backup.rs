@@ -168,15 +168,24 @@ impl Store {
     /// Makes a new store at `path` from a backup: an empty or new directory only. The
     /// store gets a new lineage; its records and audit chain are the backup's.
     ///
-    /// Fails, leaving `path` as it was, when `path` holds anything, and with
+    /// Fails, leaving `path` as it was, when `path` holds anything, with
     /// [`StoreError::Invalid`] (field `backup`) when the file is not a whole latchkey
-    /// backup.
+    /// backup, and with [`StoreError::SchemaTooNew`] when a newer build made it. A
+    /// `postgres://` URL restores into that database, as [`Store::restore_at`] does.
     pub fn restore(
         path: impl AsRef<Path>,
         backup: impl Read,
         config: StoreConfig,
     ) -> Result<(Store, Restored), StoreError> {
-        let path = path.as_ref();
+        Store::restore_at(&super::entry::location_of(path.as_ref()), backup, config)
+    }
+
+    /// [`Store::restore`] into a directory.
+    pub(super) fn restore_dir(
+        path: &Path,
+        backup: impl Read,
+        config: StoreConfig,
+    ) -> Result<(Store, Restored), StoreError> {
         let (found, foreign) = files::inspect(path)?;
         if found != Found::Nothing || foreign.is_some() {
             return Err(StoreError::storage(format!(
@@ -199,13 +208,14 @@ impl Store {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        let store = Store::open(path, config)?;
+        let store = Store::open_dir(path, config)?;
         Ok((store, restored))
     }
 }
 
 /// Puts the restored store at `path`, in place of the empty directory there, if any (which
-/// may hold the reserve file an earlier store of the same path left).
+/// may hold the reserve file an earlier store of the same path left), and makes the rename
+/// durable: a power cut after the restore returned must not take the store away again.
 fn move_into_place(staging: &Path, path: &Path) -> Result<(), StoreError> {
     if path.exists() {
         let _ = fs::remove_file(path.join(super::space::BALLAST));
@@ -217,7 +227,17 @@ fn move_into_place(staging: &Path, path: &Path) -> Result<(), StoreError> {
             "cannot move the restored store to {}: {e}",
             path.display()
         ))
-    })
+    })?;
+    // `staging` is a sibling of `path`: one directory holds both names.
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    fs::File::open(parent.unwrap_or(Path::new(".")))
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| {
+            StoreError::storage(format!(
+                "restored the store to {}, but cannot make its move durable: {e}",
+                path.display()
+            ))
+        })
 }
 
 fn staging_path(path: &Path) -> Result<PathBuf, StoreError> {
@@ -302,8 +322,10 @@ pub(super) fn load(db: &dyn Backend, backup: impl Read) -> Result<Restored, Stor
         }
         let value = read_frame(&mut hasher)?.unwrap_or_default();
         records += 1;
-        // The version goes in last: a store without it is no store.
+        // The version goes in last: a store without it is no store. A newer build's
+        // store is refused here, before it is complete anywhere.
         if key == layout::VERSION {
+            super::schema_of(&value)?;
             version = Some(value);
         } else if key != layout::LINEAGE {
             batch.insert(key, value);

@@ -267,6 +267,11 @@ impl CreditSource for StoreCredits {
             .store
             .upgrade()
             .ok_or_else(|| unavailable(&"the store is closed"))?;
+        // As before any write: the engine is not asked to write on a full disk, where a
+        // failed write closes it (see `space`).
+        if inner.disk_full() {
+            return Err(unavailable(&"the disk is full: credits cannot be reserved"));
+        }
         let reserved = reserve(
             &*inner.db,
             &self.public,

@@ -53,6 +53,15 @@ impl Db {
     fn try_handle(&self) -> sled::Result<sled::Db> {
         self.current.get().ok_or_else(closed)
     }
+
+    /// Notes a failed write or flush: after an I/O error sled refuses every later write
+    /// until it is opened again, whichever call saw the error (a reservation of credits, a
+    /// usage flush), so the database is then due for a reopen.
+    fn note(&self, err: &sled::Error) {
+        if let sled::Error::Io(_) = err {
+            self.current.failed();
+        }
+    }
 }
 
 impl Embedded for Db {
@@ -130,7 +139,10 @@ impl Backend for Db {
         match outcome {
             Ok(()) => Ok(()),
             Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(TxError::Storage(e.into())),
+            Err(TransactionError::Storage(e)) => {
+                self.note(&e);
+                Err(TxError::Storage(e.into()))
+            }
         }
     }
 
@@ -142,11 +154,12 @@ impl Backend for Db {
                 None => sled_batch.remove(key),
             }
         }
-        Ok(self.try_handle()?.apply_batch(sled_batch)?)
+        let db = self.try_handle()?;
+        Ok(db.apply_batch(sled_batch).inspect_err(|e| self.note(e))?)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.try_handle()?.flush()?;
+        self.try_handle()?.flush().inspect_err(|e| self.note(e))?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 //! beside theirs (the mark, the disk reserve).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::backend::Backend;
@@ -82,7 +83,10 @@ impl std::str::FromStr for Engine {
 /// An embedded engine's database: a [`Backend`] that can be reopened after a storage
 /// failure left it refusing writes (sled poisons itself, redb answers `PreviousIo`).
 pub(crate) trait Embedded: Backend {
-    /// Whether the database is open (it is not after a reopen that failed).
+    /// Whether the database is open and usable: not after a reopen that failed, nor once
+    /// one of its calls failed in storage (whichever call it was, a reservation of credits
+    /// or a usage flush as much as a management write), so that the next
+    /// `Store::ensure_open` reopens it.
     fn is_open(&self) -> bool;
 
     /// Drops the open instance and opens the files again, which drops whatever a failed
@@ -97,26 +101,43 @@ pub(crate) trait Embedded: Backend {
 /// being reopened (or could not be). Readers take a clone of the instance (a handle), so a
 /// reopen never waits for a read in flight; the engine's file lock goes with the last one.
 #[derive(Debug)]
-pub(crate) struct Slot<T>(RwLock<Option<T>>);
+pub(crate) struct Slot<T> {
+    current: RwLock<Option<T>>,
+    /// Set when a call failed in storage: the instance is still there (reads go on where
+    /// they can) but is due for a reopen.
+    failed: AtomicBool,
+}
 
 impl<T: Clone> Slot<T> {
     pub(crate) fn new(open: T) -> Slot<T> {
-        Slot(RwLock::new(Some(open)))
+        Slot {
+            current: RwLock::new(Some(open)),
+            failed: AtomicBool::new(false),
+        }
     }
 
     /// The open instance, or `None` while there is none.
     pub(crate) fn get(&self) -> Option<T> {
-        self.0
+        self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
+    /// Whether there is an instance and no call has failed in storage since it was opened.
     pub(crate) fn is_open(&self) -> bool {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        !self.failed.load(Ordering::Acquire)
+            && self
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
+    }
+
+    /// Records that a call failed in storage: the engine now refuses writes (sled) or
+    /// every read of its file too (redb's `PreviousIo`) until it is opened again.
+    pub(crate) fn failed(&self) {
+        self.failed.store(true, Ordering::Release);
     }
 
     /// Drops the open instance, then puts what `open` gives in its place. On failure there
@@ -126,9 +147,10 @@ impl<T: Clone> Slot<T> {
         &self,
         open: impl FnOnce() -> Result<T, StoreError>,
     ) -> Result<(), StoreError> {
-        let mut current = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         // Dropped first: the engine's file lock goes with the last handle.
         drop(current.take());
+        self.failed.store(false, Ordering::Release);
         *current = Some(open()?);
         Ok(())
     }

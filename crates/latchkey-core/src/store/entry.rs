@@ -16,7 +16,7 @@ impl Store {
     /// build knows is refused with [`StoreError::SchemaTooNew`].
     pub fn open_at(location: &Location, config: StoreConfig) -> Result<Store, StoreError> {
         match location {
-            Location::Dir(path) => Store::open(path, config),
+            Location::Dir(path) => Store::open_dir(path, config),
             Location::Postgres(url) => postgres::open(url, config),
         }
     }
@@ -28,7 +28,7 @@ impl Store {
         config: StoreConfig,
     ) -> Result<Store, StoreError> {
         match location {
-            Location::Dir(path) => Store::create_empty(path, prefix, config),
+            Location::Dir(path) => Store::prepare(path, prefix, config)?.complete_empty(),
             Location::Postgres(url) => postgres::create_empty(url, prefix, config),
         }
     }
@@ -40,7 +40,7 @@ impl Store {
         config: StoreConfig,
     ) -> Result<(Store, CreatedKey), StoreError> {
         match location {
-            Location::Dir(path) => Store::create_with_admin(path, prefix, config),
+            Location::Dir(path) => Store::prepare(path, prefix, config)?.complete_with_admin(),
             Location::Postgres(url) => postgres::create_with_admin(url, prefix, config),
         }
     }
@@ -63,7 +63,7 @@ impl Store {
         config: StoreConfig,
     ) -> Result<(Store, Restored), StoreError> {
         match location {
-            Location::Dir(path) => Store::restore(path, backup, config),
+            Location::Dir(path) => Store::restore_dir(path, backup, config),
             Location::Postgres(url) => postgres::restore(url, backup, config),
         }
     }
@@ -89,17 +89,23 @@ impl Store {
     }
 }
 
+/// What a `Store` function given a path opens or creates: a `postgres://` URL names a
+/// database, as `--db` does (never a directory named `postgres:`, whose error would print
+/// the password); anything else, a non-UTF-8 path included, is a directory.
+pub(super) fn location_of(path: &Path) -> Location {
+    match path.to_str() {
+        Some(text) => Location::parse(text),
+        None => Location::Dir(path.to_owned()),
+    }
+}
+
 /// A directory store's schema version, as written at creation (`m:version`), in either
 /// engine's files; refused when newer than this build knows. Directory stores have had one
-/// schema so far: there is nothing to migrate.
+/// schema so far: there is nothing to migrate. The store passes the checks of every open
+/// first: a store `serve` would refuse (damaged, rolled back, missing files) is refused
+/// here too, and the engine never re-creates its missing files.
 fn dir_schema_version(path: &Path) -> Result<u32, StoreError> {
-    let Some(engine) = super::Engine::found_at(path) else {
-        return Err(StoreError::NotInitialized {
-            path: path.to_owned(),
-        });
-    };
-    let db = super::engine::open(path, engine, 1 << 20, false)?;
-    super::stored_schema(path, &*db)
+    super::open_checked(path, 1 << 20).map(|(_, schema, _)| schema)
 }
 
 /// Without the `postgres` feature, every PostgreSQL location is refused.

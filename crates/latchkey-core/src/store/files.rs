@@ -130,7 +130,32 @@ pub(crate) fn is_locked_after(path: &Path, wait: std::time::Duration) -> bool {
 /// data". sled's own fix (spacejam/sled#1527) skips such files when it lists snapshots;
 /// this does the equivalent for the pinned release. Such a file is never a complete
 /// snapshot: the rename is what completes one.
+///
+/// Only under sled's lock (`flock` on `db`), taken here the way sled takes it: a process
+/// that holds the store may be writing such a file right now (a daemon starting), and
+/// another (`latchkey --db DIR keys list`) must not delete it. The lock is released on
+/// return, before sled opens the store; a process that takes it in between makes that
+/// open fail as locked, and nothing is removed after the release. Waits up to
+/// `db::LOCK_WAIT` for a lock being released, as opening does.
 pub(crate) fn remove_leftover_snapshots(path: &Path) -> Result<(), StoreError> {
+    use fs2::FileExt;
+    // No `db` yet: a new store, nothing left over (sled makes `db` before any snapshot).
+    let Ok(db) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path.join("db"))
+    else {
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    while FileExt::try_lock_exclusive(&db).is_err() {
+        if started.elapsed() >= super::db::LOCK_WAIT {
+            return Err(StoreError::Locked {
+                path: path.to_owned(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let Ok(entries) = fs::read_dir(path) else {
         return Ok(());
     };

@@ -316,6 +316,11 @@ impl Inner {
     fn shares_storage(&self) -> bool {
         self.follow.is_some()
     }
+
+    /// Whether the embedded store's disk is below its reserve (never on PostgreSQL).
+    fn disk_full(&self) -> bool {
+        self.local.is_some() && space::below_reserve(&self.path, self.min_free_bytes)
+    }
 }
 
 impl Drop for Inner {
@@ -327,7 +332,7 @@ impl Drop for Inner {
         if self.local.as_ref().is_some_and(|db| !db.is_open()) {
             return;
         }
-        if self.local.is_some() && space::below_reserve(&self.path, self.min_free_bytes) {
+        if self.disk_full() {
             tracing::warn!(store = %self.location, "the disk is full: usage figures since the last flush are not persisted");
         } else if let Err(e) =
             controls::flush(&*self.db, &self.meters, self.clock.unix_nanos(), true)
@@ -355,33 +360,30 @@ impl Store {
     /// nothing), with [`StoreError::Locked`] when another process holds it, and with
     /// [`StoreError::Damaged`] when its files are missing or damaged, or when it is behind
     /// the last write it acknowledged (its mark): a store never silently forgets.
+    ///
+    /// A `postgres://` or `postgresql://` URL opens that database, as
+    /// [`Store::open_at`] does: `path` is read as `--db` reads its value.
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Store, StoreError> {
-        let path = path.as_ref();
-        let engine = engine::found_in(path);
-        if files::inspect(path)?.0 == Found::Marked {
-            files::ensure_complete(path)?;
-        }
-        let Some(engine) = engine else {
-            return Err(StoreError::NotInitialized {
-                path: path.to_owned(),
-            });
-        };
-        let db = engine::open(path, engine, config.cache_capacity_bytes, false)?;
-        stored_schema(path, &*db)?;
-        let mark = recover::reconcile_mark(path, &*db)?;
+        Store::open_at(&entry::location_of(path.as_ref()), config)
+    }
+
+    /// [`Store::open`] on a directory.
+    fn open_dir(path: &Path, config: StoreConfig) -> Result<Store, StoreError> {
+        let (db, _, mark) = open_checked(path, config.cache_capacity_bytes)?;
         Self::from_local(path, db, mark, config)
     }
 
     /// Creates an empty store (no users, no groups) with the given key prefix.
     ///
     /// Fails with [`StoreError::AlreadyInitialized`] on an initialised store, changing
-    /// nothing.
+    /// nothing. A `postgres://` URL creates the store in that database, as
+    /// [`Store::create_empty_at`] does.
     pub fn create_empty(
         path: impl AsRef<Path>,
         prefix: &str,
         config: StoreConfig,
     ) -> Result<Store, StoreError> {
-        Store::prepare(path.as_ref(), prefix, config)?.complete_empty()
+        Store::create_empty_at(&entry::location_of(path.as_ref()), prefix, config)
     }
 
     /// Commits the version of a prepared store: now it is one.
@@ -395,13 +397,14 @@ impl Store {
 
     /// Creates a store as `latchkey init` does: an `admin` group granting `*`, an `admin`
     /// user in it, and a key for that user, returned once. All in one transaction: a crash
-    /// leaves either no store or a complete one.
+    /// leaves either no store or a complete one. A `postgres://` URL creates the store in
+    /// that database, as [`Store::create_with_admin_at`] does.
     pub fn create_with_admin(
         path: impl AsRef<Path>,
         prefix: &str,
         config: StoreConfig,
     ) -> Result<(Store, CreatedKey), StoreError> {
-        Store::prepare(path.as_ref(), prefix, config)?.complete_with_admin()
+        Store::create_with_admin_at(&entry::location_of(path.as_ref()), prefix, config)
     }
 
     /// Commits a prepared store's admin group, user and key with its version.
@@ -796,15 +799,16 @@ impl Store {
             return Ok(());
         }
         self.ensure_open()?;
-        self.write_buffers()?;
-        db.flush()?;
-        Ok(())
+        // A failed write leaves the engine refusing writes (and redb reads): reopened now,
+        // as after a failed management write.
+        self.write_buffers()
+            .and_then(|()| db.flush())
+            .map_err(|e| self.failed_write(e))
     }
 
     /// Whether the embedded store's disk is below its reserve (never on PostgreSQL).
     fn disk_full(&self) -> bool {
-        self.inner.local.is_some()
-            && space::below_reserve(&self.inner.path, self.inner.min_free_bytes)
+        self.inner.disk_full()
     }
 
     /// Writes what this process holds only in memory to the storage: usage figures, and
@@ -1054,10 +1058,7 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 // A store closed by a storage failure reopens by itself, from here too.
-                if store.ensure_open().is_err()
-                    || (store.inner.local.is_some()
-                        && space::below_reserve(&store.inner.path, store.inner.min_free_bytes))
-                {
+                if store.ensure_open().is_err() || store.disk_full() {
                     continue;
                 }
                 let now = store.inner.clock.unix_nanos();
@@ -1071,12 +1072,38 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                     });
                 if let Err(e) = flushed {
                     tracing::warn!(error = %e, "could not persist usage figures");
+                    // Reopened now rather than at the next write: redb refuses every read
+                    // of its file after a failed write.
+                    store.failed_write(e);
                 }
             }
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "could not start the usage flusher; usage is persisted at flush and close only");
     }
+}
+
+/// Opens the engine of the store in the directory `path` as every open must: never on a
+/// store missing some of its files (the engine would re-create them empty), and only to
+/// refuse a store of a newer schema or one behind or beside its mark. Returns the open
+/// database, its schema version and its mark.
+fn open_checked(
+    path: &Path,
+    cache_capacity: u64,
+) -> Result<(Arc<dyn Embedded>, u32, Mark), StoreError> {
+    let engine = engine::found_in(path);
+    if files::inspect(path)?.0 == Found::Marked {
+        files::ensure_complete(path)?;
+    }
+    let Some(engine) = engine else {
+        return Err(StoreError::NotInitialized {
+            path: path.to_owned(),
+        });
+    };
+    let db = engine::open(path, engine, cache_capacity, false)?;
+    let schema = stored_schema(path, &*db)?;
+    let mark = recover::reconcile_mark(path, &*db)?;
+    Ok((db, schema, mark))
 }
 
 /// Writes a new store's settings (prefix, hash key, lineage) and returns its lineage; the
@@ -1109,7 +1136,12 @@ fn stored_schema(path: &Path, db: &dyn Backend) -> Result<u32, StoreError> {
             path: path.to_owned(),
         });
     };
-    let found = std::str::from_utf8(&version)
+    schema_of(&version)
+}
+
+/// The schema version `m:version` holds; refused when newer than this build knows.
+fn schema_of(version: &[u8]) -> Result<u32, StoreError> {
+    let found = std::str::from_utf8(version)
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .ok_or_else(|| StoreError::Corrupt("bad schema version".into()))?;

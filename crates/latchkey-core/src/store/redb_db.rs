@@ -10,8 +10,9 @@
 //! do.
 //!
 //! After an I/O error (a full disk) redb refuses every later operation with `PreviousIo`
-//! until the file is opened again; [`Embedded::reopen`] does that, as `Db::reopen` does for
-//! sled.
+//! until the file is opened again: the handle then reports itself closed
+//! ([`Embedded::is_open`]) whichever call saw the error, and [`Embedded::reopen`] opens it
+//! again, as `Db::reopen` does for sled.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -59,7 +60,7 @@ impl RedbDb {
         cache_capacity: u64,
         create: bool,
     ) -> Result<RedbDb, StoreError> {
-        let db = open_waiting(path, cache_capacity, create)?;
+        let db = open_releasing(path, cache_capacity, create)?;
         Ok(RedbDb {
             path: path.to_owned(),
             cache_capacity,
@@ -74,9 +75,15 @@ impl RedbDb {
         })
     }
 
-    /// redb's error as the store's.
+    /// redb's error as the store's. After an I/O error redb answers every later read of
+    /// its file with `PreviousIo`, reads on the verify path included: the database is then
+    /// due for a reopen, whichever call saw it.
     fn error(&self, err: impl Into<redb::Error>) -> StoreError {
-        store_error(&self.path, err.into())
+        let err = err.into();
+        if matches!(err, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.current.failed();
+        }
+        store_error(&self.path, err)
     }
 
     /// Runs one write transaction: `body`'s writes commit durably, or none of them when it
@@ -118,7 +125,7 @@ impl Embedded for RedbDb {
 
     fn reopen(&self) -> Result<(), StoreError> {
         self.current
-            .reopen(|| open_waiting(&self.path, self.cache_capacity, false).map(Arc::new))
+            .reopen(|| open_releasing(&self.path, self.cache_capacity, false).map(Arc::new))
     }
 
     fn engine(&self) -> Engine {
@@ -261,6 +268,18 @@ impl Backend for RedbDb {
     }
 }
 
+/// Opens the database; on a full disk, once more after releasing the store's reserve, as
+/// sled's open does: after an unclean shutdown redb repairs the file at open and commits
+/// the repair, which needs free blocks.
+fn open_releasing(path: &Path, cache_capacity: u64, create: bool) -> Result<Database, StoreError> {
+    match open_waiting(path, cache_capacity, create) {
+        Err(StoreError::StorageFull { .. }) if space::release_ballast(path) => {
+            open_waiting(path, cache_capacity, create)
+        }
+        opened => opened,
+    }
+}
+
 /// Opens the database, waiting up to `db::LOCK_WAIT` for a lock being released (a handle
 /// of this process that is still being dropped), and makes the table if it is missing.
 fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Database, StoreError> {
@@ -285,13 +304,13 @@ fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Databa
         builder.set_cache_size(usize::try_from(cache_capacity).unwrap_or(usize::MAX));
         // redb 2.6.4 asserts on some damage rather than returning an error (a file cut
         // shorter than its header says): at open, that is a damaged store like any other.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let opened = quietly(|| {
             if create {
                 builder.create(&file)
             } else {
                 builder.open(&file)
             }
-        }));
+        });
         let Ok(opened) = opened else {
             return Err(StoreError::Damaged {
                 path: path.to_owned(),
@@ -330,6 +349,31 @@ fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Databa
         .map_err(|e| store_error(path, e.into()))?;
     txn.commit().map_err(|e| store_error(path, e.into()))?;
     Ok(db)
+}
+
+thread_local! {
+    /// Whether a panic on this thread is caught and answered by [`quietly`].
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without the panic hook's message: a caught panic is an
+/// answer (a damaged file), not a crash, and the store's one-line error says it. The hook
+/// is wrapped once, for the whole process, and stays silent only on a thread inside this
+/// call: a panic elsewhere meanwhile is reported as before, by the hook that was there.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static WRAPPED: std::sync::Once = std::sync::Once::new();
+    WRAPPED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|quiet| quiet.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|quiet| quiet.set(false));
+    outcome
 }
 
 #[cfg(test)]

@@ -34,15 +34,17 @@ pub(crate) fn below_reserve(path: &Path, reserve: u64) -> bool {
 /// The reserve file's name, in the store's directory.
 pub(crate) const BALLAST: &str = "latchkey.reserve";
 /// Its size: room for the snapshot sled writes when it opens a store whose log went past
-/// its last snapshot (a few bytes per page; a million keys take well under this).
+/// its last snapshot (a few bytes per page; a million keys take well under this), or for
+/// redb's commit of a repair.
 const BALLAST_BYTES: u64 = 4 << 20;
 
 /// Makes sure the reserve file exists, when the disk has room for it and more. Best
 /// effort: without it, only a reopen on a full disk is at risk.
 ///
-/// sled writes a snapshot when it opens a store (see `files::remove_leftover_snapshots`);
-/// on a full disk that fails and the store would not open, which is the moment space
-/// matters most. So each store keeps 4 MiB allocated in a file of its own, and gives it
+/// sled writes a snapshot when it opens a store (see `files::remove_leftover_snapshots`),
+/// and redb, after an unclean shutdown, repairs its file and commits the repair; on a
+/// full disk that fails and the store would not open, which is the moment space matters
+/// most. So each store keeps 4 MiB allocated in a file of its own, and gives it
 /// back ([`release_ballast`]) right before it has to open sled on a full disk.
 pub(crate) fn ensure_ballast(store: &Path) {
     use fs2::FileExt;
