@@ -89,7 +89,12 @@ const MISS_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(10
 /// at once.
 const GIVE_BACK_CONCURRENCY: usize = 8;
 
-type Answer = Option<Result<Principal, VerifyError>>;
+/// The daemon's answer to one miss, for the requests that joined it: with whether the key
+/// has usage control (limits, credits, an allowlist), which the daemon checked and charged
+/// for the request that asked only.
+type Answer = Option<Result<(Principal, Metered), VerifyError>>;
+/// Whether a key has usage control, as the daemon's answer says.
+type Metered = bool;
 /// A cached valid answer: the principal, and a metered key's lease.
 type Hit = (Principal, Option<Arc<Lease>>);
 type Waiter = watch::Receiver<Answer>;
@@ -288,18 +293,39 @@ impl Shared {
         if !joined {
             return RemoteFuture::waiting(waiter);
         }
-        // A request that joined another's: when the answer turns out to be a metered key's,
-        // the daemon counted the other request only, so this one is admitted from the lease.
+        // A request that joined another's. The daemon checked and counted the other one
+        // only: a key without usage control is this one's too (its use counted here), a
+        // metered key's request is admitted from the lease, and where no lease reached the
+        // cache (one not trusted, an invalidation meanwhile) it asks the daemon itself.
+        // A refusal of the other's address or charge is no answer for this request either.
         let shared = Arc::clone(self);
         let presented = presented.to_owned();
         RemoteFuture(State::Waiting(Box::pin(async move {
-            let principal = RemoteFuture::waiting(waiter).await?;
+            let answer = wait(waiter).await;
             let now = shared.settings.clock.now();
-            match shared.cached(&digest, now) {
-                Some(Ok((principal, Some(lease)))) => {
-                    shared.leased(principal, lease, &presented, client_ip).await
+            match answer {
+                Ok((principal, false)) => {
+                    shared.usage.record(principal.key_id, now);
+                    Ok(principal)
                 }
-                _ => Ok(principal),
+                Ok((_, true)) => match shared.cached(&digest, now) {
+                    Some(Ok((principal, Some(lease)))) => {
+                        shared.leased(principal, lease, &presented, client_ip).await
+                    }
+                    _ => shared
+                        .fetch(digest, &presented, client_ip)
+                        .await
+                        .map(|(p, _)| p),
+                },
+                Err(
+                    VerifyError::RateLimited(_)
+                    | VerifyError::UsageExceeded
+                    | VerifyError::IpNotAllowed,
+                ) => shared
+                    .fetch(digest, &presented, client_ip)
+                    .await
+                    .map(|(p, _)| p),
+                Err(error) => Err(error),
             }
         })))
     }
@@ -445,7 +471,7 @@ impl Shared {
         digest: Digest,
         presented: &str,
         client_ip: Option<IpAddr>,
-    ) -> Result<Principal, VerifyError> {
+    ) -> Result<(Principal, Metered), VerifyError> {
         let Ok(Ok(_permit)) = tokio::time::timeout(MISS_QUEUE_WAIT, self.misses.acquire()).await
         else {
             // At DEBUG: a flood of unknown keys would otherwise be a flood of log lines.
@@ -469,6 +495,7 @@ impl Shared {
                 if expires_at.is_some_and(|at| at <= now) {
                     return Err(VerifyError::Expired);
                 }
+                let metered = limits.is_some();
                 // The daemon counted this request; a metered key's next ones are admitted
                 // from a lease of its limits (see the README on remote verifiers and limits).
                 let entry = Positive {
@@ -486,7 +513,7 @@ impl Shared {
                 if !behind {
                     self.cache.insert_valid(digest, entry, generation);
                 }
-                Ok(principal)
+                Ok((principal, metered))
             }
             Ok(Verdict::Refused(error)) => {
                 // A usage refusal holds for this request only, and the daemon's failure is
@@ -600,16 +627,21 @@ impl RemoteFuture {
         RemoteFuture(State::Ready(Some(answer)))
     }
 
-    fn waiting(mut waiter: Waiter) -> RemoteFuture {
+    fn waiting(waiter: Waiter) -> RemoteFuture {
         RemoteFuture(State::Waiting(Box::pin(async move {
-            match waiter.wait_for(Option::is_some).await {
-                Ok(answer) => answer.clone().expect("waited for Some"),
-                // The task asking the daemon is gone (the runtime is shutting down).
-                Err(_) => Err(VerifyError::Unavailable(
-                    "the verification task ended without an answer".to_owned(),
-                )),
-            }
+            wait(waiter).await.map(|(principal, _)| principal)
         })))
+    }
+}
+
+/// The answer of the miss `waiter` follows.
+async fn wait(mut waiter: Waiter) -> Result<(Principal, Metered), VerifyError> {
+    match waiter.wait_for(Option::is_some).await {
+        Ok(answer) => answer.clone().expect("waited for Some"),
+        // The task asking the daemon is gone (the runtime is shutting down).
+        Err(_) => Err(VerifyError::Unavailable(
+            "the verification task ended without an answer".to_owned(),
+        )),
     }
 }
 

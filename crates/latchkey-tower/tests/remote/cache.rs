@@ -388,3 +388,75 @@ async fn an_imported_key_s_allowlist_is_checked_against_the_client_s_address() {
     let problem = serde_json::from_slice::<serde_json::Value>(&body).unwrap();
     assert_eq!(problem["code"], "ip_not_allowed");
 }
+
+/// Requests that join another's miss are each checked and charged: with no trusted cache
+/// to hold a lease, each asks the daemon itself. Before, they were admitted with the first
+/// request's answer, uncharged and whatever their address.
+#[tokio::test]
+async fn requests_that_join_a_miss_are_each_charged_and_checked() {
+    use latchkey_tower::latchkey_core::{Actor, KeyPatch, RateLimit};
+
+    let s = Setup::new().await;
+    let verifier = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
+        .max_staleness(Duration::ZERO)
+        .usage_interval(Duration::from_secs(3600))
+        .clock(s.keystore.clock.clone())
+        .build()
+        .unwrap();
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let limited = s.keystore.key(user, "limited", None);
+    let fenced = s.keystore.key(user, "fenced", None);
+    let patch = |id, patch| {
+        s.keystore
+            .store
+            .update_key(&Actor::system(), id, patch)
+            .unwrap()
+    };
+    let once_an_hour = RateLimit {
+        name: "hourly".into(),
+        limit: 1,
+        window_seconds: 3600,
+    };
+    patch(
+        limited.key.id,
+        KeyPatch {
+            rate_limits: Some(vec![once_an_hour]),
+            ..KeyPatch::default()
+        },
+    );
+    patch(
+        fenced.key.id,
+        KeyPatch {
+            allowed_ips: Some(vec!["127.0.0.0/8".parse().unwrap()]),
+            ..KeyPatch::default()
+        },
+    );
+
+    // Fifty requests of a key allowed one an hour, started together: one is admitted.
+    let parsed = ApiKey::parse(limited.secret.expose()).unwrap();
+    let loopback = Some("127.0.0.1".parse().unwrap());
+    let futures: Vec<_> = (0..50)
+        .map(|_| verifier.verify_from(&parsed, loopback))
+        .collect();
+    let admitted = within(join_all(futures))
+        .await
+        .into_iter()
+        .filter(Result::is_ok)
+        .count();
+    assert_eq!(admitted, 1, "admitted past a limit of one");
+
+    // One request from an allowed address, the others from elsewhere, started together:
+    // only the first is admitted.
+    let parsed = ApiKey::parse(fenced.secret.expose()).unwrap();
+    let mut futures = vec![verifier.verify_from(&parsed, loopback)];
+    let elsewhere = Some("10.0.0.1".parse().unwrap());
+    futures.extend((0..20).map(|_| verifier.verify_from(&parsed, elsewhere)));
+    let answers = within(join_all(futures)).await;
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    for answer in &answers[1..] {
+        assert!(
+            matches!(answer, Err(VerifyError::IpNotAllowed)),
+            "{answer:?}"
+        );
+    }
+}
