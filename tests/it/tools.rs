@@ -34,20 +34,7 @@ fn scan_finds_a_key_and_never_prints_it() {
     assert_eq!(found["findings"][0]["line"], 3);
     assert_eq!(found["findings"][0]["prefix"], key.display_prefix());
     // stdin.
-    let mut child = latchkey()
-        .args(["scan", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(key.expose().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = scan_stdin(&key, true);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -274,27 +261,11 @@ fn the_pre_commit_hook_line_scans_what_the_commit_adds() {
 
 #[test]
 fn a_command_whose_reader_went_away_ends_by_sigpipe_without_a_panic() {
-    use std::io::Write;
     use std::os::unix::process::ExitStatusExt;
-    use std::process::Stdio;
 
     // `latchkey scan - | head -0`: the reader is gone before the finding is printed.
     let key = ApiKey::generate(&Prefix::default(), Env::Live);
-    let mut child = latchkey()
-        .args(["scan", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(key.expose().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = scan_stdin(&key, false);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     const SIGPIPE: i32 = 13;
@@ -304,4 +275,29 @@ fn a_command_whose_reader_went_away_ends_by_sigpipe_without_a_panic() {
         "{:?}: {stderr}",
         out.status
     );
+}
+
+/// `latchkey scan -` reading `key` on stdin; with `read` false its stdout is closed before
+/// it prints, as by `| head -0`.
+fn scan_stdin(key: &ApiKey, read: bool) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let mut child = latchkey()
+        .args(["scan", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if !read {
+        drop(child.stdout.take());
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(key.expose().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
