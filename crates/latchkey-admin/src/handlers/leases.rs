@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::caller::{Caller, perm};
 use crate::error::AppError;
 use crate::extract::JsonBody;
-use crate::handlers::verify::verify_presented;
+use crate::handlers::verify::authenticate_presented;
 use crate::lease_ledger::LeaseLedger;
 use crate::openapi::problems::{InvalidField, KeystoreUnavailable, LacksVerify};
 use crate::state::AppState;
@@ -62,7 +62,7 @@ pub(crate) async fn lease(
         allowed_ips: Vec::new(),
         grants: Vec::new(),
     };
-    let principal = match verify_presented(&state, &caller.actor, &body.key).await {
+    let principal = match authenticate_presented(&state, &caller.actor, &body.key).await {
         Ok(principal) => principal,
         Err(VerifyError::Unavailable(cause)) => return Err(unavailable(&cause)),
         Err(e) => return Ok(Json(refused(e.code()))),

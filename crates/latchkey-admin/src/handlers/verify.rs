@@ -34,6 +34,26 @@ pub(crate) async fn verify_presented(
     }
 }
 
+/// [`verify_presented`] for a request about a key rather than one made with it (a remote
+/// verifier's lease of its limits): authenticated alike, on the blocking pool, and never
+/// counted as a use of the key (the remote verifier counts and reports its requests).
+pub(crate) async fn authenticate_presented(
+    state: &AppState,
+    caller: &Actor,
+    presented: &str,
+) -> Result<latchkey_core::Principal, VerifyError> {
+    let store = state.store.clone();
+    let presented = presented.to_owned();
+    let principal = tokio::task::spawn_blocking(move || store.authenticate(&presented))
+        .await
+        .map_err(|e| VerifyError::Unavailable(e.to_string()))??;
+    if caller.sees_principal(&principal) {
+        Ok(principal)
+    } else {
+        Err(VerifyError::Invalid)
+    }
+}
+
 /// Verify a key and, optionally, that it holds permissions.
 ///
 /// Always 200 with `valid` and a `code` (`ok` when valid) for a key that does not

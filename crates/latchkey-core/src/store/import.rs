@@ -27,7 +27,7 @@ use super::backend::{Backend, Direction, KeyRange};
 use super::controls::ControlsRecord;
 use super::keys::KeyRecord;
 use super::tx::{Invalidate, Tx, TxResult, abort};
-use super::usage::Usage;
+use super::usage::{Usage, Use};
 use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::actor::Actor;
@@ -335,7 +335,7 @@ impl Store {
         if !self.may_be_imported(presented) {
             return None;
         }
-        Some(self.verify_imported_text(presented))
+        Some(self.verify_imported_text(presented, Use::Counted))
     }
 
     /// Whether [`Store::verify_imported`] would look `presented` up (and so read the
@@ -345,7 +345,11 @@ impl Store {
         self.inner.has_imports.load(Ordering::Acquire) && KEY_LEN.contains(&presented.len())
     }
 
-    fn verify_imported_text(&self, presented: &str) -> Result<Principal, VerifyError> {
+    pub(super) fn verify_imported_text(
+        &self,
+        presented: &str,
+        counted: Use,
+    ) -> Result<Principal, VerifyError> {
         let unavailable = |e: StoreError| VerifyError::Unavailable(e.to_string());
         // Both hashes first, so a known and an unknown text cost the same.
         let blake = self.inner.hash_key.hash(presented);
@@ -355,7 +359,7 @@ impl Store {
             .db
             .get(&layout::imported_blake3(&blake.to_bytes()));
         if let Some(public) = by_blake.map_err(unavailable)? {
-            return self.verify_rehashed(&public, &blake);
+            return self.verify_rehashed(&public, &blake, counted);
         }
         let by_sha = self.inner.db.get(&layout::imported_sha256(&digest));
         let Some(public) = by_sha.map_err(unavailable)? else {
@@ -367,14 +371,15 @@ impl Store {
                 .db
                 .get(&layout::imported_blake3(&blake.to_bytes()));
             return match by_blake.map_err(unavailable)? {
-                Some(public) => self.verify_rehashed(&public, &blake),
+                Some(public) => self.verify_rehashed(&public, &blake, counted),
                 None => Err(VerifyError::Invalid),
             };
         };
-        let principal = match self.verify_public(&public, &SecretHash::from_bytes(digest)) {
+        let principal = match self.verify_public(&public, &SecretHash::from_bytes(digest), counted)
+        {
             // The index entry was read before a re-hash, the record after it: the record
             // holds the keyed BLAKE3 now, which only this text has too.
-            Err(VerifyError::Invalid) => return self.verify_rehashed(&public, &blake),
+            Err(VerifyError::Invalid) => return self.verify_rehashed(&public, &blake, counted),
             answer => answer?,
         };
         // The text matched its SHA-256: from now on, only its keyed BLAKE3 is kept.
@@ -388,11 +393,16 @@ impl Store {
     /// keyed hash, so the record does too: a cached entry that disagrees still holds the
     /// SHA-256 it had before a re-hash by another process (of a cluster) or thread, and the
     /// record is read again, once.
-    fn verify_rehashed(&self, public: &[u8], blake: &SecretHash) -> Result<Principal, VerifyError> {
-        match self.verify_public(public, blake) {
+    fn verify_rehashed(
+        &self,
+        public: &[u8],
+        blake: &SecretHash,
+        counted: Use,
+    ) -> Result<Principal, VerifyError> {
+        match self.verify_public(public, blake, counted) {
             Err(VerifyError::Invalid) => {
                 self.forget_cached(public);
-                self.verify_public(public, blake)
+                self.verify_public(public, blake, counted)
             }
             answer => answer,
         }
@@ -403,6 +413,7 @@ impl Store {
         &self,
         public: &[u8],
         presented: &SecretHash,
+        counted: Use,
     ) -> Result<Principal, VerifyError> {
         let id = std::str::from_utf8(public)
             .ok()
@@ -429,7 +440,9 @@ impl Store {
         }
         let now = inner.clock.unix_nanos();
         let principal = entry.status(now)?.clone();
-        entry.usage.record(now);
+        if counted == Use::Counted {
+            entry.usage.record(now);
+        }
         Ok(principal)
     }
 

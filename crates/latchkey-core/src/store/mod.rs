@@ -76,7 +76,7 @@ use backend::{Backend, Direction, Entry, KeyRange, Take};
 use engine::Embedded;
 use files::Found;
 use mark::Mark;
-use usage::UsageBuffer;
+use usage::{UsageBuffer, Use};
 
 /// How a store is opened.
 ///
@@ -665,8 +665,23 @@ impl Store {
 
     /// [`Store::verify`] for an already parsed key.
     pub fn verify_key(&self, key: &ApiKey) -> Result<Principal, VerifyError> {
-        self.verify_key_reading(key, true)
+        self.verify_key_reading(key, true, Use::Counted)
             .expect("a verification that may read always answers")
+    }
+
+    /// [`Store::verify`] without counting a use of the key: for a request about a key
+    /// rather than one made with it, such as a remote verifier asking for slices of its
+    /// limits (`POST /v1/leases`), whose requests it counts and reports itself.
+    pub fn authenticate(&self, presented: &str) -> Result<Principal, VerifyError> {
+        match ApiKey::parse(presented) {
+            Ok(key) => self
+                .verify_key_reading(&key, true, Use::Uncounted)
+                .expect("a verification that may read always answers"),
+            Err(e) => match self.may_be_imported(presented) {
+                true => self.verify_imported_text(presented, Use::Uncounted),
+                false => Err(VerifyError::Malformed(e)),
+            },
+        }
     }
 
     /// [`Store::verify_key`] from memory alone: `None` when the answer needs a read of the
@@ -677,7 +692,7 @@ impl Store {
     /// [`Store::verify_key`] on a blocking thread when it gives `None`. (Called inline, it
     /// does not panic: it blocks the calling thread for that round trip.)
     pub fn verify_key_cached(&self, key: &ApiKey) -> Option<Result<Principal, VerifyError>> {
-        self.verify_key_reading(key, false)
+        self.verify_key_reading(key, false, Use::Counted)
     }
 
     /// Whether a read of the storage crosses a network (PostgreSQL) rather than the page
@@ -720,6 +735,7 @@ impl Store {
         &self,
         key: &ApiKey,
         may_read: bool,
+        counted: Use,
     ) -> Option<Result<Principal, VerifyError>> {
         let inner = &*self.inner;
         // Hash before looking up, so the hash costs the same for an unknown id and a wrong
@@ -770,12 +786,11 @@ impl Store {
             return Some(Err(VerifyError::Invalid));
         }
         let now = inner.clock.unix_nanos();
-        Some(
-            resolved
-                .status(now)
-                .cloned()
-                .inspect(|_| resolved.usage.record(now)),
-        )
+        Some(resolved.status(now).cloned().inspect(|_| {
+            if counted == Use::Counted {
+                resolved.usage.record(now);
+            }
+        }))
     }
 
     /// Persists buffered usage figures and flushes the store to disk. Call at shutdown;

@@ -20,6 +20,15 @@ use super::{decode, encode, index, layout};
 use crate::error::StoreError;
 use crate::limits::MAX_USAGE_CLOCK_SKEW_SECONDS;
 
+/// Whether a verification counts as a use of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// A request made with the key.
+    Counted,
+    /// A request about the key, such as a lease of its limits.
+    Uncounted,
+}
+
 /// Usage of one key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Usage {

@@ -460,3 +460,34 @@ async fn requests_that_join_a_miss_are_each_charged_and_checked() {
         );
     }
 }
+
+/// A metered key's uses are counted once each: asking the daemon for slices of its limits
+/// is no use of the key (it counted one per lease before).
+#[tokio::test]
+async fn a_metered_key_s_uses_are_counted_once_each() {
+    use latchkey_tower::latchkey_core::{Actor, KeyPatch, RateLimit};
+
+    let s = Setup::new().await;
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let key = s.keystore.key(user, "metered", None);
+    // A small limit leases one request at a time: nearly every request asks for more.
+    let patch = KeyPatch {
+        rate_limits: Some(vec![RateLimit {
+            name: "hourly".into(),
+            limit: 20,
+            window_seconds: 3600,
+        }]),
+        ..KeyPatch::default()
+    };
+    s.keystore
+        .store
+        .update_key(&Actor::system(), key.key.id, patch)
+        .unwrap();
+    s.caught_up().await;
+    for _ in 0..10 {
+        s.verify(key.secret.expose()).await.unwrap();
+    }
+    within(s.verifier.flush_usage()).await;
+    let seen = s.keystore.store.key(key.key.id).unwrap();
+    assert_eq!(seen.usage_count, 10);
+}
