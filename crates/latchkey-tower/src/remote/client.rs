@@ -62,6 +62,11 @@ pub(super) enum UsageOutcome {
     Unsupported,
     /// The figures could not be delivered; try again later.
     Failed,
+    /// 400: the daemon will never take this report as it is; `item` is the one it named
+    /// (its `field` is `items[N]…`), when it named one.
+    Refused {
+        item: Option<usize>,
+    },
 }
 
 impl Daemon {
@@ -258,6 +263,15 @@ impl Daemon {
         match sent {
             Ok(r) if r.status().is_success() => UsageOutcome::Accepted,
             Ok(r) if matches!(r.status().as_u16(), 404 | 405) => UsageOutcome::Unsupported,
+            Ok(r) if r.status() == reqwest::StatusCode::BAD_REQUEST => {
+                let problem = r.json::<serde_json::Value>().await.unwrap_or_default();
+                let item = problem["field"]
+                    .as_str()
+                    .and_then(|field| field.strip_prefix("items["))
+                    .and_then(|rest| rest.split_once(']'))
+                    .and_then(|(index, _)| index.parse().ok());
+                UsageOutcome::Refused { item }
+            }
             Ok(r) => {
                 tracing::debug!(status = %r.status(), "POST /v1/usage failed");
                 UsageOutcome::Failed

@@ -83,6 +83,20 @@ impl UsageBuffer {
                     self.restore(rest);
                     return;
                 }
+                // Sent again, the same figure would be refused again, and everything
+                // behind it with it: it is dropped, the rest goes on.
+                UsageOutcome::Refused { item: Some(i) } if i < items.len() => {
+                    let refused = items.remove(i);
+                    tracing::warn!(key_id = %refused.key_id, count = refused.count, last_used_at = %refused.last_used_at, "the daemon refused a usage figure (is this machine's clock off?): it is dropped");
+                    items.extend(rest);
+                }
+                UsageOutcome::Refused { .. } => {
+                    tracing::warn!(
+                        figures = items.len(),
+                        "the daemon refused a usage report: its figures are dropped"
+                    );
+                    items = rest;
+                }
             }
         }
     }

@@ -491,3 +491,34 @@ async fn a_metered_key_s_uses_are_counted_once_each() {
     let seen = s.keystore.store.key(key.key.id).unwrap();
     assert_eq!(seen.usage_count, 10);
 }
+
+/// A usage figure the daemon refuses (this machine's clock runs two minutes ahead of the
+/// daemon's) is dropped, with a warning, never sent again and again: before, it was kept
+/// and blocked every report after it.
+#[tokio::test]
+async fn a_usage_figure_the_daemon_refuses_is_dropped_not_resent_forever() {
+    use latchkey_tower::latchkey_core::ManualClock;
+
+    let s = Setup::new().await;
+    let ahead = std::sync::Arc::new(ManualClock::new(
+        s.keystore.clock.now() + time::Duration::minutes(2),
+    ));
+    let verifier = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
+        .usage_interval(Duration::from_secs(3600))
+        .clock(ahead)
+        .build()
+        .unwrap();
+    within(verifier.wait_for(|status| status.connected)).await;
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "dashboard", None);
+    let parsed = ApiKey::parse(key.secret.expose()).unwrap();
+    for _ in 0..3 {
+        verifier.verify(&parsed).await.unwrap();
+    }
+    let reports = || s.traffic.usage.lock().unwrap().len();
+    let before = reports();
+    within(verifier.flush_usage()).await;
+    assert_eq!(reports(), before + 1, "the hits were reported");
+    within(verifier.flush_usage()).await;
+    assert_eq!(reports(), before + 1, "a refused figure was sent again");
+}
