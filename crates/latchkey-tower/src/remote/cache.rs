@@ -126,7 +126,13 @@ struct Entries {
     /// User id → its cached keys.
     by_user: HashMap<Uuid, HashSet<Uuid>>,
     generation: u64,
+    /// Leases of answers dropped since the verifier last took them, whose unspent credits
+    /// go back to the daemon (at most [`MAX_DROPPED_LEASES`]; past it, they stay spent).
+    dropped: Vec<Arc<Lease>>,
 }
+
+/// How many dropped leases wait for their credits to be given back.
+const MAX_DROPPED_LEASES: usize = 10_000;
 
 /// The cache: valid answers indexed by key and by user, refusals on their own.
 #[derive(Debug)]
@@ -193,10 +199,12 @@ impl Cache {
         if let Some(old) = entries.by_key.insert(key_id, digest)
             && old != digest
         {
-            entries.positive.remove(&old);
+            let replaced = entries.positive.remove(&old);
+            entries.drop_lease(replaced);
         }
         entries.by_user.entry(user_id).or_default().insert(key_id);
-        entries.positive.insert(digest, entry);
+        let replaced = entries.positive.insert(digest, entry);
+        entries.drop_lease(replaced);
     }
 
     /// Remembers a refusal until `until`, unless an invalidation happened since
@@ -237,12 +245,20 @@ impl Cache {
             Scope::User(user_id) => {
                 for key_id in entries.by_user.remove(&user_id).unwrap_or_default() {
                     if let Some(digest) = entries.by_key.remove(&key_id) {
-                        entries.positive.remove(&digest);
+                        let removed = entries.positive.remove(&digest);
+                        entries.drop_lease(removed);
                     }
                 }
             }
             Scope::All => {
-                entries.positive.clear();
+                let removed: Vec<Positive> = entries
+                    .positive
+                    .drain()
+                    .map(|(_, positive)| positive)
+                    .collect();
+                for positive in removed {
+                    entries.drop_lease(Some(positive));
+                }
                 entries.by_key.clear();
                 entries.by_user.clear();
             }
@@ -261,6 +277,12 @@ impl Cache {
             .values()
             .filter_map(|p| p.lease.clone())
             .collect()
+    }
+
+    /// The leases of the answers dropped since the last call: their unspent credits are
+    /// to be given back.
+    pub(super) fn take_dropped_leases(&self) -> Vec<Arc<Lease>> {
+        std::mem::take(&mut self.write().dropped)
     }
 
     /// How many refusals are cached.
@@ -282,6 +304,16 @@ impl Entries {
                     self.by_user.remove(&user_id);
                 }
             }
+            self.drop_lease(Some(positive));
+        }
+    }
+
+    /// Keeps the lease of a dropped answer, for its unspent credits to be given back.
+    fn drop_lease(&mut self, dropped: Option<Positive>) {
+        if let Some(lease) = dropped.and_then(|p| p.lease)
+            && self.dropped.len() < MAX_DROPPED_LEASES
+        {
+            self.dropped.push(lease);
         }
     }
 }

@@ -207,7 +207,9 @@ impl RemoteVerifier {
     /// that restarted since.
     pub async fn flush_usage(&self) {
         self.shared.usage.flush(&self.shared.daemon).await;
-        self.shared.give_back_credits().await;
+        let mut leases = self.shared.cache.take_dropped_leases();
+        leases.extend(self.shared.cache.leases());
+        self.shared.give_back_credits(leases).await;
     }
 }
 
@@ -255,9 +257,8 @@ impl Verifier for RemoteVerifier {
 }
 
 impl Shared {
-    /// Gives back every cached lease's unspent credits, a few requests at a time.
-    async fn give_back_credits(&self) {
-        let leases = self.cache.leases();
+    /// Gives back the unspent credits of `leases`, a few requests at a time.
+    async fn give_back_credits(&self, leases: Vec<Arc<Lease>>) {
         futures_util::stream::iter(&leases)
             .for_each_concurrent(GIVE_BACK_CONCURRENCY, |lease| async move {
                 // After a request for more in flight: its grant is in the lease then.
@@ -597,6 +598,10 @@ async fn report_usage(shared: Arc<Shared>) {
     loop {
         interval.tick().await;
         shared.usage.flush(&shared.daemon).await;
+        // Answers dropped from the cache (expired past `cache_ttl`, evicted, made stale by
+        // a change) leave their leases: what they did not spend goes back.
+        let dropped = shared.cache.take_dropped_leases();
+        shared.give_back_credits(dropped).await;
     }
 }
 

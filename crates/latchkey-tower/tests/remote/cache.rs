@@ -522,3 +522,46 @@ async fn a_usage_figure_the_daemon_refuses_is_dropped_not_resent_forever() {
     within(verifier.flush_usage()).await;
     assert_eq!(reports(), before + 1, "a refused figure was sent again");
 }
+
+/// The credits leased for a key whose answer leaves the cache (here, past `cache_ttl`) go
+/// back to the daemon: a slow key no longer loses the rest of its slice every few minutes.
+#[tokio::test]
+async fn credits_leased_for_an_answer_that_leaves_the_cache_go_back() {
+    use latchkey_tower::latchkey_core::{Actor, CreditsPatch, KeyPatch};
+
+    let s = Setup::new().await;
+    let verifier = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
+        .heartbeat(Duration::from_secs(1))
+        .cache_ttl(Duration::from_secs(1))
+        .usage_interval(Duration::from_secs(3600))
+        .clock(s.keystore.clock.clone())
+        .build()
+        .unwrap();
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let key = s.keystore.key(user, "metered", None);
+    let patch = KeyPatch {
+        credits: Some(CreditsPatch::Set {
+            remaining: 1_000,
+            refill: None,
+        }),
+        ..KeyPatch::default()
+    };
+    s.keystore
+        .store
+        .update_key(&Actor::system(), key.key.id, patch)
+        .unwrap();
+    let head = s.keystore.store.last_seq().unwrap();
+    within(verifier.wait_for(|st| st.connected && st.position >= Some(head))).await;
+    let parsed = ApiKey::parse(key.secret.expose()).unwrap();
+    for _ in 0..5 {
+        verifier.verify(&parsed).await.unwrap();
+    }
+    s.advance(Duration::from_secs(2));
+    within(verifier.wait_for(|st| st.connected)).await;
+    for _ in 0..5 {
+        verifier.verify(&parsed).await.unwrap();
+    }
+    within(verifier.flush_usage()).await;
+    let seen = s.keystore.store.key(key.key.id).unwrap();
+    assert_eq!(seen.credits.map(|c| c.remaining), Some(990));
+}
