@@ -168,8 +168,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,
     /// How long a connection may take to send a request's headers, counted from when it
-    /// opens (TLS handshake included) or from the previous response: slow or idle
-    /// connections are closed after it [default: 10s]
+    /// opens (after a TLS handshake, bounded alike) or from the previous response: slow or
+    /// idle connections are closed after it [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
     /// The embedded store's cache in MiB: sled's page cache (in memory at two to three times

@@ -19,7 +19,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -31,10 +31,23 @@ pub(crate) struct Listener {
     /// HTTPS when set.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// The longest a connection may take to send a request's headers: from when it opens
-    /// (the TLS handshake included), and from the end of the previous response on a
-    /// kept-alive connection, so it is also the idle keep-alive timeout.
+    /// (after a TLS handshake, which has this bound of its own), and from the end of the
+    /// previous response on a kept-alive connection, so it is also the idle keep-alive
+    /// timeout.
     pub(crate) header_read_timeout: Duration,
+    /// The most connections open at once ([`MAX_CONNECTIONS`]); one accepted beyond it is
+    /// closed at once, before anything is read from it.
+    pub(crate) max_connections: usize,
 }
+
+/// How many connections one listener keeps open at once. Each holds at most
+/// [`MAX_HEAD_BYTES`] of an unfinished request head and a task, for at most the header
+/// timeout: this bounds what slow clients can hold.
+pub(crate) const MAX_CONNECTIONS: usize = 4096;
+
+/// The largest request head (request line and headers): past it, 431. Also what a
+/// connection buffers (hyper's default would be about 400 KiB).
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 impl Listener {
     /// Accepts connections until `stop` turns true, then stops accepting and waits for the
@@ -42,7 +55,10 @@ impl Listener {
     pub(crate) async fn serve(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout);
+            .header_read_timeout(self.header_read_timeout)
+            .max_header_size(MAX_HEAD_BYTES)
+            .max_buf_size(MAX_HEAD_BYTES);
+        let open = Arc::new(Semaphore::new(self.max_connections));
         let tls = self.tls.clone().map(TlsAcceptor::from);
         let graceful = GracefulShutdown::new();
         let stopped = async move {
@@ -53,6 +69,11 @@ impl Listener {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
+                        let Ok(slot) = Arc::clone(&open).try_acquire_owned() else {
+                            // Dropped: closed at once. At DEBUG: a flood is no news to log.
+                            tracing::debug!(%peer, "too many open connections: one closed at once");
+                            continue;
+                        };
                         let _ = tcp.set_nodelay(true);
                         let connection = Connection {
                             app: self.app.clone(),
@@ -61,7 +82,11 @@ impl Listener {
                             watcher: graceful.watcher(),
                             header_read_timeout: self.header_read_timeout,
                         };
-                        tokio::spawn(connection.run(tcp, tls.clone()));
+                        let tls = tls.clone();
+                        tokio::spawn(async move {
+                            connection.run(tcp, tls).await;
+                            drop(slot);
+                        });
                     }
                     // Out of file descriptors and the like: the socket stays usable, so
                     // wait a little instead of spinning, as `axum::serve` does.
@@ -120,5 +145,82 @@ impl Connection {
         if let Err(e) = self.watcher.watch(connection).await {
             tracing::debug!(error = %e, "connection closed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// A listener of at most two connections, serving `ok` on every path.
+    async fn two_at_most() -> (SocketAddr, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = Listener {
+            app: Router::new().fallback(|| async { "ok" }),
+            tls: None,
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 2,
+        };
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serving.serve(listener, stopped));
+        (addr, stop)
+    }
+
+    /// Reads a blocking socket to its end (bounded by a read timeout): what the server sent
+    /// before it closed.
+    fn read_to_close(mut socket: std::net::TcpStream) -> String {
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_past_the_limit_is_closed_and_a_freed_slot_serves() {
+        let (addr, _stop) = two_at_most().await;
+        let idle: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        // Let the accept loop take both before the third arrives.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut third = std::net::TcpStream::connect(addr).unwrap();
+            let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            read_to_close(third)
+        })
+        .await
+        .unwrap();
+        assert_eq!(answer, "", "a third connection was served");
+        drop(idle);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut next = std::net::TcpStream::connect(addr).unwrap();
+            next.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            read_to_close(next)
+        })
+        .await
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_head_past_its_bound_is_refused() {
+        let (addr, _stop) = two_at_most().await;
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut socket = std::net::TcpStream::connect(addr).unwrap();
+            let big = "a".repeat(MAX_HEAD_BYTES + 1024);
+            let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+            let _ = socket.write_all(request.as_bytes());
+            read_to_close(socket)
+        })
+        .await
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     }
 }

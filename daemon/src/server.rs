@@ -151,6 +151,7 @@ pub async fn run(
         app: layered(app, config.request_timeout),
         tls: config.tls.clone(),
         header_read_timeout: config.header_read_timeout,
+        max_connections: crate::listen::MAX_CONNECTIONS,
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let api = tokio::spawn(serving(routers.api).serve(listener, stop_rx.clone()));
