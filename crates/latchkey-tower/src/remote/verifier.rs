@@ -393,7 +393,15 @@ impl Shared {
         client_ip: Option<IpAddr>,
         need: u64,
     ) -> Result<(), VerifyError> {
-        let _one = lease.asking.lock().await;
+        // Behind another request's ask, at most as long as one ask may take: a daemon that
+        // hangs makes the queue behind it answer 503, not wait one timeout per request.
+        let Ok(_one) =
+            tokio::time::timeout(self.settings.request_timeout, lease.asking.lock()).await
+        else {
+            return Err(VerifyError::Unavailable(
+                "the daemon did not answer a lease of this key's limits in time".to_owned(),
+            ));
+        };
         let now = nanos(self.settings.clock.now());
         let wants = lease.wants(now, need);
         if wants.is_empty() && lease.knows_allowlist() {

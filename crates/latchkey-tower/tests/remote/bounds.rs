@@ -14,8 +14,8 @@ use crate::{loopback, within};
 
 /// A daemon that reads requests and never answers: every miss stays in flight until the
 /// verifier's request timeout. Counts the `POST /v1/verify` requests it received.
-async fn black_hole() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind(loopback(0)).await.unwrap();
+async fn black_hole(addr: std::net::SocketAddr) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let verifies = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&verifies);
@@ -49,7 +49,7 @@ async fn black_hole() -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn concurrent_misses_are_bounded_and_the_rest_answered_503_quickly() {
     const BOUND: usize = 4;
-    let (url, verifies) = black_hole().await;
+    let (url, verifies) = black_hole(loopback(0)).await;
     let service = ApiKey::generate(&Prefix::default(), Env::Live);
     let verifier = RemoteVerifier::builder(&url, service.expose())
         .max_concurrent_misses(BOUND)
@@ -85,4 +85,48 @@ async fn concurrent_misses_are_bounded_and_the_rest_answered_503_quickly() {
     })
     .await;
     assert_eq!(verifies.load(Ordering::SeqCst), BOUND);
+}
+
+/// Requests of a key whose lease ran out wait behind one ask of the daemon at most as long
+/// as one ask may take: a daemon that hangs gets them 503, not one timeout each in turn.
+#[tokio::test]
+async fn requests_behind_a_hanging_lease_ask_are_answered_503_together() {
+    use latchkey_tower::latchkey_core::{Actor, CreditsPatch, KeyPatch};
+
+    let mut s = crate::Setup::new().await;
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let key = s.keystore.key(user, "metered", None);
+    let patch = KeyPatch {
+        credits: Some(CreditsPatch::Set {
+            remaining: 1,
+            refill: None,
+        }),
+        ..KeyPatch::default()
+    };
+    s.keystore
+        .store
+        .update_key(&Actor::system(), key.key.id, patch)
+        .unwrap();
+    s.caught_up().await;
+    // The daemon counts the first request; its lease holds nothing more.
+    s.verify(key.secret.expose()).await.unwrap();
+    // The daemon now hangs, on the same address; the cache stays trusted (its clock
+    // stands still).
+    let addr = s.daemon.addr;
+    s.daemon.stop();
+    let _hole = black_hole(addr).await;
+    let parsed = ApiKey::parse(key.secret.expose()).unwrap();
+    let requests: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(s.verifier.verify(&parsed)))
+        .collect();
+    // All of them within the test's patience (ten requests, one 2 s timeout each in turn,
+    // would take 20 s).
+    let answers = within(futures_util::future::join_all(requests)).await;
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert!(
+            matches!(answer, Err(VerifyError::Unavailable(_))),
+            "{answer:?}"
+        );
+    }
 }
