@@ -83,6 +83,7 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     };
     // Before the announcement: a SIGTERM sent once it is out stops the daemon gracefully.
     let shutdown = crate::shutdown_signal();
+    ignore_hangups();
     announce(settings.json, "listening", local);
     std::io::stdout().flush().context("writing to stdout")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -98,6 +99,28 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         ..ServeConfig::new(store)
     };
     crate::run(config, listener, shutdown).await
+}
+
+/// SIGHUP (a terminal closing, or a certificate renewal hook's `kill -HUP`) would end the
+/// daemon at once by its default action, and a unit with `Restart=on-failure` would not
+/// start it again. It is logged instead: settings and TLS files are read at start.
+fn ignore_hangups() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        tracing::warn!(
+                            "SIGHUP ignored: settings and TLS files are read at start; restart the daemon to apply new ones"
+                        );
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+        }
+    }
 }
 
 /// Tells where a listener is, on a line of its own: `listening on ADDR` (the field's words),

@@ -301,3 +301,19 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_sighup_is_logged_and_the_daemon_serves_on() {
+    let (_dir, db) = store_dir();
+    let daemon = Daemon::start(&db);
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let log = daemon.log_with("SIGHUP ignored");
+    assert!(log.contains("SIGHUP ignored"), "{log}");
+    assert_eq!(reqwest_get(&format!("{}/healthz", daemon.url)), 200);
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{status}\n{log}");
+}
