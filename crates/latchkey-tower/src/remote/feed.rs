@@ -54,15 +54,23 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let settings = &shared.settings;
     let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
     let mut cursor = Cursor::default();
+    // Why the stream could not be opened last time: a new reason is a WARN (a stream
+    // refused for good, say 429 `too_many_streams` for a ninth app sharing one service
+    // key, leaves every request asking the daemon), the same one again DEBUG.
+    let mut unavailable: Option<String> = None;
     loop {
         let mut session = Session::default();
         let ended = follow(&shared, &mut cursor, &mut session).await;
         shared.set_connected(false);
         if session.synced {
             backoff.reset();
+            unavailable = None;
             tracing::warn!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream lost; reconnecting");
+        } else if unavailable.as_ref() != Some(&ended) {
+            tracing::warn!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream unavailable: cached answers are not used until it is up; retrying");
+            unavailable = Some(ended);
         } else {
-            tracing::debug!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream unavailable");
+            tracing::debug!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream still unavailable");
         }
         tokio::time::sleep(backoff.next()).await;
     }
