@@ -57,7 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "warn,rustls_platform_verifier=off"
         },
         settings.log_json,
-    );
+    )?;
     match cli.command {
         Command::Serve(args) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -108,14 +108,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Logs go to stderr as text or JSON lines, filtered by `LATCHKEY_LOG`, else `RUST_LOG`,
-/// else the config file, else `default`.
-fn init_tracing(from_file: Option<&str>, default: &str, json: bool) {
+/// else the config file, else `default`. A filter that does not parse is an error, as an
+/// unknown setting is: a typo must not silently log something else.
+fn init_tracing(from_file: Option<&str>, default: &str, json: bool) -> anyhow::Result<()> {
     let filter = std::env::var("LATCHKEY_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .or_else(|| from_file.map(str::to_owned))
         .unwrap_or_else(|| default.to_owned());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(default));
+    // The error's own text, once: its source repeats it.
+    let filter = EnvFilter::try_new(&filter).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid log filter {filter:?} (from LATCHKEY_LOG, RUST_LOG or the file's `log`): {e}"
+        )
+    })?;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -124,4 +130,5 @@ fn init_tracing(from_file: Option<&str>, default: &str, json: bool) {
     } else {
         logs.with_ansi(std::io::stderr().is_terminal()).init();
     }
+    Ok(())
 }

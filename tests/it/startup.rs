@@ -317,3 +317,19 @@ fn a_sighup_is_logged_and_the_daemon_serves_on() {
     let (status, log) = daemon.stop();
     assert!(status.success(), "{status}\n{log}");
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_is_refused_in_one_line() {
+    let (_dir, db) = store_dir();
+    let run = Run::of(
+        latchkey()
+            .arg("serve")
+            .arg("--db")
+            .arg(store_arg(&db))
+            .env("LATCHKEY_LOG", "latchkey=loud"),
+    );
+    let line = run.fails(1, "invalid log filter");
+    assert!(line.contains("latchkey=loud"), "{line}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+    nothing_created(&run, &[&db]);
+}
