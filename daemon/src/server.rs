@@ -7,8 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use axum::response::Response;
 use latchkey_admin::MetricsAccess;
 use latchkey_core::Store;
 use tokio::net::TcpListener;
@@ -21,7 +20,7 @@ use crate::listen::Listener;
 pub struct ServeConfig {
     /// The open store.
     pub store: Store,
-    /// How long a request may run before it is answered 408.
+    /// How long a request may run before it is answered 503 `request_timeout`.
     pub request_timeout: Duration,
     /// After the shutdown signal, how long open connections get to finish before the
     /// daemon stops anyway (a long-lived stream must not hold a shutdown forever).
@@ -101,7 +100,9 @@ fn layered(router: Router, request_timeout: Duration) -> Router {
         )
 }
 
-/// The request timeout: past it, a request is answered 408 (and its work dropped). Not
+/// The request timeout: past it, a request is answered 503 `request_timeout`. Its future is
+/// dropped, but the blocking work it started keeps running, so a write may still be made:
+/// the answer says the outcome is unknown, not that nothing happened. Not
 /// for `GET /v1/backup`, whose answer waits for a copy of the whole store (minutes, at a
 /// million keys); the change feed's stream is not concerned, its answer starts at once.
 /// (`tower_http`'s `TimeoutLayer` times every request alike.)
@@ -111,7 +112,7 @@ async fn timed(State(limit): State<Duration>, request: Request, next: Next) -> R
     }
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+        Err(_) => latchkey_admin::request_timeout_response(),
     }
 }
 
@@ -230,6 +231,7 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 mod tests {
     use axum::body::Body;
     use axum::routing::get;
+    use http::StatusCode;
     use tower::ServiceExt;
 
     use super::*;
@@ -248,7 +250,14 @@ mod tests {
         let app = layered(router, Duration::from_secs(30));
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
         let users = app.clone().oneshot(get("/v1/users")).await.unwrap();
-        assert_eq!(users.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(users.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            users.headers()[http::header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(users.into_body(), 4096).await.unwrap();
+        let problem: latchkey_admin::Problem = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem.code, "request_timeout");
         let backup = app.oneshot(get("/v1/backup")).await.unwrap();
         assert_eq!(backup.status(), StatusCode::OK);
     }
