@@ -11,7 +11,7 @@ use axum::response::Response;
 use latchkey_admin::MetricsAccess;
 use latchkey_core::Store;
 use tokio::net::TcpListener;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::listen::Listener;
@@ -96,7 +96,10 @@ fn layered(router: Router, request_timeout: Duration) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // A 5xx is per request too: its cause is logged where it is known (a
+                // keystore failure is a WARN), not again as a context-free ERROR.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
 }
 
@@ -260,5 +263,40 @@ mod tests {
         assert_eq!(problem.code, "request_timeout");
         let backup = app.oneshot(get("/v1/backup")).await.unwrap();
         assert_eq!(backup.status(), StatusCode::OK);
+    }
+
+    /// A 5xx answer adds no ERROR line of the request log: the handler logged its cause.
+    #[tokio::test]
+    async fn a_failed_request_logs_no_error() {
+        use std::sync::Mutex;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        /// Counts the ERROR events it sees.
+        struct Errors(Arc<Mutex<usize>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Errors {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                if *event.metadata().level() == Level::ERROR {
+                    *self.0.lock().unwrap() += 1;
+                }
+            }
+        }
+        let errors = Arc::new(Mutex::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(Errors(errors.clone()))
+            .with(tracing_subscriber::filter::LevelFilter::TRACE);
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let router = Router::new().route(
+            "/v1/users",
+            get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+        );
+        let app = layered(router, Duration::from_secs(30));
+        let request = Request::get("/v1/users").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(*errors.lock().unwrap(), 0);
     }
 }
