@@ -163,7 +163,7 @@ pub struct ServeArgs {
     /// The key prefix, should `serve` have to initialise the store [default: lk]
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<String>,
-    /// How long a request may take before it is answered 408, e.g. `30s`
+    /// How long a request may take before it is answered 503 `request_timeout`, e.g. `30s`
     /// [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub request_timeout: Option<String>,

@@ -76,7 +76,7 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # PostgreSQL db.
 # engine = "sled"
 
-# How long the daemon lets a request run before answering 408 (--request-timeout).
+# How long the daemon lets a request run before answering 503 request_timeout (--request-timeout).
 # request_timeout = "30s"
 
 # The embedded store's cache in MiB, 1 to 65536 (--cache-mib, LATCHKEY_CACHE_MIB): sled's

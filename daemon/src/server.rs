@@ -7,12 +7,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use axum::response::Response;
 use latchkey_admin::MetricsAccess;
 use latchkey_core::Store;
 use tokio::net::TcpListener;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::listen::Listener;
@@ -21,7 +20,7 @@ use crate::listen::Listener;
 pub struct ServeConfig {
     /// The open store.
     pub store: Store,
-    /// How long a request may run before it is answered 408.
+    /// How long a request may run before it is answered 503 `request_timeout`.
     pub request_timeout: Duration,
     /// After the shutdown signal, how long open connections get to finish before the
     /// daemon stops anyway (a long-lived stream must not hold a shutdown forever).
@@ -97,11 +96,16 @@ fn layered(router: Router, request_timeout: Duration) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // A 5xx is per request too: its cause is logged where it is known (a
+                // keystore failure is a WARN), not again as a context-free ERROR.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
 }
 
-/// The request timeout: past it, a request is answered 408 (and its work dropped). Not
+/// The request timeout: past it, a request is answered 503 `request_timeout`. Its future is
+/// dropped, but the blocking work it started keeps running, so a write may still be made:
+/// the answer says the outcome is unknown, not that nothing happened. Not
 /// for `GET /v1/backup`, whose answer waits for a copy of the whole store (minutes, at a
 /// million keys); the change feed's stream is not concerned, its answer starts at once.
 /// (`tower_http`'s `TimeoutLayer` times every request alike.)
@@ -111,7 +115,7 @@ async fn timed(State(limit): State<Duration>, request: Request, next: Next) -> R
     }
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+        Err(_) => latchkey_admin::request_timeout_response(),
     }
 }
 
@@ -231,6 +235,7 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 mod tests {
     use axum::body::Body;
     use axum::routing::get;
+    use http::StatusCode;
     use tower::ServiceExt;
 
     use super::*;
@@ -249,8 +254,50 @@ mod tests {
         let app = layered(router, Duration::from_secs(30));
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
         let users = app.clone().oneshot(get("/v1/users")).await.unwrap();
-        assert_eq!(users.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(users.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            users.headers()[http::header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(users.into_body(), 4096).await.unwrap();
+        let problem: latchkey_admin::Problem = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem.code, "request_timeout");
         let backup = app.oneshot(get("/v1/backup")).await.unwrap();
         assert_eq!(backup.status(), StatusCode::OK);
+    }
+
+    /// A 5xx answer adds no ERROR line of the request log: the handler logged its cause.
+    #[tokio::test]
+    async fn a_failed_request_logs_no_error() {
+        use std::sync::Mutex;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        /// Counts the ERROR events it sees.
+        struct Errors(Arc<Mutex<usize>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Errors {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                if *event.metadata().level() == Level::ERROR {
+                    *self.0.lock().unwrap() += 1;
+                }
+            }
+        }
+        let errors = Arc::new(Mutex::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(Errors(errors.clone()))
+            .with(tracing_subscriber::filter::LevelFilter::TRACE);
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let router = Router::new().route(
+            "/v1/users",
+            get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+        );
+        let app = layered(router, Duration::from_secs(30));
+        let request = Request::get("/v1/users").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(*errors.lock().unwrap(), 0);
     }
 }

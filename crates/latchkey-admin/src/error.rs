@@ -24,7 +24,7 @@ pub struct Problem {
     /// `key_not_revoked`, `key_revoked`, `last_admin_key`, `insufficient_permission`,
     /// `tenant_forbidden`, `missing_key`,
     /// `invalid_key`, `keystore_unavailable`, `store_locked`, `method_not_allowed`,
-    /// `unsupported_media_type`, `payload_too_large`, `too_many_streams`, `storage_full`, `internal`.
+    /// `unsupported_media_type`, `payload_too_large`, `too_many_streams`, `storage_full`, `request_timeout`, `internal`.
     pub code: String,
     /// What went wrong with this request.
     pub detail: String,
@@ -109,6 +109,17 @@ impl AppError {
         )
     }
 
+    /// A 503 `request_timeout`: the daemon's request timeout cut the request. The handler's
+    /// blocking work cannot be stopped, so a write may still be made after this answer.
+    fn request_timeout() -> Self {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            "the request took longer than the request timeout; its outcome is unknown: \
+             a write may still have been made, so read the record before retrying",
+        )
+    }
+
     /// A 500 whose cause is logged, never shown.
     pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error in the management API");
@@ -140,8 +151,16 @@ fn title(code: &str, status: StatusCode) -> &'static str {
         "payload_too_large" => "The request body is too large",
         "too_many_streams" => "Too many event streams are open",
         "storage_full" => "The keystore's disk is full",
+        "request_timeout" => "The request timed out",
         _ => status.canonical_reason().unwrap_or("Error"),
     }
+}
+
+/// The answer to a request cut by the daemon's request timeout: a 503 problem+json with code
+/// `request_timeout`, saying that the outcome is unknown (the handler's blocking work keeps
+/// running, so a write may still be made).
+pub fn request_timeout_response() -> Response {
+    AppError::request_timeout().into_response()
 }
 
 impl From<StoreError> for AppError {

@@ -8,7 +8,7 @@
 //! | every operation under `/v1` | 401 | `missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled` |
 //! | every operation under `/v1` | 403 | `insufficient_permission`, `ip_not_allowed` |
 //! | every operation under `/v1` | 429 | `rate_limited`, `usage_exceeded` (the key's usage control) |
-//! | every operation under `/v1` | 503 | `keystore_unavailable`, `store_locked` |
+//! | every operation under `/v1` | 503 | `keystore_unavailable`, `store_locked`; `request_timeout` (the daemon's request timeout, not `GET /v1/backup`) |
 //! | an operation with a body | 400, 413, 415 | `invalid_json`, `invalid_field`; `payload_too_large`; `unsupported_media_type` |
 //! | an operation with query parameters | 400 | `invalid_field` |
 //! | a path with a record reference | 404 | `not_found` |
@@ -51,12 +51,17 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
             stated.description.push_str("; or ");
             stated.description.push_str(SEVERAL_CREDENTIALS);
         }
+        if let Some(RefOr::T(stated)) = operation.responses.responses.get_mut("503") {
+            stated.description.push_str("; or ");
+            stated.description.push_str(REQUEST_TIMEOUT);
+        }
         statuses.extend([
             ("400", SEVERAL_CREDENTIALS),
             ("401", "The key is missing or does not authenticate (`missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled`)"),
             ("403", "The key lacks the operation's permission (`insufficient_permission`), or may not be used from this address (`ip_not_allowed`)"),
             ("429", "A rate limit of the key is reached (`rate_limited`, with `Retry-After`, `RateLimit-Policy` and `RateLimit`), or its credits are used up (`usage_exceeded`)"),
             ("503", "The keystore is unavailable (`keystore_unavailable`, `store_locked`)"),
+            ("503", REQUEST_TIMEOUT),
         ]);
     }
     if operation.request_body.is_some() {
@@ -93,6 +98,11 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
             .or_insert_with(|| problem(&description));
     }
 }
+
+/// The daemon's request timeout, a 503 under `/v1`; added to a handler's own 503 too.
+const REQUEST_TIMEOUT: &str = "the request outlived the daemon's request timeout \
+    (`request_timeout`; never for `GET /v1/backup`): its outcome is unknown, a write may \
+    still have been made, so read it before retrying";
 
 /// The layer's 400 under `/v1`.
 const SEVERAL_CREDENTIALS: &str =
