@@ -356,7 +356,12 @@ fn socket_addr(what: &str, text: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("invalid {what} address {text:?}: expected e.g. 127.0.0.1:7878"))
 }
 
-/// A duration setting above zero, or `default` when unset.
+/// The longest request or header-read timeout: hyper adds a timeout to `Instant::now()` on
+/// every connection, and a sum past `Instant`'s range panics, so a huge value would fail
+/// every connection instead of the start.
+const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// A duration setting above zero and at most a day, or `default` when unset.
 fn positive_duration(
     what: &str,
     text: Option<&str>,
@@ -366,6 +371,10 @@ fn positive_duration(
         Some(text) => {
             let duration = parse_duration(text).map_err(anyhow::Error::msg)?;
             anyhow::ensure!(!duration.is_zero(), "the {what} must be above 0");
+            anyhow::ensure!(
+                duration <= MAX_TIMEOUT,
+                "the {what} must be at most a day (24h), not {text:?}"
+            );
             Ok(duration)
         }
         None => Ok(default),
