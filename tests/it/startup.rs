@@ -333,3 +333,15 @@ fn a_log_filter_that_does_not_parse_is_refused_in_one_line() {
     assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
     nothing_created(&run, &[&db]);
 }
+
+#[test]
+fn a_timeout_over_a_day_is_refused_at_start_in_one_line() {
+    let (_dir, db) = store_dir();
+    for flag in ["--header-read-timeout", "--request-timeout"] {
+        let run = serve_fails(&db, &[flag, "10000000000000000000s"]);
+        let line = run.fails(1, "at most a day");
+        assert_eq!(run.stderr.lines().count(), 1, "{flag}: {run:#?}");
+        assert!(!line.is_empty());
+        nothing_created(&run, &[&db]);
+    }
+}
