@@ -98,6 +98,8 @@ impl Daemon {
         let http = super::tls::https_client_builder(settings.ca_pem.as_deref())?
             .connect_timeout(settings.connect_timeout)
             .tcp_nodelay(true)
+            // A daemon reached over TLS is never spoken to in the clear.
+            .https_only(base.scheme() == "https")
             .build()
             .map_err(|e| RemoteError::Client(e.into()))?;
         Ok(Daemon {
@@ -205,10 +207,7 @@ impl Daemon {
             .await
             .map_err(|e| format!("{what}: {}", describe(&e)))?;
         self.expect_ok(what, response.status())?;
-        response
-            .json()
-            .await
-            .map_err(|e| format!("{what}: {}", describe(&e)))
+        read_json(what, response).await
     }
 
     /// `Err` naming `what` unless the daemon answered 200; a refusal of the service key
@@ -324,6 +323,38 @@ pub(super) fn refusal(
 
 /// A reqwest error with its causes ("error sending request: connection refused"); a
 /// certificate that did not verify says so first, since only configuration fixes it.
+/// The largest answer the daemon's JSON may be: a verdict with every field of a principal
+/// is a few KiB. Up to [`max_concurrent_misses`](super::RemoteVerifierBuilder::max_concurrent_misses) are read at
+/// once, so an answer without a bound could hold that many times any size in memory.
+const MAX_ANSWER: usize = 1024 * 1024;
+
+/// The body of `response` read as JSON, `Err` naming `what` past [`MAX_ANSWER`] bytes
+/// (read no further) or when it does not parse.
+async fn read_json<T: DeserializeOwned>(
+    what: &str,
+    mut response: reqwest::Response,
+) -> Result<T, String> {
+    let too_large = || format!("{what}: the answer is larger than {MAX_ANSWER} bytes");
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_ANSWER as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("{what}: {}", describe(&e)))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{what}: the answer is not valid: {e}"))
+}
+
 pub(super) fn describe(error: &reqwest::Error) -> String {
     let mut text = if super::tls::is_certificate_error(error) {
         format!(

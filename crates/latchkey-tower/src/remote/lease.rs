@@ -229,20 +229,21 @@ impl Lease {
         self.refusal()
     }
 
-    /// Why a request found a bucket empty after asking: the daemon's last refusal.
+    /// Why a request found a bucket empty after asking: the daemon's last refusal. Without
+    /// one, the daemon granted every bucket but other requests took the grant first (or it
+    /// lapsed): nothing says the key is over a limit, so rather than a 429 with a policy
+    /// the key may not have, the request is answered as one the daemon could not serve.
     pub(super) fn refusal(&self) -> VerifyError {
         self.refusal
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .unwrap_or(VerifyError::RateLimited(Box::new(RateLimited {
-                limit: RateLimit {
-                    name: "default".to_owned(),
-                    limit: 1,
-                    window_seconds: 1,
-                },
-                retry_after_seconds: 1,
-            })))
+            .unwrap_or_else(|| {
+                VerifyError::Unavailable(
+                    "the daemon's grant of the key's limits was used up by other requests"
+                        .to_owned(),
+                )
+            })
     }
 }
 
@@ -259,11 +260,14 @@ impl Bucket {
     /// Void, or under half of its last grant.
     fn low(&self, now: i64) -> bool {
         now >= self.until.load(Ordering::Acquire)
-            || self.left.load(Ordering::Acquire) * 2
+            || self.left.load(Ordering::Acquire).saturating_mul(2)
                 < self.last_grant.load(Ordering::Acquire).max(1)
     }
 
     fn add(&self, grant: &LeaseGrant, now: i64) {
+        // Never more than any request asks for: a daemon that answers more (by a bug, or
+        // an impostor) cannot lift the limit or wrap the counter.
+        let granted = grant.granted.min(latchkey_core::limits::MAX_LEASE);
         let until = match grant.valid_ms {
             Some(ms) => {
                 now.saturating_add(i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
@@ -272,15 +276,20 @@ impl Bucket {
         };
         if now >= self.until.load(Ordering::Acquire) {
             // The old slice is void: start from this grant.
-            self.left.store(grant.granted, Ordering::Release);
+            self.left.store(granted, Ordering::Release);
         } else {
-            self.left.fetch_add(grant.granted, Ordering::AcqRel);
+            // Top-ups add at most MAX_LEASE each; saturate all the same.
+            let _ = self
+                .left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                    Some(l.saturating_add(granted))
+                });
         }
-        if grant.granted > 0 {
+        if granted > 0 {
             self.until.store(until, Ordering::Release);
         }
-        self.last_grant.store(grant.granted, Ordering::Relaxed);
-        if self.kind == BucketKind::Credits && grant.granted > 0 {
+        self.last_grant.store(granted, Ordering::Relaxed);
+        if self.kind == BucketKind::Credits && granted > 0 {
             // Credits: double while the key is busy, as the daemon's own meter does.
             let next = (self.want.load(Ordering::Relaxed) * 2).min(MAX_CREDITS_SLICE);
             self.want.store(next, Ordering::Relaxed);
@@ -308,6 +317,28 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_000_000_000;
+
+    /// The daemon's answer granting `granted` of the limit `default` and of the credits.
+    fn answer(granted: u64) -> LeaseResponse {
+        let grant = |kind, name: Option<&str>| LeaseGrant {
+            kind,
+            name: name.map(str::to_owned),
+            granted,
+            valid_ms: name.map(|_| 60_000),
+            retry_after: None,
+            limit: name.map(|_| 100),
+            window_seconds: name.map(|_| 60),
+        };
+        LeaseResponse {
+            valid: true,
+            code: "ok".to_owned(),
+            allowed_ips: Vec::new(),
+            grants: vec![
+                grant(BucketKind::RateLimit, Some("default")),
+                grant(BucketKind::Credits, None),
+            ],
+        }
+    }
 
     /// A lease of a limit `default` of 100 and of credits, granted `limit` and `credits`.
     fn granted(limit: u64, credits: u64) -> Lease {
@@ -374,5 +405,30 @@ mod tests {
         let later = NOW + 60_000 * 1_000_000;
         assert!(matches!(lease.take(None, later, 1), Take::Short));
         assert!(matches!(lease.take(None, NOW, 10), Take::Taken));
+    }
+
+    #[test]
+    fn a_grant_is_capped_to_what_any_request_asks_for() {
+        use latchkey_core::limits::MAX_LEASE;
+        let lease = granted(u64::MAX, u64::MAX);
+        // Granted again on top: capped, it neither wraps nor lifts the limit.
+        lease.grant(&answer(u64::MAX), NOW).unwrap();
+        assert!(matches!(
+            lease.take(None, NOW, 2 * MAX_LEASE + 1),
+            Take::Short
+        ));
+        assert!(matches!(lease.take(None, NOW, 2 * MAX_LEASE), Take::Taken));
+    }
+
+    #[test]
+    fn a_used_up_grant_without_a_refusal_is_no_invented_rate_limit() {
+        let lease = granted(1, 1);
+        assert!(matches!(lease.take(None, NOW, 1), Take::Taken));
+        assert!(matches!(lease.take(None, NOW, 1), Take::Short));
+        assert!(
+            matches!(lease.refusal(), VerifyError::Unavailable(_)),
+            "{:?}",
+            lease.refusal()
+        );
     }
 }

@@ -22,6 +22,10 @@ use super::error::RemoteError;
 /// A server whose certificate does not verify fails the request; nothing ever falls back
 /// to plain HTTP or to an unverified connection.
 ///
+/// Redirects are never followed: a 3xx is the answer. Following one would re-send the
+/// request, the API key in its body included, to whatever origin the `Location` names,
+/// plain `http://` as well.
+///
 /// # Example
 ///
 /// ```no_run
@@ -39,7 +43,9 @@ use super::error::RemoteError;
 /// parsed, or the verifier cannot be set up.
 pub fn https_client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, RemoteError> {
     let config = client_config(ca_pem)?;
-    Ok(reqwest::Client::builder().tls_backend_preconfigured(config))
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .redirect(reqwest::redirect::Policy::none()))
 }
 
 fn client_config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, RemoteError> {

@@ -14,6 +14,8 @@ mod invalidation;
 mod failures;
 // Concurrent misses bounded against a daemon that never answers.
 mod bounds;
+// A redirect elsewhere is not followed; an answer past its bound is not read.
+mod answers;
 
 use std::future::Future;
 use std::net::SocketAddr;
