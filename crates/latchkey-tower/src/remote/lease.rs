@@ -320,7 +320,13 @@ mod tests {
 
     /// The daemon's answer granting `granted` of the limit `default` and of the credits.
     fn answer(granted: u64) -> LeaseResponse {
-        let grant = |kind, name: Option<&str>| LeaseGrant {
+        answer_of(granted, granted)
+    }
+
+    /// The daemon's answer granting `limit` of the limit `default` (of 100 a minute) and
+    /// `credits` of the credits.
+    fn answer_of(limit: u64, credits: u64) -> LeaseResponse {
+        let grant = |kind, name: Option<&str>, granted| LeaseGrant {
             kind,
             name: name.map(str::to_owned),
             granted,
@@ -334,8 +340,8 @@ mod tests {
             code: "ok".to_owned(),
             allowed_ips: Vec::new(),
             grants: vec![
-                grant(BucketKind::RateLimit, Some("default")),
-                grant(BucketKind::Credits, None),
+                grant(BucketKind::RateLimit, Some("default"), limit),
+                grant(BucketKind::Credits, None, credits),
             ],
         }
     }
@@ -353,25 +359,7 @@ mod tests {
             &[state("default", Some(100)), state("credits", None)],
             Uuid::nil(),
         );
-        let grant = |kind, name: Option<&str>, granted| LeaseGrant {
-            kind,
-            name: name.map(str::to_owned),
-            granted,
-            valid_ms: name.map(|_| 60_000),
-            retry_after: None,
-            limit: name.map(|_| 100),
-            window_seconds: name.map(|_| 60),
-        };
-        let answer = LeaseResponse {
-            valid: true,
-            code: "ok".to_owned(),
-            allowed_ips: Vec::new(),
-            grants: vec![
-                grant(BucketKind::RateLimit, Some("default"), limit),
-                grant(BucketKind::Credits, None, credits),
-            ],
-        };
-        lease.grant(&answer, NOW).unwrap();
+        lease.grant(&answer_of(limit, credits), NOW).unwrap();
         lease
     }
 
