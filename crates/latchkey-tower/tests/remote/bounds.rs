@@ -91,22 +91,9 @@ async fn concurrent_misses_are_bounded_and_the_rest_answered_503_quickly() {
 /// as one ask may take: a daemon that hangs gets them 503, not one timeout each in turn.
 #[tokio::test]
 async fn requests_behind_a_hanging_lease_ask_are_answered_503_together() {
-    use latchkey_tower::latchkey_core::{Actor, CreditsPatch, KeyPatch};
-
     let mut s = crate::Setup::new().await;
     let user = s.keystore.user("partner", &["orders:read"]);
-    let key = s.keystore.key(user, "metered", None);
-    let patch = KeyPatch {
-        credits: Some(CreditsPatch::Set {
-            remaining: 1,
-            refill: None,
-        }),
-        ..KeyPatch::default()
-    };
-    s.keystore
-        .store
-        .update_key(&Actor::system(), key.key.id, patch)
-        .unwrap();
+    let key = s.keystore.key_with_credits(user, 1);
     s.caught_up().await;
     // The daemon counts the first request; its lease holds nothing more.
     s.verify(key.secret.expose()).await.unwrap();

@@ -527,8 +527,6 @@ async fn a_usage_figure_the_daemon_refuses_is_dropped_not_resent_forever() {
 /// back to the daemon: a slow key no longer loses the rest of its slice every few minutes.
 #[tokio::test]
 async fn credits_leased_for_an_answer_that_leaves_the_cache_go_back() {
-    use latchkey_tower::latchkey_core::{Actor, CreditsPatch, KeyPatch};
-
     let s = Setup::new().await;
     let verifier = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
         .heartbeat(Duration::from_secs(1))
@@ -538,18 +536,7 @@ async fn credits_leased_for_an_answer_that_leaves_the_cache_go_back() {
         .build()
         .unwrap();
     let user = s.keystore.user("partner", &["orders:read"]);
-    let key = s.keystore.key(user, "metered", None);
-    let patch = KeyPatch {
-        credits: Some(CreditsPatch::Set {
-            remaining: 1_000,
-            refill: None,
-        }),
-        ..KeyPatch::default()
-    };
-    s.keystore
-        .store
-        .update_key(&Actor::system(), key.key.id, patch)
-        .unwrap();
+    let key = s.keystore.key_with_credits(user, 1_000);
     let head = s.keystore.store.last_seq().unwrap();
     within(verifier.wait_for(|st| st.connected && st.position >= Some(head))).await;
     let parsed = ApiKey::parse(key.secret.expose()).unwrap();

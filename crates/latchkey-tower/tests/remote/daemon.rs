@@ -229,6 +229,24 @@ impl Keystore {
     }
 }
 
+impl Keystore {
+    /// A new key of `user_id` holding `credits`, for the tests of leases.
+    pub(crate) fn key_with_credits(&self, user_id: uuid::Uuid, credits: u64) -> CreatedKey {
+        let key = self.key(user_id, "metered", None);
+        let patch = latchkey_tower::latchkey_core::KeyPatch {
+            credits: Some(latchkey_tower::latchkey_core::CreditsPatch::Set {
+                remaining: credits,
+                refill: None,
+            }),
+            ..Default::default()
+        };
+        self.store
+            .update_key(&Actor::system(), key.key.id, patch)
+            .unwrap();
+        key
+    }
+}
+
 /// An empty request body, for the layer tests.
 pub(crate) fn empty() -> Body {
     Body::empty()
