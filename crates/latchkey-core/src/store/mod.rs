@@ -623,11 +623,19 @@ impl Store {
         if let Some(principal) = self.verify_known(presented.as_bytes()) {
             return Ok(principal);
         }
+        self.verify_text(presented, Use::Counted)
+    }
+
+    /// A text parsed and verified as a latchkey key, or else looked up among imported keys.
+    fn verify_text(&self, presented: &str, counted: Use) -> Result<Principal, VerifyError> {
         match ApiKey::parse(presented) {
-            Ok(key) => self.verify_key(&key),
-            Err(e) => self
-                .verify_imported(presented)
-                .unwrap_or(Err(VerifyError::Malformed(e))),
+            Ok(key) => self
+                .verify_key_reading(&key, true, counted)
+                .expect("a verification that may read always answers"),
+            Err(_) if self.may_be_imported(presented) => {
+                self.verify_imported_text(presented, counted)
+            }
+            Err(e) => Err(VerifyError::Malformed(e)),
         }
     }
 
@@ -673,15 +681,7 @@ impl Store {
     /// rather than one made with it, such as a remote verifier asking for slices of its
     /// limits (`POST /v1/leases`), whose requests it counts and reports itself.
     pub fn authenticate(&self, presented: &str) -> Result<Principal, VerifyError> {
-        match ApiKey::parse(presented) {
-            Ok(key) => self
-                .verify_key_reading(&key, true, Use::Uncounted)
-                .expect("a verification that may read always answers"),
-            Err(e) => match self.may_be_imported(presented) {
-                true => self.verify_imported_text(presented, Use::Uncounted),
-                false => Err(VerifyError::Malformed(e)),
-            },
-        }
+        self.verify_text(presented, Use::Uncounted)
     }
 
     /// [`Store::verify_key`] from memory alone: `None` when the answer needs a read of the
