@@ -86,6 +86,15 @@ fn listing(path: &Path) -> Vec<String> {
     names
 }
 
+/// [`listing`] without sled's snapshots: sled rewrites its snapshot (`snap.<log offset>`,
+/// derived from its log) whenever it opens a store whose log went past the last one, which
+/// the check of the mark needs; how far the log went depends on when sled's flusher ran.
+fn our_files(path: &Path) -> Vec<String> {
+    let mut names = listing(path);
+    names.retain(|name| !name.starts_with("snap."));
+    names
+}
+
 /// The file that holds the records: sled's `db`, redb's `latchkey.redb`.
 fn db_file() -> &'static str {
     if support::on_redb() {
@@ -184,10 +193,10 @@ fn a_rolled_back_store_is_refused_and_names_what_is_missing() {
     drop(store);
     // The store's files go back to the copy; the mark stays at the newest write.
     copy_dir(&saved, &path, |_| true);
-    let before = listing(&path);
+    let before = our_files(&path);
     let line = check_refused(&path, "behind its last acknowledged write");
     assert_eq!(
-        listing(&path),
+        our_files(&path),
         before,
         "a refused open or migrate creates no file"
     );
