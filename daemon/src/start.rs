@@ -28,10 +28,14 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     let store_config = settings.store_config(args)?;
     let header_read_timeout = settings.header_read_timeout(args)?;
     let prefix = settings.prefix(args.prefix.as_deref());
-    let tls = match settings.tls_files(args)? {
-        Some((cert, key)) => Some(crate::tls::server_config(&cert, &key)?),
+    let cert_files = match settings.tls_files(args)? {
+        Some((cert, key)) => Some(crate::tls::CertFiles::load(&cert, &key)?),
         None => None,
     };
+    let tls = cert_files
+        .as_ref()
+        .map(crate::tls::CertFiles::server_config)
+        .transpose()?;
     let addrs = std::iter::once(addr).chain(metrics_addr);
     if tls.is_none() {
         if args.insecure_http {
@@ -83,7 +87,7 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     };
     // Before the announcement: a SIGTERM sent once it is out stops the daemon gracefully.
     let shutdown = crate::shutdown_signal();
-    ignore_hangups();
+    handle_hangups(cert_files);
     announce(settings.json, "listening", local);
     std::io::stdout().flush().context("writing to stdout")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -101,10 +105,11 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     crate::run(config, listener, shutdown).await
 }
 
-/// SIGHUP (a terminal closing, or a certificate renewal hook's `kill -HUP`) would end the
+/// SIGHUP (a certificate renewal hook's `kill -HUP`, or a terminal closing) would end the
 /// daemon at once by its default action, and a unit with `Restart=on-failure` would not
-/// start it again. It is logged instead: settings and TLS files are read at start.
-fn ignore_hangups() {
+/// start it again. Instead it reads the TLS files again, when the daemon serves HTTPS;
+/// other settings are read at start only, which the log says.
+fn handle_hangups(cert_files: Option<std::sync::Arc<crate::tls::CertFiles>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -112,14 +117,38 @@ fn ignore_hangups() {
             Ok(mut hangups) => {
                 tokio::spawn(async move {
                     while hangups.recv().await.is_some() {
-                        tracing::warn!(
-                            "SIGHUP ignored: settings and TLS files are read at start; restart the daemon to apply new ones"
-                        );
+                        match &cert_files {
+                            Some(files) => reload(files.clone()).await,
+                            None => tracing::warn!(
+                                "SIGHUP ignored: no TLS files to read again, and settings are read at start; restart the daemon to apply new ones"
+                            ),
+                        }
                     }
                 });
             }
             Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
         }
+    }
+    #[cfg(not(unix))]
+    drop(cert_files);
+}
+
+/// Reads the TLS files again, off the async workers, and logs what came of it.
+#[cfg(unix)]
+async fn reload(files: std::sync::Arc<crate::tls::CertFiles>) {
+    let read = tokio::task::spawn_blocking(move || files.reload()).await;
+    match read {
+        Ok(Ok(())) => tracing::info!(
+            "SIGHUP: TLS certificate read again; new connections get it (other settings are read at start only)"
+        ),
+        Ok(Err(e)) => {
+            let error = format!("{e:#}");
+            tracing::error!(
+                %error,
+                "SIGHUP: the TLS files were not taken; still serving the previous certificate"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP: reading the TLS files failed"),
     }
 }
 

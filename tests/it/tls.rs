@@ -176,6 +176,53 @@ fn the_cli_speaks_https_trusting_the_ca_it_is_given_and_nothing_else() {
     .fails(1, "--ca-cert");
 }
 
+/// A renewal hook replaces the files and sends SIGHUP: new connections get the new
+/// certificate, with no restart. Files that do not make a certificate are refused in the
+/// log, and the certificate served so far stays.
+#[test]
+fn a_sighup_reads_the_certificate_again_and_keeps_serving_the_old_one_when_the_new_is_bad() {
+    let https = Https::start();
+    let (pki, other, daemon) = (&https.pki, &https.other, &https.daemon);
+    let list = |ca: &Path| {
+        let env = [("LATCHKEY_CA_CERT", ca)];
+        cli(&https.url, &https.admin, &env, &["users", "list"])
+    };
+    let hang_up = || {
+        let sent = Command::new("kill")
+            .args(["-HUP", &daemon.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    list(&pki.ca).ok();
+
+    // The renewal: another CA's certificate and key over the same files. Until the signal
+    // the daemon serves what it read at start.
+    std::fs::copy(&other.cert, &pki.cert).unwrap();
+    std::fs::copy(&other.key, &pki.key).unwrap();
+    list(&pki.ca).ok();
+    hang_up();
+    let log = daemon.log_with("TLS certificate read again");
+    assert!(log.contains("TLS certificate read again"), "{log}");
+    list(&other.ca).ok();
+    list(&pki.ca).fails(1, "does not verify");
+
+    // A half-written renewal: refused, named in the log; the new certificate stays.
+    std::fs::write(&pki.cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    hang_up();
+    let log = daemon.log_with("the TLS files were not taken");
+    assert!(log.contains("the TLS files were not taken"), "{log}");
+    assert!(log.contains(&pki.cert.display().to_string()), "{log}");
+    list(&other.ca).ok();
+    // A key that does not fit the certificate: refused the same way.
+    std::fs::copy(&other.cert, &pki.cert).unwrap();
+    std::fs::write(&pki.key, KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    hang_up();
+    let log = daemon.log_with("does not fit the certificate");
+    assert!(log.contains("does not fit the certificate"), "{log}");
+    list(&other.ca).ok();
+}
+
 #[test]
 fn a_remote_verifier_speaks_https_and_answers_503_when_the_certificate_does_not_verify() {
     let Https {
