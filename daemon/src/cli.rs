@@ -178,21 +178,12 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_CACHE_MIB", value_name = "MIB",
         value_parser = clap::value_parser!(u64).range(1..=MAX_CACHE_MIB))]
     pub cache_mib: Option<u64>,
-    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
-    #[arg(
-        long,
-        env = "LATCHKEY_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
+    /// Serve HTTPS with this certificate chain (PEM); needs a key (--tls-key, or the
+    /// config file's `tls_key`)
+    #[arg(long, env = "LATCHKEY_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)
-    #[arg(
-        long,
-        env = "LATCHKEY_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "LATCHKEY_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// Serve plain HTTP on a non-loopback address (for a TLS-terminating proxy in front);
     /// without it, plain HTTP listens on loopback only

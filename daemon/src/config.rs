@@ -79,6 +79,10 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # How long the daemon lets a request run before answering 503 request_timeout (--request-timeout).
 # request_timeout = "30s"
 
+# How long a connection may take to send a request's headers, from when it opens or from
+# the previous response; slow or idle connections are closed past it (--header-read-timeout).
+# header_read_timeout = "10s"
+
 # The embedded store's cache in MiB, 1 to 65536 (--cache-mib, LATCHKEY_CACHE_MIB): sled's
 # page cache, which sits in memory at two to three times this, or redb's. Less saves memory,
 # more speeds up reads of keys the verify cache does not hold.
@@ -110,6 +114,8 @@ pub struct FileConfig {
     /// See [`DEFAULT_CONFIG`].
     pub request_timeout: Option<String>,
     /// See [`DEFAULT_CONFIG`].
+    pub header_read_timeout: Option<String>,
+    /// See [`DEFAULT_CONFIG`].
     pub cache_mib: Option<u64>,
     /// See [`DEFAULT_CONFIG`].
     pub log: Option<String>,
@@ -136,6 +142,7 @@ impl std::fmt::Debug for FileConfig {
             .field("listen", &self.listen)
             .field("prefix", &self.prefix)
             .field("request_timeout", &self.request_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
             .field("cache_mib", &self.cache_mib)
             .field("log", &self.log)
             .field("engine", &self.engine)
@@ -149,8 +156,20 @@ impl FileConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}", e.message()))
+            .map_err(|e| anyhow::anyhow!("{}{}", line_of(&text, e.span()), e.message()))
             .with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// `line N: ` for where a parse error is, so that one line of error leads to the setting;
+/// nothing when the error has no place (a missing field is about the whole file).
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            format!("line {}: ", before.matches('\n').count() + 1)
+        }
+        None => String::new(),
     }
 }
 
@@ -181,6 +200,7 @@ struct FileConfigRest {
     listen: Option<String>,
     prefix: Option<String>,
     request_timeout: Option<String>,
+    header_read_timeout: Option<String>,
     cache_mib: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -229,6 +249,7 @@ impl Settings {
                 listen: file.listen,
                 prefix: file.prefix,
                 request_timeout: file.request_timeout,
+                header_read_timeout: file.header_read_timeout,
                 cache_mib: file.cache_mib,
                 tls_cert: file.tls_cert,
                 tls_key: file.tls_key,
@@ -343,11 +364,11 @@ impl Settings {
 
     /// How long a connection may take to send a request's headers.
     pub fn header_read_timeout(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
-        positive_duration(
-            "header read timeout",
-            args.header_read_timeout.as_deref(),
-            DEFAULT_HEADER_READ_TIMEOUT,
-        )
+        let text = args
+            .header_read_timeout
+            .as_deref()
+            .or(self.file.header_read_timeout.as_deref());
+        positive_duration("header read timeout", text, DEFAULT_HEADER_READ_TIMEOUT)
     }
 }
 
@@ -398,6 +419,7 @@ mod tests {
         assert_eq!(file.listen.as_deref(), Some(DEFAULT_LISTEN));
         assert_eq!(file.prefix.as_deref(), Some(DEFAULT_PREFIX));
         assert_eq!(file.request_timeout.as_deref(), Some("30s"));
+        assert_eq!(file.header_read_timeout.as_deref(), Some("10s"));
         assert!(file.admin_key.is_some() && file.db.is_some() && file.log.is_some());
         assert_eq!(file.log_format.as_deref(), Some("text"));
         assert!(file.tls_cert.is_some() && file.tls_key.is_some() && file.ca_cert.is_some());
@@ -437,6 +459,70 @@ mod tests {
             assert!(!shown.contains(password), "{shown}");
             assert!(shown.contains("db.internal"), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_config_error_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latchkey.toml");
+        for (text, line) in [
+            ("listen = \"127.0.0.1:1\"\n\nlisen = \"x\"\n", "line 3: "),
+            ("cache_mib = \"big\"\n", "line 1: "),
+            ("url = \"a\"\nprefix = \n", "line 2: "),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = format!("{:#}", FileConfig::load(&path).unwrap_err());
+            assert!(error.contains(line), "{text:?}: {error}");
+            assert!(error.contains(&path.display().to_string()), "{error}");
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn the_tls_files_and_the_header_read_timeout_may_come_from_the_file() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("latchkey.toml");
+        std::fs::write(
+            &config,
+            "tls_key = \"/etc/k.pem\"\nheader_read_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+        // A certificate by flag, its key in the file: clap must not refuse the flag alone.
+        let cli = crate::cli::Cli::try_parse_from([
+            "latchkey",
+            "--config",
+            config,
+            "serve",
+            "--tls-cert",
+            "/etc/c.pem",
+        ])
+        .expect("parses");
+        let crate::cli::Command::Serve(args) = &cli.command else {
+            panic!("serve")
+        };
+        let settings = Settings::resolve(&cli.global).unwrap();
+        let (cert, key) = settings.tls_files(args).unwrap().expect("both");
+        assert_eq!(
+            (cert.to_str(), key.to_str()),
+            (Some("/etc/c.pem"), Some("/etc/k.pem"))
+        );
+        assert_eq!(
+            settings.header_read_timeout(args).unwrap(),
+            Duration::from_secs(3)
+        );
+        // Only one of the two, anywhere: refused in one line.
+        let cli = crate::cli::Cli::try_parse_from(["latchkey", "serve", "--tls-cert", "c.pem"])
+            .expect("parses");
+        let crate::cli::Command::Serve(args) = &cli.command else {
+            panic!("serve")
+        };
+        let error = Settings::resolve(&cli.global)
+            .unwrap()
+            .tls_files(args)
+            .unwrap_err();
+        assert!(error.to_string().contains("--tls-key"), "{error}");
     }
 
     #[test]
