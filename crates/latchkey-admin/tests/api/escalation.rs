@@ -352,6 +352,31 @@ async fn the_last_admin_key_cannot_be_taken_away() {
     );
 }
 
+/// A tenant's `*` key manages its tenant only: it keeps no store administrable, so the
+/// last global one stays, and the global admin cannot be moved into a tenant either.
+#[tokio::test]
+async fn a_tenant_bound_star_key_is_not_an_admin_key() {
+    let h = Harness::new();
+    let admin_key = h.store.verify(&h.admin).unwrap().key_id;
+    let root = json!({"name": "acme-root", "permissions": ["*"], "tenant_id": "acme"});
+    h.created("/v1/users", root).await;
+    let acme = json!({"name": "acme", "user_id": "acme-root"});
+    let acme = h.created("/v1/keys", acme).await;
+    let seq = h.store.last_seq().unwrap();
+    h.admin("POST", &format!("/v1/keys/{admin_key}/revoke"), None)
+        .await
+        .problem(409, "last_admin_key");
+    h.patch("/v1/users/admin", json!({"tenant_id": "acme"}))
+        .await
+        .problem(409, "last_admin_key");
+    assert_eq!(h.store.last_seq().unwrap(), seq, "nothing was written");
+    // The tenant's own `*` key goes freely: it was never the last admin key.
+    let acme_id = acme["id"].as_str().unwrap();
+    h.post(&format!("/v1/keys/{acme_id}/revoke"), json!({}))
+        .await
+        .ok(200);
+}
+
 #[tokio::test]
 async fn a_patch_that_changes_nothing_records_nothing() {
     let h = Harness::new();

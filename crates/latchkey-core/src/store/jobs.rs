@@ -142,7 +142,7 @@ impl Store {
         let prepare = || {
             Ok((
                 self.user_keys_head(id)?,
-                self.admin_keys_if(self.user_holds_everything(id)?)?,
+                self.admin_keys_if(self.is_admin_user(id)?)?,
             ))
         };
         let outcome = self.write_prepared(actor, prepare, |tx, (head, admin_keys)| {

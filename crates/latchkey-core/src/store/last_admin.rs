@@ -1,9 +1,11 @@
-//! The last admin key: no write may leave the store without an active key that holds `*`,
-//! or no one could manage it through the API any more (`Conflict::LastAdminKey`).
+//! The last admin key: no write may leave the store without an active admin key, or no
+//! one could manage it through the API any more (`Conflict::LastAdminKey`).
 //!
-//! A key holds `*` effectively when its user's grants hold `*` and its scopes, if any, do
-//! too (only `*` covers `*`). It is active when it is enabled, unrevoked, unexpired and its
-//! user exists and is enabled. Every write that can take `*` away from a key (revoking or
+//! An admin key holds `*` effectively (its user's grants hold `*` and its scopes, if any,
+//! do too: only `*` covers `*`) and its user belongs to no tenant: a tenant-bound `*` key
+//! manages its tenant only (no other tenant, no backup, no change feed, no global user), so
+//! it does not count. A key is active when it is enabled, unrevoked, unexpired and its user
+//! exists and is enabled. Every write that can take `*` away from a key (revoking or
 //! disabling it; disabling, narrowing or deleting its user; narrowing or deleting its
 //! group) first asks, cheaply, whether its target holds `*` at all; only then does it
 //! list the admin keys, before its transaction and under the write lock, and check inside
@@ -59,7 +61,7 @@ impl Store {
         }
         let mut admins = HashSet::new();
         for user in self.scan::<User>(layout::USERS)? {
-            if user.enabled && self.user_permissions(&user)?.allows(&everything()) {
+            if self.is_store_admin(&user)? {
                 admins.insert(user.id);
             }
         }
@@ -114,15 +116,22 @@ impl Store {
         {
             return Ok(false);
         }
-        self.user_holds_everything(record.user_id)
+        self.is_admin_user(record.user_id)
     }
 
-    /// Whether a user exists, is enabled and holds `*`.
-    pub(super) fn user_holds_everything(&self, id: Uuid) -> Result<bool, StoreError> {
+    /// Whether a user exists and its keys would be admin keys: enabled, in no tenant,
+    /// holding `*`.
+    pub(super) fn is_admin_user(&self, id: Uuid) -> Result<bool, StoreError> {
         match self.get::<User>(&layout::user(id))? {
-            Some(user) if user.enabled => Ok(self.user_permissions(&user)?.allows(&everything())),
-            _ => Ok(false),
+            Some(user) => self.is_store_admin(&user),
+            None => Ok(false),
         }
+    }
+
+    fn is_store_admin(&self, user: &User) -> Result<bool, StoreError> {
+        Ok(user.enabled
+            && user.tenant_id.is_none()
+            && self.user_permissions(user)?.allows(&everything()))
     }
 }
 
@@ -143,7 +152,11 @@ fn is_admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<bool> {
     let Some(user) = tx.get::<User>(&layout::user(record.user_id))? else {
         return Ok(false);
     };
-    Ok(user.enabled && user_grants_in(tx, &user)?.allows(&everything()))
+    Ok(
+        user.enabled
+            && user.tenant_id.is_none()
+            && user_grants_in(tx, &user)?.allows(&everything()),
+    )
 }
 
 fn scopes_hold_everything(scopes: Option<&PermissionSet>) -> bool {

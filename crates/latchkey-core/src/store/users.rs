@@ -112,11 +112,13 @@ impl Store {
         check_user_patch(&patch)?;
         actor.ensure_may_set("tenant_id", patch.tenant_id.as_ref())?;
         actor.ensure_may_set("organization_id", patch.organization_id.as_ref())?;
+        // Moving a user into a tenant narrows it too: its `*` keys stop being admin keys.
         let narrows = patch.enabled == Some(false)
+            || patch.tenant_id.is_some()
             || patch.groups.is_some()
             || !patch.remove_groups.is_empty()
             || patch.permissions.narrows();
-        let guard = || self.admin_keys_if(narrows && self.user_holds_everything(id)?);
+        let guard = || self.admin_keys_if(narrows && self.is_admin_user(id)?);
         self.write_prepared(actor, guard, |tx, admin_keys| {
             let Some(mut user) = tx.get::<User>(&layout::user(id))?.filter(|u| actor.sees(u))
             else {
@@ -192,7 +194,7 @@ impl Store {
         let prepare = || {
             Ok((
                 self.user_keys_head(id)?,
-                self.admin_keys_if(self.user_holds_everything(id)?)?,
+                self.admin_keys_if(self.is_admin_user(id)?)?,
             ))
         };
         let in_background = self.write_prepared(actor, prepare, |tx, (head, admin_keys)| {
