@@ -14,12 +14,16 @@ use crate::state::AppState;
 /// A presented key's verification for `caller`. A malformed key is refused without a
 /// store read, as the authentication layer does, unless the store holds imported keys,
 /// which have other formats. A key of a user the caller does not see (another tenant's)
-/// is `invalid_key`, as an unknown one.
+/// is `invalid_key`, as an unknown one, whatever its status, and its use is not counted:
+/// a tenant-bound caller's key is authenticated uncounted first, and counted once seen.
 pub(crate) async fn verify_presented(
     state: &AppState,
     caller: &Actor,
     presented: &str,
 ) -> Result<latchkey_core::Principal, VerifyError> {
+    if caller.tenant_id().is_some() {
+        authenticate_presented(state, caller, presented).await?;
+    }
     let principal = match ApiKey::parse(presented) {
         Ok(key) => state.verification(&key).await,
         Err(e) => match state.foreign_verification(presented) {
@@ -43,15 +47,30 @@ pub(crate) async fn authenticate_presented(
     presented: &str,
 ) -> Result<latchkey_core::Principal, VerifyError> {
     let store = state.store.clone();
+    let caller = caller.clone();
     let presented = presented.to_owned();
-    let principal = tokio::task::spawn_blocking(move || store.authenticate(&presented))
-        .await
-        .map_err(|e| VerifyError::Unavailable(e.to_string()))??;
-    if caller.sees_principal(&principal) {
-        Ok(principal)
-    } else {
-        Err(VerifyError::Invalid)
-    }
+    tokio::task::spawn_blocking(move || match store.authenticate(&presented) {
+        Ok(principal) if caller.sees_principal(&principal) => Ok(principal),
+        Ok(_) => Err(VerifyError::Invalid),
+        Err(
+            VerifyError::Disabled
+            | VerifyError::Revoked
+            | VerifyError::Expired
+            | VerifyError::UserDisabled,
+        ) if !sees_key(&store, &caller, &presented) => Err(VerifyError::Invalid),
+        Err(e) => Err(e),
+    })
+    .await
+    .map_err(|e| VerifyError::Unavailable(e.to_string()))?
+}
+
+/// Whether a refused key (its secret matched) belongs to a user `caller` sees. A global
+/// caller sees every key; a tenant-bound one, its tenant's latchkey keys (an imported key
+/// has no display prefix to find it by, and is then answered as an unknown key).
+fn sees_key(store: &latchkey_core::Store, caller: &Actor, presented: &str) -> bool {
+    caller.tenant_id().is_none()
+        || ApiKey::parse(presented)
+            .is_ok_and(|key| store.key_id_as(caller, key.display_prefix()).is_ok())
 }
 
 /// Verify a key and, optionally, that it holds permissions.

@@ -345,6 +345,36 @@ async fn a_tenant_bound_verifier_knows_only_its_tenant_s_keys() {
         (lease["valid"].clone(), lease["code"].clone()),
         (json!(false), json!("invalid_key"))
     );
+    // Whatever its status, another tenant's key is an unknown one, and no use is counted.
+    let made = h
+        .created(
+            "/v1/keys",
+            json!({"name": "status", "user_id": "globex-bot"}),
+        )
+        .await;
+    let (id, secret) = (
+        made["id"].as_str().unwrap(),
+        made["secret"].as_str().unwrap(),
+    );
+    assert_eq!(verify(secret).await["code"], "invalid_key");
+    let key_uri = format!("/v1/keys/{id}");
+    assert_eq!(h.get(&key_uri).await.ok(200)["usage_count"], 0);
+    h.post(&format!("{key_uri}/revoke"), json!({}))
+        .await
+        .ok(200);
+    assert_eq!(verify(secret).await["code"], "invalid_key");
+    // Its own tenant's revoked key keeps its code.
+    let own = h
+        .created("/v1/keys", json!({"name": "own", "user_id": "acme-bot"}))
+        .await;
+    let own_uri = format!("/v1/keys/{}", own["id"].as_str().unwrap());
+    h.post(&format!("{own_uri}/revoke"), json!({}))
+        .await
+        .ok(200);
+    assert_eq!(
+        verify(own["secret"].as_str().unwrap()).await["code"],
+        "key_revoked"
+    );
     // Its usage figures are dropped, as an unknown key's.
     let uri = format!("/v1/keys/{globex_key}");
     let before = h.get(&uri).await.ok(200);
