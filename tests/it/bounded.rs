@@ -69,3 +69,11 @@ fn import_skips_an_endless_line_without_keeping_it() {
         "{run:#?}"
     );
 }
+
+#[test]
+fn verify_refuses_an_endless_line_on_stdin() {
+    let mut args = vec!["verify", "-"];
+    args.extend(NOWHERE);
+    let run = limited(&args, b"lk_live_", b"\n");
+    run.fails(1, "the first line of stdin is longer than 1024 bytes");
+}
