@@ -7,6 +7,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::thread;
 
+use latchkey_core::{ApiKey, Env, Prefix};
+
 use crate::harness::{Run, bin};
 
 /// The address space the CLI may use, in KiB: some 60 MiB are enough to run it.
@@ -76,4 +78,27 @@ fn verify_refuses_an_endless_line_on_stdin() {
     args.extend(NOWHERE);
     let run = limited(&args, b"lk_live_", b"\n");
     run.fails(1, "the first line of stdin is longer than 1024 bytes");
+}
+
+#[test]
+fn scan_reads_stdin_a_chunk_at_a_time() {
+    let key = || ApiKey::generate(&Prefix::default(), Env::Live);
+    let (first, glued, last) = (key(), key(), key());
+    // The endless run of `a` glued to a key is one long token, not a key.
+    let head = format!("start\n{} ", first.expose());
+    let tail = format!("{}\n{}\n", glued.expose(), last.expose());
+    let run = limited(&["--json", "scan", "-"], head.as_bytes(), tail.as_bytes());
+    assert_eq!(run.code, 1, "{run:#?}");
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("a JSON report");
+    let found: Vec<(u64, &str)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["line"].as_u64().unwrap(), f["prefix"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        [(2, first.display_prefix()), (3, last.display_prefix())],
+        "{run:#?}"
+    );
 }
