@@ -129,9 +129,13 @@ impl HttpTransport {
     }
 
     /// GETs `path` and streams the body into `out` as it arrives (for `latchkey backup`,
-    /// whose answer can be larger than memory should hold). An error answer becomes its
-    /// problem line.
-    pub async fn download(&self, path: &str, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    /// whose answer can be larger than memory should hold); answers the answer's headers.
+    /// An error answer becomes its problem line.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<::http::HeaderMap> {
         let request = ApiRequest {
             method: ::http::Method::GET,
             path: path.to_owned(),
@@ -150,7 +154,7 @@ impl HttpTransport {
         {
             out.write_all(&chunk).context("writing the file")?;
         }
-        Ok(())
+        Ok(response.headers().clone())
     }
 
     /// Reads an answer's body a chunk at a time, up to [`MAX_ANSWER_BYTES`] for a success
