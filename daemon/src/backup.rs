@@ -10,8 +10,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use latchkey_core::{BackupHeader, Store, StoreConfig};
+use latchkey_core::{Store, StoreConfig};
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::cli::EngineArg;
 use crate::config::Settings;
@@ -21,7 +22,9 @@ use crate::transport::HttpTransport;
 
 /// `latchkey backup --out FILE`.
 pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
-    // Written beside the target and renamed at the end: FILE is whole, or absent.
+    // Written beside the target under a name of its own, then linked to FILE at the end:
+    // FILE is whole, or absent. A killed run leaves its partial file behind; the next run
+    // writes another.
     let partial = partial_path(out);
     anyhow::ensure!(
         !out.exists(),
@@ -31,13 +34,13 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
     let store = settings.management_store()?;
     let mut file = fs::File::create_new(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
-    let taken = match store {
+    let seq = match store {
         Some(db) => {
             let config = StoreConfig::default().usage_flush_interval(None);
             let store = Store::open_at(db, config)?;
             store
                 .backup(&mut file)
-                .map(Taken::Local)
+                .map(|header| Some(header.seq))
                 .map_err(anyhow::Error::from)
         }
         None => {
@@ -45,26 +48,22 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
             transport
                 .download("/v1/backup", &mut file)
                 .await
-                .map(|()| Taken::Remote)
+                .map(|headers| backup_seq(&headers))
         }
     };
-    let done = taken.and_then(|taken| {
+    let done = seq.and_then(|seq| {
         file.sync_all().context("writing the backup")?;
-        fs::rename(&partial, out).with_context(|| format!("cannot write {}", out.display()))?;
-        Ok(taken)
+        publish(&partial, out)?;
+        Ok(seq)
     });
-    let taken = match done {
-        Ok(taken) => taken,
+    let seq = match done {
+        Ok(seq) => seq,
         Err(e) => {
             let _ = fs::remove_file(&partial);
             return Err(e);
         }
     };
     let bytes = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    let seq = match &taken {
-        Taken::Local(header) => Some(header.seq),
-        Taken::Remote => None,
-    };
     if settings.json {
         print_json(&json!({"file": out, "bytes": bytes, "seq": seq}));
     } else {
@@ -79,14 +78,38 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-enum Taken {
-    Local(BackupHeader),
-    Remote,
+/// The newest change a backup from the daemon holds, as its answer names it.
+fn backup_seq(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get("x-latchkey-backup-seq")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
+/// Gives the finished `partial` its name `out`, refusing if `out` exists by now: a hard
+/// link fails on an existing name where a rename would replace it.
+fn publish(partial: &Path, out: &Path) -> anyhow::Result<()> {
+    fs::hard_link(partial, out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "{} was created while the backup was taken: choose another --out, the \
+                 backup never overwrites a file",
+                out.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot write {}", out.display()))
+        }
+    })?;
+    fs::remove_file(partial).with_context(|| format!("cannot remove {}", partial.display()))
+}
+
+/// `FILE.<random>.partial` beside `FILE`: unique, so a file left by a killed run is in no
+/// later run's way.
 fn partial_path(out: &Path) -> PathBuf {
+    let tag = Uuid::now_v7().simple().to_string();
     let mut name = out.file_name().unwrap_or_default().to_owned();
-    name.push(".partial");
+    // The random bits of a UUID v7 end it.
+    name.push(format!(".{}.partial", &tag[tag.len() - 12..]));
     out.with_file_name(name)
 }
 
@@ -129,4 +152,37 @@ pub fn restore(settings: &Settings, file: &Path, engine: &EngineArg) -> anyhow::
         "the restored audit chain does not verify"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishing_never_replaces_a_file_made_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("latchkey.backup");
+        let partial = partial_path(&out);
+        fs::write(&partial, "new").unwrap();
+        fs::write(&out, "made meanwhile").unwrap();
+        let error = publish(&partial, &out).unwrap_err().to_string();
+        assert!(error.contains("never overwrites"), "{error}");
+        assert_eq!(fs::read_to_string(&out).unwrap(), "made meanwhile");
+        fs::remove_file(&out).unwrap();
+        publish(&partial, &out).unwrap();
+        assert_eq!(fs::read_to_string(&out).unwrap(), "new");
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn partial_files_have_names_of_their_own() {
+        let out = Path::new("/backups/latchkey.backup");
+        let (a, b) = (partial_path(out), partial_path(out));
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with("latchkey.backup.") && name.ends_with(".partial"),
+            "{name}"
+        );
+    }
 }

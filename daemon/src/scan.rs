@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use latchkey_core::key::MAX_KEY_LEN;
 use serde::Serialize;
 
 /// One key found in a file.
@@ -22,15 +23,66 @@ pub struct Finding {
     pub prefix: String,
 }
 
+/// Bytes scanned at a time: memory stays bounded whatever the size of a file or of stdin.
+const CHUNK: usize = 1 << 20;
+
 /// The keys in a text, with their line numbers.
 pub fn scan_text(path: &Path, text: &str) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let (mut line, mut counted_to) = (1, 0);
+    scan_str(path, text, 1, &mut findings);
+    findings
+}
+
+/// The keys in `input`, read [`CHUNK`] bytes at a time, with their line numbers: the same
+/// findings as [`scan_text`] on the whole input (read as UTF-8, lossily).
+pub fn scan_reader(path: &Path, input: impl Read) -> std::io::Result<Vec<Finding>> {
+    scan_chunks(path, input, CHUNK)
+}
+
+/// A key is one whole run of key bytes ([`latchkey_core::find_keys`]), so each chunk is
+/// scanned up to its last other byte and the run after it waits for the next read. A run
+/// that grows past the longest key cannot be one: it is dropped, up to its end.
+fn scan_chunks(path: &Path, mut input: impl Read, chunk: usize) -> std::io::Result<Vec<Finding>> {
+    let is_key_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    let mut findings = Vec::new();
+    let mut buffer = Vec::with_capacity(chunk + MAX_KEY_LEN);
+    let (mut line, mut in_long_run) = (1, false);
+    loop {
+        let read = (&mut input).take(chunk as u64).read_to_end(&mut buffer)?;
+        let end = read < chunk;
+        if in_long_run {
+            let rest = buffer.iter().position(|b| !is_key_byte(b));
+            buffer.drain(..rest.unwrap_or(buffer.len()));
+            in_long_run = rest.is_none();
+        }
+        let scanned = if end {
+            buffer.len()
+        } else {
+            buffer
+                .iter()
+                .rposition(|b| !is_key_byte(b))
+                .map_or(0, |i| i + 1)
+        };
+        let text = String::from_utf8_lossy(&buffer[..scanned]);
+        line = scan_str(path, &text, line, &mut findings);
+        buffer.drain(..scanned);
+        if buffer.len() > MAX_KEY_LEN {
+            buffer.clear();
+            in_long_run = true;
+        }
+        if end {
+            return Ok(findings);
+        }
+    }
+}
+
+/// Adds the keys in `text`, whose first line is `line`, to `findings`; answers the number
+/// of the line `text` ends on.
+fn scan_str(path: &Path, text: &str, mut line: usize, findings: &mut Vec<Finding>) -> usize {
+    let newlines = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count();
+    let mut counted_to = 0;
     for (offset, key) in latchkey_core::find_keys(text) {
-        line += text.as_bytes()[counted_to..offset]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
+        line += newlines(&text.as_bytes()[counted_to..offset]);
         counted_to = offset;
         findings.push(Finding {
             path: path.to_owned(),
@@ -38,7 +90,7 @@ pub fn scan_text(path: &Path, text: &str) -> Vec<Finding> {
             prefix: key.display_prefix().to_owned(),
         });
     }
-    findings
+    line + newlines(&text.as_bytes()[counted_to..])
 }
 
 /// Scans files and directories (recursively; `.git` and symbolic links are skipped).
@@ -48,11 +100,8 @@ pub fn scan_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<Finding>> {
     let mut findings = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .context("reading stdin")?;
-            findings.extend(scan_text(path, &String::from_utf8_lossy(&bytes)));
+            let found = scan_reader(path, std::io::stdin().lock()).context("reading stdin")?;
+            findings.extend(found);
             continue;
         }
         let meta =
@@ -67,8 +116,9 @@ pub fn scan_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<Finding>> {
 }
 
 fn scan_file(path: &Path) -> anyhow::Result<Vec<Finding>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(scan_text(path, &String::from_utf8_lossy(&bytes)))
+    let cannot = || format!("cannot read {}", path.display());
+    let file = std::fs::File::open(path).with_context(cannot)?;
+    scan_reader(path, file).with_context(cannot)
 }
 
 fn walk(dir: &Path, findings: &mut Vec<Finding>) {
@@ -147,6 +197,44 @@ mod tests {
         assert_eq!(lines, [(2, a.display_prefix()), (5, b.display_prefix())]);
         for f in &found {
             assert!(!f.prefix.contains(a.secret()) && !f.prefix.contains(b.secret()));
+        }
+    }
+
+    #[test]
+    fn chunks_find_what_the_whole_text_holds() {
+        let keys: Vec<ApiKey> = (0..4)
+            .map(|_| ApiKey::generate(&Prefix::default(), Env::Live))
+            .collect();
+        let long_run = "x".repeat(3 * MAX_KEY_LEN);
+        let text = format!(
+            "{}\n\n a{} {} {long_run}{}\n{long_run} \u{e9}{}\n{long_run}\n{}",
+            keys[0].expose(),
+            keys[1].expose(),
+            keys[1].expose(),
+            keys[2].expose(),
+            keys[2].expose(),
+            keys[3].expose(),
+        );
+        let whole = scan_text(Path::new("f"), &text);
+        assert_eq!(whole.len(), 4, "{whole:?}");
+        for chunk in [1, 2, 7, 64, MAX_KEY_LEN - 1, MAX_KEY_LEN, 100, 4096] {
+            let found = scan_chunks(Path::new("f"), text.as_bytes(), chunk).unwrap();
+            assert_eq!(found, whole, "chunks of {chunk}");
+        }
+        // Invalid UTF-8 reads as before: a replacement character between keys.
+        let bytes = [
+            keys[0].expose().as_bytes(),
+            b"\xff\n",
+            keys[3].expose().as_bytes(),
+        ]
+        .concat();
+        let whole = scan_text(Path::new("f"), &String::from_utf8_lossy(&bytes));
+        assert_eq!(whole.len(), 2);
+        for chunk in [1, 3, 70] {
+            assert_eq!(
+                scan_chunks(Path::new("f"), &bytes[..], chunk).unwrap(),
+                whole
+            );
         }
     }
 

@@ -1,5 +1,8 @@
 use crate::harness::{Fixture, Run, latchkey};
 
+/// A well-formed display prefix that no key has.
+const ABSENT: &str = "lk_live_000000000000";
+
 #[test]
 fn every_command_fails_with_one_line_and_exit_1() {
     let f = Fixture::new();
@@ -39,15 +42,17 @@ fn every_command_fails_with_one_line_and_exit_1() {
         (&["keys", "list", "--sort", "size"], "[invalid_field]"),
         (&["keys", "list", "--user", "nobody"], "[not_found]"),
         (&["keys", "list", "--cursor", "garbage"], "[invalid_field]"),
-        (&["keys", "show", "nope"], "[not_found]"),
-        (&["keys", "update", "nope", "--name", "x"], "[not_found]"),
+        (&["keys", "show", ABSENT], "[not_found]"),
+        (&["keys", "update", ABSENT, "--name", "x"], "[not_found]"),
         (&["keys", "update", &active], "nothing to change"),
-        (&["keys", "disable", "nope"], "[not_found]"),
+        (&["keys", "disable", ABSENT], "[not_found]"),
         (&["keys", "enable", &revoked], "[key_revoked]"),
-        (&["keys", "revoke", "nope"], "[not_found]"),
+        (&["keys", "revoke", ABSENT], "[not_found]"),
         (&["keys", "delete", &active], "[key_not_revoked]"),
-        (&["keys", "delete", "nope"], "[not_found]"),
+        (&["keys", "delete", ABSENT], "[not_found]"),
         (&["keys", "rotate", &revoked], "[key_revoked]"),
+        (&["keys", "show", "nope"], "not a key reference"),
+        (&["keys", "revoke", "sk_live_51H8xQ2eZvKYlo2C9aXbWq7Tz0pLmN3sV"], "that looks like a full key"),
         (&["keys", "rotate", &active, "--grace", "soon"], "invalid duration"),
         (&["keys", "rotate", &active, "--grace", "1000w"], "[invalid_field]"),
         // verify and audit
@@ -129,5 +134,32 @@ fn usage_errors_exit_2() {
         );
         assert!(!run.stderr.trim().is_empty(), "{run:#?}");
         assert_eq!(run.stdout, "");
+    }
+}
+
+#[test]
+fn a_reference_that_is_no_key_reference_is_refused_before_any_request() {
+    // Nothing listens there: a request would fail to connect.
+    let secret = "51H8xQ2eZvKYlo2C9aXbWq7Tz0pLmN3sV";
+    let theirs = format!("sk_live_{secret}");
+    let nowhere = ["--url", "http://127.0.0.1:1", "--admin-key", "lk_live_x"];
+    for command in [
+        &["keys", "show"][..],
+        &["keys", "update", "--name", "x"],
+        &["keys", "disable"],
+        &["keys", "enable"],
+        &["keys", "revoke"],
+        &["keys", "delete"],
+        &["keys", "rotate"],
+    ] {
+        let (verb, flags) = command.split_at(2);
+        let run = Run::of(latchkey().args(nowhere).args(verb).arg(&theirs).args(flags));
+        let line = run.fails(
+            1,
+            "that looks like a full key: give its display prefix or id",
+        );
+        assert!(!line.contains(secret), "{line}");
+        let run = Run::of(latchkey().args(nowhere).args(verb).arg("nope").args(flags));
+        run.fails(1, "not a key reference");
     }
 }

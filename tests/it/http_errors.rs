@@ -227,6 +227,40 @@ fn key_errors() {
     check_all(f, cases);
     // None of it changed anything.
     assert_eq!(f.http("GET", &active, None).body["status"], "active");
+    // A short reference is named in the 404; a longer one, maybe another system's full
+    // key given by mistake, is not.
+    let named = f.http("GET", "/v1/keys/nope", None);
+    assert!(
+        named.problem(404, "not_found")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"nope\"")
+    );
+    let secret = "51H8xQ2eZvKYlo2C9aXbWq7Tz0pLmN3sV";
+    let theirs = format!("/v1/keys/sk_live_{secret}");
+    let patch = Some(json!({"name": "x"}));
+    for (method, path, body) in [
+        ("GET", theirs.clone(), None),
+        ("PATCH", theirs.clone(), patch),
+        ("POST", format!("{theirs}/revoke"), None),
+        (
+            "POST",
+            format!("{theirs}/rotate"),
+            Some(json!({"grace_seconds": 0})),
+        ),
+        ("DELETE", theirs.clone(), None),
+    ] {
+        let answer = f.http(method, &path, body);
+        answer.problem(404, "not_found");
+        assert!(
+            !answer.text.contains(secret),
+            "{method} {path}: {answer:#?}"
+        );
+        assert!(
+            answer.text.contains("longer than any display prefix"),
+            "{answer:#?}"
+        );
+    }
 }
 
 #[test]

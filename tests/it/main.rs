@@ -78,3 +78,6 @@ mod deploy;
 
 // Usage control: the CLI's flags, and the daemon's layer enforcing them.
 mod usage_control;
+
+// Bounded memory on endless input: import, scan, verify under an address-space limit.
+mod bounded;

@@ -232,6 +232,32 @@ fn a_backup_during_writes_restores_every_acknowledged_write_as_a_new_lineage() {
 }
 
 #[test]
+fn a_backup_through_the_daemon_names_its_seq_past_a_partial_file_left_over() {
+    let f = Fixture::new();
+    f.user("bot", "");
+    let out = f.dir.path().join("latchkey.backup");
+    // What a run killed mid-download left when partial files had no name of their own.
+    fs::write(f.dir.path().join("latchkey.backup.partial"), "cut short").unwrap();
+    let done = f.json(&["backup", "--out", out.to_str().unwrap()]);
+    let bytes = fs::read(&out).unwrap();
+    assert_eq!(done["bytes"], bytes.len(), "{done}");
+    let end = bytes.iter().position(|b| *b == b'\n').unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&bytes[..end]).unwrap();
+    assert!(
+        header["seq"].as_u64().is_some_and(|seq| seq > 0),
+        "{header}"
+    );
+    assert_eq!(done["seq"], header["seq"], "{done}");
+    // This run's partial file is gone; the old one is left to its owner.
+    let partials: Vec<_> = fs::read_dir(f.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".partial"))
+        .collect();
+    assert_eq!(partials, ["latchkey.backup.partial"]);
+}
+
+#[test]
 fn an_offline_backup_holds_what_the_daemon_serves() {
     let f = Fixture::new();
     f.user("bot", "");

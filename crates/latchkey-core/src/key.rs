@@ -26,6 +26,9 @@ pub const CHECKSUM_LEN: usize = 6;
 /// Longest well-formed key: an 8-character prefix.
 pub const MAX_KEY_LEN: usize = 8 + 1 + 4 + 1 + ID_LEN + 1 + SECRET_LEN + CHECKSUM_LEN;
 const MIN_KEY_LEN: usize = MAX_KEY_LEN - 6;
+/// Longest display prefix (`lk_live_4fT9kQ2mX8pZ`): a key up to its public id. A longer
+/// key reference that is not a UUID may be a full key given by mistake, never echoed.
+pub const MAX_DISPLAY_PREFIX_LEN: usize = 8 + 1 + 4 + 1 + ID_LEN;
 
 /// Why a string is not a well-formed key. Parsing never touches a store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

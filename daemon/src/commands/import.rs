@@ -132,9 +132,12 @@ async fn import_lines<T: Transport>(
                 line: number,
                 reason: format!("longer than {MAX_LINE} bytes"),
             });
-            // Skip the rest of the line, bounded by the file.
-            let mut rest = Vec::new();
-            reader.read_until(b'\n', &mut rest).ok();
+            let skipped =
+                skip_line(&mut reader).with_context(|| format!("reading {}", args.file.display()));
+            skipped.map_err(|error| Stopped {
+                line: chunk.lines.first().copied().unwrap_or(number + 1),
+                error,
+            })?;
             continue;
         }
         let Some(item) = parse_line(number, &line, &mut tally.refused) else {
@@ -158,6 +161,31 @@ async fn import_lines<T: Transport>(
         send(&cli.api, &args.user, chunk, tally).await?;
     }
     Ok(())
+}
+
+/// Reads past the rest of a line (its `\n` included) without keeping it: an over-long line
+/// costs the reader's buffer, however long it is.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buffer = match reader.fill_buf() {
+            Ok(buffer) => buffer,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        match buffer.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                reader.consume(end + 1);
+                return Ok(());
+            }
+            None => {
+                let all = buffer.len();
+                reader.consume(all);
+            }
+        }
+    }
 }
 
 /// A line's item: a JSON object; `None` for a blank line, or one refused (added to

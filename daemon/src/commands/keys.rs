@@ -4,10 +4,12 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use latchkey_admin::api::{RotateKey, UpdateKey};
-use latchkey_core::ApiKey;
+use latchkey_core::key::MAX_DISPLAY_PREFIX_LEN;
+use latchkey_core::{ApiKey, PublicId};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
 
 use super::{Body, Cli, cleaned, usage_flags};
 use crate::cli::{KeyAdd, KeyList, KeysCommand};
@@ -25,7 +27,7 @@ pub(super) async fn run<T: Transport>(
         KeysCommand::Import(args) => return super::import::run(cli, args).await,
         KeysCommand::List(args) => list(cli, args).await?,
         KeysCommand::Show { key } => {
-            let key = cli.api.get(&path(&key)).await?;
+            let key = cli.api.get(&path(&key)?).await?;
             print_key(cli, &key).await;
         }
         KeysCommand::Update(args) => {
@@ -44,27 +46,27 @@ pub(super) async fn run<T: Transport>(
             ]
             .into_iter()
             .fold(body, |b, (field, one)| b.clear(field, all || one));
-            let key = super::update(&cli.api, &path(&args.key), body).await?;
+            let key = super::update(&cli.api, &path(&args.key)?, body).await?;
             print_key(cli, &key).await;
         }
         KeysCommand::Disable { key } => {
-            let key = cli.api.patch(&path(&key), enabled(false)).await?;
+            let key = cli.api.patch(&path(&key)?, enabled(false)).await?;
             print_key(cli, &key).await;
         }
         KeysCommand::Enable { key } => {
-            let key = cli.api.patch(&path(&key), enabled(true)).await?;
+            let key = cli.api.patch(&path(&key)?, enabled(true)).await?;
             print_key(cli, &key).await;
         }
         KeysCommand::Revoke { key } => {
-            let revoke = format!("{}/revoke", path(&key));
+            let revoke = format!("{}/revoke", path(&key)?);
             let key = cli.api.call(http::Method::POST, &revoke, None).await?;
             print_key(cli, &key).await;
         }
         KeysCommand::Delete { key } => {
-            let record = cli.api.get(&path(&key)).await?;
+            let record = cli.api.get(&path(&key)?).await?;
             let id = text(&record["id"]);
             let done = format!("Deleted key {} ({id}).", text(&record["prefix"]));
-            super::delete(cli, &path(&id), &id, &done).await?;
+            super::delete(cli, &path(&id)?, &id, &done).await?;
         }
         KeysCommand::Rotate { key, grace } => {
             let grace_text = grace.trim().to_owned();
@@ -72,7 +74,7 @@ pub(super) async fn run<T: Transport>(
             let created = cli
                 .api
                 .post(
-                    &format!("{}/rotate", path(&key)),
+                    &format!("{}/rotate", path(&key)?),
                     RotateKey {
                         grace_seconds: grace.as_secs(),
                     },
@@ -141,8 +143,6 @@ async fn list<T: Transport>(cli: &Cli<T>, args: KeyList) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The path of a key. A full key given by mistake is reduced to its display prefix, so the
-/// secret never travels in a URL (or into an access log).
 /// `PATCH /v1/keys/{id}` enabling or disabling the key.
 fn enabled(enabled: bool) -> UpdateKey {
     UpdateKey {
@@ -151,12 +151,32 @@ fn enabled(enabled: bool) -> UpdateKey {
     }
 }
 
-fn path(key: &str) -> String {
-    let reference = match ApiKey::parse(key.trim()) {
+/// The path of a key: by its id (a UUID), its display prefix or its public id, as the API
+/// resolves a key. A latchkey key given in full is reduced to its display prefix; any
+/// other text is refused here, before a request, so that a secret (a key of another
+/// system, imported) never travels in a URL, into an access log or back in an error.
+fn path(key: &str) -> anyhow::Result<String> {
+    let key = key.trim();
+    let reference = match ApiKey::parse(key) {
         Ok(parsed) => parsed.display_prefix().to_owned(),
-        Err(_) => key.to_owned(),
+        Err(_) if is_reference(key) => key.to_owned(),
+        Err(_) if key.len() > MAX_DISPLAY_PREFIX_LEN => anyhow::bail!(
+            "that looks like a full key: give its display prefix or id (see `latchkey keys \
+             list`); it was not sent"
+        ),
+        Err(_) => anyhow::bail!(
+            "not a key reference: give the key's id, display prefix (lk_live_<id>) or public id"
+        ),
     };
-    format!("/v1/keys/{}", segment(&reference))
+    Ok(format!("/v1/keys/{}", segment(&reference)))
+}
+
+/// Whether the API could know a key by `text`: a UUID, a public id, or a display prefix
+/// (up to and including a public id, no longer than the longest).
+fn is_reference(text: &str) -> bool {
+    let public_id = text.rsplit('_').next().unwrap_or(text);
+    Uuid::parse_str(text).is_ok()
+        || (text.len() <= MAX_DISPLAY_PREFIX_LEN && PublicId::parse(public_id).is_ok())
 }
 
 /// `--expires-at`: an RFC 3339 time, passed through, or a duration from now.
@@ -265,13 +285,26 @@ mod tests {
     #[test]
     fn a_full_key_never_reaches_a_url() {
         let key = ApiKey::generate(&Prefix::default(), Env::Live);
-        let full = path(key.expose());
+        let full = path(key.expose()).unwrap();
         assert_eq!(full, format!("/v1/keys/{}", key.display_prefix()));
         assert!(!full.contains(key.secret()));
-        assert_eq!(
-            path("lk_live_4fT9kQ2mX8pZ"),
-            "/v1/keys/lk_live_4fT9kQ2mX8pZ"
-        );
+        for reference in [
+            "lk_live_4fT9kQ2mX8pZ",
+            "acmecorp_test_4fT9kQ2mX8pZ",
+            "4fT9kQ2mX8pZ",
+            "0190b7c4-52a1-7cc1-9a1e-8e0d7c1f2a3b",
+        ] {
+            assert_eq!(path(reference).unwrap(), format!("/v1/keys/{reference}"));
+        }
+        // Another system's key, as imported: refused before any request, and not echoed.
+        let theirs = "sk_live_51H8xQ2eZvKYlo2C9aXbWq7Tz0pLmN3sV";
+        let error = path(theirs).unwrap_err().to_string();
+        assert!(error.contains("that looks like a full key"), "{error}");
+        assert!(!error.contains(&theirs[8..]), "{error}");
+        for junk in ["nope", "lk_live_4fT9kQ2m", "a/b", ""] {
+            let error = path(junk).unwrap_err().to_string();
+            assert!(error.contains("not a key reference"), "{junk}: {error}");
+        }
     }
 
     #[test]

@@ -11,14 +11,30 @@ use crate::cli::VerifyArgs;
 use crate::output::{fields, text};
 use crate::transport::Transport;
 
+/// The longest line `verify -` reads: twice the longest key the API takes (an imported
+/// one, 512 bytes), so nothing real is refused and endless input is.
+const MAX_KEY_LINE: u64 = 1024;
+
+/// The key on the first line of `input`, trimmed; a first line longer than
+/// [`MAX_KEY_LINE`] is refused after reading that much of it.
+fn read_key(input: impl BufRead) -> anyhow::Result<String> {
+    let mut line = Vec::new();
+    input
+        .take(MAX_KEY_LINE + 1)
+        .read_until(b'\n', &mut line)
+        .context("reading the key from stdin")?;
+    anyhow::ensure!(
+        line.len() as u64 <= MAX_KEY_LINE || line.ends_with(b"\n"),
+        "the first line of stdin is longer than {MAX_KEY_LINE} bytes: that is not a key"
+    );
+    let line = String::from_utf8(line)
+        .map_err(|_| anyhow::anyhow!("the key on stdin is not UTF-8 text"))?;
+    Ok(line.trim().to_owned())
+}
+
 pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let key = if args.key == "-" {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("reading the key from stdin")?;
-        line.trim().to_owned()
+        read_key(std::io::stdin().lock())?
     } else {
         args.key.trim().to_owned()
     };
@@ -65,4 +81,23 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow:
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn the_key_is_the_first_line_and_a_long_one_is_refused() {
+        assert_eq!(read_key(&b" lk_live_x \nrest"[..]).unwrap(), "lk_live_x");
+        assert_eq!(read_key(&b"no newline"[..]).unwrap(), "no newline");
+        let longest = format!("{}\n", "k".repeat(1024));
+        assert_eq!(read_key(longest.as_bytes()).unwrap(), "k".repeat(1024));
+        // A megabyte without a newline: refused after 1 KiB and a byte of it.
+        let endless = std::io::BufReader::new(std::io::repeat(b'k').take(1 << 20));
+        let error = read_key(endless).unwrap_err().to_string();
+        assert!(error.contains("longer than 1024 bytes"), "{error}");
+    }
 }

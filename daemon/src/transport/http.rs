@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::{Bytes, BytesMut};
 
 use super::{ApiRequest, ApiResponse, Transport};
 
@@ -27,6 +28,12 @@ impl std::fmt::Debug for HttpTransport {
 /// store before it answers, then the file crosses the network (at a million keys, some
 /// 600 MB). Other requests have 60 s.
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// The largest answer read: a page of a thousand keys with the largest metadata is some
+/// 6 MiB. A longer answer is not the API's, and is refused before it fills memory.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// The largest error answer read: a problem+json takes a few hundred bytes.
+const MAX_PROBLEM_BYTES: usize = 64 << 10;
 
 impl HttpTransport {
     /// The transport the global flags name: `--url`, `--admin-key` and `--ca-cert`.
@@ -122,9 +129,13 @@ impl HttpTransport {
     }
 
     /// GETs `path` and streams the body into `out` as it arrives (for `latchkey backup`,
-    /// whose answer can be larger than memory should hold). An error answer becomes its
-    /// problem line.
-    pub async fn download(&self, path: &str, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    /// whose answer can be larger than memory should hold); answers the answer's headers.
+    /// An error answer becomes its problem line.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<::http::HeaderMap> {
         let request = ApiRequest {
             method: ::http::Method::GET,
             path: path.to_owned(),
@@ -133,7 +144,7 @@ impl HttpTransport {
         let mut response = self.start(&request, Some(DOWNLOAD_DEADLINE)).await?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.bytes().await.unwrap_or_default();
+            let body = self.read_capped(&mut response).await?;
             return Err(super::Problem::from_response(status, &body).into());
         }
         while let Some(chunk) = response
@@ -143,18 +154,49 @@ impl HttpTransport {
         {
             out.write_all(&chunk).context("writing the file")?;
         }
-        Ok(())
+        Ok(response.headers().clone())
+    }
+
+    /// Reads an answer's body a chunk at a time, up to [`MAX_ANSWER_BYTES`] for a success
+    /// and [`MAX_PROBLEM_BYTES`] for an error; past that, refuses it.
+    async fn read_capped(&self, response: &mut reqwest::Response) -> anyhow::Result<Bytes> {
+        let status = response.status();
+        let cap = if status.is_success() {
+            MAX_ANSWER_BYTES
+        } else {
+            MAX_PROBLEM_BYTES
+        };
+        let too_long = || {
+            anyhow::anyhow!(
+                "the answer of the daemon at {} (HTTP {status}) is longer than {} KiB: refused \
+                 (is --url a latchkey daemon?)",
+                self.base,
+                cap >> 10
+            )
+        };
+        if response.content_length().is_some_and(|n| n > cap as u64) {
+            return Err(too_long());
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .with_context(|| format!("reading the answer of the daemon at {}", self.base))?
+        {
+            if body.len() + chunk.len() > cap {
+                return Err(too_long());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 }
 
 impl Transport for HttpTransport {
     async fn send(&self, request: ApiRequest) -> anyhow::Result<ApiResponse> {
-        let response = self.start(&request, None).await?;
+        let mut response = self.start(&request, None).await?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .with_context(|| format!("reading the answer of the daemon at {}", self.base))?;
+        let body = self.read_capped(&mut response).await?;
         Ok(ApiResponse { status, body })
     }
 }
@@ -166,4 +208,78 @@ fn certificate_problem(error: &reqwest::Error) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// Answers one request with `status` and a chunked body of `len` bytes of JSON-ish text
+    /// (no length announced, so only reading tells how long it is), then hangs up.
+    fn server(status: &'static str, len: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || -> std::io::Result<()> {
+            let (stream, _) = listener.accept()?;
+            let mut reader = BufReader::new(stream.try_clone()?);
+            let mut line = String::new();
+            while reader.read_line(&mut line)? > 2 {
+                line.clear();
+            }
+            let mut stream = stream;
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                 transfer-encoding: chunked\r\n\r\n"
+            )?;
+            let block = [b' '; 64 << 10];
+            let mut sent = 0;
+            while sent < len {
+                let n = block.len().min(len - sent);
+                write!(stream, "{n:x}\r\n")?;
+                stream.write_all(&block[..n])?;
+                stream.write_all(b"\r\n")?;
+                sent += n;
+            }
+            stream.write_all(b"0\r\n\r\n")
+        });
+        url
+    }
+
+    async fn get(url: &str) -> anyhow::Result<ApiResponse> {
+        let transport = HttpTransport::new(url, None, None).unwrap();
+        let request = ApiRequest {
+            method: ::http::Method::GET,
+            path: "/v1/keys".to_owned(),
+            body: None,
+        };
+        transport.send(request).await
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_up_to_a_cap() {
+        let fits = get(&server("200 OK", MAX_ANSWER_BYTES)).await.unwrap();
+        assert_eq!(fits.body.len(), MAX_ANSWER_BYTES);
+        let error = get(&server("200 OK", MAX_ANSWER_BYTES + 1))
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("longer than 16384 KiB"),
+            "{error:#}"
+        );
+        let error = get(&server("404 Not Found", MAX_PROBLEM_BYTES + 1))
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("HTTP 404 Not Found) is longer than 64 KiB"),
+            "{error:#}"
+        );
+        let problem = get(&server("404 Not Found", 100)).await.unwrap();
+        assert_eq!(problem.status, 404);
+    }
 }
