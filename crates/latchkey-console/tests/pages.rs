@@ -745,3 +745,55 @@ async fn a_create_form_the_session_never_showed_creates_nothing() {
     assert_eq!(answer.status(), StatusCode::CONFLICT, "{html}");
     assert_eq!(app.key_count().await, before, "nothing created");
 }
+
+/// Whether `answer` opens a session.
+fn opens_a_session(answer: &Response<()>) -> bool {
+    answer
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .any(|c| c.to_str().unwrap().starts_with("lk_session"))
+}
+
+#[tokio::test]
+async fn a_key_that_may_read_no_section_does_not_sign_in() {
+    let app = App::new(false);
+    let app_key = app.key_with("shop", &["orders:read"]).await;
+    let (answer, html) = app.try_sign_in(&app_key).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{html}");
+    assert!(html.contains("may not use the console"), "{html}");
+    assert!(!opens_a_session(&answer), "no session made");
+}
+
+#[tokio::test]
+async fn one_user_s_keys_share_its_sessions_cap() {
+    let app = App::new(false);
+    let first_key = app.key_with("ops", &["latchkey:keys:read"]).await;
+    let (first, _, _) = app.sign_in(&first_key).await;
+    let (other, _, _) = app.sign_in(&app.admin).await;
+    // The same user's sessions, each signed in with a new key of it.
+    for i in 0..latchkey_console::session::MAX_SESSIONS_PER_USER {
+        let (status, key) = app
+            .api(
+                &app.admin,
+                "POST",
+                "/v1/keys",
+                json!({"name": format!("k{i}"), "user_id": "ops"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{key}");
+        app.sign_in(key["secret"].as_str().unwrap()).await;
+    }
+    let (answer, _) = app.get("/ui/keys", Some(&first)).await;
+    assert_eq!(
+        answer.headers().get(LOCATION).map(|l| l.to_str().unwrap()),
+        Some("/ui/signin"),
+        "the user's least recently used session was ended"
+    );
+    let (answer, _) = app.get("/ui/keys", Some(&other)).await;
+    assert_eq!(
+        answer.status(),
+        StatusCode::OK,
+        "another user's session stays"
+    );
+}
