@@ -203,6 +203,22 @@ impl App {
         hidden(&html, "once")
     }
 
+    /// Revokes the first key of `user` through the API.
+    async fn revoke_first_key_of(&self, user: &str) {
+        let (_, keys) = self
+            .api(
+                &self.admin,
+                "GET",
+                &format!("/v1/keys?user_id={user}"),
+                Value::Null,
+            )
+            .await;
+        let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/keys/{id}/revoke");
+        let (status, _) = self.api(&self.admin, "POST", &path, Value::Null).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
     async fn key_count(&self) -> usize {
         let (_, list) = self
             .api(&self.admin, "GET", "/v1/keys?limit=1000", Value::Null)
@@ -472,19 +488,7 @@ async fn a_revoked_key_ends_its_session() {
     let app = App::new(false);
     let key = app.key_with("ops", &["latchkey:keys:read"]).await;
     let (session, _, _) = app.sign_in(&key).await;
-    let (_, keys) = app
-        .api(&app.admin, "GET", "/v1/keys?user_id=ops", Value::Null)
-        .await;
-    let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
-    let (status, _) = app
-        .api(
-            &app.admin,
-            "POST",
-            &format!("/v1/keys/{id}/revoke"),
-            Value::Null,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.revoke_first_key_of("ops").await;
     let (answer, _) = app.get("/ui/keys", Some(&session)).await;
     assert_eq!(answer.status(), StatusCode::SEE_OTHER);
     assert_eq!(answer.headers()[LOCATION], "/ui/signin");
@@ -585,6 +589,7 @@ fn a_keystore_outage_keeps_the_session_and_blames_no_key() {
     let app = App::at(&location.location, config, false);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let session = runtime.block_on(async { app.sign_in(&app.admin).await.0 });
+    let (leaving, _, leaving_csrf) = runtime.block_on(app.sign_in(&app.admin));
     let reconnect = support::cut_off(&location);
     // Past the staleness bound, no answer comes from the verify cache.
     std::thread::sleep(Duration::from_millis(1_500));
@@ -596,6 +601,17 @@ fn a_keystore_outage_keeps_the_session_and_blames_no_key() {
         assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{html}");
         assert!(html.contains("keystore is unavailable"), "{html}");
         assert!(!html.contains("does not sign in"), "{html}");
+        // Signing out needs no keystore: the session ends and the cookie is cleared.
+        let (answer, html) = app
+            .post("/ui/signout", &leaving, &[("csrf", &leaving_csrf)])
+            .await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+        assert!(
+            answer.headers()[SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .contains("Max-Age=0")
+        );
     });
     reconnect();
     // Back: the same session goes on.
@@ -610,6 +626,8 @@ fn a_keystore_outage_keeps_the_session_and_blames_no_key() {
             assert!(Instant::now() < deadline, "the store came back");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let (answer, _) = app.get("/ui/keys", Some(&leaving)).await;
+        assert_eq!(answer.headers()[LOCATION], "/ui/signin", "signed out");
     });
 }
 
@@ -795,5 +813,25 @@ async fn one_user_s_keys_share_its_sessions_cap() {
         answer.status(),
         StatusCode::OK,
         "another user's session stays"
+    );
+}
+
+#[tokio::test]
+async fn sign_out_clears_the_cookie_whatever_became_of_the_key() {
+    let app = App::new(false);
+    let key = app.key_with("ops", &["latchkey:keys:read"]).await;
+    let (session, _, csrf) = app.sign_in(&key).await;
+    app.revoke_first_key_of("ops").await;
+    let (answer, html) = app.post("/ui/signout", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+    assert_eq!(answer.headers()[LOCATION], "/ui/signin");
+    assert!(
+        answer
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .any(|c| c.to_str().unwrap()
+                == "lk_session=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0"),
+        "{answer:?}"
     );
 }

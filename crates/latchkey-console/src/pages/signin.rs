@@ -9,7 +9,7 @@ use latchkey_core::VerifyError;
 
 use crate::cookies;
 use crate::csrf;
-use crate::extract::{Posted, read_form};
+use crate::extract::{SignOut, read_form};
 use crate::origin::Origin;
 use crate::session::{SessionKey, random_token};
 use crate::state::Console;
@@ -125,9 +125,12 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
     }
 }
 
-/// `POST /ui/signout`: the session ends on the server, the cookie is cleared.
-pub(crate) async fn signout(State(console): State<Console>, posted: Posted) -> Response {
-    console.sessions.close(&posted.signed.session_id);
+/// `POST /ui/signout`: the session ends on the server, the cookie is cleared; the key is
+/// not looked at, so this works while the keystore is unavailable.
+pub(crate) async fn signout(State(console): State<Console>, signout: SignOut) -> Response {
+    if let Some(id) = &signout.session_id {
+        console.sessions.close(id);
+    }
     let mut response = Redirect::to("/ui/signin").into_response();
     if let Ok(value) = cookies::clear(cookies::SESSION, console.secure).parse() {
         response.headers_mut().append(SET_COOKIE, value);
