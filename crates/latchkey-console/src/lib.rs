@@ -25,8 +25,8 @@
 //! - `router`: the routes; `state`: what handlers share.
 //! - `session`, `cookies`, `csrf`, `headers`: the session and the browser's defences.
 //! - `client`: the in-process calls to the admin router, with the browser's address
-//!   (`origin`); `verify`: a session's key verified as the API's layer does; `extract`:
-//!   the request extractors; `errors`: the error pages.
+//!   (`origin`); `verify`: a session's key checked as the API's layer does, its use not
+//!   counted; `extract`: the request extractors; `errors`: the error pages.
 //! - `pages/`: one file per page; `assets`: the stylesheet and the small script.
 
 mod assets;

@@ -835,3 +835,32 @@ async fn sign_out_clears_the_cookie_whatever_became_of_the_key() {
         "{answer:?}"
     );
 }
+
+#[tokio::test]
+async fn a_page_counts_as_a_use_of_the_key_only_its_api_calls() {
+    let app = App::new(false);
+    let key = app.key_with("ops", &["latchkey:keys:read"]).await;
+    let (_, keys) = app
+        .api(&app.admin, "GET", "/v1/keys?user_id=ops", Value::Null)
+        .await;
+    let path = format!("/v1/keys/{}", keys["items"][0]["id"].as_str().unwrap());
+    let uses = || async {
+        let (_, key) = app.api(&app.admin, "GET", &path, Value::Null).await;
+        (
+            key["usage_count"].as_u64().unwrap(),
+            key["last_used_at"].clone(),
+        )
+    };
+    assert_eq!(uses().await, (0, Value::Null));
+    // Sign-in and the session's check at each page are not uses of the key.
+    let (answer, _) = app.try_sign_in(&key).await;
+    let session = cookie_pair(&answer, "lk_session");
+    assert_eq!(uses().await, (0, Value::Null), "sign-in");
+    let (answer, _) = app.get("/ui/nowhere", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    assert_eq!(uses().await, (0, Value::Null), "a page without API calls");
+    // The keys' list is one API call (the key may not read users' names).
+    let (answer, _) = app.get("/ui/keys", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(uses().await.0, 1, "one API call");
+}
