@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use latchkey_core::Store;
 
 use crate::client::Api;
-use crate::pages::{audit, groups, key, keys, signin, users};
+use crate::pages::{audit, groups, key, key_new, keys, signin, users};
 use crate::session::Sessions;
 use crate::state::Console;
 use crate::{assets, headers};
@@ -42,8 +42,8 @@ pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
         .route("/", get(keys::home))
         .route("/signin", get(signin::form).post(signin::submit))
         .route("/signout", post(signin::signout))
-        .route("/keys", get(keys::list).post(keys::create))
-        .route("/keys/new", get(keys::new))
+        .route("/keys", get(keys::list).post(key_new::create))
+        .route("/keys/new", get(key_new::new))
         .route("/keys/{id}", get(key::show))
         .route("/keys/{id}/enabled", post(key::enabled))
         .route("/keys/{id}/rotate", post(key::rotate))

@@ -864,3 +864,74 @@ async fn a_page_counts_as_a_use_of_the_key_only_its_api_calls() {
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(uses().await.0, 1, "one API call");
 }
+
+#[tokio::test]
+async fn a_key_page_issues_a_form_token_only_with_the_rotate_form() {
+    let app = App::new(false);
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let once = app.form_token(&session).await;
+    app.key_with("ops", &[]).await;
+    app.revoke_first_key_of("ops").await;
+    let (_, keys) = app
+        .api(&app.admin, "GET", "/v1/keys?user_id=ops", Value::Null)
+        .await;
+    let revoked = format!("/ui/keys/{}", keys["items"][0]["id"].as_str().unwrap());
+    // Many views of a page without a rotate form: no token issued, none forgotten.
+    for _ in 0..100 {
+        let (answer, html) = app.get(&revoked, Some(&session)).await;
+        assert_eq!(answer.status(), StatusCode::OK, "{html}");
+        assert!(!html.contains("name=\"once\""), "{html}");
+    }
+    let create = [
+        ("csrf", csrf.as_str()),
+        ("once", &once),
+        ("user", "admin"),
+        ("name", "x"),
+    ];
+    let (answer, html) = app.post("/ui/keys", &session, &create).await;
+    assert_eq!(answer.status(), StatusCode::CREATED, "{html}");
+}
+
+#[tokio::test]
+async fn a_refused_create_shows_the_form_again_as_typed() {
+    let app = App::new(false);
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let before = app.key_count().await;
+    let mut once = app.form_token(&session).await;
+    // Refused by the API (no such user), then by the console (credits not a number).
+    for (user, credits) in [("nobody", "5"), ("admin", "-1")] {
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("once", &once),
+            ("user", user),
+            ("name", "typed <name>"),
+            ("scopes", "orders:read"),
+            ("credits", credits),
+            ("refill", "month"),
+        ];
+        let (answer, html) = app.post("/ui/keys", &session, &form).await;
+        assert!(answer.status().is_client_error(), "{html}");
+        assert!(html.contains("id=\"create-error\""), "{html}");
+        for typed in [
+            format!("value=\"{user}\""),
+            "value=\"typed &#60;name&#62;\"".to_owned(),
+            "value=\"orders:read\"".to_owned(),
+            format!("value=\"{credits}\""),
+            "value=\"month\" selected".to_owned(),
+        ] {
+            assert!(html.contains(&typed), "{typed} in {html}");
+        }
+        let fresh = hidden(&html, "once");
+        assert_ne!(fresh, once, "a new token");
+        once = fresh;
+    }
+    assert_eq!(app.key_count().await, before, "nothing created");
+    let good = [
+        ("csrf", csrf.as_str()),
+        ("once", &once),
+        ("user", "admin"),
+        ("name", "typed"),
+    ];
+    let (answer, html) = app.post("/ui/keys", &session, &good).await;
+    assert_eq!(answer.status(), StatusCode::CREATED, "{html}");
+}
