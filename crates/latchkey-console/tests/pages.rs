@@ -203,6 +203,15 @@ impl App {
         hidden(&html, "once")
     }
 
+    /// `count` groups, each an audit event.
+    async fn make_groups(&self, count: usize) {
+        for i in 0..count {
+            let group = json!({"name": format!("g{i}"), "permissions": ["a:b"]});
+            let (status, _) = self.api(&self.admin, "POST", "/v1/groups", group).await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+    }
+
     /// Revokes the first key of `user` through the API.
     async fn revoke_first_key_of(&self, user: &str) {
         let (_, keys) = self
@@ -257,6 +266,14 @@ fn hidden(html: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in {html}"))
         + marker.len();
     html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// A list page's link to its next page, if it has one.
+fn next_page(html: &str) -> Option<String> {
+    html.split("id=\"next-page\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(|href| href.replace("&#38;", "&"))
 }
 
 #[track_caller]
@@ -696,12 +713,7 @@ async fn a_search_page_without_a_match_says_there_is_more_to_search() {
     assert_eq!(answer.status(), StatusCode::OK, "{html}");
     assert!(!html.contains("No keys match"), "{html}");
     assert!(html.contains("there are more to search"), "{html}");
-    let next = html
-        .split("id=\"next-page\" href=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a next page")
-        .replace("&#38;", "&");
+    let next = next_page(&html).expect("a next page");
     let (_, html) = app.get(&next, Some(&session)).await;
     assert!(html.contains(">needle</a>"), "{html}");
 }
@@ -710,17 +722,7 @@ async fn a_search_page_without_a_match_says_there_is_more_to_search() {
 async fn a_list_and_a_key_page_cost_a_rate_limited_key_a_few_requests() {
     let app = App::new(false);
     // A trail long enough that finding its end by bisection took many reads.
-    for i in 0..64 {
-        let (status, _) = app
-            .api(
-                &app.admin,
-                "POST",
-                "/v1/groups",
-                json!({"name": format!("g{i}"), "permissions": ["a:b"]}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED);
-    }
+    app.make_groups(64).await;
     let key = app
         .key_of_new_user_with(
             json!({"name": "ops", "permissions":
@@ -934,4 +936,44 @@ async fn a_refused_create_shows_the_form_again_as_typed() {
     ];
     let (answer, html) = app.post("/ui/keys", &session, &good).await;
     assert_eq!(answer.status(), StatusCode::CREATED, "{html}");
+}
+
+/// The sequence numbers of an audit page's rows.
+fn audit_rows(html: &str) -> Vec<u64> {
+    html.split("<td data-label=\"#\">")
+        .skip(1)
+        .map(|row| row.split('<').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_log_shows_the_newest_first_and_pages_both_ways() {
+    let app = App::new(false);
+    app.make_groups(150).await;
+    let (session, _, _) = app.sign_in(&app.admin).await;
+    let (_, latest) = app
+        .api(
+            &app.admin,
+            "GET",
+            "/v1/audit?order=desc&limit=1",
+            Value::Null,
+        )
+        .await;
+    let newest = latest["items"][0]["seq"].as_u64().unwrap();
+    let every: Vec<u64> = (1..=newest).collect();
+    for (start, expected) in [
+        ("/ui/audit", every.iter().rev().copied().collect::<Vec<_>>()),
+        ("/ui/audit?order=asc", every.clone()),
+    ] {
+        let (mut seen, mut page, mut pages) = (Vec::new(), Some(start.to_owned()), 0);
+        while let Some(path) = page {
+            let (answer, html) = app.get(&path, Some(&session)).await;
+            assert_eq!(answer.status(), StatusCode::OK, "{path}: {html}");
+            seen.extend(audit_rows(&html));
+            page = next_page(&html);
+            pages += 1;
+            assert!(pages < 10, "{start}: the pages end");
+        }
+        assert_eq!(seen, expected, "{start}: every event once, in order");
+    }
 }
