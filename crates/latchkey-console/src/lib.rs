@@ -16,7 +16,8 @@
 //! - Every form carries the session's CSRF token ([`csrf`]), checked on every POST; the
 //!   sign-in form carries a token bound to a short-lived cookie of its own.
 //! - Every answer has a strict Content-Security-Policy (no inline script or style), no
-//!   referrer, `nosniff` and `Cache-Control: no-store` ([`headers`]).
+//!   referrer, `nosniff` and `Cache-Control: no-store`, and under TLS
+//!   `Strict-Transport-Security` ([`headers`]).
 //! - A form that shows a secret (create, rotate) can be submitted once: a reload does not
 //!   make a second key, nor shows a secret again.
 //!

@@ -977,3 +977,26 @@ async fn the_audit_log_shows_the_newest_first_and_pages_both_ways() {
         assert_eq!(seen, expected, "{start}: every event once, in order");
     }
 }
+
+#[tokio::test]
+async fn under_tls_every_answer_sends_hsts() {
+    for tls in [true, false] {
+        let app = App::new(tls);
+        let (session, _, _) = app.sign_in(&app.admin).await;
+        for (path, cookie) in [
+            ("/ui/signin", None),
+            ("/ui/keys", None),
+            ("/ui/keys", Some(session.as_str())),
+            ("/ui/nowhere", Some(session.as_str())),
+            ("/ui/static/console.css", None),
+        ] {
+            let (answer, _) = app.get(path, cookie).await;
+            let hsts = answer.headers().get("strict-transport-security");
+            if tls {
+                assert_eq!(hsts.unwrap(), "max-age=31536000", "{path}");
+            } else {
+                assert!(hsts.is_none(), "{path}: not over plain HTTP");
+            }
+        }
+    }
+}
