@@ -38,6 +38,23 @@ impl UiError {
     pub(crate) fn internal(e: impl std::fmt::Display) -> UiError {
         UiError::Internal(e.to_string())
     }
+
+    /// A refusal of what a form said (the API's problem, or a field the console cannot
+    /// read): its status and words, for the form to show again; `None` for other errors.
+    pub(crate) fn refusal(&self) -> Option<(StatusCode, String)> {
+        match self {
+            UiError::BadForm(why) => Some((StatusCode::BAD_REQUEST, why.clone())),
+            UiError::Api(problem) => Some((
+                StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST),
+                // The field at fault, when the API names it, so that a form says which.
+                match &problem.field {
+                    Some(field) => format!("{field}: {}", problem.detail),
+                    None => problem.detail.clone(),
+                },
+            )),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -109,16 +126,14 @@ impl IntoResponse for UiError {
                 "Already submitted".to_owned(),
                 "This form was already submitted, or is too old: nothing was done, and a secret is never shown twice. Open the form again.".to_owned(),
             ),
-            UiError::BadForm(why) => (StatusCode::BAD_REQUEST, "Bad form".to_owned(), why.clone()),
-            UiError::Api(problem) => (
-                StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST),
-                problem.title.clone(),
-                // The field at fault, when the API names it, so that a form says which.
-                match &problem.field {
-                    Some(field) => format!("{field}: {}", problem.detail),
-                    None => problem.detail.clone(),
-                },
-            ),
+            UiError::BadForm(_) | UiError::Api(_) => {
+                let (status, detail) = self.refusal().unwrap_or_default();
+                let title = match &self {
+                    UiError::Api(problem) => problem.title.clone(),
+                    _ => "Bad form".to_owned(),
+                };
+                (status, title, detail)
+            }
             UiError::NotFound => (
                 StatusCode::NOT_FOUND,
                 "Not found".to_owned(),

@@ -155,6 +155,42 @@ where
     }
 }
 
+/// A sign-out's form: the session cookie and the session's CSRF token, nothing more. The
+/// key is not verified, so that signing out works while the keystore cannot be read (and
+/// whatever became of the key since). `session_id` is `None` when the cookie names no live
+/// session: there is nothing to end, nor a token to check against.
+#[derive(Debug)]
+pub(crate) struct SignOut {
+    pub(crate) session_id: Option<String>,
+}
+
+impl<S> FromRequest<S> for SignOut
+where
+    Console: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = UiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<SignOut, UiError> {
+        let console = Console::from_ref(state);
+        let (parts, body) = request.into_parts();
+        let Some(id) = cookies::get(&parts.headers, cookies::SESSION) else {
+            return Ok(SignOut { session_id: None });
+        };
+        let Some(session) = console.sessions.get(id) else {
+            return Ok(SignOut { session_id: None });
+        };
+        let fields = read_form(body).await?;
+        csrf::check(
+            &session.csrf,
+            Some(fields.get(csrf::FIELD)).filter(|t| !t.is_empty()),
+        )?;
+        Ok(SignOut {
+            session_id: Some(id.to_owned()),
+        })
+    }
+}
+
 /// Reads a urlencoded body of at most [`MAX_FORM`] bytes.
 pub(crate) async fn read_form(body: axum::body::Body) -> Result<Fields, UiError> {
     let bytes = axum::body::to_bytes(body, MAX_FORM)

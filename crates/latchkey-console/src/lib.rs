@@ -8,15 +8,16 @@
 //!
 //! # Security
 //!
-//! - Sign-in with an API key opens a server-side session ([`session`]): a random id in an
-//!   HttpOnly, SameSite=Strict cookie scoped to `/ui` (Secure under TLS), expiring after
-//!   30 idle minutes and at most 12 hours, at most [`session::MAX_SESSIONS`] at a time and
-//!   [`session::MAX_SESSIONS_PER_KEY`] per key.
+//! - Sign-in with an API key that may read a section of the console opens a server-side
+//!   session ([`session`]): a random id in an HttpOnly, SameSite=Strict cookie scoped to
+//!   `/ui` (Secure under TLS), expiring after 30 idle minutes and at most 12 hours, at most
+//!   [`session::MAX_SESSIONS`] at a time and [`session::MAX_SESSIONS_PER_USER`] per user.
 //!   The key is held in memory only and is never rendered.
 //! - Every form carries the session's CSRF token ([`csrf`]), checked on every POST; the
 //!   sign-in form carries a token bound to a short-lived cookie of its own.
 //! - Every answer has a strict Content-Security-Policy (no inline script or style), no
-//!   referrer, `nosniff` and `Cache-Control: no-store` ([`headers`]).
+//!   referrer, `nosniff` and `Cache-Control: no-store`, and under TLS
+//!   `Strict-Transport-Security` ([`headers`]).
 //! - A form that shows a secret (create, rotate) can be submitted once: a reload does not
 //!   make a second key, nor shows a secret again.
 //!
@@ -25,8 +26,8 @@
 //! - `router`: the routes; `state`: what handlers share.
 //! - `session`, `cookies`, `csrf`, `headers`: the session and the browser's defences.
 //! - `client`: the in-process calls to the admin router, with the browser's address
-//!   (`origin`); `verify`: a session's key verified as the API's layer does; `extract`:
-//!   the request extractors; `errors`: the error pages.
+//!   (`origin`); `verify`: a session's key checked as the API's layer does, its use not
+//!   counted; `extract`: the request extractors; `errors`: the error pages.
 //! - `pages/`: one file per page; `assets`: the stylesheet and the small script.
 
 mod assets;

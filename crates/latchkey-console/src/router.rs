@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use latchkey_core::Store;
 
 use crate::client::Api;
-use crate::pages::{audit, groups, key, keys, signin, users};
+use crate::pages::{audit, groups, key, key_new, keys, signin, users};
 use crate::session::Sessions;
 use crate::state::Console;
 use crate::{assets, headers};
@@ -16,7 +16,8 @@ use crate::{assets, headers};
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct ConsoleConfig {
-    /// Mark cookies `Secure`: set it when the daemon serves HTTPS.
+    /// Mark cookies `Secure` and send `Strict-Transport-Security`: set it when the daemon
+    /// serves HTTPS.
     pub secure_cookies: bool,
 }
 
@@ -32,6 +33,7 @@ impl ConsoleConfig {
 ///
 /// Merge it beside the API router: it answers `/ui` and `/ui/...` only.
 pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
+    let tls = config.secure_cookies;
     let state = Console {
         api: Api::new(api),
         store,
@@ -42,8 +44,8 @@ pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
         .route("/", get(keys::home))
         .route("/signin", get(signin::form).post(signin::submit))
         .route("/signout", post(signin::signout))
-        .route("/keys", get(keys::list).post(keys::create))
-        .route("/keys/new", get(keys::new))
+        .route("/keys", get(keys::list).post(key_new::create))
+        .route("/keys/new", get(key_new::new))
         .route("/keys/{id}", get(key::show))
         .route("/keys/{id}/enabled", post(key::enabled))
         .route("/keys/{id}/rotate", post(key::rotate))
@@ -65,5 +67,7 @@ pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
         .route("/ui/", get(keys::home))
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::errors::with_signed_nav))
-        .layer(axum::middleware::map_response(headers::secure))
+        .layer(axum::middleware::map_response(move |response| {
+            headers::secure(response, tls)
+        }))
 }

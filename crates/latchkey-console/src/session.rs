@@ -4,11 +4,14 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use uuid::Uuid;
+
 /// Most sessions at a time; signing in beyond it ends the least recently used one.
 pub const MAX_SESSIONS: usize = 1_000;
-/// Most sessions of one key; signing in with it beyond that ends its least recently used
-/// one, so that one key signing in again and again ends no one else's session.
-pub const MAX_SESSIONS_PER_KEY: usize = 8;
+/// Most sessions of one user, whichever of its keys signed them in; signing in beyond that
+/// ends its least recently used one, so that one user signing in again and again, with one
+/// key or with many, ends no one else's session.
+pub const MAX_SESSIONS_PER_USER: usize = 8;
 /// A session ends after this long without a request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// A session ends this long after sign-in, however busy.
@@ -49,6 +52,8 @@ impl std::fmt::Debug for SessionKey {
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
     pub(crate) key: SessionKey,
+    /// The user the key belonged to at sign-in: its sessions are counted together.
+    user: Uuid,
     /// The token every form of this session carries.
     pub(crate) csrf: String,
     started: Instant,
@@ -77,28 +82,27 @@ impl Sessions {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Opens a session for `key`; returns its id.
-    pub(crate) fn open(&self, key: SessionKey) -> String {
+    /// Opens a session for `key` of `user`; returns its id.
+    pub(crate) fn open(&self, key: SessionKey, user: Uuid) -> String {
         let now = Instant::now();
         let id = random_token();
         let mut sessions = self.lock();
         sessions.retain(|_, s| !s.expired(now));
-        let same_key =
-            |s: &Session| constant_time_eq::constant_time_eq(s.key.0.as_bytes(), key.0.as_bytes());
-        let least_recent = |sessions: &HashMap<String, Session>, of_key: bool| {
+        let least_recent = |sessions: &HashMap<String, Session>, of_user: bool| {
             sessions
                 .iter()
-                .filter(|(_, s)| !of_key || same_key(s))
+                .filter(|(_, s)| !of_user || s.user == user)
                 .min_by_key(|(_, s)| s.last_seen)
                 .map(|(id, _)| id.clone())
         };
-        let evicted = if sessions.values().filter(|s| same_key(s)).count() >= MAX_SESSIONS_PER_KEY {
-            least_recent(&sessions, true)
-        } else if sessions.len() >= MAX_SESSIONS {
-            least_recent(&sessions, false)
-        } else {
-            None
-        };
+        let evicted =
+            if sessions.values().filter(|s| s.user == user).count() >= MAX_SESSIONS_PER_USER {
+                least_recent(&sessions, true)
+            } else if sessions.len() >= MAX_SESSIONS {
+                least_recent(&sessions, false)
+            } else {
+                None
+            };
         if let Some(id) = evicted {
             sessions.remove(&id);
         }
@@ -106,6 +110,7 @@ impl Sessions {
             id.clone(),
             Session {
                 key,
+                user,
                 csrf: random_token(),
                 started: now,
                 last_seen: now,
@@ -177,38 +182,44 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    fn open(sessions: &Sessions, key: &str, user: u128) -> String {
+        sessions.open(SessionKey::new(key.into()), Uuid::from_u128(user))
+    }
+
     #[test]
-    fn one_key_signing_in_again_and_again_ends_only_its_own_sessions() {
+    fn one_user_signing_in_again_and_again_ends_only_its_own_sessions() {
         let sessions = Sessions::default();
-        let other = sessions.open(SessionKey::new("other".into()));
-        let first = sessions.open(SessionKey::new("k".into()));
-        for _ in 0..MAX_SESSIONS {
-            sessions.open(SessionKey::new("k".into()));
+        let other = open(&sessions, "other", 2);
+        let first = open(&sessions, "k", 1);
+        // With one key, or a new key each time: the user's sessions are counted together.
+        for i in 0..MAX_SESSIONS {
+            open(&sessions, "k", 1);
+            open(&sessions, &format!("k{i}"), 1);
         }
-        assert_eq!(sessions.len(), MAX_SESSIONS_PER_KEY + 1);
+        assert_eq!(sessions.len(), MAX_SESSIONS_PER_USER + 1);
         assert!(
             sessions.get(&first).is_none(),
             "its oldest session was ended"
         );
         assert!(
             sessions.get(&other).is_some(),
-            "another key's session stays"
+            "another user's session stays"
         );
     }
 
     #[test]
     fn sessions_are_bounded_and_forms_used_once() {
         let sessions = Sessions::default();
-        let first = sessions.open(SessionKey::new("k".into()));
+        let first = open(&sessions, "k", 0);
         for i in 0..MAX_SESSIONS {
-            sessions.open(SessionKey::new(format!("k{i}")));
+            open(&sessions, &format!("k{i}"), i as u128 + 1);
         }
         assert_eq!(sessions.len(), MAX_SESSIONS);
         assert!(
             sessions.get(&first).is_none(),
             "the oldest session was ended"
         );
-        let id = sessions.open(SessionKey::new("k".into()));
+        let id = open(&sessions, "k", 0);
         let once = sessions.issue_form(&id);
         assert!(sessions.use_form(&id, &once));
         assert!(!sessions.use_form(&id, &once), "once only");

@@ -1,22 +1,26 @@
-//! A session's key, verified as the management API's layer verifies it: a latchkey key
-//! through the store's [`Verifier`] (inline on sled and from the verify cache; a PostgreSQL
-//! miss, a round trip, on tokio's blocking pool, so no async worker waits for it), a key
-//! imported in another product's format through [`Verifier::verify_foreign`].
+//! A session's key, checked as the management API's layer checks it but without counting a
+//! use of the key: the session's check at each page is not a request made with the key (the
+//! page's API calls are, and the layer counts each). [`Store::authenticate`] gives every
+//! answer [`Store::verify`] gives (revoked, expired, disabled, unknown, a key imported in
+//! another product's format), leaving `usage_count` and `last_used_at` alone.
+//!
+//! On sled it answers inline, from the verify cache or sled's page cache. On PostgreSQL
+//! ([`Store::reads_over_network`]) a key the cache does not hold is a round trip, so the
+//! check runs on tokio's blocking pool ([`StoreVerification::blocking`]) and no async worker
+//! waits for it.
 
 use std::net::IpAddr;
 
-use latchkey_core::{ApiKey, Principal, Store, VerifyError};
-use latchkey_tower::Verifier;
+use latchkey_core::{Principal, Store, VerifyError};
+use latchkey_tower::StoreVerification;
 
-/// The principal `text` authenticates as now.
+/// The principal `text` authenticates as now, its use not counted.
 pub(crate) async fn key(store: &Store, text: &str) -> Result<Principal, VerifyError> {
-    match ApiKey::parse(text) {
-        Ok(key) => Verifier::verify(store, &key).await,
-        Err(malformed) => match Verifier::verify_foreign(store, text) {
-            Some(verification) => verification.await,
-            None => Err(VerifyError::Malformed(malformed)),
-        },
+    if !store.reads_over_network() {
+        return store.authenticate(text);
     }
+    let (store, text) = (store.clone(), text.to_owned());
+    StoreVerification::blocking(move || store.authenticate(&text)).await
 }
 
 /// The principal `text` authenticates as now, from `client`: refused with

@@ -45,13 +45,19 @@ const SECTIONS: [(&str, &str); 4] = [
     ("latchkey:audit:read", "/ui/audit"),
 ];
 
-/// Where a key lands after sign-in: the first section it may read (the keys when it may
-/// read none, whose page then says why).
-pub(crate) fn first_section(permissions: &PermissionSet) -> &'static str {
+/// The first section a key may read: where it lands after sign-in; `None` when it may
+/// read none, and then it does not sign in.
+pub(crate) fn readable_section(permissions: &PermissionSet) -> Option<&'static str> {
     SECTIONS
         .iter()
         .find(|(permission, _)| permissions.allows_str(permission))
-        .map_or(SECTIONS[0].1, |(_, path)| path)
+        .map(|(_, path)| *path)
+}
+
+/// Where `/ui/` sends a session: [`readable_section`], or the keys when the key may read
+/// none since it signed in (their page then says why).
+pub(crate) fn first_section(permissions: &PermissionSet) -> &'static str {
+    readable_section(permissions).unwrap_or(SECTIONS[0].1)
 }
 
 /// A time as `2026-12-01 13:30:05Z`, or `never`.

@@ -203,6 +203,31 @@ impl App {
         hidden(&html, "once")
     }
 
+    /// `count` groups, each an audit event.
+    async fn make_groups(&self, count: usize) {
+        for i in 0..count {
+            let group = json!({"name": format!("g{i}"), "permissions": ["a:b"]});
+            let (status, _) = self.api(&self.admin, "POST", "/v1/groups", group).await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+    }
+
+    /// Revokes the first key of `user` through the API.
+    async fn revoke_first_key_of(&self, user: &str) {
+        let (_, keys) = self
+            .api(
+                &self.admin,
+                "GET",
+                &format!("/v1/keys?user_id={user}"),
+                Value::Null,
+            )
+            .await;
+        let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/keys/{id}/revoke");
+        let (status, _) = self.api(&self.admin, "POST", &path, Value::Null).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
     async fn key_count(&self) -> usize {
         let (_, list) = self
             .api(&self.admin, "GET", "/v1/keys?limit=1000", Value::Null)
@@ -241,6 +266,14 @@ fn hidden(html: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in {html}"))
         + marker.len();
     html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// A list page's link to its next page, if it has one.
+fn next_page(html: &str) -> Option<String> {
+    html.split("id=\"next-page\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(|href| href.replace("&#38;", "&"))
 }
 
 #[track_caller]
@@ -472,19 +505,7 @@ async fn a_revoked_key_ends_its_session() {
     let app = App::new(false);
     let key = app.key_with("ops", &["latchkey:keys:read"]).await;
     let (session, _, _) = app.sign_in(&key).await;
-    let (_, keys) = app
-        .api(&app.admin, "GET", "/v1/keys?user_id=ops", Value::Null)
-        .await;
-    let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
-    let (status, _) = app
-        .api(
-            &app.admin,
-            "POST",
-            &format!("/v1/keys/{id}/revoke"),
-            Value::Null,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.revoke_first_key_of("ops").await;
     let (answer, _) = app.get("/ui/keys", Some(&session)).await;
     assert_eq!(answer.status(), StatusCode::SEE_OTHER);
     assert_eq!(answer.headers()[LOCATION], "/ui/signin");
@@ -585,6 +606,7 @@ fn a_keystore_outage_keeps_the_session_and_blames_no_key() {
     let app = App::at(&location.location, config, false);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let session = runtime.block_on(async { app.sign_in(&app.admin).await.0 });
+    let (leaving, _, leaving_csrf) = runtime.block_on(app.sign_in(&app.admin));
     let reconnect = support::cut_off(&location);
     // Past the staleness bound, no answer comes from the verify cache.
     std::thread::sleep(Duration::from_millis(1_500));
@@ -596,6 +618,17 @@ fn a_keystore_outage_keeps_the_session_and_blames_no_key() {
         assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{html}");
         assert!(html.contains("keystore is unavailable"), "{html}");
         assert!(!html.contains("does not sign in"), "{html}");
+        // Signing out needs no keystore: the session ends and the cookie is cleared.
+        let (answer, html) = app
+            .post("/ui/signout", &leaving, &[("csrf", &leaving_csrf)])
+            .await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+        assert!(
+            answer.headers()[SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .contains("Max-Age=0")
+        );
     });
     reconnect();
     // Back: the same session goes on.
@@ -610,6 +643,8 @@ fn a_keystore_outage_keeps_the_session_and_blames_no_key() {
             assert!(Instant::now() < deadline, "the store came back");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let (answer, _) = app.get("/ui/keys", Some(&leaving)).await;
+        assert_eq!(answer.headers()[LOCATION], "/ui/signin", "signed out");
     });
 }
 
@@ -678,12 +713,7 @@ async fn a_search_page_without_a_match_says_there_is_more_to_search() {
     assert_eq!(answer.status(), StatusCode::OK, "{html}");
     assert!(!html.contains("No keys match"), "{html}");
     assert!(html.contains("there are more to search"), "{html}");
-    let next = html
-        .split("id=\"next-page\" href=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a next page")
-        .replace("&#38;", "&");
+    let next = next_page(&html).expect("a next page");
     let (_, html) = app.get(&next, Some(&session)).await;
     assert!(html.contains(">needle</a>"), "{html}");
 }
@@ -692,17 +722,7 @@ async fn a_search_page_without_a_match_says_there_is_more_to_search() {
 async fn a_list_and_a_key_page_cost_a_rate_limited_key_a_few_requests() {
     let app = App::new(false);
     // A trail long enough that finding its end by bisection took many reads.
-    for i in 0..64 {
-        let (status, _) = app
-            .api(
-                &app.admin,
-                "POST",
-                "/v1/groups",
-                json!({"name": format!("g{i}"), "permissions": ["a:b"]}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED);
-    }
+    app.make_groups(64).await;
     let key = app
         .key_of_new_user_with(
             json!({"name": "ops", "permissions":
@@ -744,4 +764,239 @@ async fn a_create_form_the_session_never_showed_creates_nothing() {
     let (answer, html) = app.post("/ui/keys", &session, &made_up).await;
     assert_eq!(answer.status(), StatusCode::CONFLICT, "{html}");
     assert_eq!(app.key_count().await, before, "nothing created");
+}
+
+/// Whether `answer` opens a session.
+fn opens_a_session(answer: &Response<()>) -> bool {
+    answer
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .any(|c| c.to_str().unwrap().starts_with("lk_session"))
+}
+
+#[tokio::test]
+async fn a_key_that_may_read_no_section_does_not_sign_in() {
+    let app = App::new(false);
+    let app_key = app.key_with("shop", &["orders:read"]).await;
+    let (answer, html) = app.try_sign_in(&app_key).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{html}");
+    assert!(html.contains("may not use the console"), "{html}");
+    assert!(!opens_a_session(&answer), "no session made");
+}
+
+#[tokio::test]
+async fn one_user_s_keys_share_its_sessions_cap() {
+    let app = App::new(false);
+    let first_key = app.key_with("ops", &["latchkey:keys:read"]).await;
+    let (first, _, _) = app.sign_in(&first_key).await;
+    let (other, _, _) = app.sign_in(&app.admin).await;
+    // The same user's sessions, each signed in with a new key of it.
+    for i in 0..latchkey_console::session::MAX_SESSIONS_PER_USER {
+        let (status, key) = app
+            .api(
+                &app.admin,
+                "POST",
+                "/v1/keys",
+                json!({"name": format!("k{i}"), "user_id": "ops"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{key}");
+        app.sign_in(key["secret"].as_str().unwrap()).await;
+    }
+    let (answer, _) = app.get("/ui/keys", Some(&first)).await;
+    assert_eq!(
+        answer.headers().get(LOCATION).map(|l| l.to_str().unwrap()),
+        Some("/ui/signin"),
+        "the user's least recently used session was ended"
+    );
+    let (answer, _) = app.get("/ui/keys", Some(&other)).await;
+    assert_eq!(
+        answer.status(),
+        StatusCode::OK,
+        "another user's session stays"
+    );
+}
+
+#[tokio::test]
+async fn sign_out_clears_the_cookie_whatever_became_of_the_key() {
+    let app = App::new(false);
+    let key = app.key_with("ops", &["latchkey:keys:read"]).await;
+    let (session, _, csrf) = app.sign_in(&key).await;
+    app.revoke_first_key_of("ops").await;
+    let (answer, html) = app.post("/ui/signout", &session, &[("csrf", &csrf)]).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+    assert_eq!(answer.headers()[LOCATION], "/ui/signin");
+    assert!(
+        answer
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .any(|c| c.to_str().unwrap()
+                == "lk_session=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0"),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_page_counts_as_a_use_of_the_key_only_its_api_calls() {
+    let app = App::new(false);
+    let key = app.key_with("ops", &["latchkey:keys:read"]).await;
+    let (_, keys) = app
+        .api(&app.admin, "GET", "/v1/keys?user_id=ops", Value::Null)
+        .await;
+    let path = format!("/v1/keys/{}", keys["items"][0]["id"].as_str().unwrap());
+    let uses = || async {
+        let (_, key) = app.api(&app.admin, "GET", &path, Value::Null).await;
+        (
+            key["usage_count"].as_u64().unwrap(),
+            key["last_used_at"].clone(),
+        )
+    };
+    assert_eq!(uses().await, (0, Value::Null));
+    // Sign-in and the session's check at each page are not uses of the key.
+    let (answer, _) = app.try_sign_in(&key).await;
+    let session = cookie_pair(&answer, "lk_session");
+    assert_eq!(uses().await, (0, Value::Null), "sign-in");
+    let (answer, _) = app.get("/ui/nowhere", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    assert_eq!(uses().await, (0, Value::Null), "a page without API calls");
+    // The keys' list is one API call (the key may not read users' names).
+    let (answer, _) = app.get("/ui/keys", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(uses().await.0, 1, "one API call");
+}
+
+#[tokio::test]
+async fn a_key_page_issues_a_form_token_only_with_the_rotate_form() {
+    let app = App::new(false);
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let once = app.form_token(&session).await;
+    app.key_with("ops", &[]).await;
+    app.revoke_first_key_of("ops").await;
+    let (_, keys) = app
+        .api(&app.admin, "GET", "/v1/keys?user_id=ops", Value::Null)
+        .await;
+    let revoked = format!("/ui/keys/{}", keys["items"][0]["id"].as_str().unwrap());
+    // Many views of a page without a rotate form: no token issued, none forgotten.
+    for _ in 0..100 {
+        let (answer, html) = app.get(&revoked, Some(&session)).await;
+        assert_eq!(answer.status(), StatusCode::OK, "{html}");
+        assert!(!html.contains("name=\"once\""), "{html}");
+    }
+    let create = [
+        ("csrf", csrf.as_str()),
+        ("once", &once),
+        ("user", "admin"),
+        ("name", "x"),
+    ];
+    let (answer, html) = app.post("/ui/keys", &session, &create).await;
+    assert_eq!(answer.status(), StatusCode::CREATED, "{html}");
+}
+
+#[tokio::test]
+async fn a_refused_create_shows_the_form_again_as_typed() {
+    let app = App::new(false);
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let before = app.key_count().await;
+    let mut once = app.form_token(&session).await;
+    // Refused by the API (no such user), then by the console (credits not a number).
+    for (user, credits) in [("nobody", "5"), ("admin", "-1")] {
+        let form = [
+            ("csrf", csrf.as_str()),
+            ("once", &once),
+            ("user", user),
+            ("name", "typed <name>"),
+            ("scopes", "orders:read"),
+            ("credits", credits),
+            ("refill", "month"),
+        ];
+        let (answer, html) = app.post("/ui/keys", &session, &form).await;
+        assert!(answer.status().is_client_error(), "{html}");
+        assert!(html.contains("id=\"create-error\""), "{html}");
+        for typed in [
+            format!("value=\"{user}\""),
+            "value=\"typed &#60;name&#62;\"".to_owned(),
+            "value=\"orders:read\"".to_owned(),
+            format!("value=\"{credits}\""),
+            "value=\"month\" selected".to_owned(),
+        ] {
+            assert!(html.contains(&typed), "{typed} in {html}");
+        }
+        let fresh = hidden(&html, "once");
+        assert_ne!(fresh, once, "a new token");
+        once = fresh;
+    }
+    assert_eq!(app.key_count().await, before, "nothing created");
+    let good = [
+        ("csrf", csrf.as_str()),
+        ("once", &once),
+        ("user", "admin"),
+        ("name", "typed"),
+    ];
+    let (answer, html) = app.post("/ui/keys", &session, &good).await;
+    assert_eq!(answer.status(), StatusCode::CREATED, "{html}");
+}
+
+/// The sequence numbers of an audit page's rows.
+fn audit_rows(html: &str) -> Vec<u64> {
+    html.split("<td data-label=\"#\">")
+        .skip(1)
+        .map(|row| row.split('<').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_log_shows_the_newest_first_and_pages_both_ways() {
+    let app = App::new(false);
+    app.make_groups(150).await;
+    let (session, _, _) = app.sign_in(&app.admin).await;
+    let (_, latest) = app
+        .api(
+            &app.admin,
+            "GET",
+            "/v1/audit?order=desc&limit=1",
+            Value::Null,
+        )
+        .await;
+    let newest = latest["items"][0]["seq"].as_u64().unwrap();
+    let every: Vec<u64> = (1..=newest).collect();
+    for (start, expected) in [
+        ("/ui/audit", every.iter().rev().copied().collect::<Vec<_>>()),
+        ("/ui/audit?order=asc", every.clone()),
+    ] {
+        let (mut seen, mut page, mut pages) = (Vec::new(), Some(start.to_owned()), 0);
+        while let Some(path) = page {
+            let (answer, html) = app.get(&path, Some(&session)).await;
+            assert_eq!(answer.status(), StatusCode::OK, "{path}: {html}");
+            seen.extend(audit_rows(&html));
+            page = next_page(&html);
+            pages += 1;
+            assert!(pages < 10, "{start}: the pages end");
+        }
+        assert_eq!(seen, expected, "{start}: every event once, in order");
+    }
+}
+
+#[tokio::test]
+async fn under_tls_every_answer_sends_hsts() {
+    for tls in [true, false] {
+        let app = App::new(tls);
+        let (session, _, _) = app.sign_in(&app.admin).await;
+        for (path, cookie) in [
+            ("/ui/signin", None),
+            ("/ui/keys", None),
+            ("/ui/keys", Some(session.as_str())),
+            ("/ui/nowhere", Some(session.as_str())),
+            ("/ui/static/console.css", None),
+        ] {
+            let (answer, _) = app.get(path, cookie).await;
+            let hsts = answer.headers().get("strict-transport-security");
+            if tls {
+                assert_eq!(hsts.unwrap(), "max-age=31536000", "{path}");
+            } else {
+                assert!(hsts.is_none(), "{path}: not over plain HTTP");
+            }
+        }
+    }
 }

@@ -29,7 +29,9 @@ struct KeyPage {
     key: Key,
     user: String,
     revoked: bool,
-    once: String,
+    /// The rotate form's one-time token: issued only when the form is shown (a key not
+    /// revoked, to a caller that may write keys).
+    once: Option<String>,
     graces: Vec<(u64, &'static str)>,
     /// Its events among the last 1,000 (when the key may read the audit trail).
     events: Option<Vec<latchkey_core::AuditEvent>>,
@@ -51,13 +53,16 @@ pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Respo
     } else {
         None
     };
+    let revoked = key.status == KeyStatus::Revoked;
+    let once = (!revoked && signed.can("latchkey:keys:write"))
+        .then(|| signed.console.sessions.issue_form(&signed.session_id));
     super::render(&KeyPage {
         nav: signed.nav(),
         events,
-        revoked: key.status == KeyStatus::Revoked,
+        revoked,
         user,
         key,
-        once: signed.console.sessions.issue_form(&signed.session_id),
+        once,
         graces: GRACES.to_vec(),
     })
 }

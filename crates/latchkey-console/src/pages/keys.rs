@@ -1,13 +1,13 @@
-//! The keys: a searchable, filterable, sortable list one page at a time; the create form;
-//! the page that shows a new key's secret, once.
+//! The keys: a searchable, filterable, sortable list one page at a time; the page that
+//! shows a new key's secret, once (the create form is `key_new`).
 
 use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::Query;
 use axum::response::{Redirect, Response};
-use http::{Method, StatusCode};
-use latchkey_admin::api::{KeyWithSecret, List};
+use http::StatusCode;
+use latchkey_admin::api::List;
 use latchkey_core::{Key, User};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -164,21 +164,6 @@ pub(crate) async fn user_names(
     }
 }
 
-#[derive(Template)]
-#[template(path = "key_new.html")]
-struct NewKeyPage {
-    nav: Nav,
-    once: String,
-}
-
-/// `GET /ui/keys/new`: the create form, with a one-time token.
-pub(crate) async fn new(signed: Signed) -> Result<Response, UiError> {
-    super::render(&NewKeyPage {
-        nav: signed.nav(),
-        once: signed.console.sessions.issue_form(&signed.session_id),
-    })
-}
-
 /// The page that shows a secret, in the answer to the POST that made it, and nowhere else.
 #[derive(Template)]
 #[template(path = "secret.html")]
@@ -210,40 +195,4 @@ pub(crate) fn claim_once(posted: &Posted) -> Result<(), UiError> {
     } else {
         Err(UiError::Resubmitted)
     }
-}
-
-/// `POST /ui/keys`: creates a key through `POST /v1/keys`; the answer shows its secret.
-pub(crate) async fn create(posted: Posted) -> Result<Response, UiError> {
-    claim_once(&posted)?;
-    let fields = &posted.fields;
-    let mut body = serde_json::json!({
-        "user_id": fields.get("user"),
-        "name": fields.get("name"),
-        "env": match fields.get("env") { "" => "live", env => env },
-    });
-    if let Some(description) = fields.optional("description") {
-        body["description"] = description.into();
-    }
-    // Blank scopes leave the key unrestricted (the user's permissions).
-    if let Some(scopes) = fields.optional("scopes") {
-        body["scopes"] = super::split_list(&scopes).into();
-    }
-    if let Some(days) = fields.optional("expires_in_days") {
-        let days: i64 = days
-            .parse()
-            .ok()
-            .filter(|d| (1..=3660).contains(d))
-            .ok_or_else(|| UiError::BadForm("expiry: a number of days, 1 to 3660".to_owned()))?;
-        let at = time::OffsetDateTime::now_utc() + time::Duration::days(days);
-        body["expires_at"] = view::rfc3339(at).into();
-    }
-    crate::usage::add_to(&mut body, fields)?;
-    let created: KeyWithSecret = posted.signed.send(Method::POST, "/v1/keys", body).await?;
-    SecretPage {
-        nav: posted.signed.nav(),
-        heading: "Key created",
-        key: created.key,
-        secret: created.secret,
-    }
-    .respond()
 }

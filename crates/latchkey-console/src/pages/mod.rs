@@ -3,6 +3,7 @@
 pub(crate) mod audit;
 pub(crate) mod groups;
 pub(crate) mod key;
+pub(crate) mod key_new;
 pub(crate) mod keys;
 pub(crate) mod signin;
 pub(crate) mod users;

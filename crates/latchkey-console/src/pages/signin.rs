@@ -9,12 +9,16 @@ use latchkey_core::VerifyError;
 
 use crate::cookies;
 use crate::csrf;
-use crate::extract::{Posted, read_form};
+use crate::extract::{SignOut, read_form};
 use crate::origin::Origin;
 use crate::session::{SessionKey, random_token};
 use crate::state::Console;
 use crate::verify;
 use crate::view::{self, Nav};
+
+/// Why a key that authenticates does not sign in: it may read no section.
+const NO_SECTION: &str = "That key may not use the console: it holds none of \
+    latchkey:keys:read, latchkey:users:read, latchkey:groups:read, latchkey:audit:read.";
 
 /// How long a sign-in form stays usable.
 const SIGNIN_FORM_SECONDS: u64 = 600;
@@ -59,7 +63,8 @@ pub(crate) async fn form(State(console): State<Console>) -> Response {
 }
 
 /// `POST /ui/signin`: the key is checked as the API checks it, its allowed IPs against the
-/// browser's address; a session opens, on the first section the key may read.
+/// browser's address; a session opens, on the first section the key may read, when it
+/// may read one (403 otherwise).
 pub(crate) async fn submit(State(console): State<Console>, request: Request) -> Response {
     let expected = cookies::get(request.headers(), cookies::SIGNIN)
         .unwrap_or("")
@@ -76,8 +81,14 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
     let text = fields.get("key");
     match verify::key_from(&console.store, text, origin.client_ip()).await {
         Ok(principal) => {
-            let id = console.sessions.open(SessionKey::new(text.to_owned()));
-            let landing = view::first_section(&principal.permissions);
+            // A key that may read no section has nothing to do here: no session is made
+            // for it, so that keys made for apps cannot fill the session table.
+            let Some(landing) = view::readable_section(&principal.permissions) else {
+                return page(&console, StatusCode::FORBIDDEN, Some(NO_SECTION));
+            };
+            let id = console
+                .sessions
+                .open(SessionKey::new(text.to_owned()), principal.user_id);
             let mut response = Redirect::to(landing).into_response();
             let headers = response.headers_mut();
             for cookie in [
@@ -114,9 +125,12 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
     }
 }
 
-/// `POST /ui/signout`: the session ends on the server, the cookie is cleared.
-pub(crate) async fn signout(State(console): State<Console>, posted: Posted) -> Response {
-    console.sessions.close(&posted.signed.session_id);
+/// `POST /ui/signout`: the session ends on the server, the cookie is cleared; the key is
+/// not looked at, so this works while the keystore is unavailable.
+pub(crate) async fn signout(State(console): State<Console>, signout: SignOut) -> Response {
+    if let Some(id) = &signout.session_id {
+        console.sessions.close(id);
+    }
     let mut response = Redirect::to("/ui/signin").into_response();
     if let Ok(value) = cookies::clear(cookies::SESSION, console.secure).parse() {
         response.headers_mut().append(SET_COOKIE, value);
