@@ -13,11 +13,11 @@
 //!   `/ui` (Secure under TLS), expiring after 30 idle minutes and at most 12 hours, at most
 //!   [`session::MAX_SESSIONS`] at a time and [`session::MAX_SESSIONS_PER_USER`] per user.
 //!   The key is held in memory only and is never rendered.
-//! - Every form carries the session's CSRF token ([`csrf`]), checked on every POST; the
+//! - Every form carries the session's CSRF token (`csrf.rs`), checked on every POST; the
 //!   sign-in form carries a token bound to a short-lived cookie of its own.
 //! - Every answer has a strict Content-Security-Policy (no inline script or style), no
 //!   referrer, `nosniff` and `Cache-Control: no-store`, and under TLS
-//!   `Strict-Transport-Security` ([`headers`]).
+//!   `Strict-Transport-Security` (`headers.rs`).
 //! - A form that shows a secret (create, rotate) can be submitted once: a reload does not
 //!   make a second key, nor shows a secret again.
 //!
