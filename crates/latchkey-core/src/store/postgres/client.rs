@@ -75,24 +75,7 @@ impl std::fmt::Debug for Pg {
 impl Pg {
     /// Sets up the pool; connects lazily, so an unreachable database fails the first call.
     pub(crate) fn connect(url: &DatabaseUrl) -> Result<Arc<Pg>, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .expose()
-            .parse()
-            .map_err(|e| StoreError::invalid("db", format!("not a PostgreSQL URL ({url}): {e}")))?;
-        config
-            .application_name("latchkey")
-            .connect_timeout(Duration::from_secs(5))
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10))
-            // A writer that died holding the writers' lock loses it with its session; one
-            // that hangs in a transaction loses it here; one whose machine froze or was cut
-            // off (no RST) loses it when the server's keepalive probes go unanswered, in
-            // about 30 s: the writers' lock is a session's, taken outside any transaction.
-            .options(
-                "-c idle_in_transaction_session_timeout=30000 -c lock_timeout=15000 \
-                 -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 \
-                 -c tcp_keepalives_count=3 -c tcp_user_timeout=30000",
-            );
+        let config = super::url::config(url)?;
         let tls = MakeRustlsConnect::new(super::tls::client_config()?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -4,13 +4,15 @@
 //!   and the writers' lock;
 //! - `schema`: the versioned schema and its migrations;
 //! - `listen`: the commit notifications that wake the catch-up (`follow.rs`);
-//! - `tls`: rustls for connections that ask for TLS.
+//! - `tls`: rustls for connections that ask for TLS;
+//! - `url`: from the URL to the connection settings.
 
 mod client;
 mod listen;
 mod schema;
 mod snapshot;
 mod tls;
+mod url;
 
 use std::path::PathBuf;
 use std::sync::Arc;
