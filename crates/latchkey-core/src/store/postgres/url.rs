@@ -1,5 +1,5 @@
 //! From a `postgres://` URL to the connection settings tokio-postgres takes: the URL as
-//! libpq reads it, plus latchkey's own session settings.
+//! libpq reads it, as far as latchkey can honour it, plus latchkey's own session settings.
 
 use std::time::Duration;
 
@@ -24,8 +24,8 @@ const SESSION: &str = "-c idle_in_transaction_session_timeout=30000 -c lock_time
 pub(super) fn config(url: &DatabaseUrl) -> Result<tokio_postgres::Config, StoreError> {
     let invalid =
         |why: String| StoreError::invalid("db", format!("not a PostgreSQL URL ({url}): {why}"));
-    let mut config: tokio_postgres::Config = url
-        .expose()
+    let mut config: tokio_postgres::Config = libpq_to_tokio(url.expose())
+        .map_err(invalid)?
         .parse()
         .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
     // The URL's own options (`options=-c search_path=…`) stay, latchkey's come after.
@@ -42,6 +42,36 @@ pub(super) fn config(url: &DatabaseUrl) -> Result<tokio_postgres::Config, StoreE
     Ok(config)
 }
 
+/// The URL with the parameters of libpq that tokio-postgres does not know rewritten:
+/// `sslmode=verify-full` and `verify-ca` become `require`, since latchkey verifies the
+/// server's certificate whenever TLS is used (and its host name: `verify-ca` gets the
+/// stricter check); `sslrootcert=system` is the default and goes. Another `sslrootcert` is
+/// refused with what to do instead.
+fn libpq_to_tokio(url: &str) -> Result<String, String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok(url.to_owned());
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslmode", "verify-full" | "verify-ca")) => kept.push("sslmode=require"),
+            Some(("sslrootcert", "system")) => {}
+            Some(("sslrootcert", _)) => {
+                return Err(
+                    "sslrootcert is not supported: point the SSL_CERT_FILE environment \
+                            variable at that PEM file instead (it replaces the system's roots)"
+                        .to_owned(),
+                );
+            }
+            _ => kept.push(pair),
+        }
+    }
+    if kept.is_empty() {
+        return Ok(base.to_owned());
+    }
+    Ok(format!("{base}?{}", kept.join("&")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +84,11 @@ mod tests {
         config(&url)
     }
 
+    #[track_caller]
+    fn check(url: &str, expected: &str) {
+        assert_eq!(libpq_to_tokio(url).as_deref(), Ok(expected));
+    }
+
     #[test]
     fn the_urls_own_options_come_before_latchkeys() {
         let config = config_of("postgres://u@h/db?options=-c%20search_path%3Dlk").unwrap();
@@ -62,5 +97,33 @@ mod tests {
         assert!(options.ends_with(SESSION), "{options}");
         let config = config_of("postgres://u@h/db").unwrap();
         assert_eq!(config.get_options(), Some(SESSION));
+    }
+
+    #[test]
+    fn libpq_ssl_modes_that_verify_are_require() {
+        check("postgres://h/db", "postgres://h/db");
+        check(
+            "postgres://h/db?sslmode=verify-full",
+            "postgres://h/db?sslmode=require",
+        );
+        check(
+            "postgres://h/db?user=u&sslmode=verify-ca&sslrootcert=system",
+            "postgres://h/db?user=u&sslmode=require",
+        );
+        check(
+            "postgres://h/db?sslmode=disable",
+            "postgres://h/db?sslmode=disable",
+        );
+        let config = config_of("postgres://u@h/db?sslmode=verify-full").unwrap();
+        assert_eq!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+    }
+
+    #[test]
+    fn a_root_certificate_file_names_ssl_cert_file() {
+        let refused = config_of("postgres://u@h/db?sslrootcert=/etc/ca.pem").unwrap_err();
+        assert!(refused.to_string().contains("SSL_CERT_FILE"), "{refused}");
     }
 }
