@@ -648,3 +648,39 @@ fn a_backup_reads_a_snapshot_without_the_writers_lock() {
     assert_eq!(restored.user(&user.id.to_string()).unwrap().name, user.name);
     restored.verify(key.secret.expose()).unwrap();
 }
+
+/// Two processes creating a store at once on one empty database, as two daemons starting
+/// together do: exactly one creates it (one admin key); the other is told it exists, and
+/// opens what the first made.
+#[test]
+fn of_two_creations_at_once_on_an_empty_database_one_wins_and_the_other_is_told() {
+    for _ in 0..6 {
+        let Some(location) = support::postgres_location() else {
+            return;
+        };
+        let barrier = std::sync::Barrier::new(2);
+        let outcomes: Vec<Result<(Store, CreatedKey), StoreError>> = std::thread::scope(|s| {
+            let create = || {
+                barrier.wait();
+                Store::create_with_admin_at(&location.location, "lk", config())
+            };
+            let (a, b) = (s.spawn(create), s.spawn(create));
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        let mut created = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Ok((_, admin)) => created.push(admin),
+                Err(StoreError::AlreadyInitialized { .. }) => {}
+                Err(e) => panic!("neither created nor told it exists: {e}"),
+            }
+        }
+        assert_eq!(created.len(), 1, "exactly one creates the store");
+        let opened = Store::open_at(&location.location, config()).unwrap();
+        opened.verify(created[0].secret.expose()).unwrap();
+        assert_eq!(
+            opened.list_keys(&Default::default()).unwrap().items.len(),
+            1
+        );
+    }
+}
