@@ -684,3 +684,40 @@ fn of_two_creations_at_once_on_an_empty_database_one_wins_and_the_other_is_told(
         );
     }
 }
+
+/// The database's history goes back under running processes (a failover to a standby that
+/// missed the last commit, an older backup restored into it): a change written afterwards
+/// reuses a `seq` the other process applied already, yet reaches its cache: a revoked key
+/// stops verifying there.
+#[test]
+fn a_change_after_the_database_lost_applied_ones_still_reaches_the_others_cache() {
+    let Some((location, a, b)) = two_stores() else {
+        return;
+    };
+    let (_, key) = user_and_key(&a);
+    let (_, spare) = user_and_key(&a);
+    let text = key.secret.expose().to_owned();
+    b.verify(&text).unwrap();
+    let url = support::url_of(&location);
+    support::sql(&url, "CREATE TABLE older AS SELECT * FROM latchkey_kv");
+    // One change that both apply, then lost: the next change gets its seq again.
+    a.revoke_key(&Actor::system(), spare.key.id).unwrap();
+    let lost = a.last_seq().unwrap();
+    assert_eq!(b.applied_seq(), Some(lost));
+    support::sql(
+        &url,
+        "BEGIN; DELETE FROM latchkey_kv; INSERT INTO latchkey_kv SELECT * FROM older; COMMIT",
+    );
+    a.revoke_key(&Actor::system(), key.key.id).unwrap();
+    assert_eq!(a.last_seq().unwrap(), lost, "the seq is reused");
+    // B's cache answered for the key; it refuses it after a catch-up (at most a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.verify(&text).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked key still verifies on the other store"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.verify(&text).unwrap_err().code(), "key_revoked");
+}

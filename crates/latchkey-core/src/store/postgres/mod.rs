@@ -23,9 +23,9 @@ use std::ops::Bound;
 
 use super::Restored;
 use super::backend::{Backend, Batch, Direction, KeyRange, scan};
-use super::follow::Follow;
+use super::follow::{Follow, Tip};
 use super::mark::Mark;
-use super::{Store, StoreConfig, layout, recover, write_new_store};
+use super::{Store, StoreConfig, layout, write_new_store};
 use crate::error::StoreError;
 use crate::key::Prefix;
 use crate::location::{DatabaseUrl, Location};
@@ -156,13 +156,15 @@ fn start(
             .map_err(|_| StoreError::Corrupt("bad lineage id".into()))?,
         None => return Err(StoreError::Corrupt("missing lineage".into())),
     };
-    let seq = super::read_seq(&*db)?;
+    // The newest event's seq and hash, read together: a write of another process may
+    // commit meanwhile.
+    let tip = Tip::of(&*db)?;
     let mark = Mark {
         lineage,
-        seq,
-        head: recover::head_of(&*db)?,
+        seq: tip.seq,
+        head: tip.hash.clone(),
     };
-    let follow = Follow::new(seq, config.max_staleness);
+    let follow = Follow::new(tip, config.max_staleness);
     let location = Location::Postgres(url.clone());
     let store = Store::from_backend(location, db, None, Some(follow), mark, config)?;
     // Counted among the followers from now on: writes of other processes wait for it.
