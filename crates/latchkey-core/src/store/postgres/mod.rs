@@ -22,7 +22,7 @@ use client::{Pg, PgBackend};
 use std::ops::Bound;
 
 use super::Restored;
-use super::backend::{Backend, Batch, Direction, KeyRange, scan};
+use super::backend::{Backend, Direction, KeyRange, scan};
 use super::follow::{Follow, Tip};
 use super::mark::Mark;
 use super::{Store, StoreConfig, layout, write_new_store};
@@ -91,12 +91,16 @@ pub(crate) fn restore(
         match super::backup::load(&*db, backup) {
             Ok(restored) => restored,
             Err(e) => {
-                // No half store stays behind.
-                let mut batch = Batch::default();
-                for item in scan(&db, everything, Direction::Forward) {
-                    batch.remove(item?.0);
+                // No half store stays behind: the table was empty before (checked under the
+                // writers' lock, still held), and TRUNCATE empties it again in one
+                // statement whatever the load wrote, where deleting each key could outlast
+                // `OP_TIMEOUT`. Whatever happens here, the restore's own error is returned.
+                let emptied = pg
+                    .client()
+                    .and_then(|client| pg.execute(&client, "TRUNCATE latchkey_kv"));
+                if let Err(cleanup) = emptied {
+                    tracing::error!(error = %cleanup, "could not empty the database after a failed restore: run `TRUNCATE latchkey_kv` before restoring again");
                 }
-                db.apply_batch(batch)?;
                 return Err(e);
             }
         }
