@@ -2,12 +2,14 @@
 //!
 //! - `client`: the [`Backend`](super::backend::Backend) over one table, its transactions
 //!   and the writers' lock;
+//! - `conn`: a pooled connection, dropped from the pool when its state is unknown;
 //! - `schema`: the versioned schema and its migrations;
 //! - `listen`: the commit notifications that wake the catch-up (`follow.rs`);
 //! - `tls`: rustls for connections that ask for TLS;
 //! - `url`: from the URL to the connection settings.
 
 mod client;
+mod conn;
 mod listen;
 mod schema;
 mod snapshot;
