@@ -144,14 +144,19 @@ impl Store {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let tip = Tip::of(&*self.inner.db)?;
-        if tip.seq < applied.seq || (tip.seq == applied.seq && tip.hash != applied.hash) {
+        // Once per catch-up at most: a chain broken in the database itself (which
+        // `verify_audit` reports) must not keep it going round.
+        let mut reset =
+            tip.seq < applied.seq || (tip.seq == applied.seq && tip.hash != applied.hash);
+        if reset {
             self.history_rewritten(follow, &mut applied, tip);
         }
         loop {
             let events = self.events_since(applied.seq, CATCH_UP_PAGE)?;
-            if events.first().is_some_and(|e| e.prev_hash != applied.hash) {
+            if !reset && events.first().is_some_and(|e| e.prev_hash != applied.hash) {
                 let tip = Tip::of(&*self.inner.db)?;
                 self.history_rewritten(follow, &mut applied, tip);
+                reset = true;
                 continue;
             }
             let more = events.len() == CATCH_UP_PAGE;
