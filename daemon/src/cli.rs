@@ -134,7 +134,8 @@ pub enum Command {
     /// acknowledged before it starts, none after
     Backup(BackupArgs),
     /// Migrate a PostgreSQL store's schema forward (as `serve` does at start) and print its
-    /// version; refuses a schema newer than this version knows. Run it alone before starting
+    /// version; refuses a schema newer than this version knows. Stop every older daemon
+    /// first (running ones go on writing the old layout), then run it alone before starting
     /// a new version of several daemons
     Migrate,
     /// Make a new store from a backup file, in the empty or new directory or the empty

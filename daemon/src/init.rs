@@ -19,7 +19,9 @@ pub type NewAdmin = (CreatedKey, Option<KeyFile>);
 /// holds none (a new or empty directory, a database without latchkey's tables). The admin
 /// key comes back only when it was just created, with `key_file` created just before the
 /// store (so a store that exists leaves an existing key file alone, and a file that cannot
-/// be created leaves no store).
+/// be created leaves no store). Of several processes that start at once on one empty
+/// database, one creates the store and the others open it (their creation fails with
+/// `AlreadyInitialized`, and their key files go).
 pub fn open_or_init(
     location: &Location,
     prefix: &str,
@@ -30,8 +32,14 @@ pub fn open_or_init(
         Ok(store) => Ok((store, None)),
         Err(StoreError::NotInitialized { .. }) => {
             let key_file = key_file.map(KeyFile::create).transpose()?;
-            let (store, admin) = Store::create_with_admin_at(location, prefix, config)?;
-            Ok((store, Some((admin, key_file))))
+            match Store::create_with_admin_at(location, prefix, config.clone()) {
+                Ok((store, admin)) => Ok((store, Some((admin, key_file)))),
+                Err(StoreError::AlreadyInitialized { .. }) => {
+                    drop(key_file);
+                    Ok((Store::open_at(location, config)?, None))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Err(e) => Err(e.into()),
     }

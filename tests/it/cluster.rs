@@ -547,3 +547,32 @@ fn migrate_and_serve_refuse_a_schema_newer_than_they_know() {
     crate::backend::execute(&db, "UPDATE latchkey_schema SET version = version - 1");
     on(&["users", "list"]).ok();
 }
+
+/// Two daemons started at once on one empty database, several times: one creates the store
+/// and prints its admin key, the other opens it and prints none; neither fails to start.
+#[test]
+fn two_daemons_started_at_once_on_an_empty_database_make_one_store() {
+    if postgres_only().is_none() {
+        return;
+    }
+    for _ in 0..4 {
+        let (_dir, db) = store_dir();
+        let barrier = std::sync::Barrier::new(2);
+        let daemons: Vec<Daemon> = std::thread::scope(|s| {
+            let start = || {
+                barrier.wait();
+                Daemon::start(&db)
+            };
+            let (a, b) = (s.spawn(start), s.spawn(start));
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        let admins: Vec<&String> = daemons
+            .iter()
+            .filter_map(|d| d.admin_key.as_ref())
+            .collect();
+        assert_eq!(admins.len(), 1, "exactly one daemon creates the store");
+        for daemon in &daemons {
+            chain_whole(daemon, admins[0]);
+        }
+    }
+}

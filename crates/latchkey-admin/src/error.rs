@@ -193,7 +193,8 @@ impl From<StoreError> for AppError {
                 AppError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     code,
-                    "the keystore's database cannot be reached: nothing was changed; retry later",
+                    "the keystore's database cannot be reached; retry later (a write cut off while \
+                     committing may have been applied: check before retrying it)",
                 )
             }
             StoreError::StorageFull { .. } => {

@@ -68,7 +68,9 @@ impl Conflict {
     }
 }
 
-/// Why a store operation failed. Nothing was changed when an operation fails.
+/// Why a store operation failed. Nothing was changed when an operation fails, except that a
+/// write to PostgreSQL whose `COMMIT` timed out or lost its connection
+/// ([`StoreError::Unavailable`]) may have committed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -126,8 +128,10 @@ pub enum StoreError {
     /// The storage engine failed (disk, I/O, the database); the cause is the source.
     #[error("storage error: {0}")]
     Storage(#[source] BoxError),
-    /// The database cannot be reached (PostgreSQL down, the network): nothing was changed.
-    /// Writes work again once it is back, without a restart.
+    /// The database cannot be reached (PostgreSQL down, the network), or did not answer in
+    /// time. A write that failed before its `COMMIT` changed nothing; one whose `COMMIT` timed
+    /// out or lost its connection may have committed: look before retrying one that is not
+    /// idempotent. Writes work again once it is back, without a restart.
     #[error("the keystore is unavailable: {0}")]
     Unavailable(#[source] BoxError),
     /// The database holds a schema newer than this version of latchkey knows.

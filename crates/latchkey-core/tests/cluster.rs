@@ -310,38 +310,19 @@ fn a_backup_of_a_database_store_restores_into_a_directory() {
     assert_eq!(back.verify_audit().unwrap().broken, None);
     assert!(back.verify(key.secret.expose()).unwrap().has("orders:read"));
     assert_ne!(back.lineage(), store.lineage());
-    // A damaged file leaves the database empty.
+    // A damaged file fails for what it is, and leaves the database empty: the whole file
+    // then goes in.
     let other = support::postgres_location().unwrap();
     let cut = &again[..again.len() - 40];
-    assert!(Store::restore_at(&other.location, cut, config()).is_err());
+    let err = Store::restore_at(&other.location, cut, config()).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
     let err = Store::open_at(&other.location, config()).unwrap_err();
     assert_eq!(err.code(), "not_initialized");
-}
-
-#[test]
-fn two_processes_creating_one_store_at_once_make_one_store() {
-    let Some(location) = support::postgres_location() else {
-        return;
-    };
-    let created: Vec<_> = std::thread::scope(|scope| {
-        let tasks: Vec<_> = (0..2)
-            .map(|_| {
-                scope.spawn(|| Store::create_with_admin_at(&location.location, "lk", config()))
-            })
-            .collect();
-        tasks.into_iter().map(|t| t.join().unwrap()).collect()
-    });
-    let keys: Vec<_> = created.iter().filter_map(|c| c.as_ref().ok()).collect();
-    assert!(!keys.is_empty(), "{created:?}");
-    let store = Store::open_at(&location.location, config()).unwrap();
-    // Whichever won, its admin key verifies on a store opened afterwards.
-    for (_, admin) in keys {
-        assert_eq!(
-            store.verify(admin.secret.expose()).unwrap().user_name,
-            "admin"
-        );
-    }
-    assert_eq!(store.verify_audit().unwrap().broken, None);
+    support::sql(
+        &support::url_of(&other),
+        "DO $$ BEGIN IF EXISTS (SELECT 1 FROM latchkey_kv) THEN RAISE 'not empty'; END IF; END $$",
+    );
+    Store::restore_at(&other.location, again.as_slice(), config()).unwrap();
 }
 
 #[test]
@@ -647,4 +628,78 @@ fn a_backup_reads_a_snapshot_without_the_writers_lock() {
     let (restored, _) = Store::restore(dir.path().join("r"), file.as_slice(), config()).unwrap();
     assert_eq!(restored.user(&user.id.to_string()).unwrap().name, user.name);
     restored.verify(key.secret.expose()).unwrap();
+}
+
+/// Two processes creating a store at once on one empty database, as two daemons starting
+/// together do: exactly one creates it (one admin key); the other is told it exists, and
+/// opens what the first made.
+#[test]
+fn of_two_creations_at_once_on_an_empty_database_one_wins_and_the_other_is_told() {
+    for _ in 0..6 {
+        let Some(location) = support::postgres_location() else {
+            return;
+        };
+        let barrier = std::sync::Barrier::new(2);
+        let outcomes: Vec<Result<(Store, CreatedKey), StoreError>> = std::thread::scope(|s| {
+            let create = || {
+                barrier.wait();
+                Store::create_with_admin_at(&location.location, "lk", config())
+            };
+            let (a, b) = (s.spawn(create), s.spawn(create));
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        let mut created = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Ok((_, admin)) => created.push(admin),
+                Err(StoreError::AlreadyInitialized { .. }) => {}
+                Err(e) => panic!("neither created nor told it exists: {e}"),
+            }
+        }
+        assert_eq!(created.len(), 1, "exactly one creates the store");
+        let opened = Store::open_at(&location.location, config()).unwrap();
+        opened.verify(created[0].secret.expose()).unwrap();
+        assert_eq!(
+            opened.list_keys(&Default::default()).unwrap().items.len(),
+            1
+        );
+        assert_eq!(opened.verify_audit().unwrap().broken, None);
+    }
+}
+
+/// The database's history goes back under running processes (a failover to a standby that
+/// missed the last commit, an older backup restored into it): a change written afterwards
+/// reuses a `seq` the other process applied already, yet reaches its cache: a revoked key
+/// stops verifying there.
+#[test]
+fn a_change_after_the_database_lost_applied_ones_still_reaches_the_others_cache() {
+    let Some((location, a, b)) = two_stores() else {
+        return;
+    };
+    let (_, key) = user_and_key(&a);
+    let (_, spare) = user_and_key(&a);
+    let text = key.secret.expose().to_owned();
+    b.verify(&text).unwrap();
+    let url = support::url_of(&location);
+    support::sql(&url, "CREATE TABLE older AS SELECT * FROM latchkey_kv");
+    // One change that both apply, then lost: the next change gets its seq again.
+    a.revoke_key(&Actor::system(), spare.key.id).unwrap();
+    let lost = a.last_seq().unwrap();
+    assert_eq!(b.applied_seq(), Some(lost));
+    support::sql(
+        &url,
+        "BEGIN; DELETE FROM latchkey_kv; INSERT INTO latchkey_kv SELECT * FROM older; COMMIT",
+    );
+    a.revoke_key(&Actor::system(), key.key.id).unwrap();
+    assert_eq!(a.last_seq().unwrap(), lost, "the seq is reused");
+    // B's cache answered for the key; it refuses it after a catch-up (at most a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.verify(&text).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked key still verifies on the other store"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.verify(&text).unwrap_err().code(), "key_revoked");
 }

@@ -8,6 +8,15 @@
 //! commit (PostgreSQL `NOTIFY`), and a timer wakes it every second anyway, so a missed
 //! announcement or a reconnection costs at most a second.
 //!
+//! The database's history may also go back under a running process: a failover to a
+//! standby that had not received the last commits, or a backup restored into the database
+//! the daemons use. New writes then reuse sequence numbers this process applied already,
+//! and reading after its last one would never return them (a revocation among them). So
+//! each catch-up first compares the database's newest event (`m:seq`, `m:head`) with the
+//! last one applied here, and each page's first event with it; on a mismatch it logs an
+//! error, empties the whole verify cache and goes on from the database's newest event.
+//! The changes in between never reach this process's `subscribe()` feed.
+//!
 //! Verification trusts the cache only while the catch-up keeps succeeding: once the last
 //! successful one is older than `max_staleness`, verification answers
 //! [`VerifyError::Unavailable`](crate::VerifyError::Unavailable) (a 503) rather than risk
@@ -19,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use super::backend::Backend;
 use super::{Store, import, layout};
+use crate::audit;
 use crate::audit::{Action, AuditEvent};
 use crate::error::{Entity, StoreError};
 
@@ -29,9 +40,9 @@ const CATCH_UP_PAGE: usize = 256;
 /// What a process following a shared database keeps.
 #[derive(Debug)]
 pub(crate) struct Follow {
-    /// The newest `seq` applied and published here; held while applying, so events go out
+    /// The newest event applied and published here; held while applying, so events go out
     /// once each, in order.
-    applied: Mutex<u64>,
+    applied: Mutex<Tip>,
     /// `applied` as last published, read without waiting for a catch-up that holds it (one
     /// may wait on the database): what `/v1/verify` reports.
     published: AtomicU64,
@@ -45,11 +56,33 @@ pub(crate) struct Follow {
     id: Uuid,
 }
 
+/// An event of the audit chain: its `seq` and hash (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tip {
+    pub(crate) seq: u64,
+    pub(crate) hash: String,
+}
+
+impl Tip {
+    /// The database's newest event, `m:seq` and `m:head` read in one statement.
+    pub(crate) fn of(db: &dyn Backend) -> Result<Tip, StoreError> {
+        let read = db.get_many(&[layout::SEQ.to_vec(), layout::HEAD.to_vec()])?;
+        let mut read = read.into_iter();
+        let seq = super::decode_seq(read.next().flatten())?;
+        let hash = match read.next().flatten() {
+            Some(bytes) => audit::hash_hex(&bytes.as_slice().try_into().unwrap_or_default()),
+            None => audit::GENESIS.to_owned(),
+        };
+        Ok(Tip { seq, hash })
+    }
+}
+
 impl Follow {
-    /// Starts following after `seq` (the newest event at open), confirmed now.
-    pub(crate) fn new(seq: u64, max_staleness: Duration) -> Follow {
+    /// Starts following after `tip` (the newest event at open), confirmed now.
+    pub(crate) fn new(tip: Tip, max_staleness: Duration) -> Follow {
+        let seq = tip.seq;
         Follow {
-            applied: Mutex::new(seq),
+            applied: Mutex::new(tip),
             published: AtomicU64::new(seq),
             confirmed_at: AtomicI64::new(0),
             base: Instant::now(),
@@ -110,12 +143,29 @@ impl Store {
             .applied
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let tip = Tip::of(&*self.inner.db)?;
+        // Once per catch-up at most: a chain broken in the database itself (which
+        // `verify_audit` reports) must not keep it going round.
+        let mut reset =
+            tip.seq < applied.seq || (tip.seq == applied.seq && tip.hash != applied.hash);
+        if reset {
+            self.history_rewritten(follow, &mut applied, tip);
+        }
         loop {
-            let events = self.events_since(*applied, CATCH_UP_PAGE)?;
+            let events = self.events_since(applied.seq, CATCH_UP_PAGE)?;
+            if !reset && events.first().is_some_and(|e| e.prev_hash != applied.hash) {
+                let tip = Tip::of(&*self.inner.db)?;
+                self.history_rewritten(follow, &mut applied, tip);
+                reset = true;
+                continue;
+            }
             let more = events.len() == CATCH_UP_PAGE;
             for event in events {
                 self.apply_remote(&event)?;
-                *applied = event.seq;
+                *applied = Tip {
+                    seq: event.seq,
+                    hash: event.hash.clone(),
+                };
                 follow.published.store(event.seq, Ordering::Release);
                 let _ = self.inner.events.send(event);
             }
@@ -126,9 +176,25 @@ impl Store {
         // Confirmed only once the others know it: a process whose acknowledgements fail
         // (a read-only standby after a failover) is not waited for by the others' writes,
         // so it must not serve from its cache either once `max_staleness` has passed.
-        self.inner.db.acknowledge(follow.id, Some(*applied))?;
+        self.inner.db.acknowledge(follow.id, Some(applied.seq))?;
         follow.confirmed_at.fetch_max(started, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// The database's history no longer holds the last event applied here (see the module
+    /// docs): nothing cached can be trusted, and following goes on from `tip`.
+    fn history_rewritten(&self, follow: &Follow, applied: &mut Tip, tip: Tip) {
+        tracing::error!(
+            applied = applied.seq,
+            database = tip.seq,
+            "the database lost changes this process had applied (a failover to a standby \
+             that missed commits, or an older backup restored under running daemons); \
+             emptying the verify cache and following on from the database's newest change: \
+             the changes in between are not in this process's event feed"
+        );
+        self.inner.cache.invalidate(None);
+        follow.published.store(tip.seq, Ordering::Release);
+        *applied = tip;
     }
 
     /// After a write committed `seq`: waits until every other live process applied it, so

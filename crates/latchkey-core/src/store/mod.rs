@@ -389,6 +389,7 @@ impl Store {
     /// Commits the version of a prepared store: now it is one.
     fn complete_empty(self) -> Result<Store, StoreError> {
         self.write(&Actor::system(), |tx| {
+            self.still_uninitialized(tx)?;
             tx.put_raw(layout::VERSION, layout::SCHEMA_VERSION)
         })?;
         self.write_first_mark()?;
@@ -412,6 +413,7 @@ impl Store {
         let store = self;
         let system = Actor::system();
         let admin = store.write(&system, |tx| {
+            store.still_uninitialized(tx)?;
             let everything = PermissionSet::parse(["*"]).expect("valid");
             let group = store.create_group_in(
                 tx,
@@ -442,6 +444,21 @@ impl Store {
         })?;
         store.write_first_mark()?;
         Ok((store, admin))
+    }
+
+    /// Aborts a prepared store's completion with [`StoreError::AlreadyInitialized`] when
+    /// another process completed it meanwhile: on a shared database, two processes that
+    /// start at once on an empty one both prepare the same settings, and the writers' lock
+    /// each completion holds lets only the first one commit a version (and an admin key).
+    fn still_uninitialized(&self, tx: &tx::Tx<'_>) -> tx::TxResult<()> {
+        if tx.get_raw(layout::VERSION)?.is_none() {
+            return Ok(());
+        }
+        let path = match self.location() {
+            Location::Dir(path) => path.clone(),
+            Location::Postgres(url) => PathBuf::from(url.redacted()),
+        };
+        tx::abort(StoreError::AlreadyInitialized { path })
     }
 
     /// Opens a store that is not initialised yet and writes its prefix, hash key and

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::conn::Conn;
 use crate::error::StoreError;
 use crate::location::DatabaseUrl;
 use crate::store::backend::{
@@ -75,24 +76,7 @@ impl std::fmt::Debug for Pg {
 impl Pg {
     /// Sets up the pool; connects lazily, so an unreachable database fails the first call.
     pub(crate) fn connect(url: &DatabaseUrl) -> Result<Arc<Pg>, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .expose()
-            .parse()
-            .map_err(|e| StoreError::invalid("db", format!("not a PostgreSQL URL ({url}): {e}")))?;
-        config
-            .application_name("latchkey")
-            .connect_timeout(Duration::from_secs(5))
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10))
-            // A writer that died holding the writers' lock loses it with its session; one
-            // that hangs in a transaction loses it here; one whose machine froze or was cut
-            // off (no RST) loses it when the server's keepalive probes go unanswered, in
-            // about 30 s: the writers' lock is a session's, taken outside any transaction.
-            .options(
-                "-c idle_in_transaction_session_timeout=30000 -c lock_timeout=15000 \
-                 -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 \
-                 -c tcp_keepalives_count=3 -c tcp_user_timeout=30000",
-            );
+        let config = super::url::config(url)?;
         let tls = MakeRustlsConnect::new(super::tls::client_config()?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -148,35 +132,53 @@ impl Pg {
     }
 
     /// A pooled connection.
-    pub(super) fn client(&self) -> Result<Object, StoreError> {
+    pub(super) fn client(&self) -> Result<Conn, StoreError> {
         self.run(async {
             self.pool
                 .get()
                 .await
+                .map(Conn::new)
                 .map_err(|e| StoreError::Unavailable(Box::new(e)))
         })
     }
 
     pub(super) fn query(
         &self,
-        client: &Object,
+        client: &Conn,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        self.run(async {
-            let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
-            client.query(&statement, params).await.map_err(pg_error)
-        })
+        discard_if_unavailable(
+            client,
+            self.run(async {
+                let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+                client.query(&statement, params).await.map_err(pg_error)
+            }),
+        )
     }
 
-    pub(super) fn execute(&self, client: &Object, sql: &str) -> Result<(), StoreError> {
-        self.run(async { client.batch_execute(sql).await.map_err(pg_error) })
+    pub(super) fn execute(&self, client: &Conn, sql: &str) -> Result<(), StoreError> {
+        discard_if_unavailable(
+            client,
+            self.run(async { client.batch_execute(sql).await.map_err(pg_error) }),
+        )
+    }
+
+    /// Opens a transaction on `client`; one that fails in any way may have opened it on
+    /// the server all the same (a `BEGIN` that timed out client-side), so `client` is then
+    /// discarded.
+    pub(super) fn begin(&self, client: &Conn, sql: &str) -> Result<(), StoreError> {
+        let begun = self.execute(client, sql);
+        if begun.is_err() {
+            client.discard();
+        }
+        begun
     }
 
     /// Writes `writes` in two statements.
     fn write_all(
         &self,
-        client: &Object,
+        client: &Conn,
         writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     ) -> Result<(), StoreError> {
         let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
@@ -232,6 +234,18 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
+/// A statement that timed out client-side (or whose connection or server failed) leaves
+/// its session in an unknown state: its connection is not reused.
+fn discard_if_unavailable<T>(
+    client: &Conn,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if let Err(StoreError::Unavailable(_)) = &result {
+        client.discard();
+    }
+    result
+}
+
 /// Whether an error asks for the transaction to run again.
 fn is_conflict(e: &StoreError) -> bool {
     let StoreError::Storage(source) = e else {
@@ -258,7 +272,7 @@ fn tx_error(e: StoreError) -> TxError {
 /// transaction reads one snapshot, so a second read of a key would answer the same.
 struct PgTx<'a> {
     pg: &'a Pg,
-    client: &'a Object,
+    client: &'a Conn,
     writes: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     reads: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
@@ -328,7 +342,7 @@ impl KvTx for PgTx<'_> {
 /// The writers' lock, held by a connection of its own until dropped.
 struct WritersLock {
     pg: Arc<Pg>,
-    client: Option<Object>,
+    client: Option<Conn>,
 }
 
 impl Drop for WritersLock {
@@ -342,7 +356,7 @@ impl Drop for WritersLock {
         if unlocked.is_err() {
             // Never hand a connection that may still hold the lock back to the pool: its
             // session ends with it, and the lock with the session.
-            drop(Object::take(client));
+            client.discard();
         }
     }
 }
@@ -352,7 +366,7 @@ impl Drop for WritersLock {
 pub(crate) struct PgBackend(pub(super) Arc<Pg>);
 
 /// One entry, read on `client`.
-pub(super) fn get_on(pg: &Pg, client: &Object, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+pub(super) fn get_on(pg: &Pg, client: &Conn, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
     let rows = pg.query(client, "SELECT v FROM latchkey_kv WHERE k = $1", &[&key])?;
     Ok(rows.first().map(|row| row.get(0)))
 }
@@ -361,7 +375,7 @@ pub(super) fn get_on(pg: &Pg, client: &Object, key: &[u8]) -> Result<Option<Vec<
 /// range, forwards or backwards.
 pub(super) fn range_on(
     pg: &Pg,
-    client: &Object,
+    client: &Conn,
     range: &KeyRange,
     take: Take,
 ) -> Result<Vec<Entry>, StoreError> {
@@ -449,7 +463,7 @@ impl Backend for PgBackend {
         let pg = &*self.0;
         let client = pg.client().map_err(TxError::Storage)?;
         loop {
-            pg.execute(&client, "BEGIN ISOLATION LEVEL SERIALIZABLE")
+            pg.begin(&client, "BEGIN ISOLATION LEVEL SERIALIZABLE")
                 .map_err(TxError::Storage)?;
             let tx = PgTx {
                 pg,
@@ -476,7 +490,7 @@ impl Backend for PgBackend {
             // warns.
             if let Err(lost) = pg.execute(&client, "ROLLBACK") {
                 // The session's state is unknown: it ends here.
-                drop(Object::take(client));
+                client.discard();
                 return Err(match e {
                     TxError::Conflict => TxError::Storage(lost),
                     other => other,
@@ -493,12 +507,12 @@ impl Backend for PgBackend {
         let client = pg.client()?;
         // The last write of a key wins, as in a sled batch.
         let writes: BTreeMap<_, _> = batch.writes.into_iter().collect();
-        pg.execute(&client, "BEGIN")?;
+        pg.begin(&client, "BEGIN")?;
         let written = pg
             .write_all(&client, writes)
             .and_then(|()| pg.execute(&client, "COMMIT"));
         if written.is_err() && pg.execute(&client, "ROLLBACK").is_err() {
-            drop(Object::take(client));
+            client.discard();
         }
         written
     }
@@ -515,7 +529,7 @@ impl Backend for PgBackend {
             .query(&client, "SELECT pg_advisory_lock($1)", &[&WRITERS_LOCK]);
         if let Err(e) = locked {
             // It may be granted after we stopped waiting: the session must end.
-            drop(Object::take(client));
+            client.discard();
             return Err(e);
         }
         Ok(Some(Box::new(WritersLock {

@@ -2,15 +2,19 @@
 //!
 //! - `client`: the [`Backend`](super::backend::Backend) over one table, its transactions
 //!   and the writers' lock;
+//! - `conn`: a pooled connection, dropped from the pool when its state is unknown;
 //! - `schema`: the versioned schema and its migrations;
 //! - `listen`: the commit notifications that wake the catch-up (`follow.rs`);
-//! - `tls`: rustls for connections that ask for TLS.
+//! - `tls`: rustls for connections that ask for TLS;
+//! - `url`: from the URL to the connection settings.
 
 mod client;
+mod conn;
 mod listen;
 mod schema;
 mod snapshot;
 mod tls;
+mod url;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,10 +24,10 @@ use client::{Pg, PgBackend};
 use std::ops::Bound;
 
 use super::Restored;
-use super::backend::{Backend, Batch, Direction, KeyRange, scan};
-use super::follow::Follow;
+use super::backend::{Backend, Direction, KeyRange, scan};
+use super::follow::{Follow, Tip};
 use super::mark::Mark;
-use super::{Store, StoreConfig, layout, recover, write_new_store};
+use super::{Store, StoreConfig, layout, write_new_store};
 use crate::error::StoreError;
 use crate::key::Prefix;
 use crate::location::{DatabaseUrl, Location};
@@ -89,12 +93,16 @@ pub(crate) fn restore(
         match super::backup::load(&*db, backup) {
             Ok(restored) => restored,
             Err(e) => {
-                // No half store stays behind.
-                let mut batch = Batch::default();
-                for item in scan(&db, everything, Direction::Forward) {
-                    batch.remove(item?.0);
+                // No half store stays behind: the table was empty before (checked under the
+                // writers' lock, still held), and TRUNCATE empties it again in one
+                // statement whatever the load wrote, where deleting each key could outlast
+                // `OP_TIMEOUT`. Whatever happens here, the restore's own error is returned.
+                let emptied = pg
+                    .client()
+                    .and_then(|client| pg.execute(&client, "TRUNCATE latchkey_kv"));
+                if let Err(cleanup) = emptied {
+                    tracing::error!(error = %cleanup, "could not empty the database after a failed restore: run `TRUNCATE latchkey_kv` before restoring again");
                 }
-                db.apply_batch(batch)?;
                 return Err(e);
             }
         }
@@ -154,13 +162,15 @@ fn start(
             .map_err(|_| StoreError::Corrupt("bad lineage id".into()))?,
         None => return Err(StoreError::Corrupt("missing lineage".into())),
     };
-    let seq = super::read_seq(&*db)?;
+    // The newest event's seq and hash, read together: a write of another process may
+    // commit meanwhile.
+    let tip = Tip::of(&*db)?;
     let mark = Mark {
         lineage,
-        seq,
-        head: recover::head_of(&*db)?,
+        seq: tip.seq,
+        head: tip.hash.clone(),
     };
-    let follow = Follow::new(seq, config.max_staleness);
+    let follow = Follow::new(tip, config.max_staleness);
     let location = Location::Postgres(url.clone());
     let store = Store::from_backend(location, db, None, Some(follow), mark, config)?;
     // Counted among the followers from now on: writes of other processes wait for it.

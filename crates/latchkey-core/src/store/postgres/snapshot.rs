@@ -7,23 +7,22 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use deadpool_postgres::Object;
-
 use super::client::{Pg, get_on, range_on};
+use super::conn::Conn;
 use crate::error::StoreError;
 use crate::store::backend::{Backend, Batch, Entry, KeyRange, Take, TxBody, TxError};
 
 /// The view; it ends (its transaction commits, reading nothing more) when dropped.
 pub(super) struct PgSnapshot {
     pg: Arc<Pg>,
-    client: Mutex<Option<Object>>,
+    client: Mutex<Option<Conn>>,
 }
 
 impl PgSnapshot {
     /// Takes the view now.
     pub(super) fn begin(pg: Arc<Pg>) -> Result<PgSnapshot, StoreError> {
         let client = pg.client()?;
-        pg.execute(
+        pg.begin(
             &client,
             "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE",
         )?;
@@ -35,7 +34,7 @@ impl PgSnapshot {
 
     fn read<T>(
         &self,
-        f: impl FnOnce(&Pg, &Object) -> Result<T, StoreError>,
+        f: impl FnOnce(&Pg, &Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
         let client = client.as_ref().expect("open until dropped");
@@ -59,7 +58,7 @@ impl Drop for PgSnapshot {
             && self.pg.execute(&client, "COMMIT").is_err()
         {
             // Never hand back to the pool a connection that may still be in the transaction.
-            drop(Object::take(client));
+            client.discard();
         }
     }
 }

@@ -1,7 +1,8 @@
 //! TLS to PostgreSQL: rustls on ring, with the platform's verifier (system roots).
 //!
-//! Used when the URL asks for it (`sslmode=require`) or the server offers it (`prefer`,
-//! the default); `sslmode=disable` connects in plain text.
+//! Used when the URL asks for it (`sslmode=require`, or libpq's `verify-full` and `verify-ca`,
+//! see `url.rs`) or the server offers it (`prefer`, the default); `sslmode=disable` connects
+//! in plain text.
 
 use std::sync::Arc;
 

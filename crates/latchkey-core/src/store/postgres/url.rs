@@ -1,0 +1,129 @@
+//! From a `postgres://` URL to the connection settings tokio-postgres takes: the URL as
+//! libpq reads it, as far as latchkey can honour it, plus latchkey's own session settings.
+
+use std::time::Duration;
+
+use crate::error::StoreError;
+use crate::location::DatabaseUrl;
+
+/// The session settings every connection gets, after the URL's own `options`.
+///
+/// A writer that died holding the writers' lock loses it with its session; one that hangs
+/// inside a transaction loses it by `idle_in_transaction_session_timeout`; one whose
+/// machine froze or was cut off (no RST) loses it when the server's keepalive probes go
+/// unanswered, in about 30 s. Nothing frees the lock of a process that is stopped
+/// (SIGSTOP, a debugger) or hangs between transactions while its machine runs: the lock is
+/// a session's, taken outside any transaction, so the session is idle, not idle in a
+/// transaction, and the kernel still answers the keepalives. Such a process must be killed
+/// (or its backend ended with `pg_terminate_backend`); until then writes answer 503.
+const SESSION: &str = "-c idle_in_transaction_session_timeout=30000 -c lock_timeout=15000 \
+                       -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 \
+                       -c tcp_keepalives_count=3 -c tcp_user_timeout=30000";
+
+/// The connection settings for `url`.
+pub(super) fn config(url: &DatabaseUrl) -> Result<tokio_postgres::Config, StoreError> {
+    let invalid =
+        |why: String| StoreError::invalid("db", format!("not a PostgreSQL URL ({url}): {why}"));
+    let mut config: tokio_postgres::Config = libpq_to_tokio(url.expose())
+        .map_err(invalid)?
+        .parse()
+        .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
+    // The URL's own options (`options=-c search_path=…`) stay, latchkey's come after.
+    let options = match config.get_options() {
+        Some(own) if !own.trim().is_empty() => format!("{own} {SESSION}"),
+        _ => SESSION.to_owned(),
+    };
+    config
+        .application_name("latchkey")
+        .connect_timeout(Duration::from_secs(5))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .options(options);
+    Ok(config)
+}
+
+/// The URL with the parameters of libpq that tokio-postgres does not know rewritten:
+/// `sslmode=verify-full` and `verify-ca` become `require`, since latchkey verifies the
+/// server's certificate whenever TLS is used (and its host name: `verify-ca` gets the
+/// stricter check); `sslrootcert=system` is the default and goes. Another `sslrootcert` is
+/// refused with what to do instead.
+fn libpq_to_tokio(url: &str) -> Result<String, String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok(url.to_owned());
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslmode", "verify-full" | "verify-ca")) => kept.push("sslmode=require"),
+            Some(("sslrootcert", "system")) => {}
+            Some(("sslrootcert", _)) => {
+                return Err(
+                    "sslrootcert is not supported: point the SSL_CERT_FILE environment \
+                            variable at that PEM file instead (it replaces the system's roots)"
+                        .to_owned(),
+                );
+            }
+            _ => kept.push(pair),
+        }
+    }
+    if kept.is_empty() {
+        return Ok(base.to_owned());
+    }
+    Ok(format!("{base}?{}", kept.join("&")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::location::Location;
+
+    fn config_of(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+        let Location::Postgres(url) = Location::parse(url) else {
+            panic!("not a URL: {url}");
+        };
+        config(&url)
+    }
+
+    #[track_caller]
+    fn check(url: &str, expected: &str) {
+        assert_eq!(libpq_to_tokio(url).as_deref(), Ok(expected));
+    }
+
+    #[test]
+    fn the_urls_own_options_come_before_latchkeys() {
+        let config = config_of("postgres://u@h/db?options=-c%20search_path%3Dlk").unwrap();
+        let options = config.get_options().unwrap();
+        assert!(options.starts_with("-c search_path=lk "), "{options}");
+        assert!(options.ends_with(SESSION), "{options}");
+        let config = config_of("postgres://u@h/db").unwrap();
+        assert_eq!(config.get_options(), Some(SESSION));
+    }
+
+    #[test]
+    fn libpq_ssl_modes_that_verify_are_require() {
+        check("postgres://h/db", "postgres://h/db");
+        check(
+            "postgres://h/db?sslmode=verify-full",
+            "postgres://h/db?sslmode=require",
+        );
+        check(
+            "postgres://h/db?user=u&sslmode=verify-ca&sslrootcert=system",
+            "postgres://h/db?user=u&sslmode=require",
+        );
+        check(
+            "postgres://h/db?sslmode=disable",
+            "postgres://h/db?sslmode=disable",
+        );
+        let config = config_of("postgres://u@h/db?sslmode=verify-full").unwrap();
+        assert_eq!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+    }
+
+    #[test]
+    fn a_root_certificate_file_names_ssl_cert_file() {
+        let refused = config_of("postgres://u@h/db?sslrootcert=/etc/ca.pem").unwrap_err();
+        assert!(refused.to_string().contains("SSL_CERT_FILE"), "{refused}");
+    }
+}
