@@ -45,7 +45,9 @@ pub(crate) struct ImportItem {
     /// The key's full text (16 to 512 visible ASCII characters, not a latchkey key).
     #[serde(default)]
     key: Option<String>,
-    /// The hex SHA-256 of the key's text, as other systems store it.
+    /// The hex SHA-256 (64 digits) of the key's text, as other systems store it. Only a
+    /// text of 16 to 512 visible ASCII characters is ever looked up: another's digest
+    /// imports but never verifies.
     #[serde(default)]
     sha256: Option<String>,
     /// The display prefix the key had (required with `sha256`).

@@ -111,15 +111,11 @@ impl ImportSecret {
 
     /// Reads a hex SHA-256 (64 hex digits, either case).
     pub fn sha256(hex: &str) -> Result<ImportSecret, StoreError> {
-        let bad = || StoreError::invalid("sha256", "must be 64 hexadecimal digits");
-        if hex.len() != 64 {
-            return Err(bad());
-        }
+        // The hex crate takes digits only (`u8::from_str_radix` took a `+` sign too, so one
+        // digest had several spellings).
         let mut bytes = [0; 32];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-                .map_err(|_| bad())?;
-        }
+        hex::decode_to_slice(hex, &mut bytes)
+            .map_err(|_| StoreError::invalid("sha256", "must be 64 hexadecimal digits"))?;
         Ok(ImportSecret::Sha256(bytes))
     }
 }
@@ -523,6 +519,11 @@ mod tests {
         );
         assert!(ImportSecret::sha256(&hex[1..]).is_err());
         assert!(ImportSecret::sha256(&hex.replace('9', "g")).is_err());
+        // One spelling per digest: no sign, no space.
+        let signed: String = (0..32).map(|i| format!("+{:x}", i % 16)).collect();
+        assert_eq!(signed.len(), 64);
+        assert!(ImportSecret::sha256(&signed).is_err());
+        assert!(ImportSecret::sha256(&format!(" {}", &hex[1..])).is_err());
         assert_eq!(derived_prefix("sk_live_51HxYzAbCdEfGhIjKlMn"), "sk_live");
         assert_eq!(derived_prefix("ghp_0123456789abcdefABCDEF"), "ghp");
         assert_eq!(derived_prefix("abcdefghijklmnop"), "imported");

@@ -8,7 +8,9 @@
 //! follows in chunks of [`StoreConfig::job_chunk_keys`](super::StoreConfig) keys, one
 //! transaction each, which also records the job's progress (`j:<job id>`): a crash or a
 //! restart resumes after the last chunk that committed. The last chunk removes the job and
-//! the mark and records `user.keys_revoked`.
+//! records `user.keys_revoked`; the mark stays (a verification that read a key's record
+//! before its chunk must still find it). The key counts (`latchkey_keys{status}`) move with
+//! each chunk, so until the last one they count as active keys that no longer authenticate.
 //!
 //! A user with no more keys than one chunk has them revoked inline, in the decisive
 //! transaction itself, as before background jobs existed.
