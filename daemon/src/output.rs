@@ -6,6 +6,16 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+/// A check's exit status: 0 when it found all well (a valid key, an intact chain, no key
+/// in the files), 1 when not.
+pub fn verdict(all_well: bool) -> std::process::ExitCode {
+    if all_well {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
 /// Prints a JSON document on stdout, pretty.
 pub fn print_json(value: &Value) {
     println!(

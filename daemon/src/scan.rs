@@ -168,11 +168,7 @@ pub fn run(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(if findings.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(crate::output::verdict(findings.is_empty()))
 }
 
 #[cfg(test)]

@@ -70,11 +70,7 @@ pub(super) async fn run<T: Transport>(
                     );
                 }
             });
-            Ok(if valid {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(crate::output::verdict(valid))
         }
     }
 }

@@ -76,11 +76,7 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow:
             println!("invalid: {}", text(&answer["code"]));
         }
     });
-    Ok(if valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(crate::output::verdict(valid))
 }
 
 #[cfg(test)]
