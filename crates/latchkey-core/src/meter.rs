@@ -238,7 +238,8 @@ impl Meter {
                 Arc::new(KeyMeter {
                     version: 0,
                     allowed_ips: Box::default(),
-                    limits: Box::default(),
+                    limits: Arc::default(),
+                    rates: None,
                     credits: None,
                     clock: Arc::clone(clock),
                 })
@@ -739,7 +740,11 @@ pub(crate) struct KeyMeter {
     /// The version of the stored controls this was built from.
     pub(crate) version: u64,
     pub(crate) allowed_ips: Box<[IpNet]>,
-    pub(crate) limits: Box<[Limit]>,
+    /// Shared with the meters of later versions while the rules stay the same: a change of
+    /// anything else (meta, allowlist, credits) keeps the limits' state.
+    pub(crate) limits: Arc<[Limit]>,
+    /// Where `limits` keep their state on a database several processes share.
+    pub(crate) rates: Option<Arc<dyn RateSource>>,
     pub(crate) credits: Option<CreditMeter>,
     pub(crate) clock: Arc<dyn Clock>,
 }

@@ -133,6 +133,10 @@ pub(crate) trait RateSource: Send + Sync {
     /// Takes what `ask` asks for of the limit `rule` (named as the meter names it) from its
     /// shared state at `now`, in one transaction.
     fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError>;
+
+    /// The key's controls changed to `version` with the same limits: the state goes on
+    /// under it (`store/rate_state.rs`).
+    fn carry_to(&self, _version: u64) {}
 }
 
 /// One rate limit of a key or user on shared storage: this process's slice of it.

@@ -20,7 +20,9 @@
 //!   another drops its own when it applies the change, and reserves from the new balance).
 //! - Any other change (limits, allowlist, meta) writes a new version too; this process
 //!   carries its slice over to the new meter, another drops its own (counted as spent: at
-//!   most one slice per process).
+//!   most one slice per process). Rate limiters whose rules stay the same are carried
+//!   over to the new meter with their state (and on shared storage, their stored state
+//!   with them: `rate_state.rs`); only a change of the rules starts them afresh.
 //! - A refill sets the balance at the period's start, in the first reservation after it;
 //!   a slice belongs to its period and is void after it.
 //! - A slice goes back only to the version and period it was reserved from.
@@ -43,6 +45,7 @@ use crate::key::PublicId;
 use crate::meter::{
     CreditMeter, CreditSource, KeyMeter, Limit, Meter, Reserved, next_refill_after,
 };
+use crate::shared_limit::RateSource;
 use crate::verify::VerifyError;
 
 /// A key's usage control as stored (postcard).
@@ -148,7 +151,8 @@ impl Meters {
 
     /// The meter of a key as `record` describes it: the one in use when it was built from
     /// the same version, else a new one (the old one's slice is dropped: see the module
-    /// docs). `None` when the key needs none.
+    /// docs) that keeps the old one's rate limiters when their rules are the same. `None`
+    /// when the key needs none.
     pub(crate) fn meter(
         &self,
         key: Uuid,
@@ -164,7 +168,16 @@ impl Meters {
         if let Some(meter) = all.get(&key).filter(|m| m.0.version == record.version) {
             return Some(meter.clone());
         }
-        let meter = build(key, record, store, clock);
+        // The same rules go on with the same state: only a change of the limits themselves
+        // starts them afresh.
+        let carried = all
+            .get(&key)
+            .filter(|m| m.0.version < record.version && same_rules(&m.0.limits, record))
+            .map(|m| (Arc::clone(&m.0.limits), m.0.rates.clone()));
+        if let Some(rates) = carried.as_ref().and_then(|(_, rates)| rates.as_ref()) {
+            rates.carry_to(record.version);
+        }
+        let meter = build(key, record, store, clock, carried);
         all.insert(key, meter.clone());
         Some(meter)
     }
@@ -287,15 +300,26 @@ impl CreditSource for StoreCredits {
     }
 }
 
-fn build(key: Uuid, record: &ControlsRecord, store: &Weak<Inner>, clock: &Arc<dyn Clock>) -> Meter {
+/// Whether `limits` enforce the rules `record` holds.
+fn same_rules(limits: &[Limit], record: &ControlsRecord) -> bool {
+    limits.len() == record.rate_limits.len()
+        && limits
+            .iter()
+            .zip(&record.rate_limits)
+            .all(|(l, r)| l.rule == *r)
+}
+
+/// The limiters a key's meter carries over from its previous one, with their source.
+type Carried = (Arc<[Limit]>, Option<Arc<dyn RateSource>>);
+
+fn build(
+    key: Uuid,
+    record: &ControlsRecord,
+    store: &Weak<Inner>,
+    clock: &Arc<dyn Clock>,
+    carried: Option<Carried>,
+) -> Meter {
     let public = layout::public_id_of(key);
-    // On a database several processes share, the limits' state is the store's.
-    let rates = public
-        .filter(|_| store.upgrade().is_some_and(|s| s.shares_storage()))
-        .map(|public| {
-            let path = layout::key_rates(&public);
-            Arc::new(StoreRates::new(Weak::clone(store), path, record.version))
-        });
     let credits = record.credits.zip(public).map(|(c, public)| {
         let source = StoreCredits {
             store: Weak::clone(store),
@@ -303,17 +327,30 @@ fn build(key: Uuid, record: &ControlsRecord, store: &Weak<Inner>, clock: &Arc<dy
         };
         CreditMeter::new(c.remaining, c.refill, c.period(), Box::new(source))
     });
-    let key = Arc::new(KeyMeter {
-        version: record.version,
-        allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
-        limits: record
+    let (limits, rates) = carried.unwrap_or_else(|| {
+        // On a database several processes share, the limits' state is the store's.
+        let rates = public
+            .filter(|_| store.upgrade().is_some_and(|s| s.shares_storage()))
+            .map(|public| {
+                let path = layout::key_rates(&public);
+                Arc::new(StoreRates::new(Weak::clone(store), path, record.version))
+                    as Arc<dyn RateSource>
+            });
+        let limits = record
             .rate_limits
             .iter()
             .map(|r| match &rates {
-                Some(rates) => Limit::shared(r.clone(), rates.clone()),
+                Some(rates) => Limit::shared(r.clone(), Arc::clone(rates)),
                 None => Limit::new(r.clone(), clock),
             })
-            .collect(),
+            .collect();
+        (limits, rates)
+    });
+    let key = Arc::new(KeyMeter {
+        version: record.version,
+        allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
+        limits,
+        rates,
         credits,
         clock: Arc::clone(clock),
     });

@@ -11,6 +11,7 @@ use super::controls::{ControlsRecord, StoredCredits};
 use super::counters::{self, Counter};
 use super::index::Class;
 use super::last_admin::AdminKeys;
+use super::rate_state::carry_key_rates_in;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::usage::Usage;
 use super::users::user_grants_in;
@@ -353,6 +354,10 @@ impl Store {
                 } else {
                     tx.put(&path, controls)?;
                 }
+                if controls.rate_limits == old.rate_limits {
+                    let rates = layout::key_rates(&public);
+                    carry_key_rates_in(tx, &rates, old.version, controls.version)?;
+                }
             }
             tx.put_key(&record)?;
             admin_keys.ensure_one_remains(tx)?;
@@ -455,6 +460,8 @@ impl Store {
                 credits.next_refill = None;
                 drained.version += 1;
                 tx.put(&path, &drained)?;
+                let rates = layout::key_rates(&old_public);
+                carry_key_rates_in(tx, &rates, controls.version, drained.version)?;
             }
             let original_expiry = old.expires_at;
             let Some(end) = tx.now.checked_add(grace) else {

@@ -1,0 +1,86 @@
+//! How changes to a key's usage control meet the state its limits and credits are in: a
+//! change that leaves the rate limits as they are keeps their state, and a request that
+//! costs nothing is refused where one that costs would be. On sled, or on PostgreSQL when
+//! `LATCHKEY_TEST_POSTGRES` is set.
+
+mod support;
+
+use latchkey_core::*;
+use time::macros::datetime;
+
+fn per_minute(limit: u32) -> Vec<RateLimit> {
+    vec![RateLimit {
+        name: "default".into(),
+        limit,
+        window_seconds: 60,
+    }]
+}
+
+/// One request of `cost` with `text`: `Ok` when admitted, else the refusal's code.
+fn request(store: &Store, text: &str, cost: u32) -> Result<(), &'static str> {
+    let admission = Admission {
+        client_ip: Some([203, 0, 113, 7].into()),
+        cost,
+        ..Admission::default()
+    };
+    admit(&store.verify(text).unwrap(), &admission).map_err(|e| e.code())
+}
+
+#[test]
+fn a_change_that_keeps_the_rate_limits_keeps_their_state() {
+    let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let admin = Actor::system();
+    let user = support::user(&store, "alice", &[]);
+    let key = support::key(&store, &user, "limited");
+    let limits = KeyPatch {
+        rate_limits: Some(per_minute(3)),
+        ..KeyPatch::default()
+    };
+    store.update_key(&admin, key.key.id, limits).unwrap();
+    let text = key.secret.expose();
+    for _ in 0..3 {
+        assert_eq!(request(&store, text, 1), Ok(()));
+    }
+    assert_eq!(request(&store, text, 1), Err("rate_limited"));
+
+    for patch in [
+        KeyPatch {
+            meta: Some(Some(serde_json::json!({"plan": "pro"}))),
+            ..KeyPatch::default()
+        },
+        KeyPatch {
+            allowed_ips: Some(vec!["0.0.0.0/0".parse().unwrap()]),
+            ..KeyPatch::default()
+        },
+        KeyPatch {
+            allowed_ips: Some(Vec::new()),
+            credits: Some(CreditsPatch::Set {
+                remaining: 100,
+                refill: None,
+            }),
+            ..KeyPatch::default()
+        },
+        KeyPatch {
+            credits: Some(CreditsPatch::Add(5)),
+            ..KeyPatch::default()
+        },
+    ] {
+        store.update_key(&admin, key.key.id, patch.clone()).unwrap();
+        assert_eq!(
+            request(&store, text, 1),
+            Err("rate_limited"),
+            "after {patch:?}"
+        );
+    }
+
+    // A change of the limits themselves starts them afresh.
+    let limits = KeyPatch {
+        rate_limits: Some(per_minute(4)),
+        ..KeyPatch::default()
+    };
+    store.update_key(&admin, key.key.id, limits).unwrap();
+    for _ in 0..4 {
+        assert_eq!(request(&store, text, 1), Ok(()));
+    }
+    assert_eq!(request(&store, text, 1), Err("rate_limited"));
+}
