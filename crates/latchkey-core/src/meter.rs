@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
+use governor::state::NotKeyed;
 use governor::{Quota, RateLimiter};
 use ipnet::IpNet;
 use time::{Date, OffsetDateTime, Time};
 
 use crate::clock::Clock;
 use crate::controls::{LimitState, RateLimit, Refill, RefillInterval};
+use crate::local_state::{LocalState, peeking};
 use crate::permission::Permission;
 use crate::shared_limit::{RateSource, SharedLimit};
 use crate::verify::{Principal, VerifyError};
@@ -316,7 +317,10 @@ impl Meter {
         };
         let now = meter.clock.unix_nanos();
         let remaining = if cost == 0 {
-            credits.available()
+            match credits.peek(now) {
+                0 => return Admitted::Done(Err(VerifyError::UsageExceeded)),
+                left => left,
+            }
         } else if block {
             match credits.consume(u64::from(cost), now) {
                 Ok(remaining) => remaining,
@@ -453,7 +457,7 @@ impl governor::clock::Clock for GovernorClock {
     }
 }
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, GovernorClock, StateInformationMiddleware>;
+type Limiter = RateLimiter<NotKeyed, LocalState, GovernorClock, StateInformationMiddleware>;
 
 /// One rate limit with its GCRA state.
 pub(crate) struct Limit {
@@ -496,8 +500,8 @@ impl Limit {
         let quota = Quota::with_period(window / limit.get())
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(limit);
-        let limiter = RateLimiter::direct_with_clock(quota, GovernorClock(Arc::clone(clock)))
-            .with_middleware::<StateInformationMiddleware>();
+        let clock = GovernorClock(Arc::clone(clock));
+        let limiter: Limiter = RateLimiter::new(quota, LocalState::default(), clock);
         Limit {
             rule,
             gate: Gate::Local(limiter),
@@ -505,10 +509,12 @@ impl Limit {
     }
 
     /// Consumes `cost`; answers what is left of the limit. On a shared limit whose slice
-    /// is short, blocks on a reservation from the store.
+    /// is short, blocks on a reservation from the store. At cost 0, takes nothing and is
+    /// refused when not even one request would pass (a shared limit reads its state).
     fn check(&self, cost: u32, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
         match (&self.gate, cost) {
-            (_, 0) => Ok(self.rule.limit),
+            (Gate::Local(limiter), 0) => self.peek_local(limiter, clock),
+            (Gate::Shared(shared), 0) => shared.peek(&self.rule, clock.unix_nanos()),
             (Gate::Local(limiter), _) => self.check_local(limiter, cost, clock),
             (Gate::Shared(shared), _) => shared.take(&self.rule, cost, || clock.unix_nanos()),
         }
@@ -518,10 +524,17 @@ impl Limit {
     /// short.
     fn try_check(&self, cost: u32, clock: &Arc<dyn Clock>) -> Option<Result<u32, VerifyError>> {
         match (&self.gate, cost) {
-            (_, 0) => Some(Ok(self.rule.limit)),
+            (Gate::Local(limiter), 0) => Some(self.peek_local(limiter, clock)),
+            (Gate::Shared(shared), 0) => shared.try_peek(&self.rule, clock.unix_nanos()),
             (Gate::Local(limiter), _) => Some(self.check_local(limiter, cost, clock)),
             (Gate::Shared(shared), _) => shared.try_take(&self.rule, cost, clock.unix_nanos()),
         }
+    }
+
+    /// Whether one request would pass, taking nothing: what is left of the limit.
+    fn peek_local(&self, limiter: &Limiter, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
+        // What would be left after one request, and that request.
+        peeking(|| self.check_local(limiter, 1, clock)).map(|left| left + 1)
     }
 
     fn check_local(
@@ -632,6 +645,15 @@ impl CreditMeter {
     /// What is left: the store's balance as last seen plus the unspent slice.
     fn available(&self) -> u64 {
         self.left.load(Ordering::Acquire) + self.slice.load(Ordering::Acquire)
+    }
+
+    /// What is left at `now`, taking nothing: [`CreditMeter::available`], or once a refill
+    /// came due, what it sets the balance to.
+    fn peek(&self, now: i128) -> u64 {
+        match self.refill {
+            Some(refill) if now >= i128::from(self.period.load(Ordering::Acquire)) => refill.amount,
+            _ => self.available(),
+        }
     }
 
     /// Takes `cost`, reserving from the store when the slice is short; answers what is

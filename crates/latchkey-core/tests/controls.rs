@@ -5,6 +5,7 @@
 
 mod support;
 
+use latchkey_core::meter::admit_reporting;
 use latchkey_core::*;
 use time::macros::datetime;
 
@@ -83,4 +84,59 @@ fn a_change_that_keeps_the_rate_limits_keeps_their_state() {
         assert_eq!(request(&store, text, 1), Ok(()));
     }
     assert_eq!(request(&store, text, 1), Err("rate_limited"));
+}
+
+/// What a request of cost 0 reports of each limit and the credits, or its refusal's code.
+fn check_only(store: &Store, text: &str) -> Result<Vec<u64>, &'static str> {
+    let admission = Admission {
+        cost: 0,
+        ..Admission::default()
+    };
+    let mut report = Vec::new();
+    let principal = store.verify(text).unwrap();
+    admit_reporting(&principal, &admission, Some(&mut report)).map_err(|e| e.code())?;
+    Ok(report.iter().map(|state| state.remaining).collect())
+}
+
+#[test]
+fn a_request_of_cost_0_takes_nothing_and_is_refused_where_one_would_be() {
+    let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let user = support::user(&store, "alice", &[]);
+    let key = support::key_with(
+        &store,
+        NewKey {
+            name: "metered".into(),
+            user_id: user.id,
+            rate_limits: per_minute(2),
+            credits: Some(Credits {
+                remaining: 5,
+                refill: None,
+            }),
+            ..NewKey::default()
+        },
+    );
+    let text = key.secret.expose();
+    assert_eq!(check_only(&store, text), Ok(vec![2, 5]));
+    assert_eq!(check_only(&store, text), Ok(vec![2, 5]), "nothing taken");
+    assert_eq!(request(&store, text, 1), Ok(()));
+    assert_eq!(check_only(&store, text), Ok(vec![1, 4]));
+    assert_eq!(request(&store, text, 1), Ok(()));
+    assert_eq!(check_only(&store, text), Err("rate_limited"));
+
+    let spent = support::key_with(
+        &store,
+        NewKey {
+            name: "spent".into(),
+            user_id: user.id,
+            credits: Some(Credits {
+                remaining: 1,
+                refill: None,
+            }),
+            ..NewKey::default()
+        },
+    );
+    let text = spent.secret.expose();
+    assert_eq!(check_only(&store, text), Ok(vec![1]));
+    assert_eq!(request(&store, text, 1), Ok(()));
+    assert_eq!(check_only(&store, text), Err("usage_exceeded"));
 }

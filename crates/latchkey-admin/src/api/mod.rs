@@ -345,7 +345,10 @@ pub struct VerifyRequest {
     #[schema(value_type = Option<rules::IpAddress>)]
     pub client_ip: Option<IpAddr>,
     /// What this request costs against the key's rate limits and credits (default 1; 0
-    /// checks without consuming anything).
+    /// checks without consuming anything: refused with `rate_limited` when a limit has not
+    /// even one request left, `usage_exceeded` when no credits are; on PostgreSQL a limit
+    /// whose state this daemon does not hold in memory is read from the database, writing
+    /// nothing).
     #[serde(default, deserialize_with = "latchkey_core::wire::optional_integer")]
     #[schema(maximum = 1_000_000)] // limits::MAX_COST
     pub cost: Option<u64>,

@@ -57,6 +57,28 @@ impl StoreRates {
 
 impl RateSource for StoreRates {
     fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
+        self.run(rule, ask, now, true)
+    }
+
+    fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
+        self.run(rule, Ask::new(1, 1), now, false)
+    }
+
+    fn carry_to(&self, version: u64) {
+        self.version.fetch_max(version, Ordering::AcqRel);
+    }
+}
+
+impl StoreRates {
+    /// What `ask` comes to at `now`, in one transaction; it takes the grant only when
+    /// `take` (else it writes nothing).
+    fn run(
+        &self,
+        rule: &RateLimit,
+        ask: Ask,
+        now: i128,
+        take: bool,
+    ) -> Result<RateGrant, VerifyError> {
         let unavailable = |e: &dyn std::fmt::Display| VerifyError::Unavailable(e.to_string());
         let inner = self
             .store
@@ -80,7 +102,7 @@ impl RateSource for StoreRates {
                 .find(|(name, _)| *name == rule.name)
                 .map(|(_, tat)| *tat);
             let (tat, grant) = gcra.reserve(tat, now, ask);
-            if let (Some(tat), RateGrant::Granted { .. }) = (tat, grant) {
+            if let (Some(tat), RateGrant::Granted { .. }, true) = (tat, grant, take) {
                 // Arrival times already past hold nothing: dropped, so a record never
                 // outgrows the limits in use.
                 record
@@ -99,10 +121,6 @@ impl RateSource for StoreRates {
             tracing::warn!(error = %e, "could not reserve a slice of a rate limit");
             unavailable(&"the rate limit could not be reserved")
         })
-    }
-
-    fn carry_to(&self, version: u64) {
-        self.version.fetch_max(version, Ordering::AcqRel);
     }
 }
 
