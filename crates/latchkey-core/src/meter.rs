@@ -25,7 +25,7 @@ use ipnet::IpNet;
 use time::{Date, OffsetDateTime, Time};
 
 use crate::clock::Clock;
-use crate::controls::{LimitState, RateLimit, Refill, RefillInterval};
+use crate::controls::{LimitState, RateLimit, Refill, RefillInterval, canonical_net};
 use crate::local_state::{LocalState, peeking};
 use crate::permission::Permission;
 use crate::shared_limit::{RateSource, SharedLimit};
@@ -214,13 +214,14 @@ impl std::fmt::Debug for Meter {
 
 /// Refuses a client outside an allowlist (`allowed` empty: any client; a client whose
 /// address is not known is refused by a non-empty list). An IPv4-mapped IPv6 address counts
-/// as its IPv4 address.
+/// as its IPv4 address, and a range of them as its IPv4 range
+/// ([`canonical_net`](crate::controls::canonical_net)).
 pub fn check_ip(allowed: &[IpNet], client: Option<IpAddr>) -> Result<(), VerifyError> {
     if allowed.is_empty() {
         return Ok(());
     }
     match client.map(|ip| ip.to_canonical()) {
-        Some(ip) if allowed.iter().any(|net| net.contains(&ip)) => Ok(()),
+        Some(ip) if allowed.iter().any(|net| canonical_net(*net).contains(&ip)) => Ok(()),
         _ => Err(VerifyError::IpNotAllowed),
     }
 }

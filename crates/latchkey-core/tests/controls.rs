@@ -140,3 +140,34 @@ fn a_request_of_cost_0_takes_nothing_and_is_refused_where_one_would_be() {
     assert_eq!(request(&store, text, 1), Ok(()));
     assert_eq!(check_only(&store, text), Err("usage_exceeded"));
 }
+
+#[test]
+fn an_allowlist_range_of_ipv4_mapped_addresses_is_kept_as_its_ipv4_range() {
+    let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let user = support::user(&store, "alice", &[]);
+    let key = support::key_with(
+        &store,
+        NewKey {
+            name: "mapped".into(),
+            user_id: user.id,
+            allowed_ips: vec!["::ffff:203.0.113.0/120".parse().unwrap()],
+            ..NewKey::default()
+        },
+    );
+    assert_eq!(
+        store.key(key.key.id).unwrap().allowed_ips,
+        ["203.0.113.0/24".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert_eq!(request(&store, key.secret.expose(), 1), Ok(()));
+    let patch = KeyPatch {
+        allowed_ips: Some(vec!["::ffff:198.51.100.0/120".parse().unwrap()]),
+        ..KeyPatch::default()
+    };
+    let key = store
+        .update_key(&Actor::system(), key.key.id, patch)
+        .unwrap();
+    assert_eq!(
+        key.allowed_ips,
+        ["198.51.100.0/24".parse::<ipnet::IpNet>().unwrap()]
+    );
+}

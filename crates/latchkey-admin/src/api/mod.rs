@@ -199,7 +199,8 @@ pub struct CreateKey {
     /// Credits: each request costs 1 (or its route's cost); at 0, 429 `usage_exceeded`.
     #[serde(default)]
     pub credits: Option<Credits>,
-    /// Up to 64 CIDRs (`203.0.113.0/24`, `2001:db8::/32`) requests may come from.
+    /// Up to 64 CIDRs (`203.0.113.0/24`, `2001:db8::/32`) requests may come from; a range
+    /// of IPv4-mapped IPv6 addresses is kept as the IPv4 range it maps.
     #[serde(default)]
     #[schema(value_type = Option<Vec<rules::Cidr>>, max_items = 64)]
     pub allowed_ips: Option<Vec<IpNet>>,

@@ -39,7 +39,7 @@ use super::backend::{Backend, KvTx, TxError};
 use super::rate_state::StoreRates;
 use super::{Inner, Store, decode, encode, layout};
 use crate::clock::Clock;
-use crate::controls::{Credits, RateLimit, Refill};
+use crate::controls::{Credits, RateLimit, Refill, canonical_net};
 use crate::error::StoreError;
 use crate::key::PublicId;
 use crate::meter::{
@@ -348,7 +348,13 @@ fn build(
     });
     let key = Arc::new(KeyMeter {
         version: record.version,
-        allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
+        // Stored before ranges were made canonical as they are written.
+        allowed_ips: record
+            .allowed_ips
+            .iter()
+            .copied()
+            .map(canonical_net)
+            .collect(),
         limits,
         rates,
         credits,

@@ -19,8 +19,8 @@ use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
 use crate::controls::{
-    Credits, CreditsPatch, check_allowed_ips, check_credit_amount, check_credits, check_meta,
-    check_rate_limits,
+    Credits, CreditsPatch, canonical_net, check_allowed_ips, check_credit_amount, check_credits,
+    check_meta, check_rate_limits,
 };
 use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
@@ -657,7 +657,7 @@ fn new_controls(new: &NewKey, now: OffsetDateTime) -> Result<ControlsRecord, Sto
         ));
     }
     check_allowed_ips(&new.allowed_ips)?;
-    controls.allowed_ips = new.allowed_ips.clone();
+    controls.allowed_ips = new.allowed_ips.iter().copied().map(canonical_net).collect();
     Ok(controls)
 }
 
@@ -684,7 +684,7 @@ fn patched_controls(
     }
     if let Some(ips) = &patch.allowed_ips {
         check_allowed_ips(ips)?;
-        controls.allowed_ips = ips.clone();
+        controls.allowed_ips = ips.iter().copied().map(canonical_net).collect();
     }
     // A new version voids every slice reserved before (a `set` or `clear`) or this
     // process's only, which it carries over (any other change); an `add` keeps them all.
