@@ -153,6 +153,10 @@ impl Meters {
     /// the same version, else a new one (the old one's slice is dropped: see the module
     /// docs) that keeps the old one's rate limiters when their rules are the same. `None`
     /// when the key needs none.
+    ///
+    /// A caller that read the record before a change committed (and its meter settled)
+    /// gets the newer meter in use: an older record never replaces it, which would drop
+    /// the slice it carried over and start its limits afresh.
     pub(crate) fn meter(
         &self,
         key: Uuid,
@@ -160,11 +164,14 @@ impl Meters {
         store: &Weak<Inner>,
         clock: &Arc<dyn Clock>,
     ) -> Option<Meter> {
+        let mut all = self.lock();
+        if let Some(meter) = all.get(&key).filter(|m| m.0.version > record.version) {
+            return Some(meter.clone());
+        }
         if !record.meters() {
-            self.lock().remove(&key);
+            all.remove(&key);
             return None;
         }
-        let mut all = self.lock();
         if let Some(meter) = all.get(&key).filter(|m| m.0.version == record.version) {
             return Some(meter.clone());
         }
@@ -490,4 +497,45 @@ pub(super) fn flush(
         db.flush()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    #[test]
+    fn a_meter_of_an_older_record_never_replaces_a_newer_one() {
+        let meters = Meters::default();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let key = Uuid::now_v7();
+        let v1 = ControlsRecord {
+            version: 1,
+            rate_limits: vec![RateLimit {
+                name: "default".into(),
+                limit: 10,
+                window_seconds: 60,
+            }],
+            ..ControlsRecord::default()
+        };
+        let v2 = ControlsRecord {
+            version: 2,
+            meta: Some("{}".into()),
+            ..v1.clone()
+        };
+        let v3 = ControlsRecord {
+            version: 3,
+            rate_limits: Vec::new(),
+            ..v2.clone()
+        };
+        let store = Weak::new();
+        let newer = meters.meter(key, &v2, &store, &clock).unwrap();
+        // A verification that read v1 before v2 committed.
+        assert_eq!(meters.meter(key, &v1, &store, &clock), Some(newer.clone()));
+        assert_eq!(meters.meter(key, &v2, &store, &clock), Some(newer.clone()));
+        // A newer record that needs no meter retires it; an older one does not.
+        assert_eq!(meters.meter(key, &v1, &store, &clock), Some(newer));
+        assert_eq!(meters.meter(key, &v3, &store, &clock), None);
+        assert!(meters.current(key).is_none());
+    }
 }

@@ -349,11 +349,10 @@ impl Store {
                 return Ok((record, None, pending));
             }
             if let Some((_, _, controls)) = &settle {
-                if controls.is_empty() {
-                    tx.remove(&path)?;
-                } else {
-                    tx.put(&path, controls)?;
-                }
+                // Kept when it controls nothing, with its version: a version never starts
+                // again at 1, so a meter built from an older record is never taken for a
+                // newer one (`Meters::meter`).
+                tx.put(&path, controls)?;
                 if controls.rate_limits == old.rate_limits {
                     let rates = layout::key_rates(&public);
                     carry_key_rates_in(tx, &rates, old.version, controls.version)?;
