@@ -5,7 +5,7 @@
 //! **Credits are reserved a slice at a time.** The stored `remaining` is the balance no
 //! process holds. A meter spends a *slice* it reserved from it in a small transaction of
 //! its own (`balance -= slice`, durable before a credit of it is spent: sled flushed,
-//! PostgreSQL committed), reserves again when the slice runs out, and gives back what is
+//! redb and PostgreSQL committed, whatever a flush after says), reserves again when the slice runs out, and gives back what is
 //! unspent at a flush (an idle key's slice at each periodic flush, every slice at `flush`
 //! and at close). Slices start at 1 and double while the key stays busy, up to
 //! [`MAX_SLICE`](crate::meter::MAX_SLICE) and to an eighth of what is left, so the
@@ -292,6 +292,9 @@ impl CreditSource for StoreCredits {
         if inner.disk_full() {
             return Err(unavailable(&"the disk is full: credits cannot be reserved"));
         }
+        // The grant is the meter's once durable: at once where a commit is (then a failed
+        // flush after it must not lose a grant that stands); on sled once flushed, and a
+        // failed flush drops the commit at the reopen that follows, so the grant with it.
         let reserved = reserve(
             &*inner.db,
             &self.public,
@@ -299,7 +302,10 @@ impl CreditSource for StoreCredits {
             at_least,
             want,
         )
-        .and_then(|r| inner.db.flush().map(|()| r));
+        .and_then(|r| match inner.db.commits_durably() {
+            true => Ok(r),
+            false => inner.db.flush().map(|()| r),
+        });
         reserved.map_err(|e| {
             tracing::warn!(error = %e, "could not reserve credits");
             unavailable(&"the credits could not be reserved")
