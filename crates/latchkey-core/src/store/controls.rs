@@ -205,6 +205,36 @@ impl Meters {
         }
     }
 
+    /// Takes away the unspent slice this process holds of a key's credits, when its meter
+    /// was built from `version` and its period is not over at `now`: the slice and its
+    /// period, for a write that moves it elsewhere (a rotation) and, should that write not
+    /// commit, [`Meters::put_back`]. From then on the meter reserves anew, so no credit of
+    /// the slice is spent by it and counted elsewhere too.
+    pub(crate) fn take_own_slice(&self, key: Uuid, version: u64, now: i128) -> (u64, i64) {
+        let meter = self
+            .lock()
+            .get(&key)
+            .filter(|m| m.0.version == version)
+            .cloned();
+        match meter.as_ref().and_then(|m| m.0.credits.as_ref()) {
+            Some(c) if now < i128::from(c.period.load(Ordering::Acquire)) => c.take_slice(),
+            _ => (0, i64::MAX),
+        }
+    }
+
+    /// Gives back to a key's meter of `version` a slice [`Meters::take_own_slice`] took
+    /// for a write that did not commit (if the meter is busy reserving, it stays spent).
+    pub(crate) fn put_back(&self, key: Uuid, version: u64, (slice, period): (u64, i64)) {
+        let meter = self
+            .lock()
+            .get(&key)
+            .filter(|m| m.0.version == version)
+            .cloned();
+        if let Some(credits) = meter.as_ref().and_then(|m| m.0.credits.as_ref()) {
+            credits.put_slice(slice, period);
+        }
+    }
+
     /// After a change to a key's controls committed (as `record`): a new version retires
     /// the old meter, whose slice the new one takes over when `carry`, or else is void; a
     /// change of the balance alone is what the meter reports from now on.

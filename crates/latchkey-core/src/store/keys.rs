@@ -436,7 +436,10 @@ impl Store {
         if grace.is_negative() {
             return Err(StoreError::invalid("grace_seconds", "must not be negative"));
         }
-        let (created, settle) = self.write(actor, |tx| {
+        // The old key's unspent slice, taken once (a write may run its body again) and
+        // credited to the new key; put back if the rotation does not commit.
+        let taken = std::cell::Cell::new(None);
+        let rotated = self.write(actor, |tx| {
             let (_, mut old) = self.key_for_change(tx, actor, id)?;
             // Its successor would escape a revocation mark.
             if revoked_in(tx, &old)? {
@@ -451,7 +454,14 @@ impl Store {
             let path = layout::key_controls(&old_public);
             let controls = tx.get::<ControlsRecord>(&path)?.unwrap_or_default();
             let now = tx.now.unix_timestamp_nanos();
-            let own = self.inner.meters.own_slice(id, controls.version, now);
+            let (_, (own, _)) = match taken.get() {
+                Some(taken) => taken,
+                None => {
+                    let slice = self.inner.meters.take_own_slice(id, controls.version, now);
+                    taken.set(Some((controls.version, slice)));
+                    (controls.version, slice)
+                }
+            };
             let mut drained = controls.clone();
             if let Some(credits) = drained.credits.as_mut() {
                 credits.remaining = 0;
@@ -485,6 +495,11 @@ impl Store {
             let created = self.create_key_in(tx, actor, &new, Some(&old))?;
             tx.put_raw(&successor, created.key.id.as_bytes())?;
             Ok((created, (controls.version, drained)))
+        });
+        let (created, settle) = rotated.inspect_err(|_| {
+            if let Some((version, slice)) = taken.get() {
+                self.inner.meters.put_back(id, version, slice);
+            }
         })?;
         // The old key's slice is void: its credits moved to the new key.
         let (old_version, drained) = settle;
