@@ -728,8 +728,24 @@ impl CreditMeter {
     }
 
     /// Takes the unspent slice away (to give it back or carry it over), with its period.
-    /// Lock-free: a store closing while this meter reserves gives back what it can.
-    pub(crate) fn take_slice(&self) -> (u64, i64) {
+    ///
+    /// Under the reservation lock, as [`CreditMeter::put_slice`]: a reservation that
+    /// crosses a refill changes the slice and its period in two steps, and a slice read
+    /// between them would go back into the new period with the old period's credits. But
+    /// never waiting for it (a reservation may wait on the database; a store closing gives
+    /// back what it can): `None` while one runs, and the slice stays this meter's.
+    pub(crate) fn take_slice(&self) -> Option<(u64, i64)> {
+        let _one = match self.reserving.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(self.void_slice())
+    }
+
+    /// Takes the unspent slice away lock-free, with its period, to drop it (a change that
+    /// voids it): it must not be added anywhere.
+    pub(crate) fn void_slice(&self) -> (u64, i64) {
         self.next_want.store(1, Ordering::Relaxed);
         (
             self.slice.swap(0, Ordering::AcqRel),
@@ -832,17 +848,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn credits_given_back_never_join_a_period_a_reservation_is_moving_to() {
+    /// A meter of 100 credits in the period `old`, whose source grants in `new` once let;
+    /// with the receiver that hears a reservation started and the sender that lets it.
+    fn gated(old: i64, new: i64) -> (Arc<CreditMeter>, mpsc::Receiver<()>, mpsc::Sender<()>) {
         let (started, started_rx) = mpsc::channel();
         let (go_tx, go) = mpsc::channel();
-        let (old, new) = (1_000, 2_000);
         let source = Gated {
             started: Mutex::new(started),
             go: Mutex::new(go),
             next: new,
         };
         let meter = Arc::new(CreditMeter::new(100, None, old, Box::new(source)));
+        (meter, started_rx, go_tx)
+    }
+
+    #[test]
+    fn credits_given_back_never_join_a_period_a_reservation_is_moving_to() {
+        let (old, new) = (1_000, 2_000);
+        let (meter, started_rx, go_tx) = gated(old, new);
         // A refill came due at `old`: the next request reserves into the new period.
         let reserving = Arc::clone(&meter);
         let request = std::thread::spawn(move || reserving.consume(1, 1_500));
@@ -854,5 +877,19 @@ mod tests {
         assert_eq!(meter.available(), 99);
         assert!(meter.put_slice(5, new));
         assert_eq!(meter.available(), 104);
+    }
+
+    #[test]
+    fn a_slice_is_never_taken_while_a_reservation_moves_it_to_another_period() {
+        let (old, new) = (1_000, 2_000);
+        let (meter, started_rx, go_tx) = gated(old, new);
+        meter.slice.store(3, Ordering::Release);
+        let reserving = Arc::clone(&meter);
+        let request = std::thread::spawn(move || reserving.consume(1, 1_500));
+        started_rx.recv().unwrap();
+        assert_eq!(meter.take_slice(), None, "not while the reservation runs");
+        go_tx.send(()).unwrap();
+        assert_eq!(request.join().unwrap(), Ok(90 + 9));
+        assert_eq!(meter.take_slice(), Some((9, new)));
     }
 }

@@ -217,7 +217,10 @@ impl Meters {
             .filter(|m| m.0.version == version)
             .cloned();
         match meter.as_ref().and_then(|m| m.0.credits.as_ref()) {
-            Some(c) if now < i128::from(c.period.load(Ordering::Acquire)) => c.take_slice(),
+            // While it reserves, it keeps its slice, which the write then voids.
+            Some(c) if now < i128::from(c.period.load(Ordering::Acquire)) => {
+                c.take_slice().unwrap_or((0, i64::MAX))
+            }
             _ => (0, i64::MAX),
         }
     }
@@ -252,11 +255,16 @@ impl Meters {
             .get(&key)
             .filter(|m| m.0.version == old_version)
             .cloned();
+        // A slice carried over is taken under the reservation lock, or not at all (then it
+        // stays with the retired meter: counted as spent); a void one is dropped at once.
         let taken = old
             .as_ref()
             .and_then(|m| m.0.credits.as_ref())
             .filter(|_| record.version != old_version)
-            .map(CreditMeter::take_slice);
+            .and_then(|c| match carry {
+                true => c.take_slice(),
+                false => Some(c.void_slice()),
+            });
         let Some(new) = self.meter(key, record, store, clock) else {
             return;
         };
@@ -512,7 +520,10 @@ pub(super) fn flush(
         let Some(public) = layout::public_id_of(key) else {
             continue;
         };
-        let (slice, period) = credits.take_slice();
+        // Busy reserving: its slice goes back at a later flush.
+        let Some((slice, period)) = credits.take_slice() else {
+            continue;
+        };
         if slice == 0 {
             continue;
         }
