@@ -11,7 +11,8 @@
 //! - [`limits`]: every bound on input, in one place.
 //! - [`controls`], [`meter`]: a key's usage control (meta, rate limits, credits, IP
 //!   allowlist) and its enforcement, [`admit`] ordering the checks; `shared_limit`: a rate
-//!   limit several processes on one database share, admitted from slices of its state.
+//!   limit several processes on one database share, admitted from slices of its state;
+//!   `local_state`: a rate limit's state in this process, which a request of cost 0 peeks.
 //! - [`actor`]: who acts, and the no-escalation rule.
 //! - `store`: the keystore ([`Store`]) and its storage engines (sled, redb, PostgreSQL),
 //!   the only module that touches them.
@@ -52,6 +53,7 @@ pub mod error;
 pub mod hash;
 pub mod key;
 pub mod limits;
+mod local_state;
 mod location;
 pub mod meter;
 pub mod model;

@@ -19,13 +19,14 @@ use std::time::Duration;
 
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
+use governor::state::NotKeyed;
 use governor::{Quota, RateLimiter};
 use ipnet::IpNet;
 use time::{Date, OffsetDateTime, Time};
 
 use crate::clock::Clock;
-use crate::controls::{LimitState, RateLimit, Refill, RefillInterval};
+use crate::controls::{LimitState, RateLimit, Refill, RefillInterval, canonical_net};
+use crate::local_state::{LocalState, peeking};
 use crate::permission::Permission;
 use crate::shared_limit::{RateSource, SharedLimit};
 use crate::verify::{Principal, VerifyError};
@@ -213,13 +214,14 @@ impl std::fmt::Debug for Meter {
 
 /// Refuses a client outside an allowlist (`allowed` empty: any client; a client whose
 /// address is not known is refused by a non-empty list). An IPv4-mapped IPv6 address counts
-/// as its IPv4 address.
+/// as its IPv4 address, and a range of them as its IPv4 range
+/// ([`canonical_net`](crate::controls::canonical_net)).
 pub fn check_ip(allowed: &[IpNet], client: Option<IpAddr>) -> Result<(), VerifyError> {
     if allowed.is_empty() {
         return Ok(());
     }
     match client.map(|ip| ip.to_canonical()) {
-        Some(ip) if allowed.iter().any(|net| net.contains(&ip)) => Ok(()),
+        Some(ip) if allowed.iter().any(|net| canonical_net(*net).contains(&ip)) => Ok(()),
         _ => Err(VerifyError::IpNotAllowed),
     }
 }
@@ -238,7 +240,8 @@ impl Meter {
                 Arc::new(KeyMeter {
                     version: 0,
                     allowed_ips: Box::default(),
-                    limits: Box::default(),
+                    limits: Arc::default(),
+                    rates: None,
                     credits: None,
                     clock: Arc::clone(clock),
                 })
@@ -315,7 +318,10 @@ impl Meter {
         };
         let now = meter.clock.unix_nanos();
         let remaining = if cost == 0 {
-            credits.available()
+            match credits.peek(now) {
+                0 => return Admitted::Done(Err(VerifyError::UsageExceeded)),
+                left => left,
+            }
         } else if block {
             match credits.consume(u64::from(cost), now) {
                 Ok(remaining) => remaining,
@@ -452,7 +458,7 @@ impl governor::clock::Clock for GovernorClock {
     }
 }
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, GovernorClock, StateInformationMiddleware>;
+type Limiter = RateLimiter<NotKeyed, LocalState, GovernorClock, StateInformationMiddleware>;
 
 /// One rate limit with its GCRA state.
 pub(crate) struct Limit {
@@ -495,8 +501,8 @@ impl Limit {
         let quota = Quota::with_period(window / limit.get())
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(limit);
-        let limiter = RateLimiter::direct_with_clock(quota, GovernorClock(Arc::clone(clock)))
-            .with_middleware::<StateInformationMiddleware>();
+        let clock = GovernorClock(Arc::clone(clock));
+        let limiter: Limiter = RateLimiter::new(quota, LocalState::default(), clock);
         Limit {
             rule,
             gate: Gate::Local(limiter),
@@ -504,10 +510,12 @@ impl Limit {
     }
 
     /// Consumes `cost`; answers what is left of the limit. On a shared limit whose slice
-    /// is short, blocks on a reservation from the store.
+    /// is short, blocks on a reservation from the store. At cost 0, takes nothing and is
+    /// refused when not even one request would pass (a shared limit reads its state).
     fn check(&self, cost: u32, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
         match (&self.gate, cost) {
-            (_, 0) => Ok(self.rule.limit),
+            (Gate::Local(limiter), 0) => self.peek_local(limiter, clock),
+            (Gate::Shared(shared), 0) => shared.peek(&self.rule, clock.unix_nanos()),
             (Gate::Local(limiter), _) => self.check_local(limiter, cost, clock),
             (Gate::Shared(shared), _) => shared.take(&self.rule, cost, || clock.unix_nanos()),
         }
@@ -517,10 +525,17 @@ impl Limit {
     /// short.
     fn try_check(&self, cost: u32, clock: &Arc<dyn Clock>) -> Option<Result<u32, VerifyError>> {
         match (&self.gate, cost) {
-            (_, 0) => Some(Ok(self.rule.limit)),
+            (Gate::Local(limiter), 0) => Some(self.peek_local(limiter, clock)),
+            (Gate::Shared(shared), 0) => shared.try_peek(&self.rule, clock.unix_nanos()),
             (Gate::Local(limiter), _) => Some(self.check_local(limiter, cost, clock)),
             (Gate::Shared(shared), _) => shared.try_take(&self.rule, cost, clock.unix_nanos()),
         }
+    }
+
+    /// Whether one request would pass, taking nothing: what is left of the limit.
+    fn peek_local(&self, limiter: &Limiter, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
+        // What would be left after one request, and that request.
+        peeking(|| self.check_local(limiter, 1, clock)).map(|left| left + 1)
     }
 
     fn check_local(
@@ -633,6 +648,15 @@ impl CreditMeter {
         self.left.load(Ordering::Acquire) + self.slice.load(Ordering::Acquire)
     }
 
+    /// What is left at `now`, taking nothing: [`CreditMeter::available`], or once a refill
+    /// came due, what it sets the balance to.
+    fn peek(&self, now: i128) -> u64 {
+        match self.refill {
+            Some(refill) if now >= i128::from(self.period.load(Ordering::Acquire)) => refill.amount,
+            _ => self.available(),
+        }
+    }
+
     /// Takes `cost`, reserving from the store when the slice is short; answers what is
     /// left (the store's balance as last seen plus the slice).
     pub(crate) fn consume(&self, cost: u64, now: i128) -> Result<u64, VerifyError> {
@@ -704,8 +728,24 @@ impl CreditMeter {
     }
 
     /// Takes the unspent slice away (to give it back or carry it over), with its period.
-    /// Lock-free: a store closing while this meter reserves gives back what it can.
-    pub(crate) fn take_slice(&self) -> (u64, i64) {
+    ///
+    /// Under the reservation lock, as [`CreditMeter::put_slice`]: a reservation that
+    /// crosses a refill changes the slice and its period in two steps, and a slice read
+    /// between them would go back into the new period with the old period's credits. But
+    /// never waiting for it (a reservation may wait on the database; a store closing gives
+    /// back what it can): `None` while one runs, and the slice stays this meter's.
+    pub(crate) fn take_slice(&self) -> Option<(u64, i64)> {
+        let _one = match self.reserving.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(self.void_slice())
+    }
+
+    /// Takes the unspent slice away lock-free, with its period, to drop it (a change that
+    /// voids it): it must not be added anywhere.
+    pub(crate) fn void_slice(&self) -> (u64, i64) {
         self.next_want.store(1, Ordering::Relaxed);
         (
             self.slice.swap(0, Ordering::AcqRel),
@@ -739,7 +779,11 @@ pub(crate) struct KeyMeter {
     /// The version of the stored controls this was built from.
     pub(crate) version: u64,
     pub(crate) allowed_ips: Box<[IpNet]>,
-    pub(crate) limits: Box<[Limit]>,
+    /// Shared with the meters of later versions while the rules stay the same: a change of
+    /// anything else (meta, allowlist, credits) keeps the limits' state.
+    pub(crate) limits: Arc<[Limit]>,
+    /// Where `limits` keep their state on a database several processes share.
+    pub(crate) rates: Option<Arc<dyn RateSource>>,
     pub(crate) credits: Option<CreditMeter>,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -804,17 +848,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn credits_given_back_never_join_a_period_a_reservation_is_moving_to() {
+    /// A meter of 100 credits in the period `old`, whose source grants in `new` once let;
+    /// with the receiver that hears a reservation started and the sender that lets it.
+    fn gated(old: i64, new: i64) -> (Arc<CreditMeter>, mpsc::Receiver<()>, mpsc::Sender<()>) {
         let (started, started_rx) = mpsc::channel();
         let (go_tx, go) = mpsc::channel();
-        let (old, new) = (1_000, 2_000);
         let source = Gated {
             started: Mutex::new(started),
             go: Mutex::new(go),
             next: new,
         };
         let meter = Arc::new(CreditMeter::new(100, None, old, Box::new(source)));
+        (meter, started_rx, go_tx)
+    }
+
+    #[test]
+    fn credits_given_back_never_join_a_period_a_reservation_is_moving_to() {
+        let (old, new) = (1_000, 2_000);
+        let (meter, started_rx, go_tx) = gated(old, new);
         // A refill came due at `old`: the next request reserves into the new period.
         let reserving = Arc::clone(&meter);
         let request = std::thread::spawn(move || reserving.consume(1, 1_500));
@@ -826,5 +877,19 @@ mod tests {
         assert_eq!(meter.available(), 99);
         assert!(meter.put_slice(5, new));
         assert_eq!(meter.available(), 104);
+    }
+
+    #[test]
+    fn a_slice_is_never_taken_while_a_reservation_moves_it_to_another_period() {
+        let (old, new) = (1_000, 2_000);
+        let (meter, started_rx, go_tx) = gated(old, new);
+        meter.slice.store(3, Ordering::Release);
+        let reserving = Arc::clone(&meter);
+        let request = std::thread::spawn(move || reserving.consume(1, 1_500));
+        started_rx.recv().unwrap();
+        assert_eq!(meter.take_slice(), None, "not while the reservation runs");
+        go_tx.send(()).unwrap();
+        assert_eq!(request.join().unwrap(), Ok(90 + 9));
+        assert_eq!(meter.take_slice(), Some((9, new)));
     }
 }

@@ -133,6 +133,14 @@ pub(crate) trait RateSource: Send + Sync {
     /// Takes what `ask` asks for of the limit `rule` (named as the meter names it) from its
     /// shared state at `now`, in one transaction.
     fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError>;
+
+    /// What a reservation of one request of `rule` would come to at `now`, taking nothing
+    /// (a transaction that writes nothing).
+    fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError>;
+
+    /// The key's controls changed to `version` with the same limits: the state goes on
+    /// under it (`store/rate_state.rs`).
+    fn carry_to(&self, _version: u64) {}
 }
 
 /// One rate limit of a key or user on shared storage: this process's slice of it.
@@ -197,6 +205,38 @@ impl SharedLimit {
         }
         let wait = self.refused_for(cost, now);
         (wait > 0).then(|| Err(rate_limited(rule, wait)))
+    }
+
+    /// Whether one request would pass now, taking nothing, as far as this process knows
+    /// without a round trip: what is left (the shared state at the last reservation plus
+    /// the slice), or the refusal held in memory. `None`: the shared state decides.
+    pub(crate) fn try_peek(&self, rule: &RateLimit, now: i128) -> Option<Result<u32, VerifyError>> {
+        let left = self.left.load(Ordering::Acquire);
+        if now < i128::from(self.until.load(Ordering::Acquire)) && left > 0 {
+            return Some(Ok(self
+                .shared_left
+                .load(Ordering::Acquire)
+                .saturating_add(left)));
+        }
+        let wait = self.refused_for(1, now);
+        (wait > 0).then(|| Err(rate_limited(rule, wait)))
+    }
+
+    /// [`SharedLimit::try_peek`], reading the shared state (blocks on the database) when
+    /// memory does not tell. Fails with `RateLimited` when not even one request would pass,
+    /// `Unavailable` when the store cannot be reached.
+    pub(crate) fn peek(&self, rule: &RateLimit, now: i128) -> Result<u32, VerifyError> {
+        if let Some(answer) = self.try_peek(rule, now) {
+            return answer;
+        }
+        match self.source.peek(rule, now)? {
+            // What would be left after one request, and that request.
+            RateGrant::Granted { granted, left } => Ok(left.saturating_add(granted)),
+            RateGrant::Refused { retry_after } => {
+                let wait = i128::try_from(retry_after.as_nanos()).unwrap_or(i128::MAX);
+                Err(rate_limited(rule, wait))
+            }
+        }
     }
 
     /// How long requests of `cost` are refused from memory from `now` (0: not).
@@ -416,6 +456,11 @@ mod tests {
             let (next, grant) = Gcra::of(rule).reserve(*tat, now, ask);
             *tat = next;
             Ok(grant)
+        }
+
+        fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
+            let tat = self.tat.lock().unwrap();
+            Ok(Gcra::of(rule).reserve(*tat, now, Ask::new(1, 1)).1)
         }
     }
 

@@ -277,3 +277,22 @@ fn a_backup_holds_the_credits_and_uses_counted_in_memory() {
     assert_eq!(remaining(&restored, id), 9_950);
     assert_eq!(restored.key(id).unwrap().usage_count, 50);
 }
+
+#[test]
+fn a_rotation_moves_the_unspent_slice_once_and_one_that_fails_keeps_it() {
+    let fx = Fixture::new();
+    let store = fx.create();
+    let (id, text) = key_with_spent_credits(&store, 100, 2);
+    assert_eq!(remaining(&store, id), 98, "the balance and the slice held");
+    let admin = Actor::system();
+    let refused = store.rotate_key(&admin, id, Duration::MAX);
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(remaining(&store, id), 98, "the slice is still the key's");
+    assert_eq!(request(&store, &text), "ok");
+    assert_eq!(remaining(&store, id), 97);
+
+    let rotated = store.rotate_key(&admin, id, Duration::ZERO).unwrap();
+    assert_eq!(remaining(&store, rotated.key.id), 97);
+    assert_eq!(request(&store, rotated.secret.expose()), "ok");
+    assert_eq!(remaining(&store, rotated.key.id), 96);
+}

@@ -147,6 +147,38 @@ fn a_key_s_rate_limit_holds_across_two_stores() {
 }
 
 #[test]
+fn a_change_that_keeps_a_key_s_limits_keeps_their_state_in_both_stores() {
+    let clock = clock();
+    let Some((_location, a, b)) = two_stores(&clock) else {
+        return;
+    };
+    let admin = Actor::system();
+    let user = support::user(&a, "alice", &["orders:read"]);
+    let key = support::key(&a, &user, "limited");
+    a.update_key(&admin, key.key.id, limited(per_minute("default", 4)))
+        .unwrap();
+    let text = key.secret.expose();
+    let admitted = alternated([&a, &b], text, 8, "default");
+    within_limit(admitted, 4, "before the change");
+
+    let meta = KeyPatch {
+        meta: Some(Some(serde_json::json!({"plan": "pro"}))),
+        ..KeyPatch::default()
+    };
+    a.update_key(&admin, key.key.id, meta).unwrap();
+    assert_eq!(
+        alternated([&b, &a], text, 8, "default"),
+        0,
+        "after a change of meta"
+    );
+
+    a.update_key(&admin, key.key.id, limited(per_minute("default", 3)))
+        .unwrap();
+    let admitted = alternated([&b, &a], text, 8, "default");
+    within_limit(admitted, 3, "after a change of the limits");
+}
+
+#[test]
 fn a_user_s_rate_limit_holds_across_two_stores_and_all_its_keys() {
     let clock = clock();
     let Some((_location, a, b)) = two_stores(&clock) else {

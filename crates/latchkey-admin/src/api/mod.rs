@@ -199,7 +199,8 @@ pub struct CreateKey {
     /// Credits: each request costs 1 (or its route's cost); at 0, 429 `usage_exceeded`.
     #[serde(default)]
     pub credits: Option<Credits>,
-    /// Up to 64 CIDRs (`203.0.113.0/24`, `2001:db8::/32`) requests may come from.
+    /// Up to 64 CIDRs (`203.0.113.0/24`, `2001:db8::/32`) requests may come from; a range
+    /// of IPv4-mapped IPv6 addresses is kept as the IPv4 range it maps.
     #[serde(default)]
     #[schema(value_type = Option<Vec<rules::Cidr>>, max_items = 64)]
     pub allowed_ips: Option<Vec<IpNet>>,
@@ -345,7 +346,10 @@ pub struct VerifyRequest {
     #[schema(value_type = Option<rules::IpAddress>)]
     pub client_ip: Option<IpAddr>,
     /// What this request costs against the key's rate limits and credits (default 1; 0
-    /// checks without consuming anything).
+    /// checks without consuming anything: refused with `rate_limited` when a limit has not
+    /// even one request left, `usage_exceeded` when no credits are; on PostgreSQL a limit
+    /// whose state this daemon does not hold in memory is read from the database, writing
+    /// nothing).
     #[serde(default, deserialize_with = "latchkey_core::wire::optional_integer")]
     #[schema(maximum = 1_000_000)] // limits::MAX_COST
     pub cost: Option<u64>,

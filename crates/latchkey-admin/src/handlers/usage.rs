@@ -42,9 +42,24 @@ pub(crate) async fn report(
     }
     state
         .run(move |store| {
-            for (i, item) in body.items.iter().enumerate() {
+            // The tenant filter first: a key the caller may not see is checked and dropped
+            // as an unknown one, so the answer never tells whether it exists.
+            let mut seen = Vec::with_capacity(body.items.len());
+            for item in &body.items {
+                let visible = match caller.actor.tenant_id() {
+                    None => true,
+                    Some(_) => match store.key_as(&caller.actor, item.key_id) {
+                        Ok(_) => true,
+                        Err(StoreError::NotFound { .. }) => false,
+                        Err(e) => return Err(e.into()),
+                    },
+                };
+                seen.push(visible);
+            }
+            for (i, (item, visible)) in body.items.iter().zip(&seen).enumerate() {
+                let key_id = visible.then_some(item.key_id);
                 store
-                    .check_usage(item.key_id, item.last_used_at)
+                    .check_usage(key_id, item.last_used_at)
                     .map_err(|e| match e {
                         StoreError::Invalid { field, reason } => {
                             AppError::invalid(format!("items[{i}].{field}"), reason)
@@ -52,14 +67,7 @@ pub(crate) async fn report(
                         e => AppError::from(e),
                     })?;
             }
-            for item in &body.items {
-                if caller.actor.tenant_id().is_some() {
-                    match store.key_as(&caller.actor, item.key_id) {
-                        Ok(_) => {}
-                        Err(StoreError::NotFound { .. }) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+            for (item, _) in body.items.iter().zip(&seen).filter(|(_, v)| **v) {
                 store.record_usage(item.key_id, item.count, item.last_used_at);
             }
             Ok(())

@@ -386,6 +386,18 @@ async fn a_tenant_bound_verifier_knows_only_its_tenant_s_keys() {
     assert_eq!(r.status.as_u16(), 204, "{}", r.text);
     let before = before["usage_count"].clone();
     assert_eq!(h.get(&uri).await.ok(200)["usage_count"], before);
+    // A figure from before the key was created answers as an unknown key's too: were the
+    // key checked first, 400 would tell that it exists.
+    let unknown = uuid::Uuid::now_v7();
+    for key_id in [unknown.to_string(), globex_key.to_string()] {
+        let report = json!({"items": [{"key_id": key_id, "count": 1,
+                                       "last_used_at": "2001-01-01T00:00:00Z"}]});
+        let r = h
+            .send("POST", "/v1/usage", Some(&verifier), Some(report))
+            .await;
+        assert_eq!(r.status.as_u16(), 204, "{key_id}: {}", r.text);
+    }
+    assert_eq!(h.get(&uri).await.ok(200)["usage_count"], before);
 }
 
 #[tokio::test]

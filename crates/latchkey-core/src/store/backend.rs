@@ -226,6 +226,14 @@ pub(crate) trait Backend: Send + Sync + Debug {
     /// Makes every committed write durable.
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// Whether a commit is durable when [`Backend::transaction`] returns (redb,
+    /// PostgreSQL): then a write stands whatever a later [`Backend::flush`] says. Not on
+    /// sled (the default), whose commits are durable only once flushed, and whose failed
+    /// flush drops them at the reopen that follows (`recover.rs`).
+    fn commits_durably(&self) -> bool {
+        false
+    }
+
     /// Serializes management writes across every process that shares the storage, until
     /// the guard is dropped: none for a store only one process opens (its write lock is
     /// enough).

@@ -5,7 +5,7 @@
 //! **Credits are reserved a slice at a time.** The stored `remaining` is the balance no
 //! process holds. A meter spends a *slice* it reserved from it in a small transaction of
 //! its own (`balance -= slice`, durable before a credit of it is spent: sled flushed,
-//! PostgreSQL committed), reserves again when the slice runs out, and gives back what is
+//! redb and PostgreSQL committed, whatever a flush after says), reserves again when the slice runs out, and gives back what is
 //! unspent at a flush (an idle key's slice at each periodic flush, every slice at `flush`
 //! and at close). Slices start at 1 and double while the key stays busy, up to
 //! [`MAX_SLICE`](crate::meter::MAX_SLICE) and to an eighth of what is left, so the
@@ -20,7 +20,9 @@
 //!   another drops its own when it applies the change, and reserves from the new balance).
 //! - Any other change (limits, allowlist, meta) writes a new version too; this process
 //!   carries its slice over to the new meter, another drops its own (counted as spent: at
-//!   most one slice per process).
+//!   most one slice per process). Rate limiters whose rules stay the same are carried
+//!   over to the new meter with their state (and on shared storage, their stored state
+//!   with them: `rate_state.rs`); only a change of the rules starts them afresh.
 //! - A refill sets the balance at the period's start, in the first reservation after it;
 //!   a slice belongs to its period and is void after it.
 //! - A slice goes back only to the version and period it was reserved from.
@@ -37,12 +39,13 @@ use super::backend::{Backend, KvTx, TxError};
 use super::rate_state::StoreRates;
 use super::{Inner, Store, decode, encode, layout};
 use crate::clock::Clock;
-use crate::controls::{Credits, RateLimit, Refill};
+use crate::controls::{Credits, RateLimit, Refill, canonical_net};
 use crate::error::StoreError;
 use crate::key::PublicId;
 use crate::meter::{
     CreditMeter, CreditSource, KeyMeter, Limit, Meter, Reserved, next_refill_after,
 };
+use crate::shared_limit::RateSource;
 use crate::verify::VerifyError;
 
 /// A key's usage control as stored (postcard).
@@ -148,7 +151,12 @@ impl Meters {
 
     /// The meter of a key as `record` describes it: the one in use when it was built from
     /// the same version, else a new one (the old one's slice is dropped: see the module
-    /// docs). `None` when the key needs none.
+    /// docs) that keeps the old one's rate limiters when their rules are the same. `None`
+    /// when the key needs none.
+    ///
+    /// A caller that read the record before a change committed (and its meter settled)
+    /// gets the newer meter in use: an older record never replaces it, which would drop
+    /// the slice it carried over and start its limits afresh.
     pub(crate) fn meter(
         &self,
         key: Uuid,
@@ -156,15 +164,27 @@ impl Meters {
         store: &Weak<Inner>,
         clock: &Arc<dyn Clock>,
     ) -> Option<Meter> {
+        let mut all = self.lock();
+        if let Some(meter) = all.get(&key).filter(|m| m.0.version > record.version) {
+            return Some(meter.clone());
+        }
         if !record.meters() {
-            self.lock().remove(&key);
+            all.remove(&key);
             return None;
         }
-        let mut all = self.lock();
         if let Some(meter) = all.get(&key).filter(|m| m.0.version == record.version) {
             return Some(meter.clone());
         }
-        let meter = build(key, record, store, clock);
+        // The same rules go on with the same state: only a change of the limits themselves
+        // starts them afresh.
+        let carried = all
+            .get(&key)
+            .filter(|m| m.0.version < record.version && same_rules(&m.0.limits, record))
+            .map(|m| (Arc::clone(&m.0.limits), m.0.rates.clone()));
+        if let Some(rates) = carried.as_ref().and_then(|(_, rates)| rates.as_ref()) {
+            rates.carry_to(record.version);
+        }
+        let meter = build(key, record, store, clock, carried);
         all.insert(key, meter.clone());
         Some(meter)
     }
@@ -185,6 +205,39 @@ impl Meters {
         }
     }
 
+    /// Takes away the unspent slice this process holds of a key's credits, when its meter
+    /// was built from `version` and its period is not over at `now`: the slice and its
+    /// period, for a write that moves it elsewhere (a rotation) and, should that write not
+    /// commit, [`Meters::put_back`]. From then on the meter reserves anew, so no credit of
+    /// the slice is spent by it and counted elsewhere too.
+    pub(crate) fn take_own_slice(&self, key: Uuid, version: u64, now: i128) -> (u64, i64) {
+        let meter = self
+            .lock()
+            .get(&key)
+            .filter(|m| m.0.version == version)
+            .cloned();
+        match meter.as_ref().and_then(|m| m.0.credits.as_ref()) {
+            // While it reserves, it keeps its slice, which the write then voids.
+            Some(c) if now < i128::from(c.period.load(Ordering::Acquire)) => {
+                c.take_slice().unwrap_or((0, i64::MAX))
+            }
+            _ => (0, i64::MAX),
+        }
+    }
+
+    /// Gives back to a key's meter of `version` a slice [`Meters::take_own_slice`] took
+    /// for a write that did not commit (if the meter is busy reserving, it stays spent).
+    pub(crate) fn put_back(&self, key: Uuid, version: u64, (slice, period): (u64, i64)) {
+        let meter = self
+            .lock()
+            .get(&key)
+            .filter(|m| m.0.version == version)
+            .cloned();
+        if let Some(credits) = meter.as_ref().and_then(|m| m.0.credits.as_ref()) {
+            credits.put_slice(slice, period);
+        }
+    }
+
     /// After a change to a key's controls committed (as `record`): a new version retires
     /// the old meter, whose slice the new one takes over when `carry`, or else is void; a
     /// change of the balance alone is what the meter reports from now on.
@@ -202,11 +255,16 @@ impl Meters {
             .get(&key)
             .filter(|m| m.0.version == old_version)
             .cloned();
+        // A slice carried over is taken under the reservation lock, or not at all (then it
+        // stays with the retired meter: counted as spent); a void one is dropped at once.
         let taken = old
             .as_ref()
             .and_then(|m| m.0.credits.as_ref())
             .filter(|_| record.version != old_version)
-            .map(CreditMeter::take_slice);
+            .and_then(|c| match carry {
+                true => c.take_slice(),
+                false => Some(c.void_slice()),
+            });
         let Some(new) = self.meter(key, record, store, clock) else {
             return;
         };
@@ -272,6 +330,9 @@ impl CreditSource for StoreCredits {
         if inner.disk_full() {
             return Err(unavailable(&"the disk is full: credits cannot be reserved"));
         }
+        // The grant is the meter's once durable: at once where a commit is (then a failed
+        // flush after it must not lose a grant that stands); on sled once flushed, and a
+        // failed flush drops the commit at the reopen that follows, so the grant with it.
         let reserved = reserve(
             &*inner.db,
             &self.public,
@@ -279,7 +340,10 @@ impl CreditSource for StoreCredits {
             at_least,
             want,
         )
-        .and_then(|r| inner.db.flush().map(|()| r));
+        .and_then(|r| match inner.db.commits_durably() {
+            true => Ok(r),
+            false => inner.db.flush().map(|()| r),
+        });
         reserved.map_err(|e| {
             tracing::warn!(error = %e, "could not reserve credits");
             unavailable(&"the credits could not be reserved")
@@ -287,15 +351,26 @@ impl CreditSource for StoreCredits {
     }
 }
 
-fn build(key: Uuid, record: &ControlsRecord, store: &Weak<Inner>, clock: &Arc<dyn Clock>) -> Meter {
+/// Whether `limits` enforce the rules `record` holds.
+fn same_rules(limits: &[Limit], record: &ControlsRecord) -> bool {
+    limits.len() == record.rate_limits.len()
+        && limits
+            .iter()
+            .zip(&record.rate_limits)
+            .all(|(l, r)| l.rule == *r)
+}
+
+/// The limiters a key's meter carries over from its previous one, with their source.
+type Carried = (Arc<[Limit]>, Option<Arc<dyn RateSource>>);
+
+fn build(
+    key: Uuid,
+    record: &ControlsRecord,
+    store: &Weak<Inner>,
+    clock: &Arc<dyn Clock>,
+    carried: Option<Carried>,
+) -> Meter {
     let public = layout::public_id_of(key);
-    // On a database several processes share, the limits' state is the store's.
-    let rates = public
-        .filter(|_| store.upgrade().is_some_and(|s| s.shares_storage()))
-        .map(|public| {
-            let path = layout::key_rates(&public);
-            Arc::new(StoreRates::new(Weak::clone(store), path, record.version))
-        });
     let credits = record.credits.zip(public).map(|(c, public)| {
         let source = StoreCredits {
             store: Weak::clone(store),
@@ -303,17 +378,36 @@ fn build(key: Uuid, record: &ControlsRecord, store: &Weak<Inner>, clock: &Arc<dy
         };
         CreditMeter::new(c.remaining, c.refill, c.period(), Box::new(source))
     });
-    let key = Arc::new(KeyMeter {
-        version: record.version,
-        allowed_ips: record.allowed_ips.clone().into_boxed_slice(),
-        limits: record
+    let (limits, rates) = carried.unwrap_or_else(|| {
+        // On a database several processes share, the limits' state is the store's.
+        let rates = public
+            .filter(|_| store.upgrade().is_some_and(|s| s.shares_storage()))
+            .map(|public| {
+                let path = layout::key_rates(&public);
+                Arc::new(StoreRates::new(Weak::clone(store), path, record.version))
+                    as Arc<dyn RateSource>
+            });
+        let limits = record
             .rate_limits
             .iter()
             .map(|r| match &rates {
-                Some(rates) => Limit::shared(r.clone(), rates.clone()),
+                Some(rates) => Limit::shared(r.clone(), Arc::clone(rates)),
                 None => Limit::new(r.clone(), clock),
             })
+            .collect();
+        (limits, rates)
+    });
+    let key = Arc::new(KeyMeter {
+        version: record.version,
+        // Stored before ranges were made canonical as they are written.
+        allowed_ips: record
+            .allowed_ips
+            .iter()
+            .copied()
+            .map(canonical_net)
             .collect(),
+        limits,
+        rates,
         credits,
         clock: Arc::clone(clock),
     });
@@ -426,7 +520,10 @@ pub(super) fn flush(
         let Some(public) = layout::public_id_of(key) else {
             continue;
         };
-        let (slice, period) = credits.take_slice();
+        // Busy reserving: its slice goes back at a later flush.
+        let Some((slice, period)) = credits.take_slice() else {
+            continue;
+        };
         if slice == 0 {
             continue;
         }
@@ -447,4 +544,45 @@ pub(super) fn flush(
         db.flush()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    #[test]
+    fn a_meter_of_an_older_record_never_replaces_a_newer_one() {
+        let meters = Meters::default();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let key = Uuid::now_v7();
+        let v1 = ControlsRecord {
+            version: 1,
+            rate_limits: vec![RateLimit {
+                name: "default".into(),
+                limit: 10,
+                window_seconds: 60,
+            }],
+            ..ControlsRecord::default()
+        };
+        let v2 = ControlsRecord {
+            version: 2,
+            meta: Some("{}".into()),
+            ..v1.clone()
+        };
+        let v3 = ControlsRecord {
+            version: 3,
+            rate_limits: Vec::new(),
+            ..v2.clone()
+        };
+        let store = Weak::new();
+        let newer = meters.meter(key, &v2, &store, &clock).unwrap();
+        // A verification that read v1 before v2 committed.
+        assert_eq!(meters.meter(key, &v1, &store, &clock), Some(newer.clone()));
+        assert_eq!(meters.meter(key, &v2, &store, &clock), Some(newer.clone()));
+        // A newer record that needs no meter retires it; an older one does not.
+        assert_eq!(meters.meter(key, &v1, &store, &clock), Some(newer));
+        assert_eq!(meters.meter(key, &v3, &store, &clock), None);
+        assert!(meters.current(key).is_none());
+    }
 }

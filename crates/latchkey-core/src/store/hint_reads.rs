@@ -67,6 +67,10 @@ impl Backend for Counting {
         self.inner.reads_during_transactions()
     }
 
+    fn commits_durably(&self) -> bool {
+        self.inner.commits_durably()
+    }
+
     fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
         self.in_transaction.store(true, Ordering::SeqCst);
         let outcome = self.inner.transaction(&mut |tx| {

@@ -11,6 +11,7 @@ use super::controls::{ControlsRecord, StoredCredits};
 use super::counters::{self, Counter};
 use super::index::Class;
 use super::last_admin::AdminKeys;
+use super::rate_state::carry_key_rates_in;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::usage::Usage;
 use super::users::user_grants_in;
@@ -18,8 +19,8 @@ use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::Action;
 use crate::controls::{
-    Credits, CreditsPatch, check_allowed_ips, check_credit_amount, check_credits, check_meta,
-    check_rate_limits,
+    Credits, CreditsPatch, canonical_net, check_allowed_ips, check_credit_amount, check_credits,
+    check_meta, check_rate_limits,
 };
 use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
@@ -348,10 +349,13 @@ impl Store {
                 return Ok((record, None, pending));
             }
             if let Some((_, _, controls)) = &settle {
-                if controls.is_empty() {
-                    tx.remove(&path)?;
-                } else {
-                    tx.put(&path, controls)?;
+                // Kept when it controls nothing, with its version: a version never starts
+                // again at 1, so a meter built from an older record is never taken for a
+                // newer one (`Meters::meter`).
+                tx.put(&path, controls)?;
+                if controls.rate_limits == old.rate_limits {
+                    let rates = layout::key_rates(&public);
+                    carry_key_rates_in(tx, &rates, old.version, controls.version)?;
                 }
             }
             tx.put_key(&record)?;
@@ -432,7 +436,10 @@ impl Store {
         if grace.is_negative() {
             return Err(StoreError::invalid("grace_seconds", "must not be negative"));
         }
-        let (created, settle) = self.write(actor, |tx| {
+        // The old key's unspent slice, taken once (a write may run its body again) and
+        // credited to the new key; put back if the rotation does not commit.
+        let taken = std::cell::Cell::new(None);
+        let rotated = self.write(actor, |tx| {
             let (_, mut old) = self.key_for_change(tx, actor, id)?;
             // Its successor would escape a revocation mark.
             if revoked_in(tx, &old)? {
@@ -447,7 +454,14 @@ impl Store {
             let path = layout::key_controls(&old_public);
             let controls = tx.get::<ControlsRecord>(&path)?.unwrap_or_default();
             let now = tx.now.unix_timestamp_nanos();
-            let own = self.inner.meters.own_slice(id, controls.version, now);
+            let (_, (own, _)) = match taken.get() {
+                Some(taken) => taken,
+                None => {
+                    let slice = self.inner.meters.take_own_slice(id, controls.version, now);
+                    taken.set(Some((controls.version, slice)));
+                    (controls.version, slice)
+                }
+            };
             let mut drained = controls.clone();
             if let Some(credits) = drained.credits.as_mut() {
                 credits.remaining = 0;
@@ -455,6 +469,8 @@ impl Store {
                 credits.next_refill = None;
                 drained.version += 1;
                 tx.put(&path, &drained)?;
+                let rates = layout::key_rates(&old_public);
+                carry_key_rates_in(tx, &rates, controls.version, drained.version)?;
             }
             let original_expiry = old.expires_at;
             let Some(end) = tx.now.checked_add(grace) else {
@@ -479,6 +495,11 @@ impl Store {
             let created = self.create_key_in(tx, actor, &new, Some(&old))?;
             tx.put_raw(&successor, created.key.id.as_bytes())?;
             Ok((created, (controls.version, drained)))
+        });
+        let (created, settle) = rotated.inspect_err(|_| {
+            if let Some((version, slice)) = taken.get() {
+                self.inner.meters.put_back(id, version, slice);
+            }
         })?;
         // The old key's slice is void: its credits moved to the new key.
         let (old_version, drained) = settle;
@@ -650,7 +671,7 @@ fn new_controls(new: &NewKey, now: OffsetDateTime) -> Result<ControlsRecord, Sto
         ));
     }
     check_allowed_ips(&new.allowed_ips)?;
-    controls.allowed_ips = new.allowed_ips.clone();
+    controls.allowed_ips = new.allowed_ips.iter().copied().map(canonical_net).collect();
     Ok(controls)
 }
 
@@ -677,7 +698,7 @@ fn patched_controls(
     }
     if let Some(ips) = &patch.allowed_ips {
         check_allowed_ips(ips)?;
-        controls.allowed_ips = ips.clone();
+        controls.allowed_ips = ips.iter().copied().map(canonical_net).collect();
     }
     // A new version voids every slice reserved before (a `set` or `clear`) or this
     // process's only, which it carries over (any other change); an `add` keeps them all.

@@ -9,15 +9,18 @@
 //!
 //! A change to a key's or user's limits starts them afresh, as in one process: a key's
 //! record carries the version of the key's controls it was reserved under, and one of an
-//! older version counts as empty; a user's record is removed with any change to the user's
+//! older version counts as empty (a change of the key's other controls, which keeps its
+//! limits, moves the record on to the new version in the same transaction); a user's record is removed with any change to the user's
 //! limits. Both go with the key or user they belong to, and stay out of backups (they
 //! matter for one window at most).
 
 use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use super::backend::{KvTx, TxError};
+use super::tx::{Tx, TxResult};
 use super::{Inner, decode, encode};
 use crate::controls::RateLimit;
 use crate::shared_limit::{Ask, Gcra, RateGrant, RateSource};
@@ -37,7 +40,8 @@ struct RateRecord {
 pub(crate) struct StoreRates {
     store: Weak<Inner>,
     path: Vec<u8>,
-    version: u64,
+    /// Raised when the key's controls change and its limits stay the same (`carry_to`).
+    version: AtomicU64,
 }
 
 impl StoreRates {
@@ -46,25 +50,48 @@ impl StoreRates {
         StoreRates {
             store,
             path,
-            version,
+            version: AtomicU64::new(version),
         }
     }
 }
 
 impl RateSource for StoreRates {
     fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
+        self.run(rule, ask, now, true)
+    }
+
+    fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
+        self.run(rule, Ask::new(1, 1), now, false)
+    }
+
+    fn carry_to(&self, version: u64) {
+        self.version.fetch_max(version, Ordering::AcqRel);
+    }
+}
+
+impl StoreRates {
+    /// What `ask` comes to at `now`, in one transaction; it takes the grant only when
+    /// `take` (else it writes nothing).
+    fn run(
+        &self,
+        rule: &RateLimit,
+        ask: Ask,
+        now: i128,
+        take: bool,
+    ) -> Result<RateGrant, VerifyError> {
         let unavailable = |e: &dyn std::fmt::Display| VerifyError::Unavailable(e.to_string());
         let inner = self
             .store
             .upgrade()
             .ok_or_else(|| unavailable(&"the store is closed"))?;
         let gcra = Gcra::of(rule);
+        let version = self.version.load(Ordering::Acquire);
         let reserved = inner.db.transact(|tx| {
             let mut record = record_in(tx, &self.path)?;
-            if record.version < self.version {
+            if record.version < version {
                 // Written under controls since changed: the limits start afresh.
                 record = RateRecord {
-                    version: self.version,
+                    version,
                     tats: Vec::new(),
                 };
             }
@@ -75,7 +102,7 @@ impl RateSource for StoreRates {
                 .find(|(name, _)| *name == rule.name)
                 .map(|(_, tat)| *tat);
             let (tat, grant) = gcra.reserve(tat, now, ask);
-            if let (Some(tat), RateGrant::Granted { .. }) = (tat, grant) {
+            if let (Some(tat), RateGrant::Granted { .. }, true) = (tat, grant, take) {
                 // Arrival times already past hold nothing: dropped, so a record never
                 // outgrows the limits in use.
                 record
@@ -94,6 +121,19 @@ impl RateSource for StoreRates {
             tracing::warn!(error = %e, "could not reserve a slice of a rate limit");
             unavailable(&"the rate limit could not be reserved")
         })
+    }
+}
+
+/// After a change of a key's controls from `from` to `to` that keeps its rate limits: the
+/// state written under `from` goes on under `to`, in the change's transaction, so that
+/// every process's meter of `to` finds it (one written under an older version stays void).
+pub(super) fn carry_key_rates_in(tx: &Tx<'_>, path: &[u8], from: u64, to: u64) -> TxResult<()> {
+    match tx.get::<RateRecord>(path)? {
+        Some(mut record) if record.version == from && from < to => {
+            record.version = to;
+            tx.put(path, &record)
+        }
+        _ => Ok(()),
     }
 }
 

@@ -266,6 +266,10 @@ impl Backend for RedbDb {
     fn flush(&self) -> Result<(), StoreError> {
         self.handle().map(drop)
     }
+
+    fn commits_durably(&self) -> bool {
+        true
+    }
 }
 
 /// Opens the database; on a full disk, once more after releasing the store's reserve, as

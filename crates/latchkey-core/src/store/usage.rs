@@ -240,18 +240,23 @@ pub(super) fn flush(
 impl super::Store {
     /// Checks one figure of a usage report before any is recorded: `last_used_at` may not be
     /// more than [`MAX_USAGE_CLOCK_SKEW_SECONDS`] ahead of the store's clock, nor before the
-    /// key's creation. Figures for unknown keys pass (they are dropped at flush).
+    /// key's creation. Figures for unknown keys pass (they are dropped at flush); `None` is
+    /// a key the reporter may not see, checked exactly as an unknown one, so that the
+    /// answer never tells whether it exists.
     ///
     /// Fails with `Invalid { field: "last_used_at" }`.
     pub fn check_usage(
         &self,
-        key_id: Uuid,
+        key_id: Option<Uuid>,
         last_used_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let now = self.inner.clock.now();
         if last_used_at > now + time::Duration::seconds(MAX_USAGE_CLOCK_SKEW_SECONDS) {
             return Err(StoreError::invalid("last_used_at", "is in the future"));
         }
+        let Some(key_id) = key_id else {
+            return Ok(());
+        };
         match self.key_record(key_id) {
             Ok(record) if last_used_at < record.created_at => Err(StoreError::invalid(
                 "last_used_at",

@@ -128,7 +128,8 @@ impl<V> ApiKeyAuthLayer<V> {
     /// (`X-Forwarded-For` by default). Without any (the default), the client is the peer
     /// (axum's `ConnectInfo<SocketAddr>`: serve with
     /// `into_make_service_with_connect_info::<SocketAddr>()`), and forwarded headers are
-    /// ignored.
+    /// ignored. A range of IPv4-mapped IPv6 addresses (`::ffff:10.0.0.0/104`) is taken as
+    /// the IPv4 range it maps, as addresses are compared as IPv4 when they map one.
     ///
     /// ```
     /// # use latchkey_tower::{ApiKeyAuthLayer, IpNet};
@@ -138,10 +139,11 @@ impl<V> ApiKeyAuthLayer<V> {
     /// # let _ = layer;
     /// ```
     pub fn trust_proxies(mut self, proxies: impl IntoIterator<Item = ipnet::IpNet>) -> Self {
-        Arc::make_mut(&mut self.config)
-            .trusted_proxies
-            .nets
-            .extend(proxies);
+        Arc::make_mut(&mut self.config).trusted_proxies.nets.extend(
+            proxies
+                .into_iter()
+                .map(latchkey_core::controls::canonical_net),
+        );
         self
     }
 

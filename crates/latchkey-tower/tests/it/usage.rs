@@ -284,6 +284,30 @@ async fn an_allowlist_checks_the_peer_and_forwarded_addresses_only_from_trusted_
         .assert_refused(403, None, "ip_not_allowed");
 }
 
+#[tokio::test]
+async fn ranges_written_as_ipv4_mapped_ipv6_match_ipv4_clients() {
+    let fx = Fixture::new();
+    let key = fx.key_with(NewKey {
+        allowed_ips: vec!["::ffff:10.1.0.0/112".parse().unwrap()],
+        ..partner_key(&fx, &[])
+    });
+    let text = key.secret.expose();
+    send(
+        &app(fx.layer()),
+        from("10.1.2.3", get_with("/whoami", text)),
+    )
+    .await
+    .assert_ok();
+    let proxy: IpNet = "::ffff:192.0.2.0/120".parse().unwrap();
+    let behind = app(fx.layer().trust_proxies([proxy]));
+    let forwarded = whoami_from("192.0.2.1", text, &[("x-forwarded-for", "10.1.2.3")]);
+    send(&behind, forwarded).await.assert_ok();
+    let outside = whoami_from("192.0.2.1", text, &[("x-forwarded-for", "10.2.0.1")]);
+    send(&behind, outside)
+        .await
+        .assert_refused(403, None, "ip_not_allowed");
+}
+
 /// A request from the trusted proxy 192.0.2.1 whose client claims 203.0.113.5 in
 /// `Forwarded`, while the proxy wrote 198.51.100.66 in `X-Forwarded-For`.
 fn through_proxy_with_both_headers(text: &str) -> axum::extract::Request {

@@ -522,6 +522,10 @@ impl Backend for PgBackend {
         Ok(())
     }
 
+    fn commits_durably(&self) -> bool {
+        true
+    }
+
     fn lock_writers(&self) -> Result<WriterGuard, StoreError> {
         let client = self.0.client()?;
         let locked = self

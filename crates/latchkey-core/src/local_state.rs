@@ -1,0 +1,63 @@
+//! The state of a rate limit only this process keeps (`governor`'s GCRA over one atomic
+//! theoretical arrival time), which can also be *peeked*: asked whether a request would
+//! pass, and what would be left, without taking anything (`/v1/verify` with `cost: 0`).
+//!
+//! `governor` decides through [`StateStore::measure_and_replace`], which stores the new
+//! arrival time when the request passes; while [`peeking`] runs on a thread, this store
+//! answers the decision and stores nothing.
+
+use std::cell::Cell;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::nanos::Nanos;
+use governor::state::{NotKeyed, StateStore};
+
+thread_local! {
+    /// Whether the decisions made on this thread now only look.
+    static PEEKING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// One limit's theoretical arrival time, in nanoseconds since its limiter was made (0:
+/// never used), as `governor`'s own `InMemoryState` keeps it.
+#[derive(Debug, Default)]
+pub(crate) struct LocalState(AtomicU64);
+
+impl StateStore for LocalState {
+    type Key = NotKeyed;
+
+    fn measure_and_replace<T, F, E>(&self, _key: &NotKeyed, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut prev = self.0.load(Ordering::Acquire);
+        loop {
+            let (answer, next) = f(NonZeroU64::new(prev).map(|n| n.get().into()))?;
+            if PEEKING.get() {
+                return Ok(answer);
+            }
+            match self.0.compare_exchange_weak(
+                prev,
+                next.into(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(answer),
+                Err(now) => prev = now,
+            }
+        }
+    }
+}
+
+/// Runs `decide` (a limiter's check) on this thread so that it takes nothing.
+pub(crate) fn peeking<T>(decide: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PEEKING.set(false);
+        }
+    }
+    PEEKING.set(true);
+    let _reset = Reset;
+    decide()
+}
