@@ -83,8 +83,14 @@ fn a_damaged_backup_or_a_used_target_restores_nothing() {
     let mut flipped = file.clone();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 1;
-    let cases: [(&[u8], &str); 4] = [
+    // A frame longer than any record (1 MiB): damaged, refused before it is read, however
+    // much the file holds after it.
+    let header = file.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut oversized = file[..header].to_vec();
+    oversized.extend_from_slice(&((1u32 << 20) + 1).to_be_bytes());
+    let cases: [(&[u8], &str); 5] = [
         (&file[..file.len() - 40], "truncated"),
+        (&oversized, "larger than any"),
         (&flipped, "damaged"),
         (b"{\"hello\": 1}\n", "not a latchkey backup"),
         (b"", "not a latchkey backup"),

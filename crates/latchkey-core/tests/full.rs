@@ -175,3 +175,43 @@ fn a_store_killed_mid_work_opens_on_a_full_disk() {
     let store = Store::open(&path, config).unwrap();
     assert_eq!(store.user("bot").unwrap().name, "bot");
 }
+
+/// A store whose mark trails it (the mark write after a commit failed on a full disk,
+/// which is safe: a mark only ever trails) opens on a full disk: with its reserve, which
+/// it releases to advance the mark, and without one (sled's snapshot is already written by
+/// the open before), keeping the older mark until there is room.
+#[test]
+fn a_store_whose_mark_trails_opens_on_a_full_disk() {
+    let Some(tmpfs) = mounted() else { return };
+    let path = tmpfs.path().join("store");
+    let (mark, reserve) = (path.join("latchkey.mark"), path.join("latchkey.reserve"));
+    let config = support::config().min_free_bytes(0);
+    let older = {
+        let store = Store::create_empty(&path, "lk", config.clone()).unwrap();
+        support::user(&store, "bot", &[]);
+        let older = fs::read(&mark).unwrap();
+        support::user(&store, "app", &[]);
+        older
+    };
+    let newer = fs::read(&mark).unwrap();
+    assert_ne!(older, newer);
+    for with_reserve in [true, false] {
+        // The mark as a failed write leaves it: one change behind the store.
+        fs::write(&mark, &older).unwrap();
+        if !with_reserve {
+            fs::remove_file(&reserve).unwrap();
+        }
+        assert_eq!(reserve.exists(), with_reserve);
+        let filler = tmpfs.fill();
+        let store = Store::open(&path, config.clone()).unwrap();
+        assert_eq!(store.user("app").unwrap().name, "app");
+        drop(store);
+        let kept = fs::read(&mark).unwrap();
+        assert_eq!(&kept, if with_reserve { &newer } else { &older });
+        // Room again: the mark catches up at the next open, and the reserve comes back.
+        fs::remove_file(&filler).unwrap();
+        drop(Store::open(&path, config.clone()).unwrap());
+        assert_eq!(fs::read(&mark).unwrap(), newer);
+        assert!(reserve.exists());
+    }
+}

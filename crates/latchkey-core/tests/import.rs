@@ -27,6 +27,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A store on the tests' backend, with a user `legacy` without permissions; the location
+/// must live as long as the store (a PostgreSQL database is dropped with it).
+fn store_with_user() -> (support::TestLocation, Store, uuid::Uuid) {
+    let location = support::location();
+    let store = Store::create_empty_at(&location.location, "lk", support::config()).unwrap();
+    let new_user = NewUser {
+        name: "legacy".into(),
+        ..NewUser::default()
+    };
+    let user = store.create_user(&Actor::system(), new_user).unwrap().id;
+    (location, store, user)
+}
+
 #[test]
 fn imported_keys_verify_under_their_old_text_and_are_rehashed() {
     let dir = tempfile::tempdir().unwrap();
@@ -122,14 +135,8 @@ fn an_imported_key_carries_meta_checked_as_a_created_key_s() {
     use latchkey_core::limits::MAX_META_BYTES;
     use serde_json::json;
 
-    let location = support::location();
-    let store = Store::create_empty_at(&location.location, "lk", support::config()).unwrap();
+    let (_location, store, user) = store_with_user();
     let admin = Actor::system();
-    let new_user = NewUser {
-        name: "legacy".into(),
-        ..NewUser::default()
-    };
-    let user = store.create_user(&admin, new_user).unwrap().id;
     let full = "sk_live_0123456789abcdefmeta";
     let hashed = "unkey_0123456789abcdefmeta";
     let with_meta = |secret, prefix, meta| ImportKey {
@@ -263,4 +270,50 @@ fn a_deleted_imported_key_can_be_imported_again() {
     assert!(again.iter().all(Result::is_ok), "{again:?}");
     store.verify(full).unwrap();
     store.verify(hashed).unwrap();
+}
+
+/// One text is one key, however it comes: as a full key, as its SHA-256, or as its SHA-256
+/// again once the first was re-hashed at its first verification (the SHA-256 entry is gone
+/// then). Otherwise the text would still authenticate, through the other key, once the
+/// first is revoked and deleted. Runs on the tests' backend.
+#[test]
+fn one_text_is_imported_once_in_any_form() {
+    let (_location, store, user) = store_with_user();
+    let admin = Actor::system();
+    let full = |text: &str| item(ImportSecret::full(text).unwrap(), None);
+    let sha = |text: &str| {
+        let digest = hex(&Sha256::digest(text.as_bytes()));
+        item(ImportSecret::sha256(&digest).unwrap(), Some("sk_live"))
+    };
+    let refused = |items: &[ImportKey]| {
+        let outcome = store.import_keys(&admin, user, items).unwrap();
+        assert!(
+            matches!(outcome[..], [Err(StoreError::Conflict(_))]),
+            "{outcome:?}"
+        );
+    };
+    let imported = |items: &[ImportKey]| {
+        let outcome = store.import_keys(&admin, user, items).unwrap();
+        outcome.into_iter().next().unwrap().unwrap().id
+    };
+
+    // A: a full key, then its SHA-256; and a SHA-256, then its full key.
+    let a = "sk_live_AAAAAAAAAAAAAAAAAAAAAAAA";
+    imported(&[full(a)]);
+    refused(&[sha(a)]);
+    let b = "sk_live_BBBBBBBBBBBBBBBBBBBBBBBB";
+    imported(&[sha(b)]);
+    refused(&[full(b)]);
+    // B: a SHA-256, verified once (re-hashed), then the same SHA-256 or its full key.
+    let c = "sk_live_CCCCCCCCCCCCCCCCCCCCCCCC";
+    let first = imported(&[sha(c)]);
+    store.verify(c).unwrap();
+    refused(&[sha(c)]);
+    refused(&[full(c)]);
+    // Deleting the key frees its text, in both forms.
+    store.revoke_key(&admin, first).unwrap();
+    store.delete_key(&admin, first).unwrap();
+    assert!(store.verify(c).is_err());
+    let again = imported(&[sha(c)]);
+    assert_eq!(store.verify(c).unwrap().key_id, again);
 }

@@ -56,10 +56,16 @@ const FORMAT: &str = "latchkey-backup";
 const VERSION: u32 = 1;
 /// A header is a couple of hundred bytes; a longer first line is not a backup.
 const MAX_HEADER: u64 = 4096;
-/// sled keys and values of a store are far below this; a larger frame is a damaged file.
-const MAX_FRAME: u32 = 16 << 20;
-/// Records per sled batch while restoring.
+/// The largest key or value a backup holds: a store's largest records (a user, group or
+/// key with 256 permissions of 128 bytes, 32 KiB; a usage control with 4 KiB of meta) are
+/// far below it. A larger frame is a damaged file, refused before anything is allocated
+/// for it; a backup of a store holding one is refused rather than written.
+const MAX_FRAME: u32 = 1 << 20;
+/// Records per batch while restoring, at most.
 const BATCH: usize = 10_000;
+/// Bytes of keys and values per batch while restoring: a batch is written once it holds
+/// this much, so a restore holds about this much at a time, whatever the backup's frames.
+const BATCH_BYTES: usize = 8 << 20;
 
 /// What a restore made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +149,12 @@ impl Store {
         let mut written = 0u64;
         for item in all() {
             let (key, value) = item?;
+            if key.len().max(value.len()) > MAX_FRAME as usize {
+                return Err(StoreError::storage(format!(
+                    "a record is larger than a backup holds ({} bytes at most)",
+                    MAX_FRAME
+                )));
+            }
             for part in [&key, &value] {
                 out.write_all(&(part.len() as u32).to_be_bytes())
                     .and_then(|()| out.write_all(part))
@@ -312,8 +324,8 @@ pub(super) fn load(db: &dyn Backend, backup: impl Read) -> Result<Restored, Stor
         hasher.update(&bytes);
         Ok(Some(bytes))
     };
-    let mut batch = Batch::default();
-    let (mut pending, mut records) = (0, 0u64);
+    let mut pending = Pending::default();
+    let mut records = 0u64;
     let mut version = None;
     loop {
         let key = read_frame(&mut hasher)?.unwrap_or_default();
@@ -327,13 +339,10 @@ pub(super) fn load(db: &dyn Backend, backup: impl Read) -> Result<Restored, Stor
         if key == layout::VERSION {
             super::schema_of(&value)?;
             version = Some(value);
-        } else if key != layout::LINEAGE {
-            batch.insert(key, value);
-            pending += 1;
-        }
-        if pending == BATCH {
-            db.apply_batch(std::mem::take(&mut batch))?;
-            pending = 0;
+        } else if key != layout::LINEAGE
+            && let Some(full) = pending.insert(key, value)
+        {
+            db.apply_batch(full)?;
         }
     }
     let mut digest = [0; 32];
@@ -348,6 +357,7 @@ pub(super) fn load(db: &dyn Backend, backup: impl Read) -> Result<Restored, Stor
         return Err(bad("it holds no store (no schema version)"));
     };
     let lineage = Uuid::now_v7();
+    let mut batch = pending.batch;
     batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
     db.apply_batch(batch)?;
     if recover::head_of(db)? != header.head {
@@ -358,4 +368,53 @@ pub(super) fn load(db: &dyn Backend, backup: impl Read) -> Result<Restored, Stor
     db.apply_batch(last)?;
     db.flush()?;
     Ok(Restored { header, lineage })
+}
+
+/// The records a restore read but has not written yet.
+#[derive(Default)]
+struct Pending {
+    batch: Batch,
+    bytes: usize,
+}
+
+impl Pending {
+    /// Adds a record; returns the batch to write once it holds [`BATCH`] records or
+    /// [`BATCH_BYTES`] bytes.
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Batch> {
+        self.bytes += key.len() + value.len();
+        self.batch.writes.push((key, Some(value)));
+        if self.batch.writes.len() < BATCH && self.bytes < BATCH_BYTES {
+            return None;
+        }
+        self.bytes = 0;
+        Some(std::mem::take(&mut self.batch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_batch_is_written_by_records_or_by_bytes() {
+        let mut pending = Pending::default();
+        let frame = vec![0; MAX_FRAME as usize];
+        let per_batch = BATCH_BYTES.div_ceil(MAX_FRAME as usize + 1);
+        for round in 0..2 {
+            for i in 1..per_batch {
+                assert!(
+                    pending
+                        .insert(vec![round, i as u8], frame.clone())
+                        .is_none()
+                );
+            }
+            let full = pending.insert(vec![round], frame.clone()).unwrap();
+            assert_eq!(full.writes.len(), per_batch);
+        }
+        for i in 1..BATCH {
+            assert!(pending.insert(i.to_be_bytes().to_vec(), vec![]).is_none());
+        }
+        assert_eq!(pending.insert(vec![], vec![]).unwrap().writes.len(), BATCH);
+        assert!(pending.batch.writes.is_empty());
+    }
 }

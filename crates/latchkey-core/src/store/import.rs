@@ -13,7 +13,9 @@
 //!
 //! Each becomes an ordinary key record (with a latchkey public id of its own, so it lists,
 //! revokes, rotates and is audited like any key), plus one index entry from the hash of
-//! its text to that id. Native keys never look at the index: only a text that does not
+//! its text to that id, and one from the keyed hash of its text's SHA-256 (in either form,
+//! kept past the re-hash until the key is deleted: [`layout::imported_seen`]) that refuses
+//! the same text imported again, as a full key or as a SHA-256. Native keys never look at the index: only a text that does not
 //! parse as a latchkey key, in a store that holds imported keys, is looked up there.
 
 use std::sync::Arc;
@@ -47,6 +49,11 @@ const KEY_LEN: std::ops::RangeInclusive<usize> = 16..=512;
 struct Target {
     hash: [u8; 32],
     index: Vec<u8>,
+    /// The entry of its SHA-256, as a SHA-256 import not yet verified has it.
+    sha_index: Vec<u8>,
+    /// The keyed hash of its SHA-256, and its entry ([`layout::imported_seen`]).
+    seen: [u8; 32],
+    seen_index: Vec<u8>,
     prefix: String,
     public: PublicId,
 }
@@ -203,7 +210,14 @@ impl Store {
             let ahead: Vec<Vec<u8>> = targets
                 .iter()
                 .flatten()
-                .flat_map(|t| [t.index.clone(), layout::key(&t.public)])
+                .flat_map(|t| {
+                    [
+                        t.index.clone(),
+                        t.sha_index.clone(),
+                        t.seen_index.clone(),
+                        layout::key(&t.public),
+                    ]
+                })
                 .collect();
             tx.prefetch(&ahead)?;
             let grants = user_grants_in(tx, &user)?;
@@ -227,11 +241,11 @@ impl Store {
     /// Where an item goes: its stored hash, its index entry, its display prefix and a
     /// public id of its own (so that it is found, listed and revoked like any other key).
     fn import_target(&self, item: &ImportKey) -> Result<Target, Refused> {
-        let (hash, index, prefix) = match &item.secret {
+        let (hash, index, prefix, digest) = match &item.secret {
             ImportSecret::Full(text) => {
                 let hash = self.inner.hash_key.hash(text).to_bytes();
                 let prefix = item.prefix.clone().unwrap_or_else(|| derived_prefix(text));
-                (hash, layout::imported_blake3(&hash), prefix)
+                (hash, layout::imported_blake3(&hash), prefix, sha256(text))
             }
             ImportSecret::Sha256(digest) => {
                 let Some(prefix) = item.prefix.clone() else {
@@ -240,13 +254,17 @@ impl Store {
                         reason: "is required with sha256: the display prefix the key had",
                     });
                 };
-                (*digest, layout::imported_sha256(digest), prefix)
+                (*digest, layout::imported_sha256(digest), prefix, *digest)
             }
         };
         check_prefix(&prefix)?;
+        let seen = self.seen_hash(&digest);
         Ok(Target {
             hash,
             index,
+            sha_index: layout::imported_sha256(&digest),
+            seen,
+            seen_index: layout::imported_seen(&seen),
             prefix,
             public: ApiKey::generate(&Prefix::default(), Env::Live).id(),
         })
@@ -281,13 +299,22 @@ impl Store {
         let Target {
             hash,
             index,
+            sha_index,
+            seen,
+            seen_index,
             prefix,
             public,
         } = match target {
             Ok(target) => target,
             Err(refused) => return Ok(Err((*refused).into())),
         };
-        if tx.get_raw(index)?.is_some() {
+        // Its own entry, its SHA-256's (a SHA-256 import not yet verified, which a full
+        // import has none of) and the one kept past the re-hash: one text, one key.
+        let mut taken = false;
+        for entry in [index, sha_index, seen_index] {
+            taken = taken || tx.get_raw(entry)?.is_some();
+        }
+        if taken {
             return Ok(Err(StoreError::Conflict(Conflict::NameTaken {
                 entity: Entity::Key,
                 name: format!("{prefix} (this key is already imported)"),
@@ -320,8 +347,16 @@ impl Store {
             tx.put(&layout::key_controls(public), &controls)?;
         }
         tx.put_raw(index, public.as_str().as_bytes())?;
+        tx.put_raw(seen_index, public.as_str().as_bytes())?;
+        tx.put_raw(&layout::imported_seen_by(public), seen)?;
         self.insert_key_record(tx, *public, &record)?;
         Ok(Ok(record.view(tx.now, Usage::default(), &controls, 0)))
+    }
+
+    /// The keyed hash under which an imported key is kept once imported, by its text's
+    /// SHA-256 ([`layout::imported_seen`]).
+    fn seen_hash(&self, digest: &[u8; 32]) -> [u8; 32] {
+        self.inner.hash_key.hash(&hex::encode(digest)).to_bytes()
     }
 
     /// Verifies a text that is not a latchkey key against the imported keys: `None` when
@@ -486,6 +521,23 @@ fn imported_controls(item: &ImportKey) -> ControlsRecord {
         meta: item.meta.as_ref().map(serde_json::Value::to_string),
         ..ControlsRecord::default()
     }
+}
+
+/// Removes the entry that kept a deleted imported key's text from being imported again
+/// ([`layout::imported_seen`]), so that it may be imported again. Nothing for other keys.
+pub(super) fn forget_seen(tx: &Tx<'_>, public: &PublicId) -> TxResult<()> {
+    let by = layout::imported_seen_by(public);
+    let Some(seen) = tx.get_raw(&by)? else {
+        return Ok(());
+    };
+    if let Ok(seen) = <[u8; 32]>::try_from(seen.as_slice()) {
+        let entry = layout::imported_seen(&seen);
+        if tx.get_raw(&entry)?.as_deref() == Some(public.as_str().as_bytes()) {
+            tx.remove(&entry)?;
+        }
+    }
+    tx.remove(&by)?;
+    Ok(())
 }
 
 /// Whether a store holds imported keys (read once at open).

@@ -414,6 +414,7 @@ impl Store {
                     tx.remove(&entry)?;
                 }
             }
+            super::import::forget_seen(tx, &public)?;
             tx.record(Action::KeyDelete, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(public));
             Ok(())

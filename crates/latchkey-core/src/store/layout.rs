@@ -14,6 +14,7 @@
 //! | `m:n:<count>`, `m:expiry_mark`, `m:indexed` | counts for `/metrics` (`counters.rs`), the expiry sweep's mark, the index version |
 //! | `j:<uuid>` / `ja:<uuid>` / `ur:<user uuid>` | background job / the key that asked for it / a user's revocation mark (`jobs.rs`) |
 //! | `xb:<keyed BLAKE3>` / `xs:<SHA-256>` | an imported key's public id, by the hash of its text |
+//! | `xh:<keyed BLAKE3 of its SHA-256>` / `kx:<public id>` | an imported key's public id, kept past its re-hash so its text is never imported twice / that entry's hash, to remove it with the key (`import.rs`) |
 //! | `r:k:<public id>` / `r:u:<user uuid>` | on a shared database only: the key's / user's rate limits' shared GCRA state (`rate_state.rs`); not backed up |
 //!
 //! Values are postcard. UUIDs are the 16 raw bytes, so v7 ids keep records in creation order.
@@ -133,6 +134,19 @@ pub(crate) fn imported_blake3(hash: &[u8; 32]) -> Vec<u8> {
 /// An imported key not yet verified, by the SHA-256 it was imported with.
 pub(crate) fn imported_sha256(digest: &[u8; 32]) -> Vec<u8> {
     join(b"xs:", digest)
+}
+
+/// An imported key, by the keyed BLAKE3 of the hex SHA-256 of its text: written at import
+/// in either form and kept until the key is deleted, so that one text is never imported
+/// twice, however it came (full, SHA-256, re-hashed since). Keyed, so that the SHA-256
+/// itself is still forgotten at the re-hash.
+pub(crate) fn imported_seen(hash: &[u8; 32]) -> Vec<u8> {
+    join(b"xh:", hash)
+}
+
+/// The hash under which [`imported_seen`] holds an imported key, to remove it with the key.
+pub(crate) fn imported_seen_by(id: &PublicId) -> Vec<u8> {
+    join(b"kx:", id.as_bytes())
 }
 
 pub(crate) fn audit(seq: u64) -> Vec<u8> {

@@ -183,7 +183,8 @@ impl Marker {
 
 /// At open: compares the store with its mark. Refuses a store behind its mark, diverged
 /// from it or of another lineage; advances the mark over writes flushed after it (a crash
-/// between a write's flush and its mark) and writes one for a store that has none.
+/// between a write's flush and its mark) and writes one for a store that has none. On a
+/// full disk, even without the store's reserve, a mark that trails the store is kept.
 pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, StoreError> {
     let damaged = |reason: String| StoreError::Damaged {
         path: path.to_owned(),
@@ -252,10 +253,30 @@ pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, Stor
             return Ok(current);
         }
     }
-    mark::write(path, &current, true).map_err(|e| {
-        StoreError::storage(format!("cannot write {}: {e}", mark::path(path).display()))
-    })?;
-    Ok(current)
+    match (write_at_open(path, &current), known) {
+        (Ok(()), _) => Ok(current),
+        // A mark that trails the store is safe (it only ever checks less): a store whose
+        // last mark write failed on a full disk opens on it still, and keeps it until a
+        // write's mark fits.
+        (Err(e), Some(known)) if space::is_full(&e) => {
+            tracing::warn!(error = %e, store = %path.display(), "the disk is full: the store's mark stays at an older write until there is room");
+            Ok(known)
+        }
+        (Err(e), _) => Err(StoreError::storage(format!(
+            "cannot write {}: {e}",
+            mark::path(path).display()
+        ))),
+    }
+}
+
+/// Writes the mark at open; on a full disk, once more after releasing the store's reserve.
+fn write_at_open(path: &Path, current: &Mark) -> std::io::Result<()> {
+    match mark::write(path, current, true) {
+        Err(e) if space::is_full(&e) && space::release_ballast(path) => {
+            mark::write(path, current, true)
+        }
+        written => written,
+    }
 }
 
 /// `audit verify`'s check of a whole chain against the mark: it must reach the mark's
