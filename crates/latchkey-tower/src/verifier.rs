@@ -90,6 +90,17 @@ pub trait Verifier: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`Verifier::verify_foreign`] may take a text now. Only then does the layer
+    /// read a presented text longer than a latchkey key
+    /// ([`MAX_KEY_LEN`](latchkey_core::key::MAX_KEY_LEN)), up to the longest imported key
+    /// ([`MAX_IMPORTED_KEY_LEN`](latchkey_core::limits::MAX_IMPORTED_KEY_LEN)); otherwise it
+    /// refuses such a text unread. The default, `true`, suits any verifier that implements
+    /// `verify_foreign`; a closure answers `false`, a [`Store`] whether it holds imported
+    /// keys, a remote verifier whether it was built with `imported_keys(true)`.
+    fn verifies_foreign(&self) -> bool {
+        true
+    }
+
     /// [`Verifier::verify_foreign`] for a request from `client_ip`, called instead of it
     /// when [`Verifier::wants_client_ip`] says so, as [`Verifier::verify_from`] is.
     fn verify_foreign_from(
@@ -145,5 +156,10 @@ where
 
     fn verify(&self, key: &ApiKey) -> Self::Future {
         Box::pin(self(key))
+    }
+
+    /// A closure verifies latchkey keys only.
+    fn verifies_foreign(&self) -> bool {
+        false
     }
 }

@@ -4,6 +4,7 @@ use http::header::AUTHORIZATION;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Uri};
 use latchkey_core::key::MAX_KEY_LEN;
+use latchkey_core::limits::MAX_IMPORTED_KEY_LEN;
 
 use super::config::Config;
 use crate::rejection::Reason;
@@ -18,13 +19,15 @@ pub(super) enum Source {
 
 /// The presented key's bytes and where they came from, or why there is none to verify.
 ///
-/// The bytes are no longer than a key. When the layer reads more than one place, each is
-/// also checked for UTF-8 on the way (a non-UTF-8 value is refused as such before another
-/// place is read); when it reads only `Authorization`, that check waits for a parse that
-/// fails (`service::foreign`): the same answer, without a pass over every valid key.
+/// The bytes are no longer than `longest` (see `longest()`). When the layer reads more
+/// than one place, each is also checked for UTF-8 on the way (a non-UTF-8 value is refused
+/// as such before another place is read); when it reads only `Authorization`, that check
+/// waits for a parse that fails (`service::foreign`): the same answer, without a pass over
+/// every valid key.
 pub(super) fn find<'r, B>(
     request: &'r Request<B>,
     config: &Config,
+    longest: usize,
 ) -> Result<(Source, &'r [u8]), Reason> {
     let headers = request.headers();
     let eager = config.header.is_some() || config.query_param.is_some();
@@ -32,14 +35,14 @@ pub(super) fn find<'r, B>(
     let mut other_scheme = false;
     if let Some(value) = single(headers, &AUTHORIZATION)? {
         match bearer_token(value) {
-            Some(token) => found = Some((Source::Authorization, text(token, eager)?)),
+            Some(token) => found = Some((Source::Authorization, text(token, longest, eager)?)),
             None => other_scheme = true,
         }
     }
     if let Some(name) = &config.header
         && let Some(value) = single(headers, name)?
     {
-        let token = text(value.trim_ascii(), eager)?;
+        let token = text(value.trim_ascii(), longest, eager)?;
         set_once(&mut found, Source::Header, token)?;
     }
     if let (Some(param), Some(query)) = (&config.query_param, request.uri().query()) {
@@ -47,7 +50,11 @@ pub(super) fn find<'r, B>(
             if found.is_some_and(|(source, _)| source == Source::Query) {
                 return Err(Reason::Repeated);
             }
-            set_once(&mut found, Source::Query, text(value.as_bytes(), eager)?)?;
+            set_once(
+                &mut found,
+                Source::Query,
+                text(value.as_bytes(), longest, eager)?,
+            )?;
         }
     }
     match found {
@@ -106,9 +113,20 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// The longest credential the layer reads: a latchkey key, or an imported key when the
+/// verifier takes them ([`Verifier::verifies_foreign`](crate::Verifier::verifies_foreign)).
+/// Anything longer is refused before any pass over it.
+pub(super) fn longest(verifies_foreign: bool) -> usize {
+    if verifies_foreign {
+        MAX_KEY_LEN.max(MAX_IMPORTED_KEY_LEN)
+    } else {
+        MAX_KEY_LEN
+    }
+}
+
 /// The token, checked for length before anything reads it all, then for UTF-8 if `utf8`.
-fn text(token: &[u8], utf8: bool) -> Result<&[u8], Reason> {
-    if token.len() > MAX_KEY_LEN {
+fn text(token: &[u8], longest: usize, utf8: bool) -> Result<&[u8], Reason> {
+    if token.len() > longest {
         return Err(Reason::TooLong);
     }
     if utf8 && !token.is_ascii() {

@@ -122,7 +122,8 @@ where
         }
         let span = trace::span();
         let entered = span.enter();
-        let (source, text) = match credentials::find(&request, config) {
+        let longest = credentials::longest(self.layer.verifier.verifies_foreign());
+        let (source, text) = match credentials::find(&request, config, longest) {
             Ok(found) => found,
             Err(reason) => {
                 trace::rejected(&span, reason, None);
