@@ -76,10 +76,19 @@ pub(super) fn hide<B>(request: &mut Request<B>, source: Source, config: &Config)
             }
         }
         Source::Query => {
-            if let Some(param) = &config.query_param
-                && let Some(uri) = without_query_param(request.uri(), param)
-            {
+            let Some(param) = &config.query_param else {
+                return;
+            };
+            if let Some(uri) = without_query_param(request.uri(), param) {
                 *request.uri_mut() = uri;
+            }
+            // axum's router keeps the URI as it came in `OriginalUri`, inserted before any
+            // route layer runs: the key is hidden there too.
+            #[cfg(feature = "axum")]
+            if let Some(axum::extract::OriginalUri(original)) = request.extensions_mut().get_mut()
+                && let Some(uri) = without_query_param(original, param)
+            {
+                *original = uri;
             }
         }
     }
