@@ -55,8 +55,10 @@ pub trait Verifier: Send + Sync + 'static {
     fn verify(&self, key: &ApiKey) -> Self::Future;
 
     /// A shortcut for a key text this verifier has verified before: `Some` when it
-    /// recognises `presented` (unparsed, at most a key's length, UTF-8) without parsing it
-    /// and the key authenticates now; `None` for anything else.
+    /// recognises `presented` (unparsed, no longer than the layer reads: see
+    /// [`Verifier::verifies_foreign`]; ASCII, since the layer refuses any other byte
+    /// before a verifier sees the text) without parsing it and the key authenticates now;
+    /// `None` for anything else.
     ///
     /// The layer tries it first, for a text whose environment it accepts; on `None` it
     /// parses the text and calls [`Verifier::verify`], which must answer as this would

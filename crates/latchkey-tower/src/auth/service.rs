@@ -278,6 +278,7 @@ fn foreign<V: Verifier>(
     client: impl FnOnce() -> Option<IpAddr>,
     config: &Config,
 ) -> Result<V::Future, Reason> {
+    // ASCII already (`credentials::find`): this never fails.
     let text = std::str::from_utf8(text).map_err(|_| Reason::NotUtf8)?;
     if !config.accepts(Env::Live) {
         return Err(Reason::RefusedEnv);
