@@ -4,6 +4,8 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 
+#[cfg(doc)]
+use latchkey_core::Store;
 use latchkey_core::{ApiKey, Principal, VerifyError};
 use tokio::task::JoinHandle;
 
