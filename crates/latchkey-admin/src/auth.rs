@@ -34,6 +34,10 @@ impl Verifier for MeteredStore {
         self.0.verification(key)
     }
 
+    fn verifies_foreign(&self) -> bool {
+        self.0.store.holds_imported_keys()
+    }
+
     fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
         self.0.foreign_verification(text)
     }

@@ -137,6 +137,27 @@ pub fn check_meta(meta: &serde_json::Value) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether `name` may name a rate limit: 1 to 32 characters of `[A-Za-z0-9_.-]`, which
+/// need no escaping in JSON or in the `RateLimit` headers' quoted strings.
+pub fn is_rate_limit_name(name: &str) -> bool {
+    (1..=MAX_RATE_LIMIT_NAME_BYTES).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// What a user's rate limit is named in refusals and limit states: `user:<name>`, apart
+/// from a key's own limit of the same name.
+pub const USER_LIMIT_PREFIX: &str = "user:";
+
+/// Whether `name` may name a limit in a refusal or a limit state (`/v1/verify`'s `limits`,
+/// a 429's body and `RateLimit` headers): a [rate limit's name](is_rate_limit_name), that
+/// of a user's limit ([`USER_LIMIT_PREFIX`]), or `credits`. None needs escaping in JSON or
+/// in a header's quoted string.
+pub fn is_limit_state_name(name: &str) -> bool {
+    is_rate_limit_name(name.strip_prefix(USER_LIMIT_PREFIX).unwrap_or(name))
+}
+
 /// Checks a list of rate limits: at most 8, each well-formed, names unique.
 pub fn check_rate_limits(limits: &[RateLimit]) -> Result<(), StoreError> {
     let field = "rate_limits";
@@ -147,12 +168,7 @@ pub fn check_rate_limits(limits: &[RateLimit]) -> Result<(), StoreError> {
         ));
     }
     for (i, limit) in limits.iter().enumerate() {
-        let name_ok = (1..=MAX_RATE_LIMIT_NAME_BYTES).contains(&limit.name.len())
-            && limit
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if !name_ok {
+        if !is_rate_limit_name(&limit.name) {
             return Err(StoreError::invalid(
                 field,
                 format!("a name is 1 to {MAX_RATE_LIMIT_NAME_BYTES} characters of [A-Za-z0-9_.-]"),

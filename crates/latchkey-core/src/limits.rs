@@ -15,6 +15,7 @@
 //! | JSON request bodies                    | 64 KiB         | 413 |
 //! | items in one `POST /v1/usage`          | 500            | 400 `items` |
 //! | items in one `POST /v1/keys/import`    | 1,000          | 400 `items` |
+//! | an imported key's full text            | 16–512 visible ASCII characters | 400 `key` |
 //!
 //! Free text (key names, descriptions, tenants, organizations) refuses control characters
 //! and the bidirectional formatting characters that can make a name display as another
@@ -53,6 +54,12 @@ pub const MAX_USAGE_ITEMS: usize = 500;
 /// Most keys in one import request (`POST /v1/keys/import`); the CLI sends larger files in
 /// parts.
 pub const MAX_IMPORT_ITEMS: usize = 1000;
+/// Shortest full text of an imported key (a key issued elsewhere), in bytes.
+pub const MIN_IMPORTED_KEY_LEN: usize = 16;
+/// Longest full text of an imported key, in bytes: the import refuses a longer one, and a
+/// verifier that takes imported keys reads a presented text up to this long (a latchkey
+/// key is at most [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN)).
+pub const MAX_IMPORTED_KEY_LEN: usize = 512;
 /// How far ahead of the store's clock a reported `last_used_at` may be (clock skew between
 /// hosts), in seconds; it is then taken as now. Further ahead is refused.
 pub const MAX_USAGE_CLOCK_SKEW_SECONDS: i64 = 60;

@@ -122,6 +122,10 @@ impl Verifier for Store {
         Store::verify_known(self, presented)
     }
 
+    fn verifies_foreign(&self) -> bool {
+        self.holds_imported_keys()
+    }
+
     fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
         StoreVerification::foreign(self, text)
     }

@@ -12,6 +12,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
+use latchkey_core::controls::is_limit_state_name;
 use latchkey_core::meter::RateLimited;
 use latchkey_core::{Admission, Admitted, Principal, Reservation, VerifyError};
 use tokio::runtime::Handle;
@@ -151,26 +152,29 @@ const USAGE_EXCEEDED: &str = "{\"type\":\"urn:latchkey:problem:usage_exceeded\",
 fn rate_limited(limited: &RateLimited) -> Rejection {
     let limit = &limited.limit;
     let retry = limited.retry_after_seconds;
-    // Names are `[A-Za-z0-9_.-]`: nothing to escape in a header or in JSON.
-    let name = &limit.name;
+    // A store's names are `[A-Za-z0-9_.-]` (a user's with `user:` before), nothing to
+    // escape in a header or in JSON; any other name (a custom verifier's) is answered as
+    // `default` rather than sent.
+    let name = if is_limit_state_name(&limit.name) {
+        &limit.name
+    } else {
+        "default"
+    };
     let body = format!(
         "{{\"type\":\"urn:latchkey:problem:rate_limited\",\"title\":\"Rate limit reached\",\
          \"status\":429,\"code\":\"rate_limited\",\
          \"detail\":\"The rate limit `{name}` of this key is reached; retry in {retry} s.\",\
          \"limit\":\"{name}\",\"retry_after\":{retry}}}"
     );
-    let value = |text: String| HeaderValue::try_from(text).expect("header-safe by construction");
-    let headers = vec![
-        (RETRY_AFTER, HeaderValue::from(retry)),
-        (
-            RATELIMIT_POLICY,
-            value(format!(
-                "\"{name}\";q={};w={}",
-                limit.limit, limit.window_seconds
-            )),
-        ),
-        (RATELIMIT, value(format!("\"{name}\";r=0;t={retry}"))),
-    ];
+    let policy = format!("\"{name}\";q={};w={}", limit.limit, limit.window_seconds);
+    let state = format!("\"{name}\";r=0;t={retry}");
+    // Header-safe by construction; a value that were not would be left out, never a panic.
+    let headers = [(RATELIMIT_POLICY, policy), (RATELIMIT, state)]
+        .into_iter()
+        .filter_map(|(header, text)| Some((header, HeaderValue::try_from(text).ok()?)));
+    let headers = std::iter::once((RETRY_AFTER, HeaderValue::from(retry)))
+        .chain(headers)
+        .collect();
     Rejection::from_parts(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
@@ -317,6 +321,42 @@ mod tests {
             rejection(&VerifyError::UsageExceeded, &Challenges::default_realm()).code(),
             "usage_exceeded"
         );
+    }
+
+    #[test]
+    fn a_limit_name_that_is_not_header_safe_is_answered_as_default_without_a_panic() {
+        use latchkey_core::RateLimit;
+        for name in ["a\"b", "line\nbreak\u{7f}", "", "é"] {
+            let limited = VerifyError::RateLimited(Box::new(RateLimited {
+                limit: RateLimit {
+                    name: name.to_owned(),
+                    limit: 10,
+                    window_seconds: 60,
+                },
+                retry_after_seconds: 5,
+            }));
+            let response =
+                rejection(&limited, &Challenges::default_realm()).into_http_response::<Bytes>();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(
+                response.headers()["ratelimit-policy"],
+                "\"default\";q=10;w=60"
+            );
+            assert_eq!(response.headers()["ratelimit"], "\"default\";r=0;t=5");
+            let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+            assert_eq!(body["limit"], "default");
+        }
+        let user = VerifyError::RateLimited(Box::new(RateLimited {
+            limit: RateLimit {
+                name: "user:per_min".to_owned(),
+                limit: 10,
+                window_seconds: 60,
+            },
+            retry_after_seconds: 5,
+        }));
+        let response = rejection(&user, &Challenges::default_realm());
+        let response = response.into_http_response::<Bytes>();
+        assert_eq!(response.headers()["ratelimit"], "\"user:per_min\";r=0;t=5");
     }
 
     fn request(peer: &str, headers: &[(&str, &str)]) -> Request<()> {

@@ -4,6 +4,8 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 
+#[cfg(doc)]
+use latchkey_core::Store;
 use latchkey_core::{ApiKey, Principal, VerifyError};
 use tokio::task::JoinHandle;
 
@@ -55,8 +57,10 @@ pub trait Verifier: Send + Sync + 'static {
     fn verify(&self, key: &ApiKey) -> Self::Future;
 
     /// A shortcut for a key text this verifier has verified before: `Some` when it
-    /// recognises `presented` (unparsed, at most a key's length, UTF-8) without parsing it
-    /// and the key authenticates now; `None` for anything else.
+    /// recognises `presented` (unparsed, no longer than the layer reads: see
+    /// [`Verifier::verifies_foreign`]; ASCII, since the layer refuses any other byte
+    /// before a verifier sees the text) without parsing it and the key authenticates now;
+    /// `None` for anything else.
     ///
     /// The layer tries it first, for a text whose environment it accepts; on `None` it
     /// parses the text and calls [`Verifier::verify`], which must answer as this would
@@ -88,6 +92,17 @@ pub trait Verifier: Send + Sync + 'static {
     fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
         let _ = text;
         None
+    }
+
+    /// Whether [`Verifier::verify_foreign`] may take a text now. Only then does the layer
+    /// read a presented text longer than a latchkey key
+    /// ([`MAX_KEY_LEN`](latchkey_core::key::MAX_KEY_LEN)), up to the longest imported key
+    /// ([`MAX_IMPORTED_KEY_LEN`](latchkey_core::limits::MAX_IMPORTED_KEY_LEN)); otherwise it
+    /// refuses such a text unread. The default, `true`, suits any verifier that implements
+    /// `verify_foreign`; a closure answers `false`, a [`Store`] whether it holds imported
+    /// keys, a remote verifier whether it was built with `imported_keys(true)`.
+    fn verifies_foreign(&self) -> bool {
+        true
     }
 
     /// [`Verifier::verify_foreign`] for a request from `client_ip`, called instead of it
@@ -145,5 +160,10 @@ where
 
     fn verify(&self, key: &ApiKey) -> Self::Future {
         Box::pin(self(key))
+    }
+
+    /// A closure verifies latchkey keys only.
+    fn verifies_foreign(&self) -> bool {
+        false
     }
 }

@@ -37,13 +37,13 @@ use crate::controls::check_meta;
 use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
 use crate::key::{ApiKey, Env, Prefix, PublicId};
-use crate::limits::check_permissions;
+use crate::limits::{MAX_IMPORTED_KEY_LEN, MIN_IMPORTED_KEY_LEN, check_permissions};
 use crate::model::{Key, User, validate_text};
 use crate::permission::PermissionSet;
 use crate::verify::{Principal, VerifyError};
 
 /// The shortest and longest full key text accepted.
-const KEY_LEN: std::ops::RangeInclusive<usize> = 16..=512;
+const KEY_LEN: std::ops::RangeInclusive<usize> = MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN;
 
 /// Where an item of an import goes; see [`Store::import_target`].
 struct Target {
@@ -99,7 +99,10 @@ impl ImportSecret {
     /// is a latchkey key (those keep working in their own store only).
     pub fn full(text: &str) -> Result<ImportSecret, StoreError> {
         if !KEY_LEN.contains(&text.len()) {
-            return Err(StoreError::invalid("key", "must be 16 to 512 characters"));
+            return Err(StoreError::invalid(
+                "key",
+                format!("must be {MIN_IMPORTED_KEY_LEN} to {MAX_IMPORTED_KEY_LEN} characters"),
+            ));
         }
         if !text.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(StoreError::invalid(
@@ -373,7 +376,14 @@ impl Store {
     /// storage) rather than answer `None` at once: the store holds imported keys and the
     /// text has the length of one.
     pub fn may_be_imported(&self, presented: &str) -> bool {
-        self.inner.has_imports.load(Ordering::Acquire) && KEY_LEN.contains(&presented.len())
+        self.holds_imported_keys() && KEY_LEN.contains(&presented.len())
+    }
+
+    /// Whether this store holds any imported key (one imported here, or seen in the change
+    /// feed of the store it follows): only then does a text that is not a latchkey key get
+    /// looked up.
+    pub fn holds_imported_keys(&self) -> bool {
+        self.inner.has_imports.load(Ordering::Acquire)
     }
 
     pub(super) fn verify_imported_text(

@@ -19,7 +19,7 @@ use super::rate_state::StoreRates;
 use super::tx::{Tx, TxResult};
 use super::{Store, layout};
 use crate::clock::Clock;
-use crate::controls::RateLimit;
+use crate::controls::{RateLimit, USER_LIMIT_PREFIX};
 use crate::error::StoreError;
 use crate::meter::{Limit, UserMeter};
 use crate::model::User;
@@ -65,7 +65,7 @@ impl UserMeters {
                 .iter()
                 .map(|rule| {
                     let named = RateLimit {
-                        name: format!("user:{}", rule.name),
+                        name: format!("{USER_LIMIT_PREFIX}{}", rule.name),
                         ..rule.clone()
                     };
                     match &rates {

@@ -4,6 +4,7 @@ use http::header::AUTHORIZATION;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Uri};
 use latchkey_core::key::MAX_KEY_LEN;
+use latchkey_core::limits::MAX_IMPORTED_KEY_LEN;
 
 use super::config::Config;
 use crate::rejection::Reason;
@@ -18,28 +19,28 @@ pub(super) enum Source {
 
 /// The presented key's bytes and where they came from, or why there is none to verify.
 ///
-/// The bytes are no longer than a key. When the layer reads more than one place, each is
-/// also checked for UTF-8 on the way (a non-UTF-8 value is refused as such before another
-/// place is read); when it reads only `Authorization`, that check waits for a parse that
-/// fails (`service::foreign`): the same answer, without a pass over every valid key.
+/// The bytes are no longer than `longest` (see `longest()`) and ASCII, as every key is:
+/// a verifier only ever sees ASCII text (`Verifier::verify_known` takes the bytes as
+/// they are). Each place is checked on the way, so a value that is not is refused as such
+/// before another place is read.
 pub(super) fn find<'r, B>(
     request: &'r Request<B>,
     config: &Config,
+    longest: usize,
 ) -> Result<(Source, &'r [u8]), Reason> {
     let headers = request.headers();
-    let eager = config.header.is_some() || config.query_param.is_some();
     let mut found = None;
     let mut other_scheme = false;
     if let Some(value) = single(headers, &AUTHORIZATION)? {
         match bearer_token(value) {
-            Some(token) => found = Some((Source::Authorization, text(token, eager)?)),
+            Some(token) => found = Some((Source::Authorization, text(token, longest)?)),
             None => other_scheme = true,
         }
     }
     if let Some(name) = &config.header
         && let Some(value) = single(headers, name)?
     {
-        let token = text(value.trim_ascii(), eager)?;
+        let token = text(value.trim_ascii(), longest)?;
         set_once(&mut found, Source::Header, token)?;
     }
     if let (Some(param), Some(query)) = (&config.query_param, request.uri().query()) {
@@ -47,7 +48,7 @@ pub(super) fn find<'r, B>(
             if found.is_some_and(|(source, _)| source == Source::Query) {
                 return Err(Reason::Repeated);
             }
-            set_once(&mut found, Source::Query, text(value.as_bytes(), eager)?)?;
+            set_once(&mut found, Source::Query, text(value.as_bytes(), longest)?)?;
         }
     }
     match found {
@@ -69,10 +70,19 @@ pub(super) fn hide<B>(request: &mut Request<B>, source: Source, config: &Config)
             }
         }
         Source::Query => {
-            if let Some(param) = &config.query_param
-                && let Some(uri) = without_query_param(request.uri(), param)
-            {
+            let Some(param) = &config.query_param else {
+                return;
+            };
+            if let Some(uri) = without_query_param(request.uri(), param) {
                 *request.uri_mut() = uri;
+            }
+            // axum's router keeps the URI as it came in `OriginalUri`, inserted before any
+            // route layer runs: the key is hidden there too.
+            #[cfg(feature = "axum")]
+            if let Some(axum::extract::OriginalUri(original)) = request.extensions_mut().get_mut()
+                && let Some(uri) = without_query_param(original, param)
+            {
+                *original = uri;
             }
         }
     }
@@ -106,13 +116,29 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The token, checked for length before anything reads it all, then for UTF-8 if `utf8`.
-fn text(token: &[u8], utf8: bool) -> Result<&[u8], Reason> {
-    if token.len() > MAX_KEY_LEN {
+/// The longest credential the layer reads: a latchkey key, or an imported key when the
+/// verifier takes them ([`Verifier::verifies_foreign`](crate::Verifier::verifies_foreign)).
+/// Anything longer is refused before any pass over it.
+pub(super) fn longest(verifies_foreign: bool) -> usize {
+    if verifies_foreign {
+        MAX_KEY_LEN.max(MAX_IMPORTED_KEY_LEN)
+    } else {
+        MAX_KEY_LEN
+    }
+}
+
+/// The token, checked for length before anything reads it all, then for ASCII: no key of
+/// any format (a latchkey key, an imported one) holds anything else. A header's obs-text
+/// that is not UTF-8 is refused as such; other UTF-8 as a malformed key.
+fn text(token: &[u8], longest: usize) -> Result<&[u8], Reason> {
+    if token.len() > longest {
         return Err(Reason::TooLong);
     }
-    if utf8 && !token.is_ascii() {
-        std::str::from_utf8(token).map_err(|_| Reason::NotUtf8)?;
+    if !token.is_ascii() {
+        return Err(match std::str::from_utf8(token) {
+            Ok(_) => Reason::Malformed,
+            Err(_) => Reason::NotUtf8,
+        });
     }
     Ok(token)
 }

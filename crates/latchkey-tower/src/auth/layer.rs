@@ -86,7 +86,8 @@ impl<V> ApiKeyAuthLayer<V> {
     }
 
     /// Removes the key (its header or query parameter) from the request before the inner
-    /// service sees it (default `false`).
+    /// service sees it (default `false`). A query parameter is removed from the request's
+    /// URI and, with the `axum` feature, from axum's `OriginalUri` extension too.
     pub fn hide_credentials(mut self, hide: bool) -> Self {
         Arc::make_mut(&mut self.config).hide_credentials = hide;
         self

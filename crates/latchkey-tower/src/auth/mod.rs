@@ -12,9 +12,11 @@
 //! A key sent twice (two `Authorization` headers, a query parameter repeated) or in two
 //! places is refused 400 `invalid_request`, with `WWW-Authenticate: Bearer realm="<realm>",
 //! error="invalid_request"` (RFC 6750 §2: one method per request; §3.1: such a request is
-//! `invalid_request`, answered 400). A non-UTF-8 value and a value longer than any key are
-//! 401 `invalid_key`. Never a panic or a 500. An `Authorization` header with another scheme
-//! (`Basic …`) counts as no key.
+//! `invalid_request`, answered 400). A value that is not ASCII (no key is) and one longer
+//! than any key are 401 `invalid_key`: longer than a latchkey key (65 characters), or than
+//! an imported key (512) when the verifier takes those
+//! ([`Verifier::verifies_foreign`](crate::Verifier::verifies_foreign)). Never a panic or a
+//! 500. An `Authorization` header with another scheme (`Basic …`) counts as no key.
 //!
 //! # What the inner service sees
 //!

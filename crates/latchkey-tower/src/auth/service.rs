@@ -122,7 +122,8 @@ where
         }
         let span = trace::span();
         let entered = span.enter();
-        let (source, text) = match credentials::find(&request, config) {
+        let longest = credentials::longest(self.layer.verifier.verifies_foreign());
+        let (source, text) = match credentials::find(&request, config, longest) {
             Ok(found) => found,
             Err(reason) => {
                 trace::rejected(&span, reason, None);
@@ -277,6 +278,7 @@ fn foreign<V: Verifier>(
     client: impl FnOnce() -> Option<IpAddr>,
     config: &Config,
 ) -> Result<V::Future, Reason> {
+    // ASCII already (`credentials::find`): this never fails.
     let text = std::str::from_utf8(text).map_err(|_| Reason::NotUtf8)?;
     if !config.accepts(Env::Live) {
         return Err(Reason::RefusedEnv);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::header::{ACCEPT, AUTHORIZATION};
 use http::{HeaderValue, StatusCode};
+use latchkey_core::controls::is_limit_state_name;
 use latchkey_core::meter::RateLimited;
 use latchkey_core::wire::{
     BucketWant, LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned, UsageItem, UsageReport,
@@ -141,20 +142,7 @@ impl Daemon {
         let answer: VerifyResponse = self
             .call("POST /v1/verify", &self.verify_url, &body)
             .await?;
-        match (answer.valid, answer.principal) {
-            (true, Some(principal)) => Ok(Verdict::Valid {
-                principal: Box::new(principal),
-                expires_at: answer.expires_at,
-                limits: answer.limits,
-                seq: answer.seq,
-            }),
-            (true, None) => Err("POST /v1/verify: valid without a principal".to_owned()),
-            (false, _) => Ok(Verdict::Refused(refusal(
-                &answer.code,
-                answer.limits.as_deref(),
-                answer.retry_after,
-            ))),
-        }
+        verdict(answer)
     }
 
     /// Asks for slices of a key's rate limits and credits (`POST /v1/leases`). `Err` when
@@ -288,6 +276,34 @@ impl Daemon {
     }
 }
 
+/// The verdict a `POST /v1/verify` answer stands for. `Err`, a daemon failure (503, never
+/// cached), for an answer that cannot be used: valid without a principal, or a limit name
+/// that is not one core allows, which the layer would have to put in headers and JSON.
+fn verdict(answer: VerifyResponse) -> Result<Verdict, String> {
+    let mut limits = answer.limits.iter().flatten();
+    if limits.any(|limit| !is_limit_state_name(&limit.name)) {
+        return Err(
+            "POST /v1/verify: a limit name that is not 1 to 32 characters of [A-Za-z0-9_.-], \
+             after `user:` for a user's"
+                .to_owned(),
+        );
+    }
+    match (answer.valid, answer.principal) {
+        (true, Some(principal)) => Ok(Verdict::Valid {
+            principal: Box::new(principal),
+            expires_at: answer.expires_at,
+            limits: answer.limits,
+            seq: answer.seq,
+        }),
+        (true, None) => Err("POST /v1/verify: valid without a principal".to_owned()),
+        (false, _) => Ok(Verdict::Refused(refusal(
+            &answer.code,
+            answer.limits.as_deref(),
+            answer.retry_after,
+        ))),
+    }
+}
+
 /// The error a refusal code stands for. A code this version does not know is still a
 /// refusal: the daemon said the key is not valid. `keystore_unavailable` is not one, in
 /// whatever answer it comes: it is the daemon's failure, answered 503 and never cached.
@@ -397,5 +413,29 @@ mod tests {
         ));
         assert_eq!(refusal("key_revoked", None, None), VerifyError::Revoked);
         assert_eq!(refusal("a_code_of_later", None, None), VerifyError::Invalid);
+    }
+
+    #[test]
+    fn a_limit_name_core_would_refuse_is_the_daemon_s_failure() {
+        let answer = |name: &str| {
+            serde_json::from_value::<VerifyResponse>(serde_json::json!({
+                "valid": false,
+                "code": "rate_limited",
+                "limits": [{ "name": name, "limit": 10, "window_seconds": 60, "remaining": 0 }],
+                "retry_after": 5,
+            }))
+            .unwrap()
+        };
+        for bad in ["a\"b", "line\nbreak", "", "é", &"x".repeat(33)] {
+            let verdict = verdict(answer(bad));
+            assert!(verdict.is_err(), "{bad:?}: {verdict:?}");
+        }
+        for good in ["per_min", "user:per_min", "credits"] {
+            let Ok(Verdict::Refused(VerifyError::RateLimited(limited))) = verdict(answer(good))
+            else {
+                panic!("{good:?}: a well-named limit is a refusal");
+            };
+            assert_eq!(limited.limit.name, good);
+        }
     }
 }

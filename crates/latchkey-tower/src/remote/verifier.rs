@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::StreamExt;
+use latchkey_core::limits::{MAX_IMPORTED_KEY_LEN, MIN_IMPORTED_KEY_LEN};
 use latchkey_core::{ApiKey, Principal, VerifyError};
 use time::OffsetDateTime;
 use tokio::runtime::Handle;
@@ -240,6 +241,10 @@ impl Verifier for RemoteVerifier {
         self.shared.charge_extra(presented, client_ip, cost)
     }
 
+    fn verifies_foreign(&self) -> bool {
+        self.shared.settings.imported_keys
+    }
+
     /// With [`imported_keys`](RemoteVerifierBuilder::imported_keys) on, a text that could
     /// be an imported key (16–512 visible ASCII characters, as `latchkey keys import`
     /// takes) is asked of the daemon like any key; every other text is malformed.
@@ -249,8 +254,8 @@ impl Verifier for RemoteVerifier {
 
     /// An imported key's allowlist is checked by the daemon, as a native key's.
     fn verify_foreign_from(&self, text: &str, client_ip: Option<IpAddr>) -> Option<RemoteFuture> {
-        let plausible =
-            (16..=512).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic());
+        let plausible = (MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN).contains(&text.len())
+            && text.bytes().all(|b| b.is_ascii_graphic());
         (self.shared.settings.imported_keys && plausible)
             .then(|| self.shared.lookup(text, client_ip))
     }

@@ -73,10 +73,13 @@ async fn hide_credentials_strips_the_key_before_the_inner_service() {
         .await
         .assert_ok();
     assert_eq!(seen["uri"], "/echo?a=1&b=2");
+    // axum's `OriginalUri` too, which the router inserted before the layer ran.
+    assert_eq!(seen["original_uri"], "/echo?a=1&b=2");
     let seen = send(&hidden, get(&format!("/echo?api_key={key}")))
         .await
         .assert_ok();
     assert_eq!(seen["uri"], "/echo");
+    assert_eq!(seen["original_uri"], "/echo");
 }
 
 #[tokio::test]

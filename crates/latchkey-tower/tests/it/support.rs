@@ -165,6 +165,10 @@ async fn echo(request: Request) -> Json<Value> {
         "authorization": header("authorization"),
         "x_api_key": header("x-api-key"),
         "uri": request.uri().to_string(),
+        "original_uri": request
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map(|original| original.0.to_string()),
     }))
 }
 

@@ -185,3 +185,58 @@ async fn a_key_revoked_before_a_route_s_extra_cost_is_refused_in_the_layer_s_rea
         get_orders(&app, &key).await.assert_invalid("key_revoked");
     }
 }
+
+/// A store's verifier that checks what the `Verifier` docs promise it: every text it is
+/// handed is ASCII.
+struct AsciiOnly(Store);
+
+impl latchkey_tower::Verifier for AsciiOnly {
+    type Future = Verifying;
+
+    fn verify(&self, key: &ApiKey) -> Verifying {
+        Box::pin(std::future::ready(self.0.verify_key(key)))
+    }
+
+    fn verify_known(&self, presented: &[u8]) -> Option<Principal> {
+        assert!(
+            presented.is_ascii(),
+            "verify_known was handed a text that is not ASCII"
+        );
+        self.0.verify_known(presented)
+    }
+
+    fn verify_foreign(&self, text: &str) -> Option<Verifying> {
+        assert!(
+            text.is_ascii(),
+            "verify_foreign was handed a text that is not ASCII"
+        );
+        None
+    }
+}
+
+#[tokio::test]
+async fn a_verifier_is_handed_ascii_text_only() {
+    use axum::http::HeaderValue;
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let secret = key.secret.expose();
+    let layer = || {
+        ApiKeyAuthLayer::new(AsciiOnly(fx.store.clone()))
+            .realm(latchkey_tower::Realm::from_static(REALM))
+    };
+    // Reading `Authorization` alone, and another place too.
+    for layer in [layer(), layer().header(X_API_KEY)] {
+        let app = app(layer);
+        // Known, so that the fast path is tried first.
+        get_orders(&app, &key).await.assert_ok();
+        // The key with obs-text bytes that are not UTF-8, and with UTF-8 that is not ASCII.
+        let not_utf8 = [&secret.as_bytes()[..secret.len() - 2], b"\xff\xfe"].concat();
+        let not_ascii = format!("{}é", &secret[..secret.len() - 2]).into_bytes();
+        for text in [not_utf8, not_ascii] {
+            let value = HeaderValue::from_bytes(&[b"Bearer ", &text[..]].concat()).unwrap();
+            let mut request = get_with("/orders", secret);
+            request.headers_mut().insert("authorization", value);
+            send(&app, request).await.assert_invalid("invalid_key");
+        }
+    }
+}

@@ -316,6 +316,36 @@ async fn a_test_only_layer_refuses_imported_keys_as_live_ones_without_a_lookup()
 }
 
 #[tokio::test]
+async fn an_imported_key_longer_than_a_latchkey_key_authenticates_through_the_layer() {
+    use axum::Router;
+    use axum::routing::get;
+    use latchkey_tower::ApiKeyAuthLayer;
+    use latchkey_tower::latchkey_core::key::MAX_KEY_LEN;
+
+    let s = Setup::new().await;
+    // A 100-character secret key of another system, as Stripe's are.
+    let imported = format!("sk_live_{}", "0123456789abcdefXYZ".repeat(5).split_at(92).0);
+    assert!(imported.len() == 100 && imported.len() > MAX_KEY_LEN);
+    import_for_a_new_user(&s, &imported);
+    let routes = Router::new().route("/orders", get(|| async { "orders" }));
+    let embedded = routes
+        .clone()
+        .layer(ApiKeyAuthLayer::new(s.keystore.store.clone()));
+    let remote = routes.layer(ApiKeyAuthLayer::new(verifier_of_imported_keys(&s).await));
+    for app in [&embedded, &remote] {
+        assert_eq!(answer(app, &imported).await.0, 200);
+        // Longer than any key, imported or not: refused unread.
+        let (status, _, body) = answer(app, &"x".repeat(513)).await;
+        assert_eq!(status, 401);
+        let problem = serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+        assert_eq!(
+            problem["detail"],
+            "The credential is longer than any API key."
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_answer_from_a_daemon_behind_the_event_stream_is_used_but_not_cached() {
     let s = Setup::new().await;
     let user = s.keystore.user("reporting", &["orders:read"]);
