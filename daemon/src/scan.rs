@@ -33,7 +33,7 @@ pub fn scan_text(path: &Path, text: &str) -> Vec<Finding> {
     findings
 }
 
-/// The keys in `input`, read [`CHUNK`] bytes at a time, with their line numbers: the same
+/// The keys in `input`, read a megabyte (`CHUNK`) at a time, with their line numbers: the same
 /// findings as [`scan_text`] on the whole input (read as UTF-8, lossily).
 pub fn scan_reader(path: &Path, input: impl Read) -> std::io::Result<Vec<Finding>> {
     scan_chunks(path, input, CHUNK)

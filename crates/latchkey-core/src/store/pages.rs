@@ -23,7 +23,7 @@ impl Store {
     }
 
     /// [`Store::users_page`] over the users the caller sees. A tenant-bound caller's page
-    /// passes over at most [`SCAN_BUDGET`] users of other tenants, so it may hold fewer
+    /// passes over at most 1,000 users of other tenants, so it may hold fewer
     /// than `limit` with a cursor to go on.
     pub fn users_page_as(
         &self,
