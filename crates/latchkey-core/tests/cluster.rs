@@ -703,3 +703,55 @@ fn a_change_after_the_database_lost_applied_ones_still_reaches_the_others_cache(
     }
     assert_eq!(b.verify(&text).unwrap_err().code(), "key_revoked");
 }
+
+/// The same loss, of a change to a key's limits: the other process forgets the meter it
+/// built from the lost change, whose version outranked the one the database still holds,
+/// and enforces the limits the database holds again.
+#[test]
+fn after_the_database_lost_a_change_of_limits_the_others_enforce_the_older_ones() {
+    let Some((location, a, b)) = two_stores() else {
+        return;
+    };
+    let (_, key) = user_and_key(&a);
+    let text = key.secret.expose().to_owned();
+    let per_minute = |limit| KeyPatch {
+        rate_limits: Some(vec![RateLimit {
+            name: "default".into(),
+            limit,
+            window_seconds: 60,
+        }]),
+        ..KeyPatch::default()
+    };
+    let admitted =
+        |store: &Store| meter::admit(&store.verify(&text).unwrap(), &Admission::default()).is_ok();
+    a.update_key(&Actor::system(), key.key.id, per_minute(1_000))
+        .unwrap();
+    let url = support::url_of(&location);
+    support::sql(&url, "CREATE TABLE older AS SELECT * FROM latchkey_kv");
+    a.update_key(&Actor::system(), key.key.id, per_minute(1))
+        .unwrap();
+    // B takes the tighter limit in: one request, then refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while admitted(&b) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never took the limit of 1 in"
+        );
+    }
+    support::sql(
+        &url,
+        "BEGIN; DELETE FROM latchkey_kv; INSERT INTO latchkey_kv SELECT * FROM older; COMMIT",
+    );
+    // Once B has caught up with the loss (at most a second), 1,000 a minute again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !admitted(&b) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B still enforces the limit the database lost"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..5 {
+        assert!(admitted(&b), "the database's limit is 1,000 a minute");
+    }
+}

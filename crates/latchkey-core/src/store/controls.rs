@@ -280,6 +280,11 @@ impl Meters {
     }
 
     /// Forgets a deleted key's meter.
+    /// Forgets every key's meter (the database's history went back: see `follow.rs`).
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
     pub(crate) fn remove(&self, key: Uuid) {
         self.lock().remove(&key);
     }

@@ -189,10 +189,18 @@ impl Store {
             database = tip.seq,
             "the database lost changes this process had applied (a failover to a standby \
              that missed commits, or an older backup restored under running daemons); \
-             emptying the verify cache and following on from the database's newest change: \
-             the changes in between are not in this process's event feed"
+             emptying the verify cache and the meters and following on from the database's \
+             newest change: the changes in between are not in this process's event feed"
         );
         self.inner.cache.invalidate(None);
+        // What this process derived from the lost history goes too: a meter built from
+        // controls the database no longer holds would outrank the older ones it does hold
+        // (its version is higher), and imported keys may have come or gone. The meters'
+        // unspent credit slices are lost with them: spent, never granted twice.
+        self.inner.meters.clear();
+        self.inner.user_meters.clear();
+        let imports = super::import::any_imported(&self.inner.db).unwrap_or(true);
+        self.inner.has_imports.store(imports, Ordering::Release);
         follow.published.store(tip.seq, Ordering::Release);
         *applied = tip;
     }

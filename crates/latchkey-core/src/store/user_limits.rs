@@ -42,6 +42,11 @@ impl std::fmt::Debug for UserMeters {
 }
 
 impl UserMeters {
+    /// Forgets every user's limiters (the database's history went back: see `follow.rs`).
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// The limiters of `user` as `limits` describe them: the ones in use when built from
     /// the same limits, else new ones. `None` (and forgotten) when it has none.
     fn meter(
