@@ -89,8 +89,31 @@ fn backup_seq(headers: &http::HeaderMap) -> Option<u64> {
 /// Gives the finished `partial` its name `out`, refusing if `out` exists by now: a hard
 /// link fails on an existing name where a rename would replace it.
 fn publish(partial: &Path, out: &Path) -> anyhow::Result<()> {
-    fs::hard_link(partial, out).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
+    publish_by(partial, out, |from, to| fs::hard_link(from, to))
+}
+
+/// [`publish`] with the link made by `link`. Where the file system has no hard links (a
+/// FAT-formatted drive, some network mounts: `EPERM` or `ENOTSUP`), the file is copied
+/// into a new `out` instead, created only if absent and synced before the partial goes.
+fn publish_by(
+    partial: &Path,
+    out: &Path,
+    link: impl Fn(&Path, &Path) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    use std::io::ErrorKind;
+    let linked = match link(partial, out) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::Unsupported
+            ) =>
+        {
+            copy_new(partial, out)
+        }
+        other => other,
+    };
+    linked.map_err(|e| {
+        if e.kind() == ErrorKind::AlreadyExists {
             anyhow::anyhow!(
                 "{} was created while the backup was taken: choose another --out, the \
                  backup never overwrites a file",
@@ -101,6 +124,20 @@ fn publish(partial: &Path, out: &Path) -> anyhow::Result<()> {
         }
     })?;
     fs::remove_file(partial).with_context(|| format!("cannot remove {}", partial.display()))
+}
+
+/// Copies `from` into a new file `to` (never over an existing one) and syncs it.
+fn copy_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut target = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)?;
+    let copied =
+        std::io::copy(&mut fs::File::open(from)?, &mut target).and_then(|_| target.sync_all());
+    if copied.is_err() {
+        let _ = fs::remove_file(to);
+    }
+    copied
 }
 
 /// `FILE.<random>.partial` beside `FILE`: unique, so a file left by a killed run is in no
@@ -170,6 +207,27 @@ mod tests {
         assert_eq!(fs::read_to_string(&out).unwrap(), "made meanwhile");
         fs::remove_file(&out).unwrap();
         publish(&partial, &out).unwrap();
+        assert_eq!(fs::read_to_string(&out).unwrap(), "new");
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn without_hard_links_the_file_is_copied_never_over_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("latchkey.backup");
+        let partial = partial_path(&out);
+        let no_links = |_: &Path, _: &Path| -> std::io::Result<()> {
+            Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+        };
+        fs::write(&partial, "new").unwrap();
+        fs::write(&out, "made meanwhile").unwrap();
+        let error = publish_by(&partial, &out, no_links)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("never overwrites"), "{error}");
+        assert_eq!(fs::read_to_string(&out).unwrap(), "made meanwhile");
+        fs::remove_file(&out).unwrap();
+        publish_by(&partial, &out, no_links).unwrap();
         assert_eq!(fs::read_to_string(&out).unwrap(), "new");
         assert!(!partial.exists());
     }

@@ -36,6 +36,9 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         .as_ref()
         .map(crate::tls::CertFiles::server_config)
         .transpose()?;
+    // Before the store opens, which may take a while: a reload sent meanwhile (systemd
+    // deems a `Type=exec` unit started at once) must not end the daemon.
+    handle_hangups(cert_files);
     let addrs = std::iter::once(addr).chain(metrics_addr);
     if tls.is_none() {
         if args.insecure_http {
@@ -87,7 +90,6 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     };
     // Before the announcement: a SIGTERM sent once it is out stops the daemon gracefully.
     let shutdown = crate::shutdown_signal();
-    handle_hangups(cert_files);
     announce(settings.json, "listening", local);
     std::io::stdout().flush().context("writing to stdout")?;
     let scheme = if tls.is_some() { "https" } else { "http" };

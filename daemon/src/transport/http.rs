@@ -29,9 +29,11 @@ impl std::fmt::Debug for HttpTransport {
 /// 600 MB). Other requests have 60 s.
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(3600);
 
-/// The largest answer read: a page of a thousand keys with the largest metadata is some
-/// 6 MiB. A longer answer is not the API's, and is refused before it fills memory.
-const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// The largest answer read: 64 KiB for each item of the longest page. A record at its
+/// bounds (256 permissions of 128 bytes, some 33 KiB as JSON, 4 KiB of metadata, 64 group
+/// ids, eight rate limits) takes under 40 KiB, so a page of a thousand of them fits. A
+/// longer answer is not the API's, and is refused before it fills memory.
+const MAX_ANSWER_BYTES: usize = latchkey_core::limits::MAX_LIST_LIMIT * (64 << 10);
 /// The largest error answer read: a problem+json takes a few hundred bytes.
 const MAX_PROBLEM_BYTES: usize = 64 << 10;
 
@@ -267,7 +269,9 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            error.to_string().contains("longer than 16384 KiB"),
+            error
+                .to_string()
+                .contains(&format!("longer than {} KiB", MAX_ANSWER_BYTES >> 10)),
             "{error:#}"
         );
         let error = get(&server("404 Not Found", MAX_PROBLEM_BYTES + 1))
