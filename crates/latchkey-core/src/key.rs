@@ -273,6 +273,13 @@ pub struct ApiKey {
     id_at: usize,
 }
 
+/// The key's text, secret included, does not outlive the key in memory.
+impl Drop for ApiKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.text);
+    }
+}
+
 impl ApiKey {
     /// Generates a new key from the OS CSPRNG.
     ///
@@ -281,8 +288,8 @@ impl ApiKey {
     /// When the operating system's random source fails.
     pub fn generate(prefix: &Prefix, env: Env) -> ApiKey {
         let id = base62::random(ID_LEN);
-        let secret = base62::random(SECRET_LEN);
-        let mut text = String::with_capacity(MAX_KEY_LEN);
+        let secret = zeroize::Zeroizing::new(base62::random(SECRET_LEN));
+        let mut text = zeroize::Zeroizing::new(String::with_capacity(MAX_KEY_LEN));
         text.push_str(prefix.as_str());
         text.push('_');
         text.push_str(env.as_str());
