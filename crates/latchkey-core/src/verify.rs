@@ -204,6 +204,45 @@ impl Resolved {
     }
 }
 
+/// What the cold part of the verify cache knows of an id that no caller holding its secret
+/// presented.
+#[derive(Clone)]
+pub(crate) enum Cold {
+    /// No key has this id.
+    Absent,
+    /// A key presented with a wrong secret: its secret's hash and its environment, what
+    /// tells the next wrong secret from the right one. The user, groups and usage controls
+    /// behind the key are read only for a caller that holds the secret, so a wrong secret
+    /// costs what an unknown id costs: one read, of the key's record.
+    Stranger { hash: SecretHash, env: Env },
+    /// An imported key, whole: imported keys are never hot (`store/import.rs`).
+    Imported(Arc<Resolved>),
+}
+
+impl Cold {
+    /// Whether `key`, whose secret hashed to `presented`, may be this id's key. An absent
+    /// id is compared too, with a hash no secret has, so that both answers take one
+    /// constant-time comparison.
+    pub(crate) fn admits(&self, key: &ApiKey, presented: &SecretHash) -> bool {
+        match self {
+            Cold::Absent => {
+                std::hint::black_box(SecretHash::from_bytes([0; 32]).matches(presented));
+                false
+            }
+            Cold::Stranger { hash, env } => hash.matches(presented) & (*env == key.env()),
+            Cold::Imported(resolved) => resolved.is_key(key, presented),
+        }
+    }
+
+    /// The imported key, if this is one.
+    pub(crate) fn imported(&self) -> Option<&Arc<Resolved>> {
+        match self {
+            Cold::Imported(resolved) => Some(resolved),
+            Cold::Absent | Cold::Stranger { .. } => None,
+        }
+    }
+}
+
 /// A record in the hot cache, with the tag of the one key text that verifies against it.
 #[derive(Clone)]
 pub(crate) struct Hot {
@@ -216,12 +255,12 @@ pub(crate) struct Hot {
 /// - **hot**: keys that a caller holding the secret presented. Each entry keeps the keyed
 ///   [`Tag`] of that key's text, so that the same text presented again is recognised
 ///   ([`VerifyCache::recognise`]) without the checksum or the BLAKE3 hash.
-/// - **cold**: every other answer the store gave: ids that do not exist (`None`) and keys
-///   presented with a wrong secret. It is a tenth of the hot part's size, so traffic
-///   without a valid key, however much of it, cycles through it and never evicts a hot
-///   entry; and, once in it, an unknown id and a wrong secret both cost a hash and a cold
-///   hit. (A wrong secret for a hot id is answered from the hot part, and an id in neither
-///   part is read from storage first: timing may tell an id in use, see `Store::verify`.)
+/// - **cold**: every other answer the store gave ([`Cold`]): ids that do not exist, and the
+///   hash of keys presented with a wrong secret. It is a tenth of the hot part's size, so
+///   traffic without a valid key, however much of it, cycles through it and never evicts a
+///   hot entry; and, once in it, an unknown id and a wrong secret both cost a hash, a cold
+///   hit and one constant-time comparison. (A wrong secret for a hot id is answered from the
+///   hot part: timing may tell an id in use, see `Store::verify`.)
 ///
 /// **Why a hit by tag is as safe as a hit by BLAKE3 hash.** Exactly one text verifies
 /// against a record (its prefix, env and id are fixed, the secret is fixed by its hash, the
@@ -244,7 +283,7 @@ pub(crate) struct Hot {
 pub(crate) struct VerifyCache {
     tag_key: TagKey,
     hot: Option<Cache<PublicId, Hot>>,
-    cold: Option<Cache<PublicId, Option<Arc<Resolved>>>>,
+    cold: Option<Cache<PublicId, Cold>>,
     generation: AtomicU64,
     /// Held to bump the generation and invalidate, and to compare and insert: an insert
     /// lands before an invalidation or is refused by it.
@@ -287,8 +326,8 @@ impl VerifyCache {
         self.hot.as_ref()?.get(id)
     }
 
-    /// A cold entry by id: `Some(None)` for an id known not to exist.
-    pub(crate) fn cold(&self, id: &PublicId) -> Option<Option<Arc<Resolved>>> {
+    /// A cold entry by id.
+    pub(crate) fn cold(&self, id: &PublicId) -> Option<Cold> {
         self.cold.as_ref()?.get(id)
     }
 
@@ -309,7 +348,7 @@ impl VerifyCache {
     }
 
     /// Caches any other answer of the store, unless a write invalidated since `generation`.
-    pub(crate) fn insert_cold(&self, id: PublicId, entry: Option<Arc<Resolved>>, generation: u64) {
+    pub(crate) fn insert_cold(&self, id: PublicId, entry: Cold, generation: u64) {
         let Some(cold) = &self.cold else { return };
         let _locked = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         if self.generation.load(Ordering::Acquire) == generation {
@@ -373,10 +412,10 @@ mod tests {
         // A verifier reads the generation, then the store; a write invalidates meanwhile.
         let read_at = cache.generation();
         cache.invalidate(None);
-        cache.insert_cold(id, None, read_at);
+        cache.insert_cold(id, Cold::Absent, read_at);
         assert!(cache.cold(&id).is_none(), "a stale answer was cached");
         // An answer read after the write is.
-        cache.insert_cold(id, None, cache.generation());
-        assert_eq!(cache.cold(&id).map(|entry| entry.is_none()), Some(true));
+        cache.insert_cold(id, Cold::Absent, cache.generation());
+        assert!(matches!(cache.cold(&id), Some(Cold::Absent)));
     }
 }

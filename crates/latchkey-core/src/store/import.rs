@@ -40,7 +40,7 @@ use crate::key::{ApiKey, Env, Prefix, PublicId};
 use crate::limits::{MAX_IMPORTED_KEY_LEN, MIN_IMPORTED_KEY_LEN, check_permissions};
 use crate::model::{Key, User, validate_text};
 use crate::permission::PermissionSet;
-use crate::verify::{Principal, VerifyError};
+use crate::verify::{Cold, Principal, VerifyError};
 
 /// The shortest and longest full key text accepted.
 const KEY_LEN: std::ops::RangeInclusive<usize> = MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN;
@@ -470,12 +470,15 @@ impl Store {
                 let loaded = self
                     .load_resolved(&id)
                     .map_err(|e| VerifyError::Unavailable(e.to_string()))?;
-                let entry = loaded.map(std::sync::Arc::new);
+                let entry = match loaded {
+                    Some(resolved) => Cold::Imported(std::sync::Arc::new(resolved)),
+                    None => Cold::Absent,
+                };
                 inner.cache.insert_cold(id, entry.clone(), generation);
                 entry
             }
         };
-        let entry = entry.ok_or(VerifyError::Invalid)?;
+        let entry = entry.imported().ok_or(VerifyError::Invalid)?;
         if !entry.hash.matches(presented) {
             return Err(VerifyError::Invalid);
         }

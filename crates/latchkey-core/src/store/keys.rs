@@ -551,14 +551,24 @@ impl Store {
 
     /// Everything verification needs about a public id, read from the store.
     pub(crate) fn load_resolved(&self, public: &PublicId) -> Result<Option<Resolved>, StoreError> {
-        let Some(record) = self.get::<KeyRecord>(&layout::key(public))? else {
-            return Ok(None);
-        };
+        match self.get::<KeyRecord>(&layout::key(public))? {
+            Some(record) => self.resolve_record(public, record).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Everything verification needs about a key whose record was read: its user, groups
+    /// and usage controls are read now.
+    pub(crate) fn resolve_record(
+        &self,
+        public: &PublicId,
+        record: KeyRecord,
+    ) -> Result<Resolved, StoreError> {
         let user: Option<User> = self.get(&layout::user(record.user_id))?;
         let (user_enabled, user) = match user {
             Some(user) => (user.enabled, user),
             // Deleting a user revokes its keys; a missing user authenticates nobody.
-            None => return Ok(Some(self.unusable(record))),
+            None => return Ok(self.unusable(record)),
         };
         // A user's keys revoked in bulk are refused at once, before the background job
         // reaches their records.
@@ -592,7 +602,7 @@ impl Store {
             meta: controls.as_ref().and_then(ControlsRecord::meta_value),
             meter,
         });
-        Ok(Some(Resolved {
+        Ok(Resolved {
             hash: SecretHash::from_bytes(record.hash),
             enabled: record.enabled,
             revoked,
@@ -600,7 +610,7 @@ impl Store {
             user_enabled,
             usage: self.inner.usage.handle(record.id),
             principal,
-        }))
+        })
     }
 
     /// A key whose user is gone: it matches its secret but never authenticates.
@@ -788,5 +798,71 @@ pub(crate) fn key_not_found(reference: &str) -> StoreError {
                 reference.len()
             ),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::backend::Batch;
+    use super::*;
+    use crate::model::NewUser;
+    use crate::{StoreConfig, VerifyError, key};
+
+    /// `key`'s text with another well-formed secret, re-checksummed.
+    fn with_another_secret(key: &ApiKey) -> String {
+        let body = format!(
+            "{}_{}_{}_{}",
+            key.prefix(),
+            key.env(),
+            key.id(),
+            "A".repeat(32)
+        );
+        let sum = key::checksum(body.as_bytes());
+        format!("{body}{}", std::str::from_utf8(&sum).unwrap())
+    }
+
+    #[test]
+    fn a_wrong_secret_reads_nothing_behind_the_key_as_an_unknown_id_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
+        let admin = Actor::system();
+        let new_user = NewUser {
+            name: "u".into(),
+            ..NewUser::default()
+        };
+        let user = store.create_user(&admin, new_user).unwrap();
+        let new_key = NewKey {
+            name: "k".into(),
+            user_id: user.id,
+            ..NewKey::default()
+        };
+        let text = store
+            .create_key(&admin, new_key)
+            .unwrap()
+            .secret
+            .expose()
+            .to_owned();
+        let unknown = ApiKey::generate(store.prefix(), Env::Live);
+        // The user's record damaged: whoever reads it fails.
+        let mut batch = Batch::default();
+        batch.insert(layout::user(user.id), [0xff; 3]);
+        store.inner.db.apply_batch(batch).unwrap();
+        store.inner.cache.invalidate(None);
+        let wrong = with_another_secret(&ApiKey::parse(&text).unwrap());
+        for attempt in ["first", "cached"] {
+            for presented in [wrong.as_str(), unknown.expose()] {
+                let answer = store.verify(presented).map(|p| p.key_id);
+                assert!(
+                    matches!(answer, Err(VerifyError::Invalid)),
+                    "{attempt}: {answer:?}"
+                );
+            }
+        }
+        // The right secret has the user read, and meets the damage.
+        let right = store.verify(&text).map(|p| p.key_id);
+        assert!(
+            matches!(right, Err(VerifyError::Unavailable(_))),
+            "{right:?}"
+        );
     }
 }

@@ -66,15 +66,16 @@ use crate::actor::Actor;
 use crate::audit::{self, AuditEvent, ChainBreak};
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
-use crate::hash::HashKey;
+use crate::hash::{HashKey, SecretHash};
 use crate::key::{ApiKey, Prefix};
 use crate::location::Location;
 use crate::model::{CreatedKey, NewGroup, NewKey, NewUser};
 use crate::permission::PermissionSet;
-use crate::verify::{Principal, VerifyCache, VerifyError};
+use crate::verify::{Cold, Principal, VerifyCache, VerifyError};
 use backend::{Backend, Direction, Entry, KeyRange, Take};
 use engine::Embedded;
 use files::Found;
+use keys::KeyRecord;
 use mark::Mark;
 use usage::{UsageBuffer, Use};
 
@@ -628,14 +629,16 @@ impl Store {
     /// # What an answer tells
     ///
     /// An unknown id and a wrong secret give the same [`VerifyError::Invalid`], and the
-    /// layer turns both into the same response, status, headers and body. Their timing is
-    /// not the same: a wrong secret for a key in active use (hot in the verify cache) is
-    /// answered from memory, while an id that is not hot (an idle key, or no key at all) is
-    /// read from storage at its first try (more reads for a key that exists: its user,
-    /// groups and usage controls) and from the cache's cold part after that. The time of
-    /// an answer may so tell whether an id is in use, or exists; ids are public anyway
-    /// (each key's display prefix shows its id), and nothing about a secret shows: hashes
-    /// and tags are compared in constant time.
+    /// layer turns both into the same response, status, headers and body, and they cost the
+    /// same work: the secret's hash, one read of the id's key record (absent or not) at
+    /// the first try and a cold cache hit after it, and one constant-time comparison. What
+    /// is behind a key (its user, groups, usage controls) is read only for a caller that
+    /// holds its secret, so a wrong secret can neither time nor fail on those reads. What
+    /// timing may still tell: a wrong secret for a key in active use (hot in the verify
+    /// cache) is answered from memory without the cold part, and a record found is decoded
+    /// where an absent one is not (under a microsecond); ids are public anyway (each key's
+    /// display prefix shows its id), and nothing about a secret shows: hashes and tags are
+    /// compared in constant time.
     pub fn verify(&self, presented: &str) -> Result<Principal, VerifyError> {
         if let Some(principal) = self.verify_known(presented.as_bytes()) {
             return Ok(principal);
@@ -738,7 +741,7 @@ impl Store {
             cache
                 .hot(&id)
                 .map(|hot| hot.resolved)
-                .or_else(|| cache.cold(&id).flatten())
+                .or_else(|| cache.cold(&id)?.imported().cloned())
         });
         match cached {
             Some(resolved) if resolved.principal.key_id == principal.key_id => Ok(resolved
@@ -773,27 +776,44 @@ impl Store {
                 // Read before the cold part and the store: an answer read before a
                 // concurrent write is then never cached after it.
                 let generation = inner.cache.generation();
-                let (entry, loaded) = match inner.cache.cold(&id) {
-                    Some(entry) => (entry, false),
-                    None if !may_read => return None,
-                    None => match self.load_resolved(&id) {
-                        Ok(entry) => (entry.map(Arc::new), true),
-                        Err(e) => return Some(Err(VerifyError::Unavailable(e.to_string()))),
-                    },
-                };
-                match entry {
-                    // Only a caller holding the secret makes a key hot; every other answer
-                    // of the store goes to the small cold part.
-                    Some(resolved) if resolved.is_key(key, &presented) => {
-                        inner
-                            .cache
-                            .insert_hot(key, Arc::clone(&resolved), generation);
-                        resolved
+                match inner.cache.cold(&id) {
+                    Some(cold) if !cold.admits(key, &presented) => {
+                        return Some(Err(VerifyError::Invalid));
                     }
-                    entry => {
-                        if loaded {
-                            inner.cache.insert_cold(id, entry, generation);
+                    // The secret's holder after a wrong secret: read below, whole.
+                    Some(_) | None if !may_read => return None,
+                    Some(_) | None => {}
+                }
+                // The key's record alone first: a caller that does not hold its secret
+                // learns no more, and costs no more, than one with an unknown id.
+                let record = match self.get::<KeyRecord>(&layout::key(&id)) {
+                    Ok(record) => record,
+                    Err(e) => return Some(Err(VerifyError::Unavailable(e.to_string()))),
+                };
+                let cold = match &record {
+                    Some(record) => Cold::Stranger {
+                        hash: SecretHash::from_bytes(record.hash),
+                        env: record.env,
+                    },
+                    None => Cold::Absent,
+                };
+                match record {
+                    // Only a caller holding the secret makes a key hot, and has what is
+                    // behind it read; every other answer goes to the small cold part.
+                    Some(record) if cold.admits(key, &presented) => {
+                        match self.resolve_record(&id, record) {
+                            Ok(resolved) => {
+                                let resolved = Arc::new(resolved);
+                                inner
+                                    .cache
+                                    .insert_hot(key, Arc::clone(&resolved), generation);
+                                resolved
+                            }
+                            Err(e) => return Some(Err(VerifyError::Unavailable(e.to_string()))),
                         }
+                    }
+                    _ => {
+                        inner.cache.insert_cold(id, cold, generation);
                         return Some(Err(VerifyError::Invalid));
                     }
                 }
