@@ -29,60 +29,52 @@ const CHUNK: usize = 1 << 20;
 /// The keys in a text, with their line numbers.
 pub fn scan_text(path: &Path, text: &str) -> Vec<Finding> {
     let mut findings = Vec::new();
-    scan_str(path, text, 1, &mut findings);
+    scan_bytes(path, text.as_bytes(), text.len(), 1, &mut findings);
     findings
 }
 
 /// The keys in `input`, read a megabyte (`CHUNK`) at a time, with their line numbers: the same
-/// findings as [`scan_text`] on the whole input (read as UTF-8, lossily).
+/// findings as [`scan_text`] on the whole input (which need not be UTF-8).
 pub fn scan_reader(path: &Path, input: impl Read) -> std::io::Result<Vec<Finding>> {
     scan_chunks(path, input, CHUNK)
 }
 
-/// A key is one whole run of key bytes ([`latchkey_core::find_keys`]), so each chunk is
-/// scanned up to its last other byte and the run after it waits for the next read. A run
-/// that grows past the longest key cannot be one: it is dropped, up to its end.
+/// A key may stand anywhere, glued to other bytes ([`latchkey_core::find_keys`]), so the
+/// last `MAX_KEY_LEN - 1` bytes of each chunk, where a key could start and not yet end, are
+/// kept and scanned again with the next read; a key found there was not reported before.
 fn scan_chunks(path: &Path, mut input: impl Read, chunk: usize) -> std::io::Result<Vec<Finding>> {
-    let is_key_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
     let mut findings = Vec::new();
     let mut buffer = Vec::with_capacity(chunk + MAX_KEY_LEN);
-    let (mut line, mut in_long_run) = (1, false);
+    let mut line = 1;
     loop {
         let read = (&mut input).take(chunk as u64).read_to_end(&mut buffer)?;
         let end = read < chunk;
-        if in_long_run {
-            let rest = buffer.iter().position(|b| !is_key_byte(b));
-            buffer.drain(..rest.unwrap_or(buffer.len()));
-            in_long_run = rest.is_none();
-        }
-        let scanned = if end {
+        let cut = if end {
             buffer.len()
         } else {
-            buffer
-                .iter()
-                .rposition(|b| !is_key_byte(b))
-                .map_or(0, |i| i + 1)
+            buffer.len().saturating_sub(MAX_KEY_LEN - 1)
         };
-        let text = String::from_utf8_lossy(&buffer[..scanned]);
-        line = scan_str(path, &text, line, &mut findings);
-        buffer.drain(..scanned);
-        if buffer.len() > MAX_KEY_LEN {
-            buffer.clear();
-            in_long_run = true;
-        }
+        line = scan_bytes(path, &buffer, cut, line, &mut findings);
+        buffer.drain(..cut);
         if end {
             return Ok(findings);
         }
     }
 }
 
-/// Adds the keys in `text`, whose first line is `line`, to `findings`; answers the number
-/// of the line `text` ends on.
-fn scan_str(path: &Path, text: &str, mut line: usize, findings: &mut Vec<Finding>) -> usize {
+/// Adds the keys in `text` that start before `cut` to `findings`, with `text` starting on
+/// line `line`; answers the number of the line `cut` is on.
+fn scan_bytes(
+    path: &Path,
+    text: &[u8],
+    cut: usize,
+    mut line: usize,
+    findings: &mut Vec<Finding>,
+) -> usize {
     let newlines = |bytes: &[u8]| bytes.iter().filter(|&&b| b == b'\n').count();
     let mut counted_to = 0;
-    for (offset, key) in latchkey_core::find_keys(text) {
-        line += newlines(&text.as_bytes()[counted_to..offset]);
+    for (offset, key) in latchkey_core::find_keys(text).take_while(|&(at, _)| at < cut) {
+        line += newlines(&text[counted_to..offset]);
         counted_to = offset;
         findings.push(Finding {
             path: path.to_owned(),
@@ -90,7 +82,7 @@ fn scan_str(path: &Path, text: &str, mut line: usize, findings: &mut Vec<Finding
             prefix: key.display_prefix().to_owned(),
         });
     }
-    line + newlines(&text.as_bytes()[counted_to..])
+    line + newlines(&text[counted_to..cut])
 }
 
 /// Scans files and directories (recursively; `.git` and symbolic links are skipped).
@@ -212,25 +204,35 @@ mod tests {
             keys[3].expose(),
         );
         let whole = scan_text(Path::new("f"), &text);
-        assert_eq!(whole.len(), 4, "{whole:?}");
+        let lines: Vec<(usize, &str)> = whole.iter().map(|f| (f.line, f.prefix.as_str())).collect();
+        let prefix = |i: usize| keys[i].display_prefix();
+        assert_eq!(
+            lines,
+            [
+                (1, prefix(0)),
+                (3, prefix(1)),
+                (3, prefix(1)),
+                (3, prefix(2)),
+                (4, prefix(2)),
+                (6, prefix(3))
+            ]
+        );
         for chunk in [1, 2, 7, 64, MAX_KEY_LEN - 1, MAX_KEY_LEN, 100, 4096] {
             let found = scan_chunks(Path::new("f"), text.as_bytes(), chunk).unwrap();
             assert_eq!(found, whole, "chunks of {chunk}");
         }
-        // Invalid UTF-8 reads as before: a replacement character between keys.
+        // Bytes that are not UTF-8 around and between keys change nothing.
         let bytes = [
             keys[0].expose().as_bytes(),
-            b"\xff\n",
+            b"\xff\n\xfe",
             keys[3].expose().as_bytes(),
+            b"\x80",
         ]
         .concat();
-        let whole = scan_text(Path::new("f"), &String::from_utf8_lossy(&bytes));
-        assert_eq!(whole.len(), 2);
-        for chunk in [1, 3, 70] {
-            assert_eq!(
-                scan_chunks(Path::new("f"), &bytes[..], chunk).unwrap(),
-                whole
-            );
+        let lines = |found: Vec<Finding>| found.into_iter().map(|f| f.line).collect::<Vec<_>>();
+        for chunk in [1, 3, 70, 4096] {
+            let found = scan_chunks(Path::new("f"), &bytes[..], chunk).unwrap();
+            assert_eq!(lines(found), [1, 2], "chunks of {chunk}");
         }
     }
 

@@ -7,11 +7,17 @@ use crate::harness::{Fixture, Run, latchkey};
 fn scan_finds_a_key_and_never_prints_it() {
     let dir = tempfile::tempdir().unwrap();
     let key = ApiKey::generate(&Prefix::default(), Env::Live);
+    // A key glued to the letters around it is found as well.
+    let glued = ApiKey::generate(&Prefix::default(), Env::Test);
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
     let file = dir.path().join("config/app.env");
     std::fs::write(
         &file,
-        format!("# settings\nPORT=80\nAPI_KEY={}\n", key.expose()),
+        format!(
+            "# settings\nPORT=80\nAPI_KEY={}\nDEPLOY_{}_2024\n",
+            key.expose(),
+            glued.expose()
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -24,9 +30,16 @@ fn scan_finds_a_key_and_never_prints_it() {
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(
         run.stdout,
-        format!("{}:3: {}\n", file.display(), key.display_prefix())
+        format!(
+            "{0}:3: {1}\n{0}:4: {2}\n",
+            file.display(),
+            key.display_prefix(),
+            glued.display_prefix()
+        )
     );
-    assert!(!run.stdout.contains(key.secret()) && !run.stderr.contains(key.secret()));
+    for secret in [key.secret(), glued.secret()] {
+        assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+    }
     // A single file, and JSON.
     let run = Run::of(latchkey().args(["--json", "scan"]).arg(&file));
     assert_eq!(run.code, 1);

@@ -462,24 +462,45 @@ pub fn checksum(body: &[u8]) -> [u8; CHECKSUM_LEN] {
 
 /// Finds well-formed keys (valid checksum included) in a text, for secret scanning.
 ///
-/// Yields each key's byte offset and its parsed form. Look-alikes with a wrong checksum are
-/// skipped, so a hit is almost certainly a real key.
-pub fn find_keys(text: &str) -> impl Iterator<Item = (usize, ApiKey)> + '_ {
-    let bytes = text.as_bytes();
-    let is_key_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+/// Yields each key's byte offset and its parsed form, in order. A key is found wherever it
+/// stands, also glued to other letters (`DEPLOY_lk_live_…`, `…_KEY=lk_live_…x`): the search
+/// anchors on `_live_` / `_test_`, reads the fixed-width tail after it and tries each
+/// prefix length before it, and the checksum decides. Look-alikes with a wrong checksum are
+/// skipped, so a hit is almost certainly a real key. Any bytes may surround a key: the text
+/// need not be UTF-8.
+///
+/// ```
+/// use latchkey_core::{ApiKey, Env, Prefix, find_keys};
+/// let key = ApiKey::generate(&Prefix::default(), Env::Live);
+/// let text = format!("export DEPLOY_{}", key.expose());
+/// let found: Vec<_> = find_keys(&text).collect();
+/// assert_eq!(found.len(), 1);
+/// assert_eq!((found[0].0, &found[0].1), (14, &key));
+/// ```
+pub fn find_keys<T: AsRef<[u8]> + ?Sized>(text: &T) -> impl Iterator<Item = (usize, ApiKey)> + '_ {
+    let bytes = text.as_ref();
     let mut at = 0;
     std::iter::from_fn(move || {
-        while at < bytes.len() {
-            if !is_key_byte(bytes[at]) {
-                at += 1;
+        while let Some(found) = bytes.get(at..)?.iter().position(|&b| b == b'_') {
+            let anchor = at + found;
+            at = anchor + 1;
+            let env = bytes.get(anchor + 1..anchor + 6);
+            if env != Some(b"live_") && env != Some(b"test_") {
                 continue;
             }
-            let start = at;
-            while at < bytes.len() && is_key_byte(bytes[at]) {
-                at += 1;
-            }
-            if let Ok(key) = ApiKey::parse(&text[start..at]) {
-                return Some((start, key));
+            let Some(end) = Some(anchor + TAIL_LEN).filter(|&end| end <= bytes.len()) else {
+                continue;
+            };
+            let prefix_lens = (1..=8)
+                .take_while(|&len| {
+                    anchor >= len && matches!(bytes[anchor - len], b'a'..=b'z' | b'0'..=b'9')
+                })
+                .filter(|&len| len >= 2);
+            for len in prefix_lens {
+                if let Ok(key) = ApiKey::parse_bytes(&bytes[anchor - len..end]) {
+                    at = end;
+                    return Some((anchor - len, key));
+                }
             }
         }
         None
@@ -645,6 +666,30 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].0, 9);
         assert_eq!(found[0].1, key);
+    }
+
+    #[test]
+    fn find_keys_finds_keys_glued_to_other_text() {
+        let lk = valid();
+        let long = ApiKey::generate(&Prefix::new("acme2026").unwrap(), Env::Test);
+        let (lk, long) = (lk.expose().as_bytes(), long.expose().as_bytes());
+        let cases: [(&[&[u8]], &[usize]); 7] = [
+            (&[b"DEPLOY_", lk], &[7]),
+            (&[b"x9", lk, b"SUFFIX_live_"], &[2]),
+            (&[lk, lk], &[0, lk.len()]),
+            (&[b"zz", long, b"_", lk], &[2, 3 + long.len()]),
+            (&[b"\xff\xfe", lk, b"\x80"], &[2]),
+            (&[b"token=", &lk[..lk.len() - 1]], &[]),
+            (&[b"lk_live_", lk], &[8]),
+        ];
+        for (parts, offsets) in cases {
+            let text = parts.concat();
+            let found: Vec<usize> = find_keys(&text[..]).map(|(at, _)| at).collect();
+            assert_eq!(found, offsets, "in {:?}", String::from_utf8_lossy(&text));
+            for (at, key) in find_keys(&text[..]) {
+                assert_eq!(key.expose().as_bytes(), &text[at..at + key.expose().len()]);
+            }
+        }
     }
 
     proptest! {
