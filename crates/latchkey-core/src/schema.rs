@@ -24,3 +24,15 @@ impl utoipa::PartialSchema for IpAddress {
 }
 
 impl utoipa::ToSchema for IpAddress {}
+
+/// A permission: `segment(:segment)*`, segments of `[a-z0-9_.-]`, optionally ending in
+/// `:*`, or `*` alone; at most 128 bytes.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^(\*|[a-z0-9_.-]+(:[a-z0-9_.-]+)*(:\*)?)$",
+    min_length = 1,
+    max_length = 128
+)]
+// Exists only for its schema: nothing constructs it or reads its field.
+pub struct Permission(#[allow(dead_code)] String);

@@ -13,6 +13,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::controls::LimitState;
+use crate::limits::MAX_PERMISSIONS;
+use crate::permission::Permission;
 use crate::verify::PrincipalInfo;
 
 /// The body of `POST /v1/usage`: figures a remote verifier counted from its cache.
@@ -40,6 +42,55 @@ pub struct UsageItem {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_used_at: OffsetDateTime,
+}
+
+/// The body of `POST /v1/verify`, as the remote verifier sends it and the daemon reads it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The full key presented to the service.
+    pub key: String,
+    /// Permissions the key must all hold for `valid` to be true.
+    #[serde(
+        default,
+        deserialize_with = "optional_permission_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<Vec<crate::schema::Permission>>, max_items = 256)
+    )]
+    pub permissions: Option<Vec<Permission>>,
+    /// The client's address, checked against the key's `allowed_ips` (a key with an
+    /// allowlist is refused without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schema::IpAddress>))]
+    pub client_ip: Option<IpAddr>,
+    /// What this request costs against the key's rate limits and credits (default 1; 0
+    /// checks without consuming anything: refused with `rate_limited` when a limit has not
+    /// even one request left, `usage_exceeded` when no credits are; on PostgreSQL a limit
+    /// whose state this daemon does not hold in memory is read from the database, writing
+    /// nothing).
+    #[serde(
+        default,
+        deserialize_with = "optional_integer",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000))] // limits::MAX_COST
+    pub cost: Option<u64>,
+}
+
+/// Shows the key's display prefix only.
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("key", &crate::key::Redacted(&self.key))
+            .field("permissions", &self.permissions)
+            .field("client_ip", &self.client_ip)
+            .field("cost", &self.cost)
+            .finish()
+    }
 }
 
 /// The answer of `POST /v1/verify`.
@@ -230,6 +281,35 @@ pub struct StreamStart {
 pub struct Heartbeat {
     /// The sequence number of the last change sent on this stream.
     pub head: u64,
+}
+
+/// Deserializes a list of at most [`MAX_PERMISSIONS`] permissions, counted as sent
+/// (duplicates included), so that a body's `maxItems` is the rule and a list within it
+/// never breaks core's bound on a set by its count.
+pub fn permission_list<'de, D>(deserializer: D) -> Result<Vec<Permission>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let list = Vec::<Permission>::deserialize(deserializer)?;
+    if list.len() > MAX_PERMISSIONS {
+        return Err(serde::de::Error::invalid_length(
+            list.len(),
+            &"at most 256 permissions",
+        ));
+    }
+    Ok(list)
+}
+
+/// [`permission_list`] for an `Option` field (`null` or absent is `None`).
+pub fn optional_permission_list<'de, D>(
+    deserializer: D,
+) -> Result<Option<Vec<Permission>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    struct Bounded(#[serde(deserialize_with = "permission_list")] Vec<Permission>);
+    Ok(Option::<Bounded>::deserialize(deserializer)?.map(|list| list.0))
 }
 
 /// Deserializes a non-negative integer, also when written with a zero fraction (`7.0`):

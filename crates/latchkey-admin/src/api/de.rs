@@ -1,45 +1,15 @@
 //! How some request members are read, beyond serde's derive: bounds counted as sent,
 //! integers as JSON Schema defines them, and `null` told apart from absent.
 
-use latchkey_core::{Permission, PermissionSet};
+use latchkey_core::PermissionSet;
+use latchkey_core::wire::{optional_permission_list, permission_list};
 use serde::{Deserialize, Deserializer};
-
-/// Most permissions in one list of a body. Counted as sent, duplicates included, so that
-/// the document's `maxItems` is the rule: core's limit on the distinct permissions of a set
-/// is the same number, so a list within this bound never breaks it by its count.
-const MAX_PERMISSION_ITEMS: usize = 256;
-
-/// Deserializes a list of at most [`MAX_PERMISSION_ITEMS`] permissions.
-pub(super) fn permission_list<'de, D>(deserializer: D) -> Result<Vec<Permission>, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    let list = Vec::<Permission>::deserialize(deserializer)?;
-    if list.len() > MAX_PERMISSION_ITEMS {
-        return Err(serde::de::Error::invalid_length(
-            list.len(),
-            &"at most 256 permissions",
-        ));
-    }
-    Ok(list)
-}
 
 pub(super) fn permission_set<'de, D>(deserializer: D) -> Result<PermissionSet, D::Error>
 where
     D: Deserializer<'de>,
 {
     permission_list(deserializer).map(PermissionSet::from_iter)
-}
-
-pub(super) fn optional_permission_list<'de, D>(
-    deserializer: D,
-) -> Result<Option<Vec<Permission>>, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    #[derive(Deserialize)]
-    struct Bounded(#[serde(deserialize_with = "permission_list")] Vec<Permission>);
-    Ok(Option::<Bounded>::deserialize(deserializer)?.map(|list| list.0))
 }
 
 pub(super) fn optional_permission_set<'de, D>(

@@ -10,10 +10,9 @@
 mod de;
 
 use latchkey_core::key::Redacted;
-use std::net::IpAddr;
 
 use ipnet::IpNet;
-use latchkey_core::{Credits, Env, Key, Permission, PermissionSet, RateLimit, Refill};
+use latchkey_core::{Credits, Env, Key, PermissionSet, RateLimit, Refill};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -326,45 +325,7 @@ pub struct KeysRevoked {
     pub in_background: bool,
 }
 
-pub use latchkey_core::wire::{UsageItem, UsageReport, VerifyResponse};
-
-/// `POST /v1/verify`.
-// Its `Debug` shows the key's display prefix only.
-#[serde_with::skip_serializing_none]
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyRequest {
-    /// The full key presented to the service.
-    pub key: String,
-    /// Permissions the key must all hold for `valid` to be true.
-    #[serde(default, deserialize_with = "de::optional_permission_list")]
-    #[schema(value_type = Option<Vec<rules::Permission>>, max_items = 256)]
-    pub permissions: Option<Vec<Permission>>,
-    /// The client's address, checked against the key's `allowed_ips` (a key with an
-    /// allowlist is refused without one).
-    #[serde(default)]
-    #[schema(value_type = Option<rules::IpAddress>)]
-    pub client_ip: Option<IpAddr>,
-    /// What this request costs against the key's rate limits and credits (default 1; 0
-    /// checks without consuming anything: refused with `rate_limited` when a limit has not
-    /// even one request left, `usage_exceeded` when no credits are; on PostgreSQL a limit
-    /// whose state this daemon does not hold in memory is read from the database, writing
-    /// nothing).
-    #[serde(default, deserialize_with = "latchkey_core::wire::optional_integer")]
-    #[schema(maximum = 1_000_000)] // limits::MAX_COST
-    pub cost: Option<u64>,
-}
-
-impl std::fmt::Debug for VerifyRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyRequest")
-            .field("key", &Redacted(&self.key))
-            .field("permissions", &self.permissions)
-            .field("client_ip", &self.client_ip)
-            .field("cost", &self.cost)
-            .finish()
-    }
-}
+pub use latchkey_core::wire::{UsageItem, UsageReport, VerifyRequest, VerifyResponse};
 
 /// The answer of `GET /v1/audit/verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -24,12 +24,6 @@ macro_rules! string_rule {
 }
 
 string_rule! {
-    /// A permission: `segment(:segment)*`, segments of `[a-z0-9_.-]`, optionally ending in
-    /// `:*`, or `*` alone; at most 128 bytes.
-    Permission: r"^(\*|[a-z0-9_.-]+(:[a-z0-9_.-]+)*(:\*)?)$", min_length = 1, max_length = 128
-}
-
-string_rule! {
     /// A user or group name: 1 to 64 characters of `[A-Za-z0-9_.@-]`, not a UUID (records are
     /// referred to by either).
     PrincipalName: r"^[A-Za-z0-9_.@-]{1,64}$", min_length = 1, max_length = 64
@@ -129,4 +123,4 @@ fn integer_or_empty(
 }
 
 /// An IPv4 or IPv6 address: core's, which `LeaseRequest` (a core model) states too.
-pub(crate) use latchkey_core::schema::IpAddress;
+pub(crate) use latchkey_core::schema::Permission;

@@ -11,7 +11,7 @@ use latchkey_core::controls::is_limit_state_name;
 use latchkey_core::meter::RateLimited;
 use latchkey_core::wire::{
     BucketWant, LeaseRequest, LeaseResponse, LeaseReturn, LeaseReturned, UsageItem, UsageReport,
-    VerifyResponse,
+    VerifyRequest, VerifyResponse,
 };
 use latchkey_core::{ApiKey, LimitState, PrincipalInfo, RateLimit, VerifyError};
 use reqwest::Url;
@@ -126,18 +126,12 @@ impl Daemon {
         client_ip: Option<IpAddr>,
         cost: Option<u32>,
     ) -> Result<Verdict, String> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            key: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            client_ip: Option<IpAddr>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            cost: Option<u32>,
-        }
-        let body = Body {
-            key: presented,
+        // Permissions are checked here, against the principal the answer carries.
+        let body = VerifyRequest {
+            key: presented.to_owned(),
+            permissions: None,
             client_ip,
-            cost,
+            cost: cost.map(u64::from),
         };
         let answer: VerifyResponse = self
             .call("POST /v1/verify", &self.verify_url, &body)
