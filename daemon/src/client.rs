@@ -5,10 +5,12 @@ use std::collections::HashMap;
 
 use ::http::Method;
 use anyhow::Context;
-use serde::Serialize;
+use latchkey_admin::api::List;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::output::read;
 use crate::transport::{ApiRequest, Problem, Transport};
 
 /// The management API, over a transport.
@@ -89,15 +91,12 @@ impl<T: Transport> Client<T> {
         let record = self
             .get(&format!("/v1/{collection}/{}", segment(reference)))
             .await?;
-        record["id"]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("the answer for {reference:?} has no id"))
+        Ok(read::<Named>(&record)?.id.to_string())
     }
 
     /// Names by id of every record in a collection, for human output. Best effort: a caller
     /// that may not list the collection sees ids instead.
-    pub async fn names(&self, collection: &str) -> HashMap<String, String> {
+    pub async fn names(&self, collection: &str) -> HashMap<Uuid, String> {
         let mut names = HashMap::new();
         let mut cursor: Option<String> = None;
         // Bounded: names are for display, and a store of more users than this shows ids.
@@ -106,11 +105,12 @@ impl<T: Transport> Client<T> {
             let Ok(list) = self.get(&format!("/v1/{collection}{page}")).await else {
                 break;
             };
-            names.extend(items(&list).iter().filter_map(|r| {
-                Some((r["id"].as_str()?.to_owned(), r["name"].as_str()?.to_owned()))
-            }));
-            match list["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
+            let Ok(list) = read::<List<Named>>(&list) else {
+                break;
+            };
+            names.extend(list.items.into_iter().map(|r| (r.id, r.name)));
+            match list.next_cursor {
+                Some(next) => cursor = Some(next),
                 None => break,
             }
         }
@@ -118,21 +118,21 @@ impl<T: Transport> Client<T> {
     }
 }
 
+/// What names a user or a group: the two fields of `User` and `Group` that [`Client::names`]
+/// and name resolution read (serde skips the others).
+#[derive(Debug, Deserialize)]
+struct Named {
+    id: Uuid,
+    name: String,
+}
+
 /// The most pages of 1,000 that [`Client::names`] reads.
 const MAX_NAME_PAGES: usize = 100;
 
 /// Tells on stderr how to get the next page of a list, when there is one.
-pub fn more(list: &Value, what: &str) {
-    if let Some(cursor) = list["next_cursor"].as_str() {
+pub fn more<T>(list: &List<T>, what: &str) {
+    if let Some(cursor) = &list.next_cursor {
         eprintln!("More {what}: add --cursor {cursor}");
-    }
-}
-
-/// The records of a list answer: `{"items": [...]}`, or a bare array.
-pub fn items(list: &Value) -> &[Value] {
-    match list {
-        Value::Array(items) => items,
-        other => other["items"].as_array().map_or(&[], Vec::as_slice),
     }
 }
 
@@ -180,13 +180,5 @@ mod tests {
             ]),
             "?q=x+y&sort=-name"
         );
-    }
-
-    #[test]
-    fn list_items() {
-        let list = serde_json::json!({"items": [1, 2], "next_cursor": null});
-        assert_eq!(items(&list).len(), 2);
-        assert_eq!(items(&serde_json::json!([1])).len(), 1);
-        assert!(items(&Value::Null).is_empty());
     }
 }

@@ -5,12 +5,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use latchkey_admin::api::KeyWithSecret;
 use latchkey_core::{CreatedKey, Engine, Location, Store, StoreConfig, StoreError};
 use serde_json::Value;
 
 use crate::commands::print_secret_block;
 use crate::engine::Named;
-use crate::output::{fields, print_json, text};
+use crate::output::{fields, print_json};
 
 /// A store's new admin key, and the file it goes to (`--admin-key-file`), if any.
 pub type NewAdmin = (CreatedKey, Option<KeyFile>);
@@ -47,20 +48,22 @@ pub fn open_or_init(
 
 /// The created key as the API answers it: the record plus `secret`.
 pub fn created_json(created: &CreatedKey) -> Value {
-    let mut record = serde_json::to_value(&created.key).expect("keys serialize");
-    record["secret"] = Value::String(created.secret.expose().to_owned());
-    record
+    serde_json::to_value(KeyWithSecret {
+        key: created.key.clone(),
+        secret: created.secret.expose().to_owned(),
+    })
+    .expect("keys serialize")
 }
 
 /// Prints a store's new admin key, once: the key block, or its JSON with `--json`. `store`
 /// names the store and its engine.
 pub fn print_admin_key(store: &str, created: &CreatedKey, json: bool) {
-    let record = created_json(created);
     if json {
-        print_json(&record);
+        print_json(&created_json(created));
     } else {
         println!("Initialised a latchkey store at {store}.");
-        print_secret_block(&record, &format!("admin ({})", created.key.user_id));
+        let user = format!("admin ({})", created.key.user_id);
+        print_secret_block(&created.key, created.secret.expose(), &user);
     }
 }
 
@@ -118,10 +121,10 @@ impl KeyFile {
             print!(
                 "{}",
                 fields(&[
-                    ("id", text(&record["id"])),
-                    ("name", text(&record["name"])),
+                    ("id", created.key.id.to_string()),
+                    ("name", created.key.name.clone()),
                     ("user", format!("admin ({})", created.key.user_id)),
-                    ("prefix", text(&record["prefix"])),
+                    ("prefix", created.key.prefix.clone()),
                 ])
             );
             println!("Secret written to {} (mode 0600).", self.path.display());

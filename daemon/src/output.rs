@@ -1,10 +1,17 @@
 //! Human output: aligned tables and `field  value` blocks; and the `--json` document.
 //!
-//! Renderers read `serde_json::Value`s, so a field the server adds later cannot break the CLI.
+//! `--json` prints the answer as the server sent it. For people, the answer is read as the
+//! API's own type ([`read`]: `Key`, `User`, `List<Group>`…, as `latchkey_admin::api` and
+//! `latchkey_core` define them), and the renderers below format its fields.
 
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 
+use anyhow::Context;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
 
 /// A check's exit status: 0 when it found all well (a valid key, an intact chain, no key
 /// in the files), 1 when not.
@@ -17,37 +24,54 @@ pub fn verdict(all_well: bool) -> std::process::ExitCode {
 }
 
 /// Prints a JSON document on stdout, pretty.
-pub fn print_json(value: &Value) {
+pub fn print_json(value: &impl Serialize) {
     println!(
         "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialize")
+        serde_json::to_string_pretty(value).expect("answers and documents serialize")
     );
 }
 
-/// A value for people: strings bare, `null` as `-`, arrays comma-separated.
-pub fn text(value: &Value) -> String {
-    match value {
-        Value::Null => "-".to_owned(),
-        Value::String(s) if s.is_empty() => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) if items.is_empty() => "-".to_owned(),
-        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
+/// An answer of the API read as its type `R`, for people.
+pub fn read<R: DeserializeOwned>(answer: &Value) -> anyhow::Result<R> {
+    R::deserialize(answer)
+        .context("the daemon's answer is not what this latchkey reads: are both the same version?")
 }
 
-/// A time for people: RFC 3339 to the second (`2026-01-02T03:04:05Z`); `null` as `-`.
-pub fn when(value: &Value) -> String {
-    let text = text(value);
-    match (text.find('.'), text.ends_with('Z')) {
-        (Some(dot), true)
-            if text[dot + 1..text.len() - 1]
-                .bytes()
-                .all(|b| b.is_ascii_digit()) =>
-        {
-            format!("{}Z", &text[..dot])
-        }
-        _ => text,
+/// An optional value for people: `-` when absent or empty.
+pub fn or_dash(value: Option<impl Display>) -> String {
+    value
+        .map(|v| v.to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// Items for people, comma-separated; `-` for none.
+pub fn joined<T: Display>(items: impl IntoIterator<Item = T>) -> String {
+    let joined = items
+        .into_iter()
+        .map(|item| item.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    or_dash(Some(joined))
+}
+
+/// A time for people: RFC 3339 in UTC, to the second (`2026-01-02T03:04:05Z`); `-` for none.
+pub fn when(at: Option<OffsetDateTime>) -> String {
+    or_dash(at.and_then(|at| {
+        at.to_offset(UtcOffset::UTC)
+            .replace_nanosecond(0)
+            .ok()?
+            .format(&Rfc3339)
+            .ok()
+    }))
+}
+
+/// A unit variant by its name on the wire (`key.create`, `month`): the API's enums have no
+/// other text form.
+pub fn wire_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => name,
+        _ => "?".to_owned(),
     }
 }
 
@@ -134,17 +158,22 @@ mod tests {
 
     #[test]
     fn values_for_people() {
-        assert_eq!(text(&json!(null)), "-");
-        assert_eq!(text(&json!(["a", "b"])), "a,b");
-        assert_eq!(text(&json!([])), "-");
-        assert_eq!(text(&json!(3)), "3");
-        assert_eq!(text(&json!(true)), "true");
+        assert_eq!(or_dash(None::<u8>), "-");
+        assert_eq!(or_dash(Some("")), "-");
+        assert_eq!(or_dash(Some(3)), "3");
+        assert_eq!(joined(["a", "b"]), "a,b");
+        assert_eq!(joined(Vec::<String>::new()), "-");
+        let at = OffsetDateTime::parse("2026-11-22T16:00:05.984202621+01:00", &Rfc3339).unwrap();
+        assert_eq!(when(Some(at)), "2026-11-22T15:00:05Z");
+        assert_eq!(when(None), "-");
+        assert_eq!(wire_name(&latchkey_core::KeyStatus::Revoked), "revoked");
+        let answer = json!({"status": "ok"});
         assert_eq!(
-            when(&json!("2026-11-22T15:00:05.984202621Z")),
-            "2026-11-22T15:00:05Z"
+            read::<latchkey_admin::api::Health>(&answer).unwrap().status,
+            "ok"
         );
-        assert_eq!(when(&json!("2026-11-22T15:00:05Z")), "2026-11-22T15:00:05Z");
-        assert_eq!(when(&json!(null)), "-");
+        let error = read::<latchkey_admin::api::Health>(&json!({})).unwrap_err();
+        assert!(error.to_string().contains("same version"), "{error}");
         assert_eq!(
             fields(&[("id", "1".into()), ("name", "x".into())]),
             "id    1\nname  x\n"

@@ -214,3 +214,83 @@ fn the_whole_life_of_a_key() {
         assert!(!log.contains(key.secret()), "a secret in the log");
     }
 }
+
+/// `field  value` lines as a map.
+fn fields(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let (field, value) = line.split_once("  ")?;
+            Some((field.to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn people_read_what_the_json_answer_holds() {
+    let f = Fixture::new();
+    let user_id = f.user("billing", "invoices:read,invoices:write");
+    let (key, _) = f.key(
+        "billing",
+        "export",
+        &[
+            "--description",
+            "cron job",
+            "--scopes",
+            "invoices:read",
+            "--expires-at",
+            "2031-02-03T04:05:06.789Z",
+            "--credits",
+            "7",
+            "--allow-ip",
+            "10.0.0.0/8",
+        ],
+    );
+    let id = key["id"].as_str().unwrap();
+    let json = f.json(&["keys", "show", id]);
+    let human = fields(&f.cli(&["keys", "show", id]).ok().stdout);
+    for field in ["id", "name", "description", "prefix", "env", "status"] {
+        assert_eq!(
+            human[field],
+            json[field].as_str().unwrap(),
+            "{field}: {human:?}"
+        );
+    }
+    assert_eq!(human["user"], format!("billing ({user_id})"));
+    assert_eq!(human["scopes"], "invoices:read");
+    assert_eq!(human["expires_at"], "2031-02-03T04:05:06Z");
+    assert_eq!(human["revoked_at"], "-");
+    assert_eq!(
+        human["created_at"],
+        json["created_at"].as_str().unwrap()[..19].to_owned() + "Z"
+    );
+    assert_eq!(human["created_by"], json["created_by"].as_str().unwrap());
+    assert_eq!(human["rotated_from"], "-");
+    assert_eq!(human["usage_count"], json["usage_count"].to_string());
+    assert_eq!(human["credits"], "7");
+    assert_eq!(human["allowed_ips"], "10.0.0.0/8");
+
+    // A user and a group, shown with the group by name; the audit trail's table.
+    f.json(&[
+        "groups",
+        "add",
+        "--name",
+        "readers",
+        "--permissions",
+        "invoices:read",
+    ]);
+    f.json(&["users", "update", "billing", "--add-groups", "readers"]);
+    let user = fields(&f.cli(&["users", "show", "billing"]).ok().stdout);
+    assert_eq!(user["id"], user_id);
+    assert_eq!(user["enabled"], "true");
+    assert_eq!(user["groups"], "readers");
+    assert_eq!(user["permissions"], "invoices:read,invoices:write");
+    assert_eq!(user["tenant_id"], "-");
+    let audit = f.cli(&["audit", "list"]).ok().stdout;
+    let row = audit
+        .lines()
+        .find(|l| l.contains(id))
+        .unwrap_or_else(|| panic!("{audit}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[2], json["created_by"].as_str().unwrap(), "{row}");
+    assert_eq!(cells[3..], ["key.create", id, &user_id], "{row}");
+}

@@ -2,12 +2,13 @@
 
 use std::process::ExitCode;
 
-use serde_json::Value;
+use latchkey_admin::api::{AuditCheck, List};
+use latchkey_core::AuditEvent;
 
 use super::Cli;
 use crate::cli::AuditCommand;
-use crate::client::{items, query};
-use crate::output::{Table, text, when};
+use crate::client::query;
+use crate::output::{Table, or_dash, read, when, wire_name};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
@@ -32,53 +33,39 @@ pub(super) async fn run<T: Transport>(
             );
             let go_on = if newest_first { "--before" } else { "--after" };
             let list = cli.api.get(&path).await?;
-            cli.out.print(&list, |list| {
+            cli.out.print(&list, |events: List<AuditEvent>| {
                 let mut table = Table::new(&["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "USER"]);
-                for event in items(list) {
+                for event in &events.items {
                     table.row(vec![
-                        text(&event["seq"]),
-                        when(&event["at"]),
-                        actor(&event["actor"]),
-                        text(&event["action"]),
-                        text(&event["target"]),
-                        text(&event["user_id"]),
+                        event.seq.to_string(),
+                        when(Some(event.at)),
+                        // No actor: the operator (the CLI on the store).
+                        event
+                            .actor
+                            .map_or_else(|| "operator".to_owned(), |id| id.to_string()),
+                        wire_name(&event.action),
+                        event.target.to_string(),
+                        or_dash(event.user_id),
                     ]);
                 }
                 table.print("No events.");
-                if let Some(cursor) = list["next_cursor"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .or_else(|| list["next_cursor"].as_u64().map(|c| c.to_string()))
-                {
+                if let Some(cursor) = &events.next_cursor {
                     eprintln!("More events: add {go_on} {cursor}");
                 }
-            });
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Verify => {
-            let report = cli.api.get("/v1/audit/verify").await?;
-            let valid = report["valid"].as_bool() == Some(true);
-            cli.out.print(&report, |report| {
-                if valid {
-                    println!("The audit chain is intact: {} events.", text(&report["events"]));
-                } else {
-                    println!(
-                        "The audit chain is BROKEN at event {}: {} ({} events before it check out).",
-                        text(&report["broken"]["seq"]),
-                        text(&report["broken"]["reason"]),
-                        text(&report["events"]),
-                    );
-                }
-            });
-            Ok(crate::output::verdict(valid))
+            let answer = cli.api.get("/v1/audit/verify").await?;
+            let report: AuditCheck = read(&answer)?;
+            cli.out.print(&answer, |report: AuditCheck| match report.broken {
+                None => println!("The audit chain is intact: {} events.", report.events),
+                Some(broken) => println!(
+                    "The audit chain is BROKEN at event {}: {} ({} events before it check out).",
+                    broken.seq, broken.reason, report.events,
+                ),
+            })?;
+            Ok(crate::output::verdict(report.valid))
         }
-    }
-}
-
-/// Who acted: a key id, or the operator (the CLI on the store).
-fn actor(value: &Value) -> String {
-    match value {
-        Value::Null => "operator".to_owned(),
-        other => text(other),
     }
 }

@@ -2,12 +2,13 @@
 
 use std::process::ExitCode;
 
-use serde_json::{Value, json};
+use latchkey_admin::api::List;
+use latchkey_core::Group;
 
 use super::{Body, Cli, cleaned};
 use crate::cli::GroupsCommand;
-use crate::client::{items, more, query, segment};
-use crate::output::{Table, fields, text};
+use crate::client::{more, query, segment};
+use crate::output::{Table, fields, joined};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
@@ -16,38 +17,41 @@ pub(super) async fn run<T: Transport>(
 ) -> anyhow::Result<ExitCode> {
     match command {
         GroupsCommand::Add(args) => {
-            let body = json!({"name": args.name, "permissions": cleaned(args.permissions)});
-            let group = cli.api.post("/v1/groups", body).await?;
-            cli.out.print(&group, |g| print!("{}", show(g)));
+            // Permissions go as given: the server checks them, and names a bad one.
+            let body = Body::default()
+                .opt("name", Some(args.name))
+                .opt("permissions", Some(cleaned(args.permissions)));
+            let group = cli.api.post("/v1/groups", body.build()).await?;
+            cli.out.print(&group, show)?;
         }
         GroupsCommand::List(page) => {
             let list = cli
                 .api
                 .get(&format!("/v1/groups{}", query(&page.query())))
                 .await?;
-            cli.out.print(&list, |list| {
+            cli.out.print(&list, |groups: List<Group>| {
                 let mut table = Table::new(&["ID", "NAME", "PERMISSIONS"]);
-                for g in items(list) {
+                for g in &groups.items {
                     table.row(vec![
-                        text(&g["id"]),
-                        text(&g["name"]),
-                        text(&g["permissions"]),
+                        g.id.to_string(),
+                        g.name.clone(),
+                        joined(g.permissions.iter()),
                     ]);
                 }
                 table.print("No groups.");
-                more(list, "groups");
-            });
+                more(&groups, "groups");
+            })?;
         }
         GroupsCommand::Show { group } => {
             let group = cli.api.get(&path(&group)).await?;
-            cli.out.print(&group, |g| print!("{}", show(g)));
+            cli.out.print(&group, show)?;
         }
         GroupsCommand::Update(args) => {
             let body = Body::default()
                 .opt("name", args.name)
                 .permissions(args.permissions);
             let group = super::update(&cli.api, &path(&args.group), body).await?;
-            cli.out.print(&group, |g| print!("{}", show(g)));
+            cli.out.print(&group, show)?;
         }
         GroupsCommand::Delete { group } => {
             let id = cli.api.group_id(&group).await?;
@@ -62,10 +66,13 @@ fn path(group: &str) -> String {
     format!("/v1/groups/{}", segment(group))
 }
 
-fn show(group: &Value) -> String {
-    fields(&[
-        ("id", text(&group["id"])),
-        ("name", text(&group["name"])),
-        ("permissions", text(&group["permissions"])),
-    ])
+fn show(group: Group) {
+    print!(
+        "{}",
+        fields(&[
+            ("id", group.id.to_string()),
+            ("name", group.name),
+            ("permissions", joined(group.permissions.iter())),
+        ])
+    );
 }

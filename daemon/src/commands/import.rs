@@ -10,13 +10,15 @@ use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
+use latchkey_admin::api::{ImportKeys, ImportReport};
 use latchkey_core::limits::{MAX_BODY_BYTES, MAX_IMPORT_ITEMS};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::Cli;
 use crate::cli::KeyImport;
 use crate::client::Client;
-use crate::output::print_json;
+use crate::output::{print_json, read};
 use crate::transport::Transport;
 
 /// Items per request: the endpoint's maximum.
@@ -28,6 +30,7 @@ const CHUNK_BYTES: usize = MAX_BODY_BYTES - 8 * 1024;
 const MAX_LINE: u64 = 8 * 1024;
 
 /// A refused line: its number (from 1) and why.
+#[derive(Serialize)]
 struct Refused {
     line: usize,
     reason: String,
@@ -39,6 +42,18 @@ struct Tally {
     /// The numbers of the lines imported, in order.
     imported: Vec<usize>,
     refused: Vec<Refused>,
+}
+
+/// `--json`: what a run did; after a stop, also which lines were imported (first and last
+/// of each span) and from which line on nothing was.
+#[derive(Serialize)]
+struct Run<'a> {
+    imported: usize,
+    rejected: &'a [Refused],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    imported_lines: Option<Vec<[usize; 2]>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_imported_from_line: Option<usize>,
 }
 
 /// Why a run stopped before the end of the file: nothing from `line` on was imported.
@@ -217,27 +232,24 @@ async fn send<T: Transport>(
     tally: &mut Tally,
 ) -> Result<(), Stopped> {
     let Chunk { lines, items, .. } = chunk;
-    let report = api
-        .post("/v1/keys/import", json!({"user_id": user, "items": items}))
-        .await
-        .map_err(|error| Stopped {
-            line: lines[0],
-            error,
-        })?;
-    let line_of = |entry: &Value| {
-        entry["index"]
-            .as_u64()
-            .and_then(|i| lines.get(usize::try_from(i).ok()?))
-            .copied()
-            .unwrap_or(0)
+    let body = ImportKeys {
+        user_id: user.to_owned(),
+        items,
     };
-    let entries = |member: &str| report[member].as_array().into_iter().flatten();
-    tally.imported.extend(entries("imported").map(line_of));
-    for r in entries("rejected") {
-        let reason = r["reason"].as_str().unwrap_or("refused").to_owned();
+    let stopped = |error| Stopped {
+        line: lines[0],
+        error,
+    };
+    let answer = api.post("/v1/keys/import", body).await.map_err(stopped)?;
+    let report: ImportReport = read(&answer).map_err(stopped)?;
+    let line_of = |index: usize| lines.get(index).copied().unwrap_or(0);
+    tally
+        .imported
+        .extend(report.imported.iter().map(|i| line_of(i.index)));
+    for r in report.rejected {
         tally.refused.push(Refused {
-            line: line_of(r),
-            reason,
+            line: line_of(r.index),
+            reason: r.reason,
         });
     }
     Ok(())
@@ -248,17 +260,12 @@ async fn send<T: Transport>(
 fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
     let imported = tally.imported.len();
     if json {
-        let rejected: Vec<Value> = tally
-            .refused
-            .iter()
-            .map(|r| json!({"line": r.line, "reason": r.reason}))
-            .collect();
-        let mut document = json!({"imported": imported, "rejected": rejected});
-        if let Some(stopped) = stopped {
-            document["imported_lines"] = json!(spans(&tally.imported));
-            document["not_imported_from_line"] = json!(stopped.line);
-        }
-        print_json(&document);
+        print_json(&Run {
+            imported,
+            rejected: &tally.refused,
+            imported_lines: stopped.map(|_| spans(&tally.imported)),
+            not_imported_from_line: stopped.map(|s| s.line),
+        });
         return;
     }
     for r in &tally.refused {
@@ -311,7 +318,7 @@ mod tests {
         assert!(!chunk.is_full_for(CHUNK_BYTES + 1), "one item always goes");
         for line in 1..=7 {
             assert!(!chunk.is_full_for(8_191), "{line}");
-            chunk.push(line, json!({}), 8_191);
+            chunk.push(line, serde_json::json!({}), 8_191);
         }
         assert!(
             chunk.is_full_for(8_191),

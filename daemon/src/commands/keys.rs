@@ -1,11 +1,10 @@
 //! `latchkey keys …`.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
-use latchkey_admin::api::{RotateKey, UpdateKey};
+use latchkey_admin::api::{KeyWithSecret, List, RotateKey, UpdateKey};
 use latchkey_core::key::MAX_DISPLAY_PREFIX_LEN;
-use latchkey_core::{ApiKey, PublicId};
+use latchkey_core::{ApiKey, Key, PermissionSet, PublicId};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -13,9 +12,9 @@ use uuid::Uuid;
 
 use super::{Body, Cli, cleaned, usage_flags};
 use crate::cli::{KeyAdd, KeyList, KeysCommand};
-use crate::client::{Client, items, more, query, segment};
+use crate::client::{Client, more, query, segment};
 use crate::duration::parse_duration;
-use crate::output::{Table, fields, text, when};
+use crate::output::{Table, fields, joined, or_dash, print_json, read, when};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
@@ -28,7 +27,7 @@ pub(super) async fn run<T: Transport>(
         KeysCommand::List(args) => list(cli, args).await?,
         KeysCommand::Show { key } => {
             let key = cli.api.get(&path(&key)?).await?;
-            print_key(cli, &key).await;
+            print_key(cli, &key).await?;
         }
         KeysCommand::Update(args) => {
             let body = Body::default()
@@ -47,25 +46,25 @@ pub(super) async fn run<T: Transport>(
             .into_iter()
             .fold(body, |b, (field, one)| b.clear(field, all || one));
             let key = super::update(&cli.api, &path(&args.key)?, body).await?;
-            print_key(cli, &key).await;
+            print_key(cli, &key).await?;
         }
         KeysCommand::Disable { key } => {
             let key = cli.api.patch(&path(&key)?, enabled(false)).await?;
-            print_key(cli, &key).await;
+            print_key(cli, &key).await?;
         }
         KeysCommand::Enable { key } => {
             let key = cli.api.patch(&path(&key)?, enabled(true)).await?;
-            print_key(cli, &key).await;
+            print_key(cli, &key).await?;
         }
         KeysCommand::Revoke { key } => {
             let revoke = format!("{}/revoke", path(&key)?);
             let key = cli.api.call(http::Method::POST, &revoke, None).await?;
-            print_key(cli, &key).await;
+            print_key(cli, &key).await?;
         }
         KeysCommand::Delete { key } => {
-            let record = cli.api.get(&path(&key)?).await?;
-            let id = text(&record["id"]);
-            let done = format!("Deleted key {} ({id}).", text(&record["prefix"]));
+            let record: Key = read(&cli.api.get(&path(&key)?).await?)?;
+            let id = record.id.to_string();
+            let done = format!("Deleted key {} ({id}).", record.prefix);
             super::delete(cli, &path(&id)?, &id, &done).await?;
         }
         KeysCommand::Rotate { key, grace } => {
@@ -80,7 +79,7 @@ pub(super) async fn run<T: Transport>(
                     },
                 )
                 .await?;
-            print_created(cli, &created).await;
+            print_created(cli, &created).await?;
             if !cli.out.json {
                 if grace.is_zero() {
                     println!("The old key stopped working now.");
@@ -104,7 +103,7 @@ async fn add<T: Transport>(cli: &Cli<T>, args: KeyAdd) -> anyhow::Result<()> {
         .opt("env", args.env);
     let body = usage_flags::add_to(body, args.usage)?;
     let created = cli.api.post("/v1/keys", body.build()).await?;
-    print_created(cli, &created).await;
+    print_created(cli, &created).await?;
     Ok(())
 }
 
@@ -121,25 +120,29 @@ async fn list<T: Transport>(cli: &Cli<T>, args: KeyList) -> anyhow::Result<()> {
             ("cursor", args.cursor),
         ])
     );
-    let list = cli.api.get(&path).await?;
+    let answer = cli.api.get(&path).await?;
     if cli.out.json {
-        cli.out.print(&list, |_| {});
+        print_json(&answer);
         return Ok(());
     }
+    let keys: List<Key> = read(&answer)?;
     let users = cli.api.names("users").await;
     let mut table = Table::new(&["ID", "PREFIX", "NAME", "USER", "STATUS", "LAST USED"]);
-    for key in items(&list) {
+    for key in &keys.items {
         table.row(vec![
-            text(&key["id"]),
-            text(&key["prefix"]),
-            text(&key["name"]),
-            user_name(&key["user_id"], &users),
-            text(&key["status"]),
-            when(&key["last_used_at"]),
+            key.id.to_string(),
+            key.prefix.clone(),
+            key.name.clone(),
+            users
+                .get(&key.user_id)
+                .cloned()
+                .unwrap_or_else(|| key.user_id.to_string()),
+            key.status.to_string(),
+            when(key.last_used_at),
         ]);
     }
     table.print("No keys.");
-    more(&list, "keys");
+    more(&keys, "keys");
     Ok(())
 }
 
@@ -197,83 +200,86 @@ fn expiry(text: &str) -> anyhow::Result<String> {
     Ok(at.replace_nanosecond(0)?.format(&Rfc3339)?)
 }
 
-fn user_name(id: &Value, users: &HashMap<String, String>) -> String {
-    let id = text(id);
-    users.get(&id).cloned().unwrap_or(id)
-}
-
-async fn user_label<T: Transport>(api: &Client<T>, id: &Value) -> String {
-    let id = text(id);
-    match api.get(&format!("/v1/users/{}", segment(&id))).await {
-        Ok(user) => format!("{} ({id})", text(&user["name"])),
-        Err(_) => id,
+/// A user by name and id, or by id alone when the caller may not read it.
+async fn user_label<T: Transport>(api: &Client<T>, id: Uuid) -> String {
+    let user = api.get(&format!("/v1/users/{id}")).await;
+    match user
+        .ok()
+        .and_then(|user| read::<latchkey_core::User>(&user).ok())
+    {
+        Some(user) => format!("{} ({id})", user.name),
+        None => id.to_string(),
     }
 }
 
-async fn print_key<T: Transport>(cli: &Cli<T>, key: &Value) {
+async fn print_key<T: Transport>(cli: &Cli<T>, answer: &Value) -> anyhow::Result<()> {
     if cli.out.json {
-        cli.out.print(key, |_| {});
-        return;
+        print_json(answer);
+        return Ok(());
     }
-    let user = user_label(&cli.api, &key["user_id"]).await;
+    let key: Key = read(answer)?;
+    let user = user_label(&cli.api, key.user_id).await;
     let mut lines = vec![
-        ("id", text(&key["id"])),
-        ("name", text(&key["name"])),
-        ("description", text(&key["description"])),
+        ("id", key.id.to_string()),
+        ("name", key.name.clone()),
+        ("description", or_dash(key.description.as_deref())),
         ("user", user),
-        ("prefix", text(&key["prefix"])),
-        ("env", text(&key["env"])),
-        ("status", text(&key["status"])),
-        ("scopes", scopes(&key["scopes"])),
-        ("expires_at", when(&key["expires_at"])),
-        ("revoked_at", when(&key["revoked_at"])),
-        ("created_at", when(&key["created_at"])),
-        ("created_by", created_by(&key["created_by"])),
-        ("rotated_from", text(&key["rotated_from"])),
-        ("last_used_at", when(&key["last_used_at"])),
-        ("usage_count", text(&key["usage_count"])),
+        ("prefix", key.prefix.clone()),
+        ("env", key.env.to_string()),
+        ("status", key.status.to_string()),
+        ("scopes", scopes(key.scopes.as_ref())),
+        ("expires_at", when(key.expires_at)),
+        ("revoked_at", when(key.revoked_at)),
+        ("created_at", when(Some(key.created_at))),
+        (
+            "created_by",
+            key.created_by
+                .map_or_else(|| "operator".to_owned(), |id| id.to_string()),
+        ),
+        ("rotated_from", or_dash(key.rotated_from)),
+        ("last_used_at", when(key.last_used_at)),
+        ("usage_count", key.usage_count.to_string()),
     ];
-    lines.extend(usage_flags::lines(key));
+    lines.extend(usage_flags::lines(&key));
     print!("{}", fields(&lines));
+    Ok(())
 }
 
 /// A new key: its record, then the secret alone on its line, shown this once.
-pub(crate) async fn print_created<T: Transport>(cli: &Cli<T>, created: &Value) {
+pub(crate) async fn print_created<T: Transport>(
+    cli: &Cli<T>,
+    answer: &Value,
+) -> anyhow::Result<()> {
     if cli.out.json {
-        cli.out.print(created, |_| {});
-        return;
+        print_json(answer);
+        return Ok(());
     }
-    let user = user_label(&cli.api, &created["user_id"]).await;
-    print_secret_block(created, &user);
+    let created: KeyWithSecret = read(answer)?;
+    let user = user_label(&cli.api, created.key.user_id).await;
+    print_secret_block(&created.key, &created.secret, &user);
+    Ok(())
 }
 
 /// The human form of a created key, shared with `init` and `serve`.
-pub(crate) fn print_secret_block(created: &Value, user: &str) {
+pub(crate) fn print_secret_block(key: &Key, secret: &str, user: &str) {
     print!(
         "{}",
         fields(&[
-            ("id", text(&created["id"])),
-            ("name", text(&created["name"])),
+            ("id", key.id.to_string()),
+            ("name", key.name.clone()),
             ("user", user.to_owned()),
-            ("prefix", text(&created["prefix"])),
+            ("prefix", key.prefix.clone()),
         ])
     );
     println!("Secret (store immediately):");
-    println!("{}", text(&created["secret"]));
+    println!("{secret}");
 }
 
-fn scopes(value: &Value) -> String {
-    match value {
-        Value::Null => "(unrestricted: the user's permissions)".to_owned(),
-        Value::Array(items) if items.is_empty() => "(none)".to_owned(),
-        other => text(other),
-    }
-}
-
-fn created_by(value: &Value) -> String {
-    match value {
-        Value::Null => "operator".to_owned(),
-        other => text(other),
+fn scopes(scopes: Option<&PermissionSet>) -> String {
+    match scopes {
+        None => "(unrestricted: the user's permissions)".to_owned(),
+        Some(scopes) if scopes.is_empty() => "(none)".to_owned(),
+        Some(scopes) => joined(scopes.iter()),
     }
 }
 

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 pub(crate) use keys::print_secret_block;
 
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::cli::ApiCommand;
@@ -79,13 +80,19 @@ pub struct Output {
 }
 
 impl Output {
-    /// Prints `value` as JSON, or runs `human` to print it for people.
-    pub fn print(&self, value: &Value, human: impl FnOnce(&Value)) {
+    /// Prints the `answer` as JSON, as the server sent it; or reads it as the API's type
+    /// `R` and runs `human` to print that for people.
+    pub fn print<R: DeserializeOwned>(
+        &self,
+        answer: &Value,
+        human: impl FnOnce(R),
+    ) -> anyhow::Result<()> {
         if self.json {
-            output::print_json(value);
+            output::print_json(answer);
         } else {
-            human(value);
+            human(output::read(answer)?);
         }
+        Ok(())
     }
 }
 
@@ -111,10 +118,11 @@ pub(crate) async fn delete<T: Transport>(
     done: &str,
 ) -> anyhow::Result<()> {
     cli.api.delete(path).await?;
-    cli.out
-        .print(&serde_json::json!({"id": id, "deleted": true}), |_| {
-            println!("{done}");
-        });
+    if cli.out.json {
+        output::print_json(&serde_json::json!({"id": id, "deleted": true}));
+    } else {
+        println!("{done}");
+    }
     Ok(())
 }
 

@@ -2,11 +2,13 @@
 //! (`meta`, `rate_limits`, `credits`, `allowed_ips`), and their lines in `keys show`.
 
 use anyhow::Context;
+use latchkey_core::{Key, RateLimit};
 use serde_json::{Value, json};
 
 use super::Body;
 use crate::cli::UsageFlags;
 use crate::duration::parse_duration;
+use crate::output::wire_name;
 
 /// Adds the flags given to a create or update body. `credits` sets what is left (with the
 /// refill, when given); the server checks every bound.
@@ -69,52 +71,40 @@ fn refill(text: &str) -> anyhow::Result<Value> {
 }
 
 /// The lines `keys show` prints for a key's usage control (none for a key without any).
-pub(crate) fn lines(key: &Value) -> Vec<(&'static str, String)> {
+pub(crate) fn lines(key: &Key) -> Vec<(&'static str, String)> {
     let mut lines = Vec::new();
-    if !key["meta"].is_null() {
-        lines.push(("meta", key["meta"].to_string()));
+    if let Some(meta) = &key.meta {
+        lines.push(("meta", meta.to_string()));
     }
-    if let Some(limits) = limits_line(key) {
+    if let Some(limits) = limits_line(&key.rate_limits) {
         lines.push(("rate_limits", limits));
     }
-    if let Some(credits) = key["credits"].as_object() {
-        let mut shown = credits["remaining"].to_string();
-        if let Some(refill) = credits.get("refill").filter(|r| !r.is_null()) {
-            shown.push_str(&format!(
-                " (refill {}/{})",
-                refill["amount"],
-                text(&refill["interval"])
-            ));
+    if let Some(credits) = &key.credits {
+        let mut shown = credits.remaining.to_string();
+        if let Some(refill) = &credits.refill {
+            let interval = wire_name(&refill.interval);
+            shown.push_str(&format!(" (refill {}/{interval})", refill.amount));
         }
         lines.push(("credits", shown));
     }
-    if let Some(ips) = key["allowed_ips"].as_array().filter(|l| !l.is_empty()) {
-        let text = ips.iter().map(text).collect::<Vec<_>>().join(", ");
-        lines.push(("allowed_ips", text));
+    if !key.allowed_ips.is_empty() {
+        let ips = key.allowed_ips.iter().map(ToString::to_string);
+        lines.push(("allowed_ips", ips.collect::<Vec<_>>().join(", ")));
     }
     lines
 }
 
 /// A key's or user's `rate_limits` on one line (`100/60s default, …`); `None` for none.
-pub(crate) fn limits_line(record: &Value) -> Option<String> {
-    let limits = record["rate_limits"].as_array().filter(|l| !l.is_empty())?;
+pub(crate) fn limits_line(limits: &[RateLimit]) -> Option<String> {
+    if limits.is_empty() {
+        return None;
+    }
     let text = limits
         .iter()
-        .map(|l| {
-            format!(
-                "{}/{}s {}",
-                l["limit"],
-                l["window_seconds"],
-                text(&l["name"])
-            )
-        })
+        .map(|l| format!("{}/{}s {}", l.limit, l.window_seconds, l.name))
         .collect::<Vec<_>>()
         .join(", ");
     Some(text)
-}
-
-fn text(value: &Value) -> String {
-    crate::output::text(value)
 }
 
 #[cfg(test)]

@@ -3,13 +3,14 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use latchkey_admin::api::UpdateUser;
-use serde_json::{Value, json};
+use latchkey_admin::api::{KeysRevoked, List, UpdateUser};
+use latchkey_core::User;
+use uuid::Uuid;
 
 use super::{Body, Cli, cleaned, usage_flags};
 use crate::cli::UsersCommand;
-use crate::client::{items, more, query, segment};
-use crate::output::{Table, fields, text};
+use crate::client::{more, query, segment};
+use crate::output::{Table, fields, joined, or_dash, read};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
@@ -27,7 +28,7 @@ pub(super) async fn run<T: Transport>(
                 .opt("organization_id", args.organization_id)
                 .opt("rate_limits", usage_flags::rate_limits(&args.rate_limits)?);
             let user = cli.api.post("/v1/users", body.build()).await?;
-            print_user(cli, &user).await;
+            print_user(cli, &user).await?;
         }
         UsersCommand::List(list) => {
             let list = cli
@@ -39,24 +40,24 @@ pub(super) async fn run<T: Transport>(
             } else {
                 cli.api.names("groups").await
             };
-            cli.out.print(&list, |list| {
+            cli.out.print(&list, |users: List<User>| {
                 let mut table = Table::new(&["ID", "NAME", "ENABLED", "GROUPS", "PERMISSIONS"]);
-                for u in items(list) {
+                for u in &users.items {
                     table.row(vec![
-                        text(&u["id"]),
-                        text(&u["name"]),
-                        text(&u["enabled"]),
-                        group_names(&u["groups"], &names),
-                        text(&u["permissions"]),
+                        u.id.to_string(),
+                        u.name.clone(),
+                        u.enabled.to_string(),
+                        group_names(&u.groups, &names),
+                        joined(u.permissions.iter()),
                     ]);
                 }
                 table.print("No users.");
-                more(list, "users");
-            });
+                more(&users, "users");
+            })?;
         }
         UsersCommand::Show { user } => {
             let user = cli.api.get(&path(&user)).await?;
-            print_user(cli, &user).await;
+            print_user(cli, &user).await?;
         }
         UsersCommand::Update(args) => {
             let body = Body::default()
@@ -72,30 +73,34 @@ pub(super) async fn run<T: Transport>(
                 .opt("rate_limits", usage_flags::rate_limits(&args.rate_limits)?)
                 .clear("rate_limits", args.clear_rate_limits);
             let user = super::update(&cli.api, &path(&args.user), body).await?;
-            print_user(cli, &user).await;
+            print_user(cli, &user).await?;
         }
         UsersCommand::Enable { user } => {
             let user = cli.api.patch(&path(&user), enabled(true)).await?;
-            print_user(cli, &user).await;
+            print_user(cli, &user).await?;
         }
         UsersCommand::Disable { user } => {
             let user = cli.api.patch(&path(&user), enabled(false)).await?;
-            print_user(cli, &user).await;
+            print_user(cli, &user).await?;
         }
         UsersCommand::RevokeKeys { user } => {
             let id = cli.api.user_id(&user).await?;
             let done = cli
                 .api
-                .post(&format!("{}/revoke-keys", path(&id)), json!({}))
+                .call(
+                    http::Method::POST,
+                    &format!("{}/revoke-keys", path(&id)),
+                    None,
+                )
                 .await?;
-            cli.out.print(&done, |done| {
-                let background = if done["in_background"].as_bool() == Some(true) {
+            cli.out.print(&done, |done: KeysRevoked| {
+                let background = if done.in_background {
                     " (their records follow in the background)"
                 } else {
                     ""
                 };
                 println!("Revoked every key of user {user}{background}.");
-            });
+            })?;
         }
         UsersCommand::Delete { user } => {
             let id = cli.api.user_id(&user).await?;
@@ -118,40 +123,36 @@ fn path(user: &str) -> String {
     format!("/v1/users/{}", segment(user))
 }
 
-fn group_names(ids: &Value, names: &HashMap<String, String>) -> String {
-    let named: Vec<Value> = ids
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|id| {
-            let id = text(id);
-            Value::String(names.get(&id).cloned().unwrap_or(id))
-        })
-        .collect();
-    text(&Value::Array(named))
+/// Groups by name where known, by id otherwise.
+fn group_names(ids: &[Uuid], names: &HashMap<Uuid, String>) -> String {
+    joined(
+        ids.iter()
+            .map(|id| names.get(id).cloned().unwrap_or_else(|| id.to_string())),
+    )
 }
 
-async fn print_user<T: Transport>(cli: &Cli<T>, user: &Value) {
+async fn print_user<T: Transport>(cli: &Cli<T>, answer: &serde_json::Value) -> anyhow::Result<()> {
     if cli.out.json {
-        cli.out.print(user, |_| {});
-        return;
+        crate::output::print_json(answer);
+        return Ok(());
     }
+    let user: User = read(answer)?;
     let names = cli.api.names("groups").await;
     print!(
         "{}",
         fields(&[
-            ("id", text(&user["id"])),
-            ("name", text(&user["name"])),
-            ("enabled", text(&user["enabled"])),
-            ("groups", group_names(&user["groups"], &names)),
-            ("permissions", text(&user["permissions"])),
-            ("tenant_id", text(&user["tenant_id"])),
-            ("organization_id", text(&user["organization_id"])),
+            ("id", user.id.to_string()),
+            ("name", user.name),
+            ("enabled", user.enabled.to_string()),
+            ("groups", group_names(&user.groups, &names)),
+            ("permissions", joined(user.permissions.iter())),
+            ("tenant_id", or_dash(user.tenant_id)),
+            ("organization_id", or_dash(user.organization_id)),
             (
                 "rate_limits",
-                usage_flags::limits_line(user).unwrap_or_else(|| "-".into()),
+                usage_flags::limits_line(&user.rate_limits).unwrap_or_else(|| "-".into()),
             ),
         ])
     );
+    Ok(())
 }

@@ -4,11 +4,12 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::{Value, json};
+use latchkey_admin::api::VerifyResponse;
+use serde_json::json;
 
 use super::Cli;
 use crate::cli::VerifyArgs;
-use crate::output::{fields, text};
+use crate::output::{fields, joined, or_dash, print_json, read};
 use crate::transport::Transport;
 
 /// The longest line `verify -` reads: twice the longest key the API takes (an imported
@@ -38,6 +39,7 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow:
     } else {
         args.key.trim().to_owned()
     };
+    // Permissions go as given: the server checks them, and names a bad one.
     let answer = cli
         .api
         .post(
@@ -45,37 +47,30 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow:
             json!({"key": key, "permissions": args.permissions}),
         )
         .await?;
-    let valid = answer["valid"].as_bool() == Some(true);
-    let document = json!({
-        "valid": valid,
-        "code": answer["code"],
-        "principal": answer.get("principal").cloned().unwrap_or(Value::Null),
-    });
-    cli.out.print(&document, |_| {
-        if valid {
-            let p = &answer["principal"];
-            println!("valid");
-            print!(
-                "{}",
-                fields(&[
-                    (
-                        "key",
-                        format!("{} ({})", text(&p["prefix"]), text(&p["key_name"]))
-                    ),
-                    (
-                        "user",
-                        format!("{} ({})", text(&p["user_name"]), text(&p["user_id"]))
-                    ),
-                    ("env", text(&p["env"])),
-                    ("tenant_id", text(&p["tenant_id"])),
-                    ("organization_id", text(&p["organization_id"])),
-                    ("permissions", text(&p["permissions"])),
-                ])
-            );
-        } else {
-            println!("invalid: {}", text(&answer["code"]));
-        }
-    });
+    let answer: VerifyResponse = read(&answer)?;
+    let valid = answer.valid;
+    if cli.out.json {
+        print_json(&json!({
+            "valid": valid,
+            "code": answer.code,
+            "principal": answer.principal,
+        }));
+    } else if let Some(p) = answer.principal.filter(|_| valid) {
+        println!("valid");
+        print!(
+            "{}",
+            fields(&[
+                ("key", format!("{} ({})", p.prefix, p.key_name)),
+                ("user", format!("{} ({})", p.user_name, p.user_id)),
+                ("env", p.env.to_string()),
+                ("tenant_id", or_dash(p.tenant_id)),
+                ("organization_id", or_dash(p.organization_id)),
+                ("permissions", joined(p.permissions.iter())),
+            ])
+        );
+    } else {
+        println!("invalid: {}", answer.code);
+    }
     Ok(crate::output::verdict(valid))
 }
 

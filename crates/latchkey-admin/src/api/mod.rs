@@ -8,6 +8,9 @@
 //! fields (`description`, `tenant_id`, `organization_id`) `null` clears it.
 
 mod de;
+pub(crate) mod import;
+
+pub use import::{ImportKeys, ImportReport, Imported, Rejected};
 
 use latchkey_core::key::Redacted;
 

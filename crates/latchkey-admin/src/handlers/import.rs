@@ -4,119 +4,27 @@
 use axum::Json;
 use axum::extract::State;
 use latchkey_core::limits::MAX_IMPORT_ITEMS;
-use latchkey_core::{ImportKey, ImportSecret, PermissionSet, StoreError};
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use utoipa::ToSchema;
-use uuid::Uuid;
+use latchkey_core::{ImportKey, ImportSecret, StoreError};
 
+use crate::api::import::ImportItem;
+use crate::api::{ImportKeys, ImportReport, Imported, Rejected};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::JsonBody;
 use crate::openapi::problems::NoSuchUser;
 use crate::state::AppState;
 
-/// `POST /v1/keys/import`. Its `Debug` counts the items: they hold keys' full text.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ImportKeys {
-    /// The user the keys will belong to, by id or name.
-    user_id: String,
-    /// Up to 1,000 keys, each `{"key": "<full key>"}` or `{"sha256": "<hex>", "prefix":
-    /// "<their display prefix>"}`, with optional `name`, `expires_at` (RFC 3339), `scopes`
-    /// and `meta` (a JSON object, at most 4 KiB).
-    #[schema(value_type = Vec<ImportItem>, max_items = 1000)] // limits::MAX_IMPORT_ITEMS
-    items: Vec<serde_json::Value>,
-}
-
-impl std::fmt::Debug for ImportKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImportKeys")
-            .field("user_id", &self.user_id)
-            .field("items", &format_args!("<{} items>", self.items.len()))
-            .finish()
-    }
-}
-
-/// One key to import.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ImportItem {
-    /// The key's full text (16 to 512 visible ASCII characters, not a latchkey key).
-    #[serde(default)]
-    key: Option<String>,
-    /// The hex SHA-256 (64 digits) of the key's text, as other systems store it. Only a
-    /// text of 16 to 512 visible ASCII characters is ever looked up: another's digest
-    /// imports but never verifies.
-    #[serde(default)]
-    sha256: Option<String>,
-    /// The display prefix the key had (required with `sha256`).
-    #[serde(default)]
-    prefix: Option<String>,
-    /// A name (default `imported`).
-    #[serde(default)]
-    name: Option<String>,
-    /// When the key stops authenticating (RFC 3339, in the future).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    expires_at: Option<OffsetDateTime>,
-    /// Narrows the user's permissions, as for any key.
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>)]
-    scopes: Option<PermissionSet>,
-    /// A JSON object (at most 4 KiB) handed to the app in `principal.meta`, as for any key.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    meta: Option<serde_json::Value>,
-}
-
-/// The answer: what was imported and what was refused, by position in `items`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(crate) struct ImportReport {
-    /// The keys imported.
-    imported: Vec<Imported>,
-    /// The items refused, each with why.
-    rejected: Vec<Rejected>,
-}
-
-/// An imported key.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(crate) struct Imported {
-    /// Its position in `items`, from 0.
-    index: usize,
-    /// Its record id.
-    id: Uuid,
-    /// Its display prefix.
-    prefix: String,
-}
-
-/// A refused item.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub(crate) struct Rejected {
-    /// Its position in `items`, from 0.
-    index: usize,
-    /// A stable code: `invalid_field`, `name_taken` (already imported),
-    /// `insufficient_permission`.
-    code: String,
-    /// The item's field at fault, when one is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    field: Option<String>,
-    /// Why, for people.
-    reason: String,
-}
-
-impl Rejected {
-    fn of(index: usize, err: &StoreError) -> Rejected {
-        let field = match err {
-            StoreError::Invalid { field, .. } => Some((*field).to_owned()),
-            _ => None,
-        };
-        Rejected {
-            index,
-            code: err.code().to_owned(),
-            field,
-            reason: err.to_string(),
-        }
+/// A refused item: why, by the store's error.
+fn refused(index: usize, err: &StoreError) -> Rejected {
+    let field = match err {
+        StoreError::Invalid { field, .. } => Some((*field).to_owned()),
+        _ => None,
+    };
+    Rejected {
+        index,
+        code: err.code().to_owned(),
+        field,
+        reason: err.to_string(),
     }
 }
 
@@ -177,7 +85,7 @@ pub(crate) async fn import(
             for (index, value) in body.items.into_iter().enumerate() {
                 match parse_item(value) {
                     Ok(item) => valid.push((index, item)),
-                    Err(e) => rejected.push(Rejected::of(index, &e)),
+                    Err(e) => rejected.push(refused(index, &e)),
                 }
             }
             let items: Vec<ImportKey> = valid.iter().map(|(_, item)| item.clone()).collect();
@@ -190,7 +98,7 @@ pub(crate) async fn import(
                         id: key.id,
                         prefix: key.prefix,
                     }),
-                    Err(e) => rejected.push(Rejected::of(*index, &e)),
+                    Err(e) => rejected.push(refused(*index, &e)),
                 }
             }
             rejected.sort_by_key(|r| r.index);
