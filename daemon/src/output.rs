@@ -66,6 +66,11 @@ pub fn when(at: Option<OffsetDateTime>) -> String {
     }))
 }
 
+/// Who acted or created: a key id, or `operator` (the CLI on the store) for none.
+pub fn actor(id: Option<uuid::Uuid>) -> String {
+    id.map_or_else(|| "operator".to_owned(), |id| id.to_string())
+}
+
 /// A unit variant by its name on the wire (`key.create`, `month`): the API's enums have no
 /// other text form.
 pub fn wire_name(value: &impl Serialize) -> String {

@@ -8,7 +8,7 @@ use latchkey_core::AuditEvent;
 use super::Cli;
 use crate::cli::AuditCommand;
 use crate::client::query;
-use crate::output::{Table, or_dash, read, when, wire_name};
+use crate::output::{Table, actor, or_dash, print_json, read, when, wire_name};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
@@ -39,10 +39,7 @@ pub(super) async fn run<T: Transport>(
                     table.row(vec![
                         event.seq.to_string(),
                         when(Some(event.at)),
-                        // No actor: the operator (the CLI on the store).
-                        event
-                            .actor
-                            .map_or_else(|| "operator".to_owned(), |id| id.to_string()),
+                        actor(event.actor),
                         wire_name(&event.action),
                         event.target.to_string(),
                         or_dash(event.user_id),
@@ -58,13 +55,16 @@ pub(super) async fn run<T: Transport>(
         AuditCommand::Verify => {
             let answer = cli.api.get("/v1/audit/verify").await?;
             let report: AuditCheck = read(&answer)?;
-            cli.out.print(&answer, |report: AuditCheck| match report.broken {
-                None => println!("The audit chain is intact: {} events.", report.events),
-                Some(broken) => println!(
+            if cli.out.json {
+                print_json(&answer);
+            } else if let Some(broken) = &report.broken {
+                println!(
                     "The audit chain is BROKEN at event {}: {} ({} events before it check out).",
                     broken.seq, broken.reason, report.events,
-                ),
-            })?;
+                );
+            } else {
+                println!("The audit chain is intact: {} events.", report.events);
+            }
             Ok(crate::output::verdict(report.valid))
         }
     }

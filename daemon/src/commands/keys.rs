@@ -14,7 +14,7 @@ use super::{Body, Cli, cleaned, usage_flags};
 use crate::cli::{KeyAdd, KeyList, KeysCommand};
 use crate::client::{Client, more, query, segment};
 use crate::duration::parse_duration;
-use crate::output::{Table, fields, joined, or_dash, print_json, read, when};
+use crate::output::{Table, actor, fields, joined, or_dash, print_json, read, when};
 use crate::transport::Transport;
 
 pub(super) async fn run<T: Transport>(
@@ -231,11 +231,7 @@ async fn print_key<T: Transport>(cli: &Cli<T>, answer: &Value) -> anyhow::Result
         ("expires_at", when(key.expires_at)),
         ("revoked_at", when(key.revoked_at)),
         ("created_at", when(Some(key.created_at))),
-        (
-            "created_by",
-            key.created_by
-                .map_or_else(|| "operator".to_owned(), |id| id.to_string()),
-        ),
+        ("created_by", actor(key.created_by)),
         ("rotated_from", or_dash(key.rotated_from)),
         ("last_used_at", when(key.last_used_at)),
         ("usage_count", key.usage_count.to_string()),
