@@ -93,8 +93,11 @@ pub enum StoreError {
         /// What is expected.
         reason: String,
     },
-    /// The caller tried to grant a permission it does not hold itself.
-    #[error("cannot grant {permission:?}: it is outside the caller's own permissions")]
+    /// The caller tried to grant a permission it does not hold itself, or to change (edit,
+    /// delete, revoke the keys of) a user, group or key that holds one.
+    #[error(
+        "the caller does not hold {permission:?}, so it can neither grant it nor change a user, group or key that holds it"
+    )]
     Escalation {
         /// The first permission outside the caller's.
         permission: String,
