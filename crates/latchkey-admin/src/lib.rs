@@ -43,7 +43,7 @@
 //! Groups and users are referred to by UUID or unique name, keys by UUID or display
 //! prefix. Writes are also bound by **no escalation**: core refuses (403
 //! `insufficient_permission`) any change that would grant something outside the caller's
-//! own effective permissions.
+//! own effective permissions, or that touches a user, group or key holding such a thing.
 //!
 //! # Errors
 //!
