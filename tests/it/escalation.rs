@@ -130,7 +130,7 @@ fn a_limited_key_cannot_widen_its_own_user() {
 #[test]
 fn a_tenant_bound_key_sees_and_changes_only_its_tenant() {
     let f = Fixture::new();
-    let bound = "latchkey:keys:read,latchkey:keys:write,latchkey:users:read,latchkey:users:write,latchkey:audit:read,orders:*";
+    let bound = "latchkey:keys:read,latchkey:keys:write,latchkey:users:read,latchkey:users:write,latchkey:groups:read,latchkey:groups:write,latchkey:audit:read,orders:*";
     f.json(&[
         "users",
         "add",
@@ -180,6 +180,18 @@ fn a_tenant_bound_key_sees_and_changes_only_its_tenant() {
         Some(json!({"tenant_id": "globex"})),
     );
     answer.problem(403, "tenant_forbidden");
+    // Groups are global: it writes none, even one it could see no other member of.
+    f.json(&["groups", "add", "--name", "empty"]);
+    as_acme(&["groups", "add", "--name", "squat"]).fails(1, "[tenant_forbidden]");
+    as_acme(&[
+        "groups",
+        "update",
+        "empty",
+        "--add-permissions",
+        "orders:read",
+    ])
+    .fails(1, "[tenant_forbidden]");
+    as_acme(&["groups", "delete", "empty"]).fails(1, "[tenant_forbidden]");
     // What it creates lands in its tenant.
     let made = as_acme(&["--json", "users", "add", "--name", "new-bot"]).json();
     assert_eq!(made["tenant_id"], "acme");

@@ -89,12 +89,7 @@ impl<P> Caller<P> {
     /// whole store at once (the change feed, a backup), which no tenant filter can narrow
     /// without breaking what they promise (every change in `seq` order, every record).
     pub(crate) fn ensure_global(&self) -> Result<(), AppError> {
-        match self.actor.tenant_id() {
-            None => Ok(()),
-            Some(_) => {
-                Err(latchkey_core::StoreError::TenantForbidden { field: "tenant_id" }.into())
-            }
-        }
+        Ok(self.actor.ensure_global()?)
     }
 }
 

@@ -87,6 +87,16 @@ impl Actor {
         self.tenant.as_ref()?.organization_id.as_deref()
     }
 
+    /// Refuses a tenant-bound caller ([`StoreError::TenantForbidden`] on `tenant_id`): for
+    /// what belongs to every tenant at once, which no tenant filter can narrow — the
+    /// writes of the global groups, the change feed, a backup, the audit chain's check.
+    pub fn ensure_global(&self) -> Result<(), StoreError> {
+        match self.tenant {
+            None => Ok(()),
+            Some(_) => Err(StoreError::TenantForbidden { field: "tenant_id" }),
+        }
+    }
+
     /// Whether the caller sees `user` (and its keys and audit events): a global caller
     /// sees everyone, a bound one only the users of its tenant (organization).
     pub fn sees(&self, user: &User) -> bool {

@@ -417,10 +417,12 @@ fn a_caller_can_never_grant_more_than_it_holds() {
     let caller = Actor::from_principal(&f.principal(&ops_key));
     let before = f.store.last_seq().unwrap();
 
+    // Its users are in a tenant, which writes no group at all: the same grant, unbound.
+    let unbound = Actor::new(None, caller.permissions().clone());
     let escalations: Vec<Result<(), StoreError>> = vec![
         f.store
             .create_group(
-                &caller,
+                &unbound,
                 NewGroup {
                     name: "g".into(),
                     permissions: perms(&["billing:read"]),
@@ -491,15 +493,16 @@ fn a_caller_can_never_grant_more_than_it_holds() {
     };
     let created = f.store.create_key(&caller, scoped).unwrap();
     assert_eq!(created.key.created_by, Some(ops_key.key.id));
-    f.store
-        .create_group(
-            &caller,
-            NewGroup {
-                name: "g".into(),
-                permissions: perms(&["orders:items:*"]),
-            },
-        )
-        .unwrap();
+    let within = || NewGroup {
+        name: "g".into(),
+        permissions: perms(&["orders:items:*"]),
+    };
+    f.store.create_group(&unbound, within()).unwrap();
+    // Bound to a tenant, it writes no group even within its permissions: groups are global.
+    assert!(matches!(
+        f.store.create_group(&caller, within()),
+        Err(StoreError::TenantForbidden { field: "tenant_id" })
+    ));
 }
 
 #[test]

@@ -10,19 +10,19 @@ use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, PageParams, Params, RecordRef};
 use crate::openapi::problems::{
-    Escalation, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NoSuchGroup,
+    GroupWrite, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NoSuchGroup,
 };
 use crate::state::AppState;
 
 /// Create a group.
 ///
-/// The caller must hold every permission the group grants.
+/// The caller must hold every permission the group grants and be bound to no tenant.
 #[utoipa::path(post, path = "/v1/groups", operation_id = "createGroup", tag = "groups",
     request_body = CreateGroup,
     responses(
         (status = 201, description = "Created", body = Group),
         InvalidField, NameTaken,
-        (status = 403, description = "Lacks latchkey:groups:write, or a permission the group grants", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Lacks latchkey:groups:write or a permission the group grants (`insufficient_permission`), or is bound to a tenant (`tenant_forbidden`): groups are global", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn create(
@@ -82,13 +82,14 @@ pub(crate) async fn show(
 
 /// Change a group's name or permissions; the change reaches every member's keys at once.
 ///
-/// The caller must hold every permission the group grants, before and after.
+/// The caller must hold every permission the group grants, before and after, and everything
+/// each member holds; and be bound to no tenant.
 #[utoipa::path(patch, path = "/v1/groups/{id}", operation_id = "updateGroup", tag = "groups",
     params(("id" = String, Path, description = "Group id or name")),
     request_body = UpdateGroup,
     responses(
         (status = 200, description = "The changed group", body = Group),
-        InvalidField, Escalation, NoSuchGroup, NameTaken,
+        InvalidField, GroupWrite, NoSuchGroup, NameTaken,
     ),
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn update(
@@ -119,7 +120,7 @@ pub(crate) async fn update(
     params(("id" = String, Path, description = "Group id or name")),
     responses(
         (status = 204, description = "Deleted"),
-        Escalation, NoSuchGroup, LastAdminKey,
+        GroupWrite, NoSuchGroup, LastAdminKey,
     ),
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn delete(

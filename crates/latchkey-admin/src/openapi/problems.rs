@@ -35,6 +35,15 @@ pub(crate) struct InvalidParameter(Problem);
 )]
 pub(crate) struct Escalation(Problem);
 
+/// The caller may not write a group: groups are global records.
+#[derive(IntoResponses)]
+#[response(
+    status = 403,
+    description = "Lacks a permission the group or one of its members holds (`insufficient_permission`), or is bound to a tenant (`tenant_forbidden`): groups are global, read and assigned by a tenant-bound caller but never written",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct GroupWrite(Problem);
+
 /// The write would leave no active key that holds `*` (`last_admin_key`).
 #[derive(IntoResponses)]
 #[response(

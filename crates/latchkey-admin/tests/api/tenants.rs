@@ -220,25 +220,55 @@ async fn a_tenant_caller_changes_nothing_outside_its_tenant() {
     )
     .await
     .ok(201);
-    // A group with a member in another tenant is not its to change.
-    h.created(
-        "/v1/groups",
-        json!({"name": "shared", "permissions": ["orders:read"]}),
-    )
-    .await;
-    h.patch("/v1/users/globex-bot", json!({"add_groups": ["shared"]}))
-        .await
-        .ok(200);
-    let r = as_boss(
-        "PATCH",
-        "/v1/groups/shared".to_owned(),
-        Some(json!({"name": "mine"})),
-    )
-    .await;
-    r.problem(403, "tenant_forbidden");
-    as_boss("DELETE", "/v1/groups/shared".to_owned(), None)
-        .await
-        .problem(403, "tenant_forbidden");
+    // Groups are global records: a bound caller writes none of them, whoever their
+    // members are (another tenant's, only its own, none), and writes nothing trying.
+    for (name, member) in [
+        ("shared", Some("globex-bot")),
+        ("own", Some("acme-bot")),
+        ("empty", None),
+    ] {
+        h.created(
+            "/v1/groups",
+            json!({"name": name, "permissions": ["orders:read"]}),
+        )
+        .await;
+        if let Some(member) = member {
+            h.patch(
+                &format!("/v1/users/{member}"),
+                json!({"add_groups": [name]}),
+            )
+            .await
+            .ok(200);
+        }
+    }
+    let seq = h.store.last_seq().unwrap();
+    let mut writes = vec![(
+        "POST",
+        "/v1/groups".to_owned(),
+        Some(json!({"name": "squat", "permissions": ["orders:read"]})),
+    )];
+    for name in ["shared", "own", "empty"] {
+        writes.push((
+            "PATCH",
+            format!("/v1/groups/{name}"),
+            Some(json!({"name": format!("{name}2")})),
+        ));
+        writes.push((
+            "PATCH",
+            format!("/v1/groups/{name}"),
+            Some(json!({"add_permissions": ["orders:write"]})),
+        ));
+        writes.push(("DELETE", format!("/v1/groups/{name}"), None));
+    }
+    for (method, uri, body) in writes {
+        let r = as_boss(method, uri.clone(), body).await;
+        assert_eq!(
+            r.problem(403, "tenant_forbidden")["field"],
+            "tenant_id",
+            "{method} {uri}"
+        );
+    }
+    assert_eq!(h.store.last_seq().unwrap(), seq, "nothing was written");
     // Groups are global and readable; assignable within its permissions.
     as_boss(
         "PATCH",

@@ -15,9 +15,12 @@ use crate::limits::{check_permission_edit, check_permissions};
 use crate::model::{Group, GroupPatch, NewGroup, User, validate_principal_name};
 
 impl Store {
-    /// Creates a group. The caller must hold every permission it grants.
+    /// Creates a group. The caller must hold every permission it grants and be bound to no
+    /// tenant: groups are global records, which a tenant-bound caller reads and assigns
+    /// but never writes.
     ///
-    /// Fails with `Invalid` (name), `Escalation`, or `Conflict::NameTaken`.
+    /// Fails with `TenantForbidden`, `Invalid` (name), `Escalation`, or
+    /// `Conflict::NameTaken`.
     pub fn create_group(&self, actor: &Actor, new: NewGroup) -> Result<Group, StoreError> {
         self.write(actor, |tx| self.create_group_in(tx, actor, &new))
     }
@@ -28,7 +31,9 @@ impl Store {
         actor: &Actor,
         new: &NewGroup,
     ) -> TxResult<Group> {
-        if let Err(e) = validate_principal_name("name", &new.name)
+        if let Err(e) = actor
+            .ensure_global()
+            .and_then(|()| validate_principal_name("name", &new.name))
             .and_then(|()| check_permissions("permissions", &new.permissions))
             .and_then(|()| actor.ensure_covers(&new.permissions))
         {
@@ -69,8 +74,8 @@ impl Store {
     /// Changes a group. The change reaches every key of every member at once.
     ///
     /// The caller must hold every permission the group grants, before and after, and
-    /// everything each member holds (no reaching a stronger user through a group); a
-    /// tenant-bound caller, only groups whose members are all in its tenant. A change that
+    /// everything each member holds (no reaching a stronger user through a group), and be
+    /// bound to no tenant (`TenantForbidden`, as for [`Store::create_group`]). A change that
     /// changes nothing writes nothing.
     pub fn update_group(
         &self,
@@ -78,6 +83,7 @@ impl Store {
         id: Uuid,
         patch: GroupPatch,
     ) -> Result<Group, StoreError> {
+        actor.ensure_global()?;
         check_permission_edit(&patch.permissions)?;
         let narrows = patch.permissions.narrows();
         let prepare = || {
@@ -113,8 +119,10 @@ impl Store {
     }
 
     /// Deletes a group and removes it from its users, in one transaction. The caller must
-    /// hold what the group grants and everything each member holds.
+    /// hold what the group grants and everything each member holds, and be bound to no
+    /// tenant.
     pub fn delete_group(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
+        actor.ensure_global()?;
         let prepare = || {
             let admin_keys = self.admin_keys_if(self.group_holds_everything(id)?)?;
             Ok((self.members(id)?, admin_keys))
@@ -159,14 +167,11 @@ impl Store {
             .is_some_and(|g| g.permissions.allows(&everything())))
     }
 
-    /// A change to a group changes the access of each member: the caller must see every
-    /// member (else `TenantForbidden`) and hold everything each one holds (else
-    /// `Escalation`), so that it cannot reach a stronger user through a group.
+    /// A change to a group changes the access of each member: the caller must hold
+    /// everything each one holds (else `Escalation`), so that it cannot reach a stronger
+    /// user through a group. (It is global, so it sees every member.)
     fn ensure_may_change_members(tx: &Tx<'_>, actor: &Actor, members: &[User]) -> TxResult<()> {
         for member in members {
-            if !actor.sees(member) {
-                return abort(StoreError::TenantForbidden { field: "id" });
-            }
             if let Err(e) = actor.ensure_covers(&user_grants_in(tx, member)?) {
                 return abort(e);
             }
