@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-/// Most sessions at a time; signing in beyond it ends the least recently used one.
+/// Most sessions at a time; signing in beyond it ends the least recently used session of
+/// the tenant holding the most (the signer's own on a tie; keys of no tenant count as one
+/// tenant), so that one tenant's sign-ins never bring another below its own count.
 pub const MAX_SESSIONS: usize = 1_000;
 /// Most sessions of one user, whichever of its keys signed them in; signing in beyond that
 /// ends its least recently used one, so that one user signing in again and again, with one
@@ -54,6 +56,9 @@ pub(crate) struct Session {
     pub(crate) key: SessionKey,
     /// The user the key belonged to at sign-in: its sessions are counted together.
     user: Uuid,
+    /// That user's tenant at sign-in (`None`: no tenant): a full table ends a session of
+    /// the tenant holding the most.
+    tenant: Option<String>,
     /// The token every form of this session carries.
     pub(crate) csrf: String,
     started: Instant,
@@ -82,24 +87,18 @@ impl Sessions {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Opens a session for `key` of `user`; returns its id.
-    pub(crate) fn open(&self, key: SessionKey, user: Uuid) -> String {
+    /// Opens a session for `key` of `user` in `tenant`; returns its id.
+    pub(crate) fn open(&self, key: SessionKey, user: Uuid, tenant: Option<String>) -> String {
         let now = Instant::now();
         let id = random_token();
         let mut sessions = self.lock();
         sessions.retain(|_, s| !s.expired(now));
-        let least_recent = |sessions: &HashMap<String, Session>, of_user: bool| {
-            sessions
-                .iter()
-                .filter(|(_, s)| !of_user || s.user == user)
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(id, _)| id.clone())
-        };
         let evicted =
             if sessions.values().filter(|s| s.user == user).count() >= MAX_SESSIONS_PER_USER {
-                least_recent(&sessions, true)
+                least_recent(&sessions, |s| s.user == user)
             } else if sessions.len() >= MAX_SESSIONS {
-                least_recent(&sessions, false)
+                let crowded = most_crowded(&sessions, &tenant);
+                least_recent(&sessions, |s| s.tenant == crowded)
             } else {
                 None
             };
@@ -111,6 +110,7 @@ impl Sessions {
             Session {
                 key,
                 user,
+                tenant,
                 csrf: random_token(),
                 started: now,
                 last_seen: now,
@@ -178,12 +178,73 @@ impl Sessions {
     }
 }
 
+/// The id of the least recently used session among those `of` picks.
+fn least_recent(
+    sessions: &HashMap<String, Session>,
+    of: impl Fn(&Session) -> bool,
+) -> Option<String> {
+    sessions
+        .iter()
+        .filter(|(_, s)| of(s))
+        .min_by_key(|(_, s)| s.last_seen)
+        .map(|(id, _)| id.clone())
+}
+
+/// The tenant holding the most sessions; `own` when it holds as many as any other.
+fn most_crowded(sessions: &HashMap<String, Session>, own: &Option<String>) -> Option<String> {
+    let mut counts: HashMap<&Option<String>, usize> = HashMap::new();
+    for session in sessions.values() {
+        *counts.entry(&session.tenant).or_default() += 1;
+    }
+    let own_count = counts.get(own).copied().unwrap_or(0);
+    match counts.into_iter().max_by_key(|(_, n)| *n) {
+        Some((tenant, n)) if n > own_count => tenant.clone(),
+        _ => own.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn open(sessions: &Sessions, key: &str, user: u128) -> String {
-        sessions.open(SessionKey::new(key.into()), Uuid::from_u128(user))
+        sessions.open(SessionKey::new(key.into()), Uuid::from_u128(user), None)
+    }
+
+    #[test]
+    fn one_tenant_signing_in_many_users_ends_only_its_own_sessions() {
+        let sessions = Sessions::default();
+        let operator = open(&sessions, "op", 0);
+        let other_tenant = sessions.open(
+            SessionKey::new("g".into()),
+            Uuid::from_u128(1),
+            Some("globex".into()),
+        );
+        let acme = |i: usize| {
+            sessions.open(
+                SessionKey::new(format!("a{i}")),
+                Uuid::from_u128(1_000 + i as u128),
+                Some("acme".into()),
+            )
+        };
+        let first_of_acme = acme(0);
+        // A new user of the tenant at each sign-in, far past the table's bound.
+        for i in 1..2 * MAX_SESSIONS {
+            acme(i);
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        assert!(
+            sessions.get(&operator).is_some(),
+            "no tenant's session stays"
+        );
+        assert!(
+            sessions.get(&other_tenant).is_some(),
+            "another tenant's session stays"
+        );
+        assert!(
+            sessions.get(&first_of_acme).is_none(),
+            "the tenant's own oldest session was ended"
+        );
     }
 
     #[test]

@@ -86,9 +86,11 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             let Some(landing) = view::readable_section(&principal.permissions) else {
                 return page(&console, StatusCode::FORBIDDEN, Some(NO_SECTION));
             };
-            let id = console
-                .sessions
-                .open(SessionKey::new(text.to_owned()), principal.user_id);
+            let id = console.sessions.open(
+                SessionKey::new(text.to_owned()),
+                principal.user_id,
+                principal.tenant_id.clone(),
+            );
             let mut response = Redirect::to(landing).into_response();
             let headers = response.headers_mut();
             for cookie in [
