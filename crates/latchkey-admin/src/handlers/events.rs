@@ -56,7 +56,7 @@ use futures_util::Stream;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
 use latchkey_core::wire::{Heartbeat, StreamStart};
-use latchkey_core::{AuditEvent, KeyStatus, Store, StoreError};
+use latchkey_core::{AuditEvent, Store, StoreError};
 use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::watch;
@@ -382,38 +382,21 @@ impl Feed {
     }
 
     /// Whether the caller's key still authenticates, holds `latchkey:verify` and is global:
-    /// a key revoked, disabled, expired, stripped of the permission or whose user was placed
-    /// in a tenant (a bound caller may not read the feed) ends its stream at the next
-    /// heartbeat. Checked from the records, not by verifying the key again, so that holding
-    /// a stream does not count as a use of the key.
+    /// a key revoked (alone, or with all its user's keys by `revoke-keys`, before the
+    /// background job reaches its record), disabled, expired, stripped of the permission or
+    /// whose user was placed in a tenant (a bound caller may not read the feed) ends its
+    /// stream at the next heartbeat. Checked from the records as verification reads them
+    /// ([`Store::authenticates_now`]), not by verifying the key again, so that holding a
+    /// stream does not count as a use of the key.
     async fn caller_may_listen(&self) -> bool {
         let Some(key_id) = self.caller else {
             return true;
         };
         let store = self.store.clone();
         let allowed = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
-            let key = match store.key(key_id) {
-                Ok(key) => key,
-                Err(StoreError::NotFound { .. }) => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            if key.status != KeyStatus::Active {
-                return Ok(false);
-            }
-            let user = match store.user(&key.user_id.to_string()) {
-                Ok(user) => user,
-                Err(StoreError::NotFound { .. }) => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            if !user.enabled || user.tenant_id.is_some() {
-                return Ok(false);
-            }
-            let granted = store.user_permissions(&user)?;
-            let effective = match &key.scopes {
-                Some(scopes) => granted.intersect(scopes),
-                None => granted,
-            };
-            Ok(effective.allows_str(perm::Verify::PERMISSION))
+            Ok(store.authenticates_now(key_id)?.is_some_and(|principal| {
+                principal.tenant_id.is_none() && principal.has(perm::Verify::PERMISSION)
+            }))
         })
         .await;
         match allowed {

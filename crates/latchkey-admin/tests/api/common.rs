@@ -66,8 +66,13 @@ impl Resp {
 
 impl Harness {
     pub(crate) fn new() -> Harness {
+        Harness::configured(|config| config)
+    }
+
+    /// A harness whose store is opened with `configure`'s settings.
+    pub(crate) fn configured(configure: impl FnOnce(StoreConfig) -> StoreConfig) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig::default().usage_flush_interval(None);
+        let config = configure(StoreConfig::default().usage_flush_interval(None));
         let (store, admin) = Store::create_with_admin(dir.path(), "lk", config).unwrap();
         Harness {
             app: latchkey_admin::router(store.clone()),

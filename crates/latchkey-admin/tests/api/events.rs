@@ -66,10 +66,12 @@ impl Stream {
         }
     }
 
-    /// Reads until the stream ends; only changes and heartbeats may come before that.
+    /// Reads until the stream ends, within `PATIENCE` in all (heartbeats do not extend
+    /// it); only changes and heartbeats may come before that.
     async fn ends(&mut self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let frame = tokio::time::timeout(PATIENCE, self.body.frame())
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
                 .await
                 .expect("the stream did not end");
             match frame {
@@ -326,6 +328,26 @@ async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
         // The change itself may still be sent; then the stream ends, at the next heartbeat.
         stream.ends().await;
     }
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_users_keys_are_revoked_in_bulk() {
+    // One key a chunk and no background thread: the job never reaches the key's record,
+    // only the user's revocation mark says the key is revoked.
+    let h = Harness::configured(|c| c.job_chunk_keys(1).background_jobs(false));
+    let (user, key) = h.user_with_key("follower", &["latchkey:verify"]).await;
+    h.post("/v1/keys", json!({"name": "second", "user_id": "follower"}))
+        .await
+        .ok(201);
+    let mut stream = Stream::open_as(&h, &key, "/v1/events?heartbeat_ms=1000").await;
+    assert_eq!(stream.next().await.event, "ready");
+    assert_eq!(stream.next().await.event, "heartbeat");
+    let id = user["id"].as_str().unwrap().parse().unwrap();
+    h.store.revoke_user_keys(&Actor::system(), id).unwrap();
+    assert_eq!(h.store.pending_jobs().unwrap(), 1, "the job waits");
+    let key_id = h.store.key_id(key.rsplit_once('_').unwrap().0).unwrap();
+    assert_eq!(h.store.key(key_id).unwrap().revoked_at, None);
+    stream.ends().await;
 }
 
 #[tokio::test]

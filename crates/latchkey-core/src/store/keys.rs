@@ -549,6 +549,23 @@ impl Store {
         Ok((path, record))
     }
 
+    /// Whom key `id` authenticates as now, read from the records exactly as verification
+    /// reads them (its status, its user's revocation mark, its user and groups), without
+    /// its secret and counting no use: for a caller holding a long-lived stream, whose key
+    /// must stay good while it listens. `None` when the key authenticates no one (unknown,
+    /// disabled, revoked alone or with all its user's keys, expired, or its user disabled
+    /// or gone).
+    pub fn authenticates_now(&self, id: Uuid) -> Result<Option<Principal>, StoreError> {
+        let record = match self.key_record(id) {
+            Ok(record) => record,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let resolved = self.resolve_record(&record.public_id()?, record)?;
+        let now = self.inner.clock.now().unix_timestamp_nanos();
+        Ok(resolved.status(now).ok().cloned())
+    }
+
     /// Everything verification needs about a public id, read from the store.
     pub(crate) fn load_resolved(&self, public: &PublicId) -> Result<Option<Resolved>, StoreError> {
         match self.get::<KeyRecord>(&layout::key(public))? {
