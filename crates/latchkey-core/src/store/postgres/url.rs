@@ -20,6 +20,12 @@ const SESSION: &str = "-c idle_in_transaction_session_timeout=30000 -c lock_time
                        -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 \
                        -c tcp_keepalives_count=3 -c tcp_user_timeout=30000";
 
+/// The durability every connection asks for unless the URL's own `options` choose one: an
+/// answer is sent only after its commit is flushed to disk (and to the synchronous
+/// standbys), whatever the server, database or role sets by default (`off` is a common
+/// tuning that loses the last acknowledged commits in a crash).
+const DURABLE: &str = "-c synchronous_commit=on";
+
 /// The connection settings for `url`.
 pub(super) fn config(url: &DatabaseUrl) -> Result<tokio_postgres::Config, StoreError> {
     let invalid =
@@ -29,10 +35,17 @@ pub(super) fn config(url: &DatabaseUrl) -> Result<tokio_postgres::Config, StoreE
         .parse()
         .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
     // The URL's own options (`options=-c search_path=…`) stay, latchkey's come after.
-    let options = match config.get_options() {
-        Some(own) if !own.trim().is_empty() => format!("{own} {SESSION}"),
-        _ => SESSION.to_owned(),
+    let own = config.get_options().unwrap_or("").trim();
+    let durable = if own.contains("synchronous_commit") {
+        ""
+    } else {
+        DURABLE
     };
+    let options = [own, SESSION, durable]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     config
         .application_name("latchkey")
         .connect_timeout(Duration::from_secs(5))
@@ -93,10 +106,24 @@ mod tests {
     fn the_urls_own_options_come_before_latchkeys() {
         let config = config_of("postgres://u@h/db?options=-c%20search_path%3Dlk").unwrap();
         let options = config.get_options().unwrap();
-        assert!(options.starts_with("-c search_path=lk "), "{options}");
-        assert!(options.ends_with(SESSION), "{options}");
+        assert_eq!(options, format!("-c search_path=lk {SESSION} {DURABLE}"));
         let config = config_of("postgres://u@h/db").unwrap();
-        assert_eq!(config.get_options(), Some(SESSION));
+        assert_eq!(
+            config.get_options(),
+            Some(format!("{SESSION} {DURABLE}").as_str())
+        );
+    }
+
+    #[test]
+    fn commits_are_durable_unless_the_url_chooses() {
+        let options = |url: &str| config_of(url).unwrap().get_options().unwrap().to_owned();
+        assert!(options("postgres://u@h/db").contains("-c synchronous_commit=on"));
+        let chosen = options("postgres://u@h/db?options=-c%20synchronous_commit%3Dremote_apply");
+        assert!(
+            chosen.starts_with("-c synchronous_commit=remote_apply "),
+            "{chosen}"
+        );
+        assert_eq!(chosen.matches("synchronous_commit").count(), 1, "{chosen}");
     }
 
     #[test]
