@@ -203,6 +203,62 @@ fn a_rolled_back_store_is_refused_and_names_what_is_missing() {
     assert!(line.contains(&format!("change {newest}")), "{line}");
 }
 
+/// The head new events chain from must be the newest event's hash: a malformed one, or a
+/// well-formed one of something else, is refused rather than chained from (and the mark
+/// then rewritten to agree with it).
+#[test]
+fn a_damaged_audit_head_is_refused_never_chained_from() {
+    for (head, says) in [
+        (vec![7u8; 3], "bad audit head"),
+        (vec![7u8; 32], "not the hash of its newest change"),
+    ] {
+        let (_dir, path) = temp_store_with_users(2);
+        tamper::Raw::open(&path).apply(vec![(b"m:head".to_vec(), Some(head))]);
+        check_refused(&path, says);
+    }
+}
+
+/// A key record that no longer decodes loses its own usage figures (logged), never every
+/// other key's: the flush goes on without it.
+#[test]
+fn a_damaged_key_record_does_not_hold_back_the_others_usage() {
+    let (_dir, path) = temp_store_with_users(1);
+    let store = Store::open(&path, support::config()).unwrap();
+    let user = store.user("user-0").unwrap();
+    let [damaged, sound] = ["damaged", "sound"].map(|name| {
+        let new = latchkey_core::NewKey {
+            name: name.into(),
+            user_id: user.id,
+            ..Default::default()
+        };
+        store.create_key(&Actor::system(), new).unwrap().key
+    });
+    drop(store);
+    let raw = tamper::Raw::open(&path);
+    let public = damaged
+        .prefix
+        .rsplit('_')
+        .next()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let record = raw
+        .keys_with_prefix(b"k:")
+        .into_iter()
+        .find(|k| k.ends_with(&public))
+        .expect("the damaged key's record");
+    raw.apply(vec![(record, Some(b"not a record".to_vec()))]);
+    drop(raw);
+
+    let store = Store::open(&path, support::config()).unwrap();
+    let at = time::OffsetDateTime::now_utc();
+    store.record_usage(damaged.id, 5, at);
+    store.record_usage(sound.id, 3, at);
+    store.flush().unwrap();
+    assert_eq!(store.key(sound.id).unwrap().usage_count, 3);
+    assert!(matches!(store.key(damaged.id), Err(StoreError::Corrupt(_))));
+}
+
 #[test]
 fn a_store_from_elsewhere_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -1223,3 +1223,17 @@ fn decode_seq(stored: Option<Vec<u8>>) -> Result<u64, StoreError> {
         None => 0,
     })
 }
+
+/// The stored `m:head`: the newest event's hash, as hex (the genesis hash for none). A
+/// malformed one is `Corrupt`, never read as some default that new events would chain from.
+fn decode_head(stored: Option<Vec<u8>>) -> Result<String, StoreError> {
+    Ok(match stored {
+        Some(bytes) => audit::hash_hex(
+            &bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("bad audit head".into()))?,
+        ),
+        None => audit::GENESIS.to_owned(),
+    })
+}

@@ -45,6 +45,11 @@ impl Store {
             // Another backend's failed write changed nothing and poisons nothing.
             return err;
         }
+        if !matches!(err, StoreError::Storage(_) | StoreError::StorageFull { .. }) {
+            // A record that does not decode (`Corrupt`) poisons no engine: reopening would
+            // only empty the verify cache and hold up verifications, again at every retry.
+            return err;
+        }
         tracing::error!(error = %err, store = %self.inner.path.display(), "a write failed in storage; reopening the store");
         let full = matches!(err, StoreError::StorageFull { .. })
             || std::error::Error::source(&err)
@@ -213,11 +218,22 @@ pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, Stor
         ),
         None => 0,
     };
-    let current = Mark {
-        lineage,
-        seq,
-        head: head_of(db)?,
-    };
+    let head = head_of(db).map_err(|_| damaged("has a bad audit head".into()))?;
+    // The head new events chain from must be the newest event's hash: one that is not
+    // would chain them from elsewhere, and the mark written below would then agree.
+    let newest = db
+        .get(&layout::audit(seq))?
+        .map(|value| decode_event(&(layout::audit(seq), value)))
+        .transpose()?;
+    let newest_hash = newest.as_ref().map_or(audit::GENESIS, |e| e.hash.as_str());
+    if newest_hash != head {
+        return Err(damaged(format!(
+            "has an audit head ({}) that is not the hash of its newest change {seq} ({})",
+            short(&head),
+            short(newest_hash)
+        )));
+    }
+    let current = Mark { lineage, seq, head };
     let known = mark::read(path).map_err(|e| damaged(format!("has an unreadable mark ({e})")))?;
     if let Some(known) = &known {
         if known.lineage != lineage {
@@ -304,10 +320,7 @@ pub(super) fn check_against_mark(
 }
 
 pub(super) fn head_of(db: &dyn Backend) -> Result<String, StoreError> {
-    Ok(match db.get(layout::HEAD)? {
-        Some(bytes) => audit::hash_hex(&bytes.as_slice().try_into().unwrap_or_default()),
-        None => audit::GENESIS.to_owned(),
-    })
+    super::decode_head(db.get(layout::HEAD)?)
 }
 
 fn short(hash: &str) -> &str {

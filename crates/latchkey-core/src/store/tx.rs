@@ -11,7 +11,7 @@ use super::backend::{KvTx, TxError};
 use super::chunks::{self, Change};
 use super::{Store, layout};
 use crate::actor::Actor;
-use crate::audit::{Action, AuditEvent, GENESIS, StoredEvent, hash_bytes, hash_hex};
+use crate::audit::{Action, AuditEvent, StoredEvent, hash_bytes};
 use crate::error::StoreError;
 use crate::key::PublicId;
 
@@ -88,13 +88,14 @@ impl<'a> Tx<'a> {
     /// Appends the recorded events to the audit chain, inside the transaction.
     fn append_events(&self, actor: Option<Uuid>) -> TxResult<Vec<AuditEvent>> {
         self.prefetch(&[layout::SEQ.to_vec(), layout::HEAD.to_vec()])?;
-        let mut seq = match self.get_raw(layout::SEQ)? {
-            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or_default()),
-            None => 0,
-        };
-        let mut head = match self.get_raw(layout::HEAD)? {
-            Some(bytes) => hash_hex(&bytes.as_slice().try_into().unwrap_or_default()),
-            None => GENESIS.to_owned(),
+        // A malformed counter or head aborts the write: read as a default, it would
+        // overwrite the chain from its start or chain new events from nothing.
+        let stored = (self.get_raw(layout::SEQ)?, self.get_raw(layout::HEAD)?);
+        let (mut seq, mut head) = match super::decode_seq(stored.0)
+            .and_then(|seq| Ok((seq, super::decode_head(stored.1)?)))
+        {
+            Ok(found) => found,
+            Err(e) => return abort(e),
         };
         let mut appended = Vec::new();
         for &(action, target, user_id) in self.events.borrow().iter() {

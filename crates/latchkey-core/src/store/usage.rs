@@ -212,12 +212,17 @@ pub(super) fn flush(
                 continue;
             };
             let path = layout::key(&public);
-            let Some(mut record) = db
-                .get(&path)?
-                .map(|b| decode::<KeyRecord>(&b))
-                .transpose()?
-            else {
+            let Some(bytes) = db.get(&path)? else {
                 continue;
+            };
+            // A damaged record loses its figures, said loudly, rather than holding back
+            // every other key's (the batch would fail at each flush, for ever).
+            let mut record = match decode::<KeyRecord>(&bytes) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(key_id = %key, error = %e, uses = usage.count, "a key's record does not decode: its usage figures since the last flush are dropped");
+                    continue;
+                }
             };
             let before = index::entries(&record, &mark);
             record.usage.add(*usage);
