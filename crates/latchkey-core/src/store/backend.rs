@@ -226,6 +226,19 @@ pub(crate) trait Backend: Send + Sync + Debug {
     /// Makes every committed write durable.
     fn flush(&self) -> Result<(), StoreError>;
 
+    /// [`Backend::transaction`], durable when it returns: committed, then, where a commit
+    /// is not durable by itself, flushed on the very instance that committed it. For a
+    /// write made without the store's write lock (a credit reservation), which a reopen
+    /// does not wait for: a flush of the instance a reopen put in place meanwhile would
+    /// report durable a commit that the dropped one lost.
+    fn durable_transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
+        self.transaction(body)?;
+        if self.commits_durably() {
+            return Ok(());
+        }
+        self.flush().map_err(TxError::Storage)
+    }
+
     /// Whether a commit is durable when [`Backend::transaction`] returns (redb,
     /// PostgreSQL): then a write stands whatever a later [`Backend::flush`] says. Not on
     /// sled (the default), whose commits are durable only once flushed, and whose failed
@@ -274,6 +287,20 @@ pub(crate) fn floor_by_range<B: Backend + ?Sized>(
         .map(|(k, _)| k))
 }
 
+/// Runs `body` through `commit` (a kind of transaction), answering what its committed run
+/// gave.
+fn with_result<T>(
+    body: impl Fn(&dyn KvTx) -> Result<T, TxError>,
+    commit: impl FnOnce(&mut TxBody<'_>) -> Result<(), TxError>,
+) -> Result<T, TxError> {
+    let mut out = None;
+    commit(&mut |tx| {
+        out = Some(body(tx)?);
+        Ok(())
+    })?;
+    Ok(out.expect("a committed transaction ran its body"))
+}
+
 /// Held while a write runs; see [`Backend::lock_writers`].
 pub(crate) type WriterGuard = Option<Box<dyn Send>>;
 
@@ -283,12 +310,15 @@ impl dyn Backend {
         &self,
         body: impl Fn(&dyn KvTx) -> Result<T, TxError>,
     ) -> Result<T, TxError> {
-        let mut out = None;
-        self.transaction(&mut |tx| {
-            out = Some(body(tx)?);
-            Ok(())
-        })?;
-        Ok(out.expect("a committed transaction ran its body"))
+        with_result(body, |run| self.transaction(run))
+    }
+
+    /// [`Backend::durable_transaction`] with a result.
+    pub(crate) fn transact_durably<T>(
+        &self,
+        body: impl Fn(&dyn KvTx) -> Result<T, TxError>,
+    ) -> Result<T, TxError> {
+        with_result(body, |run| self.durable_transaction(run))
     }
 
     /// Whether an entry exists.

@@ -336,19 +336,16 @@ impl CreditSource for StoreCredits {
             return Err(unavailable(&"the disk is full: credits cannot be reserved"));
         }
         // The grant is the meter's once durable: at once where a commit is (then a failed
-        // flush after it must not lose a grant that stands); on sled once flushed, and a
-        // failed flush drops the commit at the reopen that follows, so the grant with it.
+        // flush after it must not lose a grant that stands); on sled once flushed, on the
+        // instance that committed it (a failed flush drops the commit at the reopen that
+        // follows, so the grant with it).
         let reserved = reserve(
             &*inner.db,
             &self.public,
             inner.clock.unix_nanos(),
             at_least,
             want,
-        )
-        .and_then(|r| match inner.db.commits_durably() {
-            true => Ok(r),
-            false => inner.db.flush().map(|()| r),
-        });
+        );
         reserved.map_err(|e| {
             tracing::warn!(error = %e, "could not reserve credits");
             unavailable(&"the credits could not be reserved")
@@ -444,7 +441,7 @@ fn reserve(
     want: u64,
 ) -> Result<Reserved, StoreError> {
     let path = layout::key_controls(public);
-    db.transact(|tx| {
+    db.transact_durably(|tx| {
         let record = controls_in(tx, &path)?;
         let Some(mut record) = record.filter(|r| r.credits.is_some()) else {
             return Ok(Reserved {

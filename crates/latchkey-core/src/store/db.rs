@@ -62,6 +62,31 @@ impl Db {
             self.current.failed();
         }
     }
+
+    /// A transaction on the instance `db`.
+    fn transaction_on(&self, db: &sled::Db, body: &mut TxBody<'_>) -> Result<(), TxError> {
+        let body = RefCell::new(body);
+        let outcome = db.transaction(|tree| {
+            let mut body = body.borrow_mut();
+            match body(&SledTx(tree)) {
+                Ok(()) => Ok(()),
+                Err(TxError::Conflict) => Err(ConflictableTransactionError::Conflict),
+                Err(TxError::Storage(e)) => match unwrap_sled(e) {
+                    Ok(sled) => Err(ConflictableTransactionError::Storage(sled)),
+                    Err(e) => Err(ConflictableTransactionError::Abort(TxError::Storage(e))),
+                },
+                Err(abort) => Err(ConflictableTransactionError::Abort(abort)),
+            }
+        });
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => {
+                self.note(&e);
+                Err(TxError::Storage(e.into()))
+            }
+        }
+    }
 }
 
 impl Embedded for Db {
@@ -123,27 +148,17 @@ impl Backend for Db {
 
     fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
         let db = self.try_handle().map_err(|e| TxError::Storage(e.into()))?;
-        let body = RefCell::new(body);
-        let outcome = db.transaction(|tree| {
-            let mut body = body.borrow_mut();
-            match body(&SledTx(tree)) {
-                Ok(()) => Ok(()),
-                Err(TxError::Conflict) => Err(ConflictableTransactionError::Conflict),
-                Err(TxError::Storage(e)) => match unwrap_sled(e) {
-                    Ok(sled) => Err(ConflictableTransactionError::Storage(sled)),
-                    Err(e) => Err(ConflictableTransactionError::Abort(TxError::Storage(e))),
-                },
-                Err(abort) => Err(ConflictableTransactionError::Abort(abort)),
-            }
-        });
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => {
-                self.note(&e);
-                Err(TxError::Storage(e.into()))
-            }
-        }
+        self.transaction_on(&db, body)
+    }
+
+    fn durable_transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
+        // One handle for both: a reopen between them cannot swap the flushed instance.
+        let db = self.try_handle().map_err(|e| TxError::Storage(e.into()))?;
+        self.transaction_on(&db, body)?;
+        db.flush()
+            .inspect_err(|e| self.note(e))
+            .map_err(|e| TxError::Storage(e.into()))?;
+        Ok(())
     }
 
     fn apply_batch(&self, batch: Batch) -> Result<(), StoreError> {
