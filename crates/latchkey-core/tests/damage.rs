@@ -216,6 +216,13 @@ fn a_damaged_audit_head_is_refused_never_chained_from() {
         tamper::Raw::open(&path).apply(vec![(b"m:head".to_vec(), Some(head))]);
         check_refused(&path, says);
     }
+    // The newest change itself unreadable: refused as damaged too, pointing to a restore.
+    let (_dir, path) = temp_store_with_users(2);
+    let raw = tamper::Raw::open(&path);
+    let newest = raw.keys_with_prefix(b"a:").pop().unwrap();
+    raw.apply(vec![(newest, Some(b"garbage".to_vec()))]);
+    drop(raw);
+    check_refused(&path, "unreadable newest change");
 }
 
 /// A key record that no longer decodes loses its own usage figures (logged), never every

@@ -676,6 +676,20 @@ fn tampering_with_the_audit_log_is_found() {
     let report = store.verify_audit().unwrap();
     assert_eq!(report.broken.map(|b| b.seq), Some(3));
     drop(store);
+    // Event 2 made unreadable: the report names it, rather than the check failing.
+    tamper::Raw::open(&path).apply(vec![(
+        [b"a:".as_slice(), &2u64.to_be_bytes()].concat(),
+        Some(b"garbage".to_vec()),
+    )]);
+    let store = Store::open(&path, support::config()).unwrap();
+    let broken = store.verify_audit().unwrap().broken.unwrap();
+    assert_eq!(broken.seq, 2, "{}", broken.reason);
+    assert!(
+        broken.reason.contains("cannot be read"),
+        "{}",
+        broken.reason
+    );
+    drop(store);
 
     // An event appended past the last one the store counts is named as the break.
     let f = fixture();

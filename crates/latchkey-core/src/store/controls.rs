@@ -536,6 +536,12 @@ pub(super) fn flush(
                 }
                 gave = true;
             }
+            // A damaged usage-control record loses this slice (spent, never granted
+            // twice), said loudly, rather than holding back every other key's at each
+            // flush for ever.
+            Err(StoreError::Corrupt(why)) => {
+                tracing::error!(key_id = %key, error = %why, credits = slice, "a key's usage control does not decode: its unspent credit slice is dropped");
+            }
             Err(e) => {
                 credits.put_slice(slice, period);
                 return Err(e);

@@ -30,7 +30,6 @@ use uuid::Uuid;
 
 use super::backend::Backend;
 use super::{Store, import, layout};
-use crate::audit;
 use crate::audit::{Action, AuditEvent};
 use crate::error::{Entity, StoreError};
 
@@ -69,10 +68,7 @@ impl Tip {
         let read = db.get_many(&[layout::SEQ.to_vec(), layout::HEAD.to_vec()])?;
         let mut read = read.into_iter();
         let seq = super::decode_seq(read.next().flatten())?;
-        let hash = match read.next().flatten() {
-            Some(bytes) => audit::hash_hex(&bytes.as_slice().try_into().unwrap_or_default()),
-            None => audit::GENESIS.to_owned(),
-        };
+        let hash = super::decode_head(read.next().flatten())?;
         Ok(Tip { seq, hash })
     }
 }

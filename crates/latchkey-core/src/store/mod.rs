@@ -941,7 +941,19 @@ impl Store {
             Direction::Forward,
         );
         for item in audit {
-            let event = decode_event(&item?)?;
+            // An event that cannot be read is where the chain breaks, said as such: the
+            // report names it rather than failing the whole check.
+            let entry = item?;
+            let event = match decode_event(&entry) {
+                Ok(event) => event,
+                Err(StoreError::Corrupt(why)) => {
+                    let seq = seq_of(&entry.0).unwrap_or(next);
+                    let reason = format!("event {seq} cannot be read ({why})");
+                    broken = Some(ChainBreak { seq, reason });
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             if event.seq > last {
                 past_end = Some(event.seq);
                 break;
@@ -1000,10 +1012,7 @@ impl Store {
             .get_many(&[layout::SEQ.to_vec(), layout::HEAD.to_vec()])?
             .into_iter();
         let seq = decode_seq(found.next().flatten())?;
-        let head = found.next().flatten().map_or_else(
-            || audit::GENESIS.to_owned(),
-            |h| audit::hash_hex(&h.as_slice().try_into().unwrap_or_default()),
-        );
+        let head = decode_head(found.next().flatten())?;
         Ok((seq, head))
     }
 
@@ -1040,11 +1049,14 @@ impl Store {
 
 /// An audit event from its stored record; the sequence number is in the key.
 fn decode_event((key, value): &Entry) -> Result<AuditEvent, StoreError> {
-    let seq: [u8; 8] = key
-        .get(layout::AUDIT.len()..)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| StoreError::Corrupt("bad audit key".into()))?;
-    Ok(decode::<audit::StoredEvent>(value)?.into_event(u64::from_be_bytes(seq)))
+    let seq = seq_of(key).ok_or_else(|| StoreError::Corrupt("bad audit key".into()))?;
+    Ok(decode::<audit::StoredEvent>(value)?.into_event(seq))
+}
+
+/// The sequence number an audit event's key (`a:` + big-endian u64) names.
+fn seq_of(key: &[u8]) -> Option<u64> {
+    let seq: [u8; 8] = key.get(layout::AUDIT.len()..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(seq))
 }
 
 /// Records are stored with postcard: compact, and sled's memory grows with stored bytes.

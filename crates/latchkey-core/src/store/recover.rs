@@ -218,13 +218,20 @@ pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, Stor
         ),
         None => 0,
     };
-    let head = head_of(db).map_err(|_| damaged("has a bad audit head".into()))?;
+    let head = head_of(db).map_err(|e| match e {
+        StoreError::Corrupt(_) => damaged("has a bad audit head".into()),
+        other => other,
+    })?;
     // The head new events chain from must be the newest event's hash: one that is not
     // would chain them from elsewhere, and the mark written below would then agree.
     let newest = db
         .get(&layout::audit(seq))?
         .map(|value| decode_event(&(layout::audit(seq), value)))
-        .transpose()?;
+        .transpose()
+        .map_err(|e| match e {
+            StoreError::Corrupt(why) => damaged(format!("has an unreadable newest change ({why})")),
+            other => other,
+        })?;
     let newest_hash = newest.as_ref().map_or(audit::GENESIS, |e| e.hash.as_str());
     if newest_hash != head {
         return Err(damaged(format!(
