@@ -713,6 +713,51 @@ fn a_change_after_the_database_lost_applied_ones_still_reaches_the_others_cache(
     assert_eq!(b.verify(&text).unwrap_err().code(), "key_revoked");
 }
 
+/// An event in the database that does not decode (damaged by hand) does not stall the
+/// other processes: they step over it, and the changes after it still reach their cache.
+#[test]
+fn a_damaged_change_in_the_database_does_not_stall_the_others() {
+    let Some((location, a, b)) = two_stores() else {
+        return;
+    };
+    let (_, key) = user_and_key(&a);
+    let text = key.secret.expose().to_owned();
+    b.verify(&text).unwrap();
+    let seq = a.last_seq().unwrap();
+    let url = support::url_of(&location);
+    // An unreadable event after the newest, counted: the next write chains past it.
+    support::sql(
+        &url,
+        &format!(
+            "BEGIN; \
+             INSERT INTO latchkey_kv VALUES ('\\x613a'::bytea || int8send({next}), 'garbage'); \
+             UPDATE latchkey_kv SET v = int8send({next}) WHERE k = convert_to('m:seq', 'UTF8'); \
+             COMMIT",
+            next = seq + 1
+        ),
+    );
+    a.revoke_key(&Actor::system(), key.key.id).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.verify(&text).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked key still verifies on the other store"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.verify(&text).unwrap_err().code(), "key_revoked");
+    while b.applied_seq() != Some(seq + 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            b.applied_seq()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let broken = b.verify_audit().unwrap().broken.unwrap();
+    assert_eq!(broken.seq, seq + 1, "{}", broken.reason);
+}
+
 /// The same loss, of a change to a key's limits: the other process forgets the meter it
 /// built from the lost change, whose version outranked the one the database still holds,
 /// and enforces the limits the database holds again.

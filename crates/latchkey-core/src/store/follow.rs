@@ -147,15 +147,32 @@ impl Store {
         if reset {
             self.history_rewritten(follow, &mut applied, tip);
         }
+        // One event at a time after a page that did not decode, to apply every event
+        // before the damaged one and then step over it.
+        let mut page = CATCH_UP_PAGE;
         loop {
-            let events = self.events_since(applied.seq, CATCH_UP_PAGE)?;
+            let events = match self.events_since(applied.seq, page) {
+                Ok(events) => events,
+                Err(StoreError::Corrupt(_)) if page > 1 => {
+                    page = 1;
+                    continue;
+                }
+                Err(StoreError::Corrupt(why)) => {
+                    self.skip_unreadable(follow, &mut applied, &why)?;
+                    // The next event links to the one skipped: taken as given.
+                    reset = true;
+                    page = CATCH_UP_PAGE;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if !reset && events.first().is_some_and(|e| e.prev_hash != applied.hash) {
                 let tip = Tip::of(&*self.inner.db)?;
                 self.history_rewritten(follow, &mut applied, tip);
                 reset = true;
                 continue;
             }
-            let more = events.len() == CATCH_UP_PAGE;
+            let more = events.len() == page;
             for event in events {
                 self.apply_remote(&event)?;
                 *applied = Tip {
@@ -188,17 +205,49 @@ impl Store {
              emptying the verify cache and the meters and following on from the database's \
              newest change: the changes in between are not in this process's event feed"
         );
+        self.forget_derived();
+        follow.published.store(tip.seq, Ordering::Release);
+        *applied = tip;
+    }
+
+    /// The database holds an event that does not decode (damaged by hand, or by a fault):
+    /// what it changed is unknown, so everything derived from the records goes, as after
+    /// lost history, and following goes on after it instead of stalling on it for ever
+    /// (every process would answer 503 once `max_staleness` passed). `audit verify` names
+    /// the event.
+    fn skip_unreadable(
+        &self,
+        follow: &Follow,
+        applied: &mut Tip,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let seq = applied.seq + 1;
+        tracing::error!(
+            seq,
+            error = why,
+            "a change in the database does not decode; emptying the verify cache and the              meters and following on after it (`latchkey audit verify` names it)"
+        );
+        self.forget_derived();
+        // The skipped event's hash, as the next one links to it (or the database's head).
+        let hash = match self.events_since(seq, 1) {
+            Ok(next) if !next.is_empty() => next[0].prev_hash.clone(),
+            _ => Tip::of(&*self.inner.db)?.hash,
+        };
+        follow.published.store(seq, Ordering::Release);
+        *applied = Tip { seq, hash };
+        Ok(())
+    }
+
+    /// Forgets what this process derived from the records. A meter built from controls
+    /// the database no longer holds would outrank the older ones it does hold (its version
+    /// is higher), and imported keys may have come or gone. The meters' unspent credit
+    /// slices are lost with them: spent, never granted twice.
+    fn forget_derived(&self) {
         self.inner.cache.invalidate(None);
-        // What this process derived from the lost history goes too: a meter built from
-        // controls the database no longer holds would outrank the older ones it does hold
-        // (its version is higher), and imported keys may have come or gone. The meters'
-        // unspent credit slices are lost with them: spent, never granted twice.
         self.inner.meters.clear();
         self.inner.user_meters.clear();
         let imports = super::import::any_imported(&self.inner.db).unwrap_or(true);
         self.inner.has_imports.store(imports, Ordering::Release);
-        follow.published.store(tip.seq, Ordering::Release);
-        *applied = tip;
     }
 
     /// After a write committed `seq`: waits until every other live process applied it, so
