@@ -54,17 +54,27 @@ impl Db {
         self.current.get().ok_or_else(closed)
     }
 
-    /// Notes a failed write or flush: after an I/O error sled refuses every later write
-    /// until it is opened again, whichever call saw the error (a reservation of credits, a
-    /// usage flush), so the database is then due for a reopen.
-    fn note(&self, err: &sled::Error) {
+    /// The open instance and its generation, for [`Db::note`].
+    fn try_handle_at(&self) -> sled::Result<(sled::Db, u64)> {
+        self.current.get_at().ok_or_else(closed)
+    }
+
+    /// Notes a failed write or flush on the instance of `generation`: after an I/O error
+    /// sled refuses every later write until it is opened again, whichever call saw the
+    /// error (a reservation of credits, a usage flush), so the database is then due for a
+    /// reopen, unless one has replaced that instance already.
+    fn note(&self, err: &sled::Error, generation: u64) {
         if let sled::Error::Io(_) = err {
-            self.current.failed();
+            self.current.failed_at(generation);
         }
     }
 
     /// A transaction on the instance `db`.
-    fn transaction_on(&self, db: &sled::Db, body: &mut TxBody<'_>) -> Result<(), TxError> {
+    fn transaction_on(
+        &self,
+        (db, generation): &(sled::Db, u64),
+        body: &mut TxBody<'_>,
+    ) -> Result<(), TxError> {
         let body = RefCell::new(body);
         let outcome = db.transaction(|tree| {
             let mut body = body.borrow_mut();
@@ -82,7 +92,7 @@ impl Db {
             Ok(()) => Ok(()),
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => {
-                self.note(&e);
+                self.note(&e, *generation);
                 Err(TxError::Storage(e.into()))
             }
         }
@@ -147,16 +157,20 @@ impl Backend for Db {
     }
 
     fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
-        let db = self.try_handle().map_err(|e| TxError::Storage(e.into()))?;
+        let db = self
+            .try_handle_at()
+            .map_err(|e| TxError::Storage(e.into()))?;
         self.transaction_on(&db, body)
     }
 
     fn durable_transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
         // One handle for both: a reopen between them cannot swap the flushed instance.
-        let db = self.try_handle().map_err(|e| TxError::Storage(e.into()))?;
+        let db = self
+            .try_handle_at()
+            .map_err(|e| TxError::Storage(e.into()))?;
         self.transaction_on(&db, body)?;
-        db.flush()
-            .inspect_err(|e| self.note(e))
+        db.0.flush()
+            .inspect_err(|e| self.note(e, db.1))
             .map_err(|e| TxError::Storage(e.into()))?;
         Ok(())
     }
@@ -169,12 +183,15 @@ impl Backend for Db {
                 None => sled_batch.remove(key),
             }
         }
-        let db = self.try_handle()?;
-        Ok(db.apply_batch(sled_batch).inspect_err(|e| self.note(e))?)
+        let (db, generation) = self.try_handle_at()?;
+        Ok(db
+            .apply_batch(sled_batch)
+            .inspect_err(|e| self.note(e, generation))?)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.try_handle()?.flush().inspect_err(|e| self.note(e))?;
+        let (db, generation) = self.try_handle_at()?;
+        db.flush().inspect_err(|e| self.note(e, generation))?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 //! beside theirs (the mark, the disk reserve).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::backend::Backend;
@@ -106,6 +106,9 @@ pub(crate) struct Slot<T> {
     /// Set when a call failed in storage: the instance is still there (reads go on where
     /// they can) but is due for a reopen.
     failed: AtomicBool,
+    /// Which instance is open: one more at each reopen, so that a call that failed on an
+    /// instance already replaced does not mark its replacement failed.
+    generation: AtomicU64,
 }
 
 impl<T: Clone> Slot<T> {
@@ -113,6 +116,24 @@ impl<T: Clone> Slot<T> {
         Slot {
             current: RwLock::new(Some(open)),
             failed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// [`Slot::get`], with the instance's generation for [`Slot::failed_at`].
+    pub(crate) fn get_at(&self) -> Option<(T, u64)> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        let generation = self.generation.load(Ordering::Acquire);
+        current.clone().map(|open| (open, generation))
+    }
+
+    /// [`Slot::failed`] for a call made on the instance of `generation`: nothing when a
+    /// reopen has replaced it since (the new instance has not failed).
+    pub(crate) fn failed_at(&self, generation: u64) {
+        // Under the read lock: a reopen, which holds the write lock, cannot come between.
+        let _current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        if self.generation.load(Ordering::Acquire) == generation {
+            self.failed.store(true, Ordering::Release);
         }
     }
 
@@ -151,6 +172,7 @@ impl<T: Clone> Slot<T> {
         // Dropped first: the engine's file lock goes with the last handle.
         drop(current.take());
         self.failed.store(false, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         *current = Some(open()?);
         Ok(())
     }
@@ -183,4 +205,22 @@ pub(crate) fn open(
         }
         Engine::Redb => Arc::new(RedbDb::open(path, cache_capacity, create)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_on_a_replaced_instance_does_not_fail_its_replacement() {
+        let slot = Slot::new(1);
+        let (_, first) = slot.get_at().unwrap();
+        slot.reopen(|| Ok(2)).unwrap();
+        slot.failed_at(first);
+        assert!(slot.is_open(), "the reopened instance did not fail");
+        let (open, second) = slot.get_at().unwrap();
+        assert_eq!((open, second), (2, first + 1));
+        slot.failed_at(second);
+        assert!(!slot.is_open());
+    }
 }
