@@ -1006,14 +1006,8 @@ impl Store {
             .write_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let mut found = self
-            .inner
-            .db
-            .get_many(&[layout::SEQ.to_vec(), layout::HEAD.to_vec()])?
-            .into_iter();
-        let seq = decode_seq(found.next().flatten())?;
-        let head = decode_head(found.next().flatten())?;
-        Ok((seq, head))
+        let tip = follow::Tip::of(&*self.inner.db)?;
+        Ok((tip.seq, tip.hash))
     }
 
     /// Reads and decodes one record from the plain tree.

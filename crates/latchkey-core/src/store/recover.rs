@@ -218,20 +218,22 @@ pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, Stor
         ),
         None => 0,
     };
-    let head = head_of(db).map_err(|e| match e {
-        StoreError::Corrupt(_) => damaged("has a bad audit head".into()),
-        other => other,
-    })?;
+    // A record that does not decode is damage; a read that fails in storage is not.
+    let damaged_if_corrupt = |what: &'static str| {
+        let damaged = &damaged;
+        move |e: StoreError| match e {
+            StoreError::Corrupt(why) => damaged(format!("{what} ({why})")),
+            other => other,
+        }
+    };
+    let head = head_of(db).map_err(damaged_if_corrupt("has a bad audit head"))?;
     // The head new events chain from must be the newest event's hash: one that is not
     // would chain them from elsewhere, and the mark written below would then agree.
     let newest = db
         .get(&layout::audit(seq))?
         .map(|value| decode_event(&(layout::audit(seq), value)))
         .transpose()
-        .map_err(|e| match e {
-            StoreError::Corrupt(why) => damaged(format!("has an unreadable newest change ({why})")),
-            other => other,
-        })?;
+        .map_err(damaged_if_corrupt("has an unreadable newest change"))?;
     let newest_hash = newest.as_ref().map_or(audit::GENESIS, |e| e.hash.as_str());
     if newest_hash != head {
         return Err(damaged(format!(
