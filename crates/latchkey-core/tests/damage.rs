@@ -225,6 +225,31 @@ fn a_damaged_audit_head_is_refused_never_chained_from() {
     check_refused(&path, "unreadable newest change");
 }
 
+/// A count for `/metrics` that no longer reads is rebuilt from the records at the next
+/// open, never read as 0 and counted on from there.
+#[test]
+fn a_damaged_count_is_rebuilt_never_read_as_zero() {
+    let (_dir, path) = temp_store_with_users(3);
+    let before = Store::open(&path, support::config())
+        .unwrap()
+        .stats()
+        .unwrap();
+    let raw = tamper::Raw::open(&path);
+    raw.apply(vec![
+        (b"m:n:users".to_vec(), Some(vec![1, 2, 3])),
+        (b"m:n:groups".to_vec(), Some(b"garbage and more".to_vec())),
+    ]);
+    drop(raw);
+    let store = Store::open(&path, support::config()).unwrap();
+    add_users(&store, 3..4);
+    let stats = store.stats().unwrap();
+    assert!(before.users > 3 && before.groups > 0, "{before:?}");
+    assert_eq!(
+        (stats.users, stats.groups, stats.keys),
+        (before.users + 1, before.groups, before.keys)
+    );
+}
+
 /// A key record that no longer decodes loses its own usage figures (logged), never every
 /// other key's: the flush goes on without it.
 #[test]

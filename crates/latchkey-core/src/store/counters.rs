@@ -7,7 +7,7 @@
 
 use super::backend::Backend;
 use super::index::Class;
-use super::tx::{Tx, TxResult};
+use super::tx::{Tx, TxResult, abort};
 use crate::error::StoreError;
 
 /// One durable count.
@@ -19,6 +19,16 @@ pub(crate) enum Counter {
 }
 
 impl Counter {
+    /// Every count the store keeps.
+    pub(crate) const ALL: [Counter; 6] = [
+        Counter::Keys(Class::Active),
+        Counter::Keys(Class::Disabled),
+        Counter::Keys(Class::Expired),
+        Counter::Keys(Class::Revoked),
+        Counter::Users,
+        Counter::Groups,
+    ];
+
     /// Its entry: `m:n:<name>`, a big-endian `u64`.
     pub(crate) fn key(self) -> &'static [u8] {
         match self {
@@ -32,10 +42,16 @@ impl Counter {
     }
 }
 
-fn decode(bytes: Option<&[u8]>) -> u64 {
-    bytes
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_be_bytes)
+/// A stored count: none is 0. One of another length than 8 bytes is `Corrupt`, never read
+/// as 0, which every later write would count on from (the open rebuilds it: [`readable`]).
+fn decode(counter: Counter, bytes: Option<&[u8]>) -> Result<u64, StoreError> {
+    match bytes {
+        None => Ok(0),
+        Some(bytes) => bytes.try_into().map(u64::from_be_bytes).map_err(|_| {
+            let key = String::from_utf8_lossy(counter.key());
+            StoreError::Corrupt(format!("bad count {key}"))
+        }),
+    }
 }
 
 impl Tx<'_> {
@@ -44,7 +60,10 @@ impl Tx<'_> {
         if delta == 0 {
             return Ok(());
         }
-        let now = decode(self.get_raw(counter.key())?.as_deref());
+        let now = match decode(counter, self.get_raw(counter.key())?.as_deref()) {
+            Ok(now) => now,
+            Err(e) => return abort(e),
+        };
         let next = now.saturating_add_signed(delta);
         self.put_raw(counter.key(), &next.to_be_bytes())
     }
@@ -52,5 +71,21 @@ impl Tx<'_> {
 
 /// Reads a count.
 pub(crate) fn read(db: &dyn Backend, counter: Counter) -> Result<u64, StoreError> {
-    Ok(decode(db.get(counter.key())?.as_deref()))
+    decode(counter, db.get(counter.key())?.as_deref())
+}
+
+/// Whether every count reads. The counts are derived from the records, so the open
+/// rebuilds them when one does not, rather than refusing the store or counting from 0.
+pub(crate) fn readable(db: &dyn Backend) -> Result<bool, StoreError> {
+    for counter in Counter::ALL {
+        match read(db, counter) {
+            Ok(_) => {}
+            Err(StoreError::Corrupt(what)) => {
+                tracing::warn!("{what}: rebuilding the indexes and counts");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }

@@ -1,6 +1,6 @@
 //! Building the indexes and counts of a store written before they existed, or by a version
 //! whose index layout differs (version 1: one entry per position; 2: chunks), or whose
-//! build was interrupted: at open, once, in batches.
+//! build was interrupted, or one of whose counts no longer reads: at open, once, in batches.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::backend::{Backend, Batch, Direction, KeyRange, scan};
 use super::chunks::{Overlay, Writer};
-use super::counters::Counter;
+use super::counters::{self, Counter};
 use super::index::{self, Class};
 use super::keys::KeyRecord;
 use super::{decode, layout};
@@ -24,19 +24,25 @@ pub(crate) const INDEX_VERSION: &[u8] = b"2";
 /// Keys per batch while building.
 const BATCH: usize = 10_000;
 
+/// Whether the indexes and counts are complete, in this version's layout, and every count
+/// reads.
+fn complete(db: &dyn Backend) -> Result<bool, StoreError> {
+    Ok(db.get(INDEXED)?.as_deref() == Some(INDEX_VERSION) && counters::readable(db)?)
+}
+
 /// Builds the indexes and counts unless the store says they are complete.
 pub(crate) fn ensure(
     db: &Arc<dyn Backend>,
     now: OffsetDateTime,
     chunk_positions: usize,
 ) -> Result<(), StoreError> {
-    if db.get(INDEXED)?.as_deref() == Some(INDEX_VERSION) {
+    if complete(&**db)? {
         return Ok(());
     }
     // On a shared database, no other process writes index chunks meanwhile (nor builds
     // them too: the first to get here does).
     let _writers = db.lock_writers()?;
-    if db.get(INDEXED)?.as_deref() == Some(INDEX_VERSION) {
+    if complete(&**db)? {
         return Ok(());
     }
     tracing::info!("building the store's indexes (once)");
