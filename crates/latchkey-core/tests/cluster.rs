@@ -757,6 +757,51 @@ fn a_damaged_change_in_the_database_does_not_stall_the_others() {
     assert_eq!(broken.seq, seq + 1, "{}", broken.reason);
 }
 
+/// A malformed chain mark in the database (`m:seq` or `m:head`, say a hand-edited row) is
+/// refused by every write, which writes nothing, rather than read as "no change yet" (an
+/// audit chain overwritten from its start) or chained from nothing; put right, writes
+/// go on from it.
+#[test]
+fn a_malformed_chain_mark_in_the_database_stops_writes_and_writes_nothing() {
+    let Some((location, store)) = database_store() else {
+        return;
+    };
+    let url = support::url_of(&location);
+    for mark in ["m:seq", "m:head"] {
+        let (before, _) = user_and_key(&store);
+        let seq = store.last_seq().unwrap();
+        let set = |value: &str| {
+            let statement = format!(
+                "UPDATE latchkey_kv SET v = {value} WHERE k = convert_to('{mark}', 'UTF8')"
+            );
+            support::sql(&url, &statement);
+        };
+        support::sql(&url, "CREATE TABLE kept AS SELECT * FROM latchkey_kv");
+        set("'\\x0102'::bytea");
+        let new = NewUser {
+            name: format!("after-{}", &mark[2..]),
+            ..NewUser::default()
+        };
+        let refused = store.create_user(&Actor::system(), new.clone());
+        assert!(
+            matches!(refused, Err(StoreError::Corrupt(_))),
+            "{mark}: {refused:?}"
+        );
+        assert!(matches!(
+            store.user(&new.name),
+            Err(StoreError::NotFound { .. })
+        ));
+        set(&format!(
+            "(SELECT v FROM kept WHERE k = convert_to('{mark}', 'UTF8'))"
+        ));
+        support::sql(&url, "DROP TABLE kept");
+        let created = store.create_user(&Actor::system(), new).unwrap();
+        assert_eq!(store.last_seq().unwrap(), seq + 1);
+        assert_ne!(created.id, before.id);
+        assert!(store.verify_audit().unwrap().broken.is_none());
+    }
+}
+
 /// The same loss, of a change to a key's limits: the other process forgets the meter it
 /// built from the lost change, whose version outranked the one the database still holds,
 /// and enforces the limits the database holds again.
