@@ -127,8 +127,10 @@ impl<T: Clone> Slot<T> {
         current.clone().map(|open| (open, generation))
     }
 
-    /// [`Slot::failed`] for a call made on the instance of `generation`: nothing when a
-    /// reopen has replaced it since (the new instance has not failed).
+    /// Records that a call made on the instance of `generation` failed in storage: the
+    /// engine now refuses writes (sled) or every read of its file too (redb's `PreviousIo`)
+    /// until it is opened again. Nothing when a reopen has replaced that instance since
+    /// (the new one has not failed).
     pub(crate) fn failed_at(&self, generation: u64) {
         // Under the read lock: a reopen, which holds the write lock, cannot come between.
         let _current = self.current.read().unwrap_or_else(PoisonError::into_inner);
@@ -153,12 +155,6 @@ impl<T: Clone> Slot<T> {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .is_some()
-    }
-
-    /// Records that a call failed in storage: the engine now refuses writes (sled) or
-    /// every read of its file too (redb's `PreviousIo`) until it is opened again.
-    pub(crate) fn failed(&self) {
-        self.failed.store(true, Ordering::Release);
     }
 
     /// Drops the open instance, then puts what `open` gives in its place. On failure there

@@ -69,21 +69,15 @@ impl RedbDb {
     }
 
     /// The open database. A clone of the handle: a reopen never waits for a reader.
-    fn handle(&self) -> Result<Arc<Database>, StoreError> {
-        self.current.get().ok_or_else(|| {
+    fn handle(&self) -> Result<Handle<'_>, StoreError> {
+        let (db, generation) = self.current.get_at().ok_or_else(|| {
             StoreError::storage("the store is closed after a storage failure and is being reopened")
+        })?;
+        Ok(Handle {
+            db,
+            generation,
+            owner: self,
         })
-    }
-
-    /// redb's error as the store's. After an I/O error redb answers every later read of
-    /// its file with `PreviousIo`, reads on the verify path included: the database is then
-    /// due for a reopen, whichever call saw it.
-    fn error(&self, err: impl Into<redb::Error>) -> StoreError {
-        let err = err.into();
-        if matches!(err, redb::Error::Io(_) | redb::Error::PreviousIo) {
-            self.current.failed();
-        }
-        store_error(&self.path, err)
     }
 
     /// Runs one write transaction: `body`'s writes commit durably, or none of them when it
@@ -94,19 +88,19 @@ impl RedbDb {
     ) -> Result<T, TxError> {
         let storage = |e: StoreError| TxError::Storage(e);
         let db = self.handle().map_err(storage)?;
-        let mut txn = db.begin_write().map_err(|e| storage(self.error(e)))?;
+        let mut txn = db.begin_write().map_err(|e| storage(db.error(e)))?;
         txn.set_durability(redb::Durability::Immediate);
         let outcome = {
-            let table = txn.open_table(TABLE).map_err(|e| storage(self.error(e)))?;
+            let table = txn.open_table(TABLE).map_err(|e| storage(db.error(e)))?;
             let tx = RedbTx {
-                db: self,
+                db: &db,
                 table: RefCell::new(table),
             };
             body(&tx)
         };
         match outcome {
             Ok(value) => {
-                txn.commit().map_err(|e| storage(self.error(e)))?;
+                txn.commit().map_err(|e| storage(db.error(e)))?;
                 Ok(value)
             }
             Err(e) => {
@@ -115,6 +109,35 @@ impl RedbDb {
                 Err(e)
             }
         }
+    }
+}
+
+/// An open instance, with which one it is: an error seen on it marks it, not a
+/// replacement a reopen has put in its place since (`Slot::failed_at`).
+struct Handle<'a> {
+    db: Arc<Database>,
+    generation: u64,
+    owner: &'a RedbDb,
+}
+
+impl Handle<'_> {
+    /// redb's error as the store's. After an I/O error redb answers every later read of
+    /// its file with `PreviousIo`, reads on the verify path included: the instance is then
+    /// due for a reopen, whichever call saw it.
+    fn error(&self, err: impl Into<redb::Error>) -> StoreError {
+        let err = err.into();
+        if matches!(err, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.owner.current.failed_at(self.generation);
+        }
+        store_error(&self.owner.path, err)
+    }
+}
+
+impl std::ops::Deref for Handle<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.db
     }
 }
 
@@ -164,7 +187,7 @@ fn store_error(path: &Path, err: redb::Error) -> StoreError {
 
 /// One write transaction's view, for the domain's [`Tx`](super::tx::Tx).
 struct RedbTx<'db, 'txn> {
-    db: &'db RedbDb,
+    db: &'db Handle<'db>,
     table: RefCell<redb::Table<'txn, &'static [u8], &'static [u8]>>,
 }
 
@@ -197,13 +220,13 @@ impl KvTx for RedbTx<'_, '_> {
 impl Backend for RedbDb {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.handle()?;
-        let read = db.begin_read().map_err(|e| self.error(e))?;
+        let read = db.begin_read().map_err(|e| db.error(e))?;
         let table = match read.open_table(TABLE) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.error(e)),
+            Err(e) => return Err(db.error(e)),
         };
-        let found = table.get(key).map_err(|e| self.error(e))?;
+        let found = table.get(key).map_err(|e| db.error(e))?;
         Ok(found.map(|v| v.value().to_vec()))
     }
 
@@ -212,18 +235,18 @@ impl Backend for RedbDb {
             return Ok(Vec::new());
         }
         let db = self.handle()?;
-        let read = db.begin_read().map_err(|e| self.error(e))?;
+        let read = db.begin_read().map_err(|e| db.error(e))?;
         let table = match read.open_table(TABLE) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.error(e)),
+            Err(e) => return Err(db.error(e)),
         };
         let items = table
             .range::<&[u8]>(range.bounds())
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| db.error(e))?;
         let entry = |item: RangeItem<'_>| {
             item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                .map_err(|e| self.error(e))
+                .map_err(|e| db.error(e))
         };
         take.collect(items.map(entry))
     }
