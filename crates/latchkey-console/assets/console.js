@@ -1,4 +1,5 @@
-// latchkey console: copy-to-clipboard and confirmation dialogs. No dependencies, no build.
+// latchkey console: copy-to-clipboard, confirmation dialogs, and a new key's secret
+// forgotten when its page is left. No dependencies, no build.
 "use strict";
 document.addEventListener("click", function (event) {
   var copy = event.target.closest("[data-copy]");
@@ -21,5 +22,19 @@ document.addEventListener("submit", function (event) {
   var message = button && button.getAttribute("data-confirm");
   if (message && !window.confirm(message)) {
     event.preventDefault();
+  }
+});
+// A page showing a new key's secret drops it when left: the browser's back/forward cache
+// keeps pages (no-store ones included) and Back would otherwise show the secret again.
+window.addEventListener("pagehide", function () {
+  var secret = document.getElementById("secret");
+  var card = secret && secret.closest(".card");
+  if (card) {
+    secret.value = "";
+    var gone = document.createElement("p");
+    gone.className = "alert";
+    gone.id = "secret-gone";
+    gone.textContent = "The key was shown once: it is no longer on this page.";
+    card.replaceWith(gone);
   }
 });

@@ -19,6 +19,11 @@ pub(crate) enum UiError {
     SignIn,
     /// A POST without its CSRF token (or with another one).
     Csrf,
+    /// A POST the browser says came from another site (`Sec-Fetch-Site`): nothing done.
+    CrossSite,
+    /// The session's key may not be used from the browser's address (its `allowed_ips`):
+    /// the session stays, for an address the key allows.
+    IpNotAllowed,
     /// A one-time form submitted again (a reload), or one this session did not issue (or
     /// no longer remembers): nothing done, no secret shown.
     Resubmitted,
@@ -120,6 +125,16 @@ impl IntoResponse for UiError {
                 StatusCode::FORBIDDEN,
                 "Form refused".to_owned(),
                 "The form did not carry this session's token (CSRF). Reload the page and try again.".to_owned(),
+            ),
+            UiError::CrossSite => (
+                StatusCode::FORBIDDEN,
+                "Form refused".to_owned(),
+                "The form was sent from another site: nothing was done.".to_owned(),
+            ),
+            UiError::IpNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "Address not allowed".to_owned(),
+                "The key you signed in with may not be used from this address.".to_owned(),
             ),
             UiError::Resubmitted => (
                 StatusCode::CONFLICT,

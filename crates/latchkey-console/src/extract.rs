@@ -18,8 +18,9 @@ use crate::view::Nav;
 /// Largest form the console reads.
 const MAX_FORM: usize = 64 * 1024;
 
-/// A request from a live session whose key still authenticates.
-#[derive(Debug, Clone)]
+/// A request from a live session whose key still authenticates. Its `Debug` shows neither
+/// the session's id nor its token.
+#[derive(Clone)]
 pub(crate) struct Signed {
     pub(crate) session_id: String,
     pub(crate) key: SessionKey,
@@ -31,6 +32,15 @@ pub(crate) struct Signed {
     pub(crate) origin: Origin,
     /// The console serving the request.
     pub(crate) console: Console,
+}
+
+impl std::fmt::Debug for Signed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed")
+            .field("principal", &self.principal)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Signed {
@@ -78,9 +88,20 @@ where
         // The key is checked at every request: a key disabled or revoked since sign-in
         // ends its session at once, and permissions shown are those of now. A store that
         // cannot be read says nothing about the key: the session stays.
-        let principal = match verify::key(&console.store, session.key.expose()).await {
+        // Its allowed IPs too, against the browser's address, as at sign-in: a page that
+        // makes no API call (the key form, the fallback) shows nothing to a stolen cookie
+        // used from elsewhere.
+        let origin = Origin::of(&parts.extensions);
+        let principal = match verify::key_from(
+            &console.store,
+            session.key.expose(),
+            origin.client_ip(),
+        )
+        .await
+        {
             Ok(principal) => principal,
             Err(VerifyError::Unavailable(detail)) => return Err(UiError::Unavailable(detail)),
+            Err(VerifyError::IpNotAllowed) => return Err(UiError::IpNotAllowed),
             Err(_) => {
                 console.sessions.close(id);
                 return Err(UiError::SignIn);
@@ -91,7 +112,7 @@ where
             key: session.key,
             csrf: session.csrf,
             principal,
-            origin: Origin::of(&parts.extensions),
+            origin,
             console,
         };
         // An error page of this request shows the signed-in navigation.
@@ -102,9 +123,18 @@ where
     }
 }
 
-/// A form's fields, as sent.
-#[derive(Debug, Default)]
+/// A form's fields, as sent. Its `Debug` shows their names only: a sign-in form holds a
+/// key, every form a token.
+#[derive(Default)]
 pub(crate) struct Fields(Vec<(String, String)>);
+
+impl std::fmt::Debug for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
 
 impl Fields {
     pub(crate) fn parse(bytes: &[u8]) -> Result<Fields, UiError> {
@@ -159,9 +189,20 @@ where
 /// key is not verified, so that signing out works while the keystore cannot be read (and
 /// whatever became of the key since). `session_id` is `None` when the cookie names no live
 /// session: there is nothing to end, nor a token to check against.
-#[derive(Debug)]
 pub(crate) struct SignOut {
     pub(crate) session_id: Option<String>,
+    /// Whether the request carried a session cookie, to clear: a form posted from
+    /// another site carries none (`SameSite=Strict`), and clears nothing.
+    pub(crate) cookie: bool,
+}
+
+impl std::fmt::Debug for SignOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignOut")
+            .field("live", &self.session_id.is_some())
+            .field("cookie", &self.cookie)
+            .finish()
+    }
 }
 
 impl<S> FromRequest<S> for SignOut
@@ -175,10 +216,16 @@ where
         let console = Console::from_ref(state);
         let (parts, body) = request.into_parts();
         let Some(id) = cookies::get(&parts.headers, cookies::SESSION) else {
-            return Ok(SignOut { session_id: None });
+            return Ok(SignOut {
+                session_id: None,
+                cookie: false,
+            });
         };
         let Some(session) = console.sessions.get(id) else {
-            return Ok(SignOut { session_id: None });
+            return Ok(SignOut {
+                session_id: None,
+                cookie: true,
+            });
         };
         let fields = read_form(body).await?;
         csrf::check(
@@ -187,6 +234,7 @@ where
         )?;
         Ok(SignOut {
             session_id: Some(id.to_owned()),
+            cookie: true,
         })
     }
 }
@@ -197,4 +245,17 @@ pub(crate) async fn read_form(body: axum::body::Body) -> Result<Fields, UiError>
         .await
         .map_err(|_| UiError::BadForm("the form is larger than 64 KiB".to_owned()))?;
     Fields::parse(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forms_debug_names_its_fields_only() {
+        let fields = Fields::parse(b"key=lk_live_secret&csrf=0123abcd").unwrap();
+        assert_eq!(fields.get("key"), "lk_live_secret");
+        let shown = format!("{fields:?}");
+        assert_eq!(shown, r#"["key", "csrf"]"#);
+    }
 }

@@ -36,6 +36,7 @@ mod cookies;
 mod csrf;
 mod errors;
 mod extract;
+mod fetch_site;
 mod headers;
 mod origin;
 mod pages;

@@ -66,6 +66,9 @@ pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
         .nest("/ui", ui)
         .route("/ui/", get(keys::home))
         .with_state(state)
+        .layer(axum::middleware::from_fn(
+            crate::fetch_site::refuse_cross_site,
+        ))
         .layer(axum::middleware::from_fn(crate::errors::with_signed_nav))
         .layer(axum::middleware::map_response(move |response| {
             headers::secure(response, tls)

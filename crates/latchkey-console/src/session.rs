@@ -50,8 +50,8 @@ impl std::fmt::Debug for SessionKey {
     }
 }
 
-/// One signed-in session.
-#[derive(Debug, Clone)]
+/// One signed-in session. Its `Debug` shows neither the key nor a token.
+#[derive(Clone)]
 pub(crate) struct Session {
     pub(crate) key: SessionKey,
     /// The user the key belonged to at sign-in: its sessions are counted together.
@@ -67,6 +67,14 @@ pub(crate) struct Session {
     open_forms: VecDeque<String>,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Session {
     fn expired(&self, now: Instant) -> bool {
         now.duration_since(self.last_seen) > IDLE_TIMEOUT
@@ -74,10 +82,18 @@ impl Session {
     }
 }
 
-/// The signed-in sessions, bounded.
-#[derive(Debug, Default)]
+/// The signed-in sessions, bounded. Its `Debug` shows how many: each id is a credential.
+#[derive(Default)]
 pub struct Sessions {
     inner: Mutex<HashMap<String, Session>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("open", &self.len())
+            .finish()
+    }
 }
 
 impl Sessions {
@@ -303,8 +319,17 @@ mod tests {
     }
 
     #[test]
-    fn debug_hides_the_key() {
+    fn debug_hides_the_key_the_id_and_the_tokens() {
         let key = SessionKey::new("lk_live_secret".into());
         assert!(!format!("{key:?}").contains("secret"));
+        let sessions = Sessions::default();
+        let id = open(&sessions, "lk_live_secret", 0);
+        let once = sessions.issue_form(&id);
+        let session = sessions.get(&id).unwrap();
+        for shown in [format!("{sessions:?}"), format!("{session:?}")] {
+            for hidden in [id.as_str(), &session.csrf, &once, "secret"] {
+                assert!(!shown.contains(hidden), "{shown}");
+            }
+        }
     }
 }

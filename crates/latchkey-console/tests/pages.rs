@@ -103,12 +103,24 @@ impl App {
         cookie: &str,
         form: &[(&str, &str)],
     ) -> (Response<()>, String) {
+        self.post_from(path, cookie, form, "same-origin").await
+    }
+
+    /// [`App::post`] from a page the browser places at `site` (`Sec-Fetch-Site`).
+    async fn post_from(
+        &self,
+        path: &str,
+        cookie: &str,
+        form: &[(&str, &str)],
+        site: &str,
+    ) -> (Response<()>, String) {
         let body = serde_urlencoded::to_string(form).unwrap();
         let request = self
             .request()
             .method("POST")
             .uri(path)
             .header(COOKIE, cookie)
+            .header("sec-fetch-site", site)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(Body::from(body))
             .unwrap();
@@ -117,15 +129,25 @@ impl App {
 
     /// Posts the sign-in form with `key`: the answer.
     async fn try_sign_in(&self, key: &str) -> (Response<()>, String) {
+        self.sign_in_from(key, None, "same-origin").await
+    }
+
+    /// Posts the sign-in form with `key` from a browser that also sends `session` (a
+    /// session cookie), from a page at `site` (`Sec-Fetch-Site`): the answer.
+    async fn sign_in_from(
+        &self,
+        key: &str,
+        session: Option<&str>,
+        site: &str,
+    ) -> (Response<()>, String) {
         let (form, html) = self.get("/ui/signin", None).await;
-        let signin_cookie = cookie_pair(&form, "lk_signin");
+        let mut cookie = cookie_pair(&form, "lk_signin");
+        if let Some(session) = session {
+            cookie = format!("{cookie}; {session}");
+        }
         let token = hidden(&html, "csrf");
-        self.post(
-            "/ui/signin",
-            &signin_cookie,
-            &[("csrf", &token), ("key", key)],
-        )
-        .await
+        let form = [("csrf", token.as_str()), ("key", key)];
+        self.post_from("/ui/signin", &cookie, &form, site).await
     }
 
     /// Signs in with `key`, which may read the keys: the session cookie
@@ -214,6 +236,13 @@ impl App {
 
     /// Revokes the first key of `user` through the API.
     async fn revoke_first_key_of(&self, user: &str) {
+        let path = format!("{}/revoke", self.first_key_of(user).await);
+        let (status, _) = self.api(&self.admin, "POST", &path, Value::Null).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    /// The API path of the first key of `user`: `/v1/keys/{id}`.
+    async fn first_key_of(&self, user: &str) -> String {
         let (_, keys) = self
             .api(
                 &self.admin,
@@ -222,10 +251,7 @@ impl App {
                 Value::Null,
             )
             .await;
-        let id = keys["items"][0]["id"].as_str().unwrap().to_owned();
-        let path = format!("/v1/keys/{id}/revoke");
-        let (status, _) = self.api(&self.admin, "POST", &path, Value::Null).await;
-        assert_eq!(status, StatusCode::OK);
+        format!("/v1/keys/{}", keys["items"][0]["id"].as_str().unwrap())
     }
 
     async fn key_count(&self) -> usize {
@@ -557,6 +583,94 @@ async fn a_key_with_allowed_ips_signs_in_and_reads_only_from_an_allowed_address(
     );
 }
 
+/// The key's allowed IPs are checked at every page, against the browser's address, as at
+/// sign-in: pages that make no API call (the key form, the fallback) included. The
+/// session stays, for an address the key allows.
+#[tokio::test]
+async fn every_page_checks_the_key_s_allowed_ips() {
+    let app = App::new(false);
+    let key = key_allowing(&app, "local", &["127.0.0.1/32"]).await;
+    let (session, _, _) = app.sign_in(&key).await;
+    let path = app.first_key_of("local").await;
+    let allow = |ips: &'static str| json!({"allowed_ips": [ips]});
+    let (status, _) = app
+        .api(&app.admin, "PATCH", &path, allow("203.0.113.0/24"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for page in ["/ui/keys/new", "/ui/", "/ui/keys"] {
+        let (answer, html) = app.get(page, Some(&session)).await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{page}: {html}");
+        assert!(html.contains("may not be used from this address"), "{html}");
+        assert!(!html.contains("name=\"once\""), "{page}: no form token");
+    }
+    // The fallback says only that there is no such page, not who is signed in.
+    let (answer, html) = app.get("/ui/no-such-page", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    assert!(!html.contains("local"), "{html}");
+    let (status, _) = app
+        .api(&app.admin, "PATCH", &path, allow("127.0.0.0/8"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (answer, html) = app.get("/ui/keys/new", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+}
+
+/// A form the browser says came from another site (`Sec-Fetch-Site`) is refused before it
+/// is read: no sign-in, no sign-out (the cookie is not cleared), nothing created.
+#[tokio::test]
+async fn a_form_from_another_site_is_refused_and_changes_nothing() {
+    let app = App::new(false);
+    for site in ["cross-site", "same-site"] {
+        let (answer, html) = app.sign_in_from(&app.admin, None, site).await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{site}: {html}");
+        assert!(html.contains("sent from another site"), "{html}");
+        assert!(!opens_a_session(&answer), "{site}");
+    }
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let keys = app.key_count().await;
+    let once = app.form_token(&session).await;
+    let create = [
+        ("csrf", csrf.as_str()),
+        ("once", &once),
+        ("user", "admin"),
+        ("name", "planted"),
+    ];
+    let (answer, _) = app
+        .post_from("/ui/keys", &session, &create, "cross-site")
+        .await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.key_count().await, keys, "nothing created");
+    let (answer, _) = app
+        .post_from("/ui/signout", &session, &[("csrf", &csrf)], "cross-site")
+        .await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    assert!(answer.headers().get(SET_COOKIE).is_none(), "{answer:?}");
+    let (answer, _) = app.get("/ui/keys", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "still signed in");
+    // The same form from the console itself creates the key.
+    let (answer, html) = app.post("/ui/keys", &session, &create).await;
+    assert_eq!(answer.status(), StatusCode::CREATED, "{html}");
+    assert_eq!(app.key_count().await, keys + 1);
+}
+
+/// Signing in again in the same browser ends the session it had: the key it held leaves
+/// the server's memory then, not when the session would have idled out.
+#[tokio::test]
+async fn signing_in_again_ends_the_browser_s_previous_session() {
+    let app = App::new(false);
+    let first = app.key_with("ops", &["latchkey:keys:read"]).await;
+    let (before, _, _) = app.sign_in(&first).await;
+    let (answer, html) = app
+        .sign_in_from(&app.admin, Some(&before), "same-origin")
+        .await;
+    assert!(opens_a_session(&answer), "{html}");
+    let after = cookie_pair(&answer, "lk_session");
+    let (answer, _) = app.get("/ui/keys", Some(&before)).await;
+    assert_eq!(answer.headers()[LOCATION], "/ui/signin", "the first ended");
+    let (answer, _) = app.get("/ui/keys", Some(&after)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn a_key_imported_in_another_format_signs_in() {
     let app = App::new(false);
@@ -836,6 +950,21 @@ async fn sign_out_clears_the_cookie_whatever_became_of_the_key() {
                 == "lk_session=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0"),
         "{answer:?}"
     );
+}
+
+/// A sign-out that carries no session cookie (a form posted from another site carries
+/// none: `SameSite=Strict`) clears none: only the browser's own sign-out signs it out.
+#[tokio::test]
+async fn a_sign_out_without_a_session_cookie_clears_nothing() {
+    let app = App::new(false);
+    let (answer, html) = app.post("/ui/signout", "", &[]).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+    assert!(answer.headers().get(SET_COOKIE).is_none(), "{answer:?}");
+    // A cookie of a session that is no more is cleared.
+    let (answer, _) = app
+        .post("/ui/signout", "lk_session=0123", &[("csrf", "x")])
+        .await;
+    assert!(answer.headers().get(SET_COOKIE).is_some(), "{answer:?}");
 }
 
 #[tokio::test]

@@ -70,6 +70,8 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
         .unwrap_or("")
         .to_owned();
     let origin = Origin::of(request.extensions());
+    // The browser's session before this sign-in, if any: it ends when this one opens.
+    let previous = cookies::get(request.headers(), cookies::SESSION).map(str::to_owned);
     let fields = match read_form(request.into_body()).await {
         Ok(fields) => fields,
         Err(e) => return e.into_response(),
@@ -86,6 +88,15 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             let Some(landing) = view::readable_section(&principal.permissions) else {
                 return page(&console, StatusCode::FORBIDDEN, Some(NO_SECTION));
             };
+            if let Some(previous) = previous {
+                console.sessions.close(&previous);
+            }
+            tracing::info!(
+                key = %principal.prefix,
+                user = %principal.user_id,
+                client = ?origin.client_ip(),
+                "console sign-in"
+            );
             let id = console.sessions.open(
                 SessionKey::new(text.to_owned()),
                 principal.user_id,
@@ -119,22 +130,28 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             )
         }
         // One answer for every other refusal: the form does not say which part was wrong.
-        Err(_) => page(
-            &console,
-            StatusCode::UNAUTHORIZED,
-            Some("That key does not sign in: it is unknown, disabled, revoked or expired."),
-        ),
+        // Logged without the text, so that someone trying keys here is seen.
+        Err(_) => {
+            tracing::info!(client = ?origin.client_ip(), "console sign-in refused");
+            page(
+                &console,
+                StatusCode::UNAUTHORIZED,
+                Some("That key does not sign in: it is unknown, disabled, revoked or expired."),
+            )
+        }
     }
 }
 
-/// `POST /ui/signout`: the session ends on the server, the cookie is cleared; the key is
-/// not looked at, so this works while the keystore is unavailable.
+/// `POST /ui/signout`: the session ends on the server, the cookie is cleared (when one
+/// was sent); the key is not looked at, so this works while the keystore is unavailable.
 pub(crate) async fn signout(State(console): State<Console>, signout: SignOut) -> Response {
     if let Some(id) = &signout.session_id {
         console.sessions.close(id);
     }
     let mut response = Redirect::to("/ui/signin").into_response();
-    if let Ok(value) = cookies::clear(cookies::SESSION, console.secure).parse() {
+    if signout.cookie
+        && let Ok(value) = cookies::clear(cookies::SESSION, console.secure).parse()
+    {
         response.headers_mut().append(SET_COOKIE, value);
     }
     response
