@@ -506,6 +506,8 @@ fn a_store_whose_acknowledgements_fail_stops_serving_its_cache() {
     std::thread::sleep(Duration::from_millis(3_000));
     let err = store.verify(&text).unwrap_err();
     assert!(matches!(err, VerifyError::Unavailable(_)), "{err:?}");
+    // What its change feed sees (no heartbeat is sent meanwhile).
+    assert!(!store.is_fresh());
 
     support::sql(
         &url,
@@ -690,6 +692,7 @@ fn a_change_after_the_database_lost_applied_ones_still_reaches_the_others_cache(
     let text = key.secret.expose().to_owned();
     b.verify(&text).unwrap();
     let url = support::url_of(&location);
+    let breaks = b.feed_breaks();
     support::sql(&url, "CREATE TABLE older AS SELECT * FROM latchkey_kv");
     // One change that both apply, then lost: the next change gets its seq again.
     a.revoke_key(&Actor::system(), spare.key.id).unwrap();
@@ -703,6 +706,8 @@ fn a_change_after_the_database_lost_applied_ones_still_reaches_the_others_cache(
     assert_eq!(a.last_seq().unwrap(), lost, "the seq is reused");
     // B's cache answered for the key; it refuses it after a catch-up (at most a second).
     refused_as_revoked(&b, &text);
+    // Its feed never carried the lost change: the break is told (its event streams end).
+    assert!(breaks.has_changed().unwrap());
 }
 
 /// Waits (bounded) until `store` refuses the key `text`; asserts it says revoked.
@@ -731,6 +736,7 @@ fn a_damaged_change_in_the_database_does_not_stall_the_others() {
     b.verify(&text).unwrap();
     let seq = a.last_seq().unwrap();
     let url = support::url_of(&location);
+    let breaks = b.feed_breaks();
     // An unreadable event after the newest, counted: the next write chains past it.
     support::sql(
         &url,
@@ -755,6 +761,8 @@ fn a_damaged_change_in_the_database_does_not_stall_the_others() {
     }
     let broken = b.verify_audit().unwrap().broken.unwrap();
     assert_eq!(broken.seq, seq + 1, "{}", broken.reason);
+    // The break is told to whoever follows b's feed (its event streams end).
+    assert!(breaks.has_changed().unwrap());
 }
 
 /// A malformed chain mark in the database (`m:seq` or `m:head`, say a hand-edited row) is

@@ -29,7 +29,14 @@
 //! sent only after every change already committed when it fell due has been sent: a
 //! client that receives `heartbeat {head}` knows that it has seen everything the store had
 //! committed a moment before, which is what lets a verifier bound how stale its cache is.
-//! Its absence for a few intervals means the stream is dead.
+//! Its absence for a few intervals means the stream is dead. None is sent while the
+//! daemon itself has not heard from a shared database within `max_staleness` (it answers
+//! 503 `keystore_unavailable` then): it cannot vouch for what it has not seen.
+//!
+//! On a shared database that loses changes the daemon had applied (a failover that lost
+//! commits), or holds one that does not decode, every stream ends: a client resuming from
+//! beyond the store's head is answered `reset`, one resuming before a change that does not
+//! decode sees a gap in the sequence numbers (the change is stepped over).
 //!
 //! At most 1,024 streams are open at once, and 8 per key (see `streams`); past either,
 //! the request is answered 429 `too_many_streams`. `heartbeat_ms` is 1000 to 60000: a
@@ -181,6 +188,7 @@ pub(crate) async fn stream(
     // Subscribe before reading the head: every change committed after this point reaches
     // the receiver, and every one before it is in the store, so none can fall in between.
     let receiver = state.store.subscribe();
+    let breaks = state.store.feed_breaks();
     let head = state.run(|store| Ok(store.last_seq()?)).await?;
     let (first, position) = match last_event_id.or(after) {
         Some(position) if position > head => ("reset", head),
@@ -208,6 +216,8 @@ pub(crate) async fn stream(
         caller: caller.actor.key_id(),
         checked_at: Instant::now(),
         closing: closing_signal(&state.store),
+        breaks,
+        replay_limit: REPLAY_PAGE,
         _slot: slot,
     };
     let mut response = Sse::new(feed.into_stream()).into_response();
@@ -263,6 +273,13 @@ struct Feed {
     checked_at: Instant,
     /// Changes when the server shuts down: the stream ends.
     closing: watch::Receiver<()>,
+    /// Changes at a break in the store's feed (`Store::feed_breaks`): the stream ends, and
+    /// the client, resuming, is told (`reset` when the store went back past it, a gap
+    /// otherwise).
+    breaks: watch::Receiver<u64>,
+    /// How many changes the next replay read takes: one at a time after a page that did
+    /// not decode, until the change that does not is stepped over.
+    replay_limit: usize,
     /// This stream's place among the open ones, given back when the client goes.
     _slot: StreamSlot,
 }
@@ -285,7 +302,9 @@ impl Feed {
             if self.replaying {
                 // However long the replay, the stream ends at shutdown, and for a key that
                 // lost its right to it once a heartbeat's interval has passed.
-                if self.closing.has_changed().unwrap_or(true) {
+                if self.closing.has_changed().unwrap_or(true)
+                    || self.breaks.has_changed().unwrap_or(true)
+                {
                     return None;
                 }
                 if self.checked_at.elapsed() >= self.heartbeat.period() {
@@ -308,6 +327,12 @@ impl Feed {
                             return None;
                         }
                         self.checked_at = Instant::now();
+                        // A process that has stopped following its database (it answers
+                        // 503 itself) vouches for nobody's cache: no heartbeat, so the
+                        // client's trust in its cache lapses as its own would.
+                        if !self.store.is_fresh() {
+                            continue;
+                        }
                         let beat = Heartbeat {
                             head: self.last_sent,
                         };
@@ -329,6 +354,7 @@ impl Feed {
                 },
                 _ = self.heartbeat.tick() => self.heartbeat_due = true,
                 _ = self.closing.changed() => return None,
+                _ = self.breaks.changed() => return None,
             }
         }
     }
@@ -347,14 +373,26 @@ impl Feed {
     }
 
     /// Reads the next page of changes after `last_sent` from the store; the replay ends
-    /// with an empty page.
+    /// with an empty page. A change that does not decode (on a shared database, damaged by
+    /// hand or by a fault: the store's own catch-up steps over it too) is stepped over,
+    /// found by reading one change at a time: the client sees the gap and empties its
+    /// cache, rather than this stream failing on it at every reconnection.
     async fn replay_page(&mut self) -> Option<()> {
         let store = self.store.clone();
-        let after = self.last_sent;
-        let page =
-            tokio::task::spawn_blocking(move || store.events_since(after, REPLAY_PAGE)).await;
+        let (after, limit) = (self.last_sent, self.replay_limit);
+        let page = tokio::task::spawn_blocking(move || store.events_since(after, limit)).await;
         let page = match page {
             Ok(Ok(page)) => page,
+            Ok(Err(StoreError::Corrupt(_))) if limit > 1 => {
+                self.replay_limit = 1;
+                return Some(());
+            }
+            Ok(Err(StoreError::Corrupt(why))) => {
+                tracing::error!(seq = after + 1, error = %why, "a change does not decode; stepped over on this event stream (its client empties its cache)");
+                self.last_sent = after + 1;
+                self.replay_limit = REPLAY_PAGE;
+                return Some(());
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "could not read the change feed; closing the stream");
                 return None;

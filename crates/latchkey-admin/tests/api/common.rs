@@ -82,6 +82,27 @@ impl Harness {
         }
     }
 
+    /// A harness whose store, after `write`, was closed, changed behind its back by
+    /// `edit` (on its directory: see `tamper`) and opened again.
+    pub(crate) fn edited(
+        write: impl FnOnce(&Store),
+        edit: impl FnOnce(&std::path::Path),
+    ) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::default().usage_flush_interval(None);
+        let (store, admin) = Store::create_with_admin(dir.path(), "lk", config.clone()).unwrap();
+        write(&store);
+        drop(store);
+        edit(dir.path());
+        let store = Store::open(dir.path(), config).unwrap();
+        Harness {
+            app: latchkey_admin::router(store.clone()),
+            store,
+            admin: admin.secret.expose().to_owned(),
+            _dir: dir,
+        }
+    }
+
     /// Sends a request with an optional bearer key and an optional JSON body.
     pub(crate) async fn send(
         &self,

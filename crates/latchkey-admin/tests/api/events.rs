@@ -194,6 +194,38 @@ async fn after_replays_from_the_store_then_continues_live_without_gaps_or_repeat
     assert_eq!(heartbeat.id, None);
 }
 
+/// A change that does not decode (its record damaged) is stepped over by a replay: the
+/// client sees the gap in the sequence numbers, and the stream goes on, rather than ending
+/// on it at every reconnection.
+#[tokio::test]
+async fn a_replay_steps_over_a_change_that_does_not_decode() {
+    let h = Harness::edited(
+        |store| {
+            for name in ["a", "b"] {
+                let new = NewGroup {
+                    name: name.into(),
+                    ..NewGroup::default()
+                };
+                store.create_group(&Actor::system(), new).unwrap();
+            }
+        },
+        |dir| {
+            let raw = crate::tamper::Raw::open(dir);
+            let second = [b"a:".as_slice(), &2u64.to_be_bytes()].concat();
+            raw.apply(vec![(second, Some(b"garbage".to_vec()))]);
+        },
+    );
+    let head = h.store.last_seq().unwrap();
+    let mut stream = Stream::open(&h, "/v1/events?after=0&heartbeat_ms=1000", &[]).await;
+    assert_eq!(stream.next().await.event, "ready");
+    assert_eq!(stream.change().await.data["seq"], 1);
+    for seq in 3..=head {
+        assert_eq!(stream.change().await.data["seq"], seq);
+    }
+    group(&h, "c");
+    assert_eq!(stream.change().await.data["seq"], head + 1);
+}
+
 #[tokio::test]
 async fn last_event_id_wins_over_after() {
     let h = Harness::new();

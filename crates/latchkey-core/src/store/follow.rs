@@ -225,7 +225,8 @@ impl Store {
         tracing::error!(
             seq,
             error = why,
-            "a change in the database does not decode; emptying the verify cache and the              meters and following on after it (`latchkey audit verify` names it)"
+            "a change in the database does not decode; emptying the verify cache and the \
+             meters and following on after it (`latchkey audit verify` names it)"
         );
         self.forget_derived();
         // The skipped event's hash, as the next one links to it (or the database's head).
@@ -243,6 +244,7 @@ impl Store {
     /// is higher), and imported keys may have come or gone. The meters' unspent credit
     /// slices are lost with them: spent, never granted twice.
     fn forget_derived(&self) {
+        self.inner.breaks.send_modify(|breaks| *breaks += 1);
         self.inner.cache.invalidate(None);
         self.inner.meters.clear();
         self.inner.user_meters.clear();
@@ -282,8 +284,10 @@ impl Store {
     }
 
     /// Whether verification may serve what it holds: always, unless the store follows a
-    /// shared database and has not confirmed it within `max_staleness`.
-    pub(crate) fn is_fresh(&self) -> bool {
+    /// shared database and has not confirmed it within `max_staleness` (its verifications
+    /// then answer `Unavailable`). A change feed sends no heartbeat meanwhile: its clients
+    /// must not vouch for their caches on the word of a process that stopped following.
+    pub fn is_fresh(&self) -> bool {
         self.inner.follow.as_ref().is_none_or(Follow::is_fresh)
     }
 }

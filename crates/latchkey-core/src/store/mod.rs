@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 pub use backup::{BackupHeader, Restored};
@@ -287,6 +287,9 @@ struct Inner {
     /// for a transaction and a flush, never across an `.await`.
     write_lock: Mutex<()>,
     events: broadcast::Sender<AuditEvent>,
+    /// Counts the breaks in the feed: changes the database lost or that do not decode,
+    /// which `events` never carried and never will (`follow.rs`).
+    breaks: watch::Sender<u64>,
     /// Dropping the sender stops the usage flusher thread.
     _stop_flusher: Option<mpsc::Sender<()>>,
     /// Wakes the jobs thread; dropping it stops the thread.
@@ -548,6 +551,7 @@ impl Store {
             .map_err(|_| StoreError::Corrupt("bad hash key".into()))?;
         rebuild::ensure(&db, config.clock.now(), config.index_chunk_positions)?;
         let (events, _) = broadcast::channel(1024);
+        let (breaks, _) = watch::channel(0);
         let (stop, stopped) = mpsc::channel::<()>();
         let (wake, woken) = mpsc::channel::<()>();
         let inner = Arc::new(Inner {
@@ -569,6 +573,7 @@ impl Store {
             user_meters: user_limits::UserMeters::default(),
             write_lock: Mutex::new(()),
             events,
+            breaks,
             _stop_flusher: config.usage_flush_interval.map(|_| stop),
             wake_jobs: config.background_jobs.then_some(wake),
             job_chunk_keys: config.job_chunk_keys,
@@ -916,6 +921,17 @@ impl Store {
     /// `Lagged` and should resume from [`Store::events_since`].
     pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Changes at each break in the feed: on a database several processes share, changes
+    /// this process had applied that the database no longer holds (a failover that lost
+    /// commits, an older backup restored under it), or one that does not decode. Neither
+    /// [`Store::subscribe`] nor [`Store::events_since`] will carry them, so whoever
+    /// derived something from the feed must forget it: a change feed ends its streams,
+    /// whose clients then resume and learn it. Never changes on a store only this process
+    /// opens.
+    pub fn feed_breaks(&self) -> watch::Receiver<u64> {
+        self.inner.breaks.subscribe()
     }
 
     /// Checks the whole audit chain: each event's hash, each link, no gap, and that the

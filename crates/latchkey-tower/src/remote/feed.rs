@@ -108,6 +108,10 @@ fn apply(
     match event.event.as_str() {
         kind @ ("ready" | "reset") => {
             let start: StreamStart = parse(kind, &event.data)?;
+            // The position first, the cache after: a verification that reads the cache's
+            // generation and then the position never pairs the new generation with the
+            // old position (and caches an answer from a daemon behind the feed).
+            shared.set_position(Some(start.position));
             if kind == "reset" {
                 shared.drop_all("the daemon's feed is behind this verifier (reset)");
             } else if cursor.position.is_none() {
@@ -120,12 +124,15 @@ fn apply(
                 shared.drop_all("the daemon serves another store, or a diverged backup");
             } else if cursor.lineage.is_some() && cursor.lineage != start.lineage {
                 shared.drop_all("the daemon serves a restored or another store (new lineage)");
+            } else if cursor.position != Some(start.position) {
+                // Resumed elsewhere than asked (a proxy that dropped `Last-Event-ID`): the
+                // changes in between will never come.
+                shared.drop_all("the daemon resumed the feed elsewhere than asked");
             }
             cursor.lineage = start.lineage;
             cursor.position = Some(start.position);
             cursor.hash = start.hash;
             session.target = Some(start.head);
-            shared.set_position(cursor.position);
             if start.position >= start.head {
                 synced(shared, session, cursor);
             }
@@ -139,19 +146,21 @@ fn apply(
                     return Err(e);
                 }
             };
-            match cursor.position {
+            let gap = match cursor.position {
                 Some(position) if change.seq <= position => return Ok(()),
-                Some(position) if change.seq != position + 1 => {
-                    shared.drop_all("a gap in the change feed");
-                }
-                _ => {}
+                Some(position) => change.seq != position + 1,
+                None => false,
+            };
+            // The position first (see `ready`).
+            cursor.position = Some(change.seq);
+            cursor.hash = change.hash;
+            shared.set_position(cursor.position);
+            if gap {
+                shared.drop_all("a gap in the change feed");
             }
             shared
                 .cache
                 .invalidate(Scope::of(&change.action, change.target, change.user_id));
-            cursor.position = Some(change.seq);
-            cursor.hash = change.hash;
-            shared.set_position(cursor.position);
             if !session.synced && session.target.is_some_and(|t| change.seq >= t) {
                 synced(shared, session, cursor);
             }
@@ -164,10 +173,10 @@ fn apply(
             if cursor.position.is_some_and(|p| p != beat.head) {
                 // The daemon sent changes this verifier did not see, or its feed went
                 // back: either way the cache cannot be trusted.
-                shared.drop_all("a heartbeat disagrees with the changes received");
                 cursor.position = Some(beat.head);
                 cursor.hash = None;
                 shared.set_position(cursor.position);
+                shared.drop_all("a heartbeat disagrees with the changes received");
             }
             // The daemon sends heartbeats only once a replay is over.
             if !session.synced {
