@@ -252,6 +252,11 @@ pub struct RestoreArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub engine: EngineArg,
+    /// Restore a backup whose audit chain does not verify, as it is (to recover the keys
+    /// of a store whose trail was edited or damaged); without it such a backup restores
+    /// nothing
+    #[arg(long)]
+    pub keep_broken_chain: bool,
 }
 
 /// `latchkey scan`.

@@ -91,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => migrate::run(&settings),
         Command::Restore(args) => {
-            backup::restore(&settings, &args.file, &args.engine)?;
+            backup::restore(&settings, &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Scan(args) => scan::run(&args.paths, settings.json),

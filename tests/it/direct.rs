@@ -247,6 +247,15 @@ fn a_tampered_audit_trail_is_reported_with_exit_1() {
         serde_json::from_str(&on(&db, &["--json", "audit", "verify"]).stdout).unwrap();
     assert_eq!(report["valid"], false);
     assert_eq!(report["broken"]["seq"], 2);
+    // Its backup restores nothing, unless kept as it is.
+    let file = db.with_file_name("tampered.backup");
+    let file = file.to_str().unwrap();
+    on(&db, &["backup", "--out", file]).ok();
+    let new = db.with_file_name("restored");
+    on(&new, &["restore", file]).fails(1, "chain breaks at #2");
+    assert!(!new.exists(), "a refused restore leaves nothing");
+    let kept = on(&new, &["restore", file, "--keep-broken-chain"]).ok();
+    assert!(kept.stdout.contains("breaks at #2"), "{kept:#?}");
 }
 
 #[test]

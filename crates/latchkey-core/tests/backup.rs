@@ -3,6 +3,9 @@
 //! file or a non-empty target restores nothing.
 
 mod support;
+/// Edits a closed store's files, for a store whose audit chain was edited.
+#[path = "support/tamper.rs"]
+mod tamper;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,6 +74,28 @@ fn a_backup_during_writes_restores_every_write_acknowledged_before_it() {
     assert_eq!(reopened.last_seq().unwrap(), header.seq + 1);
 }
 
+/// Restoring `bytes` into `dir`/b is refused as an invalid backup saying `needle`, and
+/// leaves nothing in `dir` but the source store `a`.
+#[track_caller]
+fn restores_nothing(dir: &std::path::Path, bytes: &[u8], needle: &str) {
+    let target = dir.join("b");
+    let err = Store::restore(&target, bytes, support::config()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "backup",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(needle), "{err}");
+    assert!(!target.exists(), "a failed restore leaves nothing");
+    let leftovers = std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(leftovers, 1, "no staging directory is left");
+}
+
 #[test]
 fn a_damaged_backup_or_a_used_target_restores_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,7 +104,6 @@ fn a_damaged_backup_or_a_used_target_restores_nothing() {
     user(&store, "x".into()).unwrap();
     let mut file = Vec::new();
     store.backup(&mut file).unwrap();
-    let target = dir.path().join("b");
     let mut flipped = file.clone();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 1;
@@ -96,21 +120,7 @@ fn a_damaged_backup_or_a_used_target_restores_nothing() {
         (b"", "not a latchkey backup"),
     ];
     for (bytes, needle) in cases {
-        let err = Store::restore(&target, bytes, support::config()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::Invalid {
-                    field: "backup",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(err.to_string().contains(needle), "{err}");
-        assert!(!target.exists(), "a failed restore leaves nothing");
-        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(leftovers, 1, "no staging directory is left");
+        restores_nothing(dir.path(), bytes, needle);
     }
     // Onto a store, or any non-empty directory: refused, nothing changed.
     let used = dir.path().join("a");
@@ -124,6 +134,35 @@ fn a_damaged_backup_or_a_used_target_restores_nothing() {
             .unwrap()
             .len(),
         2
+    );
+}
+
+/// A backup of a store whose audit chain was edited (its checksum matches: it was taken of
+/// what the store held) restores nothing, and says where the chain breaks; kept as it is
+/// when asked, to recover the keys, with the break reported by `verify_audit`.
+#[test]
+fn a_backup_whose_chain_breaks_restores_nothing_unless_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("a");
+    let (store, _) = Store::create_with_admin(&source, "lk", support::config()).unwrap();
+    user(&store, "x".into()).unwrap();
+    drop(store);
+    tamper::copy_audit_event(&source, 3, 2);
+    let store = Store::open(&source, support::config()).unwrap();
+    let mut file = Vec::new();
+    store.backup(&mut file).unwrap();
+
+    restores_nothing(dir.path(), &file, "chain breaks at #2");
+    let target = dir.path().join("b");
+    let location = latchkey_core::Location::Dir(target.clone());
+    let (restored, _) =
+        Store::restore_keeping_broken_chain_at(&location, file.as_slice(), support::config())
+            .unwrap();
+    assert_eq!(restored.verify_audit().unwrap().broken.unwrap().seq, 2);
+    assert_eq!(
+        restored.users().unwrap().len(),
+        2,
+        "the records are all there"
     );
 }
 

@@ -33,6 +33,7 @@ use super::backend::{self, Backend, Batch, Direction, KeyRange};
 use super::engine::{self, Engine};
 use super::files::{self, Found};
 use super::{Store, StoreConfig, layout, mark, recover};
+use crate::audit;
 use crate::error::StoreError;
 
 /// The first line of a backup file.
@@ -74,6 +75,17 @@ pub struct Restored {
     pub header: BackupHeader,
     /// The new store's lineage.
     pub lineage: Uuid,
+}
+
+/// Whether a restore checks the backup's audit chain before the store exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChainCheck {
+    /// A chain that does not verify from the first event to the header's head refuses
+    /// the backup: nothing is restored.
+    Verify,
+    /// Restored as it is (`latchkey restore --keep-broken-chain`): to recover the keys of
+    /// a store whose trail was damaged; `latchkey audit verify` then names the break.
+    Keep,
 }
 
 /// A writer that hashes what goes through it.
@@ -197,6 +209,7 @@ impl Store {
         path: &Path,
         backup: impl Read,
         config: StoreConfig,
+        check: ChainCheck,
     ) -> Result<(Store, Restored), StoreError> {
         let (found, foreign) = files::inspect(path)?;
         if found != Found::Nothing || foreign.is_some() {
@@ -208,7 +221,13 @@ impl Store {
         }
         // Built beside the target and renamed into place: a failure leaves no half store.
         let staging = staging_path(path)?;
-        let restored = restore_into(&staging, backup, config.engine, config.cache_capacity_bytes);
+        let restored = restore_into(
+            &staging,
+            backup,
+            config.engine,
+            config.cache_capacity_bytes,
+            check,
+        );
         let restored = match restored {
             Ok(restored) => restored,
             Err(e) => {
@@ -272,11 +291,12 @@ fn restore_into(
     backup: impl Read,
     engine: Engine,
     cache: u64,
+    check: ChainCheck,
 ) -> Result<Restored, StoreError> {
     fs::create_dir_all(staging)
         .map_err(|e| StoreError::storage(format!("cannot create {}: {e}", staging.display())))?;
     let db = engine::open(staging, engine, cache, true)?;
-    let restored = load(&*db, backup)?;
+    let restored = load(&*db, backup, check)?;
     let first = mark::Mark {
         lineage: restored.lineage,
         seq: restored.header.seq,
@@ -288,10 +308,14 @@ fn restore_into(
     Ok(restored)
 }
 
-/// Reads a backup into an empty backend and checks it whole; gives it a new lineage. The
-/// schema version is written last, so a failed restore leaves no store (the caller removes
-/// what it wrote).
-pub(super) fn load(db: &dyn Backend, backup: impl Read) -> Result<Restored, StoreError> {
+/// Reads a backup into an empty backend and checks it whole (its audit chain too, unless
+/// `check` keeps it as it is); gives it a new lineage. The schema version is written last,
+/// so a failed restore leaves no store (the caller removes what it wrote).
+pub(super) fn load(
+    db: &dyn Backend,
+    backup: impl Read,
+    check: ChainCheck,
+) -> Result<Restored, StoreError> {
     let mut input = BufReader::new(backup);
     let mut hasher = blake3::Hasher::new();
     let mut line = Vec::new();
@@ -363,11 +387,49 @@ pub(super) fn load(db: &dyn Backend, backup: impl Read) -> Result<Restored, Stor
     if recover::head_of(db)? != header.head {
         return Err(bad("it is damaged (its newest event is not the header's)"));
     }
+    if check == ChainCheck::Verify {
+        verify_chain(db)?;
+    }
     let mut last = Batch::default();
     last.insert(layout::VERSION, version);
     db.apply_batch(last)?;
     db.flush()?;
     Ok(Restored { header, lineage })
+}
+
+/// Fails when the restored events do not form one chain from the first: a backup of a
+/// store whose trail was edited or damaged (its checksum, taken of what the store held,
+/// matches all the same).
+fn verify_chain(db: &dyn Backend) -> Result<(), StoreError> {
+    let (mut next, mut prev) = (1, audit::GENESIS.to_owned());
+    let refused = |seq: u64, reason: &str| {
+        bad(format!(
+            "its audit chain breaks at #{seq}: {reason} (`latchkey restore \
+             --keep-broken-chain` restores it as it is)"
+        ))
+    };
+    let mut from = Bound::Included(layout::AUDIT.to_vec());
+    loop {
+        let range = KeyRange::new(from, KeyRange::prefix(layout::AUDIT).upper);
+        let page = db.range(&range, backend::Take::forward(BATCH))?;
+        for entry in &page {
+            let event = match super::decode_event(entry) {
+                Ok(event) => event,
+                Err(StoreError::Corrupt(why)) => {
+                    return Err(refused(next, &format!("an event cannot be read ({why})")));
+                }
+                Err(e) => return Err(e),
+            };
+            match audit::check_chain([&event], next, prev) {
+                Ok(reached) => (next, prev) = reached,
+                Err(broken) => return Err(refused(broken.seq, &broken.reason)),
+            }
+        }
+        match page.last() {
+            Some((key, _)) if page.len() == BATCH => from = Bound::Excluded(key.clone()),
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// The records a restore read but has not written yet.

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::backup::ChainCheck;
 #[cfg(feature = "postgres")]
 use super::postgres;
 use super::{Restored, Store, StoreConfig};
@@ -62,9 +63,29 @@ impl Store {
         backup: impl std::io::Read,
         config: StoreConfig,
     ) -> Result<(Store, Restored), StoreError> {
+        Store::restore_checking(location, backup, config, ChainCheck::Verify)
+    }
+
+    /// [`Store::restore_at`] of a backup whose audit chain does not verify, as it is (the
+    /// checksum still must match): to recover the keys of a store whose trail was edited
+    /// or damaged. [`Store::verify_audit`] then names where the chain breaks.
+    pub fn restore_keeping_broken_chain_at(
+        location: &Location,
+        backup: impl std::io::Read,
+        config: StoreConfig,
+    ) -> Result<(Store, Restored), StoreError> {
+        Store::restore_checking(location, backup, config, ChainCheck::Keep)
+    }
+
+    fn restore_checking(
+        location: &Location,
+        backup: impl std::io::Read,
+        config: StoreConfig,
+        check: ChainCheck,
+    ) -> Result<(Store, Restored), StoreError> {
         match location {
-            Location::Dir(path) => Store::restore_dir(path, backup, config),
-            Location::Postgres(url) => postgres::restore(url, backup, config),
+            Location::Dir(path) => Store::restore_dir(path, backup, config, check),
+            Location::Postgres(url) => postgres::restore(url, backup, config, check),
         }
     }
 
@@ -151,6 +172,7 @@ mod postgres {
         url: &DatabaseUrl,
         _: impl std::io::Read,
         _: StoreConfig,
+        _: super::super::backup::ChainCheck,
     ) -> Result<(Store, super::super::Restored), StoreError> {
         Err(refused(url))
     }

@@ -25,6 +25,7 @@ use std::ops::Bound;
 
 use super::Restored;
 use super::backend::{Backend, Direction, KeyRange, scan};
+use super::backup::ChainCheck;
 use super::follow::{Follow, Tip};
 use super::mark::Mark;
 use super::{Store, StoreConfig, layout, write_new_store};
@@ -79,6 +80,7 @@ pub(crate) fn restore(
     url: &DatabaseUrl,
     backup: impl std::io::Read,
     config: StoreConfig,
+    check: ChainCheck,
 ) -> Result<(Store, Restored), StoreError> {
     let (pg, db) = connect(url)?;
     let restored = {
@@ -90,7 +92,7 @@ pub(crate) fn restore(
                  empty database)"
             )));
         }
-        match super::backup::load(&*db, backup) {
+        match super::backup::load(&*db, backup, check) {
             Ok(restored) => restored,
             Err(e) => {
                 // No half store stays behind: the table was empty before (checked under the
