@@ -130,6 +130,38 @@ fn imported_keys_verify_under_their_old_text_and_are_rehashed() {
 /// An imported key carries `meta` as a key created here does: checked the same way, shown
 /// on the record and handed to the app at verification (a SHA-256 one after its re-hash
 /// too). Runs on the tests' backend (PostgreSQL with `LATCHKEY_TEST_POSTGRES`).
+/// A display prefix given with a full key is stored and shown in plain: one that would
+/// show the key (the whole text, or its start with fewer than 16 characters after it) is
+/// refused, and nothing of the item is stored.
+#[test]
+fn a_display_prefix_that_would_show_the_key_is_refused() {
+    let (_location, store, user) = store_with_user();
+    let text = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    let full = |prefix: &str| item(ImportSecret::Full(text.into()), Some(prefix));
+    let items = [
+        full(text),
+        full("sk_live_4eC39HqLyjWD"),
+        full("sk_live_4eC39Hq"),
+        full("sk_live"),
+    ];
+    let outcome = store.import_keys(&Actor::system(), user, &items).unwrap();
+    for refused in &outcome[..2] {
+        assert!(
+            matches!(refused, Err(StoreError::Invalid { field, reason }) if *field == "prefix" && reason.contains("would show the key")),
+            "{refused:?}"
+        );
+    }
+    // 17 characters after it: shown as given; then the same text is imported once only.
+    assert_eq!(outcome[2].as_ref().unwrap().prefix, "sk_live_4eC39Hq");
+    assert!(outcome[3].is_err(), "imported once");
+    let listed = store.list_keys(&Default::default()).unwrap().items;
+    assert_eq!(listed.len(), 1);
+    assert!(
+        listed.iter().all(|k| !k.prefix.contains("yjWD")),
+        "{listed:?}"
+    );
+}
+
 #[test]
 fn an_imported_key_carries_meta_checked_as_a_created_key_s() {
     use latchkey_core::limits::MAX_META_BYTES;

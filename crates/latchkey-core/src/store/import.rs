@@ -160,6 +160,26 @@ fn check_prefix(prefix: &str) -> Result<(), Refused> {
     }
 }
 
+/// Refuses a display prefix given with a full key that would show the key: the prefix is
+/// stored and shown in plain, so at least [`MIN_HIDDEN`] characters of the text must
+/// follow it (as [`derived_prefix`] leaves), and it must not hold the text.
+fn check_hides(prefix: &str, text: &str) -> Result<(), Refused> {
+    let shows = prefix.contains(text)
+        || text
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.len() < MIN_HIDDEN);
+    if shows {
+        return Err(Refused {
+            field: "prefix",
+            reason: "would show the key: at least 16 of its characters must follow the prefix",
+        });
+    }
+    Ok(())
+}
+
+/// How many characters of a full key's text a display prefix must leave unshown.
+const MIN_HIDDEN: usize = 16;
+
 /// The display prefix of a full key: its text up to its last `_` (`sk_live` of
 /// `sk_live_…`, `ghp` of `ghp_…`), which is how such keys name their kind, when that reads
 /// as a kind: up to 16 characters of `[a-z0-9_]`, with at least 16 characters after it.
@@ -167,11 +187,10 @@ fn check_prefix(prefix: &str) -> Result<(), Refused> {
 /// text before it is part of its secret, which is never shown.
 fn derived_prefix(text: &str) -> String {
     const MAX_KIND: usize = 16;
-    const MIN_REST: usize = 16;
     match text.rsplit_once('_') {
         Some((head, rest))
             if (1..=MAX_KIND).contains(&head.len())
-                && rest.len() >= MIN_REST
+                && rest.len() >= MIN_HIDDEN
                 && head
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
@@ -247,6 +266,9 @@ impl Store {
         let (hash, index, prefix, digest) = match &item.secret {
             ImportSecret::Full(text) => {
                 let hash = self.inner.hash_key.hash(text).to_bytes();
+                if let Some(prefix) = &item.prefix {
+                    check_hides(prefix, text)?;
+                }
                 let prefix = item.prefix.clone().unwrap_or_else(|| derived_prefix(text));
                 (hash, layout::imported_blake3(&hash), prefix, sha256(text))
             }
