@@ -32,8 +32,8 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
         out.display()
     );
     let store = settings.management_store()?;
-    let mut file = fs::File::create_new(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let mut file =
+        create_private(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let seq = match store {
         Some(db) => {
             let config = StoreConfig::default().usage_flush_interval(None);
@@ -123,15 +123,31 @@ fn publish_by(
             anyhow::Error::new(e).context(format!("cannot write {}", out.display()))
         }
     })?;
-    fs::remove_file(partial).with_context(|| format!("cannot remove {}", partial.display()))
+    // The new name made durable: "Backed up" must survive a power cut.
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    fs::File::open(parent.unwrap_or(Path::new(".")))
+        .and_then(|dir| dir.sync_all())
+        .with_context(|| format!("wrote {}, but cannot make it durable", out.display()))?;
+    // The backup is whole under its name: a partial file that stays is only clutter.
+    if let Err(e) = fs::remove_file(partial) {
+        tracing::warn!(error = %e, file = %partial.display(), "could not remove the backup's partial file");
+    }
+    Ok(())
+}
+
+/// Creates a new file (never over an existing one) that only its owner may read: a
+/// backup holds the store's hash key and every key's hash, whatever the umask.
+fn create_private(path: &Path) -> std::io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 /// Copies `from` into a new file `to` (never over an existing one) and syncs it.
 fn copy_new(from: &Path, to: &Path) -> std::io::Result<()> {
-    let mut target = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)?;
+    let mut target = create_private(to)?;
     let copied =
         std::io::copy(&mut fs::File::open(from)?, &mut target).and_then(|_| target.sync_all());
     if copied.is_err() {

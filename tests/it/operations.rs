@@ -206,6 +206,14 @@ fn a_backup_during_writes_restores_every_acknowledged_write_as_a_new_lineage() {
         restored.stdout.contains("The audit chain verifies"),
         "{restored:#?}"
     );
+    // The file holds the store's hash key and every key's hash: its owner's only, as is a
+    // restored directory, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600);
+    if target.is_dir() {
+        assert_eq!(mode(&target), 0o700);
+    }
     let daemon = Daemon::start(&target);
     assert_eq!(daemon.admin_key, None, "a restored store is no new store");
     for id in &before {

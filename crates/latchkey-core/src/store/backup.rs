@@ -293,7 +293,13 @@ fn restore_into(
     cache: u64,
     check: ChainCheck,
 ) -> Result<Restored, StoreError> {
-    fs::create_dir_all(staging)
+    // Only its owner may read it, whatever the umask: it holds the hash key and every
+    // key's hash (a store `serve` creates is made under the daemon's own umask).
+    let mut dir = fs::DirBuilder::new();
+    dir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(staging)
         .map_err(|e| StoreError::storage(format!("cannot create {}: {e}", staging.display())))?;
     let db = engine::open(staging, engine, cache, true)?;
     let restored = load(&*db, backup, check)?;
