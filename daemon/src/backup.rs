@@ -53,6 +53,7 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
     };
     let done = seq.and_then(|seq| {
         file.sync_all().context("writing the backup")?;
+        check_whole(&partial)?;
         publish(&partial, out)?;
         Ok(seq)
     });
@@ -75,6 +76,17 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
             None => println!("Backed up to {} ({bytes} bytes).", out.display()),
         }
     }
+    Ok(())
+}
+
+/// Reads the file written back whole before it gets its name, as a restore would: an
+/// answer that is no backup (a proxy's or a sign-in page's 200) or one cut short is never
+/// called a backup.
+fn check_whole(partial: &Path) -> anyhow::Result<()> {
+    let written = fs::File::open(partial)
+        .with_context(|| format!("cannot read back {}", partial.display()))?;
+    Store::check_backup(std::io::BufReader::new(written))
+        .context("what was received is not a whole backup: no file was written")?;
     Ok(())
 }
 

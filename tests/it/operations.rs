@@ -265,6 +265,58 @@ fn a_backup_through_the_daemon_names_its_seq_past_a_partial_file_left_over() {
     assert_eq!(partials, ["latchkey.backup.partial"]);
 }
 
+/// What answers `GET /v1/backup` with a 200 that is no backup (a proxy's page, a stream
+/// cut short) is never named as one: the command fails and leaves no file.
+#[test]
+fn an_answer_that_is_no_whole_backup_is_never_named_one() {
+    let f = Fixture::new();
+    let file = f.dir.path().join("whole.backup");
+    f.cli(&["backup", "--out", file.to_str().unwrap()]).ok();
+    let whole = fs::read(&file).unwrap();
+    let cut = whole[..whole.len() - 10].to_vec();
+    for (name, body) in [("page", b"<html>sign in</html>".to_vec()), ("cut", cut)] {
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", server.local_addr().unwrap());
+        let answering = std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let (stream, _) = server.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+            let mut stream = stream;
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(&body).unwrap();
+        });
+        let out = f.dir.path().join(format!("{name}.backup"));
+        let run = Run::of(latchkey().args([
+            "backup",
+            "--out",
+            out.to_str().unwrap(),
+            "--url",
+            &url,
+            "--admin-key",
+            &f.admin,
+        ]));
+        run.fails(1, "not a whole backup");
+        answering.join().unwrap();
+        assert!(!out.exists(), "{name}: no file named");
+        let left = fs::read_dir(f.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".partial")
+            })
+            .count();
+        assert_eq!(left, 0, "{name}: no partial file left");
+    }
+}
+
 #[test]
 fn an_offline_backup_holds_what_the_daemon_serves() {
     let f = Fixture::new();

@@ -204,6 +204,15 @@ impl Store {
         Store::restore_at(&super::entry::location_of(path.as_ref()), backup, config)
     }
 
+    /// Reads a backup file whole, as a restore would before it writes anything, and
+    /// answers its header: the check `latchkey backup` makes of the file it wrote before
+    /// naming it. Fails as [`Store::restore`] does for a file that is not a whole latchkey
+    /// backup. (The audit chain is checked by a restore only: it needs the records in
+    /// order.)
+    pub fn check_backup(backup: impl Read) -> Result<BackupHeader, StoreError> {
+        read_whole(backup, |_, _| Ok(())).map(|(header, _)| header)
+    }
+
     /// [`Store::restore`] into a directory.
     pub(super) fn restore_dir(
         path: &Path,
@@ -314,14 +323,15 @@ fn restore_into(
     Ok(restored)
 }
 
-/// Reads a backup into an empty backend and checks it whole (its audit chain too, unless
-/// `check` keeps it as it is); gives it a new lineage. The schema version is written last,
-/// so a failed restore leaves no store (the caller removes what it wrote).
-pub(super) fn load(
-    db: &dyn Backend,
+/// Reads a backup whole: its header, each record but the schema version (given to
+/// `record`, in the file's order), its end, checksum and record count. Anything else is an
+/// invalid backup (`StoreError::Invalid`, field `backup`); a newer build's schema is
+/// [`StoreError::SchemaTooNew`]. Returns the header and the schema version's value, which a
+/// restore writes last: a store without it is no store.
+fn read_whole(
     backup: impl Read,
-    check: ChainCheck,
-) -> Result<Restored, StoreError> {
+    mut record: impl FnMut(Vec<u8>, Vec<u8>) -> Result<(), StoreError>,
+) -> Result<(BackupHeader, Vec<u8>), StoreError> {
     let mut input = BufReader::new(backup);
     let mut hasher = blake3::Hasher::new();
     let mut line = Vec::new();
@@ -341,7 +351,7 @@ pub(super) fn load(
     }
     hasher.update(&line);
     let truncated = |_| bad("it is truncated");
-    let mut read_frame = |hasher: &mut blake3::Hasher| -> Result<Option<Vec<u8>>, StoreError> {
+    let mut read_frame = |hasher: &mut blake3::Hasher| -> Result<Vec<u8>, StoreError> {
         let mut len = [0; 4];
         input.read_exact(&mut len).map_err(truncated)?;
         hasher.update(&len);
@@ -352,27 +362,23 @@ pub(super) fn load(
         let mut bytes = vec![0; len as usize];
         input.read_exact(&mut bytes).map_err(truncated)?;
         hasher.update(&bytes);
-        Ok(Some(bytes))
+        Ok(bytes)
     };
-    let mut pending = Pending::default();
     let mut records = 0u64;
     let mut version = None;
     loop {
-        let key = read_frame(&mut hasher)?.unwrap_or_default();
+        let key = read_frame(&mut hasher)?;
         if key.is_empty() {
             break;
         }
-        let value = read_frame(&mut hasher)?.unwrap_or_default();
+        let value = read_frame(&mut hasher)?;
         records += 1;
-        // The version goes in last: a store without it is no store. A newer build's
-        // store is refused here, before it is complete anywhere.
+        // A newer build's store is refused here, before it is complete anywhere.
         if key == layout::VERSION {
             super::schema_of(&value)?;
             version = Some(value);
-        } else if key != layout::LINEAGE
-            && let Some(full) = pending.insert(key, value)
-        {
-            db.apply_batch(full)?;
+        } else {
+            record(key, value)?;
         }
     }
     let mut digest = [0; 32];
@@ -386,6 +392,26 @@ pub(super) fn load(
     let Some(version) = version else {
         return Err(bad("it holds no store (no schema version)"));
     };
+    Ok((header, version))
+}
+
+/// Reads a backup into an empty backend and checks it whole (its audit chain too, unless
+/// `check` keeps it as it is); gives it a new lineage. The schema version is written last,
+/// so a failed restore leaves no store (the caller removes what it wrote).
+pub(super) fn load(
+    db: &dyn Backend,
+    backup: impl Read,
+    check: ChainCheck,
+) -> Result<Restored, StoreError> {
+    let mut pending = Pending::default();
+    let (header, version) = read_whole(backup, |key, value| {
+        if key != layout::LINEAGE
+            && let Some(full) = pending.insert(key, value)
+        {
+            db.apply_batch(full)?;
+        }
+        Ok(())
+    })?;
     let lineage = Uuid::now_v7();
     let mut batch = pending.batch;
     batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
