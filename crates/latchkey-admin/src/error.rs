@@ -24,7 +24,7 @@ pub struct Problem {
     /// `key_not_revoked`, `key_revoked`, `last_admin_key`, `insufficient_permission`,
     /// `tenant_forbidden`, `missing_key`,
     /// `invalid_key`, `keystore_unavailable`, `store_locked`, `method_not_allowed`,
-    /// `unsupported_media_type`, `payload_too_large`, `too_many_streams`, `storage_full`, `request_timeout`, `internal`.
+    /// `unsupported_media_type`, `payload_too_large`, `too_many_streams`, `backup_in_progress`, `storage_full`, `request_timeout`, `internal`.
     pub code: String,
     /// What went wrong with this request.
     pub detail: String,
@@ -150,6 +150,7 @@ fn title(code: &str, status: StatusCode) -> &'static str {
         "unsupported_media_type" => "Unsupported media type",
         "payload_too_large" => "The request body is too large",
         "too_many_streams" => "Too many event streams are open",
+        "backup_in_progress" => "A backup is being taken",
         "storage_full" => "The keystore's disk is full",
         "request_timeout" => "The request timed out",
         _ => status.canonical_reason().unwrap_or("Error"),

@@ -23,6 +23,9 @@ pub(crate) struct AppState {
     pub(crate) streams: Arc<StreamSlots>,
     /// The credits leased to remote verifiers that they may give back.
     pub(crate) leases: Arc<LeaseLedger>,
+    /// Held by the one `GET /v1/backup` being taken and sent: each is a copy of the whole
+    /// store on the temporary directory's disk, taken while writers wait.
+    pub(crate) backup: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -32,6 +35,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             streams: Arc::default(),
             leases: Arc::default(),
+            backup: Arc::default(),
         }
     }
 

@@ -24,6 +24,11 @@ const CHUNK: usize = 64 * 1024;
 /// do not), which is then streamed: a slow client never holds writers back. The response
 /// is `application/octet-stream`; its `X-Latchkey-Backup-Seq` header names the newest
 /// change it holds. The format is described in core's `Store::backup`.
+///
+/// One backup at a time, from its copy to the end of its answer: each is a copy of the
+/// whole store on the temporary directory's disk, taken while writers wait, and a client
+/// that goes away does not stop the copy. Another meanwhile is answered 429
+/// `backup_in_progress`.
 #[utoipa::path(get, path = "/v1/backup", operation_id = "backup", tag = "operations",
     security(("bearer" = ["latchkey:backup"])),
     responses(
@@ -31,6 +36,7 @@ const CHUNK: usize = 64 * 1024;
             headers(("X-Latchkey-Backup-Seq" = u64, description = "The newest change the backup holds"))),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks latchkey:backup (`forbidden`), or its user is in a tenant (`tenant_forbidden`): a backup holds every tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`backup_in_progress`: another backup is being taken or sent", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The backup could not be written (see the server log)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The keystore is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -39,21 +45,31 @@ pub(crate) async fn backup(
     caller: Caller<perm::Backup>,
 ) -> Result<Response, AppError> {
     caller.ensure_global()?;
-    let (file, header) = state
-        .run(|store| {
+    let Ok(taking) = state.backup.clone().try_lock_owned() else {
+        return Err(AppError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "backup_in_progress",
+            "another backup is being taken or sent: try again when it is done",
+        ));
+    };
+    // Moved into the copy, which goes on should the client go: the next backup waits
+    // for its end.
+    let (file, header, taking) = state
+        .run(move |store| {
             let mut file = tempfile::tempfile().map_err(AppError::internal)?;
             let header = store.backup(&mut file)?;
             file.seek(SeekFrom::Start(0)).map_err(AppError::internal)?;
-            Ok((file, header))
+            Ok((file, header, taking))
         })
         .await?;
     let file = tokio::fs::File::from_std(file);
-    let chunks = stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
+    // The turn is held until the answer is sent or its client goes (the stream dropped).
+    let chunks = stream::unfold(Some((file, taking)), |sending| async move {
+        let (mut file, taking) = sending?;
         let mut buf = Vec::with_capacity(CHUNK);
         match (&mut file).take(CHUNK as u64).read_to_end(&mut buf).await {
             Ok(0) => None,
-            Ok(_) => Some((Ok(buf), Some(file))),
+            Ok(_) => Some((Ok(buf), Some((file, taking)))),
             Err(e) => {
                 tracing::error!(error = %e, "reading the backup's temporary file");
                 Some((Err(e), None))

@@ -142,3 +142,32 @@ async fn metrics_expose_requests_verifications_latency_and_store_counts() {
         assert!(value.parse::<f64>().is_ok(), "bad sample {line:?}");
     }
 }
+
+/// One backup at a time, from its copy to the end of its answer: another meanwhile is
+/// 429 `backup_in_progress`; once the first answer is gone (read, or its client gone),
+/// the next is taken.
+#[tokio::test]
+async fn one_backup_is_taken_at_a_time() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let h = Harness::new();
+    let request = || {
+        http::Request::builder()
+            .uri("/v1/backup")
+            .header("authorization", format!("Bearer {}", h.admin))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let first = h.app.clone().oneshot(request()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = h.send("GET", "/v1/backup", Some(&h.admin), None).await;
+    second.problem(429, "backup_in_progress");
+    drop(first);
+    for turn in ["after the first client went", "after an answer read whole"] {
+        let answer = h.app.clone().oneshot(request()).await.unwrap();
+        assert_eq!(answer.status(), 200, "{turn}");
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.starts_with(b"{"), "{turn}: a backup header");
+    }
+}
