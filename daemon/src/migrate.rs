@@ -1,7 +1,8 @@
 //! `latchkey migrate`: brings a store's schema to the version this build knows, alone.
 //!
-//! `serve` and the `--db` commands migrate a PostgreSQL store forward when they open it;
-//! running `migrate` first, once, keeps that work out of several daemons' starts during an
+//! `serve` and the `--db` commands migrate a PostgreSQL store forward when they open it,
+//! and build the indexes and counts of a store an older layout wrote; running `migrate`
+//! first, once, does both and keeps that work out of several daemons' starts during an
 //! upgrade. A schema newer than this build knows is refused and left as it is.
 
 use std::process::ExitCode;

@@ -137,6 +137,32 @@ fn a_newer_schema_is_refused_and_migrate_reports_the_version() {
     assert!(Store::migrate_at(&location.location).is_err());
 }
 
+/// `migrate` also builds what a store of an older index layout lacks (here: none at all),
+/// so that no daemon's start does it while holding the writers' lock.
+#[test]
+fn migrate_builds_the_indexes_an_older_layout_lacks() {
+    let Some((location, store)) = database_store() else {
+        return;
+    };
+    user_and_key(&store);
+    drop(store);
+    let url = support::url_of(&location);
+    support::sql(
+        &url,
+        "DELETE FROM latchkey_kv WHERE k = convert_to('m:indexed', 'UTF8') \
+         OR substring(k from 1 for 2) = convert_to('x:', 'UTF8')",
+    );
+    Store::migrate_at(&location.location).unwrap();
+    support::sql(
+        &url,
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM latchkey_kv \
+         WHERE k = convert_to('m:indexed', 'UTF8')) THEN \
+         RAISE EXCEPTION 'migrate built no indexes'; END IF; END $$",
+    );
+    let store = Store::open_at(&location.location, config()).unwrap();
+    assert_eq!(store.list_keys(&Default::default()).unwrap().items.len(), 1);
+}
+
 #[test]
 fn creating_twice_is_refused_and_opening_nothing_says_so() {
     let Some(location) = support::postgres_location() else {

@@ -36,7 +36,17 @@ use crate::model::CreatedKey;
 
 /// Migrates the schema forward (see `schema`), returning its version.
 pub(crate) fn migrate(url: &DatabaseUrl) -> Result<u32, StoreError> {
-    schema::migrate(&*Pg::connect(url)?)
+    let pg = Pg::connect(url)?;
+    let version = schema::migrate(&pg)?;
+    // And what the first open would build of a store written by an older layout: its
+    // indexes and counts, once, under the writers' lock. Done here, it holds up neither
+    // the daemons' starts nor their writes during an upgrade.
+    let db: Arc<dyn Backend> = Arc::new(PgBackend(Arc::clone(&pg)));
+    if db.get(layout::VERSION)?.is_some() {
+        let chunk_positions = super::chunks::CHUNK_POSITIONS;
+        super::rebuild::ensure(&db, time::OffsetDateTime::now_utc(), chunk_positions)?;
+    }
+    Ok(version)
 }
 
 /// Opens the store in the database.
