@@ -142,8 +142,10 @@ impl RemoteVerifierBuilder {
         /// safety net only: changes invalidate entries as they happen, and a key's
         /// `expires_at` ends its entry on time.
         cache_ttl: Duration;
-        /// How many keys the cache holds (default 100,000; a few hundred bytes each). When it is
-        /// full, an arbitrary entry makes room.
+        /// How many keys the cache holds (default 100,000). An entry is the key's principal:
+        /// a few hundred bytes for a key of a few permissions, up to about 40 KB for one of
+        /// 256 long permissions and 4 KiB of `meta`; size this by the keys your app sees.
+        /// When it is full, an arbitrary entry makes room.
         max_entries: usize;
         /// About how many refusals the cache holds (default 10,000), apart from the valid
         /// answers of [`max_entries`](Self::max_entries): a scan of random keys can neither
