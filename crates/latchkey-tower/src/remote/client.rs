@@ -52,7 +52,11 @@ pub(super) enum Verdict {
         /// The newest change the answering daemon had applied (on a shared database).
         seq: Option<u64>,
     },
-    Refused(VerifyError),
+    Refused {
+        error: VerifyError,
+        /// As for `Valid`: a refusal from a daemon behind the event stream is not cached.
+        seq: Option<u64>,
+    },
 }
 
 /// How `POST /v1/usage` went.
@@ -290,11 +294,10 @@ fn verdict(answer: VerifyResponse) -> Result<Verdict, String> {
             seq: answer.seq,
         }),
         (true, None) => Err("POST /v1/verify: valid without a principal".to_owned()),
-        (false, _) => Ok(Verdict::Refused(refusal(
-            &answer.code,
-            answer.limits.as_deref(),
-            answer.retry_after,
-        ))),
+        (false, _) => Ok(Verdict::Refused {
+            error: refusal(&answer.code, answer.limits.as_deref(), answer.retry_after),
+            seq: answer.seq,
+        }),
     }
 }
 
@@ -425,7 +428,10 @@ mod tests {
             assert!(verdict.is_err(), "{bad:?}: {verdict:?}");
         }
         for good in ["per_min", "user:per_min", "credits"] {
-            let Ok(Verdict::Refused(VerifyError::RateLimited(limited))) = verdict(answer(good))
+            let Ok(Verdict::Refused {
+                error: VerifyError::RateLimited(limited),
+                ..
+            }) = verdict(answer(good))
             else {
                 panic!("{good:?}: a well-named limit is a refusal");
             };

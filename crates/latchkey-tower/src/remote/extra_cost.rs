@@ -44,7 +44,7 @@ impl Shared {
                 Charged::Waiting(self.runtime.spawn(async move {
                     match shared.daemon.verify(&presented, client_ip, Some(cost)).await {
                         Ok(Verdict::Valid { .. }) => Ok(()),
-                        Ok(Verdict::Refused(error)) => Err(error),
+                        Ok(Verdict::Refused { error, .. }) => Err(error),
                         Err(cause) => {
                             tracing::warn!(error = %cause, "latchkey daemon could not charge a route's cost");
                             Err(VerifyError::Unavailable(cause))

@@ -498,6 +498,15 @@ impl Shared {
         let position = self.status.borrow().position;
         let verdict = self.daemon.verify(presented, client_ip, None).await;
         let now = self.settings.clock.now();
+        // A daemon behind this verifier's event stream (another daemon of the cluster
+        // answered behind one name) may not have applied a change the stream already
+        // announced (a revocation, a re-enabling): its answer serves this request, never
+        // the next.
+        let behind = |answered: Option<u64>| {
+            answered
+                .zip(position)
+                .is_some_and(|(answered, seen)| answered < seen)
+        };
         match verdict {
             Ok(Verdict::Valid {
                 principal,
@@ -518,18 +527,12 @@ impl Shared {
                     fetched_at: now,
                     lease: limits.map(|l| Arc::new(Lease::new(&l, principal.key_id))),
                 };
-                // A daemon behind this verifier's event stream (another daemon of the
-                // cluster answered behind one name) may not have applied a revocation the
-                // stream already announced: its answer serves this request, never the next.
-                let behind = seq
-                    .zip(position)
-                    .is_some_and(|(answered, seen)| answered < seen);
-                if !behind {
+                if !behind(seq) {
                     self.cache.insert_valid(digest, entry, generation);
                 }
                 Ok((principal, metered))
             }
-            Ok(Verdict::Refused(error)) => {
+            Ok(Verdict::Refused { error, seq }) => {
                 // A usage refusal holds for this request only, and the daemon's failure is
                 // no answer about the key.
                 let lasting = !matches!(
@@ -539,7 +542,7 @@ impl Shared {
                         | VerifyError::IpNotAllowed
                         | VerifyError::Unavailable(_)
                 );
-                if lasting && !self.settings.negative_ttl.is_zero() {
+                if lasting && !self.settings.negative_ttl.is_zero() && !behind(seq) {
                     let entry = Negative {
                         error: error.clone(),
                         until: now + self.settings.negative_ttl,

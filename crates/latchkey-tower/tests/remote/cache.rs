@@ -369,6 +369,28 @@ async fn an_answer_from_a_daemon_behind_the_event_stream_is_used_but_not_cached(
     assert_eq!(s.verifier.cached_keys(), 1);
 }
 
+/// The same for a refusal: a daemon behind the stream may not have applied the change
+/// that re-enabled the key.
+#[tokio::test]
+async fn a_refusal_from_a_daemon_behind_the_event_stream_is_not_cached() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("reporting", &["orders:read"]);
+    let key = s.keystore.key(user, "dashboard", None);
+    crate::invalidation::set_key_enabled(&s, &key, false).await;
+    let seen = s.caught_up().await.position.expect("a position");
+    *s.traffic.verify_seq.lock().unwrap() = Some(seen - 1);
+    let before = s.requests();
+    for _ in 0..3 {
+        assert_eq!(s.refusal(&key).await, VerifyError::Disabled);
+    }
+    assert_eq!(s.requests(), before + 3, "each asked again");
+    *s.traffic.verify_seq.lock().unwrap() = Some(seen);
+    for _ in 0..3 {
+        assert_eq!(s.refusal(&key).await, VerifyError::Disabled);
+    }
+    assert_eq!(s.requests(), before + 4, "cached as ever");
+}
+
 /// An imported key's allowlist holds through a remote verifier: the daemon is told the
 /// client's address, as for a native key (it was told none, and refused every client).
 #[tokio::test]

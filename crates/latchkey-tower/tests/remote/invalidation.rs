@@ -44,7 +44,7 @@ async fn a_key_event_drops_that_key_only() {
 }
 
 /// Enables or disables a key in the store, and waits for the verifier to apply the event.
-async fn set_key_enabled(s: &Setup, key: &CreatedKey, enabled: bool) {
+pub(crate) async fn set_key_enabled(s: &Setup, key: &CreatedKey, enabled: bool) {
     let patch = KeyPatch {
         enabled: Some(enabled),
         ..KeyPatch::default()
