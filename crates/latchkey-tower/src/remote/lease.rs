@@ -39,6 +39,10 @@ struct Bucket {
     left: AtomicU64,
     /// Unix nanoseconds after which `left` is void (`i64::MAX` for credits).
     until: AtomicI64,
+    /// Unix nanoseconds at which the slice was granted (`i64::MIN` for credits): before
+    /// it, after the clock went back, `left` is void too, so that a step back never
+    /// lengthens a slice.
+    since: AtomicI64,
     /// What to ask for next.
     want: AtomicU64,
     /// The last grant, for the low-water mark.
@@ -94,6 +98,7 @@ impl Lease {
                     limit: l.limit,
                     left: AtomicU64::new(0),
                     until: AtomicI64::new(0),
+                    since: AtomicI64::new(i64::MIN),
                     want: AtomicU64::new(want),
                     last_grant: AtomicU64::new(0),
                 }
@@ -121,7 +126,7 @@ impl Lease {
             }
         }
         for (i, bucket) in self.buckets.iter().enumerate() {
-            let valid = now < bucket.until.load(Ordering::Acquire);
+            let valid = bucket.valid(now);
             let taken = valid
                 && bucket
                     .left
@@ -248,9 +253,15 @@ impl Lease {
 }
 
 impl Bucket {
+    /// Whether the slice may be admitted from at `now`: within the window it was granted
+    /// for, on a clock that did not go back before its grant.
+    fn valid(&self, now: i64) -> bool {
+        (self.since.load(Ordering::Acquire)..self.until.load(Ordering::Acquire)).contains(&now)
+    }
+
     /// What the slice holds that may be admitted at `now`.
     fn held(&self, now: i64) -> u64 {
-        if now < self.until.load(Ordering::Acquire) {
+        if self.valid(now) {
             self.left.load(Ordering::Acquire)
         } else {
             0
@@ -259,7 +270,7 @@ impl Bucket {
 
     /// Void, or under half of its last grant.
     fn low(&self, now: i64) -> bool {
-        now >= self.until.load(Ordering::Acquire)
+        !self.valid(now)
             || self.left.load(Ordering::Acquire).saturating_mul(2)
                 < self.last_grant.load(Ordering::Acquire).max(1)
     }
@@ -268,15 +279,17 @@ impl Bucket {
         // Never more than any request asks for: a daemon that answers more (by a bug, or
         // an impostor) cannot lift the limit or wrap the counter.
         let granted = grant.granted.min(latchkey_core::limits::MAX_LEASE);
-        let until = match grant.valid_ms {
-            Some(ms) => {
-                now.saturating_add(i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX))
-            }
-            None => i64::MAX,
+        let (since, until) = match grant.valid_ms {
+            Some(ms) => (
+                now,
+                now.saturating_add(i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)),
+            ),
+            None => (i64::MIN, i64::MAX),
         };
-        if now >= self.until.load(Ordering::Acquire) {
+        if !self.valid(now) {
             // The old slice is void: start from this grant.
             self.left.store(granted, Ordering::Release);
+            self.since.store(since, Ordering::Release);
         } else {
             // Top-ups add at most MAX_LEASE each; saturate all the same.
             let _ = self
@@ -392,6 +405,17 @@ mod tests {
         let lease = granted(10, 10);
         let later = NOW + 60_000 * 1_000_000;
         assert!(matches!(lease.take(None, later, 1), Take::Short));
+        assert!(matches!(lease.take(None, NOW, 10), Take::Taken));
+    }
+
+    /// A clock that went back before a grant does not lengthen its slice: the limit's slice
+    /// is void then (credits, which no window bounds, are not).
+    #[test]
+    fn a_clock_gone_back_before_a_grant_voids_its_slice() {
+        let lease = granted(10, 10);
+        let earlier = NOW - 1_000_000;
+        assert!(matches!(lease.take(None, earlier, 1), Take::Short));
+        assert_eq!(lease.buckets[1].held(earlier), 10, "credits stay");
         assert!(matches!(lease.take(None, NOW, 10), Take::Taken));
     }
 

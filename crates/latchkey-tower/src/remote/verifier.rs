@@ -570,10 +570,12 @@ impl Shared {
         (0..bound).contains(&age)
     }
 
-    /// The daemon just spoke on a caught-up stream.
+    /// The daemon just spoke on a caught-up stream. The latest mark wins, not the
+    /// greatest: after the clock stepped forward and back, the next heartbeat opens the
+    /// window again instead of leaving it shut until the clock reaches the step.
     pub(super) fn mark_alive(&self) {
         let now = nanos(self.settings.clock.now());
-        self.last_alive.fetch_max(now, Ordering::AcqRel);
+        self.last_alive.store(now, Ordering::Release);
     }
 
     pub(super) fn drop_all(&self, reason: &str) {

@@ -2,12 +2,15 @@
 //! answers meanwhile.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
 use http::Request;
 use http_body_util::BodyExt;
-use latchkey_tower::latchkey_core::{Actor, CreatedKey, Env, ManualClock, Prefix, VerifyError};
+use latchkey_tower::latchkey_core::{
+    Actor, Clock, CreatedKey, Env, ManualClock, Prefix, VerifyError,
+};
 use latchkey_tower::remote::{RemoteStatus, RemoteVerifier};
 use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Permission, Realm, RequirePermission, Verifier};
 use time::OffsetDateTime;
@@ -104,6 +107,27 @@ async fn cached_keys_are_served_until_the_bound_then_503_and_recover_after_resta
     let (status, code) = get_orders(&app, revoked_meanwhile.secret.expose()).await;
     assert_eq!((status, code.as_deref()), (401, Some("key_revoked")));
     assert_eq!(get_orders(&app, uncached.secret.expose()).await.0, 200);
+}
+
+/// A clock stepped forward then back (an NTP correction) shuts the trust window only until
+/// the next heartbeat, not until the clock reaches the step again (hours of 503s).
+#[tokio::test]
+async fn a_clock_stepped_forward_and_back_trusts_the_cache_again_at_the_next_heartbeat() {
+    let s = Setup::new().await;
+    let fresh_again = || async {
+        within(async {
+            while !s.verifier.is_fresh() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    };
+    let before = s.keystore.clock.now();
+    s.advance(Duration::from_secs(3600));
+    fresh_again().await;
+    s.keystore.clock.set(before);
+    assert!(!s.verifier.is_fresh(), "a clock gone back extends nothing");
+    fresh_again().await;
 }
 
 /// A key of a new user `reporting` (`orders:read`), verified once so that the verifier
