@@ -67,7 +67,7 @@ fn import_skips_an_endless_line_without_keeping_it() {
     assert_eq!(report["imported"], 0, "{run:#?}");
     assert_eq!(report["rejected"][0]["line"], 1, "{run:#?}");
     assert_eq!(
-        report["rejected"][0]["reason"], "longer than 8192 bytes",
+        report["rejected"][0]["reason"], "longer than 57344 bytes",
         "{run:#?}"
     );
 }

@@ -531,7 +531,7 @@ fn import_as_json(f: &Fixture, file: &Path, user: &str) -> Run {
 }
 
 /// An import line of exactly `len` bytes as the request body holds it (compact JSON): a
-/// key with the most `scopes` and `meta` a line of the CLI's 8 KiB can carry.
+/// key with many long `scopes` and up to 4 KiB of `meta`.
 fn import_line(i: usize, len: usize) -> String {
     let scopes: Vec<String> = (0..40)
         .map(|j| format!("orders:p{j:02}:{}", "a".repeat(100)))
@@ -562,6 +562,25 @@ fn an_import_of_long_lines_stays_under_the_body_limit() {
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report["imported"], 8, "{report}");
     assert_eq!(report["rejected"], json!([]), "{report}");
+}
+
+/// A line as long as the API takes an item (256 scopes of 128 bytes: about 34 KB) is read
+/// and imported: the CLI refused lines over 8 KiB.
+#[test]
+fn an_import_line_as_long_as_the_api_takes_is_read() {
+    let f = Fixture::new();
+    let scopes: Vec<String> = (0..256)
+        .map(|j| format!("orders:p{j:03}:{}", "a".repeat(116)))
+        .collect();
+    f.user("legacy", "orders:read");
+    let line = json!({"key": "sk_live_0123456789abcdefLONGLINE", "scopes": scopes});
+    let line = line.to_string();
+    assert!(line.len() > 32_000, "{}", line.len());
+    let file = f.dir.path().join("long.jsonl");
+    fs::write(&file, line).unwrap();
+    let run = import_as_json(&f, &file, "legacy");
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["imported"], 1, "{report}");
 }
 
 /// A request that fails midway (here: the daemon refuses the second request whole) ends

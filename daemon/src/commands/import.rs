@@ -26,8 +26,10 @@ const CHUNK_ITEMS: usize = MAX_IMPORT_ITEMS;
 /// Bytes of items per request, as sent (each with its comma): the API's body limit less
 /// room for the rest of the body (`user_id`).
 const CHUNK_BYTES: usize = MAX_BODY_BYTES - 8 * 1024;
-/// The longest line read; a longer one is refused without being parsed.
-const MAX_LINE: u64 = 8 * 1024;
+/// The longest line read: the most one request carries, so that every item the API takes
+/// (256 scopes of 128 bytes and 4 KiB of `meta` are about 37 KiB) is read. A longer one is
+/// refused without being parsed.
+const MAX_LINE: u64 = CHUNK_BYTES as u64;
 
 /// A refused line: its number (from 1) and why.
 #[derive(Serialize)]
