@@ -14,6 +14,7 @@ use std::sync::Arc;
 use http::Request;
 use latchkey_core::VerifyError;
 
+use crate::principal::Principal;
 use crate::rejection::{Challenges, Rejection};
 use crate::usage;
 use crate::verifier::{Charged, Verifier};
@@ -56,8 +57,19 @@ impl ExtraCharger {
 /// The answer to a route's extra cost refused (`rate_limited`, `usage_exceeded`, a key
 /// revoked since the layer admitted it, …), with the challenges of the layer that
 /// authenticated `request`. Without an [`ExtraCharger`] the principal's own meter refused,
-/// for usage or an unavailable store only, which carry no challenge.
-pub(crate) fn late_refusal<B>(error: &VerifyError, request: &Request<B>) -> Rejection {
+/// for usage or an unavailable store only, which carry no challenge; the credit the layer
+/// took for the request, before its route's cost was known, then goes back, so that a
+/// refused request spends no credit. (Its rate limits keep the count, as a limit that
+/// refuses does in core's `Meter::charge`. Through a remote verifier the lease keeps it.)
+pub(crate) fn refuse_extra<B>(error: &VerifyError, request: &Request<B>) -> Rejection {
+    if let Some(meter) = request
+        .extensions()
+        .get::<Principal>()
+        .and_then(|principal| principal.meter.as_ref())
+        && let Some(period) = meter.credit_period()
+    {
+        meter.return_credits(1, period);
+    }
     match request.extensions().get::<ExtraCharger>() {
         Some(charger) => usage::rejection(error, &charger.challenges),
         None => usage::rejection(error, &Challenges::default_realm()),

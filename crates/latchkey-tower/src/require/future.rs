@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::task::JoinHandle;
 use tower::Service;
 
-use super::extra::late_refusal;
+use super::extra::refuse_extra;
 use crate::rejection::Rejection;
 use crate::usage;
 
@@ -93,7 +93,7 @@ where
                 KindProj::Reserving { reserving } => {
                     let (answer, (request, mut inner)) = ready!(reserving.poll_answer(cx));
                     if let Err(error) = answer {
-                        let rejection = late_refusal(&error, &request);
+                        let rejection = refuse_extra(&error, &request);
                         return Poll::Ready(Ok(rejection.into_http_response()));
                     }
                     let future = inner.call(request);

@@ -8,7 +8,7 @@ use http::{Request, Response};
 use latchkey_core::Permission;
 use tower::Service;
 
-use super::extra::{ExtraCharger, late_refusal};
+use super::extra::{ExtraCharger, refuse_extra};
 use super::future::ResponseFuture;
 use super::layer::RequirePermissionLayer;
 use crate::principal::Principal;
@@ -110,7 +110,7 @@ where
         };
         match charged {
             Charged::Done(Ok(())) => ResponseFuture::calling(self.inner.call(request)),
-            Charged::Done(Err(e)) => ResponseFuture::rejected(late_refusal(&e, &request)),
+            Charged::Done(Err(e)) => ResponseFuture::rejected(refuse_extra(&e, &request)),
             Charged::Waiting(task) => {
                 // The ready service goes into the future; `self` keeps a clone that has not
                 // been polled (see `ApiKeyAuth`).

@@ -126,7 +126,7 @@ async fn every_named_limit_applies_and_a_patch_changes_them() {
     });
     let app = app(fx.layer());
     let text = key.secret.expose();
-    send(&app, get_with("/whoami", text)).await.assert_ok();
+    assert_eq!(send(&app, get_with("/whoami", text)).await.status, 200);
     send(&app, get_with("/whoami", text)).await.assert_ok();
     assert_rate_limited(&send(&app, get_with("/whoami", text)).await, "burst", 2, 1);
     fx.clock.advance(Duration::seconds(2));
@@ -166,7 +166,7 @@ async fn credits_run_out_refill_on_the_clock_and_a_patch_adds() {
     });
     let app = app(fx.layer());
     let text = key.secret.expose();
-    send(&app, get_with("/whoami", text)).await.assert_ok();
+    assert_eq!(send(&app, get_with("/whoami", text)).await.status, 200);
     send(&app, get_with("/whoami", text)).await.assert_ok();
     send(&app, get_with("/whoami", text))
         .await
@@ -185,7 +185,7 @@ async fn credits_run_out_refill_on_the_clock_and_a_patch_adds() {
         .update_key(&Actor::system(), key.key.id, add)
         .unwrap();
     assert_eq!(updated.credits.unwrap().remaining, 1);
-    send(&app, get_with("/whoami", text)).await.assert_ok();
+    assert_eq!(send(&app, get_with("/whoami", text)).await.status, 200);
     send(&app, get_with("/whoami", text))
         .await
         .assert_refused(429, None, "usage_exceeded");
@@ -230,6 +230,7 @@ async fn a_route_sets_its_own_cost() {
                 RequirePermission::layer(Permission::from_static("orders:read")).cost(FIVE),
             ),
         )
+        .route("/whoami", routing::get(|| async { "me" }))
         .layer(fx.layer());
     let text = key.secret.expose();
     let ok = send(&app, get_with("/report", text)).await;
@@ -239,6 +240,12 @@ async fn a_route_sets_its_own_cost() {
         1
     );
     send(&app, get_with("/report", text))
+        .await
+        .assert_refused(429, None, "usage_exceeded");
+    // The refused request spent nothing: the credit the layer took before the route's
+    // cost was known is given back, and pays for a request that costs one.
+    assert_eq!(send(&app, get_with("/whoami", text)).await.status, 200);
+    send(&app, get_with("/whoami", text))
         .await
         .assert_refused(429, None, "usage_exceeded");
 }
