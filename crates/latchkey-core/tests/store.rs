@@ -1060,3 +1060,29 @@ fn opening_a_held_store_leaves_its_snapshot_in_progress() {
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     assert!(generating.exists(), "the holder's snapshot was removed");
 }
+
+/// An admin user whose one `*` key lies deeper than the last-admin check reads (behind
+/// 10,000 newer scoped keys) keeps it: the check refuses rather than let the write through
+/// on the word of a partial read.
+#[test]
+fn the_last_admin_key_stays_behind_many_newer_scoped_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, admin) = Store::create_with_admin(dir.path(), "lk", support::config()).unwrap();
+    let scoped: Vec<NewKey> = (0..10_001)
+        .map(|i| NewKey {
+            name: format!("s{i}"),
+            user_id: admin.key.user_id,
+            scopes: Some(perms(&["orders:read"])),
+            ..NewKey::default()
+        })
+        .collect();
+    store.create_keys(&Actor::system(), &scoped).unwrap();
+    let err = store
+        .revoke_key(&Actor::system(), admin.key.id)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::LastAdminKey)),
+        "{err:?}"
+    );
+    assert_eq!(store.key(admin.key.id).unwrap().status, KeyStatus::Active);
+}

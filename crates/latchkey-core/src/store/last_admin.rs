@@ -34,16 +34,24 @@ const ADMIN_SCAN: usize = 10_000;
 
 /// The active keys that held `*` before a write (empty when the write cannot touch one).
 #[derive(Debug, Default)]
-pub(super) struct AdminKeys(Vec<PublicId>);
+pub(super) struct AdminKeys {
+    keys: Vec<PublicId>,
+    /// An admin user's keys were read only [`ADMIN_SCAN`] deep without finding two active
+    /// `*` ones: it may hold more, unread.
+    cut: bool,
+}
 
 impl AdminKeys {
     /// Inside the write, after its changes: fails with `Conflict::LastAdminKey` when keys
-    /// held `*` before and none does now.
+    /// held `*` before and none of those found does now. When a scan was cut short, the
+    /// keys found may not be all: the write is refused rather than let through on the
+    /// word of a partial read (with none found at all too: an admin user's `*` keys may
+    /// all lie deeper).
     pub(super) fn ensure_one_remains(&self, tx: &Tx<'_>) -> TxResult<()> {
-        if self.0.is_empty() {
+        if self.keys.is_empty() && !self.cut {
             return Ok(());
         }
-        for public in &self.0 {
+        for public in &self.keys {
             if is_admin_key_in(tx, public)? {
                 return Ok(());
             }
@@ -71,10 +79,11 @@ impl Store {
         // Every write that can take `*` from several keys at once takes it from all keys of
         // one user alike (delete, disable, narrow, revoke-keys), and a single-key write from
         // one key: two active `*` keys per admin user are enough to tell whether one remains.
-        // The user index bounds the read; a user whose first keys are all inactive is read
-        // at most `ADMIN_SCAN` entries deep, and missing a key errs on the side of refusing.
+        // The user index bounds the read; a user whose first keys are all inactive (or
+        // scoped) is read at most `ADMIN_SCAN` entries deep, and missing a key errs on the
+        // side of refusing (`AdminKeys::cut`).
         let now = self.inner.clock.now();
-        let mut keys = Vec::new();
+        let (mut keys, mut cut) = (Vec::new(), false);
         for user in admins {
             let entries = index::scan(
                 &self.inner.db,
@@ -83,8 +92,9 @@ impl Store {
                 true,
                 None,
             );
-            let mut found = 0;
+            let (mut found, mut read) = (0, 0);
             for entry in entries.take(ADMIN_SCAN) {
+                read += 1;
                 let (_, id) = entry?;
                 let Some(public) = layout::public_id_of(id) else {
                     continue;
@@ -102,8 +112,9 @@ impl Store {
                     }
                 }
             }
+            cut |= found < 2 && read == ADMIN_SCAN;
         }
-        Ok(AdminKeys(keys))
+        Ok(AdminKeys { keys, cut })
     }
 
     /// Whether a key (by record id) is active and holds `*` now. An unknown id is not.
