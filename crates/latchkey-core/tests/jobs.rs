@@ -3,11 +3,15 @@
 //! middle resumes the work at the next open.
 
 mod support;
+/// Edits a closed store's files: a damaged key record.
+#[path = "support/tamper.rs"]
+mod tamper;
 
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
 use latchkey_core::*;
+use time::OffsetDateTime;
 
 const CHILD_ENV: &str = "LATCHKEY_JOBS_CHILD";
 const KEYS: usize = 400;
@@ -45,11 +49,30 @@ fn revoked_records(store: &Store, user: uuid::Uuid) -> usize {
     store.list_keys(&query).unwrap().items.len()
 }
 
+/// Asserts that enabling the key is refused as `key_revoked`.
+#[track_caller]
+fn is_never_enabled_again(store: &Store, key: uuid::Uuid) {
+    let enable = KeyPatch {
+        enabled: Some(true),
+        ..KeyPatch::default()
+    };
+    let refused = store.update_key(&Actor::system(), key, enable);
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(Conflict::KeyRevoked))),
+        "{refused:?}"
+    );
+}
+
 /// A user named "big" with `keys` keys, created in one transaction.
 fn big_user(store: &Store, keys: usize) -> (User, Vec<CreatedKey>) {
+    big_user_named(store, "big", keys)
+}
+
+/// [`big_user`] named `name`.
+fn big_user_named(store: &Store, name: &str, keys: usize) -> (User, Vec<CreatedKey>) {
     let admin = Actor::system();
     let new = NewUser {
-        name: "big".into(),
+        name: name.into(),
         permissions: PermissionSet::parse(["x"]).unwrap(),
         ..NewUser::default()
     };
@@ -238,14 +261,7 @@ fn a_key_under_its_user_s_revocation_is_not_rotated_and_a_later_key_is_never_und
         store.rotate_key(&admin, first, time::Duration::ZERO),
         Err(StoreError::Conflict(Conflict::KeyRevoked))
     ));
-    let enable = KeyPatch {
-        enabled: Some(true),
-        ..KeyPatch::default()
-    };
-    assert!(matches!(
-        store.update_key(&admin, created[1].key.id, enable),
-        Err(StoreError::Conflict(Conflict::KeyRevoked))
-    ));
+    is_never_enabled_again(&store, created[1].key.id);
     store.delete_key(&admin, created[2].key.id).unwrap();
     // A clock behind the revocation (another daemon's, or stepped back) still makes a key
     // that works, before and after the background work.
@@ -268,6 +284,62 @@ fn a_key_under_its_user_s_revocation_is_not_rotated_and_a_later_key_is_never_und
         assert_eq!(code(&store, key.secret.expose()), expected);
     }
     assert_eq!(revoked_records(&store, user.id), 14);
+}
+
+/// The same for a deleted user's keys: revoked to every rule before the background work
+/// reaches them, not only to verification.
+#[test]
+fn a_deleted_user_s_key_is_revoked_to_every_rule_before_its_chunk_runs() {
+    let (_dir, store, _clock) = support::clocked_store(OffsetDateTime::now_utc(), |c| {
+        c.index_chunk_positions(2)
+            .job_chunk_keys(10)
+            .background_jobs(false)
+    });
+    let admin = Actor::system();
+    let (user, created) = big_user(&store, 15);
+    store.delete_user(&admin, user.id).unwrap();
+    is_never_enabled_again(&store, created[1].key.id);
+    store.delete_key(&admin, created[2].key.id).unwrap();
+    store.run_jobs().unwrap();
+    assert_eq!(store.pending_jobs().unwrap(), 0);
+    assert_eq!(revoked_records(&store, user.id), 14);
+}
+
+/// A key record that does not decode (damaged) is stepped over by the background work,
+/// logged: the job finishes, and so does the next one, instead of stopping them for good.
+#[test]
+fn a_damaged_key_record_does_not_stop_the_background_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        support::config()
+            .index_chunk_positions(2)
+            .job_chunk_keys(10)
+            .background_jobs(false)
+    };
+    let store = Store::create_empty(dir.path(), "lk", config()).unwrap();
+    let (user, created) = big_user(&store, 15);
+    drop(store);
+    let public = created[3].key.prefix.rsplit('_').next().unwrap().as_bytes();
+    let raw = tamper::Raw::open(dir.path());
+    let record = raw
+        .keys_with_prefix(b"k:")
+        .into_iter()
+        .find(|k| k.ends_with(public))
+        .expect("the key's record");
+    raw.apply(vec![(record, Some(b"not a record".to_vec()))]);
+    drop(raw);
+
+    let store = Store::open(dir.path(), config()).unwrap();
+    let admin = Actor::system();
+    store.revoke_user_keys(&admin, user.id).unwrap();
+    let (other, _) = big_user_named(&store, "other", 15);
+    store.delete_user(&admin, other.id).unwrap();
+    store.run_jobs().unwrap();
+    assert_eq!(store.pending_jobs().unwrap(), 0, "both jobs finished");
+    for (i, key) in created.iter().enumerate().filter(|(i, _)| *i != 3) {
+        let status = store.key(key.key.id).unwrap().status;
+        assert_eq!(status, KeyStatus::Revoked, "key {i}");
+    }
 }
 
 /// The keys revoked in the background are revoked by whoever asked: every event names the

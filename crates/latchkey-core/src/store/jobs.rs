@@ -309,7 +309,7 @@ impl Tx<'_> {
         let Some(public) = layout::public_id_of(id) else {
             return Ok(false);
         };
-        let Some(mut record) = self.get::<KeyRecord>(&layout::key(&public))? else {
+        let Some(mut record) = self.get_or_skip::<KeyRecord>(&layout::key(&public))? else {
             return Ok(false);
         };
         if record.revoked_at.is_some() || record.user_id != user {

@@ -53,7 +53,7 @@ impl Store {
                 let Some(public) = layout::public_id_of(*id) else {
                     continue;
                 };
-                let Some(record) = tx.get::<KeyRecord>(&layout::key(&public))? else {
+                let Some(record) = tx.get_or_skip::<KeyRecord>(&layout::key(&public))? else {
                     continue;
                 };
                 let before = index::entries(&record, old_mark);

@@ -58,6 +58,24 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// [`Tx::get`] for work over many records (a user's keys revoked in chunks, the expiry
+    /// sweep) that must not stop for good at one that does not decode: that one is logged
+    /// and read as absent, and the work goes on with the others. (A key whose record does
+    /// not decode authenticates nobody: verification fails on it too.)
+    pub(crate) fn get_or_skip<T: DeserializeOwned>(&self, key: &[u8]) -> TxResult<Option<T>> {
+        match self.get(key) {
+            Err(TxError::Abort(StoreError::Corrupt(why))) => {
+                tracing::error!(
+                    key = %String::from_utf8_lossy(key),
+                    error = %why,
+                    "a record does not decode; skipped (`latchkey restore` from a backup repairs the store)"
+                );
+                Ok(None)
+            }
+            read => read,
+        }
+    }
+
     /// Reads `keys` ahead, in one round trip where reads are round trips: see
     /// [`KvTx::prefetch`].
     pub(crate) fn prefetch(&self, keys: &[Vec<u8>]) -> TxResult<()> {

@@ -205,7 +205,10 @@ impl Store {
             if let Err(e) = actor.ensure_covers(&grants) {
                 return abort(e);
             }
-            tx.revoke_user_keys_in(actor, id, head, false)?;
+            // Marked, as `revoke-keys` does: until the background work reaches a key, the
+            // key is revoked to every rule (never enabled again, deleted as a revoked key,
+            // never rotated), not only to verification, which finds no user.
+            tx.revoke_user_keys_in(actor, id, head, true)?;
             tx.remove(&layout::user(id))?;
             put_user_limits_in(tx, id, &[])?;
             tx.count(Counter::Users, -1)?;
