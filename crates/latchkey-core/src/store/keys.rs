@@ -497,8 +497,14 @@ impl Store {
             tx.put_raw(&successor, created.key.id.as_bytes())?;
             Ok((created, (controls.version, drained)))
         });
-        let (created, settle) = rotated.inspect_err(|_| {
-            if let Some((version, slice)) = taken.get() {
+        let (created, settle) = rotated.inspect_err(|e| {
+            // Back to the old key unless the rotation may have committed (a failure in
+            // storage over a network): then it is spent, never counted twice.
+            let maybe_committed = matches!(e, StoreError::Storage(_) | StoreError::Unavailable(_))
+                && !self.inner.db.failed_commit_wrote_nothing();
+            if let Some((version, slice)) = taken.get()
+                && !maybe_committed
+            {
                 self.inner.meters.put_back(id, version, slice);
             }
         })?;

@@ -526,6 +526,10 @@ impl Backend for PgBackend {
         true
     }
 
+    fn failed_commit_wrote_nothing(&self) -> bool {
+        false
+    }
+
     fn lock_writers(&self) -> Result<WriterGuard, StoreError> {
         let client = self.0.client()?;
         let locked = self
