@@ -29,15 +29,16 @@ use crate::key::PublicId;
 use crate::model::{KeyStatus, User};
 use crate::permission::{Permission, PermissionSet};
 
-/// How deep into one admin user's keys [`Store::admin_keys_if`] looks for active ones.
-const ADMIN_SCAN: usize = 10_000;
+/// How deep into one admin user's keys [`Store::admin_keys_if`] looks for active ones, by
+/// default (`StoreConfig::admin_scan_keys`).
+pub(super) const ADMIN_SCAN: usize = 10_000;
 
 /// The active keys that held `*` before a write (empty when the write cannot touch one).
 #[derive(Debug, Default)]
 pub(super) struct AdminKeys {
     keys: Vec<PublicId>,
-    /// An admin user's keys were read only [`ADMIN_SCAN`] deep without finding two active
-    /// `*` ones: it may hold more, unread.
+    /// An admin user's keys were read only so deep (`ADMIN_SCAN` by default) without
+    /// finding two active `*` ones: it may hold more, unread.
     cut: bool,
 }
 
@@ -92,8 +93,9 @@ impl Store {
                 true,
                 None,
             );
+            let depth = self.inner.admin_scan_keys;
             let (mut found, mut read) = (0, 0);
-            for entry in entries.take(ADMIN_SCAN) {
+            for entry in entries.take(depth) {
                 read += 1;
                 let (_, id) = entry?;
                 let Some(public) = layout::public_id_of(id) else {
@@ -112,7 +114,7 @@ impl Store {
                     }
                 }
             }
-            cut |= found < 2 && read == ADMIN_SCAN;
+            cut |= found < 2 && read == depth;
         }
         Ok(AdminKeys { keys, cut })
     }

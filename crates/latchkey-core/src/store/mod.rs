@@ -100,6 +100,7 @@ pub struct StoreConfig {
     background_jobs: bool,
     max_staleness: Duration,
     index_chunk_positions: usize,
+    admin_scan_keys: usize,
     engine: Engine,
 }
 
@@ -116,6 +117,7 @@ impl Default for StoreConfig {
             background_jobs: true,
             max_staleness: Duration::from_secs(5),
             index_chunk_positions: chunks::CHUNK_POSITIONS,
+            admin_scan_keys: last_admin::ADMIN_SCAN,
             engine: Engine::default(),
         }
     }
@@ -191,6 +193,14 @@ impl StoreConfig {
     #[doc(hidden)]
     pub fn index_chunk_positions(mut self, positions: usize) -> Self {
         self.index_chunk_positions = positions.clamp(2, 1_024);
+        self
+    }
+
+    /// How deep the last-admin check reads one admin user's keys (default 10,000, at least
+    /// 1): for tests, which reach past it with a few keys.
+    #[doc(hidden)]
+    pub fn admin_scan_keys(mut self, keys: usize) -> Self {
+        self.admin_scan_keys = keys.max(1);
         self
     }
 
@@ -297,6 +307,8 @@ struct Inner {
     job_chunk_keys: usize,
     /// The most positions in one index chunk.
     chunk_positions: usize,
+    /// How deep the last-admin check reads an admin user's keys.
+    admin_scan_keys: usize,
 }
 
 impl std::fmt::Debug for Inner {
@@ -578,6 +590,7 @@ impl Store {
             wake_jobs: config.background_jobs.then_some(wake),
             job_chunk_keys: config.job_chunk_keys,
             chunk_positions: config.index_chunk_positions,
+            admin_scan_keys: config.admin_scan_keys,
         });
         if let Some(interval) = config.usage_flush_interval {
             spawn_usage_flusher(Arc::downgrade(&inner), interval, stopped);
