@@ -82,24 +82,41 @@ pub struct GlobalArgs {
     /// Which of `--url` and `--db` were given on the command line (not by the environment
     /// or the file): see `Settings::management_store`.
     #[arg(skip)]
-    pub on_command_line: OnCommandLine,
+    pub given: WhereGiven,
 }
 
-/// Which of the flags that say where to work came on the command line.
+/// Where the flags that say where to work came from.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct OnCommandLine {
-    /// `--url`.
-    pub url: bool,
-    /// `--db`.
-    pub db: bool,
+pub struct WhereGiven {
+    /// `--url` (`LATCHKEY_URL`).
+    pub url: Given,
+    /// `--db` (`LATCHKEY_DB`).
+    pub db: Given,
 }
 
-impl OnCommandLine {
+/// Where a setting came from, weakest first: a flag beats the environment, which beats the
+/// file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Given {
+    /// The config file, or nowhere.
+    #[default]
+    FileOrNone,
+    /// Its environment variable.
+    Environment,
+    /// The command line.
+    CommandLine,
+}
+
+impl WhereGiven {
     /// Read from the parsed command line.
-    pub fn of(matches: &clap::ArgMatches) -> OnCommandLine {
-        let given =
-            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-        OnCommandLine {
+    pub fn of(matches: &clap::ArgMatches) -> WhereGiven {
+        use clap::parser::ValueSource;
+        let given = |id: &str| match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => Given::CommandLine,
+            Some(ValueSource::EnvVariable) => Given::Environment,
+            _ => Given::FileOrNone,
+        };
+        WhereGiven {
             url: given("url"),
             db: given("db"),
         }

@@ -12,7 +12,7 @@ use latchkey_core::key::Redacted;
 use latchkey_core::{Engine, Location, StoreConfig};
 use serde::Deserialize;
 
-use crate::cli::{EngineArg, GlobalArgs, InitArgs, ServeArgs};
+use crate::cli::{EngineArg, Given, GlobalArgs, InitArgs, ServeArgs, WhereGiven};
 use crate::duration::parse_duration;
 use crate::engine;
 
@@ -190,7 +190,7 @@ pub struct Settings {
     pub log_json: bool,
     /// A private CA for an `https://` URL.
     pub ca_cert: Option<PathBuf>,
-    on_command_line: crate::cli::OnCommandLine,
+    given: WhereGiven,
     file: FileConfigRest,
 }
 
@@ -244,7 +244,7 @@ impl Settings {
             log: file.log,
             log_json,
             ca_cert: args.ca_cert.clone().or(file.ca_cert),
-            on_command_line: args.on_command_line,
+            given: args.given,
             file: FileConfigRest {
                 listen: file.listen,
                 prefix: file.prefix,
@@ -260,16 +260,18 @@ impl Settings {
     }
 
     /// Where a management command (or `backup`) works: on the store `db` names (`Some`),
-    /// or through the daemon at `url` (`None`). A flag beats the environment and the file
-    /// here too: `--url` given with `LATCHKEY_DB` (or `db` in the file) set goes through the
-    /// daemon; `--url` and `--db` both on the command line are refused.
+    /// or through the daemon at `url` (`None`). A flag beats the environment, which beats
+    /// the file, here too: `--url` given with `LATCHKEY_DB` (or `db` in the file) set goes
+    /// through the daemon, and so does `LATCHKEY_URL` with `db` in the file; given alike
+    /// (both in the environment, or both in the file), `db` wins; `--url` and `--db` both on
+    /// the command line are refused.
     pub fn management_store(&self) -> anyhow::Result<Option<&Location>> {
-        match (self.on_command_line.url, self.on_command_line.db) {
-            (true, true) => anyhow::bail!(
+        match (self.given.url, self.given.db) {
+            (Given::CommandLine, Given::CommandLine) => anyhow::bail!(
                 "--url and --db both say where to work: give one (--url: through the daemon; \
                  --db: on the store directly)"
             ),
-            (true, false) => Ok(None),
+            (url, db) if url > db => Ok(None),
             _ => Ok(self.db.as_ref()),
         }
     }
@@ -450,7 +452,7 @@ mod tests {
             log: None,
             log_json: false,
             ca_cert: None,
-            on_command_line: crate::cli::OnCommandLine::default(),
+            given: WhereGiven::default(),
             file: FileConfigRest::default(),
         };
         for shown in crate::testing::debug_texts(&[&file, &settings]) {
@@ -459,6 +461,31 @@ mod tests {
             assert!(!shown.contains(password), "{shown}");
             assert!(shown.contains("db.internal"), "{shown}");
         }
+    }
+
+    /// Where a management command works: a `--url`/`LATCHKEY_URL` beats a `db` given more
+    /// weakly (the file's), and a `db` given as strongly or more wins.
+    #[test]
+    fn the_stronger_of_url_and_db_says_where_to_work() {
+        let settings = |url, db| Settings {
+            url: DEFAULT_URL.to_owned(),
+            admin_key: None,
+            db: Some(Location::parse("/var/lib/latchkey")),
+            json: false,
+            log: None,
+            log_json: false,
+            ca_cert: None,
+            given: WhereGiven { url, db },
+            file: FileConfigRest::default(),
+        };
+        let through_daemon = |url, db| settings(url, db).management_store().unwrap().is_none();
+        assert!(through_daemon(Given::Environment, Given::FileOrNone));
+        assert!(through_daemon(Given::CommandLine, Given::Environment));
+        assert!(!through_daemon(Given::FileOrNone, Given::FileOrNone));
+        assert!(!through_daemon(Given::Environment, Given::Environment));
+        assert!(!through_daemon(Given::Environment, Given::CommandLine));
+        let both = settings(Given::CommandLine, Given::CommandLine);
+        assert!(both.management_store().is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use latchkey_daemon::cli::{Cli, Command, OnCommandLine};
+use latchkey_daemon::cli::{Cli, Command, WhereGiven};
 use latchkey_daemon::config::{DEFAULT_CONFIG, Settings};
 use latchkey_daemon::{backup, commands, init, migrate, scan, start};
 use tracing_subscriber::EnvFilter;
@@ -26,7 +26,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    cli.global.on_command_line = OnCommandLine::of(&matches);
+    cli.global.given = WhereGiven::of(&matches);
     if !matches!(cli.command, Command::Serve(_)) {
         // Rust ignores SIGPIPE, so `println!` into a closed pipe panics. The daemon keeps
         // ignoring it: a write to a closed socket must be an error, never its death.

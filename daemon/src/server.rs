@@ -105,18 +105,30 @@ fn layered(router: Router, request_timeout: Duration) -> Router {
 
 /// The request timeout: past it, a request is answered 503 `request_timeout`. Its future is
 /// dropped, but the blocking work it started keeps running, so a write may still be made:
-/// the answer says the outcome is unknown, not that nothing happened. Not
-/// for `GET /v1/backup`, whose answer waits for a copy of the whole store (minutes, at a
-/// million keys); the change feed's stream is not concerned, its answer starts at once.
-/// (`tower_http`'s `TimeoutLayer` times every request alike.)
+/// the answer says the outcome is unknown, not that nothing happened. Not for
+/// `GET /v1/backup`, whose answer waits for a copy of the whole store (minutes, at a
+/// million keys), nor for a request whose answer is a new key's secret ([`mints_a_secret`]):
+/// cut, it could make a key whose secret no one ever sees. The change feed's stream is not
+/// concerned, its answer starts at once. (`tower_http`'s `TimeoutLayer` times every request
+/// alike.)
 async fn timed(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/v1/backup" {
+    if request.uri().path() == "/v1/backup" || mints_a_secret(&request) {
         return next.run(request).await;
     }
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => latchkey_admin::request_timeout_response(),
     }
+}
+
+/// Whether `request` creates or rotates a key, whose answer (API or console) is the only
+/// one ever to hold the new key's secret.
+fn mints_a_secret(request: &Request) -> bool {
+    let path = request.uri().path();
+    request.method() == http::Method::POST
+        && (matches!(path, "/v1/keys" | "/ui/keys")
+            || ((path.starts_with("/v1/keys/") || path.starts_with("/ui/keys/"))
+                && path.ends_with("/rotate")))
 }
 
 /// Serves until `shutdown` completes, lets open requests finish (up to the drain timeout),
@@ -240,17 +252,43 @@ mod tests {
 
     use super::*;
 
-    /// Two routes that each answer after a minute, on a paused clock (time jumps to the next
-    /// timer whenever nothing else is to be done): only the backup's is not cut at 30 s.
+    /// Routes that each answer after a minute, on a paused clock (time jumps to the next
+    /// timer whenever nothing else is to be done): only the backup's and those that make a
+    /// key (whose answer alone holds its secret) are not cut at 30 s.
     #[tokio::test(start_paused = true)]
-    async fn the_request_timeout_spares_only_the_backup() {
+    async fn the_request_timeout_spares_the_backup_and_new_secrets_only() {
         let slow = || async {
             tokio::time::sleep(Duration::from_secs(60)).await;
             "done"
         };
         let router = Router::new()
             .route("/v1/backup", get(slow))
-            .route("/v1/users", get(slow));
+            .route("/v1/users", get(slow).post(slow))
+            .route("/v1/keys", axum::routing::post(slow))
+            .route("/v1/keys/{id}/rotate", axum::routing::post(slow))
+            .route("/v1/keys/{id}/revoke", axum::routing::post(slow))
+            .route("/ui/keys", axum::routing::post(slow))
+            .route("/ui/keys/{id}/rotate", axum::routing::post(slow));
+        let post = |path: &str| Request::post(path).body(Body::empty()).unwrap();
+        let timed_out = |path: &'static str| {
+            let app = layered(router.clone(), Duration::from_secs(30));
+            async move { app.oneshot(post(path)).await.unwrap().status() }
+        };
+        for path in [
+            "/v1/keys",
+            "/v1/keys/k/rotate",
+            "/ui/keys",
+            "/ui/keys/k/rotate",
+        ] {
+            assert_eq!(timed_out(path).await, StatusCode::OK, "{path}");
+        }
+        for path in ["/v1/users", "/v1/keys/k/revoke"] {
+            assert_eq!(
+                timed_out(path).await,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{path}"
+            );
+        }
         let app = layered(router, Duration::from_secs(30));
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
         let users = app.clone().oneshot(get("/v1/users")).await.unwrap();
