@@ -317,6 +317,31 @@ fn an_answer_that_is_no_whole_backup_is_never_named_one() {
     }
 }
 
+/// A proxy in the environment never sees the admin key: plain HTTP (here to loopback)
+/// goes straight to the daemon, whatever `HTTP_PROXY` and `ALL_PROXY` say.
+#[test]
+fn the_cli_speaks_plain_http_to_the_daemon_never_through_a_proxy() {
+    let f = Fixture::new();
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let run = Run::of(
+        latchkey()
+            .args(["--json", "users", "list"])
+            .env("LATCHKEY_URL", &f.daemon.url)
+            .env("LATCHKEY_ADMIN_KEY", &f.admin)
+            .env("HTTP_PROXY", &proxy_url)
+            .env("http_proxy", &proxy_url)
+            .env("ALL_PROXY", &proxy_url),
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.json()["items"][0]["name"], "admin");
+    assert!(
+        proxy.accept().is_err(),
+        "the proxy was asked (it would have seen the admin key)"
+    );
+}
+
 #[test]
 fn an_offline_backup_holds_what_the_daemon_serves() {
     let f = Fixture::new();

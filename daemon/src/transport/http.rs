@@ -62,8 +62,10 @@ impl HttpTransport {
             matches!(parsed.scheme(), "http" | "https"),
             "invalid --url {url:?}: expected an http:// or https:// URL"
         );
-        let client = latchkey_tower::remote::https_client_builder(ca_pem)
-            .context("invalid --ca-cert")?
+        let client =
+            latchkey_tower::remote::https_client_builder(ca_pem).context("invalid --ca-cert")?;
+        // No proxy where it would see the admin key (plain HTTP) or not reach the daemon.
+        let client = latchkey_tower::remote::direct_unless_tunneled(client, &parsed)
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(10))
             .build()

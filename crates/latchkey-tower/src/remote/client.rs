@@ -100,7 +100,8 @@ impl Daemon {
         let mut authorization = HeaderValue::try_from(format!("Bearer {}", service_key.expose()))
             .map_err(|e| RemoteError::Client(e.into()))?;
         authorization.set_sensitive(true);
-        let http = super::tls::https_client_builder(settings.ca_pem.as_deref())?
+        let http = super::tls::https_client_builder(settings.ca_pem.as_deref())?;
+        let http = super::tls::direct_unless_tunneled(http, &base)
             .connect_timeout(settings.connect_timeout)
             .tcp_nodelay(true)
             // A daemon reached over TLS is never spoken to in the clear.

@@ -48,6 +48,40 @@ pub fn https_client_builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuil
         .redirect(reqwest::redirect::Policy::none()))
 }
 
+/// `builder` with no proxy for `url` where one would see the key: a plain `http://` request
+/// goes to a proxy whole, its `Authorization` header included, and a loopback address is
+/// the proxy's own, not this machine's. An `https://` request to another host may use the
+/// system's proxy (`HTTPS_PROXY`): tunneled, it sees nothing of the request.
+///
+/// # Example
+///
+/// ```
+/// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let url = reqwest::Url::parse("http://127.0.0.1:7878")?;
+/// let builder = latchkey_tower::remote::https_client_builder(None)?;
+/// let client = latchkey_tower::remote::direct_unless_tunneled(builder, &url).build()?;
+/// # let _ = client;
+/// # Ok(())
+/// # }
+/// ```
+pub fn direct_unless_tunneled(
+    builder: reqwest::ClientBuilder,
+    url: &reqwest::Url,
+) -> reqwest::ClientBuilder {
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.is_empty()
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if url.scheme() == "http" || loopback {
+        builder.no_proxy()
+    } else {
+        builder
+    }
+}
+
 fn client_config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, RemoteError> {
     let extra = match ca_pem {
         Some(pem) => certificates(pem)?,
