@@ -34,6 +34,12 @@ use crate::store::layout;
 /// for the writers' lock ends on the server first.
 pub(super) const OP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How many times a transaction that conflicts with others (a serialization failure or a
+/// deadlock) runs before the store answers `Unavailable`: each again after a pause of up
+/// to 64 ms, drawn at random so that the writers that collided do not collide again, and
+/// longer each time (under a second in all).
+const CONFLICT_RETRIES: u32 = 16;
+
 /// The advisory lock that serializes management writes across processes.
 const WRITERS_LOCK: i64 = 0x6c61_7463_686b_6579; // "latchkey"
 
@@ -462,7 +468,12 @@ impl Backend for PgBackend {
     fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
         let pg = &*self.0;
         let client = pg.client().map_err(TxError::Storage)?;
-        loop {
+        for attempt in 0..CONFLICT_RETRIES {
+            if attempt > 0 {
+                // Up to 2, 4, … 64 ms, then 64 ms each time.
+                let most = 1_000 << attempt.min(6);
+                std::thread::sleep(Duration::from_micros(fastrand::u64(0..=most)));
+            }
             pg.begin(&client, "BEGIN ISOLATION LEVEL SERIALIZABLE")
                 .map_err(TxError::Storage)?;
             let tx = PgTx {
@@ -500,6 +511,10 @@ impl Backend for PgBackend {
                 return Err(e);
             }
         }
+        Err(TxError::Storage(StoreError::Unavailable(
+            format!("a transaction conflicted with others {CONFLICT_RETRIES} times in a row")
+                .into(),
+        )))
     }
 
     fn apply_batch(&self, batch: Batch) -> Result<(), StoreError> {
@@ -597,5 +612,31 @@ impl Backend for PgBackend {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::postgres::testing::TestDatabase;
+
+    /// A transaction that conflicts again and again ends, `Unavailable`, after its
+    /// attempts: it never spins on for ever (holding the writers' lock, for a write).
+    #[test]
+    fn a_transaction_that_keeps_conflicting_ends_unavailable() {
+        let Some(database) = TestDatabase::create() else {
+            return;
+        };
+        let db = database.backend();
+        let mut runs = 0;
+        let outcome = db.transaction(&mut |_| {
+            runs += 1;
+            Err(TxError::Conflict)
+        });
+        assert!(
+            matches!(outcome, Err(TxError::Storage(StoreError::Unavailable(_)))),
+            "{outcome:?}"
+        );
+        assert_eq!(runs, CONFLICT_RETRIES);
     }
 }

@@ -16,7 +16,12 @@ use crate::location::DatabaseUrl;
 /// a session's, taken outside any transaction, so the session is idle, not idle in a
 /// transaction, and the kernel still answers the keepalives. Such a process must be killed
 /// (or its backend ended with `pg_terminate_backend`); until then writes answer 503.
+///
+/// A statement ends on the server too a little before the client gives up on it
+/// (`statement_timeout` under `OP_TIMEOUT`): otherwise it would run on, holding its locks
+/// and a server connection, after the client discarded the connection.
 const SESSION: &str = "-c idle_in_transaction_session_timeout=30000 -c lock_timeout=15000 \
+                       -c statement_timeout=19000 \
                        -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 \
                        -c tcp_keepalives_count=3 -c tcp_user_timeout=30000";
 
