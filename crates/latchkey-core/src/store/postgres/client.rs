@@ -497,6 +497,11 @@ impl Backend for PgBackend {
             let Err(e) = outcome else {
                 return Ok(());
             };
+            // A session in doubt (a statement timed out) ends with its connection: a
+            // ROLLBACK would only wait behind what hangs.
+            if client.is_discarded() && !matches!(e, TxError::Conflict) {
+                return Err(e);
+            }
             // After a failed COMMIT the transaction is over already; ROLLBACK then only
             // warns.
             if let Err(lost) = pg.execute(&client, "ROLLBACK") {
@@ -526,7 +531,7 @@ impl Backend for PgBackend {
         let written = pg
             .write_all(&client, writes)
             .and_then(|()| pg.execute(&client, "COMMIT"));
-        if written.is_err() && pg.execute(&client, "ROLLBACK").is_err() {
+        if written.is_err() && !client.is_discarded() && pg.execute(&client, "ROLLBACK").is_err() {
             client.discard();
         }
         written
@@ -592,22 +597,33 @@ impl Backend for PgBackend {
         // yet counted out) keeps every write here waiting up to `bound`. Each poll takes a
         // connection and gives it back, so such waits never hold the pool that this
         // process's catch-up and verifications need.
+        // A poll that fails tells nothing: polled again until the deadline, by when a
+        // process that did not apply the change has not confirmed its cache for `bound`
+        // either, and so serves from it no more.
         let mut pause = Duration::from_millis(1);
         loop {
-            let rows = self.0.query(
-                &self.0.client()?,
-                "SELECT count(*) FROM latchkey_followers WHERE id <> $1 AND applied < $2 \
-                 AND seen > now() - make_interval(secs => $3)",
-                &[&follower.as_bytes().as_slice(), &seq, &window],
-            )?;
-            let behind: i64 = rows.first().map_or(0, |row| row.get(0));
+            let polled = self.0.client().and_then(|client| {
+                self.0.query(
+                    &client,
+                    "SELECT count(*) FROM latchkey_followers WHERE id <> $1 AND applied < $2 \
+                     AND seen > now() - make_interval(secs => $3)",
+                    &[&follower.as_bytes().as_slice(), &seq, &window],
+                )
+            });
+            let behind = match &polled {
+                Ok(rows) => rows.first().map_or(0, |row| row.get::<_, i64>(0)),
+                Err(_) => -1,
+            };
             if behind == 0 {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(StoreError::storage(format!(
-                    "{behind} other process(es) did not apply change {seq} within {bound:?}"
-                )));
+                return Err(match polled {
+                    Err(e) => e,
+                    Ok(_) => StoreError::storage(format!(
+                        "{behind} other process(es) did not apply change {seq} within {bound:?}"
+                    )),
+                });
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));

@@ -29,6 +29,12 @@ impl Conn {
     pub(super) fn discard(&self) {
         self.doubtful.store(true, Ordering::Relaxed);
     }
+
+    /// Whether [`Conn::discard`] was called: nothing more is sent on it (a `ROLLBACK`
+    /// would only wait behind the statement that timed out).
+    pub(super) fn is_discarded(&self) -> bool {
+        self.doubtful.load(Ordering::Relaxed)
+    }
 }
 
 impl Deref for Conn {
