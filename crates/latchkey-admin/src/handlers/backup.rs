@@ -35,7 +35,7 @@ const CHUNK: usize = 64 * 1024;
         (status = 200, description = "The backup file", content_type = "application/octet-stream", body = Vec<u8>,
             headers(("X-Latchkey-Backup-Seq" = u64, description = "The newest change the backup holds"))),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The key lacks latchkey:backup (`forbidden`), or its user is in a tenant (`tenant_forbidden`): a backup holds every tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks latchkey:backup (`insufficient_permission`), or its user is in a tenant (`tenant_forbidden`): a backup holds every tenant", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`backup_in_progress`: another backup is being taken or sent", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The backup could not be written (see the server log)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The keystore is unavailable", body = Problem, content_type = "application/problem+json"),
