@@ -160,15 +160,19 @@ pub(crate) async fn verify(
                 }
                 Err(e) => (e.code(), None),
             };
+            // A key that expires does so without a change event; a remote verifier caches
+            // the answer only until then. From the verify cache: a warm verification reads
+            // nothing from the storage; a read that fails is no answer ("never expires"
+            // would be cached on that word).
+            let expires_at = expiry(&state, &principal)
+                .await
+                .map_err(|cause| unavailable(&cause))?;
             VerifyResponse {
                 valid: admitted.is_ok(),
                 code: code.to_owned(),
                 limits: principal.meter.is_some().then_some(limits),
                 retry_after,
-                // A key that expires does so without a change event; a remote verifier
-                // caches the answer only until then. From the verify cache: a warm
-                // verification reads nothing from the storage.
-                expires_at: state.store.expiry(&principal).ok().flatten(),
+                expires_at,
                 principal: Some((*principal).clone()),
                 seq,
             }
@@ -185,6 +189,22 @@ pub(crate) async fn verify(
         },
     };
     Ok(Json(answer))
+}
+
+/// When the verified key expires: `Store::expiry`, on the blocking pool where a read
+/// that misses the verify cache crosses a network (PostgreSQL), never on an async worker.
+async fn expiry(
+    state: &AppState,
+    principal: &latchkey_core::Principal,
+) -> Result<Option<time::OffsetDateTime>, String> {
+    if !state.store.reads_over_network() {
+        return state.store.expiry(principal).map_err(|e| e.to_string());
+    }
+    let (store, principal) = (state.store.clone(), principal.clone());
+    match tokio::task::spawn_blocking(move || store.expiry(&principal)).await {
+        Ok(read) => read.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the expiry read did not complete: {e}")),
+    }
 }
 
 fn unavailable(cause: &str) -> AppError {
