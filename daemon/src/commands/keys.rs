@@ -250,7 +250,18 @@ pub(crate) async fn print_created<T: Transport>(
         print_json(answer);
         return Ok(());
     }
-    let created: KeyWithSecret = read(answer)?;
+    let created: KeyWithSecret = match read(answer) {
+        Ok(created) => created,
+        // The key exists: its secret is printed whatever else of the answer does not read
+        // (a daemon of another version), since no answer will ever hold it again.
+        Err(e) => {
+            if let Some(secret) = answer.get("secret").and_then(Value::as_str) {
+                println!("Secret (store immediately):");
+                println!("{secret}");
+            }
+            return Err(e);
+        }
+    };
     let user = user_label(&cli.api, created.key.user_id).await;
     print_secret_block(&created.key, &created.secret, &user);
     Ok(())
