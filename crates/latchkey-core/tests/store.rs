@@ -1061,6 +1061,32 @@ fn opening_a_held_store_leaves_its_snapshot_in_progress() {
     assert!(generating.exists(), "the holder's snapshot was removed");
 }
 
+/// An admin user with exactly as many keys as the last-admin check reads, none of them an
+/// admin key, was read whole: there is no admin key to keep, and disabling the user is not
+/// refused as if some might lie deeper.
+#[test]
+fn a_user_read_whole_by_the_last_admin_check_holds_no_unread_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::config().admin_scan_keys(20);
+    let store = Store::create_empty(dir.path(), "lk", config).unwrap();
+    let user = support::user(&store, "ops", &["*"]);
+    let scoped: Vec<NewKey> = (0..20)
+        .map(|i| NewKey {
+            name: format!("s{i}"),
+            user_id: user.id,
+            scopes: Some(perms(&["orders:read"])),
+            ..NewKey::default()
+        })
+        .collect();
+    store.create_keys(&Actor::system(), &scoped).unwrap();
+    let patch = UserPatch {
+        enabled: Some(false),
+        ..UserPatch::default()
+    };
+    let disabled = store.update_user(&Actor::system(), user.id, patch).unwrap();
+    assert!(!disabled.enabled);
+}
+
 /// An admin user whose one `*` key lies deeper than the last-admin check reads (behind
 /// more newer scoped keys than it reads: 10,000 by default, 20 here) keeps it: the check
 /// refuses rather than let the write through on the word of a partial read.

@@ -95,8 +95,14 @@ impl Store {
             );
             let depth = self.inner.admin_scan_keys;
             let (mut found, mut read) = (0, 0);
-            for entry in entries.take(depth) {
+            // One entry past the depth tells a user with more keys than were read from
+            // one with exactly that many, all read.
+            for entry in entries.take(depth.saturating_add(1)) {
                 read += 1;
+                if read > depth {
+                    cut |= found < 2;
+                    break;
+                }
                 let (_, id) = entry?;
                 let Some(public) = layout::public_id_of(id) else {
                     continue;
@@ -114,7 +120,6 @@ impl Store {
                     }
                 }
             }
-            cut |= found < 2 && read == depth;
         }
         Ok(AdminKeys { keys, cut })
     }
