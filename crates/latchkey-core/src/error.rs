@@ -169,7 +169,37 @@ pub enum StoreError {
     },
 }
 
+/// The cause of a storage error raised by a `COMMIT` that failed other than by a conflict
+/// (its connection lost, a timeout): the database may have committed and its answer been
+/// lost. See [`StoreError::may_have_committed`].
+#[derive(Debug)]
+pub(crate) struct CommitInDoubt(pub(crate) BoxError);
+
+impl fmt::Display for CommitInDoubt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (at COMMIT: it may have been applied)", self.0)
+    }
+}
+
+impl std::error::Error for CommitInDoubt {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 impl StoreError {
+    /// Whether the write that failed with this error may have committed all the same: only
+    /// a `COMMIT` over a network whose answer was lost. Every other failure wrote nothing,
+    /// so what the write took out of memory (an unspent credit slice) goes back.
+    pub(crate) fn may_have_committed(&self) -> bool {
+        match self {
+            StoreError::Storage(cause) | StoreError::Unavailable(cause) => {
+                cause.is::<CommitInDoubt>()
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> StoreError {
         StoreError::Invalid {
             field,

@@ -247,14 +247,6 @@ pub(crate) trait Backend: Send + Sync + Debug {
         false
     }
 
-    /// Whether a transaction that failed in storage is known to have written nothing. Not
-    /// over a network (PostgreSQL): a `COMMIT` whose answer is lost may have committed, so
-    /// what a write took out of memory to store (an unspent credit slice) must not go back
-    /// into memory as well, or it would count twice.
-    fn failed_commit_wrote_nothing(&self) -> bool {
-        true
-    }
-
     /// Serializes management writes across every process that shares the storage, until
     /// the guard is dropped: none for a store only one process opens (its write lock is
     /// enough).

@@ -543,7 +543,7 @@ pub(super) fn flush(
                 tracing::error!(key_id = %key, error = %why, credits = slice, "a key's usage control does not decode: its unspent credit slice is dropped");
             }
             Err(e) => {
-                if db.failed_commit_wrote_nothing() {
+                if !e.may_have_committed() {
                     credits.put_slice(slice, period);
                 } else {
                     tracing::warn!(key_id = %key, credits = slice, error = %e, "giving back unspent credits failed and may have committed: the slice is dropped (spent), never counted twice");

@@ -500,8 +500,7 @@ impl Store {
         let (created, settle) = rotated.inspect_err(|e| {
             // Back to the old key unless the rotation may have committed (a failure in
             // storage over a network): then it is spent, never counted twice.
-            let maybe_committed = matches!(e, StoreError::Storage(_) | StoreError::Unavailable(_))
-                && !self.inner.db.failed_commit_wrote_nothing();
+            let maybe_committed = e.may_have_committed();
             if let Some((version, slice)) = taken.get()
                 && !maybe_committed
             {

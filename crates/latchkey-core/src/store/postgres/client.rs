@@ -22,7 +22,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::conn::Conn;
-use crate::error::StoreError;
+use crate::error::{CommitInDoubt, StoreError};
 use crate::location::DatabaseUrl;
 use crate::store::backend::{
     Backend, Batch, Direction, Entry, KeyRange, KvTx, Take, TxBody, TxError, WriterGuard,
@@ -273,6 +273,20 @@ fn tx_error(e: StoreError) -> TxError {
     }
 }
 
+/// A failed `COMMIT`: a conflict wrote nothing (and is retried); anything else may have
+/// committed, its answer lost, and says so ([`StoreError::may_have_committed`]).
+fn commit_error(e: StoreError) -> TxError {
+    match tx_error(e) {
+        TxError::Storage(StoreError::Unavailable(cause)) => {
+            TxError::Storage(StoreError::Unavailable(Box::new(CommitInDoubt(cause))))
+        }
+        TxError::Storage(StoreError::Storage(cause)) => {
+            TxError::Storage(StoreError::Storage(Box::new(CommitInDoubt(cause))))
+        }
+        other => other,
+    }
+}
+
 /// One transaction: reads go to the database through its own writes so far, which are
 /// kept here and written at commit, and through what it read before: a `SERIALIZABLE`
 /// transaction reads one snapshot, so a second read of a key would answer the same.
@@ -492,7 +506,7 @@ impl Backend for PgBackend {
                     pg.query(&client, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
                         .map_err(tx_error)?;
                 }
-                pg.execute(&client, "COMMIT").map_err(tx_error)
+                pg.execute(&client, "COMMIT").map_err(commit_error)
             });
             let Err(e) = outcome else {
                 return Ok(());
@@ -544,10 +558,6 @@ impl Backend for PgBackend {
 
     fn commits_durably(&self) -> bool {
         true
-    }
-
-    fn failed_commit_wrote_nothing(&self) -> bool {
-        false
     }
 
     fn lock_writers(&self) -> Result<WriterGuard, StoreError> {
@@ -654,5 +664,40 @@ mod tests {
             "{outcome:?}"
         );
         assert_eq!(runs, CONFLICT_RETRIES);
+    }
+
+    /// A write refused at its `COMMIT` may have committed for all its caller knows (over a
+    /// network the answer to a `COMMIT` that did commit can be lost: a deferred trigger
+    /// stands in for that here); a write refused by an earlier statement wrote nothing.
+    /// Credits taken out of memory go back only in the second case.
+    #[test]
+    fn only_a_write_failed_at_its_commit_may_have_committed() {
+        let Some(database) = TestDatabase::create() else {
+            return;
+        };
+        let db = database.backend();
+        let pg = Pg::connect(&database.url).unwrap();
+        let sql = |text: &str| pg.execute(&pg.client().unwrap(), text).unwrap();
+        sql(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused for this test'; END $$",
+        );
+        sql(
+            "CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON latchkey_kv \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.k = '\\x01'::bytea) \
+             EXECUTE FUNCTION refuse()",
+        );
+        sql("CREATE TRIGGER at_write BEFORE INSERT ON latchkey_kv \
+             FOR EACH ROW WHEN (NEW.k = '\\x02'::bytea) EXECUTE FUNCTION refuse()");
+        let write = |key: u8| match db.transaction(&mut |tx| tx.put(&[key], b"v")) {
+            Err(TxError::Storage(e)) => e,
+            other => panic!("the write to {key} was not refused in storage: {other:?}"),
+        };
+
+        let at_commit = write(1);
+        assert!(at_commit.may_have_committed(), "{at_commit}");
+        let before = write(2);
+        assert!(!before.may_have_committed(), "{before}");
+        assert!(db.transaction(&mut |tx| tx.put(&[3], b"v")).is_ok());
     }
 }
