@@ -31,7 +31,8 @@
 //! committed a moment before, which is what lets a verifier bound how stale its cache is.
 //! Its absence for a few intervals means the stream is dead. None is sent while the
 //! daemon itself has not heard from a shared database within `max_staleness` (it answers
-//! 503 `keystore_unavailable` then): it cannot vouch for what it has not seen.
+//! 503 `keystore_unavailable` then, to a request for a new stream too): it cannot vouch
+//! for what it has not seen.
 //!
 //! On a shared database that loses changes the daemon had applied (a failover that lost
 //! commits), or holds one that does not decode, every stream ends: a client resuming from
@@ -183,6 +184,15 @@ pub(crate) async fn stream(
     };
 
     caller.ensure_global()?;
+    // A process that has stopped following its database vouches for no cache: its `ready`
+    // would tell a reconnecting verifier that it is in step again. The key's verification
+    // already answers 503 then; this also covers the operator router, which has no key.
+    if !state.store.is_fresh() {
+        return Err(StoreError::Unavailable(
+            "the keystore's database has not been reachable within max_staleness".into(),
+        )
+        .into());
+    }
     let slot = state.streams.acquire(caller.actor.key_id())?;
 
     // Subscribe before reading the head: every change committed after this point reaches
