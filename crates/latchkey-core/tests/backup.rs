@@ -188,7 +188,8 @@ fn a_restore_goes_into_a_directory_holding_only_a_reserve_file() {
 }
 
 /// A backup of a newer schema is refused before the restored store is moved into place:
-/// the target is left as it was (absent here), with no staging directory beside it.
+/// the target is left as it was (absent here), with no staging directory beside it. The
+/// file itself is whole: checking it alone passes.
 #[test]
 fn a_backup_of_a_newer_schema_restores_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,6 +209,10 @@ fn a_backup_of_a_newer_schema_restores_nothing() {
     let digest = *blake3::hash(&file[..body]).as_bytes();
     file[body..].copy_from_slice(&digest);
 
+    // Checking the file alone (`latchkey backup` from an older CLI) passes it.
+    let checked = Store::check_backup(file.as_slice()).unwrap();
+    assert_eq!(checked.lineage, store.lineage());
+
     let target = dir.path().join("b");
     let err = Store::restore(&target, file.as_slice(), support::config()).unwrap_err();
     assert!(
@@ -216,4 +221,28 @@ fn a_backup_of_a_newer_schema_restores_nothing() {
     );
     assert!(!target.exists(), "a refused restore leaves nothing");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// A restored store's directory is its owner's only (it holds the hash key and every key's
+/// hash), whatever the umask; the missing parents made for it are not: they get the mode
+/// any new directory gets.
+#[cfg(unix)]
+#[test]
+fn only_the_restored_directory_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) =
+        Store::create_with_admin(dir.path().join("a"), "lk", support::config()).unwrap();
+    let mut file = Vec::new();
+    store.backup(&mut file).unwrap();
+
+    let target = dir.path().join("new").join("parents").join("store");
+    Store::restore(&target, file.as_slice(), support::config()).unwrap();
+    assert_eq!(mode(&target), 0o700);
+    let probe = dir.path().join("probe");
+    std::fs::create_dir(&probe).unwrap();
+    assert_eq!(mode(&dir.path().join("new")), mode(&probe));
+    assert_eq!(mode(&dir.path().join("new").join("parents")), mode(&probe));
 }

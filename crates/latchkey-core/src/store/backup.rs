@@ -207,10 +207,10 @@ impl Store {
     /// Reads a backup file whole, as a restore would before it writes anything, and
     /// answers its header: the check `latchkey backup` makes of the file it wrote before
     /// naming it. Fails as [`Store::restore`] does for a file that is not a whole latchkey
-    /// backup. (The audit chain is checked by a restore only: it needs the records in
-    /// order.)
+    /// backup, but not for a newer schema: an older CLI checks a newer daemon's backup.
+    /// (The audit chain is checked by a restore only: it needs the records in order.)
     pub fn check_backup(backup: impl Read) -> Result<BackupHeader, StoreError> {
-        read_whole(backup, |_, _| Ok(())).map(|(header, _)| header)
+        read_whole(backup, Schema::Any, |_, _| Ok(())).map(|(header, _)| header)
     }
 
     /// [`Store::restore`] into a directory.
@@ -304,12 +304,17 @@ fn restore_into(
 ) -> Result<Restored, StoreError> {
     // Only its owner may read it, whatever the umask: it holds the hash key and every
     // key's hash (a store `serve` creates is made under the daemon's own umask).
+    // Its parents, made if missing, are the user's own business: they get the umask's mode.
+    let cannot = |e: std::io::Error| {
+        StoreError::storage(format!("cannot create {}: {e}", staging.display()))
+    };
+    if let Some(parent) = staging.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(cannot)?;
+    }
     let mut dir = fs::DirBuilder::new();
-    dir.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
-    dir.create(staging)
-        .map_err(|e| StoreError::storage(format!("cannot create {}: {e}", staging.display())))?;
+    dir.create(staging).map_err(cannot)?;
     let db = engine::open(staging, engine, cache, true)?;
     let restored = load(&*db, backup, check)?;
     let first = mark::Mark {
@@ -326,10 +331,22 @@ fn restore_into(
 /// Reads a backup whole: its header, each record but the schema version (given to
 /// `record`, in the file's order), its end, checksum and record count. Anything else is an
 /// invalid backup (`StoreError::Invalid`, field `backup`); a newer build's schema is
-/// [`StoreError::SchemaTooNew`]. Returns the header and the schema version's value, which a
+/// [`StoreError::SchemaTooNew`] when `schema` asks for a known one. Returns the header and the schema version's value, which a
 /// restore writes last: a store without it is no store.
+/// Which store schemas [`read_whole`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    /// Only one this build knows, for a restore: a newer build's store is refused before
+    /// it is complete anywhere.
+    Known,
+    /// Any, for a check of the file alone: a CLI older than the daemon that took the
+    /// backup still checks what it wrote.
+    Any,
+}
+
 fn read_whole(
     backup: impl Read,
+    schema: Schema,
     mut record: impl FnMut(Vec<u8>, Vec<u8>) -> Result<(), StoreError>,
 ) -> Result<(BackupHeader, Vec<u8>), StoreError> {
     let mut input = BufReader::new(backup);
@@ -373,9 +390,10 @@ fn read_whole(
         }
         let value = read_frame(&mut hasher)?;
         records += 1;
-        // A newer build's store is refused here, before it is complete anywhere.
         if key == layout::VERSION {
-            super::schema_of(&value)?;
+            if schema == Schema::Known {
+                super::schema_of(&value)?;
+            }
             version = Some(value);
         } else {
             record(key, value)?;
@@ -404,7 +422,7 @@ pub(super) fn load(
     check: ChainCheck,
 ) -> Result<Restored, StoreError> {
     let mut pending = Pending::default();
-    let (header, version) = read_whole(backup, |key, value| {
+    let (header, version) = read_whole(backup, Schema::Known, |key, value| {
         if key != layout::LINEAGE
             && let Some(full) = pending.insert(key, value)
         {
