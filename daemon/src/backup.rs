@@ -135,11 +135,15 @@ fn publish_by(
             anyhow::Error::new(e).context(format!("cannot write {}", out.display()))
         }
     })?;
-    // The new name made durable: "Backed up" must survive a power cut.
+    // The new name made durable: "Backed up" should survive a power cut. The file is whole
+    // under its name by now, so a directory that cannot be synced (some network mounts
+    // refuse) is said, not called a failure: an error here would leave a backup behind that
+    // the next run, finding it, refuses to overwrite.
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
-    fs::File::open(parent.unwrap_or(Path::new(".")))
-        .and_then(|dir| dir.sync_all())
-        .with_context(|| format!("wrote {}, but cannot make it durable", out.display()))?;
+    let synced = fs::File::open(parent.unwrap_or(Path::new("."))).and_then(|dir| dir.sync_all());
+    if let Err(e) = synced {
+        tracing::warn!(error = %e, file = %out.display(), "the backup is written, but its directory could not be synced: a power cut now may take its name away");
+    }
     // The backup is whole under its name: a partial file that stays is only clutter.
     if let Err(e) = fs::remove_file(partial) {
         tracing::warn!(error = %e, file = %partial.display(), "could not remove the backup's partial file");
