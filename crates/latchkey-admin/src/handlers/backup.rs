@@ -1,6 +1,8 @@
 //! `GET /v1/backup`: a consistent backup of the whole store, streamed.
 
 use std::io::{Seek, SeekFrom};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -9,6 +11,7 @@ use futures_util::stream;
 use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedMutexGuard, watch};
 
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
@@ -16,6 +19,10 @@ use crate::state::AppState;
 
 /// How much of the backup is read per chunk of the response.
 const CHUNK: usize = 64 * 1024;
+/// How long a client may take nothing of the answer before it is cut off: a client that
+/// stops reading would otherwise hold the one backup turn, and a copy of the store on
+/// disk, for as long as its connection stays open.
+const STALL: Duration = Duration::from_secs(60);
 
 /// A backup of every record, as `latchkey restore` reads it: all writes acknowledged
 /// before the request, none after.
@@ -28,7 +35,8 @@ const CHUNK: usize = 64 * 1024;
 /// One backup at a time, from its copy to the end of its answer: each is a copy of the
 /// whole store on the temporary directory's disk, taken while writers wait, and a client
 /// that goes away does not stop the copy. Another meanwhile is answered 429
-/// `backup_in_progress`.
+/// `backup_in_progress`. A client that takes nothing of the answer for a minute is cut
+/// off: its copy is deleted and the next backup may be taken.
 #[utoipa::path(get, path = "/v1/backup", operation_id = "backup", tag = "operations",
     security(("bearer" = ["latchkey:backup"])),
     responses(
@@ -63,19 +71,7 @@ pub(crate) async fn backup(
         })
         .await?;
     let file = tokio::fs::File::from_std(file);
-    // The turn is held until the answer is sent or its client goes (the stream dropped).
-    let chunks = stream::unfold(Some((file, taking)), |sending| async move {
-        let (mut file, taking) = sending?;
-        let mut buf = Vec::with_capacity(CHUNK);
-        match (&mut file).take(CHUNK as u64).read_to_end(&mut buf).await {
-            Ok(0) => None,
-            Ok(_) => Some((Ok(buf), Some((file, taking)))),
-            Err(e) => {
-                tracing::error!(error = %e, "reading the backup's temporary file");
-                Some((Err(e), None))
-            }
-        }
-    });
+    let chunks = Sending::start(file, taking).into_stream();
     let name = format!("attachment; filename=\"latchkey-{}.backup\"", header.seq);
     let mut response = (StatusCode::OK, Body::from_stream(chunks)).into_response();
     let headers = response.headers_mut();
@@ -88,4 +84,78 @@ pub(crate) async fn backup(
     }
     headers.insert("x-latchkey-backup-seq", HeaderValue::from(header.seq));
     Ok(response)
+}
+
+/// The copy of the store being sent, and the backup turn.
+type Copy = (tokio::fs::File, OwnedMutexGuard<()>);
+
+/// A backup's copy being sent, with the backup turn it holds. Both go when the answer is
+/// sent whole, when its client goes (the stream dropped), or when the client has taken
+/// nothing for [`STALL`]: a watchdog then drops them, and the stream, polled again, fails.
+struct Sending {
+    /// Taken out while a chunk is read; `None` once the watchdog cut the client off.
+    copy: Arc<Mutex<Option<Copy>>>,
+    /// Bumped at every chunk sent; the watchdog ends when this goes (the stream dropped).
+    progress: watch::Sender<()>,
+}
+
+impl Sending {
+    fn start(file: tokio::fs::File, taking: OwnedMutexGuard<()>) -> Sending {
+        let copy = Arc::new(Mutex::new(Some((file, taking))));
+        let (progress, mut sent) = watch::channel(());
+        let watched = Arc::downgrade(&copy);
+        tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(STALL, sent.changed()).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        if let Some(copy) = watched.upgrade() {
+                            let cut = copy.lock().unwrap_or_else(PoisonError::into_inner).take();
+                            if cut.is_some() {
+                                tracing::warn!(
+                                    stall_s = STALL.as_secs(),
+                                    "a backup's client took nothing of it for too long: cut off, the next backup may be taken"
+                                );
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        Sending { copy, progress }
+    }
+
+    fn into_stream(self) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
+        stream::unfold(Some(self), |sending| async move {
+            let sending = sending?;
+            let taken = sending
+                .copy
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let Some((mut file, taking)) = taken else {
+                let cut = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client took nothing of the backup for too long",
+                );
+                return Some((Err(cut), None));
+            };
+            let mut buf = Vec::with_capacity(CHUNK);
+            match (&mut file).take(CHUNK as u64).read_to_end(&mut buf).await {
+                Ok(0) => None,
+                Ok(_) => {
+                    *sending.copy.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((file, taking));
+                    sending.progress.send_replace(());
+                    Some((Ok(buf), Some(sending)))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the backup's temporary file");
+                    Some((Err(e), None))
+                }
+            }
+        })
+    }
 }

@@ -143,22 +143,24 @@ async fn metrics_expose_requests_verifications_latency_and_store_counts() {
     }
 }
 
+/// `GET /v1/backup` with the admin key, to send with `oneshot` (its answer unread).
+fn backup_request(h: &Harness) -> http::Request<axum::body::Body> {
+    http::Request::builder()
+        .uri("/v1/backup")
+        .header("authorization", format!("Bearer {}", h.admin))
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
 /// One backup at a time, from its copy to the end of its answer: another meanwhile is
 /// 429 `backup_in_progress`; once the first answer is gone (read, or its client gone),
 /// the next is taken.
 #[tokio::test]
 async fn one_backup_is_taken_at_a_time() {
-    use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let h = Harness::new();
-    let request = || {
-        http::Request::builder()
-            .uri("/v1/backup")
-            .header("authorization", format!("Bearer {}", h.admin))
-            .body(Body::empty())
-            .unwrap()
-    };
+    let request = || backup_request(&h);
     let first = h.app.clone().oneshot(request()).await.unwrap();
     assert_eq!(first.status(), 200);
     let second = h.send("GET", "/v1/backup", Some(&h.admin), None).await;
@@ -170,4 +172,27 @@ async fn one_backup_is_taken_at_a_time() {
         let body = answer.into_body().collect().await.unwrap().to_bytes();
         assert!(body.starts_with(b"{"), "{turn}: a backup header");
     }
+}
+
+/// A client that takes nothing of its backup for a minute is cut off: the turn is given
+/// back (the next backup is taken) and the stalled answer, read at last, fails rather than
+/// end as if whole.
+#[tokio::test(start_paused = true)]
+async fn a_backup_client_that_stalls_is_cut_off_and_the_turn_given_back() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let h = Harness::new();
+    let request = || backup_request(&h);
+    let stalled = h.app.clone().oneshot(request()).await.unwrap();
+    assert_eq!(stalled.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    let early = h.send("GET", "/v1/backup", Some(&h.admin), None).await;
+    early.problem(429, "backup_in_progress");
+
+    tokio::time::sleep(std::time::Duration::from_secs(31)).await;
+    let next = h.app.clone().oneshot(request()).await.unwrap();
+    assert_eq!(next.status(), 200);
+    let body = next.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"{"), "a backup header");
+    assert!(stalled.into_body().collect().await.is_err());
 }
