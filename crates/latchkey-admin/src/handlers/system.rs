@@ -45,6 +45,8 @@ fn unavailable(err: latchkey_core::StoreError) -> AppError {
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 401, description = "No key or a key that does not authenticate (only when served behind a key: `latchkey serve --metrics-auth`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks `latchkey:metrics` (`insufficient_permission`), or is bound to a tenant (`tenant_forbidden`: the figures cover every tenant); only with `--metrics-auth`", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "A count could not be read (`internal`: see the server log)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The keystore is unavailable (`keystore_unavailable`, `store_locked`)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
     let stats = state.run(|store| Ok(store.stats()?)).await?;

@@ -8,6 +8,7 @@
 //! | every operation under `/v1` | 401 | `missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled` |
 //! | every operation under `/v1` | 403 | `insufficient_permission`, `ip_not_allowed` |
 //! | every operation under `/v1` | 429 | `rate_limited`, `usage_exceeded` (the key's usage control) |
+//! | every operation under `/v1` | 500 | `internal` (a record that does not decode, a storage failure) |
 //! | every operation under `/v1` | 503 | `keystore_unavailable`, `store_locked`; `request_timeout` (the daemon's request timeout, not `GET /v1/backup`) |
 //! | an operation with a body | 400, 413, 415 | `invalid_json`, `invalid_field`; `payload_too_large`; `unsupported_media_type` |
 //! | an operation with query parameters | 400 | `invalid_field` |
@@ -60,6 +61,7 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
             ("401", "The key is missing or does not authenticate (`missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled`)"),
             ("403", "The key lacks the operation's permission (`insufficient_permission`), or may not be used from this address (`ip_not_allowed`)"),
             ("429", "A rate limit of the key is reached (`rate_limited`, with `Retry-After`, `RateLimit-Policy` and `RateLimit`), or its credits are used up (`usage_exceeded`)"),
+            ("500", "An internal error: a record that does not decode, or a storage failure (`internal`; the details are in the server log only)"),
             ("503", "The keystore is unavailable (`keystore_unavailable`, `store_locked`)"),
             ("503", REQUEST_TIMEOUT),
         ]);

@@ -71,7 +71,12 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
             let what = format!("{method} {path}: {:?}", responses.keys());
             if path.starts_with("/v1/") {
                 assert!(
-                    has("400") && has("401") && has("403") && has("429") && has("503"),
+                    has("400")
+                        && has("401")
+                        && has("403")
+                        && has("429")
+                        && has("500")
+                        && has("503"),
                     "{what}"
                 );
                 let several = responses["400"]["description"].as_str().unwrap();
@@ -103,6 +108,8 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
     }
     let events = &doc["paths"]["/v1/events"]["get"]["responses"];
     assert!(events["429"].is_object());
+    let metrics = &doc["paths"]["/metrics"]["get"]["responses"];
+    assert!(metrics["500"].is_object() && metrics["503"].is_object());
 }
 
 #[tokio::test]
