@@ -11,6 +11,8 @@
 
 use http::{Extensions, Request};
 
+use crate::require::extra::BaseCharge;
+
 /// An empty extension map with room for seven entries; cloned into requests that have none.
 #[derive(Debug, Clone)]
 pub(super) struct Presized(Extensions);
@@ -37,13 +39,22 @@ impl Default for Presized {
 }
 
 impl Presized {
-    /// Inserts `principal` into the request's extensions.
-    pub(super) fn insert<B>(&self, request: &mut Request<B>, principal: crate::Principal) {
+    /// Inserts `principal` into the request's extensions, and the credit the layer charged
+    /// it, if any.
+    pub(super) fn insert<B>(
+        &self,
+        request: &mut Request<B>,
+        principal: crate::Principal,
+        base: Option<BaseCharge>,
+    ) {
         let extensions = request.extensions_mut();
         if extensions.is_empty() {
             *extensions = self.0.clone();
         }
         extensions.insert(principal);
+        if let Some(base) = base {
+            extensions.insert(base);
+        }
     }
 }
 
@@ -76,13 +87,13 @@ mod tests {
         assert!(presized.0.is_empty());
 
         let mut empty = Request::new(());
-        presized.insert(&mut empty, principal());
+        presized.insert(&mut empty, principal(), None);
         assert_eq!(empty.extensions().len(), 1);
         assert!(empty.extensions().get::<crate::Principal>().is_some());
 
         let mut other = Request::new(());
         other.extensions_mut().insert(7u32);
-        presized.insert(&mut other, principal());
+        presized.insert(&mut other, principal(), None);
         assert_eq!(other.extensions().len(), 2);
         assert_eq!(other.extensions().get::<u32>(), Some(&7));
         assert!(other.extensions().get::<crate::Principal>().is_some());

@@ -144,8 +144,10 @@ where
                         .take()
                         .expect("ResponseFuture polled after completion");
                     let reservation = match decide(result, this.span, &config, &request) {
-                        Next::Pass(principal, reservation) => {
-                            config.extensions.insert(&mut request, principal.into());
+                        Next::Pass(principal, reservation, base) => {
+                            config
+                                .extensions
+                                .insert(&mut request, principal.into(), base);
                             reservation
                         }
                         Next::Reject(rejection) => {

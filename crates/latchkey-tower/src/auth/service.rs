@@ -21,7 +21,7 @@ use super::future::{Pending, ResponseFuture};
 use super::layer::ApiKeyAuthLayer;
 use super::trace;
 use crate::rejection::{Reason, Rejection};
-use crate::require::extra::ExtraCharger;
+use crate::require::extra::{BaseCharge, ExtraCharger};
 use crate::usage;
 use crate::verifier::Verifier;
 
@@ -232,14 +232,14 @@ impl<S, V> ApiKeyAuth<S, V> {
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     {
-        let (principal, reservation) = match next {
-            Next::Pass(principal, reservation) => (principal, reservation),
+        let (principal, reservation, base) = match next {
+            Next::Pass(principal, reservation, base) => (principal, reservation, base),
             Next::Reject(rejection) => return ResponseFuture::rejected(rejection, span),
         };
         self.layer
             .config
             .extensions
-            .insert(&mut request, principal.into());
+            .insert(&mut request, principal.into(), base);
         match reservation {
             None => {
                 // `in_scope` moves the request into its closure, a copy that a span that is
@@ -295,7 +295,11 @@ fn foreign<V: Verifier>(
 pub(super) enum Next {
     /// Call the inner service with this principal: at once, or once the key's credit
     /// reservation, running on the blocking pool, admits the request.
-    Pass(Principal, Option<JoinHandle<Result<(), VerifyError>>>),
+    Pass(
+        Principal,
+        Option<JoinHandle<Result<(), VerifyError>>>,
+        Option<BaseCharge>,
+    ),
     /// Answer this.
     Reject(Rejection),
 }
@@ -331,6 +335,9 @@ pub(super) fn decide<B>(
 /// goes to the blocking pool (a durable write must not hold up an async worker).
 #[inline]
 fn admitted<B>(principal: Principal, span: &Span, request: &Request<B>, config: &Config) -> Next {
+    // Read before the charge: should the period end in between, a give-back into the old
+    // one is refused (a credit lost), never one into the new period it was not taken from.
+    let base = BaseCharge::of(&principal);
     match usage::admit(
         &principal,
         request,
@@ -338,14 +345,14 @@ fn admitted<B>(principal: Principal, span: &Span, request: &Request<B>, config: 
         &config.challenges,
         1,
     ) {
-        Ok(None) => Next::Pass(principal, None),
+        Ok(None) => Next::Pass(principal, None, base),
         Err(rejection) => {
             trace::rejected_usage(span, rejection.code());
             Next::Reject(rejection)
         }
         Ok(Some(reservation)) => match usage::reserve(reservation) {
-            Ok(task) => Next::Pass(principal, Some(task)),
-            Err(Ok(())) => Next::Pass(principal, None),
+            Ok(task) => Next::Pass(principal, Some(task), base),
+            Err(Ok(())) => Next::Pass(principal, None, base),
             Err(Err(error)) => Next::Reject(usage_refused(span, &error, config)),
         },
     }

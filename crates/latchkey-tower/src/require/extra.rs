@@ -58,21 +58,39 @@ impl ExtraCharger {
 /// revoked since the layer admitted it, …), with the challenges of the layer that
 /// authenticated `request`. Without an [`ExtraCharger`] the principal's own meter refused,
 /// for usage or an unavailable store only, which carry no challenge; the credit the layer
-/// took for the request, before its route's cost was known, then goes back, so that a
-/// refused request spends no credit. (Its rate limits keep the count, as a limit that
+/// took for the request, before its route's cost was known ([`BaseCharge`]), then goes
+/// back, so that a refused request spends no credit. (Its rate limits keep the count, as a limit that
 /// refuses does in core's `Meter::charge`. Through a remote verifier the lease keeps it.)
 pub(crate) fn refuse_extra<B>(error: &VerifyError, request: &Request<B>) -> Rejection {
     if let Some(meter) = request
         .extensions()
         .get::<Principal>()
         .and_then(|principal| principal.meter.as_ref())
-        && let Some(period) = meter.credit_period()
+        && let Some(base) = request.extensions().get::<BaseCharge>()
     {
-        meter.return_credits(1, period);
+        meter.return_credits(1, base.period);
     }
     match request.extensions().get::<ExtraCharger>() {
         Some(charger) => usage::rejection(error, &charger.challenges),
         None => usage::rejection(error, &Challenges::default_realm()),
+    }
+}
+
+/// The credit the authentication layer charged a request before its route's cost was
+/// known, with the refill period it came from: what a refused extra cost gives back, and
+/// only then. In the request's extensions for a principal whose key has credits; a
+/// principal put there by other means (an app's own middleware) carries none, and is given
+/// nothing back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BaseCharge {
+    period: i64,
+}
+
+impl BaseCharge {
+    /// For `principal`, about to be charged one request: `None` without credits.
+    pub(crate) fn of(principal: &latchkey_core::Principal) -> Option<BaseCharge> {
+        let period = principal.meter.as_ref()?.credit_period()?;
+        Some(BaseCharge { period })
     }
 }
 

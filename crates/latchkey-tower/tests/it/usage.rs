@@ -250,6 +250,42 @@ async fn a_route_sets_its_own_cost() {
         .assert_refused(429, None, "usage_exceeded");
 }
 
+/// A route's extra cost refused gives back only a credit the authentication layer took: a
+/// principal put in the request by other means (here a middleware of the app's own, which
+/// charges nothing) gets no credit it never paid for.
+#[tokio::test]
+async fn a_refused_extra_cost_gives_back_only_a_credit_the_layer_took() {
+    let fx = Fixture::new();
+    let key = fx.key_with(NewKey {
+        credits: credits(2),
+        ..partner_key(&fx, &["orders:read"])
+    });
+    let (store, text) = (fx.store.clone(), key.secret.expose().to_owned());
+    let app = Router::new()
+        .route(
+            "/report",
+            routing::get(|| async { "report" }).route_layer(
+                RequirePermission::layer(Permission::from_static("orders:read")).cost(FIVE),
+            ),
+        )
+        .layer(axum::middleware::from_fn(
+            move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+                let principal = store.verify(&text).unwrap();
+                request.extensions_mut().insert(Principal::from(principal));
+                next.run(request)
+            },
+        ));
+    for _ in 0..2 {
+        send(&app, get("/report"))
+            .await
+            .assert_refused(429, None, "usage_exceeded");
+    }
+    assert_eq!(
+        fx.store.key(key.key.id).unwrap().credits.unwrap().remaining,
+        2
+    );
+}
+
 #[tokio::test]
 async fn an_allowlist_checks_the_peer_and_forwarded_addresses_only_from_trusted_proxies() {
     let fx = Fixture::new();
