@@ -94,40 +94,37 @@ impl<T: Transport> Client<T> {
         Ok(read::<Named>(&record)?.id.to_string())
     }
 
-    /// Names by id of every record in a collection, for human output. Best effort: a caller
-    /// that may not list the collection sees ids instead.
-    pub async fn names(&self, collection: &str) -> HashMap<Uuid, String> {
+    /// Names by id of the records of a collection that `ids` name, for human output: read
+    /// one by one, so a page of keys costs a request per user on it, never a read of every
+    /// user of the store. Best effort: a record the caller may not read shows its id.
+    pub async fn names_of(
+        &self,
+        collection: &str,
+        ids: impl IntoIterator<Item = Uuid>,
+    ) -> HashMap<Uuid, String> {
         let mut names = HashMap::new();
-        let mut cursor: Option<String> = None;
-        // Bounded: names are for display, and a store of more users than this shows ids.
-        for _ in 0..MAX_NAME_PAGES {
-            let page = query(&[("limit", Some("1000".into())), ("cursor", cursor.take())]);
-            let Ok(list) = self.get(&format!("/v1/{collection}{page}")).await else {
-                break;
-            };
-            let Ok(list) = read::<List<Named>>(&list) else {
-                break;
-            };
-            names.extend(list.items.into_iter().map(|r| (r.id, r.name)));
-            match list.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
+        let mut asked = std::collections::HashSet::new();
+        for id in ids {
+            if !asked.insert(id) {
+                continue;
+            }
+            if let Ok(record) = self.get(&format!("/v1/{collection}/{id}")).await
+                && let Ok(named) = read::<Named>(&record)
+            {
+                names.insert(id, named.name);
             }
         }
         names
     }
 }
 
-/// What names a user or a group: the two fields of `User` and `Group` that [`Client::names`]
-/// and name resolution read (serde skips the others).
+/// What names a user or a group: the two fields of `User` and `Group` that
+/// [`Client::names_of`] and name resolution read (serde skips the others).
 #[derive(Debug, Deserialize)]
 struct Named {
     id: Uuid,
     name: String,
 }
-
-/// The most pages of 1,000 that [`Client::names`] reads.
-const MAX_NAME_PAGES: usize = 100;
 
 /// Tells on stderr how to get the next page of a list, when there is one.
 pub fn more<T>(list: &List<T>, what: &str) {

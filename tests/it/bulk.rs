@@ -103,6 +103,39 @@ fn users_and_groups_lists_page_through_the_cli() {
         .fails(1, "cursor");
 }
 
+/// The text lists name the users and groups of their page's records (read one by one, not
+/// by listing the whole store), and show the id of one the caller may not read.
+#[test]
+fn text_lists_name_the_users_and_groups_on_their_page() {
+    let f = Fixture::new();
+    f.json(&["groups", "add", "--name", "readers"]);
+    f.json(&[
+        "users",
+        "add",
+        "--name",
+        "billing-bot",
+        "--groups",
+        "readers",
+    ]);
+    let (key, _) = f.key("billing-bot", "nightly", &[]);
+    let keys = f.cli(&["keys", "list"]).ok();
+    let row = keys.stdout.lines().find(|l| l.contains("nightly"));
+    assert!(row.is_some_and(|r| r.contains("billing-bot")), "{keys:#?}");
+    let users = f.cli(&["users", "list"]).ok();
+    let row = users.stdout.lines().find(|l| l.contains("billing-bot"));
+    assert!(row.is_some_and(|r| r.contains("readers")), "{users:#?}");
+    let shown = f.cli(&["users", "show", "billing-bot"]).ok();
+    assert!(shown.stdout.contains("readers"), "{shown:#?}");
+
+    // A reader of keys that may not read users sees the user's id.
+    f.user("auditor", "latchkey:keys:read");
+    let (_, reader) = f.key("auditor", "look", &[]);
+    let seen = f.daemon.cli_as(&reader, &["keys", "list"]).ok();
+    let user_id = key["user_id"].as_str().unwrap();
+    let row = seen.stdout.lines().find(|l| l.contains("nightly"));
+    assert!(row.is_some_and(|r| r.contains(user_id)), "{seen:#?}");
+}
+
 /// Deleting a user with more keys than one background chunk (1,000) returns at once, none
 /// of its keys verifies from then on, and the records follow in the background, with the
 /// end of the work in the audit trail and the counts of `/metrics`.

@@ -126,7 +126,10 @@ async fn list<T: Transport>(cli: &Cli<T>, args: KeyList) -> anyhow::Result<()> {
         return Ok(());
     }
     let keys: List<Key> = read(&answer)?;
-    let users = cli.api.names("users").await;
+    let users = cli
+        .api
+        .names_of("users", keys.items.iter().map(|k| k.user_id))
+        .await;
     let mut table = Table::new(&["ID", "PREFIX", "NAME", "USER", "STATUS", "LAST USED"]);
     for key in &keys.items {
         table.row(vec![

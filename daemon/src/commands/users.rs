@@ -38,7 +38,9 @@ pub(super) async fn run<T: Transport>(
             let names = if cli.out.json {
                 HashMap::new()
             } else {
-                cli.api.names("groups").await
+                let users: List<User> = read(&list)?;
+                let groups = users.items.into_iter().flat_map(|u| u.groups);
+                cli.api.names_of("groups", groups).await
             };
             cli.out.print(&list, |users: List<User>| {
                 let mut table = Table::new(&["ID", "NAME", "ENABLED", "GROUPS", "PERMISSIONS"]);
@@ -137,7 +139,7 @@ async fn print_user<T: Transport>(cli: &Cli<T>, answer: &serde_json::Value) -> a
         return Ok(());
     }
     let user: User = read(answer)?;
-    let names = cli.api.names("groups").await;
+    let names = cli.api.names_of("groups", user.groups.clone()).await;
     print!(
         "{}",
         fields(&[
