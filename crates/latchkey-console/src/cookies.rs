@@ -3,13 +3,37 @@
 use http::HeaderMap;
 use http::header::COOKIE;
 
-/// The session cookie.
-pub(crate) const SESSION: &str = "lk_session";
-/// The sign-in form's CSRF cookie, set by the form, checked by its POST.
-pub(crate) const SIGNIN: &str = "lk_signin";
+/// A cookie of the console. Under TLS its name carries the `__Secure-` prefix, which a
+/// browser accepts only from a secure origin and with `Secure` set: a cookie planted over
+/// plain HTTP (a network attacker answering `http://` for the host, or a sibling site
+/// without TLS) cannot stand in for it. Without TLS the plain name is used.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Name {
+    plain: &'static str,
+    secure: &'static str,
+}
 
-/// The value of cookie `name`, if the request has it.
-pub(crate) fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+impl Name {
+    fn of(self, secure: bool) -> &'static str {
+        if secure { self.secure } else { self.plain }
+    }
+}
+
+/// The session cookie.
+pub(crate) const SESSION: Name = Name {
+    plain: "lk_session",
+    secure: "__Secure-lk_session",
+};
+/// The sign-in form's CSRF cookie, set by the form, checked by its POST.
+pub(crate) const SIGNIN: Name = Name {
+    plain: "lk_signin",
+    secure: "__Secure-lk_signin",
+};
+
+/// The value of cookie `name` as it is named under TLS or not (`secure`), if the request
+/// has it.
+pub(crate) fn get(headers: &HeaderMap, name: Name, secure: bool) -> Option<&str> {
+    let name = name.of(secure);
     headers
         .get_all(COOKIE)
         .iter()
@@ -20,9 +44,11 @@ pub(crate) fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Path=/ui, Secure when `secure`;
-/// `max_age` in seconds, or a browser-session cookie when `None`.
-pub(crate) fn set(name: &str, value: &str, secure: bool, max_age: Option<u64>) -> String {
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Path=/ui, and under TLS (`secure`)
+/// `Secure` and the prefixed name; `max_age` in seconds, or a browser-session cookie when
+/// `None`.
+pub(crate) fn set(name: Name, value: &str, secure: bool, max_age: Option<u64>) -> String {
+    let name = name.of(secure);
     let mut cookie = format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/ui");
     if let Some(age) = max_age {
         cookie.push_str(&format!("; Max-Age={age}"));
@@ -34,7 +60,7 @@ pub(crate) fn set(name: &str, value: &str, secure: bool, max_age: Option<u64>) -
 }
 
 /// A `Set-Cookie` value that removes cookie `name`.
-pub(crate) fn clear(name: &str, secure: bool) -> String {
+pub(crate) fn clear(name: Name, secure: bool) -> String {
     set(name, "", secure, Some(0))
 }
 
@@ -46,16 +72,30 @@ mod tests {
     fn reads_one_cookie_among_several() {
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, "a=1; lk_session=abc; b=2".parse().unwrap());
-        assert_eq!(get(&headers, SESSION), Some("abc"));
-        assert_eq!(get(&headers, "c"), None);
+        assert_eq!(get(&headers, SESSION, false), Some("abc"));
+        assert_eq!(get(&headers, SIGNIN, false), None);
+    }
+
+    /// Under TLS only the prefixed name counts: a plain-named cookie (planted over HTTP)
+    /// is not read.
+    #[test]
+    fn under_tls_only_the_prefixed_name_is_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, "lk_session=planted".parse().unwrap());
+        assert_eq!(get(&headers, SESSION, true), None);
+        headers.insert(COOKIE, "__Secure-lk_session=real".parse().unwrap());
+        assert_eq!(get(&headers, SESSION, true), Some("real"));
     }
 
     #[test]
     fn flags() {
         assert_eq!(
             set(SESSION, "x", true, None),
-            "lk_session=x; HttpOnly; SameSite=Strict; Path=/ui; Secure"
+            "__Secure-lk_session=x; HttpOnly; SameSite=Strict; Path=/ui; Secure"
         );
-        assert!(!set(SESSION, "x", false, None).contains("Secure"));
+        assert_eq!(
+            set(SESSION, "x", false, None),
+            "lk_session=x; HttpOnly; SameSite=Strict; Path=/ui"
+        );
     }
 }

@@ -83,7 +83,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Signed, UiError> {
         let console = Console::from_ref(state);
-        let id = cookies::get(&parts.headers, cookies::SESSION).ok_or(UiError::SignIn)?;
+        let id = cookies::get(&parts.headers, cookies::SESSION, console.secure)
+            .ok_or(UiError::SignIn)?;
         let session = console.sessions.get(id).ok_or(UiError::SignIn)?;
         // The key is checked at every request: a key disabled or revoked since sign-in
         // ends its session at once, and permissions shown are those of now. A store that
@@ -215,7 +216,7 @@ where
     async fn from_request(request: Request, state: &S) -> Result<SignOut, UiError> {
         let console = Console::from_ref(state);
         let (parts, body) = request.into_parts();
-        let Some(id) = cookies::get(&parts.headers, cookies::SESSION) else {
+        let Some(id) = cookies::get(&parts.headers, cookies::SESSION, console.secure) else {
             return Ok(SignOut {
                 session_id: None,
                 cookie: false,

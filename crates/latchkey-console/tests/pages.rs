@@ -32,6 +32,8 @@ struct App {
     api: Router,
     console: Router,
     admin: String,
+    /// Served as under TLS: the cookies carry `Secure` and the `__Secure-` prefix.
+    secure: bool,
 }
 
 impl App {
@@ -55,6 +57,16 @@ impl App {
             api,
             console,
             admin: admin.secret.expose().to_owned(),
+            secure,
+        }
+    }
+
+    /// The name of the console's cookie `plain` as this console names it.
+    fn cookie(&self, plain: &str) -> String {
+        if self.secure {
+            format!("__Secure-{plain}")
+        } else {
+            plain.to_owned()
         }
     }
 
@@ -141,7 +153,7 @@ impl App {
         site: &str,
     ) -> (Response<()>, String) {
         let (form, html) = self.get("/ui/signin", None).await;
-        let mut cookie = cookie_pair(&form, "lk_signin");
+        let mut cookie = cookie_pair(&form, &self.cookie("lk_signin"));
         if let Some(session) = session {
             cookie = format!("{cookie}; {session}");
         }
@@ -161,9 +173,9 @@ impl App {
             .get_all(SET_COOKIE)
             .iter()
             .map(|v| v.to_str().unwrap().to_owned())
-            .find(|c| c.starts_with("lk_session="))
+            .find(|c| c.starts_with(&format!("{}=", self.cookie("lk_session"))))
             .expect("a session cookie");
-        let session = cookie_pair(&answer, "lk_session");
+        let session = cookie_pair(&answer, &self.cookie("lk_session"));
         let (_, keys) = self.get("/ui/keys", Some(&session)).await;
         (session, set, hidden(&keys, "csrf"))
     }
@@ -386,9 +398,21 @@ async fn the_session_cookie_flags() {
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Secure"] {
         assert!(set.split("; ").any(|part| part == flag), "{flag} in {set}");
     }
+    assert!(set.starts_with("__Secure-lk_session="), "{set}");
+    // A plain-named cookie (planted over HTTP) with the session's value is not a session.
+    let (session, _, _) = app.sign_in(&app.admin).await;
+    let planted = session.trim_start_matches("__Secure-");
+    let (answer, _) = app.get("/ui/keys", Some(planted)).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.get("/ui/keys", Some(&session)).await.0.status(),
+        StatusCode::OK
+    );
+
     let plain = App::new(false);
     let (_, set, _) = plain.sign_in(&plain.admin).await;
     assert!(!set.contains("Secure"), "{set}");
+    assert!(set.starts_with("lk_session="), "{set}");
 }
 
 #[tokio::test]

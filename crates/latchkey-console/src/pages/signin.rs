@@ -66,12 +66,13 @@ pub(crate) async fn form(State(console): State<Console>) -> Response {
 /// browser's address; a session opens, on the first section the key may read, when it
 /// may read one (403 otherwise).
 pub(crate) async fn submit(State(console): State<Console>, request: Request) -> Response {
-    let expected = cookies::get(request.headers(), cookies::SIGNIN)
+    let expected = cookies::get(request.headers(), cookies::SIGNIN, console.secure)
         .unwrap_or("")
         .to_owned();
     let origin = Origin::of(request.extensions());
     // The browser's session before this sign-in, if any: it ends when this one opens.
-    let previous = cookies::get(request.headers(), cookies::SESSION).map(str::to_owned);
+    let previous =
+        cookies::get(request.headers(), cookies::SESSION, console.secure).map(str::to_owned);
     let fields = match read_form(request.into_body()).await {
         Ok(fields) => fields,
         Err(e) => return e.into_response(),
