@@ -208,10 +208,10 @@ fn unwrap_sled(e: StoreError) -> Result<sled::Error, StoreError> {
     }
 }
 
-/// How long opening waits for a lock that is being released. Dropping the last handle of
-/// a store does not release sled's file lock at once (its I/O threads finish first), so a
-/// store closed and reopened in one process could otherwise see itself as "another process".
-/// On a loaded machine that took more than a second (seen in CI), hence three.
+/// How long opening waits for a lock that is being released, by a process that may be
+/// exiting. Dropping the last handle of a store does not release sled's file lock at once
+/// (its I/O threads finish first); a store closed in this process is waited for longer
+/// (`files::lock_wait`).
 pub(super) const LOCK_WAIT: Duration = Duration::from_millis(3_000);
 
 /// Opens sled; on a full disk, once more after releasing the store's reserve (sled writes
@@ -227,17 +227,20 @@ fn open_sled(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
 }
 
 fn open_waiting(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
-    let started = std::time::Instant::now();
+    let (started, wait) = (std::time::Instant::now(), files::lock_wait(path));
     loop {
         let opened = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity)
             .open();
         match opened {
-            Ok(db) => return Ok(db),
+            Ok(db) => {
+                files::opened_here(path);
+                return Ok(db);
+            }
             // sled reports a held file lock as an I/O error with this text.
             Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
-                if started.elapsed() >= LOCK_WAIT {
+                if started.elapsed() >= wait {
                     return Err(StoreError::Locked {
                         path: path.to_owned(),
                     });

@@ -219,4 +219,23 @@ mod tests {
         slot.failed_at(second);
         assert!(!slot.is_open());
     }
+
+    /// A store whose last handle this process dropped is waited for longer than another
+    /// process's (its engine is on its way out), however its path is named, until it is
+    /// opened again.
+    #[test]
+    fn a_store_closed_here_is_waited_for_longer_until_opened_again() {
+        use crate::store::files::{CLOSED_HERE_WAIT, lock_wait};
+        use crate::store::{Store, StoreConfig, db::LOCK_WAIT};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let config = StoreConfig::default().usage_flush_interval(None);
+        drop(Store::create_empty(&path, "lk", config.clone()).unwrap());
+        assert_eq!(
+            lock_wait(&dir.path().join(".").join("store")),
+            CLOSED_HERE_WAIT
+        );
+        let _again = Store::open(&path, config).unwrap();
+        assert_eq!(lock_wait(&path), LOCK_WAIT);
+    }
 }

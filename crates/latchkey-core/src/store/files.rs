@@ -5,9 +5,12 @@
 //! or `db` was deleted would come back empty. Everything here runs before sled touches
 //! the directory, and decides from the files alone.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::Duration;
 
 use super::mark;
 use crate::error::StoreError;
@@ -109,8 +112,45 @@ pub(crate) fn is_locked(path: &Path) -> bool {
     FileExt::try_lock_exclusive(&file).is_err()
 }
 
+/// The stores this process has closed (their last handle dropped) and not opened since:
+/// their engine may still hold the file lock a moment (sled's I/O threads finish first).
+static CLOSED_HERE: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(Mutex::default);
+
+/// How long this process waits for a store closed here to release its lock: far longer
+/// than for another process's lock, since it is known to be on its way out (on a loaded
+/// machine sled took over three seconds).
+pub(crate) const CLOSED_HERE_WAIT: Duration = Duration::from_secs(30);
+
+/// The store's path as one name, however it was given.
+fn canonical(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Records that this process dropped the last handle of the store at `path`.
+pub(crate) fn closed_here(path: &Path) {
+    let mut closed = CLOSED_HERE.lock().unwrap_or_else(PoisonError::into_inner);
+    closed.insert(canonical(path));
+}
+
+/// Records that the store at `path` is open (again): its lock is this process's.
+pub(crate) fn opened_here(path: &Path) {
+    let mut closed = CLOSED_HERE.lock().unwrap_or_else(PoisonError::into_inner);
+    closed.remove(&canonical(path));
+}
+
+/// How long to wait for the lock of the store at `path` to be released before calling it
+/// held by another process: `db::LOCK_WAIT`, or longer for a store this process closed.
+pub(crate) fn lock_wait(path: &Path) -> Duration {
+    let closed = CLOSED_HERE.lock().unwrap_or_else(PoisonError::into_inner);
+    if closed.contains(&canonical(path)) {
+        CLOSED_HERE_WAIT
+    } else {
+        super::db::LOCK_WAIT
+    }
+}
+
 /// Whether another process holds the store after waiting up to `wait` for a lock being
-/// released (see `db::LOCK_WAIT`).
+/// released (see [`lock_wait`]).
 pub(crate) fn is_locked_after(path: &Path, wait: std::time::Duration) -> bool {
     let started = std::time::Instant::now();
     while is_locked(path) {
@@ -135,8 +175,8 @@ pub(crate) fn is_locked_after(path: &Path, wait: std::time::Duration) -> bool {
 /// that holds the store may be writing such a file right now (a daemon starting), and
 /// another (`latchkey --db DIR keys list`) must not delete it. The lock is released on
 /// return, before sled opens the store; a process that takes it in between makes that
-/// open fail as locked, and nothing is removed after the release. Waits up to
-/// `db::LOCK_WAIT` for a lock being released, as opening does.
+/// open fail as locked, and nothing is removed after the release. Waits for a lock being
+/// released as opening does ([`lock_wait`]).
 pub(crate) fn remove_leftover_snapshots(path: &Path) -> Result<(), StoreError> {
     use fs2::FileExt;
     // No `db` yet: a new store, nothing left over (sled makes `db` before any snapshot).
@@ -147,9 +187,9 @@ pub(crate) fn remove_leftover_snapshots(path: &Path) -> Result<(), StoreError> {
     else {
         return Ok(());
     };
-    let started = std::time::Instant::now();
+    let (started, wait) = (std::time::Instant::now(), lock_wait(path));
     while FileExt::try_lock_exclusive(&db).is_err() {
-        if started.elapsed() >= super::db::LOCK_WAIT {
+        if started.elapsed() >= wait {
             return Err(StoreError::Locked {
                 path: path.to_owned(),
             });

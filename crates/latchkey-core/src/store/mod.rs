@@ -357,6 +357,9 @@ impl Drop for Inner {
             tracing::warn!(error = %e, "could not persist usage figures at close");
         }
         let _ = self.db.flush();
+        if self.local.is_some() {
+            files::closed_here(&self.path);
+        }
     }
 }
 
@@ -499,7 +502,7 @@ impl Store {
             // A store that acknowledged writes, healthy or not: sled is not even opened on
             // it, since opening damaged files can rewrite them.
             files::ensure_complete(path)?;
-            if files::is_locked_after(path, db::LOCK_WAIT) {
+            if files::is_locked_after(path, files::lock_wait(path)) {
                 return Err(StoreError::Locked {
                     path: path.to_owned(),
                 });

@@ -307,8 +307,8 @@ fn open_releasing(path: &Path, cache_capacity: u64, create: bool) -> Result<Data
     }
 }
 
-/// Opens the database, waiting up to `db::LOCK_WAIT` for a lock being released (a handle
-/// of this process that is still being dropped), and makes the table if it is missing.
+/// Opens the database, waiting for a lock being released (`files::lock_wait`: a handle of
+/// this process that is still being dropped), and makes the table if it is missing.
 fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Database, StoreError> {
     let file = path.join(FILE);
     if create {
@@ -325,7 +325,7 @@ fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Databa
             reason: format!("is damaged (its `{FILE}` file is empty)"),
         });
     }
-    let started = Instant::now();
+    let (started, wait) = (Instant::now(), super::files::lock_wait(path));
     let db = loop {
         let mut builder = Database::builder();
         builder.set_cache_size(usize::try_from(cache_capacity).unwrap_or(usize::MAX));
@@ -345,10 +345,11 @@ fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Databa
             });
         };
         match opened {
-            Ok(db) => break db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                if started.elapsed() < super::db::LOCK_WAIT =>
-            {
+            Ok(db) => {
+                super::files::opened_here(path);
+                break db;
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < wait => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
