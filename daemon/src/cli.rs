@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
+use latchkey_core::Engine;
 use latchkey_core::key::Redacted;
-use latchkey_core::{Engine, Location};
 
 use crate::config::MAX_CACHE_MIB;
 
@@ -59,7 +59,9 @@ pub struct GlobalArgs {
         global = true,
         value_name = "PATH|URL"
     )]
-    pub db: Option<Location>,
+    // Read as text and parsed by `Settings::load`: clap's own error for a value it cannot
+    // parse repeats the value, and a mistyped database URL holds a password.
+    pub db: Option<String>,
     /// Print one JSON document on stdout instead of human-readable text
     #[arg(long, global = true)]
     pub json: bool,

@@ -138,7 +138,9 @@ impl std::fmt::Debug for FileConfig {
         f.debug_struct("FileConfig")
             .field("url", &self.url)
             .field("admin_key", &self.admin_key.as_deref().map(Redacted))
-            .field("db", &self.db.as_deref().map(Location::parse))
+            // A text that is no location (a connection string) is not shown: it may hold
+            // a password.
+            .field("db", &self.db.as_deref().map(str::parse::<Location>))
             .field("listen", &self.listen)
             .field("prefix", &self.prefix)
             .field("request_timeout", &self.request_timeout)
@@ -239,7 +241,11 @@ impl Settings {
                 .or(file.url)
                 .unwrap_or_else(|| DEFAULT_URL.to_owned()),
             admin_key: args.admin_key.clone().or(file.admin_key),
-            db: args.db.clone().or(file.db.as_deref().map(Location::parse)),
+            db: match (&args.db, &file.db) {
+                (Some(db), _) => Some(db.parse::<Location>().context("--db (or LATCHKEY_DB)")?),
+                (None, Some(db)) => Some(db.parse().context("the config file's db")?),
+                (None, None) => None,
+            },
             json: args.json,
             log: file.log,
             log_json,

@@ -104,6 +104,47 @@ fn serve_on_a_taken_port_creates_nothing_and_prints_no_key() {
     nothing_created(&run, &[&db]);
 }
 
+/// A `--db` (or `LATCHKEY_DB`, or the file's `db`) that names a database in another way
+/// than a `postgres://` URL (a libpq connection string, a mistyped scheme) is refused: it is
+/// not taken for a directory and made into a new store, and its text, password and all, is
+/// never repeated.
+#[test]
+fn a_db_that_is_no_postgres_url_is_refused_and_never_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = "pw-never-shown";
+    let texts = [
+        format!("host=db.internal user=lk password={password} dbname=keys"),
+        format!("postgress://lk:{password}@db.internal/keys"),
+        format!("jdbc:postgresql://db.internal/keys?password={password}"),
+    ];
+    for text in &texts {
+        for how in ["flag", "env", "file"] {
+            let mut command = latchkey();
+            command.current_dir(dir.path());
+            match how {
+                "flag" => command.args(["serve", "--db", text]),
+                "env" => command.env("LATCHKEY_DB", text).arg("serve"),
+                _ => {
+                    let file = dir.path().join("latchkey.toml");
+                    std::fs::write(&file, format!("db = {text:?}\n")).unwrap();
+                    command.args(["serve", "--config", file.to_str().unwrap()])
+                }
+            };
+            let run = Run::of(command.args(["--listen", "127.0.0.1:0"]));
+            let line = run.fails(1, "not a store location");
+            assert!(!run.stderr.contains(password), "{how}: {run:#?}");
+            assert!(!run.stdout.contains(password), "{how}: {run:#?}");
+            assert!(line.contains("db"), "{how}: names the setting: {line}");
+        }
+    }
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name != "latchkey.toml")
+        .collect();
+    assert!(made.is_empty(), "nothing made: {made:?}");
+}
+
 #[test]
 fn unreadable_tls_files_create_nothing() {
     let (dir, db) = store_dir();

@@ -72,7 +72,7 @@ pub use controls::{Credits, CreditsPatch, LimitState, RateLimit, Refill, RefillI
 pub use error::{BoxError, Conflict, Entity, StoreError};
 pub use hash::{HashKey, SecretHash};
 pub use key::{ApiKey, Env, ParseError, Prefix, PublicId, find_keys};
-pub use location::{DatabaseUrl, Location};
+pub use location::{DatabaseUrl, Location, LocationError};
 pub use meter::{Admission, Admitted, Meter, Reservation, admit, try_admit};
 pub use model::{
     CreatedKey, Group, GroupPatch, Key, KeyPatch, KeyStatus, NewGroup, NewKey, NewUser, User,

@@ -61,10 +61,68 @@ impl From<PathBuf> for Location {
     }
 }
 
+/// What `--db` refuses: a text that names a database some other way than a `postgres://`
+/// URL, which [`Location::parse`] would take for a directory and make a new store in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    /// A URL of another scheme (`jdbc:postgresql://…`, `postgress://…`, `mysql://…`).
+    #[error(
+        "not a store location: a URL other than postgres:// or postgresql:// (not repeated \
+         here: it may hold a password); give a postgres:// URL or a directory"
+    )]
+    OtherUrl,
+    /// A libpq keyword/value string (`host=db user=lk password=…`).
+    #[error(
+        "not a store location: a keyword/value connection string (not repeated here: it may \
+         hold a password); give it as a postgres:// URL"
+    )]
+    KeywordString,
+}
+
+/// The libpq connection keywords that, as a word of their own, make a text a connection
+/// string rather than a path.
+const KEYWORDS: [&str; 7] = [
+    "host=",
+    "hostaddr=",
+    "port=",
+    "dbname=",
+    "user=",
+    "password=",
+    "sslmode=",
+];
+
+/// [`Location::parse`], refusing a text that only looks like a directory because it names a
+/// database in some other way: a mistake that would otherwise make a new, empty store in a
+/// directory named after a connection string, password and all, and print that name.
+///
+/// ```
+/// use latchkey_core::{Location, LocationError};
+///
+/// assert!("./latchkey-data".parse::<Location>().unwrap().as_dir().is_some());
+/// assert!("postgres://lk@db/keys".parse::<Location>().unwrap().is_postgres());
+/// assert_eq!("postgress://lk:pw@db/keys".parse::<Location>(), Err(LocationError::OtherUrl));
+/// assert_eq!(
+///     "host=db user=lk password=pw".parse::<Location>(),
+///     Err(LocationError::KeywordString)
+/// );
+/// ```
 impl std::str::FromStr for Location {
-    type Err = std::convert::Infallible;
+    type Err = LocationError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if DatabaseUrl::is_url(text) {
+            return Ok(Location::parse(text));
+        }
+        if text.contains("://") {
+            return Err(LocationError::OtherUrl);
+        }
+        let keyword = |word: &str| {
+            let word = word.to_ascii_lowercase();
+            KEYWORDS.iter().any(|k| word.starts_with(k))
+        };
+        if text.split_whitespace().any(keyword) {
+            return Err(LocationError::KeywordString);
+        }
         Ok(Location::parse(text))
     }
 }
