@@ -329,6 +329,11 @@ impl Settings {
 
     /// Where `serve` serves `/metrics` alone, if apart from the API.
     pub fn metrics_listen(&self, args: &ServeArgs) -> anyhow::Result<Option<SocketAddr>> {
+        // `--metrics-auth` (metrics on the main listener, behind a key) is a flag, and a flag
+        // beats the file: the file's own metrics address is then not used.
+        if args.metrics_auth {
+            return Ok(None);
+        }
         let text = args
             .metrics_listen
             .as_deref()
@@ -556,6 +561,27 @@ mod tests {
             .tls_files(args)
             .unwrap_err();
         assert!(error.to_string().contains("--tls-key"), "{error}");
+    }
+
+    /// `serve --metrics-auth` beats the file's `metrics_listen`: no unkeyed metrics port.
+    #[test]
+    fn the_metrics_auth_flag_beats_the_file_s_metrics_address() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("latchkey.toml");
+        std::fs::write(&config, "metrics_listen = \"127.0.0.1:9187\"\n").unwrap();
+        let config = config.to_str().unwrap();
+        for (flag, expected) in [(None, Some(9187)), (Some("--metrics-auth"), None)] {
+            let mut argv = vec!["latchkey", "--config", config, "serve"];
+            argv.extend(flag);
+            let cli = crate::cli::Cli::try_parse_from(argv).expect("parses");
+            let crate::cli::Command::Serve(args) = &cli.command else {
+                panic!("serve")
+            };
+            let settings = Settings::resolve(&cli.global).unwrap();
+            let port = settings.metrics_listen(args).unwrap().map(|a| a.port());
+            assert_eq!(port, expected, "{flag:?}");
+        }
     }
 
     #[test]
