@@ -107,6 +107,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The directive added to every filter, whatever it asks: the PostgreSQL driver's debug
+/// records carry each statement's parameters (key hashes, the store's hash key).
+const CAPPED: &str = "tokio_postgres=warn";
+
+/// `text` as a log filter, its directives for the PostgreSQL driver (or a module of it,
+/// which would be more specific than the cap) replaced by [`CAPPED`].
+fn log_filter(text: &str) -> anyhow::Result<EnvFilter> {
+    // The error's own text, once: its source repeats it.
+    let filter = EnvFilter::try_new(text).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid log filter {text:?} (from LATCHKEY_LOG, RUST_LOG or the file's `log`): {e}"
+        )
+    })?;
+    let kept: Vec<&str> = text
+        .split(',')
+        .filter(|directive| !directive.trim().starts_with("tokio_postgres"))
+        .collect();
+    let filter = if kept.len() == text.split(',').count() {
+        filter
+    } else {
+        EnvFilter::try_new(kept.join(","))?
+    };
+    Ok(filter.add_directive(CAPPED.parse()?))
+}
+
 /// Logs go to stderr as text or JSON lines, filtered by `LATCHKEY_LOG`, else `RUST_LOG`,
 /// else the config file, else `default`. A filter that does not parse is an error, as an
 /// unknown setting is: a typo must not silently log something else.
@@ -116,12 +141,7 @@ fn init_tracing(from_file: Option<&str>, default: &str, json: bool) -> anyhow::R
         .ok()
         .or_else(|| from_file.map(str::to_owned))
         .unwrap_or_else(|| default.to_owned());
-    // The error's own text, once: its source repeats it.
-    let filter = EnvFilter::try_new(&filter).map_err(|e| {
-        anyhow::anyhow!(
-            "invalid log filter {filter:?} (from LATCHKEY_LOG, RUST_LOG or the file's `log`): {e}"
-        )
-    })?;
+    let filter = log_filter(&filter)?;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -131,4 +151,42 @@ fn init_tracing(from_file: Option<&str>, default: &str, json: bool) -> anyhow::R
         logs.with_ansi(std::io::stderr().is_terminal()).init();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Whatever the filter asks, the PostgreSQL driver logs no debug record (they carry the
+    /// statements' parameters); other targets keep what was asked.
+    #[test]
+    fn the_database_driver_never_logs_its_parameters() {
+        for text in [
+            "trace",
+            "debug,tokio_postgres=trace",
+            "tokio_postgres::query=debug",
+        ] {
+            let subscriber = tracing_subscriber::registry().with(log_filter(text).unwrap());
+            tracing::subscriber::with_default(subscriber, || {
+                assert!(
+                    !tracing::enabled!(target: "tokio_postgres::query", Level::DEBUG),
+                    "{text}"
+                );
+                assert!(
+                    !tracing::enabled!(target: "tokio_postgres::query", Level::INFO),
+                    "{text}"
+                );
+                assert!(
+                    tracing::enabled!(target: "tokio_postgres", Level::WARN),
+                    "{text}"
+                );
+            });
+        }
+        let subscriber = tracing_subscriber::registry().with(log_filter("debug").unwrap());
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::enabled!(target: "latchkey", Level::DEBUG));
+        });
+    }
 }
