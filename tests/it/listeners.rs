@@ -192,6 +192,35 @@ fn a_refused_key_writes_no_info_line() {
             .http("GET", "/v1/keys", Some(unknown.expose()), None)
             .problem(401, "invalid_key");
     }
+    // The console's sign-in form refusing a key: the same.
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let form = client
+            .get(format!("{}/ui/signin", f.daemon.url))
+            .send()
+            .unwrap();
+        let cookie = form.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let html = form.text().unwrap();
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the form's token");
+        let refused = client
+            .post(format!("{}/ui/signin", f.daemon.url))
+            .header("cookie", cookie)
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}&key={}", unknown.expose()))
+            .send()
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+    }
     // A request after them, to be sure their log lines (if any) were written.
     f.http("GET", "/v1/keys", None);
     let after = f.daemon.log();

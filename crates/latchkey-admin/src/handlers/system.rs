@@ -27,7 +27,7 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health
 }
 
 fn unavailable(err: latchkey_core::StoreError) -> AppError {
-    tracing::error!(error = %err, "health check failed");
+    tracing::warn!(error = %err, "health check failed");
     AppError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "keystore_unavailable",

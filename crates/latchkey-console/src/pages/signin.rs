@@ -131,9 +131,10 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             )
         }
         // One answer for every other refusal: the form does not say which part was wrong.
-        // Logged without the text, so that someone trying keys here is seen.
+        // Logged without the text, at DEBUG as the API's refused keys are: someone trying
+        // keys here must not be able to grow the default log.
         Err(_) => {
-            tracing::info!(client = ?origin.client_ip(), "console sign-in refused");
+            tracing::debug!(client = ?origin.client_ip(), "console sign-in refused");
             page(
                 &console,
                 StatusCode::UNAUTHORIZED,
