@@ -87,14 +87,19 @@ fn admits(daemon: &Daemon, key: &str) -> bool {
         == 200
 }
 
-/// Checks a daemon's first start on a new store at `db`: it made the store there, printed
-/// the admin key, which it admits, and stops cleanly on SIGTERM (the signal both files
+/// Checks a daemon's first start on a new store at `db`: it made the store there, wrote
+/// the admin key to `key_file` (its owner's only) and printed it nowhere (a service's output
+/// goes to a log), which key it admits, and stops cleanly on SIGTERM (the signal both files
 /// stop it with). Returns the key.
-fn first_start(daemon: Daemon, db: &Path) -> String {
-    let key = daemon
-        .admin_key
-        .clone()
-        .unwrap_or_else(|| panic!("no admin key printed:\n{}", daemon.banner));
+fn first_start(daemon: Daemon, db: &Path, key_file: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(daemon.admin_key, None, "printed:\n{}", daemon.banner);
+    let key = std::fs::read_to_string(key_file)
+        .unwrap_or_else(|e| panic!("no admin key in {}: {e}", key_file.display()));
+    let key = key.trim().to_owned();
+    assert!(!daemon.banner.contains(&key), "{}", daemon.banner);
+    let mode = key_file.metadata().unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
     assert!(db.is_dir(), "the store is at {}", db.display());
     assert!(admits(&daemon, &key));
     let (status, log) = daemon.stop();
@@ -124,8 +129,10 @@ fn the_container_image_s_command_serves_its_volume_and_keeps_it_across_restarts(
         "the image copies the release binary: {stage:?}"
     );
     let volume_dir = tempfile::tempdir().unwrap();
-    let env: Vec<(String, String)> = instruction(&stage, "ENV")
-        .split_whitespace()
+    let env: Vec<(String, String)> = stage
+        .iter()
+        .filter(|(word, _)| word == "ENV")
+        .flat_map(|(_, rest)| rest.split_whitespace())
         .map(|pair| {
             let (name, value) = pair.split_once('=').expect("ENV NAME=value");
             (name.to_owned(), value.to_owned())
@@ -143,6 +150,9 @@ fn the_container_image_s_command_serves_its_volume_and_keeps_it_across_restarts(
     let at = option(&args, "--db");
     let db = moved(&args[at], volume, volume_dir.path());
     args[at] = db.to_str().unwrap().to_owned();
+    let at = option(&args, "--admin-key-file");
+    let key_file = moved(&args[at], volume, volume_dir.path());
+    args[at] = key_file.to_str().unwrap().to_owned();
     let start = || {
         on_loopback(Daemon::spawn(
             latchkey().args(&args).envs(env.iter().cloned()),
@@ -150,8 +160,8 @@ fn the_container_image_s_command_serves_its_volume_and_keeps_it_across_restarts(
         ))
     };
 
-    // The first start initialises the store on the volume and prints the admin key once.
-    let key = first_start(start(), &db);
+    // The first start initialises the store on the volume and writes the admin key there.
+    let key = first_start(start(), &db, &key_file);
 
     // The next start opens the same store, and prints no key.
     let second = start();
@@ -195,13 +205,18 @@ fn the_systemd_unit_s_command_serves_its_state_directory() {
     // systemd makes /var/lib/<StateDirectory> for the service.
     let state_path = format!("/var/lib/{state}");
     let mut args: Vec<String> = words.map(str::to_owned).collect();
-    let mut db = None;
+    let (mut db, mut key_file) = (None, None);
     for i in 1..args.len() {
         match args[i - 1].as_str() {
             "--db" => {
                 let path = moved(&args[i], &state_path, state_dir.path());
                 args[i] = path.to_str().unwrap().to_owned();
                 db = Some(path);
+            }
+            "--admin-key-file" => {
+                let path = moved(&args[i], &state_path, state_dir.path());
+                args[i] = path.to_str().unwrap().to_owned();
+                key_file = Some(path);
             }
             "--listen" => {
                 let port = args[i].rsplit(':').next().unwrap().to_owned();
@@ -211,12 +226,13 @@ fn the_systemd_unit_s_command_serves_its_state_directory() {
         }
     }
     let db = db.expect("ExecStart names the store with --db, in the state directory");
+    let key_file = key_file.expect("ExecStart names --admin-key-file, in the state directory");
     let env = setting("Environment")
         .into_iter()
         .map(|pair| pair.split_once('=').expect("Environment=NAME=value"));
 
     let daemon = on_loopback(Daemon::spawn(latchkey().args(&args).envs(env), &db));
-    first_start(daemon, &db);
+    first_start(daemon, &db, &key_file);
 }
 
 /// A `major.minor[.patch]` version, comparable.
