@@ -34,22 +34,22 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
     let store = settings.management_store()?;
     let mut file =
         create_private(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    // Every failure from here on reaches the removal of the partial file below.
     let seq = match store {
         Some(db) => {
             let config = StoreConfig::default().usage_flush_interval(None);
-            let store = Store::open_at(db, config)?;
-            store
-                .backup(&mut file)
+            Store::open_at(db, config)
+                .and_then(|store| store.backup(&mut file))
                 .map(|header| Some(header.seq))
                 .map_err(anyhow::Error::from)
         }
-        None => {
-            let transport = HttpTransport::for_settings(settings)?;
-            transport
+        None => match HttpTransport::for_settings(settings) {
+            Ok(transport) => transport
                 .download("/v1/backup", &mut file)
                 .await
-                .map(|headers| backup_seq(&headers))
-        }
+                .map(|headers| backup_seq(&headers)),
+            Err(e) => Err(e),
+        },
     };
     let done = seq.and_then(|seq| {
         file.sync_all().context("writing the backup")?;

@@ -315,6 +315,27 @@ fn an_answer_that_is_no_whole_backup_is_never_named_one() {
             .count();
         assert_eq!(left, 0, "{name}: no partial file left");
     }
+    // A failure before the download starts (a CA file that cannot be read): the same.
+    let out = f.dir.path().join("early.backup");
+    let missing = f.dir.path().join("missing-ca.pem");
+    let run = Run::of(latchkey().args([
+        "backup",
+        "--out",
+        out.to_str().unwrap(),
+        "--url",
+        "https://127.0.0.1:9",
+        "--ca-cert",
+        missing.to_str().unwrap(),
+        "--admin-key",
+        &f.admin,
+    ]));
+    assert_eq!(run.code, 1, "{run:#?}");
+    let names: Vec<String> = fs::read_dir(f.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("early"))
+        .collect();
+    assert!(names.is_empty(), "nothing left: {names:?}");
 }
 
 /// A proxy in the environment never sees the admin key: plain HTTP (here to loopback)
