@@ -65,13 +65,15 @@ pub enum MetricsServing {
 }
 
 impl ServeConfig {
-    /// Defaults: 30 s per request, 10 s to drain, 10 s to send headers, plain HTTP,
+    /// Defaults: 30 s per request, 7 s to drain, 10 s to send headers, plain HTTP,
     /// `/metrics` public on the API listener, the console at `/ui`.
     pub fn new(store: Store) -> ServeConfig {
         ServeConfig {
             store,
             request_timeout: crate::config::DEFAULT_REQUEST_TIMEOUT,
-            drain_timeout: Duration::from_secs(10),
+            // Under a container engine's default 10 s between SIGTERM and SIGKILL, with time
+            // left to persist the usage figures and flush the store after the drain.
+            drain_timeout: Duration::from_secs(7),
             header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT,
             tls: None,
             metrics: MetricsServing::Public,
