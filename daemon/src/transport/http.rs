@@ -26,8 +26,10 @@ impl std::fmt::Debug for HttpTransport {
 
 /// How long a download (`latchkey backup`) may take in all: the daemon copies the whole
 /// store before it answers, then the file crosses the network (at a million keys, some
-/// 600 MB). Other requests have 60 s.
+/// 600 MB). Other requests have 60 s, but those that make a key ([`KEY_DEADLINE`]).
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(3600);
+/// How long a request that makes a key may take (see [`makes_a_key`]).
+const KEY_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The largest answer read: 64 KiB for each item of the longest page. A record at its
 /// bounds (256 permissions of 128 bytes, some 33 KiB as JSON, 4 KiB of metadata, 64 group
@@ -109,6 +111,19 @@ impl HttpTransport {
                 anyhow::anyhow!(
                     "cannot connect to the latchkey daemon at {}: is `latchkey serve` running? \
                      (or work on a store directly with --db PATH)",
+                    self.base
+                )
+            } else if e.is_timeout() && makes_a_key(request) {
+                anyhow::anyhow!(
+                    "the latchkey daemon at {} did not answer in time: a key may have been \
+                     made all the same, whose secret is lost; look for it (`latchkey keys \
+                     list`) and revoke it before retrying",
+                    self.base
+                )
+            } else if e.is_timeout() && request.method != ::http::Method::GET {
+                anyhow::anyhow!(
+                    "the latchkey daemon at {} did not answer in time: the change may have \
+                     been made all the same; look before retrying",
                     self.base
                 )
             } else if e.is_timeout() {
@@ -196,9 +211,18 @@ impl HttpTransport {
     }
 }
 
+/// Whether `request` makes a key: its answer alone holds the new secret. The daemon never
+/// cuts such a request off (its request timeout spares it), nor does the CLI after 60 s:
+/// it waits up to [`KEY_DEADLINE`], and says, if it gives up, that a key may exist.
+fn makes_a_key(request: &ApiRequest) -> bool {
+    let path = request.path.split('?').next().unwrap_or_default();
+    request.method == ::http::Method::POST && (path == "/v1/keys" || path.ends_with("/rotate"))
+}
+
 impl Transport for HttpTransport {
     async fn send(&self, request: ApiRequest) -> anyhow::Result<ApiResponse> {
-        let mut response = self.start(&request, None).await?;
+        let deadline = makes_a_key(&request).then_some(KEY_DEADLINE);
+        let mut response = self.start(&request, deadline).await?;
         let status = response.status();
         let body = self.read_capped(&mut response).await?;
         Ok(ApiResponse { status, body })
@@ -261,6 +285,35 @@ mod tests {
             body: None,
         };
         transport.send(request).await
+    }
+
+    /// The requests whose answer alone holds a new secret, and only those, wait past 60 s.
+    #[test]
+    fn only_the_requests_that_make_a_key_wait_longer() {
+        let request = |method: ::http::Method, path: &str| ApiRequest {
+            method,
+            path: path.to_owned(),
+            body: None,
+        };
+        use ::http::Method;
+        for path in [
+            "/v1/keys",
+            "/v1/keys?x=1",
+            "/v1/keys/0190f0a0-0000-7000-8000-000000000000/rotate",
+        ] {
+            assert!(makes_a_key(&request(Method::POST, path)), "{path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/v1/keys"),
+            (Method::POST, "/v1/users"),
+            (Method::POST, "/v1/keys/x/revoke"),
+            (Method::PATCH, "/v1/keys/x"),
+        ] {
+            assert!(
+                !makes_a_key(&request(method.clone(), path)),
+                "{method} {path}"
+            );
+        }
     }
 
     #[tokio::test]
