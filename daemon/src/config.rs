@@ -199,6 +199,8 @@ pub struct Settings {
 /// The parts of the file that only some commands read.
 #[derive(Clone, Default)]
 struct FileConfigRest {
+    /// The config file these came from, to name it in an error about one of them.
+    path: Option<PathBuf>,
     listen: Option<String>,
     prefix: Option<String>,
     request_timeout: Option<String>,
@@ -228,11 +230,15 @@ impl Settings {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
+        let in_file = args.log_format.is_none() && file.log_format.is_some();
         let log_format = args.log_format.clone().or(file.log_format);
         let log_json = match log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,
-            Some(other) => anyhow::bail!("invalid log_format {other:?}: expected text or json"),
+            Some(other) => {
+                let error = anyhow::anyhow!("invalid log_format {other:?}: expected text or json");
+                return Err(named_file(args.config.as_deref(), in_file, error));
+            }
         };
         Ok(Settings {
             url: args
@@ -252,6 +258,7 @@ impl Settings {
             ca_cert: args.ca_cert.clone().or(file.ca_cert),
             given: args.given,
             file: FileConfigRest {
+                path: args.config.clone(),
                 listen: file.listen,
                 prefix: file.prefix,
                 request_timeout: file.request_timeout,
@@ -312,19 +319,16 @@ impl Settings {
                 .as_deref()
                 .map(str::parse::<Engine>)
                 .transpose()
-                .context("in the config file")?,
+                .map_err(|e| self.file.named(true, e))?,
         };
         engine::for_new_store(&self.store_location(), asked)
     }
 
     /// Where `serve` listens.
     pub fn listen(&self, args: &ServeArgs) -> anyhow::Result<SocketAddr> {
-        let text = args
-            .listen
-            .clone()
-            .or_else(|| self.file.listen.clone())
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        socket_addr("listen", &text)
+        let (text, in_file) = pick(args.listen.as_deref(), self.file.listen.as_deref());
+        socket_addr("listen", text.unwrap_or(DEFAULT_LISTEN))
+            .map_err(|e| self.file.named(in_file, e))
     }
 
     /// Where `serve` serves `/metrics` alone, if apart from the API.
@@ -334,12 +338,13 @@ impl Settings {
         if args.metrics_auth {
             return Ok(None);
         }
-        let text = args
-            .metrics_listen
-            .as_deref()
-            .or(self.file.metrics_listen.as_deref());
+        let (text, in_file) = pick(
+            args.metrics_listen.as_deref(),
+            self.file.metrics_listen.as_deref(),
+        );
         text.map(|text| socket_addr("metrics listen", text))
             .transpose()
+            .map_err(|e| self.file.named(in_file, e))
     }
 
     /// The certificate chain and key `serve` uses for HTTPS, when set (both or neither).
@@ -355,11 +360,12 @@ impl Settings {
 
     /// How long a request may take in the daemon.
     pub fn request_timeout(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
-        let text = args
-            .request_timeout
-            .as_deref()
-            .or(self.file.request_timeout.as_deref());
+        let (text, in_file) = pick(
+            args.request_timeout.as_deref(),
+            self.file.request_timeout.as_deref(),
+        );
         positive_duration("request timeout", text, DEFAULT_REQUEST_TIMEOUT)
+            .map_err(|e| self.file.named(in_file, e))
     }
 
     /// The store settings `serve` opens an embedded store with: the cache from
@@ -370,18 +376,46 @@ impl Settings {
             None => Ok(config),
             Some(mib @ 1..=MAX_CACHE_MIB) => Ok(config.cache_capacity_bytes(mib << 20)),
             Some(mib) => {
-                anyhow::bail!("invalid cache_mib {mib}: expected 1 to {MAX_CACHE_MIB} (MiB)")
+                let error =
+                    anyhow::anyhow!("invalid cache_mib {mib}: expected 1 to {MAX_CACHE_MIB} (MiB)");
+                Err(self.file.named(args.cache_mib.is_none(), error))
             }
         }
     }
 
     /// How long a connection may take to send a request's headers.
     pub fn header_read_timeout(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
-        let text = args
-            .header_read_timeout
-            .as_deref()
-            .or(self.file.header_read_timeout.as_deref());
+        let (text, in_file) = pick(
+            args.header_read_timeout.as_deref(),
+            self.file.header_read_timeout.as_deref(),
+        );
         positive_duration("header read timeout", text, DEFAULT_HEADER_READ_TIMEOUT)
+            .map_err(|e| self.file.named(in_file, e))
+    }
+}
+
+/// A setting given by flag or environment, else from the file: its text, and whether it
+/// came from the file.
+fn pick<'a>(given: Option<&'a str>, in_file: Option<&'a str>) -> (Option<&'a str>, bool) {
+    match given {
+        Some(text) => (Some(text), false),
+        None => (in_file, in_file.is_some()),
+    }
+}
+
+/// `error`, about a value read from the config file at `path` when `in_file`: then naming
+/// the file, so that the operator knows which of flag, environment and file to mend.
+fn named_file(path: Option<&Path>, in_file: bool, error: anyhow::Error) -> anyhow::Error {
+    match path {
+        Some(path) if in_file => error.context(format!("in the config file {}", path.display())),
+        _ => error,
+    }
+}
+
+impl FileConfigRest {
+    /// [`named_file`] for this file.
+    fn named(&self, in_file: bool, error: impl Into<anyhow::Error>) -> anyhow::Error {
+        named_file(self.path.as_deref(), in_file, error.into())
     }
 }
 
@@ -516,71 +550,87 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_tls_files_and_the_header_read_timeout_may_come_from_the_file() {
+    /// `latchkey [--config FILE] serve ARGS…`, parsed, with its settings resolved; `file`,
+    /// when given, is written to a config file first.
+    fn serve(file: Option<&str>, args: &[&str]) -> (ServeArgs, Settings, tempfile::TempDir) {
         use clap::Parser;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("latchkey.toml");
-        std::fs::write(
-            &config,
-            "tls_key = \"/etc/k.pem\"\nheader_read_timeout = \"3s\"\n",
-        )
-        .unwrap();
-        let config = config.to_str().unwrap();
-        // A certificate by flag, its key in the file: clap must not refuse the flag alone.
-        let cli = crate::cli::Cli::try_parse_from([
-            "latchkey",
-            "--config",
-            config,
-            "serve",
-            "--tls-cert",
-            "/etc/c.pem",
-        ])
-        .expect("parses");
-        let crate::cli::Command::Serve(args) = &cli.command else {
+        let mut argv = vec!["latchkey".to_owned()];
+        if let Some(text) = file {
+            std::fs::write(&config, text).unwrap();
+            argv.extend(["--config".to_owned(), config.to_str().unwrap().to_owned()]);
+        }
+        argv.push("serve".to_owned());
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("parses");
+        let settings = Settings::resolve(&cli.global).unwrap();
+        let crate::cli::Command::Serve(args) = cli.command else {
             panic!("serve")
         };
-        let settings = Settings::resolve(&cli.global).unwrap();
-        let (cert, key) = settings.tls_files(args).unwrap().expect("both");
+        (args, settings, dir)
+    }
+
+    #[test]
+    fn the_tls_files_and_the_header_read_timeout_may_come_from_the_file() {
+        // A certificate by flag, its key in the file: clap must not refuse the flag alone.
+        let file = "tls_key = \"/etc/k.pem\"\nheader_read_timeout = \"3s\"\n";
+        let (args, settings, _dir) = serve(Some(file), &["--tls-cert", "/etc/c.pem"]);
+        let (cert, key) = settings.tls_files(&args).unwrap().expect("both");
         assert_eq!(
             (cert.to_str(), key.to_str()),
             (Some("/etc/c.pem"), Some("/etc/k.pem"))
         );
         assert_eq!(
-            settings.header_read_timeout(args).unwrap(),
+            settings.header_read_timeout(&args).unwrap(),
             Duration::from_secs(3)
         );
         // Only one of the two, anywhere: refused in one line.
-        let cli = crate::cli::Cli::try_parse_from(["latchkey", "serve", "--tls-cert", "c.pem"])
-            .expect("parses");
-        let crate::cli::Command::Serve(args) = &cli.command else {
-            panic!("serve")
-        };
-        let error = Settings::resolve(&cli.global)
-            .unwrap()
-            .tls_files(args)
-            .unwrap_err();
+        let (args, settings, _dir) = serve(None, &["--tls-cert", "c.pem"]);
+        let error = settings.tls_files(&args).unwrap_err();
         assert!(error.to_string().contains("--tls-key"), "{error}");
     }
 
     /// `serve --metrics-auth` beats the file's `metrics_listen`: no unkeyed metrics port.
     #[test]
     fn the_metrics_auth_flag_beats_the_file_s_metrics_address() {
-        use clap::Parser;
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("latchkey.toml");
-        std::fs::write(&config, "metrics_listen = \"127.0.0.1:9187\"\n").unwrap();
-        let config = config.to_str().unwrap();
-        for (flag, expected) in [(None, Some(9187)), (Some("--metrics-auth"), None)] {
-            let mut argv = vec!["latchkey", "--config", config, "serve"];
-            argv.extend(flag);
-            let cli = crate::cli::Cli::try_parse_from(argv).expect("parses");
-            let crate::cli::Command::Serve(args) = &cli.command else {
-                panic!("serve")
-            };
-            let settings = Settings::resolve(&cli.global).unwrap();
-            let port = settings.metrics_listen(args).unwrap().map(|a| a.port());
+        let file = "metrics_listen = \"127.0.0.1:9187\"\n";
+        for (flag, expected) in [(&[][..], Some(9187)), (&["--metrics-auth"][..], None)] {
+            let (args, settings, _dir) = serve(Some(file), flag);
+            let port = settings.metrics_listen(&args).unwrap().map(|a| a.port());
             assert_eq!(port, expected, "{flag:?}");
+        }
+    }
+
+    /// A bad value from the config file names the file; the same value given by flag does
+    /// not (the flag is what to mend then).
+    #[test]
+    fn a_bad_value_from_the_file_names_the_file() {
+        let file = "listen = \"x\"\nrequest_timeout = \"0s\"\ncache_mib = 0\n";
+        let (args, settings, dir) = serve(Some(file), &[]);
+        let named = format!(
+            "in the config file {}",
+            dir.path().join("latchkey.toml").display()
+        );
+        let errors = [
+            settings.listen(&args).unwrap_err(),
+            settings.request_timeout(&args).unwrap_err(),
+            settings.store_config(&args).unwrap_err(),
+        ];
+        for error in errors {
+            let text = format!("{error:#}");
+            assert!(text.contains(&named), "{text}");
+        }
+        // (`--cache-mib` out of range is refused by the parser itself.)
+        let flags = ["--listen", "y", "--request-timeout", "0s"];
+        let (args, settings, _dir) = serve(Some(file), &flags);
+        let errors = [
+            settings.listen(&args).unwrap_err(),
+            settings.request_timeout(&args).unwrap_err(),
+        ];
+        for error in errors {
+            let text = format!("{error:#}");
+            assert!(!text.contains("config file"), "{text}");
         }
     }
 
