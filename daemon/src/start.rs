@@ -37,8 +37,11 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         .map(crate::tls::CertFiles::server_config)
         .transpose()?;
     // Before the store opens, which may take a while: a reload sent meanwhile (systemd
-    // deems a `Type=exec` unit started at once) must not end the daemon.
+    // deems a `Type=exec` unit started at once) must not end the daemon, and a SIGTERM or
+    // Ctrl-C must not kill it between a new store's commit and its first admin key handed
+    // out: it is kept, and stops the daemon gracefully once it serves.
     handle_hangups(cert_files);
+    let shutdown = crate::shutdown_signal();
     let addrs = std::iter::once(addr).chain(metrics_addr);
     if tls.is_none() {
         if args.insecure_http {
@@ -88,8 +91,6 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         None if args.metrics_auth => MetricsServing::Keyed,
         None => MetricsServing::Public,
     };
-    // Before the announcement: a SIGTERM sent once it is out stops the daemon gracefully.
-    let shutdown = crate::shutdown_signal();
     announce(settings.json, "listening", local);
     std::io::stdout().flush().context("writing to stdout")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
