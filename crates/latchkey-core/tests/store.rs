@@ -1061,6 +1061,39 @@ fn opening_a_held_store_leaves_its_snapshot_in_progress() {
     assert!(generating.exists(), "the holder's snapshot was removed");
 }
 
+/// Makes `n` keys of `user` scoped to `orders:read`: none an admin key.
+fn pad_with_scoped_keys(store: &Store, user: Uuid, n: usize) {
+    let scoped: Vec<NewKey> = (0..n)
+        .map(|i| NewKey {
+            name: format!("s{i}"),
+            user_id: user,
+            scopes: Some(perms(&["orders:read"])),
+            ..NewKey::default()
+        })
+        .collect();
+    store.create_keys(&Actor::system(), &scoped).unwrap();
+}
+
+/// Whoever may make keys for an admin user (any scopes its own permissions cover) cannot
+/// pad it with newer keys until no admin key of it may be revoked: the last-admin check
+/// reads on past its depth (10,000 by default, 20 here) and finds the second admin key.
+#[test]
+fn padding_an_admin_user_with_keys_never_stops_a_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::config().admin_scan_keys(20);
+    let (store, stolen) = Store::create_with_admin(dir.path(), "lk", config).unwrap();
+    let new = NewKey {
+        name: "replacement".into(),
+        user_id: stolen.key.user_id,
+        ..NewKey::default()
+    };
+    let replacement = store.create_key(&Actor::system(), new).unwrap();
+    pad_with_scoped_keys(&store, stolen.key.user_id, 50);
+    let revoked = store.revoke_key(&Actor::system(), stolen.key.id).unwrap();
+    assert_eq!(revoked.status, KeyStatus::Revoked);
+    assert!(store.verify(replacement.secret.expose()).is_ok());
+}
+
 /// An admin user with exactly as many keys as the last-admin check reads, none of them an
 /// admin key, was read whole: there is no admin key to keep, and disabling the user is not
 /// refused as if some might lie deeper.
@@ -1070,15 +1103,7 @@ fn a_user_read_whole_by_the_last_admin_check_holds_no_unread_admin_key() {
     let config = support::config().admin_scan_keys(20);
     let store = Store::create_empty(dir.path(), "lk", config).unwrap();
     let user = support::user(&store, "ops", &["*"]);
-    let scoped: Vec<NewKey> = (0..20)
-        .map(|i| NewKey {
-            name: format!("s{i}"),
-            user_id: user.id,
-            scopes: Some(perms(&["orders:read"])),
-            ..NewKey::default()
-        })
-        .collect();
-    store.create_keys(&Actor::system(), &scoped).unwrap();
+    pad_with_scoped_keys(&store, user.id, 20);
     let patch = UserPatch {
         enabled: Some(false),
         ..UserPatch::default()
@@ -1087,23 +1112,15 @@ fn a_user_read_whole_by_the_last_admin_check_holds_no_unread_admin_key() {
     assert!(!disabled.enabled);
 }
 
-/// An admin user whose one `*` key lies deeper than the last-admin check reads (behind
-/// more newer scoped keys than it reads: 10,000 by default, 20 here) keeps it: the check
-/// refuses rather than let the write through on the word of a partial read.
+/// An admin user whose one `*` key lies deeper than the last-admin check's depth (behind
+/// more newer scoped keys: 10,000 by default, 20 here) keeps it: the check reads on and
+/// finds it the last.
 #[test]
 fn the_last_admin_key_stays_behind_many_newer_scoped_keys() {
     let dir = tempfile::tempdir().unwrap();
     let config = support::config().admin_scan_keys(20);
     let (store, admin) = Store::create_with_admin(dir.path(), "lk", config).unwrap();
-    let scoped: Vec<NewKey> = (0..21)
-        .map(|i| NewKey {
-            name: format!("s{i}"),
-            user_id: admin.key.user_id,
-            scopes: Some(perms(&["orders:read"])),
-            ..NewKey::default()
-        })
-        .collect();
-    store.create_keys(&Actor::system(), &scoped).unwrap();
+    pad_with_scoped_keys(&store, admin.key.user_id, 21);
     let err = store
         .revoke_key(&Actor::system(), admin.key.id)
         .unwrap_err();

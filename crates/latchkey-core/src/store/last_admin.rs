@@ -29,27 +29,21 @@ use crate::key::PublicId;
 use crate::model::{KeyStatus, User};
 use crate::permission::{Permission, PermissionSet};
 
-/// How deep into one admin user's keys [`Store::admin_keys_if`] looks for active ones, by
-/// default (`StoreConfig::admin_scan_keys`).
+/// How deep into one admin user's keys [`Store::admin_keys_if`] reads before it warns that
+/// it reads on, by default (`StoreConfig::admin_scan_keys`).
 pub(super) const ADMIN_SCAN: usize = 10_000;
 
 /// The active keys that held `*` before a write (empty when the write cannot touch one).
 #[derive(Debug, Default)]
 pub(super) struct AdminKeys {
     keys: Vec<PublicId>,
-    /// An admin user's keys were read only so deep (`ADMIN_SCAN` by default) without
-    /// finding two active `*` ones: it may hold more, unread.
-    cut: bool,
 }
 
 impl AdminKeys {
     /// Inside the write, after its changes: fails with `Conflict::LastAdminKey` when keys
-    /// held `*` before and none of those found does now. When a scan was cut short, the
-    /// keys found may not be all: the write is refused rather than let through on the
-    /// word of a partial read (with none found at all too: an admin user's `*` keys may
-    /// all lie deeper).
+    /// held `*` before and none of those found does now.
     pub(super) fn ensure_one_remains(&self, tx: &Tx<'_>) -> TxResult<()> {
-        if self.keys.is_empty() && !self.cut {
+        if self.keys.is_empty() {
             return Ok(());
         }
         for public in &self.keys {
@@ -80,11 +74,14 @@ impl Store {
         // Every write that can take `*` from several keys at once takes it from all keys of
         // one user alike (delete, disable, narrow, revoke-keys), and a single-key write from
         // one key: two active `*` keys per admin user are enough to tell whether one remains.
-        // The user index bounds the read; a user whose first keys are all inactive (or
-        // scoped) is read at most `ADMIN_SCAN` entries deep, and missing a key errs on the
-        // side of refusing (`AdminKeys::cut`).
+        // The user index gives its keys newest first; the read stops at the second. A user
+        // whose newest keys are not admin keys is read on, to the end if need be: a read cut
+        // short would have to refuse, and anyone who may make keys for an admin user could
+        // then pad it with keys until no admin key of it could be revoked. Reading that deep
+        // is logged: it costs every such write.
         let now = self.inner.clock.now();
-        let (mut keys, mut cut) = (Vec::new(), false);
+        let depth = self.inner.admin_scan_keys;
+        let mut keys = Vec::new();
         for user in admins {
             let entries = index::scan(
                 &self.inner.db,
@@ -93,15 +90,11 @@ impl Store {
                 true,
                 None,
             );
-            let depth = self.inner.admin_scan_keys;
             let (mut found, mut read) = (0, 0);
-            // One entry past the depth tells a user with more keys than were read from
-            // one with exactly that many, all read.
-            for entry in entries.take(depth.saturating_add(1)) {
+            for entry in entries {
                 read += 1;
-                if read > depth {
-                    cut |= found < 2;
-                    break;
+                if read == depth + 1 {
+                    tracing::warn!(user_id = %user, depth, "the last-admin check reads past {depth} keys of an admin user without finding two admin keys: every write that could take `*` from its keys reads them all (keep an admin user's keys few)");
                 }
                 let (_, id) = entry?;
                 let Some(public) = layout::public_id_of(id) else {
@@ -121,7 +114,7 @@ impl Store {
                 }
             }
         }
-        Ok(AdminKeys { keys, cut })
+        Ok(AdminKeys { keys })
     }
 
     /// Whether a key (by record id) is active and holds `*` now. An unknown id is not.

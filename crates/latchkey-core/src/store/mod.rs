@@ -196,8 +196,9 @@ impl StoreConfig {
         self
     }
 
-    /// How deep the last-admin check reads one admin user's keys (default 10,000, at least
-    /// 1): for tests, which reach past it with a few keys.
+    /// How deep the last-admin check reads one admin user's keys before it logs that it
+    /// reads on (default 10,000, at least 1): for tests, which reach past it with a few
+    /// keys.
     #[doc(hidden)]
     pub fn admin_scan_keys(mut self, keys: usize) -> Self {
         self.admin_scan_keys = keys.max(1);
