@@ -53,7 +53,7 @@
 //! `invalid_key` / `key_revoked` / …, 403 `insufficient_permission` / `tenant_forbidden` /
 //! `ip_not_allowed`, 404 `not_found` (also for another tenant's records), 405
 //! `method_not_allowed`, 409 `name_taken` / `key_not_revoked` / `key_revoked` /
-//! `key_rotated` / `last_admin_key`, 413 `payload_too_large` (bodies over 64 KiB), 415
+//! `key_rotated` / `key_expired` / `last_admin_key`, 413 `payload_too_large` (bodies over 64 KiB), 415
 //! `unsupported_media_type`, 429 `rate_limited` / `usage_exceeded` / `too_many_streams` /
 //! `backup_in_progress`,
 //! 503 `keystore_unavailable`, 507 `storage_full`, 500 `internal` (detail in the server log

@@ -49,6 +49,10 @@ pub enum Conflict {
     /// A key rotates once: the key it was rotated to is the one to rotate next.
     #[error("the key was rotated already: rotate the key it was rotated to")]
     KeyRotated,
+    /// An expired key does not rotate: its successor would be a key with no expiry, access
+    /// that was switched off switched on again. Create a new key instead.
+    #[error("the key has expired: an expired key does not rotate; create a new key instead")]
+    KeyExpired,
     /// The change would leave no enabled, unrevoked, unexpired key that holds `*`, and so
     /// no one able to manage the store through the API.
     #[error("this change would leave no active key holding `*`: create another admin key first")]
@@ -63,6 +67,7 @@ impl Conflict {
             Conflict::KeyNotRevoked => "key_not_revoked",
             Conflict::KeyRevoked => "key_revoked",
             Conflict::KeyRotated => "key_rotated",
+            Conflict::KeyExpired => "key_expired",
             Conflict::LastAdminKey => "last_admin_key",
         }
     }

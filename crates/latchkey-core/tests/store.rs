@@ -280,6 +280,28 @@ fn expiry_and_rotation_follow_the_clock() {
     assert_eq!(f.code(&again), "ok");
     f.clock.advance(Duration::days(1));
     assert_eq!(f.code(&again), "ok");
+
+    // An expired key does not rotate: its successor would never expire.
+    let expiring = f
+        .store
+        .create_key(
+            &f.admin,
+            NewKey {
+                name: "expiring".into(),
+                user_id: user.id,
+                expires_at: Some(f.clock.now() + Duration::hours(1)),
+                ..NewKey::default()
+            },
+        )
+        .unwrap();
+    f.clock.advance(Duration::hours(2));
+    assert!(matches!(
+        f.store
+            .rotate_key(&f.admin, expiring.key.id, Duration::ZERO),
+        Err(StoreError::Conflict(Conflict::KeyExpired))
+    ));
+    let keys = f.store.list_keys(&KeyQuery::default()).unwrap().items;
+    assert!(keys.iter().all(|k| k.rotated_from != Some(expiring.key.id)));
 }
 
 #[test]

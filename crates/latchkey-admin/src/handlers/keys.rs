@@ -247,7 +247,7 @@ pub(crate) async fn revoke(
     responses(
         (status = 201, description = "The new key; `secret` is its full text, never shown again", body = KeyWithSecret),
         InvalidField, StrongerKey, NoSuchKey,
-        (status = 409, description = "The key is revoked (`key_revoked`), or was rotated already (`key_rotated`: rotate the key it was rotated to)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked (`key_revoked`), has expired (`key_expired`: create a new key instead), or was rotated already (`key_rotated`: rotate the key it was rotated to)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn rotate(

@@ -54,7 +54,9 @@ pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Respo
         None
     };
     let revoked = key.status == KeyStatus::Revoked;
-    let once = (!revoked && signed.can("latchkey:keys:write"))
+    // The rotation form: not for a revoked or an expired key (neither rotates).
+    let rotates = !revoked && key.status != KeyStatus::Expired;
+    let once = (rotates && signed.can("latchkey:keys:write"))
         .then(|| signed.console.sessions.issue_form(&signed.session_id));
     super::render(&KeyPage {
         nav: signed.nav(),

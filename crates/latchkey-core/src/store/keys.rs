@@ -452,6 +452,10 @@ impl Store {
             if tx.get_raw(&successor)?.is_some() {
                 return abort(Conflict::KeyRotated.into());
             }
+            // Its successor would not expire: rotation never switches access back on.
+            if old.expires_at.is_some_and(|at| at <= tx.now) {
+                return abort(Conflict::KeyExpired.into());
+            }
             let path = layout::key_controls(&old_public);
             let controls = tx.get::<ControlsRecord>(&path)?.unwrap_or_default();
             let now = tx.now.unix_timestamp_nanos();
