@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `ready` | — | `{"head": 41, "position": 38, "hash": "…", "lineage": "…"}`: first, when the stream resumes or starts |
 //! | `reset` | — | `{"head": 41, "position": 41, "hash": "…", "lineage": "…"}`: first, instead of `ready`, when the client's position is ahead of the store's head |
-//! | `change` | the sequence number | the [`AuditEvent`] JSON: `seq`, `at`, `actor`, `action` (`key.revoke`, …), `target`, `user_id`, `prev_hash`, `hash` |
+//! | `change` | the sequence number | the [`AuditEvent`] JSON: `seq`, `at`, `actor`, `action` (`key.revoke`, …), `target`, `user_id`, `prev_hash`, `hash`; `actor` is `null` for a caller without `latchkey:audit:read` (who did what is the audit trail's) |
 //! | `heartbeat` | — | `{"head": 42}`: every `heartbeat_ms`, once everything up to `head` was sent |
 //!
 //! The position to resume from is the `Last-Event-ID` header (what an `EventSource` sends
@@ -215,8 +215,15 @@ pub(crate) async fn stream(
         lineage: Some(state.store.lineage()),
     });
     let start = start.map_err(AppError::internal)?;
+    // Who did what is the audit trail's (`latchkey:audit:read`); a verifier needs only
+    // what changed to empty its cache.
+    let shows_actors = caller
+        .actor
+        .permissions()
+        .allows_str(perm::AuditRead::PERMISSION);
     let feed = Feed {
         store: state.store.clone(),
+        shows_actors,
         receiver,
         last_sent: position,
         replaying: position < head,
@@ -267,6 +274,9 @@ fn heartbeat_interval(period: Duration) -> Interval {
 /// client (or the position it resumed from); the next change queued is `last_sent + 1`.
 struct Feed {
     store: Store,
+    /// Whether changes carry their `actor`: only for a caller that may read the audit
+    /// trail; `null` otherwise.
+    shows_actors: bool,
     receiver: broadcast::Receiver<AuditEvent>,
     last_sent: u64,
     /// Changes are being read from the store rather than from the receiver: at the start,
@@ -466,6 +476,16 @@ impl Feed {
     }
 
     fn send(&mut self, change: &AuditEvent) {
+        let hidden;
+        let change = if self.shows_actors || change.actor.is_none() {
+            change
+        } else {
+            hidden = AuditEvent {
+                actor: None,
+                ..change.clone()
+            };
+            &hidden
+        };
         match Event::default()
             .event("change")
             .id(change.seq.to_string())

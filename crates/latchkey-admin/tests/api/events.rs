@@ -500,3 +500,27 @@ async fn at_most_1024_streams_are_open_in_all() {
     assert_eq!(last.status(), 200);
     assert_too_many(open_stream(&app, None).await).await;
 }
+
+/// Who did what is the audit trail's: a key that may verify but not read the audit trail
+/// gets each change with its `actor` null (all it needs to empty its cache is what
+/// changed); one that may read the trail gets the change whole.
+#[tokio::test]
+async fn changes_name_their_actor_only_to_a_key_that_may_read_the_audit_trail() {
+    let h = Harness::new();
+    let (_, verifier) = h.user_with_key("verifier", &["latchkey:verify"]).await;
+    let both = ["latchkey:verify", "latchkey:audit:read"];
+    let (_, auditor) = h.user_with_key("auditor", &both).await;
+    let mut partial = Stream::open_as(&h, &verifier, "/v1/events").await;
+    let mut whole = Stream::open_as(&h, &auditor, "/v1/events").await;
+    assert_eq!(partial.next().await.event, "ready");
+    assert_eq!(whole.next().await.event, "ready");
+    let body = json!({"name": "support", "permissions": ["orders:read"]});
+    h.send("POST", "/v1/groups", Some(&h.admin), Some(body))
+        .await
+        .ok(201);
+    let (hidden, shown) = (partial.change().await, whole.change().await);
+    assert_eq!(hidden.data["action"], "group.create");
+    assert!(hidden.data["actor"].is_null(), "{:?}", hidden.data);
+    assert!(shown.data["actor"].is_string(), "{:?}", shown.data);
+    assert_eq!(hidden.data["hash"], shown.data["hash"]);
+}
