@@ -23,6 +23,17 @@ fn item(secret: ImportSecret, prefix: Option<&str>) -> ImportKey {
     }
 }
 
+/// Asserts each of `outcome` is a refusal of the item's `prefix`, saying `why`.
+#[track_caller]
+fn refused_for_prefix<T: std::fmt::Debug>(outcome: &[Result<T, StoreError>], why: &str) {
+    for refused in outcome {
+        assert!(
+            matches!(refused, Err(StoreError::Invalid { field, reason }) if *field == "prefix" && reason.contains(why)),
+            "{refused:?}"
+        );
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -145,12 +156,7 @@ fn a_display_prefix_that_would_show_the_key_is_refused() {
         full("sk_live"),
     ];
     let outcome = store.import_keys(&Actor::system(), user, &items).unwrap();
-    for refused in &outcome[..2] {
-        assert!(
-            matches!(refused, Err(StoreError::Invalid { field, reason }) if *field == "prefix" && reason.contains("would show the key")),
-            "{refused:?}"
-        );
-    }
+    refused_for_prefix(&outcome[..2], "would show the key");
     // 17 characters after it: shown as given; then the same text is imported once only.
     assert_eq!(outcome[2].as_ref().unwrap().prefix, "sk_live_4eC39Hq");
     assert!(outcome[3].is_err(), "imported once");
@@ -160,6 +166,27 @@ fn a_display_prefix_that_would_show_the_key_is_refused() {
         listed.iter().all(|k| !k.prefix.contains("yjWD")),
         "{listed:?}"
     );
+}
+
+/// An imported key never passes for one of this store's own: a given display prefix in
+/// their form (`lk_live_…`, `lk_test_…`) is refused, with a full text or a digest alike.
+#[test]
+fn a_display_prefix_in_this_store_s_own_form_is_refused() {
+    let (_location, store, user) = store_with_user();
+    let native = "lk_live_AbCdEf123456";
+    let digest: [u8; 32] = Sha256::digest(b"some legacy key text").into();
+    let items = [
+        item(
+            ImportSecret::Full("legacy_0123456789abcdefghij".into()),
+            Some(native),
+        ),
+        item(ImportSecret::Sha256(digest), Some("lk_test_AbCdEf123456")),
+        item(ImportSecret::Sha256(digest), Some("lk_legacy")),
+    ];
+    let outcome = store.import_keys(&Actor::system(), user, &items).unwrap();
+    refused_for_prefix(&outcome[..2], "this store's own");
+    assert_eq!(outcome[2].as_ref().unwrap().prefix, "lk_legacy");
+    assert_eq!(store.list_keys(&Default::default()).unwrap().items.len(), 1);
 }
 
 #[test]

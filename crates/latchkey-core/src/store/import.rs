@@ -160,6 +160,26 @@ fn check_prefix(prefix: &str) -> Result<(), Refused> {
     }
 }
 
+/// Refuses a display prefix in this store's own keys' form (`lk_live_…`, `lk_test_…`): an
+/// imported key shown, logged and passed to apps under a native key's prefix would be taken
+/// for that key (and `keys revoke <prefix>` finds the native one).
+fn check_not_native(prefix: &str, store_prefix: &str) -> Result<(), Refused> {
+    let native = ["live", "test"].iter().any(|env| {
+        prefix
+            .strip_prefix(store_prefix)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .and_then(|rest| rest.strip_prefix(env))
+            .is_some_and(|rest| rest.starts_with('_'))
+    });
+    if native {
+        return Err(Refused {
+            field: "prefix",
+            reason: "is in the form of this store's own keys' prefixes: an imported key must not pass for one",
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a display prefix given with a full key that would show the key: the prefix is
 /// stored and shown in plain, so at least [`MIN_HIDDEN`] characters of the text must
 /// follow it (as [`derived_prefix`] leaves), and it must not hold the text.
@@ -283,6 +303,10 @@ impl Store {
             }
         };
         check_prefix(&prefix)?;
+        // A derived prefix is at most 16 characters: never a whole native one (20 or more).
+        if item.prefix.is_some() {
+            check_not_native(&prefix, self.inner.prefix.as_str())?;
+        }
         let seen = self.seen_hash(&digest);
         Ok(Target {
             hash,
@@ -611,6 +635,11 @@ mod tests {
         assert_eq!(signed.len(), 64);
         assert!(ImportSecret::sha256(&signed).is_err());
         assert!(ImportSecret::sha256(&format!(" {}", &hex[1..])).is_err());
+        assert!(check_not_native("lk_live_AbCdEf123456", "lk").is_err());
+        assert!(check_not_native("lk_test_x", "lk").is_err());
+        assert!(check_not_native("lk_live", "lk").is_ok());
+        assert!(check_not_native("sk_live_AbCdEf123456", "lk").is_ok());
+        assert!(check_not_native("lk_livelihood_1", "lk").is_ok());
         assert_eq!(derived_prefix("sk_live_51HxYzAbCdEfGhIjKlMn"), "sk_live");
         assert_eq!(derived_prefix("ghp_0123456789abcdefABCDEF"), "ghp");
         assert_eq!(derived_prefix("abcdefghijklmnop"), "imported");
