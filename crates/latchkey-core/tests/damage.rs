@@ -250,37 +250,72 @@ fn a_damaged_count_is_rebuilt_never_read_as_zero() {
     );
 }
 
-/// A key record that no longer decodes loses its own usage figures (logged), never every
-/// other key's: the flush goes on without it.
-#[test]
-fn a_damaged_key_record_does_not_hold_back_the_others_usage() {
-    let (_dir, path) = temp_store_with_users(1);
-    let store = Store::open(&path, support::config()).unwrap();
+/// Two new keys of `user-0`, named `damaged` and `sound`.
+fn keys_of_user_0(store: &Store) -> [latchkey_core::Key; 2] {
     let user = store.user("user-0").unwrap();
-    let [damaged, sound] = ["damaged", "sound"].map(|name| {
+    ["damaged", "sound"].map(|name| {
         let new = latchkey_core::NewKey {
             name: name.into(),
             user_id: user.id,
             ..Default::default()
         };
         store.create_key(&Actor::system(), new).unwrap().key
-    });
-    drop(store);
-    let raw = tamper::Raw::open(&path);
-    let public = damaged
-        .prefix
-        .rsplit('_')
-        .next()
-        .unwrap()
-        .as_bytes()
-        .to_vec();
+    })
+}
+
+/// Overwrites `key`'s record in the closed store at `path` with bytes that do not decode,
+/// with `more` writes in the same batch.
+fn damage_record(
+    path: &std::path::Path,
+    key: &latchkey_core::Key,
+    more: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) {
+    let raw = tamper::Raw::open(path);
+    let public = key.prefix.rsplit('_').next().unwrap().as_bytes().to_vec();
     let record = raw
         .keys_with_prefix(b"k:")
         .into_iter()
         .find(|k| k.ends_with(&public))
         .expect("the damaged key's record");
-    raw.apply(vec![(record, Some(b"not a record".to_vec()))]);
-    drop(raw);
+    let mut writes = vec![(record, Some(b"not a record".to_vec()))];
+    writes.extend(more);
+    raw.apply(writes);
+}
+
+/// A key record that no longer decodes does not stop the store from opening when the open
+/// rebuilds the indexes and counts (here for a damaged count): it is stepped over (logged),
+/// and every other key is listed and counted.
+#[test]
+fn a_damaged_key_record_does_not_stop_a_rebuild() {
+    let (_dir, path) = temp_store_with_users(1);
+    let store = Store::open(&path, support::config()).unwrap();
+    let [damaged, sound] = keys_of_user_0(&store);
+    let keys_before = store.stats().unwrap().keys;
+    drop(store);
+    damage_record(
+        &path,
+        &damaged,
+        vec![(b"m:n:users".to_vec(), Some(vec![1, 2, 3]))],
+    );
+
+    let store = Store::open(&path, support::config()).unwrap();
+    let total = |keys: &std::collections::BTreeMap<&str, u64>| keys.values().sum::<u64>();
+    assert_eq!(total(&store.stats().unwrap().keys), total(&keys_before) - 1);
+    let listed = store.list_keys(&Default::default()).unwrap().items;
+    assert!(listed.iter().any(|k| k.id == sound.id));
+    assert!(listed.iter().all(|k| k.id != damaged.id));
+    assert!(matches!(store.key(damaged.id), Err(StoreError::Corrupt(_))));
+}
+
+/// A key record that no longer decodes loses its own usage figures (logged), never every
+/// other key's: the flush goes on without it.
+#[test]
+fn a_damaged_key_record_does_not_hold_back_the_others_usage() {
+    let (_dir, path) = temp_store_with_users(1);
+    let store = Store::open(&path, support::config()).unwrap();
+    let [damaged, sound] = keys_of_user_0(&store);
+    drop(store);
+    damage_record(&path, &damaged, vec![]);
 
     let store = Store::open(&path, support::config()).unwrap();
     let at = time::OffsetDateTime::now_utc();
