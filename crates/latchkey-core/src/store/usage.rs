@@ -153,10 +153,13 @@ impl UsageBuffer {
         let mut taken = HashMap::new();
         all.retain(|key, usage| {
             let figures = usage.take();
-            if figures.count > 0 {
+            // A use reported with a count of 0 (a remote app's report may) still moves
+            // `last_used_at`.
+            let counted = figures.count > 0 || figures.last_used_at.is_some();
+            if counted {
                 taken.insert(*key, figures);
             }
-            figures.count > 0 || Arc::strong_count(usage) > 1
+            counted || Arc::strong_count(usage) > 1
         });
         taken
     }
