@@ -114,7 +114,8 @@ fn layered(router: Router, request_timeout: Duration) -> Router {
 /// concerned, its answer starts at once. (`tower_http`'s `TimeoutLayer` times every request
 /// alike.)
 async fn timed(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/v1/backup" || mints_a_secret(&request) {
+    let path = request.uri().path();
+    if path == "/v1/backup" || mints_a_secret(request.method(), path) {
         return next.run(request).await;
     }
     match tokio::time::timeout(limit, next.run(request)).await {
@@ -123,11 +124,11 @@ async fn timed(State(limit): State<Duration>, request: Request, next: Next) -> R
     }
 }
 
-/// Whether `request` creates or rotates a key, whose answer (API or console) is the only
-/// one ever to hold the new key's secret.
-fn mints_a_secret(request: &Request) -> bool {
-    let path = request.uri().path();
-    request.method() == http::Method::POST
+/// Whether a request (`method`, `path` without its query) creates or rotates a key, whose
+/// answer (API or console) is the only one ever to hold the new key's secret: the daemon's
+/// request timeout spares it, and the CLI waits longer for it.
+pub(crate) fn mints_a_secret(method: &http::Method, path: &str) -> bool {
+    method == http::Method::POST
         && (matches!(path, "/v1/keys" | "/ui/keys")
             || ((path.starts_with("/v1/keys/") || path.starts_with("/ui/keys/"))
                 && path.ends_with("/rotate")))

@@ -216,7 +216,7 @@ impl HttpTransport {
 /// it waits up to [`KEY_DEADLINE`], and says, if it gives up, that a key may exist.
 fn makes_a_key(request: &ApiRequest) -> bool {
     let path = request.path.split('?').next().unwrap_or_default();
-    request.method == ::http::Method::POST && (path == "/v1/keys" || path.ends_with("/rotate"))
+    crate::server::mints_a_secret(&request.method, path)
 }
 
 impl Transport for HttpTransport {
