@@ -216,20 +216,26 @@ async fn credits_run_out_refill_on_the_clock_and_a_patch_adds() {
     );
 }
 
+/// `GET /report`: needs `orders:read` and costs five requests.
+fn report() -> routing::MethodRouter {
+    routing::get(|| async { "report" })
+        .route_layer(RequirePermission::layer(Permission::from_static("orders:read")).cost(FIVE))
+}
+
+/// A key of `partner` (holding `orders:read`) with `remaining` credits and no refill.
+fn reader_with_credits(fx: &Fixture, remaining: u64) -> latchkey_tower::latchkey_core::CreatedKey {
+    fx.key_with(NewKey {
+        credits: credits(remaining),
+        ..partner_key(fx, &["orders:read"])
+    })
+}
+
 #[tokio::test]
 async fn a_route_sets_its_own_cost() {
     let fx = Fixture::new();
-    let key = fx.key_with(NewKey {
-        credits: credits(6),
-        ..partner_key(&fx, &["orders:read"])
-    });
+    let key = reader_with_credits(&fx, 6);
     let app = Router::new()
-        .route(
-            "/report",
-            routing::get(|| async { "report" }).route_layer(
-                RequirePermission::layer(Permission::from_static("orders:read")).cost(FIVE),
-            ),
-        )
+        .route("/report", report())
         .route("/whoami", routing::get(|| async { "me" }))
         .layer(fx.layer());
     let text = key.secret.expose();
@@ -256,18 +262,10 @@ async fn a_route_sets_its_own_cost() {
 #[tokio::test]
 async fn a_refused_extra_cost_gives_back_only_a_credit_the_layer_took() {
     let fx = Fixture::new();
-    let key = fx.key_with(NewKey {
-        credits: credits(2),
-        ..partner_key(&fx, &["orders:read"])
-    });
+    let key = reader_with_credits(&fx, 2);
     let (store, text) = (fx.store.clone(), key.secret.expose().to_owned());
     let app = Router::new()
-        .route(
-            "/report",
-            routing::get(|| async { "report" }).route_layer(
-                RequirePermission::layer(Permission::from_static("orders:read")).cost(FIVE),
-            ),
-        )
+        .route("/report", report())
         .layer(axum::middleware::from_fn(
             move |mut request: axum::extract::Request, next: axum::middleware::Next| {
                 let principal = store.verify(&text).unwrap();
