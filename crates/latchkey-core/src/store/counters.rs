@@ -7,6 +7,7 @@
 
 use super::backend::Backend;
 use super::index::Class;
+use super::rebuild::INDEXED;
 use super::tx::{Tx, TxResult, abort};
 use crate::error::StoreError;
 
@@ -64,7 +65,18 @@ impl Tx<'_> {
             Ok(now) => now,
             Err(e) => return abort(e),
         };
-        let next = now.saturating_add_signed(delta);
+        let next = match now.checked_add_signed(delta) {
+            Some(next) => next,
+            None => {
+                // Below zero: the count is out of step with the records (a damaged or
+                // hand-edited store). It reads 0 until the next open rebuilds every count
+                // from the records, which clearing the mark asks for.
+                let key = String::from_utf8_lossy(counter.key());
+                tracing::warn!(count = %key, "a count would fall below zero: the counts are out of step with the records; the next open rebuilds them");
+                self.remove(INDEXED)?;
+                0
+            }
+        };
         self.put_raw(counter.key(), &next.to_be_bytes())
     }
 }
@@ -72,6 +84,17 @@ impl Tx<'_> {
 /// Reads a count.
 pub(crate) fn read(db: &dyn Backend, counter: Counter) -> Result<u64, StoreError> {
     decode(counter, db.get(counter.key())?.as_deref())
+}
+
+/// Reads every count, in the order of [`Counter::ALL`], in one read.
+pub(crate) fn read_all(db: &dyn Backend) -> Result<Vec<u64>, StoreError> {
+    let keys: Vec<Vec<u8>> = Counter::ALL.iter().map(|c| c.key().to_vec()).collect();
+    let values = db.get_many(&keys)?;
+    Counter::ALL
+        .into_iter()
+        .zip(values)
+        .map(|(counter, value)| decode(counter, value.as_deref()))
+        .collect()
 }
 
 /// Whether every count reads. The counts are derived from the records, so the open

@@ -665,25 +665,28 @@ impl Store {
         }
     }
 
-    /// Counts keys by status, users and groups, from counts the writes keep: a few point
-    /// reads, never a scan (after a sweep of keys that expired since the last one).
+    /// Counts keys by status, users and groups, from counts the writes keep: one read of a
+    /// few entries (one round trip on PostgreSQL, where it is one consistent view), never
+    /// a scan (after a sweep of keys that expired since the last one).
     pub fn stats(&self) -> Result<Stats, StoreError> {
         self.sweep_before_read();
-        let db = &*self.inner.db;
+        let counts = counters::read_all(&*self.inner.db)?;
         let mut stats = Stats::default();
-        for class in Class::ALL {
-            let status = match class {
-                Class::Active => KeyStatus::Active,
-                Class::Disabled => KeyStatus::Disabled,
-                Class::Expired => KeyStatus::Expired,
-                Class::Revoked => KeyStatus::Revoked,
-            };
-            stats
-                .keys
-                .insert(status.as_str(), counters::read(db, Counter::Keys(class))?);
+        for (counter, count) in Counter::ALL.into_iter().zip(counts) {
+            match counter {
+                Counter::Keys(class) => {
+                    let status = match class {
+                        Class::Active => KeyStatus::Active,
+                        Class::Disabled => KeyStatus::Disabled,
+                        Class::Expired => KeyStatus::Expired,
+                        Class::Revoked => KeyStatus::Revoked,
+                    };
+                    stats.keys.insert(status.as_str(), count);
+                }
+                Counter::Users => stats.users = count,
+                Counter::Groups => stats.groups = count,
+            }
         }
-        stats.users = counters::read(db, Counter::Users)?;
-        stats.groups = counters::read(db, Counter::Groups)?;
         Ok(stats)
     }
 }

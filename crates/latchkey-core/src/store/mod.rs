@@ -1096,7 +1096,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// The jobs thread: every second, and when woken, the expiry sweep and then background
-/// jobs chunk by chunk, pausing between chunks. Holds the store only during a chunk.
+/// jobs chunk by chunk (sweep chunks too while a backlog lasts), pausing between chunks. Holds the store only during a chunk.
 fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
     let spawned = std::thread::Builder::new()
         .name("latchkey-jobs".into())
@@ -1114,16 +1114,23 @@ fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
                 loop {
                     let Some(inner) = inner.upgrade() else { return };
                     let store = Store { inner };
-                    if let Err(e) = store.sweep_expired() {
-                        tracing::warn!(error = %e, "expiry sweep failed; retrying in a second");
-                    }
-                    match store.run_job_chunk() {
-                        Ok(true) => {}
-                        Ok(false) => break,
+                    // A whole chunk swept may leave more: the loop goes on for it too.
+                    let swept_all = match store.sweep_expired() {
+                        Ok(n) => n < sweep::SWEEP_CHUNK,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "expiry sweep failed; retrying in a second");
+                            true
+                        }
+                    };
+                    let more_jobs = match store.run_job_chunk() {
+                        Ok(more) => more,
                         Err(e) => {
                             tracing::warn!(error = %e, "background job failed; retrying in a second");
-                            break;
+                            false
                         }
+                    };
+                    if swept_all && !more_jobs {
+                        break;
                     }
                     drop(store);
                     std::thread::sleep(pause);

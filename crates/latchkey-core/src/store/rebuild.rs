@@ -46,8 +46,12 @@ pub(crate) fn ensure(
         return Ok(());
     }
     tracing::info!("building the store's indexes (once)");
-    // Whatever an interrupted build or an older layout left goes first, in bounded batches.
+    // The mark goes first: a build cut off from here on is started again at the next open,
+    // whatever made this one start. Then whatever an interrupted build or an older layout
+    // left goes, in bounded batches.
     let mut batch = Batch::default();
+    batch.remove(INDEXED);
+    db.apply_batch(std::mem::take(&mut batch))?;
     for item in scan(db, KeyRange::prefix(index::INDEX), Direction::Forward) {
         batch.remove(item?.0);
         if batch.writes.len() == BATCH {

@@ -3,7 +3,9 @@
 //!
 //! It runs every second on the jobs thread, and before a status-filtered list and a read of
 //! the counts, so those see every key that expired before they started. Each run handles at
-//! most [`SWEEP_CHUNK`] keys in one transaction; a bigger backlog takes several runs.
+//! most [`SWEEP_CHUNK`] keys in one transaction; a bigger backlog (a store reopened after
+//! a long stop) takes several: the jobs thread runs them one after the other, pausing
+//! between, and a read runs up to [`READ_SWEEP_CHUNKS`] of them before it reads.
 
 use super::counters::Counter;
 use super::index::{self, Class};
@@ -15,13 +17,26 @@ use crate::error::StoreError;
 /// The most keys one sweep reclassifies.
 pub(crate) const SWEEP_CHUNK: usize = 1_000;
 
+/// The most sweeps a read waits for: a backlog beyond that many chunks is read as it
+/// stands (behind by what is left, which the jobs thread works through) rather than
+/// holding the read for as long as the backlog takes.
+pub(crate) const READ_SWEEP_CHUNKS: usize = 10;
+
 impl Store {
-    /// [`Store::sweep_expired`] before a read that counts or filters by status, at best: a
-    /// read must not fail because a write cannot run (a full disk). It then reads the
-    /// classes as they are, behind by the keys not yet swept.
+    /// [`Store::sweep_expired`] before a read that counts or filters by status, up to
+    /// [`READ_SWEEP_CHUNKS`] times while each finds a whole chunk, at best: a read must not
+    /// fail because a write cannot run (a full disk). It then reads the classes as they
+    /// are, behind by the keys not yet swept.
     pub(crate) fn sweep_before_read(&self) {
-        if let Err(e) = self.sweep_expired() {
-            tracing::debug!(error = %e, "no expiry sweep before this read: it reads the statuses as they are");
+        for _ in 0..READ_SWEEP_CHUNKS {
+            match self.sweep_expired() {
+                Ok(n) if n < SWEEP_CHUNK => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "no expiry sweep before this read: it reads the statuses as they are");
+                    return;
+                }
+            }
         }
     }
 
