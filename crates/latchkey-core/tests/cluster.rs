@@ -648,6 +648,33 @@ fn hold_writers_lock(location: &support::TestLocation) -> impl FnOnce() {
     }
 }
 
+/// A usage flush waiting for another process's writers' lock holds no reader up: a list
+/// page answers meanwhile, the figures still pending in it (readers waited for the whole
+/// flush before, the lock's wait of up to 15 s included), and none is lost or doubled.
+#[test]
+fn a_flush_waiting_for_the_writers_lock_holds_no_reader_up() {
+    let Some((location, store)) = database_store() else {
+        return;
+    };
+    let (_, key) = user_and_key(&store);
+    let id = key.key.id;
+    store.record_usage(id, 3, time::OffsetDateTime::now_utc());
+    let release = hold_writers_lock(&location);
+    std::thread::scope(|s| {
+        let flush = s.spawn(|| store.flush());
+        // The flush is waiting for the lock by now.
+        std::thread::sleep(Duration::from_millis(300));
+        let page = store.list_keys(&KeyQuery::default()).unwrap();
+        assert!(!flush.is_finished(), "the list page waited for the flush");
+        assert_eq!(page.items[0].usage_count, 3);
+        release();
+        flush.join().unwrap().unwrap();
+    });
+    assert_eq!(store.key(id).unwrap().usage_count, 3);
+    store.flush().unwrap();
+    assert_eq!(store.key(id).unwrap().usage_count, 3);
+}
+
 /// An online backup reads a snapshot: it needs no writers' lock, so a process holding it
 /// (writing) does not hold the backup up, nor does the backup hold up the writers.
 #[test]

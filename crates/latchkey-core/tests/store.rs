@@ -8,8 +8,8 @@ mod support;
 mod tamper;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use latchkey_core::*;
 use support::perms;
@@ -620,11 +620,13 @@ fn a_key_s_usage_never_dips_while_its_figures_are_flushed() {
     let key = f.key(&user, None);
     let id = key.key.id;
     let done = AtomicBool::new(false);
+    let recorded = AtomicU64::new(0);
     std::thread::scope(|s| {
         // Uses counted in memory, and flushes moving them into the record, meanwhile.
         s.spawn(|| {
             while !done.load(Relaxed) {
                 f.store.record_usage(id, 1, T0);
+                recorded.fetch_add(1, Relaxed);
             }
         });
         s.spawn(|| {
@@ -652,6 +654,9 @@ fn a_key_s_usage_never_dips_while_its_figures_are_flushed() {
             last = seen.usage_count;
         }
     });
+    // And none was lost or counted twice by the flushes it raced.
+    f.store.flush().unwrap();
+    assert_eq!(f.store.key(id).unwrap().usage_count, recorded.into_inner());
 }
 
 #[test]

@@ -86,13 +86,6 @@ impl KeyUsage {
             self.last_used.load(Ordering::Relaxed),
         )
     }
-
-    fn take(&self) -> Usage {
-        to_usage(
-            self.count.swap(0, Ordering::Relaxed),
-            self.last_used.swap(i64::MIN, Ordering::Relaxed),
-        )
-    }
 }
 
 fn to_usage(count: u64, last_used: i64) -> Usage {
@@ -146,36 +139,53 @@ impl UsageBuffer {
             .unwrap_or_default()
     }
 
-    /// Takes every key's figures, and forgets counters that nothing else holds and that
-    /// counted nothing, so the map does not grow with every key ever used.
-    fn take(&self) -> HashMap<Uuid, Usage> {
+    /// Every key's figures not yet persisted, left in place, and forgets counters that
+    /// nothing else holds and that counted nothing, so the map does not grow with every
+    /// key ever used.
+    fn peek(&self) -> HashMap<Uuid, Usage> {
         let mut all = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let mut taken = HashMap::new();
+        let mut pending = HashMap::new();
         all.retain(|key, usage| {
-            let figures = usage.take();
+            let figures = usage.read();
             // A use reported with a count of 0 (a remote app's report may) still moves
             // `last_used_at`.
             let counted = figures.count > 0 || figures.last_used_at.is_some();
             if counted {
-                taken.insert(*key, figures);
+                pending.insert(*key, figures);
             }
             counted || Arc::strong_count(usage) > 1
         });
-        taken
+        pending
     }
 
-    fn restore(&self, figures: HashMap<Uuid, Usage>) {
-        let mut all = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, usage) in figures {
-            let at = usage
-                .last_used_at
-                .map_or(i128::from(i64::MIN), OffsetDateTime::unix_timestamp_nanos);
-            all.entry(key).or_default().add(usage.count, at);
+    /// Takes out of the pending figures exactly what `stored` holds now, leaving what
+    /// counted since [`peek`](UsageBuffer::peek): the later uses and a later last use.
+    fn settle(&self, stored: &HashMap<Uuid, Usage>) {
+        let all = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, usage) in stored {
+            if let Some(counters) = all.get(key) {
+                counters.subtract(*usage);
+            }
         }
     }
 }
 
 impl KeyUsage {
+    /// Takes out figures now stored: the count, and the last use unless a later one came.
+    fn subtract(&self, stored: Usage) {
+        let _ = self
+            .count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(stored.count))
+            });
+        if let Some(at) = stored.last_used_at {
+            let at = i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+            let _ =
+                self.last_used
+                    .compare_exchange(at, i64::MIN, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     fn record_time(&self, at: i128) {
         // Clamped, never wrapped: a time outside i64 nanoseconds (before 1677 or after 2262)
         // must not become the other end of the range. `i64::MIN` means "none".
@@ -187,60 +197,74 @@ impl KeyUsage {
 
 /// Adds the buffered figures to the stored ones, with their `last_used_at` index positions
 /// (the chunks that hold them read, changed in memory and written whole), in one batch, and
-/// flushes. The caller
-/// holds the write lock: the usage figures live in the key records, and no management write
-/// may interleave with this read-modify-write.
+/// flushes. The caller holds the write lock: the usage figures live in the key records, and
+/// no management write may interleave with this read-modify-write.
+///
+/// Readers of the figures wait only while the batch is applied and the figures it stored
+/// are taken out of the buffer: everything before (taking the other processes' writers'
+/// lock, reading the records and index chunks) runs with the figures left in the buffer,
+/// where readers still find them. Uses that count meanwhile stay there for the next flush.
 pub(super) fn flush(
     db: &dyn Backend,
     buffer: &UsageBuffer,
     chunk_positions: usize,
 ) -> Result<(), StoreError> {
-    // Until the batch is applied, the figures taken are in neither place.
-    let flushing = buffer.gate.write().unwrap_or_else(|e| e.into_inner());
-    let figures = buffer.take();
+    let figures = buffer.peek();
     if figures.is_empty() {
         return Ok(());
     }
-    let mut batch = Batch::default();
     // On a shared database, other processes add their figures too: their flushes and
     // writes wait for this one.
-    let locked = db.lock_writers();
-    let staged = locked.and_then(|_guard| {
-        // The last-use indexes move with the figures, in the same batch.
-        let mark = db.get(index::EXPIRY_MARK)?.unwrap_or_default();
-        let mut chunks = Writer::new(Overlay::new(db), chunk_positions);
-        for (key, usage) in &figures {
-            // A key deleted meanwhile has nowhere to go; its figures are dropped.
-            let Some(public) = layout::public_id_of(*key) else {
-                continue;
-            };
-            let path = layout::key(&public);
-            let Some(bytes) = db.get(&path)? else {
-                continue;
-            };
-            // A damaged record loses its figures, said loudly, rather than holding back
-            // every other key's (the batch would fail at each flush, for ever).
-            let mut record = match decode::<KeyRecord>(&bytes) {
-                Ok(record) => record,
-                Err(e) => {
-                    tracing::error!(key_id = %key, error = %e, uses = usage.count, "a key's record does not decode: its usage figures since the last flush are dropped");
-                    continue;
-                }
-            };
-            let before = index::entries(&record, &mark);
-            record.usage.add(*usage);
-            index::apply(&mut chunks, before, index::entries(&record, &mark))?;
-            batch.insert(path, encode(&record));
+    let _writers = db.lock_writers()?;
+    // What `stored` holds is taken out of the buffer at the end: the figures written, and
+    // those dropped because no record holds them.
+    let mut stored = HashMap::with_capacity(figures.len());
+    let mut ids = Vec::with_capacity(figures.len());
+    for (key, usage) in &figures {
+        match layout::public_id_of(*key) {
+            Some(public) => ids.push((*key, layout::key(&public))),
+            None => {
+                stored.insert(*key, *usage);
+            }
         }
-        chunks.write_into(&mut batch);
-        db.apply_batch(batch)
-    });
-    if let Err(e) = staged {
-        // Nothing was applied: keep the figures for the next attempt.
-        buffer.restore(figures);
-        return Err(e);
     }
-    drop(flushing);
+    let paths: Vec<Vec<u8>> = ids.iter().map(|(_, path)| path.clone()).collect();
+    let records = db.get_many(&paths)?;
+    let mut batch = Batch::default();
+    // The last-use indexes move with the figures, in the same batch.
+    let mark = db.get(index::EXPIRY_MARK)?.unwrap_or_default();
+    let mut chunks = Writer::new(Overlay::new(db), chunk_positions);
+    for ((key, path), bytes) in ids.into_iter().zip(records) {
+        let usage = figures[&key];
+        // A key deleted meanwhile has nowhere to go; its figures are dropped.
+        let Some(bytes) = bytes else {
+            stored.insert(key, usage);
+            continue;
+        };
+        // A damaged record loses its figures, said loudly, rather than holding back
+        // every other key's (the batch would fail at each flush, for ever).
+        let mut record = match decode::<KeyRecord>(&bytes) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::error!(key_id = %key, error = %e, uses = usage.count, "a key's record does not decode: its usage figures since the last flush are dropped");
+                stored.insert(key, usage);
+                continue;
+            }
+        };
+        let before = index::entries(&record, &mark);
+        record.usage.add(usage);
+        index::apply(&mut chunks, before, index::entries(&record, &mark))?;
+        batch.insert(path, encode(&record));
+        stored.insert(key, usage);
+    }
+    chunks.write_into(&mut batch);
+    {
+        // From the batch to the buffer's settling, the figures are in both places: readers
+        // wait.
+        let _flushing = buffer.gate.write().unwrap_or_else(|e| e.into_inner());
+        db.apply_batch(batch)?;
+        buffer.settle(&stored);
+    }
     db.flush()?;
     Ok(())
 }
