@@ -7,11 +7,19 @@
 //! nonce each) under a key derived from the store's hashing key: to a caller it is opaque,
 //! and one it altered, or one of another store, is not a cursor at all. Every process
 //! serving one store derives the same key, so a cursor works on any daemon of a cluster.
+//!
+//! The sealed text is padded to a multiple of [`PAD_TO`] bytes (every position a list
+//! makes fits in one), so its length does not tell the length of the name it stops at.
 
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
 use crate::hash::HashKey;
 use crate::limits::MAX_CURSOR_BYTES;
+
+/// The sealed positions' lengths are padded to a multiple of this: a position holds at
+/// most a name's sort key ([`crate::limits::MAX_NAME_BYTES`], a little more lowercased), a
+/// key id and a few bytes of framing.
+const PAD_TO: usize = 512;
 
 /// Seals and opens the cursors of one store.
 pub(crate) struct CursorSeal(LessSafeKey);
@@ -23,11 +31,17 @@ impl CursorSeal {
         CursorSeal(LessSafeKey::new(key))
     }
 
-    /// A cursor's text for `position`: hex of nonce, ciphertext and tag.
+    /// A cursor's text for `position`: hex of nonce, ciphertext and tag. The plain text is
+    /// the position's length (two bytes), the position and zeros up to a multiple of
+    /// [`PAD_TO`].
     pub(crate) fn seal(&self, position: &[u8]) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random source failed");
-        let mut sealed = position.to_vec();
+        let len = u16::try_from(position.len()).expect("a position is far below 64 KiB");
+        let mut sealed = Vec::with_capacity(PAD_TO);
+        sealed.extend_from_slice(&len.to_be_bytes());
+        sealed.extend_from_slice(position);
+        sealed.resize(sealed.len().next_multiple_of(PAD_TO), 0);
         self.0
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -47,11 +61,12 @@ impl CursorSeal {
         let (nonce, sealed) = bytes.split_at_checked(NONCE_LEN)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut sealed = sealed.to_vec();
-        let position = self
+        let plain = self
             .0
             .open_in_place(nonce, Aad::empty(), &mut sealed)
             .ok()?;
-        Some(position.to_vec())
+        let (len, rest) = plain.split_first_chunk::<2>()?;
+        Some(rest.get(..usize::from(u16::from_be_bytes(*len)))?.to_vec())
     }
 }
 
@@ -81,5 +96,16 @@ mod tests {
         assert_eq!(seal.open(&text[..20]), None);
         assert_eq!(seal.open("zz"), None);
         assert_eq!(CursorSeal::new(&HashKey::generate()).open(&text), None);
+    }
+
+    #[test]
+    fn a_cursor_s_length_does_not_tell_its_position_s_length() {
+        let seal = CursorSeal::new(&HashKey::generate());
+        let short = seal.seal(b"n\x00a\x00\x01");
+        let long = [b"n\x00".as_slice(), &[b'x'; 200], b"\x00\x01"].concat();
+        assert_eq!(seal.seal(&long).len(), short.len());
+        assert_eq!(seal.open(&seal.seal(&long)), Some(long));
+        assert_eq!(seal.open(&short).as_deref(), Some(&b"n\x00a\x00\x01"[..]));
+        assert!(short.len() <= MAX_CURSOR_BYTES, "{}", short.len());
     }
 }
