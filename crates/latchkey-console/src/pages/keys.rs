@@ -8,6 +8,7 @@ use axum::extract::Query;
 use axum::response::{Redirect, Response};
 use http::StatusCode;
 use latchkey_admin::api::List;
+use latchkey_core::limits::MAX_CURSOR_BYTES;
 use latchkey_core::{Key, User};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -18,7 +19,7 @@ use crate::view::{self, Nav};
 
 /// Keys per page.
 const PAGE: u32 = 50;
-/// Longest search text, filter or cursor the page passes on (the API bounds them too).
+/// Longest search text or filter the page passes on (the API bounds them too).
 const MAX_PARAM: usize = 512;
 
 /// `GET /ui/`: the first section the key may read.
@@ -71,9 +72,15 @@ pub(crate) async fn list(
 ) -> Result<Response, UiError> {
     let param = |name: &str| {
         let value = query.get(name).map_or("", |v| v.trim());
-        if value.len() > MAX_PARAM {
+        // A cursor is as long as the API makes it (sealed and padded).
+        let max = if name == "cursor" {
+            MAX_CURSOR_BYTES
+        } else {
+            MAX_PARAM
+        };
+        if value.len() > max {
             return Err(UiError::BadForm(format!(
-                "{name} is longer than {MAX_PARAM} bytes"
+                "{name} is longer than {max} bytes"
             )));
         }
         Ok(value.to_owned())

@@ -12,6 +12,7 @@ use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
 use http::Method;
 use latchkey_admin::api::List;
+use latchkey_core::limits::MAX_CURSOR_BYTES;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -21,8 +22,6 @@ use crate::view;
 
 /// Users or groups per page.
 const PAGE: &str = "100";
-/// The longest cursor passed on (the API's own bound is lower).
-const MAX_CURSOR: usize = 512;
 
 /// A list page's query string.
 #[derive(Debug, Default, Deserialize)]
@@ -38,7 +37,7 @@ pub(crate) async fn page<T: DeserializeOwned>(
     page: &Page,
 ) -> Result<(Vec<T>, Option<String>), UiError> {
     let cursor = page.cursor.trim();
-    if cursor.len() > MAX_CURSOR {
+    if cursor.len() > MAX_CURSOR_BYTES {
         return Err(UiError::BadForm("the cursor is too long".to_owned()));
     }
     let query = view::query(&[("cursor", cursor), ("limit", PAGE)]);
