@@ -31,17 +31,22 @@ pub(crate) const SIGNIN: Name = Name {
 };
 
 /// The value of cookie `name` as it is named under TLS or not (`secure`), if the request
-/// has it.
+/// has it once. A request with two values of it has none: a browser sends every cookie
+/// that matches, the one with the longest path first, so a second one was set by someone
+/// else (a sibling host may set one for the parent domain and a longer path, even
+/// `__Secure-` prefixed), and taking either would let them choose the session.
 pub(crate) fn get(headers: &HeaderMap, name: Name, secure: bool) -> Option<&str> {
     let name = name.of(secure);
-    headers
+    let mut values = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
+        .filter(|(n, _)| *n == name)
+        .map(|(_, v)| v);
+    let first = values.next()?;
+    values.all(|v| v == first).then_some(first)
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Path=/ui, and under TLS (`secure`)
@@ -74,6 +79,23 @@ mod tests {
         headers.insert(COOKIE, "a=1; lk_session=abc; b=2".parse().unwrap());
         assert_eq!(get(&headers, SESSION, false), Some("abc"));
         assert_eq!(get(&headers, SIGNIN, false), None);
+    }
+
+    #[test]
+    fn a_cookie_sent_twice_with_two_values_is_not_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            "__Secure-lk_session=planted; __Secure-lk_session=own"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(get(&headers, SESSION, true), None);
+        headers.insert(
+            COOKIE,
+            "lk_session=same; a=1; lk_session=same".parse().unwrap(),
+        );
+        assert_eq!(get(&headers, SESSION, false), Some("same"));
     }
 
     /// Under TLS only the prefixed name counts: a plain-named cookie (planted over HTTP)
