@@ -374,6 +374,9 @@ async fn every_page_answers_with_the_policy() {
     let (audit, html) = app.get("/ui/audit?check=1", Some(&session)).await;
     assert_eq!(audit.status(), StatusCode::OK);
     assert!(html.contains("The chain holds"), "{html}");
+    // Disabling a user, which stops all its keys, asks first, as a deletion does.
+    let (_, html) = app.get("/ui/users", Some(&session)).await;
+    assert!(html.contains("data-confirm=\"Disable admin?"), "{html}");
     for asset in ["/ui/static/console.css", "/ui/static/console.js"] {
         let (response, _) = app.get(asset, None).await;
         assert_eq!(response.status(), StatusCode::OK, "{asset}");

@@ -87,6 +87,14 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             // A key that may read no section has nothing to do here: no session is made
             // for it, so that keys made for apps cannot fill the session table.
             let Some(landing) = view::readable_section(&principal.permissions) else {
+                // A real key (its secret matched), so its use here is told, at INFO as a
+                // sign-in is: only a holder of a key can add such lines.
+                tracing::info!(
+                    key = %principal.prefix,
+                    user = %principal.user_id,
+                    client = ?origin.client_ip(),
+                    "console sign-in refused: the key may read no section"
+                );
                 return page(&console, StatusCode::FORBIDDEN, Some(NO_SECTION));
             };
             if let Some(previous) = previous {
@@ -116,11 +124,14 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             response
         }
         // Said only of a key whose secret matched, as the API's 403 `ip_not_allowed` is.
-        Err(VerifyError::IpNotAllowed) => page(
-            &console,
-            StatusCode::FORBIDDEN,
-            Some("That key may not be used from this address."),
-        ),
+        Err(VerifyError::IpNotAllowed) => {
+            tracing::info!(client = ?origin.client_ip(), "console sign-in refused: a key used from an address it does not allow");
+            page(
+                &console,
+                StatusCode::FORBIDDEN,
+                Some("That key may not be used from this address."),
+            )
+        }
         // Nothing is known of the key: it is not blamed.
         Err(VerifyError::Unavailable(detail)) => {
             tracing::warn!(%detail, "console sign-in: the keystore is unavailable");
