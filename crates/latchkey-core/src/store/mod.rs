@@ -37,6 +37,7 @@ mod rebuild;
 mod recover;
 mod redb_db;
 mod scoped;
+mod single_flight;
 mod space;
 mod sweep;
 mod tx;
@@ -286,6 +287,8 @@ struct Inner {
     hash_key: HashKey,
     /// Seals list cursors (`cursor.rs`).
     cursors: cursor::CursorSeal,
+    /// The audit chain's checks, one at a time (`single_flight.rs`).
+    audit_check: single_flight::SingleFlight<AuditReport>,
     prefix: Prefix,
     clock: Arc<dyn Clock>,
     cache: VerifyCache,
@@ -580,6 +583,7 @@ impl Store {
             mark: recover::Marker::new(mark),
             min_free_bytes: config.min_free_bytes,
             cursors: cursor::CursorSeal::new(&HashKey::from_bytes(hash_key)),
+            audit_check: single_flight::SingleFlight::default(),
             hash_key: HashKey::from_bytes(hash_key),
             prefix,
             clock: config.clock,
@@ -957,7 +961,17 @@ impl Store {
     /// The chain is checked up to the end the store recorded when the check began: writes
     /// that commit meanwhile append after it and are not mistaken for a break. An event past
     /// that end is one only if the store counts it once the walk is done.
+    ///
+    /// One check runs at a time: a caller who asks while one runs waits for it and then
+    /// shares the next one, begun after it asked (`single_flight.rs`).
     pub fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        self.inner
+            .audit_check
+            .run(std::time::Instant::now(), || self.walk_audit_chain())
+    }
+
+    /// [`Store::verify_audit`]'s walk of the chain.
+    fn walk_audit_chain(&self) -> Result<AuditReport, StoreError> {
         let (last, head) = self.chain_end()?;
         let mut next = 1;
         let mut prev = audit::GENESIS.to_owned();
