@@ -193,33 +193,8 @@ fn a_refused_key_writes_no_info_line() {
             .problem(401, "invalid_key");
     }
     // The console's sign-in form refusing a key: the same.
-    let client = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     for _ in 0..5 {
-        let form = client
-            .get(format!("{}/ui/signin", f.daemon.url))
-            .send()
-            .unwrap();
-        let cookie = form.headers()["set-cookie"].to_str().unwrap();
-        let cookie = cookie.split(';').next().unwrap().to_owned();
-        let html = form.text().unwrap();
-        let csrf = html
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the form's token");
-        let refused = client
-            .post(format!("{}/ui/signin", f.daemon.url))
-            .header("cookie", cookie)
-            .header("sec-fetch-site", "same-origin")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={csrf}&key={}", unknown.expose()))
-            .send()
-            .unwrap();
-        assert_eq!(refused.status(), 401);
+        assert_eq!(console_sign_in(&f, unknown.expose()), 401);
     }
     // A request after them, to be sure their log lines (if any) were written.
     f.http("GET", "/v1/keys", None);
@@ -230,6 +205,49 @@ fn a_refused_key_writes_no_info_line() {
         !new.lines().any(|l| l.contains("INFO")),
         "an INFO line per request: {new}"
     );
+    // A real key refused at the console (it may read no section) is told: only a holder of
+    // a key can add that line.
+    f.user("app", "orders:read");
+    let (_, key) = f.key("app", "k", &[]);
+    assert_eq!(console_sign_in(&f, &key), 403);
+    f.http("GET", "/v1/keys", None);
+    let log = f.daemon.log();
+    let told = log[after.len()..]
+        .lines()
+        .find(|l| l.contains("may read no section"))
+        .unwrap_or_else(|| panic!("no line for the refused real key: {log}"));
+    assert!(told.contains("INFO") && !told.contains(&key), "{told}");
+}
+
+/// Signs in at the console's form with `key`, as a browser does; returns the status.
+fn console_sign_in(f: &Fixture, key: &str) -> u16 {
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = client
+        .get(format!("{}/ui/signin", f.daemon.url))
+        .send()
+        .unwrap();
+    let cookie = form.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let html = form.text().unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's token");
+    client
+        .post(format!("{}/ui/signin", f.daemon.url))
+        .header("cookie", cookie)
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&key={key}"))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[test]
