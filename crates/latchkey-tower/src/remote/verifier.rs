@@ -421,11 +421,13 @@ impl Shared {
         }
     }
 
-    /// A cached answer that may be used at `now`, with a metered key's lease.
+    /// A cached answer that may be used at `now`, with a metered key's lease. While the
+    /// event stream is trusted, any unexpired entry; while it is not (down, refused by a
+    /// proxy or the daemon), only a key's answer fetched less than `max_staleness` ago, so
+    /// that a revocation is still seen within the bound, per answer, and a verifier whose
+    /// stream never comes up does not ask the daemon at every request.
     fn cached(&self, digest: &Digest, now: OffsetDateTime) -> Option<Result<Hit, VerifyError>> {
-        if !self.trusted(now) {
-            return None;
-        }
+        let trusted = self.trusted(now);
         match self.cache.get(digest, now)? {
             Cached::Valid(entry) => {
                 if entry.expires_at.is_some_and(|at| at <= now) {
@@ -433,14 +435,19 @@ impl Shared {
                     self.cache.forget(digest);
                     return Some(Err(VerifyError::Expired));
                 }
-                if now - entry.fetched_at >= self.settings.cache_ttl {
+                let age = now - entry.fetched_at;
+                if age >= self.settings.cache_ttl {
                     self.cache.forget(digest);
+                    return None;
+                }
+                // A clock that went back does not extend the window.
+                if !trusted && (age.is_negative() || age >= self.settings.max_staleness) {
                     return None;
                 }
                 self.usage.record(entry.principal.key_id, now);
                 Some(Ok((entry.principal, entry.lease)))
             }
-            Cached::Refused(error) => Some(Err(error)),
+            Cached::Refused(error) => trusted.then_some(Err(error)),
         }
     }
 

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use latchkey_tower::Verifier;
-use latchkey_tower::latchkey_core::{ApiKey, Clock, Env, Prefix, VerifyError};
+use latchkey_tower::latchkey_core::{Actor, ApiKey, Clock, Env, Prefix, VerifyError};
 
 use latchkey_tower::remote::RemoteVerifier;
 
-use crate::{Setup, within};
+use crate::daemon::Traffic;
+use crate::{MAX_STALENESS, Setup, within};
 
 #[tokio::test]
 async fn a_miss_asks_the_daemon_once_then_hits_make_no_request() {
@@ -603,4 +604,32 @@ async fn credits_leased_for_an_answer_that_leaves_the_cache_go_back() {
     within(verifier.flush_usage()).await;
     let seen = s.keystore.store.key(key.key.id).unwrap();
     assert_eq!(seen.credits.map(|c| c.remaining), Some(990));
+}
+
+/// A verifier whose event stream is refused (a proxy that does not pass it, a service key
+/// the daemon streams nothing to) still caches a key's answer, for `max_staleness` from
+/// when it was fetched: a revocation is still seen within the bound, and the daemon is not
+/// asked at every request (it was, and at load the verifier answered 503 past its misses'
+/// bound).
+#[tokio::test]
+async fn without_a_stream_an_answer_is_served_for_the_staleness_bound() {
+    let traffic = Traffic::default();
+    traffic.refuse_events.store(true, Ordering::SeqCst);
+    let s = Setup::start(traffic);
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let key = s.keystore.key(user, "k", None);
+    within(s.verify(key.secret.expose())).await.unwrap();
+    within(s.verify(key.secret.expose())).await.unwrap();
+    assert!(!s.verifier.is_fresh());
+    assert_eq!(s.requests(), 1, "the second answer came from the cache");
+    // Revoked: served until its answer is max_staleness old, then asked and refused.
+    s.keystore
+        .store
+        .revoke_key(&Actor::system(), key.key.id)
+        .unwrap();
+    s.advance(MAX_STALENESS - Duration::from_secs(1));
+    within(s.verify(key.secret.expose())).await.unwrap();
+    s.advance(Duration::from_secs(1));
+    assert_eq!(s.refusal(&key).await, VerifyError::Revoked);
+    assert_eq!(s.requests(), 2);
 }

@@ -29,6 +29,8 @@ pub(crate) struct Traffic {
     /// Answer `POST /v1/usage` 404 without passing it on, as a daemon that predates the
     /// route would.
     pub(crate) refuse_usage: std::sync::atomic::AtomicBool,
+    /// Answer `GET /v1/events` 503, as a proxy that does not pass event streams would.
+    pub(crate) refuse_events: std::sync::atomic::AtomicBool,
     /// Put this `seq` in `POST /v1/verify`'s answers, as a daemon of a cluster that has
     /// applied the changes up to it would.
     pub(crate) verify_seq: Mutex<Option<u64>>,
@@ -53,6 +55,9 @@ async fn observe(State(traffic): State<Arc<Traffic>>, request: Request, next: Ne
             answer["seq"] = seq.into();
             return Response::from_parts(parts, Body::from(answer.to_string()));
         }
+    }
+    if path == "/v1/events" && traffic.refuse_events.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     if path == "/v1/usage" {
         if traffic.refuse_usage.load(Ordering::SeqCst) {

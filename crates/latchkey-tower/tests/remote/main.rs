@@ -47,19 +47,24 @@ struct Setup {
 impl Setup {
     /// Everything started, and the verifier's event stream caught up.
     async fn new() -> Setup {
+        let setup = Setup::start(Traffic::default());
+        setup.caught_up().await;
+        setup
+    }
+
+    /// Everything started, the daemon's traffic as `traffic` says.
+    fn start(traffic: Traffic) -> Setup {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
         let keystore = Keystore::new(clock);
-        let traffic = Arc::new(Traffic::default());
+        let traffic = Arc::new(traffic);
         let daemon = Daemon::start(&keystore.store, &traffic, loopback(0));
         let verifier = verifier(&daemon.url(), &keystore);
-        let setup = Setup {
+        Setup {
             keystore,
             traffic,
             daemon,
             verifier,
-        };
-        setup.caught_up().await;
-        setup
+        }
     }
 
     /// Waits until the verifier's stream is up and has applied every change of the store.
