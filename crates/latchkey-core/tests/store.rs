@@ -613,6 +613,19 @@ fn the_audit_chain_verifies_while_writes_commit() {
     });
 }
 
+/// Usage reported for an id that only carries a key's public id (another creation time)
+/// is no one's: it never lands on that key's record.
+#[test]
+fn usage_of_a_made_up_id_never_lands_on_a_real_key() {
+    let f = fixture();
+    let user = f.user("bot", &[], &["x"]);
+    let key = f.key(&user, None);
+    let made_up = Uuid::from_u128(key.key.id.as_u128() ^ (1 << 100));
+    f.store.record_usage(made_up, 5, T0);
+    f.store.flush().unwrap();
+    assert_eq!(f.store.key(key.key.id).unwrap().usage_count, 0);
+}
+
 #[test]
 fn a_key_s_usage_never_dips_while_its_figures_are_flushed() {
     let f = fixture();

@@ -251,6 +251,12 @@ pub(super) fn flush(
                 continue;
             }
         };
+        // An id only shares its public id with this key (a report of a made-up id): the
+        // figures are no one's.
+        if record.id != key {
+            stored.insert(key, usage);
+            continue;
+        }
         let before = index::entries(&record, &mark);
         record.usage.add(usage);
         index::apply(&mut chunks, before, index::entries(&record, &mark))?;
