@@ -1125,6 +1125,7 @@ fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
                     }
                 }
                 woken = false;
+                let mut job_failed = false;
                 loop {
                     let Some(inner) = inner.upgrade() else { return };
                     let store = Store { inner };
@@ -1136,13 +1137,17 @@ fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
                             true
                         }
                     };
-                    let more_jobs = match store.run_job_chunk() {
-                        Ok(more) => more,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "background job failed; retrying in a second");
-                            false
-                        }
-                    };
+                    // A failed job waits for the next second, even while a sweep backlog
+                    // keeps this loop going.
+                    let more_jobs = !job_failed
+                        && match store.run_job_chunk() {
+                            Ok(more) => more,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "background job failed; retrying in a second");
+                                job_failed = true;
+                                false
+                            }
+                        };
                     if swept_all && !more_jobs {
                         break;
                     }
