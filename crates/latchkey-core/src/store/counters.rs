@@ -7,7 +7,7 @@
 
 use super::backend::Backend;
 use super::index::Class;
-use super::rebuild::INDEXED;
+use super::rebuild::RECOUNT;
 use super::tx::{Tx, TxResult, abort};
 use crate::error::StoreError;
 
@@ -69,11 +69,11 @@ impl Tx<'_> {
             Some(next) => next,
             None => {
                 // Below zero: the count is out of step with the records (a damaged or
-                // hand-edited store). It reads 0 until the next open rebuilds every count
-                // from the records, which clearing the mark asks for.
+                // hand-edited store). It reads 0 until the next open counts the records
+                // again (the indexes are left alone), which the mark asks for.
                 let key = String::from_utf8_lossy(counter.key());
-                tracing::warn!(count = %key, "a count would fall below zero: the counts are out of step with the records; the next open rebuilds them");
-                self.remove(INDEXED)?;
+                tracing::warn!(count = %key, "a count would fall below zero: the counts are out of step with the records; the next open counts them again");
+                self.put_raw(RECOUNT, b"1")?;
                 0
             }
         };

@@ -11,7 +11,7 @@
 //! | `kr:<public id>`             | the id of the key it was rotated to, once it was (`keys.rs`) |
 //! | `a:<seq, big-endian u64>`    | audit event (also the change feed)     |
 //! | `x:…`                        | key indexes: chunks of up to 16 sorted positions (`index.rs`, `chunks.rs`) |
-//! | `m:n:<count>`, `m:expiry_mark`, `m:indexed` | counts for `/metrics` (`counters.rs`), the expiry sweep's mark, the index version |
+//! | `m:n:<count>`, `m:expiry_mark`, `m:indexed`, `m:recount` | counts for `/metrics` (`counters.rs`), the expiry sweep's mark, the index version, counts to take again at the next open (`rebuild.rs`) |
 //! | `j:<uuid>` / `ja:<uuid>` / `ur:<user uuid>` | background job / the key that asked for it / a user's revocation mark (`jobs.rs`) |
 //! | `xb:<keyed BLAKE3>` / `xs:<SHA-256>` | an imported key's public id, by the hash of its text |
 //! | `xh:<keyed BLAKE3 of its SHA-256>` / `kx:<public id>` | an imported key's public id, kept past its re-hash so its text is never imported twice / that entry's hash, to remove it with the key (`import.rs`) |

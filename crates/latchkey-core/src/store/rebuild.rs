@@ -18,6 +18,9 @@ use crate::error::StoreError;
 
 /// Marks a store whose indexes and counts are complete, by the layout's version.
 pub(crate) const INDEXED: &[u8] = b"m:indexed";
+/// Marks a store whose counts were found out of step with its records (a write would have
+/// taken one below zero): the next open counts them again, leaving the indexes alone.
+pub(crate) const RECOUNT: &[u8] = b"m:recount";
 /// The index layout this version writes.
 pub(crate) const INDEX_VERSION: &[u8] = b"2";
 
@@ -36,14 +39,17 @@ pub(crate) fn ensure(
     now: OffsetDateTime,
     chunk_positions: usize,
 ) -> Result<(), StoreError> {
-    if complete(&**db)? {
+    if complete(&**db)? && db.get(RECOUNT)?.is_none() {
         return Ok(());
     }
     // On a shared database, no other process writes index chunks meanwhile (nor builds
     // them too: the first to get here does).
     let _writers = db.lock_writers()?;
     if complete(&**db)? {
-        return Ok(());
+        return match db.get(RECOUNT)? {
+            Some(_) => recount(db),
+            None => Ok(()),
+        };
     }
     tracing::info!("building the store's indexes (once)");
     // The mark goes first: a build cut off from here on is started again at the next open,
@@ -64,20 +70,8 @@ pub(crate) fn ensure(
     let mut batch = Batch::default();
     let mut chunks = Writer::new(Overlay::new(&**db), chunk_positions);
     let mut pending = 0;
-    for item in scan(db, KeyRange::prefix(layout::KEYS), Direction::Forward) {
-        let (path, bytes) = item?;
-        // A record that does not decode is stepped over, said loudly, as the sweep and the
-        // jobs step over it: refusing to open would make one damaged key take the whole
-        // store down. It is in no list and no count until it is put right (its own reads
-        // still answer 500).
-        let record: KeyRecord = match decode(&bytes) {
-            Ok(record) => record,
-            Err(e) => {
-                let key = String::from_utf8_lossy(&path);
-                tracing::error!(record = %key, error = %e, "a key record does not decode: left out of the rebuilt indexes and counts");
-                continue;
-            }
-        };
+    for record in key_records(db) {
+        let record = record?;
         *counts.entry(Class::of(&record, &mark)).or_default() += 1;
         index::apply(&mut chunks, Vec::new(), index::entries(&record, &mark))?;
         pending += 1;
@@ -87,22 +81,71 @@ pub(crate) fn ensure(
             pending = 0;
         }
     }
-    let count = |prefix| {
-        scan(db, KeyRange::prefix(prefix), Direction::Forward)
-            .try_fold(0_u64, |n, item| item.map(|_| n + 1))
-    };
     chunks.write_into(&mut batch);
-    let users = count(layout::USERS)?;
-    let groups = count(layout::GROUPS)?;
-    for class in Class::ALL {
-        let n = counts.get(&class).copied().unwrap_or(0);
-        batch.insert(Counter::Keys(class).key(), n.to_be_bytes());
-    }
-    batch.insert(Counter::Users.key(), users.to_be_bytes());
-    batch.insert(Counter::Groups.key(), groups.to_be_bytes());
+    write_counts(db, &mut batch, &counts)?;
     batch.insert(index::EXPIRY_MARK, mark);
     batch.insert(INDEXED, INDEX_VERSION);
     db.apply_batch(batch)?;
     db.flush()?;
+    Ok(())
+}
+
+/// Counts the keys by class at the stored expiry mark (the one the class indexes follow),
+/// the users and the groups again, and writes the counts, indexes untouched. The caller
+/// holds the writers' lock.
+fn recount(db: &Arc<dyn Backend>) -> Result<(), StoreError> {
+    tracing::warn!(
+        "counting the store's keys, users and groups again (their counts were out of step)"
+    );
+    let mark = db.get(index::EXPIRY_MARK)?.unwrap_or_default();
+    let mut counts: BTreeMap<Class, u64> = BTreeMap::new();
+    for record in key_records(db) {
+        *counts.entry(Class::of(&record?, &mark)).or_default() += 1;
+    }
+    let mut batch = Batch::default();
+    write_counts(db, &mut batch, &counts)?;
+    db.apply_batch(batch)?;
+    db.flush()
+}
+
+/// Every key record that decodes. One that does not is stepped over, said loudly, as the
+/// sweep and the jobs step over it: refusing to open would make one damaged key take the
+/// whole store down. It is in no list and no count until it is put right (its own reads
+/// still answer 500).
+fn key_records(db: &Arc<dyn Backend>) -> impl Iterator<Item = Result<KeyRecord, StoreError>> {
+    scan(db, KeyRange::prefix(layout::KEYS), Direction::Forward).filter_map(|item| {
+        let (path, bytes) = match item {
+            Ok(entry) => entry,
+            Err(e) => return Some(Err(e)),
+        };
+        match decode(&bytes) {
+            Ok(record) => Some(Ok(record)),
+            Err(e) => {
+                let key = String::from_utf8_lossy(&path);
+                tracing::error!(record = %key, error = %e, "a key record does not decode: left out of the rebuilt indexes and counts");
+                None
+            }
+        }
+    })
+}
+
+/// Puts the key counts `counts` and the users' and groups' counts (counted now) into
+/// `batch`, and clears the recount mark.
+fn write_counts(
+    db: &Arc<dyn Backend>,
+    batch: &mut Batch,
+    counts: &BTreeMap<Class, u64>,
+) -> Result<(), StoreError> {
+    let count = |prefix| {
+        scan(db, KeyRange::prefix(prefix), Direction::Forward)
+            .try_fold(0_u64, |n, item| item.map(|_| n + 1))
+    };
+    for class in Class::ALL {
+        let n = counts.get(&class).copied().unwrap_or(0);
+        batch.insert(Counter::Keys(class).key(), n.to_be_bytes());
+    }
+    batch.insert(Counter::Users.key(), count(layout::USERS)?.to_be_bytes());
+    batch.insert(Counter::Groups.key(), count(layout::GROUPS)?.to_be_bytes());
+    batch.remove(RECOUNT);
     Ok(())
 }
