@@ -80,17 +80,24 @@ impl Default for VerifierSettings {
 
 /// The fastest heartbeat the daemon sends (it refuses a lower `heartbeat_ms`).
 const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
+/// The slowest heartbeat the daemon sends (it refuses a higher `heartbeat_ms`).
+const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
+/// The shortest reconnection delay: a zero would reconnect in a tight loop.
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
 
 impl VerifierSettings {
     /// The heartbeat actually asked for: at most a third of `max_staleness`, so that a
     /// live stream refreshes the trust window several times over before it closes.
     pub(super) fn effective_heartbeat(&self) -> Duration {
         let third = self.max_staleness / 3;
-        if third.is_zero() {
-            self.heartbeat.max(MIN_HEARTBEAT)
+        let asked = if third.is_zero() {
+            self.heartbeat
         } else {
-            self.heartbeat.min(third).max(MIN_HEARTBEAT)
-        }
+            self.heartbeat.min(third)
+        };
+        // Within what the daemon accepts: beyond it, the stream would be refused (400) and
+        // never come up.
+        asked.clamp(MIN_HEARTBEAT, MAX_HEARTBEAT)
     }
 
     /// How long the stream may stay silent before it counts as dead: three heartbeats.
@@ -131,8 +138,9 @@ impl RemoteVerifierBuilder {
         /// fails. `Duration::ZERO` trusts no cached answer: every request asks the daemon.
         max_staleness: Duration;
         /// The heartbeat interval asked of the daemon; default 1 s, and never more than a
-        /// third of [`max_staleness`](Self::max_staleness) (nor less than 1 s, the daemon's
-        /// floor). Three missed heartbeats close the stream and start a reconnection.
+        /// third of [`max_staleness`](Self::max_staleness) (nor less than 1 s or more than
+        /// 60 s, the daemon's bounds). Three missed heartbeats close the stream and start a
+        /// reconnection.
         heartbeat: Duration;
         /// How long a refusal (`invalid_key`, `key_disabled`, …) is cached; default 1 s. Any
         /// change event also drops every cached refusal, so enabling a key takes effect at
@@ -181,9 +189,10 @@ impl RemoteVerifierBuilder {
         self
     }
 
-    /// The reconnection delays of the event stream: from `min`, doubling up to `max`, each
-    /// drawn at random between half and all of it; default 100 ms to 2 s.
+    /// The reconnection delays of the event stream: from `min` (at least 10 ms), doubling
+    /// up to `max`, each drawn at random between half and all of it; default 100 ms to 2 s.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        let min = min.max(MIN_BACKOFF);
         self.settings.backoff_min = min;
         self.settings.backoff_max = max.max(min);
         self
@@ -249,5 +258,42 @@ impl fmt::Debug for VerifierSettings {
             .field("backoff", &(self.backoff_min..self.backoff_max))
             .field("ca_certificate", &self.ca_pem.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max_staleness: Duration, heartbeat: Duration) -> VerifierSettings {
+        VerifierSettings {
+            max_staleness,
+            heartbeat,
+            ..VerifierSettings::default()
+        }
+    }
+
+    /// The heartbeat asked for is one the daemon accepts (1 to 60 s), and three of them
+    /// never overflow: a stream asked for 120 s was refused (400) for good, and
+    /// `Duration::MAX` with a zero staleness bound panicked in the stream's task.
+    #[test]
+    fn the_heartbeat_asked_for_is_within_the_daemon_s_bounds() {
+        let secs = Duration::from_secs;
+        assert_eq!(
+            settings(secs(600), secs(120)).effective_heartbeat(),
+            secs(60)
+        );
+        assert_eq!(settings(secs(6), secs(120)).effective_heartbeat(), secs(2));
+        assert_eq!(settings(secs(5), secs(0)).effective_heartbeat(), secs(1));
+        let extreme = settings(Duration::ZERO, Duration::MAX);
+        assert_eq!(extreme.idle_timeout(), secs(180));
+    }
+
+    #[test]
+    fn the_reconnection_delay_is_never_zero() {
+        let builder = RemoteVerifierBuilder::new("http://127.0.0.1:1", "x")
+            .reconnect_backoff(Duration::ZERO, Duration::ZERO);
+        assert_eq!(builder.settings.backoff_min, MIN_BACKOFF);
+        assert_eq!(builder.settings.backoff_max, MIN_BACKOFF);
     }
 }

@@ -552,7 +552,11 @@ impl Shared {
                 if lasting && !self.settings.negative_ttl.is_zero() && !behind(seq) {
                     let entry = Negative {
                         error: error.clone(),
-                        until: now + self.settings.negative_ttl,
+                        // Saturating: a `negative_ttl` past the calendar's end is "for ever".
+                        until: now.saturating_add(
+                            time::Duration::try_from(self.settings.negative_ttl)
+                                .unwrap_or(time::Duration::MAX),
+                        ),
                     };
                     self.cache.insert_refused(digest, entry, generation);
                 }

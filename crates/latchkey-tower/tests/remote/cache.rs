@@ -91,6 +91,23 @@ async fn refusals_are_cached_briefly() {
     assert_eq!(s.requests(), before + 2);
 }
 
+/// A `negative_ttl` past the calendar's end caches a refusal for ever, and refuses: it
+/// panicked at the first refusal, and every unknown key answered 503.
+#[tokio::test]
+async fn an_endless_negative_ttl_caches_refusals_for_ever() {
+    let s = Setup::new().await;
+    let verifier = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
+        .negative_ttl(Duration::MAX)
+        .clock(s.keystore.clock.clone())
+        .build()
+        .unwrap();
+    let unknown = ApiKey::generate(&Prefix::new("lk").unwrap(), Env::Live);
+    for _ in 0..2 {
+        let refused = within(verifier.verify(&unknown)).await.unwrap_err();
+        assert_eq!(refused, VerifyError::Invalid);
+    }
+}
+
 #[tokio::test]
 async fn a_cached_key_stops_at_its_expiry_without_an_event() {
     let s = Setup::new().await;
