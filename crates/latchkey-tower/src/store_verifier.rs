@@ -6,7 +6,8 @@ use std::task::{Context, Poll};
 
 use latchkey_core::{ApiKey, Principal, Store, VerifyError};
 use tokio::runtime::Handle;
-use tokio::task::{JoinError, JoinHandle};
+use tokio::sync::Semaphore;
+use tokio::task::JoinError;
 
 use crate::verifier::Verifier;
 
@@ -18,16 +19,35 @@ use crate::verifier::Verifier;
 /// PostgreSQL ([`Store::reads_over_network`]) answers inline from its verify cache; a key
 /// the cache does not hold needs a round trip to the database, which runs on tokio's
 /// blocking pool ([`StoreVerification::blocking`]) so that it never holds up the async
-/// worker, and the other requests on it, for that long.
+/// worker, and the other requests on it, for that long. At most 32 such reads run at once
+/// in a process; the others wait their turn without a thread.
 #[derive(Debug)]
 pub struct StoreVerification(State);
 
-#[derive(Debug)]
 enum State {
     /// Taken by the poll that completes.
     Ready(Option<Result<Principal, VerifyError>>),
-    Blocking(JoinHandle<Result<Principal, VerifyError>>),
+    /// Waiting for a turn, then on the blocking pool.
+    Blocking(Pin<Box<dyn Future<Output = Result<Principal, VerifyError>> + Send>>),
 }
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::Ready(_) => f.write_str("Ready"),
+            State::Blocking(_) => f.write_str("Blocking"),
+        }
+    }
+}
+
+/// The most verifications that may block (a database read) at once, across every store of
+/// the process: a flood of unknown keys, each a cache miss, must not take every connection
+/// of the store's pool and every thread of tokio's blocking pool (512), which real keys'
+/// reads and the app's own blocking work need. The others wait, without a thread, for a
+/// turn (or for the request's own timeout).
+pub(crate) const MAX_BLOCKING_READS: usize = 32;
+
+static BLOCKING_READS: Semaphore = Semaphore::const_new(MAX_BLOCKING_READS);
 
 impl StoreVerification {
     /// A verification that has answered already: of a store on sled, or from the verify
@@ -36,15 +56,27 @@ impl StoreVerification {
         StoreVerification(State::Ready(Some(answer)))
     }
 
-    /// Runs `verify`, which may block, on the blocking pool of the current tokio runtime;
-    /// outside any tokio runtime, on this thread at once.
+    /// Runs `verify`, which may block, on the blocking pool of the current tokio runtime
+    /// once one of its 32 turns is free; outside any tokio runtime, on this thread at once.
     ///
     /// A panic of `verify` resumes in the task that polls this, as it would inline.
     pub fn blocking(
         verify: impl FnOnce() -> Result<Principal, VerifyError> + Send + 'static,
     ) -> StoreVerification {
         match Handle::try_current() {
-            Ok(runtime) => StoreVerification(State::Blocking(runtime.spawn_blocking(verify))),
+            Ok(runtime) => StoreVerification(State::Blocking(Box::pin(async move {
+                let Ok(turn) = BLOCKING_READS.acquire().await else {
+                    unreachable!("the semaphore is never closed")
+                };
+                // The turn ends with the read, even if this future is dropped first.
+                let joined = runtime
+                    .spawn_blocking(move || {
+                        let _turn = turn;
+                        verify()
+                    })
+                    .await;
+                answer_of(joined, "the verification")
+            }))),
             Err(_) => StoreVerification::ready(verify()),
         }
     }
@@ -79,9 +111,7 @@ impl Future for StoreVerification {
                     .take()
                     .expect("StoreVerification polled after it answered"),
             ),
-            State::Blocking(task) => Pin::new(task)
-                .poll(cx)
-                .map(|joined| answer_of(joined, "the verification")),
+            State::Blocking(task) => task.as_mut().poll(cx),
         }
     }
 }
@@ -128,5 +158,38 @@ impl Verifier for Store {
 
     fn verify_foreign(&self, text: &str) -> Option<Self::Future> {
         StoreVerification::foreign(self, text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// However many verifications need a read at once, at most `MAX_BLOCKING_READS` hold a
+    /// thread of the blocking pool; every one answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_reads_wait_their_turn() {
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let verifications: Vec<_> = (0..4 * MAX_BLOCKING_READS)
+            .map(|_| {
+                let (running, most) = (running.clone(), most.clone());
+                StoreVerification::blocking(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Err(VerifyError::Invalid)
+                })
+            })
+            .collect();
+        let handles: Vec<_> = verifications.into_iter().map(tokio::spawn).collect();
+        for handle in handles {
+            assert_eq!(handle.await.unwrap(), Err(VerifyError::Invalid));
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=MAX_BLOCKING_READS).contains(&most), "{most} at once");
     }
 }
