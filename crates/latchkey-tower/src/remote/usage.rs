@@ -16,6 +16,10 @@ use latchkey_core::wire::UsageItem;
 
 use super::client::{Daemon, UsageOutcome};
 
+/// The refused figures after which a flush gives up on the rest: one refused figure is one
+/// round trip, and a clock far off has every figure refused.
+const MAX_REFUSED_FIGURES: usize = 3;
+
 /// Figures not yet sent, per key: how many hits, and the latest.
 #[derive(Debug, Default)]
 pub(super) struct UsageBuffer {
@@ -60,11 +64,13 @@ impl UsageBuffer {
         }
     }
 
-    /// Sends what is pending. Figures that could not be delivered are kept for the next
+    /// Sends what is pending, dropping the figures the daemon refuses, and everything left
+    /// at the [`MAX_REFUSED_FIGURES`]th. Figures that could not be delivered are kept for the next
     /// attempt; a daemon without `/v1/usage` gets none (its `last_used_at` then reflects
     /// misses only).
     pub(super) async fn flush(&self, daemon: &Daemon) {
         let mut items = self.take();
+        let mut refused = 0;
         // The daemon takes at most `MAX_USAGE_ITEMS` per report (and 64 KiB of body).
         while !items.is_empty() {
             let rest = items.split_off(items.len().min(MAX_USAGE_ITEMS));
@@ -86,8 +92,19 @@ impl UsageBuffer {
                 // Sent again, the same figure would be refused again, and everything
                 // behind it with it: it is dropped, the rest goes on.
                 UsageOutcome::Refused { item: Some(i) } if i < items.len() => {
-                    let refused = items.remove(i);
-                    tracing::warn!(key_id = %refused.key_id, count = refused.count, last_used_at = %refused.last_used_at, "the daemon refused a usage figure (is this machine's clock off?): it is dropped");
+                    let figure = items.remove(i);
+                    refused += 1;
+                    if refused == MAX_REFUSED_FIGURES {
+                        // A clock far off has every figure refused, one round trip each:
+                        // the rest goes too, said once.
+                        let dropped = items.len() + rest.len() + 1;
+                        tracing::warn!(
+                            figures = dropped,
+                            "the daemon refused {MAX_REFUSED_FIGURES} usage figures in one report (is this machine's clock off?): this report's figures are dropped"
+                        );
+                        return;
+                    }
+                    tracing::warn!(key_id = %figure.key_id, count = figure.count, last_used_at = %figure.last_used_at, "the daemon refused a usage figure (is this machine's clock off?): it is dropped");
                     items.extend(rest);
                 }
                 UsageOutcome::Refused { .. } => {

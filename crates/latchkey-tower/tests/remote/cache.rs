@@ -591,6 +591,18 @@ async fn a_usage_figure_the_daemon_refuses_is_dropped_not_resent_forever() {
     assert_eq!(reports(), before + 1, "the hits were reported");
     within(verifier.flush_usage()).await;
     assert_eq!(reports(), before + 1, "a refused figure was sent again");
+
+    // Many keys' figures, all refused: three round trips, not one per key.
+    for i in 0..8 {
+        let key = s.keystore.key(user, &format!("k{i}"), None);
+        let parsed = ApiKey::parse(key.secret.expose()).unwrap();
+        for _ in 0..2 {
+            verifier.verify(&parsed).await.unwrap();
+        }
+    }
+    let before = reports();
+    within(verifier.flush_usage()).await;
+    assert_eq!(reports(), before + 3, "one report per refused figure");
 }
 
 /// The credits leased for a key whose answer leaves the cache (here, past `cache_ttl`) go
