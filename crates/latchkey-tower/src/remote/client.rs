@@ -80,14 +80,23 @@ impl Daemon {
         service_key: &ApiKey,
         settings: &VerifierSettings,
     ) -> Result<Daemon, RemoteError> {
-        let mut base = Url::parse(url).map_err(|e| RemoteError::Url(format!("{url:?}: {e}")))?;
+        // Errors repeat the URL without what may be a password in it.
+        let shown = without_userinfo(url);
+        let mut base = Url::parse(url).map_err(|e| RemoteError::Url(format!("{shown:?}: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(RemoteError::Url(format!(
-                "{url:?}: expected http:// or https://"
+                "{shown:?}: expected http:// or https://"
             )));
         }
         if base.query().is_some() || base.fragment().is_some() {
-            return Err(RemoteError::Url(format!("{url:?}: no query or fragment")));
+            return Err(RemoteError::Url(format!("{shown:?}: no query or fragment")));
+        }
+        // The service key authenticates: a user or password in the URL would only end up
+        // in logs (errors and warnings name the URL).
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(RemoteError::Url(format!(
+                "{shown:?}: no user or password in the URL (the service key authenticates)"
+            )));
         }
         // A daemon mounted under a path (`https://auth.internal/latchkey`) keeps it.
         if !base.path().ends_with('/') {
@@ -95,7 +104,7 @@ impl Daemon {
         }
         let join = |path: &str| {
             base.join(path)
-                .map_err(|e| RemoteError::Url(format!("{url:?}: {e}")))
+                .map_err(|e| RemoteError::Url(format!("{shown:?}: {e}")))
         };
         let mut authorization = HeaderValue::try_from(format!("Bearer {}", service_key.expose()))
             .map_err(|e| RemoteError::Client(e.into()))?;
@@ -387,6 +396,19 @@ pub(super) fn describe(error: &reqwest::Error) -> String {
     text
 }
 
+/// `url` with anything between its scheme and an `@` before the first `/` after it (a
+/// user and password) replaced, for error messages.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 impl fmt::Debug for Daemon {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Daemon")
@@ -402,6 +424,30 @@ impl fmt::Debug for Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A URL with a user or password is refused, and no error repeats the password.
+    #[test]
+    fn a_url_with_a_password_is_refused_without_repeating_it() {
+        let key = ApiKey::generate(
+            &latchkey_core::Prefix::new("lk").unwrap(),
+            latchkey_core::Env::Live,
+        );
+        let settings = VerifierSettings::default();
+        for url in [
+            "http://svc:hunter2@127.0.0.1:7878",
+            "https://svc:hunter2@auth.internal/latchkey",
+            "ftp://svc:hunter2@auth.internal",
+            "http://svc:hunter2@127.0.0.1:7878/?q",
+            "http://svc:hunter2@[::1:7878",
+        ] {
+            let Err(RemoteError::Url(why)) = Daemon::new(url, &key, &settings) else {
+                panic!("{url} was taken");
+            };
+            assert!(!why.contains("hunter2"), "{why}");
+            assert!(why.contains("<redacted>@"), "{why}");
+        }
+        assert_eq!(without_userinfo("http://host/a@b"), "http://host/a@b");
+    }
 
     #[test]
     fn the_daemon_s_failure_is_no_refusal_of_the_key() {

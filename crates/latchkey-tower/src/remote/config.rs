@@ -216,7 +216,8 @@ impl RemoteVerifierBuilder {
     ///
     /// # Errors
     ///
-    /// [`RemoteError::Url`] for a URL that is not `http(s)://…`,
+    /// [`RemoteError::Url`] for a URL that is not `http(s)://…` or holds a user or
+    /// password (the service key authenticates; errors never repeat a password),
     /// [`RemoteError::ServiceKey`] for a service key that is not a well-formed key,
     /// [`RemoteError::NoRuntime`] outside a tokio runtime, [`RemoteError::Client`] when
     /// the HTTP client cannot be built (for one, a CA certificate that is not PEM),
