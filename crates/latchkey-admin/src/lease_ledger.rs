@@ -136,7 +136,7 @@ mod tests {
     fn meter() -> (tempfile::TempDir, Store, Meter) {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig::default().usage_flush_interval(None);
-        let store = Store::create(dir.path(), "lk", config).unwrap();
+        let store = Store::create_empty(dir.path(), "lk", config).unwrap();
         let system = Actor::system();
         let user = NewUser {
             name: "partner".into(),

@@ -32,7 +32,7 @@ impl Fixture {
     }
 
     fn create(&self) -> Store {
-        Store::create(self.dir.path(), "lk", self.config()).unwrap()
+        Store::create_empty(self.dir.path(), "lk", self.config()).unwrap()
     }
 
     fn reopen(&self, store: Store) -> Store {

@@ -30,9 +30,11 @@ use tokio::task::JoinHandle;
 /// A remote verifier (asking the daemon's `POST /v1/verify`) implements it with its own
 /// future type: ready at once on a cache hit, a boxed request otherwise.
 ///
-/// The trait is dyn-compatible once the future type is fixed, for example
-/// `Box<dyn Verifier<Future = Pin<Box<dyn Future<Output = …> + Send>>>>`; the layer already
-/// holds its verifier in an `Arc`, so a plain value is what it needs.
+/// The layer holds its verifier in an `Arc`, so a plain value is what it needs. The trait
+/// is dyn-compatible once the future type is fixed (`dyn Verifier<Future = Pin<Box<dyn
+/// Future<Output = …> + Send>>>`), but `Box<dyn Verifier<…>>` is no `Verifier` itself (it
+/// would overlap the closures' implementation): to choose a verifier at run time, wrap the
+/// box in a type of your own whose `verify` calls the box's.
 ///
 /// # Example
 ///

@@ -88,26 +88,6 @@ impl Store {
             Location::Postgres(url) => postgres::restore(url, backup, config, check),
         }
     }
-
-    /// Old name of [`Store::create_empty`], kept while callers move.
-    #[doc(hidden)]
-    pub fn create(
-        path: impl AsRef<Path>,
-        prefix: &str,
-        config: StoreConfig,
-    ) -> Result<Store, StoreError> {
-        Store::create_empty(path, prefix, config)
-    }
-
-    /// Old name of [`Store::create_with_admin`], kept while callers move.
-    #[doc(hidden)]
-    pub fn init(
-        path: impl AsRef<Path>,
-        prefix: &str,
-        config: StoreConfig,
-    ) -> Result<(Store, CreatedKey), StoreError> {
-        Store::create_with_admin(path, prefix, config)
-    }
 }
 
 /// What a `Store` function given a path opens or creates: a `postgres://` URL names a

@@ -135,7 +135,7 @@ impl<V> ApiKeyAuthLayer<V> {
     /// ```
     /// # use latchkey_tower::{ApiKeyAuthLayer, IpNet};
     /// # let dir = tempfile::tempdir().unwrap();
-    /// # let store = latchkey_tower::Store::create(dir.path(), "lk", Default::default()).unwrap();
+    /// # let store = latchkey_tower::Store::create_empty(dir.path(), "lk", Default::default()).unwrap();
     /// let layer = ApiKeyAuthLayer::new(store).trust_proxies(["10.0.0.0/8".parse::<IpNet>().unwrap()]);
     /// # let _ = layer;
     /// ```
@@ -157,7 +157,7 @@ impl<V> ApiKeyAuthLayer<V> {
     /// ```
     /// # use latchkey_tower::{ApiKeyAuthLayer, ForwardedHeader, IpNet};
     /// # let dir = tempfile::tempdir().unwrap();
-    /// # let store = latchkey_tower::Store::create(dir.path(), "lk", Default::default()).unwrap();
+    /// # let store = latchkey_tower::Store::create_empty(dir.path(), "lk", Default::default()).unwrap();
     /// let layer = ApiKeyAuthLayer::new(store)
     ///     .trust_proxies(["10.0.0.0/8".parse::<IpNet>().unwrap()])
     ///     .forwarded_header(ForwardedHeader::Forwarded);

@@ -23,8 +23,9 @@
 //! On success the request carries a [`Principal`](crate::Principal) in its extensions (the
 //! extractor, `Extension<Principal>` and `extensions().get::<Principal>()` all read it), and with
 //! [`ApiKeyAuthLayer::hide_credentials`] the key is removed from the request first. A refused
-//! request never reaches the inner service: it is answered `Ok(response)` with 400, 401 or 503,
-//! so the service's error type stays `S::Error` and the client always gets an answer.
+//! request never reaches the inner service: it is answered `Ok(response)` with 400, 401, 403
+//! (a key used from an address it does not allow), 429 (a key's rate limit or credits) or
+//! 503, so the service's error type stays `S::Error` and the client always gets an answer.
 //!
 //! # Placement
 //!

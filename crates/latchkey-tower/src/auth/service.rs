@@ -47,7 +47,8 @@ use crate::verifier::Verifier;
 ///
 /// # Rejections
 ///
-/// Answered with `Ok(response)` (400, 401, or 503 when the keystore is unavailable), never with
+/// Answered with `Ok(response)` (400, 401, 403, 429, or 503 when the keystore is
+/// unavailable), never with
 /// the inner service's error type: see the [module docs](crate::auth).
 pub struct ApiKeyAuth<S, V = Store> {
     inner: S,
