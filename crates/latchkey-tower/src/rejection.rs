@@ -7,7 +7,7 @@
 //! that body once, when it is configured.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use latchkey_core::{Permission, VerifyError};
 
@@ -209,12 +209,18 @@ impl Reason {
             Reason::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None),
             _ => (StatusCode::UNAUTHORIZED, Some(challenges.invalid.clone())),
         };
+        // A keystore that cannot answer now may in a moment (RFC 9110 §10.2.3): clients
+        // that honour it come back after a second rather than at once.
+        let headers = match self {
+            Reason::Unavailable => vec![(RETRY_AFTER, HeaderValue::from_static("1"))],
+            _ => Vec::new(),
+        };
         Rejection {
             status,
             code: self.code(),
             challenge,
             body: Bytes::from_static(self.body().as_bytes()),
-            headers: Vec::new(),
+            headers,
         }
     }
 }

@@ -33,7 +33,10 @@
 //! routes added after it (`/health`) stay public, and
 //! [`RequirePermission`](crate::RequirePermission) goes on routes with `route_layer`. Put a CORS layer outside
 //! (after) this one, so that preflight `OPTIONS` requests, which carry no key, are answered
-//! before authentication.
+//! before authentication. Put layers that hand out a scarce turn at `poll_ready`
+//! (`ConcurrencyLimit`, `Buffer`) outside it too: the inner service is made ready before
+//! the key is checked, so a turn taken inside would be held while a verification waits for
+//! a remote daemon or a database.
 //!
 //! # Tracing
 //!

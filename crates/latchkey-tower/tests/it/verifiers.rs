@@ -51,6 +51,7 @@ async fn an_unavailable_keystore_is_503_never_401() {
     let (_, key) = fx.key_for("reader", &["orders:read"]);
     let reply = get_orders(&app, &key).await;
     reply.assert_refused(503, None, "keystore_unavailable");
+    assert_eq!(reply.headers["retry-after"], "1");
     // The cause goes to the logs, not to the client.
     assert!(!String::from_utf8_lossy(&reply.body).contains("disk"));
     // A malformed key is still refused offline, without asking the verifier.
