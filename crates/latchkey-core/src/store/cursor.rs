@@ -17,8 +17,7 @@ use crate::hash::HashKey;
 use crate::limits::MAX_CURSOR_BYTES;
 
 /// The sealed positions' lengths are padded to a multiple of this: a position holds at
-/// most a name's sort key ([`crate::limits::MAX_NAME_BYTES`], a little more lowercased), a
-/// key id and a few bytes of framing.
+/// most a name ([`crate::limits::MAX_NAME_BYTES`]), a key id and a few bytes of framing.
 const PAD_TO: usize = 512;
 
 /// Seals and opens the cursors of one store.

@@ -204,6 +204,9 @@ impl KeyUsage {
 /// are taken out of the buffer: everything before (taking the other processes' writers'
 /// lock, reading the records and index chunks) runs with the figures left in the buffer,
 /// where readers still find them. Uses that count meanwhile stay there for the next flush.
+/// The price: on PostgreSQL the flush holds the writers' lock while it waits for the
+/// readers in progress (a list page's few round trips), where before the readers waited
+/// for the lock.
 pub(super) fn flush(
     db: &dyn Backend,
     buffer: &UsageBuffer,
