@@ -164,6 +164,9 @@ pub enum Command {
     /// Find latchkey keys in files (checksum-verified, so no look-alikes); exit 1 when any
     /// is found, 0 when clean. Usable as a pre-commit hook
     Scan(ScanArgs),
+    /// Check the daemon at --url: exit 0 printing `ok` when it answers GET /healthz (its
+    /// keystore readable), 1 saying why otherwise. Needs no key: a container's HEALTHCHECK
+    Health,
     /// Print a completion script for a shell
     Completions {
         /// The shell

@@ -21,6 +21,7 @@
 //! - [`commands`]: the management commands, written once against the API.
 //! - [`output`]: tables and `--json`.
 //! - [`scan`]: `latchkey scan`, the secret scanner.
+//! - [`health`]: `latchkey health`, the daemon's `/healthz` as an exit code.
 //! - [`duration`]: `24h`-style durations.
 //!
 //! **Invariant:** a secret is printed only by `init`, `serve` on first start, `keys add` and
@@ -33,6 +34,7 @@ pub mod commands;
 pub mod config;
 pub mod duration;
 pub mod engine;
+pub mod health;
 pub mod init;
 mod listen;
 pub mod migrate;

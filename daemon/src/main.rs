@@ -1,9 +1,9 @@
 //! The `latchkey` binary: parse arguments, set up logging, dispatch.
 //!
 //! Exit codes: 0 on success; 1 on an error (one `error: …` line on stderr), and for a
-//! negative answer of `verify`, `scan` or `audit verify`; 2 for a usage error. A command
-//! whose output's reader has gone (`latchkey keys list | head -1`) ends by SIGPIPE, as Unix
-//! tools do.
+//! negative answer of `verify`, `scan`, `audit verify` or `health`; 2 for a usage error. A
+//! command whose output's reader has gone (`latchkey keys list | head -1`) ends by SIGPIPE,
+//! as Unix tools do.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
 use latchkey_daemon::cli::{Cli, Command, WhereGiven};
 use latchkey_daemon::config::{DEFAULT_CONFIG, Settings};
-use latchkey_daemon::{backup, commands, init, migrate, scan, start};
+use latchkey_daemon::{backup, commands, health, init, migrate, scan, start};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, for the daemon binary only: fewer pages held back than glibc's per-thread
@@ -95,6 +95,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Scan(args) => scan::run(&args.paths, settings.json),
+        Command::Health => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime.block_on(health::run(&settings))
+        }
         Command::Completions { shell } => {
             let mut stdout = std::io::stdout();
             clap_complete::generate(shell, &mut Cli::command(), "latchkey", &mut stdout);

@@ -182,6 +182,30 @@ fn the_container_image_s_command_serves_its_volume_and_keeps_it_across_restarts(
     )
     .ok();
     assert!(out.metadata().unwrap().len() > 0);
+
+    // The image's health check, run as the engine runs it (in the container, with its
+    // environment, no key): healthy while the daemon serves, not once it stopped.
+    let check = instruction(&stage, "HEALTHCHECK");
+    let (_, command) = check
+        .split_once("CMD ")
+        .unwrap_or_else(|| panic!("HEALTHCHECK … CMD [...]: {check}"));
+    let mut check = exec_form(command);
+    assert_eq!(check[0], entrypoint[0], "the check runs the image's binary");
+    let at = option(&check, "--url");
+    let exposed = format!(":{port}");
+    assert!(
+        check[at].ends_with(&exposed),
+        "{} checks the exposed port",
+        check[at]
+    );
+    check[at] = second.url.clone();
+    let health = || Run::of(latchkey().envs(env.iter().cloned()).args(&check[1..]));
+    assert_eq!(health().ok().stdout.trim(), "ok");
+    let (status, _) = second.stop();
+    assert!(status.success());
+    let refused = health();
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("cannot connect"), "{refused:?}");
 }
 
 #[test]

@@ -1,0 +1,35 @@
+//! `latchkey health`: whether the daemon at `--url` answers `GET /healthz` (its keystore
+//! readable): exit 0 and `ok`, or exit 1 saying why. Made for a container's `HEALTHCHECK`
+//! (the image has no shell or curl) and for scripts; it needs no key.
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::output::print_json;
+use crate::transport::{ApiRequest, HttpTransport, Problem, Transport};
+
+/// Asks the daemon at `settings.url` whether it is healthy.
+pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let transport = HttpTransport::for_settings(settings)?;
+    let request = ApiRequest {
+        method: ::http::Method::GET,
+        path: "/healthz".to_owned(),
+        body: None,
+    };
+    let answer = transport.send(request).await?;
+    if answer.status.is_success() {
+        if settings.json {
+            print_json(&json!({"status": "ok"}));
+        } else {
+            println!("ok");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let problem = Problem::from_response(answer.status, &answer.body);
+    anyhow::bail!(
+        "the latchkey daemon at {} is not healthy: {problem}",
+        settings.url
+    )
+}
