@@ -11,7 +11,7 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use latchkey_core::{Actor, Location, NewUser, Store, StoreError};
+use latchkey_core::{Actor, KeyQuery, Location, NewUser, Store, StoreError};
 
 /// A store with `users` users (one audit event each) after `init`, closed.
 fn store_with_users(dir: &Path, users: usize) -> PathBuf {
@@ -304,6 +304,32 @@ fn a_damaged_key_record_does_not_stop_a_rebuild() {
     let listed = store.list_keys(&Default::default()).unwrap().items;
     assert!(listed.iter().any(|k| k.id == sound.id));
     assert!(listed.iter().all(|k| k.id != damaged.id));
+    assert!(matches!(store.key(damaged.id), Err(StoreError::Corrupt(_))));
+}
+
+/// A key record that no longer decodes is left out of the key lists (logged), which list
+/// every other key: a page that reached it failed whole (500) before.
+#[test]
+fn a_damaged_key_record_is_left_out_of_the_lists() {
+    let (_dir, path) = temp_store_with_users(1);
+    let store = Store::open(&path, support::config()).unwrap();
+    let [damaged, sound] = keys_of_user_0(&store);
+    drop(store);
+    damage_record(&path, &damaged, Vec::new());
+
+    let store = Store::open(&path, support::config()).unwrap();
+    let user = store.user("user-0").unwrap();
+    for query in [
+        KeyQuery::default(),
+        KeyQuery {
+            user_id: Some(user.id),
+            ..KeyQuery::default()
+        },
+    ] {
+        let listed = store.list_keys(&query).unwrap().items;
+        assert!(listed.iter().any(|k| k.id == sound.id));
+        assert!(listed.iter().all(|k| k.id != damaged.id));
+    }
     assert!(matches!(store.key(damaged.id), Err(StoreError::Corrupt(_))));
 }
 

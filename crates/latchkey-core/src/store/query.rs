@@ -290,7 +290,9 @@ impl Store {
     }
 
     /// The records of key ids read from an index, at once: `None` for an id with no record
-    /// (or one whose record is another key's).
+    /// (or one whose record is another key's), and for one whose record does not decode,
+    /// logged: a damaged key is left out of the lists, as the sweep and the rebuild leave
+    /// it, rather than failing every page that reaches it (its own reads answer 500).
     fn key_records(
         &self,
         ids: impl Iterator<Item = Uuid>,
@@ -299,12 +301,18 @@ impl Store {
             .map(|id| (id, layout::public_id_of(id).map(|p| layout::key(&p))))
             .collect();
         let keys: Vec<Vec<u8>> = ids.iter().filter_map(|(_, key)| key.clone()).collect();
-        let mut found = self.get_many::<KeyRecord>(&keys)?.into_iter();
+        let mut found = self.inner.db.get_many(&keys)?.into_iter();
         Ok(ids
             .into_iter()
             .map(|(id, key)| {
-                key.and_then(|_| found.next().flatten())
-                    .filter(|r| r.id == id)
+                let bytes = key.and_then(|_| found.next().flatten())?;
+                match super::decode::<KeyRecord>(&bytes) {
+                    Ok(record) => Some(record).filter(|r| r.id == id),
+                    Err(e) => {
+                        tracing::error!(key_id = %id, error = %e, "a key record does not decode: left out of this list (`latchkey restore` from a backup repairs the store)");
+                        None
+                    }
+                }
             })
             .collect())
     }
