@@ -282,6 +282,17 @@ fn damage_record(
     raw.apply(writes);
 }
 
+/// A store whose user `user-0` holds two keys, the first with a record that no longer
+/// decodes, closed after the damage and opened again; with the keys (damaged, sound).
+fn reopened_with_a_damaged_key() -> (tempfile::TempDir, Store, [latchkey_core::Key; 2]) {
+    let (dir, path) = temp_store_with_users(1);
+    let store = Store::open(&path, support::config()).unwrap();
+    let keys = keys_of_user_0(&store);
+    drop(store);
+    damage_record(&path, &keys[0], Vec::new());
+    (dir, Store::open(&path, support::config()).unwrap(), keys)
+}
+
 /// A key record that no longer decodes does not stop the store from opening when the open
 /// rebuilds the indexes and counts (here for a damaged count): it is stepped over (logged),
 /// and every other key is listed and counted.
@@ -311,13 +322,7 @@ fn a_damaged_key_record_does_not_stop_a_rebuild() {
 /// every other key: a page that reached it failed whole (500) before.
 #[test]
 fn a_damaged_key_record_is_left_out_of_the_lists() {
-    let (_dir, path) = temp_store_with_users(1);
-    let store = Store::open(&path, support::config()).unwrap();
-    let [damaged, sound] = keys_of_user_0(&store);
-    drop(store);
-    damage_record(&path, &damaged, Vec::new());
-
-    let store = Store::open(&path, support::config()).unwrap();
+    let (_dir, store, [damaged, sound]) = reopened_with_a_damaged_key();
     let user = store.user("user-0").unwrap();
     for query in [
         KeyQuery::default(),
@@ -337,13 +342,7 @@ fn a_damaged_key_record_is_left_out_of_the_lists() {
 /// other key's: the flush goes on without it.
 #[test]
 fn a_damaged_key_record_does_not_hold_back_the_others_usage() {
-    let (_dir, path) = temp_store_with_users(1);
-    let store = Store::open(&path, support::config()).unwrap();
-    let [damaged, sound] = keys_of_user_0(&store);
-    drop(store);
-    damage_record(&path, &damaged, vec![]);
-
-    let store = Store::open(&path, support::config()).unwrap();
+    let (_dir, store, [damaged, sound]) = reopened_with_a_damaged_key();
     let at = time::OffsetDateTime::now_utc();
     store.record_usage(damaged.id, 5, at);
     store.record_usage(sound.id, 3, at);
