@@ -146,6 +146,14 @@ impl UsageBuffer {
         let mut all = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let mut pending = HashMap::new();
         all.retain(|key, usage| {
+            // Whether anyone else holds these counters, read before the figures: when no
+            // one does, no one can add to them any more (a new holder needs the map's lock,
+            // held here), so the figures read next are final and a counter that counted
+            // nothing may go. Read the other way round, a use added and its holder gone
+            // between the two reads was forgotten with the counter. The fence pairs with
+            // the holder's release of its `Arc`, so its last use is seen.
+            let shared = Arc::strong_count(usage) > 1;
+            std::sync::atomic::fence(Ordering::Acquire);
             let figures = usage.read();
             // A use reported with a count of 0 (a remote app's report may) still moves
             // `last_used_at`.
@@ -153,7 +161,7 @@ impl UsageBuffer {
             if counted {
                 pending.insert(*key, figures);
             }
-            counted || Arc::strong_count(usage) > 1
+            counted || shared
         });
         pending
     }
