@@ -44,7 +44,9 @@ impl std::fmt::Debug for State {
 /// the process: a flood of unknown keys, each a cache miss, must not take every connection
 /// of the store's pool and every thread of tokio's blocking pool (512), which real keys'
 /// reads and the app's own blocking work need. The others wait, without a thread, for a
-/// turn (or for the request's own timeout).
+/// turn: as long as the reads ahead of them take (each bounded by the store's operation
+/// timeout), so an app should bound its requests' time (tower's `TimeoutLayer`) as it
+/// would for any database-backed work.
 pub(crate) const MAX_BLOCKING_READS: usize = 32;
 
 static BLOCKING_READS: Semaphore = Semaphore::const_new(MAX_BLOCKING_READS);

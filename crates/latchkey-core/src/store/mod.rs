@@ -1125,7 +1125,7 @@ fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
                     }
                 }
                 woken = false;
-                let mut job_failed = false;
+                let mut job_failed: Option<std::time::Instant> = None;
                 loop {
                     let Some(inner) = inner.upgrade() else { return };
                     let store = Store { inner };
@@ -1137,14 +1137,17 @@ fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
                             true
                         }
                     };
-                    // A failed job waits for the next second, even while a sweep backlog
-                    // keeps this loop going.
-                    let more_jobs = !job_failed
+                    // A failed job waits a second, even while a sweep backlog keeps this
+                    // loop going.
+                    let more_jobs = job_failed.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
                         && match store.run_job_chunk() {
-                            Ok(more) => more,
+                            Ok(more) => {
+                                job_failed = None;
+                                more
+                            }
                             Err(e) => {
                                 tracing::warn!(error = %e, "background job failed; retrying in a second");
-                                job_failed = true;
+                                job_failed = Some(std::time::Instant::now());
                                 false
                             }
                         };

@@ -396,14 +396,14 @@ pub(super) fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-/// `url` with anything between its scheme and an `@` before the first `/` after it (a
-/// user and password) replaced, for error messages.
+/// `url` with everything between its scheme and its last `@` (a user and password, even
+/// one holding `/`, `?` or `#` unencoded) replaced, for error messages. A URL with an `@`
+/// in its path loses more than it needs to: an error message can spare it.
 fn without_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    match rest.rfind('@') {
         Some(at) => format!("{scheme}://<redacted>{}", &rest[at..]),
         None => url.to_owned(),
     }
@@ -439,14 +439,16 @@ mod tests {
             "ftp://svc:hunter2@auth.internal",
             "http://svc:hunter2@127.0.0.1:7878/?q",
             "http://svc:hunter2@[::1:7878",
+            "http://svc:hun#ter2@127.0.0.1:7878",
+            "http://svc:hun/ter2@127.0.0.1:7878",
         ] {
             let Err(RemoteError::Url(why)) = Daemon::new(url, &key, &settings) else {
                 panic!("{url} was taken");
             };
-            assert!(!why.contains("hunter2"), "{why}");
+            assert!(!why.contains("hunter2") && !why.contains("ter2@"), "{why}");
             assert!(why.contains("<redacted>@"), "{why}");
         }
-        assert_eq!(without_userinfo("http://host/a@b"), "http://host/a@b");
+        assert_eq!(without_userinfo("http://host/a"), "http://host/a");
     }
 
     #[test]

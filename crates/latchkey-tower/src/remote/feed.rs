@@ -226,8 +226,10 @@ impl Backoff {
 
     fn next(&mut self) -> Duration {
         let step = self.step;
-        self.step = (self.step * 2).min(self.max);
-        step.mul_f64(0.5 + self.random.f64() / 2.0)
+        self.step = self.step.saturating_mul(2).min(self.max);
+        let factor = 0.5 + self.random.f64() / 2.0;
+        // Past what a `Duration` holds (a huge backoff asked for), the step itself.
+        Duration::try_from_secs_f64(step.as_secs_f64() * factor).unwrap_or(step)
     }
 }
 
@@ -243,9 +245,14 @@ mod tests {
         for _ in 0..10 {
             let delay = backoff.next();
             assert!(delay >= step / 2 && delay <= step, "{delay:?} for {step:?}");
-            step = (step * 2).min(max);
+            step = step.saturating_mul(2).min(max);
         }
         backoff.reset();
         assert!(backoff.next() <= min);
+        // The longest delays double without overflowing.
+        let mut endless = Backoff::new(Duration::MAX, Duration::MAX);
+        for _ in 0..3 {
+            assert!(endless.next() >= Duration::MAX / 2);
+        }
     }
 }
