@@ -14,12 +14,7 @@ use crate::transport::{ApiRequest, HttpTransport, Problem, Transport};
 pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
     // Never the admin key: `/healthz` needs none, and a check sent over plain HTTP must not
     // carry one.
-    let ca = settings
-        .ca_cert
-        .as_deref()
-        .map(crate::tls::read_ca)
-        .transpose()?;
-    let transport = HttpTransport::new(&settings.url, None, ca.as_deref())?;
+    let transport = HttpTransport::for_settings_with_key(settings, None)?;
     let request = ApiRequest {
         method: ::http::Method::GET,
         path: "/healthz".to_owned(),

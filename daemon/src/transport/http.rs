@@ -42,12 +42,20 @@ const MAX_PROBLEM_BYTES: usize = 64 << 10;
 impl HttpTransport {
     /// The transport the global flags name: `--url`, `--admin-key` and `--ca-cert`.
     pub fn for_settings(settings: &crate::config::Settings) -> anyhow::Result<HttpTransport> {
+        HttpTransport::for_settings_with_key(settings, settings.admin_key.clone())
+    }
+
+    /// [`HttpTransport::for_settings`] sending `admin_key` (`None`: no key at all).
+    pub fn for_settings_with_key(
+        settings: &crate::config::Settings,
+        admin_key: Option<String>,
+    ) -> anyhow::Result<HttpTransport> {
         let ca = settings
             .ca_cert
             .as_deref()
             .map(crate::tls::read_ca)
             .transpose()?;
-        HttpTransport::new(&settings.url, settings.admin_key.clone(), ca.as_deref())
+        HttpTransport::new(&settings.url, admin_key, ca.as_deref())
     }
 
     /// A transport to the daemon at `url` (scheme, host, port; no path), over `http://` or
