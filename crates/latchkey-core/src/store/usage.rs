@@ -230,22 +230,24 @@ pub(super) fn flush(
     // What `stored` holds is taken out of the buffer at the end: the figures written, and
     // those dropped because no record holds them.
     let mut stored = HashMap::with_capacity(figures.len());
-    let mut ids = Vec::with_capacity(figures.len());
+    let (mut ids, mut paths) = (Vec::new(), Vec::new());
     for (key, usage) in &figures {
         match layout::public_id_of(*key) {
-            Some(public) => ids.push((*key, layout::key(&public))),
+            Some(public) => {
+                ids.push(*key);
+                paths.push(layout::key(&public));
+            }
             None => {
                 stored.insert(*key, *usage);
             }
         }
     }
-    let paths: Vec<Vec<u8>> = ids.iter().map(|(_, path)| path.clone()).collect();
     let records = db.get_many(&paths)?;
     let mut batch = Batch::default();
     // The last-use indexes move with the figures, in the same batch.
     let mark = db.get(index::EXPIRY_MARK)?.unwrap_or_default();
     let mut chunks = Writer::new(Overlay::new(db), chunk_positions);
-    for ((key, path), bytes) in ids.into_iter().zip(records) {
+    for ((key, path), bytes) in ids.into_iter().zip(paths).zip(records) {
         let usage = figures[&key];
         // A key deleted meanwhile has nowhere to go; its figures are dropped.
         let Some(bytes) = bytes else {
