@@ -14,6 +14,7 @@ use tower::Service;
 use tracing::Span;
 
 use super::config::Config;
+use super::private;
 use super::service::{Next, decide, usage_refused};
 use crate::rejection::Rejection;
 use crate::usage;
@@ -29,6 +30,8 @@ pin_project! {
         #[pin]
         state: State<S, ReqBody, VF>,
         span: Span,
+        // The key came in the URI's query: a success answer is made `private`.
+        private: bool,
     }
 }
 
@@ -85,6 +88,7 @@ where
         ResponseFuture {
             state: State::Calling { future },
             span,
+            private: false,
         }
     }
 
@@ -94,6 +98,7 @@ where
                 rejection: Some(rejection),
             },
             span,
+            private: false,
         }
     }
 
@@ -107,7 +112,15 @@ where
                 reserving: usage::Reserving::new(task, pending),
             },
             span,
+            private: false,
         }
+    }
+
+    /// Marks a success answer `Cache-Control: private` when the key came in the URI's
+    /// query (RFC 6750 §2.3).
+    pub(super) fn private_if(mut self, query: bool) -> Self {
+        self.private = query;
+        self
     }
 
     pub(super) fn verifying(verify: VF, pending: Box<Pending<S, ReqBody>>, span: Span) -> Self {
@@ -117,6 +130,7 @@ where
                 pending: Some(pending),
             },
             span,
+            private: false,
         }
     }
 }
@@ -181,7 +195,16 @@ where
                     let future = inner.call(request);
                     this.state.set(State::Calling { future });
                 }
-                StateProj::Calling { future } => return future.poll(cx),
+                StateProj::Calling { future } => {
+                    let mut answer = ready!(future.poll(cx));
+                    if *this.private
+                        && let Ok(response) = &mut answer
+                        && response.status().is_success()
+                    {
+                        private::keep_private(response.headers_mut());
+                    }
+                    return Poll::Ready(answer);
+                }
                 StateProj::Rejected { rejection } => {
                     let rejection = rejection
                         .take()

@@ -79,7 +79,8 @@ impl<V> ApiKeyAuthLayer<V> {
     }
 
     /// Also reads the key from this query parameter (e.g. `api_key`). Off by default: query
-    /// strings end up in access logs, proxies and browser histories.
+    /// strings end up in access logs, proxies and browser histories. A success answer to a
+    /// request whose key came this way is marked `Cache-Control: private` (RFC 6750 §2.3).
     pub fn allow_query_param(mut self, name: &str) -> Self {
         Arc::make_mut(&mut self.config).query_param = Some(name.into());
         self

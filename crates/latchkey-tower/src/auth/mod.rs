@@ -7,7 +7,9 @@
 //! - One more header when configured ([`ApiKeyAuthLayer::header`], e.g. `X-API-Key: <key>`).
 //! - A query parameter only when enabled ([`ApiKeyAuthLayer::allow_query_param`]): URLs end up
 //!   in logs and browser histories, so it is off by default. The value is taken as is: keys
-//!   are `[A-Za-z0-9_]`, which needs no percent-encoding.
+//!   are `[A-Za-z0-9_]`, which needs no percent-encoding. A success answer to such a
+//!   request is marked `Cache-Control: private` (RFC 6750 §2.3): a shared cache keys what
+//!   it keeps by URL, and this one holds the key.
 //!
 //! A key sent twice (two `Authorization` headers, a query parameter repeated) or in two
 //! places is refused 400 `invalid_request`, with `WWW-Authenticate: Bearer realm="<realm>",
@@ -52,6 +54,7 @@ mod credentials;
 mod extensions;
 mod future;
 mod layer;
+mod private;
 mod realm;
 mod service;
 mod trace;

@@ -167,7 +167,9 @@ where
             trace::accepted(&span, &principal);
             let next = admitted(principal, &span, &request, config);
             drop(entered);
-            return self.proceed(next, request, span);
+            return self
+                .proceed(next, request, span)
+                .private_if(source == credentials::Source::Query);
         }
         let mut verify = match ApiKey::parse_bytes(text) {
             Ok(key) => {
@@ -218,6 +220,7 @@ where
                 ResponseFuture::verifying(verify, self.hand_over(request), span)
             }
         }
+        .private_if(source == credentials::Source::Query)
     }
 }
 

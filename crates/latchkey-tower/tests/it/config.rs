@@ -51,6 +51,31 @@ async fn the_query_string_is_read_only_when_enabled() {
         .assert_several_credentials();
 }
 
+/// RFC 6750 §2.3: a success answer to a request whose key came in the query is `private`,
+/// so no shared cache keeps it; other answers keep the inner service's headers.
+#[tokio::test]
+async fn a_success_answer_to_a_key_in_the_query_is_private() {
+    let fx = Fixture::new();
+    let (_, key) = fx.key_for("reader", &["orders:read"]);
+    let key = key.secret.expose();
+    let app = app(fx.layer().allow_query_param("api_key"));
+    let cache_control = |reply: &Reply| reply.headers.get("cache-control").cloned();
+    let reply = send(&app, get(&format!("/orders?api_key={key}"))).await;
+    reply.assert_ok();
+    assert_eq!(cache_control(&reply).unwrap(), "private");
+    // Once known, the key takes the verifier's fast path: the same answer.
+    let reply = send(&app, get(&format!("/whoami?api_key={key}"))).await;
+    reply.assert_ok();
+    assert_eq!(cache_control(&reply).unwrap(), "private");
+    // The header, or a refusal: nothing added.
+    let reply = send(&app, get_with("/orders", key)).await;
+    reply.assert_ok();
+    assert_eq!(cache_control(&reply), None);
+    let reply = send(&app, get("/orders?api_key=nope")).await;
+    reply.assert_invalid("invalid_key");
+    assert_eq!(cache_control(&reply), None);
+}
+
 #[tokio::test]
 async fn hide_credentials_strips_the_key_before_the_inner_service() {
     let fx = Fixture::new();
