@@ -14,11 +14,6 @@ use super::lease::{Lease, Take};
 use super::verifier::{Shared, nanos};
 use crate::verifier::Charged;
 
-/// How many times one request asks the daemon for its extra cost before it is refused. The
-/// daemon grants at most a twentieth of the credits left at a time, so a cost close to what
-/// is left takes several grants; each grant is progress, and a grant of nothing ends it.
-const MAX_ASKS: usize = 32;
-
 impl Shared {
     /// Charges `cost` more requests to the key presented as `presented`.
     pub(super) fn charge_extra(
@@ -73,19 +68,9 @@ impl Shared {
                 let shared = Arc::clone(self);
                 let presented = presented.to_owned();
                 Charged::Waiting(self.runtime.spawn(async move {
-                    for _ in 0..MAX_ASKS {
-                        shared.ask(&lease, &presented, client_ip, cost).await?;
-                        let now = nanos(shared.settings.clock.now());
-                        match lease.take(client_ip, now, cost) {
-                            Take::Taken => return Ok(()),
-                            Take::Refused(error) => return Err(error),
-                            Take::Short if lease.refused() => break,
-                            Take::Short => {}
-                        }
-                    }
-                    // What was granted meanwhile stays in the lease for the next requests
-                    // (and unspent credits go back at `flush_usage`).
-                    Err(lease.shortfall(nanos(shared.settings.clock.now()), cost))
+                    shared
+                        .take_asking(&lease, &presented, client_ip, cost)
+                        .await
                 }))
             }
         }

@@ -90,6 +90,12 @@ const MISS_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(10
 /// at once.
 const GIVE_BACK_CONCURRENCY: usize = 8;
 
+/// How many times one request asks the daemon for more of its key's lease before it is
+/// refused. Each grant is progress: other requests of the key took it, or a cost close to
+/// what is left takes several (the daemon grants at most a twentieth of the credits left at
+/// a time); a refusal ends it.
+const MAX_ASKS: usize = 32;
+
 /// The daemon's answer to one miss, for the requests that joined it: with whether the key
 /// has usage control (limits, credits, an allowlist), which the daemon checked and charged
 /// for the request that asked only.
@@ -357,13 +363,8 @@ impl Shared {
                 let shared = Arc::clone(self);
                 let presented = presented.to_owned();
                 RemoteFuture(State::Waiting(Box::pin(async move {
-                    shared.ask(&lease, &presented, client_ip, 1).await?;
-                    let now = nanos(shared.settings.clock.now());
-                    match lease.take(client_ip, now, 1) {
-                        Take::Taken => Ok(principal),
-                        Take::Refused(error) => Err(error),
-                        Take::Short => Err(lease.refusal()),
-                    }
+                    shared.take_asking(&lease, &presented, client_ip, 1).await?;
+                    Ok(principal)
                 })))
             }
         }
@@ -386,6 +387,31 @@ impl Shared {
                 lease.topping_up.store(false, Ordering::Release);
             });
         }
+    }
+
+    /// Takes `need` requests' worth from a lease that held too little, asking the daemon
+    /// for more until it is taken, the daemon refuses, or [`MAX_ASKS`] grants went to other
+    /// requests first (many requests of one key at once drain each grant as it comes).
+    pub(super) async fn take_asking(
+        &self,
+        lease: &Lease,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+        need: u64,
+    ) -> Result<(), VerifyError> {
+        for _ in 0..MAX_ASKS {
+            self.ask(lease, presented, client_ip, need).await?;
+            let now = nanos(self.settings.clock.now());
+            match lease.take(client_ip, now, need) {
+                Take::Taken => return Ok(()),
+                Take::Refused(error) => return Err(error),
+                Take::Short if lease.refused() => break,
+                Take::Short => {}
+            }
+        }
+        // What was granted meanwhile stays in the lease for the next requests (and unspent
+        // credits go back at `flush_usage`).
+        Err(lease.shortfall(nanos(self.settings.clock.now()), need))
     }
 
     /// Asks the daemon for more of a lease's low buckets, and of those holding less than

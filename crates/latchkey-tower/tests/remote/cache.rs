@@ -535,24 +535,10 @@ async fn requests_that_join_a_miss_are_each_charged_and_checked() {
 /// is no use of the key (it counted one per lease before).
 #[tokio::test]
 async fn a_metered_key_s_uses_are_counted_once_each() {
-    use latchkey_tower::latchkey_core::{Actor, KeyPatch, RateLimit};
-
     let s = Setup::new().await;
     let user = s.keystore.user("partner", &["orders:read"]);
-    let key = s.keystore.key(user, "metered", None);
     // A small limit leases one request at a time: nearly every request asks for more.
-    let patch = KeyPatch {
-        rate_limits: Some(vec![RateLimit {
-            name: "hourly".into(),
-            limit: 20,
-            window_seconds: 3600,
-        }]),
-        ..KeyPatch::default()
-    };
-    s.keystore
-        .store
-        .update_key(&Actor::system(), key.key.id, patch)
-        .unwrap();
+    let key = s.keystore.key_with_hourly_limit(user, "metered", 20);
     s.caught_up().await;
     for _ in 0..10 {
         s.verify(key.secret.expose()).await.unwrap();
@@ -560,6 +546,49 @@ async fn a_metered_key_s_uses_are_counted_once_each() {
     within(s.verifier.flush_usage()).await;
     let seen = s.keystore.store.key(key.key.id).unwrap();
     assert_eq!(seen.usage_count, 10);
+}
+
+/// Requests of a metered key within its limits, started together on several threads, are
+/// all admitted: each grant goes to the first few, and the others ask again (they asked
+/// once and were answered 503 when other requests had drained the grant). Past the limit,
+/// a 429, never a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_metered_key_s_requests_started_together_are_admitted_up_to_its_limit() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let verifier = s.verifier.clone();
+    let together = |parsed: &ApiKey, n: usize| {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| tokio::spawn(verifier.verify(parsed)))
+            .collect();
+        async move {
+            let mut answers = Vec::new();
+            for task in tasks {
+                answers.push(task.await.unwrap());
+            }
+            answers
+        }
+    };
+    for round in 0..5 {
+        // A small limit leases a request or two at a time.
+        let key = s
+            .keystore
+            .key_with_hourly_limit(user, &format!("metered-{round}"), 60);
+        s.caught_up().await;
+        let parsed = ApiKey::parse(key.secret.expose()).unwrap();
+        let answers = within(together(&parsed, 50)).await;
+        let refused: Vec<_> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+        assert!(refused.is_empty(), "within the limit: {refused:?}");
+        let answers = within(together(&parsed, 20)).await;
+        let admitted = answers.iter().filter(|a| a.is_ok()).count();
+        assert_eq!(admitted, 10, "{answers:?}");
+        for answer in answers.iter().filter(|a| a.is_err()) {
+            assert!(
+                matches!(answer, Err(VerifyError::RateLimited(_))),
+                "{answer:?}"
+            );
+        }
+    }
 }
 
 /// A usage figure the daemon refuses (this machine's clock runs two minutes ahead of the

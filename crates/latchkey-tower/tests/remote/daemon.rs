@@ -237,16 +237,50 @@ impl Keystore {
 impl Keystore {
     /// A new key of `user_id` holding `credits`, for the tests of leases.
     pub(crate) fn key_with_credits(&self, user_id: uuid::Uuid, credits: u64) -> CreatedKey {
-        let key = self.key(user_id, "metered", None);
-        let patch = latchkey_tower::latchkey_core::KeyPatch {
-            credits: Some(latchkey_tower::latchkey_core::CreditsPatch::Set {
-                remaining: credits,
-                refill: None,
-            }),
-            ..Default::default()
-        };
+        self.metered_key(
+            user_id,
+            "metered",
+            latchkey_tower::latchkey_core::KeyPatch {
+                credits: Some(latchkey_tower::latchkey_core::CreditsPatch::Set {
+                    remaining: credits,
+                    refill: None,
+                }),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A new key named `name` of `user_id` allowed `limit` requests an hour, for the tests
+    /// of leases.
+    pub(crate) fn key_with_hourly_limit(
+        &self,
+        user_id: uuid::Uuid,
+        name: &str,
+        limit: u32,
+    ) -> CreatedKey {
+        self.metered_key(
+            user_id,
+            name,
+            latchkey_tower::latchkey_core::KeyPatch {
+                rate_limits: Some(vec![latchkey_tower::latchkey_core::RateLimit {
+                    name: "hourly".into(),
+                    limit,
+                    window_seconds: 3600,
+                }]),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn metered_key(
+        &self,
+        user_id: uuid::Uuid,
+        name: &str,
+        controls: latchkey_tower::latchkey_core::KeyPatch,
+    ) -> CreatedKey {
+        let key = self.key(user_id, name, None);
         self.store
-            .update_key(&Actor::system(), key.key.id, patch)
+            .update_key(&Actor::system(), key.key.id, controls)
             .unwrap();
         key
     }
