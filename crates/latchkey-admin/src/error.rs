@@ -101,7 +101,7 @@ impl AppError {
     /// read or reserve what it needs: its cause is logged, never shown. Never a refusal of
     /// the key: a remote verifier answers 503 for it, not 401.
     pub(crate) fn keystore_unavailable(during: &str, cause: &str) -> Self {
-        tracing::warn!(error = %cause, "keystore unavailable during {during}");
+        latchkey_core::warn_limited!(error = %cause, "keystore unavailable during {during}");
         AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "keystore_unavailable",
@@ -182,7 +182,7 @@ impl From<StoreError> for AppError {
                 AppError::new(StatusCode::FORBIDDEN, code, err.to_string()).with_field(field)
             }
             StoreError::Locked { .. } => {
-                tracing::warn!(error = %err, "keystore locked");
+                latchkey_core::warn_limited!(error = %err, "keystore locked");
                 AppError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     code,
@@ -190,7 +190,7 @@ impl From<StoreError> for AppError {
                 )
             }
             StoreError::Unavailable(_) => {
-                tracing::warn!(error = %err, "keystore unavailable");
+                latchkey_core::warn_limited!(error = %err, "keystore unavailable");
                 AppError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     code,
@@ -199,7 +199,7 @@ impl From<StoreError> for AppError {
                 )
             }
             StoreError::StorageFull { .. } => {
-                tracing::warn!(error = %err, "write refused: the disk is full");
+                latchkey_core::warn_limited!(error = %err, "write refused: the disk is full");
                 AppError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     code,

@@ -55,6 +55,7 @@ pub mod key;
 pub mod limits;
 mod local_state;
 mod location;
+pub mod log_limit;
 pub mod meter;
 pub mod model;
 pub mod permission;
@@ -64,6 +65,9 @@ mod shared_limit;
 mod store;
 pub mod verify;
 pub mod wire;
+
+#[doc(hidden)]
+pub use tracing as __tracing;
 
 pub use actor::Actor;
 pub use audit::{Action, AuditEvent, ChainBreak};

@@ -5,8 +5,10 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use latchkey_tower::latchkey_core::Actor;
+use latchkey_tower::{ApiKey, ApiKeyAuthLayer, VerifyError};
 use tracing_subscriber::fmt::MakeWriter;
 
 #[path = "it/support.rs"]
@@ -80,4 +82,39 @@ async fn the_span_names_the_key_and_never_holds_the_secret() {
         !logs.contains(key.secret.secret()),
         "the secret was logged: {logs}"
     );
+
+    // A keystore that cannot answer: a WARN a second at most, however many requests fail
+    // (whoever sends them would set the rate of the lines), the next one counting the
+    // ones held back.
+    let down = support::app(ApiKeyAuthLayer::new(|_: &ApiKey| async {
+        Err(VerifyError::Unavailable("disk on fire".into()))
+    }));
+    let (_, other) = fx.key_for("other", &["orders:read"]);
+    let warned = || {
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        logs.lines()
+            .filter(|line| line.contains("WARN") && line.contains("api key not verified"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let started = Instant::now();
+    for _ in 0..200 {
+        get_orders(&down, &other)
+            .await
+            .assert_refused(503, None, "keystore_unavailable");
+    }
+    let seconds = started.elapsed().as_secs() as usize;
+    let lines = warned();
+    assert!(
+        !lines.is_empty() && lines.len() <= 1 + seconds,
+        "{} lines in {seconds} s: {lines:#?}",
+        lines.len()
+    );
+    assert!(lines[0].contains("held_back=0"), "{}", lines[0]);
+    std::thread::sleep(latchkey_tower::latchkey_core::log_limit::PERIOD);
+    get_orders(&down, &other)
+        .await
+        .assert_refused(503, None, "keystore_unavailable");
+    let last = warned().pop().unwrap();
+    assert!(!last.contains("held_back=0"), "{last}");
 }

@@ -51,7 +51,7 @@ pub(super) fn rejected(span: &Span, reason: Reason, error: Option<&VerifyError>)
     match (reason, error) {
         (Reason::Unavailable, Some(error)) => {
             // Core's messages name storage failures, never key material.
-            tracing::event!(Level::WARN, outcome = code, %error, "api key not verified")
+            latchkey_core::warn_limited!(outcome = code, %error, "api key not verified")
         }
         (Reason::Missing | Reason::OtherScheme, _) => {
             tracing::event!(Level::DEBUG, outcome = code, "no api key")

@@ -41,7 +41,7 @@ impl Shared {
                         Ok(Verdict::Valid { .. }) => Ok(()),
                         Ok(Verdict::Refused { error, .. }) => Err(error),
                         Err(cause) => {
-                            tracing::warn!(error = %cause, "latchkey daemon could not charge a route's cost");
+                            latchkey_core::warn_limited!(error = %cause, "latchkey daemon could not charge a route's cost");
                             Err(VerifyError::Unavailable(cause))
                         }
                     }

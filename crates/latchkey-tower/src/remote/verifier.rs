@@ -441,7 +441,7 @@ impl Shared {
         match self.daemon.lease(presented, client_ip, wants).await {
             Ok(answer) => lease.grant(&answer, nanos(self.settings.clock.now())),
             Err(cause) => {
-                tracing::warn!(error = %cause, "latchkey daemon could not lease a key's limits");
+                latchkey_core::warn_limited!(error = %cause, "latchkey daemon could not lease a key's limits");
                 Err(VerifyError::Unavailable(cause))
             }
         }
@@ -589,7 +589,7 @@ impl Shared {
                 Err(error)
             }
             Err(cause) => {
-                tracing::warn!(error = %cause, "latchkey daemon could not verify a key");
+                latchkey_core::warn_limited!(error = %cause, "latchkey daemon could not verify a key");
                 Err(VerifyError::Unavailable(cause))
             }
         }
