@@ -70,9 +70,10 @@ impl Tx<'_> {
             None => {
                 // Below zero: the count is out of step with the records (a damaged or
                 // hand-edited store). It reads 0 until the next open counts the records
-                // again (the indexes are left alone), which the mark asks for.
-                let key = String::from_utf8_lossy(counter.key());
-                tracing::warn!(count = %key, "a count would fall below zero: the counts are out of step with the records; the next open counts them again");
+                // again (the indexes are left alone), which the mark asks for. Logged once
+                // the write commits (`Store::write`).
+                let key = String::from_utf8_lossy(counter.key()).into_owned();
+                self.out_of_step.borrow_mut().push(key);
                 self.put_raw(RECOUNT, b"1")?;
                 0
             }

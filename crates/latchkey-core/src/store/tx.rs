@@ -41,6 +41,9 @@ pub(crate) struct Tx<'a> {
     invalidations: RefCell<Vec<Invalidate>>,
     /// Index changes, applied to the chunks at the end of the write (`key_writes.rs`).
     pub(crate) index_changes: RefCell<Vec<Change>>,
+    /// The counts this write would have taken below zero (`counters.rs`), logged once it
+    /// commits: a transaction's body may run more than once.
+    pub(crate) out_of_step: RefCell<Vec<String>>,
 }
 
 impl<'a> Tx<'a> {
@@ -183,6 +186,7 @@ impl Store {
                     events: RefCell::default(),
                     invalidations: RefCell::default(),
                     index_changes: RefCell::default(),
+                    out_of_step: RefCell::default(),
                 };
                 let value = f(&tx, &prepared)?;
                 let changes = tx.index_changes.take();
@@ -200,7 +204,8 @@ impl Store {
                     return abort(StoreError::storage("index hints to read first"));
                 }
                 let events = tx.append_events(actor.key_id())?;
-                Ok((value, events, tx.invalidations.into_inner()))
+                let after = (tx.invalidations.into_inner(), tx.out_of_step.into_inner());
+                Ok((value, events, after))
             });
             let missing = missing.into_inner();
             if outcome.is_ok() || missing.is_empty() {
@@ -215,12 +220,15 @@ impl Store {
                 return Err(self.failed_write(e));
             }
         };
-        let (value, events, invalidations) = match outcome {
+        let (value, events, (invalidations, out_of_step)) = match outcome {
             Ok(done) => done,
             Err(TxError::Abort(e)) => return Err(e),
             Err(TxError::Storage(e)) => return Err(self.failed_write(e)),
             Err(TxError::Conflict) => return Err(StoreError::storage("unresolved write conflict")),
         };
+        for count in out_of_step {
+            tracing::warn!(%count, "a count would have fallen below zero: the counts are out of step with the records; the next open counts them again");
+        }
         for what in invalidations {
             match what {
                 Invalidate::Key(id) => inner.cache.invalidate(Some(&id)),
