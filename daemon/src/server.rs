@@ -166,6 +166,14 @@ pub async fn run(
         );
         routers.api = routers.api.merge(console);
     }
+    // Every path the daemon does not serve answers as an unknown `/v1` path does: the
+    // admin router leaves its fallback to the app that serves it.
+    routers.api = routers
+        .api
+        .fallback(|| async { latchkey_admin::not_found_response() });
+    routers.metrics = routers
+        .metrics
+        .fallback(|| async { latchkey_admin::not_found_response() });
     let serving = |app: Router| Listener {
         app: layered(app, config.request_timeout),
         tls: config.tls.clone(),

@@ -293,6 +293,19 @@ fn verify_and_audit_errors() {
     check_all(f, cases);
 }
 
+/// Outside `/v1` too, a path nothing serves and a method a path does not serve answer
+/// problem+json, as the API does (they were axum's empty 404 and 405).
+#[test]
+fn a_path_nothing_serves_is_a_problem_too() {
+    let s = setup();
+    let d = &s.f.daemon;
+    for path in ["/nope", "/v2/keys", "/healthz/x", "/console-not"] {
+        d.http("GET", path, None, None).problem(404, "not_found");
+    }
+    d.http("POST", "/healthz", None, None)
+        .problem(405, "method_not_allowed");
+}
+
 #[test]
 fn open_endpoints_need_no_key() {
     let s = setup();

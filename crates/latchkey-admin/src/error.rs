@@ -97,6 +97,11 @@ impl AppError {
         err
     }
 
+    /// A 404 `not_found` for a path nothing serves.
+    pub(crate) fn no_such_endpoint() -> Self {
+        AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    }
+
     /// A 503 `keystore_unavailable` for a verification or lease (`during`) that could not
     /// read or reserve what it needs: its cause is logged, never shown. Never a refusal of
     /// the key: a remote verifier answers 503 for it, not 401.
@@ -162,6 +167,13 @@ fn title(code: &str, status: StatusCode) -> &'static str {
 /// running, so a write may still be made).
 pub fn request_timeout_response() -> Response {
     AppError::request_timeout().into_response()
+}
+
+/// The answer to a path nothing serves: a 404 problem+json with code `not_found`, as the
+/// API answers an unknown `/v1` path. For the fallback of an app that serves this crate's
+/// routers among others (the daemon's).
+pub fn not_found_response() -> Response {
+    AppError::no_such_endpoint().into_response()
 }
 
 impl From<StoreError> for AppError {

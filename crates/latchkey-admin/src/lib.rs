@@ -83,7 +83,7 @@ mod openapi;
 mod router;
 mod state;
 
-pub use error::{Problem, request_timeout_response};
+pub use error::{Problem, not_found_response, request_timeout_response};
 pub use handlers::events::close_event_streams;
 pub use openapi::openapi;
 

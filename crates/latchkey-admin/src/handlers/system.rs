@@ -82,7 +82,7 @@ pub(crate) async fn openapi() -> impl IntoResponse {
 
 /// Unknown paths under `/v1`.
 pub(crate) async fn not_found() -> AppError {
-    AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    AppError::no_such_endpoint()
 }
 
 /// A known path with a method it does not serve.
