@@ -85,6 +85,7 @@ mod state;
 
 pub use error::{Problem, not_found_response, request_timeout_response};
 pub use handlers::events::close_event_streams;
+pub use metrics::SignIn;
 pub use openapi::openapi;
 
 use latchkey_core::Store;

@@ -5,6 +5,7 @@
 //! ([`ProblemCode`], put there by this crate's errors and by the authentication layer's
 //! rejections); bodies are never read.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -41,6 +42,67 @@ const OUTCOMES: [&str; 8] = [
     "keystore_unavailable",
     "other",
 ];
+
+/// How a sign-in at the web console ended, counted in
+/// `latchkey_console_sign_ins_total{outcome}` (see [`SignIn::count`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignIn {
+    /// A session opened (`opened`).
+    Opened,
+    /// A real key that may read no section of the console (`no_section`).
+    NoSection,
+    /// A real key used from an address it does not allow (`ip_not_allowed`).
+    IpNotAllowed,
+    /// A key that does not sign in: unknown, wrong, disabled, revoked, expired (`refused`).
+    Refused,
+    /// The keystore could not answer (`keystore_unavailable`).
+    KeystoreUnavailable,
+}
+
+impl SignIn {
+    const ALL: [SignIn; 5] = [
+        SignIn::Opened,
+        SignIn::NoSection,
+        SignIn::IpNotAllowed,
+        SignIn::Refused,
+        SignIn::KeystoreUnavailable,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            SignIn::Opened => "opened",
+            SignIn::NoSection => "no_section",
+            SignIn::IpNotAllowed => "ip_not_allowed",
+            SignIn::Refused => "refused",
+            SignIn::KeystoreUnavailable => "keystore_unavailable",
+        }
+    }
+
+    /// Counts one sign-in of this outcome. The count is the process's, shown by every
+    /// `/metrics` it serves: the console signs in to one process and keeps its sessions
+    /// there, so a process is what an operator watches for keys being tried.
+    pub fn count(self) {
+        SIGN_INS.with_label_values(&[self.label()]).inc();
+    }
+}
+
+/// `latchkey_console_sign_ins_total`, every outcome's series present from the start (a
+/// series that appears only at its first increment hides the first attempts from `rate`).
+static SIGN_INS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let family = IntCounterVec::new(
+        Opts::new(
+            "latchkey_console_sign_ins_total",
+            "Web console sign-ins by outcome: opened, no_section, ip_not_allowed, refused, keystore_unavailable.",
+        ),
+        &["outcome"],
+    )
+    .expect("a valid metric");
+    for outcome in SignIn::ALL {
+        family.with_label_values(&[outcome.label()]);
+    }
+    family
+});
 
 /// The process's metrics. One per router.
 #[derive(Debug)]
@@ -122,8 +184,9 @@ impl Metrics {
         let groups =
             IntGauge::new("latchkey_groups", "Groups in the store.").expect("a valid metric");
         groups.set(gauge_value(stats.groups));
-        let collectors: [Box<dyn Collector>; 6] = [
+        let collectors: [Box<dyn Collector>; 7] = [
             Box::new(self.requests.clone()),
+            Box::new(SIGN_INS.clone()),
             Box::new(self.verification_family.clone()),
             Box::new(self.latency.clone()),
             Box::new(keys),

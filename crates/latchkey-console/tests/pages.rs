@@ -418,6 +418,42 @@ async fn the_session_cookie_flags() {
     assert!(set.starts_with("lk_session="), "{set}");
 }
 
+/// `latchkey_console_sign_ins_total{outcome}` as the API's `/metrics` shows it. The count
+/// is the process's, and this binary's tests run at once: a test reads it before and
+/// after, and expects at least its own sign-ins.
+async fn sign_ins(app: &App, outcome: &str) -> u64 {
+    let request = Request::get("/metrics").body(Body::empty()).unwrap();
+    let (_, text) = read(app.api.clone().oneshot(request).await.unwrap()).await;
+    let series = format!("latchkey_console_sign_ins_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series}in {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sign_ins_are_counted_by_outcome() {
+    let app = App::new(false);
+    let opened = sign_ins(&app, "opened").await;
+    let refused = sign_ins(&app, "refused").await;
+    let no_section = sign_ins(&app, "no_section").await;
+    app.sign_in(&app.admin).await;
+    assert!(sign_ins(&app, "opened").await > opened);
+    let wrong = "lk_live_AAAAAAAAAAAA_notarealsecretnotarealsecretnotareal";
+    let (answer, _) = app.try_sign_in(wrong).await;
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert!(sign_ins(&app, "refused").await > refused);
+    let app_key = app.key_with("app", &["orders:read"]).await;
+    let (answer, _) = app.try_sign_in(&app_key).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    assert!(sign_ins(&app, "no_section").await > no_section);
+    // Every outcome's series is there from the start.
+    for outcome in ["ip_not_allowed", "keystore_unavailable"] {
+        sign_ins(&app, outcome).await;
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_key_does_not_sign_in_and_is_not_echoed() {
     let app = App::new(false);

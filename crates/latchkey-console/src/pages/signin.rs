@@ -5,6 +5,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use http::header::SET_COOKIE;
+use latchkey_admin::SignIn;
 use latchkey_core::VerifyError;
 
 use crate::cookies;
@@ -89,6 +90,7 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             let Some(landing) = view::readable_section(&principal.permissions) else {
                 // A real key (its secret matched), so its use here is told, at INFO as a
                 // sign-in is: only a holder of a key can add such lines.
+                SignIn::NoSection.count();
                 tracing::info!(
                     key = %principal.prefix,
                     user = %principal.user_id,
@@ -100,6 +102,7 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             if let Some(previous) = previous {
                 console.sessions.close(&previous);
             }
+            SignIn::Opened.count();
             tracing::info!(
                 key = %principal.prefix,
                 user = %principal.user_id,
@@ -125,6 +128,7 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
         }
         // Said only of a key whose secret matched, as the API's 403 `ip_not_allowed` is.
         Err(VerifyError::IpNotAllowed) => {
+            SignIn::IpNotAllowed.count();
             tracing::info!(client = ?origin.client_ip(), "console sign-in refused: a key used from an address it does not allow");
             page(
                 &console,
@@ -134,7 +138,8 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
         }
         // Nothing is known of the key: it is not blamed.
         Err(VerifyError::Unavailable(detail)) => {
-            tracing::warn!(%detail, "console sign-in: the keystore is unavailable");
+            SignIn::KeystoreUnavailable.count();
+            latchkey_core::warn_limited!(%detail, "console sign-in: the keystore is unavailable");
             page(
                 &console,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -145,6 +150,7 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
         // Logged without the text, at DEBUG as the API's refused keys are: someone trying
         // keys here must not be able to grow the default log.
         Err(_) => {
+            SignIn::Refused.count();
             tracing::debug!(client = ?origin.client_ip(), "console sign-in refused");
             page(
                 &console,
