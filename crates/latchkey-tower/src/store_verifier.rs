@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use latchkey_core::{ApiKey, Principal, Store, VerifyError};
@@ -49,7 +50,35 @@ impl std::fmt::Debug for State {
 /// would for any database-backed work.
 pub(crate) const MAX_BLOCKING_READS: usize = 32;
 
+/// The most verifications that may wait for a turn at once; one more is answered 503
+/// (`keystore_unavailable`) at once. The queue stays as long as a few dozen rounds of
+/// reads, so a flood is shed instead of piling up requests (and their memory) without
+/// end. Counted, not timed: a timer would need the app's runtime to have one.
+pub(crate) const MAX_WAITING_READS: usize = 1_024;
+
 static BLOCKING_READS: Semaphore = Semaphore::const_new(MAX_BLOCKING_READS);
+static WAITING_READS: AtomicUsize = AtomicUsize::new(0);
+
+/// One place in the queue for a turn, given back when the turn comes or the wait is
+/// dropped.
+struct Waiting;
+
+impl Waiting {
+    fn join() -> Option<Waiting> {
+        let before = WAITING_READS.fetch_add(1, Ordering::AcqRel);
+        if before >= MAX_WAITING_READS {
+            WAITING_READS.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Waiting)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING_READS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl StoreVerification {
     /// A verification that has answered already: of a store on sled, or from the verify
@@ -59,7 +88,9 @@ impl StoreVerification {
     }
 
     /// Runs `verify`, which may block, on the blocking pool of the current tokio runtime
-    /// once one of its 32 turns is free; outside any tokio runtime, on this thread at once.
+    /// once one of its 32 turns is free (when 1,024 verifications wait for one already, it
+    /// answers [`VerifyError::Unavailable`] at once); outside any tokio runtime, on this
+    /// thread at once.
     ///
     /// A panic of `verify` resumes in the task that polls this, as it would inline.
     pub fn blocking(
@@ -67,8 +98,20 @@ impl StoreVerification {
     ) -> StoreVerification {
         match Handle::try_current() {
             Ok(runtime) => StoreVerification(State::Blocking(Box::pin(async move {
-                let Ok(turn) = BLOCKING_READS.acquire().await else {
-                    unreachable!("the semaphore is never closed")
+                let turn = match BLOCKING_READS.try_acquire() {
+                    Ok(turn) => turn,
+                    Err(_) => {
+                        let Some(waiting) = Waiting::join() else {
+                            return Err(VerifyError::Unavailable(format!(
+                                "{MAX_WAITING_READS} verifications wait for the keystore already"
+                            )));
+                        };
+                        let Ok(turn) = BLOCKING_READS.acquire().await else {
+                            unreachable!("the semaphore is never closed")
+                        };
+                        drop(waiting);
+                        turn
+                    }
                 };
                 // The turn ends with the read, even if this future is dropped first.
                 let joined = runtime
@@ -170,10 +213,14 @@ mod tests {
 
     use super::*;
 
+    /// The tests share the process's turns and queue: one at a time.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// However many verifications need a read at once, at most `MAX_BLOCKING_READS` hold a
     /// thread of the blocking pool; every one answers.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn blocking_reads_wait_their_turn() {
+        let _serial = SERIAL.lock().await;
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let verifications: Vec<_> = (0..4 * MAX_BLOCKING_READS)
             .map(|_| {
@@ -193,5 +240,49 @@ mod tests {
         }
         let most = most.load(Ordering::SeqCst);
         assert!((1..=MAX_BLOCKING_READS).contains(&most), "{most} at once");
+    }
+
+    /// With every turn taken and the queue full, one more verification is answered 503 at
+    /// once; once the reads end, every waiting one answers, and the queue is empty again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_sheds_the_next_verification() {
+        let _serial = SERIAL.lock().await;
+        let (release, released) = tokio::sync::watch::channel(false);
+        let reading = Arc::new(AtomicUsize::new(0));
+        let read = |released: tokio::sync::watch::Receiver<bool>, reading: Arc<AtomicUsize>| {
+            StoreVerification::blocking(move || {
+                reading.fetch_add(1, Ordering::SeqCst);
+                let mut released = released;
+                while !*released.borrow_and_update() {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(VerifyError::Invalid)
+            })
+        };
+        let mut handles: Vec<_> = (0..MAX_BLOCKING_READS)
+            .map(|_| tokio::spawn(read(released.clone(), reading.clone())))
+            .collect();
+        while reading.load(Ordering::SeqCst) < MAX_BLOCKING_READS {
+            tokio::task::yield_now().await;
+        }
+        handles.extend(
+            (0..MAX_WAITING_READS).map(|_| tokio::spawn(read(released.clone(), reading.clone()))),
+        );
+        while WAITING_READS.load(Ordering::SeqCst) < MAX_WAITING_READS {
+            tokio::task::yield_now().await;
+        }
+        let shed = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            read(released.clone(), reading.clone()),
+        )
+        .await;
+        // The reads end before any assertion, so that a failure fails, not hangs.
+        release.send(true).unwrap();
+        let shed = shed.expect("answered at once, not queued");
+        assert!(matches!(shed, Err(VerifyError::Unavailable(_))), "{shed:?}");
+        for handle in handles {
+            assert_eq!(handle.await.unwrap(), Err(VerifyError::Invalid));
+        }
+        assert_eq!(WAITING_READS.load(Ordering::SeqCst), 0);
     }
 }
