@@ -391,7 +391,9 @@ impl Shared {
 
     /// Takes `need` requests' worth from a lease that held too little, asking the daemon
     /// for more until it is taken, the daemon refuses, or [`MAX_ASKS`] grants went to other
-    /// requests first (many requests of one key at once drain each grant as it comes).
+    /// requests first (many requests of one key at once drain each grant as it comes). No
+    /// ask starts once one request timeout has gone by, so a request waits at most about
+    /// three (the last ask's wait for its turn, and its call).
     pub(super) async fn take_asking(
         &self,
         lease: &Lease,
@@ -399,7 +401,11 @@ impl Shared {
         client_ip: Option<IpAddr>,
         need: u64,
     ) -> Result<(), VerifyError> {
-        for _ in 0..MAX_ASKS {
+        let started = std::time::Instant::now();
+        for ask in 0..MAX_ASKS {
+            if ask > 0 && started.elapsed() >= self.settings.request_timeout {
+                break;
+            }
             self.ask(lease, presented, client_ip, need).await?;
             let now = nanos(self.settings.clock.now());
             match lease.take(client_ip, now, need) {
@@ -410,7 +416,12 @@ impl Shared {
             }
         }
         // What was granted meanwhile stays in the lease for the next requests (and unspent
-        // credits go back at `flush_usage`).
+        // credits go back at `flush_usage`). One request's worth that others kept taking is
+        // no sign the key is out of credits: the daemon's refusal, or a 503 without one. A
+        // cost close to what is left may be more than the daemon grants (`shortfall`).
+        if need == 1 {
+            return Err(lease.refusal());
+        }
         Err(lease.shortfall(nanos(self.settings.clock.now()), need))
     }
 
