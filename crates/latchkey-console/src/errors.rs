@@ -155,7 +155,7 @@ impl IntoResponse for UiError {
                 "There is no such page.".to_owned(),
             ),
             UiError::Unavailable(detail) => {
-                tracing::warn!(%detail, "console: the keystore is unavailable");
+                latchkey_core::warn_limited!(%detail, "console: the keystore is unavailable");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "Keystore unavailable".to_owned(),

@@ -27,7 +27,7 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health
 }
 
 fn unavailable(err: latchkey_core::StoreError) -> AppError {
-    tracing::warn!(error = %err, "health check failed");
+    latchkey_core::warn_limited!(error = %err, "health check failed");
     AppError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "keystore_unavailable",

@@ -347,7 +347,7 @@ impl CreditSource for StoreCredits {
             want,
         );
         reserved.map_err(|e| {
-            tracing::warn!(error = %e, "could not reserve credits");
+            crate::warn_limited!(error = %e, "could not reserve credits");
             unavailable(&"the credits could not be reserved")
         })
     }

@@ -118,7 +118,7 @@ impl StoreRates {
                 TxError::Abort(e) | TxError::Storage(e) => e.to_string(),
                 TxError::Conflict => "a transaction kept conflicting".to_owned(),
             };
-            tracing::warn!(error = %e, "could not reserve a slice of a rate limit");
+            crate::warn_limited!(error = %e, "could not reserve a slice of a rate limit");
             unavailable(&"the rate limit could not be reserved")
         })
     }
