@@ -168,12 +168,9 @@ pub async fn run(
     }
     // Every path the daemon does not serve answers as an unknown `/v1` path does: the
     // admin router leaves its fallback to the app that serves it.
-    routers.api = routers
-        .api
-        .fallback(|| async { latchkey_admin::not_found_response() });
-    routers.metrics = routers
-        .metrics
-        .fallback(|| async { latchkey_admin::not_found_response() });
+    let not_found = || async { latchkey_admin::not_found_response() };
+    routers.api = routers.api.fallback(not_found);
+    routers.metrics = routers.metrics.fallback(not_found);
     let serving = |app: Router| Listener {
         app: layered(app, config.request_timeout),
         tls: config.tls.clone(),

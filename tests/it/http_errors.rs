@@ -293,8 +293,8 @@ fn verify_and_audit_errors() {
     check_all(f, cases);
 }
 
-/// Outside `/v1` too, a path nothing serves and a method a path does not serve answer
-/// problem+json, as the API does (they were axum's empty 404 and 405).
+/// Outside `/v1` too, a path nothing serves answers problem+json, as the API does (it was
+/// axum's empty 404), and so does a method a path does not serve.
 #[test]
 fn a_path_nothing_serves_is_a_problem_too() {
     let s = setup();

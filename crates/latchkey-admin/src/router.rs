@@ -67,6 +67,7 @@ pub(crate) fn authenticated(store: Store, access: MetricsAccess) -> (Router, Rou
     };
     let separate = Router::new()
         .route("/metrics", get(system::metrics))
+        .method_not_allowed_fallback(system::method_not_allowed)
         .with_state(state.clone());
     (assemble(state, v1, metrics_route), separate)
 }

@@ -36,6 +36,13 @@ async fn a_verifier_that_is_not_ready_at_once() {
     post_orders(&app, &key)
         .await
         .assert_forbidden("orders:write");
+    // A key in the query: the answer that comes on a later poll is `private` too.
+    let query = crate::support::app(
+        ApiKeyAuthLayer::new(pending_verifier(fx.store.clone())).allow_query_param("k"),
+    );
+    let reply = send(&query, get(&format!("/orders?k={}", key.secret.expose()))).await;
+    reply.assert_ok();
+    assert_eq!(reply.headers["cache-control"], "private");
     fx.store.revoke_key(&Actor::system(), key.key.id).unwrap();
     get_orders(&app, &key).await.assert_invalid("key_revoked");
 }
