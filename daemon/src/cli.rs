@@ -708,6 +708,10 @@ pub enum AuditCommand {
         /// At most this many events
         #[arg(long)]
         limit: Option<u32>,
+        /// Only the events about this record (a key's, user's or group's id); a page
+        /// passes over at most 10,000 events and may say to go on
+        #[arg(long, value_name = "ID")]
+        target: Option<uuid::Uuid>,
     },
     /// Check the audit chain; exit 1 and say where when it is broken
     Verify,

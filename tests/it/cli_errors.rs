@@ -112,6 +112,7 @@ fn usage_errors_exit_2() {
         &["keys", "add", "--user", "svc"][..],
         &["keys", "frobnicate"],
         &["keys", "list", "--status", "sleeping"],
+        &["audit", "list", "--target", "nope"],
         &["keys", "add", "--name", "k", "--user", "u", "--env", "prod"],
         &[
             "users",

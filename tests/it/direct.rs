@@ -216,6 +216,13 @@ fn direct_commands_act_as_the_operator_and_are_audited() {
         assert_eq!(seqs(&page), expected, "{args:?}");
         assert_eq!(page["next_cursor"], next, "{args:?}");
     }
+    // One key's events: its creation and revocation.
+    let page = on(
+        &db,
+        &["--json", "audit", "list", "--newest-first", "--target", id],
+    )
+    .json();
+    assert_eq!(seqs(&page), [6, 5], "{page}");
 
     let report = on(&db, &["--json", "audit", "verify"]).json();
     assert_eq!(report["valid"], true);

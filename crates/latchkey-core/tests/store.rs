@@ -1057,6 +1057,36 @@ fn the_trail_reads_newest_first_and_users_by_id_as_the_caller_sees_them() {
         seqs(f.store.audit_in_as(&t1, newest, 10).unwrap()),
         (vec![3, 2, 1], None)
     );
+    // The events about one record: the key's creation and revocation, a page at a time.
+    assert_eq!(
+        seqs(
+            f.store
+                .audit_about_as(&all, key.key.id, newest, 10)
+                .unwrap()
+        ),
+        (vec![3, 2], None)
+    );
+    assert_eq!(
+        seqs(f.store.audit_about_as(&all, key.key.id, newest, 1).unwrap()),
+        (vec![3], Some(3))
+    );
+    assert_eq!(
+        seqs(f.store.audit_about_as(&t1, key.key.id, back, 10).unwrap()),
+        (vec![2], None)
+    );
+    // Another tenant's record: seen by a global caller, not by a tenant-bound one.
+    assert_eq!(
+        seqs(
+            f.store
+                .audit_about_as(&all, other.id, AuditRange::default(), 10)
+                .unwrap()
+        ),
+        (vec![4], None)
+    );
+    assert_eq!(
+        seqs(f.store.audit_about_as(&t1, other.id, newest, 10).unwrap()),
+        (vec![], None)
+    );
 
     let ids = [other.id, Uuid::now_v7(), bot.id];
     let names = |users: Vec<User>| users.into_iter().map(|u| u.name).collect::<Vec<_>>();

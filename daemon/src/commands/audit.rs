@@ -21,6 +21,7 @@ pub(super) async fn run<T: Transport>(
             before,
             newest_first,
             limit,
+            target,
         } => {
             let path = format!(
                 "/v1/audit{}",
@@ -29,6 +30,7 @@ pub(super) async fn run<T: Transport>(
                     ("before", before.map(|b| b.to_string())),
                     ("order", newest_first.then(|| "desc".to_owned())),
                     ("limit", limit.map(|l| l.to_string())),
+                    ("target", target.map(|t| t.hyphenated().to_string())),
                 ])
             );
             let go_on = if newest_first { "--before" } else { "--after" };

@@ -6,6 +6,7 @@ use latchkey_core::limits::MAX_LIST_LIMIT;
 use latchkey_core::{AuditEvent, AuditRange};
 use serde::Deserialize;
 use utoipa::IntoParams;
+use uuid::Uuid;
 
 use crate::api::{AuditBreak, AuditCheck, List};
 use crate::caller::{Caller, perm};
@@ -37,6 +38,11 @@ pub(crate) struct AuditParams {
     /// Page size, 1 to 1000 (default 100).
     #[param(value_type = Option<crate::openapi::rules::PageSize>)]
     limit: Option<String>,
+    /// Only the events about this record (a key's, user's or group's id). No index holds
+    /// the events by record: a page passes over at most 10,000 events and may hold fewer
+    /// than `limit` (none, even) with a `next_cursor` to go on.
+    #[param(value_type = Option<crate::openapi::rules::RecordId>)]
+    target: Option<String>,
 }
 
 /// A sequence number parameter.
@@ -47,7 +53,8 @@ fn seq(name: &'static str, value: Option<String>) -> Result<Option<u64>, AppErro
     })
 }
 
-/// List audit events, oldest first (or newest first), one page at a time.
+/// List audit events, oldest first (or newest first), one page at a time; all of them, or
+/// those about one record (`target`).
 #[utoipa::path(get, path = "/v1/audit", operation_id = "listAuditEvents", tag = "audit",
     params(AuditParams),
     responses(
@@ -77,8 +84,19 @@ pub(crate) async fn list(
             .ok_or_else(|| format!("{s:?} is not a page size: expected 1 to {MAX_LIST_LIMIT}"))
     })?
     .unwrap_or(DEFAULT_LIMIT);
+    let target = optional("target", params.target, |s| {
+        Uuid::try_parse(s)
+            .ok()
+            .filter(|_| s.len() == 36)
+            .ok_or_else(|| format!("{s:?} is not a record id (a hyphenated UUID)"))
+    })?;
     let (items, next) = state
-        .run(move |store| Ok(store.audit_in_as(&caller.actor, range, limit)?))
+        .run(move |store| {
+            Ok(match target {
+                Some(target) => store.audit_about_as(&caller.actor, target, range, limit)?,
+                None => store.audit_in_as(&caller.actor, range, limit)?,
+            })
+        })
         .await?;
     Ok(Json(List {
         items,

@@ -41,6 +41,7 @@ use crate::handlers::{
     // Query parameters' schemas are not collected from the operations.
     components(schemas(
         rules::Cursor,
+        rules::RecordId,
         rules::PageSize,
         rules::Sequence,
         rules::SequenceBefore

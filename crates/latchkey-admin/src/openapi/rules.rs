@@ -54,6 +54,11 @@ string_rule! {
 }
 
 string_rule! {
+    /// A record's id: a UUID, hyphenated (empty counts as absent).
+    RecordId: r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", max_length = 36
+}
+
+string_rule! {
     /// A list's `next_cursor`, passed back as it came: the hex text of a sealed position, at
     /// most 2,048 characters (empty counts as absent). Any other text is refused with 400
     /// `invalid_field` (`field: cursor`).

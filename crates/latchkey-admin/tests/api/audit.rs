@@ -96,7 +96,29 @@ async fn lists_changes_oldest_first_with_pages() {
     let none = h.get("/v1/audit?after=4&before=5&order=desc").await.ok(200);
     assert_eq!(none, json!({"items": [], "next_cursor": null}));
 
+    // One record's events: the key's creation and revocation.
+    let target = key["id"].as_str().unwrap();
+    let about = h
+        .get(&format!("/v1/audit?order=desc&target={target}"))
+        .await
+        .ok(200);
+    assert_eq!(seqs(&about), [7, 6]);
+    assert_eq!(about["next_cursor"], json!(null));
+    let first = h
+        .get(&format!("/v1/audit?limit=1&target={target}"))
+        .await
+        .ok(200);
+    assert_eq!(
+        (seqs(&first), &first["next_cursor"]),
+        (vec![6], &json!("6"))
+    );
+    let unknown = "01900000-0000-7000-8000-000000000000";
+    let none = h.get(&format!("/v1/audit?target={unknown}")).await.ok(200);
+    assert_eq!(none, json!({"items": [], "next_cursor": null}));
+
     for (query, field) in [
+        ("target=nope", "target"),
+        ("target=01900000000070008000000000000000", "target"),
         ("after=-1", "after"),
         ("after=x", "after"),
         ("before=x", "before"),

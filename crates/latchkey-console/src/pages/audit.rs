@@ -30,23 +30,22 @@ pub(crate) struct AuditQuery {
     check: String,
 }
 
-/// How far back a key's page looks for its events.
-const RECENT: u64 = 1_000;
+/// How many of a record's events its page shows.
+const RECENT: u64 = 100;
 
-/// The events about `target` among the last [`RECENT`] of the trail the key sees, newest
-/// first: one read of the trail newest first, whatever its length.
+/// The newest [`RECENT`] events about `target` among the last 10,000 of the trail the key
+/// sees (what one page of `GET /v1/audit?target=` passes over), newest first: one read of
+/// the trail, whatever its length.
 pub(crate) async fn recent_about(
     signed: &Signed,
     target: uuid::Uuid,
 ) -> Result<Vec<AuditEvent>, UiError> {
     let page: List<AuditEvent> = signed
-        .get(&format!("/v1/audit?order=desc&limit={RECENT}"))
+        .get(&format!(
+            "/v1/audit?order=desc&limit={RECENT}&target={target}"
+        ))
         .await?;
-    Ok(page
-        .items
-        .into_iter()
-        .filter(|e| e.target == target)
-        .collect())
+    Ok(page.items)
 }
 
 #[derive(Template)]

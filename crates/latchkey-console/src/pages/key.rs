@@ -33,7 +33,7 @@ struct KeyPage {
     /// revoked, to a caller that may write keys).
     once: Option<String>,
     graces: Vec<(u64, &'static str)>,
-    /// Its events among the last 1,000 (when the key may read the audit trail).
+    /// Its newest events among the last 10,000 (when the key may read the audit trail).
     events: Option<Vec<latchkey_core::AuditEvent>>,
 }
 

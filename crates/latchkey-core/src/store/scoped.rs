@@ -15,8 +15,9 @@ use crate::limits::{MAX_CURSOR_BYTES, MAX_LIST_LIMIT, MAX_SEARCH_BYTES, MAX_USER
 use crate::model::{Key, User};
 use crate::store::{KeyQuery, Page};
 
-/// How many audit events one page may pass over for a tenant-bound caller before it
-/// answers what it found, with a cursor to go on: a page costs a bounded read.
+/// How many audit events one page may pass over for a tenant-bound caller, or for the
+/// events about one record, before it answers what it found, with a cursor to go on: a
+/// page costs a bounded read.
 const AUDIT_SCAN_PER_PAGE: usize = 10 * MAX_LIST_LIMIT;
 
 /// Which audit events a page reads: those after `after` and before `before`, oldest or
@@ -176,13 +177,51 @@ impl Store {
         range: AuditRange,
         limit: usize,
     ) -> Result<(Vec<AuditEvent>, Option<u64>), StoreError> {
+        self.audit_page(actor, range, None, limit)
+    }
+
+    /// Up to `limit` audit events about `target` (a key's, user's or group's id) in
+    /// `range` that the caller sees, in the range's order, and the sequence number the next
+    /// page goes on from: [`Store::audit_in_as`] with one more filter. No index holds the
+    /// events by record: a page passes over at most 10,000 events, so it
+    /// may hold fewer than `limit` (none, even) with a cursor to go on.
+    ///
+    /// ```
+    /// # use latchkey_core::{Actor, AuditRange, NewUser, Store, StoreConfig};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
+    /// let user = store
+    ///     .create_user(&Actor::system(), NewUser { name: "svc".into(), ..NewUser::default() })
+    ///     .unwrap();
+    /// let newest = AuditRange { newest_first: true, ..AuditRange::default() };
+    /// let (events, _) = store.audit_about_as(&Actor::system(), user.id, newest, 10).unwrap();
+    /// assert!(events.iter().all(|e| e.target == user.id) && !events.is_empty());
+    /// ```
+    pub fn audit_about_as(
+        &self,
+        actor: &Actor,
+        target: Uuid,
+        range: AuditRange,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<u64>), StoreError> {
+        self.audit_page(actor, range, Some(target), limit)
+    }
+
+    fn audit_page(
+        &self,
+        actor: &Actor,
+        range: AuditRange,
+        target: Option<Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, Option<u64>), StoreError> {
         if !(1..=MAX_LIST_LIMIT).contains(&limit) {
             return Err(StoreError::invalid(
                 "limit",
                 format!("1 to {MAX_LIST_LIMIT}"),
             ));
         }
-        if actor.tenant_id().is_none() {
+        let global = actor.tenant_id().is_none();
+        if global && target.is_none() {
             // One more than asked tells whether another page follows.
             let mut items = self.events_in(range, limit + 1)?;
             let next = (items.len() > limit).then(|| {
@@ -192,14 +231,27 @@ impl Store {
             return Ok((items, next));
         }
         let scanned = self.events_in(range, AUDIT_SCAN_PER_PAGE + 1)?;
+        let about = |event: &AuditEvent| target.is_none_or(|t| event.target == t);
         // The users these events concern, read at once: never every user in the store.
-        let seen = self.visible_users(actor, scanned.iter().filter_map(|e| e.user_id))?;
+        let seen = if global {
+            None
+        } else {
+            let users = scanned
+                .iter()
+                .filter(|e| about(e))
+                .filter_map(|e| e.user_id);
+            Some(self.visible_users(actor, users)?)
+        };
         let mut items = Vec::new();
         let mut last = None;
         let mut more = scanned.len() > AUDIT_SCAN_PER_PAGE;
         for event in scanned.into_iter().take(AUDIT_SCAN_PER_PAGE) {
             let seq = event.seq;
-            if event.user_id.is_some_and(|u| seen.contains(&u)) {
+            let shown = about(&event)
+                && seen
+                    .as_ref()
+                    .is_none_or(|seen| event.user_id.is_some_and(|u| seen.contains(&u)));
+            if shown {
                 if items.len() == limit {
                     more = true;
                     break;
