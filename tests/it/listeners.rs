@@ -105,6 +105,14 @@ fn metrics_on_a_separate_listener_only() {
     assert!(answer.contains("latchkey_verifications_total"), "{answer}");
     let (_, answer) = closed_after_request(&metrics_addr, "/v1/keys");
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    // A wrong method: the API's 405 problem, as on the API listener.
+    let request =
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let (_, answer) = closed_after(metrics_addr.parse().unwrap(), request.as_bytes());
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(answer.contains("method_not_allowed"), "{answer}");
 }
 
 /// One `Connection: close` request on a raw socket; the answer as text.

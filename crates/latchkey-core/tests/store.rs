@@ -1087,6 +1087,16 @@ fn the_trail_reads_newest_first_and_users_by_id_as_the_caller_sees_them() {
         seqs(f.store.audit_about_as(&t1, other.id, newest, 10).unwrap()),
         (vec![], None)
     );
+    // A group's events: a global caller's; a tenant-bound one gets none, at once.
+    let group = f.group("ops", &[]);
+    assert_eq!(
+        seqs(f.store.audit_about_as(&all, group.id, newest, 10).unwrap()),
+        (vec![5], None)
+    );
+    assert_eq!(
+        seqs(f.store.audit_about_as(&t1, group.id, newest, 10).unwrap()),
+        (vec![], None)
+    );
 
     let ids = [other.id, Uuid::now_v7(), bot.id];
     let names = |users: Vec<User>| users.into_iter().map(|u| u.name).collect::<Vec<_>>();

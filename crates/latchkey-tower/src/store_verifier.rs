@@ -65,12 +65,12 @@ struct Waiting;
 
 impl Waiting {
     fn join() -> Option<Waiting> {
-        let before = WAITING_READS.fetch_add(1, Ordering::AcqRel);
-        if before >= MAX_WAITING_READS {
-            WAITING_READS.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Waiting)
+        WAITING_READS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WAITING_READS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Waiting)
     }
 }
 

@@ -47,7 +47,11 @@ pub(super) async fn run<T: Transport>(
                         or_dash(event.user_id),
                     ]);
                 }
-                table.print("No events.");
+                table.print(if events.next_cursor.is_some() {
+                    "No events on this page."
+                } else {
+                    "No events."
+                });
                 if let Some(cursor) = &events.next_cursor {
                     eprintln!("More events: add {go_on} {cursor}");
                 }

@@ -38,9 +38,10 @@ pub(crate) struct AuditParams {
     /// Page size, 1 to 1000 (default 100).
     #[param(value_type = Option<crate::openapi::rules::PageSize>)]
     limit: Option<String>,
-    /// Only the events about this record (a key's, user's or group's id). No index holds
-    /// the events by record: a page passes over at most 10,000 events and may hold fewer
-    /// than `limit` (none, even) with a `next_cursor` to go on.
+    /// Only the events about this record (a key's, user's or group's id; a group's, for a
+    /// caller bound to no tenant). No index holds the events by record: a page passes over
+    /// at most 10,000 events and may hold fewer than `limit` (none, even) with a
+    /// `next_cursor` to go on.
     #[param(value_type = Option<crate::openapi::rules::RecordId>)]
     target: Option<String>,
 }

@@ -471,7 +471,7 @@ impl Store {
         };
         // The text matched its SHA-256: from now on, only its keyed BLAKE3 is kept.
         if let Err(e) = self.rehash(&public, digest, blake) {
-            tracing::warn!(error = %e, prefix = %principal.prefix, "could not re-hash an imported key; it keeps its SHA-256 until its next verification");
+            crate::warn_limited!(error = %e, prefix = %principal.prefix, "could not re-hash an imported key; it keeps its SHA-256 until its next verification");
         }
         Ok(principal)
     }

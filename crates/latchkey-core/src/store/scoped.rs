@@ -184,7 +184,9 @@ impl Store {
     /// `range` that the caller sees, in the range's order, and the sequence number the next
     /// page goes on from: [`Store::audit_in_as`] with one more filter. No index holds the
     /// events by record: a page passes over at most 10,000 events, so it
-    /// may hold fewer than `limit` (none, even) with a cursor to go on.
+    /// may hold fewer than `limit` (none, even) with a cursor to go on. A group's events
+    /// concern every tenant and are a global caller's only: a tenant-bound caller asking
+    /// about a group gets none at once.
     ///
     /// ```
     /// # use latchkey_core::{Actor, AuditRange, NewUser, Store, StoreConfig};
@@ -221,6 +223,12 @@ impl Store {
             ));
         }
         let global = actor.tenant_id().is_none();
+        if !global
+            && let Some(target) = target
+            && self.inner.db.get(&layout::group(target))?.is_some()
+        {
+            return Ok((Vec::new(), None));
+        }
         if global && target.is_none() {
             // One more than asked tells whether another page follows.
             let mut items = self.events_in(range, limit + 1)?;

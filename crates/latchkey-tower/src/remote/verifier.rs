@@ -401,7 +401,7 @@ impl Shared {
         client_ip: Option<IpAddr>,
         need: u64,
     ) -> Result<(), VerifyError> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         for ask in 0..MAX_ASKS {
             if ask > 0 && started.elapsed() >= self.settings.request_timeout {
                 break;
