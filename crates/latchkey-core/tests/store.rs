@@ -1109,6 +1109,60 @@ fn the_trail_reads_newest_first_and_users_by_id_as_the_caller_sees_them() {
     assert!(f.store.users_by_id_as(&all, &too_many).is_err());
 }
 
+/// One record's events found across the chunks a page reads (1,000 events each), in both
+/// orders, for a global and a tenant-bound caller, and paged by `limit`.
+#[test]
+fn a_record_s_events_are_found_across_the_chunks_a_page_reads() {
+    let f = fixture();
+    let bot = f.user("bot", &[], &["x"]);
+    let key = f.key(&bot, None);
+    let first = key.key.id;
+    for n in 0..2_500 {
+        f.group(&format!("g{n}"), &[]);
+    }
+    f.store.revoke_key(&f.admin, first).unwrap();
+    let seqs = |(events, next): (Vec<AuditEvent>, Option<u64>)| {
+        (events.iter().map(|e| e.seq).collect::<Vec<_>>(), next)
+    };
+    let (created, revoked) = (2, 2_503);
+    let newest = AuditRange {
+        newest_first: true,
+        ..AuditRange::default()
+    };
+    let all = Actor::new(None, perms(&["*"]));
+    let t1 = Actor::new(None, perms(&["*"])).with_tenant(Some("t-1".into()), None);
+    for actor in [&all, &t1] {
+        assert_eq!(
+            seqs(f.store.audit_about_as(actor, first, newest, 10).unwrap()),
+            (vec![revoked, created], None)
+        );
+        assert_eq!(
+            seqs(
+                f.store
+                    .audit_about_as(actor, first, AuditRange::default(), 10)
+                    .unwrap()
+            ),
+            (vec![created, revoked], None)
+        );
+        // One a page: the cursor stops before the next match, which the next page finds.
+        let (page, next) = seqs(f.store.audit_about_as(actor, first, newest, 1).unwrap());
+        assert_eq!(page, [revoked]);
+        let back = AuditRange {
+            before: next,
+            ..newest
+        };
+        assert_eq!(
+            seqs(f.store.audit_about_as(actor, first, back, 1).unwrap()),
+            (vec![created], None)
+        );
+    }
+    // A tenant-bound caller's whole trail: its events only, across the chunks.
+    assert_eq!(
+        seqs(f.store.audit_in_as(&t1, newest, 10).unwrap()),
+        (vec![revoked, created, 1], None)
+    );
+}
+
 /// `Store::open` and `create_*` take a path or a PostgreSQL URL, as `--db` does: a URL is
 /// never a directory named `postgres:` (created in the working directory, or named with
 /// its password in an error).

@@ -20,6 +20,9 @@ use crate::store::{KeyQuery, Page};
 /// page costs a bounded read.
 const AUDIT_SCAN_PER_PAGE: usize = 10 * MAX_LIST_LIMIT;
 
+/// How many events such a page reads at a time: one filled early stops early.
+const AUDIT_SCAN_CHUNK: usize = MAX_LIST_LIMIT;
+
 /// Which audit events a page reads: those after `after` and before `before`, oldest or
 /// newest first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -238,35 +241,49 @@ impl Store {
             });
             return Ok((items, next));
         }
-        let scanned = self.events_in(range, AUDIT_SCAN_PER_PAGE + 1)?;
         let about = |event: &AuditEvent| target.is_none_or(|t| event.target == t);
-        // The users these events concern, read at once: never every user in the store.
-        let seen = if global {
-            None
-        } else {
-            let users = scanned
-                .iter()
-                .filter(|e| about(e))
-                .filter_map(|e| e.user_id);
-            Some(self.visible_users(actor, users)?)
-        };
         let mut items = Vec::new();
         let mut last = None;
-        let mut more = scanned.len() > AUDIT_SCAN_PER_PAGE;
-        for event in scanned.into_iter().take(AUDIT_SCAN_PER_PAGE) {
-            let seq = event.seq;
-            let shown = about(&event)
-                && seen
-                    .as_ref()
-                    .is_none_or(|seen| event.user_id.is_some_and(|u| seen.contains(&u)));
-            if shown {
-                if items.len() == limit {
-                    more = true;
-                    break;
+        let mut more = false;
+        let (mut scanned, mut rest) = (0, range);
+        // In chunks, so that a page filled early (a record's recent events) stops early.
+        'scan: while scanned < AUDIT_SCAN_PER_PAGE {
+            let want = AUDIT_SCAN_CHUNK.min(AUDIT_SCAN_PER_PAGE - scanned);
+            let mut chunk = self.events_in(rest, want + 1)?;
+            let beyond = chunk.len() > want;
+            chunk.truncate(want);
+            scanned += chunk.len();
+            // The users these events concern, read at once: never every user in the store.
+            let seen = if global {
+                None
+            } else {
+                let users = chunk.iter().filter(|e| about(e)).filter_map(|e| e.user_id);
+                Some(self.visible_users(actor, users)?)
+            };
+            for event in chunk {
+                let seq = event.seq;
+                let shown = about(&event)
+                    && seen
+                        .as_ref()
+                        .is_none_or(|seen| event.user_id.is_some_and(|u| seen.contains(&u)));
+                if shown {
+                    if items.len() == limit {
+                        more = true;
+                        break 'scan;
+                    }
+                    items.push(event);
                 }
-                items.push(event);
+                last = Some(seq);
             }
-            last = Some(seq);
+            if !beyond {
+                break;
+            }
+            more = scanned == AUDIT_SCAN_PER_PAGE;
+            match last {
+                Some(seq) if rest.newest_first => rest.before = Some(seq),
+                Some(seq) => rest.after = seq,
+                None => break,
+            }
         }
         Ok((items, more.then(|| last.unwrap_or(range.after))))
     }
