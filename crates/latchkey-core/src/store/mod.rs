@@ -972,14 +972,17 @@ impl Store {
 
     /// [`Store::verify_audit`]'s walk of the chain.
     fn walk_audit_chain(&self) -> Result<AuditReport, StoreError> {
-        let (last, head) = self.chain_end()?;
-        let mut next = 1;
-        let mut prev = audit::GENESIS.to_owned();
-        let mut broken = None;
+        // The mark first: it advances after its write commits, outside the write lock, so
+        // read after the chain's end it could name a write committed since (and the chain
+        // would seem rolled back). Read before, it is never past the end read next.
         let mark = match self.inner.local {
             Some(_) => mark::read(&self.inner.path).ok().flatten(),
             None => None,
         };
+        let (last, head) = self.chain_end()?;
+        let mut next = 1;
+        let mut prev = audit::GENESIS.to_owned();
+        let mut broken = None;
         let mut at_mark = None;
         let mut past_end = None;
         let audit = backend::scan(
