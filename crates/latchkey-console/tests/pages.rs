@@ -468,8 +468,12 @@ async fn sign_ins_are_counted_by_outcome() {
     let no_section = sign_ins(&app, "no_section").await;
     app.sign_in(&app.admin).await;
     assert!(sign_ins(&app, "opened").await > opened);
-    let wrong = "lk_live_AAAAAAAAAAAA_notarealsecretnotarealsecretnotareal";
-    let (answer, _) = app.try_sign_in(wrong).await;
+    // A key of the store's form that the store never made: generated, never written down.
+    let wrong = latchkey_core::ApiKey::generate(
+        &latchkey_core::Prefix::default(),
+        latchkey_core::Env::Live,
+    );
+    let (answer, _) = app.try_sign_in(wrong.expose()).await;
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
     assert!(sign_ins(&app, "refused").await > refused);
     let app_key = app.key_with("app", &["orders:read"]).await;
