@@ -710,8 +710,20 @@ pub enum AuditCommand {
         limit: Option<u32>,
         /// Only the events about this record (a key's, user's or group's id); a page
         /// passes over at most 10,000 events and may say to go on
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", group = "about")]
         target: Option<uuid::Uuid>,
+        /// Only the events about this key (its id, display prefix or public id), as
+        /// --target does; the key is looked up first, which needs latchkey:keys:read
+        #[arg(long, value_name = "KEY", group = "about")]
+        key: Option<String>,
+        /// Only the events about this user's record (its id or name), as --target does;
+        /// needs latchkey:users:read to look it up
+        #[arg(long, value_name = "USER", group = "about")]
+        user: Option<String>,
+        /// Only the events about this group's record (its id or name), as --target does;
+        /// needs latchkey:groups:read to look it up
+        #[arg(long, value_name = "GROUP", group = "about")]
+        group: Option<String>,
     },
     /// Check the audit chain; exit 1 and say where when it is broken
     Verify,

@@ -113,6 +113,7 @@ fn usage_errors_exit_2() {
         &["keys", "frobnicate"],
         &["keys", "list", "--status", "sleeping"],
         &["audit", "list", "--target", "nope"],
+        &["audit", "list", "--user", "svc", "--key", "lk_live_x"],
         &["keys", "add", "--name", "k", "--user", "u", "--env", "prod"],
         &[
             "users",

@@ -223,6 +223,19 @@ fn direct_commands_act_as_the_operator_and_are_audited() {
     )
     .json();
     assert_eq!(seqs(&page), [6, 5], "{page}");
+    // The same, the record named as people know it: a key by its prefix or its full text
+    // (sent as its prefix), a user by name.
+    let prefix = created["prefix"].as_str().unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    for key in [prefix, secret] {
+        let page = on(&db, &["--json", "audit", "list", "--key", key]).json();
+        assert_eq!(seqs(&page), [5, 6], "{page}");
+    }
+    let page = on(&db, &["--json", "audit", "list", "--user", "svc"]).json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["items"][0]["action"], "user.create", "{page}");
+    assert_eq!(page["items"][0]["target"], created["user_id"], "{page}");
+    on(&db, &["audit", "list", "--group", "nobody"]).fails(1, "[not_found]");
 
     let report = on(&db, &["--json", "audit", "verify"]).json();
     assert_eq!(report["valid"], true);

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use latchkey_admin::api::{AuditCheck, List};
 use latchkey_core::AuditEvent;
+use serde::Deserialize;
+use uuid::Uuid;
 
 use super::Cli;
 use crate::cli::AuditCommand;
@@ -22,7 +24,17 @@ pub(super) async fn run<T: Transport>(
             newest_first,
             limit,
             target,
+            key,
+            user,
+            group,
         } => {
+            let target = match (target, key, user, group) {
+                (Some(id), ..) => Some(id),
+                (_, Some(key), ..) => Some(id_of(cli, &super::keys::path(&key)?).await?),
+                (_, _, Some(user), _) => Some(id_of(cli, &super::users::path(&user)).await?),
+                (.., Some(group)) => Some(id_of(cli, &super::groups::path(&group)).await?),
+                _ => None,
+            };
             let path = format!(
                 "/v1/audit{}",
                 query(&[
@@ -74,4 +86,14 @@ pub(super) async fn run<T: Transport>(
             Ok(crate::output::verdict(report.valid))
         }
     }
+}
+
+/// The id of the record at `path` (a key, user or group, looked up by any name the API
+/// knows it by): the audit trail knows records by id only.
+async fn id_of<T: Transport>(cli: &Cli<T>, path: &str) -> anyhow::Result<Uuid> {
+    #[derive(Deserialize)]
+    struct Record {
+        id: Uuid,
+    }
+    Ok(read::<Record>(&cli.api.get(path).await?)?.id)
 }

@@ -62,7 +62,7 @@ pub(super) async fn run<T: Transport>(
     Ok(ExitCode::SUCCESS)
 }
 
-fn path(group: &str) -> String {
+pub(super) fn path(group: &str) -> String {
     format!("/v1/groups/{}", segment(group))
 }
 

@@ -161,7 +161,7 @@ fn enabled(enabled: bool) -> UpdateKey {
 /// resolves a key. A latchkey key given in full is reduced to its display prefix; any
 /// other text is refused here, before a request, so that a secret (a key of another
 /// system, imported) never travels in a URL, into an access log or back in an error.
-fn path(key: &str) -> anyhow::Result<String> {
+pub(super) fn path(key: &str) -> anyhow::Result<String> {
     let key = key.trim();
     let reference = match ApiKey::parse(key) {
         Ok(parsed) => parsed.display_prefix().to_owned(),

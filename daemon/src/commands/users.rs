@@ -121,7 +121,7 @@ fn enabled(enabled: bool) -> UpdateUser {
     }
 }
 
-fn path(user: &str) -> String {
+pub(super) fn path(user: &str) -> String {
     format!("/v1/users/{}", segment(user))
 }
 
