@@ -13,7 +13,7 @@ pub(super) fn keep_private(headers: &mut HeaderMap) {
     for value in headers.get_all(CACHE_CONTROL) {
         // A value that is not text says nothing a cache could use: it is replaced.
         let Ok(value) = value.to_str() else { continue };
-        for directive in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        for directive in directives(value) {
             // `private="set-cookie"` keeps one field from shared caches, not the answer.
             if directive.eq_ignore_ascii_case("private")
                 || directive.eq_ignore_ascii_case("no-store")
@@ -34,6 +34,27 @@ pub(super) fn keep_private(headers: &mut HeaderMap) {
         HeaderValue::from_str(&kept.join(", ")).unwrap_or(HeaderValue::from_static("private"))
     };
     headers.insert(CACHE_CONTROL, value);
+}
+
+/// A `Cache-Control` value's directives, trimmed: split at the commas outside the quoted
+/// strings of their arguments (RFC 9110 §5.6.4), so that a comma or a directive's name
+/// inside an argument (`no-cache="a, private"`) is taken for neither.
+fn directives(value: &str) -> impl Iterator<Item = &str> {
+    let mut quoted = false;
+    let mut escaped = false;
+    value
+        .split(move |c| {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                ',' if !quoted => return true,
+                _ => {}
+            }
+            false
+        })
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
 }
 
 #[cfg(test)]
@@ -70,6 +91,23 @@ mod tests {
         assert_eq!(
             private(&["public, private=\"set-cookie\""]),
             ["private=\"set-cookie\", private"]
+        );
+    }
+
+    #[test]
+    fn a_comma_or_a_name_inside_a_quoted_argument_is_part_of_it() {
+        assert_eq!(
+            private(&["no-cache=\"a, private, b\", max-age=5"]),
+            ["no-cache=\"a, private, b\", max-age=5, private"]
+        );
+        // An escaped quote does not end the string.
+        assert_eq!(
+            private(&[r#"ext="a \", no-store, b", public"#]),
+            [r#"ext="a \", no-store, b", private"#]
+        );
+        assert_eq!(
+            directives(" a, b=\"1,2\" ,, c ").collect::<Vec<_>>(),
+            ["a", "b=\"1,2\"", "c"]
         );
     }
 
