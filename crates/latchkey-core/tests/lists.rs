@@ -8,7 +8,7 @@ mod support;
 #[path = "support/tamper.rs"]
 mod tamper;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -675,4 +675,128 @@ fn a_read_counts_every_key_of_a_backlog_that_expired_together() {
     assert_eq!(listed.items.len(), 0, "every key expired");
     let stats = world.store.stats().unwrap();
     assert_eq!((stats.keys["expired"], stats.keys["active"]), (2_550, 0));
+}
+
+/// A tenant-bound caller's pages hold its tenant's keys only, in every sort and filter:
+/// full at any depth behind more of another tenant's keys than a page passes over, when
+/// one read finds the tenant's users (its users' indexes, merged); the same keys, in pages
+/// that may be short, when the store holds more users than that read takes.
+#[test]
+fn a_tenant_s_key_pages_are_full_behind_another_tenant_s_keys() {
+    for users_read in [1_000, 2] {
+        let (_dir, store, clock) = support::clocked_store(T0, |c| {
+            c.background_jobs(false).tenant_list_users(users_read)
+        });
+        let admin = Actor::system();
+        let user = |name: &str, tenant: Option<&str>| {
+            let new = NewUser {
+                name: name.into(),
+                tenant_id: tenant.map(Into::into),
+                ..NewUser::default()
+            };
+            store.create_user(&admin, new).unwrap().id
+        };
+        let acme = [user("acme-1", Some("acme")), user("acme-2", Some("acme"))];
+        let globex = user("globex", Some("globex"));
+        let global = user("global", None);
+        let keys = |owner: Uuid, names: std::ops::Range<usize>| {
+            let keys: Vec<NewKey> = names
+                .map(|i| NewKey {
+                    name: format!("k-{i:04}"),
+                    user_id: owner,
+                    env: if i % 3 == 0 { Env::Test } else { Env::Live },
+                    ..NewKey::default()
+                })
+                .collect();
+            let created = store.create_keys(&admin, &keys).unwrap();
+            clock.advance(Duration::seconds(1));
+            created.into_iter().map(|c| c.key.id).collect::<Vec<_>>()
+        };
+        let first = keys(acme[0], 0..3);
+        keys(globex, 3..1_203);
+        let last = keys(acme[1], 1_203..1_207);
+        keys(global, 1_207..1_210);
+        keys(acme[0], 1_210..1_212);
+        store.revoke_key(&admin, first[1]).unwrap();
+        store.record_usage(last[2], 1, clock.now());
+        store.flush().unwrap();
+        let ours: HashSet<Uuid> = acme
+            .iter()
+            .flat_map(|user| {
+                let query = KeyQuery {
+                    user_id: Some(*user),
+                    limit: 1_000,
+                    ..KeyQuery::default()
+                };
+                store.list_keys(&query).unwrap().items
+            })
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(ours.len(), 9);
+        let bound = Actor::new(None, PermissionSet::parse(["*"]).unwrap())
+            .with_tenant(Some("acme".into()), None);
+
+        let pages = |actor: &Actor, query: &KeyQuery| {
+            let mut pages = Vec::new();
+            let mut query = query.clone();
+            loop {
+                let page = store.list_keys_as(actor, &query).unwrap();
+                pages.push(page.items.iter().map(|k| k.id).collect::<Vec<_>>());
+                match page.next_cursor {
+                    Some(cursor) => query.cursor = Some(cursor),
+                    None => return pages,
+                }
+                assert!(pages.len() < 100, "too many pages");
+            }
+        };
+        let sorts = [SortField::CreatedAt, SortField::Name, SortField::LastUsedAt];
+        for field in sorts {
+            for descending in [false, true] {
+                let sort = KeySort { field, descending };
+                let queries = [
+                    KeyQuery::default(),
+                    KeyQuery {
+                        status: Some(KeyStatus::Active),
+                        ..KeyQuery::default()
+                    },
+                    KeyQuery {
+                        env: Some(Env::Test),
+                        ..KeyQuery::default()
+                    },
+                    KeyQuery {
+                        search: Some("K-12".into()),
+                        ..KeyQuery::default()
+                    },
+                ];
+                for query in queries {
+                    let query = KeyQuery {
+                        sort,
+                        limit: 2,
+                        ..query
+                    };
+                    // What a global caller lists, the other tenants' keys taken out.
+                    let all = pages(
+                        &admin,
+                        &KeyQuery {
+                            limit: 1_000,
+                            ..query.clone()
+                        },
+                    );
+                    let expected: Vec<Uuid> = all
+                        .concat()
+                        .into_iter()
+                        .filter(|id| ours.contains(id))
+                        .collect();
+                    let seen = pages(&bound, &query);
+                    let context = format!("{users_read} users read, {query:?}");
+                    assert_eq!(seen.concat(), expected, "{context}");
+                    if users_read == 1_000 {
+                        let full = seen.split_last().unwrap().1;
+                        assert!(full.iter().all(|p| p.len() == 2), "{context}: {seen:?}");
+                        assert_eq!(seen.len(), expected.len().div_ceil(2).max(1), "{context}");
+                    }
+                }
+            }
+        }
+    }
 }

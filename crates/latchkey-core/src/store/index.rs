@@ -238,8 +238,11 @@ pub(crate) fn apply<S: Sink>(
     Ok(())
 }
 
-/// Index entries as (position, key UUID), in scan order.
-pub(crate) type Entries = Box<dyn Iterator<Item = Result<(Vec<u8>, Uuid), StoreError>>>;
+/// An index entry as (position, key UUID).
+pub(crate) type Entry = Result<(Vec<u8>, Uuid), StoreError>;
+
+/// Index entries in scan order.
+pub(crate) type Entries = Box<dyn Iterator<Item = Entry>>;
 
 /// The entries of one index after `after` (a position), in order or in reverse, each as
 /// (position, key UUID).
@@ -256,6 +259,20 @@ pub(crate) fn scan(
         let id = uuid_of(&position)?;
         Ok((position, id))
     }))
+}
+
+/// Scans of one sort field in several scopes (a tenant's users), merged into one scan in
+/// that field's order: positions compare alike whatever the scope, and the key's id in each
+/// makes no two equal. An error comes out as soon as a scan meets it.
+pub(crate) fn merge(scans: Vec<Entries>, descending: bool) -> Entries {
+    Box::new(itertools::kmerge_by(
+        scans,
+        move |a: &Entry, b: &Entry| match (a, b) {
+            (Ok((a, _)), Ok((b, _))) => (a < b) != descending,
+            (Err(_), _) => true,
+            (Ok(_), Err(_)) => false,
+        },
+    ))
 }
 
 /// Keys whose expiry is after `mark` and at or before `now`, oldest first, at most `limit`:

@@ -102,6 +102,7 @@ pub struct StoreConfig {
     max_staleness: Duration,
     index_chunk_positions: usize,
     admin_scan_keys: usize,
+    tenant_list_users: usize,
     engine: Engine,
 }
 
@@ -119,6 +120,7 @@ impl Default for StoreConfig {
             max_staleness: Duration::from_secs(5),
             index_chunk_positions: chunks::CHUNK_POSITIONS,
             admin_scan_keys: last_admin::ADMIN_SCAN,
+            tenant_list_users: query::TENANT_LIST_USERS,
             engine: Engine::default(),
         }
     }
@@ -203,6 +205,16 @@ impl StoreConfig {
     #[doc(hidden)]
     pub fn admin_scan_keys(mut self, keys: usize) -> Self {
         self.admin_scan_keys = keys.max(1);
+        self
+    }
+
+    /// How many users a tenant-bound caller's key list reads to find its tenant's (default
+    /// 1,000): with no more in the store, it lists their keys through their own indexes;
+    /// with more, through the index of every key. For tests, which reach past it with a
+    /// few users.
+    #[doc(hidden)]
+    pub fn tenant_list_users(mut self, users: usize) -> Self {
+        self.tenant_list_users = users;
         self
     }
 
@@ -313,6 +325,8 @@ struct Inner {
     chunk_positions: usize,
     /// How deep the last-admin check reads an admin user's keys.
     admin_scan_keys: usize,
+    /// `StoreConfig::tenant_list_users`.
+    tenant_list_users: usize,
 }
 
 impl std::fmt::Debug for Inner {
@@ -599,6 +613,7 @@ impl Store {
             job_chunk_keys: config.job_chunk_keys,
             chunk_positions: config.index_chunk_positions,
             admin_scan_keys: config.admin_scan_keys,
+            tenant_list_users: config.tenant_list_users,
         });
         if let Some(interval) = config.usage_flush_interval {
             spawn_usage_flusher(Arc::downgrade(&inner), interval, stopped);

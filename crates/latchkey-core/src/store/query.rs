@@ -12,6 +12,7 @@
 //! sort value and the key id). A page starts strictly after it, so a key whose sort value
 //! does not change between pages is listed exactly once, whatever is written meanwhile.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use uuid::Uuid;
@@ -28,6 +29,10 @@ use crate::model::{Key, KeyStatus};
 
 /// The most index entries one page reads.
 pub(crate) const SCAN_BUDGET: usize = 1_000;
+
+/// How many users a tenant-bound caller's key list reads to find its tenant's, by default
+/// (`StoreConfig::tenant_list_users`).
+pub(crate) const TENANT_LIST_USERS: usize = 1_000;
 
 /// The cursor format's version byte.
 const CURSOR_VERSION: u8 = 1;
@@ -205,11 +210,55 @@ impl Store {
         self.list_keys_of(query, |_| true)
     }
 
-    /// [`Store::list_keys`] over the keys of the users `owner` accepts (a caller's tenant).
+    /// [`Store::list_keys`] over the keys of the users `owner` accepts (a caller's tenant),
+    /// read from the index of every key (or of `user_id`'s, or a status's), passing over
+    /// the others.
     pub(super) fn list_keys_of(
         &self,
         query: &KeyQuery,
         owner: impl Fn(Uuid) -> bool,
+    ) -> Result<Page<Key>, StoreError> {
+        self.list_keys_from(query, owner, |plan, after| {
+            index::scan(
+                &self.inner.db,
+                plan.scope,
+                query.sort.field,
+                query.sort.descending,
+                after,
+            )
+        })
+    }
+
+    /// [`Store::list_keys`] over the keys of `users` (a tenant's, when `user_id` is not
+    /// given), read from their own indexes merged: no other key is read, so every page but
+    /// the last is full, at any depth.
+    pub(super) fn list_keys_of_users(
+        &self,
+        query: &KeyQuery,
+        users: &[Uuid],
+    ) -> Result<Page<Key>, StoreError> {
+        let owners: HashSet<Uuid> = users.iter().copied().collect();
+        self.list_keys_from(
+            query,
+            |owner| owners.contains(&owner),
+            |_, after| {
+                let scans = users.iter().map(|user| {
+                    let scope = Scope::User(*user);
+                    let (field, descending) = (query.sort.field, query.sort.descending);
+                    index::scan(&self.inner.db, scope, field, descending, after)
+                });
+                index::merge(scans.collect(), query.sort.descending)
+            },
+        )
+    }
+
+    /// One page of the keys of the users `owner` accepts, read from the entries `scan`
+    /// gives after a position (the cursor's), for the plan of `query`.
+    fn list_keys_from(
+        &self,
+        query: &KeyQuery,
+        owner: impl Fn(Uuid) -> bool,
+        scan: impl FnOnce(&Plan<'_>, Option<&[u8]>) -> index::Entries,
     ) -> Result<Page<Key>, StoreError> {
         if !(1..=MAX_LIST_LIMIT).contains(&query.limit) {
             return Err(StoreError::invalid(
@@ -234,13 +283,7 @@ impl Store {
         // Each key's stored usage figures and its pending ones go together (taken after the
         // sweep above, which waits for the write lock).
         let _steady = self.inner.usage.steady();
-        let mut entries = index::scan(
-            &self.inner.db,
-            plan.scope,
-            query.sort.field,
-            query.sort.descending,
-            after.as_deref(),
-        );
+        let mut entries = scan(&plan, after.as_deref());
         let mut items = Vec::with_capacity(query.limit.min(64));
         let mut last_item: Option<Vec<u8>> = None;
         let mut last_read: Option<Vec<u8>> = None;

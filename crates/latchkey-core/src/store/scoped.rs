@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::{Store, layout};
+use super::backend::{self, Direction, KeyRange};
+use super::{Store, decode, layout};
 use crate::actor::Actor;
 use crate::audit::AuditEvent;
 use crate::error::{Entity, StoreError};
@@ -111,6 +112,12 @@ impl Store {
     /// [`Store::list_keys`] over the keys of the users the caller sees; a `user_id` it does
     /// not see is "not found".
     ///
+    /// A tenant-bound caller's page reads its users' own indexes, merged, when the store
+    /// holds at most 1,000 users (one read finds the tenant's): its pages are full whatever
+    /// other tenants hold. In a store with more users it reads the index of every key and
+    /// passes over at most 1,000 other tenants' keys a page, so a page may hold fewer than
+    /// `limit` with a cursor to go on.
+    ///
     /// A search text over [`MAX_SEARCH_BYTES`] or a cursor over [`MAX_CURSOR_BYTES`] is an
     /// `Invalid` error naming `q` or `cursor`: no request scans every key for a needle that
     /// no name or description can hold.
@@ -135,7 +142,13 @@ impl Store {
         {
             return Err(StoreError::not_found(Entity::User, user));
         }
-        // The owners a page meets, read as it meets them: never every user in the store.
+        if query.user_id.is_none()
+            && let Some(users) = self.users_seen_by(actor)?
+        {
+            return self.list_keys_of_users(query, &users);
+        }
+        // More users than one read finds the tenant's among: the index of every key, and
+        // the owners a page meets, read as it meets them.
         let seen = RefCell::new(HashMap::new());
         let failed = RefCell::new(None);
         let page = self.list_keys_of(query, |owner| {
@@ -290,6 +303,28 @@ impl Store {
 
     /// Those of `ids` whose users exist and the caller sees: their records read at once
     /// (one round trip on PostgreSQL).
+    /// The ids of the users `actor` sees, when the store holds at most
+    /// `StoreConfig::tenant_list_users` users in all (one bounded read); `None` when it holds
+    /// more.
+    fn users_seen_by(&self, actor: &Actor) -> Result<Option<Vec<Uuid>>, StoreError> {
+        let mut seen = Vec::new();
+        let users = backend::scan(
+            &self.inner.db,
+            KeyRange::prefix(layout::USERS),
+            Direction::Forward,
+        );
+        for (read, item) in users.enumerate() {
+            if read == self.inner.tenant_list_users {
+                return Ok(None);
+            }
+            let user: User = decode(&item?.1)?;
+            if actor.sees(&user) {
+                seen.push(user.id);
+            }
+        }
+        Ok(Some(seen))
+    }
+
     fn visible_users(
         &self,
         actor: &Actor,
