@@ -39,6 +39,8 @@ enum Op {
     Advance(i64),
     CreateUser,
     DeleteUser(usize),
+    /// A user moved to `TENANTS[1]` (taken modulo its length).
+    MoveUser(usize, usize),
     CreateGroup,
     DeleteGroup(usize),
 }
@@ -58,12 +60,15 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1..4i64).prop_map(Op::Advance),
         1 => Just(Op::CreateUser),
         1 => any::<usize>().prop_map(Op::DeleteUser),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(u, t)| Op::MoveUser(u, t)),
         1 => Just(Op::CreateGroup),
         1 => any::<usize>().prop_map(Op::DeleteGroup),
     ]
 }
 
 const NAMES: [&str; 6] = ["alpha", "Bravo", "charlie k1", "alpha", "delta", "écho"];
+/// The tenants users are created in, in turn, and moved to.
+const TENANTS: [Option<&str>; 3] = [Some("t-a"), Some("t-b"), None];
 
 struct World {
     _dir: support::TestLocation,
@@ -178,6 +183,7 @@ impl World {
                 let name = self.fresh_name("user");
                 let new = NewUser {
                     name,
+                    tenant_id: TENANTS[self.next_name % TENANTS.len()].map(Into::into),
                     ..NewUser::default()
                 };
                 self.users.push(store.create_user(admin, new).unwrap().id);
@@ -186,6 +192,15 @@ impl World {
                 if let Some(id) = Self::pick(&self.users, i) {
                     store.delete_user(admin, id).unwrap();
                     self.users.retain(|u| *u != id);
+                }
+            }
+            Op::MoveUser(i, tenant) => {
+                if let Some(id) = Self::pick(&self.users, i) {
+                    let patch = UserPatch {
+                        tenant_id: Some(TENANTS[tenant % TENANTS.len()].map(Into::into)),
+                        ..UserPatch::default()
+                    };
+                    store.update_user(admin, id, patch).unwrap();
                 }
             }
             Op::CreateGroup => {
@@ -214,17 +229,20 @@ impl World {
             .collect()
     }
 
-    /// Every page of a query, concatenated.
-    fn pages(&self, query: KeyQuery) -> Vec<Uuid> {
+    /// Every page of a query, as `actor` lists it, concatenated.
+    fn pages(&self, actor: &Actor, query: KeyQuery) -> Vec<Uuid> {
         let mut seen = Vec::new();
         let mut cursor = None;
         for _ in 0..1_000 {
             let page = self
                 .store
-                .list_keys(&KeyQuery {
-                    cursor: cursor.take(),
-                    ..query.clone()
-                })
+                .list_keys_as(
+                    actor,
+                    &KeyQuery {
+                        cursor: cursor.take(),
+                        ..query.clone()
+                    },
+                )
                 .unwrap();
             assert!(page.items.len() <= query.limit);
             seen.extend(page.items.iter().map(|k| k.id));
@@ -267,8 +285,61 @@ impl World {
                             cursor: None,
                         };
                         let expected = expected(&keys, &query);
-                        assert_eq!(self.pages(query.clone()), expected, "{query:?}");
+                        assert_eq!(
+                            self.pages(&self.admin, query.clone()),
+                            expected,
+                            "{query:?}"
+                        );
                     }
+                }
+            }
+        }
+        // A tenant-bound caller lists the keys of its tenant's users, as the records say
+        // who they are now.
+        let users = self.store.users().unwrap();
+        for tenant in TENANTS.into_iter().flatten() {
+            let members: Vec<Uuid> = users
+                .iter()
+                .filter(|u| u.tenant_id.as_deref() == Some(tenant))
+                .map(|u| u.id)
+                .collect();
+            let theirs: Vec<Key> = keys
+                .iter()
+                .filter(|k| members.contains(&k.user_id))
+                .cloned()
+                .collect();
+            let bound =
+                Actor::new(None, PermissionSet::new()).with_tenant(Some(tenant.into()), None);
+            // Its users, a page of one at a time: each page full, in id order.
+            let mut pages: Vec<Vec<Uuid>> = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .store
+                    .users_page_as(&bound, 1, cursor.as_deref())
+                    .unwrap();
+                pages.push(page.items.iter().map(|u| u.id).collect());
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(pages.concat(), members, "{tenant}'s users");
+            assert_eq!(pages.len(), members.len().max(1), "{tenant}: {pages:?}");
+            for status in [None, Some(KeyStatus::Active)] {
+                for sort in ["created_at", "-name", "last_used_at"] {
+                    let query = KeyQuery {
+                        status,
+                        sort: sort.parse().unwrap(),
+                        limit: 2,
+                        ..KeyQuery::default()
+                    };
+                    let expected = expected(&theirs, &query);
+                    assert_eq!(
+                        self.pages(&bound, query.clone()),
+                        expected,
+                        "{tenant}: {query:?}"
+                    );
                 }
             }
         }
@@ -460,7 +531,7 @@ fn indexes_and_counts_are_rebuilt_when_missing() {
         return;
     }
     reopened_after(|db| {
-        let stale: Vec<_> = [b"x:".as_slice(), b"m:n:", b"m:i"]
+        let stale: Vec<_> = [b"x:".as_slice(), b"m:n:", b"m:i", b"ut:", b"m:t"]
             .into_iter()
             .flat_map(|prefix| db.keys_with_prefix(prefix))
             .collect();
@@ -541,7 +612,7 @@ fn pages_under_concurrent_writes_list_every_lasting_key_once() {
                 limit: 7,
                 ..KeyQuery::default()
             };
-            let seen = world.pages(query);
+            let seen = world.pages(&world.admin, query);
             let listed: Vec<Uuid> = seen
                 .iter()
                 .copied()
@@ -678,12 +749,12 @@ fn a_read_counts_every_key_of_a_backlog_that_expired_together() {
 }
 
 /// A tenant-bound caller's pages hold its tenant's keys only, in every sort and filter:
-/// full at any depth behind more of another tenant's keys than a page passes over, when
-/// one read finds the tenant's users (its users' indexes, merged); the same keys, in pages
-/// that may be short, when the store holds more users than that read takes.
+/// full at any depth behind more of another tenant's keys than a page passes over (its
+/// users' indexes, merged); the same keys, in pages that may be short, when the tenant has
+/// more users than a page merges (the index of every key).
 #[test]
 fn a_tenant_s_key_pages_are_full_behind_another_tenant_s_keys() {
-    for users_read in [1_000, 2] {
+    for users_read in [1_000, 1] {
         let (_dir, store, clock) = support::clocked_store(T0, |c| {
             c.background_jobs(false).tenant_list_users(users_read)
         });
@@ -799,4 +870,50 @@ fn a_tenant_s_key_pages_are_full_behind_another_tenant_s_keys() {
             }
         }
     }
+}
+
+/// A tenant-bound caller's users list reads its tenant's users only: its pages are full
+/// behind more of another tenant's users than a page may pass over.
+#[test]
+fn a_tenant_s_user_pages_are_full_behind_another_tenant_s_users() {
+    let (_dir, store, _clock) = support::clocked_store(T0, |c| c.background_jobs(false));
+    let admin = Actor::system();
+    let user = |name: String, tenant: &str| {
+        let new = NewUser {
+            name,
+            tenant_id: Some(tenant.into()),
+            ..NewUser::default()
+        };
+        store.create_user(&admin, new).unwrap().id
+    };
+    let first = user("acme-0".into(), "acme");
+    for i in 0..1_001 {
+        user(format!("globex-{i}"), "globex");
+    }
+    let acme = [
+        first,
+        user("acme-1".into(), "acme"),
+        user("acme-2".into(), "acme"),
+    ];
+    let bound = Actor::new(None, PermissionSet::new()).with_tenant(Some("acme".into()), None);
+    let mut pages: Vec<Vec<Uuid>> = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.users_page_as(&bound, 2, cursor.as_deref()).unwrap();
+        pages.push(page.items.iter().map(|u| u.id).collect());
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages.len() < 10, "{pages:?}");
+    }
+    assert_eq!(pages, [vec![acme[0], acme[1]], vec![acme[2]]]);
+    // A global caller's cursor and a bound caller's are the same kind: each goes on from
+    // the other's position.
+    let global = store.users_page(1, None).unwrap();
+    assert_eq!(global.items[0].id, acme[0]);
+    let next = store
+        .users_page_as(&bound, 1, global.next_cursor.as_deref())
+        .unwrap();
+    assert_eq!(next.items[0].id, acme[1]);
 }

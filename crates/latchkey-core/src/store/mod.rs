@@ -40,6 +40,7 @@ mod scoped;
 mod single_flight;
 mod space;
 mod sweep;
+mod tenants;
 mod tx;
 mod usage;
 mod user_limits;
@@ -208,10 +209,10 @@ impl StoreConfig {
         self
     }
 
-    /// How many users a tenant-bound caller's key list reads to find its tenant's (default
-    /// 1,000): with no more in the store, it lists their keys through their own indexes;
-    /// with more, through the index of every key. For tests, which reach past it with a
-    /// few users.
+    /// How many users of one tenant a tenant-bound caller's key list merges the indexes of
+    /// (default 1,000): a tenant with more is listed through the index of every key,
+    /// passing over the other tenants' keys. For tests, which reach past it with a few
+    /// users.
     #[doc(hidden)]
     pub fn tenant_list_users(mut self, users: usize) -> Self {
         self.tenant_list_users = users;

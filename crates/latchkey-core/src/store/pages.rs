@@ -3,12 +3,13 @@
 
 use std::ops::Bound;
 
+use itertools::Itertools;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::backend::{self, Direction, KeyRange};
 use super::query::SCAN_BUDGET;
-use super::{Page, Store, decode, layout};
+use super::{Page, Store, decode, layout, tenants};
 use crate::actor::Actor;
 use crate::error::StoreError;
 use crate::limits::MAX_LIST_LIMIT;
@@ -23,16 +24,20 @@ impl Store {
     }
 
     /// [`Store::users_page`] over the users the caller sees. A tenant-bound caller's page
-    /// passes over at most 1,000 users of other tenants, so it may hold fewer
-    /// than `limit` with a cursor to go on.
+    /// reads its tenant's users only (the index of users by tenant); one bound to an
+    /// organization too passes over at most 1,000 users of the tenant's other
+    /// organizations, so its page may hold fewer than `limit` with a cursor to go on.
     pub fn users_page_as(
         &self,
         actor: &Actor,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<User>, StoreError> {
-        self.records_page(layout::USERS, limit, cursor, |u: &User| actor.sees(u))
-            .and_then(|page| self.users_viewed(page))
+        let page = match actor.tenant_id() {
+            Some(tenant) => self.tenant_users_page(actor, tenant, limit, cursor),
+            None => self.records_page(layout::USERS, limit, cursor, |_: &User| true),
+        };
+        page.and_then(|page| self.users_viewed(page))
     }
 
     /// A page of user records as the API shows them (with their rate limits).
@@ -63,53 +68,102 @@ impl Store {
         cursor: Option<&str>,
         keep: impl Fn(&T) -> bool,
     ) -> Result<Page<T>, StoreError> {
+        let lower = match self.page_start(namespace, limit, cursor)? {
+            None => Bound::Included(namespace.to_vec()),
+            Some(id) => Bound::Excluded([namespace, id.as_bytes()].concat()),
+        };
+        // The namespace ends in ':'; its successor bounds it.
+        let mut end = namespace.to_vec();
+        *end.last_mut().expect("non-empty") += 1;
+        let range = KeyRange::new(lower, Bound::Excluded(end));
+        let records = backend::scan(&self.inner.db, range, Direction::Forward).map(|item| {
+            let (key, value) = item?;
+            let id = Uuid::from_slice(&key[namespace.len()..])
+                .map_err(|_| StoreError::Corrupt("bad record key".into()))?;
+            Ok((id, Some(decode(&value)?)))
+        });
+        self.page_of(namespace, limit, records, keep)
+    }
+
+    /// [`Store::users_page_as`] for a caller bound to `tenant`: its users' ids from the
+    /// index of users by tenant, their records read a page's worth at a time. No other
+    /// tenant's user is read; one of another organization of the tenant is passed over.
+    fn tenant_users_page(
+        &self,
+        actor: &Actor,
+        tenant: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<User>, StoreError> {
+        let after = self.page_start(layout::USERS, limit, cursor)?;
+        let batches = tenants::users_after(&self.inner.db, tenant, after).chunks(limit + 1);
+        let records = batches
+            .into_iter()
+            .map(|batch| {
+                let ids: Vec<Uuid> = batch.collect::<Result<_, _>>()?;
+                let paths: Vec<Vec<u8>> = ids.iter().map(|id| layout::user(*id)).collect();
+                Ok(ids.into_iter().zip(self.get_many::<User>(&paths)?))
+            })
+            .flatten_ok();
+        self.page_of(layout::USERS, limit, records, |u: &User| actor.sees(u))
+    }
+
+    /// The id a page starts after: none without a cursor, else the one `cursor` holds, when
+    /// it is one of this `namespace`'s lists. A bad limit or cursor is `Invalid`.
+    fn page_start(
+        &self,
+        namespace: &[u8],
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Option<Uuid>, StoreError> {
         if !(1..=MAX_LIST_LIMIT).contains(&limit) {
             return Err(StoreError::invalid(
                 "limit",
                 format!("1 to {MAX_LIST_LIMIT}"),
             ));
         }
-        let lower = match cursor {
-            None => Bound::Included(namespace.to_vec()),
-            Some(cursor) => {
-                let id = self
-                    .inner
-                    .cursors
-                    .open(cursor)
-                    .filter(|b| b.len() == 17 && b[0] == namespace[0])
-                    .and_then(|b| Uuid::from_slice(&b[1..]).ok())
-                    .ok_or_else(|| {
-                        StoreError::invalid("cursor", "not a cursor from this listing")
-                    })?;
-                Bound::Excluded([namespace, id.as_bytes()].concat())
-            }
+        let Some(cursor) = cursor else {
+            return Ok(None);
         };
-        // The namespace ends in ':'; its successor bounds it.
-        let mut end = namespace.to_vec();
-        *end.last_mut().expect("non-empty") += 1;
+        self.inner
+            .cursors
+            .open(cursor)
+            .filter(|b| b.len() == 17 && b[0] == namespace[0])
+            .and_then(|b| Uuid::from_slice(&b[1..]).ok())
+            .map(Some)
+            .ok_or_else(|| StoreError::invalid("cursor", "not a cursor from this listing"))
+    }
+
+    /// A page of the `records` (by id, in id order; `None`, a record gone since its id was
+    /// read) that `keep` keeps, passing over at most [`SCAN_BUDGET`] others, and the cursor
+    /// to go on from the last one read when there is more.
+    fn page_of<T>(
+        &self,
+        namespace: &[u8],
+        limit: usize,
+        records: impl Iterator<Item = Result<(Uuid, Option<T>), StoreError>>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Page<T>, StoreError> {
         let mut items = Vec::with_capacity(limit.min(64));
         let mut last = None;
         let mut more = false;
         let mut passed = 0;
-        let range = KeyRange::new(lower, Bound::Excluded(end));
-        for item in backend::scan(&self.inner.db, range, Direction::Forward) {
-            let (key, value) = item?;
+        for item in records {
+            let (id, record) = item?;
             if items.len() == limit || passed == SCAN_BUDGET {
                 more = true;
                 break;
             }
-            let record: T = decode(&value)?;
-            if keep(&record) {
-                items.push(record);
-            } else {
-                passed += 1;
+            match record.filter(|r| keep(r)) {
+                Some(record) => items.push(record),
+                None => passed += 1,
             }
-            last = Some(key);
+            last = Some(id);
         }
         let next_cursor = more
             .then(|| {
-                last.map(|key| {
-                    let position = [&namespace[..1], &key[namespace.len()..]].concat();
+                last.map(|id| {
+                    let position = [&namespace[..1], id.as_bytes()].concat();
                     self.inner.cursors.seal(&position)
                 })
             })

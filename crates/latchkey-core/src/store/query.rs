@@ -30,8 +30,8 @@ use crate::model::{Key, KeyStatus};
 /// The most index entries one page reads.
 pub(crate) const SCAN_BUDGET: usize = 1_000;
 
-/// How many users a tenant-bound caller's key list reads to find its tenant's, by default
-/// (`StoreConfig::tenant_list_users`).
+/// How many users of one tenant a tenant-bound caller's key list merges the indexes of, by
+/// default (`StoreConfig::tenant_list_users`): one seek each per page.
 pub(crate) const TENANT_LIST_USERS: usize = 1_000;
 
 /// The cursor format's version byte.

@@ -7,8 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::backend::{self, Direction, KeyRange};
-use super::{Store, decode, layout};
+use super::{Store, layout, tenants};
 use crate::actor::Actor;
 use crate::audit::AuditEvent;
 use crate::error::{Entity, StoreError};
@@ -112,11 +111,11 @@ impl Store {
     /// [`Store::list_keys`] over the keys of the users the caller sees; a `user_id` it does
     /// not see is "not found".
     ///
-    /// A tenant-bound caller's page reads its users' own indexes, merged, when the store
-    /// holds at most 1,000 users (one read finds the tenant's): its pages are full whatever
-    /// other tenants hold. In a store with more users it reads the index of every key and
-    /// passes over at most 1,000 other tenants' keys a page, so a page may hold fewer than
-    /// `limit` with a cursor to go on.
+    /// A tenant-bound caller's page reads its tenant's users' own indexes, merged, when the
+    /// tenant has at most 1,000 users: its pages are full whatever other tenants hold. A
+    /// tenant with more is listed from the index of every key, passing over at most 1,000
+    /// other tenants' keys a page, so a page may hold fewer than `limit` with a cursor to
+    /// go on.
     ///
     /// A search text over [`MAX_SEARCH_BYTES`] or a cursor over [`MAX_CURSOR_BYTES`] is an
     /// `Invalid` error naming `q` or `cursor`: no request scans every key for a needle that
@@ -147,8 +146,8 @@ impl Store {
         {
             return self.list_keys_of_users(query, &users);
         }
-        // More users than one read finds the tenant's among: the index of every key, and
-        // the owners a page meets, read as it meets them.
+        // A tenant of more users than a page merges: the index of every key, and the owners
+        // a page meets, read as it meets them.
         let seen = RefCell::new(HashMap::new());
         let failed = RefCell::new(None);
         let page = self.list_keys_of(query, |owner| {
@@ -303,26 +302,21 @@ impl Store {
 
     /// Those of `ids` whose users exist and the caller sees: their records read at once
     /// (one round trip on PostgreSQL).
-    /// The ids of the users `actor` sees, when the store holds at most
-    /// `StoreConfig::tenant_list_users` users in all (one bounded read); `None` when it holds
-    /// more.
+    /// The ids of the users of `actor`'s tenant that it sees, when the tenant has at most
+    /// `StoreConfig::tenant_list_users`; `None` when it has more (or `actor` is global).
     fn users_seen_by(&self, actor: &Actor) -> Result<Option<Vec<Uuid>>, StoreError> {
-        let mut seen = Vec::new();
-        let users = backend::scan(
-            &self.inner.db,
-            KeyRange::prefix(layout::USERS),
-            Direction::Forward,
-        );
-        for (read, item) in users.enumerate() {
-            if read == self.inner.tenant_list_users {
-                return Ok(None);
-            }
-            let user: User = decode(&item?.1)?;
-            if actor.sees(&user) {
-                seen.push(user.id);
-            }
-        }
-        Ok(Some(seen))
+        let Some(tenant) = actor.tenant_id() else {
+            return Ok(None);
+        };
+        let bound = self.inner.tenant_list_users;
+        let Some(users) = tenants::users_of(&self.inner.db, tenant, bound)? else {
+            return Ok(None);
+        };
+        // Its organization's, when it is bound to one too (in id order still).
+        let seen = self.visible_users(actor, users.iter().copied())?;
+        Ok(Some(
+            users.into_iter().filter(|u| seen.contains(u)).collect(),
+        ))
     }
 
     fn visible_users(

@@ -4,6 +4,7 @@ use uuid::Uuid;
 
 use super::counters::Counter;
 use super::names::NameIndex;
+use super::tenants;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::user_limits::{put_user_limits_in, user_limits_in};
 use super::{Store, layout};
@@ -63,6 +64,7 @@ impl Store {
         put_user_limits_in(tx, user.id, &user.rate_limits)?;
         tx.count(Counter::Users, 1)?;
         NameIndex::USERS.insert(tx, &user.name, user.id)?;
+        tenants::follow(tx, user.id, None, user.tenant_id.as_deref())?;
         tx.record(Action::UserCreate, user.id, Some(user.id));
         Ok(user)
     }
@@ -179,6 +181,8 @@ impl Store {
             if user.rate_limits != original.rate_limits {
                 put_user_limits_in(tx, id, &user.rate_limits)?;
             }
+            let (before, after) = (&original.tenant_id, &user.tenant_id);
+            tenants::follow(tx, id, before.as_deref(), after.as_deref())?;
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserUpdate, id, Some(id));
             tx.invalidate(Invalidate::All);
@@ -213,6 +217,7 @@ impl Store {
             put_user_limits_in(tx, id, &[])?;
             tx.count(Counter::Users, -1)?;
             NameIndex::USERS.remove(tx, &user.name)?;
+            tenants::follow(tx, id, user.tenant_id.as_deref(), None)?;
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserDelete, id, Some(id));
             tx.invalidate(Invalidate::All);
