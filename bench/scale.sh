@@ -2,6 +2,7 @@
 # Figures at scale: a store of KEYS keys (default 1,000,000) held by one user, served by
 # `latchkey serve` on loopback. Prints one table, targets beside the figures:
 #   - p50/p99 of each key list query (limit=50) at the first and at the 1,000th page,
+#   - a tenant-bound caller's key and user lists (its tenant holds 2 users and 4 keys),
 #   - GET /metrics, GET /v1/audit/verify,
 #   - DELETE of the user holding every key (its return time), and POST /v1/verify p99
 #     while the deletion's background work runs,
@@ -95,6 +96,12 @@ cli users add --name admin --groups admin >/dev/null
 admin=$(cli --json keys add --name admin --user admin | jq -r .secret)
 cli users add --name other --permissions bench:read >/dev/null
 other=$(cli --json keys add --name other --user other | jq -r .secret)
+# A tenant among the million keys (none of them its): its admin and a bot with 3 keys.
+cli users add --name acme-admin --tenant-id acme \
+    --permissions latchkey:keys:read,latchkey:users:read >/dev/null
+acme=$(cli --json keys add --name acme-admin --user acme-admin | jq -r .secret)
+cli users add --name acme-bot --tenant-id acme --permissions bench:read >/dev/null
+for i in 1 2 3; do cli keys add --name "acme-bot-$i" --user acme-bot >/dev/null; done
 
 mkfifo "$work/stdout"
 env -u LATCHKEY_DB -u LATCHKEY_URL -u LATCHKEY_ADMIN_KEY -u LATCHKEY_CONFIG \
@@ -139,6 +146,14 @@ for q in "${queries[@]}"; do
     read -r p50 p99 < <(client sample "$q" "$SAMPLES")
     read -r d50 d99 < <(client deep "$q" 1000 "$SAMPLES")
     row "GET ${q#/v1/keys}" "$p50 / $p99; page 1,000: $d50 / $d99" "≤ 20 p50"
+done
+
+# A tenant-bound caller: its first page holds its tenant's keys, all of them.
+for q in "/v1/keys?limit=50" "/v1/keys?limit=50&sort=-name" "/v1/users?limit=50"; do
+    read -r p50 p99 < <(python3 "$root/bench/scale_client.py" "$url" "$acme" sample "$q" "$SAMPLES")
+    page=$(curl -sSf "$url$q" -H "Authorization: Bearer $acme")
+    held="$(jq '.items | length' <<<"$page") items, next_cursor $(jq -c .next_cursor <<<"$page")"
+    row "GET $q as a tenant-bound caller ($held)" "$p50 / $p99" "≤ 20 p50; 4 keys or 2 users, null"
 done
 
 read -r p50 p99 < <(client sample /metrics "$SAMPLES")
