@@ -11,9 +11,12 @@ use http::header::{CACHE_CONTROL, HeaderMap};
 pub(super) fn keep_private(headers: &mut HeaderMap) {
     let mut kept = Vec::new();
     for value in headers.get_all(CACHE_CONTROL) {
-        // A value that is not text says nothing a cache could use: it is replaced.
-        let Ok(value) = value.to_str() else { continue };
-        for directive in directives(value) {
+        // A value that is not text, or whose quoted string never ends, says nothing a
+        // cache could use: it is replaced.
+        let Some(directives) = value.to_str().ok().and_then(directives) else {
+            continue;
+        };
+        for directive in directives {
             // `private="set-cookie"` keeps one field from shared caches, not the answer.
             if directive.eq_ignore_ascii_case("private")
                 || directive.eq_ignore_ascii_case("no-store")
@@ -38,23 +41,35 @@ pub(super) fn keep_private(headers: &mut HeaderMap) {
 
 /// A `Cache-Control` value's directives, trimmed: split at the commas outside the quoted
 /// strings of their arguments (RFC 9110 §5.6.4), so that a comma or a directive's name
-/// inside an argument (`no-cache="a, private"`) is taken for neither.
-fn directives(value: &str) -> impl Iterator<Item = &str> {
-    let mut quoted = false;
-    let mut escaped = false;
-    value
-        .split(move |c| {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' if quoted => escaped = true,
-                '"' => quoted = !quoted,
-                ',' if !quoted => return true,
-                _ => {}
+/// inside an argument (`no-cache="a, private"`) is taken for neither. `None` when a quoted
+/// string does not end: what follows its quote is no directive to a cache that reads
+/// quotes.
+fn directives(value: &str) -> Option<Vec<&str>> {
+    let (mut quoted, mut escaped, mut start) = (false, false, 0);
+    let mut found = Vec::new();
+    for (at, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                found.push(&value[start..at]);
+                start = at + 1;
             }
-            false
-        })
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
+            _ => {}
+        }
+    }
+    if quoted {
+        return None;
+    }
+    found.push(&value[start..]);
+    Some(
+        found
+            .into_iter()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -106,8 +121,14 @@ mod tests {
             [r#"ext="a \", no-store, b", private"#]
         );
         assert_eq!(
-            directives(" a, b=\"1,2\" ,, c ").collect::<Vec<_>>(),
+            directives(" a, b=\"1,2\" ,, c ").unwrap(),
             ["a", "b=\"1,2\"", "c"]
+        );
+        // A quoted string that never ends: the value says nothing a cache could use.
+        assert_eq!(private(&["x=\"a, public"]), ["private"]);
+        assert_eq!(
+            private(&["x=\"a, no-store", "max-age=5"]),
+            ["max-age=5, private"]
         );
     }
 
