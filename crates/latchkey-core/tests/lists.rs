@@ -39,7 +39,7 @@ enum Op {
     Advance(i64),
     CreateUser,
     DeleteUser(usize),
-    /// A user moved to `TENANTS[1]` (taken modulo its length).
+    /// User `.0` moved to tenant `TENANTS[.1]` (each taken modulo the list's length).
     MoveUser(usize, usize),
     CreateGroup,
     DeleteGroup(usize),
@@ -754,10 +754,9 @@ fn a_read_counts_every_key_of_a_backlog_that_expired_together() {
 /// more users than a page merges (the index of every key).
 #[test]
 fn a_tenant_s_key_pages_are_full_behind_another_tenant_s_keys() {
-    for users_read in [1_000, 1] {
-        let (_dir, store, clock) = support::clocked_store(T0, |c| {
-            c.background_jobs(false).tenant_list_users(users_read)
-        });
+    for merged in [1_000, 1] {
+        let (_dir, store, clock) =
+            support::clocked_store(T0, |c| c.background_jobs(false).tenant_list_users(merged));
         let admin = Actor::system();
         let user = |name: &str, tenant: Option<&str>| {
             let new = NewUser {
@@ -859,9 +858,9 @@ fn a_tenant_s_key_pages_are_full_behind_another_tenant_s_keys() {
                         .filter(|id| ours.contains(id))
                         .collect();
                     let seen = pages(&bound, &query);
-                    let context = format!("{users_read} users read, {query:?}");
+                    let context = format!("{merged} users merged at most, {query:?}");
                     assert_eq!(seen.concat(), expected, "{context}");
-                    if users_read == 1_000 {
+                    if merged == 1_000 {
                         let full = seen.split_last().unwrap().1;
                         assert!(full.iter().all(|p| p.len() == 2), "{context}: {seen:?}");
                         assert_eq!(seen.len(), expected.len().div_ceil(2).max(1), "{context}");

@@ -210,7 +210,7 @@ impl StoreConfig {
     }
 
     /// How many users of one tenant a tenant-bound caller's key list merges the indexes of
-    /// (default 1,000): a tenant with more is listed through the index of every key,
+    /// (default 100: a page seeks each one's index): a tenant with more is listed through the index of every key,
     /// passing over the other tenants' keys. For tests, which reach past it with a few
     /// users.
     #[doc(hidden)]

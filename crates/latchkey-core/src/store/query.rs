@@ -32,7 +32,7 @@ pub(crate) const SCAN_BUDGET: usize = 1_000;
 
 /// How many users of one tenant a tenant-bound caller's key list merges the indexes of, by
 /// default (`StoreConfig::tenant_list_users`): one seek each per page.
-pub(crate) const TENANT_LIST_USERS: usize = 1_000;
+pub(crate) const TENANT_LIST_USERS: usize = 100;
 
 /// The cursor format's version byte.
 const CURSOR_VERSION: u8 = 1;
@@ -230,8 +230,9 @@ impl Store {
     }
 
     /// [`Store::list_keys`] over the keys of `users` (a tenant's, when `user_id` is not
-    /// given), read from their own indexes merged: no other key is read, so every page but
-    /// the last is full, at any depth.
+    /// given), read from their own indexes merged: no other key is read, so a page is short
+    /// only when a filter the indexes do not decide (`q`, `env`, `status`) skips keys.
+    /// Each page seeks every user's index once.
     pub(super) fn list_keys_of_users(
         &self,
         query: &KeyQuery,

@@ -112,10 +112,11 @@ impl Store {
     /// not see is "not found".
     ///
     /// A tenant-bound caller's page reads its tenant's users' own indexes, merged, when the
-    /// tenant has at most 1,000 users: its pages are full whatever other tenants hold. A
-    /// tenant with more is listed from the index of every key, passing over at most 1,000
-    /// other tenants' keys a page, so a page may hold fewer than `limit` with a cursor to
-    /// go on.
+    /// tenant has at most 100 users: no other tenant's key is read, so without `q`, `env` or
+    /// `status` (checked on each record, as next to `user_id`) every page but the last is
+    /// full. A tenant with more users is listed from the index of every key, passing over
+    /// at most 1,000 other tenants' keys a page, so a page may hold fewer than `limit` with
+    /// a cursor to go on.
     ///
     /// A search text over [`MAX_SEARCH_BYTES`] or a cursor over [`MAX_CURSOR_BYTES`] is an
     /// `Invalid` error naming `q` or `cursor`: no request scans every key for a needle that
@@ -300,8 +301,6 @@ impl Store {
         Ok((items, more.then(|| last.unwrap_or(range.after))))
     }
 
-    /// Those of `ids` whose users exist and the caller sees: their records read at once
-    /// (one round trip on PostgreSQL).
     /// The ids of the users of `actor`'s tenant that it sees, when the tenant has at most
     /// `StoreConfig::tenant_list_users`; `None` when it has more (or `actor` is global).
     fn users_seen_by(&self, actor: &Actor) -> Result<Option<Vec<Uuid>>, StoreError> {
@@ -319,6 +318,8 @@ impl Store {
         ))
     }
 
+    /// Those of `ids` whose users exist and the caller sees: their records read at once
+    /// (one round trip on PostgreSQL).
     fn visible_users(
         &self,
         actor: &Actor,

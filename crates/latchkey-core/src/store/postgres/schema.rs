@@ -12,12 +12,16 @@
 //! chunks, `chunks.rs`), which the store rebuilds at open. A process of version 2 would
 //! read those chunks as single positions and rebuild them back: the version keeps it from
 //! opening the database at all (`SchemaTooNew`), so every process is upgraded together.
+//!
+//! Version 4: no new table; it marks the index of users by tenant (`tenants.rs`), built at
+//! open. A process of version 3 would write users without it, leaving them out of their
+//! tenant's lists: the version keeps it from opening the database.
 
 use super::client::{Pg, pg_error};
 use crate::error::StoreError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA: u32 = 3;
+pub(crate) const SCHEMA: u32 = 4;
 
 /// Each version's statements; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: [&str; SCHEMA as usize] = [
@@ -28,6 +32,9 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
      id bytea PRIMARY KEY, applied bigint NOT NULL, seen timestamptz NOT NULL)",
     // The list indexes in chunks (index layout 2): only a mark, for older processes.
     "COMMENT ON TABLE latchkey_kv IS 'latchkey: list indexes in chunks (index layout 2)'",
+    // The index of users by tenant: only a mark, for older processes.
+    "COMMENT ON TABLE latchkey_kv IS \
+     'latchkey: list indexes in chunks (index layout 2), users by tenant'",
 ];
 
 /// Serializes migrations of several processes starting at once.
