@@ -20,8 +20,8 @@ use crate::model::User;
 
 /// The namespace of the index.
 const TENANT_USERS: &[u8] = b"ut:";
-/// Marks a store whose index is complete.
-const INDEXED: &[u8] = b"m:tenants_indexed";
+/// Marks a store whose index is complete (a new store's is, from its first settings).
+pub(crate) const INDEXED: &[u8] = b"m:tenants_indexed";
 /// Entries per batch while building.
 const BATCH: usize = 10_000;
 
