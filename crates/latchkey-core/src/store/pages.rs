@@ -68,14 +68,10 @@ impl Store {
         cursor: Option<&str>,
         keep: impl Fn(&T) -> bool,
     ) -> Result<Page<T>, StoreError> {
-        let lower = match self.page_start(namespace, limit, cursor)? {
-            None => Bound::Included(namespace.to_vec()),
-            Some(id) => Bound::Excluded([namespace, id.as_bytes()].concat()),
-        };
-        // The namespace ends in ':'; its successor bounds it.
-        let mut end = namespace.to_vec();
-        *end.last_mut().expect("non-empty") += 1;
-        let range = KeyRange::new(lower, Bound::Excluded(end));
+        let mut range = KeyRange::prefix(namespace);
+        if let Some(id) = self.page_start(namespace, limit, cursor)? {
+            range.lower = Bound::Excluded([namespace, id.as_bytes()].concat());
+        }
         let records = backend::scan(&self.inner.db, range, Direction::Forward).map(|item| {
             let (key, value) = item?;
             let id = Uuid::from_slice(&key[namespace.len()..])

@@ -25,7 +25,7 @@ pub(crate) const RECOUNT: &[u8] = b"m:recount";
 pub(crate) const INDEX_VERSION: &[u8] = b"2";
 
 /// Keys per batch while building.
-const BATCH: usize = 10_000;
+pub(super) const BATCH: usize = 10_000;
 
 /// Whether the indexes and counts are complete, in this version's layout, and every count
 /// reads.
@@ -57,16 +57,10 @@ pub(crate) fn ensure(
     // The mark goes first: a build cut off from here on is started again at the next open,
     // whatever made this one start. Then whatever an interrupted build or an older layout
     // left goes, in bounded batches.
-    let mut batch = Batch::default();
-    batch.remove(INDEXED);
-    db.apply_batch(std::mem::take(&mut batch))?;
-    for item in scan(db, KeyRange::prefix(index::INDEX), Direction::Forward) {
-        batch.remove(item?.0);
-        if batch.writes.len() == BATCH {
-            db.apply_batch(std::mem::take(&mut batch))?;
-        }
-    }
-    db.apply_batch(batch)?;
+    let mut unmark = Batch::default();
+    unmark.remove(INDEXED);
+    db.apply_batch(unmark)?;
+    remove_all(db, index::INDEX)?;
     let mark = index::expiry_position(now, Uuid::max());
     let mut counts: BTreeMap<Class, u64> = BTreeMap::new();
     let mut batch = Batch::default();
@@ -90,6 +84,19 @@ pub(crate) fn ensure(
     db.apply_batch(batch)?;
     db.flush()?;
     Ok(())
+}
+
+/// Removes every entry under `prefix` (what an interrupted build or an older layout left),
+/// [`BATCH`] at a time.
+pub(super) fn remove_all(db: &Arc<dyn Backend>, prefix: &[u8]) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    for item in scan(db, KeyRange::prefix(prefix), Direction::Forward) {
+        batch.remove(item?.0);
+        if batch.writes.len() == BATCH {
+            db.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    db.apply_batch(batch)
 }
 
 /// Counts the keys by class at the stored expiry mark (the one the class indexes follow),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::backend::{Backend, Batch, Direction, KeyRange, scan};
+use super::rebuild::{BATCH, remove_all};
 use super::tx::{Tx, TxResult};
 use super::{decode, layout};
 use crate::error::StoreError;
@@ -22,8 +23,6 @@ use crate::model::User;
 const TENANT_USERS: &[u8] = b"ut:";
 /// Marks a store whose index is complete (a new store's is, from its first settings).
 pub(crate) const INDEXED: &[u8] = b"m:tenants_indexed";
-/// Entries per batch while building.
-const BATCH: usize = 10_000;
 
 /// The range of `tenant`'s entries.
 fn prefix(tenant: &str) -> Vec<u8> {
@@ -98,13 +97,8 @@ pub(super) fn ensure(db: &Arc<dyn Backend>) -> Result<(), StoreError> {
         return Ok(());
     }
     tracing::info!("building the index of users by tenant (once)");
+    remove_all(db, TENANT_USERS)?;
     let mut batch = Batch::default();
-    for item in scan(db, KeyRange::prefix(TENANT_USERS), Direction::Forward) {
-        batch.remove(item?.0);
-        if batch.writes.len() == BATCH {
-            db.apply_batch(std::mem::take(&mut batch))?;
-        }
-    }
     for item in scan(db, KeyRange::prefix(layout::USERS), Direction::Forward) {
         let (path, bytes) = item?;
         match decode::<User>(&bytes) {
