@@ -11,12 +11,21 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use latchkey_core::{Actor, KeyQuery, Location, NewUser, Store, StoreError};
+use latchkey_core::{Actor, KeyQuery, Location, NewUser, Store, StoreConfig, StoreError};
+
+/// The stores here are closed, then their files copied or edited: no background thread may
+/// hold one past `drop` (a usage flush or a job in flight would close its files after the
+/// copy, over it; seen once with redb, whose file then no longer read).
+fn config() -> StoreConfig {
+    support::config()
+        .usage_flush_interval(None)
+        .background_jobs(false)
+}
 
 /// A store with `users` users (one audit event each) after `init`, closed.
 fn store_with_users(dir: &Path, users: usize) -> PathBuf {
     let path = dir.join("store");
-    let (store, _) = Store::create_with_admin(&path, "lk", support::config()).unwrap();
+    let (store, _) = Store::create_with_admin(&path, "lk", config()).unwrap();
     add_users(&store, 0..users);
     drop(store);
     path
@@ -48,7 +57,7 @@ fn check_refused(path: &Path, needle: &str) -> String {
         matches!(migrated, Err(StoreError::Damaged { .. })),
         "migrate: {migrated:?}"
     );
-    let err = Store::open(path, support::config()).unwrap_err();
+    let err = Store::open(path, config()).unwrap_err();
     let line = err.to_string();
     assert!(matches!(err, StoreError::Damaged { .. }), "{line}");
     assert_eq!(err.code(), "store_damaged");
@@ -66,7 +75,7 @@ fn check_refused(path: &Path, needle: &str) -> String {
 #[track_caller]
 fn check_not_initialised_over(path: &Path) {
     let before = listing(path);
-    let err = Store::create_with_admin(path, "lk", support::config()).unwrap_err();
+    let err = Store::create_with_admin(path, "lk", config()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -187,7 +196,7 @@ fn a_rolled_back_store_is_refused_and_names_what_is_missing() {
     let (dir, path) = temp_store_with_users(2);
     let saved = dir.path().join("saved");
     copy_dir(&path, &saved, |name| name != "latchkey.mark");
-    let store = Store::open(&path, support::config()).unwrap();
+    let store = Store::open(&path, config()).unwrap();
     add_users(&store, 2..5);
     let newest = store.last_seq().unwrap();
     drop(store);
@@ -230,17 +239,14 @@ fn a_damaged_audit_head_is_refused_never_chained_from() {
 #[test]
 fn a_damaged_count_is_rebuilt_never_read_as_zero() {
     let (_dir, path) = temp_store_with_users(3);
-    let before = Store::open(&path, support::config())
-        .unwrap()
-        .stats()
-        .unwrap();
+    let before = Store::open(&path, config()).unwrap().stats().unwrap();
     let raw = tamper::Raw::open(&path);
     raw.apply(vec![
         (b"m:n:users".to_vec(), Some(vec![1, 2, 3])),
         (b"m:n:groups".to_vec(), Some(b"garbage and more".to_vec())),
     ]);
     drop(raw);
-    let store = Store::open(&path, support::config()).unwrap();
+    let store = Store::open(&path, config()).unwrap();
     add_users(&store, 3..4);
     let stats = store.stats().unwrap();
     assert!(before.users > 3 && before.groups > 0, "{before:?}");
@@ -286,11 +292,11 @@ fn damage_record(
 /// decodes, closed after the damage and opened again; with the keys (damaged, sound).
 fn reopened_with_a_damaged_key() -> (tempfile::TempDir, Store, [latchkey_core::Key; 2]) {
     let (dir, path) = temp_store_with_users(1);
-    let store = Store::open(&path, support::config()).unwrap();
+    let store = Store::open(&path, config()).unwrap();
     let keys = keys_of_user_0(&store);
     drop(store);
     damage_record(&path, &keys[0], Vec::new());
-    (dir, Store::open(&path, support::config()).unwrap(), keys)
+    (dir, Store::open(&path, config()).unwrap(), keys)
 }
 
 /// A key record that no longer decodes does not stop the store from opening when the open
@@ -299,7 +305,7 @@ fn reopened_with_a_damaged_key() -> (tempfile::TempDir, Store, [latchkey_core::K
 #[test]
 fn a_damaged_key_record_does_not_stop_a_rebuild() {
     let (_dir, path) = temp_store_with_users(1);
-    let store = Store::open(&path, support::config()).unwrap();
+    let store = Store::open(&path, config()).unwrap();
     let [damaged, sound] = keys_of_user_0(&store);
     let keys_before = store.stats().unwrap().keys;
     drop(store);
@@ -309,7 +315,7 @@ fn a_damaged_key_record_does_not_stop_a_rebuild() {
         vec![(b"m:n:users".to_vec(), Some(vec![1, 2, 3]))],
     );
 
-    let store = Store::open(&path, support::config()).unwrap();
+    let store = Store::open(&path, config()).unwrap();
     let total = |keys: &std::collections::BTreeMap<&str, u64>| keys.values().sum::<u64>();
     assert_eq!(total(&store.stats().unwrap().keys), total(&keys_before) - 1);
     lists_only_the_sound_key(&store, &KeyQuery::default(), &damaged, &sound);
@@ -382,7 +388,7 @@ fn an_unfinished_snapshot_does_not_stop_an_open() {
     drop(raw);
     // ...the store removes the leftover and opens with everything in it.
     fs::write(&leftover, b"").unwrap();
-    let store = Store::open(&path, support::config()).unwrap();
+    let store = Store::open(&path, config()).unwrap();
     assert_eq!(store.users().unwrap().len(), 4);
     assert!(!leftover.exists());
     assert!(store.verify_audit().unwrap().broken.is_none());
@@ -392,7 +398,7 @@ fn an_unfinished_snapshot_does_not_stop_an_open() {
 fn init_refuses_a_directory_of_other_files() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
-    let err = Store::create_with_admin(dir.path(), "lk", support::config()).unwrap_err();
+    let err = Store::create_with_admin(dir.path(), "lk", config()).unwrap_err();
     assert!(err.to_string().contains("notes.txt"), "{err}");
     assert_eq!(listing(dir.path()), ["notes.txt"]);
 }
@@ -418,7 +424,7 @@ fn a_store_of_a_newer_schema_is_refused() {
         1
     );
     tamper::Raw::open(&path).apply(vec![(b"m:version".to_vec(), Some(b"2".to_vec()))]);
-    let err = Store::open(&path, support::config()).unwrap_err();
+    let err = Store::open(&path, config()).unwrap_err();
     assert!(
         matches!(err, StoreError::SchemaTooNew { found: 2, .. }),
         "{err:?}"
