@@ -447,14 +447,16 @@ pub(crate) struct UserMeter {
     pub(crate) limits: Box<[Limit]>,
 }
 
-/// The store's clock as `governor` reads it: Unix nanoseconds.
+/// The store's clock as `governor` reads it: its monotonic time, so that a wall clock set
+/// back refuses no key (a limit shared through the store runs on the wall clock, the one
+/// time its processes have in common).
 #[derive(Debug, Clone)]
 pub(crate) struct GovernorClock(pub(crate) Arc<dyn Clock>);
 
 impl governor::clock::Clock for GovernorClock {
     type Instant = Nanos;
     fn now(&self) -> Nanos {
-        Nanos::from(u64::try_from(self.0.unix_nanos().max(0)).unwrap_or(u64::MAX))
+        Nanos::from(self.0.monotonic_nanos())
     }
 }
 

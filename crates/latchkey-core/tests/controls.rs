@@ -86,6 +86,54 @@ fn a_change_that_keeps_the_rate_limits_keeps_their_state() {
     assert_eq!(request(&store, text, 1), Err("rate_limited"));
 }
 
+/// A key of `user` with these limits and credits.
+fn metered(
+    store: &Store,
+    user: &User,
+    name: &str,
+    rate_limits: Vec<RateLimit>,
+    credits: Option<Credits>,
+) -> CreatedKey {
+    let new = NewKey {
+        name: name.into(),
+        user_id: user.id,
+        rate_limits,
+        credits,
+        ..NewKey::default()
+    };
+    support::key_with(store, new)
+}
+
+/// A wall clock set back (an NTP step, a virtual machine restored) holds no key back for
+/// as long as the step: in one process the limits run on the monotonic clock. On a shared
+/// database, whose processes have only the wall clock in common, the state the key used
+/// up before the step holds until the clock is back there (never above the limit).
+#[test]
+fn a_wall_clock_set_back_an_hour_holds_a_limited_key_back_no_longer_in_one_process() {
+    let (_location, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let user = support::user(&store, "alice", &[]);
+    let key = metered(&store, &user, "limited", per_minute(3), None);
+    let text = key.secret.expose();
+    for _ in 0..3 {
+        assert_eq!(request(&store, text, 1), Ok(()));
+    }
+    assert_eq!(request(&store, text, 1), Err("rate_limited"));
+    clock.advance(time::Duration::hours(-1));
+    assert_eq!(
+        request(&store, text, 1),
+        Err("rate_limited"),
+        "still used up"
+    );
+    // One request's share of the window later (20 s), one more passes, as time went.
+    clock.advance(time::Duration::seconds(20));
+    if support::on_postgres() {
+        assert_eq!(request(&store, text, 1), Err("rate_limited"));
+        clock.advance(time::Duration::hours(1));
+    }
+    assert_eq!(request(&store, text, 1), Ok(()));
+    assert_eq!(request(&store, text, 1), Err("rate_limited"));
+}
+
 /// What a request of cost 0 reports of each limit and the credits, or its refusal's code.
 fn check_only(store: &Store, text: &str) -> Result<Vec<u64>, &'static str> {
     let admission = Admission {
@@ -102,19 +150,13 @@ fn check_only(store: &Store, text: &str) -> Result<Vec<u64>, &'static str> {
 fn a_request_of_cost_0_takes_nothing_and_is_refused_where_one_would_be() {
     let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
     let user = support::user(&store, "alice", &[]);
-    let key = support::key_with(
-        &store,
-        NewKey {
-            name: "metered".into(),
-            user_id: user.id,
-            rate_limits: per_minute(2),
-            credits: Some(Credits {
-                remaining: 5,
-                refill: None,
-            }),
-            ..NewKey::default()
-        },
-    );
+    let credits = |remaining| {
+        Some(Credits {
+            remaining,
+            refill: None,
+        })
+    };
+    let key = metered(&store, &user, "metered", per_minute(2), credits(5));
     let text = key.secret.expose();
     assert_eq!(check_only(&store, text), Ok(vec![2, 5]));
     assert_eq!(check_only(&store, text), Ok(vec![2, 5]), "nothing taken");
@@ -123,18 +165,7 @@ fn a_request_of_cost_0_takes_nothing_and_is_refused_where_one_would_be() {
     assert_eq!(request(&store, text, 1), Ok(()));
     assert_eq!(check_only(&store, text), Err("rate_limited"));
 
-    let spent = support::key_with(
-        &store,
-        NewKey {
-            name: "spent".into(),
-            user_id: user.id,
-            credits: Some(Credits {
-                remaining: 1,
-                refill: None,
-            }),
-            ..NewKey::default()
-        },
-    );
+    let spent = metered(&store, &user, "spent", Vec::new(), credits(1));
     let text = spent.secret.expose();
     assert_eq!(check_only(&store, text), Ok(vec![1]));
     assert_eq!(request(&store, text, 1), Ok(()));
