@@ -185,6 +185,56 @@ fn user_errors() {
     check_all(&s.f, cases);
 }
 
+/// A key's full text, or any text longer than a name, given where a user or group goes
+/// (pasted into the wrong field): the 404 does not carry it back, through the API or the
+/// CLI, as for a key reference.
+#[test]
+fn a_key_given_as_a_user_or_group_is_not_carried_back() {
+    let s = setup();
+    let f = &s.f;
+    let key = &s.reader_secret;
+    let long = "a".repeat(65);
+    for reference in [key.as_str(), &long] {
+        let shown = if reference == key {
+            "(a key's full text, not shown)"
+        } else {
+            "(65 bytes, longer than any name)"
+        };
+        let add_groups = Some(json!({ "add_groups": [reference] }));
+        for (method, path, body) in [
+            ("GET", format!("/v1/users/{reference}"), None),
+            ("DELETE", format!("/v1/users/{reference}"), None),
+            ("POST", format!("/v1/users/{reference}/revoke-keys"), None),
+            ("GET", format!("/v1/groups/{reference}"), None),
+            ("GET", format!("/v1/keys?user_id={reference}"), None),
+            (
+                "POST",
+                "/v1/keys".into(),
+                Some(json!({ "name": "k", "user_id": reference })),
+            ),
+            ("PATCH", "/v1/users/svc".into(), add_groups),
+        ] {
+            let answer = f.http(method, &path, body);
+            answer.problem(404, "not_found");
+            assert!(
+                !answer.text.contains(reference),
+                "{method} {path}: {answer:#?}"
+            );
+            assert!(answer.text.contains(shown), "{method} {path}: {answer:#?}");
+        }
+        for args in [
+            ["users", "show", reference].as_slice(),
+            &["keys", "list", "--user", reference],
+        ] {
+            let line = f.cli(args).fails(1, "[not_found]");
+            assert!(!line.contains(reference), "{args:?}: {line}");
+        }
+    }
+    // A name is named.
+    let answer = f.http("GET", "/v1/groups/nope", None);
+    assert_eq!(answer.body["detail"], "group \"nope\" not found");
+}
+
 #[test]
 fn key_errors() {
     let s = setup();

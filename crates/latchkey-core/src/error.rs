@@ -217,11 +217,27 @@ impl StoreError {
         StoreError::Storage(message.into().into())
     }
 
+    /// "Not found", naming the reference as given only when it could name a record of
+    /// `entity`: a UUID, a display prefix or public id (keys), a name (users and groups).
+    /// A longer text, or a key's full text, may be a secret given by mistake (a key pasted
+    /// where a user's name goes, some other system's key), which an answer or a log must
+    /// not carry back.
     pub(crate) fn not_found(entity: Entity, id: impl fmt::Display) -> StoreError {
-        StoreError::NotFound {
-            entity,
-            id: id.to_string(),
-        }
+        let id = id.to_string();
+        let (longest, what) = match entity {
+            Entity::Key => (crate::key::MAX_DISPLAY_PREFIX_LEN, "display prefix"),
+            Entity::Group | Entity::User => (crate::limits::MAX_PRINCIPAL_NAME_BYTES, "name"),
+        };
+        let id = if uuid::Uuid::parse_str(&id).is_ok() {
+            id
+        } else if id.len() > longest {
+            format!("({} bytes, longer than any {what})", id.len())
+        } else if crate::key::ApiKey::parse(&id).is_ok() {
+            "(a key's full text, not shown)".to_owned()
+        } else {
+            id
+        };
+        StoreError::NotFound { entity, id }
     }
 
     /// A stable, machine-readable code for the error.

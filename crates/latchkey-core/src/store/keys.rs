@@ -24,7 +24,7 @@ use crate::controls::{
 };
 use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
-use crate::key::{ApiKey, Env, MAX_DISPLAY_PREFIX_LEN, PublicId};
+use crate::key::{ApiKey, Env, PublicId};
 use crate::limits::{MAX_DESCRIPTION_BYTES, MAX_NAME_BYTES, check_permissions};
 use crate::meter::Meter;
 use crate::model::{CreatedKey, Group, Key, KeyPatch, KeyStatus, NewKey, User, validate_text};
@@ -285,7 +285,7 @@ impl Store {
             Some(record) if reference == record.public_id || reference == record.prefix => {
                 Ok(record.id)
             }
-            _ => Err(key_not_found(reference)),
+            _ => Err(StoreError::not_found(Entity::Key, reference)),
         }
     }
 
@@ -811,23 +811,6 @@ fn validate_key_text(name: &str, description: Option<&str>) -> Result<(), StoreE
 
 fn abort_err(e: StoreError) -> super::backend::TxError {
     super::backend::TxError::Abort(e)
-}
-
-/// "Not found" for a key reference, naming it when it is short enough to be a display
-/// prefix or a public id, or is a UUID: a longer text may be a full key (some other
-/// system's, given by mistake), which an error message must not carry back.
-pub(crate) fn key_not_found(reference: &str) -> StoreError {
-    if reference.len() <= MAX_DISPLAY_PREFIX_LEN || Uuid::parse_str(reference).is_ok() {
-        StoreError::not_found(Entity::Key, reference)
-    } else {
-        StoreError::not_found(
-            Entity::Key,
-            format_args!(
-                "({} bytes, longer than any display prefix)",
-                reference.len()
-            ),
-        )
-    }
 }
 
 #[cfg(test)]

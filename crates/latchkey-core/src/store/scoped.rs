@@ -84,7 +84,7 @@ impl Store {
         let id = self.key_id(reference)?;
         match self.key_as(actor, id) {
             Ok(_) => Ok(id),
-            Err(StoreError::NotFound { .. }) => Err(super::keys::key_not_found(reference)),
+            Err(StoreError::NotFound { .. }) => Err(StoreError::not_found(Entity::Key, reference)),
             Err(e) => Err(e),
         }
     }
