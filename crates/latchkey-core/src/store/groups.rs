@@ -1,11 +1,14 @@
 //! Groups: create, read, update, delete.
 
+use itertools::Itertools;
 use uuid::Uuid;
 
 use super::counters::Counter;
 use super::last_admin::everything;
 use super::names::NameIndex;
+use super::rebuild::BATCH;
 use super::tx::{Invalidate, Tx, TxResult, abort};
+use super::user_index::{self, UserIndex};
 use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::actor::Actor;
@@ -135,10 +138,12 @@ impl Store {
                 return abort(e);
             }
             Self::ensure_may_change_members(tx, actor, members)?;
-            for mut user in members.iter().cloned() {
+            for member in members {
+                let mut user = member.clone();
                 user.groups.retain(|g| *g != id);
                 user.updated_at = tx.now;
                 tx.put(&layout::user(user.id), &user)?;
+                user_index::follow(tx, Some(member), Some(&user))?;
                 tx.record(Action::UserUpdate, user.id, Some(user.id));
             }
             tx.remove(&layout::group(id))?;
@@ -151,13 +156,18 @@ impl Store {
         })
     }
 
-    /// The users in a group. Run in a write's preparation, under the write lock.
-    fn members(&self, id: Uuid) -> Result<Vec<User>, StoreError> {
-        Ok(self
-            .scan::<User>(layout::USERS)?
-            .into_iter()
-            .filter(|u| u.groups.contains(&id))
-            .collect())
+    /// The users in a group, through the index of users by group. Run in a write's
+    /// preparation, under the write lock.
+    pub(super) fn members(&self, id: Uuid) -> Result<Vec<User>, StoreError> {
+        let ids = UserIndex::GROUPS.users_after(&self.inner.db, &user_index::group(id), None);
+        let mut members = Vec::new();
+        for batch in &ids.chunks(BATCH) {
+            let paths = batch
+                .map(|id| id.map(layout::user))
+                .collect::<Result<Vec<_>, _>>()?;
+            members.extend(self.get_many::<User>(&paths)?.into_iter().flatten());
+        }
+        Ok(members)
     }
 
     /// Whether a group grants `*`.

@@ -5,7 +5,7 @@
 //! | `m:version`, `m:prefix`, `m:hash_key`, `m:seq`, `m:head`, `m:lineage` | store metadata |
 //! | `g:<uuid>` / `gn:<name>`     | group JSON / group id                  |
 //! | `u:<uuid>` / `un:<name>`     | user JSON / user id                    |
-//! | `ut:<tenant>\0<uuid>`        | empty: the user is in the tenant (`tenants.rs`; `m:tenants_indexed` once built) |
+//! | `ut:<tenant>\0<uuid>` / `ug:<group uuid><uuid>` | empty: the user is in the tenant / the group (`user_index.rs`; `m:users_indexed`, the audit sequence number they are complete at) |
 //! | `uc:<uuid>`                  | the user's rate limits, when it has any (`user_limits.rs`) |
 //! | `k:<public id>`              | key record (secret hash, usage figures) |
 //! | `kc:<public id>`             | the key's usage control, when it has any (`controls.rs`) |

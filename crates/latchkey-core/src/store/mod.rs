@@ -40,9 +40,9 @@ mod scoped;
 mod single_flight;
 mod space;
 mod sweep;
-mod tenants;
 mod tx;
 mod usage;
+mod user_index;
 mod user_limits;
 mod users;
 
@@ -1254,7 +1254,6 @@ fn write_new_store(db: &dyn Backend, prefix: &Prefix) -> Result<Uuid, StoreError
     batch.insert(layout::HASH_KEY, HashKey::generate().as_bytes().as_slice());
     // An empty store's indexes and counts are complete.
     batch.insert(rebuild::INDEXED, rebuild::INDEX_VERSION);
-    batch.insert(tenants::INDEXED, b"1");
     batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
     db.apply_batch(batch)?;
     db.flush()?;

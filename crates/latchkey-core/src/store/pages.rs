@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::backend::{self, Direction, KeyRange};
 use super::query::SCAN_BUDGET;
-use super::{Page, Store, decode, layout, tenants};
+use super::user_index::{self, UserIndex};
+use super::{Page, Store, decode, layout};
 use crate::actor::Actor;
 use crate::error::StoreError;
 use crate::limits::MAX_LIST_LIMIT;
@@ -92,7 +93,10 @@ impl Store {
         cursor: Option<&str>,
     ) -> Result<Page<User>, StoreError> {
         let after = self.page_start(layout::USERS, limit, cursor)?;
-        let batches = tenants::users_after(&self.inner.db, tenant, after).chunks(limit + 1);
+        let tenant = user_index::tenant(tenant);
+        let batches = UserIndex::TENANTS
+            .users_after(&self.inner.db, &tenant, after)
+            .chunks(limit + 1);
         let records = batches
             .into_iter()
             .map(|batch| {

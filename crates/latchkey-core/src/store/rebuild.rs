@@ -33,14 +33,14 @@ fn complete(db: &dyn Backend) -> Result<bool, StoreError> {
     Ok(db.get(INDEXED)?.as_deref() == Some(INDEX_VERSION) && counters::readable(db)?)
 }
 
-/// Builds the indexes and counts unless the store says they are complete (and the index of
-/// users by tenant, `tenants.rs`, unless it says so of that one).
+/// Builds the indexes and counts unless the store says they are complete (and the indexes
+/// of users by tenant and group, `user_index.rs`, unless they are).
 pub(crate) fn ensure(
     db: &Arc<dyn Backend>,
     now: OffsetDateTime,
     chunk_positions: usize,
 ) -> Result<(), StoreError> {
-    super::tenants::ensure(db)?;
+    super::user_index::ensure(db)?;
     if complete(&**db)? && db.get(RECOUNT)?.is_none() {
         return Ok(());
     }

@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use super::{Store, layout, tenants};
+use super::user_index::{self, UserIndex};
+use super::{Store, layout};
 use crate::actor::Actor;
 use crate::audit::AuditEvent;
 use crate::error::{Entity, StoreError};
@@ -308,7 +309,8 @@ impl Store {
             return Ok(None);
         };
         let bound = self.inner.tenant_list_users;
-        let Some(users) = tenants::users_of(&self.inner.db, tenant, bound)? else {
+        let tenant = user_index::tenant(tenant);
+        let Some(users) = UserIndex::TENANTS.users_of(&self.inner.db, &tenant, bound)? else {
             return Ok(None);
         };
         // Its organization's, when it is bound to one too (in id order still).

@@ -129,6 +129,8 @@ impl<'a> Tx<'a> {
         if !appended.is_empty() {
             self.put_raw(layout::SEQ, &seq.to_be_bytes())?;
             self.put_raw(layout::HEAD, &hash_bytes(&head))?;
+            // This build keeps the indexes of users: they follow the trail (`user_index.rs`).
+            self.put_raw(super::user_index::INDEXED, &seq.to_be_bytes())?;
         }
         Ok(appended)
     }

@@ -4,8 +4,8 @@ use uuid::Uuid;
 
 use super::counters::Counter;
 use super::names::NameIndex;
-use super::tenants;
 use super::tx::{Invalidate, Tx, TxResult, abort};
+use super::user_index;
 use super::user_limits::{put_user_limits_in, user_limits_in};
 use super::{Store, layout};
 use crate::actor::Actor;
@@ -64,7 +64,7 @@ impl Store {
         put_user_limits_in(tx, user.id, &user.rate_limits)?;
         tx.count(Counter::Users, 1)?;
         NameIndex::USERS.insert(tx, &user.name, user.id)?;
-        tenants::follow(tx, user.id, None, user.tenant_id.as_deref())?;
+        user_index::follow(tx, None, Some(&user))?;
         tx.record(Action::UserCreate, user.id, Some(user.id));
         Ok(user)
     }
@@ -181,8 +181,7 @@ impl Store {
             if user.rate_limits != original.rate_limits {
                 put_user_limits_in(tx, id, &user.rate_limits)?;
             }
-            let (before, after) = (&original.tenant_id, &user.tenant_id);
-            tenants::follow(tx, id, before.as_deref(), after.as_deref())?;
+            user_index::follow(tx, Some(&original), Some(&user))?;
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserUpdate, id, Some(id));
             tx.invalidate(Invalidate::All);
@@ -217,7 +216,7 @@ impl Store {
             put_user_limits_in(tx, id, &[])?;
             tx.count(Counter::Users, -1)?;
             NameIndex::USERS.remove(tx, &user.name)?;
-            tenants::follow(tx, id, user.tenant_id.as_deref(), None)?;
+            user_index::follow(tx, Some(&user), None)?;
             admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserDelete, id, Some(id));
             tx.invalidate(Invalidate::All);

@@ -139,7 +139,6 @@ fn prepare(url: &DatabaseUrl, prefix: &str, config: StoreConfig) -> Result<Store
             layout::PREFIX,
             layout::HASH_KEY,
             super::rebuild::INDEXED,
-            super::tenants::INDEXED,
             layout::LINEAGE,
         ];
         let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);

@@ -13,15 +13,20 @@
 //! read those chunks as single positions and rebuild them back: the version keeps it from
 //! opening the database at all (`SchemaTooNew`), so every process is upgraded together.
 //!
-//! Version 4: no new table; it marks the index of users by tenant (`tenants.rs`), built at
+//! Version 4: no new table; it marks the index of users by tenant (`user_index.rs`), built at
 //! open. A process of version 3 would write users without it, leaving them out of their
 //! tenant's lists: the version keeps it from opening the database.
+//!
+//! Version 5: no new table; it marks the index of users by group (`user_index.rs`), which
+//! a change to a group reads its members from. A process of version 4 would write users
+//! without it, and a group's change would not see them: the version keeps it from
+//! opening the database.
 
 use super::client::{Pg, pg_error};
 use crate::error::StoreError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA: u32 = 4;
+pub(crate) const SCHEMA: u32 = 5;
 
 /// Each version's statements; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: [&str; SCHEMA as usize] = [
@@ -35,6 +40,9 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
     // The index of users by tenant: only a mark, for older processes.
     "COMMENT ON TABLE latchkey_kv IS \
      'latchkey: list indexes in chunks (index layout 2), users by tenant'",
+    // The index of users by group: only a mark, for older processes.
+    "COMMENT ON TABLE latchkey_kv IS \
+     'latchkey: list indexes in chunks (index layout 2), users by tenant and group'",
 ];
 
 /// Serializes migrations of several processes starting at once.
