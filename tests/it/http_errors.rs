@@ -193,12 +193,15 @@ fn a_key_given_as_a_user_or_group_is_not_carried_back() {
     let s = setup();
     let f = &s.f;
     let key = &s.reader_secret;
+    // The same key mistyped: its checksum does not match, it has a key's shape all the same.
+    let last = if key.ends_with('A') { "B" } else { "A" };
+    let mistyped = format!("{}{last}", &key[..key.len() - 1]);
     let long = "a".repeat(65);
-    for reference in [key.as_str(), &long] {
-        let shown = if reference == key {
-            "(a key's full text, not shown)"
-        } else {
+    for reference in [key.as_str(), &mistyped, &long] {
+        let shown = if reference == long {
             "(65 bytes, longer than any name)"
+        } else {
+            "(a key's full text, not shown)"
         };
         let add_groups = Some(json!({ "add_groups": [reference] }));
         for (method, path, body) in [

@@ -95,6 +95,14 @@ struct Reading {
     monotonic: u64,
 }
 
+impl Reading {
+    fn move_by(&mut self, by: Duration) {
+        self.wall += by;
+        let forward = u64::try_from(by.whole_nanoseconds()).unwrap_or(0);
+        self.monotonic = self.monotonic.saturating_add(forward);
+    }
+}
+
 impl ManualClock {
     /// A clock stopped at `at`.
     pub fn new(at: OffsetDateTime) -> ManualClock {
@@ -110,16 +118,14 @@ impl ManualClock {
 
     /// Moves the clock forward (or back, for a negative duration).
     pub fn advance(&self, by: Duration) {
-        let mut reading = self.reading();
-        reading.wall += by;
-        let forward = u64::try_from(by.whole_nanoseconds()).unwrap_or(0);
-        reading.monotonic = reading.monotonic.saturating_add(forward);
+        self.reading().move_by(by);
     }
 
     /// Sets the clock.
     pub fn set(&self, at: OffsetDateTime) {
-        let by = at - self.reading().wall;
-        self.advance(by);
+        let mut reading = self.reading();
+        let by = at - reading.wall;
+        reading.move_by(by);
     }
 }
 

@@ -232,7 +232,11 @@ impl StoreError {
             id
         } else if id.len() > longest {
             format!("({} bytes, longer than any {what})", id.len())
-        } else if crate::key::ApiKey::parse(&id).is_ok() {
+        } else if matches!(
+            crate::key::ApiKey::parse(&id),
+            Ok(_) | Err(crate::key::ParseError::Checksum | crate::key::ParseError::Alphabet)
+        ) {
+            // A key, or one with a character mistyped: a key's shape all the same.
             "(a key's full text, not shown)".to_owned()
         } else {
             id

@@ -229,7 +229,10 @@ mod tests {
         use crate::store::{Store, StoreConfig, db::LOCK_WAIT};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
-        let config = StoreConfig::default().usage_flush_interval(None);
+        // No background thread: one in a chunk would close the store after `drop`.
+        let config = StoreConfig::default()
+            .usage_flush_interval(None)
+            .background_jobs(false);
         drop(Store::create_empty(&path, "lk", config.clone()).unwrap());
         assert_eq!(
             lock_wait(&dir.path().join(".").join("store")),

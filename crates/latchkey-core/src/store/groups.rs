@@ -156,9 +156,16 @@ impl Store {
         })
     }
 
-    /// The users in a group, through the index of users by group. Run in a write's
-    /// preparation, under the write lock.
+    /// The users in a group, through the index of users by group (every user read while
+    /// it is incomplete). Run in a write's preparation, under the write lock.
     pub(super) fn members(&self, id: Uuid) -> Result<Vec<User>, StoreError> {
+        if !user_index::complete(&self.inner.db)? {
+            let users = self.scan::<User>(layout::USERS)?;
+            return Ok(users
+                .into_iter()
+                .filter(|u| u.groups.contains(&id))
+                .collect());
+        }
         let ids = UserIndex::GROUPS.users_after(&self.inner.db, &user_index::group(id), None);
         let mut members = Vec::new();
         for batch in &ids.chunks(BATCH) {

@@ -35,7 +35,10 @@ impl Store {
         cursor: Option<&str>,
     ) -> Result<Page<User>, StoreError> {
         let page = match actor.tenant_id() {
-            Some(tenant) => self.tenant_users_page(actor, tenant, limit, cursor),
+            Some(tenant) if user_index::complete(&self.inner.db)? => {
+                self.tenant_users_page(actor, tenant, limit, cursor)
+            }
+            Some(_) => self.records_page(layout::USERS, limit, cursor, |u: &User| actor.sees(u)),
             None => self.records_page(layout::USERS, limit, cursor, |_: &User| true),
         };
         page.and_then(|page| self.users_viewed(page))

@@ -308,6 +308,9 @@ impl Store {
         let Some(tenant) = actor.tenant_id() else {
             return Ok(None);
         };
+        if !user_index::complete(&self.inner.db)? {
+            return Ok(None);
+        }
         let bound = self.inner.tenant_list_users;
         let tenant = user_index::tenant(tenant);
         let Some(users) = UserIndex::TENANTS.users_of(&self.inner.db, &tenant, bound)? else {

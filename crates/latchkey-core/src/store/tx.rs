@@ -108,10 +108,18 @@ impl<'a> Tx<'a> {
 
     /// Appends the recorded events to the audit chain, inside the transaction.
     fn append_events(&self, actor: Option<Uuid>) -> TxResult<Vec<AuditEvent>> {
-        self.prefetch(&[layout::SEQ.to_vec(), layout::HEAD.to_vec()])?;
+        let indexed = super::user_index::INDEXED;
+        self.prefetch(&[
+            layout::SEQ.to_vec(),
+            layout::HEAD.to_vec(),
+            indexed.to_vec(),
+        ])?;
         // A malformed counter or head aborts the write: read as a default, it would
         // overwrite the chain from its start or chain new events from nothing.
         let stored = (self.get_raw(layout::SEQ)?, self.get_raw(layout::HEAD)?);
+        // This build keeps the indexes of users: they follow the trail while they are
+        // complete (`user_index.rs`); one left behind stays behind until it is rebuilt.
+        let users_indexed = self.get_raw(indexed)? == stored.0;
         let (mut seq, mut head) = match super::decode_seq(stored.0)
             .and_then(|seq| Ok((seq, super::decode_head(stored.1)?)))
         {
@@ -129,8 +137,9 @@ impl<'a> Tx<'a> {
         if !appended.is_empty() {
             self.put_raw(layout::SEQ, &seq.to_be_bytes())?;
             self.put_raw(layout::HEAD, &hash_bytes(&head))?;
-            // This build keeps the indexes of users: they follow the trail (`user_index.rs`).
-            self.put_raw(super::user_index::INDEXED, &seq.to_be_bytes())?;
+            if users_indexed {
+                self.put_raw(indexed, &seq.to_be_bytes())?;
+            }
         }
         Ok(appended)
     }

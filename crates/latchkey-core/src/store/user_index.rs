@@ -4,11 +4,11 @@
 //! instead of reading every user.
 //!
 //! Written in the transaction that writes the user's record ([`follow`]), so they never
-//! disagree with the records. Every write that appends to the audit trail also writes
-//! [`INDEXED`], the trail's sequence number: every write of a user is audited, so a store
-//! whose trail has gone on without it (written by a build before these indexes, or
-//! restored from its backup) has them built again at open, as a store written before them
-//! does. Tenants hold no control characters (validated), so the 0x00 terminator keeps one
+//! disagree with the records. Every write that appends to the audit trail while [`INDEXED`]
+//! equals the trail's sequence number moves it along: every write of a user is audited, so
+//! a store whose trail has gone on without it (written by a build before these indexes,
+//! a daemon of one still running on a migrated database, or restored from its backup) is
+//! read without the indexes ([`complete`]) and has them built again at its next open. Tenants hold no control characters (validated), so the 0x00 terminator keeps one
 //! tenant's range from holding another's.
 
 use std::ops::Bound;
@@ -119,21 +119,30 @@ pub(super) fn follow(tx: &Tx<'_>, before: Option<&User>, after: Option<&User>) -
     Ok(())
 }
 
-/// Whether the indexes are complete: the audit trail has not gone on without them.
-fn complete(db: &dyn Backend) -> Result<bool, StoreError> {
-    Ok(db.get(INDEXED)? == db.get(layout::SEQ)?)
+/// Whether the indexes are complete: the audit trail has not gone on without them (and a
+/// store without a trail holds no user). Until they are built again at the next open, a
+/// group's change reads every user and a tenant's lists scan, as before the indexes.
+pub(super) fn complete(db: &Arc<dyn Backend>) -> Result<bool, StoreError> {
+    let seq = db.get(layout::SEQ)?;
+    if db.get(INDEXED)? != seq {
+        return Ok(false);
+    }
+    Ok(seq.is_some()
+        || db
+            .first(&KeyRange::prefix(layout::USERS), Direction::Forward)?
+            .is_none())
 }
 
 /// Builds the indexes unless they are complete: whatever was there goes, then the entries
 /// of every user record, in bounded batches, and the mark last (a build cut off starts
 /// over at the next open).
 pub(super) fn ensure(db: &Arc<dyn Backend>) -> Result<(), StoreError> {
-    if complete(&**db)? {
+    if complete(db)? {
         return Ok(());
     }
     // On a shared database, no other process writes users meanwhile (nor builds it too).
     let _writers = db.lock_writers()?;
-    if complete(&**db)? {
+    if complete(db)? {
         return Ok(());
     }
     tracing::info!("building the indexes of users by tenant and by group");
@@ -288,13 +297,20 @@ mod tests {
         batch.remove(UserIndex::TENANTS.entry(&tenant("t1"), user));
         batch.insert(INDEXED, behind);
         db.apply_batch(batch).unwrap();
-        assert!(store.members(group).unwrap().is_empty());
+        // Behind the trail, the indexes are not read, and a write of this build (a daemon
+        // beside an older one on a database) does not take them for complete.
+        assert_eq!(store.members(group).unwrap().len(), 1);
+        self::user(&store, "v", vec![], None);
+        assert!(!complete(db).unwrap());
+        assert_eq!(store.members(group).unwrap().len(), 1);
         drop(store);
         let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
         check(&store, &[group]);
-        assert_eq!(store.members(group).unwrap().len(), 1);
-        // Complete again: the next write moves the mark with the trail.
         let (mark, seq) = (store.inner.db.get(INDEXED), store.inner.db.get(layout::SEQ));
         assert_eq!(mark.unwrap(), seq.unwrap());
+        // Complete again: the next write moves the mark with the trail.
+        self::user(&store, "w", vec![group], None);
+        assert!(complete(&store.inner.db).unwrap());
+        assert_eq!(store.members(group).unwrap().len(), 2);
     }
 }

@@ -139,6 +139,8 @@ fn prepare(url: &DatabaseUrl, prefix: &str, config: StoreConfig) -> Result<Store
             layout::PREFIX,
             layout::HASH_KEY,
             super::rebuild::INDEXED,
+            // Written by a new store of the build before the indexes of users by group.
+            b"m:tenants_indexed",
             layout::LINEAGE,
         ];
         let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
