@@ -11,7 +11,7 @@ use axum::response::Response;
 use latchkey_admin::MetricsAccess;
 use latchkey_core::Store;
 use tokio::net::TcpListener;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::listen::Listener;
@@ -85,7 +85,8 @@ impl ServeConfig {
 /// The daemon's HTTP application: the admin router, traced, with a request timeout.
 ///
 /// The trace layer logs method, path, status and latency at DEBUG; never headers, so the
-/// `Authorization` header (a key) stays out of the logs.
+/// `Authorization` header (a key) stays out of the logs, and never a path segment or query
+/// value that could be a key (`request_log.rs`).
 pub fn app(store: Store, request_timeout: Duration) -> Router {
     layered(latchkey_admin::router(store), request_timeout)
 }
@@ -97,7 +98,7 @@ fn layered(router: Router, request_timeout: Duration) -> Router {
         .layer(middleware::from_fn_with_state(request_timeout, timed))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::DEBUG))
+                .make_span_with(crate::request_log::span)
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG))
                 // A 5xx is per request too: its cause is logged where it is known (a
                 // keystore failure is a WARN), not again as a context-free ERROR.

@@ -389,3 +389,33 @@ fn a_timeout_over_a_day_is_refused_at_start_in_one_line() {
         nothing_created(&run, &[&db]);
     }
 }
+
+/// At DEBUG every request is logged with its path and its query's names: a key pasted into
+/// a path, or sent as a query parameter, is never among them.
+#[test]
+fn the_request_log_never_holds_a_key_from_a_path_or_query() {
+    let (_dir, db) = store_dir();
+    let daemon = Daemon::spawn(
+        latchkey()
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(store_arg(&db))
+            .env("LATCHKEY_LOG", "debug"),
+        &db,
+    );
+    let key = daemon.admin_key.clone().expect("a new store's admin key");
+    let prefix = ApiKey::parse(&key).unwrap().display_prefix().to_owned();
+    for path in [
+        format!("/v1/keys/{key}"),
+        format!("/v1/users/{key}"),
+        format!("/v1/keys?api_key={key}"),
+        format!("/v1/keys/{prefix}"),
+    ] {
+        daemon.http("GET", &path, Some(&key), None);
+    }
+    let log = daemon.log_with(&format!("/v1/keys/{prefix}"));
+    assert!(log.contains("/v1/keys/…"), "{log}");
+    assert!(log.contains("/v1/keys?api_key=…"), "{log}");
+    assert!(!log.contains(&key), "{log}");
+    let secret = ApiKey::parse(&key).unwrap().secret().to_owned();
+    assert!(!log.contains(&secret), "{log}");
+}
