@@ -35,8 +35,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            // `{:#}` joins the error's causes on one line.
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", latchkey_daemon::output::error_line(&err));
             ExitCode::FAILURE
         }
     }

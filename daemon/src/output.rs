@@ -145,6 +145,24 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
         .collect()
 }
 
+/// An error and its causes on one line, joined with `: ` as `{:#}` joins them, but a cause
+/// whose text the line already holds said once: an error that shows its source in its own
+/// message (`storage error: {0}`) would otherwise repeat it.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +201,18 @@ mod tests {
             fields(&[("id", "1".into()), ("name", "x".into())]),
             "id    1\nname  x\n"
         );
+    }
+
+    #[test]
+    fn a_cause_the_error_already_shows_is_said_once() {
+        let cause = || std::io::Error::other("the disk is full");
+        let shows = latchkey_core::StoreError::Storage(Box::new(cause()));
+        let err = anyhow::Error::from(shows).context("cannot init d");
+        assert_eq!(
+            error_line(&err),
+            "cannot init d: storage error: the disk is full"
+        );
+        let err = anyhow::Error::from(cause()).context("cannot init d");
+        assert_eq!(error_line(&err), format!("{err:#}"));
     }
 }

@@ -165,3 +165,20 @@ fn a_reference_that_is_no_key_reference_is_refused_before_any_request() {
         run.fails(1, "not a key reference");
     }
 }
+
+/// A storage error whose message shows its cause says it once, not the cause again after.
+#[test]
+fn a_storage_error_says_its_cause_once() {
+    if crate::backend::directory_only("a directory of other files") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let run = Run::of(latchkey().arg("init").arg("--db").arg(dir.path()));
+    let line = run.fails(1, "no part of a latchkey store");
+    assert_eq!(
+        line.matches("no part of a latchkey store").count(),
+        1,
+        "{line}"
+    );
+}
