@@ -176,6 +176,37 @@ fn the_cli_speaks_https_trusting_the_ca_it_is_given_and_nothing_else() {
     .fails(1, "--ca-cert");
 }
 
+/// A self-signed certificate that says it is a CA (`CA:TRUE`, what OpenSSL 3's `req -x509`
+/// makes by default) is refused by every client even when trusted: the CLI says why and
+/// what to make instead, not to trust it again.
+#[test]
+fn a_self_signed_ca_certificate_served_is_named_as_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let write = |file: &str, pem: String| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let pki = Pki {
+        ca: write("cert.pem", cert.pem()),
+        cert: dir.path().join("cert.pem"),
+        key: write("key.pem", key.serialize_pem()),
+    };
+    let (daemon, admin) = tls_daemon(dir.path(), &pki);
+    let trusted = [("LATCHKEY_CA_CERT", pki.ca.as_path())];
+    let line = cli(&https(&daemon), &admin, &trusted, &["users", "list"]).fails(1, "CA:TRUE");
+    assert!(
+        line.contains("basicConstraints=critical,CA:FALSE"),
+        "{line}"
+    );
+    assert!(!line.contains("trust its CA"), "{line}");
+}
+
 /// A renewal hook replaces the files and sends SIGHUP: new connections get the new
 /// certificate, with no restart. Files that do not make a certificate are refused in the
 /// log, and the certificate served so far stays.

@@ -109,9 +109,16 @@ impl HttpTransport {
         }
         builder.send().await.map_err(|e| {
             if latchkey_tower::remote::is_certificate_error(&e) {
+                let advice = if latchkey_tower::remote::is_a_ca_certificate_served(&e) {
+                    "the daemon serves a CA certificate (CA:TRUE) as its own, which no client \
+                     takes: serve one that CA signed, or make the self-signed one with \
+                     `-addext basicConstraints=critical,CA:FALSE` (README, TLS)"
+                } else {
+                    "trust its CA with --ca-cert FILE"
+                };
                 anyhow::anyhow!(
                     "the TLS certificate of the latchkey daemon at {} does not verify ({}): \
-                     trust its CA with --ca-cert FILE",
+                     {advice}",
                     self.base,
                     certificate_problem(&e)
                 )

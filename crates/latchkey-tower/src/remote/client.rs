@@ -379,7 +379,12 @@ async fn read_json<T: DeserializeOwned>(
 }
 
 pub(super) fn describe(error: &reqwest::Error) -> String {
-    let mut text = if super::tls::is_certificate_error(error) {
+    let mut text = if super::tls::is_a_ca_certificate_served(error) {
+        format!(
+            "the daemon's TLS certificate does not verify (it is a CA certificate, CA:TRUE, \
+             which no client takes for a server's own: serve one that CA signed): {error}"
+        )
+    } else if super::tls::is_certificate_error(error) {
         format!(
             "the daemon's TLS certificate does not verify (trust its CA with \
              `ca_certificate`): {error}"

@@ -114,5 +114,7 @@ mod verifier;
 
 pub use config::RemoteVerifierBuilder;
 pub use error::RemoteError;
-pub use tls::{direct_unless_tunneled, https_client_builder, is_certificate_error};
+pub use tls::{
+    direct_unless_tunneled, https_client_builder, is_a_ca_certificate_served, is_certificate_error,
+};
 pub use verifier::{RemoteFuture, RemoteStatus, RemoteVerifier};

@@ -122,12 +122,31 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, RemoteError>
 /// Whether a request failed because the server's certificate did not verify (unknown
 /// issuer, wrong name, expired …), for an error message that says so.
 pub fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    invalid_certificate(error).is_some()
+}
+
+/// Whether the server's certificate did not verify because it is a CA certificate
+/// (`basicConstraints` `CA:TRUE`), which no client takes for a server's own: what OpenSSL
+/// 3's `req -x509` makes by default. Trusting it as a CA does not help; the advice differs.
+pub fn is_a_ca_certificate_served(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        invalid_certificate(error),
+        Some(rustls::CertificateError::Other(other))
+            if format!("{other:?}").contains("CaUsedAsEndEntity")
+    )
+}
+
+/// The certificate error in `error`'s chain, if any.
+fn invalid_certificate<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e rustls::CertificateError> {
     let mut cause = Some(error);
     // Bounded: error chains are a handful of links.
     for _ in 0..32 {
         let Some(e) = cause else { break };
-        if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {
-            return true;
+        if let Some(rustls::Error::InvalidCertificate(invalid)) = e.downcast_ref::<rustls::Error>()
+        {
+            return Some(invalid);
         }
         // `io::Error::source` skips the error it wraps (tokio-rustls nests a rustls error
         // in an io::Error, and hyper that in another), so step inside it by hand.
@@ -138,7 +157,7 @@ pub fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
             None => e.source(),
         };
     }
-    false
+    None
 }
 
 #[cfg(test)]
