@@ -240,6 +240,12 @@ impl Settings {
                 return Err(named_file(args.config.as_deref(), in_file, error));
             }
         };
+        if args.url.is_none()
+            && let Some(url) = &file.url
+        {
+            crate::transport::check_url("url", url)
+                .map_err(|e| named_file(args.config.as_deref(), true, e))?;
+        }
         Ok(Settings {
             url: args
                 .url
@@ -296,15 +302,20 @@ impl Settings {
             .unwrap_or_else(|| Location::from(PathBuf::from(DEFAULT_DB)))
     }
 
-    /// The key prefix for a new store.
-    pub fn prefix(&self, flag: Option<&str>) -> String {
-        flag.map(str::to_owned)
-            .or_else(|| self.file.prefix.clone())
-            .unwrap_or_else(|| DEFAULT_PREFIX.to_owned())
+    /// The key prefix for a new store; one that is no prefix is refused naming where it was
+    /// given (the config file, or the flag).
+    pub fn prefix(&self, flag: Option<&str>) -> anyhow::Result<String> {
+        let (text, in_file) = pick(flag, self.file.prefix.as_deref());
+        let text = text.unwrap_or(DEFAULT_PREFIX);
+        latchkey_core::Prefix::new(text).map_err(|e| {
+            self.file
+                .named(in_file, anyhow::anyhow!("invalid prefix {text:?}: {e}"))
+        })?;
+        Ok(text.to_owned())
     }
 
     /// `init`'s settings.
-    pub fn init_prefix(&self, args: &InitArgs) -> String {
+    pub fn init_prefix(&self, args: &InitArgs) -> anyhow::Result<String> {
         self.prefix(args.prefix.as_deref())
     }
 

@@ -66,7 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init(args) => {
             init::run(
                 &settings.store_location(),
-                &settings.init_prefix(&args),
+                &settings.init_prefix(&args)?,
                 settings.engine(&args.engine)?,
                 settings.json,
                 args.admin_key_file.as_deref(),

@@ -27,7 +27,7 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     let request_timeout = settings.request_timeout(args)?;
     let store_config = settings.store_config(args)?;
     let header_read_timeout = settings.header_read_timeout(args)?;
-    let prefix = settings.prefix(args.prefix.as_deref());
+    let prefix = settings.prefix(args.prefix.as_deref())?;
     let cert_files = match settings.tls_files(args)? {
         Some((cert, key)) => Some(crate::tls::CertFiles::load(&cert, &key)?),
         None => None,

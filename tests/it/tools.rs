@@ -200,6 +200,30 @@ fn the_config_file_is_read_and_flags_win() {
             .args(["users", "list"]),
     )
     .fails(1, "invalid config file");
+    // A value out of its form in the file is an error naming the file, not a flag.
+    let with = |setting: &str, args: &[&str]| {
+        std::fs::write(&config, setting).unwrap();
+        Run::of(latchkey().arg("--config").arg(&config).args(args))
+    };
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    for (setting, args, said) in [
+        (
+            "url = \"not a url\"\n",
+            &["users", "list"][..],
+            "invalid url \"not a url\"",
+        ),
+        (
+            "prefix = \"A\"\n",
+            &["init", "--db", store],
+            "invalid prefix \"A\"",
+        ),
+    ] {
+        let line = with(setting, args).fails(1, said);
+        assert!(line.contains("in the config file"), "{line}");
+        assert!(!line.contains("--"), "{line}");
+    }
+    assert!(!std::path::Path::new(store).exists(), "nothing was made");
     // The secret in the file never shows in `--help`.
     let help = Run::of(latchkey().env("LATCHKEY_ADMIN_KEY", &f.admin).arg("--help")).ok();
     assert!(!help.stdout.contains(&f.admin));

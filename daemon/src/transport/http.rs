@@ -39,6 +39,17 @@ const MAX_ANSWER_BYTES: usize = latchkey_core::limits::MAX_LIST_LIMIT * (64 << 1
 /// The largest error answer read: a problem+json takes a few hundred bytes.
 const MAX_PROBLEM_BYTES: usize = 64 << 10;
 
+/// The daemon's URL (`what`: the setting that gave it), parsed: http:// or https:// only.
+pub fn check_url(what: &str, url: &str) -> anyhow::Result<reqwest::Url> {
+    let parsed = reqwest::Url::parse(url)
+        .with_context(|| format!("invalid {what} {url:?}: expected e.g. http://127.0.0.1:7878"))?;
+    anyhow::ensure!(
+        matches!(parsed.scheme(), "http" | "https"),
+        "invalid {what} {url:?}: expected an http:// or https:// URL"
+    );
+    Ok(parsed)
+}
+
 impl HttpTransport {
     /// The transport the global flags name: `--url`, `--admin-key` and `--ca-cert`.
     pub fn for_settings(settings: &crate::config::Settings) -> anyhow::Result<HttpTransport> {
@@ -65,13 +76,7 @@ impl HttpTransport {
         admin_key: Option<String>,
         ca_pem: Option<&[u8]>,
     ) -> anyhow::Result<HttpTransport> {
-        let parsed = reqwest::Url::parse(url).with_context(|| {
-            format!("invalid --url {url:?}: expected e.g. http://127.0.0.1:7878")
-        })?;
-        anyhow::ensure!(
-            matches!(parsed.scheme(), "http" | "https"),
-            "invalid --url {url:?}: expected an http:// or https:// URL"
-        );
+        let parsed = check_url("--url", url)?;
         let client =
             latchkey_tower::remote::https_client_builder(ca_pem).context("invalid --ca-cert")?;
         // No proxy where it would see the admin key (plain HTTP) or not reach the daemon.
