@@ -491,7 +491,7 @@ fn ten_thousand_keys_of_each_kind_import_and_verify_under_their_old_text() {
             .args(["--user", "legacy"]),
     )
     .ok();
-    assert!(direct.stdout.contains("Imported 1 keys"), "{direct:#?}");
+    assert!(direct.stdout.contains("Imported 1 key for"), "{direct:#?}");
     let daemon = Daemon::start(&db);
     let answer = daemon.http(
         "POST",
@@ -674,6 +674,9 @@ fn an_import_stopped_by_a_failing_request_reports_what_was_imported() {
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(report["imported"], 0, "{report}");
     assert_eq!(report["rejected"].as_array().unwrap().len(), 7, "{report}");
+    let refusal = report["rejected"][0].to_string();
+    assert!(refusal.contains("is already imported"), "{refusal}");
+    assert!(!refusal.contains("named"), "{refusal}");
     assert_eq!(report["imported_lines"], json!([]), "{report}");
     assert_eq!(report["not_imported_from_line"], 8, "{report}");
 }

@@ -40,6 +40,13 @@ pub enum Conflict {
         /// The name asked for.
         name: String,
     },
+    /// A key's text is imported once: one text, one key. Its code is `name_taken`, as a
+    /// taken name's.
+    #[error("the key {prefix} is already imported")]
+    AlreadyImported {
+        /// The display prefix the import gave the text.
+        prefix: String,
+    },
     /// A key can be deleted only after it is revoked.
     #[error("the key is not revoked: revoke it before deleting it")]
     KeyNotRevoked,
@@ -63,7 +70,7 @@ impl Conflict {
     /// A stable, machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Conflict::NameTaken { .. } => "name_taken",
+            Conflict::NameTaken { .. } | Conflict::AlreadyImported { .. } => "name_taken",
             Conflict::KeyNotRevoked => "key_not_revoked",
             Conflict::KeyRevoked => "key_revoked",
             Conflict::KeyRotated => "key_rotated",

@@ -273,9 +273,12 @@ fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
     for r in &tally.refused {
         println!("line {}: {}", r.line, r.reason);
     }
+    let refused = tally.refused.len();
+    let plural = |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
     println!(
-        "Imported {imported} keys for {user}; {} lines refused.",
-        tally.refused.len()
+        "Imported {imported} {} for {user}; {refused} {} refused.",
+        plural(imported, "key", "keys"),
+        plural(refused, "line", "lines"),
     );
     if let Some(stopped) = stopped {
         let spans: Vec<String> = spans(&tally.imported)

@@ -364,9 +364,8 @@ impl Store {
             taken = taken || tx.get_raw(entry)?.is_some();
         }
         if taken {
-            return Ok(Err(StoreError::Conflict(Conflict::NameTaken {
-                entity: Entity::Key,
-                name: format!("{prefix} (this key is already imported)"),
+            return Ok(Err(StoreError::Conflict(Conflict::AlreadyImported {
+                prefix: prefix.clone(),
             })));
         }
         if tx.get_raw(&layout::key(public))?.is_some() {
