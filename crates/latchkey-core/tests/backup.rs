@@ -223,26 +223,31 @@ fn a_backup_of_a_newer_schema_restores_nothing() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
-/// A restored store's directory is its owner's only (it holds the hash key and every key's
-/// hash), whatever the umask; the missing parents made for it are not: they get the mode
-/// any new directory gets.
+/// A new store's directory, restored or created (`init`, `serve` on a new path), is its
+/// owner's only (it holds the hash key and every key's hash), whatever the umask; the
+/// missing parents made for it are not: they get the mode any new directory gets.
 #[cfg(unix)]
 #[test]
-fn only_the_restored_directory_is_made_private() {
+fn only_a_new_store_s_directory_is_made_private() {
     use std::os::unix::fs::PermissionsExt;
     let mode =
         |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) =
-        Store::create_with_admin(dir.path().join("a"), "lk", support::config()).unwrap();
+    let created = dir.path().join("made").join("parents").join("store");
+    let (store, _) = Store::create_with_admin(&created, "lk", support::config()).unwrap();
     let mut file = Vec::new();
     store.backup(&mut file).unwrap();
 
-    let target = dir.path().join("new").join("parents").join("store");
-    Store::restore(&target, file.as_slice(), support::config()).unwrap();
-    assert_eq!(mode(&target), 0o700);
+    let restored = dir.path().join("new").join("parents").join("store");
+    Store::restore(&restored, file.as_slice(), support::config()).unwrap();
     let probe = dir.path().join("probe");
     std::fs::create_dir(&probe).unwrap();
-    assert_eq!(mode(&dir.path().join("new")), mode(&probe));
-    assert_eq!(mode(&dir.path().join("new").join("parents")), mode(&probe));
+    for (target, parents) in [(&created, "made"), (&restored, "new")] {
+        assert_eq!(mode(target), 0o700, "{}", target.display());
+        assert_eq!(mode(&dir.path().join(parents)), mode(&probe));
+        assert_eq!(
+            mode(&dir.path().join(parents).join("parents")),
+            mode(&probe)
+        );
+    }
 }

@@ -302,19 +302,8 @@ fn restore_into(
     cache: u64,
     check: ChainCheck,
 ) -> Result<Restored, StoreError> {
-    // Only its owner may read it, whatever the umask: it holds the hash key and every
-    // key's hash (a store `serve` creates is made under the daemon's own umask).
-    // Its parents, made if missing, are the user's own business: they get the umask's mode.
-    let cannot = |e: std::io::Error| {
-        StoreError::storage(format!("cannot create {}: {e}", staging.display()))
-    };
-    if let Some(parent) = staging.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(cannot)?;
-    }
-    let mut dir = fs::DirBuilder::new();
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
-    dir.create(staging).map_err(cannot)?;
+    // Only its owner may read it, as a store `init` makes.
+    files::create_private_dir(staging)?;
     let db = engine::open(staging, engine, cache, true)?;
     let restored = load(&*db, backup, check)?;
     let first = mark::Mark {

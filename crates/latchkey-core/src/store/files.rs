@@ -64,6 +64,25 @@ pub(crate) fn inspect(path: &Path) -> Result<(Found, Option<String>), StoreError
     Ok((found, foreign))
 }
 
+/// Creates the directory of a new store, readable by its owner alone whatever the umask
+/// (`0700` on Unix): it holds the key that hashes every secret, every key's hash and usage.
+/// Its parents, made if missing, are the user's own business: they get the umask's mode.
+/// An existing directory keeps the permissions the operator gave it.
+pub(crate) fn create_private_dir(path: &Path) -> Result<(), StoreError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let cannot =
+        |e: std::io::Error| StoreError::storage(format!("cannot create {}: {e}", path.display()));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(cannot)?;
+    }
+    let mut dir = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+    dir.create(path).map_err(cannot)
+}
+
 /// Before opening a marked store: the engine's own files must all be there, or the engine
 /// would re-create them empty. A redb store is one file, `latchkey.redb`; a sled store
 /// `conf` and `db`.

@@ -530,6 +530,7 @@ impl Store {
                 path: path.to_owned(),
             });
         }
+        files::create_private_dir(path)?;
         // Remains of an interrupted `init` keep their engine.
         let engine = engine::found_in(path).unwrap_or(config.engine);
         let db = engine::open(path, engine, config.cache_capacity_bytes, true)?;
