@@ -12,13 +12,15 @@ use super::{ApiRequest, ApiResponse, Transport};
 pub struct HttpTransport {
     client: reqwest::Client,
     base: String,
+    /// `base` as messages show it: a password in it reads `***`.
+    shown: String,
     admin_key: Option<String>,
 }
 
 impl std::fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpTransport")
-            .field("base", &self.base)
+            .field("base", &self.shown)
             .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -38,6 +40,15 @@ const KEY_DEADLINE: Duration = Duration::from_secs(600);
 const MAX_ANSWER_BYTES: usize = latchkey_core::limits::MAX_LIST_LIMIT * (64 << 10);
 /// The largest error answer read: a problem+json takes a few hundred bytes.
 const MAX_PROBLEM_BYTES: usize = 64 << 10;
+
+/// A URL as a message shows it: its password, if any, as `***`.
+fn shown(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    shown.as_str().trim_end_matches('/').to_owned()
+}
 
 /// The daemon's URL (`what`: the setting that gave it), parsed: http:// or https:// only.
 pub fn check_url(what: &str, url: &str) -> anyhow::Result<reqwest::Url> {
@@ -88,6 +99,7 @@ impl HttpTransport {
         Ok(HttpTransport {
             client,
             base: url.trim_end_matches('/').to_owned(),
+            shown: shown(&parsed),
             admin_key,
         })
     }
@@ -113,6 +125,8 @@ impl HttpTransport {
             builder = builder.json(body);
         }
         builder.send().await.map_err(|e| {
+            // The URL is said as `shown` (reqwest's error would repeat it, password and all).
+            let e = e.without_url();
             if latchkey_tower::remote::is_certificate_error(&e) {
                 let advice = if latchkey_tower::remote::is_a_ca_certificate_served(&e) {
                     "the daemon serves a CA certificate (CA:TRUE) as its own, which no client \
@@ -124,44 +138,44 @@ impl HttpTransport {
                 anyhow::anyhow!(
                     "the TLS certificate of the latchkey daemon at {} does not verify ({}): \
                      {advice}",
-                    self.base,
+                    self.shown,
                     certificate_problem(&e)
                 )
             } else if e.is_connect() {
                 anyhow::anyhow!(
                     "cannot connect to the latchkey daemon at {}: is `latchkey serve` running? \
                      (or work on a store directly with --db PATH)",
-                    self.base
+                    self.shown
                 )
             } else if e.is_timeout() && makes_a_key(request) {
                 anyhow::anyhow!(
                     "the latchkey daemon at {} did not answer in time: a key may have been \
                      made all the same, whose secret is lost; look for it (`latchkey keys \
                      list`) and revoke it before retrying",
-                    self.base
+                    self.shown
                 )
             } else if e.is_timeout() && request.method != ::http::Method::GET {
                 anyhow::anyhow!(
                     "the latchkey daemon at {} did not answer in time: the change may have \
                      been made all the same; look before retrying",
-                    self.base
+                    self.shown
                 )
             } else if e.is_timeout() {
                 anyhow::anyhow!(
                     "the latchkey daemon at {} did not answer in time",
-                    self.base
+                    self.shown
                 )
             } else if self.base.starts_with("http://") {
                 // A TLS listener hangs up on plain HTTP without an answer.
                 anyhow::anyhow!(
                     "request to the latchkey daemon at {} failed: {e} (if it serves HTTPS, \
                      use an https:// --url)",
-                    self.base
+                    self.shown
                 )
             } else {
                 anyhow::anyhow!(
                     "request to the latchkey daemon at {} failed: {e}",
-                    self.base
+                    self.shown
                 )
             }
         })
@@ -189,7 +203,8 @@ impl HttpTransport {
         while let Some(chunk) = response
             .chunk()
             .await
-            .with_context(|| format!("reading the answer of the daemon at {}", self.base))?
+            .map_err(reqwest::Error::without_url)
+            .with_context(|| format!("reading the answer of the daemon at {}", self.shown))?
         {
             out.write_all(&chunk).context("writing the file")?;
         }
@@ -209,7 +224,7 @@ impl HttpTransport {
             anyhow::anyhow!(
                 "the answer of the daemon at {} (HTTP {status}) is longer than {} KiB: refused \
                  (is --url a latchkey daemon?)",
-                self.base,
+                self.shown,
                 cap >> 10
             )
         };
@@ -220,7 +235,8 @@ impl HttpTransport {
         while let Some(chunk) = response
             .chunk()
             .await
-            .with_context(|| format!("reading the answer of the daemon at {}", self.base))?
+            .map_err(reqwest::Error::without_url)
+            .with_context(|| format!("reading the answer of the daemon at {}", self.shown))?
         {
             if body.len() + chunk.len() > cap {
                 return Err(too_long());
@@ -264,6 +280,28 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
+
+    #[test]
+    fn a_password_in_the_url_is_never_shown() {
+        let transport = HttpTransport::new("http://ops:hunter2@127.0.0.1:1/", None, None).unwrap();
+        assert_eq!(transport.shown, "http://ops:***@127.0.0.1:1");
+        assert!(!format!("{transport:?}").contains("hunter2"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let request = ApiRequest {
+            method: reqwest::Method::GET,
+            path: "/v1/users".into(),
+            body: None,
+        };
+        let error = runtime
+            .block_on(transport.start(&request, None))
+            .unwrap_err();
+        let error = format!("{error:#}");
+        assert!(error.contains("ops:***@127.0.0.1:1"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
 
     /// Answers one request with `status` and a chunked body of `len` bytes of JSON-ish text
     /// (no length announced, so only reading tells how long it is), then hangs up.
