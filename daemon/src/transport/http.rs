@@ -56,7 +56,8 @@ pub fn check_url(what: &str, url: &str) -> anyhow::Result<reqwest::Url> {
         .with_context(|| format!("invalid {what} {url:?}: expected e.g. http://127.0.0.1:7878"))?;
     anyhow::ensure!(
         matches!(parsed.scheme(), "http" | "https"),
-        "invalid {what} {url:?}: expected an http:// or https:// URL"
+        "invalid {what} {:?}: expected an http:// or https:// URL",
+        shown(&parsed)
     );
     Ok(parsed)
 }
