@@ -109,3 +109,33 @@ fn an_acknowledged_revoke_survives_kill_9() {
     drop(daemon);
     drop(dir);
 }
+
+/// A store whose mark was deleted, or copied without it, opens (nothing in it is wrong) and
+/// says so once: the writes it may have lost before this open can no longer be told.
+#[test]
+fn a_store_without_its_mark_opens_and_says_so() {
+    if crate::backend::directory_only("the mark is a file beside a directory store") {
+        return;
+    }
+    let f = Fixture::new();
+    let db = f.db();
+    let Fixture { dir, daemon, .. } = f;
+    assert!(daemon.terminate().success());
+    let mark = db.join("latchkey.mark");
+    std::fs::remove_file(&mark).unwrap();
+
+    let daemon = Daemon::start(&db);
+    let log = daemon.log_with("is missing");
+    assert!(log.contains("latchkey.mark) is missing"), "{log}");
+    assert!(mark.exists(), "a new mark is written at open");
+    assert!(daemon.terminate().success());
+
+    let daemon = Daemon::start(&db);
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("is missing"),
+        "a store with its mark opens quietly: {log}"
+    );
+    drop(dir);
+}

@@ -493,7 +493,7 @@ fn add(amount: u64) -> KeyPatch {
 }
 
 #[test]
-fn a_database_holding_part_of_a_store_is_never_initialised_over() {
+fn a_database_holding_part_of_a_store_is_never_opened_nor_initialised_over() {
     let Some(location) = support::postgres_location() else {
         return;
     };
@@ -507,6 +507,10 @@ fn a_database_holding_part_of_a_store_is_never_initialised_over() {
     assert!(refused.to_string().contains("part of a store"), "{refused}");
     let refused = Store::create_empty_at(&location.location, "lk", config()).unwrap_err();
     assert!(refused.to_string().contains("part of a store"), "{refused}");
+    // Nor opened as no store at all, with a hint to run `init`, which would refuse it.
+    let refused = Store::open_at(&location.location, config()).unwrap_err();
+    assert!(refused.to_string().contains("part of a store"), "{refused}");
+    assert!(!refused.to_string().contains("init"), "{refused}");
 }
 
 /// A process whose acknowledgements fail (a read-only standby after a failover, say) is no

@@ -195,9 +195,10 @@ pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, Stor
         path: path.to_owned(),
         reason,
     };
-    let lineage = match db.get(layout::LINEAGE)? {
+    let stored_lineage = db.get(layout::LINEAGE)?;
+    let lineage = match &stored_lineage {
         Some(bytes) => {
-            Uuid::from_slice(&bytes).map_err(|_| damaged("has a bad lineage id".into()))?
+            Uuid::from_slice(bytes).map_err(|_| damaged("has a bad lineage id".into()))?
         }
         None => {
             // A store made before lineages: it gets one now.
@@ -277,6 +278,16 @@ pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, Stor
         if *known == current {
             return Ok(current);
         }
+    } else if seq > 0 && stored_lineage.is_some() {
+        // A store with a lineage was given a mark when it got one: this one was deleted, or
+        // the store copied without it. Writing a new one is all that can be done, and said.
+        tracing::warn!(
+            store = %path.display(),
+            change = seq,
+            "the store's mark ({}) is missing: a new one is written at its newest change; \
+             whether acknowledged writes were lost before this open cannot be checked",
+            mark::FILE
+        );
     }
     match (write_at_open(path, &current), known) {
         (Ok(()), _) => Ok(current),

@@ -53,11 +53,38 @@ pub(crate) fn migrate(url: &DatabaseUrl) -> Result<u32, StoreError> {
 pub(crate) fn open(url: &DatabaseUrl, config: StoreConfig) -> Result<Store, StoreError> {
     let (pg, db) = connect(url)?;
     if db.get(layout::VERSION)?.is_none() {
+        // `init` would refuse part of a store: so is opening it, rather than pointing there.
+        refuse_part_of_a_store(url, &db)?;
         return Err(StoreError::NotInitialized {
             path: PathBuf::from(url.redacted()),
         });
     }
     start(url, pg, db, config)
+}
+
+/// Refuses a database without a store's version that holds anything beyond a new store's
+/// settings: part of a store (a restore that was cut off commits a batch at a time), never
+/// opened as none nor initialised over.
+fn refuse_part_of_a_store(url: &DatabaseUrl, db: &Arc<dyn Backend>) -> Result<(), StoreError> {
+    let settings = [
+        layout::PREFIX,
+        layout::HASH_KEY,
+        super::rebuild::INDEXED,
+        // Written by a new store of the build before the indexes of users by group.
+        b"m:tenants_indexed",
+        layout::LINEAGE,
+    ];
+    let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
+    for item in scan(db, everything, Direction::Forward).take(settings.len() + 1) {
+        if !settings.contains(&item?.0.as_slice()) {
+            return Err(StoreError::storage(format!(
+                "{} holds part of a store without its version (a restore that did not \
+                 finish?): empty it (`TRUNCATE latchkey_kv`), or restore into an empty database",
+                url.redacted()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates an empty store in the database.
@@ -133,26 +160,7 @@ fn prepare(url: &DatabaseUrl, prefix: &str, config: StoreConfig) -> Result<Store
                 path: PathBuf::from(url.redacted()),
             });
         }
-        // Anything beyond a new store's settings, without a version: part of a store (a
-        // restore that was cut off commits a batch at a time). Never initialised over.
-        let settings = [
-            layout::PREFIX,
-            layout::HASH_KEY,
-            super::rebuild::INDEXED,
-            // Written by a new store of the build before the indexes of users by group.
-            b"m:tenants_indexed",
-            layout::LINEAGE,
-        ];
-        let everything = KeyRange::new(Bound::Unbounded, Bound::Unbounded);
-        for item in scan(&db, everything, Direction::Forward).take(settings.len() + 1) {
-            if !settings.contains(&item?.0.as_slice()) {
-                return Err(StoreError::storage(format!(
-                    "{} holds part of a store without its version (a restore that did not \
-                     finish?): empty it, or restore into an empty database",
-                    url.redacted()
-                )));
-            }
-        }
+        refuse_part_of_a_store(url, &db)?;
         // Settings without a version: another process is creating the store right now, or
         // one failed to. Either way they are kept when the prefix is the same, so that two
         // processes creating one store at once make one hash key, never two.
