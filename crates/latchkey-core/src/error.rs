@@ -240,11 +240,15 @@ impl StoreError {
         } else if id.len() > longest {
             format!("({} bytes, longer than any {what})", id.len())
         } else if matches!(
-            crate::key::ApiKey::parse(&id),
+            crate::key::ApiKey::parse(id.trim()),
             Ok(_) | Err(crate::key::ParseError::Checksum | crate::key::ParseError::Alphabet)
         ) {
             // A key, or one with a character mistyped: a key's shape all the same.
             "(a key's full text, not shown)".to_owned()
+        } else if longest_alphanumeric_run(&id) >= SECRET_LIKE_RUN {
+            // A key cut short or run on, or another system's secret: most of one, whatever
+            // the parse says. No name needs such a run, nor a display prefix.
+            "(a key-like text, not shown)".to_owned()
         } else {
             id
         };
@@ -274,5 +278,65 @@ impl StoreError {
 impl From<sled::Error> for StoreError {
     fn from(err: sled::Error) -> Self {
         StoreError::Storage(Box::new(err))
+    }
+}
+
+/// A run of this many letters and digits is taken for (part of) a secret: a key's secret
+/// and checksum are one run of 38, a display prefix's longest is 12.
+const SECRET_LIKE_RUN: usize = 20;
+
+fn longest_alphanumeric_run(text: &str) -> usize {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(entity: Entity, reference: &str) -> String {
+        match StoreError::not_found(entity, reference) {
+            StoreError::NotFound { id, .. } => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_cut_short_or_run_on_is_never_carried_back() {
+        let key = "lk_live_4fT9kQ2mX8pZ_9S1xk7tQ0OpvLkVd8AI9hpH7Qq3MxG9N0a1b2c";
+        for reference in [
+            key.to_owned(),
+            format!("{key} "),
+            format!(" {key}"),
+            key[..key.len() - 1].to_owned(),
+            key[..key.len() - 12].to_owned(),
+            format!("{key}x"),
+            "sk_live_51HqLk2eZvKYlo2C8xbkTQ9".to_owned(),
+        ] {
+            for entity in [Entity::User, Entity::Group, Entity::Key] {
+                let said = shown(entity, &reference);
+                assert!(!said.contains("9S1xk7tQ0Opv"), "{reference:?}: {said}");
+                assert!(!said.contains("51HqLk2eZvKY"), "{reference:?}: {said}");
+                assert!(
+                    said.contains("not shown") || said.contains("bytes"),
+                    "{said}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_name_a_prefix_or_an_id_is_named() {
+        for (entity, reference) in [
+            (Entity::User, "billing-integration.prod@acme"),
+            (Entity::Group, "orders_readers"),
+            (Entity::Key, "lk_live_4fT9kQ2mX8pZ"),
+            (Entity::Key, "4fT9kQ2mX8pZ"),
+            (Entity::User, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+        ] {
+            assert_eq!(shown(entity, reference), reference);
+        }
     }
 }
