@@ -35,7 +35,13 @@ pub struct Cli {
 #[derive(Args)]
 pub struct GlobalArgs {
     /// The daemon's management API [default: http://127.0.0.1:7878]
-    #[arg(long, env = "LATCHKEY_URL", global = true, value_name = "URL")]
+    #[arg(
+        long,
+        env = "LATCHKEY_URL",
+        hide_env_values = true,
+        global = true,
+        value_name = "URL"
+    )]
     pub url: Option<String>,
     /// A key holding the latchkey:* permissions the command needs (prefer the environment
     /// variable: command lines are visible to other local users)

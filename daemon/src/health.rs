@@ -32,6 +32,6 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
     let problem = Problem::from_response(answer.status, &answer.body);
     anyhow::bail!(
         "the latchkey daemon at {} is not healthy: {problem}",
-        settings.url
+        crate::transport::shown_text(&settings.url)
     )
 }

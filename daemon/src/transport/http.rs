@@ -50,14 +50,30 @@ fn shown(url: &reqwest::Url) -> String {
     shown.as_str().trim_end_matches('/').to_owned()
 }
 
+/// A URL's text as a message shows it, parsed or not: whatever stands between its scheme
+/// and its last `@` (a user and a password) reads `***`. Text that is not a URL of ours
+/// (`user:password@host`, with no scheme, parses as a URL of the scheme `user`) is shown
+/// this way, never as parsed.
+pub fn shown_text(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// The daemon's URL (`what`: the setting that gave it), parsed: http:// or https:// only.
 pub fn check_url(what: &str, url: &str) -> anyhow::Result<reqwest::Url> {
-    let parsed = reqwest::Url::parse(url)
-        .with_context(|| format!("invalid {what} {url:?}: expected e.g. http://127.0.0.1:7878"))?;
+    let parsed = reqwest::Url::parse(url).with_context(|| {
+        format!(
+            "invalid {what} {:?}: expected e.g. http://127.0.0.1:7878",
+            shown_text(url)
+        )
+    })?;
     anyhow::ensure!(
         matches!(parsed.scheme(), "http" | "https"),
         "invalid {what} {:?}: expected an http:// or https:// URL",
-        shown(&parsed)
+        shown_text(url)
     );
     Ok(parsed)
 }
@@ -302,6 +318,23 @@ mod tests {
         let error = format!("{error:#}");
         assert!(error.contains("ops:***@127.0.0.1:1"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    /// Refused URLs too: one that does not parse, one of another scheme, and one with no
+    /// scheme at all (which parses as a URL of the scheme `ops`, with no password).
+    #[test]
+    fn a_refused_url_never_shows_its_password() {
+        for url in [
+            "http://ops:hunter2@proxy:99999",
+            "ftp://ops:hunter2@proxy:21",
+            "ops:hunter2@proxy:7878",
+            "ops:hunter2@proxy",
+        ] {
+            let error = format!("{:#}", check_url("--url", url).unwrap_err());
+            assert!(!error.contains("hunter2"), "{url}: {error}");
+            assert!(error.contains("***@proxy"), "{url}: {error}");
+        }
+        assert_eq!(shown_text("http://127.0.0.1:7878"), "http://127.0.0.1:7878");
     }
 
     /// Answers one request with `status` and a chunked body of `len` bytes of JSON-ish text

@@ -13,7 +13,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-pub use self::http::{HttpTransport, check_url};
+pub use self::http::{HttpTransport, check_url, shown_text};
 pub use self::local::LocalTransport;
 pub use self::problem::Problem;
 
