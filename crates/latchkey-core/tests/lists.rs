@@ -531,7 +531,7 @@ fn indexes_and_counts_are_rebuilt_when_missing() {
         return;
     }
     reopened_after(|db| {
-        let stale: Vec<_> = [b"x:".as_slice(), b"m:n:", b"m:i", b"ut:", b"m:u"]
+        let stale: Vec<_> = [b"x:".as_slice(), b"m:n:", b"m:i", b"ut:", b"ug:", b"m:u"]
             .into_iter()
             .flat_map(|prefix| db.keys_with_prefix(prefix))
             .collect();

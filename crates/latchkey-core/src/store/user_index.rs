@@ -123,8 +123,13 @@ pub(super) fn follow(tx: &Tx<'_>, before: Option<&User>, after: Option<&User>) -
 /// store without a trail holds no user). Until they are built again at the next open, a
 /// group's change reads every user and a tenant's lists scan, as before the indexes.
 pub(super) fn complete(db: &Arc<dyn Backend>) -> Result<bool, StoreError> {
-    let seq = db.get(layout::SEQ)?;
-    if db.get(INDEXED)? != seq {
+    // Read together: one statement on PostgreSQL, so a write by an older daemon (which
+    // advances `m:seq` alone) cannot fall between the two.
+    let mut read = db
+        .get_many(&[layout::SEQ.to_vec(), INDEXED.to_vec()])?
+        .into_iter();
+    let (seq, indexed) = (read.next().flatten(), read.next().flatten());
+    if indexed != seq {
         return Ok(false);
     }
     Ok(seq.is_some()
@@ -189,6 +194,11 @@ mod tests {
     /// Asserts that every group's and tenant's users, read through the indexes, are those
     /// the records say.
     fn check(store: &Store, groups: &[Uuid]) {
+        // `members` falls back to a scan when the index is not complete: it must be.
+        assert!(
+            complete(&store.inner.db).unwrap(),
+            "the indexes are complete"
+        );
         let users = store.users().unwrap();
         let ids = |keep: &dyn Fn(&User) -> bool| -> Vec<Uuid> {
             users.iter().filter(|u| keep(u)).map(|u| u.id).collect()
