@@ -54,7 +54,9 @@ mod tests {
 
     #[test]
     fn ids_and_prefixes_are_logged_and_longer_segments_and_query_values_are_not() {
-        let key = "lk_live_4fT9kQ2mX8pZ_0123456789abcdefghijABCDEFGHIJ01xyz";
+        let prefix = latchkey_core::Prefix::new("lk").unwrap();
+        let generated = latchkey_core::ApiKey::generate(&prefix, latchkey_core::Env::Live);
+        let key = generated.expose();
         assert_eq!(
             logged("/v1/keys/lk_live_4fT9kQ2mX8pZ/rotate"),
             "/v1/keys/lk_live_4fT9kQ2mX8pZ/rotate"
