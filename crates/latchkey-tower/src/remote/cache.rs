@@ -182,10 +182,20 @@ impl Cache {
     }
 
     /// Remembers a valid answer, unless an invalidation happened since `generation`.
-    pub(super) fn insert_valid(&self, digest: Digest, entry: Positive, generation: u64) {
+    pub(super) fn insert_valid(&self, digest: Digest, mut entry: Positive, generation: u64) {
         let mut entries = self.write();
         if entries.generation != generation || self.max_entries == 0 {
             return;
+        }
+        // Requests of a key not cached yet each ask the daemon, and each answer lands here:
+        // the entry's lease, which the daemon may have granted a slice to meanwhile, is
+        // kept (no invalidation came since `generation`, so its limits are the same), else
+        // that slice would be void and the key admit less than its limit.
+        if let (Some(_), Some(kept)) = (
+            &entry.lease,
+            entries.positive.get(&digest).and_then(|p| p.lease.clone()),
+        ) {
+            entry.lease = Some(kept);
         }
         let (key_id, user_id) = (entry.principal.key_id, entry.principal.user_id);
         if entries.positive.len() >= self.max_entries && !entries.positive.contains_key(&digest) {
