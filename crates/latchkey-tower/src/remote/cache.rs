@@ -441,6 +441,50 @@ mod tests {
         assert!(cache.get(&digest(2), NOW).is_none());
     }
 
+    /// A metered key's answer, with a lease of nothing granted yet.
+    fn metered(key: u128) -> Positive {
+        let limit = latchkey_core::LimitState {
+            name: "default".to_owned(),
+            limit: Some(60),
+            window_seconds: Some(3_600),
+            remaining: 60,
+            reset_seconds: None,
+        };
+        let lease = Lease::new(&[limit], Uuid::from_u128(key));
+        Positive {
+            lease: Some(Arc::new(lease)),
+            ..positive(key, 10)
+        }
+    }
+
+    fn lease_of(cache: &Cache, n: u8) -> Arc<Lease> {
+        match cache.get(&digest(n), NOW) {
+            Some(Cached::Valid(Positive {
+                lease: Some(lease), ..
+            })) => lease,
+            other => panic!("no lease cached: {other:?}"),
+        }
+    }
+
+    /// Requests of a key not cached yet each ask the daemon, and their answers land one
+    /// after another: the lease the first one brought (which the daemon may have granted
+    /// a slice of the limit to meanwhile) stays, else that slice is void and the key admits
+    /// less than its limit.
+    #[test]
+    fn later_answers_for_a_cached_key_keep_its_lease() {
+        let cache = Cache::new(100, 100);
+        cache.insert_valid(digest(1), metered(1), cache.generation());
+        let first = lease_of(&cache, 1);
+        for _ in 0..3 {
+            cache.insert_valid(digest(1), metered(1), cache.generation());
+            assert!(Arc::ptr_eq(&lease_of(&cache, 1), &first));
+        }
+        // Once the key changed, the lease of its next answer is a new one.
+        cache.invalidate(Scope::Key(Uuid::from_u128(1)));
+        cache.insert_valid(digest(1), metered(1), cache.generation());
+        assert!(!Arc::ptr_eq(&lease_of(&cache, 1), &first));
+    }
+
     #[test]
     fn the_cache_is_bounded() {
         let cache = Cache::new(3, 3);
