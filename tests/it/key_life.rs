@@ -189,6 +189,7 @@ fn the_whole_life_of_a_key() {
     assert!(revoked["revoked_at"].is_string());
     assert_eq!(verify_code(&f, &secret), "key_revoked");
     f.cli(&["keys", "enable", &id]).fails(1, "[key_revoked]");
+    f.cli(&["keys", "disable", &id]).fails(1, "[key_revoked]");
     // Revoking again is idempotent.
     assert_eq!(f.json(&["keys", "revoke", &id])["status"], "revoked");
 

@@ -333,7 +333,7 @@ pub struct KeyPatch {
     pub name: Option<String>,
     /// `Some(None)` clears it.
     pub description: Option<Option<String>>,
-    /// Disable or re-enable; a revoked key cannot be re-enabled.
+    /// Disable or re-enable; a revoked key is neither (`key_revoked`).
     pub enabled: Option<bool>,
     /// `Some(None)` clears it.
     pub meta: Option<Option<serde_json::Value>>,

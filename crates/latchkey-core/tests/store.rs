@@ -135,11 +135,20 @@ fn a_key_lives_and_dies_by_its_lifecycle() {
         f.store.revoke_key(&f.admin, id).unwrap().revoked_at,
         Some(T0)
     );
-    let err = f.set_key_enabled(id, true).unwrap_err();
-    assert!(
-        matches!(err, StoreError::Conflict(Conflict::KeyRevoked)),
-        "{err}"
+    // Neither enabled nor disabled again: its revocation is final, and nothing is written.
+    let events = f.store.audit_as(&f.admin, 0, 1_000).unwrap().0.len();
+    for enabled in [true, false] {
+        let err = f.set_key_enabled(id, enabled).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(Conflict::KeyRevoked)),
+            "{enabled}: {err}"
+        );
+    }
+    assert_eq!(
+        f.store.audit_as(&f.admin, 0, 1_000).unwrap().0.len(),
+        events
     );
+    assert!(f.store.key(id).unwrap().enabled);
     assert!(matches!(
         f.store.rotate_key(&f.admin, id, Duration::ZERO),
         Err(StoreError::Conflict(Conflict::KeyRevoked))

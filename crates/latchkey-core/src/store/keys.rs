@@ -299,8 +299,9 @@ impl Store {
             .ok_or_else(|| StoreError::not_found(Entity::Key, id))
     }
 
-    /// Changes a key's name, description, enabled flag or usage control. Re-enabling a revoked key is a
-    /// `Conflict::KeyRevoked`; disabling the last active key that holds `*` is a
+    /// Changes a key's name, description, enabled flag or usage control. Enabling or disabling
+    /// a revoked key is a `Conflict::KeyRevoked` (its revocation is final, and its status
+    /// stays `revoked` whatever the flag); disabling the last active key that holds `*` is a
     /// `Conflict::LastAdminKey`. A change that changes nothing writes nothing.
     pub fn update_key(&self, actor: &Actor, id: Uuid, patch: KeyPatch) -> Result<Key, StoreError> {
         let guard = || match patch.enabled {
@@ -328,7 +329,7 @@ impl Store {
                 record.description = description.clone();
             }
             if let Some(enabled) = patch.enabled {
-                if enabled && revoked_in(tx, &record)? {
+                if revoked_in(tx, &record)? {
                     return abort(Conflict::KeyRevoked.into());
                 }
                 record.enabled = enabled;
