@@ -9,6 +9,10 @@ use latchkey_core::key::Redacted;
 
 use crate::config::MAX_CACHE_MIB;
 
+mod reference;
+
+pub use reference::PrincipalRef;
+
 /// API keys done right: run the latchkey daemon and manage groups, users and keys.
 ///
 /// Commands talk to the daemon at --url with --admin-key, or work on a store directly with
@@ -325,6 +329,7 @@ pub enum GroupsCommand {
     /// Show a group
     Show {
         /// The group's name or id
+        #[arg(value_parser = PrincipalRef)]
         group: String,
     },
     /// Change a group; its members' keys follow at once
@@ -332,6 +337,7 @@ pub enum GroupsCommand {
     /// Delete a group; its members lose its permissions at once
     Delete {
         /// The group's name or id
+        #[arg(value_parser = PrincipalRef)]
         group: String,
     },
 }
@@ -351,6 +357,7 @@ pub struct GroupAdd {
 #[derive(Debug, Args)]
 pub struct GroupUpdate {
     /// The group's name or id
+    #[arg(value_parser = PrincipalRef)]
     pub group: String,
     /// A new name
     #[arg(long)]
@@ -385,6 +392,7 @@ pub enum UsersCommand {
     /// Show a user
     Show {
         /// The user's name or id
+        #[arg(value_parser = PrincipalRef)]
         user: String,
     },
     /// Change a user; its keys follow at once
@@ -392,22 +400,26 @@ pub enum UsersCommand {
     /// Let the user's keys authenticate again
     Enable {
         /// The user's name or id
+        #[arg(value_parser = PrincipalRef)]
         user: String,
     },
     /// Stop every key of the user from authenticating, reversibly
     Disable {
         /// The user's name or id
+        #[arg(value_parser = PrincipalRef)]
         user: String,
     },
     /// Delete a user; none of its keys authenticates from then on (a user with many keys
     /// has their records revoked in the background)
     Delete {
         /// The user's name or id
+        #[arg(value_parser = PrincipalRef)]
         user: String,
     },
     /// Revoke every key of a user, irreversibly; none authenticates from then on
     RevokeKeys {
         /// The user's name or id
+        #[arg(value_parser = PrincipalRef)]
         user: String,
     },
 }
@@ -460,7 +472,7 @@ pub struct UserAdd {
     #[arg(long)]
     pub name: String,
     /// Groups, by name or id, comma-separated
-    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS", value_parser = PrincipalRef)]
     pub groups: Vec<String>,
     /// Direct permissions, comma-separated
     #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
@@ -484,18 +496,19 @@ pub struct UserAdd {
 #[derive(Debug, Args)]
 pub struct UserUpdate {
     /// The user's name or id
+    #[arg(value_parser = PrincipalRef)]
     pub user: String,
     /// A new name
     #[arg(long)]
     pub name: Option<String>,
     /// Replace the groups (names or ids, comma-separated; an empty value removes them all)
-    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS", value_parser = PrincipalRef)]
     pub groups: Option<Vec<String>>,
     /// Add groups (names or ids, comma-separated)
-    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS", value_parser = PrincipalRef)]
     pub add_groups: Vec<String>,
     /// Remove groups (names or ids, comma-separated)
-    #[arg(long, value_delimiter = ',', value_name = "GROUPS")]
+    #[arg(long, value_delimiter = ',', value_name = "GROUPS", value_parser = PrincipalRef)]
     pub remove_groups: Vec<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -583,7 +596,7 @@ pub struct KeyImport {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// The user the keys will belong to (name or id)
-    #[arg(long)]
+    #[arg(long, value_parser = PrincipalRef)]
     pub user: String,
 }
 
@@ -594,7 +607,7 @@ pub struct KeyAdd {
     #[arg(long)]
     pub name: String,
     /// The owning user, by name or id
-    #[arg(long)]
+    #[arg(long, value_parser = PrincipalRef)]
     pub user: String,
     /// Free text
     #[arg(long)]
@@ -638,7 +651,7 @@ pub struct UsageFlags {
 #[derive(Debug, Args)]
 pub struct KeyList {
     /// Only this user's keys (name or id)
-    #[arg(long)]
+    #[arg(long, value_parser = PrincipalRef)]
     pub user: Option<String>,
     /// Only keys in this status
     #[arg(long, value_parser = ["active", "disabled", "revoked", "expired"])]
@@ -724,11 +737,11 @@ pub enum AuditCommand {
         key: Option<String>,
         /// Only the events about this user's record (its id or name), as --target does;
         /// needs latchkey:users:read to look it up
-        #[arg(long, value_name = "USER", group = "about")]
+        #[arg(long, value_name = "USER", group = "about", value_parser = PrincipalRef)]
         user: Option<String>,
         /// Only the events about this group's record (its id or name), as --target does;
         /// needs latchkey:groups:read to look it up
-        #[arg(long, value_name = "GROUP", group = "about")]
+        #[arg(long, value_name = "GROUP", group = "about", value_parser = PrincipalRef)]
         group: Option<String>,
     },
     /// Check the audit chain; exit 1 and say where when it is broken

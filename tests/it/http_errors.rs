@@ -225,12 +225,22 @@ fn a_key_given_as_a_user_or_group_is_not_carried_back() {
             );
             assert!(answer.text.contains(shown), "{method} {path}: {answer:#?}");
         }
+        // The CLI refuses it before any request: aimed at a port where no daemon listens,
+        // it says so, not that it could not connect.
+        let groups = format!("svc,{reference}");
         for args in [
             ["users", "show", reference].as_slice(),
+            &["users", "delete", reference],
+            &["users", "update", "svc", "--add-groups", &groups],
+            &["groups", "show", reference],
             &["keys", "list", "--user", reference],
+            &["keys", "add", "--name", "k", "--user", reference],
+            &["audit", "list", "--user", reference],
         ] {
-            let line = f.cli(args).fails(1, "[not_found]");
-            assert!(!line.contains(reference), "{args:?}: {line}");
+            let run = f.cli(&[args, &["--url", "http://127.0.0.1:9"]].concat());
+            assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+            assert!(run.stderr.contains("it was not sent"), "{args:?}: {run:#?}");
+            assert!(!run.stderr.contains(reference), "{args:?}: {run:#?}");
         }
     }
     // A name is named.

@@ -239,11 +239,7 @@ impl StoreError {
             id
         } else if id.len() > longest {
             format!("({} bytes, longer than any {what})", id.len())
-        } else if matches!(
-            crate::key::ApiKey::parse(id.trim()),
-            Ok(_) | Err(crate::key::ParseError::Checksum | crate::key::ParseError::Alphabet)
-        ) {
-            // A key, or one with a character mistyped: a key's shape all the same.
+        } else if crate::key::ApiKey::has_its_shape(&id) {
             "(a key's full text, not shown)".to_owned()
         } else if longest_alphanumeric_run(&id) >= SECRET_LIKE_RUN {
             // A key cut short or run on, or another system's secret: most of one, whatever

@@ -302,6 +302,24 @@ impl ApiKey {
         ApiKey::parse(&text).expect("a generated key parses")
     }
 
+    /// Whether `text` (trimmed) is a key's full text, or one with a character mistyped (a
+    /// wrong checksum, a character outside the alphabet): a text to handle as a secret,
+    /// whatever else it was given as.
+    ///
+    /// ```
+    /// use latchkey_core::{ApiKey, Env, Prefix};
+    ///
+    /// let key = ApiKey::generate(&Prefix::new("lk").unwrap(), Env::Live);
+    /// assert!(ApiKey::has_its_shape(&format!(" {} ", key.expose())));
+    /// assert!(!ApiKey::has_its_shape("billing-bot"));
+    /// ```
+    pub fn has_its_shape(text: &str) -> bool {
+        matches!(
+            ApiKey::parse(text.trim()),
+            Ok(_) | Err(ParseError::Checksum | ParseError::Alphabet)
+        )
+    }
+
     /// Parses a presented key strictly: lengths, alphabet, environment and checksum.
     ///
     /// Never panics, never allocates, and touches no store.
