@@ -51,11 +51,24 @@ pub(crate) struct KeyListParams {
     cursor: Option<String>,
 }
 
-fn with_secret(created: CreatedKey) -> KeyWithSecret {
-    KeyWithSecret {
+/// A 201 holding a key's secret, the only answer that ever does: `Cache-Control: no-store`,
+/// so that no cache between the caller and the daemon keeps it.
+type SecretAnswer = (
+    StatusCode,
+    [(http::HeaderName, &'static str); 1],
+    Json<KeyWithSecret>,
+);
+
+fn with_secret(created: CreatedKey) -> SecretAnswer {
+    let answer = KeyWithSecret {
         secret: created.secret.expose().to_owned(),
         key: created.key,
-    }
+    };
+    (
+        StatusCode::CREATED,
+        [(http::header::CACHE_CONTROL, "no-store")],
+        Json(answer),
+    )
 }
 
 /// Create a key for a user. The answer holds the full key, shown this once.
@@ -74,7 +87,7 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller<perm::KeysWrite>,
     JsonBody(body): JsonBody<CreateKey>,
-) -> Result<(StatusCode, Json<KeyWithSecret>), AppError> {
+) -> Result<SecretAnswer, AppError> {
     let created = state
         .run(move |store| {
             let user_id = store
@@ -103,7 +116,7 @@ pub(crate) async fn create(
             })
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(with_secret(created))))
+    Ok(with_secret(created))
 }
 
 /// List keys: filter, search, sort, one page at a time.
@@ -255,7 +268,7 @@ pub(crate) async fn rotate(
     caller: Caller<perm::KeysWrite>,
     RecordRef(id): RecordRef,
     JsonBody(body): JsonBody<RotateKey>,
-) -> Result<(StatusCode, Json<KeyWithSecret>), AppError> {
+) -> Result<SecretAnswer, AppError> {
     if body.grace_seconds > MAX_GRACE_SECONDS {
         return Err(AppError::invalid(
             "grace_seconds",
@@ -269,7 +282,7 @@ pub(crate) async fn rotate(
             Ok(store.rotate_key(&caller.actor, store.key_id_as(&caller.actor, &id)?, grace)?)
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(with_secret(created))))
+    Ok(with_secret(created))
 }
 
 /// Delete a revoked key; a key that is not revoked is a 409 `key_not_revoked`.

@@ -100,6 +100,23 @@ async fn the_secret_appears_only_in_create_and_rotate_answers() {
     let rotated = h.rotate(&id, 60).await;
     let second = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(first, second);
+    // No cache between keeps either answer.
+    for answer in [
+        h.post("/v1/keys", json!({"name": "k2", "user_id": "bot"}))
+            .await,
+        h.post(
+            &format!("/v1/keys/{}/rotate", rotated["id"].as_str().unwrap()),
+            json!({"grace_seconds": 0}),
+        )
+        .await,
+    ] {
+        assert_eq!(answer.status, 201, "{answer:?}");
+        assert_eq!(
+            answer.header("cache-control"),
+            Some("no-store"),
+            "{answer:?}"
+        );
+    }
     let new_id = rotated["id"].as_str().unwrap().to_owned();
 
     let mut texts = Vec::new();
