@@ -564,6 +564,48 @@ fn imported_keys_pass_the_layer_with_their_users_permissions() {
     assert!(count("ok") >= 8, "{metrics}");
 }
 
+#[test]
+fn an_import_never_takes_what_passes_for_a_native_key() {
+    let f = Fixture::new();
+    f.user("legacy", "orders:read");
+    // The admin's key with its last character changed: a wrong checksum.
+    let mut mistyped = f.admin.clone();
+    let last = if mistyped.ends_with('A') { "B" } else { "A" };
+    mistyped.replace_range(mistyped.len() - 1.., last);
+    let shown = &f.admin[..f.admin.len() - 39];
+    let digest = &sha256_hex(&["ext_0123456789abcdefXYZ".to_owned()])[0];
+    let lines = [
+        json!({"key": mistyped}).to_string(),
+        json!({"sha256": digest, "prefix": shown.to_ascii_uppercase()}).to_string(),
+        json!({"key": "ext_live_0123456789abcdefXYZ"}).to_string(),
+    ];
+    let file = f.dir.path().join("keys.jsonl");
+    fs::write(&file, lines.join("\n")).unwrap();
+    let run = import_as_json(&f, &file, "legacy");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["imported"], 1, "{report}");
+    let rejected = report["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(rejected[0]["line"], 1);
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("latchkey key"),
+        "{rejected:?}"
+    );
+    assert_eq!(rejected[1]["line"], 2);
+    assert!(
+        rejected[1]["reason"].as_str().unwrap().contains("prefix"),
+        "{rejected:?}"
+    );
+    assert!(!run.stdout.contains(&mistyped) && !run.stderr.contains(&mistyped));
+    // The mistyped text authenticates as nothing.
+    let answer = f.daemon.http("GET", "/v1/keys", Some(&mistyped), None);
+    answer.problem(401, "invalid_key");
+}
+
 /// `latchkey --json keys import FILE --user USER`.
 fn import_as_json(f: &Fixture, file: &Path, user: &str) -> Run {
     f.cli(&[

@@ -110,10 +110,14 @@ impl ImportSecret {
                 "must be visible ASCII characters, without spaces",
             ));
         }
-        if ApiKey::parse(text).is_ok() {
+        // A mistyped latchkey key (a wrong checksum, a character outside the alphabet) too:
+        // imported, it would authenticate as it is (imported keys are found by their hash,
+        // checksum or not) and `latchkey scan`, which trusts the checksum, would never
+        // report it found in a log.
+        if ApiKey::has_its_shape(text) {
             return Err(StoreError::invalid(
                 "key",
-                "is a latchkey key: move a latchkey store with backup and restore",
+                "is a latchkey key, or one with a character wrong: move a latchkey store with backup and restore",
             ));
         }
         Ok(ImportSecret::Full(text.to_owned()))
@@ -160,10 +164,12 @@ fn check_prefix(prefix: &str) -> Result<(), Refused> {
     }
 }
 
-/// Refuses a display prefix in this store's own keys' form (`lk_live_…`, `lk_test_…`): an
-/// imported key shown, logged and passed to apps under a native key's prefix would be taken
-/// for that key (and `keys revoke <prefix>` finds the native one).
+/// Refuses a display prefix in this store's own keys' form (`lk_live_…`, `lk_test_…`), in
+/// any case (`LK_Live_…` reads the same to a person): an imported key shown, logged and
+/// passed to apps under a native key's prefix would be taken for that key (and `keys revoke
+/// <prefix>` finds the native one).
 fn check_not_native(prefix: &str, store_prefix: &str) -> Result<(), Refused> {
+    let prefix = prefix.to_ascii_lowercase();
     let native = ["live", "test"].iter().any(|env| {
         prefix
             .strip_prefix(store_prefix)
@@ -622,6 +628,13 @@ mod tests {
         assert!(ImportSecret::full("has a space in it here").is_err());
         let native = ApiKey::generate(&Prefix::default(), Env::Live);
         assert!(ImportSecret::full(native.expose()).is_err());
+        // Nor with its checksum broken, under any store prefix.
+        let mut mistyped = native.expose().to_owned();
+        let last = if mistyped.ends_with('A') { "B" } else { "A" };
+        mistyped.replace_range(mistyped.len() - 1.., last);
+        assert!(ApiKey::parse(&mistyped).is_err());
+        assert!(ImportSecret::full(&mistyped).is_err());
+        assert!(ImportSecret::full(&mistyped.replacen("lk_", "acme_", 1)).is_err());
         let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
         assert_eq!(
             ImportSecret::sha256(hex).unwrap(),
@@ -636,6 +649,8 @@ mod tests {
         assert!(ImportSecret::sha256(&format!(" {}", &hex[1..])).is_err());
         assert!(check_not_native("lk_live_AbCdEf123456", "lk").is_err());
         assert!(check_not_native("lk_test_x", "lk").is_err());
+        assert!(check_not_native("LK_live_AbCdEf123456", "lk").is_err());
+        assert!(check_not_native("lk_TEST_x", "lk").is_err());
         assert!(check_not_native("lk_live", "lk").is_ok());
         assert!(check_not_native("sk_live_AbCdEf123456", "lk").is_ok());
         assert!(check_not_native("lk_livelihood_1", "lk").is_ok());
