@@ -301,6 +301,17 @@ async fn the_last_admin_key_cannot_be_taken_away() {
             format!("/v1/keys/{admin_key}"),
             Some(json!({"enabled": false})),
         ),
+        // Credits at 0 refuse it as surely as disabling it would.
+        (
+            "PATCH",
+            format!("/v1/keys/{admin_key}"),
+            Some(json!({"credits": {"remaining": 0}})),
+        ),
+        (
+            "PATCH",
+            format!("/v1/keys/{admin_key}"),
+            Some(json!({"credits": {"remaining": 0, "refill": {"amount": 10, "interval": "day"}}})),
+        ),
         (
             "PATCH",
             "/v1/users/admin".to_owned(),
@@ -337,6 +348,11 @@ async fn the_last_admin_key_cannot_be_taken_away() {
     )
     .await
     .ok(200);
+    let uri = format!("/v1/keys/{admin_key}");
+    h.patch(&uri, json!({"credits": {"remaining": 1}}))
+        .await
+        .ok(200);
+    h.patch(&uri, json!({"credits": null})).await.ok(200);
     let second = h
         .created("/v1/keys", json!({"name": "second", "user_id": "admin"}))
         .await;

@@ -301,12 +301,17 @@ impl Store {
 
     /// Changes a key's name, description, enabled flag or usage control. Enabling or disabling
     /// a revoked key is a `Conflict::KeyRevoked` (its revocation is final, and its status
-    /// stays `revoked` whatever the flag); disabling the last active key that holds `*` is a
+    /// stays `revoked` whatever the flag); disabling the last active key that holds `*`, or
+    /// setting its credits to 0 (which refuses it until a refill, if any), is a
     /// `Conflict::LastAdminKey`. A change that changes nothing writes nothing.
     pub fn update_key(&self, actor: &Actor, id: Uuid, patch: KeyPatch) -> Result<Key, StoreError> {
-        let guard = || match patch.enabled {
-            Some(false) => self.admin_keys_if(self.is_admin_key(id)?),
-            _ => Ok(AdminKeys::default()),
+        let spends_all = matches!(patch.credits, Some(CreditsPatch::Set { remaining: 0, .. }));
+        let guard = || {
+            if patch.enabled == Some(false) || spends_all {
+                self.admin_keys_if(self.is_admin_key(id)?)
+            } else {
+                Ok(AdminKeys::default())
+            }
         };
         let record = self.write_prepared(actor, guard, |tx, admin_keys| {
             let (_, mut record) = self.key_for_change(tx, actor, id)?;
@@ -360,7 +365,7 @@ impl Store {
                 }
             }
             tx.put_key(&record)?;
-            admin_keys.ensure_one_remains(tx)?;
+            admin_keys.ensure_one_besides(tx, spends_all.then_some(&public))?;
             tx.record(Action::KeyUpdate, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(public));
             Ok((record, settle, pending))

@@ -6,7 +6,7 @@
 //! manages its tenant only (no other tenant, no backup, no change feed, no global user), so
 //! it does not count. A key is active when it is enabled, unrevoked, unexpired and its user
 //! exists and is enabled. Every write that can take `*` away from a key (revoking or
-//! disabling it; disabling, narrowing or deleting its user; narrowing or deleting its
+//! disabling it, or setting its credits to 0, which stops it as surely; disabling, narrowing or deleting its user; narrowing or deleting its
 //! group) first asks, cheaply, whether its target holds `*` at all; only then does it
 //! list the admin keys, before its transaction and under the write lock, and check inside
 //! the transaction, after its changes, that one of them still holds `*`.
@@ -43,10 +43,20 @@ impl AdminKeys {
     /// Inside the write, after its changes: fails with `Conflict::LastAdminKey` when keys
     /// held `*` before and none of those found does now.
     pub(super) fn ensure_one_remains(&self, tx: &Tx<'_>) -> TxResult<()> {
+        self.ensure_one_besides(tx, None)
+    }
+
+    /// [`AdminKeys::ensure_one_remains`], not counting `stopped`: a key the write left
+    /// active but unable to authenticate (its credits set to 0).
+    pub(super) fn ensure_one_besides(
+        &self,
+        tx: &Tx<'_>,
+        stopped: Option<&PublicId>,
+    ) -> TxResult<()> {
         if self.keys.is_empty() {
             return Ok(());
         }
-        for public in &self.keys {
+        for public in self.keys.iter().filter(|k| Some(*k) != stopped) {
             if is_admin_key_in(tx, public)? {
                 return Ok(());
             }
