@@ -32,7 +32,8 @@ impl std::fmt::Debug for ImportKeys {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ImportItem {
-    /// The key's full text (16 to 512 visible ASCII characters, not a latchkey key nor one mistyped).
+    /// The key's full text (16 to 512 visible ASCII characters, not a latchkey key nor one
+    /// mistyped).
     #[serde(default)]
     pub(crate) key: Option<String>,
     /// The hex SHA-256 (64 digits) of the key's text, as other systems store it. Only a

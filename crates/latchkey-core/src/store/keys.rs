@@ -229,13 +229,20 @@ impl Store {
 
     /// A key by record id.
     pub fn key(&self, id: Uuid) -> Result<Key, StoreError> {
-        let (record, pending) = {
-            let _steady = self.inner.usage.steady();
-            let record = self.key_record(id)?;
-            let pending = self.inner.usage.pending(id);
-            (record, pending)
-        };
+        let (record, pending) = self.key_record_and_pending(id)?;
         self.key_view(&record, pending, self.inner.clock.now())
+    }
+
+    /// A key's record with its usage figures not yet persisted, read together (see
+    /// [`UsageBuffer::steady`](super::usage::UsageBuffer::steady)).
+    pub(super) fn key_record_and_pending(
+        &self,
+        id: Uuid,
+    ) -> Result<(KeyRecord, Usage), StoreError> {
+        let _steady = self.inner.usage.steady();
+        let record = self.key_record(id)?;
+        let pending = self.inner.usage.pending(id);
+        Ok((record, pending))
     }
 
     /// A key's public view, with its usage control and `pending`, its usage figures not yet

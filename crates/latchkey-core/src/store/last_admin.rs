@@ -6,10 +6,11 @@
 //! manages its tenant only (no other tenant, no backup, no change feed, no global user), so
 //! it does not count. A key is active when it is enabled, unrevoked, unexpired and its user
 //! exists and is enabled. Every write that can take `*` away from a key (revoking or
-//! disabling it, or setting its credits to 0, which stops it as surely; disabling, narrowing or deleting its user; narrowing or deleting its
-//! group) first asks, cheaply, whether its target holds `*` at all; only then does it
-//! list the admin keys, before its transaction and under the write lock, and check inside
-//! the transaction, after its changes, that one of them still holds `*`.
+//! disabling it, or setting its credits to 0, which stops it as surely; disabling,
+//! narrowing or deleting its user; narrowing or deleting its group) first asks, cheaply,
+//! whether its target holds `*` at all; only then does it list the admin keys, before its
+//! transaction and under the write lock, and check inside the transaction, after its
+//! changes, that one of them still holds `*`.
 //!
 //! A store with no admin key at all (an embedding that never made one) is not held to
 //! this: the rule keeps the last one, it does not demand one.

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
+use super::keys::KeyRecord;
 use super::user_index::{self, UserIndex};
 use super::{Store, layout};
 use crate::actor::Actor;
@@ -49,11 +50,8 @@ impl AuditRange {
 impl Store {
     /// A user by id or name, if the caller sees it.
     pub fn user_as(&self, actor: &Actor, reference: &str) -> Result<User, StoreError> {
-        // Seen or not is told before the view is read (as for keys: `ensure_sees_key`).
-        let id = self.user_id(reference)?;
-        let user = self
-            .get(&layout::user(id))?
-            .ok_or_else(|| StoreError::not_found(Entity::User, reference))?;
+        // Seen or not is told before the view is read (as for keys: `sees_key`).
+        let user = self.user_record(reference)?;
         self.user_view(visible(actor, user, Entity::User, reference)?)
     }
 
@@ -87,7 +85,7 @@ impl Store {
     /// sees; any other is "not found" under the reference given.
     pub fn key_id_as(&self, actor: &Actor, reference: &str) -> Result<Uuid, StoreError> {
         let id = self.key_id(reference)?;
-        match self.ensure_sees_key(actor, id) {
+        match self.key_record(id).and_then(|r| self.sees_key(actor, &r)) {
             Ok(()) => Ok(id),
             Err(StoreError::NotFound { .. }) => Err(StoreError::not_found(Entity::Key, reference)),
             Err(e) => Err(e),
@@ -103,20 +101,20 @@ impl Store {
 
     /// A key by record id, if the caller sees its user.
     pub fn key_as(&self, actor: &Actor, id: Uuid) -> Result<Key, StoreError> {
-        self.ensure_sees_key(actor, id)?;
-        self.key(id)
+        let (record, pending) = self.key_record_and_pending(id)?;
+        self.sees_key(actor, &record)?;
+        self.key_view(&record, pending, self.inner.clock.now())
     }
 
-    /// Whether the caller sees key `id`, told from its record and its user's alone: the
-    /// key's view (usage, usage control, its user's groups) is built only for a key the
-    /// caller sees, so another tenant's key answers "not found" in about the time a missing
-    /// one does (one read of its user more), not in the time of a whole view.
-    fn ensure_sees_key(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
-        let record = self.key_record(id)?;
+    /// Whether the caller sees a key, told from its record and its user's alone: the key's
+    /// view (usage, usage control) is built only for a key the caller sees, so another
+    /// tenant's key answers "not found" in about the time a missing one does (one read of
+    /// its user more), not in the time of a whole view.
+    fn sees_key(&self, actor: &Actor, record: &KeyRecord) -> Result<(), StoreError> {
         if actor.tenant_id().is_some() {
             let owner = self.get::<User>(&layout::user(record.user_id))?;
             if !owner.is_some_and(|u| actor.sees(&u)) {
-                return Err(StoreError::not_found(Entity::Key, id));
+                return Err(StoreError::not_found(Entity::Key, record.id));
             }
         }
         Ok(())

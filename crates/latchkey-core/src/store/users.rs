@@ -71,11 +71,15 @@ impl Store {
 
     /// A user by id or by name.
     pub fn user(&self, reference: &str) -> Result<User, StoreError> {
+        self.user_view(self.user_record(reference)?)
+    }
+
+    /// A user's record as stored, by id or by name: [`Store::user`] without the view's
+    /// reads (its rate limits).
+    pub(super) fn user_record(&self, reference: &str) -> Result<User, StoreError> {
         let id = self.user_id(reference)?;
-        let user = self
-            .get(&layout::user(id))?
-            .ok_or_else(|| StoreError::not_found(Entity::User, reference))?;
-        self.user_view(user)
+        self.get(&layout::user(id))?
+            .ok_or_else(|| StoreError::not_found(Entity::User, reference))
     }
 
     /// Resolves a user id or name to its id.
