@@ -629,7 +629,7 @@ pub struct KeyAdd {
 /// The usage control flags of `keys add` and `keys update`.
 #[derive(Debug, Args)]
 pub struct UsageFlags {
-    /// A JSON object handed to the app in `principal.meta` (at most 4 KiB)
+    /// A JSON object handed to the app in `principal.meta` (at most 4 KiB, 16 levels deep)
     #[arg(long, value_name = "JSON")]
     pub meta: Option<String>,
     /// A rate limit such as `100/60s` or `1000/1h,hourly` (named `default` without a name);

@@ -214,3 +214,37 @@ fn credits_are_never_granted_twice_across_a_kill_9() {
     drop(daemon);
     drop(dir);
 }
+
+/// A key's `meta` nests at most 16 levels. Deeper, it was taken (4 KiB holds 126 levels),
+/// and then every client that read the key stopped at its JSON parser's depth limit:
+/// `keys list`, the console's key list and `latchkey verify`.
+#[test]
+fn meta_nested_too_deep_is_refused_and_what_is_taken_stays_readable() {
+    let fx = Fixture::new();
+    fx.user("partner", "latchkey:keys:read");
+    // An object `levels` deep.
+    let nested = |levels: usize| {
+        let mut meta = json!({"end": true});
+        for _ in 1..levels {
+            meta = json!({ "a": meta });
+        }
+        meta
+    };
+    let create = |meta| json!({"name": "deep", "user_id": "partner", "meta": meta});
+    for levels in [17, 126] {
+        let refused = fx.http("POST", "/v1/keys", Some(create(nested(levels))));
+        assert_eq!(refused.problem(400, "invalid_field")["field"], "meta");
+    }
+    let meta = nested(16).to_string();
+    let (created, secret) = fx.key("partner", "deep", &["--meta", &meta]);
+    let id = created["id"].as_str().unwrap();
+    let patch = json!({ "meta": nested(126) });
+    let refused = fx.http("PATCH", &format!("/v1/keys/{id}"), Some(patch));
+    assert_eq!(refused.problem(400, "invalid_field")["field"], "meta");
+
+    // The key as taken: 16 levels, unchanged, read by every client.
+    let listed = fx.json(&["keys", "list", "--user", "partner"]);
+    assert_eq!(listed["items"][0]["meta"], nested(16), "{listed}");
+    fx.cli(&["keys", "list"]).ok();
+    assert!(fx.verifies(&secret, &["latchkey:keys:read"]));
+}

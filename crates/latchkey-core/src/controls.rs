@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::limits::{
-    MAX_ALLOWED_IPS, MAX_CREDITS, MAX_META_BYTES, MAX_RATE_LIMIT, MAX_RATE_LIMIT_NAME_BYTES,
-    MAX_RATE_LIMIT_WINDOW_SECONDS, MAX_RATE_LIMITS,
+    MAX_ALLOWED_IPS, MAX_CREDITS, MAX_META_BYTES, MAX_META_DEPTH, MAX_RATE_LIMIT,
+    MAX_RATE_LIMIT_NAME_BYTES, MAX_RATE_LIMIT_WINDOW_SECONDS, MAX_RATE_LIMITS,
 };
 
 /// One named rate limit: at most `limit` requests per `window_seconds`.
@@ -123,10 +123,17 @@ pub struct LimitState {
     pub reset_seconds: Option<u64>,
 }
 
-/// Checks `meta`: a JSON object of at most 4 KiB once serialized.
+/// Checks `meta`: a JSON object of at most 4 KiB once serialized, nested at most
+/// [`MAX_META_DEPTH`] levels deep.
 pub fn check_meta(meta: &serde_json::Value) -> Result<(), StoreError> {
     if !meta.is_object() {
         return Err(StoreError::invalid("meta", "must be a JSON object"));
+    }
+    if depth(meta) > MAX_META_DEPTH {
+        return Err(StoreError::invalid(
+            "meta",
+            format!("at most {MAX_META_DEPTH} levels of nested objects and arrays"),
+        ));
     }
     if serde_json::to_string(meta).map_or(usize::MAX, |s| s.len()) > MAX_META_BYTES {
         return Err(StoreError::invalid(
@@ -135,6 +142,23 @@ pub fn check_meta(meta: &serde_json::Value) -> Result<(), StoreError> {
         ));
     }
     Ok(())
+}
+
+/// How many levels of objects and arrays `value` nests (a scalar is 0). Walks with a stack of
+/// its own, so a deep value cannot exhaust the thread's.
+fn depth(value: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0)];
+    while let Some((value, above)) = stack.pop() {
+        let level = above + 1;
+        match value {
+            serde_json::Value::Object(map) => stack.extend(map.values().map(|v| (v, level))),
+            serde_json::Value::Array(items) => stack.extend(items.iter().map(|v| (v, level))),
+            _ => continue,
+        }
+        deepest = deepest.max(level);
+    }
+    deepest
 }
 
 /// Whether `name` may name a rate limit: 1 to 32 characters of `[A-Za-z0-9_.-]`, which
@@ -284,6 +308,27 @@ mod tests {
         assert!(check_meta(&serde_json::json!([1])).is_err());
         let big = "x".repeat(MAX_META_BYTES);
         assert!(check_meta(&serde_json::json!({ "a": big })).is_err());
+    }
+
+    #[test]
+    fn meta_nests_at_most_sixteen_levels() {
+        let nested = |levels: usize| {
+            let mut value = serde_json::json!(1);
+            for level in 1..levels {
+                value = if level % 2 == 0 {
+                    serde_json::json!([value])
+                } else {
+                    serde_json::json!({ "a": value })
+                };
+            }
+            serde_json::json!({ "top": value })
+        };
+        assert_eq!(depth(&nested(MAX_META_DEPTH)), MAX_META_DEPTH);
+        assert!(check_meta(&nested(MAX_META_DEPTH)).is_ok());
+        let error = check_meta(&nested(MAX_META_DEPTH + 1)).unwrap_err();
+        assert!(error.to_string().contains("levels"), "{error}");
+        assert_eq!(depth(&serde_json::json!({})), 1);
+        assert_eq!(depth(&serde_json::json!({"a": [], "b": {"c": 1}})), 2);
     }
 
     /// They refuse unknown JSON members and are still stored and read back with postcard.

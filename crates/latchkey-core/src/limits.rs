@@ -65,6 +65,10 @@ pub const MAX_IMPORTED_KEY_LEN: usize = 512;
 pub const MAX_USAGE_CLOCK_SKEW_SECONDS: i64 = 60;
 /// A key's `meta`: bytes of JSON.
 pub const MAX_META_BYTES: usize = 4 * 1024;
+/// How deep a key's `meta` may nest: the object itself is level 1. Clients' JSON parsers
+/// stop at about 128 levels, so a deeper `meta` would make every list holding the key
+/// unreadable to them.
+pub const MAX_META_DEPTH: usize = 16;
 /// Named rate limits on one key or one user.
 pub const MAX_RATE_LIMITS: usize = 8;
 /// A rate limit's name, in bytes.

@@ -316,7 +316,7 @@ pub struct NewKey {
     pub expires_at: Option<OffsetDateTime>,
     /// `live` or `test`.
     pub env: Env,
-    /// A JSON object (at most 4 KiB) for the app, in `principal.meta`.
+    /// A JSON object (at most 4 KiB, 16 levels deep) for the app, in `principal.meta`.
     pub meta: Option<serde_json::Value>,
     /// Up to 8 named rate limits.
     pub rate_limits: Vec<RateLimit>,

@@ -190,7 +190,7 @@ pub struct CreateKey {
     /// `live` (default) or `test`.
     #[serde(default)]
     pub env: Option<Env>,
-    /// A JSON object (at most 4 KiB) handed to the app in `principal.meta`.
+    /// A JSON object (at most 4 KiB, nested at most 16 levels deep) handed to the app in `principal.meta`.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,
@@ -224,7 +224,7 @@ pub struct UpdateKey {
     /// `false` disables the key, `true` enables it again (409 `key_revoked` once revoked).
     #[serde(default)]
     pub enabled: Option<bool>,
-    /// New `meta` (a JSON object, at most 4 KiB); `null` clears it.
+    /// New `meta` (a JSON object, at most 4 KiB and 16 levels deep); `null` clears it.
     #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<Object>)]
     pub meta: Option<Option<serde_json::Value>>,
