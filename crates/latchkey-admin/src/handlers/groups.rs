@@ -10,7 +10,8 @@ use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, PageParams, Params, RecordRef};
 use crate::openapi::problems::{
-    GroupWrite, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NoSuchGroup,
+    GroupWrite, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NameTakenOrLastAdmin,
+    NoSuchGroup,
 };
 use crate::state::AppState;
 
@@ -89,7 +90,7 @@ pub(crate) async fn show(
     request_body = UpdateGroup,
     responses(
         (status = 200, description = "The changed group", body = Group),
-        InvalidField, GroupWrite, NoSuchGroup, NameTaken,
+        InvalidField, GroupWrite, NoSuchGroup, NameTakenOrLastAdmin,
     ),
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn update(

@@ -12,7 +12,8 @@ use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, PageParams, Params, RecordRef, optional};
 use crate::openapi::problems::{
-    Escalation, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NoSuchUser,
+    Escalation, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NameTakenOrLastAdmin,
+    NoSuchUser,
 };
 use crate::state::AppState;
 
@@ -162,7 +163,7 @@ pub(crate) async fn show(
     request_body = UpdateUser,
     responses(
         (status = 200, description = "The changed user", body = User),
-        InvalidField, Escalation, NameTaken,
+        InvalidField, Escalation, NameTakenOrLastAdmin,
         (status = 404, description = "No such user, or no such group in the body", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:users:write"])))]

@@ -107,6 +107,16 @@ pub(crate) struct NoSuchKey(Problem);
 )]
 pub(crate) struct NameTaken(Problem);
 
+/// A rename to a taken name (`name_taken`), or a change that would leave no active key that
+/// holds `*` (`last_admin_key`).
+#[derive(IntoResponses)]
+#[response(
+    status = 409,
+    description = "Name taken (`name_taken`), or it would leave no active key that holds `*` (`last_admin_key`): narrowing, disabling or moving the admin user or group, or a rate limit slower than once a minute on the admin user",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct NameTakenOrLastAdmin(Problem);
+
 /// The keystore cannot be read (`keystore_unavailable`).
 #[derive(IntoResponses)]
 #[response(

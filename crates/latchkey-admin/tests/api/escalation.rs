@@ -312,6 +312,18 @@ async fn the_last_admin_key_cannot_be_taken_away() {
             format!("/v1/keys/{admin_key}"),
             Some(json!({"credits": {"remaining": 0, "refill": {"amount": 10, "interval": "day"}}})),
         ),
+        // So does a rate limit that lets it through less than once a minute, its own or
+        // its user's: spent, it would stop the key for up to 31 days.
+        (
+            "PATCH",
+            format!("/v1/keys/{admin_key}"),
+            Some(json!({"rate_limits": [{"name": "slow", "limit": 1, "window_seconds": 61}]})),
+        ),
+        (
+            "PATCH",
+            "/v1/users/admin".to_owned(),
+            Some(json!({"rate_limits": [{"name": "d", "limit": 10, "window_seconds": 86400}]})),
+        ),
         (
             "PATCH",
             "/v1/users/admin".to_owned(),
@@ -353,6 +365,17 @@ async fn the_last_admin_key_cannot_be_taken_away() {
         .await
         .ok(200);
     h.patch(&uri, json!({"credits": null})).await.ok(200);
+    let once_a_minute = json!([{"name": "m", "limit": 5, "window_seconds": 300}]);
+    h.patch(&uri, json!({"rate_limits": once_a_minute}))
+        .await
+        .ok(200);
+    h.patch("/v1/users/admin", json!({"rate_limits": once_a_minute}))
+        .await
+        .ok(200);
+    h.patch(&uri, json!({"rate_limits": []})).await.ok(200);
+    h.patch("/v1/users/admin", json!({"rate_limits": []}))
+        .await
+        .ok(200);
     let second = h
         .created("/v1/keys", json!({"name": "second", "user_id": "admin"}))
         .await;

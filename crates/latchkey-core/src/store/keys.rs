@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::controls::{ControlsRecord, StoredCredits};
 use super::counters::{self, Counter};
 use super::index::Class;
-use super::last_admin::AdminKeys;
+use super::last_admin::{AdminKeys, Stopped, stalls};
 use super::rate_state::carry_key_rates_in;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::usage::Usage;
@@ -308,13 +308,14 @@ impl Store {
 
     /// Changes a key's name, description, enabled flag or usage control. Enabling or disabling
     /// a revoked key is a `Conflict::KeyRevoked` (its revocation is final, and its status
-    /// stays `revoked` whatever the flag); disabling the last active key that holds `*`, or
-    /// setting its credits to 0 (which refuses it until a refill, if any), is a
-    /// `Conflict::LastAdminKey`. A change that changes nothing writes nothing.
+    /// stays `revoked` whatever the flag); disabling the last active key that holds `*`,
+    /// setting its credits to 0 (which refuses it until a refill, if any) or giving it a rate
+    /// limit slower than once a minute is a `Conflict::LastAdminKey`. A change that changes nothing writes nothing.
     pub fn update_key(&self, actor: &Actor, id: Uuid, patch: KeyPatch) -> Result<Key, StoreError> {
-        let spends_all = matches!(patch.credits, Some(CreditsPatch::Set { remaining: 0, .. }));
+        let stops = matches!(patch.credits, Some(CreditsPatch::Set { remaining: 0, .. }))
+            || patch.rate_limits.as_deref().is_some_and(stalls);
         let guard = || {
-            if patch.enabled == Some(false) || spends_all {
+            if patch.enabled == Some(false) || stops {
                 self.admin_keys_if(self.is_admin_key(id)?)
             } else {
                 Ok(AdminKeys::default())
@@ -372,7 +373,12 @@ impl Store {
                 }
             }
             tx.put_key(&record)?;
-            admin_keys.ensure_one_besides(tx, spends_all.then_some(&public))?;
+            let stopped = if stops {
+                Stopped::Key(&public)
+            } else {
+                Stopped::Nothing
+            };
+            admin_keys.ensure_one_besides(tx, stopped)?;
             tx.record(Action::KeyUpdate, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(public));
             Ok((record, settle, pending))

@@ -6,8 +6,9 @@
 //! manages its tenant only (no other tenant, no backup, no change feed, no global user), so
 //! it does not count. A key is active when it is enabled, unrevoked, unexpired and its user
 //! exists and is enabled. Every write that can take `*` away from a key (revoking or
-//! disabling it, or setting its credits to 0, which stops it as surely; disabling,
-//! narrowing or deleting its user; narrowing or deleting its group) first asks, cheaply,
+//! disabling it, or stopping it as surely: setting its credits to 0, or giving it or its
+//! user a rate limit that lets it through less than once a minute; disabling, narrowing or
+//! deleting its user; narrowing or deleting its group) first asks, cheaply,
 //! whether its target holds `*` at all; only then does it list the admin keys, before its
 //! transaction and under the write lock, and check inside the transaction, after its
 //! changes, that one of them still holds `*`.
@@ -25,6 +26,7 @@ use super::query::SortField;
 use super::tx::{Tx, TxResult, abort};
 use super::users::user_grants_in;
 use super::{Store, layout};
+use crate::controls::RateLimit;
 use crate::error::{Conflict, StoreError};
 use crate::key::PublicId;
 use crate::model::{KeyStatus, User};
@@ -44,26 +46,52 @@ impl AdminKeys {
     /// Inside the write, after its changes: fails with `Conflict::LastAdminKey` when keys
     /// held `*` before and none of those found does now.
     pub(super) fn ensure_one_remains(&self, tx: &Tx<'_>) -> TxResult<()> {
-        self.ensure_one_besides(tx, None)
+        self.ensure_one_besides(tx, Stopped::Nothing)
     }
 
-    /// [`AdminKeys::ensure_one_remains`], not counting `stopped`: a key the write left
-    /// active but unable to authenticate (its credits set to 0).
-    pub(super) fn ensure_one_besides(
-        &self,
-        tx: &Tx<'_>,
-        stopped: Option<&PublicId>,
-    ) -> TxResult<()> {
+    /// [`AdminKeys::ensure_one_remains`], not counting the keys the write left active but
+    /// unable to manage the store.
+    pub(super) fn ensure_one_besides(&self, tx: &Tx<'_>, stopped: Stopped<'_>) -> TxResult<()> {
         if self.keys.is_empty() {
             return Ok(());
         }
-        for public in self.keys.iter().filter(|k| Some(*k) != stopped) {
-            if is_admin_key_in(tx, public)? {
+        for public in &self.keys {
+            if let Some(record) = admin_key_in(tx, public)?
+                && !stopped.holds(public, &record)
+            {
                 return Ok(());
             }
         }
         abort(Conflict::LastAdminKey.into())
     }
+}
+
+/// The keys a write leaves active but unable to manage the store: their credits set to 0,
+/// or a rate limit, theirs or their user's, slower than [`stalls`] allows.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Stopped<'a> {
+    Nothing,
+    Key(&'a PublicId),
+    KeysOf(Uuid),
+}
+
+impl Stopped<'_> {
+    fn holds(self, public: &PublicId, record: &KeyRecord) -> bool {
+        match self {
+            Stopped::Nothing => false,
+            Stopped::Key(key) => key == public,
+            Stopped::KeysOf(user) => record.user_id == user,
+        }
+    }
+}
+
+/// Whether `limits` would leave a key waiting more than a minute between requests once its
+/// burst is spent: on the last admin key, that would lock the API out for the window (up
+/// to 31 days) as surely as credits 0.
+pub(super) fn stalls(limits: &[RateLimit]) -> bool {
+    limits
+        .iter()
+        .any(|l| u64::from(l.window_seconds) > 60 * u64::from(l.limit))
 }
 
 impl Store {
@@ -157,28 +185,27 @@ impl Store {
     }
 }
 
-/// Whether a key, as the write leaves it so far, is active and holds `*`.
-fn is_admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<bool> {
+/// The key's record, when the key, as the write leaves it so far, is active and holds `*`.
+fn admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<Option<KeyRecord>> {
     let Some(record) = tx.get::<KeyRecord>(&layout::key(public))? else {
-        return Ok(false);
+        return Ok(None);
     };
     if record.status(tx.now) != KeyStatus::Active || !scopes_hold_everything(record.scopes.as_ref())
     {
-        return Ok(false);
+        return Ok(None);
     }
     // Revoked by its user's revocation mark, its record still to be revoked in the
     // background (`POST /v1/users/{id}/revoke-keys` on a user with many keys).
     if super::jobs::revoked_by_mark_in(tx, &record)? {
-        return Ok(false);
+        return Ok(None);
     }
     let Some(user) = tx.get::<User>(&layout::user(record.user_id))? else {
-        return Ok(false);
+        return Ok(None);
     };
-    Ok(
-        user.enabled
-            && user.tenant_id.is_none()
-            && user_grants_in(tx, &user)?.allows(&everything()),
-    )
+    let admin = user.enabled
+        && user.tenant_id.is_none()
+        && user_grants_in(tx, &user)?.allows(&everything());
+    Ok(admin.then_some(record))
 }
 
 fn scopes_hold_everything(scopes: Option<&PermissionSet>) -> bool {

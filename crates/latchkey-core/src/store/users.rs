@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use super::counters::Counter;
+use super::last_admin::{self, Stopped};
 use super::names::NameIndex;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::user_index;
@@ -124,7 +125,8 @@ impl Store {
             || patch.groups.is_some()
             || !patch.remove_groups.is_empty()
             || patch.permissions.narrows();
-        let guard = || self.admin_keys_if(narrows && self.is_admin_user(id)?);
+        let stalls = patch.rate_limits.as_deref().is_some_and(last_admin::stalls);
+        let guard = || self.admin_keys_if((narrows || stalls) && self.is_admin_user(id)?);
         self.write_prepared(actor, guard, |tx, admin_keys| {
             let Some(mut user) = tx.get::<User>(&layout::user(id))?.filter(|u| actor.sees(u))
             else {
@@ -186,7 +188,12 @@ impl Store {
                 put_user_limits_in(tx, id, &user.rate_limits)?;
             }
             user_index::follow(tx, Some(&original), Some(&user))?;
-            admin_keys.ensure_one_remains(tx)?;
+            let stopped = if stalls {
+                Stopped::KeysOf(id)
+            } else {
+                Stopped::Nothing
+            };
+            admin_keys.ensure_one_besides(tx, stopped)?;
             tx.record(Action::UserUpdate, id, Some(id));
             tx.invalidate(Invalidate::All);
             Ok(user)
