@@ -22,6 +22,11 @@ use crate::transport::HttpTransport;
 
 /// `latchkey backup --out FILE`.
 pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        out != Path::new("-"),
+        "--out - would name a file `-`: a backup is written to a file only (it is checked \
+         whole before it gets its name); give a path"
+    );
     // Written beside the target under a name of its own, then linked to FILE at the end:
     // FILE is whole, or absent. A killed run leaves its partial file behind; the next run
     // writes another.

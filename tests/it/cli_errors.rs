@@ -58,6 +58,8 @@ fn every_command_fails_with_one_line_and_exit_1() {
         // verify and audit
         (&["verify", "x", "--permission", "Bad Perm"], "[invalid_field]"),
         (&["audit", "list", "--limit", "0"], "[invalid_field]"),
+        // backup: `-` is no file name for it
+        (&["backup", "--out", "-"], "give a path"),
     ];
     for (args, needle) in cases {
         let run = f.cli(args);

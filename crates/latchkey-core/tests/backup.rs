@@ -250,4 +250,30 @@ fn only_a_new_store_s_directory_is_made_private() {
             mode(&probe)
         );
     }
+
+    // An empty directory that was there keeps the mode it had (the README says so).
+    let existing = dir.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o750)).unwrap();
+    Store::restore(&existing, file.as_slice(), support::config()).unwrap();
+    assert_eq!(mode(&existing), 0o750);
+}
+
+/// Bytes after a backup's checksum are not a backup's: the file was damaged or two were
+/// joined, and the restore refuses it, leaving nothing.
+#[test]
+fn a_backup_with_bytes_after_its_checksum_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) =
+        Store::create_with_admin(dir.path().join("a"), "lk", support::config()).unwrap();
+    let mut file = Vec::new();
+    store.backup(&mut file).unwrap();
+    Store::check_backup(file.as_slice()).unwrap();
+    file.push(b'\n');
+    let err = Store::check_backup(file.as_slice()).unwrap_err();
+    assert!(err.to_string().contains("after its checksum"), "{err}");
+    let target = dir.path().join("b");
+    let err = Store::restore(&target, file.as_slice(), support::config()).unwrap_err();
+    assert!(err.to_string().contains("after its checksum"), "{err}");
+    assert!(!target.exists(), "a refused restore leaves nothing");
 }

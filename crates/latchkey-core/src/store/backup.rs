@@ -254,10 +254,15 @@ impl Store {
 }
 
 /// Puts the restored store at `path`, in place of the empty directory there, if any (which
-/// may hold the reserve file an earlier store of the same path left), and makes the rename
-/// durable: a power cut after the restore returned must not take the store away again.
+/// may hold the reserve file an earlier store of the same path left, and whose mode the
+/// store keeps), and makes the rename durable: a power cut after the restore returned must
+/// not take the store away again.
 fn move_into_place(staging: &Path, path: &Path) -> Result<(), StoreError> {
-    if path.exists() {
+    let kept_mode = fs::metadata(path).ok().map(|m| m.permissions());
+    if let Some(mode) = kept_mode {
+        fs::set_permissions(staging, mode).map_err(|e| {
+            StoreError::storage(format!("cannot keep {}'s mode: {e}", path.display()))
+        })?;
         let _ = fs::remove_file(path.join(super::space::BALLAST));
         fs::remove_dir(path)
             .map_err(|e| StoreError::storage(format!("cannot replace {}: {e}", path.display())))?;
@@ -392,6 +397,16 @@ fn read_whole(
     input.read_exact(&mut digest).map_err(truncated)?;
     if blake3::Hash::from(digest) != hasher.finalize() {
         return Err(bad("it is damaged (its checksum does not match)"));
+    }
+    let mut after = [0; 1];
+    if input
+        .read(&mut after)
+        .map_err(|e| bad(format!("cannot read it: {e}")))?
+        != 0
+    {
+        return Err(bad(
+            "it is damaged (bytes follow after its checksum: two files joined, or one appended to)",
+        ));
     }
     if records != header.records {
         return Err(bad("it is damaged (its record count does not match)"));
