@@ -113,12 +113,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The directive added to every filter, whatever it asks: the PostgreSQL driver's debug
-/// records carry each statement's parameters (key hashes, the store's hash key).
-const CAPPED: &str = "tokio_postgres=warn";
+/// The directives added to every filter, whatever it asks: the PostgreSQL driver's debug
+/// records carry each statement's parameters (key hashes, the store's hash key), and the
+/// embedded engines' debug and trace records whole write batches (the same).
+const CAPPED: [(&str, &str); 3] = [
+    ("tokio_postgres", "warn"),
+    ("sled", "info"),
+    ("redb", "info"),
+];
 
-/// `text` as a log filter, its directives for the PostgreSQL driver (or a module of it,
-/// which would be more specific than the cap) replaced by [`CAPPED`].
+/// `text` as a log filter, its directives for a [`CAPPED`] crate (or a module of it, which
+/// would be more specific than the cap) replaced by the cap.
 fn log_filter(text: &str) -> anyhow::Result<EnvFilter> {
     // The error's own text, once: its source repeats it.
     let filter = EnvFilter::try_new(text).map_err(|e| {
@@ -126,16 +131,25 @@ fn log_filter(text: &str) -> anyhow::Result<EnvFilter> {
             "invalid log filter {text:?} (from LATCHKEY_LOG, RUST_LOG or the file's `log`): {e}"
         )
     })?;
-    let kept: Vec<&str> = text
-        .split(',')
-        .filter(|directive| !directive.trim().starts_with("tokio_postgres"))
-        .collect();
-    let filter = if kept.len() == text.split(',').count() {
+    let capped = |directive: &str| {
+        let target = directive.trim().split(['=', '[']).next().unwrap_or("");
+        CAPPED.iter().any(|(name, _)| {
+            target == *name
+                || target
+                    .strip_prefix(name)
+                    .is_some_and(|m| m.starts_with("::"))
+        })
+    };
+    let kept: Vec<&str> = text.split(',').filter(|d| !capped(d)).collect();
+    let mut filter = if kept.len() == text.split(',').count() {
         filter
     } else {
         EnvFilter::try_new(kept.join(","))?
     };
-    Ok(filter.add_directive(CAPPED.parse()?))
+    for (name, level) in CAPPED {
+        filter = filter.add_directive(format!("{name}={level}").parse()?);
+    }
+    Ok(filter)
 }
 
 /// Logs go to stderr as text or JSON lines, filtered by `LATCHKEY_LOG`, else `RUST_LOG`,
@@ -193,6 +207,34 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(log_filter("debug").unwrap());
         tracing::subscriber::with_default(subscriber, || {
             assert!(tracing::enabled!(target: "latchkey", Level::DEBUG));
+        });
+    }
+
+    /// Nor do the embedded engines log below info (their records carry write batches),
+    /// while a crate whose name merely starts like theirs keeps what was asked.
+    #[test]
+    fn the_embedded_engines_never_log_their_batches() {
+        for text in ["trace", "sled=trace", "sled::pagecache=trace,redb=debug"] {
+            let subscriber = tracing_subscriber::registry().with(log_filter(text).unwrap());
+            tracing::subscriber::with_default(subscriber, || {
+                assert!(!tracing::enabled!(target: "sled", Level::DEBUG), "{text}");
+                assert!(
+                    !tracing::enabled!(target: "sled::pagecache", Level::DEBUG),
+                    "{text}"
+                );
+                assert!(
+                    !tracing::enabled!(target: "redb::tree_store", Level::DEBUG),
+                    "{text}"
+                );
+                assert!(
+                    tracing::enabled!(target: "sled::pagecache", Level::INFO),
+                    "{text}"
+                );
+            });
+        }
+        let subscriber = tracing_subscriber::registry().with(log_filter("sledge=trace").unwrap());
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::enabled!(target: "sledge", Level::TRACE));
         });
     }
 }
