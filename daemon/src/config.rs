@@ -314,6 +314,12 @@ impl Settings {
         Ok(text.to_owned())
     }
 
+    /// The prefix `--prefix` (or its variable) or the file's `prefix` asks for, if either
+    /// does: it applies to a store being created only.
+    pub fn asked_prefix<'a>(&'a self, flag: Option<&'a str>) -> Option<&'a str> {
+        pick(flag, self.file.prefix.as_deref()).0
+    }
+
     /// `init`'s settings.
     pub fn init_prefix(&self, args: &InitArgs) -> anyhow::Result<String> {
         self.prefix(args.prefix.as_deref())

@@ -24,6 +24,12 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
     let location = settings.store_location();
     let addr = settings.listen(args)?;
     let metrics_addr = settings.metrics_listen(args)?;
+    if let Some(metrics) = metrics_addr.filter(|m| *m == addr && m.port() != 0) {
+        anyhow::bail!(
+            "--metrics-listen {metrics} is --listen's address: give /metrics a port of its own, \
+             or leave --metrics-listen out to serve it beside the API"
+        );
+    }
     let request_timeout = settings.request_timeout(args)?;
     let store_config = settings.store_config(args)?;
     let header_read_timeout = settings.header_read_timeout(args)?;
@@ -70,6 +76,16 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         .await
         .context("opening the store")??
     };
+    let asked = settings.asked_prefix(args.prefix.as_deref());
+    if let Some(asked) = asked.filter(|p| created.is_none() && *p != store.prefix().as_str()) {
+        tracing::warn!(
+            asked,
+            prefix = store.prefix().as_str(),
+            "the store exists: its keys keep the prefix it was created with, and the prefix \
+             asked (--prefix or the file's `prefix`) applies only to a store \
+             `serve` or `init` creates"
+        );
+    }
     match created {
         Some((admin, key_file)) => init::announce(&store, &admin, settings.json, key_file)?,
         None if args.admin_key_file.is_some() => {

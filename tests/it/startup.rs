@@ -102,6 +102,12 @@ fn serve_on_a_taken_port_creates_nothing_and_prints_no_key() {
     let run = serve_fails(&db, &["--listen", "127.0.0.1:0", "--metrics-listen", &addr]);
     run.fails(1, "cannot listen on");
     nothing_created(&run, &[&db]);
+
+    // The metrics port the API's own: said so, not as a port someone else holds.
+    drop(taken);
+    let run = serve_fails(&db, &["--listen", &addr, "--metrics-listen", &addr]);
+    run.fails(1, "--listen's address");
+    nothing_created(&run, &[&db]);
 }
 
 /// A `--db` (or `LATCHKEY_DB`, or the file's `db`) that names a database in another way
@@ -418,4 +424,20 @@ fn the_request_log_never_holds_a_key_from_a_path_or_query() {
     assert!(!log.contains(&key), "{log}");
     let secret = ApiKey::parse(&key).unwrap().secret().to_owned();
     assert!(!log.contains(&secret), "{log}");
+}
+
+/// `serve --prefix` on a store that exists is not taken (its keys keep the prefix it was
+/// created with), and the daemon says so rather than ignoring it silently; the same prefix
+/// asked again is no news.
+#[test]
+fn serve_says_a_prefix_asked_of_an_existing_store_is_not_taken() {
+    let (_dir, db) = store_dir();
+    Daemon::start(&db).terminate();
+    let same = Daemon::start_with(&db, &["--prefix", "lk"]);
+    let (_, log) = same.stop();
+    assert!(!log.contains("applies only to a store"), "{log}");
+    let other = Daemon::start_with(&db, &["--prefix", "acme"]);
+    let log = other.log_with("applies only to a store");
+    assert!(log.contains("applies only to a store"), "{log}");
+    assert!(log.contains("acme"), "{log}");
 }

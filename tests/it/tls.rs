@@ -333,3 +333,17 @@ fn a_remote_verifier_speaks_https_and_answers_503_when_the_certificate_does_not_
         (503, "keystore_unavailable".to_owned())
     );
 }
+
+/// An https:// URL to a daemon that serves plain HTTP: one line that says to use http://;
+/// where nothing listens at all, the usual advice.
+#[test]
+fn an_https_url_to_a_plain_daemon_says_to_use_http() {
+    let f = crate::harness::Fixture::new();
+    let line =
+        cli(&https(&f.daemon), &f.admin, &[], &["users", "list"]).fails(1, "use an http:// --url");
+    assert!(!line.contains(&f.admin), "{line}");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nothing = format!("https://{}", free.local_addr().unwrap());
+    drop(free);
+    cli(&nothing, &f.admin, &[], &["users", "list"]).fails(1, "is `latchkey serve` running");
+}

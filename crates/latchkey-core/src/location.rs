@@ -77,6 +77,9 @@ pub enum LocationError {
          hold a password); give it as a postgres:// URL"
     )]
     KeywordString,
+    /// Nothing (`--db ""`, an empty `LATCHKEY_DB`).
+    #[error("not a store location: it is empty; give a directory or a postgres:// URL")]
+    Empty,
 }
 
 /// The libpq connection keywords that, as a word of their own, make a text a connection
@@ -110,6 +113,9 @@ impl std::str::FromStr for Location {
     type Err = LocationError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().is_empty() {
+            return Err(LocationError::Empty);
+        }
         if DatabaseUrl::is_url(text) {
             return Ok(Location::parse(text));
         }
@@ -219,6 +225,15 @@ impl fmt::Debug for DatabaseUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_location_is_refused() {
+        for text in ["", "  "] {
+            let err = text.parse::<Location>().unwrap_err();
+            assert!(matches!(err, LocationError::Empty), "{text:?}: {err}");
+        }
+        assert!("./store".parse::<Location>().is_ok());
+    }
 
     #[test]
     fn urls_and_paths_are_told_apart() {

@@ -208,6 +208,11 @@ fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
 /// A line's item: a JSON object; `None` for a blank line, or one refused (added to
 /// `refused`).
 fn parse_line(number: usize, line: &[u8], refused: &mut Vec<Refused>) -> Option<Value> {
+    // A file saved by an editor that marks UTF-8 opens with a byte order mark.
+    let line = match number {
+        1 => line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line),
+        _ => line,
+    };
     let text = String::from_utf8_lossy(line);
     let text = text.trim();
     if text.is_empty() {
@@ -329,6 +334,23 @@ mod tests {
             chunk.is_full_for(8_191),
             "an eighth would make {}",
             8 * 8_191
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_opening_the_file_is_skipped() {
+        let mut refused = Vec::new();
+        let marked = b"\xEF\xBB\xBF{\"key\": \"k\"}\n";
+        assert_eq!(
+            parse_line(1, marked, &mut refused),
+            Some(serde_json::json!({"key": "k"}))
+        );
+        assert!(refused.is_empty());
+        assert_eq!(parse_line(2, marked, &mut refused), None);
+        assert_eq!(
+            refused.len(),
+            1,
+            "only the file's first bytes may be a mark"
         );
     }
 
