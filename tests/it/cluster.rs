@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::backend::{SWITCH, create_database, database_url, postgres};
-use crate::harness::{Answer, Daemon, store_dir};
+use crate::backend::{SWITCH, create_database, database_url, execute, postgres};
+use crate::harness::{Answer, Daemon, Fixture, store_dir};
 use crate::remote::{PUSH_BOUND, Proc, answers_within, app, client, get_orders};
 
 /// The apps' `--max-staleness`: longer than any wait here, so that a refusal in time can
@@ -184,6 +184,123 @@ fn a_write_on_either_daemon_applies_to_the_next_verification_on_both_and_reaches
     };
     assert_eq!(audit(&p.a)["items"], audit(&p.b)["items"]);
     assert_eq!(chain_whole(&p.a, &p.admin), chain_whole(&p.b, &p.admin));
+}
+
+/// A new store with its daemon, and a user `partner` holding `orders:read`.
+fn store_with_partner() -> Fixture {
+    let fx = Fixture::new();
+    fx.user("partner", "orders:read");
+    fx
+}
+
+/// Credits leased through A and then voided through B (the key's credits set, or the key
+/// rotated) do not go back: A's answer says so (`returned: 0`), as on one daemon, and the
+/// balance is what B set or moved.
+#[test]
+fn a_lease_voided_on_another_daemon_returns_nothing() {
+    if postgres_only().is_none() {
+        return;
+    }
+    let fx = store_with_partner();
+    let (a, admin) = (&fx.daemon, fx.admin.clone());
+    let b = Daemon::start(&fx.db());
+    let body = json!({"name": "k", "user_id": "partner", "credits": {"remaining": 1000}});
+    let key = created(a, &admin, "/v1/keys", body);
+    let lease = |secret: &str| {
+        let body = json!({"key": secret, "buckets": [{"kind": "credits", "want": 50}]});
+        let answer = a.http("POST", "/v1/leases", Some(&admin), Some(body));
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        let granted = answer.body["grants"][0]["granted"].as_u64().unwrap();
+        assert!(granted > 0, "{}", answer.text);
+        granted
+    };
+    let give_back = |id: &str, credits: u64| {
+        let body = json!({"key_id": id, "credits": credits});
+        let answer = a.http("POST", "/v1/leases/return", Some(&admin), Some(body));
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        answer.body["returned"].as_u64().unwrap()
+    };
+    let remaining = |id: &str| {
+        let answer = b.http("GET", &format!("/v1/keys/{id}"), Some(&admin), None);
+        answer.body["credits"]["remaining"].as_u64().unwrap()
+    };
+
+    // Given back through the daemon it was leased from, with nothing changed: it goes back.
+    let (id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
+    let granted = lease(secret);
+    assert_eq!(give_back(id, granted), granted);
+
+    // Set through B: the lease is void.
+    let granted = lease(secret);
+    let set = json!({"credits": {"remaining": 100}});
+    let answer = b.http("PATCH", &format!("/v1/keys/{id}"), Some(&admin), Some(set));
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(give_back(id, granted), 0, "set on B, given back on A");
+    assert_eq!(remaining(id), 100);
+
+    // Rotated through B: the credits went to the new key, the lease on the old is void.
+    let granted = lease(secret);
+    let rotate = json!({"grace_seconds": 0});
+    let rotated = created(&b, &admin, &format!("/v1/keys/{id}/rotate"), rotate);
+    assert_eq!(give_back(id, granted), 0, "rotated on B, given back on A");
+    let new_id = rotated["id"].as_str().unwrap();
+    assert!(remaining(new_id) <= 100 - granted);
+}
+
+/// When the server ends a daemon's pooled sessions (`pg_terminate_backend`, as the README
+/// suggests for freeing a stuck daemon's lock), the requests that find those connections
+/// dead are served on new ones: no 503 while PostgreSQL is there. Several rounds, since a
+/// connection is only found dead when a request uses it before it notices by itself.
+#[test]
+fn sessions_the_server_ends_cost_no_request_a_503() {
+    if postgres_only().is_none() {
+        return;
+    }
+    let fx = store_with_partner();
+    let (daemon, admin, db) = (&fx.daemon, fx.admin.clone(), fx.db());
+    let keys: Vec<(String, String)> = (0..16)
+        .map(|i| {
+            let body = json!({"name": format!("k{i}"), "user_id": "partner"});
+            let key = created(daemon, &admin, "/v1/keys", body);
+            let field = |f: &str| key[f].as_str().unwrap().to_owned();
+            (field("id"), field("secret"))
+        })
+        .collect();
+    // Reads of records (management) and verifications of keys, many at once: they hold
+    // many pooled connections.
+    let burst = |round: usize| -> Vec<(u16, String)> {
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..32)
+                .map(|i| {
+                    let (id, secret) = &keys[(i + round) % keys.len()];
+                    let (daemon, admin) = (daemon, &admin);
+                    scope.spawn(move || {
+                        let answer = if i % 2 == 0 {
+                            daemon.http("GET", &format!("/v1/keys/{id}"), Some(admin), None)
+                        } else {
+                            verify(daemon, admin, secret)
+                        };
+                        (answer.status.as_u16(), answer.text)
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        })
+    };
+    for round in 0..5 {
+        burst(round);
+        execute(
+            &db,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+        for (status, text) in burst(round) {
+            assert_eq!(
+                status, 200,
+                "round {round}, after the sessions ended: {text}"
+            );
+        }
+    }
 }
 
 /// Creates a key of `user` limited to 20 requests a minute through `daemon`; its secret.

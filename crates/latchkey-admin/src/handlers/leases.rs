@@ -147,8 +147,9 @@ fn lease_credits(
 /// back yet, and only while the key's credits are the ones they were leased from (its usage
 /// control not changed since, in the same refill period): they reach the stored balance at
 /// the daemon's next idle flush (within seconds) or at its shutdown. `returned: 0` when
-/// nothing could be taken back (not leased to this caller, a key without credits, an
-/// unknown id); what is not taken back stays spent. The body names the key by its id, so a
+/// nothing could be taken back (not leased to this caller or not through this daemon, a
+/// key without credits or whose usage control changed, on any daemon, an unknown id); what
+/// is not taken back stays spent. The body names the key by its id, so a
 /// verifier keeps no key text for this.
 #[utoipa::path(post, path = "/v1/leases/return", operation_id = "returnLeasedCredits", tag = "verify",
     request_body = LeaseReturn,
@@ -168,7 +169,11 @@ pub(crate) async fn give_back(
             format!("credits is 1 to {}", limits::MAX_LEASE),
         ));
     }
-    let returned = match state.store.current_meter(body.key_id) {
+    let key_id = body.key_id;
+    let meter = state
+        .run(move |store| Ok(store.current_meter(key_id)?))
+        .await?;
+    let returned = match meter {
         Some(meter) if meter.has_credits() => {
             state
                 .leases

@@ -311,8 +311,24 @@ impl Store {
     /// are still the key's: any change to the key's usage control makes a new meter. The
     /// daemon's `POST /v1/leases/return` does, so that credits go back only to the meter
     /// they were leased from.
-    pub fn current_meter(&self, key_id: Uuid) -> Option<Meter> {
-        self.inner.meters.current(key_id)
+    ///
+    /// On a database several processes share, another one may have changed the key's usage
+    /// control (set its credits, rotated it) since this meter was built: then its slices
+    /// are void, and this answers `None`, from one read of the stored control.
+    pub fn current_meter(&self, key_id: Uuid) -> Result<Option<Meter>, StoreError> {
+        let Some(meter) = self.inner.meters.current(key_id) else {
+            return Ok(None);
+        };
+        if !self.inner.shares_storage() {
+            return Ok(Some(meter));
+        }
+        let Some(public) = layout::public_id_of(key_id) else {
+            return Ok(None);
+        };
+        let stored = self.get::<ControlsRecord>(&layout::key_controls(&public))?;
+        Ok(stored
+            .filter(|r| r.version == meter.0.version)
+            .map(|_| meter))
     }
 }
 

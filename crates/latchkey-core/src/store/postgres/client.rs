@@ -148,6 +148,37 @@ impl Pg {
         })
     }
 
+    /// Runs the read `read` on a pooled connection; again on another while the server
+    /// turns out to have ended the connection's session before it answered (terminated by
+    /// `pg_terminate_backend`, or a restart): a pooled connection is only found closed when
+    /// used, and a read is safe to run twice. Any other failure is the answer.
+    pub(super) fn read<T>(
+        &self,
+        mut read: impl FnMut(&Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        for _ in 0..POOL_SIZE {
+            let client = self.client()?;
+            match read(&client) {
+                Err(StoreError::Unavailable(_)) if client.is_closed() => {}
+                done => return done,
+            }
+        }
+        read(&self.client()?)
+    }
+
+    /// Opens a transaction as [`Pg::begin`] does, on another connection (replacing
+    /// `client`) while the server turns out to have ended the session of the one given
+    /// before it began: nothing of the transaction ran there.
+    pub(super) fn begin_live(&self, client: &mut Conn, sql: &str) -> Result<(), StoreError> {
+        for _ in 0..POOL_SIZE {
+            match self.begin(client, sql) {
+                Err(StoreError::Unavailable(_)) if client.is_closed() => *client = self.client()?,
+                done => return done,
+            }
+        }
+        self.begin(client, sql)
+    }
+
     pub(super) fn query(
         &self,
         client: &Conn,
@@ -425,19 +456,20 @@ pub(super) fn range_on(
 
 impl Backend for PgBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        get_on(&self.0, &self.0.client()?, key)
+        self.0.read(|client| get_on(&self.0, client, key))
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let client = self.0.client()?;
-        let rows = self.0.query(
-            &client,
-            "SELECT k, v FROM latchkey_kv WHERE k = ANY($1::bytea[])",
-            &[&keys],
-        )?;
+        let rows = self.0.read(|client| {
+            self.0.query(
+                client,
+                "SELECT k, v FROM latchkey_kv WHERE k = ANY($1::bytea[])",
+                &[&keys],
+            )
+        })?;
         let found: HashMap<Vec<u8>, Vec<u8>> = rows
             .into_iter()
             .map(|row| (row.get(0), row.get(1)))
@@ -446,7 +478,7 @@ impl Backend for PgBackend {
     }
 
     fn range(&self, range: &KeyRange, take: Take) -> Result<Vec<Entry>, StoreError> {
-        range_on(&self.0, &self.0.client()?, range, take)
+        self.0.read(|client| range_on(&self.0, client, range, take))
     }
 
     fn floors(&self, queries: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
@@ -457,14 +489,15 @@ impl Backend for PgBackend {
             queries.iter().map(|(low, high)| (low, high)).unzip();
         // One statement for all: each query's floor is one backward step of the primary
         // key's B-tree, as `range` makes it.
-        let client = self.0.client()?;
-        let rows = self.0.query(
-            &client,
+        let rows = self.0.read(|client| {
+            self.0.query(
+            client,
             "SELECT f.k FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS q (low, high, i) \
              LEFT JOIN LATERAL (SELECT k FROM latchkey_kv WHERE k >= q.low AND k <= q.high \
              ORDER BY k DESC LIMIT 1) f ON true ORDER BY q.i",
             &[&lows, &highs],
-        )?;
+        )
+        })?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
@@ -481,14 +514,14 @@ impl Backend for PgBackend {
 
     fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
         let pg = &*self.0;
-        let client = pg.client().map_err(TxError::Storage)?;
+        let mut client = pg.client().map_err(TxError::Storage)?;
         for attempt in 0..CONFLICT_RETRIES {
             if attempt > 0 {
                 // Up to 2, 4, … 64 ms, then 64 ms each time.
                 let most = 1_000 << attempt.min(6);
                 std::thread::sleep(Duration::from_micros(fastrand::u64(0..=most)));
             }
-            pg.begin(&client, "BEGIN ISOLATION LEVEL SERIALIZABLE")
+            pg.begin_live(&mut client, "BEGIN ISOLATION LEVEL SERIALIZABLE")
                 .map_err(TxError::Storage)?;
             let tx = PgTx {
                 pg,
@@ -538,10 +571,10 @@ impl Backend for PgBackend {
 
     fn apply_batch(&self, batch: Batch) -> Result<(), StoreError> {
         let pg = &*self.0;
-        let client = pg.client()?;
+        let mut client = pg.client()?;
         // The last write of a key wins, as in a sled batch.
         let writes: BTreeMap<_, _> = batch.writes.into_iter().collect();
-        pg.begin(&client, "BEGIN")?;
+        pg.begin_live(&mut client, "BEGIN")?;
         let written = pg
             .write_all(&client, writes)
             .and_then(|()| pg.execute(&client, "COMMIT"));
