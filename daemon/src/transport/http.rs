@@ -158,7 +158,7 @@ impl HttpTransport {
                     self.shown,
                     certificate_problem(&e)
                 )
-            } else if e.is_connect() && self.base.starts_with("https://") && !refused(&e) {
+            } else if e.is_connect() && latchkey_tower::remote::is_not_tls(&e) {
                 // A plain listener answers a TLS handshake with bytes rustls cannot read.
                 anyhow::anyhow!(
                     "cannot connect to the latchkey daemon at {} over TLS ({e}): if it serves \
@@ -287,21 +287,6 @@ impl Transport for HttpTransport {
         let body = self.read_capped(&mut response).await?;
         Ok(ApiResponse { status, body })
     }
-}
-
-/// Whether nothing listens there: the connection itself was refused (rather than its TLS
-/// handshake failing).
-fn refused(error: &reqwest::Error) -> bool {
-    let mut cause: Option<&dyn std::error::Error> = Some(error);
-    while let Some(e) = cause {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
 }
 
 /// The innermost cause of a certificate failure ("invalid peer certificate: UnknownIssuer").

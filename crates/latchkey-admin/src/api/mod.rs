@@ -190,7 +190,8 @@ pub struct CreateKey {
     /// `live` (default) or `test`.
     #[serde(default)]
     pub env: Option<Env>,
-    /// A JSON object (at most 4 KiB, nested at most 16 levels deep) handed to the app in `principal.meta`.
+    /// A JSON object (at most 4 KiB, nested at most 16 levels deep) handed to the app in
+    /// `principal.meta`.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub meta: Option<serde_json::Value>,

@@ -136,17 +136,31 @@ pub fn is_a_ca_certificate_served(error: &(dyn std::error::Error + 'static)) -> 
     )
 }
 
+/// Whether the TLS handshake got an answer that is no TLS at all: what a plain-HTTP
+/// listener sends back to a client speaking TLS to it (an `https://` URL for an `http://`
+/// server).
+pub fn is_not_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(tls_error(error), Some(rustls::Error::InvalidMessage(_)))
+}
+
 /// The certificate error in `error`'s chain, if any.
 fn invalid_certificate<'e>(
     error: &'e (dyn std::error::Error + 'static),
 ) -> Option<&'e rustls::CertificateError> {
+    match tls_error(error) {
+        Some(rustls::Error::InvalidCertificate(invalid)) => Some(invalid),
+        _ => None,
+    }
+}
+
+/// The TLS error in `error`'s chain, if any.
+fn tls_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
     let mut cause = Some(error);
     // Bounded: error chains are a handful of links.
     for _ in 0..32 {
         let Some(e) = cause else { break };
-        if let Some(rustls::Error::InvalidCertificate(invalid)) = e.downcast_ref::<rustls::Error>()
-        {
-            return Some(invalid);
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
         }
         // `io::Error::source` skips the error it wraps (tokio-rustls nests a rustls error
         // in an io::Error, and hyper that in another), so step inside it by hand.

@@ -489,15 +489,12 @@ impl Backend for PgBackend {
             queries.iter().map(|(low, high)| (low, high)).unzip();
         // One statement for all: each query's floor is one backward step of the primary
         // key's B-tree, as `range` makes it.
-        let rows = self.0.read(|client| {
-            self.0.query(
-            client,
-            "SELECT f.k FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS q (low, high, i) \
-             LEFT JOIN LATERAL (SELECT k FROM latchkey_kv WHERE k >= q.low AND k <= q.high \
-             ORDER BY k DESC LIMIT 1) f ON true ORDER BY q.i",
-            &[&lows, &highs],
-        )
-        })?;
+        const FLOORS: &str = "SELECT f.k FROM unnest($1::bytea[], $2::bytea[]) \
+            WITH ORDINALITY AS q (low, high, i) LEFT JOIN LATERAL (SELECT k FROM latchkey_kv \
+            WHERE k >= q.low AND k <= q.high ORDER BY k DESC LIMIT 1) f ON true ORDER BY q.i";
+        let rows = self
+            .0
+            .read(|client| self.0.query(client, FLOORS, &[&lows, &highs]))?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
