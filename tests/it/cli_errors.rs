@@ -54,7 +54,8 @@ fn every_command_fails_with_one_line_and_exit_1() {
         (&["keys", "show", "nope"], "not a key reference"),
         (&["keys", "revoke", "sk_live_51H8xQ2eZvKYlo2C9aXbWq7Tz0pLmN3sV"], "that looks like a full key"),
         (&["keys", "rotate", &active, "--grace", "soon"], "invalid duration"),
-        (&["keys", "rotate", &active, "--grace", "1000w"], "[invalid_field]"),
+        (&["keys", "rotate", &active, "--grace", "1000w"], "at most 365d"),
+        (&["keys", "rotate", &active, "--grace", "1y"], "`1y` is 365.25"),
         // verify and audit
         (&["verify", "x", "--permission", "Bad Perm"], "[invalid_field]"),
         (&["audit", "list", "--limit", "0"], "[invalid_field]"),

@@ -63,6 +63,9 @@ pub const MAX_IMPORTED_KEY_LEN: usize = 512;
 /// How far ahead of the store's clock a reported `last_used_at` may be (clock skew between
 /// hosts), in seconds; it is then taken as now. Further ahead is refused.
 pub const MAX_USAGE_CLOCK_SKEW_SECONDS: i64 = 60;
+/// The longest rotation grace period, in seconds: a year of 365 days (`1y` as people type
+/// it is 365.25 days, 6 hours more).
+pub const MAX_GRACE_SECONDS: u64 = 365 * 24 * 60 * 60;
 /// A key's `meta`: bytes of JSON.
 pub const MAX_META_BYTES: usize = 4 * 1024;
 /// How deep a key's `meta` may nest: the object itself is level 1. Clients' JSON parsers

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use latchkey_admin::api::{KeyWithSecret, List, RotateKey, UpdateKey};
 use latchkey_core::key::MAX_DISPLAY_PREFIX_LEN;
-use latchkey_core::{ApiKey, Key, PermissionSet, PublicId};
+use latchkey_core::{ApiKey, Key, PermissionSet, PublicId, limits};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -70,6 +70,11 @@ pub(super) async fn run<T: Transport>(
         KeysCommand::Rotate { key, grace } => {
             let grace_text = grace.trim().to_owned();
             let grace = parse_duration(&grace_text).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                grace.as_secs() <= limits::MAX_GRACE_SECONDS,
+                "--grace {grace_text} is longer than a rotation's grace may be: at most 365d \
+                 (a year of 365 days; `1y` is 365.25)"
+            );
             let created = cli
                 .api
                 .post(

@@ -6,7 +6,7 @@ use axum::extract::State;
 use http::StatusCode;
 use latchkey_core::{
     CreatedKey, CreditsPatch, Entity, Env, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey,
-    StoreError,
+    StoreError, limits,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -20,9 +20,6 @@ use crate::openapi::problems::{
 };
 use crate::openapi::rules;
 use crate::state::AppState;
-
-/// The longest rotation grace period: a year.
-const MAX_GRACE_SECONDS: u64 = 365 * 24 * 60 * 60;
 
 /// The parameters of `GET /v1/keys`. An empty value counts as absent.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -269,10 +266,13 @@ pub(crate) async fn rotate(
     RecordRef(id): RecordRef,
     JsonBody(body): JsonBody<RotateKey>,
 ) -> Result<SecretAnswer, AppError> {
-    if body.grace_seconds > MAX_GRACE_SECONDS {
+    if body.grace_seconds > limits::MAX_GRACE_SECONDS {
         return Err(AppError::invalid(
             "grace_seconds",
-            format!("0 to {MAX_GRACE_SECONDS} seconds (a year)"),
+            format!(
+                "0 to {} seconds (a year of 365 days)",
+                limits::MAX_GRACE_SECONDS
+            ),
         ));
     }
     // In range by the check above, so the conversion cannot fail.
