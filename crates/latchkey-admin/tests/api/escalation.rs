@@ -376,6 +376,37 @@ async fn the_last_admin_key_cannot_be_taken_away() {
     h.patch("/v1/users/admin", json!({"rate_limits": []}))
         .await
         .ok(200);
+    // A second `*` key its usage control stops counts for none: its credits at 0, a rate
+    // limit of its own or of its user's slower than once a minute.
+    h.user("admin2", &[]).await;
+    h.patch("/v1/users/admin2", json!({"add_groups": ["root"]}))
+        .await
+        .ok(200);
+    let slow = json!([{"name": "slow", "limit": 1, "window_seconds": 2_678_400}]);
+    for (name, controls) in [
+        ("spent", json!({"credits": {"remaining": 0}})),
+        ("slow", json!({"rate_limits": slow})),
+    ] {
+        let mut body = json!({"name": name, "user_id": "admin2"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(controls.as_object().unwrap().clone());
+        h.created("/v1/keys", body).await;
+        h.admin("POST", &format!("/v1/keys/{admin_key}/revoke"), None)
+            .await
+            .problem(409, "last_admin_key");
+    }
+    h.created("/v1/keys", json!({"name": "its own", "user_id": "admin2"}))
+        .await;
+    h.patch("/v1/users/admin2", json!({"rate_limits": slow}))
+        .await
+        .ok(200);
+    h.admin("POST", &format!("/v1/keys/{admin_key}/revoke"), None)
+        .await
+        .problem(409, "last_admin_key");
+    assert_eq!(h.delete("/v1/users/admin2").await.status, 204);
+    assert!(h.store.verify(&h.admin).unwrap().has("*"));
+
     let second = h
         .created("/v1/keys", json!({"name": "second", "user_id": "admin"}))
         .await;

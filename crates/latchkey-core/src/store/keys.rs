@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::controls::{ControlsRecord, StoredCredits};
 use super::counters::{self, Counter};
 use super::index::Class;
-use super::last_admin::{AdminKeys, Stopped, stalls};
+use super::last_admin::{AdminKeys, stalls};
 use super::rate_state::carry_key_rates_in;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::usage::Usage;
@@ -374,12 +374,7 @@ impl Store {
                 }
             }
             tx.put_key(&record)?;
-            let stopped = if stops {
-                Stopped::Key(&public)
-            } else {
-                Stopped::Nothing
-            };
-            admin_keys.ensure_one_besides(tx, stopped)?;
+            admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::KeyUpdate, id, Some(record.user_id));
             tx.invalidate(Invalidate::Key(public));
             Ok((record, settle, pending))

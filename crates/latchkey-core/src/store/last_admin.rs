@@ -5,10 +5,11 @@
 //! do too: only `*` covers `*`) and its user belongs to no tenant: a tenant-bound `*` key
 //! manages its tenant only (no other tenant, no backup, no change feed, no global user), so
 //! it does not count. A key is active when it is enabled, unrevoked, unexpired and its user
-//! exists and is enabled. Every write that can take `*` away from a key (revoking or
-//! disabling it, or stopping it as surely: setting its credits to 0, or giving it or its
-//! user a rate limit that lets it through less than once a minute; disabling, narrowing or
-//! deleting its user; narrowing or deleting its group) first asks, cheaply,
+//! exists and is enabled. A key its usage control stops counts for none: its credits at 0
+//! (until a refill, if any), or a rate limit of its own or its user's that lets it through
+//! less than once a minute ([`stalls`]). Every write that can take `*` away from a key
+//! (revoking or disabling it, stopping it so; disabling, narrowing or deleting its user;
+//! narrowing or deleting its group) first asks, cheaply,
 //! whether its target holds `*` at all; only then does it list the admin keys, before its
 //! transaction and under the write lock, and check inside the transaction, after its
 //! changes, that one of them still holds `*`.
@@ -20,10 +21,12 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
+use super::controls::ControlsRecord;
 use super::index::{self, Scope};
 use super::keys::KeyRecord;
 use super::query::SortField;
 use super::tx::{Tx, TxResult, abort};
+use super::user_limits::user_limits_in;
 use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::controls::RateLimit;
@@ -44,21 +47,13 @@ pub(super) struct AdminKeys {
 
 impl AdminKeys {
     /// Inside the write, after its changes: fails with `Conflict::LastAdminKey` when keys
-    /// held `*` before and none of those found does now.
+    /// held `*` before and none of those found does now (or each is stopped).
     pub(super) fn ensure_one_remains(&self, tx: &Tx<'_>) -> TxResult<()> {
-        self.ensure_one_besides(tx, Stopped::Nothing)
-    }
-
-    /// [`AdminKeys::ensure_one_remains`], not counting the keys the write left active but
-    /// unable to manage the store.
-    pub(super) fn ensure_one_besides(&self, tx: &Tx<'_>, stopped: Stopped<'_>) -> TxResult<()> {
         if self.keys.is_empty() {
             return Ok(());
         }
         for public in &self.keys {
-            if let Some(record) = admin_key_in(tx, public)?
-                && !stopped.holds(public, &record)
-            {
+            if is_admin_key_in(tx, public)? {
                 return Ok(());
             }
         }
@@ -66,23 +61,13 @@ impl AdminKeys {
     }
 }
 
-/// The keys a write leaves active but unable to manage the store: their credits set to 0,
-/// or a rate limit, theirs or their user's, slower than [`stalls`] allows.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Stopped<'a> {
-    Nothing,
-    Key(&'a PublicId),
-    KeysOf(Uuid),
-}
-
-impl Stopped<'_> {
-    fn holds(self, public: &PublicId, record: &KeyRecord) -> bool {
-        match self {
-            Stopped::Nothing => false,
-            Stopped::Key(key) => key == public,
-            Stopped::KeysOf(user) => record.user_id == user,
-        }
-    }
+/// Whether a key's usage control stops it from managing the store: its `controls` leave it
+/// no credits now, or its own or its user's rate limits [`stall`](stalls).
+fn stopped(controls: Option<&ControlsRecord>, user_limits: &[RateLimit], now: i128) -> bool {
+    let spent = controls
+        .and_then(|c| c.credits)
+        .is_some_and(|credits| credits.current(now).remaining == 0);
+    spent || controls.is_some_and(|c| stalls(&c.rate_limits)) || stalls(user_limits)
 }
 
 /// Whether `limits` would leave a key waiting more than a minute between requests once its
@@ -103,7 +88,7 @@ impl Store {
         }
         let mut admins = HashSet::new();
         for user in self.scan::<User>(layout::USERS)? {
-            if self.is_store_admin(&user)? {
+            if self.is_store_admin(&user)? && !stalls(&self.user_limits(user.id)?) {
                 admins.insert(user.id);
             }
         }
@@ -142,8 +127,10 @@ impl Store {
                 let Some(record) = self.get::<KeyRecord>(&layout::key(&public))? else {
                     continue;
                 };
+                let controls = self.get::<ControlsRecord>(&layout::key_controls(&public))?;
                 if record.status(now) == KeyStatus::Active
                     && scopes_hold_everything(record.scopes.as_ref())
+                    && !stopped(controls.as_ref(), &[], now.unix_timestamp_nanos())
                 {
                     keys.push(public);
                     found += 1;
@@ -185,27 +172,37 @@ impl Store {
     }
 }
 
-/// The key's record, when the key, as the write leaves it so far, is active and holds `*`.
-fn admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<Option<KeyRecord>> {
+/// Whether a key, as the write leaves it so far, is active, holds `*` and is not
+/// [`stopped`].
+fn is_admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<bool> {
     let Some(record) = tx.get::<KeyRecord>(&layout::key(public))? else {
-        return Ok(None);
+        return Ok(false);
     };
     if record.status(tx.now) != KeyStatus::Active || !scopes_hold_everything(record.scopes.as_ref())
     {
-        return Ok(None);
+        return Ok(false);
     }
     // Revoked by its user's revocation mark, its record still to be revoked in the
     // background (`POST /v1/users/{id}/revoke-keys` on a user with many keys).
     if super::jobs::revoked_by_mark_in(tx, &record)? {
-        return Ok(None);
+        return Ok(false);
     }
     let Some(user) = tx.get::<User>(&layout::user(record.user_id))? else {
-        return Ok(None);
+        return Ok(false);
     };
-    let admin = user.enabled
-        && user.tenant_id.is_none()
-        && user_grants_in(tx, &user)?.allows(&everything());
-    Ok(admin.then_some(record))
+    if !user.enabled
+        || user.tenant_id.is_some()
+        || !user_grants_in(tx, &user)?.allows(&everything())
+    {
+        return Ok(false);
+    }
+    let controls = tx.get::<ControlsRecord>(&layout::key_controls(public))?;
+    let user_limits = user_limits_in(tx, user.id)?;
+    Ok(!stopped(
+        controls.as_ref(),
+        &user_limits,
+        tx.now.unix_timestamp_nanos(),
+    ))
 }
 
 fn scopes_hold_everything(scopes: Option<&PermissionSet>) -> bool {

@@ -88,19 +88,21 @@ impl UserMeters {
 impl Store {
     /// A user as the API shows it: its record with its rate limits.
     pub(super) fn user_view(&self, mut user: User) -> Result<User, StoreError> {
-        user.rate_limits = self
-            .get::<UserLimitsRecord>(&layout::user_controls(user.id))?
-            .unwrap_or_default()
-            .rate_limits;
+        user.rate_limits = self.user_limits(user.id)?;
         Ok(user)
+    }
+
+    /// A user's rate limits, as stored.
+    pub(super) fn user_limits(&self, user: Uuid) -> Result<Vec<RateLimit>, StoreError> {
+        Ok(self
+            .get::<UserLimitsRecord>(&layout::user_controls(user))?
+            .unwrap_or_default()
+            .rate_limits)
     }
 
     /// The limiters every key of `user` shares, for verification.
     pub(super) fn user_meter(&self, user: Uuid) -> Result<Option<Arc<UserMeter>>, StoreError> {
-        let limits = self
-            .get::<UserLimitsRecord>(&layout::user_controls(user))?
-            .unwrap_or_default()
-            .rate_limits;
+        let limits = self.user_limits(user)?;
         let rates = self.inner.shares_storage().then(|| {
             let path = layout::user_rates(user);
             Arc::new(StoreRates::new(Arc::downgrade(&self.inner), path, 0)) as Arc<dyn RateSource>

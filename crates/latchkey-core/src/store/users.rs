@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::counters::Counter;
-use super::last_admin::{self, Stopped};
+use super::last_admin;
 use super::names::NameIndex;
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::user_index;
@@ -188,12 +188,7 @@ impl Store {
                 put_user_limits_in(tx, id, &user.rate_limits)?;
             }
             user_index::follow(tx, Some(&original), Some(&user))?;
-            let stopped = if stalls {
-                Stopped::KeysOf(id)
-            } else {
-                Stopped::Nothing
-            };
-            admin_keys.ensure_one_besides(tx, stopped)?;
+            admin_keys.ensure_one_remains(tx)?;
             tx.record(Action::UserUpdate, id, Some(id));
             tx.invalidate(Invalidate::All);
             Ok(user)
