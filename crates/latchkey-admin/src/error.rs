@@ -225,6 +225,21 @@ impl From<StoreError> for AppError {
     }
 }
 
+/// `detail` with every latchkey key's full text in it replaced: a detail may repeat a
+/// value the request gave (a query parameter, a permission), and a key pasted there by
+/// mistake must not come back in the answer, nor reach whatever logs it.
+fn without_keys(detail: &str) -> String {
+    let mut shown = String::with_capacity(detail.len());
+    let mut from = 0;
+    for (at, key) in latchkey_core::find_keys(detail) {
+        shown.push_str(&detail[from..at]);
+        shown.push_str("(a key's full text, not shown)");
+        from = at + key.expose().len();
+    }
+    shown.push_str(&detail[from..]);
+    shown
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let problem = Problem {
@@ -232,7 +247,7 @@ impl IntoResponse for AppError {
             title: title(self.code, self.status).to_owned(),
             status: self.status.as_u16(),
             code: self.code.to_owned(),
-            detail: self.detail,
+            detail: without_keys(&self.detail),
             field: self.field,
         };
         let mut response = (self.status, Json(problem)).into_response();

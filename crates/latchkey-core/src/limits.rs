@@ -162,12 +162,33 @@ pub(crate) fn check_text(
             "control and bidirectional formatting characters are not allowed",
         ));
     }
+    check_no_key(field, text)
+}
+
+/// Refuses a text that holds a latchkey key's full text (pasted by mistake where a name
+/// goes): a secret is never stored in plain, nor shown in every list that holds the text.
+pub(crate) fn check_no_key(field: &'static str, text: &str) -> Result<(), StoreError> {
+    if crate::key::find_keys(text).next().is_some() {
+        return Err(StoreError::invalid(
+            field,
+            "it holds a key's full text, which is a secret: it is never stored",
+        ));
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_text_holds_a_key() {
+        let key = crate::ApiKey::generate(&crate::Prefix::default(), crate::Env::Live);
+        let text = format!("deploy {}", key.expose());
+        let error = check_text("name", &text, 1, 200).unwrap_err();
+        assert!(!error.to_string().contains(key.expose()), "{error}");
+        assert!(check_text("name", "lk_live_ but no key", 1, 200).is_ok());
+    }
 
     #[track_caller]
     fn check(text: &str, ok: bool) {

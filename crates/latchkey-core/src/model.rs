@@ -363,6 +363,7 @@ pub(crate) fn validate_principal_name(field: &'static str, name: &str) -> Result
             "a name may not be a UUID: records are referred to by either",
         ));
     }
+    crate::limits::check_no_key(field, name)?;
     Ok(())
 }
 

@@ -141,3 +141,44 @@ async fn references_that_match_nothing_are_404() {
     let bad = h.get("/v1/groups/%FF").await.problem(400, "invalid_field");
     assert_eq!(bad["field"], "id");
 }
+
+/// A key's full text pasted where a value goes is never echoed in a problem's detail, nor
+/// stored as a name, a tenant or a description: it is a secret.
+#[tokio::test]
+async fn a_key_given_as_a_value_is_never_echoed_nor_stored() {
+    let h = Harness::new();
+    let key = &h.admin;
+    let mut answers = Vec::new();
+    for uri in [
+        format!("/v1/audit?target={key}"),
+        format!("/v1/audit?after={key}"),
+        format!("/v1/keys?sort={key}"),
+        format!("/v1/keys?status={key}"),
+        format!("/v1/users?ids={key}"),
+    ] {
+        answers.push(h.get(&uri).await.problem(400, "invalid_field"));
+    }
+    for (uri, body) in [
+        ("/v1/users", json!({"name": key})),
+        ("/v1/users", json!({"name": "u", "tenant_id": key})),
+        ("/v1/users", json!({"name": "u", "permissions": [key]})),
+        ("/v1/groups", json!({"name": key})),
+        ("/v1/keys", json!({"name": key, "user_id": "admin"})),
+        (
+            "/v1/keys",
+            json!({"name": "k", "user_id": "admin", "description": format!("for {key}")}),
+        ),
+        (
+            "/v1/keys",
+            json!({"name": "k", "user_id": "admin", "scopes": [key]}),
+        ),
+    ] {
+        answers.push(h.post(uri, body).await.problem(400, "invalid_field"));
+    }
+    for answer in answers {
+        let text = answer.to_string();
+        assert!(!text.contains(key.as_str()), "{text}");
+    }
+    let users = h.get("/v1/users").await.ok(200).to_string();
+    assert!(!users.contains(key.as_str()));
+}
