@@ -53,8 +53,10 @@ impl UiError {
                 StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST),
                 // The field at fault, when the API names it, so that a form says which.
                 match &problem.field {
-                    Some(field) => format!("{field}: {}", problem.detail),
-                    None => problem.detail.clone(),
+                    Some(field) if !problem.detail.starts_with(&format!("{field}:")) => {
+                        format!("{field}: {}", problem.detail)
+                    }
+                    _ => problem.detail.clone(),
                 },
             )),
             _ => None,

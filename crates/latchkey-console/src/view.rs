@@ -18,6 +18,9 @@ pub(crate) struct Nav {
     pub(crate) csrf: String,
     /// The key's effective permissions (none on the sign-in and error pages).
     permissions: PermissionSet,
+    /// Whether the key's user is bound to a tenant: it reads groups and assigns them, but
+    /// never writes one.
+    tenant_bound: bool,
 }
 
 impl Nav {
@@ -28,12 +31,19 @@ impl Nav {
             prefix: signed.principal.prefix.clone(),
             csrf: signed.csrf.clone(),
             permissions: signed.principal.permissions.clone(),
+            tenant_bound: signed.principal.tenant_id.is_some(),
         }
     }
 
     /// Whether the key holds `permission`: which sections and actions are shown.
     pub(crate) fn can(&self, permission: &str) -> bool {
         self.permissions.allows_str(permission)
+    }
+
+    /// Whether the key may create and change groups: it holds `latchkey:groups:write` and
+    /// its user is in no tenant (groups are global).
+    pub(crate) fn can_write_groups(&self) -> bool {
+        !self.tenant_bound && self.can("latchkey:groups:write")
     }
 }
 

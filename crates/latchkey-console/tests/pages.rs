@@ -646,6 +646,35 @@ async fn a_tenant_bound_key_sees_why_it_cannot_check_the_chain() {
     assert!(!html.contains("The chain holds"), "{html}");
 }
 
+/// Groups are global: a tenant-bound key, even one holding `*`, reads them but is offered
+/// no form to create or change one; a forged post is refused and says so once.
+#[tokio::test]
+async fn a_tenant_bound_key_is_offered_no_group_forms() {
+    let app = App::new(false);
+    let key = app
+        .key_of_new_user(json!({"name": "acme-root", "tenant_id": "acme", "permissions": ["*"]}))
+        .await;
+    let (session, _, csrf) = app.sign_in(&key).await;
+    let (list, html) = app.get("/ui/groups", Some(&session)).await;
+    assert_eq!(list.status(), StatusCode::OK);
+    assert!(html.contains("/ui/groups/"), "{html}");
+    assert!(!html.contains("create-group"), "{html}");
+    let (_, admin_group) = app
+        .api(&app.admin, "GET", "/v1/groups/admin", Value::Null)
+        .await;
+    let path = format!("/ui/groups/{}", admin_group["id"].as_str().unwrap());
+    let (page, html) = app.get(&path, Some(&session)).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(!html.contains("save-group"), "{html}");
+    assert!(html.contains("id=\"group-permissions\""), "{html}");
+
+    let form = [("csrf", csrf.as_str()), ("name", "acme-group")];
+    let (refused, html) = app.post("/ui/groups", &session, &form).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{html}");
+    assert!(html.contains("a caller bound to a tenant"), "{html}");
+    assert!(!html.contains("tenant_id: tenant_id:"), "{html}");
+}
+
 /// A key of a new user who may read the keys, usable only from `allowed_ips`.
 async fn key_allowing(app: &App, user: &str, allowed_ips: &[&str]) -> String {
     app.key_of_new_user_with(
