@@ -632,14 +632,20 @@ async fn a_revoked_key_ends_its_session() {
     assert_eq!(answer.headers()[LOCATION], "/ui/signin");
 }
 
+/// Signs in with the key of a new user of the tenant `acme` holding `permissions`: the
+/// session cookie and its CSRF token.
+async fn signed_in_to_acme(app: &App, user: &str, permissions: &[&str]) -> (String, String) {
+    let body = json!({"name": user, "tenant_id": "acme", "permissions": permissions});
+    let key = app.key_of_new_user(body).await;
+    let (session, _, csrf) = app.sign_in(&key).await;
+    (session, csrf)
+}
+
 #[tokio::test]
 async fn a_tenant_bound_key_sees_why_it_cannot_check_the_chain() {
     let app = App::new(false);
-    let key = app
-        .key_of_new_user(json!({"name": "acme-auditor", "tenant_id": "acme",
-                                "permissions": ["latchkey:audit:read", "latchkey:keys:read"]}))
-        .await;
-    let (session, _, _) = app.sign_in(&key).await;
+    let permissions = ["latchkey:audit:read", "latchkey:keys:read"];
+    let (session, _) = signed_in_to_acme(&app, "acme-auditor", &permissions).await;
     let (audit, html) = app.get("/ui/audit?check=1", Some(&session)).await;
     assert_eq!(audit.status(), StatusCode::OK);
     assert!(html.contains("only a key without a tenant"), "{html}");
@@ -651,10 +657,7 @@ async fn a_tenant_bound_key_sees_why_it_cannot_check_the_chain() {
 #[tokio::test]
 async fn a_tenant_bound_key_is_offered_no_group_forms() {
     let app = App::new(false);
-    let key = app
-        .key_of_new_user(json!({"name": "acme-root", "tenant_id": "acme", "permissions": ["*"]}))
-        .await;
-    let (session, _, csrf) = app.sign_in(&key).await;
+    let (session, csrf) = signed_in_to_acme(&app, "acme-root", &["*"]).await;
     let (list, html) = app.get("/ui/groups", Some(&session)).await;
     assert_eq!(list.status(), StatusCode::OK);
     assert!(html.contains("/ui/groups/"), "{html}");
