@@ -275,12 +275,13 @@ fn sessions_the_server_ends_cost_no_request_a_503() {
                     let (id, secret) = &keys[(i + round) % keys.len()];
                     let (daemon, admin) = (daemon, &admin);
                     scope.spawn(move || {
-                        let answer = if i % 2 == 0 {
-                            daemon.http("GET", &format!("/v1/keys/{id}"), Some(admin), None)
+                        let (call, answer) = if i % 2 == 0 {
+                            let path = format!("/v1/keys/{id}");
+                            ("GET", daemon.http("GET", &path, Some(admin), None))
                         } else {
-                            verify(daemon, admin, secret)
+                            ("verify", verify(daemon, admin, secret))
                         };
-                        (answer.status.as_u16(), answer.text)
+                        (answer.status.as_u16(), format!("{call}: {}", answer.text))
                     })
                 })
                 .collect();
@@ -296,8 +297,10 @@ fn sessions_the_server_ends_cost_no_request_a_503() {
         );
         for (status, text) in burst(round) {
             assert_eq!(
-                status, 200,
-                "round {round}, after the sessions ended: {text}"
+                status,
+                200,
+                "round {round}, after the sessions ended: {text}\n{}",
+                daemon.log()
             );
         }
     }

@@ -152,6 +152,10 @@ impl Pg {
     /// turns out to have ended the connection's session before it answered (terminated by
     /// `pg_terminate_backend`, or a restart): a pooled connection is only found closed when
     /// used, and a read is safe to run twice. Any other failure is the answer.
+    ///
+    /// The session's end shows either as a closed connection or, when the server's last
+    /// word arrives before the connection notices the socket closing, as that word: an
+    /// error of severity `FATAL` ([`session_ended`]).
     pub(super) fn read<T>(
         &self,
         mut read: impl FnMut(&Conn) -> Result<T, StoreError>,
@@ -159,7 +163,7 @@ impl Pg {
         for _ in 0..POOL_SIZE {
             let client = self.client()?;
             match read(&client) {
-                Err(StoreError::Unavailable(_)) if client.is_closed() => {}
+                Err(e) if client.is_closed() || session_ended(&e) => {}
                 done => return done,
             }
         }
@@ -172,7 +176,7 @@ impl Pg {
     pub(super) fn begin_live(&self, client: &mut Conn, sql: &str) -> Result<(), StoreError> {
         for _ in 0..POOL_SIZE {
             match self.begin(client, sql) {
-                Err(StoreError::Unavailable(_)) if client.is_closed() => *client = self.client()?,
+                Err(e) if client.is_closed() || session_ended(&e) => *client = self.client()?,
                 done => return done,
             }
         }
@@ -269,6 +273,21 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     } else {
         StoreError::Storage(Box::new(e))
     }
+}
+
+/// Whether `e` says the server ended the session before the statement ran: a connection
+/// found closed, or the server's `FATAL` error, after which it always closes the session
+/// (`57P01` for `pg_terminate_backend`, `57P02` and `57P03` around a restart). A statement
+/// that timed out is no such end: it may still run on the server.
+fn session_ended(e: &StoreError) -> bool {
+    let StoreError::Unavailable(source) = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .is_some_and(|e| {
+            e.is_closed() || e.as_db_error().is_some_and(|db| db.severity() == "FATAL")
+        })
 }
 
 /// A statement that timed out client-side (or whose connection or server failed) leaves
