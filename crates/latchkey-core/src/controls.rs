@@ -53,9 +53,12 @@ pub enum RefillInterval {
 // a struct as a sequence and never sees a member's name.
 #[serde(deny_unknown_fields)]
 pub struct Refill {
-    /// The credits after a refill (at most 10^15).
+    /// The credits after a refill: 1 to 10^15 (no refill at all is `refill` left out).
     #[serde(deserialize_with = "crate::wire::integer")]
-    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000_000_000_000_i64))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)
+    )]
     // MAX_CREDITS
     pub amount: u64,
     /// `day` or `month`.
@@ -226,8 +229,15 @@ pub fn check_credits(credits: &Credits) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks a refill.
+/// Checks a refill: one of 0 credits would only keep the key stopped, which is surely not
+/// what was meant (a stopped key is disabled instead, and no refill is `refill` left out).
 pub fn check_refill(refill: &Refill) -> Result<(), StoreError> {
+    if refill.amount == 0 {
+        return Err(StoreError::invalid(
+            "credits",
+            "a refill's amount is at least 1 (leave the refill out for none)",
+        ));
+    }
     check_credit_amount(refill.amount)?;
     match (refill.interval, refill.day_of_month) {
         (_, None) => Ok(()),
@@ -366,5 +376,10 @@ mod tests {
         assert!(check_refill(&monthly(29)).is_err());
         assert!(check_refill(&monthly(0)).is_err());
         assert!(check_credit_amount(MAX_CREDITS + 1).is_err());
+        let nothing = Refill {
+            amount: 0,
+            ..monthly(1)
+        };
+        assert!(check_refill(&nothing).is_err());
     }
 }

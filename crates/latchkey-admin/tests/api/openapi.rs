@@ -219,14 +219,15 @@ async fn the_stated_bounds_are_the_enforced_ones() {
         schema(&doc, schema_name)["properties"][field].clone()
     };
     let amounts = [
-        "Credits.remaining",
-        "Refill.amount",
-        "CreditsChange.remaining",
-        "CreditsChange.add",
+        ("Credits.remaining", 0),
+        ("Refill.amount", 1),
+        ("CreditsChange.remaining", 0),
+        ("CreditsChange.add", 0),
     ];
-    for amount in amounts.map(|name| (name, property(name))) {
+    for (name, least) in amounts {
+        let amount = (name, property(name));
         assert_eq!(amount.1["maximum"], MAX_CREDITS, "{amount:?}");
-        assert_eq!(amount.1["minimum"], 0, "{amount:?}");
+        assert_eq!(amount.1["minimum"], least, "{amount:?}");
     }
     let parameter = |path: &str, name: &str| -> Value {
         let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();

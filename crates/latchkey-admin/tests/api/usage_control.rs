@@ -75,6 +75,7 @@ async fn bad_usage_control_is_400_and_changes_nothing() {
         json!({"credits": {"add": -5}}),
         json!({"credits": {"remaining": 1, "add": 1}}),
         json!({"name": "renamed", "credits": {"refill": {"amount": 1, "interval": "month", "day_of_month": 31}, "remaining": 1}}),
+        json!({"credits": {"remaining": 1, "refill": {"amount": 0, "interval": "day"}}}),
     ];
     for body in bad {
         let answer = h.patch(&uri, body.clone()).await;
@@ -89,6 +90,7 @@ async fn bad_usage_control_is_400_and_changes_nothing() {
         json!({"name": "k2", "user_id": "partner", "meta": "text"}),
         json!({"name": "k2", "user_id": "partner", "credits": {"remaining": -3}}),
         json!({"name": "k2", "user_id": "partner", "allowed_ips": ["300.0.0.1/8"]}),
+        json!({"name": "k2", "user_id": "partner", "credits": {"remaining": 0, "refill": {"amount": 0, "interval": "month"}}}),
     ] {
         let answer = h.post("/v1/keys", body.clone()).await;
         assert_eq!(answer.status, 400, "{body}");

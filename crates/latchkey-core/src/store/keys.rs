@@ -20,7 +20,7 @@ use crate::actor::Actor;
 use crate::audit::Action;
 use crate::controls::{
     Credits, CreditsPatch, canonical_net, check_allowed_ips, check_credit_amount, check_credits,
-    check_meta, check_rate_limits,
+    check_meta, check_rate_limits, check_refill,
 };
 use crate::error::{Conflict, Entity, StoreError};
 use crate::hash::SecretHash;
@@ -766,9 +766,14 @@ fn patched_controls(
         }
         Some(CreditsPatch::Set { remaining, refill }) => {
             let before = old.credits.map(|c| c.current(now_nanos));
+            // A refill kept from before is not checked again: one stored before a bound
+            // was added still lets the balance be set.
+            check_credit_amount(remaining)?;
+            if let Some(Some(refill)) = &refill {
+                check_refill(refill)?;
+            }
             let refill = refill.unwrap_or_else(|| before.and_then(|c| c.refill));
             let credits = Credits { remaining, refill };
-            check_credits(&credits)?;
             let mut stored = ControlsRecord::store_credits(credits, now_nanos);
             // The same refill keeps its schedule.
             if let Some(before) = before.filter(|c| c.refill == refill) {
