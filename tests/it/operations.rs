@@ -7,7 +7,7 @@ use std::process::Command;
 use serde_json::json;
 
 use crate::backend::{database_file, directory_only, store_arg};
-use crate::harness::{Daemon, Fixture, Run, latchkey};
+use crate::harness::{Daemon, Fixture, Run, latchkey, store_dir};
 
 // The tmpfs helper of latchkey-core's full-disk test.
 #[path = "../../crates/latchkey-core/tests/support/tmpfs.rs"]
@@ -263,6 +263,49 @@ fn a_backup_through_the_daemon_names_its_seq_past_a_partial_file_left_over() {
         .filter(|name| name.ends_with(".partial"))
         .collect();
     assert_eq!(partials, ["latchkey.backup.partial"]);
+}
+
+/// A backup through the daemon is copied into its temporary directory (`TMPDIR`) first: one
+/// that cannot be written is named in the answer and the log, and one whose disk is full
+/// answers 507 `storage_full`, as any write does; once there is room, backups work again.
+#[test]
+fn a_temporary_directory_that_takes_no_backup_copy_is_named() {
+    let (dir, db) = store_dir();
+    let tmpfs = Tmpfs::mount("8m");
+    let tmp = match &tmpfs {
+        Some(tmpfs) => tmpfs.path().join("tmp"),
+        None => dir.path().join("tmp"),
+    };
+    let daemon = Daemon::spawn(
+        latchkey()
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(store_arg(&db))
+            .env("LATCHKEY_LOG", "info")
+            .env("TMPDIR", &tmp),
+        &db,
+    );
+    let admin = daemon.admin_key.clone().unwrap();
+    let backup = || daemon.http("GET", "/v1/backup", Some(&admin), None);
+    // Not there (as a read-only one would be): a 500 that says where to look.
+    let missing = backup();
+    let detail = missing.problem(500, "internal")["detail"].as_str().unwrap();
+    assert!(detail.contains("TMPDIR"), "{detail}");
+    let log = daemon.log_with("could not be copied into the temporary directory");
+    assert!(log.contains(tmp.to_str().unwrap()), "{log}");
+    fs::create_dir(&tmp).unwrap();
+    assert_eq!(backup().status, 200);
+    let Some(tmpfs) = tmpfs else {
+        eprintln!("full disk skipped: cannot mount a tmpfs here (the test needs root)");
+        return;
+    };
+    let filler = tmpfs.fill();
+    let full = backup();
+    let detail = full.problem(507, "storage_full")["detail"]
+        .as_str()
+        .unwrap();
+    assert!(detail.contains("TMPDIR"), "{detail}");
+    fs::remove_file(filler).unwrap();
+    assert_eq!(backup().status, 200);
 }
 
 /// What answers `GET /v1/backup` with a 200 that is no backup (a proxy's page, a stream

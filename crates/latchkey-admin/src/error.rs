@@ -156,7 +156,7 @@ fn title(code: &str, status: StatusCode) -> &'static str {
         "payload_too_large" => "The request body is too large",
         "too_many_streams" => "Too many event streams are open",
         "backup_in_progress" => "A backup is being taken",
-        "storage_full" => "The keystore's disk is full",
+        "storage_full" => "The disk is full",
         "request_timeout" => "The request timed out",
         _ => status.canonical_reason().unwrap_or("Error"),
     }

@@ -1,6 +1,6 @@
 //! `GET /v1/backup`: a consistent backup of the whole store, streamed.
 
-use std::io::{Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
+use latchkey_core::StoreError;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedMutexGuard, watch};
 
@@ -45,8 +46,9 @@ const STALL: Duration = Duration::from_secs(60);
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks latchkey:backup (`insufficient_permission`), or its user is in a tenant (`tenant_forbidden`): a backup holds every tenant", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`backup_in_progress`: another backup is being taken or sent", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The backup could not be written (see the server log)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The backup could not be written, e.g. to a temporary directory (TMPDIR) that cannot be written (see the server log)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The keystore is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "`storage_full`: the disk of the temporary directory (TMPDIR), where the backup is copied first, is full", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn backup(
     State(state): State<AppState>,
@@ -64,9 +66,15 @@ pub(crate) async fn backup(
     // for its end.
     let (file, header, taking) = state
         .run(move |store| {
-            let mut file = tempfile::tempfile().map_err(AppError::internal)?;
-            let header = store.backup(&mut file)?;
-            file.seek(SeekFrom::Start(0)).map_err(AppError::internal)?;
+            let mut file = tempfile::tempfile().map_err(staging_failed)?;
+            let header = store.backup(&mut file).map_err(|e| match e {
+                StoreError::Storage(cause) => match cause.downcast::<io::Error>() {
+                    Ok(io) => staging_failed(*io),
+                    Err(cause) => StoreError::Storage(cause).into(),
+                },
+                e => e.into(),
+            })?;
+            file.seek(SeekFrom::Start(0)).map_err(staging_failed)?;
             Ok((file, header, taking))
         })
         .await?;
@@ -84,6 +92,31 @@ pub(crate) async fn backup(
     }
     headers.insert("x-latchkey-backup-seq", HeaderValue::from(header.seq));
     Ok(response)
+}
+
+/// The copy could not be made in the temporary directory (`TMPDIR`, where
+/// [`tempfile::tempfile`] puts it): 507 `storage_full` when its disk is full, else a 500
+/// whose log line names the directory, the usual cause being one that cannot be written (a
+/// read-only container without a tmpfs there).
+fn staging_failed(e: io::Error) -> AppError {
+    let dir = std::env::temp_dir();
+    if e.kind() == io::ErrorKind::StorageFull {
+        latchkey_core::warn_limited!(error = %e, tmpdir = %dir.display(), "backup refused: the temporary directory's disk is full");
+        return AppError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage_full",
+            "the disk of the server's temporary directory (TMPDIR), where a backup is copied \
+             before it is sent, is full: nothing was taken; free space there, or point TMPDIR \
+             at a disk with room for a copy of the store",
+        );
+    }
+    tracing::error!(error = %e, tmpdir = %dir.display(), "a backup could not be copied into the temporary directory (TMPDIR): it must be writable, with room for a copy of the store");
+    AppError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the backup could not be copied into the server's temporary directory (TMPDIR); \
+         the server log has the detail",
+    )
 }
 
 /// The copy of the store being sent, and the backup turn.

@@ -150,7 +150,13 @@ impl Store {
             lineage: inner.lineage(),
             records,
         };
-        let io_err = |e: io::Error| StoreError::storage(format!("writing the backup: {e}"));
+        // The error keeps its kind: a caller tells a full disk (its own output's) by it.
+        let io_err = |e: io::Error| {
+            StoreError::Storage(Box::new(io::Error::new(
+                e.kind(),
+                format!("writing the backup: {e}"),
+            )))
+        };
         let mut out = Hashing {
             inner: BufWriter::new(out),
             hasher: blake3::Hasher::new(),
