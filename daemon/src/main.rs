@@ -24,6 +24,12 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // Whatever this binary creates is its owner's only: the store's files (which sled makes
+    // and remakes itself, with the umask's mode) hold its hashing key and every key's hash,
+    // and a directory made beforehand with mode 0755 would otherwise leave them readable
+    // by every local user; backups hold the same.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.global.given = WhereGiven::of(&matches);

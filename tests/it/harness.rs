@@ -28,6 +28,22 @@ use serde_json::Value;
 
 use crate::backend::{drop_store, engine_env, store_arg};
 
+/// Every file and directory below `dir`, at any depth.
+pub(crate) fn below(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// A temporary directory and the store's path in it (on PostgreSQL, the name of the
 /// store's database: `store_arg` turns it into what `--db` takes).
 pub(crate) fn store_dir() -> (tempfile::TempDir, PathBuf) {

@@ -3,7 +3,7 @@
 //! writes the first admin key to a new 0600 file instead of stdout.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use latchkey_core::ApiKey;
 use serde_json::Value;
@@ -234,6 +234,65 @@ fn serve_writes_the_first_admin_key_to_a_0600_file_instead_of_printing_it() {
     let daemon = Daemon::start_with(&db, &["--admin-key-file", second.to_str().unwrap()]);
     assert!(!second.exists());
     assert!(daemon.banner.trim().is_empty(), "{}", daemon.banner);
+}
+
+/// A store made in a directory that already exists, open to others (0755), keeps the
+/// directory's mode but none of its files is readable by another user: they hold the
+/// hashing key and every key's hash. So for `init`, a daemon's writes, a backup and a
+/// restore into such a directory.
+#[test]
+fn a_store_s_files_are_its_owner_s_only_in_an_open_directory() {
+    if crate::backend::directory_only("a store's files") {
+        return;
+    }
+    let (dir, _) = store_dir();
+    let open_dir = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    };
+    let shared = |root: &Path| -> Vec<(PathBuf, u32)> {
+        let below = crate::harness::below(root).into_iter();
+        below
+            .map(|p| (mode(&p), p))
+            .filter(|(m, _)| m & 0o077 != 0)
+            .map(|(m, p)| (p, m))
+            .collect()
+    };
+    let db = open_dir("store");
+    let key_file = dir.path().join("admin.key");
+    Run::of(
+        latchkey()
+            .args(["init", "--db"])
+            .arg(&db)
+            .arg("--admin-key-file")
+            .arg(&key_file),
+    )
+    .ok();
+    let daemon = Daemon::start(&db);
+    let admin = std::fs::read_to_string(&key_file).unwrap();
+    daemon
+        .cli_as(admin.trim(), &["users", "add", "--name", "bot"])
+        .ok();
+    let backup = dir.path().join("store.backup");
+    let out = backup.to_str().unwrap();
+    daemon.cli_as(admin.trim(), &["backup", "--out", out]).ok();
+    drop(daemon);
+    assert_eq!(mode(&db), 0o755, "the directory keeps its mode");
+    assert_eq!(shared(&db), Vec::<(PathBuf, u32)>::new());
+    assert_eq!(mode(&backup) & 0o077, 0, "the backup");
+    let restored = open_dir("restored");
+    Run::of(
+        latchkey()
+            .arg("restore")
+            .arg(&backup)
+            .arg("--db")
+            .arg(&restored),
+    )
+    .ok();
+    assert_eq!(mode(&restored), 0o755);
+    assert_eq!(shared(&restored), Vec::<(PathBuf, u32)>::new());
 }
 
 #[test]
