@@ -764,4 +764,12 @@ fn an_import_stopped_by_a_failing_request_reports_what_was_imported() {
     assert!(!refusal.contains("named"), "{refusal}");
     assert_eq!(report["imported_lines"], json!([]), "{report}");
     assert_eq!(report["not_imported_from_line"], 8, "{report}");
+
+    // Stopped before any line was taken: its error alone, with no report of nothing.
+    for json in [false, true] {
+        let no_user = [&args[..3], &["--user", "nosuch"]].concat();
+        let run = f.cli(&[&["--json"][..usize::from(json)], &no_user[..]].concat());
+        run.fails(1, "lines from 1 on were not imported");
+        assert_eq!(run.stdout, "", "{run:#?}");
+    }
 }

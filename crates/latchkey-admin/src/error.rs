@@ -82,9 +82,12 @@ impl AppError {
     }
 
     /// Names the request field at fault, for errors (such as a 404 for a group named in a
-    /// body) that did not know it.
+    /// body) that did not know it. Only a client's error has a field at fault: a 503 met
+    /// while reading the field's record (the keystore unreachable) names none.
     pub(crate) fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        if self.status.is_client_error() {
+            self.field = Some(field.into());
+        }
         self
     }
 
@@ -264,5 +267,21 @@ impl IntoResponse for AppError {
         }
         response.extensions_mut().insert(ProblemCode(self.code));
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_client_s_error_names_a_field() {
+        let refused = AppError::new(StatusCode::NOT_FOUND, "not_found", "no such user");
+        assert_eq!(
+            refused.with_field("user_id").field.as_deref(),
+            Some("user_id")
+        );
+        let unreachable = AppError::from(StoreError::Unavailable("down".into()));
+        assert_eq!(unreachable.with_field("user_id").field, None);
     }
 }

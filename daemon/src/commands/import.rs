@@ -99,7 +99,12 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: KeyImport) -> anyhow::
         eprint!("\r\x1b[K");
     }
     tally.refused.sort_by_key(|r| r.line);
-    report(cli.out.json, &args.user, &tally, stopped.as_ref());
+    // A run stopped before any line was taken or refused (no such user, a key lacking the
+    // permission) has nothing to report but its error.
+    let nothing_done = tally.imported.is_empty() && tally.refused.is_empty();
+    if !(stopped.is_some() && nothing_done) {
+        report(cli.out.json, &args.user, &tally, stopped.as_ref());
+    }
     if let Some(stopped) = stopped {
         return Err(anyhow!(
             "{:#}; lines from {} on were not imported (importing them again refuses any that \
@@ -213,7 +218,15 @@ fn parse_line(number: usize, line: &[u8], refused: &mut Vec<Refused>) -> Option<
         1 => line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line),
         _ => line,
     };
-    let text = String::from_utf8_lossy(line);
+    // Refused, not mended: a name or a hash read with U+FFFD in place of its bytes would
+    // be imported as something the file never held.
+    let Ok(text) = std::str::from_utf8(line) else {
+        refused.push(Refused {
+            line: number,
+            reason: "not UTF-8".to_owned(),
+        });
+        return None;
+    };
     let text = text.trim();
     if text.is_empty() {
         return None;
@@ -351,6 +364,18 @@ mod tests {
             refused.len(),
             1,
             "only the file's first bytes may be a mark"
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_refused_not_mended() {
+        let mut refused = Vec::new();
+        let latin1 = b"{\"key\": \"k\", \"name\": \"caf\xE9\"}\n";
+        assert_eq!(parse_line(3, latin1, &mut refused), None);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            (refused[0].line, refused[0].reason.as_str()),
+            (3, "not UTF-8")
         );
     }
 
