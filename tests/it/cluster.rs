@@ -567,6 +567,7 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         assert_eq!(verify(&daemon, &admin, key).body["valid"], true);
     }
 
+    let logged = daemon.log().len();
     cluster.stop();
     let stopped = Instant::now();
     let write = daemon.http(
@@ -595,6 +596,15 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // The background loops that retry every second say the outage once each, not once a
+    // try (a reminder comes a minute later).
+    let outage = daemon.log()[logged..].to_owned();
+    let said = |needle: &str| outage.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(said("reading the cluster's changes failed"), 1, "{outage}");
+    // The follower, the listener, the expiry sweep and the background jobs, once each.
+    assert!(said("failed; retrying every second") <= 4, "{outage}");
+    assert_eq!(said("still fails"), 0, "{outage}");
+
     cluster.restart();
     let back = Instant::now();
     loop {
@@ -621,6 +631,8 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
     );
     assert_eq!(verify(&daemon, &admin, &unseen).body["valid"], true);
     chain_whole(&daemon, &admin);
+    let again = "reading the cluster's changes works again";
+    assert!(daemon.log_with(again).contains(again), "{}", daemon.log());
     // The URL's password appeared nowhere.
     let password = cluster.password();
     assert!(

@@ -28,6 +28,7 @@ mod last_admin;
 mod layout;
 mod mark;
 mod names;
+mod outage;
 mod pages;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -79,6 +80,7 @@ use engine::Embedded;
 use files::Found;
 use keys::KeyRecord;
 use mark::Mark;
+use outage::Outage;
 use usage::{UsageBuffer, Use};
 
 /// How a store is opened.
@@ -1130,13 +1132,17 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// The jobs thread: every second, and when woken, the expiry sweep and then background
-/// jobs chunk by chunk (sweep chunks too while a backlog lasts), pausing between chunks. Holds the store only during a chunk.
+/// jobs chunk by chunk (sweep chunks too while a backlog lasts), pausing between chunks.
+/// Holds the store only during a chunk. Failures (the database away, a full disk) are
+/// retried every second and logged once an outage ([`Outage`]).
 fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
     let spawned = std::thread::Builder::new()
         .name("latchkey-jobs".into())
         .spawn(move || {
             // Pending jobs of an earlier process start at once.
             let mut woken = true;
+            let mut sweeping = Outage::new("the expiry sweep");
+            let mut jobs = Outage::new("the background jobs");
             loop {
                 if !woken {
                     match wake.recv_timeout(Duration::from_secs(1)) {
@@ -1151,22 +1157,27 @@ fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
                     let store = Store { inner };
                     // A whole chunk swept may leave more: the loop goes on for it too.
                     let swept_all = match store.sweep_expired() {
-                        Ok(n) => n < sweep::SWEEP_CHUNK,
+                        Ok(n) => {
+                            sweeping.succeeded();
+                            n < sweep::SWEEP_CHUNK
+                        }
                         Err(e) => {
-                            tracing::warn!(error = %e, "expiry sweep failed; retrying in a second");
+                            sweeping.failed(&e);
                             true
                         }
                     };
                     // A failed job waits a second, even while a sweep backlog keeps this
                     // loop going.
-                    let more_jobs = job_failed.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+                    let more_jobs = job_failed
+                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
                         && match store.run_job_chunk() {
                             Ok(more) => {
                                 job_failed = None;
+                                jobs.succeeded();
                                 more
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "background job failed; retrying in a second");
+                                jobs.failed(&e);
                                 job_failed = Some(std::time::Instant::now());
                                 false
                             }

@@ -1,15 +1,17 @@
 //! The commit feed of a shared database: a `LISTEN` connection that wakes the store's
 //! catch-up (`follow.rs`) at every commit of any process, and a timer that wakes it every
-//! second anyway.
+//! second anyway. While the database is away, each logs the outage once
+//! ([`Outage`]), and the listener tries again after a pause that doubles up to 8 s.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::poll_fn;
 use tokio_postgres::AsyncMessage;
 
 use super::client::{CHANNEL, Pg};
+use crate::store::outage::Outage;
 use crate::store::{Inner, Store};
 
 /// How often the catch-up runs without a notification.
@@ -29,20 +31,30 @@ pub(super) fn start(pg: &Arc<Pg>, store: &Store) {
     }
     let (config, tls) = (pg.config.clone(), pg.tls.clone());
     pg.handle().spawn(async move {
+        let mut outage = Outage::new("listening for the database's change notifications");
+        let mut pause = POLL;
         loop {
-            let lost = match listen(&config, tls.clone(), &wake).await {
+            let lost = match listen(&config, tls.clone(), &wake, &mut outage).await {
                 Ended::StoreGone => return,
                 Ended::Lost(e) => e,
             };
+            if !outage.is_failing() {
+                pause = POLL;
+            }
             let cause = lost.map_or_else(|| "the connection closed".to_owned(), |e| e.to_string());
-            tracing::warn!(error = %cause, "lost the database's change notifications; reconnecting");
+            outage.failed(&cause);
             if wake.send(()).is_err() {
                 return;
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PAUSE);
         }
     });
 }
+
+/// The longest pause between two tries to listen again while the database is away: the
+/// follower polls every second meanwhile, so changes still arrive within about a second.
+const MAX_PAUSE: Duration = Duration::from_secs(8);
 
 /// Why listening ended.
 enum Ended {
@@ -57,6 +69,7 @@ async fn listen(
     config: &tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     wake: &mpsc::Sender<()>,
+    outage: &mut Outage,
 ) -> Ended {
     let (client, mut connection) = match config.connect(tls).await {
         Ok(connected) => connected,
@@ -84,24 +97,30 @@ async fn listen(
         Err(e) => Ended::Lost(Some(e)),
         // Whatever committed while not listening is read now.
         Ok(()) if wake.send(()).is_err() => Ended::StoreGone,
-        Ok(()) => loop {
-            match received.recv().await {
-                Some(None) => {
-                    if wake.send(()).is_err() {
-                        break Ended::StoreGone;
+        Ok(()) => {
+            outage.succeeded();
+            loop {
+                match received.recv().await {
+                    Some(None) => {
+                        if wake.send(()).is_err() {
+                            break Ended::StoreGone;
+                        }
                     }
+                    Some(Some(e)) => break Ended::Lost(Some(e)),
+                    None => break Ended::Lost(None),
                 }
-                Some(Some(e)) => break Ended::Lost(Some(e)),
-                None => break Ended::Lost(None),
             }
-        },
+        }
     };
     driver.abort();
     ended
 }
 
-/// The catch-up thread: on every wake and every second.
+/// The catch-up thread: on every wake and every second; while the database is away, once
+/// a second only (the listener's tries to reconnect wake it too).
 fn follow(inner: Weak<Inner>, woken: mpsc::Receiver<()>) {
+    let mut outage = Outage::new("reading the cluster's changes");
+    let mut tried = Instant::now();
     loop {
         match woken.recv_timeout(POLL) {
             Err(RecvTimeoutError::Disconnected) => return,
@@ -109,10 +128,15 @@ fn follow(inner: Weak<Inner>, woken: mpsc::Receiver<()>) {
         }
         // One catch-up serves every notification that arrived meanwhile.
         while woken.try_recv().is_ok() {}
+        if outage.is_failing() && tried.elapsed() < POLL {
+            continue;
+        }
         let Some(inner) = inner.upgrade() else { return };
         let store = Store { inner };
-        if let Err(e) = store.catch_up() {
-            tracing::warn!(error = %e, "could not read the cluster's changes; retrying in a second");
+        tried = Instant::now();
+        match store.catch_up() {
+            Ok(()) => outage.succeeded(),
+            Err(e) => outage.failed(&e),
         }
     }
 }
