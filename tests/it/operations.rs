@@ -435,6 +435,20 @@ fn an_offline_backup_holds_what_the_daemon_serves() {
     let (online, offline) = (header(&online), header(&offline));
     assert_eq!(online, offline);
     assert_eq!(online["format"], "latchkey-backup");
+
+    // A restore killed midway left its unfinished copy beside the store: the next restore
+    // into that store names it, and restores.
+    if directory_only("a restore's staging directory") {
+        return;
+    }
+    let target = dir.path().join("restored");
+    let left = dir.path().join("restored.restoring-01a2473");
+    fs::create_dir(&left).unwrap();
+    let restore =
+        |file: &Path| Run::of(latchkey().arg("restore").arg(file).arg("--db").arg(&target)).ok();
+    let run = restore(&dir.path().join("offline.backup"));
+    assert!(run.stderr.contains(left.to_str().unwrap()), "{run:#?}");
+    assert!(run.stderr.contains("stopped midway"), "{run:#?}");
 }
 
 /// The hex SHA-256 of each text, from the system's `sha256sum`, so that the test does not

@@ -236,6 +236,13 @@ impl Store {
         }
         // Built beside the target and renamed into place: a failure leaves no half store.
         let staging = staging_path(path)?;
+        for left in interrupted_restores(&staging) {
+            tracing::warn!(
+                directory = %left.display(),
+                "an earlier restore into this store was stopped midway and left its \
+                 unfinished copy: remove that directory once no restore runs"
+            );
+        }
         let restored = restore_into(
             &staging,
             backup,
@@ -289,6 +296,33 @@ fn move_into_place(staging: &Path, path: &Path) -> Result<(), StoreError> {
                 path.display()
             ))
         })
+}
+
+/// The staging directories beside `staging` of earlier restores into the same store that
+/// were stopped midway (killed: one that fails removes its own).
+fn interrupted_restores(staging: &Path) -> Vec<PathBuf> {
+    let Some(name) = staging.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let Some((store, _)) = name.rsplit_once(".restoring-") else {
+        return Vec::new();
+    };
+    let prefix = format!("{store}.restoring-");
+    let parent = staging.parent().filter(|p| !p.as_os_str().is_empty());
+    let Ok(entries) = fs::read_dir(parent.unwrap_or(Path::new("."))) else {
+        return Vec::new();
+    };
+    let mut left: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .map(|e| e.path())
+        .collect();
+    left.sort();
+    left
 }
 
 fn staging_path(path: &Path) -> Result<PathBuf, StoreError> {
