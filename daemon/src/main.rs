@@ -14,6 +14,7 @@ use latchkey_daemon::cli::{Cli, Command, WhereGiven};
 use latchkey_daemon::config::{DEFAULT_CONFIG, Settings};
 use latchkey_daemon::{backup, commands, health, init, migrate, scan, start};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 /// jemalloc, for the daemon binary only: fewer pages held back than glibc's per-thread
 /// arenas under sled's and tokio's threads (the root Cargo.toml has the figures). Its
@@ -57,9 +58,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // migration that found the schema in place) are the database's chatter.
             "info,tokio_postgres=warn"
         } else {
-            // rustls-platform-verifier logs a refused certificate as an ERROR of its own; the
-            // commands' one-line error already says it.
-            "warn,rustls_platform_verifier=off"
+            // rustls-platform-verifier logs a refused certificate as an ERROR of its own, and
+            // sled a failed write (a full disk) as several: the commands' one-line error
+            // already says it.
+            "warn,rustls_platform_verifier=off,sled=off"
         },
         settings.log_json,
     )?;
@@ -152,10 +154,23 @@ fn log_filter(text: &str) -> anyhow::Result<EnvFilter> {
     } else {
         EnvFilter::try_new(kept.join(","))?
     };
-    for (name, level) in CAPPED {
+    for (name, cap) in CAPPED {
+        // A cap lowers, never raises: `warn` keeps sled at warn, `sled=off` turns it off.
+        let cap: LevelFilter = cap.parse()?;
+        let level = asked_level(text, name).map_or(cap, |asked| asked.min(cap));
         filter = filter.add_directive(format!("{name}={level}").parse()?);
     }
     Ok(filter)
+}
+
+/// The level `text` asks for the crate `name`: its own directive's, else the bare level's.
+fn asked_level(text: &str, name: &str) -> Option<LevelFilter> {
+    let directives = text.split(',').map(str::trim);
+    let own = directives.clone().find_map(|d| {
+        let (target, level) = d.split_once('=')?;
+        (target == name).then(|| level.parse().ok()).flatten()
+    });
+    own.or_else(|| directives.filter_map(|d| d.parse().ok()).next_back())
 }
 
 /// Logs go to stderr as text or JSON lines, filtered by `LATCHKEY_LOG`, else `RUST_LOG`,
@@ -242,5 +257,26 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             assert!(tracing::enabled!(target: "sledge", Level::TRACE));
         });
+    }
+
+    /// A cap only lowers: a filter asking less of a capped crate (the commands' `warn`, or
+    /// `sled=off`, which keeps sled's own ERROR lines about a full disk out of a command's
+    /// one-line error) gets no more.
+    #[test]
+    fn a_cap_never_raises_what_was_asked() {
+        let enabled = |text: &str| {
+            let subscriber = tracing_subscriber::registry().with(log_filter(text).unwrap());
+            tracing::subscriber::with_default(subscriber, || {
+                [
+                    tracing::enabled!(target: "sled::tree", Level::ERROR),
+                    tracing::enabled!(target: "sled::tree", Level::WARN),
+                    tracing::enabled!(target: "sled::tree", Level::INFO),
+                ]
+            })
+        };
+        assert_eq!(enabled("warn"), [true, true, false]);
+        assert_eq!(enabled("warn,sled=off"), [false, false, false]);
+        assert_eq!(enabled("info,sled=error"), [true, false, false]);
+        assert_eq!(enabled("info"), [true, true, true]);
     }
 }

@@ -215,3 +215,42 @@ fn a_store_whose_mark_trails_opens_on_a_full_disk() {
         assert!(reserve.exists());
     }
 }
+
+/// A restore that runs out of disk midway says the disk is full, naming the store (not the
+/// engine's debug dump of the OS error), and leaves nothing behind.
+#[test]
+fn a_restore_onto_a_disk_that_fills_says_so_and_leaves_nothing() {
+    let Some(tmpfs) = mounted() else { return };
+    let source = tempfile::tempdir().unwrap();
+    let config = support::config().min_free_bytes(0);
+    let store = Store::create_empty(source.path().join("store"), "lk", config.clone()).unwrap();
+    // About 2 MiB of records, twice the room left below.
+    for g in 0..100 {
+        let permissions =
+            PermissionSet::parse((0..200).map(|i| format!("p{i:03}:{}", "x".repeat(100))));
+        let group = NewGroup {
+            name: format!("g{g}"),
+            permissions: permissions.unwrap(),
+        };
+        store.create_group(&Actor::system(), group).unwrap();
+    }
+    let mut backup = Vec::new();
+    store.backup(&mut backup).unwrap();
+    let filler = tmpfs.fill();
+    let full = fs::metadata(&filler).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(full - (1 << 20))
+        .unwrap();
+    let target = tmpfs.path().join("restored");
+    let err = Store::restore(&target, &backup[..], config).unwrap_err();
+    assert!(matches!(err, StoreError::StorageFull { .. }), "{err}");
+    assert!(err.to_string().contains(target.to_str().unwrap()), "{err}");
+    let left: Vec<_> = fs::read_dir(tmpfs.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["filler"]);
+}

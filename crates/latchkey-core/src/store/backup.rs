@@ -254,7 +254,7 @@ impl Store {
             Ok(restored) => restored,
             Err(e) => {
                 let _ = fs::remove_dir_all(&staging);
-                return Err(e);
+                return Err(full_as_such(e, path));
             }
         };
         if let Err(e) = move_into_place(&staging, path) {
@@ -296,6 +296,31 @@ fn move_into_place(staging: &Path, path: &Path) -> Result<(), StoreError> {
                 path.display()
             ))
         })
+}
+
+/// A restore's write that found the disk full, said as such for the store at `path` (not
+/// the staging directory, which is gone by then): the engine's own error would be a debug
+/// dump of the OS error.
+fn full_as_such(e: StoreError, path: &Path) -> StoreError {
+    let full = match &e {
+        StoreError::StorageFull { .. } => true,
+        StoreError::Storage(cause) => {
+            cause
+                .downcast_ref::<sled::Error>()
+                .is_some_and(super::space::sled_is_full)
+                || cause
+                    .downcast_ref::<io::Error>()
+                    .is_some_and(super::space::is_full)
+        }
+        _ => false,
+    };
+    if full {
+        StoreError::StorageFull {
+            path: path.to_owned(),
+        }
+    } else {
+        e
+    }
 }
 
 /// The staging directories beside `staging` of earlier restores into the same store that
@@ -350,7 +375,18 @@ fn restore_into(
     // Only its owner may read it, as a store `init` makes.
     files::create_private_dir(staging)?;
     let db = engine::open(staging, engine, cache, true)?;
-    let restored = load(&*db, backup, check)?;
+    // Refused before the engine writes what would not fit: twice the batch (an engine's log
+    // and its tree) and the reserve a store keeps.
+    let room = |bytes: usize| {
+        let needed = 2 * bytes as u64 + super::space::BALLAST_BYTES;
+        if super::space::below_reserve(staging, needed) {
+            return Err(StoreError::StorageFull {
+                path: staging.to_owned(),
+            });
+        }
+        Ok(())
+    };
+    let restored = load(&*db, backup, check, room)?;
     let first = mark::Mark {
         lineage: restored.lineage,
         seq: restored.header.seq,
@@ -460,24 +496,38 @@ fn read_whole(
 /// Reads a backup into an empty backend and checks it whole (its audit chain too, unless
 /// `check` keeps it as it is); gives it a new lineage. The schema version is written last,
 /// so a failed restore leaves no store (the caller removes what it wrote).
+///
+/// `room` is asked before each batch is written whether its bytes fit (a directory's disk:
+/// sled, meeting a full disk in the middle of a large write, may hang instead of failing).
 pub(super) fn load(
     db: &dyn Backend,
     backup: impl Read,
     check: ChainCheck,
+    room: impl Fn(usize) -> Result<(), StoreError>,
 ) -> Result<Restored, StoreError> {
+    let write = |batch: Batch| {
+        room(
+            batch
+                .writes
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum(),
+        )?;
+        db.apply_batch(batch)
+    };
     let mut pending = Pending::default();
     let (header, version) = read_whole(backup, Schema::Known, |key, value| {
         if key != layout::LINEAGE
             && let Some(full) = pending.insert(key, value)
         {
-            db.apply_batch(full)?;
+            write(full)?;
         }
         Ok(())
     })?;
     let lineage = Uuid::now_v7();
     let mut batch = pending.batch;
     batch.insert(layout::LINEAGE, lineage.as_bytes().as_slice());
-    db.apply_batch(batch)?;
+    write(batch)?;
     if recover::head_of(db)? != header.head {
         return Err(bad("it is damaged (its newest event is not the header's)"));
     }

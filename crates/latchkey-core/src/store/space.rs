@@ -36,7 +36,7 @@ pub(crate) const BALLAST: &str = "latchkey.reserve";
 /// Its size: room for the snapshot sled writes when it opens a store whose log went past
 /// its last snapshot (a few bytes per page; a million keys take well under this), or for
 /// redb's commit of a repair.
-const BALLAST_BYTES: u64 = 4 << 20;
+pub(crate) const BALLAST_BYTES: u64 = 4 << 20;
 
 /// Makes sure the reserve file exists, when the disk has room for it and more. Best
 /// effort: without it, only a reopen on a full disk is at risk.

@@ -129,7 +129,7 @@ pub(crate) fn restore(
                  empty database)"
             )));
         }
-        match super::backup::load(&*db, backup, check) {
+        match super::backup::load(&*db, backup, check, |_| Ok(())) {
             Ok(restored) => restored,
             Err(e) => {
                 // No half store stays behind: the table was empty before (checked under the
