@@ -1,9 +1,9 @@
 //! [`Outage`]: a background loop's failures, logged once an outage instead of once a try.
 //!
-//! A loop that retries every second (the shared database's follower and its listener) would
-//! otherwise write a line a second for as long as the database is away. It writes the
-//! first failure, then one reminder a minute with how many tries failed, and one line when
-//! it works again.
+//! A loop that retries every second (the expiry sweep, the background jobs, and on a shared
+//! database the follower and its listener) would otherwise write a line a second for as
+//! long as the database is away or the disk full. It writes the first failure, then one
+//! reminder a minute with how many tries failed, and one line when it works again.
 
 use std::fmt::Display;
 use std::time::{Duration, Instant};
