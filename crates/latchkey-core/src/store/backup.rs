@@ -236,7 +236,7 @@ impl Store {
         }
         // Built beside the target and renamed into place: a failure leaves no half store.
         let staging = staging_path(path)?;
-        for left in interrupted_restores(&staging) {
+        for left in interrupted_restores(path) {
             tracing::warn!(
                 directory = %left.display(),
                 "an earlier restore into this store was stopped midway and left its \
@@ -323,17 +323,17 @@ fn full_as_such(e: StoreError, path: &Path) -> StoreError {
     }
 }
 
-/// The staging directories beside `staging` of earlier restores into the same store that
+/// What names a restore's staging directory: the store's name, this, and an id.
+const STAGING: &str = ".restoring-";
+
+/// The staging directories beside the store at `path` of earlier restores into it that
 /// were stopped midway (killed: one that fails removes its own).
-fn interrupted_restores(staging: &Path) -> Vec<PathBuf> {
-    let Some(name) = staging.file_name().and_then(|n| n.to_str()) else {
+fn interrupted_restores(path: &Path) -> Vec<PathBuf> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return Vec::new();
     };
-    let Some((store, _)) = name.rsplit_once(".restoring-") else {
-        return Vec::new();
-    };
-    let prefix = format!("{store}.restoring-");
-    let parent = staging.parent().filter(|p| !p.as_os_str().is_empty());
+    let prefix = format!("{name}{STAGING}");
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     let Ok(entries) = fs::read_dir(parent.unwrap_or(Path::new("."))) else {
         return Vec::new();
     };
@@ -355,7 +355,7 @@ fn staging_path(path: &Path) -> Result<PathBuf, StoreError> {
         .file_name()
         .ok_or_else(|| StoreError::invalid("db", "must name a directory"))?;
     let mut staging = name.to_owned();
-    staging.push(format!(".restoring-{}", Uuid::now_v7().simple()));
+    staging.push(format!("{STAGING}{}", Uuid::now_v7().simple()));
     Ok(path.with_file_name(staging))
 }
 
