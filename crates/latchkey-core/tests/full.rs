@@ -236,14 +236,7 @@ fn a_restore_onto_a_disk_that_fills_says_so_and_leaves_nothing() {
     }
     let mut backup = Vec::new();
     store.backup(&mut backup).unwrap();
-    let filler = tmpfs.fill();
-    let full = fs::metadata(&filler).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap()
-        .set_len(full - (1 << 20))
-        .unwrap();
+    tmpfs.fill_leaving(1 << 20);
     let target = tmpfs.path().join("restored");
     let err = Store::restore(&target, &backup[..], config).unwrap_err();
     assert!(matches!(err, StoreError::StorageFull { .. }), "{err}");

@@ -149,6 +149,12 @@ impl Meters {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether any key is metered here (its rate limiters' state or credit slice would be
+    /// persisted at close).
+    pub(crate) fn any(&self) -> bool {
+        !self.lock().is_empty()
+    }
+
     /// The meter of a key as `record` describes it: the one in use when it was built from
     /// the same version, else a new one (the old one's slice is dropped: see the module
     /// docs) that keeps the old one's rate limiters when their rules are the same. `None`

@@ -139,6 +139,15 @@ impl UsageBuffer {
             .unwrap_or_default()
     }
 
+    /// Whether any key's figures wait to be persisted.
+    pub(crate) fn any_pending(&self) -> bool {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|u| u.read() != Usage::default())
+    }
+
     /// Every key's figures not yet persisted, left in place, and forgets counters that
     /// nothing else holds and that counted nothing, so the map does not grow with every
     /// key ever used.

@@ -48,6 +48,19 @@ impl Tmpfs {
         }
         filler
     }
+
+    /// Fills it, then gives `room` bytes back; returns the filler.
+    pub(crate) fn fill_leaving(&self, room: u64) -> PathBuf {
+        let filler = self.fill();
+        let full = fs::metadata(&filler).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .unwrap()
+            .set_len(full - room)
+            .unwrap();
+        filler
+    }
 }
 
 impl Drop for Tmpfs {
