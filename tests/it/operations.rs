@@ -13,6 +13,9 @@ use crate::harness::{Daemon, Fixture, Run, latchkey, store_dir};
 #[path = "../../crates/latchkey-core/tests/support/tmpfs.rs"]
 mod tmpfs;
 use tmpfs::Tmpfs;
+// Backup files edited as someone hiding their last actions would.
+#[path = "../../crates/latchkey-core/tests/support/edit_backup.rs"]
+mod edit_backup;
 
 /// A 32 MiB tmpfs for a store, or `None` (said why) on PostgreSQL or where mounting is
 /// refused.
@@ -415,12 +418,18 @@ fn the_cli_speaks_plain_http_to_the_daemon_never_through_a_proxy() {
     );
 }
 
-#[test]
-fn an_offline_backup_holds_what_the_daemon_serves() {
+/// A daemon with a user, and its backup through the daemon in `name` in its directory.
+fn backed_up(name: &str) -> (Fixture, std::path::PathBuf) {
     let f = Fixture::new();
     f.user("bot", "");
-    let online = f.dir.path().join("online.backup");
-    f.cli(&["backup", "--out", online.to_str().unwrap()]).ok();
+    let file = f.dir.path().join(name);
+    f.cli(&["backup", "--out", file.to_str().unwrap()]).ok();
+    (f, file)
+}
+
+#[test]
+fn an_offline_backup_holds_what_the_daemon_serves() {
+    let (f, online) = backed_up("online.backup");
     let exists = f.cli(&["backup", "--out", online.to_str().unwrap()]);
     exists.fails(1, "already exists");
     let db = f.db();
@@ -491,6 +500,33 @@ fn a_restore_onto_a_nearly_full_disk_warns_of_nothing_it_did_not_lose() {
     // about nothing (it was said twice, once at the flush and once at the close).
     assert!(!run.stderr.contains("not persisted"), "{run:#?}");
     assert!(!run.stderr.contains("the disk is full"), "{run:#?}");
+}
+
+#[test]
+fn a_backup_without_its_newest_event_restores_nothing_on_any_backend() {
+    let (f, good) = backed_up("good.backup");
+    let cut = f.dir.path().join("cut.backup");
+    fs::write(
+        &cut,
+        edit_backup::without_newest_event(&fs::read(&good).unwrap()),
+    )
+    .unwrap();
+    let (_target_dir, target) = store_dir();
+    let restore = |file: &Path, extra: &[&str]| {
+        Run::of(
+            latchkey()
+                .arg("restore")
+                .arg(file)
+                .args(extra)
+                .arg("--db")
+                .arg(store_arg(&target)),
+        )
+    };
+    restore(&cut, &[]).fails(1, "an event is missing");
+    restore(&cut, &["--keep-broken-chain"]).fails(1, "is missing or damaged");
+    // Nothing was left: the whole backup restores into the same place, and verifies.
+    let run = restore(&good, &[]).ok();
+    assert!(run.stdout.contains("The audit chain verifies"), "{run:#?}");
 }
 
 /// The hex SHA-256 of each text, from the system's `sha256sum`, so that the test does not

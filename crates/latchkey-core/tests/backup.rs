@@ -2,15 +2,18 @@
 //! before it began, its chain verifies, the restored store is a new lineage, and a damaged
 //! file or a non-empty target restores nothing.
 
+#[path = "support/edit_backup.rs"]
+mod edit_backup;
 mod support;
 /// Edits a closed store's files, for a store whose audit chain was edited.
 #[path = "support/tamper.rs"]
 mod tamper;
+use edit_backup::without_newest_event;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use latchkey_core::{Actor, NewUser, Store, StoreError};
+use latchkey_core::{Actor, BackupHeader, NewUser, Store, StoreError};
 
 fn user(store: &Store, name: String) -> Result<uuid::Uuid, StoreError> {
     let new = NewUser {
@@ -96,14 +99,20 @@ fn restores_nothing(dir: &std::path::Path, bytes: &[u8], needle: &str) {
     assert_eq!(leftovers, 1, "no staging directory is left");
 }
 
-#[test]
-fn a_damaged_backup_or_a_used_target_restores_nothing() {
+/// A store `a` with a user in a new directory, and its backup.
+fn backed_up() -> (tempfile::TempDir, Store, Vec<u8>, BackupHeader) {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) =
         Store::create_with_admin(dir.path().join("a"), "lk", support::config()).unwrap();
     user(&store, "x".into()).unwrap();
     let mut file = Vec::new();
-    store.backup(&mut file).unwrap();
+    let header = store.backup(&mut file).unwrap();
+    (dir, store, file, header)
+}
+
+#[test]
+fn a_damaged_backup_or_a_used_target_restores_nothing() {
+    let (dir, store, file, _) = backed_up();
     let mut flipped = file.clone();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 1;
@@ -164,6 +173,36 @@ fn a_backup_whose_chain_breaks_restores_nothing_unless_kept() {
         2,
         "the records are all there"
     );
+}
+
+/// A backup whose newest events were taken out, all the rest (its checksum too) made to
+/// match, restores nothing: the chain check finds the chain short of the header's newest
+/// event, and a store without that event would not open even when a broken chain is kept.
+#[test]
+fn a_backup_without_its_newest_events_restores_nothing() {
+    let (dir, _store, file, header) = backed_up();
+    let cut = without_newest_event(&file);
+    assert!(Store::check_backup(cut.as_slice()).is_ok(), "a whole file");
+    let seq = header.seq;
+    restores_nothing(
+        dir.path(),
+        &cut,
+        &format!(
+            "chain breaks at #{seq}: an event is missing: the chain ends at #{}",
+            seq - 1
+        ),
+    );
+    let target = dir.path().join("b");
+    let location = latchkey_core::Location::Dir(target.clone());
+    let err = Store::restore_keeping_broken_chain_at(&location, cut.as_slice(), support::config())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("its newest event, #{seq}, is missing")),
+        "{err}"
+    );
+    assert!(!target.exists(), "a failed restore leaves nothing");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
 /// A directory that holds only the reserve file a store kept there counts as empty: the

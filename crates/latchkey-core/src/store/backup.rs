@@ -532,8 +532,32 @@ pub(super) fn load(
         return Err(bad("it is damaged (its newest event is not the header's)"));
     }
     if check == ChainCheck::Verify {
-        verify_chain(db)?;
+        let (next, _) = verify_chain(db)?;
+        // Every event present links up: the chain must end at the header's newest.
+        if next <= header.seq {
+            // Its newest events were taken out.
+            return Err(chain_broken(
+                next,
+                &format!(
+                    "an event is missing: the chain ends at #{}, the store recorded {} events",
+                    next - 1,
+                    header.seq
+                ),
+            ));
+        }
+        if next > header.seq + 1 {
+            return Err(chain_broken(
+                header.seq + 1,
+                &format!(
+                    "the store recorded {} events, the chain goes on",
+                    header.seq
+                ),
+            ));
+        }
     }
+    // Whatever the check: a store whose newest event is not the one its head and sequence
+    // number name does not open (`recover::reconcile_mark`), so it is not made.
+    newest_is_the_header_s(db, &header)?;
     let mut last = Batch::default();
     last.insert(layout::VERSION, version);
     db.apply_batch(last)?;
@@ -544,14 +568,11 @@ pub(super) fn load(
 /// Fails when the restored events do not form one chain from the first: a backup of a
 /// store whose trail was edited or damaged (its checksum, taken of what the store held,
 /// matches all the same).
-fn verify_chain(db: &dyn Backend) -> Result<(), StoreError> {
+///
+/// Returns the sequence number after the last event and that event's hash.
+fn verify_chain(db: &dyn Backend) -> Result<(u64, String), StoreError> {
     let (mut next, mut prev) = (1, audit::GENESIS.to_owned());
-    let refused = |seq: u64, reason: &str| {
-        bad(format!(
-            "its audit chain breaks at #{seq}: {reason} (`latchkey restore \
-             --keep-broken-chain` restores it as it is)"
-        ))
-    };
+    let refused = chain_broken;
     let mut from = Bound::Included(layout::AUDIT.to_vec());
     loop {
         let range = KeyRange::new(from, KeyRange::prefix(layout::AUDIT).upper);
@@ -571,9 +592,52 @@ fn verify_chain(db: &dyn Backend) -> Result<(), StoreError> {
         }
         match page.last() {
             Some((key, _)) if page.len() == BATCH => from = Bound::Excluded(key.clone()),
-            _ => return Ok(()),
+            _ => return Ok((next, prev)),
         }
     }
+}
+
+/// A restore's refusal of a chain that does not verify.
+fn chain_broken(seq: u64, reason: &str) -> StoreError {
+    bad(format!(
+        "its audit chain breaks at #{seq}: {reason} (`latchkey restore --keep-broken-chain` \
+         restores it as it is)"
+    ))
+}
+
+/// Fails unless the store's sequence number is the header's and the event there has the
+/// header's hash: the checks a store makes of itself at open.
+fn newest_is_the_header_s(db: &dyn Backend, header: &BackupHeader) -> Result<(), StoreError> {
+    let seq = match db.get(layout::SEQ)? {
+        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+            .map(u64::from_be_bytes)
+            .ok(),
+        None => Some(0),
+    };
+    if seq != Some(header.seq) {
+        return Err(bad(
+            "it is damaged (its sequence number is not the header's newest event)",
+        ));
+    }
+    let newest = db
+        .get(&layout::audit(header.seq))?
+        .map(|value| super::decode_event(&(layout::audit(header.seq), value)))
+        .transpose()
+        .ok()
+        .flatten();
+    let hash = match (&newest, header.seq) {
+        (Some(event), _) => event.hash.as_str(),
+        (None, 0) => audit::GENESIS,
+        (None, _) => "",
+    };
+    if hash != header.head {
+        return Err(bad(format!(
+            "its newest event, #{}, is missing or damaged: a store without it cannot open \
+             (not even with `latchkey restore --keep-broken-chain`)",
+            header.seq
+        )));
+    }
+    Ok(())
 }
 
 /// The records a restore read but has not written yet.
