@@ -1210,6 +1210,7 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
     let spawned = std::thread::Builder::new()
         .name("latchkey-usage".into())
         .spawn(move || {
+            let mut persisting = Outage::new("persisting usage figures");
             // Wakes every `interval` until the store is dropped (the sender goes away).
             while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
                 let Some(inner) = inner.upgrade() else { return };
@@ -1232,11 +1233,14 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                             store.inner.chunk_positions,
                         )
                     });
-                if let Err(e) = flushed {
-                    tracing::warn!(error = %e, "could not persist usage figures");
-                    // Reopened now rather than at the next write: redb refuses every read
-                    // of its file after a failed write.
-                    store.failed_write(e);
+                match flushed {
+                    Ok(()) => persisting.succeeded(),
+                    Err(e) => {
+                        persisting.failed(&e);
+                        // Reopened now rather than at the next write: redb refuses every
+                        // read of its file after a failed write.
+                        store.failed_write(e);
+                    }
                 }
             }
         });

@@ -3,7 +3,10 @@
 //! A loop that retries every second (the expiry sweep, the background jobs, and on a shared
 //! database the follower and its listener) would otherwise write a line a second for as
 //! long as the database is away or the disk full. It writes the first failure, then one
-//! reminder a minute with how many tries failed, and one line when it works again.
+//! reminder a minute with how many tries failed, and one line when it works again. A
+//! connection that keeps dropping (a proxy that ends idle connections) would write two
+//! lines a drop: a failure within a minute of the last outage's end goes on quietly, said
+//! only if it lasts a minute (the reminder), and then its end too.
 
 use std::fmt::Display;
 use std::time::{Duration, Instant};
@@ -17,6 +20,8 @@ pub(crate) struct Outage {
     /// What fails, as the log says it ("reading the cluster's changes").
     what: &'static str,
     failing: Option<Failing>,
+    /// When the last outage ended.
+    ended: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -24,6 +29,8 @@ struct Failing {
     since: Instant,
     failures: u64,
     reminded: Instant,
+    /// Whether anything was said of it: its start or a reminder.
+    said: bool,
 }
 
 /// What a try's outcome asks to be logged.
@@ -43,13 +50,14 @@ impl Outage {
         Outage {
             what,
             failing: None,
+            ended: None,
         }
     }
 
     /// A try failed with `error`.
     pub(crate) fn failed(&mut self, error: &dyn Display) {
         match self.fail(Instant::now()) {
-            Said::Began => tracing::warn!(%error, "{} failed; retrying every second", self.what),
+            Said::Began => tracing::warn!(%error, "{} failed; retrying", self.what),
             Said::Still(failures, down) => tracing::warn!(
                 %error,
                 failures,
@@ -80,26 +88,35 @@ impl Outage {
 
     fn fail(&mut self, now: Instant) -> Said {
         let Some(failing) = &mut self.failing else {
+            let flapping = self
+                .ended
+                .is_some_and(|ended| now.duration_since(ended) < REMIND);
             self.failing = Some(Failing {
                 since: now,
                 failures: 1,
                 reminded: now,
+                said: !flapping,
             });
-            return Said::Began;
+            return if flapping { Said::Nothing } else { Said::Began };
         };
         failing.failures += 1;
         if now.duration_since(failing.reminded) < REMIND {
             return Said::Nothing;
         }
         failing.reminded = now;
+        failing.said = true;
         Said::Still(failing.failures, now.duration_since(failing.since))
     }
 
     fn succeed(&mut self, now: Instant) -> Said {
-        match self.failing.take() {
-            None => Said::Nothing,
-            Some(failing) => Said::Ended(failing.failures, now.duration_since(failing.since)),
+        let Some(failing) = self.failing.take() else {
+            return Said::Nothing;
+        };
+        self.ended = Some(now);
+        if !failing.said {
+            return Said::Nothing;
         }
+        Said::Ended(failing.failures, now.duration_since(failing.since))
     }
 }
 
@@ -128,6 +145,35 @@ mod tests {
             Said::Ended(62, Duration::from_secs(62))
         );
         assert!(!outage.is_failing());
-        assert_eq!(outage.fail(at(63)), Said::Began, "a new outage");
+        assert_eq!(outage.fail(at(200)), Said::Began, "a new outage");
+    }
+
+    #[test]
+    fn a_connection_that_keeps_dropping_is_said_once_a_minute() {
+        let mut outage = Outage::new("listening");
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        assert_eq!(outage.fail(at(0)), Said::Began);
+        assert_eq!(
+            outage.succeed(at(1)),
+            Said::Ended(1, Duration::from_secs(1))
+        );
+        // Dropped again and again within the minute: nothing said.
+        for s in (2..40).step_by(2) {
+            assert_eq!(outage.fail(at(s)), Said::Nothing, "{s}");
+            assert_eq!(outage.succeed(at(s + 1)), Said::Nothing, "{s}");
+        }
+        // A drop that lasts a minute is reminded of, and its end said.
+        assert_eq!(outage.fail(at(50)), Said::Nothing);
+        assert_eq!(
+            outage.fail(at(110)),
+            Said::Still(2, Duration::from_secs(60))
+        );
+        assert_eq!(
+            outage.succeed(at(111)),
+            Said::Ended(2, Duration::from_secs(61))
+        );
+        // A minute after the last end, a drop is a new outage.
+        assert_eq!(outage.fail(at(171)), Said::Began);
     }
 }
