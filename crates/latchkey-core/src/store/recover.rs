@@ -50,12 +50,17 @@ impl Store {
             // only empty the verify cache and hold up verifications, again at every retry.
             return err;
         }
-        tracing::error!(error = %err, store = %self.inner.path.display(), "a write failed in storage; reopening the store");
         let full = matches!(err, StoreError::StorageFull { .. })
             || std::error::Error::source(&err)
                 .and_then(|e| e.downcast_ref::<sled::Error>())
                 .is_some_and(space::sled_is_full)
             || space::below_reserve(&self.inner.path, self.inner.min_free_bytes.max(1));
+        // A full disk is the keystore's failure, not latchkey's: a warning (README, Logs).
+        if full {
+            tracing::warn!(error = %err, store = %self.inner.path.display(), "a write failed on a full disk; reopening the store");
+        } else {
+            tracing::error!(error = %err, store = %self.inner.path.display(), "a write failed in storage; reopening the store");
+        }
         if let Err(e) = self.reopen() {
             tracing::error!(error = %e, "could not reopen the store; retrying at the next write");
         }
