@@ -149,9 +149,10 @@ pub enum StoreError {
     /// idempotent. Writes work again once it is back, without a restart.
     #[error("the keystore is unavailable: {0}")]
     Unavailable(#[source] BoxError),
-    /// The database holds a schema newer than this version of latchkey knows.
+    /// The store (a directory, a database, or a backup's records) holds a schema newer than
+    /// this version of latchkey knows.
     #[error(
-        "the database holds latchkey schema version {found}, newer than this version knows ({supported}): upgrade latchkey"
+        "the store holds latchkey schema version {found}, newer than this version knows ({supported}): upgrade latchkey"
     )]
     SchemaTooNew {
         /// The schema version found.
