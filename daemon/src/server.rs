@@ -2,15 +2,18 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use http_body_util::BodyExt;
 use latchkey_admin::MetricsAccess;
 use latchkey_core::Store;
 use tokio::net::TcpListener;
+use tower_http::timeout::{DeadlineBody, TimeoutError};
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -110,14 +113,35 @@ fn layered(router: Router, request_timeout: Duration) -> Router {
 /// dropped, but the blocking work it started keeps running, so a write may still be made:
 /// the answer says the outcome is unknown, not that nothing happened. Not for
 /// `GET /v1/backup`, whose answer waits for a copy of the whole store (minutes, at a
-/// million keys), nor for a request whose answer is a new key's secret ([`mints_a_secret`]):
-/// cut, it could make a key whose secret no one ever sees. The change feed's stream is not
+/// million keys), nor, once its body is read, for a request whose answer is a new key's
+/// secret ([`mints_a_secret`]): cut, it could make a key whose secret no one ever sees. Its
+/// body still has the timeout to arrive (nothing is made before it has), so that no caller
+/// holds a connection open by sending it slowly. The change feed's stream is not
 /// concerned, its answer starts at once. (`tower_http`'s `TimeoutLayer` times every request
 /// alike.)
 async fn timed(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if path == "/v1/backup" || mints_a_secret(request.method(), path) {
+    if path == "/v1/backup" {
         return next.run(request).await;
+    }
+    if mints_a_secret(request.method(), path) {
+        let late = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&late);
+        let request = request.map(|body| {
+            let body = DeadlineBody::new(limit, body).map_err(move |e| {
+                if e.is::<TimeoutError>() {
+                    seen.store(true, Ordering::Relaxed);
+                }
+                e
+            });
+            axum::body::Body::new(body)
+        });
+        let response = next.run(request).await;
+        // The body did not arrive in time: the handler refused it before making anything.
+        if late.load(Ordering::Relaxed) {
+            return latchkey_admin::request_timeout_response();
+        }
+        return response;
     }
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
@@ -311,6 +335,53 @@ mod tests {
         assert_eq!(problem.code, "request_timeout");
         let backup = app.oneshot(get("/v1/backup")).await.unwrap();
         assert_eq!(backup.status(), StatusCode::OK);
+    }
+
+    /// A request that makes a key gets the timeout to send its body: one that never ends is
+    /// answered 503 `request_timeout`, and its handler never runs.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_s_creation_has_the_timeout_to_send_its_body() {
+        let made = Arc::new(AtomicBool::new(false));
+        let handler = {
+            let made = Arc::clone(&made);
+            move |_: axum::body::Bytes| async move {
+                made.store(true, Ordering::Relaxed);
+                "made"
+            }
+        };
+        let router = Router::new()
+            .route("/v1/keys", axum::routing::post(handler.clone()))
+            .route("/ui/keys/{id}/rotate", axum::routing::post(handler));
+        let app = layered(router, Duration::from_secs(30));
+        /// A body whose bytes never come.
+        struct Endless;
+        impl hyper::body::Body for Endless {
+            type Data = bytes::Bytes;
+            type Error = std::io::Error;
+            fn poll_frame(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>>
+            {
+                std::task::Poll::Pending
+            }
+        }
+        for path in ["/v1/keys", "/ui/keys/k/rotate"] {
+            let request = Request::post(path).body(Body::new(Endless)).unwrap();
+            let answer = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            let body = axum::body::to_bytes(answer.into_body(), 4096)
+                .await
+                .unwrap();
+            let problem: latchkey_admin::Problem = serde_json::from_slice(&body).unwrap();
+            assert_eq!(problem.code, "request_timeout");
+        }
+        assert!(!made.load(Ordering::Relaxed), "no handler ran");
+        // A whole body is read, and the handler runs past the timeout as before.
+        let request = Request::post("/v1/keys").body(Body::from("{}")).unwrap();
+        let answer = app.oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert!(made.load(Ordering::Relaxed));
     }
 
     /// A 5xx answer adds no ERROR line of the request log: the handler logged its cause.

@@ -66,6 +66,51 @@ fn idle_and_slow_header_connections_are_closed() {
     println!("closed after: silent {silent:?}, half a header {half:?}, idle keep-alive {kept:?}");
 }
 
+/// A key's creation is spared the request timeout once its body is read (its answer alone
+/// holds the secret), not while its body trickles in: a caller sending it a byte at a time
+/// holds no connection past the timeout.
+#[test]
+fn a_key_creation_whose_body_trickles_in_is_timed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(&dir.path().join("store"), &["--request-timeout", TIMEOUT]);
+    let admin = daemon.admin_key.clone().unwrap();
+    let mut stream = TcpStream::connect(addr(&daemon)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n{{"
+    );
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = [0; 4096];
+    let read = loop {
+        assert!(
+            started.elapsed() < CLOSE_BOUND,
+            "no answer while the body trickled in"
+        );
+        match stream.read(&mut answer) {
+            Ok(read) => break read,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                stream.write_all(b" ").unwrap();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "too early: {took:?}");
+    println!("a trickling key creation answered after {took:?}");
+}
+
 #[test]
 fn a_tls_listener_closes_a_connection_that_never_shakes_hands() {
     let dir = tempfile::tempdir().unwrap();
