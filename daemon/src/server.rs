@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use http_body_util::BodyExt;
 use latchkey_admin::MetricsAccess;
-use latchkey_core::Store;
+use latchkey_core::{Store, StoreError};
 use tokio::net::TcpListener;
 use tower_http::timeout::{DeadlineBody, TimeoutError};
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
@@ -230,8 +230,16 @@ pub async fn run(
             tokio::time::sleep(drain).await;
         } => tracing::warn!(?drain, "connections still open after the drain timeout; closing them"),
     }
-    config.store.flush()?;
-    tracing::info!("store flushed; bye");
+    match config.store.flush() {
+        Ok(()) => tracing::info!("store flushed; bye"),
+        // What a flush adds to acknowledged writes (durable before they were acknowledged)
+        // is best effort: a database away is no reason to fail a stop, as a full disk is not.
+        Err(e @ StoreError::Unavailable(_)) => tracing::warn!(
+            error = %e,
+            "the keystore is unavailable: usage figures since the last flush are not persisted (no acknowledged write is lost); bye"
+        ),
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }
 

@@ -647,6 +647,15 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         !daemon.banner.contains(&password),
         "the banner shows the password"
     );
+
+    // Stopped during an outage with usage figures not yet persisted: every acknowledged
+    // write is in the database, and the figures are best effort, as on a full disk; the
+    // stop is a clean one (a service manager would count a failure otherwise).
+    assert_eq!(verify(&daemon, &admin, &known).body["valid"], true);
+    cluster.stop();
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("usage figures since the last flush"), "{log}");
 }
 
 #[test]
