@@ -247,4 +247,22 @@ fn meta_nested_too_deep_is_refused_and_what_is_taken_stays_readable() {
     assert_eq!(listed["items"][0]["meta"], nested(16), "{listed}");
     fx.cli(&["keys", "list"]).ok();
     assert!(fx.verifies(&secret, &["latchkey:keys:read"]));
+
+    // A key's full text in `meta`, as a value or a member's name, nested or not: refused
+    // as in a name (a secret is never stored in plain), and not echoed.
+    for meta in [
+        json!({"note": format!("backup {secret}")}),
+        json!({"a": [{"b": secret}]}),
+        json!({ secret.clone(): 1 }),
+    ] {
+        let refused = fx.http("POST", "/v1/keys", Some(create(meta.clone())));
+        assert_eq!(refused.problem(400, "invalid_field")["field"], "meta");
+        assert!(!refused.text.contains(&secret), "{}", refused.text);
+        let refused = fx.http(
+            "PATCH",
+            &format!("/v1/keys/{id}"),
+            Some(json!({ "meta": meta })),
+        );
+        assert_eq!(refused.problem(400, "invalid_field")["field"], "meta");
+    }
 }

@@ -127,7 +127,7 @@ pub struct LimitState {
 }
 
 /// Checks `meta`: a JSON object of at most 4 KiB once serialized, nested at most
-/// [`MAX_META_DEPTH`] levels deep.
+/// [`MAX_META_DEPTH`] levels deep, holding no key's full text.
 pub fn check_meta(meta: &serde_json::Value) -> Result<(), StoreError> {
     if !meta.is_object() {
         return Err(StoreError::invalid("meta", "must be a JSON object"));
@@ -138,13 +138,17 @@ pub fn check_meta(meta: &serde_json::Value) -> Result<(), StoreError> {
             format!("at most {MAX_META_DEPTH} levels of nested objects and arrays"),
         ));
     }
-    if serde_json::to_string(meta).map_or(usize::MAX, |s| s.len()) > MAX_META_BYTES {
+    let text = serde_json::to_string(meta).unwrap_or_default();
+    if text.is_empty() || text.len() > MAX_META_BYTES {
         return Err(StoreError::invalid(
             "meta",
             format!("at most {MAX_META_BYTES} bytes of JSON"),
         ));
     }
-    Ok(())
+    // Handed to services with every verification and shown to whoever reads the key: a
+    // secret is never stored in plain, here no more than in a name. (A key's text needs no
+    // escaping in JSON, so it stands in the serialized text as it was given.)
+    crate::limits::check_no_key("meta", &text)
 }
 
 /// How many levels of objects and arrays `value` nests (a scalar is 0). Walks with a stack of
@@ -318,6 +322,9 @@ mod tests {
         assert!(check_meta(&serde_json::json!([1])).is_err());
         let big = "x".repeat(MAX_META_BYTES);
         assert!(check_meta(&serde_json::json!({ "a": big })).is_err());
+        let key = crate::ApiKey::generate(&crate::Prefix::default(), crate::Env::Live);
+        let error = check_meta(&serde_json::json!({"a": [key.expose()]})).unwrap_err();
+        assert!(!error.to_string().contains(key.expose()), "{error}");
     }
 
     #[test]
