@@ -149,6 +149,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
+        // The parser would put U+FFFD for bytes that are no UTF-8 (a search would then look
+        // for text no one typed), where a body that is no UTF-8 is refused.
+        if percent_encoding::percent_decode_str(query)
+            .decode_utf8()
+            .is_err()
+        {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "the query string is not UTF-8 text once percent-decoded",
+            ));
+        }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(Params)

@@ -139,6 +139,14 @@ impl std::fmt::Debug for Fields {
 
 impl Fields {
     pub(crate) fn parse(bytes: &[u8]) -> Result<Fields, UiError> {
+        // The parser would put U+FFFD for bytes that are no UTF-8, and the API refuses such
+        // a body: refused here too, rather than stored as something no one typed.
+        if percent_encoding::percent_decode(bytes)
+            .decode_utf8()
+            .is_err()
+        {
+            return Err(UiError::BadForm("the form is not UTF-8 text".to_owned()));
+        }
         serde_urlencoded::from_bytes(bytes)
             .map(Fields)
             .map_err(|e| UiError::BadForm(format!("the form could not be read: {e}")))
@@ -258,5 +266,14 @@ mod tests {
         assert_eq!(fields.get("key"), "lk_live_secret");
         let shown = format!("{fields:?}");
         assert_eq!(shown, r#"["key", "csrf"]"#);
+    }
+
+    #[test]
+    fn a_form_that_is_no_utf_8_is_refused() {
+        for bytes in [&b"name=%C0%AF"[..], b"name=\xff\xfe", b"%FF=x"] {
+            assert!(Fields::parse(bytes).is_err(), "{bytes:?}");
+        }
+        let fields = Fields::parse(b"name=caf%C3%A9+%EF%BF%BD").unwrap();
+        assert_eq!(fields.get("name"), "caf\u{e9} \u{FFFD}");
     }
 }

@@ -514,6 +514,16 @@ async fn list_errors_name_the_parameter() {
             .problem(status, code);
         assert_eq!(problem["field"], field, "{query}");
     }
+    // Bytes that are no UTF-8 once decoded: refused, not searched for as U+FFFD.
+    let problem = h
+        .get("/v1/keys?q=%FF%FE")
+        .await
+        .problem(400, "invalid_field");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("UTF-8"),
+        "{problem}"
+    );
+    h.get("/v1/keys?q=%EF%BF%BD").await.ok(200);
 }
 
 #[tokio::test]
