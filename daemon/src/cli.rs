@@ -205,12 +205,6 @@ pub struct ServeArgs {
     /// idle connections are closed after it [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
-    /// On PostgreSQL: how long verification serves cached answers it cannot confirm (the
-    /// database or another daemon unreachable) before answering 503, and how long a write
-    /// waits for another daemon to take it, e.g. `5s`; give every daemon of one database
-    /// the same [default: 5s]
-    #[arg(long, value_name = "DURATION")]
-    pub max_staleness: Option<String>,
     /// The embedded store's cache in MiB: sled's page cache (in memory at two to three times
     /// this) or redb's. Less saves memory and slows reads of keys not in the verify cache
     /// (README, *Operations notes*) [default: 24]

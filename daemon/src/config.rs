@@ -29,11 +29,6 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection may take to deliver a request's headers (from when it opens, or
 /// from the previous response on a kept-alive connection).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long verification on a shared database serves what it cached without confirming
-/// it (`StoreConfig::max_staleness`'s default).
-pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(5);
-/// The longest staleness bound: revocations reach a partitioned daemon within it.
-const MAX_STALENESS: Duration = Duration::from_secs(3_600);
 /// The largest `cache_mib`, sled's page cache in MiB (64 GiB).
 pub const MAX_CACHE_MIB: u64 = 65_536;
 
@@ -88,13 +83,6 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # the previous response; slow or idle connections are closed past it (--header-read-timeout).
 # header_read_timeout = "10s"
 
-# On PostgreSQL: how long verification keeps serving the answers it cached while it cannot
-# confirm that no other daemon changed them (the database unreachable, another daemon
-# silent), 1s to 1h (--max-staleness); past it, verification answers 503, never 401. A write
-# also waits up to this long for every daemon to take it. Give every daemon of one
-# database the same value.
-# max_staleness = "5s"
-
 # The embedded store's cache in MiB, 1 to 65536 (--cache-mib, LATCHKEY_CACHE_MIB): sled's
 # page cache, which sits in memory at two to three times this, or redb's. Less saves memory,
 # more speeds up reads of keys the verify cache does not hold.
@@ -130,8 +118,6 @@ pub struct FileConfig {
     /// See [`DEFAULT_CONFIG`].
     pub cache_mib: Option<u64>,
     /// See [`DEFAULT_CONFIG`].
-    pub max_staleness: Option<String>,
-    /// See [`DEFAULT_CONFIG`].
     pub log: Option<String>,
     /// See [`DEFAULT_CONFIG`].
     pub log_format: Option<String>,
@@ -160,7 +146,6 @@ impl std::fmt::Debug for FileConfig {
             .field("request_timeout", &self.request_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("cache_mib", &self.cache_mib)
-            .field("max_staleness", &self.max_staleness)
             .field("log", &self.log)
             .field("engine", &self.engine)
             .finish_non_exhaustive()
@@ -221,7 +206,6 @@ struct FileConfigRest {
     request_timeout: Option<String>,
     header_read_timeout: Option<String>,
     cache_mib: Option<u64>,
-    max_staleness: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     metrics_listen: Option<String>,
@@ -286,7 +270,6 @@ impl Settings {
                 request_timeout: file.request_timeout,
                 header_read_timeout: file.header_read_timeout,
                 cache_mib: file.cache_mib,
-                max_staleness: file.max_staleness,
                 tls_cert: file.tls_cert,
                 tls_key: file.tls_key,
                 metrics_listen: file.metrics_listen,
@@ -402,13 +385,10 @@ impl Settings {
             .map_err(|e| self.file.named(in_file, e))
     }
 
-    /// The store settings `serve` opens its store with: the cache from `--cache-mib` or
-    /// the file's `cache_mib`, the staleness bound from `--max-staleness` or the file's
-    /// `max_staleness`, and a new store's [`engine`](Self::engine).
+    /// The store settings `serve` opens an embedded store with: the cache from
+    /// `--cache-mib` or the file's `cache_mib`, and a new store's [`engine`](Self::engine).
     pub fn store_config(&self, args: &ServeArgs) -> anyhow::Result<StoreConfig> {
-        let config = StoreConfig::default()
-            .engine(self.engine(&args.engine)?)
-            .max_staleness(self.max_staleness(args)?);
+        let config = StoreConfig::default().engine(self.engine(&args.engine)?);
         match args.cache_mib.or(self.file.cache_mib) {
             None => Ok(config),
             Some(mib @ 1..=MAX_CACHE_MIB) => Ok(config.cache_capacity_bytes(mib << 20)),
@@ -418,25 +398,6 @@ impl Settings {
                 Err(self.file.named(args.cache_mib.is_none(), error))
             }
         }
-    }
-
-    /// How long verification on a shared database serves what it cannot confirm: 1 s to
-    /// an hour.
-    pub fn max_staleness(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
-        let (text, in_file) = pick(
-            args.max_staleness.as_deref(),
-            self.file.max_staleness.as_deref(),
-        );
-        positive_duration("staleness bound", text, DEFAULT_MAX_STALENESS)
-            .and_then(|bound| {
-                anyhow::ensure!(
-                    bound <= MAX_STALENESS,
-                    "the staleness bound must be at most an hour (1h), not {:?}",
-                    text.unwrap_or_default()
-                );
-                Ok(bound)
-            })
-            .map_err(|e| self.file.named(in_file, e))
     }
 
     /// How long a connection may take to send a request's headers.
@@ -687,36 +648,6 @@ mod tests {
         for error in errors {
             let text = format!("{error:#}");
             assert!(!text.contains("config file"), "{text}");
-        }
-    }
-
-    /// `--max-staleness` beats the file's `max_staleness`; 0 and more than an hour are
-    /// refused, naming where the value came from.
-    #[test]
-    fn the_staleness_bound_comes_from_the_flag_or_the_file_within_an_hour() {
-        let (args, settings, _dir) = serve(None, &[]);
-        assert_eq!(
-            settings.max_staleness(&args).unwrap(),
-            DEFAULT_MAX_STALENESS
-        );
-        let (args, settings, _dir) = serve(Some("max_staleness = \"30s\"\n"), &[]);
-        assert_eq!(
-            settings.max_staleness(&args).unwrap(),
-            Duration::from_secs(30)
-        );
-        let flag = ["--max-staleness", "1h"];
-        let (args, settings, _dir) = serve(Some("max_staleness = \"30s\"\n"), &flag);
-        assert_eq!(settings.max_staleness(&args).unwrap(), MAX_STALENESS);
-        for (file, flag, said) in [
-            (Some("max_staleness = \"0s\"\n"), None, "above 0"),
-            (Some("max_staleness = \"61m\"\n"), None, "at most an hour"),
-            (None, Some("2h"), "at most an hour"),
-        ] {
-            let flags: Vec<&str> = flag.map(|f| vec!["--max-staleness", f]).unwrap_or_default();
-            let (args, settings, _dir) = serve(file, &flags);
-            let error = format!("{:#}", settings.store_config(&args).unwrap_err());
-            assert!(error.contains(said), "{error}");
-            assert_eq!(error.contains("config file"), file.is_some(), "{error}");
         }
     }
 

@@ -536,8 +536,7 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
     }
     let cluster = OwnCluster::start();
     let url = database_url(&cluster.server, &create_database(&cluster.server));
-    // A staleness bound shorter than the outage below: verification ends in 503.
-    let daemon = Daemon::start_on(&OsString::from(&url), &["--max-staleness", "1s"]);
+    let daemon = Daemon::start_on(&OsString::from(&url), &[]);
     let admin = daemon.admin_key.clone().expect("a new store");
     created(
         &daemon,
@@ -596,8 +595,6 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Past the bound (1 s, and 3 s have gone by): what was confirmed is served no more.
-    verify(&daemon, &admin, &known).problem(503, "keystore_unavailable");
 
     // The background loops that retry every second say the outage once each, not once a
     // try (a reminder comes a minute later).
