@@ -139,7 +139,7 @@ async fn timed(State(limit): State<Duration>, request: Request, next: Next) -> R
         let response = next.run(request).await;
         // The body did not arrive in time: the handler refused it before making anything.
         if late.load(Ordering::Relaxed) {
-            return latchkey_admin::request_timeout_response();
+            return latchkey_admin::body_timeout_response();
         }
         return response;
     }
@@ -346,7 +346,8 @@ mod tests {
     }
 
     /// A request that makes a key gets the timeout to send its body: one that never ends is
-    /// answered 503 `request_timeout`, and its handler never runs.
+    /// answered 408 `body_timeout`, and its handler never runs; one whose body is whole
+    /// runs to its answer past the timeout.
     #[tokio::test(start_paused = true)]
     async fn a_key_s_creation_has_the_timeout_to_send_its_body() {
         let made = Arc::new(AtomicBool::new(false));
@@ -354,6 +355,7 @@ mod tests {
             let made = Arc::clone(&made);
             move |_: axum::body::Bytes| async move {
                 made.store(true, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(60)).await;
                 "made"
             }
         };
@@ -377,12 +379,12 @@ mod tests {
         for path in ["/v1/keys", "/ui/keys/k/rotate"] {
             let request = Request::post(path).body(Body::new(Endless)).unwrap();
             let answer = app.clone().oneshot(request).await.unwrap();
-            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT, "{path}");
             let body = axum::body::to_bytes(answer.into_body(), 4096)
                 .await
                 .unwrap();
             let problem: latchkey_admin::Problem = serde_json::from_slice(&body).unwrap();
-            assert_eq!(problem.code, "request_timeout");
+            assert_eq!(problem.code, "body_timeout");
         }
         assert!(!made.load(Ordering::Relaxed), "no handler ran");
         // A whole body is read, and the handler runs past the timeout as before.

@@ -24,7 +24,7 @@ pub struct Problem {
     /// `key_not_revoked`, `key_revoked`, `last_admin_key`, `insufficient_permission`,
     /// `tenant_forbidden`, `missing_key`,
     /// `invalid_key`, `keystore_unavailable`, `store_locked`, `method_not_allowed`,
-    /// `unsupported_media_type`, `payload_too_large`, `too_many_streams`, `backup_in_progress`, `storage_full`, `request_timeout`, `internal`.
+    /// `unsupported_media_type`, `payload_too_large`, `too_many_streams`, `backup_in_progress`, `storage_full`, `request_timeout`, `body_timeout`, `internal`.
     pub code: String,
     /// What went wrong with this request.
     pub detail: String,
@@ -161,6 +161,7 @@ fn title(code: &str, status: StatusCode) -> &'static str {
         "backup_in_progress" => "A backup is being taken",
         "storage_full" => "The disk is full",
         "request_timeout" => "The request timed out",
+        "body_timeout" => "The request's body came too slowly",
         _ => status.canonical_reason().unwrap_or("Error"),
     }
 }
@@ -170,6 +171,17 @@ fn title(code: &str, status: StatusCode) -> &'static str {
 /// running, so a write may still be made).
 pub fn request_timeout_response() -> Response {
     AppError::request_timeout().into_response()
+}
+
+/// The answer to a request whose body did not arrive within the daemon's request timeout,
+/// refused before anything was done: a 408 problem+json with code `body_timeout`.
+pub fn body_timeout_response() -> Response {
+    AppError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        "the request's body did not arrive within the request timeout: nothing was done",
+    )
+    .into_response()
 }
 
 /// The answer to a path nothing serves: a 404 problem+json with code `not_found`, as the

@@ -16,7 +16,7 @@ use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, Params, RecordRef, optional, page_limit};
 use crate::openapi::problems::{
-    InvalidField, InvalidParameter, LastAdminKey, NoSuchKey, NoSuchUser, StrongerKey,
+    BodyTimeout, InvalidField, InvalidParameter, LastAdminKey, NoSuchKey, NoSuchUser, StrongerKey,
 };
 use crate::openapi::rules;
 use crate::state::AppState;
@@ -76,7 +76,7 @@ fn with_secret(created: CreatedKey) -> SecretAnswer {
     request_body = CreateKey,
     responses(
         (status = 201, description = "Created; `secret` is the full key, never shown again", body = KeyWithSecret),
-        InvalidField, NoSuchUser,
+        InvalidField, NoSuchUser, BodyTimeout,
         (status = 403, description = "Lacks latchkey:keys:write, or the key would be stronger than the caller", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
@@ -256,7 +256,7 @@ pub(crate) async fn revoke(
     request_body = RotateKey,
     responses(
         (status = 201, description = "The new key; `secret` is its full text, never shown again", body = KeyWithSecret),
-        InvalidField, StrongerKey, NoSuchKey,
+        InvalidField, StrongerKey, NoSuchKey, BodyTimeout,
         (status = 409, description = "The key is revoked (`key_revoked`), has expired (`key_expired`: create a new key instead), or was rotated already (`key_rotated`: rotate the key it was rotated to)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]

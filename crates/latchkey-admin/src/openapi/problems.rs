@@ -125,3 +125,13 @@ pub(crate) struct NameTakenOrLastAdmin(Problem);
     content_type = "application/problem+json"
 )]
 pub(crate) struct KeystoreUnavailable(Problem);
+
+/// A key's creation or rotation whose body did not arrive within the daemon's request
+/// timeout (`body_timeout`): nothing was done.
+#[derive(IntoResponses)]
+#[response(
+    status = 408,
+    description = "The body did not arrive within the request timeout: nothing was done",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct BodyTimeout(Problem);
