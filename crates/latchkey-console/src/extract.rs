@@ -139,12 +139,7 @@ impl std::fmt::Debug for Fields {
 
 impl Fields {
     pub(crate) fn parse(bytes: &[u8]) -> Result<Fields, UiError> {
-        // The parser would put U+FFFD for bytes that are no UTF-8, and the API refuses such
-        // a body: refused here too, rather than stored as something no one typed.
-        if percent_encoding::percent_decode(bytes)
-            .decode_utf8()
-            .is_err()
-        {
+        if !utf8_once_decoded(bytes) {
             return Err(UiError::BadForm("the form is not UTF-8 text".to_owned()));
         }
         serde_urlencoded::from_bytes(bytes)
@@ -249,6 +244,29 @@ where
 }
 
 /// Reads a urlencoded body of at most [`MAX_FORM`] bytes.
+/// Whether URL-encoded `bytes` are UTF-8 once percent-decoded. The parsers put U+FFFD for
+/// bytes that are not, and the API refuses such a body: a form or an address's query that
+/// is not is refused, rather than stored or searched for as something no one typed.
+fn utf8_once_decoded(bytes: &[u8]) -> bool {
+    percent_encoding::percent_decode(bytes)
+        .decode_utf8()
+        .is_ok()
+}
+
+/// Middleware: a 400 page for an address whose query is no UTF-8 once decoded.
+pub(crate) async fn refuse_non_utf8_query(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let query = request.uri().query().unwrap_or_default();
+    if !utf8_once_decoded(query.as_bytes()) {
+        return UiError::BadForm("the address's query is not UTF-8 text".to_owned())
+            .into_response();
+    }
+    next.run(request).await
+}
+
 pub(crate) async fn read_form(body: axum::body::Body) -> Result<Fields, UiError> {
     let bytes = axum::body::to_bytes(body, MAX_FORM)
         .await

@@ -67,6 +67,9 @@ pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
         .route("/ui/", get(keys::home))
         .with_state(state)
         .layer(axum::middleware::from_fn(
+            crate::extract::refuse_non_utf8_query,
+        ))
+        .layer(axum::middleware::from_fn(
             crate::fetch_site::refuse_cross_site,
         ))
         .layer(axum::middleware::from_fn(crate::errors::with_signed_nav))

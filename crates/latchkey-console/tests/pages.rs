@@ -388,6 +388,17 @@ async fn every_page_answers_with_the_policy() {
     let long = "x".repeat(600);
     let (response, _) = app.get(&format!("/ui/keys?q={long}"), Some(&session)).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // A query that is no UTF-8 once decoded is refused, not searched for as U+FFFD.
+    for path in [
+        "/ui/keys?q=%FF%FE",
+        "/ui/users?cursor=%C0%AF",
+        "/ui/audit?%FF=1",
+    ] {
+        let (response, html) = app.get(path, Some(&session)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(html.contains("not UTF-8"), "{path}: {html}");
+        assert_policy(&response);
+    }
 }
 
 /// A key's page finds its events among the last 10,000 of the trail, not only among the
