@@ -556,7 +556,8 @@ pub(super) fn load(
         }
     }
     // Whatever the check: a store whose newest event is not the one its head and sequence
-    // number name does not open (`recover::reconcile_mark`), so it is not made.
+    // number name would chain new events from one it does not hold (a directory's store
+    // does not even open: `recover::reconcile_mark`), so it is not made.
     newest_is_the_header_s(db, &header)?;
     let mut last = Batch::default();
     last.insert(layout::VERSION, version);
@@ -632,8 +633,9 @@ fn newest_is_the_header_s(db: &dyn Backend, header: &BackupHeader) -> Result<(),
     };
     if hash != header.head {
         return Err(bad(format!(
-            "its newest event, #{}, is missing or damaged: a store without it cannot open \
-             (not even with `latchkey restore --keep-broken-chain`)",
+            "its newest event, #{}, is missing or damaged: a store restored from it would \
+             chain new events from an event it does not hold (refused even with \
+             `latchkey restore --keep-broken-chain`)",
             header.seq
         )));
     }
