@@ -25,6 +25,11 @@ impl<T: Transport> Client<T> {
         Client { transport }
     }
 
+    /// The transport back, for what ends it (`LocalTransport::close`).
+    pub fn into_transport(self) -> T {
+        self.transport
+    }
+
     /// Sends a request; a 2xx answer gives its JSON body (`null` when empty), anything else
     /// a [`Problem`].
     pub async fn call(

@@ -107,6 +107,17 @@ pub(crate) fn execute(path: &Path, statements: &str) {
         .unwrap_or_else(|e| panic!("{statements}: {e}"));
 }
 
+/// The first column of the first row `query` answers on the database that stands for
+/// `path` (on PostgreSQL), as a number.
+pub(crate) fn count(path: &Path, query: &str) -> i64 {
+    assert!(postgres().is_some(), "PostgreSQL tests only");
+    let url = store_arg(path).into_string().expect("a UTF-8 URL");
+    connect(&url)
+        .and_then(|mut client| client.query_one(query, &[]))
+        .map(|row| row.get::<_, i64>(0))
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+}
+
 fn databases() -> &'static Mutex<HashMap<PathBuf, String>> {
     static NAMES: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
     NAMES.get_or_init(Mutex::default)

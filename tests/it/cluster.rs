@@ -659,20 +659,54 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
     }
 }
 
+/// `latchkey --db DB ARGS` (operator mode), run to its end.
+fn operator(db: &std::path::Path, args: &[&str]) -> crate::harness::Run {
+    crate::harness::Run::of(
+        crate::harness::latchkey()
+            .arg("--db")
+            .arg(crate::backend::store_arg(db))
+            .args(args),
+    )
+}
+
+/// A command in operator mode (`--db URL`) follows the cluster's changes while it runs,
+/// and leaves the followers when it exits: it stayed counted in most runs of a read such
+/// as `keys list` (its follower thread still held the store as the process exited), and
+/// every daemon's next writes waited the staleness bound (5 s) for it.
+#[test]
+fn an_operator_command_leaves_the_followers_as_it_exits() {
+    if postgres_only().is_none() {
+        return;
+    }
+    let (_dir, db) = store_dir();
+    let daemon = Daemon::start(&db);
+    let followers = "SELECT count(*) FROM latchkey_followers";
+    assert_eq!(crate::backend::count(&db, followers), 1, "the daemon");
+    let command = |args: &[&str]| operator(&db, args).ok();
+    for args in [
+        &["keys", "list"][..],
+        &["groups", "list"],
+        &["audit", "list"],
+        &["users", "add", "--name", "bot"],
+        &["keys", "list"],
+    ] {
+        command(args);
+        assert_eq!(
+            crate::backend::count(&db, followers),
+            1,
+            "{args:?} left its row"
+        );
+    }
+    drop(daemon);
+}
+
 #[test]
 fn migrate_and_serve_refuse_a_schema_newer_than_they_know() {
     if postgres_only().is_none() {
         return;
     }
     let (_dir, db) = store_dir();
-    let on = |args: &[&str]| {
-        crate::harness::Run::of(
-            crate::harness::latchkey()
-                .arg("--db")
-                .arg(crate::backend::store_arg(&db))
-                .args(args),
-        )
-    };
+    let on = |args: &[&str]| operator(&db, args);
     // An empty database: migrate creates the schema, no store yet.
     let version = on(&["--json", "migrate"]).json()["schema_version"]
         .as_u64()

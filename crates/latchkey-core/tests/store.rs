@@ -994,6 +994,18 @@ fn a_store_closed_and_reopened_in_one_process_opens() {
     );
 }
 
+/// `close` waits for the last handle: while another is alive it answers `false` after its
+/// bound, and the last one's close answers `true` once the store has closed.
+#[test]
+fn close_answers_once_the_last_handle_has_closed_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create_empty(dir.path().join("store"), "lk", support::config()).unwrap();
+    let other = store.clone();
+    assert!(!store.close(std::time::Duration::from_millis(50)));
+    assert!(other.users().is_ok(), "the other handle still works");
+    assert!(other.close(std::time::Duration::from_secs(10)));
+}
+
 /// A directory opens with the engine whose files it holds, whatever the configuration
 /// names (which chooses a new store's engine only), and an `init` over an open store of
 /// either engine is refused as locked.

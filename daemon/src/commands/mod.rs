@@ -33,7 +33,11 @@ pub async fn execute(settings: &Settings, command: ApiCommand) -> anyhow::Result
     match settings.management_store()? {
         Some(location) => {
             let transport = crate::transport::LocalTransport::open(location)?;
-            run(&Cli::new(transport, out), command).await
+            let cli = Cli::new(transport, out);
+            let result = run(&cli, command).await;
+            let transport = cli.api.into_transport();
+            tokio::task::spawn_blocking(move || transport.close()).await?;
+            result
         }
         None => {
             let transport = HttpTransport::for_settings(settings)?;

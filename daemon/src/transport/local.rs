@@ -15,6 +15,7 @@ use super::{ApiRequest, ApiResponse, Transport};
 #[derive(Debug, Clone)]
 pub struct LocalTransport {
     router: Router,
+    store: Store,
 }
 
 impl LocalTransport {
@@ -25,10 +26,26 @@ impl LocalTransport {
         let config = StoreConfig::default().usage_flush_interval(None);
         let store = Store::open_at(location, config)?;
         Ok(LocalTransport {
-            router: latchkey_admin::operator_router(store),
+            router: latchkey_admin::operator_router(store.clone()),
+            store,
         })
     }
+
+    /// Closes the store before the command exits (blocking, a few seconds at most): a
+    /// process that exited while a background thread still held it would, on PostgreSQL,
+    /// stay counted among the followers, and the daemons' writes wait for it up to the
+    /// staleness bound (5 s).
+    pub fn close(self) {
+        let LocalTransport { router, store } = self;
+        drop(router);
+        if !store.close(CLOSE_WAIT) {
+            tracing::warn!("the store did not close within {CLOSE_WAIT:?}; exiting all the same");
+        }
+    }
 }
+
+/// How long a command waits for its store to close.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Transport for LocalTransport {
     async fn send(&self, request: ApiRequest) -> anyhow::Result<ApiResponse> {

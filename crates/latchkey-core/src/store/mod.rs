@@ -323,6 +323,9 @@ struct Inner {
     _stop_flusher: Option<mpsc::Sender<()>>,
     /// Wakes the jobs thread; dropping it stops the thread.
     wake_jobs: Option<mpsc::Sender<()>>,
+    /// Says the store closed once dropped, after `Drop for Inner` ran: [`Store::close`]
+    /// waits for it.
+    closed: Closed,
     job_chunk_keys: usize,
     /// The most positions in one index chunk.
     chunk_positions: usize,
@@ -364,6 +367,19 @@ impl Inner {
     /// command's) has none, and a full disk costs it nothing worth a warning.
     fn unpersisted(&self) -> bool {
         self.usage.any_pending() || self.meters.any()
+    }
+}
+
+/// Whether a store closed, set when its `Inner` is dropped: a field, so dropped after
+/// `Drop for Inner` ran, whichever way it returned.
+#[derive(Debug, Default)]
+struct Closed(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        let (done, changed) = &*self.0;
+        *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        changed.notify_all();
     }
 }
 
@@ -623,6 +639,7 @@ impl Store {
             breaks,
             _stop_flusher: config.usage_flush_interval.map(|_| stop),
             wake_jobs: config.background_jobs.then_some(wake),
+            closed: Closed::default(),
             job_chunk_keys: config.job_chunk_keys,
             chunk_positions: config.index_chunk_positions,
             admin_scan_keys: config.admin_scan_keys,
@@ -882,6 +899,25 @@ impl Store {
                 resolved.usage.record(now);
             }
         }))
+    }
+
+    /// Drops this handle and, when it is the last one, waits until the store has closed:
+    /// usage figures persisted, the engine flushed, and on a shared database this process
+    /// counted out of the followers that other processes' writes wait for. A background
+    /// thread may hold the store for the rest of one round of its work: a process that
+    /// exits right after dropping its last handle may exit before the store closes, and on
+    /// PostgreSQL leave the others' writes waiting up to the staleness bound (5 s) for it.
+    /// Waits at most `bound` (other handles alive keep it open), and answers whether it
+    /// closed.
+    pub fn close(self, bound: Duration) -> bool {
+        let closed = Arc::clone(&self.inner.closed.0);
+        drop(self);
+        let (done, changed) = &*closed;
+        let done = done.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, _) = changed
+            .wait_timeout_while(done, bound, |done| !*done)
+            .unwrap_or_else(|e| e.into_inner());
+        *done
     }
 
     /// Persists buffered usage figures and flushes the store to disk. Call at shutdown;
