@@ -125,28 +125,34 @@ async fn timed(State(limit): State<Duration>, request: Request, next: Next) -> R
         return next.run(request).await;
     }
     if mints_a_secret(request.method(), path) {
-        let late = Arc::new(AtomicBool::new(false));
-        let seen = Arc::clone(&late);
-        let request = request.map(|body| {
-            let body = DeadlineBody::new(limit, body).map_err(move |e| {
-                if e.is::<TimeoutError>() {
-                    seen.store(true, Ordering::Relaxed);
-                }
-                e
-            });
-            axum::body::Body::new(body)
-        });
-        let response = next.run(request).await;
-        // The body did not arrive in time: the handler refused it before making anything.
-        if late.load(Ordering::Relaxed) {
-            return latchkey_admin::body_timeout_response();
-        }
-        return response;
+        return body_timed(limit, request, next).await;
     }
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => latchkey_admin::request_timeout_response(),
     }
+}
+
+/// Runs a request whose body only is timed: past `limit` before the body has arrived, the
+/// answer is 408 `body_timeout` (the handler reads the whole body before it does anything,
+/// so it did nothing); once the body has arrived, the request runs to its answer.
+async fn body_timed(limit: Duration, request: Request, next: Next) -> Response {
+    let late = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&late);
+    let request = request.map(|body| {
+        let body = DeadlineBody::new(limit, body).map_err(move |e| {
+            if e.is::<TimeoutError>() {
+                seen.store(true, Ordering::Relaxed);
+            }
+            e
+        });
+        axum::body::Body::new(body)
+    });
+    let response = next.run(request).await;
+    if late.load(Ordering::Relaxed) {
+        return latchkey_admin::body_timeout_response();
+    }
+    response
 }
 
 /// Whether a request (`method`, `path` without its query) creates or rotates a key, whose

@@ -138,8 +138,9 @@ pub fn check_meta(meta: &serde_json::Value) -> Result<(), StoreError> {
             format!("at most {MAX_META_DEPTH} levels of nested objects and arrays"),
         ));
     }
-    let text = serde_json::to_string(meta).unwrap_or_default();
-    if text.is_empty() || text.len() > MAX_META_BYTES {
+    // `Value`'s Display is its compact JSON, the text that is stored.
+    let text = meta.to_string();
+    if text.len() > MAX_META_BYTES {
         return Err(StoreError::invalid(
             "meta",
             format!("at most {MAX_META_BYTES} bytes of JSON"),

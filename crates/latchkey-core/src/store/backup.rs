@@ -573,7 +573,6 @@ pub(super) fn load(
 /// Returns the sequence number after the last event and that event's hash.
 fn verify_chain(db: &dyn Backend) -> Result<(u64, String), StoreError> {
     let (mut next, mut prev) = (1, audit::GENESIS.to_owned());
-    let refused = chain_broken;
     let mut from = Bound::Included(layout::AUDIT.to_vec());
     loop {
         let range = KeyRange::new(from, KeyRange::prefix(layout::AUDIT).upper);
@@ -582,13 +581,16 @@ fn verify_chain(db: &dyn Backend) -> Result<(u64, String), StoreError> {
             let event = match super::decode_event(entry) {
                 Ok(event) => event,
                 Err(StoreError::Corrupt(why)) => {
-                    return Err(refused(next, &format!("an event cannot be read ({why})")));
+                    return Err(chain_broken(
+                        next,
+                        &format!("an event cannot be read ({why})"),
+                    ));
                 }
                 Err(e) => return Err(e),
             };
             match audit::check_chain([&event], next, prev) {
                 Ok(reached) => (next, prev) = reached,
-                Err(broken) => return Err(refused(broken.seq, &broken.reason)),
+                Err(broken) => return Err(chain_broken(broken.seq, &broken.reason)),
             }
         }
         match page.last() {
@@ -607,7 +609,7 @@ fn chain_broken(seq: u64, reason: &str) -> StoreError {
 }
 
 /// Fails unless the store's sequence number is the header's and the event there has the
-/// header's hash: the checks a store makes of itself at open.
+/// header's hash (its head): new events chain from the newest event the store holds.
 fn newest_is_the_header_s(db: &dyn Backend, header: &BackupHeader) -> Result<(), StoreError> {
     let seq = match db.get(layout::SEQ)? {
         Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
