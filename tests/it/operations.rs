@@ -23,11 +23,7 @@ fn store_tmpfs(why: &str) -> Option<Tmpfs> {
     if directory_only(why) {
         return None;
     }
-    let tmpfs = Tmpfs::mount("32m");
-    if tmpfs.is_none() {
-        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
-    }
-    tmpfs
+    Tmpfs::mount_or_skip("32m")
 }
 
 #[test]

@@ -15,11 +15,7 @@ use tmpfs::Tmpfs;
 
 /// A 24 MiB tmpfs, or `None` after saying why the test is skipped.
 fn mounted() -> Option<Tmpfs> {
-    let tmpfs = Tmpfs::mount("24m");
-    if tmpfs.is_none() {
-        eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
-    }
-    tmpfs
+    Tmpfs::mount_or_skip("24m")
 }
 
 #[test]

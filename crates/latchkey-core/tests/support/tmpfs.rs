@@ -24,6 +24,15 @@ impl Tmpfs {
         mounted.then_some(Tmpfs(dir))
     }
 
+    /// [`Tmpfs::mount`], or `None` after saying that the test is skipped and why.
+    pub(crate) fn mount_or_skip(size: &str) -> Option<Tmpfs> {
+        let tmpfs = Tmpfs::mount(size);
+        if tmpfs.is_none() {
+            eprintln!("skipped: cannot mount a tmpfs here (the test needs root)");
+        }
+        tmpfs
+    }
+
     /// Where it is mounted.
     pub(crate) fn path(&self) -> &Path {
         self.0.path()
