@@ -302,19 +302,7 @@ fn move_into_place(staging: &Path, path: &Path) -> Result<(), StoreError> {
 /// the staging directory, which is gone by then): the engine's own error would be a debug
 /// dump of the OS error.
 fn full_as_such(e: StoreError, path: &Path) -> StoreError {
-    let full = match &e {
-        StoreError::StorageFull { .. } => true,
-        StoreError::Storage(cause) => {
-            cause
-                .downcast_ref::<sled::Error>()
-                .is_some_and(super::space::sled_is_full)
-                || cause
-                    .downcast_ref::<io::Error>()
-                    .is_some_and(super::space::is_full)
-        }
-        _ => false,
-    };
-    if full {
+    if super::space::is_full_error(&e) {
         StoreError::StorageFull {
             path: path.to_owned(),
         }
@@ -532,7 +520,7 @@ pub(super) fn load(
         return Err(bad("it is damaged (its newest event is not the header's)"));
     }
     if check == ChainCheck::Verify {
-        let (next, _) = verify_chain(db)?;
+        let next = verify_chain(db)?;
         // Every event present links up: the chain must end at the header's newest.
         if next <= header.seq {
             // Its newest events were taken out.
@@ -570,8 +558,8 @@ pub(super) fn load(
 /// store whose trail was edited or damaged (its checksum, taken of what the store held,
 /// matches all the same).
 ///
-/// Returns the sequence number after the last event and that event's hash.
-fn verify_chain(db: &dyn Backend) -> Result<(u64, String), StoreError> {
+/// Returns the sequence number after the last event.
+fn verify_chain(db: &dyn Backend) -> Result<u64, StoreError> {
     let (mut next, mut prev) = (1, audit::GENESIS.to_owned());
     let mut from = Bound::Included(layout::AUDIT.to_vec());
     loop {
@@ -595,7 +583,7 @@ fn verify_chain(db: &dyn Backend) -> Result<(u64, String), StoreError> {
         }
         match page.last() {
             Some((key, _)) if page.len() == BATCH => from = Bound::Excluded(key.clone()),
-            _ => return Ok((next, prev)),
+            _ => return Ok(next),
         }
     }
 }
@@ -611,23 +599,21 @@ fn chain_broken(seq: u64, reason: &str) -> StoreError {
 /// Fails unless the store's sequence number is the header's and the event there has the
 /// header's hash (its head): new events chain from the newest event the store holds.
 fn newest_is_the_header_s(db: &dyn Backend, header: &BackupHeader) -> Result<(), StoreError> {
-    let seq = match db.get(layout::SEQ)? {
-        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
-            .map(u64::from_be_bytes)
-            .ok(),
-        None => Some(0),
+    let seq = match super::read_seq(db) {
+        Ok(seq) => Some(seq),
+        Err(StoreError::Corrupt(_)) => None,
+        Err(e) => return Err(e),
     };
     if seq != Some(header.seq) {
         return Err(bad(
             "it is damaged (its sequence number is not the header's newest event)",
         ));
     }
-    let newest = db
-        .get(&layout::audit(header.seq))?
-        .map(|value| super::decode_event(&(layout::audit(header.seq), value)))
-        .transpose()
-        .ok()
-        .flatten();
+    let newest = match recover::event_at(db, header.seq) {
+        Ok(event) => event,
+        Err(StoreError::Corrupt(_)) => None,
+        Err(e) => return Err(e),
+    };
     let hash = match (&newest, header.seq) {
         (Some(event), _) => event.hash.as_str(),
         (None, 0) => audit::GENESIS,

@@ -362,11 +362,13 @@ impl Inner {
         self.local.is_some() && space::below_reserve(&self.path, self.min_free_bytes)
     }
 
-    /// Whether a flush would have anything to persist: usage figures, or the state of a
-    /// metered key. A store that served no verification (a restore's, an offline
-    /// command's) has none, and a full disk costs it nothing worth a warning.
-    fn unpersisted(&self) -> bool {
-        self.usage.any_pending() || self.meters.any()
+    /// On a full disk, at a flush or the close: warns that usage figures are not persisted,
+    /// when there are any to lose (usage figures, or the state of a metered key). A store
+    /// that served no verification (a restore's, an offline command's) has none.
+    fn warn_unpersisted(&self) {
+        if self.usage.any_pending() || self.meters.any() {
+            tracing::warn!(store = %self.location, "the disk is full: usage figures since the last flush are not persisted");
+        }
     }
 }
 
@@ -393,9 +395,7 @@ impl Drop for Inner {
             return;
         }
         if self.disk_full() {
-            if self.unpersisted() {
-                tracing::warn!(store = %self.location, "the disk is full: usage figures since the last flush are not persisted");
-            }
+            self.warn_unpersisted();
         } else if let Err(e) =
             controls::flush(&*self.db, &self.meters, self.clock.unix_nanos(), true)
                 .and_then(|()| usage::flush(&*self.db, &self.usage, self.chunk_positions))
@@ -934,9 +934,7 @@ impl Store {
             // adds now is best effort (usage figures, credit slices given back, which stay
             // spent), and a full disk is no reason to fail a shutdown. The engine may still
             // hold such a write from before the disk filled, or have been closed by one.
-            if self.inner.unpersisted() {
-                tracing::warn!(store = %self.inner.location, "the disk is full: usage figures since the last flush are not persisted");
-            }
+            self.inner.warn_unpersisted();
             if let Err(e) = self.ensure_open().and_then(|()| db.flush()) {
                 tracing::warn!(store = %self.inner.location, error = %e, "the disk is full: the store's last flush failed (nothing acknowledged is lost)");
             }

@@ -50,10 +50,7 @@ impl Store {
             // only empty the verify cache and hold up verifications, again at every retry.
             return err;
         }
-        let full = matches!(err, StoreError::StorageFull { .. })
-            || std::error::Error::source(&err)
-                .and_then(|e| e.downcast_ref::<sled::Error>())
-                .is_some_and(space::sled_is_full)
+        let full = space::is_full_error(&err)
             || space::below_reserve(&self.inner.path, self.inner.min_free_bytes.max(1));
         // A full disk is the keystore's failure, not latchkey's: a warning (README, Logs).
         if full {
@@ -235,11 +232,8 @@ pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, Stor
     let head = head_of(db).map_err(damaged_if_corrupt("has a bad audit head"))?;
     // The head new events chain from must be the newest event's hash: one that is not
     // would chain them from elsewhere, and the mark written below would then agree.
-    let newest = db
-        .get(&layout::audit(seq))?
-        .map(|value| decode_event(&(layout::audit(seq), value)))
-        .transpose()
-        .map_err(damaged_if_corrupt("has an unreadable newest change"))?;
+    let newest =
+        event_at(db, seq).map_err(damaged_if_corrupt("has an unreadable newest change"))?;
     let newest_hash = newest.as_ref().map_or(audit::GENESIS, |e| e.hash.as_str());
     if newest_hash != head {
         return Err(damaged(format!(
@@ -267,10 +261,7 @@ pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, Stor
             )));
         }
         if known.seq > 0 {
-            let at_mark = db
-                .get(&layout::audit(known.seq))?
-                .map(|value| decode_event(&(layout::audit(known.seq), value)))
-                .transpose()?;
+            let at_mark = event_at(db, known.seq)?;
             if at_mark.as_ref().map(|e| e.hash.as_str()) != Some(known.head.as_str()) {
                 return Err(damaged(format!(
                     "has diverged from its last acknowledged write: change {} does not have \
@@ -342,6 +333,17 @@ pub(super) fn check_against_mark(
         reason: "the change does not have the hash it was acknowledged with (the store's mark)"
             .to_owned(),
     })
+}
+
+/// The audit event `seq`, if the store holds it (`Corrupt` when it does not decode).
+pub(super) fn event_at(
+    db: &dyn Backend,
+    seq: u64,
+) -> Result<Option<crate::audit::AuditEvent>, StoreError> {
+    let path = layout::audit(seq);
+    db.get(&path)?
+        .map(|value| decode_event(&(path, value)))
+        .transpose()
 }
 
 pub(super) fn head_of(db: &dyn Backend) -> Result<String, StoreError> {

@@ -11,6 +11,8 @@
 use std::io;
 use std::path::Path;
 
+use crate::error::StoreError;
+
 /// Whether an I/O error says the disk (or the quota) is full.
 pub(crate) fn is_full(err: &io::Error) -> bool {
     // sled clones the error it keeps, which loses the OS code but keeps the kind.
@@ -23,6 +25,21 @@ pub(crate) fn is_full(err: &io::Error) -> bool {
 /// Whether sled failed because the disk is full.
 pub(crate) fn sled_is_full(err: &sled::Error) -> bool {
     matches!(err, sled::Error::Io(io) if is_full(io))
+}
+
+/// Whether a store's error is a full disk: latchkey's own `StorageFull`, or sled's or the
+/// OS's error for one carried in `Storage`.
+pub(crate) fn is_full_error(err: &StoreError) -> bool {
+    match err {
+        StoreError::StorageFull { .. } => true,
+        StoreError::Storage(cause) => {
+            cause
+                .downcast_ref::<sled::Error>()
+                .is_some_and(sled_is_full)
+                || cause.downcast_ref::<io::Error>().is_some_and(is_full)
+        }
+        _ => false,
+    }
 }
 
 /// Whether fewer than `reserve` bytes are available to the store. An error reading the
