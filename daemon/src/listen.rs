@@ -20,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -52,6 +53,8 @@ pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 impl Listener {
     /// Accepts connections until `stop` turns true, then stops accepting and waits for the
     /// open connections to finish (idle ones close at once; the caller bounds the wait).
+    /// The connections' tasks belong to this future: dropped or aborted, it ends them all,
+    /// and with them their handles on the store.
     pub(crate) async fn serve(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
@@ -61,6 +64,7 @@ impl Listener {
         let open = Arc::new(Semaphore::new(self.max_connections));
         let tls = self.tls.clone().map(TlsAcceptor::from);
         let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
         let stopped = async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
@@ -83,7 +87,7 @@ impl Listener {
                             header_read_timeout: self.header_read_timeout,
                         };
                         let tls = tls.clone();
-                        tokio::spawn(async move {
+                        connections.spawn(async move {
                             connection.run(tcp, tls).await;
                             drop(slot);
                         });
@@ -95,11 +99,15 @@ impl Listener {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
+                // Reaps the finished ones (a disabled branch while there are none).
+                Some(_) = connections.join_next() => {}
                 () = &mut stopped => break,
             }
         }
         drop(listener);
         graceful.shutdown().await;
+        // What is left were never served (a TLS handshake under way) or are just ending.
+        connections.shutdown().await;
     }
 }
 
@@ -207,6 +215,63 @@ mod tests {
         .await
         .unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    /// What a daemon does after its drain timeout: the listener's task aborted, a request
+    /// still in its handler is dropped, and with it whatever the handler held (the store).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_aborted_listener_ends_its_connections_and_what_they_hold() {
+        let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let in_handler = Arc::clone(&held);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = Listener {
+            app: Router::new().fallback(move || {
+                let held = Arc::clone(&in_handler);
+                async move {
+                    held.store(true, std::sync::atomic::Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                }
+            }),
+            tls: None,
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 2,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serving.serve(listener, stopped));
+        let socket = tokio::task::spawn_blocking(move || {
+            let mut socket = std::net::TcpStream::connect(addr).unwrap();
+            socket
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            socket
+        })
+        .await
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !held.load(std::sync::atomic::Ordering::SeqCst)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            held.load(std::sync::atomic::Ordering::SeqCst),
+            "no request in the handler"
+        );
+        stop.send(true).unwrap();
+        task.abort();
+        while Arc::strong_count(&held) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "a connection outlived its listener"
+        );
+        let answer = tokio::task::spawn_blocking(move || read_to_close(socket))
+            .await
+            .unwrap();
+        assert_eq!(answer, "", "the connection was answered instead of closed");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

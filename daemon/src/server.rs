@@ -220,6 +220,11 @@ pub async fn run(
         latchkey_admin::close_event_streams(&store);
         let _ = stop.send(true);
     });
+    // Aborted after the drain timeout: a listener's connections end with it, and with them
+    // their handles on the store, which can then close.
+    let listeners: Vec<_> = std::iter::once(api.abort_handle())
+        .chain(metrics.as_ref().map(|m| m.abort_handle()))
+        .collect();
     let drained = async {
         api.await?;
         if let Some(metrics) = metrics {
@@ -234,9 +239,13 @@ pub async fn run(
         () = async {
             let _ = stopping.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(drain).await;
-        } => tracing::warn!(?drain, "connections still open after the drain timeout; closing them"),
+        } => {
+            tracing::warn!(?drain, "connections still open after the drain timeout; closing them");
+            listeners.iter().for_each(tokio::task::AbortHandle::abort);
+        }
     }
-    match config.store.flush() {
+    let store = config.store;
+    match store.flush() {
         Ok(()) => tracing::info!("store flushed; bye"),
         // What a flush adds to acknowledged writes (durable before they were acknowledged)
         // is best effort: a database away is no reason to fail a stop, as a full disk is not.
@@ -246,8 +255,22 @@ pub async fn run(
         ),
         Err(e) => return Err(e.into()),
     }
+    tokio::task::spawn_blocking(move || close_store(store)).await?;
     Ok(())
 }
+
+/// Drops the process's last handle on its store and waits (a few seconds at most) until
+/// the store has closed. A process that exited while a background thread of the store
+/// still held it would, on PostgreSQL, stay counted among the followers, and every other
+/// process's writes would wait for it up to the staleness bound (5 s).
+pub(crate) fn close_store(store: Store) {
+    if !store.close(CLOSE_WAIT) {
+        tracing::warn!("the store did not close within {CLOSE_WAIT:?}; exiting all the same");
+    }
+}
+
+/// How long a process waits for its store to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.
 ///
@@ -298,6 +321,51 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    /// A request still running at the drain timeout: `run` ends it, and returns only once
+    /// the store has closed (here: another open of it in this process succeeds).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_closes_the_store_even_past_the_drain_timeout() {
+        use std::io::Write;
+
+        use latchkey_core::{Location, StoreConfig};
+
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::Dir(dir.path().join("store"));
+        let (store, admin) =
+            Store::create_with_admin_at(&location, "lk", StoreConfig::default()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = ServeConfig {
+            drain_timeout: Duration::from_millis(200),
+            ..ServeConfig::new(store)
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        // A request whose body never comes: it outlasts the drain.
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /v1/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+            admin.secret.expose()
+        );
+        socket.write_all(head.as_bytes()).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), running)
+            .await
+            .expect("run returns")
+            .unwrap()
+            .unwrap();
+        let reopened = tokio::task::spawn_blocking(move || {
+            latchkey_core::Store::open_at(&location, StoreConfig::default())
+        })
+        .await
+        .unwrap();
+        assert!(reopened.is_ok(), "{reopened:?}");
+    }
 
     /// Routes that each answer after a minute, on a paused clock (time jumps to the next
     /// timer whenever nothing else is to be done): only the backup's and those that make a

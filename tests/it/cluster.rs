@@ -700,6 +700,49 @@ fn an_operator_command_leaves_the_followers_as_it_exits() {
     drop(daemon);
 }
 
+/// A daemon stopped by SIGTERM has left the followers by the time it exits, even while
+/// its store's threads follow another daemon's writes: the daemons still running never
+/// wait for it.
+#[test]
+fn a_stopped_daemon_has_left_the_followers_as_it_exits() {
+    if postgres_only().is_none() {
+        return;
+    }
+    let fx = Fixture::new();
+    let followers = "SELECT count(*) FROM latchkey_followers";
+    for round in 0..5 {
+        let daemon = Daemon::start(&fx.db());
+        assert_eq!(
+            crate::backend::count(&fx.db(), followers),
+            2,
+            "round {round}"
+        );
+        // Writes elsewhere keep the stopping daemon's follower catching up.
+        let writing = AtomicBool::new(true);
+        let log = std::thread::scope(|s| {
+            s.spawn(|| {
+                for n in 0.. {
+                    if !writing.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = json!({"name": format!("bot{round}-{n}")});
+                    assert_eq!(fx.http("POST", "/v1/users", Some(body)).status, 201);
+                }
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            let (status, log) = daemon.stop();
+            writing.store(false, Ordering::Relaxed);
+            assert!(status.success(), "{log}");
+            log
+        });
+        assert_eq!(
+            crate::backend::count(&fx.db(), followers),
+            1,
+            "round {round}: the stopped daemon left its row\n{log}"
+        );
+    }
+}
+
 #[test]
 fn migrate_and_serve_refuse_a_schema_newer_than_they_know() {
     if postgres_only().is_none() {

@@ -38,14 +38,9 @@ impl LocalTransport {
     pub fn close(self) {
         let LocalTransport { router, store } = self;
         drop(router);
-        if !store.close(CLOSE_WAIT) {
-            tracing::warn!("the store did not close within {CLOSE_WAIT:?}; exiting all the same");
-        }
+        crate::server::close_store(store);
     }
 }
-
-/// How long a command waits for its store to close.
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Transport for LocalTransport {
     async fn send(&self, request: ApiRequest) -> anyhow::Result<ApiResponse> {
