@@ -15,8 +15,11 @@ use crate::view::Nav;
 /// A console handler's error.
 #[derive(Debug)]
 pub(crate) enum UiError {
-    /// No live session: go and sign in.
+    /// No session cookie: go and sign in.
     SignIn,
+    /// A session cookie naming no live session (ended, or its key no longer
+    /// authenticates): go and sign in, the cookie cleared. `secure` names the cookie.
+    SessionEnded { secure: bool },
     /// A POST without its CSRF token (or with another one).
     Csrf,
     /// A POST the browser says came from another site (`Sec-Fetch-Site`): nothing done.
@@ -119,10 +122,22 @@ fn render(nav: Nav, shown: &Shown) -> askama::Result<String> {
     .render()
 }
 
+/// The way to the sign-in page, clearing the session cookie (named by `secure`).
+pub(crate) fn to_sign_in_clearing(secure: bool) -> Response {
+    let mut response = Redirect::to("/ui/signin").into_response();
+    if let Ok(value) = crate::cookies::clear(crate::cookies::SESSION, secure).parse() {
+        response
+            .headers_mut()
+            .append(http::header::SET_COOKIE, value);
+    }
+    response
+}
+
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let (status, title, detail) = match &self {
             UiError::SignIn => return Redirect::to("/ui/signin").into_response(),
+            UiError::SessionEnded { secure } => return to_sign_in_clearing(*secure),
             UiError::Csrf => (
                 StatusCode::FORBIDDEN,
                 "Form refused".to_owned(),

@@ -85,7 +85,10 @@ where
         let console = Console::from_ref(state);
         let id = cookies::get(&parts.headers, cookies::SESSION, console.secure)
             .ok_or(UiError::SignIn)?;
-        let session = console.sessions.get(id).ok_or(UiError::SignIn)?;
+        let ended = UiError::SessionEnded {
+            secure: console.secure,
+        };
+        let session = console.sessions.get(id).ok_or(ended)?;
         // The key is checked at every request: a key disabled or revoked since sign-in
         // ends its session at once, and permissions shown are those of now. A store that
         // cannot be read says nothing about the key: the session stays.
@@ -105,7 +108,9 @@ where
             Err(VerifyError::IpNotAllowed) => return Err(UiError::IpNotAllowed),
             Err(_) => {
                 console.sessions.close(id);
-                return Err(UiError::SignIn);
+                return Err(UiError::SessionEnded {
+                    secure: console.secure,
+                });
             }
         };
         let signed = Signed {

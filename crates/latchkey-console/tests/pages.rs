@@ -638,9 +638,21 @@ async fn a_revoked_key_ends_its_session() {
     let key = app.key_with("ops", &["latchkey:keys:read"]).await;
     let (session, _, _) = app.sign_in(&key).await;
     app.revoke_first_key_of("ops").await;
-    let (answer, _) = app.get("/ui/keys", Some(&session)).await;
-    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    // Its cookie is cleared at once, and so is one naming a session that never was.
+    for cookie in [session.as_str(), "lk_session=0123"] {
+        let (answer, _) = app.get("/ui/keys", Some(cookie)).await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        assert_eq!(answer.headers()[LOCATION], "/ui/signin");
+        assert_eq!(
+            answer.headers()[SET_COOKIE],
+            "lk_session=; HttpOnly; SameSite=Strict; Path=/ui; Max-Age=0",
+            "{cookie}"
+        );
+    }
+    // Without a cookie, nothing to clear.
+    let (answer, _) = app.get("/ui/keys", None).await;
     assert_eq!(answer.headers()[LOCATION], "/ui/signin");
+    assert!(answer.headers().get(SET_COOKIE).is_none(), "{answer:?}");
 }
 
 /// Signs in with the key of a new user of the tenant `acme` holding `permissions`: the

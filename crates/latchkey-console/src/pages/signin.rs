@@ -167,11 +167,9 @@ pub(crate) async fn signout(State(console): State<Console>, signout: SignOut) ->
     if let Some(id) = &signout.session_id {
         console.sessions.close(id);
     }
-    let mut response = Redirect::to("/ui/signin").into_response();
-    if signout.cookie
-        && let Ok(value) = cookies::clear(cookies::SESSION, console.secure).parse()
-    {
-        response.headers_mut().append(SET_COOKIE, value);
+    if signout.cookie {
+        crate::errors::to_sign_in_clearing(console.secure)
+    } else {
+        Redirect::to("/ui/signin").into_response()
     }
-    response
 }
