@@ -27,6 +27,9 @@ pub(crate) enum UiError {
     /// The session's key may not be used from the browser's address (its `allowed_ips`):
     /// the session stays, for an address the key allows.
     IpNotAllowed,
+    /// A page the session's key lacks the permission for (named): the API would refuse
+    /// what it offers.
+    NotAllowed(&'static str),
     /// A one-time form submitted again (a reload), or one this session did not issue (or
     /// no longer remembers): nothing done, no secret shown.
     Resubmitted,
@@ -152,6 +155,11 @@ impl IntoResponse for UiError {
                 StatusCode::FORBIDDEN,
                 "Address not allowed".to_owned(),
                 "The key you signed in with may not be used from this address.".to_owned(),
+            ),
+            UiError::NotAllowed(permission) => (
+                StatusCode::FORBIDDEN,
+                "Not allowed".to_owned(),
+                format!("The key you signed in with does not hold {permission}."),
             ),
             UiError::Resubmitted => (
                 StatusCode::CONFLICT,

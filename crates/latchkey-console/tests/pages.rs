@@ -600,7 +600,14 @@ async fn a_forged_post_from_a_key_without_keys_write_is_refused() {
         .await;
     assert!(!page.contains("id=\"rotate\"") && !page.contains("id=\"disable\""));
     let before = app.key_count().await;
-    let once = app.form_token(&session).await;
+    // No create form either, nor its one-time token.
+    let (answer, html) = app.get("/ui/keys/new", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{html}");
+    assert!(html.contains("latchkey:keys:write"), "{html}");
+    assert!(!html.contains("name=\"once\""), "{html}");
+    // Without a token of its own session, a forged create is refused before the API (409);
+    // the other forms need none, and the API refuses them (403).
+    let once = app.form_token(&app.sign_in(&app.admin).await.0).await;
     let enabled = format!("/ui/keys/{admin_key}/enabled");
     let revoke = format!("/ui/keys/{admin_key}/revoke");
     let forged: [(&str, &[(&str, &str)]); 3] = [
@@ -618,7 +625,11 @@ async fn a_forged_post_from_a_key_without_keys_write_is_refused() {
     ];
     for (path, form) in forged {
         let (answer, _) = app.post(path, &session, form).await;
-        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{path}");
+        let refused = match path {
+            "/ui/keys" => StatusCode::CONFLICT,
+            _ => StatusCode::FORBIDDEN,
+        };
+        assert_eq!(answer.status(), refused, "{path}");
     }
     assert_eq!(app.key_count().await, before);
     let (_, key) = app
@@ -761,7 +772,7 @@ async fn every_page_checks_the_key_s_allowed_ips() {
         .api(&app.admin, "PATCH", &path, allow("127.0.0.0/8"))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (answer, html) = app.get("/ui/keys/new", Some(&session)).await;
+    let (answer, html) = app.get("/ui/keys", Some(&session)).await;
     assert_eq!(answer.status(), StatusCode::OK, "{html}");
 }
 

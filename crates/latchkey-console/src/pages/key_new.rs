@@ -67,10 +67,17 @@ fn form(signed: &Signed, form: Typed, error: Option<String>) -> Result<Response,
     })
 }
 
-/// `GET /ui/keys/new`: the create form, with a one-time token.
+/// `GET /ui/keys/new`: the create form, with a one-time token; refused (no form, no token)
+/// to a key that may not create keys, as the keys page shows it no button.
 pub(crate) async fn new(signed: Signed) -> Result<Response, UiError> {
+    if !signed.can(WRITE) {
+        return Err(UiError::NotAllowed(WRITE));
+    }
     form(&signed, Typed::default(), None)
 }
+
+/// What creating a key takes.
+const WRITE: &str = "latchkey:keys:write";
 
 /// `POST /ui/keys`: creates a key through `POST /v1/keys`; the answer shows its secret. A
 /// refusal shows the form again, as typed, with the refusal's status and words.
