@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use http_body_util::BodyExt;
 use latchkey_admin::MetricsAccess;
+use latchkey_console::TimedOut;
 use latchkey_core::{Store, StoreError};
 use tokio::net::TcpListener;
 use tower_http::timeout::{DeadlineBody, TimeoutError};
@@ -91,14 +92,26 @@ impl ServeConfig {
 /// `Authorization` header (a key) stays out of the logs, and never a path segment or query
 /// value that could be a key (`request_log.rs`).
 pub fn app(store: Store, request_timeout: Duration) -> Router {
-    layered(latchkey_admin::router(store), request_timeout)
+    let timing = Timing {
+        limit: request_timeout,
+        tls: false,
+    };
+    layered(latchkey_admin::router(store), timing)
+}
+
+/// The request timeout, and whether the daemon serves TLS (for the console's headers on
+/// what the timeout answers under `/ui`).
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    limit: Duration,
+    tls: bool,
 }
 
 /// The request timeout and the request log around a router. Request logs are DEBUG: one
 /// INFO line per request would make the log grow with traffic (and with attacks).
-fn layered(router: Router, request_timeout: Duration) -> Router {
+fn layered(router: Router, timing: Timing) -> Router {
     router
-        .layer(middleware::from_fn_with_state(request_timeout, timed))
+        .layer(middleware::from_fn_with_state(timing, timed))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(crate::request_log::span)
@@ -119,24 +132,33 @@ fn layered(router: Router, request_timeout: Duration) -> Router {
 /// holds a connection open by sending it slowly. The change feed's stream is not
 /// concerned, its answer starts at once. (`tower_http`'s `TimeoutLayer` times every request
 /// alike.)
-async fn timed(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+/// Under `/ui` the answers are the console's pages, with its headers.
+async fn timed(State(timing): State<Timing>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if path == "/v1/backup" {
         return next.run(request).await;
     }
+    let console = (path == "/ui" || path.starts_with("/ui/")).then_some(timing.tls);
+    let cut_short = |what| match console {
+        Some(tls) => latchkey_console::timed_out_page(what, tls),
+        None if what == TimedOut::Body => latchkey_admin::body_timeout_response(),
+        None => latchkey_admin::request_timeout_response(),
+    };
     if mints_a_secret(request.method(), path) {
-        return body_timed(limit, request, next).await;
+        let response = body_timed(timing.limit, request, next).await;
+        return response.unwrap_or_else(|| cut_short(TimedOut::Body));
     }
-    match tokio::time::timeout(limit, next.run(request)).await {
+    match tokio::time::timeout(timing.limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => latchkey_admin::request_timeout_response(),
+        Err(_) => cut_short(TimedOut::Request),
     }
 }
 
 /// Runs a request whose body only is timed: past `limit` before the body has arrived, the
-/// answer is 408 `body_timeout` (the handler reads the whole body before it does anything,
-/// so it did nothing); once the body has arrived, the request runs to its answer.
-async fn body_timed(limit: Duration, request: Request, next: Next) -> Response {
+/// answer is `None`, for a 408 `body_timeout` (the handler reads the whole body before it
+/// does anything, so it did nothing); once the body has arrived, the request runs to its
+/// answer.
+async fn body_timed(limit: Duration, request: Request, next: Next) -> Option<Response> {
     let late = Arc::new(AtomicBool::new(false));
     let seen = Arc::clone(&late);
     let request = request.map(|body| {
@@ -149,10 +171,7 @@ async fn body_timed(limit: Duration, request: Request, next: Next) -> Response {
         axum::body::Body::new(body)
     });
     let response = next.run(request).await;
-    if late.load(Ordering::Relaxed) {
-        return latchkey_admin::body_timeout_response();
-    }
-    response
+    (!late.load(Ordering::Relaxed)).then_some(response)
 }
 
 /// Whether a request (`method`, `path` without its query) creates or rotates a key, whose
@@ -203,7 +222,13 @@ pub async fn run(
     routers.api = routers.api.fallback(not_found);
     routers.metrics = routers.metrics.fallback(not_found);
     let serving = |app: Router| Listener {
-        app: layered(app, config.request_timeout),
+        app: layered(
+            app,
+            Timing {
+                limit: config.request_timeout,
+                tls: config.tls.is_some(),
+            },
+        ),
         tls: config.tls.clone(),
         header_read_timeout: config.header_read_timeout,
         max_connections: crate::listen::MAX_CONNECTIONS,
@@ -383,10 +408,11 @@ mod tests {
             .route("/v1/keys/{id}/rotate", axum::routing::post(slow))
             .route("/v1/keys/{id}/revoke", axum::routing::post(slow))
             .route("/ui/keys", axum::routing::post(slow))
-            .route("/ui/keys/{id}/rotate", axum::routing::post(slow));
+            .route("/ui/keys/{id}/rotate", axum::routing::post(slow))
+            .route("/ui/users", axum::routing::post(slow));
         let post = |path: &str| Request::post(path).body(Body::empty()).unwrap();
         let timed_out = |path: &'static str| {
-            let app = layered(router.clone(), Duration::from_secs(30));
+            let app = layered(router.clone(), THIRTY);
             async move { app.oneshot(post(path)).await.unwrap().status() }
         };
         for path in [
@@ -404,7 +430,7 @@ mod tests {
                 "{path}"
             );
         }
-        let app = layered(router, Duration::from_secs(30));
+        let app = layered(router.clone(), THIRTY);
         let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
         let users = app.clone().oneshot(get("/v1/users")).await.unwrap();
         assert_eq!(users.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -412,11 +438,47 @@ mod tests {
             users.headers()[http::header::CONTENT_TYPE],
             "application/problem+json"
         );
-        let body = axum::body::to_bytes(users.into_body(), 4096).await.unwrap();
-        let problem: latchkey_admin::Problem = serde_json::from_slice(&body).unwrap();
-        assert_eq!(problem.code, "request_timeout");
+        assert_eq!(problem_code(users).await, "request_timeout");
         let backup = app.oneshot(get("/v1/backup")).await.unwrap();
         assert_eq!(backup.status(), StatusCode::OK);
+        // Under `/ui`, the console's page with the console's headers (HSTS under TLS).
+        for tls in [false, true] {
+            let app = layered(router.clone(), Timing { tls, ..THIRTY });
+            let page = app.oneshot(post("/ui/users")).await.unwrap();
+            assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(page_says(page, tls, "may still have been done").await);
+        }
+    }
+
+    const THIRTY: Timing = Timing {
+        limit: Duration::from_secs(30),
+        tls: false,
+    };
+
+    /// The `code` of a problem+json answer.
+    async fn problem_code(answer: Response) -> String {
+        let body = axum::body::to_bytes(answer.into_body(), 4096)
+            .await
+            .unwrap();
+        let problem: latchkey_admin::Problem = serde_json::from_slice(&body).unwrap();
+        problem.code
+    }
+
+    /// Whether `answer` is a console page saying `words`, with the console's headers (and
+    /// HSTS only under TLS).
+    async fn page_says(answer: Response, tls: bool, words: &str) -> bool {
+        let headers = answer.headers().clone();
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let html = String::from_utf8_lossy(&body);
+        let header = |name: http::header::HeaderName| headers.get(name).map(|v| v.to_owned());
+        headers[http::header::CONTENT_TYPE] == "text/html; charset=utf-8"
+            && html.contains(words)
+            && header(http::header::CONTENT_SECURITY_POLICY).is_some()
+            && header(http::header::X_FRAME_OPTIONS).is_some_and(|v| v == "DENY")
+            && header(http::header::CACHE_CONTROL).is_some_and(|v| v == "no-store")
+            && header(http::header::STRICT_TRANSPORT_SECURITY).is_some() == tls
     }
 
     /// A request that makes a key gets the timeout to send its body: one that never ends is
@@ -436,7 +498,7 @@ mod tests {
         let router = Router::new()
             .route("/v1/keys", axum::routing::post(handler.clone()))
             .route("/ui/keys/{id}/rotate", axum::routing::post(handler));
-        let app = layered(router, Duration::from_secs(30));
+        let app = layered(router, THIRTY);
         /// A body whose bytes never come.
         struct Endless;
         impl hyper::body::Body for Endless {
@@ -450,16 +512,17 @@ mod tests {
                 std::task::Poll::Pending
             }
         }
-        for path in ["/v1/keys", "/ui/keys/k/rotate"] {
-            let request = Request::post(path).body(Body::new(Endless)).unwrap();
-            let answer = app.clone().oneshot(request).await.unwrap();
-            assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT, "{path}");
-            let body = axum::body::to_bytes(answer.into_body(), 4096)
-                .await
-                .unwrap();
-            let problem: latchkey_admin::Problem = serde_json::from_slice(&body).unwrap();
-            assert_eq!(problem.code, "body_timeout");
-        }
+        let request = Request::post("/v1/keys").body(Body::new(Endless)).unwrap();
+        let answer = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(problem_code(answer).await, "body_timeout");
+        // The console's form: its own page.
+        let request = Request::post("/ui/keys/k/rotate")
+            .body(Body::new(Endless))
+            .unwrap();
+        let answer = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(page_says(answer, false, "nothing was done").await);
         assert!(!made.load(Ordering::Relaxed), "no handler ran");
         // A whole body is read, and the handler runs past the timeout as before.
         let request = Request::post("/v1/keys").body(Body::from("{}")).unwrap();
@@ -496,7 +559,7 @@ mod tests {
             "/v1/users",
             get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
         );
-        let app = layered(router, Duration::from_secs(30));
+        let app = layered(router, THIRTY);
         let request = Request::get("/v1/users").body(Body::empty()).unwrap();
         let response = app.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

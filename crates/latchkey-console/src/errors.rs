@@ -41,6 +41,8 @@ pub(crate) enum UiError {
     NotFound,
     /// The keystore cannot be read (the detail goes to the log only): the session stays.
     Unavailable(String),
+    /// Cut short by the daemon's request timeout.
+    TimedOut(TimedOut),
     /// A bug or an unavailable store: the detail goes to the log only.
     Internal(String),
 }
@@ -125,6 +127,22 @@ fn render(nav: Nav, shown: &Shown) -> askama::Result<String> {
     .render()
 }
 
+/// What the daemon's request timeout cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimedOut {
+    /// A form's body that did not arrive in time: nothing was done (408).
+    Body,
+    /// A request that ran too long: it may have been done (503).
+    Request,
+}
+
+/// The console's page for a request the daemon's request timeout cut short, with the
+/// headers of every console answer (under TLS, `tls`). The timeout runs around the whole
+/// daemon, outside the console's router and its layers.
+pub fn timed_out_page(what: TimedOut, tls: bool) -> Response {
+    crate::headers::secured(UiError::TimedOut(what).into_response(), tls)
+}
+
 /// The way to the sign-in page, clearing the session cookie (named by `secure`).
 pub(crate) fn to_sign_in_clearing(secure: bool) -> Response {
     let mut response = Redirect::to("/ui/signin").into_response();
@@ -187,6 +205,16 @@ impl IntoResponse for UiError {
                     "The keystore cannot be read just now. You are still signed in: try again shortly.".to_owned(),
                 )
             }
+            UiError::TimedOut(TimedOut::Body) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "Too slow".to_owned(),
+                "The form took too long to arrive: nothing was done. Try again.".to_owned(),
+            ),
+            UiError::TimedOut(TimedOut::Request) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too slow".to_owned(),
+                "The request took too long and was cut short: what it asked may still have been done. Look before trying again.".to_owned(),
+            ),
             UiError::Internal(detail) => {
                 tracing::error!(%detail, "console error");
                 (

@@ -18,7 +18,12 @@ pub(crate) const HSTS: &str = "max-age=31536000";
 
 /// Adds the policy headers, and under TLS (`tls`) [`HSTS`]. Pages are never cached: one
 /// may hold a secret just created.
-pub(crate) async fn secure(mut response: Response, tls: bool) -> Response {
+pub(crate) async fn secure(response: Response, tls: bool) -> Response {
+    secured(response, tls)
+}
+
+/// [`secure`], for a caller that is not a middleware.
+pub(crate) fn secured(mut response: Response, tls: bool) -> Response {
     let headers = response.headers_mut();
     if tls {
         headers.insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));

@@ -47,4 +47,5 @@ mod usage;
 mod verify;
 mod view;
 
+pub use errors::{TimedOut, timed_out_page};
 pub use router::{ConsoleConfig, router};
