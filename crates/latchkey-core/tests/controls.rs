@@ -172,6 +172,31 @@ fn a_request_of_cost_0_takes_nothing_and_is_refused_where_one_would_be() {
     assert_eq!(check_only(&store, text), Err("usage_exceeded"));
 }
 
+/// A request costing more than a limit's whole `limit` never passes: refused with a retry
+/// of one window (as Unkey answers), taking nothing, so cheaper requests still pass.
+#[test]
+fn a_request_costing_more_than_a_whole_limit_is_refused_and_takes_nothing() {
+    let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let user = support::user(&store, "alice", &[]);
+    let key = metered(&store, &user, "metered", per_minute(5), None);
+    let text = key.secret.expose();
+    let admission = Admission {
+        cost: 6,
+        ..Admission::default()
+    };
+    for _ in 0..2 {
+        match admit(&store.verify(text).unwrap(), &admission) {
+            Err(VerifyError::RateLimited(refused)) => {
+                assert_eq!(refused.retry_after_seconds, 60);
+                assert_eq!(refused.limit.name, "default");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(request(&store, text, 5), Ok(()), "the whole limit is left");
+    assert_eq!(request(&store, text, 1), Err("rate_limited"));
+}
+
 #[test]
 fn an_allowlist_range_of_ipv4_mapped_addresses_is_kept_as_its_ipv4_range() {
     let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
