@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use latchkey_core::meter::admit_reporting;
 use latchkey_core::*;
 use time::macros::datetime;
@@ -104,15 +106,21 @@ fn metered(
     support::key_with(store, new)
 }
 
+/// A store on a manual clock, with a key of alice limited to `limit` requests a minute.
+fn limited(limit: u32) -> (support::TestLocation, Store, Arc<ManualClock>, CreatedKey) {
+    let (location, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let user = support::user(&store, "alice", &[]);
+    let key = metered(&store, &user, "limited", per_minute(limit), None);
+    (location, store, clock, key)
+}
+
 /// A wall clock set back (an NTP step, a virtual machine restored) holds no key back for
 /// as long as the step: in one process the limits run on the monotonic clock. On a shared
 /// database, whose processes have only the wall clock in common, the state the key used
 /// up before the step holds until the clock is back there (never above the limit).
 #[test]
 fn a_wall_clock_set_back_an_hour_holds_a_limited_key_back_no_longer_in_one_process() {
-    let (_location, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
-    let user = support::user(&store, "alice", &[]);
-    let key = metered(&store, &user, "limited", per_minute(3), None);
+    let (_location, store, clock, key) = limited(3);
     let text = key.secret.expose();
     for _ in 0..3 {
         assert_eq!(request(&store, text, 1), Ok(()));
@@ -176,9 +184,7 @@ fn a_request_of_cost_0_takes_nothing_and_is_refused_where_one_would_be() {
 /// of one window (as Unkey answers), taking nothing, so cheaper requests still pass.
 #[test]
 fn a_request_costing_more_than_a_whole_limit_is_refused_and_takes_nothing() {
-    let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
-    let user = support::user(&store, "alice", &[]);
-    let key = metered(&store, &user, "metered", per_minute(5), None);
+    let (_location, store, _clock, key) = limited(5);
     let text = key.secret.expose();
     let admission = Admission {
         cost: 6,
