@@ -136,6 +136,26 @@ pub enum TimedOut {
     Request,
 }
 
+impl TimedOut {
+    fn status(self) -> StatusCode {
+        match self {
+            TimedOut::Body => StatusCode::REQUEST_TIMEOUT,
+            TimedOut::Request => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn said(self) -> String {
+        match self {
+            TimedOut::Body => "The form took too long to arrive: nothing was done. Try again.",
+            TimedOut::Request => {
+                "The request took too long and was cut short: what it asked may still have \
+                 been done. Look before trying again."
+            }
+        }
+        .to_owned()
+    }
+}
+
 /// The console's page for a request the daemon's request timeout cut short, with the
 /// headers of every console answer (under TLS, `tls`). The timeout runs around the whole
 /// daemon, outside the console's router and its layers.
@@ -205,16 +225,7 @@ impl IntoResponse for UiError {
                     "The keystore cannot be read just now. You are still signed in: try again shortly.".to_owned(),
                 )
             }
-            UiError::TimedOut(TimedOut::Body) => (
-                StatusCode::REQUEST_TIMEOUT,
-                "Too slow".to_owned(),
-                "The form took too long to arrive: nothing was done. Try again.".to_owned(),
-            ),
-            UiError::TimedOut(TimedOut::Request) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Too slow".to_owned(),
-                "The request took too long and was cut short: what it asked may still have been done. Look before trying again.".to_owned(),
-            ),
+            UiError::TimedOut(what) => (what.status(), "Too slow".to_owned(), what.said()),
             UiError::Internal(detail) => {
                 tracing::error!(%detail, "console error");
                 (
