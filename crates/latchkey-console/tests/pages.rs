@@ -993,6 +993,25 @@ async fn a_search_page_without_a_match_says_there_is_more_to_search() {
     assert!(html.contains(">needle</a>"), "{html}");
 }
 
+/// A whole key pasted into the search box: the search goes on by its display prefix, at
+/// an address that no longer holds the secret, and finds the key.
+#[tokio::test]
+async fn a_key_pasted_into_the_search_box_is_found_by_its_prefix_only() {
+    let app = App::new(false);
+    let key = app.key_with("ops", &["latchkey:keys:read"]).await;
+    let prefix = &key[..key.rfind('_').unwrap()];
+    let (session, _, _) = app.sign_in(&app.admin).await;
+    let search = format!("/ui/keys?q={key}&status=active");
+    let (answer, _) = app.get(&search, Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let to = answer.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert_eq!(to, format!("/ui/keys?q={prefix}&status=active"));
+    let (answer, html) = app.get(&to, Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK, "{html}");
+    assert!(html.contains(prefix), "{html}");
+    assert!(!html.contains(&key), "the secret is shown");
+}
+
 /// The groups list's next page opens (the console refused the API's cursors once they
 /// were padded past its own bound); users page through the same code.
 #[tokio::test]

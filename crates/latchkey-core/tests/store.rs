@@ -765,7 +765,7 @@ fn listing_filters_searches_sorts_and_pages() {
     let f = fixture();
     let a = f.user("a", &[], &["x"]);
     let b = f.user("b", &[], &["x"]);
-    let mut ids = Vec::new();
+    let (mut ids, mut texts) = (Vec::new(), Vec::new());
     for (i, name) in ["delta", "alpha", "charlie", "bravo", "echo"]
         .iter()
         .enumerate()
@@ -777,7 +777,9 @@ fn listing_filters_searches_sorts_and_pages() {
             description: Some(format!("desc {i}")),
             ..NewKey::default()
         };
-        ids.push(f.store.create_key(&f.admin, new).unwrap().key.id);
+        let created = f.store.create_key(&f.admin, new).unwrap();
+        ids.push(created.key.id);
+        texts.push(created.secret.expose().to_owned());
         f.clock.advance(Duration::seconds(1));
     }
     f.store.revoke_key(&f.admin, ids[4]).unwrap();
@@ -820,6 +822,12 @@ fn listing_filters_searches_sorts_and_pages() {
         ..KeyQuery::default()
     });
     assert_eq!(names(&by_prefix), ["alpha"]);
+    // A whole key's text (pasted, spaces around it) finds its key by display prefix.
+    let by_text = list(KeyQuery {
+        search: Some(format!(" {} ", texts[1])),
+        ..KeyQuery::default()
+    });
+    assert_eq!(names(&by_text), ["alpha"]);
 
     // Pages of two cover everything exactly once, in order.
     let mut seen = Vec::new();

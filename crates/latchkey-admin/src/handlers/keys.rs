@@ -35,6 +35,7 @@ pub(crate) struct KeyListParams {
     #[param(value_type = Option<String>, pattern = r"^(live|test)?$")]
     env: Option<String>,
     /// Case-insensitive search in name, description and display prefix: at most 256 bytes.
+    /// A whole key's text searches for its display prefix.
     #[param(max_length = 256)] // limits::MAX_SEARCH_BYTES
     q: Option<String>,
     /// `created_at` (default), `name` or `last_used_at`; a leading `-` for descending.

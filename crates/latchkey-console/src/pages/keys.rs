@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::Query;
-use axum::response::{Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use http::StatusCode;
 use latchkey_admin::api::List;
 use latchkey_core::limits::MAX_CURSOR_BYTES;
@@ -93,14 +93,26 @@ pub(crate) async fn list(
         sort: param("sort")?,
         cursor: param("cursor")?,
     };
+    // A whole key pasted into the search box: the same search by its display prefix,
+    // at an address without the secret (the browser's history keeps the final one).
+    let pasted = latchkey_core::ApiKey::parse(&query.q).ok();
     let limit = PAGE.to_string();
     let page_filters = [
-        ("q", query.q.as_str()),
+        (
+            "q",
+            pasted
+                .as_ref()
+                .map_or(query.q.as_str(), |k| k.display_prefix()),
+        ),
         ("user", query.user.as_str()),
         ("status", query.status.as_str()),
         ("env", query.env.as_str()),
         ("sort", query.sort.as_str()),
     ];
+    if pasted.is_some() {
+        let to = format!("/ui/keys?{}", view::query(&page_filters));
+        return Ok(Redirect::to(&to).into_response());
+    }
     // The same filters for the API, which names the user `user_id`.
     let api_query: Vec<(&str, &str)> = page_filters
         .iter()

@@ -23,7 +23,7 @@ use super::index::{self, Class, Scope};
 use super::keys::KeyRecord;
 use super::{Store, layout};
 use crate::error::StoreError;
-use crate::key::Env;
+use crate::key::{ApiKey, Env};
 use crate::limits::MAX_LIST_LIMIT;
 use crate::model::{Key, KeyStatus};
 
@@ -92,7 +92,9 @@ pub struct KeyQuery {
     /// Only keys of this environment. No index decides it: a page scans a bounded number
     /// of entries, as for `search`.
     pub env: Option<Env>,
-    /// Case-insensitive search in name, description and display prefix.
+    /// Case-insensitive search in name, description and display prefix. A whole key's
+    /// text searches for its display prefix (a key found pasted somewhere is found here;
+    /// the secret is never compared).
     pub search: Option<String>,
     /// The order.
     pub sort: KeySort,
@@ -173,7 +175,13 @@ impl Plan<'_> {
         Plan {
             scope,
             query,
-            needle: query.search.as_deref().map(str::to_lowercase),
+            needle: query
+                .search
+                .as_deref()
+                .map(|text| match ApiKey::parse(text.trim()) {
+                    Ok(key) => key.display_prefix().to_lowercase(),
+                    Err(_) => text.to_lowercase(),
+                }),
         }
     }
 
