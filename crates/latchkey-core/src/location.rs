@@ -71,6 +71,13 @@ pub enum LocationError {
          here: it may hold a password); give a postgres:// URL or a directory"
     )]
     OtherUrl,
+    /// A `postgres://` URL mistyped into a path: `postgres:` or `postgresql:` without the
+    /// `//`, or a user and password (`user:pw@host`) in a path segment.
+    #[error(
+        "not a store location: it looks like a mistyped postgres:// URL (not repeated here: \
+         it may hold a password); write postgres://USER:PASSWORD@HOST/DB, or name a directory"
+    )]
+    MistypedUrl,
     /// A libpq keyword/value string (`host=db user=lk password=…`).
     #[error(
         "not a store location: a keyword/value connection string (not repeated here: it may \
@@ -108,6 +115,10 @@ const KEYWORDS: [&str; 7] = [
 ///     "host=db user=lk password=pw".parse::<Location>(),
 ///     Err(LocationError::KeywordString)
 /// );
+/// assert_eq!(
+///     "postgres//lk:pw@db/keys".parse::<Location>(),
+///     Err(LocationError::MistypedUrl)
+/// );
 /// ```
 impl std::str::FromStr for Location {
     type Err = LocationError;
@@ -121,6 +132,18 @@ impl std::str::FromStr for Location {
         }
         if text.contains("://") {
             return Err(LocationError::OtherUrl);
+        }
+        let lower = text.trim_start().to_ascii_lowercase();
+        let credentials = |segment: &str| {
+            segment
+                .find(':')
+                .is_some_and(|colon| segment[colon..].contains('@'))
+        };
+        if lower.starts_with("postgres:")
+            || lower.starts_with("postgresql:")
+            || text.split('/').any(credentials)
+        {
+            return Err(LocationError::MistypedUrl);
         }
         let keyword = |word: &str| {
             let word = word.to_ascii_lowercase();
@@ -244,6 +267,36 @@ mod tests {
             Location::parse("/var/lib/latchkey").as_dir(),
             Some(Path::new("/var/lib/latchkey"))
         );
+    }
+
+    /// A URL mistyped into a path is refused without being repeated; directories whose
+    /// names merely look alike are kept.
+    #[test]
+    fn a_mistyped_url_is_refused_and_not_repeated() {
+        for text in [
+            "postgres:u:pw@h/db",
+            "PostgreSQL:/u:pw@h/db",
+            " postgres:pw@h",
+            "postgres//u:pw@h/db",
+            "u:pw@h:5432/db",
+            "./stores/u:pw@h",
+        ] {
+            let err = text.parse::<Location>().unwrap_err();
+            assert_eq!(err, LocationError::MistypedUrl, "{text:?}");
+            assert!(!err.to_string().contains("pw"), "{err}");
+        }
+        for dir in [
+            "postgres-data",
+            "postgres/data",
+            "./data@home",
+            "/srv/a:b/store",
+            "C:latchkey",
+        ] {
+            assert!(
+                dir.parse::<Location>().is_ok_and(|l| l.as_dir().is_some()),
+                "{dir}"
+            );
+        }
     }
 
     #[test]
