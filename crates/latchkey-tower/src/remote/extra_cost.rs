@@ -1,7 +1,9 @@
 //! A route's extra cost ([`RequirePermissionLayer::cost`](crate::RequirePermissionLayer::cost))
 //! for a key this verifier authenticated: taken from the key's lease like its requests, from
 //! every bucket (each rate limit, the credits) or from none, asking the daemon for more when
-//! the lease holds too little.
+//! the lease holds too little. Refused, it gives the request's own credit back to the lease
+//! it came from, as the embedded layer gives it back to the key's meter: a refused request
+//! spends no credit (its rate limits keep the count, on both).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -63,14 +65,21 @@ impl Shared {
                 self.top_up(lease, presented, client_ip, now);
                 Charged::Done(Ok(()))
             }
-            Take::Refused(error) => Charged::Done(Err(error)),
+            Take::Refused(error) => {
+                lease.give_back_credit();
+                Charged::Done(Err(error))
+            }
             Take::Short => {
                 let shared = Arc::clone(self);
                 let presented = presented.to_owned();
                 Charged::Waiting(self.runtime.spawn(async move {
-                    shared
+                    let taken = shared
                         .take_asking(&lease, &presented, client_ip, cost)
-                        .await
+                        .await;
+                    if taken.is_err() {
+                        lease.give_back_credit();
+                    }
+                    taken
                 }))
             }
         }

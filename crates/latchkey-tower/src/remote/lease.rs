@@ -144,6 +144,21 @@ impl Lease {
         Take::Taken
     }
 
+    /// Puts back the credit a request took from this lease when its route's extra cost is
+    /// refused: a refused request spends none. Into a credits slice still held only (one
+    /// granted before the request took from it).
+    pub(super) fn give_back_credit(&self) {
+        for bucket in self
+            .buckets
+            .iter()
+            .filter(|b| b.kind == BucketKind::Credits)
+        {
+            if bucket.until.load(Ordering::Acquire) > 0 {
+                bucket.left.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
     /// Takes every credit left unspent out of the lease (so none is both spent and given
     /// back), with the key to give them back for; `None` when there are none.
     pub(super) fn unspent_credits(&self) -> Option<(Uuid, u64)> {
@@ -390,6 +405,36 @@ mod tests {
         // The limit holds 6 of its 10 (not low), 1 less than 7: it is asked for its usual
         // slice (a twentieth of 100), which is more than it lacks.
         assert_eq!(want(BucketKind::RateLimit), Some(5), "{wants:?}");
+    }
+
+    /// A request's own credit goes back when its route's extra cost is refused; its rate
+    /// limit keeps the count.
+    #[test]
+    fn a_credit_given_back_is_a_credit_again_and_no_request_of_a_limit() {
+        let lease = granted(2, 1);
+        assert!(matches!(lease.take(None, NOW, 1), Take::Taken));
+        assert!(
+            matches!(lease.take(None, NOW, 1), Take::Short),
+            "no credit left"
+        );
+        lease.give_back_credit();
+        assert!(matches!(lease.take(None, NOW, 1), Take::Taken));
+        lease.give_back_credit();
+        assert!(
+            matches!(lease.take(None, NOW, 1), Take::Short),
+            "the limit is spent"
+        );
+        // Nothing goes into a lease never granted credits.
+        let credits = LimitState {
+            name: "credits".to_owned(),
+            limit: None,
+            window_seconds: None,
+            remaining: 0,
+            reset_seconds: None,
+        };
+        let empty = Lease::new(&[credits], Uuid::nil());
+        empty.give_back_credit();
+        assert_eq!(empty.unspent_credits(), None);
     }
 
     #[test]
