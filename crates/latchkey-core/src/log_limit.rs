@@ -79,10 +79,29 @@ impl LogLimit {
 /// ```
 #[macro_export]
 macro_rules! warn_limited {
-    ($($arg:tt)+) => {{
+    ($($arg:tt)+) => { $crate::__log_limited!(warn, $($arg)+) };
+}
+
+/// [`warn_limited!`] at ERROR: a misconfiguration that every request meets (a remote
+/// verifier's refused service key) is said at once, and a flood of requests does not
+/// repeat it more than once a [`PERIOD`].
+///
+/// ```
+/// latchkey_core::error_limited!("the daemon refused the service key");
+/// ```
+#[macro_export]
+macro_rules! error_limited {
+    ($($arg:tt)+) => { $crate::__log_limited!(error, $($arg)+) };
+}
+
+/// The body of [`warn_limited!`] and [`error_limited!`]: one limit per place.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __log_limited {
+    ($level:ident, $($arg:tt)+) => {{
         static LIMIT: $crate::log_limit::LogLimit = $crate::log_limit::LogLimit::new();
         if let Some(held_back) = LIMIT.admit() {
-            $crate::__tracing::warn!(held_back, $($arg)+);
+            $crate::__tracing::$level!(held_back, $($arg)+);
         }
     }};
 }

@@ -213,7 +213,7 @@ impl Daemon {
             return Ok(());
         }
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            tracing::error!(
+            latchkey_core::error_limited!(
                 %status,
                 service_key = %self.service_prefix,
                 "the daemon refused the service key: it must authenticate and hold latchkey:verify"
@@ -454,6 +454,40 @@ mod tests {
             assert!(why.contains("<redacted>@"), "{why}");
         }
         assert_eq!(without_userinfo("http://host/a"), "http://host/a");
+    }
+
+    /// A refused service key fails every request: it is said at ERROR once, then at most
+    /// once a second, however many requests meet it (it was one line per request).
+    #[test]
+    fn a_refused_service_key_is_logged_once_a_second_at_most() {
+        use tracing_subscriber::layer::SubscriberExt;
+
+        /// Counts the ERROR events it sees.
+        struct Errors(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Errors {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                if *event.metadata().level() == tracing::Level::ERROR {
+                    self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry().with(Errors(errors.clone()));
+        let key = ApiKey::generate(
+            &latchkey_core::Prefix::new("lk").unwrap(),
+            latchkey_core::Env::Live,
+        );
+        let daemon = Daemon::new("http://127.0.0.1:1", &key, &VerifierSettings::default()).unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].repeat(500) {
+                assert!(daemon.expect_ok("verify", status).is_err());
+            }
+        });
+        assert_eq!(errors.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     #[test]
