@@ -28,6 +28,31 @@ fn init_creates_a_working_store_once() {
     let verified = on(&db, &["--json", "verify", &admin, "-p", "anything:at:all"]).json();
     assert_eq!(verified["valid"], true);
     assert_eq!(verified["principal"]["user_name"], "admin");
+    // As the daemon answers: a key with credits has its `limits`; a key that does not
+    // authenticate has a `principal` of null.
+    let metered = on(
+        &db,
+        &[
+            "--json",
+            "keys",
+            "add",
+            "--name",
+            "m",
+            "--user",
+            "admin",
+            "--credits",
+            "5",
+        ],
+    )
+    .json();
+    let metered = metered["secret"].as_str().unwrap();
+    let verified = on(&db, &["--json", "verify", metered]).json();
+    assert_eq!(verified["limits"][0]["remaining"], 4, "{verified}");
+    let refused = on(&db, &["--json", "verify", "lk_live_nope"]);
+    assert_eq!(refused.code, 1);
+    let refused: serde_json::Value = serde_json::from_str(&refused.stdout).unwrap();
+    assert_eq!(refused["code"], "invalid_key", "{refused}");
+    assert!(refused["principal"].is_null() && refused.get("principal").is_some());
     let keys_before = on(&db, &["--json", "keys", "list"]).json();
     let audit_before = on(&db, &["--json", "audit", "list"]).json();
 

@@ -47,15 +47,17 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow:
             json!({"key": key, "permissions": args.permissions}),
         )
         .await?;
-    let answer: VerifyResponse = read(&answer)?;
-    let valid = answer.valid;
+    let read: VerifyResponse = read(&answer)?;
+    let valid = read.valid;
     if cli.out.json {
-        print_json(&json!({
-            "valid": valid,
-            "code": answer.code,
-            "principal": answer.principal,
-        }));
-    } else if let Some(p) = answer.principal.filter(|_| valid) {
+        // The answer as the daemon sent it (its limits, expiry, retry), with `principal`
+        // always there: `null` for a key that does not authenticate.
+        let mut answer = answer;
+        if let Some(fields) = answer.as_object_mut() {
+            fields.entry("principal").or_insert(serde_json::Value::Null);
+        }
+        print_json(&answer);
+    } else if let Some(p) = read.principal.filter(|_| valid) {
         println!("valid");
         print!(
             "{}",
@@ -69,7 +71,7 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow:
             ])
         );
     } else {
-        println!("invalid: {}", answer.code);
+        println!("invalid: {}", read.code);
     }
     Ok(crate::output::verdict(valid))
 }
