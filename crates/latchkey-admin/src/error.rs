@@ -20,11 +20,15 @@ pub struct Problem {
     pub title: String,
     /// The HTTP status code.
     pub status: u16,
-    /// The stable code: `invalid_json`, `invalid_field`, `invalid_request`, `not_found`, `name_taken`,
-    /// `key_not_revoked`, `key_revoked`, `last_admin_key`, `insufficient_permission`,
-    /// `tenant_forbidden`, `missing_key`,
-    /// `invalid_key`, `keystore_unavailable`, `store_locked`, `method_not_allowed`,
-    /// `unsupported_media_type`, `payload_too_large`, `too_many_streams`, `backup_in_progress`, `storage_full`, `request_timeout`, `body_timeout`, `internal`.
+    /// The stable code. Of the request: `invalid_json`, `invalid_field`,
+    /// `invalid_request`, `method_not_allowed`, `unsupported_media_type`,
+    /// `payload_too_large`, `not_found`. Of the caller's key (as the layer answers):
+    /// `missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`,
+    /// `user_disabled`, `ip_not_allowed`, `insufficient_permission`, `rate_limited`,
+    /// `usage_exceeded`. Of what was asked: `tenant_forbidden`, `name_taken`,
+    /// `key_not_revoked`, `key_revoked`, `key_rotated`, `key_expired`, `last_admin_key`,
+    /// `too_many_streams`, `backup_in_progress`. Of the daemon: `keystore_unavailable`,
+    /// `store_locked`, `storage_full`, `request_timeout`, `body_timeout`, `internal`.
     pub code: String,
     /// What went wrong with this request.
     pub detail: String,

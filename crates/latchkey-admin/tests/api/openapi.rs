@@ -112,6 +112,53 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
     assert!(metrics["500"].is_object() && metrics["503"].is_object());
 }
 
+/// The document names every code a problem can carry: each refusal of a key (the layer
+/// answers the management API's callers too) and each lifecycle conflict.
+#[tokio::test]
+async fn the_problem_s_code_names_every_code_answered() {
+    use latchkey_core::{Conflict, VerifyError};
+
+    let doc = document().await;
+    let listed = schema(&doc, "Problem")["properties"]["code"]["description"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let limited = latchkey_core::meter::RateLimited {
+        limit: latchkey_core::RateLimit {
+            name: "default".into(),
+            limit: 1,
+            window_seconds: 1,
+        },
+        retry_after_seconds: 1,
+    };
+    let refusals = [
+        VerifyError::Invalid,
+        VerifyError::Disabled,
+        VerifyError::Revoked,
+        VerifyError::Expired,
+        VerifyError::UserDisabled,
+        VerifyError::Unavailable(String::new()),
+        VerifyError::IpNotAllowed,
+        VerifyError::InsufficientPermission,
+        VerifyError::RateLimited(Box::new(limited)),
+        VerifyError::UsageExceeded,
+    ];
+    let conflicts = [
+        Conflict::KeyNotRevoked,
+        Conflict::KeyRevoked,
+        Conflict::KeyRotated,
+        Conflict::KeyExpired,
+        Conflict::LastAdminKey,
+    ];
+    let codes = refusals
+        .iter()
+        .map(VerifyError::code)
+        .chain(conflicts.iter().map(Conflict::code));
+    for code in codes {
+        assert!(listed.contains(&format!("`{code}`")), "{code} in {listed}");
+    }
+}
+
 #[tokio::test]
 async fn bodies_state_the_limits_on_input() {
     let doc = document().await;
