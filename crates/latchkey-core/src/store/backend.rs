@@ -261,6 +261,12 @@ pub(crate) trait Backend: Send + Sync + Debug {
         Ok(())
     }
 
+    /// On storage several processes share: the storage's own clock, in Unix nanoseconds,
+    /// the one time those processes have in common. `None` for an embedded engine.
+    fn clock(&self) -> Result<Option<i128>, StoreError> {
+        Ok(None)
+    }
+
     /// On storage several processes share: waits until every live process other than
     /// `follower` has applied the change `seq`, for at most `bound` (a process that
     /// acknowledged nothing for `bound` is not waited for: it stopped serving).

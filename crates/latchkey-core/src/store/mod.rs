@@ -39,6 +39,8 @@ mod recover;
 mod redb_db;
 mod scoped;
 mod single_flight;
+#[cfg(feature = "postgres")]
+mod skew;
 mod space;
 mod sweep;
 mod tx;

@@ -648,6 +648,18 @@ impl Backend for PgBackend {
         Ok(())
     }
 
+    fn clock(&self) -> Result<Option<i128>, StoreError> {
+        let client = self.0.client()?;
+        let rows = self.0.query(
+            &client,
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+            &[],
+        )?;
+        Ok(rows
+            .first()
+            .map(|row| i128::from(row.get::<_, i64>(0)) * 1_000))
+    }
+
     fn await_followers(&self, follower: Uuid, seq: u64, bound: Duration) -> Result<(), StoreError> {
         let deadline = Instant::now() + bound;
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
@@ -694,6 +706,22 @@ impl Backend for PgBackend {
 mod tests {
     use super::*;
     use crate::store::postgres::testing::TestDatabase;
+
+    /// The database's clock reads now, as this machine's does (both are the same host's
+    /// in the tests): what a daemon's clock is compared with.
+    #[test]
+    fn the_database_clock_reads_now() {
+        let Some(database) = TestDatabase::create() else {
+            return;
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let read = database
+            .backend()
+            .clock()
+            .unwrap()
+            .expect("a database's clock");
+        assert!((read - now).abs() < 5_000_000_000, "{read} against {now}");
+    }
 
     /// A transaction that conflicts again and again ends, `Unavailable`, after its
     /// attempts: it never spins on for ever (holding the writers' lock, for a write).

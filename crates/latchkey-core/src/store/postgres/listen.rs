@@ -12,6 +12,7 @@ use tokio_postgres::AsyncMessage;
 
 use super::client::{CHANNEL, Pg};
 use crate::store::outage::Outage;
+use crate::store::skew::SkewWatch;
 use crate::store::{Inner, Store};
 
 /// How often the catch-up runs without a notification.
@@ -120,6 +121,7 @@ async fn listen(
 /// a second only (the listener's tries to reconnect wake it too).
 fn follow(inner: Weak<Inner>, woken: mpsc::Receiver<()>) {
     let mut outage = Outage::new("reading the cluster's changes");
+    let mut skew = SkewWatch::default();
     let mut tried = Instant::now();
     loop {
         match woken.recv_timeout(POLL) {
@@ -135,7 +137,10 @@ fn follow(inner: Weak<Inner>, woken: mpsc::Receiver<()>) {
         let store = Store { inner };
         tried = Instant::now();
         match store.catch_up() {
-            Ok(()) => outage.succeeded(),
+            Ok(()) => {
+                outage.succeeded();
+                skew.check(&store);
+            }
             Err(e) => outage.failed(&e),
         }
     }
