@@ -205,7 +205,7 @@ pub struct ServeArgs {
     /// idle connections are closed after it [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
-    /// The embedded store's cache in MiB: sled's page cache (in memory at two to three times
+    /// The embedded store's cache in MiB: sled's page cache (in memory at two to four times
     /// this) or redb's. Less saves memory and slows reads of keys not in the verify cache
     /// (README, *Operations notes*) [default: 24]
     #[arg(long, env = "LATCHKEY_CACHE_MIB", value_name = "MIB",
@@ -664,7 +664,9 @@ pub struct KeyList {
     #[arg(long, value_name = "TEXT")]
     pub search: Option<String>,
     /// Sort by `created_at`, `name` or `last_used_at`; a leading `-` sorts descending
-    #[arg(long, value_name = "FIELD", allow_hyphen_values = true)]
+    #[arg(long, value_name = "FIELD", allow_hyphen_values = true, value_parser = [
+        "created_at", "-created_at", "name", "-name", "last_used_at", "-last_used_at",
+    ])]
     pub sort: Option<String>,
     /// At most this many keys
     #[arg(long)]

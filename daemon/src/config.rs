@@ -84,7 +84,7 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # header_read_timeout = "10s"
 
 # The embedded store's cache in MiB, 1 to 65536 (--cache-mib, LATCHKEY_CACHE_MIB): sled's
-# page cache, which sits in memory at two to three times this, or redb's. Less saves memory,
+# page cache, which sits in memory at two to four times this, or redb's. Less saves memory,
 # more speeds up reads of keys the verify cache does not hold.
 # cache_mib = 24
 

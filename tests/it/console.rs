@@ -242,6 +242,9 @@ fn the_console_in_a_real_browser() {
             !source(&client).await.contains(&f.admin),
             "the key is never rendered"
         );
+        // The sign-in is told at INFO with the browser's address as an address.
+        let log = f.daemon.log_with("console sign-in");
+        assert!(log.contains("client=127.0.0.1"), "{log}");
         let cookies = client.get_all_cookies().await.unwrap();
         let session = cookies
             .iter()

@@ -246,6 +246,12 @@ fn a_key_given_as_a_user_or_group_is_not_carried_back() {
     // A name is named.
     let answer = f.http("GET", "/v1/groups/nope", None);
     assert_eq!(answer.body["detail"], "group \"nope\" not found");
+    // Where a key goes, a key's full text reads as one too, not as a length.
+    let answer = f.http("GET", &format!("/v1/keys/{mistyped}"), None);
+    assert_eq!(
+        answer.problem(404, "not_found")["detail"],
+        "key \"(a key's full text, not shown)\" not found"
+    );
 }
 
 #[test]

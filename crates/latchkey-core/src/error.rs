@@ -238,10 +238,10 @@ impl StoreError {
         };
         let id = if uuid::Uuid::parse_str(&id).is_ok() {
             id
-        } else if id.len() > longest {
-            format!("({} bytes, longer than any {what})", id.len())
         } else if crate::key::ApiKey::has_its_shape(&id) {
             "(a key's full text, not shown)".to_owned()
+        } else if id.len() > longest {
+            format!("({} bytes, longer than any {what})", id.len())
         } else if longest_alphanumeric_run(&id) >= SECRET_LIKE_RUN {
             // A key cut short or run on, or another system's secret: most of one, whatever
             // the parse says. No name needs such a run, nor a display prefix.

@@ -67,18 +67,19 @@ impl fmt::Display for Problem {
         {
             write!(f, " (field `{field}`)")?;
         }
-        write!(f, " [{}]", self.code)?;
         // Only a 401 is about the admin key: a 409 `key_revoked` is about the key worked on.
-        if self.status != StatusCode::UNAUTHORIZED {
-            return Ok(());
-        }
-        match self.code.as_str() {
-            "missing_key" => write!(f, "; pass --admin-key or set LATCHKEY_ADMIN_KEY"),
-            "invalid_key" | "key_disabled" | "key_revoked" | "key_expired" | "user_disabled" => {
-                write!(f, "; the admin key was refused")
+        // What to do comes before the code, which ends the line.
+        let hint = match (self.status, self.code.as_str()) {
+            (StatusCode::UNAUTHORIZED, "missing_key") => {
+                "; pass --admin-key or set LATCHKEY_ADMIN_KEY"
             }
-            _ => Ok(()),
-        }
+            (
+                StatusCode::UNAUTHORIZED,
+                "invalid_key" | "key_disabled" | "key_revoked" | "key_expired" | "user_disabled",
+            ) => "; the admin key was refused",
+            _ => "",
+        };
+        write!(f, "{hint} [{}]", self.code)
     }
 }
 
@@ -109,7 +110,10 @@ mod tests {
         assert!(p.to_string().contains("--admin-key"));
         let refused = br#"{"title":"Unauthorized","code":"key_revoked"}"#;
         let p = Problem::from_response(StatusCode::UNAUTHORIZED, refused);
-        assert!(p.to_string().contains("the admin key was refused"));
+        assert!(
+            p.to_string()
+                .ends_with("; the admin key was refused [key_revoked]")
+        );
         // The key worked on is revoked: nothing about the admin key.
         let p = Problem::from_response(
             StatusCode::CONFLICT,

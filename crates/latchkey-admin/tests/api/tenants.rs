@@ -331,9 +331,14 @@ async fn a_tenant_bound_key_reads_neither_the_change_feed_nor_a_backup_nor_the_c
         .to_owned();
     // Each covers every tenant's records: refused whole rather than narrowed.
     for uri in ["/v1/events", "/v1/backup", "/v1/audit/verify"] {
-        h.send("GET", uri, Some(&key), None)
+        let refused = h
+            .send("GET", uri, Some(&key), None)
             .await
             .problem(403, "tenant_forbidden");
+        // It says why, and names no field of a request that has none.
+        assert!(refused.get("field").is_none(), "{refused}");
+        let detail = refused["detail"].as_str().unwrap();
+        assert!(detail.contains("covers every tenant"), "{detail}");
     }
 }
 

@@ -94,7 +94,7 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
                 tracing::info!(
                     key = %principal.prefix,
                     user = %principal.user_id,
-                    client = ?origin.client_ip(),
+                    client = origin.client_ip().map(tracing::field::display),
                     "console sign-in refused: the key may read no section"
                 );
                 return page(&console, StatusCode::FORBIDDEN, Some(NO_SECTION));
@@ -106,7 +106,7 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             tracing::info!(
                 key = %principal.prefix,
                 user = %principal.user_id,
-                client = ?origin.client_ip(),
+                client = origin.client_ip().map(tracing::field::display),
                 "console sign-in"
             );
             let id = console.sessions.open(
@@ -129,7 +129,10 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
         // Said only of a key whose secret matched, as the API's 403 `ip_not_allowed` is.
         Err(VerifyError::IpNotAllowed) => {
             SignIn::IpNotAllowed.count();
-            tracing::info!(client = ?origin.client_ip(), "console sign-in refused: a key used from an address it does not allow");
+            tracing::info!(
+                client = origin.client_ip().map(tracing::field::display),
+                "console sign-in refused: a key used from an address it does not allow"
+            );
             page(
                 &console,
                 StatusCode::FORBIDDEN,
@@ -151,7 +154,10 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
         // keys here must not be able to grow the default log.
         Err(_) => {
             SignIn::Refused.count();
-            tracing::debug!(client = ?origin.client_ip(), "console sign-in refused");
+            tracing::debug!(
+                client = origin.client_ip().map(tracing::field::display),
+                "console sign-in refused"
+            );
             page(
                 &console,
                 StatusCode::UNAUTHORIZED,

@@ -135,7 +135,7 @@ impl StoreConfig {
     /// The embedded engine's cache, in bytes (sled's page cache, redb's cache). sled
     /// defaults to 1 GiB; latchkey to 24 MiB. sled 0.34.7
     /// charges a cached page the bytes it takes in its log, not in memory, where small
-    /// entries (index entries) take two to three times that: through list pages, 60 s of
+    /// entries (index entries) take two to four times that: through list pages, 60 s of
     /// key creation and a user's deletion over 100,000 keys, the daemon held at most 100 MiB
     /// with 24 MiB, 139 MiB with 32 and 157 MiB with 64. A smaller cache slows cold
     /// verifications of large stores, whose tree's inner pages stop fitting: at a million
