@@ -106,7 +106,8 @@ impl Listener {
         }
         drop(listener);
         graceful.shutdown().await;
-        // What is left were never served (a TLS handshake under way) or are just ending.
+        // The graceful shutdown waited for every connection hyper serves (a TLS handshake
+        // included): what is left is just ending.
         connections.shutdown().await;
     }
 }

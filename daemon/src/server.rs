@@ -184,8 +184,10 @@ pub(crate) fn mints_a_secret(method: &http::Method, path: &str) -> bool {
                 && path.ends_with("/rotate")))
 }
 
-/// Serves until `shutdown` completes, lets open requests finish (up to the drain timeout),
-/// then persists usage figures and flushes the store.
+/// Serves until `shutdown` completes, lets open requests finish (up to the drain timeout,
+/// then ends those still open), persists usage figures, flushes the store and closes it:
+/// `config.store` should be the caller's last handle, as `run` waits up to 2 s for the
+/// store to close (and warns if it did not).
 ///
 /// # Example
 ///
@@ -280,22 +282,21 @@ pub async fn run(
         ),
         Err(e) => return Err(e.into()),
     }
-    tokio::task::spawn_blocking(move || close_store(store)).await?;
+    // Within a container engine's 10 s with the 7 s drain: work still running on a
+    // blocking thread past the drain (a database away) may hold the store longer.
+    tokio::task::spawn_blocking(move || close_store(store, Duration::from_secs(2))).await?;
     Ok(())
 }
 
-/// Drops the process's last handle on its store and waits (a few seconds at most) until
-/// the store has closed. A process that exited while a background thread of the store
-/// still held it would, on PostgreSQL, stay counted among the followers, and every other
+/// Drops the process's last handle on its store and waits, at most `bound`, until the
+/// store has closed. A process that exited while a background thread of the store still
+/// held it would, on PostgreSQL, stay counted among the followers, and every other
 /// process's writes would wait for it up to the staleness bound (5 s).
-pub(crate) fn close_store(store: Store) {
-    if !store.close(CLOSE_WAIT) {
-        tracing::warn!("the store did not close within {CLOSE_WAIT:?}; exiting all the same");
+pub(crate) fn close_store(store: Store, bound: Duration) {
+    if !store.close(bound) {
+        tracing::warn!("the store did not close within {bound:?}; exiting all the same");
     }
 }
-
-/// How long a process waits for its store to close.
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.
 ///

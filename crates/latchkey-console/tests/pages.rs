@@ -1000,16 +1000,26 @@ async fn a_key_pasted_into_the_search_box_is_found_by_its_prefix_only() {
     let app = App::new(false);
     let key = app.key_with("ops", &["latchkey:keys:read"]).await;
     let prefix = &key[..key.rfind('_').unwrap()];
+    let path = app.first_key_of("ops").await;
+    let id = path.rsplit('/').next().unwrap();
     let (session, _, _) = app.sign_in(&app.admin).await;
-    let search = format!("/ui/keys?q={key}&status=active");
-    let (answer, _) = app.get(&search, Some(&session)).await;
-    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
-    let to = answer.headers()[LOCATION].to_str().unwrap().to_owned();
-    assert_eq!(to, format!("/ui/keys?q={prefix}&status=active"));
-    let (answer, html) = app.get(&to, Some(&session)).await;
-    assert_eq!(answer.status(), StatusCode::OK, "{html}");
-    assert!(html.contains(prefix), "{html}");
-    assert!(!html.contains(&key), "the secret is shown");
+    // Whole, or with its last character mistyped.
+    let last = if key.ends_with('A') { "B" } else { "A" };
+    let mistyped = format!("{}{last}", &key[..key.len() - 1]);
+    for pasted in [key.as_str(), &mistyped] {
+        let search = format!("/ui/keys?q={pasted}&status=active");
+        let (answer, _) = app.get(&search, Some(&session)).await;
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        let to = answer.headers()[LOCATION].to_str().unwrap().to_owned();
+        assert_eq!(to, format!("/ui/keys?q={prefix}&status=active"));
+        let (answer, html) = app.get(&to, Some(&session)).await;
+        assert_eq!(answer.status(), StatusCode::OK, "{html}");
+        assert!(
+            html.contains(&format!("/ui/keys/{id}")),
+            "not found: {html}"
+        );
+        assert!(!html.contains(pasted), "the secret is shown");
+    }
 }
 
 /// The groups list's next page opens (the console refused the API's cursors once they

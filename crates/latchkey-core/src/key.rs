@@ -320,6 +320,24 @@ impl ApiKey {
         )
     }
 
+    /// The display prefix of a text that [has a key's shape](ApiKey::has_its_shape), its
+    /// secret left out: what a key found pasted somewhere, even mistyped, is looked up by.
+    ///
+    /// ```
+    /// use latchkey_core::{ApiKey, Env, Prefix};
+    ///
+    /// let key = ApiKey::generate(&Prefix::new("lk").unwrap(), Env::Live);
+    /// assert_eq!(ApiKey::display_prefix_of(key.expose()), Some(key.display_prefix()));
+    /// assert_eq!(ApiKey::display_prefix_of("billing-bot"), None);
+    /// ```
+    pub fn display_prefix_of(text: &str) -> Option<&str> {
+        let text = text.trim();
+        if !ApiKey::has_its_shape(text) {
+            return None;
+        }
+        text.rfind('_').map(|at| &text[..at])
+    }
+
     /// Parses a presented key strictly: lengths, alphabet, environment and checksum.
     ///
     /// Never panics, never allocates, and touches no store.

@@ -72,7 +72,8 @@ pub enum LocationError {
     )]
     OtherUrl,
     /// A `postgres://` URL mistyped into a path: `postgres:` or `postgresql:` without the
-    /// `//`, or a user and password (`user:pw@host`) in a path segment.
+    /// `//`, `postgres//` without the `:`, a user and password (a `:` with an `@` after
+    /// it), or a `password=` parameter.
     #[error(
         "not a store location: it looks like a mistyped postgres:// URL (not repeated here: \
          it may hold a password); write postgres://USER:PASSWORD@HOST/DB, or name a directory"
@@ -134,14 +135,13 @@ impl std::str::FromStr for Location {
             return Err(LocationError::OtherUrl);
         }
         let lower = text.trim_start().to_ascii_lowercase();
-        let credentials = |segment: &str| {
-            segment
-                .find(':')
-                .is_some_and(|colon| segment[colon..].contains('@'))
-        };
-        if lower.starts_with("postgres:")
-            || lower.starts_with("postgresql:")
-            || text.split('/').any(credentials)
+        // A user and password: a `:` with an `@` after it, whatever lies between (a
+        // password may hold `/`).
+        let credentials = text
+            .find(':')
+            .is_some_and(|colon| text[colon..].contains('@'));
+        let scheme = ["postgres:", "postgresql:", "postgres//", "postgresql//"];
+        if scheme.iter().any(|s| lower.starts_with(s)) || credentials || lower.contains("password=")
         {
             return Err(LocationError::MistypedUrl);
         }
@@ -280,6 +280,10 @@ mod tests {
             "postgres//u:pw@h/db",
             "u:pw@h:5432/db",
             "./stores/u:pw@h",
+            "postgres//lk:p/w@db/keys",
+            "lk:p/w@db/keys",
+            "postgres//db/keys?password=pw",
+            "postgresql//db/keys",
         ] {
             let err = text.parse::<Location>().unwrap_err();
             assert_eq!(err, LocationError::MistypedUrl, "{text:?}");

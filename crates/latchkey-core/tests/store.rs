@@ -822,12 +822,18 @@ fn listing_filters_searches_sorts_and_pages() {
         ..KeyQuery::default()
     });
     assert_eq!(names(&by_prefix), ["alpha"]);
-    // A whole key's text (pasted, spaces around it) finds its key by display prefix.
-    let by_text = list(KeyQuery {
-        search: Some(format!(" {} ", texts[1])),
-        ..KeyQuery::default()
-    });
-    assert_eq!(names(&by_text), ["alpha"]);
+    // A whole key's text (pasted, spaces around it, even mistyped) finds its key by
+    // display prefix.
+    let text = &texts[1];
+    let last = if text.ends_with('A') { "B" } else { "A" };
+    let mistyped = format!("{}{last}", &text[..text.len() - 1]);
+    for pasted in [format!(" {text} "), mistyped] {
+        let by_text = list(KeyQuery {
+            search: Some(pasted),
+            ..KeyQuery::default()
+        });
+        assert_eq!(names(&by_text), ["alpha"]);
+    }
 
     // Pages of two cover everything exactly once, in order.
     let mut seen = Vec::new();

@@ -38,7 +38,7 @@ impl LocalTransport {
     pub fn close(self) {
         let LocalTransport { router, store } = self;
         drop(router);
-        crate::server::close_store(store);
+        crate::server::close_store(store, std::time::Duration::from_secs(5));
     }
 }
 

@@ -57,8 +57,12 @@ struct NewKeyPage {
     error: Option<String>,
 }
 
-/// The form for `signed`'s session with a new one-time token.
+/// The form for `signed`'s session with a new one-time token; refused (no form, no token)
+/// to a key that may not create keys, as the keys page shows it no button.
 fn form(signed: &Signed, form: Typed, error: Option<String>) -> Result<Response, UiError> {
+    if !signed.can(WRITE) {
+        return Err(UiError::NotAllowed(WRITE));
+    }
     super::render(&NewKeyPage {
         nav: signed.nav(),
         once: signed.console.sessions.issue_form(&signed.session_id),
@@ -67,12 +71,8 @@ fn form(signed: &Signed, form: Typed, error: Option<String>) -> Result<Response,
     })
 }
 
-/// `GET /ui/keys/new`: the create form, with a one-time token; refused (no form, no token)
-/// to a key that may not create keys, as the keys page shows it no button.
+/// `GET /ui/keys/new`: the create form, with a one-time token.
 pub(crate) async fn new(signed: Signed) -> Result<Response, UiError> {
-    if !signed.can(WRITE) {
-        return Err(UiError::NotAllowed(WRITE));
-    }
     form(&signed, Typed::default(), None)
 }
 

@@ -95,15 +95,10 @@ pub(crate) async fn list(
     };
     // A whole key pasted into the search box: the same search by its display prefix,
     // at an address without the secret (the browser's history keeps the final one).
-    let pasted = latchkey_core::ApiKey::parse(&query.q).ok();
+    let pasted = latchkey_core::ApiKey::display_prefix_of(&query.q);
     let limit = PAGE.to_string();
     let page_filters = [
-        (
-            "q",
-            pasted
-                .as_ref()
-                .map_or(query.q.as_str(), |k| k.display_prefix()),
-        ),
+        ("q", pasted.unwrap_or(&query.q)),
         ("user", query.user.as_str()),
         ("status", query.status.as_str()),
         ("env", query.env.as_str()),

@@ -93,8 +93,8 @@ pub struct KeyQuery {
     /// of entries, as for `search`.
     pub env: Option<Env>,
     /// Case-insensitive search in name, description and display prefix. A whole key's
-    /// text searches for its display prefix (a key found pasted somewhere is found here;
-    /// the secret is never compared).
+    /// text, even mistyped, searches for its display prefix (a key found pasted somewhere
+    /// is found here; the secret is never compared).
     pub search: Option<String>,
     /// The order.
     pub sort: KeySort,
@@ -175,13 +175,11 @@ impl Plan<'_> {
         Plan {
             scope,
             query,
-            needle: query
-                .search
-                .as_deref()
-                .map(|text| match ApiKey::parse(text.trim()) {
-                    Ok(key) => key.display_prefix().to_lowercase(),
-                    Err(_) => text.to_lowercase(),
-                }),
+            needle: query.search.as_deref().map(|text| {
+                ApiKey::display_prefix_of(text)
+                    .unwrap_or(text)
+                    .to_lowercase()
+            }),
         }
     }
 

@@ -65,7 +65,10 @@ impl SkewWatch {
     /// What a comparison that found this process's clock `skew` nanoseconds ahead of the
     /// database's (behind when negative) asks to be said.
     pub(crate) fn judge(&mut self, skew: i128) -> Option<Said> {
-        let apart = skew.unsigned_abs() > TOLERATED.as_nanos();
+        // Apart past the tolerance, together again within half of it: a skew that hovers
+        // about the tolerance is not said every minute.
+        let bound = if self.apart { TOLERATED / 2 } else { TOLERATED };
+        let apart = skew.unsigned_abs() > bound.as_nanos();
         let said = match (apart, self.apart) {
             (true, false) => Some(Said::Apart {
                 skew_ms: i64::try_from(skew / 1_000_000).unwrap_or(i64::MAX),
@@ -79,8 +82,8 @@ impl SkewWatch {
 }
 
 /// How far ahead of the database's clock the store's is, in nanoseconds (behind when
-/// negative): `None` on an embedded engine, or when the database took longer than
-/// [`TOLERATED`] to answer, which leaves the comparison meaningless.
+/// negative): `None` on an embedded engine, or when the database took longer than half
+/// of [`TOLERATED`] to answer, which leaves the comparison too loose.
 pub(crate) fn measure(store: &Store) -> Result<Option<i128>, crate::StoreError> {
     let clock = &store.inner.clock;
     let before = clock.unix_nanos();
@@ -88,7 +91,9 @@ pub(crate) fn measure(store: &Store) -> Result<Option<i128>, crate::StoreError> 
     let Some(database) = store.inner.db.clock()? else {
         return Ok(None);
     };
-    if asked.elapsed() > TOLERATED {
+    // The answer's time is taken as the middle of the round trip (a wait for a pooled
+    // connection included): off by half of it at most.
+    if asked.elapsed() > TOLERATED / 2 {
         return Ok(None);
     }
     Ok(Some(skew(before, database, clock.unix_nanos())))
@@ -120,7 +125,13 @@ mod tests {
             Some(Said::Apart { skew_ms: 3_600_000 })
         );
         assert_eq!(watch.judge(3_600 * second), None, "said already");
-        assert_eq!(watch.judge(0), Some(Said::Together));
+        assert_eq!(
+            watch.judge(second * 7 / 10),
+            None,
+            "not within half of it yet"
+        );
+        assert_eq!(watch.judge(second * 4 / 10), Some(Said::Together));
+        assert_eq!(watch.judge(second * 9 / 10), None, "within the tolerance");
         assert_eq!(
             watch.judge(-2 * second),
             Some(Said::Apart { skew_ms: -2_000 })

@@ -482,12 +482,16 @@ mod tests {
             latchkey_core::Env::Live,
         );
         let daemon = Daemon::new("http://127.0.0.1:1", &key, &VerifierSettings::default()).unwrap();
+        let started = std::time::Instant::now();
         tracing::subscriber::with_default(subscriber, || {
             for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].repeat(500) {
                 assert!(daemon.expect_ok("verify", status).is_err());
             }
         });
-        assert_eq!(errors.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // One a second at most (however slow this machine ran the loop).
+        let most = 1 + started.elapsed().as_secs() as usize;
+        let said = errors.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(said <= most, "{said} lines for 1,000 refusals in {most} s");
     }
 
     #[test]
