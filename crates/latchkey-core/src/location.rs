@@ -134,6 +134,13 @@ impl std::str::FromStr for Location {
         if text.contains("://") {
             return Err(LocationError::OtherUrl);
         }
+        let keyword = |word: &str| {
+            let word = word.to_ascii_lowercase();
+            KEYWORDS.iter().any(|k| word.starts_with(k))
+        };
+        if text.split_whitespace().any(keyword) {
+            return Err(LocationError::KeywordString);
+        }
         let lower = text.trim_start().to_ascii_lowercase();
         // A user and password: a `:` with an `@` after it, whatever lies between (a
         // password may hold `/`).
@@ -144,13 +151,6 @@ impl std::str::FromStr for Location {
         if scheme.iter().any(|s| lower.starts_with(s)) || credentials || lower.contains("password=")
         {
             return Err(LocationError::MistypedUrl);
-        }
-        let keyword = |word: &str| {
-            let word = word.to_ascii_lowercase();
-            KEYWORDS.iter().any(|k| word.starts_with(k))
-        };
-        if text.split_whitespace().any(keyword) {
-            return Err(LocationError::KeywordString);
         }
         Ok(Location::parse(text))
     }
