@@ -609,6 +609,41 @@ fn a_route_s_cost_is_charged_through_a_remote_app() {
     }
 }
 
+/// Credits used up through a remote app say when they are refilled, as the embedded layer
+/// does: `Retry-After` until the 1st of next month for a monthly refill, whether the
+/// refusal came from the daemon's answer to `/v1/verify` or from a lease it refused.
+#[test]
+fn credits_used_up_through_a_remote_app_say_when_they_are_refilled() {
+    let c = Cluster::new(LONG_STALENESS);
+    c.user("partner", "orders:read", &[]);
+    let monthly = ["--credits", "3", "--refill", "3/month"];
+    let key = secret_of(&c.key_with("partner", "metered", &monthly));
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let response = client()
+            .get(format!("{}/orders", c.apps[0].url()))
+            .bearer_auth(&key)
+            .send()
+            .expect("the app answers");
+        let status = response.status().as_u16();
+        let retry = response.headers().get("retry-after").map(|v| {
+            v.to_str()
+                .unwrap()
+                .parse::<u64>()
+                .expect("Retry-After in seconds")
+        });
+        let body: Value = response.json().unwrap_or(Value::Null);
+        if status == 429 {
+            assert_eq!(body["code"], "usage_exceeded", "{body}");
+            let retry = retry.expect("a Retry-After until the refill");
+            assert!((1..=31 * 86_400).contains(&retry), "Retry-After: {retry}");
+            assert_eq!(body["retry_after"], retry, "{body}");
+        }
+        codes.push(status);
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+}
+
 /// Four clients at once, two per app, 15 requests each, the first two with `keys[0]`, the
 /// others with `keys[1]`, against a limit of 20: never above the limit, below it by at
 /// most the slices the apps leased and did not use (one request's worth each: 1/20 of

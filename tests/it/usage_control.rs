@@ -51,7 +51,28 @@ fn cli_flags_round_trip_and_the_daemon_enforces_them() {
     // Lift the short limit: one credit left, then none.
     fx.json(&["keys", "update", &id, "--rate-limit", "100/60s"]);
     assert_eq!(call().status, 200);
-    call().problem(429, "usage_exceeded");
+    // Used up until the 1st of next month, 00:00 UTC: the answer says when.
+    let used_up = call();
+    let body = used_up.problem(429, "usage_exceeded");
+    let retry: u64 = used_up.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=31 * 86_400).contains(&retry), "{used_up:#?}");
+    assert_eq!(body["retry_after"], retry, "{used_up:#?}");
+    let verified = fx.http(
+        "POST",
+        "/v1/verify",
+        Some(json!({"key": secret, "cost": 0, "client_ip": "127.0.0.1"})),
+    );
+    assert_eq!(verified.body["code"], "usage_exceeded", "{verified:#?}");
+    let refill = verified.body["retry_after"].as_u64().unwrap();
+    assert!(refill.abs_diff(retry) <= 5, "{verified:#?}");
+    let credits = &verified.body["limits"].as_array().unwrap().last().unwrap();
+    assert_eq!(credits["name"], "credits", "{verified:#?}");
+    assert_eq!(credits["remaining"], 0, "{verified:#?}");
+    assert_eq!(credits["reset_seconds"], refill, "{verified:#?}");
     let added = fx.json(&["keys", "update", &id, "--add-credits", "2"]);
     assert_eq!(added["credits"]["remaining"], 2);
     assert_eq!(call().status, 200);

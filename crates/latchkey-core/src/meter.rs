@@ -319,24 +319,27 @@ impl Meter {
         let now = meter.clock.unix_nanos();
         let remaining = if cost == 0 {
             match credits.peek(now) {
-                0 => return Admitted::Done(Err(VerifyError::UsageExceeded)),
-                left => left,
+                0 => Err(credits.exhausted(now)),
+                left => Ok(left),
             }
         } else if block {
-            match credits.consume(u64::from(cost), now) {
-                Ok(remaining) => remaining,
-                Err(refused) => return Admitted::Done(Err(refused)),
-            }
+            credits.consume(u64::from(cost), now)
         } else {
             match credits.try_consume(u64::from(cost), now) {
-                Some(remaining) => remaining,
+                Some(remaining) => Ok(remaining),
                 None => return reserve(self.limits().count()),
             }
         };
-        if let Some(report) = report {
-            report.push(credits.state(remaining, now));
+        let reported = match &remaining {
+            Ok(remaining) => Some(*remaining),
+            // Used up: reported with none left and when they refill.
+            Err(VerifyError::UsageExceeded { .. }) => Some(0),
+            Err(_) => None,
+        };
+        if let (Some(report), Some(left)) = (report, reported) {
+            report.push(credits.state(left, now));
         }
-        Admitted::Done(Ok(()))
+        Admitted::Done(remaining.map(drop))
     }
 
     /// The key's rate limits, then its user's (named `user:<name>`).
@@ -395,11 +398,19 @@ impl Meter {
         loop {
             match credits.consume(asked, now) {
                 Ok(_) => return Ok(asked),
-                Err(VerifyError::UsageExceeded) if asked > 1 => asked /= 2,
-                Err(VerifyError::UsageExceeded) => return Ok(0),
+                Err(VerifyError::UsageExceeded { .. }) if asked > 1 => asked /= 2,
+                Err(VerifyError::UsageExceeded { .. }) => return Ok(0),
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Seconds from now to the next refill of the key's credits (at least 1); `None`
+    /// when the key has no credits or they are never refilled. A lease's answer says it
+    /// when it grants none.
+    pub fn credits_refill_in(&self) -> Option<u64> {
+        let credits = self.0.credits.as_ref()?;
+        credits.refill_in(self.0.clock.unix_nanos())
     }
 
     /// The refill period the key's credits are in now (its end, Unix nanoseconds;
@@ -686,14 +697,26 @@ impl CreditMeter {
 
     /// The credits' state for a report, with `remaining` left.
     fn state(&self, remaining: u64, now: i128) -> LimitState {
-        let next = self.period.load(Ordering::Acquire);
         LimitState {
             name: "credits".into(),
             limit: None,
             window_seconds: None,
             remaining,
-            reset_seconds: (self.refill.is_some() && next != i64::MAX)
-                .then(|| seconds_until(i128::from(next), now)),
+            reset_seconds: self.refill_in(now),
+        }
+    }
+
+    /// Seconds from `now` to the next refill (at least 1); `None` without one.
+    fn refill_in(&self, now: i128) -> Option<u64> {
+        let next = self.period.load(Ordering::Acquire);
+        (self.refill.is_some() && next != i64::MAX)
+            .then(|| seconds_until(i128::from(next), now).max(1))
+    }
+
+    /// The refusal of credits used up at `now`: it says when they refill.
+    fn exhausted(&self, now: i128) -> VerifyError {
+        VerifyError::UsageExceeded {
+            retry_after_seconds: self.refill_in(now),
         }
     }
 
@@ -721,7 +744,7 @@ impl CreditMeter {
             self.period.store(reserved.period, Ordering::Release);
         }
         if reserved.granted == 0 {
-            return Err(VerifyError::UsageExceeded);
+            return Err(self.exhausted(now));
         }
         self.slice.fetch_add(reserved.granted, Ordering::AcqRel);
         self.next_want

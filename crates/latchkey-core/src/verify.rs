@@ -137,9 +137,13 @@ pub enum VerifyError {
     /// A rate limit of the key is reached; say 429 with `Retry-After`.
     #[error("rate limit {} reached", .0.limit.name)]
     RateLimited(Box<RateLimited>),
-    /// The key's credits are used up; say 429.
+    /// The key's credits are used up; say 429, with `Retry-After` when they refill.
     #[error("the key's credits are used up")]
-    UsageExceeded,
+    UsageExceeded {
+        /// Seconds until the credits' next refill (at least 1); `None` without a refill,
+        /// when only a change to the key gives it credits again.
+        retry_after_seconds: Option<u64>,
+    },
 }
 
 impl VerifyError {
@@ -158,7 +162,7 @@ impl VerifyError {
             VerifyError::IpNotAllowed => "ip_not_allowed",
             VerifyError::InsufficientPermission => "insufficient_permission",
             VerifyError::RateLimited(_) => "rate_limited",
-            VerifyError::UsageExceeded => "usage_exceeded",
+            VerifyError::UsageExceeded { .. } => "usage_exceeded",
         }
     }
 }

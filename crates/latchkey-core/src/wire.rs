@@ -104,11 +104,13 @@ pub struct VerifyResponse {
     /// `rate_limited` or `usage_exceeded`, checked in that order.
     pub code: String,
     /// The key's rate limits and credits after this request (each limit, then `credits`);
-    /// with `rate_limited`, the limit that refused. Absent for a key without any: a
-    /// remote verifier caches only such answers.
+    /// with `rate_limited`, the limit that refused; with `usage_exceeded`, the credits at
+    /// 0 and when they are refilled. Absent for a key without any: a remote verifier
+    /// caches only such answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Vec<LimitState>>,
-    /// With `rate_limited`: seconds until a retry can pass.
+    /// With `rate_limited`: seconds until a retry can pass. With `usage_exceeded`:
+    /// seconds until the credits are refilled (absent when they never are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
     /// Who the key authenticates as: present when it authenticates (also with
@@ -248,7 +250,8 @@ pub struct LeaseGrant {
     /// limit takes to win it back, at most its window); unused after that, it is void.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_ms: Option<u64>,
-    /// With nothing granted of a rate limit: seconds until a request could pass.
+    /// With nothing granted: seconds until a request could pass (of a rate limit), or
+    /// until the credits are refilled (absent when they never are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
     /// The rate limit's requests per window (absent for credits).

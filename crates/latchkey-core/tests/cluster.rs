@@ -401,7 +401,7 @@ fn spend_all(store: &Store, text: &str, threads: usize) -> u64 {
                         let principal = store.verify(text).unwrap();
                         match admit(&principal, &Admission::default()) {
                             Ok(()) => granted += 1,
-                            Err(VerifyError::UsageExceeded) => return granted,
+                            Err(VerifyError::UsageExceeded { .. }) => return granted,
                             Err(e) => panic!("{e}"),
                         }
                     }

@@ -5,10 +5,10 @@ mod support;
 
 use std::sync::Arc;
 
-use latchkey_core::meter::{Admitted, try_admit};
+use latchkey_core::meter::{Admitted, admit_reporting, try_admit};
 use latchkey_core::{
     Actor, Admission, Credits, CreditsPatch, KeyPatch, ManualClock, NewKey, Refill, RefillInterval,
-    Store, StoreConfig, admit,
+    Store, StoreConfig, VerifyError, admit,
 };
 use time::{Duration, macros::datetime};
 
@@ -295,4 +295,74 @@ fn a_rotation_moves_the_unspent_slice_once_and_one_that_fails_keeps_it() {
     assert_eq!(remaining(&store, rotated.key.id), 97);
     assert_eq!(request(&store, rotated.secret.expose()), "ok");
     assert_eq!(remaining(&store, rotated.key.id), 96);
+}
+
+/// Credits used up say when they are refilled: in the refusal and in the report
+/// `/v1/verify` answers from, for a request and for a `cost: 0` check alike; credits that
+/// are never refilled say nothing of a retry. On both backends.
+#[test]
+fn credits_used_up_say_when_they_are_refilled_if_ever() {
+    let t0 = datetime!(2026-03-10 12:00 UTC);
+    let (_location, store, clock) = support::clocked_store(t0, |c| c);
+    let daily = Credits {
+        remaining: 1,
+        refill: Some(Refill {
+            amount: 5,
+            interval: RefillInterval::Day,
+            day_of_month: None,
+        }),
+    };
+    let (id, text) = key_with_credits(&store, daily);
+    assert_eq!(request(&store, &text), "ok");
+    let refused = |cost| {
+        let principal = store.verify(&text).unwrap();
+        let admission = Admission {
+            cost,
+            ..Admission::default()
+        };
+        let mut report = Vec::new();
+        let error = admit_reporting(&principal, &admission, Some(&mut report)).unwrap_err();
+        let credits = report.pop().expect("the credits reported");
+        assert_eq!((credits.name.as_str(), credits.remaining), ("credits", 0));
+        (error, credits.reset_seconds)
+    };
+    let until_midnight = Some(12 * 3_600);
+    for cost in [1, 0] {
+        assert_eq!(
+            refused(cost),
+            (
+                VerifyError::UsageExceeded {
+                    retry_after_seconds: until_midnight
+                },
+                until_midnight
+            ),
+            "cost {cost}"
+        );
+    }
+    clock.set(datetime!(2026-03-10 23:59:59.5 UTC));
+    assert_eq!(
+        refused(1).0,
+        VerifyError::UsageExceeded {
+            retry_after_seconds: Some(1)
+        }
+    );
+    clock.set(datetime!(2026-03-11 00:00 UTC));
+    assert_eq!(request(&store, &text), "ok");
+
+    // The refill removed and the credits set to 0: only another change helps.
+    let never = KeyPatch {
+        credits: Some(CreditsPatch::Set {
+            remaining: 0,
+            refill: Some(None),
+        }),
+        ..KeyPatch::default()
+    };
+    store.update_key(&Actor::system(), id, never).unwrap();
+    let principal = store.verify(&text).unwrap();
+    assert_eq!(
+        admit(&principal, &Admission::default()),
+        Err(VerifyError::UsageExceeded {
+            retry_after_seconds: None
+        })
+    );
 }

@@ -53,7 +53,7 @@
 //! | a permission missing | 403 | `Bearer error="insufficient_scope", scope="<permission>"` | `insufficient_permission` |
 //! | the client's address outside the key's `allowed_ips` | 403 | — | `ip_not_allowed` |
 //! | a rate limit of the key reached | 429 | — (`Retry-After`, `RateLimit-Policy`, `RateLimit`) | `rate_limited` |
-//! | the key's credits used up | 429 | — | `usage_exceeded` |
+//! | the key's credits used up | 429 | — (`Retry-After` until their refill, when they have one) | `usage_exceeded` |
 //! | keystore unavailable | 503 (`Retry-After: 1`) | — | `keystore_unavailable` |
 //!
 //! An unknown key id and a wrong secret answer the same `invalid_key`, byte for byte

@@ -124,12 +124,9 @@ pub(crate) fn rejection(error: &VerifyError, challenges: &Challenges) -> Rejecti
             Bytes::from_static(IP_NOT_ALLOWED.as_bytes()),
             Vec::new(),
         ),
-        VerifyError::UsageExceeded => Rejection::from_parts(
-            StatusCode::TOO_MANY_REQUESTS,
-            "usage_exceeded",
-            Bytes::from_static(USAGE_EXCEEDED.as_bytes()),
-            Vec::new(),
-        ),
+        VerifyError::UsageExceeded {
+            retry_after_seconds,
+        } => usage_exceeded(*retry_after_seconds),
         VerifyError::RateLimited(limited) => rate_limited(limited),
         VerifyError::InsufficientPermission => Rejection::insufficient_permission_unnamed(),
         // A charge that could not reach the store (503, no challenge), or a key refused
@@ -144,10 +141,35 @@ const IP_NOT_ALLOWED: &str = "{\"type\":\"urn:latchkey:problem:ip_not_allowed\",
 \"title\":\"Address not allowed\",\"status\":403,\"code\":\"ip_not_allowed\",\
 \"detail\":\"This key may not be used from this address.\"}";
 
-/// 429 `usage_exceeded`'s body.
+/// 429 `usage_exceeded`'s body, for credits that are never refilled.
 const USAGE_EXCEEDED: &str = "{\"type\":\"urn:latchkey:problem:usage_exceeded\",\
 \"title\":\"Usage exceeded\",\"status\":429,\"code\":\"usage_exceeded\",\
 \"detail\":\"This key has no credits left.\"}";
+
+/// 429 `usage_exceeded`: with `Retry-After` and `retry_after` until the credits' next
+/// refill, when they have one.
+fn usage_exceeded(retry_after_seconds: Option<u64>) -> Rejection {
+    let Some(retry) = retry_after_seconds else {
+        return Rejection::from_parts(
+            StatusCode::TOO_MANY_REQUESTS,
+            "usage_exceeded",
+            Bytes::from_static(USAGE_EXCEEDED.as_bytes()),
+            Vec::new(),
+        );
+    };
+    let body = format!(
+        "{{\"type\":\"urn:latchkey:problem:usage_exceeded\",\"title\":\"Usage exceeded\",\
+         \"status\":429,\"code\":\"usage_exceeded\",\
+         \"detail\":\"This key has no credits left; they are refilled in {retry} s.\",\
+         \"retry_after\":{retry}}}"
+    );
+    Rejection::from_parts(
+        StatusCode::TOO_MANY_REQUESTS,
+        "usage_exceeded",
+        Bytes::from(body),
+        vec![(RETRY_AFTER, HeaderValue::from(retry))],
+    )
+}
 
 fn rate_limited(limited: &RateLimited) -> Rejection {
     let limit = &limited.limit;
@@ -317,10 +339,40 @@ mod tests {
             &Challenges::default_realm(),
         );
         assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            rejection(&VerifyError::UsageExceeded, &Challenges::default_realm()).code(),
-            "usage_exceeded"
+        let used_up = rejection(
+            &VerifyError::UsageExceeded {
+                retry_after_seconds: None,
+            },
+            &Challenges::default_realm(),
         );
+        assert_eq!(used_up.code(), "usage_exceeded");
+    }
+
+    #[test]
+    fn credits_used_up_say_when_they_are_refilled_if_they_ever_are() {
+        let answer = |retry_after_seconds| {
+            let error = VerifyError::UsageExceeded {
+                retry_after_seconds,
+            };
+            rejection(&error, &Challenges::default_realm()).into_http_response::<Bytes>()
+        };
+        let refilled = answer(Some(3_600));
+        assert_eq!(refilled.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refilled.headers()["retry-after"], "3600");
+        let body: serde_json::Value = serde_json::from_slice(refilled.body()).unwrap();
+        assert_eq!(body["code"], "usage_exceeded");
+        assert_eq!(body["retry_after"], 3_600);
+        assert!(
+            body["detail"].as_str().unwrap().contains("3600 s"),
+            "{body}"
+        );
+
+        let never = answer(None);
+        assert_eq!(never.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(never.headers().get("retry-after").is_none());
+        let body: serde_json::Value = serde_json::from_slice(never.body()).unwrap();
+        assert_eq!(body["code"], "usage_exceeded");
+        assert!(body.get("retry_after").is_none(), "{body}");
     }
 
     #[test]

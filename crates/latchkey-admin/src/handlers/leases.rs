@@ -100,11 +100,17 @@ pub(crate) async fn lease(
             grants.push(match bucket.kind {
                 BucketKind::RateLimit => lease_limit(meter, bucket.name.as_deref(), bucket.want)?,
                 BucketKind::Credits => {
+                    let mut answer = grant(BucketKind::Credits, None, 0);
                     match lease_credits(&leases, caller, key_id, meter, bucket.want) {
-                        Ok(granted) => grant(BucketKind::Credits, None, granted),
+                        Ok(granted) => answer.granted = granted,
                         Err(VerifyError::Unavailable(cause)) => return Err(cause),
-                        Err(_) => grant(BucketKind::Credits, None, 0),
+                        Err(_) => {}
                     }
+                    if answer.granted == 0 {
+                        // Used up: when they are refilled, if ever.
+                        answer.retry_after = meter.credits_refill_in();
+                    }
+                    answer
                 }
             });
         }

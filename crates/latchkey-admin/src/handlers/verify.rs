@@ -158,6 +158,9 @@ pub(crate) async fn verify(
                     }];
                     ("rate_limited", Some(limited.retry_after_seconds))
                 }
+                Err(VerifyError::UsageExceeded {
+                    retry_after_seconds,
+                }) => ("usage_exceeded", *retry_after_seconds),
                 Err(e) => (e.code(), None),
             };
             // A key that expires does so without a change event; a remote verifier caches

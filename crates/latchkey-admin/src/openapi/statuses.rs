@@ -60,7 +60,7 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
             ("400", SEVERAL_CREDENTIALS),
             ("401", "The key is missing or does not authenticate (`missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled`)"),
             ("403", "The key lacks the operation's permission (`insufficient_permission`), or may not be used from this address (`ip_not_allowed`)"),
-            ("429", "A rate limit of the key is reached (`rate_limited`, with `Retry-After`, `RateLimit-Policy` and `RateLimit`), or its credits are used up (`usage_exceeded`)"),
+            ("429", "A rate limit of the key is reached (`rate_limited`, with `Retry-After`, `RateLimit-Policy` and `RateLimit`), or its credits are used up (`usage_exceeded`, with `Retry-After` and `retry_after` until they are refilled, when they are)"),
             ("500", "An internal error: a record that does not decode, or a storage failure (`internal`; the details are in the server log only)"),
             ("503", "The keystore is unavailable (`keystore_unavailable`, `store_locked`)"),
             ("503", REQUEST_TIMEOUT),

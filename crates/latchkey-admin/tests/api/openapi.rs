@@ -141,7 +141,9 @@ async fn the_problem_s_code_names_every_code_answered() {
         VerifyError::IpNotAllowed,
         VerifyError::InsufficientPermission,
         VerifyError::RateLimited(Box::new(limited)),
-        VerifyError::UsageExceeded,
+        VerifyError::UsageExceeded {
+            retry_after_seconds: None,
+        },
     ];
     let conflicts = [
         Conflict::KeyNotRevoked,

@@ -324,7 +324,7 @@ pub(super) fn decide<B>(
         Err(
             error @ (VerifyError::IpNotAllowed
             | VerifyError::RateLimited(_)
-            | VerifyError::UsageExceeded
+            | VerifyError::UsageExceeded { .. }
             | VerifyError::InsufficientPermission),
         ) => Next::Reject(usage_refused(span, &error, config)),
         Err(error) => {

@@ -325,7 +325,9 @@ pub(super) fn refusal(
         "key_expired" => VerifyError::Expired,
         "user_disabled" => VerifyError::UserDisabled,
         "ip_not_allowed" => VerifyError::IpNotAllowed,
-        "usage_exceeded" => VerifyError::UsageExceeded,
+        "usage_exceeded" => VerifyError::UsageExceeded {
+            retry_after_seconds: retry_after.map(|s| s.max(1)),
+        },
         "keystore_unavailable" => {
             VerifyError::Unavailable("the daemon could not read its keystore".to_owned())
         }

@@ -244,7 +244,9 @@ impl Lease {
             .iter()
             .any(|b| b.kind == BucketKind::Credits && b.held(now) < need);
         if !self.refused() && credits_short {
-            return VerifyError::UsageExceeded;
+            return VerifyError::UsageExceeded {
+                retry_after_seconds: None,
+            };
         }
         self.refusal()
     }
@@ -328,7 +330,9 @@ impl Bucket {
 /// The refusal a bucket's empty grant stands for.
 fn refused(bucket: &Bucket, grant: &LeaseGrant) -> VerifyError {
     match bucket.kind {
-        BucketKind::Credits => VerifyError::UsageExceeded,
+        BucketKind::Credits => VerifyError::UsageExceeded {
+            retry_after_seconds: grant.retry_after.map(|s| s.max(1)),
+        },
         BucketKind::RateLimit => VerifyError::RateLimited(Box::new(RateLimited {
             limit: RateLimit {
                 name: bucket.name.clone(),
@@ -441,7 +445,12 @@ mod tests {
     fn a_shortfall_of_credits_is_usage_exceeded() {
         let lease = granted(10, 2);
         assert!(matches!(lease.take(None, NOW, 3), Take::Short));
-        assert_eq!(lease.shortfall(NOW, 3), VerifyError::UsageExceeded);
+        assert_eq!(
+            lease.shortfall(NOW, 3),
+            VerifyError::UsageExceeded {
+                retry_after_seconds: None
+            }
+        );
         assert!(matches!(lease.take(None, NOW, 2), Take::Taken));
     }
 

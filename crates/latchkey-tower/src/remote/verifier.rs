@@ -331,7 +331,7 @@ impl Shared {
                 },
                 Err(
                     VerifyError::RateLimited(_)
-                    | VerifyError::UsageExceeded
+                    | VerifyError::UsageExceeded { .. }
                     | VerifyError::IpNotAllowed,
                 ) => shared
                     .fetch(digest, &presented, client_ip)
@@ -582,7 +582,7 @@ impl Shared {
                 let lasting = !matches!(
                     error,
                     VerifyError::RateLimited(_)
-                        | VerifyError::UsageExceeded
+                        | VerifyError::UsageExceeded { .. }
                         | VerifyError::IpNotAllowed
                         | VerifyError::Unavailable(_)
                 );
