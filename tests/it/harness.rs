@@ -473,6 +473,18 @@ fn answer(response: reqwest::blocking::Response) -> Answer {
     }
 }
 
+/// Seconds from now to 00:00 UTC on the 1st of next month: when a `…/month` refill comes.
+pub(crate) fn until_next_month() -> u64 {
+    let now = time::OffsetDateTime::now_utc();
+    let (year, month) = match now.month() {
+        time::Month::December => (now.year() + 1, time::Month::January),
+        month => (now.year(), month.next()),
+    };
+    let first = time::Date::from_calendar_date(year, month, 1).expect("a first of the month");
+    let seconds = (first.midnight().assume_utc() - now).whole_seconds();
+    u64::try_from(seconds).expect("the 1st of next month is ahead")
+}
+
 /// The line after `Secret (store immediately):`, if any.
 pub(crate) fn secret_in(text: &str) -> Option<String> {
     let mut lines = text.lines();

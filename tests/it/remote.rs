@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::Client;
 use serde_json::Value;
 
-use crate::harness::{Run, build_binary, latchkey, secret_in, store_dir};
+use crate::harness::{Run, build_binary, latchkey, secret_in, store_dir, until_next_month};
 use crate::shared;
 
 /// How soon after a change's CLI command returned both apps must refuse: the README's
@@ -167,11 +167,7 @@ pub(crate) fn get_orders(app: &Proc, key: &str) -> (u16, String) {
 
 /// `GET path` on an app with `key`: the status and the problem `code` ("" for none).
 fn get(app: &Proc, path: &str, key: &str) -> (u16, String) {
-    let response = client()
-        .get(format!("{}{path}", app.url()))
-        .bearer_auth(key)
-        .send()
-        .expect("the app answers");
+    let response = fetch(app, path, key);
     let status = response.status().as_u16();
     let body: Value = response.json().unwrap_or(Value::Null);
     (status, body["code"].as_str().unwrap_or_default().to_owned())
@@ -611,37 +607,51 @@ fn a_route_s_cost_is_charged_through_a_remote_app() {
 
 /// Credits used up through a remote app say when they are refilled, as the embedded layer
 /// does: `Retry-After` until the 1st of next month for a monthly refill, whether the
-/// refusal came from the daemon's answer to `/v1/verify` or from a lease it refused.
+/// refusal came from a lease the daemon refused (3 credits: the fourth request on) or from
+/// its answer to `/v1/verify` (none: the first request).
 #[test]
 fn credits_used_up_through_a_remote_app_say_when_they_are_refilled() {
     let c = Cluster::new(LONG_STALENESS);
     c.user("partner", "orders:read", &[]);
-    let monthly = ["--credits", "3", "--refill", "3/month"];
-    let key = secret_of(&c.key_with("partner", "metered", &monthly));
-    let mut codes = Vec::new();
-    for _ in 0..5 {
-        let response = client()
-            .get(format!("{}/orders", c.apps[0].url()))
-            .bearer_auth(&key)
-            .send()
-            .expect("the app answers");
-        let status = response.status().as_u16();
-        let retry = response.headers().get("retry-after").map(|v| {
-            v.to_str()
-                .unwrap()
-                .parse::<u64>()
-                .expect("Retry-After in seconds")
-        });
-        let body: Value = response.json().unwrap_or(Value::Null);
-        if status == 429 {
-            assert_eq!(body["code"], "usage_exceeded", "{body}");
-            let retry = retry.expect("a Retry-After until the refill");
-            assert!((1..=31 * 86_400).contains(&retry), "Retry-After: {retry}");
-            assert_eq!(body["retry_after"], retry, "{body}");
-        }
-        codes.push(status);
+    for (credits, expected) in [("3", [200, 200, 200, 429, 429]), ("0", [429; 5])] {
+        let monthly = ["--credits", credits, "--refill", "3/month"];
+        let key = secret_of(&c.key_with("partner", &format!("metered {credits}"), &monthly));
+        let codes: Vec<u16> = (0..5).map(|_| get_saying_retry(&c.apps[0], &key)).collect();
+        assert_eq!(codes, expected, "{credits} credits");
     }
-    assert_eq!(codes, [200, 200, 200, 429, 429]);
+}
+
+/// `GET path` on an app with `key`: the app's answer.
+fn fetch(app: &Proc, path: &str, key: &str) -> reqwest::blocking::Response {
+    client()
+        .get(format!("{}{path}", app.url()))
+        .bearer_auth(key)
+        .send()
+        .expect("the app answers")
+}
+
+/// `GET /orders` on `app` with `key`: the status, after checking that a 429 is
+/// `usage_exceeded` with a `Retry-After` until next month's refill.
+fn get_saying_retry(app: &Proc, key: &str) -> u16 {
+    let response = fetch(app, "/orders", key);
+    let status = response.status().as_u16();
+    let retry = response.headers().get("retry-after").map(|v| {
+        v.to_str()
+            .unwrap()
+            .parse::<u64>()
+            .expect("Retry-After in seconds")
+    });
+    let body: Value = response.json().unwrap_or(Value::Null);
+    if status == 429 {
+        assert_eq!(body["code"], "usage_exceeded", "{body}");
+        let retry = retry.expect("a Retry-After until the refill");
+        assert!(
+            retry.abs_diff(until_next_month()) <= 5,
+            "Retry-After: {retry}"
+        );
+        assert_eq!(body["retry_after"], retry, "{body}");
+    }
+    status
 }
 
 /// Four clients at once, two per app, 15 requests each, the first two with `keys[0]`, the

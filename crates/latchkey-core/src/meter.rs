@@ -319,7 +319,7 @@ impl Meter {
         let now = meter.clock.unix_nanos();
         let remaining = if cost == 0 {
             match credits.peek(now) {
-                0 => Err(credits.exhausted(now)),
+                0 => Err(credits.exhausted(now, 0)),
                 left => Ok(left),
             }
         } else if block {
@@ -332,8 +332,9 @@ impl Meter {
         };
         let reported = match &remaining {
             Ok(remaining) => Some(*remaining),
-            // Used up: reported with none left and when they refill.
-            Err(VerifyError::UsageExceeded { .. }) => Some(0),
+            // Too few for the cost: reported with what is left (0, or less than the cost)
+            // and when they are refilled.
+            Err(VerifyError::UsageExceeded { .. }) => Some(credits.peek(now)),
             Err(_) => None,
         };
         if let (Some(report), Some(left)) = (report, reported) {
@@ -410,7 +411,7 @@ impl Meter {
     /// when it grants none.
     pub fn credits_refill_in(&self) -> Option<u64> {
         let credits = self.0.credits.as_ref()?;
-        credits.refill_in(self.0.clock.unix_nanos())
+        credits.refill_in(self.0.clock.unix_nanos(), 1)
     }
 
     /// The refill period the key's credits are in now (its end, Unix nanoseconds;
@@ -702,21 +703,33 @@ impl CreditMeter {
             limit: None,
             window_seconds: None,
             remaining,
-            reset_seconds: self.refill_in(now),
+            reset_seconds: self.refill_in(now, 1),
         }
     }
 
-    /// Seconds from `now` to the next refill (at least 1); `None` without one.
-    fn refill_in(&self, now: i128) -> Option<u64> {
-        let next = self.period.load(Ordering::Acquire);
-        (self.refill.is_some() && next != i64::MAX)
-            .then(|| seconds_until(i128::from(next), now).max(1))
+    /// Seconds from `now` to the next refill (at least 1) when it gives enough for a
+    /// request of `cost`; `None` without a refill, or with one too small for it.
+    fn refill_in(&self, now: i128, cost: u64) -> Option<u64> {
+        let refill = self.refill.filter(|r| r.amount >= cost.max(1))?;
+        let period = self.period.load(Ordering::Acquire);
+        if period == i64::MAX {
+            return None;
+        }
+        // An idle meter's period rolls at its next reservation: once it has ended, that
+        // refill is due, and the next is the one after `now`.
+        let next = if now >= i128::from(period) {
+            next_refill_after(&refill, now)
+        } else {
+            i128::from(period)
+        };
+        Some(seconds_until(next, now).max(1))
     }
 
-    /// The refusal of credits used up at `now`: it says when they refill.
-    fn exhausted(&self, now: i128) -> VerifyError {
+    /// The refusal of a request of `cost` that the credits left at `now` do not cover: it
+    /// says when a refill will.
+    fn exhausted(&self, now: i128, cost: u64) -> VerifyError {
         VerifyError::UsageExceeded {
-            retry_after_seconds: self.refill_in(now),
+            retry_after_seconds: self.refill_in(now, cost),
         }
     }
 
@@ -744,7 +757,7 @@ impl CreditMeter {
             self.period.store(reserved.period, Ordering::Release);
         }
         if reserved.granted == 0 {
-            return Err(self.exhausted(now));
+            return Err(self.exhausted(now, cost));
         }
         self.slice.fetch_add(reserved.granted, Ordering::AcqRel);
         self.next_want

@@ -140,8 +140,10 @@ pub enum VerifyError {
     /// The key's credits are used up; say 429, with `Retry-After` when they refill.
     #[error("the key's credits are used up")]
     UsageExceeded {
-        /// Seconds until the credits' next refill (at least 1); `None` without a refill,
-        /// when only a change to the key gives it credits again.
+        /// Seconds until the credits' next refill (at least 1). `None` when no refill
+        /// will let the request through (there is none, or it is smaller than the
+        /// request's cost): only a change to the key will; or when a remote verifier
+        /// could not learn it (its lease held too little after its asks).
         retry_after_seconds: Option<u64>,
     },
 }

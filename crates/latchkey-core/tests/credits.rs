@@ -298,8 +298,9 @@ fn a_rotation_moves_the_unspent_slice_once_and_one_that_fails_keeps_it() {
 }
 
 /// Credits used up say when they are refilled: in the refusal and in the report
-/// `/v1/verify` answers from, for a request and for a `cost: 0` check alike; credits that
-/// are never refilled say nothing of a retry. On both backends.
+/// `/v1/verify` answers from (what is left, and when the next refill comes), for a request
+/// and for a `cost: 0` check alike. No retry is promised when no refill covers the cost.
+/// On both backends.
 #[test]
 fn credits_used_up_say_when_they_are_refilled_if_ever() {
     let t0 = datetime!(2026-03-10 12:00 UTC);
@@ -314,40 +315,57 @@ fn credits_used_up_say_when_they_are_refilled_if_ever() {
     };
     let (id, text) = key_with_credits(&store, daily);
     assert_eq!(request(&store, &text), "ok");
-    let refused = |cost| {
+    // The answer to a request of `cost`: the refusal's retry, and the credits reported.
+    let answer = |cost| {
         let principal = store.verify(&text).unwrap();
         let admission = Admission {
             cost,
             ..Admission::default()
         };
         let mut report = Vec::new();
-        let error = admit_reporting(&principal, &admission, Some(&mut report)).unwrap_err();
+        let retry = match admit_reporting(&principal, &admission, Some(&mut report)) {
+            Err(VerifyError::UsageExceeded {
+                retry_after_seconds,
+            }) => retry_after_seconds,
+            other => panic!("cost {cost}: {other:?}"),
+        };
         let credits = report.pop().expect("the credits reported");
-        assert_eq!((credits.name.as_str(), credits.remaining), ("credits", 0));
-        (error, credits.reset_seconds)
+        assert_eq!(credits.name, "credits");
+        (retry, credits.remaining, credits.reset_seconds)
     };
     let until_midnight = Some(12 * 3_600);
     for cost in [1, 0] {
         assert_eq!(
-            refused(cost),
-            (
-                VerifyError::UsageExceeded {
-                    retry_after_seconds: until_midnight
-                },
-                until_midnight
-            ),
+            answer(cost),
+            (until_midnight, 0, until_midnight),
             "cost {cost}"
         );
     }
     clock.set(datetime!(2026-03-10 23:59:59.5 UTC));
-    assert_eq!(
-        refused(1).0,
-        VerifyError::UsageExceeded {
-            retry_after_seconds: Some(1)
-        }
-    );
+    assert_eq!(answer(1), (Some(1), 0, Some(1)));
     clock.set(datetime!(2026-03-11 00:00 UTC));
     assert_eq!(request(&store, &text), "ok");
+    // A cost above the 4 left: they are reported, and no retry is promised, since a
+    // refill of 5 never covers 10.
+    assert_eq!(answer(10), (None, 4, Some(24 * 3_600)));
+
+    // Idle past the next refill: a check reports the refill it came to, and the next one.
+    clock.set(datetime!(2026-03-12 06:00 UTC));
+    let principal = store.verify(&text).unwrap();
+    let check = Admission {
+        cost: 0,
+        ..Admission::default()
+    };
+    let mut report = Vec::new();
+    assert_eq!(
+        admit_reporting(&principal, &check, Some(&mut report)),
+        Ok(())
+    );
+    let credits = report.pop().unwrap();
+    assert_eq!(
+        (credits.remaining, credits.reset_seconds),
+        (5, Some(18 * 3_600))
+    );
 
     // The refill removed and the credits set to 0: only another change helps.
     let never = KeyPatch {
@@ -358,11 +376,5 @@ fn credits_used_up_say_when_they_are_refilled_if_ever() {
         ..KeyPatch::default()
     };
     store.update_key(&Actor::system(), id, never).unwrap();
-    let principal = store.verify(&text).unwrap();
-    assert_eq!(
-        admit(&principal, &Admission::default()),
-        Err(VerifyError::UsageExceeded {
-            retry_after_seconds: None
-        })
-    );
+    assert_eq!(answer(1), (None, 0, None));
 }
