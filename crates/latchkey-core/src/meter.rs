@@ -330,15 +330,14 @@ impl Meter {
                 None => return reserve(self.limits().count()),
             }
         };
-        let reported = match &remaining {
-            Ok(remaining) => Some(*remaining),
-            // Too few for the cost: reported with what is left (0, or less than the cost)
-            // and when they are refilled.
-            Err(VerifyError::UsageExceeded { .. }) => Some(credits.peek(now)),
-            Err(_) => None,
-        };
-        if let (Some(report), Some(left)) = (report, reported) {
-            report.push(credits.state(left, now));
+        if let Some(report) = report {
+            let left = match &remaining {
+                Ok(left) => Some(*left),
+                // Too few for the cost: what is left (0, or less than the cost).
+                Err(VerifyError::UsageExceeded { .. }) => Some(credits.peek(now)),
+                Err(_) => None,
+            };
+            report.extend(left.map(|left| credits.state(left, now)));
         }
         Admitted::Done(remaining.map(drop))
     }
@@ -388,7 +387,7 @@ impl Meter {
 
     /// Takes up to `want` credits for a remote verifier's lease (trying halves), and at
     /// most a twentieth of what is left, so the last credits go a few at a time; 0 when
-    /// none are left or the key has none.
+    /// the key has none. `UsageExceeded` (saying when they are refilled) when none are left.
     pub fn lease_credits(&self, want: u64) -> Result<u64, VerifyError> {
         let Some(credits) = &self.0.credits else {
             return Ok(0);
@@ -400,18 +399,9 @@ impl Meter {
             match credits.consume(asked, now) {
                 Ok(_) => return Ok(asked),
                 Err(VerifyError::UsageExceeded { .. }) if asked > 1 => asked /= 2,
-                Err(VerifyError::UsageExceeded { .. }) => return Ok(0),
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Seconds from now to the next refill of the key's credits (at least 1); `None`
-    /// when the key has no credits or they are never refilled. A lease's answer says it
-    /// when it grants none.
-    pub fn credits_refill_in(&self) -> Option<u64> {
-        let credits = self.0.credits.as_ref()?;
-        credits.refill_in(self.0.clock.unix_nanos(), 1)
     }
 
     /// The refill period the key's credits are in now (its end, Unix nanoseconds;

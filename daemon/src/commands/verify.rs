@@ -47,8 +47,8 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow:
             json!({"key": key, "permissions": args.permissions}),
         )
         .await?;
-    let read: VerifyResponse = read(&answer)?;
-    let valid = read.valid;
+    let verdict: VerifyResponse = read(&answer)?;
+    let valid = verdict.valid;
     if cli.out.json {
         // The answer as the daemon sent it (its limits, expiry, retry), with `principal`
         // always there: `null` for a key that does not authenticate.
@@ -57,7 +57,7 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow:
             fields.entry("principal").or_insert(serde_json::Value::Null);
         }
         print_json(&answer);
-    } else if let Some(p) = read.principal.filter(|_| valid) {
+    } else if let Some(p) = verdict.principal.filter(|_| valid) {
         println!("valid");
         print!(
             "{}",
@@ -71,7 +71,7 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow:
             ])
         );
     } else {
-        println!("invalid: {}", read.code);
+        println!("invalid: {}", verdict.code);
     }
     Ok(crate::output::verdict(valid))
 }

@@ -103,12 +103,12 @@ pub(crate) async fn lease(
                     let mut answer = grant(BucketKind::Credits, None, 0);
                     match lease_credits(&leases, caller, key_id, meter, bucket.want) {
                         Ok(granted) => answer.granted = granted,
+                        // Used up: when they are refilled, if ever.
+                        Err(VerifyError::UsageExceeded {
+                            retry_after_seconds,
+                        }) => answer.retry_after = retry_after_seconds,
                         Err(VerifyError::Unavailable(cause)) => return Err(cause),
                         Err(_) => {}
-                    }
-                    if answer.granted == 0 {
-                        // Used up: when they are refilled, if ever.
-                        answer.retry_after = meter.credits_refill_in();
                     }
                     answer
                 }
