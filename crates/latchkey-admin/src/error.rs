@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 /// The body of every error response (`application/problem+json`, RFC 9457).
 ///
 /// `code` is stable and machine-readable; `title` and `detail` are for people and may change.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem: `urn:latchkey:problem:<code>`.
@@ -33,8 +34,13 @@ pub struct Problem {
     /// What went wrong with this request.
     pub detail: String,
     /// The request field at fault (body member or query parameter), when one is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Of a 429 (`rate_limited`, and `usage_exceeded` for credits that are refilled): the
+    /// seconds until a retry can pass, as `Retry-After` says.
+    pub retry_after: Option<u64>,
+    /// Of a 429 `rate_limited`: the name of the rate limit reached (a user's shared limit
+    /// with `user:` before it).
+    pub limit: Option<String>,
 }
 
 /// The stable code of an error response, put in the response's extensions (as the
@@ -268,6 +274,9 @@ impl IntoResponse for AppError {
             code: self.code.to_owned(),
             detail: without_keys(&self.detail),
             field: self.field,
+            // The layer's refusals carry these; the handlers' errors never do.
+            retry_after: None,
+            limit: None,
         };
         let mut response = (self.status, Json(problem)).into_response();
         let headers = response.headers_mut();

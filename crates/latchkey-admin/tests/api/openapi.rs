@@ -2,7 +2,7 @@
 //! the server enforces.
 
 use latchkey_core::Permission;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::Harness;
 
@@ -158,6 +158,37 @@ async fn the_problem_s_code_names_every_code_answered() {
         .chain(conflicts.iter().map(Conflict::code));
     for code in codes {
         assert!(listed.contains(&format!("`{code}`")), "{code} in {listed}");
+    }
+}
+
+/// Every member of a refusal's body, the layer's 429s included, is a property of the
+/// `Problem` schema: a generated client reads `retry_after` and `limit`.
+#[tokio::test]
+async fn the_problem_schema_holds_every_member_of_a_refusal() {
+    let h = Harness::new();
+    let doc = h.send("GET", "/openapi.json", None, None).await.ok(200);
+    let properties = schema(&doc, "Problem")["properties"].as_object().unwrap();
+    h.created(
+        "/v1/users",
+        json!({"name": "reader", "permissions": ["latchkey:keys:read"]}),
+    )
+    .await;
+    let limited = json!({"rate_limits": [{"name": "slow", "limit": 1, "window_seconds": 60}]});
+    let spent = json!({"credits": {"remaining": 1, "refill": {"amount": 1, "interval": "day"}}});
+    for (usage, code) in [(limited, "rate_limited"), (spent, "usage_exceeded")] {
+        let mut body = json!({"name": code, "user_id": "reader"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(usage.as_object().unwrap().clone());
+        let key = h.created("/v1/keys", body).await;
+        let key = key["secret"].as_str().unwrap();
+        h.get_as(key, "/v1/keys").await;
+        let refused = h.send("GET", "/v1/keys", Some(key), None).await;
+        let problem = refused.problem(429, code);
+        assert!(problem["retry_after"].as_u64().is_some(), "{problem}");
+        for member in problem.as_object().unwrap().keys() {
+            assert!(properties.contains_key(member), "{member} of {problem}");
+        }
     }
 }
 
