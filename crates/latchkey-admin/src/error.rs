@@ -41,6 +41,9 @@ pub struct Problem {
     /// Of a 429 `rate_limited`: the name of the rate limit reached (a user's shared limit
     /// with `user:` before it).
     pub limit: Option<String>,
+    /// Of a 403 `insufficient_permission`: the permission the caller's key lacks (the
+    /// route's, or one the request would grant beyond the caller).
+    pub permission: Option<String>,
 }
 
 /// The stable code of an error response, put in the response's extensions (as the
@@ -58,6 +61,7 @@ pub(crate) struct AppError {
     code: &'static str,
     detail: String,
     field: Option<String>,
+    permission: Option<String>,
     www_authenticate: Option<String>,
 }
 
@@ -68,6 +72,7 @@ impl AppError {
             code,
             detail: detail.into(),
             field: None,
+            permission: None,
             www_authenticate: None,
         }
     }
@@ -107,6 +112,7 @@ impl AppError {
         err.www_authenticate = Some(format!(
             "Bearer error=\"insufficient_scope\", scope=\"{permission}\""
         ));
+        err.permission = Some(permission.to_owned());
         err
     }
 
@@ -277,6 +283,7 @@ impl IntoResponse for AppError {
             // The layer's refusals carry these; the handlers' errors never do.
             retry_after: None,
             limit: None,
+            permission: self.permission,
         };
         let mut response = (self.status, Json(problem)).into_response();
         let headers = response.headers_mut();

@@ -31,6 +31,7 @@ async fn a_limited_key_cannot_mint_a_key_for_a_stronger_user() {
                 .starts_with("Bearer error=\"insufficient_scope\"")
         );
         assert_eq!(problem["detail"], lacking(lacks));
+        assert_eq!(problem["permission"], lacks);
     }
     // Nor revoke the keys of a stronger user, told in words that fit the act.
     let r = h

@@ -162,7 +162,7 @@ async fn the_problem_s_code_names_every_code_answered() {
 }
 
 /// Every member of a refusal's body, the layer's 429s included, is a property of the
-/// `Problem` schema: a generated client reads `retry_after` and `limit`.
+/// `Problem` schema: a generated client reads `retry_after`, `limit` and `permission`.
 #[tokio::test]
 async fn the_problem_schema_holds_every_member_of_a_refusal() {
     let h = Harness::new();
@@ -173,6 +173,7 @@ async fn the_problem_schema_holds_every_member_of_a_refusal() {
         json!({"name": "reader", "permissions": ["latchkey:keys:read"]}),
     )
     .await;
+    let mut refusals = Vec::new();
     let limited = json!({"rate_limits": [{"name": "slow", "limit": 1, "window_seconds": 60}]});
     let spent = json!({"credits": {"remaining": 1, "refill": {"amount": 1, "interval": "day"}}});
     for (usage, code) in [(limited, "rate_limited"), (spent, "usage_exceeded")] {
@@ -186,6 +187,15 @@ async fn the_problem_schema_holds_every_member_of_a_refusal() {
         let refused = h.send("GET", "/v1/keys", Some(key), None).await;
         let problem = refused.problem(429, code);
         assert!(problem["retry_after"].as_u64().is_some(), "{problem}");
+        refusals.push(problem);
+    }
+    let key = h.key_for("reader").await;
+    let key = key["secret"].as_str().unwrap();
+    let refused = h.send("GET", "/v1/users", Some(key), None).await;
+    let problem = refused.problem(403, "insufficient_permission");
+    assert_eq!(problem["permission"], "latchkey:users:read");
+    refusals.push(problem);
+    for problem in refusals {
         for member in problem.as_object().unwrap().keys() {
             assert!(properties.contains_key(member), "{member} of {problem}");
         }
