@@ -256,9 +256,10 @@ impl From<StoreError> for AppError {
     }
 }
 
-/// `detail` with every latchkey key's full text in it replaced: a detail may repeat a
-/// value the request gave (a query parameter, a permission), and a key pasted there by
-/// mistake must not come back in the answer, nor reach whatever logs it.
+/// `detail` (or `field`) with every latchkey key's full text in it replaced: it may repeat
+/// a value or a name the request gave (a query parameter, a permission, an unknown
+/// member), and a key pasted there by mistake must not come back in the answer, nor reach
+/// whatever logs it.
 fn without_keys(detail: &str) -> String {
     let mut shown = String::with_capacity(detail.len());
     let mut from = 0;
@@ -279,7 +280,8 @@ impl IntoResponse for AppError {
             status: self.status.as_u16(),
             code: self.code.to_owned(),
             detail: without_keys(&self.detail),
-            field: self.field,
+            // A member or parameter *named* by a key's text is named back in `field`.
+            field: self.field.as_deref().map(without_keys),
             // The layer's refusals carry these; the handlers' errors never do.
             retry_after: None,
             limit: None,

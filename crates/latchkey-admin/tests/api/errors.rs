@@ -142,8 +142,8 @@ async fn references_that_match_nothing_are_404() {
     assert_eq!(bad["field"], "id");
 }
 
-/// A key's full text pasted where a value goes is never echoed in a problem's detail, nor
-/// stored as a name, a tenant or a description: it is a secret.
+/// A key's full text pasted where a value (or a name) goes is never echoed in a problem's
+/// detail or field, nor stored as a name, a tenant or a description: it is a secret.
 #[tokio::test]
 async fn a_key_given_as_a_value_is_never_echoed_nor_stored() {
     let h = Harness::new();
@@ -155,6 +155,8 @@ async fn a_key_given_as_a_value_is_never_echoed_nor_stored() {
         format!("/v1/keys?sort={key}"),
         format!("/v1/keys?status={key}"),
         format!("/v1/users?ids={key}"),
+        // As a parameter's name: refused as unknown, its name in `field`.
+        format!("/v1/keys?{key}=1"),
     ] {
         answers.push(h.get(&uri).await.problem(400, "invalid_field"));
     }
@@ -172,6 +174,7 @@ async fn a_key_given_as_a_value_is_never_echoed_nor_stored() {
             "/v1/keys",
             json!({"name": "k", "user_id": "admin", "scopes": [key]}),
         ),
+        ("/v1/keys", json!({"name": "k", "user_id": "admin", key: 1})),
     ] {
         answers.push(h.post(uri, body).await.problem(400, "invalid_field"));
     }
