@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `ready` | — | `{"head": 41, "position": 38, "hash": "…", "lineage": "…"}`: first, when the stream resumes or starts |
 //! | `reset` | — | `{"head": 41, "position": 41, "hash": "…", "lineage": "…"}`: first, instead of `ready`, when the client's position is ahead of the store's head |
-//! | `change` | the sequence number | the [`AuditEvent`] JSON: `seq`, `at`, `actor`, `action` (`key.revoke`, …), `target`, `user_id`, `prev_hash`, `hash`; `actor` is `null` for a caller without `latchkey:audit:read` (who did what is the audit trail's) |
+//! | `change` | the sequence number | the [`AuditEvent`] JSON: `seq`, `at`, `actor`, `action` (`key.revoke`, …), `target`, `user_id`, `prev_hash`, `hash`; for a caller without `latchkey:audit:read` `actor` is `null` (who did what is the audit trail's) and both hashes are keyed by the store (`Store::feed_hash`), so that no guess of the actor can be checked against them |
 //! | `heartbeat` | — | `{"head": 42}`: every `heartbeat_ms`, once everything up to `head` was sent |
 //!
 //! The position to resume from is the `Last-Event-ID` header (what an `EventSource` sends
@@ -18,7 +18,7 @@
 //! only. `after=0` replays the whole feed.
 //!
 //! `position` is where the stream resumes (the head when none was given) and `hash` the
-//! hash of the change at that position (`null` at 0). A client that remembers the hash of
+//! hash of the change at that position (`null` at 0), keyed as the changes' are. A client that remembers the hash of
 //! the last change it saw compares the two: a difference means the daemon now serves
 //! another store, or a restored backup that diverged, and whatever the client derived from
 //! the feed is stale. A position ahead of the head is the same situation told by the
@@ -205,9 +205,22 @@ pub(crate) async fn stream(
         Some(position) => ("ready", position),
         None => ("ready", head),
     };
+    // Who did what is the audit trail's (`latchkey:audit:read`); a verifier needs only
+    // what changed to empty its cache.
+    let shows_actors = caller
+        .actor
+        .permissions()
+        .allows_str(perm::AuditRead::PERMISSION);
     let hash = state
         .run(move |store| Ok(hash_at(store, position)?))
-        .await?;
+        .await?
+        .map(|hash| {
+            if shows_actors {
+                hash
+            } else {
+                state.store.feed_hash(&hash)
+            }
+        });
     let start = Event::default().event(first).json_data(StreamStart {
         head,
         position,
@@ -215,12 +228,6 @@ pub(crate) async fn stream(
         lineage: Some(state.store.lineage()),
     });
     let start = start.map_err(AppError::internal)?;
-    // Who did what is the audit trail's (`latchkey:audit:read`); a verifier needs only
-    // what changed to empty its cache.
-    let shows_actors = caller
-        .actor
-        .permissions()
-        .allows_str(perm::AuditRead::PERMISSION);
     let feed = Feed {
         store: state.store.clone(),
         shows_actors,
@@ -477,11 +484,15 @@ impl Feed {
 
     fn send(&mut self, change: &AuditEvent) {
         let hidden;
-        let change = if self.shows_actors || change.actor.is_none() {
+        let change = if self.shows_actors {
             change
         } else {
+            // Without its actor, and with hashes that cannot be checked against a guessed
+            // one (`Store::feed_hash`).
             hidden = AuditEvent {
                 actor: None,
+                prev_hash: self.store.feed_hash(&change.prev_hash),
+                hash: self.store.feed_hash(&change.hash),
                 ..change.clone()
             };
             &hidden

@@ -663,6 +663,23 @@ impl Store {
         self.inner.lineage()
     }
 
+    /// A change's chain hash (`hash`, `prev_hash`) as the change feed shows it to a caller
+    /// that may not read the audit trail. The chain's hashes cover each change's actor,
+    /// which that caller is not shown: a plain hash could be checked against each key id
+    /// the feed names, and so give the actor back. This one is keyed by the store (its
+    /// hashing key, through a key of its own), so no guess can be checked, and is the same
+    /// wherever the store is served: a follower still compares two hashes to tell another
+    /// store, or a diverged backup, from this one.
+    pub fn feed_hash(&self, hash: &str) -> String {
+        let key = blake3::derive_key(
+            "latchkey 2026-12-06 change feed hashes",
+            self.inner.hash_key.as_bytes(),
+        );
+        blake3::keyed_hash(&key, hash.as_bytes())
+            .to_hex()
+            .to_string()
+    }
+
     /// The store's directory (empty for a store in PostgreSQL: see [`Store::location`]).
     pub fn path(&self) -> &Path {
         &self.inner.path
