@@ -89,14 +89,9 @@ impl<P> Caller<P> {
     /// whole store at once (the change feed, a backup), which no tenant filter can narrow
     /// without breaking what they promise (every change in `seq` order, every record).
     pub(crate) fn ensure_global(&self) -> Result<(), AppError> {
-        self.actor.ensure_global().map_err(|_| {
-            AppError::new(
-                http::StatusCode::FORBIDDEN,
-                "tenant_forbidden",
-                "a caller bound to a tenant (organization) cannot use this: it covers every \
-                 tenant's records",
-            )
-        })
+        Ok(self
+            .actor
+            .ensure_global("use this: it covers every tenant's records")?)
     }
 }
 

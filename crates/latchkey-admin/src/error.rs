@@ -224,6 +224,9 @@ impl From<StoreError> for AppError {
             StoreError::TenantForbidden { field } => {
                 AppError::new(StatusCode::FORBIDDEN, code, err.to_string()).with_field(field)
             }
+            StoreError::GlobalOnly(_) => {
+                AppError::new(StatusCode::FORBIDDEN, code, err.to_string())
+            }
             StoreError::Locked { .. } => {
                 latchkey_core::warn_limited!(error = %err, "keystore locked");
                 AppError::new(

@@ -87,13 +87,13 @@ impl Actor {
         self.tenant.as_ref()?.organization_id.as_deref()
     }
 
-    /// Refuses a tenant-bound caller ([`StoreError::TenantForbidden`] on `tenant_id`): for
-    /// what belongs to every tenant at once, which no tenant filter can narrow — the
+    /// Refuses a tenant-bound caller ([`StoreError::GlobalOnly`], saying it cannot `what`):
+    /// for what belongs to every tenant at once, which no tenant filter can narrow — the
     /// writes of the global groups, the change feed, a backup, the audit chain's check.
-    pub fn ensure_global(&self) -> Result<(), StoreError> {
+    pub fn ensure_global(&self, what: &'static str) -> Result<(), StoreError> {
         match self.tenant {
             None => Ok(()),
-            Some(_) => Err(StoreError::TenantForbidden { field: "tenant_id" }),
+            Some(_) => Err(StoreError::GlobalOnly(what)),
         }
     }
 

@@ -122,6 +122,10 @@ pub enum StoreError {
         /// `tenant_id` or `organization_id`.
         field: &'static str,
     },
+    /// A caller bound to a tenant (organization) asked for what belongs to every tenant at
+    /// once ([`Actor::ensure_global`](crate::Actor::ensure_global)); says what, and why.
+    #[error("a caller bound to a tenant (organization) cannot {0}")]
+    GlobalOnly(&'static str),
     /// Another process has the store open.
     #[error("the store at {} is held by another process (is `latchkey serve` running on it?)", path.display())]
     Locked {
@@ -259,7 +263,7 @@ impl StoreError {
             StoreError::Conflict(c) => c.code(),
             StoreError::Invalid { .. } => "invalid_field",
             StoreError::Escalation { .. } => "insufficient_permission",
-            StoreError::TenantForbidden { .. } => "tenant_forbidden",
+            StoreError::TenantForbidden { .. } | StoreError::GlobalOnly(_) => "tenant_forbidden",
             StoreError::Locked { .. } => "store_locked",
             StoreError::NotInitialized { .. } => "not_initialized",
             StoreError::AlreadyInitialized { .. } => "already_initialized",

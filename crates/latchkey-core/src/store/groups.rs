@@ -17,6 +17,10 @@ use crate::error::{Entity, StoreError};
 use crate::limits::{check_permission_edit, check_permissions};
 use crate::model::{Group, GroupPatch, NewGroup, User, validate_principal_name};
 
+/// What a tenant-bound caller is told of a group write.
+const GROUPS_ARE_GLOBAL: &str = "create, change or delete a group: groups are global, every \
+                                 tenant's users are assigned them";
+
 impl Store {
     /// Creates a group. The caller must hold every permission it grants and be bound to no
     /// tenant: groups are global records, which a tenant-bound caller reads and assigns
@@ -35,7 +39,7 @@ impl Store {
         new: &NewGroup,
     ) -> TxResult<Group> {
         if let Err(e) = actor
-            .ensure_global()
+            .ensure_global(GROUPS_ARE_GLOBAL)
             .and_then(|()| validate_principal_name("name", &new.name))
             .and_then(|()| check_permissions("permissions", &new.permissions))
             .and_then(|()| actor.ensure_covers(&new.permissions))
@@ -86,7 +90,7 @@ impl Store {
         id: Uuid,
         patch: GroupPatch,
     ) -> Result<Group, StoreError> {
-        actor.ensure_global()?;
+        actor.ensure_global(GROUPS_ARE_GLOBAL)?;
         check_permission_edit(&patch.permissions)?;
         let narrows = patch.permissions.narrows();
         let prepare = || {
@@ -125,7 +129,7 @@ impl Store {
     /// hold what the group grants and everything each member holds, and be bound to no
     /// tenant.
     pub fn delete_group(&self, actor: &Actor, id: Uuid) -> Result<(), StoreError> {
-        actor.ensure_global()?;
+        actor.ensure_global(GROUPS_ARE_GLOBAL)?;
         let prepare = || {
             let admin_keys = self.admin_keys_if(self.group_holds_everything(id)?)?;
             Ok((self.members(id)?, admin_keys))
