@@ -147,9 +147,17 @@ impl Fields {
         if !utf8_once_decoded(bytes) {
             return Err(UiError::BadForm("the form is not UTF-8 text".to_owned()));
         }
-        serde_urlencoded::from_bytes(bytes)
-            .map(Fields)
-            .map_err(|e| UiError::BadForm(format!("the form could not be read: {e}")))
+        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
+            .map_err(|e| UiError::BadForm(format!("the form could not be read: {e}")))?;
+        // As the API refuses a member given twice: which one was meant is not for the
+        // console to guess. Unnamed, since a name is whatever the request made it.
+        let mut names = std::collections::HashSet::new();
+        if !fields.iter().all(|(name, _)| names.insert(name)) {
+            return Err(UiError::BadForm(
+                "a field of the form is given twice".to_owned(),
+            ));
+        }
+        Ok(Fields(fields))
     }
 
     /// Field `name`, trimmed; `""` when absent.
@@ -289,6 +297,14 @@ mod tests {
         assert_eq!(fields.get("key"), "lk_live_secret");
         let shown = format!("{fields:?}");
         assert_eq!(shown, r#"["key", "csrf"]"#);
+    }
+
+    #[test]
+    fn a_field_given_twice_is_refused() {
+        for bytes in [&b"user=a&user=b"[..], b"user=a&name=k&user=a", b"x=&x="] {
+            assert!(Fields::parse(bytes).is_err(), "{bytes:?}");
+        }
+        assert!(Fields::parse(b"user=a&name=user").is_ok());
     }
 
     #[test]
