@@ -532,7 +532,7 @@ fn a_caller_can_never_grant_more_than_it_holds() {
     // Bound to a tenant, it writes no group even within its permissions: groups are global.
     assert!(matches!(
         f.store.create_group(&caller, within()),
-        Err(StoreError::TenantForbidden { field: "tenant_id" })
+        Err(StoreError::GlobalOnly(_))
     ));
 }
 
