@@ -420,13 +420,6 @@ fn two_stores_spending_one_key_s_credits_never_grant_more_than_were_bought() {
     let (_, key) = user_and_key(&a);
     let admin = Actor::system();
     let bought = 3_000;
-    let set = |remaining| KeyPatch {
-        credits: Some(CreditsPatch::Set {
-            remaining,
-            refill: None,
-        }),
-        ..KeyPatch::default()
-    };
     a.update_key(&admin, key.key.id, set(bought)).unwrap();
     let text = key.secret.expose();
 
@@ -483,6 +476,83 @@ fn two_stores_spending_one_key_s_credits_never_grant_more_than_were_bought() {
         1_000,
         "held {held} by the lost store"
     );
+}
+
+/// A change made on one store that leaves the balance alone (meta, limits, disabling and
+/// enabling) keeps the slices another store holds: that store spends on from its slice and
+/// gives back what it did not spend. Before, such a change voided the slices the other
+/// stores held: each edit on one daemon lost what the others held unspent (5 of 15 credits
+/// after 10 uses, in the hunt).
+#[test]
+fn a_change_that_leaves_the_balance_keeps_the_other_stores_slices() {
+    let Some((_location, a, b)) = two_stores() else {
+        return;
+    };
+    let (_, key) = user_and_key(&a);
+    let (admin, id, text) = (Actor::system(), key.key.id, key.secret.expose());
+    a.update_key(&admin, id, set(1_000)).unwrap();
+    let mut applied = b.subscribe();
+    let spend = |n: u64| {
+        for _ in 0..n {
+            admit(&b.verify(text).unwrap(), &Admission::default()).unwrap();
+        }
+        n
+    };
+    let limits = vec![RateLimit {
+        name: "default".into(),
+        limit: 1_000_000,
+        window_seconds: 60,
+    }];
+    let changes = [
+        vec![KeyPatch {
+            meta: Some(Some(serde_json::json!({"plan": "gold"}))),
+            ..KeyPatch::default()
+        }],
+        vec![KeyPatch {
+            rate_limits: Some(limits),
+            ..KeyPatch::default()
+        }],
+        [false, true]
+            .map(|enabled| KeyPatch {
+                enabled: Some(enabled),
+                ..KeyPatch::default()
+            })
+            .to_vec(),
+    ];
+    let mut spent = 0;
+    for patches in changes {
+        // B holds a slice (1 + 2 + 4 + 8 reserved for 10 spent), then A changes the key.
+        spent += spend(10);
+        for patch in patches {
+            a.update_key(&admin, id, patch).unwrap();
+        }
+        // Once B applied the change, it spends on, and gives back what it holds.
+        wait_for(&mut applied, a.last_seq().unwrap());
+        spent += spend(1);
+        b.flush().unwrap();
+        let remaining = a.key(id).unwrap().credits.unwrap().remaining;
+        assert_eq!(remaining, 1_000 - spent, "after {spent} spent on B");
+    }
+    // A set made on A still voids B's slice.
+    spent += spend(10);
+    a.update_key(&admin, id, set(500)).unwrap();
+    wait_for(&mut applied, a.last_seq().unwrap());
+    b.flush().unwrap();
+    assert_eq!(
+        a.key(id).unwrap().credits.unwrap().remaining,
+        500,
+        "{spent}"
+    );
+}
+
+fn set(remaining: u64) -> KeyPatch {
+    KeyPatch {
+        credits: Some(CreditsPatch::Set {
+            remaining,
+            refill: None,
+        }),
+        ..KeyPatch::default()
+    }
 }
 
 fn add(amount: u64) -> KeyPatch {

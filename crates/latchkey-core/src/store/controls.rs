@@ -16,16 +16,18 @@
 //! Changes compose with the slices out there:
 //! - `add` adds to the stored balance; slices stay valid (the version does not change).
 //! - `set` (and `clear`, and the drain of a rotated key) writes the new balance and a new
-//!   version: every slice reserved before is void (this process drops its own at once;
-//!   another drops its own when it applies the change, and reserves from the new balance).
-//! - Any other change (limits, allowlist, meta) writes a new version too; this process
-//!   carries its slice over to the new meter, another drops its own (counted as spent: at
-//!   most one slice per process). Rate limiters whose rules stay the same are carried
-//!   over to the new meter with their state (and on shared storage, their stored state
-//!   with them: `rate_state.rs`); only a change of the rules starts them afresh.
+//!   *credit epoch* (`version`'s high half: [`voiding`]): every slice reserved before is
+//!   void (this process drops its own at once; another drops its own when it applies the
+//!   change, and reserves from the new balance).
+//! - Any other change (limits, allowlist, meta) writes a new version of the same epoch:
+//!   every process carries its slice over to the new meter (this one at once, another when
+//!   it applies the change) and may give it back meanwhile. Rate limiters whose rules stay
+//!   the same are carried over to the new meter with their state (and on shared storage,
+//!   their stored state with them: `rate_state.rs`); only a change of the rules starts
+//!   them afresh.
 //! - A refill sets the balance at the period's start, in the first reservation after it;
 //!   a slice belongs to its period and is void after it.
-//! - A slice goes back only to the version and period it was reserved from.
+//! - A slice goes back only to the epoch and period it was reserved from.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -48,10 +50,25 @@ use crate::meter::{
 use crate::shared_limit::RateSource;
 use crate::verify::VerifyError;
 
+/// The version after a change that voids the credit slices reserved before (a balance
+/// set or cleared, a rotation's drain): the next credit epoch. A version's high 32 bits
+/// count those changes, its low 32 bits the others (`version + 1`), so a slice is good
+/// across every change of its epoch and the record's layout stays as it was: stores
+/// written before epochs hold versions of epoch 0.
+pub(crate) fn voiding(version: u64) -> u64 {
+    ((version >> 32) + 1) << 32
+}
+
+/// Whether slices reserved under the controls' `version` are good under `other`.
+pub(crate) fn same_epoch(version: u64, other: u64) -> bool {
+    version >> 32 == other >> 32
+}
+
 /// A key's usage control as stored (postcard).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ControlsRecord {
-    /// Bumped at every change, so a meter built from an older record is never flushed.
+    /// Raised at every change, so a meter built from an older record is never flushed;
+    /// by [`voiding`] for a change that voids the credit slices.
     pub(crate) version: u64,
     /// `meta` as JSON text (postcard cannot carry a `serde_json::Value`).
     pub(crate) meta: Option<String>,
@@ -156,9 +173,9 @@ impl Meters {
     }
 
     /// The meter of a key as `record` describes it: the one in use when it was built from
-    /// the same version, else a new one (the old one's slice is dropped: see the module
-    /// docs) that keeps the old one's rate limiters when their rules are the same. `None`
-    /// when the key needs none.
+    /// the same version, else a new one that keeps the old one's rate limiters when their
+    /// rules are the same, and its credit slice when of the same epoch (else the slice is
+    /// dropped: see the module docs). `None` when the key needs none.
     ///
     /// A caller that read the record before a change committed (and its meter settled)
     /// gets the newer meter in use: an older record never replaces it, which would drop
@@ -190,18 +207,28 @@ impl Meters {
         if let Some(rates) = carried.as_ref().and_then(|(_, rates)| rates.as_ref()) {
             rates.carry_to(record.version);
         }
+        // Taken under the reservation lock, or not at all (then it stays with the retired
+        // meter: counted as spent).
+        let slice = all
+            .get(&key)
+            .filter(|m| same_epoch(m.0.version, record.version))
+            .and_then(|m| m.0.credits.as_ref())
+            .and_then(CreditMeter::take_slice);
         let meter = build(key, record, store, clock, carried);
+        if let (Some(credits), Some((slice, period))) = (meter.0.credits.as_ref(), slice) {
+            credits.put_slice(slice, period);
+        }
         all.insert(key, meter.clone());
         Some(meter)
     }
 
     /// The unspent slice this process holds of a key's credits, when its meter was built
-    /// from `version` and its period is not over at `now`.
+    /// from `version`'s epoch and its period is not over at `now`.
     pub(crate) fn own_slice(&self, key: Uuid, version: u64, now: i128) -> u64 {
         let all = self.lock();
         let credits = all
             .get(&key)
-            .filter(|m| m.0.version == version)
+            .filter(|m| same_epoch(m.0.version, version))
             .and_then(|m| m.0.credits.as_ref());
         match credits {
             Some(c) if now < i128::from(c.period.load(Ordering::Acquire)) => {
@@ -212,7 +239,7 @@ impl Meters {
     }
 
     /// Takes away the unspent slice this process holds of a key's credits, when its meter
-    /// was built from `version` and its period is not over at `now`: the slice and its
+    /// was built from `version`'s epoch and its period is not over at `now`: the slice and its
     /// period, for a write that moves it elsewhere (a rotation) and, should that write not
     /// commit, [`Meters::put_back`]. From then on the meter reserves anew, so no credit of
     /// the slice is spent by it and counted elsewhere too.
@@ -220,7 +247,7 @@ impl Meters {
         let meter = self
             .lock()
             .get(&key)
-            .filter(|m| m.0.version == version)
+            .filter(|m| same_epoch(m.0.version, version))
             .cloned();
         match meter.as_ref().and_then(|m| m.0.credits.as_ref()) {
             // While it reserves, it keeps its slice, which the write then voids.
@@ -231,13 +258,14 @@ impl Meters {
         }
     }
 
-    /// Gives back to a key's meter of `version` a slice [`Meters::take_own_slice`] took
-    /// for a write that did not commit (if the meter is busy reserving, it stays spent).
+    /// Gives back to a key's meter of `version`'s epoch a slice [`Meters::take_own_slice`]
+    /// took for a write that did not commit (if the meter is busy reserving, it stays
+    /// spent).
     pub(crate) fn put_back(&self, key: Uuid, version: u64, (slice, period): (u64, i64)) {
         let meter = self
             .lock()
             .get(&key)
-            .filter(|m| m.0.version == version)
+            .filter(|m| same_epoch(m.0.version, version))
             .cloned();
         if let Some(credits) = meter.as_ref().and_then(|m| m.0.credits.as_ref()) {
             credits.put_slice(slice, period);
@@ -318,9 +346,10 @@ impl Store {
     /// daemon's `POST /v1/leases/return` does, so that credits go back only to the meter
     /// they were leased from.
     ///
-    /// On a database several processes share, another one may have changed the key's usage
-    /// control (set its credits, rotated it) since this meter was built: then its slices
-    /// are void, and this answers `None`, from one read of the stored control.
+    /// On a database several processes share, another one may have voided the key's
+    /// credit slices (set its credits, rotated it) since this meter was built: then this
+    /// answers `None`, from one read of the stored control. Another change (meta, limits,
+    /// allowlist) keeps the slices, and the meter their credits go back to.
     pub fn current_meter(&self, key_id: Uuid) -> Result<Option<Meter>, StoreError> {
         let Some(meter) = self.inner.meters.current(key_id) else {
             return Ok(None);
@@ -333,7 +362,7 @@ impl Store {
         };
         let stored = self.get::<ControlsRecord>(&layout::key_controls(&public))?;
         Ok(stored
-            .filter(|r| r.version == meter.0.version)
+            .filter(|r| same_epoch(r.version, meter.0.version))
             .map(|_| meter))
     }
 }
@@ -495,7 +524,7 @@ fn reserve(
     .map_err(tx_store_error)
 }
 
-/// Gives an unspent slice back to the balance it came from: only to the same version
+/// Gives an unspent slice back to the balance it came from: only to the same credit epoch
 /// and period (a `set` or a refill since voided it). Answers the balance after, if it
 /// went back.
 fn give_back(
@@ -509,7 +538,7 @@ fn give_back(
     let path = layout::key_controls(public);
     db.transact(|tx| {
         let record = controls_in(tx, &path)?;
-        let Some(mut record) = record.filter(|r| r.version == version) else {
+        let Some(mut record) = record.filter(|r| same_epoch(r.version, version)) else {
             return Ok(None);
         };
         let Some(stored) = record
@@ -584,6 +613,17 @@ pub(super) fn flush(
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
+
+    #[test]
+    fn a_voiding_change_starts_an_epoch_above_every_version_before() {
+        for version in [0, 1, 7, u64::from(u32::MAX), 1 << 32, (1 << 32) + 5] {
+            let next = voiding(version);
+            assert!(next > version, "{version}");
+            assert!(!same_epoch(version, next), "{version}");
+            assert!(same_epoch(next, next + 1), "{version}");
+        }
+        assert!(same_epoch(3, 4));
+    }
 
     #[test]
     fn a_meter_of_an_older_record_never_replaces_a_newer_one() {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::controls::{ControlsRecord, StoredCredits};
+use super::controls::{ControlsRecord, StoredCredits, voiding};
 use super::counters::{self, Counter};
 use super::index::Class;
 use super::last_admin::{AdminKeys, stalls};
@@ -487,7 +487,7 @@ impl Store {
                 credits.remaining = 0;
                 credits.refill = None;
                 credits.next_refill = None;
-                drained.version += 1;
+                drained.version = voiding(drained.version);
                 tx.put(&path, &drained)?;
                 let rates = layout::key_rates(&old_public);
                 carry_key_rates_in(tx, &rates, controls.version, drained.version)?;
@@ -815,7 +815,9 @@ fn patched_controls(
         next_refill: None,
         ..c
     });
-    if voids || configured != was {
+    if voids {
+        controls.version = voiding(old.version);
+    } else if configured != was {
         controls.version = old.version + 1;
     }
     Ok((controls, !voids))
