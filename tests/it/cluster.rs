@@ -577,6 +577,9 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         Some(json!({"name": "bob"})),
     );
     write.problem(503, "keystore_unavailable");
+    // Every such 503 says when to come back, as the README's table says.
+    let retry = |answer: &crate::harness::Answer| answer.headers.get("retry-after").cloned();
+    assert_eq!(retry(&write).unwrap(), "1", "{write:?}");
     // Verification serves what it confirmed, then 503: never a 401 or `valid: false`.
     // Bounded: a few seconds of polling, past which the daemon's staleness bound is
     // what the README states (not asserted here: a loaded machine would stretch it).
@@ -585,11 +588,10 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
             let answer = verify(&daemon, &admin, key);
             match answer.status.as_u16() {
                 200 => assert_eq!(answer.body["valid"], true, "{}", answer.text),
-                503 => assert_eq!(
-                    answer.body["code"], "keystore_unavailable",
-                    "{}",
-                    answer.text
-                ),
+                503 => {
+                    assert_eq!(answer.body["code"], "keystore_unavailable", "{answer:?}");
+                    assert_eq!(retry(&answer).unwrap(), "1", "{answer:?}");
+                }
                 other => panic!("{other} while PostgreSQL is down: {}", answer.text),
             }
         }

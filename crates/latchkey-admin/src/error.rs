@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
-use http::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 use latchkey_core::StoreError;
 use serde::{Deserialize, Serialize};
@@ -169,7 +169,7 @@ fn title(code: &str, status: StatusCode) -> &'static str {
         "last_admin_key" => "The last admin key must remain",
         "missing_key" => "An API key is required",
         "invalid_key" => "The API key is not valid",
-        "keystore_unavailable" | "store_locked" => "The keystore is unavailable",
+        "keystore_unavailable" | "store_locked" => "Keystore unavailable",
         "method_not_allowed" => "Method not allowed",
         "unsupported_media_type" => "Unsupported media type",
         "payload_too_large" => "The request body is too large",
@@ -241,7 +241,7 @@ impl From<StoreError> for AppError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     code,
                     "the keystore's database cannot be reached; retry later (a write cut off while \
-                     committing may have been applied: check before retrying it)",
+                     committing may have been applied: check before retrying one)",
                 )
             }
             StoreError::StorageFull { .. } => {
@@ -301,6 +301,10 @@ impl IntoResponse for AppError {
             .and_then(|c| HeaderValue::try_from(c).ok())
         {
             headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        // A keystore that cannot answer now may in a moment, as the layer's 503 says too.
+        if matches!(self.code, "keystore_unavailable" | "store_locked") {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response.extensions_mut().insert(ProblemCode(self.code));
         response
