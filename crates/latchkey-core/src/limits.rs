@@ -17,9 +17,9 @@
 //! | items in one `POST /v1/keys/import`    | 1,000          | 400 `items` |
 //! | an imported key's full text            | 16–512 visible ASCII characters | 400 `key` |
 //!
-//! Free text (key names, descriptions, tenants, organizations) refuses control characters
-//! and the bidirectional formatting characters that can make a name display as another
-//! (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069).
+//! Free text (key names, descriptions, tenants, organizations) refuses the characters that
+//! can make a name display as another ([`is_forbidden_char`]); tenants and organizations
+//! also white space at either end.
 
 use crate::error::StoreError;
 use crate::permission::{PermissionEdit, PermissionSet};
@@ -136,14 +136,38 @@ pub fn check_groups(field: &'static str, count: usize) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Whether a character may not appear in free text: a control character, or a
-/// bidirectional formatting character (which can make one name display as another).
+/// Whether a character may not appear in free text: a control character (`Cc`), a format
+/// character (`Cf`: the bidirectional formatting characters, zero-width spaces and joiners,
+/// the byte order mark, soft hyphens, tags), or a line or paragraph separator (`Zl`,
+/// `Zp`). Each can make one name display as another, or as nothing.
+///
+/// ```
+/// use latchkey_core::limits::is_forbidden_char;
+/// assert!(is_forbidden_char('\u{202E}') && is_forbidden_char('\u{200B}'));
+/// assert!(!is_forbidden_char('é') && !is_forbidden_char(' '));
+/// ```
 pub fn is_forbidden_char(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
-        )
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
+/// Checks a tenant or organization id: free text ([`check_text`]) with no white space at
+/// either end, so that `acme` and `acme ` are never two tenants that look alike.
+pub(crate) fn check_tenant(field: &'static str, text: &str) -> Result<(), StoreError> {
+    check_text(field, text, 1, MAX_TENANT_BYTES)?;
+    if text.trim() != text {
+        return Err(StoreError::invalid(
+            field,
+            "white space at either end is not allowed",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks free text: `min` to `max` bytes, no [forbidden character](is_forbidden_char).
@@ -159,7 +183,7 @@ pub(crate) fn check_text(
     if text.chars().any(is_forbidden_char) {
         return Err(StoreError::invalid(
             field,
-            "control and bidirectional formatting characters are not allowed",
+            "control, formatting and line separator characters are not allowed",
         ));
     }
     check_no_key(field, text)

@@ -304,11 +304,11 @@ pub struct UserPatch {
 /// What a new key is made of.
 #[derive(Debug, Clone, Default)]
 pub struct NewKey {
-    /// Human name, 1 to 128 bytes, no control or bidirectional formatting characters.
+    /// Human name, 1 to 128 bytes, no control, formatting or separator characters.
     pub name: String,
     /// The owning user.
     pub user_id: Uuid,
-    /// Free text, up to 1,024 bytes, no control or bidirectional formatting characters.
+    /// Free text, up to 1,024 bytes, no control, formatting or separator characters.
     pub description: Option<String>,
     /// Narrows the user's permissions; `None` is unrestricted, `Some(empty)` grants nothing.
     pub scopes: Option<PermissionSet>,
@@ -367,7 +367,7 @@ pub(crate) fn validate_principal_name(field: &'static str, name: &str) -> Result
     Ok(())
 }
 
-/// Checks free text: a length bound in bytes, and no control or bidirectional formatting
+/// Checks free text: a length bound in bytes, and no control, formatting or separator
 /// characters ([`crate::limits::is_forbidden_char`]).
 pub(crate) fn validate_text(
     field: &'static str,

@@ -536,6 +536,80 @@ fn a_caller_can_never_grant_more_than_it_holds() {
     ));
 }
 
+/// Names and tenants refuse the characters that make one text display as another (format
+/// characters, separators) and tenants white space at either end; a key whose name was
+/// stored before a rule was made stricter still rotates, its successor carrying the name.
+#[test]
+fn look_alike_text_is_refused_yet_a_name_stored_before_still_rotates() {
+    let f = fixture();
+    let user = f.user("bot", &[], &["x"]);
+    let named = |name: &str| NewKey {
+        name: name.into(),
+        user_id: user.id,
+        ..NewKey::default()
+    };
+    for name in [
+        "a\u{200b}",
+        "\u{feff}a",
+        "a\u{2028}b",
+        "soft\u{ad}",
+        "tag\u{e0041}",
+    ] {
+        let refused = f.store.create_key(&f.admin, named(name)).unwrap_err();
+        assert!(
+            matches!(refused, StoreError::Invalid { field: "name", .. }),
+            "{name:?}"
+        );
+    }
+    for tenant in ["acme\u{200b}", " acme", "acme\u{a0}", "\u{a0}"] {
+        let new = NewUser {
+            name: "t".into(),
+            tenant_id: Some(tenant.into()),
+            ..NewUser::default()
+        };
+        let refused = f.store.create_user(&f.admin, new).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                StoreError::Invalid {
+                    field: "tenant_id",
+                    ..
+                }
+            ),
+            "{tenant:?}"
+        );
+    }
+    // Edits the store's files: a store in a directory only.
+    if support::on_postgres() {
+        return;
+    }
+    let key = f.store.create_key(&f.admin, named("abcd")).unwrap().key;
+    let path = f.store.path().to_owned();
+    let Fixture { _dir, store, .. } = f;
+    drop(store);
+    // "abcd" becomes "a" and a zero-width space: as long, as a store written before held it.
+    let raw = tamper::Raw::open(&path);
+    let mut writes = Vec::new();
+    for record in raw.keys_with_prefix(b"k:") {
+        let value = raw.get(&record).unwrap();
+        let Some(at) = value.windows(5).position(|w| w == b"\x04abcd") else {
+            continue;
+        };
+        let mut edited = value.clone();
+        edited[at + 1..at + 5].copy_from_slice("a\u{200b}".as_bytes());
+        writes.push((record, Some(edited)));
+    }
+    assert_eq!(writes.len(), 1, "one key record holds the name");
+    raw.apply(writes);
+    drop(raw);
+    let store = Store::open(&path, support::config()).unwrap();
+    assert_eq!(store.key(key.id).unwrap().name, "a\u{200b}");
+    let rotated = store
+        .rotate_key(&Actor::system(), key.id, Duration::ZERO)
+        .unwrap();
+    assert_eq!(rotated.key.name, "a\u{200b}");
+}
+
 #[test]
 fn usage_is_counted_in_memory_and_persisted_on_flush() {
     let f = fixture();

@@ -92,11 +92,11 @@ pub struct CreateUser {
     pub permissions: PermissionSet,
     /// Tenant, handed to services in the principal.
     #[serde(default)]
-    #[schema(value_type = Option<rules::Label>)]
+    #[schema(value_type = Option<rules::Tenant>)]
     pub tenant_id: Option<String>,
     /// Organization, handed to services in the principal.
     #[serde(default)]
-    #[schema(value_type = Option<rules::Label>)]
+    #[schema(value_type = Option<rules::Tenant>)]
     pub organization_id: Option<String>,
     /// Up to 8 named rate limits shared by all the user's keys, in addition to each key's
     /// own.
@@ -152,11 +152,11 @@ pub struct UpdateUser {
     pub remove_permissions: PermissionSet,
     /// New tenant; `null` clears it.
     #[serde(default, deserialize_with = "de::present")]
-    #[schema(value_type = Option<rules::Label>)]
+    #[schema(value_type = Option<rules::Tenant>)]
     pub tenant_id: Option<Option<String>>,
     /// New organization; `null` clears it.
     #[serde(default, deserialize_with = "de::present")]
-    #[schema(value_type = Option<rules::Label>)]
+    #[schema(value_type = Option<rules::Tenant>)]
     pub organization_id: Option<Option<String>>,
     /// Replaces the rate limits shared by all the user's keys; `null` clears them.
     #[serde(default, deserialize_with = "de::present")]

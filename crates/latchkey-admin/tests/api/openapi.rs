@@ -235,10 +235,11 @@ async fn bodies_state_the_limits_on_input() {
     let bound = |name: &str| schema(&doc, name)["maxLength"].clone();
     assert_eq!(bound("PrincipalName"), 64);
     assert_eq!(bound("Label"), 128);
+    assert_eq!(bound("Tenant"), 128);
     assert_eq!(bound("Description"), 1024);
     assert_eq!(
         property("CreateUser", "tenant_id")["oneOf"][0]["$ref"],
-        "#/components/schemas/Label"
+        "#/components/schemas/Tenant"
     );
     assert_eq!(
         property("CreateKey", "name")["$ref"],
@@ -445,8 +446,30 @@ async fn the_patterns_match_the_parsers() {
         ("evil\u{202e}txt", false),
         ("\u{2066}x", false),
         ("\u{61c}", false),
+        ("a\u{200b}", false),
+        ("\u{feff}x", false),
+        ("line\u{2028}break", false),
+        ("soft\u{ad}hyphen", false),
     ] {
         assert_eq!(free_text.is_match(text), ok, "{text:?}");
+    }
+    // Every character below U+10000, in the three patterns of free text, as the parser
+    // judges it (the pattern lists none above: those few are refused by the server only).
+    let (description, tenant) = (pattern("Description"), pattern("Tenant"));
+    for c in (0..0x1_0000).filter_map(char::from_u32) {
+        let allowed = !latchkey_core::limits::is_forbidden_char(c);
+        let text = format!("a{c}b");
+        assert_eq!(free_text.is_match(&text), allowed, "{c:?}");
+        assert_eq!(description.is_match(&text), allowed, "{c:?}");
+        assert_eq!(tenant.is_match(&text), allowed, "{c:?}");
+    }
+    for (text, ok) in [
+        ("acme", true),
+        ("a b", true),
+        (" acme", false),
+        ("acme\u{a0}", false),
+    ] {
+        assert_eq!(tenant.is_match(text), ok, "{text:?}");
     }
     let name = pattern("PrincipalName");
     for (text, ok) in [("ci-bot@example.com", true), ("a b", false), ("", false)] {

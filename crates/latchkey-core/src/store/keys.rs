@@ -150,7 +150,13 @@ impl Store {
         new: &NewKey,
         rotated: Option<&KeyRecord>,
     ) -> TxResult<CreatedKey> {
-        let checked = validate_key_text(&new.name, new.description.as_deref()).and_then(|()| {
+        // A successor carries its key's name and description as stored, checked when they
+        // were written: a rule made stricter since never stops a rotation.
+        let text = match rotated {
+            Some(_) => Ok(()),
+            None => validate_key_text(&new.name, new.description.as_deref()),
+        };
+        let checked = text.and_then(|()| {
             new.scopes
                 .as_ref()
                 .map_or(Ok(()), |s| check_permissions("scopes", s))

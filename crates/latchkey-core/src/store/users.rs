@@ -13,8 +13,8 @@ use crate::actor::Actor;
 use crate::audit::Action;
 use crate::controls::check_rate_limits;
 use crate::error::{Entity, StoreError};
-use crate::limits::{MAX_TENANT_BYTES, check_groups, check_permission_edit, check_permissions};
-use crate::model::{Group, NewUser, User, UserPatch, validate_principal_name, validate_text};
+use crate::limits::{check_groups, check_permission_edit, check_permissions, check_tenant};
+use crate::model::{Group, NewUser, User, UserPatch, validate_principal_name};
 use crate::permission::PermissionSet;
 
 impl Store {
@@ -269,7 +269,7 @@ fn grants_in(tx: &Tx<'_>, user: &User, missing: MissingGroup) -> TxResult<Permis
 }
 
 fn validate_optional(field: &'static str, value: Option<&str>) -> Result<(), StoreError> {
-    value.map_or(Ok(()), |v| validate_text(field, v, 1, MAX_TENANT_BYTES))
+    value.map_or(Ok(()), |v| check_tenant(field, v))
 }
 
 /// Checks the sizes of a user change's lists, before anything is read.
