@@ -29,8 +29,16 @@ pub(crate) struct Typed {
 }
 
 impl Typed {
+    /// The fields as typed, but for one holding a key's full text (pasted by mistake):
+    /// a secret is not written into the page again, and comes back blank.
     fn of(fields: &Fields) -> Typed {
-        let get = |name: &str| fields.get(name).to_owned();
+        let get = |name: &str| {
+            let typed = fields.get(name);
+            match latchkey_core::find_keys(typed).next() {
+                Some(_) => String::new(),
+                None => typed.to_owned(),
+            }
+        };
         Typed {
             user: get("user"),
             name: get("name"),
@@ -134,6 +142,18 @@ mod tests {
     use http::StatusCode;
 
     use super::*;
+
+    #[test]
+    fn a_key_typed_into_a_field_is_not_shown_again() {
+        let key = latchkey_core::ApiKey::generate(
+            &latchkey_core::Prefix::default(),
+            latchkey_core::Env::Live,
+        );
+        let form = format!("name=ci&description=for+{}&user=bot", key.expose());
+        let typed = Typed::of(&Fields::parse(form.as_bytes()).unwrap());
+        assert_eq!(typed.description, "");
+        assert_eq!((typed.name.as_str(), typed.user.as_str()), ("ci", "bot"));
+    }
 
     #[test]
     fn status_of_a_refusal() {
