@@ -39,15 +39,30 @@ impl Shared {
                 let shared = Arc::clone(self);
                 let presented = presented.to_owned();
                 Charged::Waiting(self.runtime.spawn(async move {
-                    match shared.daemon.verify(&presented, client_ip, Some(cost)).await {
-                        Ok(Verdict::Valid { .. }) => Ok(()),
-                        Ok(Verdict::Refused { error, .. }) => Err(error),
-                        Err(cause) => {
-                            latchkey_core::warn_limited!(error = %cause, "latchkey daemon could not charge a route's cost");
-                            Err(VerifyError::Unavailable(cause))
-                        }
-                    }
+                    shared
+                        .charge_at_daemon(&presented, client_ip, u64::from(cost))
+                        .await
                 }))
+            }
+        }
+    }
+
+    /// Has the daemon charge `cost` requests' worth to the key, from its stored balance
+    /// and limits (`POST /v1/verify` with that cost, which counts one more use of the key).
+    pub(super) async fn charge_at_daemon(
+        &self,
+        presented: &str,
+        client_ip: Option<IpAddr>,
+        cost: u64,
+    ) -> Result<(), VerifyError> {
+        // A route's cost is a `u32` (`RouteCost`): nothing to clamp.
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        match self.daemon.verify(presented, client_ip, Some(cost)).await {
+            Ok(Verdict::Valid { .. }) => Ok(()),
+            Ok(Verdict::Refused { error, .. }) => Err(error),
+            Err(cause) => {
+                latchkey_core::warn_limited!(error = %cause, "latchkey daemon could not charge a route's cost");
+                Err(VerifyError::Unavailable(cause))
             }
         }
     }

@@ -236,19 +236,11 @@ impl Lease {
             .is_some()
     }
 
-    /// Why `need` requests' worth could not be taken at `now` after asking: the daemon's
-    /// last refusal, else the shortfall of the credits (`usage_exceeded`) or of a limit.
-    pub(super) fn shortfall(&self, now: i64, need: u64) -> VerifyError {
-        let credits_short = self
-            .buckets
+    /// Whether the credits, not a limit, hold less than `need` requests' worth at `now`.
+    pub(super) fn credits_short(&self, now: i64, need: u64) -> bool {
+        self.buckets
             .iter()
-            .any(|b| b.kind == BucketKind::Credits && b.held(now) < need);
-        if !self.refused() && credits_short {
-            return VerifyError::UsageExceeded {
-                retry_after_seconds: None,
-            };
-        }
-        self.refusal()
+            .any(|b| b.kind == BucketKind::Credits && b.held(now) < need)
     }
 
     /// Why a request found a bucket empty after asking: the daemon's last refusal. Without
@@ -442,16 +434,16 @@ mod tests {
     }
 
     #[test]
-    fn a_shortfall_of_credits_is_usage_exceeded() {
+    fn a_shortfall_of_credits_is_told_from_one_of_a_limit() {
         let lease = granted(10, 2);
         assert!(matches!(lease.take(None, NOW, 3), Take::Short));
-        assert_eq!(
-            lease.shortfall(NOW, 3),
-            VerifyError::UsageExceeded {
-                retry_after_seconds: None
-            }
-        );
+        assert!(lease.credits_short(NOW, 3));
+        assert!(!lease.credits_short(NOW, 2));
         assert!(matches!(lease.take(None, NOW, 2), Take::Taken));
+        // A limit that holds too little is no shortfall of the credits.
+        let limited = granted(2, 10);
+        assert!(matches!(limited.take(None, NOW, 3), Take::Short));
+        assert!(!limited.credits_short(NOW, 3));
     }
 
     #[test]

@@ -93,7 +93,8 @@ const GIVE_BACK_CONCURRENCY: usize = 8;
 /// How many times one request asks the daemon for more of its key's lease before it is
 /// refused. Each grant is progress: other requests of the key took it, or a cost close to
 /// what is left takes several (the daemon grants at most a twentieth of the credits left at
-/// a time); a refusal ends it.
+/// a time; what cannot be gathered so is charged by the daemon in one step); a refusal ends
+/// it.
 const MAX_ASKS: usize = 32;
 
 /// The daemon's answer to one miss, for the requests that joined it: with whether the key
@@ -271,22 +272,25 @@ impl Shared {
     /// Gives back the unspent credits of `leases`, a few requests at a time.
     async fn give_back_credits(&self, leases: Vec<Arc<Lease>>) {
         futures_util::stream::iter(&leases)
-            .for_each_concurrent(GIVE_BACK_CONCURRENCY, |lease| async move {
-                // After a request for more in flight: its grant is in the lease then.
-                let _one = lease.asking.lock().await;
-                let Some((key_id, credits)) = lease.unspent_credits() else {
-                    return;
-                };
-                match self.daemon.give_back(key_id, credits).await {
-                    Ok(returned) => {
-                        tracing::debug!(credits, returned, "gave back unspent leased credits");
-                    }
-                    Err(cause) => {
-                        tracing::debug!(credits, error = %cause, "could not give back unspent leased credits: they stay spent");
-                    }
-                }
-            })
+            .for_each_concurrent(GIVE_BACK_CONCURRENCY, |lease| self.give_back_lease(lease))
             .await;
+    }
+
+    /// Gives back the unspent credits of one lease.
+    pub(super) async fn give_back_lease(&self, lease: &Lease) {
+        // After a request for more in flight: its grant is in the lease then.
+        let _one = lease.asking.lock().await;
+        let Some((key_id, credits)) = lease.unspent_credits() else {
+            return;
+        };
+        match self.daemon.give_back(key_id, credits).await {
+            Ok(returned) => {
+                tracing::debug!(credits, returned, "gave back unspent leased credits");
+            }
+            Err(cause) => {
+                tracing::debug!(credits, error = %cause, "could not give back unspent leased credits: they stay spent");
+            }
+        }
     }
 
     /// A cached answer for a presented text, or the daemon's; a metered key's request is
@@ -417,12 +421,17 @@ impl Shared {
         }
         // What was granted meanwhile stays in the lease for the next requests (and unspent
         // credits go back at `flush_usage`). One request's worth that others kept taking is
-        // no sign the key is out of credits: the daemon's refusal, or a 503 without one. A
-        // cost close to what is left may be more than the daemon grants (`shortfall`).
-        if need == 1 {
+        // no sign the key is out of credits: the daemon's refusal, or a 503 without one.
+        let now = nanos(self.settings.clock.now());
+        if need == 1 || lease.refused() || !lease.credits_short(now, need) {
             return Err(lease.refusal());
         }
-        Err(lease.shortfall(nanos(self.settings.clock.now()), need))
+        // A cost close to the credits left is more than the daemon grants a lease (a
+        // twentieth of what is left at a time): what the lease gathered goes back, and the
+        // daemon charges the whole cost from the key's balance in one step, as for a key no
+        // longer cached. Its refusal, with when the credits come back, is the answer.
+        self.give_back_lease(lease).await;
+        self.charge_at_daemon(presented, client_ip, need).await
     }
 
     /// Asks the daemon for more of a lease's low buckets, and of those holding less than

@@ -4,8 +4,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use latchkey_tower::Verifier;
 use latchkey_tower::latchkey_core::{Actor, ApiKey, Clock, Env, Prefix, VerifyError};
+use latchkey_tower::{Charged, Verifier};
 
 use latchkey_tower::remote::RemoteVerifier;
 
@@ -662,6 +662,37 @@ async fn credits_leased_for_an_answer_that_leaves_the_cache_go_back() {
     within(verifier.flush_usage()).await;
     let seen = s.keystore.store.key(key.key.id).unwrap();
     assert_eq!(seen.credits.map(|c| c.remaining), Some(990));
+}
+
+/// A route's cost close to the credits left (1,000 of 1,099) is charged, though the daemon
+/// grants a lease a twentieth of what is left at a time: what the lease gathered goes
+/// back, and the daemon charges the cost in one step. It was refused once
+/// (`usage_exceeded`, with no word of a refill), after 32 grants gathered ~890. A cost above
+/// what is left is then refused, and takes nothing.
+#[tokio::test]
+async fn a_cost_close_to_the_credits_left_is_charged_in_one_step() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let key = s.keystore.key_with_credits(user, 1_100);
+    let head = s.keystore.store.last_seq().unwrap();
+    within(s.verifier.wait_for(|st| st.position >= Some(head))).await;
+    let text = key.secret.expose();
+    within(s.verify(text)).await.unwrap();
+    let verifier = &s.verifier;
+    let charge = |cost| async move {
+        match verifier.charge_extra(text, None, cost) {
+            Charged::Done(answer) => answer,
+            Charged::Waiting(task) => within(task).await.unwrap(),
+        }
+    };
+    assert_eq!(charge(1_000).await, Ok(()));
+    assert!(
+        matches!(charge(1_000).await, Err(VerifyError::UsageExceeded { .. })),
+        "99 left"
+    );
+    within(s.verifier.flush_usage()).await;
+    let seen = s.keystore.store.key(key.key.id).unwrap();
+    assert_eq!(seen.credits.map(|c| c.remaining), Some(99));
 }
 
 /// A verifier whose event stream is refused (a proxy that does not pass it, a service key
