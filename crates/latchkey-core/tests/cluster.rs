@@ -115,8 +115,8 @@ fn a_newer_schema_is_refused_and_migrate_reports_the_version() {
     let Some(location) = support::postgres_location() else {
         return;
     };
-    assert_eq!(Store::migrate_at(&location.location).unwrap(), 5);
-    assert_eq!(Store::migrate_at(&location.location).unwrap(), 5);
+    assert_eq!(Store::migrate_at(&location.location).unwrap(), 6);
+    assert_eq!(Store::migrate_at(&location.location).unwrap(), 6);
     drop(Store::create_empty_at(&location.location, "lk", config()).unwrap());
     support::sql(
         &support::url_of(&location),
@@ -128,7 +128,7 @@ fn a_newer_schema_is_refused_and_migrate_reports_the_version() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                supported: 5
+                supported: 6
             }
         ),
         "{err:?}"

@@ -21,12 +21,18 @@
 //! a change to a group reads its members from. A process of version 4 would write users
 //! without it, and a group's change would not see them: the version keeps it from
 //! opening the database.
+//!
+//! Version 6: no new table; it marks the credit epoch in each key's usage-control version
+//! (`controls.rs`): a set balance starts a new epoch, any other change keeps the slices
+//! other processes hold. A process of version 5 would write a set as an ordinary change,
+//! and a process of this version would keep, and give back, slices the set had voided:
+//! the version keeps it from opening the database.
 
 use super::client::{Pg, pg_error};
 use crate::error::StoreError;
 
 /// The newest schema version this build knows.
-pub(crate) const SCHEMA: u32 = 5;
+pub(crate) const SCHEMA: u32 = 6;
 
 /// Each version's statements; `MIGRATIONS[n]` takes the schema from version `n` to `n + 1`.
 const MIGRATIONS: [&str; SCHEMA as usize] = [
@@ -43,6 +49,10 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
     // The index of users by group: only a mark, for older processes.
     "COMMENT ON TABLE latchkey_kv IS \
      'latchkey: list indexes in chunks (index layout 2), users by tenant and group'",
+    // Credit epochs in the usage-control versions: only a mark, for older processes.
+    "COMMENT ON TABLE latchkey_kv IS \
+     'latchkey: list indexes in chunks (index layout 2), users by tenant and group, \
+     credit epochs'",
 ];
 
 /// Serializes migrations of several processes starting at once.
