@@ -18,8 +18,8 @@
 //! | an imported key's full text            | 16–512 visible ASCII characters | 400 `key` |
 //!
 //! Free text (key names, descriptions, tenants, organizations) refuses the characters that
-//! can make a name display as another ([`is_forbidden_char`]); tenants and organizations
-//! also white space at either end.
+//! can make a name display as another ([`is_forbidden_char`]); tenants and organizations,
+//! compared byte for byte, also every format character and white space at either end.
 
 use crate::error::StoreError;
 use crate::permission::{PermissionEdit, PermissionSet};
@@ -136,31 +136,57 @@ pub fn check_groups(field: &'static str, count: usize) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Whether a character may not appear in free text: a control character (`Cc`), a format
-/// character (`Cf`: the bidirectional formatting characters, zero-width spaces and joiners,
-/// the byte order mark, soft hyphens, tags), or a line or paragraph separator (`Zl`,
-/// `Zp`). Each can make one name display as another, or as nothing.
+/// Whether a character may not appear in free text (key names, descriptions): a control
+/// character (`Cc`), a bidirectional formatting character (which can make one name display
+/// as another), or a line or paragraph separator (`Zl`, `Zp`). Other format characters
+/// (zero-width joiners, which Persian and Indic spelling and emoji need) are allowed there;
+/// tenant and organization ids refuse them too ([`is_forbidden_in_id`]).
 ///
 /// ```
 /// use latchkey_core::limits::is_forbidden_char;
-/// assert!(is_forbidden_char('\u{202E}') && is_forbidden_char('\u{200B}'));
-/// assert!(!is_forbidden_char('é') && !is_forbidden_char(' '));
+/// assert!(is_forbidden_char('\u{202E}') && is_forbidden_char('\u{2028}'));
+/// assert!(!is_forbidden_char('é') && !is_forbidden_char('\u{200D}'));
 /// ```
 pub fn is_forbidden_char(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    ) || matches!(
         c.general_category(),
         GeneralCategory::Control
-            | GeneralCategory::Format
             | GeneralCategory::LineSeparator
             | GeneralCategory::ParagraphSeparator
     )
 }
 
-/// Checks a tenant or organization id: free text ([`check_text`]) with no white space at
-/// either end, so that `acme` and `acme ` are never two tenants that look alike.
+/// Whether a character may not appear in a tenant or organization id, which are compared
+/// byte for byte as boundaries: those of free text, and every format character (`Cf`:
+/// zero-width spaces and joiners, the byte order mark, soft hyphens, tags), which make one
+/// id display as another, or as nothing.
+///
+/// ```
+/// use latchkey_core::limits::is_forbidden_in_id;
+/// assert!(is_forbidden_in_id('\u{200B}') && is_forbidden_in_id('\u{FEFF}'));
+/// assert!(!is_forbidden_in_id('é'));
+/// ```
+pub fn is_forbidden_in_id(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    is_forbidden_char(c) || c.general_category() == GeneralCategory::Format
+}
+
+/// Checks a tenant or organization id: free text ([`check_text`]) without format
+/// characters ([`is_forbidden_in_id`]) nor white space at either end, so that `acme` and
+/// `acme ` (or `acme` and a zero-width space) are never two tenants that look alike.
 pub(crate) fn check_tenant(field: &'static str, text: &str) -> Result<(), StoreError> {
     check_text(field, text, 1, MAX_TENANT_BYTES)?;
+    if text.chars().any(is_forbidden_in_id) {
+        return Err(StoreError::invalid(
+            field,
+            "formatting characters (zero-width spaces and joiners, byte order marks, soft \
+             hyphens) are not allowed in an id",
+        ));
+    }
     if text.trim() != text {
         return Err(StoreError::invalid(
             field,
@@ -183,7 +209,7 @@ pub(crate) fn check_text(
     if text.chars().any(is_forbidden_char) {
         return Err(StoreError::invalid(
             field,
-            "control, formatting and line separator characters are not allowed",
+            "control, bidirectional formatting and line separator characters are not allowed",
         ));
     }
     check_no_key(field, text)

@@ -35,23 +35,25 @@ string_rule! {
 }
 
 string_rule! {
-    /// A key's name: 1 to 128 bytes of UTF-8, without control, formatting or line separator
-    /// characters (`Cc`, `Cf`, `Zl`, `Zp`; the pattern lists those below U+10000, the
-    /// server refuses the few above too).
-    Label: r"^[^\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]+$",
+    /// A key's name: 1 to 128 bytes of UTF-8, without control, bidirectional formatting or
+    /// line separator characters.
+    Label: r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]+$",
     min_length = 1, max_length = 128
 }
 
 string_rule! {
-    /// A tenant or an organization id: as a key's name, with no white space at either end.
+    /// A tenant or an organization id: as a key's name, and without any format character
+    /// (`Cf`: zero-width spaces and joiners, byte order marks, soft hyphens; the pattern
+    /// lists those below U+10000, the server refuses the few above too) nor white space at
+    /// either end.
     Tenant: r"^[^\s\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]([^\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*[^\s\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb])?$",
     min_length = 1, max_length = 128
 }
 
 string_rule! {
-    /// Free text: up to 1,024 bytes of UTF-8, without control, formatting or line separator
-    /// characters (as a key's name).
-    Description: r"^[^\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]*$",
+    /// Free text: up to 1,024 bytes of UTF-8, without control, bidirectional formatting or
+    /// line separator characters (as a key's name).
+    Description: r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]*$",
     max_length = 1024
 }
 
