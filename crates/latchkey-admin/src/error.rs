@@ -263,7 +263,7 @@ impl From<StoreError> for AppError {
 /// a value or a name the request gave (a query parameter, a permission, an unknown
 /// member), and a key pasted there by mistake must not come back in the answer, nor reach
 /// whatever logs it.
-fn without_keys(detail: &str) -> String {
+pub(crate) fn without_keys(detail: &str) -> String {
     let mut shown = String::with_capacity(detail.len());
     let mut from = 0;
     for (at, key) in latchkey_core::find_keys(detail) {

@@ -9,7 +9,7 @@ use latchkey_core::{ImportKey, ImportSecret, StoreError};
 use crate::api::import::ImportItem;
 use crate::api::{ImportKeys, ImportReport, Imported, Rejected};
 use crate::caller::{Caller, perm};
-use crate::error::{AppError, Problem};
+use crate::error::{AppError, Problem, without_keys};
 use crate::extract::JsonBody;
 use crate::openapi::problems::NoSuchUser;
 use crate::state::AppState;
@@ -24,7 +24,9 @@ fn refused(index: usize, err: &StoreError) -> Rejected {
         index,
         code: err.code().to_owned(),
         field,
-        reason: err.to_string(),
+        // It may repeat what the item held: a key's text given where a name or a member
+        // goes is not shown again.
+        reason: without_keys(&err.to_string()),
     }
 }
 

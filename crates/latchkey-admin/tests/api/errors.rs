@@ -178,6 +178,12 @@ async fn a_key_given_as_a_value_is_never_echoed_nor_stored() {
     ] {
         answers.push(h.post(uri, body).await.problem(400, "invalid_field"));
     }
+    // An import's refused items say why without it either.
+    let items = json!([{key: 1}, {"key": "sk_live_0123456789abcdef0123", "scopes": key}]);
+    let body = json!({"user_id": "admin", "items": items});
+    let report = h.post("/v1/keys/import", body).await.ok(200);
+    assert_eq!(report["rejected"].as_array().unwrap().len(), 2, "{report}");
+    answers.push(report);
     for answer in answers {
         let text = answer.to_string();
         assert!(!text.contains(key.as_str()), "{text}");
