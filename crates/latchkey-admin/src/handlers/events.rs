@@ -446,11 +446,12 @@ impl Feed {
         Some(())
     }
 
-    /// Whether the caller's key still authenticates, holds `latchkey:verify` and is global:
-    /// a key revoked (alone, or with all its user's keys by `revoke-keys`, before the
-    /// background job reaches its record), disabled, expired, stripped of the permission or
-    /// whose user was placed in a tenant (a bound caller may not read the feed) ends its
-    /// stream at the next heartbeat. Checked from the records as verification reads them
+    /// Whether the caller's key still authenticates, holds `latchkey:verify` and is global,
+    /// and, for a stream that shows actors, still holds `latchkey:audit:read`: a key
+    /// revoked (alone, or with all its user's keys by `revoke-keys`, before the background
+    /// job reaches its record), disabled, expired, stripped of a permission or whose user
+    /// was placed in a tenant (a bound caller may not read the feed) ends its stream at the
+    /// next heartbeat; reconnecting, it gets what it may read now. Checked from the records as verification reads them
     /// ([`Store::authenticates_now`]), not by verifying the key again, so that holding a
     /// stream does not count as a use of the key.
     async fn caller_may_listen(&self) -> bool {
@@ -458,9 +459,12 @@ impl Feed {
             return true;
         };
         let store = self.store.clone();
+        let shows_actors = self.shows_actors;
         let allowed = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
             Ok(store.authenticates_now(key_id)?.is_some_and(|principal| {
-                principal.tenant_id.is_none() && principal.has(perm::Verify::PERMISSION)
+                principal.tenant_id.is_none()
+                    && principal.has(perm::Verify::PERMISSION)
+                    && (!shows_actors || principal.has(perm::AuditRead::PERMISSION))
             }))
         })
         .await;

@@ -362,6 +362,34 @@ async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
     }
 }
 
+/// A stream that shows who did what ends once its key may no longer read the audit trail;
+/// reconnecting, it gets the changes without their actors.
+#[tokio::test]
+async fn a_stream_that_shows_actors_ends_when_its_key_may_no_longer_read_the_trail() {
+    let h = Harness::new();
+    let both = ["latchkey:verify", "latchkey:audit:read"];
+    let (user, key) = h.user_with_key("auditor", &both).await;
+    let mut stream = Stream::open_as(&h, &key, "/v1/events?heartbeat_ms=1000").await;
+    assert_eq!(stream.next().await.event, "ready");
+    assert_eq!(stream.next().await.event, "heartbeat");
+    let patch = latchkey_core::UserPatch {
+        permissions: latchkey_core::PermissionEdit::removing(
+            PermissionSet::parse(["latchkey:audit:read"]).unwrap(),
+        ),
+        ..Default::default()
+    };
+    let id = user["id"].as_str().unwrap().parse().unwrap();
+    h.store.update_user(&Actor::system(), id, patch).unwrap();
+    stream.ends().await;
+    let mut again = Stream::open_as(&h, &key, "/v1/events").await;
+    assert_eq!(again.next().await.event, "ready");
+    let body = json!({"name": "support", "permissions": ["orders:read"]});
+    h.send("POST", "/v1/groups", Some(&h.admin), Some(body))
+        .await
+        .ok(201);
+    assert!(again.change().await.data["actor"].is_null());
+}
+
 #[tokio::test]
 async fn a_stream_ends_when_its_users_keys_are_revoked_in_bulk() {
     // One key a chunk and no background thread: the job never reaches the key's record,

@@ -349,7 +349,8 @@ impl Store {
     /// On a database several processes share, another one may have voided the key's
     /// credit slices (set its credits, rotated it) since this meter was built: then this
     /// answers `None`, from one read of the stored control. Another change (meta, limits,
-    /// allowlist) keeps the slices, and the meter their credits go back to.
+    /// allowlist) keeps the slices; it still makes a new meter, so credits leased from the
+    /// old one (`Meter::same_credits`) no longer go back.
     pub fn current_meter(&self, key_id: Uuid) -> Result<Option<Meter>, StoreError> {
         let Some(meter) = self.inner.meters.current(key_id) else {
             return Ok(None);

@@ -26,7 +26,7 @@ impl Store {
     /// tenant: groups are global records, which a tenant-bound caller reads and assigns
     /// but never writes.
     ///
-    /// Fails with `TenantForbidden`, `Invalid` (name), `Escalation`, or
+    /// Fails with `GlobalOnly` (a tenant-bound caller), `Invalid` (name), `Escalation`, or
     /// `Conflict::NameTaken`.
     pub fn create_group(&self, actor: &Actor, new: NewGroup) -> Result<Group, StoreError> {
         self.write(actor, |tx| self.create_group_in(tx, actor, &new))
@@ -82,7 +82,7 @@ impl Store {
     ///
     /// The caller must hold every permission the group grants, before and after, and
     /// everything each member holds (no reaching a stronger user through a group), and be
-    /// bound to no tenant (`TenantForbidden`, as for [`Store::create_group`]). A change that
+    /// bound to no tenant (`GlobalOnly`, as for [`Store::create_group`]). A change that
     /// changes nothing writes nothing.
     pub fn update_group(
         &self,
