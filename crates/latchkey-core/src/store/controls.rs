@@ -284,10 +284,12 @@ impl Meters {
         store: &Weak<Inner>,
         clock: &Arc<dyn Clock>,
     ) {
+        // Of `old_version`'s epoch: a meter not yet rebuilt since another process's change
+        // of the same epoch holds the same slice.
         let old = self
             .lock()
             .get(&key)
-            .filter(|m| m.0.version == old_version)
+            .filter(|m| same_epoch(m.0.version, old_version))
             .cloned();
         // A slice carried over is taken under the reservation lock, or not at all (then it
         // stays with the retired meter: counted as spent); a void one is dropped at once.

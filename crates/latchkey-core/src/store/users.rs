@@ -31,9 +31,15 @@ impl Store {
         actor: &Actor,
         new: &NewUser,
     ) -> TxResult<User> {
+        // The caller's own tenant and organization stand as stored, whatever rule they
+        // were written under.
+        let (own_tenant, own_organization) = (actor.tenant_id(), actor.organization_id());
         let placed = validate_principal_name("name", &new.name)
-            .and_then(|()| validate_optional("tenant_id", new.tenant_id.as_deref()))
-            .and_then(|()| validate_optional("organization_id", new.organization_id.as_deref()))
+            .and_then(|()| validate_new("tenant_id", new.tenant_id.as_deref(), own_tenant))
+            .and_then(|()| {
+                let organization = new.organization_id.as_deref();
+                validate_new("organization_id", organization, own_organization)
+            })
             .and_then(|()| check_permissions("permissions", &new.permissions))
             .and_then(|()| check_groups("groups", new.groups.len()))
             .and_then(|()| check_rate_limits(&new.rate_limits))
@@ -150,14 +156,19 @@ impl Store {
             let mut seen = std::collections::HashSet::new();
             user.groups.retain(|g| seen.insert(*g));
             patch.permissions.apply(&mut user.permissions);
-            for (field, value) in [
-                ("tenant_id", &patch.tenant_id),
-                ("organization_id", &patch.organization_id),
+            for (field, value, current) in [
+                ("tenant_id", &patch.tenant_id, &user.tenant_id),
+                (
+                    "organization_id",
+                    &patch.organization_id,
+                    &user.organization_id,
+                ),
             ] {
-                if let Some(Err(e)) = value
+                // The user's value as it stands is not checked again.
+                let checked = value
                     .as_ref()
-                    .map(|v| validate_optional(field, v.as_deref()))
-                {
+                    .map(|v| validate_new(field, v.as_deref(), current.as_deref()));
+                if let Some(Err(e)) = checked {
                     return abort(e);
                 }
             }
@@ -268,8 +279,18 @@ fn grants_in(tx: &Tx<'_>, user: &User, missing: MissingGroup) -> TxResult<Permis
     Ok(PermissionSet::effective(&user.permissions, &groups, None))
 }
 
-fn validate_optional(field: &'static str, value: Option<&str>) -> Result<(), StoreError> {
-    value.map_or(Ok(()), |v| check_tenant(field, v))
+/// Checks a tenant or organization id given, unless it is `standing` (a value already
+/// stored, checked when it was written: a rule made stricter since never stops a write
+/// that names it).
+fn validate_new(
+    field: &'static str,
+    value: Option<&str>,
+    standing: Option<&str>,
+) -> Result<(), StoreError> {
+    match value {
+        Some(v) if Some(v) != standing => check_tenant(field, v),
+        _ => Ok(()),
+    }
 }
 
 /// Checks the sizes of a user change's lists, before anything is read.
@@ -283,4 +304,19 @@ fn check_user_patch(patch: &UserPatch) -> Result<(), StoreError> {
         check_rate_limits(limits)?;
     }
     check_permission_edit(&patch.permissions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_new;
+
+    #[test]
+    fn a_standing_tenant_is_not_checked_again() {
+        // Stored under a looser rule: named again as it stands, it passes.
+        assert!(validate_new("tenant_id", Some("acme "), Some("acme ")).is_ok());
+        assert!(validate_new("tenant_id", Some("acme "), Some("acme")).is_err());
+        assert!(validate_new("tenant_id", Some("acme\u{200b}"), None).is_err());
+        assert!(validate_new("tenant_id", Some("acme"), None).is_ok());
+        assert!(validate_new("tenant_id", None, Some("acme ")).is_ok());
+    }
 }
