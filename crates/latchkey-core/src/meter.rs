@@ -423,6 +423,14 @@ impl Meter {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// Whether `other`, a later meter of the same key, spends from the same credit slices as
+    /// this one: the key changed since (its meta, limits, allowlist), its credits did not
+    /// (no balance set, cleared or drained by a rotation). Credits leased from this meter
+    /// may then go back into `other`.
+    pub fn same_credit_epoch(&self, other: &Meter) -> bool {
+        same_epoch(self.0.version, other.0.version)
+    }
+
     /// Gives back `credits` a remote verifier leased ([`Meter::lease_credits`]) and did not
     /// spend: they join this meter's unspent slice, which goes back to the store's balance
     /// at the next idle flush (or at close). Only when `period` (the [`Meter::credit_period`]
@@ -800,6 +808,12 @@ impl CreditMeter {
         }
         added
     }
+}
+
+/// Whether credit slices reserved under a key's usage-control `version` are good under
+/// `other`: the same credit epoch, the version's high half (`store/controls.rs`).
+pub(crate) fn same_epoch(version: u64, other: u64) -> bool {
+    version >> 32 == other >> 32
 }
 
 /// A key's usage control at run time.

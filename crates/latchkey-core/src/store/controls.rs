@@ -45,7 +45,7 @@ use crate::controls::{Credits, RateLimit, Refill, canonical_net};
 use crate::error::StoreError;
 use crate::key::PublicId;
 use crate::meter::{
-    CreditMeter, CreditSource, KeyMeter, Limit, Meter, Reserved, next_refill_after,
+    CreditMeter, CreditSource, KeyMeter, Limit, Meter, Reserved, next_refill_after, same_epoch,
 };
 use crate::shared_limit::RateSource;
 use crate::verify::VerifyError;
@@ -57,11 +57,6 @@ use crate::verify::VerifyError;
 /// written before epochs hold versions of epoch 0.
 pub(crate) fn voiding(version: u64) -> u64 {
     ((version >> 32) + 1) << 32
-}
-
-/// Whether slices reserved under the controls' `version` are good under `other`.
-pub(crate) fn same_epoch(version: u64, other: u64) -> bool {
-    version >> 32 == other >> 32
 }
 
 /// A key's usage control as stored (postcard).
