@@ -67,7 +67,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             unavailable = None;
             tracing::warn!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream lost; reconnecting");
         } else if unavailable.as_ref() != Some(&ended) {
-            tracing::warn!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream unavailable: cached answers are not used until it is up; retrying");
+            tracing::warn!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream unavailable: cached answers are served only for max_staleness after the daemon last answered; retrying");
             unavailable = Some(ended);
         } else {
             tracing::debug!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream still unavailable");

@@ -72,6 +72,8 @@ pub(super) struct Lease {
     pub(super) asking: tokio::sync::Mutex<()>,
     /// A background request is on its way.
     pub(super) topping_up: AtomicBool,
+    /// Taken from since the last usage report ([`Lease::idle`]).
+    used: AtomicBool,
     /// The key's id, to give unspent credits back.
     key_id: Uuid,
 }
@@ -111,6 +113,7 @@ impl Lease {
             refusal: Mutex::new(None),
             asking: tokio::sync::Mutex::new(()),
             topping_up: AtomicBool::new(false),
+            used: AtomicBool::new(true),
         }
     }
 
@@ -141,7 +144,16 @@ impl Lease {
                 return Take::Short;
             }
         }
+        self.used.store(true, Ordering::Relaxed);
         Take::Taken
+    }
+
+    /// Whether nothing was taken from the lease since the last call: its unspent credits
+    /// then go back at the usage report, as a daemon gives back an idle key's slice, so a
+    /// quiet app does not hold them from the other apps (it did, until the key's answer
+    /// left its cache at its next request, minutes or hours later).
+    pub(super) fn idle(&self) -> bool {
+        !self.used.swap(false, Ordering::AcqRel)
     }
 
     /// Puts back the credit a request took from this lease when its route's extra cost is

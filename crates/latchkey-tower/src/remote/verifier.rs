@@ -674,9 +674,11 @@ async fn report_usage(shared: Arc<Shared>) {
         interval.tick().await;
         shared.usage.flush(&shared.daemon).await;
         // Answers dropped from the cache (expired past `cache_ttl`, evicted, made stale by
-        // a change) leave their leases: what they did not spend goes back.
-        let dropped = shared.cache.take_dropped_leases();
-        shared.give_back_credits(dropped).await;
+        // a change) leave their leases: what they did not spend goes back, and so do the
+        // unspent credits of the leases no request took from since the last report.
+        let mut leases = shared.cache.take_dropped_leases();
+        leases.extend(shared.cache.leases().into_iter().filter(|l| l.idle()));
+        shared.give_back_credits(leases).await;
     }
 }
 

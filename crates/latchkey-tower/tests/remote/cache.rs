@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use latchkey_tower::latchkey_core::{Actor, ApiKey, Clock, Env, Prefix, VerifyError};
+use latchkey_tower::latchkey_core::{Actor, ApiKey, Clock, CreatedKey, Env, Prefix, VerifyError};
 use latchkey_tower::{Charged, Verifier};
 
 use latchkey_tower::remote::RemoteVerifier;
@@ -634,15 +634,14 @@ async fn a_usage_figure_the_daemon_refuses_is_dropped_not_resent_forever() {
     assert_eq!(reports(), before + 3, "one report per refused figure");
 }
 
-/// The credits leased for a key whose answer leaves the cache (here, past `cache_ttl`) go
-/// back to the daemon: a slow key no longer loses the rest of its slice every few minutes.
-#[tokio::test]
-async fn credits_leased_for_an_answer_that_leaves_the_cache_go_back() {
-    let s = Setup::new().await;
-    let verifier = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
+/// A verifier built from `builder` (on the setup's clock) that spent 5 requests of a key
+/// of 1,000 credits; the key, and its text parsed.
+async fn spent_five_of_a_thousand(
+    s: &Setup,
+    builder: latchkey_tower::remote::RemoteVerifierBuilder,
+) -> (RemoteVerifier, CreatedKey, ApiKey) {
+    let verifier = builder
         .heartbeat(Duration::from_secs(1))
-        .cache_ttl(Duration::from_secs(1))
-        .usage_interval(Duration::from_secs(3600))
         .clock(s.keystore.clock.clone())
         .build()
         .unwrap();
@@ -654,6 +653,18 @@ async fn credits_leased_for_an_answer_that_leaves_the_cache_go_back() {
     for _ in 0..5 {
         verifier.verify(&parsed).await.unwrap();
     }
+    (verifier, key, parsed)
+}
+
+/// The credits leased for a key whose answer leaves the cache (here, past `cache_ttl`) go
+/// back to the daemon: a slow key no longer loses the rest of its slice every few minutes.
+#[tokio::test]
+async fn credits_leased_for_an_answer_that_leaves_the_cache_go_back() {
+    let s = Setup::new().await;
+    let builder = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
+        .cache_ttl(Duration::from_secs(1))
+        .usage_interval(Duration::from_secs(3600));
+    let (verifier, key, parsed) = spent_five_of_a_thousand(&s, builder).await;
     s.advance(Duration::from_secs(2));
     within(verifier.wait_for(|st| st.connected)).await;
     for _ in 0..5 {
@@ -662,6 +673,31 @@ async fn credits_leased_for_an_answer_that_leaves_the_cache_go_back() {
     within(verifier.flush_usage()).await;
     let seen = s.keystore.store.key(key.key.id).unwrap();
     assert_eq!(seen.credits.map(|c| c.remaining), Some(990));
+}
+
+/// The credits a lease holds unspent go back at the first usage report after which no
+/// request took from it, as a daemon gives back an idle key's slice: a quiet app does not
+/// keep them from the other apps. It did, until its next request of the key found the
+/// answer past `cache_ttl` (minutes or hours later).
+#[tokio::test]
+async fn an_idle_lease_s_credits_go_back_at_the_next_report() {
+    let s = Setup::new().await;
+    let builder = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
+        .usage_interval(Duration::from_millis(200));
+    let (verifier, key, parsed) = spent_five_of_a_thousand(&s, builder).await;
+    let remaining = || {
+        let seen = s.keystore.store.key(key.key.id).unwrap();
+        seen.credits.map(|c| c.remaining)
+    };
+    // The lease held more than the 5 spent (slices double while the key is busy).
+    within(async {
+        while remaining() != Some(995) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Still cached: the next request asks for credits anew, and is admitted.
+    verifier.verify(&parsed).await.unwrap();
 }
 
 /// A route's cost close to the credits left (1,000 of 1,099) is charged, though the daemon
