@@ -579,7 +579,8 @@ pub enum KeysCommand {
         key: String,
     },
     /// Replace a key with a new one (same user, scopes and name), printed once; the old key
-    /// keeps working until the grace period ends
+    /// authenticates until the grace period ends (its credits, if any, move to the new key
+    /// at once)
     Rotate {
         /// The key's id, display prefix or public id
         key: String,
