@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::backend::{SWITCH, create_database, database_url, execute, postgres};
-use crate::harness::{Answer, Daemon, Fixture, store_dir};
+use crate::harness::{Answer, Daemon, Fixture, paced, store_dir};
 use crate::remote::{PUSH_BOUND, Proc, answers_within, app, client, get_orders};
 
 /// The apps' `--max-staleness`: longer than any wait here, so that a refusal in time can
@@ -394,6 +394,37 @@ fn a_key_s_rate_limit_holds_across_two_daemons_and_their_apps() {
         }
     }
     as_one_limiter(admitted, refused, started, "the apps");
+}
+
+/// Light traffic through two daemons on one database is never refused: 100 verifications
+/// on each, 1 to 49 ms apart (about 80 a second in all), of a key limited to 200 a second.
+/// A daemon's slice kept growing once a second request took from it, whatever the limit
+/// had left, and each daemon then held the limit's whole rate without a break.
+#[test]
+fn light_traffic_through_two_daemons_is_never_refused() {
+    if postgres_only().is_none() {
+        return;
+    }
+    let p = Pair::new();
+    p.user_reading_orders("dave");
+    let body = json!({
+        "name": "paced",
+        "user_id": "dave",
+        "rate_limits": [{"name": "default", "limit": 200, "window_seconds": 1}],
+    });
+    let key = created(&p.a, &p.admin, "/v1/keys", body);
+    let secret = key["secret"].as_str().expect("a secret");
+    // Irregular gaps, the same at each run.
+    let gap = |c: usize, i: usize| Duration::from_millis(1 + ((i * 37 + c * 11) % 49) as u64);
+    let refused = paced(&[&p.a, &p.b], 100, gap, |daemon| {
+        let answer = verify(daemon, &p.admin, secret);
+        (answer.body["code"] != "ok").then_some(answer.text)
+    });
+    assert!(
+        refused.is_empty(),
+        "{} of 200 refused: {refused:?}",
+        refused.len()
+    );
 }
 
 #[test]

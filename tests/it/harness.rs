@@ -593,3 +593,35 @@ impl Fixture {
         run.code == 0
     }
 }
+
+/// Sends `each` requests from one thread per client, each `gap(client, i)` after the
+/// answer before it (never catching up: a slow machine only sends slower), and collects
+/// what `refused` makes of every answer it does not admit.
+pub(crate) fn paced<C: Sync, R: Send>(
+    clients: &[C],
+    each: usize,
+    gap: impl Fn(usize, usize) -> std::time::Duration + Sync,
+    refused: impl Fn(&C) -> Option<R> + Sync,
+) -> Vec<R> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(c, client)| {
+                let (gap, refused) = (&gap, &refused);
+                scope.spawn(move || {
+                    let mut found = Vec::new();
+                    for i in 0..each {
+                        found.extend(refused(client));
+                        std::thread::sleep(gap(c, i));
+                    }
+                    found
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a client"))
+            .collect()
+    })
+}

@@ -12,7 +12,8 @@
 //! - [`controls`], [`meter`]: a key's usage control (meta, rate limits, credits, IP
 //!   allowlist) and its enforcement, [`admit`] ordering the checks; `shared_limit`: a rate
 //!   limit several processes on one database share, admitted from slices of its state;
-//!   `local_state`: a rate limit's state in this process, which a request of cost 0 peeks.
+//!   [`slice_size`]: how large a slice a process (a daemon, a remote verifier) reserves
+//!   next; `local_state`: a rate limit's state in this process, which a request of cost 0 peeks.
 //! - [`actor`]: who acts, and the no-escalation rule.
 //! - `store`: the keystore ([`Store`]) and its storage engines (sled, redb, PostgreSQL),
 //!   the only module that touches them.
@@ -62,6 +63,7 @@ pub mod permission;
 #[cfg(feature = "openapi")]
 pub mod schema;
 mod shared_limit;
+pub mod slice_size;
 mod store;
 pub mod verify;
 pub mod wire;

@@ -144,6 +144,8 @@ pub enum Admitted {
 pub struct Reservation {
     meter: Meter,
     cost: u32,
+    /// A request's extra cost, charged after its own ([`Meter::try_charge`]).
+    extra: bool,
     /// The first step not yet taken: a rate limit's index in [`Meter::rate_limits`], or
     /// their count for the credits.
     from: usize,
@@ -163,11 +165,24 @@ impl Reservation {
     /// [`Reservation::finish`], pushing the state of each step it took after this request
     /// onto `report`.
     pub fn finish_reporting(self, report: Option<&mut Vec<LimitState>>) -> Result<(), VerifyError> {
-        match self.meter.charge_from(self.from, self.cost, report, true) {
+        match self
+            .meter
+            .charge_from(self.from, self.cost, self.extra, report, true)
+        {
             Admitted::Done(answer) => answer,
             Admitted::Reserve(_) => unreachable!("a charge that may block answers"),
         }
     }
+}
+
+/// What a remote verifier's lease of a rate limit came to ([`Meter::lease_limit`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitGrant {
+    /// Requests now the lease's to admit.
+    pub granted: u32,
+    /// What the limit had left after the grant (on a database several processes share,
+    /// its shared state).
+    pub left: u32,
 }
 
 /// A refusal by a rate limit: which limit, and when to try again.
@@ -268,13 +283,15 @@ impl Meter {
     }
 
     /// [`Meter::charge`] without waiting on storage: the answer, or the reservation that
-    /// decides it.
+    /// decides it. For a request's extra cost, after [`try_admit`] charged its own: a
+    /// shared limit's slice it finds short is no sign that the key comes faster
+    /// ([`crate::slice_size`]).
     pub fn try_charge(&self, cost: u32) -> Admitted {
-        self.try_charge_reporting(cost, None)
+        self.charge_from(0, cost, true, None, false)
     }
 
     fn try_charge_reporting(&self, cost: u32, report: Option<&mut Vec<LimitState>>) -> Admitted {
-        self.charge_from(0, cost, report, false)
+        self.charge_from(0, cost, false, report, false)
     }
 
     /// Takes `cost` from the steps from `from` on (the rate limits by their index, then the
@@ -284,6 +301,7 @@ impl Meter {
         &self,
         from: usize,
         cost: u32,
+        extra: bool,
         mut report: Option<&mut Vec<LimitState>>,
         block: bool,
     ) -> Admitted {
@@ -292,12 +310,13 @@ impl Meter {
             Admitted::Reserve(Reservation {
                 meter: self.clone(),
                 cost,
+                extra,
                 from,
             })
         };
         for (i, limit) in self.limits().enumerate().skip(from) {
             let checked = if block {
-                limit.check(cost, &meter.clock)
+                limit.check(cost, extra, &meter.clock)
             } else {
                 match limit.try_check(cost, &meter.clock) {
                     Some(checked) => checked,
@@ -369,18 +388,23 @@ impl Meter {
     /// neither the key nor its user has such a limit (a user's is named `user:<name>`).
     ///
     /// Fails with `Unavailable` when the shared state cannot be reached.
-    pub fn lease_limit(&self, name: &str, want: u32) -> Option<Result<u32, VerifyError>> {
+    pub fn lease_limit(&self, name: &str, want: u32) -> Option<Result<LimitGrant, VerifyError>> {
         let limit = self.limits().find(|l| l.rule.name == name)?;
         let mut asked = want.clamp(1, limit.rule.limit);
         if let Gate::Shared(shared) = &limit.gate {
             return Some(shared.lease(&limit.rule, asked, self.0.clock.unix_nanos()));
         }
         loop {
-            match limit.check(asked, &self.0.clock) {
-                Ok(_) => return Some(Ok(asked)),
+            match limit.check(asked, false, &self.0.clock) {
+                Ok(left) => {
+                    return Some(Ok(LimitGrant {
+                        granted: asked,
+                        left,
+                    }));
+                }
                 Err(_) if asked > 1 => asked /= 2,
                 Err(refused @ VerifyError::RateLimited(_)) => return Some(Err(refused)),
-                Err(_) => return Some(Ok(0)),
+                Err(_) => return Some(Ok(LimitGrant::default())),
             }
         }
     }
@@ -521,15 +545,18 @@ impl Limit {
         }
     }
 
-    /// Consumes `cost`; answers what is left of the limit. On a shared limit whose slice
-    /// is short, blocks on a reservation from the store. At cost 0, takes nothing and is
-    /// refused when not even one request would pass (a shared limit reads its state).
-    fn check(&self, cost: u32, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
+    /// Consumes `cost` (`extra`: a request's extra cost); answers what is left of the
+    /// limit. On a shared limit whose slice is short, blocks on a reservation from the
+    /// store. At cost 0, takes nothing and is refused when not even one request would pass
+    /// (a shared limit reads its state).
+    fn check(&self, cost: u32, extra: bool, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
         match (&self.gate, cost) {
             (Gate::Local(limiter), 0) => self.peek_local(limiter, clock),
             (Gate::Shared(shared), 0) => shared.peek(&self.rule, clock.unix_nanos()),
             (Gate::Local(limiter), _) => self.check_local(limiter, cost, clock),
-            (Gate::Shared(shared), _) => shared.take(&self.rule, cost, || clock.unix_nanos()),
+            (Gate::Shared(shared), _) => {
+                shared.take(&self.rule, cost, extra, || clock.unix_nanos())
+            }
         }
     }
 

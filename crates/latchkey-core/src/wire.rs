@@ -260,6 +260,12 @@ pub struct LeaseGrant {
     /// The rate limit's window (absent for credits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_seconds: Option<u32>,
+    /// For a rate limit granted some: what it had left after the grant. A verifier asks
+    /// for more ahead while half of the limit is left, and a request at a time when less
+    /// is ([`SliceSize`](crate::slice_size::SliceSize)). Absent from daemons that predate
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<u32>,
 }
 
 /// The data of the `ready` and `reset` events of `GET /v1/events`.

@@ -9,6 +9,7 @@ use latchkey_core::wire::{
 };
 use std::sync::Arc;
 
+use latchkey_core::meter::LimitGrant;
 use latchkey_core::{Meter, VerifyError, limits};
 use uuid::Uuid;
 
@@ -199,6 +200,7 @@ fn grant(kind: BucketKind, name: Option<String>, granted: u64) -> LeaseGrant {
         retry_after: None,
         limit: None,
         window_seconds: None,
+        left: None,
     }
 }
 
@@ -217,9 +219,10 @@ fn lease_limit(meter: &Meter, name: Option<&str>, want: u64) -> Result<LeaseGran
     answer.limit = Some(rule.limit);
     answer.window_seconds = Some(rule.window_seconds);
     match meter.lease_limit(name, want) {
-        Some(Ok(granted)) => {
+        Some(Ok(LimitGrant { granted, left })) => {
             let window_ms = u64::from(rule.window_seconds) * 1_000;
             answer.granted = u64::from(granted);
+            answer.left = (granted > 0).then_some(left);
             answer.valid_ms = Some(
                 (window_ms * u64::from(granted) / u64::from(rule.limit.max(1))).clamp(1, window_ms),
             );
