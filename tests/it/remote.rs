@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use reqwest::blocking::Client;
 use serde_json::Value;
 
-use crate::harness::{Run, build_binary, latchkey, secret_in, store_dir, until_next_month};
+use crate::harness::{Run, build_binary, latchkey, paced, secret_in, store_dir, until_next_month};
 use crate::shared;
 
 /// How soon after a change's CLI command returned both apps must refuse: the README's
@@ -529,6 +529,27 @@ fn a_rate_limit_and_credits_hold_across_two_apps() {
     assert_eq!(
         get_orders(&c.apps[0], &key),
         (429, "usage_exceeded".to_owned())
+    );
+}
+
+/// Light traffic on a limit two apps share is never refused: 100 requests each, 25 ms
+/// apart (80 a second in all), against 200 a second. Each app leased slices of a twentieth
+/// of the limit, ahead, valid for 50 ms: it used 2 of each, the daemon counted 10, and 17
+/// of the 200 were refused `rate_limited`.
+#[test]
+fn light_traffic_on_a_limit_two_apps_share_is_never_refused() {
+    let c = Cluster::new(LONG_STALENESS);
+    c.user("partner", "orders:read", &[]);
+    let key = secret_of(&c.key_with("partner", "paced", &["--rate-limit", "200/1s"]));
+    let gap = |_, _| Duration::from_millis(25);
+    let refused = paced(&c.apps, 100, gap, |app| {
+        let answer = get_orders(app, &key);
+        (answer.0 != 200).then_some(answer)
+    });
+    assert!(
+        refused.is_empty(),
+        "{} of 200 refused: {refused:?}",
+        refused.len()
     );
 }
 

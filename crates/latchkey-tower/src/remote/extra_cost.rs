@@ -12,7 +12,7 @@ use latchkey_core::VerifyError;
 
 use super::cache::Cached;
 use super::client::Verdict;
-use super::lease::{Lease, Take};
+use super::lease::{Lease, Need, Take};
 use super::verifier::{Shared, nanos};
 use crate::verifier::Charged;
 
@@ -89,7 +89,7 @@ impl Shared {
                 let presented = presented.to_owned();
                 Charged::Waiting(self.runtime.spawn(async move {
                     let taken = shared
-                        .take_asking(&lease, &presented, client_ip, cost)
+                        .take_asking(&lease, &presented, client_ip, Need::extra_cost(cost))
                         .await;
                     if taken.is_err() {
                         lease.give_back_credit();

@@ -4,11 +4,15 @@
 //! Each bucket (a rate limit, the credits) is leased on its own: a request takes one from
 //! every bucket or from none. A rate limit's slice is valid for the `valid_ms` the daemon
 //! gave (the time the limit takes to win it back, at most one window); unused, it is void
-//! after that, so the verifier never admits from it later than the daemon would have. When
-//! a bucket runs low (under half of its last grant) the verifier asks for more in the
-//! background, so a busy key rarely waits; when one is empty a request waits for the
-//! daemon's answer, and is refused (`rate_limited`, `usage_exceeded`) when the daemon
-//! grants nothing.
+//! after that, so the verifier never admits from it later than the daemon would have. Its
+//! size follows the daemons' own policy ([`SliceSize`]): doubling while the limit had half
+//! of itself left at the last grant (the daemon's `left`) or while its slices run short
+//! before they lapse, 1 otherwise, so that verifiers sharing a limit near its end do not
+//! use it up with slices nobody used. When
+//! a bucket runs low (under half of its last grant, for a rate limit one of 2 or more) the
+//! verifier asks for more in the background, so a busy key rarely waits; when one is empty
+//! a request waits for the daemon's answer, and is refused (`rate_limited`,
+//! `usage_exceeded`) when the daemon grants nothing.
 //!
 //! At shutdown ([`RemoteVerifier::flush_usage`](super::RemoteVerifier::flush_usage)) the
 //! credits left unspent are taken out of the lease and given back (`POST
@@ -20,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use ipnet::IpNet;
 use latchkey_core::meter::RateLimited;
+use latchkey_core::slice_size::SliceSize;
 use latchkey_core::wire::{BucketKind, BucketWant, LeaseGrant, LeaseResponse};
 use latchkey_core::{LimitState, RateLimit, VerifyError};
 use uuid::Uuid;
@@ -43,10 +48,42 @@ struct Bucket {
     /// it, after the clock went back, `left` is void too, so that a step back never
     /// lengthens a slice.
     since: AtomicI64,
-    /// What to ask for next.
+    /// Credits: what to ask for next, doubling while the key is busy.
     want: AtomicU64,
+    /// A rate limit: the size of its slices.
+    size: Option<SliceSize>,
     /// The last grant, for the low-water mark.
     last_grant: AtomicU64,
+}
+
+/// What an ask of the daemon is for: how many requests' worth a request waits for (none:
+/// a top-up ahead), and whether it is a route's extra cost, charged right after the
+/// request's own: a slice it finds used up shows nothing of how fast the key comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Need {
+    pub(super) requests: u64,
+    extra: bool,
+}
+
+impl Need {
+    /// A top-up ahead of the requests: the low buckets only.
+    pub(super) const AHEAD: Need = Need {
+        requests: 0,
+        extra: false,
+    };
+    /// A request's own.
+    pub(super) const REQUEST: Need = Need {
+        requests: 1,
+        extra: false,
+    };
+
+    /// A route's extra cost of `requests`.
+    pub(super) fn extra_cost(requests: u64) -> Need {
+        Need {
+            requests,
+            extra: true,
+        }
+    }
 }
 
 /// What [`Lease::take`] found.
@@ -85,14 +122,9 @@ impl Lease {
         let buckets = limits
             .iter()
             .map(|l| {
-                let (kind, name, want) = match l.limit {
-                    // 1/20 of the limit: two verifiers' unused slices stay within 10% of it.
-                    Some(limit) => (
-                        BucketKind::RateLimit,
-                        l.name.clone(),
-                        u64::from(limit / 20).max(1),
-                    ),
-                    None => (BucketKind::Credits, String::new(), 1),
+                let (kind, name) = match l.limit {
+                    Some(_) => (BucketKind::RateLimit, l.name.clone()),
+                    None => (BucketKind::Credits, String::new()),
                 };
                 Bucket {
                     kind,
@@ -101,7 +133,8 @@ impl Lease {
                     left: AtomicU64::new(0),
                     until: AtomicI64::new(0),
                     since: AtomicI64::new(i64::MIN),
-                    want: AtomicU64::new(want),
+                    want: AtomicU64::new(1),
+                    size: l.limit.map(SliceSize::new),
                     last_grant: AtomicU64::new(0),
                 }
             })
@@ -197,19 +230,19 @@ impl Lease {
     }
 
     /// What to ask the daemon for: every low bucket, and every bucket that holds less than
-    /// `need` (a request that waits for `need` requests' worth: its route's extra cost), at
-    /// least what that bucket lacks.
-    pub(super) fn wants(&self, now: i64, need: u64) -> Vec<BucketWant> {
+    /// `need` (a request that waits for that many requests' worth), at least what that
+    /// bucket lacks. Sizes each rate limit's next slice: one ask at a time per key (the
+    /// `asking` lock) calls this.
+    pub(super) fn wants(&self, now: i64, need: Need) -> Vec<BucketWant> {
         self.buckets
             .iter()
             .filter_map(|b| {
-                let lacking = need.saturating_sub(b.held(now));
+                let lacking = need.requests.saturating_sub(b.held(now));
                 (b.low(now) || lacking > 0).then(|| BucketWant {
                     kind: b.kind,
                     name: (b.kind == BucketKind::RateLimit).then(|| b.name.clone()),
                     want: b
-                        .want
-                        .load(Ordering::Relaxed)
+                        .next_want(now, lacking, need.extra)
                         .max(lacking)
                         .min(latchkey_core::limits::MAX_LEASE),
                 })
@@ -289,11 +322,30 @@ impl Bucket {
         }
     }
 
-    /// Void, or under half of its last grant.
+    /// Time to ask for more in the background. Credits: void, or under half of the last
+    /// grant. A rate limit: under half of a grant of 2 or more, still valid. A void slice,
+    /// or one of 1 (which the request that asked took), is no sign the key comes at the
+    /// limit's rate: a slice asked for ahead would lapse unused, and the limit would count
+    /// it all the same.
     fn low(&self, now: i64) -> bool {
-        !self.valid(now)
-            || self.left.load(Ordering::Acquire).saturating_mul(2)
-                < self.last_grant.load(Ordering::Acquire).max(1)
+        let last_grant = self.last_grant.load(Ordering::Acquire);
+        let half_used = self.left.load(Ordering::Acquire).saturating_mul(2) < last_grant.max(1);
+        match self.size {
+            None => !self.valid(now) || half_used,
+            Some(_) => self.valid(now) && last_grant >= 2 && half_used,
+        }
+    }
+
+    /// The size to ask for: the credits' next, or a rate limit's [`SliceSize`]: for a
+    /// request `lacking` some, grown when it found the slice still valid (it ran short in
+    /// time; not for an `extra` cost) or the limit has room, else 1; for a top-up, grown
+    /// while the limit has room, else kept.
+    fn next_want(&self, now: i64, lacking: u64, extra: bool) -> u64 {
+        match &self.size {
+            None => self.want.load(Ordering::Relaxed),
+            Some(size) if lacking > 0 => u64::from(size.reserve(self.valid(now) && !extra)),
+            Some(size) => u64::from(size.top_up()),
+        }
     }
 
     fn add(&self, grant: &LeaseGrant, now: i64) {
@@ -323,6 +375,14 @@ impl Bucket {
             self.until.store(until, Ordering::Release);
         }
         self.last_grant.store(granted, Ordering::Relaxed);
+        if let Some(size) = &self.size {
+            // A refusal: no room. A daemon that predates `left` tells none.
+            match (granted, grant.left) {
+                (0, _) => size.granted(0),
+                (_, Some(left)) => size.granted(left),
+                _ => {}
+            }
+        }
         if self.kind == BucketKind::Credits && granted > 0 {
             // Credits: double while the key is busy, as the daemon's own meter does.
             let next = (self.want.load(Ordering::Relaxed) * 2).min(MAX_CREDITS_SLICE);
@@ -370,6 +430,7 @@ mod tests {
             retry_after: None,
             limit: name.map(|_| 100),
             window_seconds: name.map(|_| 60),
+            left: None,
         };
         LeaseResponse {
             valid: true,
@@ -407,12 +468,13 @@ mod tests {
         assert!(matches!(lease.take(None, NOW, 4), Take::Taken));
         assert!(matches!(lease.take(None, NOW, 1), Take::Short));
         // What was taken: 4 of the limit's 10, all 4 credits.
-        let wants = lease.wants(NOW, 7);
+        let wants = lease.wants(NOW, Need::extra_cost(7));
         let want = |kind| wants.iter().find(|w| w.kind == kind).map(|w| w.want);
         assert_eq!(want(BucketKind::Credits), Some(7), "{wants:?}");
-        // The limit holds 6 of its 10 (not low), 1 less than 7: it is asked for its usual
-        // slice (a twentieth of 100), which is more than it lacks.
-        assert_eq!(want(BucketKind::RateLimit), Some(5), "{wants:?}");
+        // The limit holds 6 of its 10 (not low), 1 less than 7: it is asked for what it
+        // lacks (an extra cost that finds a slice short shows nothing of how fast the key
+        // comes, and the daemon told no room).
+        assert_eq!(want(BucketKind::RateLimit), Some(1), "{wants:?}");
     }
 
     /// A request's own credit goes back when its route's extra cost is refused; its rate
@@ -456,6 +518,66 @@ mod tests {
         let limited = granted(2, 10);
         assert!(matches!(limited.take(None, NOW, 3), Take::Short));
         assert!(!limited.credits_short(NOW, 3));
+    }
+
+    /// Near its limit, a rate limit is leased a request at a time while its slices lapse
+    /// before they run short (the key comes slower than the limit's rate), and doubles
+    /// only when a request finds one used up in time; a slice used up is topped up in the
+    /// background at its size. (Slices of a twentieth of the limit, asked for ahead, used
+    /// two verifiers' shared limit up under light traffic.) While the limit has half of
+    /// itself left, slices grow all the same.
+    #[test]
+    fn a_rate_limit_slice_grows_only_when_it_runs_short_in_time_or_has_room() {
+        let wanted = |lease: &Lease, now, need| {
+            let wants = lease.wants(now, need);
+            wants
+                .iter()
+                .find(|w| w.kind == BucketKind::RateLimit)
+                .map(|w| w.want)
+        };
+        let lease = granted(1, 100);
+        assert!(matches!(lease.take(None, NOW, 1), Take::Taken));
+        // A slice of 1 that its request took: nothing to top up in the background.
+        assert!(!lease.low(NOW));
+        assert_eq!(wanted(&lease, NOW, Need::AHEAD), None);
+        // The next request after it lapsed: 1 again, and again.
+        let later = NOW + 61_000 * 1_000_000;
+        assert!(matches!(lease.take(None, later, 1), Take::Short));
+        assert_eq!(wanted(&lease, later, Need::REQUEST), Some(1));
+        assert_eq!(wanted(&lease, later, Need::REQUEST), Some(1));
+        // Within the slice's time: a route's extra cost shows nothing; a request that
+        // finds it used up does: 2, then 4.
+        assert!(matches!(lease.take(None, NOW, 1), Take::Short));
+        assert_eq!(wanted(&lease, NOW, Need::extra_cost(1)), Some(1));
+        assert_eq!(wanted(&lease, NOW, Need::REQUEST), Some(2));
+        lease.grant(&answer_of(2, 0), NOW).unwrap();
+        assert!(matches!(lease.take(None, NOW, 1), Take::Taken));
+        assert!(!lease.low(NOW), "half of 2 left");
+        assert!(matches!(lease.take(None, NOW, 1), Take::Taken));
+        assert!(lease.low(NOW));
+        assert_eq!(
+            wanted(&lease, NOW, Need::AHEAD),
+            Some(2),
+            "a top-up keeps its size"
+        );
+        assert_eq!(wanted(&lease, NOW, Need::REQUEST), Some(4));
+        // A twentieth of the limit (100) at most.
+        for _ in 0..5 {
+            wanted(&lease, NOW, Need::REQUEST);
+        }
+        assert_eq!(wanted(&lease, NOW, Need::REQUEST), Some(5));
+        // The daemon says the limit has half of itself left: a lapsed slice grows, and so
+        // does a top-up; with less left, it is 1 again.
+        let roomy = granted(1, 100);
+        let mut answer = answer_of(2, 0);
+        answer.grants[0].left = Some(50);
+        roomy.grant(&answer, NOW).unwrap();
+        assert_eq!(wanted(&roomy, later, Need::REQUEST), Some(2));
+        assert!(matches!(roomy.take(None, NOW, 3), Take::Taken));
+        assert_eq!(wanted(&roomy, NOW, Need::AHEAD), Some(4));
+        answer.grants[0].left = Some(49);
+        roomy.grant(&answer, NOW).unwrap();
+        assert_eq!(wanted(&roomy, later, Need::REQUEST), Some(1));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::client::{Daemon, Verdict};
 use super::config::{RemoteVerifierBuilder, VerifierSettings};
 use super::error::RemoteError;
 use super::feed;
-use super::lease::{Lease, Take};
+use super::lease::{Lease, Need, Take};
 use super::usage::UsageBuffer;
 use crate::verifier::{Charged, Verifier};
 
@@ -367,15 +367,17 @@ impl Shared {
                 let shared = Arc::clone(self);
                 let presented = presented.to_owned();
                 RemoteFuture(State::Waiting(Box::pin(async move {
-                    shared.take_asking(&lease, &presented, client_ip, 1).await?;
+                    shared
+                        .take_asking(&lease, &presented, client_ip, Need::REQUEST)
+                        .await?;
                     Ok(principal)
                 })))
             }
         }
     }
 
-    /// Asks the daemon in the background for more of a lease that runs low, unless a
-    /// request for it is on its way.
+    /// Asks the daemon in the background for more of a lease's buckets that run low (no
+    /// request waits: none lacks anything), unless a request for it is on its way.
     pub(super) fn top_up(
         self: &Arc<Self>,
         lease: Arc<Lease>,
@@ -387,13 +389,13 @@ impl Shared {
             let shared = Arc::clone(self);
             let presented = presented.to_owned();
             self.runtime.spawn(async move {
-                let _ = shared.ask(&lease, &presented, client_ip, 1).await;
+                let _ = shared.ask(&lease, &presented, client_ip, Need::AHEAD).await;
                 lease.topping_up.store(false, Ordering::Release);
             });
         }
     }
 
-    /// Takes `need` requests' worth from a lease that held too little, asking the daemon
+    /// Takes what a request needs from a lease that held too little, asking the daemon
     /// for more until it is taken, the daemon refuses, or [`MAX_ASKS`] grants went to other
     /// requests first (many requests of one key at once drain each grant as it comes). No
     /// ask starts once one request timeout has gone by, so a request waits at most about
@@ -403,7 +405,7 @@ impl Shared {
         lease: &Lease,
         presented: &str,
         client_ip: Option<IpAddr>,
-        need: u64,
+        need: Need,
     ) -> Result<(), VerifyError> {
         let started = tokio::time::Instant::now();
         for ask in 0..MAX_ASKS {
@@ -412,7 +414,7 @@ impl Shared {
             }
             self.ask(lease, presented, client_ip, need).await?;
             let now = nanos(self.settings.clock.now());
-            match lease.take(client_ip, now, need) {
+            match lease.take(client_ip, now, need.requests) {
                 Take::Taken => return Ok(()),
                 Take::Refused(error) => return Err(error),
                 Take::Short if lease.refused() => break,
@@ -423,7 +425,8 @@ impl Shared {
         // credits go back at `flush_usage`). One request's worth that others kept taking is
         // no sign the key is out of credits: the daemon's refusal, or a 503 without one.
         let now = nanos(self.settings.clock.now());
-        if need == 1 || lease.refused() || !lease.credits_short(now, need) {
+        let cost = need.requests;
+        if cost == 1 || lease.refused() || !lease.credits_short(now, cost) {
             return Err(lease.refusal());
         }
         // A cost close to the credits left is more than the daemon grants a lease (a
@@ -431,18 +434,18 @@ impl Shared {
         // daemon charges the whole cost from the key's balance in one step, as for a key no
         // longer cached. Its refusal, with when the credits come back, is the answer.
         self.give_back_lease(lease).await;
-        self.charge_at_daemon(presented, client_ip, need).await
+        self.charge_at_daemon(presented, client_ip, cost).await
     }
 
     /// Asks the daemon for more of a lease's low buckets, and of those holding less than
-    /// `need` requests' worth, one request at a time per key (a request that waited for
+    /// the requests' worth `need` says, one request at a time per key (a request that waited for
     /// another's finds the buckets filled and asks nothing).
     pub(super) async fn ask(
         &self,
         lease: &Lease,
         presented: &str,
         client_ip: Option<IpAddr>,
-        need: u64,
+        need: Need,
     ) -> Result<(), VerifyError> {
         // Behind another request's ask, at most as long as one ask may take: a daemon that
         // hangs makes the queue behind it answer 503, not wait one timeout per request.
