@@ -523,6 +523,28 @@ mod tests {
         );
     }
 
+    /// One process at a third of the limit (a PostgreSQL daemon alone): the limit keeps
+    /// its room, so slices grow to a twentieth of it and the process reserves about 20
+    /// times a window, not at each request.
+    #[test]
+    fn one_process_far_from_its_limit_reserves_about_twenty_times_a_window() {
+        let (rule, source, limit) = two_hundred_a_second();
+        let t0 = 1_000 * SECOND;
+        // 66 requests a second for 10 s, 15 ms apart.
+        for i in 0..660 {
+            let now = t0 + i * 15 * SECOND / 1_000;
+            match limit.try_take(&rule, 1, now) {
+                Some(answer) => answer.unwrap(),
+                None => limit.take(&rule, 1, false, || now).unwrap(),
+            };
+        }
+        let reservations = source.asked.lock().unwrap().len();
+        assert!(
+            (150..=230).contains(&reservations),
+            "{reservations} reservations in 10 windows"
+        );
+    }
+
     #[test]
     fn slices_grow_while_the_key_is_busy_and_a_refusal_is_answered_from_memory() {
         let (rule, source, limit) = two_hundred_a_second();
