@@ -283,6 +283,12 @@ pub struct StreamStart {
     /// Always sent by this daemon; absent from daemons that predate it.
     #[serde(default)]
     pub lineage: Option<Uuid>,
+    /// The daemon's clock when it wrote the event, in Unix milliseconds. A client that
+    /// noted its own clock when it asked for the stream bounds the two clocks' offset with
+    /// it, and so how late each [`Heartbeat`] reaches it. Absent from daemons that predate
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<i64>,
 }
 
 /// The data of the `heartbeat` event of `GET /v1/events`.
@@ -290,6 +296,12 @@ pub struct StreamStart {
 pub struct Heartbeat {
     /// The sequence number of the last change sent on this stream.
     pub head: u64,
+    /// The daemon's clock when it wrote the heartbeat, in Unix milliseconds (see
+    /// [`StreamStart::sent_at_ms`]): a stream delayed on its way (a proxy that buffers it,
+    /// a congested link) must not vouch for a cache as if it were live. Absent from daemons
+    /// that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<i64>,
 }
 
 /// Deserializes a list of at most [`MAX_PERMISSIONS`] permissions, counted as sent

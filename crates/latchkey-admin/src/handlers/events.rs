@@ -6,10 +6,10 @@
 //!
 //! | `event:` | `id:` | `data:` |
 //! |---|---|---|
-//! | `ready` | — | `{"head": 41, "position": 38, "hash": "…", "lineage": "…"}`: first, when the stream resumes or starts |
-//! | `reset` | — | `{"head": 41, "position": 41, "hash": "…", "lineage": "…"}`: first, instead of `ready`, when the client's position is ahead of the store's head |
+//! | `ready` | — | `{"head": 41, "position": 38, "hash": "…", "lineage": "…", "sent_at_ms": 1765000000000}`: first, when the stream resumes or starts |
+//! | `reset` | — | `{"head": 41, "position": 41, "hash": "…", "lineage": "…", "sent_at_ms": …}`: first, instead of `ready`, when the client's position is ahead of the store's head |
 //! | `change` | the sequence number | the [`AuditEvent`] JSON: `seq`, `at`, `actor`, `action` (`key.revoke`, …), `target`, `user_id`, `prev_hash`, `hash`; for a caller without `latchkey:audit:read` `actor` is `null` (who did what is the audit trail's) and both hashes are keyed by the store (`Store::feed_hash`), so that no guess of the actor can be checked against them |
-//! | `heartbeat` | — | `{"head": 42}`: every `heartbeat_ms`, once everything up to `head` was sent |
+//! | `heartbeat` | — | `{"head": 42, "sent_at_ms": 1765000005000}`: every `heartbeat_ms`, once everything up to `head` was sent; `sent_at_ms` is the daemon's clock, so a client can tell a stream delayed on its way from a live one |
 //!
 //! The position to resume from is the `Last-Event-ID` header (what an `EventSource` sends
 //! when it reconnects), else the `after` query parameter; the stream then replays every
@@ -226,6 +226,7 @@ pub(crate) async fn stream(
         position,
         hash,
         lineage: Some(state.store.lineage()),
+        sent_at_ms: Some(unix_ms(&state.store)),
     });
     let start = start.map_err(AppError::internal)?;
     let feed = Feed {
@@ -362,6 +363,7 @@ impl Feed {
                         }
                         let beat = Heartbeat {
                             head: self.last_sent,
+                            sent_at_ms: Some(unix_ms(&self.store)),
                         };
                         let event = Event::default().event("heartbeat").json_data(beat);
                         self.queue.push_back(event.ok()?);
@@ -515,4 +517,9 @@ impl Feed {
             Err(e) => tracing::error!(error = %e, seq = change.seq, "could not encode a change"),
         }
     }
+}
+
+/// The store's clock in Unix milliseconds, as `sent_at_ms` carries it.
+fn unix_ms(store: &Store) -> i64 {
+    i64::try_from(store.clock().unix_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }

@@ -144,6 +144,21 @@ fn group(h: &Harness, name: &str) {
         .unwrap();
 }
 
+/// `data` without its `sent_at_ms`, which must be the store's clock in Unix milliseconds,
+/// read at most a minute before now.
+#[track_caller]
+fn stamped(h: &Harness, data: &serde_json::Value) -> serde_json::Value {
+    let mut data = data.clone();
+    let sent = data.as_object_mut().unwrap().remove("sent_at_ms");
+    let sent = sent.and_then(|s| s.as_i64()).expect("a sent_at_ms");
+    let now = i64::try_from(h.store.clock().unix_nanos() / 1_000_000).unwrap();
+    assert!(
+        (now - 60_000..=now).contains(&sent),
+        "sent_at_ms {sent}, now {now}"
+    );
+    data
+}
+
 #[tokio::test]
 async fn without_a_position_the_stream_starts_at_the_head_and_goes_live() {
     let h = Harness::new();
@@ -154,7 +169,7 @@ async fn without_a_position_the_stream_starts_at_the_head_and_goes_live() {
     assert_eq!(ready.event, "ready");
     assert_eq!(ready.id, None);
     assert_eq!(
-        ready.data,
+        stamped(&h, &ready.data),
         json!({"head": head, "position": head, "hash": head_hash, "lineage": h.store.lineage()})
     );
 
@@ -177,7 +192,7 @@ async fn after_replays_from_the_store_then_continues_live_without_gaps_or_repeat
     assert_eq!(ready.event, "ready");
     let first = h.store.events_since(0, 1).unwrap()[0].hash.clone();
     assert_eq!(
-        ready.data,
+        stamped(&h, &ready.data),
         json!({"head": head, "position": 1, "hash": first, "lineage": h.store.lineage()})
     );
     for seq in 2..=head {
@@ -190,7 +205,7 @@ async fn after_replays_from_the_store_then_continues_live_without_gaps_or_repeat
     // The heartbeat follows every change committed before it, and names the last one.
     let heartbeat = stream.next().await;
     assert_eq!(heartbeat.event, "heartbeat");
-    assert_eq!(heartbeat.data, json!({"head": head + 2}));
+    assert_eq!(stamped(&h, &heartbeat.data), json!({"head": head + 2}));
     assert_eq!(heartbeat.id, None);
 }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::cache::Scope;
 use super::sse;
-use super::verifier::Shared;
+use super::verifier::{Shared, nanos};
 
 /// The fields of a `change` the cache needs; the rest of the audit event is ignored, so a
 /// daemon that adds fields or actions does not break the stream.
@@ -47,6 +47,24 @@ struct Session {
     /// The head announced by `ready`: the stream is caught up once it is applied.
     target: Option<u64>,
     synced: bool,
+    /// This verifier's clock when it asked for the stream (Unix nanoseconds).
+    opened: i64,
+    /// The least this verifier's clock can be ahead of the daemon's (nanoseconds): the
+    /// daemon wrote `ready` after the request left, at `sent_at_ms`, so its clock then read
+    /// at most what this one read at `opened`. `None` from a daemon that sends no time.
+    offset: Option<i64>,
+    /// When `ready` was written, at the earliest, on this verifier's clock: the stream
+    /// holds every change up to its head as of then.
+    ready_sent: Option<i64>,
+}
+
+impl Session {
+    /// When, at the earliest and on this verifier's clock, the daemon wrote an event
+    /// stamped `sent_at_ms`: `None` when the daemon sends no time.
+    fn sent_at(&self, sent_at_ms: Option<i64>) -> Option<i64> {
+        let offset = self.offset?;
+        Some(sent_at_ms?.saturating_mul(1_000_000).saturating_add(offset))
+    }
 }
 
 /// Follows the feed forever: the task is aborted when the verifier is dropped.
@@ -79,6 +97,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 /// One connection, until it fails; returns why it ended.
 async fn follow(shared: &Shared, cursor: &mut Cursor, session: &mut Session) -> String {
     let heartbeat = shared.settings.effective_heartbeat();
+    session.opened = nanos(shared.settings.clock.now());
     let response = match shared.daemon.events(cursor.position, heartbeat).await {
         Ok(response) => response,
         Err(e) => return e,
@@ -129,12 +148,18 @@ fn apply(
                 // changes in between will never come.
                 shared.drop_all("the daemon resumed the feed elsewhere than asked");
             }
+            session.offset = start.sent_at_ms.map(|ms| {
+                session
+                    .opened
+                    .saturating_sub(ms.saturating_add(1).saturating_mul(1_000_000))
+            });
+            session.ready_sent = session.sent_at(start.sent_at_ms);
             cursor.lineage = start.lineage;
             cursor.position = Some(start.position);
             cursor.hash = start.hash;
             session.target = Some(start.head);
             if start.position >= start.head {
-                synced(shared, session, cursor);
+                synced(shared, session, cursor, session.ready_sent);
             }
         }
         "change" => {
@@ -162,9 +187,11 @@ fn apply(
                 .cache
                 .invalidate(Scope::of(&change.action, change.target, change.user_id));
             if !session.synced && session.target.is_some_and(|t| change.seq >= t) {
-                synced(shared, session, cursor);
+                synced(shared, session, cursor, session.ready_sent);
             }
-            if session.synced {
+            // A change tells nothing of when it was sent: on a stream that says when it
+            // writes, only the heartbeats vouch for the cache.
+            if session.synced && session.offset.is_none() {
                 shared.mark_alive();
             }
         }
@@ -180,18 +207,38 @@ fn apply(
             }
             // The daemon sends heartbeats only once a replay is over.
             if !session.synced {
-                synced(shared, session, cursor);
+                synced(shared, session, cursor, session.sent_at(beat.sent_at_ms));
             }
-            shared.mark_alive();
+            match session.sent_at(beat.sent_at_ms) {
+                None => shared.mark_alive(),
+                Some(sent) => {
+                    // The cache is as fresh as the daemon's word when it was written, not
+                    // when it arrived: a stream held up on its way (a buffering proxy, a
+                    // congested link) vouches for nothing newer.
+                    let lag = shared.mark_alive_at(sent);
+                    if lag >= shared.settings.max_staleness {
+                        return Err(format!(
+                            "the stream's heartbeats arrive {lag:?} after they were sent"
+                        ));
+                    }
+                }
+            }
         }
         _ => {}
     }
     Ok(())
 }
 
-fn synced(shared: &Shared, session: &mut Session, cursor: &Cursor) {
+/// The stream caught up, as of `sent` (this verifier's clock; `None` from a daemon that
+/// stamps no event: as of now).
+fn synced(shared: &Shared, session: &mut Session, cursor: &Cursor, sent: Option<i64>) {
     session.synced = true;
-    shared.mark_alive();
+    match sent {
+        Some(sent) => {
+            shared.mark_alive_at(sent);
+        }
+        None => shared.mark_alive(),
+    }
     shared.set_connected(true);
     tracing::info!(position = ?cursor.position, url = %shared.daemon.url(), "latchkey event stream connected");
 }

@@ -638,6 +638,15 @@ impl Shared {
         self.last_alive.store(now, Ordering::Release);
     }
 
+    /// The daemon spoke at `sent` (this verifier's clock, Unix nanoseconds, at the
+    /// earliest it may have): the window runs from then, or from now if that is earlier.
+    /// Answers how late the word arrived.
+    pub(super) fn mark_alive_at(&self, sent: i64) -> std::time::Duration {
+        let now = nanos(self.settings.clock.now());
+        self.last_alive.store(sent.min(now), Ordering::Release);
+        std::time::Duration::from_nanos(u64::try_from(now.saturating_sub(sent)).unwrap_or(0))
+    }
+
     pub(super) fn drop_all(&self, reason: &str) {
         tracing::info!(reason, "latchkey remote cache dropped");
         self.cache.invalidate(Scope::All);

@@ -130,6 +130,40 @@ async fn a_clock_stepped_forward_and_back_trusts_the_cache_again_at_the_next_hea
     fresh_again().await;
 }
 
+/// A stream whose heartbeats arrive late (a proxy that buffers it, a congested link)
+/// vouches for nothing newer than when they were written: once they arrive `max_staleness`
+/// late, the verifier takes the stream for dead and opens another. (A heartbeat vouched
+/// as it arrived: a revocation held up on the way was admitted for as long as the delay,
+/// with no bound.) Here the verifier's own clock runs ahead of the daemon's, which is how
+/// a delay looks to it.
+#[tokio::test]
+async fn heartbeats_that_arrive_max_staleness_late_end_the_stream() {
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let keystore = Keystore::new(clock.clone());
+    let daemon = Daemon::start(&keystore.store, &Arc::default(), loopback(0));
+    let own = Arc::new(ManualClock::new(clock.now()));
+    let verifier = RemoteVerifier::builder(&daemon.url(), &keystore.service_key)
+        .max_staleness(MAX_STALENESS)
+        .heartbeat(Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100))
+        .usage_interval(Duration::from_secs(3600))
+        .clock(own.clone())
+        .build()
+        .unwrap();
+    within(verifier.wait_for(|s| s.connected)).await;
+    assert!(verifier.is_fresh());
+    own.advance(time::Duration::try_from(MAX_STALENESS).unwrap());
+    within(verifier.wait_for(|s| !s.connected)).await;
+    // The next stream measures the clocks afresh, and vouches again.
+    within(verifier.wait_for(|s| s.connected)).await;
+    within(async {
+        while !verifier.is_fresh() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 /// A key of a new user `reporting` (`orders:read`), verified once so that the verifier
 /// holds it; returns it and the verifier's status after.
 async fn a_cached_key(s: &Setup) -> (CreatedKey, RemoteStatus) {
