@@ -183,9 +183,13 @@ fn init_tracing(from_file: Option<&str>, default: &str, json: bool) -> anyhow::R
         .or_else(|| from_file.map(str::to_owned))
         .unwrap_or_else(|| default.to_owned());
     let filter = log_filter(&filter)?;
+    // A log line that cannot be written (stderr on a full disk) is lost, and the request
+    // is answered all the same: by default the subscriber reports its own failed writes
+    // with `eprintln!`, which panics when stderr fails, and the request's task with it.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if json {
         logs.json().init();
     } else {

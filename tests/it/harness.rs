@@ -275,13 +275,26 @@ impl Daemon {
     /// Starts a `latchkey serve` command made by the caller, whose store is `db`, and waits
     /// for its `listening on` line, as [`Daemon::start`] does.
     pub(crate) fn spawn(command: &mut Command, db: &Path) -> Daemon {
+        Daemon::spawn_logging_to(command, db, None)
+    }
+
+    /// [`Daemon::spawn`] with its log (stderr) written to `log` rather than kept for
+    /// [`Daemon::log`].
+    pub(crate) fn spawn_logging_to(
+        command: &mut Command,
+        db: &Path,
+        log: Option<std::fs::File>,
+    ) -> Daemon {
+        let piped = log.is_none();
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(log.map_or_else(Stdio::piped, Stdio::from))
             .spawn()
             .expect("spawning latchkey serve");
         let stderr: Captured = Arc::default();
-        drain(child.stderr.take().unwrap(), stderr.clone());
+        if piped {
+            drain(child.stderr.take().unwrap(), stderr.clone());
+        }
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut banner = String::new();
         let mut addr = None;

@@ -26,6 +26,34 @@ fn store_tmpfs(why: &str) -> Option<Tmpfs> {
     Tmpfs::mount_or_skip("32m")
 }
 
+/// A daemon whose log cannot be written (its stderr on a full disk: `/dev/full`) answers
+/// every request all the same, and its log lines are lost. tracing's writer reported its
+/// own failed writes with `eprintln!`, which panicked the request's task: the connection
+/// closed with no answer (operations hunt, F1).
+#[test]
+fn a_log_that_cannot_be_written_costs_no_answer() {
+    let (_dir, db) = store_dir();
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let mut serve = latchkey();
+    serve
+        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+        .arg(store_arg(&db))
+        .env("LATCHKEY_LOG", "info");
+    let daemon = Daemon::spawn_logging_to(&mut serve, &db, Some(full));
+    let admin = daemon
+        .admin_key
+        .clone()
+        .expect("the first start prints the admin key");
+    for _ in 0..20 {
+        let answer = daemon.try_http("GET", "/v1/keys?limit=1", Some(&admin), None);
+        let answer = answer.expect("an answer, though every log line fails");
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
+}
+
 #[test]
 fn a_full_disk_answers_507_verification_goes_on_and_writes_come_back() {
     let Some(tmpfs) = store_tmpfs("the full disk is a tmpfs under the store's directory") else {
