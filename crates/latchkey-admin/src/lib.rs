@@ -77,6 +77,7 @@ mod caller;
 mod error;
 mod extract;
 mod handlers;
+mod idempotency;
 mod lease_ledger;
 mod metrics;
 mod openapi;

@@ -11,6 +11,7 @@ use latchkey_tower::{StoreVerification, Verifier};
 
 use crate::error::AppError;
 use crate::handlers::streams::StreamSlots;
+use crate::idempotency::SeenReports;
 use crate::lease_ledger::LeaseLedger;
 use crate::metrics::Metrics;
 
@@ -23,6 +24,8 @@ pub(crate) struct AppState {
     pub(crate) streams: Arc<StreamSlots>,
     /// The credits leased to remote verifiers that they may give back.
     pub(crate) leases: Arc<LeaseLedger>,
+    /// The `Idempotency-Key`s of the usage reports recorded lately.
+    pub(crate) reports: Arc<SeenReports>,
     /// Held by the one `GET /v1/backup` being taken and sent: each is a copy of the whole
     /// store on the temporary directory's disk, taken while writers wait.
     pub(crate) backup: Arc<tokio::sync::Mutex<()>>,
@@ -35,6 +38,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             streams: Arc::default(),
             leases: Arc::default(),
+            reports: Arc::default(),
             backup: Arc::default(),
         }
     }

@@ -1,7 +1,7 @@
 //! `POST /v1/usage`: usage figures counted by remote verifiers from their caches.
 
 use axum::extract::State;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use latchkey_core::StoreError;
 use latchkey_core::limits::MAX_USAGE_ITEMS;
 
@@ -9,6 +9,7 @@ use crate::api::UsageReport;
 use crate::caller::{Caller, perm};
 use crate::error::AppError;
 use crate::extract::JsonBody;
+use crate::idempotency;
 use crate::openapi::problems::{InvalidField, LacksVerify};
 use crate::state::AppState;
 
@@ -21,8 +22,14 @@ use crate::state::AppState;
 /// saturate); a `last_used_at` may be at most a minute ahead of the daemon's clock (then
 /// taken as now) and not before the key's creation; one bad item refuses the whole report,
 /// recording nothing. At most 500 items per report. 204 on success.
+///
+/// A report sent again under the `Idempotency-Key` it was first sent with (its answer was
+/// lost) is answered 204 and recorded once, if this daemon recorded it among its latest
+/// 16,384 keyed reports; a remote verifier sends each report under a key of its own.
 #[utoipa::path(post, path = "/v1/usage", operation_id = "reportUsage", tag = "verify",
     request_body = UsageReport,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$",
+        description = "The report's own key: sent again under it, the report is recorded once")),
     responses(
         (status = 204, description = "Recorded"),
         InvalidField, LacksVerify,
@@ -31,6 +38,7 @@ use crate::state::AppState;
 pub(crate) async fn report(
     State(state): State<AppState>,
     caller: Caller<perm::Verify>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<UsageReport>,
 ) -> Result<StatusCode, AppError> {
     AppError::check_len("items", &body.items, MAX_USAGE_ITEMS, "items per report")?;
@@ -40,7 +48,14 @@ pub(crate) async fn report(
             "must be at least 1",
         ));
     }
-    state
+    let key = idempotency_key(&headers)?;
+    let reporter = caller.actor.key_id();
+    if let Some(key) = &key
+        && !state.reports.claim(reporter, key)
+    {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let recorded = state
         .run(move |store| {
             // The tenant filter first: a key the caller may not see is checked and dropped
             // as an unknown one, so the answer never tells whether it exists.
@@ -72,6 +87,24 @@ pub(crate) async fn report(
             }
             Ok(())
         })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+        .await;
+    if let (Err(_), Some(key)) = (&recorded, &key) {
+        state.reports.release(reporter, key);
+    }
+    recorded.map(|()| StatusCode::NO_CONTENT)
+}
+
+/// The request's `Idempotency-Key`, if it has one; refused (400) unless it is 1 to 255
+/// visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if idempotency::is_valid(key) => Ok(Some(key.to_owned())),
+        _ => Err(AppError::invalid(
+            "Idempotency-Key",
+            "1 to 255 visible ASCII characters",
+        )),
+    }
 }

@@ -334,6 +334,25 @@ async fn oneshot(app: &Router, request: Request<Body>) -> Resp {
     }
 }
 
+/// A POST of a JSON body as `key`, with these headers too.
+pub(crate) async fn post_with_headers(
+    app: &Router,
+    uri: &str,
+    key: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    oneshot(app, request.body(Body::from(body.to_string())).unwrap()).await
+}
+
 /// A GET with one extra header.
 pub(crate) async fn send_with_header(app: &Router, uri: &str, name: &str, value: &str) -> Resp {
     send_with_headers(app, uri, &[(name, value)]).await

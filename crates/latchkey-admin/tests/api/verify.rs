@@ -1,8 +1,8 @@
 //! `POST /v1/verify`.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::common::{Harness, keys_of};
+use crate::common::{Harness, Resp, keys_of, post_with_headers};
 
 #[tokio::test]
 async fn outcomes() {
@@ -161,4 +161,49 @@ async fn usage_reports_add_to_a_keys_figures() {
         h.get(&format!("/v1/keys/{id}")).await.ok(200)["usage_count"],
         7
     );
+}
+
+/// A report sent again under its `Idempotency-Key` (its answer was lost) is recorded once,
+/// per caller; one that was refused is not remembered; a malformed key is refused.
+#[tokio::test]
+async fn a_usage_report_sent_again_under_its_idempotency_key_is_recorded_once() {
+    let h = Harness::new();
+    let (_, service) = h.user_with_key("edge", &["latchkey:verify"]).await;
+    let (_, other) = h.user_with_key("edge2", &["latchkey:verify"]).await;
+    h.user("app", &["x"]).await;
+    let key = h.key_for("app").await;
+    let id = key["id"].as_str().unwrap();
+    let report = json!({"items": [{"key_id": id, "count": 2, "last_used_at": key["created_at"]}]});
+    let uses = || async { h.get(&format!("/v1/keys/{id}")).await.ok(200)["usage_count"].clone() };
+    for _ in 0..3 {
+        recorded(&h, &service, "report-1", &report).await;
+    }
+    assert_eq!(uses().await, 2);
+    // Another caller's key of the same text is its own report.
+    recorded(&h, &other, "report-1", &report).await;
+    assert_eq!(uses().await, 4);
+    // A refused report (a use from before the key existed) leaves its key free.
+    let early =
+        json!({"items": [{"key_id": id, "count": 1, "last_used_at": "2020-01-01T00:00:00Z"}]});
+    let refused = report_as(&h, &service, "report-2", &early).await;
+    assert_eq!(refused.status.as_u16(), 400, "{}", refused.text);
+    recorded(&h, &service, "report-2", &report).await;
+    assert_eq!(uses().await, 6);
+    let malformed = report_as(&h, &service, "two words", &report)
+        .await
+        .problem(400, "invalid_field");
+    assert_eq!(malformed["field"], "Idempotency-Key");
+    assert_eq!(uses().await, 6);
+}
+
+/// `POST /v1/usage` of `report` as `caller`, under the `Idempotency-Key` `key`.
+async fn report_as(h: &Harness, caller: &str, key: &str, report: &Value) -> Resp {
+    let headers = [("idempotency-key", key)];
+    post_with_headers(&h.app, "/v1/usage", caller, report, &headers).await
+}
+
+/// [`report_as`], answered 204.
+async fn recorded(h: &Harness, caller: &str, key: &str, report: &Value) {
+    let answer = report_as(h, caller, key, report).await;
+    assert_eq!(answer.status.as_u16(), 204, "{}", answer.text);
 }

@@ -249,12 +249,21 @@ impl Daemon {
         Ok(response)
     }
 
-    /// Sends usage figures.
-    pub(super) async fn report_usage(&self, items: &[UsageItem]) -> UsageOutcome {
+    /// Sends usage figures, under the report's own `Idempotency-Key` (`id`): sent again
+    /// under it, after an answer that was lost, they are recorded once.
+    pub(super) async fn report_usage(&self, id: Uuid, items: &[UsageItem]) -> UsageOutcome {
         let report = UsageReport {
             items: items.to_vec(),
         };
-        let sent = self.post(&self.usage_url, &report).await;
+        let sent = self
+            .http
+            .post(self.usage_url.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .header("idempotency-key", id.to_string())
+            .timeout(self.request_timeout)
+            .json(&report)
+            .send()
+            .await;
         match sent {
             Ok(r) if r.status().is_success() => UsageOutcome::Accepted,
             Ok(r) if matches!(r.status().as_u16(), 404 | 405) => UsageOutcome::Unsupported,

@@ -24,6 +24,10 @@ const MAX_REFUSED_FIGURES: usize = 3;
 #[derive(Debug, Default)]
 pub(super) struct UsageBuffer {
     pending: Mutex<HashMap<Uuid, (u64, OffsetDateTime)>>,
+    /// A report sent whose answer never came (a timeout, a connection cut): it may have
+    /// been recorded. Sent again first, as it was and under its `Idempotency-Key`, so the
+    /// daemon records it once; merged back into `pending`, it was counted twice.
+    unanswered: Mutex<Option<(Uuid, Vec<UsageItem>)>>,
     /// The daemon answered 404 or 405 once: said once in the log, not every interval.
     unsupported_logged: AtomicBool,
 }
@@ -69,12 +73,29 @@ impl UsageBuffer {
     /// attempt; a daemon without `/v1/usage` gets none (its `last_used_at` then reflects
     /// misses only).
     pub(super) async fn flush(&self, daemon: &Daemon) {
+        let unanswered = self
+            .unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((id, items)) = unanswered {
+            match daemon.report_usage(id, &items).await {
+                UsageOutcome::Failed => {
+                    *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, items));
+                    return;
+                }
+                // Refused, or not taken at all: as the same figures sent fresh would be.
+                UsageOutcome::Accepted | UsageOutcome::Unsupported => {}
+                UsageOutcome::Refused { .. } => self.restore(items),
+            }
+        }
         let mut items = self.take();
         let mut refused = 0;
         // The daemon takes at most `MAX_USAGE_ITEMS` per report (and 64 KiB of body).
         while !items.is_empty() {
             let rest = items.split_off(items.len().min(MAX_USAGE_ITEMS));
-            match daemon.report_usage(&items).await {
+            let id = Uuid::now_v7();
+            match daemon.report_usage(id, &items).await {
                 UsageOutcome::Accepted => items = rest,
                 UsageOutcome::Unsupported => {
                     if !self.unsupported_logged.swap(true, Ordering::Relaxed) {
@@ -85,7 +106,7 @@ impl UsageBuffer {
                     return;
                 }
                 UsageOutcome::Failed => {
-                    self.restore(items);
+                    *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, items));
                     self.restore(rest);
                     return;
                 }

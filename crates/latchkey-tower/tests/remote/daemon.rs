@@ -29,6 +29,9 @@ pub(crate) struct Traffic {
     /// Answer `POST /v1/usage` 404 without passing it on, as a daemon that predates the
     /// route would.
     pub(crate) refuse_usage: std::sync::atomic::AtomicBool,
+    /// How many `POST /v1/usage` answers to lose after the daemon handled the report: each
+    /// is answered 502, as a proxy whose upstream connection dropped would.
+    pub(crate) lose_usage_answers: AtomicUsize,
     /// Answer `GET /v1/events` 503, as a proxy that does not pass event streams would.
     pub(crate) refuse_events: std::sync::atomic::AtomicBool,
     /// Put this `seq` in `POST /v1/verify`'s answers, as a daemon of a cluster that has
@@ -70,7 +73,15 @@ async fn observe(State(traffic): State<Arc<Traffic>>, request: Request, next: Ne
             .lock()
             .unwrap()
             .push(serde_json::from_slice(&body).unwrap());
-        return next.run(Request::from_parts(parts, Body::from(body))).await;
+        let answer = next.run(Request::from_parts(parts, Body::from(body))).await;
+        let lose =
+            traffic
+                .lose_usage_answers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if lose.is_ok() {
+            return StatusCode::BAD_GATEWAY.into_response();
+        }
+        return answer;
     }
     next.run(request).await
 }
