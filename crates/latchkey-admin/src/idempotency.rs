@@ -2,13 +2,14 @@
 //! first sent with (a remote verifier whose answer was lost, or came after its timeout)
 //! is recorded once.
 //!
-//! In memory and bounded: the newest [`CAPACITY`] keys per daemon. A report sent again
-//! after its key was forgotten (a restart, or that many reports since), or to another
-//! daemon on a shared database, is recorded again, as every report was before keys.
+//! In memory and bounded: the newest [`CAPACITY`] keys per daemon, first in, first out. A
+//! report sent again after its key was forgotten (a restart, or that many reports since),
+//! or to another daemon on a shared database, is recorded again, as every report was
+//! before keys.
 
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
-use quick_cache::sync::Cache;
 use uuid::Uuid;
 
 /// The most keys remembered.
@@ -17,41 +18,101 @@ pub(crate) const CAPACITY: usize = 16_384;
 /// The longest key taken, in bytes.
 pub(crate) const MAX_KEY_BYTES: usize = 255;
 
-/// Keys claimed by their caller's key id (`None`: the operator), so that one caller's
-/// keys never stand for another's reports.
-#[derive(Debug)]
-pub(crate) struct SeenReports {
-    seen: Cache<(Option<Uuid>, String), ()>,
-    /// A claim is a look and an insert: one at a time.
-    claiming: Mutex<()>,
+/// A key, by its caller's key id (`None`: the operator), so that one caller's keys never
+/// stand for another's reports.
+type Entry = (Option<Uuid>, String);
+
+/// Where a report under a key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Recording,
+    Recorded,
 }
 
-impl Default for SeenReports {
-    fn default() -> SeenReports {
-        SeenReports {
-            seen: Cache::new(CAPACITY),
-            claiming: Mutex::new(()),
-        }
-    }
+/// What a claim found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// The key is this request's: record the report, then [`Claimed::recorded`].
+    New(Claimed),
+    /// A report under the key is recorded.
+    Recorded,
+    /// A report under the key is being recorded: its outcome is not known yet.
+    Recording,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    states: HashMap<Entry, State>,
+    order: VecDeque<Entry>,
+}
+
+/// The keys of the reports recorded lately.
+#[derive(Debug, Default)]
+pub(crate) struct SeenReports {
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl SeenReports {
-    /// Claims `key` for `caller`: `false` when a report was claimed under it before (it is
-    /// recorded, or being recorded).
-    pub(crate) fn claim(&self, caller: Option<Uuid>, key: &str) -> bool {
-        let _one = self.claiming.lock().unwrap_or_else(|e| e.into_inner());
+    /// Claims `key` for `caller`.
+    pub(crate) fn claim(&self, caller: Option<Uuid>, key: &str) -> Claim {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let entry = (caller, key.to_owned());
-        if self.seen.get(&entry).is_some() {
-            return false;
+        match seen.states.get(&entry) {
+            Some(State::Recorded) => return Claim::Recorded,
+            Some(State::Recording) => return Claim::Recording,
+            None => {}
         }
-        self.seen.insert(entry, ());
-        true
+        if seen.order.len() >= CAPACITY
+            && let Some(oldest) = seen.order.pop_front()
+        {
+            seen.states.remove(&oldest);
+        }
+        seen.states.insert(entry.clone(), State::Recording);
+        seen.order.push_back(entry.clone());
+        Claim::New(Claimed {
+            seen: Arc::clone(&self.seen),
+            entry: Some(entry),
+        })
     }
+}
 
-    /// Gives up a claim whose report was not recorded (refused, or the store failed), so
-    /// that the report sent again under it is.
-    pub(crate) fn release(&self, caller: Option<Uuid>, key: &str) {
-        self.seen.remove(&(caller, key.to_owned()));
+/// A key being recorded under. Dropped before [`Claimed::recorded`] (the report refused,
+/// the store failed, a panic), it is given up, so that the report sent again is recorded.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    seen: Arc<Mutex<Seen>>,
+    entry: Option<Entry>,
+}
+
+impl PartialEq for Claimed {
+    fn eq(&self, other: &Claimed) -> bool {
+        self.entry == other.entry
+    }
+}
+
+impl Eq for Claimed {}
+
+impl Claimed {
+    /// The report is recorded.
+    pub(crate) fn recorded(mut self) {
+        if let Some(entry) = self.entry.take() {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(state) = seen.states.get_mut(&entry) {
+                *state = State::Recorded;
+            }
+        }
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.states.remove(&entry);
+            // Its place in `order` stays until it comes out at the front: a stale place
+            // removes nothing but what it names, and only if that was claimed again.
+            // Cheaper than a search, and the bound holds either way.
+        }
     }
 }
 
@@ -66,16 +127,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_key_is_claimed_once_per_caller_until_released() {
+    fn a_key_is_claimed_once_per_caller_until_given_up() {
         let seen = SeenReports::default();
         let (a, b) = (Some(Uuid::from_u128(1)), Some(Uuid::from_u128(2)));
-        assert!(seen.claim(a, "r1"));
-        assert!(!seen.claim(a, "r1"));
-        assert!(seen.claim(b, "r1"), "another caller's key is its own");
-        assert!(seen.claim(None, "r1"));
-        seen.release(a, "r1");
-        assert!(seen.claim(a, "r1"));
+        let Claim::New(first) = seen.claim(a, "r1") else {
+            panic!("a new key")
+        };
+        assert_eq!(seen.claim(a, "r1"), Claim::Recording);
+        first.recorded();
+        assert_eq!(seen.claim(a, "r1"), Claim::Recorded);
+        assert!(
+            matches!(seen.claim(b, "r1"), Claim::New(_)),
+            "another caller's"
+        );
+        // Given up (dropped unrecorded): free again.
+        assert!(matches!(seen.claim(None, "r2"), Claim::New(_)));
+        assert!(matches!(seen.claim(None, "r2"), Claim::New(_)));
         assert!(is_valid("0190a1b2-aaaa-7bbb-8ccc-0123456789ab"));
         assert!(!is_valid("") && !is_valid("a b") && !is_valid(&"a".repeat(256)));
+    }
+
+    #[test]
+    fn the_oldest_keys_go_first() {
+        let seen = SeenReports::default();
+        for i in 0..=CAPACITY {
+            let Claim::New(claimed) = seen.claim(None, &i.to_string()) else {
+                panic!("{i} is new")
+            };
+            claimed.recorded();
+        }
+        assert_eq!(seen.claim(None, "1"), Claim::Recorded);
+        assert_eq!(seen.claim(None, &CAPACITY.to_string()), Claim::Recorded);
+        assert!(matches!(seen.claim(None, "0"), Claim::New(_)), "forgotten");
     }
 }

@@ -350,6 +350,9 @@ impl Feed {
                     Ok(change) => self.live(change),
                     Err(TryRecvError::Lagged(_)) => self.replaying = true,
                     Err(TryRecvError::Empty) => {
+                        // Everything up to `last_sent` is out as of now: the heartbeat
+                        // vouches for no later time (the check below awaits the store).
+                        let sent_at_ms = unix_ms(&self.store);
                         self.heartbeat_due = false;
                         if !self.caller_may_listen().await {
                             return None;
@@ -363,7 +366,7 @@ impl Feed {
                         }
                         let beat = Heartbeat {
                             head: self.last_sent,
-                            sent_at_ms: Some(unix_ms(&self.store)),
+                            sent_at_ms: Some(sent_at_ms),
                         };
                         let event = Event::default().event("heartbeat").json_data(beat);
                         self.queue.push_back(event.ok()?);

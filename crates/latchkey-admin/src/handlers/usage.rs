@@ -9,8 +9,8 @@ use crate::api::UsageReport;
 use crate::caller::{Caller, perm};
 use crate::error::AppError;
 use crate::extract::JsonBody;
-use crate::idempotency;
-use crate::openapi::problems::{InvalidField, LacksVerify};
+use crate::idempotency::{self, Claim};
+use crate::openapi::problems::{InvalidField, LacksVerify, ReportInProgress};
 use crate::state::AppState;
 
 /// Add usage figures counted elsewhere.
@@ -32,7 +32,7 @@ use crate::state::AppState;
         description = "The report's own key: sent again under it, the report is recorded once")),
     responses(
         (status = 204, description = "Recorded"),
-        InvalidField, LacksVerify,
+        InvalidField, LacksVerify, ReportInProgress,
     ),
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn report(
@@ -48,14 +48,22 @@ pub(crate) async fn report(
             "must be at least 1",
         ));
     }
-    let key = idempotency_key(&headers)?;
-    let reporter = caller.actor.key_id();
-    if let Some(key) = &key
-        && !state.reports.claim(reporter, key)
-    {
-        return Ok(StatusCode::NO_CONTENT);
-    }
-    let recorded = state
+    let claimed = match idempotency_key(&headers)? {
+        None => None,
+        Some(key) => match state.reports.claim(caller.actor.key_id(), &key) {
+            Claim::New(claimed) => Some(claimed),
+            Claim::Recorded => return Ok(StatusCode::NO_CONTENT),
+            // Its outcome is not known yet: the reporter sends it again later.
+            Claim::Recording => {
+                return Err(AppError::new(
+                    StatusCode::CONFLICT,
+                    "report_in_progress",
+                    "a report under this Idempotency-Key is being recorded: send it again later",
+                ));
+            }
+        },
+    };
+    state
         .run(move |store| {
             // The tenant filter first: a key the caller may not see is checked and dropped
             // as an unknown one, so the answer never tells whether it exists.
@@ -85,13 +93,15 @@ pub(crate) async fn report(
             for (item, _) in body.items.iter().zip(&seen).filter(|(_, v)| **v) {
                 store.record_usage(item.key_id, item.count, item.last_used_at);
             }
+            // Here, in the closure, which runs to its end even if the caller hangs up: a
+            // key given up (refused, failed) leaves with `claimed` dropped unrecorded.
+            if let Some(claimed) = claimed {
+                claimed.recorded();
+            }
             Ok(())
         })
-        .await;
-    if let (Err(_), Some(key)) = (&recorded, &key) {
-        state.reports.release(reporter, key);
-    }
-    recorded.map(|()| StatusCode::NO_CONTENT)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The request's `Idempotency-Key`, if it has one; refused (400) unless it is 1 to 255

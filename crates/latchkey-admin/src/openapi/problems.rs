@@ -98,6 +98,16 @@ pub(crate) struct NoSuchUser(Problem);
 )]
 pub(crate) struct NoSuchKey(Problem);
 
+/// A usage report under the same `Idempotency-Key` is being recorded
+/// (`report_in_progress`): send it again later.
+#[derive(IntoResponses)]
+#[response(
+    status = 409,
+    description = "A report under this `Idempotency-Key` is being recorded (`report_in_progress`): send it again later",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct ReportInProgress(Problem);
+
 /// Another record of the kind has the name (`name_taken`).
 #[derive(IntoResponses)]
 #[response(

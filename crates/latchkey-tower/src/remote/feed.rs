@@ -216,10 +216,22 @@ fn apply(
                     // when it arrived: a stream held up on its way (a buffering proxy, a
                     // congested link) vouches for nothing newer.
                     let lag = shared.mark_alive_at(sent);
-                    if lag >= shared.settings.max_staleness {
-                        return Err(format!(
-                            "the stream's heartbeats arrive {lag:?} after they were sent"
-                        ));
+                    match lag {
+                        Some(lag) if lag < shared.settings.max_staleness => {}
+                        Some(lag) => {
+                            return Err(format!(
+                                "the stream's heartbeats arrive {lag:?} after they were sent"
+                            ));
+                        }
+                        // Written after it arrived: a clock stepped (this one back, or the
+                        // daemon's forward) since the stream opened, and the lag cannot be
+                        // told until the next one measures the clocks afresh.
+                        None => {
+                            return Err(
+                                "a heartbeat arrived before it was written: a clock stepped"
+                                    .to_owned(),
+                            );
+                        }
                     }
                 }
             }

@@ -28,6 +28,9 @@ pub(super) struct UsageBuffer {
     /// been recorded. Sent again first, as it was and under its `Idempotency-Key`, so the
     /// daemon records it once; merged back into `pending`, it was counted twice.
     unanswered: Mutex<Option<(Uuid, Vec<UsageItem>)>>,
+    /// One flush at a time (the periodic one, and `flush_usage`'s): two would each set
+    /// aside a report whose answer never came, in the one place for it.
+    flushing: tokio::sync::Mutex<()>,
     /// The daemon answered 404 or 405 once: said once in the log, not every interval.
     unsupported_logged: AtomicBool,
 }
@@ -73,6 +76,7 @@ impl UsageBuffer {
     /// attempt; a daemon without `/v1/usage` gets none (its `last_used_at` then reflects
     /// misses only).
     pub(super) async fn flush(&self, daemon: &Daemon) {
+        let _one = self.flushing.lock().await;
         let unanswered = self
             .unanswered
             .lock()

@@ -462,7 +462,10 @@ impl Shared {
             return Ok(());
         }
         match self.daemon.lease(presented, client_ip, wants).await {
-            Ok(answer) => lease.grant(&answer, nanos(self.settings.clock.now())),
+            // A slice is valid from when it was asked for, not from when the answer came:
+            // the daemon granted it after that, and a slow answer must not make it last
+            // longer than the daemon meant.
+            Ok(answer) => lease.grant(&answer, now),
             Err(cause) => {
                 latchkey_core::warn_limited!(error = %cause, "latchkey daemon could not lease a key's limits");
                 Err(VerifyError::Unavailable(cause))
@@ -640,11 +643,14 @@ impl Shared {
 
     /// The daemon spoke at `sent` (this verifier's clock, Unix nanoseconds, at the
     /// earliest it may have): the window runs from then, or from now if that is earlier.
-    /// Answers how late the word arrived.
-    pub(super) fn mark_alive_at(&self, sent: i64) -> std::time::Duration {
+    /// Answers how late the word arrived; `None` when `sent` is after now, which only a
+    /// clock step since the clocks were measured makes.
+    pub(super) fn mark_alive_at(&self, sent: i64) -> Option<std::time::Duration> {
         let now = nanos(self.settings.clock.now());
         self.last_alive.store(sent.min(now), Ordering::Release);
-        std::time::Duration::from_nanos(u64::try_from(now.saturating_sub(sent)).unwrap_or(0))
+        u64::try_from(now.checked_sub(sent)?)
+            .ok()
+            .map(std::time::Duration::from_nanos)
     }
 
     pub(super) fn drop_all(&self, reason: &str) {

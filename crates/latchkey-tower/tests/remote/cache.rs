@@ -557,15 +557,49 @@ async fn requests_that_join_a_miss_are_each_charged_and_checked() {
     }
 }
 
+/// A key of a new user `partner` limited to `limit` requests an hour, the verifier caught
+/// up with its creation.
+async fn a_metered_key(s: &Setup, limit: u32) -> CreatedKey {
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let key = s.keystore.key_with_hourly_limit(user, "metered", limit);
+    s.caught_up().await;
+    key
+}
+
+/// A rate limit's slice is valid from when it was asked for, not from when a slow answer
+/// came: each lease answer here takes 0.9 s, and a slice of 2 granted at +0.9 s for 2 s
+/// is void at +3 s (it lasted to +3.8 s, counted from the answer: admitted later than the
+/// daemon meant).
+#[tokio::test]
+async fn a_slow_lease_answer_does_not_lengthen_its_slice() {
+    let s = Setup::new().await;
+    // One request a second.
+    let key = a_metered_key(&s, 3600).await;
+    s.verify(key.secret.expose()).await.unwrap(); // `/v1/verify` counts it
+    let takes = (s.keystore.clock.clone(), Duration::from_millis(900));
+    *s.traffic.lease_answer_takes.lock().unwrap() = Some(takes);
+    // At +0: a slice of 1, answered at +0.9. At +0.9, used up in time (and the limit has
+    // room): a slice of 2, answered at +1.8, valid until +2.9.
+    s.verify(key.secret.expose()).await.unwrap();
+    s.verify(key.secret.expose()).await.unwrap();
+    let leases = s.traffic.leases.load(Ordering::SeqCst);
+    assert_eq!(leases, 2);
+    s.advance(Duration::from_millis(1_200));
+    s.verify(key.secret.expose()).await.unwrap();
+    assert_eq!(
+        s.traffic.leases.load(Ordering::SeqCst),
+        leases + 1,
+        "the slice was void at +3 s: the request asked for another"
+    );
+}
+
 /// A metered key's uses are counted once each: asking the daemon for slices of its limits
 /// is no use of the key (it counted one per lease before).
 #[tokio::test]
 async fn a_metered_key_s_uses_are_counted_once_each() {
     let s = Setup::new().await;
-    let user = s.keystore.user("partner", &["orders:read"]);
     // A small limit leases one request at a time: nearly every request asks for more.
-    let key = s.keystore.key_with_hourly_limit(user, "metered", 20);
-    s.caught_up().await;
+    let key = a_metered_key(&s, 20).await;
     for _ in 0..10 {
         s.verify(key.secret.expose()).await.unwrap();
     }

@@ -29,6 +29,11 @@ pub(crate) struct Traffic {
     /// Answer `POST /v1/usage` 404 without passing it on, as a daemon that predates the
     /// route would.
     pub(crate) refuse_usage: std::sync::atomic::AtomicBool,
+    /// `POST /v1/leases` requests.
+    pub(crate) leases: AtomicUsize,
+    /// Each `POST /v1/leases` answer takes this long on the daemon's clock: it moves on
+    /// once the grant is made, before the answer goes.
+    pub(crate) lease_answer_takes: Mutex<Option<(Arc<ManualClock>, Duration)>>,
     /// How many `POST /v1/usage` answers to lose after the daemon handled the report: each
     /// is answered 502, as a proxy whose upstream connection dropped would.
     pub(crate) lose_usage_answers: AtomicUsize,
@@ -58,6 +63,15 @@ async fn observe(State(traffic): State<Arc<Traffic>>, request: Request, next: Ne
             answer["seq"] = seq.into();
             return Response::from_parts(parts, Body::from(answer.to_string()));
         }
+    }
+    if path == "/v1/leases" {
+        traffic.leases.fetch_add(1, Ordering::SeqCst);
+        let answer = next.run(request).await;
+        let takes = traffic.lease_answer_takes.lock().unwrap().clone();
+        if let Some((clock, takes)) = takes {
+            clock.advance(time::Duration::try_from(takes).unwrap());
+        }
+        return answer;
     }
     if path == "/v1/events" && traffic.refuse_events.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
