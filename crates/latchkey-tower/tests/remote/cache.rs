@@ -593,6 +593,45 @@ async fn a_slow_lease_answer_does_not_lengthen_its_slice() {
     );
 }
 
+/// A daemon that cannot take credits back is asked once per concurrent give-back, not once
+/// per key (one request timeout each: a stop took 2 s + 0.25 s a key with the daemon
+/// down); the leases not tried keep their credits, and give them back once it can.
+#[tokio::test]
+async fn a_failed_give_back_stops_the_others_and_they_keep_their_credits() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let keys: Vec<_> = (0..20)
+        .map(|_| s.keystore.key_with_credits(user, 1_000))
+        .collect();
+    s.caught_up().await;
+    for key in &keys {
+        for _ in 0..3 {
+            s.verify(key.secret.expose()).await.unwrap();
+        }
+    }
+    s.traffic.refuse_returns.store(true, Ordering::SeqCst);
+    within(s.verifier.flush_usage()).await;
+    let tried = s.traffic.returns.load(Ordering::SeqCst);
+    assert!((1..=8).contains(&tried), "{tried} give-backs tried");
+    s.traffic.refuse_returns.store(false, Ordering::SeqCst);
+    within(s.verifier.flush_usage()).await;
+    // What the first tries held stays spent; every other key's balance is whole again.
+    let whole = || {
+        keys.iter()
+            .filter(|k| {
+                let key = s.keystore.store.key(k.key.id).unwrap();
+                key.credits.map(|c| c.remaining) == Some(1_000 - 3)
+            })
+            .count()
+    };
+    within(async {
+        while whole() < 20 - tried {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 /// A metered key's uses are counted once each: asking the daemon for slices of its limits
 /// is no use of the key (it counted one per lease before).
 #[tokio::test]

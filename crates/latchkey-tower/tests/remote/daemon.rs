@@ -31,6 +31,11 @@ pub(crate) struct Traffic {
     pub(crate) refuse_usage: std::sync::atomic::AtomicBool,
     /// `POST /v1/leases` requests.
     pub(crate) leases: AtomicUsize,
+    /// `POST /v1/leases/return` requests.
+    pub(crate) returns: AtomicUsize,
+    /// Answer `POST /v1/leases/return` 503 without passing it on, as a daemon whose
+    /// database is away would.
+    pub(crate) refuse_returns: std::sync::atomic::AtomicBool,
     /// Each `POST /v1/leases` answer takes this long on the daemon's clock: it moves on
     /// once the grant is made, before the answer goes.
     pub(crate) lease_answer_takes: Mutex<Option<(Arc<ManualClock>, Duration)>>,
@@ -62,6 +67,12 @@ async fn observe(State(traffic): State<Arc<Traffic>>, request: Request, next: Ne
             let mut answer: Value = serde_json::from_slice(&body).unwrap();
             answer["seq"] = seq.into();
             return Response::from_parts(parts, Body::from(answer.to_string()));
+        }
+    }
+    if path == "/v1/leases/return" {
+        traffic.returns.fetch_add(1, Ordering::SeqCst);
+        if traffic.refuse_returns.load(Ordering::SeqCst) {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
     }
     if path == "/v1/leases" {
