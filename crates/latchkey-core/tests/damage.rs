@@ -155,6 +155,28 @@ fn an_emptied_or_zeroed_db_is_refused() {
     }
 }
 
+/// A file cut to its first 100 bytes, or with 4 bytes of its header garbled, is refused as
+/// damaged, with its path and the restore advice (redb's short reads fell through as a bare
+/// `failed to fill whole buffer`, one with no path).
+#[test]
+fn a_db_cut_short_or_with_a_garbled_header_is_refused() {
+    for (cut, flip_at) in [(Some(100), None), (None, Some(32)), (None, Some(200))] {
+        let (_dir, path) = temp_store_with_users(3);
+        let db = path.join(db_file());
+        let mut bytes = fs::read(&db).unwrap();
+        if let Some(len) = cut {
+            bytes.truncate(len);
+        }
+        if let Some(at) = flip_at {
+            for b in &mut bytes[at..at + 4] {
+                *b ^= 0xFF;
+            }
+        }
+        fs::write(&db, bytes).unwrap();
+        check_refused(&path, "");
+    }
+}
+
 /// The offset just past the last non-zero byte: where sled's newest writes end (the rest
 /// of a segment is zero padding).
 fn end_of_data(bytes: &[u8]) -> usize {

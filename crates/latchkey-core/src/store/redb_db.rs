@@ -166,8 +166,14 @@ fn store_error(path: &Path, err: redb::Error) -> StoreError {
         redb::Error::Io(io) if space::is_full(&io) => StoreError::StorageFull {
             path: path.to_owned(),
         },
-        // What redb answers for a file whose header is not its own (a zeroed file).
-        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+        // What redb answers for a file whose header is not its own (a zeroed file), or
+        // one cut short or garbled so that a read runs past its end.
+        redb::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
             StoreError::Damaged {
                 path: path.to_owned(),
                 reason: format!("is damaged (redb cannot read its file: {io})"),
