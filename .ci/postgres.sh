@@ -84,8 +84,15 @@ pg_start() {
             cat "$dir/initdb.log" >&2
             return 1
         }
+        # Below the kernel's ephemeral range: a port in it can be taken as the local end
+        # of any outgoing connection while the cluster is stopped (a test stops and starts
+        # it on the same port), and PostgreSQL then fails to bind (seen once in CI, with
+        # other loopback traffic on the machine).
+        local low=32768
+        read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+        [ "$low" -gt 21024 ] || low=32768
         while :; do
-            port=$((20000 + RANDOM % 40000))
+            port=$((20000 + RANDOM % (low - 20000)))
             pg_port_free "$port" && break
         done
         echo "$port" >"$dir/port"
