@@ -181,13 +181,16 @@ impl Daemon {
 
     /// `POST url` with the service key, `body` as JSON, within the request time limit.
     async fn post(&self, url: &Url, body: &impl Serialize) -> reqwest::Result<reqwest::Response> {
+        self.posting(url, body).send().await
+    }
+
+    /// The request [`post`](Self::post) sends, for a caller that adds to it.
+    fn posting(&self, url: &Url, body: &impl Serialize) -> reqwest::RequestBuilder {
         self.http
             .post(url.clone())
             .header(AUTHORIZATION, self.authorization.clone())
             .timeout(self.request_timeout)
             .json(body)
-            .send()
-            .await
     }
 
     /// [`post`](Self::post) and its 200 answer read as JSON; `Err` naming `what` when the
@@ -256,12 +259,8 @@ impl Daemon {
             items: items.to_vec(),
         };
         let sent = self
-            .http
-            .post(self.usage_url.clone())
-            .header(AUTHORIZATION, self.authorization.clone())
+            .posting(&self.usage_url, &report)
             .header("idempotency-key", id.to_string())
-            .timeout(self.request_timeout)
-            .json(&report)
             .send()
             .await;
         match sent {
