@@ -16,7 +16,7 @@ use sled::transaction::{
 };
 
 use super::backend::{Backend, Batch, Entry, KeyRange, KvTx, Take, TxBody, TxError};
-use super::engine::{Embedded, Engine, Slot};
+use super::engine::{Embedded, Engine, Slot, closed};
 use super::{files, space};
 use crate::error::StoreError;
 
@@ -26,13 +26,6 @@ pub(crate) struct Db {
     path: PathBuf,
     cache_capacity: u64,
     current: Slot<sled::Db>,
-}
-
-/// What a call answers while there is no open database.
-fn closed() -> sled::Error {
-    sled::Error::Io(std::io::Error::other(
-        "the store is closed after a storage failure and is being reopened",
-    ))
 }
 
 impl Db {
@@ -50,13 +43,27 @@ impl Db {
         }
     }
 
-    fn try_handle(&self) -> sled::Result<sled::Db> {
+    fn try_handle(&self) -> Result<sled::Db, StoreError> {
         self.current.get().ok_or_else(closed)
     }
 
     /// The open instance and its generation, for [`Db::note`].
-    fn try_handle_at(&self) -> sled::Result<(sled::Db, u64)> {
+    fn try_handle_at(&self) -> Result<(sled::Db, u64), StoreError> {
         self.current.get_at().ok_or_else(closed)
+    }
+
+    /// sled's error as the store's. A full disk is [`StoreError::StorageFull`] whichever
+    /// call met it: sled fails every later write and flush with the error one of its own
+    /// threads hit, so a reservation of credits or a flush learns of the full disk as
+    /// often as the write that filled it.
+    fn error(&self, err: sled::Error) -> StoreError {
+        if space::sled_is_full(&err) {
+            StoreError::StorageFull {
+                path: self.path.clone(),
+            }
+        } else {
+            err.into()
+        }
     }
 
     /// Notes a failed write or flush on the instance of `generation`: after an I/O error
@@ -93,7 +100,7 @@ impl Db {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => {
                 self.note(&e, *generation);
-                Err(TxError::Storage(e.into()))
+                Err(TxError::Storage(self.error(e)))
             }
         }
     }
@@ -143,7 +150,8 @@ impl KvTx for SledTx<'_> {
 
 impl Backend for Db {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.try_handle()?.get(key)?.map(|v| v.to_vec()))
+        let value = self.try_handle()?.get(key).map_err(|e| self.error(e))?;
+        Ok(value.map(|v| v.to_vec()))
     }
 
     fn range(&self, range: &KeyRange, take: Take) -> Result<Vec<Entry>, StoreError> {
@@ -151,27 +159,23 @@ impl Backend for Db {
         let items = db.range::<&[u8], _>(range.bounds());
         let entry = |item: sled::Result<(sled::IVec, sled::IVec)>| {
             item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(StoreError::from)
+                .map_err(|e| self.error(e))
         };
         take.collect(items.map(entry))
     }
 
     fn transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
-        let db = self
-            .try_handle_at()
-            .map_err(|e| TxError::Storage(e.into()))?;
+        let db = self.try_handle_at().map_err(TxError::Storage)?;
         self.transaction_on(&db, body)
     }
 
     fn durable_transaction(&self, body: &mut TxBody<'_>) -> Result<(), TxError> {
         // One handle for both: a reopen between them cannot swap the flushed instance.
-        let db = self
-            .try_handle_at()
-            .map_err(|e| TxError::Storage(e.into()))?;
+        let db = self.try_handle_at().map_err(TxError::Storage)?;
         self.transaction_on(&db, body)?;
         db.0.flush()
             .inspect_err(|e| self.note(e, db.1))
-            .map_err(|e| TxError::Storage(e.into()))?;
+            .map_err(|e| TxError::Storage(self.error(e)))?;
         Ok(())
     }
 
@@ -184,14 +188,16 @@ impl Backend for Db {
             }
         }
         let (db, generation) = self.try_handle_at()?;
-        Ok(db
-            .apply_batch(sled_batch)
-            .inspect_err(|e| self.note(e, generation))?)
+        db.apply_batch(sled_batch)
+            .inspect_err(|e| self.note(e, generation))
+            .map_err(|e| self.error(e))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         let (db, generation) = self.try_handle_at()?;
-        db.flush().inspect_err(|e| self.note(e, generation))?;
+        db.flush()
+            .inspect_err(|e| self.note(e, generation))
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 }
@@ -249,5 +255,33 @@ fn open_waiting(path: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError
             }
             Err(e) => return Err(files::open_error(path, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_storage_full_and_a_store_being_reopened_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), 1 << 20).unwrap();
+        // What sled answers after one of its threads met ENOSPC: a clone keeping the kind.
+        let full = sled::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(matches!(db.error(full), StoreError::StorageFull { path } if path == dir.path()));
+        let bug = sled::Error::ReportableBug("a bug".into());
+        assert!(matches!(db.error(bug), StoreError::Storage(_)));
+
+        let failed = db
+            .current
+            .reopen(|| Err(StoreError::storage("cannot open")));
+        assert!(failed.is_err());
+        assert!(matches!(db.get(b"k"), Err(StoreError::Unavailable(_))));
+        assert!(matches!(db.flush(), Err(StoreError::Unavailable(_))));
+        let write = db.transaction(&mut |tx| tx.put(b"k", b"v"));
+        assert!(matches!(
+            write,
+            Err(TxError::Storage(StoreError::Unavailable(_)))
+        ));
     }
 }

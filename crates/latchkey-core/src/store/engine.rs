@@ -174,6 +174,14 @@ impl<T: Clone> Slot<T> {
     }
 }
 
+/// What a call on a [`Slot`] with no open instance answers: unavailable (a 503), to retry
+/// once the reopen is done. The call changed nothing.
+pub(crate) fn closed() -> StoreError {
+    StoreError::Unavailable(
+        "the store is closed after a storage failure and is being reopened".into(),
+    )
+}
+
 /// The engine whose files the directory holds, if any: `latchkey.redb` for redb, sled's
 /// `conf` for sled.
 pub(crate) fn found_in(path: &Path) -> Option<Engine> {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::backend::{Backend, Batch, Entry, KeyRange, KvTx, Take, TxBody, TxError};
-use super::engine::{Embedded, Engine, Slot};
+use super::engine::{Embedded, Engine, Slot, closed};
 use super::space;
 use crate::error::StoreError;
 
@@ -70,9 +70,7 @@ impl RedbDb {
 
     /// The open database. A clone of the handle: a reopen never waits for a reader.
     fn handle(&self) -> Result<Handle<'_>, StoreError> {
-        let (db, generation) = self.current.get_at().ok_or_else(|| {
-            StoreError::storage("the store is closed after a storage failure and is being reopened")
-        })?;
+        let (db, generation) = self.current.get_at().ok_or_else(closed)?;
         Ok(Handle {
             db,
             generation,
@@ -489,6 +487,21 @@ mod tests {
 
         db.transaction(&mut |tx| tx.put(b"new", b"2")).unwrap();
         assert_eq!(db.get(b"new").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn a_store_being_reopened_is_unavailable() {
+        let (_dir, db) = open();
+        let failed = db
+            .current
+            .reopen(|| Err(StoreError::storage("cannot open")));
+        assert!(failed.is_err());
+        assert!(matches!(db.get(b"k"), Err(StoreError::Unavailable(_))));
+        let write = db.transaction(&mut |tx| tx.put(b"k", b"v"));
+        assert!(matches!(
+            write,
+            Err(TxError::Storage(StoreError::Unavailable(_)))
+        ));
     }
 
     #[test]
