@@ -7,17 +7,17 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use latchkey_core::{Store, StoreConfig};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::cli::RestoreArgs;
 use crate::config::Settings;
 use crate::engine::Named;
 use crate::output::print_json;
+use crate::partial::{self, Partial};
 use crate::transport::HttpTransport;
 
 /// `latchkey backup --out FILE`.
@@ -29,16 +29,19 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
     );
     // Written beside the target under a name of its own, then linked to FILE at the end:
     // FILE is whole, or absent. A killed run leaves its partial file behind; the next run
-    // writes another.
-    let partial = partial_path(out);
+    // removes it (see `partial`).
     anyhow::ensure!(
         !out.exists(),
         "{} already exists: choose another --out, the backup never overwrites a file",
         out.display()
     );
     let store = settings.management_store()?;
-    let mut file =
-        create_private(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    partial::remove_abandoned(out);
+    let Partial {
+        path: partial,
+        mut file,
+    } = Partial::create(out, create_private)
+        .with_context(|| format!("cannot create a partial file beside {}", out.display()))?;
     // Every failure from here on reaches the removal of the partial file below.
     let seq = match store {
         Some(db) => {
@@ -177,16 +180,6 @@ fn copy_new(from: &Path, to: &Path) -> std::io::Result<()> {
     copied
 }
 
-/// `FILE.<random>.partial` beside `FILE`: unique, so a file left by a killed run is in no
-/// later run's way.
-fn partial_path(out: &Path) -> PathBuf {
-    let tag = Uuid::now_v7().simple().to_string();
-    let mut name = out.file_name().unwrap_or_default().to_owned();
-    // The random bits of a UUID v7 end it.
-    name.push(format!(".{}.partial", &tag[tag.len() - 12..]));
-    out.with_file_name(name)
-}
-
 /// `latchkey restore FILE --db PATH|URL [--engine sled|redb] [--keep-broken-chain]`: the
 /// new store in a directory gets the engine asked for, so a backup also moves a store
 /// between engines. A backup whose audit chain does not verify restores nothing, unless
@@ -245,7 +238,7 @@ mod tests {
     fn publishing_never_replaces_a_file_made_meanwhile() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("latchkey.backup");
-        let partial = partial_path(&out);
+        let partial = partial::path_for(&out);
         fs::write(&partial, "new").unwrap();
         fs::write(&out, "made meanwhile").unwrap();
         let error = publish(&partial, &out).unwrap_err().to_string();
@@ -261,7 +254,7 @@ mod tests {
     fn without_hard_links_the_file_is_copied_never_over_another() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("latchkey.backup");
-        let partial = partial_path(&out);
+        let partial = partial::path_for(&out);
         let no_links = |_: &Path, _: &Path| -> std::io::Result<()> {
             Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
         };
@@ -276,17 +269,5 @@ mod tests {
         publish_by(&partial, &out, no_links).unwrap();
         assert_eq!(fs::read_to_string(&out).unwrap(), "new");
         assert!(!partial.exists());
-    }
-
-    #[test]
-    fn partial_files_have_names_of_their_own() {
-        let out = Path::new("/backups/latchkey.backup");
-        let (a, b) = (partial_path(out), partial_path(out));
-        assert_ne!(a, b);
-        let name = a.file_name().unwrap().to_str().unwrap();
-        assert!(
-            name.starts_with("latchkey.backup.") && name.ends_with(".partial"),
-            "{name}"
-        );
     }
 }

@@ -39,6 +39,7 @@ pub mod init;
 mod listen;
 pub mod migrate;
 pub mod output;
+mod partial;
 mod request_log;
 pub mod scan;
 pub mod server;

@@ -21,10 +21,9 @@
 //! a new lineage: remote verifiers that followed the old store drop what they cached when
 //! they see it (`ready` carries the lineage).
 
-use std::fs;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -32,6 +31,7 @@ use uuid::Uuid;
 use super::backend::{self, Backend, Batch, Direction, KeyRange};
 use super::engine::{self, Engine};
 use super::files::{self, Found};
+use super::staging::Staging;
 use super::{Store, StoreConfig, layout, mark, recover};
 use crate::audit;
 use crate::error::StoreError;
@@ -235,16 +235,9 @@ impl Store {
             )));
         }
         // Built beside the target and renamed into place: a failure leaves no half store.
-        let staging = staging_path(path)?;
-        for left in interrupted_restores(path) {
-            tracing::warn!(
-                directory = %left.display(),
-                "an earlier restore into this store was stopped midway and left its \
-                 unfinished copy: remove that directory once no restore runs"
-            );
-        }
+        let staging = Staging::create(path)?;
         let restored = restore_into(
-            &staging,
+            staging.path(),
             backup,
             config.engine,
             config.cache_capacity_bytes,
@@ -253,49 +246,14 @@ impl Store {
         let restored = match restored {
             Ok(restored) => restored,
             Err(e) => {
-                let _ = fs::remove_dir_all(&staging);
+                staging.discard();
                 return Err(full_as_such(e, path));
             }
         };
-        if let Err(e) = move_into_place(&staging, path) {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
+        staging.move_into_place(path)?;
         let store = Store::open_dir(path, config)?;
         Ok((store, restored))
     }
-}
-
-/// Puts the restored store at `path`, in place of the empty directory there, if any (which
-/// may hold the reserve file an earlier store of the same path left, and whose mode the
-/// store keeps), and makes the rename durable: a power cut after the restore returned must
-/// not take the store away again.
-fn move_into_place(staging: &Path, path: &Path) -> Result<(), StoreError> {
-    let kept_mode = fs::metadata(path).ok().map(|m| m.permissions());
-    if let Some(mode) = kept_mode {
-        fs::set_permissions(staging, mode).map_err(|e| {
-            StoreError::storage(format!("cannot keep {}'s mode: {e}", path.display()))
-        })?;
-        let _ = fs::remove_file(path.join(super::space::BALLAST));
-        fs::remove_dir(path)
-            .map_err(|e| StoreError::storage(format!("cannot replace {}: {e}", path.display())))?;
-    }
-    fs::rename(staging, path).map_err(|e| {
-        StoreError::storage(format!(
-            "cannot move the restored store to {}: {e}",
-            path.display()
-        ))
-    })?;
-    // `staging` is a sibling of `path`: one directory holds both names.
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    fs::File::open(parent.unwrap_or(Path::new(".")))
-        .and_then(|dir| dir.sync_all())
-        .map_err(|e| {
-            StoreError::storage(format!(
-                "restored the store to {}, but cannot make its move durable: {e}",
-                path.display()
-            ))
-        })
 }
 
 /// A restore's write that found the disk full, said as such for the store at `path` (not
@@ -311,42 +269,6 @@ fn full_as_such(e: StoreError, path: &Path) -> StoreError {
     }
 }
 
-/// What names a restore's staging directory: the store's name, this, and an id.
-const STAGING: &str = ".restoring-";
-
-/// The staging directories beside the store at `path` of earlier restores into it that
-/// were stopped midway (killed: one that fails removes its own).
-fn interrupted_restores(path: &Path) -> Vec<PathBuf> {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return Vec::new();
-    };
-    let prefix = format!("{name}{STAGING}");
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let Ok(entries) = fs::read_dir(parent.unwrap_or(Path::new("."))) else {
-        return Vec::new();
-    };
-    let mut left: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(&prefix))
-        })
-        .map(|e| e.path())
-        .collect();
-    left.sort();
-    left
-}
-
-fn staging_path(path: &Path) -> Result<PathBuf, StoreError> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| StoreError::invalid("db", "must name a directory"))?;
-    let mut staging = name.to_owned();
-    staging.push(format!("{STAGING}{}", Uuid::now_v7().simple()));
-    Ok(path.with_file_name(staging))
-}
-
 fn bad(reason: impl Into<String>) -> StoreError {
     StoreError::invalid("backup", reason)
 }
@@ -360,8 +282,6 @@ fn restore_into(
     cache: u64,
     check: ChainCheck,
 ) -> Result<Restored, StoreError> {
-    // Only its owner may read it, as a store `init` makes.
-    files::create_private_dir(staging)?;
     let db = engine::open(staging, engine, cache, true)?;
     // Refused before the engine writes what would not fit: twice the batch (an engine's log
     // and its tree) and the reserve a store keeps.

@@ -42,6 +42,7 @@ mod single_flight;
 #[cfg(feature = "postgres")]
 mod skew;
 mod space;
+mod staging;
 mod sweep;
 mod tx;
 mod usage;
