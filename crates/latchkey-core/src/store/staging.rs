@@ -158,8 +158,8 @@ mod tests {
     #[test]
     fn a_restore_removes_what_a_stopped_one_left_but_not_what_a_running_one_holds() {
         let dir = tempfile::tempdir().unwrap();
+        let running = Staging::create(&dir.path().join("store")).unwrap();
         let target = dir.path().join("store");
-        let running = Staging::create(&target).unwrap();
         fs::write(running.path().join("db"), "being written").unwrap();
         // A killed restore's directory: no process holds it.
         let killed = dir.path().join(format!("store{STAGING}0190f0c0aaaa"));
