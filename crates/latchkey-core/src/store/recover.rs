@@ -71,7 +71,19 @@ impl Store {
         let reopened = db.reopen();
         // Whatever succeeded or not, cached answers may come from the dropped instance.
         self.inner.cache.invalidate(None);
-        reopened?;
+        reopened.map_err(|e| match e {
+            // Most often the dropped instance's own lock, which its I/O threads hold until
+            // they finish: a 503 to retry (the next write reopens again), not a store
+            // another `latchkey serve` holds.
+            StoreError::Locked { path } => StoreError::Unavailable(
+                format!(
+                    "the store at {} is being reopened after a storage failure and its files                      are still locked",
+                    path.display()
+                )
+                .into(),
+            ),
+            e => e,
+        })?;
         tracing::info!(store = %self.inner.path.display(), "store reopened");
         Ok(())
     }
