@@ -56,6 +56,9 @@ struct Session {
     /// When `ready` was written, at the earliest, on this verifier's clock: the stream
     /// holds every change up to its head as of then.
     ready_sent: Option<i64>,
+    /// The stream ended because the daemon's words arrive `max_staleness` late: a slow
+    /// path, which the next stream is likely to meet again.
+    late: bool,
 }
 
 impl Session {
@@ -72,25 +75,69 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let settings = &shared.settings;
     let mut backoff = Backoff::new(settings.backoff_min, settings.backoff_max);
     let mut cursor = Cursor::default();
-    // Why the stream could not be opened last time: a new reason is a WARN (a stream
-    // refused for good, say 429 `too_many_streams` for a ninth app sharing one service
-    // key, leaves every request asking the daemon), the same one again DEBUG.
-    let mut unavailable: Option<String> = None;
+    let mut ends = Ends::default();
     loop {
         let mut session = Session::default();
         let ended = follow(&shared, &mut cursor, &mut session).await;
         shared.set_connected(false);
-        if session.synced {
-            backoff.reset();
-            unavailable = None;
-            tracing::warn!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream lost; reconnecting");
-        } else if unavailable.as_ref() != Some(&ended) {
-            tracing::warn!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream unavailable: cached answers are served only for max_staleness after the daemon last answered; retrying");
-            unavailable = Some(ended);
-        } else {
-            tracing::debug!(reason = %ended, url = %shared.daemon.url(), "latchkey event stream still unavailable");
+        let url = shared.daemon.url();
+        match ends.after(&session, &ended) {
+            End::Lost => {
+                backoff.reset();
+                tracing::warn!(reason = %ended, %url, "latchkey event stream lost; reconnecting");
+            }
+            End::Unavailable => {
+                tracing::warn!(reason = %ended, %url, "latchkey event stream unavailable: cached answers are served only for max_staleness after the daemon last answered; retrying");
+            }
+            End::StillUnavailable => {
+                tracing::debug!(reason = %ended, %url, "latchkey event stream still unavailable");
+            }
         }
         tokio::time::sleep(backoff.next()).await;
+    }
+}
+
+/// How a stream that ended is taken: whether the backoff starts over, and how loud the log
+/// is.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// A stream that worked was lost: reconnect at once, said as a WARN.
+    Lost,
+    /// No stream, for a reason not said yet: a WARN (a stream refused for good, say 429
+    /// `too_many_streams` for a ninth app sharing one service key, leaves every request
+    /// asking the daemon), and the backoff grows.
+    Unavailable,
+    /// No stream, for the reason said last time: DEBUG, and the backoff grows.
+    StillUnavailable,
+}
+
+/// The ends of streams so far.
+#[derive(Debug, Default)]
+struct Ends {
+    /// Why the last stream that did not work ended, as compared: `None` after one that
+    /// worked.
+    said: Option<String>,
+}
+
+/// How a late stream's end is compared: its lag differs each time.
+const LATE: &str = "late";
+
+impl Ends {
+    fn after(&mut self, session: &Session, ended: &str) -> End {
+        // A stream whose words come `max_staleness` late vouched for nothing: it did not
+        // work, though it caught up. A delay that lasts (a congested link, a buffering
+        // proxy) would otherwise reconnect at once, forever, with a WARN each time.
+        if session.synced && !session.late {
+            self.said = None;
+            return End::Lost;
+        }
+        let reason = if session.late { LATE } else { ended };
+        if self.said.as_deref() == Some(reason) {
+            End::StillUnavailable
+        } else {
+            self.said = Some(reason.to_owned());
+            End::Unavailable
+        }
     }
 }
 
@@ -154,6 +201,13 @@ fn apply(
                     .saturating_sub(ms.saturating_add(1).saturating_mul(1_000_000))
             });
             session.ready_sent = session.sent_at(start.sent_at_ms);
+            // The stream took `max_staleness` to open: it could vouch for nothing.
+            if let Some(lag) = session.ready_sent.and_then(|sent| shared.lag_since(sent))
+                && lag >= shared.settings.max_staleness
+            {
+                session.late = true;
+                return Err(format!("the stream took {lag:?} to open"));
+            }
             cursor.lineage = start.lineage;
             cursor.position = Some(start.position);
             cursor.hash = start.hash;
@@ -219,6 +273,7 @@ fn apply(
                     match lag {
                         Some(lag) if lag < shared.settings.max_staleness => {}
                         Some(lag) => {
+                            session.late = true;
                             return Err(format!(
                                 "the stream's heartbeats arrive {lag:?} after they were sent"
                             ));
@@ -295,6 +350,31 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_stream_is_said_once_and_backs_off_as_a_refused_one() {
+        let mut ends = Ends::default();
+        let worked = Session {
+            synced: true,
+            ..Session::default()
+        };
+        let late = Session {
+            synced: true,
+            late: true,
+            ..Session::default()
+        };
+        let refused = Session::default();
+        assert_eq!(ends.after(&worked, "the daemon closed the stream"), End::Lost);
+        // A lasting delay: each stream catches up and then ends late, with another lag.
+        assert_eq!(ends.after(&late, "arrive 5.2s after"), End::Unavailable);
+        assert_eq!(ends.after(&late, "arrive 5.9s after"), End::StillUnavailable);
+        assert_eq!(ends.after(&late, "took 6s to open"), End::StillUnavailable);
+        assert_eq!(ends.after(&refused, "429"), End::Unavailable);
+        assert_eq!(ends.after(&refused, "429"), End::StillUnavailable);
+        assert_eq!(ends.after(&late, "arrive 5.2s after"), End::Unavailable);
+        assert_eq!(ends.after(&worked, "connection reset"), End::Lost);
+        assert_eq!(ends.after(&refused, "429"), End::Unavailable);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {

@@ -663,9 +663,13 @@ impl Shared {
     pub(super) fn mark_alive_at(&self, sent: i64) -> Option<std::time::Duration> {
         let now = nanos(self.settings.clock.now());
         self.last_alive.store(sent.min(now), Ordering::Release);
-        u64::try_from(now.checked_sub(sent)?)
-            .ok()
-            .map(std::time::Duration::from_nanos)
+        lag(sent, now)
+    }
+
+    /// How long ago `sent` (Unix nanoseconds) was on this verifier's clock: `None` when it
+    /// is ahead of it.
+    pub(super) fn lag_since(&self, sent: i64) -> Option<std::time::Duration> {
+        lag(sent, nanos(self.settings.clock.now()))
     }
 
     pub(super) fn drop_all(&self, reason: &str) {
@@ -696,6 +700,13 @@ impl Shared {
 
 pub(super) fn nanos(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// From `sent` to `now` (Unix nanoseconds): `None` when `sent` is later.
+fn lag(sent: i64, now: i64) -> Option<std::time::Duration> {
+    u64::try_from(now.checked_sub(sent)?)
+        .ok()
+        .map(std::time::Duration::from_nanos)
 }
 
 /// Sends usage figures every `usage_interval`.
