@@ -5,21 +5,29 @@
 //! the process ends, however it ends. So a later backup into the same directory tells a
 //! partial file that a killed run left (its lock free) from one a running backup writes,
 //! and removes it when it is one of latchkey's: named `NAME.<12 hex digits>.partial`,
-//! and empty or beginning as a backup begins.
+//! empty or beginning as a backup begins, and not a whole backup. The remover holds the
+//! lock while it removes, and a new file counts as created only once its name still
+//! names the file locked: neither can take the other's file. Where the file system cannot
+//! lock (some NFS, FUSE and 9p mounts), backups are written unlocked and nothing is
+//! removed.
 
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use latchkey_core::Store;
 use uuid::Uuid;
 
-/// How a backup file begins: its header's first member.
+/// How a backup file begins: its header's first member (checked against a real backup in
+/// the tests).
 const SIGNATURE: &[u8] = br#"{"format":"latchkey-backup""#;
 const SUFFIX: &str = ".partial";
 /// The random part of a partial file's name: hex digits.
 const TAG_LEN: usize = 12;
+/// How many names a backup tries when another run's cleanup took the one it created.
+const ATTEMPTS: usize = 3;
 
-/// A partial file this process writes, and holds.
+/// A partial file this process writes, and holds when the file system can lock.
 #[derive(Debug)]
 pub(crate) struct Partial {
     pub(crate) path: PathBuf,
@@ -27,18 +35,46 @@ pub(crate) struct Partial {
 }
 
 impl Partial {
-    /// Creates `FILE.<random>.partial` beside `out` (never over an existing file), locked,
-    /// through `create` (which sets its mode).
+    /// Creates `FILE.<random>.partial` beside `out` (never over an existing file) through
+    /// `create` (which sets its mode), and locks it.
     pub(crate) fn create(
         out: &Path,
-        create: impl FnOnce(&Path) -> std::io::Result<File>,
+        create: impl Fn(&Path) -> std::io::Result<File>,
     ) -> std::io::Result<Partial> {
-        let path = path_for(out);
-        let file = create(&path)?;
-        // A fresh file that no one else can have locked: this does not wait.
-        file.lock()?;
-        Ok(Partial { path, file })
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let path = path_for(out);
+            let file = create(&path)?;
+            match held(&file, &path) {
+                Ok(true) => return Ok(Partial { path, file }),
+                // Another backup's cleanup took the new, still unlocked file's name.
+                Ok(false) if attempt < ATTEMPTS => continue,
+                Ok(false) => {
+                    return Err(std::io::Error::other(
+                        "another backup's cleanup kept removing the new file",
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot lock the backup's partial file: it is written unlocked, and a killed run's partial files are not removed here");
+                    return Ok(Partial { path, file });
+                }
+            }
+        }
     }
+}
+
+/// Locks `file` and answers whether `path` still names it: a cleanup may have removed the
+/// name between its creation and the lock.
+fn held(file: &File, path: &Path) -> std::io::Result<bool> {
+    file.lock()?;
+    Ok(same_file(file, path))
+}
+
+/// Whether `path` names the file (or directory) `file` has open.
+fn same_file(file: &File, path: &Path) -> bool {
+    let opened = file.try_clone().and_then(same_file::Handle::from_file);
+    matches!((opened, same_file::Handle::from_path(path)), (Ok(a), Ok(b)) if a == b)
 }
 
 /// `FILE.<random>.partial` beside `FILE`: unique, so a file left by a killed run is in no
@@ -52,7 +88,7 @@ pub(crate) fn path_for(out: &Path) -> PathBuf {
 }
 
 /// Removes the partial files that killed backups left in the directory that holds `out`;
-/// says which. Best effort: a file it cannot read or remove is left as it is.
+/// says which. Best effort: a file it cannot read, lock or remove is left as it is.
 pub(crate) fn remove_abandoned(out: &Path) {
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
     let Ok(entries) = fs::read_dir(dir.unwrap_or(Path::new("."))) else {
@@ -63,7 +99,12 @@ pub(crate) fn remove_abandoned(out: &Path) {
         if !entry.file_type().is_ok_and(|t| t.is_file()) || !named_as_partial(&path) {
             continue;
         }
-        if is_abandoned(&path) && fs::remove_file(&path).is_ok() {
+        // Held until the file is gone: a backup that locks it meanwhile waits, then finds
+        // its name gone and takes another.
+        let Some(_held) = abandoned(&path) else {
+            continue;
+        };
+        if fs::remove_file(&path).is_ok() {
             tracing::warn!(file = %path.display(), "removed the partial file of a backup that was stopped midway");
         }
     }
@@ -82,27 +123,35 @@ fn named_as_partial(path: &Path) -> bool {
     !base.is_empty() && tag.len() == TAG_LEN && tag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Whether no process holds the file and it begins as a backup does (or is empty).
-fn is_abandoned(path: &Path) -> bool {
-    let Ok(mut file) = File::open(path) else {
-        return false;
-    };
-    if file.try_lock().is_err() {
-        return false;
-    }
+/// The file, locked, when no process holds it, it begins as a backup does (or is empty),
+/// and it is no whole backup (a script's own name for a finished one, say).
+fn abandoned(path: &Path) -> Option<File> {
+    let mut file = File::open(path).ok()?;
+    file.try_lock().ok()?;
     let mut start = Vec::with_capacity(SIGNATURE.len());
-    if (&mut file)
+    (&mut file)
         .take(SIGNATURE.len() as u64)
         .read_to_end(&mut start)
-        .is_err()
-    {
-        return false;
+        .ok()?;
+    if !SIGNATURE.starts_with(&start) {
+        return None;
     }
-    SIGNATURE.starts_with(&start)
+    if start.len() == SIGNATURE.len() {
+        let whole = File::open(path)
+            .map(std::io::BufReader::new)
+            .is_ok_and(|reader| Store::check_backup(reader).is_ok());
+        if whole {
+            tracing::warn!(file = %path.display(), "a whole backup is named as a partial file: it is left as it is");
+            return None;
+        }
+    }
+    Some(file)
 }
 
 #[cfg(test)]
 mod tests {
+    use latchkey_core::StoreConfig;
+
     use super::*;
 
     fn create(path: &Path) -> std::io::Result<File> {
@@ -110,6 +159,16 @@ mod tests {
             .write(true)
             .create_new(true)
             .open(path)
+    }
+
+    /// A real backup of a new store.
+    fn a_backup() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::create_empty(dir.path().join("s"), "lk", StoreConfig::default()).unwrap();
+        let mut backup = Vec::new();
+        store.backup(&mut backup).unwrap();
+        backup
     }
 
     #[test]
@@ -127,24 +186,27 @@ mod tests {
 
     #[test]
     fn a_backup_removes_what_killed_ones_left_and_nothing_else() {
+        let backup = a_backup();
+        assert!(
+            backup.starts_with(SIGNATURE),
+            "the signature is how backups begin"
+        );
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("2026-12-06.backup");
         // A killed run's file, cut short in its header, under another day's name.
         let killed = path_for(&dir.path().join("2026-12-05.backup"));
-        fs::write(&killed, &SIGNATURE[..10]).unwrap();
+        fs::write(&killed, &backup[..10]).unwrap();
         let empty = path_for(&out);
         fs::write(&empty, "").unwrap();
-        // Whole records after the header: still a backup's beginning.
+        // Cut short after some records.
         let longer = path_for(&out);
-        fs::write(
-            &longer,
-            [SIGNATURE, b",\"version\":1}\n\0\0\0\x05"].concat(),
-        )
-        .unwrap();
+        fs::write(&longer, &backup[..backup.len() - 40]).unwrap();
         // A running backup's file, held.
         let mut running = Partial::create(&out, create).unwrap();
-        std::io::Write::write_all(&mut running.file, SIGNATURE).unwrap();
-        // Files that merely look alike: someone else's.
+        std::io::Write::write_all(&mut running.file, &backup[..100]).unwrap();
+        // A whole backup a script named so, and files that merely look alike.
+        let whole = path_for(&out);
+        fs::write(&whole, &backup).unwrap();
         let foreign = path_for(&dir.path().join("film.mkv"));
         fs::write(&foreign, "a download").unwrap();
         let no_tag = dir.path().join("notes.partial");
@@ -153,6 +215,21 @@ mod tests {
         remove_abandoned(&out);
         assert!(!killed.exists() && !empty.exists() && !longer.exists());
         assert!(running.path.exists(), "a running backup's file stays");
-        assert!(foreign.exists() && no_tag.exists());
+        assert!(whole.exists() && foreign.exists() && no_tag.exists());
+    }
+
+    #[test]
+    fn a_new_file_whose_name_a_cleanup_took_is_not_taken_for_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.0123456789ab.partial");
+        let file = create(&path).unwrap();
+        // A cleanup between the creation and the lock.
+        fs::remove_file(&path).unwrap();
+        assert!(!held(&file, &path).unwrap());
+        // Another file under the name since: still not this one.
+        fs::write(&path, "").unwrap();
+        assert!(!held(&file, &path).unwrap());
+        let file = File::open(&path).unwrap();
+        assert!(held(&file, &path).unwrap());
     }
 }

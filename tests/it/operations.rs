@@ -280,8 +280,11 @@ fn a_backup_through_the_daemon_names_its_seq_past_a_partial_file_left_over() {
     let f = Fixture::new();
     f.user("bot", "");
     let out = f.dir.path().join("latchkey.backup");
-    // What a run killed mid-download left when partial files had no name of their own.
+    // What a run killed mid-download left when partial files had no name of their own,
+    // and what one killed now leaves (under another day's name): a backup cut short.
     fs::write(f.dir.path().join("latchkey.backup.partial"), "cut short").unwrap();
+    let killed = f.dir.path().join("yesterday.backup.0123456789ab.partial");
+    fs::write(&killed, r#"{"format":"latchkey-backup","version":1,"seq"#).unwrap();
     let done = f.json(&["backup", "--out", out.to_str().unwrap()]);
     let bytes = fs::read(&out).unwrap();
     assert_eq!(done["bytes"], bytes.len(), "{done}");
@@ -292,7 +295,8 @@ fn a_backup_through_the_daemon_names_its_seq_past_a_partial_file_left_over() {
         "{header}"
     );
     assert_eq!(done["seq"], header["seq"], "{done}");
-    // This run's partial file is gone; the old one is left to its owner.
+    // This run's partial file is gone, and so is the killed one's; the old one, not named
+    // as latchkey names them, is left to its owner.
     let partials: Vec<_> = fs::read_dir(f.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -479,18 +483,22 @@ fn an_offline_backup_holds_what_the_daemon_serves() {
     assert_eq!(online["format"], "latchkey-backup");
 
     // A restore killed midway left its unfinished copy beside the store: the next restore
-    // into that store names it, and restores.
+    // into that store removes it, says so, and restores.
     if directory_only("a restore's staging directory") {
         return;
     }
     let target = dir.path().join("restored");
-    let left = dir.path().join("restored.restoring-01a2473");
+    let left = dir
+        .path()
+        .join("restored.restoring-01a2473e0c5a7e3b9f6e2d1c0b9a8f7e");
     fs::create_dir(&left).unwrap();
     let restore =
         |file: &Path| Run::of(latchkey().arg("restore").arg(file).arg("--db").arg(&target)).ok();
     let run = restore(&dir.path().join("offline.backup"));
     assert!(run.stderr.contains(left.to_str().unwrap()), "{run:#?}");
     assert!(run.stderr.contains("stopped midway"), "{run:#?}");
+    assert!(!left.exists(), "{run:#?}");
+    assert!(target.join("conf").exists() || target.join("latchkey.redb").exists());
 }
 
 #[test]

@@ -5,7 +5,10 @@
 //! The directory is held by an advisory lock (`flock`) on the directory itself, which the
 //! kernel releases when the process that holds it ends, however it ends: a staging
 //! directory whose lock can be taken belongs to no running restore. The lock follows the
-//! directory through its rename into place, and adds no file to the store.
+//! directory through its rename into place, and adds no file to the store. The remover
+//! holds the lock while it removes, and a new directory counts as created only once its
+//! name still names the directory locked. Where the file system cannot lock a directory,
+//! restores run unlocked and nothing is removed.
 
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -15,8 +18,11 @@ use uuid::Uuid;
 use super::files;
 use crate::error::StoreError;
 
-/// What names a staging directory: the store's name, this, and an id.
+/// What names a staging directory: the store's name, this, and an id of 32 hex digits.
 const STAGING: &str = ".restoring-";
+const ID_LEN: usize = 32;
+/// How many names a restore tries when another one's cleanup took the one it created.
+const ATTEMPTS: usize = 3;
 
 /// A staging directory this process holds.
 #[derive(Debug)]
@@ -30,18 +36,27 @@ pub(super) struct Staging {
 impl Staging {
     /// Removes what killed restores into `target` left, then creates and holds a new,
     /// empty staging directory beside `target`, readable by its owner alone (as a store
-    /// `init` makes).
+    /// `init` makes). Refused while another restore into `target` runs.
     pub(super) fn create(target: &Path) -> Result<Staging, StoreError> {
         let name = target
             .file_name()
             .ok_or_else(|| StoreError::invalid("db", "must name a directory"))?;
-        remove_abandoned(target);
-        let mut staging = name.to_owned();
-        staging.push(format!("{STAGING}{}", Uuid::now_v7().simple()));
-        let path = target.with_file_name(staging);
-        files::create_private_dir(&path)?;
-        let held = File::open(&path).ok().filter(|dir| dir.lock().is_ok());
-        Ok(Staging { path, _held: held })
+        remove_abandoned(target)?;
+        for _ in 0..ATTEMPTS {
+            let mut staging = name.to_owned();
+            staging.push(format!("{STAGING}{}", Uuid::now_v7().simple()));
+            let path = target.with_file_name(staging);
+            files::create_private_dir(&path)?;
+            match hold(&path) {
+                Held::Yes(dir) => return Ok(Staging { path, _held: dir }),
+                // Another restore's cleanup took the new, still unlocked directory.
+                Held::Taken => continue,
+            }
+        }
+        Err(StoreError::storage(format!(
+            "cannot restore into {}: another restore's cleanup kept removing the new copy",
+            target.display()
+        )))
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -68,9 +83,51 @@ impl Staging {
     }
 }
 
+enum Held {
+    /// Locked (or `None`: the file system cannot lock it), and still under its name.
+    Yes(Option<File>),
+    /// Removed by a cleanup before it was locked.
+    Taken,
+}
+
+fn hold(path: &Path) -> Held {
+    let Ok(dir) = File::open(path) else {
+        return Held::Taken;
+    };
+    if dir.lock().is_err() {
+        return Held::Yes(None);
+    }
+    if same_file(&dir, path) {
+        Held::Yes(Some(dir))
+    } else {
+        Held::Taken
+    }
+}
+
+/// Whether `path` names the file (or directory) `file` has open.
+fn same_file(file: &File, path: &Path) -> bool {
+    let opened = file.try_clone().and_then(same_file::Handle::from_file);
+    matches!((opened, same_file::Handle::from_path(path)), (Ok(a), Ok(b)) if a == b)
+}
+
 fn rename(staging: &Path, target: &Path) -> Result<(), StoreError> {
     let kept_mode = fs::metadata(target).ok().map(|m| m.permissions());
     if let Some(mode) = kept_mode {
+        // Only an empty directory, or one with an earlier store's reserve alone, is
+        // replaced (a store that appeared meanwhile keeps its reserve).
+        let others = fs::read_dir(target)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name() != super::space::BALLAST)
+            })
+            .unwrap_or(true);
+        if others {
+            return Err(StoreError::storage(format!(
+                "cannot restore into {}: it is no longer empty",
+                target.display()
+            )));
+        }
         fs::set_permissions(staging, mode).map_err(|e| {
             StoreError::storage(format!("cannot keep {}'s mode: {e}", target.display()))
         })?;
@@ -98,12 +155,13 @@ fn rename(staging: &Path, target: &Path) -> Result<(), StoreError> {
 }
 
 /// Removes the staging directories beside `target` of earlier restores into it that were
-/// stopped midway (one that fails removes its own), each once no process holds it. One
-/// that cannot be told abandoned (held, or not lockable) is left, with a warning.
-fn remove_abandoned(target: &Path) {
+/// stopped midway (one that fails removes its own), each while holding its lock. One that
+/// cannot be told abandoned (not lockable) is left, with a warning; one held means
+/// another restore into `target` runs now, and this one is refused.
+fn remove_abandoned(target: &Path) -> Result<(), StoreError> {
     for left in staging_dirs(target) {
-        let abandoned = File::open(&left).map(|dir| dir.try_lock());
-        match abandoned {
+        let dir = File::open(&left);
+        match dir.as_ref().map(File::try_lock) {
             Ok(Ok(())) => match fs::remove_dir_all(&left) {
                 Ok(()) => tracing::warn!(
                     directory = %left.display(),
@@ -115,20 +173,28 @@ fn remove_abandoned(target: &Path) {
                     "cannot remove the unfinished copy an earlier restore left: remove it"
                 ),
             },
-            Ok(Err(TryLockError::WouldBlock)) => tracing::warn!(
-                directory = %left.display(),
-                "another restore into this store is running"
-            ),
+            Ok(Err(TryLockError::WouldBlock)) => {
+                return Err(StoreError::storage(format!(
+                    "cannot restore into {}: another restore into it is running (it builds \
+                     {}); wait for it to end",
+                    target.display(),
+                    left.display()
+                )));
+            }
             Ok(Err(TryLockError::Error(_))) | Err(_) => tracing::warn!(
                 directory = %left.display(),
                 "an earlier restore into this store was stopped midway and left its \
                  unfinished copy: remove that directory once no restore runs"
             ),
         }
+        // The lock, if taken, is released only now, once the directory is gone.
+        drop(dir);
     }
+    Ok(())
 }
 
-/// The staging directories beside the store at `target`, by name.
+/// The staging directories beside the store at `target` (named as this module names
+/// them, and directories), by name.
 fn staging_dirs(target: &Path) -> Vec<PathBuf> {
     let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
         return Vec::new();
@@ -138,13 +204,17 @@ fn staging_dirs(target: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(parent.unwrap_or(Path::new("."))) else {
         return Vec::new();
     };
+    let ours = |e: &fs::DirEntry| {
+        let named = e.file_name().to_str().is_some_and(|n| {
+            n.strip_prefix(&prefix).is_some_and(|id| {
+                id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            })
+        });
+        named && e.file_type().is_ok_and(|t| t.is_dir())
+    };
     let mut left: Vec<PathBuf> = entries
         .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(&prefix))
-        })
+        .filter(ours)
         .map(|e| e.path())
         .collect();
     left.sort();
@@ -155,32 +225,68 @@ fn staging_dirs(target: &Path) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
+    /// A staging directory's name beside `target` with the id `id`.
+    fn named(dir: &Path, store: &str, id: &str) -> PathBuf {
+        let path = dir.join(format!("{store}{STAGING}{id}"));
+        files::create_private_dir(&path).unwrap();
+        path
+    }
+
     #[test]
-    fn a_restore_removes_what_a_stopped_one_left_but_not_what_a_running_one_holds() {
+    fn a_restore_removes_what_a_stopped_one_left_and_waits_for_none() {
         let dir = tempfile::tempdir().unwrap();
-        let running = Staging::create(&dir.path().join("store")).unwrap();
         let target = dir.path().join("store");
-        fs::write(running.path().join("db"), "being written").unwrap();
         // A killed restore's directory: no process holds it.
-        let killed = dir.path().join(format!("store{STAGING}0190f0c0aaaa"));
-        files::create_private_dir(&killed).unwrap();
+        let killed = named(dir.path(), "store", "0190f0c0aaaa4bbb8cccdddd0000eeee");
         fs::write(killed.join("db"), "half").unwrap();
-        // Another store's leftover is not this restore's business.
-        let other = dir.path().join(format!("other{STAGING}0190f0c0bbbb"));
-        files::create_private_dir(&other).unwrap();
+        // Another store's leftover, and names that only look alike, are not this
+        // restore's business.
+        let other = named(dir.path(), "other", "0190f0c0aaaa4bbb8cccdddd0000ffff");
+        let kept = named(dir.path(), "store", "keep");
+        let file = dir
+            .path()
+            .join(format!("store{STAGING}0190f0c0aaaa4bbb8cccdddd00001111"));
+        fs::write(&file, "a user's file").unwrap();
 
         let next = Staging::create(&target).unwrap();
         assert!(!killed.exists(), "the killed restore's copy is removed");
-        assert!(
-            running.path().join("db").exists(),
-            "a running restore's copy stays"
-        );
-        assert!(other.exists());
-        assert_ne!(next.path(), running.path());
+        assert!(other.exists() && kept.exists() && file.exists());
+        // A second restore into the same store while the first runs is refused.
+        let refused = Staging::create(&target).unwrap_err().to_string();
+        assert!(refused.contains("another restore"), "{refused}");
+        assert!(next.path().exists());
 
         next.move_into_place(&target).unwrap();
         assert!(target.is_dir());
-        running.discard();
         assert_eq!(staging_dirs(&target), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn a_new_directory_whose_name_a_cleanup_took_is_not_taken_for_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = named(dir.path(), "store", "0190f0c0aaaa4bbb8cccdddd0000eeee");
+        let opened = File::open(&path).unwrap();
+        assert!(same_file(&opened, &path));
+        // A cleanup between the creation and the lock, and a new directory under the name.
+        fs::remove_dir(&path).unwrap();
+        assert!(matches!(hold(&path), Held::Taken));
+        files::create_private_dir(&path).unwrap();
+        assert!(!same_file(&opened, &path));
+        assert!(matches!(hold(&path), Held::Yes(Some(_))));
+    }
+
+    #[test]
+    fn a_store_that_appeared_meanwhile_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("store");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join(super::super::space::BALLAST), "").unwrap();
+        fs::write(target.join("conf"), "another restore's store").unwrap();
+        let staging = Staging::create(&target).unwrap();
+        let staged = staging.path().to_owned();
+        let error = staging.move_into_place(&target).unwrap_err().to_string();
+        assert!(error.contains("no longer empty"), "{error}");
+        assert!(target.join(super::super::space::BALLAST).exists());
+        assert!(!staged.exists());
     }
 }
