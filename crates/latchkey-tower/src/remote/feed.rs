@@ -59,6 +59,10 @@ struct Session {
     /// The stream ended because the daemon's words arrive `max_staleness` late: a slow
     /// path, which the next stream is likely to meet again.
     late: bool,
+    /// When the stream caught up, on this verifier's clock.
+    synced_at: Option<i64>,
+    /// The last stream ended late too: its reconnections are said at DEBUG.
+    quiet: bool,
 }
 
 impl Session {
@@ -77,11 +81,14 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let mut cursor = Cursor::default();
     let mut ends = Ends::default();
     loop {
-        let mut session = Session::default();
+        let mut session = Session {
+            quiet: ends.said.as_deref() == Some(LATE),
+            ..Session::default()
+        };
         let ended = follow(&shared, &mut cursor, &mut session).await;
         shared.set_connected(false);
         let url = shared.daemon.url();
-        match ends.after(&session, &ended) {
+        match ends.after(&session, nanos(shared.settings.clock.now()), &ended) {
             End::Lost => {
                 backoff.reset();
                 tracing::warn!(reason = %ended, %url, "latchkey event stream lost; reconnecting");
@@ -122,12 +129,20 @@ struct Ends {
 /// How a late stream's end is compared: its lag differs each time.
 const LATE: &str = "late";
 
+/// How long a stream must have been caught up for a late end to count as a stream lost
+/// after it worked (a stall, once), rather than a delay that lasts.
+const WORKED_FOR: Duration = Duration::from_secs(30);
+
 impl Ends {
-    fn after(&mut self, session: &Session, ended: &str) -> End {
-        // A stream whose words come `max_staleness` late vouched for nothing: it did not
-        // work, though it caught up. A delay that lasts (a congested link, a buffering
-        // proxy) would otherwise reconnect at once, forever, with a WARN each time.
-        if session.synced && !session.late {
+    /// Takes the end of `session`, `now` (this verifier's clock, Unix nanoseconds).
+    fn after(&mut self, session: &Session, now: i64, ended: &str) -> End {
+        // A stream whose words came `max_staleness` late soon after it opened vouched for
+        // little: it did not work, though it caught up. A delay that lasts (a congested
+        // link, a buffering proxy) would otherwise reconnect at once, forever, with a WARN
+        // each time.
+        let worked_for = |at: i64| now.saturating_sub(at) >= WORKED_FOR.as_nanos() as i64;
+        let worked = !session.late || session.synced_at.is_some_and(worked_for);
+        if session.synced && worked {
             self.said = None;
             return End::Lost;
         }
@@ -174,6 +189,20 @@ fn apply(
     match event.event.as_str() {
         kind @ ("ready" | "reset") => {
             let start: StreamStart = parse(kind, &event.data)?;
+            session.offset = start.sent_at_ms.map(|ms| {
+                session
+                    .opened
+                    .saturating_sub(ms.saturating_add(1).saturating_mul(1_000_000))
+            });
+            session.ready_sent = session.sent_at(start.sent_at_ms);
+            // The stream took `max_staleness` to open: it could vouch for nothing. Ended
+            // before it moves the position or drops the cache.
+            if let Some(lag) = session.ready_sent.and_then(|sent| shared.lag_since(sent))
+                && lag >= shared.settings.max_staleness
+            {
+                session.late = true;
+                return Err(format!("the stream took {lag:?} to open"));
+            }
             // The position first, the cache after: a verification that reads the cache's
             // generation and then the position never pairs the new generation with the
             // old position (and caches an answer from a daemon behind the feed).
@@ -194,19 +223,6 @@ fn apply(
                 // Resumed elsewhere than asked (a proxy that dropped `Last-Event-ID`): the
                 // changes in between will never come.
                 shared.drop_all("the daemon resumed the feed elsewhere than asked");
-            }
-            session.offset = start.sent_at_ms.map(|ms| {
-                session
-                    .opened
-                    .saturating_sub(ms.saturating_add(1).saturating_mul(1_000_000))
-            });
-            session.ready_sent = session.sent_at(start.sent_at_ms);
-            // The stream took `max_staleness` to open: it could vouch for nothing.
-            if let Some(lag) = session.ready_sent.and_then(|sent| shared.lag_since(sent))
-                && lag >= shared.settings.max_staleness
-            {
-                session.late = true;
-                return Err(format!("the stream took {lag:?} to open"));
             }
             cursor.lineage = start.lineage;
             cursor.position = Some(start.position);
@@ -300,6 +316,7 @@ fn apply(
 /// stamps no event: as of now).
 fn synced(shared: &Shared, session: &mut Session, cursor: &Cursor, sent: Option<i64>) {
     session.synced = true;
+    session.synced_at = Some(nanos(shared.settings.clock.now()));
     match sent {
         Some(sent) => {
             shared.mark_alive_at(sent);
@@ -307,7 +324,12 @@ fn synced(shared: &Shared, session: &mut Session, cursor: &Cursor, sent: Option<
         None => shared.mark_alive(),
     }
     shared.set_connected(true);
-    tracing::info!(position = ?cursor.position, url = %shared.daemon.url(), "latchkey event stream connected");
+    let url = shared.daemon.url();
+    if session.quiet {
+        tracing::debug!(position = ?cursor.position, %url, "latchkey event stream connected");
+    } else {
+        tracing::info!(position = ?cursor.position, %url, "latchkey event stream connected");
+    }
 }
 
 fn parse<'a, T: Deserialize<'a>>(kind: &str, data: &'a str) -> Result<T, String> {
@@ -352,28 +374,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_late_stream_is_said_once_and_backs_off_as_a_refused_one() {
-        let mut ends = Ends::default();
+    fn a_late_stream_is_said_once_and_backs_off_unless_it_worked_for_a_while() {
+        let now = 1_000 * 1_000_000_000;
         let worked = Session {
             synced: true,
+            synced_at: Some(now - 1_000_000_000),
             ..Session::default()
         };
+        // Caught up, then late within seconds: a delay that lasts.
         let late = Session {
-            synced: true,
             late: true,
-            ..Session::default()
+            ..worked
         };
         let refused = Session::default();
-        assert_eq!(ends.after(&worked, "the daemon closed the stream"), End::Lost);
-        // A lasting delay: each stream catches up and then ends late, with another lag.
-        assert_eq!(ends.after(&late, "arrive 5.2s after"), End::Unavailable);
-        assert_eq!(ends.after(&late, "arrive 5.9s after"), End::StillUnavailable);
-        assert_eq!(ends.after(&late, "took 6s to open"), End::StillUnavailable);
-        assert_eq!(ends.after(&refused, "429"), End::Unavailable);
-        assert_eq!(ends.after(&refused, "429"), End::StillUnavailable);
-        assert_eq!(ends.after(&late, "arrive 5.2s after"), End::Unavailable);
-        assert_eq!(ends.after(&worked, "connection reset"), End::Lost);
-        assert_eq!(ends.after(&refused, "429"), End::Unavailable);
+        // Vouched on time for a day, then one stall: lost after it worked, said again.
+        let stalled = Session {
+            synced_at: Some(now - 86_400 * 1_000_000_000),
+            ..late
+        };
+        let ends_in_order = [
+            (&worked, "the daemon closed the stream", End::Lost),
+            (&late, "arrive 5.2s after", End::Unavailable),
+            (&late, "arrive 5.9s after", End::StillUnavailable),
+            (&late, "took 6s to open", End::StillUnavailable),
+            (&refused, "429", End::Unavailable),
+            (&refused, "429", End::StillUnavailable),
+            (&late, "arrive 5.2s after", End::Unavailable),
+            (&stalled, "arrive 6s after", End::Lost),
+            (&stalled, "arrive 6s after", End::Lost),
+            (&worked, "connection reset", End::Lost),
+            (&refused, "429", End::Unavailable),
+        ];
+        let mut ends = Ends::default();
+        for (i, (session, reason, expected)) in ends_in_order.into_iter().enumerate() {
+            assert_eq!(
+                ends.after(session, now, reason),
+                expected,
+                "end {i}: {reason}"
+            );
+        }
     }
 
     #[test]
