@@ -237,19 +237,21 @@ impl From<StoreError> for AppError {
             }
             StoreError::Unavailable(_) => {
                 latchkey_core::warn_limited!(error = %err, "keystore unavailable");
-                AppError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    code,
-                    "the keystore's database cannot be reached; retry later (a write cut off while \
-                     committing may have been applied: check before retrying one)",
-                )
+                let detail = if err.may_have_committed() {
+                    "the keystore's database stopped answering while it committed the write, \
+                     which may have been applied: check before retrying it"
+                } else {
+                    "the keystore cannot serve this now (its database is out of reach, or it is \
+                     being reopened after a storage failure); nothing was changed: retry later"
+                };
+                AppError::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
             }
             StoreError::StorageFull { .. } => {
                 latchkey_core::warn_limited!(error = %err, "write refused: the disk is full");
                 AppError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     code,
-                    "the keystore's disk is full: the write was refused and nothing changed; \
+                    "the keystore's disk is full: nothing was changed; \
                      it will succeed again once space is freed",
                 )
             }

@@ -147,8 +147,9 @@ pub enum StoreError {
     /// The storage engine failed (disk, I/O, the database); the cause is the source.
     #[error("storage error: {0}")]
     Storage(#[source] BoxError),
-    /// The database cannot be reached (PostgreSQL down, the network), or did not answer in
-    /// time. A write that failed before its `COMMIT` changed nothing; one whose `COMMIT` timed
+    /// The keystore cannot serve the call now: its database cannot be reached (PostgreSQL
+    /// down, the network) or did not answer in time, or an embedded store is being
+    /// reopened after a storage failure (nothing changed: retry). A write that failed before its `COMMIT` changed nothing; one whose `COMMIT` timed
     /// out or lost its connection may have committed: look before retrying one that is not
     /// idempotent. Writes work again once it is back, without a restart.
     #[error("the keystore is unavailable: {0}")]
@@ -167,9 +168,9 @@ pub enum StoreError {
     /// A stored record could not be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
-    /// The disk holding the store is full: the write was refused and nothing changed.
+    /// The disk holding the store is full: the call was refused and nothing changed.
     /// Verification goes on; writes work again once space is freed.
-    #[error("the disk holding the store at {} is full: the write was refused and nothing changed; free some space and retry", path.display())]
+    #[error("the disk holding the store at {} is full: nothing was changed; free some space and retry", path.display())]
     StorageFull {
         /// The store's path.
         path: PathBuf,
@@ -208,7 +209,7 @@ impl StoreError {
     /// Whether the write that failed with this error may have committed all the same: only
     /// a `COMMIT` over a network whose answer was lost. Every other failure wrote nothing,
     /// so what the write took out of memory (an unspent credit slice) goes back.
-    pub(crate) fn may_have_committed(&self) -> bool {
+    pub fn may_have_committed(&self) -> bool {
         match self {
             StoreError::Storage(cause) | StoreError::Unavailable(cause) => {
                 cause.is::<CommitInDoubt>()

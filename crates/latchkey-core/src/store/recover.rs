@@ -73,11 +73,12 @@ impl Store {
         self.inner.cache.invalidate(None);
         reopened.map_err(|e| match e {
             // Most often the dropped instance's own lock, which its I/O threads hold until
-            // they finish: a 503 to retry (the next write reopens again), not a store
-            // another `latchkey serve` holds.
+            // they finish: a 503 to retry (the next write reopens again). Another process
+            // that took the store meanwhile is named too.
             StoreError::Locked { path } => StoreError::Unavailable(
                 format!(
-                    "the store at {} is being reopened after a storage failure and its files                      are still locked",
+                    "the store at {} is being reopened after a storage failure and its files \
+                     are still locked (by the instance it replaces, or by another process)",
                     path.display()
                 )
                 .into(),
