@@ -48,6 +48,7 @@ pub mod start;
 mod testing;
 pub mod tls;
 pub mod transport;
+mod unread_body;
 
 pub use duration::parse_duration;
 pub use server::{MetricsServing, ServeConfig, app, run, shutdown_signal};

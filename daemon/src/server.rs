@@ -107,8 +107,9 @@ struct Timing {
     tls: bool,
 }
 
-/// The request timeout and the request log around a router. Request logs are DEBUG: one
-/// INFO line per request would make the log grow with traffic (and with attacks).
+/// The request timeout and the request log around a router, and `Connection: close` on an
+/// answer that leaves the request's body unread (`unread_body`). Request logs are DEBUG:
+/// one INFO line per request would make the log grow with traffic (and with attacks).
 fn layered(router: Router, timing: Timing) -> Router {
     router
         .layer(middleware::from_fn_with_state(timing, timed))
@@ -120,6 +121,7 @@ fn layered(router: Router, timing: Timing) -> Router {
                 // keystore failure is a WARN), not again as a context-free ERROR.
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
+        .layer(middleware::from_fn(crate::unread_body::close_if_unread))
 }
 
 /// The request timeout: past it, a request is answered 503 `request_timeout`. Its future is

@@ -111,6 +111,53 @@ fn a_key_creation_whose_body_trickles_in_is_timed_out() {
     println!("a trickling key creation answered after {took:?}");
 }
 
+/// The head of the answer to `request`, sent on a new connection, lower-cased.
+fn answer_head(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(CLOSE_BOUND)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
+}
+
+/// hyper closes a connection whose request body the answer left unread and has not all
+/// arrived, without saying so: a client that pools connections lost its next request on
+/// it (a hunt: 38 of 3,600 refused POSTs). Such an answer says `Connection: close`; one
+/// that read its body, or had none, keeps the connection.
+#[test]
+fn an_answer_that_leaves_the_body_unread_says_it_closes_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&dir.path().join("store"));
+    let admin = daemon.admin_key.clone().unwrap();
+    let at = addr(&daemon);
+    let body = r#"{"name":"g"}"#;
+    // Refused before its body, still on its way, is read: no key.
+    let refused = answer_head(
+        at,
+        "POST /v1/groups HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 12\r\n\r\n",
+    );
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    assert!(refused.contains("connection: close"), "{refused}");
+    let created = answer_head(
+        at,
+        &format!(
+            "POST /v1/groups HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(created.starts_with("http/1.1 201"), "{created}");
+    assert!(!created.contains("connection: close"), "{created}");
+    let read = answer_head(at, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(read.starts_with("http/1.1 200"), "{read}");
+    assert!(!read.contains("connection: close"), "{read}");
+}
+
 #[test]
 fn a_tls_listener_closes_a_connection_that_never_shakes_hands() {
     let dir = tempfile::tempdir().unwrap();
