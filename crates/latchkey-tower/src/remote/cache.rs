@@ -218,9 +218,15 @@ impl Cache {
     }
 
     /// Remembers a refusal until `until`, unless an invalidation happened since
-    /// `generation`.
+    /// `generation`; forgets the valid answer for the same text in any case: the daemon's
+    /// newer word, which must not give way to it when trust comes back (a stream that lags
+    /// hands trust back before the change that refused the key arrives).
     pub(super) fn insert_refused(&self, digest: Digest, entry: Negative, generation: u64) {
-        let entries = self.write();
+        let mut entries = self.write();
+        if let Some(positive) = entries.positive.get(&digest) {
+            let key_id = positive.principal.key_id;
+            entries.remove_key(key_id);
+        }
         if entries.generation != generation || self.max_refusals == 0 {
             return;
         }
@@ -411,6 +417,31 @@ mod tests {
         assert!(!cached(&cache, 1) && !cached(&cache, 2) && cached(&cache, 4));
         cache.invalidate(Scope::All);
         assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn a_refusal_replaces_the_valid_answer_for_the_same_text() {
+        let revoked = Negative {
+            error: VerifyError::Revoked,
+            until: NOW + time::Duration::SECOND,
+        };
+        let cache = Cache::new(100, 100);
+        let g = cache.generation();
+        for n in [1, 2] {
+            cache.insert_valid(digest(n), positive(n.into(), 10), g);
+        }
+        cache.insert_refused(digest(1), revoked.clone(), g);
+        assert!(matches!(
+            cache.get(&digest(1), NOW),
+            Some(Cached::Refused(VerifyError::Revoked))
+        ));
+        assert!(cached(&cache, 2));
+        // Even when the refusal itself is not kept (fetched before an invalidation).
+        cache.insert_valid(digest(3), positive(3, 10), g);
+        cache.invalidate(Scope::Key(Uuid::from_u128(9)));
+        cache.insert_refused(digest(3), revoked, g);
+        assert!(cache.get(&digest(3), NOW).is_none());
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

@@ -616,7 +616,11 @@ impl Shared {
                         | VerifyError::IpNotAllowed
                         | VerifyError::Unavailable(_)
                 );
-                if lasting && !self.settings.negative_ttl.is_zero() && !behind(seq) {
+                if lasting && !behind(seq) && self.settings.negative_ttl.is_zero() {
+                    // The valid answer cached for this text goes all the same (see
+                    // `Cache::insert_refused`).
+                    self.cache.forget(&digest);
+                } else if lasting && !behind(seq) {
                     let entry = Negative {
                         error: error.clone(),
                         // Saturating: a `negative_ttl` past the calendar's end is "for ever".
