@@ -71,20 +71,7 @@ impl Store {
         let reopened = db.reopen();
         // Whatever succeeded or not, cached answers may come from the dropped instance.
         self.inner.cache.invalidate(None);
-        reopened.map_err(|e| match e {
-            // Most often the dropped instance's own lock, which its I/O threads hold until
-            // they finish: a 503 to retry (the next write reopens again). Another process
-            // that took the store meanwhile is named too.
-            StoreError::Locked { path } => StoreError::Unavailable(
-                format!(
-                    "the store at {} is being reopened after a storage failure and its files \
-                     are still locked (by the instance it replaces, or by another process)",
-                    path.display()
-                )
-                .into(),
-            ),
-            e => e,
-        })?;
+        reopened.map_err(reopen_failed)?;
         tracing::info!(store = %self.inner.path.display(), "store reopened");
         Ok(())
     }
@@ -116,6 +103,24 @@ impl Store {
         })?;
         self.inner.mark.set(first);
         Ok(())
+    }
+}
+
+/// A reopen's failure as the store answers it. A held lock is most often the dropped
+/// instance's own, which its I/O threads hold until they finish: a 503 to retry (the next
+/// write reopens again), not a store another `latchkey serve` holds; another process that
+/// took the store meanwhile is named too.
+fn reopen_failed(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Locked { path } => StoreError::Unavailable(
+            format!(
+                "the store at {} is being reopened after a storage failure and its files \
+                 are still locked (by the instance it replaces, or by another process)",
+                path.display()
+            )
+            .into(),
+        ),
+        e => e,
     }
 }
 
@@ -365,4 +370,29 @@ pub(super) fn head_of(db: &dyn Backend) -> Result<String, StoreError> {
 
 fn short(hash: &str) -> &str {
     hash.get(..16).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reopen_that_finds_the_files_locked_answers_unavailable() {
+        let locked = StoreError::Locked {
+            path: "/var/lib/latchkey".into(),
+        };
+        let answered = reopen_failed(locked);
+        assert_eq!(answered.code(), "keystore_unavailable");
+        let said = answered.to_string();
+        assert!(
+            said.contains("/var/lib/latchkey is being reopened"),
+            "{said}"
+        );
+        assert!(!said.contains("  "), "{said}");
+        let damaged = StoreError::Damaged {
+            path: "/s".into(),
+            reason: "is damaged".into(),
+        };
+        assert_eq!(reopen_failed(damaged).code(), "store_damaged");
+    }
 }
