@@ -6,8 +6,9 @@
 //! partial file that a killed run left (its lock free) from one a running backup writes,
 //! and removes it when it is one of latchkey's: named `NAME.<12 hex digits>.partial`,
 //! empty or beginning as a backup begins, and not a whole backup. The remover holds the
-//! lock while it removes, and a new file counts as created only once its name still
-//! names the file locked: neither can take the other's file. Where the file system cannot
+//! lock while it removes, and a new file gets its name only once it is locked: neither
+//! can take the other's file (a backup killed in the instant between the two leaves an
+//! empty `….partial-new`, which no cleanup takes). Where the file system cannot
 //! lock (some NFS, FUSE and 9p mounts), backups are written unlocked and nothing is
 //! removed.
 
@@ -24,8 +25,8 @@ const SIGNATURE: &[u8] = br#"{"format":"latchkey-backup""#;
 const SUFFIX: &str = ".partial";
 /// The random part of a partial file's name: hex digits.
 const TAG_LEN: usize = 12;
-/// How many names a backup tries when another run's cleanup took the one it created.
-const ATTEMPTS: usize = 3;
+/// What a partial file's name ends with until it is locked.
+const FRESH: &str = "-new";
 
 /// A partial file this process writes, and holds when the file system can lock.
 #[derive(Debug)]
@@ -36,45 +37,27 @@ pub(crate) struct Partial {
 
 impl Partial {
     /// Creates `FILE.<random>.partial` beside `out` (never over an existing file) through
-    /// `create` (which sets its mode), and locks it.
+    /// `create` (which sets its mode), locked from the start: it is made under a name the
+    /// cleanup never takes, locked, then renamed (the lock goes with the file), so no
+    /// cleanup ever sees it unlocked.
     pub(crate) fn create(
         out: &Path,
         create: impl Fn(&Path) -> std::io::Result<File>,
     ) -> std::io::Result<Partial> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let path = path_for(out);
-            let file = create(&path)?;
-            match held(&file, &path) {
-                Ok(true) => return Ok(Partial { path, file }),
-                // Another backup's cleanup took the new, still unlocked file's name.
-                Ok(false) if attempt < ATTEMPTS => continue,
-                Ok(false) => {
-                    return Err(std::io::Error::other(
-                        "another backup's cleanup kept removing the new file",
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot lock the backup's partial file: it is written unlocked, and a killed run's partial files are not removed here");
-                    return Ok(Partial { path, file });
-                }
-            }
+        let path = path_for(out);
+        let mut fresh = path.clone().into_os_string();
+        fresh.push(FRESH);
+        let fresh = PathBuf::from(fresh);
+        let file = create(&fresh)?;
+        if let Err(e) = file.lock() {
+            tracing::warn!(file = %path.display(), error = %e, "cannot lock the backup's partial file: it is written unlocked, and a killed run's partial files are not removed here");
         }
+        if let Err(e) = fs::rename(&fresh, &path) {
+            let _ = fs::remove_file(&fresh);
+            return Err(e);
+        }
+        Ok(Partial { path, file })
     }
-}
-
-/// Locks `file` and answers whether `path` still names it: a cleanup may have removed the
-/// name between its creation and the lock.
-fn held(file: &File, path: &Path) -> std::io::Result<bool> {
-    file.lock()?;
-    Ok(same_file(file, path))
-}
-
-/// Whether `path` names the file (or directory) `file` has open.
-fn same_file(file: &File, path: &Path) -> bool {
-    let opened = file.try_clone().and_then(same_file::Handle::from_file);
-    matches!((opened, same_file::Handle::from_path(path)), (Ok(a), Ok(b)) if a == b)
 }
 
 /// `FILE.<random>.partial` beside `FILE`: unique, so a file left by a killed run is in no
@@ -219,17 +202,22 @@ mod tests {
     }
 
     #[test]
-    fn a_new_file_whose_name_a_cleanup_took_is_not_taken_for_held() {
+    fn a_new_partial_file_is_locked_under_its_name_from_the_start() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("b.0123456789ab.partial");
-        let file = create(&path).unwrap();
-        // A cleanup between the creation and the lock.
-        fs::remove_file(&path).unwrap();
-        assert!(!held(&file, &path).unwrap());
-        // Another file under the name since: still not this one.
-        fs::write(&path, "").unwrap();
-        assert!(!held(&file, &path).unwrap());
-        let file = File::open(&path).unwrap();
-        assert!(held(&file, &path).unwrap());
+        let out = dir.path().join("b.backup");
+        let partial = Partial::create(&out, create).unwrap();
+        assert!(named_as_partial(&partial.path));
+        assert!(abandoned(&partial.path).is_none(), "held: not abandoned");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(
+            names,
+            std::slice::from_ref(&partial.path),
+            "no name of its making stays"
+        );
+        drop(partial);
+        assert!(abandoned(&dir.path().join(names[0].file_name().unwrap())).is_some());
     }
 }

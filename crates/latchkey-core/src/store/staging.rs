@@ -6,8 +6,9 @@
 //! kernel releases when the process that holds it ends, however it ends: a staging
 //! directory whose lock can be taken belongs to no running restore. The lock follows the
 //! directory through its rename into place, and adds no file to the store. The remover
-//! holds the lock while it removes, and a new directory counts as created only once its
-//! name still names the directory locked. Where the file system cannot lock a directory,
+//! holds the lock while it removes, and a new directory gets its name only once it is
+//! locked (a restore killed in the instant between the two leaves a `…-new` name, which
+//! no cleanup takes). Where the file system cannot lock a directory,
 //! restores run unlocked and nothing is removed.
 
 use std::fs::{self, File, TryLockError};
@@ -21,8 +22,8 @@ use crate::error::StoreError;
 /// What names a staging directory: the store's name, this, and an id of 32 hex digits.
 const STAGING: &str = ".restoring-";
 const ID_LEN: usize = 32;
-/// How many names a restore tries when another one's cleanup took the one it created.
-const ATTEMPTS: usize = 3;
+/// What a staging directory's name ends with until it is locked.
+const FRESH: &str = "-new";
 
 /// A staging directory this process holds.
 #[derive(Debug)]
@@ -42,21 +43,24 @@ impl Staging {
             .file_name()
             .ok_or_else(|| StoreError::invalid("db", "must name a directory"))?;
         remove_abandoned(target)?;
-        for _ in 0..ATTEMPTS {
-            let mut staging = name.to_owned();
-            staging.push(format!("{STAGING}{}", Uuid::now_v7().simple()));
-            let path = target.with_file_name(staging);
-            files::create_private_dir(&path)?;
-            match hold(&path) {
-                Held::Yes(dir) => return Ok(Staging { path, _held: dir }),
-                // Another restore's cleanup took the new, still unlocked directory.
-                Held::Taken => continue,
-            }
+        let mut staging = name.to_owned();
+        staging.push(format!("{STAGING}{}", Uuid::now_v7().simple()));
+        let path = target.with_file_name(staging);
+        // Made under a name the cleanup never takes, locked, then renamed (the lock goes
+        // with the directory): no cleanup ever sees it unlocked.
+        let mut fresh = path.clone().into_os_string();
+        fresh.push(FRESH);
+        let fresh = PathBuf::from(fresh);
+        files::create_private_dir(&fresh)?;
+        let held = File::open(&fresh).ok().filter(|dir| dir.lock().is_ok());
+        if let Err(e) = fs::rename(&fresh, &path) {
+            let _ = fs::remove_dir_all(&fresh);
+            return Err(StoreError::storage(format!(
+                "cannot create {}: {e}",
+                path.display()
+            )));
         }
-        Err(StoreError::storage(format!(
-            "cannot restore into {}: another restore's cleanup kept removing the new copy",
-            target.display()
-        )))
+        Ok(Staging { path, _held: held })
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -81,33 +85,6 @@ impl Staging {
             }
         }
     }
-}
-
-enum Held {
-    /// Locked (or `None`: the file system cannot lock it), and still under its name.
-    Yes(Option<File>),
-    /// Removed by a cleanup before it was locked.
-    Taken,
-}
-
-fn hold(path: &Path) -> Held {
-    let Ok(dir) = File::open(path) else {
-        return Held::Taken;
-    };
-    if dir.lock().is_err() {
-        return Held::Yes(None);
-    }
-    if same_file(&dir, path) {
-        Held::Yes(Some(dir))
-    } else {
-        Held::Taken
-    }
-}
-
-/// Whether `path` names the file (or directory) `file` has open.
-fn same_file(file: &File, path: &Path) -> bool {
-    let opened = file.try_clone().and_then(same_file::Handle::from_file);
-    matches!((opened, same_file::Handle::from_path(path)), (Ok(a), Ok(b)) if a == b)
 }
 
 fn rename(staging: &Path, target: &Path) -> Result<(), StoreError> {
@@ -262,17 +239,15 @@ mod tests {
     }
 
     #[test]
-    fn a_new_directory_whose_name_a_cleanup_took_is_not_taken_for_held() {
+    fn a_new_staging_directory_is_locked_under_its_name_from_the_start() {
         let dir = tempfile::tempdir().unwrap();
-        let path = named(dir.path(), "store", "0190f0c0aaaa4bbb8cccdddd0000eeee");
-        let opened = File::open(&path).unwrap();
-        assert!(same_file(&opened, &path));
-        // A cleanup between the creation and the lock, and a new directory under the name.
-        fs::remove_dir(&path).unwrap();
-        assert!(matches!(hold(&path), Held::Taken));
-        files::create_private_dir(&path).unwrap();
-        assert!(!same_file(&opened, &path));
-        assert!(matches!(hold(&path), Held::Yes(Some(_))));
+        let staging = Staging::create(&dir.path().join("store")).unwrap();
+        assert_eq!(
+            staging_dirs(&dir.path().join("store")),
+            [staging.path().to_owned()]
+        );
+        let probe = File::open(staging.path()).unwrap();
+        assert!(matches!(probe.try_lock(), Err(TryLockError::WouldBlock)));
     }
 
     #[test]
