@@ -23,7 +23,7 @@ use uuid::Uuid;
 /// the tests).
 const SIGNATURE: &[u8] = br#"{"format":"latchkey-backup""#;
 const SUFFIX: &str = ".partial";
-/// The random part of a partial file's name: hex digits.
+/// The random part of a partial file's name: lower-case hex digits.
 const TAG_LEN: usize = 12;
 /// What a partial file's name ends with until it is locked.
 const FRESH: &str = "-new";
@@ -103,7 +103,9 @@ fn named_as_partial(path: &Path) -> bool {
     let Some((base, tag)) = rest.rsplit_once('.') else {
         return false;
     };
-    !base.is_empty() && tag.len() == TAG_LEN && tag.bytes().all(|b| b.is_ascii_hexdigit())
+    !base.is_empty()
+        && tag.len() == TAG_LEN
+        && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The file, locked, when no process holds it, it begins as a backup does (or is empty),
@@ -194,11 +196,14 @@ mod tests {
         fs::write(&foreign, "a download").unwrap();
         let no_tag = dir.path().join("notes.partial");
         fs::write(&no_tag, "").unwrap();
+        // latchkey writes its tags in lower case.
+        let upper = dir.path().join("u.backup.0123456789AB.partial");
+        fs::write(&upper, "").unwrap();
 
         remove_abandoned(&out);
         assert!(!killed.exists() && !empty.exists() && !longer.exists());
         assert!(running.path.exists(), "a running backup's file stays");
-        assert!(whole.exists() && foreign.exists() && no_tag.exists());
+        assert!(whole.exists() && foreign.exists() && no_tag.exists() && upper.exists());
     }
 
     #[test]
