@@ -74,6 +74,18 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.path()).status();
+        // A daemon still exiting may hold a file on it (busy): then detached at once and
+        // unmounted once free (`-l`), rather than left mounted for good.
+        let unmounted = |args: &[&str]| {
+            Command::new("umount")
+                .args(args)
+                .arg(self.path())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !unmounted(&[]) {
+            unmounted(&["-l"]);
+        }
     }
 }
