@@ -16,7 +16,7 @@ use sled::transaction::{
 };
 
 use super::backend::{Backend, Batch, Entry, KeyRange, KvTx, Take, TxBody, TxError};
-use super::engine::{Embedded, Engine, Slot, closed};
+use super::engine::{Embedded, Engine, Slot};
 use super::{files, space};
 use crate::error::StoreError;
 
@@ -44,12 +44,12 @@ impl Db {
     }
 
     fn try_handle(&self) -> Result<sled::Db, StoreError> {
-        self.current.get().ok_or_else(closed)
+        self.current.get()
     }
 
-    /// The open instance and its generation, for [`Db::note`].
+    /// The open instance and its generation, for [`Db::failed`].
     fn try_handle_at(&self) -> Result<(sled::Db, u64), StoreError> {
-        self.current.get_at().ok_or_else(closed)
+        self.current.get_at()
     }
 
     /// sled's error as the store's. A full disk is [`StoreError::StorageFull`] whichever
@@ -66,14 +66,15 @@ impl Db {
         }
     }
 
-    /// Notes a failed write or flush on the instance of `generation`: after an I/O error
-    /// sled refuses every later write until it is opened again, whichever call saw the
-    /// error (a reservation of credits, a usage flush), so the database is then due for a
-    /// reopen, unless one has replaced that instance already.
-    fn note(&self, err: &sled::Error, generation: u64) {
+    /// A failed write or flush on the instance of `generation`, as the store's error: after
+    /// an I/O error sled refuses every later write until it is opened again, whichever call
+    /// saw the error (a reservation of credits, a usage flush), so the database is then due
+    /// for a reopen, unless one has replaced that instance already.
+    fn failed(&self, err: sled::Error, generation: u64) -> StoreError {
         if let sled::Error::Io(_) = err {
             self.current.failed_at(generation);
         }
+        self.error(err)
     }
 
     /// A transaction on the instance `db`.
@@ -98,10 +99,7 @@ impl Db {
         match outcome {
             Ok(()) => Ok(()),
             Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => {
-                self.note(&e, *generation);
-                Err(TxError::Storage(self.error(e)))
-            }
+            Err(TransactionError::Storage(e)) => Err(TxError::Storage(self.failed(e, *generation))),
         }
     }
 }
@@ -174,8 +172,7 @@ impl Backend for Db {
         let db = self.try_handle_at().map_err(TxError::Storage)?;
         self.transaction_on(&db, body)?;
         db.0.flush()
-            .inspect_err(|e| self.note(e, db.1))
-            .map_err(|e| TxError::Storage(self.error(e)))?;
+            .map_err(|e| TxError::Storage(self.failed(e, db.1)))?;
         Ok(())
     }
 
@@ -189,15 +186,12 @@ impl Backend for Db {
         }
         let (db, generation) = self.try_handle_at()?;
         db.apply_batch(sled_batch)
-            .inspect_err(|e| self.note(e, generation))
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.failed(e, generation))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         let (db, generation) = self.try_handle_at()?;
-        db.flush()
-            .inspect_err(|e| self.note(e, generation))
-            .map_err(|e| self.error(e))?;
+        db.flush().map_err(|e| self.failed(e, generation))?;
         Ok(())
     }
 }

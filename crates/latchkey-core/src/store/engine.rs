@@ -121,10 +121,13 @@ impl<T: Clone> Slot<T> {
     }
 
     /// [`Slot::get`], with the instance's generation for [`Slot::failed_at`].
-    pub(crate) fn get_at(&self) -> Option<(T, u64)> {
+    pub(crate) fn get_at(&self) -> Result<(T, u64), StoreError> {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
         let generation = self.generation.load(Ordering::Acquire);
-        current.clone().map(|open| (open, generation))
+        current
+            .clone()
+            .map(|open| (open, generation))
+            .ok_or_else(closed)
     }
 
     /// Records that a call made on the instance of `generation` failed in storage: the
@@ -139,12 +142,13 @@ impl<T: Clone> Slot<T> {
         }
     }
 
-    /// The open instance, or `None` while there is none.
-    pub(crate) fn get(&self) -> Option<T> {
+    /// The open instance; unavailable while there is none ([`closed`]).
+    pub(crate) fn get(&self) -> Result<T, StoreError> {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+            .ok_or_else(closed)
     }
 
     /// Whether there is an instance and no call has failed in storage since it was opened.
@@ -176,7 +180,7 @@ impl<T: Clone> Slot<T> {
 
 /// What a call on a [`Slot`] with no open instance answers: unavailable (a 503), to retry
 /// once the reopen is done. The call changed nothing.
-pub(crate) fn closed() -> StoreError {
+fn closed() -> StoreError {
     StoreError::Unavailable(
         "the store is closed after a storage failure and is being reopened".into(),
     )

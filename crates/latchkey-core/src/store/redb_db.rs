@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::backend::{Backend, Batch, Entry, KeyRange, KvTx, Take, TxBody, TxError};
-use super::engine::{Embedded, Engine, Slot, closed};
+use super::engine::{Embedded, Engine, Slot};
 use super::space;
 use crate::error::StoreError;
 
@@ -70,7 +70,7 @@ impl RedbDb {
 
     /// The open database. A clone of the handle: a reopen never waits for a reader.
     fn handle(&self) -> Result<Handle<'_>, StoreError> {
-        let (db, generation) = self.current.get_at().ok_or_else(closed)?;
+        let (db, generation) = self.current.get_at()?;
         Ok(Handle {
             db,
             generation,
