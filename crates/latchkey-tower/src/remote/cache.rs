@@ -217,16 +217,14 @@ impl Cache {
         entries.drop_lease(replaced);
     }
 
-    /// Remembers a refusal until `until`, unless an invalidation happened since
-    /// `generation`; forgets the valid answer for the same text in any case: the daemon's
-    /// newer word, which must not give way to it when trust comes back (a stream that lags
-    /// hands trust back before the change that refused the key arrives).
-    pub(super) fn insert_refused(&self, digest: Digest, entry: Negative, generation: u64) {
+    /// Remembers a refusal (`entry`, if any) until its `until`, unless an invalidation
+    /// happened since `generation`; forgets the valid answer for the same text in any
+    /// case: the daemon's newer word, which must not give way to it when trust comes back
+    /// (a stream that lags hands trust back before the change that refused the key).
+    pub(super) fn insert_refused(&self, digest: Digest, entry: Option<Negative>, generation: u64) {
         let mut entries = self.write();
-        if let Some(positive) = entries.positive.get(&digest) {
-            let key_id = positive.principal.key_id;
-            entries.remove_key(key_id);
-        }
+        entries.remove_digest(&digest);
+        let Some(entry) = entry else { return };
         if entries.generation != generation || self.max_refusals == 0 {
             return;
         }
@@ -238,11 +236,7 @@ impl Cache {
 
     /// Forgets one valid answer (it expired, or outlived `cache_ttl`).
     pub(super) fn forget(&self, digest: &Digest) {
-        let mut entries = self.write();
-        if let Some(positive) = entries.positive.get(digest) {
-            let key_id = positive.principal.key_id;
-            entries.remove_key(key_id);
-        }
+        self.write().remove_digest(digest);
     }
 
     /// Drops what a change makes stale. Every change but a creation also drops every
@@ -308,6 +302,14 @@ impl Cache {
 }
 
 impl Entries {
+    /// Removes the valid answer for `digest`, if any.
+    fn remove_digest(&mut self, digest: &Digest) {
+        if let Some(positive) = self.positive.get(digest) {
+            let key_id = positive.principal.key_id;
+            self.remove_key(key_id);
+        }
+    }
+
     fn remove_key(&mut self, key_id: Uuid) {
         let Some(digest) = self.by_key.remove(&key_id) else {
             return;
@@ -430,7 +432,7 @@ mod tests {
         for n in [1, 2] {
             cache.insert_valid(digest(n), positive(n.into(), 10), g);
         }
-        cache.insert_refused(digest(1), revoked.clone(), g);
+        cache.insert_refused(digest(1), Some(revoked.clone()), g);
         assert!(matches!(
             cache.get(&digest(1), NOW),
             Some(Cached::Refused(VerifyError::Revoked))
@@ -439,7 +441,7 @@ mod tests {
         // Even when the refusal itself is not kept (fetched before an invalidation).
         cache.insert_valid(digest(3), positive(3, 10), g);
         cache.invalidate(Scope::Key(Uuid::from_u128(9)));
-        cache.insert_refused(digest(3), revoked, g);
+        cache.insert_refused(digest(3), Some(revoked), g);
         assert!(cache.get(&digest(3), NOW).is_none());
         assert_eq!(cache.len(), 1);
     }
@@ -455,9 +457,9 @@ mod tests {
             error: VerifyError::Revoked,
             until: NOW + time::Duration::SECOND,
         };
-        cache.insert_refused(digest(2), refused.clone(), before);
+        cache.insert_refused(digest(2), Some(refused.clone()), before);
         assert!(cache.get(&digest(2), NOW).is_none());
-        cache.insert_refused(digest(2), refused, cache.generation());
+        cache.insert_refused(digest(2), Some(refused), cache.generation());
         assert!(matches!(
             cache.get(&digest(2), NOW),
             Some(Cached::Refused(VerifyError::Revoked))
@@ -552,7 +554,7 @@ mod tests {
             cache.insert_valid(digest(n), positive(u128::from(n), 1), cache.generation());
         }
         for n in 0..10_000 {
-            cache.insert_refused(scan_digest(n), refusal(), cache.generation());
+            cache.insert_refused(scan_digest(n), Some(refusal()), cache.generation());
         }
         assert_eq!(cache.len(), 3);
         assert!((0..3).all(|n| cached(&cache, n)));
@@ -564,9 +566,9 @@ mod tests {
         let cache = Cache::new(10, BOUND);
         // A client that retries its revoked key, between the keys of a scan.
         let retried = digest(200);
-        cache.insert_refused(retried, refusal(), cache.generation());
+        cache.insert_refused(retried, Some(refusal()), cache.generation());
         for n in 0..(10 * BOUND as u32) {
-            cache.insert_refused(scan_digest(n), refusal(), cache.generation());
+            cache.insert_refused(scan_digest(n), Some(refusal()), cache.generation());
             if n % 50 == 0 {
                 assert!(refused(&cache, &retried), "evicted after {n} scan entries");
             }

@@ -616,19 +616,17 @@ impl Shared {
                         | VerifyError::IpNotAllowed
                         | VerifyError::Unavailable(_)
                 );
-                if lasting && !behind(seq) && self.settings.negative_ttl.is_zero() {
-                    // The valid answer cached for this text goes all the same (see
-                    // `Cache::insert_refused`).
-                    self.cache.forget(&digest);
-                } else if lasting && !behind(seq) {
-                    let entry = Negative {
+                if lasting && !behind(seq) {
+                    // Kept for `negative_ttl` (none when zero); the valid answer cached for
+                    // this text goes in any case (see `Cache::insert_refused`).
+                    let ttl = self.settings.negative_ttl;
+                    let entry = (!ttl.is_zero()).then(|| Negative {
                         error: error.clone(),
                         // Saturating: a `negative_ttl` past the calendar's end is "for ever".
                         until: now.saturating_add(
-                            time::Duration::try_from(self.settings.negative_ttl)
-                                .unwrap_or(time::Duration::MAX),
+                            time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX),
                         ),
-                    };
+                    });
                     self.cache.insert_refused(digest, entry, generation);
                 }
                 Err(error)
