@@ -13,7 +13,7 @@
 //! removed.
 
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use latchkey_core::Store;
@@ -42,7 +42,7 @@ impl Partial {
     /// cleanup ever sees it unlocked.
     pub(crate) fn create(
         out: &Path,
-        create: impl Fn(&Path) -> std::io::Result<File>,
+        create: impl FnOnce(&Path) -> std::io::Result<File>,
     ) -> std::io::Result<Partial> {
         let path = path_for(out);
         let mut fresh = path.clone().into_os_string();
@@ -82,8 +82,7 @@ pub(crate) fn remove_abandoned(out: &Path) {
         if !entry.file_type().is_ok_and(|t| t.is_file()) || !named_as_partial(&path) {
             continue;
         }
-        // Held until the file is gone: a backup that locks it meanwhile waits, then finds
-        // its name gone and takes another.
+        // Held until the file is gone.
         let Some(_held) = abandoned(&path) else {
             continue;
         };
@@ -122,9 +121,7 @@ fn abandoned(path: &Path) -> Option<File> {
         return None;
     }
     if start.len() == SIGNATURE.len() {
-        let whole = File::open(path)
-            .map(std::io::BufReader::new)
-            .is_ok_and(|reader| Store::check_backup(reader).is_ok());
+        let whole = file.rewind().is_ok() && Store::check_backup(BufReader::new(&file)).is_ok();
         if whole {
             tracing::warn!(file = %path.display(), "a whole backup is named as a partial file: it is left as it is");
             return None;
