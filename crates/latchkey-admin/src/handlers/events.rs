@@ -26,9 +26,12 @@
 //! `lineage` names the store; a restored store has a new one, whatever its chain holds.
 //!
 //! A heartbeat carries the sequence number of the last change sent on this stream, and is
-//! sent only after every change already committed when it fell due has been sent: a
-//! client that receives `heartbeat {head}` knows that it has seen everything the store had
-//! committed a moment before, which is what lets a verifier bound how stale its cache is.
+//! sent only after every change already committed when it fell due has been sent:
+//! `sent_at_ms` is when it fell due, so a client that receives `heartbeat {head,
+//! sent_at_ms}` knows that it has seen everything the store had committed by then, which is
+//! what lets a verifier bound how stale its cache is. It does not wait for a quiet moment:
+//! while changes keep coming (a bulk import, `revoke-keys` on a large user), each heartbeat
+//! follows the changes that were committed when it fell due, live or in a replay.
 //! Its absence for a few intervals means the stream is dead. None is sent while the
 //! daemon itself has not heard from a shared database within `max_staleness` (it answers
 //! 503 `keystore_unavailable` then, to a request for a new stream too): it cannot vouch
@@ -60,7 +63,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
+use futures_util::{FutureExt, Stream};
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
 use latchkey_core::wire::{Heartbeat, StreamStart};
@@ -236,6 +239,7 @@ pub(crate) async fn stream(
         last_sent: position,
         replaying: position < head,
         heartbeat_due: false,
+        mark: None,
         heartbeat: heartbeat_interval(Duration::from_millis(heartbeat)),
         queue: VecDeque::from([start]),
         caller: caller.actor.key_id(),
@@ -290,8 +294,12 @@ struct Feed {
     /// Changes are being read from the store rather than from the receiver: at the start,
     /// after the receiver lagged, or after a gap.
     replaying: bool,
-    /// A heartbeat is due once the receiver has been drained.
+    /// A heartbeat is due once the receiver has been drained, or once `mark` is reached.
     heartbeat_due: bool,
+    /// When the due heartbeat fell due, and the store's head then: it is sent, stamped
+    /// then, once every change up to that head has been sent, whether or not more came
+    /// since.
+    mark: Option<Mark>,
     heartbeat: Interval,
     queue: VecDeque<Event>,
     /// The caller's key, checked at every heartbeat (and as often during a replay, which
@@ -312,6 +320,13 @@ struct Feed {
     _slot: StreamSlot,
 }
 
+/// A heartbeat that fell due at `sent_at_ms`, when the newest change committed was `head`.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    sent_at_ms: i64,
+    head: u64,
+}
+
 impl Feed {
     fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
         futures_util::stream::unfold(self, |mut feed| async move {
@@ -327,6 +342,11 @@ impl Feed {
             if let Some(event) = self.queue.pop_front() {
                 return Some(event);
             }
+            if let Some(mark) = self.mark.filter(|mark| self.last_sent >= mark.head) {
+                // Everything committed when the heartbeat fell due is out.
+                self.beat(mark.sent_at_ms).await?;
+                continue;
+            }
             if self.replaying {
                 // However long the replay, the stream ends at shutdown, and for a key that
                 // lost its right to it once a heartbeat's interval has passed.
@@ -334,6 +354,10 @@ impl Feed {
                     || self.breaks.has_changed().unwrap_or(true)
                 {
                     return None;
+                }
+                if self.heartbeat.tick().now_or_never().is_some() {
+                    self.heartbeat_due = true;
+                    self.set_mark().await;
                 }
                 if self.checked_at.elapsed() >= self.heartbeat.period() {
                     if !self.caller_may_listen().await {
@@ -349,28 +373,9 @@ impl Feed {
                 match self.receiver.try_recv() {
                     Ok(change) => self.live(change),
                     Err(TryRecvError::Lagged(_)) => self.replaying = true,
-                    Err(TryRecvError::Empty) => {
-                        // Everything up to `last_sent` is out as of now: the heartbeat
-                        // vouches for no later time (the check below awaits the store).
-                        let sent_at_ms = unix_ms(&self.store);
-                        self.heartbeat_due = false;
-                        if !self.caller_may_listen().await {
-                            return None;
-                        }
-                        self.checked_at = Instant::now();
-                        // A process that has stopped following its database (it answers
-                        // 503 itself) vouches for nobody's cache: no heartbeat, so the
-                        // client's trust in its cache lapses as its own would.
-                        if !self.store.is_fresh() {
-                            continue;
-                        }
-                        let beat = Heartbeat {
-                            head: self.last_sent,
-                            sent_at_ms: Some(sent_at_ms),
-                        };
-                        let event = Event::default().event("heartbeat").json_data(beat);
-                        self.queue.push_back(event.ok()?);
-                    }
+                    // Everything up to `last_sent` is out as of now: the heartbeat vouches
+                    // for no later time (the check in `beat` awaits the store).
+                    Err(TryRecvError::Empty) => self.beat(unix_ms(&self.store)).await?,
                     Err(TryRecvError::Closed) => return None,
                 }
                 continue;
@@ -384,11 +389,63 @@ impl Feed {
                     }
                     Err(RecvError::Closed) => return None,
                 },
-                _ = self.heartbeat.tick() => self.heartbeat_due = true,
+                _ = self.heartbeat.tick() => {
+                    self.heartbeat_due = true;
+                    self.set_mark().await;
+                }
                 _ = self.closing.changed() => return None,
                 _ = self.breaks.changed() => return None,
             }
         }
+    }
+
+    /// Notes when the due heartbeat fell due and the newest change committed then, read
+    /// after the time (so that every change committed by then is at or before it). Without
+    /// a head (the store could not be read) the heartbeat waits for a drained receiver.
+    async fn set_mark(&mut self) {
+        if self.mark.is_some() {
+            return;
+        }
+        let sent_at_ms = unix_ms(&self.store);
+        // On a shared database, the changes this process has applied (and so broadcast or
+        // is broadcasting): what it can vouch for. Alone, the store's own head.
+        let head = match self.store.applied_seq() {
+            Some(head) => Ok(head),
+            None => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.last_seq())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|head| head.map_err(|e| e.to_string()))
+            }
+        };
+        match head {
+            Ok(head) => self.mark = Some(Mark { sent_at_ms, head }),
+            Err(error) => tracing::debug!(%error, "could not read the feed's head for a heartbeat"),
+        }
+    }
+
+    /// Queues the due heartbeat, stamped `sent_at_ms`, once the caller's key is checked:
+    /// `None` when it may no longer read the stream.
+    async fn beat(&mut self, sent_at_ms: i64) -> Option<()> {
+        self.heartbeat_due = false;
+        self.mark = None;
+        if !self.caller_may_listen().await {
+            return None;
+        }
+        self.checked_at = Instant::now();
+        // A process that has stopped following its database (it answers 503 itself)
+        // vouches for nobody's cache: no heartbeat, so the client's trust in its cache
+        // lapses as its own would.
+        if self.store.is_fresh() {
+            let beat = Heartbeat {
+                head: self.last_sent,
+                sent_at_ms: Some(sent_at_ms),
+            };
+            let event = Event::default().event("heartbeat").json_data(beat);
+            self.queue.push_back(event.ok()?);
+        }
+        Some(())
     }
 
     /// A change from the receiver: queued when it is the next one, skipped when it was

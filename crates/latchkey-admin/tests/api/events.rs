@@ -209,6 +209,49 @@ async fn after_replays_from_the_store_then_continues_live_without_gaps_or_repeat
     assert_eq!(heartbeat.id, None);
 }
 
+/// A heartbeat vouches for what was committed when it fell due, so it does not wait for a
+/// quiet moment: while changes keep coming (here one is committed before each event the
+/// client reads, so that one is always waiting), heartbeats keep coming, live and while a
+/// replay chases the head. Without them every verifier's trust would lapse exactly while
+/// the daemon is busiest (a bulk import, `revoke-keys` on a large user).
+#[tokio::test]
+async fn heartbeats_keep_coming_while_changes_keep_coming() {
+    for uri in [
+        "/v1/events?heartbeat_ms=1000",
+        "/v1/events?after=0&heartbeat_ms=1000",
+    ] {
+        let h = Harness::new();
+        let mut stream = Stream::open(&h, uri, &[]).await;
+        assert_eq!(stream.next().await.event, "ready");
+        let opened = i64::try_from(h.store.clock().unix_nanos() / 1_000_000).unwrap();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let mut last_change = 0;
+        for i in 0.. {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no heartbeat in {PATIENCE:?} while changes kept coming ({uri})"
+            );
+            group(&h, &format!("busy-{i}"));
+            let event = stream.next().await;
+            if event.event == "change" {
+                last_change = event.data["seq"].as_u64().unwrap();
+                continue;
+            }
+            assert_eq!(event.event, "heartbeat", "{uri}");
+            // It names the last change sent, and vouches for a time after the stream
+            // opened, when more had been committed than it names.
+            assert_eq!(event.data["head"], last_change, "{uri}");
+            let sent = event.data["sent_at_ms"].as_i64().unwrap();
+            assert!(
+                sent >= opened,
+                "{uri}: sent_at_ms {sent} before the opening {opened}"
+            );
+            assert!(h.store.last_seq().unwrap() > last_change, "{uri}");
+            break;
+        }
+    }
+}
+
 /// A change that does not decode (its record damaged) is stepped over by a replay: the
 /// client sees the gap in the sequence numbers, and the stream goes on, rather than ending
 /// on it at every reconnection.

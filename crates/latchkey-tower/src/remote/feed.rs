@@ -275,7 +275,8 @@ fn apply(
                 shared.set_position(cursor.position);
                 shared.drop_all("a heartbeat disagrees with the changes received");
             }
-            // The daemon sends heartbeats only once a replay is over.
+            // A heartbeat follows every change committed when it fell due, so past the
+            // `ready`'s head: the replay is over.
             if !session.synced {
                 synced(shared, session, cursor, session.sent_at(beat.sent_at_ms));
             }
