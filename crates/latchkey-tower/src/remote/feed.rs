@@ -288,7 +288,12 @@ fn apply(
                     // congested link) vouches for nothing newer.
                     let lag = shared.mark_alive_at(sent);
                     match lag {
-                        Some(lag) if lag < shared.settings.max_staleness => {}
+                        // After a stream that ended late, this one counts as connected
+                        // only from its first heartbeat that arrives in time (see
+                        // `synced`).
+                        Some(lag) if lag < shared.settings.max_staleness => {
+                            shared.set_connected(true);
+                        }
                         Some(lag) => {
                             session.late = true;
                             return Err(format!(
@@ -324,7 +329,11 @@ fn synced(shared: &Shared, session: &mut Session, cursor: &Cursor, sent: Option<
         }
         None => shared.mark_alive(),
     }
-    shared.set_connected(true);
+    // After a stream that ended late, a delay that lasts would flip `connected` (and count
+    // a sync) at every reconnection: the first heartbeat that arrives in time says it.
+    if !session.quiet || sent.is_none() {
+        shared.set_connected(true);
+    }
     let url = shared.daemon.url();
     if session.quiet {
         tracing::debug!(position = ?cursor.position, %url, "latchkey event stream connected");

@@ -122,7 +122,10 @@ impl Drop for Tasks {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RemoteStatus {
-    /// The event stream is open and caught up with the daemon's changes.
+    /// The event stream is open and caught up with the daemon's changes. After a stream
+    /// whose heartbeats arrived `max_staleness` late, the next one counts as connected
+    /// from its first heartbeat that arrives in time, so that a delay that lasts does not
+    /// flip it at every reconnection.
     pub connected: bool,
     /// The sequence number of the last change applied; `None` before the first connection.
     pub position: Option<u64>,
@@ -682,12 +685,14 @@ impl Shared {
 
     pub(super) fn set_connected(&self, connected: bool) {
         self.status.send_if_modified(|s| {
-            let changed = s.connected != connected;
+            if s.connected == connected {
+                return false;
+            }
             s.connected = connected;
             if connected {
                 s.syncs += 1;
             }
-            changed || connected
+            true
         });
     }
 

@@ -138,18 +138,7 @@ async fn a_clock_stepped_forward_and_back_trusts_the_cache_again_at_the_next_hea
 /// a delay looks to it.
 #[tokio::test]
 async fn heartbeats_that_arrive_max_staleness_late_end_the_stream() {
-    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
-    let keystore = Keystore::new(clock.clone());
-    let daemon = Daemon::start(&keystore.store, &Arc::default(), loopback(0));
-    let own = Arc::new(ManualClock::new(clock.now()));
-    let verifier = RemoteVerifier::builder(&daemon.url(), &keystore.service_key)
-        .max_staleness(MAX_STALENESS)
-        .heartbeat(Duration::from_secs(1))
-        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100))
-        .usage_interval(Duration::from_secs(3600))
-        .clock(own.clone())
-        .build()
-        .unwrap();
+    let (_keystore, _daemon, own, verifier) = a_verifier_with_a_clock_of_its_own();
     within(verifier.wait_for(|s| s.connected)).await;
     assert!(verifier.is_fresh());
     own.advance(time::Duration::try_from(MAX_STALENESS).unwrap());
@@ -162,6 +151,52 @@ async fn heartbeats_that_arrive_max_staleness_late_end_the_stream() {
         }
     })
     .await;
+}
+
+/// A delay that lasts ends stream after stream. After the first, a stream counts as
+/// connected only from its first heartbeat that arrives in time: `connected` does not flip
+/// (nor `syncs` grow) at every reconnection, which a readiness check would see; it comes
+/// back once the delay is gone.
+#[tokio::test]
+async fn a_delay_that_lasts_does_not_flip_connected_at_every_reconnection() {
+    let (_keystore, _daemon, own, verifier) = a_verifier_with_a_clock_of_its_own();
+    within(verifier.wait_for(|s| s.connected)).await;
+    // Every heartbeat (one a second) arrives at least `max_staleness` late.
+    let delay = tokio::spawn({
+        let own = own.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                own.advance(time::Duration::try_from(MAX_STALENESS).unwrap());
+            }
+        }
+    });
+    let ended = within(verifier.wait_for(|s| !s.connected)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let status = verifier.status();
+    delay.abort();
+    assert!(!status.connected);
+    assert_eq!(status.syncs, ended.syncs, "connected again under the delay");
+    within(verifier.wait_for(|s| s.connected)).await;
+    assert_eq!(verifier.status().syncs, ended.syncs + 1);
+}
+
+/// A daemon, and a verifier of it with a clock of its own (which the test moves ahead of
+/// the daemon's: how a delay on the way looks to it), heartbeats every second.
+fn a_verifier_with_a_clock_of_its_own() -> (Keystore, Daemon, Arc<ManualClock>, RemoteVerifier) {
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let keystore = Keystore::new(clock.clone());
+    let daemon = Daemon::start(&keystore.store, &Arc::default(), loopback(0));
+    let own = Arc::new(ManualClock::new(clock.now()));
+    let verifier = RemoteVerifier::builder(&daemon.url(), &keystore.service_key)
+        .max_staleness(MAX_STALENESS)
+        .heartbeat(Duration::from_secs(1))
+        .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100))
+        .usage_interval(Duration::from_secs(3600))
+        .clock(own.clone())
+        .build()
+        .unwrap();
+    (keystore, daemon, own, verifier)
 }
 
 /// A key of a new user `reporting` (`orders:read`), verified once so that the verifier
