@@ -44,6 +44,9 @@ pub(crate) struct Traffic {
     pub(crate) lose_usage_answers: AtomicUsize,
     /// Answer `GET /v1/events` 503, as a proxy that does not pass event streams would.
     pub(crate) refuse_events: std::sync::atomic::AtomicBool,
+    /// Each `GET /v1/events` takes this long to open on the verifier's clock (moved on
+    /// before the daemon writes `ready`), as a stream held up on its way would.
+    pub(crate) events_open_takes: Mutex<Option<(Arc<ManualClock>, Duration)>>,
     /// Put this `seq` in `POST /v1/verify`'s answers, as a daemon of a cluster that has
     /// applied the changes up to it would.
     pub(crate) verify_seq: Mutex<Option<u64>>,
@@ -86,6 +89,12 @@ async fn observe(State(traffic): State<Arc<Traffic>>, request: Request, next: Ne
     }
     if path == "/v1/events" && traffic.refuse_events.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if path == "/v1/events" {
+        let takes = traffic.events_open_takes.lock().unwrap().clone();
+        if let Some((clock, takes)) = takes {
+            clock.advance(time::Duration::try_from(takes).unwrap());
+        }
     }
     if path == "/v1/usage" {
         if traffic.refuse_usage.load(Ordering::SeqCst) {

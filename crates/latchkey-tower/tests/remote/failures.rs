@@ -138,7 +138,7 @@ async fn a_clock_stepped_forward_and_back_trusts_the_cache_again_at_the_next_hea
 /// a delay looks to it.
 #[tokio::test]
 async fn heartbeats_that_arrive_max_staleness_late_end_the_stream() {
-    let (_keystore, _daemon, own, verifier) = a_verifier_with_a_clock_of_its_own();
+    let (_keystore, _daemon, own, verifier) = a_verifier_with_a_clock_of_its_own(&Arc::default());
     within(verifier.wait_for(|s| s.connected)).await;
     assert!(verifier.is_fresh());
     own.advance(time::Duration::try_from(MAX_STALENESS).unwrap());
@@ -159,7 +159,7 @@ async fn heartbeats_that_arrive_max_staleness_late_end_the_stream() {
 /// back once the delay is gone.
 #[tokio::test]
 async fn a_delay_that_lasts_does_not_flip_connected_at_every_reconnection() {
-    let (_keystore, _daemon, own, verifier) = a_verifier_with_a_clock_of_its_own();
+    let (_keystore, _daemon, own, verifier) = a_verifier_with_a_clock_of_its_own(&Arc::default());
     within(verifier.wait_for(|s| s.connected)).await;
     // Every heartbeat (one a second) arrives at least `max_staleness` late.
     let delay = tokio::spawn({
@@ -181,13 +181,41 @@ async fn a_delay_that_lasts_does_not_flip_connected_at_every_reconnection() {
     assert_eq!(verifier.status().syncs, ended.syncs + 1);
 }
 
+/// A stream that takes `max_staleness` to open (its `ready` held up on the way) vouches for
+/// nothing: it ends before it counts as connected or renews the trust, and the next one is
+/// tried with the growing backoff; once streams open in time again, the verifier connects.
+#[tokio::test]
+async fn a_stream_that_takes_max_staleness_to_open_vouches_for_nothing() {
+    let traffic = Arc::new(Traffic::default());
+    // The clock is the verifier's own, put in by the helper.
+    let any = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    *traffic.events_open_takes.lock().unwrap() = Some((any, MAX_STALENESS));
+    let (_keystore, _daemon, _own, verifier) = a_verifier_with_a_clock_of_its_own(&traffic);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = verifier.status();
+    assert!(!status.connected, "{status:?}");
+    assert_eq!(status.syncs, 0, "{status:?}");
+    assert!(!verifier.is_fresh());
+    *traffic.events_open_takes.lock().unwrap() = None;
+    within(verifier.wait_for(|s| s.connected)).await;
+    assert!(verifier.is_fresh());
+}
+
 /// A daemon, and a verifier of it with a clock of its own (which the test moves ahead of
-/// the daemon's: how a delay on the way looks to it), heartbeats every second.
-fn a_verifier_with_a_clock_of_its_own() -> (Keystore, Daemon, Arc<ManualClock>, RemoteVerifier) {
+/// the daemon's: how a delay on the way looks to it), heartbeats every second. A delay of
+/// `traffic.events_open_takes` is put on that clock.
+fn a_verifier_with_a_clock_of_its_own(
+    traffic: &Arc<Traffic>,
+) -> (Keystore, Daemon, Arc<ManualClock>, RemoteVerifier) {
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let keystore = Keystore::new(clock.clone());
-    let daemon = Daemon::start(&keystore.store, &Arc::default(), loopback(0));
+    let daemon = Daemon::start(&keystore.store, traffic, loopback(0));
     let own = Arc::new(ManualClock::new(clock.now()));
+    let mut takes = traffic.events_open_takes.lock().unwrap();
+    if let Some((clock, _)) = &mut *takes {
+        *clock = own.clone();
+    }
+    drop(takes);
     let verifier = RemoteVerifier::builder(&daemon.url(), &keystore.service_key)
         .max_staleness(MAX_STALENESS)
         .heartbeat(Duration::from_secs(1))
