@@ -303,6 +303,8 @@ struct Inner {
     /// latchkey key get looked up (see `import`).
     has_imports: std::sync::atomic::AtomicBool,
     hash_key: HashKey,
+    /// Keys the change feed's hashes (`Store::feed_hash`), derived from `hash_key`.
+    feed_key: HashKey,
     /// Seals list cursors (`cursor.rs`).
     cursors: cursor::CursorSeal,
     /// The audit chain's checks, one at a time (`single_flight.rs`).
@@ -631,6 +633,10 @@ impl Store {
             cursors: cursor::CursorSeal::new(&HashKey::from_bytes(hash_key)),
             audit_check: single_flight::SingleFlight::default(),
             hash_key: HashKey::from_bytes(hash_key),
+            feed_key: HashKey::from_bytes(blake3::derive_key(
+                "latchkey 2026-12-06 change feed hashes",
+                &hash_key,
+            )),
             prefix,
             clock: config.clock,
             cache: VerifyCache::new(config.verify_cache_entries),
@@ -672,13 +678,7 @@ impl Store {
     /// wherever the store is served: a follower still compares two hashes to tell another
     /// store, or a diverged backup, from this one.
     pub fn feed_hash(&self, hash: &str) -> String {
-        let key = blake3::derive_key(
-            "latchkey 2026-12-06 change feed hashes",
-            self.inner.hash_key.as_bytes(),
-        );
-        blake3::keyed_hash(&key, hash.as_bytes())
-            .to_hex()
-            .to_string()
+        hex::encode(self.inner.feed_key.hash(hash).to_bytes())
     }
 
     /// The store's directory (empty for a store in PostgreSQL: see [`Store::location`]).
