@@ -65,8 +65,14 @@ pub(super) enum UsageOutcome {
     Accepted,
     /// 404 or 405: the daemon has no such endpoint.
     Unsupported,
-    /// The figures could not be delivered; try again later.
-    Failed,
+    /// No answer came, or one that does not say whether the figures were recorded (a 5xx,
+    /// perhaps from a proxy after the daemon took them; 408; 409, the same report still
+    /// being recorded): send the same report again, under its key, so that it is recorded
+    /// once. The text says why.
+    Unanswered(String),
+    /// An answer that says the figures were not recorded, though they may be later (401,
+    /// 403, 429, …): send them again, with the figures gathered since.
+    NotTaken(String),
     /// 400: the daemon will never take this report as it is; `item` is the one it named
     /// (its `field` is `items[N]…`), when it named one.
     Refused {
@@ -275,14 +281,11 @@ impl Daemon {
                     .and_then(|(index, _)| index.parse().ok());
                 UsageOutcome::Refused { item }
             }
-            Ok(r) => {
-                tracing::debug!(status = %r.status(), "POST /v1/usage failed");
-                UsageOutcome::Failed
+            Ok(r) if r.status().is_client_error() && !matches!(r.status().as_u16(), 408 | 409) => {
+                UsageOutcome::NotTaken(format!("answered {}", r.status()))
             }
-            Err(e) => {
-                tracing::debug!(error = %describe(&e), "POST /v1/usage failed");
-                UsageOutcome::Failed
-            }
+            Ok(r) => UsageOutcome::Unanswered(format!("answered {}", r.status())),
+            Err(e) => UsageOutcome::Unanswered(describe(&e)),
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use latchkey_core::limits::MAX_USAGE_ITEMS;
 use time::OffsetDateTime;
@@ -19,6 +19,10 @@ use super::client::{Daemon, UsageOutcome};
 /// The refused figures after which a flush gives up on the rest: one refused figure is one
 /// round trip, and a clock far off has every figure refused.
 const MAX_REFUSED_FIGURES: usize = 3;
+
+/// Flushes in a row that could not deliver, after which it is said at WARN (once, until
+/// one delivers): a single failure (a restart of the daemon) is no news.
+const FAILURES_SAID: u32 = 3;
 
 /// Figures not yet sent, per key: how many hits, and the latest.
 #[derive(Debug, Default)]
@@ -33,6 +37,8 @@ pub(super) struct UsageBuffer {
     flushing: tokio::sync::Mutex<()>,
     /// The daemon answered 404 or 405 once: said once in the log, not every interval.
     unsupported_logged: AtomicBool,
+    /// Flushes in a row that could not deliver their figures.
+    failures: AtomicU32,
 }
 
 /// More keys than this waiting (the daemon unreachable for long): the oldest figures are
@@ -84,12 +90,19 @@ impl UsageBuffer {
             .take();
         if let Some((id, items)) = unanswered {
             match daemon.report_usage(id, &items).await {
-                UsageOutcome::Failed => {
+                UsageOutcome::Unanswered(why) => {
                     *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, items));
-                    return;
+                    return self.failed(&why);
                 }
-                // Refused, or not taken at all: as the same figures sent fresh would be.
-                UsageOutcome::Accepted | UsageOutcome::Unsupported => {}
+                // Not recorded: the figures go again, fresh, with the later ones (a report
+                // frozen as it was would hold back every later one while it failed).
+                UsageOutcome::NotTaken(why) => {
+                    self.restore(items);
+                    return self.failed(&why);
+                }
+                UsageOutcome::Accepted => self.delivered(),
+                UsageOutcome::Unsupported => {}
+                // Refused: as the same figures sent fresh would be.
                 UsageOutcome::Refused { .. } => self.restore(items),
             }
         }
@@ -100,7 +113,10 @@ impl UsageBuffer {
             let rest = items.split_off(items.len().min(MAX_USAGE_ITEMS));
             let id = Uuid::now_v7();
             match daemon.report_usage(id, &items).await {
-                UsageOutcome::Accepted => items = rest,
+                UsageOutcome::Accepted => {
+                    self.delivered();
+                    items = rest;
+                }
                 UsageOutcome::Unsupported => {
                     if !self.unsupported_logged.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
@@ -109,10 +125,15 @@ impl UsageBuffer {
                     }
                     return;
                 }
-                UsageOutcome::Failed => {
+                UsageOutcome::Unanswered(why) => {
                     *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, items));
                     self.restore(rest);
-                    return;
+                    return self.failed(&why);
+                }
+                UsageOutcome::NotTaken(why) => {
+                    self.restore(items);
+                    self.restore(rest);
+                    return self.failed(&why);
                 }
                 // Sent again, the same figure would be refused again, and everything
                 // behind it with it: it is dropped, the rest goes on.
@@ -140,6 +161,29 @@ impl UsageBuffer {
                     items = rest;
                 }
             }
+        }
+    }
+
+    /// A flush that could not deliver: said at WARN at the [`FAILURES_SAID`]th in a row.
+    fn failed(&self, why: &str) {
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if failures == FAILURES_SAID {
+            tracing::warn!(
+                reason = why,
+                "usage figures could not be reported to the daemon {FAILURES_SAID} times in a row: they are kept (for up to {MAX_PENDING_KEYS} keys) and sent once it takes them"
+            );
+        } else {
+            tracing::debug!(reason = why, failures, "POST /v1/usage failed");
+        }
+    }
+
+    /// A report delivered: said at INFO after failures that were said.
+    fn delivered(&self) {
+        if self.failures.swap(0, Ordering::Relaxed) >= FAILURES_SAID {
+            tracing::info!("usage figures are reported to the daemon again");
         }
     }
 

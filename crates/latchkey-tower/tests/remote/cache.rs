@@ -184,6 +184,29 @@ async fn a_usage_report_whose_answer_was_lost_is_recorded_once() {
     assert!(reports[..3].iter().all(|r| r == &reports[0]), "{reports:?}");
 }
 
+/// A report the daemon answers without taking it (429 under load, 401 or 403) was not
+/// recorded: its figures go again fresh, with the ones gathered since, in one report. Held
+/// back as it was, to be sent again first, it would hold back every later report while it
+/// kept failing.
+#[tokio::test]
+async fn a_usage_report_the_daemon_did_not_take_goes_again_with_later_figures() {
+    let s = Setup::new().await;
+    let key = a_key_with_three_hits(&s).await;
+    *s.traffic.usage_status.lock().unwrap() = Some(http::StatusCode::TOO_MANY_REQUESTS);
+    s.verifier.flush_usage().await;
+    s.verify(key.secret.expose()).await.unwrap();
+    *s.traffic.usage_status.lock().unwrap() = None;
+    s.verifier.flush_usage().await;
+    let uses = s.keystore.store.key(key.key.id).unwrap().usage_count;
+    assert_eq!(
+        uses, 5,
+        "the miss, the three hits and the hit after, once each"
+    );
+    let reports = s.traffic.usage.lock().unwrap().clone();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert_eq!(reports[1]["items"][0]["count"], 4, "{reports:?}");
+}
+
 #[tokio::test]
 async fn large_usage_reports_are_sent_in_parts_the_daemon_accepts() {
     use latchkey_tower::latchkey_core::limits::{MAX_BODY_BYTES, MAX_USAGE_ITEMS};

@@ -42,6 +42,9 @@ pub(crate) struct Traffic {
     /// How many `POST /v1/usage` answers to lose after the daemon handled the report: each
     /// is answered 502, as a proxy whose upstream connection dropped would.
     pub(crate) lose_usage_answers: AtomicUsize,
+    /// Answer `POST /v1/usage` with this status without passing it on (nothing recorded),
+    /// as a daemon that sheds load, or a proxy in front of it, would.
+    pub(crate) usage_status: Mutex<Option<StatusCode>>,
     /// Answer `GET /v1/events` 503, as a proxy that does not pass event streams would.
     pub(crate) refuse_events: std::sync::atomic::AtomicBool,
     /// Each `GET /v1/events` takes this long to open on the verifier's clock (moved on
@@ -107,6 +110,9 @@ async fn observe(State(traffic): State<Arc<Traffic>>, request: Request, next: Ne
             .lock()
             .unwrap()
             .push(serde_json::from_slice(&body).unwrap());
+        if let Some(status) = *traffic.usage_status.lock().unwrap() {
+            return status.into_response();
+        }
         let answer = next.run(Request::from_parts(parts, Body::from(body))).await;
         let lose =
             traffic
