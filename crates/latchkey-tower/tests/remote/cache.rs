@@ -184,6 +184,30 @@ async fn a_usage_report_whose_answer_was_lost_is_recorded_once() {
     assert!(reports[..3].iter().all(|r| r == &reports[0]), "{reports:?}");
 }
 
+/// Two flushes at once (the periodic one and `flush_usage`) take turns: each sets aside
+/// the report whose answer it lost, and neither overwrites the other's.
+#[tokio::test]
+async fn flushes_at_once_record_every_use_once() {
+    let s = Setup::new().await;
+    let key = a_key_with_three_hits(&s).await;
+    // Answered 502 without reaching the daemon, as a proxy whose upstream is away answers:
+    // each report is set aside, to be sent again as it was.
+    *s.traffic.usage_status.lock().unwrap() = Some(http::StatusCode::BAD_GATEWAY);
+    // The first flush's report is on its way when a hit comes and the second flush starts.
+    let second = async {
+        s.verify(key.secret.expose()).await.unwrap();
+        s.verifier.flush_usage().await;
+    };
+    tokio::join!(s.verifier.flush_usage(), second);
+    *s.traffic.usage_status.lock().unwrap() = None;
+    s.verifier.flush_usage().await;
+    let uses = s.keystore.store.key(key.key.id).unwrap().usage_count;
+    assert_eq!(
+        uses, 5,
+        "the miss, the three hits and the hit after, once each"
+    );
+}
+
 /// A report the daemon answers without taking it (429 under load, 401 or 403) was not
 /// recorded: its figures go again fresh, with the ones gathered since, in one report. Held
 /// back as it was, to be sent again first, it would hold back every later report while it
