@@ -70,8 +70,9 @@ pub(super) enum UsageOutcome {
     /// being recorded): send the same report again, under its key, so that it is recorded
     /// once. The text says why.
     Unanswered(String),
-    /// An answer that says the figures were not recorded, though they may be later (401,
-    /// 403, 429, …): send them again, with the figures gathered since.
+    /// An answer that refuses this send before its figures are recorded (401, 403, 429,
+    /// …): on a first send they were not, and go again with the figures gathered since; on
+    /// a report sent again, the first send may have been recorded.
     NotTaken(String),
     /// 400: the daemon will never take this report as it is; `item` is the one it named
     /// (its `field` is `items[N]…`), when it named one.

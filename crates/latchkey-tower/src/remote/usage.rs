@@ -90,14 +90,11 @@ impl UsageBuffer {
             .take();
         if let Some((id, items)) = unanswered {
             match daemon.report_usage(id, &items).await {
-                UsageOutcome::Unanswered(why) => {
+                // A 4xx refuses this send only, before its key is looked up: it tells
+                // nothing of the first send, which may have been recorded. The report waits,
+                // as it was, for an answer that says.
+                UsageOutcome::Unanswered(why) | UsageOutcome::NotTaken(why) => {
                     *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, items));
-                    return self.failed(&why);
-                }
-                // Not recorded: the figures go again, fresh, with the later ones (a report
-                // frozen as it was would hold back every later one while it failed).
-                UsageOutcome::NotTaken(why) => {
-                    self.restore(items);
                     return self.failed(&why);
                 }
                 UsageOutcome::Accepted => self.delivered(),
@@ -130,6 +127,9 @@ impl UsageBuffer {
                     self.restore(rest);
                     return self.failed(&why);
                 }
+                // Not recorded (a first send): the figures go again, fresh, with the later
+                // ones (a report set aside as it was would hold back every later one while
+                // it kept failing).
                 UsageOutcome::NotTaken(why) => {
                     self.restore(items);
                     self.restore(rest);

@@ -231,6 +231,23 @@ async fn a_usage_report_the_daemon_did_not_take_goes_again_with_later_figures() 
     assert_eq!(reports[1]["items"][0]["count"], 4, "{reports:?}");
 }
 
+/// A report whose answer was lost, sent again and answered 429, may have been recorded the
+/// first time: it waits, as it was and under its key, rather than going again fresh (7
+/// uses for 4).
+#[tokio::test]
+async fn a_report_sent_again_and_not_taken_is_still_recorded_once() {
+    let s = Setup::new().await;
+    let key = a_key_with_three_hits(&s).await;
+    s.traffic.lose_usage_answers.store(1, Ordering::SeqCst);
+    s.verifier.flush_usage().await;
+    *s.traffic.usage_status.lock().unwrap() = Some(http::StatusCode::TOO_MANY_REQUESTS);
+    s.verifier.flush_usage().await;
+    *s.traffic.usage_status.lock().unwrap() = None;
+    s.verifier.flush_usage().await;
+    let uses = s.keystore.store.key(key.key.id).unwrap().usage_count;
+    assert_eq!(uses, 4, "the miss and the three hits, once each");
+}
+
 #[tokio::test]
 async fn large_usage_reports_are_sent_in_parts_the_daemon_accepts() {
     use latchkey_tower::latchkey_core::limits::{MAX_BODY_BYTES, MAX_USAGE_ITEMS};
