@@ -28,8 +28,9 @@
 //! A heartbeat carries the sequence number of the last change sent on this stream, and is
 //! sent only after every change already committed when it fell due has been sent:
 //! `sent_at_ms` is when it fell due, so a client that receives `heartbeat {head,
-//! sent_at_ms}` knows that it has seen everything the store had committed by then, which is
-//! what lets a verifier bound how stale its cache is. It does not wait for a quiet moment:
+//! sent_at_ms}` knows that it has seen everything the store had committed by then (on a
+//! shared database, everything this daemon had applied by then), which is what lets a
+//! verifier bound how stale its cache is. It does not wait for a quiet moment:
 //! while changes keep coming (a bulk import, `revoke-keys` on a large user), each heartbeat
 //! follows the changes that were committed when it fell due, live or in a replay.
 //! Its absence for a few intervals means the stream is dead. None is sent while the
@@ -87,8 +88,8 @@ const REPLAY_PAGE: usize = 500;
 /// The heartbeat interval when the client does not ask for one.
 const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 /// The bounds of `heartbeat_ms`. Each heartbeat reads the caller's key, user and groups from
-/// the store: with up to 1,024 streams, a floor of one second keeps that at most about a
-/// thousand reads a second. A lower value is refused (400), not raised in silence, since
+/// the store (and, on an embedded store, its head): with up to 1,024 streams, a floor of
+/// one second keeps that at most about two thousand short reads a second. A lower value is refused (400), not raised in silence, since
 /// a client that expects faster heartbeats would take the stream for dead.
 const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 1_000..=60_000;
 
@@ -369,13 +370,23 @@ impl Feed {
                 continue;
             }
             if self.heartbeat_due {
+                // A mark not taken (the store could not be read, or this process was not
+                // following its database) is tried again once an interval.
+                if self.mark.is_none() && self.heartbeat.tick().now_or_never().is_some() {
+                    self.set_mark().await;
+                }
                 // Everything committed before the heartbeat fell due goes out first.
+                let drained_at = unix_ms(&self.store);
                 match self.receiver.try_recv() {
                     Ok(change) => self.live(change),
                     Err(TryRecvError::Lagged(_)) => self.replaying = true,
-                    // Everything up to `last_sent` is out as of now: the heartbeat vouches
-                    // for no later time (the check in `beat` awaits the store).
-                    Err(TryRecvError::Empty) => self.beat(unix_ms(&self.store)).await?,
+                    // A change committed when the heartbeat fell due that the receiver has
+                    // not carried: still being broadcast, or never to be (its write failed
+                    // after the commit). The store has it.
+                    Err(TryRecvError::Empty) if self.mark.is_some() => self.replaying = true,
+                    // Everything up to `last_sent` was out when the receiver was found
+                    // empty: the heartbeat vouches for no later time.
+                    Err(TryRecvError::Empty) => self.beat(drained_at).await?,
                     Err(TryRecvError::Closed) => return None,
                 }
                 continue;
@@ -402,8 +413,10 @@ impl Feed {
     /// Notes when the due heartbeat fell due and the newest change committed then, read
     /// after the time (so that every change committed by then is at or before it). Without
     /// a head (the store could not be read) the heartbeat waits for a drained receiver.
+    /// None is taken while this process does not follow its database: a heartbeat sent
+    /// later, once it does, must not vouch for a time when it did not.
     async fn set_mark(&mut self) {
-        if self.mark.is_some() {
+        if self.mark.is_some() || !self.store.is_fresh() {
             return;
         }
         let sent_at_ms = unix_ms(&self.store);
@@ -493,6 +506,12 @@ impl Feed {
         };
         if page.is_empty() {
             self.replaying = false;
+            // The store holds nothing after `last_sent`: a change the mark counted on is
+            // gone (an embedded store reopened after a write that failed lost it), and
+            // everything there was is out.
+            if let Some(mark) = &mut self.mark {
+                mark.head = mark.head.min(self.last_sent);
+            }
         }
         for change in &page {
             if change.seq != self.last_sent + 1 {

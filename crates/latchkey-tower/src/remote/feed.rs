@@ -275,13 +275,20 @@ fn apply(
                 shared.set_position(cursor.position);
                 shared.drop_all("a heartbeat disagrees with the changes received");
             }
-            // A heartbeat follows every change committed when it fell due, so past the
-            // `ready`'s head: the replay is over.
             if !session.synced {
+                // Before the `ready`'s head (a daemon on a shared database that had not
+                // applied all of it when the stream opened), the replay is not over: the
+                // heartbeat vouches for nothing yet.
+                if session.target.is_some_and(|target| beat.head < target) {
+                    return Ok(());
+                }
                 synced(shared, session, cursor, session.sent_at(beat.sent_at_ms));
             }
             match session.sent_at(beat.sent_at_ms) {
-                None => shared.mark_alive(),
+                None => {
+                    shared.mark_alive();
+                    shared.set_connected(true);
+                }
                 Some(sent) => {
                     // The cache is as fresh as the daemon's word when it was written, not
                     // when it arrived: a stream held up on its way (a buffering proxy, a
@@ -292,7 +299,10 @@ fn apply(
                         // only from its first heartbeat that arrives in time (see
                         // `synced`).
                         Some(lag) if lag < shared.settings.max_staleness => {
-                            shared.set_connected(true);
+                            if shared.set_connected(true) {
+                                let url = shared.daemon.url();
+                                tracing::info!(position = ?cursor.position, %url, "latchkey event stream connected: its heartbeats arrive in time again");
+                            }
                         }
                         Some(lag) => {
                             session.late = true;

@@ -129,8 +129,9 @@ pub struct RemoteStatus {
     pub connected: bool,
     /// The sequence number of the last change applied; `None` before the first connection.
     pub position: Option<u64>,
-    /// How many times the stream caught up after connecting (1 after the first
-    /// connection, 2 after a reconnection, …).
+    /// How many times `connected` became true: the stream caught up after connecting (1
+    /// after the first connection, 2 after a reconnection, …), or, after a stream that
+    /// ended late, a heartbeat arrived in time.
     pub syncs: u64,
     /// How many times the whole cache was dropped: the first connection, a `reset`, a
     /// replaced or diverged store, a gap in the feed.
@@ -683,7 +684,8 @@ impl Shared {
         self.status.send_modify(|s| s.cache_drops += 1);
     }
 
-    pub(super) fn set_connected(&self, connected: bool) {
+    /// Says whether the event stream is connected; `true` when that changed.
+    pub(super) fn set_connected(&self, connected: bool) -> bool {
         self.status.send_if_modified(|s| {
             if s.connected == connected {
                 return false;
@@ -693,7 +695,7 @@ impl Shared {
                 s.syncs += 1;
             }
             true
-        });
+        })
     }
 
     pub(super) fn set_position(&self, position: Option<u64>) {
