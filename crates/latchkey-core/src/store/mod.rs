@@ -8,6 +8,7 @@
 mod backend;
 mod backup;
 mod chunks;
+mod clock_step;
 mod controls;
 mod counters;
 mod cursor;
@@ -1208,6 +1209,9 @@ fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
             let mut woken = true;
             let mut sweeping = Outage::new("the expiry sweep");
             let mut jobs = Outage::new("the background jobs");
+            let mut steps = inner
+                .upgrade()
+                .map(|inner| clock_step::StepWatch::new(&*inner.clock));
             loop {
                 if !woken {
                     match wake.recv_timeout(Duration::from_secs(1)) {
@@ -1216,6 +1220,9 @@ fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
                     }
                 }
                 woken = false;
+                if let (Some(steps), Some(inner)) = (&mut steps, inner.upgrade()) {
+                    steps.say(&*inner.clock);
+                }
                 let mut job_failed: Option<std::time::Instant> = None;
                 loop {
                     let Some(inner) = inner.upgrade() else { return };
