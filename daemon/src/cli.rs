@@ -617,7 +617,8 @@ pub struct KeyAdd {
     #[arg(long, value_delimiter = ',', value_name = "PERMISSIONS")]
     pub scopes: Option<Vec<String>>,
     /// When the key stops working: an RFC 3339 time, or a duration from now such as `90d`
-    /// (from this machine's clock: the daemon stores the time it comes to)
+    /// (from this machine's clock, rounded up to a whole second: the daemon stores the time
+    /// it comes to)
     #[arg(long, value_name = "TIME")]
     pub expires_at: Option<String>,
     /// The environment written into the key

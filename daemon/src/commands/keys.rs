@@ -190,7 +190,9 @@ fn is_reference(text: &str) -> bool {
         || (text.len() <= MAX_DISPLAY_PREFIX_LEN && PublicId::parse(public_id).is_ok())
 }
 
-/// `--expires-at`: an RFC 3339 time, passed through, or a duration from now.
+/// `--expires-at`: an RFC 3339 time, passed through, or a duration from now, rounded up to
+/// a whole second (a key never lives shorter than asked: `1s` cut down to the second
+/// lived 0.15 s).
 fn expiry(text: &str) -> anyhow::Result<String> {
     if OffsetDateTime::parse(text, &Rfc3339).is_ok() {
         return Ok(text.to_owned());
@@ -204,6 +206,7 @@ fn expiry(text: &str) -> anyhow::Result<String> {
     let at = time::Duration::try_from(duration)
         .ok()
         .and_then(|d| OffsetDateTime::now_utc().checked_add(d))
+        .and_then(|at| at.checked_add(time::Duration::SECOND))
         .ok_or_else(|| anyhow::anyhow!("invalid --expires-at {text:?}: too far in the future"))?;
     Ok(at.replace_nanosecond(0)?.format(&Rfc3339)?)
 }
@@ -336,7 +339,17 @@ mod tests {
         );
         let in_a_day = OffsetDateTime::parse(&expiry("1d").unwrap(), &Rfc3339).unwrap();
         let delta = in_a_day - OffsetDateTime::now_utc();
-        assert!(delta > time::Duration::hours(23) && delta <= time::Duration::hours(24));
+        assert!(
+            delta > time::Duration::hours(23)
+                && delta <= time::Duration::hours(24) + time::Duration::SECOND
+        );
+        // Rounded up, never down: at least the second asked for.
+        let asked = OffsetDateTime::now_utc() + time::Duration::SECOND;
+        let at = OffsetDateTime::parse(&expiry("1s").unwrap(), &Rfc3339).unwrap();
+        assert!(
+            at >= asked && at <= asked + time::Duration::SECOND,
+            "{at} for {asked}"
+        );
         assert!(
             expiry("tomorrow")
                 .unwrap_err()
