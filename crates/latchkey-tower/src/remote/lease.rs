@@ -41,6 +41,8 @@ struct Bucket {
     name: String,
     /// For a rate limit: its requests per window (what the slice size follows).
     limit: Option<u32>,
+    /// For a rate limit: its window.
+    window_seconds: Option<u32>,
     left: AtomicU64,
     /// Unix nanoseconds after which `left` is void (`i64::MAX` for credits).
     until: AtomicI64,
@@ -130,6 +132,7 @@ impl Lease {
                     kind,
                     name,
                     limit: l.limit,
+                    window_seconds: l.window_seconds,
                     left: AtomicU64::new(0),
                     until: AtomicI64::new(0),
                     since: AtomicI64::new(i64::MIN),
@@ -271,6 +274,28 @@ impl Lease {
         }
         *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = refusal;
         Ok(())
+    }
+
+    /// The refusal of `requests` requests' worth that a rate limit of the key never
+    /// passes, being more than its whole limit: `Retry-After` one window, as the daemon and
+    /// the embedded layer answer (core's `meter.rs`), without asking the daemon (whose
+    /// grants of what the limit has left would say when that comes back, not that it will
+    /// never be enough).
+    pub(super) fn beyond_a_limit(&self, requests: u64) -> Option<VerifyError> {
+        self.buckets.iter().find_map(|b| {
+            let limit = b.limit?;
+            (requests > u64::from(limit)).then(|| {
+                let window_seconds = b.window_seconds.unwrap_or(1);
+                VerifyError::RateLimited(Box::new(RateLimited {
+                    limit: RateLimit {
+                        name: b.name.clone(),
+                        limit,
+                        window_seconds,
+                    },
+                    retry_after_seconds: u64::from(window_seconds).max(1),
+                }))
+            })
+        })
     }
 
     /// Whether the daemon's last answer granted nothing of some bucket.

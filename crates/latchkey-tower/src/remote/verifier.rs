@@ -426,6 +426,9 @@ impl Shared {
         client_ip: Option<IpAddr>,
         need: Need,
     ) -> Result<(), VerifyError> {
+        if let Some(refusal) = lease.beyond_a_limit(need.requests) {
+            return Err(refusal);
+        }
         let started = tokio::time::Instant::now();
         for ask in 0..MAX_ASKS {
             if ask > 0 && started.elapsed() >= self.settings.request_timeout {
@@ -445,13 +448,16 @@ impl Shared {
         // no sign the key is out of credits: the daemon's refusal, or a 503 without one.
         let now = nanos(self.settings.clock.now());
         let cost = need.requests;
-        if cost == 1 || lease.refused() || !lease.credits_short(now, cost) {
+        let credits_refused = matches!(lease.refusal(), VerifyError::UsageExceeded { .. });
+        if cost == 1 || (lease.refused() && !credits_refused) || !lease.credits_short(now, cost) {
             return Err(lease.refusal());
         }
         // A cost close to the credits left is more than the daemon grants a lease (a
         // twentieth of what is left at a time): what the lease gathered goes back, and the
         // daemon charges the whole cost from the key's balance in one step, as for a key no
-        // longer cached. Its refusal, with when the credits come back, is the answer.
+        // longer cached. Its refusal is the answer: with when the credits come back, only
+        // when the refill covers the cost (a lease's refusal tells when the next refill
+        // comes, whatever the cost).
         self.give_back_lease(lease).await;
         self.charge_at_daemon(presented, client_ip, cost).await
     }

@@ -894,6 +894,79 @@ async fn a_cost_close_to_the_credits_left_is_charged_in_one_step() {
     assert_eq!(seen.credits.map(|c| c.remaining), Some(99));
 }
 
+/// A route's cost above the whole of a key's rate limit never passes: refused with
+/// `Retry-After` one window, as the daemon and the embedded layer answer, without asking
+/// the daemon. (It was answered `Retry-After: 2`, again and again, in a hunt.)
+#[tokio::test]
+async fn a_cost_above_a_whole_limit_is_refused_for_one_window() {
+    let s = Setup::new().await;
+    let key = a_metered_key(&s, 5).await;
+    let text = key.secret.expose();
+    within(s.verify(text)).await.unwrap();
+    let leases = s.traffic.leases.load(Ordering::SeqCst);
+    let refusal = match s.verifier.charge_extra(text, None, 10) {
+        Charged::Done(answer) => answer,
+        Charged::Waiting(task) => within(task).await.unwrap(),
+    };
+    let Err(VerifyError::RateLimited(refused)) = refusal else {
+        panic!("{refusal:?}");
+    };
+    assert_eq!(refused.retry_after_seconds, 3600, "{refused:?}");
+    assert_eq!(
+        (refused.limit.name.as_str(), refused.limit.limit),
+        ("hourly", 5)
+    );
+    assert_eq!(
+        s.traffic.leases.load(Ordering::SeqCst),
+        leases,
+        "no lease asked for"
+    );
+    // What the limit has left still serves the requests that fit.
+    within(s.verify(text)).await.unwrap();
+}
+
+/// A route's cost that the key's refill never covers (a refill to 5 a day, an extra cost
+/// of 9) is refused without `Retry-After`, whatever is left: waiting for the refill would
+/// not help. (The lease's refusal told when the next refill comes, 12 h, in a hunt.) A
+/// cost the refill covers is told when it comes.
+#[tokio::test]
+async fn a_cost_the_refill_never_covers_is_refused_without_retry_after() {
+    let s = Setup::new().await;
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let key = s.keystore.key_with_daily_refill(user, 9, 5);
+    let head = s.keystore.store.last_seq().unwrap();
+    within(s.verifier.wait_for(|st| st.position >= Some(head))).await;
+    let text = key.secret.expose();
+    // A request as the layer makes it: verified (its own credit), then its route's cost.
+    let s = &s;
+    let request = |cost| async move {
+        within(s.verify(text)).await?;
+        match s.verifier.charge_extra(text, None, cost) {
+            Charged::Done(answer) => answer,
+            Charged::Waiting(task) => within(task).await.unwrap(),
+        }
+    };
+    let never = Err(VerifyError::UsageExceeded {
+        retry_after_seconds: None,
+    });
+    assert_eq!(request(9).await, never, "10 of 9");
+    assert_eq!(request(3).await, Ok(()), "4 of 9");
+    let refused = request(5).await;
+    assert!(
+        matches!(
+            refused,
+            Err(VerifyError::UsageExceeded {
+                retry_after_seconds: Some(_)
+            })
+        ),
+        "6 of 5: {refused:?}"
+    );
+    assert_eq!(request(9).await, never, "10 of 5");
+    within(s.verifier.flush_usage()).await;
+    let seen = s.keystore.store.key(key.key.id).unwrap();
+    assert_eq!(seen.credits.map(|c| c.remaining), Some(5));
+}
+
 /// A verifier whose event stream is refused (a proxy that does not pass it, a service key
 /// the daemon streams nothing to) still caches a key's answer, for `max_staleness` from
 /// when it was fetched: a revocation is still seen within the bound, and the daemon is not

@@ -301,6 +301,33 @@ impl Keystore {
         )
     }
 
+    /// A new key of `user_id` with `credits`, refilled to `refill` every day.
+    pub(crate) fn key_with_daily_refill(
+        &self,
+        user_id: uuid::Uuid,
+        credits: u64,
+        refill: u64,
+    ) -> CreatedKey {
+        use latchkey_tower::latchkey_core::{CreditsPatch, KeyPatch, Refill, RefillInterval};
+        let refill = Refill {
+            amount: refill,
+            interval: RefillInterval::Day,
+            day_of_month: None,
+        };
+        let credits = CreditsPatch::Set {
+            remaining: credits,
+            refill: Some(Some(refill)),
+        };
+        self.metered_key(
+            user_id,
+            "refilled",
+            KeyPatch {
+                credits: Some(credits),
+                ..Default::default()
+            },
+        )
+    }
+
     /// A new key named `name` of `user_id` allowed `limit` requests an hour, for the tests
     /// of leases.
     pub(crate) fn key_with_hourly_limit(
