@@ -277,6 +277,10 @@ fn a_key_under_its_user_s_revocation_is_not_rotated_and_a_later_key_is_never_und
         )
         .unwrap();
     assert_eq!(code(&store, later.secret.expose()), "ok");
+    // Stamped just after the mark, ahead of this clock: its uses, counted elsewhere (a
+    // remote verifier's), come before its stamp, and are taken all the same.
+    assert!(later.key.created_at > clock.now());
+    store.check_usage(Some(later.key.id), clock.now()).unwrap();
     store.run_jobs().unwrap();
     assert_eq!(code(&store, later.secret.expose()), "ok");
     for (i, key) in created.iter().enumerate() {

@@ -318,10 +318,12 @@ impl super::Store {
             return Ok(());
         };
         match self.key_record(key_id) {
-            Ok(record) if last_used_at < record.created_at => Err(StoreError::invalid(
-                "last_used_at",
-                "is before the key was created",
-            )),
+            // A key created after its user's revocation mark is stamped just after it, which a
+            // clock that was ahead (another daemon's, or this one before a step back) put
+            // later than now: until the clock passes it, its uses come before its stamp.
+            Ok(record) if last_used_at < record.created_at && record.created_at <= now => Err(
+                StoreError::invalid("last_used_at", "is before the key was created"),
+            ),
             Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
