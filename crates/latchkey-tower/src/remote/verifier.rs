@@ -508,8 +508,8 @@ impl Shared {
         match self.cache.get(digest, now)? {
             Cached::Valid(entry) => {
                 if entry.expires_at.is_some_and(|at| at <= now) {
-                    // Expiry is final and needs no daemon to tell.
-                    self.cache.forget(digest);
+                    // Expiry is final (no change moves it) and needs no daemon to tell:
+                    // the entry stays, saying so, trusted or not, until it is evicted.
                     return Some(Err(VerifyError::Expired));
                 }
                 let age = now - entry.fetched_at;

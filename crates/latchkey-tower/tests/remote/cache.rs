@@ -123,6 +123,14 @@ async fn a_cached_key_stops_at_its_expiry_without_an_event() {
     s.advance(Duration::from_secs(3));
     assert_eq!(s.refusal(&key).await, VerifyError::Expired);
     assert_eq!(s.requests(), after_miss, "expiry is known without asking");
+    // Expiry is final: told again without asking, even with the daemon away (it was
+    // answered 503 then, telling the client to retry a key that never works again).
+    assert_eq!(s.refusal(&key).await, VerifyError::Expired);
+    assert_eq!(s.requests(), after_miss);
+    let mut s = s;
+    s.daemon.stop();
+    s.advance(MAX_STALENESS);
+    assert_eq!(s.refusal(&key).await, VerifyError::Expired);
 }
 
 /// A key of a new user `reporting`, verified four times: one miss (counted by the daemon),
