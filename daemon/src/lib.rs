@@ -32,6 +32,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+mod date;
 pub mod duration;
 pub mod engine;
 pub mod health;

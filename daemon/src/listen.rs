@@ -60,7 +60,9 @@ impl Listener {
         http.timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout)
             .max_header_size(MAX_HEAD_BYTES)
-            .max_buf_size(MAX_HEAD_BYTES);
+            .max_buf_size(MAX_HEAD_BYTES)
+            // Its cache sticks after the clock steps back: the router writes `Date`.
+            .auto_date_header(false);
         let open = Arc::new(Semaphore::new(self.max_connections));
         let tls = self.tls.clone().map(TlsAcceptor::from);
         let graceful = GracefulShutdown::new();
@@ -143,10 +145,18 @@ impl Connection {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let peer = ConnectInfo(self.peer);
-        let app = self.app.map_request(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(peer);
-            request
-        });
+        let app = self
+            .app
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(peer);
+                request
+            })
+            .map_response(|mut response: axum::response::Response| {
+                response
+                    .headers_mut()
+                    .insert(http::header::DATE, crate::date::now());
+                response
+            });
         let service = TowerToHyperService::new(app);
         let connection = self.http.serve_connection(TokioIo::new(io), service);
         // Header-read timeouts, resets and malformed requests end here; each concerns one
@@ -216,6 +226,8 @@ mod tests {
         .await
         .unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // One `Date`, the daemon's own (hyper's is off: `date.rs`).
+        assert_eq!(answer.matches("\r\ndate: ").count(), 1, "{answer}");
     }
 
     /// What a daemon does after its drain timeout: the listener's task aborted, a request
