@@ -85,6 +85,10 @@ use crate::state::AppState;
 
 /// How many changes one replay read takes from the store.
 const REPLAY_PAGE: usize = 500;
+/// The most heartbeats one stream holds that fell due and wait for their changes to be
+/// sent (one an interval: a minute's worth at the shortest interval, far past any
+/// `max_staleness` they could vouch within).
+const MAX_MARKS: usize = 64;
 /// The heartbeat interval when the client does not ask for one.
 const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 /// The bounds of `heartbeat_ms`. Each heartbeat reads the caller's key, user and groups from
@@ -240,7 +244,7 @@ pub(crate) async fn stream(
         last_sent: position,
         replaying: position < head,
         heartbeat_due: false,
-        mark: None,
+        marks: Marks::default(),
         heartbeat: heartbeat_interval(Duration::from_millis(heartbeat)),
         queue: VecDeque::from([start]),
         caller: caller.actor.key_id(),
@@ -295,16 +299,18 @@ struct Feed {
     /// Changes are being read from the store rather than from the receiver: at the start,
     /// after the receiver lagged, or after a gap.
     replaying: bool,
-    /// A heartbeat is due once the receiver has been drained, or once `mark` is reached.
+    /// A heartbeat is due once the receiver has been drained, or once a mark is reached.
     heartbeat_due: bool,
-    /// When the due heartbeat fell due, and the store's head then: it is sent, stamped
-    /// then, once every change up to that head has been sent, whether or not more came
-    /// since.
-    mark: Option<Mark>,
+    /// When each heartbeat not sent yet fell due, and the store's head then, oldest first:
+    /// one a heartbeat interval, each sent, stamped then, once every change up to its head
+    /// has been sent, whether or not more came since (the newest reached, when several
+    /// are). One at a time, a stream that lags behind its changes by L would send one
+    /// heartbeat every L or so, each already L old: trust lapsed at half `max_staleness`.
+    marks: Marks,
     heartbeat: Interval,
     queue: VecDeque<Event>,
-    /// The caller's key, checked at every heartbeat (and as often during a replay, which
-    /// sends none); `None` for the operator router.
+    /// The caller's key, checked at every heartbeat (and as often during a replay, which may
+    /// send none until its marks are reached); `None` for the operator router.
     caller: Option<Uuid>,
     /// When the caller's key was last checked.
     checked_at: Instant,
@@ -322,10 +328,50 @@ struct Feed {
 }
 
 /// A heartbeat that fell due at `sent_at_ms`, when the newest change committed was `head`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mark {
     sent_at_ms: i64,
     head: u64,
+}
+
+/// The heartbeats of a stream that fell due and wait for their changes to be sent, oldest
+/// first, at most [`MAX_MARKS`].
+#[derive(Debug, Default)]
+struct Marks(VecDeque<Mark>);
+
+impl Marks {
+    /// Notes a heartbeat that fell due; `false` when [`MAX_MARKS`] wait already.
+    fn push(&mut self, mark: Mark) -> bool {
+        let room = self.0.len() < MAX_MARKS;
+        if room {
+            self.0.push_back(mark);
+        }
+        room
+    }
+
+    /// The newest mark whose changes are all sent once `last_sent` is, the older ones
+    /// with it (its heartbeat vouches for more).
+    fn reached(&mut self, last_sent: u64) -> Option<Mark> {
+        let mut reached = None;
+        while let Some(mark) = self.0.front().filter(|m| m.head <= last_sent) {
+            reached = Some(*mark);
+            self.0.pop_front();
+        }
+        reached
+    }
+
+    /// The store holds nothing after `last_sent`: changes the marks counted on are gone
+    /// (an embedded store reopened after a write that failed lost them), and everything
+    /// there was is out.
+    fn clamp(&mut self, last_sent: u64) {
+        for mark in &mut self.0 {
+            mark.head = mark.head.min(last_sent);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Feed {
@@ -343,7 +389,7 @@ impl Feed {
             if let Some(event) = self.queue.pop_front() {
                 return Some(event);
             }
-            if let Some(mark) = self.mark.filter(|mark| self.last_sent >= mark.head) {
+            if let Some(mark) = self.marks.reached(self.last_sent) {
                 // Everything committed when the heartbeat fell due is out.
                 self.beat(mark.sent_at_ms).await?;
                 continue;
@@ -370,9 +416,10 @@ impl Feed {
                 continue;
             }
             if self.heartbeat_due {
-                // A mark not taken (the store could not be read, or this process was not
-                // following its database) is tried again once an interval.
-                if self.mark.is_none() && self.heartbeat.tick().now_or_never().is_some() {
+                // One mark an interval while the changes are drained (and one not taken,
+                // the store unread or this process not following its database, is tried
+                // again).
+                if self.heartbeat.tick().now_or_never().is_some() {
                     self.set_mark().await;
                 }
                 // Everything committed before the heartbeat fell due goes out first.
@@ -383,7 +430,7 @@ impl Feed {
                     // A change committed when the heartbeat fell due that the receiver has
                     // not carried: still being broadcast, or never to be (its write failed
                     // after the commit). The store has it.
-                    Err(TryRecvError::Empty) if self.mark.is_some() => self.replaying = true,
+                    Err(TryRecvError::Empty) if !self.marks.is_empty() => self.replaying = true,
                     // Everything up to `last_sent` was out when the receiver was found
                     // empty: the heartbeat vouches for no later time.
                     Err(TryRecvError::Empty) => self.beat(drained_at).await?,
@@ -416,7 +463,7 @@ impl Feed {
     /// None is taken while this process does not follow its database: a heartbeat sent
     /// later, once it does, must not vouch for a time when it did not.
     async fn set_mark(&mut self) {
-        if self.mark.is_some() || !self.store.is_fresh() {
+        if !self.store.is_fresh() {
             return;
         }
         let sent_at_ms = unix_ms(&self.store);
@@ -433,16 +480,17 @@ impl Feed {
             }
         };
         match head {
-            Ok(head) => self.mark = Some(Mark { sent_at_ms, head }),
+            Ok(head) => {
+                self.marks.push(Mark { sent_at_ms, head });
+            }
             Err(error) => tracing::debug!(%error, "could not read the feed's head for a heartbeat"),
         }
     }
 
-    /// Queues the due heartbeat, stamped `sent_at_ms`, once the caller's key is checked:
-    /// `None` when it may no longer read the stream.
+    /// Queues a heartbeat, stamped `sent_at_ms`, once the caller's key is checked: `None`
+    /// when it may no longer read the stream. Another is still due while marks wait.
     async fn beat(&mut self, sent_at_ms: i64) -> Option<()> {
-        self.heartbeat_due = false;
-        self.mark = None;
+        self.heartbeat_due = !self.marks.is_empty();
         if !self.caller_may_listen().await {
             return None;
         }
@@ -506,12 +554,7 @@ impl Feed {
         };
         if page.is_empty() {
             self.replaying = false;
-            // The store holds nothing after `last_sent`: a change the mark counted on is
-            // gone (an embedded store reopened after a write that failed lost it), and
-            // everything there was is out.
-            if let Some(mark) = &mut self.mark {
-                mark.head = mark.head.min(self.last_sent);
-            }
+            self.marks.clamp(self.last_sent);
         }
         for change in &page {
             if change.seq != self.last_sent + 1 {
@@ -601,4 +644,47 @@ impl Feed {
 /// The store's clock in Unix milliseconds, as `sent_at_ms` carries it.
 fn unix_ms(store: &Store) -> i64 {
     i64::try_from(store.clock().unix_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(sent_at_ms: i64, head: u64) -> Mark {
+        Mark { sent_at_ms, head }
+    }
+
+    /// A stream behind its changes keeps one mark an interval: each is reached in turn,
+    /// so heartbeats keep their interval, each as old as the lag (one mark at a time
+    /// sent one every lag or so, each as old: trust lapsed at half `max_staleness`).
+    #[test]
+    fn marks_are_reached_in_turn_and_the_newest_reached_is_sent() {
+        let mut marks = Marks::default();
+        assert!(marks.push(mark(1_000, 10)));
+        assert!(marks.push(mark(2_000, 20)));
+        assert!(marks.push(mark(3_000, 30)));
+        assert_eq!(marks.reached(9), None);
+        assert_eq!(marks.reached(10), Some(mark(1_000, 10)));
+        assert_eq!(marks.reached(25), Some(mark(2_000, 20)));
+        assert!(!marks.is_empty());
+        assert!(marks.push(mark(4_000, 31)));
+        // Both reached at once: the newer vouches for more.
+        assert_eq!(marks.reached(31), Some(mark(4_000, 31)));
+        assert!(marks.is_empty());
+    }
+
+    #[test]
+    fn marks_are_bounded_and_clamped_to_what_the_store_holds() {
+        let mut marks = Marks::default();
+        for i in 0..MAX_MARKS {
+            assert!(marks.push(mark(i as i64, 100 + i as u64)));
+        }
+        assert!(!marks.push(mark(0, 0)), "bounded");
+        marks.clamp(50);
+        assert_eq!(
+            marks.reached(50),
+            Some(mark(MAX_MARKS as i64 - 1, 50)),
+            "all reached, the newest sent"
+        );
+    }
 }
