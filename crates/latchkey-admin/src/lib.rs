@@ -1,5 +1,5 @@
 //! latchkey's management API as an axum [`Router`](axum::Router) that any app can mount
-//! over its own [`Store`](latchkey_core::Store).
+//! over its own [`Store`].
 //!
 //! `latchkey serve` serves exactly this router; an app that embeds a store can merge it
 //! into its own and manage its keys over HTTP without a daemon.

@@ -297,7 +297,8 @@ pub struct Heartbeat {
     /// The sequence number of the last change sent on this stream.
     pub head: u64,
     /// The daemon's clock when the heartbeat fell due, in Unix milliseconds (see
-    /// [`StreamStart::sent_at_ms`]): every change committed by then was sent before it. A
+    /// [`StreamStart::sent_at_ms`]): every change published by then (durable; on a shared
+    /// database, applied by the daemon) was sent before it. A
     /// stream delayed on its way (a proxy that buffers it, a congested link) must not vouch
     /// for a cache as if it were live. Absent from daemons that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -26,13 +26,15 @@
 //! `lineage` names the store; a restored store has a new one, whatever its chain holds.
 //!
 //! A heartbeat carries the sequence number of the last change sent on this stream, and is
-//! sent only after every change already committed when it fell due has been sent:
-//! `sent_at_ms` is when it fell due, so a client that receives `heartbeat {head,
-//! sent_at_ms}` knows that it has seen everything the store had committed by then (on a
-//! shared database, everything this daemon had applied by then), which is what lets a
-//! verifier bound how stale its cache is. It does not wait for a quiet moment:
-//! while changes keep coming (a bulk import, `revoke-keys` on a large user), each heartbeat
-//! follows the changes that were committed when it fell due, live or in a replay.
+//! sent only after every change already published when it fell due has been sent (a
+//! change is published once it is durable, and on a shared database once this daemon
+//! applied it: [`Store::published_seq`]; no change goes out before): `sent_at_ms` is when
+//! it fell due, so a client that receives `heartbeat {head, sent_at_ms}` knows that it
+//! has seen everything the store had published by then, which is what lets a verifier
+//! bound how stale its cache is. It does not wait for a quiet moment: while changes keep
+//! coming (a bulk import, `revoke-keys` on a large user), one falls due every interval
+//! and each follows the changes that were published when it fell due, live or in a
+//! replay.
 //! Its absence for a few intervals means the stream is dead. None is sent while the
 //! daemon itself has not heard from a shared database within `max_staleness` (it answers
 //! 503 `keystore_unavailable` then, to a request for a new stream too): it cannot vouch
@@ -203,11 +205,17 @@ pub(crate) async fn stream(
     }
     let slot = state.streams.acquire(caller.actor.key_id())?;
 
-    // Subscribe before reading the head: every change committed after this point reaches
+    // Subscribe before reading the head: every change published after this point reaches
     // the receiver, and every one before it is in the store, so none can fall in between.
     let receiver = state.store.subscribe();
     let breaks = state.store.feed_breaks();
-    let head = state.run(|store| Ok(store.last_seq()?)).await?;
+    // The changes published: durable, and broadcast (a change committed and not flushed
+    // yet may still be lost, its number reused). On a shared database, its head, which a
+    // client that followed a daemon further ahead may be at: this one replays from it.
+    let head = match state.store.applied_seq() {
+        Some(_) => state.run(|store| Ok(store.last_seq()?)).await?,
+        None => state.store.published_seq(),
+    };
     let (first, position) = match last_event_id.or(after) {
         Some(position) if position > head => ("reset", head),
         Some(position) => ("ready", position),
@@ -404,7 +412,7 @@ impl Feed {
                 }
                 if self.heartbeat.tick().now_or_never().is_some() {
                     self.heartbeat_due = true;
-                    self.set_mark().await;
+                    self.set_mark();
                 }
                 if self.checked_at.elapsed() >= self.heartbeat.period() {
                     if !self.caller_may_listen().await {
@@ -420,7 +428,7 @@ impl Feed {
                 // the store unread or this process not following its database, is tried
                 // again).
                 if self.heartbeat.tick().now_or_never().is_some() {
-                    self.set_mark().await;
+                    self.set_mark();
                 }
                 // Everything committed before the heartbeat fell due goes out first.
                 let drained_at = unix_ms(&self.store);
@@ -449,7 +457,7 @@ impl Feed {
                 },
                 _ = self.heartbeat.tick() => {
                     self.heartbeat_due = true;
-                    self.set_mark().await;
+                    self.set_mark();
                 }
                 _ = self.closing.changed() => return None,
                 _ = self.breaks.changed() => return None,
@@ -457,34 +465,20 @@ impl Feed {
         }
     }
 
-    /// Notes when the due heartbeat fell due and the newest change committed then, read
-    /// after the time (so that every change committed by then is at or before it). Without
-    /// a head (the store could not be read) the heartbeat waits for a drained receiver.
-    /// None is taken while this process does not follow its database: a heartbeat sent
-    /// later, once it does, must not vouch for a time when it did not.
-    async fn set_mark(&mut self) {
+    /// Notes when the due heartbeat fell due and the newest change published then, read
+    /// after the time (so that every change published by then is at or before it). None is
+    /// taken while this process does not follow its database: a heartbeat sent later, once
+    /// it does, must not vouch for a time when it did not.
+    fn set_mark(&mut self) {
         if !self.store.is_fresh() {
             return;
         }
         let sent_at_ms = unix_ms(&self.store);
-        // On a shared database, the changes this process has applied (and so broadcast or
-        // is broadcasting): what it can vouch for. Alone, the store's own head.
-        let head = match self.store.applied_seq() {
-            Some(head) => Ok(head),
-            None => {
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || store.last_seq())
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|head| head.map_err(|e| e.to_string()))
-            }
-        };
-        match head {
-            Ok(head) => {
-                self.marks.push(Mark { sent_at_ms, head });
-            }
-            Err(error) => tracing::debug!(%error, "could not read the feed's head for a heartbeat"),
-        }
+        // The changes published (durable, and broadcast: on a shared database, applied
+        // here): what the stream can vouch for. A change committed and not flushed yet
+        // may still be lost, its number reused by another.
+        let head = self.store.published_seq();
+        self.marks.push(Mark { sent_at_ms, head });
     }
 
     /// Queues a heartbeat, stamped `sent_at_ms`, once the caller's key is checked: `None`
@@ -528,11 +522,22 @@ impl Feed {
     /// found by reading one change at a time: the client sees the gap and empties its
     /// cache, rather than this stream failing on it at every reconnection.
     async fn replay_page(&mut self) -> Option<()> {
+        // No further than what was published: a change committed and not flushed yet may
+        // still be lost, and its number reused by another (the receiver carries it once
+        // it is published).
+        let published = self.store.published_seq();
         let store = self.store.clone();
         let (after, limit) = (self.last_sent, self.replay_limit);
-        let page = tokio::task::spawn_blocking(move || store.events_since(after, limit)).await;
+        let page = if after < published {
+            tokio::task::spawn_blocking(move || store.events_since(after, limit)).await
+        } else {
+            Ok(Ok(Vec::new()))
+        };
         let page = match page {
-            Ok(Ok(page)) => page,
+            Ok(Ok(mut page)) => {
+                page.retain(|change| change.seq <= published);
+                page
+            }
             Ok(Err(StoreError::Corrupt(_))) if limit > 1 => {
                 self.replay_limit = 1;
                 return Some(());

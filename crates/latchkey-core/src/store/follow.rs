@@ -114,18 +114,72 @@ impl Store {
         Some(follow.published.load(Ordering::Acquire))
     }
 
+    /// The newest change sent on [`Store::subscribe`]: every change up to it has gone out,
+    /// and was durable first (on a store only this process opens, a write's changes go out
+    /// once it is flushed; on a shared database, once applied here, as
+    /// [`Store::applied_seq`]). What a change feed may vouch for: a change committed and
+    /// not flushed yet may still be lost, and the number reused.
+    pub fn published_seq(&self) -> u64 {
+        match &self.inner.follow {
+            Some(follow) => follow.published.load(Ordering::Acquire),
+            None => self.inner.published.load(Ordering::Acquire),
+        }
+    }
+
     /// Sends a committed write's events to subscribers: directly on a store no other
     /// process writes; on a shared database by catching up, which publishes them in `seq`
     /// order after any earlier change of another process.
     pub(crate) fn publish(&self, events: Vec<AuditEvent>) {
         if self.inner.follow.is_none() {
+            let newest = events.last().map(|e| e.seq);
             for event in events {
                 // No receiver is fine: nobody is listening.
                 let _ = self.inner.events.send(event);
             }
+            if let Some(seq) = newest {
+                self.inner.published.fetch_max(seq, Ordering::AcqRel);
+            }
         } else if let Err(e) = self.catch_up() {
             tracing::warn!(error = %e, "could not read the changes after a write; retrying in a second");
         }
+    }
+
+    /// After a store only this process opens was reopened (a write failed): sends what it
+    /// holds beyond the last change published. A write whose flush failed may have
+    /// committed for good all the same (redb commits durably before the flush that found
+    /// its handle closed): never published, its changes would reach no subscriber, a
+    /// revocation among them, and a retried revocation records none. A store that went
+    /// back behind what was published (which was flushed: it should not) breaks the feed,
+    /// as a database that lost changes does.
+    pub(crate) fn publish_after_reopen(&self) -> Result<(), StoreError> {
+        if self.inner.follow.is_some() {
+            return Ok(());
+        }
+        let published = self.inner.published.load(Ordering::Acquire);
+        let head = self.last_seq()?;
+        if head < published {
+            tracing::error!(
+                published,
+                head,
+                "the reopened store holds fewer changes than were published; event streams end and resume from it"
+            );
+            self.inner.published.store(head, Ordering::Release);
+            self.inner.breaks.send_modify(|breaks| *breaks += 1);
+            return Ok(());
+        }
+        let mut after = published;
+        while after < head {
+            let events = self.events_since(after, CATCH_UP_PAGE)?;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                break;
+            };
+            for event in events {
+                let _ = self.inner.events.send(event);
+            }
+            self.inner.published.fetch_max(last, Ordering::AcqRel);
+            after = last;
+        }
+        Ok(())
     }
 
     /// Applies and publishes every change after the last one applied, in `seq` order; a

@@ -322,6 +322,9 @@ struct Inner {
     /// for a transaction and a flush, never across an `.await`.
     write_lock: Mutex<()>,
     events: broadcast::Sender<AuditEvent>,
+    /// On a store only this process opens: the newest change sent on `events`, every one up
+    /// to it flushed first (`follow.rs`). A shared database's is its `Follow`'s.
+    published: std::sync::atomic::AtomicU64,
     /// Counts the breaks in the feed: changes the database lost or that do not decode,
     /// which `events` never carried and never will (`follow.rs`).
     breaks: watch::Sender<u64>,
@@ -618,6 +621,7 @@ impl Store {
             .try_into()
             .map_err(|_| StoreError::Corrupt("bad hash key".into()))?;
         rebuild::ensure(&db, config.clock.now(), config.index_chunk_positions)?;
+        let published = read_seq(&*db)?.into();
         let (events, _) = broadcast::channel(1024);
         let (breaks, _) = watch::channel(0);
         let (stop, stopped) = mpsc::channel::<()>();
@@ -646,6 +650,7 @@ impl Store {
             user_meters: user_limits::UserMeters::default(),
             write_lock: Mutex::new(()),
             events,
+            published,
             breaks,
             _stop_flusher: config.usage_flush_interval.map(|_| stop),
             wake_jobs: config.background_jobs.then_some(wake),

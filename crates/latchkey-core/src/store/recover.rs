@@ -73,6 +73,10 @@ impl Store {
         self.inner.cache.invalidate(None);
         reopened.map_err(reopen_failed)?;
         tracing::info!(store = %self.inner.path.display(), "store reopened");
+        if let Err(e) = self.publish_after_reopen() {
+            tracing::error!(error = %e, "could not publish the reopened store's last changes; event streams end and resume");
+            self.inner.breaks.send_modify(|breaks| *breaks += 1);
+        }
         Ok(())
     }
 
@@ -375,6 +379,34 @@ fn short(hash: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write that committed for good though its flush failed (redb) is published by
+    /// the reopen: subscribers get it, as they would have.
+    #[test]
+    fn a_reopen_publishes_what_the_store_holds_beyond_what_was_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::StoreConfig::default().usage_flush_interval(None);
+        let store = Store::create_empty(dir.path(), "lk", config).unwrap();
+        let group = crate::NewGroup {
+            name: "support".into(),
+            permissions: crate::PermissionSet::parse(["orders:read"]).unwrap(),
+        };
+        store.create_group(&crate::Actor::system(), group).unwrap();
+        let head = store.last_seq().unwrap();
+        assert_eq!(store.published_seq(), head);
+        let mut receiver = store.subscribe();
+        // As if the change at `head` had committed and never gone out.
+        store
+            .inner
+            .published
+            .store(head - 1, std::sync::atomic::Ordering::Release);
+        store.reopen().unwrap();
+        assert_eq!(receiver.try_recv().unwrap().seq, head);
+        assert_eq!(store.published_seq(), head);
+        // Nothing more, nothing twice.
+        store.reopen().unwrap();
+        assert!(receiver.try_recv().is_err());
+    }
 
     #[test]
     fn a_reopen_that_finds_the_files_locked_answers_unavailable() {
