@@ -318,7 +318,7 @@ impl Meter {
             let checked = if block {
                 limit.check(cost, extra, &meter.clock)
             } else {
-                match limit.try_check(cost, &meter.clock) {
+                match limit.try_check(cost, extra, &meter.clock) {
                     Some(checked) => checked,
                     None => return reserve(i),
                 }
@@ -348,6 +348,14 @@ impl Meter {
                 Some(remaining) => Ok(remaining),
                 None => return reserve(self.limits().count()),
             }
+        };
+        // A route's extra cost comes after the request's own credit: a refill covers the
+        // request only when it covers both.
+        let remaining = match remaining {
+            Err(VerifyError::UsageExceeded { .. }) if extra && cost > 0 => {
+                Err(credits.exhausted(now, u64::from(cost) + 1))
+            }
+            other => other,
         };
         if let Some(report) = report {
             let left = match &remaining {
@@ -550,6 +558,9 @@ impl Limit {
     /// store. At cost 0, takes nothing and is refused when not even one request would pass
     /// (a shared limit reads its state).
     fn check(&self, cost: u32, extra: bool, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
+        if self.never_passes(cost, extra) {
+            return Err(self.beyond_the_limit());
+        }
         match (&self.gate, cost) {
             (Gate::Local(limiter), 0) => self.peek_local(limiter, clock),
             (Gate::Shared(shared), 0) => shared.peek(&self.rule, clock.unix_nanos()),
@@ -562,13 +573,36 @@ impl Limit {
 
     /// [`Limit::check`] without waiting on storage: `None` when a shared limit's slice is
     /// short.
-    fn try_check(&self, cost: u32, clock: &Arc<dyn Clock>) -> Option<Result<u32, VerifyError>> {
+    fn try_check(
+        &self,
+        cost: u32,
+        extra: bool,
+        clock: &Arc<dyn Clock>,
+    ) -> Option<Result<u32, VerifyError>> {
+        if self.never_passes(cost, extra) {
+            return Some(Err(self.beyond_the_limit()));
+        }
         match (&self.gate, cost) {
             (Gate::Local(limiter), 0) => Some(self.peek_local(limiter, clock)),
             (Gate::Shared(shared), 0) => shared.try_peek(&self.rule, clock.unix_nanos()),
             (Gate::Local(limiter), _) => Some(self.check_local(limiter, cost, clock)),
             (Gate::Shared(shared), _) => shared.try_take(&self.rule, cost, clock.unix_nanos()),
         }
+    }
+
+    /// Whether a request of `cost` (`extra`: a route's extra cost, after the request's own
+    /// 1) is more than the whole limit: it never passes, whatever the limit has left.
+    fn never_passes(&self, cost: u32, extra: bool) -> bool {
+        cost > 0 && cost.saturating_add(u32::from(extra)) > self.rule.limit
+    }
+
+    /// The refusal of a request that never passes: retry after one window (as Unkey
+    /// answers a cost above its limit), taking nothing.
+    fn beyond_the_limit(&self) -> VerifyError {
+        rate_limited(
+            &self.rule,
+            Duration::from_secs(self.rule.window_seconds.into()),
+        )
     }
 
     /// Whether one request would pass, taking nothing: what is left of the limit.

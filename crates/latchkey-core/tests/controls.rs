@@ -203,6 +203,49 @@ fn a_request_costing_more_than_a_whole_limit_is_refused_and_takes_nothing() {
     assert_eq!(request(&store, text, 1), Err("rate_limited"));
 }
 
+/// The same for a route's cost: its extra cost comes after the request's own 1, so a
+/// route costing 6 never passes a limit of 5 (it was told to retry in 12 s, again and
+/// again), and a refill to 5 never covers it (it was told to wait for the refill).
+#[test]
+fn a_route_costing_more_than_a_whole_limit_or_refill_is_refused_for_good() {
+    let (_location, store, _clock, key) = limited(5);
+    let text = key.secret.expose();
+    let principal = store.verify(text).unwrap();
+    admit(&principal, &Admission::default()).unwrap();
+    let meter = principal.meter.as_ref().unwrap();
+    match meter.charge(5) {
+        Err(VerifyError::RateLimited(refused)) => {
+            assert_eq!(refused.retry_after_seconds, 60, "one window");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(meter.charge(4), Ok(()), "a route costing 5 passes");
+
+    let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let user = support::user(&store, "alice", &[]);
+    let refill = Refill {
+        amount: 5,
+        interval: RefillInterval::Day,
+        day_of_month: None,
+    };
+    let credits = Credits {
+        remaining: 3,
+        refill: Some(refill),
+    };
+    let key = metered(&store, &user, "refilled", Vec::new(), Some(credits));
+    let principal = store.verify(key.secret.expose()).unwrap();
+    admit(&principal, &Admission::default()).unwrap();
+    let meter = principal.meter.as_ref().unwrap();
+    let refusal = |cost| match meter.charge(cost) {
+        Err(VerifyError::UsageExceeded {
+            retry_after_seconds,
+        }) => retry_after_seconds,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(refusal(5), None, "6 of a refill of 5: never");
+    assert!(refusal(4).is_some(), "5 of a refill of 5: at the refill");
+}
+
 #[test]
 fn an_allowlist_range_of_ipv4_mapped_addresses_is_kept_as_its_ipv4_range() {
     let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);

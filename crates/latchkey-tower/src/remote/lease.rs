@@ -276,15 +276,16 @@ impl Lease {
         Ok(())
     }
 
-    /// The refusal of `requests` requests' worth that a rate limit of the key never
-    /// passes, being more than its whole limit: `Retry-After` one window, as the daemon and
-    /// the embedded layer answer (core's `meter.rs`), without asking the daemon (whose
-    /// grants of what the limit has left would say when that comes back, not that it will
-    /// never be enough).
-    pub(super) fn beyond_a_limit(&self, requests: u64) -> Option<VerifyError> {
+    /// The refusal of what `need` asks for when a rate limit of the key never passes it,
+    /// being more than its whole limit (a route's extra cost with the request's own 1):
+    /// `Retry-After` one window, as the daemon and the embedded layer answer (core's
+    /// `meter.rs`), without asking the daemon (whose grants of what the limit has left
+    /// would say when that comes back, not that it will never be enough).
+    pub(super) fn beyond_a_limit(&self, need: Need) -> Option<VerifyError> {
+        let whole = need.requests.saturating_add(u64::from(need.extra));
         self.buckets.iter().find_map(|b| {
             let limit = b.limit?;
-            (requests > u64::from(limit)).then(|| {
+            (whole > u64::from(limit)).then(|| {
                 let window_seconds = b.window_seconds.unwrap_or(1);
                 VerifyError::RateLimited(Box::new(RateLimited {
                     limit: RateLimit {

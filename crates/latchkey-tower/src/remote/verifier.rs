@@ -426,7 +426,7 @@ impl Shared {
         client_ip: Option<IpAddr>,
         need: Need,
     ) -> Result<(), VerifyError> {
-        if let Some(refusal) = lease.beyond_a_limit(need.requests) {
+        if let Some(refusal) = lease.beyond_a_limit(need) {
             return Err(refusal);
         }
         let started = tokio::time::Instant::now();

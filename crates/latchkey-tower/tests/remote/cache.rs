@@ -912,18 +912,21 @@ async fn a_cost_above_a_whole_limit_is_refused_for_one_window() {
     let text = key.secret.expose();
     within(s.verify(text)).await.unwrap();
     let leases = s.traffic.leases.load(Ordering::SeqCst);
-    let refusal = match s.verifier.charge_extra(text, None, 10) {
-        Charged::Done(answer) => answer,
-        Charged::Waiting(task) => within(task).await.unwrap(),
-    };
-    let Err(VerifyError::RateLimited(refused)) = refusal else {
-        panic!("{refusal:?}");
-    };
-    assert_eq!(refused.retry_after_seconds, 3600, "{refused:?}");
-    assert_eq!(
-        (refused.limit.name.as_str(), refused.limit.limit),
-        ("hourly", 5)
-    );
+    // An extra 5 after the request's own 1: 6 of 5, as 11 of 5.
+    for extra in [5, 10] {
+        let refusal = match s.verifier.charge_extra(text, None, extra) {
+            Charged::Done(answer) => answer,
+            Charged::Waiting(task) => within(task).await.unwrap(),
+        };
+        let Err(VerifyError::RateLimited(refused)) = refusal else {
+            panic!("{refusal:?}");
+        };
+        assert_eq!(refused.retry_after_seconds, 3600, "{refused:?}");
+        assert_eq!(
+            (refused.limit.name.as_str(), refused.limit.limit),
+            ("hourly", 5)
+        );
+    }
     assert_eq!(
         s.traffic.leases.load(Ordering::SeqCst),
         leases,
@@ -936,7 +939,7 @@ async fn a_cost_above_a_whole_limit_is_refused_for_one_window() {
 /// A route's cost that the key's refill never covers (a refill to 5 a day, an extra cost
 /// of 9) is refused without `Retry-After`, whatever is left: waiting for the refill would
 /// not help. (The lease's refusal told when the next refill comes, 12 h, in a hunt.) A
-/// cost the refill covers is told when it comes.
+/// refusal the refill cures is told when it comes.
 #[tokio::test]
 async fn a_cost_the_refill_never_covers_is_refused_without_retry_after() {
     let s = Setup::new().await;
@@ -959,7 +962,9 @@ async fn a_cost_the_refill_never_covers_is_refused_without_retry_after() {
     });
     assert_eq!(request(9).await, never, "10 of 9");
     assert_eq!(request(3).await, Ok(()), "4 of 9");
-    let refused = request(5).await;
+    assert_eq!(request(4).await, Ok(()), "5 of 5");
+    // None left: refused at its own credit, which the refill covers.
+    let refused = request(1).await;
     assert!(
         matches!(
             refused,
@@ -967,12 +972,11 @@ async fn a_cost_the_refill_never_covers_is_refused_without_retry_after() {
                 retry_after_seconds: Some(_)
             })
         ),
-        "6 of 5: {refused:?}"
+        "{refused:?}"
     );
-    assert_eq!(request(9).await, never, "10 of 5");
     within(s.verifier.flush_usage()).await;
     let seen = s.keystore.store.key(key.key.id).unwrap();
-    assert_eq!(seen.credits.map(|c| c.remaining), Some(5));
+    assert_eq!(seen.credits.map(|c| c.remaining), Some(0));
 }
 
 /// A verifier whose event stream is refused (a proxy that does not pass it, a service key
