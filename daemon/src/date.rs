@@ -2,8 +2,10 @@
 //!
 //! hyper writes one from a cache it renews once the clock has passed the next second: after
 //! the wall clock steps back, it kept the later date until the clock passed it again (an
-//! hour, after a step of an hour; a hunt saw one stuck in 2028). The daemon turns hyper's
-//! off and writes its own, renewed whenever the second changes, in either direction.
+//! hour, after a step of an hour; a hunt saw one stuck in 2028). The router writes its own
+//! on every answer, renewed whenever the second changes, in either direction; hyper adds
+//! its own only to an answer that has none (those it makes itself: a 431, a 400 for a
+//! request it cannot read).
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};

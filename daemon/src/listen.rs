@@ -60,9 +60,7 @@ impl Listener {
         http.timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout)
             .max_header_size(MAX_HEAD_BYTES)
-            .max_buf_size(MAX_HEAD_BYTES)
-            // Its cache sticks after the clock steps back: the router writes `Date`.
-            .auto_date_header(false);
+            .max_buf_size(MAX_HEAD_BYTES);
         let open = Arc::new(Semaphore::new(self.max_connections));
         let tls = self.tls.clone().map(TlsAcceptor::from);
         let graceful = GracefulShutdown::new();

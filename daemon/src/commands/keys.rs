@@ -203,6 +203,10 @@ fn expiry(text: &str) -> anyhow::Result<String> {
              2030-01-01T00:00:00Z, or a duration from now such as 90d"
         )
     })?;
+    anyhow::ensure!(
+        !duration.is_zero(),
+        "invalid --expires-at {text:?}: must be in the future"
+    );
     let at = time::Duration::try_from(duration)
         .ok()
         .and_then(|d| OffsetDateTime::now_utc().checked_add(d))
@@ -350,6 +354,7 @@ mod tests {
             at >= asked && at <= asked + time::Duration::SECOND,
             "{at} for {asked}"
         );
+        assert!(expiry("0s").unwrap_err().to_string().contains("future"));
         assert!(
             expiry("tomorrow")
                 .unwrap_err()
