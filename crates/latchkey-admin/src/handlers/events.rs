@@ -94,8 +94,8 @@ const MAX_MARKS: usize = 64;
 /// The heartbeat interval when the client does not ask for one.
 const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 /// The bounds of `heartbeat_ms`. Each heartbeat reads the caller's key, user and groups from
-/// the store (and, on an embedded store, its head): with up to 1,024 streams, a floor of
-/// one second keeps that at most about two thousand short reads a second. A lower value is refused (400), not raised in silence, since
+/// the store: with up to 1,024 streams, a floor of one second keeps that at most about a
+/// thousand reads a second. A lower value is refused (400), not raised in silence, since
 /// a client that expects faster heartbeats would take the stream for dead.
 const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 1_000..=60_000;
 
@@ -335,7 +335,7 @@ struct Feed {
     _slot: StreamSlot,
 }
 
-/// A heartbeat that fell due at `sent_at_ms`, when the newest change committed was `head`.
+/// A heartbeat that fell due at `sent_at_ms`, when the newest change published was `head`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mark {
     sent_at_ms: i64,
@@ -398,7 +398,7 @@ impl Feed {
                 return Some(event);
             }
             if let Some(mark) = self.marks.reached(self.last_sent) {
-                // Everything committed when the heartbeat fell due is out.
+                // Everything published when the heartbeat fell due is out.
                 self.beat(mark.sent_at_ms).await?;
                 continue;
             }
@@ -425,19 +425,18 @@ impl Feed {
             }
             if self.heartbeat_due {
                 // One mark an interval while the changes are drained (and one not taken,
-                // the store unread or this process not following its database, is tried
-                // again).
+                // this process not following its database, is tried again).
                 if self.heartbeat.tick().now_or_never().is_some() {
                     self.set_mark();
                 }
-                // Everything committed before the heartbeat fell due goes out first.
+                // Everything published before the heartbeat fell due goes out first.
                 let drained_at = unix_ms(&self.store);
                 match self.receiver.try_recv() {
                     Ok(change) => self.live(change),
                     Err(TryRecvError::Lagged(_)) => self.replaying = true,
-                    // A change committed when the heartbeat fell due that the receiver has
-                    // not carried: still being broadcast, or never to be (its write failed
-                    // after the commit). The store has it.
+                    // A change a mark counts on that the receiver has not carried (every
+                    // published change was broadcast first: a safety net). The store has
+                    // it.
                     Err(TryRecvError::Empty) if !self.marks.is_empty() => self.replaying = true,
                     // Everything up to `last_sent` was out when the receiver was found
                     // empty: the heartbeat vouches for no later time.
