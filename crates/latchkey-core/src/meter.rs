@@ -519,6 +519,25 @@ enum Gate {
     Shared(SharedLimit),
 }
 
+/// The refusal of a request of `cost` (`extra`: a route's extra cost, after the request's
+/// own 1) that `rule` never passes, being more than its whole limit: retry after one window
+/// (as Unkey answers a cost above its limit), whatever the limit has left; `None` when it
+/// may pass. One rule for the embedded layer, the daemon and a remote verifier's lease.
+///
+/// ```
+/// use latchkey_core::RateLimit;
+/// use latchkey_core::meter::beyond_the_limit;
+/// let rule = RateLimit { name: "default".into(), limit: 5, window_seconds: 10 };
+/// assert!(beyond_the_limit(&rule, 5, false).is_none());
+/// // A route costing 6: its extra 5 after the request's own 1.
+/// assert_eq!(beyond_the_limit(&rule, 5, true).unwrap().code(), "rate_limited");
+/// ```
+pub fn beyond_the_limit(rule: &RateLimit, cost: u64, extra: bool) -> Option<VerifyError> {
+    let whole = cost.saturating_add(u64::from(extra));
+    (cost > 0 && whole > u64::from(rule.limit))
+        .then(|| rate_limited(rule, Duration::from_secs(rule.window_seconds.into())))
+}
+
 /// A refusal by `rule`, to retry after `retry` (reported in whole seconds, at least 1).
 pub(crate) fn rate_limited(rule: &RateLimit, retry: Duration) -> VerifyError {
     VerifyError::RateLimited(Box::new(RateLimited {
@@ -558,8 +577,8 @@ impl Limit {
     /// store. At cost 0, takes nothing and is refused when not even one request would pass
     /// (a shared limit reads its state).
     fn check(&self, cost: u32, extra: bool, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
-        if self.never_passes(cost, extra) {
-            return Err(self.beyond_the_limit());
+        if let Some(refused) = beyond_the_limit(&self.rule, cost.into(), extra) {
+            return Err(refused);
         }
         match (&self.gate, cost) {
             (Gate::Local(limiter), 0) => self.peek_local(limiter, clock),
@@ -579,8 +598,8 @@ impl Limit {
         extra: bool,
         clock: &Arc<dyn Clock>,
     ) -> Option<Result<u32, VerifyError>> {
-        if self.never_passes(cost, extra) {
-            return Some(Err(self.beyond_the_limit()));
+        if let Some(refused) = beyond_the_limit(&self.rule, cost.into(), extra) {
+            return Some(Err(refused));
         }
         match (&self.gate, cost) {
             (Gate::Local(limiter), 0) => Some(self.peek_local(limiter, clock)),
@@ -588,21 +607,6 @@ impl Limit {
             (Gate::Local(limiter), _) => Some(self.check_local(limiter, cost, clock)),
             (Gate::Shared(shared), _) => shared.try_take(&self.rule, cost, clock.unix_nanos()),
         }
-    }
-
-    /// Whether a request of `cost` (`extra`: a route's extra cost, after the request's own
-    /// 1) is more than the whole limit: it never passes, whatever the limit has left.
-    fn never_passes(&self, cost: u32, extra: bool) -> bool {
-        cost > 0 && cost.saturating_add(u32::from(extra)) > self.rule.limit
-    }
-
-    /// The refusal of a request that never passes: retry after one window (as Unkey
-    /// answers a cost above its limit), taking nothing.
-    fn beyond_the_limit(&self) -> VerifyError {
-        rate_limited(
-            &self.rule,
-            Duration::from_secs(self.rule.window_seconds.into()),
-        )
     }
 
     /// Whether one request would pass, taking nothing: what is left of the limit.

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use ipnet::IpNet;
-use latchkey_core::meter::RateLimited;
+use latchkey_core::meter::{RateLimited, beyond_the_limit};
 use latchkey_core::slice_size::SliceSize;
 use latchkey_core::wire::{BucketKind, BucketWant, LeaseGrant, LeaseResponse};
 use latchkey_core::{LimitState, RateLimit, VerifyError};
@@ -277,25 +277,18 @@ impl Lease {
     }
 
     /// The refusal of what `need` asks for when a rate limit of the key never passes it,
-    /// being more than its whole limit (a route's extra cost with the request's own 1):
-    /// `Retry-After` one window, as the daemon and the embedded layer answer (core's
-    /// `meter.rs`), without asking the daemon (whose grants of what the limit has left
-    /// would say when that comes back, not that it will never be enough).
+    /// being more than its whole limit (core's [`beyond_the_limit`], the daemon's and the
+    /// embedded layer's rule), without asking the daemon (whose grants of what the limit
+    /// has left would say when that comes back, not that it will never be enough).
     pub(super) fn beyond_a_limit(&self, need: Need) -> Option<VerifyError> {
-        let whole = need.requests.saturating_add(u64::from(need.extra));
         self.buckets.iter().find_map(|b| {
             let limit = b.limit?;
-            (whole > u64::from(limit)).then(|| {
-                let window_seconds = b.window_seconds.unwrap_or(1);
-                VerifyError::RateLimited(Box::new(RateLimited {
-                    limit: RateLimit {
-                        name: b.name.clone(),
-                        limit,
-                        window_seconds,
-                    },
-                    retry_after_seconds: u64::from(window_seconds).max(1),
-                }))
-            })
+            let rule = RateLimit {
+                name: b.name.clone(),
+                limit,
+                window_seconds: b.window_seconds.unwrap_or(1),
+            };
+            beyond_the_limit(&rule, need.requests, need.extra)
         })
     }
 
