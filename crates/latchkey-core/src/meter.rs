@@ -190,7 +190,8 @@ pub struct LimitGrant {
 pub struct RateLimited {
     /// The limit that refused.
     pub limit: RateLimit,
-    /// Seconds until a request of the same cost would pass (at least 1).
+    /// Seconds until a request of the same cost would pass (at least 1); for a route's
+    /// extra cost, until the route's whole cost would ([`rate_limited_after`]).
     pub retry_after_seconds: u64,
 }
 
@@ -538,6 +539,33 @@ pub fn beyond_the_limit(rule: &RateLimit, cost: u64, extra: bool) -> Option<Veri
         .then(|| rate_limited(rule, Duration::from_secs(rule.window_seconds.into())))
 }
 
+/// The refusal by `rule` of a request whose first unit fits after `wait`, and that needs
+/// `more` after it: each comes back one interval (`window / limit`) after the one before,
+/// as the limit wins them back. A route's extra cost refused is answered so, with the
+/// request's own unit counted in (`more` one above what the extra lacks): the next try
+/// takes its own unit again before the extra, so a client told when the extra alone fits
+/// would spend each unit that came back on that, and be refused for ever.
+///
+/// ```
+/// use std::time::Duration;
+/// use latchkey_core::RateLimit;
+/// use latchkey_core::meter::rate_limited_after;
+/// let rule = RateLimit { name: "default".into(), limit: 10, window_seconds: 10 };
+/// // The first unit in 0.2 s, nine more a second apart: retry in 10 s (9.2, rounded up).
+/// match rate_limited_after(&rule, Duration::from_millis(200), 9) {
+///     latchkey_core::VerifyError::RateLimited(refused) => {
+///         assert_eq!(refused.retry_after_seconds, 10)
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
+pub fn rate_limited_after(rule: &RateLimit, wait: Duration, more: u64) -> VerifyError {
+    let window = u128::from(rule.window_seconds.max(1)) * 1_000_000_000;
+    let interval = window / u128::from(rule.limit.max(1));
+    let more = u64::try_from(interval.saturating_mul(more.into())).unwrap_or(u64::MAX);
+    rate_limited(rule, wait.saturating_add(Duration::from_nanos(more)))
+}
+
 /// A refusal by `rule`, to retry after `retry` (reported in whole seconds, at least 1).
 pub(crate) fn rate_limited(rule: &RateLimit, retry: Duration) -> VerifyError {
     VerifyError::RateLimited(Box::new(RateLimited {
@@ -583,7 +611,7 @@ impl Limit {
         match (&self.gate, cost) {
             (Gate::Local(limiter), 0) => self.peek_local(limiter, clock),
             (Gate::Shared(shared), 0) => shared.peek(&self.rule, clock.unix_nanos()),
-            (Gate::Local(limiter), _) => self.check_local(limiter, cost, clock),
+            (Gate::Local(limiter), _) => self.check_local(limiter, cost, extra, clock),
             (Gate::Shared(shared), _) => {
                 shared.take(&self.rule, cost, extra, || clock.unix_nanos())
             }
@@ -604,29 +632,37 @@ impl Limit {
         match (&self.gate, cost) {
             (Gate::Local(limiter), 0) => Some(self.peek_local(limiter, clock)),
             (Gate::Shared(shared), 0) => shared.try_peek(&self.rule, clock.unix_nanos()),
-            (Gate::Local(limiter), _) => Some(self.check_local(limiter, cost, clock)),
-            (Gate::Shared(shared), _) => shared.try_take(&self.rule, cost, clock.unix_nanos()),
+            (Gate::Local(limiter), _) => Some(self.check_local(limiter, cost, extra, clock)),
+            (Gate::Shared(shared), _) => {
+                shared.try_take(&self.rule, cost, extra, clock.unix_nanos())
+            }
         }
     }
 
     /// Whether one request would pass, taking nothing: what is left of the limit.
     fn peek_local(&self, limiter: &Limiter, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
         // What would be left after one request, and that request.
-        peeking(|| self.check_local(limiter, 1, clock)).map(|left| left + 1)
+        peeking(|| self.check_local(limiter, 1, false, clock)).map(|left| left + 1)
     }
 
+    /// Takes `cost` from a limit of this process's; refused (with the wait of the route's
+    /// whole cost, for an `extra` cost), it takes nothing.
     fn check_local(
         &self,
         limiter: &Limiter,
         cost: u32,
+        extra: bool,
         clock: &Arc<dyn Clock>,
     ) -> Result<u32, VerifyError> {
-        let refused = |retry: Duration| Err(rate_limited(&self.rule, retry));
+        let refused = |retry: Duration| Err(rate_limited_after(&self.rule, retry, extra.into()));
         let outcome = match NonZeroU32::new(cost) {
             Some(n) if n.get() > 1 => match limiter.check_n(n) {
                 Ok(outcome) => outcome,
                 // More than the whole limit: never passes.
-                Err(_) => return refused(Duration::from_secs(self.rule.window_seconds.into())),
+                Err(_) => {
+                    let window = Duration::from_secs(self.rule.window_seconds.into());
+                    return Err(rate_limited(&self.rule, window));
+                }
             },
             _ => limiter.check(),
         };

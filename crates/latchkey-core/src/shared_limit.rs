@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::controls::RateLimit;
-use crate::meter::LimitGrant;
+use crate::meter::{LimitGrant, rate_limited_after};
 use crate::slice_size::SliceSize;
 use crate::verify::VerifyError;
 
@@ -187,6 +187,7 @@ impl SharedLimit {
         &self,
         rule: &RateLimit,
         cost: u32,
+        extra: bool,
         now: i128,
     ) -> Option<Result<u32, VerifyError>> {
         if now < i128::from(self.until.load(Ordering::Acquire))
@@ -198,7 +199,7 @@ impl SharedLimit {
             return Some(Ok(known.saturating_add(before - cost)));
         }
         let wait = self.refused_for(cost, now);
-        (wait > 0).then(|| Err(rate_limited(rule, wait)))
+        (wait > 0).then(|| Err(refused(rule, wait, extra)))
     }
 
     /// Whether one request would pass now, taking nothing, as far as this process knows
@@ -259,7 +260,7 @@ impl SharedLimit {
     ) -> Result<u32, VerifyError> {
         let _one = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
         let now = now();
-        if let Some(answer) = self.try_take(rule, cost, now) {
+        if let Some(answer) = self.try_take(rule, cost, extra, now) {
             // Another request reserved (or was refused) meanwhile.
             return answer;
         }
@@ -267,7 +268,7 @@ impl SharedLimit {
         // A request's extra cost, right after its own took the slice, shows nothing of
         // how fast the key comes.
         let want = self.size.reserve(short_in_time && !extra);
-        let granted = self.reserve(rule, Ask::new(cost, want), now)?;
+        let granted = self.reserve(rule, Ask::new(cost, want), now, extra)?;
         let until = now + self.gcra.valid_for(granted);
         self.left.store(granted - cost, Ordering::Release);
         self.until
@@ -290,7 +291,8 @@ impl SharedLimit {
     ) -> Result<LimitGrant, VerifyError> {
         match self.refused_for(1, now) {
             0 => {
-                let granted = self.reserve(rule, Ask::new(1, want.min(rule.limit.max(1))), now)?;
+                let ask = Ask::new(1, want.min(rule.limit.max(1)));
+                let granted = self.reserve(rule, ask, now, false)?;
                 let left = self.shared_left.load(Ordering::Acquire);
                 Ok(LimitGrant { granted, left })
             }
@@ -298,7 +300,15 @@ impl SharedLimit {
         }
     }
 
-    fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<u32, VerifyError> {
+    /// Reserves `ask` from the shared state; refused, with the wait of the route's whole
+    /// cost for an `extra` cost.
+    fn reserve(
+        &self,
+        rule: &RateLimit,
+        ask: Ask,
+        now: i128,
+        extra: bool,
+    ) -> Result<u32, VerifyError> {
         match self.source.reserve(rule, ask, now)? {
             RateGrant::Granted { granted, left } => {
                 self.shared_left.store(left, Ordering::Release);
@@ -318,7 +328,7 @@ impl SharedLimit {
                 let until = now.saturating_add(wait + slice * self.gcra.interval);
                 let until = i64::try_from(until.max(now)).unwrap_or(i64::MAX);
                 self.refused_until.fetch_max(until, Ordering::AcqRel);
-                Err(rate_limited(rule, wait))
+                Err(refused(rule, wait, extra))
             }
         }
     }
@@ -326,8 +336,14 @@ impl SharedLimit {
 
 /// A refusal by `rule` to retry after `wait` nanoseconds.
 fn rate_limited(rule: &RateLimit, wait: i128) -> VerifyError {
+    refused(rule, wait, false)
+}
+
+/// A refusal by `rule` of a request whose cost fits after `wait` nanoseconds; for a
+/// route's `extra` cost, with the wait of its whole cost ([`rate_limited_after`]).
+fn refused(rule: &RateLimit, wait: i128, extra: bool) -> VerifyError {
     let wait = u64::try_from(wait.max(0)).unwrap_or(u64::MAX);
-    crate::meter::rate_limited(rule, Duration::from_nanos(wait))
+    rate_limited_after(rule, Duration::from_nanos(wait), extra.into())
 }
 
 #[cfg(test)]
@@ -479,11 +495,35 @@ mod tests {
             Err(VerifyError::RateLimited(_))
         ));
         assert!(
-            limit.try_take(&rule, 1, t0).is_none(),
+            limit.try_take(&rule, 1, false, t0).is_none(),
             "no refusal from memory"
         );
         limit.take(&rule, 1, false, || t0).unwrap();
         assert_eq!(*source.asked.lock().unwrap(), [201, 1]);
+    }
+
+    /// A route's extra cost refused is told when the route's whole cost fits, its request's
+    /// own unit included (one interval more than the extra alone): the next try takes that
+    /// unit again before the extra.
+    #[test]
+    fn a_refused_extra_cost_waits_for_the_whole_cost() {
+        let rule = RateLimit {
+            name: "default".into(),
+            limit: 5,
+            window_seconds: 10,
+        };
+        let t0 = 1_000 * SECOND;
+        let retry = |extra: bool| {
+            let limit = SharedLimit::new(&rule, Arc::new(Counted::default()));
+            limit.take(&rule, 5, false, || t0).unwrap();
+            match limit.take(&rule, 4, extra, || t0) {
+                Err(VerifyError::RateLimited(refused)) => refused.retry_after_seconds,
+                other => panic!("{other:?}"),
+            }
+        };
+        // Four back, 2 s apart; and the request's own.
+        assert_eq!(retry(false), 8);
+        assert_eq!(retry(true), 10);
     }
 
     /// Two processes sharing a limit of 200 a second, each at 60 requests a second in
@@ -502,7 +542,7 @@ mod tests {
         for _ in 0..1_200 {
             let i = usize::from(next[1] < next[0]);
             let now = next[i];
-            let answer = match processes[i].try_take(&rule, 1, now) {
+            let answer = match processes[i].try_take(&rule, 1, false, now) {
                 Some(answer) => answer,
                 None => processes[i].take(&rule, 1, false, || now),
             };
@@ -533,7 +573,7 @@ mod tests {
         // 66 requests a second for 10 s, 15 ms apart.
         for i in 0..660 {
             let now = t0 + i * 15 * SECOND / 1_000;
-            match limit.try_take(&rule, 1, now) {
+            match limit.try_take(&rule, 1, false, now) {
                 Some(answer) => answer.unwrap(),
                 None => limit.take(&rule, 1, false, || now).unwrap(),
             };
@@ -550,11 +590,11 @@ mod tests {
         let (rule, source, limit) = two_hundred_a_second();
         let t0 = 1_000 * SECOND;
         // Nothing reserved yet: a reservation decides.
-        assert!(limit.try_take(&rule, 1, t0).is_none());
+        assert!(limit.try_take(&rule, 1, false, t0).is_none());
         // Each slice used up: 1, 2, 4, 8, then 10 (a twentieth of 200) at most.
         let mut admitted = 0;
         while admitted < 60 {
-            match limit.try_take(&rule, 1, t0) {
+            match limit.try_take(&rule, 1, false, t0) {
                 Some(answer) => answer.unwrap(),
                 None => limit.take(&rule, 1, false, || t0).unwrap(),
             };
@@ -565,11 +605,11 @@ mod tests {
         // A slice is void once the limit has won it back: 10 requests, 50 ms.
         let reserved = asked.len();
         let after = t0 + SECOND / 20;
-        assert!(limit.try_take(&rule, 1, after).is_none());
+        assert!(limit.try_take(&rule, 1, false, after).is_none());
         // Used up to the limit: refused, then from memory until a slice fits again.
         let mut refusal = None;
         for _ in 0..300 {
-            let answer = match limit.try_take(&rule, 1, after) {
+            let answer = match limit.try_take(&rule, 1, false, after) {
                 Some(answer) => answer,
                 None => limit.take(&rule, 1, false, || after),
             };
@@ -580,7 +620,7 @@ mod tests {
         }
         let calls = source.asked.lock().unwrap().len();
         for _ in 0..100 {
-            match limit.try_take(&rule, 1, after) {
+            match limit.try_take(&rule, 1, false, after) {
                 Some(Err(VerifyError::RateLimited(refused))) => {
                     assert_eq!(refused.retry_after_seconds, 1);
                 }

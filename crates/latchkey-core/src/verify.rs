@@ -137,8 +137,9 @@ pub enum VerifyError {
     /// A rate limit of the key is reached; say 429 with `Retry-After`.
     #[error("rate limit {} reached", .0.limit.name)]
     RateLimited(Box<RateLimited>),
-    /// The key's credits are used up; say 429, with `Retry-After` when they refill.
-    #[error("the key's credits are used up")]
+    /// The key has fewer credits left than the request costs; say 429, with `Retry-After`
+    /// when a refill lets it through.
+    #[error("the key has too few credits left for the request")]
     UsageExceeded {
         /// Seconds until the credits' next refill (at least 1). `None` when no refill
         /// will let the request through (there is none, or it is smaller than the

@@ -144,7 +144,7 @@ const IP_NOT_ALLOWED: &str = "{\"type\":\"urn:latchkey:problem:ip_not_allowed\",
 /// 429 `usage_exceeded`'s body, for credits that are never refilled.
 const USAGE_EXCEEDED: &str = "{\"type\":\"urn:latchkey:problem:usage_exceeded\",\
 \"title\":\"Usage exceeded\",\"status\":429,\"code\":\"usage_exceeded\",\
-\"detail\":\"This key has no credits left.\"}";
+\"detail\":\"This key has too few credits left for this request.\"}";
 
 /// 429 `usage_exceeded`: with `Retry-After` and `retry_after` until the credits' next
 /// refill, when they have one.
@@ -160,7 +160,7 @@ fn usage_exceeded(retry_after_seconds: Option<u64>) -> Rejection {
     let body = format!(
         "{{\"type\":\"urn:latchkey:problem:usage_exceeded\",\"title\":\"Usage exceeded\",\
          \"status\":429,\"code\":\"usage_exceeded\",\
-         \"detail\":\"This key has no credits left; they are refilled in {retry} s.\",\
+         \"detail\":\"This key has too few credits left for this request; they are refilled in {retry} s.\",\
          \"retry_after\":{retry}}}"
     );
     Rejection::from_parts(

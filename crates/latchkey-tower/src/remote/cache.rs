@@ -14,10 +14,14 @@
 //! **Invariant:** an answer fetched before an invalidation is never inserted after it.
 //! Every invalidation bumps `generation` under the write lock; a miss reads the generation
 //! before it asks the daemon and inserts only if it has not moved (the same rule as core's
-//! verify cache).
+//! verify cache). A change that can only refuse more ([`Effect::Narrows`]: a revocation, a
+//! deletion) leaves the refusals, and the refusals' generation, as they are: a refusal
+//! stays right after it, and during a job that revokes many keys a client presenting a
+//! refused key is answered from memory, not by the daemon at each request.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use latchkey_core::{Principal, VerifyError};
@@ -84,6 +88,9 @@ type DigestMap<V> = HashMap<Digest, V, BuildHasherDefault<DigestHasher>>;
 pub(super) struct Positive {
     pub(super) principal: Principal,
     pub(super) expires_at: Option<OffsetDateTime>,
+    /// Set the first time the answer is found expired, shared by its clones: expiry is
+    /// final, and a clock set back after it does not admit the key again.
+    pub(super) expired: Arc<AtomicBool>,
     /// When the daemon answered; the entry is dropped `cache_ttl` after.
     pub(super) fetched_at: OffsetDateTime,
     /// A metered key's lease of its limits and credits.
@@ -102,6 +109,39 @@ pub(super) struct Negative {
 pub(super) enum Cached {
     Valid(Positive),
     Refused(VerifyError),
+}
+
+/// What a change can do to the answers: only refuse more, or anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Effect {
+    /// A revocation or a deletion (`key.revoke`, `key.delete`, `user.delete`,
+    /// `user.revoke_keys`, `user.keys_revoked`, `group.delete`): no key refused before is
+    /// admitted after it.
+    Narrows,
+    /// Anything else, enabling a key or a user included, or an action this version does
+    /// not know.
+    Any,
+}
+
+impl Effect {
+    /// The effect of a change event, from its `action`.
+    pub(super) fn of(action: &str) -> Effect {
+        match action {
+            "key.revoke" | "key.delete" | "user.delete" | "user.revoke_keys"
+            | "user.keys_revoked" | "group.delete" => Effect::Narrows,
+            _ => Effect::Any,
+        }
+    }
+}
+
+/// When a miss read the cache, to insert its answer only if no invalidation came since
+/// ([`Cache::generation`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Generation {
+    /// Bumped by every invalidation: a valid answer's.
+    all: u64,
+    /// Bumped by the invalidations that may admit a key refused before: a refusal's.
+    widened: u64,
 }
 
 /// The kind of record a change event is about, from its `action` (`key.revoke`, …).
@@ -125,7 +165,7 @@ struct Entries {
     by_key: HashMap<Uuid, Digest>,
     /// User id → its cached keys.
     by_user: HashMap<Uuid, HashSet<Uuid>>,
-    generation: u64,
+    generation: Generation,
     /// Leases of answers dropped since the verifier last took them, whose unspent credits
     /// go back to the daemon (at most [`MAX_DROPPED_LEASES`]; past it, they stay spent).
     dropped: Vec<Arc<Lease>>,
@@ -177,14 +217,14 @@ impl Cache {
 
     /// The generation to pass to [`Cache::insert_valid`] and [`Cache::insert_refused`]:
     /// read it before asking the daemon.
-    pub(super) fn generation(&self) -> u64 {
+    pub(super) fn generation(&self) -> Generation {
         self.read().generation
     }
 
     /// Remembers a valid answer, unless an invalidation happened since `generation`.
-    pub(super) fn insert_valid(&self, digest: Digest, mut entry: Positive, generation: u64) {
+    pub(super) fn insert_valid(&self, digest: Digest, mut entry: Positive, generation: Generation) {
         let mut entries = self.write();
-        if entries.generation != generation || self.max_entries == 0 {
+        if entries.generation.all != generation.all || self.max_entries == 0 {
             return;
         }
         // Requests of a key not cached yet each ask the daemon, and each answer lands here:
@@ -217,15 +257,21 @@ impl Cache {
         entries.drop_lease(replaced);
     }
 
-    /// Remembers a refusal (`entry`, if any) until its `until`, unless an invalidation
-    /// happened since `generation`; forgets the valid answer for the same text in any
+    /// Remembers a refusal (`entry`, if any) until its `until`, unless an invalidation that
+    /// may admit a key ([`Effect::Any`]) happened since `generation`; forgets the valid
+    /// answer for the same text in any
     /// case: the daemon's newer word, which must not give way to it when trust comes back
     /// (a stream that lags hands trust back before the change that refused the key).
-    pub(super) fn insert_refused(&self, digest: Digest, entry: Option<Negative>, generation: u64) {
+    pub(super) fn insert_refused(
+        &self,
+        digest: Digest,
+        entry: Option<Negative>,
+        generation: Generation,
+    ) {
         let mut entries = self.write();
         entries.remove_digest(&digest);
         let Some(entry) = entry else { return };
-        if entries.generation != generation || self.max_refusals == 0 {
+        if entries.generation.widened != generation.widened || self.max_refusals == 0 {
             return;
         }
         // Past the bound, S3-FIFO evicts the refusals seen once (a scan of random keys)
@@ -239,16 +285,19 @@ impl Cache {
         self.write().remove_digest(digest);
     }
 
-    /// Drops what a change makes stale. Every change but a creation also drops every
-    /// refusal (enabling a key or a user must take effect at once, and a refusal does not
-    /// say which key it was about).
-    pub(super) fn invalidate(&self, scope: Scope) {
+    /// Drops what a change makes stale. A change that may admit a key ([`Effect::Any`])
+    /// but a creation also drops every refusal (enabling a key or a user must take effect
+    /// at once, and a refusal does not say which key it was about).
+    pub(super) fn invalidate(&self, scope: Scope, effect: Effect) {
         if scope == Scope::Created {
             return;
         }
         let mut entries = self.write();
-        entries.generation += 1;
-        self.negative.clear();
+        entries.generation.all += 1;
+        if effect == Effect::Any {
+            entries.generation.widened += 1;
+            self.negative.clear();
+        }
         match scope {
             Scope::Created => {}
             Scope::Key(key_id) => entries.remove_key(key_id),
@@ -376,6 +425,7 @@ mod tests {
                 meter: None,
             }),
             expires_at: None,
+            expired: Arc::default(),
             fetched_at: NOW,
             lease: None,
         }
@@ -411,22 +461,19 @@ mod tests {
         cache.insert_valid(digest(4), positive(4, 30), g);
         assert_eq!(cache.len(), 4);
 
-        cache.invalidate(Scope::Created);
+        cache.invalidate(Scope::Created, Effect::Any);
         assert_eq!(cache.len(), 4);
-        cache.invalidate(Scope::Key(Uuid::from_u128(3)));
+        cache.invalidate(Scope::Key(Uuid::from_u128(3)), Effect::Any);
         assert!(!cached(&cache, 3) && cached(&cache, 1) && cached(&cache, 4));
-        cache.invalidate(Scope::User(Uuid::from_u128(10)));
+        cache.invalidate(Scope::User(Uuid::from_u128(10)), Effect::Any);
         assert!(!cached(&cache, 1) && !cached(&cache, 2) && cached(&cache, 4));
-        cache.invalidate(Scope::All);
+        cache.invalidate(Scope::All, Effect::Any);
         assert_eq!(cache.len(), 0);
     }
 
     #[test]
     fn a_refusal_replaces_the_valid_answer_for_the_same_text() {
-        let revoked = Negative {
-            error: VerifyError::Revoked,
-            until: NOW + time::Duration::SECOND,
-        };
+        let revoked = revoked();
         let cache = Cache::new(100, 100);
         let g = cache.generation();
         for n in [1, 2] {
@@ -440,7 +487,7 @@ mod tests {
         assert!(cached(&cache, 2));
         // Even when the refusal itself is not kept (fetched before an invalidation).
         cache.insert_valid(digest(3), positive(3, 10), g);
-        cache.invalidate(Scope::Key(Uuid::from_u128(9)));
+        cache.invalidate(Scope::Key(Uuid::from_u128(9)), Effect::Any);
         cache.insert_refused(digest(3), Some(revoked), g);
         assert!(cache.get(&digest(3), NOW).is_none());
         assert_eq!(cache.len(), 1);
@@ -450,13 +497,10 @@ mod tests {
     fn an_answer_fetched_before_an_invalidation_is_not_inserted() {
         let cache = Cache::new(100, 100);
         let before = cache.generation();
-        cache.invalidate(Scope::Key(Uuid::from_u128(1)));
+        cache.invalidate(Scope::Key(Uuid::from_u128(1)), Effect::Any);
         cache.insert_valid(digest(1), positive(1, 10), before);
         assert!(!cached(&cache, 1));
-        let refused = Negative {
-            error: VerifyError::Revoked,
-            until: NOW + time::Duration::SECOND,
-        };
+        let refused = revoked();
         cache.insert_refused(digest(2), Some(refused.clone()), before);
         assert!(cache.get(&digest(2), NOW).is_none());
         cache.insert_refused(digest(2), Some(refused), cache.generation());
@@ -470,7 +514,7 @@ mod tests {
                 .is_none()
         );
         // Any change but a creation drops refusals.
-        cache.invalidate(Scope::Key(Uuid::from_u128(9)));
+        cache.invalidate(Scope::Key(Uuid::from_u128(9)), Effect::Any);
         assert!(cache.get(&digest(2), NOW).is_none());
     }
 
@@ -513,7 +557,7 @@ mod tests {
             assert!(Arc::ptr_eq(&lease_of(&cache, 1), &first));
         }
         // Once the key changed, the lease of its next answer is a new one.
-        cache.invalidate(Scope::Key(Uuid::from_u128(1)));
+        cache.invalidate(Scope::Key(Uuid::from_u128(1)), Effect::Any);
         cache.insert_valid(digest(1), metered(1), cache.generation());
         assert!(!Arc::ptr_eq(&lease_of(&cache, 1), &first));
     }
@@ -535,6 +579,14 @@ mod tests {
         Negative {
             error: VerifyError::Invalid,
             until: NOW + time::Duration::MINUTE,
+        }
+    }
+
+    /// A revocation, kept for a second.
+    fn revoked() -> Negative {
+        Negative {
+            error: VerifyError::Revoked,
+            until: NOW + time::Duration::SECOND,
         }
     }
 
@@ -593,5 +645,45 @@ mod tests {
         assert_eq!(Scope::of("group.update", k, None), Scope::All);
         assert_eq!(Scope::of("tenant.merge", k, u), Scope::All);
         assert_eq!(Scope::of("key.revoke", None, u), Scope::All);
+    }
+
+    /// A revocation or a deletion leaves the refusals (and one fetched before it is
+    /// kept): it refuses no key less. Anything that may admit a key drops them.
+    #[test]
+    fn refusals_outlive_the_changes_that_only_refuse_more() {
+        let revoked = revoked();
+        let cache = Cache::new(100, 100);
+        let before = cache.generation();
+        cache.insert_refused(digest(1), Some(revoked.clone()), before);
+        cache.insert_valid(digest(2), positive(2, 10), before);
+        for action in [
+            "key.revoke",
+            "key.delete",
+            "user.revoke_keys",
+            "group.delete",
+        ] {
+            let scope = Scope::of(action, Some(Uuid::from_u128(2)), Some(Uuid::from_u128(10)));
+            cache.invalidate(scope, Effect::of(action));
+        }
+        assert!(refused(&cache, &digest(1)));
+        assert!(!cached(&cache, 2), "a valid answer still goes");
+        // Fetched before those changes: a refusal is still right, a valid answer not.
+        cache.insert_refused(digest(3), Some(revoked.clone()), before);
+        assert!(refused(&cache, &digest(3)));
+        cache.insert_valid(digest(4), positive(4, 10), before);
+        assert!(!cached(&cache, 4));
+        for action in [
+            "key.update",
+            "user.update",
+            "key.rotate",
+            "group.update",
+            "x.y",
+        ] {
+            assert_eq!(Effect::of(action), Effect::Any, "{action}");
+        }
+        cache.invalidate(Scope::Key(Uuid::from_u128(9)), Effect::of("key.update"));
+        assert!(!refused(&cache, &digest(1)) && !refused(&cache, &digest(3)));
+        cache.insert_refused(digest(5), Some(revoked), before);
+        assert!(!refused(&cache, &digest(5)), "fetched before an enabling");
     }
 }

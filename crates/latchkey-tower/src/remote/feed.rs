@@ -10,7 +10,7 @@ use latchkey_core::wire::{Heartbeat, StreamStart};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::cache::Scope;
+use super::cache::{Effect, Scope};
 use super::sse;
 use super::verifier::{Shared, nanos};
 
@@ -253,9 +253,8 @@ fn apply(
             if gap {
                 shared.drop_all("a gap in the change feed");
             }
-            shared
-                .cache
-                .invalidate(Scope::of(&change.action, change.target, change.user_id));
+            let scope = Scope::of(&change.action, change.target, change.user_id);
+            shared.cache.invalidate(scope, Effect::of(&change.action));
             if !session.synced && session.target.is_some_and(|t| change.seq >= t) {
                 synced(shared, session, cursor, session.ready_sent);
             }

@@ -21,9 +21,10 @@
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use ipnet::IpNet;
-use latchkey_core::meter::{RateLimited, beyond_the_limit};
+use latchkey_core::meter::{RateLimited, beyond_the_limit, rate_limited_after};
 use latchkey_core::slice_size::SliceSize;
 use latchkey_core::wire::{BucketKind, BucketWant, LeaseGrant, LeaseResponse};
 use latchkey_core::{LimitState, RateLimit, VerifyError};
@@ -322,6 +323,20 @@ impl Lease {
                         .to_owned(),
                 )
             })
+    }
+
+    /// [`Lease::refusal`] of what `need` asks for. A route's extra cost refused by a rate
+    /// limit is told when the route's whole cost fits, the request's own unit counted in
+    /// (core's [`rate_limited_after`], as the embedded layer answers): the daemon's wait
+    /// for one request, and one interval for each of the extra's.
+    pub(super) fn refusal_for(&self, need: Need) -> VerifyError {
+        match self.refusal() {
+            VerifyError::RateLimited(refused) if need.extra => {
+                let wait = Duration::from_secs(refused.retry_after_seconds);
+                rate_limited_after(&refused.limit, wait, need.requests)
+            }
+            other => other,
+        }
     }
 }
 

@@ -18,7 +18,9 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
-use super::cache::{Cache, Cached, Digest, DigestHasher, Negative, Positive, Scope, SecretHasher};
+use super::cache::{
+    Cache, Cached, Digest, DigestHasher, Effect, Negative, Positive, Scope, SecretHasher,
+};
 use super::client::{Daemon, Verdict};
 use super::config::{RemoteVerifierBuilder, VerifierSettings};
 use super::error::RemoteError;
@@ -450,7 +452,7 @@ impl Shared {
         let cost = need.requests;
         let credits_refused = matches!(lease.refusal(), VerifyError::UsageExceeded { .. });
         if cost == 1 || (lease.refused() && !credits_refused) || !lease.credits_short(now, cost) {
-            return Err(lease.refusal());
+            return Err(lease.refusal_for(need));
         }
         // A cost close to the credits left is more than the daemon grants a lease (a
         // twentieth of what is left at a time): what the lease gathered goes back, and the
@@ -507,9 +509,13 @@ impl Shared {
         let trusted = self.trusted(now);
         match self.cache.get(digest, now)? {
             Cached::Valid(entry) => {
-                if entry.expires_at.is_some_and(|at| at <= now) {
-                    // Expiry is final (no change moves it) and needs no daemon to tell:
-                    // the entry stays, saying so, trusted or not, until it is evicted.
+                if entry.expired.load(Ordering::Relaxed)
+                    || entry.expires_at.is_some_and(|at| at <= now)
+                {
+                    // Expiry is final (no change moves it later) and needs no daemon to
+                    // tell: the entry stays, saying so, trusted or not, until it is
+                    // evicted, whatever the clock does after.
+                    entry.expired.store(true, Ordering::Relaxed);
                     return Some(Err(VerifyError::Expired));
                 }
                 let age = now - entry.fetched_at;
@@ -608,6 +614,7 @@ impl Shared {
                 let entry = Positive {
                     principal: principal.clone(),
                     expires_at,
+                    expired: Arc::default(),
                     fetched_at: now,
                     lease: limits.map(|l| Arc::new(Lease::new(&l, principal.key_id))),
                 };
@@ -686,7 +693,7 @@ impl Shared {
 
     pub(super) fn drop_all(&self, reason: &str) {
         tracing::info!(reason, "latchkey remote cache dropped");
-        self.cache.invalidate(Scope::All);
+        self.cache.invalidate(Scope::All, Effect::Any);
         self.status.send_modify(|s| s.cache_drops += 1);
     }
 

@@ -256,6 +256,35 @@ async fn a_route_sets_its_own_cost() {
         .assert_refused(429, None, "usage_exceeded");
 }
 
+/// A route whose cost a key's limit can hold, refused, says when its whole cost fits, the
+/// request's own unit counted in: a client that waits each `Retry-After` is admitted at
+/// the first try after the limit won the cost back. (Told when the extra alone fits, each
+/// try spent the unit that had come back on the request's own, and was refused for ever.)
+#[tokio::test]
+async fn a_client_that_honours_retry_after_on_a_costly_route_is_admitted() {
+    let fx = Fixture::new();
+    let key = fx.key_with(NewKey {
+        rate_limits: vec![limit("default", 5, 10)],
+        ..partner_key(&fx, &["orders:read"])
+    });
+    let app = Router::new().route("/report", report()).layer(fx.layer());
+    let text = key.secret.expose();
+    assert_eq!(send(&app, get_with("/report", text)).await.status, 200);
+    let mut waited = 0;
+    for _ in 0..3 {
+        let reply = send(&app, get_with("/report", text)).await;
+        if reply.status == 200 {
+            // Never before the limit won the whole cost back.
+            assert!(waited >= 10, "admitted after {waited} s");
+            return;
+        }
+        let retry = assert_rate_limited(&reply, "default", 5, 10);
+        waited += retry;
+        fx.clock.advance(Duration::seconds(retry as i64));
+    }
+    panic!("still refused after three tries, {waited} s");
+}
+
 /// A route's extra cost refused gives back only a credit the authentication layer took: a
 /// principal put in the request by other means (here a middleware of the app's own, which
 /// charges nothing) gets no credit it never paid for.

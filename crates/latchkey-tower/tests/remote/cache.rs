@@ -127,6 +127,12 @@ async fn a_cached_key_stops_at_its_expiry_without_an_event() {
     // answered 503 then, telling the client to retry a key that never works again).
     assert_eq!(s.refusal(&key).await, VerifyError::Expired);
     assert_eq!(s.requests(), after_miss);
+    // Nor does a clock set back make it valid again (it did, from the cache).
+    s.keystore
+        .clock
+        .set(expires_at - time::Duration::seconds(2));
+    assert_eq!(s.refusal(&key).await, VerifyError::Expired);
+    s.keystore.clock.set(expires_at);
     let mut s = s;
     s.daemon.stop();
     s.advance(MAX_STALENESS);
@@ -936,6 +942,37 @@ async fn a_cost_above_a_whole_limit_is_refused_for_one_window() {
     within(s.verify(text)).await.unwrap();
 }
 
+/// A request as the layer makes it of a route that costs `extra` more: verified (its own
+/// unit), then charged the route's extra cost.
+async fn a_costly_request(s: &Setup, text: &str, extra: u32) -> Result<(), VerifyError> {
+    within(s.verify(text)).await?;
+    match s.verifier.charge_extra(text, None, extra) {
+        Charged::Done(answer) => answer,
+        Charged::Waiting(task) => within(task).await.unwrap(),
+    }
+}
+
+/// A route's extra cost that the key's limit holds, refused, is told when the route's whole
+/// cost fits, the request's own unit counted in, as the embedded layer answers: the
+/// daemon's wait for one request, and an interval for each of the extra's. (Told the
+/// daemon's wait for one, a client that honoured `Retry-After` spent what came back on the
+/// request's own unit at each try, and was refused for ever, in a hunt.)
+#[tokio::test]
+async fn a_refused_extra_cost_is_told_when_the_whole_cost_fits() {
+    let s = Setup::new().await;
+    // Five an hour: one back every 720 s.
+    let key = a_metered_key(&s, 5).await;
+    let text = key.secret.expose();
+    let request = |extra| a_costly_request(&s, text, extra);
+    assert_eq!(request(3).await, Ok(()), "4 of 5");
+    // Its own unit is the fifth; its extra 3 would need four back.
+    let refusal = request(3).await;
+    let Err(VerifyError::RateLimited(refused)) = refusal else {
+        panic!("{refusal:?}");
+    };
+    assert_eq!(refused.retry_after_seconds, 4 * 720, "{refused:?}");
+}
+
 /// A route's cost that the key's refill never covers (a refill to 5 a day, an extra cost
 /// of 9) is refused without `Retry-After`, whatever is left: waiting for the refill would
 /// not help. (The lease's refusal told when the next refill comes, 12 h, in a hunt.) A
@@ -948,15 +985,7 @@ async fn a_cost_the_refill_never_covers_is_refused_without_retry_after() {
     let head = s.keystore.store.last_seq().unwrap();
     within(s.verifier.wait_for(|st| st.position >= Some(head))).await;
     let text = key.secret.expose();
-    // A request as the layer makes it: verified (its own credit), then its route's cost.
-    let s = &s;
-    let request = |cost| async move {
-        within(s.verify(text)).await?;
-        match s.verifier.charge_extra(text, None, cost) {
-            Charged::Done(answer) => answer,
-            Charged::Waiting(task) => within(task).await.unwrap(),
-        }
-    };
+    let request = |extra| a_costly_request(&s, text, extra);
     let never = Err(VerifyError::UsageExceeded {
         retry_after_seconds: None,
     });
