@@ -277,8 +277,20 @@ fn apply(
             if !session.synced {
                 // Before the `ready`'s head (a daemon on a shared database that had not
                 // applied all of it when the stream opened), the replay is not over: the
-                // heartbeat vouches for nothing yet.
-                if session.target.is_some_and(|target| beat.head < target) {
+                // heartbeat vouches for nothing yet. A head never reached in
+                // `max_staleness` (a store whose head went back after a failed write, a
+                // failover that lost commits this daemon had not applied) ends the stream:
+                // the next one announces the head the daemon has.
+                if let Some(target) = session.target.filter(|&target| beat.head < target) {
+                    let open_for =
+                        nanos(shared.settings.clock.now()).saturating_sub(session.opened);
+                    let bound = i64::try_from(shared.settings.max_staleness.as_nanos());
+                    if bound.is_ok_and(|bound| open_for >= bound) {
+                        return Err(format!(
+                            "the daemon's feed did not reach the head it announced ({target}) in {:?}",
+                            shared.settings.max_staleness
+                        ));
+                    }
                     return Ok(());
                 }
                 synced(shared, session, cursor, session.sent_at(beat.sent_at_ms));

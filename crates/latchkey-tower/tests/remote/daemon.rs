@@ -53,6 +53,25 @@ pub(crate) struct Traffic {
     /// Put this `seq` in `POST /v1/verify`'s answers, as a daemon of a cluster that has
     /// applied the changes up to it would.
     pub(crate) verify_seq: Mutex<Option<u64>>,
+    /// Announce a `head` this much beyond the store's in each `GET /v1/events`'s `ready`,
+    /// as a daemon whose store's head went back after announcing it would.
+    pub(crate) ready_head_ahead: std::sync::atomic::AtomicU64,
+}
+
+/// `bytes` of an event stream with the `head` of a `ready` event in it moved `ahead`.
+fn announce_ahead(bytes: &[u8], ahead: u64) -> axum::body::Bytes {
+    let text = String::from_utf8_lossy(bytes);
+    let Some(ready) = text.find("event: ready") else {
+        return axum::body::Bytes::copy_from_slice(bytes);
+    };
+    let at = text[ready..]
+        .find("\"head\":")
+        .expect("a ready event's head")
+        + ready
+        + 7;
+    let digits = text[at..].find(|c: char| !c.is_ascii_digit()).unwrap() + at;
+    let head: u64 = text[at..digits].parse().unwrap();
+    format!("{}{}{}", &text[..at], head + ahead, &text[digits..]).into()
 }
 
 impl Traffic {
@@ -97,6 +116,14 @@ async fn observe(State(traffic): State<Arc<Traffic>>, request: Request, next: Ne
         let takes = traffic.events_open_takes.lock().unwrap().clone();
         if let Some((clock, takes)) = takes {
             clock.advance(time::Duration::try_from(takes).unwrap());
+        }
+        let ahead = traffic.ready_head_ahead.load(Ordering::SeqCst);
+        if ahead > 0 {
+            let (parts, body) = next.run(request).await.into_parts();
+            let stream = futures_util::StreamExt::map(body.into_data_stream(), move |chunk| {
+                chunk.map(|bytes| announce_ahead(&bytes, ahead))
+            });
+            return Response::from_parts(parts, Body::from_stream(stream));
         }
     }
     if path == "/v1/usage" {

@@ -2,6 +2,7 @@
 //! answers meanwhile.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -201,6 +202,24 @@ async fn a_stream_that_takes_max_staleness_to_open_vouches_for_nothing() {
     *traffic.events_open_takes.lock().unwrap() = None;
     within(verifier.wait_for(|s| s.connected)).await;
     assert!(verifier.is_fresh());
+}
+
+/// A stream whose `ready` announced a head the daemon never reaches (a store whose head
+/// went back after a failed write, a failover that lost commits) ends once it has been
+/// open `max_staleness`, and the next one, announcing the head the daemon has, connects.
+/// It stayed open and never connected for as long as its heartbeats kept coming.
+#[tokio::test]
+async fn a_head_announced_and_never_reached_ends_the_stream() {
+    let traffic = Arc::new(Traffic::default());
+    traffic.ready_head_ahead.store(5, Ordering::SeqCst);
+    let (_keystore, _daemon, own, verifier) = a_verifier_with_a_clock_of_its_own(&traffic);
+    // Heartbeats come, below the head announced.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = verifier.status();
+    assert!(!status.connected && status.syncs == 0, "{status:?}");
+    traffic.ready_head_ahead.store(0, Ordering::SeqCst);
+    own.advance(time::Duration::try_from(MAX_STALENESS).unwrap());
+    within(verifier.wait_for(|s| s.connected)).await;
 }
 
 /// A daemon, and a verifier of it with a clock of its own (which the test moves ahead of
