@@ -273,8 +273,11 @@ impl Meter {
     }
 
     /// Consumes `cost` from each of the key's rate limits, then its user's, then from the
-    /// credits. A limit that refuses leaves the credits untouched; the limits checked
-    /// before it have counted the request. Blocks on storage when the credit slice, or on
+    /// credits, as a request's extra cost: after its own unit, which [`admit`] took (a
+    /// cost that with that unit is above a limit's whole limit never passes, a refill must
+    /// cover both, and a refusal tells when both fit, [`rate_limited_after`]). A limit that
+    /// refuses leaves the credits untouched; the limits checked before it have counted the
+    /// request. Blocks on storage when the credit slice, or on
     /// a shared database a rate limit's slice, is short: [`Meter::try_charge`] does not.
     pub fn charge(&self, cost: u32) -> Result<(), VerifyError> {
         match self.try_charge(cost) {
@@ -570,7 +573,9 @@ pub fn rate_limited_after(rule: &RateLimit, wait: Duration, more: u64) -> Verify
 pub(crate) fn rate_limited(rule: &RateLimit, retry: Duration) -> VerifyError {
     VerifyError::RateLimited(Box::new(RateLimited {
         limit: rule.clone(),
-        retry_after_seconds: (retry.as_secs() + u64::from(retry.subsec_nanos() > 0)).max(1),
+        retry_after_seconds: (retry.as_secs())
+            .saturating_add(u64::from(retry.subsec_nanos() > 0))
+            .max(1),
     }))
 }
 

@@ -198,8 +198,14 @@ impl SharedLimit {
             let known = self.shared_left.load(Ordering::Acquire);
             return Some(Ok(known.saturating_add(before - cost)));
         }
-        let wait = self.refused_for(cost, now);
-        (wait > 0).then(|| Err(refused(rule, wait, extra)))
+        // Refused from memory until a full slice fits; an extra cost is told when it fits
+        // with its request's own unit.
+        (self.refused_for(cost, now) > 0).then(|| {
+            Err(rate_limited(
+                rule,
+                self.refused_for(cost + u32::from(extra), now),
+            ))
+        })
     }
 
     /// Whether one request would pass now, taking nothing, as far as this process knows
@@ -513,17 +519,20 @@ mod tests {
             window_seconds: 10,
         };
         let t0 = 1_000 * SECOND;
+        let seconds = |refusal| match refusal {
+            Some(Err(VerifyError::RateLimited(refused))) => refused.retry_after_seconds,
+            other => panic!("{other:?}"),
+        };
+        // Refused by the shared state, then from memory.
         let retry = |extra: bool| {
             let limit = SharedLimit::new(&rule, Arc::new(Counted::default()));
             limit.take(&rule, 5, false, || t0).unwrap();
-            match limit.take(&rule, 4, extra, || t0) {
-                Err(VerifyError::RateLimited(refused)) => refused.retry_after_seconds,
-                other => panic!("{other:?}"),
-            }
+            let told = seconds(Some(limit.take(&rule, 4, extra, || t0)));
+            (told, seconds(limit.try_take(&rule, 4, extra, t0)))
         };
         // Four back, 2 s apart; and the request's own.
-        assert_eq!(retry(false), 8);
-        assert_eq!(retry(true), 10);
+        assert_eq!(retry(false), (8, 8));
+        assert_eq!(retry(true), (10, 10));
     }
 
     /// Two processes sharing a limit of 200 a second, each at 60 requests a second in

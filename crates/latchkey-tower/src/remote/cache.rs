@@ -14,10 +14,11 @@
 //! **Invariant:** an answer fetched before an invalidation is never inserted after it.
 //! Every invalidation bumps `generation` under the write lock; a miss reads the generation
 //! before it asks the daemon and inserts only if it has not moved (the same rule as core's
-//! verify cache). A change that can only refuse more ([`Effect::Narrows`]: a revocation, a
-//! deletion) leaves the refusals, and the refusals' generation, as they are: a refusal
-//! stays right after it, and during a job that revokes many keys a client presenting a
-//! refused key is answered from memory, not by the daemon at each request.
+//! verify cache). A change that admits no key refused before ([`Effect::AdmitsNone`]: a
+//! revocation, a deletion, a new user or group) leaves the refusals, and the refusals'
+//! generation, as they are: a refusal stays right after it, and during a job that revokes
+//! many keys a client presenting a refused key is answered from memory, not by the daemon
+//! at each request.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -111,16 +112,18 @@ pub(super) enum Cached {
     Refused(VerifyError),
 }
 
-/// What a change can do to the answers: only refuse more, or anything.
+/// Whether a change may admit a key text refused before: what decides if the cached
+/// refusals stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Effect {
     /// A revocation or a deletion (`key.revoke`, `key.delete`, `user.delete`,
-    /// `user.revoke_keys`, `user.keys_revoked`, `group.delete`): no key refused before is
-    /// admitted after it.
-    Narrows,
-    /// Anything else, enabling a key or a user included, or an action this version does
-    /// not know.
-    Any,
+    /// `user.revoke_keys`, `user.keys_revoked`, `group.delete`), or a new user or group
+    /// (`user.create`, `group.create`: no keys yet): no key refused before is admitted
+    /// after it. (A deleted key's text that is imported again comes with a `key.create`.)
+    AdmitsNone,
+    /// Anything else: enabling a key or a user, a new key (an import brings a text that
+    /// may have been refused before), or an action this version does not know.
+    MayAdmit,
 }
 
 impl Effect {
@@ -128,8 +131,10 @@ impl Effect {
     pub(super) fn of(action: &str) -> Effect {
         match action {
             "key.revoke" | "key.delete" | "user.delete" | "user.revoke_keys"
-            | "user.keys_revoked" | "group.delete" => Effect::Narrows,
-            _ => Effect::Any,
+            | "user.keys_revoked" | "group.delete" | "user.create" | "group.create" => {
+                Effect::AdmitsNone
+            }
+            _ => Effect::MayAdmit,
         }
     }
 }
@@ -258,7 +263,7 @@ impl Cache {
     }
 
     /// Remembers a refusal (`entry`, if any) until its `until`, unless an invalidation that
-    /// may admit a key ([`Effect::Any`]) happened since `generation`; forgets the valid
+    /// may admit a key ([`Effect::MayAdmit`]) happened since `generation`; forgets the valid
     /// answer for the same text in any
     /// case: the daemon's newer word, which must not give way to it when trust comes back
     /// (a stream that lags hands trust back before the change that refused the key).
@@ -285,19 +290,24 @@ impl Cache {
         self.write().remove_digest(digest);
     }
 
-    /// Drops what a change makes stale. A change that may admit a key ([`Effect::Any`])
-    /// but a creation also drops every refusal (enabling a key or a user must take effect
-    /// at once, and a refusal does not say which key it was about).
+    /// Drops what a change makes stale: the valid answers in its `scope`, and, for a
+    /// change that may admit a key ([`Effect::MayAdmit`]), every refusal (enabling a key
+    /// or a user, or importing a key, must take effect at once, and a refusal does not say
+    /// which key it was about).
     pub(super) fn invalidate(&self, scope: Scope, effect: Effect) {
-        if scope == Scope::Created {
+        if scope == Scope::Created && effect == Effect::AdmitsNone {
             return;
         }
         let mut entries = self.write();
-        entries.generation.all += 1;
-        if effect == Effect::Any {
+        if effect == Effect::MayAdmit {
             entries.generation.widened += 1;
             self.negative.clear();
         }
+        if scope == Scope::Created {
+            // Nothing valid cached or in flight can be about a new record.
+            return;
+        }
+        entries.generation.all += 1;
         match scope {
             Scope::Created => {}
             Scope::Key(key_id) => entries.remove_key(key_id),
@@ -461,13 +471,13 @@ mod tests {
         cache.insert_valid(digest(4), positive(4, 30), g);
         assert_eq!(cache.len(), 4);
 
-        cache.invalidate(Scope::Created, Effect::Any);
+        cache.invalidate(Scope::Created, Effect::MayAdmit);
         assert_eq!(cache.len(), 4);
-        cache.invalidate(Scope::Key(Uuid::from_u128(3)), Effect::Any);
+        cache.invalidate(Scope::Key(Uuid::from_u128(3)), Effect::MayAdmit);
         assert!(!cached(&cache, 3) && cached(&cache, 1) && cached(&cache, 4));
-        cache.invalidate(Scope::User(Uuid::from_u128(10)), Effect::Any);
+        cache.invalidate(Scope::User(Uuid::from_u128(10)), Effect::MayAdmit);
         assert!(!cached(&cache, 1) && !cached(&cache, 2) && cached(&cache, 4));
-        cache.invalidate(Scope::All, Effect::Any);
+        cache.invalidate(Scope::All, Effect::MayAdmit);
         assert_eq!(cache.len(), 0);
     }
 
@@ -487,7 +497,7 @@ mod tests {
         assert!(cached(&cache, 2));
         // Even when the refusal itself is not kept (fetched before an invalidation).
         cache.insert_valid(digest(3), positive(3, 10), g);
-        cache.invalidate(Scope::Key(Uuid::from_u128(9)), Effect::Any);
+        cache.invalidate(Scope::Key(Uuid::from_u128(9)), Effect::MayAdmit);
         cache.insert_refused(digest(3), Some(revoked), g);
         assert!(cache.get(&digest(3), NOW).is_none());
         assert_eq!(cache.len(), 1);
@@ -497,7 +507,7 @@ mod tests {
     fn an_answer_fetched_before_an_invalidation_is_not_inserted() {
         let cache = Cache::new(100, 100);
         let before = cache.generation();
-        cache.invalidate(Scope::Key(Uuid::from_u128(1)), Effect::Any);
+        cache.invalidate(Scope::Key(Uuid::from_u128(1)), Effect::MayAdmit);
         cache.insert_valid(digest(1), positive(1, 10), before);
         assert!(!cached(&cache, 1));
         let refused = revoked();
@@ -514,7 +524,7 @@ mod tests {
                 .is_none()
         );
         // Any change but a creation drops refusals.
-        cache.invalidate(Scope::Key(Uuid::from_u128(9)), Effect::Any);
+        cache.invalidate(Scope::Key(Uuid::from_u128(9)), Effect::MayAdmit);
         assert!(cache.get(&digest(2), NOW).is_none());
     }
 
@@ -557,7 +567,7 @@ mod tests {
             assert!(Arc::ptr_eq(&lease_of(&cache, 1), &first));
         }
         // Once the key changed, the lease of its next answer is a new one.
-        cache.invalidate(Scope::Key(Uuid::from_u128(1)), Effect::Any);
+        cache.invalidate(Scope::Key(Uuid::from_u128(1)), Effect::MayAdmit);
         cache.insert_valid(digest(1), metered(1), cache.generation());
         assert!(!Arc::ptr_eq(&lease_of(&cache, 1), &first));
     }
@@ -656,12 +666,17 @@ mod tests {
         let before = cache.generation();
         cache.insert_refused(digest(1), Some(revoked.clone()), before);
         cache.insert_valid(digest(2), positive(2, 10), before);
-        for action in [
+        let admit_none = [
             "key.revoke",
             "key.delete",
+            "user.delete",
             "user.revoke_keys",
+            "user.keys_revoked",
             "group.delete",
-        ] {
+            "user.create",
+            "group.create",
+        ];
+        for action in admit_none {
             let scope = Scope::of(action, Some(Uuid::from_u128(2)), Some(Uuid::from_u128(10)));
             cache.invalidate(scope, Effect::of(action));
         }
@@ -679,11 +694,23 @@ mod tests {
             "group.update",
             "x.y",
         ] {
-            assert_eq!(Effect::of(action), Effect::Any, "{action}");
+            assert_eq!(Effect::of(action), Effect::MayAdmit, "{action}");
         }
         cache.invalidate(Scope::Key(Uuid::from_u128(9)), Effect::of("key.update"));
         assert!(!refused(&cache, &digest(1)) && !refused(&cache, &digest(3)));
-        cache.insert_refused(digest(5), Some(revoked), before);
+        cache.insert_refused(digest(5), Some(revoked.clone()), before);
         assert!(!refused(&cache, &digest(5)), "fetched before an enabling");
+        // A new key may be a text refused before (deleted, then imported again): the
+        // refusals go, the valid answers stay.
+        let now = cache.generation();
+        cache.insert_valid(digest(6), positive(6, 10), now);
+        cache.insert_refused(digest(7), Some(revoked.clone()), now);
+        let created = Scope::of("key.create", Some(Uuid::from_u128(7)), None);
+        cache.invalidate(created, Effect::of("key.create"));
+        assert!(!refused(&cache, &digest(7)) && cached(&cache, 6));
+        cache.insert_refused(digest(8), Some(revoked), now);
+        assert!(!refused(&cache, &digest(8)), "fetched before the creation");
+        cache.insert_valid(digest(9), positive(9, 10), now);
+        assert!(cached(&cache, 9), "a valid answer is about another key");
     }
 }

@@ -142,9 +142,11 @@ impl RemoteVerifierBuilder {
         /// 60 s, the daemon's bounds). Three missed heartbeats close the stream and start a
         /// reconnection.
         heartbeat: Duration;
-        /// How long a refusal (`invalid_key`, `key_disabled`, …) is cached; default 1 s. Any
-        /// change event also drops every cached refusal, so enabling a key takes effect at
-        /// once; the short bound covers what no event announces. `Duration::ZERO` caches none.
+        /// How long a refusal (`invalid_key`, `key_disabled`, …) is cached; default 1 s. A
+        /// change event that may admit a key (enabling a key or a user, a new or imported
+        /// key: any change but a revocation, a deletion or a new user or group) also drops
+        /// every cached refusal, so enabling a key takes effect at once; the short bound
+        /// covers what no event announces. `Duration::ZERO` caches none.
         negative_ttl: Duration;
         /// The longest a valid answer is cached, whatever the events say; default 5 min. A
         /// safety net only: changes invalidate entries as they happen, and a key's

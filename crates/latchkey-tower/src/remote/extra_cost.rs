@@ -7,8 +7,10 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use latchkey_core::VerifyError;
+use latchkey_core::meter::{beyond_the_limit, rate_limited_after};
 
 use super::cache::Cached;
 use super::client::Verdict;
@@ -56,9 +58,21 @@ impl Shared {
         cost: u64,
     ) -> Result<(), VerifyError> {
         // A route's cost is a `u32` (`RouteCost`): nothing to clamp.
-        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
-        match self.daemon.verify(presented, client_ip, Some(cost)).await {
+        let asked = u32::try_from(cost).unwrap_or(u32::MAX);
+        match self.daemon.verify(presented, client_ip, Some(asked)).await {
             Ok(Verdict::Valid { .. }) => Ok(()),
+            // The daemon judged the extra alone, as a request of its own: the next try
+            // takes its own unit first, so it is told when both fit (see
+            // `rate_limited_after`), unless no wait will do (more than the whole limit).
+            Ok(Verdict::Refused {
+                error: VerifyError::RateLimited(refused),
+                ..
+            }) => Err(
+                beyond_the_limit(&refused.limit, cost, true).unwrap_or_else(|| {
+                    let wait = Duration::from_secs(refused.retry_after_seconds);
+                    rate_limited_after(&refused.limit, wait, 1)
+                }),
+            ),
             Ok(Verdict::Refused { error, .. }) => Err(error),
             Err(cause) => {
                 latchkey_core::warn_limited!(error = %cause, "latchkey daemon could not charge a route's cost");

@@ -435,7 +435,7 @@ fn refused(bucket: &Bucket, grant: &LeaseGrant) -> VerifyError {
             limit: RateLimit {
                 name: bucket.name.clone(),
                 limit: grant.limit.or(bucket.limit).unwrap_or(1),
-                window_seconds: grant.window_seconds.unwrap_or(1),
+                window_seconds: grant.window_seconds.or(bucket.window_seconds).unwrap_or(1),
             },
             retry_after_seconds: grant.retry_after.unwrap_or(1).max(1),
         })),

@@ -39,8 +39,9 @@
 //! - A change event drops what it may affect: a key's event (`key.revoke`, `key.update`,
 //!   `key.rotate`, `key.delete`) that key's entry; a user's event every key of that user;
 //!   a group's event, or an action this version does not know, everything. A creation
-//!   (`key.create`, `user.create`, `group.create`) drops nothing; every other change also
-//!   drops the cached refusals.
+//!   (`key.create`, `user.create`, `group.create`) drops no valid answer. A change that
+//!   may admit a key refused before (any but a revocation, a deletion, or a new user or
+//!   group; a new key may be an imported text) also drops the cached refusals.
 //! - Refusals (`invalid_key`, `key_disabled`, …) are cached for `negative_ttl` (default
 //!   1 s), so a client retrying a bad key does not reach the daemon on each request.
 //! - A key's `expires_at` ends its entry on time (expiry sends no event), and `cache_ttl`

@@ -693,7 +693,7 @@ impl Shared {
 
     pub(super) fn drop_all(&self, reason: &str) {
         tracing::info!(reason, "latchkey remote cache dropped");
-        self.cache.invalidate(Scope::All, Effect::Any);
+        self.cache.invalidate(Scope::All, Effect::MayAdmit);
         self.status.send_modify(|s| s.cache_drops += 1);
     }
 

@@ -973,6 +973,32 @@ async fn a_refused_extra_cost_is_told_when_the_whole_cost_fits() {
     assert_eq!(refused.retry_after_seconds, 4 * 720, "{refused:?}");
 }
 
+/// The same for a key this verifier does not hold (no cache here; or evicted since the
+/// layer verified it), whose extra cost the daemon charges: it judges the extra alone, as a
+/// request of its own, and the verifier adds the next try's own unit to the wait.
+#[tokio::test]
+async fn a_refused_extra_cost_charged_by_the_daemon_is_told_when_the_whole_cost_fits() {
+    let mut s = Setup::new().await;
+    s.verifier = RemoteVerifier::builder(&s.daemon.url(), &s.keystore.service_key)
+        .max_entries(0)
+        .clock(s.keystore.clock.clone())
+        .build()
+        .unwrap();
+    // Six an hour: one back every 600 s.
+    let key = a_metered_key(&s, 6).await;
+    let text = key.secret.expose();
+    let request = |extra| a_costly_request(&s, text, extra);
+    let retry_after = |refusal| match refusal {
+        Err(VerifyError::RateLimited(refused)) => refused.retry_after_seconds,
+        other => panic!("{other:?}"),
+    };
+    // Above the whole limit (7 of 6): one window, as ever.
+    assert_eq!(retry_after(request(6).await), 3600);
+    assert_eq!(request(3).await, Ok(()), "5 of 6");
+    // Its own unit is the sixth; its extra 3 would need four back.
+    assert_eq!(retry_after(request(3).await), 4 * 600);
+}
+
 /// A route's cost that the key's refill never covers (a refill to 5 a day, an extra cost
 /// of 9) is refused without `Retry-After`, whatever is left: waiting for the refill would
 /// not help. (The lease's refusal told when the next refill comes, 12 h, in a hunt.) A
