@@ -28,6 +28,55 @@ use crate::shared;
 /// bound for a connected app, with a margin of three orders of magnitude.
 pub(crate) const PUSH_BOUND: Duration = Duration::from_secs(1);
 
+/// The embedded example serves with the peer's address: an allowlisted key works from its
+/// network (it was refused from everywhere, the app seeing no address), and a SIGTERM, as a
+/// service manager sends, stops it gracefully and saves its usage figures (it died at once).
+#[test]
+fn the_embedded_example_checks_allowlists_and_saves_usage_at_sigterm() {
+    let (_dir, db) = store_dir();
+    let store = crate::backend::store_arg(&db);
+    let cli = |args: &[&str]| -> Value {
+        Run::of(latchkey().arg("--db").arg(&store).arg("--json").args(args)).json()
+    };
+    cli(&["init"]);
+    cli(&[
+        "users",
+        "add",
+        "--name",
+        "partner",
+        "--permissions",
+        "orders:read",
+    ]);
+    let key = |name: &str, allowed: &str| {
+        let args = ["keys", "add", "--name", name, "--user", "partner"];
+        secret_of(&cli(&[&args[..], &["--allow-ip", allowed]].concat()))
+    };
+    let here = key("here", "127.0.0.0/8,::1/128");
+    let elsewhere = key("elsewhere", "10.0.0.0/8");
+    let mut command = Command::new(orders_bin());
+    command
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(&store)
+        .env("RUST_LOG", "warn");
+    let mut app = Proc::spawn(command);
+    for _ in 0..3 {
+        assert_eq!(get_orders(&app, &here), (200, String::new()));
+        assert_eq!(
+            get_orders(&app, &elsewhere),
+            (403, "ip_not_allowed".to_owned())
+        );
+    }
+    app.terminate();
+    let shown = cli(&["keys", "show", &prefix_of(&here)]);
+    assert_eq!(shown["usage_count"], 3, "{shown}");
+}
+
+/// The `example-orders` binary (the embedded example), built as [`remote_orders_bin`] is.
+fn orders_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_binary("example-orders", "example-orders"))
+}
+
 /// The apps' `--max-staleness` in the propagation test: longer than any wait there, so a
 /// refusal in time can only come from the pushed event.
 const LONG_STALENESS: Duration = Duration::from_secs(60);
@@ -65,7 +114,13 @@ impl Proc {
             if stdout.read_line(&mut line).unwrap_or(0) == 0 {
                 break;
             }
-            if let Some(rest) = line.trim().strip_prefix("listening on ") {
+            // `latchkey serve` and the remote example say `listening on ADDR`, the
+            // embedded example `orders API on http://ADDR, keystore …`.
+            let said = line.trim().strip_prefix("listening on ").or_else(|| {
+                let rest = line.trim().strip_prefix("orders API on http://")?;
+                rest.split(',').next()
+            });
+            if let Some(rest) = said {
                 let addr = rest.parse().expect("a socket address after `listening on`");
                 // Keep draining stdout so that the child never blocks on a full pipe.
                 std::thread::spawn(move || {

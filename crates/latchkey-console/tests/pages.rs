@@ -838,6 +838,10 @@ async fn a_key_imported_in_another_format_signs_in() {
     let foreign = "sk_test_4eC39HqLyjWDarjtT1zdp7dc";
     app.import_for_new_reader("migrated", &[foreign.to_owned()])
         .await;
+    // The form takes the longest an import takes: a browser cut it at 256 characters.
+    let (_, form) = app.get("/ui/signin", None).await;
+    let longest = latchkey_core::limits::MAX_IMPORTED_KEY_LEN;
+    assert!(form.contains(&format!("maxlength=\"{longest}\"")), "{form}");
     let (session, _, _) = app.sign_in(foreign).await;
     let (answer, html) = app.get("/ui/keys", Some(&session)).await;
     assert_eq!(answer.status(), StatusCode::OK, "{html}");

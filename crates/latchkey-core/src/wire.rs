@@ -68,7 +68,8 @@ pub struct VerifyRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schema::IpAddress>))]
     pub client_ip: Option<IpAddr>,
     /// What this request costs against the key's rate limits and credits (default 1; 0
-    /// checks without consuming anything: refused with `rate_limited` when a limit has not
+    /// checks without consuming any of them, though it counts as a use of the key in its
+    /// usage figures: refused with `rate_limited` when a limit has not
     /// even one request left, `usage_exceeded` when no credits are; on PostgreSQL a limit
     /// whose state this daemon does not hold in memory is read from the database, writing
     /// nothing).

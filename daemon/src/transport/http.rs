@@ -7,11 +7,16 @@ use bytes::{Bytes, BytesMut};
 
 use super::{ApiRequest, ApiResponse, Transport};
 
-/// Sends requests to a daemon at a base URL with `Authorization: Bearer <admin key>`.
+/// Sends requests to a daemon at a base URL with `Authorization: Bearer <admin key>`. A
+/// user and password in the URL (for a proxy in front) go as `Proxy-Authorization: Basic`:
+/// `Authorization` carries the key, and a request with two credentials is refused.
 #[derive(Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
+    /// The URL without its user and password.
     base: String,
+    /// `Proxy-Authorization` for the URL's user and password, if it had them.
+    proxy_authorization: Option<reqwest::header::HeaderValue>,
     /// `base` as messages show it: a password in it reads `***`.
     shown: String,
     admin_key: Option<String>,
@@ -40,6 +45,30 @@ const KEY_DEADLINE: Duration = Duration::from_secs(600);
 const MAX_ANSWER_BYTES: usize = latchkey_core::limits::MAX_LIST_LIMIT * (64 << 10);
 /// The largest error answer read: a problem+json takes a few hundred bytes.
 const MAX_PROBLEM_BYTES: usize = 64 << 10;
+
+/// `Proxy-Authorization: Basic` for the user and password of `url`, if it has them
+/// (percent-decoded, as a browser sends them; RFC 7617).
+fn proxy_authorization(url: &reqwest::Url) -> anyhow::Result<Option<reqwest::header::HeaderValue>> {
+    use base64::Engine as _;
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(None);
+    }
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pair = format!(
+        "{}:{}",
+        decode(url.username()),
+        url.password().map(decode).unwrap_or_default()
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = reqwest::header::HeaderValue::try_from(format!("Basic {encoded}"))
+        .context("cannot encode the URL's user and password")?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
 
 /// A URL as a message shows it: its password, if any, as `***`.
 fn shown(url: &reqwest::Url) -> String {
@@ -113,9 +142,14 @@ impl HttpTransport {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .context("cannot set up the HTTP client")?;
+        let proxy_authorization = proxy_authorization(&parsed)?;
+        let mut base = parsed.clone();
+        let _ = base.set_username("");
+        let _ = base.set_password(None);
         Ok(HttpTransport {
             client,
-            base: url.trim_end_matches('/').to_owned(),
+            base: base.as_str().trim_end_matches('/').to_owned(),
+            proxy_authorization,
             shown: shown(&parsed),
             admin_key,
         })
@@ -137,6 +171,9 @@ impl HttpTransport {
         }
         if let Some(key) = &self.admin_key {
             builder = builder.bearer_auth(key);
+        }
+        if let Some(credentials) = &self.proxy_authorization {
+            builder = builder.header(reqwest::header::PROXY_AUTHORIZATION, credentials.clone());
         }
         if let Some(body) = &request.body {
             builder = builder.json(body);
@@ -304,6 +341,55 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
+
+    /// A user and password in the URL go as `Proxy-Authorization`, never as a second
+    /// `Authorization` beside the key's: the daemon refused every such request (two
+    /// credentials), and the README has them for a proxy in front.
+    #[test]
+    fn the_url_s_password_goes_as_proxy_authorization() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = format!("http://ops:hunter%202@127.0.0.1:{port}/");
+        let transport = HttpTransport::new(&url, Some("lk_live_key".into()), None).unwrap();
+        let request = ApiRequest {
+            method: reqwest::Method::GET,
+            path: "/v1/users".into(),
+            body: None,
+        };
+        let reader = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            for line in BufReader::new(&stream).lines() {
+                let line = line.unwrap();
+                if line.is_empty() {
+                    break;
+                }
+                head.push(line.to_ascii_lowercase());
+            }
+            (&stream)
+                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+            head
+        });
+        let _ = runtime.block_on(transport.start(&request, None));
+        let head = reader.join().unwrap();
+        let authorization: Vec<_> = head
+            .iter()
+            .filter(|l| l.starts_with("authorization:"))
+            .collect();
+        assert_eq!(
+            authorization,
+            ["authorization: bearer lk_live_key"],
+            "{head:?}"
+        );
+        // base64("ops:hunter 2"), lowercased with the rest of the head.
+        let proxy = "proxy-authorization: basic b3bzomh1bnrlciay".to_owned();
+        assert!(head.contains(&proxy), "{head:?}");
+    }
 
     #[test]
     fn a_password_in_the_url_is_never_shown() {

@@ -48,11 +48,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     demo::print_welcome(&db, addr, created.as_ref());
 
-    axum::serve(listener, app(store.clone()))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // With the peer's address: a key with an IP allowlist is refused without one.
+    axum::serve(
+        listener,
+        app(store.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(example_orders::shutdown_signal())
+    .await?;
     // Persist the buffered usage figures (last_used_at, counts).
     store.flush()?;
     Ok(())

@@ -30,6 +30,8 @@ struct SignInPage {
     nav: Nav,
     csrf: String,
     error: Option<&'static str>,
+    /// The longest key a browser lets into the field: an imported one's.
+    max_key: usize,
 }
 
 /// Renders the form with a fresh token, bound to a cookie of its own (no session yet).
@@ -39,6 +41,7 @@ fn page(console: &Console, status: StatusCode, error: Option<&'static str>) -> R
         nav: Default::default(),
         csrf: token.clone(),
         error,
+        max_key: latchkey_core::limits::MAX_IMPORTED_KEY_LEN,
     };
     match super::render(&page) {
         Ok(mut response) => {
