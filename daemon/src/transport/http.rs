@@ -328,6 +328,13 @@ impl Transport for HttpTransport {
 
 /// The innermost cause of a certificate failure ("invalid peer certificate: UnknownIssuer").
 fn certificate_problem(error: &reqwest::Error) -> String {
+    // A self-signed certificate comes out of rustls as a signature algorithm that does not
+    // suit the key of some trusted root it tried as the issuer: a dump of object
+    // identifiers that says nothing of the cause.
+    if latchkey_tower::remote::is_issuer_untrusted(error) {
+        return "no CA trusted here signed it: it is self-signed, or its CA is a private one"
+            .to_owned();
+    }
     let mut cause: &dyn std::error::Error = error;
     while let Some(next) = cause.source() {
         cause = next;

@@ -117,6 +117,6 @@ pub use config::RemoteVerifierBuilder;
 pub use error::RemoteError;
 pub use tls::{
     direct_unless_tunneled, https_client_builder, is_a_ca_certificate_served, is_certificate_error,
-    is_not_tls,
+    is_issuer_untrusted, is_not_tls,
 };
 pub use verifier::{RemoteFuture, RemoteStatus, RemoteVerifier};

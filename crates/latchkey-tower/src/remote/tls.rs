@@ -136,6 +136,20 @@ pub fn is_a_ca_certificate_served(error: &(dyn std::error::Error + 'static)) -> 
     )
 }
 
+/// Whether the server's certificate did not verify because no CA trusted here signed it:
+/// a self-signed certificate, or a private CA's not given to the client. (rustls says so as
+/// `UnknownIssuer`, or, for a self-signed one, as a signature algorithm that does not suit
+/// the key of a trusted root it tried as the issuer.)
+pub fn is_issuer_untrusted(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        invalid_certificate(error),
+        Some(
+            rustls::CertificateError::UnknownIssuer
+                | rustls::CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
+        )
+    )
+}
+
 /// Whether the TLS handshake got an answer that is no TLS at all: what a plain-HTTP
 /// listener sends back to a client speaking TLS to it (an `https://` URL for an `http://`
 /// server).
