@@ -269,6 +269,19 @@ fn people_read_what_the_json_answer_holds() {
     assert_eq!(human["usage_count"], json["usage_count"].to_string());
     assert_eq!(human["credits"], "7");
     assert_eq!(human["allowed_ips"], "10.0.0.0/8");
+    // A new key's block says when it expires, without a `keys show`.
+    let add = [
+        "keys",
+        "add",
+        "--name",
+        "later",
+        "--user",
+        "billing",
+        "--expires-at",
+        "2031-02-03T04:05:06Z",
+    ];
+    let created = fields(&f.cli(&add).ok().stdout);
+    assert_eq!(created["expires_at"], "2031-02-03T04:05:06Z", "{created:?}");
 
     // A user and a group, shown with the group by name; the audit trail's table.
     f.json(&[

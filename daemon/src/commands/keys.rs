@@ -284,15 +284,17 @@ pub(crate) async fn print_created<T: Transport>(
 
 /// The human form of a created key, shared with `init` and `serve`.
 pub(crate) fn print_secret_block(key: &Key, secret: &str, user: &str) {
-    print!(
-        "{}",
-        fields(&[
-            ("id", key.id.to_string()),
-            ("name", key.name.clone()),
-            ("user", user.to_owned()),
-            ("prefix", key.prefix.clone()),
-        ])
-    );
+    let mut lines = vec![
+        ("id", key.id.to_string()),
+        ("name", key.name.clone()),
+        ("user", user.to_owned()),
+        ("prefix", key.prefix.clone()),
+    ];
+    // What `--expires-at 90d` (or a rotation's grace) came to, without a `keys show`.
+    if key.expires_at.is_some() {
+        lines.push(("expires_at", when(key.expires_at)));
+    }
+    print!("{}", fields(&lines));
     println!("Secret (store immediately):");
     println!("{secret}");
 }

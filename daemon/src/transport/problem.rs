@@ -59,7 +59,9 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.message)?;
+        // A hint follows after `;`: the detail's own full stop goes ("….; the admin key was
+        // refused" read badly).
+        write!(f, "{}", self.message.trim_end_matches('.'))?;
         if let Some(field) = self
             .field
             .as_ref()
@@ -113,6 +115,12 @@ mod tests {
         assert!(
             p.to_string()
                 .ends_with("; the admin key was refused [key_revoked]")
+        );
+        let malformed = br#"{"title":"Unauthorized","detail":"The credential is not a well-formed API key.","code":"invalid_key"}"#;
+        let p = Problem::from_response(StatusCode::UNAUTHORIZED, malformed);
+        assert_eq!(
+            p.to_string(),
+            "The credential is not a well-formed API key; the admin key was refused [invalid_key]"
         );
         // The key worked on is revoked: nothing about the admin key.
         let p = Problem::from_response(
