@@ -151,13 +151,21 @@ done
             }'
     done
     echo
+    # The targets (issue 9) are set for layers around the router. Per route, axum's boxed
+    # clone of the route adds ~1,100 instructions to any layer: those figures are printed for
+    # reference, without a verdict.
+    if [ "$LAYERING" != service ]; then
+        echo "per route, for reference only: the targets below are set around the router (LAYERING=service)"
+    fi
     awk -v i3="${INSTR[latchkey]}" -v i1="${INSTR[none]}" -v i4="${INSTR[latchkey-invalid]:-0}" \
-        -v i5="${INSTR[latchkey-limited]:-0}" \
-        -v r3="${RPS[latchkey]:-}" -v r2="${RPS[bearer]:-}" 'BEGIN {
-            printf "target (3) <= 1.15x (1) instructions: %.3fx %s\n", i3 / i1, (i3 <= 1.15 * i1) ? "met" : "MISSED"
+        -v i5="${INSTR[latchkey-limited]:-0}" -v judged="$([ "$LAYERING" = service ] && echo 1)" \
+        -v r3="${RPS[latchkey]:-}" -v r2="${RPS[bearer]:-}" '
+        function verdict(ok) { return judged ? (ok ? "met" : "MISSED") : "(per route)" }
+        BEGIN {
+            printf "target (3) <= 1.15x (1) instructions: %.3fx %s\n", i3 / i1, verdict(i3 <= 1.15 * i1)
             if (r3 != "" && r2 != "")
-                printf "target (3) >= 95%% of (2) req/s:       %.1f%% %s\n", 100 * r3 / r2, (r3 >= 0.95 * r2) ? "met" : "MISSED"
-            printf "target (4) <= (3) instructions:        %d vs %d %s\n", i4, i3, (i4 <= i3) ? "met" : "MISSED"
-            printf "target (5) <= (3) + 500 instructions:  %d vs %d (+%d) %s\n", i5, i3, i5 - i3, (i5 <= i3 + 500) ? "met" : "MISSED"
+                printf "target (3) >= 95%% of (2) req/s:       %.1f%% %s\n", 100 * r3 / r2, verdict(r3 >= 0.95 * r2)
+            printf "target (4) <= (3) instructions:        %d vs %d %s\n", i4, i3, verdict(i4 <= i3)
+            printf "target (5) <= (3) + 500 instructions:  %d vs %d (+%d) %s\n", i5, i3, i5 - i3, verdict(i5 <= i3 + 500)
         }'
 } | tee "$OUT/results-$LAYERING.md"
