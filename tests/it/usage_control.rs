@@ -127,6 +127,14 @@ fn user_rate_limits_round_trip_and_bind_all_its_keys() {
     assert!(shown.stdout.contains("3/60s default"), "{shown:#?}");
     let (_, a) = fx.key("partner", "a", &[]);
     let (_, b) = fx.key("partner", "b", &[]);
+    // A cost above the whole limit is refused and takes nothing: the limit is full.
+    let refused = fx.http("POST", "/v1/verify", Some(json!({"key": a, "cost": 4})));
+    assert_eq!(refused.body["code"], "rate_limited", "{refused:#?}");
+    assert_eq!(
+        refused.body["limits"],
+        json!([{"name": "user:default", "limit": 3, "window_seconds": 60,
+                "remaining": 3, "reset_seconds": 0}])
+    );
     let call = |key: &str| fx.daemon.http("GET", "/v1/keys", Some(key), None);
     assert_eq!(call(&a).status, 200);
     assert_eq!(call(&b).status, 200);

@@ -333,7 +333,18 @@ impl Meter {
                         report.push(limit.state(remaining));
                     }
                 }
-                Err(refused) => return Admitted::Done(Err(refused)),
+                Err(refused) => {
+                    // The limit that refused, as it stands: a cost it refused took nothing
+                    // (a cost above the whole limit leaves it full). A shared limit's state
+                    // not known without a round trip is read by the reservation.
+                    if let Some(report) = report {
+                        match limit.left_now(block, &meter.clock) {
+                            Some(left) => report.push(limit.state(left)),
+                            None => return reserve(i),
+                        }
+                    }
+                    return Admitted::Done(Err(refused));
+                }
             }
         }
         let Some(credits) = &meter.credits else {
@@ -642,6 +653,18 @@ impl Limit {
                 shared.try_take(&self.rule, cost, extra, clock.unix_nanos())
             }
         }
+    }
+
+    /// What is left of the limit now, taking nothing (0 when not even one request would
+    /// pass); `None` when a shared limit's state is not known without a round trip and
+    /// `block` does not allow one.
+    fn left_now(&self, block: bool, clock: &Arc<dyn Clock>) -> Option<u32> {
+        let peeked = if block {
+            Some(self.check(0, false, clock))
+        } else {
+            self.try_check(0, false, clock)
+        };
+        peeked.map(|left| left.unwrap_or(0))
     }
 
     /// Whether one request would pass, taking nothing: what is left of the limit.

@@ -105,7 +105,8 @@ pub struct VerifyResponse {
     /// `rate_limited` or `usage_exceeded`, checked in that order.
     pub code: String,
     /// The key's rate limits and credits after this request (each limit, then `credits`);
-    /// with `rate_limited`, the limit that refused; with `usage_exceeded`, the credits
+    /// with `rate_limited`, the limit that refused, as it stands (the refused cost took
+    /// nothing from it); with `usage_exceeded`, the credits
     /// left (fewer than the cost) and when they are refilled. Absent for a key without
     /// any: a remote verifier caches only such answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use latchkey_core::{Actor, Admission, Admitted, ApiKey, LimitState, VerifyError, limits, meter};
+use latchkey_core::{Actor, Admission, Admitted, ApiKey, VerifyError, limits, meter};
 
 use crate::api::{VerifyRequest, VerifyResponse};
 use crate::caller::{Caller, perm};
@@ -149,13 +149,8 @@ pub(crate) async fn verify(
                 // not be read or reserved: not an answer about the key.
                 Err(VerifyError::Unavailable(cause)) => return Err(unavailable(cause)),
                 Err(VerifyError::RateLimited(limited)) => {
-                    limits = vec![LimitState {
-                        name: limited.limit.name.clone(),
-                        limit: Some(limited.limit.limit),
-                        window_seconds: Some(limited.limit.window_seconds),
-                        remaining: 0,
-                        reset_seconds: Some(limited.retry_after_seconds),
-                    }];
+                    // The limit that refused, as it stands (the meter reports it last).
+                    limits.retain(|state| state.name == limited.limit.name);
                     ("rate_limited", Some(limited.retry_after_seconds))
                 }
                 Err(VerifyError::UsageExceeded {

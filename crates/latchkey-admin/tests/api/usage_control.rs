@@ -195,12 +195,41 @@ async fn verify_answers_the_usage_codes_in_order_with_the_limits_state() {
     let answer = verify(json!({"key": secret, "client_ip": "10.0.0.1"})).await;
     assert_eq!(answer["code"], "rate_limited");
     assert!(answer["retry_after"].as_u64().unwrap() >= 1);
-    assert_eq!(answer["limits"][0]["name"], "default");
+    assert_eq!(
+        answer["limits"],
+        json!([{"name": "default", "limit": 2, "window_seconds": 60, "remaining": 0, "reset_seconds": 60}])
+    );
     // A disabled key over its limit: key_disabled.
     let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
     h.patch(&uri, json!({"enabled": false})).await.ok(200);
     let answer = verify(json!({"key": secret, "client_ip": "10.0.0.1"})).await;
     assert_eq!(answer["code"], "key_disabled");
+}
+
+/// A cost a limit refuses takes nothing from it: the answer reports what the limit still
+/// holds (the whole of it for a cost above the limit), not 0.
+#[tokio::test]
+async fn a_refused_cost_reports_what_the_limit_still_holds() {
+    let h = Harness::new();
+    let (service, created) = service_and_limited_key(&h, 5, 100).await;
+    let secret = created["secret"].as_str().unwrap();
+    let verify = |cost: u32| {
+        let body = json!({"key": secret, "client_ip": "10.0.0.1", "cost": cost});
+        h.post_as(&service, "/v1/verify", body)
+    };
+    let state = |remaining: u32, reset_seconds: u32| {
+        json!([{"name": "default", "limit": 5, "window_seconds": 60,
+                "remaining": remaining, "reset_seconds": reset_seconds}])
+    };
+    let answer = verify(6).await;
+    assert_eq!(answer["code"], "rate_limited", "{answer}");
+    assert_eq!(answer["limits"], state(5, 0));
+    let answer = verify(3).await;
+    assert_eq!(answer["code"], "ok", "{answer}");
+    assert_eq!(answer["limits"][0], state(2, 36)[0]);
+    let answer = verify(3).await;
+    assert_eq!(answer["code"], "rate_limited", "{answer}");
+    assert_eq!(answer["limits"], state(2, 36));
 }
 
 #[tokio::test]
