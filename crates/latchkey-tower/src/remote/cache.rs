@@ -303,13 +303,9 @@ impl Cache {
             entries.generation.widened += 1;
             self.negative.clear();
         }
-        if scope == Scope::Created {
-            // Nothing valid cached or in flight can be about a new record.
-            return;
-        }
-        entries.generation.all += 1;
         match scope {
-            Scope::Created => {}
+            // Nothing valid cached or in flight can be about a new record.
+            Scope::Created => return,
             Scope::Key(key_id) => entries.remove_key(key_id),
             Scope::User(user_id) => {
                 for key_id in entries.by_user.remove(&user_id).unwrap_or_default() {
@@ -332,6 +328,8 @@ impl Cache {
                 entries.by_user.clear();
             }
         }
+        // Under the same lock: no reader sees the answers gone and the generation not moved.
+        entries.generation.all += 1;
     }
 
     /// How many valid answers are cached.
