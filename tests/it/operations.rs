@@ -188,6 +188,58 @@ fn a_damaged_store_is_refused_at_start_and_never_reinitialised() {
     drop(dir);
 }
 
+/// A store's directory removed under the daemon (by hand, by a clean-up job) leaves the
+/// engine writing into files no path leads to: writes are refused (they would be gone at the
+/// next start), `/healthz` fails, an online backup still saves what the daemon holds, and
+/// the stop says what was lost.
+#[test]
+fn a_store_directory_removed_under_the_daemon_refuses_writes_and_fails_health() {
+    if directory_only("it removes the store's directory") {
+        return;
+    }
+    let f = Fixture::new();
+    let db = f.db();
+    f.user("before", "");
+    fs::remove_dir_all(&db).unwrap();
+    f.cli(&["users", "add", "--name", "after"])
+        .fails(1, "removed or replaced");
+    let health = f.daemon.http("GET", "/healthz", None, None);
+    health.problem(503, "keystore_unavailable");
+    // What the daemon still holds, saved and restored elsewhere.
+    let saved = f.dir.path().join("saved.backup");
+    f.json(&["backup", "--out", saved.to_str().unwrap()]);
+    let restored = f.dir.path().join("restored");
+    let mut restore = latchkey();
+    restore
+        .arg("restore")
+        .arg(&saved)
+        .arg("--db")
+        .arg(&restored);
+    Run::of(&mut restore).ok();
+    let Fixture { daemon, .. } = f;
+    let (status, log) = daemon.stop();
+    assert!(
+        !status.success(),
+        "no clean stop after losing the store: {log}"
+    );
+    assert!(log.contains("latchkey restore"), "{log}");
+    assert!(!db.exists(), "nothing made a new store at its path");
+    let users = Run::of(
+        latchkey()
+            .args(["--json", "users", "list", "--db"])
+            .arg(&restored),
+    );
+    let users = users.json();
+    let has = |name: &str| {
+        users["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == name)
+    };
+    assert!(has("before") && !has("after"), "{users}");
+}
+
 #[test]
 fn a_backup_during_writes_restores_every_acknowledged_write_as_a_new_lineage() {
     use std::sync::Mutex;

@@ -205,7 +205,27 @@ impl std::error::Error for CommitInDoubt {
     }
 }
 
+/// The cause of the `Unavailable` error of an embedded store whose directory was removed or
+/// replaced while this process held it open. See [`StoreError::is_displaced`].
+#[derive(Debug)]
+pub(crate) struct Displaced(pub(crate) String);
+
+impl fmt::Display for Displaced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Displaced {}
+
 impl StoreError {
+    /// Whether the embedded store's directory was removed or replaced while this process
+    /// held it open: writes are refused for good (nothing would find them at the next
+    /// start), and retrying will not help. An online backup still reads the open store.
+    pub fn is_displaced(&self) -> bool {
+        matches!(self, StoreError::Unavailable(cause) if cause.is::<Displaced>())
+    }
+
     /// Whether the write that failed with this error may have committed all the same: only
     /// a `COMMIT` over a network whose answer was lost. Every other failure wrote nothing,
     /// so what the write took out of memory (an unspent credit slice) goes back.

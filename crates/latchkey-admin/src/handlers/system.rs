@@ -19,7 +19,7 @@ use crate::state::AppState;
     ))]
 pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
     state
-        .run(|store| store.last_seq().map_err(unavailable))
+        .run(|store| store.check_health().map_err(unavailable))
         .await?;
     Ok(Json(Health {
         status: "ok".to_owned(),

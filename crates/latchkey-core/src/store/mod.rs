@@ -31,6 +31,7 @@ mod mark;
 mod names;
 mod outage;
 mod pages;
+mod place;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod query;
@@ -289,6 +290,9 @@ struct Inner {
     path: PathBuf,
     /// Where the store lives, as opened.
     location: Location,
+    /// The directory as opened (`None` on PostgreSQL): writes and health checks compare
+    /// it with what stands at `path` (`place.rs`).
+    place: Option<place::Place>,
     /// What holds the records.
     db: Arc<dyn Backend>,
     /// The same, for what only a store in a directory has (reopen, mark, space); `None` on
@@ -628,6 +632,11 @@ impl Store {
         let (wake, woken) = mpsc::channel::<()>();
         let inner = Arc::new(Inner {
             path: location.as_dir().map(Path::to_owned).unwrap_or_default(),
+            place: location
+                .as_dir()
+                .map(place::Place::of)
+                .transpose()
+                .map_err(|e| StoreError::Storage(Box::new(e)))?,
             location,
             db,
             local,
@@ -955,6 +964,14 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let db = &*self.inner.db;
+        if self.ensure_in_place().is_err() {
+            // What the engine holds is in files no path leads to any more: nothing to flush
+            // it into, and no stop to call clean.
+            return Err(StoreError::storage(format!(
+                "the store's directory {} was removed or replaced while this process held it open: what it held is gone with this process unless a backup was taken; restore the newest one with `latchkey restore`",
+                self.inner.path.display()
+            )));
+        }
         if self.disk_full() {
             // Every acknowledged write was durable before it was acknowledged: what a flush
             // adds now is best effort (usage figures, credit slices given back, which stay
@@ -990,6 +1007,23 @@ impl Store {
     /// The sequence number of the newest change (0 for none).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         read_seq(&*self.inner.db)
+    }
+
+    /// Whether the store can serve: its newest change reads, and an embedded store's
+    /// directory is still the one it opened (one removed or replaced meanwhile fails with
+    /// `Unavailable`, and so does every write).
+    pub fn check_health(&self) -> Result<(), StoreError> {
+        self.ensure_in_place()?;
+        self.last_seq().map(drop)
+    }
+
+    /// `Ok` unless the embedded store's directory was removed or replaced since it was
+    /// opened (`place.rs`).
+    fn ensure_in_place(&self) -> Result<(), StoreError> {
+        match self.inner.place {
+            Some(place) => place.check(&self.inner.path),
+            None => Ok(()),
+        }
     }
 
     /// Up to `limit` changes (audit events) with `seq > after`, oldest first.

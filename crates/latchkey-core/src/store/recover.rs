@@ -20,6 +20,7 @@ impl Store {
         if self.inner.local.is_none() {
             return Ok(());
         }
+        self.ensure_in_place()?;
         self.ensure_open()?;
         if space::below_reserve(&self.inner.path, self.inner.min_free_bytes) {
             return Err(self.full());
