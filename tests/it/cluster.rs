@@ -629,6 +629,23 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // `/metrics` goes on without the store's counts: the counters that tell of the outage
+    // are scraped during it.
+    let scrape = daemon.http("GET", "/metrics", None, None);
+    assert_eq!(scrape.status, 200, "{}", scrape.text);
+    assert!(
+        scrape.text.contains("\nlatchkey_keystore_up 0\n"),
+        "{}",
+        scrape.text
+    );
+    let failed = r#"latchkey_http_requests_total{code="keystore_unavailable"}"#;
+    assert!(scrape.text.contains(failed), "{}", scrape.text);
+    assert!(
+        !scrape.text.contains("\nlatchkey_users "),
+        "{}",
+        scrape.text
+    );
+
     // The background loops that retry every second say the outage once each, not once a
     // try (a reminder comes a minute later).
     let outage = daemon.log()[logged..].to_owned();
@@ -664,6 +681,9 @@ fn postgres_down_writes_503_verification_never_401_and_recovery_without_restart(
         back.elapsed()
     );
     assert_eq!(verify(&daemon, &admin, &unseen).body["valid"], true);
+    let scrape = daemon.http("GET", "/metrics", None, None).text;
+    assert!(scrape.contains("\nlatchkey_keystore_up 1\n"), "{scrape}");
+    assert!(scrape.contains("\nlatchkey_users 3\n"), "{scrape}");
     chain_whole(&daemon, &admin);
     let again = "reading the cluster's changes works again";
     assert!(daemon.log_with(again).contains(again), "{}", daemon.log());

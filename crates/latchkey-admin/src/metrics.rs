@@ -168,31 +168,27 @@ impl Metrics {
     }
 
     /// The text exposition of every series, with the store's counts.
-    pub(crate) fn render(&self, stats: &Stats) -> String {
-        // The store's counts are read per scrape: gauges made for this one, beside the
-        // process's counters, in a registry of its own.
-        let keys = IntGaugeVec::new(
-            Opts::new("latchkey_keys", "Keys in the store by status."),
-            &["status"],
+    /// The exposition: the process's counters, and the store's counts when they could be
+    /// read (`stats`), with `latchkey_keystore_up` saying which. A store out of reach
+    /// leaves its counts out rather than the whole scrape: the counters that tell of the
+    /// outage are served during it.
+    pub(crate) fn render(&self, stats: Option<&Stats>) -> String {
+        let up = IntGauge::new(
+            "latchkey_keystore_up",
+            "1 when this scrape read the store's counts, 0 when the store could not be read.",
         )
         .expect("a valid metric");
-        for (status, n) in &stats.keys {
-            keys.with_label_values(&[*status]).set(gauge_value(*n));
-        }
-        let users = IntGauge::new("latchkey_users", "Users in the store.").expect("a valid metric");
-        users.set(gauge_value(stats.users));
-        let groups =
-            IntGauge::new("latchkey_groups", "Groups in the store.").expect("a valid metric");
-        groups.set(gauge_value(stats.groups));
-        let collectors: [Box<dyn Collector>; 7] = [
+        up.set(i64::from(stats.is_some()));
+        let mut collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(self.requests.clone()),
             Box::new(SIGN_INS.clone()),
             Box::new(self.verification_family.clone()),
             Box::new(self.latency.clone()),
-            Box::new(keys),
-            Box::new(users),
-            Box::new(groups),
+            Box::new(up),
         ];
+        if let Some(stats) = stats {
+            collectors.extend(store_gauges(stats));
+        }
         let registry = Registry::new();
         for collector in collectors {
             registry.register(collector).expect("distinct metric names");
@@ -203,6 +199,24 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// The store's counts, read per scrape: gauges made for this one, beside the process's
+/// counters, in a registry of its own.
+fn store_gauges(stats: &Stats) -> [Box<dyn Collector>; 3] {
+    let keys = IntGaugeVec::new(
+        Opts::new("latchkey_keys", "Keys in the store by status."),
+        &["status"],
+    )
+    .expect("a valid metric");
+    for (status, n) in &stats.keys {
+        keys.with_label_values(&[*status]).set(gauge_value(*n));
+    }
+    let users = IntGauge::new("latchkey_users", "Users in the store.").expect("a valid metric");
+    users.set(gauge_value(stats.users));
+    let groups = IntGauge::new("latchkey_groups", "Groups in the store.").expect("a valid metric");
+    groups.set(gauge_value(stats.groups));
+    [Box::new(keys), Box::new(users), Box::new(groups)]
 }
 
 fn gauge_value(n: u64) -> i64 {

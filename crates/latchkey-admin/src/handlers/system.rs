@@ -38,26 +38,28 @@ fn unavailable(err: latchkey_core::StoreError) -> AppError {
 /// Prometheus metrics, text format 0.0.4.
 ///
 /// `latchkey_http_requests_total{code}`, `latchkey_verifications_total{code}`,
-/// `latchkey_verification_duration_seconds` (histogram), `latchkey_keys{status}`,
-/// `latchkey_users`, `latchkey_groups`.
+/// `latchkey_verification_duration_seconds` (histogram), `latchkey_keystore_up`, and, when
+/// the store could be read, `latchkey_keys{status}`, `latchkey_users`, `latchkey_groups`.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system",
     responses(
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 401, description = "No key or a key that does not authenticate (only when served behind a key: `latchkey serve --metrics-auth`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks `latchkey:metrics` (`insufficient_permission`), or is bound to a tenant (`tenant_forbidden`: the figures cover every tenant); only with `--metrics-auth`", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "A count could not be read (`internal`: see the server log)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The keystore is unavailable (`keystore_unavailable`, `store_locked`)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The key could not be checked for a failure of this process's (`internal`: see the server log; only with `--metrics-auth`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The key could not be checked: the keystore is unavailable (`keystore_unavailable`; only with `--metrics-auth`: without, a store out of reach leaves its counts out, and `latchkey_keystore_up` reads 0)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
-    let stats = state.run(|store| Ok(store.stats()?)).await?;
-    let body = state.metrics.render(&stats);
-    Ok((
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // A store out of reach (said in the log by the error's conversion) leaves its counts
+    // out, not the process's counters, which tell of the outage.
+    let stats = state.run(|store| Ok(store.stats()?)).await.ok();
+    let body = state.metrics.render(stats.as_ref());
+    (
         [(
             CONTENT_TYPE,
             HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         )],
         body,
-    ))
+    )
 }
 
 /// `/metrics` behind the authentication layer: the caller needs `latchkey:metrics`, and
@@ -67,7 +69,7 @@ pub(crate) async fn metrics_keyed(
     state: State<AppState>,
 ) -> Result<impl IntoResponse, AppError> {
     caller.ensure_global()?;
-    metrics(state).await
+    Ok(metrics(state).await)
 }
 
 /// This API's OpenAPI document.

@@ -129,6 +129,7 @@ async fn metrics_expose_requests_verifications_latency_and_store_counts() {
         "latchkey_keys{status=\"revoked\"} 0",
         "latchkey_users 1",
         "latchkey_groups 1",
+        "latchkey_keystore_up 1",
     ] {
         assert!(
             text.lines().any(|l| l == line),
