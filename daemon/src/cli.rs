@@ -761,6 +761,14 @@ pub struct VerifyArgs {
     /// A permission the key must hold (repeatable)
     #[arg(long = "permission", short = 'p', value_name = "PERMISSION")]
     pub permissions: Vec<String>,
+    /// Check as a request from this address: a key with an IP allowlist is refused without
+    /// one
+    #[arg(long, value_name = "IP")]
+    pub client_ip: Option<std::net::IpAddr>,
+    /// What the check costs against the key's rate limits and credits, as a request would
+    /// (default 1); 0 checks without spending any (it still counts as a use of the key)
+    #[arg(long, value_name = "N")]
+    pub cost: Option<u32>,
 }
 
 impl std::fmt::Debug for VerifyArgs {
@@ -768,6 +776,8 @@ impl std::fmt::Debug for VerifyArgs {
         f.debug_struct("VerifyArgs")
             .field("key", &Redacted(&self.key))
             .field("permissions", &self.permissions)
+            .field("client_ip", &self.client_ip)
+            .field("cost", &self.cost)
             .finish()
     }
 }

@@ -39,6 +39,15 @@ fn cli_flags_round_trip_and_the_daemon_enforces_them() {
     assert!(shown.stdout.contains("rate_limits"), "{shown:#?}");
     assert!(shown.stdout.contains("3 (refill 3/month)"), "{shown:#?}");
 
+    // `latchkey verify` checks as a request from an address would; at cost 0 it spends
+    // nothing of the limits and credits used below.
+    let refused = fx.cli(&["verify", &secret]);
+    assert_eq!(refused.code, 1, "{refused:#?}");
+    assert!(refused.stdout.contains("ip_not_allowed"), "{refused:#?}");
+    for _ in 0..3 {
+        let checked = fx.cli(&["verify", &secret, "--client-ip", "127.0.0.1", "--cost", "0"]);
+        assert_eq!(checked.code, 0, "{checked:#?}");
+    }
     let call = || fx.daemon.http("GET", "/v1/keys", Some(&secret), None);
     assert_eq!(call().status, 200);
     assert_eq!(call().status, 200);

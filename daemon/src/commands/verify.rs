@@ -1,4 +1,4 @@
-//! `latchkey verify KEY [--permission P]...`.
+//! `latchkey verify KEY [--permission P]... [--client-ip IP] [--cost N]`.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -40,13 +40,14 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: VerifyArgs) -> anyhow:
         args.key.trim().to_owned()
     };
     // Permissions go as given: the server checks them, and names a bad one.
-    let answer = cli
-        .api
-        .post(
-            "/v1/verify",
-            json!({"key": key, "permissions": args.permissions}),
-        )
-        .await?;
+    let mut body = json!({"key": key, "permissions": args.permissions});
+    if let Some(client_ip) = args.client_ip {
+        body["client_ip"] = json!(client_ip);
+    }
+    if let Some(cost) = args.cost {
+        body["cost"] = json!(cost);
+    }
+    let answer = cli.api.post("/v1/verify", body).await?;
     let verdict: VerifyResponse = read(&answer)?;
     let valid = verdict.valid;
     if cli.out.json {
