@@ -189,17 +189,25 @@ fn the_container_image_s_command_serves_its_volume_and_keeps_it_across_restarts(
     let (_, command) = check
         .split_once("CMD ")
         .unwrap_or_else(|| panic!("HEALTHCHECK … CMD [...]: {check}"));
-    let mut check = exec_form(command);
+    let check = exec_form(command);
     assert_eq!(check[0], entrypoint[0], "the check runs the image's binary");
-    let at = option(&check, "--url");
-    let exposed = format!(":{port}");
+    // It asks LATCHKEY_URL (what a container serving TLS sets), by default the exposed port.
     assert!(
-        check[at].ends_with(&exposed),
-        "{} checks the exposed port",
-        check[at]
+        !check.contains(&"--url".to_owned()),
+        "a flag would beat LATCHKEY_URL: {check:?}"
     );
-    check[at] = second.url.clone();
-    let health = || Run::of(latchkey().envs(env.iter().cloned()).args(&check[1..]));
+    let help = Run::of(latchkey().args(["health", "--help"])).ok().stdout;
+    let exposed = format!("[default: http://127.0.0.1:{port}]");
+    assert!(
+        help.contains(&exposed),
+        "the default URL is the exposed port: {help}"
+    );
+    let url = second.url.clone();
+    let health = || {
+        let url = ("LATCHKEY_URL".to_owned(), url.clone());
+        let env = env.iter().cloned().chain([url]);
+        Run::of(latchkey().envs(env).args(&check[1..]))
+    };
     assert_eq!(health().ok().stdout.trim(), "ok");
     let (status, _) = second.stop();
     assert!(status.success());
