@@ -244,9 +244,11 @@ pub(crate) fn open_error(path: &Path, err: sled::Error) -> StoreError {
         sled::Error::Io(io) if super::space::is_full(&io) => StoreError::StorageFull {
             path: path.to_owned(),
         },
-        sled::Error::Io(io) => {
-            StoreError::storage(format!("cannot open the store at {}: {io}", path.display()))
-        }
+        sled::Error::Io(io) => StoreError::storage(format!(
+            "cannot open the store at {}: {io}{}",
+            path.display(),
+            ownership_hint(path, &io)
+        )),
         sled::Error::Unsupported(what) => StoreError::Damaged {
             path: path.to_owned(),
             reason: format!("cannot be opened by this version ({what})"),
@@ -259,5 +261,79 @@ pub(crate) fn open_error(path: &Path, err: sled::Error) -> StoreError {
 }
 
 fn unreadable(path: &Path, e: &std::io::Error) -> StoreError {
-    StoreError::storage(format!("cannot read {}: {e}", path.display()))
+    StoreError::storage(format!(
+        "cannot read {}: {e}{}",
+        path.display(),
+        ownership_hint(path, e)
+    ))
+}
+
+/// For a store refused for want of permission: the store, or the first of its files, that
+/// belongs to another user than the directory the store stands in, as a phrase to append
+/// ("" when none does, or for another error). What a command run as root on a service's
+/// store leaves (a sled snapshot, a restored store), which the service then cannot open.
+pub(crate) fn ownership_hint(path: &Path, err: &std::io::Error) -> String {
+    if err.kind() != std::io::ErrorKind::PermissionDenied {
+        return String::new();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = |p: &Path| std::fs::symlink_metadata(p).ok().map(|m| m.uid());
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let Some(expected) = owner(parent) else {
+            return String::new();
+        };
+        let files = std::fs::read_dir(path).into_iter().flatten().flatten();
+        let found = std::iter::once(path.to_owned())
+            .chain(files.take(1_000).map(|entry| entry.path()))
+            .find_map(|p| owner(&p).filter(|&uid| uid != expected).map(|uid| (p, uid)));
+        if let Some((file, uid)) = found {
+            return format!(
+                " ({} belongs to uid {uid}, {} to uid {expected}: the store's files must belong to the user that opens it; `chown -R` them to it)",
+                file.display(),
+                parent.display()
+            );
+        }
+    }
+    String::new()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// What `latchkey --db` run as root leaves in a service's store: a file of root's in a
+    /// directory of the service's user. The refusal names it.
+    #[test]
+    fn a_refusal_for_want_of_permission_names_the_file_of_another_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let theirs = store.join("snap.0000000000000FE9");
+        std::fs::write(&theirs, b"").unwrap();
+        std::fs::write(store.join("conf"), b"").unwrap();
+        // Only root may give a file away: elsewhere there is nothing to find.
+        if std::os::unix::fs::chown(&theirs, Some(12_345), None).is_err() {
+            eprintln!("skipped: cannot chown here (not root)");
+            return;
+        }
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let hint = ownership_hint(&store, &denied);
+        assert!(hint.contains(&theirs.display().to_string()), "{hint}");
+        assert!(hint.contains("uid 12345"), "{hint}");
+        // Another error, or files all of one owner: nothing to add.
+        let other = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(ownership_hint(&store, &other), "");
+        std::os::unix::fs::chown(&theirs, Some(owner_of(&store)), None).unwrap();
+        assert_eq!(ownership_hint(&store, &denied), "");
+    }
+
+    fn owner_of(path: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().uid()
+    }
 }

@@ -357,9 +357,15 @@ fn open_waiting(path: &Path, cache_capacity: u64, create: bool) -> Result<Databa
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
+                let hint = match &e {
+                    redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+                        super::files::ownership_hint(path, io)
+                    }
+                    _ => String::new(),
+                };
                 return Err(match store_error(path, e.into()) {
                     StoreError::Storage(e) => StoreError::storage(format!(
-                        "cannot open the store at {}: {e}",
+                        "cannot open the store at {}: {e}{hint}",
                         path.display()
                     )),
                     e => e,
