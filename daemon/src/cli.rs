@@ -645,8 +645,9 @@ pub struct UsageFlags {
     /// Refill the credits to N every day, or every month on the 1st
     #[arg(long, value_name = "N/day|month", requires = "credits")]
     pub refill: Option<String>,
-    /// The only addresses the key may be used from (comma-separated CIDRs)
-    #[arg(long = "allow-ip", value_delimiter = ',', value_name = "CIDR")]
+    /// The only addresses the key may be used from (comma-separated CIDRs, or single
+    /// addresses)
+    #[arg(long = "allow-ip", value_delimiter = ',', value_name = "CIDR|IP")]
     pub allow_ips: Vec<String>,
 }
 

@@ -12,7 +12,7 @@ use crate::extract::Fields;
 /// Adds the form's usage control fields, those filled in, to a create body:
 /// `meta` (a JSON object), `rate_limits` (`100/60s`, `1000/1h hourly`, comma- or
 /// line-separated), `credits` (a number) with `refill` (`day`, `month` or blank) and
-/// `allowed_ips` (CIDRs, space- or comma-separated).
+/// `allowed_ips` (CIDRs or single addresses, space- or comma-separated).
 pub(crate) fn add_to(body: &mut Value, fields: &Fields) -> Result<(), UiError> {
     if let Some(meta) = fields.optional("meta") {
         let meta: Value = serde_json::from_str(&meta).map_err(|_| {

@@ -1,6 +1,9 @@
 //! How some request members are read, beyond serde's derive: bounds counted as sent,
 //! integers as JSON Schema defines them, and `null` told apart from absent.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use latchkey_core::PermissionSet;
 use latchkey_core::wire::{optional_permission_list, permission_list};
 use serde::{Deserialize, Deserializer};
@@ -29,6 +32,42 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A network an allowlist holds: in CIDR notation, or one address (the network of it
+/// alone, `/32` or `/128`).
+struct Net(IpNet);
+
+impl<'de> Deserialize<'de> for Net {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Net, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+            .map(Net)
+            .map_err(|_| {
+                serde::de::Error::custom(
+                    "an item is neither an IP address nor a network in CIDR notation \
+                     (such as 203.0.113.7 or 203.0.113.0/24)",
+                )
+            })
+    }
+}
+
+/// An allowlist, its addresses taken as the networks of them alone.
+pub(super) fn optional_nets<'de, D>(deserializer: D) -> Result<Option<Vec<IpNet>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let nets = Option::<Vec<Net>>::deserialize(deserializer)?;
+    Ok(nets.map(|nets| nets.into_iter().map(|Net(net)| net).collect()))
+}
+
+/// [`optional_nets`] for a member where `null` clears (see [`present`]).
+pub(super) fn present_nets<'de, D>(deserializer: D) -> Result<Option<Option<Vec<IpNet>>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    optional_nets(deserializer).map(Some)
 }
 
 #[cfg(test)]

@@ -202,9 +202,11 @@ pub struct CreateKey {
     /// Credits: each request costs 1 (or its route's cost); at 0, 429 `usage_exceeded`.
     #[serde(default)]
     pub credits: Option<Credits>,
-    /// Up to 64 CIDRs (`203.0.113.0/24`, `2001:db8::/32`) requests may come from; a range
-    /// of IPv4-mapped IPv6 addresses is kept as the IPv4 range it maps.
-    #[serde(default)]
+    /// Up to 64 networks (`203.0.113.0/24`, `2001:db8::/32`, or one address, `203.0.113.7`,
+    /// kept as `203.0.113.7/32`) requests may come from; kept with their host bits cleared
+    /// (`10.0.0.1/8` is `10.0.0.0/8`), and a range of IPv4-mapped IPv6 addresses as the
+    /// IPv4 range it maps.
+    #[serde(default, deserialize_with = "de::optional_nets")]
     #[schema(value_type = Option<Vec<rules::Cidr>>, max_items = 64)]
     pub allowed_ips: Option<Vec<IpNet>>,
 }
@@ -238,8 +240,8 @@ pub struct UpdateKey {
     #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<CreditsChange>)]
     pub credits: Option<Option<CreditsChange>>,
-    /// Replaces the allowlist; `null` clears it.
-    #[serde(default, deserialize_with = "de::present")]
+    /// Replaces the allowlist (as at creation); `null` clears it.
+    #[serde(default, deserialize_with = "de::present_nets")]
     #[schema(value_type = Option<Vec<rules::Cidr>>, max_items = 64)]
     pub allowed_ips: Option<Option<Vec<IpNet>>>,
 }

@@ -54,6 +54,23 @@ async fn a_key_carries_meta_limits_credits_and_an_allowlist() {
     assert_eq!(h.get(&uri).await.ok(200), cleared);
     let no_credits = h.patch(&uri, json!({"credits": null})).await.ok(200);
     assert_eq!(no_credits["credits"], Value::Null);
+    // One address is the network of it alone; host bits are cleared.
+    let ips = json!([
+        "203.0.113.7",
+        "10.1.2.3/8",
+        "2001:db8::1",
+        "::ffff:192.0.2.1/120"
+    ]);
+    let set = h.patch(&uri, json!({"allowed_ips": ips})).await.ok(200);
+    assert_eq!(
+        set["allowed_ips"],
+        json!([
+            "203.0.113.7/32",
+            "10.0.0.0/8",
+            "2001:db8::1/128",
+            "192.0.2.0/24"
+        ])
+    );
 }
 
 #[tokio::test]
