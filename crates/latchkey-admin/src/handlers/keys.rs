@@ -322,9 +322,25 @@ fn credits_patch(change: Option<CreditsChange>) -> Result<CreditsPatch, AppError
             add: Some(add),
             refill: None,
         }) => Ok(CreditsPatch::Add(add)),
+        Some(CreditsChange {
+            remaining: None,
+            add: None,
+            ..
+        }) => Err(AppError::from(StoreError::Invalid {
+            field: "credits",
+            reason: "give `remaining` (with an optional `refill`, which is set with the balance) \
+                     or `add`"
+                .into(),
+        })),
+        Some(CreditsChange {
+            remaining: None, ..
+        }) => Err(AppError::from(StoreError::Invalid {
+            field: "credits",
+            reason: "`refill` goes with `remaining`, not with `add`".into(),
+        })),
         Some(_) => Err(AppError::from(StoreError::Invalid {
             field: "credits",
-            reason: "give `remaining` (with an optional `refill`) or `add`, not both".into(),
+            reason: "give `remaining` or `add`, not both".into(),
         })),
     }
 }

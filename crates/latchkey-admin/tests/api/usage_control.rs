@@ -99,6 +99,20 @@ async fn bad_usage_control_is_400_and_changes_nothing() {
         assert_eq!(answer.status, 400, "{body}: {}", answer.json());
         assert_eq!(h.get(&uri).await.ok(200), before, "{body}");
     }
+    // Each wrong shape of `credits` is told what it lacks, not another shape's fault.
+    let refill = json!({"amount": 1, "interval": "day"});
+    for (credits, said) in [
+        (json!({"refill": refill}), "set with the balance"),
+        (json!({"add": 1, "refill": refill}), "not with `add`"),
+        (json!({"remaining": 1, "add": 1}), "not both"),
+    ] {
+        let answer = h.patch(&uri, json!({"credits": credits})).await;
+        let problem = answer.problem(400, "invalid_field");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(said),
+            "{problem}"
+        );
+    }
     let keys = h.get("/v1/keys?user_id=partner").await.ok(200)["items"]
         .as_array()
         .unwrap()
