@@ -20,6 +20,9 @@ pub struct HttpTransport {
     /// `base` as messages show it: a password in it reads `***`.
     shown: String,
     admin_key: Option<String>,
+    /// Whether the daemon answered a request of this run: one over `http://` that fails
+    /// after that is no sign of a TLS listener (shared by the clones of one run).
+    answered: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -152,6 +155,7 @@ impl HttpTransport {
             proxy_authorization,
             shown: shown(&parsed),
             admin_key,
+            answered: std::sync::Arc::default(),
         })
     }
 }
@@ -178,7 +182,12 @@ impl HttpTransport {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        builder.send().await.map_err(|e| {
+        let sent = builder.send().await;
+        if sent.is_ok() {
+            self.answered
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        sent.map_err(|e| {
             // The URL is said as `shown` (reqwest's error would repeat it, password and all).
             let e = e.without_url();
             if latchkey_tower::remote::is_certificate_error(&e) {
@@ -224,6 +233,13 @@ impl HttpTransport {
             } else if e.is_timeout() {
                 anyhow::anyhow!(
                     "the latchkey daemon at {} did not answer in time",
+                    self.shown
+                )
+            } else if self.answered.load(std::sync::atomic::Ordering::Relaxed) {
+                // It answered over this URL before: the connection was lost on the way.
+                anyhow::anyhow!(
+                    "request to the latchkey daemon at {} failed after it had answered: \
+                     {e} (did it stop, or the network in between fail?)",
                     self.shown
                 )
             } else if self.base.starts_with("http://") {
@@ -349,24 +365,34 @@ mod tests {
 
     use super::*;
 
-    /// A user and password in the URL go as `Proxy-Authorization`, never as a second
-    /// `Authorization` beside the key's: the daemon refused every such request (two
-    /// credentials), and the README has them for a proxy in front.
-    #[test]
-    fn the_url_s_password_goes_as_proxy_authorization() {
+    /// A current-thread runtime, and a loopback listener with its port.
+    fn a_runtime_and_a_listener() -> (tokio::runtime::Runtime, TcpListener, u16) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let url = format!("http://ops:hunter%202@127.0.0.1:{port}/");
-        let transport = HttpTransport::new(&url, Some("lk_live_key".into()), None).unwrap();
-        let request = ApiRequest {
+        (runtime, listener, port)
+    }
+
+    fn get_users() -> ApiRequest {
+        ApiRequest {
             method: reqwest::Method::GET,
             path: "/v1/users".into(),
             body: None,
-        };
+        }
+    }
+
+    /// A user and password in the URL go as `Proxy-Authorization`, never as a second
+    /// `Authorization` beside the key's: the daemon refused every such request (two
+    /// credentials), and the README has them for a proxy in front.
+    #[test]
+    fn the_url_s_password_goes_as_proxy_authorization() {
+        let (runtime, listener, port) = a_runtime_and_a_listener();
+        let url = format!("http://ops:hunter%202@127.0.0.1:{port}/");
+        let transport = HttpTransport::new(&url, Some("lk_live_key".into()), None).unwrap();
+        let request = get_users();
         let reader = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
             let mut head = Vec::new();
@@ -398,6 +424,43 @@ mod tests {
         assert!(head.contains(&proxy), "{head:?}");
     }
 
+    /// A daemon over plain HTTP that answered and then went away (killed mid-import) is
+    /// said to have gone away, not to serve HTTPS.
+    #[test]
+    fn a_connection_lost_after_an_answer_is_no_tls_hint() {
+        let (runtime, listener, port) = a_runtime_and_a_listener();
+        let transport =
+            HttpTransport::new(&format!("http://127.0.0.1:{port}"), None, None).unwrap();
+        let request = get_users();
+        let server = std::thread::spawn(move || {
+            // The first request is answered, and the connection closed after it; the next
+            // one is hung up on unanswered.
+            for answer in [true, false] {
+                let (stream, _) = listener.accept().unwrap();
+                for line in BufReader::new(&stream).lines() {
+                    if line.unwrap().is_empty() {
+                        break;
+                    }
+                }
+                if answer {
+                    let head = "HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n";
+                    (&stream).write_all(head.as_bytes()).unwrap();
+                }
+            }
+        });
+        let hung_up = |transport: &HttpTransport| {
+            runtime
+                .block_on(transport.start(&request, None))
+                .unwrap_err()
+                .to_string()
+        };
+        runtime.block_on(transport.start(&request, None)).unwrap();
+        let error = hung_up(&transport);
+        server.join().unwrap();
+        assert!(error.contains("after it had answered"), "{error}");
+        assert!(!error.contains("HTTPS"), "{error}");
+    }
+
     #[test]
     fn a_password_in_the_url_is_never_shown() {
         let transport = HttpTransport::new("http://ops:hunter2@127.0.0.1:1/", None, None).unwrap();
@@ -407,11 +470,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let request = ApiRequest {
-            method: reqwest::Method::GET,
-            path: "/v1/users".into(),
-            body: None,
-        };
+        let request = get_users();
         let error = runtime
             .block_on(transport.start(&request, None))
             .unwrap_err();
