@@ -135,6 +135,40 @@ impl WhereGiven {
     }
 }
 
+/// For a value clap refused that came from the environment rather than `argv`: the
+/// variable's name, for the error to say where to look (clap names the flag alone).
+pub fn refused_from_environment(
+    error: &clap::Error,
+    argv: &[std::ffi::OsString],
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = arg.split_whitespace().next()?;
+    let long = flag.strip_prefix("--")?;
+    let given = |a: &std::ffi::OsString| {
+        a.to_str()
+            .is_some_and(|a| a == flag || a.strip_prefix(flag).is_some_and(|v| v.starts_with('=')))
+    };
+    if argv.iter().any(given) {
+        return None;
+    }
+    fn variable(command: &clap::Command, long: &str) -> Option<String> {
+        let arg = command.get_arguments().find(|a| a.get_long() == Some(long));
+        arg.and_then(clap::Arg::get_env)
+            .map(|name| name.to_string_lossy().into_owned())
+            .or_else(|| command.get_subcommands().find_map(|c| variable(c, long)))
+    }
+    variable(&<Cli as clap::CommandFactory>::command(), long)
+}
+
 impl std::fmt::Debug for GlobalArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GlobalArgs")
@@ -194,16 +228,16 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
     /// The key prefix, should `serve` have to initialise the store [default: lk]
-    #[arg(long, value_name = "PREFIX")]
+    #[arg(long, env = "LATCHKEY_PREFIX", value_name = "PREFIX")]
     pub prefix: Option<String>,
     /// How long a request may take before it is answered 503 `request_timeout`, e.g. `30s`
     /// [default: 30s]
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, env = "LATCHKEY_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub request_timeout: Option<String>,
     /// How long a connection may take to send a request's headers, counted from when it
     /// opens (after a TLS handshake, bounded alike) or from the previous response: slow or
     /// idle connections are closed after it [default: 10s]
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, env = "LATCHKEY_HEADER_READ_TIMEOUT", value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
     /// The embedded store's cache in MiB: sled's page cache (in memory at two to four times
     /// this) or redb's. Less saves memory and slows reads of keys not in the verify cache
@@ -220,20 +254,25 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// Serve plain HTTP on a non-loopback address (for a TLS-terminating proxy in front);
     /// without it, plain HTTP listens on loopback only
-    #[arg(long)]
+    #[arg(long, env = "LATCHKEY_INSECURE_HTTP")]
     pub insecure_http: bool,
     /// Serve /metrics on this address only (not on --listen), without a key
-    #[arg(long, value_name = "ADDR", conflicts_with = "metrics_auth")]
+    #[arg(
+        long,
+        env = "LATCHKEY_METRICS_LISTEN",
+        value_name = "ADDR",
+        conflicts_with = "metrics_auth"
+    )]
     pub metrics_listen: Option<String>,
     /// Keep /metrics on --listen but behind a key holding `latchkey:metrics`
-    #[arg(long)]
+    #[arg(long, env = "LATCHKEY_METRICS_AUTH")]
     pub metrics_auth: bool,
     /// Do not serve the web console at /ui
-    #[arg(long)]
+    #[arg(long, env = "LATCHKEY_NO_UI")]
     pub no_ui: bool,
     /// Should `serve` initialise the store, write its admin key to this new file (mode
     /// 0600) instead of printing it
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "LATCHKEY_ADMIN_KEY_FILE", value_name = "FILE")]
     pub admin_key_file: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -257,10 +296,10 @@ pub struct EngineArg {
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// The key prefix: 2 to 8 characters of [a-z0-9] [default: lk]
-    #[arg(long, value_name = "PREFIX")]
+    #[arg(long, env = "LATCHKEY_PREFIX", value_name = "PREFIX")]
     pub prefix: Option<String>,
     /// Write the admin key to this new file (mode 0600) instead of printing it
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "LATCHKEY_ADMIN_KEY_FILE", value_name = "FILE")]
     pub admin_key_file: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]

@@ -344,6 +344,21 @@ fn a_cache_size_out_of_range_is_refused_at_start_and_a_small_one_serves() {
     let run = serve_fails(&db, &["--cache-mib", "0"]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("--cache-mib"), "{run:#?}");
+    assert!(!run.stderr.contains("environment"), "{run:#?}");
+    nothing_created(&run, &[&db]);
+    // From the environment, the error says which variable held it.
+    let run = Run::of(
+        latchkey()
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .env("LATCHKEY_CACHE_MIB", "0"),
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("environment variable LATCHKEY_CACHE_MIB"),
+        "{run:#?}"
+    );
     nothing_created(&run, &[&db]);
 
     let config = dir.path().join("latchkey.toml");
