@@ -239,9 +239,9 @@ impl From<StoreError> for AppError {
                 latchkey_core::warn_limited!(error = %err, "keystore unavailable");
                 let detail = if err.is_displaced() {
                     "the store's directory was removed or replaced under the daemon: writes \
-                     are refused, since nothing would find them at its next start; take a \
-                     backup now (it reads what the daemon holds) and restore it (see the \
-                     daemon's log)"
+                     are refused, since nothing would find them at its next start; what it \
+                     holds is saved beside it as a .rescued-<time>.backup file, to restore \
+                     (the daemon's log says where)"
                 } else if err.may_have_committed() {
                     "the keystore's database stopped answering while it committed the write, \
                      which may have been applied: check before retrying it"

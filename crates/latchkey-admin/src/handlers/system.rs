@@ -51,7 +51,13 @@ fn unavailable(err: latchkey_core::StoreError) -> AppError {
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // A store out of reach (said in the log by the error's conversion) leaves its counts
     // out, not the process's counters, which tell of the outage.
-    let stats = state.run(|store| Ok(store.stats()?)).await.ok();
+    let stats = state
+        .run(|store| {
+            store.check_health()?;
+            Ok(store.stats()?)
+        })
+        .await
+        .ok();
     let body = state.metrics.render(stats.as_ref());
     (
         [(

@@ -293,6 +293,9 @@ struct Inner {
     /// The directory as opened (`None` on PostgreSQL): writes and health checks compare
     /// it with what stands at `path` (`place.rs`).
     place: Option<place::Place>,
+    /// The backup written when the directory was found gone, once (`place::rescue`).
+    rescue: Mutex<Option<place::Rescue>>,
+    rescue_started: std::sync::atomic::AtomicBool,
     /// What holds the records.
     db: Arc<dyn Backend>,
     /// The same, for what only a store in a directory has (reopen, mark, space); `None` on
@@ -637,6 +640,8 @@ impl Store {
                 .map(place::Place::of)
                 .transpose()
                 .map_err(|e| StoreError::Storage(Box::new(e)))?,
+            rescue: Mutex::new(None),
+            rescue_started: false.into(),
             location,
             db,
             local,
@@ -958,20 +963,26 @@ impl Store {
     /// Persists buffered usage figures and flushes the store to disk. Call at shutdown;
     /// dropping the last clone does the same.
     pub fn flush(&self) -> Result<(), StoreError> {
+        // Before the writers' lock, which the rescue's backup takes.
+        if self.ensure_in_place().is_err() {
+            // What the engine holds is in files no path leads to any more: nothing to flush
+            // it into, and no stop to call clean. The rescue says where it went.
+            let saved = match self.rescued() {
+                Some(Ok(file)) => format!("what it held is saved in {}", file.display()),
+                Some(Err(why)) => format!("what it held could not be saved ({why})"),
+                None => "what it held could not be saved".to_owned(),
+            };
+            return Err(StoreError::storage(format!(
+                "the store's directory {} was removed or replaced while this process held it open: {saved}; restore with `latchkey restore`",
+                self.inner.path.display()
+            )));
+        }
         let _serialized = self
             .inner
             .write_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let db = &*self.inner.db;
-        if self.ensure_in_place().is_err() {
-            // What the engine holds is in files no path leads to any more: nothing to flush
-            // it into, and no stop to call clean.
-            return Err(StoreError::storage(format!(
-                "the store's directory {} was removed or replaced while this process held it open: what it held is gone with this process unless a backup was taken; restore the newest one with `latchkey restore`",
-                self.inner.path.display()
-            )));
-        }
         if self.disk_full() {
             // Every acknowledged write was durable before it was acknowledged: what a flush
             // adds now is best effort (usage figures, credit slices given back, which stay
@@ -1020,10 +1031,43 @@ impl Store {
     /// `Ok` unless the embedded store's directory was removed or replaced since it was
     /// opened (`place.rs`).
     fn ensure_in_place(&self) -> Result<(), StoreError> {
-        match self.inner.place {
-            Some(place) => place.check(&self.inner.path),
-            None => Ok(()),
+        let Some(place) = self.inner.place else {
+            return Ok(());
+        };
+        let checked = place.check(&self.inner.path);
+        let first = || {
+            !self
+                .inner
+                .rescue_started
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        };
+        if checked.is_err() && first() {
+            match place::rescue(self.clone()) {
+                Ok(rescue) => {
+                    *self.inner.rescue.lock().unwrap_or_else(|e| e.into_inner()) = Some(rescue)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start saving what the removed store holds: take a backup now with `latchkey backup`")
+                }
+            }
         }
+        checked
+    }
+
+    /// Waits for the backup of a store whose directory was removed, if one was started:
+    /// where it went, or why it did not.
+    fn rescued(&self) -> Option<Result<PathBuf, String>> {
+        let rescue = self
+            .inner
+            .rescue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some(
+            rescue
+                .join()
+                .unwrap_or_else(|_| Err("the backup panicked".to_owned())),
+        )
     }
 
     /// Up to `limit` changes (audit events) with `seq > after`, oldest first.
@@ -1320,8 +1364,12 @@ fn spawn_usage_flusher(inner: Weak<Inner>, interval: Duration, stop: mpsc::Recei
                     .write_lock
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                // A store closed by a storage failure reopens by itself, from here too.
-                if store.ensure_open().is_err() || store.disk_full() {
+                // A store closed by a storage failure reopens by itself, from here too; one
+                // whose directory was removed is not written to.
+                if store.ensure_in_place().is_err()
+                    || store.ensure_open().is_err()
+                    || store.disk_full()
+                {
                     continue;
                 }
                 let now = store.inner.clock.unix_nanos();

@@ -4,12 +4,17 @@
 //! volume detached lazily) leaves the engine writing into files no path leads to: every
 //! write would be acknowledged and lost at the next start, which finds no store there.
 //! Before each write and at each health check the directory's device and inode are
-//! compared with those it had at open; another (or none) refuses writes, and says how to
-//! save what the process still holds (an online backup reads the open files).
+//! compared with those it had at open; another (or none) refuses writes, and the first time
+//! writes a backup of what the process still holds beside where the directory was
+//! ([`rescue`]): the process's open files are the only copy left, gone when it stops (a
+//! health check that fails may well have it restarted).
 
-use std::io;
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
+use super::Store;
 use crate::error::{Displaced, StoreError};
 
 /// A directory's identity: its device and inode.
@@ -43,9 +48,60 @@ impl Place {
             Err(e) => e.to_string(),
         };
         let path = path.display();
-        crate::error_limited!(store = %path, why = %why, "the store's directory was removed or replaced while this process held it open: writes are refused; take a backup now (it reads the open store), then restore it");
+        crate::error_limited!(store = %path, why = %why, "the store's directory was removed or replaced while this process held it open: writes are refused; what it holds is saved beside it as a .rescued-<time>.backup file (said next), to restore");
         Err(StoreError::Unavailable(Box::new(Displaced(format!(
-            "the store's directory {path} was removed or replaced while this process held it open ({why}): writes are refused, since nothing would find them at the next start; take a backup now (`latchkey backup`: it reads the open store), then restore it"
+            "the store's directory {path} was removed or replaced while this process held it open ({why}): writes are refused, since nothing would find them at the next start; what it holds is saved beside it as {path}.rescued-<time>.backup (the log says where), to restore with `latchkey restore`"
         )))))
     }
+}
+
+/// Where a rescue writes, and how it went: the backup's path, or why it was not written.
+pub(super) type Rescue = JoinHandle<Result<PathBuf, String>>;
+
+/// Writes what `store` holds, its directory gone, to `DIR.rescued-<unix seconds>.backup`
+/// beside where the directory was (a `.partial` file until it is whole and synced), on a
+/// thread of its own: the caller may hold the writers' lock, which a backup takes.
+pub(super) fn rescue(store: Store) -> io::Result<Rescue> {
+    std::thread::Builder::new()
+        .name("latchkey-rescue".into())
+        .spawn(move || {
+            let path = store.inner.path.clone();
+            let rescued = rescue_into(&store, &path);
+            match &rescued {
+                Ok(file) => {
+                    tracing::error!(store = %path.display(), backup = %file.display(), "what the removed store held is saved: restore it with `latchkey restore`");
+                }
+                Err(why) => {
+                    tracing::error!(store = %path.display(), error = %why, "could not save what the removed store holds: take a backup now with `latchkey backup`, before this process stops");
+                }
+            }
+            rescued
+        })
+}
+
+fn rescue_into(store: &Store, path: &Path) -> Result<PathBuf, String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "store".to_owned());
+    let secs = store.inner.clock.unix_nanos() / 1_000_000_000;
+    let target = path.with_file_name(format!("{name}.rescued-{secs}.backup"));
+    let partial = path.with_file_name(format!("{name}.rescued-{secs}.backup.partial"));
+    let written = (|| -> Result<(), String> {
+        let mut file: File = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+            .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+        store.backup(&mut file).map_err(|e| e.to_string())?;
+        file.flush()
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&partial, &target))
+            .map_err(|e| format!("writing {}: {e}", partial.display()))
+    })();
+    if let Err(why) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(why);
+    }
+    Ok(target)
 }

@@ -69,6 +69,8 @@ impl Store {
         let Some(db) = &self.inner.local else {
             return Ok(());
         };
+        // The engine would make a new, empty store where the directory was.
+        self.ensure_in_place()?;
         let reopened = db.reopen();
         // Whatever succeeded or not, cached answers may come from the dropped instance.
         self.inner.cache.invalidate(None);
