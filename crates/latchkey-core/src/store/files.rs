@@ -269,71 +269,67 @@ fn unreadable(path: &Path, e: &std::io::Error) -> StoreError {
 }
 
 /// For a store refused for want of permission: the store, or the first of its files, that
-/// belongs to another user than the directory the store stands in, as a phrase to append
-/// ("" when none does, or for another error). What a command run as root on a service's
-/// store leaves (a sled snapshot, a restored store), which the service then cannot open.
+/// belongs to another user than this process's, as a phrase to append ("" when none does,
+/// or for another error). What a command run as root on a service's store leaves (a sled
+/// snapshot, a restored store), which the service then cannot open.
 pub(crate) fn ownership_hint(path: &Path, err: &std::io::Error) -> String {
     if err.kind() != std::io::ErrorKind::PermissionDenied {
         return String::new();
     }
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     {
-        use std::os::unix::fs::MetadataExt;
-        let owner = |p: &Path| std::fs::symlink_metadata(p).ok().map(|m| m.uid());
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let Some(expected) = owner(parent) else {
-            return String::new();
-        };
-        let files = std::fs::read_dir(path).into_iter().flatten().flatten();
-        let found = std::iter::once(path.to_owned())
-            .chain(files.take(1_000).map(|entry| entry.path()))
-            .find_map(|p| owner(&p).filter(|&uid| uid != expected).map(|uid| (p, uid)));
-        if let Some((file, uid)) = found {
+        let me = rustix::process::geteuid().as_raw();
+        if let Some((file, uid)) = owned_by_another(path, me) {
             return format!(
-                " ({} belongs to uid {uid}, {} to uid {expected}: the store's files must belong to the user that opens it; `chown -R` them to it)",
-                file.display(),
-                parent.display()
+                " ({} belongs to uid {uid}, and this process runs as uid {me}: the store's files must belong to the user that opens it; `chown -R` them to it)",
+                file.display()
             );
         }
     }
     String::new()
 }
 
-#[cfg(all(test, unix))]
+/// The store at `path`, or the first of its files, whose owner is not `uid`.
+#[cfg(target_os = "linux")]
+fn owned_by_another(path: &Path, uid: u32) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = |p: &Path| std::fs::symlink_metadata(p).ok().map(|m| m.uid());
+    let files = std::fs::read_dir(path).into_iter().flatten().flatten();
+    std::iter::once(path.to_owned())
+        .chain(files.take(1_000).map(|entry| entry.path()))
+        .find_map(|p| {
+            owner(&p)
+                .filter(|&owner| owner != uid)
+                .map(|owner| (p, owner))
+        })
+}
+
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
-    /// What `latchkey --db` run as root leaves in a service's store: a file of root's in a
-    /// directory of the service's user. The refusal names it.
+    /// What `latchkey --db` run as root leaves in a service's store: a file of root's
+    /// among the service user's. The refusal names it.
     #[test]
     fn a_refusal_for_want_of_permission_names_the_file_of_another_user() {
+        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         std::fs::create_dir(&store).unwrap();
+        std::fs::write(store.join("conf"), b"").unwrap();
+        let me = std::fs::metadata(&store).unwrap().uid();
+        assert_eq!(owned_by_another(&store, me), None, "all of one owner");
         let theirs = store.join("snap.0000000000000FE9");
         std::fs::write(&theirs, b"").unwrap();
-        std::fs::write(store.join("conf"), b"").unwrap();
-        // Only root may give a file away: elsewhere there is nothing to find.
+        // Only root may give a file away: elsewhere there is nothing more to find.
         if std::os::unix::fs::chown(&theirs, Some(12_345), None).is_err() {
             eprintln!("skipped: cannot chown here (not root)");
             return;
         }
-        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
-        let hint = ownership_hint(&store, &denied);
-        assert!(hint.contains(&theirs.display().to_string()), "{hint}");
-        assert!(hint.contains("uid 12345"), "{hint}");
-        // Another error, or files all of one owner: nothing to add.
+        assert_eq!(owned_by_another(&store, me), Some((theirs, 12_345)));
+        // The store itself of another: named first.
+        assert_eq!(owned_by_another(&store, 12_345), Some((store.clone(), me)));
         let other = std::io::Error::from(std::io::ErrorKind::NotFound);
-        assert_eq!(ownership_hint(&store, &other), "");
-        std::os::unix::fs::chown(&theirs, Some(owner_of(&store)), None).unwrap();
-        assert_eq!(ownership_hint(&store, &denied), "");
-    }
-
-    fn owner_of(path: &Path) -> u32 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).unwrap().uid()
+        assert_eq!(ownership_hint(&store, &other), "", "another error");
     }
 }
