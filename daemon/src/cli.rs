@@ -257,12 +257,10 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_INSECURE_HTTP")]
     pub insecure_http: bool,
     /// Serve /metrics on this address only (not on --listen), without a key
-    #[arg(
-        long,
-        env = "LATCHKEY_METRICS_LISTEN",
-        value_name = "ADDR",
-        conflicts_with = "metrics_auth"
-    )]
+    // Not clap's `conflicts_with` --metrics-auth: clap takes a value from the environment
+    // as given, and `LATCHKEY_METRICS_AUTH=false` would conflict. `Settings::metrics_listen`
+    // refuses the two set together, naming their variables.
+    #[arg(long, env = "LATCHKEY_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Keep /metrics on --listen but behind a key holding `latchkey:metrics`
     #[arg(long, env = "LATCHKEY_METRICS_AUTH")]
@@ -681,8 +679,9 @@ pub struct UsageFlags {
     /// Credits: each request costs 1 (or its route's cost); none left answers 429
     #[arg(long, value_name = "N")]
     pub credits: Option<u64>,
-    /// Refill the credits to N every day, or every month on the 1st
-    #[arg(long, value_name = "N/day|month", requires = "credits")]
+    /// Refill the credits to N every day, or every month on the 1st (`N/month`) or on day D,
+    /// 1 to 28 (`N/month@D`)
+    #[arg(long, value_name = "N/day|month[@D]", requires = "credits")]
     pub refill: Option<String>,
     /// The only addresses the key may be used from (comma-separated CIDRs, or single
     /// addresses)

@@ -351,8 +351,15 @@ impl Settings {
     /// Where `serve` serves `/metrics` alone, if apart from the API.
     pub fn metrics_listen(&self, args: &ServeArgs) -> anyhow::Result<Option<SocketAddr>> {
         // `--metrics-auth` (metrics on the main listener, behind a key) is a flag, and a flag
-        // beats the file: the file's own metrics address is then not used.
+        // beats the file: the file's own metrics address is then not used. Given beside
+        // `--metrics-listen`, on the command line or in the environment, it is refused.
         if args.metrics_auth {
+            anyhow::ensure!(
+                args.metrics_listen.is_none(),
+                "--metrics-listen (LATCHKEY_METRICS_LISTEN) and --metrics-auth \
+                 (LATCHKEY_METRICS_AUTH) cannot be used together: metrics apart without a key, \
+                 or on the API's listener behind one"
+            );
             return Ok(None);
         }
         let (text, in_file) = pick(
@@ -617,6 +624,11 @@ mod tests {
             let port = settings.metrics_listen(&args).unwrap().map(|a| a.port());
             assert_eq!(port, expected, "{flag:?}");
         }
+        // Both given (by flag or variable: clap does not tell them apart): refused.
+        let both = ["--metrics-auth", "--metrics-listen", "127.0.0.1:9188"];
+        let (args, settings, _dir) = serve(None, &both);
+        let error = settings.metrics_listen(&args).unwrap_err().to_string();
+        assert!(error.contains("LATCHKEY_METRICS_AUTH"), "{error}");
     }
 
     /// A bad value from the config file names the file; the same value given by flag does
