@@ -236,10 +236,19 @@ impl HttpTransport {
                     self.shown
                 )
             } else if self.answered.load(std::sync::atomic::Ordering::Relaxed) {
-                // It answered over this URL before: the connection was lost on the way.
+                // It answered over this URL before: the connection was lost on the way, maybe
+                // after the request arrived.
+                let applied = if makes_a_key(request) {
+                    "; a key may have been made all the same, whose secret is lost: look for \
+                     it (`latchkey keys list`) and revoke it before retrying"
+                } else if request.method != ::http::Method::GET {
+                    "; the change may have been made all the same: look before retrying"
+                } else {
+                    ""
+                };
                 anyhow::anyhow!(
                     "request to the latchkey daemon at {} failed after it had answered: \
-                     {e} (did it stop, or the network in between fail?)",
+                     {e} (did it stop, or the network in between fail?){applied}",
                     self.shown
                 )
             } else if self.base.starts_with("http://") {
