@@ -205,9 +205,27 @@ fn a_store_directory_removed_under_the_daemon_refuses_writes_and_fails_health() 
         .fails(1, "removed or replaced");
     let health = f.daemon.http("GET", "/healthz", None, None);
     health.problem(503, "keystore_unavailable");
-    // What the daemon still holds, saved and restored elsewhere.
-    let saved = f.dir.path().join("saved.backup");
-    f.json(&["backup", "--out", saved.to_str().unwrap()]);
+    let scrape = f.daemon.http("GET", "/metrics", None, None).text;
+    assert!(scrape.contains("\nlatchkey_keystore_up 0\n"), "{scrape}");
+    // What the daemon still holds is saved beside where the store was, at once.
+    let rescued = || {
+        let parent = db.parent().unwrap();
+        fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.contains(".rescued-") && name.ends_with(".backup")
+            })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let saved = loop {
+        if let Some(saved) = rescued() {
+            break saved;
+        }
+        assert!(std::time::Instant::now() < deadline, "no rescued backup");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let restored = f.dir.path().join("restored");
     let mut restore = latchkey();
     restore
@@ -222,7 +240,8 @@ fn a_store_directory_removed_under_the_daemon_refuses_writes_and_fails_health() 
         !status.success(),
         "no clean stop after losing the store: {log}"
     );
-    assert!(log.contains("latchkey restore"), "{log}");
+    let said = format!("saved in {}", saved.display());
+    assert!(log.contains(&said), "{log}");
     assert!(!db.exists(), "nothing made a new store at its path");
     let users = Run::of(
         latchkey()
@@ -670,9 +689,19 @@ fn ten_thousand_keys_of_each_kind_import_and_verify_under_their_old_text() {
     let rejected = report["rejected"].as_array().unwrap();
     assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert_eq!(rejected[0]["line"], 5_001);
+    assert_eq!(rejected[0]["code"], "invalid_line");
     assert!(rejected[0]["reason"].as_str().unwrap().contains("not JSON"));
     assert_eq!(rejected[1]["line"], 5_002);
+    assert_eq!(rejected[1]["code"], "invalid_field");
+    assert_eq!(rejected[1]["field"], "sha256");
     assert!(rejected[1]["reason"].as_str().unwrap().contains("sha256"));
+    // Each key imported, by its line: the record a script goes on with.
+    let keys = report["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 20_000);
+    assert_eq!(keys[5_000]["line"], 5_003, "{}", keys[5_000]);
+    let id = keys[5_000]["id"].as_str().unwrap();
+    let shown = f.json(&["keys", "show", id]);
+    assert_eq!(shown["prefix"], keys[5_000]["prefix"], "{shown}");
 
     let admin = f.admin.clone();
     let verifies = |daemon: &Daemon, key: &str| {

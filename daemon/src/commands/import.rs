@@ -31,26 +31,52 @@ const CHUNK_BYTES: usize = MAX_BODY_BYTES - 8 * 1024;
 /// refused without being parsed.
 const MAX_LINE: u64 = CHUNK_BYTES as u64;
 
-/// A refused line: its number (from 1) and why.
+/// A refused line: its number (from 1), the daemon's code and field (`invalid_line` for a
+/// line not sent: too long, not UTF-8, not a JSON object), and why.
 #[derive(Serialize)]
 struct Refused {
     line: usize,
+    code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
     reason: String,
+}
+
+impl Refused {
+    /// A line refused before it was sent.
+    fn unsent(line: usize, reason: String) -> Refused {
+        Refused {
+            line,
+            code: "invalid_line".to_owned(),
+            field: None,
+            reason,
+        }
+    }
+}
+
+/// An imported line: its number (from 1), and the key's record id and display prefix.
+#[derive(Serialize)]
+struct ImportedLine {
+    line: usize,
+    id: uuid::Uuid,
+    prefix: String,
 }
 
 /// What a run has done so far.
 #[derive(Default)]
 struct Tally {
-    /// The numbers of the lines imported, in order.
-    imported: Vec<usize>,
+    /// The lines imported, in order.
+    imported: Vec<ImportedLine>,
     refused: Vec<Refused>,
 }
 
-/// `--json`: what a run did; after a stop, also which lines were imported (first and last
-/// of each span) and from which line on nothing was.
+/// `--json`: what a run did, each key imported and each line refused; after a stop, also
+/// which lines were imported (first and last of each span) and from which line on nothing
+/// was.
 #[derive(Serialize)]
 struct Run<'a> {
     imported: usize,
+    keys: &'a [ImportedLine],
     rejected: &'a [Refused],
     #[serde(skip_serializing_if = "Option::is_none")]
     imported_lines: Option<Vec<[usize; 2]>>,
@@ -150,10 +176,8 @@ async fn import_lines<T: Transport>(
         }
         number += 1;
         if line.len() as u64 > MAX_LINE && !line.ends_with(b"\n") {
-            tally.refused.push(Refused {
-                line: number,
-                reason: format!("longer than {MAX_LINE} bytes"),
-            });
+            let reason = format!("longer than {MAX_LINE} bytes");
+            tally.refused.push(Refused::unsent(number, reason));
             let skipped =
                 skip_line(&mut reader).with_context(|| format!("reading {}", args.file.display()));
             skipped.map_err(|error| Stopped {
@@ -221,10 +245,7 @@ fn parse_line(number: usize, line: &[u8], refused: &mut Vec<Refused>) -> Option<
     // Refused, not mended: a name or a hash read with U+FFFD in place of its bytes would
     // be imported as something the file never held.
     let Ok(text) = std::str::from_utf8(line) else {
-        refused.push(Refused {
-            line: number,
-            reason: "not UTF-8".to_owned(),
-        });
+        refused.push(Refused::unsent(number, "not UTF-8".to_owned()));
         return None;
     };
     let text = text.trim();
@@ -236,10 +257,7 @@ fn parse_line(number: usize, line: &[u8], refused: &mut Vec<Refused>) -> Option<
         Ok(_) => "not a JSON object".to_owned(),
         Err(e) => format!("not JSON: {e}"),
     };
-    refused.push(Refused {
-        line: number,
-        reason,
-    });
+    refused.push(Refused::unsent(number, reason));
     None
 }
 
@@ -265,10 +283,16 @@ async fn send<T: Transport>(
     let line_of = |index: usize| lines.get(index).copied().unwrap_or(0);
     tally
         .imported
-        .extend(report.imported.iter().map(|i| line_of(i.index)));
+        .extend(report.imported.into_iter().map(|i| ImportedLine {
+            line: line_of(i.index),
+            id: i.id,
+            prefix: i.prefix,
+        }));
     for r in report.rejected {
         tally.refused.push(Refused {
             line: line_of(r.index),
+            code: r.code,
+            field: r.field,
             reason: r.reason,
         });
     }
@@ -282,8 +306,9 @@ fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
     if json {
         print_json(&Run {
             imported,
+            keys: &tally.imported,
             rejected: &tally.refused,
-            imported_lines: stopped.map(|_| spans(&tally.imported)),
+            imported_lines: stopped.map(|_| spans(&lines(&tally.imported))),
             not_imported_from_line: stopped.map(|s| s.line),
         });
         return;
@@ -299,7 +324,7 @@ fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
         plural(refused, "line", "lines"),
     );
     if let Some(stopped) = stopped {
-        let spans: Vec<String> = spans(&tally.imported)
+        let spans: Vec<String> = spans(&lines(&tally.imported))
             .iter()
             .map(|&[first, last]| {
                 if first == last {
@@ -320,6 +345,11 @@ fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
 }
 
 /// Runs of consecutive line numbers, each `[first, last]`.
+/// The numbers of the lines imported.
+fn lines(imported: &[ImportedLine]) -> Vec<usize> {
+    imported.iter().map(|i| i.line).collect()
+}
+
 fn spans(lines: &[usize]) -> Vec<[usize; 2]> {
     let mut spans: Vec<[usize; 2]> = Vec::new();
     for &line in lines {

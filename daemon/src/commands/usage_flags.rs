@@ -2,7 +2,7 @@
 //! (`meta`, `rate_limits`, `credits`, `allowed_ips`), and their lines in `keys show`.
 
 use anyhow::Context;
-use latchkey_core::{Key, RateLimit};
+use latchkey_core::{Key, RateLimit, Refill};
 use serde_json::{Value, json};
 
 use super::Body;
@@ -60,14 +60,30 @@ fn rate_limit(text: &str) -> anyhow::Result<Value> {
     Ok(json!({"name": name.trim(), "limit": limit, "window_seconds": window.as_secs()}))
 }
 
-/// `N/day` or `N/month`.
+/// `N/day`, `N/month` (on the 1st) or `N/month@D` (on day D, 1 to 28: the server checks).
 fn refill(text: &str) -> anyhow::Result<Value> {
-    let bad = || format!("--refill {text:?}: expected N/day or N/month");
+    let bad = || format!("--refill {text:?}: expected N/day, N/month or N/month@DAY");
     let (amount, interval) = text.split_once('/').with_context(bad)?;
     let amount: u64 = amount.trim().parse().ok().with_context(bad)?;
-    let interval = interval.trim();
-    anyhow::ensure!(matches!(interval, "day" | "month"), bad());
-    Ok(json!({"amount": amount, "interval": interval}))
+    match interval.trim().split_once('@') {
+        None if matches!(interval.trim(), "day" | "month") => {
+            Ok(json!({"amount": amount, "interval": interval.trim()}))
+        }
+        Some((interval, day)) if interval.trim() == "month" => {
+            let day: u8 = day.trim().parse().ok().with_context(bad)?;
+            Ok(json!({"amount": amount, "interval": "month", "day_of_month": day}))
+        }
+        _ => Err(anyhow::anyhow!(bad())),
+    }
+}
+
+/// A refill as `--refill` takes it: `N/day`, `N/month`, or `N/month@D` off the 1st.
+fn refill_text(refill: &Refill) -> String {
+    let interval = wire_name(&refill.interval);
+    match refill.day_of_month {
+        Some(day) if day != 1 => format!("{}/{interval}@{day}", refill.amount),
+        _ => format!("{}/{interval}", refill.amount),
+    }
 }
 
 /// The lines `keys show` prints for a key's usage control (none for a key without any).
@@ -82,8 +98,7 @@ pub(crate) fn lines(key: &Key) -> Vec<(&'static str, String)> {
     if let Some(credits) = &key.credits {
         let mut shown = credits.remaining.to_string();
         if let Some(refill) = &credits.refill {
-            let interval = wire_name(&refill.interval);
-            shown.push_str(&format!(" (refill {}/{interval})", refill.amount));
+            shown.push_str(&format!(" (refill {})", refill_text(refill)));
         }
         lines.push(("credits", shown));
     }
@@ -128,5 +143,16 @@ mod tests {
             json!({"amount": 500, "interval": "month"})
         );
         assert!(refill("500/week").is_err());
+        assert_eq!(
+            refill("500/month@15").unwrap(),
+            json!({"amount": 500, "interval": "month", "day_of_month": 15})
+        );
+        assert!(refill("500/day@15").is_err());
+        assert!(refill("500/month@x").is_err());
+        // Shown as it is typed.
+        for typed in ["500/day", "500/month", "500/month@15"] {
+            let refill: Refill = serde_json::from_value(refill(typed).unwrap()).unwrap();
+            assert_eq!(refill_text(&refill), typed);
+        }
     }
 }
