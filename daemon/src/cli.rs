@@ -680,8 +680,9 @@ pub struct UsageFlags {
     #[arg(long, value_name = "N")]
     pub credits: Option<u64>,
     /// Refill the credits to N every day, or every month on the 1st (`N/month`) or on day D,
-    /// 1 to 28 (`N/month@D`)
-    #[arg(long, value_name = "N/day|month[@D]", requires = "credits")]
+    /// 1 to 28 (`N/month@D`). With --credits on `keys add`; on `keys update`, alone it
+    /// changes the refill and keeps the balance
+    #[arg(long, value_name = "N/day|month[@D]")]
     pub refill: Option<String>,
     /// The only addresses the key may be used from (comma-separated CIDRs, or single
     /// addresses)
@@ -735,7 +736,7 @@ pub struct KeyUpdate {
     #[command(flatten)]
     pub usage: UsageFlags,
     /// Add to the credits left
-    #[arg(long, value_name = "N", conflicts_with = "credits")]
+    #[arg(long, value_name = "N", conflicts_with_all = ["credits", "refill"])]
     pub add_credits: Option<u64>,
     /// Remove the meta
     #[arg(long, conflicts_with = "meta")]

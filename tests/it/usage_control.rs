@@ -38,6 +38,21 @@ fn cli_flags_round_trip_and_the_daemon_enforces_them() {
     let shown = fx.cli(&["keys", "show", &id]).ok();
     assert!(shown.stdout.contains("rate_limits"), "{shown:#?}");
     assert!(shown.stdout.contains("3 (refill 3/month)"), "{shown:#?}");
+    // The refill alone changes, the balance stays; a day of the month shows as typed.
+    let refilled = fx.json(&["keys", "update", &id, "--refill", "3/month@9"]);
+    assert_eq!(refilled["credits"]["remaining"], 3, "{refilled}");
+    assert_eq!(
+        refilled["credits"]["refill"]["day_of_month"], 9,
+        "{refilled}"
+    );
+    let shown = fx.cli(&["keys", "show", &id]).ok();
+    assert!(shown.stdout.contains("3 (refill 3/month@9)"), "{shown:#?}");
+    fx.cli(&[
+        "keys", "add", "--name", "n", "--user", "partner", "--refill", "1/day",
+    ])
+    .fails(1, "--credits");
+    let back = fx.json(&["keys", "update", &id, "--refill", "3/month"]);
+    assert_eq!(back["credits"]["remaining"], 3, "{back}");
 
     // `latchkey verify` checks as a request from an address would; at cost 0 it spends
     // nothing of the limits and credits used below.

@@ -100,6 +100,10 @@ pub enum CreditsPatch {
         /// `Some(None)` removes the refill.
         refill: Option<Option<Refill>>,
     },
+    /// Replaces the refill (`None` removes it) and keeps what is left: this process's
+    /// unspent slice goes back into it; a slice another process holds counts as spent, as
+    /// with [`CreditsPatch::Set`]. The key must have credits.
+    Refill(Option<Refill>),
     /// Adds to what is left (after the consumption not yet persisted).
     Add(u64),
 }

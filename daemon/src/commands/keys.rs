@@ -35,7 +35,7 @@ pub(super) async fn run<T: Transport>(
                 .opt("description", args.description)
                 .clear("description", args.clear_description)
                 .opt("credits", args.add_credits.map(|n| json!({"add": n})));
-            let body = usage_flags::add_to(body, args.usage)?;
+            let body = usage_flags::add_to(body, args.usage, true)?;
             let all = args.clear_usage_control;
             let body = [
                 ("meta", args.clear_meta),
@@ -106,7 +106,7 @@ async fn add<T: Transport>(cli: &Cli<T>, args: KeyAdd) -> anyhow::Result<()> {
         .opt("scopes", args.scopes.map(cleaned))
         .opt("expires_at", expires_at)
         .opt("env", args.env);
-    let body = usage_flags::add_to(body, args.usage)?;
+    let body = usage_flags::add_to(body, args.usage, false)?;
     let created = cli.api.post("/v1/keys", body.build()).await?;
     print_created(cli, &created).await?;
     Ok(())

@@ -10,9 +10,10 @@ use crate::cli::UsageFlags;
 use crate::duration::parse_duration;
 use crate::output::wire_name;
 
-/// Adds the flags given to a create or update body. `credits` sets what is left (with the
-/// refill, when given); the server checks every bound.
-pub(crate) fn add_to(body: Body, flags: UsageFlags) -> anyhow::Result<Body> {
+/// Adds the flags given to a create or update body (`updating`). `credits` sets what is
+/// left (with the refill, when given); a refill alone, on an update, changes the refill and
+/// keeps the balance. The server checks every bound.
+pub(crate) fn add_to(body: Body, flags: UsageFlags, updating: bool) -> anyhow::Result<Body> {
     let meta = flags
         .meta
         .as_deref()
@@ -20,10 +21,13 @@ pub(crate) fn add_to(body: Body, flags: UsageFlags) -> anyhow::Result<Body> {
         .transpose()?;
     let limits = rate_limits(&flags.rate_limits)?;
     let refill = flags.refill.as_deref().map(refill).transpose()?;
-    let credits = flags.credits.map(|remaining| match refill {
-        Some(refill) => json!({"remaining": remaining, "refill": refill}),
-        None => json!({"remaining": remaining}),
-    });
+    let credits = match (flags.credits, refill) {
+        (Some(remaining), Some(refill)) => Some(json!({"remaining": remaining, "refill": refill})),
+        (Some(remaining), None) => Some(json!({"remaining": remaining})),
+        (None, Some(refill)) if updating => Some(json!({"refill": refill})),
+        (None, Some(_)) => anyhow::bail!("--refill refills credits: give them with --credits N"),
+        (None, None) => None,
+    };
     let ips = (!flags.allow_ips.is_empty()).then(|| {
         flags
             .allow_ips

@@ -246,7 +246,8 @@ pub struct UpdateKey {
     pub allowed_ips: Option<Option<Vec<IpNet>>>,
 }
 
-/// A change to a key's credits: `remaining` or `add`, exactly one.
+/// A change to a key's credits: `remaining` (with an optional `refill`), `refill` alone
+/// (the balance kept), or `add`.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -259,7 +260,9 @@ pub struct CreditsChange {
     #[serde(default, deserialize_with = "latchkey_core::wire::optional_integer")]
     #[schema(maximum = 1_000_000_000_000_000_i64)] // limits::MAX_CREDITS
     pub add: Option<u64>,
-    /// With `remaining`: the new refill; `null` removes it; absent keeps it.
+    /// The new refill; `null` removes it; absent keeps it. Without `remaining`, the balance
+    /// stays as it is shown (slices other processes hold unspent count as spent, as with a
+    /// set).
     #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<Refill>)]
     pub refill: Option<Option<Refill>>,

@@ -308,7 +308,8 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A PATCH's `credits` as core's change: `null` clears, `remaining` sets, `add` adds.
+/// A PATCH's `credits` as core's change: `null` clears, `remaining` sets, `refill` alone
+/// replaces the refill and keeps the balance, `add` adds.
 fn credits_patch(change: Option<CreditsChange>) -> Result<CreditsPatch, AppError> {
     match change {
         None => Ok(CreditsPatch::Clear),
@@ -325,12 +326,15 @@ fn credits_patch(change: Option<CreditsChange>) -> Result<CreditsPatch, AppError
         Some(CreditsChange {
             remaining: None,
             add: None,
-            ..
+            refill: Some(refill),
+        }) => Ok(CreditsPatch::Refill(refill)),
+        Some(CreditsChange {
+            remaining: None,
+            add: None,
+            refill: None,
         }) => Err(AppError::from(StoreError::Invalid {
             field: "credits",
-            reason: "give `remaining` (with an optional `refill`, which is set with the balance) \
-                     or `add`"
-                .into(),
+            reason: "give `remaining`, `refill` or both, or `add`".into(),
         })),
         Some(CreditsChange {
             remaining: None, ..

@@ -52,8 +52,27 @@ async fn a_key_carries_meta_limits_credits_and_an_allowlist() {
     assert_eq!(cleared["rate_limits"], json!([]));
     assert_eq!(cleared["allowed_ips"], json!([]));
     assert_eq!(h.get(&uri).await.ok(200), cleared);
+    // The refill alone: the balance stays.
+    let refill = json!({"amount": 50, "interval": "month", "day_of_month": 15});
+    let refilled = h
+        .patch(&uri, json!({"credits": {"refill": refill}}))
+        .await
+        .ok(200);
+    assert_eq!(refilled["credits"]["remaining"], 3, "{refilled}");
+    assert_eq!(
+        refilled["credits"]["refill"]["day_of_month"], 15,
+        "{refilled}"
+    );
+    let kept = h
+        .patch(&uri, json!({"credits": {"refill": null}}))
+        .await
+        .ok(200);
+    assert_eq!(kept["credits"], json!({"remaining": 3, "refill": null}));
     let no_credits = h.patch(&uri, json!({"credits": null})).await.ok(200);
     assert_eq!(no_credits["credits"], Value::Null);
+    // Without credits, no refill to change.
+    let answer = h.patch(&uri, json!({"credits": {"refill": refill}})).await;
+    answer.problem(400, "invalid_field");
     // One address is the network of it alone; host bits are cleared.
     let ips = json!([
         "203.0.113.7",
@@ -102,7 +121,7 @@ async fn bad_usage_control_is_400_and_changes_nothing() {
     // Each wrong shape of `credits` is told what it lacks, not another shape's fault.
     let refill = json!({"amount": 1, "interval": "day"});
     for (credits, said) in [
-        (json!({"refill": refill}), "set with the balance"),
+        (json!({}), "give `remaining`, `refill` or both"),
         (json!({"add": 1, "refill": refill}), "not with `add`"),
         (json!({"remaining": 1, "add": 1}), "not both"),
     ] {

@@ -764,8 +764,9 @@ fn patched_controls(
     // A new version voids every slice reserved before (a `set` or `clear`) or this
     // process's only, which it carries over (any other change); an `add` keeps them all.
     let mut voids = false;
-    match patch.credits {
-        None => {}
+    match refill_as_set(patch.credits, old, own, now_nanos)? {
+        // (A refill changed alone is a set by now.)
+        None | Some(CreditsPatch::Refill(_)) => {}
         Some(CreditsPatch::Clear) => {
             voids = controls.credits.is_some();
             controls.credits = None;
@@ -827,6 +828,29 @@ fn patched_controls(
         controls.version = old.version + 1;
     }
     Ok((controls, !voids))
+}
+
+/// A refill changed alone as the set it comes to: what is shown now (this process's unspent
+/// slice given back) with the new refill. Any other change as it is.
+fn refill_as_set(
+    patch: Option<CreditsPatch>,
+    old: &ControlsRecord,
+    own: u64,
+    now_nanos: i128,
+) -> Result<Option<CreditsPatch>, StoreError> {
+    let Some(CreditsPatch::Refill(refill)) = patch else {
+        return Ok(patch);
+    };
+    let Some(before) = old.credits.map(|c| c.current(now_nanos)) else {
+        return Err(StoreError::invalid(
+            "credits",
+            "the key has no credits whose refill to change; set them first",
+        ));
+    };
+    Ok(Some(CreditsPatch::Set {
+        remaining: before.remaining.saturating_add(own),
+        refill: Some(refill),
+    }))
 }
 
 /// Checks a key's name and description.
