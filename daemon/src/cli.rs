@@ -135,40 +135,6 @@ impl WhereGiven {
     }
 }
 
-/// For a value clap refused that came from the environment rather than `argv`: the
-/// variable's name, for the error to say where to look (clap names the flag alone).
-pub fn refused_from_environment(
-    error: &clap::Error,
-    argv: &[std::ffi::OsString],
-) -> Option<String> {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if !matches!(
-        error.kind(),
-        ErrorKind::InvalidValue | ErrorKind::ValueValidation
-    ) {
-        return None;
-    }
-    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
-        return None;
-    };
-    let flag = arg.split_whitespace().next()?;
-    let long = flag.strip_prefix("--")?;
-    let given = |a: &std::ffi::OsString| {
-        a.to_str()
-            .is_some_and(|a| a == flag || a.strip_prefix(flag).is_some_and(|v| v.starts_with('=')))
-    };
-    if argv.iter().any(given) {
-        return None;
-    }
-    fn variable(command: &clap::Command, long: &str) -> Option<String> {
-        let arg = command.get_arguments().find(|a| a.get_long() == Some(long));
-        arg.and_then(clap::Arg::get_env)
-            .map(|name| name.to_string_lossy().into_owned())
-            .or_else(|| command.get_subcommands().find_map(|c| variable(c, long)))
-    }
-    variable(&<Cli as clap::CommandFactory>::command(), long)
-}
-
 impl std::fmt::Debug for GlobalArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GlobalArgs")

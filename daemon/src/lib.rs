@@ -8,6 +8,7 @@
 //!
 //! - [`cli`]: the command line (clap derive).
 //! - [`config`]: flags > environment > `--config` file > defaults; `latchkey default-config`.
+//! - [`usage_error`]: a command line clap refuses, said with the environment's part in it.
 //! - [`server`]: [`run`], [`shutdown_signal`], the HTTP [`app`]; `listen`: the accept loop
 //!   (TLS, header-read timeout, graceful drain).
 //! - [`start`]: `latchkey serve`'s start-up: check and bind everything, then initialise.
@@ -50,6 +51,7 @@ mod testing;
 pub mod tls;
 pub mod transport;
 mod unread_body;
+pub mod usage_error;
 
 pub use duration::parse_duration;
 pub use server::{MetricsServing, ServeConfig, app, run, shutdown_signal};

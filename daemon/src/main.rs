@@ -31,15 +31,9 @@ fn main() -> ExitCode {
     // by every local user; backups hold the same.
     #[cfg(unix)]
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
-    let matches = Cli::command().try_get_matches().unwrap_or_else(|e| {
-        let argv: Vec<_> = std::env::args_os().collect();
-        if let Some(variable) = latchkey_daemon::cli::refused_from_environment(&e, &argv) {
-            eprint!("{}", e.render());
-            eprintln!("(the value came from the environment variable {variable})");
-            std::process::exit(e.exit_code());
-        }
-        e.exit()
-    });
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| latchkey_daemon::usage_error::exit(e));
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.global.given = WhereGiven::of(&matches);
     if !matches!(cli.command, Command::Serve(_)) {
