@@ -77,7 +77,8 @@ pub(crate) struct UserListParams {
     #[param(value_type = Option<crate::openapi::rules::Cursor>)]
     cursor: Option<String>,
     /// Only these users, in one answer without a cursor: up to 100 ids, comma-separated;
-    /// an id that is no user, or one the caller does not see, is left out. Not with
+    /// an id that is no user, or one the caller does not see, is left out, and one given
+    /// twice is answered once. Not with
     /// `limit` or `cursor`.
     ids: Option<String>,
 }
@@ -92,7 +93,9 @@ fn user_ids(value: Option<String>) -> Result<Option<Vec<Uuid>>, AppError> {
         if ids.len() > MAX_USERS_BY_ID {
             return Err(format!("at most {MAX_USERS_BY_ID} ids"));
         }
-        Ok(ids)
+        // Each user once, where first asked for.
+        let mut seen = std::collections::HashSet::new();
+        Ok(ids.into_iter().filter(|id| seen.insert(*id)).collect())
     })
 }
 
