@@ -454,3 +454,61 @@ fn a_store_of_a_newer_schema_is_refused() {
     let err = Store::migrate_at(&latchkey_core::Location::Dir(path)).unwrap_err();
     assert_eq!(err.code(), "schema_too_new", "{err:?}");
 }
+
+/// The files of a store removed under the process that holds it open, its directory kept
+/// (`rm -rf store/*`, or an `rm -rf store` that failed on the directory because the store
+/// wrote its mark meanwhile): no write is acknowledged, the health check fails, nothing is
+/// re-created, and what the process held is saved beside the store, whole.
+#[test]
+fn records_removed_under_an_open_store_refuse_writes_and_are_rescued() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let (store, _) = Store::create_with_admin(&path, "lk", config()).unwrap();
+    add_users(&store, 0..3);
+    for entry in fs::read_dir(&path).unwrap() {
+        let entry = entry.unwrap().path();
+        if entry.is_dir() {
+            fs::remove_dir_all(&entry).unwrap();
+        } else {
+            fs::remove_file(&entry).unwrap();
+        }
+    }
+    let refused = store.create_user(
+        &Actor::system(),
+        NewUser {
+            name: "after".into(),
+            ..NewUser::default()
+        },
+    );
+    let refused = refused.unwrap_err();
+    assert!(refused.is_displaced(), "{refused}");
+    assert!(store.check_health().unwrap_err().is_displaced());
+    assert!(
+        !path.join(db_file()).exists(),
+        "nothing re-created the records"
+    );
+    // The stop names the backup written beside the store, which holds every user.
+    let stopped = store.flush().unwrap_err().to_string();
+    let rescued: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".backup"))
+        .collect();
+    let [rescued] = rescued.as_slice() else {
+        panic!("one rescued backup: {rescued:?}")
+    };
+    assert!(
+        stopped.contains(&rescued.display().to_string()),
+        "{stopped}"
+    );
+    drop(store);
+    let restored = dir.path().join("restored");
+    let backup = std::io::BufReader::new(fs::File::open(rescued).unwrap());
+    let (store, _) = Store::restore(&restored, backup, config()).unwrap();
+    let users = store.users_page(100, None).unwrap();
+    let names: Vec<_> = users.items.iter().map(|u| u.name.as_str()).collect();
+    assert!(
+        names.contains(&"user-2") && !names.contains(&"after"),
+        "{names:?}"
+    );
+}

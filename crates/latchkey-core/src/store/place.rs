@@ -3,8 +3,8 @@
 //! A store's directory removed under a running process (by hand, by a clean-up job, a
 //! volume detached lazily) leaves the engine writing into files no path leads to: every
 //! write would be acknowledged and lost at the next start, which finds no store there.
-//! Before each write and at each health check the directory's device and inode are
-//! compared with those it had at open; another (or none) refuses writes, and the first time
+//! Before each write and at each health check the directory's device and inode, and its
+//! engine file's, are compared with those they had at open; another (or none) refuses writes, and the first time
 //! writes a backup of what the process still holds beside where the directory was
 //! ([`rescue`]): the process's open files are the only copy left, gone when it stops (a
 //! health check that fails may well have it restarted).
@@ -17,17 +17,16 @@ use std::thread::JoinHandle;
 use super::Store;
 use crate::error::{Displaced, StoreError};
 
-/// A directory's identity: its device and inode.
+/// A file's or directory's identity: its device and inode (elsewhere than on Unix, only
+/// whether there is one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Place {
+struct Id {
     dev: u64,
     ino: u64,
 }
 
-impl Place {
-    /// The identity of the directory at `path` now (elsewhere than on Unix, only whether
-    /// there is one).
-    pub(super) fn of(path: &Path) -> io::Result<Place> {
+impl Id {
+    fn of(path: &Path) -> io::Result<Id> {
         let meta = std::fs::metadata(path)?;
         #[cfg(unix)]
         let (dev, ino) = {
@@ -36,16 +35,45 @@ impl Place {
         };
         #[cfg(not(unix))]
         let (dev, ino) = (0, u64::from(meta.is_dir()));
-        Ok(Place { dev, ino })
+        Ok(Id { dev, ino })
+    }
+}
+
+/// The directory a store was opened in, and the engine's file of records in it (redb's
+/// `latchkey.redb`, sled's log `db`): both must still be the ones opened. The directory
+/// alone is not enough: `rm -rf` of a store whose daemon writes its mark meanwhile
+/// removes the records and fails on the directory, which keeps its inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Place {
+    dir: Id,
+    records: Option<(&'static str, Id)>,
+}
+
+impl Place {
+    /// The store's directory at `path` as it is now, with its engine's file of records.
+    pub(super) fn of(path: &Path) -> io::Result<Place> {
+        let records = [super::redb_db::FILE, "db"]
+            .into_iter()
+            .find_map(|name| Id::of(&path.join(name)).ok().map(|id| (name, id)));
+        Ok(Place {
+            dir: Id::of(path)?,
+            records,
+        })
     }
 
-    /// `Ok` while `path` is still this directory; otherwise the error every write and
-    /// health check answers (503 `keystore_unavailable`), said at ERROR.
+    /// `Ok` while `path` is still this directory and holds the same file of records;
+    /// otherwise the error every write and health check answers (503
+    /// `keystore_unavailable`), said at ERROR.
     pub(super) fn check(self, path: &Path) -> Result<(), StoreError> {
-        let why = match Place::of(path) {
-            Ok(now) if now == self => return Ok(()),
-            Ok(_) => "another directory stands at its path".to_owned(),
-            Err(e) => e.to_string(),
+        let why = match (Id::of(path), self.records) {
+            (Ok(dir), _) if dir != self.dir => "another directory stands at its path".to_owned(),
+            (Ok(_), None) => return Ok(()),
+            (Ok(_), Some((name, records))) => match Id::of(&path.join(name)) {
+                Ok(now) if now == records => return Ok(()),
+                Ok(_) => format!("another file stands at its `{name}`"),
+                Err(e) => format!("its `{name}`: {e}"),
+            },
+            (Err(e), _) => e.to_string(),
         };
         let path = path.display();
         crate::error_limited!(store = %path, why = %why, "the store's directory was removed or replaced while this process held it open: writes are refused; what it holds is saved beside it as a .rescued-<time>.backup file (said next), to restore");
