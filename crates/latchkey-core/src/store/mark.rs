@@ -42,22 +42,47 @@ pub(crate) fn path(store: &Path) -> PathBuf {
 /// Reads the mark; `Ok(None)` when there is none. An unreadable mark is an error naming
 /// the file and the cause.
 pub(crate) fn read(store: &Path) -> Result<Option<Mark>, String> {
+    read_or_denied(store).map_err(|e| match e {
+        Unread::Denied(e) => e.to_string(),
+        Unread::Bad(why) => why,
+    })
+}
+
+/// Why a mark was not read: this process may not (the file is another user's: no damage),
+/// or it is no mark.
+pub(crate) enum Unread {
+    Denied(crate::error::StoreError),
+    Bad(String),
+}
+
+/// [`read`], telling a mark this process may not read (a file of root's left by a command
+/// run as root: the store is whole, its owner is wrong) from a damaged one.
+pub(crate) fn read_or_denied(store: &Path) -> Result<Option<Mark>, Unread> {
     let path = path(store);
     let file = match fs::File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Unread::Denied(crate::error::StoreError::storage(format!(
+                "cannot read {}: {e}{}",
+                path.display(),
+                super::files::ownership_hint(store, &e)
+            ))));
+        }
+        Err(e) => {
+            return Err(Unread::Bad(format!("cannot read {}: {e}", path.display())));
+        }
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if len > MAX_LEN {
-        return Err(format!(
+        return Err(Unread::Bad(format!(
             "{} is not a latchkey mark (too large)",
             path.display()
-        ));
+        )));
     }
     serde_json::from_reader(std::io::BufReader::new(file))
         .map(Some)
-        .map_err(|e| format!("{} is damaged: {e}", path.display()))
+        .map_err(|e| Unread::Bad(format!("{} is damaged: {e}", path.display())))
 }
 
 /// Replaces the mark atomically: a crash leaves the old mark or the new one, whole.

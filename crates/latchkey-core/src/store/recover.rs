@@ -268,7 +268,10 @@ pub(super) fn reconcile_mark(path: &Path, db: &dyn Backend) -> Result<Mark, Stor
         )));
     }
     let current = Mark { lineage, seq, head };
-    let known = mark::read(path).map_err(|e| damaged(format!("has an unreadable mark ({e})")))?;
+    let known = mark::read_or_denied(path).map_err(|e| match e {
+        mark::Unread::Denied(e) => e,
+        mark::Unread::Bad(why) => damaged(format!("has an unreadable mark ({why})")),
+    })?;
     if let Some(known) = &known {
         if known.lineage != lineage {
             return Err(damaged(format!(
