@@ -711,13 +711,13 @@ pub struct KeyUpdate {
     #[arg(long, conflicts_with = "rate_limits")]
     pub clear_rate_limits: bool,
     /// Remove the credits: uses are no longer counted against a balance
-    #[arg(long, conflicts_with_all = ["credits", "add_credits"])]
+    #[arg(long, conflicts_with_all = ["credits", "add_credits", "refill"])]
     pub clear_credits: bool,
     /// Remove the allowlist: any address may use the key
     #[arg(long, conflicts_with = "allow_ips")]
     pub clear_allowed_ips: bool,
     /// Remove meta, rate limits, credits and the allowlist
-    #[arg(long, conflicts_with_all = ["meta", "rate_limits", "credits", "allow_ips", "add_credits"])]
+    #[arg(long, conflicts_with_all = ["meta", "rate_limits", "credits", "refill", "allow_ips", "add_credits"])]
     pub clear_usage_control: bool,
 }
 
@@ -796,6 +796,27 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// A refill beside a flag that changes the balance otherwise would be dropped: refused.
+    #[test]
+    fn a_refill_goes_with_no_other_balance_change() {
+        for other in [
+            &["--add-credits", "1"][..],
+            &["--clear-credits"],
+            &["--clear-usage-control"],
+        ] {
+            let mut argv = vec!["latchkey", "keys", "update", "k", "--refill", "1/day"];
+            argv.extend(other);
+            let refused = Cli::try_parse_from(&argv).map(drop).unwrap_err();
+            assert_eq!(
+                refused.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{argv:?}"
+            );
+        }
+        let alone = ["latchkey", "keys", "update", "k", "--refill", "1/day"];
+        assert!(Cli::try_parse_from(alone).is_ok());
     }
 
     #[test]
