@@ -73,12 +73,14 @@ async fn a_key_carries_meta_limits_credits_and_an_allowlist() {
     // Without credits, no refill to change.
     let answer = h.patch(&uri, json!({"credits": {"refill": refill}})).await;
     answer.problem(400, "invalid_field");
-    // One address is the network of it alone; host bits are cleared.
+    // One address is the network of it alone; host bits are cleared; a network given twice
+    // is kept once.
     let ips = json!([
         "203.0.113.7",
         "10.1.2.3/8",
         "2001:db8::1",
-        "::ffff:192.0.2.1/120"
+        "::ffff:192.0.2.1/120",
+        "10.0.0.0/8"
     ]);
     let set = h.patch(&uri, json!({"allowed_ips": ips})).await.ok(200);
     assert_eq!(

@@ -732,7 +732,7 @@ fn new_controls(new: &NewKey, now: OffsetDateTime) -> Result<ControlsRecord, Sto
         ));
     }
     check_allowed_ips(&new.allowed_ips)?;
-    controls.allowed_ips = new.allowed_ips.iter().copied().map(canonical_net).collect();
+    controls.allowed_ips = canonical_nets(&new.allowed_ips);
     Ok(controls)
 }
 
@@ -759,7 +759,7 @@ fn patched_controls(
     }
     if let Some(ips) = &patch.allowed_ips {
         check_allowed_ips(ips)?;
-        controls.allowed_ips = ips.iter().copied().map(canonical_net).collect();
+        controls.allowed_ips = canonical_nets(ips);
     }
     // A new version voids every slice reserved before (a `set` or `clear`) or this
     // process's only, which it carries over (any other change); an `add` keeps them all.
@@ -851,6 +851,17 @@ fn refill_as_set(
         remaining: before.remaining.saturating_add(own),
         refill: Some(refill),
     }))
+}
+
+/// An allowlist as it is kept: each network canonical ([`canonical_net`]), once, in the
+/// order given (`10.0.0.0/8` and `10.1.2.3/8` are one network).
+fn canonical_nets(nets: &[ipnet::IpNet]) -> Vec<ipnet::IpNet> {
+    let mut seen = std::collections::HashSet::new();
+    nets.iter()
+        .copied()
+        .map(canonical_net)
+        .filter(|net| seen.insert(*net))
+        .collect()
 }
 
 /// Checks a key's name and description.
