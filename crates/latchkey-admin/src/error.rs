@@ -240,8 +240,9 @@ impl From<StoreError> for AppError {
                 let detail = if err.is_displaced() {
                     "the store's directory was removed or replaced under the daemon: writes \
                      are refused, since nothing would find them at its next start; what it \
-                     holds is saved beside it as a .rescued-<time>.backup file, to restore \
-                     (the daemon's log says where)"
+                     holds is being saved beside it as a .rescued-<time>.backup file, to \
+                     restore (the daemon's log says where, or why it could not be: then take \
+                     a backup before the daemon stops)"
                 } else if err.may_have_committed() {
                     "the keystore's database stopped answering while it committed the write, \
                      which may have been applied: check before retrying it"

@@ -973,7 +973,7 @@ impl Store {
                 None => "what it held could not be saved".to_owned(),
             };
             return Err(StoreError::storage(format!(
-                "the store's directory {} was removed or replaced while this process held it open: {saved}; restore with `latchkey restore`",
+                "the store's directory {} was removed or replaced while this process held it open: {saved}; restore with `latchkey restore` (into an empty directory: remove first what writes under way may have left at the path, a latchkey.mark and latchkey.reserve)",
                 self.inner.path.display()
             )));
         }

@@ -78,7 +78,7 @@ impl Place {
         let path = path.display();
         crate::error_limited!(store = %path, why = %why, "the store's directory was removed or replaced while this process held it open: writes are refused; what it holds is saved beside it as a .rescued-<time>.backup file (said next), to restore");
         Err(StoreError::Unavailable(Box::new(Displaced(format!(
-            "the store's directory {path} was removed or replaced while this process held it open ({why}): writes are refused, since nothing would find them at the next start; what it holds is saved beside it as {path}.rescued-<time>.backup (the log says where), to restore with `latchkey restore`"
+            "the store's directory {path} was removed or replaced while this process held it open ({why}): writes are refused, since nothing would find them at the next start; what it holds is being saved beside it as {path}.rescued-<time>.backup, to restore with `latchkey restore` (the log says where, or why it could not be: then take a backup with `latchkey backup` before this process stops)"
         )))))
     }
 }
