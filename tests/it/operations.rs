@@ -243,6 +243,17 @@ fn a_store_directory_removed_under_the_daemon_refuses_writes_and_fails_health() 
     let said = format!("saved in {}", saved.display());
     assert!(log.contains(&said), "{log}");
     assert!(!db.exists(), "nothing made a new store at its path");
+    // Restarted (a service manager would: the stop failed), `serve` makes no empty store
+    // in its place while the rescued backup lies beside it.
+    let mut restart = Command::new("timeout");
+    restart
+        .arg("20")
+        .arg(crate::harness::bin())
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    let restarted = Run::of(restart.arg("--db").arg(&db));
+    assert_eq!(restarted.code, 1, "{restarted:#?}");
+    assert!(restarted.stderr.contains("rescued"), "{restarted:#?}");
+    assert!(!db.exists(), "nothing made a new store at its path");
     let users = Run::of(
         latchkey()
             .args(["--json", "users", "list", "--db"])
