@@ -275,17 +275,15 @@ pub fn check_credit_amount(amount: u64) -> Result<(), StoreError> {
 /// `net` as it matches: a range of IPv4-mapped IPv6 addresses (`::ffff:203.0.113.0/120`)
 /// as the IPv4 range it maps (`203.0.113.0/24`), since a client's address is checked as
 /// its IPv4 address when it has one ([`IpAddr::to_canonical`](std::net::IpAddr)). Any
-/// other range as it is. Either way with its host bits cleared (`10.0.0.1/8` is
-/// `10.0.0.0/8`), which matches the same addresses.
+/// other range as it is.
 pub fn canonical_net(net: IpNet) -> IpNet {
-    let net = match net {
+    match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
             Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
             None => net,
         },
         _ => net,
-    };
-    net.trunc()
+    }
 }
 
 /// Checks an IP allowlist: at most 64 CIDRs.

@@ -853,13 +853,13 @@ fn refill_as_set(
     }))
 }
 
-/// An allowlist as it is kept: each network canonical ([`canonical_net`]), once, in the
-/// order given (`10.0.0.0/8` and `10.1.2.3/8` are one network).
+/// An allowlist as it is kept: each network canonical ([`canonical_net`]) with its host
+/// bits cleared (which matches the same addresses: done here, once, not at each request's
+/// check), once, in the order given (`10.0.0.0/8` and `10.1.2.3/8` are one network).
 fn canonical_nets(nets: &[ipnet::IpNet]) -> Vec<ipnet::IpNet> {
     let mut seen = std::collections::HashSet::new();
     nets.iter()
-        .copied()
-        .map(canonical_net)
+        .map(|net| canonical_net(*net).trunc())
         .filter(|net| seen.insert(*net))
         .collect()
 }
