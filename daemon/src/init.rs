@@ -32,7 +32,7 @@ pub fn open_or_init(
     match Store::open_at(location, config.clone()) {
         Ok(store) => Ok((store, None)),
         Err(StoreError::NotInitialized { .. }) => {
-            if let Some(rescued) = location.as_dir().and_then(rescued_beside) {
+            if let Some(rescued) = location.as_dir().and_then(Store::rescued_beside) {
                 anyhow::bail!(
                     "{} holds no store, and {} beside it is what a daemon saved when the store that was there was removed under it: restore it (`latchkey restore {} --db {}`), or move it away to start a new store here",
                     location,
@@ -53,21 +53,6 @@ pub fn open_or_init(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// A backup a daemon wrote beside `path` when the store there was removed under it
-/// (`PATH.rescued-<secs>.backup`): `serve` does not start a new, empty store in its place.
-fn rescued_beside(path: &Path) -> Option<PathBuf> {
-    let name = path.file_name()?.to_string_lossy().into_owned();
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let prefix = format!("{name}.rescued-");
-    std::fs::read_dir(parent).ok()?.flatten().find_map(|entry| {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        (file.starts_with(&prefix) && file.ends_with(".backup")).then(|| entry.path())
-    })
 }
 
 /// The created key as the API answers it: the record plus `secret`.

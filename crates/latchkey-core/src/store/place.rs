@@ -83,6 +83,29 @@ impl Place {
     }
 }
 
+/// A rescued backup's name: the store directory's, then these around the time it was
+/// written (`STORE.rescued-<unix seconds>.backup`).
+const RESCUED: &str = ".rescued-";
+const BACKUP: &str = ".backup";
+
+impl Store {
+    /// A backup a process wrote beside `path` when the store there was removed under it
+    /// (`PATH.rescued-<secs>.backup`, whole: a partial one ends in `.partial`), if one lies
+    /// there: what to restore before making a new store at `path`.
+    pub fn rescued_beside(path: &Path) -> Option<PathBuf> {
+        let name = path.file_name()?.to_string_lossy().into_owned();
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let prefix = format!("{name}{RESCUED}");
+        std::fs::read_dir(parent).ok()?.flatten().find_map(|entry| {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            (file.starts_with(&prefix) && file.ends_with(BACKUP)).then(|| entry.path())
+        })
+    }
+}
+
 /// Where a rescue writes, and how it went: the backup's path, or why it was not written.
 pub(super) type Rescue = JoinHandle<Result<PathBuf, String>>;
 
@@ -113,8 +136,8 @@ fn rescue_into(store: &Store, path: &Path) -> Result<PathBuf, String> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "store".to_owned());
     let secs = store.inner.clock.unix_nanos() / 1_000_000_000;
-    let target = path.with_file_name(format!("{name}.rescued-{secs}.backup"));
-    let partial = path.with_file_name(format!("{name}.rescued-{secs}.backup.partial"));
+    let target = path.with_file_name(format!("{name}{RESCUED}{secs}{BACKUP}"));
+    let partial = path.with_file_name(format!("{name}{RESCUED}{secs}{BACKUP}.partial"));
     let written = (|| -> Result<(), String> {
         let mut file: File = OpenOptions::new()
             .write(true)
