@@ -334,11 +334,18 @@ impl Meter {
                     }
                 }
                 Err(refused) => {
-                    // The limit that refused, as it stands: a cost it refused took nothing
-                    // (a cost above the whole limit leaves it full). A shared limit's state
-                    // not known without a round trip is read by the reservation.
+                    // The limit that refused, as it stands: a cost it refused took nothing.
+                    // A cost above the whole limit is refused whatever the limit holds, so
+                    // its figure is what memory knows (a flood of them costs no round trip
+                    // each); otherwise a shared limit's state not known without a round
+                    // trip is read by the reservation.
                     if let Some(report) = report {
-                        match limit.left_now(block, &meter.clock) {
+                        let left = if beyond_the_limit(&limit.rule, cost.into(), extra).is_some() {
+                            Some(limit.known_left(&meter.clock))
+                        } else {
+                            limit.left_now(block, &meter.clock)
+                        };
+                        match left {
                             Some(left) => report.push(limit.state(left)),
                             None => return reserve(i),
                         }
@@ -657,14 +664,29 @@ impl Limit {
 
     /// What is left of the limit now, taking nothing (0 when not even one request would
     /// pass); `None` when a shared limit's state is not known without a round trip and
-    /// `block` does not allow one.
+    /// `block` does not allow one. A shared state that cannot be read gives what memory
+    /// knows ([`Limit::known_left`]), never a 0 it did not say.
     fn left_now(&self, block: bool, clock: &Arc<dyn Clock>) -> Option<u32> {
         let peeked = if block {
             Some(self.check(0, false, clock))
         } else {
             self.try_check(0, false, clock)
         };
-        peeked.map(|left| left.unwrap_or(0))
+        peeked.map(|left| match left {
+            Ok(left) => left,
+            Err(VerifyError::RateLimited(_)) => 0,
+            Err(_) => self.known_left(clock),
+        })
+    }
+
+    /// What is left of the limit as this process knows it without a round trip: all of a
+    /// limit of this process's; of a shared one, its slice and the shared state at the last
+    /// reservation (the whole limit before one).
+    fn known_left(&self, clock: &Arc<dyn Clock>) -> u32 {
+        match &self.gate {
+            Gate::Local(limiter) => self.peek_local(limiter, clock).unwrap_or(0),
+            Gate::Shared(shared) => shared.known_left(&self.rule, clock.unix_nanos()),
+        }
     }
 
     /// Whether one request would pass, taking nothing: what is left of the limit.
@@ -998,6 +1020,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
+    use crate::shared_limit::{Ask, Gcra, RateGrant};
 
     /// Grants 10 credits in the period `next`, once the test lets it (`go`), after saying
     /// that it started (`started`).
@@ -1031,6 +1054,101 @@ mod tests {
         };
         let meter = Arc::new(CreditMeter::new(100, None, old, Box::new(source)));
         (meter, started_rx, go_tx)
+    }
+
+    /// One shared limit's state in memory, counting the round trips made to it; `down`:
+    /// each fails as an unreachable store does.
+    #[derive(Default)]
+    struct Trips {
+        tat: Mutex<Option<i64>>,
+        trips: AtomicU64,
+        down: AtomicBool,
+    }
+
+    impl Trips {
+        fn trip(&self) -> Result<(), VerifyError> {
+            self.trips.fetch_add(1, Ordering::SeqCst);
+            match self.down.load(Ordering::SeqCst) {
+                true => Err(VerifyError::Unavailable("the store is down".into())),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl RateSource for Trips {
+        fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
+            self.trip()?;
+            let mut tat = self.tat.lock().unwrap();
+            let (next, grant) = Gcra::of(rule).reserve(*tat, now, ask);
+            *tat = next;
+            Ok(grant)
+        }
+
+        fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
+            self.trip()?;
+            let tat = self.tat.lock().unwrap();
+            Ok(Gcra::of(rule).reserve(*tat, now, Ask::new(1, 1)).1)
+        }
+    }
+
+    /// A key's meter of one limit of 5 per 10 s, shared through `source`.
+    fn shared_five(source: &Arc<Trips>) -> Meter {
+        let rule = RateLimit {
+            name: "default".into(),
+            limit: 5,
+            window_seconds: 10,
+        };
+        let rates: Arc<dyn RateSource> = source.clone();
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new(
+            OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000),
+        ));
+        Meter(
+            Arc::new(KeyMeter {
+                version: 1,
+                allowed_ips: Box::new([]),
+                limits: Arc::from([Limit::shared(rule, Arc::clone(&rates))]),
+                rates: Some(rates),
+                credits: None,
+                clock,
+            }),
+            None,
+        )
+    }
+
+    /// Review s48 L4: a cost above a shared limit's whole limit is refused whatever the
+    /// limit holds, so a flood of them reports it from memory, without a round trip each.
+    #[test]
+    fn a_cost_above_a_shared_limit_is_reported_without_a_round_trip() {
+        let source = Arc::new(Trips::default());
+        let meter = shared_five(&source);
+        for _ in 0..100 {
+            let mut report = Vec::new();
+            let Admitted::Done(Err(refused)) = meter.try_charge_reporting(6, Some(&mut report))
+            else {
+                panic!("a cost above the limit waits on a round trip");
+            };
+            assert_eq!(refused.code(), "rate_limited");
+            assert_eq!(report.len(), 1);
+            assert_eq!(report[0].remaining, 5, "the limit, never used");
+        }
+        assert_eq!(source.trips.load(Ordering::SeqCst), 0);
+    }
+
+    /// Review s48 L5: a shared limit whose state cannot be read is reported as memory knows
+    /// it, not as empty (a limit that refused nothing).
+    #[test]
+    fn a_shared_limit_that_cannot_be_read_is_not_reported_empty() {
+        let source = Arc::new(Trips::default());
+        source.down.store(true, Ordering::SeqCst);
+        let meter = shared_five(&source);
+        let Admitted::Reserve(reservation) = meter.try_charge_reporting(1, None) else {
+            panic!("a fresh shared limit decides nothing from memory");
+        };
+        let mut report = Vec::new();
+        let refused = reservation.finish_reporting(Some(&mut report)).unwrap_err();
+        assert_eq!(refused.code(), "keystore_unavailable");
+        assert_eq!(report.len(), 1);
+        assert_eq!(report[0].remaining, 5);
     }
 
     #[test]

@@ -223,6 +223,16 @@ impl SharedLimit {
         (wait > 0).then(|| Err(rate_limited(rule, wait)))
     }
 
+    /// [`SharedLimit::try_peek`]'s figure (0 when it refuses), else the shared state at the
+    /// last reservation (the whole limit before one): never a round trip.
+    pub(crate) fn known_left(&self, rule: &RateLimit, now: i128) -> u32 {
+        match self.try_peek(rule, now) {
+            Some(Ok(left)) => left,
+            Some(Err(_)) => 0,
+            None => self.shared_left.load(Ordering::Acquire),
+        }
+    }
+
     /// [`SharedLimit::try_peek`], reading the shared state (blocks on the database) when
     /// memory does not tell. Fails with `RateLimited` when not even one request would pass,
     /// `Unavailable` when the store cannot be reached.

@@ -106,7 +106,9 @@ pub struct VerifyResponse {
     pub code: String,
     /// The key's rate limits and credits after this request (each limit, then `credits`);
     /// with `rate_limited`, the limit that refused, as it stands (the refused cost took
-    /// nothing from it); with `usage_exceeded`, the credits
+    /// nothing from it; a shared limit, as this daemon knows it without a round trip when
+    /// the cost is above the whole limit), whose `reset_seconds` is when the whole limit is
+    /// back: the wait before a retry is `retry_after` only; with `usage_exceeded`, the credits
     /// left (fewer than the cost) and when they are refilled. Absent for a key without
     /// any: a remote verifier caches only such answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
