@@ -93,6 +93,35 @@ pub(crate) fn read_or_denied(store: &Path) -> Result<Option<Mark>, Unread> {
 /// trails the store, which is safe; each write then costs one fsync instead of two (see
 /// the README's figures).
 pub(crate) fn write(store: &Path, mark: &Mark, durable_rename: bool) -> std::io::Result<()> {
+    write_through(None, store, mark, durable_rename)
+}
+
+/// [`write`] through `dir`, the store's directory as the process opened it (on Linux): the
+/// mark lands in that directory wherever it now stands, never in another one put at its
+/// path meanwhile (a restored copy swapped in under a running process would get a mark of
+/// another lineage, and refuse to open), and nowhere once it is removed.
+pub(crate) fn write_through(
+    dir: Option<&fs::File>,
+    store: &Path,
+    mark: &Mark,
+    durable_rename: bool,
+) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    if let Some(dir) = dir {
+        use rustix::fs::{Mode, OFlags, openat, renameat};
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
+        let mut file = fs::File::from(openat(dir, TEMP, flags, Mode::from_raw_mode(0o666))?);
+        file.write_all(&serde_json::to_vec(mark).expect("a mark serializes"))?;
+        file.sync_all()?;
+        drop(file);
+        renameat(dir, TEMP, dir, FILE)?;
+        if durable_rename {
+            dir.sync_all()?;
+        }
+        return Ok(());
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = dir;
     let temp = store.join(TEMP);
     let mut file = fs::File::create(&temp)?;
     file.write_all(&serde_json::to_vec(mark).expect("a mark serializes"))?;
@@ -103,4 +132,44 @@ pub(crate) fn write(store: &Path, mark: &Mark, durable_rename: bool) -> std::io:
         fs::File::open(store)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(seq: u64) -> Mark {
+        Mark {
+            lineage: Uuid::nil(),
+            seq,
+            head: "00".repeat(32),
+        }
+    }
+
+    /// Re-check s48c N1: a store's directory moved away under a process and another put at
+    /// its path (a restored copy): the process's next mark goes with its own directory and
+    /// never into the other one, which would then name another lineage than its records.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_mark_follows_the_directory_opened_not_its_path() {
+        let root = tempfile::tempdir().unwrap();
+        let store = root.path().join("store");
+        fs::create_dir(&store).unwrap();
+        let opened = fs::File::open(&store).unwrap();
+        write_through(Some(&opened), &store, &mark(1), true).unwrap();
+        let moved = root.path().join("moved");
+        fs::rename(&store, &moved).unwrap();
+        fs::create_dir(&store).unwrap();
+        write_through(Some(&opened), &store, &mark(2), false).unwrap();
+        assert_eq!(read(&moved).unwrap(), Some(mark(2)));
+        assert_eq!(
+            read(&store).unwrap(),
+            None,
+            "nothing in the directory put there"
+        );
+        // Removed, the directory takes no mark at all.
+        fs::remove_dir_all(&moved).unwrap();
+        assert!(write_through(Some(&opened), &store, &mark(3), false).is_err());
+        assert_eq!(read(&store).unwrap(), None);
+    }
 }

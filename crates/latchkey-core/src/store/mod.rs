@@ -633,6 +633,7 @@ impl Store {
         let (breaks, _) = watch::channel(0);
         let (stop, stopped) = mpsc::channel::<()>();
         let (wake, woken) = mpsc::channel::<()>();
+        let mark = recover::Marker::new(mark, location.as_dir());
         let inner = Arc::new(Inner {
             path: location.as_dir().map(Path::to_owned).unwrap_or_default(),
             place: location
@@ -647,7 +648,7 @@ impl Store {
             local,
             follow,
             has_imports: has_imports.into(),
-            mark: recover::Marker::new(mark),
+            mark,
             min_free_bytes: config.min_free_bytes,
             cursors: cursor::CursorSeal::new(&HashKey::from_bytes(hash_key)),
             audit_check: single_flight::SingleFlight::default(),

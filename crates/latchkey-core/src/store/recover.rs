@@ -137,6 +137,10 @@ fn reopen_failed(e: StoreError) -> StoreError {
 pub(super) struct Marker {
     state: Mutex<MarkState>,
     written: Condvar,
+    /// The store's directory as opened, which each mark is written through
+    /// ([`mark::write_through`]); `None` elsewhere than on Linux, or when it could not be
+    /// opened (the mark then goes by path).
+    dir: Option<std::fs::File>,
 }
 
 #[derive(Debug)]
@@ -149,7 +153,8 @@ struct MarkState {
 }
 
 impl Marker {
-    pub(super) fn new(current: Mark) -> Marker {
+    /// The mark `current` of the store in the directory `dir` (none for a database).
+    pub(super) fn new(current: Mark, dir: Option<&Path>) -> Marker {
         Marker {
             state: Mutex::new(MarkState {
                 current,
@@ -157,6 +162,7 @@ impl Marker {
                 writing: false,
             }),
             written: Condvar::new(),
+            dir: dir.and_then(|dir| std::fs::File::open(dir).ok()),
         }
     }
 
@@ -197,7 +203,7 @@ impl Marker {
             };
             state.writing = true;
             drop(state);
-            let written = mark::write(path, &next, false);
+            let written = mark::write_through(self.dir.as_ref(), path, &next, false);
             state = self.lock();
             state.writing = false;
             self.written.notify_all();
