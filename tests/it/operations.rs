@@ -203,6 +203,14 @@ fn a_store_directory_removed_under_the_daemon_refuses_writes_and_fails_health() 
     fs::remove_dir_all(&db).unwrap();
     f.cli(&["users", "add", "--name", "after"])
         .fails(1, "removed or replaced");
+    let refused = f.http(
+        "POST",
+        "/v1/users",
+        Some(serde_json::json!({"name": "later"})),
+    );
+    refused.problem(503, "keystore_unavailable");
+    // Retrying will not help: no `Retry-After` to have clients retry for ever.
+    assert!(refused.headers.get("retry-after").is_none(), "{refused:#?}");
     let health = f.daemon.http("GET", "/healthz", None, None);
     health.problem(503, "keystore_unavailable");
     let scrape = f.daemon.http("GET", "/metrics", None, None).text;

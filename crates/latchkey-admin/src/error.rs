@@ -63,6 +63,8 @@ pub(crate) struct AppError {
     field: Option<String>,
     permission: Option<String>,
     www_authenticate: Option<String>,
+    /// An unavailability that retrying will not end (a displaced store): no `Retry-After`.
+    lasting: bool,
 }
 
 impl AppError {
@@ -74,6 +76,7 @@ impl AppError {
             field: None,
             permission: None,
             www_authenticate: None,
+            lasting: false,
         }
     }
 
@@ -237,7 +240,8 @@ impl From<StoreError> for AppError {
             }
             StoreError::Unavailable(_) => {
                 latchkey_core::warn_limited!(error = %err, "keystore unavailable");
-                let detail = if err.is_displaced() {
+                let lasting = err.is_displaced();
+                let detail = if lasting {
                     "the store's directory was removed or replaced under the daemon: writes \
                      are refused, since nothing would find them at its next start; what it \
                      holds is being saved beside it as a .rescued-<time>.backup file, to \
@@ -250,7 +254,10 @@ impl From<StoreError> for AppError {
                     "the keystore cannot serve this now (its database is out of reach, or it is \
                      being reopened after a storage failure); nothing was changed: retry later"
                 };
-                AppError::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+                AppError {
+                    lasting,
+                    ..AppError::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+                }
             }
             StoreError::StorageFull { .. } => {
                 latchkey_core::warn_limited!(error = %err, "write refused: the disk is full");
@@ -310,8 +317,9 @@ impl IntoResponse for AppError {
         {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
-        // A keystore that cannot answer now may in a moment, as the layer's 503 says too.
-        if matches!(self.code, "keystore_unavailable" | "store_locked") {
+        // A keystore that cannot answer now may in a moment, as the layer's 503 says too;
+        // a displaced one never will, and a client told to retry would do so for ever.
+        if matches!(self.code, "keystore_unavailable" | "store_locked") && !self.lasting {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response.extensions_mut().insert(ProblemCode(self.code));
