@@ -62,11 +62,12 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # (LATCHKEY_CA_CERT, --ca-cert).
 # ca_cert = "/etc/latchkey/ca.pem"
 
-# Serve /metrics on this address only, not on `listen` (--metrics-listen).
+# Serve /metrics on this address only, not on `listen` (--metrics-listen,
+# LATCHKEY_METRICS_LISTEN).
 # metrics_listen = "127.0.0.1:9187"
 
-# The key prefix of a store created by `init` or by `serve` on an empty path (--prefix):
-# 2 to 8 characters of [a-z0-9].
+# The key prefix of a store created by `init` or by `serve` on an empty path (--prefix,
+# LATCHKEY_PREFIX): 2 to 8 characters of [a-z0-9].
 # prefix = "lk"
 
 # The embedded engine of a store created by `init`, `restore`, or `serve` on an empty
@@ -76,11 +77,13 @@ pub const DEFAULT_CONFIG: &str = r#"# latchkey configuration. Use it with `latch
 # PostgreSQL db.
 # engine = "sled"
 
-# How long the daemon lets a request run before answering 503 request_timeout (--request-timeout).
+# How long the daemon lets a request run before answering 503 request_timeout
+# (--request-timeout, LATCHKEY_REQUEST_TIMEOUT).
 # request_timeout = "30s"
 
 # How long a connection may take to send a request's headers, from when it opens or from
-# the previous response; slow or idle connections are closed past it (--header-read-timeout).
+# the previous response; slow or idle connections are closed past it
+# (--header-read-timeout, LATCHKEY_HEADER_READ_TIMEOUT).
 # header_read_timeout = "10s"
 
 # The embedded store's cache in MiB, 1 to 65536 (--cache-mib, LATCHKEY_CACHE_MIB): sled's
@@ -308,8 +311,11 @@ impl Settings {
         let (text, in_file) = pick(flag, self.file.prefix.as_deref());
         let text = text.unwrap_or(DEFAULT_PREFIX);
         latchkey_core::Prefix::new(text).map_err(|e| {
-            self.file
-                .named(in_file, anyhow::anyhow!("invalid prefix {text:?}: {e}"))
+            self.named(
+                in_file,
+                "prefix",
+                anyhow::anyhow!("invalid prefix {text:?}: {e}"),
+            )
         })?;
         Ok(text.to_owned())
     }
@@ -345,7 +351,7 @@ impl Settings {
     pub fn listen(&self, args: &ServeArgs) -> anyhow::Result<SocketAddr> {
         let (text, in_file) = pick(args.listen.as_deref(), self.file.listen.as_deref());
         socket_addr("listen", text.unwrap_or(DEFAULT_LISTEN))
-            .map_err(|e| self.file.named(in_file, e))
+            .map_err(|e| self.named(in_file, "listen", e))
     }
 
     /// Where `serve` serves `/metrics` alone, if apart from the API.
@@ -368,7 +374,7 @@ impl Settings {
         );
         text.map(|text| socket_addr("metrics listen", text))
             .transpose()
-            .map_err(|e| self.file.named(in_file, e))
+            .map_err(|e| self.named(in_file, "metrics-listen", e))
     }
 
     /// The certificate chain and key `serve` uses for HTTPS, when set (both or neither).
@@ -389,7 +395,7 @@ impl Settings {
             self.file.request_timeout.as_deref(),
         );
         positive_duration("request timeout", text, DEFAULT_REQUEST_TIMEOUT)
-            .map_err(|e| self.file.named(in_file, e))
+            .map_err(|e| self.named(in_file, "request-timeout", e))
     }
 
     /// The store settings `serve` opens an embedded store with: the cache from
@@ -414,7 +420,21 @@ impl Settings {
             self.file.header_read_timeout.as_deref(),
         );
         positive_duration("header read timeout", text, DEFAULT_HEADER_READ_TIMEOUT)
-            .map_err(|e| self.file.named(in_file, e))
+            .map_err(|e| self.named(in_file, "header-read-timeout", e))
+    }
+
+    /// `error` about the setting of the flag `--long`, naming where its value came from
+    /// when that was not the command line: the config file, or the flag's environment
+    /// variable (as the parser's own errors do).
+    fn named(&self, in_file: bool, long: &str, error: anyhow::Error) -> anyhow::Error {
+        if in_file {
+            return self.file.named(true, error);
+        }
+        let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match crate::usage_error::from_environment(&argv, long) {
+            Some(variable) => error.context(format!("in the environment variable {variable}")),
+            None => error,
+        }
     }
 }
 
@@ -461,7 +481,9 @@ fn positive_duration(
 ) -> anyhow::Result<Duration> {
     match text {
         Some(text) => {
-            let duration = parse_duration(text).map_err(anyhow::Error::msg)?;
+            let duration = parse_duration(text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("the {what}"))?;
             anyhow::ensure!(!duration.is_zero(), "the {what} must be above 0");
             anyhow::ensure!(
                 duration <= MAX_TIMEOUT,

@@ -43,10 +43,16 @@ fn refused_from_environment(error: &clap::Error, argv: &[OsString]) -> Option<St
         return None;
     };
     let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    from_environment(argv, long)
+}
+
+/// The environment variable `--long`'s value came from: the flag is not in `argv` and its
+/// variable is set. For a value checked after the parser, to name where it came from.
+pub(crate) fn from_environment(argv: &[OsString], long: &str) -> Option<String> {
     if typed(argv, long) {
         return None;
     }
-    variable(&Cli::command(), long)
+    variable(&Cli::command(), long).filter(|v| std::env::var_os(v).is_some())
 }
 
 /// `rendered`'s usage line without the flags whose value came from the environment

@@ -470,6 +470,37 @@ fn a_timeout_over_a_day_is_refused_at_start_in_one_line() {
     }
 }
 
+/// A value checked after the parser (an address, a timeout, the prefix) names the variable
+/// it came from, as the parser's own refusals do (re-check s48 NEW-5); typed, it does not.
+#[test]
+fn a_setting_refused_from_a_variable_names_it() {
+    let (_dir, db) = store_dir();
+    for (variable, value, said) in [
+        ("LATCHKEY_REQUEST_TIMEOUT", "30", "request timeout"),
+        ("LATCHKEY_HEADER_READ_TIMEOUT", "0s", "header read timeout"),
+        ("LATCHKEY_LISTEN", "nowhere", "listen address"),
+        (
+            "LATCHKEY_METRICS_LISTEN",
+            "nowhere",
+            "metrics listen address",
+        ),
+        ("LATCHKEY_PREFIX", "NO", "invalid prefix"),
+    ] {
+        let mut serve = latchkey();
+        serve.args(["serve", "--db"]).arg(store_arg(&db));
+        if variable != "LATCHKEY_LISTEN" {
+            serve.args(["--listen", "127.0.0.1:0"]);
+        }
+        let run = Run::of(serve.env(variable, value));
+        let line = run.fails(1, &format!("environment variable {variable}"));
+        assert!(line.contains(said), "{line}");
+        nothing_created(&run, &[&db]);
+    }
+    let run = serve_fails(&db, &["--request-timeout", "30"]);
+    let line = run.fails(1, "request timeout");
+    assert!(!line.contains("environment"), "{line}");
+}
+
 /// At DEBUG every request is logged with its path and its query's names: a key pasted into
 /// a path, or sent as a query parameter, is never among them.
 #[test]
