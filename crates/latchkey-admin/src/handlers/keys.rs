@@ -76,7 +76,8 @@ fn with_secret(created: CreatedKey) -> SecretAnswer {
 #[utoipa::path(post, path = "/v1/keys", operation_id = "createKey", tag = "keys",
     request_body = CreateKey,
     responses(
-        (status = 201, description = "Created; `secret` is the full key, never shown again", body = KeyWithSecret),
+        (status = 201, description = "Created; `secret` is the full key, never shown again", body = KeyWithSecret,
+            headers(("Cache-Control" = String, description = "`no-store`: the secret is in no cache"))),
         InvalidField, NoSuchUser, BodyTimeout,
         (status = 403, description = "Lacks latchkey:keys:write, or the key would be stronger than the caller", body = Problem, content_type = "application/problem+json"),
     ),
@@ -256,7 +257,8 @@ pub(crate) async fn revoke(
     params(("id" = String, Path, description = "Key id or display prefix")),
     request_body = RotateKey,
     responses(
-        (status = 201, description = "The new key; `secret` is its full text, never shown again", body = KeyWithSecret),
+        (status = 201, description = "The new key; `secret` is its full text, never shown again", body = KeyWithSecret,
+            headers(("Cache-Control" = String, description = "`no-store`: the secret is in no cache"))),
         InvalidField, StrongerKey, NoSuchKey, BodyTimeout,
         (status = 409, description = "The key is revoked (`key_revoked`), has expired (`key_expired`: create a new key instead), or was rotated already (`key_rotated`: rotate the key it was rotated to)", body = Problem, content_type = "application/problem+json"),
     ),

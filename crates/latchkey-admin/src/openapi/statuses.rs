@@ -16,7 +16,9 @@
 //! | a write (`POST`, `PATCH`, `DELETE`) to groups, users or keys | 507 | `storage_full` |
 
 use utoipa::Modify;
+use utoipa::openapi::header::Header;
 use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 
 /// Adds the statuses of the table above where an operation does not state them already.
@@ -99,6 +101,62 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
             .entry(status.to_owned())
             .or_insert_with(|| problem(&description));
     }
+    if path.starts_with("/v1/") {
+        for (status, name, integer, description) in LAYER_HEADERS {
+            if let Some(RefOr::T(response)) = responses.get_mut(*status) {
+                response
+                    .headers
+                    .entry((*name).to_owned())
+                    .or_insert_with(|| RefOr::T(header(*integer, description)));
+            }
+        }
+    }
+}
+
+/// The headers the layers send with their statuses under `/v1`: the status, the header,
+/// whether its value is an integer, what it says.
+const LAYER_HEADERS: &[(&str, &str, bool, &str)] = &[
+    (
+        "401",
+        "WWW-Authenticate",
+        false,
+        "The `Bearer` challenge (RFC 6750 §3): `error=\"invalid_token\"` for a key sent that does not authenticate, no error for none sent",
+    ),
+    (
+        "429",
+        "Retry-After",
+        true,
+        "Seconds until a retry can pass (of `usage_exceeded`, only for credits that are refilled)",
+    ),
+    (
+        "429",
+        "RateLimit-Policy",
+        false,
+        "Of `rate_limited`: the limit reached, e.g. `\"default\";q=100;w=60` (draft-ietf-httpapi-ratelimit-headers)",
+    ),
+    (
+        "429",
+        "RateLimit",
+        false,
+        "Of `rate_limited`: what this request may count on, e.g. `\"default\";r=0;t=12`",
+    ),
+    (
+        "503",
+        "Retry-After",
+        true,
+        "Of `keystore_unavailable` and `store_locked`: 1 (none for a store whose directory was removed under the daemon, which retrying will not end)",
+    ),
+];
+
+/// A response header's description, of an integer or a string.
+fn header(integer: bool, description: &str) -> Header {
+    let kind = match integer {
+        true => Type::Integer,
+        false => Type::String,
+    };
+    let mut header = Header::new(ObjectBuilder::new().schema_type(kind));
+    header.description = Some(description.to_owned());
+    header
 }
 
 /// The daemon's request timeout, a 503 under `/v1`; added to a handler's own 503 too.

@@ -81,6 +81,17 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
                 );
                 let several = responses["400"]["description"].as_str().unwrap();
                 assert!(several.contains("`invalid_request`"), "{what}");
+                // The headers those answers carry (parity hunt INFO 8).
+                let headers = |status: &str| responses[status]["headers"].clone();
+                assert!(headers("401")["WWW-Authenticate"].is_object(), "{what}");
+                for name in ["Retry-After", "RateLimit-Policy", "RateLimit"] {
+                    assert!(headers("429")[name].is_object(), "{what}: {name}");
+                }
+                assert_eq!(
+                    headers("503")["Retry-After"]["schema"]["type"],
+                    "integer",
+                    "{what}"
+                );
             }
             if let Some(body) = op.get("requestBody") {
                 assert!(has("400") && has("413") && has("415"), "{what}");
@@ -108,6 +119,14 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
     }
     let events = &doc["paths"]["/v1/events"]["get"]["responses"];
     assert!(events["429"].is_object());
+    // The one answer with a secret says it is in no cache.
+    for (path, method) in [("/v1/keys", "post"), ("/v1/keys/{id}/rotate", "post")] {
+        let created = &doc["paths"][path][method]["responses"]["201"];
+        assert!(
+            created["headers"]["Cache-Control"].is_object(),
+            "{path}: {created}"
+        );
+    }
     let metrics = &doc["paths"]["/metrics"]["get"]["responses"];
     assert!(metrics["500"].is_object() && metrics["503"].is_object());
 }
