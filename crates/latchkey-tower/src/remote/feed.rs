@@ -402,7 +402,96 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    use latchkey_core::{Clock, Env, ManualClock, Prefix};
+    use serde_json::json;
+
     use super::*;
+    use crate::remote::config::VerifierSettings;
+
+    /// A verifier's state on a clock the test moves (`max_staleness` 5 s), no task
+    /// running: the feed is driven by hand with [`apply`].
+    fn verifier() -> (Shared, Arc<ManualClock>, Cursor, Session) {
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH));
+        clock.advance(time::Duration::days(20_000));
+        let settings = VerifierSettings {
+            clock: clock.clone(),
+            ..VerifierSettings::default()
+        };
+        let key = latchkey_core::ApiKey::generate(&Prefix::new("lk").unwrap(), Env::Live);
+        let shared = Shared::new("http://127.0.0.1:9", &key, settings).unwrap();
+        let session = Session {
+            opened: nanos(clock.now()),
+            ..Session::default()
+        };
+        (shared, clock, Cursor::default(), session)
+    }
+
+    fn event(kind: &str, data: serde_json::Value) -> Event {
+        Event {
+            event: kind.to_owned(),
+            data: data.to_string(),
+            id: String::new(),
+            retry: None,
+        }
+    }
+
+    fn change(seq: u64) -> Event {
+        event("change", json!({"seq": seq, "action": "key.updated"}))
+    }
+
+    /// Review s46b L7: a daemon on a shared database announces a head it has not applied
+    /// yet; its heartbeats before that head vouch for nothing (a verifier trusting its
+    /// cache then would miss the changes in between), the changes up to it do.
+    #[tokio::test]
+    async fn a_heartbeat_short_of_the_announced_head_vouches_for_nothing() {
+        let (shared, _clock, mut cursor, mut session) = verifier();
+        let mut apply = |e: &Event| apply(&shared, &mut cursor, &mut session, e);
+        apply(&event("ready", json!({"head": 5, "position": 3}))).unwrap();
+        apply(&event("heartbeat", json!({"head": 3}))).unwrap();
+        assert!(!shared.status().connected);
+        assert!(!shared.trusted(shared.settings.clock.now()));
+        apply(&change(4)).unwrap();
+        apply(&event("heartbeat", json!({"head": 4}))).unwrap();
+        assert!(!shared.status().connected, "still short of 5");
+        apply(&change(5)).unwrap();
+        let status = shared.status();
+        assert!(status.connected && status.position == Some(5), "{status:?}");
+        assert!(shared.trusted(shared.settings.clock.now()));
+    }
+
+    /// Review s46b L7: a head never reached in `max_staleness` (a store whose head went
+    /// back after a failed write) ends the stream, for the next to announce the real head.
+    #[tokio::test]
+    async fn a_head_never_reached_in_max_staleness_ends_the_stream() {
+        let (shared, clock, mut cursor, mut session) = verifier();
+        let mut apply = |e: &Event| apply(&shared, &mut cursor, &mut session, e);
+        apply(&event("ready", json!({"head": 5, "position": 3}))).unwrap();
+        clock.advance(time::Duration::seconds(4));
+        apply(&event("heartbeat", json!({"head": 3}))).unwrap();
+        clock.advance(time::Duration::seconds(1));
+        let ended = apply(&event("heartbeat", json!({"head": 3}))).unwrap_err();
+        assert!(
+            ended.contains("did not reach the head it announced (5)"),
+            "{ended}"
+        );
+        assert!(!shared.status().connected);
+    }
+
+    /// A heartbeat whose head is not the last change received drops the cache: changes
+    /// were sent that this verifier did not see.
+    #[tokio::test]
+    async fn a_heartbeat_that_disagrees_with_the_changes_received_drops_the_cache() {
+        let (shared, _clock, mut cursor, mut session) = verifier();
+        let mut apply = |e: &Event| apply(&shared, &mut cursor, &mut session, e);
+        apply(&event("ready", json!({"head": 3, "position": 3}))).unwrap();
+        let drops = shared.status().cache_drops;
+        apply(&event("heartbeat", json!({"head": 3}))).unwrap();
+        assert_eq!(shared.status().cache_drops, drops);
+        apply(&event("heartbeat", json!({"head": 6}))).unwrap();
+        let status = shared.status();
+        assert_eq!(status.cache_drops, drops + 1);
+        assert_eq!(status.position, Some(6));
+    }
 
     #[test]
     fn a_late_stream_is_said_once_and_backs_off_unless_it_worked_for_a_while() {

@@ -153,20 +153,8 @@ impl RemoteVerifier {
         service_key: ApiKey,
         settings: VerifierSettings,
     ) -> Result<RemoteVerifier, RemoteError> {
-        let runtime = Handle::try_current().map_err(|_| RemoteError::NoRuntime)?;
-        let daemon = Daemon::new(url, &service_key, &settings)?;
-        let shared = Arc::new(Shared {
-            daemon,
-            hasher: SecretHasher::generate(),
-            cache: Cache::new(settings.max_entries, settings.max_refusals),
-            misses: Semaphore::new(settings.max_concurrent_misses),
-            pending: Mutex::default(),
-            usage: UsageBuffer::default(),
-            last_alive: AtomicI64::new(i64::MIN),
-            status: watch::Sender::new(RemoteStatus::default()),
-            runtime: runtime.clone(),
-            settings,
-        });
+        let shared = Arc::new(Shared::new(url, &service_key, settings)?);
+        let runtime = shared.runtime.clone();
         let feed = runtime.spawn(feed::run(Arc::clone(&shared)));
         let usage = runtime.spawn(report_usage(Arc::clone(&shared)));
         Ok(RemoteVerifier {
@@ -275,6 +263,33 @@ impl Verifier for RemoteVerifier {
 }
 
 impl Shared {
+    /// A verifier's state, its tasks not started: in the current runtime.
+    pub(super) fn new(
+        url: &str,
+        service_key: &ApiKey,
+        settings: VerifierSettings,
+    ) -> Result<Shared, RemoteError> {
+        let runtime = Handle::try_current().map_err(|_| RemoteError::NoRuntime)?;
+        Ok(Shared {
+            daemon: Daemon::new(url, service_key, &settings)?,
+            hasher: SecretHasher::generate(),
+            cache: Cache::new(settings.max_entries, settings.max_refusals),
+            misses: Semaphore::new(settings.max_concurrent_misses),
+            pending: Mutex::default(),
+            usage: UsageBuffer::default(),
+            last_alive: AtomicI64::new(i64::MIN),
+            status: watch::Sender::new(RemoteStatus::default()),
+            runtime,
+            settings,
+        })
+    }
+
+    /// The status as [`RemoteVerifier::status`] tells it.
+    #[cfg(test)]
+    pub(super) fn status(&self) -> RemoteStatus {
+        self.status.borrow().clone()
+    }
+
     /// Gives back the unspent credits of `leases`, a few requests at a time, until one
     /// fails: a daemon that cannot take one back (unreachable, refusing the service key)
     /// would fail the others too, one request timeout each (a stop took 2 s + 0.25 s a key
