@@ -236,6 +236,7 @@ pub async fn run(
         tls: config.tls.clone(),
         header_read_timeout: config.header_read_timeout,
         max_connections: crate::listen::MAX_CONNECTIONS,
+        max_per_peer: crate::listen::MAX_CONNECTIONS_PER_PEER,
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let api = tokio::spawn(serving(routers.api).serve(listener, stop_rx.clone()));
