@@ -484,3 +484,65 @@ fn no_ui_turns_the_console_off() {
     assert_eq!(answer.status, 200, "{answer:#?}");
     assert!(answer.text.contains("Sign in"));
 }
+
+/// Hostile hunt M2: a real key's sign-in (here one that may read no section) is logged at
+/// INFO once a second at most, the next line counting the rest: one client holding an
+/// app's key wrote thousands of lines a second to the default log.
+#[test]
+fn a_real_key_s_sign_ins_are_logged_once_a_second_at_most() {
+    let f = Fixture::new();
+    f.user("app", "orders:read");
+    let (_, key) = f.key("app", "app key", &[]);
+    crate::harness::install_crypto_provider();
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The form's token is the sign-in cookie's (double submit).
+    let sign_in = || {
+        let answer = http
+            .post(format!("{}/ui/signin", f.daemon.url))
+            .header("cookie", "lk_signin=token")
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf=token&key={key}"))
+            .send()
+            .unwrap();
+        assert_eq!(answer.status(), 403);
+    };
+    let started = Instant::now();
+    let tries = 200;
+    for _ in 0..tries {
+        sign_in();
+    }
+    let seconds = started.elapsed().as_secs();
+    // Once more after a second: its line counts the ones held back.
+    std::thread::sleep(Duration::from_millis(1_100));
+    sign_in();
+    let said = "console sign-in refused: the key may read no section";
+    // (lines, lines plus those they say were held back)
+    let counted = |log: &str| {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(said)).collect();
+        let held: u64 = lines
+            .iter()
+            .filter_map(|l| l.split("held_back=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        (lines.len(), held + lines.len() as u64)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (log, lines, told) = loop {
+        let log = f.daemon.log();
+        let (lines, told) = counted(&log);
+        if told == tries + 1 || Instant::now() > deadline {
+            break (log, lines, told);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(told, tries + 1, "{log}");
+    assert!(
+        (2..=usize::try_from(seconds).unwrap() + 3).contains(&lines),
+        "{lines} lines for {tries} tries in {seconds} s: {log}"
+    );
+}

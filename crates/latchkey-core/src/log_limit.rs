@@ -94,7 +94,20 @@ macro_rules! error_limited {
     ($($arg:tt)+) => { $crate::__log_limited!(error, $($arg)+) };
 }
 
-/// The body of [`warn_limited!`] and [`error_limited!`]: one limit per place.
+/// [`warn_limited!`] at INFO: an event a holder of a real key can repeat at will (a
+/// console sign-in, or its refusal for a key that may read no section), told at INFO but
+/// never at the rate of the requests.
+///
+/// ```
+/// latchkey_core::info_limited!("console sign-in");
+/// ```
+#[macro_export]
+macro_rules! info_limited {
+    ($($arg:tt)+) => { $crate::__log_limited!(info, $($arg)+) };
+}
+
+/// The body of [`warn_limited!`], [`error_limited!`] and [`info_limited!`]: one limit per
+/// place.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __log_limited {

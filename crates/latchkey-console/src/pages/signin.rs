@@ -92,9 +92,10 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             // for it, so that keys made for apps cannot fill the session table.
             let Some(landing) = view::readable_section(&principal.permissions) else {
                 // A real key (its secret matched), so its use here is told, at INFO as a
-                // sign-in is: only a holder of a key can add such lines.
+                // sign-in is, once a second at most: a holder of an app's key (or of a
+                // stolen one its allowlist stops) could repeat it at will.
                 SignIn::NoSection.count();
-                tracing::info!(
+                latchkey_core::info_limited!(
                     key = %principal.prefix,
                     user = %principal.user_id,
                     client = origin.client_ip().map(tracing::field::display),
@@ -106,7 +107,7 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
                 console.sessions.close(&previous);
             }
             SignIn::Opened.count();
-            tracing::info!(
+            latchkey_core::info_limited!(
                 key = %principal.prefix,
                 user = %principal.user_id,
                 client = origin.client_ip().map(tracing::field::display),
@@ -132,7 +133,7 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
         // Said only of a key whose secret matched, as the API's 403 `ip_not_allowed` is.
         Err(VerifyError::IpNotAllowed) => {
             SignIn::IpNotAllowed.count();
-            tracing::info!(
+            latchkey_core::info_limited!(
                 client = origin.client_ip().map(tracing::field::display),
                 "console sign-in refused: a key used from an address it does not allow"
             );
