@@ -152,7 +152,7 @@ pub struct LeaseRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::schema::IpAddress>))]
     pub client_ip: Option<IpAddr>,
-    /// What to lease, at most 32 buckets.
+    /// What to lease, at most 32 buckets, each at most once.
     #[cfg_attr(feature = "openapi", schema(max_items = 32))]
     pub buckets: Vec<BucketWant>,
 }
@@ -185,8 +185,10 @@ pub enum BucketKind {
 pub struct BucketWant {
     /// A rate limit or the credits.
     pub kind: BucketKind,
-    /// The rate limit's name (absent for credits).
+    /// The rate limit's name (absent for credits): a user's with `user:` before it, at most
+    /// 37 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 37))]
     pub name: Option<String>,
     /// How many requests' worth to lease, 1 to 100,000 (the daemon may grant fewer).
     #[serde(deserialize_with = "integer")]

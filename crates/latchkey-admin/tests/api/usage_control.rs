@@ -386,6 +386,17 @@ async fn leases_grant_slices_of_each_bucket_and_never_more_than_is_left() {
     h.send("POST", "/v1/leases", Some(&service), Some(bad))
         .await
         .problem(400, "invalid_field");
+    // Hostile hunt INFO 6: a bucket twice (twice the slice), or a name no limit can have.
+    let credits = json!({"kind": "credits", "want": 5});
+    let twice = json!({"key": secret, "buckets": [credits, credits]});
+    let long = json!({"key": secret, "buckets": [{"kind": "rate_limit", "name": "n".repeat(38), "want": 1}]});
+    for (bad, field) in [(twice, "buckets"), (long, "name")] {
+        let refused = h
+            .send("POST", "/v1/leases", Some(&service), Some(bad))
+            .await;
+        assert_eq!(refused.problem(400, "invalid_field")["field"], field);
+    }
+    assert_eq!(h.get(&uri).await.ok(200)["credits"]["remaining"], 85);
     let answer = lease(json!({"key": "lk_live_nope", "buckets": []})).await;
     assert_eq!(answer["valid"], false);
 }
