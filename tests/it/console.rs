@@ -278,6 +278,19 @@ fn the_console_in_a_real_browser() {
         let users = api(&f, "GET", "/v1/users/billing", None);
         assert_eq!(users.status, 200, "{users:#?}");
         assert_eq!(users.body["rate_limits"][0]["limit"], 1000);
+        // Its own page, reached from the list, puts it in the group.
+        let billing = users.body["id"].as_str().unwrap().to_owned();
+        assert!(present(&client, &format!("a[href='/ui/users/{billing}']")).await);
+        client
+            .goto(&format!("{base}/ui/users/{billing}"))
+            .await
+            .unwrap();
+        fill(&client, "#edit-groups", "support").await;
+        click(&client, "#save-user").await;
+        assert!(source(&client).await.contains(">support</a>"));
+        let member = api(&f, "GET", "/v1/users/billing", None);
+        assert_eq!(member.body["groups"], json!([group.body["id"]]));
+        assert_eq!(member.body["rate_limits"], users.body["rate_limits"]);
 
         client.goto(&format!("{base}/ui/keys/new")).await.unwrap();
         fill(&client, "#user", "billing").await;

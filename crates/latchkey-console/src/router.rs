@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use latchkey_core::Store;
 
 use crate::client::Api;
-use crate::pages::{audit, groups, key, key_new, keys, signin, users};
+use crate::pages::{audit, groups, key, key_new, keys, signin, user, users};
 use crate::session::Sessions;
 use crate::state::Console;
 use crate::{assets, headers};
@@ -55,9 +55,13 @@ pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
         )
         .route("/keys/{id}/delete", post(key::delete))
         .route("/users", get(users::list).post(users::create))
+        .route("/users/{id}", get(user::show).post(user::update))
         .route("/users/{id}/enabled", post(users::enabled))
+        .route("/users/{id}/revoke-keys", post(user::revoke_keys))
+        .route("/users/{id}/delete", post(user::delete))
         .route("/groups", get(groups::list).post(groups::create))
         .route("/groups/{id}", get(groups::show).post(groups::update))
+        .route("/groups/{id}/delete", post(groups::delete))
         .route("/audit", get(audit::list))
         .route("/static/console.css", get(assets::stylesheet))
         .route("/static/console.js", get(assets::script))

@@ -95,6 +95,15 @@ pub(crate) fn limits_text(limits: &[RateLimit]) -> String {
         .join(", ")
 }
 
+/// Rate limits as the editor takes them back ([`rate_limits`]): `100/60s default, …`.
+pub(crate) fn limits_input(limits: &[RateLimit]) -> String {
+    limits
+        .iter()
+        .map(|l| format!("{}/{}s {}", l.limit, l.window_seconds, l.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Credits as text: `9,999 left, refilled to 10000 every day`, or `not metered`.
 pub(crate) fn credits_text(credits: &Option<Credits>) -> String {
     let Some(credits) = credits else {

@@ -180,6 +180,14 @@ impl App {
         (session, set, hidden(&keys, "csrf"))
     }
 
+    /// A group with `permissions`; returns its id.
+    async fn group(&self, name: &str, permissions: &[&str]) -> String {
+        let body = json!({"name": name, "permissions": permissions});
+        let (status, group) = self.api(&self.admin, "POST", "/v1/groups", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{group}");
+        group["id"].as_str().unwrap().to_owned()
+    }
+
     /// A user with `permissions` and a key for it; returns the key.
     async fn key_with(&self, user: &str, permissions: &[&str]) -> String {
         self.key_of_new_user(json!({"name": user, "permissions": permissions}))
@@ -325,18 +333,14 @@ fn assert_policy(response: &Response<()>) {
 #[tokio::test]
 async fn every_page_answers_with_the_policy() {
     let app = App::new(false);
-    let (_, created) = app
-        .api(
-            &app.admin,
-            "POST",
-            "/v1/groups",
-            json!({"name": "ops", "permissions": ["a:b"]}),
-        )
-        .await;
-    let group = created["id"].as_str().unwrap().to_owned();
+    let group = app.group("ops", &["a:b"]).await;
     let (session, _, _) = app.sign_in(&app.admin).await;
     let (_, keys) = app.api(&app.admin, "GET", "/v1/keys", Value::Null).await;
     let key = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, admin) = app
+        .api(&app.admin, "GET", "/v1/users/admin", Value::Null)
+        .await;
+    let admin = admin["id"].as_str().unwrap().to_owned();
     for path in [
         "/ui/keys".to_owned(),
         "/ui/keys?q=adm&status=active&sort=-name".to_owned(),
@@ -345,6 +349,7 @@ async fn every_page_answers_with_the_policy() {
         format!("/ui/keys/{key}"),
         format!("/ui/keys/{key}/revoke"),
         "/ui/users".to_owned(),
+        format!("/ui/users/{admin}"),
         "/ui/groups".to_owned(),
         format!("/ui/groups/{group}"),
         "/ui/audit".to_owned(),
@@ -1349,4 +1354,124 @@ async fn under_tls_every_answer_sends_hsts() {
             }
         }
     }
+}
+
+/// Parity hunt INFO 10: a user has a page of its own, where the console edits its name,
+/// groups, permissions and shared limits, disables it, revokes all its keys and deletes it;
+/// a group's page deletes the group.
+#[tokio::test]
+async fn a_user_s_page_edits_revokes_and_deletes_it_and_a_group_s_page_deletes_the_group() {
+    let app = App::new(false);
+    let group = app.group("ops", &["orders:read"]).await;
+    let key = app.key_with("svc", &[]).await;
+    let (_, user) = app
+        .api(&app.admin, "GET", "/v1/users/svc", Value::Null)
+        .await;
+    let user = user["id"].as_str().unwrap().to_owned();
+    let page = format!("/ui/users/{user}");
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let (_, list) = app.get("/ui/users", Some(&session)).await;
+    assert!(list.contains(&format!("href=\"{page}\"")), "{list}");
+
+    let edit = |permissions, rate_limits| {
+        [
+            ("csrf", csrf.clone()),
+            ("name", "svc2".to_owned()),
+            ("groups", "ops".to_owned()),
+            ("permissions", permissions),
+            ("rate_limits", rate_limits),
+        ]
+    };
+    let typed = edit("orders:write\nreports:read".into(), "10/1m".into());
+    let typed = typed.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let (answer, html) = app.post(&page, &session, &typed).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+    assert_eq!(answer.headers()[LOCATION], page.as_str());
+    let (_, stored) = app
+        .api(&app.admin, "GET", &format!("/v1/users/{user}"), Value::Null)
+        .await;
+    assert_eq!(stored["name"], "svc2");
+    assert_eq!(stored["groups"], json!([group]));
+    assert_eq!(
+        stored["permissions"],
+        json!(["orders:write", "reports:read"])
+    );
+    assert_eq!(
+        stored["rate_limits"],
+        json!([{"name": "default", "limit": 10, "window_seconds": 60}])
+    );
+    // The page names its groups, and gives the editor back what it holds.
+    let (shown, html) = app.get(&page, Some(&session)).await;
+    assert_eq!(shown.status(), StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!("<a href=\"/ui/groups/{group}\">ops</a>")),
+        "{html}"
+    );
+    assert!(html.contains("value=\"10/60s default\""), "{html}");
+    // Saved again as shown, nothing changes.
+    let same = edit("orders:write reports:read".into(), "10/60s default".into());
+    let same = same.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let (answer, _) = app.post(&page, &session, &same).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let (_, again) = app
+        .api(&app.admin, "GET", &format!("/v1/users/{user}"), Value::Null)
+        .await;
+    assert_eq!(again["rate_limits"], stored["rate_limits"]);
+    assert_eq!(again["groups"], stored["groups"]);
+
+    // Disabled from its page, back to its page.
+    let disable = [
+        ("csrf", csrf.as_str()),
+        ("enabled", "false"),
+        ("back", "user"),
+    ];
+    let (answer, _) = app
+        .post(&format!("{page}/enabled"), &session, &disable)
+        .await;
+    assert_eq!(answer.headers()[LOCATION], page.as_str());
+    let enable = [
+        ("csrf", csrf.as_str()),
+        ("enabled", "true"),
+        ("back", "user"),
+    ];
+    app.post(&format!("{page}/enabled"), &session, &enable)
+        .await;
+
+    // Its key reads what the group grants until all its keys are revoked.
+    let (status, _) = app.api(&key, "GET", "/v1/users", Value::Null).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (answer, html) = app
+        .post(&format!("{page}/revoke-keys"), &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(answer.headers()[LOCATION], page.as_str(), "{html}");
+    let (status, refused) = app.api(&key, "GET", "/v1/users", Value::Null).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    assert_eq!(refused["code"], "key_revoked");
+
+    let (answer, _) = app
+        .post(&format!("{page}/delete"), &session, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(answer.headers()[LOCATION], "/ui/users");
+    let (status, _) = app
+        .api(&app.admin, "GET", &format!("/v1/users/{user}"), Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (answer, _) = app
+        .post(
+            &format!("/ui/groups/{group}/delete"),
+            &session,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(answer.headers()[LOCATION], "/ui/groups");
+    let (status, _) = app
+        .api(
+            &app.admin,
+            "GET",
+            &format!("/v1/groups/{group}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -1,4 +1,4 @@
-//! Groups: the list, the create form, and the permission editor.
+//! Groups: the list, the create form, the permission editor, and deleting one.
 
 use askama::Template;
 use axum::extract::{Path, Query};
@@ -61,6 +61,13 @@ pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Respo
         group,
         permissions,
     })
+}
+
+/// `POST /ui/groups/{id}/delete`: the group goes (its members lose what it granted);
+/// back to the list.
+pub(crate) async fn delete(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
+    let path = format!("/v1/groups/{}", segment(&id));
+    super::act(&posted, Method::DELETE, &path, "/ui/groups").await
 }
 
 /// `POST /ui/groups/{id}`: replaces the name and the permissions.

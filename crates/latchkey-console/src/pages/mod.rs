@@ -6,6 +6,7 @@ pub(crate) mod key;
 pub(crate) mod key_new;
 pub(crate) mod keys;
 pub(crate) mod signin;
+pub(crate) mod user;
 pub(crate) mod users;
 
 use askama::Template;
@@ -68,6 +69,21 @@ pub(crate) async fn set_enabled(posted: &Posted, path: &str) -> Result<(), UiErr
 /// Renders a page, 200.
 pub(crate) fn render(page: &impl Template) -> Result<Response, UiError> {
     Ok(Html(page.render().map_err(UiError::internal)?).into_response())
+}
+
+/// `method path` of the management API without a body, its answer unread; then the
+/// browser goes to `to`.
+pub(crate) async fn act(
+    posted: &Posted,
+    method: Method,
+    path: &str,
+    to: &str,
+) -> Result<Response, UiError> {
+    let _: serde_json::Value = posted
+        .signed
+        .send(method, path, serde_json::Value::Null)
+        .await?;
+    Ok(axum::response::Redirect::to(to).into_response())
 }
 
 /// Splits a list typed as text (commas, spaces or lines) into its items.

@@ -1,4 +1,5 @@
-//! Users: the list (with their rate limits), the create form, enable and disable.
+//! Users: the list (with their rate limits), the create form, enable and disable (a
+//! user's own page is `user.rs`).
 
 use askama::Template;
 use axum::extract::{Path, Query};
@@ -51,8 +52,13 @@ pub(crate) async fn create(posted: Posted) -> Result<Response, UiError> {
     Ok(Redirect::to("/ui/users").into_response())
 }
 
-/// `POST /ui/users/{id}/enabled`: enable (`enabled=true`) or disable (`false`).
+/// `POST /ui/users/{id}/enabled`: enable (`enabled=true`) or disable (`false`); back to
+/// the list, or to the user's page from there (`back=user`).
 pub(crate) async fn enabled(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
     super::set_enabled(&posted, &format!("/v1/users/{}", segment(&id))).await?;
-    Ok(Redirect::to("/ui/users").into_response())
+    let back = match posted.fields.get("back") {
+        "user" => format!("/ui/users/{}", segment(&id)),
+        _ => "/ui/users".to_owned(),
+    };
+    Ok(Redirect::to(&back).into_response())
 }

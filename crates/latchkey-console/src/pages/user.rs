@@ -1,0 +1,104 @@
+//! A user's page: what it holds (its groups by name), the editor, revoking all its keys,
+//! and deleting it.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::Path;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::Method;
+use latchkey_admin::api::List;
+use latchkey_core::{Group, User};
+use uuid::Uuid;
+
+use crate::errors::UiError;
+use crate::extract::{Posted, Signed};
+use crate::view::{Nav, segment};
+
+#[derive(Template)]
+#[template(path = "user.html")]
+struct UserPage {
+    nav: Nav,
+    user: User,
+    /// Its groups, by name where the caller may read them (else by id).
+    groups: Vec<(Uuid, String)>,
+    /// The editor's text of its groups and permissions, one a line.
+    groups_text: String,
+    permissions_text: String,
+}
+
+fn path(id: &str) -> String {
+    format!("/v1/users/{}", segment(id))
+}
+
+/// `GET /ui/users/{id}`.
+pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Response, UiError> {
+    let user: User = signed.get(&path(&id)).await?;
+    let names = group_names(&signed).await;
+    let groups: Vec<(Uuid, String)> = user
+        .groups
+        .iter()
+        .map(|g| (*g, names.get(g).cloned().unwrap_or_else(|| g.to_string())))
+        .collect();
+    let groups_text = lines(groups.iter().map(|(_, name)| name.as_str()));
+    let permissions_text = lines(user.permissions.iter().map(|p| p.as_str()));
+    super::render(&UserPage {
+        nav: signed.nav(),
+        user,
+        groups,
+        groups_text,
+        permissions_text,
+    })
+}
+
+fn lines<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join("\n")
+}
+
+/// The names of the groups on the first page of 1,000 the caller may read: a store holds
+/// few groups; one beyond them is shown by its id.
+async fn group_names(signed: &Signed) -> HashMap<Uuid, String> {
+    if !signed.can("latchkey:groups:read") {
+        return HashMap::new();
+    }
+    match signed.get::<List<Group>>("/v1/groups?limit=1000").await {
+        Ok(list) => list.items.into_iter().map(|g| (g.id, g.name)).collect(),
+        Err(_) => HashMap::new(),
+    }
+}
+
+/// `POST /ui/users/{id}`: replaces the name, the groups, the direct permissions and the
+/// shared rate limits (blank: none).
+pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
+    let fields = &posted.fields;
+    let mut body = serde_json::json!({
+        "groups": super::split_list(fields.get("groups")),
+        "permissions": super::split_list(fields.get("permissions")),
+        "rate_limits": serde_json::Value::Null,
+    });
+    if let Some(name) = fields.optional("name") {
+        body["name"] = name.into();
+    }
+    if let Some(limits) = fields.optional("rate_limits") {
+        body["rate_limits"] = crate::usage::rate_limits(&limits)?.into();
+    }
+    // Back by id: the name may have changed.
+    let user: User = posted.signed.send(Method::PATCH, &path(&id), body).await?;
+    Ok(Redirect::to(&format!("/ui/users/{}", user.id)).into_response())
+}
+
+/// `POST /ui/users/{id}/revoke-keys`: every key of the user is revoked (in the
+/// background for many); the user stays.
+pub(crate) async fn revoke_keys(
+    Path(id): Path<String>,
+    posted: Posted,
+) -> Result<Response, UiError> {
+    let revoke = format!("{}/revoke-keys", path(&id));
+    let back = format!("/ui/users/{}", segment(&id));
+    super::act(&posted, Method::POST, &revoke, &back).await
+}
+
+/// `POST /ui/users/{id}/delete`: the user goes, and all its keys with it; back to the list.
+pub(crate) async fn delete(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
+    super::act(&posted, Method::DELETE, &path(&id), "/ui/users").await
+}
