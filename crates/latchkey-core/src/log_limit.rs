@@ -7,8 +7,9 @@
 //! `static` limit ([`warn_limited!`](crate::warn_limited) writes one), and the next line
 //! it writes tells how many it held back (`held_back`).
 
-use std::sync::LazyLock;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How often one place may write its line.
@@ -70,6 +71,46 @@ impl LogLimit {
     }
 }
 
+/// A [`LogLimit`] for each of many keys (a key's id, a client's address) at one place:
+/// one key's flood holds back its own lines only, never another's (a sign-in told once a
+/// second in all hid every other key's sign-in behind one key's flood). It keeps at most
+/// [`KeyedLogLimit::KEYS`] keys and starts afresh past that, so that keys made up for the
+/// purpose cannot grow it.
+///
+/// ```
+/// use latchkey_core::log_limit::KeyedLogLimit;
+///
+/// static SIGN_INS: KeyedLogLimit = KeyedLogLimit::new();
+/// assert_eq!(SIGN_INS.admit(1), Some(0));
+/// assert_eq!(SIGN_INS.admit(1), None);
+/// assert_eq!(SIGN_INS.admit(2), Some(0), "another key is told");
+/// ```
+#[derive(Debug, Default)]
+pub struct KeyedLogLimit {
+    limits: Mutex<BTreeMap<u128, LogLimit>>,
+}
+
+impl KeyedLogLimit {
+    /// How many keys one place keeps.
+    pub const KEYS: usize = 1024;
+
+    /// A place that has not logged yet.
+    pub const fn new() -> Self {
+        KeyedLogLimit {
+            limits: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// [`LogLimit::admit`] for `key`.
+    pub fn admit(&self, key: u128) -> Option<u64> {
+        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        if limits.len() >= Self::KEYS && !limits.contains_key(&key) {
+            limits.clear();
+        }
+        limits.entry(key).or_default().admit()
+    }
+}
+
 /// `tracing::warn!` at most once a [`PERIOD`] from this place, with a `held_back` field
 /// counting the lines held back since the last one.
 ///
@@ -94,20 +135,7 @@ macro_rules! error_limited {
     ($($arg:tt)+) => { $crate::__log_limited!(error, $($arg)+) };
 }
 
-/// [`warn_limited!`] at INFO: an event a holder of a real key can repeat at will (a
-/// console sign-in, or its refusal for a key that may read no section), told at INFO but
-/// never at the rate of the requests.
-///
-/// ```
-/// latchkey_core::info_limited!("console sign-in");
-/// ```
-#[macro_export]
-macro_rules! info_limited {
-    ($($arg:tt)+) => { $crate::__log_limited!(info, $($arg)+) };
-}
-
-/// The body of [`warn_limited!`], [`error_limited!`] and [`info_limited!`]: one limit per
-/// place.
+/// The body of [`warn_limited!`] and [`error_limited!`]: one limit per place.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __log_limited {
@@ -122,6 +150,21 @@ macro_rules! __log_limited {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One key's flood holds back its own lines only, and keys made up for the purpose do
+    /// not grow the place past [`KeyedLogLimit::KEYS`].
+    #[test]
+    fn each_key_has_its_own_limit_and_the_keys_are_bounded() {
+        let limit = KeyedLogLimit::new();
+        assert_eq!(limit.admit(7), Some(0));
+        assert_eq!(limit.admit(7), None);
+        assert_eq!(limit.admit(8), Some(0));
+        for key in 100..(100 + KeyedLogLimit::KEYS as u128 * 2) {
+            limit.admit(key);
+            let held = limit.limits.lock().unwrap().len();
+            assert!(held <= KeyedLogLimit::KEYS, "{held}");
+        }
+    }
 
     #[test]
     fn one_line_a_period_and_the_next_counts_the_ones_held_back() {

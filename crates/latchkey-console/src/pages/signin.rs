@@ -7,6 +7,7 @@ use http::StatusCode;
 use http::header::SET_COOKIE;
 use latchkey_admin::SignIn;
 use latchkey_core::VerifyError;
+use latchkey_core::log_limit::KeyedLogLimit;
 
 use crate::cookies;
 use crate::csrf;
@@ -92,27 +93,35 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
             // for it, so that keys made for apps cannot fill the session table.
             let Some(landing) = view::readable_section(&principal.permissions) else {
                 // A real key (its secret matched), so its use here is told, at INFO as a
-                // sign-in is, once a second at most: a holder of an app's key (or of a
-                // stolen one its allowlist stops) could repeat it at will.
+                // sign-in is, once a second at most for each key: a holder of an app's key
+                // (or of a stolen one its allowlist stops) could repeat it at will.
                 SignIn::NoSection.count();
-                latchkey_core::info_limited!(
+                static NO_SECTION_LINES: KeyedLogLimit = KeyedLogLimit::new();
+                if let Some(held_back) = NO_SECTION_LINES.admit(principal.key_id.as_u128()) {
+                    tracing::info!(
+                        held_back,
                     key = %principal.prefix,
                     user = %principal.user_id,
                     client = origin.client_ip().map(tracing::field::display),
                     "console sign-in refused: the key may read no section"
-                );
+                    );
+                }
                 return page(&console, StatusCode::FORBIDDEN, Some(NO_SECTION));
             };
             if let Some(previous) = previous {
                 console.sessions.close(&previous);
             }
             SignIn::Opened.count();
-            latchkey_core::info_limited!(
+            static SIGN_IN_LINES: KeyedLogLimit = KeyedLogLimit::new();
+            if let Some(held_back) = SIGN_IN_LINES.admit(principal.key_id.as_u128()) {
+                tracing::info!(
+                    held_back,
                 key = %principal.prefix,
                 user = %principal.user_id,
                 client = origin.client_ip().map(tracing::field::display),
                 "console sign-in"
-            );
+                );
+            }
             let id = console.sessions.open(
                 SessionKey::new(text.to_owned()),
                 principal.user_id,
@@ -133,10 +142,19 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
         // Said only of a key whose secret matched, as the API's 403 `ip_not_allowed` is.
         Err(VerifyError::IpNotAllowed) => {
             SignIn::IpNotAllowed.count();
-            latchkey_core::info_limited!(
-                client = origin.client_ip().map(tracing::field::display),
-                "console sign-in refused: a key used from an address it does not allow"
-            );
+            // By the address: the key is not told.
+            static REFUSED_ADDRESS_LINES: KeyedLogLimit = KeyedLogLimit::new();
+            let address = origin.client_ip().map_or(0, |ip| match ip {
+                std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+                std::net::IpAddr::V6(v6) => u128::from(v6),
+            });
+            if let Some(held_back) = REFUSED_ADDRESS_LINES.admit(address) {
+                tracing::info!(
+                    held_back,
+                    client = origin.client_ip().map(tracing::field::display),
+                    "console sign-in refused: a key used from an address it does not allow"
+                );
+            }
             page(
                 &console,
                 StatusCode::FORBIDDEN,
