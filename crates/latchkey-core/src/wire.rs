@@ -185,8 +185,8 @@ pub enum BucketKind {
 pub struct BucketWant {
     /// A rate limit or the credits.
     pub kind: BucketKind,
-    /// The rate limit's name (absent for credits): a user's with `user:` before it, at most
-    /// 37 bytes.
+    /// The rate limit's name (absent for credits, which refuse one): a user's with `user:`
+    /// before it, at most 37 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_length = 37))]
     pub name: Option<String>,

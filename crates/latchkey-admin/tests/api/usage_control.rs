@@ -390,7 +390,9 @@ async fn leases_grant_slices_of_each_bucket_and_never_more_than_is_left() {
     let credits = json!({"kind": "credits", "want": 5});
     let twice = json!({"key": secret, "buckets": [credits, credits]});
     let long = json!({"key": secret, "buckets": [{"kind": "rate_limit", "name": "n".repeat(38), "want": 1}]});
-    for (bad, field) in [(twice, "buckets"), (long, "name")] {
+    let named = json!({"kind": "credits", "name": "x", "want": 5});
+    let named_apart = json!({"key": secret, "buckets": [credits, named]});
+    for (bad, field) in [(twice, "buckets"), (long, "name"), (named_apart, "name")] {
         let refused = h
             .send("POST", "/v1/leases", Some(&service), Some(bad))
             .await;
