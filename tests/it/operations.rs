@@ -213,6 +213,8 @@ fn a_store_directory_removed_under_the_daemon_refuses_writes_and_fails_health() 
     assert!(refused.headers.get("retry-after").is_none(), "{refused:#?}");
     let health = f.daemon.http("GET", "/healthz", None, None);
     health.problem(503, "keystore_unavailable");
+    assert!(health.headers.get("retry-after").is_none(), "{health:#?}");
+    assert!(health.text.contains("removed or replaced"), "{health:#?}");
     let scrape = f.daemon.http("GET", "/metrics", None, None).text;
     assert!(scrape.contains("\nlatchkey_keystore_up 0\n"), "{scrape}");
     // What the daemon still holds is saved beside where the store was, at once.

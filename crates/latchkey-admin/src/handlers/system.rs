@@ -28,6 +28,10 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health
 
 fn unavailable(err: latchkey_core::StoreError) -> AppError {
     latchkey_core::warn_limited!(error = %err, "health check failed");
+    // Said as a write is (what to do, no `Retry-After`): retrying will not end it.
+    if err.is_displaced() {
+        return err.into();
+    }
     AppError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "keystore_unavailable",

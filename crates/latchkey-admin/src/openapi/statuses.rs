@@ -58,11 +58,17 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
             stated.description.push_str("; or ");
             stated.description.push_str(REQUEST_TIMEOUT);
         }
+        // A handler's own 429 (`backup_in_progress`, `too_many_streams`): the layer's
+        // too, whose headers the document then states.
+        if let Some(RefOr::T(stated)) = operation.responses.responses.get_mut("429") {
+            stated.description.push_str("; or ");
+            stated.description.push_str(LIMITED);
+        }
         statuses.extend([
             ("400", SEVERAL_CREDENTIALS),
             ("401", "The key is missing or does not authenticate (`missing_key`, `invalid_key`, `key_disabled`, `key_revoked`, `key_expired`, `user_disabled`)"),
             ("403", "The key lacks the operation's permission (`insufficient_permission`), or may not be used from this address (`ip_not_allowed`)"),
-            ("429", "A rate limit of the key is reached (`rate_limited`, with `Retry-After`, `RateLimit-Policy` and `RateLimit`), or its credits are used up (`usage_exceeded`, with `Retry-After` and `retry_after` until they are refilled, when they are)"),
+            ("429", LIMITED),
             ("500", "An internal error: a record that does not decode, or a storage failure (`internal`; the details are in the server log only)"),
             ("503", "The keystore is unavailable (`keystore_unavailable`, `store_locked`)"),
             ("503", REQUEST_TIMEOUT),
@@ -101,20 +107,19 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
             .entry(status.to_owned())
             .or_insert_with(|| problem(&description));
     }
-    if path.starts_with("/v1/") {
-        for (status, name, integer, description) in LAYER_HEADERS {
-            if let Some(RefOr::T(response)) = responses.get_mut(*status) {
-                response
-                    .headers
-                    .entry((*name).to_owned())
-                    .or_insert_with(|| RefOr::T(header(*integer, description)));
-            }
+    // Also `/healthz`'s 503 and `/metrics`' 401 and 503 (behind a key).
+    for (status, name, integer, description) in LAYER_HEADERS {
+        if let Some(RefOr::T(response)) = responses.get_mut(*status) {
+            response
+                .headers
+                .entry((*name).to_owned())
+                .or_insert_with(|| RefOr::T(header(*integer, description)));
         }
     }
 }
 
-/// The headers the layers send with their statuses under `/v1`: the status, the header,
-/// whether its value is an integer, what it says.
+/// The headers sent with these statuses, wherever an operation states one: the status,
+/// the header, whether its value is an integer, what it says.
 const LAYER_HEADERS: &[(&str, &str, bool, &str)] = &[
     (
         "401",
@@ -126,7 +131,7 @@ const LAYER_HEADERS: &[(&str, &str, bool, &str)] = &[
         "429",
         "Retry-After",
         true,
-        "Seconds until a retry can pass (of `usage_exceeded`, only for credits that are refilled)",
+        "Of `rate_limited` and `usage_exceeded` (for credits that are refilled): seconds until a retry can pass",
     ),
     (
         "429",
@@ -163,6 +168,9 @@ fn header(integer: bool, description: &str) -> Header {
 const REQUEST_TIMEOUT: &str = "the request outlived the daemon's request timeout \
     (`request_timeout`; never for `GET /v1/backup`): its outcome is unknown, a write may \
     still have been made, so read it before retrying";
+
+/// The layer's 429 under `/v1`.
+const LIMITED: &str = "A rate limit of the key is reached (`rate_limited`, with `Retry-After`, `RateLimit-Policy` and `RateLimit`), or its credits are used up (`usage_exceeded`, with `Retry-After` and `retry_after` until they are refilled, when they are)";
 
 /// The layer's 400 under `/v1`.
 const SEVERAL_CREDENTIALS: &str =

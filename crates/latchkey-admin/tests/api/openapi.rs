@@ -129,6 +129,9 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
     }
     let metrics = &doc["paths"]["/metrics"]["get"]["responses"];
     assert!(metrics["500"].is_object() && metrics["503"].is_object());
+    assert!(metrics["401"]["headers"]["WWW-Authenticate"].is_object());
+    let health = &doc["paths"]["/healthz"]["get"]["responses"];
+    assert!(health["503"]["headers"]["Retry-After"].is_object());
 }
 
 /// The document names every code a problem can carry: each refusal of a key (the layer
