@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::builder::TypedValueParser;
+use clap::builder::{BoolishValueParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use latchkey_core::Engine;
 use latchkey_core::key::Redacted;
@@ -220,7 +220,7 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// Serve plain HTTP on a non-loopback address (for a TLS-terminating proxy in front);
     /// without it, plain HTTP listens on loopback only
-    #[arg(long, env = "LATCHKEY_INSECURE_HTTP")]
+    #[arg(long, env = "LATCHKEY_INSECURE_HTTP", value_parser = BoolishValueParser::new())]
     pub insecure_http: bool,
     /// Serve /metrics on this address only (not on --listen), without a key
     // Not clap's `conflicts_with` --metrics-auth: clap takes a value from the environment
@@ -229,10 +229,10 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
     /// Keep /metrics on --listen but behind a key holding `latchkey:metrics`
-    #[arg(long, env = "LATCHKEY_METRICS_AUTH")]
+    #[arg(long, env = "LATCHKEY_METRICS_AUTH", value_parser = BoolishValueParser::new())]
     pub metrics_auth: bool,
     /// Do not serve the web console at /ui
-    #[arg(long, env = "LATCHKEY_NO_UI")]
+    #[arg(long, env = "LATCHKEY_NO_UI", value_parser = BoolishValueParser::new())]
     pub no_ui: bool,
     /// Should `serve` initialise the store, write its admin key to this new file (mode
     /// 0600) instead of printing it

@@ -492,6 +492,17 @@ fn no_ui_turns_the_console_off() {
     let daemon = crate::harness::Daemon::start_with(&dir.path().join("store"), &["--no-ui"]);
     let answer = daemon.http("GET", "/ui/signin", None, None);
     assert_eq!(answer.status, 404, "{answer:#?}");
+    // Its variable takes the words a switch is set with (re-check s49 N5: `1` was refused).
+    let db = dir.path().join("other");
+    let from_variable = crate::harness::Daemon::spawn(
+        crate::harness::latchkey()
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .env("LATCHKEY_NO_UI", "1"),
+        &db,
+    );
+    let answer = from_variable.http("GET", "/ui/signin", None, None);
+    assert_eq!(answer.status, 404, "{answer:#?}");
     let on = Fixture::new();
     let answer = on.daemon.http("GET", "/ui/signin", None, None);
     assert_eq!(answer.status, 200, "{answer:#?}");
