@@ -162,7 +162,13 @@ impl Marker {
                 writing: false,
             }),
             written: Condvar::new(),
-            dir: dir.and_then(|dir| std::fs::File::open(dir).ok()),
+            dir: dir.and_then(|dir| {
+                std::fs::File::open(dir)
+                    .inspect_err(|e| {
+                        tracing::warn!(store = %dir.display(), error = %e, "cannot hold the store's directory open: its mark is written by path");
+                    })
+                    .ok()
+            }),
         }
     }
 
