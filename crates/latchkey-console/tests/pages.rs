@@ -1373,16 +1373,21 @@ async fn a_user_s_page_edits_revokes_and_deletes_it_and_a_group_s_page_deletes_t
     let (_, list) = app.get("/ui/users", Some(&session)).await;
     assert!(list.contains(&format!("href=\"{page}\"")), "{list}");
 
-    let edit = |permissions, rate_limits| {
+    let edit = |permissions, rate_limits, shown| {
         [
             ("csrf", csrf.clone()),
             ("name", "svc2".to_owned()),
             ("groups", "ops".to_owned()),
             ("permissions", permissions),
             ("rate_limits", rate_limits),
+            ("shown_groups", shown),
         ]
     };
-    let typed = edit("orders:write\nreports:read".into(), "10/1m".into());
+    let typed = edit(
+        "orders:write\nreports:read".into(),
+        "3/1m".into(),
+        String::new(),
+    );
     let typed = typed.each_ref().map(|(k, v)| (*k, v.as_str()));
     let (answer, html) = app.post(&page, &session, &typed).await;
     assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
@@ -1398,7 +1403,7 @@ async fn a_user_s_page_edits_revokes_and_deletes_it_and_a_group_s_page_deletes_t
     );
     assert_eq!(
         stored["rate_limits"],
-        json!([{"name": "default", "limit": 10, "window_seconds": 60}])
+        json!([{"name": "default", "limit": 3, "window_seconds": 60}])
     );
     // The page names its groups, and gives the editor back what it holds.
     let (shown, html) = app.get(&page, Some(&session)).await;
@@ -1407,9 +1412,31 @@ async fn a_user_s_page_edits_revokes_and_deletes_it_and_a_group_s_page_deletes_t
         html.contains(&format!("<a href=\"/ui/groups/{group}\">ops</a>")),
         "{html}"
     );
-    assert!(html.contains("value=\"10/60s default\""), "{html}");
-    // Saved again as shown, nothing changes.
-    let same = edit("orders:write reports:read".into(), "10/60s default".into());
+    assert!(html.contains("value=\"3/60s default\""), "{html}");
+    // The key uses up the user's limit (a request refused for want of a permission counts).
+    for _ in 0..3 {
+        let (status, _) = app.api(&key, "GET", "/v1/users", Value::Null).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let (status, _) = app.api(&key, "GET", "/v1/users", Value::Null).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Meanwhile its group is renamed and another takes the name it had.
+    let (status, _) = app
+        .api(
+            &app.admin,
+            "PATCH",
+            &format!("/v1/groups/{group}"),
+            json!({"name": "ops-old"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.group("ops", &[]).await;
+    // Saved again as shown, nothing changes: the same group, the limit's state kept.
+    let same = edit(
+        "orders:write reports:read".into(),
+        "3/60s default".into(),
+        hidden(&html, "shown_groups"),
+    );
     let same = same.each_ref().map(|(k, v)| (*k, v.as_str()));
     let (answer, _) = app.post(&page, &session, &same).await;
     assert_eq!(answer.status(), StatusCode::SEE_OTHER);
@@ -1418,6 +1445,12 @@ async fn a_user_s_page_edits_revokes_and_deletes_it_and_a_group_s_page_deletes_t
         .await;
     assert_eq!(again["rate_limits"], stored["rate_limits"]);
     assert_eq!(again["groups"], stored["groups"]);
+    let (status, _) = app.api(&key, "GET", "/v1/users", Value::Null).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the limit started afresh"
+    );
 
     // Disabled from its page, back to its page.
     let disable = [
@@ -1437,9 +1470,9 @@ async fn a_user_s_page_edits_revokes_and_deletes_it_and_a_group_s_page_deletes_t
     app.post(&format!("{page}/enabled"), &session, &enable)
         .await;
 
-    // Its key reads what the group grants until all its keys are revoked.
+    // Its key authenticates (limited) until all its keys are revoked.
     let (status, _) = app.api(&key, "GET", "/v1/users", Value::Null).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     let (answer, html) = app
         .post(&format!("{page}/revoke-keys"), &session, &[("csrf", &csrf)])
         .await;

@@ -25,6 +25,9 @@ struct UserPage {
     /// The editor's text of its groups and permissions, one a line.
     groups_text: String,
     permissions_text: String,
+    /// The groups as shown, `name:id` space-separated: a name saved as shown goes back as
+    /// the group it named then, not one that took its name meanwhile.
+    shown_groups: String,
 }
 
 fn path(id: &str) -> String {
@@ -42,12 +45,18 @@ pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Respo
         .collect();
     let groups_text = lines(groups.iter().map(|(_, name)| name.as_str()));
     let permissions_text = lines(user.permissions.iter().map(|p| p.as_str()));
+    let shown_groups = groups
+        .iter()
+        .map(|(id, name)| format!("{name}:{id}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     super::render(&UserPage {
         nav: signed.nav(),
         user,
         groups,
         groups_text,
         permissions_text,
+        shown_groups,
     })
 }
 
@@ -71,8 +80,18 @@ async fn group_names(signed: &Signed) -> HashMap<Uuid, String> {
 /// shared rate limits (blank: none).
 pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
     let fields = &posted.fields;
+    // (Group names hold no `:`.)
+    let shown: HashMap<&str, &str> = fields
+        .get("shown_groups")
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once(':'))
+        .collect();
+    let groups: Vec<String> = super::split_list(fields.get("groups"))
+        .into_iter()
+        .map(|g| shown.get(g.as_str()).map_or(g, |id| (*id).to_owned()))
+        .collect();
     let mut body = serde_json::json!({
-        "groups": super::split_list(fields.get("groups")),
+        "groups": groups,
         "permissions": super::split_list(fields.get("permissions")),
         "rate_limits": serde_json::Value::Null,
     });
