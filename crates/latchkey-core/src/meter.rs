@@ -1020,7 +1020,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
-    use crate::shared_limit::{Ask, Gcra, RateGrant};
+    use crate::shared_limit::Counted;
 
     /// Grants 10 credits in the period `next`, once the test lets it (`go`), after saying
     /// that it started (`started`).
@@ -1056,43 +1056,8 @@ mod tests {
         (meter, started_rx, go_tx)
     }
 
-    /// One shared limit's state in memory, counting the round trips made to it; `down`:
-    /// each fails as an unreachable store does.
-    #[derive(Default)]
-    struct Trips {
-        tat: Mutex<Option<i64>>,
-        trips: AtomicU64,
-        down: AtomicBool,
-    }
-
-    impl Trips {
-        fn trip(&self) -> Result<(), VerifyError> {
-            self.trips.fetch_add(1, Ordering::SeqCst);
-            match self.down.load(Ordering::SeqCst) {
-                true => Err(VerifyError::Unavailable("the store is down".into())),
-                false => Ok(()),
-            }
-        }
-    }
-
-    impl RateSource for Trips {
-        fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
-            self.trip()?;
-            let mut tat = self.tat.lock().unwrap();
-            let (next, grant) = Gcra::of(rule).reserve(*tat, now, ask);
-            *tat = next;
-            Ok(grant)
-        }
-
-        fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
-            self.trip()?;
-            let tat = self.tat.lock().unwrap();
-            Ok(Gcra::of(rule).reserve(*tat, now, Ask::new(1, 1)).1)
-        }
-    }
-
     /// A key's meter of one limit of 5 per 10 s, shared through `source`.
-    fn shared_five(source: &Arc<Trips>) -> Meter {
+    fn shared_five(source: &Arc<Counted>) -> Meter {
         let rule = RateLimit {
             name: "default".into(),
             limit: 5,
@@ -1119,7 +1084,7 @@ mod tests {
     /// limit holds, so a flood of them reports it from memory, without a round trip each.
     #[test]
     fn a_cost_above_a_shared_limit_is_reported_without_a_round_trip() {
-        let source = Arc::new(Trips::default());
+        let source = Arc::new(Counted::default());
         let meter = shared_five(&source);
         for _ in 0..100 {
             let mut report = Vec::new();
@@ -1131,14 +1096,15 @@ mod tests {
             assert_eq!(report.len(), 1);
             assert_eq!(report[0].remaining, 5, "the limit, never used");
         }
-        assert_eq!(source.trips.load(Ordering::SeqCst), 0);
+        assert!(source.asked.lock().unwrap().is_empty());
+        assert_eq!(source.peeks.load(Ordering::SeqCst), 0);
     }
 
     /// Review s48 L5: a shared limit whose state cannot be read is reported as memory knows
     /// it, not as empty (a limit that refused nothing).
     #[test]
     fn a_shared_limit_that_cannot_be_read_is_not_reported_empty() {
-        let source = Arc::new(Trips::default());
+        let source = Arc::new(Counted::default());
         source.down.store(true, Ordering::SeqCst);
         let meter = shared_five(&source);
         let Admitted::Reserve(reservation) = meter.try_charge_reporting(1, None) else {

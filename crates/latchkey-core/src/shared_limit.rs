@@ -362,6 +362,46 @@ fn refused(rule: &RateLimit, wait: i128, extra: bool) -> VerifyError {
     rate_limited_after(rule, Duration::from_nanos(wait), extra.into())
 }
 
+/// One shared state in memory, for tests: counting the reservations made of it (what
+/// each asked for) and the peeks; `down`, each fails as an unreachable store does.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Counted {
+    tat: Mutex<Option<i64>>,
+    pub(crate) asked: Mutex<Vec<u32>>,
+    pub(crate) peeks: std::sync::atomic::AtomicU64,
+    pub(crate) down: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+impl Counted {
+    fn up(&self) -> Result<(), VerifyError> {
+        match self.down.load(Ordering::SeqCst) {
+            true => Err(VerifyError::Unavailable("the store is down".into())),
+            false => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+impl RateSource for Counted {
+    fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
+        self.asked.lock().unwrap().push(ask.up_to);
+        self.up()?;
+        let mut tat = self.tat.lock().unwrap();
+        let (next, grant) = Gcra::of(rule).reserve(*tat, now, ask);
+        *tat = next;
+        Ok(grant)
+    }
+
+    fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
+        self.peeks.fetch_add(1, Ordering::SeqCst);
+        self.up()?;
+        let tat = self.tat.lock().unwrap();
+        Ok(Gcra::of(rule).reserve(*tat, now, Ask::new(1, 1)).1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,28 +506,6 @@ mod tests {
             window_seconds: 1,
         });
         assert_eq!(fast.valid_for(1), 1_000_000, "at least a millisecond");
-    }
-
-    /// The shared state in memory, counting the reservations made of it.
-    #[derive(Default)]
-    struct Counted {
-        tat: Mutex<Option<i64>>,
-        asked: Mutex<Vec<u32>>,
-    }
-
-    impl RateSource for Counted {
-        fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
-            self.asked.lock().unwrap().push(ask.up_to);
-            let mut tat = self.tat.lock().unwrap();
-            let (next, grant) = Gcra::of(rule).reserve(*tat, now, ask);
-            *tat = next;
-            Ok(grant)
-        }
-
-        fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
-            let tat = self.tat.lock().unwrap();
-            Ok(Gcra::of(rule).reserve(*tat, now, Ask::new(1, 1)).1)
-        }
     }
 
     /// A limit of 200 requests a second over a [`Counted`] source.
