@@ -50,12 +50,7 @@ struct GroupPage {
 /// `GET /ui/groups/{id}`: the permission editor.
 pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Response, UiError> {
     let group: Group = signed.get(&format!("/v1/groups/{}", segment(&id))).await?;
-    let permissions = group
-        .permissions
-        .iter()
-        .map(|p| p.as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let permissions = super::lines(group.permissions.iter().map(|p| p.as_str()));
     super::render(&GroupPage {
         nav: signed.nav(),
         group,

@@ -86,6 +86,11 @@ pub(crate) async fn act(
     Ok(axum::response::Redirect::to(to).into_response())
 }
 
+/// Items one a line, as an editor's textarea shows a list ([`split_list`] reads it back).
+pub(crate) fn lines<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join("\n")
+}
+
 /// Splits a list typed as text (commas, spaces or lines) into its items.
 pub(crate) fn split_list(text: &str) -> Vec<String> {
     text.split(|c: char| c == ',' || c.is_whitespace())

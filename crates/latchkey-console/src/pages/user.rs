@@ -43,8 +43,8 @@ pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Respo
         .iter()
         .map(|g| (*g, names.get(g).cloned().unwrap_or_else(|| g.to_string())))
         .collect();
-    let groups_text = lines(groups.iter().map(|(_, name)| name.as_str()));
-    let permissions_text = lines(user.permissions.iter().map(|p| p.as_str()));
+    let groups_text = super::lines(groups.iter().map(|(_, name)| name.as_str()));
+    let permissions_text = super::lines(user.permissions.iter().map(|p| p.as_str()));
     let shown_groups = groups
         .iter()
         .map(|(id, name)| format!("{name}:{id}"))
@@ -58,10 +58,6 @@ pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Respo
         permissions_text,
         shown_groups,
     })
-}
-
-fn lines<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    items.collect::<Vec<_>>().join("\n")
 }
 
 /// The names of the groups on the first page of 1,000 the caller may read: a store holds
