@@ -155,7 +155,8 @@ async fn click(client: &Client, css: &str) {
 }
 
 /// With `LATCHKEY_SCREENSHOTS=DIR`, saves the page as `DIR/NAME.png` (the README's
-/// screenshots are taken this way).
+/// screenshots are taken this way; a relative `DIR` is taken from `tests/`, where cargo
+/// runs this test).
 async fn snap(client: &Client, name: &str) {
     if let Ok(dir) = std::env::var("LATCHKEY_SCREENSHOTS") {
         let png = client.screenshot().await.expect("a screenshot");
