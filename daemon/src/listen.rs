@@ -5,8 +5,9 @@
 //! or `axum-server` (which would own the drain we need to bound): about eighty lines over
 //! hyper's connection builder, tokio-rustls and hyper-util's `GracefulShutdown`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -37,8 +38,9 @@ pub(crate) struct Listener {
     /// previous response on a kept-alive connection, so it is also the idle keep-alive
     /// timeout.
     pub(crate) header_read_timeout: Duration,
-    /// The most connections open at once ([`MAX_CONNECTIONS`]); one accepted beyond it is
-    /// closed at once, before anything is read from it.
+    /// The most connections open at once ([`MAX_CONNECTIONS`]). One accepted beyond it
+    /// takes the place of the oldest that has sent no request yet, which is closed; when
+    /// every one has, it is closed at once, before anything is read from it.
     pub(crate) max_connections: usize,
     /// The most of them one client address holds before their first request has come
     /// ([`MAX_CONNECTIONS_PER_PEER`]), beyond which its next is closed at once, as past
@@ -76,6 +78,7 @@ impl Listener {
             .max_buf_size(MAX_HEAD_BYTES);
         let open = Arc::new(Semaphore::new(self.max_connections));
         let peers = Peers::default();
+        let waiting = Waiting::default();
         let tls = self.tls.clone().map(TlsAcceptor::from);
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
@@ -92,24 +95,36 @@ impl Listener {
                             tracing::debug!(%peer, "too many open connections from one address: one closed at once");
                             continue;
                         };
-                        let Ok(slot) = Arc::clone(&open).try_acquire_owned() else {
-                            // Dropped: closed at once. At DEBUG: a flood is no news to log.
-                            tracing::debug!(%peer, "too many open connections: one closed at once");
-                            continue;
+                        let slot = match Arc::clone(&open).try_acquire_owned() {
+                            Ok(slot) => slot,
+                            Err(_) => match waiting.oldest_out() {
+                                Some(slot) => slot,
+                                None => {
+                                    // Dropped: closed at once. At DEBUG: a flood is no news
+                                    // to log.
+                                    tracing::debug!(%peer, "too many open connections: one closed at once");
+                                    continue;
+                                }
+                            },
                         };
                         let _ = tcp.set_nodelay(true);
+                        let (place, evicted) = waiting.enter(slot, peer_slot);
                         let connection = Connection {
                             app: self.app.clone(),
                             peer,
-                            peer_slot: Arc::new(Mutex::new(Some(peer_slot))),
+                            place: Arc::new(place),
                             http: http.clone(),
                             watcher: graceful.watcher(),
                             header_read_timeout: self.header_read_timeout,
                         };
                         let tls = tls.clone();
                         connections.spawn(async move {
-                            connection.run(tcp, tls).await;
-                            drop(slot);
+                            tokio::select! {
+                                () = connection.run(tcp, tls) => {}
+                                () = evicted.notified() => {
+                                    tracing::debug!(%peer, "closed before its first request: a newer connection took its place");
+                                }
+                            }
                         });
                     }
                     // Out of file descriptors and the like: the socket stays usable, so
@@ -171,6 +186,96 @@ impl Drop for PeerSlot {
     }
 }
 
+/// The connections that have sent no request yet (a TLS handshake not done counts),
+/// oldest first, each holding its place among the open ones. When the listener is full, a
+/// new connection takes the oldest one's place and that one is closed: clients trickling
+/// their headers from many addresses (re-check s49 N3) would have to open connections
+/// faster than a real client sends its headers to keep it out.
+#[derive(Clone, Default)]
+struct Waiting(Arc<Mutex<WaitingSet>>);
+
+#[derive(Default)]
+struct WaitingSet {
+    next: u64,
+    by_age: BTreeMap<u64, Wait>,
+}
+
+/// One waiting connection's place, and how to close it.
+struct Wait {
+    slot: OwnedSemaphorePermit,
+    /// Its count against its client address, given back with its place.
+    _peer_slot: PeerSlot,
+    evict: Arc<Notify>,
+}
+
+/// A connection's place among the open ones: in [`Waiting`] until its first request, its
+/// own after; given back when the connection ends (dropped).
+struct Place {
+    waiting: Waiting,
+    id: u64,
+    /// Whether a request has come: the line is looked at once.
+    asked: AtomicBool,
+    held: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitingSet> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts a new connection last in line; the [`Notify`] fires if it is closed for a
+    /// newer one.
+    fn enter(&self, slot: OwnedSemaphorePermit, peer_slot: PeerSlot) -> (Place, Arc<Notify>) {
+        let evict = Arc::new(Notify::new());
+        let mut set = self.lock();
+        let id = set.next;
+        set.next += 1;
+        set.by_age.insert(
+            id,
+            Wait {
+                slot,
+                _peer_slot: peer_slot,
+                evict: Arc::clone(&evict),
+            },
+        );
+        let place = Place {
+            waiting: self.clone(),
+            id,
+            asked: AtomicBool::new(false),
+            held: Mutex::new(None),
+        };
+        (place, evict)
+    }
+
+    /// Closes the oldest waiting connection and hands over its place.
+    fn oldest_out(&self) -> Option<OwnedSemaphorePermit> {
+        let (_, wait) = self.lock().by_age.pop_first()?;
+        // Stored if its task is not waiting yet: it ends at its next turn.
+        wait.evict.notify_one();
+        Some(wait.slot)
+    }
+}
+
+impl Place {
+    /// Its first request has come: the place is the connection's own from now on, and no
+    /// longer counts against its address. (Already closed for a newer one: nothing.)
+    fn first_request(&self) {
+        if self.asked.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let wait = self.waiting.lock().by_age.remove(&self.id);
+        if let Some(wait) = wait {
+            *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(wait.slot);
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.waiting.lock().by_age.remove(&self.id);
+    }
+}
+
 /// The address one client is counted by: an IPv4 address (also mapped in IPv6), or an
 /// IPv6 address's /64, which one host may hold every address of.
 fn client_address(ip: IpAddr) -> IpAddr {
@@ -191,9 +296,8 @@ struct Connection {
     app: Router,
     /// The peer, for keys with `allowed_ips` (as `ConnectInfo`, like `axum::serve` gives).
     peer: SocketAddr,
-    /// Its place among its address's connections that have sent no request yet, given
-    /// back at its first request (or when it ends).
-    peer_slot: Arc<Mutex<Option<PeerSlot>>>,
+    /// Its place among the open connections.
+    place: Arc<Place>,
     http: http1::Builder,
     watcher: Watcher,
     header_read_timeout: Duration,
@@ -220,14 +324,11 @@ impl Connection {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let peer = ConnectInfo(self.peer);
-        let peer_slot = self.peer_slot;
+        let place = self.place;
         let app = self
             .app
             .map_request(move |mut request: Request<Incoming>| {
-                peer_slot
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
+                place.first_request();
                 request.extensions_mut().insert(peer);
                 request
             })
@@ -285,14 +386,49 @@ mod tests {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// Sends a request on `socket` and reads its answer, keeping the connection open.
+    fn kept_alive(mut socket: std::net::TcpStream) -> std::net::TcpStream {
+        socket.set_nonblocking(false).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        socket
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0; 512];
+        while !answer.ends_with(b"ok") {
+            let n = socket.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        socket
+    }
+
+    /// Whether the server closed `socket` (within 10 s) without sending anything.
+    fn closed_unanswered(mut socket: std::net::TcpStream) -> bool {
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut chunk = [0; 64];
+        match socket.read(&mut chunk) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    /// Connections that have had an answer (kept alive) hold their places: one past the
+    /// limit is closed at once, and a place freed serves.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_past_the_limit_is_closed_and_a_freed_slot_serves() {
         let (addr, _stop) = two_at_most().await;
-        let idle: Vec<_> = (0..2)
-            .map(|_| std::net::TcpStream::connect(addr).unwrap())
-            .collect();
-        // Let the accept loop take both before the third arrives.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let busy = tokio::task::spawn_blocking(move || {
+            (0..2)
+                .map(|_| kept_alive(std::net::TcpStream::connect(addr).unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
         let answer = tokio::task::spawn_blocking(move || {
             let mut third = std::net::TcpStream::connect(addr).unwrap();
             let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -301,7 +437,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(answer, "", "a third connection was served");
-        drop(idle);
+        drop(busy);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let answer = tokio::task::spawn_blocking(move || {
             let mut next = std::net::TcpStream::connect(addr).unwrap();
@@ -314,6 +450,39 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         // One `Date`, the daemon's own (hyper's is off: `date.rs`).
         assert_eq!(answer.matches("\r\ndate: ").count(), 1, "{answer}");
+    }
+
+    /// Re-check s49 N3: in a full listener, a new connection takes the place of the oldest
+    /// that has sent nothing, which is closed; the others waiting are kept and served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_connection_takes_the_oldest_waiting_ones_place() {
+        // One client address, not held to a share of its own here.
+        let (addr, _stop) = at_most(2, 4).await;
+        let oldest = std::net::TcpStream::connect(addr).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = std::net::TcpStream::connect(addr).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (third, oldest_closed) = tokio::task::spawn_blocking(move || {
+            let mut third = std::net::TcpStream::connect(addr).unwrap();
+            third
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            (read_to_close(third), closed_unanswered(oldest))
+        })
+        .await
+        .unwrap();
+        assert!(third.starts_with("HTTP/1.1 200"), "{third}");
+        assert!(oldest_closed, "the oldest waiting connection was kept");
+        let second = tokio::task::spawn_blocking(move || {
+            let mut second = second;
+            second
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            read_to_close(second)
+        })
+        .await
+        .unwrap();
+        assert!(second.starts_with("HTTP/1.1 200"), "{second}");
     }
 
     /// Hostile hunt M1: one address holding its share of connections (headers never
@@ -355,24 +524,9 @@ mod tests {
         drop(idle.pop());
         tokio::time::sleep(Duration::from_millis(200)).await;
         let kept = from("127.0.0.1").await;
-        let kept = tokio::task::spawn_blocking(move || {
-            let mut kept = kept;
-            kept.set_nonblocking(false).unwrap();
-            kept.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-                .unwrap();
-            kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let mut answer = Vec::new();
-            let mut chunk = [0; 512];
-            while !answer.ends_with(b"ok") {
-                let n = kept.read(&mut chunk).unwrap();
-                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
-                answer.extend_from_slice(&chunk[..n]);
-            }
-            kept
-        })
-        .await
-        .unwrap();
+        let kept = tokio::task::spawn_blocking(move || kept_alive(kept))
+            .await
+            .unwrap();
         let again = from("127.0.0.1").await;
         let again = tokio::task::spawn_blocking(move || request(again))
             .await
