@@ -89,7 +89,8 @@ impl Store {
         }
     }
 
-    /// Writes the mark of a store just created (its newest event, or none).
+    /// Writes the mark of a store just created (its newest event, or none), through the
+    /// directory as opened, as every later mark.
     pub(super) fn write_first_mark(&self) -> Result<(), StoreError> {
         if self.inner.local.is_none() {
             return Ok(());
@@ -102,7 +103,8 @@ impl Store {
             head,
             ..current
         };
-        mark::write(&self.inner.path, &first, true).map_err(|e| {
+        let dir = self.inner.mark.dir.as_ref();
+        mark::write_through(dir, &self.inner.path, &first, true).map_err(|e| {
             StoreError::storage(format!(
                 "cannot write {}: {e}",
                 mark::path(&self.inner.path).display()
