@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use governor::middleware::StateInformationMiddleware;
@@ -488,7 +488,9 @@ impl Meter {
     /// Gives back `credits` a remote verifier leased ([`Meter::lease_credits`]) and did not
     /// spend: they join this meter's unspent slice, which goes back to the store's balance
     /// at the next idle flush (or at close). Only when `period` (the [`Meter::credit_period`]
-    /// they were leased in) is still the current one; answers whether they were put back.
+    /// they were leased in) is still the current one; answers whether they were put back
+    /// (while a reservation of the key runs: kept for it to add when it ends, void if a
+    /// refill came meanwhile).
     ///
     /// The caller must make sure this meter is the one they were leased from
     /// ([`Meter::same_credits`]; a key whose
@@ -784,7 +786,39 @@ pub(crate) struct CreditMeter {
     next_want: AtomicU64,
     /// One reservation at a time per key.
     reserving: Mutex<()>,
+    /// Credits given back while the reservation lock was held ([`CreditMeter::put_slice`]),
+    /// with their period: the lock's holder adds them to the slice when it lets go, if
+    /// their period is still the slice's.
+    returned: Mutex<(u64, i64)>,
     source: Box<dyn CreditSource>,
+}
+
+/// The reservation lock of a [`CreditMeter`], held: letting go, it adds the credits given
+/// back meanwhile to the slice, then takes the lock once more for those given back between
+/// that and the unlock, unless another holder has it (whose letting go does the same).
+struct Reserving<'a> {
+    meter: &'a CreditMeter,
+    guard: Option<MutexGuard<'a, ()>>,
+}
+
+impl Drop for Reserving<'_> {
+    fn drop(&mut self) {
+        self.meter.fold_returned();
+        drop(self.guard.take());
+        while self.meter.has_returned() {
+            match self.meter.reserving.try_lock() {
+                Ok(guard) => {
+                    self.meter.fold_returned();
+                    drop(guard);
+                }
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    self.meter.fold_returned();
+                    drop(poisoned.into_inner());
+                }
+                Err(TryLockError::WouldBlock) => break,
+            }
+        }
+    }
 }
 
 impl CreditMeter {
@@ -802,7 +836,58 @@ impl CreditMeter {
             used: AtomicBool::new(false),
             next_want: AtomicU64::new(1),
             reserving: Mutex::new(()),
+            returned: Mutex::new((0, 0)),
             source,
+        }
+    }
+
+    /// The reservation lock, waited for.
+    fn lock_reserving(&self) -> Reserving<'_> {
+        Reserving {
+            meter: self,
+            guard: Some(self.reserving.lock().unwrap_or_else(|e| e.into_inner())),
+        }
+    }
+
+    /// The reservation lock, unless another holds it.
+    fn try_lock_reserving(&self) -> Option<Reserving<'_>> {
+        let guard = match self.reserving.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(Reserving {
+            meter: self,
+            guard: Some(guard),
+        })
+    }
+
+    fn returned(&self) -> MutexGuard<'_, (u64, i64)> {
+        self.returned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn has_returned(&self) -> bool {
+        self.returned().0 > 0
+    }
+
+    /// Keeps credits given back while the reservation lock is held, for its holder. Of
+    /// two periods, the later one's: the earlier one's credits are void once it ended.
+    fn hold_returned(&self, credits: u64, period: i64) {
+        let mut returned = self.returned();
+        match *returned {
+            (0, _) => *returned = (credits, period),
+            (held, p) if p == period => returned.0 = held.saturating_add(credits),
+            (_, p) if p < period => *returned = (credits, period),
+            _ => {}
+        }
+    }
+
+    /// Adds the credits given back meanwhile to the slice, when of its period (else they
+    /// are void: a refill came). Under the reservation lock.
+    fn fold_returned(&self) {
+        let (credits, period) = std::mem::take(&mut *self.returned());
+        if credits > 0 && self.period.load(Ordering::Acquire) == period {
+            self.slice.fetch_add(credits, Ordering::AcqRel);
         }
     }
 
@@ -885,12 +970,13 @@ impl CreditMeter {
     /// Reserves what `cost` lacks (and more, for the requests to come); `UsageExceeded`
     /// when the store has too little left.
     fn reserve(&self, cost: u64, now: i128) -> Result<(), VerifyError> {
-        let _one = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = self.lock_reserving();
         let period = self.period.load(Ordering::Acquire);
         if now >= i128::from(period) {
             // A refill came due: what is left of the last period's slice is void.
             self.slice.store(0, Ordering::Release);
         }
+        self.fold_returned();
         let have = self.slice.load(Ordering::Acquire);
         if have >= cost && now < i128::from(period) {
             // Another request reserved meanwhile.
@@ -906,6 +992,11 @@ impl CreditMeter {
             self.period.store(reserved.period, Ordering::Release);
         }
         if reserved.granted == 0 {
+            // Credits given back while the store was asked may cover it still.
+            self.fold_returned();
+            if self.slice.load(Ordering::Acquire) >= cost && now < i128::from(reserved.period) {
+                return Ok(());
+            }
             return Err(self.exhausted(now, cost));
         }
         self.slice.fetch_add(reserved.granted, Ordering::AcqRel);
@@ -922,11 +1013,8 @@ impl CreditMeter {
     /// never waiting for it (a reservation may wait on the database; a store closing gives
     /// back what it can): `None` while one runs, and the slice stays this meter's.
     pub(crate) fn take_slice(&self) -> Option<(u64, i64)> {
-        let _one = match self.reserving.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
+        let _one = self.try_lock_reserving()?;
+        self.fold_returned();
         Some(self.void_slice())
     }
 
@@ -934,6 +1022,7 @@ impl CreditMeter {
     /// voids it): it must not be added anywhere.
     pub(crate) fn void_slice(&self) -> (u64, i64) {
         self.next_want.store(1, Ordering::Relaxed);
+        *self.returned() = (0, 0);
         (
             self.slice.swap(0, Ordering::AcqRel),
             self.period.load(Ordering::Acquire),
@@ -941,23 +1030,31 @@ impl CreditMeter {
     }
 
     /// Adds a slice taken from another meter of the same key (or leased and given back),
-    /// when of the same period; answers whether it was added.
+    /// when of the same period; answers whether it was taken: added now, or, while a
+    /// reservation runs, kept for it to add when it lets go (void then if that
+    /// reservation moved the slice to another period).
     ///
     /// Under the reservation lock, which every change of period takes, so credits of a
     /// period that has just ended never join the next one; but never waiting for it (a
-    /// reservation may wait on the database): while one runs, the slice is not added and
-    /// stays spent, the side that never grants more than the balance.
+    /// reservation may wait on the database). Credits given back while it is held used to
+    /// be dropped, counted as spent: under concurrent requests near the end of a balance,
+    /// a refused route's own credit and the leases given back were lost for good (usage
+    /// hunt F1, F2).
     pub(crate) fn put_slice(&self, slice: u64, period: i64) -> bool {
-        let _one = match self.reserving.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return false,
-        };
-        let added = slice > 0 && self.period.load(Ordering::Acquire) == period;
-        if added {
-            self.slice.fetch_add(slice, Ordering::AcqRel);
+        if slice == 0 {
+            return false;
         }
-        added
+        if let Some(_one) = self.try_lock_reserving() {
+            let added = self.period.load(Ordering::Acquire) == period;
+            if added {
+                self.slice.fetch_add(slice, Ordering::AcqRel);
+            }
+            return added;
+        }
+        self.hold_returned(slice, period);
+        // The holder may have let go since: then this call adds them.
+        drop(self.try_lock_reserving());
+        true
     }
 }
 
@@ -1125,13 +1222,33 @@ mod tests {
         let reserving = Arc::clone(&meter);
         let request = std::thread::spawn(move || reserving.consume(1, 1_500));
         started_rx.recv().unwrap();
-        assert!(!meter.put_slice(5, old), "not while the reservation runs");
+        // Kept for the reservation, which finds them of the period it left: void.
+        assert!(meter.put_slice(5, old));
         go_tx.send(()).unwrap();
         assert_eq!(request.join().unwrap(), Ok(90 + 9));
+        assert_eq!(meter.available(), 99);
         assert!(!meter.put_slice(5, old), "the old period is over");
         assert_eq!(meter.available(), 99);
         assert!(meter.put_slice(5, new));
         assert_eq!(meter.available(), 104);
+    }
+
+    /// Usage hunt F1, F2: credits given back while a reservation runs (a refused route's
+    /// own credit, a lease's unspent credits) join the slice when it ends; they were
+    /// dropped, lost for good.
+    #[test]
+    fn credits_given_back_while_a_reservation_runs_join_the_slice_after_it() {
+        let period = 1_000;
+        let (meter, started_rx, go_tx) = gated(period, period);
+        let reserving = Arc::clone(&meter);
+        let request = std::thread::spawn(move || reserving.consume(1, 500));
+        started_rx.recv().unwrap();
+        assert!(meter.put_slice(5, period));
+        assert!(meter.put_slice(2, period));
+        go_tx.send(()).unwrap();
+        // 10 granted and 7 given back, 1 spent: 90 in the store and 16 in the slice.
+        assert_eq!(request.join().unwrap(), Ok(90 + 16));
+        assert_eq!(meter.take_slice(), Some((16, period)));
     }
 
     #[test]

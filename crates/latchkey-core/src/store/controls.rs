@@ -254,8 +254,8 @@ impl Meters {
     }
 
     /// Gives back to a key's meter of `version`'s epoch a slice [`Meters::take_own_slice`]
-    /// took for a write that did not commit (if the meter is busy reserving, it stays
-    /// spent).
+    /// took for a write that did not commit (while the meter reserves, it adds them when
+    /// the reservation ends).
     pub(crate) fn put_back(&self, key: Uuid, version: u64, (slice, period): (u64, i64)) {
         let meter = self
             .lock()
