@@ -3,6 +3,8 @@
 //!
 //! What enforces them at verification time is [`crate::meter`].
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -283,6 +285,16 @@ pub fn canonical_net(net: IpNet) -> IpNet {
             None => net,
         },
         _ => net,
+    }
+}
+
+/// Whether `net` holds `ip`, an address as [`IpAddr::to_canonical`] gives it: an IPv6
+/// range wider than the IPv4-mapped block (`::/0`) holds the IPv4 addresses it maps, as
+/// a range of them holds them ([`canonical_net`]).
+pub fn net_holds(net: IpNet, ip: IpAddr) -> bool {
+    match (canonical_net(net), ip) {
+        (IpNet::V6(v6), IpAddr::V4(v4)) => v6.contains(&v4.to_ipv6_mapped()),
+        (net, ip) => net.contains(&ip),
     }
 }
 

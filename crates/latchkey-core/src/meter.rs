@@ -25,7 +25,7 @@ use ipnet::IpNet;
 use time::{Date, OffsetDateTime, Time};
 
 use crate::clock::Clock;
-use crate::controls::{LimitState, RateLimit, Refill, RefillInterval, canonical_net};
+use crate::controls::{LimitState, RateLimit, Refill, RefillInterval, net_holds};
 use crate::local_state::{LocalState, peeking};
 use crate::permission::Permission;
 use crate::shared_limit::{RateSource, SharedLimit};
@@ -231,14 +231,18 @@ impl std::fmt::Debug for Meter {
 /// Refuses a client outside an allowlist (`allowed` empty: any client; a client whose
 /// address is not known is refused by a non-empty list). An IPv4-mapped IPv6 address counts
 /// as its IPv4 address, and a range of them as its IPv4 range
-/// ([`canonical_net`](crate::controls::canonical_net)).
+/// ([`canonical_net`](crate::controls::canonical_net)); an IPv6 range wider than those
+/// (`::/0`) holds the IPv4 addresses it maps ([`net_holds`]; usage hunt F4: it held none).
 pub fn check_ip(allowed: &[IpNet], client: Option<IpAddr>) -> Result<(), VerifyError> {
     if allowed.is_empty() {
         return Ok(());
     }
-    match client.map(|ip| ip.to_canonical()) {
-        Some(ip) if allowed.iter().any(|net| canonical_net(*net).contains(&ip)) => Ok(()),
-        _ => Err(VerifyError::IpNotAllowed),
+    let Some(ip) = client.map(|ip| ip.to_canonical()) else {
+        return Err(VerifyError::IpNotAllowed);
+    };
+    match allowed.iter().any(|net| net_holds(*net, ip)) {
+        true => Ok(()),
+        false => Err(VerifyError::IpNotAllowed),
     }
 }
 
@@ -1212,6 +1216,24 @@ mod tests {
         assert_eq!(refused.code(), "keystore_unavailable");
         assert_eq!(report.len(), 1);
         assert_eq!(report[0].remaining, 5);
+    }
+
+    #[test]
+    fn an_ipv6_range_holds_the_ipv4_addresses_it_maps() {
+        let allows = |net: &str, client: &str| {
+            check_ip(&[net.parse().unwrap()], Some(client.parse().unwrap())).is_ok()
+        };
+        for client in ["203.0.113.7", "::ffff:203.0.113.7"] {
+            assert!(allows("::/0", client), "{client}");
+            assert!(allows("::ffff:0.0.0.0/95", client), "{client}");
+            assert!(allows("::ffff:203.0.113.0/120", client), "{client}");
+            assert!(allows("203.0.113.0/24", client), "{client}");
+            assert!(!allows("2001:db8::/32", client), "{client}");
+            assert!(!allows("::ffff:198.51.100.0/120", client), "{client}");
+        }
+        assert!(allows("::/0", "2001:db8::1"));
+        assert!(!allows("0.0.0.0/0", "2001:db8::1"));
+        assert!(check_ip(&["::/0".parse().unwrap()], None).is_err());
     }
 
     #[test]

@@ -233,7 +233,9 @@ pub(crate) struct TrustedProxies {
 
 impl TrustedProxies {
     fn contains(&self, ip: &IpAddr) -> bool {
-        self.nets.iter().any(|net| net.contains(ip))
+        self.nets
+            .iter()
+            .any(|net| latchkey_core::controls::net_holds(*net, *ip))
     }
 }
 

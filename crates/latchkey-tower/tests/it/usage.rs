@@ -379,6 +379,33 @@ async fn ranges_written_as_ipv4_mapped_ipv6_match_ipv4_clients() {
         .assert_refused(403, None, "ip_not_allowed");
 }
 
+/// Usage hunt F4: an IPv6 range wider than the IPv4-mapped block (`::/0`, "anyone") holds
+/// the IPv4 addresses it maps, in an allowlist and among the trusted proxies.
+#[tokio::test]
+async fn an_ipv6_range_wider_than_the_mapped_block_holds_ipv4_clients() {
+    let fx = Fixture::new();
+    let anyone = fx.key_with(NewKey {
+        allowed_ips: vec!["::/0".parse().unwrap()],
+        ..partner_key(&fx, &[])
+    });
+    let text = anyone.secret.expose();
+    for client in ["10.1.2.3", "::ffff:10.1.2.3", "2001:db8::7"] {
+        send(&app(fx.layer()), from(client, get_with("/whoami", text)))
+            .await
+            .assert_ok();
+    }
+    let inside = fx.key_with(NewKey {
+        name: "inside".into(),
+        user_id: anyone.key.user_id,
+        allowed_ips: vec!["10.1.0.0/16".parse().unwrap()],
+        ..NewKey::default()
+    });
+    let inside = inside.secret.expose();
+    let every_proxy = app(fx.layer().trust_proxies(["::/0".parse::<IpNet>().unwrap()]));
+    let forwarded = whoami_from("192.0.2.1", inside, &[("x-forwarded-for", "10.1.2.3")]);
+    send(&every_proxy, forwarded).await.assert_ok();
+}
+
 /// A request from the trusted proxy 192.0.2.1 whose client claims 203.0.113.5 in
 /// `Forwarded`, while the proxy wrote 198.51.100.66 in `X-Forwarded-For`.
 fn through_proxy_with_both_headers(text: &str) -> axum::extract::Request {
