@@ -31,6 +31,8 @@ pub(crate) const PUSH_BOUND: Duration = Duration::from_secs(1);
 /// The embedded example serves with the peer's address: an allowlisted key works from its
 /// network (it was refused from everywhere, the app seeing no address), and a SIGTERM, as a
 /// service manager sends, stops it gracefully and saves its usage figures (it died at once).
+/// Its store comes from `LATCHKEY_DB`, as the README says (multi hunt L1: it was read from
+/// `--db` only, and a PostgreSQL URL's password stood on the command line).
 #[test]
 fn the_embedded_example_checks_allowlists_and_saves_usage_at_sigterm() {
     let (_dir, db) = store_dir();
@@ -55,8 +57,8 @@ fn the_embedded_example_checks_allowlists_and_saves_usage_at_sigterm() {
     let elsewhere = key("elsewhere", "10.0.0.0/8");
     let mut command = Command::new(orders_bin());
     command
-        .args(["--listen", "127.0.0.1:0", "--db"])
-        .arg(&store)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("LATCHKEY_DB", &store)
         .env("RUST_LOG", "warn");
     let mut app = Proc::spawn(command);
     for _ in 0..3 {

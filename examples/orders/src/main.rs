@@ -4,6 +4,9 @@
 //! cargo run -p example-orders -- [--db PATH|postgres://…] [--listen 127.0.0.1:3000]
 //! ```
 //!
+//! `--db` may come from `LATCHKEY_DB` instead, as for `latchkey`: the place for a
+//! PostgreSQL URL with a password, which a command line shows to every local user.
+//!
 //! An orders API on an embedded latchkey store: `GET /orders` needs `orders:read`,
 //! `POST /orders` needs `orders:write`, `GET /orders/summary` needs `orders:read` and costs
 //! ten requests against a key's rate limits and credits, `GET /health` needs no key. On a path that holds no
@@ -16,7 +19,8 @@ use latchkey_tower::{Store, StoreConfig};
 use std::net::SocketAddr;
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: example-orders [--db PATH|postgres://…] [--listen 127.0.0.1:3000]";
+const USAGE: &str = "usage: example-orders [--db PATH|postgres://…] [--listen 127.0.0.1:3000]
+environment: LATCHKEY_DB (the --db when it is not given)";
 
 #[tokio::main]
 async fn main() {
@@ -63,7 +67,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn parse_args() -> Result<(Location, SocketAddr), String> {
-    let mut db = Location::parse("./orders-data");
+    let mut db = match std::env::var("LATCHKEY_DB") {
+        Ok(db) if !db.is_empty() => Location::parse(&db),
+        _ => Location::parse("./orders-data"),
+    };
     let mut listen: SocketAddr = "127.0.0.1:3000".parse().expect("a valid address");
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
