@@ -977,16 +977,20 @@ impl CreditMeter {
         let _one = self.lock_reserving();
         let period = self.period.load(Ordering::Acquire);
         if now >= i128::from(period) {
-            // A refill came due: what is left of the last period's slice is void.
+            // A refill came due: what is left of the last period's slice is void, and so
+            // is what was given back to it (review s50 M2: folded in, it made `have`
+            // larger than the cost).
             self.slice.store(0, Ordering::Release);
+            *self.returned() = (0, 0);
+        } else {
+            self.fold_returned();
         }
-        self.fold_returned();
         let have = self.slice.load(Ordering::Acquire);
         if have >= cost && now < i128::from(period) {
             // Another request reserved meanwhile.
             return Ok(());
         }
-        let at_least = cost - have;
+        let at_least = cost.saturating_sub(have);
         let want = self.next_want.load(Ordering::Relaxed).max(at_least);
         let reserved = self.source.reserve(at_least, want)?;
         self.left.store(reserved.left, Ordering::Release);
@@ -1016,17 +1020,24 @@ impl CreditMeter {
     /// between them would go back into the new period with the old period's credits. But
     /// never waiting for it (a reservation may wait on the database; a store closing gives
     /// back what it can): `None` while one runs, and the slice stays this meter's.
+    /// Credits given back while it holds the lock join the slice it leaves, which stays
+    /// this meter's (review s50 L3: they were cleared with the slice, and lost).
     pub(crate) fn take_slice(&self) -> Option<(u64, i64)> {
         let _one = self.try_lock_reserving()?;
         self.fold_returned();
-        Some(self.void_slice())
+        Some(self.swap_slice())
     }
 
     /// Takes the unspent slice away lock-free, with its period, to drop it (a change that
-    /// voids it): it must not be added anywhere.
+    /// voids it): it must not be added anywhere, nor what was given back to it.
     pub(crate) fn void_slice(&self) -> (u64, i64) {
-        self.next_want.store(1, Ordering::Relaxed);
         *self.returned() = (0, 0);
+        self.swap_slice()
+    }
+
+    /// The unspent slice, taken away, with its period; the next reservation starts small.
+    fn swap_slice(&self) -> (u64, i64) {
+        self.next_want.store(1, Ordering::Relaxed);
         (
             self.slice.swap(0, Ordering::AcqRel),
             self.period.load(Ordering::Acquire),
@@ -1253,6 +1264,39 @@ mod tests {
         assert_eq!(meter.available(), 99);
         assert!(meter.put_slice(5, new));
         assert_eq!(meter.available(), 104);
+    }
+
+    /// Review s50 M2: credits given back to a period that has ended, waiting for the lock
+    /// when a reservation crosses into the next, are void: never added to the slice the
+    /// refill voided (they made it larger than the cost, and the reservation's arithmetic
+    /// underflow).
+    #[test]
+    fn credits_given_back_to_an_ended_period_are_void_at_the_next_reservation() {
+        let (old, new) = (1_000, 2_000);
+        let (meter, started_rx, go_tx) = gated(old, new);
+        meter.hold_returned(5, old);
+        let reserving = Arc::clone(&meter);
+        let request = std::thread::spawn(move || reserving.consume(1, 1_500));
+        // The reservation asks the store (it panicked before, on `cost - have`).
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the reservation asked the store");
+        go_tx.send(()).unwrap();
+        assert_eq!(request.join().unwrap(), Ok(90 + 9));
+        assert_eq!(meter.available(), 99);
+    }
+
+    /// Credits given back while another holds the lock join the slice when it lets go.
+    #[test]
+    fn credits_given_back_while_the_lock_is_held_join_the_slice_when_it_is_let_go() {
+        let period = 1_000;
+        let (meter, _started_rx, _go_tx) = gated(period, period);
+        let held = meter.try_lock_reserving().unwrap();
+        assert!(meter.put_slice(5, period));
+        assert_eq!(meter.available(), 100, "not yet");
+        drop(held);
+        assert_eq!(meter.available(), 105);
+        assert_eq!(meter.take_slice(), Some((5, period)));
     }
 
     /// Usage hunt F1, F2: credits given back while a reservation runs (a refused route's
