@@ -119,6 +119,7 @@ pub(crate) async fn verify(
                 cost,
             };
             let mut limits = Vec::new();
+            let period = principal.meter.as_ref().and_then(|m| m.credit_period());
             let admitted =
                 match meter::try_admit_reporting(&principal, &admission, Some(&mut limits)) {
                     Admitted::Done(answer) => answer,
@@ -143,6 +144,9 @@ pub(crate) async fn verify(
                         }
                     }
                 };
+            if admitted.is_ok() {
+                record_credits_taken(&state, &caller.actor, &principal, period, cost);
+            }
             let (code, retry_after) = match &admitted {
                 Ok(()) => ("ok", None),
                 // The key authenticated, but its limits' shared state or its credits could
@@ -187,6 +191,33 @@ pub(crate) async fn verify(
         },
     };
     Ok(Json(answer))
+}
+
+/// Records the credits a verification took as leased to its caller, as `POST /v1/leases`
+/// records a grant: a remote verifier admits the request that missed its cache on this
+/// answer, and when the request's route then refuses its extra cost, gives the request's
+/// credit back to its lease, whose unspent credits go back through `POST
+/// /v1/leases/return`. Without this record that return was refused, and the credit lost
+/// (re-check s50 R1). Taking `cost` and giving it back is what `"cost": 0` does: nothing
+/// the caller could not ask for. Only while the key's credits are the ones `period` (read
+/// before the admission) names.
+fn record_credits_taken(
+    state: &AppState,
+    caller: &Actor,
+    principal: &latchkey_core::Principal,
+    period: Option<i64>,
+    cost: u32,
+) {
+    if let Some(meter) = &principal.meter
+        && let Some(period) = period
+        && cost > 0
+        && meter.credit_period() == Some(period)
+    {
+        let taken = u64::from(cost);
+        state
+            .leases
+            .granted(caller.key_id(), principal.key_id, meter, period, taken);
+    }
 }
 
 /// When the verified key expires: `Store::expiry`, on the blocking pool where a read

@@ -505,6 +505,33 @@ async fn a_return_reaches_a_key_whose_user_has_limits_of_its_own() {
 }
 
 /// `POST /v1/leases` of up to 50 credits of `key` by `caller`; the answer.
+/// Re-check s50 R1: a remote verifier admits the request that missed its cache on a `POST
+/// /v1/verify`, and when the route then refuses its extra cost, gives that request's
+/// credit back with its lease's unspent credits: the return takes it, for the caller that
+/// verified only.
+#[tokio::test]
+async fn a_credit_a_verification_took_goes_back_with_the_caller_s_return() {
+    let h = Harness::new();
+    let (service, created) = service_and_limited_key(&h, 100, 100).await;
+    let secret = created["secret"].as_str().unwrap();
+    let id = created["id"].as_str().unwrap();
+    let uri = format!("/v1/keys/{id}");
+    let verify = json!({"key": secret, "client_ip": "10.1.2.3"});
+    let answer = h.post_as(&service, "/v1/verify", verify.clone()).await;
+    assert_eq!(answer["valid"], true, "{answer}");
+    let (_, other) = h.user_with_key("svc2", &["latchkey:verify"]).await;
+    assert_eq!(give_back(&h, &other, id, 1).await["returned"], 0);
+    assert_eq!(give_back(&h, &service, id, 5).await, json!({"returned": 1}));
+    assert_eq!(h.get(&uri).await.ok(200)["credits"]["remaining"], 100);
+    assert_eq!(give_back(&h, &service, id, 1).await["returned"], 0);
+    // A refused verification took nothing, and gives nothing back.
+    let outside = json!({"key": secret, "client_ip": "192.0.2.1"});
+    let answer = h.post_as(&service, "/v1/verify", outside).await;
+    assert_eq!(answer["code"], "ip_not_allowed", "{answer}");
+    assert_eq!(give_back(&h, &service, id, 1).await["returned"], 0);
+    assert_eq!(h.get(&uri).await.ok(200)["credits"]["remaining"], 100);
+}
+
 async fn lease_credits(h: &Harness, caller: &str, key: &str) -> Value {
     let body = json!({"key": key, "buckets": [{"kind": "credits", "want": 50}]});
     h.post_as(caller, "/v1/leases", body).await
