@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -63,6 +64,10 @@ pub(crate) const MAX_CONNECTIONS: usize = 4096;
 /// streams of many apps behind one NAT address are not held to it (review s49 M2).
 pub(crate) const MAX_CONNECTIONS_PER_PEER: usize = 512;
 
+/// How long a connection that has sent no request yet keeps its place against newer
+/// ones in a full listener: time for a real client's request, or TLS handshake, to come.
+pub(crate) const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+
 /// The largest request head (request line and headers): past it, 431. Also what a
 /// connection buffers (hyper's default would be about 400 KiB).
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -99,7 +104,7 @@ impl Listener {
                         };
                         let slot = match Arc::clone(&open).try_acquire_owned() {
                             Ok(slot) => slot,
-                            Err(_) => match waiting.oldest_out() {
+                            Err(_) => match waiting.oldest_out(EVICTABLE_AFTER) {
                                 Some(slot) => slot,
                                 None => {
                                     // Dropped: closed at once. At DEBUG: a flood is no news
@@ -183,19 +188,26 @@ impl Connection {
     {
         let peer = ConnectInfo(self.peer);
         let place = self.place;
-        let app = self
-            .app
-            .map_request(move |mut request: Request<Incoming>| {
-                place.first_request();
-                request.extensions_mut().insert(peer);
-                request
-            })
-            .map_response(|mut response: axum::response::Response| {
+        let app = self.app;
+        let app = tower::service_fn(move |mut request: Request<Incoming>| {
+            let kept = place.first_request();
+            request.extensions_mut().insert(peer);
+            let app = app.clone();
+            async move {
+                let mut response = if kept {
+                    app.oneshot(request).await?
+                } else {
+                    // Closed for a newer connection as this request came: not served (its
+                    // task ends at its next turn, most likely before this is written).
+                    let close = [(http::header::CONNECTION, "close")];
+                    (http::StatusCode::SERVICE_UNAVAILABLE, close).into_response()
+                };
                 response
                     .headers_mut()
                     .insert(http::header::DATE, crate::date::now());
-                response
-            });
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
         let service = TowerToHyperService::new(app);
         let connection = self.http.serve_connection(TokioIo::new(io), service);
         // Header-read timeouts, resets and malformed requests end here; each concerns one
@@ -311,7 +323,8 @@ mod tests {
     }
 
     /// Re-check s49 N3: in a full listener, a new connection takes the place of the oldest
-    /// that has sent nothing, which is closed; the others waiting are kept and served.
+    /// that has sent nothing for `EVICTABLE_AFTER`, which is closed; the others waiting
+    /// are kept and served (review s50 L1: younger ones are never closed for a newer one).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_connection_takes_the_oldest_waiting_ones_place() {
         // One client address, not held to a share of its own here.
@@ -320,6 +333,19 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let second = std::net::TcpStream::connect(addr).unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
+        // Both younger than `EVICTABLE_AFTER`: the newcomer is closed, they are kept.
+        let early = tokio::task::spawn_blocking(move || {
+            let mut early = std::net::TcpStream::connect(addr).unwrap();
+            let _ = early.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            read_to_close(early)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            early, "",
+            "a young waiting connection was closed for a newer one"
+        );
+        tokio::time::sleep(EVICTABLE_AFTER).await;
         let (third, oldest_closed) = tokio::task::spawn_blocking(move || {
             let mut third = std::net::TcpStream::connect(addr).unwrap();
             third

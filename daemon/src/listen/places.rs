@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
@@ -65,6 +66,8 @@ struct WaitingSet {
 /// One waiting connection's place, and how to close it.
 struct Wait {
     slot: OwnedSemaphorePermit,
+    /// When it was accepted.
+    since: Instant,
     /// Its count against its client address, given back with its place.
     _peer_slot: PeerSlot,
     evict: Arc<Notify>,
@@ -77,6 +80,8 @@ pub(super) struct Place {
     id: u64,
     /// Whether a request has come: the line is looked at once.
     asked: AtomicBool,
+    /// Whether it was still in line then (not closed for a newer one).
+    kept: AtomicBool,
     held: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
@@ -100,6 +105,7 @@ impl Waiting {
             id,
             Wait {
                 slot,
+                since: Instant::now(),
                 _peer_slot: peer_slot,
                 evict: Arc::clone(&evict),
             },
@@ -108,14 +114,24 @@ impl Waiting {
             waiting: self.clone(),
             id,
             asked: AtomicBool::new(false),
+            kept: AtomicBool::new(false),
             held: Mutex::new(None),
         };
         (place, evict)
     }
 
-    /// Closes the oldest waiting connection and hands over its place.
-    pub(super) fn oldest_out(&self) -> Option<OwnedSemaphorePermit> {
-        let (_, wait) = self.lock().by_age.pop_first()?;
+    /// Closes the oldest waiting connection and hands over its place, if it has waited
+    /// `min_age` at least: a younger one may be a real client whose request is on its way
+    /// (or whose TLS handshake is; review s50 L1), so a burst of new connections cannot
+    /// close it, and the newcomer is closed instead.
+    pub(super) fn oldest_out(&self, min_age: Duration) -> Option<OwnedSemaphorePermit> {
+        let mut set = self.lock();
+        let (_, oldest) = set.by_age.first_key_value()?;
+        if oldest.since.elapsed() < min_age {
+            return None;
+        }
+        let (_, wait) = set.by_age.pop_first()?;
+        drop(set);
         // Stored if its task is not waiting yet: it ends at its next turn.
         wait.evict.notify_one();
         Some(wait.slot)
@@ -123,16 +139,21 @@ impl Waiting {
 }
 
 impl Place {
-    /// Its first request has come: the place is the connection's own from now on, and no
-    /// longer counts against its address. (Already closed for a newer one: nothing.)
-    pub(super) fn first_request(&self) {
-        if self.asked.swap(true, Ordering::Relaxed) {
-            return;
+    /// A request has come: at the first, the place is the connection's own from now on,
+    /// and no longer counts against its address. `false` when the connection was closed
+    /// for a newer one before its first request could keep its place: that request must
+    /// not be served (review s50 L2: it was, by a handler its task was about to drop).
+    pub(super) fn first_request(&self) -> bool {
+        if self.asked.swap(true, Ordering::AcqRel) {
+            return self.kept.load(Ordering::Acquire);
         }
         let wait = self.waiting.lock().by_age.remove(&self.id);
+        let kept = wait.is_some();
         if let Some(wait) = wait {
             *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(wait.slot);
         }
+        self.kept.store(kept, Ordering::Release);
+        kept
     }
 }
 
@@ -160,6 +181,42 @@ fn client_address(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review s50 L2: a connection closed for a newer one before its first request kept its
+    /// place is told so, for that request and any after; one that kept its place is not
+    /// closed for a newer one.
+    #[tokio::test]
+    async fn a_request_of_a_connection_closed_for_a_newer_one_is_not_served() {
+        let open = Arc::new(tokio::sync::Semaphore::new(2));
+        let (peers, waiting) = (Peers::default(), Waiting::default());
+        let address: IpAddr = "203.0.113.7".parse().unwrap();
+        let mut places = Vec::new();
+        for _ in 0..2 {
+            let slot = Arc::clone(&open).try_acquire_owned().unwrap();
+            let peer_slot = peers.take(address, 8).unwrap();
+            places.push(waiting.enter(slot, peer_slot));
+        }
+        let (first, first_closed) = &places[0];
+        let (second, _) = &places[1];
+        assert!(
+            waiting.oldest_out(Duration::from_secs(3_600)).is_none(),
+            "younger than the age asked"
+        );
+        assert!(second.first_request());
+        let slot = waiting
+            .oldest_out(Duration::ZERO)
+            .expect("the first in line");
+        first_closed.notified().await;
+        assert!(!first.first_request());
+        assert!(!first.first_request());
+        assert!(second.first_request());
+        assert!(
+            waiting.oldest_out(Duration::ZERO).is_none(),
+            "none left in line"
+        );
+        drop(slot);
+        assert_eq!(open.available_permits(), 1);
+    }
 
     #[test]
     fn a_client_is_counted_by_its_ipv4_address_or_its_ipv6_64() {
