@@ -899,6 +899,11 @@ async fn a_cost_close_to_the_credits_left_is_charged_in_one_step() {
         }
     };
     assert_eq!(charge(1_000).await, Ok(()));
+    // A second request, admitted from the lease, whose route's cost is refused: its own
+    // credit goes back. (Charged with no request before it, the refusal would give back a
+    // credit nothing took: since a verification's charge can come back too, re-check s50
+    // R1, the daemon would take it.)
+    within(s.verify(text)).await.unwrap();
     assert!(
         matches!(charge(1_000).await, Err(VerifyError::UsageExceeded { .. })),
         "99 left"
