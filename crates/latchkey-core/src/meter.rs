@@ -810,17 +810,10 @@ impl Drop for Reserving<'_> {
         self.meter.fold_returned();
         drop(self.guard.take());
         while self.meter.has_returned() {
-            match self.meter.reserving.try_lock() {
-                Ok(guard) => {
-                    self.meter.fold_returned();
-                    drop(guard);
-                }
-                Err(TryLockError::Poisoned(poisoned)) => {
-                    self.meter.fold_returned();
-                    drop(poisoned.into_inner());
-                }
-                Err(TryLockError::WouldBlock) => break,
-            }
+            let Some(_guard) = self.meter.try_reserving_guard() else {
+                break;
+            };
+            self.meter.fold_returned();
         }
     }
 }
@@ -855,15 +848,19 @@ impl CreditMeter {
 
     /// The reservation lock, unless another holds it.
     fn try_lock_reserving(&self) -> Option<Reserving<'_>> {
-        let guard = match self.reserving.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
         Some(Reserving {
             meter: self,
-            guard: Some(guard),
+            guard: Some(self.try_reserving_guard()?),
         })
+    }
+
+    /// The bare reservation lock, unless another holds it (a poisoned one is taken).
+    fn try_reserving_guard(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.reserving.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     fn returned(&self) -> MutexGuard<'_, (u64, i64)> {
