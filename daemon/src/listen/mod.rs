@@ -256,6 +256,14 @@ mod tests {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// Sends a request on `socket` that asks to close it, and reads what the server sent
+    /// before it closed (nothing for a connection it closed at once).
+    fn asked_once(mut socket: std::net::TcpStream) -> String {
+        socket.set_nonblocking(false).unwrap();
+        let _ = socket.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        read_to_close(socket)
+    }
+
     /// Sends a request on `socket` and reads its answer, keeping the connection open.
     fn kept_alive(mut socket: std::net::TcpStream) -> std::net::TcpStream {
         socket.set_nonblocking(false).unwrap();
@@ -300,9 +308,7 @@ mod tests {
         .await
         .unwrap();
         let answer = tokio::task::spawn_blocking(move || {
-            let mut third = std::net::TcpStream::connect(addr).unwrap();
-            let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            read_to_close(third)
+            asked_once(std::net::TcpStream::connect(addr).unwrap())
         })
         .await
         .unwrap();
@@ -310,10 +316,7 @@ mod tests {
         drop(busy);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let answer = tokio::task::spawn_blocking(move || {
-            let mut next = std::net::TcpStream::connect(addr).unwrap();
-            next.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            read_to_close(next)
+            asked_once(std::net::TcpStream::connect(addr).unwrap())
         })
         .await
         .unwrap();
@@ -335,9 +338,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Both younger than `EVICTABLE_AFTER`: the newcomer is closed, they are kept.
         let early = tokio::task::spawn_blocking(move || {
-            let mut early = std::net::TcpStream::connect(addr).unwrap();
-            let _ = early.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            read_to_close(early)
+            asked_once(std::net::TcpStream::connect(addr).unwrap())
         })
         .await
         .unwrap();
@@ -347,25 +348,16 @@ mod tests {
         );
         tokio::time::sleep(EVICTABLE_AFTER).await;
         let (third, oldest_closed) = tokio::task::spawn_blocking(move || {
-            let mut third = std::net::TcpStream::connect(addr).unwrap();
-            third
-                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            (read_to_close(third), closed_unanswered(oldest))
+            let third = asked_once(std::net::TcpStream::connect(addr).unwrap());
+            (third, closed_unanswered(oldest))
         })
         .await
         .unwrap();
         assert!(third.starts_with("HTTP/1.1 200"), "{third}");
         assert!(oldest_closed, "the oldest waiting connection was kept");
-        let second = tokio::task::spawn_blocking(move || {
-            let mut second = second;
-            second
-                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            read_to_close(second)
-        })
-        .await
-        .unwrap();
+        let second = tokio::task::spawn_blocking(move || asked_once(second))
+            .await
+            .unwrap();
         assert!(second.starts_with("HTTP/1.1 200"), "{second}");
     }
 
@@ -391,16 +383,12 @@ mod tests {
             idle.push(from("127.0.0.1").await);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let request = |mut socket: std::net::TcpStream| {
-            socket.set_nonblocking(false).unwrap();
-            let _ = socket.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            read_to_close(socket)
-        };
         let same = from("127.0.0.1").await;
         let other = from("127.0.0.2").await;
-        let (same, other) = tokio::task::spawn_blocking(move || (request(same), request(other)))
-            .await
-            .unwrap();
+        let (same, other) =
+            tokio::task::spawn_blocking(move || (asked_once(same), asked_once(other)))
+                .await
+                .unwrap();
         assert_eq!(same, "", "a fourth connection from one address was served");
         assert!(other.starts_with("HTTP/1.1 200"), "{other}");
         // A connection closed gives its address its slot back, and so does one whose
@@ -412,7 +400,7 @@ mod tests {
             .await
             .unwrap();
         let again = from("127.0.0.1").await;
-        let again = tokio::task::spawn_blocking(move || request(again))
+        let again = tokio::task::spawn_blocking(move || asked_once(again))
             .await
             .unwrap();
         assert!(again.starts_with("HTTP/1.1 200"), "{again}");
