@@ -202,7 +202,7 @@ pub(crate) async fn show(
     responses(
         (status = 200, description = "The changed key", body = Key),
         InvalidField, StrongerKey, NoSuchKey,
-        (status = 409, description = "Enabling or disabling a revoked key (`key_revoked`), or disabling the last active key that holds `*`, setting its credits to 0 or giving it a rate limit slower than once a minute (`last_admin_key`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Enabling or disabling a revoked key (`key_revoked`), or disabling the last active key that holds `*`, giving it credits or a rate limit slower than once a minute (`last_admin_key`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn update(

@@ -302,11 +302,22 @@ async fn the_last_admin_key_cannot_be_taken_away() {
             format!("/v1/keys/{admin_key}"),
             Some(json!({"enabled": false})),
         ),
-        // Credits at 0 refuse it as surely as disabling it would.
+        // Credits at 0 refuse it as surely as disabling it would, and credits of any amount
+        // once they are spent.
         (
             "PATCH",
             format!("/v1/keys/{admin_key}"),
             Some(json!({"credits": {"remaining": 0}})),
+        ),
+        (
+            "PATCH",
+            format!("/v1/keys/{admin_key}"),
+            Some(json!({"credits": {"remaining": 1}})),
+        ),
+        (
+            "PATCH",
+            format!("/v1/keys/{admin_key}"),
+            Some(json!({"credits": {"remaining": 1_000_000}})),
         ),
         (
             "PATCH",
@@ -362,9 +373,6 @@ async fn the_last_admin_key_cannot_be_taken_away() {
     .await
     .ok(200);
     let uri = format!("/v1/keys/{admin_key}");
-    h.patch(&uri, json!({"credits": {"remaining": 1}}))
-        .await
-        .ok(200);
     h.patch(&uri, json!({"credits": null})).await.ok(200);
     let once_a_minute = json!([{"name": "m", "limit": 5, "window_seconds": 300}]);
     h.patch(&uri, json!({"rate_limits": once_a_minute}))
@@ -377,8 +385,8 @@ async fn the_last_admin_key_cannot_be_taken_away() {
     h.patch("/v1/users/admin", json!({"rate_limits": []}))
         .await
         .ok(200);
-    // A second `*` key its usage control stops counts for none: its credits at 0, a rate
-    // limit of its own or of its user's slower than once a minute.
+    // A second `*` key its usage control can stop counts for none: credits (spent or not),
+    // a rate limit of its own or of its user's slower than once a minute.
     h.user("admin2", &[]).await;
     h.patch("/v1/users/admin2", json!({"add_groups": ["root"]}))
         .await
@@ -386,6 +394,7 @@ async fn the_last_admin_key_cannot_be_taken_away() {
     let slow = json!([{"name": "slow", "limit": 1, "window_seconds": 2_678_400}]);
     for (name, controls) in [
         ("spent", json!({"credits": {"remaining": 0}})),
+        ("metered", json!({"credits": {"remaining": 1_000_000}})),
         ("slow", json!({"rate_limits": slow})),
     ] {
         let mut body = json!({"name": name, "user_id": "admin2"});

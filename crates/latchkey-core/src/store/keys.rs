@@ -315,11 +315,11 @@ impl Store {
     /// Changes a key's name, description, enabled flag or usage control. Enabling or disabling
     /// a revoked key is a `Conflict::KeyRevoked` (its revocation is final, and its status
     /// stays `revoked` whatever the flag); disabling the last active key that holds `*`,
-    /// setting its credits to 0 (which refuses it until a refill, if any) or giving it a rate
-    /// limit slower than once a minute is a `Conflict::LastAdminKey`. A change that changes
+    /// giving it credits (spent by use, they would refuse it until a refill, if any) or a
+    /// rate limit slower than once a minute is a `Conflict::LastAdminKey`. A change that changes
     /// nothing writes nothing.
     pub fn update_key(&self, actor: &Actor, id: Uuid, patch: KeyPatch) -> Result<Key, StoreError> {
-        let stops = matches!(patch.credits, Some(CreditsPatch::Set { remaining: 0, .. }))
+        let stops = matches!(patch.credits, Some(CreditsPatch::Set { .. }))
             || patch.rate_limits.as_deref().is_some_and(stalls);
         let guard = || {
             if patch.enabled == Some(false) || stops {

@@ -5,9 +5,10 @@
 //! do too: only `*` covers `*`) and its user belongs to no tenant: a tenant-bound `*` key
 //! manages its tenant only (no other tenant, no backup, no change feed, no global user), so
 //! it does not count. A key is active when it is enabled, unrevoked, unexpired and its user
-//! exists and is enabled. A key its usage control stops counts for none: its credits at 0
-//! (until a refill, if any), or a rate limit of its own or its user's that lets it through
-//! less than once a minute ([`stalls`]). Every write that can take `*` away from a key
+//! exists and is enabled. A key its usage control can stop counts for none: credits of any
+//! amount (spent by use, they refuse it until a refill, if any, which may be a month away),
+//! or a rate limit of its own or its user's that lets it through less than once a minute
+//! ([`stalls`]). Every write that can take `*` away from a key
 //! (revoking or disabling it, stopping it so; disabling, narrowing or deleting its user;
 //! narrowing or deleting its group) first asks, cheaply,
 //! whether its target holds `*` at all; only then does it list the admin keys, before its
@@ -61,13 +62,11 @@ impl AdminKeys {
     }
 }
 
-/// Whether a key's usage control stops it from managing the store: its `controls` leave it
-/// no credits now, or its own or its user's rate limits [`stall`](stalls).
-fn stopped(controls: Option<&ControlsRecord>, user_limits: &[RateLimit], now: i128) -> bool {
-    let spent = controls
-        .and_then(|c| c.credits)
-        .is_some_and(|credits| credits.current(now).remaining == 0);
-    spent || controls.is_some_and(|c| stalls(&c.rate_limits)) || stalls(user_limits)
+/// Whether a key's usage control can stop it from managing the store: it is metered (its
+/// credits, however many, run out by use), or its own or its user's rate limits
+/// [`stall`](stalls).
+fn stopped(controls: Option<&ControlsRecord>, user_limits: &[RateLimit]) -> bool {
+    controls.is_some_and(|c| c.credits.is_some() || stalls(&c.rate_limits)) || stalls(user_limits)
 }
 
 /// Whether `limits` would leave a key waiting more than a minute between requests once its
@@ -130,7 +129,7 @@ impl Store {
                 let controls = self.get::<ControlsRecord>(&layout::key_controls(&public))?;
                 if record.status(now) == KeyStatus::Active
                     && scopes_hold_everything(record.scopes.as_ref())
-                    && !stopped(controls.as_ref(), &[], now.unix_timestamp_nanos())
+                    && !stopped(controls.as_ref(), &[])
                 {
                     keys.push(public);
                     found += 1;
@@ -198,11 +197,7 @@ fn is_admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<bool> {
     }
     let controls = tx.get::<ControlsRecord>(&layout::key_controls(public))?;
     let user_limits = user_limits_in(tx, user.id)?;
-    Ok(!stopped(
-        controls.as_ref(),
-        &user_limits,
-        tx.now.unix_timestamp_nanos(),
-    ))
+    Ok(!stopped(controls.as_ref(), &user_limits))
 }
 
 fn scopes_hold_everything(scopes: Option<&PermissionSet>) -> bool {
