@@ -168,6 +168,11 @@ impl Fields {
             .map_or("", |(_, v)| v.trim())
     }
 
+    /// Whether the form has field `name`, blank or not.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
     /// Field `name`, `None` when absent or blank.
     pub(crate) fn optional(&self, name: &str) -> Option<String> {
         Some(self.get(name))

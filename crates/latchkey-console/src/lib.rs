@@ -28,12 +28,14 @@
 //! - `client`: the in-process calls to the admin router, with the browser's address
 //!   (`origin`); `verify`: a session's key checked as the API's layer does, its use not
 //!   counted; `extract`: the request extractors; `errors`: the error pages.
-//! - `pages/`: one file per page; `assets`: the stylesheet and the small script.
+//! - `pages/`: one file per page; `edits`: what an editor changed against what its page
+//!   showed; `assets`: the stylesheet and the small script.
 
 mod assets;
 mod client;
 mod cookies;
 mod csrf;
+mod edits;
 mod errors;
 mod extract;
 mod fetch_site;

@@ -1508,3 +1508,79 @@ async fn a_user_s_page_edits_revokes_and_deletes_it_and_a_group_s_page_deletes_t
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// An editor sends only what it changed against what its page showed: a group and a
+/// permission taken from a user, and a permission taken from a group, through the API after
+/// their pages were shown, stay taken when those pages are saved for another change.
+#[tokio::test]
+async fn an_editor_saved_after_a_change_elsewhere_keeps_that_change() {
+    let app = App::new(false);
+    let ops = app.group("ops", &["orders:read", "orders:write"]).await;
+    app.group("audit", &["reports:read"]).await;
+    app.key_of_new_user(json!({
+        "name": "svc",
+        "groups": ["ops", "audit"],
+        "permissions": ["a:read", "b:read"],
+    }))
+    .await;
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let (_, user_page) = app.get("/ui/users/svc", Some(&session)).await;
+    let group_path = format!("/ui/groups/{ops}");
+    let (_, group_page) = app.get(&group_path, Some(&session)).await;
+
+    // Meanwhile, elsewhere:
+    for (path, body) in [
+        (
+            "/v1/users/svc".to_owned(),
+            json!({"remove_groups": ["audit"], "remove_permissions": ["b:read"]}),
+        ),
+        (
+            format!("/v1/groups/{ops}"),
+            json!({"remove_permissions": ["orders:write"]}),
+        ),
+    ] {
+        let (status, body) = app.api(&app.admin, "PATCH", &path, body).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    // The user's page saved with one permission typed in and one taken out.
+    let form = [
+        ("csrf", csrf.clone()),
+        ("name", "svc".to_owned()),
+        ("groups", "ops\naudit".to_owned()),
+        ("permissions", "b:read\nc:read".to_owned()),
+        ("rate_limits", String::new()),
+        ("shown_groups", hidden(&user_page, "shown_groups")),
+        ("shown_permissions", hidden(&user_page, "shown_permissions")),
+        ("shown_name", hidden(&user_page, "shown_name")),
+        ("shown_rate_limits", hidden(&user_page, "shown_rate_limits")),
+    ];
+    let form = form.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let (answer, html) = app.post("/ui/users/svc", &session, &form).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+    let (_, stored) = app
+        .api(&app.admin, "GET", "/v1/users/svc", Value::Null)
+        .await;
+    assert_eq!(stored["groups"], json!([ops]), "{stored}");
+    assert_eq!(stored["permissions"], json!(["c:read"]), "{stored}");
+
+    // The group's page saved under a new name, its permissions as shown.
+    let form = [
+        ("csrf", csrf.clone()),
+        ("name", "ops2".to_owned()),
+        ("permissions", "orders:read\norders:write".to_owned()),
+        (
+            "shown_permissions",
+            hidden(&group_page, "shown_permissions"),
+        ),
+        ("shown_name", hidden(&group_page, "shown_name")),
+    ];
+    let form = form.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let (answer, html) = app.post(&group_path, &session, &form).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+    let (_, stored) = app
+        .api(&app.admin, "GET", &format!("/v1/groups/{ops}"), Value::Null)
+        .await;
+    assert_eq!(stored["name"], "ops2");
+    assert_eq!(stored["permissions"], json!(["orders:read"]), "{stored}");
+}

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http::Method;
 use latchkey_core::Group;
 
+use crate::edits;
 use crate::errors::UiError;
 use crate::extract::{Posted, Signed};
 use crate::pages::Page;
@@ -45,16 +46,20 @@ struct GroupPage {
     nav: Nav,
     group: Group,
     permissions: String,
+    /// The permissions as shown, space-separated (`edits`).
+    shown_permissions: String,
 }
 
 /// `GET /ui/groups/{id}`: the permission editor.
 pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Response, UiError> {
     let group: Group = signed.get(&format!("/v1/groups/{}", segment(&id))).await?;
     let permissions = super::lines(group.permissions.iter().map(|p| p.as_str()));
+    let shown_permissions = super::words(group.permissions.iter().map(|p| p.as_str()));
     super::render(&GroupPage {
         nav: signed.nav(),
         group,
         permissions,
+        shown_permissions,
     })
 }
 
@@ -65,14 +70,10 @@ pub(crate) async fn delete(Path(id): Path<String>, posted: Posted) -> Result<Res
     super::act(&posted, Method::DELETE, &path, "/ui/groups").await
 }
 
-/// `POST /ui/groups/{id}`: replaces the name and the permissions.
+/// `POST /ui/groups/{id}`: the name and the permissions, each sent only as far as the form
+/// changed it against what the page showed (`edits`).
 pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
-    let mut body = serde_json::json!({
-        "permissions": super::split_list(posted.fields.get("permissions")),
-    });
-    if let Some(name) = posted.fields.optional("name") {
-        body["name"] = name.into();
-    }
+    let body = edits::name_and_permissions(&posted.fields);
     let group: Group = posted
         .signed
         .send(Method::PATCH, &format!("/v1/groups/{}", segment(&id)), body)

@@ -91,6 +91,11 @@ pub(crate) fn lines<'a>(items: impl Iterator<Item = &'a str>) -> String {
     items.collect::<Vec<_>>().join("\n")
 }
 
+/// Items space-separated, as a hidden field keeps what an editor showed (`edits`).
+pub(crate) fn words<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    items.collect::<Vec<_>>().join(" ")
+}
+
 /// Splits a list typed as text (commas, spaces or lines) into its items.
 pub(crate) fn split_list(text: &str) -> Vec<String> {
     text.split(|c: char| c == ',' || c.is_whitespace())

@@ -11,6 +11,7 @@ use latchkey_admin::api::List;
 use latchkey_core::{Group, User};
 use uuid::Uuid;
 
+use crate::edits;
 use crate::errors::UiError;
 use crate::extract::{Posted, Signed};
 use crate::view::{Nav, segment};
@@ -26,8 +27,11 @@ struct UserPage {
     groups_text: String,
     permissions_text: String,
     /// The groups as shown, `name:id` space-separated: a name saved as shown goes back as
-    /// the group it named then, not one that took its name meanwhile.
+    /// the group it named then, not one that took its name meanwhile, and one taken out of
+    /// the editor is removed by its id.
     shown_groups: String,
+    /// The direct permissions as shown, space-separated (`edits`).
+    shown_permissions: String,
 }
 
 fn path(id: &str) -> String {
@@ -50,6 +54,7 @@ pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Respo
         .map(|(id, name)| format!("{name}:{id}"))
         .collect::<Vec<_>>()
         .join(" ");
+    let shown_permissions = super::words(user.permissions.iter().map(|p| p.as_str()));
     super::render(&UserPage {
         nav: signed.nav(),
         user,
@@ -57,6 +62,7 @@ pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Respo
         groups_text,
         permissions_text,
         shown_groups,
+        shown_permissions,
     })
 }
 
@@ -72,30 +78,33 @@ async fn group_names(signed: &Signed) -> HashMap<Uuid, String> {
     }
 }
 
-/// `POST /ui/users/{id}`: replaces the name, the groups, the direct permissions and the
-/// shared rate limits (blank: none).
+/// `POST /ui/users/{id}`: the name, the groups, the direct permissions and the shared rate
+/// limits (blank: none), each sent only as far as the form changed it against what the
+/// page showed (`edits`).
 pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
     let fields = &posted.fields;
     // (Group names hold no `:`.)
-    let shown: HashMap<&str, &str> = fields
+    let shown: Vec<(&str, &str)> = fields
         .get("shown_groups")
         .split_whitespace()
         .filter_map(|pair| pair.split_once(':'))
         .collect();
+    let by_name: HashMap<&str, &str> = shown.iter().copied().collect();
     let groups: Vec<String> = super::split_list(fields.get("groups"))
         .into_iter()
-        .map(|g| shown.get(g.as_str()).map_or(g, |id| (*id).to_owned()))
+        .map(|g| by_name.get(g.as_str()).map_or(g, |id| (*id).to_owned()))
         .collect();
-    let mut body = serde_json::json!({
-        "groups": groups,
-        "permissions": super::split_list(fields.get("permissions")),
-        "rate_limits": serde_json::Value::Null,
-    });
-    if let Some(name) = fields.optional("name") {
-        body["name"] = name.into();
-    }
-    if let Some(limits) = fields.optional("rate_limits") {
-        body["rate_limits"] = crate::usage::rate_limits(&limits)?.into();
+    let shown_groups = fields
+        .has("shown_groups")
+        .then(|| shown.iter().map(|(_, id)| (*id).to_owned()).collect());
+    let mut body = edits::name_and_permissions(fields);
+    edits::list_into(&mut body, "groups", groups, shown_groups);
+    let limits = fields.get("rate_limits");
+    if !fields.has("shown_rate_limits") || fields.get("shown_rate_limits") != limits {
+        body["rate_limits"] = match limits {
+            "" => serde_json::Value::Null,
+            limits => crate::usage::rate_limits(limits)?.into(),
+        };
     }
     // Back by id: the name may have changed.
     let user: User = posted.signed.send(Method::PATCH, &path(&id), body).await?;
