@@ -4,7 +4,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
-use latchkey_core::StoreError;
+use latchkey_core::{StoreError, without_keys};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -272,22 +272,6 @@ impl From<StoreError> for AppError {
             _ => AppError::internal(err),
         }
     }
-}
-
-/// `detail` (or `field`) with every latchkey key's full text in it replaced: it may repeat
-/// a value or a name the request gave (a query parameter, a permission, an unknown
-/// member), and a key pasted there by mistake must not come back in the answer, nor reach
-/// whatever logs it.
-pub(crate) fn without_keys(detail: &str) -> String {
-    let mut shown = String::with_capacity(detail.len());
-    let mut from = 0;
-    for (at, key) in latchkey_core::find_keys(detail) {
-        shown.push_str(&detail[from..at]);
-        shown.push_str("(a key's full text, not shown)");
-        from = at + key.expose().len();
-    }
-    shown.push_str(&detail[from..]);
-    shown
 }
 
 impl IntoResponse for AppError {

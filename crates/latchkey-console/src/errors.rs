@@ -56,7 +56,11 @@ impl UiError {
     /// read): its status and words, for the form to show again; `None` for other errors.
     pub(crate) fn refusal(&self) -> Option<(StatusCode, String)> {
         match self {
-            UiError::BadForm(why) => Some((StatusCode::BAD_REQUEST, why.clone())),
+            // It may repeat what was typed, and a key pasted by mistake is not shown again
+            // (the API's own words are kept so already).
+            UiError::BadForm(why) => {
+                Some((StatusCode::BAD_REQUEST, latchkey_core::without_keys(why)))
+            }
             UiError::Api(problem) => Some((
                 StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST),
                 // The field at fault, when the API names it, so that a form says which.

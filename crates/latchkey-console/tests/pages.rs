@@ -1584,3 +1584,33 @@ async fn an_editor_saved_after_a_change_elsewhere_keeps_that_change() {
     assert_eq!(stored["name"], "ops2");
     assert_eq!(stored["permissions"], json!(["orders:read"]), "{stored}");
 }
+
+/// A key pasted into a field the console reads itself (rate limits) is refused without
+/// being written into the page: not in the field, not in the message that says why.
+#[tokio::test]
+async fn a_key_pasted_into_rate_limits_is_not_shown_in_the_refusal() {
+    let app = App::new(false);
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let once = app.form_token(&session).await;
+    let pasted = format!("10/1m, {}", app.admin);
+    let create = [
+        ("csrf", csrf.as_str()),
+        ("once", &once),
+        ("user", "admin"),
+        ("name", "typed"),
+        ("rate_limits", &pasted),
+    ];
+    let edit = [
+        ("csrf", csrf.as_str()),
+        ("name", "admin"),
+        ("groups", "admin"),
+        ("rate_limits", &pasted),
+    ];
+    for (path, form) in [("/ui/keys", &create[..]), ("/ui/users/admin", &edit[..])] {
+        let (answer, html) = app.post(path, &session, form).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{path}: {html}");
+        assert!(html.contains("rate limits:"), "{path}: {html}");
+        assert!(html.contains("not shown"), "{path}: {html}");
+        assert!(!html.contains(&app.admin), "{path}: the key is shown again");
+    }
+}

@@ -543,6 +543,29 @@ pub fn find_keys<T: AsRef<[u8]> + ?Sized>(text: &T) -> impl Iterator<Item = (usi
     })
 }
 
+/// `text` with every latchkey key's full text in it replaced by `(a key's full text, not
+/// shown)`: for a message that may repeat what a caller typed (a query parameter, a form
+/// field, an unknown member), so that a key pasted there by mistake does not come back in
+/// the answer, nor reach whatever logs it.
+///
+/// ```
+/// use latchkey_core::{ApiKey, Env, Prefix, without_keys};
+/// let key = ApiKey::generate(&Prefix::default(), Env::Live);
+/// let said = without_keys(&format!("no such user: {}", key.expose()));
+/// assert_eq!(said, "no such user: (a key's full text, not shown)");
+/// ```
+pub fn without_keys(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut from = 0;
+    for (at, key) in find_keys(text) {
+        shown.push_str(&text[from..at]);
+        shown.push_str("(a key's full text, not shown)");
+        from = at + key.expose().len();
+    }
+    shown.push_str(&text[from..]);
+    shown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`key`]: the key format `<prefix>_<env>_<id>_<secret><checksum>`; generate, parse,
-//!   checksum, [`find_keys`] for secret scanning.
+//!   checksum, [`find_keys`] for secret scanning and [`without_keys`] to keep keys out of
+//!   messages.
 //! - [`hash`]: keyed BLAKE3 of secrets, compared in constant time; the verify cache's tag.
 //! - [`permission`]: permission strings, wildcard coverage, effective permissions.
 //! - [`model`]: groups, users, keys and the inputs that change them.
@@ -77,7 +78,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use controls::{Credits, CreditsPatch, LimitState, RateLimit, Refill, RefillInterval};
 pub use error::{BoxError, Conflict, Entity, StoreError};
 pub use hash::{HashKey, SecretHash};
-pub use key::{ApiKey, Env, ParseError, Prefix, PublicId, find_keys};
+pub use key::{ApiKey, Env, ParseError, Prefix, PublicId, find_keys, without_keys};
 pub use location::{DatabaseUrl, Location, LocationError};
 pub use meter::{Admission, Admitted, Meter, Reservation, admit, try_admit};
 pub use model::{

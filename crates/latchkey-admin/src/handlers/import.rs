@@ -4,12 +4,12 @@
 use axum::Json;
 use axum::extract::State;
 use latchkey_core::limits::MAX_IMPORT_ITEMS;
-use latchkey_core::{ImportKey, ImportSecret, StoreError};
+use latchkey_core::{ImportKey, ImportSecret, StoreError, without_keys};
 
 use crate::api::import::ImportItem;
 use crate::api::{ImportKeys, ImportReport, Imported, Rejected};
 use crate::caller::{Caller, perm};
-use crate::error::{AppError, Problem, without_keys};
+use crate::error::{AppError, Problem};
 use crate::extract::JsonBody;
 use crate::openapi::problems::NoSuchUser;
 use crate::state::AppState;
