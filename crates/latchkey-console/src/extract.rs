@@ -113,6 +113,7 @@ where
                 });
             }
         };
+        console.sessions.touch(id);
         let signed = Signed {
             session_id: id.to_owned(),
             key: session.key,

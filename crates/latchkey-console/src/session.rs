@@ -136,17 +136,26 @@ impl Sessions {
         id
     }
 
-    /// The live session `id`, touched; `None` when unknown or expired (then removed).
+    /// The live session `id`, not touched (see [`Sessions::touch`]); `None` when unknown or
+    /// expired (then removed).
     pub(crate) fn get(&self, id: &str) -> Option<Session> {
         let now = Instant::now();
         let mut sessions = self.lock();
-        let session = sessions.get_mut(id)?;
+        let session = sessions.get(id)?;
         if session.expired(now) {
             sessions.remove(id);
             return None;
         }
-        session.last_seen = now;
         Some(session.clone())
+    }
+
+    /// Session `id` used now: its idle time starts again. Only once its key has been let
+    /// through from the browser's address: a cookie used where the key is refused (its
+    /// `allowed_ips`) keeps no session alive.
+    pub(crate) fn touch(&self, id: &str) {
+        if let Some(session) = self.lock().get_mut(id) {
+            session.last_seen = Instant::now();
+        }
     }
 
     /// Ends session `id`.
@@ -316,6 +325,19 @@ mod tests {
         assert!(!sessions.use_form(&id, &stale));
         sessions.close(&id);
         assert!(sessions.get(&id).is_none());
+    }
+
+    #[test]
+    fn reading_a_session_does_not_touch_it() {
+        let sessions = Sessions::default();
+        let id = open(&sessions, "k", 0);
+        let seen = || sessions.lock()[&id].last_seen;
+        let opened = seen();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(sessions.get(&id).is_some());
+        assert_eq!(seen(), opened, "read, not touched");
+        sessions.touch(&id);
+        assert!(seen() > opened, "touched");
     }
 
     #[test]
