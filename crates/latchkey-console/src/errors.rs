@@ -22,7 +22,8 @@ pub(crate) enum UiError {
     SessionEnded { secure: bool },
     /// A POST without its CSRF token (or with another one).
     Csrf,
-    /// A POST the browser says came from another site (`Sec-Fetch-Site`): nothing done.
+    /// A request the browser says came from another site (`Sec-Fetch-Site`), not a page
+    /// opened: nothing done.
     CrossSite,
     /// The session's key may not be used from the browser's address (its `allowed_ips`):
     /// the session stays, for an address the key allows.
@@ -191,7 +192,7 @@ impl IntoResponse for UiError {
             UiError::CrossSite => (
                 StatusCode::FORBIDDEN,
                 "Form refused".to_owned(),
-                "The form was sent from another site: nothing was done.".to_owned(),
+                "It was sent from another site: nothing was done. Open the console from its own address.".to_owned(),
             ),
             UiError::IpNotAllowed => (
                 StatusCode::FORBIDDEN,

@@ -1,10 +1,14 @@
-//! Forms posted from another site are refused before anything reads them, on the browser's
+//! Requests from another site are refused before anything reads them, on the browser's
 //! own word: `Sec-Fetch-Site`, which every current browser sends and no page can set.
 //!
 //! The session cookie is `SameSite=Strict` and every form carries the session's token, so
-//! such a form does nothing already; this also stops what needs neither (a sign-in form
-//! posted from a sibling host that planted its own token, a sign-out), and says why. A
-//! request without the header (an older browser, a script) is left to those checks.
+//! a form posted from elsewhere does nothing already; this also stops what needs neither (a
+//! sign-in form posted from a sibling host that planted its own token, a sign-out), and
+//! says why. A page of a sibling host (`same-site`: its requests carry the cookie) may not
+//! load the console's pages as images, scripts or fetches either, each of which would spend
+//! the signed-in key's rate limits and credits (a resource isolation policy); following a
+//! link to the console, from anywhere, opens it. A request without the header (an older
+//! browser, a script) is left to the other checks.
 
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -13,10 +17,11 @@ use http::HeaderMap;
 
 use crate::errors::UiError;
 
-/// Middleware: answers 403 to a request that may change something (not `GET`, `HEAD`,
-/// `OPTIONS` or `TRACE`) which the browser says came from another origin.
+/// Middleware: answers 403 to a request the browser says came from another origin, unless
+/// it opens a page (a `GET` or `HEAD` navigation to a document).
 pub(crate) async fn refuse_cross_site(request: Request, next: Next) -> Response {
-    if !request.method().is_safe() && from_elsewhere(request.headers()) {
+    let headers = request.headers();
+    if from_elsewhere(headers) && !(request.method().is_safe() && opens_a_page(headers)) {
         return UiError::CrossSite.into_response();
     }
     next.run(request).await
@@ -30,6 +35,14 @@ fn from_elsewhere(headers: &HeaderMap) -> bool {
         None => false,
         Some(site) => !matches!(site.as_bytes(), b"same-origin" | b"none"),
     }
+}
+
+/// Whether the browser loads the answer as a page of its own (`Sec-Fetch-Mode: navigate`,
+/// `Sec-Fetch-Dest: document`): a link followed, not a resource another page embeds or
+/// fetches (the console's pages refuse frames anyway).
+fn opens_a_page(headers: &HeaderMap) -> bool {
+    let is = |name: &str, value: &[u8]| headers.get(name).is_some_and(|v| v.as_bytes() == value);
+    is("sec-fetch-mode", b"navigate") && is("sec-fetch-dest", b"document")
 }
 
 #[cfg(test)]
@@ -51,5 +64,20 @@ mod tests {
         assert!(with(Some("same-site")));
         assert!(with(Some("cross-site")));
         assert!(with(Some("elsewhere")));
+    }
+
+    #[test]
+    fn only_a_navigation_to_a_document_opens_a_page() {
+        let with = |mode: &'static str, dest: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("sec-fetch-mode", mode.parse().unwrap());
+            headers.insert("sec-fetch-dest", dest.parse().unwrap());
+            opens_a_page(&headers)
+        };
+        assert!(with("navigate", "document"));
+        assert!(!with("navigate", "iframe"));
+        assert!(!with("no-cors", "image"));
+        assert!(!with("cors", "empty"));
+        assert!(!opens_a_page(&HeaderMap::new()));
     }
 }

@@ -1614,3 +1614,49 @@ async fn a_key_pasted_into_rate_limits_is_not_shown_in_the_refusal() {
         assert!(!html.contains(&app.admin), "{path}: the key is shown again");
     }
 }
+
+/// A page of another site (a sibling host's, whose requests carry the cookie) loading a
+/// console page as an image or a fetch is refused before the page calls the API: the
+/// signed-in key is not used. Following a link from there opens the page.
+#[tokio::test]
+async fn a_page_loaded_by_another_site_is_refused_and_a_link_followed_opens_it() {
+    let app = App::new(false);
+    let key = app.key_with("ops", &["latchkey:keys:read"]).await;
+    let (answer, _) = app.try_sign_in(&key).await;
+    let session = cookie_pair(&answer, "lk_session");
+    let usage_count = || async {
+        let (_, keys) = app
+            .api(&app.admin, "GET", "/v1/keys?user_id=ops", Value::Null)
+            .await;
+        keys["items"][0]["usage_count"].as_u64().unwrap()
+    };
+    let load = |site: &'static str, mode: &'static str, dest: &'static str| {
+        let request = app
+            .request()
+            .uri("/ui/keys")
+            .header(COOKIE, &session)
+            .header("sec-fetch-site", site)
+            .header("sec-fetch-mode", mode)
+            .header("sec-fetch-dest", dest)
+            .body(Body::empty())
+            .unwrap();
+        let console = app.console.clone();
+        async move { read(console.oneshot(request).await.unwrap()).await }
+    };
+    for (site, mode, dest) in [
+        ("same-site", "no-cors", "image"),
+        ("same-site", "cors", "empty"),
+        ("cross-site", "no-cors", "script"),
+        ("same-site", "navigate", "iframe"),
+    ] {
+        let (answer, html) = load(site, mode, dest).await;
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{site} {dest}");
+        assert!(html.contains("sent from another site"), "{html}");
+    }
+    assert_eq!(usage_count().await, 0, "the key was not used");
+    for site in ["same-site", "same-origin"] {
+        let (answer, html) = load(site, "navigate", "document").await;
+        assert_eq!(answer.status(), StatusCode::OK, "{site}: {html}");
+    }
+    assert_eq!(usage_count().await, 2);
+}
