@@ -53,9 +53,16 @@ impl UiError {
         UiError::Internal(e.to_string())
     }
 
-    /// A refusal of what a form said (the API's problem, or a field the console cannot
-    /// read): its status and words, for the form to show again; `None` for other errors.
+    /// A refusal of what a form said (the API's 4xx problem, or a field the console cannot
+    /// read): its status and words, for the form to show again; `None` for other errors,
+    /// and for the API's 5xx (a write that may have been done: its form is not offered
+    /// again, which would invite a second key).
     pub(crate) fn refusal(&self) -> Option<(StatusCode, String)> {
+        self.said().filter(|(status, _)| status.is_client_error())
+    }
+
+    /// The status and words of a form's error or the API's problem.
+    fn said(&self) -> Option<(StatusCode, String)> {
         match self {
             // It may repeat what was typed, and a key pasted by mistake is not shown again
             // (the API's own words are kept so already).
@@ -210,7 +217,7 @@ impl IntoResponse for UiError {
                 "This form was already submitted, or is too old: nothing was done, and a secret is never shown twice. Open the form again.".to_owned(),
             ),
             UiError::BadForm(_) | UiError::Api(_) => {
-                let (status, detail) = self.refusal().unwrap_or_default();
+                let (status, detail) = self.said().unwrap_or_default();
                 let title = match &self {
                     UiError::Api(problem) => problem.title.clone(),
                     _ => "Bad form".to_owned(),

@@ -162,5 +162,25 @@ mod tests {
             Some((StatusCode::BAD_REQUEST, "x".to_owned()))
         );
         assert!(UiError::Resubmitted.refusal().is_none());
+        let problem = |status: u16| {
+            UiError::Api(Box::new(latchkey_admin::Problem {
+                type_: "urn:latchkey:problem:x".into(),
+                title: "X".into(),
+                status,
+                code: "x".into(),
+                detail: "said".into(),
+                field: None,
+                retry_after: None,
+                limit: None,
+                permission: None,
+            }))
+        };
+        assert_eq!(
+            problem(409).refusal(),
+            Some((StatusCode::CONFLICT, "said".to_owned()))
+        );
+        // A write that may have been done is not offered again.
+        assert!(problem(503).refusal().is_none());
+        assert!(problem(500).refusal().is_none());
     }
 }
