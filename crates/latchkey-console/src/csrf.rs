@@ -2,6 +2,23 @@
 
 use crate::errors::UiError;
 
+/// A session's token as a page holds it to write into its forms: shown by `Display`, left
+/// out by `Debug`.
+#[derive(Clone, Default)]
+pub(crate) struct Token(pub(crate) String);
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
 /// The form field that carries the token.
 pub(crate) const FIELD: &str = "csrf";
 

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::csrf;
 use crate::extract::Signed;
 
 /// The header of every signed-in page: who is signed in, and which sections and actions
@@ -15,7 +16,7 @@ pub(crate) struct Nav {
     pub(crate) signed_in: bool,
     pub(crate) user_name: String,
     pub(crate) prefix: String,
-    pub(crate) csrf: String,
+    pub(crate) csrf: csrf::Token,
     /// The key's effective permissions (none on the sign-in and error pages).
     permissions: PermissionSet,
     /// Whether the key's user is bound to a tenant: it reads groups and assigns them, but
@@ -29,7 +30,7 @@ impl Nav {
             signed_in: true,
             user_name: signed.principal.user_name.clone(),
             prefix: signed.principal.prefix.clone(),
-            csrf: signed.csrf.clone(),
+            csrf: csrf::Token(signed.csrf.clone()),
             permissions: signed.principal.permissions.clone(),
             tenant_bound: signed.principal.tenant_id.is_some(),
         }
@@ -138,4 +139,22 @@ pub(crate) fn actor(actor: &Option<Uuid>) -> String {
 /// `selected` when an option's `value` is the `current` one.
 pub(crate) fn selected(current: &str, value: &str) -> &'static str {
     if current == value { "selected" } else { "" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_leaves_out_the_csrf_token() {
+        let nav = Nav {
+            signed_in: true,
+            user_name: "ops".into(),
+            csrf: csrf::Token("the-session-token".into()),
+            ..Nav::default()
+        };
+        let shown = format!("{nav:?}");
+        assert!(shown.contains("ops"), "{shown}");
+        assert!(!shown.contains("the-session-token"), "{shown}");
+    }
 }
