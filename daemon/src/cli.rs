@@ -234,6 +234,11 @@ pub struct ServeArgs {
     /// Do not serve the web console at /ui
     #[arg(long, env = "LATCHKEY_NO_UI", value_parser = BoolishValueParser::new())]
     pub no_ui: bool,
+    /// Browsers reach the web console over HTTPS through a TLS-terminating proxy in front
+    /// (with --insecure-http): its cookies are Secure and __Host- prefixed, and it sends
+    /// Strict-Transport-Security, as when the daemon serves HTTPS itself
+    #[arg(long, env = "LATCHKEY_CONSOLE_HTTPS", value_parser = BoolishValueParser::new())]
+    pub console_https: bool,
     /// Should `serve` initialise the store, write its admin key to this new file (mode
     /// 0600) instead of printing it
     #[arg(long, env = "LATCHKEY_ADMIN_KEY_FILE", value_name = "FILE")]

@@ -39,6 +39,10 @@ pub struct ServeConfig {
     pub metrics: MetricsServing,
     /// Serve the web console at `/ui` (`--no-ui` turns it off).
     pub ui: bool,
+    /// Browsers reach the console over HTTPS through a TLS-terminating proxy in front
+    /// (`--console-https`): its cookies are `Secure` and `__Host-` prefixed, and HSTS is
+    /// sent, as they are when `tls` is set.
+    pub console_https: bool,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -52,6 +56,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("tls", &self.tls.is_some())
             .field("metrics", &self.metrics)
             .field("ui", &self.ui)
+            .field("console_https", &self.console_https)
             .finish()
     }
 }
@@ -82,6 +87,7 @@ impl ServeConfig {
             tls: None,
             metrics: MetricsServing::Public,
             ui: true,
+            console_https: false,
         }
     }
 }
@@ -99,8 +105,8 @@ pub fn app(store: Store, request_timeout: Duration) -> Router {
     layered(latchkey_admin::router(store), timing)
 }
 
-/// The request timeout, and whether the daemon serves TLS (for the console's headers on
-/// what the timeout answers under `/ui`).
+/// The request timeout, and whether browsers use HTTPS (the daemon's TLS or a proxy's:
+/// for the console's headers on what the timeout answers under `/ui`).
 #[derive(Debug, Clone, Copy)]
 struct Timing {
     limit: Duration,
@@ -216,7 +222,7 @@ pub async fn run(
         let console = latchkey_console::router(
             config.store.clone(),
             routers.api.clone(),
-            latchkey_console::ConsoleConfig::new(config.tls.is_some()),
+            latchkey_console::ConsoleConfig::new(config.tls.is_some() || config.console_https),
         );
         routers.api = routers.api.merge(console);
     }
@@ -230,7 +236,7 @@ pub async fn run(
             app,
             Timing {
                 limit: config.request_timeout,
-                tls: config.tls.is_some(),
+                tls: config.tls.is_some() || config.console_https,
             },
         ),
         tls: config.tls.clone(),

@@ -119,6 +119,7 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         tls,
         metrics,
         ui: !args.no_ui,
+        console_https: args.console_https,
         ..ServeConfig::new(store)
     };
     crate::run(config, listener, shutdown).await

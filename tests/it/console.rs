@@ -586,3 +586,36 @@ fn a_real_key_s_sign_ins_are_logged_once_a_second_at_most() {
         "{lines} lines for {tries} tries in {seconds} s: {log}"
     );
 }
+
+/// Behind a TLS-terminating proxy (`--console-https`, the daemon speaking plain HTTP), the
+/// console's cookies are `Secure` and `__Host-` prefixed and HSTS is sent, as when the
+/// daemon serves HTTPS (review s51 L3); without it, plain names for `/ui` and no HSTS.
+#[test]
+fn console_https_gives_the_cookies_their_prefix_behind_a_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxied =
+        crate::harness::Daemon::start_with(&dir.path().join("store"), &["--console-https"]);
+    let plain = Fixture::new();
+    for (daemon, secure) in [(&proxied, true), (&plain.daemon, false)] {
+        let answer = daemon.http("GET", "/ui/signin", None, None);
+        assert_eq!(answer.status, 200, "{answer:#?}");
+        let cookie = answer.headers["set-cookie"].to_str().unwrap();
+        let parts: Vec<&str> = cookie.split("; ").collect();
+        let hsts = answer.headers.get("strict-transport-security");
+        if secure {
+            assert!(cookie.starts_with("__Host-lk_signin="), "{cookie}");
+            assert!(
+                parts.contains(&"Secure") && parts.contains(&"Path=/"),
+                "{cookie}"
+            );
+            assert!(hsts.is_some(), "{answer:#?}");
+        } else {
+            assert!(cookie.starts_with("lk_signin="), "{cookie}");
+            assert!(
+                !parts.contains(&"Secure") && parts.contains(&"Path=/ui"),
+                "{cookie}"
+            );
+            assert!(hsts.is_none(), "{answer:#?}");
+        }
+    }
+}

@@ -3,10 +3,12 @@
 use http::HeaderMap;
 use http::header::COOKIE;
 
-/// A cookie of the console. Under TLS its name carries the `__Secure-` prefix, which a
-/// browser accepts only from a secure origin and with `Secure` set: a cookie planted over
-/// plain HTTP (a network attacker answering `http://` for the host, or a sibling site
-/// without TLS) cannot stand in for it. Without TLS the plain name is used.
+/// A cookie of the console. Over HTTPS its name carries the `__Host-` prefix, which a
+/// browser accepts only from a secure origin, with `Secure`, `Path=/` and no `Domain`: a
+/// cookie planted over plain HTTP (a network attacker answering `http://` for the host),
+/// or by a sibling host for the parent domain, cannot stand in for it, nor sit beside it
+/// on a longer path to lock the user out (see [`get`]). Over plain HTTP the plain name is
+/// used, with `Path=/ui`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Name {
     plain: &'static str,
@@ -22,19 +24,19 @@ impl Name {
 /// The session cookie.
 pub(crate) const SESSION: Name = Name {
     plain: "lk_session",
-    secure: "__Secure-lk_session",
+    secure: "__Host-lk_session",
 };
 /// The sign-in form's CSRF cookie, set by the form, checked by its POST.
 pub(crate) const SIGNIN: Name = Name {
     plain: "lk_signin",
-    secure: "__Secure-lk_signin",
+    secure: "__Host-lk_signin",
 };
 
 /// The value of cookie `name` as it is named under TLS or not (`secure`), if the request
 /// has it once. A request with two values of it has none: a browser sends every cookie
 /// that matches, the one with the longest path first, so a second one was set by someone
-/// else (a sibling host may set one for the parent domain and a longer path, even
-/// `__Secure-` prefixed), and taking either would let them choose the session.
+/// else (over plain HTTP, a sibling host may set one for the parent domain and a longer
+/// path), and taking either would let them choose the session.
 pub(crate) fn get(headers: &HeaderMap, name: Name, secure: bool) -> Option<&str> {
     let name = name.of(secure);
     let mut values = headers
@@ -49,12 +51,13 @@ pub(crate) fn get(headers: &HeaderMap, name: Name, secure: bool) -> Option<&str>
     values.all(|v| v == first).then_some(first)
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Path=/ui, and under TLS (`secure`)
-/// `Secure` and the prefixed name; `max_age` in seconds, or a browser-session cookie when
-/// `None`.
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, and over HTTPS (`secure`) the prefixed
+/// name, `Path=/` (as the prefix demands; the API ignores cookies) and `Secure`, else
+/// `Path=/ui`; `max_age` in seconds, or a browser-session cookie when `None`.
 pub(crate) fn set(name: Name, value: &str, secure: bool, max_age: Option<u64>) -> String {
+    let path = if secure { "/" } else { "/ui" };
     let name = name.of(secure);
-    let mut cookie = format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/ui");
+    let mut cookie = format!("{name}={value}; HttpOnly; SameSite=Strict; Path={path}");
     if let Some(age) = max_age {
         cookie.push_str(&format!("; Max-Age={age}"));
     }
@@ -86,7 +89,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             COOKIE,
-            "__Secure-lk_session=planted; __Secure-lk_session=own"
+            "__Host-lk_session=planted; __Host-lk_session=own"
                 .parse()
                 .unwrap(),
         );
@@ -98,14 +101,16 @@ mod tests {
         assert_eq!(get(&headers, SESSION, false), Some("same"));
     }
 
-    /// Under TLS only the prefixed name counts: a plain-named cookie (planted over HTTP)
-    /// is not read.
+    /// Over HTTPS only the `__Host-` name counts: a plain-named cookie (planted over HTTP)
+    /// or a `__Secure-` one (which a sibling host can set) is not read.
     #[test]
     fn under_tls_only_the_prefixed_name_is_read() {
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, "lk_session=planted".parse().unwrap());
         assert_eq!(get(&headers, SESSION, true), None);
-        headers.insert(COOKIE, "__Secure-lk_session=real".parse().unwrap());
+        headers.insert(COOKIE, "__Secure-lk_session=planted".parse().unwrap());
+        assert_eq!(get(&headers, SESSION, true), None);
+        headers.insert(COOKIE, "__Host-lk_session=real".parse().unwrap());
         assert_eq!(get(&headers, SESSION, true), Some("real"));
     }
 
@@ -113,7 +118,7 @@ mod tests {
     fn flags() {
         assert_eq!(
             set(SESSION, "x", true, None),
-            "__Secure-lk_session=x; HttpOnly; SameSite=Strict; Path=/ui; Secure"
+            "__Host-lk_session=x; HttpOnly; SameSite=Strict; Path=/; Secure"
         );
         assert_eq!(
             set(SESSION, "x", false, None),

@@ -10,7 +10,7 @@
 //!
 //! - Sign-in with an API key that may read a section of the console opens a server-side
 //!   session ([`session`]): a random id in an HttpOnly, SameSite=Strict cookie scoped to
-//!   `/ui` (Secure under TLS), expiring after 30 idle minutes and at most 12 hours, at most
+//!   `/ui` (over HTTPS `__Host-` prefixed, Secure, for `/`), expiring after 30 idle minutes and at most 12 hours, at most
 //!   [`session::MAX_SESSIONS`] at a time and [`session::MAX_SESSIONS_PER_USER`] per user.
 //!   The key is held in memory only and is never rendered.
 //! - Every form carries the session's CSRF token (`csrf.rs`), checked on every POST; the

@@ -16,13 +16,14 @@ use crate::{assets, headers};
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct ConsoleConfig {
-    /// Mark cookies `Secure` and send `Strict-Transport-Security`: set it when the daemon
-    /// serves HTTPS.
+    /// Browsers reach the console over HTTPS: cookies are `Secure`, `__Host-` prefixed and
+    /// for `Path=/`, and `Strict-Transport-Security` is sent. Set it when the daemon serves
+    /// HTTPS, or a TLS-terminating proxy does in front of it.
     pub secure_cookies: bool,
 }
 
 impl ConsoleConfig {
-    /// A config; `secure_cookies` when served over TLS.
+    /// A config; `secure_cookies` when browsers use HTTPS.
     pub fn new(secure_cookies: bool) -> ConsoleConfig {
         ConsoleConfig { secure_cookies }
     }

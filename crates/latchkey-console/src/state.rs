@@ -16,6 +16,6 @@ pub(crate) struct Console {
     pub(crate) store: Store,
     /// The signed-in sessions.
     pub(crate) sessions: Arc<Sessions>,
-    /// Whether cookies carry `Secure` (the daemon serves TLS).
+    /// Whether cookies carry `Secure` and the `__Host-` prefix (browsers use HTTPS).
     pub(crate) secure: bool,
 }

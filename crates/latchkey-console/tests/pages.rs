@@ -32,7 +32,7 @@ struct App {
     api: Router,
     console: Router,
     admin: String,
-    /// Served as under TLS: the cookies carry `Secure` and the `__Secure-` prefix.
+    /// Served as over HTTPS: the cookies carry `Secure` and the `__Host-` prefix.
     secure: bool,
 }
 
@@ -64,7 +64,7 @@ impl App {
     /// The name of the console's cookie `plain` as this console names it.
     fn cookie(&self, plain: &str) -> String {
         if self.secure {
-            format!("__Secure-{plain}")
+            format!("__Host-{plain}")
         } else {
             plain.to_owned()
         }
@@ -442,13 +442,13 @@ async fn key_events(app: &App, key: &str, session: &str) -> String {
 async fn the_session_cookie_flags() {
     let app = App::new(true);
     let (_, set, _) = app.sign_in(&app.admin).await;
-    for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Secure"] {
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
         assert!(set.split("; ").any(|part| part == flag), "{flag} in {set}");
     }
-    assert!(set.starts_with("__Secure-lk_session="), "{set}");
+    assert!(set.starts_with("__Host-lk_session="), "{set}");
     // A plain-named cookie (planted over HTTP) with the session's value is not a session.
     let (session, _, _) = app.sign_in(&app.admin).await;
-    let planted = session.trim_start_matches("__Secure-");
+    let planted = session.trim_start_matches("__Host-");
     let (answer, _) = app.get("/ui/keys", Some(planted)).await;
     assert_eq!(answer.status(), StatusCode::SEE_OTHER);
     assert_eq!(
@@ -460,6 +460,7 @@ async fn the_session_cookie_flags() {
     let (_, set, _) = plain.sign_in(&plain.admin).await;
     assert!(!set.contains("Secure"), "{set}");
     assert!(set.starts_with("lk_session="), "{set}");
+    assert!(set.split("; ").any(|part| part == "Path=/ui"), "{set}");
 }
 
 /// `latchkey_console_sign_ins_total{outcome}` as the API's `/metrics` shows it. The count
