@@ -369,7 +369,7 @@ fn the_console_in_a_real_browser() {
         // Search and filter.
         f.key("billing", "other thing", &[]);
         f.key("billing", "partner sync", &["--env", "test"]);
-        f.key("auditor", "weekly report", &[]);
+        let (_, weekly) = f.key("auditor", "weekly report", &[]);
         client.goto(&format!("{base}/ui/keys")).await.unwrap();
         snap(&client, "keys").await;
         client.set_window_size(390, 844).await.unwrap();
@@ -389,6 +389,21 @@ fn the_console_in_a_real_browser() {
             source(&client).await.contains("nightly export"),
             "a live key"
         );
+        // A whole key pasted into the search finds it by its display prefix, and the page's
+        // script sends no more: the key never reaches the daemon (which would answer with a
+        // redirect to an address without it).
+        apply_filters(&client, &[("#env", ""), ("#q", &weekly)]).await;
+        let page = source(&client).await;
+        assert!(page.contains("weekly report") && !page.contains("nightly export"));
+        assert!(!page.contains(&weekly));
+        let redirects = client
+            .execute(
+                "return performance.getEntriesByType('navigation')[0].redirectCount",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(redirects, json!(0), "the search sent the key");
 
         // Rotate with a grace period: the old key still works, the new one is shown once.
         client.goto(&format!("{base}/ui/keys/{id}")).await.unwrap();
