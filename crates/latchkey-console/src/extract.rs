@@ -200,10 +200,7 @@ where
         let (mut parts, body) = request.into_parts();
         let signed = Signed::from_request_parts(&mut parts, state).await?;
         let fields = read_form(body).await?;
-        csrf::check(
-            &signed.csrf,
-            Some(fields.get(csrf::FIELD)).filter(|t| !t.is_empty()),
-        )?;
+        csrf::check(&signed.csrf, &fields)?;
         Ok(Posted { signed, fields })
     }
 }
@@ -251,10 +248,7 @@ where
             });
         };
         let fields = read_form(body).await?;
-        csrf::check(
-            &session.csrf,
-            Some(fields.get(csrf::FIELD)).filter(|t| !t.is_empty()),
-        )?;
+        csrf::check(&session.csrf, &fields)?;
         Ok(SignOut {
             session_id: Some(id.to_owned()),
             cookie: true,

@@ -126,22 +126,13 @@ pub(crate) async fn confirm_revoke(
 
 /// `POST /ui/keys/{id}/revoke`: the confirmation's form.
 pub(crate) async fn revoke(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
-    act(&posted, Method::POST, &id, "/revoke").await?;
-    Ok(back(&id))
+    let revoke = format!("/v1/keys/{}/revoke", segment(&id));
+    let back = format!("/ui/keys/{}", segment(&id));
+    super::act(&posted, Method::POST, &revoke, &back).await
 }
 
 /// `POST /ui/keys/{id}/delete`: a revoked key's record goes; back to the list.
 pub(crate) async fn delete(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
-    act(&posted, Method::DELETE, &id, "").await?;
-    Ok(Redirect::to("/ui/keys").into_response())
-}
-
-/// `method /v1/keys/{id}{action}` without a body, its answer unread.
-async fn act(posted: &Posted, method: Method, id: &str, action: &str) -> Result<(), UiError> {
-    let path = format!("/v1/keys/{}{action}", segment(id));
-    let _: serde_json::Value = posted
-        .signed
-        .send(method, &path, serde_json::Value::Null)
-        .await?;
-    Ok(())
+    let path = format!("/v1/keys/{}", segment(&id));
+    super::act(&posted, Method::DELETE, &path, "/ui/keys").await
 }

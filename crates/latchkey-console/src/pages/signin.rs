@@ -82,8 +82,7 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
         Ok(fields) => fields,
         Err(e) => return e.into_response(),
     };
-    let submitted = Some(fields.get(csrf::FIELD)).filter(|t| !t.is_empty());
-    if let Err(e) = csrf::check(&expected, submitted) {
+    if let Err(e) = csrf::check(&expected, &fields) {
         return e.into_response();
     }
     let text = fields.get("key");
