@@ -138,6 +138,35 @@ fn a_deleted_db_or_conf_is_refused_and_never_reinitialised() {
     }
 }
 
+/// Hunt (CLI) M1: one of sled's files copied alone into a directory, without the mark.
+/// Opening it would have created the other (and over a `db` alone, written a new log over
+/// its records); `init` and `serve` would have made a new store there.
+#[test]
+fn a_db_or_conf_alone_is_refused_and_never_initialised_over() {
+    if support::on_redb() {
+        return;
+    }
+    for (file, says) in [
+        ("db", "missing its `conf` file beside its `db`"),
+        ("conf", "missing its `db` file beside its `conf`"),
+    ] {
+        let (dir, path) = temp_store_with_users(3);
+        let alone = dir.path().join("alone");
+        fs::create_dir(&alone).unwrap();
+        fs::copy(path.join(file), alone.join(file)).unwrap();
+        let bytes = fs::read(alone.join(file)).unwrap();
+        let before = listing(&alone);
+        check_refused(&alone, says);
+        assert_eq!(listing(&alone), before, "a refused open creates no file");
+        check_not_initialised_over(&alone);
+        assert_eq!(
+            fs::read(alone.join(file)).unwrap(),
+            bytes,
+            "{file} untouched"
+        );
+    }
+}
+
 #[test]
 fn an_emptied_or_zeroed_db_is_refused() {
     for zeroed in [false, true] {

@@ -111,6 +111,31 @@ pub(crate) fn ensure_complete(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Before an engine opens a directory that holds part of a store but no mark (an `init`
+/// that never committed, or files copied without theirs): sled's `conf` and `db` must be
+/// there together or not at all. sled re-creates whichever is missing, and over a `db`
+/// without its `conf` writes a new, empty log: the records of a store whose `db` alone was
+/// copied would be lost, and a `conf` alone would pass for the start of a store.
+pub(crate) fn ensure_not_partial(path: &Path) -> Result<(), StoreError> {
+    if super::engine::found_in(path) == Some(super::Engine::Redb) {
+        return Ok(());
+    }
+    let has = |name: &str| path.join(name).is_file();
+    let (missing, beside) = match (has("conf"), has("db")) {
+        (true, false) => ("db", "conf"),
+        (false, true) => ("conf", "db"),
+        _ => return Ok(()),
+    };
+    Err(StoreError::Damaged {
+        path: path.to_owned(),
+        reason: format!(
+            "is missing its `{missing}` file beside its `{beside}`, and has no mark (opening it \
+             would write over what is there; if an interrupted `init` left it, remove the \
+             directory and run it again)"
+        ),
+    })
+}
+
 /// Whether another process holds the store: sled locks its `db` file with `flock`, redb
 /// its `latchkey.redb`, and so does this check, for the moment it takes, without opening
 /// the engine.

@@ -573,6 +573,9 @@ impl Store {
                 path: path.to_owned(),
             });
         }
+        if found == Found::Unmarked {
+            files::ensure_not_partial(path)?;
+        }
         files::create_private_dir(path)?;
         // Remains of an interrupted `init` keep their engine.
         let engine = engine::found_in(path).unwrap_or(config.engine);
@@ -1407,8 +1410,10 @@ fn open_checked(
     cache_capacity: u64,
 ) -> Result<(Arc<dyn Embedded>, u32, Mark), StoreError> {
     let engine = engine::found_in(path);
-    if files::inspect(path)?.0 == Found::Marked {
-        files::ensure_complete(path)?;
+    match files::inspect(path)?.0 {
+        Found::Marked => files::ensure_complete(path)?,
+        Found::Unmarked => files::ensure_not_partial(path)?,
+        Found::Nothing => {}
     }
     let Some(engine) = engine else {
         return Err(StoreError::NotInitialized {
