@@ -255,7 +255,7 @@ impl Settings {
                 .clone()
                 .or(file.url)
                 .unwrap_or_else(|| DEFAULT_URL.to_owned()),
-            admin_key: args.admin_key.clone().or(file.admin_key),
+            admin_key: admin_key(args.admin_key.clone().or(file.admin_key))?,
             db: match (&args.db, &file.db) {
                 (Some(db), _) => Some(db.parse::<Location>().context("--db (or LATCHKEY_DB)")?),
                 (None, Some(db)) => Some(db.parse().context("the config file's db")?),
@@ -280,7 +280,27 @@ impl Settings {
             },
         })
     }
+}
 
+/// The admin key as given, without the white space around it (the line end of a file or
+/// a mounted secret it was read from). One with a character inside that no key has (a line
+/// break, a space, a control character) is refused here, by name: the HTTP client would
+/// refuse it as a header value with a "builder error".
+fn admin_key(given: Option<String>) -> anyhow::Result<Option<String>> {
+    let Some(key) = given else {
+        return Ok(None);
+    };
+    let key = key.trim();
+    anyhow::ensure!(
+        key.bytes().all(|b| b.is_ascii_graphic()),
+        "the admin key holds a character no key has (a line break, a space or a control \
+         character inside it): check --admin-key, LATCHKEY_ADMIN_KEY or the config file's \
+         admin_key"
+    );
+    Ok(Some(key.to_owned()))
+}
+
+impl Settings {
     /// Where a management command (or `backup`) works: on the store `db` names (`Some`),
     /// or through the daemon at `url` (`None`). A flag beats the environment, which beats
     /// the file, here too: `--url` given with `LATCHKEY_DB` (or `db` in the file) set goes

@@ -147,7 +147,8 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
 
 /// An error and its causes on one line, joined with `: ` as `{:#}` joins them, but a cause
 /// whose text the line already holds said once: an error that shows its source in its own
-/// message (`storage error: {0}`) would otherwise repeat it.
+/// message (`storage error: {0}`) would otherwise repeat it. A key's full text in it (a
+/// value given to the wrong flag by mistake) is not shown.
 pub fn error_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
@@ -160,7 +161,7 @@ pub fn error_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line
+    latchkey_core::without_keys(&line)
 }
 
 #[cfg(test)]

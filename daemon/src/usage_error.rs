@@ -26,7 +26,8 @@ pub fn exit(error: clap::Error) -> ! {
             "(the value came from the environment variable {variable})\n"
         ));
     }
-    eprint!("{text}");
+    // A key given to the wrong flag by mistake is not printed back.
+    eprint!("{}", latchkey_core::without_keys(&text));
     std::process::exit(error.exit_code())
 }
 

@@ -87,6 +87,18 @@ fn transport_and_credential_errors() {
     f.daemon
         .cli_as("lk_live_nope", &["keys", "list"])
         .fails(1, "[invalid_key]");
+    // The admin key with the line end of the file or secret it was read from (hunt CLI
+    // L4: it was refused as the HTTP client's "builder error", blamed on HTTPS).
+    for end in ["\n", "\r\n"] {
+        let run = f
+            .daemon
+            .cli_as(&format!("{}{end}", f.admin), &["keys", "list"]);
+        assert_eq!(run.code, 0, "{end:?}: {run:#?}");
+    }
+    // One with a line break inside is refused by name, before any request.
+    f.daemon
+        .cli_as(&format!("lk_live\n{}", f.admin), &["keys", "list"])
+        .fails(1, "the admin key holds a character");
     // A key without the permission.
     f.user("reader", "latchkey:keys:read");
     let (_, reader) = f.key("reader", "r", &[]);
@@ -139,6 +151,41 @@ fn usage_errors_exit_2() {
         );
         assert!(!run.stderr.trim().is_empty(), "{run:#?}");
         assert_eq!(run.stdout, "");
+    }
+}
+
+/// Hunt (CLI) L3: a whole key given by mistake to a flag that takes something else is not
+/// printed back, whether clap refuses the value or the command does.
+#[test]
+fn a_key_given_to_the_wrong_flag_is_not_printed_back() {
+    let key = latchkey_core::ApiKey::generate(
+        &latchkey_core::Prefix::default(),
+        latchkey_core::Env::Live,
+    );
+    let key = key.expose();
+    let nowhere = ["--url", "http://127.0.0.1:1", "--admin-key", "lk_live_x"];
+    for args in [
+        &["audit", "list", "--target", key][..],
+        &["audit", "list", "--limit", key],
+        &["keys", "list", "--status", key],
+        &[
+            "keys",
+            "add",
+            "--name",
+            "k",
+            "--user",
+            "u",
+            "--expires-at",
+            key,
+        ],
+        &["keys", "rotate", "abc", "--grace", key],
+        &["verify", "x", "--client-ip", key],
+    ] {
+        let run = Run::of(latchkey().args(nowhere).args(args));
+        assert_ne!(run.code, 0, "{args:?}: {run:#?}");
+        assert!(!run.stderr.is_empty(), "{args:?}: {run:#?}");
+        assert!(!run.stderr.contains(key), "{args:?}: {}", run.stderr);
+        assert!(!run.stdout.contains(key), "{args:?}: {}", run.stdout);
     }
 }
 
