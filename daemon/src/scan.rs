@@ -85,26 +85,45 @@ fn scan_bytes(
     line + newlines(&text[counted_to..cut])
 }
 
-/// Scans files and directories (recursively; `.git` and symbolic links are skipped).
-/// A path given on the command line that cannot be read is an error; a file inside a
-/// directory that cannot be read is reported on stderr and skipped.
-pub fn scan_paths(paths: &[PathBuf]) -> anyhow::Result<Vec<Finding>> {
-    let mut findings = Vec::new();
+/// What a scan found, and how many of the paths given could not be read.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// The keys found.
+    pub findings: Vec<Finding>,
+    /// The paths given on the command line that could not be read (each said on stderr).
+    pub unreadable: usize,
+}
+
+/// Scans files and directories (recursively; `.git` and symbolic links are skipped). A
+/// path given on the command line that cannot be read is said on stderr as an error and
+/// counted, and the others are scanned all the same; a file inside a directory that cannot
+/// be read is said as a warning and skipped.
+pub fn scan_paths(paths: &[PathBuf]) -> Scanned {
+    let mut scanned = Scanned::default();
     for path in paths {
-        if path.as_os_str() == "-" {
-            let found = scan_reader(path, std::io::stdin().lock()).context("reading stdin")?;
-            findings.extend(found);
-            continue;
-        }
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-        if meta.is_dir() {
-            walk(path, &mut findings);
+        let found = if path.as_os_str() == "-" {
+            scan_reader(path, std::io::stdin().lock()).context("reading stdin")
         } else {
-            findings.extend(scan_file(path)?);
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.is_dir() => {
+                    walk(path, &mut scanned.findings);
+                    continue;
+                }
+                Ok(_) => scan_file(path),
+                Err(e) => {
+                    Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display())))
+                }
+            }
+        };
+        match found {
+            Ok(found) => scanned.findings.extend(found),
+            Err(e) => {
+                eprintln!("error: {}", crate::output::error_line(&e));
+                scanned.unreadable += 1;
+            }
         }
     }
-    Ok(findings)
+    scanned
 }
 
 fn scan_file(path: &Path) -> anyhow::Result<Vec<Finding>> {
@@ -141,9 +160,13 @@ fn walk(dir: &Path, findings: &mut Vec<Finding>) {
     }
 }
 
-/// Runs `latchkey scan`: prints `file:line: prefix` per finding (or JSON), exit 1 when any.
+/// Runs `latchkey scan`: prints `file:line: prefix` per finding (or JSON); exits 2 when a
+/// path given could not be read, else 1 when a key was found, else 0.
 pub fn run(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
-    let findings = scan_paths(paths)?;
+    let Scanned {
+        findings,
+        unreadable,
+    } = scan_paths(paths);
     if json {
         crate::output::print_json(&serde_json::json!({ "findings": findings }));
     } else {
@@ -160,7 +183,11 @@ pub fn run(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(crate::output::verdict(findings.is_empty()))
+    Ok(match (unreadable, findings.is_empty()) {
+        (0, true) => ExitCode::SUCCESS,
+        (0, false) => ExitCode::FAILURE,
+        _ => ExitCode::from(2),
+    })
 }
 
 #[cfg(test)]
@@ -249,9 +276,10 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join(".git/COMMIT"), key.expose()).unwrap();
         std::fs::write(dir.path().join("clean.txt"), "nothing here").unwrap();
-        let found = scan_paths(&[dir.path().to_owned()]).unwrap();
-        assert_eq!(found.len(), 1);
-        assert!(found[0].path.ends_with("src/deep/config.toml"));
-        assert!(scan_paths(&[dir.path().join("missing")]).is_err());
+        let scanned = scan_paths(&[dir.path().to_owned()]);
+        assert_eq!((scanned.findings.len(), scanned.unreadable), (1, 0));
+        assert!(scanned.findings[0].path.ends_with("src/deep/config.toml"));
+        let scanned = scan_paths(&[dir.path().join("missing"), dir.path().to_owned()]);
+        assert_eq!((scanned.findings.len(), scanned.unreadable), (1, 1));
     }
 }

@@ -67,7 +67,20 @@ fn scan_passes_a_clean_tree_and_fails_on_a_missing_path() {
     let run = Run::of(latchkey().arg("scan").arg(dir.path()));
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(run.stdout, "");
-    Run::of(latchkey().arg("scan").arg(dir.path().join("missing"))).fails(1, "cannot read");
+    // A path that cannot be read is exit 2, not 1 (a key found), and the other paths are
+    // scanned all the same (hunt CLI INFO).
+    Run::of(latchkey().arg("scan").arg(dir.path().join("missing"))).fails(2, "cannot read");
+    let leaked = dir.path().join("leaked.env");
+    std::fs::write(&leaked, format!("KEY={}\n", key.expose())).unwrap();
+    let run = Run::of(
+        latchkey()
+            .arg("scan")
+            .arg(dir.path().join("missing"))
+            .arg(&leaked),
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stdout.contains(key.display_prefix()), "{run:#?}");
+    assert!(run.stderr.contains("cannot read"), "{run:#?}");
 }
 
 #[test]
