@@ -24,7 +24,8 @@
 //! # Layout
 //!
 //! - `router`: the routes; `state`: what handlers share.
-//! - `session`, `cookies`, `csrf`, `headers`: the session and the browser's defences.
+//! - `session`, `cookies`, `csrf`, `headers`: the session and the browser's defences;
+//!   `ending`: sessions ended as soon as a change refuses their key.
 //! - `client`: the in-process calls to the admin router, with the browser's address
 //!   (`origin`); `verify`: a session's key checked as the API's layer does, its use not
 //!   counted; `extract`: the request extractors; `errors`: the error pages.
@@ -36,6 +37,7 @@ mod client;
 mod cookies;
 mod csrf;
 mod edits;
+mod ending;
 mod errors;
 mod extract;
 mod fetch_site;

@@ -35,10 +35,12 @@ impl ConsoleConfig {
 /// Merge it beside the API router: it answers `/ui` and `/ui/...` only.
 pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
     let tls = config.secure_cookies;
+    let sessions = Arc::new(Sessions::default());
+    crate::ending::watch(&store, Arc::downgrade(&sessions));
     let state = Console {
         api: Api::new(api),
         store,
-        sessions: Arc::new(Sessions::default()),
+        sessions,
         secure: config.secure_cookies,
     };
     let ui = Router::<Console>::new()

@@ -192,6 +192,15 @@ impl Sessions {
         }
     }
 
+    /// The ids and keys of the sessions of `user`, or of every session for `None`.
+    pub(crate) fn keys_of(&self, user: Option<Uuid>) -> Vec<(String, SessionKey)> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| user.is_none_or(|u| s.user == u))
+            .map(|(id, s)| (id.clone(), s.key.clone()))
+            .collect()
+    }
+
     /// How many sessions are open (expired ones included until swept).
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -286,6 +286,18 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// A handle on a [`Store`] that does not keep it open ([`Store::downgrade`]): for a task
+/// that should end when the store's last [`Store`] is dropped, not hold it open.
+#[derive(Clone, Debug)]
+pub struct WeakStore(Weak<Inner>);
+
+impl WeakStore {
+    /// The store, while some [`Store`] of it is still held.
+    pub fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
+}
+
 struct Inner {
     path: PathBuf,
     /// Where the store lives, as opened.
@@ -1110,8 +1122,14 @@ impl Store {
             .collect()
     }
 
+    /// A handle that does not keep the store open.
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
+    }
+
     /// Changes as they commit. Receivers that fall behind by more than 1024 events get
-    /// `Lagged` and should resume from [`Store::events_since`].
+    /// `Lagged` and should resume from [`Store::events_since`]. Once every [`Store`] of it
+    /// is dropped, the receiver answers `Closed`.
     pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
         self.inner.events.subscribe()
     }

@@ -1,0 +1,140 @@
+//! Sessions ended when a change refuses their key, not at their next page: a key (or its
+//! user) disabled and enabled again before the session's next request would otherwise find
+//! the session open again, where disabling is how an operator cuts off a stolen one.
+//!
+//! The store's change feed (this process's writes and, on a shared database, every other
+//! daemon's) names the user each key or user change concerns; that user's sessions have
+//! their keys checked at once, and those refused (disabled, revoked, expired, gone) end. A
+//! feed that lagged checks every session. The task holds neither the store nor the
+//! sessions open: it ends with the store.
+
+use std::sync::Weak;
+
+use latchkey_core::{Action, AuditEvent, Store, VerifyError};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use crate::session::Sessions;
+use crate::verify;
+
+/// Starts the task that ends `sessions` whose keys a change refuses, on the current tokio
+/// runtime (none outside one: sessions then end at their next request only).
+pub(crate) fn watch(store: &Store, sessions: Weak<Sessions>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut events = store.subscribe();
+    let store = store.downgrade();
+    runtime.spawn(async move {
+        loop {
+            let user = match events.recv().await {
+                Ok(event) => match concerned(&event) {
+                    Some(user) => Some(user),
+                    None => continue,
+                },
+                Err(RecvError::Lagged(_)) => None,
+                Err(RecvError::Closed) => return,
+            };
+            let (Some(store), Some(sessions)) = (store.upgrade(), sessions.upgrade()) else {
+                return;
+            };
+            end_refused(&store, &sessions, user).await;
+        }
+    });
+}
+
+/// The user whose keys a change may have stopped: key and user changes name it; group
+/// changes only narrow what keys hold, which each page reads afresh.
+fn concerned(event: &AuditEvent) -> Option<Uuid> {
+    match event.action {
+        Action::KeyUpdate
+        | Action::KeyRevoke
+        | Action::KeyRotate
+        | Action::KeyDelete
+        | Action::UserUpdate
+        | Action::UserDelete
+        | Action::UserRevokeKeys => event.user_id,
+        _ => None,
+    }
+}
+
+/// Ends the sessions of `user` (every session for `None`) whose key no longer
+/// authenticates; one the store cannot say about just now stays, as at a request.
+async fn end_refused(store: &Store, sessions: &Sessions, user: Option<Uuid>) {
+    for (id, key) in sessions.keys_of(user) {
+        match verify::key(store, key.expose()).await {
+            Ok(_) | Err(VerifyError::Unavailable(_)) => {}
+            Err(_) => sessions.close(&id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use latchkey_core::{Actor, KeyPatch, NewKey, NewUser, PermissionSet, StoreConfig};
+
+    use super::*;
+    use crate::session::SessionKey;
+
+    #[tokio::test]
+    async fn disabling_a_key_ends_its_sessions_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
+        let system = Actor::system();
+        let user = |name: &str| {
+            store
+                .create_user(
+                    &system,
+                    NewUser {
+                        name: name.into(),
+                        permissions: PermissionSet::parse(["latchkey:keys:read"]).unwrap(),
+                        ..NewUser::default()
+                    },
+                )
+                .unwrap()
+        };
+        let key = |user: Uuid| {
+            store
+                .create_key(
+                    &system,
+                    NewKey {
+                        name: "k".into(),
+                        user_id: user,
+                        ..NewKey::default()
+                    },
+                )
+                .unwrap()
+        };
+        let (ops, other) = (user("ops"), user("other"));
+        let (disabled, kept) = (key(ops.id), key(other.id));
+        let sessions = Arc::new(Sessions::default());
+        watch(&store, Arc::downgrade(&sessions));
+        let open = |created: &latchkey_core::CreatedKey, user: Uuid| {
+            let text = created.secret.expose().to_owned();
+            sessions.open(SessionKey::new(text), user, None)
+        };
+        let (ended, stays) = (open(&disabled, ops.id), open(&kept, other.id));
+
+        let disable = |enabled| KeyPatch {
+            enabled: Some(enabled),
+            ..KeyPatch::default()
+        };
+        store
+            .update_key(&system, disabled.key.id, disable(false))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sessions.get(&ended).is_some() {
+            assert!(Instant::now() < deadline, "the session did not end");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Enabled again, the key does not bring it back; the other user's session stays.
+        store
+            .update_key(&system, disabled.key.id, disable(true))
+            .unwrap();
+        assert!(sessions.get(&ended).is_none());
+        assert!(sessions.get(&stays).is_some());
+    }
+}
