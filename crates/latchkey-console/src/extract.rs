@@ -169,6 +169,17 @@ impl Fields {
             .map_or("", |(_, v)| v.trim())
     }
 
+    /// Refuses a form that lacks one of `names` (blank is given): an editor's field left out
+    /// would otherwise read as emptied.
+    pub(crate) fn require(&self, names: &[&str]) -> Result<(), UiError> {
+        match names.iter().find(|name| !self.has(name)) {
+            Some(name) => Err(UiError::BadForm(format!(
+                "the form has no `{name}` field: nothing was changed"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the form has field `name`, blank or not.
     pub(crate) fn has(&self, name: &str) -> bool {
         self.0.iter().any(|(n, _)| n == name)

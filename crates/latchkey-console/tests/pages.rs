@@ -1605,6 +1605,7 @@ async fn a_key_pasted_into_rate_limits_is_not_shown_in_the_refusal() {
         ("csrf", csrf.as_str()),
         ("name", "admin"),
         ("groups", "admin"),
+        ("permissions", ""),
         ("rate_limits", &pasted),
     ];
     for (path, form) in [("/ui/keys", &create[..]), ("/ui/users/admin", &edit[..])] {
@@ -1660,4 +1661,39 @@ async fn a_page_loaded_by_another_site_is_refused_and_a_link_followed_opens_it()
         assert_eq!(answer.status(), StatusCode::OK, "{site}: {html}");
     }
     assert_eq!(usage_count().await, 2);
+}
+
+/// Hunt (console) 4: an editor's form that leaves a field out (a script's, not a browser's)
+/// is refused by name and changes nothing; it emptied the groups, permissions and rate
+/// limits it did not carry.
+#[tokio::test]
+async fn an_editor_s_form_without_a_field_is_refused_and_changes_nothing() {
+    let app = App::new(false);
+    let ops = app.group("ops", &["orders:read"]).await;
+    app.key_of_new_user(json!({
+        "name": "svc",
+        "groups": ["ops"],
+        "permissions": ["a:read"],
+        "rate_limits": [{"name": "default", "limit": 5, "window_seconds": 60}],
+    }))
+    .await;
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let app = &app;
+    let read = |path: String| async move {
+        let (_, record) = app.api(&app.admin, "GET", &path, Value::Null).await;
+        record
+    };
+    let user = read("/v1/users/svc".to_owned()).await;
+    let group = read(format!("/v1/groups/{ops}")).await;
+    for (path, missing) in [
+        ("/ui/users/svc".to_owned(), "groups"),
+        (format!("/ui/groups/{ops}"), "permissions"),
+    ] {
+        let form = [("csrf", csrf.as_str()), ("name", "renamed")];
+        let (answer, html) = app.post(&path, &session, &form).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{path}: {html}");
+        assert!(html.contains(&format!("no `{missing}` field")), "{html}");
+    }
+    assert_eq!(read("/v1/users/svc".to_owned()).await, user);
+    assert_eq!(read(format!("/v1/groups/{ops}")).await, group);
 }

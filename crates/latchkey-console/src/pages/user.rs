@@ -83,6 +83,7 @@ async fn group_names(signed: &Signed) -> HashMap<Uuid, String> {
 /// page showed (`edits`).
 pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
     let fields = &posted.fields;
+    fields.require(&["name", "groups", "permissions", "rate_limits"])?;
     // (Group names hold no `:`.)
     let shown: Vec<(&str, &str)> = fields
         .get("shown_groups")
