@@ -1697,3 +1697,18 @@ async fn an_editor_s_form_without_a_field_is_refused_and_changes_nothing() {
     assert_eq!(read("/v1/users/svc".to_owned()).await, user);
     assert_eq!(read(format!("/v1/groups/{ops}")).await, group);
 }
+
+/// Hunt (console) 5: a filter given twice in the key list's address is refused, as the
+/// API refuses it, rather than one of the two taken.
+#[tokio::test]
+async fn a_key_list_filter_given_twice_is_refused() {
+    let app = App::new(false);
+    let (session, _, _) = app.sign_in(&app.admin).await;
+    let (answer, html) = app
+        .get("/ui/keys?status=active&status=revoked", Some(&session))
+        .await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("status is given twice"), "{html}");
+    let (answer, _) = app.get("/ui/keys?status=active", Some(&session)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+}

@@ -68,10 +68,16 @@ struct KeysPage {
 /// `GET /ui/keys?q&user&status&env&sort&cursor`.
 pub(crate) async fn list(
     signed: Signed,
-    Query(query): Query<HashMap<String, String>>,
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, UiError> {
     let param = |name: &str| {
-        let value = query.get(name).map_or("", |v| v.trim());
+        let mut given = query.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+        let value = given.next().map_or("", |v| v.trim());
+        // As the API refuses a parameter given twice: which one was meant is not for the
+        // console to guess.
+        if given.next().is_some() {
+            return Err(UiError::BadForm(format!("{name} is given twice")));
+        }
         // A cursor is as long as the API makes it (sealed and padded).
         let max = if name == "cursor" {
             MAX_CURSOR_BYTES
