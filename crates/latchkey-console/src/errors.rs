@@ -247,11 +247,21 @@ impl IntoResponse for UiError {
                 )
             }
         };
+        // A 429's wait, as the API says it: a browser or a script retrying reads it here.
+        let retry_after = match &self {
+            UiError::Api(problem) => problem.retry_after,
+            _ => None,
+        };
         let shown = Shown { title, detail };
         let mut response = match render(Nav::default(), &shown) {
             Ok(html) => (status, Html(html)).into_response(),
             Err(_) => (status, shown.detail.clone()).into_response(),
         };
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, seconds.into());
+        }
         response.extensions_mut().insert(shown);
         response
     }

@@ -1712,3 +1712,34 @@ async fn a_key_list_filter_given_twice_is_refused() {
     let (answer, _) = app.get("/ui/keys?status=active", Some(&session)).await;
     assert_eq!(answer.status(), StatusCode::OK);
 }
+
+/// Hunt (console) INFO: a page refused for the key's rate limit answers 429 with the
+/// API's `Retry-After`, not only the words.
+#[tokio::test]
+async fn a_page_refused_for_a_rate_limit_says_when_to_retry() {
+    let app = App::new(false);
+    let key = app
+        .key_of_new_user_with(
+            json!({"name": "ops", "permissions": ["latchkey:keys:read"]}),
+            json!({"rate_limits": [{"name": "hourly", "limit": 3, "window_seconds": 3600}]}),
+        )
+        .await;
+    let (answer, _) = app.try_sign_in(&key).await;
+    let session = cookie_pair(&answer, "lk_session");
+    let mut refused = None;
+    for _ in 0..10 {
+        let (answer, _) = app.get("/ui/keys", Some(&session)).await;
+        if answer.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+    let refused = refused.expect("the limit refuses a page");
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&wait), "{wait}");
+}
