@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use latchkey_admin::api::Health;
 use serde_json::json;
 
 use crate::config::Settings;
@@ -22,6 +23,15 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
     };
     let answer = transport.send(request).await?;
     if answer.status.is_success() {
+        // A 200 from whatever else listens there (a proxy's page, another service) is no
+        // healthy daemon.
+        let health: Option<Health> = serde_json::from_slice(&answer.body).ok();
+        anyhow::ensure!(
+            health.is_some_and(|h| h.status == "ok"),
+            "{} answered /healthz, but not as a latchkey daemon does: is --url a latchkey \
+             daemon?",
+            crate::transport::shown_text(&settings.url)
+        );
         if settings.json {
             print_json(&json!({"status": "ok"}));
         } else {

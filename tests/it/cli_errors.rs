@@ -154,6 +154,29 @@ fn usage_errors_exit_2() {
     }
 }
 
+/// Hunt (CLI) INFO: `health` says `ok` only for latchkey's answer, not for any 200.
+#[test]
+fn health_is_ok_only_for_a_latchkey_daemon() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request);
+        let body = "<html>a page of something else</html>";
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).unwrap();
+    });
+    let run = Run::of(latchkey().args(["health", "--url", &url]));
+    run.fails(1, "not as a latchkey daemon does");
+    assert_eq!(run.stdout, "", "{run:#?}");
+    server.join().unwrap();
+}
+
 /// Hunt (CLI) L3: a whole key given by mistake to a flag that takes something else is not
 /// printed back, whether clap refuses the value or the command does.
 #[test]
