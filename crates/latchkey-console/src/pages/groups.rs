@@ -53,8 +53,7 @@ struct GroupPage {
 /// `GET /ui/groups/{id}`: the permission editor.
 pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Response, UiError> {
     let group: Group = signed.get(&format!("/v1/groups/{}", segment(&id))).await?;
-    let permissions = super::lines(group.permissions.iter().map(|p| p.as_str()));
-    let shown_permissions = super::words(group.permissions.iter().map(|p| p.as_str()));
+    let (permissions, shown_permissions) = super::permission_texts(&group.permissions);
     super::render(&GroupPage {
         nav: signed.nav(),
         group,

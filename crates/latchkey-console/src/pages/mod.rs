@@ -91,9 +91,11 @@ pub(crate) fn lines<'a>(items: impl Iterator<Item = &'a str>) -> String {
     items.collect::<Vec<_>>().join("\n")
 }
 
-/// Items space-separated, as a hidden field keeps what an editor showed (`edits`).
-pub(crate) fn words<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    items.collect::<Vec<_>>().join(" ")
+/// Permissions as an editor shows them (one a line), and as its page keeps what it showed
+/// (space-separated, in a hidden field: `edits`).
+pub(crate) fn permission_texts(permissions: &latchkey_core::PermissionSet) -> (String, String) {
+    let items: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
+    (items.join("\n"), items.join(" "))
 }
 
 /// Splits a list typed as text (commas, spaces or lines) into its items.

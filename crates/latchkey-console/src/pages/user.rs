@@ -48,13 +48,12 @@ pub(crate) async fn show(signed: Signed, Path(id): Path<String>) -> Result<Respo
         .map(|g| (*g, names.get(g).cloned().unwrap_or_else(|| g.to_string())))
         .collect();
     let groups_text = super::lines(groups.iter().map(|(_, name)| name.as_str()));
-    let permissions_text = super::lines(user.permissions.iter().map(|p| p.as_str()));
+    let (permissions_text, shown_permissions) = super::permission_texts(&user.permissions);
     let shown_groups = groups
         .iter()
         .map(|(id, name)| format!("{name}:{id}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let shown_permissions = super::words(user.permissions.iter().map(|p| p.as_str()));
     super::render(&UserPage {
         nav: signed.nav(),
         user,
