@@ -6,9 +6,11 @@
 //! daemon's) names the user each key or user change concerns; that user's sessions have
 //! their keys checked at once, and those refused (disabled, revoked, expired, gone) end. A
 //! feed that lagged checks every session. The task holds neither the store nor the
-//! sessions open: it ends with the store.
+//! sessions open: it ends with the store. A quiet minute, it sweeps the sessions that
+//! expired, so that their keys leave memory without waiting for the next sign-in.
 
 use std::sync::Weak;
+use std::time::Duration;
 
 use latchkey_core::{Action, AuditEvent, Store, VerifyError};
 use tokio::sync::broadcast::error::RecvError;
@@ -16,6 +18,9 @@ use uuid::Uuid;
 
 use crate::session::Sessions;
 use crate::verify;
+
+/// How long the feed may be quiet before the task sweeps the expired sessions.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Starts the task that ends `sessions` whose keys a change refuses, on the current tokio
 /// runtime (none outside one: sessions then end at their next request only).
@@ -27,13 +32,20 @@ pub(crate) fn watch(store: &Store, sessions: Weak<Sessions>) {
     let store = store.downgrade();
     runtime.spawn(async move {
         loop {
-            let user = match events.recv().await {
-                Ok(event) => match concerned(&event) {
+            let user = match tokio::time::timeout(SWEEP_EVERY, events.recv()).await {
+                Ok(Ok(event)) => match concerned(&event) {
                     Some(user) => Some(user),
                     None => continue,
                 },
-                Err(RecvError::Lagged(_)) => None,
-                Err(RecvError::Closed) => return,
+                Ok(Err(RecvError::Lagged(_))) => None,
+                Ok(Err(RecvError::Closed)) => return,
+                Err(_quiet) => {
+                    let Some(sessions) = sessions.upgrade() else {
+                        return;
+                    };
+                    sessions.sweep();
+                    continue;
+                }
             };
             let (Some(store), Some(sessions)) = (store.upgrade(), sessions.upgrade()) else {
                 return;

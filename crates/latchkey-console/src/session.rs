@@ -201,6 +201,12 @@ impl Sessions {
             .collect()
     }
 
+    /// Forgets the sessions that expired (their keys with them).
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        self.lock().retain(|_, s| !s.expired(now));
+    }
+
     /// How many sessions are open (expired ones included until swept).
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -334,6 +340,21 @@ mod tests {
         assert!(!sessions.use_form(&id, &stale));
         sessions.close(&id);
         assert!(sessions.get(&id).is_none());
+    }
+
+    #[test]
+    fn a_sweep_forgets_the_expired_sessions_only() {
+        let sessions = Sessions::default();
+        let (old, fresh) = (open(&sessions, "old", 0), open(&sessions, "fresh", 1));
+        // (Instant counts from boot: on a machine up for less than the idle timeout, the
+        // past this needs does not exist yet.)
+        let Some(idle) = Instant::now().checked_sub(IDLE_TIMEOUT + Duration::from_secs(1)) else {
+            return;
+        };
+        sessions.lock().get_mut(&old).unwrap().last_seen = idle;
+        sessions.sweep();
+        let open: Vec<String> = sessions.lock().keys().cloned().collect();
+        assert_eq!(open, [fresh]);
     }
 
     #[test]
