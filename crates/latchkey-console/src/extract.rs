@@ -277,16 +277,22 @@ fn utf8_once_decoded(bytes: &[u8]) -> bool {
         .is_ok()
 }
 
-/// Middleware: a 400 page for an address whose query is no UTF-8 once decoded.
-pub(crate) async fn refuse_non_utf8_query(
+/// Middleware: a 400 page, the console's, for an address whose path or query is no UTF-8
+/// once decoded (a path segment would otherwise get axum's plain-text rejection).
+pub(crate) async fn refuse_non_utf8_address(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let query = request.uri().query().unwrap_or_default();
-    if !utf8_once_decoded(query.as_bytes()) {
-        return UiError::BadForm("the address's query is not UTF-8 text".to_owned())
-            .into_response();
+    let uri = request.uri();
+    for (part, text) in [
+        ("path", uri.path()),
+        ("query", uri.query().unwrap_or_default()),
+    ] {
+        if !utf8_once_decoded(text.as_bytes()) {
+            return UiError::BadForm(format!("the address's {part} is not UTF-8 text"))
+                .into_response();
+        }
     }
     next.run(request).await
 }

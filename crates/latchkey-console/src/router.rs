@@ -74,7 +74,7 @@ pub fn router(store: Store, api: Router, config: ConsoleConfig) -> Router {
         .route("/ui/", get(keys::home))
         .with_state(state)
         .layer(axum::middleware::from_fn(
-            crate::extract::refuse_non_utf8_query,
+            crate::extract::refuse_non_utf8_address,
         ))
         .layer(axum::middleware::from_fn(
             crate::fetch_site::refuse_cross_site,

@@ -393,11 +393,14 @@ async fn every_page_answers_with_the_policy() {
     let long = "x".repeat(600);
     let (response, _) = app.get(&format!("/ui/keys?q={long}"), Some(&session)).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    // A query that is no UTF-8 once decoded is refused, not searched for as U+FFFD.
+    // A query that is no UTF-8 once decoded is refused, not searched for as U+FFFD; a
+    // path segment too, with the console's page (it was axum's plain text).
     for path in [
         "/ui/keys?q=%FF%FE",
         "/ui/users?cursor=%C0%AF",
         "/ui/audit?%FF=1",
+        "/ui/keys/%FF%FE",
+        "/ui/users/%C0%AF",
     ] {
         let (response, html) = app.get(path, Some(&session)).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
