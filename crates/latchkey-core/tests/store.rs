@@ -1385,3 +1385,61 @@ fn the_last_admin_key_stays_behind_many_newer_scoped_keys() {
     );
     assert_eq!(store.key(admin.key.id).unwrap().status, KeyStatus::Active);
 }
+
+/// Review s51 F1: a store whose every admin key has credits (one an older build could
+/// leave, when only credits at 0 took a key out of the count) stays guarded by that older
+/// rule: its last such key is not revoked, nor its credits set to 0; more credits are fine.
+#[test]
+fn a_store_whose_admin_keys_all_have_credits_stays_guarded() {
+    let dir = support::location();
+    let clock = Arc::new(ManualClock::new(T0));
+    let config = support::config().clock(clock.clone());
+    let (store, first) = Store::create_with_admin_at(&dir.location, "lk", config).unwrap();
+    let system = Actor::system();
+    let key = |name: &str, expires_at, credits| {
+        store
+            .create_key(
+                &system,
+                NewKey {
+                    name: name.into(),
+                    user_id: first.key.user_id,
+                    expires_at,
+                    credits,
+                    ..NewKey::default()
+                },
+            )
+            .unwrap()
+    };
+    // An unmetered key that expires (expiry is not guarded), and a metered one.
+    key("expiring", Some(T0 + Duration::hours(1)), None);
+    let metered = key(
+        "metered",
+        None,
+        Some(Credits {
+            remaining: 100,
+            refill: None,
+        }),
+    );
+    store.revoke_key(&system, first.key.id).unwrap();
+    clock.advance(Duration::hours(2));
+
+    let refused = |result: Result<Key, StoreError>| {
+        assert!(
+            matches!(result, Err(StoreError::Conflict(Conflict::LastAdminKey))),
+            "{result:?}"
+        );
+    };
+    refused(store.revoke_key(&system, metered.key.id));
+    let credits = |remaining| KeyPatch {
+        credits: Some(CreditsPatch::Set {
+            remaining,
+            refill: None,
+        }),
+        ..KeyPatch::default()
+    };
+    refused(store.update_key(&system, metered.key.id, credits(0)));
+    store
+        .update_key(&system, metered.key.id, credits(500))
+        .unwrap();
+    assert!(store.verify(metered.secret.expose()).unwrap().has("*"));
+}

@@ -8,7 +8,9 @@
 //! exists and is enabled. A key its usage control can stop counts for none: credits of any
 //! amount (spent by use, they refuse it until a refill, if any, which may be a month away),
 //! or a rate limit of its own or its user's that lets it through less than once a minute
-//! ([`stalls`]). Every write that can take `*` away from a key
+//! ([`stalls`]). A store whose every admin key has credits (made before that rule, which
+//! counted only credits at 0) keeps the older rule, so that it is not left unguarded: its
+//! keys with credits left count, and setting one's credits to 0 is refused. Every write that can take `*` away from a key
 //! (revoking or disabling it, stopping it so; disabling, narrowing or deleting its user;
 //! narrowing or deleting its group) first asks, cheaply,
 //! whether its target holds `*` at all; only then does it list the admin keys, before its
@@ -40,10 +42,23 @@ use crate::permission::{Permission, PermissionSet};
 /// it reads on, by default (`StoreConfig::admin_scan_keys`).
 pub(super) const ADMIN_SCAN: usize = 10_000;
 
-/// The active keys that held `*` before a write (empty when the write cannot touch one).
+/// The active keys that held `*` before a write (empty when the write cannot touch one),
+/// and the rule they were found by.
 #[derive(Debug, Default)]
 pub(super) struct AdminKeys {
     keys: Vec<PublicId>,
+    metering: Metering,
+}
+
+/// How credits count against an admin key.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Metering {
+    /// A key with credits, however many, can be stopped by use: it counts for none.
+    #[default]
+    AnyCredits,
+    /// Only a key whose credits are spent counts for none: for a store whose every admin
+    /// key has credits (made before [`Metering::AnyCredits`]), so that it stays guarded.
+    SpentCredits,
 }
 
 impl AdminKeys {
@@ -54,7 +69,7 @@ impl AdminKeys {
             return Ok(());
         }
         for public in &self.keys {
-            if is_admin_key_in(tx, public)? {
+            if is_admin_key_in(tx, public, self.metering)? {
                 return Ok(());
             }
         }
@@ -63,10 +78,20 @@ impl AdminKeys {
 }
 
 /// Whether a key's usage control can stop it from managing the store: it is metered (its
-/// credits, however many, run out by use), or its own or its user's rate limits
-/// [`stall`](stalls).
-fn stopped(controls: Option<&ControlsRecord>, user_limits: &[RateLimit]) -> bool {
-    controls.is_some_and(|c| c.credits.is_some() || stalls(&c.rate_limits)) || stalls(user_limits)
+/// credits, however many, run out by use; under [`Metering::SpentCredits`], only credits
+/// spent at `now`), or its own or its user's rate limits [`stall`](stalls).
+fn stopped(
+    controls: Option<&ControlsRecord>,
+    user_limits: &[RateLimit],
+    metering: Metering,
+    now: i128,
+) -> bool {
+    let metered = |c: &ControlsRecord| match (metering, c.credits) {
+        (_, None) => false,
+        (Metering::AnyCredits, Some(_)) => true,
+        (Metering::SpentCredits, Some(credits)) => credits.current(now).remaining == 0,
+    };
+    controls.is_some_and(|c| metered(c) || stalls(&c.rate_limits)) || stalls(user_limits)
 }
 
 /// Whether `limits` would leave a key waiting more than a minute between requests once its
@@ -102,10 +127,25 @@ impl Store {
         // short would have to refuse, and anyone who may make keys for an admin user could
         // then pad it with keys until no admin key of it could be revoked. Reading that deep
         // is logged: it costs every such write.
+        for metering in [Metering::AnyCredits, Metering::SpentCredits] {
+            let keys = self.admin_keys_of(&admins, metering)?;
+            if !keys.is_empty() {
+                return Ok(AdminKeys { keys, metering });
+            }
+        }
+        Ok(AdminKeys::default())
+    }
+
+    /// Up to two admin keys of each of `admins`, by `metering`.
+    fn admin_keys_of(
+        &self,
+        admins: &HashSet<Uuid>,
+        metering: Metering,
+    ) -> Result<Vec<PublicId>, StoreError> {
         let now = self.inner.clock.now();
         let depth = self.inner.admin_scan_keys;
         let mut keys = Vec::new();
-        for user in admins {
+        for &user in admins {
             let entries = index::scan(
                 &self.inner.db,
                 Scope::User(user),
@@ -129,7 +169,7 @@ impl Store {
                 let controls = self.get::<ControlsRecord>(&layout::key_controls(&public))?;
                 if record.status(now) == KeyStatus::Active
                     && scopes_hold_everything(record.scopes.as_ref())
-                    && !stopped(controls.as_ref(), &[])
+                    && !stopped(controls.as_ref(), &[], metering, now.unix_timestamp_nanos())
                 {
                     keys.push(public);
                     found += 1;
@@ -139,7 +179,7 @@ impl Store {
                 }
             }
         }
-        Ok(AdminKeys { keys })
+        Ok(keys)
     }
 
     /// Whether a key (by record id) is active and holds `*` now. An unknown id is not.
@@ -173,7 +213,7 @@ impl Store {
 
 /// Whether a key, as the write leaves it so far, is active, holds `*` and is not
 /// [`stopped`].
-fn is_admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<bool> {
+fn is_admin_key_in(tx: &Tx<'_>, public: &PublicId, metering: Metering) -> TxResult<bool> {
     let Some(record) = tx.get::<KeyRecord>(&layout::key(public))? else {
         return Ok(false);
     };
@@ -197,7 +237,12 @@ fn is_admin_key_in(tx: &Tx<'_>, public: &PublicId) -> TxResult<bool> {
     }
     let controls = tx.get::<ControlsRecord>(&layout::key_controls(public))?;
     let user_limits = user_limits_in(tx, user.id)?;
-    Ok(!stopped(controls.as_ref(), &user_limits))
+    Ok(!stopped(
+        controls.as_ref(),
+        &user_limits,
+        metering,
+        tx.now.unix_timestamp_nanos(),
+    ))
 }
 
 fn scopes_hold_everything(scopes: Option<&PermissionSet>) -> bool {
