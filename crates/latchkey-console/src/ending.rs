@@ -5,12 +5,17 @@
 //! The store's change feed (this process's writes and, on a shared database, every other
 //! daemon's) names the user each key or user change concerns; that user's sessions have
 //! their keys checked at once, and those refused (disabled, revoked, expired, gone) end. A
-//! feed that lagged checks every session. The task holds neither the store nor the
-//! sessions open: it ends with the store. A quiet minute, it sweeps the sessions that
+//! feed that lagged or broke checks every session. The task holds neither the store nor
+//! the sessions open: it ends with the store. Once a minute it sweeps the sessions that
 //! expired, so that their keys leave memory without waiting for the next sign-in.
+//!
+//! A key disabled and enabled again faster than the change reaches the task (on one
+//! machine, well under a millisecond; through a shared PostgreSQL, the time it takes
+//! another daemon's change to be followed) may keep its sessions. A sign-in checks its key
+//! again once its session is open, so one that raced a change is not left behind.
 
 use std::sync::Weak;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use latchkey_core::{Action, AuditEvent, Store, VerifyError};
 use tokio::sync::broadcast::error::RecvError;
@@ -19,35 +24,48 @@ use uuid::Uuid;
 use crate::session::Sessions;
 use crate::verify;
 
-/// How long the feed may be quiet before the task sweeps the expired sessions.
+/// How often the task sweeps the expired sessions (at its next event, or after this long
+/// without one).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Starts the task that ends `sessions` whose keys a change refuses, on the current tokio
-/// runtime (none outside one: sessions then end at their next request only).
+/// runtime, which must have timers, as `axum::serve`'s has (outside a runtime, none:
+/// sessions then end at their next request only).
 pub(crate) fn watch(store: &Store, sessions: Weak<Sessions>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let mut events = store.subscribe();
+    let mut breaks = store.feed_breaks();
     let store = store.downgrade();
     runtime.spawn(async move {
+        let mut swept = Instant::now();
         loop {
-            let user = match tokio::time::timeout(SWEEP_EVERY, events.recv()).await {
+            let received = tokio::time::timeout(SWEEP_EVERY, events.recv()).await;
+            let Some(sessions) = sessions.upgrade() else {
+                return;
+            };
+            if swept.elapsed() >= SWEEP_EVERY {
+                sessions.sweep();
+                swept = Instant::now();
+            }
+            // A break in the feed (a shared database that lost or replaced changes) may
+            // hide a change no event will carry: every session is checked.
+            let broke = breaks.has_changed().unwrap_or(false);
+            if broke {
+                breaks.borrow_and_update();
+            }
+            let user = match received {
+                Ok(Err(RecvError::Closed)) => return,
+                _ if broke => None,
                 Ok(Ok(event)) => match concerned(&event) {
                     Some(user) => Some(user),
                     None => continue,
                 },
                 Ok(Err(RecvError::Lagged(_))) => None,
-                Ok(Err(RecvError::Closed)) => return,
-                Err(_quiet) => {
-                    let Some(sessions) = sessions.upgrade() else {
-                        return;
-                    };
-                    sessions.sweep();
-                    continue;
-                }
+                Err(_quiet) => continue,
             };
-            let (Some(store), Some(sessions)) = (store.upgrade(), sessions.upgrade()) else {
+            let Some(store) = store.upgrade() else {
                 return;
             };
             end_refused(&store, &sessions, user).await;
@@ -74,11 +92,19 @@ fn concerned(event: &AuditEvent) -> Option<Uuid> {
 /// authenticates; one the store cannot say about just now stays, as at a request.
 async fn end_refused(store: &Store, sessions: &Sessions, user: Option<Uuid>) {
     for (id, key) in sessions.keys_of(user) {
-        match verify::key(store, key.expose()).await {
-            Ok(_) | Err(VerifyError::Unavailable(_)) => {}
-            Err(_) => sessions.close(&id),
+        if refused(store, key.expose()).await {
+            sessions.close(&id);
         }
     }
+}
+
+/// Whether `key` no longer authenticates (disabled, revoked, expired, gone); `false` when
+/// the store cannot say just now.
+pub(crate) async fn refused(store: &Store, key: &str) -> bool {
+    !matches!(
+        verify::key(store, key).await,
+        Ok(_) | Err(VerifyError::Unavailable(_))
+    )
 }
 
 #[cfg(test)]

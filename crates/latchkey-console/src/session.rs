@@ -203,7 +203,10 @@ impl Sessions {
 
     /// Forgets the sessions that expired (their keys with them).
     pub(crate) fn sweep(&self) {
-        let now = Instant::now();
+        self.sweep_at(Instant::now());
+    }
+
+    fn sweep_at(&self, now: Instant) {
         self.lock().retain(|_, s| !s.expired(now));
     }
 
@@ -345,14 +348,11 @@ mod tests {
     #[test]
     fn a_sweep_forgets_the_expired_sessions_only() {
         let sessions = Sessions::default();
-        let (old, fresh) = (open(&sessions, "old", 0), open(&sessions, "fresh", 1));
-        // (Instant counts from boot: on a machine up for less than the idle timeout, the
-        // past this needs does not exist yet.)
-        let Some(idle) = Instant::now().checked_sub(IDLE_TIMEOUT + Duration::from_secs(1)) else {
-            return;
-        };
-        sessions.lock().get_mut(&old).unwrap().last_seen = idle;
-        sessions.sweep();
+        let (_old, fresh) = (open(&sessions, "old", 0), open(&sessions, "fresh", 1));
+        let now = Instant::now();
+        // Half an hour and a second from now, the fresh one was used 20 minutes from now.
+        sessions.lock().get_mut(&fresh).unwrap().last_seen = now + Duration::from_secs(1200);
+        sessions.sweep_at(now + IDLE_TIMEOUT + Duration::from_secs(1));
         let open: Vec<String> = sessions.lock().keys().cloned().collect();
         assert_eq!(open, [fresh]);
     }

@@ -126,6 +126,11 @@ pub(crate) async fn submit(State(console): State<Console>, request: Request) -> 
                 principal.user_id,
                 principal.tenant_id.clone(),
             );
+            // A change that refused the key between the check above and the opening
+            // reached the session-ending task before the session was there to end.
+            if crate::ending::refused(&console.store, text).await {
+                console.sessions.close(&id);
+            }
             let mut response = Redirect::to(landing).into_response();
             let headers = response.headers_mut();
             for cookie in [
