@@ -1547,24 +1547,37 @@ async fn an_editor_saved_after_a_change_elsewhere_keeps_that_change() {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
-    // The user's page saved with one permission typed in and one taken out.
-    let form = [
-        ("csrf", csrf.clone()),
-        ("name", "svc".to_owned()),
-        ("groups", "ops\naudit".to_owned()),
-        ("permissions", "b:read\nc:read".to_owned()),
-        ("rate_limits", String::new()),
-        ("shown_groups", hidden(&user_page, "shown_groups")),
-        ("shown_permissions", hidden(&user_page, "shown_permissions")),
-        ("shown_name", hidden(&user_page, "shown_name")),
-        ("shown_rate_limits", hidden(&user_page, "shown_rate_limits")),
-    ];
-    let form = form.each_ref().map(|(k, v)| (*k, v.as_str()));
-    let (answer, html) = app.post("/ui/users/svc", &session, &form).await;
-    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
-    let (_, stored) = app
-        .api(&app.admin, "GET", "/v1/users/svc", Value::Null)
-        .await;
+    // The user's page (as `page` showed it) saved with `groups` and `permissions` typed:
+    // the user as stored then.
+    let save_user = |page: String, groups: String, permissions: &'static str| {
+        let (app, session, csrf) = (&app, &session, &csrf);
+        async move {
+            let mut form = vec![
+                ("csrf", csrf.clone()),
+                ("name", "svc".to_owned()),
+                ("groups", groups),
+                ("permissions", permissions.to_owned()),
+                ("rate_limits", String::new()),
+            ];
+            for shown in [
+                "shown_groups",
+                "shown_permissions",
+                "shown_name",
+                "shown_rate_limits",
+            ] {
+                form.push((shown, hidden(&page, shown)));
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (answer, html) = app.post("/ui/users/svc", session, &form).await;
+            assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+            let (_, stored) = app
+                .api(&app.admin, "GET", "/v1/users/svc", Value::Null)
+                .await;
+            stored
+        }
+    };
+    // One permission typed in and one taken out.
+    let stored = save_user(user_page, "ops\naudit".to_owned(), "b:read\nc:read").await;
     assert_eq!(stored["groups"], json!([ops]), "{stored}");
     assert_eq!(stored["permissions"], json!(["c:read"]), "{stored}");
 
@@ -1587,6 +1600,11 @@ async fn an_editor_saved_after_a_change_elsewhere_keeps_that_change() {
         .await;
     assert_eq!(stored["name"], "ops2");
     assert_eq!(stored["permissions"], json!(["orders:read"]), "{stored}");
+
+    // A group typed as its id, in capitals, is the group shown: kept, not removed.
+    let (_, user_page) = app.get("/ui/users/svc", Some(&session)).await;
+    let stored = save_user(user_page, ops.to_uppercase(), "c:read").await;
+    assert_eq!(stored["groups"], json!([ops]), "{stored}");
 }
 
 /// A key pasted into a field the console reads itself (rate limits) is refused without

@@ -90,9 +90,14 @@ pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Res
         .filter_map(|pair| pair.split_once(':'))
         .collect();
     let by_name: HashMap<&str, &str> = shown.iter().copied().collect();
+    // A group typed by its id reads as the id shown, however it is written (`ABC…` for
+    // `abc…`), or it would be added and removed at once.
     let groups: Vec<String> = super::split_list(fields.get("groups"))
         .into_iter()
-        .map(|g| by_name.get(g.as_str()).map_or(g, |id| (*id).to_owned()))
+        .map(|g| match by_name.get(g.as_str()) {
+            Some(id) => (*id).to_owned(),
+            None => Uuid::parse_str(&g).map_or(g, |id| id.to_string()),
+        })
         .collect();
     let shown_groups = fields
         .has("shown_groups")
