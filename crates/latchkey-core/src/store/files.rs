@@ -121,18 +121,24 @@ pub(crate) fn ensure_not_partial(path: &Path) -> Result<(), StoreError> {
         return Ok(());
     }
     let has = |name: &str| path.join(name).is_file();
-    let (missing, beside) = match (has("conf"), has("db")) {
-        (true, false) => ("db", "conf"),
-        (false, true) => ("conf", "db"),
+    let reason = match (has("conf"), has("db")) {
+        // What an `init` stopped before sled made its log may leave.
+        (true, false) => {
+            "is missing its `db` file beside its `conf`, and has no mark (if an \
+             interrupted `init` left it, remove the directory and run it again)"
+        }
+        // sled never leaves this: a store's files copied in part. Opening it would write a
+        // new log over its records.
+        (false, true) => {
+            "is missing its `conf` file beside its `db`, and has no mark \
+             (copy the rest of the store's files beside it, its `conf` and `snap.*`, or \
+             restore; opening it as it is would write a new store over that `db`)"
+        }
         _ => return Ok(()),
     };
     Err(StoreError::Damaged {
         path: path.to_owned(),
-        reason: format!(
-            "is missing its `{missing}` file beside its `{beside}`, and has no mark (opening it \
-             would write over what is there; if an interrupted `init` left it, remove the \
-             directory and run it again)"
-        ),
+        reason: reason.to_owned(),
     })
 }
 
