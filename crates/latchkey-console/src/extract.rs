@@ -15,8 +15,9 @@ use crate::state::Console;
 use crate::verify;
 use crate::view::Nav;
 
-/// Largest form the console reads.
-const MAX_FORM: usize = 64 * 1024;
+/// Largest form the console reads: an editor carries what its page showed beside what was
+/// typed (`edits`), a user's 256 permissions of up to 128 bytes twice, percent-encoded.
+const MAX_FORM: usize = 128 * 1024;
 
 /// A request from a live session whose key still authenticates. Its `Debug` shows neither
 /// the session's id nor its token.
@@ -300,7 +301,7 @@ pub(crate) async fn refuse_non_utf8_address(
 pub(crate) async fn read_form(body: axum::body::Body) -> Result<Fields, UiError> {
     let bytes = axum::body::to_bytes(body, MAX_FORM)
         .await
-        .map_err(|_| UiError::BadForm("the form is larger than 64 KiB".to_owned()))?;
+        .map_err(|_| UiError::BadForm("the form is larger than 128 KiB".to_owned()))?;
     Fields::parse(&bytes)
 }
 

@@ -1764,3 +1764,41 @@ async fn a_page_refused_for_a_rate_limit_says_when_to_retry() {
         .unwrap();
     assert!((1..=3600).contains(&wait), "{wait}");
 }
+
+/// A form is read up to 128 KiB: an editor's, carrying a user's longest permissions twice
+/// (typed and as shown), fits; a larger one is refused and changes nothing.
+#[tokio::test]
+async fn a_form_is_bounded_and_an_editor_s_largest_fits() {
+    let app = App::new(false);
+    let permissions: Vec<String> = (0..256)
+        .map(|i| format!("p{i:03}:{}", "x".repeat(120)))
+        .collect();
+    app.key_of_new_user(json!({"name": "svc", "permissions": permissions}))
+        .await;
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let (_, page) = app.get("/ui/users/svc", Some(&session)).await;
+    let typed = permissions.join("\n");
+    let shown = hidden(&page, "shown_permissions");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", "svc2"),
+        ("groups", ""),
+        ("permissions", &typed),
+        ("rate_limits", ""),
+        ("shown_groups", ""),
+        ("shown_permissions", &shown),
+        ("shown_name", "svc"),
+        ("shown_rate_limits", ""),
+    ];
+    let (answer, html) = app.post("/ui/users/svc", &session, &form).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+    let big = "x".repeat(130 * 1024);
+    let form = [("csrf", csrf.as_str()), ("name", "svc3"), ("padding", &big)];
+    let (answer, html) = app.post("/ui/users/svc2", &session, &form).await;
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("larger than 128 KiB"), "{html}");
+    let (status, _) = app
+        .api(&app.admin, "GET", "/v1/users/svc2", Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::OK, "not renamed");
+}
