@@ -255,7 +255,11 @@ impl Settings {
                 .clone()
                 .or(file.url)
                 .unwrap_or_else(|| DEFAULT_URL.to_owned()),
-            admin_key: admin_key(args.admin_key.clone().or(file.admin_key))?,
+            admin_key: args
+                .admin_key
+                .clone()
+                .or(file.admin_key)
+                .map(|key| key.trim().to_owned()),
             db: match (&args.db, &file.db) {
                 (Some(db), _) => Some(db.parse::<Location>().context("--db (or LATCHKEY_DB)")?),
                 (None, Some(db)) => Some(db.parse().context("the config file's db")?),
@@ -282,22 +286,22 @@ impl Settings {
     }
 }
 
-/// The admin key as given, without the white space around it (the line end of a file or
-/// a mounted secret it was read from). One with a character inside that no key has (a line
-/// break, a space, a control character) is refused here, by name: the HTTP client would
-/// refuse it as a header value with a "builder error".
-fn admin_key(given: Option<String>) -> anyhow::Result<Option<String>> {
-    let Some(key) = given else {
+/// The admin key to send (`settings.admin_key`, trimmed of the line end of the file or
+/// mounted secret it was read from). One with a character inside that no key has (a line
+/// break, a space, a control character) is refused here, by name, when a command is about
+/// to send it: the HTTP client would refuse it as a header value with a "builder error".
+/// Commands that send none (`serve`, `scan`, `health`) never look at it.
+pub fn admin_key_to_send(settings: &Settings) -> anyhow::Result<Option<String>> {
+    let Some(key) = &settings.admin_key else {
         return Ok(None);
     };
-    let key = key.trim();
     anyhow::ensure!(
         key.bytes().all(|b| b.is_ascii_graphic()),
         "the admin key holds a character no key has (a line break, a space or a control \
          character inside it): check --admin-key, LATCHKEY_ADMIN_KEY or the config file's \
          admin_key"
     );
-    Ok(Some(key.to_owned()))
+    Ok(Some(key.clone()))
 }
 
 impl Settings {

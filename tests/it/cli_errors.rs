@@ -95,10 +95,14 @@ fn transport_and_credential_errors() {
             .cli_as(&format!("{}{end}", f.admin), &["keys", "list"]);
         assert_eq!(run.code, 0, "{end:?}: {run:#?}");
     }
-    // One with a line break inside is refused by name, before any request.
+    // One with a line break inside is refused by name, before any request, by a command
+    // that sends it; one that sends none does not look at it.
+    let broken = format!("lk_live\n{}", f.admin);
     f.daemon
-        .cli_as(&format!("lk_live\n{}", f.admin), &["keys", "list"])
+        .cli_as(&broken, &["keys", "list"])
         .fails(1, "the admin key holds a character");
+    let health = f.daemon.cli_as(&broken, &["health"]);
+    assert_eq!(health.code, 0, "{health:#?}");
     // A key without the permission.
     f.user("reader", "latchkey:keys:read");
     let (_, reader) = f.key("reader", "r", &[]);

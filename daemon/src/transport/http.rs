@@ -113,7 +113,8 @@ pub fn check_url(what: &str, url: &str) -> anyhow::Result<reqwest::Url> {
 impl HttpTransport {
     /// The transport the global flags name: `--url`, `--admin-key` and `--ca-cert`.
     pub fn for_settings(settings: &crate::config::Settings) -> anyhow::Result<HttpTransport> {
-        HttpTransport::for_settings_with_key(settings, settings.admin_key.clone())
+        let key = crate::config::admin_key_to_send(settings)?;
+        HttpTransport::for_settings_with_key(settings, key)
     }
 
     /// [`HttpTransport::for_settings`] sending `admin_key` (`None`: no key at all).
