@@ -24,13 +24,15 @@ document.addEventListener("submit", function (event) {
     event.preventDefault();
     return;
   }
-  // A whole key pasted into the key search goes as its display prefix: the secret stays
-  // out of the URL (a proxy's log, the browser's history). The daemon does the same for a
-  // browser without this script.
-  var search = event.target.querySelector("input[name=q]");
-  var key = search && /^\s*([a-z0-9]{2,8}_(?:live|test)_[^\s_]{12})_\S{30,60}\s*$/.exec(search.value);
-  if (key) {
-    search.value = key[1];
+  // A key's full text in a field of a form sent in its address (the key list's search and
+  // user) goes as its display prefix: the secret stays out of the URL (a proxy's log, the
+  // browser's history). The daemon does the same for a browser without this script.
+  if ((event.target.getAttribute("method") || "get").toLowerCase() === "get") {
+    event.target.querySelectorAll("input[type=search], input[type=text]").forEach(function (field) {
+      field.value = field.value
+        .replace(/^\s*([a-z0-9]{2,8}_(?:live|test)_[^\s_]{12})_\S{30,60}\s*$/, "$1")
+        .replace(/([a-z0-9]{2,8}_(?:live|test)_[0-9A-Za-z]{12})_[0-9A-Za-z]{38}/g, "$1");
+    });
   }
 });
 // A page showing a new key's secret drops it when left: the browser's back/forward cache

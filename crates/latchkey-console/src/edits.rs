@@ -3,14 +3,20 @@
 //! it differs from the page), never the whole page again: a page opened before someone
 //! else's change, saved for another field, leaves that change in place.
 //!
-//! A form without the page's hidden `shown_…` fields (one not made by the console) replaces
-//! the list, as the API's `permissions` or `groups` do.
+//! The page keeps what it showed in hidden `shown_…` fields; a form without them (one not
+//! made by the console) is refused, as one without an editable field is
+//! ([`Fields::require`]): read as showing nothing, it would give back what was removed.
 
 use std::collections::HashSet;
 
 use serde_json::Value;
 
 use crate::extract::Fields;
+
+/// The fields every editor's form carries beside what it edits.
+pub(crate) const SHOWN_NAME: &str = "shown_name";
+/// The permissions a page showed, space-separated.
+pub(crate) const SHOWN_PERMISSIONS: &str = "shown_permissions";
 
 /// A PATCH body with the name and the permissions an editor (a user's or a group's)
 /// changed.
@@ -20,28 +26,21 @@ pub(crate) fn name_and_permissions(fields: &Fields) -> Value {
         &mut body,
         "permissions",
         crate::pages::split_list(fields.get("permissions")),
-        shown(fields, "permissions"),
+        &shown(fields, SHOWN_PERMISSIONS),
     );
-    if let Some(name) = changed(fields, "name") {
+    if let Some(name) = fields.optional("name")
+        && name != fields.get(SHOWN_NAME)
+    {
         body["name"] = name.into();
     }
     body
 }
 
-/// Writes into `body` the change to the list `field` (`groups`, `permissions`): with the
-/// items the page showed, `add_{field}` and `remove_{field}` for those typed in and those
-/// taken out (each left out when empty); without them, `{field}` replacing the list.
-pub(crate) fn list_into(
-    body: &mut Value,
-    field: &str,
-    typed: Vec<String>,
-    shown: Option<Vec<String>>,
-) {
-    let Some(shown) = shown else {
-        body[field] = typed.into();
-        return;
-    };
-    let (added, removed) = changes(&shown, &typed);
+/// Writes into `body` the change to the list `field` (`groups`, `permissions`) against the
+/// items the page showed: `add_{field}` and `remove_{field}` for those typed in and those
+/// taken out (each left out when empty).
+pub(crate) fn list_into(body: &mut Value, field: &str, typed: Vec<String>, shown: &[String]) {
+    let (added, removed) = changes(shown, &typed);
     if !added.is_empty() {
         body[format!("add_{field}")] = added.into();
     }
@@ -69,25 +68,13 @@ fn changes(shown: &[String], typed: &[String]) -> (Vec<String>, Vec<String>) {
     (added, removed)
 }
 
-/// The items the page showed for `field`, from its hidden `shown_{field}` (space-separated);
-/// `None` when the form has no such field.
-fn shown(fields: &Fields, field: &str) -> Option<Vec<String>> {
-    let name = format!("shown_{field}");
-    fields.has(&name).then(|| {
-        fields
-            .get(&name)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    })
-}
-
-/// Field `field` as typed, when it is not blank and differs from what the page showed
-/// (`shown_{field}`; a form without it sends any value typed).
-fn changed(fields: &Fields, field: &str) -> Option<String> {
-    let typed = fields.optional(field)?;
-    let name = format!("shown_{field}");
-    (!fields.has(&name) || fields.get(&name) != typed).then_some(typed)
+/// The items of the hidden field `name` (space-separated).
+fn shown(fields: &Fields, name: &str) -> Vec<String> {
+    fields
+        .get(name)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -101,20 +88,13 @@ mod tests {
     #[test]
     fn a_list_saved_as_shown_changes_nothing_and_an_edit_sends_only_its_difference() {
         let mut body = serde_json::json!({});
-        list_into(&mut body, "permissions", items("b a"), Some(items("a b")));
+        list_into(&mut body, "permissions", items("b a"), &items("a b"));
         assert_eq!(body, serde_json::json!({}));
 
-        list_into(&mut body, "permissions", items("a c c"), Some(items("a b")));
+        list_into(&mut body, "permissions", items("a c c"), &items("a b"));
         assert_eq!(
             body,
             serde_json::json!({"add_permissions": ["c"], "remove_permissions": ["b"]})
         );
-    }
-
-    #[test]
-    fn a_form_that_showed_nothing_replaces_the_list() {
-        let mut body = serde_json::json!({});
-        list_into(&mut body, "groups", items("x"), None);
-        assert_eq!(body, serde_json::json!({"groups": ["x"]}));
     }
 }

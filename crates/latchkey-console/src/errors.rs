@@ -198,7 +198,7 @@ impl IntoResponse for UiError {
             ),
             UiError::CrossSite => (
                 StatusCode::FORBIDDEN,
-                "Form refused".to_owned(),
+                "Refused".to_owned(),
                 "It was sent from another site: nothing was done. Open the console from its own address.".to_owned(),
             ),
             UiError::IpNotAllowed => (

@@ -1377,21 +1377,22 @@ async fn a_user_s_page_edits_revokes_and_deletes_it_and_a_group_s_page_deletes_t
     let (_, list) = app.get("/ui/users", Some(&session)).await;
     assert!(list.contains(&format!("href=\"{page}\"")), "{list}");
 
-    let edit = |permissions, rate_limits, shown| {
+    // The editor's form as typed on `shown`, the page as it was.
+    let edit = |permissions, rate_limits, shown: &str| {
         [
             ("csrf", csrf.clone()),
             ("name", "svc2".to_owned()),
             ("groups", "ops".to_owned()),
             ("permissions", permissions),
             ("rate_limits", rate_limits),
-            ("shown_groups", shown),
+            ("shown_groups", hidden(shown, "shown_groups")),
+            ("shown_permissions", hidden(shown, "shown_permissions")),
+            ("shown_name", hidden(shown, "shown_name")),
+            ("shown_rate_limits", hidden(shown, "shown_rate_limits")),
         ]
     };
-    let typed = edit(
-        "orders:write\nreports:read".into(),
-        "3/1m".into(),
-        String::new(),
-    );
+    let (_, first) = app.get(&page, Some(&session)).await;
+    let typed = edit("orders:write\nreports:read".into(), "3/1m".into(), &first);
     let typed = typed.each_ref().map(|(k, v)| (*k, v.as_str()));
     let (answer, html) = app.post(&page, &session, &typed).await;
     assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
@@ -1439,7 +1440,7 @@ async fn a_user_s_page_edits_revokes_and_deletes_it_and_a_group_s_page_deletes_t
     let same = edit(
         "orders:write reports:read".into(),
         "3/60s default".into(),
-        hidden(&html, "shown_groups"),
+        &html,
     );
     let same = same.each_ref().map(|(k, v)| (*k, v.as_str()));
     let (answer, _) = app.post(&page, &session, &same).await;
@@ -1628,6 +1629,10 @@ async fn a_key_pasted_into_rate_limits_is_not_shown_in_the_refusal() {
         ("groups", "admin"),
         ("permissions", ""),
         ("rate_limits", &pasted),
+        ("shown_name", "admin"),
+        ("shown_groups", ""),
+        ("shown_permissions", ""),
+        ("shown_rate_limits", ""),
     ];
     for (path, form) in [("/ui/keys", &create[..]), ("/ui/users/admin", &edit[..])] {
         let (answer, html) = app.post(path, &session, form).await;
@@ -1706,12 +1711,26 @@ async fn an_editor_s_form_without_a_field_is_refused_and_changes_nothing() {
     };
     let user = read("/v1/users/svc".to_owned()).await;
     let group = read(format!("/v1/groups/{ops}")).await;
-    for (path, missing) in [
-        ("/ui/users/svc".to_owned(), "groups"),
-        (format!("/ui/groups/{ops}"), "permissions"),
+    // (Re-check s51 B: nor one with every field it edits but not what its page showed,
+    // which would read as showing nothing and give back what was removed since.)
+    let every_field = [
+        ("csrf", csrf.as_str()),
+        ("name", "renamed"),
+        ("groups", ""),
+        ("permissions", ""),
+        ("rate_limits", ""),
+    ];
+    for (path, form, missing) in [
+        ("/ui/users/svc".to_owned(), &every_field[..2], "groups"),
+        (
+            format!("/ui/groups/{ops}"),
+            &every_field[..2],
+            "permissions",
+        ),
+        ("/ui/users/svc".to_owned(), &every_field[..], "shown_name"),
+        (format!("/ui/groups/{ops}"), &every_field[..4], "shown_name"),
     ] {
-        let form = [("csrf", csrf.as_str()), ("name", "renamed")];
-        let (answer, html) = app.post(&path, &session, &form).await;
+        let (answer, html) = app.post(&path, &session, form).await;
         assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{path}: {html}");
         assert!(html.contains(&format!("no `{missing}` field")), "{html}");
     }

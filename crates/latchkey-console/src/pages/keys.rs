@@ -99,18 +99,20 @@ pub(crate) async fn list(
         sort: param("sort")?,
         cursor: param("cursor")?,
     };
-    // A whole key pasted into the search box: the same search by its display prefix,
-    // at an address without the secret (the browser's history keeps the final one).
-    let pasted = latchkey_core::ApiKey::display_prefix_of(&query.q);
+    // A key pasted into the search box or the user filter (the page's script sends its
+    // display prefix; a browser without it does not): the same search by its display
+    // prefix, at an address without the secret.
+    let q = prefixes_for_keys(&query.q);
+    let user = prefixes_for_keys(&query.user);
     let limit = PAGE.to_string();
     let page_filters = [
-        ("q", pasted.unwrap_or(&query.q)),
-        ("user", query.user.as_str()),
+        ("q", q.as_deref().unwrap_or(&query.q)),
+        ("user", user.as_deref().unwrap_or(&query.user)),
         ("status", query.status.as_str()),
         ("env", query.env.as_str()),
         ("sort", query.sort.as_str()),
     ];
-    if pasted.is_some() {
+    if q.is_some() || user.is_some() {
         let to = format!("/ui/keys?{}", view::query(&page_filters));
         return Ok(Redirect::to(&to).into_response());
     }
@@ -214,5 +216,45 @@ pub(crate) fn claim_once(posted: &Posted) -> Result<(), UiError> {
         Ok(())
     } else {
         Err(UiError::Resubmitted)
+    }
+}
+
+/// `text` with each key's full text in it (a key pasted, maybe among other words) put as
+/// its display prefix; `None` when it holds none. A text that is a whole key mistyped
+/// reads as its display prefix too, as the API reads it.
+fn prefixes_for_keys(text: &str) -> Option<String> {
+    if let Some(prefix) = latchkey_core::ApiKey::display_prefix_of(text) {
+        return Some(prefix.to_owned());
+    }
+    let mut said = String::with_capacity(text.len());
+    let mut from = 0;
+    for (at, key) in latchkey_core::find_keys(text) {
+        // A key glued to the one before may start inside it: it runs on to its end.
+        if at >= from {
+            said.push_str(&text[from..at]);
+            said.push_str(key.display_prefix());
+        }
+        from = from.max(at + key.expose().len());
+    }
+    (from > 0).then(|| said + &text[from..])
+}
+
+#[cfg(test)]
+mod tests {
+    use latchkey_core::{ApiKey, Env, Prefix};
+
+    use super::*;
+
+    #[test]
+    fn keys_among_other_words_read_as_their_prefixes() {
+        let key = ApiKey::generate(&Prefix::default(), Env::Live);
+        let prefix = key.display_prefix();
+        let secret = key.expose();
+        assert_eq!(prefixes_for_keys(secret).as_deref(), Some(prefix));
+        assert_eq!(
+            prefixes_for_keys(&format!("foo {secret}, DEPLOY_{secret}")),
+            Some(format!("foo {prefix}, DEPLOY_{prefix}"))
+        );
+        assert_eq!(prefixes_for_keys("nightly export"), None);
     }
 }

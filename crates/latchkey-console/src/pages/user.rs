@@ -82,7 +82,16 @@ async fn group_names(signed: &Signed) -> HashMap<Uuid, String> {
 /// page showed (`edits`).
 pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
     let fields = &posted.fields;
-    fields.require(&["name", "groups", "permissions", "rate_limits"])?;
+    fields.require(&[
+        "name",
+        "groups",
+        "permissions",
+        "rate_limits",
+        edits::SHOWN_NAME,
+        "shown_groups",
+        edits::SHOWN_PERMISSIONS,
+        "shown_rate_limits",
+    ])?;
     // (Group names hold no `:`.)
     let shown: Vec<(&str, &str)> = fields
         .get("shown_groups")
@@ -99,13 +108,11 @@ pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Res
             None => Uuid::parse_str(&g).map_or(g, |id| id.to_string()),
         })
         .collect();
-    let shown_groups = fields
-        .has("shown_groups")
-        .then(|| shown.iter().map(|(_, id)| (*id).to_owned()).collect());
+    let shown_groups: Vec<String> = shown.iter().map(|(_, id)| (*id).to_owned()).collect();
     let mut body = edits::name_and_permissions(fields);
-    edits::list_into(&mut body, "groups", groups, shown_groups);
+    edits::list_into(&mut body, "groups", groups, &shown_groups);
     let limits = fields.get("rate_limits");
-    if !fields.has("shown_rate_limits") || fields.get("shown_rate_limits") != limits {
+    if fields.get("shown_rate_limits") != limits {
         body["rate_limits"] = match limits {
             "" => serde_json::Value::Null,
             limits => crate::usage::rate_limits(limits)?.into(),
