@@ -27,6 +27,14 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
         "--out - would name a file `-`: a backup is written to a file only (it is checked \
          whole before it gets its name); give a path"
     );
+    // A key pasted where the file's name goes would stand in a directory listing, and in
+    // this command's own answer.
+    anyhow::ensure!(
+        latchkey_core::find_keys(out.as_os_str().as_encoded_bytes())
+            .next()
+            .is_none(),
+        "--out holds a key's full text: choose another name (nothing was written)"
+    );
     // Written beside the target under a name of its own, then linked to FILE at the end:
     // FILE is whole, or absent. A killed run leaves its partial file behind; the next run
     // removes it (see `partial`).

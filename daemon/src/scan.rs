@@ -105,9 +105,17 @@ pub fn scan_paths(paths: &[PathBuf]) -> Scanned {
             scan_reader(path, std::io::stdin().lock()).context("reading stdin")
         } else {
             match std::fs::metadata(path) {
+                // A directory given that cannot be listed is a path not read; one met
+                // inside it is warned about and skipped.
                 Ok(meta) if meta.is_dir() => {
-                    walk(path, &mut scanned.findings);
-                    continue;
+                    match std::fs::read_dir(path) {
+                        Ok(_) => {
+                            walk(path, &mut scanned.findings);
+                            continue;
+                        }
+                        Err(e) => Err(anyhow::Error::new(e)
+                            .context(format!("cannot read {}", path.display()))),
+                    }
                 }
                 Ok(_) => scan_file(path),
                 Err(e) => {
@@ -161,7 +169,8 @@ fn walk(dir: &Path, findings: &mut Vec<Finding>) {
 }
 
 /// Runs `latchkey scan`: prints `file:line: prefix` per finding (or JSON); exits 2 when a
-/// path given could not be read, else 1 when a key was found, else 0.
+/// path given could not be read (whatever was found: the scan is not whole), else 1 when a
+/// key was found, else 0.
 pub fn run(paths: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     let Scanned {
         findings,

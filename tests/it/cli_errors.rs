@@ -181,6 +181,23 @@ fn health_is_ok_only_for_a_latchkey_daemon() {
     server.join().unwrap();
 }
 
+/// Re-check s51 C: a backup is not written to a file named by a key's full text (a key
+/// pasted where the name goes), which a listing and the command's answer would show.
+#[test]
+fn a_backup_is_not_named_by_a_key() {
+    let f = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(&f.admin);
+    let run = f.cli(&["backup", "--out", out.to_str().unwrap()]);
+    run.fails(1, "--out holds a key's full text");
+    assert!(!run.stderr.contains(&f.admin), "{run:#?}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
 /// Hunt (CLI) L3: a whole key given by mistake to a flag that takes something else is not
 /// printed back, whether clap refuses the value or the command does.
 #[test]

@@ -81,6 +81,31 @@ fn scan_passes_a_clean_tree_and_fails_on_a_missing_path() {
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stdout.contains(key.display_prefix()), "{run:#?}");
     assert!(run.stderr.contains("cannot read"), "{run:#?}");
+    // So is a directory given that cannot be listed (re-check s51 D: a warning, exit 0).
+    // Root lists any directory, so as root the scan runs as `nobody`.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &std::path::Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let closed = dir.path().join("closed");
+        std::fs::create_dir(&closed).unwrap();
+        mode(dir.path(), 0o755);
+        mode(&closed, 0);
+        let id = std::process::Command::new("id").arg("-u").output().unwrap();
+        let mut scan = if String::from_utf8_lossy(&id.stdout).trim() == "0" {
+            let mut as_nobody = std::process::Command::new("runuser");
+            as_nobody
+                .args(["-u", "nobody", "--"])
+                .arg(crate::harness::bin());
+            as_nobody
+        } else {
+            latchkey()
+        };
+        Run::of(scan.arg("scan").arg(&closed)).fails(2, "cannot read");
+        mode(&closed, 0o700);
+    }
 }
 
 #[test]
