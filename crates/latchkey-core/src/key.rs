@@ -555,19 +555,32 @@ pub fn find_keys<T: AsRef<[u8]> + ?Sized>(text: &T) -> impl Iterator<Item = (usi
 /// assert_eq!(said, "no such user: (a key's full text, not shown)");
 /// ```
 pub fn without_keys(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len());
+    replace_keys(text, |_| "(a key's full text, not shown)").unwrap_or_else(|| text.to_owned())
+}
+
+/// `text` with every latchkey key's full text in it replaced by what `with` gives for it
+/// (its display prefix, say); `None` when it holds no key.
+///
+/// ```
+/// use latchkey_core::{ApiKey, Env, Prefix, replace_keys};
+/// let key = ApiKey::generate(&Prefix::default(), Env::Live);
+/// let said = replace_keys(&format!("q={}", key.expose()), ApiKey::display_prefix);
+/// assert_eq!(said, Some(format!("q={}", key.display_prefix())));
+/// assert_eq!(replace_keys("q=nightly", ApiKey::display_prefix), None);
+/// ```
+pub fn replace_keys(text: &str, with: impl Fn(&ApiKey) -> &str) -> Option<String> {
+    let mut said = String::with_capacity(text.len());
     let mut from = 0;
     for (at, key) in find_keys(text) {
         // A key glued to the one before may start inside it (its prefix made of the other's
-        // last characters): what is hidden then runs on to its end.
+        // last characters): what is replaced then runs on to its end.
         if at >= from {
-            shown.push_str(&text[from..at]);
-            shown.push_str("(a key's full text, not shown)");
+            said.push_str(&text[from..at]);
+            said.push_str(with(&key));
         }
         from = from.max(at + key.expose().len());
     }
-    shown.push_str(&text[from..]);
-    shown
+    (from > 0).then(|| said + &text[from..])
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use controls::{Credits, CreditsPatch, LimitState, RateLimit, Refill, RefillInterval};
 pub use error::{BoxError, Conflict, Entity, StoreError};
 pub use hash::{HashKey, SecretHash};
-pub use key::{ApiKey, Env, ParseError, Prefix, PublicId, find_keys, without_keys};
+pub use key::{ApiKey, Env, ParseError, Prefix, PublicId, find_keys, replace_keys, without_keys};
 pub use location::{DatabaseUrl, Location, LocationError};
 pub use meter::{Admission, Admitted, Meter, Reservation, admit, try_admit};
 pub use model::{

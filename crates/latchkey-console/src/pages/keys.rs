@@ -223,20 +223,10 @@ pub(crate) fn claim_once(posted: &Posted) -> Result<(), UiError> {
 /// its display prefix; `None` when it holds none. A text that is a whole key mistyped
 /// reads as its display prefix too, as the API reads it.
 fn prefixes_for_keys(text: &str) -> Option<String> {
-    if let Some(prefix) = latchkey_core::ApiKey::display_prefix_of(text) {
-        return Some(prefix.to_owned());
+    match latchkey_core::ApiKey::display_prefix_of(text) {
+        Some(prefix) => Some(prefix.to_owned()),
+        None => latchkey_core::replace_keys(text, latchkey_core::ApiKey::display_prefix),
     }
-    let mut said = String::with_capacity(text.len());
-    let mut from = 0;
-    for (at, key) in latchkey_core::find_keys(text) {
-        // A key glued to the one before may start inside it: it runs on to its end.
-        if at >= from {
-            said.push_str(&text[from..at]);
-            said.push_str(key.display_prefix());
-        }
-        from = from.max(at + key.expose().len());
-    }
-    (from > 0).then(|| said + &text[from..])
 }
 
 #[cfg(test)]
