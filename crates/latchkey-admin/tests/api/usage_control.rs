@@ -504,7 +504,6 @@ async fn a_return_reaches_a_key_whose_user_has_limits_of_its_own() {
     assert_eq!(h.get(&uri).await.ok(200)["credits"]["remaining"], 100);
 }
 
-/// `POST /v1/leases` of up to 50 credits of `key` by `caller`; the answer.
 /// Re-check s50 R1: a remote verifier admits the request that missed its cache on a `POST
 /// /v1/verify`, and when the route then refuses its extra cost, gives that request's
 /// credit back with its lease's unspent credits: the return takes it, for the caller that
@@ -532,6 +531,7 @@ async fn a_credit_a_verification_took_goes_back_with_the_caller_s_return() {
     assert_eq!(h.get(&uri).await.ok(200)["credits"]["remaining"], 100);
 }
 
+/// `POST /v1/leases` of up to 50 credits of `key` by `caller`; the answer.
 async fn lease_credits(h: &Harness, caller: &str, key: &str) -> Value {
     let body = json!({"key": key, "buckets": [{"kind": "credits", "want": 50}]});
     h.post_as(caller, "/v1/leases", body).await
