@@ -13,11 +13,6 @@ use serde_json::Value;
 
 use crate::extract::Fields;
 
-/// The fields every editor's form carries beside what it edits.
-pub(crate) const SHOWN_NAME: &str = "shown_name";
-/// The permissions a page showed, space-separated.
-pub(crate) const SHOWN_PERMISSIONS: &str = "shown_permissions";
-
 /// A PATCH body with the name and the permissions an editor (a user's or a group's)
 /// changed.
 pub(crate) fn name_and_permissions(fields: &Fields) -> Value {
@@ -26,10 +21,10 @@ pub(crate) fn name_and_permissions(fields: &Fields) -> Value {
         &mut body,
         "permissions",
         crate::pages::split_list(fields.get("permissions")),
-        &shown(fields, SHOWN_PERMISSIONS),
+        &shown(fields, "shown_permissions"),
     );
     if let Some(name) = fields.optional("name")
-        && name != fields.get(SHOWN_NAME)
+        && name != fields.get("shown_name")
     {
         body["name"] = name.into();
     }

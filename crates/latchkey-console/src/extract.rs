@@ -182,7 +182,7 @@ impl Fields {
     }
 
     /// Whether the form has field `name`, blank or not.
-    pub(crate) fn has(&self, name: &str) -> bool {
+    fn has(&self, name: &str) -> bool {
         self.0.iter().any(|(n, _)| n == name)
     }
 

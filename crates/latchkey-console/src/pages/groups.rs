@@ -72,12 +72,9 @@ pub(crate) async fn delete(Path(id): Path<String>, posted: Posted) -> Result<Res
 /// `POST /ui/groups/{id}`: the name and the permissions, each sent only as far as the form
 /// changed it against what the page showed (`edits`).
 pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Response, UiError> {
-    posted.fields.require(&[
-        "name",
-        "permissions",
-        edits::SHOWN_NAME,
-        edits::SHOWN_PERMISSIONS,
-    ])?;
+    posted
+        .fields
+        .require(&["name", "permissions", "shown_name", "shown_permissions"])?;
     let body = edits::name_and_permissions(&posted.fields);
     let group: Group = posted
         .signed

@@ -87,9 +87,9 @@ pub(crate) async fn update(Path(id): Path<String>, posted: Posted) -> Result<Res
         "groups",
         "permissions",
         "rate_limits",
-        edits::SHOWN_NAME,
+        "shown_name",
         "shown_groups",
-        edits::SHOWN_PERMISSIONS,
+        "shown_permissions",
         "shown_rate_limits",
     ])?;
     // (Group names hold no `:`.)
