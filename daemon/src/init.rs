@@ -4,14 +4,13 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use latchkey_admin::api::KeyWithSecret;
 use latchkey_core::{CreatedKey, Engine, Location, Store, StoreConfig, StoreError};
 use serde_json::Value;
 
 use crate::commands::print_secret_block;
 use crate::engine::Named;
-use crate::output::{fields, print_json};
+use crate::output::{Printed, fields};
 
 /// A store's new admin key, and the file it goes to (`--admin-key-file`), if any.
 pub type NewAdmin = (CreatedKey, Option<KeyFile>);
@@ -66,10 +65,8 @@ pub fn created_json(created: &CreatedKey) -> Value {
 
 /// Prints a store's new admin key, once: the key block, or its JSON with `--json`. `store`
 /// names the store and its engine.
-pub fn print_admin_key(store: &str, created: &CreatedKey, json: bool) {
-    if json {
-        print_json(&created_json(created));
-    } else {
+pub fn print_admin_key(store: &str, created: &CreatedKey, printed: Printed) {
+    if !printed.json(&created_json(created)) {
         println!("Initialised a latchkey store at {store}.");
         let user = format!("admin ({})", created.key.user_id);
         print_secret_block(&created.key, created.secret.expose(), &user);
@@ -92,9 +89,22 @@ impl KeyFile {
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options
-            .open(path)
-            .with_context(|| format!("cannot create the admin key file {}", path.display()))?;
+        let file = options.open(path).map_err(|e| {
+            let empty = e.kind() == std::io::ErrorKind::AlreadyExists
+                && std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
+            let error =
+                anyhow::Error::new(e).context(format!("cannot create the admin key file {}", path.display()));
+            if empty {
+                // Left by a start killed between creating the file and writing the key:
+                // the key it was for is lost with it, so the store it made is no use.
+                error.context(format!(
+                    "{} is empty: a start stopped before writing its key leaves it so; remove it, and the store that start created if there is one, then run again",
+                    path.display()
+                ))
+            } else {
+                error
+            }
+        })?;
         Ok(KeyFile {
             path: path.to_owned(),
             file: Some(file),
@@ -106,13 +116,18 @@ impl KeyFile {
     ///
     /// The store holding the key exists by now: when the file cannot be written (a full
     /// disk), the key is printed instead, once, rather than lost, and the file removed.
-    pub fn write(mut self, store: &str, created: &CreatedKey, json: bool) -> anyhow::Result<()> {
+    pub fn write(
+        mut self,
+        store: &str,
+        created: &CreatedKey,
+        printed: Printed,
+    ) -> anyhow::Result<()> {
         let mut file = self.file.take().expect("written once");
         let written = writeln!(file, "{}", created.secret.expose()).and_then(|()| file.sync_all());
         if let Err(e) = written {
             self.file = Some(file);
             tracing::error!(path = %self.path.display(), error = %e, "cannot write the admin key file: the key is printed instead");
-            print_admin_key(store, created, json);
+            print_admin_key(store, created, printed);
             return Ok(());
         }
         let mut record = created_json(created);
@@ -123,9 +138,7 @@ impl KeyFile {
                 Value::String(self.path.display().to_string()),
             );
         }
-        if json {
-            print_json(&record);
-        } else {
+        if !printed.json(&record) {
             println!("Initialised a latchkey store at {store}.");
             print!(
                 "{}",
@@ -164,22 +177,22 @@ pub fn run(
     let config = StoreConfig::default().engine(engine);
     let (store, admin) = Store::create_with_admin_at(location, prefix, config)?;
     store.flush()?;
-    announce(&store, &admin, json, key_file)
+    announce(&store, &admin, Printed::document(json), key_file)
 }
 
 /// Hands a new store's admin key out once: into the key file, or on stdout.
 pub fn announce(
     store: &Store,
     admin: &CreatedKey,
-    json: bool,
+    printed: Printed,
     key_file: Option<KeyFile>,
 ) -> anyhow::Result<()> {
     // `Location` prints a URL's password as `***`.
     let named = format!("{} ({})", store.location(), Named(store.engine()));
     match key_file {
-        Some(file) => file.write(&named, admin, json),
+        Some(file) => file.write(&named, admin, printed),
         None => {
-            print_admin_key(&named, admin, json);
+            print_admin_key(&named, admin, printed);
             Ok(())
         }
     }
@@ -206,7 +219,7 @@ mod tests {
             path: path.clone(),
             file: Some(File::open(&path).unwrap()),
         };
-        file.write("store", &admin, true).unwrap();
+        file.write("store", &admin, Printed::Json).unwrap();
         assert!(!path.exists());
     }
 }

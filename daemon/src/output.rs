@@ -31,6 +31,49 @@ pub fn print_json(value: &impl Serialize) {
     );
 }
 
+/// How a command that makes a store prints what it made: for people, or with `--json` as
+/// one pretty document (`init`), or as one line among the others of a stream (`serve
+/// --json`, whose `listening` lines follow: a reader takes a line at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Printed {
+    /// For people.
+    Text,
+    /// One pretty JSON document.
+    Json,
+    /// One JSON document on one line.
+    JsonLine,
+}
+
+impl Printed {
+    /// `--json` or not, for a command that prints one document.
+    pub fn document(json: bool) -> Printed {
+        if json { Printed::Json } else { Printed::Text }
+    }
+
+    /// `--json` or not, for a command whose output is a stream.
+    pub fn stream(json: bool) -> Printed {
+        if json {
+            Printed::JsonLine
+        } else {
+            Printed::Text
+        }
+    }
+
+    /// Prints `value` as JSON, as this says: `false` for `Text`, which the caller prints
+    /// its own way.
+    pub fn json(self, value: &impl Serialize) -> bool {
+        match self {
+            Printed::Text => return false,
+            Printed::Json => print_json(value),
+            Printed::JsonLine => println!(
+                "{}",
+                serde_json::to_string(value).expect("answers and documents serialize")
+            ),
+        }
+        true
+    }
+}
+
 /// An answer of the API read as its type `R`, for people.
 pub fn read<R: DeserializeOwned>(answer: &Value) -> anyhow::Result<R> {
     R::deserialize(answer)

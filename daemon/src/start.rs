@@ -12,6 +12,7 @@ use crate::cli::ServeArgs;
 use crate::config::Settings;
 use crate::engine::Named;
 use crate::init;
+use crate::output::Printed;
 use crate::server::{MetricsServing, ServeConfig};
 
 /// Checks the settings, binds, opens (or initialises) the store, announces, and serves
@@ -87,7 +88,9 @@ pub async fn serve(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> 
         );
     }
     match created {
-        Some((admin, key_file)) => init::announce(&store, &admin, settings.json, key_file)?,
+        Some((admin, key_file)) => {
+            init::announce(&store, &admin, Printed::stream(settings.json), key_file)?
+        }
         None if args.admin_key_file.is_some() => {
             tracing::info!("the store already exists: no admin key to write");
         }

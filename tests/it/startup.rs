@@ -329,6 +329,17 @@ fn init_writes_the_admin_key_to_a_new_0600_file() {
     run.fails(1, "cannot create the admin key file");
     nothing_created(&run, &[&other_db]);
     assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+    assert!(!run.stderr.contains("is empty"), "{run:#?}");
+
+    // An empty one, as a start killed before writing its key leaves, is named as such.
+    let empty = dir.path().join("empty.key");
+    std::fs::write(&empty, "").unwrap();
+    let run = init(&other_db, &empty, false);
+    run.fails(
+        1,
+        "empty.key is empty: a start stopped before writing its key",
+    );
+    nothing_created(&run, &[&other_db]);
 
     // Human output: where the key went, never the key.
     let third = dir.path().join("third.key");
@@ -400,10 +411,14 @@ fn serve_json_prints_json_throughout() {
         .spawn()
         .unwrap();
     let guard = KillOnDrop(&mut child);
-    // A stream of JSON documents: a plain `listening on` line would end it in an error.
-    let stdout = guard.0.stdout.take().unwrap();
-    let mut documents = serde_json::Deserializer::from_reader(stdout).into_iter::<Value>();
-    let mut next = || documents.next().expect("a document").expect("JSON");
+    // JSON lines: a plain `listening on` line, or a document over several lines, would end
+    // it in an error.
+    let stdout = std::io::BufReader::new(guard.0.stdout.take().unwrap());
+    let mut lines = std::io::BufRead::lines(stdout);
+    let mut next = || {
+        let line = lines.next().expect("a line").unwrap();
+        serde_json::from_str::<Value>(&line).expect("a JSON document on one line")
+    };
     let admin = next();
     assert!(admin["secret"].is_string(), "{admin}");
     let metrics = next();
