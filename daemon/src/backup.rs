@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use latchkey_core::{Store, StoreConfig};
+use latchkey_core::{CheckedBackup, Store, StoreConfig};
 use serde_json::json;
 
 use crate::cli::RestoreArgs;
@@ -69,20 +69,34 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
     };
     let done = seq.and_then(|seq| {
         file.sync_all().context("writing the backup")?;
-        check_whole(&partial)?;
+        let checked = check_whole(&partial)?;
         publish(&partial, out)?;
-        Ok(seq)
+        Ok((seq, checked.broken))
     });
-    let seq = match done {
-        Ok(seq) => seq,
+    let (seq, broken) = match done {
+        Ok(done) => done,
         Err(e) => {
             let _ = fs::remove_file(&partial);
             return Err(e);
         }
     };
     let bytes = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    // A copy of a store whose trail was edited or damaged is still a copy of its keys:
+    // written, and said, since a restore of it will refuse it unless told otherwise.
+    if let Some(broken) = &broken {
+        tracing::warn!(
+            file = %out.display(),
+            seq = broken.seq,
+            reason = %broken.reason,
+            "the backup is whole, but the store's audit chain breaks in it: `latchkey audit \
+             verify` shows where; a restore of it needs `--keep-broken-chain`"
+        );
+    }
     if settings.json {
-        print_json(&json!({"file": out, "bytes": bytes, "seq": seq}));
+        let chain_breaks_at = broken.map(|b| b.seq);
+        print_json(
+            &json!({"file": out, "bytes": bytes, "seq": seq, "chain_breaks_at": chain_breaks_at}),
+        );
     } else {
         match seq {
             Some(seq) => println!(
@@ -98,12 +112,11 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
 /// Reads the file written back whole before it gets its name, as a restore would: an
 /// answer that is no backup (a proxy's or a sign-in page's 200) or one cut short is never
 /// called a backup.
-fn check_whole(partial: &Path) -> anyhow::Result<()> {
+fn check_whole(partial: &Path) -> anyhow::Result<CheckedBackup> {
     let written = fs::File::open(partial)
         .with_context(|| format!("cannot read back {}", partial.display()))?;
     Store::check_backup(std::io::BufReader::new(written))
-        .context("what was received is not a whole backup: no file was written")?;
-    Ok(())
+        .context("what was received is not a whole backup: no file was written")
 }
 
 /// The newest change a backup from the daemon holds, as its answer names it.

@@ -292,10 +292,17 @@ fn a_tampered_audit_trail_is_reported_with_exit_1() {
         serde_json::from_str(&on(&db, &["--json", "audit", "verify"]).stdout).unwrap();
     assert_eq!(report["valid"], false);
     assert_eq!(report["broken"]["seq"], 2);
-    // Its backup restores nothing, unless kept as it is.
+    // Its backup is written, and says so; it restores nothing, unless kept as it is.
     let file = db.with_file_name("tampered.backup");
     let file = file.to_str().unwrap();
-    on(&db, &["backup", "--out", file]).ok();
+    let backup = on(&db, &["backup", "--out", file]).ok();
+    assert!(
+        backup.stderr.contains("audit chain breaks in it") && backup.stderr.contains("seq=2"),
+        "{backup:#?}"
+    );
+    let again = db.with_file_name("again.backup");
+    let again = on(&db, &["--json", "backup", "--out", again.to_str().unwrap()]).json();
+    assert_eq!(again["chain_breaks_at"], 2, "{again}");
     let new = db.with_file_name("restored");
     on(&new, &["restore", file]).fails(1, "chain breaks at #2");
     assert!(!new.exists(), "a refused restore leaves nothing");

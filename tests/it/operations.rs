@@ -387,6 +387,7 @@ fn a_backup_through_the_daemon_names_its_seq_past_a_partial_file_left_over() {
         "{header}"
     );
     assert_eq!(done["seq"], header["seq"], "{done}");
+    assert!(done["chain_breaks_at"].is_null(), "{done}");
     // This run's partial file is gone, and so is the killed one's; the old one, not named
     // as latchkey names them, is left to its owner.
     let partials: Vec<_> = fs::read_dir(f.dir.path())

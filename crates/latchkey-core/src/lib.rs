@@ -87,7 +87,8 @@ pub use model::{
 };
 pub use permission::{Permission, PermissionEdit, PermissionError, PermissionSet};
 pub use store::{
-    AuditRange, AuditReport, BackupHeader, Engine, ImportKey, ImportSecret, KeyQuery, KeySort,
-    KeysRevocation, Page, Restored, SortField, Stats, Store, StoreConfig, WeakStore,
+    AuditRange, AuditReport, BackupHeader, CheckedBackup, Engine, ImportKey, ImportSecret,
+    KeyQuery, KeySort, KeysRevocation, Page, Restored, SortField, Stats, Store, StoreConfig,
+    WeakStore,
 };
 pub use verify::{Principal, PrincipalInfo, VerifyError};

@@ -160,6 +160,9 @@ fn a_backup_whose_chain_breaks_restores_nothing_unless_kept() {
     let store = Store::open(&source, support::config()).unwrap();
     let mut file = Vec::new();
     store.backup(&mut file).unwrap();
+    // Whole all the same: the check of the file names the break.
+    let checked = Store::check_backup(file.as_slice()).unwrap();
+    assert_eq!(checked.broken.map(|b| b.seq), Some(2));
 
     restores_nothing(dir.path(), &file, "chain breaks at #2");
     let target = dir.path().join("b");
@@ -181,9 +184,15 @@ fn a_backup_whose_chain_breaks_restores_nothing_unless_kept() {
 #[test]
 fn a_backup_without_its_newest_events_restores_nothing() {
     let (dir, _store, file, header) = backed_up();
+    assert_eq!(Store::check_backup(file.as_slice()).unwrap().broken, None);
     let cut = without_newest_event(&file);
-    assert!(Store::check_backup(cut.as_slice()).is_ok(), "a whole file");
     let seq = header.seq;
+    let broken = Store::check_backup(cut.as_slice())
+        .expect("a whole file")
+        .broken
+        .expect("a chain short of its newest event");
+    assert_eq!(broken.seq, seq);
+    assert!(broken.reason.contains("an event is missing"), "{broken}");
     restores_nothing(
         dir.path(),
         &cut,
@@ -250,7 +259,8 @@ fn a_backup_of_a_newer_schema_restores_nothing() {
 
     // Checking the file alone (`latchkey backup` from an older CLI) passes it.
     let checked = Store::check_backup(file.as_slice()).unwrap();
-    assert_eq!(checked.lineage, store.lineage());
+    assert_eq!(checked.header.lineage, store.lineage());
+    assert_eq!(checked.broken, None);
 
     let target = dir.path().join("b");
     let err = Store::restore(&target, file.as_slice(), support::config()).unwrap_err();

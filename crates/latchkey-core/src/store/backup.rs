@@ -33,7 +33,7 @@ use super::engine::{self, Engine};
 use super::files::{self, Found};
 use super::staging::Staging;
 use super::{Store, StoreConfig, layout, mark, recover};
-use crate::audit;
+use crate::audit::{self, ChainBreak};
 use crate::error::StoreError;
 
 /// The first line of a backup file.
@@ -51,6 +51,18 @@ pub struct BackupHeader {
     pub lineage: Uuid,
     /// How many records follow.
     pub records: u64,
+}
+
+/// A backup file read whole by [`Store::check_backup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckedBackup {
+    /// Its first line.
+    pub header: BackupHeader,
+    /// Where its audit chain breaks, if it does: the store's trail was edited or damaged
+    /// before the backup was taken, and [`Store::restore`] refuses the file unless told to
+    /// keep the chain as it is.
+    pub broken: Option<ChainBreak>,
 }
 
 const FORMAT: &str = "latchkey-backup";
@@ -211,12 +223,29 @@ impl Store {
     }
 
     /// Reads a backup file whole, as a restore would before it writes anything, and
-    /// answers its header: the check `latchkey backup` makes of the file it wrote before
-    /// naming it. Fails as [`Store::restore`] does for a file that is not a whole latchkey
-    /// backup, but not for a newer schema: an older CLI checks a newer daemon's backup.
-    /// (The audit chain is checked by a restore only: it needs the records in order.)
-    pub fn check_backup(backup: impl Read) -> Result<BackupHeader, StoreError> {
-        read_whole(backup, Schema::Any, |_, _| Ok(())).map(|(header, _)| header)
+    /// answers its header and whether its audit chain holds: the check `latchkey backup`
+    /// makes of the file it wrote before naming it. Fails as [`Store::restore`] does for a
+    /// file that is not a whole latchkey backup, but not for a newer schema (an older CLI
+    /// checks a newer daemon's backup), nor for a broken chain, which the answer names:
+    /// such a backup is whole, a copy of a store whose trail was edited or damaged.
+    pub fn check_backup(backup: impl Read) -> Result<CheckedBackup, StoreError> {
+        // The records come in key order: the events in theirs, one after the other.
+        let mut walk = Some(ChainWalk::new());
+        let mut broken = None;
+        let (header, _) = read_whole(backup, Schema::Any, |key, value| {
+            if key.starts_with(layout::AUDIT)
+                && let Some(chain) = &mut walk
+                && let Err(break_) = chain.take(&(key, value))
+            {
+                broken = Some(break_);
+                walk = None;
+            }
+            Ok(())
+        })?;
+        if let Some(chain) = walk {
+            broken = chain.end(&header).err();
+        }
+        Ok(CheckedBackup { header, broken })
     }
 
     /// [`Store::restore`] into a directory.
@@ -440,28 +469,7 @@ pub(super) fn load(
         return Err(bad("it is damaged (its newest event is not the header's)"));
     }
     if check == ChainCheck::Verify {
-        let next = verify_chain(db)?;
-        // Every event present links up: the chain must end at the header's newest.
-        if next <= header.seq {
-            // Its newest events were taken out.
-            return Err(chain_broken(
-                next,
-                &format!(
-                    "an event is missing: the chain ends at #{}, the store recorded {} events",
-                    next - 1,
-                    header.seq
-                ),
-            ));
-        }
-        if next > header.seq + 1 {
-            return Err(chain_broken(
-                header.seq + 1,
-                &format!(
-                    "the store recorded {} events, the chain goes on",
-                    header.seq
-                ),
-            ));
-        }
+        verify_chain(db, &header)?;
     }
     // Whatever the check: a store whose newest event is not the one its head and sequence
     // number name would chain new events from one it does not hold (a directory's store
@@ -474,37 +482,75 @@ pub(super) fn load(
     Ok(Restored { header, lineage })
 }
 
-/// Fails when the restored events do not form one chain from the first: a backup of a
-/// store whose trail was edited or damaged (its checksum, taken of what the store held,
-/// matches all the same).
-///
-/// Returns the sequence number after the last event.
-fn verify_chain(db: &dyn Backend) -> Result<u64, StoreError> {
-    let (mut next, mut prev) = (1, audit::GENESIS.to_owned());
+/// Fails when the restored events do not form one chain from the first to the header's
+/// newest: a backup of a store whose trail was edited or damaged (its checksum, taken of
+/// what the store held, matches all the same).
+fn verify_chain(db: &dyn Backend, header: &BackupHeader) -> Result<(), StoreError> {
+    let mut walk = ChainWalk::new();
     let mut from = Bound::Included(layout::AUDIT.to_vec());
+    let broken = |b: ChainBreak| chain_broken(b.seq, &b.reason);
     loop {
         let range = KeyRange::new(from, KeyRange::prefix(layout::AUDIT).upper);
         let page = db.range(&range, backend::Take::forward(BATCH))?;
         for entry in &page {
-            let event = match super::decode_event(entry) {
-                Ok(event) => event,
-                Err(StoreError::Corrupt(why)) => {
-                    return Err(chain_broken(
-                        next,
-                        &format!("an event cannot be read ({why})"),
-                    ));
-                }
-                Err(e) => return Err(e),
-            };
-            match audit::check_chain([&event], next, prev) {
-                Ok(reached) => (next, prev) = reached,
-                Err(broken) => return Err(chain_broken(broken.seq, &broken.reason)),
-            }
+            walk.take(entry).map_err(broken)?;
         }
         match page.last() {
             Some((key, _)) if page.len() == BATCH => from = Bound::Excluded(key.clone()),
-            _ => return Ok(next),
+            _ => return walk.end(header).map_err(broken),
         }
+    }
+}
+
+/// The audit chain read in order, an event at a time, from the first.
+struct ChainWalk {
+    next: u64,
+    prev: String,
+}
+
+impl ChainWalk {
+    fn new() -> ChainWalk {
+        ChainWalk {
+            next: 1,
+            prev: audit::GENESIS.to_owned(),
+        }
+    }
+
+    /// The next audit event's record.
+    fn take(&mut self, entry: &backend::Entry) -> Result<(), ChainBreak> {
+        // Decoding fails only as `Corrupt`.
+        let event = super::decode_event(entry).map_err(|why| ChainBreak {
+            seq: self.next,
+            reason: format!("an event cannot be read ({why})"),
+        })?;
+        let prev = std::mem::take(&mut self.prev);
+        (self.next, self.prev) = audit::check_chain([&event], self.next, prev)?;
+        Ok(())
+    }
+
+    /// Every event present links up: the chain must end at the header's newest.
+    fn end(self, header: &BackupHeader) -> Result<(), ChainBreak> {
+        if self.next <= header.seq {
+            // Its newest events were taken out.
+            return Err(ChainBreak {
+                seq: self.next,
+                reason: format!(
+                    "an event is missing: the chain ends at #{}, the store recorded {} events",
+                    self.next - 1,
+                    header.seq
+                ),
+            });
+        }
+        if self.next > header.seq + 1 {
+            return Err(ChainBreak {
+                seq: header.seq + 1,
+                reason: format!(
+                    "the store recorded {} events, the chain goes on",
+                    header.seq
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -61,7 +61,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-pub use backup::{BackupHeader, Restored};
+pub use backup::{BackupHeader, CheckedBackup, Restored};
 pub use engine::Engine;
 pub use import::{ImportKey, ImportSecret};
 pub use jobs::KeysRevocation;
