@@ -308,3 +308,33 @@ fn people_read_what_the_json_answer_holds() {
     assert_eq!(cells[2], json["created_by"].as_str().unwrap(), "{row}");
     assert_eq!(cells[3..], ["key.create", id, &user_id], "{row}");
 }
+
+/// The human form of a rotation without grace of the very key the CLI sends names the
+/// key's user: read before the rotation, since the old key can read nothing after it.
+#[test]
+fn rotating_the_cli_s_own_key_without_grace_names_its_user() {
+    let f = Fixture::new();
+    let prefix = ApiKey::parse(&f.admin).unwrap().display_prefix().to_owned();
+    let list = f.json(&["keys", "list"]);
+    let own = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["prefix"] == prefix.as_str())
+        .expect("the admin key is listed");
+    let run = f
+        .cli(&[
+            "keys",
+            "rotate",
+            own["id"].as_str().unwrap(),
+            "--grace",
+            "0",
+        ])
+        .ok();
+    let user = run
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("user"))
+        .expect("a user line");
+    assert!(user.contains("admin ("), "{run:#?}");
+}

@@ -75,6 +75,13 @@ pub(super) async fn run<T: Transport>(
                 "--grace {grace_text} is longer than a rotation's grace may be: at most 365d \
                  (a year of 365 days; `1y` is 365.25)"
             );
+            // The user is named first: a rotation without grace of the very key this
+            // command sends leaves it nothing to read the user with afterwards.
+            let user = if cli.out.json {
+                None
+            } else {
+                key_user_label(&cli.api, &path(&key)?).await
+            };
             let created = cli
                 .api
                 .post(
@@ -84,7 +91,7 @@ pub(super) async fn run<T: Transport>(
                     },
                 )
                 .await?;
-            print_created(cli, &created).await?;
+            print_created(cli, &created, user).await?;
             if !cli.out.json {
                 if grace.is_zero() {
                     println!("The old key stopped working now.");
@@ -108,7 +115,7 @@ async fn add<T: Transport>(cli: &Cli<T>, args: KeyAdd) -> anyhow::Result<()> {
         .opt("env", args.env);
     let body = usage_flags::add_to(body, args.usage, false)?;
     let created = cli.api.post("/v1/keys", body.build()).await?;
-    print_created(cli, &created).await?;
+    print_created(cli, &created, None).await?;
     Ok(())
 }
 
@@ -227,6 +234,13 @@ async fn user_label<T: Transport>(api: &Client<T>, id: Uuid) -> String {
     }
 }
 
+/// The user of the key at `path`, as [`user_label`] names it; `None` when the key cannot
+/// be read.
+async fn key_user_label<T: Transport>(api: &Client<T>, path: &str) -> Option<String> {
+    let key: Key = read(&api.get(path).await.ok()?).ok()?;
+    Some(user_label(api, key.user_id).await)
+}
+
 async fn print_key<T: Transport>(cli: &Cli<T>, answer: &Value) -> anyhow::Result<()> {
     if cli.out.json {
         print_json(answer);
@@ -256,10 +270,12 @@ async fn print_key<T: Transport>(cli: &Cli<T>, answer: &Value) -> anyhow::Result
     Ok(())
 }
 
-/// A new key: its record, then the secret alone on its line, shown this once.
+/// A new key: its record, then the secret alone on its line, shown this once. `user`
+/// names its user when the caller has read it already, else it is read now.
 pub(crate) async fn print_created<T: Transport>(
     cli: &Cli<T>,
     answer: &Value,
+    user: Option<String>,
 ) -> anyhow::Result<()> {
     if cli.out.json {
         print_json(answer);
@@ -277,7 +293,10 @@ pub(crate) async fn print_created<T: Transport>(
             return Err(e);
         }
     };
-    let user = user_label(&cli.api, created.key.user_id).await;
+    let user = match user {
+        Some(user) => user,
+        None => user_label(&cli.api, created.key.user_id).await,
+    };
     print_secret_block(&created.key, &created.secret, &user);
     Ok(())
 }
