@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use http::StatusCode;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use latchkey_core::limits::{MAX_BODY_BYTES, MAX_LIST_LIMIT};
@@ -37,6 +37,25 @@ where
                 "expected a body with Content-Type: application/json",
             ));
         }
+        // A body in a coding (gzip, br) would be read as JSON as it comes: refused, as
+        // RFC 9110 §15.5.16 says, never taken as plain or reported as malformed JSON.
+        if req
+            .headers()
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .any(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            return Err(AppError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a request body is read as sent: send it without Content-Encoding",
+            ));
+        }
+        // Refused before any of it is read: a client waiting on `Expect: 100-continue`
+        // gets the 413 instead of `100 Continue`.
+        if declared_length(req.headers()).is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
         let bytes = read_limited(req).await?;
         if !is_object(&bytes) {
             // serde reads a struct from a JSON array too, field by field in order: refused,
@@ -58,17 +77,33 @@ async fn read_limited(req: Request) -> Result<Bytes, AppError> {
         .await
     {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(AppError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("a request body is at most {MAX_BODY_BYTES} bytes"),
-        )),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(AppError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("could not read the body: {e}"),
         )),
     }
+}
+
+fn too_large() -> AppError {
+    AppError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("a request body is at most {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// The body's length as `Content-Length` declares it (hyper refuses a request whose
+/// `Content-Length` fields disagree or do not parse).
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Whether a body's first non-blank byte opens a JSON object.

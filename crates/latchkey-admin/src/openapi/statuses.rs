@@ -77,8 +77,8 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
     if operation.request_body.is_some() {
         statuses.extend([
             ("400", "The body is not valid JSON, not an object, or a field breaks a rule (`invalid_json`, `invalid_field` with `field` naming it)"),
-            ("413", "The body is larger than 64 KiB (`payload_too_large`)"),
-            ("415", "The body's Content-Type is not `application/json` (`unsupported_media_type`)"),
+            ("413", "The body is, or is declared by `Content-Length` to be, larger than 64 KiB (`payload_too_large`)"),
+            ("415", "The body's Content-Type is not `application/json`, or it has a `Content-Encoding` other than `identity` (`unsupported_media_type`)"),
         ]);
     }
     let has_query = operation.parameters.iter().flatten().any(|p| match p {

@@ -8,7 +8,7 @@ use latchkey_core::limits::{
 };
 use serde_json::{Value, json};
 
-use crate::common::{Harness, send};
+use crate::common::{Harness, post_with_headers, send};
 
 /// `n` distinct permissions.
 fn permissions(n: usize) -> Vec<String> {
@@ -244,6 +244,36 @@ async fn bodies_are_json_objects_of_at_most_64_kib() {
     )
     .await
     .problem(400, "invalid_json");
+}
+
+/// A body declared longer than the limit is refused from its headers alone, and one in a
+/// content coding is refused rather than read as JSON: 413 and 415, nothing written.
+#[tokio::test]
+async fn a_body_declared_too_long_or_encoded_is_refused_from_its_headers() {
+    let h = Harness::new();
+    let seq = h.store.last_seq().unwrap();
+    let body = json!({"name": "declared"});
+    let post = |headers: &'static [(&'static str, &'static str)]| {
+        let (h, body) = (&h, body.clone());
+        async move { post_with_headers(&h.app, "/v1/groups", &h.admin, &body, headers).await }
+    };
+    // Its few bytes would be read and taken if the declared length were not looked at.
+    post(&[("content-length", "10000000")])
+        .await
+        .problem(413, "payload_too_large");
+    let codings: [&'static [(&str, &str)]; 3] = [
+        &[("content-encoding", "gzip")],
+        &[("content-encoding", "br")],
+        &[
+            ("content-encoding", "identity"),
+            ("content-encoding", "gzip"),
+        ],
+    ];
+    for headers in codings {
+        post(headers).await.problem(415, "unsupported_media_type");
+    }
+    assert_eq!(h.store.last_seq().unwrap(), seq, "nothing was written");
+    post(&[("content-encoding", "identity")]).await.ok(201);
 }
 
 #[tokio::test]
