@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
-use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
 use latchkey_core::StoreError;
 use tokio::io::AsyncReadExt;
@@ -42,7 +42,8 @@ const STALL: Duration = Duration::from_secs(60);
     security(("bearer" = ["latchkey:backup"])),
     responses(
         (status = 200, description = "The backup file", content_type = "application/octet-stream", body = Vec<u8>,
-            headers(("X-Latchkey-Backup-Seq" = u64, description = "The newest change the backup holds"))),
+            headers(("X-Latchkey-Backup-Seq" = u64, description = "The newest change the backup holds"),
+                ("Cache-Control" = String, description = "`no-store`: the backup is in no cache"))),
         (status = 401, description = "Missing or invalid key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks latchkey:backup (`insufficient_permission`), or its user is in a tenant (`tenant_forbidden`): a backup holds every tenant", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`backup_in_progress`: another backup is being taken or sent", body = Problem, content_type = "application/problem+json"),
@@ -91,6 +92,9 @@ pub(crate) async fn backup(
         headers.insert(CONTENT_DISPOSITION, name);
     }
     headers.insert("x-latchkey-backup-seq", HeaderValue::from(header.seq));
+    // Every key's hash and the key that keys them: as the answer holding a new secret, kept
+    // by no cache on the way.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 

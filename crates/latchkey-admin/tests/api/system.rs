@@ -164,6 +164,8 @@ async fn one_backup_is_taken_at_a_time() {
     let request = || backup_request(&h);
     let first = h.app.clone().oneshot(request()).await.unwrap();
     assert_eq!(first.status(), 200);
+    // The whole store: kept by no cache on the way.
+    assert_eq!(first.headers()["cache-control"], "no-store");
     let second = h.send("GET", "/v1/backup", Some(&h.admin), None).await;
     second.problem(429, "backup_in_progress");
     drop(first);
