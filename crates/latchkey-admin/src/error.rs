@@ -203,6 +203,18 @@ pub fn body_timeout_response() -> Response {
     .into_response()
 }
 
+/// The answer to an HTTP/1.1 request without a `Host` header, or with more than one: a 400
+/// problem+json with code `invalid_request`, as RFC 9112 §3.2 requires of a server. For
+/// the listener that serves this crate's routers (the daemon's).
+pub fn host_refused_response() -> Response {
+    AppError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "an HTTP/1.1 request names its host in exactly one Host header",
+    )
+    .into_response()
+}
+
 /// The answer to a path nothing serves: a 404 problem+json with code `not_found`, as the
 /// API answers an unknown `/v1` path. For the fallback of an app that serves this crate's
 /// routers among others (the daemon's).

@@ -84,7 +84,10 @@ mod openapi;
 mod router;
 mod state;
 
-pub use error::{Problem, body_timeout_response, not_found_response, request_timeout_response};
+pub use error::{
+    Problem, body_timeout_response, host_refused_response, not_found_response,
+    request_timeout_response,
+};
 pub use handlers::events::close_event_streams;
 pub use metrics::SignIn;
 pub use openapi::openapi;

@@ -194,13 +194,15 @@ impl Connection {
             request.extensions_mut().insert(peer);
             let app = app.clone();
             async move {
-                let mut response = if kept {
-                    app.oneshot(request).await?
-                } else {
+                let mut response = if !kept {
                     // Closed for a newer connection as this request came: not served (its
                     // task ends at its next turn, most likely before this is written).
                     let close = [(http::header::CONNECTION, "close")];
                     (http::StatusCode::SERVICE_UNAVAILABLE, close).into_response()
+                } else if !names_one_host(&request) {
+                    latchkey_admin::host_refused_response()
+                } else {
+                    app.oneshot(request).await?
                 };
                 response
                     .headers_mut()
@@ -216,6 +218,13 @@ impl Connection {
             tracing::debug!(error = %e, "connection closed");
         }
     }
+}
+
+/// Whether a request names its host as RFC 9112 §3.2 requires: an HTTP/1.1 request in
+/// exactly one `Host` header (HTTP/1.0 needs none; HTTP/2 has `:authority`, not served).
+fn names_one_host<B>(request: &Request<B>) -> bool {
+    request.version() != http::Version::HTTP_11
+        || request.headers().get_all(http::header::HOST).iter().count() == 1
 }
 
 #[cfg(test)]
@@ -478,5 +487,39 @@ mod tests {
         .await
         .unwrap();
         assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    }
+
+    /// An HTTP/1.1 request without a `Host` header, or with two, is refused (RFC 9112
+    /// §3.2); one with one, or an HTTP/1.0 request without, is served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_http_1_1_request_names_one_host() {
+        let (addr, _stop) = two_at_most().await;
+        let answers = tokio::task::spawn_blocking(move || {
+            let heads = [
+                "GET / HTTP/1.1\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n",
+                "GET http://a/ HTTP/1.1\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\n",
+                "GET / HTTP/1.0\r\n",
+            ];
+            heads.map(|head| {
+                let mut socket = std::net::TcpStream::connect(addr).unwrap();
+                let request = format!("{head}Connection: close\r\n\r\n");
+                socket.write_all(request.as_bytes()).unwrap();
+                read_to_close(socket)
+            })
+        })
+        .await
+        .unwrap();
+        for refused in &answers[..3] {
+            assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+            assert!(refused.contains("\"invalid_request\""), "{refused}");
+        }
+        for served in &answers[3..] {
+            assert!(
+                served.contains(" 200 OK") && served.ends_with("ok"),
+                "{served}"
+            );
+        }
     }
 }
