@@ -13,7 +13,7 @@ use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, PageParams, Params, RecordRef, optional};
 use crate::openapi::problems::{
     Escalation, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NameTakenOrLastAdmin,
-    NoSuchUser,
+    NoSuchUser, UserWrite,
 };
 use crate::state::AppState;
 
@@ -39,7 +39,7 @@ fn group_ids(store: &Store, field: &'static str, refs: &[String]) -> Result<Vec<
     responses(
         (status = 201, description = "Created", body = User),
         InvalidField, NameTaken,
-        (status = 403, description = "Lacks latchkey:users:write, or a permission the user would hold", body = Problem, content_type = "application/problem+json"),
+        UserWrite,
         (status = 404, description = "A group named in `groups` does not exist", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:users:write"])))]
@@ -166,7 +166,7 @@ pub(crate) async fn show(
     request_body = UpdateUser,
     responses(
         (status = 200, description = "The changed user", body = User),
-        InvalidField, Escalation, NameTakenOrLastAdmin,
+        InvalidField, UserWrite, NameTakenOrLastAdmin,
         (status = 404, description = "No such user, or no such group in the body", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:users:write"])))]

@@ -35,6 +35,15 @@ pub(crate) struct InvalidParameter(Problem);
 )]
 pub(crate) struct Escalation(Problem);
 
+/// The caller may not make or change a user so: stronger than itself, or in another tenant.
+#[derive(IntoResponses)]
+#[response(
+    status = 403,
+    description = "Lacks latchkey:users:write or a permission the user would hold (`insufficient_permission`), or names a tenant or organization other than its own (`tenant_forbidden`)",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct UserWrite(Problem);
+
 /// The caller may not write a group: groups are global records.
 #[derive(IntoResponses)]
 #[response(

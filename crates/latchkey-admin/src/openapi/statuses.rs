@@ -122,10 +122,22 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
 /// the header, whether its value is an integer, what it says.
 const LAYER_HEADERS: &[(&str, &str, bool, &str)] = &[
     (
+        "400",
+        "WWW-Authenticate",
+        false,
+        "Of `invalid_request` only (the key sent more than once): the `Bearer` challenge with `error=\"invalid_request\"` (RFC 6750 §3.1)",
+    ),
+    (
         "401",
         "WWW-Authenticate",
         false,
         "The `Bearer` challenge (RFC 6750 §3): `error=\"invalid_token\"` for a key sent that does not authenticate, no error for none sent",
+    ),
+    (
+        "403",
+        "WWW-Authenticate",
+        false,
+        "Of `insufficient_permission` only: the `Bearer` challenge with `error=\"insufficient_scope\"` and `scope` naming the permission lacked (RFC 6750 §3.1)",
     ),
     (
         "429",

@@ -83,7 +83,12 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
                 assert!(several.contains("`invalid_request`"), "{what}");
                 // The headers those answers carry (parity hunt INFO 8).
                 let headers = |status: &str| responses[status]["headers"].clone();
-                assert!(headers("401")["WWW-Authenticate"].is_object(), "{what}");
+                for status in ["400", "401", "403"] {
+                    assert!(
+                        headers(status)["WWW-Authenticate"].is_object(),
+                        "{what}: {status}"
+                    );
+                }
                 for name in ["Retry-After", "RateLimit-Policy", "RateLimit"] {
                     assert!(headers("429")[name].is_object(), "{what}: {name}");
                 }
@@ -119,9 +124,21 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
     }
     let events = &doc["paths"]["/v1/events"]["get"]["responses"];
     assert!(events["429"].is_object());
-    // The one answer with a secret says it is in no cache.
-    for (path, method) in [("/v1/keys", "post"), ("/v1/keys/{id}/rotate", "post")] {
-        let created = &doc["paths"][path][method]["responses"]["201"];
+    // A tenant-bound caller naming another tenant (RFC hunt L9).
+    for (path, method) in [("/v1/users", "post"), ("/v1/users/{id}", "patch")] {
+        let refused = &doc["paths"][path][method]["responses"]["403"]["description"];
+        assert!(
+            refused.as_str().unwrap().contains("`tenant_forbidden`"),
+            "{path}: {refused}"
+        );
+    }
+    // The answers with a secret, or with every key's hash, say they are in no cache.
+    for (path, method, status) in [
+        ("/v1/keys", "post", "201"),
+        ("/v1/keys/{id}/rotate", "post", "201"),
+        ("/v1/backup", "get", "200"),
+    ] {
+        let created = &doc["paths"][path][method]["responses"][status];
         assert!(
             created["headers"]["Cache-Control"].is_object(),
             "{path}: {created}"
