@@ -181,6 +181,7 @@ fn title(code: &str, status: StatusCode) -> &'static str {
         "storage_full" => "The disk is full",
         "request_timeout" => "The request timed out",
         "body_timeout" => "The request's body came too slowly",
+        "idempotency_key_reused" => "The Idempotency-Key came with another report",
         _ => status.canonical_reason().unwrap_or("Error"),
     }
 }

@@ -22,11 +22,19 @@ pub(crate) const MAX_KEY_BYTES: usize = 255;
 /// stand for another's reports.
 type Entry = (Option<Uuid>, String);
 
-/// Where a report under a key stands.
+/// Where a report under a key stands, and the report's fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Recording,
-    Recorded,
+    Recording(u64),
+    Recorded(u64),
+}
+
+impl State {
+    fn report(self) -> u64 {
+        match self {
+            State::Recording(report) | State::Recorded(report) => report,
+        }
+    }
 }
 
 /// What a claim found.
@@ -38,6 +46,9 @@ pub(crate) enum Claim {
     Recorded,
     /// A report under the key is being recorded: its outcome is not known yet.
     Recording,
+    /// The key came with another report: the reporter used it twice (a report sent
+    /// again is sent as it was).
+    OtherReport,
 }
 
 #[derive(Debug, Default)]
@@ -53,13 +64,14 @@ pub(crate) struct SeenReports {
 }
 
 impl SeenReports {
-    /// Claims `key` for `caller`.
-    pub(crate) fn claim(&self, caller: Option<Uuid>, key: &str) -> Claim {
+    /// Claims `key` for `caller`'s report, `report` its fingerprint ([`fingerprint`]).
+    pub(crate) fn claim(&self, caller: Option<Uuid>, key: &str, report: u64) -> Claim {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let entry = (caller, key.to_owned());
         match seen.states.get(&entry) {
-            Some(State::Recorded) => return Claim::Recorded,
-            Some(State::Recording) => return Claim::Recording,
+            Some(state) if state.report() != report => return Claim::OtherReport,
+            Some(State::Recorded(_)) => return Claim::Recorded,
+            Some(State::Recording(_)) => return Claim::Recording,
             None => {}
         }
         if seen.order.len() >= CAPACITY
@@ -67,7 +79,7 @@ impl SeenReports {
         {
             seen.states.remove(&oldest);
         }
-        seen.states.insert(entry.clone(), State::Recording);
+        seen.states.insert(entry.clone(), State::Recording(report));
         seen.order.push_back(entry.clone());
         Claim::New(Claimed {
             seen: Arc::clone(&self.seen),
@@ -90,7 +102,7 @@ impl Claimed {
         if let Some(entry) = self.entry.take() {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(state) = seen.states.get_mut(&entry) {
-                *state = State::Recorded;
+                *state = State::Recorded(state.report());
             }
         }
     }
@@ -108,6 +120,17 @@ impl Drop for Claimed {
     }
 }
 
+/// A report's fingerprint, to tell one sent again from another under the same key: a hash
+/// of the report as read (not security: a reporter can only fool itself).
+pub(crate) fn fingerprint(report: &impl serde::Serialize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    serde_json::to_vec(report)
+        .expect("a report serializes")
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Whether `key` is one this daemon takes: 1 to [`MAX_KEY_BYTES`] visible ASCII
 /// characters.
 pub(crate) fn is_valid(key: &str) -> bool {
@@ -122,19 +145,20 @@ mod tests {
     fn a_key_is_claimed_once_per_caller_until_given_up() {
         let seen = SeenReports::default();
         let (a, b) = (Some(Uuid::from_u128(1)), Some(Uuid::from_u128(2)));
-        let Claim::New(first) = seen.claim(a, "r1") else {
+        let Claim::New(first) = seen.claim(a, "r1", 7) else {
             panic!("a new key")
         };
-        assert!(matches!(seen.claim(a, "r1"), Claim::Recording));
+        assert!(matches!(seen.claim(a, "r1", 7), Claim::Recording));
         first.recorded();
-        assert!(matches!(seen.claim(a, "r1"), Claim::Recorded));
+        assert!(matches!(seen.claim(a, "r1", 7), Claim::Recorded));
+        assert!(matches!(seen.claim(a, "r1", 8), Claim::OtherReport));
         assert!(
-            matches!(seen.claim(b, "r1"), Claim::New(_)),
+            matches!(seen.claim(b, "r1", 8), Claim::New(_)),
             "another caller's"
         );
         // Given up (dropped unrecorded): free again.
-        assert!(matches!(seen.claim(None, "r2"), Claim::New(_)));
-        assert!(matches!(seen.claim(None, "r2"), Claim::New(_)));
+        assert!(matches!(seen.claim(None, "r2", 7), Claim::New(_)));
+        assert!(matches!(seen.claim(None, "r2", 7), Claim::New(_)));
         assert!(is_valid("0190a1b2-aaaa-7bbb-8ccc-0123456789ab"));
         assert!(!is_valid("") && !is_valid("a b") && !is_valid(&"a".repeat(256)));
     }
@@ -143,16 +167,19 @@ mod tests {
     fn the_oldest_keys_go_first() {
         let seen = SeenReports::default();
         for i in 0..=CAPACITY {
-            let Claim::New(claimed) = seen.claim(None, &i.to_string()) else {
+            let Claim::New(claimed) = seen.claim(None, &i.to_string(), 7) else {
                 panic!("{i} is new")
             };
             claimed.recorded();
         }
-        assert!(matches!(seen.claim(None, "1"), Claim::Recorded));
+        assert!(matches!(seen.claim(None, "1", 7), Claim::Recorded));
         assert!(matches!(
-            seen.claim(None, &CAPACITY.to_string()),
+            seen.claim(None, &CAPACITY.to_string(), 7),
             Claim::Recorded
         ));
-        assert!(matches!(seen.claim(None, "0"), Claim::New(_)), "forgotten");
+        assert!(
+            matches!(seen.claim(None, "0", 7), Claim::New(_)),
+            "forgotten"
+        );
     }
 }

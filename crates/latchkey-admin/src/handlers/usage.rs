@@ -9,8 +9,8 @@ use crate::api::UsageReport;
 use crate::caller::{Caller, perm};
 use crate::error::AppError;
 use crate::extract::JsonBody;
-use crate::idempotency::{self, Claim};
-use crate::openapi::problems::{InvalidField, LacksVerify, ReportInProgress};
+use crate::idempotency::{self, Claim, fingerprint};
+use crate::openapi::problems::{IdempotencyKeyReused, InvalidField, LacksVerify, ReportInProgress};
 use crate::state::AppState;
 
 /// Add usage figures counted elsewhere.
@@ -25,14 +25,16 @@ use crate::state::AppState;
 ///
 /// A report sent again under the `Idempotency-Key` it was first sent with (its answer was
 /// lost) is answered 204 and recorded once, if this daemon recorded it among its latest
-/// 16,384 keyed reports; a remote verifier sends each report under a key of its own.
+/// 16,384 keyed reports; a remote verifier sends each report under a key of its own. A key
+/// that comes with another report than the one first sent under it is refused, 422
+/// `idempotency_key_reused`, and nothing recorded.
 #[utoipa::path(post, path = "/v1/usage", operation_id = "reportUsage", tag = "verify",
     request_body = UsageReport,
     params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$",
         description = "The report's own key: sent again under it, the report is recorded once")),
     responses(
         (status = 204, description = "Recorded"),
-        InvalidField, LacksVerify, ReportInProgress,
+        InvalidField, LacksVerify, ReportInProgress, IdempotencyKeyReused,
     ),
     security(("bearer" = ["latchkey:verify"])))]
 pub(crate) async fn report(
@@ -50,9 +52,21 @@ pub(crate) async fn report(
     }
     let claimed = match idempotency_key(&headers)? {
         None => None,
-        Some(key) => match state.reports.claim(caller.actor.key_id(), &key) {
+        Some(key) => match state
+            .reports
+            .claim(caller.actor.key_id(), &key, fingerprint(&body))
+        {
             Claim::New(claimed) => Some(claimed),
             Claim::Recorded => return Ok(StatusCode::NO_CONTENT),
+            // Taken as the first would drop this report's figures without a word.
+            Claim::OtherReport => {
+                return Err(AppError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key came with another report: a key is for one report, \
+                     sent again as it was; nothing was recorded",
+                ));
+            }
             // Its outcome is not known yet: the reporter sends it again later.
             Claim::Recording => {
                 return Err(AppError::new(

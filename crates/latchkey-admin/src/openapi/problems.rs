@@ -117,6 +117,16 @@ pub(crate) struct NoSuchKey(Problem);
 )]
 pub(crate) struct ReportInProgress(Problem);
 
+/// A usage report under an `Idempotency-Key` that came with another report
+/// (`idempotency_key_reused`).
+#[derive(IntoResponses)]
+#[response(
+    status = 422,
+    description = "This `Idempotency-Key` came with another report (`idempotency_key_reused`): nothing was recorded",
+    content_type = "application/problem+json"
+)]
+pub(crate) struct IdempotencyKeyReused(Problem);
+
 /// Another record of the kind has the name (`name_taken`).
 #[derive(IntoResponses)]
 #[response(

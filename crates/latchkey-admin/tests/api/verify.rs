@@ -164,7 +164,8 @@ async fn usage_reports_add_to_a_keys_figures() {
 }
 
 /// A report sent again under its `Idempotency-Key` (its answer was lost) is recorded once,
-/// per caller; one that was refused is not remembered; a malformed key is refused.
+/// per caller; another report under the key is refused; one that was refused is not
+/// remembered; a malformed key is refused.
 #[tokio::test]
 async fn a_usage_report_sent_again_under_its_idempotency_key_is_recorded_once() {
     let h = Harness::new();
@@ -178,6 +179,13 @@ async fn a_usage_report_sent_again_under_its_idempotency_key_is_recorded_once() 
     for _ in 0..3 {
         recorded(&h, &service, "report-1", &report).await;
     }
+    assert_eq!(uses().await, 2);
+    // The key with another report: refused, not taken for the first (RFC hunt L6).
+    let other_report =
+        json!({"items": [{"key_id": id, "count": 5, "last_used_at": key["created_at"]}]});
+    report_as(&h, &service, "report-1", &other_report)
+        .await
+        .problem(422, "idempotency_key_reused");
     assert_eq!(uses().await, 2);
     // Another caller's key of the same text is its own report.
     recorded(&h, &other, "report-1", &report).await;
