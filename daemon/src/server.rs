@@ -19,6 +19,7 @@ use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::listen::Listener;
+use crate::unread_body::BodyWatch;
 
 /// What the daemon serves, and how.
 pub struct ServeConfig {
@@ -132,7 +133,9 @@ fn layered(router: Router, timing: Timing) -> Router {
 
 /// The request timeout: past it, a request is answered 503 `request_timeout`. Its future is
 /// dropped, but the blocking work it started keeps running, so a write may still be made:
-/// the answer says the outcome is unknown, not that nothing happened. Not for
+/// the answer says the outcome is unknown, not that nothing happened; unless the handler
+/// was still waiting for the request's body, which every handler reads whole before it
+/// acts: then 408 `body_timeout`, nothing was done. Not for
 /// `GET /v1/backup`, whose answer waits for a copy of the whole store (minutes, at a
 /// million keys), nor, once its body is read, for a request whose answer is a new key's
 /// secret ([`mints_a_secret`]): cut, it could make a key whose secret no one ever sees. Its
@@ -156,8 +159,11 @@ async fn timed(State(timing): State<Timing>, request: Request, next: Next) -> Re
         let response = body_timed(timing.limit, request, next).await;
         return response.unwrap_or_else(|| cut_short(TimedOut::Body));
     }
+    let body = request.extensions().get::<BodyWatch>().cloned();
     match tokio::time::timeout(timing.limit, next.run(request)).await {
         Ok(response) => response,
+        // Cut while its handler waited for the rest of its body: nothing was done.
+        Err(_) if body.is_some_and(|body| body.waiting()) => cut_short(TimedOut::Body),
         Err(_) => cut_short(TimedOut::Request),
     }
 }
@@ -509,19 +515,6 @@ mod tests {
             .route("/v1/keys", axum::routing::post(handler.clone()))
             .route("/ui/keys/{id}/rotate", axum::routing::post(handler));
         let app = layered(router, THIRTY);
-        /// A body whose bytes never come.
-        struct Endless;
-        impl hyper::body::Body for Endless {
-            type Data = bytes::Bytes;
-            type Error = std::io::Error;
-            fn poll_frame(
-                self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>>
-            {
-                std::task::Poll::Pending
-            }
-        }
         let request = Request::post("/v1/keys").body(Body::new(Endless)).unwrap();
         let answer = app.clone().oneshot(request).await.unwrap();
         assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
@@ -539,6 +532,49 @@ mod tests {
         let answer = app.oneshot(request).await.unwrap();
         assert_eq!(answer.status(), StatusCode::OK);
         assert!(made.load(Ordering::Relaxed));
+    }
+
+    /// Any other request cut by the timeout while its handler waited for the rest of its
+    /// body is answered 408 `body_timeout` (nothing was done: RFC hunt L2), not 503
+    /// `request_timeout`; one whose handler was past reading it, or never read it, 503.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_cut_while_its_body_was_awaited_did_nothing() {
+        let reads = |_: axum::body::Bytes| async { "read" };
+        let ignores = || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "slow"
+        };
+        let router = Router::new()
+            .route("/v1/groups", axum::routing::post(reads))
+            .route("/ui/users", axum::routing::post(reads))
+            .route("/v1/keys/k/revoke", axum::routing::post(ignores));
+        let app = layered(router, THIRTY);
+        let endless = |path: &str| Request::post(path).body(Body::new(Endless)).unwrap();
+        let answer = app.clone().oneshot(endless("/v1/groups")).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(problem_code(answer).await, "body_timeout");
+        let page = app.clone().oneshot(endless("/ui/users")).await.unwrap();
+        assert_eq!(page.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(page_says(page, false, "nothing was done").await);
+        // Its handler never read the body: whatever it did, it may have done.
+        let answer = app.oneshot(endless("/v1/keys/k/revoke")).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(problem_code(answer).await, "request_timeout");
+    }
+
+    /// A body whose bytes never come.
+    struct Endless;
+
+    impl hyper::body::Body for Endless {
+        type Data = bytes::Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>>
+        {
+            std::task::Poll::Pending
+        }
     }
 
     /// A 5xx answer adds no ERROR line of the request log: the handler logged its cause.

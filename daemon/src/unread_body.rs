@@ -23,16 +23,18 @@ use http::HeaderValue;
 use http::header::CONNECTION;
 use http_body::{Frame, SizeHint};
 
-/// The middleware: see the module's docs.
-pub(crate) async fn close_if_unread(request: Request, next: Next) -> Response {
+/// The middleware: see the module's docs. It leaves a [`BodyWatch`] in the request's
+/// extensions for the layers inside, unless the request has no body.
+pub(crate) async fn close_if_unread(mut request: Request, next: Next) -> Response {
     if http_body::Body::is_end_stream(request.body()) {
         return next.run(request).await;
     }
-    let ended = Arc::new(AtomicBool::new(false));
-    let seen = Arc::clone(&ended);
-    let request = request.map(|inner| Body::new(Watched { inner, ended: seen }));
+    let watch = BodyWatch::default();
+    request.extensions_mut().insert(watch.clone());
+    let seen = watch.clone();
+    let request = request.map(|inner| Body::new(Watched { inner, watch: seen }));
     let mut response = next.run(request).await;
-    if !ended.load(Ordering::Acquire) {
+    if !watch.0.ended.load(Ordering::Acquire) {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -40,10 +42,31 @@ pub(crate) async fn close_if_unread(request: Request, next: Next) -> Response {
     response
 }
 
-/// A request body that notes when it has been read to its end.
+/// What has become of a request's body so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyWatch(Arc<Flags>);
+
+#[derive(Debug, Default)]
+struct Flags {
+    /// Read to its end.
+    ended: AtomicBool,
+    /// Its reader waits for bytes that have not come.
+    waiting: AtomicBool,
+}
+
+impl BodyWatch {
+    /// Whether the request's reader is waiting for more of its body: a handler that reads
+    /// its whole body before it acts, as every handler here does, has done nothing yet.
+    pub(crate) fn waiting(&self) -> bool {
+        self.0.waiting.load(Ordering::Acquire)
+    }
+}
+
+/// A request body that notes when it has been read to its end, and whether its reader
+/// is waiting on it.
 struct Watched {
     inner: Body,
-    ended: Arc<AtomicBool>,
+    watch: BodyWatch,
 }
 
 impl http_body::Body for Watched {
@@ -61,8 +84,12 @@ impl http_body::Body for Watched {
             _ => false,
         };
         if ended {
-            self.ended.store(true, Ordering::Release);
+            self.watch.0.ended.store(true, Ordering::Release);
         }
+        self.watch
+            .0
+            .waiting
+            .store(polled.is_pending(), Ordering::Release);
         polled
     }
 

@@ -10,7 +10,7 @@
 //! | every operation under `/v1` | 429 | `rate_limited`, `usage_exceeded` (the key's usage control) |
 //! | every operation under `/v1` | 500 | `internal` (a record that does not decode, a storage failure) |
 //! | every operation under `/v1` | 503 | `keystore_unavailable`, `store_locked`; `request_timeout` (the daemon's request timeout, not `GET /v1/backup`) |
-//! | an operation with a body | 400, 413, 415 | `invalid_json`, `invalid_field`; `payload_too_large`; `unsupported_media_type` |
+//! | an operation with a body | 400, 408, 413, 415 | `invalid_json`, `invalid_field`; `body_timeout` (the daemon's request timeout); `payload_too_large`; `unsupported_media_type` |
 //! | an operation with query parameters | 400 | `invalid_field` |
 //! | a path with a record reference | 404 | `not_found` |
 //! | a write (`POST`, `PATCH`, `DELETE`) to groups, users or keys | 507 | `storage_full` |
@@ -77,6 +77,7 @@ fn add_statuses(path: &str, method: &str, operation: &mut Operation) {
     if operation.request_body.is_some() {
         statuses.extend([
             ("400", "The body is not valid JSON, not an object, or a field breaks a rule (`invalid_json`, `invalid_field` with `field` naming it)"),
+            ("408", "The body did not arrive within the daemon's request timeout (`body_timeout`): nothing was done"),
             ("413", "The body is, or is declared by `Content-Length` to be, larger than 64 KiB (`payload_too_large`)"),
             ("415", "The body's Content-Type is not `application/json`, or it has a `Content-Encoding` other than `identity` (`unsupported_media_type`)"),
         ]);

@@ -99,7 +99,10 @@ async fn every_operation_states_the_statuses_of_the_layers_around_it() {
                 );
             }
             if let Some(body) = op.get("requestBody") {
-                assert!(has("400") && has("413") && has("415"), "{what}");
+                assert!(
+                    has("400") && has("408") && has("413") && has("415"),
+                    "{what}"
+                );
                 let body = resolve(&doc, &body["content"]["application/json"]["schema"]);
                 assert_eq!(body["additionalProperties"], false, "{what}");
             }
