@@ -584,15 +584,20 @@ fn a_database_holding_part_of_a_store_is_never_opened_nor_initialised_over() {
     assert!(!refused.to_string().contains("init"), "{refused}");
 }
 
-/// A process whose acknowledgements fail (a read-only standby after a failover, say) is no
-/// longer waited for by the others' writes, so once `max_staleness` has passed it must stop
-/// serving from its cache although it can still read every change.
+/// A process whose acknowledgements fail while the database still answers its reads (a
+/// lock, a revoked privilege, a trigger, as here) is no longer waited for by the others'
+/// writes: once `max_staleness` has passed, each of its verifications reads the changes
+/// itself before it answers. So it still serves (it answered 503 before: the PostgreSQL
+/// hunt's H1, a cluster down while its database was up), and a revocation through another
+/// process is refused by its very next verification.
 #[test]
-fn a_store_whose_acknowledgements_fail_stops_serving_its_cache() {
+fn a_store_whose_acknowledgements_fail_reads_the_changes_before_it_serves() {
     let Some(location) = support::postgres_location() else {
         return;
     };
-    let (store, _, text) = verified_key_on(&location, Duration::from_millis(2_000));
+    let bound = Duration::from_millis(2_000);
+    let (a, _, text) = verified_key_on(&location, bound);
+    let b = Store::open_at(&location.location, config().max_staleness(bound)).unwrap();
     let url = support::url_of(&location);
     support::sql(
         &url,
@@ -601,20 +606,74 @@ fn a_store_whose_acknowledgements_fail_stops_serving_its_cache() {
          CREATE TRIGGER refuse_acknowledgements BEFORE INSERT OR UPDATE ON latchkey_followers \
          FOR EACH ROW EXECUTE FUNCTION refuse_acknowledgements()",
     );
-    // The catch-up (every second, and on each verification past the bound) still reads the
-    // changes; only its acknowledgement fails. The bound is longer than that second, so a
-    // catch-up that counted itself confirmed would keep the cache served.
-    std::thread::sleep(Duration::from_millis(3_000));
-    let err = store.verify(&text).unwrap_err();
-    assert!(matches!(err, VerifyError::Unavailable(_)), "{err:?}");
-    // What its change feed sees (no heartbeat is sent meanwhile).
-    assert!(!store.is_fresh());
-
+    // The catch-up (every second) still reads the changes; only its acknowledgement
+    // fails. Past the bound, the others stop waiting for this process.
+    std::thread::sleep(bound + Duration::from_millis(1_000));
+    let key_id = a.verify(&text).unwrap().key_id;
+    // Its change feed follows the database as its reads do.
+    assert!(a.is_fresh());
+    for _ in 0..20 {
+        let (_, other) = user_and_key(&b);
+        let other_text = other.secret.expose().to_owned();
+        a.verify(&other_text).unwrap();
+        b.revoke_key(&Actor::system(), other.key.id).unwrap();
+        assert_eq!(a.verify(&other_text).unwrap_err().code(), "key_revoked");
+    }
+    b.revoke_key(&Actor::system(), key_id).unwrap();
+    assert_eq!(a.verify(&text).unwrap_err().code(), "key_revoked");
     support::sql(
         &url,
         "DROP TRIGGER refuse_acknowledgements ON latchkey_followers",
     );
-    verifies_again(&store, &text);
+}
+
+/// A database set read-only (for maintenance, by a managed service at a full disk, a
+/// standby after a failover): writes answer `Unavailable` (a 503), never a storage error
+/// (a 500); verification goes on from what it reads; and once the database is writable
+/// again, writes work by themselves (each refused write's session, which keeps the
+/// read-only default it began with, is not used again).
+#[test]
+fn a_database_set_read_only_refuses_writes_as_unavailable_and_recovers() {
+    let Some(location) = support::postgres_location() else {
+        return;
+    };
+    let bound = Duration::from_millis(2_000);
+    let (store, user, text) = verified_key_on(&location, bound);
+    let url = support::url_of(&location);
+    // (This session writes whatever the database's default: it sets it back.)
+    let read_only = |on: &str| {
+        format!(
+            "BEGIN READ WRITE; DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET \
+             default_transaction_read_only = {on}', current_database()); END $$; COMMIT"
+        )
+    };
+    support::sql(
+        &url,
+        &format!(
+            "{}; SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            read_only("on")
+        ),
+    );
+    // The first may meet a session ended by the termination; the others meet the
+    // read-only default.
+    for _ in 0..5 {
+        let err = disable(&store, &user).unwrap_err();
+        assert_eq!(err.code(), "keystore_unavailable", "{err:?}");
+    }
+    // Past `max_staleness` without an acknowledgement: served, from what it reads.
+    std::thread::sleep(bound + Duration::from_millis(1_000));
+    store.verify(&text).unwrap();
+    support::sql(&url, &read_only("off"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(e) = disable(&store, &user) {
+        assert_eq!(e.code(), "keystore_unavailable", "{e:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes still refused once the database is writable: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Two processes verify the same imported SHA-256 key at once, over and over: both find its

@@ -17,8 +17,14 @@
 //! error, empties the whole verify cache and goes on from the database's newest event.
 //! The changes in between never reach this process's `subscribe()` feed.
 //!
-//! Verification trusts the cache only while the catch-up keeps succeeding: once the last
-//! successful one is older than `max_staleness`, verification answers
+//! Verification trusts the cache only while the catch-up keeps succeeding: its reads, and
+//! the acknowledgement that tells the other processes' writes to wait for this one. Once
+//! the last acknowledged catch-up is older than `max_staleness`, the others' writes no
+//! longer wait for this process, so a verification reads the changes itself before it
+//! answers (one read serving every verification that began before it), as long as the
+//! database answers reads (it may refuse only the acknowledgement: read-only after a
+//! failover or at a full disk on a managed service, a lock, a revoked privilege); once
+//! the reads too have failed for `max_staleness`, verification answers
 //! [`VerifyError::Unavailable`](crate::VerifyError::Unavailable) (a 503) rather than risk
 //! serving a key another process revoked.
 
@@ -45,9 +51,12 @@ pub(crate) struct Follow {
     /// `applied` as last published, read without waiting for a catch-up that holds it (one
     /// may wait on the database): what `/v1/verify` reports.
     published: AtomicU64,
-    /// When a catch-up last succeeded, as nanoseconds after `base` (a monotonic clock: the
-    /// store's clock may be a test's manual one).
+    /// When a catch-up last succeeded, acknowledged, as nanoseconds after `base` (a
+    /// monotonic clock: the store's clock may be a test's manual one): when it started.
     confirmed_at: AtomicI64,
+    /// When a catch-up last read the changes to their end, acknowledged or not: when it
+    /// started.
+    read_at: AtomicI64,
     base: Instant,
     /// How long cached answers stay valid without a successful catch-up.
     max_staleness: Duration,
@@ -81,6 +90,7 @@ impl Follow {
             applied: Mutex::new(tip),
             published: AtomicU64::new(seq),
             confirmed_at: AtomicI64::new(0),
+            read_at: AtomicI64::new(0),
             base: Instant::now(),
             max_staleness,
             id: Uuid::now_v7(),
@@ -96,13 +106,36 @@ impl Follow {
         i64::try_from(self.base.elapsed().as_nanos()).unwrap_or(i64::MAX)
     }
 
-    /// Whether what the cache holds was confirmed recently enough to be served now.
-    pub(crate) fn is_fresh(&self) -> bool {
+    /// Whether `at` is recent enough to vouch for the cache now.
+    fn within_staleness(&self, at: &AtomicI64) -> bool {
         let bound = i64::try_from(self.max_staleness.as_nanos()).unwrap_or(i64::MAX);
-        self.now()
-            .saturating_sub(self.confirmed_at.load(Ordering::Acquire))
-            <= bound
+        self.now().saturating_sub(at.load(Ordering::Acquire)) <= bound
     }
+
+    /// How far what the cache holds may be served now.
+    pub(crate) fn freshness(&self) -> Freshness {
+        if self.within_staleness(&self.confirmed_at) {
+            Freshness::Confirmed
+        } else if self.within_staleness(&self.read_at) {
+            Freshness::ReadOnly(self.now())
+        } else {
+            Freshness::Stale
+        }
+    }
+}
+
+/// How far a process following a shared database may serve from its cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Acknowledged within `max_staleness`: every other process's write waits until this
+    /// one applied it, so the cache serves as it is.
+    Confirmed,
+    /// Read, not acknowledged, within `max_staleness`: the others' writes do not wait for
+    /// this process, so a verification that began at this instant (as `Follow` counts
+    /// time) serves once the changes were read after it ([`Store::read_changes_since`]).
+    ReadOnly(i64),
+    /// Neither: the database has been away for `max_staleness`.
+    Stale,
 }
 
 impl Store {
@@ -182,17 +215,53 @@ impl Store {
         Ok(())
     }
 
-    /// Applies and publishes every change after the last one applied, in `seq` order; a
-    /// no-op on a store no other process writes.
+    /// Applies and publishes every change after the last one applied, in `seq` order, and
+    /// acknowledges them; a no-op on a store no other process writes.
     pub(crate) fn catch_up(&self) -> Result<(), StoreError> {
         let Some(follow) = &self.inner.follow else {
             return Ok(());
         };
         let started = follow.now();
+        let applied = self.read_changes(follow, started, i64::MAX)?;
+        // Confirmed only once the others know it: a process whose acknowledgements fail
+        // (a read-only standby after a failover) is not waited for by the others' writes,
+        // so its verifications read the changes themselves once `max_staleness` has
+        // passed (`Freshness::ReadOnly`).
+        self.inner.db.acknowledge(follow.id, Some(applied))?;
+        follow.confirmed_at.fetch_max(started, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// For a verification that began at `begun` while the others' writes do not wait for
+    /// this process: applies the changes after the last one applied, unless a read that
+    /// started after `begun` did already (one read serves every verification waiting).
+    pub(crate) fn read_changes_since(&self, begun: i64) -> Result<(), StoreError> {
+        let Some(follow) = &self.inner.follow else {
+            return Ok(());
+        };
+        if follow.read_at.load(Ordering::Acquire) >= begun {
+            return Ok(());
+        }
+        self.read_changes(follow, follow.now(), begun).map(drop)
+    }
+
+    /// Applies and publishes every change after the last one applied, in `seq` order, and
+    /// notes the reads as made at `started`; not when a read that started at `skip_after`
+    /// or later is done by the time this holds the applied tip. Returns the newest change
+    /// applied.
+    fn read_changes(
+        &self,
+        follow: &Follow,
+        started: i64,
+        skip_after: i64,
+    ) -> Result<u64, StoreError> {
         let mut applied = follow
             .applied
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        if follow.read_at.load(Ordering::Acquire) >= skip_after {
+            return Ok(applied.seq);
+        }
         let tip = Tip::of(&*self.inner.db)?;
         // Once per catch-up at most: a chain broken in the database itself (which
         // `verify_audit` reports) must not keep it going round.
@@ -240,12 +309,8 @@ impl Store {
                 break;
             }
         }
-        // Confirmed only once the others know it: a process whose acknowledgements fail
-        // (a read-only standby after a failover) is not waited for by the others' writes,
-        // so it must not serve from its cache either once `max_staleness` has passed.
-        self.inner.db.acknowledge(follow.id, Some(applied.seq))?;
-        follow.confirmed_at.fetch_max(started, Ordering::AcqRel);
-        Ok(())
+        follow.read_at.fetch_max(started, Ordering::AcqRel);
+        Ok(applied.seq)
     }
 
     /// The database's history no longer holds the last event applied here (see the module
@@ -337,11 +402,19 @@ impl Store {
         Ok(())
     }
 
-    /// Whether verification may serve what it holds: always, unless the store follows a
-    /// shared database and has not confirmed it within `max_staleness` (its verifications
-    /// then answer `Unavailable`). A change feed sends no heartbeat meanwhile: its clients
-    /// must not vouch for their caches on the word of a process that stopped following.
+    /// Whether this process follows its storage: always, unless the store follows a shared
+    /// database and has not read its changes within `max_staleness` (its verifications then
+    /// answer `Unavailable`). A change feed opens no stream meanwhile: its clients must not
+    /// vouch for their caches on the word of a process that stopped following.
     pub fn is_fresh(&self) -> bool {
-        self.inner.follow.as_ref().is_none_or(Follow::is_fresh)
+        self.freshness() != Freshness::Stale
+    }
+
+    /// How far verification may serve from the cache now ([`Freshness`]).
+    pub(crate) fn freshness(&self) -> Freshness {
+        self.inner
+            .follow
+            .as_ref()
+            .map_or(Freshness::Confirmed, Follow::freshness)
     }
 }

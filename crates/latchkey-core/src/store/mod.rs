@@ -52,6 +52,7 @@ mod user_index;
 mod user_limits;
 mod users;
 
+use follow::Freshness;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak, mpsc};
@@ -808,7 +809,8 @@ impl Store {
     /// ```
     pub fn verify_known(&self, presented: &[u8]) -> Option<Principal> {
         let inner = &*self.inner;
-        if !self.is_fresh() {
+        // Not acknowledged: a verification reads the changes first, off this path.
+        if self.freshness() != Freshness::Confirmed {
             return None;
         }
         let resolved = inner.cache.recognise(presented)?;
@@ -891,10 +893,21 @@ impl Store {
         if key.prefix_bytes() != inner.prefix.as_str().as_bytes() {
             return Some(Err(VerifyError::Invalid));
         }
-        if !self.is_fresh() {
-            return Some(Err(VerifyError::Unavailable(
-                "the keystore's database has not been reachable within max_staleness".into(),
-            )));
+        match self.freshness() {
+            Freshness::Confirmed => {}
+            // The others' writes do not wait for this process (its acknowledgements fail,
+            // its reads do not): what they committed before this began is read first.
+            Freshness::ReadOnly(_) if !may_read => return None,
+            Freshness::ReadOnly(begun) => {
+                if let Err(e) = self.read_changes_since(begun) {
+                    return Some(Err(VerifyError::Unavailable(e.to_string())));
+                }
+            }
+            Freshness::Stale => {
+                return Some(Err(VerifyError::Unavailable(
+                    "the keystore's database has not been reachable within max_staleness".into(),
+                )));
+            }
         }
         let id = key.id();
         let resolved = match inner.cache.hot(&id) {

@@ -252,9 +252,12 @@ impl Pg {
 }
 
 /// A database error as the store reports it: a lost connection, a server that ends
-/// sessions, or a wait for the writers' lock longer than `lock_timeout` (another process
-/// holds it: a long backup, or one that froze until its session is dropped) is
-/// [`StoreError::Unavailable`]; any other answer of the server is a storage error.
+/// sessions, a wait for the writers' lock longer than `lock_timeout` (another process
+/// holds it: a long backup, or one that froze until its session is dropped), or a write
+/// refused as read-only (a standby after a failover, a database set read-only for
+/// maintenance or at a full disk) is [`StoreError::Unavailable`], and its connection is not
+/// used again (a session keeps the read-only default it began with); any other answer of
+/// the server is a storage error.
 pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     let lost = match e.as_db_error() {
         None => true,
@@ -263,6 +266,7 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
             db.severity() == "FATAL"
                 || db.severity() == "PANIC"
                 || db.code() == &tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE
+                || db.code() == &tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION
                 || ["08", "53", "57"]
                     .iter()
                     .any(|class| db.code().code().starts_with(class))
