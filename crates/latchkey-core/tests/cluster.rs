@@ -676,6 +676,51 @@ fn a_database_set_read_only_refuses_writes_as_unavailable_and_recovers() {
     }
 }
 
+/// A server with no slot for another connection (its `max_connections`, here the role's
+/// connection limit, taken) while the store holds some: a busy moment queues for the
+/// store's own connections rather than fail (the PostgreSQL hunt's M1: a fifth of the
+/// requests, `/healthz` included, answered 503 at once).
+#[test]
+fn a_server_out_of_connection_slots_makes_reads_wait_not_fail() {
+    let Some(location) = support::postgres_location() else {
+        return;
+    };
+    // Superusers have no connection limit: a role of its own, owning the database.
+    let url = support::url_of(&location);
+    let role = format!("lk_limited_{}", uuid::Uuid::now_v7().simple());
+    support::sql(
+        &url,
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'limited' CONNECTION LIMIT 4; \
+             DO $$ BEGIN EXECUTE format('ALTER DATABASE %I OWNER TO {role}', \
+             current_database()); END $$"
+        ),
+    );
+    let userinfo = url.find("://").unwrap() + 3;
+    let at = url.find('@').unwrap();
+    let limited = format!("{}{role}:limited{}", &url[..userinfo], &url[at..]);
+    let store = Store::create_empty_at(&Location::parse(&limited), "lk", config()).unwrap();
+    let (user, _) = user_and_key(&store);
+    // Eight readers at once against four slots, one of them the listener's.
+    let failures: usize = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..40)
+                        .filter(|_| store.user(&user.id.to_string()).is_err())
+                        .count()
+                })
+            })
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).sum()
+    });
+    assert_eq!(failures, 0, "reads failed while the server had no slot");
+    drop(store);
+    drop(location);
+    let server = std::env::var("LATCHKEY_TEST_POSTGRES").unwrap();
+    support::sql(&server, &format!("DROP ROLE {role}"));
+}
+
 /// Two processes verify the same imported SHA-256 key at once, over and over: both find its
 /// SHA-256, one re-hashes it, and the other's cached entry holds a digest the record no
 /// longer has. Every later verification, on either process, still succeeds.

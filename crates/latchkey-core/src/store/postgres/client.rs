@@ -65,6 +65,10 @@ impl Drop for OwnedRuntime {
 pub(crate) struct Pg {
     runtime: OwnedRuntime,
     pool: Pool,
+    /// When the server last refused this pool a new connection for want of slots
+    /// (`max_connections` reached): for a second from then, a caller waits for one of the
+    /// pool's own connections rather than ask the server for another.
+    server_full: std::sync::Mutex<Option<Instant>>,
     /// For connections outside the pool (the listener).
     pub(super) config: tokio_postgres::Config,
     pub(super) tls: MakeRustlsConnect,
@@ -107,6 +111,7 @@ impl Pg {
         Ok(Arc::new(Pg {
             runtime: OwnedRuntime(Some(runtime)),
             pool,
+            server_full: std::sync::Mutex::new(None),
             config,
             tls,
             url: url.clone(),
@@ -137,15 +142,43 @@ impl Pg {
         self.runtime.0.as_ref().expect("running").handle()
     }
 
-    /// A pooled connection.
+    /// A pooled connection. When the server has no slot for another (its
+    /// `max_connections` taken, by this pool and others') while this pool holds some, one
+    /// of them is waited for, within [`OP_TIMEOUT`], as the pool waits at its own bound: a
+    /// busy moment on a small server queues rather than fails; but never by a thread that
+    /// holds one already ([`super::conn::holds_one`]), which fails at once as before.
     pub(super) fn client(&self) -> Result<Conn, StoreError> {
+        let may_wait = !super::conn::holds_one();
         self.run(async {
-            self.pool
-                .get()
-                .await
-                .map(Conn::new)
-                .map_err(|e| StoreError::Unavailable(Box::new(e)))
+            let mut pause = Duration::from_millis(2);
+            loop {
+                let status = self.pool.status();
+                if may_wait && status.size > 0 && status.available == 0 && self.server_was_full() {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                    continue;
+                }
+                match self.pool.get().await {
+                    Ok(client) => return Ok(Conn::new(client)),
+                    Err(deadpool_postgres::PoolError::Backend(e))
+                        if may_wait
+                            && e.code() == Some(&SqlState::TOO_MANY_CONNECTIONS)
+                            && self.pool.status().size > 0 =>
+                    {
+                        *self.server_full.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some(Instant::now());
+                    }
+                    Err(e) => return Err(StoreError::Unavailable(Box::new(e))),
+                }
+            }
         })
+    }
+
+    /// Whether the server refused a new connection for want of slots within the last
+    /// second.
+    fn server_was_full(&self) -> bool {
+        let full = self.server_full.lock().unwrap_or_else(|e| e.into_inner());
+        full.is_some_and(|at| at.elapsed() < Duration::from_secs(1))
     }
 
     /// Runs the read `read` on a pooled connection; again on another while the server

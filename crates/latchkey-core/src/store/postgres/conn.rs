@@ -6,22 +6,40 @@
 //! or write inside the other. Such a connection is dropped from the pool instead, its
 //! session ending with it.
 
+use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::ThreadId;
 
 use deadpool_postgres::Object;
+
+thread_local! {
+    /// How many connections this thread holds.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether this thread holds a pooled connection already: it must not wait for another
+/// (a write holds its lock's connection while it asks for its transaction's, and would
+/// wait for itself on a pool that cannot grow).
+pub(super) fn holds_one() -> bool {
+    HELD.get() > 0
+}
 
 /// A pooled connection; discarded on drop once [`Conn::discard`] was called.
 pub(crate) struct Conn {
     object: Option<Object>,
     doubtful: AtomicBool,
+    /// The thread that took it, whose count it is in.
+    taken_by: ThreadId,
 }
 
 impl Conn {
     pub(super) fn new(object: Object) -> Conn {
+        HELD.set(HELD.get() + 1);
         Conn {
             object: Some(object),
             doubtful: AtomicBool::new(false),
+            taken_by: std::thread::current().id(),
         }
     }
 
@@ -53,6 +71,9 @@ impl DerefMut for Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        if std::thread::current().id() == self.taken_by {
+            HELD.set(HELD.get().saturating_sub(1));
+        }
         if let Some(object) = self.object.take()
             && self.doubtful.load(Ordering::Relaxed)
         {
