@@ -661,6 +661,10 @@ fn a_database_set_read_only_refuses_writes_as_unavailable_and_recovers() {
         let err = disable(&store, &user).unwrap_err();
         assert_eq!(err.code(), "keystore_unavailable", "{err:?}");
     }
+    // What the server said is in the error's text, and so in the daemon's log line (it
+    // said "db error" alone: the PostgreSQL hunt's L1).
+    let err = disable(&store, &user).unwrap_err();
+    assert!(err.to_string().contains("read-only transaction"), "{err}");
     // Past `max_staleness` without an acknowledgement: served, from what it reads.
     std::thread::sleep(bound + Duration::from_millis(1_000));
     store.verify(&text).unwrap();

@@ -22,6 +22,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::conn::Conn;
+use super::said::{Said, driver_error};
 use crate::error::{CommitInDoubt, StoreError};
 use crate::location::DatabaseUrl;
 use crate::store::backend::{
@@ -168,7 +169,7 @@ impl Pg {
                         *self.server_full.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some(Instant::now());
                     }
-                    Err(e) => return Err(StoreError::Unavailable(Box::new(e))),
+                    Err(e) => return Err(StoreError::Unavailable(Box::new(Said(e)))),
                 }
             }
         })
@@ -306,9 +307,9 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
         }
     };
     if lost || e.is_closed() {
-        StoreError::Unavailable(Box::new(e))
+        StoreError::Unavailable(Box::new(Said(e)))
     } else {
-        StoreError::Storage(Box::new(e))
+        StoreError::Storage(Box::new(Said(e)))
     }
 }
 
@@ -320,11 +321,9 @@ fn session_ended(e: &StoreError) -> bool {
     let StoreError::Unavailable(source) = e else {
         return false;
     };
-    source
-        .downcast_ref::<tokio_postgres::Error>()
-        .is_some_and(|e| {
-            e.is_closed() || e.as_db_error().is_some_and(|db| db.severity() == "FATAL")
-        })
+    driver_error(&**source).is_some_and(|e| {
+        e.is_closed() || e.as_db_error().is_some_and(|db| db.severity() == "FATAL")
+    })
 }
 
 /// A statement that timed out client-side (or whose connection or server failed) leaves
@@ -344,8 +343,7 @@ fn is_conflict(e: &StoreError) -> bool {
     let StoreError::Storage(source) = e else {
         return false;
     };
-    source
-        .downcast_ref::<tokio_postgres::Error>()
+    driver_error(&**source)
         .and_then(tokio_postgres::Error::code)
         .is_some_and(|c| {
             *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED

@@ -42,7 +42,10 @@ pub(super) fn start(pg: &Arc<Pg>, store: &Store) {
             if !outage.is_failing() {
                 pause = POLL;
             }
-            let cause = lost.map_or_else(|| "the connection closed".to_owned(), |e| e.to_string());
+            let cause = lost.map_or_else(
+                || "the connection closed".to_owned(),
+                |e| super::said::Said(e).to_string(),
+            );
             outage.failed(&cause);
             if wake.send(()).is_err() {
                 return;

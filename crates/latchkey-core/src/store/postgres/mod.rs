@@ -11,6 +11,7 @@
 mod client;
 mod conn;
 mod listen;
+mod said;
 mod schema;
 mod snapshot;
 mod tls;

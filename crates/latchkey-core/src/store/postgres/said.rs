@@ -1,0 +1,74 @@
+//! A driver or pool error as the store reports it: with what the server said.
+//!
+//! tokio-postgres displays a server's error as "db error" alone, keeping the server's
+//! message ("too many connections", "cannot execute INSERT in a read-only transaction",
+//! "canceling statement due to lock timeout") in its source, which a log line's `%error`
+//! never shows: an operator had to read the server's log to learn which failure it was.
+
+use std::error::Error;
+use std::fmt;
+
+/// `E`, displayed with its whole chain of sources ("db error: ERROR: …"), and with no
+/// source of its own, so that a reader that walks the chain (anyhow's `{:#}`) does not
+/// print it twice.
+#[derive(Debug)]
+pub(crate) struct Said<E>(pub(crate) E);
+
+impl<E: Error> fmt::Display for Said<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl<E: Error> Error for Said<E> {}
+
+/// The driver's error inside a store error's cause, if that is what it is.
+pub(crate) fn driver_error<'a>(
+    cause: &'a (dyn Error + Send + Sync + 'static),
+) -> Option<&'a tokio_postgres::Error> {
+    cause
+        .downcast_ref::<Said<tokio_postgres::Error>>()
+        .map(|said| &said.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(Inner);
+    #[derive(Debug)]
+    struct Inner;
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("db error")
+        }
+    }
+    impl fmt::Display for Inner {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("ERROR: cannot execute INSERT in a read-only transaction")
+        }
+    }
+    impl Error for Outer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    impl Error for Inner {}
+
+    #[test]
+    fn it_says_what_the_server_said_once() {
+        let said = Said(Outer(Inner));
+        assert_eq!(
+            said.to_string(),
+            "db error: ERROR: cannot execute INSERT in a read-only transaction"
+        );
+        assert!(said.source().is_none());
+    }
+}
