@@ -668,6 +668,13 @@ fn a_database_set_read_only_refuses_writes_as_unavailable_and_recovers() {
     // Past `max_staleness` without an acknowledgement: served, from what it reads.
     std::thread::sleep(bound + Duration::from_millis(1_000));
     store.verify(&text).unwrap();
+    // Another process opens it, to read and back it up (a `--db` command on a replica):
+    // opening a store whose schema is current writes nothing (PostgreSQL hunt L2).
+    let reader = Store::open_at(&location.location, config()).unwrap();
+    assert!(reader.users().unwrap().iter().any(|u| u.id == user.id));
+    reader.verify(&text).unwrap();
+    reader.backup(&mut Vec::new()).unwrap();
+    drop(reader);
     support::sql(&url, &read_only("off"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while let Err(e) = disable(&store, &user) {

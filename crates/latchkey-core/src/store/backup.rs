@@ -123,7 +123,8 @@ impl Store {
     /// acknowledged write when it starts (on PostgreSQL, a snapshot: writers go on; on a
     /// directory, writers wait until it is done), with this
     /// process's usage figures and unspent credit slices written first, so that the
-    /// balances restored are the ones the API showed (unless the disk is full).
+    /// balances restored are the ones the API showed (unless the disk is full, or the
+    /// database takes no writes: a replica).
     ///
     /// Fails with [`StoreError::Storage`] when `out` cannot be written.
     pub fn backup(&self, out: impl Write) -> Result<BackupHeader, StoreError> {
@@ -131,7 +132,16 @@ impl Store {
         let serialized = inner.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.ensure_open()?;
         if !self.disk_full() {
-            self.write_buffers()?;
+            match self.write_buffers() {
+                Ok(()) => {}
+                // A database that takes no writes (a replica a backup is taken from) is
+                // still copied, as a full disk is, without the figures not yet written.
+                Err(e) if inner.follow.is_some() => tracing::warn!(
+                    error = %e,
+                    "this process's latest usage figures could not be written: the backup holds what the database holds"
+                ),
+                Err(e) => return Err(e),
+            }
         }
         // The copy reads a snapshot where the storage has them (PostgreSQL), and writers go
         // on; elsewhere it holds them still: this process's, and on storage several share,

@@ -196,8 +196,13 @@ fn start(
     let follow = Follow::new(tip, config.max_staleness);
     let location = Location::Postgres(url.clone());
     let store = Store::from_backend(location, db, None, Some(follow), mark, config)?;
-    // Counted among the followers from now on: writes of other processes wait for it.
-    store.catch_up()?;
+    // Counted among the followers from now on: writes of other processes wait for it. A
+    // database that refuses the acknowledgement (read-only: a standby, a replica a backup
+    // is taken from) still opens: its verifications read the changes before they answer.
+    if let Err(e) = store.catch_up() {
+        store.read_changes_since(i64::MAX)?;
+        tracing::warn!(error = %e, "cannot record this process among the database's followers: its verifications read the changes first");
+    }
     listen::start(&pg, &store);
     Ok(store)
 }

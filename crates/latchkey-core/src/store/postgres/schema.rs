@@ -59,8 +59,28 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
 const MIGRATE_LOCK: i64 = 0x6c6b_6d69_6772_6174; // "lkmigrat"
 
 /// Brings the schema to [`SCHEMA`] and returns it; refuses a newer one, changing nothing.
+/// A schema already at [`SCHEMA`] is only read: a database that takes no writes (a
+/// standby, a replica a backup is taken from) opens.
 pub(super) fn migrate(pg: &Pg) -> Result<u32, StoreError> {
     let mut client = pg.client()?;
+    let current = pg.run(async {
+        let exists = client
+            .query_one("SELECT to_regclass('latchkey_schema') IS NOT NULL", &[])
+            .await
+            .map_err(pg_error)?
+            .get::<_, bool>(0);
+        if !exists {
+            return Ok(None);
+        }
+        let row = client
+            .query_opt("SELECT version FROM latchkey_schema", &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|row| u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX)))
+    })?;
+    if current == Some(SCHEMA) {
+        return Ok(SCHEMA);
+    }
     pg.run(async {
         let tx = client.transaction().await.map_err(pg_error)?;
         tx.query("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
