@@ -107,6 +107,18 @@ pub(crate) fn execute(path: &Path, statements: &str) {
         .unwrap_or_else(|e| panic!("{statements}: {e}"));
 }
 
+/// Runs `statements` on the database that stands for `path` (on PostgreSQL) and keeps the
+/// session: for a transaction left open (a lock held) until the test ends it.
+pub(crate) fn hold(path: &Path, statements: &str) -> postgres::Client {
+    assert!(postgres().is_some(), "PostgreSQL tests only");
+    let url = store_arg(path).into_string().expect("a UTF-8 URL");
+    let mut client = connect(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    client
+        .batch_execute(statements)
+        .unwrap_or_else(|e| panic!("{statements}: {e}"));
+    client
+}
+
 /// The first column of the first row `query` answers on the database that stands for
 /// `path` (on PostgreSQL), as a number.
 pub(crate) fn count(path: &Path, query: &str) -> i64 {

@@ -306,6 +306,43 @@ fn sessions_the_server_ends_cost_no_request_a_503() {
     }
 }
 
+/// A table lock held on the database (a migration by hand, `VACUUM FULL`) keeps the
+/// store's reads waiting up to its `lock_timeout` (15 s): `/healthz` says 503 and `/metrics`
+/// `latchkey_keystore_up 0` within a probe's and a scrape's timeouts, rather than leave
+/// them to time out (the PostgreSQL hunt's L3: 15 s each); both recover with the lock.
+#[test]
+fn health_and_metrics_answer_in_time_behind_a_table_lock() {
+    if postgres_only().is_none() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut lock = crate::backend::hold(
+        &fx.db(),
+        "BEGIN; LOCK TABLE latchkey_kv IN ACCESS EXCLUSIVE MODE",
+    );
+    let started = Instant::now();
+    let health = fx.daemon.http("GET", "/healthz", None, None);
+    assert_eq!(health.status, 503, "{}", health.text);
+    let metrics = fx.daemon.http("GET", "/metrics", None, None);
+    assert_eq!(metrics.status, 200, "{}", metrics.text);
+    assert!(
+        metrics.text.contains("latchkey_keystore_up 0"),
+        "{}",
+        metrics.text
+    );
+    // 3 s and 5 s; the lock's timeout would be 15 s each.
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(14), "waited {waited:?}");
+    lock.batch_execute("COMMIT").unwrap();
+    let metrics = fx.daemon.http("GET", "/metrics", None, None);
+    assert!(
+        metrics.text.contains("latchkey_keystore_up 1"),
+        "{}",
+        metrics.text
+    );
+    assert_eq!(fx.daemon.http("GET", "/healthz", None, None).status, 200);
+}
+
 /// Creates a key of `user` limited to 20 requests a minute through `daemon`; its secret.
 fn twenty_a_minute(daemon: &Daemon, admin: &str, user: &str, name: &str) -> String {
     let body = json!({

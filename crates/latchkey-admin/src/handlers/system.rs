@@ -11,20 +11,40 @@ use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::state::AppState;
 
-/// Liveness and readiness: 200 when the store answers a read, 503 otherwise.
+/// Liveness and readiness: 200 when the store answers a read within 3 s, 503 otherwise.
 #[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "system",
     responses(
         (status = 200, description = "Healthy", body = Health),
         (status = 503, description = "The keystore cannot be read", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
-    state
-        .run(|store| store.check_health().map_err(unavailable))
-        .await?;
+    let checked = state.run(|store| store.check_health().map_err(unavailable));
+    match tokio::time::timeout(HEALTH_WITHIN, checked).await {
+        Ok(checked) => checked?,
+        Err(_) => {
+            latchkey_core::warn_limited!(
+                "health check: the keystore did not answer within {HEALTH_WITHIN:?}"
+            );
+            return Err(AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keystore_unavailable",
+                "the keystore did not answer in time",
+            ));
+        }
+    }
     Ok(Json(Health {
         status: "ok".to_owned(),
     }))
 }
+
+/// How long `/healthz` waits for the store's read: a probe's own timeout is a few seconds,
+/// and a read held behind a lock (up to the database's `lock_timeout`, 15 s) would leave it
+/// to guess. Past it, 503; the read itself goes on on its blocking thread.
+const HEALTH_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long `/metrics` waits for the store's counts: below Prometheus' default scrape
+/// timeout (10 s), so that a scrape says `latchkey_keystore_up 0` rather than time out.
+const COUNTS_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn unavailable(err: latchkey_core::StoreError) -> AppError {
     latchkey_core::warn_limited!(error = %err, "health check failed");
@@ -55,13 +75,14 @@ fn unavailable(err: latchkey_core::StoreError) -> AppError {
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // A store out of reach (said in the log by the error's conversion) leaves its counts
     // out, not the process's counters, which tell of the outage.
-    let stats = state
-        .run(|store| {
-            store.check_health()?;
-            Ok(store.stats()?)
-        })
+    let counts = state.run(|store| {
+        store.check_health()?;
+        Ok(store.stats()?)
+    });
+    let stats = tokio::time::timeout(COUNTS_WITHIN, counts)
         .await
-        .ok();
+        .ok()
+        .and_then(Result::ok);
     let body = state.metrics.render(stats.as_ref());
     (
         [(
