@@ -1325,8 +1325,8 @@ fn spawn_jobs(inner: Weak<Inner>, pause: Duration, wake: mpsc::Receiver<()>) {
         .spawn(move || {
             // Pending jobs of an earlier process start at once.
             let mut woken = true;
-            let mut sweeping = Outage::new("the expiry sweep");
-            let mut jobs = Outage::new("the background jobs");
+            let mut sweeping = Outage::new("sweeping expired keys");
+            let mut jobs = Outage::new("running the background jobs");
             let mut steps = inner
                 .upgrade()
                 .map(|inner| clock_step::StepWatch::new(&*inner.clock));
