@@ -393,6 +393,9 @@ impl Store {
             (Entity::Key, Some(public)) => cache.invalidate(Some(&public)),
             _ => cache.invalidate(None),
         }
+        if event.action == Action::UserDelete {
+            self.inner.user_meters.forget(event.target);
+        }
         if event.action == Action::KeyCreate
             && !self.inner.has_imports.load(Ordering::Relaxed)
             && import::any_imported(&self.inner.db)?

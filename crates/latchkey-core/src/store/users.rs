@@ -239,6 +239,7 @@ impl Store {
             tx.invalidate(Invalidate::All);
             Ok(!head.fits_inline())
         })?;
+        self.inner.user_meters.forget(id);
         if in_background {
             self.wake_jobs();
         }
