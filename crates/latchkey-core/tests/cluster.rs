@@ -584,6 +584,32 @@ fn a_database_holding_part_of_a_store_is_never_opened_nor_initialised_over() {
     assert!(!refused.to_string().contains("init"), "{refused}");
 }
 
+/// `text` to import as Unkey stores a key: its SHA-256, and its display prefix `unkey`.
+fn imported_as_sha256(text: &str) -> ImportKey {
+    let digest: String = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    ImportKey {
+        secret: ImportSecret::sha256(&digest).unwrap(),
+        prefix: Some("unkey".into()),
+        name: None,
+        expires_at: None,
+        scopes: None,
+        meta: None,
+    }
+}
+
+/// Two stores on a fresh database whose cached answers last 2 s (the bound), the first
+/// with a key verified (its text); `None` on sled.
+fn two_stores_bound() -> Option<(support::TestLocation, Duration, Store, String, Store)> {
+    let location = support::postgres_location()?;
+    let bound = Duration::from_millis(2_000);
+    let (a, _, text) = verified_key_on(&location, bound);
+    let b = Store::open_at(&location.location, config().max_staleness(bound)).unwrap();
+    Some((location, bound, a, text, b))
+}
+
 /// A process whose acknowledgements fail while the database still answers its reads (a
 /// lock, a revoked privilege, a trigger, as here) is no longer waited for by the others'
 /// writes: once `max_staleness` has passed, each of its verifications reads the changes
@@ -592,12 +618,9 @@ fn a_database_holding_part_of_a_store_is_never_opened_nor_initialised_over() {
 /// process is refused by its very next verification.
 #[test]
 fn a_store_whose_acknowledgements_fail_reads_the_changes_before_it_serves() {
-    let Some(location) = support::postgres_location() else {
+    let Some((location, bound, a, text, b)) = two_stores_bound() else {
         return;
     };
-    let bound = Duration::from_millis(2_000);
-    let (a, _, text) = verified_key_on(&location, bound);
-    let b = Store::open_at(&location.location, config().max_staleness(bound)).unwrap();
     let url = support::url_of(&location);
     support::sql(
         &url,
@@ -606,25 +629,69 @@ fn a_store_whose_acknowledgements_fail_reads_the_changes_before_it_serves() {
          CREATE TRIGGER refuse_acknowledgements BEFORE INSERT OR UPDATE ON latchkey_followers \
          FOR EACH ROW EXECUTE FUNCTION refuse_acknowledgements()",
     );
+    // A process opened now, whose first acknowledgement fails: never confirmed, it reads
+    // first from the start (review s52 M1).
+    let c = Store::open_at(&location.location, config().max_staleness(bound)).unwrap();
+    assert!(!c.is_fresh());
+    // An imported key, whose verification takes another path (review s52 M2).
+    let imported = "unkey_000000000000000000000000000001";
+    let item = imported_as_sha256(imported);
+    let owner = a.verify(&text).unwrap().user_id;
+    let imported_id = b.import_keys(&Actor::system(), owner, &[item]).unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .id;
     // The catch-up (every second) still reads the changes; only its acknowledgement
     // fails. Past the bound, the others stop waiting for this process.
     std::thread::sleep(bound + Duration::from_millis(1_000));
     let key_id = a.verify(&text).unwrap().key_id;
-    // Its change feed follows the database as its reads do.
-    assert!(a.is_fresh());
+    // Its change feed vouches for nothing: a heartbeat would tell a remote verifier that a
+    // change another process already returned had reached it (review s52 H1).
+    assert!(!a.is_fresh());
     for _ in 0..20 {
         let (_, other) = user_and_key(&b);
         let other_text = other.secret.expose().to_owned();
         a.verify(&other_text).unwrap();
+        c.verify(&other_text).unwrap();
         b.revoke_key(&Actor::system(), other.key.id).unwrap();
         assert_eq!(a.verify(&other_text).unwrap_err().code(), "key_revoked");
+        assert_eq!(c.verify(&other_text).unwrap_err().code(), "key_revoked");
     }
+    a.verify(imported).unwrap();
+    b.revoke_key(&Actor::system(), imported_id).unwrap();
+    assert_eq!(a.verify(imported).unwrap_err().code(), "key_revoked");
     b.revoke_key(&Actor::system(), key_id).unwrap();
     assert_eq!(a.verify(&text).unwrap_err().code(), "key_revoked");
     support::sql(
         &url,
         "DROP TRIGGER refuse_acknowledgements ON latchkey_followers",
     );
+}
+
+/// A lock held on the followers' rows (by hand, or a stuck session) fails the records of
+/// progress at once, not after `lock_timeout` (15 s): the follower goes on reading the
+/// changes meanwhile, so verifications go on too, and a write through another process is
+/// neither held by it nor missed (the re-check s52's N1: every daemon answered 503).
+#[test]
+fn a_lock_on_the_followers_rows_stops_no_verification() {
+    let Some((location, bound, a, text, b)) = two_stores_bound() else {
+        return;
+    };
+    let release = hold(
+        &location,
+        "BEGIN; SELECT id FROM latchkey_followers FOR UPDATE",
+    );
+    std::thread::sleep(bound + Duration::from_millis(1_500));
+    let key_id = a.verify(&text).unwrap().key_id;
+    let started = std::time::Instant::now();
+    b.revoke_key(&Actor::system(), key_id).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the write waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.verify(&text).unwrap_err().code(), "key_revoked");
+    release();
 }
 
 /// A database set read-only (for maintenance, by a managed service at a full disk, a
@@ -737,29 +804,12 @@ fn a_server_out_of_connection_slots_makes_reads_wait_not_fail() {
 /// longer has. Every later verification, on either process, still succeeds.
 #[test]
 fn an_imported_key_re_hashed_by_another_process_still_verifies_here() {
-    use sha2::Digest;
     let Some((location, a)) = database_store() else {
         return;
     };
     let user = support::user(&a, "legacy", &["orders:read"]);
     let texts: Vec<String> = (0..64).map(|i| format!("unkey_{i:030}")).collect();
-    let items: Vec<ImportKey> = texts
-        .iter()
-        .map(|text| {
-            let digest: String = sha2::Sha256::digest(text.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            ImportKey {
-                secret: ImportSecret::sha256(&digest).unwrap(),
-                prefix: Some("unkey".into()),
-                name: None,
-                expires_at: None,
-                scopes: None,
-                meta: None,
-            }
-        })
-        .collect();
+    let items: Vec<ImportKey> = texts.iter().map(|text| imported_as_sha256(text)).collect();
     let outcome = a.import_keys(&Actor::system(), user.id, &items).unwrap();
     assert!(outcome.iter().all(Result::is_ok), "{outcome:?}");
     let b = Store::open_at(&location.location, config()).unwrap();
@@ -805,7 +855,14 @@ fn a_write_that_waits_too_long_for_the_writers_lock_is_unavailable() {
 /// Takes the writers' lock ("latchkey") on the database of `location`, as another process
 /// does for a write, and holds it until the returned function is called.
 fn hold_writers_lock(location: &support::TestLocation) -> impl FnOnce() {
+    hold(location, "SELECT pg_advisory_lock(7809651199139603833)")
+}
+
+/// Runs `statements` in a session of its own on the database of `location` (a lock taken,
+/// a transaction left open) and keeps the session until the returned function is called.
+fn hold(location: &support::TestLocation, statements: &str) -> impl FnOnce() {
     let url = support::url_of(location);
+    let statements = statements.to_owned();
     let (release, released) = std::sync::mpsc::channel::<()>();
     let (held, holding) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
@@ -818,10 +875,7 @@ fn hold_writers_lock(location: &support::TestLocation) -> impl FnOnce() {
                 .await
                 .unwrap();
             let driver = tokio::spawn(connection);
-            client
-                .batch_execute("SELECT pg_advisory_lock(7809651199139603833)")
-                .await
-                .unwrap();
+            client.batch_execute(&statements).await.unwrap();
             held.send(()).unwrap();
             tokio::task::spawn_blocking(move || released.recv())
                 .await

@@ -17,16 +17,18 @@
 //! error, empties the whole verify cache and goes on from the database's newest event.
 //! The changes in between never reach this process's `subscribe()` feed.
 //!
-//! Verification trusts the cache only while the catch-up keeps succeeding: its reads, and
-//! the acknowledgement that tells the other processes' writes to wait for this one. Once
-//! the last acknowledged catch-up is older than `max_staleness`, the others' writes no
+//! Verification trusts the cache as it is only while this process's progress is recorded
+//! in the database (`latchkey_followers`), which tells the others' writes to wait until it
+//! applied them. Once the last record is older than `max_staleness`, the others' writes no
 //! longer wait for this process, so a verification reads the changes itself before it
 //! answers (one read serving every verification that began before it), as long as the
-//! database answers reads (it may refuse only the acknowledgement: read-only after a
-//! failover or at a full disk on a managed service, a lock, a revoked privilege); once
-//! the reads too have failed for `max_staleness`, verification answers
+//! database answers reads (it may refuse only the record: read-only for maintenance or at
+//! a full disk on a managed service, a lock on the row, a revoked privilege); once the
+//! reads too have failed for `max_staleness`, verification answers
 //! [`VerifyError::Unavailable`](crate::VerifyError::Unavailable) (a 503) rather than risk
-//! serving a key another process revoked.
+//! serving a key another process revoked. The change feed vouches for nothing while the
+//! record fails ([`Store::is_fresh`]): a heartbeat would tell remote verifiers that a
+//! change already returned elsewhere had reached them.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -51,12 +53,18 @@ pub(crate) struct Follow {
     /// `applied` as last published, read without waiting for a catch-up that holds it (one
     /// may wait on the database): what `/v1/verify` reports.
     published: AtomicU64,
-    /// When a catch-up last succeeded, acknowledged, as nanoseconds after `base` (a
-    /// monotonic clock: the store's clock may be a test's manual one): when it started.
+    /// When this process's progress was last recorded in the database for the others
+    /// (from then on, their writes wait for it), as nanoseconds after `base` (a monotonic
+    /// clock: the store's clock may be a test's manual one): when the recording started.
+    /// `i64::MIN` until the first, and after the history went back.
     confirmed_at: AtomicI64,
-    /// When a catch-up last read the changes to their end, acknowledged or not: when it
-    /// started.
+    /// When a catch-up last read the changes to their end: when it started.
     read_at: AtomicI64,
+    /// How many times the history went back (`history_rewritten`, `skip_unreadable`):
+    /// an acknowledgement made across one confirms nothing. Changed under `applied`.
+    resets: AtomicU64,
+    /// One acknowledgement at a time, so that none writes an older `applied` over a newer.
+    acknowledging: Mutex<()>,
     base: Instant,
     /// How long cached answers stay valid without a successful catch-up.
     max_staleness: Duration,
@@ -83,14 +91,17 @@ impl Tip {
 }
 
 impl Follow {
-    /// Starts following after `tip` (the newest event at open), confirmed now.
+    /// Starts following after `tip` (the newest event at open, read now); confirmed once
+    /// its first acknowledgement is made.
     pub(crate) fn new(tip: Tip, max_staleness: Duration) -> Follow {
         let seq = tip.seq;
         Follow {
             applied: Mutex::new(tip),
             published: AtomicU64::new(seq),
-            confirmed_at: AtomicI64::new(0),
+            confirmed_at: AtomicI64::new(i64::MIN),
             read_at: AtomicI64::new(0),
+            resets: AtomicU64::new(0),
+            acknowledging: Mutex::new(()),
             base: Instant::now(),
             max_staleness,
             id: Uuid::now_v7(),
@@ -106,6 +117,14 @@ impl Follow {
         i64::try_from(self.base.elapsed().as_nanos()).unwrap_or(i64::MAX)
     }
 
+    /// The history went back (called under `applied`): what this process recorded of its
+    /// progress may name an event the database no longer holds, so its cache is not served
+    /// as it is until it records its progress again.
+    fn unconfirm(&self) {
+        self.resets.fetch_add(1, Ordering::AcqRel);
+        self.confirmed_at.store(i64::MIN, Ordering::Release);
+    }
+
     /// Whether `at` is recent enough to vouch for the cache now.
     fn within_staleness(&self, at: &AtomicI64) -> bool {
         let bound = i64::try_from(self.max_staleness.as_nanos()).unwrap_or(i64::MAX);
@@ -117,7 +136,7 @@ impl Follow {
         if self.within_staleness(&self.confirmed_at) {
             Freshness::Confirmed
         } else if self.within_staleness(&self.read_at) {
-            Freshness::ReadOnly(self.now())
+            Freshness::Unacknowledged(self.now())
         } else {
             Freshness::Stale
         }
@@ -130,10 +149,12 @@ pub(crate) enum Freshness {
     /// Acknowledged within `max_staleness`: every other process's write waits until this
     /// one applied it, so the cache serves as it is.
     Confirmed,
-    /// Read, not acknowledged, within `max_staleness`: the others' writes do not wait for
+    /// Read, not acknowledged, within `max_staleness` (the database refuses this process's
+    /// progress row: read-only, a lock, a privilege): the others' writes do not wait for
     /// this process, so a verification that began at this instant (as `Follow` counts
     /// time) serves once the changes were read after it ([`Store::read_changes_since`]).
-    ReadOnly(i64),
+    /// Its change feed vouches for nothing meanwhile ([`Store::is_fresh`]).
+    Unacknowledged(i64),
     /// Neither: the database has been away for `max_staleness`.
     Stale,
 }
@@ -172,8 +193,11 @@ impl Store {
             if let Some(seq) = newest {
                 self.inner.published.fetch_max(seq, Ordering::AcqRel);
             }
-        } else if let Err(e) = self.catch_up() {
-            tracing::warn!(error = %e, "could not read the changes after a write; retrying in a second");
+        } else if let Err(e) = self.read_changes_now() {
+            // The follower's thread, woken by the commit's notification, records the
+            // progress: not here, under the cluster's writers' lock, where a lock on this
+            // process's row in the database would hold every writer of the cluster.
+            crate::warn_limited!(error = %e, "could not read the changes after a write; retrying in a second");
         }
     }
 
@@ -215,20 +239,48 @@ impl Store {
         Ok(())
     }
 
-    /// Applies and publishes every change after the last one applied, in `seq` order, and
-    /// acknowledges them; a no-op on a store no other process writes.
-    pub(crate) fn catch_up(&self) -> Result<(), StoreError> {
+    /// Applies and publishes every change after the last one applied, in `seq` order; a
+    /// no-op on a store no other process writes.
+    pub(crate) fn read_changes_now(&self) -> Result<(), StoreError> {
         let Some(follow) = &self.inner.follow else {
             return Ok(());
         };
+        self.read_changes(follow, follow.now(), i64::MAX).map(drop)
+    }
+
+    /// Records in the database how far this process has applied the changes: the others'
+    /// writes wait for it from then on, and its cache serves as it is
+    /// ([`Freshness::Confirmed`]). A process whose records fail (a read-only database, a
+    /// lock on its row, a privilege revoked) is not waited for once `max_staleness` has
+    /// passed, so its verifications read the changes themselves by then
+    /// ([`Freshness::Unacknowledged`]).
+    pub(crate) fn acknowledge_applied(&self) -> Result<(), StoreError> {
+        let Some(follow) = &self.inner.follow else {
+            return Ok(());
+        };
+        let _one = follow
+            .acknowledging
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (seq, resets) = {
+            let applied = follow
+                .applied
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (applied.seq, follow.resets.load(Ordering::Acquire))
+        };
         let started = follow.now();
-        let applied = self.read_changes(follow, started, i64::MAX)?;
-        // Confirmed only once the others know it: a process whose acknowledgements fail
-        // (a read-only standby after a failover) is not waited for by the others' writes,
-        // so its verifications read the changes themselves once `max_staleness` has
-        // passed (`Freshness::ReadOnly`).
-        self.inner.db.acknowledge(follow.id, Some(applied))?;
-        follow.confirmed_at.fetch_max(started, Ordering::AcqRel);
+        self.inner.db.acknowledge(follow.id, Some(seq))?;
+        // Under `applied`, as a reset is: one made since the value was taken leaves the
+        // process unconfirmed (the row may name an event the history no longer holds),
+        // until the next acknowledgement.
+        let _applied = follow
+            .applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if follow.resets.load(Ordering::Acquire) == resets {
+            follow.confirmed_at.fetch_max(started, Ordering::AcqRel);
+        }
         Ok(())
     }
 
@@ -243,6 +295,24 @@ impl Store {
             return Ok(());
         }
         self.read_changes(follow, follow.now(), begun).map(drop)
+    }
+
+    /// Whether a verification may answer from what this process holds, reading the
+    /// changes first when it must (and `may_read`): `Ok(false)` when it must and may not
+    /// (the caller reads off its async worker); `Unavailable` once neither a
+    /// record nor a read of the changes succeeded within `max_staleness`.
+    pub(crate) fn ready_to_verify(&self, may_read: bool) -> Result<bool, crate::VerifyError> {
+        match self.freshness() {
+            Freshness::Confirmed => Ok(true),
+            Freshness::Unacknowledged(_) if !may_read => Ok(false),
+            Freshness::Unacknowledged(begun) => self
+                .read_changes_since(begun)
+                .map(|()| true)
+                .map_err(|e| crate::VerifyError::Unavailable(e.to_string())),
+            Freshness::Stale => Err(crate::VerifyError::Unavailable(
+                "the keystore's database has not been reachable within max_staleness".into(),
+            )),
+        }
     }
 
     /// Applies and publishes every change after the last one applied, in `seq` order, and
@@ -325,6 +395,7 @@ impl Store {
              newest change: the changes in between are not in this process's event feed"
         );
         self.forget_derived();
+        follow.unconfirm();
         follow.published.store(tip.seq, Ordering::Release);
         *applied = tip;
     }
@@ -353,6 +424,7 @@ impl Store {
             Ok(next) if !next.is_empty() => next[0].prev_hash.clone(),
             _ => Tip::of(&*self.inner.db)?.hash,
         };
+        follow.unconfirm();
         follow.published.store(seq, Ordering::Release);
         *applied = Tip { seq, hash };
         Ok(())
@@ -405,12 +477,15 @@ impl Store {
         Ok(())
     }
 
-    /// Whether this process follows its storage: always, unless the store follows a shared
-    /// database and has not read its changes within `max_staleness` (its verifications then
-    /// answer `Unavailable`). A change feed opens no stream meanwhile: its clients must not
-    /// vouch for their caches on the word of a process that stopped following.
+    /// Whether every change another process makes reaches this one before that write
+    /// returns: always, unless the store follows a shared database and has not recorded
+    /// its progress there within `max_staleness` (the others' writes then stop waiting for
+    /// it: its verifications read the changes first, or answer `Unavailable` when they
+    /// cannot). A change feed opens no stream and sends no heartbeat meanwhile: its clients
+    /// must not vouch for their caches on the word of a process that may not have read a
+    /// change already returned elsewhere.
     pub fn is_fresh(&self) -> bool {
-        self.freshness() != Freshness::Stale
+        self.freshness() == Freshness::Confirmed
     }
 
     /// How far verification may serve from the cache now ([`Freshness`]).

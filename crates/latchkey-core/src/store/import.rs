@@ -443,6 +443,9 @@ impl Store {
         counted: Use,
     ) -> Result<Principal, VerifyError> {
         let unavailable = |e: StoreError| VerifyError::Unavailable(e.to_string());
+        // As a latchkey key's: on a shared database, the changes first when the others'
+        // writes do not wait for this process.
+        self.ready_to_verify(true)?;
         // Both hashes first, so a known and an unknown text cost the same.
         let blake = self.inner.hash_key.hash(presented);
         let digest = sha256(presented);

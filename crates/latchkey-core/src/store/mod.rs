@@ -893,21 +893,12 @@ impl Store {
         if key.prefix_bytes() != inner.prefix.as_str().as_bytes() {
             return Some(Err(VerifyError::Invalid));
         }
-        match self.freshness() {
-            Freshness::Confirmed => {}
-            // The others' writes do not wait for this process (its acknowledgements fail,
-            // its reads do not): what they committed before this began is read first.
-            Freshness::ReadOnly(_) if !may_read => return None,
-            Freshness::ReadOnly(begun) => {
-                if let Err(e) = self.read_changes_since(begun) {
-                    return Some(Err(VerifyError::Unavailable(e.to_string())));
-                }
-            }
-            Freshness::Stale => {
-                return Some(Err(VerifyError::Unavailable(
-                    "the keystore's database has not been reachable within max_staleness".into(),
-                )));
-            }
+        // On a shared database whose others' writes do not wait for this process (its
+        // progress is not recorded), what they committed before this began is read first.
+        match self.ready_to_verify(may_read) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => return Some(Err(e)),
         }
         let id = key.id();
         let resolved = match inner.cache.hot(&id) {

@@ -21,8 +21,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::causes::{WithCauses, driver_error};
 use super::conn::Conn;
-use super::said::{Said, driver_error};
 use crate::error::{CommitInDoubt, StoreError};
 use crate::location::DatabaseUrl;
 use crate::store::backend::{
@@ -43,6 +43,15 @@ const CONFLICT_RETRIES: u32 = 16;
 
 /// The advisory lock that serializes management writes across processes.
 const WRITERS_LOCK: i64 = 0x6c61_7463_686b_6579; // "latchkey"
+
+/// How long a caller waits for one of the pool's connections when the server has no slot
+/// for another: a few seconds, well within [`OP_TIMEOUT`], since a caller that holds
+/// something another waits for (the follower's `applied` tip) may be among the waiters.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
+/// The transaction that records a follower's progress: it waits a quarter of a second at
+/// most for a lock on its row.
+const ACKNOWLEDGE: &str = "BEGIN; SET LOCAL lock_timeout = 250";
 
 /// How many connections a store keeps at most.
 const POOL_SIZE: usize = 16;
@@ -145,16 +154,22 @@ impl Pg {
 
     /// A pooled connection. When the server has no slot for another (its
     /// `max_connections` taken, by this pool and others') while this pool holds some, one
-    /// of them is waited for, within [`OP_TIMEOUT`], as the pool waits at its own bound: a
-    /// busy moment on a small server queues rather than fails; but never by a thread that
-    /// holds one already ([`super::conn::holds_one`]), which fails at once as before.
+    /// of them is waited for, up to [`SLOT_WAIT`]: a busy moment on a small server queues
+    /// rather than fails; but never by a thread that holds one already
+    /// ([`super::conn::holds_one`]), which fails at once as before.
     pub(super) fn client(&self) -> Result<Conn, StoreError> {
         let may_wait = !super::conn::holds_one();
         self.run(async {
             let mut pause = Duration::from_millis(2);
+            let began = Instant::now();
             loop {
                 let status = self.pool.status();
                 if may_wait && status.size > 0 && status.available == 0 && self.server_was_full() {
+                    if began.elapsed() > SLOT_WAIT {
+                        return Err(StoreError::Unavailable(
+                            "the database has no connection slot for this process".into(),
+                        ));
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(20));
                     continue;
@@ -169,7 +184,7 @@ impl Pg {
                         *self.server_full.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some(Instant::now());
                     }
-                    Err(e) => return Err(StoreError::Unavailable(Box::new(Said(e)))),
+                    Err(e) => return Err(StoreError::Unavailable(Box::new(WithCauses(e)))),
                 }
             }
         })
@@ -223,20 +238,31 @@ impl Pg {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        discard_if_unavailable(
-            client,
-            self.run(async {
-                let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
-                client.query(&statement, params).await.map_err(pg_error)
-            }),
-        )
+        let done = self.run(async {
+            let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+            client.query(&statement, params).await.map_err(pg_error)
+        });
+        self.after(client, done)
     }
 
     pub(super) fn execute(&self, client: &Conn, sql: &str) -> Result<(), StoreError> {
-        discard_if_unavailable(
-            client,
-            self.run(async { client.batch_execute(sql).await.map_err(pg_error) }),
-        )
+        let done = self.run(async { client.batch_execute(sql).await.map_err(pg_error) });
+        self.after(client, done)
+    }
+
+    /// After a statement on `client`: a connection whose state is unknown is not reused
+    /// ([`discard_if_unavailable`]); after a write refused as read-only, neither are the
+    /// idle ones, whose sessions began with the same read-only default (the database set
+    /// writable again, they would each fail one write before going).
+    fn after<T>(&self, client: &Conn, done: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Unavailable(cause)) = &done
+            && driver_error(&**cause)
+                .and_then(tokio_postgres::Error::code)
+                .is_some_and(|code| *code == SqlState::READ_ONLY_SQL_TRANSACTION)
+        {
+            self.pool.retain(|_, _| false);
+        }
+        discard_if_unavailable(client, done)
     }
 
     /// Opens a transaction on `client`; one that fails in any way may have opened it on
@@ -307,9 +333,9 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
         }
     };
     if lost || e.is_closed() {
-        StoreError::Unavailable(Box::new(Said(e)))
+        StoreError::Unavailable(Box::new(WithCauses(e)))
     } else {
-        StoreError::Storage(Box::new(Said(e)))
+        StoreError::Storage(Box::new(WithCauses(e)))
     }
 }
 
@@ -665,12 +691,23 @@ impl Backend for PgBackend {
         match applied {
             Some(seq) => {
                 let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-                self.0.query(
-                    &client,
-                    "INSERT INTO latchkey_followers (id, applied, seen) VALUES ($1, $2, now()) \
-                     ON CONFLICT (id) DO UPDATE SET applied = EXCLUDED.applied, seen = now()",
-                    &[&follower.as_bytes().as_slice(), &seq],
-                )?;
+                // A lock held on the row (by hand, or a stuck session) fails this at once
+                // rather than after `lock_timeout`: the follower's thread that records
+                // also reads the changes, which verifications need meanwhile.
+                let recorded = self.0.begin(&client, ACKNOWLEDGE).and_then(|()| {
+                    self.0.query(
+                        &client,
+                        "INSERT INTO latchkey_followers (id, applied, seen) VALUES ($1, $2, now()) \
+                         ON CONFLICT (id) DO UPDATE SET applied = EXCLUDED.applied, seen = now()",
+                        &[&follower.as_bytes().as_slice(), &seq],
+                    )?;
+                    self.0.execute(&client, "COMMIT")
+                });
+                if recorded.is_err() {
+                    // Its transaction failed midway: the session goes with it.
+                    client.discard();
+                }
+                recorded?;
             }
             None => {
                 self.0.query(

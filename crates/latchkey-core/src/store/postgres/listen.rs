@@ -44,7 +44,7 @@ pub(super) fn start(pg: &Arc<Pg>, store: &Store) {
             }
             let cause = lost.map_or_else(
                 || "the connection closed".to_owned(),
-                |e| super::said::Said(e).to_string(),
+                |e| super::causes::WithCauses(e).to_string(),
             );
             outage.failed(&cause);
             if wake.send(()).is_err() {
@@ -120,10 +120,14 @@ async fn listen(
     ended
 }
 
-/// The catch-up thread: on every wake and every second; while the database is away, once
-/// a second only (the listener's tries to reconnect wake it too).
+/// The catch-up thread: on every wake and every second, reads the changes and records how
+/// far this process applied them; while the database is away, once a second only (the
+/// listener's tries to reconnect wake it too).
 fn follow(inner: Weak<Inner>, woken: mpsc::Receiver<()>) {
     let mut outage = Outage::new("reading the cluster's changes");
+    // Apart: a database may refuse only this process's progress row (read-only, a lock, a
+    // privilege) while its changes read well.
+    let mut recording = Outage::new("recording this process's progress among the followers");
     let mut skew = SkewWatch::default();
     let mut tried = Instant::now();
     loop {
@@ -139,12 +143,19 @@ fn follow(inner: Weak<Inner>, woken: mpsc::Receiver<()>) {
         let Some(inner) = inner.upgrade() else { return };
         let store = Store { inner };
         tried = Instant::now();
-        match store.catch_up() {
+        match store.read_changes_now() {
             Ok(()) => {
                 outage.succeeded();
                 skew.check(&store);
             }
-            Err(e) => outage.failed(&e),
+            Err(e) => {
+                outage.failed(&e);
+                continue;
+            }
+        }
+        match store.acknowledge_applied() {
+            Ok(()) => recording.succeeded(),
+            Err(e) => recording.failed(&e),
         }
     }
 }

@@ -3,15 +3,16 @@
 //! - `client`: the [`Backend`](super::backend::Backend) over one table, its transactions
 //!   and the writers' lock;
 //! - `conn`: a pooled connection, dropped from the pool when its state is unknown;
+//! - `causes`: a driver error displayed with what the server said;
 //! - `schema`: the versioned schema and its migrations;
 //! - `listen`: the commit notifications that wake the catch-up (`follow.rs`);
 //! - `tls`: rustls for connections that ask for TLS;
 //! - `url`: from the URL to the connection settings.
 
+mod causes;
 mod client;
 mod conn;
 mod listen;
-mod said;
 mod schema;
 mod snapshot;
 mod tls;
@@ -197,11 +198,11 @@ fn start(
     let location = Location::Postgres(url.clone());
     let store = Store::from_backend(location, db, None, Some(follow), mark, config)?;
     // Counted among the followers from now on: writes of other processes wait for it. A
-    // database that refuses the acknowledgement (read-only: a standby, a replica a backup
-    // is taken from) still opens: its verifications read the changes before they answer.
-    if let Err(e) = store.catch_up() {
-        store.read_changes_since(i64::MAX)?;
-        tracing::warn!(error = %e, "cannot record this process among the database's followers: its verifications read the changes first");
+    // database that refuses the record (read-only, a lock on the row, a privilege revoked)
+    // still opens: its verifications read the changes before they answer.
+    store.read_changes_now()?;
+    if let Err(e) = store.acknowledge_applied() {
+        tracing::warn!(error = %e, "cannot record this process among the database's followers: its verifications read the changes first, and its change feed opens no stream, until it can");
     }
     listen::start(&pg, &store);
     Ok(store)

@@ -9,12 +9,13 @@ use std::error::Error;
 use std::fmt;
 
 /// `E`, displayed with its whole chain of sources ("db error: ERROR: …"), and with no
-/// source of its own, so that a reader that walks the chain (anyhow's `{:#}`) does not
-/// print it twice.
+/// source of its own. (A `StoreError` that holds it displays it and also gives it as its
+/// source, so a reader that walks the chain, anyhow's `{:#}`, meets its text twice: the
+/// CLI's `output::error_line` leaves out a cause the line already holds.)
 #[derive(Debug)]
-pub(crate) struct Said<E>(pub(crate) E);
+pub(crate) struct WithCauses<E>(pub(crate) E);
 
-impl<E: Error> fmt::Display for Said<E> {
+impl<E: Error> fmt::Display for WithCauses<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)?;
         let mut source = self.0.source();
@@ -26,14 +27,14 @@ impl<E: Error> fmt::Display for Said<E> {
     }
 }
 
-impl<E: Error> Error for Said<E> {}
+impl<E: Error> Error for WithCauses<E> {}
 
 /// The driver's error inside a store error's cause, if that is what it is.
 pub(crate) fn driver_error<'a>(
     cause: &'a (dyn Error + Send + Sync + 'static),
 ) -> Option<&'a tokio_postgres::Error> {
     cause
-        .downcast_ref::<Said<tokio_postgres::Error>>()
+        .downcast_ref::<WithCauses<tokio_postgres::Error>>()
         .map(|said| &said.0)
 }
 
@@ -64,7 +65,7 @@ mod tests {
 
     #[test]
     fn it_says_what_the_server_said_once() {
-        let said = Said(Outer(Inner));
+        let said = WithCauses(Outer(Inner));
         assert_eq!(
             said.to_string(),
             "db error: ERROR: cannot execute INSERT in a read-only transaction"
