@@ -742,6 +742,17 @@ fn a_database_set_read_only_refuses_writes_as_unavailable_and_recovers() {
     reader.verify(&text).unwrap();
     reader.backup(&mut Vec::new()).unwrap();
     drop(reader);
+    // A newer schema is said as such, not as the refusal of a write tried to migrate it.
+    let bump = |by: &str| {
+        format!("BEGIN READ WRITE; UPDATE latchkey_schema SET version = version {by}; COMMIT")
+    };
+    support::sql(&url, &bump("+ 1"));
+    let newer = Store::open_at(&location.location, config()).unwrap_err();
+    assert!(
+        matches!(newer, StoreError::SchemaTooNew { .. }),
+        "{newer:?}"
+    );
+    support::sql(&url, &bump("- 1"));
     support::sql(&url, &read_only("off"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while let Err(e) = disable(&store, &user) {

@@ -200,7 +200,14 @@ impl Connection {
                     let close = [(http::header::CONNECTION, "close")];
                     (http::StatusCode::SERVICE_UNAVAILABLE, close).into_response()
                 } else if !names_one_host(&request) {
-                    latchkey_admin::host_refused_response()
+                    // Its body unread: the connection closes after the answer, and says so
+                    // (see `unread_body`).
+                    let mut refused = latchkey_admin::host_refused_response();
+                    refused.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                    refused
                 } else {
                     app.oneshot(request).await?
                 };
@@ -513,6 +520,7 @@ mod tests {
         .unwrap();
         for refused in &answers[..3] {
             assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+            assert!(refused.contains("connection: close"), "{refused}");
             assert!(refused.contains("\"invalid_request\""), "{refused}");
         }
         for served in &answers[3..] {

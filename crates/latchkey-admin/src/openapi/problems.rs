@@ -39,7 +39,7 @@ pub(crate) struct Escalation(Problem);
 #[derive(IntoResponses)]
 #[response(
     status = 403,
-    description = "Lacks latchkey:users:write or a permission the user would hold (`insufficient_permission`), or names a tenant or organization other than its own (`tenant_forbidden`)",
+    description = "Lacks latchkey:users:write or a permission the user would hold, or the user is stronger than the caller (`insufficient_permission`), or names a tenant or organization other than its own (`tenant_forbidden`)",
     content_type = "application/problem+json"
 )]
 pub(crate) struct UserWrite(Problem);

@@ -123,8 +123,8 @@ impl Store {
     /// acknowledged write when it starts (on PostgreSQL, a snapshot: writers go on; on a
     /// directory, writers wait until it is done), with this
     /// process's usage figures and unspent credit slices written first, so that the
-    /// balances restored are the ones the API showed (unless the disk is full, or the
-    /// database takes no writes: a replica).
+    /// balances restored are the ones the API showed (unless the disk is full, or a
+    /// database shared with other processes takes no writes now).
     ///
     /// Fails with [`StoreError::Storage`] when `out` cannot be written.
     pub fn backup(&self, out: impl Write) -> Result<BackupHeader, StoreError> {
@@ -134,9 +134,9 @@ impl Store {
         if !self.disk_full() {
             match self.write_buffers() {
                 Ok(()) => {}
-                // A database that takes no writes (a replica a backup is taken from) is
-                // still copied, as a full disk is, without the figures not yet written.
-                Err(e) if inner.follow.is_some() => tracing::warn!(
+                // A database that takes no writes (set read-only) is still copied, as a
+                // full disk is, without the figures not yet written.
+                Err(e @ StoreError::Unavailable(_)) if inner.follow.is_some() => tracing::warn!(
                     error = %e,
                     "this process's latest usage figures could not be written: the backup holds what the database holds"
                 ),
@@ -242,7 +242,7 @@ impl Store {
         // The records come in key order: the events in theirs, one after the other.
         let mut walk = Some(ChainWalk::new());
         let mut broken = None;
-        let (header, _) = read_whole(backup, Schema::Any, |key, value| {
+        let (header, version) = read_whole(backup, Schema::Any, |key, value| {
             if key.starts_with(layout::AUDIT)
                 && let Some(chain) = &mut walk
                 && let Err(break_) = chain.take(&(key, value))
@@ -254,6 +254,11 @@ impl Store {
         })?;
         if let Some(chain) = walk {
             broken = chain.end(&header).err();
+        }
+        // A newer build's events may be written in a form this one does not read: their
+        // chain is not this build's to judge.
+        if super::schema_of(&version).is_err() {
+            broken = None;
         }
         Ok(CheckedBackup { header, broken })
     }

@@ -78,8 +78,17 @@ pub(super) fn migrate(pg: &Pg) -> Result<u32, StoreError> {
             .map_err(pg_error)?;
         Ok(row.map(|row| u32::try_from(row.get::<_, i32>(0)).unwrap_or(u32::MAX)))
     })?;
-    if current == Some(SCHEMA) {
-        return Ok(SCHEMA);
+    match current {
+        Some(SCHEMA) => return Ok(SCHEMA),
+        // Said before any write is tried: on a read-only database, the write's refusal
+        // would hide it.
+        Some(found) if found > SCHEMA => {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA,
+            });
+        }
+        _ => {}
     }
     pg.run(async {
         let tx = client.transaction().await.map_err(pg_error)?;
