@@ -84,12 +84,13 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
     // A copy of a store whose trail was edited or damaged is still a copy of its keys:
     // written, and said, since a restore of it will refuse it unless told otherwise.
     if let Some(broken) = &broken {
-        tracing::warn!(
-            file = %out.display(),
-            seq = broken.seq,
-            reason = %broken.reason,
-            "the backup is whole, but the store's audit chain breaks in it: `latchkey audit \
-             verify` shows where; a restore of it needs `--keep-broken-chain`"
+        // On stderr whatever the log filter: the command's own word on what it wrote.
+        eprintln!(
+            "warning: {} is a whole backup, but the store's audit chain breaks in it at #{} \
+             ({}): `latchkey audit verify` shows it; a restore of it needs `--keep-broken-chain`",
+            out.display(),
+            broken.seq,
+            latchkey_core::without_keys(&broken.reason)
         );
     }
     if settings.json {

@@ -17,13 +17,19 @@ pub(crate) struct WithCauses<E>(pub(crate) E);
 
 impl<E: Error> fmt::Display for WithCauses<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut line = self.0.to_string();
         let mut source = self.0.source();
         while let Some(cause) = source {
-            write!(f, ": {cause}")?;
+            // A cause its error already shows (the pool's "…: db error" over the
+            // driver's "db error") is said once.
+            let text = cause.to_string();
+            if !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
             source = cause.source();
         }
-        Ok(())
+        f.write_str(&line)
     }
 }
 
@@ -62,6 +68,29 @@ mod tests {
         }
     }
     impl Error for Inner {}
+
+    /// A pool's error that shows its cause's text and gives it as its source too.
+    #[derive(Debug)]
+    struct Pool(Outer);
+    impl fmt::Display for Pool {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Error occurred while creating a new object: {}", self.0)
+        }
+    }
+    impl Error for Pool {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_shown_already_is_said_once() {
+        assert_eq!(
+            WithCauses(Pool(Outer(Inner))).to_string(),
+            "Error occurred while creating a new object: db error: ERROR: cannot execute \
+             INSERT in a read-only transaction"
+        );
+    }
 
     #[test]
     fn it_says_what_the_server_said_once() {
