@@ -780,7 +780,7 @@ fn a_server_out_of_connection_slots_makes_reads_wait_not_fail() {
     support::sql(
         &url,
         &format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'limited' CONNECTION LIMIT 4; \
+            "CREATE ROLE {role} LOGIN PASSWORD 'limited'; \
              DO $$ BEGIN EXECUTE format('ALTER DATABASE %I OWNER TO {role}', \
              current_database()); END $$"
         ),
@@ -790,6 +790,9 @@ fn a_server_out_of_connection_slots_makes_reads_wait_not_fail() {
     let limited = format!("{}{role}:limited{}", &url[..userinfo], &url[at..]);
     let store = Store::create_empty_at(&Location::parse(&limited), "lk", config()).unwrap();
     let (user, _) = user_and_key(&store);
+    // Set once the store is made (a write needs two connections at once, and the store's
+    // threads hold some): the connections it holds stay, no more are let in.
+    support::sql(&url, &format!("ALTER ROLE {role} CONNECTION LIMIT 4"));
     // Eight readers at once against four slots, one of them the listener's.
     let failures: usize = std::thread::scope(|scope| {
         let readers: Vec<_> = (0..8)
