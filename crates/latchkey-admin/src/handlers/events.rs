@@ -199,7 +199,9 @@ pub(crate) async fn stream(
     // already answers 503 then; this also covers the operator router, which has no key.
     if !state.store.is_fresh() {
         return Err(StoreError::Unavailable(
-            "the keystore's database has not been reachable within max_staleness".into(),
+            "this daemon's progress has not been recorded in the keystore's database within \
+             max_staleness: its change feed vouches for nothing until it is"
+                .into(),
         )
         .into());
     }

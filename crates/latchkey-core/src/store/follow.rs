@@ -271,6 +271,14 @@ impl Store {
         };
         let started = follow.now();
         self.inner.db.acknowledge(follow.id, Some(seq))?;
+        // Waited for from this record on. A write may have committed and stopped waiting
+        // for this process before it, while its last record was older than
+        // `max_staleness` (after a fault: the re-check s52c's F1, a remote verifier's
+        // cache vouched for by a heartbeat before the revocation was read): such a write
+        // committed before the record, so the changes are read once more first.
+        if !follow.within_staleness(&follow.confirmed_at) {
+            self.read_changes(follow, follow.now(), i64::MAX)?;
+        }
         // Under `applied`, as a reset is: one made since the value was taken leaves the
         // process unconfirmed (the row may name an event the history no longer holds),
         // until the next acknowledgement.
