@@ -277,7 +277,7 @@ impl Store {
         // cache vouched for by a heartbeat before the revocation was read): such a write
         // committed before the record, so the changes are read once more first.
         if !follow.within_staleness(&follow.confirmed_at) {
-            self.read_changes(follow, follow.now(), i64::MAX)?;
+            self.read_changes_now()?;
         }
         // Under `applied`, as a reset is: one made since the value was taken leaves the
         // process unconfirmed (the row may name an event the history no longer holds),
