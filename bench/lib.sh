@@ -92,3 +92,14 @@ start_daemon() {
 stop_daemon() {
     if [[ -n "${pid:-}" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
 }
+
+# medians FILE A B [NOTE]: prints the medians of variants A and B in a file of `ROUND VARIANT
+# FIGURE` lines (requests a second), and B as a share of A, followed by NOTE.
+medians() {
+    local a b
+    a=$(median_of "$1" "$2")
+    b=$(median_of "$1" "$3")
+    printf 'median  %-15s %10.0f req/s\n' "$2" "$a"
+    printf 'median  %-15s %10.0f req/s   %.1f %% of %s %s\n' "$3" "$b" \
+        "$(awk -v b="$b" -v a="$a" 'BEGIN { print 100 * b / a }')" "$2" "${4:-}"
+}

@@ -80,11 +80,7 @@ done
 echo "== the layer (examples/orders, GET /orders, wrk -t1 -c$CONNS -d$DURATION)"
 rps_of() { if [ "$1" = sled ]; then orders_rps "$SLED_URL" "$SLED_KEY"; else orders_rps "$PG_URL" "$PG_KEY"; fi; }
 interleave "$OUT/rps.tsv" sled postgres
-SLED=$(median_of "$OUT/rps.tsv" sled)
-PG=$(median_of "$OUT/rps.tsv" postgres)
-printf 'median  sled        %10.0f req/s\n' "$SLED"
-printf 'median  PostgreSQL  %10.0f req/s   %.1f %% of sled (target: equal within noise)\n' \
-    "$PG" "$(awk -v p="$PG" -v s="$SLED" 'BEGIN { print 100 * p / s }')"
+medians "$OUT/rps.tsv" sled postgres "(target: equal within noise)"
 echo
 
 # 3. Two daemons on one database, an app following each; revocations through daemon B.

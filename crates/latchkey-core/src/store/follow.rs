@@ -245,7 +245,7 @@ impl Store {
         let Some(follow) = &self.inner.follow else {
             return Ok(());
         };
-        self.read_changes(follow, follow.now(), i64::MAX).map(drop)
+        self.read_changes(follow, i64::MAX).map(drop)
     }
 
     /// Records in the database how far this process has applied the changes: the others'
@@ -302,7 +302,7 @@ impl Store {
         if follow.read_at.load(Ordering::Acquire) >= begun {
             return Ok(());
         }
-        self.read_changes(follow, follow.now(), begun).map(drop)
+        self.read_changes(follow, begun).map(drop)
     }
 
     /// Whether a verification may answer from what this process holds, reading the
@@ -324,15 +324,10 @@ impl Store {
     }
 
     /// Applies and publishes every change after the last one applied, in `seq` order, and
-    /// notes the reads as made at `started`; not when a read that started at `skip_after`
-    /// or later is done by the time this holds the applied tip. Returns the newest change
-    /// applied.
-    fn read_changes(
-        &self,
-        follow: &Follow,
-        started: i64,
-        skip_after: i64,
-    ) -> Result<u64, StoreError> {
+    /// notes the read as made when it took the applied tip; not when a read that started at
+    /// `skip_after` or later is done by the time this holds the applied tip. Returns the
+    /// newest change applied.
+    fn read_changes(&self, follow: &Follow, skip_after: i64) -> Result<u64, StoreError> {
         let mut applied = follow
             .applied
             .lock()
@@ -340,6 +335,11 @@ impl Store {
         if follow.read_at.load(Ordering::Acquire) >= skip_after {
             return Ok(applied.seq);
         }
+        // Taken once the tip is held, not before waiting for it: every verification that
+        // began while the previous read held it is served by this one, instead of each
+        // reading again in turn (bench/postgres-unacknowledged.sh: 6.5 % of the confirmed
+        // state's requests a second with the time taken before the wait).
+        let started = follow.now();
         let tip = Tip::of(&*self.inner.db)?;
         // Once per catch-up at most: a chain broken in the database itself (which
         // `verify_audit` reports) must not keep it going round.
