@@ -237,7 +237,7 @@ pub async fn run(
     let not_found = || async { latchkey_admin::not_found_response() };
     routers.api = routers.api.fallback(not_found);
     routers.metrics = routers.metrics.fallback(not_found);
-    let serving = |app: Router| Listener {
+    let serving = |app: Router, name: &str| Listener {
         app: layered(
             app,
             Timing {
@@ -249,11 +249,13 @@ pub async fn run(
         header_read_timeout: config.header_read_timeout,
         max_connections: crate::listen::MAX_CONNECTIONS,
         max_per_peer: crate::listen::MAX_CONNECTIONS_PER_PEER,
+        metrics: latchkey_admin::ListenerMetrics::of(name),
     };
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let api = tokio::spawn(serving(routers.api).serve(listener, stop_rx.clone()));
-    let metrics = metrics_listener
-        .map(|listener| tokio::spawn(serving(routers.metrics).serve(listener, stop_rx.clone())));
+    let api = tokio::spawn(serving(routers.api, "api").serve(listener, stop_rx.clone()));
+    let metrics = metrics_listener.map(|listener| {
+        tokio::spawn(serving(routers.metrics, "metrics").serve(listener, stop_rx.clone()))
+    });
     let store = config.store.clone();
     tokio::spawn(async move {
         shutdown.await;

@@ -320,7 +320,7 @@ fn a_refused_key_writes_no_info_line() {
 }
 
 /// Signs in at the console's form with `key`, as a browser does; returns the status.
-fn console_sign_in(f: &Fixture, key: &str) -> u16 {
+pub(crate) fn console_sign_in(f: &Fixture, key: &str) -> u16 {
     let client = reqwest::blocking::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())

@@ -56,6 +56,11 @@ mod startup;
 
 // Header-read timeouts, /metrics on its own listener or behind a key, logs.
 mod listeners;
+
+// What /metrics says is open (connections, event streams, console sessions) and what the
+// listeners shed.
+mod live_metrics;
+
 // Several daemons on one PostgreSQL database with their remote apps: a write on one applies
 // on the other, kill -9 mid-write, PostgreSQL stopped and back (PostgreSQL only).
 mod cluster;

@@ -90,6 +90,7 @@ pub use error::{
 };
 pub use handlers::events::close_event_streams;
 pub use metrics::SignIn;
+pub use metrics::live::{ListenerMetrics, OpenConnection, Shed, set_console_sessions};
 pub use openapi::openapi;
 
 use latchkey_core::Store;

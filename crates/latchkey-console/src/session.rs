@@ -1,7 +1,8 @@
 //! Server-side sessions: a random id in the cookie, the key in memory only.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -88,6 +89,30 @@ pub struct Sessions {
     inner: Mutex<HashMap<String, Session>>,
 }
 
+/// The sessions, locked; `latchkey_console_sessions` says how many there are when the lock
+/// is let go, whatever the holder changed (an expired session removed on a read included).
+struct Held<'a>(MutexGuard<'a, HashMap<String, Session>>);
+
+impl Deref for Held<'_> {
+    type Target = HashMap<String, Session>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        latchkey_admin::set_console_sessions(self.0.len());
+    }
+}
+
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sessions")
@@ -97,10 +122,12 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> Held<'_> {
+        Held(
+            self.inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// Opens a session for `key` of `user` in `tenant`; returns its id.

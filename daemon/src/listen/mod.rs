@@ -27,6 +27,7 @@ use tower::ServiceExt;
 
 mod places;
 
+use latchkey_admin::{ListenerMetrics, Shed};
 use places::{Peers, Place, Waiting};
 
 /// How one listener serves.
@@ -49,6 +50,8 @@ pub(crate) struct Listener {
     /// ([`MAX_CONNECTIONS_PER_PEER`]), beyond which its next is closed at once, as past
     /// `max_connections`.
     pub(crate) max_per_peer: usize,
+    /// Its series in `/metrics`: connections open, shed, failed handshakes.
+    pub(crate) metrics: ListenerMetrics,
 }
 
 /// How many connections one listener keeps open at once. Each holds at most
@@ -98,6 +101,7 @@ impl Listener {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         let Some(peer_slot) = peers.take(peer.ip(), self.max_per_peer) else {
+                            self.metrics.shed(Shed::PerAddress);
                             // At DEBUG, as the cap below.
                             tracing::debug!(%peer, "too many open connections from one address: one closed at once");
                             continue;
@@ -105,8 +109,12 @@ impl Listener {
                         let slot = match Arc::clone(&open).try_acquire_owned() {
                             Ok(slot) => slot,
                             Err(_) => match waiting.oldest_out(EVICTABLE_AFTER) {
-                                Some(slot) => slot,
+                                Some(slot) => {
+                                    self.metrics.shed(Shed::Evicted);
+                                    slot
+                                }
                                 None => {
+                                    self.metrics.shed(Shed::Full);
                                     // Dropped: closed at once. At DEBUG: a flood is no news
                                     // to log.
                                     tracing::debug!(%peer, "too many open connections: one closed at once");
@@ -123,9 +131,12 @@ impl Listener {
                             http: http.clone(),
                             watcher: graceful.watcher(),
                             header_read_timeout: self.header_read_timeout,
+                            metrics: self.metrics.clone(),
                         };
                         let tls = tls.clone();
+                        let open = self.metrics.opened();
                         connections.spawn(async move {
+                            let _open = open;
                             tokio::select! {
                                 () = connection.run(tcp, tls) => {}
                                 () = evicted.notified() => {
@@ -164,6 +175,7 @@ struct Connection {
     http: http1::Builder,
     watcher: Watcher,
     header_read_timeout: Duration,
+    metrics: ListenerMetrics,
 }
 
 impl Connection {
@@ -175,8 +187,14 @@ impl Connection {
                 // closed like one that never sends its headers.
                 match tokio::time::timeout(self.header_read_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => self.serve(stream).await,
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        self.metrics.handshake_failed();
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        self.metrics.handshake_failed();
+                        tracing::debug!("TLS handshake timed out");
+                    }
                 }
             }
         }
@@ -255,6 +273,7 @@ mod tests {
             header_read_timeout: Duration::from_secs(30),
             max_connections: connections,
             max_per_peer: per_peer,
+            metrics: ListenerMetrics::of("test"),
         };
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(serving.serve(listener, stopped));
@@ -443,6 +462,7 @@ mod tests {
             header_read_timeout: Duration::from_secs(30),
             max_connections: 2,
             max_per_peer: 2,
+            metrics: ListenerMetrics::of("test"),
         };
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(serving.serve(listener, stopped));

@@ -57,6 +57,7 @@ impl StreamSlots {
             *count += 1;
         }
         open.total += 1;
+        crate::metrics::live::set_event_streams(open.total);
         Ok(StreamSlot {
             slots: Arc::clone(self),
             key,
@@ -83,6 +84,7 @@ impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut open = self.slots.lock();
         open.total -= 1;
+        crate::metrics::live::set_event_streams(open.total);
         if let Some(key) = self.key
             && let Some(count) = open.per_key.get_mut(&key)
         {

@@ -63,7 +63,11 @@ fn unavailable(err: latchkey_core::StoreError) -> AppError {
 ///
 /// `latchkey_http_requests_total{code}`, `latchkey_verifications_total{code}`,
 /// `latchkey_verification_duration_seconds` (histogram), `latchkey_keystore_up`, and, when
-/// the store could be read, `latchkey_keys{status}`, `latchkey_users`, `latchkey_groups`.
+/// the store could be read, `latchkey_keys{status}`, `latchkey_users`, `latchkey_groups`;
+/// what the process holds open and what its listeners shed: `latchkey_connections{listener}`,
+/// `latchkey_connections_shed_total{listener,reason}`,
+/// `latchkey_tls_handshake_failures_total{listener}`, `latchkey_event_streams`,
+/// `latchkey_console_sessions`.
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system",
     responses(
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"),

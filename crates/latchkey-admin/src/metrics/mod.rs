@@ -19,6 +19,8 @@ use prometheus::{
 };
 
 use crate::error::ProblemCode;
+
+pub(crate) mod live;
 use crate::state::AppState;
 
 /// The content type of [`Metrics::render`]'s text.
@@ -186,6 +188,7 @@ impl Metrics {
             Box::new(self.latency.clone()),
             Box::new(up),
         ];
+        collectors.extend(live::collectors());
         if let Some(stats) = stats {
             collectors.extend(store_gauges(stats));
         }
