@@ -161,7 +161,8 @@ fn handle_hangups(cert_files: Option<std::sync::Arc<crate::tls::CertFiles>>) {
 async fn reload(files: std::sync::Arc<crate::tls::CertFiles>) {
     let read = tokio::task::spawn_blocking(move || files.reload()).await;
     match read {
-        Ok(Ok(())) => tracing::info!(
+        Ok(Ok(serving)) => tracing::info!(
+            %serving,
             "SIGHUP: TLS certificate read again; new connections get it (other settings are read at start only)"
         ),
         Ok(Err(e)) => {

@@ -24,6 +24,11 @@ pub(crate) struct Pki {
 impl Pki {
     /// Makes a CA named `name` and a server certificate under it.
     pub(crate) fn new(dir: &Path, name: &str) -> Pki {
+        Pki::with(dir, name, |_| {})
+    }
+
+    /// As [`Pki::new`], the server certificate's parameters changed by `edit` first.
+    pub(crate) fn with(dir: &Path, name: &str, edit: impl FnOnce(&mut CertificateParams)) -> Pki {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -33,8 +38,9 @@ impl Pki {
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let server_key = KeyPair::generate().unwrap();
-        let server_params =
+        let mut server_params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        edit(&mut server_params);
         let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
         let write = |file: &str, pem: String| {
             let path = dir.join(format!("{name}-{file}"));
@@ -255,6 +261,8 @@ fn a_sighup_reads_the_certificate_again_and_keeps_serving_the_old_one_when_the_n
     hang_up();
     let log = daemon.log_with("TLS certificate read again");
     assert!(log.contains("TLS certificate read again"), "{log}");
+    // The line says which certificate is served now.
+    assert!(log.contains("valid until"), "{log}");
     list(&other.ca).ok();
     list(&pki.ca).fails(1, "does not verify");
 
@@ -264,6 +272,7 @@ fn a_sighup_reads_the_certificate_again_and_keeps_serving_the_old_one_when_the_n
     let log = daemon.log_with("the TLS files were not taken");
     assert!(log.contains("the TLS files were not taken"), "{log}");
     assert!(log.contains(&pki.cert.display().to_string()), "{log}");
+    assert!(log.contains("has no END line"), "{log}");
     list(&other.ca).ok();
     // A key that does not fit the certificate: refused the same way.
     std::fs::copy(&other.cert, &pki.cert).unwrap();
@@ -272,6 +281,66 @@ fn a_sighup_reads_the_certificate_again_and_keeps_serving_the_old_one_when_the_n
     let log = daemon.log_with("does not fit the certificate");
     assert!(log.contains("does not fit the certificate"), "{log}");
     list(&other.ca).ok();
+    // The chain out of order (the CA's certificate first): said as such.
+    let ca = std::fs::read_to_string(&other.ca).unwrap();
+    let own = std::fs::read_to_string(&other.cert).unwrap();
+    std::fs::write(&pki.cert, format!("{ca}{own}")).unwrap();
+    std::fs::copy(&other.key, &pki.key).unwrap();
+    hang_up();
+    let log = daemon.log_with("does not start with the certificate of the key");
+    assert!(
+        log.contains("put the server's own certificate first"),
+        "{log}"
+    );
+    list(&other.ca).ok();
+    // An expired certificate (a stale file deployed by the hook), which every client would
+    // refuse: not taken either; the one served so far is the better.
+    let dir = tempfile::tempdir().unwrap();
+    let expired = Pki::with(dir.path(), "stale", |params| {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    std::fs::copy(&expired.cert, &pki.cert).unwrap();
+    std::fs::copy(&expired.key, &pki.key).unwrap();
+    hang_up();
+    let log = daemon.log_with("will be refused by clients: it expired");
+    assert!(log.contains("the TLS files were not taken"), "{log}");
+    list(&other.ca).ok();
+}
+
+/// A certificate out of its dates, or for another name, from a CA the CLI trusts: the line
+/// says what to do (renew it, use a name it names), not to trust the CA it already trusts.
+/// One out of its dates at start is served, with a warning in the log.
+#[test]
+fn a_certificate_out_of_date_or_for_another_name_is_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let expired = Pki::with(dir.path(), "old", |params| {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    std::fs::create_dir_all(dir.path().join("old")).unwrap();
+    let (daemon, admin) = tls_daemon(&dir.path().join("old"), &expired);
+    let log = daemon.log_with("will be refused by clients");
+    assert!(log.contains("it expired on 2021-01-01"), "{log}");
+    let trusted = [("LATCHKEY_CA_CERT", expired.ca.as_path())];
+    let line =
+        cli(&https(&daemon), &admin, &trusted, &["users", "list"]).fails(1, "does not verify");
+    assert!(line.contains("renew the daemon's certificate"), "{line}");
+    assert!(!line.contains("trust its CA"), "{line}");
+
+    let elsewhere = Pki::with(dir.path(), "named", |params| {
+        params.subject_alt_names =
+            vec![rcgen::SanType::DnsName("other.example".try_into().unwrap())];
+    });
+    std::fs::create_dir_all(dir.path().join("named")).unwrap();
+    let (daemon, admin) = tls_daemon(&dir.path().join("named"), &elsewhere);
+    let trusted = [("LATCHKEY_CA_CERT", elsewhere.ca.as_path())];
+    let line =
+        cli(&https(&daemon), &admin, &trusted, &["users", "list"]).fails(1, "does not verify");
+    assert!(
+        line.contains("use a --url whose host the certificate names"),
+        "{line}"
+    );
 }
 
 #[test]

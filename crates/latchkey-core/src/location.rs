@@ -222,7 +222,10 @@ impl DatabaseUrl {
                 let query: Vec<String> = query
                     .split('&')
                     .map(|pair| match pair.split_once('=') {
-                        Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                        // `password`, and libpq's `sslpassword` (a client key's passphrase).
+                        Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => {
+                            format!("{k}=***")
+                        }
                         _ => pair.to_owned(),
                     })
                     .collect();
@@ -323,6 +326,10 @@ mod tests {
             (
                 "postgres://h/db?password=pw&application_name=a@b",
                 "postgres://h/db?password=***&application_name=a@b",
+            ),
+            (
+                "postgres://h/db?sslkey=/k&sslpassword=pw&PASSWORD=pw",
+                "postgres://h/db?sslkey=/k&sslpassword=***&PASSWORD=***",
             ),
         ] {
             let location = Location::parse(url);

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
+use latchkey_tower::remote::CertificateProblem;
 
 use super::{ApiRequest, ApiResponse, Transport};
 
@@ -191,13 +192,22 @@ impl HttpTransport {
         sent.map_err(|e| {
             // The URL is said as `shown` (reqwest's error would repeat it, password and all).
             let e = e.without_url();
-            if latchkey_tower::remote::is_certificate_error(&e) {
-                let advice = if latchkey_tower::remote::is_a_ca_certificate_served(&e) {
-                    "the daemon serves a CA certificate (CA:TRUE) as its own, which no client \
-                     takes: serve one that CA signed, or make the self-signed one with \
-                     `-addext basicConstraints=critical,CA:FALSE` (README, TLS)"
-                } else {
-                    "trust its CA with --ca-cert FILE"
+            if let Some(problem) = CertificateProblem::of(&e) {
+                let advice = match problem {
+                    CertificateProblem::CaServed => {
+                        "the daemon serves a CA certificate (CA:TRUE) as its own, which no \
+                         client takes: serve one that CA signed, or make the self-signed one \
+                         with `-addext basicConstraints=critical,CA:FALSE` (README, TLS)"
+                    }
+                    CertificateProblem::UntrustedIssuer => "trust its CA with --ca-cert FILE",
+                    CertificateProblem::OutOfValidity => {
+                        "renew the daemon's certificate (then `kill -HUP` it), or set this \
+                         machine's clock right: trusting its CA does not help"
+                    }
+                    CertificateProblem::OtherName => {
+                        "use a --url whose host the certificate names (its subjectAltName)"
+                    }
+                    _ => "the daemon's certificate itself must change",
                 };
                 anyhow::anyhow!(
                     "the TLS certificate of the latchkey daemon at {} does not verify ({}): \
@@ -357,7 +367,7 @@ fn certificate_problem(error: &reqwest::Error) -> String {
     // A self-signed certificate comes out of rustls as a signature algorithm that does not
     // suit the key of some trusted root it tried as the issuer: a dump of object
     // identifiers that says nothing of the cause.
-    if latchkey_tower::remote::is_issuer_untrusted(error) {
+    if CertificateProblem::of(error) == Some(CertificateProblem::UntrustedIssuer) {
         return "no CA trusted here signed it: it is self-signed, or its CA is a private one"
             .to_owned();
     }

@@ -393,18 +393,26 @@ async fn read_json<T: DeserializeOwned>(
 }
 
 pub(super) fn describe(error: &reqwest::Error) -> String {
-    let mut text = if super::tls::is_a_ca_certificate_served(error) {
-        format!(
-            "the daemon's TLS certificate does not verify (it is a CA certificate, CA:TRUE, \
-             which no client takes for a server's own: serve one that CA signed): {error}"
-        )
-    } else if super::tls::is_certificate_error(error) {
-        format!(
-            "the daemon's TLS certificate does not verify (trust its CA with \
-             `ca_certificate`): {error}"
-        )
-    } else {
-        error.to_string()
+    use super::tls::CertificateProblem;
+    let advice = match CertificateProblem::of(error) {
+        None => None,
+        Some(CertificateProblem::CaServed) => Some(
+            "it is a CA certificate, CA:TRUE, which no client takes for a server's own: serve \
+             one that CA signed",
+        ),
+        Some(CertificateProblem::UntrustedIssuer) => Some("trust its CA with `ca_certificate`"),
+        Some(CertificateProblem::OutOfValidity) => Some(
+            "it is expired or not valid yet: renew it on the daemon, or set this machine's \
+             clock right",
+        ),
+        Some(CertificateProblem::OtherName) => {
+            Some("it does not name the URL's host: use a host name it names")
+        }
+        Some(_) => Some("see the cause"),
+    };
+    let mut text = match advice {
+        Some(advice) => format!("the daemon's TLS certificate does not verify ({advice}): {error}"),
+        None => error.to_string(),
     };
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

@@ -115,8 +115,5 @@ mod verifier;
 
 pub use config::RemoteVerifierBuilder;
 pub use error::RemoteError;
-pub use tls::{
-    direct_unless_tunneled, https_client_builder, is_a_ca_certificate_served, is_certificate_error,
-    is_issuer_untrusted, is_not_tls,
-};
+pub use tls::{CertificateProblem, direct_unless_tunneled, https_client_builder, is_not_tls};
 pub use verifier::{RemoteFuture, RemoteStatus, RemoteVerifier};

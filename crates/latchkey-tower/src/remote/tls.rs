@@ -119,35 +119,49 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, RemoteError>
     Ok(certs)
 }
 
-/// Whether a request failed because the server's certificate did not verify (unknown
-/// issuer, wrong name, expired …), for an error message that says so.
-pub fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    invalid_certificate(error).is_some()
+/// Why a server's certificate did not verify, as far as that tells what to do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// No CA trusted here signed it: a self-signed certificate, or a private CA's not given
+    /// to the client. (rustls says so as `UnknownIssuer`, or, for a self-signed one, as a
+    /// signature algorithm that does not suit the key of a trusted root it tried as the
+    /// issuer.) Trusting its CA helps.
+    UntrustedIssuer,
+    /// A CA certificate (`basicConstraints` `CA:TRUE`) served as the server's own, which no
+    /// client takes: what OpenSSL 3's `req -x509` makes by default. Trusting it does not
+    /// help.
+    CaServed,
+    /// Expired, or not valid yet, by this machine's clock: renewing it (or setting the
+    /// clock right) helps, trusting its CA does not.
+    OutOfValidity,
+    /// It does not name the host the URL names.
+    OtherName,
+    /// Another reason: a bad signature or encoding, a revoked certificate, a wrong purpose.
+    Other,
 }
 
-/// Whether the server's certificate did not verify because it is a CA certificate
-/// (`basicConstraints` `CA:TRUE`), which no client takes for a server's own: what OpenSSL
-/// 3's `req -x509` makes by default. Trusting it as a CA does not help; the advice differs.
-pub fn is_a_ca_certificate_served(error: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        invalid_certificate(error),
-        Some(rustls::CertificateError::Other(other))
-            if format!("{other:?}").contains("CaUsedAsEndEntity")
-    )
-}
-
-/// Whether the server's certificate did not verify because no CA trusted here signed it:
-/// a self-signed certificate, or a private CA's not given to the client. (rustls says so as
-/// `UnknownIssuer`, or, for a self-signed one, as a signature algorithm that does not suit
-/// the key of a trusted root it tried as the issuer.)
-pub fn is_issuer_untrusted(error: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        invalid_certificate(error),
-        Some(
-            rustls::CertificateError::UnknownIssuer
-                | rustls::CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
-        )
-    )
+impl CertificateProblem {
+    /// Why the server's certificate did not verify, when that is why `error` (a request's,
+    /// a connection's) failed.
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> Option<CertificateProblem> {
+        use rustls::CertificateError as E;
+        let problem = match invalid_certificate(error)? {
+            E::UnknownIssuer | E::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                CertificateProblem::UntrustedIssuer
+            }
+            E::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+                CertificateProblem::CaServed
+            }
+            E::Expired
+            | E::ExpiredContext { .. }
+            | E::NotValidYet
+            | E::NotValidYetContext { .. } => CertificateProblem::OutOfValidity,
+            E::NotValidForName | E::NotValidForNameContext { .. } => CertificateProblem::OtherName,
+            _ => CertificateProblem::Other,
+        };
+        Some(problem)
+    }
 }
 
 /// Whether the TLS handshake got an answer that is no TLS at all: what a plain-HTTP

@@ -29,6 +29,13 @@ impl<E: Error> fmt::Display for WithCauses<E> {
             }
             source = cause.source();
         }
+        // What to do about the one failure an operator cannot read off the server's log.
+        if line.contains("invalid peer certificate") {
+            line.push_str(
+                " (a private CA's or a self-signed server certificate: trust it with \
+                 SSL_CERT_FILE=FILE, a PEM file holding the CA)",
+            );
+        }
         f.write_str(&line)
     }
 }
@@ -89,6 +96,29 @@ mod tests {
             WithCauses(Pool(Outer(Inner))).to_string(),
             "Error occurred while creating a new object: db error: ERROR: cannot execute \
              INSERT in a read-only transaction"
+        );
+    }
+
+    #[derive(Debug)]
+    struct Untrusted;
+    impl fmt::Display for Untrusted {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("error performing TLS handshake: invalid peer certificate: UnknownIssuer")
+        }
+    }
+    impl Error for Untrusted {}
+
+    #[test]
+    fn a_certificate_that_does_not_verify_names_ssl_cert_file() {
+        let said = WithCauses(Untrusted).to_string();
+        assert!(
+            said.ends_with("trust it with SSL_CERT_FILE=FILE, a PEM file holding the CA)"),
+            "{said}"
+        );
+        assert!(
+            !WithCauses(Outer(Inner))
+                .to_string()
+                .contains("SSL_CERT_FILE")
         );
     }
 

@@ -74,6 +74,14 @@ fn libpq_to_tokio(url: &str) -> Result<String, String> {
         match pair.split_once('=') {
             Some(("sslmode", "verify-full" | "verify-ca")) => kept.push("sslmode=require"),
             Some(("sslrootcert", "system")) => {}
+            Some(("sslcert" | "sslkey" | "sslpassword" | "sslcertmode", _)) => {
+                return Err(
+                    "client certificates (sslcert, sslkey, sslpassword) are not supported: \
+                     the database must authenticate latchkey by password (in the URL or \
+                     its `password` parameter, over TLS: sslmode=require)"
+                        .to_owned(),
+                );
+            }
             Some(("sslrootcert", _)) => {
                 return Err(
                     "sslrootcert is not supported: point the SSL_CERT_FILE environment \
@@ -151,6 +159,18 @@ mod tests {
             config.get_ssl_mode(),
             tokio_postgres::config::SslMode::Require
         );
+    }
+
+    #[test]
+    fn client_certificates_are_refused_as_such_and_their_passphrase_never_shown() {
+        for url in [
+            "postgres://u@h/db?sslmode=require&sslcert=/c.pem&sslkey=/k.pem",
+            "postgres://u@h/db?sslmode=require&sslkey=/k.pem&sslpassword=SEKRET",
+        ] {
+            let refused = config_of(url).unwrap_err().to_string();
+            assert!(refused.contains("client certificates"), "{refused}");
+            assert!(!refused.contains("SEKRET"), "{refused}");
+        }
     }
 
     #[test]
