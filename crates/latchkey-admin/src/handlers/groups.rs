@@ -9,6 +9,7 @@ use crate::api::{CreateGroup, List, UpdateGroup};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, PageParams, Params, RecordRef};
+use crate::handlers::created::{Created, created};
 use crate::openapi::problems::{
     GroupWrite, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NameTakenOrLastAdmin,
     NoSuchGroup,
@@ -21,7 +22,8 @@ use crate::state::AppState;
 #[utoipa::path(post, path = "/v1/groups", operation_id = "createGroup", tag = "groups",
     request_body = CreateGroup,
     responses(
-        (status = 201, description = "Created", body = Group),
+        (status = 201, description = "Created", body = Group,
+            headers(("Location" = String, description = "The new group's path: `/v1/groups/{id}`"))),
         InvalidField, NameTaken,
         (status = 403, description = "Lacks latchkey:groups:write or a permission the group grants (`insufficient_permission`), or is bound to a tenant (`tenant_forbidden`): groups are global", body = Problem, content_type = "application/problem+json"),
     ),
@@ -30,7 +32,7 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller<perm::GroupsWrite>,
     JsonBody(body): JsonBody<CreateGroup>,
-) -> Result<(StatusCode, Json<Group>), AppError> {
+) -> Result<Created<Group, 1>, AppError> {
     let group = state
         .run(move |store| {
             Ok(store.create_group(
@@ -42,7 +44,7 @@ pub(crate) async fn create(
             )?)
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(group)))
+    Ok(created("/v1/groups", group.id, group))
 }
 
 /// List groups, oldest first, one page at a time.

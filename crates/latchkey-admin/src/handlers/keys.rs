@@ -15,6 +15,7 @@ use crate::api::{CreateKey, CreditsChange, KeyWithSecret, List, RotateKey, Updat
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, Params, RecordRef, optional, page_limit};
+use crate::handlers::created::{Created, created_with_secret};
 use crate::openapi::problems::{
     BodyTimeout, InvalidField, InvalidParameter, LastAdminKey, NoSuchKey, NoSuchUser, StrongerKey,
 };
@@ -49,24 +50,16 @@ pub(crate) struct KeyListParams {
     cursor: Option<String>,
 }
 
-/// A 201 holding a key's secret, the only answer that ever does: `Cache-Control: no-store`,
-/// so that no cache between the caller and the daemon keeps it.
-type SecretAnswer = (
-    StatusCode,
-    [(http::HeaderName, &'static str); 1],
-    Json<KeyWithSecret>,
-);
+/// A 201 holding a key's secret (see [`created_with_secret`]).
+type SecretAnswer = Created<KeyWithSecret, 2>;
 
 fn with_secret(created: CreatedKey) -> SecretAnswer {
+    let id = created.key.id;
     let answer = KeyWithSecret {
         secret: created.secret.expose().to_owned(),
         key: created.key,
     };
-    (
-        StatusCode::CREATED,
-        [(http::header::CACHE_CONTROL, "no-store")],
-        Json(answer),
-    )
+    created_with_secret("/v1/keys", id, answer)
 }
 
 /// Create a key for a user. The answer holds the full key, shown this once.
@@ -77,7 +70,8 @@ fn with_secret(created: CreatedKey) -> SecretAnswer {
     request_body = CreateKey,
     responses(
         (status = 201, description = "Created; `secret` is the full key, never shown again", body = KeyWithSecret,
-            headers(("Cache-Control" = String, description = "`no-store`: the secret is in no cache"))),
+            headers(("Cache-Control" = String, description = "`no-store`: the secret is in no cache"),
+                ("Location" = String, description = "The new key's path: `/v1/keys/{id}`"))),
         InvalidField, NoSuchUser, BodyTimeout,
         (status = 403, description = "Lacks latchkey:keys:write, or the key would be stronger than the caller", body = Problem, content_type = "application/problem+json"),
     ),
@@ -258,7 +252,8 @@ pub(crate) async fn revoke(
     request_body = RotateKey,
     responses(
         (status = 201, description = "The new key; `secret` is its full text, never shown again", body = KeyWithSecret,
-            headers(("Cache-Control" = String, description = "`no-store`: the secret is in no cache"))),
+            headers(("Cache-Control" = String, description = "`no-store`: the secret is in no cache"),
+                ("Location" = String, description = "The new key's path: `/v1/keys/{id}`"))),
         InvalidField, StrongerKey, NoSuchKey, BodyTimeout,
         (status = 409, description = "The key is revoked (`key_revoked`), has expired (`key_expired`: create a new key instead), or was rotated already (`key_rotated`: rotate the key it was rotated to)", body = Problem, content_type = "application/problem+json"),
     ),

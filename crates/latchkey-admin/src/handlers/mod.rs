@@ -4,6 +4,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod backup;
+pub(crate) mod created;
 pub(crate) mod events;
 pub(crate) mod groups;
 pub(crate) mod import;

@@ -11,6 +11,7 @@ use crate::api::{CreateUser, KeysRevoked, List, UpdateUser};
 use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, PageParams, Params, RecordRef, optional};
+use crate::handlers::created::{Created, created};
 use crate::openapi::problems::{
     Escalation, InvalidField, InvalidParameter, LastAdminKey, NameTaken, NameTakenOrLastAdmin,
     NoSuchUser, UserWrite,
@@ -37,7 +38,8 @@ fn group_ids(store: &Store, field: &'static str, refs: &[String]) -> Result<Vec<
 #[utoipa::path(post, path = "/v1/users", operation_id = "createUser", tag = "users",
     request_body = CreateUser,
     responses(
-        (status = 201, description = "Created", body = User),
+        (status = 201, description = "Created", body = User,
+            headers(("Location" = String, description = "The new user's path: `/v1/users/{id}`"))),
         InvalidField, NameTaken,
         UserWrite,
         (status = 404, description = "A group named in `groups` does not exist", body = Problem, content_type = "application/problem+json"),
@@ -47,7 +49,7 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller<perm::UsersWrite>,
     JsonBody(body): JsonBody<CreateUser>,
-) -> Result<(StatusCode, Json<User>), AppError> {
+) -> Result<Created<User, 1>, AppError> {
     let user = state
         .run(move |store| {
             let new = NewUser {
@@ -62,7 +64,7 @@ pub(crate) async fn create(
             Ok(store.create_user(&caller.actor, new)?)
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(user)))
+    Ok(created("/v1/users", user.id, user))
 }
 
 /// The parameters of `GET /v1/users`. An empty value counts as absent.

@@ -90,6 +90,36 @@ async fn create_answers_the_record_and_the_secret_once() {
     assert_eq!(offset["expires_at"], "2999-01-02T03:04:05.5Z");
 }
 
+/// Every 201 names the record it made in `Location` (RFC 9110 §15.3.2), which reads it.
+#[tokio::test]
+async fn a_created_record_is_named_by_its_location() {
+    let h = Harness::new();
+    let user = h.post("/v1/users", json!({"name": "bot"})).await;
+    let group = h.post("/v1/groups", json!({"name": "ops"})).await;
+    let key = h
+        .post("/v1/keys", json!({"name": "k", "user_id": "bot"}))
+        .await;
+    let key_id = key.json()["id"].as_str().unwrap().to_owned();
+    let rotated = h
+        .post(
+            &format!("/v1/keys/{key_id}/rotate"),
+            json!({"grace_seconds": 60}),
+        )
+        .await;
+    for (answer, collection) in [
+        (user, "/v1/users"),
+        (group, "/v1/groups"),
+        (key, "/v1/keys"),
+        (rotated, "/v1/keys"),
+    ] {
+        let body = answer.ok(201);
+        let id = body["id"].as_str().unwrap();
+        let location = answer.header("location").expect("a Location");
+        assert_eq!(location, format!("{collection}/{id}"));
+        assert_eq!(h.get(location).await.ok(200)["id"], id);
+    }
+}
+
 #[tokio::test]
 async fn the_secret_appears_only_in_create_and_rotate_answers() {
     let h = Harness::new();
