@@ -15,6 +15,8 @@ use latchkey_daemon::config::{DEFAULT_CONFIG, Settings};
 use latchkey_daemon::{backup, commands, health, init, migrate, scan, start};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// jemalloc, for the daemon binary only: fewer pages held back than glibc's per-thread
 /// arenas under sled's and tokio's threads (the root Cargo.toml has the figures). Its
@@ -125,16 +127,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// The directives added to every filter, whatever it asks: the PostgreSQL driver's debug
 /// records carry each statement's parameters (key hashes, the store's hash key), and the
 /// embedded engines' debug and trace records whole write batches (the same).
-/// rustls-platform-verifier writes an ERROR of its own for every certificate it refuses,
-/// unthrottled: a database whose certificate stopped verifying had every request, `/healthz`
-/// without a key included, add one (TLS hunt M1: 212 lines for 200 requests), beside the
-/// store's own WARN that says the same cause once a second.
-const CAPPED: [(&str, &str); 4] = [
+const CAPPED: [(&str, &str); 3] = [
     ("tokio_postgres", "warn"),
     ("sled", "info"),
     ("redb", "info"),
-    ("rustls_platform_verifier", "off"),
 ];
+
+/// Whether a record passes whatever the filter asks: not rustls-platform-verifier's ERROR
+/// for each certificate it refuses, which is unthrottled (a database whose certificate
+/// stopped verifying had every request, `/healthz` without a key included, add one: TLS
+/// hunt M1, 212 lines for 200 requests), while the store's own WARN says the same cause
+/// once a second. Its WARNs (a root certificate that did not load: a mistyped
+/// `SSL_CERT_FILE`) pass.
+fn not_flooding(meta: &tracing::Metadata<'_>) -> bool {
+    !(*meta.level() == tracing::Level::ERROR
+        && meta.target().starts_with("rustls_platform_verifier"))
+}
 
 /// `text` as a log filter, its directives for a [`CAPPED`] crate (or a module of it, which
 /// would be more specific than the cap) replaced by the cap.
@@ -196,10 +204,14 @@ fn init_tracing(from_file: Option<&str>, default: &str, json: bool) -> anyhow::R
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .log_internal_errors(false);
+    let quiet = tracing_subscriber::filter::filter_fn(not_flooding);
     if json {
-        logs.json().init();
+        logs.json().finish().with(quiet).try_init()?;
     } else {
-        logs.with_ansi(std::io::stderr().is_terminal()).init();
+        logs.with_ansi(std::io::stderr().is_terminal())
+            .finish()
+            .with(quiet)
+            .try_init()?;
     }
     Ok(())
 }
@@ -291,17 +303,31 @@ mod tests {
     }
 
     /// The certificate verifier's own ERROR per refused certificate is never written,
-    /// whatever the filter: the store's throttled WARN says the cause.
+    /// whatever the filter (the store's throttled WARN says the cause); its WARN about a
+    /// root certificate that did not load is.
     #[test]
     fn the_certificate_verifier_never_floods_the_log() {
-        for text in ["info", "trace", "rustls_platform_verifier=trace"] {
-            let subscriber = tracing_subscriber::registry().with(log_filter(text).unwrap());
+        for text in ["info", "trace", "warn,rustls_platform_verifier=trace"] {
+            let subscriber = tracing_subscriber::registry()
+                .with(log_filter(text).unwrap())
+                .with(tracing_subscriber::filter::filter_fn(not_flooding));
             tracing::subscriber::with_default(subscriber, || {
                 assert!(
                     !tracing::enabled!(
                         target: "rustls_platform_verifier::verification::others",
                         Level::ERROR
                     ),
+                    "{text}"
+                );
+                assert!(
+                    tracing::enabled!(
+                        target: "rustls_platform_verifier::verification::others",
+                        Level::WARN
+                    ),
+                    "{text}"
+                );
+                assert!(
+                    tracing::enabled!(target: "latchkey_core", Level::ERROR),
                     "{text}"
                 );
             });

@@ -58,19 +58,21 @@ impl CertFiles {
     /// Reads both files again and, when they hold a certificate and a key that fit, serves
     /// them to new connections from now on; returns what the new certificate says of itself
     /// (its subject and end), for the log. When they do not (a renewal half written, a
-    /// wrong file), or hold a certificate that has expired or is a CA's (which clients
-    /// refuse, so the one served so far is the better), the certificate served so far
-    /// stays, and the error says why.
+    /// wrong file), or hold a certificate that has expired or is not valid for more than
+    /// [`AHEAD`] yet (which every client refuses, so the one served so far is the better),
+    /// the certificate served so far stays, and the error says why.
     ///
     /// # Errors
     ///
-    /// As [`CertFiles::load`], and the expired or CA certificate; nothing changes then.
+    /// As [`CertFiles::load`], and the certificate out of its dates; nothing changes then.
     pub fn reload(&self) -> anyhow::Result<String> {
         let fresh = read(&self.cert, &self.key, &self.provider)?;
         let leaf = &fresh.leaf;
         let now = time::OffsetDateTime::now_utc();
-        // One not valid yet is taken (a renewal a little ahead of this clock), with a warning.
-        if leaf.is_ca || now > leaf.not_after {
+        // One a little ahead of this clock is taken, with a warning, and so is a CA's
+        // certificate: rustls and browsers refuse it, but curl, Python, Go and libpq take
+        // one they trust directly, and those may be all the daemon's clients.
+        if now > leaf.not_after || leaf.not_before > now + AHEAD {
             let why = leaf.refused_by_clients(now).unwrap_or_default();
             anyhow::bail!(
                 "the TLS certificate {} will be refused by clients: {why}",
@@ -202,8 +204,8 @@ fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<Se
         .load_private_key(private)
         .map_err(|e| {
             anyhow::anyhow!(
-                "the TLS key {} is of a kind the daemon cannot serve (ECDSA P-256 or P-384, \
-                 Ed25519, or RSA of 2,048 bits or more): {e}",
+                "the TLS key {} is damaged or of a kind the daemon cannot serve (ECDSA P-256 \
+                 or P-384, Ed25519, or RSA of 2,048 bits or more): {e}",
                 key.display()
             )
         })?;
@@ -235,6 +237,10 @@ fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<Se
         }
     }
 }
+
+/// How far ahead of this machine's clock a renewed certificate may start and still be
+/// taken by SIGHUP: a certificate issued on a machine whose clock is a little ahead.
+const AHEAD: time::Duration = time::Duration::hours(1);
 
 /// What was read: the chain and key to serve, and what its first certificate says.
 struct Served {
@@ -274,18 +280,19 @@ impl Leaf {
 
     /// Why no client would take it as a server's certificate now, if so.
     pub(crate) fn refused_by_clients(&self, now: time::OffsetDateTime) -> Option<String> {
-        if self.is_ca {
-            Some(
-                "it is a CA certificate (CA:TRUE), which no client takes for a server's own"
-                    .to_owned(),
-            )
-        } else if now > self.not_after {
+        if now > self.not_after {
             Some(format!("it expired on {}", rfc3339(self.not_after)))
         } else if now < self.not_before {
             Some(format!(
                 "it is not valid before {}",
                 rfc3339(self.not_before)
             ))
+        } else if self.is_ca {
+            Some(
+                "it is a CA certificate (CA:TRUE), which rustls clients (latchkey's CLI and \
+                 remote verifiers) and browsers refuse as a server's own"
+                    .to_owned(),
+            )
         } else {
             None
         }

@@ -304,8 +304,38 @@ fn a_sighup_reads_the_certificate_again_and_keeps_serving_the_old_one_when_the_n
     std::fs::copy(&expired.key, &pki.key).unwrap();
     hang_up();
     let log = daemon.log_with("will be refused by clients: it expired");
+    let line = log
+        .lines()
+        .find(|line| line.contains("will be refused by clients: it expired"))
+        .unwrap();
+    assert!(line.contains("the TLS files were not taken"), "{line}");
+    list(&other.ca).ok();
+    // One that starts tomorrow: refused the same way; one that starts within the hour (a
+    // renewal made on a clock a little ahead) is taken.
+    let ahead = |name: &str, by: time::Duration| {
+        let start = time::OffsetDateTime::now_utc() + by;
+        Pki::with(dir.path(), name, |params| {
+            params.not_before = start;
+            params.not_after = start + time::Duration::days(90);
+        })
+    };
+    let tomorrow = ahead("tomorrow", time::Duration::days(1));
+    std::fs::copy(&tomorrow.cert, &pki.cert).unwrap();
+    std::fs::copy(&tomorrow.key, &pki.key).unwrap();
+    hang_up();
+    let log = daemon.log_with("will be refused by clients: it is not valid before");
     assert!(log.contains("the TLS files were not taken"), "{log}");
     list(&other.ca).ok();
+    let soon = ahead("soon", time::Duration::minutes(2));
+    std::fs::copy(&soon.cert, &pki.cert).unwrap();
+    std::fs::copy(&soon.key, &pki.key).unwrap();
+    hang_up();
+    let taken = |log: &str| log.matches("TLS certificate read again").count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while taken(&daemon.log()) < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(taken(&daemon.log()), 2, "{}", daemon.log());
 }
 
 /// A certificate out of its dates, or for another name, from a CA the CLI trusts: the line

@@ -188,7 +188,11 @@ impl Connection {
                 match tokio::time::timeout(self.header_read_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => self.serve(stream).await,
                     Ok(Err(e)) => {
-                        self.metrics.handshake_failed();
+                        // Closed before the handshake ended: a load balancer's TCP probe,
+                        // as often as not; not counted, or the count would never rest.
+                        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                            self.metrics.handshake_failed();
+                        }
                         tracing::debug!(error = %e, "TLS handshake failed");
                     }
                     Err(_) => {

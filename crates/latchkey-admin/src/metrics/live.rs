@@ -4,14 +4,17 @@
 //!
 //! Process-wide, as `latchkey_console_sign_ins_total`: the daemon's listeners and the
 //! console update them where the thing opens and closes, and every `/metrics` the process
-//! serves shows them.
+//! serves shows them. The two gauges of open things are set to their one holder's count
+//! (the daemon's API router's streams, its console's sessions): a process that builds
+//! several routers or consoles shows the last one's to change.
 //!
 //! - `latchkey_connections{listener}`: connections open on a listener (`api`, `metrics`);
 //! - `latchkey_connections_shed_total{listener,reason}`: connections closed as they came or
 //!   before their first request for want of room: `full` (the listener's 4,096 are taken
 //!   and none is evictable), `per_address` (one address's 512 waiting for their first
 //!   request), `evicted` (an older one waiting for its first request, closed for a newer);
-//! - `latchkey_tls_handshake_failures_total{listener}`: handshakes that failed or timed out;
+//! - `latchkey_tls_handshake_failures_total{listener}`: handshakes that failed or timed out
+//!   (not those closed by the client midway: a load balancer's TCP probe);
 //! - `latchkey_event_streams`: open `GET /v1/events` streams;
 //! - `latchkey_console_sessions`: console sessions held (expired ones until swept, at most a
 //!   minute).
@@ -111,7 +114,8 @@ pub(crate) fn set_event_streams(open: usize) {
 }
 
 /// Sets `latchkey_console_sessions`: the console calls it with its count whenever the count
-/// may have changed.
+/// may have changed. Not for other callers.
+#[doc(hidden)]
 pub fn set_console_sessions(open: usize) {
     CONSOLE_SESSIONS.set(i64::try_from(open).unwrap_or(i64::MAX));
 }

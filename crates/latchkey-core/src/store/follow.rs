@@ -58,7 +58,8 @@ pub(crate) struct Follow {
     /// clock: the store's clock may be a test's manual one): when the recording started.
     /// `i64::MIN` until the first, and after the history went back.
     confirmed_at: AtomicI64,
-    /// When a catch-up last read the changes to their end: when it started.
+    /// When a catch-up last read the changes to their end: when it took the applied tip,
+    /// before its first statement (every change committed before then has been applied).
     read_at: AtomicI64,
     /// How many times the history went back (`history_rewritten`, `skip_unreadable`):
     /// an acknowledgement made across one confirms nothing. Changed under `applied`.

@@ -124,9 +124,9 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, RemoteError>
 #[non_exhaustive]
 pub enum CertificateProblem {
     /// No CA trusted here signed it: a self-signed certificate, or a private CA's not given
-    /// to the client. (rustls says so as `UnknownIssuer`, or, for a self-signed one, as a
-    /// signature algorithm that does not suit the key of a trusted root it tried as the
-    /// issuer.) Trusting its CA helps.
+    /// to the client, or made again with a new key. (rustls says so as `UnknownIssuer`, as
+    /// a bad signature, or, for a self-signed one, as a signature algorithm that does not
+    /// suit the key of a trusted root it tried as the issuer.) Trusting its CA helps.
     UntrustedIssuer,
     /// A CA certificate (`basicConstraints` `CA:TRUE`) served as the server's own, which no
     /// client takes: what OpenSSL 3's `req -x509` makes by default. Trusting it does not
@@ -147,7 +147,11 @@ impl CertificateProblem {
     pub fn of(error: &(dyn std::error::Error + 'static)) -> Option<CertificateProblem> {
         use rustls::CertificateError as E;
         let problem = match invalid_certificate(error)? {
-            E::UnknownIssuer | E::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            // A bad signature: signed by another key than the trusted certificate of that
+            // name holds (a self-signed certificate or a private CA made again).
+            E::UnknownIssuer
+            | E::BadSignature
+            | E::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
                 CertificateProblem::UntrustedIssuer
             }
             E::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {

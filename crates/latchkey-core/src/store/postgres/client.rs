@@ -97,6 +97,13 @@ impl Pg {
     /// Sets up the pool; connects lazily, so an unreachable database fails the first call.
     pub(crate) fn connect(url: &DatabaseUrl) -> Result<Arc<Pg>, StoreError> {
         let config = super::url::config(url)?;
+        if super::url::in_clear_off_loopback(&config) {
+            tracing::warn!(
+                database = %url,
+                "sslmode=disable to a database off this machine: key hashes, the store's hash \
+                 key and the password cross the network in clear; say sslmode=require"
+            );
+        }
         let tls = MakeRustlsConnect::new(super::tls::client_config()?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -60,6 +60,33 @@ pub(super) fn config(url: &DatabaseUrl) -> Result<tokio_postgres::Config, StoreE
     Ok(config)
 }
 
+/// Whether `config` says `sslmode=disable` to a host that is not this machine (a loopback
+/// address, `localhost`, a Unix socket): what the daemon's own listeners refuse to do
+/// without `--insecure-http`, here only warned of (a private network may be trusted).
+pub(super) fn in_clear_off_loopback(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::{Host, SslMode};
+    if config.get_ssl_mode() != SslMode::Disable {
+        return false;
+    }
+    let off = |host: &Host| match host {
+        Host::Tcp(name) => {
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => !ip.is_loopback(),
+                Err(_) => !name.eq_ignore_ascii_case("localhost"),
+            }
+        }
+        #[cfg(unix)]
+        Host::Unix(_) => false,
+    };
+    let hosts = config.get_hostaddrs();
+    if hosts.is_empty() {
+        config.get_hosts().iter().any(off)
+    } else {
+        hosts.iter().any(|ip| !ip.is_loopback())
+    }
+}
+
 /// The URL with the parameters of libpq that tokio-postgres does not know rewritten:
 /// `sslmode=verify-full` and `verify-ca` become `require`, since latchkey verifies the
 /// server's certificate whenever TLS is used (and its host name: `verify-ca` gets the
@@ -74,6 +101,8 @@ fn libpq_to_tokio(url: &str) -> Result<String, String> {
         match pair.split_once('=') {
             Some(("sslmode", "verify-full" | "verify-ca")) => kept.push("sslmode=require"),
             Some(("sslrootcert", "system")) => {}
+            // libpq's `sslcertmode=disable` and `allow` send no certificate: nothing to do.
+            Some(("sslcertmode", "disable" | "allow")) => {}
             Some(("sslcert" | "sslkey" | "sslpassword" | "sslcertmode", _)) => {
                 return Err(
                     "client certificates (sslcert, sslkey, sslpassword) are not supported: \
@@ -163,13 +192,37 @@ mod tests {
 
     #[test]
     fn client_certificates_are_refused_as_such_and_their_passphrase_never_shown() {
+        check(
+            "postgres://h/db?sslcertmode=allow&sslmode=require",
+            "postgres://h/db?sslmode=require",
+        );
         for url in [
             "postgres://u@h/db?sslmode=require&sslcert=/c.pem&sslkey=/k.pem",
             "postgres://u@h/db?sslmode=require&sslkey=/k.pem&sslpassword=SEKRET",
+            "postgres://u@h/db?sslcertmode=require",
         ] {
             let refused = config_of(url).unwrap_err().to_string();
             assert!(refused.contains("client certificates"), "{refused}");
             assert!(!refused.contains("SEKRET"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn plain_text_is_noticed_off_loopback_only() {
+        let in_clear = |url: &str| in_clear_off_loopback(&config_of(url).unwrap());
+        assert!(in_clear("postgres://u@db.example/db?sslmode=disable"));
+        assert!(in_clear("postgres://u@192.0.2.7:5432/db?sslmode=disable"));
+        assert!(in_clear(
+            "postgres://u@localhost,db.example/db?sslmode=disable"
+        ));
+        for url in [
+            "postgres://u@127.0.0.1/db?sslmode=disable",
+            "postgres://u@localhost/db?sslmode=disable",
+            "postgres://u@[::1]:5432/db?sslmode=disable",
+            "postgres://u@db.example/db",
+            "postgres://u@db.example/db?sslmode=require",
+        ] {
+            assert!(!in_clear(url), "{url}");
         }
     }
 
