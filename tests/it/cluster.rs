@@ -861,6 +861,39 @@ fn migrate_and_serve_refuse_a_schema_newer_than_they_know() {
     on(&["users", "list"]).ok();
 }
 
+/// An upgrade that migrates the schema while another process still follows the database
+/// (an older daemon not stopped, against the CHANGELOG's Upgrading) says so in a WARN
+/// (upgrade hunt L2: it was silent, and the mixed fleet spent credits twice); the same
+/// migration with no one else following says nothing.
+#[test]
+fn a_migration_beside_a_live_follower_warns() {
+    if postgres_only().is_none() {
+        return;
+    }
+    let (_dir, db) = store_dir();
+    let on = |args: &[&str]| operator(&db, args);
+    on(&["init"]).ok();
+    // The schema one version back, as an older daemon left it, with no one following.
+    crate::backend::execute(&db, "UPDATE latchkey_schema SET version = version - 1");
+    let quiet = on(&["users", "list"]).ok();
+    assert!(
+        !quiet.stderr.contains("while other processes follow"),
+        "{quiet:#?}"
+    );
+    // Again, with an older daemon's row as it records its progress every second.
+    crate::backend::execute(
+        &db,
+        "UPDATE latchkey_schema SET version = version - 1; \
+         INSERT INTO latchkey_followers (id, applied, seen) VALUES ('\\x0102', 0, now())",
+    );
+    let warned = on(&["users", "list"]).ok();
+    assert!(
+        warned.stderr.contains("while other processes follow"),
+        "{warned:#?}"
+    );
+    assert!(warned.stderr.contains("processes=1"), "{warned:#?}");
+}
+
 /// Two daemons started at once on one empty database, several times: one creates the store
 /// and prints its admin key, the other opens it and prints none; neither fails to start.
 #[test]

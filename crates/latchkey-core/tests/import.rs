@@ -43,12 +43,17 @@ fn hex(bytes: &[u8]) -> String {
 fn store_with_user() -> (support::TestLocation, Store, uuid::Uuid) {
     let location = support::location();
     let store = Store::create_empty_at(&location.location, "lk", support::config()).unwrap();
+    let user = legacy_user(&store);
+    (location, store, user)
+}
+
+/// Makes the user `legacy`, without permissions; its id.
+fn legacy_user(store: &Store) -> uuid::Uuid {
     let new_user = NewUser {
         name: "legacy".into(),
         ..NewUser::default()
     };
-    let user = store.create_user(&Actor::system(), new_user).unwrap().id;
-    (location, store, user)
+    store.create_user(&Actor::system(), new_user).unwrap().id
 }
 
 #[test]
@@ -294,11 +299,7 @@ fn a_deleted_imported_key_can_be_imported_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create_empty(dir.path().join("s"), "lk", support::config()).unwrap();
     let admin = Actor::system();
-    let new_user = NewUser {
-        name: "legacy".into(),
-        ..NewUser::default()
-    };
-    let user = store.create_user(&admin, new_user).unwrap().id;
+    let user = legacy_user(&store);
     let full = "sk_live_000000000000000000000001";
     let hashed = "unkey_000000000000000000000000000001";
     let digest = hex(&Sha256::digest(hashed.as_bytes()));
@@ -329,6 +330,53 @@ fn a_deleted_imported_key_can_be_imported_again() {
     assert!(again.iter().all(Result::is_ok), "{again:?}");
     store.verify(full).unwrap();
     store.verify(hashed).unwrap();
+}
+
+/// An older build deletes an imported key without the entries that keep its text from
+/// being imported twice, which it does not know (`xh:`, `kx:`): left behind, they named a
+/// key that no longer exists and refused the text for ever (upgrade hunt L3). An entry that
+/// names no key is taken for what it is, and goes.
+#[test]
+fn an_entry_left_by_an_older_builds_deletion_refuses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = Store::create_empty(&path, "lk", support::config()).unwrap();
+    let admin = Actor::system();
+    let user = legacy_user(&store);
+    let full = "sk_live_000000000000000000000007";
+    let items = || [item(ImportSecret::full(full).unwrap(), None)];
+    let id = store.import_keys(&admin, user, &items()).unwrap()[0]
+        .as_ref()
+        .unwrap()
+        .id;
+    drop(store);
+    let left: Vec<(Vec<u8>, Option<Vec<u8>>)> = {
+        let raw = tamper::Raw::open(&path);
+        [&b"xh:"[..], b"kx:"]
+            .iter()
+            .flat_map(|prefix| raw.keys_with_prefix(prefix))
+            .map(|key| {
+                let value = raw.get(&key);
+                (key, value)
+            })
+            .collect()
+    };
+    assert_eq!(left.len(), 2, "one entry of each kind");
+    let store = Store::open(&path, support::config()).unwrap();
+    store.revoke_key(&admin, id).unwrap();
+    store.delete_key(&admin, id).unwrap();
+    drop(store);
+    tamper::Raw::open(&path).apply(left);
+    let store = Store::open(&path, support::config()).unwrap();
+    let again = store.import_keys(&admin, user, &items()).unwrap();
+    assert!(again[0].is_ok(), "{again:?}");
+    assert_eq!(
+        store.verify(full).unwrap().key_id,
+        again[0].as_ref().unwrap().id
+    );
+    // Imported again, the text is one key again.
+    let twice = store.import_keys(&admin, user, &items()).unwrap();
+    assert!(twice[0].is_err(), "{twice:?}");
 }
 
 /// One text is one key, however it comes: as a full key, as its SHA-256, or as its SHA-256

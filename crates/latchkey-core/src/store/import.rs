@@ -367,7 +367,15 @@ impl Store {
         // import has none of) and the one kept past the re-hash: one text, one key.
         let mut taken = false;
         for entry in [index, sha_index, seen_index] {
-            taken = taken || tx.get_raw(entry)?.is_some();
+            if let Some(named) = tx.get_raw(entry)? {
+                if names_a_key(tx, &named)? {
+                    taken = true;
+                } else {
+                    // Left by an older build's deletion, which knows no such entry (upgrade
+                    // hunt L3: the text could never be imported again): it names no key.
+                    tx.remove(entry)?;
+                }
+            }
         }
         if taken {
             return Ok(Err(StoreError::Conflict(Conflict::AlreadyImported {
@@ -588,6 +596,18 @@ fn imported_controls(item: &ImportKey) -> ControlsRecord {
         meta: item.meta.as_ref().map(serde_json::Value::to_string),
         ..ControlsRecord::default()
     }
+}
+
+/// Whether an import entry's value (a public id) names a key the store holds; one that
+/// does not parse counts as naming one, so that nothing not understood is removed.
+fn names_a_key(tx: &Tx<'_>, named: &[u8]) -> TxResult<bool> {
+    let Some(id) = std::str::from_utf8(named)
+        .ok()
+        .and_then(|id| PublicId::parse(id).ok())
+    else {
+        return Ok(true);
+    };
+    Ok(tx.get_raw(&layout::key(&id))?.is_some())
 }
 
 /// Removes the entry that kept a deleted imported key's text from being imported again

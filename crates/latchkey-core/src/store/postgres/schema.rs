@@ -55,6 +55,9 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
      credit epochs'",
 ];
 
+/// The first version with `latchkey_followers`.
+const FOLLOWERS_SINCE: u32 = 2;
+
 /// Serializes migrations of several processes starting at once.
 const MIGRATE_LOCK: i64 = 0x6c6b_6d69_6772_6174; // "lkmigrat"
 
@@ -125,6 +128,31 @@ pub(super) fn migrate(pg: &Pg) -> Result<u32, StoreError> {
                 version = from + 1,
                 "migrated the database's latchkey schema"
             );
+        }
+        // Processes that followed the database within the last seconds and did not leave
+        // (older daemons, which keep serving on the schema they know): what the
+        // CHANGELOG says to stop first, said where it happens.
+        if (FOLLOWERS_SINCE..SCHEMA).contains(&found) {
+            let beside: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM latchkey_followers \
+                     WHERE seen > now() - interval '10 seconds'",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            if beside > 0 {
+                tracing::warn!(
+                    from = found,
+                    to = SCHEMA,
+                    processes = beside,
+                    "migrated the database's latchkey schema while other processes follow it: \
+                     stop every daemon of an older version (it keeps serving on the schema it \
+                     knows; credits and rate limits it holds may be spent twice), as the \
+                     CHANGELOG's Upgrading says"
+                );
+            }
         }
         let version = i32::try_from(SCHEMA).unwrap_or(i32::MAX);
         tx.execute(
