@@ -222,8 +222,15 @@ impl DatabaseUrl {
                 let query: Vec<String> = query
                     .split('&')
                     .map(|pair| match pair.split_once('=') {
-                        // `password`, and libpq's `sslpassword` (a client key's passphrase).
-                        Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => {
+                        // `password`, and libpq's `sslpassword` (a client key's passphrase),
+                        // however their names are spelled: the driver decodes a name's
+                        // percent-encoding (`pass%77ord` is `password`: re-check s53 H1).
+                        Some((k, _))
+                            if percent_encoding::percent_decode_str(k)
+                                .decode_utf8_lossy()
+                                .to_ascii_lowercase()
+                                .ends_with("password") =>
+                        {
                             format!("{k}=***")
                         }
                         _ => pair.to_owned(),
@@ -330,6 +337,10 @@ mod tests {
             (
                 "postgres://h/db?sslkey=/k&sslpassword=pw&PASSWORD=pw",
                 "postgres://h/db?sslkey=/k&sslpassword=***&PASSWORD=***",
+            ),
+            (
+                "postgres://h/db?pass%77ord=pw&%70assword=pw&sslpass%57ORD=pw",
+                "postgres://h/db?pass%77ord=***&%70assword=***&sslpass%57ORD=***",
             ),
         ] {
             let location = Location::parse(url);

@@ -188,9 +188,10 @@ impl Connection {
                 match tokio::time::timeout(self.header_read_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => self.serve(stream).await,
                     Ok(Err(e)) => {
-                        // Closed before the handshake ended: a load balancer's TCP probe,
-                        // as often as not; not counted, or the count would never rest.
-                        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                        // Only what TLS refused (an alert, a protocol error): not a
+                        // connection closed or reset midway, as a load balancer's TCP probe
+                        // does (re-check s53 L1), or the count would never rest.
+                        if e.kind() == std::io::ErrorKind::InvalidData {
                             self.metrics.handshake_failed();
                         }
                         tracing::debug!(error = %e, "TLS handshake failed");

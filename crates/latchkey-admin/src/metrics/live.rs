@@ -13,8 +13,9 @@
 //!   before their first request for want of room: `full` (the listener's 4,096 are taken
 //!   and none is evictable), `per_address` (one address's 512 waiting for their first
 //!   request), `evicted` (an older one waiting for its first request, closed for a newer);
-//! - `latchkey_tls_handshake_failures_total{listener}`: handshakes that failed or timed out
-//!   (not those closed by the client midway: a load balancer's TCP probe);
+//! - `latchkey_tls_handshake_failures_total{listener}`: handshakes TLS refused (an alert, a
+//!   protocol error) or that timed out; not those closed or reset by the client midway (a
+//!   load balancer's TCP probe);
 //! - `latchkey_event_streams`: open `GET /v1/events` streams;
 //! - `latchkey_console_sessions`: console sessions held (expired ones until swept, at most a
 //!   minute).
