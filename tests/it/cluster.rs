@@ -873,8 +873,12 @@ fn a_migration_beside_a_live_follower_warns() {
     let (_dir, db) = store_dir();
     let on = |args: &[&str]| operator(&db, args);
     on(&["init"]).ok();
-    // The schema one version back, as an older daemon left it, with no one following.
-    crate::backend::execute(&db, "UPDATE latchkey_schema SET version = version - 1");
+    // The schema one version back, as an older daemon left it, with no one following (the
+    // rows of processes that have exited, `init`'s included, gone).
+    crate::backend::execute(
+        &db,
+        "UPDATE latchkey_schema SET version = version - 1; DELETE FROM latchkey_followers",
+    );
     let quiet = on(&["users", "list"]).ok();
     assert!(
         !quiet.stderr.contains("while other processes follow"),
