@@ -209,8 +209,7 @@ fn read(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<Se
                 key.display()
             )
         })?;
-    let mut chain = chain;
-    let certified = CertifiedKey::new(std::mem::take(&mut chain), signing);
+    let certified = CertifiedKey::new(chain, signing);
     match certified.keys_match() {
         Ok(()) => Ok(Served { certified, leaf }),
         Err(e) => {

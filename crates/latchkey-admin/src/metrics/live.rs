@@ -59,7 +59,7 @@ static HANDSHAKES_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         IntCounterVec::new(
             Opts::new(
                 "latchkey_tls_handshake_failures_total",
-                "TLS handshakes on a listener that failed or did not finish within the header timeout.",
+                "TLS handshakes on a listener that TLS refused or that did not finish within the header timeout (not those the client closed midway).",
             ),
             &["listener"],
         ),
@@ -111,14 +111,14 @@ pub(super) fn collectors() -> [Box<dyn Collector>; 5] {
 
 /// Sets `latchkey_event_streams`, as the streams' slots change.
 pub(crate) fn set_event_streams(open: usize) {
-    EVENT_STREAMS.set(i64::try_from(open).unwrap_or(i64::MAX));
+    EVENT_STREAMS.set(super::gauge_value(open as u64));
 }
 
 /// Sets `latchkey_console_sessions`: the console calls it with its count whenever the count
 /// may have changed. Not for other callers.
 #[doc(hidden)]
 pub fn set_console_sessions(open: usize) {
-    CONSOLE_SESSIONS.set(i64::try_from(open).unwrap_or(i64::MAX));
+    CONSOLE_SESSIONS.set(super::gauge_value(open as u64));
 }
 
 /// Why a listener closed a connection for want of room.
