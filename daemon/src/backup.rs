@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use latchkey_core::{CheckedBackup, Store, StoreConfig};
@@ -55,7 +56,11 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
         Some(db) => {
             let config = StoreConfig::default().usage_flush_interval(None);
             Store::open_at(db, config)
-                .and_then(|store| store.backup(&mut file))
+                .and_then(|store| {
+                    let header = store.backup(&mut file);
+                    crate::server::close_store(store, Duration::from_secs(5));
+                    header
+                })
                 .map(|header| Some(header.seq))
                 .map_err(anyhow::Error::from)
         }
@@ -222,8 +227,13 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<()> {
     let (store, restored) =
         restored.with_context(|| format!("cannot restore {}", file.display()))?;
     let engine = Named(store.engine());
-    let chain = store.verify_audit()?;
-    store.flush()?;
+    let checked = store
+        .verify_audit()
+        .and_then(|chain| store.flush().map(|()| chain));
+    // Before anything is printed: a process that exits before its store has closed stays,
+    // on PostgreSQL, counted among the followers, and the daemons' writes wait for it.
+    crate::server::close_store(store, Duration::from_secs(5));
+    let chain = checked?;
     let header = &restored.header;
     if settings.json {
         print_json(&json!({

@@ -176,8 +176,14 @@ pub fn run(
     let key_file = key_file.map(KeyFile::create).transpose()?;
     let config = StoreConfig::default().engine(engine);
     let (store, admin) = Store::create_with_admin_at(location, prefix, config)?;
-    store.flush()?;
-    announce(&store, &admin, Printed::document(json), key_file)
+    let announced = store
+        .flush()
+        .map_err(anyhow::Error::from)
+        .and_then(|()| announce(&store, &admin, Printed::document(json), key_file));
+    // On PostgreSQL, a process that exits before its store has closed stays counted among
+    // the followers, and the daemons' next writes wait for it (up to 5 s).
+    crate::server::close_store(store, std::time::Duration::from_secs(5));
+    announced
 }
 
 /// Hands a new store's admin key out once: into the key file, or on stdout.

@@ -790,6 +790,61 @@ fn an_operator_command_leaves_the_followers_as_it_exits() {
     drop(daemon);
 }
 
+/// `init`, `backup --db` and `restore` on PostgreSQL leave the followers as they exit, as
+/// the other operator commands do, even while writes elsewhere keep their stores' threads
+/// catching up: `init` left its row under load, and the daemons' next writes waited the
+/// staleness bound (5 s) for it once.
+#[test]
+fn init_backup_and_restore_leave_the_followers_as_they_exit() {
+    if postgres_only().is_none() {
+        return;
+    }
+    let followers = "SELECT count(*) FROM latchkey_followers";
+    let (dir, db) = store_dir();
+    let admin = operator(&db, &["init", "--json"]).json()["secret"]
+        .as_str()
+        .expect("the admin key")
+        .to_owned();
+    assert_eq!(
+        crate::backend::count(&db, followers),
+        0,
+        "init left its row"
+    );
+    let daemon = Daemon::start(&db);
+    let file = dir.path().join("store.lkb");
+    let file = file.to_str().unwrap();
+    let writing = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for n in 0.. {
+                if !writing.load(Ordering::Relaxed) {
+                    break;
+                }
+                let body = json!({"name": format!("bot{n}")});
+                let created = daemon.http("POST", "/v1/users", Some(&admin), Some(body));
+                assert_eq!(created.status, 201, "{created:?}");
+            }
+        });
+        for round in 0..5 {
+            let _ = std::fs::remove_file(file);
+            operator(&db, &["backup", "--out", file]).ok();
+            assert_eq!(
+                crate::backend::count(&db, followers),
+                1,
+                "round {round}: backup left its row beside the daemon's"
+            );
+        }
+        writing.store(false, Ordering::Relaxed);
+    });
+    let (_restored_dir, restored) = store_dir();
+    operator(&restored, &["restore", file]).ok();
+    assert_eq!(
+        crate::backend::count(&restored, followers),
+        0,
+        "restore left its row"
+    );
+}
+
 /// A daemon stopped by SIGTERM has left the followers by the time it exits, even while
 /// its store's threads follow another daemon's writes: the daemons still running never
 /// wait for it.
