@@ -1,7 +1,7 @@
 //! `/v1/groups`: roles, a name and a set of permissions.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{NestedPath, State};
 use http::StatusCode;
 use latchkey_core::{Group, GroupPatch, NewGroup, PermissionEdit};
 
@@ -30,6 +30,7 @@ use crate::state::AppState;
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn create(
     State(state): State<AppState>,
+    api: NestedPath,
     caller: Caller<perm::GroupsWrite>,
     JsonBody(body): JsonBody<CreateGroup>,
 ) -> Result<Created<Group, 1>, AppError> {
@@ -44,7 +45,7 @@ pub(crate) async fn create(
             )?)
         })
         .await?;
-    Ok(created("/v1/groups", group.id, group))
+    Ok(created(&api, "groups", group.id, group))
 }
 
 /// List groups, oldest first, one page at a time.

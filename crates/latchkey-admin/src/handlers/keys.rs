@@ -2,7 +2,7 @@
 //! revoke, rotate, delete.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{NestedPath, State};
 use http::StatusCode;
 use latchkey_core::{
     CreatedKey, CreditsPatch, Entity, Env, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey,
@@ -53,13 +53,13 @@ pub(crate) struct KeyListParams {
 /// A 201 holding a key's secret (see [`created_with_secret`]).
 type SecretAnswer = Created<KeyWithSecret, 2>;
 
-fn with_secret(created: CreatedKey) -> SecretAnswer {
+fn with_secret(api: &NestedPath, created: CreatedKey) -> SecretAnswer {
     let id = created.key.id;
     let answer = KeyWithSecret {
         secret: created.secret.expose().to_owned(),
         key: created.key,
     };
-    created_with_secret("/v1/keys", id, answer)
+    created_with_secret(api, "keys", id, answer)
 }
 
 /// Create a key for a user. The answer holds the full key, shown this once.
@@ -78,6 +78,7 @@ fn with_secret(created: CreatedKey) -> SecretAnswer {
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn create(
     State(state): State<AppState>,
+    api: NestedPath,
     caller: Caller<perm::KeysWrite>,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> Result<SecretAnswer, AppError> {
@@ -109,7 +110,7 @@ pub(crate) async fn create(
             })
         })
         .await?;
-    Ok(with_secret(created))
+    Ok(with_secret(&api, created))
 }
 
 /// List keys: filter, search, sort, one page at a time.
@@ -260,6 +261,7 @@ pub(crate) async fn revoke(
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
+    api: NestedPath,
     caller: Caller<perm::KeysWrite>,
     RecordRef(id): RecordRef,
     JsonBody(body): JsonBody<RotateKey>,
@@ -280,7 +282,7 @@ pub(crate) async fn rotate(
             Ok(store.rotate_key(&caller.actor, store.key_id_as(&caller.actor, &id)?, grace)?)
         })
         .await?;
-    Ok(with_secret(created))
+    Ok(with_secret(&api, created))
 }
 
 /// Delete a revoked key; a key that is not revoked is a 409 `key_not_revoked`.

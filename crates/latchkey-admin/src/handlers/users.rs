@@ -1,7 +1,7 @@
 //! `/v1/users`: identities that own keys, with groups and direct permissions.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{NestedPath, State};
 use http::StatusCode;
 use latchkey_core::limits::MAX_USERS_BY_ID;
 use latchkey_core::{NewUser, PermissionEdit, Store, User, UserPatch, limits};
@@ -47,6 +47,7 @@ fn group_ids(store: &Store, field: &'static str, refs: &[String]) -> Result<Vec<
     security(("bearer" = ["latchkey:users:write"])))]
 pub(crate) async fn create(
     State(state): State<AppState>,
+    api: NestedPath,
     caller: Caller<perm::UsersWrite>,
     JsonBody(body): JsonBody<CreateUser>,
 ) -> Result<Created<User, 1>, AppError> {
@@ -64,7 +65,7 @@ pub(crate) async fn create(
             Ok(store.create_user(&caller.actor, new)?)
         })
         .await?;
-    Ok(created("/v1/users", user.id, user))
+    Ok(created(&api, "users", user.id, user))
 }
 
 /// The parameters of `GET /v1/users`. An empty value counts as absent.

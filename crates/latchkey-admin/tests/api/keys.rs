@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Harness, keys_of, names};
+use crate::common::{Harness, keys_of, names, send};
 
 const KEY_FIELDS: [&str; 20] = [
     "allowed_ips",
@@ -117,6 +117,43 @@ async fn a_created_record_is_named_by_its_location() {
         let location = answer.header("location").expect("a Location");
         assert_eq!(location, format!("{collection}/{id}"));
         assert_eq!(h.get(location).await.ok(200)["id"], id);
+    }
+}
+
+/// An app that nests the admin router under a prefix gets `Location`s under that prefix
+/// (they named the root's `/v1/...`, which such an app does not serve).
+#[tokio::test]
+async fn a_nested_router_names_its_records_under_its_prefix() {
+    let h = Harness::new();
+    let app = axum::Router::new().nest("/admin", latchkey_admin::router(h.store.clone()));
+    let post = |uri: &'static str, body: Value| {
+        let (app, admin) = (app.clone(), h.admin.clone());
+        async move {
+            let body = body.to_string();
+            send(
+                &app,
+                "POST",
+                uri,
+                Some(&admin),
+                Some(&body),
+                Some("application/json"),
+            )
+            .await
+        }
+    };
+    let user = post("/admin/v1/users", json!({"name": "bot"})).await;
+    let group = post("/admin/v1/groups", json!({"name": "ops"})).await;
+    let key = post("/admin/v1/keys", json!({"name": "k", "user_id": "bot"})).await;
+    for (answer, collection) in [
+        (user, "/admin/v1/users"),
+        (group, "/admin/v1/groups"),
+        (key, "/admin/v1/keys"),
+    ] {
+        let id = answer.ok(201)["id"].as_str().unwrap().to_owned();
+        let location = answer.header("location").expect("a Location");
+        assert_eq!(location, format!("{collection}/{id}"));
+        let read = send(&app, "GET", location, Some(&h.admin), None, None).await;
+        assert_eq!(read.ok(200)["id"], id.as_str());
     }
 }
 
