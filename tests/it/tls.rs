@@ -212,6 +212,14 @@ fn a_self_signed_certificate_not_trusted_is_said_in_words() {
     assert!(line.contains("no CA trusted here signed it"), "{line}");
     let trusted = [("LATCHKEY_CA_CERT", pki.ca.as_path())];
     cli(&https(&daemon), &admin, &trusted, &["users", "list"]).ok();
+    // One made again (the same names, another key) is another certificate: the one given
+    // did not sign it, which the advice to give one did not help with (re-check s53 I1).
+    let again_dir = tempfile::tempdir().unwrap();
+    let again = self_signed(again_dir.path(), IsCa::ExplicitNoCa);
+    let given = [("LATCHKEY_CA_CERT", again.ca.as_path())];
+    let line = cli(&https(&daemon), &admin, &given, &["users", "list"])
+        .fails(1, "the certificate given with --ca-cert did not sign it");
+    assert!(!line.contains("trust its CA with"), "{line}");
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1 in `dir`, its own CA file.

@@ -24,6 +24,8 @@ pub struct HttpTransport {
     /// Whether the daemon answered a request of this run: one over `http://` that fails
     /// after that is no sign of a TLS listener (shared by the clones of one run).
     answered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether `--ca-cert` was given: a certificate it did not sign needs another one.
+    ca_given: bool,
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -158,6 +160,7 @@ impl HttpTransport {
             shown: shown(&parsed),
             admin_key,
             answered: std::sync::Arc::default(),
+            ca_given: ca_pem.is_some(),
         })
     }
 }
@@ -198,6 +201,11 @@ impl HttpTransport {
                         "the daemon serves a CA certificate (CA:TRUE) as its own, which no \
                          client takes: serve one that CA signed, or make the self-signed one \
                          with `-addext basicConstraints=critical,CA:FALSE` (README, TLS)"
+                    }
+                    CertificateProblem::UntrustedIssuer if self.ca_given => {
+                        "the certificate given with --ca-cert did not sign it: give its CA's \
+                         (or, if self-signed, the daemon's certificate as it is now: one made \
+                         again is another)"
                     }
                     CertificateProblem::UntrustedIssuer => "trust its CA with --ca-cert FILE",
                     CertificateProblem::OutOfValidity => {
