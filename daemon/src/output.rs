@@ -101,7 +101,9 @@ pub fn joined<T: Display>(items: impl IntoIterator<Item = T>) -> String {
 /// A time for people: RFC 3339 in UTC, to the second (`2026-01-02T03:04:05Z`); `-` for none.
 pub fn when(at: Option<OffsetDateTime>) -> String {
     or_dash(at.and_then(|at| {
-        at.to_offset(UtcOffset::UTC)
+        // A time UTC puts past year 9999 is written as it was given.
+        at.checked_to_offset(UtcOffset::UTC)
+            .unwrap_or(at)
             .replace_nanosecond(0)
             .ok()?
             .format(&Rfc3339)

@@ -157,7 +157,7 @@ fn data_message(err: &serde_json::Error) -> String {
 /// The top-level member a deserialization error is about: the first segment of its path,
 /// or, for `unknown field` and `missing field` (raised before the path reaches the field),
 /// the name serde quotes in its message.
-fn field_of(path: &serde_path_to_error::Path, message: &str) -> Option<String> {
+pub(crate) fn field_of(path: &serde_path_to_error::Path, message: &str) -> Option<String> {
     use serde_path_to_error::Segment;
     if let Some(Segment::Map { key }) = path.iter().next() {
         return Some(key.clone());

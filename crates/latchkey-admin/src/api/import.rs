@@ -61,6 +61,24 @@ pub(crate) struct ImportItem {
     pub(crate) meta: Option<serde_json::Value>,
 }
 
+impl ImportItem {
+    /// The member `name` names, as a refusal names it: `item` for none of them (an item
+    /// that is no object, or a member unknown).
+    pub(crate) fn field(name: Option<&str>) -> &'static str {
+        const FIELDS: [&str; 7] = [
+            "key",
+            "sha256",
+            "prefix",
+            "name",
+            "expires_at",
+            "scopes",
+            "meta",
+        ];
+        name.and_then(|name| FIELDS.into_iter().find(|field| *field == name))
+            .unwrap_or("item")
+    }
+}
+
 /// The answer of `POST /v1/keys/import`: what was imported and what was refused, by position in `items`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ImportReport {

@@ -32,9 +32,24 @@ fn refused(index: usize, err: &StoreError) -> Rejected {
 
 /// One item as core takes it, or why it cannot be.
 fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
-    let item: ImportItem = serde_json::from_value(value).map_err(|e| StoreError::Invalid {
-        field: "item",
-        reason: e.to_string(),
+    // The item's own text, kept out of a message that would quote it (a key's text put
+    // where its scopes go): `without_keys` knows only latchkey's keys.
+    let text = value
+        .get("key")
+        .and_then(serde_json::Value::as_str)
+        .filter(|text| !text.is_empty())
+        .map(str::to_owned);
+    let item: ImportItem = serde_path_to_error::deserialize(value).map_err(|err| {
+        let message = err.inner().to_string();
+        let field = crate::extract::field_of(err.path(), &message);
+        let reason = match &text {
+            Some(text) => message.replace(text.as_str(), "(the key's text)"),
+            None => message,
+        };
+        StoreError::Invalid {
+            field: ImportItem::field(field.as_deref()),
+            reason,
+        }
     })?;
     let secret = match (item.key, item.sha256) {
         (Some(key), None) => ImportSecret::full(&key)?,
@@ -50,7 +65,10 @@ fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
         secret,
         prefix: item.prefix,
         name: item.name,
-        expires_at: item.expires_at.map(|at| at.to_offset(time::UtcOffset::UTC)),
+        expires_at: item
+            .expires_at
+            .map(|at| super::in_utc("expires_at", at))
+            .transpose()?,
         scopes: item.scopes,
         meta: item.meta,
     })

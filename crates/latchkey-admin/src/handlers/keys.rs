@@ -16,6 +16,7 @@ use crate::caller::{Caller, perm};
 use crate::error::{AppError, Problem};
 use crate::extract::{JsonBody, Params, RecordRef, optional, page_limit};
 use crate::handlers::created::{Created, created_with_secret};
+use crate::handlers::in_utc;
 use crate::openapi::problems::{
     BodyTimeout, InvalidField, InvalidParameter, LastAdminKey, NoSuchKey, NoSuchUser, StrongerKey,
 };
@@ -93,7 +94,10 @@ pub(crate) async fn create(
                 description: body.description,
                 scopes: body.scopes,
                 // Times are answered in UTC whatever offset they were given with.
-                expires_at: body.expires_at.map(|at| at.to_offset(time::UtcOffset::UTC)),
+                expires_at: body
+                    .expires_at
+                    .map(|at| in_utc("expires_at", at))
+                    .transpose()?,
                 env: body.env.unwrap_or_default(),
                 meta: body.meta,
                 rate_limits: body.rate_limits.unwrap_or_default(),

@@ -191,3 +191,54 @@ async fn a_key_given_as_a_value_is_never_echoed_nor_stored() {
     let users = h.get("/v1/users").await.ok(200).to_string();
     assert!(!users.contains(key.as_str()));
 }
+
+/// An import's item refused while parsed names the member at fault (it said `item`) and
+/// never quotes the item's own text, which `without_keys` cannot know (import hunt L2).
+#[tokio::test]
+async fn an_import_item_refused_names_its_field_and_not_its_text() {
+    let h = Harness::new();
+    let text = "sk_live_SECRETSECRETSECRET01";
+    let items = json!([
+        {"key": text, "scopes": text},
+        {"key": "x_0123456789abcdef", "scopes": ["ORDERS:read"]},
+        {"key": "x_0123456789abcdeg", "expires_at": "soon"},
+        {"key": "x_0123456789abcdeh", "colour": "red"},
+    ]);
+    let body = json!({"user_id": "admin", "items": items});
+    let report = h.post("/v1/keys/import", body).await.ok(200);
+    assert!(!report.to_string().contains(text), "{report}");
+    let fields: Vec<&str> = report["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["field"].as_str().unwrap())
+        .collect();
+    // An unknown member is named in the reason: `field` names the item's own members.
+    assert_eq!(
+        fields,
+        ["scopes", "scopes", "expires_at", "item"],
+        "{report}"
+    );
+}
+
+/// A time UTC puts past year 9999 (`9999-12-31T23:59:59-23:59`) is refused, naming
+/// `expires_at`: converting it panicked, a 500 for a key, and for an import the whole
+/// request, its good items included (import hunt M2).
+#[tokio::test]
+async fn a_time_past_year_9999_in_utc_is_refused_alone() {
+    let h = Harness::new();
+    let far = "9999-12-31T23:59:59-23:59";
+    let body = json!({"name": "k", "user_id": "admin", "expires_at": far});
+    let problem = h.post("/v1/keys", body).await.problem(400, "invalid_field");
+    assert_eq!(problem["field"], "expires_at", "{problem}");
+    let items = json!([
+        {"key": "okokokokokok00000001"},
+        {"key": "farfarfarfarfar00001", "expires_at": far},
+        {"key": "okokokokokok00000002", "expires_at": "9999-12-31T23:59:59Z"},
+    ]);
+    let body = json!({"user_id": "admin", "items": items});
+    let report = h.post("/v1/keys/import", body).await.ok(200);
+    assert_eq!(report["imported"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["rejected"][0]["index"], 1, "{report}");
+    assert_eq!(report["rejected"][0]["field"], "expires_at", "{report}");
+}
