@@ -18,6 +18,8 @@
 //! the same text imported again, as a full key or as a SHA-256. Native keys never look at the index: only a text that does not
 //! parse as a latchkey key, in a store that holds imported keys, is looked up there.
 
+mod shown;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -41,6 +43,7 @@ use crate::limits::{MAX_IMPORTED_KEY_LEN, MIN_IMPORTED_KEY_LEN, check_permission
 use crate::model::{Key, User, validate_text};
 use crate::permission::PermissionSet;
 use crate::verify::{Cold, Principal, VerifyError};
+use shown::{check_beside, check_hides, check_not_native, check_prefix, derived_prefix};
 
 /// The shortest and longest full key text accepted.
 const KEY_LEN: std::ops::RangeInclusive<usize> = MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN;
@@ -148,85 +151,6 @@ impl From<Refused> for StoreError {
     }
 }
 
-/// A display prefix given with an import: what lists show for the key.
-fn check_prefix(prefix: &str) -> Result<(), Refused> {
-    let ok = (1..=64).contains(&prefix.len())
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Refused {
-            field: "prefix",
-            reason: "must be 1 to 64 characters of [A-Za-z0-9_.-]",
-        })
-    }
-}
-
-/// Refuses a display prefix in this store's own keys' form (`lk_live_…`, `lk_test_…`), in
-/// any case (`LK_Live_…` reads the same to a person): an imported key shown, logged and
-/// passed to apps under a native key's prefix would be taken for that key (and `keys revoke
-/// <prefix>` finds the native one).
-fn check_not_native(prefix: &str, store_prefix: &str) -> Result<(), Refused> {
-    let prefix = prefix.to_ascii_lowercase();
-    let native = ["live", "test"].iter().any(|env| {
-        prefix
-            .strip_prefix(store_prefix)
-            .and_then(|rest| rest.strip_prefix('_'))
-            .and_then(|rest| rest.strip_prefix(env))
-            .is_some_and(|rest| rest.starts_with('_'))
-    });
-    if native {
-        return Err(Refused {
-            field: "prefix",
-            reason: "is in the form of this store's own keys' prefixes: an imported key must not pass for one",
-        });
-    }
-    Ok(())
-}
-
-/// Refuses a display prefix given with a full key that would show the key: the prefix is
-/// stored and shown in plain, so at least [`MIN_HIDDEN`] characters of the text must
-/// follow it (as [`derived_prefix`] leaves), and it must not hold the text.
-fn check_hides(prefix: &str, text: &str) -> Result<(), Refused> {
-    let shows = prefix.contains(text)
-        || text
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.len() < MIN_HIDDEN);
-    if shows {
-        return Err(Refused {
-            field: "prefix",
-            reason: "would show the key: at least 16 of its characters must follow the prefix",
-        });
-    }
-    Ok(())
-}
-
-/// How many characters of a full key's text a display prefix must leave unshown.
-const MIN_HIDDEN: usize = 16;
-
-/// The display prefix of a full key: its text up to its last `_` (`sk_live` of
-/// `sk_live_…`, `ghp` of `ghp_…`), which is how such keys name their kind, when that reads
-/// as a kind: up to 16 characters of `[a-z0-9_]`, with at least 16 characters after it.
-/// Otherwise `imported`: a random token may hold `_` anywhere (base64url), and then the
-/// text before it is part of its secret, which is never shown.
-fn derived_prefix(text: &str) -> String {
-    const MAX_KIND: usize = 16;
-    match text.rsplit_once('_') {
-        Some((head, rest))
-            if (1..=MAX_KIND).contains(&head.len())
-                && rest.len() >= MIN_HIDDEN
-                && head
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
-        {
-            head.to_owned()
-        }
-        _ => "imported".to_owned(),
-    }
-}
-
 fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
@@ -295,7 +219,10 @@ impl Store {
                 if let Some(prefix) = &item.prefix {
                     check_hides(prefix, text)?;
                 }
-                let prefix = item.prefix.clone().unwrap_or_else(|| derived_prefix(text));
+                let prefix = item
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| derived_prefix(text, self.inner.prefix.as_str()));
                 (hash, layout::imported_blake3(&hash), prefix, sha256(text))
             }
             ImportSecret::Sha256(digest) => {
@@ -309,10 +236,11 @@ impl Store {
             }
         };
         check_prefix(&prefix)?;
-        // A derived prefix is at most 16 characters: never a whole native one (20 or more).
+        // A derived prefix never takes the native form (see `derived_prefix`).
         if item.prefix.is_some() {
             check_not_native(&prefix, self.inner.prefix.as_str())?;
         }
+        check_beside(item)?;
         let seen = self.seen_hash(&digest);
         Ok(Target {
             hash,
@@ -670,22 +598,5 @@ mod tests {
         assert_eq!(signed.len(), 64);
         assert!(ImportSecret::sha256(&signed).is_err());
         assert!(ImportSecret::sha256(&format!(" {}", &hex[1..])).is_err());
-        assert!(check_not_native("lk_live_AbCdEf123456", "lk").is_err());
-        assert!(check_not_native("lk_test_x", "lk").is_err());
-        assert!(check_not_native("LK_live_AbCdEf123456", "lk").is_err());
-        assert!(check_not_native("lk_TEST_x", "lk").is_err());
-        assert!(check_not_native("lk_live", "lk").is_ok());
-        assert!(check_not_native("sk_live_AbCdEf123456", "lk").is_ok());
-        assert!(check_not_native("lk_livelihood_1", "lk").is_ok());
-        assert_eq!(derived_prefix("sk_live_51HxYzAbCdEfGhIjKlMn"), "sk_live");
-        assert_eq!(derived_prefix("ghp_0123456789abcdefABCDEF"), "ghp");
-        assert_eq!(derived_prefix("abcdefghijklmnop"), "imported");
-        // A base64url token's `_` is no kind: the text before it is secret.
-        assert_eq!(derived_prefix("AbCdEfGhIjKlMnOp_Qr"), "imported");
-        assert_eq!(derived_prefix("abcdefgh_ijklmnop"), "imported");
-        assert_eq!(
-            derived_prefix("abcdefghijklmnopq_0123456789abcdef"),
-            "imported"
-        );
     }
 }

@@ -1,0 +1,293 @@
+//! What an imported key shows: its display prefix, and the text stored beside it (its
+//! name, its `meta`), stored and shown in plain, none of which may show its secret.
+//!
+//! A full key's secret part is its text but for the kind its derived prefix names
+//! (`sk_live` of `sk_live_…`); a text beside it that holds [`RUN`] of its characters in a
+//! row, in any case, is taken to show it. That catches a key pasted in the wrong column,
+//! cut short or changed in case; it is no guard against an importer set on copying it out
+//! piece by piece, who holds the key anyway. A SHA-256 item's text is not known: a text
+//! beside it whose SHA-256, or that of one of its words, is the item's is refused.
+
+use std::collections::HashSet;
+
+use sha2::{Digest, Sha256};
+
+use super::{ImportKey, ImportSecret, Refused};
+
+/// How many characters of a full key's text a display prefix must leave unshown.
+pub(super) const MIN_HIDDEN: usize = 16;
+
+/// How many characters in a row of a key's secret part a text beside it may not hold.
+const RUN: usize = 8;
+
+/// The display prefix of a full key: the kind its text names (see [`kind_of`]) when that
+/// does not read as one of this store's own prefixes, otherwise `imported`.
+pub(super) fn derived_prefix(text: &str, store_prefix: &str) -> String {
+    kind_of(text)
+        .filter(|kind| check_not_native(kind, store_prefix).is_ok())
+        .unwrap_or("imported")
+        .to_owned()
+}
+
+/// A full key's kind: its text up to its last `_` (`sk_live` of `sk_live_…`, `ghp` of
+/// `ghp_…`) when that reads as a kind: up to 16 characters of `[a-z0-9_]`, with at least
+/// [`MIN_HIDDEN`] characters after it. Otherwise none: a random token may hold `_`
+/// anywhere (base64url), and then the text before it is part of its secret.
+fn kind_of(text: &str) -> Option<&str> {
+    const MAX_KIND: usize = 16;
+    let (head, rest) = text.rsplit_once('_')?;
+    let kind = (1..=MAX_KIND).contains(&head.len())
+        && rest.len() >= MIN_HIDDEN
+        && head
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    kind.then_some(head)
+}
+
+/// The part of a full key's text nothing shown may hold: all of it but its kind.
+fn secret_part(text: &str) -> &str {
+    match kind_of(text) {
+        Some(kind) => &text[kind.len() + 1..],
+        None => text,
+    }
+}
+
+/// A display prefix given with an import: what lists show for the key.
+pub(super) fn check_prefix(prefix: &str) -> Result<(), Refused> {
+    let ok = (1..=64).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Refused {
+            field: "prefix",
+            reason: "must be 1 to 64 characters of [A-Za-z0-9_.-]",
+        })
+    }
+}
+
+/// Refuses a display prefix in this store's own keys' form (`lk_live_…`, `lk_test_…`), in
+/// any case (`LK_Live_…` reads the same to a person): an imported key shown, logged and
+/// handed to apps under it would pass for a native one (and `latchkey keys list --prefix
+/// <prefix>` finds the native one).
+pub(super) fn check_not_native(prefix: &str, store_prefix: &str) -> Result<(), Refused> {
+    let prefix = prefix.to_ascii_lowercase();
+    let native = ["live", "test"].iter().any(|env| {
+        prefix
+            .strip_prefix(store_prefix)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .and_then(|rest| rest.strip_prefix(env))
+            .is_some_and(|rest| rest.starts_with('_'))
+    });
+    if native {
+        return Err(Refused {
+            field: "prefix",
+            reason: "is in the form of this store's own keys' prefixes: an imported key must not pass for one",
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a display prefix given with a full key that would show the key: it may be the
+/// start of the text with at least [`MIN_HIDDEN`] characters after it, or hold none of its
+/// secret part (no [`RUN`] of its characters in a row, in any case).
+pub(super) fn check_hides(prefix: &str, text: &str) -> Result<(), Refused> {
+    let leads = text
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.len() >= MIN_HIDDEN);
+    if !leads && Secret::Text(secret_part(text)).shown_in(prefix) {
+        return Err(Refused {
+            field: "prefix",
+            reason: "would show the key: it may be the start of its text with at least 16 characters after it, or hold none of it",
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an item whose name or `meta` (or, beside a SHA-256, whose prefix) shows its
+/// key: each is stored and shown in plain, and handed to apps.
+pub(super) fn check_beside(item: &ImportKey) -> Result<(), Refused> {
+    let secret = match &item.secret {
+        ImportSecret::Full(text) => Secret::Text(secret_part(text)),
+        ImportSecret::Sha256(digest) => Secret::Digest(digest),
+    };
+    let refused = |field| Refused {
+        field,
+        reason: "holds the key's text, or much of it, which is a secret: it is never stored",
+    };
+    if item
+        .name
+        .as_deref()
+        .is_some_and(|name| secret.shown_in(name))
+    {
+        return Err(refused("name"));
+    }
+    if let Some(meta) = &item.meta
+        && texts_of(meta).any(|text| secret.shown_in(text))
+    {
+        return Err(refused("meta"));
+    }
+    // A full key's prefix is checked by `check_hides`.
+    if let (Secret::Digest(_), Some(prefix)) = (&secret, &item.prefix)
+        && secret.shown_in(prefix)
+    {
+        return Err(refused("prefix"));
+    }
+    Ok(())
+}
+
+/// What a text beside an imported key must not show.
+enum Secret<'a> {
+    /// The secret part of a full key's text.
+    Text(&'a str),
+    /// The SHA-256 of a key's text.
+    Digest(&'a [u8; 32]),
+}
+
+impl Secret<'_> {
+    /// Whether `shown` holds the secret: a run of its characters, or a word whose SHA-256
+    /// is the digest.
+    fn shown_in(&self, shown: &str) -> bool {
+        match self {
+            Secret::Text(secret) => {
+                let runs: HashSet<[u8; RUN]> = secret.as_bytes().windows(RUN).map(lower).collect();
+                shown
+                    .as_bytes()
+                    .windows(RUN)
+                    .any(|run| runs.contains(&lower(run)))
+            }
+            Secret::Digest(digest) => std::iter::once(shown)
+                .chain(shown.split(|c: char| c.is_whitespace() || "\"'`=:,;()[]{}<>".contains(c)))
+                .any(|word| Sha256::digest(word.as_bytes()).as_slice() == digest.as_slice()),
+        }
+    }
+}
+
+/// A run of bytes in ASCII lower case.
+fn lower(run: &[u8]) -> [u8; RUN] {
+    let mut lowered = [0; RUN];
+    for (to, from) in lowered.iter_mut().zip(run) {
+        *to = from.to_ascii_lowercase();
+    }
+    lowered
+}
+
+/// Every string in a JSON value: its members' names and its string values.
+fn texts_of(value: &serde_json::Value) -> Box<dyn Iterator<Item = &str> + '_> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Box::new(std::iter::once(text.as_str())),
+        Value::Array(items) => Box::new(items.iter().flat_map(texts_of)),
+        Value::Object(members) => Box::new(
+            members
+                .iter()
+                .flat_map(|(name, value)| std::iter::once(name.as_str()).chain(texts_of(value))),
+        ),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn native_forms_and_derived_prefixes() {
+        assert!(check_not_native("lk_live_AbCdEf123456", "lk").is_err());
+        assert!(check_not_native("lk_test_x", "lk").is_err());
+        assert!(check_not_native("LK_live_AbCdEf123456", "lk").is_err());
+        assert!(check_not_native("lk_TEST_x", "lk").is_err());
+        assert!(check_not_native("lk_live", "lk").is_ok());
+        assert!(check_not_native("sk_live_AbCdEf123456", "lk").is_ok());
+        assert!(check_not_native("lk_livelihood_1", "lk").is_ok());
+        let derived = |text| derived_prefix(text, "lk");
+        assert_eq!(derived("sk_live_51HxYzAbCdEfGhIjKlMn"), "sk_live");
+        assert_eq!(derived("ghp_0123456789abcdefABCDEF"), "ghp");
+        assert_eq!(derived("abcdefghijklmnop"), "imported");
+        // A base64url token's `_` is no kind: the text before it is secret.
+        assert_eq!(derived("AbCdEfGhIjKlMnOp_Qr"), "imported");
+        assert_eq!(derived("abcdefgh_ijklmnop"), "imported");
+        assert_eq!(derived("abcdefghijklmnopq_0123456789abcdef"), "imported");
+        // A kind in this store's own form would pass for a native key (import hunt L1).
+        assert_eq!(derived("lk_live_abc12345_0123456789abcdefXYZ"), "imported");
+        assert_eq!(derived("lk_test_qwerty12_0123456789abcdefXYZ"), "imported");
+        assert_eq!(derived("lk_live_0123456789abcdefXYZ"), "lk_live");
+    }
+
+    /// A given prefix is the start of the text with 16 characters after it, or holds none
+    /// of it: the key but its first character, an infix, or the key in another case were
+    /// taken (import hunt H1).
+    #[test]
+    fn a_prefix_shows_nothing_of_the_key_past_its_start() {
+        let text = "Xq7vR2mK9pL4sT8wY3nB6cF1hJ5gD0zA";
+        for shows in [
+            text,
+            &text[1..],
+            &text[5..20],
+            &text[..20],
+            "XQ7VR2MK9PL4ST8WY3NB6CF1HJ5GD0ZA",
+            "my-R2mK9pL4s-key",
+        ] {
+            assert!(check_hides(shows, text).is_err(), "{shows}");
+        }
+        for hides in [&text[..16], &text[..3], "partner-acme", "legacy.billing"] {
+            assert!(check_hides(hides, text).is_ok(), "{hides}");
+        }
+        // A kind is no secret: named again, it shows nothing.
+        let kinded = "sk_live_AAAAbbbbCCCCdddd1111XYZ";
+        assert!(check_hides("stripe_sk_live_old", kinded).is_ok());
+        assert!(check_hides("sk_live_AAAAbbbbCCCCdd", kinded).is_err());
+    }
+
+    /// A name, `meta` (names and values, at any depth) or a SHA-256 item's prefix holding
+    /// the key is refused; texts that do not are taken (import hunt M1).
+    #[test]
+    fn a_text_beside_the_key_never_holds_it() {
+        let text = "sk_live_AAAAbbbbCCCCdddd1111XYZ";
+        let item = |secret: ImportSecret, prefix: Option<&str>, name: &str, meta| ImportKey {
+            secret,
+            prefix: prefix.map(str::to_owned),
+            name: Some(name.to_owned()),
+            expires_at: None,
+            scopes: None,
+            meta: Some(meta),
+        };
+        let full = || ImportSecret::Full(text.to_owned());
+        let field = |item: ImportKey| check_beside(&item).err().map(|r| r.field);
+        assert_eq!(
+            field(item(full(), None, "billing sk_live", json!({}))),
+            None
+        );
+        assert_eq!(field(item(full(), None, text, json!({}))), Some("name"));
+        assert_eq!(
+            field(item(full(), None, "old aaaabbbbcccc", json!({}))),
+            Some("name")
+        );
+        assert_eq!(
+            field(item(full(), None, "k", json!({"a": [{"b": text}]}))),
+            Some("meta")
+        );
+        assert_eq!(
+            field(item(full(), None, "k", json!({text: 1}))),
+            Some("meta")
+        );
+        let digest = ImportSecret::Sha256(Sha256::digest(text.as_bytes()).into());
+        let sha = || digest.clone();
+        assert_eq!(field(item(sha(), Some("sk_live"), "k", json!({}))), None);
+        assert_eq!(
+            field(item(sha(), Some(text), "k", json!({}))),
+            Some("prefix")
+        );
+        let named = format!("key={text}");
+        assert_eq!(
+            field(item(sha(), Some("sk"), &named, json!({}))),
+            Some("name")
+        );
+        let meta = json!({"note": format!("was {text} at Stripe")});
+        assert_eq!(field(item(sha(), Some("sk"), "k", meta)), Some("meta"));
+    }
+}
