@@ -6,7 +6,7 @@ use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -76,6 +76,10 @@ pub(super) struct Shared {
     pending: Mutex<HashMap<Digest, Waiter, BuildHasherDefault<DigestHasher>>>,
     /// One permit per request to the daemon in flight: `max_concurrent_misses`.
     misses: Semaphore,
+    /// When the daemon last gave an answer about a key, in milliseconds since `created`
+    /// plus one; 0: never. Sets how long a miss waits for a permit ([`Shared::queue_wait`]).
+    answered: AtomicU64,
+    created: std::time::Instant,
     usage: UsageBuffer,
     /// When the verifier last heard from the daemon on a caught-up stream, in Unix
     /// nanoseconds of the configured clock; `i64::MIN`: never.
@@ -84,9 +88,19 @@ pub(super) struct Shared {
     pub(super) runtime: Handle,
 }
 
-/// How long a cache miss waits for a free request slot before it is answered 503: long
-/// enough to ride out a burst, short enough that a flood is refused quickly.
+/// How long a cache miss waits for a free request slot before it is answered 503 when the
+/// daemon has not answered lately (it is away, or hangs): long enough to ride out a burst,
+/// short enough that a flood is refused quickly.
 const MISS_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// [`MISS_QUEUE_WAIT`] while the daemon answers (it did within [`ANSWERING`]): long enough
+/// for the misses a routine change makes at once to be answered in turn. A group's edit
+/// drops every cached answer, and 150 clients then missing together got 503 for valid
+/// keys from a daemon answering each in tens of milliseconds (remote hunt M1).
+const MISS_QUEUE_WAIT_ANSWERING: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How recent the daemon's last answer must be for [`MISS_QUEUE_WAIT_ANSWERING`].
+const ANSWERING: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many `POST /v1/leases/return` requests [`RemoteVerifier::flush_usage`] has in flight
 /// at once.
@@ -275,6 +289,8 @@ impl Shared {
             hasher: SecretHasher::generate(),
             cache: Cache::new(settings.max_entries, settings.max_refusals),
             misses: Semaphore::new(settings.max_concurrent_misses),
+            answered: AtomicU64::new(0),
+            created: std::time::Instant::now(),
             pending: Mutex::default(),
             usage: UsageBuffer::default(),
             last_alive: AtomicI64::new(i64::MIN),
@@ -583,16 +599,35 @@ impl Shared {
         (waiter, false)
     }
 
+    /// How long a miss waits for one of the `max_concurrent_misses` permits.
+    fn queue_wait(&self) -> std::time::Duration {
+        let answered = self.answered.load(Ordering::Relaxed);
+        let since = self.created.elapsed().as_millis();
+        let recent =
+            answered != 0 && since.saturating_sub(u128::from(answered - 1)) < ANSWERING.as_millis();
+        if recent {
+            MISS_QUEUE_WAIT_ANSWERING
+        } else {
+            MISS_QUEUE_WAIT
+        }
+    }
+
+    /// The daemon just gave an answer about a key.
+    fn mark_answered(&self) {
+        let since = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.answered.store(since + 1, Ordering::Relaxed);
+    }
+
     /// Asks the daemon, and caches its answer; 503 when `max_concurrent_misses` requests
-    /// are already in flight and none ends within [`MISS_QUEUE_WAIT`].
+    /// are already in flight and none ends within [`Shared::queue_wait`].
     async fn fetch(
         &self,
         digest: Digest,
         presented: &str,
         client_ip: Option<IpAddr>,
     ) -> Result<(Principal, Metered), VerifyError> {
-        let Ok(Ok(_permit)) = tokio::time::timeout(MISS_QUEUE_WAIT, self.misses.acquire()).await
-        else {
+        let wait = self.queue_wait();
+        let Ok(Ok(_permit)) = tokio::time::timeout(wait, self.misses.acquire()).await else {
             // At DEBUG: a flood of unknown keys would otherwise be a flood of log lines.
             tracing::debug!("too many verifications in flight; answering 503");
             return Err(VerifyError::Unavailable(
@@ -602,6 +637,14 @@ impl Shared {
         let generation = self.cache.generation();
         let position = self.status.borrow().position;
         let verdict = self.daemon.verify(presented, client_ip, None).await;
+        let answered = match &verdict {
+            Ok(Verdict::Valid { .. }) => true,
+            Ok(Verdict::Refused { error, .. }) => !matches!(error, VerifyError::Unavailable(_)),
+            Err(_) => false,
+        };
+        if answered {
+            self.mark_answered();
+        }
         let now = self.settings.clock.now();
         // A daemon behind this verifier's event stream (another daemon of the cluster
         // answered behind one name) may not have applied a change the stream already

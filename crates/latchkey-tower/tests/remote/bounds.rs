@@ -7,10 +7,23 @@ use std::time::Duration;
 use latchkey_tower::latchkey_core::{Env, Prefix, VerifyError};
 use latchkey_tower::remote::RemoteVerifier;
 use latchkey_tower::{ApiKey, Verifier};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::{loopback, within};
+
+/// A request's head, read from `socket` (at most 64 KiB); `None` when it closed first.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buffer[..n]),
+        }
+    }
+    Some(head)
+}
 
 /// A daemon that reads requests and never answers: every miss stays in flight until the
 /// verifier's request timeout. Counts the `POST /v1/verify` requests it received.
@@ -26,19 +39,14 @@ async fn black_hole(addr: std::net::SocketAddr) -> (String, Arc<AtomicUsize>) {
             };
             let counter = Arc::clone(&counter);
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-                    match socket.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buffer[..n]),
-                    }
-                }
+                let Some(head) = read_head(&mut socket).await else {
+                    return;
+                };
                 if head.starts_with(b"POST /v1/verify") {
                     counter.fetch_add(1, Ordering::SeqCst);
                 }
                 // Hold the connection, unanswered, until the test's runtime ends.
-                let _ = socket.read(&mut buffer).await;
+                let _ = socket.read(&mut [0u8; 1024]).await;
                 std::future::pending::<()>().await;
             });
         }
@@ -85,6 +93,62 @@ async fn concurrent_misses_are_bounded_and_the_rest_answered_503_quickly() {
     })
     .await;
     assert_eq!(verifies.load(Ordering::SeqCst), BOUND);
+}
+
+/// A daemon that answers each verification `delay` after it arrived, refusing the key
+/// (`invalid_key`), and every other request 404.
+async fn slow_daemon(delay: Duration) -> String {
+    let listener = TcpListener::bind(loopback(0)).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let Some(head) = read_head(&mut socket).await else {
+                    return;
+                };
+                let answer = if head.starts_with(b"POST /v1/verify") {
+                    tokio::time::sleep(delay).await;
+                    let body = r#"{"valid":false,"code":"invalid_key"}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        .to_owned()
+                };
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// Misses beyond `max_concurrent_misses` wait their turn while the daemon answers, rather
+/// than 503 after 100 ms: a group's edit drops every cached answer, and the clients then
+/// missing together got 503 for valid keys from a healthy daemon (remote hunt M1).
+#[tokio::test]
+async fn misses_wait_their_turn_while_the_daemon_answers() {
+    let url = slow_daemon(Duration::from_millis(200)).await;
+    let service = ApiKey::generate(&Prefix::default(), Env::Live);
+    let verifier = RemoteVerifier::builder(&url, service.expose())
+        .max_concurrent_misses(1)
+        .build()
+        .unwrap();
+    let key = || ApiKey::generate(&Prefix::default(), Env::Live);
+    // The daemon answers.
+    assert_eq!(verifier.verify(&key()).await, Err(VerifyError::Invalid));
+    // Three misses, one slot: the last waits two answers (400 ms), well past 100 ms.
+    let misses: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(verifier.verify(&key())))
+        .collect();
+    for answer in within(futures_util::future::join_all(misses)).await {
+        assert_eq!(answer.unwrap(), Err(VerifyError::Invalid));
+    }
 }
 
 /// Requests of a key whose lease ran out wait behind one ask of the daemon at most as long
