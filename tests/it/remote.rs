@@ -101,10 +101,15 @@ pub(crate) struct Proc {
 impl Proc {
     /// Spawns `command` and reads its stdout (blocking on the pipe, no sleeping) up to the
     /// line `listening on ADDR`.
-    pub(crate) fn spawn(mut command: Command) -> Proc {
+    pub(crate) fn spawn(command: Command) -> Proc {
+        Proc::spawn_logging(command, Stdio::null())
+    }
+
+    /// [`Proc::spawn`], its standard error going to `log`.
+    pub(crate) fn spawn_logging(mut command: Command, log: impl Into<Stdio>) -> Proc {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .stdin(Stdio::null())
             .spawn()
             .expect("spawning a child process");
@@ -794,4 +799,46 @@ fn an_allowlisted_key_works_through_a_remote_app_from_its_network_only() {
             );
         }
     }
+}
+
+/// A tenant-bound service key verifies its tenant's keys through a remote app, which says
+/// once, at WARN, that the daemon streams it no changes: it logged an ERROR that the daemon
+/// refused the service key at every retry (remote hunt L1). With `--imported-keys` the app
+/// takes a key imported into the daemon, as the embedded example does (L2: 401).
+#[test]
+fn a_tenant_bound_service_key_warns_once_and_imported_keys_pass_when_asked() {
+    let c = Cluster::new(LONG_STALENESS);
+    c.user("tenant-service", "latchkey:verify", &["--tenant-id", "t1"]);
+    let service = c.key("tenant-service", "tenant service");
+    c.user("dave", "orders:read", &["--tenant-id", "t1"]);
+    let dave = c.key("dave", "d");
+    let imported = "sk_live_ImportedKey0123456789abcdefXYZ";
+    let file = c._dir.path().join("import.jsonl");
+    std::fs::write(&file, format!("{{\"key\": \"{imported}\"}}\n")).unwrap();
+    c.cli(&["keys", "import", file.to_str().unwrap(), "--user", "dave"])
+        .ok();
+    let log_path = c._dir.path().join("app.log");
+    let mut command = Command::new(remote_orders_bin());
+    command
+        .args(["--listen", "127.0.0.1:0", "--imported-keys"])
+        .env("LATCHKEY_URL", c.url())
+        .env("LATCHKEY_SERVICE_KEY", &service)
+        .env("RUST_LOG", "warn");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let app = Proc::spawn_logging(command, log);
+    // Several of the stream's retries (backoff from 100 ms, doubling to 2 s).
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert_eq!(get_orders(&app, &dave), (200, String::new()));
+        assert_eq!(get_orders(&app, imported), (200, String::new()));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(app);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("ERROR"), "{log}");
+    let said = log
+        .lines()
+        .filter(|l| l.contains("tenant_forbidden"))
+        .count();
+    assert_eq!(said, 1, "{log}");
 }

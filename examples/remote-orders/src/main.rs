@@ -2,7 +2,8 @@
 //!
 //! ```not_rust
 //! LATCHKEY_URL=http://127.0.0.1:7878 LATCHKEY_SERVICE_KEY=lk_live_… \
-//!     cargo run -p example-remote-orders -- [--listen 127.0.0.1:3001] [--max-staleness 5]
+//!     cargo run -p example-remote-orders -- [--listen 127.0.0.1:3001] [--max-staleness 5] \
+//!     [--imported-keys]
 //! ```
 //!
 //! The orders API of `examples/orders`, verifying keys against a running latchkey daemon
@@ -10,7 +11,9 @@
 //! `orders:write`, `GET /orders/summary` needs `orders:read` and costs ten requests (taken
 //! from the key's lease of the daemon's limits and credits), `GET /health` needs no key. `LATCHKEY_SERVICE_KEY` is a key holding
 //! `latchkey:verify`; `LATCHKEY_CA_CERT` names a PEM CA certificate to trust for an
-//! `https://` daemon beside the system's roots. Create a service key with
+//! `https://` daemon beside the system's roots. `--imported-keys` asks the daemon about
+//! texts that are no latchkey key too (keys imported from elsewhere: `latchkey keys
+//! import`), as `examples/orders` verifies them. Create a service key with
 //!
 //! ```not_rust
 //! latchkey users add --name orders-service --permissions latchkey:verify
@@ -29,7 +32,7 @@ use latchkey_tower::remote::RemoteVerifier;
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str =
-    "usage: example-remote-orders [--listen 127.0.0.1:3001] [--max-staleness SECONDS]
+    "usage: example-remote-orders [--listen 127.0.0.1:3001] [--max-staleness SECONDS] [--imported-keys]
 environment: LATCHKEY_URL (default http://127.0.0.1:7878), LATCHKEY_SERVICE_KEY (required),
 LATCHKEY_CA_CERT (a PEM CA to trust for an https:// URL)";
 
@@ -55,7 +58,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("LATCHKEY_URL").unwrap_or_else(|_| "http://127.0.0.1:7878".into());
     let service_key = std::env::var("LATCHKEY_SERVICE_KEY")
         .map_err(|_| format!("LATCHKEY_SERVICE_KEY is not set\n{USAGE}"))?;
-    let mut builder = RemoteVerifier::builder(&url, &service_key).max_staleness(args.max_staleness);
+    let mut builder = RemoteVerifier::builder(&url, &service_key)
+        .max_staleness(args.max_staleness)
+        .imported_keys(args.imported_keys);
     // A private CA for an https:// daemon, beside the system's roots.
     if let Ok(path) = std::env::var("LATCHKEY_CA_CERT") {
         let pem = std::fs::read(&path).map_err(|e| format!("LATCHKEY_CA_CERT {path}: {e}"))?;
@@ -83,12 +88,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 struct Args {
     listen: SocketAddr,
     max_staleness: Duration,
+    imported_keys: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         listen: "127.0.0.1:3001".parse().expect("a valid address"),
         max_staleness: Duration::from_secs(5),
+        imported_keys: false,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -112,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
                         format!("--max-staleness: {text:?} is not a number of seconds\n{USAGE}")
                     })?;
             }
+            "--imported-keys" => args.imported_keys = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);

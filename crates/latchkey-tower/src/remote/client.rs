@@ -222,6 +222,11 @@ impl Daemon {
         if status == StatusCode::OK {
             return Ok(());
         }
+        Err(self.not_ok(what, status))
+    }
+
+    /// Why `what` failed with `status`, logged when the service key itself was refused.
+    fn not_ok(&self, what: &str, status: StatusCode) -> String {
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             latchkey_core::error_limited!(
                 %status,
@@ -229,7 +234,7 @@ impl Daemon {
                 "the daemon refused the service key: it must authenticate and hold latchkey:verify"
             );
         }
-        Err(format!("{what} answered {status}"))
+        format!("{what} answered {status}")
     }
 
     /// Opens the event stream, resuming after `after` when given.
@@ -255,7 +260,17 @@ impl Daemon {
             .await
             .map_err(|_| "GET /v1/events: timed out".to_owned())?
             .map_err(|e| format!("GET /v1/events: {}", describe(&e)))?;
-        self.expect_ok("GET /v1/events", response.status())?;
+        let status = response.status();
+        if status == StatusCode::FORBIDDEN {
+            // A tenant-bound service key verifies, but is given no stream (README): no
+            // refused key, and the feed says it once, as the stream's end.
+            let code = read_json::<ProblemCode>("GET /v1/events", response).await;
+            if code.is_ok_and(|problem| problem.code == "tenant_forbidden") {
+                return Err(TENANT_BOUND.to_owned());
+            }
+            return Err(self.not_ok("GET /v1/events", status));
+        }
+        self.expect_ok("GET /v1/events", status)?;
         Ok(response)
     }
 
@@ -390,6 +405,15 @@ async fn read_json<T: DeserializeOwned>(
         body.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&body).map_err(|e| format!("{what}: the answer is not valid: {e}"))
+}
+
+/// Why the stream of a tenant-bound service key does not open.
+const TENANT_BOUND: &str = "GET /v1/events answered 403 tenant_forbidden: the service key is bound to a tenant, and the daemon streams changes to none (a global service key gets the stream)";
+
+/// The `code` of a problem answer.
+#[derive(serde::Deserialize)]
+struct ProblemCode {
+    code: String,
 }
 
 pub(super) fn describe(error: &reqwest::Error) -> String {
