@@ -264,8 +264,13 @@ impl Daemon {
         if status == StatusCode::FORBIDDEN {
             // A tenant-bound service key verifies, but is given no stream (README): no
             // refused key, and the feed says it once, as the stream's end.
-            let code = read_json::<ProblemCode>("GET /v1/events", response).await;
-            if code.is_ok_and(|problem| problem.code == "tenant_forbidden") {
+            // Read within the request's time limit: a body that stalls is no answer.
+            let code = tokio::time::timeout(
+                self.request_timeout,
+                read_json::<ProblemCode>("GET /v1/events", response),
+            )
+            .await;
+            if code.is_ok_and(|read| read.is_ok_and(|problem| problem.code == "tenant_forbidden")) {
                 return Err(TENANT_BOUND.to_owned());
             }
             return Err(self.not_ok("GET /v1/events", status));

@@ -184,9 +184,10 @@ impl RemoteVerifierBuilder {
 
     /// How many cache misses may be asked of the daemon at once (default 64; at least 1).
     /// A miss that finds them all busy waits for one, up to 1 s while the daemon answers
-    /// (it answered about a key within 2 s) and 100 ms otherwise, then is answered 503
-    /// `keystore_unavailable`: a flood of unknown keys costs the daemon a bounded number
-    /// of requests, and a burst of real keys (a cold cache, a group's edit) waits its turn.
+    /// (it found a key valid within 2 s) and 100 ms otherwise (before its first valid
+    /// answer too), then is answered 503 `keystore_unavailable`: a flood of unknown keys
+    /// costs the daemon a bounded number of requests, and a burst of real keys on a warm
+    /// verifier (a group's edit drops every cached answer) waits its turn.
     pub fn max_concurrent_misses(mut self, misses: usize) -> Self {
         self.settings.max_concurrent_misses = misses.max(1);
         self

@@ -76,9 +76,10 @@ pub(super) struct Shared {
     pending: Mutex<HashMap<Digest, Waiter, BuildHasherDefault<DigestHasher>>>,
     /// One permit per request to the daemon in flight: `max_concurrent_misses`.
     misses: Semaphore,
-    /// When the daemon last gave an answer about a key, in milliseconds since `created`
-    /// plus one; 0: never. Sets how long a miss waits for a permit ([`Shared::queue_wait`]).
+    /// When the daemon last found a key valid, in milliseconds since `created` plus one;
+    /// 0: never. Sets how long a miss waits for a permit ([`Shared::queue_wait`]).
     answered: AtomicU64,
+    /// When this verifier was made: what `answered` counts from.
     created: std::time::Instant,
     usage: UsageBuffer,
     /// When the verifier last heard from the daemon on a caught-up stream, in Unix
@@ -93,10 +94,12 @@ pub(super) struct Shared {
 /// short enough that a flood is refused quickly.
 const MISS_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// [`MISS_QUEUE_WAIT`] while the daemon answers (it did within [`ANSWERING`]): long enough
-/// for the misses a routine change makes at once to be answered in turn. A group's edit
-/// drops every cached answer, and 150 clients then missing together got 503 for valid
-/// keys from a daemon answering each in tens of milliseconds (remote hunt M1).
+/// [`MISS_QUEUE_WAIT`] while the daemon answers (it found a key valid within
+/// [`ANSWERING`]): long enough for the misses a routine change makes at once to be answered
+/// in turn. A group's edit drops every cached answer, and 150 clients then missing together
+/// got 503 for valid keys from a daemon answering each in tens of milliseconds (remote hunt
+/// M1). A flood of made-up keys meanwhile waits as long: its misses still cost the daemon
+/// `max_concurrent_misses` requests at most.
 const MISS_QUEUE_WAIT_ANSWERING: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How recent the daemon's last answer must be for [`MISS_QUEUE_WAIT_ANSWERING`].
@@ -612,7 +615,7 @@ impl Shared {
         }
     }
 
-    /// The daemon just gave an answer about a key.
+    /// The daemon just found a key valid.
     fn mark_answered(&self) {
         let since = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.answered.store(since + 1, Ordering::Relaxed);
@@ -637,12 +640,9 @@ impl Shared {
         let generation = self.cache.generation();
         let position = self.status.borrow().position;
         let verdict = self.daemon.verify(presented, client_ip, None).await;
-        let answered = match &verdict {
-            Ok(Verdict::Valid { .. }) => true,
-            Ok(Verdict::Refused { error, .. }) => !matches!(error, VerifyError::Unavailable(_)),
-            Err(_) => false,
-        };
-        if answered {
+        // Valid answers only: a flood of made-up keys, answered `invalid_key` at once by a
+        // healthy daemon, must not hold every miss of the flood for the longer wait.
+        if let Ok(Verdict::Valid { .. }) = &verdict {
             self.mark_answered();
         }
         let now = self.settings.clock.now();

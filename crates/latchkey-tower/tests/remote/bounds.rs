@@ -95,23 +95,47 @@ async fn concurrent_misses_are_bounded_and_the_rest_answered_503_quickly() {
     assert_eq!(verifies.load(Ordering::SeqCst), BOUND);
 }
 
-/// A daemon that answers each verification `delay` after it arrived, refusing the key
-/// (`invalid_key`), and every other request 404.
-async fn slow_daemon(delay: Duration) -> String {
+/// A daemon that answers each verification `delay` after it arrived, finding the key valid
+/// (a key id of its own each time) or, when not `valid`, refusing it as `invalid_key`; every
+/// other request 404.
+async fn slow_daemon(delay: Duration, valid: bool) -> String {
     let listener = TcpListener::bind(loopback(0)).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let answered = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
+            let answered = Arc::clone(&answered);
             tokio::spawn(async move {
                 let Some(head) = read_head(&mut socket).await else {
                     return;
                 };
                 let answer = if head.starts_with(b"POST /v1/verify") {
                     tokio::time::sleep(delay).await;
-                    let body = r#"{"valid":false,"code":"invalid_key"}"#;
+                    let n = answered.fetch_add(1, Ordering::SeqCst);
+                    let refused = serde_json::json!({ "valid": false, "code": "invalid_key" });
+                    let body = if !valid {
+                        refused
+                    } else {
+                        serde_json::json!({
+                            "valid": true,
+                            "code": "ok",
+                            "principal": {
+                                "key_id": format!("00000000-0000-7000-8000-{n:012}"),
+                                "prefix": "lk_live_000000000000",
+                                "key_name": "k",
+                                "env": "live",
+                                "user_id": "00000000-0000-7000-8000-000000000001",
+                                "user_name": "u",
+                                "tenant_id": null,
+                                "organization_id": null,
+                                "permissions": ["orders:read"],
+                            },
+                        })
+                    }
+                    .to_string();
                     format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
                          content-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -133,22 +157,56 @@ async fn slow_daemon(delay: Duration) -> String {
 /// missing together got 503 for valid keys from a healthy daemon (remote hunt M1).
 #[tokio::test]
 async fn misses_wait_their_turn_while_the_daemon_answers() {
-    let url = slow_daemon(Duration::from_millis(200)).await;
+    let url = slow_daemon(Duration::from_millis(200), true).await;
     let service = ApiKey::generate(&Prefix::default(), Env::Live);
     let verifier = RemoteVerifier::builder(&url, service.expose())
         .max_concurrent_misses(1)
         .build()
         .unwrap();
     let key = || ApiKey::generate(&Prefix::default(), Env::Live);
-    // The daemon answers.
-    assert_eq!(verifier.verify(&key()).await, Err(VerifyError::Invalid));
+    // Before the daemon's first valid answer, a miss that finds the slot taken waits
+    // 100 ms only.
+    let first = tokio::spawn(verifier.verify(&key()));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let early = verifier.verify(&key()).await;
+    assert!(
+        matches!(early, Err(VerifyError::Unavailable(_))),
+        "{early:?}"
+    );
+    assert!(within(first).await.unwrap().is_ok());
     // Three misses, one slot: the last waits two answers (400 ms), well past 100 ms.
     let misses: Vec<_> = (0..3)
         .map(|_| tokio::spawn(verifier.verify(&key())))
         .collect();
     for answer in within(futures_util::future::join_all(misses)).await {
-        assert_eq!(answer.unwrap(), Err(VerifyError::Invalid));
+        let answer = answer.unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
     }
+}
+
+/// Refusals do not make the daemon count as answering: a flood of made-up keys, each
+/// refused at once by a healthy daemon, must not hold every miss of it for the longer wait.
+#[tokio::test]
+async fn refusals_leave_misses_the_short_wait() {
+    let url = slow_daemon(Duration::from_millis(300), false).await;
+    let service = ApiKey::generate(&Prefix::default(), Env::Live);
+    let verifier = RemoteVerifier::builder(&url, service.expose())
+        .max_concurrent_misses(1)
+        .build()
+        .unwrap();
+    let key = || ApiKey::generate(&Prefix::default(), Env::Live);
+    let refused = within(verifier.verify(&key())).await;
+    assert!(matches!(refused, Err(VerifyError::Invalid)), "{refused:?}");
+    // The slot is taken for 300 ms; the next miss waits 100 ms for it, not 1 s.
+    let first = tokio::spawn(verifier.verify(&key()));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let flood = verifier.verify(&key()).await;
+    assert!(
+        matches!(flood, Err(VerifyError::Unavailable(_))),
+        "{flood:?}"
+    );
+    let first = within(first).await.unwrap();
+    assert!(matches!(first, Err(VerifyError::Invalid)), "{first:?}");
 }
 
 /// Requests of a key whose lease ran out wait behind one ask of the daemon at most as long
