@@ -42,7 +42,9 @@ pub enum Conflict {
     },
     /// A key's text is imported once: one text, one key. Its code is `name_taken`, as a
     /// taken name's.
-    #[error("the key {prefix} is already imported")]
+    #[error(
+        "this text is already imported, as the key with display prefix {prefix}: one text, one key"
+    )]
     AlreadyImported {
         /// The display prefix the import gave the text.
         prefix: String,

@@ -143,28 +143,30 @@ fn imported_keys_verify_under_their_old_text_and_are_rehashed() {
     assert_eq!(store.verify(&full[1]).unwrap_err(), VerifyError::Revoked);
 }
 
-/// An imported key carries `meta` as a key created here does: checked the same way, shown
-/// on the record and handed to the app at verification (a SHA-256 one after its re-hash
-/// too). Runs on the tests' backend (PostgreSQL with `LATCHKEY_TEST_POSTGRES`).
 /// A display prefix given with a full key is stored and shown in plain: one that would
-/// show the key (the whole text, or its start with fewer than 16 characters after it) is
-/// refused, and nothing of the item is stored.
+/// show the key (the start of its text with fewer than 16 characters after it, or any
+/// other text holding 8 of its characters in a row past its kind, in any case: the key but
+/// its first character passed, import hunt H1) is refused, and nothing of the item is
+/// stored. Runs on the tests' backend (PostgreSQL with `LATCHKEY_TEST_POSTGRES`).
 #[test]
 fn a_display_prefix_that_would_show_the_key_is_refused() {
     let (_location, store, user) = store_with_user();
     let text = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
     let full = |prefix: &str| item(ImportSecret::Full(text.into()), Some(prefix));
+    let upper = text.to_uppercase();
     let items = [
         full(text),
         full("sk_live_4eC39HqLyjWD"),
+        full(&text[1..]),
+        full(&upper),
         full("sk_live_4eC39Hq"),
         full("sk_live"),
     ];
     let outcome = store.import_keys(&Actor::system(), user, &items).unwrap();
-    refused_for_prefix(&outcome[..2], "would show the key");
+    refused_for_prefix(&outcome[..4], "would show the key");
     // 17 characters after it: shown as given; then the same text is imported once only.
-    assert_eq!(outcome[2].as_ref().unwrap().prefix, "sk_live_4eC39Hq");
-    assert!(outcome[3].is_err(), "imported once");
+    assert_eq!(outcome[4].as_ref().unwrap().prefix, "sk_live_4eC39Hq");
+    assert!(outcome[5].is_err(), "imported once");
     let listed = store.list_keys(&Default::default()).unwrap().items;
     assert_eq!(listed.len(), 1);
     assert!(
@@ -194,6 +196,51 @@ fn a_display_prefix_in_this_store_s_own_form_is_refused() {
     assert_eq!(store.list_keys(&Default::default()).unwrap().items.len(), 1);
 }
 
+/// A name or `meta` that holds an imported key's text, or, beside a SHA-256, a prefix
+/// whose SHA-256 is the item's, is refused: each is stored and shown in plain, and handed
+/// to apps (import hunt M1: all three were taken, and the keys verified).
+#[test]
+fn a_name_meta_or_prefix_holding_the_key_is_refused() {
+    use serde_json::json;
+    let (_location, store, user) = store_with_user();
+    let text = "sk_live_AAAAbbbbCCCCdddd1111XYZ";
+    let full = || item(ImportSecret::Full(text.into()), None);
+    let digest: [u8; 32] = Sha256::digest(b"tokenTOKENtoken1234567890").into();
+    let items = [
+        ImportKey {
+            name: Some(text.into()),
+            ..full()
+        },
+        ImportKey {
+            meta: Some(json!({"k": text})),
+            ..full()
+        },
+        item(
+            ImportSecret::Sha256(digest),
+            Some("tokenTOKENtoken1234567890"),
+        ),
+    ];
+    let outcome = store.import_keys(&Actor::system(), user, &items).unwrap();
+    let fields: Vec<_> = outcome
+        .iter()
+        .map(|o| match o {
+            Err(StoreError::Invalid { field, .. }) => *field,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(fields, ["name", "meta", "prefix"]);
+    assert!(
+        store
+            .list_keys(&Default::default())
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+/// An imported key carries `meta` as a key created here does: checked the same way, shown
+/// on the record and handed to the app at verification (a SHA-256 one after its re-hash
+/// too). Runs on the tests' backend (PostgreSQL with `LATCHKEY_TEST_POSTGRES`).
 #[test]
 fn an_imported_key_carries_meta_checked_as_a_created_key_s() {
     use latchkey_core::limits::MAX_META_BYTES;

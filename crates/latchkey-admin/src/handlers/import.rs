@@ -32,23 +32,12 @@ fn refused(index: usize, err: &StoreError) -> Rejected {
 
 /// One item as core takes it, or why it cannot be.
 fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
-    // The item's own text, kept out of a message that would quote it (a key's text put
-    // where its scopes go): `without_keys` knows only latchkey's keys.
-    let text = value
-        .get("key")
-        .and_then(serde_json::Value::as_str)
-        .filter(|text| !text.is_empty())
-        .map(str::to_owned);
     let item: ImportItem = serde_path_to_error::deserialize(value).map_err(|err| {
         let message = err.inner().to_string();
         let field = crate::extract::field_of(err.path(), &message);
-        let reason = match &text {
-            Some(text) => message.replace(text.as_str(), "(the key's text)"),
-            None => message,
-        };
         StoreError::Invalid {
             field: ImportItem::field(field.as_deref()),
-            reason,
+            reason: unquoted(&message),
         }
     })?;
     let secret = match (item.key, item.sha256) {
@@ -72,6 +61,31 @@ fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
         scopes: item.scopes,
         meta: item.meta,
     })
+}
+
+/// `message` with each value it quotes (`"…"`) left out: an item's values may be its key's
+/// text (put where its scopes go, or a bare string for an item), which `without_keys`,
+/// knowing only latchkey's keys, would leave. Names serde quotes in backticks stay.
+fn unquoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '"' {
+            // To the closing quote, past escaped ones.
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => break,
+                    _ => {}
+                }
+            }
+            out.push_str("…\"");
+        }
+    }
+    out
 }
 
 /// Import keys issued elsewhere for a user: each is imported or refused on its own.

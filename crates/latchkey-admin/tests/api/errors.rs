@@ -1,6 +1,6 @@
 //! Malformed requests: every one a problem+json 4xx, never a 500 nor a plain-text body.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::common::{Harness, send};
 
@@ -198,27 +198,52 @@ async fn a_key_given_as_a_value_is_never_echoed_nor_stored() {
 async fn an_import_item_refused_names_its_field_and_not_its_text() {
     let h = Harness::new();
     let text = "sk_live_SECRETSECRETSECRET01";
+    // A text with a quote and a backslash, which serde escapes where it quotes it.
+    let quoting = r#"sk_live_QUOTE"QU\OTE0123456789"#;
     let items = json!([
         {"key": text, "scopes": text},
         {"key": "x_0123456789abcdef", "scopes": ["ORDERS:read"]},
         {"key": "x_0123456789abcdeg", "expires_at": "soon"},
         {"key": "x_0123456789abcdeh", "colour": "red"},
+        text,
+        {"key": quoting, "scopes": quoting},
     ]);
     let body = json!({"user_id": "admin", "items": items});
     let report = h.post("/v1/keys/import", body).await.ok(200);
-    assert!(!report.to_string().contains(text), "{report}");
-    let fields: Vec<&str> = report["rejected"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["field"].as_str().unwrap())
-        .collect();
+    let said = report.to_string();
+    assert!(
+        !said.contains("SECRETSECRET") && !said.contains("QUOTE"),
+        "{report}"
+    );
+    let fields = rejected_fields(&report);
     // An unknown member is named in the reason: `field` names the item's own members.
     assert_eq!(
         fields,
-        ["scopes", "scopes", "expires_at", "item"],
+        ["scopes", "scopes", "expires_at", "item", "item", "scopes"],
         "{report}"
     );
+}
+
+/// An import refuses an item whose prefix, name or `meta` holds its key, which would be
+/// stored and shown in plain: the key but its first character passed as its prefix
+/// (import hunt H1, M1).
+#[tokio::test]
+async fn an_import_never_stores_its_key_beside_it() {
+    let h = Harness::new();
+    let text = "Xq7vR2mK9pL4sT8wY3nB6cF1hJ5gD0zA";
+    let items = json!([
+        {"key": text, "prefix": &text[1..]},
+        {"key": text, "name": format!("old {text}")},
+        {"key": text, "meta": {"was": text.to_lowercase()}},
+        {"key": text, "prefix": "partner-acme", "name": "acme"},
+    ]);
+    let body = json!({"user_id": "admin", "items": items});
+    let report = h.post("/v1/keys/import", body).await.ok(200);
+    let fields = rejected_fields(&report);
+    assert_eq!(fields, ["prefix", "name", "meta"], "{report}");
+    assert_eq!(report["imported"][0]["index"], 3, "{report}");
+    let keys = h.get("/v1/keys?limit=1000").await.ok(200).to_string();
+    assert!(!keys.contains(&text[1..9]), "{keys}");
 }
 
 /// A time UTC puts past year 9999 (`9999-12-31T23:59:59-23:59`) is refused, naming
@@ -241,4 +266,13 @@ async fn a_time_past_year_9999_in_utc_is_refused_alone() {
     assert_eq!(report["imported"].as_array().unwrap().len(), 2, "{report}");
     assert_eq!(report["rejected"][0]["index"], 1, "{report}");
     assert_eq!(report["rejected"][0]["field"], "expires_at", "{report}");
+}
+
+/// The `field` of each item an import's report refused, in order.
+fn rejected_fields(report: &Value) -> Vec<&str> {
+    let rejected = report["rejected"].as_array().expect("a report");
+    rejected
+        .iter()
+        .map(|r| r["field"].as_str().unwrap())
+        .collect()
 }

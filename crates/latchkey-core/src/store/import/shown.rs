@@ -1,12 +1,13 @@
 //! What an imported key shows: its display prefix, and the text stored beside it (its
 //! name, its `meta`), stored and shown in plain, none of which may show its secret.
 //!
-//! A full key's secret part is its text but for the kind its derived prefix names
-//! (`sk_live` of `sk_live_…`); a text beside it that holds [`RUN`] of its characters in a
-//! row, in any case, is taken to show it. That catches a key pasted in the wrong column,
-//! cut short or changed in case; it is no guard against an importer set on copying it out
-//! piece by piece, who holds the key anyway. A SHA-256 item's text is not known: a text
-//! beside it whose SHA-256, or that of one of its words, is the item's is refused.
+//! A full key's secret part is its text but for the words that name its kind (`sk_live_`,
+//! `sk-proj-`, `github_pat_`: see [`secret_part`]); a text beside it that holds [`RUN`] of
+//! its characters in a row, in any case, is taken to show it. That catches a key pasted in
+//! the wrong column, cut short or changed in case; it is no guard against an importer set
+//! on copying it out piece by piece, who holds the key anyway. A SHA-256 item's text is not
+//! known: a text beside it whose SHA-256, or that of one of its words, is the item's is
+//! refused.
 
 use std::collections::HashSet;
 
@@ -44,13 +45,30 @@ fn kind_of(text: &str) -> Option<&str> {
     kind.then_some(head)
 }
 
-/// The part of a full key's text nothing shown may hold: all of it but its kind.
+/// The part of a full key's text nothing shown may hold: all of it but the words that
+/// name its kind (`sk-proj-` of OpenAI's, `github_pat_` of GitHub's, `sk_live_` of
+/// Stripe's): the words before it, up to [`MAX_HEAD`] characters, of at most 12 lower-case
+/// letters and digits each, each followed by `_` or `-`, with at least [`MIN_HIDDEN`]
+/// characters after them. A random token whose first characters read so keeps them out
+/// of the check; the rest of it is still checked.
 fn secret_part(text: &str) -> &str {
-    match kind_of(text) {
-        Some(kind) => &text[kind.len() + 1..],
-        None => text,
+    let mut head = 0;
+    while let Some(end) = text[head..].find(['_', '-']).map(|at| head + at) {
+        let word = &text[head..end];
+        let reads_as_kind = (1..=12).contains(&word.len())
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !reads_as_kind || end + 1 > MAX_HEAD || text.len() - (end + 1) < MIN_HIDDEN {
+            break;
+        }
+        head = end + 1;
     }
+    &text[head..]
 }
+
+/// The longest head [`secret_part`] leaves out.
+const MAX_HEAD: usize = 24;
 
 /// A display prefix given with an import: what lists show for the key.
 pub(super) fn check_prefix(prefix: &str) -> Result<(), Refused> {
@@ -97,7 +115,7 @@ pub(super) fn check_hides(prefix: &str, text: &str) -> Result<(), Refused> {
     let leads = text
         .strip_prefix(prefix)
         .is_some_and(|rest| rest.len() >= MIN_HIDDEN);
-    if !leads && Secret::Text(secret_part(text)).shown_in(prefix) {
+    if !leads && Secret::of(&ImportSecret::Full(text.to_owned())).shown_in(prefix) {
         return Err(Refused {
             field: "prefix",
             reason: "would show the key: it may be the start of its text with at least 16 characters after it, or hold none of it",
@@ -109,10 +127,7 @@ pub(super) fn check_hides(prefix: &str, text: &str) -> Result<(), Refused> {
 /// Refuses an item whose name or `meta` (or, beside a SHA-256, whose prefix) shows its
 /// key: each is stored and shown in plain, and handed to apps.
 pub(super) fn check_beside(item: &ImportKey) -> Result<(), Refused> {
-    let secret = match &item.secret {
-        ImportSecret::Full(text) => Secret::Text(secret_part(text)),
-        ImportSecret::Sha256(digest) => Secret::Digest(digest),
-    };
+    let secret = Secret::of(&item.secret);
     let refused = |field| Refused {
         field,
         reason: "holds the key's text, or much of it, which is a secret: it is never stored",
@@ -140,26 +155,41 @@ pub(super) fn check_beside(item: &ImportKey) -> Result<(), Refused> {
 
 /// What a text beside an imported key must not show.
 enum Secret<'a> {
-    /// The secret part of a full key's text.
-    Text(&'a str),
+    /// The runs of [`RUN`] characters of a full key's secret part, in lower case.
+    Runs(HashSet<[u8; RUN]>),
     /// The SHA-256 of a key's text.
     Digest(&'a [u8; 32]),
 }
 
-impl Secret<'_> {
+impl<'a> Secret<'a> {
+    /// What `secret` must not show, made once for every text checked beside it.
+    fn of(secret: &'a ImportSecret) -> Secret<'a> {
+        match secret {
+            ImportSecret::Full(text) => Secret::Runs(
+                secret_part(text)
+                    .as_bytes()
+                    .windows(RUN)
+                    .map(lower)
+                    .collect(),
+            ),
+            ImportSecret::Sha256(digest) => Secret::Digest(digest),
+        }
+    }
+
     /// Whether `shown` holds the secret: a run of its characters, or a word whose SHA-256
     /// is the digest.
     fn shown_in(&self, shown: &str) -> bool {
         match self {
-            Secret::Text(secret) => {
-                let runs: HashSet<[u8; RUN]> = secret.as_bytes().windows(RUN).map(lower).collect();
-                shown
-                    .as_bytes()
-                    .windows(RUN)
-                    .any(|run| runs.contains(&lower(run)))
-            }
+            Secret::Runs(runs) => shown
+                .as_bytes()
+                .windows(RUN)
+                .any(|run| runs.contains(&lower(run))),
             Secret::Digest(digest) => std::iter::once(shown)
-                .chain(shown.split(|c: char| c.is_whitespace() || "\"'`=:,;()[]{}<>".contains(c)))
+                .chain(
+                    shown.split(|c: char| c.is_whitespace() || "\"'`=:,;()[]{}<>/&|".contains(c)),
+                )
+                // A word that ends a sentence.
+                .flat_map(|word| [word, word.trim_end_matches(['.', '!', '?'])])
                 .any(|word| Sha256::digest(word.as_bytes()).as_slice() == digest.as_slice()),
         }
     }
@@ -241,6 +271,36 @@ mod tests {
         let kinded = "sk_live_AAAAbbbbCCCCdddd1111XYZ";
         assert!(check_hides("stripe_sk_live_old", kinded).is_ok());
         assert!(check_hides("sk_live_AAAAbbbbCCCCdd", kinded).is_err());
+        // Nor are kinds in other forms (OpenAI's display form, its first and last
+        // characters, was refused as holding `sk-proj-`).
+        let openai = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zGH";
+        assert!(check_hides("sk-proj-...GH", openai).is_ok());
+        assert!(check_hides("sk-proj-Ab3dEf6h", openai).is_ok());
+        assert!(check_hides("proj-Ab3dEf6hIj9k", openai).is_err());
+    }
+
+    /// The words that name a key's kind are no secret; what follows them is.
+    #[test]
+    fn the_secret_part_is_past_the_words_of_the_kind() {
+        for (text, secret) in [
+            ("sk_live_51HxYzAbCdEfGhIjKlMn", "51HxYzAbCdEfGhIjKlMn"),
+            ("sk-proj-Ab3dEf6hIj9kLm2nOp5q", "Ab3dEf6hIj9kLm2nOp5q"),
+            ("sk-ant-api03-Ab3dEf6hIj9kLm2nOp5q", "Ab3dEf6hIj9kLm2nOp5q"),
+            (
+                "github_pat_11ABCDEFG0abcdefghij_xyz",
+                "11ABCDEFG0abcdefghij_xyz",
+            ),
+            ("ghp_0123456789abcdefABCDEF", "0123456789abcdefABCDEF"),
+            (
+                "AKIAIOSFODNN7EXAMPLEwJalrXUtnFEMI",
+                "AKIAIOSFODNN7EXAMPLEwJalrXUtnFEMI",
+            ),
+            ("abc_def_0123456789abcdef", "0123456789abcdef"),
+            // Never fewer than 16 characters kept.
+            ("abc_def_0123456789abcde", "def_0123456789abcde"),
+        ] {
+            assert_eq!(secret_part(text), secret, "{text}");
+        }
     }
 
     /// A name, `meta` (names and values, at any depth) or a SHA-256 item's prefix holding
@@ -260,6 +320,11 @@ mod tests {
         let field = |item: ImportKey| check_beside(&item).err().map(|r| r.field);
         assert_eq!(
             field(item(full(), None, "billing sk_live", json!({}))),
+            None
+        );
+        let anthropic = ImportSecret::Full("sk-ant-api03-Ab3dEf6hIj9kLm2nOp5q".to_owned());
+        assert_eq!(
+            field(item(anthropic, None, "sk-ant-api03 prod", json!({}))),
             None
         );
         assert_eq!(field(item(full(), None, text, json!({}))), Some("name"));
@@ -288,6 +353,8 @@ mod tests {
             Some("name")
         );
         let meta = json!({"note": format!("was {text} at Stripe")});
+        assert_eq!(field(item(sha(), Some("sk"), "k", meta)), Some("meta"));
+        let meta = json!({"note": format!("rotated from {text}.")});
         assert_eq!(field(item(sha(), Some("sk"), "k", meta)), Some("meta"));
     }
 }
