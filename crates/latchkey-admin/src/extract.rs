@@ -2,7 +2,7 @@
 //! axum's plain-text rejections.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use http::StatusCode;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
@@ -277,9 +277,13 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Path::<String>::from_request_parts(parts, state)
+        // The last `{id}`, not `Path<String>`: an app that nests the router under a
+        // prefix with its own parameters (`/{tenant}/admin`) hands over several.
+        let params = RawPathParams::from_request_parts(parts, state)
             .await
-            .map(|Path(id)| RecordRef(id))
-            .map_err(|rejection| AppError::invalid("id", rejection.body_text()))
+            .map_err(|rejection| AppError::invalid("id", rejection.body_text()))?;
+        let id = params.iter().filter(|(name, _)| *name == "id").last();
+        id.map(|(_, id)| RecordRef(id.to_owned()))
+            .ok_or_else(|| AppError::invalid("id", "the path names no record"))
     }
 }

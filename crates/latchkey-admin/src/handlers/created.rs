@@ -2,37 +2,42 @@
 //! §15.3.2 makes the created resource the request's target: `/v1/keys`, the collection.
 
 use axum::Json;
-use axum::extract::NestedPath;
 use http::header::{CACHE_CONTROL, LOCATION};
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode, Uri};
 use uuid::Uuid;
 
 /// A 201 with `Location` (and `Cache-Control: no-store` for an answer holding a secret).
 pub(crate) type Created<T, const N: usize> = (StatusCode, [(HeaderName, HeaderValue); N], Json<T>);
 
-/// The path of record `id` in `collection` (`keys`, `users`, `groups`) of the API the
-/// request came through (`api`, where the router's `/v1` is nested): `/v1/keys/{id}`, or
-/// `/admin/v1/keys/{id}` in an app that nests the admin router under `/admin`.
-fn location(api: &NestedPath, collection: &str, id: Uuid) -> HeaderValue {
-    let api = api.as_str().trim_end_matches('/');
-    HeaderValue::try_from(format!("{api}/{collection}/{id}"))
-        .expect("a route's path holds no control characters")
+/// The path of record `id` in `collection` (`keys`, `users`, `groups`), under the path the
+/// request came by (`uri`, as the app received it: `OriginalUri`) up to its last
+/// `collection` segment: `/v1/keys/{id}` for `POST /v1/keys` and `POST
+/// /v1/keys/{old}/rotate`, `/t1/admin/v1/keys/{id}` in an app that nests the admin router
+/// under `/{tenant}/admin`.
+fn location(uri: &Uri, collection: &str, id: Uuid) -> HeaderValue {
+    let path = uri.path();
+    let base = path
+        .match_indices(&format!("/{collection}"))
+        .map(|(at, found)| at + found.len())
+        .filter(|&end| matches!(path.as_bytes().get(end), None | Some(b'/')))
+        .last()
+        .map_or_else(|| format!("/v1/{collection}"), |end| path[..end].to_owned());
+    HeaderValue::try_from(format!("{base}/{id}")).expect("a request's path is a header's text")
 }
 
-/// 201 for a record created at `collection/id` of `api`.
-pub(crate) fn created<T>(api: &NestedPath, collection: &str, id: Uuid, body: T) -> Created<T, 1> {
+/// 201 for a record created at `collection/id`, under `uri` (see [`location`]).
+pub(crate) fn created<T>(uri: &Uri, collection: &str, id: Uuid, body: T) -> Created<T, 1> {
     (
         StatusCode::CREATED,
-        [(LOCATION, location(api, collection, id))],
+        [(LOCATION, location(uri, collection, id))],
         Json(body),
     )
 }
 
-/// 201 for a record created at `collection/id` of `api` whose answer holds its secret, the
-/// only answer that ever does: `Cache-Control: no-store`, so that no cache between the
-/// caller and the daemon keeps it.
+/// [`created`] for a record whose answer holds its secret, the only answer that ever does:
+/// `Cache-Control: no-store`, so that no cache between the caller and the daemon keeps it.
 pub(crate) fn created_with_secret<T>(
-    api: &NestedPath,
+    uri: &Uri,
     collection: &str,
     id: Uuid,
     body: T,
@@ -40,7 +45,7 @@ pub(crate) fn created_with_secret<T>(
     (
         StatusCode::CREATED,
         [
-            (LOCATION, location(api, collection, id)),
+            (LOCATION, location(uri, collection, id)),
             (CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         Json(body),

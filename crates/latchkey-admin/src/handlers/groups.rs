@@ -1,7 +1,7 @@
 //! `/v1/groups`: roles, a name and a set of permissions.
 
 use axum::Json;
-use axum::extract::{NestedPath, State};
+use axum::extract::{OriginalUri, State};
 use http::StatusCode;
 use latchkey_core::{Group, GroupPatch, NewGroup, PermissionEdit};
 
@@ -23,14 +23,14 @@ use crate::state::AppState;
     request_body = CreateGroup,
     responses(
         (status = 201, description = "Created", body = Group,
-            headers(("Location" = String, description = "The new group's path: `/v1/groups/{id}`"))),
+            headers(("Location" = String, description = "The new group's path: `/v1/groups/{id}`, under the prefix an app nests the router at"))),
         InvalidField, NameTaken,
         (status = 403, description = "Lacks latchkey:groups:write or a permission the group grants (`insufficient_permission`), or is bound to a tenant (`tenant_forbidden`): groups are global", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:groups:write"])))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    api: NestedPath,
+    OriginalUri(uri): OriginalUri,
     caller: Caller<perm::GroupsWrite>,
     JsonBody(body): JsonBody<CreateGroup>,
 ) -> Result<Created<Group, 1>, AppError> {
@@ -45,7 +45,7 @@ pub(crate) async fn create(
             )?)
         })
         .await?;
-    Ok(created(&api, "groups", group.id, group))
+    Ok(created(&uri, "groups", group.id, group))
 }
 
 /// List groups, oldest first, one page at a time.

@@ -2,7 +2,7 @@
 //! revoke, rotate, delete.
 
 use axum::Json;
-use axum::extract::{NestedPath, State};
+use axum::extract::{OriginalUri, State};
 use http::StatusCode;
 use latchkey_core::{
     CreatedKey, CreditsPatch, Entity, Env, Key, KeyPatch, KeyQuery, KeySort, KeyStatus, NewKey,
@@ -54,13 +54,13 @@ pub(crate) struct KeyListParams {
 /// A 201 holding a key's secret (see [`created_with_secret`]).
 type SecretAnswer = Created<KeyWithSecret, 2>;
 
-fn with_secret(api: &NestedPath, created: CreatedKey) -> SecretAnswer {
+fn with_secret(uri: &http::Uri, created: CreatedKey) -> SecretAnswer {
     let id = created.key.id;
     let answer = KeyWithSecret {
         secret: created.secret.expose().to_owned(),
         key: created.key,
     };
-    created_with_secret(api, "keys", id, answer)
+    created_with_secret(uri, "keys", id, answer)
 }
 
 /// Create a key for a user. The answer holds the full key, shown this once.
@@ -72,14 +72,14 @@ fn with_secret(api: &NestedPath, created: CreatedKey) -> SecretAnswer {
     responses(
         (status = 201, description = "Created; `secret` is the full key, never shown again", body = KeyWithSecret,
             headers(("Cache-Control" = String, description = "`no-store`: the secret is in no cache"),
-                ("Location" = String, description = "The new key's path: `/v1/keys/{id}`"))),
+                ("Location" = String, description = "The new key's path: `/v1/keys/{id}`, under the prefix an app nests the router at"))),
         InvalidField, NoSuchUser, BodyTimeout,
         (status = 403, description = "Lacks latchkey:keys:write, or the key would be stronger than the caller", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    api: NestedPath,
+    OriginalUri(uri): OriginalUri,
     caller: Caller<perm::KeysWrite>,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> Result<SecretAnswer, AppError> {
@@ -114,7 +114,7 @@ pub(crate) async fn create(
             })
         })
         .await?;
-    Ok(with_secret(&api, created))
+    Ok(with_secret(&uri, created))
 }
 
 /// List keys: filter, search, sort, one page at a time.
@@ -258,14 +258,14 @@ pub(crate) async fn revoke(
     responses(
         (status = 201, description = "The new key; `secret` is its full text, never shown again", body = KeyWithSecret,
             headers(("Cache-Control" = String, description = "`no-store`: the secret is in no cache"),
-                ("Location" = String, description = "The new key's path: `/v1/keys/{id}`"))),
+                ("Location" = String, description = "The new key's path: `/v1/keys/{id}`, under the prefix an app nests the router at"))),
         InvalidField, StrongerKey, NoSuchKey, BodyTimeout,
         (status = 409, description = "The key is revoked (`key_revoked`), has expired (`key_expired`: create a new key instead), or was rotated already (`key_rotated`: rotate the key it was rotated to)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
-    api: NestedPath,
+    OriginalUri(uri): OriginalUri,
     caller: Caller<perm::KeysWrite>,
     RecordRef(id): RecordRef,
     JsonBody(body): JsonBody<RotateKey>,
@@ -286,7 +286,7 @@ pub(crate) async fn rotate(
             Ok(store.rotate_key(&caller.actor, store.key_id_as(&caller.actor, &id)?, grace)?)
         })
         .await?;
-    Ok(with_secret(&api, created))
+    Ok(with_secret(&uri, created))
 }
 
 /// Delete a revoked key; a key that is not revoked is a 409 `key_not_revoked`.

@@ -1,7 +1,7 @@
 //! `/v1/users`: identities that own keys, with groups and direct permissions.
 
 use axum::Json;
-use axum::extract::{NestedPath, State};
+use axum::extract::{OriginalUri, State};
 use http::StatusCode;
 use latchkey_core::limits::MAX_USERS_BY_ID;
 use latchkey_core::{NewUser, PermissionEdit, Store, User, UserPatch, limits};
@@ -39,7 +39,7 @@ fn group_ids(store: &Store, field: &'static str, refs: &[String]) -> Result<Vec<
     request_body = CreateUser,
     responses(
         (status = 201, description = "Created", body = User,
-            headers(("Location" = String, description = "The new user's path: `/v1/users/{id}`"))),
+            headers(("Location" = String, description = "The new user's path: `/v1/users/{id}`, under the prefix an app nests the router at"))),
         InvalidField, NameTaken,
         UserWrite,
         (status = 404, description = "A group named in `groups` does not exist", body = Problem, content_type = "application/problem+json"),
@@ -47,7 +47,7 @@ fn group_ids(store: &Store, field: &'static str, refs: &[String]) -> Result<Vec<
     security(("bearer" = ["latchkey:users:write"])))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    api: NestedPath,
+    OriginalUri(uri): OriginalUri,
     caller: Caller<perm::UsersWrite>,
     JsonBody(body): JsonBody<CreateUser>,
 ) -> Result<Created<User, 1>, AppError> {
@@ -65,7 +65,7 @@ pub(crate) async fn create(
             Ok(store.create_user(&caller.actor, new)?)
         })
         .await?;
-    Ok(created(&api, "users", user.id, user))
+    Ok(created(&uri, "users", user.id, user))
 }
 
 /// The parameters of `GET /v1/users`. An empty value counts as absent.

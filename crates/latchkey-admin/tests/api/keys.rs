@@ -120,38 +120,44 @@ async fn a_created_record_is_named_by_its_location() {
     }
 }
 
-/// An app that nests the admin router under a prefix gets `Location`s under that prefix
-/// (they named the root's `/v1/...`, which such an app does not serve).
+/// An app that nests the admin router under a prefix gets `Location`s under the path it
+/// was asked by (they named the root's `/v1/...`, which such an app does not serve), a
+/// prefix with a parameter included.
 #[tokio::test]
 async fn a_nested_router_names_its_records_under_its_prefix() {
     let h = Harness::new();
-    let app = axum::Router::new().nest("/admin", latchkey_admin::router(h.store.clone()));
-    let post = |uri: &'static str, body: Value| {
+    let app = axum::Router::new().nest("/{tenant}/admin", latchkey_admin::router(h.store.clone()));
+    let post = |uri: String, body: Value| {
         let (app, admin) = (app.clone(), h.admin.clone());
         async move {
             let body = body.to_string();
-            send(
-                &app,
-                "POST",
-                uri,
-                Some(&admin),
-                Some(&body),
-                Some("application/json"),
-            )
-            .await
+            let json = Some("application/json");
+            send(&app, "POST", &uri, Some(&admin), Some(&body), json).await
         }
     };
-    let user = post("/admin/v1/users", json!({"name": "bot"})).await;
-    let group = post("/admin/v1/groups", json!({"name": "ops"})).await;
-    let key = post("/admin/v1/keys", json!({"name": "k", "user_id": "bot"})).await;
+    let base = "/t1/admin/v1";
+    let user = post(format!("{base}/users"), json!({"name": "bot"})).await;
+    let group = post(format!("{base}/groups"), json!({"name": "ops"})).await;
+    let key = post(
+        format!("{base}/keys"),
+        json!({"name": "k", "user_id": "bot"}),
+    )
+    .await;
+    let old = key.json()["id"].as_str().unwrap().to_owned();
+    let rotated = post(
+        format!("{base}/keys/{old}/rotate"),
+        json!({"grace_seconds": 60}),
+    )
+    .await;
     for (answer, collection) in [
-        (user, "/admin/v1/users"),
-        (group, "/admin/v1/groups"),
-        (key, "/admin/v1/keys"),
+        (user, "users"),
+        (group, "groups"),
+        (key, "keys"),
+        (rotated, "keys"),
     ] {
         let id = answer.ok(201)["id"].as_str().unwrap().to_owned();
         let location = answer.header("location").expect("a Location");
-        assert_eq!(location, format!("{collection}/{id}"));
+        assert_eq!(location, format!("{base}/{collection}/{id}"));
         let read = send(&app, "GET", location, Some(&h.admin), None, None).await;
         assert_eq!(read.ok(200)["id"], id.as_str());
     }
