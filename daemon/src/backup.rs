@@ -230,8 +230,8 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<()> {
     let checked = store
         .verify_audit()
         .and_then(|chain| store.flush().map(|()| chain));
-    // Before anything is printed: a process that exits before its store has closed stays,
-    // on PostgreSQL, counted among the followers, and the daemons' writes wait for it.
+    // On PostgreSQL, a process that exits before its store has closed stays counted among
+    // the followers, and the daemons' next writes wait for it (up to 5 s).
     crate::server::close_store(store, Duration::from_secs(5));
     let chain = checked?;
     let header = &restored.header;

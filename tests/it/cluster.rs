@@ -825,6 +825,9 @@ fn init_backup_and_restore_leave_the_followers_as_they_exit() {
                 assert_eq!(created.status, 201, "{created:?}");
             }
         });
+        // Stops the writer however this ends: a failed assertion would otherwise wait for
+        // it for ever (the scope joins it).
+        let _stop = StopsOnDrop(&writing);
         for round in 0..5 {
             let _ = std::fs::remove_file(file);
             operator(&db, &["backup", "--out", file]).ok();
@@ -834,7 +837,6 @@ fn init_backup_and_restore_leave_the_followers_as_they_exit() {
                 "round {round}: backup left its row beside the daemon's"
             );
         }
-        writing.store(false, Ordering::Relaxed);
     });
     let (_restored_dir, restored) = store_dir();
     operator(&restored, &["restore", file]).ok();
@@ -843,6 +845,15 @@ fn init_backup_and_restore_leave_the_followers_as_they_exit() {
         0,
         "restore left its row"
     );
+}
+
+/// Clears its flag when dropped, unwinding included.
+struct StopsOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopsOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 /// A daemon stopped by SIGTERM has left the followers by the time it exits, even while

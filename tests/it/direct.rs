@@ -221,12 +221,8 @@ fn direct_commands_act_as_the_operator_and_are_audited() {
     )
     .json();
     let seqs = |page: &Value| -> Vec<u64> {
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect()
+        let items = page["items"].as_array().expect("a page");
+        items.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
     };
     assert_eq!(seqs(&page), [3, 4]);
     assert_eq!(page["next_cursor"], "4");

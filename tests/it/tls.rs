@@ -217,8 +217,10 @@ fn a_self_signed_certificate_not_trusted_is_said_in_words() {
     let again_dir = tempfile::tempdir().unwrap();
     let again = self_signed(again_dir.path(), IsCa::ExplicitNoCa);
     let given = [("LATCHKEY_CA_CERT", again.ca.as_path())];
-    let line = cli(&https(&daemon), &admin, &given, &["users", "list"])
-        .fails(1, "the certificate given with --ca-cert did not sign it");
+    let line = cli(&https(&daemon), &admin, &given, &["users", "list"]).fails(
+        1,
+        "the certificate given with --ca-cert (LATCHKEY_CA_CERT) did not sign it",
+    );
     assert!(!line.contains("trust its CA with"), "{line}");
 }
 

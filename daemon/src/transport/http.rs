@@ -203,9 +203,10 @@ impl HttpTransport {
                          with `-addext basicConstraints=critical,CA:FALSE` (README, TLS)"
                     }
                     CertificateProblem::UntrustedIssuer if self.ca_given => {
-                        "the certificate given with --ca-cert did not sign it: give its CA's \
-                         (or, if self-signed, the daemon's certificate as it is now: one made \
-                         again is another)"
+                        "the certificate given with --ca-cert (LATCHKEY_CA_CERT) did not sign \
+                         it: give the CA that did, or a self-signed daemon's certificate as \
+                         it is now (one made again is another); if the CA given is its CA, \
+                         the daemon must serve the intermediate certificates between them"
                     }
                     CertificateProblem::UntrustedIssuer => "trust its CA with --ca-cert FILE",
                     CertificateProblem::OutOfValidity => {

@@ -17,7 +17,7 @@ pub(crate) mod users;
 pub(crate) mod verify;
 
 /// `at` in UTC, as every time is stored and answered; refused (`field` invalid) when UTC
-/// puts it past the years RFC 3339 writes: `9999-12-31T23:59:59-23:59` is in year 10000.
+/// puts it outside the years RFC 3339 writes: `9999-12-31T23:59:59-23:59` is in year 10000.
 pub(crate) fn in_utc(
     field: &'static str,
     at: time::OffsetDateTime,
@@ -26,6 +26,6 @@ pub(crate) fn in_utc(
         .filter(|at| (0..=9999).contains(&at.year()))
         .ok_or_else(|| latchkey_core::StoreError::Invalid {
             field,
-            reason: "is past the year 9999 in UTC".into(),
+            reason: "is outside the years 0000 to 9999 once in UTC".into(),
         })
 }

@@ -77,12 +77,8 @@ async fn lists_changes_oldest_first_with_pages() {
     // Newest first: the latest events in one read, then back from the cursor.
     let newest = h.get("/v1/audit?order=desc&limit=3").await.ok(200);
     let seqs = |page: &serde_json::Value| -> Vec<u64> {
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["seq"].as_u64().unwrap())
-            .collect()
+        let items = page["items"].as_array().expect("a page");
+        items.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
     };
     assert_eq!(seqs(&newest), [7, 6, 5]);
     assert_eq!(newest["next_cursor"], "5");
