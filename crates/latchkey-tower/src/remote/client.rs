@@ -270,8 +270,16 @@ impl Daemon {
                 read_json::<ProblemCode>("GET /v1/events", response),
             )
             .await;
-            if code.is_ok_and(|read| read.is_ok_and(|problem| problem.code == "tenant_forbidden")) {
-                return Err(TENANT_BOUND.to_owned());
+            match code {
+                Ok(Ok(problem)) if problem.code == "tenant_forbidden" => {
+                    return Err(TENANT_BOUND.to_owned());
+                }
+                Err(_) => {
+                    return Err("GET /v1/events answered 403, its body not read within \
+                                request_timeout"
+                        .to_owned());
+                }
+                Ok(_) => {}
             }
             return Err(self.not_ok("GET /v1/events", status));
         }

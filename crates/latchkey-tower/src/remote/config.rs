@@ -184,8 +184,9 @@ impl RemoteVerifierBuilder {
 
     /// How many cache misses may be asked of the daemon at once (default 64; at least 1).
     /// A miss that finds them all busy waits for one, up to 1 s while the daemon answers
-    /// (it found a key valid within 2 s) and 100 ms otherwise (before its first valid
-    /// answer too), then is answered 503 `keystore_unavailable`: a flood of unknown keys
+    /// (within 2 s it answered about a real key, valid or refused for what it is but not
+    /// `invalid_key`, or streamed a change that dropped cached answers) and 100 ms
+    /// otherwise, then is answered 503 `keystore_unavailable`: a flood of unknown keys
     /// costs the daemon a bounded number of requests, and a burst of real keys on a warm
     /// verifier (a group's edit drops every cached answer) waits its turn.
     pub fn max_concurrent_misses(mut self, misses: usize) -> Self {

@@ -255,6 +255,10 @@ fn apply(
             }
             let scope = Scope::of(&change.action, change.target, change.user_id);
             shared.cache.invalidate(scope, Effect::of(&change.action));
+            if scope != Scope::Created {
+                // The keys whose answers it dropped miss next, all at once.
+                shared.mark_answering();
+            }
             if !session.synced && session.target.is_some_and(|t| change.seq >= t) {
                 synced(shared, session, cursor, session.ready_sent);
             }
@@ -457,6 +461,23 @@ mod tests {
         let status = shared.status();
         assert!(status.connected && status.position == Some(5), "{status:?}");
         assert!(shared.trusted(shared.settings.clock.now()));
+    }
+
+    /// Review s55 M2: a change that drops cached answers lets the misses that follow wait
+    /// their turn (1 s), however long ago the daemon last found a key valid: a warm
+    /// verifier's traffic is all hits. A new record's change drops nothing and does not.
+    #[tokio::test]
+    async fn a_change_that_drops_answers_lets_the_misses_after_it_wait_longer() {
+        let (shared, _clock, mut cursor, mut session) = verifier();
+        let mut apply = |e: &Event| apply(&shared, &mut cursor, &mut session, e);
+        apply(&event("ready", json!({"head": 3, "position": 3}))).unwrap();
+        let short = shared.queue_wait();
+        let created = json!({"seq": 4, "action": "key.create", "target": Uuid::nil()});
+        apply(&event("change", created)).unwrap();
+        assert_eq!(shared.queue_wait(), short);
+        let edited = json!({"seq": 5, "action": "group.update", "target": Uuid::nil()});
+        apply(&event("change", edited)).unwrap();
+        assert!(shared.queue_wait() > short, "{:?}", shared.queue_wait());
     }
 
     /// Review s46b L7: a head never reached in `max_staleness` (a store whose head went

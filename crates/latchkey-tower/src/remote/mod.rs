@@ -70,7 +70,7 @@
 //! | key not cached (or cache not trusted), daemon answers | the daemon's answer (200 / 401) |
 //! | stream down for less than `max_staleness` since the last event or heartbeat | cached answers still served |
 //! | stream down for longer | cached answers are not used: each key goes to the daemon; 503 `keystore_unavailable` while it cannot answer |
-//! | `max_concurrent_misses` (default 64) requests to the daemon already in flight | the miss waits for one to end, up to 1 s while the daemon answers (it found a key valid within 2 s), 100 ms otherwise, then 503 `keystore_unavailable` |
+//! | `max_concurrent_misses` (default 64) requests to the daemon already in flight | the miss waits for one to end, up to 1 s while the daemon answers (within 2 s it answered about a real key, not `invalid_key`, or streamed a change that dropped cached answers), 100 ms otherwise, then 503 `keystore_unavailable` |
 //! | daemon unreachable, times out (`request_timeout`, default 2 s), answers 5xx or an answer it cannot use (a rate limit name outside core's `[A-Za-z0-9_.-]`, `user:` before a user's), or refuses the service key | 503 `keystore_unavailable`, never 401 |
 //! | stream back | resumes after the last applied sequence number (`Last-Event-ID`); replayed changes invalidate as live ones do |
 //! | the daemon answers `reset` (its feed is behind the verifier's position), its change at that position has another hash (another store, a diverged backup), or the feed has a gap | the whole cache is dropped |

@@ -76,8 +76,9 @@ pub(super) struct Shared {
     pending: Mutex<HashMap<Digest, Waiter, BuildHasherDefault<DigestHasher>>>,
     /// One permit per request to the daemon in flight: `max_concurrent_misses`.
     misses: Semaphore,
-    /// When the daemon last found a key valid, in milliseconds since `created` plus one;
-    /// 0: never. Sets how long a miss waits for a permit ([`Shared::queue_wait`]).
+    /// When the daemon last showed it answers about real keys ([`Shared::mark_answering`]),
+    /// in milliseconds since `created` plus one; 0: never. Sets how long a miss waits for a
+    /// permit ([`Shared::queue_wait`]).
     answered: AtomicU64,
     /// When this verifier was made: what `answered` counts from.
     created: std::time::Instant,
@@ -94,8 +95,8 @@ pub(super) struct Shared {
 /// short enough that a flood is refused quickly.
 const MISS_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// [`MISS_QUEUE_WAIT`] while the daemon answers (it found a key valid within
-/// [`ANSWERING`]): long enough for the misses a routine change makes at once to be answered
+/// [`MISS_QUEUE_WAIT`] while the daemon answers (it showed it answers about real keys
+/// within [`ANSWERING`]: [`Shared::mark_answering`]): long enough for the misses a routine change makes at once to be answered
 /// in turn. A group's edit drops every cached answer, and 150 clients then missing together
 /// got 503 for valid keys from a daemon answering each in tens of milliseconds (remote hunt
 /// M1). A flood of made-up keys meanwhile waits as long: its misses still cost the daemon
@@ -603,7 +604,7 @@ impl Shared {
     }
 
     /// How long a miss waits for one of the `max_concurrent_misses` permits.
-    fn queue_wait(&self) -> std::time::Duration {
+    pub(super) fn queue_wait(&self) -> std::time::Duration {
         let answered = self.answered.load(Ordering::Relaxed);
         let since = self.created.elapsed().as_millis();
         let recent =
@@ -615,8 +616,13 @@ impl Shared {
         }
     }
 
-    /// The daemon just found a key valid.
-    fn mark_answered(&self) {
+    /// The daemon just showed it answers about real keys: it found one valid, refused one
+    /// for what the key is (revoked, disabled, over its limits: not `invalid_key`), or
+    /// streamed a change that dropped cached answers, after which the misses of the real
+    /// keys they were come at once (remote hunt M1, review s55 M2: a warm verifier's
+    /// traffic is all hits, so a group's edit found no valid answer in the last 2 s).
+    /// Answers `invalid_key` do not count: a flood of made-up keys keeps the short wait.
+    pub(super) fn mark_answering(&self) {
         let since = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.answered.store(since + 1, Ordering::Relaxed);
     }
@@ -640,10 +646,17 @@ impl Shared {
         let generation = self.cache.generation();
         let position = self.status.borrow().position;
         let verdict = self.daemon.verify(presented, client_ip, None).await;
-        // Valid answers only: a flood of made-up keys, answered `invalid_key` at once by a
-        // healthy daemon, must not hold every miss of the flood for the longer wait.
-        if let Ok(Verdict::Valid { .. }) = &verdict {
-            self.mark_answered();
+        // Not `invalid_key`: a flood of made-up keys, refused at once by a healthy daemon,
+        // must not hold every miss of the flood for the longer wait.
+        let real = match &verdict {
+            Ok(Verdict::Valid { .. }) => true,
+            Ok(Verdict::Refused { error, .. }) => {
+                !matches!(error, VerifyError::Invalid | VerifyError::Unavailable(_))
+            }
+            Err(_) => false,
+        };
+        if real {
+            self.mark_answering();
         }
         let now = self.settings.clock.now();
         // A daemon behind this verifier's event stream (another daemon of the cluster

@@ -1,19 +1,21 @@
 //! What a flood of unknown keys costs the daemon: a bounded number of requests at once.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use latchkey_tower::latchkey_core::{Env, Prefix, VerifyError};
+use latchkey_tower::latchkey_core::{Env, Prefix, Principal, VerifyError};
 use latchkey_tower::remote::RemoteVerifier;
 use latchkey_tower::{ApiKey, Verifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::{loopback, within};
 
 /// A request's head, read from `socket` (at most 64 KiB); `None` when it closed first.
-async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+async fn read_head(socket: &mut TcpStream) -> Option<Vec<u8>> {
     let mut head = Vec::new();
     let mut buffer = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
@@ -25,32 +27,45 @@ async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
-/// A daemon that reads requests and never answers: every miss stays in flight until the
-/// verifier's request timeout. Counts the `POST /v1/verify` requests it received.
-async fn black_hole(addr: std::net::SocketAddr) -> (String, Arc<AtomicUsize>) {
+/// A daemon on `addr` that hands each request's head, once read, and its connection to
+/// `answer`.
+async fn fake_daemon<F, A>(addr: SocketAddr, answer: F) -> String
+where
+    F: Fn(Vec<u8>, TcpStream) -> A + Clone + Send + 'static,
+    A: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind(addr).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let verifies = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&verifies);
     tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let counter = Arc::clone(&counter);
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
-                let Some(head) = read_head(&mut socket).await else {
-                    return;
-                };
-                if head.starts_with(b"POST /v1/verify") {
-                    counter.fetch_add(1, Ordering::SeqCst);
+                if let Some(head) = read_head(&mut socket).await {
+                    answer(head, socket).await;
                 }
-                // Hold the connection, unanswered, until the test's runtime ends.
-                let _ = socket.read(&mut [0u8; 1024]).await;
-                std::future::pending::<()>().await;
             });
         }
     });
+    url
+}
+
+/// A daemon that reads requests and never answers: every miss stays in flight until the
+/// verifier's request timeout. Counts the `POST /v1/verify` requests it received.
+async fn black_hole(addr: SocketAddr) -> (String, Arc<AtomicUsize>) {
+    let verifies = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&verifies);
+    let url = fake_daemon(addr, move |head, mut socket| {
+        let counter = Arc::clone(&counter);
+        async move {
+            if head.starts_with(b"POST /v1/verify") {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            // Hold the connection, unanswered, until the test's runtime ends.
+            let _ = socket.read(&mut [0u8; 1024]).await;
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
     (url, verifies)
 }
 
@@ -97,59 +112,81 @@ async fn concurrent_misses_are_bounded_and_the_rest_answered_503_quickly() {
 
 /// A daemon that answers each verification `delay` after it arrived, finding the key valid
 /// (a key id of its own each time) or, when not `valid`, refusing it as `invalid_key`; every
-/// other request 404.
-async fn slow_daemon(delay: Duration, valid: bool) -> String {
-    let listener = TcpListener::bind(loopback(0)).await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let answered = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let answered = Arc::clone(&answered);
-            tokio::spawn(async move {
-                let Some(head) = read_head(&mut socket).await else {
-                    return;
-                };
-                let answer = if head.starts_with(b"POST /v1/verify") {
-                    tokio::time::sleep(delay).await;
-                    let n = answered.fetch_add(1, Ordering::SeqCst);
-                    let refused = serde_json::json!({ "valid": false, "code": "invalid_key" });
-                    let body = if !valid {
-                        refused
-                    } else {
-                        serde_json::json!({
-                            "valid": true,
-                            "code": "ok",
-                            "principal": {
-                                "key_id": format!("00000000-0000-7000-8000-{n:012}"),
-                                "prefix": "lk_live_000000000000",
-                                "key_name": "k",
-                                "env": "live",
-                                "user_id": "00000000-0000-7000-8000-000000000001",
-                                "user_name": "u",
-                                "tenant_id": null,
-                                "organization_id": null,
-                                "permissions": ["orders:read"],
-                            },
-                        })
-                    }
-                    .to_string();
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
+/// other request 404. Counts the verifications it received.
+async fn slow_daemon(delay: Duration, valid: bool) -> (String, Arc<AtomicUsize>) {
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&received);
+    let url = fake_daemon(loopback(0), move |head, mut socket| {
+        let counter = Arc::clone(&counter);
+        async move {
+            let answer = if head.starts_with(b"POST /v1/verify") {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let body = if valid {
+                    serde_json::json!({
+                        "valid": true,
+                        "code": "ok",
+                        "principal": {
+                            "key_id": format!("00000000-0000-7000-8000-{n:012}"),
+                            "prefix": "lk_live_000000000000",
+                            "key_name": "k",
+                            "env": "live",
+                            "user_id": "00000000-0000-7000-8000-000000000001",
+                            "user_name": "u",
+                            "tenant_id": null,
+                            "organization_id": null,
+                            "permissions": ["orders:read"],
+                        },
+                    })
                 } else {
-                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                        .to_owned()
-                };
-                let _ = socket.write_all(answer.as_bytes()).await;
-            });
+                    serde_json::json!({ "valid": false, "code": "invalid_key" })
+                }
+                .to_string();
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_owned()
+            };
+            let _ = socket.write_all(answer.as_bytes()).await;
         }
-    });
-    url
+    })
+    .await;
+    (url, received)
+}
+
+/// A verifier of the daemon at `url` that asks it one miss at a time.
+fn one_miss_at_a_time(url: &str) -> RemoteVerifier {
+    let service = ApiKey::generate(&Prefix::default(), Env::Live);
+    let verifier = RemoteVerifier::builder(url, service.expose());
+    verifier.max_concurrent_misses(1).build().unwrap()
+}
+
+/// A key the verifier has never seen: a miss.
+fn unseen() -> ApiKey {
+    ApiKey::generate(&Prefix::default(), Env::Live)
+}
+
+/// A miss asked once another holds the only slot (the daemon `received` it): whether it
+/// was answered 503, and the other's answer.
+async fn behind_another(
+    verifier: &RemoteVerifier,
+    received: &AtomicUsize,
+) -> (bool, Result<Principal, VerifyError>) {
+    let before = received.load(Ordering::SeqCst);
+    let first = tokio::spawn(verifier.verify(&unseen()));
+    within(async {
+        while received.load(Ordering::SeqCst) == before {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let second = verifier.verify(&unseen()).await;
+    let unavailable = matches!(second, Err(VerifyError::Unavailable(_)));
+    (unavailable, within(first).await.unwrap())
 }
 
 /// Misses beyond `max_concurrent_misses` wait their turn while the daemon answers, rather
@@ -157,26 +194,15 @@ async fn slow_daemon(delay: Duration, valid: bool) -> String {
 /// missing together got 503 for valid keys from a healthy daemon (remote hunt M1).
 #[tokio::test]
 async fn misses_wait_their_turn_while_the_daemon_answers() {
-    let url = slow_daemon(Duration::from_millis(200), true).await;
-    let service = ApiKey::generate(&Prefix::default(), Env::Live);
-    let verifier = RemoteVerifier::builder(&url, service.expose())
-        .max_concurrent_misses(1)
-        .build()
-        .unwrap();
-    let key = || ApiKey::generate(&Prefix::default(), Env::Live);
+    let (url, received) = slow_daemon(Duration::from_millis(200), true).await;
+    let verifier = one_miss_at_a_time(&url);
     // Before the daemon's first valid answer, a miss that finds the slot taken waits
     // 100 ms only.
-    let first = tokio::spawn(verifier.verify(&key()));
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let early = verifier.verify(&key()).await;
-    assert!(
-        matches!(early, Err(VerifyError::Unavailable(_))),
-        "{early:?}"
-    );
-    assert!(within(first).await.unwrap().is_ok());
+    let (unavailable, first) = behind_another(&verifier, &received).await;
+    assert!(unavailable && first.is_ok(), "{first:?}");
     // Three misses, one slot: the last waits two answers (400 ms), well past 100 ms.
     let misses: Vec<_> = (0..3)
-        .map(|_| tokio::spawn(verifier.verify(&key())))
+        .map(|_| tokio::spawn(verifier.verify(&unseen())))
         .collect();
     for answer in within(futures_util::future::join_all(misses)).await {
         let answer = answer.unwrap();
@@ -188,24 +214,13 @@ async fn misses_wait_their_turn_while_the_daemon_answers() {
 /// refused at once by a healthy daemon, must not hold every miss of it for the longer wait.
 #[tokio::test]
 async fn refusals_leave_misses_the_short_wait() {
-    let url = slow_daemon(Duration::from_millis(300), false).await;
-    let service = ApiKey::generate(&Prefix::default(), Env::Live);
-    let verifier = RemoteVerifier::builder(&url, service.expose())
-        .max_concurrent_misses(1)
-        .build()
-        .unwrap();
-    let key = || ApiKey::generate(&Prefix::default(), Env::Live);
-    let refused = within(verifier.verify(&key())).await;
+    let (url, received) = slow_daemon(Duration::from_millis(300), false).await;
+    let verifier = one_miss_at_a_time(&url);
+    let refused = within(verifier.verify(&unseen())).await;
     assert!(matches!(refused, Err(VerifyError::Invalid)), "{refused:?}");
     // The slot is taken for 300 ms; the next miss waits 100 ms for it, not 1 s.
-    let first = tokio::spawn(verifier.verify(&key()));
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let flood = verifier.verify(&key()).await;
-    assert!(
-        matches!(flood, Err(VerifyError::Unavailable(_))),
-        "{flood:?}"
-    );
-    let first = within(first).await.unwrap();
+    let (unavailable, first) = behind_another(&verifier, &received).await;
+    assert!(unavailable, "a miss of the flood waited past 100 ms");
     assert!(matches!(first, Err(VerifyError::Invalid)), "{first:?}");
 }
 
