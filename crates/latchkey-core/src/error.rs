@@ -41,12 +41,11 @@ pub enum Conflict {
         name: String,
     },
     /// A key's text is imported once: one text, one key. Its code is `name_taken`, as a
-    /// taken name's.
-    #[error(
-        "this text is already imported, as the key with display prefix {prefix}: one text, one key"
-    )]
+    /// taken name's. The message names no prefix: the key holding the text may be another
+    /// tenant's, and the one this import gave it names nothing stored (review s55 L1).
+    #[error("this text is already imported: one text, one key")]
     AlreadyImported {
-        /// The display prefix the import gave the text.
+        /// The display prefix this import gave the text (not the imported key's).
         prefix: String,
     },
     /// A key can be deleted only after it is revoked.

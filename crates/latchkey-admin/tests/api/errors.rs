@@ -207,6 +207,9 @@ async fn an_import_item_refused_names_its_field_and_not_its_text() {
         {"key": "x_0123456789abcdeh", "colour": "red"},
         text,
         {"key": quoting, "scopes": quoting},
+        // A key's text as a member's name (review s55 M3).
+        {"key": text, (text): 1},
+        {(text): {"name": "billing"}},
     ]);
     let body = json!({"user_id": "admin", "items": items});
     let report = h.post("/v1/keys/import", body).await.ok(200);
@@ -216,10 +219,21 @@ async fn an_import_item_refused_names_its_field_and_not_its_text() {
         "{report}"
     );
     let fields = rejected_fields(&report);
-    // An unknown member is named in the reason: `field` names the item's own members.
+    // An unknown member is named in the reason when it cannot be a key: `field` names the
+    // item's own members.
+    assert!(said.contains("unknown field `colour`"), "{report}");
     assert_eq!(
         fields,
-        ["scopes", "scopes", "expires_at", "item", "item", "scopes"],
+        [
+            "scopes",
+            "scopes",
+            "expires_at",
+            "item",
+            "item",
+            "scopes",
+            "item",
+            "item"
+        ],
         "{report}"
     );
 }

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use sha2::{Digest, Sha256};
 
 use super::{ImportKey, ImportSecret, Refused};
+use crate::limits::{MAX_IMPORTED_KEY_LEN, MIN_IMPORTED_KEY_LEN};
 
 /// How many characters of a full key's text a display prefix must leave unshown.
 pub(super) const MIN_HIDDEN: usize = 16;
@@ -21,34 +22,23 @@ pub(super) const MIN_HIDDEN: usize = 16;
 /// How many characters in a row of a key's secret part a text beside it may not hold.
 const RUN: usize = 8;
 
-/// The display prefix of a full key: the kind its text names (see [`kind_of`]) when that
-/// does not read as one of this store's own prefixes, otherwise `imported`.
+/// The display prefix of a full key: the words that name its kind (the head
+/// [`secret_part`] leaves out, `sk_live` of `sk_live_…`, `github_pat` of `github_pat_…`)
+/// when there are some and they do not read as one of this store's own prefixes, otherwise
+/// `imported`. What it shows, the checks of a name or `meta` take as no secret either.
 pub(super) fn derived_prefix(text: &str, store_prefix: &str) -> String {
-    kind_of(text)
-        .filter(|kind| check_not_native(kind, store_prefix).is_ok())
+    let head = &text[..text.len() - secret_part(text).len()];
+    Some(head.trim_end_matches(['_', '-']))
+        .filter(|kind| !kind.is_empty() && check_not_native(kind, store_prefix).is_ok())
         .unwrap_or("imported")
         .to_owned()
-}
-
-/// A full key's kind: its text up to its last `_` (`sk_live` of `sk_live_…`, `ghp` of
-/// `ghp_…`) when that reads as a kind: up to 16 characters of `[a-z0-9_]`, with at least
-/// [`MIN_HIDDEN`] characters after it. Otherwise none: a random token may hold `_`
-/// anywhere (base64url), and then the text before it is part of its secret.
-fn kind_of(text: &str) -> Option<&str> {
-    const MAX_KIND: usize = 16;
-    let (head, rest) = text.rsplit_once('_')?;
-    let kind = (1..=MAX_KIND).contains(&head.len())
-        && rest.len() >= MIN_HIDDEN
-        && head
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    kind.then_some(head)
 }
 
 /// The part of a full key's text nothing shown may hold: all of it but the words that
 /// name its kind (`sk-proj-` of OpenAI's, `github_pat_` of GitHub's, `sk_live_` of
 /// Stripe's): the words before it, up to [`MAX_HEAD`] characters, of at most 12 lower-case
-/// letters and digits each, each followed by `_` or `-`, with at least [`MIN_HIDDEN`]
+/// letters and digits each with a letter past `f` (a word of hex digits is a UUID's or a
+/// token's, review s55 M1), each followed by `_` or `-`, with at least [`MIN_HIDDEN`]
 /// characters after them. A random token whose first characters read so keeps them out
 /// of the check; the rest of it is still checked.
 fn secret_part(text: &str) -> &str {
@@ -58,7 +48,8 @@ fn secret_part(text: &str) -> &str {
         let reads_as_kind = (1..=12).contains(&word.len())
             && word
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && word.bytes().any(|b| (b'g'..=b'z').contains(&b));
         if !reads_as_kind || end + 1 > MAX_HEAD || text.len() - (end + 1) < MIN_HIDDEN {
             break;
         }
@@ -184,15 +175,30 @@ impl<'a> Secret<'a> {
                 .as_bytes()
                 .windows(RUN)
                 .any(|run| runs.contains(&lower(run))),
-            Secret::Digest(digest) => std::iter::once(shown)
-                .chain(
-                    shown.split(|c: char| c.is_whitespace() || "\"'`=:,;()[]{}<>/&|".contains(c)),
-                )
-                // A word that ends a sentence.
-                .flat_map(|word| [word, word.trim_end_matches(['.', '!', '?'])])
+            Secret::Digest(digest) => may_be_keys(shown)
                 .any(|word| Sha256::digest(word.as_bytes()).as_slice() == digest.as_slice()),
         }
     }
+}
+
+/// The texts in `shown` that may be a whole key, for a SHA-256 item: `shown`, its words,
+/// each also without the punctuation around it (`#…`, `**…**`, a sentence's `.`) and each
+/// side of a `.` in it (`stripe.…`, review s55 L3), each as long as a key may be (which
+/// bounds the hashing a long text costs).
+fn may_be_keys(shown: &str) -> impl Iterator<Item = &str> {
+    std::iter::once(shown)
+        .chain(shown.split(|c: char| c.is_whitespace() || "\"'`=:,;()[]{}<>/&|".contains(c)))
+        .flat_map(|word| {
+            [
+                word,
+                word.trim_matches(|c: char| !c.is_ascii_alphanumeric()),
+            ]
+        })
+        .flat_map(|word| {
+            let dots = word.match_indices('.').map(|(at, _)| at);
+            std::iter::once(word).chain(dots.flat_map(move |at| [&word[..at], &word[at + 1..]]))
+        })
+        .filter(|word| (MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN).contains(&word.len()))
 }
 
 /// A run of bytes in ASCII lower case.
@@ -243,9 +249,14 @@ mod tests {
         assert_eq!(derived("abcdefgh_ijklmnop"), "imported");
         assert_eq!(derived("abcdefghijklmnopq_0123456789abcdef"), "imported");
         // A kind in this store's own form would pass for a native key (import hunt L1).
-        assert_eq!(derived("lk_live_abc12345_0123456789abcdefXYZ"), "imported");
+        assert_eq!(derived("lk_live_qwerty99_0123456789abcdefXYZ"), "imported");
         assert_eq!(derived("lk_test_qwerty12_0123456789abcdefXYZ"), "imported");
         assert_eq!(derived("lk_live_0123456789abcdefXYZ"), "lk_live");
+        // The words the name and `meta` checks take as no secret (review s55 L2).
+        assert_eq!(derived("sk-proj-Ab3dEf6hIj9kLm2nOp5q"), "sk-proj");
+        assert_eq!(derived("github_pat_11ABCDEFG0abcdefghij_xyz"), "github_pat");
+        assert_eq!(derived("a1b2c3d4e5f6g7h8_0123456789abcdefghij"), "imported");
+        assert_eq!(derived("3f2a9c1e-4b7d-4e8a-9f1c-2d3e4f5a6b7c"), "imported");
     }
 
     /// A given prefix is the start of the text with 16 characters after it, or holds none
@@ -295,9 +306,15 @@ mod tests {
                 "AKIAIOSFODNN7EXAMPLEwJalrXUtnFEMI",
                 "AKIAIOSFODNN7EXAMPLEwJalrXUtnFEMI",
             ),
-            ("abc_def_0123456789abcdef", "0123456789abcdef"),
+            ("key_v2_0123456789abcdef", "0123456789abcdef"),
             // Never fewer than 16 characters kept.
-            ("abc_def_0123456789abcde", "def_0123456789abcde"),
+            ("key_v2_0123456789abcde", "v2_0123456789abcde"),
+            // Words of hex digits are a UUID's, or a token's (review s55 M1).
+            (
+                "3f2a9c1e-4b7d-4e8a-9f1c-2d3e4f5a6b7c",
+                "3f2a9c1e-4b7d-4e8a-9f1c-2d3e4f5a6b7c",
+            ),
+            ("abc_def_0123456789abcdef", "abc_def_0123456789abcdef"),
         ] {
             assert_eq!(secret_part(text), secret, "{text}");
         }
@@ -356,5 +373,19 @@ mod tests {
         assert_eq!(field(item(sha(), Some("sk"), "k", meta)), Some("meta"));
         let meta = json!({"note": format!("rotated from {text}.")});
         assert_eq!(field(item(sha(), Some("sk"), "k", meta)), Some("meta"));
+        // Punctuation around it, or a `.` joining it to another word (review s55 L3).
+        let dotted = format!("stripe.{text}");
+        assert_eq!(
+            field(item(sha(), Some(&dotted), "k", json!({}))),
+            Some("prefix")
+        );
+        for name in [
+            format!("#{text}"),
+            format!("**{text}**"),
+            format!("{text}.old"),
+        ] {
+            assert_eq!(field(item(sha(), None, &name, json!({}))), Some("name"));
+        }
+        assert_eq!(field(item(sha(), None, "stripe.billing", json!({}))), None);
     }
 }
