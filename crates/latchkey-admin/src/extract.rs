@@ -7,7 +7,7 @@ use http::StatusCode;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use latchkey_core::limits::{MAX_BODY_BYTES, MAX_LIST_LIMIT};
+use latchkey_core::limits::{MAX_BODY_BYTES, MAX_LIST_LIMIT, MIN_IMPORTED_KEY_LEN};
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
@@ -130,13 +130,27 @@ fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let field = field_of(err.path(), &err.inner().to_string());
+        let message = err.inner().to_string();
+        let field = field_of(err.path(), &message).map(|field| {
+            // An unknown member, which may be named by a key's text, is not said back when
+            // it is as long as one (re-check s55 M3).
+            let unknown = message.contains(&format!("unknown field `{field}`"));
+            if unknown && field.len() >= MIN_IMPORTED_KEY_LEN {
+                "(a long member name, not shown)".to_owned()
+            } else {
+                field
+            }
+        });
         let inner = err.into_inner();
         match (inner.classify(), field) {
             (serde_json::error::Category::Data, Some(field)) => {
-                AppError::invalid(field, data_message(&inner))
+                AppError::invalid(field, without_values(&data_message(&inner)))
             }
-            _ => AppError::new(StatusCode::BAD_REQUEST, "invalid_json", inner.to_string()),
+            _ => AppError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                without_values(&inner.to_string()),
+            ),
         }
     })?;
     de.end()
@@ -169,6 +183,46 @@ pub(crate) fn field_of(path: &serde_path_to_error::Path, message: &str) -> Optio
         }
     }
     None
+}
+
+/// serde's `message` with each value it quotes (`"…"`) left out, and the unknown member or
+/// variant it names when it is long enough to be a key: a body's values and member names
+/// may be a key's text (an import item's put where its scopes go, a bare string for an
+/// item, a member named by it, re-check s55 M3), which `without_keys`, knowing only
+/// latchkey's keys, would leave. A shorter unknown name (`colour`, a typo) and the names
+/// serde expects, in backticks, stay.
+pub(crate) fn without_values(message: &str) -> String {
+    let mut message = message.to_owned();
+    for unknown in ["unknown field `", "unknown variant `"] {
+        if let Some(start) = message.find(unknown).map(|at| at + unknown.len()) {
+            // serde writes "unknown field `{name}`, expected …" (or ", there are no …").
+            let end = message[start..]
+                .find("`, ")
+                .map_or(message.len(), |len| start + len);
+            if end - start >= MIN_IMPORTED_KEY_LEN {
+                message.replace_range(start..end, "…");
+            }
+        }
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == '"' {
+            // To the closing quote, past escaped ones.
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => break,
+                    _ => {}
+                }
+            }
+            out.push_str("…\"");
+        }
+    }
+    out
 }
 
 /// Query parameters, deserialized into a struct of optional strings.

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use latchkey_core::limits::{MAX_IMPORT_ITEMS, MIN_IMPORTED_KEY_LEN};
+use latchkey_core::limits::MAX_IMPORT_ITEMS;
 use latchkey_core::{ImportKey, ImportSecret, StoreError, without_keys};
 
 use crate::api::import::ImportItem;
@@ -32,12 +32,19 @@ fn refused(index: usize, err: &StoreError) -> Rejected {
 
 /// One item as core takes it, or why it cannot be.
 fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
+    // serde reads a struct from an array too, member by member in order (re-check s55 I1).
+    if !value.is_object() {
+        return Err(StoreError::Invalid {
+            field: "item",
+            reason: "must be a JSON object".into(),
+        });
+    }
     let text = value.get("key").and_then(serde_json::Value::as_str);
     let text = text.filter(|text| !text.is_empty()).map(str::to_owned);
     let item: ImportItem = serde_path_to_error::deserialize(value).map_err(|err| {
         let message = err.inner().to_string();
         let field = crate::extract::field_of(err.path(), &message);
-        let mut reason = unquoted(&message);
+        let mut reason = crate::extract::without_values(&message);
         // And wherever else the key's text stands, whatever quotes it.
         if let Some(text) = &text {
             reason = reason.replace(text.as_str(), "…");
@@ -68,45 +75,6 @@ fn parse_item(value: serde_json::Value) -> Result<ImportKey, StoreError> {
         scopes: item.scopes,
         meta: item.meta,
     })
-}
-
-/// `message` with each value it quotes (`"…"`) left out, and the unknown member or variant
-/// it names when it is long enough to be a key: an item's values and member names may be
-/// its key's text (put where its scopes go, a bare string for an item, a member named by
-/// it), which `without_keys`, knowing only latchkey's keys, would leave. A shorter unknown
-/// name (`colour`, a typo) and the names serde expects, in backticks, stay.
-fn unquoted(message: &str) -> String {
-    let mut message = message.to_owned();
-    for unknown in ["unknown field `", "unknown variant `"] {
-        if let Some(start) = message.find(unknown).map(|at| at + unknown.len()) {
-            // serde writes "unknown field `{name}`, expected …" (or ", there are no …").
-            let end = message[start..]
-                .find("`, ")
-                .map_or(message.len(), |len| start + len);
-            if end - start >= MIN_IMPORTED_KEY_LEN {
-                message.replace_range(start..end, "…");
-            }
-        }
-    }
-    let mut out = String::with_capacity(message.len());
-    let mut chars = message.chars();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c == '"' {
-            // To the closing quote, past escaped ones.
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => {
-                        chars.next();
-                    }
-                    '"' => break,
-                    _ => {}
-                }
-            }
-            out.push_str("…\"");
-        }
-    }
-    out
 }
 
 /// Import keys issued elsewhere for a user: each is imported or refused on its own.

@@ -238,6 +238,44 @@ async fn an_import_item_refused_names_its_field_and_not_its_text() {
     );
 }
 
+/// A body that names a member by a key's text, or puts one where another type goes, is
+/// refused without the text said back, in `detail` or `field` (re-check s55 M3); a short
+/// unknown member (a typo) is still named.
+#[tokio::test]
+async fn a_refused_body_never_says_back_a_key_it_holds() {
+    let h = Harness::new();
+    let text = "sk_live_SECRETSECRETSECRET01";
+    let item = json!({"key": text});
+    for (path, body) in [
+        (
+            "/v1/keys/import",
+            json!({"user_id": "admin", "items": [item], (text): 1}),
+        ),
+        (
+            "/v1/keys/import",
+            json!({"user_id": "admin", "items": text}),
+        ),
+        (
+            "/v1/keys",
+            json!({"name": "k", "user_id": "admin", (text): 1}),
+        ),
+        (
+            "/v1/keys",
+            json!({"name": text, "user_id": "admin", "scopes": text}),
+        ),
+    ] {
+        let problem = h.post(path, body).await.problem(400, "invalid_field");
+        assert!(!problem.to_string().contains("SECRETSECRET"), "{problem}");
+    }
+    let typo = json!({"name": "k", "user_id": "admin", "colour": "red"});
+    let problem = h.post("/v1/keys", typo).await.problem(400, "invalid_field");
+    assert_eq!(problem["field"], "colour", "{problem}");
+    // An item is an object: serde would read an array member by member (re-check s55 I1).
+    let body = json!({"user_id": "admin", "items": [[text]]});
+    let report = h.post("/v1/keys/import", body).await.ok(200);
+    assert_eq!(rejected_fields(&report), ["item"], "{report}");
+}
+
 /// An import refuses an item whose prefix, name or `meta` holds its key, which would be
 /// stored and shown in plain: the key but its first character passed as its prefix
 /// (import hunt H1, M1).

@@ -36,16 +36,21 @@ pub(super) fn derived_prefix(text: &str, store_prefix: &str) -> String {
 
 /// The part of a full key's text nothing shown may hold: all of it but the words that
 /// name its kind (`sk-proj-` of OpenAI's, `github_pat_` of GitHub's, `sk_live_` of
-/// Stripe's): the words before it, up to [`MAX_HEAD`] characters, of at most 12 lower-case
-/// letters and digits each with a letter past `f` (a word of hex digits is a UUID's or a
-/// token's, review s55 M1), each followed by `_` or `-`, with at least [`MIN_HIDDEN`]
-/// characters after them. A random token whose first characters read so keeps them out
-/// of the check; the rest of it is still checked.
+/// Stripe's): at most [`MAX_KIND_WORDS`] words at its start, of 1 to [`MAX_KIND_WORD`]
+/// lower-case letters and digits each with a letter past `f` (a word of hex digits is a
+/// UUID's or a token's, review s55 M1), each followed by `_` or `-`, [`MAX_HEAD`]
+/// characters at most with at least [`MIN_HIDDEN`] after them. A random token whose first
+/// characters read so keeps them out of the check, and shows them in its derived prefix:
+/// never [`RUN`] of them in a row (re-check s55 M2: a 12-letter word of a random part was
+/// taken for a kind); the rest of it is still checked.
 fn secret_part(text: &str) -> &str {
     let mut head = 0;
-    while let Some(end) = text[head..].find(['_', '-']).map(|at| head + at) {
+    for _ in 0..MAX_KIND_WORDS {
+        let Some(end) = text[head..].find(['_', '-']).map(|at| head + at) else {
+            break;
+        };
         let word = &text[head..end];
-        let reads_as_kind = (1..=12).contains(&word.len())
+        let reads_as_kind = (1..=MAX_KIND_WORD).contains(&word.len())
             && word
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
@@ -58,8 +63,14 @@ fn secret_part(text: &str) -> &str {
     &text[head..]
 }
 
+/// The most words a kind has: `sk-ant-api03-` of Anthropic's.
+const MAX_KIND_WORDS: usize = 3;
+
+/// The longest word of a kind (`github`): shorter than [`RUN`].
+const MAX_KIND_WORD: usize = 6;
+
 /// The longest head [`secret_part`] leaves out.
-const MAX_HEAD: usize = 24;
+const MAX_HEAD: usize = 16;
 
 /// A display prefix given with an import: what lists show for the key.
 pub(super) fn check_prefix(prefix: &str) -> Result<(), Refused> {
@@ -181,24 +192,34 @@ impl<'a> Secret<'a> {
     }
 }
 
-/// The texts in `shown` that may be a whole key, for a SHA-256 item: `shown`, its words,
-/// each also without the punctuation around it (`#…`, `**…**`, a sentence's `.`) and each
-/// side of a `.` in it (`stripe.…`, review s55 L3), each as long as a key may be (which
-/// bounds the hashing a long text costs).
+/// The texts in `shown` that may be a whole key, for a SHA-256 item: `shown` and its words,
+/// cut at white space, at the punctuation that quotes or joins words, and at a `.` too
+/// (`x.<key>.y`, re-check s55 L2), each also without up to 4 characters of punctuation on
+/// either side (`#…`, `(…)`, a sentence's `.`, review s55 L3; tried as written too, for a
+/// base64 key's own `==`, re-check s55 M1), each as long as a key may be (which bounds the
+/// hashing a long text costs to a few times its length).
 fn may_be_keys(shown: &str) -> impl Iterator<Item = &str> {
+    let cut_at =
+        |separators: &'static str| move |c: char| c.is_whitespace() || separators.contains(c);
+    let words = shown
+        .split(char::is_whitespace)
+        .chain(shown.split(cut_at("\"'`=:,;()[]{}<>/&|")))
+        .chain(shown.split(cut_at("\"'`=:,;()[]{}<>/&|.")));
     std::iter::once(shown)
-        .chain(shown.split(|c: char| c.is_whitespace() || "\"'`=:,;()[]{}<>/&|".contains(c)))
-        .flat_map(|word| {
-            [
-                word,
-                word.trim_matches(|c: char| !c.is_ascii_alphanumeric()),
-            ]
-        })
-        .flat_map(|word| {
-            let dots = word.match_indices('.').map(|(at, _)| at);
-            std::iter::once(word).chain(dots.flat_map(move |at| [&word[..at], &word[at + 1..]]))
-        })
+        .chain(words)
+        .flat_map(trimmed)
         .filter(|word| (MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN).contains(&word.len()))
+}
+
+/// `word`, and `word` without 1 to 4 characters of the punctuation that begins it and 1 to
+/// 4 of that ending it, in every combination.
+fn trimmed(word: &str) -> impl Iterator<Item = &str> {
+    let punctuation = |b: &u8| !b.is_ascii_alphanumeric();
+    let leading = word.bytes().take_while(punctuation).count().min(4);
+    let trailing = word.bytes().rev().take_while(punctuation).count().min(4);
+    (0..=leading).flat_map(move |from| {
+        (0..=trailing).filter_map(move |cut| word.get(from..word.len().checked_sub(cut)?))
+    })
 }
 
 /// A run of bytes in ASCII lower case.
@@ -240,7 +261,7 @@ mod tests {
         assert!(check_not_native("lk_live", "lk").is_ok());
         assert!(check_not_native("sk_live_AbCdEf123456", "lk").is_ok());
         assert!(check_not_native("lk_livelihood_1", "lk").is_ok());
-        let derived = |text| derived_prefix(text, "lk");
+        let derived = |text: &str| derived_prefix(text, "lk");
         assert_eq!(derived("sk_live_51HxYzAbCdEfGhIjKlMn"), "sk_live");
         assert_eq!(derived("ghp_0123456789abcdefABCDEF"), "ghp");
         assert_eq!(derived("abcdefghijklmnop"), "imported");
@@ -249,14 +270,23 @@ mod tests {
         assert_eq!(derived("abcdefgh_ijklmnop"), "imported");
         assert_eq!(derived("abcdefghijklmnopq_0123456789abcdef"), "imported");
         // A kind in this store's own form would pass for a native key (import hunt L1).
-        assert_eq!(derived("lk_live_qwerty99_0123456789abcdefXYZ"), "imported");
-        assert_eq!(derived("lk_test_qwerty12_0123456789abcdefXYZ"), "imported");
+        assert_eq!(derived("lk_live_qwerty_0123456789abcdefXYZ"), "imported");
+        assert_eq!(derived("lk_test_qwerty_0123456789abcdefXYZ"), "imported");
         assert_eq!(derived("lk_live_0123456789abcdefXYZ"), "lk_live");
         // The words the name and `meta` checks take as no secret (review s55 L2).
         assert_eq!(derived("sk-proj-Ab3dEf6hIj9kLm2nOp5q"), "sk-proj");
         assert_eq!(derived("github_pat_11ABCDEFG0abcdefghij_xyz"), "github_pat");
         assert_eq!(derived("a1b2c3d4e5f6g7h8_0123456789abcdefghij"), "imported");
         assert_eq!(derived("3f2a9c1e-4b7d-4e8a-9f1c-2d3e4f5a6b7c"), "imported");
+        // A random part's first word is no kind (re-check s55 M2).
+        let random = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z";
+        assert_eq!(derived(&format!("sk-proj-wqxwxyzywx_{random}")), "sk-proj");
+        assert_eq!(
+            derived(&format!("github_pat_hkgjwxyzhkgj_{random}")),
+            "github_pat"
+        );
+        assert_eq!(derived(&format!("mmurxyzw-tjisxyzw-{random}")), "imported");
+        assert_eq!(derived(&format!("ab-cd-ef-gh-{random}")), "imported");
     }
 
     /// A given prefix is the start of the text with 16 characters after it, or holds none
@@ -387,5 +417,23 @@ mod tests {
             assert_eq!(field(item(sha(), None, &name, json!({}))), Some("name"));
         }
         assert_eq!(field(item(sha(), None, "stripe.billing", json!({}))), None);
+        // Between two dots (re-check s55 L2).
+        assert_eq!(
+            field(item(sha(), None, &format!("x.{text}.y"), json!({}))),
+            Some("name")
+        );
+        // A base64 key's own `=` kept, whatever is around it (re-check s55 M1).
+        let padded = "QWxhZGRpbjpvcGVuIHNlc2FtZQ==";
+        let digest = ImportSecret::Sha256(Sha256::digest(padded.as_bytes()).into());
+        for name in [
+            format!("a {padded}"),
+            format!("{padded},"),
+            format!("'{padded}'"),
+            format!("({padded})"),
+            format!("note: {padded}"),
+        ] {
+            let named = item(digest.clone(), None, &name, json!({}));
+            assert_eq!(field(named), Some("name"), "{name}");
+        }
     }
 }
