@@ -119,6 +119,10 @@ impl Daemon {
         let http = super::tls::https_client_builder(settings.ca_pem.as_deref())?;
         let http = super::tls::direct_unless_tunneled(http, &base)
             .connect_timeout(settings.connect_timeout)
+            // Below the daemon's idle keep-alive close (its header timeout, 10 s by
+            // default): a pooled connection taken as the daemon closes it fails its request
+            // (re-check s55 L3: "connection closed before message completed", a 503).
+            .pool_idle_timeout(POOL_IDLE)
             .tcp_nodelay(true)
             // A daemon reached over TLS is never spoken to in the clear.
             .https_only(base.scheme() == "https")
@@ -421,6 +425,9 @@ async fn read_json<T: DeserializeOwned>(
 }
 
 /// Why the stream of a tenant-bound service key does not open.
+/// How long an idle connection to the daemon is kept for the next request.
+const POOL_IDLE: Duration = Duration::from_secs(5);
+
 const TENANT_BOUND: &str = "GET /v1/events answered 403 tenant_forbidden: the service key is bound to a tenant, and the daemon streams changes to none (a global service key gets the stream)";
 
 /// The `code` of a problem answer.
