@@ -131,16 +131,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppErro
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let message = err.inner().to_string();
-        let field = field_of(err.path(), &message).map(|field| {
-            // An unknown member, which may be named by a key's text, is not said back when
-            // it is as long as one (re-check s55 M3).
-            let unknown = message.contains(&format!("unknown field `{field}`"));
-            if unknown && field.len() >= MIN_IMPORTED_KEY_LEN {
-                "(a long member name, not shown)".to_owned()
-            } else {
-                field
-            }
-        });
+        let field = field_of(err.path(), &message).map(|field| shown_field(field, &message));
         let inner = err.into_inner();
         match (inner.classify(), field) {
             (serde_json::error::Category::Data, Some(field)) => {
@@ -183,6 +174,18 @@ pub(crate) fn field_of(path: &serde_path_to_error::Path, message: &str) -> Optio
         }
     }
     None
+}
+
+/// `field` as a problem names it: an unknown member or parameter (serde's `message` says
+/// so), which may be named by a key's text, is not said back when it is as long as one
+/// (re-check s55 M3, s55b L2).
+fn shown_field(field: String, message: &str) -> String {
+    let unknown = message.contains(&format!("unknown field `{field}`"));
+    if unknown && field.len() >= MIN_IMPORTED_KEY_LEN {
+        "(a long member name, not shown)".to_owned()
+    } else {
+        field
+    }
 }
 
 /// serde's `message` with each value it quotes (`"…"`) left out, and the unknown member or
@@ -255,7 +258,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
             .map(Params)
             .map_err(|err| {
                 let message = err.inner().to_string();
-                match field_of(err.path(), &message) {
+                let field = field_of(err.path(), &message);
+                let field = field.map(|field| shown_field(field, &message));
+                let message = without_values(&message);
+                match field {
                     Some(field) => AppError::invalid(field, message),
                     None => AppError::new(StatusCode::BAD_REQUEST, "invalid_field", message),
                 }
@@ -315,7 +321,12 @@ pub(crate) fn optional<T>(
     parse: impl FnOnce(&str) -> Result<T, String>,
 ) -> Result<Option<T>, AppError> {
     match value.filter(|v| !v.is_empty()) {
-        Some(v) => parse(&v).map(Some).map_err(|e| AppError::invalid(field, e)),
+        Some(v) => parse(&v).map(Some).map_err(|e| {
+            // A value as long as a key may be one, put where it does not go: not said back
+            // (re-check s55b L2).
+            let long = v.len() >= MIN_IMPORTED_KEY_LEN;
+            AppError::invalid(field, if long { without_values(&e) } else { e })
+        }),
         None => Ok(None),
     }
 }

@@ -267,6 +267,18 @@ async fn a_refused_body_never_says_back_a_key_it_holds() {
         let problem = h.post(path, body).await.problem(400, "invalid_field");
         assert!(!problem.to_string().contains("SECRETSECRET"), "{problem}");
     }
+    // Nor in a query string, as a parameter's name or value (re-check s55b L2).
+    let asked = [text, "limit", "env", "sort", "status"].map(|name| ("keys", name));
+    for (list, name) in asked.into_iter().chain([("audit", "target")]) {
+        let value = if name == text { "1" } else { text };
+        let uri = format!("/v1/{list}?{name}={value}");
+        let problem = h.get(&uri).await.problem(400, "invalid_field");
+        assert!(!problem.to_string().contains("SECRETSECRET"), "{problem}");
+    }
+    // A short value is still said back: it is what the caller needs to see.
+    let short = h.get("/v1/keys?limit=lots").await;
+    let detail = short.problem(400, "invalid_field")["detail"].to_string();
+    assert!(detail.contains("lots"), "{detail}");
     let typo = json!({"name": "k", "user_id": "admin", "colour": "red"});
     let problem = h.post("/v1/keys", typo).await.problem(400, "invalid_field");
     assert_eq!(problem["field"], "colour", "{problem}");

@@ -6,8 +6,8 @@
 //! its characters in a row, in any case, is taken to show it. That catches a key pasted in
 //! the wrong column, cut short or changed in case; it is no guard against an importer set
 //! on copying it out piece by piece, who holds the key anyway. A SHA-256 item's text is not
-//! known: a text beside it whose SHA-256, or that of one of its words, is the item's is
-//! refused.
+//! known: a text beside it that holds a stretch whose SHA-256 is the item's, from a word's
+//! end or punctuation mark to another (see [`may_be_keys`]), is refused.
 
 use std::collections::HashSet;
 
@@ -186,41 +186,43 @@ impl<'a> Secret<'a> {
                 .as_bytes()
                 .windows(RUN)
                 .any(|run| runs.contains(&lower(run))),
-            Secret::Digest(digest) => may_be_keys(shown)
-                .any(|word| Sha256::digest(word.as_bytes()).as_slice() == digest.as_slice()),
+            Secret::Digest(digest) => {
+                may_be_keys(shown).any(|word| Sha256::digest(word).as_slice() == digest.as_slice())
+            }
         }
     }
 }
 
-/// The texts in `shown` that may be a whole key, for a SHA-256 item: `shown` and its words,
-/// cut at white space, at the punctuation that quotes or joins words, and at a `.` too
-/// (`x.<key>.y`, re-check s55 L2), each also without up to 4 characters of punctuation on
-/// either side (`#…`, `(…)`, a sentence's `.`, review s55 L3; tried as written too, for a
-/// base64 key's own `==`, re-check s55 M1), each as long as a key may be (which bounds the
-/// hashing a long text costs to a few times its length).
-fn may_be_keys(shown: &str) -> impl Iterator<Item = &str> {
-    let cut_at =
-        |separators: &'static str| move |c: char| c.is_whitespace() || separators.contains(c);
-    let words = shown
-        .split(char::is_whitespace)
-        .chain(shown.split(cut_at("\"'`=:,;()[]{}<>/&|")))
-        .chain(shown.split(cut_at("\"'`=:,;()[]{}<>/&|.")));
-    std::iter::once(shown)
-        .chain(words)
-        .flat_map(trimmed)
-        .filter(|word| (MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN).contains(&word.len()))
-}
-
-/// `word`, and `word` without 1 to 4 characters of the punctuation that begins it and 1 to
-/// 4 of that ending it, in every combination.
-fn trimmed(word: &str) -> impl Iterator<Item = &str> {
-    let punctuation = |b: &u8| !b.is_ascii_alphanumeric();
-    let leading = word.bytes().take_while(punctuation).count().min(4);
-    let trailing = word.bytes().rev().take_while(punctuation).count().min(4);
-    (0..=leading).flat_map(move |from| {
-        (0..=trailing).filter_map(move |cut| word.get(from..word.len().checked_sub(cut)?))
+/// The stretches of `shown` that may be a whole key, for a SHA-256 item: within each of
+/// its words (a key holds no white space), every stretch from one cut to another, a cut
+/// being a word's end or either side of a punctuation mark. Whatever joins a key to the
+/// text around it (`x.<key>.y`, `key=<key>`, `(<key>)`, `prod-<key>`) and whatever
+/// punctuation the key holds itself (a base64 key's `==`, a JWT's dots: re-check s55 M1,
+/// L2, s55b M1), one of them is the key. Each spans at most [`MAX_CUTS_SPANNED`] cuts and is
+/// as long as a key may be, which bounds the hashing a text costs to a few hundred times
+/// its length (a body is at most 64 KiB).
+fn may_be_keys(shown: &str) -> impl Iterator<Item = &[u8]> {
+    shown.split(char::is_whitespace).flat_map(|word| {
+        let word = word.as_bytes();
+        let mark = |at: usize| word.get(at).is_some_and(|b| !b.is_ascii_alphanumeric());
+        let cuts: Vec<usize> = (0..=word.len())
+            .filter(|&at| at == 0 || at == word.len() || mark(at - 1) || mark(at))
+            .collect();
+        let mut stretches = Vec::new();
+        for (i, &from) in cuts.iter().enumerate() {
+            for &to in cuts[i + 1..].iter().take(MAX_CUTS_SPANNED) {
+                if (MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN).contains(&(to - from)) {
+                    stretches.push(&word[from..to]);
+                }
+            }
+        }
+        stretches
     })
 }
+
+/// The most cuts a stretch of [`may_be_keys`] spans: a key with 31 punctuation marks of its
+/// own is still found.
+const MAX_CUTS_SPANNED: usize = 64;
 
 /// A run of bytes in ASCII lower case.
 fn lower(run: &[u8]) -> [u8; RUN] {
@@ -423,17 +425,43 @@ mod tests {
             Some("name")
         );
         // A base64 key's own `=` kept, whatever is around it (re-check s55 M1).
-        let padded = "QWxhZGRpbjpvcGVuIHNlc2FtZQ==";
-        let digest = ImportSecret::Sha256(Sha256::digest(padded.as_bytes()).into());
-        for name in [
-            format!("a {padded}"),
-            format!("{padded},"),
-            format!("'{padded}'"),
-            format!("({padded})"),
-            format!("note: {padded}"),
+        // Whatever joins it to the text around it (s55b M1).
+        for key in [
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+            "eyJhbGciOi.eyJzdWIiOiIx.SflKxwRJSMeKK",
+            "k3y'with(marks)=of:its/own",
+            text,
         ] {
-            let named = item(digest.clone(), None, &name, json!({}));
-            assert_eq!(field(named), Some("name"), "{name}");
+            let digest = ImportSecret::Sha256(Sha256::digest(key.as_bytes()).into());
+            for shown in [
+                "a KEY",
+                "KEY,",
+                "'KEY'",
+                "(KEY)",
+                "note: KEY",
+                "x.KEY.y",
+                "x.y.KEY.z.w",
+                "\"x.KEY\"",
+                "key=KEY",
+                "key:KEY",
+                "x,KEY,y",
+                "?k=KEY&b=1",
+                "a/KEY",
+                "KEY's",
+                "prod-KEY",
+                "KEY_old",
+                "x@KEY",
+                "a+KEY",
+                "a\\KEY",
+                "**KEY**",
+                "#KEY",
+            ] {
+                let name = shown.replace("KEY", key);
+                let named = item(digest.clone(), None, &name, json!({}));
+                assert_eq!(field(named), Some("name"), "{name}");
+                let meta = json!({"notes": [{"was": &name}]});
+                assert_eq!(field(item(digest.clone(), None, "k", meta)), Some("meta"));
+            }
         }
     }
 }
