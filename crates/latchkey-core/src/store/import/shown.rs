@@ -198,9 +198,9 @@ impl<'a> Secret<'a> {
 /// being a word's end or either side of a punctuation mark. Whatever joins a key to the
 /// text around it (`x.<key>.y`, `key=<key>`, `(<key>)`, `prod-<key>`) and whatever
 /// punctuation the key holds itself (a base64 key's `==`, a JWT's dots: re-check s55 M1,
-/// L2, s55b M1), one of them is the key. Each spans at most [`MAX_CUTS_SPANNED`] cuts and is
-/// as long as a key may be, which bounds the hashing a text costs to a few hundred times
-/// its length (a body is at most 64 KiB).
+/// L2, s55b M1), one of them is the key. Each spans at most [`MAX_CUTS_SPANNED`] cuts, is
+/// as long as a key may be, and is three quarters letters and digits at least, as every
+/// key's text is: which bounds the hashing a text costs (a body is at most 64 KiB).
 fn may_be_keys(shown: &str) -> impl Iterator<Item = &[u8]> {
     shown.split(char::is_whitespace).flat_map(|word| {
         let word = word.as_bytes();
@@ -208,10 +208,19 @@ fn may_be_keys(shown: &str) -> impl Iterator<Item = &[u8]> {
         let cuts: Vec<usize> = (0..=word.len())
             .filter(|&at| at == 0 || at == word.len() || mark(at - 1) || mark(at))
             .collect();
+        // How many letters and digits come before each position: a stretch of marks with a
+        // few between (`a.b.c.d…`, hashed at every cut) is no key.
+        let letters: Vec<usize> = std::iter::once(0)
+            .chain(word.iter().scan(0, |n, b| {
+                *n += usize::from(b.is_ascii_alphanumeric());
+                Some(*n)
+            }))
+            .collect();
         let mut stretches = Vec::new();
         for (i, &from) in cuts.iter().enumerate() {
             for &to in cuts[i + 1..].iter().take(MAX_CUTS_SPANNED) {
-                if (MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN).contains(&(to - from)) {
+                let long = (MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN).contains(&(to - from));
+                if long && (letters[to] - letters[from]) * 4 >= (to - from) * 3 {
                     stretches.push(&word[from..to]);
                 }
             }
@@ -220,9 +229,9 @@ fn may_be_keys(shown: &str) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// The most cuts a stretch of [`may_be_keys`] spans: a key with 31 punctuation marks of its
+/// The most cuts a stretch of [`may_be_keys`] spans: a key with 15 punctuation marks of its
 /// own is still found.
-const MAX_CUTS_SPANNED: usize = 64;
+const MAX_CUTS_SPANNED: usize = 32;
 
 /// A run of bytes in ASCII lower case.
 fn lower(run: &[u8]) -> [u8; RUN] {
@@ -350,6 +359,18 @@ mod tests {
         ] {
             assert_eq!(secret_part(text), secret, "{text}");
         }
+    }
+
+    /// What a text dense with punctuation marks costs the SHA-256 check is bounded (re-check
+    /// s55c I1): marks with a letter or two between are no key, and a stretch spans 32 cuts
+    /// at most, so a body's 64 KiB never cost more than 32 MiB of hashing (25 MB here).
+    #[test]
+    fn a_text_dense_with_marks_costs_a_bounded_hashing() {
+        let hashed = |text: &str| may_be_keys(text).map(<[u8]>::len).sum::<usize>();
+        assert_eq!(hashed(&"a.".repeat(32 * 1024)), 0);
+        assert_eq!(hashed(&"ab-cd=".repeat(10 * 1024)), 0);
+        let dense = "abc.".repeat(16 * 1024);
+        assert!(hashed(&dense) <= 512 * dense.len(), "{}", hashed(&dense));
     }
 
     /// A name, `meta` (names and values, at any depth) or a SHA-256 item's prefix holding
