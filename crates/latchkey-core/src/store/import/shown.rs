@@ -200,9 +200,15 @@ impl<'a> Secret<'a> {
 /// punctuation the key holds itself (a base64 key's `==`, a JWT's dots: re-check s55 M1,
 /// L2, s55b M1), one of them is the key. Each spans at most [`MAX_CUTS_SPANNED`] cuts, is
 /// as long as a key may be, and is three quarters letters and digits at least, as every
-/// key's text is: which bounds the hashing a text costs (a body is at most 64 KiB).
+/// key's text is: which bounds the hashing a text costs (a body is at most 64 KiB). The
+/// whole text and each whole word are tried too, whatever they hold (re-check s55d L1: a
+/// name that was exactly a key of 17 dash groups passed).
 fn may_be_keys(shown: &str) -> impl Iterator<Item = &[u8]> {
-    shown.split(char::is_whitespace).flat_map(|word| {
+    let whole = std::iter::once(shown).chain(shown.split(char::is_whitespace));
+    let whole = whole
+        .map(str::as_bytes)
+        .filter(|text| text.len() <= MAX_IMPORTED_KEY_LEN);
+    whole.chain(shown.split(char::is_whitespace).flat_map(|word| {
         let word = word.as_bytes();
         let mark = |at: usize| word.get(at).is_some_and(|b| !b.is_ascii_alphanumeric());
         let cuts: Vec<usize> = (0..=word.len())
@@ -226,7 +232,7 @@ fn may_be_keys(shown: &str) -> impl Iterator<Item = &[u8]> {
             }
         }
         stretches
-    })
+    }))
 }
 
 /// The most cuts a stretch of [`may_be_keys`] spans: a key with 15 punctuation marks of its
@@ -482,6 +488,18 @@ mod tests {
                 assert_eq!(field(named), Some("name"), "{name}");
                 let meta = json!({"notes": [{"was": &name}]});
                 assert_eq!(field(item(digest.clone(), None, "k", meta)), Some("meta"));
+            }
+        }
+        // More marks of its own than a stretch spans, or fewer letters than most keys: as
+        // a whole text or word (re-check s55d L1).
+        for key in [
+            "a1-b2-c3-d4-e5-f6-g7-h8-i9-j0-k1-l2-m3-n4-o5-p6-q7-r8",
+            "a.b.c.d.e.f.g.h.i.j",
+        ] {
+            let digest = ImportSecret::Sha256(Sha256::digest(key.as_bytes()).into());
+            for name in [key.to_owned(), format!("was {key} once")] {
+                let named = item(digest.clone(), None, &name, json!({}));
+                assert_eq!(field(named), Some("name"), "{name}");
             }
         }
     }
