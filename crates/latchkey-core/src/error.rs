@@ -268,9 +268,13 @@ impl StoreError {
             "(a key's full text, not shown)".to_owned()
         } else if id.len() > longest {
             format!("({} bytes, longer than any {what})", id.len())
-        } else if longest_alphanumeric_run(&id) >= SECRET_LIKE_RUN {
+        } else if longest_alphanumeric_run(&id) >= SECRET_LIKE_RUN
+            || (id.len() >= crate::limits::MIN_IMPORTED_KEY_LEN && !could_name_a_record(&id))
+        {
             // A key cut short or run on, or another system's secret: most of one, whatever
-            // the parse says. No name needs such a run, nor a display prefix.
+            // the parse says. No name needs such a run, nor a display prefix; and a text as
+            // long as a key that holds a mark no name or prefix may (`'`, `=`, `/`: re-check
+            // s55b L3) names none.
             "(a key-like text, not shown)".to_owned()
         } else {
             id
@@ -307,6 +311,12 @@ impl From<sled::Error> for StoreError {
 /// A run of this many letters and digits is taken for (part of) a secret: a key's secret
 /// and checksum are one run of 38, a display prefix's longest is 12.
 const SECRET_LIKE_RUN: usize = 20;
+
+/// Whether `text` is made of the characters a name or a display prefix may hold.
+fn could_name_a_record(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'))
+}
 
 fn longest_alphanumeric_run(text: &str) -> usize {
     text.split(|c: char| !c.is_ascii_alphanumeric())
@@ -345,6 +355,9 @@ mod tests {
             key[..key.len() - 12].to_owned(),
             format!("{key}x"),
             foreign.clone(),
+            // Marks that cut it into runs shorter than a key's (re-check s55b L3).
+            format!("{}'{}'{}", &foreign[..12], &foreign[12..24], &foreign[24..]),
+            format!("{}==", &foreign[..20]),
         ] {
             for entity in [Entity::User, Entity::Group, Entity::Key] {
                 let said = shown(entity, &reference);
