@@ -8,7 +8,6 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use latchkey_core::{CheckedBackup, Store, StoreConfig};
@@ -58,7 +57,7 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
             Store::open_at(db, config)
                 .and_then(|store| {
                     let header = store.backup(&mut file);
-                    crate::server::close_store(store, Duration::from_secs(5));
+                    crate::server::close_before_exit(store);
                     header
                 })
                 .map(|header| Some(header.seq))
@@ -230,9 +229,7 @@ pub fn restore(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<()> {
     let checked = store
         .verify_audit()
         .and_then(|chain| store.flush().map(|()| chain));
-    // On PostgreSQL, a process that exits before its store has closed stays counted among
-    // the followers, and the daemons' next writes wait for it (up to 5 s).
-    crate::server::close_store(store, Duration::from_secs(5));
+    crate::server::close_before_exit(store);
     let chain = checked?;
     let header = &restored.header;
     if settings.json {

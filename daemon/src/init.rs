@@ -180,9 +180,7 @@ pub fn run(
         .flush()
         .map_err(anyhow::Error::from)
         .and_then(|()| announce(&store, &admin, Printed::document(json), key_file));
-    // On PostgreSQL, a process that exits before its store has closed stays counted among
-    // the followers, and the daemons' next writes wait for it (up to 5 s).
-    crate::server::close_store(store, std::time::Duration::from_secs(5));
+    crate::server::close_before_exit(store);
     announced
 }
 

@@ -315,6 +315,12 @@ pub(crate) fn close_store(store: Store, bound: Duration) {
     }
 }
 
+/// [`close_store`] for a command that opened the store itself (`init`, `backup --db`,
+/// `restore`, a direct command), as it exits: within 5 s.
+pub(crate) fn close_before_exit(store: Store) {
+    close_store(store, Duration::from_secs(5));
+}
+
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.
 ///
 /// On Unix the handlers are installed when this is called, not when the future is first

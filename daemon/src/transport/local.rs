@@ -31,14 +31,12 @@ impl LocalTransport {
         })
     }
 
-    /// Closes the store before the command exits (blocking, a few seconds at most): a
-    /// process that exited while a background thread still held it would, on PostgreSQL,
-    /// stay counted among the followers, and the daemons' writes wait for it up to the
-    /// staleness bound (5 s).
+    /// Closes the store before the command exits (blocking, 5 s at most: see
+    /// `server::close_store`).
     pub fn close(self) {
         let LocalTransport { router, store } = self;
         drop(router);
-        crate::server::close_store(store, std::time::Duration::from_secs(5));
+        crate::server::close_before_exit(store);
     }
 }
 

@@ -1,8 +1,6 @@
 //! `201 Created` answers: with `Location`, the new record's path. Without one, RFC 9110
 //! §15.3.2 makes the created resource the request's target: `/v1/keys`, the collection.
 
-use std::fmt::Write as _;
-
 use axum::Json;
 use http::header::{CACHE_CONTROL, LOCATION};
 use http::{HeaderName, HeaderValue, StatusCode, Uri};
@@ -24,17 +22,10 @@ fn location(uri: &Uri, collection: &str, id: Uuid) -> HeaderValue {
         .filter(|&end| matches!(path.as_bytes().get(end), None | Some(b'/')))
         .last()
         .map_or_else(|| format!("/v1/{collection}"), |end| path[..end].to_owned());
-    // A path may hold raw bytes past ASCII, which a header may too but clients read badly.
-    let mut location = String::with_capacity(base.len() + 40);
-    for byte in base.bytes() {
-        if byte.is_ascii() {
-            location.push(char::from(byte));
-        } else {
-            let _ = write!(location, "%{byte:02X}");
-        }
-    }
-    HeaderValue::try_from(format!("{location}/{id}"))
-        .unwrap_or_else(|_| HeaderValue::from_str(&format!("/v1/{collection}/{id}")).unwrap())
+    // A path may hold raw bytes past ASCII, which a header may too but clients read badly:
+    // percent-encoded, every byte is a header's.
+    let base = percent_encoding::percent_encode(base.as_bytes(), percent_encoding::CONTROLS);
+    HeaderValue::try_from(format!("{base}/{id}")).expect("visible ASCII only")
 }
 
 /// 201 for a record created at `collection/id`, under `uri` (see [`location`]).

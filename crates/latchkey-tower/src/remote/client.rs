@@ -424,10 +424,10 @@ async fn read_json<T: DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| format!("{what}: the answer is not valid: {e}"))
 }
 
-/// Why the stream of a tenant-bound service key does not open.
 /// How long an idle connection to the daemon is kept for the next request.
 const POOL_IDLE: Duration = Duration::from_secs(5);
 
+/// Why the stream of a tenant-bound service key does not open.
 const TENANT_BOUND: &str = "GET /v1/events answered 403 tenant_forbidden: the service key is bound to a tenant, and the daemon streams changes to none (a global service key gets the stream)";
 
 /// The `code` of a problem answer.

@@ -96,11 +96,10 @@ pub(super) struct Shared {
 const MISS_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// [`MISS_QUEUE_WAIT`] while the daemon answers (it showed it answers about real keys
-/// within [`ANSWERING`]: [`Shared::mark_answering`]): long enough for the misses a routine change makes at once to be answered
-/// in turn. A group's edit drops every cached answer, and 150 clients then missing together
-/// got 503 for valid keys from a daemon answering each in tens of milliseconds (remote hunt
-/// M1). A flood of made-up keys meanwhile waits as long: its misses still cost the daemon
-/// `max_concurrent_misses` requests at most.
+/// within [`ANSWERING`]: [`Shared::mark_answering`]): long enough for the misses a routine
+/// change makes at once to be answered in turn. A group's edit drops every cached answer,
+/// and 150 clients then missing together got 503 for valid keys from a daemon answering
+/// each in tens of milliseconds (remote hunt M1).
 const MISS_QUEUE_WAIT_ANSWERING: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How recent the daemon's last answer must be for [`MISS_QUEUE_WAIT_ANSWERING`].

@@ -278,32 +278,41 @@ mod tests {
         assert!(check_not_native("lk_live", "lk").is_ok());
         assert!(check_not_native("sk_live_AbCdEf123456", "lk").is_ok());
         assert!(check_not_native("lk_livelihood_1", "lk").is_ok());
-        let derived = |text: &str| derived_prefix(text, "lk");
-        assert_eq!(derived("sk_live_51HxYzAbCdEfGhIjKlMn"), "sk_live");
-        assert_eq!(derived("ghp_0123456789abcdefABCDEF"), "ghp");
-        assert_eq!(derived("abcdefghijklmnop"), "imported");
-        // A base64url token's `_` is no kind: the text before it is secret.
-        assert_eq!(derived("AbCdEfGhIjKlMnOp_Qr"), "imported");
-        assert_eq!(derived("abcdefgh_ijklmnop"), "imported");
-        assert_eq!(derived("abcdefghijklmnopq_0123456789abcdef"), "imported");
-        // A kind in this store's own form would pass for a native key (import hunt L1).
-        assert_eq!(derived("lk_live_qwerty_0123456789abcdefXYZ"), "imported");
-        assert_eq!(derived("lk_test_qwerty_0123456789abcdefXYZ"), "imported");
-        assert_eq!(derived("lk_live_0123456789abcdefXYZ"), "lk_live");
-        // The words the name and `meta` checks take as no secret (review s55 L2).
-        assert_eq!(derived("sk-proj-Ab3dEf6hIj9kLm2nOp5q"), "sk-proj");
-        assert_eq!(derived("github_pat_11ABCDEFG0abcdefghij_xyz"), "github_pat");
-        assert_eq!(derived("a1b2c3d4e5f6g7h8_0123456789abcdefghij"), "imported");
-        assert_eq!(derived("3f2a9c1e-4b7d-4e8a-9f1c-2d3e4f5a6b7c"), "imported");
-        // A random part's first word is no kind (re-check s55 M2).
         let random = "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z";
-        assert_eq!(derived(&format!("sk-proj-wqxwxyzywx_{random}")), "sk-proj");
-        assert_eq!(
-            derived(&format!("github_pat_hkgjwxyzhkgj_{random}")),
-            "github_pat"
-        );
-        assert_eq!(derived(&format!("mmurxyzw-tjisxyzw-{random}")), "imported");
-        assert_eq!(derived(&format!("ab-cd-ef-gh-{random}")), "imported");
+        for (text, derived) in [
+            ("sk_live_51HxYzAbCdEfGhIjKlMn".to_owned(), "sk_live"),
+            ("ghp_0123456789abcdefABCDEF".to_owned(), "ghp"),
+            ("abcdefghijklmnop".to_owned(), "imported"),
+            // A base64url token's `_` is no kind: the text before it is secret.
+            ("AbCdEfGhIjKlMnOp_Qr".to_owned(), "imported"),
+            ("abcdefgh_ijklmnop".to_owned(), "imported"),
+            ("abcdefghijklmnopq_0123456789abcdef".to_owned(), "imported"),
+            // A kind in this store's own form would pass for a native key (import hunt L1).
+            ("lk_live_qwerty_0123456789abcdefXYZ".to_owned(), "imported"),
+            ("lk_test_qwerty_0123456789abcdefXYZ".to_owned(), "imported"),
+            ("lk_live_0123456789abcdefXYZ".to_owned(), "lk_live"),
+            // The words the name and `meta` checks take as no secret (review s55 L2).
+            ("sk-proj-Ab3dEf6hIj9kLm2nOp5q".to_owned(), "sk-proj"),
+            (
+                "github_pat_11ABCDEFG0abcdefghij_xyz".to_owned(),
+                "github_pat",
+            ),
+            (
+                "a1b2c3d4e5f6g7h8_0123456789abcdefghij".to_owned(),
+                "imported",
+            ),
+            (
+                "3f2a9c1e-4b7d-4e8a-9f1c-2d3e4f5a6b7c".to_owned(),
+                "imported",
+            ),
+            // A random part's first word is no kind (re-check s55 M2).
+            (format!("sk-proj-wqxwxyzywx_{random}"), "sk-proj"),
+            (format!("github_pat_hkgjwxyzhkgj_{random}"), "github_pat"),
+            (format!("mmurxyzw-tjisxyzw-{random}"), "imported"),
+            (format!("ab-cd-ef-gh-{random}"), "imported"),
+        ] {
+            assert_eq!(derived_prefix(&text, "lk"), derived, "{text}");
+        }
     }
 
     /// A given prefix is the start of the text with 16 characters after it, or holds none
