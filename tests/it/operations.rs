@@ -922,6 +922,110 @@ fn an_import_of_long_lines_stays_under_the_body_limit() {
     assert_eq!(report["rejected"], json!([]), "{report}");
 }
 
+/// A daemon that takes a request to `/v1/keys/import` and hangs up without an answer may
+/// have imported it all the same: the run says its lines are not known either way, never
+/// that they were not imported (import hunt I1: it said "Not imported", and the run again
+/// answered "already imported"). Here a fake daemon answers the first request (lines 1-7)
+/// and hangs up on the second (lines 8-9) once it has read it whole.
+#[test]
+fn an_import_whose_answer_is_lost_says_its_lines_are_not_known() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..9).map(|i| import_line(i, 8_190)).collect();
+    let file = dir.path().join("lost.jsonl");
+    fs::write(&file, lines.join("\n")).unwrap();
+    for json in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let daemon = std::thread::spawn(move || {
+            for answer in [true, false] {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(&stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = n.trim().parse().unwrap();
+                    }
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let items = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["items"]
+                    .as_array()
+                    .unwrap()
+                    .len();
+                if !answer {
+                    return items;
+                }
+                let imported: Vec<_> = (0..items)
+                    .map(|index| {
+                        let id = format!("0190c0de-0000-7000-8000-{index:012}");
+                        json!({"index": index, "id": id, "prefix": "sk_live"})
+                    })
+                    .collect();
+                let report = json!({"imported": imported, "rejected": []}).to_string();
+                write!(
+                    &stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{report}",
+                    report.len()
+                )
+                .unwrap();
+            }
+            unreachable!()
+        });
+        let args = ["keys", "import", file.to_str().unwrap(), "--user", "legacy"];
+        let json_flag = &["--json"][..usize::from(json)];
+        let run = Run::of(
+            latchkey().args(
+                [
+                    json_flag,
+                    &args[..],
+                    &["--url", &url, "--admin-key", "lk_live_x"],
+                ]
+                .concat(),
+            ),
+        );
+        assert_eq!(
+            daemon.join().unwrap(),
+            2,
+            "lines 8 and 9 went in the second request"
+        );
+        assert_eq!(run.code, 1, "{run:#?}");
+        let error = run.stderr.lines().find(|l| l.starts_with("error: "));
+        assert!(
+            error.is_some_and(
+                |e| e.contains("whether lines 8-9 were imported is not known")
+                    && e.contains("lines from 10 on were not imported")
+                    && e.contains("importing again from line 8")
+            ),
+            "{run:#?}"
+        );
+        if json {
+            let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+            assert_eq!(report["imported"], 7, "{report}");
+            assert_eq!(report["imported_lines"], json!([[1, 7]]), "{report}");
+            assert_eq!(report["unknown_lines"], json!([8, 9]), "{report}");
+            assert_eq!(report["not_imported_from_line"], 8, "{report}");
+        } else {
+            assert!(run.stdout.contains("Lines imported: 1-7."), "{run:#?}");
+            assert!(
+                run.stdout.contains("Not known whether imported: lines 8-9"),
+                "{run:#?}"
+            );
+            assert!(
+                run.stdout.contains("Not imported: line 10 and after."),
+                "{run:#?}"
+            );
+            assert!(!run.stdout.contains("line 8 and after"), "{run:#?}");
+        }
+    }
+}
+
 /// A line as long as the API takes an item (256 scopes of 128 bytes: about 34 KB) is read
 /// and imported: the CLI refused lines over 8 KiB.
 #[test]

@@ -3,7 +3,9 @@
 //!
 //! Each chunk is a transaction of its own: when one fails (the daemon gone, 503, 507), the
 //! chunks before it stay imported. The run then says which lines were imported and from
-//! which line on nothing was, and exits 1.
+//! which line on nothing was, and exits 1. A chunk whose request failed after it was sent
+//! (a timeout, a lost connection) may have been imported all the same: its lines are said
+//! to be not known either way, never "not imported".
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
@@ -19,7 +21,7 @@ use super::Cli;
 use crate::cli::KeyImport;
 use crate::client::Client;
 use crate::output::{print_json, read};
-use crate::transport::Transport;
+use crate::transport::{Transport, outcome_unknown};
 
 /// Items per request: the endpoint's maximum.
 const CHUNK_ITEMS: usize = MAX_IMPORT_ITEMS;
@@ -71,8 +73,8 @@ struct Tally {
 }
 
 /// `--json`: what a run did, each key imported and each line refused; after a stop, also
-/// which lines were imported (first and last of each span) and from which line on nothing
-/// was.
+/// which lines were imported (first and last of each span), the first line not known to be
+/// imported (from which to import again), and the lines not known either way, if any.
 #[derive(Serialize)]
 struct Run<'a> {
     imported: usize,
@@ -82,12 +84,41 @@ struct Run<'a> {
     imported_lines: Option<Vec<[usize; 2]>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     not_imported_from_line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown_lines: Option<[usize; 2]>,
 }
 
-/// Why a run stopped before the end of the file: nothing from `line` on was imported.
+/// Why a run stopped before the end of the file: nothing from `line` on was imported, or,
+/// when `unknown_to` is some line, nothing after it, and whether `line` to it were is not
+/// known (their request failed after it was sent).
 struct Stopped {
     line: usize,
+    unknown_to: Option<usize>,
     error: anyhow::Error,
+}
+
+impl Stopped {
+    /// A stop before `line` was sent.
+    fn at(line: usize, error: anyhow::Error) -> Stopped {
+        Stopped {
+            line,
+            unknown_to: None,
+            error,
+        }
+    }
+
+    /// The first line certainly not imported.
+    fn not_imported_from(&self) -> usize {
+        self.unknown_to.map_or(self.line, |last| last + 1)
+    }
+
+    /// The lines not known to be imported or not, as words: `line 8`, `lines 8-14`.
+    fn unknown_lines(&self) -> Option<String> {
+        self.unknown_to.map(|last| match last == self.line {
+            true => format!("line {last}"),
+            false => format!("lines {}-{last}", self.line),
+        })
+    }
 }
 
 /// Items not sent yet, with their line numbers and their size in the request body.
@@ -132,10 +163,15 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: KeyImport) -> anyhow::
         report(cli.out.json, &args.user, &tally, stopped.as_ref());
     }
     if let Some(stopped) = stopped {
+        let unknown = match stopped.unknown_lines() {
+            Some(lines) => format!("whether {lines} were imported is not known, and "),
+            None => String::new(),
+        };
         return Err(anyhow!(
-            "{:#}; lines from {} on were not imported (importing them again refuses any that \
-             were, as already imported)",
+            "{:#}; {unknown}lines from {} on were not imported (importing again from line {} \
+             refuses any that were, as already imported)",
             stopped.error,
+            stopped.not_imported_from(),
             stopped.line
         ));
     }
@@ -167,9 +203,8 @@ async fn import_lines<T: Transport>(
             .take(MAX_LINE + 1)
             .read_until(b'\n', &mut line)
             .with_context(|| format!("reading {}", args.file.display()));
-        let read = read.map_err(|error| Stopped {
-            line: chunk.lines.first().copied().unwrap_or(number + 1),
-            error,
+        let read = read.map_err(|error| {
+            Stopped::at(chunk.lines.first().copied().unwrap_or(number + 1), error)
         })?;
         if read == 0 {
             break;
@@ -180,9 +215,8 @@ async fn import_lines<T: Transport>(
             tally.refused.push(Refused::unsent(number, reason));
             let skipped =
                 skip_line(&mut reader).with_context(|| format!("reading {}", args.file.display()));
-            skipped.map_err(|error| Stopped {
-                line: chunk.lines.first().copied().unwrap_or(number + 1),
-                error,
+            skipped.map_err(|error| {
+                Stopped::at(chunk.lines.first().copied().unwrap_or(number + 1), error)
             })?;
             continue;
         }
@@ -262,7 +296,8 @@ fn parse_line(number: usize, line: &[u8], refused: &mut Vec<Refused>) -> Option<
 }
 
 /// Sends one chunk and adds what the answer says to `tally`; a failed request stops the
-/// run at the chunk's first line.
+/// run at the chunk's first line, with the chunk's lines not known either way when the
+/// request may have been acted on (or was, and its answer cannot be read).
 async fn send<T: Transport>(
     api: &Client<T>,
     user: &str,
@@ -274,12 +309,16 @@ async fn send<T: Transport>(
         user_id: user.to_owned(),
         items,
     };
-    let stopped = |error| Stopped {
+    let stopped = |unknown: bool, error| Stopped {
         line: lines[0],
+        unknown_to: unknown.then(|| lines[lines.len() - 1]),
         error,
     };
-    let answer = api.post("/v1/keys/import", body).await.map_err(stopped)?;
-    let report: ImportReport = read(&answer).map_err(stopped)?;
+    let answer = api
+        .post("/v1/keys/import", body)
+        .await
+        .map_err(|error| stopped(outcome_unknown(&error), error))?;
+    let report: ImportReport = read(&answer).map_err(|error| stopped(true, error))?;
     let line_of = |index: usize| lines.get(index).copied().unwrap_or(0);
     tally
         .imported
@@ -310,6 +349,7 @@ fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
             rejected: &tally.refused,
             imported_lines: stopped.map(|_| spans(&lines(&tally.imported))),
             not_imported_from_line: stopped.map(|s| s.line),
+            unknown_lines: stopped.and_then(|s| s.unknown_to.map(|last| [s.line, last])),
         });
         return;
     }
@@ -340,7 +380,13 @@ fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
             spans.join(", ")
         };
         println!("Lines imported: {spans}.");
-        println!("Not imported: line {} and after.", stopped.line);
+        if let Some(lines) = stopped.unknown_lines() {
+            println!("Not known whether imported: {lines} (the request failed after it was sent).");
+        }
+        println!(
+            "Not imported: line {} and after.",
+            stopped.not_imported_from()
+        );
     }
 }
 

@@ -195,96 +195,111 @@ impl HttpTransport {
         sent.map_err(|e| {
             // The URL is said as `shown` (reqwest's error would repeat it, password and all).
             let e = e.without_url();
-            if let Some(problem) = CertificateProblem::of(&e) {
-                let advice = match problem {
-                    CertificateProblem::CaServed => {
-                        "the daemon serves a CA certificate (CA:TRUE) as its own, which no \
+            // Sent, maybe: past the connection and its handshake, a change may have been
+            // made whatever the error.
+            let unsure = request.method != ::http::Method::GET
+                && !e.is_connect()
+                && CertificateProblem::of(&e).is_none();
+            let error = self.failure(request, &e);
+            if unsure {
+                anyhow::Error::new(super::Unanswered(error.to_string()))
+            } else {
+                error
+            }
+        })
+    }
+
+    /// What a request that had no answer failed of, in words, with what to do.
+    fn failure(&self, request: &ApiRequest, e: &reqwest::Error) -> anyhow::Error {
+        if let Some(problem) = CertificateProblem::of(e) {
+            let advice = match problem {
+                CertificateProblem::CaServed => {
+                    "the daemon serves a CA certificate (CA:TRUE) as its own, which no \
                          client takes: serve one that CA signed, or make the self-signed one \
                          with `-addext basicConstraints=critical,CA:FALSE` (README, TLS)"
-                    }
-                    CertificateProblem::UntrustedIssuer if self.ca_given => {
-                        "the certificate given with --ca-cert (LATCHKEY_CA_CERT) did not sign \
+                }
+                CertificateProblem::UntrustedIssuer if self.ca_given => {
+                    "the certificate given with --ca-cert (LATCHKEY_CA_CERT) did not sign \
                          it: give the CA that did, or a self-signed daemon's certificate as \
                          it is now (one made again is another); if the CA given is its CA, \
                          the daemon must serve the intermediate certificates between them"
-                    }
-                    CertificateProblem::UntrustedIssuer => "trust its CA with --ca-cert FILE",
-                    CertificateProblem::OutOfValidity => {
-                        "renew the daemon's certificate (then `kill -HUP` it), or set this \
+                }
+                CertificateProblem::UntrustedIssuer => "trust its CA with --ca-cert FILE",
+                CertificateProblem::OutOfValidity => {
+                    "renew the daemon's certificate (then `kill -HUP` it), or set this \
                          machine's clock right: trusting its CA does not help"
-                    }
-                    CertificateProblem::OtherName => {
-                        "use a --url whose host the certificate names (its subjectAltName)"
-                    }
-                    _ => "the daemon's certificate itself must change",
-                };
-                anyhow::anyhow!(
-                    "the TLS certificate of the latchkey daemon at {} does not verify ({}): \
+                }
+                CertificateProblem::OtherName => {
+                    "use a --url whose host the certificate names (its subjectAltName)"
+                }
+                _ => "the daemon's certificate itself must change",
+            };
+            anyhow::anyhow!(
+                "the TLS certificate of the latchkey daemon at {} does not verify ({}): \
                      {advice}",
-                    self.shown,
-                    certificate_problem(&e)
-                )
-            } else if e.is_connect() && latchkey_tower::remote::is_not_tls(&e) {
-                // A plain listener answers a TLS handshake with bytes rustls cannot read.
-                anyhow::anyhow!(
-                    "cannot connect to the latchkey daemon at {} over TLS ({e}): if it serves \
+                self.shown,
+                certificate_problem(e)
+            )
+        } else if e.is_connect() && latchkey_tower::remote::is_not_tls(e) {
+            // A plain listener answers a TLS handshake with bytes rustls cannot read.
+            anyhow::anyhow!(
+                "cannot connect to the latchkey daemon at {} over TLS ({e}): if it serves \
                      plain HTTP, use an http:// --url",
-                    self.shown
-                )
-            } else if e.is_connect() {
-                anyhow::anyhow!(
-                    "cannot connect to the latchkey daemon at {}: is `latchkey serve` running? \
+                self.shown
+            )
+        } else if e.is_connect() {
+            anyhow::anyhow!(
+                "cannot connect to the latchkey daemon at {}: is `latchkey serve` running? \
                      (or work on a store directly with --db PATH)",
-                    self.shown
-                )
-            } else if e.is_timeout() && makes_a_key(request) {
-                anyhow::anyhow!(
-                    "the latchkey daemon at {} did not answer in time: a key may have been \
+                self.shown
+            )
+        } else if e.is_timeout() && makes_a_key(request) {
+            anyhow::anyhow!(
+                "the latchkey daemon at {} did not answer in time: a key may have been \
                      made all the same, whose secret is lost; look for it (`latchkey keys \
                      list`) and revoke it before retrying",
-                    self.shown
-                )
-            } else if e.is_timeout() && request.method != ::http::Method::GET {
-                anyhow::anyhow!(
-                    "the latchkey daemon at {} did not answer in time: the change may have \
+                self.shown
+            )
+        } else if e.is_timeout() && request.method != ::http::Method::GET {
+            anyhow::anyhow!(
+                "the latchkey daemon at {} did not answer in time: the change may have \
                      been made all the same; look before retrying",
-                    self.shown
-                )
-            } else if e.is_timeout() {
-                anyhow::anyhow!(
-                    "the latchkey daemon at {} did not answer in time",
-                    self.shown
-                )
-            } else if self.answered.load(std::sync::atomic::Ordering::Relaxed) {
-                // It answered over this URL before: the connection was lost on the way, maybe
-                // after the request arrived.
-                let applied = if makes_a_key(request) {
-                    "; a key may have been made all the same, whose secret is lost: look for \
+                self.shown
+            )
+        } else if e.is_timeout() {
+            anyhow::anyhow!(
+                "the latchkey daemon at {} did not answer in time",
+                self.shown
+            )
+        } else if self.answered.load(std::sync::atomic::Ordering::Relaxed) {
+            // It answered over this URL before: the connection was lost on the way, maybe
+            // after the request arrived.
+            let applied = if makes_a_key(request) {
+                "; a key may have been made all the same, whose secret is lost: look for \
                      it (`latchkey keys list`) and revoke it before retrying"
-                } else if request.method != ::http::Method::GET {
-                    "; the change may have been made all the same: look before retrying"
-                } else {
-                    ""
-                };
-                anyhow::anyhow!(
-                    "request to the latchkey daemon at {} failed after it had answered: \
-                     {e} (did it stop, or the network in between fail?){applied}",
-                    self.shown
-                )
-            } else if self.base.starts_with("http://") {
-                // A TLS listener hangs up on plain HTTP without an answer.
-                anyhow::anyhow!(
-                    "request to the latchkey daemon at {} failed: {e} (if it serves HTTPS, \
-                     use an https:// --url)",
-                    self.shown
-                )
+            } else if request.method != ::http::Method::GET {
+                "; the change may have been made all the same: look before retrying"
             } else {
-                anyhow::anyhow!(
-                    "request to the latchkey daemon at {} failed: {e}",
-                    self.shown
-                )
-            }
-        })
+                ""
+            };
+            anyhow::anyhow!(
+                "request to the latchkey daemon at {} failed after it had answered: \
+                     {e} (did it stop, or the network in between fail?){applied}",
+                self.shown
+            )
+        } else if self.base.starts_with("http://") {
+            // A TLS listener hangs up on plain HTTP without an answer.
+            anyhow::anyhow!(
+                "request to the latchkey daemon at {} failed: {e} (if it serves HTTPS, \
+                     use an https:// --url)",
+                self.shown
+            )
+        } else {
+            anyhow::anyhow!(
+                "request to the latchkey daemon at {} failed: {e}",
+                self.shown
+            )
+        }
     }
 
     /// GETs `path` and streams the body into `out` as it arrives (for `latchkey backup`,
@@ -366,7 +381,14 @@ impl Transport for HttpTransport {
         let deadline = makes_a_key(&request).then_some(KEY_DEADLINE);
         let mut response = self.start(&request, deadline).await?;
         let status = response.status();
-        let body = self.read_capped(&mut response).await?;
+        let body = self.read_capped(&mut response).await.map_err(|error| {
+            // A change answered as made, whose answer was lost: what it made is not known.
+            if status.is_success() && request.method != ::http::Method::GET {
+                anyhow::Error::new(super::Unanswered(format!("{error:#}")))
+            } else {
+                error
+            }
+        })?;
         Ok(ApiResponse { status, body })
     }
 }
@@ -488,6 +510,41 @@ mod tests {
         server.join().unwrap();
         assert!(error.contains("after it had answered"), "{error}");
         assert!(!error.contains("HTTPS"), "{error}");
+    }
+
+    /// A change hung up on once sent may have been made: its error says the outcome is
+    /// not known (so `keys import` does not call its lines not imported). A read hung up on
+    /// is not a change, and a change that never reached a listener was not made.
+    #[test]
+    fn a_change_hung_up_on_has_an_unknown_outcome() {
+        let (runtime, listener, port) = a_runtime_and_a_listener();
+        let transport =
+            HttpTransport::new(&format!("http://127.0.0.1:{port}"), None, None).unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                for line in BufReader::new(&stream).lines() {
+                    if line.unwrap().is_empty() {
+                        break;
+                    }
+                }
+            }
+        });
+        let post = ApiRequest {
+            method: reqwest::Method::POST,
+            path: "/v1/keys/import".into(),
+            body: None,
+        };
+        let hung_up = |request: &ApiRequest| runtime.block_on(transport.send(request.clone()));
+        assert!(super::super::outcome_unknown(&hung_up(&post).unwrap_err()));
+        assert!(!super::super::outcome_unknown(
+            &hung_up(&get_users()).unwrap_err()
+        ));
+        server.join().unwrap();
+        // Nothing listens there now.
+        let error = hung_up(&post).unwrap_err();
+        assert!(error.to_string().contains("cannot connect"), "{error:#}");
+        assert!(!super::super::outcome_unknown(&error));
     }
 
     #[test]

@@ -62,6 +62,33 @@ impl std::fmt::Debug for ApiResponse {
     }
 }
 
+/// A request that failed after it may have reached the daemon: no answer says whether the
+/// daemon did what it asked (a timeout or a lost connection after it was sent, an answer
+/// lost on the way). Found in an error's chain by [`outcome_unknown`].
+#[derive(Debug)]
+pub struct Unanswered(pub String);
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unanswered {}
+
+/// Whether the daemon may have acted on a request that failed: it was sent, and nothing
+/// answered says it was not acted on. So a request that never left, or one the daemon
+/// refused, is not; one [`Unanswered`] is, and so are a 503 `request_timeout` (the
+/// daemon's work runs on after it) and a gateway's 502 or 504.
+pub fn outcome_unknown(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<Unanswered>()
+            || cause
+                .downcast_ref::<Problem>()
+                .is_some_and(Problem::outcome_unknown)
+    })
+}
+
 /// Sends requests to the management API.
 pub trait Transport {
     /// Sends one request and returns the response, whatever its status. Fails only when no

@@ -57,6 +57,18 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// Whether the request may have been acted on all the same: the daemon's 503
+    /// `request_timeout` (its work runs on), or a gateway's 502 or 504 in front of it.
+    pub fn outcome_unknown(&self) -> bool {
+        self.code == "request_timeout"
+            || matches!(
+                self.status,
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+            )
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A hint follows after `;`: the detail's own full stop goes ("….; the admin key was
@@ -90,6 +102,30 @@ impl std::error::Error for Problem {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon's refusals say nothing was done; its request timeout and a gateway's
+    /// errors do not.
+    #[test]
+    fn which_answers_leave_the_outcome_unknown() {
+        let problem = |status, code: &str| {
+            let body = format!(r#"{{"code":"{code}"}}"#);
+            Problem::from_response(status, body.as_bytes())
+        };
+        for (status, code, unknown) in [
+            (StatusCode::SERVICE_UNAVAILABLE, "request_timeout", true),
+            (StatusCode::BAD_GATEWAY, "", true),
+            (StatusCode::GATEWAY_TIMEOUT, "", true),
+            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", false),
+            (StatusCode::INSUFFICIENT_STORAGE, "storage_full", false),
+            (StatusCode::REQUEST_TIMEOUT, "body_timeout", false),
+            (StatusCode::BAD_REQUEST, "invalid_json", false),
+        ] {
+            let p = problem(status, code);
+            assert_eq!(p.outcome_unknown(), unknown, "{status} {code}");
+            let error = anyhow::Error::from(p).context("importing");
+            assert_eq!(super::super::outcome_unknown(&error), unknown, "{status}");
+        }
+    }
 
     #[test]
     fn problem_lines() {
