@@ -49,9 +49,12 @@
 //! the request is answered 429 `too_many_streams`. `heartbeat_ms` is 1000 to 60000: a
 //! lower value is refused with 400.
 //!
-//! The stream lasts as long as the caller's key may read it: at every heartbeat the key
-//! must still be active, its user enabled and its effective permissions must still hold
-//! `latchkey:verify`; otherwise the stream ends (and reconnecting answers 401 or 403).
+//! The stream lasts as long as the caller's key may read it: at every heartbeat, before
+//! any change about the key itself, its user or a group, and before any change once the
+//! key's expiry has passed, the key must still be active, its user enabled and its
+//! effective permissions must still hold `latchkey:verify`; otherwise the stream ends
+//! (and reconnecting answers 401 or 403). So a key revoked, disabled, expired or stripped
+//! of the permission reads no change made after that.
 //!
 //! Each event is written as soon as its change commits: core broadcasts a change before
 //! the write that made it returns. A subscriber that falls behind the broadcast buffer
@@ -70,7 +73,7 @@ use futures_util::{FutureExt, Stream};
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
 use latchkey_core::wire::{Heartbeat, StreamStart};
-use latchkey_core::{AuditEvent, Store, StoreError};
+use latchkey_core::{Action, AuditEvent, Principal, Store, StoreError};
 use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::watch;
@@ -206,6 +209,16 @@ pub(crate) async fn stream(
         .into());
     }
     let slot = state.streams.acquire(caller.actor.key_id())?;
+    // Its user and expiry, for the checks before each change that may end its right.
+    let listener = match caller.actor.key_id() {
+        Some(key_id) => {
+            let standing = state
+                .run(move |store| Ok(store.authenticates_now(key_id)?))
+                .await?;
+            Some(Listener::new(key_id, standing))
+        }
+        None => None,
+    };
 
     // Subscribe before reading the head: every change published after this point reaches
     // the receiver, and every one before it is in the store, so none can fall in between.
@@ -257,7 +270,7 @@ pub(crate) async fn stream(
         marks: Marks::default(),
         heartbeat: heartbeat_interval(Duration::from_millis(heartbeat)),
         queue: VecDeque::from([start]),
-        caller: caller.actor.key_id(),
+        caller: listener,
         checked_at: Instant::now(),
         closing: closing_signal(&state.store),
         breaks,
@@ -320,8 +333,9 @@ struct Feed {
     heartbeat: Interval,
     queue: VecDeque<Event>,
     /// The caller's key, checked at every heartbeat (and as often during a replay, which may
-    /// send none until its marks are reached); `None` for the operator router.
-    caller: Option<Uuid>,
+    /// send none until its marks are reached), and before a change that may concern it
+    /// ([`Feed::may_end_the_caller`]); `None` for the operator router.
+    caller: Option<Listener>,
     /// When the caller's key was last checked.
     checked_at: Instant,
     /// Changes when the server shuts down: the stream ends.
@@ -335,6 +349,53 @@ struct Feed {
     replay_limit: usize,
     /// This stream's place among the open ones, given back when the client goes.
     _slot: StreamSlot,
+}
+
+/// The key a stream was opened with, as of its last check.
+struct Listener {
+    key_id: Uuid,
+    /// Its user; `None` when the key no longer authenticated at the stream's start (it did
+    /// a moment before): its stream then ends at the first change or heartbeat.
+    user_id: Option<Uuid>,
+    /// When the key expires (Unix nanoseconds of the store's clock).
+    expires_at: Option<i128>,
+}
+
+impl Listener {
+    /// A key as [`Store::authenticates_now`] found it.
+    fn new(key_id: Uuid, standing: Option<(Principal, Option<i128>)>) -> Listener {
+        match standing {
+            Some((principal, expires_at)) => Listener {
+                key_id,
+                user_id: Some(principal.user_id),
+                expires_at,
+            },
+            None => Listener {
+                key_id,
+                user_id: None,
+                expires_at: Some(i128::MIN),
+            },
+        }
+    }
+
+    /// Whether `change` may have ended this key's right to the stream, or its expiry has
+    /// come (`now`): a change to the key, to its user, or to any group (the user's
+    /// permissions may come from it). Creations end nothing. So a stream's store reads
+    /// stay few however busy the store: a key's own changes are rare.
+    fn may_be_ended_by(&self, change: &AuditEvent, now: i128) -> bool {
+        use Action::*;
+        let about_it = match change.action {
+            KeyUpdate | KeyRevoke | KeyDelete | KeyRotate => change.target == self.key_id,
+            UserUpdate | UserDelete | UserRevokeKeys | UserKeysRevoked => {
+                self.user_id.is_none_or(|user| change.target == user)
+            }
+            GroupUpdate | GroupDelete => true,
+            GroupCreate | UserCreate | KeyCreate => false,
+            // An action of a later version: checked rather than trusted.
+            _ => true,
+        };
+        about_it || self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// A heartbeat that fell due at `sent_at_ms`, when the newest change published was `head`.
@@ -416,11 +477,10 @@ impl Feed {
                     self.heartbeat_due = true;
                     self.set_mark();
                 }
-                if self.checked_at.elapsed() >= self.heartbeat.period() {
-                    if !self.caller_may_listen().await {
-                        return None;
-                    }
-                    self.checked_at = Instant::now();
+                if self.checked_at.elapsed() >= self.heartbeat.period()
+                    && !self.caller_may_listen().await
+                {
+                    return None;
                 }
                 self.replay_page().await?;
                 continue;
@@ -434,7 +494,7 @@ impl Feed {
                 // Everything published before the heartbeat fell due goes out first.
                 let drained_at = unix_ms(&self.store);
                 match self.receiver.try_recv() {
-                    Ok(change) => self.live(change),
+                    Ok(change) => self.live(change).await?,
                     Err(TryRecvError::Lagged(_)) => self.replaying = true,
                     // A change a mark counts on that the receiver has not carried (every
                     // published change was broadcast first: a safety net). The store has
@@ -449,7 +509,7 @@ impl Feed {
             }
             tokio::select! {
                 received = self.receiver.recv() => match received {
-                    Ok(change) => self.live(change),
+                    Ok(change) => self.live(change).await?,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "event stream lagged; replaying from the store");
                         self.replaying = true;
@@ -489,7 +549,6 @@ impl Feed {
         if !self.caller_may_listen().await {
             return None;
         }
-        self.checked_at = Instant::now();
         // A process that has stopped following its database (it answers 503 itself)
         // vouches for nobody's cache: no heartbeat, so the client's trust in its cache
         // lapses as its own would.
@@ -505,16 +564,35 @@ impl Feed {
     }
 
     /// A change from the receiver: queued when it is the next one, skipped when it was
-    /// already sent (replayed), and a replay when changes are missing before it.
-    fn live(&mut self, change: AuditEvent) {
+    /// already sent (replayed), and a replay when changes are missing before it. `None`
+    /// when the caller may no longer read it.
+    async fn live(&mut self, change: AuditEvent) -> Option<()> {
         if change.seq <= self.last_sent {
-            return;
+            return Some(());
         }
         if change.seq == self.last_sent + 1 {
-            self.send(&change);
+            self.send_checked(&change).await?;
         } else {
             self.replaying = true;
         }
+        Some(())
+    }
+
+    /// Queues `change` once the caller is checked again, if the change may have ended its
+    /// right to the stream (or its key has expired): `None` when it has, and nothing of it
+    /// is sent.
+    async fn send_checked(&mut self, change: &AuditEvent) -> Option<()> {
+        let now = self.store.clock().unix_nanos();
+        if self
+            .caller
+            .as_ref()
+            .is_some_and(|listener| listener.may_be_ended_by(change, now))
+            && !self.caller_may_listen().await
+        {
+            return None;
+        }
+        self.send(change);
+        Some(())
     }
 
     /// Reads the next page of changes after `last_sent` from the store; the replay ends
@@ -571,7 +649,7 @@ impl Feed {
                 );
                 return None;
             }
-            self.send(change);
+            self.send_checked(change).await?;
         }
         Some(())
     }
@@ -584,25 +662,29 @@ impl Feed {
     /// next heartbeat; reconnecting, it gets what it may read now. Checked from the records as verification reads them
     /// ([`Store::authenticates_now`]), not by verifying the key again, so that holding a
     /// stream does not count as a use of the key.
-    async fn caller_may_listen(&self) -> bool {
-        let Some(key_id) = self.caller else {
+    async fn caller_may_listen(&mut self) -> bool {
+        let Some(key_id) = self.caller.as_ref().map(|listener| listener.key_id) else {
             return true;
         };
         let store = self.store.clone();
         let shows_actors = self.shows_actors;
-        let allowed = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
-            Ok(store.authenticates_now(key_id)?.is_some_and(|principal| {
+        let allowed = tokio::task::spawn_blocking(move || {
+            let standing = store.authenticates_now(key_id)?;
+            let allowed = standing.as_ref().is_some_and(|(principal, _)| {
                 principal.tenant_id.is_none()
                     && principal.has(perm::Verify::PERMISSION)
                     && (!shows_actors || principal.has(perm::AuditRead::PERMISSION))
-            }))
+            });
+            Ok::<_, StoreError>((allowed, standing))
         })
         .await;
         match allowed {
-            Ok(Ok(allowed)) => {
+            Ok(Ok((allowed, standing))) => {
                 if !allowed {
                     tracing::info!(%key_id, "event stream closed: its key may no longer read it");
                 }
+                self.caller = Some(Listener::new(key_id, standing));
+                self.checked_at = Instant::now();
                 allowed
             }
             Ok(Err(e)) => {

@@ -420,6 +420,103 @@ async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
     }
 }
 
+/// A key that may no longer read the feed reads nothing more: not the change that ended
+/// its right, nor any after it, however long its heartbeat (trust hunt s56 M1: a revoked
+/// key's stream, at `heartbeat_ms=60000`, carried every change for up to a minute). So
+/// for a key revoked, rotated without grace, disabled, stripped of the permission through
+/// its group, whose user was disabled, or past its expiry.
+#[tokio::test]
+async fn a_key_that_may_no_longer_read_the_feed_reads_no_change_after() {
+    let clock = std::sync::Arc::new(latchkey_core::ManualClock::new(
+        time::OffsetDateTime::now_utc(),
+    ));
+    let h = Harness::configured(|c| c.clock(clock.clone()));
+    let feeders = h.group("feeders", &["latchkey:verify"]).await;
+    for (n, end) in ["revoke", "rotate", "disable", "group", "user", "expire"]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("follower-{end}");
+        let user = h.user(&name, &[]).await;
+        let user_id: uuid::Uuid = user["id"].as_str().unwrap().parse().unwrap();
+        let patch = latchkey_core::UserPatch {
+            add_groups: vec![feeders["id"].as_str().unwrap().parse().unwrap()],
+            ..Default::default()
+        };
+        h.store
+            .update_user(&Actor::system(), user_id, patch)
+            .unwrap();
+        let expires = latchkey_core::Clock::now(&*clock) + time::Duration::hours(1);
+        let body = json!({"name": "k", "user_id": name, "expires_at": expires.format(&time::format_description::well_known::Rfc3339).unwrap()});
+        let key = h.post("/v1/keys", body).await.ok(201);
+        let (id, secret) = (key["id"].as_str().unwrap(), key["secret"].as_str().unwrap());
+        let key_id: uuid::Uuid = id.parse().unwrap();
+        let mut stream = Stream::open_as(&h, secret, "/v1/events?heartbeat_ms=60000").await;
+        assert_eq!(stream.next().await.event, "ready");
+        let admin = Actor::system();
+        match end {
+            "revoke" => drop(h.store.revoke_key(&admin, key_id).unwrap()),
+            "rotate" => drop(h.rotate(id, 0).await),
+            "disable" => {
+                let patch = latchkey_core::KeyPatch {
+                    enabled: Some(false),
+                    ..Default::default()
+                };
+                drop(h.store.update_key(&admin, key_id, patch).unwrap());
+            }
+            "group" => {
+                let patch = latchkey_core::GroupPatch {
+                    permissions: latchkey_core::PermissionEdit::removing(
+                        PermissionSet::parse(["latchkey:verify"]).unwrap(),
+                    ),
+                    ..Default::default()
+                };
+                let group = feeders["id"].as_str().unwrap().parse().unwrap();
+                drop(h.store.update_group(&admin, group, patch).unwrap());
+            }
+            "user" => {
+                let patch = latchkey_core::UserPatch {
+                    enabled: Some(false),
+                    ..Default::default()
+                };
+                drop(h.store.update_user(&admin, user_id, patch).unwrap());
+            }
+            _ => clock.advance(time::Duration::hours(2)),
+        }
+        // A change about someone else, after.
+        let other = NewGroup {
+            name: format!("after-{n}"),
+            permissions: PermissionSet::default(),
+        };
+        h.store.create_group(&admin, other).unwrap();
+        let mut sent = String::new();
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, stream.body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("{end}: the stream did not end; it sent {sent}"));
+            match frame {
+                Some(frame) => {
+                    let bytes = frame.unwrap().into_data().unwrap();
+                    sent.push_str(std::str::from_utf8(&bytes).unwrap());
+                }
+                None => break,
+            }
+        }
+        assert!(!sent.contains("event: change"), "{end}: {sent}");
+        if end == "group" {
+            // Given back for the next cases.
+            let patch = latchkey_core::GroupPatch {
+                permissions: latchkey_core::PermissionEdit::adding(
+                    PermissionSet::parse(["latchkey:verify"]).unwrap(),
+                ),
+                ..Default::default()
+            };
+            let group = feeders["id"].as_str().unwrap().parse().unwrap();
+            drop(h.store.update_group(&admin, group, patch).unwrap());
+        }
+    }
+}
+
 /// A stream that shows who did what ends once its key may no longer read the audit trail;
 /// reconnecting, it gets the changes without their actors.
 #[tokio::test]

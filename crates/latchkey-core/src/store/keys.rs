@@ -584,8 +584,13 @@ impl Store {
     /// its secret and counting no use: for a caller holding a long-lived stream, whose key
     /// must stay good while it listens. `None` when the key authenticates no one (unknown,
     /// disabled, revoked alone or with all its user's keys, expired, or its user disabled
-    /// or gone).
-    pub fn authenticates_now(&self, id: Uuid) -> Result<Option<Principal>, StoreError> {
+    /// or gone). Beside the principal, when the key expires (Unix nanoseconds of the
+    /// store's clock, as [`crate::Clock::unix_nanos`]), if it does: it stops authenticating then
+    /// with no change recorded.
+    pub fn authenticates_now(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(Principal, Option<i128>)>, StoreError> {
         let record = match self.key_record(id) {
             Ok(record) => record,
             Err(StoreError::NotFound { .. }) => return Ok(None),
@@ -593,7 +598,8 @@ impl Store {
         };
         let resolved = self.resolve_record(&record.public_id()?, record)?;
         let now = self.inner.clock.now().unix_timestamp_nanos();
-        Ok(resolved.status(now).ok().cloned())
+        let principal = resolved.status(now).ok().cloned();
+        Ok(principal.map(|principal| (principal, resolved.expires_at)))
     }
 
     /// Everything verification needs about a public id, read from the store.
