@@ -53,12 +53,20 @@ impl<'de> Deserialize<'de> for Net {
     }
 }
 
-/// An allowlist, its addresses taken as the networks of them alone.
+/// An allowlist, its addresses taken as the networks of them alone. `[]` is refused: read
+/// beside `scopes: []` (nothing), it would seem to let no address in, where a key without
+/// an allowlist takes any (an integration removing a key's last network would open it).
 pub(super) fn optional_nets<'de, D>(deserializer: D) -> Result<Option<Vec<IpNet>>, D::Error>
 where
     D: Deserializer<'de>,
 {
     let nets = Option::<Vec<Net>>::deserialize(deserializer)?;
+    if nets.as_ref().is_some_and(Vec::is_empty) {
+        return Err(serde::de::Error::custom(
+            "an empty allowlist is refused: give at least one network, or null for no \
+             allowlist (requests from any address)",
+        ));
+    }
     Ok(nets.map(|nets| nets.into_iter().map(|Net(net)| net).collect()))
 }
 

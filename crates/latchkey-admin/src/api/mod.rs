@@ -206,8 +206,9 @@ pub struct CreateKey {
     /// kept as `203.0.113.7/32`) requests may come from; kept with their host bits cleared
     /// (`10.0.0.1/8` is `10.0.0.0/8`), and a range of IPv4-mapped IPv6 addresses as the
     /// IPv4 range it maps.
+    /// `[]` is refused (400): `null`, or no member, is no allowlist.
     #[serde(default, deserialize_with = "de::optional_nets")]
-    #[schema(value_type = Option<Vec<rules::Cidr>>, max_items = 64)]
+    #[schema(value_type = Option<Vec<rules::Cidr>>, min_items = 1, max_items = 64)]
     pub allowed_ips: Option<Vec<IpNet>>,
 }
 
@@ -240,9 +241,9 @@ pub struct UpdateKey {
     #[serde(default, deserialize_with = "de::present")]
     #[schema(value_type = Option<CreditsChange>)]
     pub credits: Option<Option<CreditsChange>>,
-    /// Replaces the allowlist (as at creation); `null` clears it.
+    /// Replaces the allowlist (as at creation; `[]` is refused); `null` clears it.
     #[serde(default, deserialize_with = "de::present_nets")]
-    #[schema(value_type = Option<Vec<rules::Cidr>>, max_items = 64)]
+    #[schema(value_type = Option<Vec<rules::Cidr>>, min_items = 1, max_items = 64)]
     pub allowed_ips: Option<Option<Vec<IpNet>>>,
 }
 

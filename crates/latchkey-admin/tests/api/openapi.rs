@@ -300,6 +300,8 @@ async fn bodies_state_the_limits_on_input() {
     // Usage control.
     assert_eq!(property("CreateKey", "rate_limits")["maxItems"], 8);
     assert_eq!(property("CreateKey", "allowed_ips")["maxItems"], 64);
+    assert_eq!(property("CreateKey", "allowed_ips")["minItems"], 1);
+    assert_eq!(property("UpdateKey", "allowed_ips")["minItems"], 1);
     for field in ["name", "limit", "window_seconds"] {
         assert!(
             schema(&doc, "RateLimit")["properties"][field].is_object(),

@@ -109,6 +109,8 @@ async fn bad_usage_control_is_400_and_changes_nothing() {
         json!({"rate_limits": [{"name": "a", "limit": 0, "window_seconds": 1}]}),
         json!({"allowed_ips": ["10.0.0.0/33"]}),
         json!({"allowed_ips": ["not an address"]}),
+        // Not "no address", nor "any" (usage hunt s56 M8: it was taken as no allowlist).
+        json!({"allowed_ips": []}),
         json!({"credits": {"remaining": -1}}),
         json!({"credits": {"add": -5}}),
         json!({"credits": {"remaining": 1, "add": 1}}),
@@ -120,6 +122,16 @@ async fn bad_usage_control_is_400_and_changes_nothing() {
         assert_eq!(answer.status, 400, "{body}: {}", answer.json());
         assert_eq!(h.get(&uri).await.ok(200), before, "{body}");
     }
+    let problem = h.patch(&uri, json!({"allowed_ips": []})).await;
+    let problem = problem.problem(400, "invalid_field");
+    assert_eq!(problem["field"], "allowed_ips", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("or null for no allowlist"),
+        "{problem}"
+    );
     // Each wrong shape of `credits` is told what it lacks, not another shape's fault.
     let refill = json!({"amount": 1, "interval": "day"});
     for (credits, said) in [
@@ -142,6 +154,7 @@ async fn bad_usage_control_is_400_and_changes_nothing() {
         json!({"name": "k2", "user_id": "partner", "meta": "text"}),
         json!({"name": "k2", "user_id": "partner", "credits": {"remaining": -3}}),
         json!({"name": "k2", "user_id": "partner", "allowed_ips": ["300.0.0.1/8"]}),
+        json!({"name": "k2", "user_id": "partner", "allowed_ips": []}),
         json!({"name": "k2", "user_id": "partner", "credits": {"remaining": 0, "refill": {"amount": 0, "interval": "month"}}}),
     ] {
         let answer = h.post("/v1/keys", body.clone()).await;
