@@ -54,13 +54,27 @@ pub enum Conflict {
     /// Revocation is irreversible: a revoked key cannot be enabled or rotated.
     #[error("the key is revoked, and revocation is irreversible")]
     KeyRevoked,
-    /// A key rotates once: the key it was rotated to is the one to rotate next.
-    #[error("the key was rotated already: rotate the key it was rotated to")]
+    /// A key rotates once: the key it was rotated to is the one to rotate next (or, that
+    /// one revoked, a new key is the way on).
+    #[error(
+        "the key was rotated already: rotate the key it was rotated to (create a new key if \
+         that one is revoked)"
+    )]
     KeyRotated,
     /// An expired key does not rotate: its successor would be a key with no expiry, access
     /// that was switched off switched on again. Create a new key instead.
     #[error("the key has expired: an expired key does not rotate; create a new key instead")]
     KeyExpired,
+    /// Credits given to (or set on) a key that is revoked or has expired could never be
+    /// spent: refused, so that a purchase is not stranded on a key no one can use.
+    #[error(
+        "the key {}: credits given to it could never be spent; give them to a key in use",
+        if *.expired { "has expired" } else { "is revoked" }
+    )]
+    CreditsOfAnEndedKey {
+        /// Whether it expired (`key_expired`), rather than was revoked (`key_revoked`).
+        expired: bool,
+    },
     /// The change would leave no enabled, unrevoked, unexpired key that holds `*`, and so
     /// no one able to manage the store through the API.
     #[error("this change would leave no active key holding `*`: create another admin key first")]
@@ -73,7 +87,10 @@ impl Conflict {
         match self {
             Conflict::NameTaken { .. } | Conflict::AlreadyImported { .. } => "name_taken",
             Conflict::KeyNotRevoked => "key_not_revoked",
-            Conflict::KeyRevoked => "key_revoked",
+            Conflict::KeyRevoked | Conflict::CreditsOfAnEndedKey { expired: false } => {
+                "key_revoked"
+            }
+            Conflict::CreditsOfAnEndedKey { expired: true } => "key_expired",
             Conflict::KeyRotated => "key_rotated",
             Conflict::KeyExpired => "key_expired",
             Conflict::LastAdminKey => "last_admin_key",

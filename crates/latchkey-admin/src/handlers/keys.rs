@@ -201,7 +201,7 @@ pub(crate) async fn show(
     responses(
         (status = 200, description = "The changed key", body = Key),
         InvalidField, StrongerKey, NoSuchKey,
-        (status = 409, description = "Enabling or disabling a revoked key (`key_revoked`), or disabling the last active key that holds `*`, giving it credits or a rate limit slower than once a minute (`last_admin_key`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Enabling or disabling a revoked key (`key_revoked`), giving credits to (setting them on, or refilling) a revoked or expired key (`key_revoked`, `key_expired`), or disabling the last active key that holds `*`, giving it credits or a rate limit slower than once a minute (`last_admin_key`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn update(
@@ -260,7 +260,7 @@ pub(crate) async fn revoke(
             headers(("Cache-Control" = String, description = "`no-store`: the secret is in no cache"),
                 ("Location" = String, description = "The new key's path: `/v1/keys/{id}`, under the prefix an app nests the router at"))),
         InvalidField, StrongerKey, NoSuchKey, BodyTimeout,
-        (status = 409, description = "The key is revoked (`key_revoked`), has expired (`key_expired`: create a new key instead), or was rotated already (`key_rotated`: rotate the key it was rotated to)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked (`key_revoked`), has expired (`key_expired`: create a new key instead), or was rotated already (`key_rotated`: rotate the key it was rotated to, or create a new key if that one is revoked)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn rotate(

@@ -219,6 +219,47 @@ async fn unknown_members_of_nested_objects_are_refused() {
 }
 
 /// A key of the user `partner` with one credit: its URI and its record as GET answers it.
+/// Credits given to a revoked or expired key could never be spent: a top-up, a set or a
+/// refill is a 409 naming why, and changes nothing (usage hunt s56 L3: 200, the credits
+/// stranded). Removing them, and what is no purchase (its name), still go.
+#[tokio::test]
+async fn credits_are_not_given_to_a_key_that_can_never_spend_them() {
+    let clock = std::sync::Arc::new(latchkey_core::ManualClock::new(
+        time::OffsetDateTime::now_utc(),
+    ));
+    let h = Harness::configured(|c| c.clock(clock.clone()));
+    h.created("/v1/users", json!({"name": "partner"})).await;
+    let refill = json!({"refill": {"amount": 5, "interval": "day"}});
+    let purchases = [json!({"add": 100}), json!({"remaining": 100}), refill];
+    let (revoked, _) = key_with_one_credit(&h).await;
+    h.post(&format!("{revoked}/revoke"), json!({}))
+        .await
+        .ok(200);
+    let expires = latchkey_core::Clock::now(&*clock) + time::Duration::hours(1);
+    let expires = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let body = json!({"name": "k", "user_id": "partner", "credits": {"remaining": 1}, "expires_at": expires});
+    let expired = format!(
+        "/v1/keys/{}",
+        h.created("/v1/keys", body).await["id"].as_str().unwrap()
+    );
+    clock.advance(time::Duration::hours(2));
+    for (uri, code) in [(&revoked, "key_revoked"), (&expired, "key_expired")] {
+        let before = h.get(uri).await.ok(200);
+        for credits in &purchases {
+            let answer = h.patch(uri, json!({"credits": credits})).await;
+            let problem = answer.problem(409, code);
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.contains("could never be spent"), "{problem}");
+            assert_eq!(h.get(uri).await.ok(200), before, "{uri} {credits}");
+        }
+        h.patch(uri, json!({"name": "old"})).await.ok(200);
+        let cleared = h.patch(uri, json!({"credits": null})).await.ok(200);
+        assert_eq!(cleared["credits"], Value::Null, "{cleared}");
+    }
+}
+
 async fn key_with_one_credit(h: &Harness) -> (String, Value) {
     let created = h
         .created(

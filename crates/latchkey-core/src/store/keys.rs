@@ -354,6 +354,17 @@ impl Store {
                 }
                 record.enabled = enabled;
             }
+            if patch
+                .credits
+                .as_ref()
+                .is_some_and(|credits| !matches!(credits, CreditsPatch::Clear))
+            {
+                let revoked = revoked_in(tx, &record)?;
+                if revoked || record.expires_at.is_some_and(|at| at <= tx.now) {
+                    let expired = !revoked;
+                    return abort(Conflict::CreditsOfAnEndedKey { expired }.into());
+                }
+            }
             let public = record.public_id().map_err(abort_err)?;
             let path = layout::key_controls(&public);
             let old = tx.get::<ControlsRecord>(&path)?.unwrap_or_default();
