@@ -928,12 +928,26 @@ fn a_tenant_s_user_pages_are_full_behind_another_tenant_s_users() {
         assert!(pages.len() < 10, "{pages:?}");
     }
     assert_eq!(pages, [vec![acme[0], acme[1]], vec![acme[2]]]);
-    // A global caller's cursor and a bound caller's are the same kind: each goes on from
-    // the other's position.
+    // A global caller's cursor goes on in no bound caller's list, nor the other way round
+    // (a cursor is bound to the list it came from: trust hunt s56 L2).
     let global = store.users_page(1, None).unwrap();
     assert_eq!(global.items[0].id, acme[0]);
-    let next = store
-        .users_page_as(&bound, 1, global.next_cursor.as_deref())
-        .unwrap();
-    assert_eq!(next.items[0].id, acme[1]);
+    let invalid = |result: Result<_, StoreError>| {
+        matches!(
+            result,
+            Err(StoreError::Invalid {
+                field: "cursor",
+                ..
+            })
+        )
+    };
+    assert!(invalid(store.users_page_as(
+        &bound,
+        1,
+        global.next_cursor.as_deref()
+    )));
+    let bound_page = store.users_page_as(&bound, 1, None).unwrap();
+    assert!(invalid(
+        store.users_page(1, bound_page.next_cursor.as_deref())
+    ));
 }

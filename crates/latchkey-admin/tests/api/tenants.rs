@@ -485,3 +485,71 @@ async fn a_list_cursor_shows_nothing_of_the_records_a_bound_caller_was_passed_ov
     seen.sort();
     assert_eq!(seen, ["acme-bot", "k"]);
 }
+
+/// A list's cursor goes on only in the list it came from: not in another tenant's, nor
+/// with other filters (trust hunt s56 L2: tenant `acme` replayed `globex`'s cursor, sealed
+/// at one of its key names, and learnt where that name sorts among names it chose).
+#[tokio::test]
+async fn a_cursor_goes_on_only_in_its_own_list() {
+    let (h, acme, _) = two_tenants(None).await;
+    let boss = json!({"name": "globex-admin", "permissions": TENANT_ADMIN, "tenant_id": "globex"});
+    h.post("/v1/users", boss).await.ok(201);
+    let globex = h.key_for("globex-admin").await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cursor = |key: &str, uri: &str| {
+        let (key, uri) = (key.to_owned(), uri.to_owned());
+        let h = &h;
+        async move {
+            let page = h.get_as(&key, &uri).await;
+            page["next_cursor"].as_str().unwrap().to_owned()
+        }
+    };
+    let refused = |key: &str, uri: String| {
+        let key = key.to_owned();
+        let h = &h;
+        async move {
+            let answer = h.send("GET", &uri, Some(&key), None).await;
+            let problem = answer.problem(400, "invalid_field");
+            assert_eq!(problem["field"], "cursor", "{uri}: {problem}");
+        }
+    };
+    let keys = cursor(&globex, "/v1/keys?sort=name&limit=1").await;
+    let users = cursor(&globex, "/v1/users?limit=1").await;
+    // In its own list, it goes on.
+    let next = h
+        .get_as(
+            &globex,
+            &format!("/v1/keys?sort=name&limit=1&cursor={keys}"),
+        )
+        .await;
+    assert_eq!(next["items"].as_array().unwrap().len(), 1, "{next}");
+    h.get_as(&globex, &format!("/v1/users?limit=1&cursor={users}"))
+        .await;
+    // Another tenant's list, or other filters: refused.
+    refused(&acme, format!("/v1/keys?sort=name&cursor={keys}")).await;
+    refused(&acme, format!("/v1/users?cursor={users}")).await;
+    refused(&h.admin, format!("/v1/keys?sort=name&cursor={keys}")).await;
+    for filter in ["q=k", "user_id=globex-bot", "status=active", "env=live"] {
+        refused(
+            &globex,
+            format!("/v1/keys?sort=name&{filter}&cursor={keys}"),
+        )
+        .await;
+    }
+    // A global caller's cursor, likewise, with a filter added or dropped.
+    let all = cursor(&h.admin, "/v1/keys?sort=name&limit=1").await;
+    h.get_as(&h.admin, &format!("/v1/keys?sort=name&cursor={all}"))
+        .await;
+    refused(
+        &h.admin,
+        format!("/v1/keys?sort=name&status=active&cursor={all}"),
+    )
+    .await;
+    refused(&acme, format!("/v1/keys?sort=name&cursor={all}")).await;
+    let mine = cursor(&h.admin, "/v1/keys?sort=name&limit=1&q=bot").await;
+    h.get_as(&h.admin, &format!("/v1/keys?sort=name&q=bot&cursor={mine}"))
+        .await;
+    refused(&h.admin, format!("/v1/keys?sort=name&cursor={mine}")).await;
+}

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::backend::{self, Direction, KeyRange};
+use super::cursor::Listing;
 use super::query::SCAN_BUDGET;
 use super::user_index::{self, UserIndex};
 use super::{Page, Store, decode, layout};
@@ -20,7 +21,8 @@ impl Store {
     /// Users, oldest first, `limit` (1 to 1000) at a time after `cursor` (a page's
     /// `next_cursor`). A bad limit or cursor is an `Invalid` error naming the field.
     pub fn users_page(&self, limit: usize, cursor: Option<&str>) -> Result<Page<User>, StoreError> {
-        self.records_page(layout::USERS, limit, cursor, |_: &User| true)
+        let listing = Listing::default();
+        self.records_page(layout::USERS, limit, cursor, &listing, |_: &User| true)
             .and_then(|page| self.users_viewed(page))
     }
 
@@ -34,12 +36,17 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<User>, StoreError> {
+        // Its cursors are bound to the caller's tenant (organization), when it is bound.
+        let listing = Listing::of(actor.tenant_id(), actor.organization_id());
         let page = match actor.tenant_id() {
             Some(tenant) if user_index::complete(&self.inner.db)? => {
-                self.tenant_users_page(actor, tenant, limit, cursor)
+                self.tenant_users_page(actor, tenant, limit, cursor, &listing)
             }
-            Some(_) => self.records_page(layout::USERS, limit, cursor, |u: &User| actor.sees(u)),
-            None => self.records_page(layout::USERS, limit, cursor, |_: &User| true),
+            Some(_) => {
+                let sees = |u: &User| actor.sees(u);
+                self.records_page(layout::USERS, limit, cursor, &listing, sees)
+            }
+            None => self.records_page(layout::USERS, limit, cursor, &listing, |_: &User| true),
         };
         page.and_then(|page| self.users_viewed(page))
     }
@@ -62,7 +69,8 @@ impl Store {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Group>, StoreError> {
-        self.records_page(layout::GROUPS, limit, cursor, |_: &Group| true)
+        let listing = Listing::default();
+        self.records_page(layout::GROUPS, limit, cursor, &listing, |_: &Group| true)
     }
 
     fn records_page<T: DeserializeOwned>(
@@ -70,10 +78,11 @@ impl Store {
         namespace: &[u8],
         limit: usize,
         cursor: Option<&str>,
+        listing: &Listing,
         keep: impl Fn(&T) -> bool,
     ) -> Result<Page<T>, StoreError> {
         let mut range = KeyRange::prefix(namespace);
-        if let Some(id) = self.page_start(namespace, limit, cursor)? {
+        if let Some(id) = self.page_start(namespace, limit, cursor, listing)? {
             range.lower = Bound::Excluded([namespace, id.as_bytes()].concat());
         }
         let records = backend::scan(&self.inner.db, range, Direction::Forward).map(|item| {
@@ -82,7 +91,7 @@ impl Store {
                 .map_err(|_| StoreError::Corrupt("bad record key".into()))?;
             Ok((id, Some(decode(&value)?)))
         });
-        self.page_of(namespace, limit, records, keep)
+        self.page_of(namespace, limit, listing, records, keep)
     }
 
     /// [`Store::users_page_as`] for a caller bound to `tenant`: its users' ids from the
@@ -94,8 +103,9 @@ impl Store {
         tenant: &str,
         limit: usize,
         cursor: Option<&str>,
+        listing: &Listing,
     ) -> Result<Page<User>, StoreError> {
-        let after = self.page_start(layout::USERS, limit, cursor)?;
+        let after = self.page_start(layout::USERS, limit, cursor, listing)?;
         let tenant = user_index::tenant(tenant);
         let batches = UserIndex::TENANTS
             .users_after(&self.inner.db, &tenant, after)
@@ -108,7 +118,9 @@ impl Store {
                 Ok(ids.into_iter().zip(self.get_many::<User>(&paths)?))
             })
             .flatten_ok();
-        self.page_of(layout::USERS, limit, records, |u: &User| actor.sees(u))
+        self.page_of(layout::USERS, limit, listing, records, |u: &User| {
+            actor.sees(u)
+        })
     }
 
     /// The id a page starts after: none without a cursor, else the one `cursor` holds, when
@@ -118,6 +130,7 @@ impl Store {
         namespace: &[u8],
         limit: usize,
         cursor: Option<&str>,
+        listing: &Listing,
     ) -> Result<Option<Uuid>, StoreError> {
         if !(1..=MAX_LIST_LIMIT).contains(&limit) {
             return Err(StoreError::invalid(
@@ -130,7 +143,7 @@ impl Store {
         };
         self.inner
             .cursors
-            .open(cursor)
+            .open(cursor, listing)
             .filter(|b| b.len() == 17 && b[0] == namespace[0])
             .and_then(|b| Uuid::from_slice(&b[1..]).ok())
             .map(Some)
@@ -144,6 +157,7 @@ impl Store {
         &self,
         namespace: &[u8],
         limit: usize,
+        listing: &Listing,
         records: impl Iterator<Item = Result<(Uuid, Option<T>), StoreError>>,
         keep: impl Fn(&T) -> bool,
     ) -> Result<Page<T>, StoreError> {
@@ -167,7 +181,7 @@ impl Store {
             .then(|| {
                 last.map(|id| {
                     let position = [&namespace[..1], id.as_bytes()].concat();
-                    self.inner.cursors.seal(&position)
+                    self.inner.cursors.seal(&position, listing)
                 })
             })
             .flatten();

@@ -18,10 +18,11 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 use super::controls::ControlsRecord;
-use super::cursor::CursorSeal;
+use super::cursor::{CursorSeal, Listing};
 use super::index::{self, Class, Scope};
 use super::keys::KeyRecord;
 use super::{Store, layout};
+use crate::actor::Actor;
 use crate::error::StoreError;
 use crate::key::{ApiKey, Env};
 use crate::limits::MAX_LIST_LIMIT;
@@ -137,20 +138,43 @@ impl SortField {
     }
 }
 
-/// An opaque, URL-safe cursor for a position in a sort order, sealed by `seal`.
-fn encode_cursor(seal: &CursorSeal, sort: KeySort, position: &[u8]) -> String {
+/// An opaque, URL-safe cursor for a position in a sort order, sealed by `seal` for
+/// `listing`.
+fn encode_cursor(seal: &CursorSeal, listing: &Listing, sort: KeySort, position: &[u8]) -> String {
     let mut bytes = vec![CURSOR_VERSION, sort.field.byte(), u8::from(sort.descending)];
     bytes.extend_from_slice(position);
-    seal.seal(&bytes)
+    seal.seal(&bytes, listing)
 }
 
-/// The position a cursor holds, when it is one of this listing's sort.
-fn decode_cursor(seal: &CursorSeal, cursor: &str, sort: KeySort) -> Option<Vec<u8>> {
-    let bytes = seal.open(cursor)?;
+/// The position a cursor holds, when it is one of this listing's, in its sort.
+fn decode_cursor(
+    seal: &CursorSeal,
+    listing: &Listing,
+    cursor: &str,
+    sort: KeySort,
+) -> Option<Vec<u8>> {
+    let bytes = seal.open(cursor, listing)?;
     let (head, position) = bytes.split_at_checked(3)?;
     (head == [CURSOR_VERSION, sort.field.byte(), u8::from(sort.descending)]
         && index::is_position(position, sort.field))
     .then(|| position.to_vec())
+}
+
+/// A key list's cursors are bound to the caller's tenant (organization), when it is bound
+/// to one, and to the filters (the sort is in the position).
+pub(super) fn key_listing(actor: &Actor, query: &KeyQuery) -> Listing {
+    let (status, env) = (
+        query.status.map(|s| format!("{s:?}")),
+        query.env.map(|e| format!("{e:?}")),
+    );
+    Listing::of(actor.tenant_id(), actor.organization_id())
+        .with(
+            b'u',
+            query.user_id.as_ref().map(|id| id.as_bytes().as_slice()),
+        )
+        .with(b's', status.as_deref().map(str::as_bytes))
+        .with(b'e', env.as_deref().map(str::as_bytes))
+        .with(b'q', query.search.as_deref().map(str::as_bytes))
 }
 
 /// What one page scans, and what each record read must also satisfy.
@@ -213,7 +237,8 @@ impl Store {
     /// and still carry a `next_cursor`. A bad `sort`, `limit` or `cursor` is an `Invalid`
     /// error naming the field.
     pub fn list_keys(&self, query: &KeyQuery) -> Result<Page<Key>, StoreError> {
-        self.list_keys_of(query, |_| true)
+        let listing = key_listing(&Actor::system(), query);
+        self.list_keys_of(query, &listing, |_| true)
     }
 
     /// [`Store::list_keys`] over the keys of the users `owner` accepts (a caller's tenant),
@@ -222,9 +247,10 @@ impl Store {
     pub(super) fn list_keys_of(
         &self,
         query: &KeyQuery,
+        listing: &Listing,
         owner: impl Fn(Uuid) -> bool,
     ) -> Result<Page<Key>, StoreError> {
-        self.list_keys_from(query, owner, |plan, after| {
+        self.list_keys_from(query, listing, owner, |plan, after| {
             index::scan(
                 &self.inner.db,
                 plan.scope,
@@ -242,11 +268,13 @@ impl Store {
     pub(super) fn list_keys_of_users(
         &self,
         query: &KeyQuery,
+        listing: &Listing,
         users: &[Uuid],
     ) -> Result<Page<Key>, StoreError> {
         let owners: HashSet<Uuid> = users.iter().copied().collect();
         self.list_keys_from(
             query,
+            listing,
             |owner| owners.contains(&owner),
             |_, after| {
                 let scans = users.iter().map(|user| {
@@ -264,6 +292,7 @@ impl Store {
     fn list_keys_from(
         &self,
         query: &KeyQuery,
+        listing: &Listing,
         owner: impl Fn(Uuid) -> bool,
         scan: impl FnOnce(&Plan<'_>, Option<&[u8]>) -> index::Entries,
     ) -> Result<Page<Key>, StoreError> {
@@ -275,9 +304,9 @@ impl Store {
         }
         let after = match &query.cursor {
             Some(cursor) => Some(
-                decode_cursor(&self.inner.cursors, cursor, query.sort).ok_or_else(|| {
-                    StoreError::invalid("cursor", "not a cursor from this listing")
-                })?,
+                decode_cursor(&self.inner.cursors, listing, cursor, query.sort).ok_or_else(
+                    || StoreError::invalid("cursor", "not a cursor from this listing"),
+                )?,
             ),
             None => None,
         };
@@ -332,9 +361,9 @@ impl Store {
         let next_cursor = if !more {
             None
         } else if items.len() == query.limit {
-            last_item.map(|p| encode_cursor(&self.inner.cursors, query.sort, &p))
+            last_item.map(|p| encode_cursor(&self.inner.cursors, listing, query.sort, &p))
         } else {
-            last_read.map(|p| encode_cursor(&self.inner.cursors, query.sort, &p))
+            last_read.map(|p| encode_cursor(&self.inner.cursors, listing, query.sort, &p))
         };
         Ok(Page { items, next_cursor })
     }

@@ -149,6 +149,7 @@ impl Store {
         if actor.tenant_id().is_none() {
             return self.list_keys(query);
         }
+        let listing = super::query::key_listing(actor, query);
         if let Some(user) = query.user_id
             && !self.visible_users(actor, [user])?.contains(&user)
         {
@@ -157,13 +158,13 @@ impl Store {
         if query.user_id.is_none()
             && let Some(users) = self.users_seen_by(actor)?
         {
-            return self.list_keys_of_users(query, &users);
+            return self.list_keys_of_users(query, &listing, &users);
         }
         // A tenant of more users than a page merges: the index of every key, and the owners
         // a page meets, read as it meets them.
         let seen = RefCell::new(HashMap::new());
         let failed = RefCell::new(None);
-        let page = self.list_keys_of(query, |owner| {
+        let page = self.list_keys_of(query, &listing, |owner| {
             *seen.borrow_mut().entry(owner).or_insert_with(|| {
                 self.visible_users(actor, [owner])
                     .map(|visible| visible.contains(&owner))
