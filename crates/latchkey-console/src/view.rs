@@ -46,6 +46,12 @@ impl Nav {
     pub(crate) fn can_write_groups(&self) -> bool {
         !self.tenant_bound && self.can("latchkey:groups:write")
     }
+
+    /// Whether the key may check the audit chain: its user is in no tenant (the chain is
+    /// every tenant's).
+    pub(crate) fn can_check_the_chain(&self) -> bool {
+        !self.tenant_bound
+    }
 }
 
 /// The console's sections, in the navigation's order, with the permission that reads each.

@@ -693,6 +693,12 @@ async fn a_tenant_bound_key_sees_why_it_cannot_check_the_chain() {
     assert_eq!(audit.status(), StatusCode::OK);
     assert!(html.contains("only a key without a tenant"), "{html}");
     assert!(!html.contains("The chain holds"), "{html}");
+    // Nor is it offered the button (trust hunt s56 I1); a global key is.
+    let (_, html) = app.get("/ui/audit", Some(&session)).await;
+    assert!(!html.contains("id=\"check-chain\""), "{html}");
+    let (global, _, _) = app.sign_in(&app.admin).await;
+    let (_, html) = app.get("/ui/audit", Some(&global)).await;
+    assert!(html.contains("id=\"check-chain\""), "{html}");
 }
 
 /// Groups are global: a tenant-bound key, even one holding `*`, reads them but is offered
