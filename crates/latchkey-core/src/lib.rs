@@ -88,7 +88,7 @@ pub use model::{
 pub use permission::{Permission, PermissionEdit, PermissionError, PermissionSet};
 pub use store::{
     AuditRange, AuditReport, BackupHeader, CheckedBackup, Engine, ImportKey, ImportSecret,
-    KeyQuery, KeySort, KeysRevocation, Page, Restored, SortField, Stats, Store, StoreConfig,
-    WeakStore,
+    KeyQuery, KeySort, KeysRevocation, Page, Restored, SortField, Standing, Stats, Store,
+    StoreConfig, WeakStore,
 };
 pub use verify::{Principal, PrincipalInfo, VerifyError};

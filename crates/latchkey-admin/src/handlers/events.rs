@@ -50,8 +50,8 @@
 //! lower value is refused with 400.
 //!
 //! The stream lasts as long as the caller's key may read it: at every heartbeat, before
-//! any change about the key itself, its user or a group, and before any change once the
-//! key's expiry has passed, the key must still be active, its user enabled and its
+//! any change about the key itself, its user or one of its user's groups, and before any
+//! change once the key's expiry has passed, the key must still be active, its user enabled and its
 //! effective permissions must still hold `latchkey:verify`; otherwise the stream ends
 //! (and reconnecting answers 401 or 403). So a key revoked, disabled, expired or stripped
 //! of the permission reads no change made after that.
@@ -73,7 +73,7 @@ use futures_util::{FutureExt, Stream};
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
 use latchkey_core::wire::{Heartbeat, StreamStart};
-use latchkey_core::{Action, AuditEvent, Principal, Store, StoreError};
+use latchkey_core::{Action, AuditEvent, Standing, Store, StoreError};
 use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::watch;
@@ -98,8 +98,10 @@ const MAX_MARKS: usize = 64;
 const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 /// The bounds of `heartbeat_ms`. Each heartbeat reads the caller's key, user and groups from
 /// the store: with up to 1,024 streams, a floor of one second keeps that at most about a
-/// thousand reads a second. A lower value is refused (400), not raised in silence, since
-/// a client that expects faster heartbeats would take the stream for dead.
+/// thousand reads a second, beside the reads a change to a stream's own key, user or one
+/// of its user's groups costs that stream (once for all the changes before the read). A
+/// lower value is refused (400), not raised in silence, since a client that expects
+/// faster heartbeats would take the stream for dead.
 const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 1_000..=60_000;
 
 /// The signal that ends the streams of a store, by store path: see
@@ -209,21 +211,28 @@ pub(crate) async fn stream(
         .into());
     }
     let slot = state.streams.acquire(caller.actor.key_id())?;
-    // Its user and expiry, for the checks before each change that may end its right.
-    let listener = match caller.actor.key_id() {
-        Some(key_id) => {
-            let standing = state
-                .run(move |store| Ok(store.authenticates_now(key_id)?))
-                .await?;
-            Some(Listener::new(key_id, standing))
-        }
-        None => None,
-    };
 
     // Subscribe before reading the head: every change published after this point reaches
     // the receiver, and every one before it is in the store, so none can fall in between.
     let receiver = state.store.subscribe();
     let breaks = state.store.feed_breaks();
+    // The key's user, groups and expiry, read after subscribing (a change that ends its
+    // right is then either seen by this read or carried by the receiver), for the checks
+    // before each change that may end it.
+    let listener = match caller.actor.key_id() {
+        Some(key_id) => {
+            let checked_through = state.store.published_seq();
+            let standing = state
+                .run(move |store| Ok(store.authenticates_now(key_id)?))
+                .await?;
+            Some(Listener {
+                key_id,
+                standing,
+                checked_through,
+            })
+        }
+        None => None,
+    };
     // The changes published: durable, and broadcast (a change committed and not flushed
     // yet may still be lost, its number reused). On a shared database, its head, which a
     // client that followed a daemon further ahead may be at: this one replays from it.
@@ -354,47 +363,41 @@ struct Feed {
 /// The key a stream was opened with, as of its last check.
 struct Listener {
     key_id: Uuid,
-    /// Its user; `None` when the key no longer authenticated at the stream's start (it did
-    /// a moment before): its stream then ends at the first change or heartbeat.
-    user_id: Option<Uuid>,
-    /// When the key expires (Unix nanoseconds of the store's clock).
-    expires_at: Option<i128>,
+    /// What the last check found; `None` when the key no longer authenticated at the
+    /// stream's start (it did a moment before): its stream then ends at the first change
+    /// or heartbeat.
+    standing: Option<Standing>,
+    /// The changes the last check saw (published before it read the store): none of them
+    /// needs another.
+    checked_through: u64,
 }
 
 impl Listener {
-    /// A key as [`Store::authenticates_now`] found it.
-    fn new(key_id: Uuid, standing: Option<(Principal, Option<i128>)>) -> Listener {
-        match standing {
-            Some((principal, expires_at)) => Listener {
-                key_id,
-                user_id: Some(principal.user_id),
-                expires_at,
-            },
-            None => Listener {
-                key_id,
-                user_id: None,
-                expires_at: Some(i128::MIN),
-            },
-        }
-    }
-
     /// Whether `change` may have ended this key's right to the stream, or its expiry has
-    /// come (`now`): a change to the key, to its user, or to any group (the user's
-    /// permissions may come from it). Creations end nothing. So a stream's store reads
-    /// stay few however busy the store: a key's own changes are rare.
+    /// come (`now`): a change to the key, to its user, or to one of its user's groups,
+    /// made after the last check. Creations end nothing. So a stream's store reads stay
+    /// few however busy the store: a key's own changes are rare.
     fn may_be_ended_by(&self, change: &AuditEvent, now: i128) -> bool {
         use Action::*;
-        let about_it = match change.action {
+        let Some(standing) = &self.standing else {
+            return true;
+        };
+        if standing.expires_at_nanos.is_some_and(|at| at <= now) {
+            return true;
+        }
+        if change.seq <= self.checked_through {
+            return false;
+        }
+        match change.action {
             KeyUpdate | KeyRevoke | KeyDelete | KeyRotate => change.target == self.key_id,
             UserUpdate | UserDelete | UserRevokeKeys | UserKeysRevoked => {
-                self.user_id.is_none_or(|user| change.target == user)
+                change.target == standing.principal.user_id
             }
-            GroupUpdate | GroupDelete => true,
+            GroupUpdate | GroupDelete => standing.groups.contains(&change.target),
             GroupCreate | UserCreate | KeyCreate => false,
             // An action of a later version: checked rather than trusted.
             _ => true,
-        };
-        about_it || self.expires_at.is_some_and(|at| at <= now)
+        }
     }
 }
 
@@ -658,8 +661,9 @@ impl Feed {
     /// and, for a stream that shows actors, still holds `latchkey:audit:read`: a key
     /// revoked (alone, or with all its user's keys by `revoke-keys`, before the background
     /// job reaches its record), disabled, expired, stripped of a permission or whose user
-    /// was placed in a tenant (a bound caller may not read the feed) ends its stream at the
-    /// next heartbeat; reconnecting, it gets what it may read now. Checked from the records as verification reads them
+    /// was placed in a tenant (a bound caller may not read the feed) ends its stream before
+    /// the next change, or at the next heartbeat; reconnecting, it gets what it may read
+    /// now. Checked from the records as verification reads them
     /// ([`Store::authenticates_now`]), not by verifying the key again, so that holding a
     /// stream does not count as a use of the key.
     async fn caller_may_listen(&mut self) -> bool {
@@ -668,9 +672,11 @@ impl Feed {
         };
         let store = self.store.clone();
         let shows_actors = self.shows_actors;
+        let checked_through = self.store.published_seq();
         let allowed = tokio::task::spawn_blocking(move || {
             let standing = store.authenticates_now(key_id)?;
-            let allowed = standing.as_ref().is_some_and(|(principal, _)| {
+            let allowed = standing.as_ref().is_some_and(|standing| {
+                let principal = &standing.principal;
                 principal.tenant_id.is_none()
                     && principal.has(perm::Verify::PERMISSION)
                     && (!shows_actors || principal.has(perm::AuditRead::PERMISSION))
@@ -683,7 +689,11 @@ impl Feed {
                 if !allowed {
                     tracing::info!(%key_id, "event stream closed: its key may no longer read it");
                 }
-                self.caller = Some(Listener::new(key_id, standing));
+                self.caller = Some(Listener {
+                    key_id,
+                    standing,
+                    checked_through,
+                });
                 self.checked_at = Instant::now();
                 allowed
             }

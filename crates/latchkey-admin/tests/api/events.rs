@@ -424,7 +424,8 @@ async fn a_stream_ends_when_its_key_may_no_longer_read_it() {
 /// its right, nor any after it, however long its heartbeat (trust hunt s56 M1: a revoked
 /// key's stream, at `heartbeat_ms=60000`, carried every change for up to a minute). So
 /// for a key revoked, rotated without grace, disabled, stripped of the permission through
-/// its group, whose user was disabled, or past its expiry.
+/// its group, whose user was disabled, deleted or moved into a tenant, or past its expiry.
+/// A change to a group its user is not in goes out as ever.
 #[tokio::test]
 async fn a_key_that_may_no_longer_read_the_feed_reads_no_change_after() {
     let clock = std::sync::Arc::new(latchkey_core::ManualClock::new(
@@ -432,10 +433,12 @@ async fn a_key_that_may_no_longer_read_the_feed_reads_no_change_after() {
     ));
     let h = Harness::configured(|c| c.clock(clock.clone()));
     let feeders = h.group("feeders", &["latchkey:verify"]).await;
-    for (n, end) in ["revoke", "rotate", "disable", "group", "user", "expire"]
-        .into_iter()
-        .enumerate()
-    {
+    let bystanders = h.group("bystanders", &[]).await;
+    let bystanders = format!("/v1/groups/{}", bystanders["id"].as_str().unwrap());
+    let ends = [
+        "revoke", "rotate", "disable", "group", "user", "delete", "move", "expire",
+    ];
+    for (n, end) in ends.into_iter().enumerate() {
         let name = format!("follower-{end}");
         let user = h.user(&name, &[]).await;
         let user_id: uuid::Uuid = user["id"].as_str().unwrap().parse().unwrap();
@@ -453,6 +456,9 @@ async fn a_key_that_may_no_longer_read_the_feed_reads_no_change_after() {
         let key_id: uuid::Uuid = id.parse().unwrap();
         let mut stream = Stream::open_as(&h, secret, "/v1/events?heartbeat_ms=60000").await;
         assert_eq!(stream.next().await.event, "ready");
+        let permissions = json!({"permissions": [format!("orders:p{n}")]});
+        h.patch(&bystanders, permissions).await.ok(200);
+        assert_eq!(stream.change().await.data["action"], "group.update");
         let admin = Actor::system();
         match end {
             "revoke" => drop(h.store.revoke_key(&admin, key_id).unwrap()),
@@ -477,6 +483,14 @@ async fn a_key_that_may_no_longer_read_the_feed_reads_no_change_after() {
             "user" => {
                 let patch = latchkey_core::UserPatch {
                     enabled: Some(false),
+                    ..Default::default()
+                };
+                drop(h.store.update_user(&admin, user_id, patch).unwrap());
+            }
+            "delete" => h.store.delete_user(&admin, user_id).unwrap(),
+            "move" => {
+                let patch = latchkey_core::UserPatch {
+                    tenant_id: Some(Some("acme".into())),
                     ..Default::default()
                 };
                 drop(h.store.update_user(&admin, user_id, patch).unwrap());

@@ -218,7 +218,6 @@ async fn unknown_members_of_nested_objects_are_refused() {
     assert_eq!(h.get(&uri).await.ok(200), before);
 }
 
-/// A key of the user `partner` with one credit: its URI and its record as GET answers it.
 /// Credits given to a revoked or expired key could never be spent: a top-up, a set or a
 /// refill is a 409 naming why, and changes nothing (usage hunt s56 L3: 200, the credits
 /// stranded). Removing them, and what is no purchase (its name), still go.
@@ -255,11 +254,20 @@ async fn credits_are_not_given_to_a_key_that_can_never_spend_them() {
             assert_eq!(h.get(uri).await.ok(200), before, "{uri} {credits}");
         }
         h.patch(uri, json!({"name": "old"})).await.ok(200);
+        // What gives nothing goes: the balance set to 0, the refill removed, nothing added.
+        for credits in [
+            json!({"remaining": 0}),
+            json!({"refill": null}),
+            json!({"add": 0}),
+        ] {
+            h.patch(uri, json!({"credits": credits})).await.ok(200);
+        }
         let cleared = h.patch(uri, json!({"credits": null})).await.ok(200);
         assert_eq!(cleared["credits"], Value::Null, "{cleared}");
     }
 }
 
+/// A key of the user `partner` with one credit: its URI and its record as GET answers it.
 async fn key_with_one_credit(h: &Harness) -> (String, Value) {
     let created = h
         .created(

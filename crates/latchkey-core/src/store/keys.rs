@@ -117,6 +117,34 @@ pub struct Stats {
     pub groups: u64,
 }
 
+/// Whether a change to a key's credits gives it any, now or by a refill: what a revoked or
+/// expired key could never spend. Removing them, a balance set to 0 and a refill removed
+/// give nothing.
+fn gives_credits(patch: &CreditsPatch) -> bool {
+    match patch {
+        CreditsPatch::Clear | CreditsPatch::Refill(None) => false,
+        CreditsPatch::Add(amount) => *amount > 0,
+        CreditsPatch::Set { remaining, refill } => {
+            *remaining > 0 || matches!(refill, Some(Some(_)))
+        }
+        CreditsPatch::Refill(Some(_)) => true,
+    }
+}
+
+/// What a key is as [`Store::authenticates_now`] reads it: whom it authenticates as, until
+/// when, and the groups its user's permissions come from.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    /// Whom it authenticates as.
+    pub principal: Principal,
+    /// When it expires, in Unix nanoseconds of the store's clock
+    /// ([`crate::Clock::unix_nanos`]), if it does: it stops authenticating then with no
+    /// change recorded.
+    pub expires_at_nanos: Option<i128>,
+    /// Its user's groups (ids).
+    pub groups: Vec<Uuid>,
+}
+
 impl Store {
     /// Creates a key for a user and returns it with its secret, which is never stored and
     /// never shown again.
@@ -354,11 +382,7 @@ impl Store {
                 }
                 record.enabled = enabled;
             }
-            if patch
-                .credits
-                .as_ref()
-                .is_some_and(|credits| !matches!(credits, CreditsPatch::Clear))
-            {
+            if patch.credits.as_ref().is_some_and(gives_credits) {
                 let revoked = revoked_in(tx, &record)?;
                 if revoked || record.expires_at.is_some_and(|at| at <= tx.now) {
                     let expired = !revoked;
@@ -595,13 +619,8 @@ impl Store {
     /// its secret and counting no use: for a caller holding a long-lived stream, whose key
     /// must stay good while it listens. `None` when the key authenticates no one (unknown,
     /// disabled, revoked alone or with all its user's keys, expired, or its user disabled
-    /// or gone). Beside the principal, when the key expires (Unix nanoseconds of the
-    /// store's clock, as [`crate::Clock::unix_nanos`]), if it does: it stops authenticating then
-    /// with no change recorded.
-    pub fn authenticates_now(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<(Principal, Option<i128>)>, StoreError> {
+    /// or gone).
+    pub fn authenticates_now(&self, id: Uuid) -> Result<Option<Standing>, StoreError> {
         let record = match self.key_record(id) {
             Ok(record) => record,
             Err(StoreError::NotFound { .. }) => return Ok(None),
@@ -609,8 +628,18 @@ impl Store {
         };
         let resolved = self.resolve_record(&record.public_id()?, record)?;
         let now = self.inner.clock.now().unix_timestamp_nanos();
-        let principal = resolved.status(now).ok().cloned();
-        Ok(principal.map(|principal| (principal, resolved.expires_at)))
+        let Ok(principal) = resolved.status(now).cloned() else {
+            return Ok(None);
+        };
+        let groups = self
+            .get::<User>(&layout::user(principal.user_id))?
+            .map(|user| user.groups)
+            .unwrap_or_default();
+        Ok(Some(Standing {
+            principal,
+            expires_at_nanos: resolved.expires_at,
+            groups,
+        }))
     }
 
     /// Everything verification needs about a public id, read from the store.

@@ -66,7 +66,7 @@ pub use backup::{BackupHeader, CheckedBackup, Restored};
 pub use engine::Engine;
 pub use import::{ImportKey, ImportSecret};
 pub use jobs::KeysRevocation;
-pub use keys::Stats;
+pub use keys::{Standing, Stats};
 pub use query::{KeyQuery, KeySort, Page, SortField};
 pub use scoped::AuditRange;
 pub(crate) use usage::KeyUsage;
