@@ -684,7 +684,8 @@ pub struct KeyList {
     /// At most this many keys
     #[arg(long)]
     pub limit: Option<u32>,
-    /// Continue from the `next_cursor` of a previous page
+    /// Continue from the `next_cursor` of a previous page, given with the same filters
+    /// and sort (a cursor goes on only in the list it came from)
     #[arg(long)]
     pub cursor: Option<String>,
 }

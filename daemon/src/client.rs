@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use ::http::Method;
-use anyhow::Context;
 use latchkey_admin::api::List;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -38,6 +37,7 @@ impl<T: Transport> Client<T> {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let reads = method == Method::GET;
         let response = self
             .transport
             .send(ApiRequest {
@@ -52,8 +52,16 @@ impl<T: Transport> Client<T> {
         if response.body.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&response.body)
-            .with_context(|| format!("the answer to {path} is not JSON"))
+        serde_json::from_slice(&response.body).map_err(|e| {
+            let error = format!("the answer to {path} is not JSON: {e}");
+            // A change answered as made, whose answer cannot be read: what it made is not
+            // known.
+            if reads {
+                anyhow::anyhow!(error)
+            } else {
+                crate::transport::Unanswered(error).into()
+            }
+        })
     }
 
     /// `GET path`.
@@ -134,7 +142,7 @@ struct Named {
 /// Tells on stderr how to get the next page of a list, when there is one.
 pub fn more<T>(list: &List<T>, what: &str) {
     if let Some(cursor) = &list.next_cursor {
-        eprintln!("More {what}: add --cursor {cursor}");
+        eprintln!("More {what}: the same command with --cursor {cursor}");
     }
 }
 

@@ -96,7 +96,8 @@ fn users_and_groups_lists_page_through_the_cli() {
     }
     let text = f.cli(&["users", "list", "--limit", "1"]).ok();
     assert!(
-        text.stderr.contains("More users: add --cursor"),
+        text.stderr
+            .contains("More users: the same command with --cursor"),
         "{text:#?}"
     );
     f.cli(&["users", "list", "--cursor", "nonsense"])

@@ -107,17 +107,16 @@ impl Stopped {
         }
     }
 
-    /// The first line certainly not imported.
-    fn not_imported_from(&self) -> usize {
-        self.unknown_to.map_or(self.line, |last| last + 1)
-    }
-
-    /// The lines not known to be imported or not, as words: `line 8`, `lines 8-14`.
-    fn unknown_lines(&self) -> Option<String> {
-        self.unknown_to.map(|last| match last == self.line {
-            true => format!("line {last}"),
-            false => format!("lines {}-{last}", self.line),
-        })
+    /// The lines not known to be imported or not, as words (`line 8`, `lines 8-14`), and
+    /// the last of them.
+    fn unknown_lines(&self) -> Option<(String, usize)> {
+        let last = self.unknown_to?;
+        let words = if last == self.line {
+            format!("line {last}")
+        } else {
+            format!("lines {}-{last}", self.line)
+        };
+        Some((words, last))
     }
 }
 
@@ -157,21 +156,25 @@ pub(super) async fn run<T: Transport>(cli: &Cli<T>, args: KeyImport) -> anyhow::
     }
     tally.refused.sort_by_key(|r| r.line);
     // A run stopped before any line was taken or refused (no such user, a key lacking the
-    // permission) has nothing to report but its error.
-    let nothing_done = tally.imported.is_empty() && tally.refused.is_empty();
+    // permission) has nothing to report but its error; one whose first request may have
+    // been taken has its lines to name.
+    let nothing_done = tally.imported.is_empty()
+        && tally.refused.is_empty()
+        && stopped.as_ref().is_none_or(|s| s.unknown_to.is_none());
     if !(stopped.is_some() && nothing_done) {
         report(cli.out.json, &args.user, &tally, stopped.as_ref());
     }
     if let Some(stopped) = stopped {
-        let unknown = match stopped.unknown_lines() {
-            Some(lines) => format!("whether {lines} were imported is not known, and "),
-            None => String::new(),
+        let not_imported = match stopped.unknown_lines() {
+            Some((lines, last)) => {
+                format!("whether {lines} were imported is not known, and no line after {last} was")
+            }
+            None => format!("lines from {} on were not imported", stopped.line),
         };
         return Err(anyhow!(
-            "{:#}; {unknown}lines from {} on were not imported (importing again from line {} \
-             refuses any that were, as already imported)",
+            "{:#}; {not_imported} (importing again from line {} refuses any that were, as \
+             already imported)",
             stopped.error,
-            stopped.not_imported_from(),
             stopped.line
         ));
     }
@@ -380,13 +383,15 @@ fn report(json: bool, user: &str, tally: &Tally, stopped: Option<&Stopped>) {
             spans.join(", ")
         };
         println!("Lines imported: {spans}.");
-        if let Some(lines) = stopped.unknown_lines() {
-            println!("Not known whether imported: {lines} (the request failed after it was sent).");
+        match stopped.unknown_lines() {
+            Some((lines, last)) => {
+                println!(
+                    "Not known whether imported: {lines} (the request failed after it was sent)."
+                );
+                println!("Not imported: any line after {last}.");
+            }
+            None => println!("Not imported: line {} and after.", stopped.line),
         }
-        println!(
-            "Not imported: line {} and after.",
-            stopped.not_imported_from()
-        );
     }
 }
 

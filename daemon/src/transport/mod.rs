@@ -78,8 +78,8 @@ impl std::error::Error for Unanswered {}
 
 /// Whether the daemon may have acted on a request that failed: it was sent, and nothing
 /// answered says it was not acted on. So a request that never left, or one the daemon
-/// refused, is not; one [`Unanswered`] is, and so are a 503 `request_timeout` (the
-/// daemon's work runs on after it) and a gateway's 502 or 504.
+/// refused (a 4xx), is not; one [`Unanswered`] is, and so is any 5xx answer
+/// ([`Problem::outcome_unknown`]).
 pub fn outcome_unknown(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause.is::<Unanswered>()

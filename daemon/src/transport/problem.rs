@@ -29,6 +29,14 @@ struct Wire {
 }
 
 impl Problem {
+    /// Whether the request may have been acted on all the same: any 5xx. The daemon's 503
+    /// `request_timeout` leaves its work running, a PostgreSQL commit cut off may have
+    /// committed (503 `keystore_unavailable`), and a gateway's 502 or 504, or a 500, says
+    /// nothing of what the daemon did. A 4xx is a refusal before anything was done.
+    pub fn outcome_unknown(&self) -> bool {
+        self.status.is_server_error()
+    }
+
     /// Reads an error answer; a body that is not problem+json still gives a useful line.
     pub fn from_response(status: StatusCode, body: &[u8]) -> Problem {
         let wire: Option<Wire> = serde_json::from_slice(body).ok();
@@ -54,18 +62,6 @@ impl Problem {
             message,
             field,
         }
-    }
-}
-
-impl Problem {
-    /// Whether the request may have been acted on all the same: the daemon's 503
-    /// `request_timeout` (its work runs on), or a gateway's 502 or 504 in front of it.
-    pub fn outcome_unknown(&self) -> bool {
-        self.code == "request_timeout"
-            || matches!(
-                self.status,
-                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
-            )
     }
 }
 
@@ -103,8 +99,7 @@ impl std::error::Error for Problem {}
 mod tests {
     use super::*;
 
-    /// The daemon's refusals say nothing was done; its request timeout and a gateway's
-    /// errors do not.
+    /// The daemon's refusals (4xx) say nothing was done; a 5xx does not.
     #[test]
     fn which_answers_leave_the_outcome_unknown() {
         let problem = |status, code: &str| {
@@ -113,11 +108,16 @@ mod tests {
         };
         for (status, code, unknown) in [
             (StatusCode::SERVICE_UNAVAILABLE, "request_timeout", true),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keystore_unavailable",
+                true,
+            ),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", true),
             (StatusCode::BAD_GATEWAY, "", true),
             (StatusCode::GATEWAY_TIMEOUT, "", true),
-            (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", false),
-            (StatusCode::INSUFFICIENT_STORAGE, "storage_full", false),
             (StatusCode::REQUEST_TIMEOUT, "body_timeout", false),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited", false),
             (StatusCode::BAD_REQUEST, "invalid_json", false),
         ] {
             let p = problem(status, code);
