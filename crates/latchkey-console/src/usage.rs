@@ -40,8 +40,12 @@ pub(crate) fn add_to(body: &mut Value, fields: &Fields) -> Result<(), UiError> {
             "refill: give the credits to refill to".into(),
         ));
     }
-    if let Some(ips) = fields.optional("allowed_ips") {
-        body["allowed_ips"] = crate::pages::split_list(&ips).into();
+    // Separators alone are an empty field: no allowlist (the API refuses `[]`).
+    let ips = fields
+        .optional("allowed_ips")
+        .map(|ips| crate::pages::split_list(&ips));
+    if let Some(ips) = ips.filter(|ips| !ips.is_empty()) {
+        body["allowed_ips"] = ips.into();
     }
     Ok(())
 }

@@ -163,17 +163,11 @@ fn decode_cursor(
 /// A key list's cursors are bound to the caller's tenant (organization), when it is bound
 /// to one, and to the filters (the sort is in the position).
 pub(super) fn key_listing(actor: &Actor, query: &KeyQuery) -> Listing {
-    let (status, env) = (
-        query.status.map(|s| format!("{s:?}")),
-        query.env.map(|e| format!("{e:?}")),
-    );
+    let user = query.user_id.as_ref().map(|id| id.as_bytes().as_slice());
     Listing::of(actor.tenant_id(), actor.organization_id())
-        .with(
-            b'u',
-            query.user_id.as_ref().map(|id| id.as_bytes().as_slice()),
-        )
-        .with(b's', status.as_deref().map(str::as_bytes))
-        .with(b'e', env.as_deref().map(str::as_bytes))
+        .with(b'u', user)
+        .with(b's', query.status.map(|s| s.as_str().as_bytes()))
+        .with(b'e', query.env.map(|e| e.as_str().as_bytes()))
         .with(b'q', query.search.as_deref().map(str::as_bytes))
 }
 
