@@ -52,8 +52,10 @@
 //! The stream lasts as long as the caller's key may read it: at every heartbeat, before
 //! any change about the key itself, its user or one of its user's groups, and before any
 //! change once the key's expiry has passed, the key must still be active, its user enabled and its
-//! effective permissions must still hold `latchkey:verify`; otherwise the stream ends
-//! (and reconnecting answers 401 or 403). So a key revoked, disabled, expired or stripped
+//! effective permissions must still hold `latchkey:verify`, and its allowlist must be none
+//! or the one it opened under (the stream has no client address to check against a new
+//! one); otherwise the stream ends (and reconnecting answers 401 or 403, or is checked
+//! against the new allowlist). So a key revoked, disabled, expired or stripped
 //! of the permission reads no change made after that.
 //!
 //! Each event is written as soon as its change commits: core broadcasts a change before
@@ -72,6 +74,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{FutureExt, Stream};
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue};
+use ipnet::IpNet;
 use latchkey_core::wire::{Heartbeat, StreamStart};
 use latchkey_core::{Action, AuditEvent, Standing, Store, StoreError};
 use serde::Deserialize;
@@ -401,6 +404,12 @@ impl Listener {
     }
 }
 
+/// The networks a key's requests may come from; none when any may.
+fn allowlist(standing: &Standing) -> Vec<IpNet> {
+    let meter = standing.principal.meter.as_ref();
+    meter.map(|m| m.allowed_ips().to_vec()).unwrap_or_default()
+}
+
 /// A heartbeat that fell due at `sent_at_ms`, when the newest change published was `head`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mark {
@@ -673,13 +682,23 @@ impl Feed {
         let store = self.store.clone();
         let shows_actors = self.shows_actors;
         let checked_through = self.store.published_seq();
+        // The allowlist the client's address was last checked against (by the layer, when
+        // the stream opened): a stream carries no address to check again.
+        let opened_under = self
+            .caller
+            .as_ref()
+            .and_then(|listener| listener.standing.as_ref())
+            .map(allowlist)
+            .unwrap_or_default();
         let allowed = tokio::task::spawn_blocking(move || {
             let standing = store.authenticates_now(key_id)?;
             let allowed = standing.as_ref().is_some_and(|standing| {
                 let principal = &standing.principal;
+                let now_under = allowlist(standing);
                 principal.tenant_id.is_none()
                     && principal.has(perm::Verify::PERMISSION)
                     && (!shows_actors || principal.has(perm::AuditRead::PERMISSION))
+                    && (now_under.is_empty() || now_under == opened_under)
             });
             Ok::<_, StoreError>((allowed, standing))
         })
@@ -687,7 +706,7 @@ impl Feed {
         match allowed {
             Ok(Ok((allowed, standing))) => {
                 if !allowed {
-                    tracing::info!(%key_id, "event stream closed: its key may no longer read it");
+                    tracing::info!(%key_id, "event stream closed: its key may no longer read it, or its allowlist changed");
                 }
                 self.caller = Some(Listener {
                     key_id,
