@@ -434,6 +434,19 @@ async fn a_key_that_may_no_longer_read_the_feed_reads_no_change_after() {
     ));
     let h = Harness::configured(|c| c.clock(clock.clone()));
     let feeders = h.group("feeders", &["latchkey:verify"]).await;
+    // Takes `latchkey:verify` from `feeders`, or gives it back.
+    let feeders_verify = |edit: fn(PermissionSet) -> latchkey_core::PermissionEdit| {
+        let patch = latchkey_core::GroupPatch {
+            permissions: edit(PermissionSet::parse(["latchkey:verify"]).unwrap()),
+            ..Default::default()
+        };
+        let group = feeders["id"].as_str().unwrap().parse().unwrap();
+        drop(
+            h.store
+                .update_group(&Actor::system(), group, patch)
+                .unwrap(),
+        );
+    };
     let bystanders = h.group("bystanders", &[]).await;
     let bystanders = format!("/v1/groups/{}", bystanders["id"].as_str().unwrap());
     let ends = [
@@ -479,16 +492,7 @@ async fn a_key_that_may_no_longer_read_the_feed_reads_no_change_after() {
                 };
                 drop(h.store.update_key(&admin, key_id, patch).unwrap());
             }
-            "group" => {
-                let patch = latchkey_core::GroupPatch {
-                    permissions: latchkey_core::PermissionEdit::removing(
-                        PermissionSet::parse(["latchkey:verify"]).unwrap(),
-                    ),
-                    ..Default::default()
-                };
-                let group = feeders["id"].as_str().unwrap().parse().unwrap();
-                drop(h.store.update_group(&admin, group, patch).unwrap());
-            }
+            "group" => feeders_verify(latchkey_core::PermissionEdit::removing),
             "user" => {
                 let patch = latchkey_core::UserPatch {
                     enabled: Some(false),
@@ -536,14 +540,7 @@ async fn a_key_that_may_no_longer_read_the_feed_reads_no_change_after() {
         assert!(!sent.contains("event: change"), "{end}: {sent}");
         if end == "group" {
             // Given back for the next cases.
-            let patch = latchkey_core::GroupPatch {
-                permissions: latchkey_core::PermissionEdit::adding(
-                    PermissionSet::parse(["latchkey:verify"]).unwrap(),
-                ),
-                ..Default::default()
-            };
-            let group = feeders["id"].as_str().unwrap().parse().unwrap();
-            drop(h.store.update_group(&admin, group, patch).unwrap());
+            feeders_verify(latchkey_core::PermissionEdit::adding);
         }
     }
 }
