@@ -286,7 +286,7 @@ impl StoreError {
         } else if id.len() > longest {
             format!("({} bytes, longer than any {what})", id.len())
         } else if longest_alphanumeric_run(&id) >= SECRET_LIKE_RUN
-            || (id.len() >= crate::limits::MIN_IMPORTED_KEY_LEN && !could_name_a_record(&id))
+            || (id.len() >= crate::limits::MIN_IMPORTED_KEY_LEN && !crate::model::is_name_text(&id))
         {
             // A key cut short or run on, or another system's secret: most of one, whatever
             // the parse says. No name needs such a run, nor a display prefix; and a text as
@@ -328,12 +328,6 @@ impl From<sled::Error> for StoreError {
 /// A run of this many letters and digits is taken for (part of) a secret: a key's secret
 /// and checksum are one run of 38, a display prefix's longest is 12.
 const SECRET_LIKE_RUN: usize = 20;
-
-/// Whether `text` is made of the characters a name or a display prefix may hold.
-fn could_name_a_record(text: &str) -> bool {
-    text.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'))
-}
 
 fn longest_alphanumeric_run(text: &str) -> usize {
     text.split(|c: char| !c.is_ascii_alphanumeric())

@@ -345,12 +345,15 @@ pub struct KeyPatch {
     pub allowed_ips: Option<Vec<IpNet>>,
 }
 
+/// Whether `text` holds only what a user or group name may: `[A-Za-z0-9_.@-]`.
+pub(crate) fn is_name_text(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'))
+}
+
 /// Checks a user or group name.
 pub(crate) fn validate_principal_name(field: &'static str, name: &str) -> Result<(), StoreError> {
-    let ok = (1..=MAX_PRINCIPAL_NAME_BYTES).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'));
+    let ok = (1..=MAX_PRINCIPAL_NAME_BYTES).contains(&name.len()) && is_name_text(name);
     if !ok {
         return Err(StoreError::invalid(
             field,
