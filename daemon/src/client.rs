@@ -37,11 +37,10 @@ impl<T: Transport> Client<T> {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let reads = method == Method::GET;
         let response = self
             .transport
             .send(ApiRequest {
-                method,
+                method: method.clone(),
                 path: path.to_owned(),
                 body,
             })
@@ -53,14 +52,9 @@ impl<T: Transport> Client<T> {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&response.body).map_err(|e| {
-            let error = format!("the answer to {path} is not JSON: {e}");
-            // A change answered as made, whose answer cannot be read: what it made is not
-            // known.
-            if reads {
-                anyhow::anyhow!(error)
-            } else {
-                crate::transport::Unanswered(error).into()
-            }
+            // Answered as done, the answer unreadable: what was done is not known.
+            let message = format!("the answer to {path} is not JSON: {e}");
+            crate::transport::lost_answer(&method, message)
         })
     }
 

@@ -195,22 +195,18 @@ impl HttpTransport {
         sent.map_err(|e| {
             // The URL is said as `shown` (reqwest's error would repeat it, password and all).
             let e = e.without_url();
-            // Sent, maybe: past the connection and its handshake, a change may have been
-            // made whatever the error.
-            let unsure = request.method != ::http::Method::GET
-                && !e.is_connect()
-                && CertificateProblem::of(&e).is_none();
-            let error = self.failure(request, &e);
-            if unsure {
-                anyhow::Error::new(super::Unanswered(error.to_string()))
+            let message = self.failure(request, &e);
+            if e.is_connect() || CertificateProblem::of(&e).is_some() {
+                anyhow::anyhow!(message)
             } else {
-                error
+                // Past the connection and its handshake: it may have been sent.
+                super::lost_answer(&request.method, message)
             }
         })
     }
 
     /// What a request that had no answer failed of, in words, with what to do.
-    fn failure(&self, request: &ApiRequest, e: &reqwest::Error) -> anyhow::Error {
+    fn failure(&self, request: &ApiRequest, e: &reqwest::Error) -> String {
         if let Some(problem) = CertificateProblem::of(e) {
             let advice = match problem {
                 CertificateProblem::CaServed => {
@@ -234,7 +230,7 @@ impl HttpTransport {
                 }
                 _ => "the daemon's certificate itself must change",
             };
-            anyhow::anyhow!(
+            format!(
                 "the TLS certificate of the latchkey daemon at {} does not verify ({}): \
                      {advice}",
                 self.shown,
@@ -242,32 +238,32 @@ impl HttpTransport {
             )
         } else if e.is_connect() && latchkey_tower::remote::is_not_tls(e) {
             // A plain listener answers a TLS handshake with bytes rustls cannot read.
-            anyhow::anyhow!(
+            format!(
                 "cannot connect to the latchkey daemon at {} over TLS ({e}): if it serves \
                      plain HTTP, use an http:// --url",
                 self.shown
             )
         } else if e.is_connect() {
-            anyhow::anyhow!(
+            format!(
                 "cannot connect to the latchkey daemon at {}: is `latchkey serve` running? \
                      (or work on a store directly with --db PATH)",
                 self.shown
             )
         } else if e.is_timeout() && makes_a_key(request) {
-            anyhow::anyhow!(
+            format!(
                 "the latchkey daemon at {} did not answer in time: a key may have been \
                      made all the same, whose secret is lost; look for it (`latchkey keys \
                      list`) and revoke it before retrying",
                 self.shown
             )
         } else if e.is_timeout() && request.method != ::http::Method::GET {
-            anyhow::anyhow!(
+            format!(
                 "the latchkey daemon at {} did not answer in time: the change may have \
                      been made all the same; look before retrying",
                 self.shown
             )
         } else if e.is_timeout() {
-            anyhow::anyhow!(
+            format!(
                 "the latchkey daemon at {} did not answer in time",
                 self.shown
             )
@@ -282,20 +278,20 @@ impl HttpTransport {
             } else {
                 ""
             };
-            anyhow::anyhow!(
+            format!(
                 "request to the latchkey daemon at {} failed after it had answered: \
                      {e} (did it stop, or the network in between fail?){applied}",
                 self.shown
             )
         } else if self.base.starts_with("http://") {
             // A TLS listener hangs up on plain HTTP without an answer.
-            anyhow::anyhow!(
+            format!(
                 "request to the latchkey daemon at {} failed: {e} (if it serves HTTPS, \
                      use an https:// --url)",
                 self.shown
             )
         } else {
-            anyhow::anyhow!(
+            format!(
                 "request to the latchkey daemon at {} failed: {e}",
                 self.shown
             )
@@ -382,9 +378,9 @@ impl Transport for HttpTransport {
         let mut response = self.start(&request, deadline).await?;
         let status = response.status();
         let body = self.read_capped(&mut response).await.map_err(|error| {
-            // A change answered as made, whose answer was lost: what it made is not known.
-            if status.is_success() && request.method != ::http::Method::GET {
-                anyhow::Error::new(super::Unanswered(format!("{error:#}")))
+            // Answered as done, the answer lost: what was done is not known.
+            if status.is_success() {
+                super::lost_answer(&request.method, format!("{error:#}"))
             } else {
                 error
             }

@@ -76,6 +76,16 @@ impl std::fmt::Display for Unanswered {
 
 impl std::error::Error for Unanswered {}
 
+/// The error of a request that may have reached the daemon and whose answer was lost:
+/// [`Unanswered`] for a change (the daemon may have made it), a plain error for a read.
+pub(crate) fn lost_answer(method: &::http::Method, message: String) -> anyhow::Error {
+    if method == ::http::Method::GET {
+        anyhow::anyhow!(message)
+    } else {
+        Unanswered(message).into()
+    }
+}
+
 /// Whether the daemon may have acted on a request that failed: it was sent, and nothing
 /// answered says it was not acted on. So a request that never left, or one the daemon
 /// refused (a 4xx), is not; one [`Unanswered`] is, and so is any 5xx answer
