@@ -223,17 +223,11 @@ pub(crate) async fn stream(
     // right is then either seen by this read or carried by the receiver), for the checks
     // before each change that may end it.
     let listener = match caller.actor.key_id() {
-        Some(key_id) => {
-            let checked_through = state.store.published_seq();
-            let standing = state
-                .run(move |store| Ok(store.authenticates_now(key_id)?))
-                .await?;
-            Some(Listener {
-                key_id,
-                standing,
-                checked_through,
-            })
-        }
+        Some(key_id) => Some(
+            state
+                .run(move |store| Ok(Listener::read(store, key_id)?))
+                .await?,
+        ),
         None => None,
     };
     // The changes published: durable, and broadcast (a change committed and not flushed
@@ -346,7 +340,7 @@ struct Feed {
     queue: VecDeque<Event>,
     /// The caller's key, checked at every heartbeat (and as often during a replay, which may
     /// send none until its marks are reached), and before a change that may concern it
-    /// ([`Feed::may_end_the_caller`]); `None` for the operator router.
+    /// ([`Listener::may_be_ended_by`]); `None` for the operator router.
     caller: Option<Listener>,
     /// When the caller's key was last checked.
     checked_at: Instant,
@@ -376,6 +370,17 @@ struct Listener {
 }
 
 impl Listener {
+    /// Key `key_id` as the store has it now. Blocking: off the async workers.
+    fn read(store: &Store, key_id: Uuid) -> Result<Listener, StoreError> {
+        // Before the key: every change published by then is in what its read sees.
+        let checked_through = store.published_seq();
+        Ok(Listener {
+            key_id,
+            standing: store.authenticates_now(key_id)?,
+            checked_through,
+        })
+    }
+
     /// Whether `change` may have ended this key's right to the stream, or its expiry has
     /// come (`now`): a change to the key, to its user, or to one of its user's groups,
     /// made after the last check. Creations end nothing. So a stream's store reads stay
@@ -594,11 +599,11 @@ impl Feed {
     /// right to the stream (or its key has expired): `None` when it has, and nothing of it
     /// is sent.
     async fn send_checked(&mut self, change: &AuditEvent) -> Option<()> {
-        let now = self.store.clock().unix_nanos();
+        let store = &self.store;
         if self
             .caller
             .as_ref()
-            .is_some_and(|listener| listener.may_be_ended_by(change, now))
+            .is_some_and(|listener| listener.may_be_ended_by(change, store.clock().unix_nanos()))
             && !self.caller_may_listen().await
         {
             return None;
@@ -681,7 +686,6 @@ impl Feed {
         };
         let store = self.store.clone();
         let shows_actors = self.shows_actors;
-        let checked_through = self.store.published_seq();
         // The allowlist the client's address was last checked against (by the layer, when
         // the stream opened): a stream carries no address to check again.
         let opened_under = self
@@ -691,8 +695,8 @@ impl Feed {
             .map(allowlist)
             .unwrap_or_default();
         let allowed = tokio::task::spawn_blocking(move || {
-            let standing = store.authenticates_now(key_id)?;
-            let allowed = standing.as_ref().is_some_and(|standing| {
+            let listener = Listener::read(&store, key_id)?;
+            let allowed = listener.standing.as_ref().is_some_and(|standing| {
                 let principal = &standing.principal;
                 let now_under = allowlist(standing);
                 principal.tenant_id.is_none()
@@ -700,19 +704,15 @@ impl Feed {
                     && (!shows_actors || principal.has(perm::AuditRead::PERMISSION))
                     && (now_under.is_empty() || now_under == opened_under)
             });
-            Ok::<_, StoreError>((allowed, standing))
+            Ok::<_, StoreError>((allowed, listener))
         })
         .await;
         match allowed {
-            Ok(Ok((allowed, standing))) => {
+            Ok(Ok((allowed, listener))) => {
                 if !allowed {
                     tracing::info!(%key_id, "event stream closed: its key may no longer read it, or its allowlist changed");
                 }
-                self.caller = Some(Listener {
-                    key_id,
-                    standing,
-                    checked_through,
-                });
+                self.caller = Some(listener);
                 self.checked_at = Instant::now();
                 allowed
             }
