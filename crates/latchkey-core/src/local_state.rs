@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::nanos::Nanos;
@@ -19,9 +20,25 @@ thread_local! {
 }
 
 /// One limit's theoretical arrival time, in nanoseconds since its limiter was made (0:
-/// never used), as `governor`'s own `InMemoryState` keeps it.
-#[derive(Debug, Default)]
-pub(crate) struct LocalState(AtomicU64);
+/// never used), as `governor`'s own `InMemoryState` keeps it. A clone is a handle on the
+/// same state: the limiter holds one, and its [`crate::meter`] another, to give back what a
+/// request refused by a later check took ([`LocalState::give_back`]).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LocalState(Arc<AtomicU64>);
+
+impl LocalState {
+    /// Gives back `nanos` of the arrival time (a taken cost times the limit's interval):
+    /// the limit is as if those requests had not come. GCRA's arrival time only adds up,
+    /// so taking the cost off again is exact whatever came in between; an arrival time
+    /// that goes back before now stands for a limit that is whole, as one never used does.
+    pub(crate) fn give_back(&self, nanos: u64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                (tat != 0).then(|| tat.saturating_sub(nanos))
+            });
+    }
+}
 
 impl StateStore for LocalState {
     type Key = NotKeyed;

@@ -131,7 +131,8 @@ pub enum Admitted {
     /// The answer.
     Done(Result<(), VerifyError>),
     /// Every check before a step that needs storage passed (the rate limits before it
-    /// have counted the request), and that step's slice is short: a reservation decides,
+    /// have taken the request, and take it back if a later step refuses), and that step's
+    /// slice is short: a reservation decides,
     /// from the store's balance (the key's credits: a durable write) or from a rate limit's
     /// state on a database several processes share (a transaction).
     Reserve(Reservation),
@@ -279,9 +280,9 @@ impl Meter {
     /// Consumes `cost` from each of the key's rate limits, then its user's, then from the
     /// credits, as a request's extra cost: after its own unit, which [`admit`] took (a
     /// cost that with that unit is above a limit's whole limit never passes, a refill must
-    /// cover both, and a refusal tells when both fit, [`rate_limited_after`]). A limit that
-    /// refuses leaves the credits untouched; the limits checked before it have counted the
-    /// request. Blocks on storage when the credit slice, or on
+    /// cover both, and a refusal tells when both fit, [`rate_limited_after`]). A refusal, by a
+    /// limit or the credits, takes nothing from any of them: the limits checked before the
+    /// one that refused are given the cost back. Blocks on storage when the credit slice, or on
     /// a shared database a rate limit's slice, is short: [`Meter::try_charge`] does not.
     pub fn charge(&self, cost: u32) -> Result<(), VerifyError> {
         match self.try_charge(cost) {
@@ -343,7 +344,7 @@ impl Meter {
                     // its figure is what memory knows (a flood of them costs no round trip
                     // each); otherwise a shared limit's state not known without a round
                     // trip is read by the reservation.
-                    if let Some(report) = report {
+                    if let Some(report) = report.as_deref_mut() {
                         let left = if beyond_the_limit(&limit.rule, cost.into(), extra).is_some() {
                             Some(limit.known_left(&meter.clock))
                         } else {
@@ -354,6 +355,7 @@ impl Meter {
                             None => return reserve(i),
                         }
                     }
+                    self.give_back(i, cost, report);
                     return Admitted::Done(Err(refused));
                 }
             }
@@ -383,6 +385,9 @@ impl Meter {
             }
             other => other,
         };
+        if remaining.is_err() {
+            self.give_back(self.limits().count(), cost, report.as_deref_mut());
+        }
         if let Some(report) = report {
             let left = match &remaining {
                 Ok(left) => Some(*left),
@@ -393,6 +398,28 @@ impl Meter {
             report.extend(left.map(|left| credits.state(left, now)));
         }
         Admitted::Done(remaining.map(drop))
+    }
+
+    /// Gives `cost` back to the first `taken` limits, which took it for a request that a
+    /// later step refused: a refused request counts against no limit (usage hunt s56 M1:
+    /// a key out of credits used up its limits, and was still refused once credits were
+    /// added), as a remote verifier's lease takes a cost from every bucket or from none.
+    /// Their figures in `report` become what is left with it back.
+    fn give_back(&self, taken: usize, cost: u32, report: Option<&mut Vec<LimitState>>) {
+        if cost == 0 || taken == 0 {
+            return;
+        }
+        let clock = &self.0.clock;
+        let mut report = report;
+        for limit in self.limits().take(taken) {
+            limit.give_back(cost, clock);
+            for state in report.iter_mut().flat_map(|r| r.iter_mut()) {
+                if state.name == limit.rule.name && state.limit == Some(limit.rule.limit) {
+                    let left = state.remaining.saturating_add(cost.into());
+                    *state = limit.state(u32::try_from(left).unwrap_or(u32::MAX));
+                }
+            }
+        }
     }
 
     /// The key's rate limits, then its user's (named `user:<name>`).
@@ -540,8 +567,9 @@ pub(crate) struct Limit {
 
 /// Where a limit's GCRA state lives.
 enum Gate {
-    /// In this process (`governor`): a store only this process opens (sled).
-    Local(Limiter),
+    /// In this process (`governor`): a store only this process opens (sled). With a handle
+    /// on the limiter's state and the nanoseconds one request adds to it, to give back.
+    Local(Limiter, LocalState, u64),
     /// In the store, shared by the processes on one database: this process admits from a
     /// slice of it (`shared_limit.rs`).
     Shared(SharedLimit),
@@ -621,11 +649,13 @@ impl Limit {
         let quota = Quota::with_period(window / limit.get())
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(limit);
+        let interval = u64::try_from(quota.replenish_interval().as_nanos()).unwrap_or(u64::MAX);
         let clock = GovernorClock(Arc::clone(clock));
-        let limiter: Limiter = RateLimiter::new(quota, LocalState::default(), clock);
+        let state = LocalState::default();
+        let limiter: Limiter = RateLimiter::new(quota, state.clone(), clock);
         Limit {
             rule,
-            gate: Gate::Local(limiter),
+            gate: Gate::Local(limiter, state, interval),
         }
     }
 
@@ -638,9 +668,9 @@ impl Limit {
             return Err(refused);
         }
         match (&self.gate, cost) {
-            (Gate::Local(limiter), 0) => self.peek_local(limiter, clock),
+            (Gate::Local(limiter, ..), 0) => self.peek_local(limiter, clock),
             (Gate::Shared(shared), 0) => shared.peek(&self.rule, clock.unix_nanos()),
-            (Gate::Local(limiter), _) => self.check_local(limiter, cost, extra, clock),
+            (Gate::Local(limiter, ..), _) => self.check_local(limiter, cost, extra, clock),
             (Gate::Shared(shared), _) => {
                 shared.take(&self.rule, cost, extra, || clock.unix_nanos())
             }
@@ -659,9 +689,9 @@ impl Limit {
             return Some(Err(refused));
         }
         match (&self.gate, cost) {
-            (Gate::Local(limiter), 0) => Some(self.peek_local(limiter, clock)),
+            (Gate::Local(limiter, ..), 0) => Some(self.peek_local(limiter, clock)),
             (Gate::Shared(shared), 0) => shared.try_peek(&self.rule, clock.unix_nanos()),
-            (Gate::Local(limiter), _) => Some(self.check_local(limiter, cost, extra, clock)),
+            (Gate::Local(limiter, ..), _) => Some(self.check_local(limiter, cost, extra, clock)),
             (Gate::Shared(shared), _) => {
                 shared.try_take(&self.rule, cost, extra, clock.unix_nanos())
             }
@@ -690,7 +720,7 @@ impl Limit {
     /// reservation (the whole limit before one).
     fn known_left(&self, clock: &Arc<dyn Clock>) -> u32 {
         match &self.gate {
-            Gate::Local(limiter) => self.peek_local(limiter, clock).unwrap_or(0),
+            Gate::Local(limiter, ..) => self.peek_local(limiter, clock).unwrap_or(0),
             Gate::Shared(shared) => shared.known_left(&self.rule, clock.unix_nanos()),
         }
     }
@@ -728,6 +758,18 @@ impl Limit {
                 let now = governor::clock::Clock::now(&GovernorClock(Arc::clone(clock)));
                 refused(not_until.wait_time_from(now))
             }
+        }
+    }
+
+    /// Gives back `cost` this limit took for a request refused after it
+    /// ([`Meter::give_back`]). A shared limit's slice takes it back while valid; once the
+    /// slice is void it stays counted, never more than the limit.
+    fn give_back(&self, cost: u32, clock: &Arc<dyn Clock>) {
+        match &self.gate {
+            Gate::Local(_, state, interval) => {
+                state.give_back(interval.saturating_mul(cost.into()));
+            }
+            Gate::Shared(shared) => shared.give_back(cost, clock.unix_nanos()),
         }
     }
 

@@ -208,6 +208,17 @@ impl SharedLimit {
         })
     }
 
+    /// Gives back `cost` a request took from the slice and a later check refused: into the
+    /// slice while it is valid (the shared state counted it when the slice was reserved, so
+    /// this process may admit it once more); a void slice's requests stay counted.
+    pub(crate) fn give_back(&self, cost: u32, now: i128) {
+        if now < i128::from(self.until.load(Ordering::Acquire)) {
+            let _ = self
+                .left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_add(cost));
+        }
+    }
+
     /// Whether one request would pass now, taking nothing, as far as this process knows
     /// without a round trip: what is left (the shared state at the last reservation plus
     /// the slice), or the refusal held in memory. `None`: the shared state decides.

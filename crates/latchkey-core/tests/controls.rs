@@ -180,6 +180,68 @@ fn a_request_of_cost_0_takes_nothing_and_is_refused_where_one_would_be() {
     assert_eq!(check_only(&store, text), Err("usage_exceeded"));
 }
 
+/// A request refused by a later check counts against none of the limits checked before
+/// it (usage hunt s56 M1): a key out of credits did use up its limits, and once credits
+/// were added was refused `rate_limited` with nothing served; a request that a second
+/// limit refused used up the first.
+#[test]
+fn a_refused_request_counts_against_no_limit() {
+    let (_location, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let admin = Actor::system();
+    let user = support::user(&store, "alice", &[]);
+    let broke = Credits {
+        remaining: 0,
+        refill: None,
+    };
+    let key = metered(&store, &user, "broke", per_minute(3), Some(broke));
+    let text = key.secret.expose();
+    for _ in 0..5 {
+        assert_eq!(request(&store, text, 1), Err("usage_exceeded"));
+    }
+    // What a refused request reports: the limit as whole as before it.
+    let mut report = Vec::new();
+    let principal = store.verify(text).unwrap();
+    let refused = admit_reporting(&principal, &Admission::default(), Some(&mut report));
+    assert_eq!(refused.map_err(|e| e.code()), Err("usage_exceeded"));
+    let left: Vec<u64> = report.iter().map(|state| state.remaining).collect();
+    assert_eq!(left, [3, 0], "{report:?}");
+    assert_eq!(report[0].reset_seconds, Some(0), "{report:?}");
+
+    let top_up = KeyPatch {
+        credits: Some(CreditsPatch::Add(10)),
+        ..KeyPatch::default()
+    };
+    store.update_key(&admin, key.key.id, top_up).unwrap();
+    for _ in 0..3 {
+        assert_eq!(request(&store, text, 1), Ok(()), "served once credits came");
+    }
+    assert_eq!(request(&store, text, 1), Err("rate_limited"));
+
+    // Two limits: what the second refuses takes nothing from the first.
+    let limit = |name: &str, limit, window_seconds| RateLimit {
+        name: name.into(),
+        limit,
+        window_seconds,
+    };
+    let limits = vec![limit("default", 5, 60), limit("burst", 2, 1)];
+    let key = metered(&store, &user, "bursty", limits, None);
+    let text = key.secret.expose();
+    for _ in 0..2 {
+        assert_eq!(request(&store, text, 1), Ok(()));
+    }
+    for _ in 0..6 {
+        assert_eq!(request(&store, text, 1), Err("rate_limited"));
+    }
+    clock.advance(time::Duration::seconds(1));
+    for _ in 0..2 {
+        assert_eq!(request(&store, text, 1), Ok(()), "default still holds 3");
+    }
+    assert_eq!(request(&store, text, 1), Err("rate_limited"));
+    clock.advance(time::Duration::seconds(1));
+    assert_eq!(request(&store, text, 1), Ok(()), "the last of default");
+    assert_eq!(request(&store, text, 1), Err("rate_limited"));
+}
+
 /// A request costing more than a limit's whole `limit` never passes: refused with a retry
 /// of one window (as Unkey answers), taking nothing, so cheaper requests still pass.
 #[test]

@@ -609,6 +609,37 @@ async fn give_back(h: &Harness, caller: &str, key_id: &str, credits: u64) -> Val
 /// A service `svc` (`latchkey:verify`) and a key `k` for a user `partner` (`orders:read`),
 /// from 10.0.0.0/8 only, with a limit of `limit` requests a minute and `credits` credits;
 /// returns the service's secret and the key's record.
+/// A verification its credits refuse counts against no limit (usage hunt s56 M1): a key
+/// out of credits was `rate_limited` after its limit's worth of refusals, and stayed so
+/// once credits were added, with nothing served.
+#[tokio::test]
+async fn a_request_refused_for_credits_uses_up_no_limit() {
+    let h = Harness::new();
+    let (service, created) = service_and_limited_key(&h, 3, 0).await;
+    let secret = created["secret"].as_str().unwrap();
+    let verify = || {
+        h.post_as(
+            &service,
+            "/v1/verify",
+            json!({"key": secret, "client_ip": "10.0.0.1"}),
+        )
+    };
+    for _ in 0..5 {
+        let answer = verify().await;
+        assert_eq!(answer["code"], "usage_exceeded", "{answer}");
+        assert_eq!(answer["limits"][0]["remaining"], 3, "{answer}");
+        assert_eq!(answer["limits"][0]["reset_seconds"], 0, "{answer}");
+    }
+    let uri = format!("/v1/keys/{}", created["id"].as_str().unwrap());
+    h.patch(&uri, json!({"credits": {"add": 10}})).await.ok(200);
+    for left in [2, 1, 0] {
+        let answer = verify().await;
+        assert_eq!(answer["code"], "ok", "{answer}");
+        assert_eq!(answer["limits"][0]["remaining"], left, "{answer}");
+    }
+    assert_eq!(verify().await["code"], "rate_limited");
+}
+
 async fn service_and_limited_key(h: &Harness, limit: u32, credits: u32) -> (String, Value) {
     let (_, service) = h.user_with_key("svc", &["latchkey:verify"]).await;
     h.user("partner", &["orders:read"]).await;

@@ -59,9 +59,10 @@ impl ExtraCharger {
 /// authenticated `request`. Without an [`ExtraCharger`] the principal's own meter refused,
 /// for usage or an unavailable store only, which carry no challenge; the credit the layer
 /// took for the request, before its route's cost was known ([`BaseCharge`]), then goes
-/// back, so that a refused request spends no credit. (Its rate limits keep the count, as
-/// a limit that refuses does in core's `Meter::charge`. Through a remote verifier the
-/// lease keeps it.)
+/// back, so that a refused request spends no credit. (Its rate limits keep the request's
+/// own 1, which the refusal's `Retry-After` counts with the route's cost; the extra cost
+/// itself took nothing from them, core's `Meter::charge` taking from every limit or from
+/// none. Through a remote verifier the lease keeps it.)
 pub(crate) fn refuse_extra<B>(error: &VerifyError, request: &Request<B>) -> Rejection {
     if let Some(meter) = request
         .extensions()
