@@ -267,6 +267,15 @@ fn direct_commands_act_as_the_operator_and_are_audited() {
             .stdout
             .contains("intact: 6 events")
     );
+    // An update's event says what it changed, in the table too.
+    on(&db, &["users", "disable", "svc"]).ok();
+    let table = on(&db, &["audit", "list", "--user", "svc"]).ok().stdout;
+    assert!(
+        table.lines().next().unwrap().ends_with("CHANGES"),
+        "{table}"
+    );
+    assert!(table.contains("user.update"), "{table}");
+    assert!(table.contains("enabled: true → false"), "{table}");
 }
 
 #[test]

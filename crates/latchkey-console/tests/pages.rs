@@ -372,6 +372,18 @@ async fn every_page_answers_with_the_policy() {
         !events.contains("user.create"),
         "only this key's events: {events}"
     );
+    // With what each change did, as text (escaped).
+    let meta = serde_json::json!({"meta": {"note": "<b>x</b>"}});
+    let (status, _) = app
+        .api(&app.admin, "PATCH", &format!("/v1/keys/{key}"), meta)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = key_events(&app, &key, &session).await;
+    assert!(events.contains("meta: null → {&#34;note&#34;"), "{events}");
+    assert!(events.contains("&#60;b&#62;x&#60;/b&#62;"), "{events}");
+    assert!(!events.contains("<b>x</b>"), "{events}");
+    let (_, html) = app.get("/ui/audit", Some(&session)).await;
+    assert!(html.contains("meta: null → {&#34;note&#34;"), "{html}");
     let (audit, html) = app.get("/ui/audit?check=1", Some(&session)).await;
     assert_eq!(audit.status(), StatusCode::OK);
     assert!(html.contains("The chain holds"), "{html}");

@@ -48,7 +48,8 @@ pub(super) async fn run<T: Transport>(
             let go_on = if newest_first { "--before" } else { "--after" };
             let list = cli.api.get(&path).await?;
             cli.out.print(&list, |events: List<AuditEvent>| {
-                let mut table = Table::new(&["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "USER"]);
+                let columns = ["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "USER", "CHANGES"];
+                let mut table = Table::new(&columns);
                 for event in &events.items {
                     table.row(vec![
                         event.seq.to_string(),
@@ -57,6 +58,7 @@ pub(super) async fn run<T: Transport>(
                         wire_name(&event.action),
                         event.target.to_string(),
                         or_dash(event.user_id),
+                        or_dash(Some(event.changes_line())),
                     ]);
                 }
                 table.print(if events.next_cursor.is_some() {

@@ -732,10 +732,11 @@ impl Feed {
         let change = if self.shows_actors {
             change
         } else {
-            // Without its actor, and with hashes that cannot be checked against a guessed
-            // one (`Store::feed_hash`).
+            // Without its actor or what it changed, and with hashes that cannot be
+            // checked against a guessed one (`Store::feed_hash`).
             hidden = AuditEvent {
                 actor: None,
+                changes: None,
                 prev_hash: self.store.feed_hash(&change.prev_hash),
                 hash: self.store.feed_hash(&change.hash),
                 ..change.clone()

@@ -1,6 +1,6 @@
 //! `GET /v1/audit` and `GET /v1/audit/verify`.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use latchkey_core::{Store, StoreConfig};
 
@@ -128,6 +128,109 @@ async fn lists_changes_oldest_first_with_pages() {
             .problem(400, "invalid_field");
         assert_eq!(bad["field"], field, "{query}");
     }
+}
+
+/// Each update, and a rotation, says what it changed: each field's value before and after
+/// (usage hunt s56 M7: a disable, an enable and a credit top-up were all one bare
+/// `key.update`, and a rotation named no successor). A change that changes nothing writes
+/// no event; the chain still checks.
+#[tokio::test]
+async fn an_update_says_what_it_changed() {
+    let h = Harness::new();
+    let group = h.group("readers", &["orders:read"]).await;
+    h.user("partner", &[]).await;
+    let body = json!({"name": "k", "user_id": "partner", "credits": {"remaining": 5}});
+    let key = h.created("/v1/keys", body).await;
+    let id = key["id"].as_str().unwrap();
+    let uri = format!("/v1/keys/{id}");
+    let limits = json!([{"name": "default", "limit": 5, "window_seconds": 60}]);
+    for patch in [
+        json!({"enabled": false}),
+        json!({"enabled": true, "name": "renamed"}),
+        json!({"credits": {"add": 7}}),
+        json!({"allowed_ips": ["10.0.0.0/8"], "rate_limits": limits, "meta": {"plan": "pro"}}),
+        json!({"name": "renamed"}),
+    ] {
+        h.patch(&uri, patch).await.ok(200);
+    }
+    let successor = h.rotate(id, 60).await;
+    let events = h.get(&format!("/v1/audit?target={id}")).await.ok(200);
+    let changes: Vec<(String, Value)> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e.get("changes").cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let change = |from: Value, to: Value| json!({"from": from, "to": to});
+    let credits = |remaining: u64| json!({"remaining": remaining, "refill": null});
+    let expected = [
+        ("key.create", Value::Null),
+        (
+            "key.update",
+            json!({"enabled": change(json!(true), json!(false))}),
+        ),
+        (
+            "key.update",
+            json!({"enabled": change(json!(false), json!(true)),
+                   "name": change(json!("k"), json!("renamed"))}),
+        ),
+        (
+            "key.update",
+            json!({"credits": change(credits(5), credits(12))}),
+        ),
+        (
+            "key.update",
+            json!({"allowed_ips": change(json!([]), json!(["10.0.0.0/8"])),
+                   "meta": change(Value::Null, json!({"plan": "pro"})),
+                   "rate_limits": change(json!([]), limits)}),
+        ),
+    ];
+    assert_eq!(changes.len(), expected.len() + 1, "{events}");
+    for ((action, changed), (want_action, want)) in changes.iter().zip(&expected) {
+        assert_eq!((action.as_str(), changed), (*want_action, want), "{events}");
+    }
+    let rotation = &changes[expected.len()];
+    assert_eq!(rotation.0, "key.rotate");
+    assert_eq!(
+        rotation.1["rotated_to"],
+        change(Value::Null, successor["id"].clone())
+    );
+    assert_eq!(rotation.1["credits"], change(credits(12), credits(0)));
+    assert_eq!(rotation.1["expires_at"]["from"], Value::Null);
+    assert_eq!(
+        rotation.1["expires_at"]["to"],
+        h.get(&uri).await.ok(200)["expires_at"]
+    );
+
+    // Users and groups alike.
+    let group_id = group["id"].as_str().unwrap();
+    let body = json!({"add_groups": [group_id], "enabled": false});
+    h.patch("/v1/users/partner", body).await.ok(200);
+    h.patch(
+        &format!("/v1/groups/{group_id}"),
+        json!({"name": "viewers"}),
+    )
+    .await
+    .ok(200);
+    let last = h.get("/v1/audit?order=desc&limit=2").await.ok(200);
+    assert_eq!(last["items"][1]["action"], "user.update");
+    assert_eq!(
+        last["items"][1]["changes"],
+        json!({"enabled": change(json!(true), json!(false)),
+               "groups": change(json!([]), json!([group_id]))})
+    );
+    assert_eq!(last["items"][0]["action"], "group.update");
+    assert_eq!(
+        last["items"][0]["changes"],
+        json!({"name": change(json!("readers"), json!("viewers"))})
+    );
+    let check = h.get("/v1/audit/verify").await.ok(200);
+    assert_eq!(check["valid"], true, "{check}");
 }
 
 #[tokio::test]

@@ -715,7 +715,7 @@ async fn at_most_1024_streams_are_open_in_all() {
 /// Who did what is the audit trail's: a key that may verify but not read the audit trail
 /// gets each change with its `actor` null (all it needs to empty its cache is what
 /// changed), and hashes keyed by the store, which no guess of the actor can be checked
-/// against; one that may read the trail gets the change whole.
+/// against, and no `changes`; one that may read the trail gets the change whole.
 #[tokio::test]
 async fn changes_name_their_actor_only_to_a_key_that_may_read_the_audit_trail() {
     let h = Harness::new();
@@ -742,12 +742,27 @@ async fn changes_name_their_actor_only_to_a_key_that_may_read_the_audit_trail() 
         assert_eq!(keyed.len(), 64, "{:?}", hidden.data);
         assert_ne!(hidden.data[member], shown.data[member]);
     }
+    // What a change did is the audit trail's too.
+    let renamed = h
+        .patch("/v1/groups/support", json!({"name": "helpdesk"}))
+        .await;
+    assert_eq!(renamed.status, 200);
+    let (renamed_hidden, renamed_shown) = (partial.change().await, whole.change().await);
+    assert_eq!(renamed_hidden.data["action"], "group.update");
+    assert_eq!(
+        renamed_hidden.data.get("changes"),
+        None,
+        "{:?}",
+        renamed_hidden.data
+    );
+    let name = json!({"from": "support", "to": "helpdesk"});
+    assert_eq!(renamed_shown.data["changes"]["name"], name);
     // Keyed alike on every change and at a resumption, so that a follower still links them
     // and compares the hash where it resumes with the one it saw.
-    let deleted = h.delete("/v1/groups/support").await;
+    let deleted = h.delete("/v1/groups/helpdesk").await;
     assert_eq!(deleted.status, 204);
     let next = partial.change().await;
-    assert_eq!(next.data["prev_hash"], hidden.data["hash"]);
+    assert_eq!(next.data["prev_hash"], renamed_hidden.data["hash"]);
     let seq = hidden.data["seq"].as_u64().unwrap();
     for (key, change) in [(&verifier, &hidden), (&auditor, &shown)] {
         let mut resumed = Stream::open_as(&h, key, &format!("/v1/events?after={seq}")).await;

@@ -524,3 +524,23 @@ async fn the_patterns_match_the_parsers() {
     }
     assert!(name.is_match(&"a".repeat(64)) && !name.is_match(&"a".repeat(65)));
 }
+
+/// An audit event's `changes` are named fields of `Change`, whose `from` and `to` may be
+/// any JSON value (a name, a flag, a list of limits, `null`).
+#[tokio::test]
+async fn an_audit_event_s_changes_are_described() {
+    let doc = document().await;
+    let changes = &schema(&doc, "AuditEvent")["properties"]["changes"];
+    assert_eq!(
+        changes["additionalProperties"]["$ref"], "#/components/schemas/Change",
+        "{changes}"
+    );
+    let change = schema(&doc, "Change");
+    assert_eq!(change["required"], serde_json::json!(["from", "to"]));
+    for side in ["from", "to"] {
+        let types = change["properties"][side]["type"].as_array().unwrap();
+        for kind in ["null", "boolean", "number", "string", "array", "object"] {
+            assert!(types.contains(&kind.into()), "{side}: {kind}");
+        }
+    }
+}

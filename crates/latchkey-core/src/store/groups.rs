@@ -12,7 +12,7 @@ use super::user_index::{self, UserIndex};
 use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::actor::Actor;
-use crate::audit::Action;
+use crate::audit::{Action, Changes};
 use crate::error::{Entity, StoreError};
 use crate::limits::{check_permission_edit, check_permissions};
 use crate::model::{Group, GroupPatch, NewGroup, User, validate_principal_name};
@@ -119,7 +119,10 @@ impl Store {
             group.updated_at = tx.now;
             tx.put(&layout::group(id), &group)?;
             admin_keys.ensure_one_remains(tx)?;
-            tx.record(Action::GroupUpdate, id, None);
+            let changes = Changes::default()
+                .field("name", &original.name, &group.name)
+                .field("permissions", &original.permissions, &group.permissions);
+            tx.record_changes(Action::GroupUpdate, id, None, changes);
             tx.invalidate(Invalidate::All);
             Ok(group)
         })
@@ -148,7 +151,8 @@ impl Store {
                 user.updated_at = tx.now;
                 tx.put(&layout::user(user.id), &user)?;
                 user_index::follow(tx, Some(member), Some(&user))?;
-                tx.record(Action::UserUpdate, user.id, Some(user.id));
+                let changes = super::users::user_changes(member, &user);
+                tx.record_changes(Action::UserUpdate, user.id, Some(user.id), changes);
             }
             tx.remove(&layout::group(id))?;
             tx.count(Counter::Groups, -1)?;

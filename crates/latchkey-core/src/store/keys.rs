@@ -17,7 +17,7 @@ use super::usage::Usage;
 use super::users::user_grants_in;
 use super::{Store, layout};
 use crate::actor::Actor;
-use crate::audit::Action;
+use crate::audit::{Action, Changes};
 use crate::controls::{
     Credits, CreditsPatch, canonical_net, check_allowed_ips, check_credit_amount, check_credits,
     check_meta, check_rate_limits, check_refill,
@@ -416,7 +416,18 @@ impl Store {
             }
             tx.put_key(&record)?;
             admin_keys.ensure_one_remains(tx)?;
-            tx.record(Action::KeyUpdate, id, Some(record.user_id));
+            let now = tx.now.unix_timestamp_nanos();
+            let changes = key_changes(&before, &record)
+                .field("meta", &old.meta_value(), &controls.meta_value())
+                .field("rate_limits", &old.rate_limits, &controls.rate_limits)
+                .field(
+                    "credits",
+                    &old.credits_view(own, now),
+                    // What this process kept of its slice is still shown with them.
+                    &controls.credits_view(if carry { own } else { 0 }, now),
+                )
+                .field("allowed_ips", &old.allowed_ips, &controls.allowed_ips);
+            tx.record_changes(Action::KeyUpdate, id, Some(record.user_id), changes);
             tx.invalidate(Invalidate::Key(public));
             Ok((record, settle, pending))
         })?;
@@ -539,7 +550,14 @@ impl Store {
             };
             old.expires_at = Some(old.expires_at.map_or(end, |at| at.min(end)));
             tx.put_key(&old)?;
-            tx.record(Action::KeyRotate, id, Some(old.user_id));
+            let changes = Changes::default()
+                .time("expires_at", original_expiry, old.expires_at)
+                .field(
+                    "credits",
+                    &controls.credits_view(own, now),
+                    &drained.credits_view(0, now),
+                );
+            let rotation = tx.record_changes(Action::KeyRotate, id, Some(old.user_id), changes);
             tx.invalidate(Invalidate::Key(old.public_id().map_err(abort_err)?));
             let new = NewKey {
                 name: old.name.clone(),
@@ -555,6 +573,9 @@ impl Store {
             };
             let created = self.create_key_in(tx, actor, &new, Some(&old))?;
             tx.put_raw(&successor, created.key.id.as_bytes())?;
+            tx.add_changes(rotation, |changes| {
+                changes.field("rotated_to", &None, &Some(created.key.id))
+            });
             Ok((created, (controls.version, drained)))
         });
         let (created, settle) = rotated.inspect_err(|e| {
@@ -785,6 +806,15 @@ fn new_controls(new: &NewKey, now: OffsetDateTime) -> Result<ControlsRecord, Sto
 /// A key's usage control after `patch`, checked, and whether this process's unspent slice
 /// of credits stays valid (`own`: that slice; see `controls.rs` on how changes compose
 /// with slices).
+/// What a change did to a key's record, field by field, as its view shows them
+/// ([`crate::AuditEvent::changes`]); its controls' fields are added by the caller.
+fn key_changes(before: &KeyRecord, after: &KeyRecord) -> Changes {
+    Changes::default()
+        .field("name", &before.name, &after.name)
+        .field("description", &before.description, &after.description)
+        .field("enabled", &before.enabled, &after.enabled)
+}
+
 fn patched_controls(
     old: &ControlsRecord,
     patch: &KeyPatch,

@@ -1288,7 +1288,9 @@ impl Store {
 /// An audit event from its stored record; the sequence number is in the key.
 fn decode_event((key, value): &Entry) -> Result<AuditEvent, StoreError> {
     let seq = seq_of(key).ok_or_else(|| StoreError::Corrupt("bad audit key".into()))?;
-    Ok(decode::<audit::StoredEvent>(value)?.into_event(seq))
+    let stored =
+        audit::StoredEvent::decode(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(stored.into_event(seq))
 }
 
 /// The sequence number an audit event's key (`a:` + big-endian u64) names.

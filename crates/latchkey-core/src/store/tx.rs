@@ -11,7 +11,7 @@ use super::backend::{KvTx, TxError};
 use super::chunks::{self, Change};
 use super::{Store, layout};
 use crate::actor::Actor;
-use crate::audit::{Action, AuditEvent, StoredEvent, hash_bytes};
+use crate::audit::{Action, AuditEvent, Changes, Recorded, StoredEvent, hash_bytes};
 use crate::error::StoreError;
 use crate::key::PublicId;
 
@@ -37,7 +37,7 @@ pub(crate) enum Invalidate {
 pub(crate) struct Tx<'a> {
     tree: &'a dyn KvTx,
     pub(crate) now: OffsetDateTime,
-    events: RefCell<Vec<(Action, Uuid, Option<Uuid>)>>,
+    events: RefCell<Vec<Recorded>>,
     invalidations: RefCell<Vec<Invalidate>>,
     /// Index changes, applied to the chunks at the end of the write (`key_writes.rs`).
     pub(crate) index_changes: RefCell<Vec<Change>>,
@@ -99,7 +99,33 @@ impl<'a> Tx<'a> {
 
     /// Records an audit event (and change-feed entry) for this write.
     pub(crate) fn record(&self, action: Action, target: Uuid, user_id: Option<Uuid>) {
-        self.events.borrow_mut().push((action, target, user_id));
+        self.record_changes(action, target, user_id, Changes::default());
+    }
+
+    /// [`Tx::record`] for an update or a rotation, with what it changed: the event's
+    /// place, to add what the write learns later ([`Tx::add_changes`]).
+    pub(crate) fn record_changes(
+        &self,
+        action: Action,
+        target: Uuid,
+        user_id: Option<Uuid>,
+        changes: Changes,
+    ) -> usize {
+        let mut events = self.events.borrow_mut();
+        events.push(Recorded {
+            action,
+            target,
+            user_id,
+            changes,
+        });
+        events.len() - 1
+    }
+
+    /// Adds to the changes of the event recorded at `place`.
+    pub(crate) fn add_changes(&self, place: usize, add: impl FnOnce(Changes) -> Changes) {
+        if let Some(event) = self.events.borrow_mut().get_mut(place) {
+            event.changes = add(std::mem::take(&mut event.changes));
+        }
     }
 
     pub(crate) fn invalidate(&self, what: Invalidate) {
@@ -127,9 +153,9 @@ impl<'a> Tx<'a> {
             Err(e) => return abort(e),
         };
         let mut appended = Vec::new();
-        for &(action, target, user_id) in self.events.borrow().iter() {
+        for recorded in self.events.take() {
             seq += 1;
-            let event = AuditEvent::new(seq, self.now, actor, action, target, user_id, head);
+            let event = AuditEvent::new(seq, self.now, actor, recorded, head);
             self.put(&layout::audit(seq), &StoredEvent::from_event(&event))?;
             head = event.hash.clone();
             appended.push(event);

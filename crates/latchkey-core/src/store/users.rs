@@ -10,7 +10,7 @@ use super::user_index;
 use super::user_limits::{put_user_limits_in, user_limits_in};
 use super::{Store, layout};
 use crate::actor::Actor;
-use crate::audit::Action;
+use crate::audit::{Action, Changes};
 use crate::controls::check_rate_limits;
 use crate::error::{Entity, StoreError};
 use crate::limits::{check_groups, check_permission_edit, check_permissions, check_tenant};
@@ -200,7 +200,12 @@ impl Store {
             }
             user_index::follow(tx, Some(&original), Some(&user))?;
             admin_keys.ensure_one_remains(tx)?;
-            tx.record(Action::UserUpdate, id, Some(id));
+            tx.record_changes(
+                Action::UserUpdate,
+                id,
+                Some(id),
+                user_changes(&original, &user),
+            );
             tx.invalidate(Invalidate::All);
             Ok(user)
         })
@@ -305,6 +310,22 @@ fn check_user_patch(patch: &UserPatch) -> Result<(), StoreError> {
         check_rate_limits(limits)?;
     }
     check_permission_edit(&patch.permissions)
+}
+
+/// What a change did to a user, field by field ([`crate::AuditEvent::changes`]).
+pub(crate) fn user_changes(before: &User, after: &User) -> Changes {
+    Changes::default()
+        .field("name", &before.name, &after.name)
+        .field("enabled", &before.enabled, &after.enabled)
+        .field("groups", &before.groups, &after.groups)
+        .field("permissions", &before.permissions, &after.permissions)
+        .field("tenant_id", &before.tenant_id, &after.tenant_id)
+        .field(
+            "organization_id",
+            &before.organization_id,
+            &after.organization_id,
+        )
+        .field("rate_limits", &before.rate_limits, &after.rate_limits)
 }
 
 #[cfg(test)]
