@@ -306,7 +306,11 @@ fn people_read_what_the_json_answer_holds() {
         .unwrap_or_else(|| panic!("{audit}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells[2], json["created_by"].as_str().unwrap(), "{row}");
-    assert_eq!(cells[3..], ["key.create", id, &user_id], "{row}");
+    assert_eq!(cells[3..], ["key.create", id, &user_id, "-"], "{row}");
+    // An update's row ends with what it changed.
+    let row = audit.lines().rfind(|l| l.contains("user.update"));
+    let row = row.unwrap_or_else(|| panic!("{audit}"));
+    assert!(row.contains("groups: [] → [\""), "{row}");
 }
 
 /// The human form of a rotation without grace of the very key the CLI sends names the
