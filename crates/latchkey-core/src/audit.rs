@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::{RawValue, to_raw_value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -21,7 +22,7 @@ pub enum Action {
     /// A group was created.
     #[serde(rename = "group.create")]
     GroupCreate,
-    /// A group's name or permissions changed.
+    /// A group's name or permissions changed; `changes` says which.
     #[serde(rename = "group.update")]
     GroupUpdate,
     /// A group was deleted (and removed from its users).
@@ -30,7 +31,8 @@ pub enum Action {
     /// A user was created.
     #[serde(rename = "user.create")]
     UserCreate,
-    /// A user changed (name, enabled, groups, permissions, tenant, organization).
+    /// A user changed (name, enabled, groups, permissions, tenant, organization, rate
+    /// limits); `changes` says which.
     #[serde(rename = "user.update")]
     UserUpdate,
     /// A user was deleted; its keys were revoked in the same transaction.
@@ -39,7 +41,8 @@ pub enum Action {
     /// A key was created.
     #[serde(rename = "key.create")]
     KeyCreate,
-    /// A key's name, description or enabled flag changed.
+    /// A key's name, description, enabled flag or usage control (meta, rate limits,
+    /// credits, allowlist) changed; `changes` says which, before and after.
     #[serde(rename = "key.update")]
     KeyUpdate,
     /// A key was revoked.
@@ -48,7 +51,8 @@ pub enum Action {
     /// A revoked key was deleted.
     #[serde(rename = "key.delete")]
     KeyDelete,
-    /// A key was rotated: its expiry moved to the end of the grace period.
+    /// A key was rotated: its expiry moved to the end of the grace period, its credits went
+    /// to the key it was rotated to (`changes`: `expires_at`, `credits`, `rotated_to`).
     #[serde(rename = "key.rotate")]
     KeyRotate,
     /// Every key of a user was revoked at once (none authenticates from this event on);
@@ -94,7 +98,8 @@ pub struct AuditEvent {
     /// What an update or a rotation changed, by the record's field name (`enabled`,
     /// `credits`, `rate_limits`, `allowed_ips`, `meta`, `groups`, `permissions`, …; a
     /// rotation's `expires_at`, `credits` and `rotated_to`): each field's value before and
-    /// after. `None` for other actions, for a follower of the change feed that may not
+    /// after, or for a set (`permissions`, `groups`, `allowed_ips`) what left it and what
+    /// joined it. `None` for other actions, for a follower of the change feed that may not
     /// read the audit trail, and for events written before this field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<BTreeMap<String, Change>>,
@@ -104,17 +109,31 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
-/// One field's value before and after a change, as the record shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One field's change, as the record shows the field: its value before and after, or,
+/// for a set (`permissions`, `groups`, `allowed_ips`), the members that left it (`from`)
+/// and those that joined it (`to`), so that an event stays small however large the set.
+///
+/// Each side is kept as the JSON text the event was hashed with (read it with
+/// [`serde_json::from_str`], or `.get()` for the text): parsed and written again, a
+/// number could come back as other text and no longer match the hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change {
-    /// Before the change (`null`: not set).
+    /// Before the change (`null`: not set); for a set, the members removed.
     #[cfg_attr(feature = "openapi", schema(schema_with = any_json))]
-    pub from: serde_json::Value,
-    /// After it.
+    pub from: Box<RawValue>,
+    /// After it; for a set, the members added.
     #[cfg_attr(feature = "openapi", schema(schema_with = any_json))]
-    pub to: serde_json::Value,
+    pub to: Box<RawValue>,
 }
+
+impl PartialEq for Change {
+    fn eq(&self, other: &Change) -> bool {
+        (self.from.get(), self.to.get()) == (other.from.get(), other.to.get())
+    }
+}
+
+impl Eq for Change {}
 
 /// A schema any JSON value meets, its types named (utoipa reads no type-less schema back,
 /// which the document's own passes need).
@@ -134,6 +153,9 @@ fn any_json() -> utoipa::openapi::Object {
         .build()
 }
 
+/// The fields whose changes are told as what left the set and what joined it.
+const SETS: [&str; 3] = ["permissions", "groups", "allowed_ips"];
+
 /// What a write recorded for its event: the action, its record, and what it changed.
 #[derive(Debug)]
 pub(crate) struct Recorded {
@@ -152,19 +174,40 @@ pub(crate) struct Changes(BTreeMap<String, Change>);
 impl Changes {
     /// Adds `field` when `from` and `to` differ.
     pub(crate) fn field<T: Serialize + PartialEq + ?Sized>(
-        mut self,
+        self,
         field: &str,
         from: &T,
         to: &T,
     ) -> Changes {
-        if from != to {
-            let json = |value: &T| serde_json::to_value(value).expect("record fields serialize");
-            let change = Change {
-                from: json(from),
-                to: json(to),
-            };
-            self.0.insert(field.to_owned(), change);
+        if from == to {
+            return self;
         }
+        self.with(field, from, to)
+    }
+
+    /// Adds the set `field` when it changed: the members that left it as `from`, those
+    /// that joined it as `to`, each in the order the set holds them.
+    pub(crate) fn set<'a, T, I>(self, field: &str, from: I, to: I) -> Changes
+    where
+        T: Serialize + PartialEq + 'a,
+        I: IntoIterator<Item = &'a T>,
+    {
+        let (from, to): (Vec<&T>, Vec<&T>) = (from.into_iter().collect(), to.into_iter().collect());
+        let removed: Vec<&T> = from.iter().copied().filter(|m| !to.contains(m)).collect();
+        let added: Vec<&T> = to.iter().copied().filter(|m| !from.contains(m)).collect();
+        if removed.is_empty() && added.is_empty() {
+            return self;
+        }
+        self.with(field, &removed, &added)
+    }
+
+    fn with<T: Serialize + ?Sized>(mut self, field: &str, from: &T, to: &T) -> Changes {
+        let json = |value: &T| to_raw_value(value).expect("record fields serialize");
+        let change = Change {
+            from: json(from),
+            to: json(to),
+        };
+        self.0.insert(field.to_owned(), change);
         self
     }
 
@@ -339,8 +382,11 @@ impl AuditEvent {
 
 impl AuditEvent {
     /// What the event changed, on one line for a table: `field: from → to` in compact
-    /// JSON, fields in order, joined by `; `, each value cut at 60 characters (the whole
-    /// is in [`AuditEvent::changes`]); empty without changes.
+    /// JSON (for a set, `field: -removed +added`), fields in order, joined by `; `, each
+    /// value cut at 60 characters (the whole is in [`AuditEvent::changes`]) and any
+    /// control, bidirectional formatting or separator character in it written as
+    /// `\u{…}`, so that no text stored in a record can move or colour what a terminal or
+    /// page shows around it; empty without changes.
     ///
     /// ```
     /// # let event: latchkey_core::AuditEvent = serde_json::from_value(serde_json::json!({
@@ -351,17 +397,33 @@ impl AuditEvent {
     /// assert_eq!(event.changes_line(), r#"enabled: true → false; name: "a" → "b""#);
     /// ```
     pub fn changes_line(&self) -> String {
-        let short = |value: &serde_json::Value| {
-            let text = value.to_string();
-            match text.char_indices().nth(60) {
-                Some((cut, _)) => format!("{}…", &text[..cut]),
-                None => text,
+        let short = |value: &RawValue| {
+            let mut shown = String::new();
+            for (i, c) in value.get().chars().enumerate() {
+                if i == 60 {
+                    shown.push('…');
+                    break;
+                }
+                if crate::limits::is_forbidden_char(c) {
+                    shown.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+                } else {
+                    shown.push(c);
+                }
             }
+            shown
         };
         let fields = self.changes.iter().flatten();
         let lines: Vec<String> = fields
             .map(|(field, change)| {
-                format!("{field}: {} → {}", short(&change.from), short(&change.to))
+                let (from, to) = (short(&change.from), short(&change.to));
+                if !SETS.contains(&field.as_str()) {
+                    return format!("{field}: {from} → {to}");
+                }
+                let sides = [("-", from), ("+", to)];
+                let shown = sides.iter().filter(|(_, side)| side != "[]");
+                let shown: Vec<String> =
+                    shown.map(|(sign, side)| format!("{sign}{side}")).collect();
+                format!("{field}: {}", shown.join(" "))
             })
             .collect();
         lines.join("; ")
@@ -470,7 +532,7 @@ mod tests {
         assert_eq!(read, changed);
         let changes = read.changes.as_ref().unwrap();
         assert_eq!(changes.keys().collect::<Vec<_>>(), ["enabled"]);
-        assert_eq!(changes["enabled"].to, serde_json::json!(false));
+        assert_eq!(changes["enabled"].to.get(), "false");
         assert!(check_chain([&read], 2, read.prev_hash.clone()).is_ok());
         let mut edited = read.clone();
         edited
@@ -479,10 +541,73 @@ mod tests {
             .unwrap()
             .get_mut("enabled")
             .unwrap()
-            .to = true.into();
+            .to = to_raw_value(&true).unwrap();
         assert!(check_chain([&edited], 2, read.prev_hash.clone()).is_err());
         // A change that changed nothing is no changes at all.
         assert!(Changes::default().field("name", "a", "a").done().is_none());
+    }
+
+    /// Changes keep the JSON text they were hashed with, through the store and the wire:
+    /// a float that serde_json reads back one step off (review s57 H1) still checks.
+    #[test]
+    fn changes_keep_the_text_they_were_hashed_with() {
+        let meta: serde_json::Value =
+            serde_json::from_str(r#"{"v":5.7710294861749863e-29,"w":0.1}"#).unwrap();
+        let recorded = Recorded {
+            action: Action::KeyUpdate,
+            target: Uuid::nil(),
+            user_id: None,
+            changes: Changes::default().field("meta", &None, &Some(meta)),
+        };
+        let event = AuditEvent::new(
+            1,
+            OffsetDateTime::UNIX_EPOCH,
+            None,
+            recorded,
+            GENESIS.into(),
+        );
+        let bytes = postcard::to_stdvec(&StoredEvent::from_event(&event)).unwrap();
+        let read = StoredEvent::decode(&bytes).unwrap().into_event(1);
+        assert_eq!(read, event);
+        assert!(check_chain([&read], 1, GENESIS.into()).is_ok());
+        let text = serde_json::to_string(&read).unwrap();
+        let wire: AuditEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(wire.compute_hash(), read.hash);
+        // Read through a `serde_json::Value`, the float is parsed and written again: the
+        // text can move a step (why the hash is never taken over a parsed value).
+        let value: AuditEvent =
+            serde_json::from_value(serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(value.changes.unwrap().keys().collect::<Vec<_>>(), ["meta"]);
+    }
+
+    /// One line for a table: sets as what left and joined them, and no character that
+    /// could move or colour the text around it.
+    #[test]
+    fn the_changes_line_shows_sets_and_escapes_what_a_terminal_would_act_on() {
+        let recorded = Recorded {
+            action: Action::UserUpdate,
+            target: Uuid::nil(),
+            user_id: None,
+            changes: Changes::default()
+                .field("name", "a", "\u{202E}x\u{9B}")
+                .set("permissions", &["a:b", "c:d"], &["c:d", "e:f"])
+                .set("groups", &[] as &[Uuid], &[Uuid::nil()][..]),
+        };
+        let event = AuditEvent::new(
+            1,
+            OffsetDateTime::UNIX_EPOCH,
+            None,
+            recorded,
+            GENESIS.into(),
+        );
+        assert_eq!(
+            event.changes_line(),
+            format!(
+                r#"groups: +["{}"]; name: "a" → "\u{{202e}}x\u{{9b}}"; permissions: -["a:b"] +["e:f"]"#,
+                Uuid::nil()
+            )
+        );
+        assert!(!event.changes_line().contains('\u{202E}'));
     }
 
     #[test]

@@ -121,7 +121,11 @@ impl Store {
             admin_keys.ensure_one_remains(tx)?;
             let changes = Changes::default()
                 .field("name", &original.name, &group.name)
-                .field("permissions", &original.permissions, &group.permissions);
+                .set(
+                    "permissions",
+                    original.permissions.iter(),
+                    group.permissions.iter(),
+                );
             tx.record_changes(Action::GroupUpdate, id, None, changes);
             tx.invalidate(Invalidate::All);
             Ok(group)

@@ -317,8 +317,12 @@ pub(crate) fn user_changes(before: &User, after: &User) -> Changes {
     Changes::default()
         .field("name", &before.name, &after.name)
         .field("enabled", &before.enabled, &after.enabled)
-        .field("groups", &before.groups, &after.groups)
-        .field("permissions", &before.permissions, &after.permissions)
+        .set("groups", &before.groups, &after.groups)
+        .set(
+            "permissions",
+            before.permissions.iter(),
+            after.permissions.iter(),
+        )
         .field("tenant_id", &before.tenant_id, &after.tenant_id)
         .field(
             "organization_id",
