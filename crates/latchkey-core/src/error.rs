@@ -75,6 +75,14 @@ pub enum Conflict {
         /// Whether it expired (`key_expired`), rather than was revoked (`key_revoked`).
         expired: bool,
     },
+    /// Credits given to (or set on) a key rotated already: its credits went to the key it
+    /// was rotated to, and it expires at the end of its grace, with whatever it was given.
+    /// Its code is `key_rotated`.
+    #[error(
+        "the key was rotated: its credits went to the key it was rotated to, and it ends with \
+         its grace period; give them to that key"
+    )]
+    CreditsOfARotatedKey,
     /// The change would leave no enabled, unrevoked, unexpired key that holds `*`, and so
     /// no one able to manage the store through the API.
     #[error("this change would leave no active key holding `*`: create another admin key first")]
@@ -91,7 +99,7 @@ impl Conflict {
                 "key_revoked"
             }
             Conflict::CreditsOfAnEndedKey { expired: true } => "key_expired",
-            Conflict::KeyRotated => "key_rotated",
+            Conflict::KeyRotated | Conflict::CreditsOfARotatedKey => "key_rotated",
             Conflict::KeyExpired => "key_expired",
             Conflict::LastAdminKey => "last_admin_key",
         }

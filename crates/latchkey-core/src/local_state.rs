@@ -27,10 +27,10 @@ thread_local! {
 pub(crate) struct LocalState(Arc<AtomicU64>);
 
 impl LocalState {
-    /// Gives back `nanos` of the arrival time (a taken cost times the limit's interval):
-    /// the limit is as if those requests had not come. GCRA's arrival time only adds up,
-    /// so taking the cost off again is exact whatever came in between; an arrival time
-    /// that goes back before now stands for a limit that is whole, as one never used does.
+    /// Gives back `nanos` of the arrival time: of a cost taken, what the limit has not won
+    /// back since (the caller's part, [`crate::meter`]). Taken off the arrival time
+    /// whatever came in between, so never more than was taken; an arrival time that goes
+    /// back before now stands for a limit that is whole, as one never used does.
     pub(crate) fn give_back(&self, nanos: u64) {
         let _ = self
             .0

@@ -150,6 +150,8 @@ pub struct Reservation {
     /// The first step not yet taken: a rate limit's index in [`Meter::rate_limits`], or
     /// their count for the credits.
     from: usize,
+    /// When the steps before it were taken, to give them back should a later one refuse.
+    taken: Taken,
 }
 
 impl Reservation {
@@ -168,12 +170,19 @@ impl Reservation {
     pub fn finish_reporting(self, report: Option<&mut Vec<LimitState>>) -> Result<(), VerifyError> {
         match self
             .meter
-            .charge_from(self.from, self.cost, self.extra, report, true)
+            .charge_from(self.from, self.cost, self.extra, self.taken, report, true)
         {
             Admitted::Done(answer) => answer,
             Admitted::Reserve(_) => unreachable!("a charge that may block answers"),
         }
     }
+}
+
+/// When a charge was taken (this process's monotonic clock), so that giving it back gives
+/// only what the limits have not won back since ([`Meter::taken_now`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    monotonic: u64,
 }
 
 /// What a remote verifier's lease of a rate limit came to ([`Meter::lease_limit`]).
@@ -296,11 +305,11 @@ impl Meter {
     /// shared limit's slice it finds short is no sign that the key comes faster
     /// ([`crate::slice_size`]).
     pub fn try_charge(&self, cost: u32) -> Admitted {
-        self.charge_from(0, cost, true, None, false)
+        self.charge_from(0, cost, true, self.taken_now(), None, false)
     }
 
     fn try_charge_reporting(&self, cost: u32, report: Option<&mut Vec<LimitState>>) -> Admitted {
-        self.charge_from(0, cost, false, report, false)
+        self.charge_from(0, cost, false, self.taken_now(), report, false)
     }
 
     /// Takes `cost` from the steps from `from` on (the rate limits by their index, then the
@@ -311,6 +320,7 @@ impl Meter {
         from: usize,
         cost: u32,
         extra: bool,
+        taken: Taken,
         mut report: Option<&mut Vec<LimitState>>,
         block: bool,
     ) -> Admitted {
@@ -321,6 +331,7 @@ impl Meter {
                 cost,
                 extra,
                 from,
+                taken,
             })
         };
         for (i, limit) in self.limits().enumerate().skip(from) {
@@ -351,11 +362,14 @@ impl Meter {
                             limit.left_now(block, &meter.clock)
                         };
                         match left {
-                            Some(left) => report.push(limit.state(left)),
+                            Some(left) => {
+                                let units = cost.saturating_add(extra.into());
+                                report.push(limit.refused_state(left, &refused, units));
+                            }
                             None => return reserve(i),
                         }
                     }
-                    self.give_back(i, cost, report);
+                    self.give_back_to(i, cost, taken, report);
                     return Admitted::Done(Err(refused));
                 }
             }
@@ -386,7 +400,7 @@ impl Meter {
             other => other,
         };
         if remaining.is_err() {
-            self.give_back(self.limits().count(), cost, report.as_deref_mut());
+            self.give_back_to(self.limits().count(), cost, taken, report.as_deref_mut());
         }
         if let Some(report) = report {
             let left = match &remaining {
@@ -400,23 +414,43 @@ impl Meter {
         Admitted::Done(remaining.map(drop))
     }
 
-    /// Gives `cost` back to the first `taken` limits, which took it for a request that a
-    /// later step refused: a refused request counts against no limit (usage hunt s56 M1:
-    /// a key out of credits used up its limits, and was still refused once credits were
-    /// added), as a remote verifier's lease takes a cost from every bucket or from none.
-    /// Their figures in `report` become what is left with it back.
-    fn give_back(&self, taken: usize, cost: u32, report: Option<&mut Vec<LimitState>>) {
-        if cost == 0 || taken == 0 {
+    /// Now, as a charge about to be taken is stamped, to give it back with
+    /// [`Meter::give_back`].
+    pub fn taken_now(&self) -> Taken {
+        Taken {
+            monotonic: self.0.clock.monotonic_nanos(),
+        }
+    }
+
+    /// Gives back to every rate limit the `cost` of a request they admitted at `taken`
+    /// ([`Meter::taken_now`], read before the charge) and that a step after this meter's
+    /// charge refused: a route's extra cost refused for want of credits, or for a store
+    /// that could not be reached. What the limits won back since is not given twice.
+    pub fn give_back(&self, cost: u32, taken: Taken) {
+        self.give_back_to(self.limits().count(), cost, taken, None);
+    }
+
+    /// Gives `cost` back to the first `limits` limits, which took it at `taken` for a
+    /// request that a later step refused: a refused request counts against no limit
+    /// (usage hunt s56 M1: a key out of credits used up its limits, and was still refused
+    /// once credits were added), as a remote verifier's lease takes a cost from every
+    /// bucket or from none. Their figures in `report` become what they have left then.
+    fn give_back_to(
+        &self,
+        limits: usize,
+        cost: u32,
+        taken: Taken,
+        mut report: Option<&mut Vec<LimitState>>,
+    ) {
+        if cost == 0 || limits == 0 {
             return;
         }
         let clock = &self.0.clock;
-        let mut report = report;
-        for limit in self.limits().take(taken) {
-            limit.give_back(cost, clock);
+        for limit in self.limits().take(limits) {
+            limit.give_back(cost, taken, clock);
             for state in report.iter_mut().flat_map(|r| r.iter_mut()) {
                 if state.name == limit.rule.name && state.limit == Some(limit.rule.limit) {
-                    let left = state.remaining.saturating_add(cost.into());
-                    *state = limit.state(u32::try_from(left).unwrap_or(u32::MAX));
+                    *state = limit.state(limit.known_left(clock));
                 }
             }
         }
@@ -761,16 +795,39 @@ impl Limit {
         }
     }
 
-    /// Gives back `cost` this limit took for a request refused after it
-    /// ([`Meter::give_back`]). A shared limit's slice takes it back while valid; once the
-    /// slice is void it stays counted, never more than the limit.
-    fn give_back(&self, cost: u32, clock: &Arc<dyn Clock>) {
+    /// Gives back `cost` this limit took at `taken` for a request refused after it
+    /// ([`Meter::give_back_to`]). A limit of this process's gets what it has not won back
+    /// since (review s57 L4: given whole after time had passed, it undid what other
+    /// requests took once the limit had come back to whole); a shared limit's slice takes
+    /// it back while valid (once void, it stays counted).
+    fn give_back(&self, cost: u32, taken: Taken, clock: &Arc<dyn Clock>) {
         match &self.gate {
             Gate::Local(_, state, interval) => {
-                state.give_back(interval.saturating_mul(cost.into()));
+                let elapsed = clock.monotonic_nanos().saturating_sub(taken.monotonic);
+                let left = interval.saturating_mul(cost.into()).saturating_sub(elapsed);
+                if left > 0 {
+                    state.give_back(left);
+                }
             }
             Gate::Shared(shared) => shared.give_back(cost, clock.unix_nanos()),
         }
+    }
+
+    /// The state of this limit, which refused `units` (a request's, or a route's extra cost
+    /// with its own 1) with `refused`, `left` being what it has. Used up, the whole limit is
+    /// back once the refusal's wait has passed and the rest of it has come back, one
+    /// request an interval: the figure counts down while the limit refuses (usage hunt s56
+    /// L1: it said the whole window throughout, a limit of one a month 31 days each time).
+    fn refused_state(&self, left: u32, refused: &VerifyError, units: u32) -> LimitState {
+        let mut state = self.state(left);
+        if let (0, VerifyError::RateLimited(limited)) = (left, refused) {
+            let window = u64::from(self.rule.window_seconds);
+            let limit = u64::from(self.rule.limit.max(1));
+            let rest = limit.saturating_sub(units.into()) * window / limit;
+            let whole = limited.retry_after_seconds.saturating_add(rest).min(window);
+            state.reset_seconds = Some(whole);
+        }
+        state
     }
 
     /// The limit's state with `remaining` left: the full limit is back once what was used

@@ -242,6 +242,39 @@ fn a_refused_request_counts_against_no_limit() {
     assert_eq!(request(&store, text, 1), Err("rate_limited"));
 }
 
+/// A limit used up says when it is whole again, counting down while it refuses (usage
+/// hunt s56 L1: `reset_seconds` said the whole window on every refusal).
+#[test]
+fn a_used_up_limit_says_when_it_is_whole_again() {
+    let (_location, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let user = support::user(&store, "alice", &[]);
+    let hourly = RateLimit {
+        name: "hourly".into(),
+        limit: 2,
+        window_seconds: 3600,
+    };
+    let key = metered(&store, &user, "hourly", vec![hourly], None);
+    let text = key.secret.expose();
+    let refused = || {
+        let mut report = Vec::new();
+        let principal = store.verify(text).unwrap();
+        let answer = admit_reporting(&principal, &Admission::default(), Some(&mut report));
+        assert_eq!(answer.map_err(|e| e.code()), Err("rate_limited"));
+        assert_eq!(report.len(), 1, "{report:?}");
+        (report[0].remaining, report[0].reset_seconds)
+    };
+    for _ in 0..2 {
+        assert_eq!(request(&store, text, 1), Ok(()));
+    }
+    assert_eq!(refused(), (0, Some(3600)));
+    clock.advance(time::Duration::seconds(1000));
+    assert_eq!(refused(), (0, Some(2600)));
+    clock.advance(time::Duration::seconds(800));
+    // One came back: taken, and the rest is back an interval later.
+    assert_eq!(request(&store, text, 1), Ok(()));
+    assert_eq!(refused(), (0, Some(3600)));
+}
+
 /// A request costing more than a limit's whole `limit` never passes: refused with a retry
 /// of one window (as Unkey answers), taking nothing, so cheaper requests still pass.
 #[test]

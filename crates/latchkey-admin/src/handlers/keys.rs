@@ -201,7 +201,7 @@ pub(crate) async fn show(
     responses(
         (status = 200, description = "The changed key", body = Key),
         InvalidField, StrongerKey, NoSuchKey,
-        (status = 409, description = "Enabling or disabling a revoked key (`key_revoked`), giving credits to (setting them on, or refilling) a revoked or expired key (`key_revoked`, `key_expired`), or disabling the last active key that holds `*`, giving it credits or a rate limit slower than once a minute (`last_admin_key`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Enabling or disabling a revoked key (`key_revoked`), giving credits to (setting them on, or refilling) a revoked or expired key (`key_revoked`, `key_expired`) or to a key rotated already, whose credits went to its successor (`key_rotated`), or disabling the last active key that holds `*`, giving it credits or a rate limit slower than once a minute (`last_admin_key`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["latchkey:keys:write"])))]
 pub(crate) async fn update(

@@ -265,6 +265,24 @@ async fn credits_are_not_given_to_a_key_that_can_never_spend_them() {
         let cleared = h.patch(uri, json!({"credits": null})).await.ok(200);
         assert_eq!(cleared["credits"], Value::Null, "{cleared}");
     }
+    // A key rotated already: its credits went to its successor, which takes more; given to
+    // it, they would be stranded at the end of its grace (review s56 L4).
+    let (rotated, _) = key_with_one_credit(&h).await;
+    let successor = h.rotate(rotated.rsplit('/').next().unwrap(), 600).await;
+    let before = h.get(&rotated).await.ok(200);
+    for credits in &purchases {
+        let answer = h.patch(&rotated, json!({"credits": credits})).await;
+        let problem = answer.problem(409, "key_rotated");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("give them to that key"), "{problem}");
+        assert_eq!(h.get(&rotated).await.ok(200), before, "{credits}");
+    }
+    let next = format!("/v1/keys/{}", successor["id"].as_str().unwrap());
+    let added = h
+        .patch(&next, json!({"credits": {"add": 100}}))
+        .await
+        .ok(200);
+    assert_eq!(added["credits"]["remaining"], 101, "{added}");
 }
 
 /// A key of the user `partner` with one credit: its URI and its record as GET answers it.
@@ -606,9 +624,6 @@ async fn give_back(h: &Harness, caller: &str, key_id: &str, credits: u64) -> Val
     h.post_as(caller, "/v1/leases/return", body).await
 }
 
-/// A service `svc` (`latchkey:verify`) and a key `k` for a user `partner` (`orders:read`),
-/// from 10.0.0.0/8 only, with a limit of `limit` requests a minute and `credits` credits;
-/// returns the service's secret and the key's record.
 /// A verification its credits refuse counts against no limit (usage hunt s56 M1): a key
 /// out of credits was `rate_limited` after its limit's worth of refusals, and stayed so
 /// once credits were added, with nothing served.
@@ -640,6 +655,9 @@ async fn a_request_refused_for_credits_uses_up_no_limit() {
     assert_eq!(verify().await["code"], "rate_limited");
 }
 
+/// A service `svc` (`latchkey:verify`) and a key `k` for a user `partner` (`orders:read`),
+/// from 10.0.0.0/8 only, with a limit of `limit` requests a minute and `credits` credits;
+/// returns the service's secret and the key's record.
 async fn service_and_limited_key(h: &Harness, limit: u32, credits: u32) -> (String, Value) {
     let (_, service) = h.user_with_key("svc", &["latchkey:verify"]).await;
     h.user("partner", &["orders:read"]).await;

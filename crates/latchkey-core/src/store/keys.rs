@@ -342,7 +342,9 @@ impl Store {
 
     /// Changes a key's name, description, enabled flag or usage control. Enabling or disabling
     /// a revoked key is a `Conflict::KeyRevoked` (its revocation is final, and its status
-    /// stays `revoked` whatever the flag); disabling the last active key that holds `*`,
+    /// stays `revoked` whatever the flag); giving credits to a revoked or expired key is a
+    /// `Conflict::CreditsOfAnEndedKey`, and to a key rotated already (its credits went to
+    /// its successor) a `Conflict::CreditsOfARotatedKey`; disabling the last active key that holds `*`,
     /// giving it credits (spent by use, they would refuse it until a refill, if any) or a
     /// rate limit slower than once a minute is a `Conflict::LastAdminKey`. A change that changes
     /// nothing writes nothing.
@@ -382,14 +384,18 @@ impl Store {
                 }
                 record.enabled = enabled;
             }
+            let public = record.public_id().map_err(abort_err)?;
             if patch.credits.as_ref().is_some_and(gives_credits) {
                 let revoked = revoked_in(tx, &record)?;
                 if revoked || record.expires_at.is_some_and(|at| at <= tx.now) {
                     let expired = !revoked;
                     return abort(Conflict::CreditsOfAnEndedKey { expired }.into());
                 }
+                // Stranded at the end of the grace (review s56 L4).
+                if tx.get_raw(&layout::key_successor(&public))?.is_some() {
+                    return abort(Conflict::CreditsOfARotatedKey.into());
+                }
             }
-            let public = record.public_id().map_err(abort_err)?;
             let path = layout::key_controls(&public);
             let old = tx.get::<ControlsRecord>(&path)?.unwrap_or_default();
             let own = self
@@ -426,7 +432,7 @@ impl Store {
                     // What this process kept of its slice is still shown with them.
                     &controls.credits_view(if carry { own } else { 0 }, now),
                 )
-                .field("allowed_ips", &old.allowed_ips, &controls.allowed_ips);
+                .set("allowed_ips", &old.allowed_ips, &controls.allowed_ips);
             tx.record_changes(Action::KeyUpdate, id, Some(record.user_id), changes);
             tx.invalidate(Invalidate::Key(public));
             Ok((record, settle, pending))
@@ -803,9 +809,6 @@ fn new_controls(new: &NewKey, now: OffsetDateTime) -> Result<ControlsRecord, Sto
     Ok(controls)
 }
 
-/// A key's usage control after `patch`, checked, and whether this process's unspent slice
-/// of credits stays valid (`own`: that slice; see `controls.rs` on how changes compose
-/// with slices).
 /// What a change did to a key's record, field by field, as its view shows them
 /// ([`crate::AuditEvent::changes`]); its controls' fields are added by the caller.
 fn key_changes(before: &KeyRecord, after: &KeyRecord) -> Changes {
@@ -815,6 +818,9 @@ fn key_changes(before: &KeyRecord, after: &KeyRecord) -> Changes {
         .field("enabled", &before.enabled, &after.enabled)
 }
 
+/// A key's usage control after `patch`, checked, and whether this process's unspent slice
+/// of credits stays valid (`own`: that slice; see `controls.rs` on how changes compose
+/// with slices).
 fn patched_controls(
     old: &ControlsRecord,
     patch: &KeyPatch,

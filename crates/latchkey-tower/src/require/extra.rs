@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use http::Request;
 use latchkey_core::VerifyError;
+use latchkey_core::meter::Taken;
 
 use crate::principal::Principal;
 use crate::rejection::{Challenges, Rejection};
@@ -59,10 +60,12 @@ impl ExtraCharger {
 /// authenticated `request`. Without an [`ExtraCharger`] the principal's own meter refused,
 /// for usage or an unavailable store only, which carry no challenge; the credit the layer
 /// took for the request, before its route's cost was known ([`BaseCharge`]), then goes
-/// back, so that a refused request spends no credit. (Its rate limits keep the request's
-/// own 1, which the refusal's `Retry-After` counts with the route's cost; the extra cost
-/// itself took nothing from them, core's `Meter::charge` taking from every limit or from
-/// none. Through a remote verifier the lease keeps it.)
+/// back, so that a refused request spends no credit, and so does the request's own 1 to
+/// its rate limits unless one of them refused (review s57 M4: a key with fewer credits
+/// than a route's cost used up its limits retrying). A limit's refusal keeps that 1: its
+/// `Retry-After` counts it with the route's cost. The extra cost itself took nothing, core's
+/// `Meter::charge` taking from every limit or from none. Through a remote verifier the
+/// lease keeps the 1.
 pub(crate) fn refuse_extra<B>(error: &VerifyError, request: &Request<B>) -> Rejection {
     if let Some(meter) = request
         .extensions()
@@ -71,6 +74,9 @@ pub(crate) fn refuse_extra<B>(error: &VerifyError, request: &Request<B>) -> Reje
         && let Some(base) = request.extensions().get::<BaseCharge>()
     {
         meter.return_credits(1, base.period);
+        if !matches!(error, VerifyError::RateLimited(_)) {
+            meter.give_back(1, base.taken);
+        }
     }
     match request.extensions().get::<ExtraCharger>() {
         Some(charger) => usage::rejection(error, &charger.challenges),
@@ -86,13 +92,17 @@ pub(crate) fn refuse_extra<B>(error: &VerifyError, request: &Request<B>) -> Reje
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BaseCharge {
     period: i64,
+    /// When its rate limits took it (read just before).
+    taken: Taken,
 }
 
 impl BaseCharge {
     /// For `principal`, about to be charged one request: `None` without credits.
     pub(crate) fn of(principal: &latchkey_core::Principal) -> Option<BaseCharge> {
-        let period = principal.meter.as_ref()?.credit_period()?;
-        Some(BaseCharge { period })
+        let meter = principal.meter.as_ref()?;
+        let period = meter.credit_period()?;
+        let taken = meter.taken_now();
+        Some(BaseCharge { period, taken })
     }
 }
 

@@ -256,6 +256,39 @@ async fn a_route_sets_its_own_cost() {
         .assert_refused(429, None, "usage_exceeded");
 }
 
+/// A costly route refused for want of credits counts against no rate limit, its
+/// request's own 1 included (review s57 M4: a key with fewer credits than the route's cost
+/// used up its limit retrying, and was still refused once credits were added).
+#[tokio::test]
+async fn a_costly_route_refused_for_credits_uses_up_no_limit() {
+    let fx = Fixture::new();
+    let key = fx.key_with(NewKey {
+        rate_limits: vec![limit("default", 10, 60)],
+        credits: credits(2),
+        ..partner_key(&fx, &["orders:read"])
+    });
+    let app = Router::new().route("/report", report()).layer(fx.layer());
+    let text = key.secret.expose();
+    for _ in 0..12 {
+        send(&app, get_with("/report", text))
+            .await
+            .assert_refused(429, None, "usage_exceeded");
+    }
+    let top_up = KeyPatch {
+        credits: Some(CreditsPatch::Add(100)),
+        ..KeyPatch::default()
+    };
+    fx.store
+        .update_key(&Actor::system(), key.key.id, top_up)
+        .unwrap();
+    // Five a minute pass the limit of 10 at a cost of 5: two.
+    for _ in 0..2 {
+        assert_eq!(send(&app, get_with("/report", text)).await.status, 200);
+    }
+    let refused = send(&app, get_with("/report", text)).await;
+    assert_rate_limited(&refused, "default", 10, 60);
+}
+
 /// A route whose cost a key's limit can hold, refused, says when its whole cost fits, the
 /// request's own unit counted in: a client that waits each `Retry-After` is admitted at
 /// the first try after the limit won the cost back. (Told when the extra alone fits, each
