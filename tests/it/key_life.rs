@@ -310,7 +310,7 @@ fn people_read_what_the_json_answer_holds() {
     // An update's row ends with what it changed.
     let row = audit.lines().rfind(|l| l.contains("user.update"));
     let row = row.unwrap_or_else(|| panic!("{audit}"));
-    assert!(row.contains("groups: [] → [\""), "{row}");
+    assert!(row.contains("groups: +[\""), "{row}");
 }
 
 /// The human form of a rotation without grace of the very key the CLI sends names the

@@ -150,7 +150,8 @@ pub struct Reservation {
     /// The first step not yet taken: a rate limit's index in [`Meter::rate_limits`], or
     /// their count for the credits.
     from: usize,
-    /// When the steps before it were taken, to give them back should a later one refuse.
+    /// When the steps before it had been taken, to give them back should a later one
+    /// refuse.
     taken: Taken,
 }
 
@@ -168,10 +169,14 @@ impl Reservation {
     /// [`Reservation::finish`], pushing the state of each step it took after this request
     /// onto `report`.
     pub fn finish_reporting(self, report: Option<&mut Vec<LimitState>>) -> Result<(), VerifyError> {
-        match self
-            .meter
-            .charge_from(self.from, self.cost, self.extra, self.taken, report, true)
-        {
+        match self.meter.charge_from(
+            self.from,
+            self.cost,
+            self.extra,
+            Some(self.taken),
+            report,
+            true,
+        ) {
             Admitted::Done(answer) => answer,
             Admitted::Reserve(_) => unreachable!("a charge that may block answers"),
         }
@@ -305,11 +310,11 @@ impl Meter {
     /// shared limit's slice it finds short is no sign that the key comes faster
     /// ([`crate::slice_size`]).
     pub fn try_charge(&self, cost: u32) -> Admitted {
-        self.charge_from(0, cost, true, self.taken_now(), None, false)
+        self.charge_from(0, cost, true, None, None, false)
     }
 
     fn try_charge_reporting(&self, cost: u32, report: Option<&mut Vec<LimitState>>) -> Admitted {
-        self.charge_from(0, cost, false, self.taken_now(), report, false)
+        self.charge_from(0, cost, false, None, report, false)
     }
 
     /// Takes `cost` from the steps from `from` on (the rate limits by their index, then the
@@ -320,20 +325,41 @@ impl Meter {
         from: usize,
         cost: u32,
         extra: bool,
-        taken: Taken,
+        taken: Option<Taken>,
         mut report: Option<&mut Vec<LimitState>>,
         block: bool,
     ) -> Admitted {
         let meter = &*self.0;
+        // When the limits taken so far had been taken: a continuation's, or now, read once
+        // they were (read before, what a give-back then gives would leave the limit a
+        // fraction short, shown one lower, review s57 re-check F2).
+        let taken = || taken.unwrap_or_else(|| self.taken_now());
         let reserve = |from| {
             Admitted::Reserve(Reservation {
                 meter: self.clone(),
                 cost,
                 extra,
                 from,
-                taken,
+                taken: taken(),
             })
         };
+        // A limit that memory already knows to refuse refuses before any other takes the
+        // cost (review s57 F1: on a shared database, a cost given back to an earlier
+        // limit went into a slice that could lapse unused, and parallel requests that a
+        // later limit refused used the earlier one up).
+        if let Some((at, refused)) = self.known_refusal(from, cost, extra) {
+            if let Some(report) = report.as_deref_mut() {
+                for limit in self.limits().skip(from).take(at - from) {
+                    report.push(limit.state(limit.known_left(&meter.clock)));
+                }
+                if let Some(limit) = self.limits().nth(at) {
+                    let (left, units) = (limit.known_left(&meter.clock), cost + u32::from(extra));
+                    report.push(limit.refused_state(left, &refused, units));
+                }
+            }
+            self.give_back_to(from, cost, taken(), report);
+            return Admitted::Done(Err(refused));
+        }
         for (i, limit) in self.limits().enumerate().skip(from) {
             let checked = if block {
                 limit.check(cost, extra, &meter.clock)
@@ -369,7 +395,7 @@ impl Meter {
                             None => return reserve(i),
                         }
                     }
-                    self.give_back_to(i, cost, taken, report);
+                    self.give_back_to(i, cost, taken(), report);
                     return Admitted::Done(Err(refused));
                 }
             }
@@ -400,7 +426,7 @@ impl Meter {
             other => other,
         };
         if remaining.is_err() {
-            self.give_back_to(self.limits().count(), cost, taken, report.as_deref_mut());
+            self.give_back_to(self.limits().count(), cost, taken(), report.as_deref_mut());
         }
         if let Some(report) = report {
             let left = match &remaining {
@@ -412,6 +438,21 @@ impl Meter {
             report.extend(left.map(|left| credits.state(left, now)));
         }
         Admitted::Done(remaining.map(drop))
+    }
+
+    /// The first limit from `from` on that memory knows to refuse `cost` (a limit of this
+    /// process's, exactly; a shared one while its slice is short and the shared state
+    /// refused a full slice), with its refusal: `None` for a cost of 0, which takes
+    /// nothing.
+    fn known_refusal(&self, from: usize, cost: u32, extra: bool) -> Option<(usize, VerifyError)> {
+        if cost == 0 {
+            return None;
+        }
+        let clock = &self.0.clock;
+        self.limits()
+            .enumerate()
+            .skip(from)
+            .find_map(|(i, limit)| Some((i, limit.known_refusal(cost, extra, clock)?)))
     }
 
     /// Now, as a charge about to be taken is stamped, to give it back with
@@ -791,6 +832,22 @@ impl Limit {
             Err(not_until) => {
                 let now = governor::clock::Clock::now(&GovernorClock(Arc::clone(clock)));
                 refused(not_until.wait_time_from(now))
+            }
+        }
+    }
+
+    /// Its refusal of `cost` when memory tells it without taking anything; see
+    /// [`Meter::known_refusal`].
+    fn known_refusal(&self, cost: u32, extra: bool, clock: &Arc<dyn Clock>) -> Option<VerifyError> {
+        if let Some(refused) = beyond_the_limit(&self.rule, cost.into(), extra) {
+            return Some(refused);
+        }
+        match &self.gate {
+            Gate::Local(limiter, ..) => {
+                peeking(|| self.check_local(limiter, cost, extra, clock)).err()
+            }
+            Gate::Shared(shared) => {
+                shared.known_refusal(&self.rule, cost, extra, clock.unix_nanos())
             }
         }
     }

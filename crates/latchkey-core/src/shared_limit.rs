@@ -208,6 +208,24 @@ impl SharedLimit {
         })
     }
 
+    /// The refusal [`SharedLimit::try_take`] would answer `cost` with, without taking
+    /// anything: `None` while the slice holds it or the shared state was not seen to
+    /// refuse.
+    pub(crate) fn known_refusal(
+        &self,
+        rule: &RateLimit,
+        cost: u32,
+        extra: bool,
+        now: i128,
+    ) -> Option<VerifyError> {
+        let valid = now < i128::from(self.until.load(Ordering::Acquire));
+        if valid && self.left.load(Ordering::Acquire) >= cost {
+            return None;
+        }
+        (self.refused_for(cost, now) > 0)
+            .then(|| rate_limited(rule, self.refused_for(cost + u32::from(extra), now)))
+    }
+
     /// Gives back `cost` a request took from the slice and a later check refused: into the
     /// slice while it is valid (the shared state counted it when the slice was reserved, so
     /// this process may admit it once more); a void slice's requests stay counted.
