@@ -362,7 +362,8 @@ impl Meter {
         }
         for (i, limit) in self.limits().enumerate().skip(from) {
             let checked = if block {
-                limit.check(cost, extra, &meter.clock)
+                let later = || Some(self.known_refusal(i + 1, cost, extra)?.1);
+                limit.check_unless(cost, extra, &meter.clock, later)
             } else {
                 match limit.try_check(cost, extra, &meter.clock) {
                     Some(checked) => checked,
@@ -376,6 +377,15 @@ impl Meter {
                     }
                 }
                 Err(refused) => {
+                    // A later limit known to refuse answers for this one, which waited on
+                    // its reservation lock (`check_unless`): its figure is told.
+                    let limit = match &refused {
+                        VerifyError::RateLimited(refusal) => self
+                            .limits()
+                            .find(|l| l.rule == refusal.limit)
+                            .unwrap_or(limit),
+                        _ => limit,
+                    };
                     // The limit that refused, as it stands: a cost it refused took nothing.
                     // A cost above the whole limit is refused whatever the limit holds, so
                     // its figure is what memory knows (a flood of them costs no round trip
@@ -739,6 +749,19 @@ impl Limit {
     /// store. At cost 0, takes nothing and is refused when not even one request would pass
     /// (a shared limit reads its state).
     fn check(&self, cost: u32, extra: bool, clock: &Arc<dyn Clock>) -> Result<u32, VerifyError> {
+        self.check_unless(cost, extra, clock, || None)
+    }
+
+    /// [`Limit::check`]; a shared limit whose slice is short answers `refused`'s refusal
+    /// instead of reserving, when it has one once its reservation lock is held
+    /// ([`SharedLimit::take_unless`]).
+    fn check_unless(
+        &self,
+        cost: u32,
+        extra: bool,
+        clock: &Arc<dyn Clock>,
+        refused: impl Fn() -> Option<VerifyError>,
+    ) -> Result<u32, VerifyError> {
         if let Some(refused) = beyond_the_limit(&self.rule, cost.into(), extra) {
             return Err(refused);
         }
@@ -747,7 +770,8 @@ impl Limit {
             (Gate::Shared(shared), 0) => shared.peek(&self.rule, clock.unix_nanos()),
             (Gate::Local(limiter, ..), _) => self.check_local(limiter, cost, extra, clock),
             (Gate::Shared(shared), _) => {
-                shared.take(&self.rule, cost, extra, || clock.unix_nanos())
+                let now = || clock.unix_nanos();
+                shared.take_unless(&self.rule, cost, extra, now, refused)
             }
         }
     }

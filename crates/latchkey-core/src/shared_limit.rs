@@ -296,6 +296,7 @@ impl SharedLimit {
     ///
     /// Fails with `RateLimited` when not even `cost` fits now, `Unavailable` when the
     /// store cannot be reached.
+    #[cfg(test)]
     pub(crate) fn take(
         &self,
         rule: &RateLimit,
@@ -303,11 +304,30 @@ impl SharedLimit {
         extra: bool,
         now: impl Fn() -> i128,
     ) -> Result<u32, VerifyError> {
+        self.take_unless(rule, cost, extra, now, || None)
+    }
+
+    /// [`SharedLimit::take`], refused with `refused`'s answer instead of reserving when,
+    /// once this limit's reservation lock is held, it tells of a refusal still to come (a
+    /// later limit of the request known to refuse it, review s57 re-check F1: parallel
+    /// requests waiting on this lock each reserved a unit for a request that a later limit
+    /// refused meanwhile, and the units given back lapsed with their slice).
+    pub(crate) fn take_unless(
+        &self,
+        rule: &RateLimit,
+        cost: u32,
+        extra: bool,
+        now: impl Fn() -> i128,
+        refused: impl Fn() -> Option<VerifyError>,
+    ) -> Result<u32, VerifyError> {
         let _one = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
         let now = now();
         if let Some(answer) = self.try_take(rule, cost, extra, now) {
             // Another request reserved (or was refused) meanwhile.
             return answer;
+        }
+        if let Some(refused) = refused() {
+            return Err(refused);
         }
         let short_in_time = now < i128::from(self.until.load(Ordering::Acquire));
         // A request's extra cost, right after its own took the slice, shows nothing of
@@ -547,6 +567,21 @@ mod tests {
         let source = Arc::new(Counted::default());
         let limit = SharedLimit::new(&rule, source.clone());
         (rule, source, limit)
+    }
+
+    /// A request whose later limit is known to refuse, once it holds the reservation
+    /// lock, reserves nothing (review s57 re-check F1): it is answered that refusal, and
+    /// the shared state keeps the whole limit.
+    #[test]
+    fn a_refusal_still_to_come_reserves_nothing() {
+        let (rule, source, limit) = two_hundred_a_second();
+        let t0 = 1_000_000_000_000_i128;
+        let later = || Some(VerifyError::InsufficientPermission);
+        let answer = limit.take_unless(&rule, 1, false, || t0, later);
+        assert_eq!(answer, Err(VerifyError::InsufficientPermission));
+        assert!(source.asked.lock().unwrap().is_empty(), "no reservation");
+        assert_eq!(limit.take(&rule, 1, false, || t0), Ok(199));
+        assert_eq!(source.asked.lock().unwrap().len(), 1);
     }
 
     #[test]
