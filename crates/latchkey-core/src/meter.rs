@@ -357,7 +357,7 @@ impl Meter {
                     report.push(limit.refused_state(left, &refused, units));
                 }
             }
-            self.give_back_to(from, cost, taken(), report);
+            self.give_back_to(from, cost, taken(), report, block);
             return Admitted::Done(Err(refused));
         }
         for (i, limit) in self.limits().enumerate().skip(from) {
@@ -405,7 +405,7 @@ impl Meter {
                             None => return reserve(i),
                         }
                     }
-                    self.give_back_to(i, cost, taken(), report);
+                    self.give_back_to(i, cost, taken(), report, block);
                     return Admitted::Done(Err(refused));
                 }
             }
@@ -436,7 +436,8 @@ impl Meter {
             other => other,
         };
         if remaining.is_err() {
-            self.give_back_to(self.limits().count(), cost, taken(), report.as_deref_mut());
+            let limits = self.limits().count();
+            self.give_back_to(limits, cost, taken(), report.as_deref_mut(), block);
         }
         if let Some(report) = report {
             let left = match &remaining {
@@ -478,7 +479,7 @@ impl Meter {
     /// charge refused: a route's extra cost refused for want of credits, or for a store
     /// that could not be reached. What the limits won back since is not given twice.
     pub fn give_back(&self, cost: u32, taken: Taken) {
-        self.give_back_to(self.limits().count(), cost, taken, None);
+        self.give_back_to(self.limits().count(), cost, taken, None, false);
     }
 
     /// Gives `cost` back to the first `limits` limits, which took it at `taken` for a
@@ -486,19 +487,22 @@ impl Meter {
     /// (usage hunt s56 M1: a key out of credits used up its limits, and was still refused
     /// once credits were added), as a remote verifier's lease takes a cost from every
     /// bucket or from none. Their figures in `report` become what they have left then.
+    /// With `block` (off the async workers), a shared limit's cost goes back to its shared
+    /// state in the database rather than into this process's slice.
     fn give_back_to(
         &self,
         limits: usize,
         cost: u32,
         taken: Taken,
         mut report: Option<&mut Vec<LimitState>>,
+        block: bool,
     ) {
         if cost == 0 || limits == 0 {
             return;
         }
         let clock = &self.0.clock;
         for limit in self.limits().take(limits) {
-            limit.give_back(cost, taken, clock);
+            limit.give_back(cost, taken, clock, block);
             for state in report.iter_mut().flat_map(|r| r.iter_mut()) {
                 if state.name == limit.rule.name && state.limit == Some(limit.rule.limit) {
                     *state = limit.state(limit.known_left(clock));
@@ -879,9 +883,10 @@ impl Limit {
     /// Gives back `cost` this limit took at `taken` for a request refused after it
     /// ([`Meter::give_back_to`]). A limit of this process's gets what it has not won back
     /// since (review s57 L4: given whole after time had passed, it undid what other
-    /// requests took once the limit had come back to whole); a shared limit's slice takes
-    /// it back while valid (once void, it stays counted).
-    fn give_back(&self, cost: u32, taken: Taken, clock: &Arc<dyn Clock>) {
+    /// requests took once the limit had come back to whole); a shared limit takes it back
+    /// while its slice is valid (once void, it stays counted): into the slice, or with
+    /// `block` into its shared state ([`SharedLimit::give_back_to_store`]).
+    fn give_back(&self, cost: u32, taken: Taken, clock: &Arc<dyn Clock>, block: bool) {
         match &self.gate {
             Gate::Local(_, state, interval) => {
                 let elapsed = clock.monotonic_nanos().saturating_sub(taken.monotonic);
@@ -889,6 +894,9 @@ impl Limit {
                 if left > 0 {
                     state.give_back(left);
                 }
+            }
+            Gate::Shared(shared) if block => {
+                shared.give_back_to_store(&self.rule, cost, clock.unix_nanos());
             }
             Gate::Shared(shared) => shared.give_back(cost, clock.unix_nanos()),
         }

@@ -39,7 +39,7 @@ pub(crate) struct Gcra {
     /// The window, the most the TAT may run ahead of now.
     window: i128,
     /// One request's share of the window.
-    interval: i128,
+    pub(crate) interval: i128,
     limit: u32,
 }
 
@@ -142,6 +142,12 @@ pub(crate) trait RateSource: Send + Sync {
     /// The key's controls changed to `version` with the same limits: the state goes on
     /// under it (`store/rate_state.rs`).
     fn carry_to(&self, _version: u64) {}
+
+    /// Gives `cost` requests of `rule` back to its shared state at `now`, in one
+    /// transaction: the arrival time moves back by their intervals, never before `now`.
+    fn give_back(&self, _rule: &RateLimit, _cost: u32, _now: i128) -> Result<(), VerifyError> {
+        Ok(())
+    }
 }
 
 /// One rate limit of a key or user on shared storage: this process's slice of it.
@@ -234,6 +240,32 @@ impl SharedLimit {
             let _ = self
                 .left
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_add(cost));
+        }
+    }
+
+    /// [`SharedLimit::give_back`] where blocking on the database is fine: into the shared
+    /// state itself, so that no slice's lapse loses it (re-check s57b/c F1: parallel
+    /// requests refused by a later step gave their units back into a slice of one that
+    /// lapsed, or that a reservation running meanwhile overwrote, and the limit admitted
+    /// 8 to 22 of 22). Only while the slice is valid: the unit has not come back to the
+    /// shared state by time yet, so taking its interval off the arrival time undoes no
+    /// other request. A failure leaves it counted, never more than the limit.
+    pub(crate) fn give_back_to_store(&self, rule: &RateLimit, cost: u32, now: i128) {
+        if now >= i128::from(self.until.load(Ordering::Acquire)) {
+            return;
+        }
+        match self.source.give_back(rule, cost, now) {
+            // What memory tells of the shared state has them again.
+            Ok(()) => {
+                let _ =
+                    self.shared_left
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                            Some(left.saturating_add(cost).min(rule.limit))
+                        });
+            }
+            Err(error) => {
+                tracing::debug!(%error, "a refused request's rate limit units stay counted");
+            }
         }
     }
 

@@ -242,6 +242,43 @@ fn a_refused_request_counts_against_no_limit() {
     assert_eq!(request(&store, text, 1), Err("rate_limited"));
 }
 
+/// What a refused request gives back stays given when no request comes to use it soon:
+/// on a shared database it goes back to the limit's shared state, not into a slice that
+/// lapses (re-check s57b F1: the limit then admitted fewer than it allows).
+#[test]
+fn a_cost_given_back_is_not_lost_when_its_slice_lapses() {
+    let (_location, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let admin = Actor::system();
+    let user = support::user(&store, "alice", &[]);
+    let one = Credits {
+        remaining: 1,
+        refill: None,
+    };
+    let limits = vec![RateLimit {
+        name: "default".into(),
+        limit: 5,
+        window_seconds: 60,
+    }];
+    let key = metered(&store, &user, "metered", limits, Some(one));
+    let text = key.secret.expose();
+    assert_eq!(request(&store, text, 1), Ok(()));
+    for _ in 0..3 {
+        assert_eq!(request(&store, text, 1), Err("usage_exceeded"));
+        // Past any slice's validity (one request's share of the window: 12 s).
+        clock.advance(time::Duration::seconds(13));
+    }
+    let top_up = KeyPatch {
+        credits: Some(CreditsPatch::Add(100)),
+        ..KeyPatch::default()
+    };
+    store.update_key(&admin, key.key.id, top_up).unwrap();
+    // One used 39 s ago and won back: the whole limit.
+    for _ in 0..5 {
+        assert_eq!(request(&store, text, 1), Ok(()), "the limit is whole");
+    }
+    assert_eq!(request(&store, text, 1), Err("rate_limited"));
+}
+
 /// A limit used up says when it is whole again, counting down while it refuses (usage
 /// hunt s56 L1: `reset_seconds` said the whole window on every refusal).
 #[test]

@@ -67,6 +67,39 @@ impl RateSource for StoreRates {
     fn carry_to(&self, version: u64) {
         self.version.fetch_max(version, Ordering::AcqRel);
     }
+
+    fn give_back(&self, rule: &RateLimit, cost: u32, now: i128) -> Result<(), VerifyError> {
+        let inner = self
+            .store
+            .upgrade()
+            .ok_or_else(|| VerifyError::Unavailable("the store is closed".to_owned()))?;
+        let back = i128::from(cost) * Gcra::of(rule).interval;
+        let version = self.version.load(Ordering::Acquire);
+        let now_i64 = i64::try_from(now).unwrap_or(i64::MAX);
+        let given = inner.db.transact(|tx| {
+            let mut record = record_in(tx, &self.path)?;
+            // Written under other controls: the limits started afresh, nothing to give.
+            if record.version != version {
+                return Ok(());
+            }
+            let Some(entry) = record.tats.iter_mut().find(|(name, _)| *name == rule.name) else {
+                return Ok(());
+            };
+            if entry.1 <= now_i64 {
+                return Ok(());
+            }
+            let back = i64::try_from(back).unwrap_or(i64::MAX);
+            entry.1 = entry.1.saturating_sub(back).max(now_i64);
+            tx.put(&self.path, &encode(&record))?;
+            Ok(())
+        });
+        given.map_err(|e| match e {
+            TxError::Abort(e) | TxError::Storage(e) => VerifyError::Unavailable(e.to_string()),
+            TxError::Conflict => {
+                VerifyError::Unavailable("a transaction kept conflicting".to_owned())
+            }
+        })
+    }
 }
 
 impl StoreRates {
