@@ -19,6 +19,14 @@ fn per_minute(limit: u32) -> Vec<RateLimit> {
     }]
 }
 
+/// Credits of `remaining`, without a refill.
+fn credits(remaining: u64) -> Option<Credits> {
+    Some(Credits {
+        remaining,
+        refill: None,
+    })
+}
+
 /// One request of `cost` with `text`: `Ok` when admitted, else the refusal's code.
 fn request(store: &Store, text: &str, cost: u32) -> Result<(), &'static str> {
     let admission = Admission {
@@ -158,12 +166,6 @@ fn check_only(store: &Store, text: &str) -> Result<Vec<u64>, &'static str> {
 fn a_request_of_cost_0_takes_nothing_and_is_refused_where_one_would_be() {
     let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
     let user = support::user(&store, "alice", &[]);
-    let credits = |remaining| {
-        Some(Credits {
-            remaining,
-            refill: None,
-        })
-    };
     let key = metered(&store, &user, "metered", per_minute(2), credits(5));
     let text = key.secret.expose();
     assert_eq!(check_only(&store, text), Ok(vec![2, 5]));
@@ -189,11 +191,7 @@ fn a_refused_request_counts_against_no_limit() {
     let (_location, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
     let admin = Actor::system();
     let user = support::user(&store, "alice", &[]);
-    let broke = Credits {
-        remaining: 0,
-        refill: None,
-    };
-    let key = metered(&store, &user, "broke", per_minute(3), Some(broke));
+    let key = metered(&store, &user, "broke", per_minute(3), credits(0));
     let text = key.secret.expose();
     for _ in 0..5 {
         assert_eq!(request(&store, text, 1), Err("usage_exceeded"));
@@ -250,16 +248,7 @@ fn a_cost_given_back_is_not_lost_when_its_slice_lapses() {
     let (_location, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
     let admin = Actor::system();
     let user = support::user(&store, "alice", &[]);
-    let one = Credits {
-        remaining: 1,
-        refill: None,
-    };
-    let limits = vec![RateLimit {
-        name: "default".into(),
-        limit: 5,
-        window_seconds: 60,
-    }];
-    let key = metered(&store, &user, "metered", limits, Some(one));
+    let key = metered(&store, &user, "metered", per_minute(5), credits(1));
     let text = key.secret.expose();
     assert_eq!(request(&store, text, 1), Ok(()));
     for _ in 0..3 {
