@@ -347,7 +347,13 @@ impl Meter {
         // cost (review s57 F1: on a shared database, a cost given back to an earlier
         // limit went into a slice that could lapse unused, and parallel requests that a
         // later limit refused used the earlier one up).
-        if let Some((at, refused)) = self.known_refusal(from, cost, extra) {
+        // With one limit left, none takes before it: the pass below finds its refusal, and
+        // the limit is checked once (the layer charges every request).
+        let several = self.limits().skip(from).nth(1).is_some();
+        if let Some((at, refused)) = several
+            .then(|| self.known_refusal(from, cost, extra))
+            .flatten()
+        {
             if let Some(report) = report.as_deref_mut() {
                 for limit in self.limits().skip(from).take(at - from) {
                     report.push(limit.state(limit.known_left(&meter.clock)));
