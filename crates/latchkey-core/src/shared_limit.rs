@@ -17,13 +17,14 @@
 //! ([`crate::slice_size`]: a process that held slices of a quieter key without a break
 //! would take the limit's whole rate from the other processes). After a refusal,
 //! requests are refused from memory until the shared state said a full slice would fit
-//! (the `Retry-After` given says when): an over-limit flood costs one reservation per slice
+//! (the `Retry-After` given says when), or until this process gives a cost back to it
+//! ([`SharedLimit::give_back_to_store`]): an over-limit flood costs one reservation per slice
 //! the limit wins back, never one per request. When a slice is short the request waits for
 //! the reservation: on tokio's blocking pool in the layer and in `/v1/verify`
 //! ([`crate::meter::Admitted::Reserve`]), never on an async worker. The reservation takes no
 //! writers' lock and writes no audit event: a rate limit is not a management write.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -163,6 +164,9 @@ pub(crate) struct SharedLimit {
     /// limits makes a new one). So a flood over the limit costs one reservation per slice
     /// the limit wins back, not one per request.
     refused_until: AtomicI64,
+    /// How many costs this process gave back to the shared state: a refusal read before
+    /// one, by a reservation that ends after it, is not remembered ([`SharedLimit::reserve`]).
+    given_back: AtomicU64,
     /// What the shared state had left at the last reservation, for the figures reported.
     shared_left: AtomicU32,
     /// The size of the next reservation.
@@ -179,6 +183,7 @@ impl SharedLimit {
             left: AtomicU32::new(0),
             until: AtomicI64::new(i64::MIN),
             refused_until: AtomicI64::new(i64::MIN),
+            given_back: AtomicU64::new(0),
             shared_left: AtomicU32::new(rule.limit),
             size: SliceSize::new(rule.limit),
             reserving: Mutex::new(()),
@@ -250,6 +255,13 @@ impl SharedLimit {
     /// 8 to 22 of 22). Only while the slice is valid: the unit has not come back to the
     /// shared state by time yet, so taking its interval off the arrival time undoes no
     /// other request. A failure leaves it counted, never more than the limit.
+    ///
+    /// A refusal held in memory is forgotten: it was answered while this cost, and maybe
+    /// others in flight, held the limit, which has room again (re-check s57 F1: requests in
+    /// flight that a later limit refused made a reservation refuse; their costs came back
+    /// to the shared state, yet this process refused from memory for the refusal's whole
+    /// wait, 3 s of a limit of 20 a minute, an hour's twelfth of one of 5 an hour, and
+    /// admitted 10 to 21 of 22). The next request asks the shared state.
     pub(crate) fn give_back_to_store(&self, rule: &RateLimit, cost: u32, now: i128) {
         if now >= i128::from(self.until.load(Ordering::Acquire)) {
             return;
@@ -257,6 +269,10 @@ impl SharedLimit {
         match self.source.give_back(rule, cost, now) {
             // What memory tells of the shared state has them again.
             Ok(()) => {
+                // Counted before the refusal is forgotten: a reservation refused meanwhile
+                // sees the count move and forgets its own (`reserve`).
+                self.given_back.fetch_add(1, Ordering::SeqCst);
+                self.refused_until.store(i64::MIN, Ordering::SeqCst);
                 let _ =
                     self.shared_left
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
@@ -406,6 +422,7 @@ impl SharedLimit {
         now: i128,
         extra: bool,
     ) -> Result<u32, VerifyError> {
+        let given_back = self.given_back.load(Ordering::SeqCst);
         match self.source.reserve(rule, ask, now)? {
             RateGrant::Granted { granted, left } => {
                 self.shared_left.store(left, Ordering::Release);
@@ -424,7 +441,12 @@ impl SharedLimit {
                 let slice = i128::from(self.size.max()) - i128::from(ask.at_least);
                 let until = now.saturating_add(wait + slice * self.gcra.interval);
                 let until = i64::try_from(until.max(now)).unwrap_or(i64::MAX);
-                self.refused_until.fetch_max(until, Ordering::AcqRel);
+                self.refused_until.fetch_max(until, Ordering::SeqCst);
+                // A cost given back while the shared state was read may have made room:
+                // the refusal is not held (`give_back_to_store`).
+                if self.given_back.load(Ordering::SeqCst) != given_back {
+                    self.refused_until.store(i64::MIN, Ordering::SeqCst);
+                }
                 Err(refused(rule, wait, extra))
             }
         }
@@ -452,6 +474,9 @@ pub(crate) struct Counted {
     pub(crate) asked: Mutex<Vec<u32>>,
     pub(crate) peeks: std::sync::atomic::AtomicU64,
     pub(crate) down: std::sync::atomic::AtomicBool,
+    /// Run once by the next reservation, after it read the state (another request's
+    /// give-back landing meanwhile).
+    pub(crate) meanwhile: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 #[cfg(test)]
@@ -469,10 +494,24 @@ impl RateSource for Counted {
     fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
         self.asked.lock().unwrap().push(ask.up_to);
         self.up()?;
-        let mut tat = self.tat.lock().unwrap();
-        let (next, grant) = Gcra::of(rule).reserve(*tat, now, ask);
-        *tat = next;
+        let grant = {
+            let mut tat = self.tat.lock().unwrap();
+            let (next, grant) = Gcra::of(rule).reserve(*tat, now, ask);
+            *tat = next;
+            grant
+        };
+        if let Some(meanwhile) = self.meanwhile.lock().unwrap().take() {
+            meanwhile();
+        }
         Ok(grant)
+    }
+
+    fn give_back(&self, rule: &RateLimit, cost: u32, now: i128) -> Result<(), VerifyError> {
+        self.up()?;
+        let mut tat = self.tat.lock().unwrap();
+        let back = i128::from(cost) * Gcra::of(rule).interval;
+        *tat = tat.map(|t| i64::try_from((i128::from(t) - back).max(now)).unwrap());
+        Ok(())
     }
 
     fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
@@ -489,12 +528,17 @@ mod tests {
 
     const SECOND: i128 = 1_000_000_000;
 
-    fn per_minute(limit: u32) -> Gcra {
-        Gcra::of(&RateLimit {
+    /// `default`: `limit` requests a `window_seconds`.
+    fn default_of(limit: u32, window_seconds: u32) -> RateLimit {
+        RateLimit {
             name: "default".into(),
             limit,
-            window_seconds: 60,
-        })
+            window_seconds,
+        }
+    }
+
+    fn per_minute(limit: u32) -> Gcra {
+        Gcra::of(&default_of(limit, 60))
     }
 
     #[test]
@@ -591,11 +635,7 @@ mod tests {
 
     /// A limit of 200 requests a second over a [`Counted`] source.
     fn two_hundred_a_second() -> (RateLimit, Arc<Counted>, SharedLimit) {
-        let rule = RateLimit {
-            name: "default".into(),
-            limit: 200,
-            window_seconds: 1,
-        };
+        let rule = default_of(200, 1);
         let source = Arc::new(Counted::default());
         let limit = SharedLimit::new(&rule, source.clone());
         (rule, source, limit)
@@ -614,6 +654,48 @@ mod tests {
         assert!(source.asked.lock().unwrap().is_empty(), "no reservation");
         assert_eq!(limit.take(&rule, 1, false, || t0), Ok(199));
         assert_eq!(source.asked.lock().unwrap().len(), 1);
+    }
+
+    /// A refusal answered while other requests' costs held the limit is forgotten once
+    /// one of them is given back to the shared state, also when the give-back lands while
+    /// the refused reservation runs (re-check s57 F1: refused from memory for its whole
+    /// wait, though the limit had room again).
+    #[test]
+    fn a_cost_given_back_ends_a_refusal_held_in_memory() {
+        let rule = default_of(2, 60);
+        let t0 = 1_000 * SECOND;
+        for during in [false, true] {
+            let source = Arc::new(Counted::default());
+            let limit = Arc::new(SharedLimit::new(&rule, source.clone()));
+            limit.take(&rule, 1, false, || t0).unwrap();
+            limit.take(&rule, 1, false, || t0).unwrap();
+            // The first request is refused by a later step: its cost goes back.
+            let give_back = {
+                let (limit, rule) = (Arc::clone(&limit), rule.clone());
+                move || limit.give_back_to_store(&rule, 1, t0)
+            };
+            if during {
+                *source.meanwhile.lock().unwrap() = Some(Box::new(give_back.clone()));
+            }
+            let refused = limit.take(&rule, 1, false, || t0);
+            assert!(matches!(refused, Err(VerifyError::RateLimited(_))));
+            if !during {
+                give_back();
+            }
+            assert_eq!(
+                limit.try_take(&rule, 1, false, t0),
+                None,
+                "during: {during}"
+            );
+            assert_eq!(
+                limit.take(&rule, 1, false, || t0),
+                Ok(0),
+                "during: {during}"
+            );
+            // Used up again: refused, and from memory.
+            assert!(limit.take(&rule, 1, false, || t0).is_err());
+            assert!(matches!(limit.try_take(&rule, 1, false, t0), Some(Err(_))));
+        }
     }
 
     #[test]
@@ -637,11 +719,7 @@ mod tests {
     /// unit again before the extra.
     #[test]
     fn a_refused_extra_cost_waits_for_the_whole_cost() {
-        let rule = RateLimit {
-            name: "default".into(),
-            limit: 5,
-            window_seconds: 10,
-        };
+        let rule = default_of(5, 10);
         let t0 = 1_000 * SECOND;
         let seconds = |refusal| match refusal {
             Some(Err(VerifyError::RateLimited(refused))) => refused.retry_after_seconds,
