@@ -263,9 +263,14 @@ impl SharedLimit {
     /// wait, 3 s of a limit of 20 a minute, an hour's twelfth of one of 5 an hour, and
     /// admitted 10 to 21 of 22). The next request asks the shared state.
     pub(crate) fn give_back_to_store(&self, rule: &RateLimit, cost: u32, now: i128) {
-        if now >= i128::from(self.until.load(Ordering::Acquire)) {
-            return;
+        if now < i128::from(self.until.load(Ordering::Acquire)) {
+            self.return_to_store(rule, cost, now);
         }
+    }
+
+    /// Takes `cost` requests of a valid slice off the shared state's arrival time (see
+    /// [`SharedLimit::give_back_to_store`]).
+    fn return_to_store(&self, rule: &RateLimit, cost: u32, now: i128) {
         match self.source.give_back(rule, cost, now) {
             // What memory tells of the shared state has them again.
             Ok(()) => {
@@ -339,8 +344,8 @@ impl SharedLimit {
     }
 
     /// Takes `cost`, reserving a new slice from the shared state when this one is short
-    /// (a transaction: blocks on the database). A slice left with fewer than `cost`
-    /// requests is given up (counted as used).
+    /// (a transaction: blocks on the database). What a slice left with fewer than `cost`
+    /// requests held goes back to the shared state.
     ///
     /// Fails with `RateLimited` when not even `cost` fits now, `Unavailable` when the
     /// store cannot be reached.
@@ -369,6 +374,7 @@ impl SharedLimit {
         refused: impl Fn() -> Option<VerifyError>,
     ) -> Result<u32, VerifyError> {
         let _one = self.reserving.lock().unwrap_or_else(|e| e.into_inner());
+        let clock = &now;
         let now = now();
         if let Some(answer) = self.try_take(rule, cost, extra, now) {
             // Another request reserved (or was refused) meanwhile.
@@ -377,15 +383,23 @@ impl SharedLimit {
         if let Some(refused) = refused() {
             return Err(refused);
         }
-        let short_in_time = now < i128::from(self.until.load(Ordering::Acquire));
+        let old_until = i128::from(self.until.load(Ordering::Acquire));
+        let short_in_time = now < old_until;
         // A request's extra cost, right after its own took the slice, shows nothing of
         // how fast the key comes.
         let want = self.size.reserve(short_in_time && !extra);
         let granted = self.reserve(rule, Ask::new(cost, want), now, extra)?;
         let until = now + self.gcra.valid_for(granted);
-        self.left.store(granted - cost, Ordering::Release);
+        let carried = self.left.swap(granted - cost, Ordering::AcqRel);
         self.until
             .store(i64::try_from(until).unwrap_or(i64::MAX), Ordering::Release);
+        // What the old slice still held (fewer than `cost`, or given back into it while
+        // the reservation ran) goes back to the shared state while it is valid: the new
+        // slice took its place (review s57 L5: overwritten, it was lost to the limit).
+        let later = clock();
+        if carried > 0 && later < old_until {
+            self.return_to_store(rule, carried, later);
+        }
         Ok(self
             .shared_left
             .load(Ordering::Acquire)
@@ -696,6 +710,38 @@ mod tests {
             assert!(limit.take(&rule, 1, false, || t0).is_err());
             assert!(matches!(limit.try_take(&rule, 1, false, t0), Some(Err(_))));
         }
+    }
+
+    /// A cost given back into the slice while a reservation runs, and what a slice too
+    /// short for a cost still held, go back to the shared state when the new slice takes
+    /// its place (review s57 L5: overwritten, each was lost to the limit).
+    #[test]
+    fn a_new_slice_keeps_what_the_old_one_held() {
+        let t0 = 1_000 * SECOND;
+        let admitted = |limit: &SharedLimit, rule: &RateLimit, cost: u32| {
+            let mut n = 0;
+            while limit.take(rule, cost, false, || t0).is_ok() {
+                n += 1;
+            }
+            n
+        };
+        // Given back during the reservation of the second request: three admitted in all.
+        let rule = default_of(3, 60);
+        let source = Arc::new(Counted::default());
+        let limit = Arc::new(SharedLimit::new(&rule, source.clone()));
+        limit.take(&rule, 1, false, || t0).unwrap();
+        let first = Arc::clone(&limit);
+        *source.meanwhile.lock().unwrap() = Some(Box::new(move || first.give_back(1, t0)));
+        limit.take(&rule, 1, false, || t0).unwrap();
+        assert_eq!(admitted(&limit, &rule, 1), 2);
+        // A slice of 10 of a limit of 200 (after 1, 2, 4, 8 and 10), 3 left: a cost of 5
+        // reserves anew, and the 3 are not lost.
+        let (rule, _, limit) = two_hundred_a_second();
+        for _ in 0..32 {
+            limit.take(&rule, 1, false, || t0).unwrap();
+        }
+        assert_eq!(admitted(&limit, &rule, 5), (200 - 32) / 5);
+        assert_eq!(admitted(&limit, &rule, 1), (200 - 32) % 5);
     }
 
     #[test]
