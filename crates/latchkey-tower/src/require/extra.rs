@@ -67,40 +67,54 @@ impl ExtraCharger {
 /// `Meter::charge` taking from every limit or from none. Through a remote verifier the
 /// lease keeps the 1.
 pub(crate) fn refuse_extra<B>(error: &VerifyError, request: &Request<B>) -> Rejection {
-    if let Some(meter) = request
-        .extensions()
-        .get::<Principal>()
-        .and_then(|principal| principal.meter.as_ref())
-        && let Some(base) = request.extensions().get::<BaseCharge>()
-    {
-        meter.return_credits(1, base.period);
-        if !matches!(error, VerifyError::RateLimited(_)) {
-            meter.give_back(1, base.taken);
-        }
-    }
+    give_back_base(request, !matches!(error, VerifyError::RateLimited(_)));
     match request.extensions().get::<ExtraCharger>() {
         Some(charger) => usage::rejection(error, &charger.challenges),
         None => usage::rejection(error, &Challenges::default_realm()),
     }
 }
 
-/// The credit the authentication layer charged a request before its route's cost was
-/// known, with the refill period it came from: what a refused extra cost gives back, and
-/// only then. In the request's extensions for a principal whose key has credits; a
-/// principal put there by other means (an app's own middleware) carries none, and is given
-/// nothing back.
+/// Gives back what the authentication layer charged `request` ([`BaseCharge`]): its
+/// credit, and with `limits` its 1 to the rate limits. For a request its route refuses.
+pub(crate) fn give_back_base<B>(request: &Request<B>, limits: bool) {
+    if let Some(meter) = request
+        .extensions()
+        .get::<Principal>()
+        .and_then(|principal| principal.meter.as_ref())
+        && let Some(base) = request.extensions().get::<BaseCharge>()
+    {
+        if let Some(period) = base.period {
+            meter.return_credits(1, period);
+        }
+        if limits {
+            meter.give_back(1, base.taken);
+        }
+    }
+}
+
+/// What the authentication layer charged a request before its route's permission and cost
+/// were known: its 1 to the rate limits, when they took it, and its credit, with the refill
+/// period it came from. What a route's refusal (403, or an extra cost refused) gives back,
+/// and only then. In the request's extensions for a principal whose key has rate limits or
+/// credits; a principal put there by other means (an app's own middleware) carries none,
+/// and is given nothing back.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BaseCharge {
-    period: i64,
+    /// `None` without credits.
+    period: Option<i64>,
     /// When its rate limits took it (read just before).
     taken: Taken,
 }
 
 impl BaseCharge {
-    /// For `principal`, about to be charged one request: `None` without credits.
+    /// For `principal`, about to be charged one request: `None` without rate limits or
+    /// credits.
     pub(crate) fn of(principal: &latchkey_core::Principal) -> Option<BaseCharge> {
         let meter = principal.meter.as_ref()?;
-        let period = meter.credit_period()?;
+        let period = meter.credit_period();
+        if period.is_none() && meter.rate_limits().next().is_none() {
+            return None;
+        }
         let taken = meter.taken_now();
         Some(BaseCharge { period, taken })
     }

@@ -8,7 +8,7 @@ use http::{Request, Response};
 use latchkey_core::Permission;
 use tower::Service;
 
-use super::extra::{ExtraCharger, refuse_extra};
+use super::extra::{ExtraCharger, give_back_base, refuse_extra};
 use super::future::ResponseFuture;
 use super::layer::RequirePermissionLayer;
 use crate::principal::Principal;
@@ -93,7 +93,13 @@ where
         // right here: no clone is needed, unless a credit reservation must be waited for.
         let principal = match request.extensions().get::<Principal>() {
             Some(principal) if principal.allows(self.layer.permission()) => principal,
-            Some(_) => return ResponseFuture::rejected(self.layer.forbidden()),
+            Some(_) => {
+                // Refused before it was served: what the layer charged it goes back, in
+                // the product's order permissions come before limits and credits (usage
+                // hunt s56 M2: a key spent its credits on 403s).
+                give_back_base(&request, true);
+                return ResponseFuture::rejected(self.layer.forbidden());
+            }
             None => return ResponseFuture::rejected(Rejection::missing_key()),
         };
         let extra = self.layer.extra_cost();

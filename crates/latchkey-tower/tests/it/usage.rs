@@ -176,15 +176,7 @@ async fn credits_run_out_refill_on_the_clock_and_a_patch_adds() {
         0
     );
     // PATCH {"credits": {"add": 1}}.
-    let add = KeyPatch {
-        credits: Some(CreditsPatch::Add(1)),
-        ..KeyPatch::default()
-    };
-    let updated = fx
-        .store
-        .update_key(&Actor::system(), key.key.id, add)
-        .unwrap();
-    assert_eq!(updated.credits.unwrap().remaining, 1);
+    assert_eq!(add_credits(&fx, &key, 1).credits.unwrap().remaining, 1);
     assert_eq!(send(&app, get_with("/whoami", text)).await.status, 200);
     send(&app, get_with("/whoami", text))
         .await
@@ -214,6 +206,36 @@ async fn credits_run_out_refill_on_the_clock_and_a_patch_adds() {
         updated.credits.unwrap().refill.is_some(),
         "the refill is kept"
     );
+}
+
+/// A key of `partner` (holding `permission`) limited to `per_minute` (`default`), with
+/// `remaining` credits.
+fn limited_with_credits(
+    fx: &Fixture,
+    per_minute: u32,
+    remaining: u64,
+    permission: &str,
+) -> latchkey_tower::latchkey_core::CreatedKey {
+    fx.key_with(NewKey {
+        rate_limits: vec![limit("default", per_minute, 60)],
+        credits: credits(remaining),
+        ..partner_key(fx, &[permission])
+    })
+}
+
+/// `PATCH {"credits": {"add": n}}` to `key`: the key as it is then.
+fn add_credits(
+    fx: &Fixture,
+    key: &latchkey_tower::latchkey_core::CreatedKey,
+    n: u64,
+) -> latchkey_tower::latchkey_core::Key {
+    let add = KeyPatch {
+        credits: Some(CreditsPatch::Add(n)),
+        ..KeyPatch::default()
+    };
+    fx.store
+        .update_key(&Actor::system(), key.key.id, add)
+        .unwrap()
 }
 
 /// `GET /report`: needs `orders:read` and costs five requests.
@@ -262,11 +284,7 @@ async fn a_route_sets_its_own_cost() {
 #[tokio::test]
 async fn a_costly_route_refused_for_credits_uses_up_no_limit() {
     let fx = Fixture::new();
-    let key = fx.key_with(NewKey {
-        rate_limits: vec![limit("default", 10, 60)],
-        credits: credits(2),
-        ..partner_key(&fx, &["orders:read"])
-    });
+    let key = limited_with_credits(&fx, 10, 2, "orders:read");
     let app = Router::new().route("/report", report()).layer(fx.layer());
     let text = key.secret.expose();
     for _ in 0..12 {
@@ -274,19 +292,48 @@ async fn a_costly_route_refused_for_credits_uses_up_no_limit() {
             .await
             .assert_refused(429, None, "usage_exceeded");
     }
-    let top_up = KeyPatch {
-        credits: Some(CreditsPatch::Add(100)),
-        ..KeyPatch::default()
-    };
-    fx.store
-        .update_key(&Actor::system(), key.key.id, top_up)
-        .unwrap();
+    add_credits(&fx, &key, 100);
     // Five a minute pass the limit of 10 at a cost of 5: two.
     for _ in 0..2 {
         assert_eq!(send(&app, get_with("/report", text)).await.status, 200);
     }
     let refused = send(&app, get_with("/report", text)).await;
     assert_rate_limited(&refused, "default", 10, 60);
+}
+
+/// A route refused for want of permission spends nothing: the credit and the rate-limit
+/// unit the layer took for the request go back, as permissions come before limits and
+/// credits (usage hunt s56 M2: five 403s spent a key's five credits, and the next request
+/// it may make was refused `usage_exceeded`).
+#[tokio::test]
+async fn a_route_refused_for_permission_spends_nothing() {
+    let fx = Fixture::new();
+    let key = limited_with_credits(&fx, 3, 2, "orders:write");
+    let app = Router::new()
+        .route("/report", report())
+        .route("/whoami", routing::get(|| async { "me" }))
+        .layer(fx.layer());
+    let text = key.secret.expose();
+    for _ in 0..5 {
+        send(&app, get_with("/report", text))
+            .await
+            .assert_forbidden("orders:read");
+    }
+    for _ in 0..2 {
+        assert_eq!(send(&app, get_with("/whoami", text)).await.status, 200);
+    }
+    send(&app, get_with("/whoami", text))
+        .await
+        .assert_refused(429, None, "usage_exceeded");
+    // The limit holds its third request still (a credit refusal gave its unit back).
+    add_credits(&fx, &key, 10);
+    assert_eq!(send(&app, get_with("/whoami", text)).await.status, 200);
+    assert_rate_limited(
+        &send(&app, get_with("/whoami", text)).await,
+        "default",
+        3,
+        60,
+    );
 }
 
 /// A route whose cost a key's limit can hold, refused, says when its whole cost fits, the
