@@ -99,8 +99,8 @@ pub(crate) fn give_back_base<B>(request: &Request<B>, limits: bool) {
 /// and is given nothing back.
 ///
 /// A key with rate limits and no credits carries none either: its 403s stay counted against
-/// its limits (README). The stamp and the extension cost every request of such a key ~790
-/// instructions more than its valid key's, against ~390 without (`bench/layer.sh`'s
+/// its limits (README). With the stamp and the extension, every request of such a key cost
+/// 788 instructions more than a valid key's, 448 without (`bench/layer.sh`'s
 /// `latchkey-limited`, target +500).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BaseCharge {
