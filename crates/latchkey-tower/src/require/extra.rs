@@ -10,6 +10,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::Request;
 use latchkey_core::VerifyError;
@@ -76,13 +77,20 @@ pub(crate) fn refuse_extra<B>(error: &VerifyError, request: &Request<B>) -> Reje
 
 /// Gives back what the authentication layer charged `request` ([`BaseCharge`], for a key
 /// with credits): its credit, and with `limits` its 1 to the rate limits. For a request its
-/// route refuses.
+/// route refuses. Once, however many copies of the request the route refuses (review s58
+/// L5: a layer that called the route again with a copy of the request, a retry, would have
+/// had them given back each time).
 pub(crate) fn give_back_base<B>(request: &Request<B>, limits: bool) {
+    let Some(base) = request.extensions().get::<BaseCharge>() else {
+        return;
+    };
+    if base.given.swap(true, Ordering::AcqRel) {
+        return;
+    }
     if let Some(meter) = request
         .extensions()
         .get::<Principal>()
         .and_then(|principal| principal.meter.as_ref())
-        && let Some(base) = request.extensions().get::<BaseCharge>()
     {
         meter.return_credits(1, base.period);
         if limits {
@@ -93,20 +101,19 @@ pub(crate) fn give_back_base<B>(request: &Request<B>, limits: bool) {
 
 /// What the authentication layer charged a request before its route's permission and cost
 /// were known: its credit, with the refill period it came from, and its 1 to the rate
-/// limits, with when they took it. What a route's refusal (403, or an extra cost refused)
-/// gives back, and only then. In the request's extensions for a principal whose key has
-/// credits; a principal put there by other means (an app's own middleware) carries none,
-/// and is given nothing back.
-///
-/// A key with rate limits and no credits carries none either: its 403s stay counted against
-/// its limits (README). With the stamp and the extension, every request of such a key cost
-/// 788 instructions more than a valid key's, 448 without (`bench/layer.sh`'s
-/// `latchkey-limited`, target +500).
-#[derive(Debug, Clone, Copy)]
+/// limits, with when they took it. What a route's refusal gives back, and only then: the
+/// credit on a 403, both on an extra cost refused for want of credits. In the request's
+/// extensions for a principal whose key has credits; a principal put there by other means
+/// (an app's own middleware) carries none, and is given nothing back. (A key with rate
+/// limits alone has nothing a route's refusal gives back to it: its stamp would cost each
+/// of its requests ~340 instructions, `bench/layer.sh`'s `latchkey-limited`.)
+#[derive(Debug, Clone)]
 pub(crate) struct BaseCharge {
     period: i64,
     /// When its rate limits took it (read just before).
     taken: Taken,
+    /// Given back already: shared by every copy of the request's extensions.
+    given: Arc<AtomicBool>,
 }
 
 impl BaseCharge {
@@ -115,7 +122,12 @@ impl BaseCharge {
         let meter = principal.meter.as_ref()?;
         let period = meter.credit_period()?;
         let taken = meter.taken_now();
-        Some(BaseCharge { period, taken })
+        let given = Arc::default();
+        Some(BaseCharge {
+            period,
+            taken,
+            given,
+        })
     }
 }
 

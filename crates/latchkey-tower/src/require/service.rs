@@ -94,10 +94,13 @@ where
         let principal = match request.extensions().get::<Principal>() {
             Some(principal) if principal.allows(self.layer.permission()) => principal,
             Some(_) => {
-                // Refused before it was served: what the layer charged it goes back, in
-                // the product's order permissions come before limits and credits (usage
-                // hunt s56 M2: a key spent its credits on 403s).
-                give_back_base(&request, true);
+                // Refused before it was served: the credit the layer charged it goes back
+                // (usage hunt s56 M2: a key spent its credits on 403s). Its 1 stays with
+                // the rate limits, as for any authenticated request, so they bound a flood
+                // of 403s (review s58 L6: given back too, a key with credits was never
+                // throttled there, and on a shared database the unit went into a slice
+                // that could lapse).
+                give_back_base(&request, false);
                 return ResponseFuture::rejected(self.layer.forbidden());
             }
             None => return ResponseFuture::rejected(Rejection::missing_key()),

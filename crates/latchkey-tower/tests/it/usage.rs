@@ -301,21 +301,36 @@ async fn a_costly_route_refused_for_credits_uses_up_no_limit() {
     assert_rate_limited(&refused, "default", 10, 60);
 }
 
-/// A route refused for want of permission spends nothing: the credit and the rate-limit
-/// unit the layer took for the request go back, as permissions come before limits and
-/// credits (usage hunt s56 M2: five 403s spent a key's five credits, and the next request
-/// it may make was refused `usage_exceeded`).
+/// A route refused for want of permission spends no credit: the one the layer took for
+/// the request goes back (usage hunt s56 M2: five 403s spent a key's five credits, and the
+/// next request it may make was refused `usage_exceeded`). Its unit stays with the rate
+/// limit, which bounds a flood of 403s as it does any authenticated traffic (review s58
+/// L6), once only however often the route is called with the request (L5).
 #[tokio::test]
-async fn a_route_refused_for_permission_spends_nothing() {
+async fn a_route_refused_for_permission_spends_no_credit() {
     let fx = Fixture::new();
-    let key = limited_with_credits(&fx, 3, 2, "orders:write");
+    let key = limited_with_credits(&fx, 10, 2, "orders:write");
+    // The route called three times with one request, as a retry layer would.
+    let thrice = tower::service_fn(move |request: axum::extract::Request| {
+        let route = report().with_state::<()>(());
+        async move {
+            let (parts, _) = request.into_parts();
+            let mut last = None;
+            for _ in 0..3 {
+                let again = http::Request::from_parts(parts.clone(), axum::body::Body::empty());
+                last = Some(tower::ServiceExt::oneshot(route.clone(), again).await?);
+            }
+            Ok::<_, std::convert::Infallible>(last.unwrap())
+        }
+    });
     let app = Router::new()
         .route("/report", report())
+        .route_service("/thrice", thrice)
         .route("/whoami", routing::get(|| async { "me" }))
         .layer(fx.layer());
     let text = key.secret.expose();
-    for _ in 0..5 {
-        send(&app, get_with("/report", text))
+    for path in ["/report", "/report", "/report", "/report", "/thrice"] {
+        send(&app, get_with(path, text))
             .await
             .assert_forbidden("orders:read");
     }
@@ -325,14 +340,21 @@ async fn a_route_refused_for_permission_spends_nothing() {
     send(&app, get_with("/whoami", text))
         .await
         .assert_refused(429, None, "usage_exceeded");
-    // The limit holds its third request still (a credit refusal gave its unit back).
+    // Ten a minute: five 403s and two requests served took seven (a credit refusal gave
+    // its unit back), so three more pass.
     add_credits(&fx, &key, 10);
-    assert_eq!(send(&app, get_with("/whoami", text)).await.status, 200);
+    for _ in 0..3 {
+        assert_eq!(send(&app, get_with("/whoami", text)).await.status, 200);
+    }
     assert_rate_limited(
         &send(&app, get_with("/whoami", text)).await,
         "default",
-        3,
+        10,
         60,
+    );
+    assert_eq!(
+        fx.store.key(key.key.id).unwrap().credits.unwrap().remaining,
+        10 - 3
     );
 }
 
