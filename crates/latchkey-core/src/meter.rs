@@ -902,7 +902,7 @@ impl Limit {
                 }
             }
             Gate::Shared(shared) if block => {
-                shared.give_back_to_store(&self.rule, cost, clock.unix_nanos());
+                shared.give_back_to_store(&self.rule, cost, &|| clock.unix_nanos());
             }
             Gate::Shared(shared) => shared.give_back(cost, clock.unix_nanos()),
         }

@@ -144,11 +144,24 @@ pub(crate) trait RateSource: Send + Sync {
     /// under it (`store/rate_state.rs`).
     fn carry_to(&self, _version: u64) {}
 
-    /// Gives `cost` requests of `rule` back to its shared state at `now`, in one
-    /// transaction: the arrival time moves back by their intervals, never before `now`.
-    fn give_back(&self, _rule: &RateLimit, _cost: u32, _now: i128) -> Result<(), VerifyError> {
-        Ok(())
+    /// Gives `back` to the shared state of `rule`, in one transaction: the arrival time
+    /// moves back by their intervals, never before now. Whether it moved.
+    fn give_back(&self, _rule: &RateLimit, _back: GiveBack<'_>) -> Result<bool, VerifyError> {
+        Ok(false)
     }
+}
+
+/// Requests a slice held and gives back to the shared state ([`RateSource::give_back`]).
+pub(crate) struct GiveBack<'a> {
+    /// How many.
+    pub(crate) cost: u32,
+    /// Unix nanoseconds from which their slice is void: they came back by time, and
+    /// nothing is given. Read against `now` in the transaction, each time it runs (review
+    /// s58 L1: checked before a transaction that retried past it, they could undo another
+    /// process's reservation).
+    pub(crate) until: i128,
+    /// The clock.
+    pub(crate) now: &'a dyn Fn() -> i128,
 }
 
 /// One rate limit of a key or user on shared storage: this process's slice of it.
@@ -160,9 +173,10 @@ pub(crate) struct SharedLimit {
     until: AtomicI64,
     /// After a refusal, Unix nanoseconds before which the shared state cannot grant a full
     /// slice ([`SliceSize::max`] requests), as it answered: until then requests are refused from
-    /// memory, never a round trip each (the state only fills up meanwhile; a change to the
-    /// limits makes a new one). So a flood over the limit costs one reservation per slice
-    /// the limit wins back, not one per request.
+    /// memory, never a round trip each (a change to the limits makes a new one), unless this
+    /// process gives a cost back to the shared state, which ends it. So a flood over the
+    /// limit costs one reservation per slice the limit wins back, and at most one per cost
+    /// given back, not one per request.
     refused_until: AtomicI64,
     /// How many costs this process gave back to the shared state: a refusal read before
     /// one, by a reservation that ends after it, is not remembered ([`SharedLimit::reserve`]).
@@ -261,19 +275,24 @@ impl SharedLimit {
     /// flight that a later limit refused made a reservation refuse; their costs came back
     /// to the shared state, yet this process refused from memory for the refusal's whole
     /// wait, 3 s of a limit of 20 a minute, an hour's twelfth of one of 5 an hour, and
-    /// admitted 10 to 21 of 22). The next request asks the shared state.
-    pub(crate) fn give_back_to_store(&self, rule: &RateLimit, cost: u32, now: i128) {
-        if now < i128::from(self.until.load(Ordering::Acquire)) {
-            self.return_to_store(rule, cost, now);
-        }
+    /// admitted 8 to 22 of 22 in three re-checks). The next request asks the shared state.
+    pub(crate) fn give_back_to_store(&self, rule: &RateLimit, cost: u32, now: &dyn Fn() -> i128) {
+        let until = i128::from(self.until.load(Ordering::Acquire));
+        self.return_to_store(rule, cost, until, now);
     }
 
-    /// Takes `cost` requests of a valid slice off the shared state's arrival time (see
-    /// [`SharedLimit::give_back_to_store`]).
-    fn return_to_store(&self, rule: &RateLimit, cost: u32, now: i128) {
-        match self.source.give_back(rule, cost, now) {
+    /// Takes `cost` requests of a slice valid until `until` off the shared state's arrival
+    /// time (see [`SharedLimit::give_back_to_store`]).
+    fn return_to_store(&self, rule: &RateLimit, cost: u32, until: i128, now: &dyn Fn() -> i128) {
+        if now() >= until {
+            return;
+        }
+        match self.source.give_back(rule, GiveBack { cost, until, now }) {
+            // Nothing moved (the slice lapsed meanwhile, the limits changed, the state is
+            // whole): the refusal held stands (review s58 L3).
+            Ok(false) => {}
             // What memory tells of the shared state has them again.
-            Ok(()) => {
+            Ok(true) => {
                 // Counted before the refusal is forgotten: a reservation refused meanwhile
                 // sees the count move and forgets its own (`reserve`).
                 self.given_back.fetch_add(1, Ordering::SeqCst);
@@ -345,7 +364,7 @@ impl SharedLimit {
 
     /// Takes `cost`, reserving a new slice from the shared state when this one is short
     /// (a transaction: blocks on the database). What a slice left with fewer than `cost`
-    /// requests held goes back to the shared state.
+    /// requests held goes back to the shared state while that slice is valid.
     ///
     /// Fails with `RateLimited` when not even `cost` fits now, `Unavailable` when the
     /// store cannot be reached.
@@ -390,15 +409,18 @@ impl SharedLimit {
         let want = self.size.reserve(short_in_time && !extra);
         let granted = self.reserve(rule, Ask::new(cost, want), now, extra)?;
         let until = now + self.gcra.valid_for(granted);
+        // Void while it changes, so that no request takes from the new slice under the old
+        // deadline (a reservation slower than the new slice's validity would admit from a
+        // slice already lapsed; review s58 Info-3).
+        self.until.store(i64::MIN, Ordering::Release);
         let carried = self.left.swap(granted - cost, Ordering::AcqRel);
         self.until
             .store(i64::try_from(until).unwrap_or(i64::MAX), Ordering::Release);
         // What the old slice still held (fewer than `cost`, or given back into it while
         // the reservation ran) goes back to the shared state while it is valid: the new
         // slice took its place (review s57 L5: overwritten, it was lost to the limit).
-        let later = clock();
-        if carried > 0 && later < old_until {
-            self.return_to_store(rule, carried, later);
+        if carried > 0 {
+            self.return_to_store(rule, carried, old_until, clock);
         }
         Ok(self
             .shared_left
@@ -488,6 +510,8 @@ pub(crate) struct Counted {
     pub(crate) asked: Mutex<Vec<u32>>,
     pub(crate) peeks: std::sync::atomic::AtomicU64,
     pub(crate) down: std::sync::atomic::AtomicBool,
+    /// Requests given back that moved the state.
+    pub(crate) given: AtomicU32,
     /// Run once by the next reservation, after it read the state (another request's
     /// give-back landing meanwhile).
     pub(crate) meanwhile: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -520,12 +544,20 @@ impl RateSource for Counted {
         Ok(grant)
     }
 
-    fn give_back(&self, rule: &RateLimit, cost: u32, now: i128) -> Result<(), VerifyError> {
+    fn give_back(&self, rule: &RateLimit, back: GiveBack<'_>) -> Result<bool, VerifyError> {
+        let GiveBack { cost, until, now } = back;
         self.up()?;
         let mut tat = self.tat.lock().unwrap();
+        let now = now();
         let back = i128::from(cost) * Gcra::of(rule).interval;
-        *tat = tat.map(|t| i64::try_from((i128::from(t) - back).max(now)).unwrap());
-        Ok(())
+        match *tat {
+            Some(t) if now < until && i128::from(t) > now => {
+                *tat = Some(i64::try_from((i128::from(t) - back).max(now)).unwrap());
+                self.given.fetch_add(cost, Ordering::SeqCst);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
@@ -670,6 +702,16 @@ mod tests {
         assert_eq!(source.asked.lock().unwrap().len(), 1);
     }
 
+    /// A limit of 2 over a [`Counted`] source, both taken at `t0` (a slice of 1 each).
+    fn both_taken(rule: &RateLimit, t0: i128) -> (Arc<Counted>, Arc<SharedLimit>) {
+        let source = Arc::new(Counted::default());
+        let limit = Arc::new(SharedLimit::new(rule, source.clone()));
+        for _ in 0..2 {
+            limit.take(rule, 1, false, || t0).unwrap();
+        }
+        (source, limit)
+    }
+
     /// A refusal answered while other requests' costs held the limit is forgotten once
     /// one of them is given back to the shared state, also when the give-back lands while
     /// the refused reservation runs (re-check s57 F1: refused from memory for its whole
@@ -679,14 +721,11 @@ mod tests {
         let rule = default_of(2, 60);
         let t0 = 1_000 * SECOND;
         for during in [false, true] {
-            let source = Arc::new(Counted::default());
-            let limit = Arc::new(SharedLimit::new(&rule, source.clone()));
-            limit.take(&rule, 1, false, || t0).unwrap();
-            limit.take(&rule, 1, false, || t0).unwrap();
+            let (source, limit) = both_taken(&rule, t0);
             // The first request is refused by a later step: its cost goes back.
             let give_back = {
                 let (limit, rule) = (Arc::clone(&limit), rule.clone());
-                move || limit.give_back_to_store(&rule, 1, t0)
+                move || limit.give_back_to_store(&rule, 1, &|| t0)
             };
             if during {
                 *source.meanwhile.lock().unwrap() = Some(Box::new(give_back.clone()));
@@ -736,12 +775,57 @@ mod tests {
         assert_eq!(admitted(&limit, &rule, 1), 2);
         // A slice of 10 of a limit of 200 (after 1, 2, 4, 8 and 10), 3 left: a cost of 5
         // reserves anew, and the 3 are not lost.
-        let (rule, _, limit) = two_hundred_a_second();
+        let (rule, source, limit) = two_hundred_a_second();
         for _ in 0..32 {
             limit.take(&rule, 1, false, || t0).unwrap();
         }
         assert_eq!(admitted(&limit, &rule, 5), (200 - 32) / 5);
+        assert_eq!(source.given.load(Ordering::SeqCst), 3);
         assert_eq!(admitted(&limit, &rule, 1), (200 - 32) % 5);
+        // The same slice lapsed (10 requests, 50 ms) by the time the next one is reserved:
+        // its 3 came back by time, and nothing is taken off the shared state.
+        let (rule, source, limit) = two_hundred_a_second();
+        for _ in 0..32 {
+            limit.take(&rule, 1, false, || t0).unwrap();
+        }
+        let lapsed = t0 + SECOND / 20;
+        assert!(limit.take(&rule, 5, false, || lapsed).is_ok());
+        assert_eq!(source.given.load(Ordering::SeqCst), 0);
+    }
+
+    /// A give-back that moves nothing (its slice lapsed before the transaction read the
+    /// clock, or the store cannot be reached) leaves the refusal held in memory, and the
+    /// shared state as it was (review s58 L1, L3).
+    #[test]
+    fn a_give_back_that_gives_nothing_keeps_the_refusal() {
+        let rule = default_of(2, 60);
+        let t0 = 1_000 * SECOND;
+        for down in [false, true] {
+            let (source, limit) = both_taken(&rule, t0);
+            assert!(limit.take(&rule, 1, false, || t0).is_err());
+            source.down.store(down, Ordering::SeqCst);
+            // The clock read in the transaction: the slice (one request, 30 s) lapsed
+            // unless the store is down.
+            let read = if down { t0 } else { t0 + 30 * SECOND };
+            let reads = std::sync::atomic::AtomicU32::new(0);
+            let clock = || {
+                reads.fetch_add(1, Ordering::SeqCst);
+                if reads.load(Ordering::SeqCst) == 1 {
+                    t0
+                } else {
+                    read
+                }
+            };
+            limit.give_back_to_store(&rule, 1, &clock);
+            if !down {
+                assert_eq!(reads.load(Ordering::SeqCst), 2, "read in the transaction");
+            }
+            assert_eq!(source.given.load(Ordering::SeqCst), 0, "down: {down}");
+            assert!(
+                matches!(limit.try_take(&rule, 1, false, t0), Some(Err(_))),
+                "down: {down}"
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::backend::{KvTx, TxError};
 use super::tx::{Tx, TxResult};
 use super::{Inner, decode, encode};
 use crate::controls::RateLimit;
-use crate::shared_limit::{Ask, Gcra, RateGrant, RateSource};
+use crate::shared_limit::{Ask, Gcra, GiveBack, RateGrant, RateSource};
 use crate::verify::VerifyError;
 
 /// A key's or user's limits as stored (postcard).
@@ -68,30 +68,36 @@ impl RateSource for StoreRates {
         self.version.fetch_max(version, Ordering::AcqRel);
     }
 
-    fn give_back(&self, rule: &RateLimit, cost: u32, now: i128) -> Result<(), VerifyError> {
+    fn give_back(&self, rule: &RateLimit, back: GiveBack<'_>) -> Result<bool, VerifyError> {
+        let GiveBack { cost, until, now } = back;
         let inner = self
             .store
             .upgrade()
             .ok_or_else(|| VerifyError::Unavailable("the store is closed".to_owned()))?;
         let back = i128::from(cost) * Gcra::of(rule).interval;
         let version = self.version.load(Ordering::Acquire);
-        let now_i64 = i64::try_from(now).unwrap_or(i64::MAX);
         let given = inner.db.transact(|tx| {
             let mut record = record_in(tx, &self.path)?;
+            // Read in the transaction, each time it runs: the slice void, they came back.
+            let now = now();
+            if now >= until {
+                return Ok(false);
+            }
+            let now_i64 = i64::try_from(now).unwrap_or(i64::MAX);
             // Written under other controls: the limits started afresh, nothing to give.
             if record.version != version {
-                return Ok(());
+                return Ok(false);
             }
             let Some(entry) = record.tats.iter_mut().find(|(name, _)| *name == rule.name) else {
-                return Ok(());
+                return Ok(false);
             };
             if entry.1 <= now_i64 {
-                return Ok(());
+                return Ok(false);
             }
             let back = i64::try_from(back).unwrap_or(i64::MAX);
             entry.1 = entry.1.saturating_sub(back).max(now_i64);
             tx.put(&self.path, &encode(&record))?;
-            Ok(())
+            Ok(true)
         });
         given.map_err(|e| match e {
             TxError::Abort(e) | TxError::Storage(e) => VerifyError::Unavailable(e.to_string()),
@@ -177,4 +183,73 @@ fn record_in(tx: &dyn KvTx, path: &[u8]) -> Result<RateRecord, TxError> {
         .transpose()
         .map(Option::unwrap_or_default)
         .map_err(TxError::Abort)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::{Store, StoreConfig};
+
+    const SECOND: i128 = 1_000_000_000;
+
+    /// One request of a slice void from `until`, at the clock `now`.
+    fn give(until: i128, now: &dyn Fn() -> i128) -> GiveBack<'_> {
+        GiveBack {
+            cost: 1,
+            until,
+            now,
+        }
+    }
+
+    /// A give-back reads the clock in its transaction: from the deadline of the slice its
+    /// requests came from on, it moves nothing and says so (review s58 L1, L3); before,
+    /// the requests are the limit's again.
+    #[test]
+    fn a_give_back_moves_the_state_only_before_its_slice_s_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
+        let rates = StoreRates::new(Arc::downgrade(&store.inner), b"r:k:test".to_vec(), 1);
+        let rule = RateLimit {
+            name: "default".into(),
+            limit: 2,
+            window_seconds: 60,
+        };
+        let t0 = 1_000 * SECOND;
+        let granted = rates.reserve(&rule, Ask::new(2, 2), t0).unwrap();
+        assert_eq!(
+            granted,
+            RateGrant::Granted {
+                granted: 2,
+                left: 0
+            }
+        );
+        // One request's slice, 30 s.
+        let until = t0 + 30 * SECOND;
+        let lapsed = rates.give_back(&rule, give(until, &|| until)).unwrap();
+        assert!(!lapsed);
+        let refused = rates.reserve(&rule, Ask::new(1, 1), t0 + SECOND).unwrap();
+        assert!(matches!(refused, RateGrant::Refused { .. }), "{refused:?}");
+        assert!(
+            rates
+                .give_back(&rule, give(until, &|| t0 + SECOND))
+                .unwrap()
+        );
+        let again = rates.reserve(&rule, Ask::new(1, 1), t0 + SECOND).unwrap();
+        assert_eq!(
+            again,
+            RateGrant::Granted {
+                granted: 1,
+                left: 0
+            }
+        );
+        // Under other controls the limits started afresh: nothing to give.
+        let other = StoreRates::new(Arc::downgrade(&store.inner), b"r:k:test".to_vec(), 2);
+        assert!(
+            !other
+                .give_back(&rule, give(until, &|| t0 + SECOND))
+                .unwrap()
+        );
+    }
 }
