@@ -119,6 +119,17 @@ impl Gcra {
         (tat, RateGrant::Granted { granted, left })
     }
 
+    /// The state `tat` with `cost` requests given back at `now`: the arrival time moves back
+    /// by their intervals, never before `now`; `None` when it holds none of them (no state,
+    /// or one already past: the limit is whole).
+    pub(crate) fn give_back(&self, tat: Option<i64>, cost: u32, now: i128) -> Option<i64> {
+        let tat = i128::from(tat?);
+        (tat > now).then(|| {
+            let back = (tat - i128::from(cost) * self.interval).max(now);
+            i64::try_from(back).unwrap_or(i64::MAX)
+        })
+    }
+
     /// How long a slice of `granted` requests stays valid: the time the limit takes to win
     /// it back, at least a millisecond, at most one window.
     pub(crate) fn valid_for(&self, granted: u32) -> i128 {
@@ -549,10 +560,9 @@ impl RateSource for Counted {
         self.up()?;
         let mut tat = self.tat.lock().unwrap();
         let now = now();
-        let back = i128::from(cost) * Gcra::of(rule).interval;
-        match *tat {
-            Some(t) if now < until && i128::from(t) > now => {
-                *tat = Some(i64::try_from((i128::from(t) - back).max(now)).unwrap());
+        match Gcra::of(rule).give_back(*tat, cost, now) {
+            Some(back) if now < until => {
+                *tat = Some(back);
                 self.given.fetch_add(cost, Ordering::SeqCst);
                 Ok(true)
             }

@@ -70,11 +70,8 @@ impl RateSource for StoreRates {
 
     fn give_back(&self, rule: &RateLimit, back: GiveBack<'_>) -> Result<bool, VerifyError> {
         let GiveBack { cost, until, now } = back;
-        let inner = self
-            .store
-            .upgrade()
-            .ok_or_else(|| VerifyError::Unavailable("the store is closed".to_owned()))?;
-        let back = i128::from(cost) * Gcra::of(rule).interval;
+        let inner = self.inner()?;
+        let gcra = Gcra::of(rule);
         let version = self.version.load(Ordering::Acquire);
         let given = inner.db.transact(|tx| {
             let mut record = record_in(tx, &self.path)?;
@@ -83,7 +80,6 @@ impl RateSource for StoreRates {
             if now >= until {
                 return Ok(false);
             }
-            let now_i64 = i64::try_from(now).unwrap_or(i64::MAX);
             // Written under other controls: the limits started afresh, nothing to give.
             if record.version != version {
                 return Ok(false);
@@ -91,24 +87,25 @@ impl RateSource for StoreRates {
             let Some(entry) = record.tats.iter_mut().find(|(name, _)| *name == rule.name) else {
                 return Ok(false);
             };
-            if entry.1 <= now_i64 {
+            let Some(back) = gcra.give_back(Some(entry.1), cost, now) else {
                 return Ok(false);
-            }
-            let back = i64::try_from(back).unwrap_or(i64::MAX);
-            entry.1 = entry.1.saturating_sub(back).max(now_i64);
+            };
+            entry.1 = back;
             tx.put(&self.path, &encode(&record))?;
             Ok(true)
         });
-        given.map_err(|e| match e {
-            TxError::Abort(e) | TxError::Storage(e) => VerifyError::Unavailable(e.to_string()),
-            TxError::Conflict => {
-                VerifyError::Unavailable("a transaction kept conflicting".to_owned())
-            }
-        })
+        given.map_err(|e| VerifyError::Unavailable(failure(e)))
     }
 }
 
 impl StoreRates {
+    /// The store, while it is open.
+    fn inner(&self) -> Result<std::sync::Arc<Inner>, VerifyError> {
+        self.store
+            .upgrade()
+            .ok_or_else(|| VerifyError::Unavailable("the store is closed".to_owned()))
+    }
+
     /// What `ask` comes to at `now`, in one transaction; it takes the grant only when
     /// `take` (else it writes nothing).
     fn run(
@@ -118,11 +115,7 @@ impl StoreRates {
         now: i128,
         take: bool,
     ) -> Result<RateGrant, VerifyError> {
-        let unavailable = |e: &dyn std::fmt::Display| VerifyError::Unavailable(e.to_string());
-        let inner = self
-            .store
-            .upgrade()
-            .ok_or_else(|| unavailable(&"the store is closed"))?;
+        let inner = self.inner()?;
         let gcra = Gcra::of(rule);
         let version = self.version.load(Ordering::Acquire);
         let reserved = inner.db.transact(|tx| {
@@ -153,13 +146,18 @@ impl StoreRates {
             Ok(grant)
         });
         reserved.map_err(|e| {
-            let e = match e {
-                TxError::Abort(e) | TxError::Storage(e) => e.to_string(),
-                TxError::Conflict => "a transaction kept conflicting".to_owned(),
-            };
+            let e = failure(e);
             crate::warn_limited!(error = %e, "could not reserve a slice of a rate limit");
-            unavailable(&"the rate limit could not be reserved")
+            VerifyError::Unavailable("the rate limit could not be reserved".to_owned())
         })
+    }
+}
+
+/// What a transaction that failed says.
+fn failure(e: TxError) -> String {
+    match e {
+        TxError::Abort(e) | TxError::Storage(e) => e.to_string(),
+        TxError::Conflict => "a transaction kept conflicting".to_owned(),
     }
 }
 
