@@ -28,6 +28,14 @@ fn credits(remaining: u64) -> Option<Credits> {
 }
 
 /// One request of `cost` with `text`: `Ok` when admitted, else the refusal's code.
+/// `PATCH {"credits": {"add": n}}`.
+fn add(n: u64) -> KeyPatch {
+    KeyPatch {
+        credits: Some(CreditsPatch::Add(n)),
+        ..KeyPatch::default()
+    }
+}
+
 fn request(store: &Store, text: &str, cost: u32) -> Result<(), &'static str> {
     let admission = Admission {
         client_ip: Some([203, 0, 113, 7].into()),
@@ -71,10 +79,7 @@ fn a_change_that_keeps_the_rate_limits_keeps_their_state() {
             }),
             ..KeyPatch::default()
         },
-        KeyPatch {
-            credits: Some(CreditsPatch::Add(5)),
-            ..KeyPatch::default()
-        },
+        add(5),
     ] {
         store.update_key(&admin, key.key.id, patch.clone()).unwrap();
         assert_eq!(
@@ -205,11 +210,7 @@ fn a_refused_request_counts_against_no_limit() {
     assert_eq!(left, [3, 0], "{report:?}");
     assert_eq!(report[0].reset_seconds, Some(0), "{report:?}");
 
-    let top_up = KeyPatch {
-        credits: Some(CreditsPatch::Add(10)),
-        ..KeyPatch::default()
-    };
-    store.update_key(&admin, key.key.id, top_up).unwrap();
+    store.update_key(&admin, key.key.id, add(10)).unwrap();
     for _ in 0..3 {
         assert_eq!(request(&store, text, 1), Ok(()), "served once credits came");
     }
@@ -256,11 +257,7 @@ fn a_cost_given_back_is_not_lost_when_its_slice_lapses() {
         // Past any slice's validity (one request's share of the window: 12 s).
         clock.advance(time::Duration::seconds(13));
     }
-    let top_up = KeyPatch {
-        credits: Some(CreditsPatch::Add(100)),
-        ..KeyPatch::default()
-    };
-    store.update_key(&admin, key.key.id, top_up).unwrap();
+    store.update_key(&admin, key.key.id, add(100)).unwrap();
     // One used 39 s ago and won back: the whole limit.
     for _ in 0..5 {
         assert_eq!(request(&store, text, 1), Ok(()), "the limit is whole");
