@@ -138,6 +138,17 @@ pub trait Verifier: Send + Sync + 'static {
         let _ = (presented, client_ip, cost);
         Charged::Done(Ok(()))
     }
+
+    /// Gives back the credit this verifier charged a request with the key presented as
+    /// `presented`, which its route refused: for want of a permission (403), or because
+    /// the route's extra cost was refused ([`Verifier::charge_extra`]). A refused request
+    /// spends no credit. Called once a request, by
+    /// [`RequirePermission`](crate::RequirePermission), when [`Verifier::charges_extra`]
+    /// says so and the principal carries no meter of its own (a meter's credit goes back
+    /// through it). The default gives nothing back.
+    fn give_back_credit(&self, presented: &str) {
+        let _ = presented;
+    }
 }
 
 /// What charging a route's extra cost came to; see [`Verifier::charge_extra`].

@@ -1,9 +1,10 @@
 //! A route's extra cost ([`RequirePermissionLayer::cost`](crate::RequirePermissionLayer::cost))
 //! for a key this verifier authenticated: taken from the key's lease like its requests, from
 //! every bucket (each rate limit, the credits) or from none, asking the daemon for more when
-//! the lease holds too little. Refused, it gives the request's own credit back to the lease
-//! it came from, as the embedded layer gives it back to the key's meter: a refused request
-//! spends no credit (its rate limits keep the count, on both).
+//! the lease holds too little. Refused, the request's own credit goes back to the key's lease
+//! ([`Shared::give_back_credit`], once a request: see `require::extra`), as the embedded
+//! layer gives it back to the key's meter: a refused request spends no credit (its rate
+//! limits keep the count, on both).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -81,6 +82,21 @@ impl Shared {
         }
     }
 
+    /// Gives the credit a request with the key presented as `presented` took back to the
+    /// key's lease, its route having refused it: into a credits slice the lease still
+    /// holds, as far as it goes. A key whose lease left the cache since (invalidated by a
+    /// change of the key, evicted) keeps it spent; a credit the daemon charged at a
+    /// verification goes to the lease too, and back to the daemon with the lease's unspent
+    /// credits, which takes back no more than it leased.
+    pub(super) fn give_back_credit(&self, presented: &str) {
+        let digest = self.hasher.digest(presented);
+        if let Some(Cached::Valid(entry)) = self.cache.get(&digest, self.settings.clock.now())
+            && let Some(lease) = entry.lease
+        {
+            lease.give_back_credit();
+        }
+    }
+
     fn charge_lease(
         self: &Arc<Self>,
         lease: Arc<Lease>,
@@ -94,21 +110,14 @@ impl Shared {
                 self.top_up(lease, presented, client_ip, now);
                 Charged::Done(Ok(()))
             }
-            Take::Refused(error) => {
-                lease.give_back_credit();
-                Charged::Done(Err(error))
-            }
+            Take::Refused(error) => Charged::Done(Err(error)),
             Take::Short => {
                 let shared = Arc::clone(self);
                 let presented = presented.to_owned();
                 Charged::Waiting(self.runtime.spawn(async move {
-                    let taken = shared
+                    shared
                         .take_asking(&lease, &presented, client_ip, Need::extra_cost(cost))
-                        .await;
-                    if taken.is_err() {
-                        lease.give_back_credit();
-                    }
-                    taken
+                        .await
                 }))
             }
         }

@@ -193,18 +193,23 @@ impl Lease {
         !self.used.swap(false, Ordering::AcqRel)
     }
 
-    /// Puts back the credit a request took from this lease when its route's extra cost is
-    /// refused: a refused request spends none. Into a credits slice still held only (one
-    /// granted before the request took from it).
+    /// Puts back the credit a request took when its route refused it (403, or its extra
+    /// cost refused): a refused request spends none. A lease never granted credits holds
+    /// it from then on, as a slice of one: that request was admitted by the daemon's
+    /// verification, which recorded its credit as leased to this verifier, so the daemon
+    /// takes it back with the lease's unspent credits (before, it stayed spent: the first
+    /// request of a key, a miss, refused with 403, spent its credit). A grant landing at
+    /// the same moment may overwrite it: it then stays spent, never counted twice.
     pub(super) fn give_back_credit(&self) {
         for bucket in self
             .buckets
             .iter()
             .filter(|b| b.kind == BucketKind::Credits)
         {
-            if bucket.until.load(Ordering::Acquire) > 0 {
-                bucket.left.fetch_add(1, Ordering::AcqRel);
-            }
+            bucket.left.fetch_add(1, Ordering::AcqRel);
+            // A credits slice is valid for ever once granted (see `Bucket::add`).
+            bucket.since.store(i64::MIN, Ordering::Release);
+            bucket.until.store(i64::MAX, Ordering::Release);
         }
     }
 
@@ -528,7 +533,8 @@ mod tests {
             matches!(lease.take(None, NOW, 1), Take::Short),
             "the limit is spent"
         );
-        // Nothing goes into a lease never granted credits.
+        // A lease never granted credits holds the one given back: the daemon's verification
+        // took it, as leased to this verifier, which gives it back unspent or admits from it.
         let credits = LimitState {
             name: "credits".to_owned(),
             limit: None,
@@ -538,7 +544,8 @@ mod tests {
         };
         let empty = Lease::new(&[credits], Uuid::nil());
         empty.give_back_credit();
-        assert_eq!(empty.unspent_credits(), None);
+        assert_eq!(empty.unspent_credits(), Some((Uuid::nil(), 1)));
+        assert_eq!(empty.unspent_credits(), None, "taken out once");
     }
 
     #[test]

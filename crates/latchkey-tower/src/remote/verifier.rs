@@ -259,6 +259,10 @@ impl Verifier for RemoteVerifier {
         self.shared.charge_extra(presented, client_ip, cost)
     }
 
+    fn give_back_credit(&self, presented: &str) {
+        self.shared.give_back_credit(presented);
+    }
+
     fn verifies_foreign(&self) -> bool {
         self.shared.settings.imported_keys
     }

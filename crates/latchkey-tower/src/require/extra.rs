@@ -4,7 +4,8 @@
 //!
 //! The layer puts it in the request's extensions for such a verifier only, so a store's
 //! requests carry nothing more. It holds the key text as presented, which the verifier needs
-//! to ask the daemon for more of the key's lease, for the request's lifetime only (as the
+//! to ask the daemon for more of the key's lease and to give a refused request's credit
+//! back to it ([`Verifier::give_back_credit`]), for the request's lifetime only (as the
 //! request's own header does); its `Debug` shows none of it.
 
 use std::fmt;
@@ -30,6 +31,9 @@ pub(crate) struct ExtraCharger {
     /// The authenticating layer's challenges: a key refused by the charge (revoked since
     /// the layer admitted it) is answered as that layer would, in its realm.
     challenges: Challenges,
+    /// The request's credit given back already: shared by every copy of the request's
+    /// extensions, as [`BaseCharge`]'s.
+    given: Arc<AtomicBool>,
 }
 
 impl ExtraCharger {
@@ -47,12 +51,21 @@ impl ExtraCharger {
             presented: Arc::from(presented),
             client_ip,
             challenges: challenges.clone(),
+            given: Arc::default(),
         })
     }
 
     /// Charges `cost` more requests to the key.
     pub(crate) fn charge(&self, cost: u32) -> Charged {
         self.verifier.charge(&self.presented, self.client_ip, cost)
+    }
+
+    /// Gives back the credit the verifier charged the request, its route having refused
+    /// it; once.
+    fn give_back_credit(&self) {
+        if !self.given.swap(true, Ordering::AcqRel) {
+            self.verifier.give_back(&self.presented);
+        }
     }
 }
 
@@ -66,7 +79,7 @@ impl ExtraCharger {
 /// than a route's cost used up its limits retrying). A limit's refusal keeps that 1: its
 /// `Retry-After` counts it with the route's cost. The extra cost itself took nothing, core's
 /// `Meter::charge` taking from every limit or from none. Through a remote verifier the
-/// lease keeps the 1.
+/// credit goes back to the key's lease, which keeps the 1.
 pub(crate) fn refuse_extra<B>(error: &VerifyError, request: &Request<B>) -> Rejection {
     give_back_base(request, !matches!(error, VerifyError::RateLimited(_)));
     match request.extensions().get::<ExtraCharger>() {
@@ -79,9 +92,13 @@ pub(crate) fn refuse_extra<B>(error: &VerifyError, request: &Request<B>) -> Reje
 /// with credits): its credit, and with `limits` its 1 to the rate limits. For a request its
 /// route refuses. Once, however many copies of the request the route refuses (review s58
 /// L5: a layer that called the route again with a copy of the request, a retry, would have
-/// had them given back each time).
+/// had them given back each time). A verifier that keeps the key's usage control (an
+/// [`ExtraCharger`]'s) is given the credit back, once too.
 pub(crate) fn give_back_base<B>(request: &Request<B>, limits: bool) {
     let Some(base) = request.extensions().get::<BaseCharge>() else {
+        if let Some(charger) = request.extensions().get::<ExtraCharger>() {
+            charger.give_back_credit();
+        }
         return;
     };
     if base.given.swap(true, Ordering::AcqRel) {
@@ -144,11 +161,16 @@ impl fmt::Debug for ExtraCharger {
 /// serves every verifier.
 trait ChargeExtra: Send + Sync {
     fn charge(&self, presented: &str, client_ip: Option<IpAddr>, cost: u32) -> Charged;
+    fn give_back(&self, presented: &str);
 }
 
 impl<V: Verifier> ChargeExtra for V {
     fn charge(&self, presented: &str, client_ip: Option<IpAddr>, cost: u32) -> Charged {
         self.charge_extra(presented, client_ip, cost)
+    }
+
+    fn give_back(&self, presented: &str) {
+        self.give_back_credit(presented);
     }
 }
 

@@ -908,6 +908,7 @@ async fn a_cost_close_to_the_credits_left_is_charged_in_one_step() {
         matches!(charge(1_000).await, Err(VerifyError::UsageExceeded { .. })),
         "99 left"
     );
+    verifier.give_back_credit(text);
     within(s.verifier.flush_usage()).await;
     let seen = s.keystore.store.key(key.key.id).unwrap();
     assert_eq!(seen.credits.map(|c| c.remaining), Some(99));
@@ -948,13 +949,17 @@ async fn a_cost_above_a_whole_limit_is_refused_for_one_window() {
 }
 
 /// A request as the layer makes it of a route that costs `extra` more: verified (its own
-/// unit), then charged the route's extra cost.
+/// unit), then charged the route's extra cost, its credit given back when that is refused.
 async fn a_costly_request(s: &Setup, text: &str, extra: u32) -> Result<(), VerifyError> {
     within(s.verify(text)).await?;
-    match s.verifier.charge_extra(text, None, extra) {
+    let charged = match s.verifier.charge_extra(text, None, extra) {
         Charged::Done(answer) => answer,
         Charged::Waiting(task) => within(task).await.unwrap(),
+    };
+    if charged.is_err() {
+        s.verifier.give_back_credit(text);
     }
+    charged
 }
 
 /// A route's extra cost that the key's limit holds, refused, is told when the route's whole

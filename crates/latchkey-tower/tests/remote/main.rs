@@ -16,6 +16,8 @@ mod failures;
 mod bounds;
 // A redirect elsewhere is not followed; an answer past its bound is not read.
 mod answers;
+// What a route's refusal gives back: a 403 spends no leased credit.
+mod refusals;
 
 use std::future::Future;
 use std::net::SocketAddr;
