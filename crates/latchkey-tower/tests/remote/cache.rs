@@ -887,8 +887,7 @@ async fn a_cost_close_to_the_credits_left_is_charged_in_one_step() {
     let s = Setup::new().await;
     let user = s.keystore.user("partner", &["orders:read"]);
     let key = s.keystore.key_with_credits(user, 1_100);
-    let head = s.keystore.store.last_seq().unwrap();
-    within(s.verifier.wait_for(|st| st.position >= Some(head))).await;
+    s.caught_up().await;
     let text = key.secret.expose();
     within(s.verify(text)).await.unwrap();
     let verifier = &s.verifier;
@@ -1018,8 +1017,7 @@ async fn a_cost_the_refill_never_covers_is_refused_without_retry_after() {
     let s = Setup::new().await;
     let user = s.keystore.user("partner", &["orders:read"]);
     let key = s.keystore.key_with_daily_refill(user, 9, 5);
-    let head = s.keystore.store.last_seq().unwrap();
-    within(s.verifier.wait_for(|st| st.position >= Some(head))).await;
+    s.caught_up().await;
     let text = key.secret.expose();
     let request = |extra| a_costly_request(&s, text, extra);
     let never = Err(VerifyError::UsageExceeded {

@@ -7,18 +7,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use http::Request;
-use http_body_util::BodyExt;
 use latchkey_tower::latchkey_core::{
     Actor, Clock, CreatedKey, Env, ManualClock, Prefix, VerifyError,
 };
 use latchkey_tower::remote::{RemoteStatus, RemoteVerifier};
 use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Permission, Realm, RequirePermission, Verifier};
 use time::OffsetDateTime;
-use tower::ServiceExt;
 
-use crate::daemon::{Daemon, Keystore, Traffic, empty};
-use crate::{MAX_STALENESS, Setup, loopback, verifier, within};
+use crate::daemon::{Daemon, Keystore, Traffic};
+use crate::{MAX_STALENESS, Setup, get_answer, loopback, verifier, within};
 
 /// The app of the examples: `GET /orders` needs `orders:read`.
 fn app(verifier: RemoteVerifier) -> Router {
@@ -28,21 +25,6 @@ fn app(verifier: RemoteVerifier) -> Router {
             "orders:read",
         )))
         .layer(ApiKeyAuthLayer::new(verifier).realm(Realm::from_static("orders")))
-}
-
-/// The status and the problem `code` (if any) of `GET /orders` with `key`.
-async fn get_orders(app: &Router, key: &str) -> (u16, Option<String>) {
-    let request = Request::get("/orders")
-        .header("authorization", format!("Bearer {key}"))
-        .body(empty())
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let code = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["code"].as_str().map(str::to_owned));
-    (status, code)
 }
 
 #[tokio::test]
@@ -55,9 +37,14 @@ async fn cached_keys_are_served_until_the_bound_then_503_and_recover_after_resta
         s.keystore.key(user, "revoked meanwhile", None),
         s.keystore.key(user, "uncached", None),
     );
-    assert_eq!(get_orders(&app, cached.secret.expose()).await.0, 200);
     assert_eq!(
-        get_orders(&app, revoked_meanwhile.secret.expose()).await.0,
+        get_answer(&app, "/orders", cached.secret.expose()).await.0,
+        200
+    );
+    assert_eq!(
+        get_answer(&app, "/orders", revoked_meanwhile.secret.expose())
+            .await
+            .0,
         200
     );
     let syncs = s.caught_up().await.syncs;
@@ -65,8 +52,11 @@ async fn cached_keys_are_served_until_the_bound_then_503_and_recover_after_resta
     let port = s.daemon.addr.port();
     s.daemon.stop();
     // Within the bound: cached answers are served; a key never seen cannot be.
-    assert_eq!(get_orders(&app, cached.secret.expose()).await.0, 200);
-    let (status, code) = get_orders(&app, uncached.secret.expose()).await;
+    assert_eq!(
+        get_answer(&app, "/orders", cached.secret.expose()).await.0,
+        200
+    );
+    let (status, code) = get_answer(&app, "/orders", uncached.secret.expose()).await;
     assert_eq!(
         (status, code.as_deref()),
         (503, Some("keystore_unavailable"))
@@ -82,7 +72,7 @@ async fn cached_keys_are_served_until_the_bound_then_503_and_recover_after_resta
     s.advance(MAX_STALENESS);
     assert!(!s.verifier.is_fresh());
     for key in [&cached, &revoked_meanwhile, &uncached] {
-        let (status, code) = get_orders(&app, key.secret.expose()).await;
+        let (status, code) = get_answer(&app, "/orders", key.secret.expose()).await;
         assert_eq!(
             (status, code.as_deref()),
             (503, Some("keystore_unavailable"))
@@ -99,15 +89,23 @@ async fn cached_keys_are_served_until_the_bound_then_503_and_recover_after_resta
     assert_eq!(status.position, Some(s.keystore.store.last_seq().unwrap()));
     assert_eq!(status.cache_drops, 1, "resuming keeps the cache");
     assert!(s.verifier.is_fresh());
-    assert_eq!(get_orders(&app, cached.secret.expose()).await.0, 200);
+    assert_eq!(
+        get_answer(&app, "/orders", cached.secret.expose()).await.0,
+        200
+    );
     assert_eq!(
         s.requests(),
         requests,
         "the cached key was served from the cache"
     );
-    let (status, code) = get_orders(&app, revoked_meanwhile.secret.expose()).await;
+    let (status, code) = get_answer(&app, "/orders", revoked_meanwhile.secret.expose()).await;
     assert_eq!((status, code.as_deref()), (401, Some("key_revoked")));
-    assert_eq!(get_orders(&app, uncached.secret.expose()).await.0, 200);
+    assert_eq!(
+        get_answer(&app, "/orders", uncached.secret.expose())
+            .await
+            .0,
+        200
+    );
 }
 
 /// A clock stepped forward then back (an NTP correction) shuts the trust window only until
@@ -329,7 +327,7 @@ async fn a_service_key_without_latchkey_verify_gives_503_never_401() {
     };
     let verifier = verifier(&daemon.url(), &misconfigured);
     let app = app(verifier.clone());
-    let (status, code) = get_orders(&app, weak_key.secret.expose()).await;
+    let (status, code) = get_answer(&app, "/orders", weak_key.secret.expose()).await;
     assert_eq!(
         (status, code.as_deref()),
         (503, Some("keystore_unavailable"))
@@ -354,7 +352,7 @@ async fn nothing_listening_gives_503_at_once() {
         matches!(answer, Err(VerifyError::Unavailable(_))),
         "{answer:?}"
     );
-    let (status, code) = get_orders(&app(verifier), key.expose()).await;
+    let (status, code) = get_answer(&app(verifier), "/orders", key.expose()).await;
     assert_eq!(
         (status, code.as_deref()),
         (503, Some("keystore_unavailable"))

@@ -24,10 +24,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use http_body_util::BodyExt;
 use latchkey_tower::Verifier;
 use latchkey_tower::latchkey_core::{ApiKey, CreatedKey, ManualClock, Principal, VerifyError};
 use latchkey_tower::remote::{RemoteStatus, RemoteVerifier};
 use time::OffsetDateTime;
+use tower::ServiceExt;
 
 use daemon::{Daemon, Keystore, Traffic};
 
@@ -111,6 +114,21 @@ fn verifier(url: &str, keystore: &Keystore) -> RemoteVerifier {
         .clock(keystore.clock.clone())
         .build()
         .unwrap()
+}
+
+/// The status and the problem `code` (if any) of `GET path` on `app` with `key`.
+pub(crate) async fn get_answer(app: &Router, path: &str, key: &str) -> (u16, Option<String>) {
+    let request = http::Request::get(path)
+        .header("authorization", format!("Bearer {key}"))
+        .body(daemon::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned));
+    (status, code)
 }
 
 fn loopback(port: u16) -> SocketAddr {

@@ -4,33 +4,16 @@
 use axum::Router;
 use axum::extract::Request;
 use axum::routing::{MethodRouter, get};
-use http_body_util::BodyExt;
 use latchkey_tower::{ApiKeyAuthLayer, Permission, RequirePermission};
 use tower::ServiceExt;
 
-use crate::daemon::empty;
-use crate::{Setup, within};
+use crate::{Setup, get_answer};
 
 /// A route that needs `permission`.
 fn needing(permission: &'static str) -> MethodRouter {
     get(|| async { "done" }).route_layer(RequirePermission::layer(Permission::from_static(
         permission,
     )))
-}
-
-/// The status and the problem `code` (if any) of `GET path` on `app` with `key`.
-async fn get_path(app: &Router, path: &str, key: &str) -> (u16, Option<String>) {
-    let request = http::Request::get(path)
-        .header("authorization", format!("Bearer {key}"))
-        .body(empty())
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let code = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["code"].as_str().map(str::to_owned));
-    (status, code)
 }
 
 /// A key with 3 credits, refused five times for want of `orders:write` (once of them by
@@ -40,10 +23,6 @@ async fn get_path(app: &Router, path: &str, key: &str) -> (u16, Option<String>) 
 #[tokio::test]
 async fn a_route_refused_for_permission_spends_no_leased_credit() {
     let s = Setup::new().await;
-    let user = s.keystore.user("partner", &["orders:read"]);
-    let key = s.keystore.key_with_credits(user, 3);
-    let head = s.keystore.store.last_seq().unwrap();
-    within(s.verifier.wait_for(|st| st.position >= Some(head))).await;
     let thrice = tower::service_fn(move |request: Request| {
         let route = needing("orders:write").with_state::<()>(());
         async move {
@@ -61,16 +40,19 @@ async fn a_route_refused_for_permission_spends_no_leased_credit() {
         .route_service("/thrice", thrice)
         .route("/orders", needing("orders:read"))
         .layer(ApiKeyAuthLayer::new(s.verifier.clone()));
+    let user = s.keystore.user("partner", &["orders:read"]);
+    let key = s.keystore.key_with_credits(user, 3);
+    s.caught_up().await;
     let text = key.secret.expose();
     let forbidden = (403, Some("insufficient_permission".to_owned()));
     for path in ["/report", "/report", "/report", "/report", "/thrice"] {
-        assert_eq!(get_path(&app, path, text).await, forbidden, "{path}");
+        assert_eq!(get_answer(&app, path, text).await, forbidden, "{path}");
     }
     for _ in 0..3 {
-        assert_eq!(get_path(&app, "/orders", text).await, (200, None));
+        assert_eq!(get_answer(&app, "/orders", text).await, (200, None));
     }
     assert_eq!(
-        get_path(&app, "/orders", text).await,
+        get_answer(&app, "/orders", text).await,
         (429, Some("usage_exceeded".to_owned()))
     );
 }
