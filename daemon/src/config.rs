@@ -414,12 +414,9 @@ impl Settings {
 
     /// How long a request may take in the daemon.
     pub fn request_timeout(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
-        let (text, in_file) = pick(
-            args.request_timeout.as_deref(),
-            self.file.request_timeout.as_deref(),
-        );
-        positive_duration("request timeout", text, DEFAULT_REQUEST_TIMEOUT)
-            .map_err(|e| self.named(in_file, "request-timeout", e))
+        let file = self.file.request_timeout.as_deref();
+        let given = args.request_timeout.as_deref();
+        self.timeout("request-timeout", given, file, DEFAULT_REQUEST_TIMEOUT)
     }
 
     /// The store settings `serve` opens an embedded store with: the cache from
@@ -439,12 +436,24 @@ impl Settings {
 
     /// How long a connection may take to send a request's headers.
     pub fn header_read_timeout(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
-        let (text, in_file) = pick(
-            args.header_read_timeout.as_deref(),
-            self.file.header_read_timeout.as_deref(),
-        );
-        positive_duration("header read timeout", text, DEFAULT_HEADER_READ_TIMEOUT)
-            .map_err(|e| self.named(in_file, "header-read-timeout", e))
+        let file = self.file.header_read_timeout.as_deref();
+        let given = args.header_read_timeout.as_deref();
+        self.timeout("header-read-timeout", given, file, DEFAULT_HEADER_READ_TIMEOUT)
+    }
+
+    /// The timeout set by the flag `--long` (or its environment variable), else by the
+    /// file, else `default`; an error names it as "the request timeout" for
+    /// `request-timeout`, and where its value came from.
+    fn timeout(
+        &self,
+        long: &str,
+        given: Option<&str>,
+        in_file: Option<&str>,
+        default: Duration,
+    ) -> anyhow::Result<Duration> {
+        let (text, in_file) = pick(given, in_file);
+        positive_duration(&long.replace('-', " "), text, default)
+            .map_err(|e| self.named(in_file, long, e))
     }
 
     /// `error` about the setting of the flag `--long`, naming where its value came from
