@@ -4,6 +4,7 @@
 #   bearer            tower-http's ValidateRequestHeaderLayer::bearer (one static token)
 #   latchkey          ApiKeyAuthLayer on a store of 100,000 keys, a valid key
 #   latchkey-limited  the same server, a valid key with one rate limit (never reached)
+#   latchkey-credits  the same server, a valid key with credits (never used up)
 #   latchkey-invalid  the same server, a well-formed key with a wrong secret
 # measured two ways:
 #   1. requests per second with wrk over loopback, the variants interleaved over ROUNDS
@@ -31,7 +32,7 @@
 # Seeding: creating 100,000 keys one by one flushes (fsyncs) after each, which takes
 # minutes; the bench program seeds with `Store::create_keys` in transactions of 10,000
 # keys, once, into bench/out/store-100k (about 10 s, ~230 MB), and reuses it afterwards.
-# Its two key files (bench/out/store-100k.valid, .invalid) are bench fixtures.
+# Its key files (bench/out/store-100k.valid, .invalid, .limited, .credits) are bench fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,7 +45,7 @@ OUT=bench/out
 STORE=$OUT/store-100k
 BIN=${CARGO_TARGET_DIR:-target}/release/examples/bench-server
 # VARIANTS="none latchkey latchkey-limited" bench/layer.sh: a subset (`none` is the base).
-read -ra VARIANTS <<<"${VARIANTS:-none bearer latchkey latchkey-limited latchkey-invalid}"
+read -ra VARIANTS <<<"${VARIANTS:-none bearer latchkey latchkey-limited latchkey-credits latchkey-invalid}"
 
 install_missing wrk wrk
 install_missing valgrind valgrind
@@ -57,12 +58,14 @@ CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
 VALID=$(cat "$STORE.valid")
 INVALID=$(cat "$STORE.invalid")
 LIMITED=$(cat "$STORE.limited")
+CREDITS=$(cat "$STORE.credits")
 
 server_of() { case $1 in latchkey-*) echo latchkey ;; *) echo "$1" ;; esac; }
 key_of() {
     case $1 in
     latchkey-invalid) echo "$INVALID" ;;
     latchkey-limited) echo "$LIMITED" ;;
+    latchkey-credits) echo "$CREDITS" ;;
     *) echo "$VALID" ;;
     esac
 }
@@ -158,7 +161,7 @@ done
         echo "per route, for reference only: the targets below are set around the router (LAYERING=service)"
     fi
     awk -v i3="${INSTR[latchkey]}" -v i1="${INSTR[none]}" -v i4="${INSTR[latchkey-invalid]:-0}" \
-        -v i5="${INSTR[latchkey-limited]:-0}" -v judged="$([ "$LAYERING" = service ] && echo 1)" \
+        -v i5="${INSTR[latchkey-limited]:-0}" -v i6="${INSTR[latchkey-credits]:-0}" -v judged="$([ "$LAYERING" = service ] && echo 1)" \
         -v r3="${RPS[latchkey]:-}" -v r2="${RPS[bearer]:-}" '
         function verdict(ok) { return judged ? (ok ? "met" : "MISSED") : "(per route)" }
         BEGIN {
@@ -167,5 +170,6 @@ done
                 printf "target (3) >= 95%% of (2) req/s:       %.1f%% %s\n", 100 * r3 / r2, verdict(r3 >= 0.95 * r2)
             printf "target (4) <= (3) instructions:        %d vs %d %s\n", i4, i3, verdict(i4 <= i3)
             printf "target (5) <= (3) + 500 instructions:  %d vs %d (+%d) %s\n", i5, i3, i5 - i3, verdict(i5 <= i3 + 500)
+            printf "credits, no target:                    %d vs %d (+%d)\n", i6, i3, i6 - i3
         }'
 } | tee "$OUT/results-$LAYERING.md"

@@ -438,7 +438,12 @@ impl Settings {
     pub fn header_read_timeout(&self, args: &ServeArgs) -> anyhow::Result<Duration> {
         let file = self.file.header_read_timeout.as_deref();
         let given = args.header_read_timeout.as_deref();
-        self.timeout("header-read-timeout", given, file, DEFAULT_HEADER_READ_TIMEOUT)
+        self.timeout(
+            "header-read-timeout",
+            given,
+            file,
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )
     }
 
     /// The timeout set by the flag `--long` (or its environment variable), else by the

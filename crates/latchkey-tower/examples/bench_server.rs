@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! bench-server seed  DIR [--keys 100000] [--engine sled|redb]
-//!                                            create DIR (once) and write DIR.valid, DIR.invalid
+//!                                            create DIR (once) and write DIR.valid, DIR.invalid,
+//!                                            DIR.limited, DIR.credits
 //! bench-server serve VARIANT DIR ADDR [route|service]
 //!                                            none | bearer | latchkey; prints "listening ADDR"
 //! bench-server drive ADDR N KEY STATUS       N keep-alive requests, each must answer STATUS
@@ -29,7 +30,7 @@ use axum::routing::get;
 use tower::{Layer, Service};
 // The peer's types are deprecated upstream (see `static_bearer`).
 use latchkey_tower::latchkey_core::key::checksum;
-use latchkey_tower::latchkey_core::{Actor, Engine, NewKey, NewUser, RateLimit};
+use latchkey_tower::latchkey_core::{Actor, Credits, Engine, NewKey, NewUser, RateLimit};
 use latchkey_tower::{ApiKey, ApiKeyAuthLayer, Env, PermissionSet, Store, StoreConfig};
 #[allow(deprecated)]
 use tower_http::auth::require_authorization::Bearer;
@@ -99,7 +100,7 @@ fn serve(variant: &str, dir: &Path, addr: &str, layering: &str) -> Result<(), Er
             let dir = dir.to_owned();
             let opening = std::thread::spawn(move || -> Result<Store, String> {
                 let store = Store::open(&dir, StoreConfig::default()).map_err(|e| e.to_string())?;
-                for which in ["valid", "invalid", "limited"] {
+                for which in ["valid", "invalid", "limited", "credits"] {
                     let key = std::fs::read_to_string(key_file(&dir, which))
                         .map_err(|e| e.to_string())?;
                     // The invalid key is refused; the others are now in the verify cache.
@@ -180,7 +181,7 @@ fn key_file(dir: &Path, which: &str) -> PathBuf {
 fn seed(dir: &Path, keys: usize, engine: Engine) -> Result<(), Error> {
     if key_file(dir, "valid").exists() {
         println!("reusing {} ({} keys were seeded)", dir.display(), keys);
-        return limited_key(dir);
+        return variant_keys(dir);
     }
     if dir.exists() {
         return Err(format!("{} exists without its key files; remove it", dir.display()).into());
@@ -221,34 +222,45 @@ fn seed(dir: &Path, keys: usize, engine: Engine) -> Result<(), Error> {
         started.elapsed()
     );
     drop(store);
-    limited_key(dir)
+    variant_keys(dir)
 }
 
-/// One more key, with one rate limit it never reaches (a billion a second), for the
-/// `latchkey-limited` variant: what a limit costs a request that passes it. Added to a
-/// store seeded before the variant existed, too.
-fn limited_key(dir: &Path) -> Result<(), Error> {
-    if key_file(dir, "limited").exists() {
-        return Ok(());
-    }
-    let store = Store::open(dir, StoreConfig::default())?;
-    let system = Actor::system();
-    let user = store.user("bench")?;
-    let created = store.create_key(
-        &system,
-        NewKey {
-            name: "bench limited".into(),
+/// The keys of the variants beyond a plain valid key, each added to a store seeded before
+/// its variant existed too: `latchkey-limited`, one rate limit it never reaches (a billion
+/// a second), what a limit costs a request that passes it; `latchkey-credits`, credits it
+/// never runs out of (10^15), what a metered balance costs (the credit taken, and what
+/// `RequirePermission` needs to give it back on a 403).
+fn variant_keys(dir: &Path) -> Result<(), Error> {
+    let limited = NewKey {
+        rate_limits: vec![RateLimit {
+            name: "default".into(),
+            limit: 1_000_000_000,
+            window_seconds: 1,
+        }],
+        ..NewKey::default()
+    };
+    let credits = NewKey {
+        credits: Some(Credits {
+            remaining: latchkey_tower::latchkey_core::limits::MAX_CREDITS,
+            refill: None,
+        }),
+        ..NewKey::default()
+    };
+    for (which, key) in [("limited", limited), ("credits", credits)] {
+        if key_file(dir, which).exists() {
+            continue;
+        }
+        let store = Store::open(dir, StoreConfig::default())?;
+        let user = store.user("bench")?;
+        let key = NewKey {
+            name: format!("bench {which}"),
             user_id: user.id,
             env: Env::Live,
-            rate_limits: vec![RateLimit {
-                name: "default".into(),
-                limit: 1_000_000_000,
-                window_seconds: 1,
-            }],
-            ..NewKey::default()
-        },
-    )?;
-    std::fs::write(key_file(dir, "limited"), created.secret.expose())?;
+            ..key
+        };
+        let created = store.create_key(&Actor::system(), key)?;
+        std::fs::write(key_file(dir, which), created.secret.expose())?;
+    }
     Ok(())
 }
 
