@@ -38,6 +38,18 @@ impl LocalState {
                 (tat != 0).then(|| tat.saturating_sub(nanos))
             });
     }
+
+    /// A new state at this one's arrival time, for a limiter made at `to` where this one's
+    /// was made at `from` (the clock's monotonic nanoseconds): the same instant, counted
+    /// from the other start. One already past at `to` is a limit whole, as one never used.
+    pub(crate) fn rebased(&self, from: u64, to: u64) -> LocalState {
+        let tat = self.0.load(Ordering::Acquire);
+        let moved = match tat {
+            0 => 0,
+            tat => from.saturating_add(tat).saturating_sub(to),
+        };
+        LocalState(Arc::new(AtomicU64::new(moved)))
+    }
 }
 
 impl StateStore for LocalState {
@@ -77,4 +89,20 @@ pub(crate) fn peeking<T>(decide: impl FnOnce() -> T) -> T {
     PEEKING.set(true);
     let _reset = Reset;
     decide()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An arrival time counted from another start names the same instant; one already
+    /// past there, or none, is a limit whole (0).
+    #[test]
+    fn a_state_rebased_names_the_same_instant() {
+        let at = |tat: u64| LocalState(Arc::new(AtomicU64::new(tat)));
+        let value = |state: LocalState| state.0.load(Ordering::Acquire);
+        assert_eq!(value(at(80).rebased(100, 150)), 30);
+        assert_eq!(value(at(40).rebased(100, 150)), 0);
+        assert_eq!(value(at(0).rebased(100, 150)), 0);
+    }
 }

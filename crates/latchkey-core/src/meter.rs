@@ -663,8 +663,9 @@ pub(crate) struct Limit {
 /// Where a limit's GCRA state lives.
 enum Gate {
     /// In this process (`governor`): a store only this process opens (sled). With a handle
-    /// on the limiter's state and the nanoseconds one request adds to it, to give back.
-    Local(Limiter, LocalState, u64),
+    /// on the limiter's state and the nanoseconds one request adds to it, to give back, and
+    /// when it was made (the clock's monotonic nanoseconds), which its state counts from.
+    Local(Limiter, LocalState, u64, u64),
     /// In the store, shared by the processes on one database: this process admits from a
     /// slice of it (`shared_limit.rs`).
     Shared(SharedLimit),
@@ -738,6 +739,20 @@ impl Limit {
 
     /// A limit whose state is this process's.
     pub(crate) fn new(rule: RateLimit, clock: &Arc<dyn Clock>) -> Limit {
+        Limit::local(rule, clock, None)
+    }
+
+    /// The limit for a rotated key's successor, going on from this one's state where it
+    /// stands (usage hunt s56 M4: the successor started afresh, a whole limit more at each
+    /// rotation): a copy, which the old key in its grace does not share. `None` for a limit
+    /// whose state is the store's, which the rotation's transaction copies.
+    pub(crate) fn successor(&self, clock: &Arc<dyn Clock>) -> Option<Limit> {
+        matches!(self.gate, Gate::Local(..))
+            .then(|| Limit::local(self.rule.clone(), clock, Some(self)))
+    }
+
+    /// A limit of this process's, from `from`'s state when given.
+    fn local(rule: RateLimit, clock: &Arc<dyn Clock>, from: Option<&Limit>) -> Limit {
         let limit = NonZeroU32::new(rule.limit).unwrap_or(NonZeroU32::MIN);
         let window = Duration::from_secs(u64::from(rule.window_seconds.max(1)));
         // `limit` requests per `window`: a burst of `limit`, one back every `window / limit`.
@@ -745,12 +760,16 @@ impl Limit {
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(limit);
         let interval = u64::try_from(quota.replenish_interval().as_nanos()).unwrap_or(u64::MAX);
+        let made = clock.monotonic_nanos();
+        let state = match from.map(|from| &from.gate) {
+            Some(Gate::Local(_, state, _, from)) => state.rebased(*from, made),
+            _ => LocalState::default(),
+        };
         let clock = GovernorClock(Arc::clone(clock));
-        let state = LocalState::default();
         let limiter: Limiter = RateLimiter::new(quota, state.clone(), clock);
         Limit {
             rule,
-            gate: Gate::Local(limiter, state, interval),
+            gate: Gate::Local(limiter, state, interval, made),
         }
     }
 
@@ -894,7 +913,7 @@ impl Limit {
     /// `block` into its shared state ([`SharedLimit::give_back_to_store`]).
     fn give_back(&self, cost: u32, taken: Taken, clock: &Arc<dyn Clock>, block: bool) {
         match &self.gate {
-            Gate::Local(_, state, interval) => {
+            Gate::Local(_, state, interval, _) => {
                 let elapsed = clock.monotonic_nanos().saturating_sub(taken.monotonic);
                 let left = interval.saturating_mul(cost.into()).saturating_sub(elapsed);
                 if left > 0 {

@@ -394,3 +394,60 @@ fn an_allowlist_range_of_ipv4_mapped_addresses_is_kept_as_its_ipv4_range() {
         ["198.51.100.0/24".parse::<ipnet::IpNet>().unwrap()]
     );
 }
+
+/// A rotated key's successor goes on from where the key's rate limits stand, with or
+/// without credits (which rotation moves to it): three of five a minute used, one back
+/// 24 s later, the successor has four, and its own successor none (usage hunt s56 M4: each
+/// started afresh, a whole limit more at every rotation). The old key in its grace keeps
+/// what it had left: it shares nothing with its successor.
+#[test]
+fn a_rotated_key_s_successor_goes_on_from_its_limits() {
+    let (_location, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let admin = Actor::system();
+    let user = support::user(&store, "alice", &[]);
+    for balance in [None, credits(100)] {
+        let key = metered(&store, &user, "limited", per_minute(5), balance);
+        let text = key.secret.expose();
+        for _ in 0..3 {
+            assert_eq!(request(&store, text, 1), Ok(()));
+        }
+        clock.advance(time::Duration::seconds(24));
+        let grace = time::Duration::minutes(10);
+        let next = store.rotate_key(&admin, key.key.id, grace).unwrap();
+        for _ in 0..4 {
+            assert_eq!(
+                request(&store, next.secret.expose(), 1),
+                Ok(()),
+                "{balance:?}"
+            );
+        }
+        assert_eq!(
+            request(&store, next.secret.expose(), 1),
+            Err("rate_limited"),
+            "{balance:?}"
+        );
+        let last = store.rotate_key(&admin, next.key.id, grace).unwrap();
+        assert_eq!(
+            request(&store, last.secret.expose(), 1),
+            Err("rate_limited"),
+            "{balance:?}"
+        );
+        // The old key's own two: credits moved with the rotation, so only a key without
+        // any is admitted.
+        let expected = if balance.is_some() {
+            Err("usage_exceeded")
+        } else {
+            Ok(())
+        };
+        assert_eq!(request(&store, text, 1), expected, "{balance:?}");
+        // A minute later the successor's limit is whole again.
+        clock.advance(time::Duration::minutes(1));
+        for _ in 0..5 {
+            assert_eq!(
+                request(&store, last.secret.expose(), 1),
+                Ok(()),
+                "{balance:?}"
+            );
+        }
+    }
+}

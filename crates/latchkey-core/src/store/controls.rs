@@ -310,12 +310,46 @@ impl Meters {
         }
     }
 
-    /// Forgets a deleted key's meter.
+    /// After key `from` was rotated to `to`, whose controls are `record`: `to`'s meter goes
+    /// on from the rate limits' state of `from`'s (usage hunt s56 M4: it started them
+    /// afresh), as a copy. Only for limits this process keeps (an embedded store); a
+    /// database several processes share had the state copied by the rotation's
+    /// transaction. Nothing when this process holds no meter of `from` (its limits are
+    /// whole then, as at a start) or `to`'s limits differ.
+    pub(crate) fn succeed(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        record: &ControlsRecord,
+        store: &Weak<Inner>,
+        clock: &Arc<dyn Clock>,
+    ) {
+        let mut all = self.lock();
+        let Some(old) = all.get(&from).filter(|m| same_rules(&m.0.limits, record)) else {
+            return;
+        };
+        let Some(limits) = old
+            .0
+            .limits
+            .iter()
+            .map(|limit| limit.successor(clock))
+            .collect::<Option<Arc<[Limit]>>>()
+        else {
+            return;
+        };
+        if old.0.limits.is_empty() || all.contains_key(&to) {
+            return;
+        }
+        let meter = build(to, record, store, clock, Some((limits, None)));
+        all.insert(to, meter);
+    }
+
     /// Forgets every key's meter (the database's history went back: see `follow.rs`).
     pub(crate) fn clear(&self) {
         self.lock().clear();
     }
 
+    /// Forgets a deleted key's meter.
     pub(crate) fn remove(&self, key: Uuid) {
         self.lock().remove(&key);
     }

@@ -11,7 +11,7 @@ use super::controls::{ControlsRecord, StoredCredits, voiding};
 use super::counters::{self, Counter};
 use super::index::Class;
 use super::last_admin::{AdminKeys, stalls};
-use super::rate_state::carry_key_rates_in;
+use super::rate_state::{carry_key_rates_in, copy_key_rates_in};
 use super::tx::{Invalidate, Tx, TxResult, abort};
 use super::usage::Usage;
 use super::users::user_grants_in;
@@ -498,7 +498,8 @@ impl Store {
 
     /// Rotates a key: a new key with the same user, scopes, name, description, environment,
     /// enabled flag, expiry (when still ahead) and usage control (the credits move to the new
-    /// key: the old one keeps none to spend in its grace); the old key now expires at the end of
+    /// key: the old one keeps none to spend in its grace; its rate limits go on from where
+    /// the old key's stand, which keeps its own); the old key now expires at the end of
     /// `grace` (at once for zero), or keeps its own earlier expiry. The new key is capped at
     /// the rotating caller's permissions, as a created one is.
     pub fn rotate_key(
@@ -541,13 +542,13 @@ impl Store {
                 }
             };
             let mut drained = controls.clone();
+            let rates = layout::key_rates(&old_public);
             if let Some(credits) = drained.credits.as_mut() {
                 credits.remaining = 0;
                 credits.refill = None;
                 credits.next_refill = None;
                 drained.version = voiding(drained.version);
                 tx.put(&path, &drained)?;
-                let rates = layout::key_rates(&old_public);
                 carry_key_rates_in(tx, &rates, controls.version, drained.version)?;
             }
             let original_expiry = old.expires_at;
@@ -579,12 +580,24 @@ impl Store {
             };
             let created = self.create_key_in(tx, actor, &new, Some(&old))?;
             tx.put_raw(&successor, created.key.id.as_bytes())?;
+            // The successor's limits go on from where the key's stand (usage hunt s56 M4:
+            // they started afresh, a whole limit more at each rotation). Shared through the
+            // database here; kept in this process, by its meter below.
+            let new_public = created.secret.id();
+            let new_controls = tx
+                .get::<ControlsRecord>(&layout::key_controls(&new_public))?
+                .unwrap_or_default();
+            copy_key_rates_in(
+                tx,
+                (&rates, drained.version),
+                (&layout::key_rates(&new_public), new_controls.version),
+            )?;
             tx.add_changes(rotation, |changes| {
                 changes.field("rotated_to", &None, &Some(created.key.id))
             });
-            Ok((created, (controls.version, drained)))
+            Ok((created, (controls.version, drained), new_controls))
         });
-        let (created, settle) = rotated.inspect_err(|e| {
+        let (created, settle, new_controls) = rotated.inspect_err(|e| {
             // Back to the old key unless the rotation may have committed (a failure in
             // storage over a network): then it is spent, never counted twice.
             let maybe_committed = e.may_have_committed();
@@ -597,6 +610,9 @@ impl Store {
         // The old key's slice is void: its credits moved to the new key.
         let (old_version, drained) = settle;
         self.settle_meter(id, old_version, false, &drained);
+        let store = Arc::downgrade(&self.inner);
+        let (meters, clock) = (&self.inner.meters, &self.inner.clock);
+        meters.succeed(id, created.key.id, &new_controls, &store, clock);
         Ok(created)
     }
 

@@ -174,6 +174,23 @@ pub(super) fn carry_key_rates_in(tx: &Tx<'_>, path: &[u8], from: u64, to: u64) -
     }
 }
 
+/// Copies the limits' state at `from`, when it is of the controls `from_version`, to `to`
+/// under the controls `to_version`: a rotated key's successor goes on from where its
+/// limits stand (usage hunt s56 M4), on every process of the database.
+pub(super) fn copy_key_rates_in(
+    tx: &Tx<'_>,
+    (from, from_version): (&[u8], u64),
+    (to, to_version): (&[u8], u64),
+) -> TxResult<()> {
+    match tx.get::<RateRecord>(from)? {
+        Some(mut record) if record.version == from_version => {
+            record.version = to_version;
+            tx.put(to, &record)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The record at `path` as a transaction reads it (empty when there is none).
 fn record_in(tx: &dyn KvTx, path: &[u8]) -> Result<RateRecord, TxError> {
     tx.get(path)?
