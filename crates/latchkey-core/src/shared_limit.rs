@@ -267,10 +267,16 @@ impl SharedLimit {
     /// this process may admit it once more); a void slice's requests stay counted.
     pub(crate) fn give_back(&self, cost: u32, now: i128) {
         if now < i128::from(self.until.load(Ordering::Acquire)) {
-            let _ = self
-                .left
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_add(cost));
+            self.refill(cost);
         }
+    }
+
+    /// Puts `n` requests back into the slice, whatever its deadline: one that lapsed
+    /// admits none of them.
+    fn refill(&self, n: u32) {
+        let _ = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_add(n));
     }
 
     /// [`SharedLimit::give_back`] where blocking on the database is fine: into the shared
@@ -302,22 +308,26 @@ impl SharedLimit {
             // Nothing moved (the slice lapsed meanwhile, the limits changed, the state is
             // whole): the refusal held stands (review s58 L3).
             Ok(false) => {}
-            // What memory tells of the shared state has them again.
-            Ok(true) => {
-                // Counted before the refusal is forgotten: a reservation refused meanwhile
-                // sees the count move and forgets its own (`reserve`).
-                self.given_back.fetch_add(1, Ordering::SeqCst);
-                self.refused_until.store(i64::MIN, Ordering::SeqCst);
-                let _ =
-                    self.shared_left
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                            Some(left.saturating_add(cost).min(rule.limit))
-                        });
-            }
+            Ok(true) => self.gave_back(rule, cost),
             Err(error) => {
                 tracing::debug!(%error, "a refused request's rate limit units stay counted");
             }
         }
+    }
+
+    /// `cost` requests given back moved the shared state: what memory tells of the shared
+    /// state has them again, and a refusal held in memory is forgotten
+    /// ([`SharedLimit::give_back_to_store`]).
+    fn gave_back(&self, rule: &RateLimit, cost: u32) {
+        // Counted before the refusal is forgotten: a reservation refused meanwhile sees the
+        // count move and forgets its own (`reserve`).
+        self.given_back.fetch_add(1, Ordering::SeqCst);
+        self.refused_until.store(i64::MIN, Ordering::SeqCst);
+        let _ = self
+            .shared_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                Some(left.saturating_add(cost).min(rule.limit))
+            });
     }
 
     /// Whether one request would pass now, taking nothing, as far as this process knows

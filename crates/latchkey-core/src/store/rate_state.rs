@@ -69,32 +69,44 @@ impl RateSource for StoreRates {
     }
 
     fn give_back(&self, rule: &RateLimit, back: GiveBack<'_>) -> Result<bool, VerifyError> {
-        let GiveBack { cost, until, now } = back;
         let inner = self.inner()?;
-        let gcra = Gcra::of(rule);
         let version = self.version.load(Ordering::Acquire);
         let given = inner.db.transact(|tx| {
             let mut record = record_in(tx, &self.path)?;
-            // Read in the transaction, each time it runs: the slice void, they came back.
-            let now = now();
-            if now >= until {
-                return Ok(false);
+            let given = give_back_in(&mut record, version, rule, &back);
+            if given {
+                tx.put(&self.path, &encode(&record))?;
             }
-            // Written under other controls: the limits started afresh, nothing to give.
-            if record.version != version {
-                return Ok(false);
-            }
-            let Some(entry) = record.tats.iter_mut().find(|(name, _)| *name == rule.name) else {
-                return Ok(false);
-            };
-            let Some(back) = gcra.give_back(Some(entry.1), cost, now) else {
-                return Ok(false);
-            };
-            entry.1 = back;
-            tx.put(&self.path, &encode(&record))?;
-            Ok(true)
+            Ok(given)
         });
         given.map_err(|e| VerifyError::Unavailable(failure(e)))
+    }
+}
+
+/// Gives `back` to `rule`'s arrival time in `record`, as a transaction read it for a
+/// source of `version`: whether it moved.
+fn give_back_in(
+    record: &mut RateRecord,
+    version: u64,
+    rule: &RateLimit,
+    back: &GiveBack<'_>,
+) -> bool {
+    // The clock read in the transaction, each time it runs (review s58 L1): the slice
+    // void, they came back by time; written under other controls, the limits started
+    // afresh. Nothing to give either way.
+    let now = (back.now)();
+    if now >= back.until || record.version != version {
+        return false;
+    }
+    let Some(entry) = record.tats.iter_mut().find(|(name, _)| *name == rule.name) else {
+        return false;
+    };
+    match Gcra::of(rule).give_back(Some(entry.1), back.cost, now) {
+        Some(moved) => {
+            entry.1 = moved;
+            true
+        }
+        None => false,
     }
 }
 
