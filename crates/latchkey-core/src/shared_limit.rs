@@ -144,8 +144,17 @@ fn nanos(n: i128) -> u64 {
 /// Where a shared limit's slices come from: its state in the store (`store/rate_state.rs`).
 pub(crate) trait RateSource: Send + Sync {
     /// Takes what `ask` asks for of the limit `rule` (named as the meter names it) from its
-    /// shared state at `now`, in one transaction.
-    fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError>;
+    /// shared state at `now`, in one transaction; in that transaction, first, gives `back`
+    /// to it as [`RateSource::give_back`] does (review s58 L2: a slice replaced with
+    /// requests left gave them back in a second transaction, under the reservation lock).
+    /// The give-back commits whatever the grant: a refusal still has them back.
+    fn reserve(
+        &self,
+        rule: &RateLimit,
+        ask: Ask,
+        now: i128,
+        back: Option<GiveBack<'_>>,
+    ) -> Result<RateReserved, VerifyError>;
 
     /// What a reservation of one request of `rule` would come to at `now`, taking nothing
     /// (a transaction that writes nothing).
@@ -160,6 +169,16 @@ pub(crate) trait RateSource: Send + Sync {
     fn give_back(&self, _rule: &RateLimit, _back: GiveBack<'_>) -> Result<bool, VerifyError> {
         Ok(false)
     }
+}
+
+/// What a reservation came to ([`RateSource::reserve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateReserved {
+    /// The grant, read after the give-back.
+    pub(crate) grant: RateGrant,
+    /// Whether the requests given back moved the shared state (as
+    /// [`RateSource::give_back`] tells).
+    pub(crate) given_back: bool,
 }
 
 /// Requests a slice held and gives back to the shared state ([`RateSource::give_back`]).
@@ -267,10 +286,16 @@ impl SharedLimit {
     /// this process may admit it once more); a void slice's requests stay counted.
     pub(crate) fn give_back(&self, cost: u32, now: i128) {
         if now < i128::from(self.until.load(Ordering::Acquire)) {
-            let _ = self
-                .left
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_add(cost));
+            self.refill(cost);
         }
+    }
+
+    /// Puts `n` requests back into the slice, whatever its deadline: one that lapsed
+    /// admits none of them.
+    fn refill(&self, n: u32) {
+        let _ = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| l.checked_add(n));
     }
 
     /// [`SharedLimit::give_back`] where blocking on the database is fine: into the shared
@@ -302,22 +327,26 @@ impl SharedLimit {
             // Nothing moved (the slice lapsed meanwhile, the limits changed, the state is
             // whole): the refusal held stands (review s58 L3).
             Ok(false) => {}
-            // What memory tells of the shared state has them again.
-            Ok(true) => {
-                // Counted before the refusal is forgotten: a reservation refused meanwhile
-                // sees the count move and forgets its own (`reserve`).
-                self.given_back.fetch_add(1, Ordering::SeqCst);
-                self.refused_until.store(i64::MIN, Ordering::SeqCst);
-                let _ =
-                    self.shared_left
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
-                            Some(left.saturating_add(cost).min(rule.limit))
-                        });
-            }
+            Ok(true) => self.gave_back(rule, cost),
             Err(error) => {
                 tracing::debug!(%error, "a refused request's rate limit units stay counted");
             }
         }
+    }
+
+    /// `cost` requests given back moved the shared state, by a give-back of their own or
+    /// in a reservation's transaction: what memory tells of the shared state has them
+    /// again, and a refusal held in memory is forgotten ([`SharedLimit::give_back_to_store`]).
+    fn gave_back(&self, rule: &RateLimit, cost: u32) {
+        // Counted before the refusal is forgotten: a reservation refused meanwhile sees the
+        // count move and forgets its own (`reserve`).
+        self.given_back.fetch_add(1, Ordering::SeqCst);
+        self.refused_until.store(i64::MIN, Ordering::SeqCst);
+        let _ = self
+            .shared_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                Some(left.saturating_add(cost).min(rule.limit))
+            });
     }
 
     /// Whether one request would pass now, taking nothing, as far as this process knows
@@ -375,7 +404,8 @@ impl SharedLimit {
 
     /// Takes `cost`, reserving a new slice from the shared state when this one is short
     /// (a transaction: blocks on the database). What a slice left with fewer than `cost`
-    /// requests held goes back to the shared state while that slice is valid.
+    /// requests held goes back to the shared state while that slice is valid, in the same
+    /// transaction.
     ///
     /// Fails with `RateLimited` when not even `cost` fits now, `Unavailable` when the
     /// store cannot be reached.
@@ -418,20 +448,41 @@ impl SharedLimit {
         // A request's extra cost, right after its own took the slice, shows nothing of
         // how fast the key comes.
         let want = self.size.reserve(short_in_time && !extra);
-        let granted = self.reserve(rule, Ask::new(cost, want), now, extra)?;
+        // What the old slice still holds (fewer than `cost`) goes back to the shared state
+        // while it is valid, the new slice taking its place (review s57 L5: overwritten, it
+        // was lost to the limit), in the reservation's own transaction (review s58 L2: in
+        // a second one, most replacements of a route with an extra cost cost two round
+        // trips, and every request waiting on this lock waited for both). Taken out of the
+        // slice first, so that what is given back is exactly what no request takes; the
+        // slice stays valid, so that a cost given back into it meanwhile is not lost.
+        let carried = self.left.swap(0, Ordering::AcqRel);
+        let back = (carried > 0).then_some(GiveBack {
+            cost: carried,
+            until: old_until,
+            now: clock,
+        });
+        let granted = self
+            .reserve(rule, Ask::new(cost, want), now, extra, back)
+            .inspect_err(|error| {
+                // Nothing committed (the store unreachable): the old slice serves on
+                // with them, as a failed reservation left it before. Refused, the
+                // transaction gave them back, or found them the limit's already.
+                if matches!(error, VerifyError::Unavailable(_)) {
+                    self.refill(carried);
+                }
+            })?;
         let until = now + self.gcra.valid_for(granted);
         // Void while it changes, so that no request takes from the new slice under the old
         // deadline (a reservation slower than the new slice's validity would admit from a
         // slice already lapsed; review s58 Info-3).
         self.until.store(i64::MIN, Ordering::Release);
-        let carried = self.left.swap(granted - cost, Ordering::AcqRel);
+        let late = self.left.swap(granted - cost, Ordering::AcqRel);
         self.until
             .store(i64::try_from(until).unwrap_or(i64::MAX), Ordering::Release);
-        // What the old slice still held (fewer than `cost`, or given back into it while
-        // the reservation ran) goes back to the shared state while it is valid: the new
-        // slice took its place (review s57 L5: overwritten, it was lost to the limit).
-        if carried > 0 {
-            self.return_to_store(rule, carried, old_until, clock);
+        // A cost given back into the old slice while the reservation ran goes back to the
+        // shared state on its own, as the slice's remainder did before (rare).
+        if late > 0 {
+            self.return_to_store(rule, late, old_until, clock);
         }
         Ok(self
             .shared_left
@@ -452,7 +503,7 @@ impl SharedLimit {
         match self.refused_for(1, now) {
             0 => {
                 let ask = Ask::new(1, want.min(rule.limit.max(1)));
-                let granted = self.reserve(rule, ask, now, false)?;
+                let granted = self.reserve(rule, ask, now, false, None)?;
                 let left = self.shared_left.load(Ordering::Acquire);
                 Ok(LimitGrant { granted, left })
             }
@@ -460,17 +511,25 @@ impl SharedLimit {
         }
     }
 
-    /// Reserves `ask` from the shared state; refused, with the wait of the route's whole
-    /// cost for an `extra` cost.
+    /// Reserves `ask` from the shared state, giving `back` to it first in the same
+    /// transaction; refused, with the wait of the route's whole cost for an `extra` cost.
     fn reserve(
         &self,
         rule: &RateLimit,
         ask: Ask,
         now: i128,
         extra: bool,
+        back: Option<GiveBack<'_>>,
     ) -> Result<u32, VerifyError> {
         let given_back = self.given_back.load(Ordering::SeqCst);
-        match self.source.reserve(rule, ask, now)? {
+        let carried = back.as_ref().map_or(0, |back| back.cost);
+        let reserved = self.source.reserve(rule, ask, now, back)?;
+        if reserved.given_back {
+            // Before the grant is read: a grant's `left` counts them already, and a
+            // refusal is not held, as after any give-back.
+            self.gave_back(rule, carried);
+        }
+        match reserved.grant {
             RateGrant::Granted { granted, left } => {
                 self.shared_left.store(left, Ordering::Release);
                 self.size.granted(left);
@@ -489,8 +548,9 @@ impl SharedLimit {
                 let until = now.saturating_add(wait + slice * self.gcra.interval);
                 let until = i64::try_from(until.max(now)).unwrap_or(i64::MAX);
                 self.refused_until.fetch_max(until, Ordering::SeqCst);
-                // A cost given back while the shared state was read may have made room:
-                // the refusal is not held (`give_back_to_store`).
+                // A cost given back while the shared state was read, or by this
+                // reservation, may have made room: the refusal is not held
+                // (`give_back_to_store`).
                 if self.given_back.load(Ordering::SeqCst) != given_back {
                     self.refused_until.store(i64::MIN, Ordering::SeqCst);
                 }
@@ -513,13 +573,16 @@ fn refused(rule: &RateLimit, wait: i128, extra: bool) -> VerifyError {
 }
 
 /// One shared state in memory, for tests: counting the reservations made of it (what
-/// each asked for) and the peeks; `down`, each fails as an unreachable store does.
+/// each asked for), the peeks and all its transactions; `down`, each fails as an
+/// unreachable store does.
 #[cfg(test)]
 #[derive(Default)]
 pub(crate) struct Counted {
     tat: Mutex<Option<i64>>,
     pub(crate) asked: Mutex<Vec<u32>>,
     pub(crate) peeks: std::sync::atomic::AtomicU64,
+    /// Transactions run: reservations, give-backs and peeks.
+    pub(crate) transactions: AtomicU32,
     pub(crate) down: std::sync::atomic::AtomicBool,
     /// Requests given back that moved the state.
     pub(crate) given: AtomicU32,
@@ -530,44 +593,57 @@ pub(crate) struct Counted {
 
 #[cfg(test)]
 impl Counted {
+    /// A transaction starts: it fails while `down`.
     fn up(&self) -> Result<(), VerifyError> {
+        self.transactions.fetch_add(1, Ordering::SeqCst);
         match self.down.load(Ordering::SeqCst) {
             true => Err(VerifyError::Unavailable("the store is down".into())),
             false => Ok(()),
+        }
+    }
+
+    /// Gives `back` to the state `tat`, the clock read with it held: whether it moved.
+    fn give_back_in(&self, tat: &mut Option<i64>, rule: &RateLimit, back: GiveBack<'_>) -> bool {
+        let GiveBack { cost, until, now } = back;
+        let now = now();
+        match Gcra::of(rule).give_back(*tat, cost, now) {
+            Some(back) if now < until => {
+                *tat = Some(back);
+                self.given.fetch_add(cost, Ordering::SeqCst);
+                true
+            }
+            _ => false,
         }
     }
 }
 
 #[cfg(test)]
 impl RateSource for Counted {
-    fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
+    fn reserve(
+        &self,
+        rule: &RateLimit,
+        ask: Ask,
+        now: i128,
+        back: Option<GiveBack<'_>>,
+    ) -> Result<RateReserved, VerifyError> {
         self.asked.lock().unwrap().push(ask.up_to);
         self.up()?;
-        let grant = {
+        let reserved = {
             let mut tat = self.tat.lock().unwrap();
+            let given_back = back.is_some_and(|back| self.give_back_in(&mut tat, rule, back));
             let (next, grant) = Gcra::of(rule).reserve(*tat, now, ask);
             *tat = next;
-            grant
+            RateReserved { grant, given_back }
         };
         if let Some(meanwhile) = self.meanwhile.lock().unwrap().take() {
             meanwhile();
         }
-        Ok(grant)
+        Ok(reserved)
     }
 
     fn give_back(&self, rule: &RateLimit, back: GiveBack<'_>) -> Result<bool, VerifyError> {
-        let GiveBack { cost, until, now } = back;
         self.up()?;
-        let mut tat = self.tat.lock().unwrap();
-        let now = now();
-        match Gcra::of(rule).give_back(*tat, cost, now) {
-            Some(back) if now < until => {
-                *tat = Some(back);
-                self.given.fetch_add(cost, Ordering::SeqCst);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(self.give_back_in(&mut self.tat.lock().unwrap(), rule, back))
     }
 
     fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
@@ -784,23 +860,87 @@ mod tests {
         limit.take(&rule, 1, false, || t0).unwrap();
         assert_eq!(admitted(&limit, &rule, 1), 2);
         // A slice of 10 of a limit of 200 (after 1, 2, 4, 8 and 10), 3 left: a cost of 5
-        // reserves anew, and the 3 are not lost.
-        let (rule, source, limit) = two_hundred_a_second();
-        for _ in 0..32 {
-            limit.take(&rule, 1, false, || t0).unwrap();
-        }
+        // reserves anew, and the 3 are not lost; nor are the 3 the last slice, of 8, keeps
+        // when the reservation after it is refused (it gives them back: review s58 L2).
+        let (rule, source, limit) = three_left(t0);
         assert_eq!(admitted(&limit, &rule, 5), (200 - 32) / 5);
-        assert_eq!(source.given.load(Ordering::SeqCst), 3);
+        assert_eq!(source.given.load(Ordering::SeqCst), 3 + 3);
         assert_eq!(admitted(&limit, &rule, 1), (200 - 32) % 5);
         // The same slice lapsed (10 requests, 50 ms) by the time the next one is reserved:
         // its 3 came back by time, and nothing is taken off the shared state.
+        let (rule, source, limit) = three_left(t0);
+        let lapsed = t0 + SECOND / 20;
+        assert!(limit.take(&rule, 5, false, || lapsed).is_ok());
+        assert_eq!(source.given.load(Ordering::SeqCst), 0);
+    }
+
+    /// A limit of 200 a second, 32 requests taken at `t0`: its slice of 10 (after 1, 2, 4,
+    /// 8 and 10) holds 3, fewer than a route's cost of 5.
+    fn three_left(t0: i128) -> (RateLimit, Arc<Counted>, SharedLimit) {
         let (rule, source, limit) = two_hundred_a_second();
         for _ in 0..32 {
             limit.take(&rule, 1, false, || t0).unwrap();
         }
-        let lapsed = t0 + SECOND / 20;
-        assert!(limit.take(&rule, 5, false, || lapsed).is_ok());
-        assert_eq!(source.given.load(Ordering::SeqCst), 0);
+        (rule, source, limit)
+    }
+
+    /// A slice replaced while it holds fewer requests than a cost gives them back in the
+    /// reservation's own transaction (review s58 L2: a second one, under the reservation
+    /// lock, made the replacement two round trips), and the shared state ends as after two:
+    /// the requests given back are reserved again.
+    #[test]
+    fn a_slice_replaced_with_requests_left_costs_one_transaction() {
+        let t0 = 1_000 * SECOND;
+        let (rule, source, limit) = three_left(t0);
+        let before = source.transactions.load(Ordering::SeqCst);
+        assert_eq!(limit.take(&rule, 5, false, || t0), Ok(200 - 32 - 5));
+        let transactions = source.transactions.load(Ordering::SeqCst) - before;
+        assert_eq!(transactions, 1, "one transaction");
+        assert_eq!(source.given.load(Ordering::SeqCst), 3);
+        // 32 taken, 3 given back, a new slice of 10: 42 intervals of 5 ms.
+        let tat = i64::try_from(t0 + 42 * SECOND / 200).unwrap();
+        assert_eq!(*source.tat.lock().unwrap(), Some(tat));
+        let mut admitted = 0;
+        while limit.take(&rule, 1, false, || t0).is_ok() {
+            admitted += 1;
+        }
+        assert_eq!(admitted, 200 - 32 - 5);
+    }
+
+    /// What a replaced slice held survives a reservation that fails (review s58 L2):
+    /// refused, its transaction still gives them back, and the refusal is not held, so
+    /// cheaper requests reserve them; the store down, nothing committed, and the old slice
+    /// serves them on, from memory.
+    #[test]
+    fn a_replaced_slice_s_requests_survive_a_refusal_and_a_failure() {
+        let t0 = 1_000 * SECOND;
+        for down in [false, true] {
+            let (rule, source, limit) = three_left(t0);
+            // Other processes took the rest of the limit: with the 3 back, 5 do not fit.
+            *source.tat.lock().unwrap() = Some(i64::try_from(t0 + SECOND).unwrap());
+            source.down.store(down, Ordering::SeqCst);
+            let before = source.transactions.load(Ordering::SeqCst);
+            let failed = limit.take(&rule, 5, false, || t0);
+            source.down.store(false, Ordering::SeqCst);
+            let transactions = source.transactions.load(Ordering::SeqCst) - before;
+            assert_eq!(transactions, 1, "down: {down}");
+            if down {
+                assert!(matches!(failed, Err(VerifyError::Unavailable(_))));
+                assert_eq!(source.given.load(Ordering::SeqCst), 0);
+                for _ in 0..3 {
+                    assert!(matches!(limit.try_take(&rule, 1, false, t0), Some(Ok(_))));
+                }
+                assert_eq!(limit.try_take(&rule, 1, false, t0), None);
+            } else {
+                assert!(matches!(failed, Err(VerifyError::RateLimited(_))));
+                assert_eq!(source.given.load(Ordering::SeqCst), 3);
+                assert_eq!(limit.try_take(&rule, 1, false, t0), None, "not held");
+                for _ in 0..3 {
+                    limit.take(&rule, 1, false, || t0).unwrap();
+                }
+                assert!(limit.take(&rule, 1, false, || t0).is_err());
+            }
+        }
     }
 
     /// A give-back that moves nothing (its slice lapsed before the transaction read the

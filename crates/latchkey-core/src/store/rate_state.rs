@@ -23,7 +23,7 @@ use super::backend::{KvTx, TxError};
 use super::tx::{Tx, TxResult};
 use super::{Inner, decode, encode};
 use crate::controls::RateLimit;
-use crate::shared_limit::{Ask, Gcra, GiveBack, RateGrant, RateSource};
+use crate::shared_limit::{Ask, Gcra, GiveBack, RateGrant, RateReserved, RateSource};
 use crate::verify::VerifyError;
 
 /// A key's or user's limits as stored (postcard).
@@ -56,12 +56,19 @@ impl StoreRates {
 }
 
 impl RateSource for StoreRates {
-    fn reserve(&self, rule: &RateLimit, ask: Ask, now: i128) -> Result<RateGrant, VerifyError> {
-        self.run(rule, ask, now, true)
+    fn reserve(
+        &self,
+        rule: &RateLimit,
+        ask: Ask,
+        now: i128,
+        back: Option<GiveBack<'_>>,
+    ) -> Result<RateReserved, VerifyError> {
+        self.run(rule, ask, now, true, back)
     }
 
     fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
-        self.run(rule, Ask::new(1, 1), now, false)
+        let peeked = self.run(rule, Ask::new(1, 1), now, false, None)?;
+        Ok(peeked.grant)
     }
 
     fn carry_to(&self, version: u64) {
@@ -69,32 +76,44 @@ impl RateSource for StoreRates {
     }
 
     fn give_back(&self, rule: &RateLimit, back: GiveBack<'_>) -> Result<bool, VerifyError> {
-        let GiveBack { cost, until, now } = back;
         let inner = self.inner()?;
-        let gcra = Gcra::of(rule);
         let version = self.version.load(Ordering::Acquire);
         let given = inner.db.transact(|tx| {
             let mut record = record_in(tx, &self.path)?;
-            // Read in the transaction, each time it runs: the slice void, they came back.
-            let now = now();
-            if now >= until {
-                return Ok(false);
+            let given = give_back_in(&mut record, version, rule, &back);
+            if given {
+                tx.put(&self.path, &encode(&record))?;
             }
-            // Written under other controls: the limits started afresh, nothing to give.
-            if record.version != version {
-                return Ok(false);
-            }
-            let Some(entry) = record.tats.iter_mut().find(|(name, _)| *name == rule.name) else {
-                return Ok(false);
-            };
-            let Some(back) = gcra.give_back(Some(entry.1), cost, now) else {
-                return Ok(false);
-            };
-            entry.1 = back;
-            tx.put(&self.path, &encode(&record))?;
-            Ok(true)
+            Ok(given)
         });
         given.map_err(|e| VerifyError::Unavailable(failure(e)))
+    }
+}
+
+/// Gives `back` to `rule`'s arrival time in `record`, as a transaction read it for a
+/// source of `version`: whether it moved.
+fn give_back_in(
+    record: &mut RateRecord,
+    version: u64,
+    rule: &RateLimit,
+    back: &GiveBack<'_>,
+) -> bool {
+    // The clock read in the transaction, each time it runs (review s58 L1): the slice
+    // void, they came back by time; written under other controls, the limits started
+    // afresh. Nothing to give either way.
+    let now = (back.now)();
+    if now >= back.until || record.version != version {
+        return false;
+    }
+    let Some(entry) = record.tats.iter_mut().find(|(name, _)| *name == rule.name) else {
+        return false;
+    };
+    match Gcra::of(rule).give_back(Some(entry.1), back.cost, now) {
+        Some(moved) => {
+            entry.1 = moved;
+            true
+        }
+        None => false,
     }
 }
 
@@ -106,20 +125,24 @@ impl StoreRates {
             .ok_or_else(|| VerifyError::Unavailable("the store is closed".to_owned()))
     }
 
-    /// What `ask` comes to at `now`, in one transaction; it takes the grant only when
-    /// `take` (else it writes nothing).
+    /// What `ask` comes to at `now`, in one transaction, `back` given back first; it takes
+    /// the grant only when `take` (a peek gives back nothing, and writes nothing).
     fn run(
         &self,
         rule: &RateLimit,
         ask: Ask,
         now: i128,
         take: bool,
-    ) -> Result<RateGrant, VerifyError> {
+        back: Option<GiveBack<'_>>,
+    ) -> Result<RateReserved, VerifyError> {
         let inner = self.inner()?;
         let gcra = Gcra::of(rule);
         let version = self.version.load(Ordering::Acquire);
         let reserved = inner.db.transact(|tx| {
             let mut record = record_in(tx, &self.path)?;
+            let given_back = back
+                .as_ref()
+                .is_some_and(|back| give_back_in(&mut record, version, rule, back));
             if record.version < version {
                 // Written under controls since changed: the limits start afresh.
                 record = RateRecord {
@@ -142,8 +165,11 @@ impl StoreRates {
                     .retain(|(name, at)| *name != rule.name && *at > now_i64);
                 record.tats.push((rule.name.clone(), tat));
                 tx.put(&self.path, &encode(&record))?;
+            } else if given_back {
+                // Refused, yet what was given back is the limit's again.
+                tx.put(&self.path, &encode(&record))?;
             }
-            Ok(grant)
+            Ok(RateReserved { grant, given_back })
         });
         reserved.map_err(|e| {
             let e = failure(e);
@@ -218,6 +244,93 @@ mod tests {
         }
     }
 
+    /// The source of the limits at `r:k:test` in `store`, under the key's controls `version`.
+    fn rates_in(store: &Store, version: u64) -> StoreRates {
+        StoreRates::new(Arc::downgrade(&store.inner), b"r:k:test".to_vec(), version)
+    }
+
+    /// `default`: `limit` requests a `window_seconds`.
+    fn default_of(limit: u32, window_seconds: u32) -> RateLimit {
+        RateLimit {
+            name: "default".into(),
+            limit,
+            window_seconds,
+        }
+    }
+
+    /// What a reservation that gives nothing back grants.
+    fn take(rates: &StoreRates, rule: &RateLimit, ask: Ask, now: i128) -> RateGrant {
+        rates.reserve(rule, ask, now, None).unwrap().grant
+    }
+
+    /// Runs `test` on a store on sled and, when the tests have a PostgreSQL server, on one
+    /// there.
+    fn on_each_store(test: impl Fn(&Store)) {
+        let dir = tempfile::tempdir().unwrap();
+        test(&Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap());
+        #[cfg(feature = "postgres")]
+        if let Some(database) = crate::store::postgres::testing::TestDatabase::create() {
+            let location = crate::location::Location::Postgres(database.url.clone());
+            test(&Store::create_empty_at(&location, "lk", StoreConfig::default()).unwrap());
+        }
+    }
+
+    /// A reservation gives back what the slice it replaces held, first and in its own
+    /// transaction (review s58 L2): the grant counts them, and a refusal still has them
+    /// back. It moves nothing once that slice is void (the clock read in the transaction)
+    /// or under other controls, as a give-back of its own.
+    #[test]
+    fn a_reservation_gives_back_what_the_slice_it_replaces_held() {
+        on_each_store(|store| {
+            let rates = rates_in(store, 1);
+            // One request back every 10 s.
+            let rule = default_of(5, 50);
+            let t0 = 1_000 * SECOND;
+            let now = t0 + SECOND;
+            let all = take(&rates, &rule, Ask::new(5, 5), t0);
+            assert!(matches!(all, RateGrant::Granted { granted: 5, .. }));
+            // That slice (50 s) replaced with 2 left, for a cost of 3: only 2 fit.
+            let until = t0 + 50 * SECOND;
+            let back = |now: &'static dyn Fn() -> i128| GiveBack {
+                cost: 2,
+                until,
+                now,
+            };
+            let at = &|| 1_001 * SECOND;
+            let refused = rates.reserve(&rule, Ask::new(3, 3), now, Some(back(at)));
+            let refused = refused.unwrap();
+            assert!(refused.given_back);
+            assert!(
+                matches!(refused.grant, RateGrant::Refused { .. }),
+                "{refused:?}"
+            );
+            let two = RateGrant::Granted {
+                granted: 2,
+                left: 0,
+            };
+            assert_eq!(take(&rates, &rule, Ask::new(2, 2), now), two);
+            // A slice of those 2 replaced with both left, for a cost of 2.
+            let renewed = rates.reserve(&rule, Ask::new(2, 2), now, Some(back(at)));
+            let given = RateReserved {
+                grant: two,
+                given_back: true,
+            };
+            assert_eq!(renewed.unwrap(), given);
+            // Void by the time the transaction reads the clock: nothing given, none fit.
+            let lapsed = rates.reserve(&rule, Ask::new(1, 1), now, Some(back(&|| 1_050 * SECOND)));
+            let lapsed = lapsed.unwrap();
+            assert!(!lapsed.given_back);
+            assert!(
+                matches!(lapsed.grant, RateGrant::Refused { .. }),
+                "{lapsed:?}"
+            );
+            // Under other controls the limits started afresh: nothing to give.
+            let other = rates_in(store, 2);
+            let afresh = other.reserve(&rule, Ask::new(1, 1), now, Some(back(at)));
+            assert!(!afresh.unwrap().given_back);
+        });
+    }
+
     /// A give-back reads the clock in its transaction: from the deadline of the slice its
     /// requests came from on, it moves nothing and says so (review s58 L1, L3); before,
     /// the requests are the limit's again.
@@ -225,14 +338,10 @@ mod tests {
     fn a_give_back_moves_the_state_only_before_its_slice_s_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create_empty(dir.path(), "lk", StoreConfig::default()).unwrap();
-        let rates = StoreRates::new(Arc::downgrade(&store.inner), b"r:k:test".to_vec(), 1);
-        let rule = RateLimit {
-            name: "default".into(),
-            limit: 2,
-            window_seconds: 60,
-        };
+        let rates = rates_in(&store, 1);
+        let rule = default_of(2, 60);
         let t0 = 1_000 * SECOND;
-        let granted = rates.reserve(&rule, Ask::new(2, 2), t0).unwrap();
+        let granted = take(&rates, &rule, Ask::new(2, 2), t0);
         assert_eq!(
             granted,
             RateGrant::Granted {
@@ -244,14 +353,14 @@ mod tests {
         let until = t0 + 30 * SECOND;
         let lapsed = rates.give_back(&rule, give(until, &|| until)).unwrap();
         assert!(!lapsed);
-        let refused = rates.reserve(&rule, Ask::new(1, 1), t0 + SECOND).unwrap();
+        let refused = take(&rates, &rule, Ask::new(1, 1), t0 + SECOND);
         assert!(matches!(refused, RateGrant::Refused { .. }), "{refused:?}");
         assert!(
             rates
                 .give_back(&rule, give(until, &|| t0 + SECOND))
                 .unwrap()
         );
-        let again = rates.reserve(&rule, Ask::new(1, 1), t0 + SECOND).unwrap();
+        let again = take(&rates, &rule, Ask::new(1, 1), t0 + SECOND);
         assert_eq!(
             again,
             RateGrant::Granted {
@@ -260,7 +369,7 @@ mod tests {
             }
         );
         // Under other controls the limits started afresh: nothing to give.
-        let other = StoreRates::new(Arc::downgrade(&store.inner), b"r:k:test".to_vec(), 2);
+        let other = rates_in(&store, 2);
         assert!(
             !other
                 .give_back(&rule, give(until, &|| t0 + SECOND))
