@@ -139,15 +139,26 @@ pub trait Verifier: Send + Sync + 'static {
         Charged::Done(Ok(()))
     }
 
+    /// A mark of this verifier's state, read when a request's key is presented, before it
+    /// is verified, for [`Verifier::give_back_credit`] to tell whether anything changed
+    /// since. The default is 0.
+    fn credit_mark(&self) -> u64 {
+        0
+    }
+
     /// Gives back the credit this verifier charged a request with the key presented as
     /// `presented`, which its route refused: for want of a permission (403), or because
     /// the route's extra cost was refused ([`Verifier::charge_extra`]). A refused request
-    /// spends no credit. Called once a request, by
-    /// [`RequirePermission`](crate::RequirePermission), when [`Verifier::charges_extra`]
-    /// says so and the principal carries no meter of its own (a meter's credit goes back
-    /// through it). The default gives nothing back.
-    fn give_back_credit(&self, presented: &str) {
-        let _ = presented;
+    /// spends no credit. `mark` is [`Verifier::credit_mark`] as the request found it: a
+    /// verifier whose state changed since (the key's credits set, its lease replaced)
+    /// gives nothing, as it cannot tell the credit the request took from one it did not.
+    /// Called by [`RequirePermission`](crate::RequirePermission), once a request, when
+    /// [`Verifier::charges_extra`] says so and the layer charged the request nothing
+    /// itself (a store's principal has its credit given back through its meter). The
+    /// default gives nothing back. Called for a request not charged, it would give a
+    /// credit nobody paid for: it is for that layer.
+    fn give_back_credit(&self, presented: &str, mark: u64) {
+        let _ = (presented, mark);
     }
 }
 

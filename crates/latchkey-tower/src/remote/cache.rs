@@ -149,6 +149,13 @@ pub(super) struct Generation {
     widened: u64,
 }
 
+impl Generation {
+    /// How many invalidations came: one more moves it.
+    pub(super) fn changes(self) -> u64 {
+        self.all
+    }
+}
+
 /// The kind of record a change event is about, from its `action` (`key.revoke`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Scope {

@@ -83,13 +83,18 @@ impl Shared {
     }
 
     /// Gives the credit a request with the key presented as `presented` took back to the
-    /// key's lease, its route having refused it: into a credits slice the lease still
-    /// holds, as far as it goes. A key whose lease left the cache since (invalidated by a
-    /// change of the key, evicted) keeps it spent; a credit the daemon charged at a
-    /// verification goes to the lease too, and back to the daemon with the lease's unspent
-    /// credits, which takes back no more than it leased.
-    pub(super) fn give_back_credit(&self, presented: &str) {
+    /// key's lease, its route having refused it. Only when no invalidation came since the
+    /// request found the cache at `mark` (review s59 M1: a change of the key meanwhile,
+    /// its credits set, a new lease cached, and the credit would go to a lease that never
+    /// paid it, or one more than the new balance); else, or when the key's lease left the
+    /// cache (evicted), the credit stays spent. A credit the daemon charged at the
+    /// request's verification goes to the lease too, and back to the daemon with the
+    /// lease's unspent credits, which takes back no more than it recorded as leased.
+    pub(super) fn give_back_credit(&self, presented: &str, mark: u64) {
         let digest = self.hasher.digest(presented);
+        if self.cache.generation().changes() != mark {
+            return;
+        }
         if let Some(Cached::Valid(entry)) = self.cache.get(&digest, self.settings.clock.now())
             && let Some(lease) = entry.lease
         {

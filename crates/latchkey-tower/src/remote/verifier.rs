@@ -259,8 +259,13 @@ impl Verifier for RemoteVerifier {
         self.shared.charge_extra(presented, client_ip, cost)
     }
 
-    fn give_back_credit(&self, presented: &str) {
-        self.shared.give_back_credit(presented);
+    /// The cache's generation, which every invalidation moves.
+    fn credit_mark(&self) -> u64 {
+        self.shared.cache.generation().changes()
+    }
+
+    fn give_back_credit(&self, presented: &str, mark: u64) {
+        self.shared.give_back_credit(presented, mark);
     }
 
     fn verifies_foreign(&self) -> bool {

@@ -34,6 +34,8 @@ pub(crate) struct ExtraCharger {
     /// The request's credit given back already: shared by every copy of the request's
     /// extensions, as [`BaseCharge`]'s.
     given: Arc<AtomicBool>,
+    /// [`Verifier::credit_mark`] when the key was presented.
+    mark: u64,
 }
 
 impl ExtraCharger {
@@ -52,6 +54,7 @@ impl ExtraCharger {
             client_ip,
             challenges: challenges.clone(),
             given: Arc::default(),
+            mark: verifier.credit_mark(),
         })
     }
 
@@ -64,7 +67,7 @@ impl ExtraCharger {
     /// it; once.
     fn give_back_credit(&self) {
         if !self.given.swap(true, Ordering::AcqRel) {
-            self.verifier.give_back(&self.presented);
+            self.verifier.give_back(&self.presented, self.mark);
         }
     }
 }
@@ -161,7 +164,7 @@ impl fmt::Debug for ExtraCharger {
 /// serves every verifier.
 trait ChargeExtra: Send + Sync {
     fn charge(&self, presented: &str, client_ip: Option<IpAddr>, cost: u32) -> Charged;
-    fn give_back(&self, presented: &str);
+    fn give_back(&self, presented: &str, mark: u64);
 }
 
 impl<V: Verifier> ChargeExtra for V {
@@ -169,8 +172,8 @@ impl<V: Verifier> ChargeExtra for V {
         self.charge_extra(presented, client_ip, cost)
     }
 
-    fn give_back(&self, presented: &str) {
-        self.give_back_credit(presented);
+    fn give_back(&self, presented: &str, mark: u64) {
+        self.give_back_credit(presented, mark);
     }
 }
 

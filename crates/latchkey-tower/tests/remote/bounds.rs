@@ -229,9 +229,7 @@ async fn refusals_leave_misses_the_short_wait() {
 #[tokio::test]
 async fn requests_behind_a_hanging_lease_ask_are_answered_503_together() {
     let mut s = crate::Setup::new().await;
-    let user = s.keystore.user("partner", &["orders:read"]);
-    let key = s.keystore.key_with_credits(user, 1);
-    s.caught_up().await;
+    let key = s.partner_key_with_credits(1).await;
     // The daemon counts the first request; its lease holds nothing more.
     s.verify(key.secret.expose()).await.unwrap();
     // The daemon now hangs, on the same address; the cache stays trusted (its clock

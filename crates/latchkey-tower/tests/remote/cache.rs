@@ -885,9 +885,7 @@ async fn an_idle_lease_s_credits_go_back_at_the_next_report() {
 #[tokio::test]
 async fn a_cost_close_to_the_credits_left_is_charged_in_one_step() {
     let s = Setup::new().await;
-    let user = s.keystore.user("partner", &["orders:read"]);
-    let key = s.keystore.key_with_credits(user, 1_100);
-    s.caught_up().await;
+    let key = s.partner_key_with_credits(1_100).await;
     let text = key.secret.expose();
     within(s.verify(text)).await.unwrap();
     let verifier = &s.verifier;
@@ -902,12 +900,13 @@ async fn a_cost_close_to_the_credits_left_is_charged_in_one_step() {
     // credit goes back. (Charged with no request before it, the refusal would give back a
     // credit nothing took: since a verification's charge can come back too, re-check s50
     // R1, the daemon would take it.)
+    let mark = verifier.credit_mark();
     within(s.verify(text)).await.unwrap();
     assert!(
         matches!(charge(1_000).await, Err(VerifyError::UsageExceeded { .. })),
         "99 left"
     );
-    verifier.give_back_credit(text);
+    verifier.give_back_credit(text, mark);
     within(s.verifier.flush_usage()).await;
     let seen = s.keystore.store.key(key.key.id).unwrap();
     assert_eq!(seen.credits.map(|c| c.remaining), Some(99));
@@ -950,13 +949,14 @@ async fn a_cost_above_a_whole_limit_is_refused_for_one_window() {
 /// A request as the layer makes it of a route that costs `extra` more: verified (its own
 /// unit), then charged the route's extra cost, its credit given back when that is refused.
 async fn a_costly_request(s: &Setup, text: &str, extra: u32) -> Result<(), VerifyError> {
+    let mark = s.verifier.credit_mark();
     within(s.verify(text)).await?;
     let charged = match s.verifier.charge_extra(text, None, extra) {
         Charged::Done(answer) => answer,
         Charged::Waiting(task) => within(task).await.unwrap(),
     };
     if charged.is_err() {
-        s.verifier.give_back_credit(text);
+        s.verifier.give_back_credit(text, mark);
     }
     charged
 }

@@ -82,6 +82,15 @@ impl Setup {
         .await
     }
 
+    /// A new key with `credits` of a new user `partner` (who may read orders), once the
+    /// verifier's stream has applied it.
+    async fn partner_key_with_credits(&self, credits: u64) -> CreatedKey {
+        let user = self.keystore.user("partner", &["orders:read"]);
+        let key = self.keystore.key_with_credits(user, credits);
+        self.caught_up().await;
+        key
+    }
+
     async fn verify(&self, key: &str) -> Result<Principal, VerifyError> {
         self.verifier.verify(&ApiKey::parse(key).unwrap()).await
     }
