@@ -83,7 +83,8 @@ impl Shared {
     }
 
     /// Gives the credit a request with the key presented as `presented` took back to the
-    /// key's lease, its route having refused it. Only when no invalidation came since the
+    /// key's lease (opening its credits slice if it had none: `Lease::give_back_credit`),
+    /// its route having refused it. Only when no invalidation came since the
     /// request found the cache at `mark` (review s59 M1: a change of the key meanwhile,
     /// its credits set, a new lease cached, and the credit would go to a lease that never
     /// paid it, or one more than the new balance); else, or when the key's lease left the

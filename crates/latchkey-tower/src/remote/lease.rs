@@ -207,9 +207,12 @@ impl Lease {
             .filter(|b| b.kind == BucketKind::Credits)
         {
             bucket.left.fetch_add(1, Ordering::AcqRel);
-            // A credits slice is valid for ever once granted (see `Bucket::add`).
-            bucket.since.store(i64::MIN, Ordering::Release);
-            bucket.until.store(i64::MAX, Ordering::Release);
+            // Opened as a grant of credits opens it, valid for ever (`Bucket::add`; `since`
+            // is `i64::MIN` from the start); a slice granted already keeps its window
+            // (review s59 I3).
+            let _ = bucket
+                .until
+                .compare_exchange(0, i64::MAX, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 

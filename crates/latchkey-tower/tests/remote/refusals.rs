@@ -59,6 +59,11 @@ async fn a_route_refused_for_permission_spends_no_leased_credit() {
     for _ in 0..2 {
         assert_eq!(get_answer(&app, "/report/full", text).await, too_costly);
     }
+    // What the lease holds goes back to the daemon, which takes it all (the first
+    // request's credit, charged by its verification, too): the stored balance is whole.
+    within(s.verifier.flush_usage()).await;
+    let stored = s.keystore.store.key(key.key.id).unwrap().credits;
+    assert_eq!(stored.map(|c| c.remaining), Some(3));
     for _ in 0..3 {
         assert_eq!(get_answer(&app, "/orders", text).await, (200, None));
     }
