@@ -396,10 +396,10 @@ fn an_allowlist_range_of_ipv4_mapped_addresses_is_kept_as_its_ipv4_range() {
 }
 
 /// A rotated key's successor goes on from where the key's rate limits stand, with or
-/// without credits (which rotation moves to it): three of five a minute used, one back
-/// 24 s later, the successor has four, and its own successor none (usage hunt s56 M4: each
-/// started afresh, a whole limit more at every rotation). The old key in its grace keeps
-/// what it had left: it shares nothing with its successor.
+/// without credits (which rotation moves to it): three of five a minute used, two back
+/// 24 s later (one every 12 s), the successor has four, and its own successor none (usage
+/// hunt s56 M4: each started afresh, a whole burst more at every rotation). The old key in
+/// its grace keeps its own: it shares nothing with its successor.
 #[test]
 fn a_rotated_key_s_successor_goes_on_from_its_limits() {
     let (_location, store, clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
@@ -432,7 +432,7 @@ fn a_rotated_key_s_successor_goes_on_from_its_limits() {
             Err("rate_limited"),
             "{balance:?}"
         );
-        // The old key's own two: credits moved with the rotation, so only a key without
+        // The old key's own four: credits moved with the rotation, so only a key without
         // any is admitted.
         let expected = if balance.is_some() {
             Err("usage_exceeded")
