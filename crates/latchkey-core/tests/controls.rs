@@ -451,3 +451,32 @@ fn a_rotated_key_s_successor_goes_on_from_its_limits() {
         }
     }
 }
+
+/// A user's rate limit is shared by all its keys, a rotated key's successor included: it
+/// bounds the two together through the grace, where each has a copy of the key's own
+/// limits (README, *Rotation*).
+#[test]
+fn a_user_s_limit_bounds_a_key_and_its_successor_together() {
+    let (_location, store, _clock) = support::clocked_store(datetime!(2026-06-01 12:00 UTC), |c| c);
+    let new = NewUser {
+        name: "bob".into(),
+        rate_limits: per_minute(4),
+        ..NewUser::default()
+    };
+    let user = support::user_with(&store, new);
+    let key = support::key(&store, &user, "rotated");
+    let old = key.secret.expose();
+    for _ in 0..2 {
+        assert_eq!(request(&store, old, 1), Ok(()));
+    }
+    let grace = time::Duration::minutes(10);
+    let next = store
+        .rotate_key(&Actor::system(), key.key.id, grace)
+        .unwrap();
+    for text in [old, next.secret.expose()] {
+        assert_eq!(request(&store, text, 1), Ok(()));
+    }
+    for text in [old, next.secret.expose()] {
+        assert_eq!(request(&store, text, 1), Err("rate_limited"));
+    }
+}
