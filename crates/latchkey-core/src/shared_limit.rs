@@ -154,7 +154,7 @@ pub(crate) trait RateSource: Send + Sync {
         ask: Ask,
         now: i128,
         back: Option<GiveBack<'_>>,
-    ) -> Result<RateReserved, VerifyError>;
+    ) -> Result<RateReserved, Unreserved>;
 
     /// What a reservation of one request of `rule` would come to at `now`, taking nothing
     /// (a transaction that writes nothing).
@@ -179,6 +179,26 @@ pub(crate) struct RateReserved {
     /// Whether the requests given back moved the shared state (as
     /// [`RateSource::give_back`] tells).
     pub(crate) given_back: bool,
+}
+
+/// A reservation that failed ([`RateSource::reserve`]).
+#[derive(Debug)]
+pub(crate) struct Unreserved {
+    /// What the request is answered.
+    pub(crate) error: VerifyError,
+    /// Whether its transaction may have committed all the same (a database's commit whose
+    /// answer was lost): what it gave back may be back in the shared state.
+    pub(crate) in_doubt: bool,
+}
+
+impl Unreserved {
+    /// A failure before anything could commit.
+    pub(crate) fn before_commit(error: VerifyError) -> Unreserved {
+        Unreserved {
+            error,
+            in_doubt: false,
+        }
+    }
 }
 
 /// Requests a slice held and gives back to the shared state ([`RateSource::give_back`]).
@@ -456,8 +476,7 @@ impl SharedLimit {
             now: clock,
         });
         // Refused, the transaction gave them back, or found them the limit's already. Failed,
-        // they stay counted (fewer admitted, never more): a commit in doubt may have given
-        // them back, and put back into the slice they would be admitted twice.
+        // the old slice serves on with them, unless the commit is in doubt (`reserve`).
         let granted = self.reserve(rule, Ask::new(cost, want), now, extra, back)?;
         let until = now + self.gcra.valid_for(granted);
         // Void while it changes, so that no request takes from the new slice under the old
@@ -511,7 +530,20 @@ impl SharedLimit {
     ) -> Result<u32, VerifyError> {
         let given_back = self.given_back.load(Ordering::SeqCst);
         let carried = back.as_ref().map_or(0, |back| back.cost);
-        let reserved = self.source.reserve(rule, ask, now, back)?;
+        let reserved = self
+            .source
+            .reserve(rule, ask, now, back)
+            .map_err(|failed| {
+                // Nothing committed (the store out of reach): what the replaced slice held is
+                // its own again while it is valid (review s59b L1: it was lost to the limit
+                // until the window passed). A commit in doubt may have given it back to the
+                // shared state: counted, it costs fewer admissions, never more; put back into
+                // the slice, it would be admitted twice.
+                if !failed.in_doubt {
+                    self.give_back(carried, now);
+                }
+                failed.error
+            })?;
         if reserved.given_back {
             // Before the grant is read: a grant's `left` counts them already, and a
             // refusal is not held, as after any give-back.
@@ -572,6 +604,8 @@ pub(crate) struct Counted {
     /// Transactions run: reservations, give-backs and peeks.
     pub(crate) transactions: AtomicU32,
     pub(crate) down: std::sync::atomic::AtomicBool,
+    /// Each reservation commits and then fails, as a commit whose answer was lost does.
+    pub(crate) in_doubt: std::sync::atomic::AtomicBool,
     /// Requests given back that moved the state.
     pub(crate) given: AtomicU32,
     /// Run once by the next reservation, after it read the state (another request's
@@ -613,9 +647,9 @@ impl RateSource for Counted {
         ask: Ask,
         now: i128,
         back: Option<GiveBack<'_>>,
-    ) -> Result<RateReserved, VerifyError> {
+    ) -> Result<RateReserved, Unreserved> {
         self.asked.lock().unwrap().push(ask.up_to);
-        self.up()?;
+        self.up().map_err(Unreserved::before_commit)?;
         let reserved = {
             let mut tat = self.tat.lock().unwrap();
             let given_back = back.is_some_and(|back| self.give_back_in(&mut tat, rule, back));
@@ -625,6 +659,12 @@ impl RateSource for Counted {
         };
         if let Some(meanwhile) = self.meanwhile.lock().unwrap().take() {
             meanwhile();
+        }
+        if self.in_doubt.load(Ordering::SeqCst) {
+            return Err(Unreserved {
+                error: VerifyError::Unavailable("the commit's answer was lost".into()),
+                in_doubt: true,
+            });
         }
         Ok(reserved)
     }
@@ -895,39 +935,50 @@ mod tests {
         assert_eq!(admitted, 200 - 32 - 5);
     }
 
-    /// What a replaced slice held survives a reservation refused (review s58 L2): its
-    /// transaction still gives them back, and the refusal is not held, so cheaper requests
-    /// reserve them. A reservation that fails (the store down) leaves them counted: a
-    /// commit in doubt may have given them back, and the slice must not admit them again.
+    /// What a replaced slice held survives a reservation that is refused or fails (review
+    /// s58 L2): refused, its transaction still gives them back, and the refusal is not
+    /// held, so cheaper requests reserve them; failed before anything committed (the store
+    /// down), the old slice serves them on from memory (review s59b L1: they were lost to
+    /// the limit); failed with its commit in doubt (it committed, the answer was lost),
+    /// they are the shared state's, and the slice does not admit them again.
     #[test]
-    fn a_replaced_slice_s_requests_survive_a_refusal_and_stay_counted_on_a_failure() {
+    fn a_replaced_slice_s_requests_survive_a_refusal_and_a_failure() {
         let t0 = 1_000 * SECOND;
-        for down in [false, true] {
+        for case in ["refused", "down", "in doubt"] {
             let (rule, source, limit) = three_left(t0);
             // Other processes took the rest of the limit: with the 3 back, 5 do not fit.
             *source.tat.lock().unwrap() = Some(i64::try_from(t0 + SECOND).unwrap());
-            source.down.store(down, Ordering::SeqCst);
+            source.down.store(case == "down", Ordering::SeqCst);
+            source.in_doubt.store(case == "in doubt", Ordering::SeqCst);
             let before = source.transactions.load(Ordering::SeqCst);
             let failed = limit.take(&rule, 5, false, || t0);
             source.down.store(false, Ordering::SeqCst);
+            source.in_doubt.store(false, Ordering::SeqCst);
             let transactions = source.transactions.load(Ordering::SeqCst) - before;
-            assert_eq!(transactions, 1, "down: {down}");
-            if down {
-                assert!(matches!(failed, Err(VerifyError::Unavailable(_))));
-                assert_eq!(source.given.load(Ordering::SeqCst), 0);
-                assert_eq!(
-                    limit.try_take(&rule, 1, false, t0),
-                    None,
-                    "the store decides"
-                );
-            } else {
-                assert!(matches!(failed, Err(VerifyError::RateLimited(_))));
-                assert_eq!(source.given.load(Ordering::SeqCst), 3);
-                assert_eq!(limit.try_take(&rule, 1, false, t0), None, "not held");
-                for _ in 0..3 {
-                    limit.take(&rule, 1, false, || t0).unwrap();
+            assert_eq!(transactions, 1, "{case}");
+            match case {
+                "down" => {
+                    assert!(matches!(failed, Err(VerifyError::Unavailable(_))));
+                    assert_eq!(source.given.load(Ordering::SeqCst), 0);
+                    for _ in 0..3 {
+                        assert!(matches!(limit.try_take(&rule, 1, false, t0), Some(Ok(_))));
+                    }
+                    assert_eq!(limit.try_take(&rule, 1, false, t0), None);
                 }
-                assert!(limit.take(&rule, 1, false, || t0).is_err());
+                "in doubt" => {
+                    assert!(matches!(failed, Err(VerifyError::Unavailable(_))));
+                    assert_eq!(source.given.load(Ordering::SeqCst), 3);
+                    assert_eq!(limit.try_take(&rule, 1, false, t0), None, "the store's");
+                }
+                _ => {
+                    assert!(matches!(failed, Err(VerifyError::RateLimited(_))));
+                    assert_eq!(source.given.load(Ordering::SeqCst), 3);
+                    assert_eq!(limit.try_take(&rule, 1, false, t0), None, "not held");
+                    for _ in 0..3 {
+                        limit.take(&rule, 1, false, || t0).unwrap();
+                    }
+                    assert!(limit.take(&rule, 1, false, || t0).is_err());
+                }
             }
         }
     }

@@ -23,7 +23,7 @@ use super::backend::{KvTx, TxError};
 use super::tx::{Tx, TxResult};
 use super::{Inner, decode, encode};
 use crate::controls::RateLimit;
-use crate::shared_limit::{Ask, Gcra, GiveBack, RateGrant, RateReserved, RateSource};
+use crate::shared_limit::{Ask, Gcra, GiveBack, RateGrant, RateReserved, RateSource, Unreserved};
 use crate::verify::VerifyError;
 
 /// A key's or user's limits as stored (postcard).
@@ -62,13 +62,13 @@ impl RateSource for StoreRates {
         ask: Ask,
         now: i128,
         back: Option<GiveBack<'_>>,
-    ) -> Result<RateReserved, VerifyError> {
+    ) -> Result<RateReserved, Unreserved> {
         self.run(rule, ask, now, true, back)
     }
 
     fn peek(&self, rule: &RateLimit, now: i128) -> Result<RateGrant, VerifyError> {
-        let peeked = self.run(rule, Ask::new(1, 1), now, false, None)?;
-        Ok(peeked.grant)
+        let peeked = self.run(rule, Ask::new(1, 1), now, false, None);
+        Ok(peeked.map_err(|failed| failed.error)?.grant)
     }
 
     fn carry_to(&self, version: u64) {
@@ -134,8 +134,8 @@ impl StoreRates {
         now: i128,
         take: bool,
         back: Option<GiveBack<'_>>,
-    ) -> Result<RateReserved, VerifyError> {
-        let inner = self.inner()?;
+    ) -> Result<RateReserved, Unreserved> {
+        let inner = self.inner().map_err(Unreserved::before_commit)?;
         let gcra = Gcra::of(rule);
         let version = self.version.load(Ordering::Acquire);
         let reserved = inner.db.transact(|tx| {
@@ -171,11 +171,18 @@ impl StoreRates {
             }
             Ok(RateReserved { grant, given_back })
         });
-        reserved.map_err(|e| {
-            let e = failure(e);
-            crate::warn_limited!(error = %e, "could not reserve a slice of a rate limit");
-            VerifyError::Unavailable("the rate limit could not be reserved".to_owned())
-        })
+        reserved.map_err(unreserved)
+    }
+}
+
+/// What a reservation whose transaction failed with `e` answers.
+fn unreserved(e: TxError) -> Unreserved {
+    let in_doubt = matches!(&e, TxError::Storage(e) if e.may_have_committed());
+    let e = failure(e);
+    crate::warn_limited!(error = %e, "could not reserve a slice of a rate limit");
+    Unreserved {
+        error: VerifyError::Unavailable("the rate limit could not be reserved".to_owned()),
+        in_doubt,
     }
 }
 
@@ -234,6 +241,21 @@ mod tests {
     use crate::store::{Store, StoreConfig};
 
     const SECOND: i128 = 1_000_000_000;
+
+    /// A reservation whose transaction failed at its commit, the answer lost, is in doubt
+    /// (what it gave back may be the shared state's); one that failed before, or kept
+    /// conflicting, committed nothing (review s59b L1).
+    #[test]
+    fn a_failed_reservation_is_in_doubt_only_at_its_commit() {
+        use crate::error::{CommitInDoubt, StoreError};
+        let at_commit = StoreError::Unavailable(Box::new(CommitInDoubt("reset".into())));
+        assert!(unreserved(TxError::Storage(at_commit)).in_doubt);
+        let before = StoreError::Unavailable("connection refused".into());
+        assert!(!unreserved(TxError::Storage(before)).in_doubt);
+        assert!(!unreserved(TxError::Conflict).in_doubt);
+        let failed = unreserved(TxError::Conflict).error;
+        assert!(matches!(failed, VerifyError::Unavailable(_)));
+    }
 
     /// One request of a slice void from `until`, at the clock `now`.
     fn give(until: i128, now: &dyn Fn() -> i128) -> GiveBack<'_> {
