@@ -10,7 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::output::read;
-use crate::transport::{ApiRequest, Problem, Transport};
+use crate::transport::{ApiRequest, Problem, Transport, forbidden};
 
 /// The management API, over a transport.
 #[derive(Debug)]
@@ -80,25 +80,23 @@ impl<T: Transport> Client<T> {
         self.call(Method::DELETE, path, None).await
     }
 
-    /// The id of a user given by name or id. An id is passed through unchecked, so a caller
-    /// without `latchkey:users:read` can still name a user by id.
-    pub async fn user_id(&self, reference: &str) -> anyhow::Result<String> {
-        self.resolve("users", reference).await
-    }
-
-    /// The id of a group given by name or id.
-    pub async fn group_id(&self, reference: &str) -> anyhow::Result<String> {
-        self.resolve("groups", reference).await
-    }
-
-    async fn resolve(&self, collection: &str, reference: &str) -> anyhow::Result<String> {
+    /// The id of the user or group (`collection`) that `reference` names, to name it in a
+    /// command's answer: an id as given, a name looked up. `None` when the caller may not
+    /// read it: the API takes a name wherever it takes an id, so a command needs no read
+    /// permission the endpoint it calls does not (audit s60 M1: `users delete NAME` asked
+    /// for `latchkey:users:read`).
+    pub async fn id_of(&self, collection: &str, reference: &str) -> anyhow::Result<Option<String>> {
         if Uuid::parse_str(reference).is_ok() {
-            return Ok(reference.to_owned());
+            return Ok(Some(reference.to_owned()));
         }
-        let record = self
+        match self
             .get(&format!("/v1/{collection}/{}", segment(reference)))
-            .await?;
-        Ok(read::<Named>(&record)?.id.to_string())
+            .await
+        {
+            Ok(record) => Ok(Some(read::<Named>(&record)?.id.to_string())),
+            Err(e) if forbidden(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Names by id of the records of a collection that `ids` name, for human output: read

@@ -263,3 +263,38 @@ fn a_delegated_key_stays_capped_and_the_last_admin_key_stays() {
         .problem(409, "last_admin_key");
     assert!(f.verifies(&f.admin, &["latchkey:keys:write"]));
 }
+
+/// Audit s60 M1: a command asks no permission its endpoint does not. A key that may write
+/// keys, users and groups, and read none of them, deletes a key by display prefix, revokes
+/// a user's keys and deletes a user and a group by name: the CLI read each record first and
+/// was refused `latchkey:keys:read` or `latchkey:users:read`, where the API served.
+#[test]
+fn a_command_asks_no_permission_its_endpoint_does_not() {
+    let f = Fixture::new();
+    let writes = "latchkey:keys:write,latchkey:users:write,latchkey:groups:write";
+    f.user("writer", writes);
+    let writer = f.key("writer", "w", &[]).1;
+    let as_writer = |args: &[&str]| f.daemon.cli_as(&writer, args);
+    f.user("gone", "");
+
+    let (old, _) = f.key("gone", "old", &[]);
+    let (id, prefix) = (old["id"].as_str().unwrap(), old["prefix"].as_str().unwrap());
+    f.json(&["keys", "revoke", id]);
+    let deleted = as_writer(&["keys", "delete", prefix]).ok().stdout;
+    assert_eq!(deleted.trim(), format!("Deleted key {prefix}."));
+    f.cli(&["keys", "show", id]).fails(1, "[not_found]");
+
+    let (_, secret) = f.key("gone", "live", &[]);
+    as_writer(&["users", "revoke-keys", "gone"]).ok();
+    let run = f.cli(&["--json", "verify", &secret]);
+    let verified: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(verified["code"], "key_revoked", "{run:#?}");
+
+    let deleted = as_writer(&["--json", "users", "delete", "gone"]).json();
+    assert_eq!(deleted, json!({"id": "gone", "deleted": true}));
+    f.cli(&["users", "show", "gone"]).fails(1, "[not_found]");
+
+    f.json(&["groups", "add", "--name", "temp"]);
+    as_writer(&["groups", "delete", "temp"]).ok();
+    f.cli(&["groups", "show", "temp"]).fails(1, "[not_found]");
+}

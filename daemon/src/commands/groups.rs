@@ -54,7 +54,8 @@ pub(super) async fn run<T: Transport>(
             cli.out.print(&group, show)?;
         }
         GroupsCommand::Delete { group } => {
-            let id = cli.api.group_id(&group).await?;
+            let id = cli.api.id_of("groups", &group).await?;
+            let id = id.unwrap_or(group.clone());
             let done = format!("Deleted group {group}.");
             super::delete(cli, &path(&id), &id, &done).await?;
         }

@@ -15,7 +15,7 @@ use crate::cli::{KeyAdd, KeyList, KeysCommand};
 use crate::client::{Client, more, query, segment};
 use crate::duration::parse_duration;
 use crate::output::{Table, actor, fields, joined, or_dash, print_json, read, when};
-use crate::transport::Transport;
+use crate::transport::{Transport, forbidden};
 
 pub(super) async fn run<T: Transport>(
     cli: &Cli<T>,
@@ -62,9 +62,22 @@ pub(super) async fn run<T: Transport>(
             print_key(cli, &key).await?;
         }
         KeysCommand::Delete { key } => {
-            let record: Key = read(&cli.api.get(&path(&key)?).await?)?;
-            let id = record.id.to_string();
-            let done = format!("Deleted key {} ({id}).", record.prefix);
+            // Read first, to name it by prefix and id; a caller that may delete keys but
+            // not read them deletes it as given (audit s60 M1: it was refused).
+            let (id, done) = match cli.api.get(&path(&key)?).await {
+                Ok(record) => {
+                    let record: Key = read(&record)?;
+                    let id = record.id.to_string();
+                    let done = format!("Deleted key {} ({id}).", record.prefix);
+                    (id, done)
+                }
+                Err(e) if forbidden(&e) => {
+                    let given = reference(&key)?;
+                    let done = format!("Deleted key {given}.");
+                    (given, done)
+                }
+                Err(e) => return Err(e),
+            };
             super::delete(cli, &path(&id)?, &id, &done).await?;
         }
         KeysCommand::Rotate { key, grace } => {
@@ -174,8 +187,14 @@ fn enabled(enabled: bool) -> UpdateKey {
 /// other text is refused here, before a request, so that a secret (a key of another
 /// system, imported) never travels in a URL, into an access log or back in an error.
 pub(super) fn path(key: &str) -> anyhow::Result<String> {
+    Ok(format!("/v1/keys/{}", segment(&reference(key)?)))
+}
+
+/// The reference [`path`] sends for `key`: a key given in full is reduced to its display
+/// prefix.
+fn reference(key: &str) -> anyhow::Result<String> {
     let key = key.trim();
-    let reference = match ApiKey::parse(key) {
+    Ok(match ApiKey::parse(key) {
         Ok(parsed) => parsed.display_prefix().to_owned(),
         Err(_) if is_reference(key) => key.to_owned(),
         Err(_) if key.len() > MAX_DISPLAY_PREFIX_LEN => anyhow::bail!(
@@ -185,8 +204,7 @@ pub(super) fn path(key: &str) -> anyhow::Result<String> {
         Err(_) => anyhow::bail!(
             "not a key reference: give the key's id, display prefix (lk_live_<id>) or public id"
         ),
-    };
-    Ok(format!("/v1/keys/{}", segment(&reference)))
+    })
 }
 
 /// Whether the API could know a key by `text`: a UUID, a public id, or a display prefix

@@ -114,7 +114,8 @@ pub(crate) async fn update<T: Transport>(
 }
 
 /// `DELETE path` (the record `id`'s), then says so: `{"id", "deleted": true}` as JSON, or
-/// the sentence `done`.
+/// the sentence `done`. `id` is the record's id, or, where the caller may not read the
+/// record, the reference it was given.
 pub(crate) async fn delete<T: Transport>(
     cli: &Cli<T>,
     path: &str,

@@ -86,15 +86,9 @@ pub(super) async fn run<T: Transport>(
             print_user(cli, &user).await?;
         }
         UsersCommand::RevokeKeys { user } => {
-            let id = cli.api.user_id(&user).await?;
-            let done = cli
-                .api
-                .call(
-                    http::Method::POST,
-                    &format!("{}/revoke-keys", path(&id)),
-                    None,
-                )
-                .await?;
+            // By the reference given: the API takes a name, and the answer has the id.
+            let revoke = format!("{}/revoke-keys", path(&user));
+            let done = cli.api.call(http::Method::POST, &revoke, None).await?;
             cli.out.print(&done, |done: KeysRevoked| {
                 let background = if done.in_background {
                     " (their records follow in the background)"
@@ -105,7 +99,8 @@ pub(super) async fn run<T: Transport>(
             })?;
         }
         UsersCommand::Delete { user } => {
-            let id = cli.api.user_id(&user).await?;
+            let id = cli.api.id_of("users", &user).await?;
+            let id = id.unwrap_or(user.clone());
             let done = format!("Deleted user {user}; its keys are revoked.");
             super::delete(cli, &path(&id), &id, &done).await?;
         }

@@ -99,6 +99,15 @@ pub fn outcome_unknown(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether the daemon refused a request for want of a permission (403).
+pub fn forbidden(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<Problem>()
+            .is_some_and(|p| p.status == ::http::StatusCode::FORBIDDEN)
+    })
+}
+
 /// Sends requests to the management API.
 pub trait Transport {
     /// Sends one request and returns the response, whatever its status. Fails only when no
