@@ -1626,6 +1626,65 @@ async fn an_editor_saved_after_a_change_elsewhere_keeps_that_change() {
     assert_eq!(stored["groups"], json!([ops]), "{stored}");
 }
 
+/// Audit s60 M2: a user's page offers "Revoke all its keys" to a key that may write keys,
+/// as the API asks, and not to one that may write users only, which gets the editor,
+/// disable and delete (the button followed `latchkey:users:write`: shown where the API
+/// refused it, hidden where it would serve). L4: the form that creates a user takes its
+/// organization beside its tenant.
+#[tokio::test]
+async fn a_user_s_actions_follow_the_permissions_their_endpoints_need() {
+    let app = App::new(false);
+    let svc = app.key_with("svc", &[]).await;
+    let page = "/ui/users/svc";
+    let people = [
+        "latchkey:users:read",
+        "latchkey:users:write",
+        "latchkey:keys:read",
+    ];
+    let people = app.key_with("people", &people).await;
+    let keyops = [
+        "latchkey:users:read",
+        "latchkey:keys:read",
+        "latchkey:keys:write",
+    ];
+    let keyops = app.key_with("keyops", &keyops).await;
+
+    let (session, _, _) = app.sign_in(&people).await;
+    let (_, html) = app.get(page, Some(&session)).await;
+    assert!(html.contains("id=\"save-user\""), "{html}");
+    assert!(html.contains("id=\"delete-user\""), "{html}");
+    assert!(!html.contains("id=\"revoke-keys\""), "{html}");
+
+    let (session, _, csrf) = app.sign_in(&keyops).await;
+    let (_, html) = app.get(page, Some(&session)).await;
+    assert!(html.contains("id=\"revoke-keys\""), "{html}");
+    assert!(!html.contains("id=\"save-user\""), "{html}");
+    assert!(!html.contains("id=\"delete-user\""), "{html}");
+    let revoke = format!("{page}/revoke-keys");
+    let (answer, html) = app.post(&revoke, &session, &[("csrf", &csrf)]).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+    let (status, refused) = app.api(&svc, "GET", "/v1/users", Value::Null).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    assert_eq!(refused["code"], "key_revoked");
+
+    let (session, _, csrf) = app.sign_in(&app.admin).await;
+    let (_, html) = app.get("/ui/users", Some(&session)).await;
+    assert!(html.contains("name=\"organization_id\""), "{html}");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("name", "tenanted"),
+        ("tenant_id", "acme"),
+        ("organization_id", "acme-eu"),
+    ];
+    let (answer, html) = app.post("/ui/users", &session, &form).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{html}");
+    let (_, stored) = app
+        .api(&app.admin, "GET", "/v1/users/tenanted", Value::Null)
+        .await;
+    assert_eq!(stored["tenant_id"], "acme", "{stored}");
+    assert_eq!(stored["organization_id"], "acme-eu", "{stored}");
+}
+
 /// A key pasted into a field the console reads itself (rate limits) is refused without
 /// being written into the page: not in the field, not in the message that says why.
 #[tokio::test]
