@@ -564,7 +564,8 @@ pub enum KeysCommand {
         /// The key's id, display prefix (`lk_live_…`) or public id
         key: String,
     },
-    /// Change a key: name, description, enabled, meta, rate limits, credits, allowlist
+    /// Change a key: name, description, meta, rate limits, credits, allowlist (`keys
+    /// disable` and `keys enable` stop and restart it)
     Update(KeyUpdate),
     /// Stop a key from authenticating, reversibly
     Disable {
@@ -719,11 +720,14 @@ pub struct KeyUpdate {
     /// Remove the credits: uses are no longer counted against a balance
     #[arg(long, conflicts_with_all = ["credits", "add_credits", "refill"])]
     pub clear_credits: bool,
+    /// Remove the credits' refill and keep the balance (with --credits N: set it)
+    #[arg(long, conflicts_with_all = ["add_credits", "refill", "clear_credits"])]
+    pub clear_refill: bool,
     /// Remove the allowlist: any address may use the key
     #[arg(long, conflicts_with = "allow_ips")]
     pub clear_allowed_ips: bool,
     /// Remove meta, rate limits, credits and the allowlist
-    #[arg(long, conflicts_with_all = ["meta", "rate_limits", "credits", "refill", "allow_ips", "add_credits"])]
+    #[arg(long, conflicts_with_all = ["meta", "rate_limits", "credits", "refill", "allow_ips", "add_credits", "clear_refill"])]
     pub clear_usage_control: bool,
 }
 
@@ -810,6 +814,7 @@ mod tests {
         for other in [
             &["--add-credits", "1"][..],
             &["--clear-credits"],
+            &["--clear-refill"],
             &["--clear-usage-control"],
         ] {
             let mut argv = vec!["latchkey", "keys", "update", "k", "--refill", "1/day"];

@@ -53,6 +53,15 @@ fn cli_flags_round_trip_and_the_daemon_enforces_them() {
     .fails(1, "--credits");
     let back = fx.json(&["keys", "update", &id, "--refill", "3/month"]);
     assert_eq!(back["credits"]["remaining"], 3, "{back}");
+    // `--clear-refill` removes the refill and keeps the balance (audit s60 L2: only the
+    // API could); the refill put back.
+    let cleared = fx.json(&["keys", "update", &id, "--clear-refill"]);
+    assert_eq!(cleared["credits"]["remaining"], 3, "{cleared}");
+    assert!(cleared["credits"]["refill"].is_null(), "{cleared}");
+    let shown = fx.cli(&["keys", "show", &id]).ok();
+    assert!(!shown.stdout.contains("refill"), "{shown:#?}");
+    let back = fx.json(&["keys", "update", &id, "--refill", "3/month"]);
+    assert_eq!(back["credits"]["remaining"], 3, "{back}");
 
     // `latchkey verify` checks as a request from an address would; at cost 0 it spends
     // nothing of the limits and credits used below.

@@ -36,6 +36,10 @@ pub(super) async fn run<T: Transport>(
                 .clear("description", args.clear_description)
                 .opt("credits", args.add_credits.map(|n| json!({"add": n})));
             let body = usage_flags::add_to(body, args.usage, true)?;
+            let body = match args.clear_refill {
+                true => usage_flags::without_refill(body),
+                false => body,
+            };
             let all = args.clear_usage_control;
             let body = [
                 ("meta", args.clear_meta),

@@ -2,7 +2,7 @@
 //! (`meta`, `rate_limits`, `credits`, `allowed_ips`), and their lines in `keys show`.
 
 use anyhow::Context;
-use latchkey_core::{Key, RateLimit, Refill};
+use latchkey_core::{Key, RateLimit, Refill, limits};
 use serde_json::{Value, json};
 
 use super::Body;
@@ -42,6 +42,14 @@ pub(crate) fn add_to(body: Body, flags: UsageFlags, updating: bool) -> anyhow::R
         .opt("allowed_ips", ips))
 }
 
+/// `keys update --clear-refill`: the refill removed (`"refill": null`), beside a balance the
+/// body sets (`--credits N`), or alone, keeping it (audit s60 L2: only the API could).
+pub(crate) fn without_refill(mut body: Body) -> Body {
+    let credits = body.0.entry("credits").or_insert_with(|| json!({}));
+    credits["refill"] = Value::Null;
+    body
+}
+
 /// `--rate-limit` values (of keys and of users) as the `rate_limits` member; `None` when
 /// none was given.
 pub(crate) fn rate_limits(texts: &[String]) -> anyhow::Result<Option<Vec<Value>>> {
@@ -57,7 +65,18 @@ fn rate_limit(text: &str) -> anyhow::Result<Value> {
     let bad = || format!("--rate-limit {text:?}: expected LIMIT/WINDOW[,NAME], such as 100/60s");
     let (spec, name) = text.split_once(',').unwrap_or((text, "default"));
     let (limit, window) = spec.split_once('/').with_context(bad)?;
-    let limit: u32 = limit.trim().parse().ok().with_context(bad)?;
+    let limit: u64 = limit.trim().parse().ok().with_context(bad)?;
+    // Past what the wire's number holds, the reason the server gives for any too large
+    // (audit s60 L1: it was called a malformed flag).
+    let limit = u32::try_from(limit)
+        .ok()
+        .filter(|limit| *limit <= limits::MAX_RATE_LIMIT)
+        .with_context(|| {
+            format!(
+                "--rate-limit {text:?}: a limit is 1 to {}",
+                limits::MAX_RATE_LIMIT
+            )
+        })?;
     let window = parse_duration(window)
         .map_err(anyhow::Error::msg)
         .with_context(bad)?;
@@ -142,6 +161,25 @@ mod tests {
         );
         assert!(rate_limit("100").is_err());
         assert!(rate_limit("x/60s").is_err());
+        // Too large is said as such, past the wire's number too (audit s60 L1).
+        for large in ["1000000001/60s", "5000000000/60s"] {
+            let refused = rate_limit(large).unwrap_err().to_string();
+            assert!(refused.ends_with("a limit is 1 to 1000000000"), "{refused}");
+        }
+        assert!(rate_limit("1000000000/60s").is_ok());
+        // `--clear-refill`, alone or with `--credits N`.
+        let alone = without_refill(Body::default());
+        assert_eq!(alone.build(), json!({"credits": {"refill": null}}));
+        let flags = UsageFlags {
+            meta: None,
+            rate_limits: Vec::new(),
+            credits: Some(5),
+            refill: None,
+            allow_ips: Vec::new(),
+        };
+        let set = without_refill(add_to(Body::default(), flags, true).unwrap());
+        let expected = json!({"credits": {"remaining": 5, "refill": null}});
+        assert_eq!(set.build(), expected);
         assert_eq!(
             refill("500/month").unwrap(),
             json!({"amount": 500, "interval": "month"})
