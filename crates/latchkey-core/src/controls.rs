@@ -65,8 +65,8 @@ pub struct Refill {
     pub amount: u64,
     /// `day` or `month`.
     pub interval: RefillInterval,
-    /// For `month`: the day the refill happens, 1 to 28 (default 1). (No
-    /// `skip_serializing_if` here or in [`Credits`]: both are stored with postcard.)
+    /// For `month`: the day the refill happens, 1 to 28 (default 1).
+    // No `skip_serializing_if` here or in `Credits`: both are stored with postcard.
     #[serde(default, deserialize_with = "crate::wire::optional_integer")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 28))]
     pub day_of_month: Option<u8>,

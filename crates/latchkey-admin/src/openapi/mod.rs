@@ -2,6 +2,7 @@
 //! so it cannot drift from the code.
 
 mod integers;
+mod member_rules;
 pub(crate) mod problems;
 pub(crate) mod rules;
 mod statuses;
@@ -12,6 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use integers::UnsignedIntegers;
+use member_rules::MemberRules;
 use statuses::LayerStatuses;
 
 use crate::handlers::{
@@ -47,7 +49,7 @@ use crate::handlers::{
         rules::SequenceBefore
     )),
     // The integers' pass runs last: it reads the whole document.
-    modifiers(&BearerAuth, &LayerStatuses, &UnsignedIntegers),
+    modifiers(&BearerAuth, &LayerStatuses, &MemberRules, &UnsignedIntegers),
     tags(
         (name = "groups", description = "Roles: a name and a set of permissions"),
         (name = "users", description = "Identities that own keys"),

@@ -24,10 +24,15 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     }
 }
 
+/// The schema `name`; of one tied to a rule on its members (`allOf` the derived object and
+/// the rule: `openapi/member_rules.rs`), the derived object, which holds the members.
 fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
     let schema = &doc["components"]["schemas"][name];
     assert!(schema.is_object(), "no schema {name}");
-    schema
+    match schema["allOf"][0].is_object() {
+        true => &schema["allOf"][0],
+        false => schema,
+    }
 }
 
 /// Every `$ref` anywhere in `value`.
@@ -541,6 +546,50 @@ async fn an_audit_event_s_changes_are_described() {
         let types = change["properties"][side]["type"].as_array().unwrap();
         for kind in ["null", "boolean", "number", "string", "array", "object"] {
             assert!(types.contains(&kind.into()), "{side}: {kind}");
+        }
+    }
+}
+
+/// The rules that tie a body's members together are in the document (audit s60 L3: in
+/// words only), and a JSON Schema validator reading it takes exactly the bodies the server
+/// takes: a credits change is `add` alone, or `remaining`, `refill` or both; a refill's
+/// `day_of_month` goes with a monthly one.
+#[tokio::test]
+async fn a_validator_reading_the_document_takes_the_credits_changes_the_server_takes() {
+    let h = Harness::new();
+    let doc = h.send("GET", "/openapi.json", None, None).await.ok(200);
+    let schema = json!({
+        "$ref": "#/components/schemas/CreditsChange",
+        "components": doc["components"],
+    });
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    h.user("metered", &[]).await;
+    let body = json!({"name": "k", "user_id": "metered", "credits": {"remaining": 10}});
+    let key = h.post("/v1/keys", body).await.ok(201);
+    let path = format!("/v1/keys/{}", key["id"].as_str().unwrap());
+
+    let monthly = json!({"amount": 5, "interval": "month", "day_of_month": 3});
+    let daily = json!({"amount": 5, "interval": "day"});
+    let taken = [
+        json!({"add": 1}),
+        json!({"remaining": 4}),
+        json!({"refill": null}),
+        json!({"refill": daily}),
+        json!({"refill": {"amount": 5, "interval": "day", "day_of_month": null}}),
+        json!({"remaining": 4, "refill": monthly}),
+    ];
+    let refused = [
+        json!({}),
+        json!({"remaining": 1, "add": 1}),
+        json!({"add": 1, "refill": null}),
+        json!({"add": 1, "remaining": 1, "refill": daily}),
+        json!({"refill": {"amount": 5, "interval": "day", "day_of_month": 3}}),
+    ];
+    for (bodies, status) in [(&taken[..], 200), (&refused[..], 400)] {
+        for change in bodies {
+            assert_eq!(validator.is_valid(change), status == 200, "{change}");
+            let answer = h.patch(&path, json!({"credits": change})).await;
+            assert_eq!(answer.status.as_u16(), status, "{change}: {}", answer.text);
         }
     }
 }
