@@ -325,7 +325,13 @@ impl Meters {
         clock: &Arc<dyn Clock>,
     ) {
         let mut all = self.lock();
-        let Some(old) = all.get(&from).filter(|m| same_rules(&m.0.limits, record)) else {
+        if all.contains_key(&to) {
+            return;
+        }
+        let Some(old) = all
+            .get(&from)
+            .filter(|m| !m.0.limits.is_empty() && same_rules(&m.0.limits, record))
+        else {
             return;
         };
         let Some(limits) = old
@@ -337,9 +343,6 @@ impl Meters {
         else {
             return;
         };
-        if old.0.limits.is_empty() || all.contains_key(&to) {
-            return;
-        }
         let meter = build(to, record, store, clock, Some((limits, None)));
         all.insert(to, meter);
     }

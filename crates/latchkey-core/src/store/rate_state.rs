@@ -198,12 +198,9 @@ fn failure(e: TxError) -> String {
 /// state written under `from` goes on under `to`, in the change's transaction, so that
 /// every process's meter of `to` finds it (one written under an older version stays void).
 pub(super) fn carry_key_rates_in(tx: &Tx<'_>, path: &[u8], from: u64, to: u64) -> TxResult<()> {
-    match tx.get::<RateRecord>(path)? {
-        Some(mut record) if record.version == from && from < to => {
-            record.version = to;
-            tx.put(path, &record)
-        }
-        _ => Ok(()),
+    match from < to {
+        true => copy_key_rates_in(tx, (path, from), (path, to)),
+        false => Ok(()),
     }
 }
 
